@@ -1,0 +1,224 @@
+//! Owns authentication of requests to the source and destination: bearer, basic,
+//! API key (header or query) and OAuth2 client credentials. OAuth2 tokens are
+//! cached, refreshed before they expire, and refreshed once more when the API says
+//! 401 — an expired token is a normal event, not a failed run.
+//! Invariant: credentials leave this module only onto the wire.
+
+use std::time::Duration;
+
+use reqwest::header::{AUTHORIZATION, HeaderValue};
+use reqwest::{Client, RequestBuilder};
+use serde::Deserialize;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use crate::config::{AuthSpec, KeyPlacement};
+use crate::policy::{Backoff, Class, Outcome, RetryPolicy, classify};
+use crate::secret::Secret;
+use crate::stop::{Stop, StopReason};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// Fatal: the credentials are wrong; a person must fix them.
+    #[error(
+        "OAuth2 token request to {url} was refused ({status}): check client_id and client_secret"
+    )]
+    Refused { url: String, status: u16 },
+    /// Fatal after retries: the token endpoint is down or unreachable.
+    #[error("OAuth2 token request to {url} failed after {attempts} attempts: {last}")]
+    Unavailable {
+        url: String,
+        attempts: u32,
+        last: String,
+    },
+    #[error("OAuth2 token endpoint {url} answered without an access_token: {detail}")]
+    BadAnswer { url: String, detail: String },
+    #[error("stopped: {}", .0.as_str())]
+    Stopped(StopReason),
+}
+
+/// Applies one API's credentials to requests.
+#[derive(Debug)]
+pub struct Authenticator {
+    spec: AuthSpec,
+    token: Mutex<Option<Token>>,
+    retry: RetryPolicy,
+}
+
+#[derive(Debug, Clone)]
+struct Token {
+    access: Secret,
+    refresh_at: Instant,
+}
+
+struct ClientCredentials<'a> {
+    token_url: &'a url::Url,
+    client_id: &'a str,
+    client_secret: &'a Secret,
+    scope: Option<&'a str>,
+}
+
+#[derive(Deserialize)]
+struct TokenAnswer {
+    access_token: String,
+    expires_in: Option<u64>,
+}
+
+impl Authenticator {
+    pub fn new(spec: AuthSpec, retry: RetryPolicy) -> Self {
+        Authenticator {
+            spec,
+            token: Mutex::new(None),
+            retry,
+        }
+    }
+
+    /// Whether a 401 may be cured by fetching a fresh token.
+    pub fn can_refresh(&self) -> bool {
+        matches!(self.spec, AuthSpec::OAuth2 { .. })
+    }
+
+    /// Forgets the cached token; the next request fetches a new one.
+    pub async fn invalidate(&self) {
+        *self.token.lock().await = None;
+    }
+
+    /// Adds the credentials to a request.
+    pub async fn apply(
+        &self,
+        request: RequestBuilder,
+        client: &Client,
+        stop: &Stop,
+    ) -> Result<RequestBuilder, AuthError> {
+        Ok(match &self.spec {
+            AuthSpec::None => request,
+            AuthSpec::Bearer { token } => request.header(AUTHORIZATION, bearer(token)),
+            AuthSpec::Basic { username, password } => {
+                request.basic_auth(username, Some(password.expose()))
+            }
+            AuthSpec::ApiKey { placement, key } => match placement {
+                KeyPlacement::Header(name) => request.header(name, sensitive(key.expose())),
+                KeyPlacement::Query(param) => request.query(&[(param, key.expose())]),
+            },
+            AuthSpec::OAuth2 {
+                token_url,
+                client_id,
+                client_secret,
+                scope,
+            } => {
+                let mut cached = self.token.lock().await;
+                let fresh = cached.as_ref().filter(|t| Instant::now() < t.refresh_at);
+                let access = match fresh {
+                    Some(token) => token.access.clone(),
+                    None => {
+                        let client_credentials = ClientCredentials {
+                            token_url,
+                            client_id,
+                            client_secret,
+                            scope: scope.as_deref(),
+                        };
+                        let token = self.fetch_token(client, &client_credentials, stop).await?;
+                        let access = token.access.clone();
+                        *cached = Some(token);
+                        access
+                    }
+                };
+                request.header(AUTHORIZATION, bearer(&access))
+            }
+        })
+    }
+
+    async fn fetch_token(
+        &self,
+        client: &Client,
+        credentials: &ClientCredentials<'_>,
+        stop: &Stop,
+    ) -> Result<Token, AuthError> {
+        let ClientCredentials {
+            token_url,
+            client_id,
+            client_secret,
+            scope,
+        } = credentials;
+        let url = crate::http::redact(token_url);
+        let mut form = vec![
+            ("grant_type", "client_credentials"),
+            ("client_id", client_id),
+            ("client_secret", client_secret.expose()),
+        ];
+        if let Some(scope) = scope {
+            form.push(("scope", scope));
+        }
+        let mut backoff = Backoff::new(self.retry);
+        loop {
+            let started = Instant::now();
+            let outcome = match client.post((*token_url).clone()).form(&form).send().await {
+                Ok(response) if response.status().is_success() => {
+                    let body = response.bytes().await.map_err(|e| AuthError::BadAnswer {
+                        url: url.clone(),
+                        detail: e.without_url().to_string(),
+                    })?;
+                    let answer: TokenAnswer =
+                        serde_json::from_slice(&body).map_err(|e| AuthError::BadAnswer {
+                            url: url.clone(),
+                            detail: e.to_string(),
+                        })?;
+                    let ttl = Duration::from_secs(answer.expires_in.unwrap_or(3600));
+                    // Refresh early enough that a request never carries a token that
+                    // expires in flight, without refreshing constantly on short TTLs.
+                    let margin = (ttl / 5).min(Duration::from_secs(60));
+                    return Ok(Token {
+                        access: Secret::new(answer.access_token),
+                        refresh_at: started + ttl - margin,
+                    });
+                }
+                Ok(response) => Outcome::Status(response.status().as_u16()),
+                Err(e) if e.is_connect() => Outcome::ConnectFailed,
+                Err(e) if e.is_timeout() => Outcome::TimedOutAfterSend,
+                Err(_) => Outcome::BrokenAfterSend,
+            };
+            match classify(outcome) {
+                // Asking for a token twice is harmless, so an unknown outcome is too.
+                Class::Transient { .. } => match backoff.next_delay(None) {
+                    Some(delay) => stop.sleep(delay).await.map_err(AuthError::Stopped)?,
+                    None => {
+                        return Err(AuthError::Unavailable {
+                            url,
+                            attempts: backoff.attempts(),
+                            last: describe(outcome),
+                        });
+                    }
+                },
+                _ => {
+                    let status = match outcome {
+                        Outcome::Status(s) => s,
+                        _ => 0,
+                    };
+                    return Err(AuthError::Refused { url, status });
+                }
+            }
+        }
+    }
+}
+
+fn describe(outcome: Outcome) -> String {
+    match outcome {
+        Outcome::Status(s) => format!("HTTP {s}"),
+        Outcome::ConnectFailed => "connection refused or unreachable".into(),
+        Outcome::TimedOutAfterSend => "timed out".into(),
+        Outcome::BrokenAfterSend => "connection broken".into(),
+        Outcome::ErrorInBody => "error in body".into(),
+    }
+}
+
+fn bearer(token: &Secret) -> HeaderValue {
+    sensitive(&format!("Bearer {}", token.expose()))
+}
+
+/// A header value marked sensitive so that HTTP-layer debug output hides it.
+pub(crate) fn sensitive(value: &str) -> HeaderValue {
+    let mut header =
+        HeaderValue::from_str(value).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+    header.set_sensitive(true);
+    header
+}

@@ -1,0 +1,159 @@
+//! The config file exactly as written: serde structs that mirror the TOML, with the
+//! span of every value so that validation can name the line. Unknown keys are
+//! rejected here.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_spanned::Spanned;
+
+pub type S<T> = Spanned<T>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFile {
+    pub state: Option<S<RawState>>,
+    #[serde(default)]
+    pub sync: Vec<S<RawSync>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawState {
+    pub path: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSync {
+    pub name: S<String>,
+    pub source: S<RawSource>,
+    #[serde(default)]
+    pub mapping: Option<S<RawMapping>>,
+    pub destination: S<RawDestination>,
+    pub retry: Option<S<RawRetry>>,
+    pub budgets: Option<S<RawBudgets>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSource {
+    pub base_url: S<String>,
+    pub path: Option<S<String>>,
+    #[serde(default)]
+    pub params: BTreeMap<String, S<String>>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, S<String>>,
+    pub auth: Option<S<RawAuth>>,
+    pub timeout: Option<S<String>>,
+    pub rate_limit: Option<S<f64>>,
+    pub error_path: Option<S<String>>,
+    pub records_path: Option<S<String>>,
+    pub id_field: Option<S<String>>,
+    pub updated_at_field: Option<S<String>>,
+    pub version_field: Option<S<String>>,
+    pub time_format: Option<S<String>>,
+    pub page_size: Option<S<i64>>,
+    pub page_size_param: Option<S<String>>,
+    pub start: Option<S<String>>,
+    pub lag: Option<S<String>>,
+    pub lookback: Option<S<String>>,
+    pub lower_bound_param: Option<S<String>>,
+    pub upper_bound_param: Option<S<String>>,
+    pub sorted: Option<S<bool>>,
+    pub pagination: S<RawPagination>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPagination {
+    pub style: S<String>,
+    pub token_path: Option<S<String>>,
+    pub token_param: Option<S<String>>,
+    pub next_url_path: Option<S<String>>,
+    pub link_header: Option<S<bool>>,
+    pub updated_param: Option<S<String>>,
+    pub id_param: Option<S<String>>,
+    pub offset_param: Option<S<String>>,
+    pub page_param: Option<S<String>>,
+    pub first_page: Option<S<i64>>,
+    pub overlap: Option<S<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    #[serde(rename = "type")]
+    pub kind: S<String>,
+    pub token: Option<S<String>>,
+    pub username: Option<S<String>>,
+    pub password: Option<S<String>>,
+    pub key: Option<S<String>>,
+    pub header: Option<S<String>>,
+    pub query_param: Option<S<String>>,
+    pub token_url: Option<S<String>>,
+    pub client_id: Option<S<String>>,
+    pub client_secret: Option<S<String>>,
+    pub scope: Option<S<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMapping {
+    pub external_id: Option<S<String>>,
+    #[serde(default)]
+    pub fields: BTreeMap<String, S<String>>,
+    #[serde(default)]
+    pub constants: BTreeMap<String, S<toml::Value>>,
+    #[serde(default)]
+    pub required: BTreeMap<String, S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDestination {
+    #[serde(rename = "type")]
+    pub kind: S<String>,
+    // jsonl
+    pub file: Option<S<String>>,
+    // http
+    pub base_url: Option<S<String>>,
+    pub mode: Option<S<String>>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, S<String>>,
+    pub auth: Option<S<RawAuth>>,
+    pub timeout: Option<S<String>>,
+    pub rate_limit: Option<S<f64>>,
+    pub error_path: Option<S<String>>,
+    pub concurrency: Option<S<i64>>,
+    pub external_id_field: Option<S<String>>,
+    pub dest_id_field: Option<S<String>>,
+    // put and post
+    pub path: Option<S<String>>,
+    pub method: Option<S<String>>,
+    pub idempotency_header: Option<S<String>>,
+    // lookup
+    pub lookup_path: Option<S<String>>,
+    pub lookup_param: Option<S<String>>,
+    pub lookup_results_path: Option<S<String>>,
+    pub create_path: Option<S<String>>,
+    pub update_path: Option<S<String>>,
+    pub update_method: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetry {
+    pub base: Option<S<String>>,
+    pub cap: Option<S<String>>,
+    pub max_attempts: Option<S<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBudgets {
+    pub max_runtime: Option<S<String>>,
+    pub max_pages: Option<S<i64>>,
+    pub dead_letter_ratio: Option<S<f64>>,
+    pub dead_letter_window: Option<S<i64>>,
+}

@@ -1,0 +1,303 @@
+//! The validated configuration the engine runs: every value checked, every default
+//! applied, every `${VAR}` resolved. Nothing downstream re-checks these values.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use reqwest::Method;
+use reqwest::header::HeaderName;
+use serde_json::Value;
+use url::Url;
+
+use crate::policy::RetryPolicy;
+use crate::record::FieldPath;
+use crate::secret::Secret;
+
+/// A whole config file.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from, for messages.
+    pub file: PathBuf,
+    pub state: StateSpec,
+    pub syncs: Vec<SyncSpec>,
+}
+
+impl Config {
+    pub fn sync(&self, name: &str) -> Option<&SyncSpec> {
+        self.syncs.iter().find(|s| s.name == name)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct StateSpec {
+    /// The SQLite file, resolved against the config file's directory.
+    pub path: PathBuf,
+}
+
+/// One sync: one source stream → mapping → one destination.
+#[derive(Debug, Clone)]
+pub struct SyncSpec {
+    pub name: String,
+    pub source: SourceSpec,
+    pub mapping: MappingSpec,
+    pub destination: DestinationSpec,
+    pub retry: RetryPolicy,
+    pub budgets: BudgetSpec,
+    /// Changes whenever mapping or destination change; a dead letter recorded under
+    /// another fingerprint is tried again.
+    pub fingerprint: String,
+}
+
+/// Connection settings shared by the source and HTTP destinations.
+#[derive(Debug, Clone)]
+pub struct HttpSpec {
+    pub base_url: Url,
+    pub headers: Vec<(HeaderName, Secret)>,
+    pub auth: AuthSpec,
+    pub timeout: Duration,
+    /// Client-side requests per second, before the API has to say 429.
+    pub rate_limit: Option<f64>,
+    /// A body field that, when present and not null in a 2xx answer, means failure.
+    pub error_path: Option<FieldPath>,
+}
+
+#[derive(Debug, Clone)]
+pub enum AuthSpec {
+    None,
+    Bearer {
+        token: Secret,
+    },
+    Basic {
+        username: String,
+        password: Secret,
+    },
+    ApiKey {
+        placement: KeyPlacement,
+        key: Secret,
+    },
+    OAuth2 {
+        token_url: Url,
+        client_id: String,
+        client_secret: Secret,
+        scope: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyPlacement {
+    Header(HeaderName),
+    Query(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeFormat {
+    Rfc3339,
+    EpochSeconds,
+    EpochMillis,
+}
+
+#[derive(Debug, Clone)]
+pub struct SourceSpec {
+    pub http: HttpSpec,
+    pub path: String,
+    pub params: Vec<(String, Secret)>,
+    pub records_path: FieldPath,
+    pub id_field: FieldPath,
+    pub updated_at_field: FieldPath,
+    pub version_field: Option<FieldPath>,
+    pub time_format: TimeFormat,
+    pub page_size: u32,
+    pub page_size_param: Option<String>,
+    pub start: Option<Timestamp>,
+    pub lag: Duration,
+    pub lookback: Duration,
+    pub lower_bound_param: Option<String>,
+    pub upper_bound_param: Option<String>,
+    /// The API returns records in ascending `(updated_at, id)` order, so reading can
+    /// stop at the first record past the watermark.
+    pub sorted: bool,
+    pub pagination: Pagination,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pagination {
+    /// An opaque next token from a body field, sent back as a parameter.
+    Cursor {
+        token_path: FieldPath,
+        token_param: String,
+    },
+    /// A full next URL, from a body field or the `Link: rel="next"` header.
+    NextUrl {
+        from: NextUrlFrom,
+    },
+    /// `(updated_at, id)` of the last record, passed as two parameters.
+    Keyset {
+        updated_param: String,
+        id_param: String,
+    },
+    Offset {
+        offset_param: String,
+        overlap: u32,
+    },
+    Page {
+        page_param: String,
+        first_page: u64,
+        overlap: u32,
+    },
+}
+
+impl Pagination {
+    pub fn style(&self) -> &'static str {
+        match self {
+            Pagination::Cursor { .. } => "cursor",
+            Pagination::NextUrl { .. } => "next_url",
+            Pagination::Keyset { .. } => "keyset",
+            Pagination::Offset { .. } => "offset",
+            Pagination::Page { .. } => "page",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NextUrlFrom {
+    Body(FieldPath),
+    LinkHeader,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JsonType {
+    String,
+    Integer,
+    Number,
+    Boolean,
+    Object,
+    Array,
+}
+
+impl JsonType {
+    pub fn name(self) -> &'static str {
+        match self {
+            JsonType::String => "string",
+            JsonType::Integer => "integer",
+            JsonType::Number => "number",
+            JsonType::Boolean => "boolean",
+            JsonType::Object => "object",
+            JsonType::Array => "array",
+        }
+    }
+
+    pub fn matches(self, value: &Value) -> bool {
+        match self {
+            JsonType::String => value.is_string(),
+            JsonType::Integer => value.is_i64() || value.is_u64(),
+            JsonType::Number => value.is_number(),
+            JsonType::Boolean => value.is_boolean(),
+            JsonType::Object => value.is_object(),
+            JsonType::Array => value.is_array(),
+        }
+    }
+}
+
+/// A string with `{path}` placeholders filled from a JSON document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    pub parts: Vec<TemplatePart>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TemplatePart {
+    Literal(String),
+    Field(FieldPath),
+}
+
+#[derive(Debug, Clone)]
+pub struct MappingSpec {
+    pub external_id: Template,
+    /// (output path, source path), in file order.
+    pub fields: Vec<(FieldPath, FieldPath)>,
+    pub constants: Vec<(FieldPath, Value)>,
+    pub required: Vec<(FieldPath, JsonType)>,
+}
+
+#[derive(Debug, Clone)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per sync, built once; boxing buys nothing"
+)]
+pub enum DestinationSpec {
+    Http(HttpDestinationSpec),
+    JsonLines(JsonLinesSpec),
+}
+
+#[derive(Debug, Clone)]
+pub struct JsonLinesSpec {
+    pub path: PathBuf,
+    pub external_id_field: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpDestinationSpec {
+    pub http: HttpSpec,
+    pub mode: WriteMode,
+    /// When set, the external id is written into the body under this field.
+    pub external_id_field: Option<String>,
+    /// Where a write or lookup answer carries the destination's own id.
+    pub dest_id_field: FieldPath,
+    pub concurrency: usize,
+}
+
+/// A path on the destination with `{external_id}` or `{dest_id}` placeholders.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UriTemplate(pub String);
+
+#[derive(Debug, Clone)]
+pub enum WriteMode {
+    Put {
+        path: UriTemplate,
+        method: Method,
+    },
+    Lookup {
+        lookup_path: UriTemplate,
+        lookup_param: Option<String>,
+        results_path: FieldPath,
+        create_path: UriTemplate,
+        update_path: UriTemplate,
+        update_method: Method,
+    },
+    Post {
+        path: UriTemplate,
+        idempotency_header: HeaderName,
+    },
+}
+
+impl WriteMode {
+    pub fn name(&self) -> &'static str {
+        match self {
+            WriteMode::Put { .. } => "put",
+            WriteMode::Lookup { .. } => "lookup",
+            WriteMode::Post { .. } => "post",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BudgetSpec {
+    pub max_runtime: Option<Duration>,
+    pub max_pages: Option<u64>,
+    /// Halt when more than this share of the last `dead_letter_window` records were
+    /// dead-lettered: a broken mapping, not a few bad records.
+    pub dead_letter_ratio: f64,
+    pub dead_letter_window: usize,
+}
+
+impl Default for BudgetSpec {
+    fn default() -> Self {
+        BudgetSpec {
+            max_runtime: None,
+            max_pages: None,
+            dead_letter_ratio: 0.5,
+            dead_letter_window: 200,
+        }
+    }
+}

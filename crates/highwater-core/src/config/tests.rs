@@ -1,0 +1,210 @@
+use std::path::Path;
+
+use expect_test::{Expect, expect};
+
+use super::*;
+
+const VALID: &str = r#"
+[state]
+path = "state/hw.db"
+
+[[sync]]
+name = "invoices_to_crm"
+
+[sync.source]
+base_url = "https://billing.example.com"
+path = "/v1/invoices"
+params = { status = "all" }
+headers = { "X-Api-Version" = "2024-01" }
+records_path = "data"
+version_field = "version"
+page_size = 500
+lag = "1m"
+lookback = "10m"
+start = "2026-01-01T00:00:00Z"
+lower_bound_param = "updated_after"
+upper_bound_param = "updated_before"
+auth = { type = "bearer", token = "${BILLING_TOKEN}" }
+
+[sync.source.pagination]
+style = "cursor"
+token_path = "next_cursor"
+
+[sync.mapping]
+external_id = "inv-{id}"
+fields = { email = "customer.email", "contact.name" = "customer.name" }
+constants = { origin = "billing" }
+required = { email = "string" }
+
+[sync.destination]
+type = "http"
+base_url = "https://crm.example.com"
+mode = "lookup"
+lookup_path = "/v1/contacts"
+lookup_param = "external_id"
+create_path = "/v1/contacts"
+update_path = "/v1/contacts/{dest_id}"
+auth = { type = "oauth2", token_url = "https://crm.example.com/oauth/token", client_id = "hw", client_secret = "${CRM_SECRET}" }
+
+[sync.retry]
+base = "100ms"
+cap = "10s"
+max_attempts = 5
+"#;
+
+fn env(name: &str) -> Option<String> {
+    match name {
+        "BILLING_TOKEN" => Some("tok-123".into()),
+        "CRM_SECRET" => Some("s3cret".into()),
+        _ => None,
+    }
+}
+
+fn errors(text: &str) -> String {
+    match parse(text, Path::new("hw.toml"), &env) {
+        Ok(_) => "ok".into(),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn check(text: &str, expected: Expect) {
+    expected.assert_eq(&errors(text));
+}
+
+#[test]
+fn a_full_config_validates_into_a_spec() {
+    let config = parse(VALID, Path::new("conf/hw.toml"), &env).expect("valid config");
+    assert_eq!(config.state.path, Path::new("conf/state/hw.db"));
+    let sync = config.sync("invoices_to_crm").expect("sync");
+    assert_eq!(sync.source.page_size, 500);
+    assert_eq!(sync.source.lag, Duration::from_secs(60));
+    assert!(
+        matches!(sync.source.http.auth, AuthSpec::Bearer { ref token } if token.expose() == "tok-123")
+    );
+    assert!(
+        matches!(&sync.destination, DestinationSpec::Http(d) if d.mode.name() == "lookup" && d.concurrency == 8)
+    );
+    assert_eq!(sync.retry.max_attempts, 5);
+    assert_eq!(sync.mapping.fields.len(), 2);
+}
+
+#[test]
+fn secrets_never_show_in_debug_output() {
+    let config = parse(VALID, Path::new("hw.toml"), &env).expect("valid config");
+    let dump = format!("{config:?}");
+    assert!(
+        !dump.contains("tok-123") && !dump.contains("s3cret"),
+        "{dump}"
+    );
+}
+
+#[test]
+fn unknown_key_names_line_and_key() {
+    check(
+        &VALID.replace("page_size = 500", "page_size = 500\npage_sise = 5"),
+        expect![[
+            r#"hw.toml:16: sync "invoices_to_crm".source.page_sise: unknown key `page_sise`, expected one of `base_url`, `path`, `params`, `headers`, `auth`, `timeout`, `rate_limit`, `error_path`, `records_path`, `id_field`, `updated_at_field`, `version_field`, `time_format`, `page_size`, `page_size_param`, `start`, `lag`, `lookback`, `lower_bound_param`, `upper_bound_param`, `sorted`, `pagination`"#
+        ]],
+    );
+}
+
+#[test]
+fn missing_env_var_names_the_variable_not_a_value() {
+    check(
+        &VALID.replace("${CRM_SECRET}", "${CRM_SECRETS}"),
+        expect![[
+            r#"hw.toml:41: sync "invoices_to_crm".destination.auth.client_secret: environment variable CRM_SECRETS is not set"#
+        ]],
+    );
+}
+
+#[test]
+fn invalid_toml_names_the_line() {
+    check(
+        "[[sync]]\nname = \"a\"\n[sync.source\n",
+        expect![[r#"hw.toml:3: invalid TOML: unclosed table, expected `]`"#]],
+    );
+}
+
+#[test]
+fn keys_of_another_style_or_mode_are_errors() {
+    check(
+        &VALID
+            .replace(
+                "token_path = \"next_cursor\"",
+                "token_path = \"n\"\noverlap = 3",
+            )
+            .replace("update_method", "x_update_method")
+            .replace(
+                "lookup_param = \"external_id\"",
+                "lookup_param = \"external_id\"\npath = \"/v1/x\"",
+            ),
+        expect![[r#"
+            hw.toml:26: sync "invoices_to_crm".source.pagination.overlap: does not apply to style = "cursor" (it takes: token_path, token_param)
+            hw.toml:40: sync "invoices_to_crm".destination.path: does not apply to mode = "lookup" (it takes: lookup_path, lookup_param, lookup_results_path, create_path, update_path, update_method)"#]],
+    );
+}
+
+#[test]
+fn bad_values_are_all_reported_at_once() {
+    check(
+        &VALID
+            .replace("lag = \"1m\"", "lag = \"soon\"")
+            .replace("style = \"cursor\"", "style = \"cursr\"")
+            .replace("max_attempts = 5", "max_attempts = 0"),
+        expect![[r#"
+            hw.toml:16: sync "invoices_to_crm".source.lag: expected a duration like "500ms", "30s", "5m" or "1h"
+            hw.toml:24: sync "invoices_to_crm".source.pagination.style: expected one of "cursor", "next_url", "keyset", "offset", "page"
+            hw.toml:46: sync "invoices_to_crm".retry.max_attempts: expected a whole number from 1 to 100"#]],
+    );
+}
+
+#[test]
+fn missing_required_keys_point_at_their_table() {
+    check(
+        "[[sync]]\nname = \"a\"\n[sync.source]\nbase_url = \"http://x\"\npagination = { style = \"keyset\" }\n[sync.destination]\ntype = \"http\"\nbase_url = \"http://y\"\nmode = \"put\"\n",
+        expect![[r#"
+            hw.toml:5: sync "a".source.pagination: style = "keyset" needs `updated_param` and `id_param` (the query parameters that take the last record's updated_at and id)
+            hw.toml:6: sync "a".destination: mode = "put" needs `path`"#]],
+    );
+}
+
+#[test]
+fn a_missing_file_says_how_to_fix_it() {
+    let err = load(Path::new("does/not/exist.toml")).expect_err("missing");
+    assert_eq!(
+        err.to_string(),
+        "does/not/exist.toml: config file not found (create it, or pass --config PATH)"
+    );
+}
+
+#[test]
+fn interpolation_handles_escapes_and_reports_bad_syntax() {
+    assert_eq!(
+        interpolate("a$${B}${BILLING_TOKEN}", &env),
+        Ok("a${B}tok-123".into())
+    );
+    assert_eq!(interpolate("cost $5", &env), Ok("cost $5".into()));
+    assert!(interpolate("${UNSET", &env).is_err());
+}
+
+#[test]
+fn templates_split_into_literals_and_fields() {
+    let t = parse_template("inv-{customer.id}-x").expect("template");
+    assert_eq!(t.parts.len(), 3);
+    assert!(parse_template("{}").is_err());
+}
+
+#[test]
+fn overlap_must_leave_room_for_new_records() {
+    let text = VALID.replace("page_size = 500", "page_size = 10").replace(
+        "style = \"cursor\"\ntoken_path = \"next_cursor\"",
+        "style = \"offset\"\noverlap = 10",
+    );
+    check(
+        &text,
+        expect![[
+            r#"hw.toml:23: sync "invoices_to_crm".source.pagination.overlap: must be smaller than page_size (10): each page re-reads `overlap` records"#
+        ]],
+    );
+}

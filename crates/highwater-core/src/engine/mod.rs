@@ -1,0 +1,775 @@
+//! Owns one run of a sync: fixes and stores the watermark before the first fetch (or
+//! resumes the open run with its watermark and cursor), maps each page, checks every
+//! record against the ledger, writes what must be written, and advances the
+//! checkpoint through the [`Frontier`] once every record of a page is resolved. The
+//! high-water mark moves only when the run completes.
+//! Invariants: the checkpoint never passes an unresolved record; a record is never
+//! written over a newer version; a failure before any progress leaves the state
+//! store as it was. Data flows one way: source → engine → sink → state.
+
+pub mod decide;
+pub mod frontier;
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use jiff::Timestamp;
+use serde_json::Value;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::SyncSpec;
+use crate::http::{Api, HttpError};
+use crate::mapping::{MappedRecord, map_record};
+use crate::record::SourceRecord;
+use crate::sink::{Sink, SinkError, Write};
+use crate::source::{Cursor, Extracted, Page, Reader, SourceError, Window};
+use crate::state::{
+    Counters, DeadLetter, Known, LedgerEntry, PageCommit, RunRow, StateError, Store,
+};
+use crate::stop::{Stop, StopReason};
+use decide::{Decision, SurgeGuard, decide, plan_window};
+pub use frontier::Frontier;
+
+/// Pages fetched ahead of those being written: the source keeps reading while the
+/// destination works, and a slow destination still pushes back on the source.
+const PREFETCH: usize = 2;
+/// Pages whose records may be in flight at once. A straggling write holds the
+/// checkpoint back, not the writes of the next pages.
+const PAGES_IN_FLIGHT: usize = 4;
+pub const KIND_INCREMENTAL: &str = "incremental";
+
+/// Limits for one invocation; `None` falls back to the sync's `[budgets]`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    pub max_runtime: Option<Duration>,
+    pub max_pages: Option<u64>,
+}
+
+/// What a run did, as far as it got.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub sync: String,
+    pub run_id: String,
+    pub resumed: bool,
+    pub window: Window,
+    pub outcome: RunOutcome,
+    /// Totals over every invocation of this run.
+    pub counters: Counters,
+    /// Pages committed by this invocation.
+    pub pages_now: u64,
+    pub retries: u64,
+    pub elapsed: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunOutcome {
+    Completed,
+    /// Stopped at a checkpoint; the run stays open and the next invocation resumes it.
+    Stopped(StopReason),
+}
+
+/// Live progress for a progress bar.
+#[derive(Debug, Clone, Default)]
+pub struct Progress {
+    pub run_id: String,
+    pub resumed: bool,
+    pub counters: Counters,
+}
+
+/// A run that could not go on. The run stays open at its last checkpoint when it
+/// had made progress (`resumable`); otherwise it was never recorded.
+#[derive(Debug, thiserror::Error)]
+#[error("{cause}")]
+pub struct RunFailure {
+    pub cause: FailureCause,
+    pub run_id: Option<String>,
+    pub counters: Counters,
+    pub resumable: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FailureCause {
+    #[error("source: {0}")]
+    Source(SourceError),
+    #[error("destination: {0}")]
+    Destination(SinkError),
+    #[error(
+        "halted: {dead} of the last {window} records were dead-lettered (limit {limit:.0}%); the mapping or the destination rejects nearly everything. Latest reason: {reason}"
+    )]
+    Surge {
+        dead: usize,
+        window: usize,
+        limit: f64,
+        reason: String,
+    },
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("cannot build an HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+}
+
+impl FailureCause {
+    /// Whether the run's failure comes from a stop request rather than a fault.
+    fn stopped(&self) -> Option<StopReason> {
+        match self {
+            FailureCause::Source(SourceError::Http(HttpError::Stopped(r)))
+            | FailureCause::Destination(SinkError::Http(HttpError::Stopped(r))) => Some(*r),
+            FailureCause::Source(SourceError::Http(HttpError::Auth(
+                crate::auth::AuthError::Stopped(r),
+                _,
+            )))
+            | FailureCause::Destination(SinkError::Http(HttpError::Auth(
+                crate::auth::AuthError::Stopped(r),
+                _,
+            ))) => Some(*r),
+            _ => None,
+        }
+    }
+}
+
+/// Runs (or resumes) the incremental run of `spec`. The caller holds the sync's lock.
+pub async fn run(
+    spec: &SyncSpec,
+    store: &Store,
+    options: RunOptions,
+    shutdown: CancellationToken,
+    progress: &watch::Sender<Progress>,
+) -> Result<RunReport, RunFailure> {
+    let started = Instant::now();
+    let fail = |cause: FailureCause| RunFailure {
+        cause,
+        run_id: None,
+        counters: Counters::default(),
+        resumable: false,
+    };
+    let (run, cursor, counters, resumed) = open_or_resume(spec, store).await.map_err(fail)?;
+    let window = Window {
+        lower: run.lower_bound,
+        watermark: run.watermark,
+    };
+    tracing::info!(
+        event = if resumed { crate::obs::RUN_RESUMED } else { crate::obs::RUN_STARTED },
+        sync = %spec.name,
+        run_id = %run.run_id,
+        watermark = %run.watermark,
+        lower_bound = %run.lower_bound.map_or("none".to_owned(), |t| t.to_string()),
+        "run {}", if resumed { "resumed" } else { "started" }
+    );
+    let mut runner = Runner::new(spec, store, run.run_id.clone(), counters, resumed, progress);
+    progress.send_replace(runner.snapshot());
+    let stop = Stop::new(options.max_runtime.or(spec.budgets.max_runtime), shutdown);
+    let max_pages = options.max_pages.or(spec.budgets.max_pages);
+    let outcome = runner.drive(window, cursor, &stop, max_pages).await;
+    let report = |outcome, retries| RunReport {
+        sync: spec.name.clone(),
+        run_id: run.run_id.clone(),
+        resumed,
+        window,
+        outcome,
+        counters: runner.counters,
+        pages_now: runner.pages_now,
+        retries,
+        elapsed: started.elapsed(),
+    };
+    match outcome {
+        Ok((outcome, retries)) => {
+            tracing::info!(
+                event = match outcome { RunOutcome::Completed => crate::obs::RUN_COMPLETED, RunOutcome::Stopped(_) => crate::obs::RUN_STOPPED },
+                sync = %spec.name,
+                run_id = %run.run_id,
+                pages = runner.counters.pages,
+                written = runner.counters.written,
+                "run {}", match outcome { RunOutcome::Completed => "completed".to_owned(), RunOutcome::Stopped(r) => format!("stopped: {}", r.as_str()) }
+            );
+            Ok(report(outcome, retries))
+        }
+        Err(cause) => {
+            if let Some(reason) = cause.stopped() {
+                return Ok(report(RunOutcome::Stopped(reason), 0));
+            }
+            // A run that never got past its first page is forgotten, so that a bad
+            // config or an unreachable API leaves no trace in the state store.
+            let progressed = resumed || runner.counters.pages > 0;
+            if !progressed {
+                store
+                    .abandon_run(&run.run_id)
+                    .await
+                    .map_err(|e| fail(e.into()))?;
+            }
+            tracing::error!(event = crate::obs::RUN_FAILED, sync = %spec.name, run_id = %run.run_id, error = %cause, "run failed");
+            Err(RunFailure {
+                cause,
+                run_id: progressed.then(|| run.run_id.clone()),
+                counters: runner.counters,
+                resumable: progressed,
+            })
+        }
+    }
+}
+
+async fn open_or_resume(
+    spec: &SyncSpec,
+    store: &Store,
+) -> Result<(RunRow, Cursor, Counters, bool), FailureCause> {
+    if let Some((run, checkpoint)) = store.open_run(&spec.name, KIND_INCREMENTAL).await? {
+        let cursor: Cursor = serde_json::from_value(checkpoint.cursor)
+            .map_err(|e| StateError::Corrupt(format!("run {}: cursor: {e}", run.run_id)))?;
+        return Ok((run, cursor, checkpoint.counters, true));
+    }
+    let high_water_mark = store
+        .last_completed(&spec.name, KIND_INCREMENTAL)
+        .await?
+        .map(|(run, _)| run.watermark);
+    // Microseconds are what the store keeps; the report shows the same instant.
+    let now = Timestamp::now()
+        .round(jiff::Unit::Microsecond)
+        .unwrap_or_else(|_| Timestamp::now());
+    let window = plan_window(
+        now,
+        spec.source.lag,
+        spec.source.lookback,
+        spec.source.start,
+        high_water_mark,
+    );
+    let run = RunRow {
+        run_id: uuid::Uuid::now_v7().to_string(),
+        sync: spec.name.clone(),
+        kind: KIND_INCREMENTAL.into(),
+        status: "open".into(),
+        lower_bound: window.lower,
+        watermark: window.watermark,
+        started_at: now,
+        updated_at: now,
+        completed_at: None,
+    };
+    store.begin_run(&run, &cursor_json(&Cursor::Start)).await?;
+    Ok((run, Cursor::Start, Counters::default(), false))
+}
+
+struct Runner<'a> {
+    spec: &'a SyncSpec,
+    store: &'a Store,
+    run_id: String,
+    counters: Counters,
+    pages_now: u64,
+    frontier: Frontier<Cursor>,
+    surge: SurgeGuard,
+    progress: &'a watch::Sender<Progress>,
+    resumed: bool,
+    /// Pages admitted and not yet committed, with what the store knew of their ids.
+    pages: BTreeMap<u64, PageState>,
+    /// Writes prepared and waiting for a free slot.
+    queue: VecDeque<WriteJob>,
+    /// Ids with a write queued or in flight: a later copy of the same record waits
+    /// for it, so versions reach the destination in order.
+    busy: HashSet<String>,
+    waiting: HashMap<String, VecDeque<(u64, Extracted)>>,
+    /// What this invocation resolved but has not committed yet, newest first: the
+    /// ledger as it will be once those pages commit.
+    written: HashMap<String, (u64, LedgerEntry)>,
+    dead: HashMap<String, (u64, String)>,
+}
+
+struct PageState {
+    commit: PageCommit,
+    known: Known,
+}
+
+/// A record on its way to the destination.
+struct WriteJob {
+    seq: u64,
+    record: SourceRecord,
+    mapped: MappedRecord,
+    known_dest_id: Option<String>,
+}
+
+/// What became of one record.
+enum Resolution {
+    Written { ledger: LedgerEntry },
+    Unchanged { ledger: LedgerEntry },
+    Stale,
+    DeadLettered(DeadLetter),
+    StillDeadLettered,
+}
+
+impl<'a> Runner<'a> {
+    fn new(
+        spec: &'a SyncSpec,
+        store: &'a Store,
+        run_id: String,
+        counters: Counters,
+        resumed: bool,
+        progress: &'a watch::Sender<Progress>,
+    ) -> Self {
+        Runner {
+            spec,
+            store,
+            run_id,
+            counters,
+            pages_now: 0,
+            frontier: Frontier::default(),
+            surge: SurgeGuard::new(
+                spec.budgets.dead_letter_ratio,
+                spec.budgets.dead_letter_window,
+            ),
+            progress,
+            resumed,
+            pages: BTreeMap::new(),
+            queue: VecDeque::new(),
+            busy: HashSet::new(),
+            waiting: HashMap::new(),
+            written: HashMap::new(),
+            dead: HashMap::new(),
+        }
+    }
+
+    fn snapshot(&self) -> Progress {
+        Progress {
+            run_id: self.run_id.clone(),
+            resumed: self.resumed,
+            counters: self.counters,
+        }
+    }
+
+    /// Reads pages (ahead, in their own future) and resolves them until the source
+    /// is exhausted, a budget says stop, or something fails. Writes from several
+    /// pages overlap, so one slow record does not hold up the rest; the frontier
+    /// keeps the checkpoint behind the oldest unresolved record.
+    async fn drive(
+        &mut self,
+        window: Window,
+        cursor: Cursor,
+        stop: &Stop,
+        max_pages: Option<u64>,
+    ) -> Result<(RunOutcome, u64), FailureCause> {
+        let source_api = Api::new("source", self.spec.source.http.clone(), self.spec.retry, 1)?;
+        let sink = Sink::open(&self.spec.name, &self.spec.destination, self.spec.retry)
+            .map_err(FailureCause::Destination)?;
+        let mut reader = Reader::new(&source_api, &self.spec.source, window, cursor);
+        let (pages_tx, mut pages_rx) = mpsc::channel::<Result<Option<Page>, SourceError>>(PREFETCH);
+        let read = async {
+            loop {
+                let next = reader.next_page(stop).await;
+                let more = matches!(next, Ok(Some(_)));
+                if pages_tx.send(next).await.is_err() || !more {
+                    break;
+                }
+            }
+        };
+        let mut read = std::pin::pin!(read);
+        let mut reading = true;
+        let mut source_done = false;
+        let mut admitted = 0u64;
+        let mut writes = FuturesUnordered::new();
+        let concurrency = sink.concurrency();
+        // The reader may be mid-backoff when the run ends; it is dropped then.
+        let outcome = loop {
+            while writes.len() < concurrency {
+                let Some(job) = self.queue.pop_front() else {
+                    break;
+                };
+                writes.push(write(&sink, stop, job));
+            }
+            if let Err(e) = self.commit_completed(&sink).await {
+                break Err(e);
+            }
+            if source_done && self.pages.is_empty() {
+                break self
+                    .store
+                    .complete_run(&self.run_id, &cursor_json(&Cursor::End), &self.counters)
+                    .await
+                    .map(|()| RunOutcome::Completed)
+                    .map_err(FailureCause::from);
+            }
+            if let Some(reason) = stop.reason() {
+                break Ok(RunOutcome::Stopped(reason));
+            }
+            let budget_left = max_pages.is_none_or(|max| admitted < max);
+            if !budget_left && self.pages.is_empty() {
+                break Ok(RunOutcome::Stopped(StopReason::MaxPages));
+            }
+            let admit = !source_done && budget_left && self.pages.len() < PAGES_IN_FLIGHT;
+            tokio::select! {
+                biased;
+                Some((job, result)) = writes.next(), if !writes.is_empty() => {
+                    if let Err(e) = self.finish_write(job, result).await {
+                        break Err(e);
+                    }
+                }
+                page = pages_rx.recv(), if admit => match page {
+                    Some(Ok(Some(page))) => {
+                        admitted += 1;
+                        if let Err(e) = self.admit(page).await {
+                            break Err(e);
+                        }
+                    }
+                    Some(Ok(None)) | None => source_done = true,
+                    Some(Err(e)) => break Err(FailureCause::Source(e)),
+                },
+                () = &mut read, if reading => reading = false,
+                reason = stop.fired() => break Ok(RunOutcome::Stopped(reason)),
+            }
+        };
+        let retries = source_api.retries() + sink.retries();
+        outcome.map(|o| (o, retries))
+    }
+
+    /// Takes a page in: decides every record that needs no write, queues the rest.
+    async fn admit(&mut self, page: Page) -> Result<(), FailureCause> {
+        self.counters.read += page.records.len() as u64;
+        self.counters.beyond_watermark += page.beyond_watermark;
+        self.counters.requests += u64::from(page.requests);
+        let records = newest_per_id(page.records);
+        let seq = self.frontier.open_page(records.len(), page.cursor_after);
+        let ids: Vec<&str> = records.iter().map(|(r, _)| r.id()).collect();
+        let known = self.store.known(&self.spec.name, &ids).await?;
+        self.pages.insert(
+            seq,
+            PageState {
+                commit: PageCommit::default(),
+                known,
+            },
+        );
+        for (record, superseded) in records {
+            if superseded {
+                self.resolve(seq, Resolution::Stale)?;
+            } else if self.busy.contains(record.id()) {
+                self.waiting
+                    .entry(record.id().to_owned())
+                    .or_default()
+                    .push_back((seq, record));
+            } else {
+                self.route(seq, record)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Decides one record: resolved now, or queued for writing.
+    fn route(&mut self, seq: u64, record: Extracted) -> Result<(), FailureCause> {
+        match self.prepare(seq, record) {
+            Routed::Resolved(resolution) => self.resolve(seq, resolution),
+            Routed::Write(job) => {
+                self.busy.insert(job.record.id().to_owned());
+                self.queue.push_back(job);
+                Ok(())
+            }
+        }
+    }
+
+    async fn finish_write(
+        &mut self,
+        job: WriteJob,
+        result: Result<crate::sink::Written, SinkError>,
+    ) -> Result<(), FailureCause> {
+        let id = job.record.id().to_owned();
+        self.busy.remove(&id);
+        let resolution = match result {
+            Ok(written) => {
+                let ledger = LedgerEntry {
+                    source_id: id.clone(),
+                    external_id: job.mapped.external_id.clone(),
+                    dest_id: written.dest_id.or(job.known_dest_id),
+                    version: job.record.version,
+                    updated_at: job.record.updated_at(),
+                    payload_hash: job.mapped.hash.clone(),
+                    run_id: self.run_id.clone(),
+                };
+                self.written.insert(id.clone(), (job.seq, ledger.clone()));
+                Resolution::Written { ledger }
+            }
+            Err(SinkError::Rejected { status, reason }) => {
+                let letter = self.dead_letter(
+                    &id,
+                    "destination",
+                    format!("destination answered HTTP {status}: {reason}"),
+                    &job.record.body,
+                );
+                self.dead
+                    .insert(id.clone(), (job.seq, letter.fingerprint.clone()));
+                Resolution::DeadLettered(letter)
+            }
+            Err(SinkError::Unwritable(reason)) => {
+                let letter = self.dead_letter(&id, "destination", reason, &job.record.body);
+                self.dead
+                    .insert(id.clone(), (job.seq, letter.fingerprint.clone()));
+                Resolution::DeadLettered(letter)
+            }
+            Err(e) => return Err(FailureCause::Destination(e)),
+        };
+        self.resolve(job.seq, resolution)?;
+        // Later copies of this record, from later pages, may go now — in order, each
+        // decided against what the store and this run know at this moment.
+        while !self.busy.contains(&id) {
+            let Some(queue) = self.waiting.get_mut(&id) else {
+                break;
+            };
+            let next = queue.pop_front();
+            if queue.is_empty() {
+                self.waiting.remove(&id);
+            }
+            let Some((seq, record)) = next else { break };
+            self.refresh_known(seq, &id).await?;
+            self.route(seq, record)?;
+        }
+        Ok(())
+    }
+
+    /// Re-reads one id for a page whose snapshot was taken before later commits.
+    async fn refresh_known(&mut self, seq: u64, id: &str) -> Result<(), FailureCause> {
+        let fresh = self.store.known(&self.spec.name, &[id]).await?;
+        if let Some(page) = self.pages.get_mut(&seq) {
+            match fresh.ledger.get(id) {
+                Some(entry) => page.known.ledger.insert(id.to_owned(), entry.clone()),
+                None => page.known.ledger.remove(id),
+            };
+            match fresh.dead.get(id) {
+                Some(fp) => page.known.dead.insert(id.to_owned(), fp.clone()),
+                None => page.known.dead.remove(id),
+            };
+        }
+        Ok(())
+    }
+
+    fn resolve(&mut self, seq: u64, resolution: Resolution) -> Result<(), FailureCause> {
+        self.frontier.resolve(seq);
+        let dead = matches!(resolution, Resolution::DeadLettered(_));
+        let mut reason = String::new();
+        let Some(page) = self.pages.get_mut(&seq) else {
+            return Ok(());
+        };
+        match resolution {
+            Resolution::Written { ledger } => {
+                self.counters.written += 1;
+                page.commit.resolved.push(ledger.source_id.clone());
+                page.commit.ledger.push(ledger);
+            }
+            Resolution::Unchanged { ledger } => {
+                self.counters.unchanged += 1;
+                page.commit.ledger.push(ledger);
+            }
+            Resolution::Stale => self.counters.stale += 1,
+            Resolution::StillDeadLettered => self.counters.dead_lettered += 1,
+            Resolution::DeadLettered(letter) => {
+                self.counters.dead_lettered += 1;
+                tracing::info!(
+                    event = crate::obs::RECORD_DEAD_LETTERED,
+                    sync = %self.spec.name,
+                    source_id = %letter.source_id,
+                    stage = %letter.stage,
+                    reason = %letter.error,
+                    "record dead-lettered"
+                );
+                reason = format!("{}: {}", letter.source_id, letter.error);
+                page.commit.dead_letters.push(letter);
+            }
+        }
+        match self.surge.observe(dead) {
+            Some((dead, window)) => Err(FailureCause::Surge {
+                dead,
+                window,
+                limit: self.spec.budgets.dead_letter_ratio * 100.0,
+                reason,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Commits every fully resolved page — ledger rows and dead letters at once, the
+    /// checkpoint only as far as the frontier allows.
+    async fn commit_completed(&mut self, sink: &Sink) -> Result<(), FailureCause> {
+        let complete: Vec<u64> = self
+            .pages
+            .keys()
+            .copied()
+            .filter(|seq| self.frontier.is_complete(*seq))
+            .collect();
+        if complete.is_empty() {
+            return Ok(());
+        }
+        sink.flush().await.map_err(FailureCause::Destination)?;
+        let mut commit = PageCommit::default();
+        for seq in complete {
+            let Some(page) = self.pages.remove(&seq) else {
+                continue;
+            };
+            commit.ledger.extend(page.commit.ledger);
+            commit.dead_letters.extend(page.commit.dead_letters);
+            commit.resolved.extend(page.commit.resolved);
+            // Once committed, the store itself knows; later pages read it there.
+            self.written.retain(|_, (from, _)| *from != seq);
+            self.dead.retain(|_, (from, _)| *from != seq);
+        }
+        let checkpoint = self.frontier.advance().map(|(pages, cursor)| {
+            self.counters.pages += pages as u64;
+            self.pages_now += pages as u64;
+            cursor_json(&cursor)
+        });
+        self.store
+            .commit_page(
+                &self.spec.name,
+                &self.run_id,
+                &commit,
+                checkpoint.as_ref(),
+                &self.counters,
+            )
+            .await?;
+        tracing::debug!(
+            event = crate::obs::PAGE_COMMITTED,
+            sync = %self.spec.name,
+            run_id = %self.run_id,
+            pages = self.counters.pages,
+            checkpoint_moved = checkpoint.is_some(),
+            "pages committed"
+        );
+        self.progress.send_replace(self.snapshot());
+        Ok(())
+    }
+
+    /// Decides a record before any write: dead-letter, skip, or write. What this
+    /// invocation has resolved but not committed yet counts as known.
+    fn prepare(&self, seq: u64, record: Extracted) -> Routed {
+        let known = self.pages.get(&seq).map(|p| &p.known);
+        let (id, body, invalid) = match &record {
+            Extracted::Record(r) => (r.id(), &r.body, None),
+            Extracted::Invalid { id, body, reason } => (id.as_str(), body, Some(reason)),
+        };
+        let fingerprint = self.fingerprint(body);
+        let dead_fingerprint = match self.dead.get(id) {
+            Some((_, fp)) => Some(fp),
+            None => known.and_then(|k| k.dead.get(id)),
+        };
+        if dead_fingerprint == Some(&fingerprint) {
+            return Routed::Resolved(Resolution::StillDeadLettered);
+        }
+        if let Some(reason) = invalid {
+            let letter = self.dead_letter(id, "source", reason.clone(), body);
+            return Routed::Resolved(Resolution::DeadLettered(letter));
+        }
+        let Extracted::Record(record) = record else {
+            return Routed::Resolved(Resolution::Stale);
+        };
+        let mapped = match map_record(&self.spec.mapping, &record) {
+            Ok(mapped) => mapped,
+            Err(e) => {
+                let letter = self.dead_letter(record.id(), "mapping", e.0, &record.body);
+                return Routed::Resolved(Resolution::DeadLettered(letter));
+            }
+        };
+        let written = match self.written.get(record.id()) {
+            Some((_, entry)) => Some(entry),
+            None => known.and_then(|k| k.ledger.get(record.id())),
+        };
+        match decide(record.version, record.updated_at(), &mapped.hash, written) {
+            Decision::Write => Routed::Write(WriteJob {
+                seq,
+                known_dest_id: written.and_then(|e| e.dest_id.clone()),
+                record,
+                mapped,
+            }),
+            Decision::Stale => Routed::Resolved(Resolution::Stale),
+            Decision::Unchanged => match written {
+                Some(written) => Routed::Resolved(Resolution::Unchanged {
+                    ledger: LedgerEntry {
+                        version: record.version.max(written.version),
+                        updated_at: record.updated_at().max(written.updated_at),
+                        run_id: self.run_id.clone(),
+                        ..written.clone()
+                    },
+                }),
+                None => Routed::Resolved(Resolution::Stale),
+            },
+        }
+    }
+
+    fn fingerprint(&self, body: &Value) -> String {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(self.spec.fingerprint.as_bytes());
+        hasher.update(body.to_string().as_bytes());
+        hasher.finalize().to_hex()[..32].to_owned()
+    }
+
+    fn dead_letter(&self, id: &str, stage: &str, error: String, body: &Value) -> DeadLetter {
+        DeadLetter {
+            source_id: id.to_owned(),
+            run_id: self.run_id.clone(),
+            stage: stage.to_owned(),
+            error,
+            payload: body.clone(),
+            fingerprint: self.fingerprint(body),
+            attempts: 1,
+            last_failed_at: Timestamp::now(),
+        }
+    }
+}
+
+enum Routed {
+    Resolved(Resolution),
+    Write(WriteJob),
+}
+
+/// One write, as a future the run loop polls alongside everything else.
+async fn write(
+    sink: &Sink,
+    stop: &Stop,
+    job: WriteJob,
+) -> (WriteJob, Result<crate::sink::Written, SinkError>) {
+    let write = Write {
+        source_id: job.record.id(),
+        record: &job.mapped,
+        version_key: version_key(&job.record),
+        known_dest_id: job.known_dest_id.as_deref(),
+    };
+    let result = sink.write(write, stop).await;
+    (job, result)
+}
+
+/// Keeps one entry per id within a page: the newest version. Older copies (a page
+/// that overlaps itself, a lagging replica) are marked superseded.
+fn newest_per_id(records: Vec<Extracted>) -> Vec<(Extracted, bool)> {
+    let mut newest: HashMap<String, usize> = HashMap::new();
+    for (index, record) in records.iter().enumerate() {
+        let Extracted::Record(r) = record else {
+            continue;
+        };
+        match newest.get(r.id()) {
+            Some(&current) => {
+                let Extracted::Record(c) = &records[current] else {
+                    continue;
+                };
+                if (r.version, r.updated_at()) >= (c.version, c.updated_at()) {
+                    newest.insert(r.id().to_owned(), index);
+                }
+            }
+            None => {
+                newest.insert(r.id().to_owned(), index);
+            }
+        }
+    }
+    records
+        .into_iter()
+        .enumerate()
+        .map(|(index, record)| {
+            let superseded = match &record {
+                Extracted::Record(r) => newest.get(r.id()) != Some(&index),
+                Extracted::Invalid { .. } => false,
+            };
+            (record, superseded)
+        })
+        .collect()
+}
+
+fn version_key(record: &SourceRecord) -> String {
+    match record.version {
+        Some(v) => format!("v{v}"),
+        None => format!("t{}", record.updated_at().as_microsecond()),
+    }
+}
+
+fn cursor_json(cursor: &Cursor) -> Value {
+    serde_json::to_value(cursor).unwrap_or(Value::Null)
+}

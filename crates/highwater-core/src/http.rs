@@ -1,0 +1,389 @@
+//! Owns one API connection as sources and sinks see it: a reqwest client with the
+//! API's headers, auth, timeout and rate gate, and [`Api::send`], which applies the
+//! failure [`policy`](crate::policy) to every request: transient failures are retried
+//! with backoff, 401 triggers one token refresh, and an unknown outcome (timeout
+//! after send) is retried only when the caller says the request is idempotent.
+//! Invariant: no URL query string, header or body of a request appears in an error
+//! or log — query strings may carry API keys.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use reqwest::{Client, Method, StatusCode};
+use serde_json::Value;
+use url::Url;
+
+use crate::auth::{AuthError, Authenticator, sensitive};
+use crate::config::HttpSpec;
+use crate::policy::{Backoff, Class, Outcome, RateGate, RetryPolicy, classify, parse_retry_after};
+use crate::stop::{Stop, StopReason};
+
+/// A URL as it may be shown: scheme, host, port and path, never the query string or
+/// credentials.
+pub fn redact(url: &Url) -> String {
+    let mut shown = format!("{}://{}", url.scheme(), url.host_str().unwrap_or("?"));
+    if let Some(port) = url.port() {
+        shown.push_str(&format!(":{port}"));
+    }
+    shown.push_str(url.path());
+    shown
+}
+
+/// Why a request did not succeed, with its consequence.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// Fatal: 401/403, or the token endpoint refused us.
+    #[error(
+        "{api} refused the credentials: {method} {url} answered {status}; check the auth settings and the token's permissions"
+    )]
+    Unauthorized {
+        api: &'static str,
+        method: Method,
+        url: String,
+        status: u16,
+    },
+    #[error("{api} authentication failed: {0}", api = .1)]
+    Auth(#[source] AuthError, &'static str),
+    /// Transient failures outlasted the retry policy: stop the run, resumable.
+    #[error("{api} kept failing: {method} {url} gave up after {attempts} attempts, last: {last}")]
+    Exhausted {
+        api: &'static str,
+        method: Method,
+        url: String,
+        attempts: u32,
+        last: String,
+    },
+    /// The request went out and no answer came back; the caller said repeating it
+    /// is not safe, so it decides what to do.
+    #[error("{api}: {method} {url} got no answer ({last}); it may have been applied")]
+    Unknown {
+        api: &'static str,
+        method: Method,
+        url: String,
+        last: String,
+    },
+    /// Record-level: the API refused this request's content.
+    #[error("{status} {body}")]
+    Rejected { status: u16, body: String },
+    /// Fatal: an answer no retry will change (e.g. 404 on a list, 501).
+    #[error("{api}: {method} {url} answered {status}: {body}")]
+    Fatal {
+        api: &'static str,
+        method: Method,
+        url: String,
+        status: u16,
+        body: String,
+    },
+    #[error("stopped: {}", .0.as_str())]
+    Stopped(StopReason),
+}
+
+/// One request, described independently of retries so it can be sent again.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: Method,
+    pub url: Url,
+    pub query: Vec<(String, String)>,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub body: Option<Value>,
+    /// Repeating the request has the same effect as sending it once, so an unknown
+    /// outcome may be retried as it is.
+    pub idempotent: bool,
+}
+
+impl Request {
+    pub fn get(url: Url) -> Self {
+        Request {
+            method: Method::GET,
+            url,
+            query: Vec::new(),
+            headers: Vec::new(),
+            body: None,
+            idempotent: true,
+        }
+    }
+}
+
+/// A 2xx answer.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: bytes::Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> Result<Value, serde_json::Error> {
+        if self.body.is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_slice(&self.body)
+    }
+}
+
+/// One API (source or destination) as used by one run.
+#[derive(Debug)]
+pub struct Api {
+    name: &'static str,
+    client: Client,
+    spec: HttpSpec,
+    auth: Authenticator,
+    gate: RateGate,
+    retry: RetryPolicy,
+    retries: AtomicU64,
+}
+
+impl Api {
+    /// `name` is "source" or "destination", used in messages.
+    pub fn new(
+        name: &'static str,
+        spec: HttpSpec,
+        retry: RetryPolicy,
+        pool: usize,
+    ) -> Result<Self, reqwest::Error> {
+        let client = Client::builder()
+            .timeout(spec.timeout)
+            .connect_timeout(spec.timeout.min(Duration::from_secs(10)))
+            .pool_max_idle_per_host(pool.max(1))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("highwater/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Api {
+            name,
+            auth: Authenticator::new(spec.auth.clone(), retry),
+            gate: RateGate::new(spec.rate_limit),
+            client,
+            spec,
+            retry,
+            retries: AtomicU64::new(0),
+        })
+    }
+
+    pub fn base_url(&self) -> &Url {
+        &self.spec.base_url
+    }
+
+    /// Retries made so far (all requests).
+    pub fn retries(&self) -> u64 {
+        self.retries.load(Ordering::Relaxed)
+    }
+
+    /// Resolves a path (or absolute URL) against the base URL, keeping the base's
+    /// own path prefix.
+    pub fn url(&self, path: &str) -> Result<Url, url::ParseError> {
+        if path.starts_with("http://") || path.starts_with("https://") {
+            return Url::parse(path);
+        }
+        let base = self.spec.base_url.as_str().trim_end_matches('/');
+        let path = path.trim_start_matches('/');
+        if path.is_empty() {
+            return Url::parse(base);
+        }
+        Url::parse(&format!("{base}/{path}"))
+    }
+
+    /// Sends a request, applying the failure policy. `Ok` is a 2xx answer without an
+    /// error in its body.
+    pub async fn send(&self, request: &Request, stop: &Stop) -> Result<Reply, HttpError> {
+        let mut backoff = Backoff::new(self.retry);
+        let mut refreshed = false;
+        loop {
+            self.gate.ready(stop).await.map_err(HttpError::Stopped)?;
+            let builder = self.build(request);
+            let builder =
+                self.auth
+                    .apply(builder, &self.client, stop)
+                    .await
+                    .map_err(|e| match e {
+                        AuthError::Stopped(reason) => HttpError::Stopped(reason),
+                        e => HttpError::Auth(e, self.name),
+                    })?;
+            let (outcome, retry_after, detail) = match builder.send().await {
+                Ok(response) => {
+                    let status = response.status();
+                    let headers = response.headers().clone();
+                    match response.bytes().await {
+                        Ok(body) if status.is_success() => {
+                            let reply = Reply {
+                                status,
+                                headers,
+                                body,
+                            };
+                            match self.error_in_body(&reply) {
+                                None => return Ok(reply),
+                                Some(error) => (Outcome::ErrorInBody, None, error),
+                            }
+                        }
+                        Ok(body) => {
+                            let retry_after = headers
+                                .get(RETRY_AFTER)
+                                .and_then(|v| v.to_str().ok())
+                                .and_then(|v| parse_retry_after(v, SystemTime::now()));
+                            (
+                                Outcome::Status(status.as_u16()),
+                                retry_after,
+                                snippet(&body),
+                            )
+                        }
+                        Err(e) if e.is_timeout() => (
+                            Outcome::TimedOutAfterSend,
+                            None,
+                            "timed out reading the answer".into(),
+                        ),
+                        Err(e) => (Outcome::BrokenAfterSend, None, e.without_url().to_string()),
+                    }
+                }
+                Err(e) if e.is_connect() => (Outcome::ConnectFailed, None, connect_detail(&e)),
+                Err(e) if e.is_timeout() => (
+                    Outcome::TimedOutAfterSend,
+                    None,
+                    format!("no answer within {:?}", self.spec.timeout),
+                ),
+                Err(e) => (Outcome::BrokenAfterSend, None, e.without_url().to_string()),
+            };
+            let status = match outcome {
+                Outcome::Status(s) => s,
+                _ => 0,
+            };
+            if status == 401 && self.auth.can_refresh() && !refreshed {
+                refreshed = true;
+                self.auth.invalidate().await;
+                continue;
+            }
+            match classify(outcome) {
+                Class::Transient { outcome_known } => {
+                    if !outcome_known && !request.idempotent {
+                        return Err(HttpError::Unknown {
+                            api: self.name,
+                            method: request.method.clone(),
+                            url: redact(&request.url),
+                            last: detail,
+                        });
+                    }
+                    if status == 429 {
+                        self.gate.pause_for(retry_after.unwrap_or(self.retry.base));
+                    }
+                    let Some(delay) = backoff.next_delay(retry_after) else {
+                        return Err(HttpError::Exhausted {
+                            api: self.name,
+                            method: request.method.clone(),
+                            url: redact(&request.url),
+                            attempts: backoff.attempts(),
+                            last: if status > 0 {
+                                format!("HTTP {status} {detail}")
+                            } else {
+                                detail
+                            },
+                        });
+                    };
+                    self.retries.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(
+                        event = crate::obs::REQUEST_RETRIED,
+                        api = self.name,
+                        url = %redact(&request.url),
+                        status,
+                        detail = %detail,
+                        attempt = backoff.attempts(),
+                        delay_ms = delay.as_millis() as u64,
+                        "retrying"
+                    );
+                    stop.sleep(delay).await.map_err(HttpError::Stopped)?;
+                }
+                Class::RecordLevel => {
+                    return Err(HttpError::Rejected {
+                        status,
+                        body: detail,
+                    });
+                }
+                Class::Fatal if status == 401 || status == 403 => {
+                    return Err(HttpError::Unauthorized {
+                        api: self.name,
+                        method: request.method.clone(),
+                        url: redact(&request.url),
+                        status,
+                    });
+                }
+                Class::Fatal => {
+                    return Err(HttpError::Fatal {
+                        api: self.name,
+                        method: request.method.clone(),
+                        url: redact(&request.url),
+                        status,
+                        body: detail,
+                    });
+                }
+            }
+        }
+    }
+
+    fn build(&self, request: &Request) -> reqwest::RequestBuilder {
+        let mut builder = self
+            .client
+            .request(request.method.clone(), request.url.clone());
+        for (name, value) in &self.spec.headers {
+            builder = builder.header(name, sensitive(value.expose()));
+        }
+        for (name, value) in &request.headers {
+            builder = builder.header(name, value);
+        }
+        if !request.query.is_empty() {
+            builder = builder.query(&request.query);
+        }
+        if let Some(body) = &request.body {
+            builder = builder.json(body);
+        }
+        builder
+    }
+
+    fn error_in_body(&self, reply: &Reply) -> Option<String> {
+        let path = self.spec.error_path.as_ref()?;
+        let body = reply.json().ok()?;
+        match path.get(&body) {
+            None | Some(Value::Null) | Some(Value::Bool(false)) => None,
+            Some(error) => Some(format!("{path} = {}", truncate(&error.to_string(), 200))),
+        }
+    }
+}
+
+fn connect_detail(e: &reqwest::Error) -> String {
+    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    let mut innermost = None;
+    while let Some(s) = source {
+        innermost = Some(s.to_string());
+        source = s.source();
+    }
+    format!(
+        "could not connect ({})",
+        innermost.unwrap_or_else(|| "connection failed".into())
+    )
+}
+
+/// The start of an answer's body, for messages.
+pub fn snippet(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    truncate(text.trim(), 300)
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redaction_drops_query_and_credentials() {
+        let url = Url::parse("https://user:pw@api.example.com:8443/v1/x?api_key=s3cret")
+            .unwrap_or_else(|_| unreachable!());
+        assert_eq!(redact(&url), "https://api.example.com:8443/v1/x");
+    }
+}

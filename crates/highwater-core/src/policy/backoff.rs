@@ -1,0 +1,134 @@
+//! Owns the retry schedule: exponential backoff with full jitter, capped, with the
+//! server's `Retry-After` as the floor, for a bounded number of attempts.
+//!
+//! Written here rather than taken from a crate: `backoff` is unmaintained and
+//! backon's jitter is additive, not "full jitter" with a server-given floor.
+
+use std::time::Duration;
+
+/// How a failing request is retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub base: Duration,
+    pub cap: Duration,
+    /// Attempts in all, the first included.
+    pub max_attempts: u32,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            base: Duration::from_millis(200),
+            cap: Duration::from_secs(30),
+            max_attempts: 8,
+        }
+    }
+}
+
+/// The schedule for one request: each call to [`Backoff::next_delay`] answers how
+/// long to wait before the next attempt, or `None` once attempts are exhausted.
+#[derive(Debug)]
+pub struct Backoff {
+    policy: RetryPolicy,
+    attempts: u32,
+    rng: fastrand::Rng,
+}
+
+impl Backoff {
+    pub fn new(policy: RetryPolicy) -> Self {
+        Backoff {
+            policy,
+            attempts: 1,
+            rng: fastrand::Rng::new(),
+        }
+    }
+
+    pub fn with_seed(policy: RetryPolicy, seed: u64) -> Self {
+        Backoff {
+            policy,
+            attempts: 1,
+            rng: fastrand::Rng::with_seed(seed),
+        }
+    }
+
+    /// Attempts made so far, counting the first.
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// The wait before the next attempt: uniform in `[0, min(cap, base·2^n)]`, never
+    /// less than `floor` (the server's `Retry-After`).
+    pub fn next_delay(&mut self, floor: Option<Duration>) -> Option<Duration> {
+        if self.attempts >= self.policy.max_attempts {
+            return None;
+        }
+        let exponent = (self.attempts - 1).min(31);
+        self.attempts += 1;
+        let ceiling = self
+            .policy
+            .base
+            .saturating_mul(1u32 << exponent)
+            .min(self.policy.cap);
+        let millis = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
+        let jittered = Duration::from_millis(self.rng.u64(0..=millis));
+        Some(jittered.max(floor.unwrap_or(Duration::ZERO)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn delays_stay_between_floor_and_cap(
+            seed in any::<u64>(),
+            base_ms in 1u64..1000,
+            cap_ms in 1u64..60_000,
+            max_attempts in 1u32..20,
+            floor_ms in proptest::option::of(0u64..120_000),
+        ) {
+            let policy = RetryPolicy {
+                base: Duration::from_millis(base_ms),
+                cap: Duration::from_millis(cap_ms),
+                max_attempts,
+            };
+            let floor = floor_ms.map(Duration::from_millis);
+            let mut backoff = Backoff::with_seed(policy, seed);
+            let mut delays = 0;
+            while let Some(delay) = backoff.next_delay(floor) {
+                delays += 1;
+                let lower = floor.unwrap_or(Duration::ZERO);
+                prop_assert!(delay >= lower);
+                prop_assert!(delay <= policy.cap.max(lower));
+                prop_assert!(delays < 100);
+            }
+            // max_attempts counts the first attempt, so there are one fewer waits.
+            prop_assert_eq!(delays, max_attempts - 1);
+            prop_assert_eq!(backoff.attempts(), max_attempts);
+        }
+    }
+
+    #[test]
+    fn ceilings_grow_exponentially_then_cap() {
+        let policy = RetryPolicy {
+            base: Duration::from_millis(100),
+            cap: Duration::from_millis(450),
+            max_attempts: 50,
+        };
+        let mut max_seen = [Duration::ZERO; 5];
+        for seed in 0..400 {
+            let mut b = Backoff::with_seed(policy, seed);
+            for slot in &mut max_seen {
+                let d = b.next_delay(None).unwrap_or_default();
+                *slot = (*slot).max(d);
+            }
+        }
+        let ms: Vec<u128> = max_seen.iter().map(Duration::as_millis).collect();
+        assert!(ms[0] <= 100 && ms[0] > 80, "{ms:?}");
+        assert!(ms[1] <= 200 && ms[1] > 160, "{ms:?}");
+        assert!(ms[2] <= 400 && ms[2] > 320, "{ms:?}");
+        assert!(ms[3] <= 450 && ms[4] <= 450, "{ms:?}");
+    }
+}

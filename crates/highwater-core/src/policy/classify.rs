@@ -1,0 +1,125 @@
+//! Owns failure classification: one function decides whether an outcome is
+//! transient (retry), record-level (dead-letter and go on) or fatal (stop at the
+//! last checkpoint), and whether the request's effect is known.
+
+use std::time::{Duration, SystemTime};
+
+/// What came back from one attempt that did not succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A status outside 2xx.
+    Status(u16),
+    /// The connection could not be made: nothing was sent.
+    ConnectFailed,
+    /// The request went out and no answer came in time: it may have been applied.
+    TimedOutAfterSend,
+    /// The connection broke after the request went out: it may have been applied.
+    BrokenAfterSend,
+    /// A 2xx answer whose body reports an error.
+    ErrorInBody,
+}
+
+/// What an outcome means for the record or the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// Try again later. When `outcome_known` is false the first attempt may have
+    /// taken effect, so only an idempotent path may repeat it.
+    Transient { outcome_known: bool },
+    /// This record cannot be written as it is: dead-letter it, go on with the rest.
+    RecordLevel,
+    /// Nothing will work until a person acts (credentials, configuration): stop.
+    Fatal,
+}
+
+/// The one place that decides what a failure means.
+pub fn classify(outcome: Outcome) -> Class {
+    match outcome {
+        Outcome::Status(408 | 425 | 429 | 500 | 502 | 503 | 504) => Class::Transient {
+            outcome_known: true,
+        },
+        Outcome::Status(401 | 403) => Class::Fatal,
+        Outcome::Status(400..=499) => Class::RecordLevel,
+        Outcome::Status(_) => Class::Fatal,
+        Outcome::ConnectFailed => Class::Transient {
+            outcome_known: true,
+        },
+        Outcome::TimedOutAfterSend | Outcome::BrokenAfterSend => Class::Transient {
+            outcome_known: false,
+        },
+        Outcome::ErrorInBody => Class::RecordLevel,
+    }
+}
+
+/// Reads a `Retry-After` value: delay-seconds or an HTTP-date. A date in the past
+/// means "now".
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn design_doc_examples() {
+        for s in [408, 425, 429, 500, 502, 503, 504] {
+            assert_eq!(
+                classify(Outcome::Status(s)),
+                Class::Transient {
+                    outcome_known: true
+                }
+            );
+        }
+        for s in [400, 409, 413, 422] {
+            assert_eq!(classify(Outcome::Status(s)), Class::RecordLevel);
+        }
+        for s in [401, 403, 501, 301] {
+            assert_eq!(classify(Outcome::Status(s)), Class::Fatal);
+        }
+        assert_eq!(
+            classify(Outcome::TimedOutAfterSend),
+            Class::Transient {
+                outcome_known: false
+            }
+        );
+        assert_eq!(classify(Outcome::ErrorInBody), Class::RecordLevel);
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(parse_retry_after(" 7 ", now), Some(Duration::from_secs(7)));
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
+        assert_eq!(
+            parse_retry_after(&later, now),
+            Some(Duration::from_secs(30))
+        );
+        let earlier = httpdate::fmt_http_date(now - Duration::from_secs(30));
+        assert_eq!(parse_retry_after(&earlier, now), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    proptest! {
+        #[test]
+        fn every_status_has_exactly_one_meaning(status in 100u16..600) {
+            let class = classify(Outcome::Status(status));
+            let transient = [408, 425, 429, 500, 502, 503, 504].contains(&status);
+            prop_assert_eq!(matches!(class, Class::Transient { outcome_known: true }), transient);
+            if status == 401 || status == 403 {
+                prop_assert_eq!(class, Class::Fatal);
+            }
+            if (400..500).contains(&status) && !transient && status != 401 && status != 403 {
+                prop_assert_eq!(class, Class::RecordLevel);
+            }
+            // A status is an answer: the outcome is always known.
+            let unknown = matches!(class, Class::Transient { outcome_known: false });
+            prop_assert!(!unknown);
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! Owns pacing: a client-side requests-per-second limit (governor) behind an
+//! adaptive gate that closes for everyone when the server answers 429 with a
+//! `Retry-After`.
+//!
+//! governor's own async waits ignore tokio's clock, so the limiter runs on
+//! [`TokioClock`], only `check()` is called, and waits go through [`Stop::sleep`]:
+//! pacing then follows tokio's (pausable) time like everything else.
+
+use std::num::NonZeroU32;
+use std::ops::Add;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use governor::clock::{Clock, Reference};
+use governor::middleware::NoOpMiddleware;
+use governor::nanos::Nanos;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
+use tokio::time::Instant;
+
+use crate::stop::{Stop, StopReason};
+
+type Limiter = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<TokioInstant>>;
+
+/// Shared by every request to one API within a run.
+#[derive(Debug)]
+pub struct RateGate {
+    limiter: Option<Limiter>,
+    paused_until: Mutex<Option<Instant>>,
+}
+
+/// governor's clock, read from tokio's time.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TokioClock;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TokioInstant(Instant);
+
+impl Add<Nanos> for TokioInstant {
+    type Output = TokioInstant;
+    fn add(self, rhs: Nanos) -> TokioInstant {
+        TokioInstant(self.0 + Duration::from(rhs))
+    }
+}
+
+impl Reference for TokioInstant {
+    fn duration_since(&self, earlier: Self) -> Nanos {
+        Nanos::from(self.0.saturating_duration_since(earlier.0))
+    }
+
+    fn saturating_sub(&self, duration: Nanos) -> Self {
+        TokioInstant(self.0.checked_sub(duration.into()).unwrap_or(self.0))
+    }
+}
+
+impl Clock for TokioClock {
+    type Instant = TokioInstant;
+    fn now(&self) -> TokioInstant {
+        TokioInstant(Instant::now())
+    }
+}
+
+impl RateGate {
+    /// `requests_per_second`: `None` for no client-side limit.
+    pub fn new(requests_per_second: Option<f64>) -> Self {
+        let limiter = requests_per_second.and_then(|rps| {
+            let period = Duration::from_secs_f64(1.0 / rps.max(0.001));
+            let burst = NonZeroU32::new(rps.ceil().clamp(1.0, 1_000_000.0) as u32)?;
+            Quota::with_period(period)
+                .map(|q| RateLimiter::direct_with_clock(q.allow_burst(burst), TokioClock))
+        });
+        RateGate {
+            limiter,
+            paused_until: Mutex::new(None),
+        }
+    }
+
+    /// Waits until a request may go out.
+    pub async fn ready(&self, stop: &Stop) -> Result<(), StopReason> {
+        loop {
+            let paused = *self.paused_until.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(until) = paused {
+                let now = Instant::now();
+                if until > now {
+                    stop.sleep(until - now).await?;
+                    continue;
+                }
+            }
+            let Some(limiter) = &self.limiter else {
+                return Ok(());
+            };
+            match limiter.check() {
+                Ok(()) => return Ok(()),
+                Err(not_until) => {
+                    let wait = not_until.wait_time_from(TokioClock.now());
+                    stop.sleep(wait).await?;
+                }
+            }
+        }
+    }
+
+    /// Closes the gate for everyone for `duration` (the server said so).
+    pub fn pause_for(&self, duration: Duration) {
+        let until = Instant::now() + duration;
+        let mut paused = self.paused_until.lock().unwrap_or_else(|e| e.into_inner());
+        if paused.is_none_or(|current| current < until) {
+            *paused = Some(until);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pause_holds_every_caller_back() {
+        let gate = RateGate::new(None);
+        let stop = Stop::never();
+        let start = Instant::now();
+        gate.pause_for(Duration::from_secs(2));
+        gate.pause_for(Duration::from_secs(1));
+        gate.ready(&stop).await.ok();
+        assert!(Instant::now() - start >= Duration::from_secs(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_limiter_spaces_requests() {
+        let gate = RateGate::new(Some(50.0));
+        let stop = Stop::never();
+        let start = Instant::now();
+        for _ in 0..100 {
+            gate.ready(&stop).await.ok();
+        }
+        // 50 in the initial burst, then 50 more at 50/s: one second.
+        let elapsed = Instant::now() - start;
+        assert!(elapsed >= Duration::from_millis(980), "{elapsed:?}");
+        assert!(elapsed <= Duration::from_millis(1100), "{elapsed:?}");
+    }
+}

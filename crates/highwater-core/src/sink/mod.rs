@@ -1,0 +1,118 @@
+//! Owns writing mapped records to the destination, idempotently, and telling the
+//! engine what became of each: written (with the destination's id), or refused
+//! (record-level: dead-letter it), or an error that stops the run.
+//! Invariant: a write is only ever repeated through an idempotent path — the same
+//! PUT, the same `Idempotency-Key`, or a fresh lookup before any create. The sink
+//! never sees checkpoints or the ledger beyond the destination id it is handed.
+
+pub mod http;
+pub mod jsonl;
+
+use crate::config::DestinationSpec;
+use crate::http::HttpError;
+use crate::mapping::MappedRecord;
+use crate::policy::RetryPolicy;
+use crate::stop::Stop;
+
+/// One record to write.
+#[derive(Debug)]
+pub struct Write<'a> {
+    pub source_id: &'a str,
+    pub record: &'a MappedRecord,
+    /// The source version (or `updated_at` when there is none): part of the
+    /// idempotency key, so a retry of this version is recognised and a newer one is not.
+    pub version_key: String,
+    /// The destination id the ledger remembers, which saves a lookup.
+    pub known_dest_id: Option<&'a str>,
+}
+
+/// A write the destination confirmed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    pub dest_id: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// Record-level: the destination refused this record. Dead-letter it.
+    #[error("destination refused the record: HTTP {status} {reason}")]
+    Rejected { status: u16, reason: String },
+    /// Record-level: the record cannot even be addressed (its id makes no URL, or
+    /// no header). Dead-letter it.
+    #[error("cannot address the record at the destination: {0}")]
+    Unwritable(String),
+    /// Stops the run at its last checkpoint (auth, exhausted retries, stop signal…).
+    #[error(transparent)]
+    Http(HttpError),
+    #[error("destination file {path}: {source}")]
+    File {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot build the destination client: {0}")]
+    Client(#[from] reqwest::Error),
+}
+
+impl From<HttpError> for SinkError {
+    fn from(e: HttpError) -> Self {
+        match e {
+            HttpError::Rejected { status, body } => SinkError::Rejected {
+                status,
+                reason: body,
+            },
+            e => SinkError::Http(e),
+        }
+    }
+}
+
+/// The destination of one sync.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant, reason = "one per run, never moved around")]
+pub enum Sink {
+    Http(http::HttpSink),
+    JsonLines(jsonl::JsonLinesSink),
+}
+
+impl Sink {
+    pub fn open(sync: &str, spec: &DestinationSpec, retry: RetryPolicy) -> Result<Sink, SinkError> {
+        Ok(match spec {
+            DestinationSpec::Http(spec) => {
+                Sink::Http(http::HttpSink::new(sync, spec.clone(), retry)?)
+            }
+            DestinationSpec::JsonLines(spec) => {
+                Sink::JsonLines(jsonl::JsonLinesSink::open(spec.clone())?)
+            }
+        })
+    }
+
+    /// How many writes may be in flight at once.
+    pub fn concurrency(&self) -> usize {
+        match self {
+            Sink::Http(sink) => sink.concurrency(),
+            Sink::JsonLines(_) => 1,
+        }
+    }
+
+    pub async fn write(&self, write: Write<'_>, stop: &Stop) -> Result<Written, SinkError> {
+        match self {
+            Sink::Http(sink) => sink.write(write, stop).await,
+            Sink::JsonLines(sink) => sink.write(write),
+        }
+    }
+
+    /// Makes every write so far durable; called before a page's checkpoint commits.
+    pub async fn flush(&self) -> Result<(), SinkError> {
+        match self {
+            Sink::Http(_) => Ok(()),
+            Sink::JsonLines(sink) => sink.flush(),
+        }
+    }
+
+    /// Retries made so far.
+    pub fn retries(&self) -> u64 {
+        match self {
+            Sink::Http(sink) => sink.retries(),
+            Sink::JsonLines(_) => 0,
+        }
+    }
+}

@@ -1,0 +1,552 @@
+//! Owns reading the source: turning a cursor into the next request, and an answer
+//! into records plus the cursor after them, for every pagination style. Records past
+//! the run's watermark are dropped here; reading stops at the watermark when the API
+//! returns records in order.
+//! Invariant: never sees checkpoints, the ledger or the destination; it is handed a
+//! window and a cursor and hands back pages.
+
+pub mod extract;
+pub mod pagination;
+
+use std::collections::HashSet;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use url::Url;
+
+use crate::config::{AuthSpec, KeyPlacement, NextUrlFrom, Pagination, SourceSpec};
+use crate::http::{Api, HttpError, Request, redact};
+use crate::record::RecordKey;
+use crate::stop::Stop;
+pub use extract::Extracted;
+use extract::{extract, format_time, parse_time, records_array};
+use pagination::{OffsetWalk, PageWalk, Step, WalkError, link_next};
+
+/// What one run is responsible for: records with `lower <= updated_at <= watermark`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub lower: Option<Timestamp>,
+    pub watermark: Timestamp,
+}
+
+/// The position inside a run, stored in the checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Cursor {
+    Start,
+    Token {
+        token: String,
+    },
+    NextUrl {
+        url: String,
+    },
+    Keyset {
+        updated_at: Value,
+        id: String,
+        id_is_number: bool,
+    },
+    Offset {
+        next: u64,
+        tail: Vec<String>,
+    },
+    Page {
+        next: u64,
+        tail: Vec<String>,
+    },
+    /// Nothing left to read.
+    End,
+}
+
+/// One page as the engine sees it.
+#[derive(Debug)]
+pub struct Page {
+    /// In source order, without records past the watermark.
+    pub records: Vec<Extracted>,
+    pub beyond_watermark: u64,
+    /// Where reading resumes once every record of this page is resolved.
+    pub cursor_after: Cursor,
+    pub requests: u32,
+}
+
+/// Why the source cannot be read; every variant stops the run at its last checkpoint.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error(transparent)]
+    Http(#[from] HttpError),
+    #[error("the source's answer to GET {url} is not usable: {detail}")]
+    BadResponse { url: String, detail: String },
+    #[error("pagination: {0}")]
+    Walk(#[from] WalkError),
+    #[error(
+        "pagination: the source returned a {what} it had already returned ({detail}); the API is looping"
+    )]
+    Loop { what: &'static str, detail: String },
+    #[error(
+        "pagination: the next URL points to {host}, not to the configured base_url; refusing to send credentials there"
+    )]
+    ForeignNextUrl { host: String },
+    #[error(
+        "the source's answer to GET {url} has records but none with a valid `updated_at` and id to continue the keyset from"
+    )]
+    KeysetStalled { url: String },
+}
+
+/// Reads one run's pages in order.
+#[derive(Debug)]
+pub struct Reader<'a> {
+    api: &'a Api,
+    spec: &'a SourceSpec,
+    window: Window,
+    cursor: Cursor,
+    seen: HashSet<String>,
+    offset_walk: Option<OffsetWalk>,
+    page_walk: Option<PageWalk>,
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(api: &'a Api, spec: &'a SourceSpec, window: Window, cursor: Cursor) -> Self {
+        Reader {
+            api,
+            spec,
+            window,
+            cursor,
+            seen: HashSet::new(),
+            offset_walk: None,
+            page_walk: None,
+        }
+    }
+
+    /// The next page, or `None` when the run's range has been read.
+    pub async fn next_page(&mut self, stop: &Stop) -> Result<Option<Page>, SourceError> {
+        if self.cursor == Cursor::End {
+            return Ok(None);
+        }
+        let mut page = match self.spec.pagination.clone() {
+            Pagination::Cursor {
+                token_path,
+                token_param,
+            } => {
+                let mut query = self.base_query();
+                if let Cursor::Token { token } = &self.cursor {
+                    query.push((token_param, token.clone()));
+                }
+                let url = self.list_url()?;
+                let (body, _) = self.fetch(url.clone(), query, stop).await?;
+                let token = match token_path.get(&body) {
+                    Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+                    Some(Value::Number(n)) => Some(n.to_string()),
+                    _ => None,
+                };
+                let records = self.records(body, &url)?;
+                let cursor_after = match token {
+                    None => Cursor::End,
+                    Some(token) => {
+                        if !self.seen.insert(token.clone()) {
+                            return Err(SourceError::Loop {
+                                what: "cursor token",
+                                detail: abbreviate(&token),
+                            });
+                        }
+                        Cursor::Token { token }
+                    }
+                };
+                self.page(records, cursor_after, 1)
+            }
+            Pagination::NextUrl { from } => {
+                let (url, query) = match &self.cursor {
+                    Cursor::NextUrl { url } => (parse_url(url)?, Vec::new()),
+                    _ => (self.list_url()?, self.base_query()),
+                };
+                let (body, headers) = self.fetch(url.clone(), query, stop).await?;
+                let next = match &from {
+                    NextUrlFrom::Body(path) => match path.get(&body) {
+                        Some(Value::String(s)) if !s.is_empty() => url.join(s).ok(),
+                        _ => None,
+                    },
+                    NextUrlFrom::LinkHeader => headers
+                        .get_all(reqwest::header::LINK)
+                        .iter()
+                        .filter_map(|v| v.to_str().ok())
+                        .find_map(|v| link_next(v, &url)),
+                };
+                let records = self.records(body, &url)?;
+                let cursor_after = match next {
+                    None => Cursor::End,
+                    Some(next) => {
+                        let next = self.checked_next_url(next)?;
+                        if !self.seen.insert(next.clone()) {
+                            return Err(SourceError::Loop {
+                                what: "next URL",
+                                detail: redact(&parse_url(&next)?),
+                            });
+                        }
+                        Cursor::NextUrl { url: next }
+                    }
+                };
+                self.page(records, cursor_after, 1)
+            }
+            Pagination::Keyset {
+                updated_param,
+                id_param,
+            } => {
+                let mut query = self.base_query();
+                let current = match &self.cursor {
+                    Cursor::Keyset {
+                        updated_at,
+                        id,
+                        id_is_number,
+                    } => {
+                        query.push((updated_param, value_text(updated_at)));
+                        query.push((id_param, id.clone()));
+                        parse_time(updated_at, self.spec.time_format)
+                            .ok()
+                            .map(|t| RecordKey {
+                                updated_at: t,
+                                id: id.clone(),
+                                id_is_number: *id_is_number,
+                            })
+                    }
+                    _ => {
+                        if let Some(lower) = self.window.lower {
+                            query.push((updated_param, format_time(lower, self.spec.time_format)));
+                        }
+                        None
+                    }
+                };
+                let url = self.list_url()?;
+                let (body, _) = self.fetch(url.clone(), query, stop).await?;
+                let records = self.records(body, &url)?;
+                let last = records
+                    .iter()
+                    .filter_map(|r| match r {
+                        Extracted::Record(r) => Some(r),
+                        Extracted::Invalid { .. } => None,
+                    })
+                    .max_by(|a, b| a.key.cmp(&b.key));
+                let cursor_after = match (records.is_empty(), last) {
+                    (true, _) => Cursor::End,
+                    (false, None) => return Err(SourceError::KeysetStalled { url: redact(&url) }),
+                    (false, Some(last)) => {
+                        if let Some(current) = &current
+                            && !last.key.is_after(current)
+                        {
+                            return Err(SourceError::Loop {
+                                what: "page",
+                                detail: format!(
+                                    "nothing after ({}, {})",
+                                    current.updated_at, current.id
+                                ),
+                            });
+                        }
+                        Cursor::Keyset {
+                            updated_at: last.updated_at_raw.clone(),
+                            id: last.key.id.clone(),
+                            id_is_number: last.key.id_is_number,
+                        }
+                    }
+                };
+                self.page(records, cursor_after, 1)
+            }
+            Pagination::Offset {
+                offset_param,
+                overlap,
+            } => self.offset_page(&offset_param, overlap, stop).await?,
+            Pagination::Page {
+                page_param,
+                first_page,
+                overlap,
+            } => {
+                self.numbered_page(&page_param, first_page, overlap, stop)
+                    .await?
+            }
+        };
+        if page.beyond_watermark > 0 && self.spec.sorted {
+            page.cursor_after = Cursor::End;
+        }
+        self.cursor = page.cursor_after.clone();
+        Ok(Some(page))
+    }
+
+    async fn offset_page(
+        &mut self,
+        param: &str,
+        overlap: u32,
+        stop: &Stop,
+    ) -> Result<Page, SourceError> {
+        let (next, tail) = match &self.cursor {
+            Cursor::Offset { next, tail } => (*next, tail.clone()),
+            _ => (0, Vec::new()),
+        };
+        let mut walk = self
+            .offset_walk
+            .take()
+            .unwrap_or_else(|| OffsetWalk::new(next, tail, overlap));
+        let url = self.list_url()?;
+        let mut requests = 0;
+        loop {
+            let start = walk.request_offset();
+            let mut query = self.base_query();
+            query.push((param.to_owned(), start.to_string()));
+            let (body, _) = self.fetch(url.clone(), query, stop).await?;
+            requests += 1;
+            let window = self.records(body, &url)?;
+            let keys: Vec<String> = window.iter().map(anchor_key).collect();
+            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+            let tail_before = walk.tail.clone();
+            match walk.accept(start, &keys)? {
+                Step::Take { from, done } => {
+                    let records = without(window, from, &tail_before);
+                    let cursor_after = if done {
+                        Cursor::End
+                    } else {
+                        Cursor::Offset {
+                            next: walk.next,
+                            tail: walk.tail.clone(),
+                        }
+                    };
+                    self.offset_walk = Some(walk);
+                    return Ok(self.page(records, cursor_after, requests));
+                }
+                Step::Refetch => {}
+                Step::Rescan => rescan_warning("offset", start),
+            }
+        }
+    }
+
+    async fn numbered_page(
+        &mut self,
+        param: &str,
+        first_page: u64,
+        overlap: u32,
+        stop: &Stop,
+    ) -> Result<Page, SourceError> {
+        let (next, tail) = match &self.cursor {
+            Cursor::Page { next, tail } => (*next, tail.clone()),
+            _ => (first_page, Vec::new()),
+        };
+        let mut walk = self
+            .page_walk
+            .take()
+            .unwrap_or_else(|| PageWalk::new(next, tail, first_page, overlap));
+        let url = self.list_url()?;
+        let mut requests = 0;
+        loop {
+            let fetch_page = async |number: u64| {
+                let mut query = self.base_query();
+                query.push((param.to_owned(), number.to_string()));
+                let (body, _) = self.fetch(url.clone(), query, stop).await?;
+                self.records(body, &url)
+            };
+            // The new page first, then the previous one again: a shift between the
+            // two shows up as a moved tail, never as a silent skip.
+            let current = fetch_page(walk.next).await?;
+            let previous = match walk.overlap_page() {
+                Some(number) => fetch_page(number).await?,
+                None => Vec::new(),
+            };
+            requests += if previous.is_empty() { 1 } else { 2 };
+            let previous_keys: Vec<String> = previous.iter().map(anchor_key).collect();
+            let current_keys: Vec<String> = current.iter().map(anchor_key).collect();
+            let previous_keys: Vec<&str> = previous_keys.iter().map(String::as_str).collect();
+            let current_keys: Vec<&str> = current_keys.iter().map(String::as_str).collect();
+            let tail_before = walk.tail.clone();
+            let number = walk.next;
+            match walk.accept(&previous_keys, &current_keys)? {
+                Step::Take { from, done } => {
+                    let window: Vec<Extracted> = previous.into_iter().chain(current).collect();
+                    let records = without(window, from, &tail_before);
+                    let cursor_after = if done {
+                        Cursor::End
+                    } else {
+                        Cursor::Page {
+                            next: walk.next,
+                            tail: walk.tail.clone(),
+                        }
+                    };
+                    self.page_walk = Some(walk);
+                    return Ok(self.page(records, cursor_after, requests));
+                }
+                Step::Refetch | Step::Rescan => rescan_warning("page", number),
+            }
+        }
+    }
+
+    /// Drops records past the watermark.
+    fn page(&self, records: Vec<Extracted>, cursor_after: Cursor, requests: u32) -> Page {
+        let total = records.len();
+        let records: Vec<Extracted> = records
+            .into_iter()
+            .filter(|r| match r {
+                Extracted::Record(r) => r.updated_at() <= self.window.watermark,
+                Extracted::Invalid { .. } => true,
+            })
+            .collect();
+        Page {
+            beyond_watermark: (total - records.len()) as u64,
+            records,
+            cursor_after,
+            requests,
+        }
+    }
+
+    fn base_query(&self) -> Vec<(String, String)> {
+        let mut query: Vec<(String, String)> = self
+            .spec
+            .params
+            .iter()
+            .map(|(k, v)| (k.clone(), v.expose().to_owned()))
+            .collect();
+        if let Some(param) = &self.spec.page_size_param {
+            query.push((param.clone(), self.spec.page_size.to_string()));
+        }
+        if let (Some(param), Some(lower)) = (&self.spec.lower_bound_param, self.window.lower) {
+            query.push((param.clone(), format_time(lower, self.spec.time_format)));
+        }
+        if let Some(param) = &self.spec.upper_bound_param {
+            query.push((
+                param.clone(),
+                format_time(self.window.watermark, self.spec.time_format),
+            ));
+        }
+        query
+    }
+
+    fn list_url(&self) -> Result<Url, SourceError> {
+        self.api
+            .url(&self.spec.path)
+            .map_err(|e| SourceError::BadResponse {
+                url: self.spec.path.clone(),
+                detail: format!("cannot build the request URL: {e}"),
+            })
+    }
+
+    async fn fetch(
+        &self,
+        url: Url,
+        query: Vec<(String, String)>,
+        stop: &Stop,
+    ) -> Result<(Value, reqwest::header::HeaderMap), SourceError> {
+        let mut request = Request::get(url);
+        request.query = query;
+        let reply = self.api.send(&request, stop).await.map_err(|e| match e {
+            HttpError::Rejected { status, body } => SourceError::BadResponse {
+                url: redact(&request.url),
+                detail: format!("HTTP {status}: {body}"),
+            },
+            e => SourceError::Http(e),
+        })?;
+        let body = reply.json().map_err(|e| {
+            let kind = reply
+                .headers
+                .get(reqwest::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("no content type")
+                .to_owned();
+            SourceError::BadResponse {
+                url: redact(&request.url),
+                detail: format!(
+                    "not JSON ({kind}; {e}): {}",
+                    crate::http::snippet(&reply.body)
+                ),
+            }
+        })?;
+        Ok((body, reply.headers))
+    }
+
+    fn records(&self, body: Value, url: &Url) -> Result<Vec<Extracted>, SourceError> {
+        let raw = records_array(body, &self.spec.records_path).map_err(|detail| {
+            SourceError::BadResponse {
+                url: redact(url),
+                detail,
+            }
+        })?;
+        Ok(raw.into_iter().map(|r| extract(r, self.spec)).collect())
+    }
+
+    /// Keeps the next URL on the configured host and out of the state store's way:
+    /// an API key passed in the query is removed (auth adds it again).
+    fn checked_next_url(&self, mut next: Url) -> Result<String, SourceError> {
+        let base = self.api.base_url();
+        if next.origin() != base.origin() {
+            return Err(SourceError::ForeignNextUrl {
+                host: next.host_str().unwrap_or("?").to_owned(),
+            });
+        }
+        if let AuthSpec::ApiKey {
+            placement: KeyPlacement::Query(param),
+            ..
+        } = &self.spec.http.auth
+        {
+            let kept: Vec<(String, String)> = next
+                .query_pairs()
+                .filter(|(k, _)| k != param)
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+            next.query_pairs_mut().clear().extend_pairs(kept);
+        }
+        Ok(next.to_string())
+    }
+}
+
+/// `window[from..]` without the records already read (the tail).
+fn without(window: Vec<Extracted>, from: usize, tail: &[String]) -> Vec<Extracted> {
+    window
+        .into_iter()
+        .skip(from)
+        .filter(|r| {
+            let key = anchor_key(r);
+            !tail.contains(&key)
+        })
+        .collect()
+}
+
+/// Identifies a record at one version, so a record that changed (and may have
+/// moved) is never taken as proof of where the reader stood.
+fn anchor_key(record: &Extracted) -> String {
+    match record {
+        Extracted::Record(r) => format!(
+            "{}@{}#{}",
+            r.id(),
+            r.updated_at().as_microsecond(),
+            r.version.map_or(String::new(), |v| v.to_string())
+        ),
+        Extracted::Invalid { id, body, .. } => {
+            format!(
+                "{id}!{}",
+                &blake3::hash(body.to_string().as_bytes()).to_hex()[..12]
+            )
+        }
+    }
+}
+
+fn rescan_warning(style: &str, position: u64) {
+    tracing::warn!(
+        event = crate::obs::PAGINATION_RESCAN,
+        style,
+        position,
+        "the records read last are no longer where they were; reading this run's range again from the start (already-written records are skipped)"
+    );
+}
+
+fn parse_url(text: &str) -> Result<Url, SourceError> {
+    Url::parse(text).map_err(|e| SourceError::BadResponse {
+        url: "next URL".into(),
+        detail: format!("not a URL ({e})"),
+    })
+}
+
+fn value_text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn abbreviate(token: &str) -> String {
+    if token.len() <= 24 {
+        return token.to_owned();
+    }
+    let end = token.char_indices().nth(20).map_or(token.len(), |(i, _)| i);
+    format!("{}…", &token[..end])
+}

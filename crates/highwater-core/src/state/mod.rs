@@ -1,0 +1,544 @@
+//! Owns the state store: runs, checkpoints, the ledger and dead letters, in embedded
+//! SQLite (WAL, synchronous commits, versioned migrations). This is the only module
+//! that speaks SQL.
+//! Invariants: a page's ledger rows, dead letters and checkpoint are committed in one
+//! transaction; timestamps are integer epoch microseconds; the high-water mark is
+//! the watermark of the last completed incremental run, derived, never stored apart.
+
+pub mod lock;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+pub use lock::{LockError, SyncLock, acquire};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state store {path}: {source}")]
+    Open { path: String, source: sqlx::Error },
+    #[error("state store {path}: migration failed: {source}")]
+    Migrate {
+        path: String,
+        source: sqlx::migrate::MigrateError,
+    },
+    #[error("state store: {0}")]
+    Sql(#[from] sqlx::Error),
+    #[error("state store holds a checkpoint it cannot read: {0}")]
+    Corrupt(String),
+}
+
+/// What a run has done so far; committed with each checkpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    pub pages: u64,
+    pub read: u64,
+    pub written: u64,
+    pub unchanged: u64,
+    pub stale: u64,
+    pub dead_lettered: u64,
+    pub beyond_watermark: u64,
+    pub requests: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRow {
+    pub run_id: String,
+    pub sync: String,
+    pub kind: String,
+    pub status: String,
+    pub lower_bound: Option<Timestamp>,
+    pub watermark: Timestamp,
+    pub started_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub completed_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checkpoint {
+    pub cursor: Value,
+    pub counters: Counters,
+    pub updated_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerEntry {
+    pub source_id: String,
+    pub external_id: String,
+    pub dest_id: Option<String>,
+    pub version: Option<i64>,
+    pub updated_at: Timestamp,
+    pub payload_hash: String,
+    pub run_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetter {
+    pub source_id: String,
+    pub run_id: String,
+    /// `source`, `mapping` or `destination`.
+    pub stage: String,
+    pub error: String,
+    pub payload: Value,
+    /// Record body and sync config; the same fingerprint is not tried again.
+    pub fingerprint: String,
+    pub attempts: i64,
+    pub last_failed_at: Timestamp,
+}
+
+/// What the store knows about a page's records before they are written.
+#[derive(Debug, Default)]
+pub struct Known {
+    pub ledger: HashMap<String, LedgerEntry>,
+    /// Source id → fingerprint of its unresolved dead letter.
+    pub dead: HashMap<String, String>,
+}
+
+/// Everything one resolved page changes, committed at once.
+#[derive(Debug, Default)]
+pub struct PageCommit {
+    pub ledger: Vec<LedgerEntry>,
+    pub dead_letters: Vec<DeadLetter>,
+    /// Source ids written successfully, whose old dead letters are now resolved.
+    pub resolved: Vec<String>,
+}
+
+/// Per-sync summary for `status`.
+#[derive(Debug, Clone)]
+pub struct SyncStatus {
+    pub open_run: Option<(RunRow, Checkpoint)>,
+    pub last_completed: Option<(RunRow, Checkpoint)>,
+    pub dead_letters: i64,
+    pub ledger_records: i64,
+}
+
+impl SyncStatus {
+    pub fn high_water_mark(&self) -> Option<Timestamp> {
+        self.last_completed.as_ref().map(|(run, _)| run.watermark)
+    }
+}
+
+/// The embedded state store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "initial",
+    include_str!("../../migrations/0001_initial.sql"),
+)];
+
+impl Store {
+    /// Opens (creating if needed) and migrates the store.
+    pub async fn open(path: &Path) -> Result<Store, StateError> {
+        let shown = path.display().to_string();
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(|e| StateError::Open {
+                path: shown.clone(),
+                source: sqlx::Error::Io(e),
+            })?;
+        }
+        let options = SqliteConnectOptions::from_str("sqlite://")
+            .map_err(|source| StateError::Open {
+                path: shown.clone(),
+                source,
+            })?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: a commit survives power loss, not only a process crash.
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(30));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|source| StateError::Open {
+                path: shown.clone(),
+                source,
+            })?;
+        let migrations = MIGRATIONS
+            .iter()
+            .map(|(version, name, sql)| {
+                Migration::new(
+                    *version,
+                    (*name).into(),
+                    MigrationType::Simple,
+                    sqlx::SqlSafeStr::into_sql_str(*sql),
+                    false,
+                )
+            })
+            .collect();
+        Migrator::with_migrations(migrations)
+            .run(&pool)
+            .await
+            .map_err(|source| StateError::Migrate {
+                path: shown,
+                source,
+            })?;
+        Ok(Store { pool })
+    }
+
+    pub async fn close(self) {
+        self.pool.close().await;
+    }
+
+    /// The open run of a sync, if any.
+    pub async fn open_run(
+        &self,
+        sync: &str,
+        kind: &str,
+    ) -> Result<Option<(RunRow, Checkpoint)>, StateError> {
+        let row = sqlx::query(
+            "SELECT r.*, c.cursor, c.counters, c.updated_at AS checkpoint_at
+             FROM runs r JOIN checkpoints c USING (run_id)
+             WHERE r.sync = ? AND r.kind = ? AND r.status = 'open'",
+        )
+        .bind(sync)
+        .bind(kind)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| run_with_checkpoint(&r)).transpose()
+    }
+
+    /// The last completed run of a sync, if any.
+    pub async fn last_completed(
+        &self,
+        sync: &str,
+        kind: &str,
+    ) -> Result<Option<(RunRow, Checkpoint)>, StateError> {
+        let row = sqlx::query(
+            "SELECT r.*, c.cursor, c.counters, c.updated_at AS checkpoint_at
+             FROM runs r JOIN checkpoints c USING (run_id)
+             WHERE r.sync = ? AND r.kind = ? AND r.status = 'completed'
+             ORDER BY r.completed_at DESC LIMIT 1",
+        )
+        .bind(sync)
+        .bind(kind)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| run_with_checkpoint(&r)).transpose()
+    }
+
+    /// Stores a new run and its starting checkpoint, before anything is fetched.
+    pub async fn begin_run(&self, run: &RunRow, cursor: &Value) -> Result<(), StateError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query(
+            "INSERT INTO runs (run_id, sync, kind, status, lower_bound, watermark, started_at, updated_at)
+             VALUES (?, ?, ?, 'open', ?, ?, ?, ?)",
+        )
+        .bind(&run.run_id)
+        .bind(&run.sync)
+        .bind(&run.kind)
+        .bind(run.lower_bound.map(|t| t.as_microsecond()))
+        .bind(run.watermark.as_microsecond())
+        .bind(run.started_at.as_microsecond())
+        .bind(run.updated_at.as_microsecond())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO checkpoints (run_id, cursor, counters, updated_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(&run.run_id)
+        .bind(cursor.to_string())
+        .bind(counters_json(&Counters::default()))
+        .bind(run.started_at.as_microsecond())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Forgets a run that made no progress, so a failure before the first page
+    /// leaves the store as it was.
+    pub async fn abandon_run(&self, run_id: &str) -> Result<(), StateError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query("DELETE FROM checkpoints WHERE run_id = ?")
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM runs WHERE run_id = ? AND status = 'open'")
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// What the ledger and dead-letter queue know of these source ids.
+    pub async fn known(&self, sync: &str, ids: &[&str]) -> Result<Known, StateError> {
+        let mut known = Known::default();
+        if ids.is_empty() {
+            return Ok(known);
+        }
+        let ids_json =
+            serde_json::to_string(ids).map_err(|e| StateError::Corrupt(e.to_string()))?;
+        let rows = sqlx::query(
+            "SELECT source_id, external_id, dest_id, version, updated_at, payload_hash, run_id
+             FROM ledger WHERE sync = ? AND source_id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(sync)
+        .bind(&ids_json)
+        .fetch_all(&self.pool)
+        .await?;
+        for row in rows {
+            let entry = ledger_entry(&row)?;
+            known.ledger.insert(entry.source_id.clone(), entry);
+        }
+        let rows = sqlx::query(
+            "SELECT source_id, fingerprint FROM dead_letters
+             WHERE sync = ? AND resolved_at IS NULL AND source_id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(sync)
+        .bind(&ids_json)
+        .fetch_all(&self.pool)
+        .await?;
+        for row in rows {
+            known
+                .dead
+                .insert(row.try_get("source_id")?, row.try_get("fingerprint")?);
+        }
+        Ok(known)
+    }
+
+    /// Commits resolved pages: ledger, dead letters and — when the frontier moved —
+    /// the advanced checkpoint.
+    pub async fn commit_page(
+        &self,
+        sync: &str,
+        run_id: &str,
+        page: &PageCommit,
+        cursor: Option<&Value>,
+        counters: &Counters,
+    ) -> Result<(), StateError> {
+        let now = Timestamp::now().as_microsecond();
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        for entry in &page.ledger {
+            sqlx::query(
+                "INSERT INTO ledger (sync, source_id, external_id, dest_id, version, updated_at, payload_hash, run_id, written_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (sync, source_id) DO UPDATE SET
+                   external_id = excluded.external_id,
+                   dest_id = COALESCE(excluded.dest_id, ledger.dest_id),
+                   version = excluded.version,
+                   updated_at = excluded.updated_at,
+                   payload_hash = excluded.payload_hash,
+                   run_id = excluded.run_id,
+                   written_at = excluded.written_at",
+            )
+            .bind(sync)
+            .bind(&entry.source_id)
+            .bind(&entry.external_id)
+            .bind(&entry.dest_id)
+            .bind(entry.version)
+            .bind(entry.updated_at.as_microsecond())
+            .bind(&entry.payload_hash)
+            .bind(&entry.run_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for id in &page.resolved {
+            sqlx::query(
+                "UPDATE dead_letters SET resolved_at = ? WHERE sync = ? AND source_id = ? AND resolved_at IS NULL",
+            )
+            .bind(now)
+            .bind(sync)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for dead in &page.dead_letters {
+            sqlx::query(
+                "INSERT INTO dead_letters (sync, source_id, run_id, stage, error, payload, fingerprint, attempts, first_failed_at, last_failed_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (sync, source_id) DO UPDATE SET
+                   run_id = excluded.run_id,
+                   stage = excluded.stage,
+                   error = excluded.error,
+                   payload = excluded.payload,
+                   fingerprint = excluded.fingerprint,
+                   attempts = dead_letters.attempts + excluded.attempts,
+                   last_failed_at = excluded.last_failed_at,
+                   resolved_at = NULL",
+            )
+            .bind(sync)
+            .bind(&dead.source_id)
+            .bind(&dead.run_id)
+            .bind(&dead.stage)
+            .bind(&dead.error)
+            .bind(dead.payload.to_string())
+            .bind(&dead.fingerprint)
+            .bind(dead.attempts)
+            .bind(now)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        update_checkpoint(&mut tx, run_id, cursor, counters, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Completes a run: from now on its watermark is the sync's high-water mark.
+    pub async fn complete_run(
+        &self,
+        run_id: &str,
+        cursor: &Value,
+        counters: &Counters,
+    ) -> Result<(), StateError> {
+        let now = Timestamp::now().as_microsecond();
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        update_checkpoint(&mut tx, run_id, Some(cursor), counters, now).await?;
+        sqlx::query("UPDATE runs SET status = 'completed', completed_at = ?, updated_at = ? WHERE run_id = ?")
+            .bind(now)
+            .bind(now)
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn status(&self, sync: &str) -> Result<SyncStatus, StateError> {
+        let dead_letters: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM dead_letters WHERE sync = ? AND resolved_at IS NULL",
+        )
+        .bind(sync)
+        .fetch_one(&self.pool)
+        .await?;
+        let ledger_records: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ledger WHERE sync = ?")
+            .bind(sync)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(SyncStatus {
+            open_run: self.open_run(sync, "incremental").await?,
+            last_completed: self.last_completed(sync, "incremental").await?,
+            dead_letters,
+            ledger_records,
+        })
+    }
+
+    /// Unresolved dead letters of a sync, oldest first.
+    pub async fn dead_letters(&self, sync: &str) -> Result<Vec<DeadLetter>, StateError> {
+        let rows = sqlx::query(
+            "SELECT source_id, run_id, stage, error, payload, fingerprint, attempts, last_failed_at
+             FROM dead_letters WHERE sync = ? AND resolved_at IS NULL ORDER BY first_failed_at, source_id",
+        )
+        .bind(sync)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let payload: String = row.try_get("payload")?;
+                Ok(DeadLetter {
+                    source_id: row.try_get("source_id")?,
+                    run_id: row.try_get("run_id")?,
+                    stage: row.try_get("stage")?,
+                    error: row.try_get("error")?,
+                    payload: serde_json::from_str(&payload).unwrap_or(Value::String(payload)),
+                    fingerprint: row.try_get("fingerprint")?,
+                    attempts: row.try_get("attempts")?,
+                    last_failed_at: micros(row.try_get("last_failed_at")?)?,
+                })
+            })
+            .collect()
+    }
+
+    /// The ledger of a sync, by source id.
+    pub async fn ledger(&self, sync: &str) -> Result<Vec<LedgerEntry>, StateError> {
+        let rows = sqlx::query(
+            "SELECT source_id, external_id, dest_id, version, updated_at, payload_hash, run_id
+             FROM ledger WHERE sync = ? ORDER BY source_id",
+        )
+        .bind(sync)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(ledger_entry).collect()
+    }
+}
+
+async fn update_checkpoint(
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    run_id: &str,
+    cursor: Option<&Value>,
+    counters: &Counters,
+    now: i64,
+) -> Result<(), StateError> {
+    sqlx::query(
+        "UPDATE checkpoints SET cursor = COALESCE(?, cursor), counters = ?, updated_at = ? WHERE run_id = ?",
+    )
+    .bind(cursor.map(Value::to_string))
+    .bind(counters_json(counters))
+    .bind(now)
+    .bind(run_id)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query("UPDATE runs SET updated_at = ? WHERE run_id = ?")
+        .bind(now)
+        .bind(run_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+fn counters_json(counters: &Counters) -> String {
+    serde_json::to_string(counters).unwrap_or_else(|_| "{}".into())
+}
+
+fn micros(value: i64) -> Result<Timestamp, StateError> {
+    Timestamp::from_microsecond(value).map_err(|e| StateError::Corrupt(e.to_string()))
+}
+
+fn ledger_entry(row: &sqlx::sqlite::SqliteRow) -> Result<LedgerEntry, StateError> {
+    Ok(LedgerEntry {
+        source_id: row.try_get("source_id")?,
+        external_id: row.try_get("external_id")?,
+        dest_id: row.try_get("dest_id")?,
+        version: row.try_get("version")?,
+        updated_at: micros(row.try_get("updated_at")?)?,
+        payload_hash: row.try_get("payload_hash")?,
+        run_id: row.try_get("run_id")?,
+    })
+}
+
+fn run_with_checkpoint(row: &sqlx::sqlite::SqliteRow) -> Result<(RunRow, Checkpoint), StateError> {
+    let lower: Option<i64> = row.try_get("lower_bound")?;
+    let completed: Option<i64> = row.try_get("completed_at")?;
+    let run = RunRow {
+        run_id: row.try_get("run_id")?,
+        sync: row.try_get("sync")?,
+        kind: row.try_get("kind")?,
+        status: row.try_get("status")?,
+        lower_bound: lower.map(micros).transpose()?,
+        watermark: micros(row.try_get("watermark")?)?,
+        started_at: micros(row.try_get("started_at")?)?,
+        updated_at: micros(row.try_get("updated_at")?)?,
+        completed_at: completed.map(micros).transpose()?,
+    };
+    let cursor: String = row.try_get("cursor")?;
+    let counters: String = row.try_get("counters")?;
+    let checkpoint = Checkpoint {
+        cursor: serde_json::from_str(&cursor).map_err(|e| StateError::Corrupt(e.to_string()))?,
+        counters: serde_json::from_str(&counters)
+            .map_err(|e| StateError::Corrupt(e.to_string()))?,
+        updated_at: micros(row.try_get("checkpoint_at")?)?,
+    };
+    Ok((run, checkpoint))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,182 @@
+use serde_json::json;
+
+use super::*;
+
+fn temp_db(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("hw-state-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir.join("nested").join("state.db")
+}
+
+fn run(id: &str, watermark_s: i64) -> RunRow {
+    let at = |s| Timestamp::from_second(s).unwrap_or(Timestamp::UNIX_EPOCH);
+    RunRow {
+        run_id: id.into(),
+        sync: "billing".into(),
+        kind: "incremental".into(),
+        status: "open".into(),
+        lower_bound: None,
+        watermark: at(watermark_s),
+        started_at: at(watermark_s + 5),
+        updated_at: at(watermark_s + 5),
+        completed_at: None,
+    }
+}
+
+fn entry(id: &str, version: i64) -> LedgerEntry {
+    LedgerEntry {
+        source_id: id.into(),
+        external_id: format!("ext-{id}"),
+        dest_id: Some(format!("d-{id}")),
+        version: Some(version),
+        updated_at: Timestamp::UNIX_EPOCH,
+        payload_hash: format!("h{version}"),
+        run_id: "r1".into(),
+    }
+}
+
+#[tokio::test]
+async fn a_run_moves_from_open_to_completed_and_sets_the_high_water_mark() {
+    let path = temp_db("lifecycle");
+    let store = Store::open(&path).await.expect("open");
+    assert!(
+        store
+            .open_run("billing", "incremental")
+            .await
+            .expect("query")
+            .is_none()
+    );
+    store
+        .begin_run(&run("r1", 1000), &json!({"kind": "start"}))
+        .await
+        .expect("begin");
+    let (open, checkpoint) = store
+        .open_run("billing", "incremental")
+        .await
+        .expect("query")
+        .expect("open run");
+    assert_eq!(open.run_id, "r1");
+    assert_eq!(checkpoint.cursor, json!({"kind": "start"}));
+
+    let page = PageCommit {
+        ledger: vec![entry("a", 1), entry("b", 2)],
+        dead_letters: vec![DeadLetter {
+            source_id: "c".into(),
+            run_id: "r1".into(),
+            stage: "mapping".into(),
+            error: "required field `email` is missing".into(),
+            payload: json!({"id": "c"}),
+            fingerprint: "f".into(),
+            attempts: 1,
+            last_failed_at: Timestamp::UNIX_EPOCH,
+        }],
+        resolved: vec![],
+    };
+    let counters = Counters {
+        pages: 1,
+        read: 3,
+        written: 2,
+        dead_lettered: 1,
+        ..Counters::default()
+    };
+    store
+        .commit_page(
+            "billing",
+            "r1",
+            &page,
+            Some(&json!({"kind": "token", "token": "t2"})),
+            &counters,
+        )
+        .await
+        .expect("commit");
+    let known = store
+        .known("billing", &["a", "c", "zz"])
+        .await
+        .expect("known");
+    assert_eq!(known.ledger["a"].dest_id.as_deref(), Some("d-a"));
+    assert_eq!(known.dead.get("c").map(String::as_str), Some("f"));
+    assert!(!known.ledger.contains_key("zz"));
+
+    store
+        .complete_run("r1", &json!({"kind": "end"}), &counters)
+        .await
+        .expect("complete");
+    let status = store.status("billing").await.expect("status");
+    assert!(status.open_run.is_none());
+    assert_eq!(status.high_water_mark(), Some(open.watermark));
+    assert_eq!((status.dead_letters, status.ledger_records), (1, 2));
+    assert_eq!(
+        status.last_completed.map(|(_, c)| c.counters),
+        Some(counters)
+    );
+
+    // Writing the dead-lettered record later resolves its dead letter.
+    store
+        .begin_run(&run("r2", 2000), &json!({"kind": "start"}))
+        .await
+        .expect("begin 2");
+    let fixed = PageCommit {
+        ledger: vec![entry("c", 1)],
+        dead_letters: vec![],
+        resolved: vec!["c".into()],
+    };
+    store
+        .commit_page("billing", "r2", &fixed, None, &counters)
+        .await
+        .expect("commit 2");
+    let (_, checkpoint) = store
+        .open_run("billing", "incremental")
+        .await
+        .expect("q")
+        .expect("open");
+    assert_eq!(
+        checkpoint.cursor,
+        json!({"kind": "start"}),
+        "no cursor given, none moved"
+    );
+    assert!(store.dead_letters("billing").await.expect("dlq").is_empty());
+    store.close().await;
+}
+
+#[tokio::test]
+async fn only_one_run_per_sync_can_be_open() {
+    let store = Store::open(&temp_db("one-open")).await.expect("open");
+    store
+        .begin_run(&run("r1", 1000), &json!({}))
+        .await
+        .expect("first");
+    assert!(store.begin_run(&run("r2", 1000), &json!({})).await.is_err());
+}
+
+#[tokio::test]
+async fn an_abandoned_run_leaves_nothing_behind_and_reopening_keeps_data() {
+    let path = temp_db("abandon");
+    let store = Store::open(&path).await.expect("open");
+    store
+        .begin_run(&run("r1", 1000), &json!({}))
+        .await
+        .expect("begin");
+    store.abandon_run("r1").await.expect("abandon");
+    assert!(
+        store
+            .open_run("billing", "incremental")
+            .await
+            .expect("q")
+            .is_none()
+    );
+    store
+        .begin_run(&run("r2", 1000), &json!({}))
+        .await
+        .expect("begin again");
+    store.close().await;
+    let again = Store::open(&path)
+        .await
+        .expect("reopen runs no migration twice");
+    assert!(
+        again
+            .open_run("billing", "incremental")
+            .await
+            .expect("q")
+            .is_some()
+    );
+}

@@ -1,0 +1,115 @@
+//! Owns cooperative stopping: the run's deadline (`--max-runtime`) and the shutdown
+//! signal. Every wait in the engine, sources and sinks goes through [`Stop::sleep`],
+//! so a budget or Ctrl-C never waits out a long backoff.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Why a run stopped before finishing; the run stays open and resumes next time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    MaxRuntime,
+    MaxPages,
+    Interrupted,
+}
+
+impl StopReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopReason::MaxRuntime => "max-runtime reached",
+            StopReason::MaxPages => "max-pages reached",
+            StopReason::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// A stop condition shared by everything one run does.
+#[derive(Debug, Clone)]
+pub struct Stop {
+    deadline: Option<Instant>,
+    shutdown: CancellationToken,
+}
+
+impl Stop {
+    pub fn new(max_runtime: Option<Duration>, shutdown: CancellationToken) -> Self {
+        Stop {
+            deadline: max_runtime.map(|d| Instant::now() + d),
+            shutdown,
+        }
+    }
+
+    /// A stop that never fires (benches, tests of single components).
+    pub fn never() -> Self {
+        Stop::new(None, CancellationToken::new())
+    }
+
+    /// The reason to stop now, if any.
+    pub fn reason(&self) -> Option<StopReason> {
+        if self.shutdown.is_cancelled() {
+            return Some(StopReason::Interrupted);
+        }
+        match self.deadline {
+            Some(deadline) if Instant::now() >= deadline => Some(StopReason::MaxRuntime),
+            _ => None,
+        }
+    }
+
+    /// Resolves when the run must stop.
+    pub async fn fired(&self) -> StopReason {
+        match self.deadline {
+            Some(deadline) => tokio::select! {
+                _ = self.shutdown.cancelled() => StopReason::Interrupted,
+                _ = tokio::time::sleep_until(deadline) => StopReason::MaxRuntime,
+            },
+            None => {
+                self.shutdown.cancelled().await;
+                StopReason::Interrupted
+            }
+        }
+    }
+
+    /// Sleeps for `duration`, or returns early with the reason if the run must stop.
+    pub async fn sleep(&self, duration: Duration) -> Result<(), StopReason> {
+        if let Some(reason) = self.reason() {
+            return Err(reason);
+        }
+        let wake = Instant::now() + duration;
+        let limit = match self.deadline {
+            Some(deadline) if deadline < wake => deadline,
+            _ => wake,
+        };
+        tokio::select! {
+            _ = self.shutdown.cancelled() => Err(StopReason::Interrupted),
+            _ = tokio::time::sleep_until(limit) => {
+                if limit < wake { Err(StopReason::MaxRuntime) } else { Ok(()) }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn sleep_is_cut_short_by_the_deadline() {
+        let stop = Stop::new(Some(Duration::from_secs(5)), CancellationToken::new());
+        assert_eq!(stop.sleep(Duration::from_secs(1)).await, Ok(()));
+        assert_eq!(
+            stop.sleep(Duration::from_secs(60)).await,
+            Err(StopReason::MaxRuntime)
+        );
+        assert_eq!(stop.reason(), Some(StopReason::MaxRuntime));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_interrupts_a_sleep() {
+        let token = CancellationToken::new();
+        let stop = Stop::new(None, token.clone());
+        let sleeper = tokio::spawn(async move { stop.sleep(Duration::from_secs(3600)).await });
+        token.cancel();
+        assert_eq!(sleeper.await.ok(), Some(Err(StopReason::Interrupted)));
+    }
+}

@@ -1,0 +1,518 @@
+//! `simsaas`: a simulated billing API (source) and CRM API (destination)
+//! with seeded, deterministic faults, used by highwater's integration tests,
+//! benches and demo. This file owns the public configuration types and the
+//! `SimSaas` handle (listeners, server tasks, the mutation task, shutdown).
+//!
+//! The engine never depends on this crate; it only ever talks to it over HTTP.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+mod auth;
+mod dataset;
+mod dest;
+mod faults;
+mod http;
+mod source;
+mod stats;
+pub mod verify;
+
+pub use dataset::{Rejection, SourceRecord};
+pub use dest::{DestDump, DestObject};
+pub use stats::{SideStats, SimStats};
+pub use verify::{Verification, verify};
+
+use auth::AuthGate;
+use dataset::Dataset;
+use faults::{Burst, DestFaultState, SIDE_DEST, SIDE_SOURCE};
+use stats::Counters;
+
+/// Everything about one simulated pair of APIs.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub seed: u64,
+    /// Initial dataset size.
+    pub records: usize,
+    /// Fraction of records that share ONE identical `updated_at`.
+    pub shared_timestamp_ratio: f64,
+    /// Fraction of records that must fail mapping validation.
+    pub invalid_ratio: f64,
+    /// Fraction of records the destination rejects with 400/422.
+    pub poisoned_ratio: f64,
+    pub source_auth: SimAuth,
+    pub dest_auth: SimAuth,
+    pub source: SourceFaults,
+    pub dest: DestFaults,
+    pub mutations: Mutations,
+}
+
+impl SimConfig {
+    /// No faults, no mutations, `Bearer("sim-token")` on both sides.
+    pub fn new(seed: u64, records: usize) -> Self {
+        SimConfig {
+            seed,
+            records,
+            shared_timestamp_ratio: 0.1,
+            invalid_ratio: 0.01,
+            poisoned_ratio: 0.01,
+            source_auth: SimAuth::Bearer("sim-token".to_owned()),
+            dest_auth: SimAuth::Bearer("sim-token".to_owned()),
+            source: SourceFaults::default(),
+            dest: DestFaults::default(),
+            mutations: Mutations::default(),
+        }
+    }
+
+    /// A moderate mix of every fault a sync can survive: rate limits (both
+    /// `Retry-After` forms), short 5xx bursts, rare slow answers, stale
+    /// replicas, a destination token bucket, commit-then-timeout, and a
+    /// bounded stream of mutations. Pagination loops and broken bodies stay
+    /// off because no sync can finish through them.
+    pub fn with_all_faults(mut self) -> Self {
+        // Every 429 closes the client's gate for a second or two, so rate limits are
+        // rarer than the other faults: frequent enough to be met in every run, rare
+        // enough that a run of a few thousand records still finishes in seconds.
+        self.source = SourceFaults {
+            latency: Duration::from_millis(1),
+            rate_limit_ratio: 0.01,
+            rate_limit_date_ratio: 0.005,
+            retry_after_secs: 1,
+            burst_start_ratio: 0.01,
+            burst_len: 3,
+            slow_ratio: 0.005,
+            slow_delay: Duration::from_secs(3),
+            stale_version_ratio: 0.1,
+            loop_pagination: false,
+            bad_body: None,
+        };
+        self.dest = DestFaults {
+            latency: Duration::from_millis(1),
+            rate_limit_rps: Some(2000.0),
+            rate_limit_ratio: 0.001,
+            rate_limit_date_ratio: 0.0005,
+            retry_after_secs: 1,
+            burst_start_ratio: 0.01,
+            burst_len: 3,
+            slow_ratio: 0.005,
+            commit_then_timeout_ratio: 0.01,
+            slow_delay: Duration::from_secs(3),
+        };
+        self.mutations = Mutations {
+            max: 50,
+            interval: Duration::from_millis(20),
+            late_by: Duration::from_secs(180),
+            weights: [4, 2, 2, 1],
+        };
+        self
+    }
+}
+
+/// How a side authenticates requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SimAuth {
+    None,
+    Bearer(String),
+    Basic {
+        user: String,
+        password: String,
+    },
+    ApiKeyHeader {
+        header: String,
+        key: String,
+    },
+    ApiKeyQuery {
+        param: String,
+        key: String,
+    },
+    OAuth2 {
+        client_id: String,
+        client_secret: String,
+        token_ttl: Duration,
+    },
+}
+
+/// Faults of the source API, decided per data request.
+#[derive(Debug, Clone)]
+pub struct SourceFaults {
+    /// Added to every data request.
+    pub latency: Duration,
+    /// 429 with `Retry-After: <retry_after_secs>`.
+    pub rate_limit_ratio: f64,
+    /// 429 with `Retry-After: <HTTP-date>` about 1-2 s ahead.
+    pub rate_limit_date_ratio: f64,
+    pub retry_after_secs: u64,
+    /// Chance a request starts a 5xx burst.
+    pub burst_start_ratio: f64,
+    /// Consecutive requests answered 500/502/503/504 (cycled).
+    pub burst_len: u32,
+    /// Response delayed by `slow_delay`, then answered normally.
+    pub slow_ratio: f64,
+    pub slow_delay: Duration,
+    /// Chance to serve a record's previous version (a lagging replica).
+    pub stale_version_ratio: f64,
+    /// The API repeats the same next token / link / page forever.
+    pub loop_pagination: bool,
+    /// Every data response is broken this way.
+    pub bad_body: Option<BadBody>,
+}
+
+impl Default for SourceFaults {
+    fn default() -> Self {
+        SourceFaults {
+            latency: Duration::ZERO,
+            rate_limit_ratio: 0.0,
+            rate_limit_date_ratio: 0.0,
+            retry_after_secs: 1,
+            burst_start_ratio: 0.0,
+            burst_len: 3,
+            slow_ratio: 0.0,
+            slow_delay: Duration::from_secs(10),
+            stale_version_ratio: 0.0,
+            loop_pagination: false,
+            bad_body: None,
+        }
+    }
+}
+
+/// Ways a source response body can be broken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadBody {
+    /// 200 with `text/html` `<html>maintenance</html>`.
+    NotJson,
+    /// 200 with `{"result":"ok"}`.
+    MissingRecords,
+}
+
+/// Faults of the destination API, decided per write or lookup.
+#[derive(Debug, Clone)]
+pub struct DestFaults {
+    pub latency: Duration,
+    /// Token bucket over all writes and lookups; 429 + `Retry-After: 1` when empty.
+    pub rate_limit_rps: Option<f64>,
+    pub rate_limit_ratio: f64,
+    pub rate_limit_date_ratio: f64,
+    pub retry_after_secs: u64,
+    pub burst_start_ratio: f64,
+    pub burst_len: u32,
+    /// Delayed by `slow_delay`, write NOT applied (then 504).
+    pub slow_ratio: f64,
+    /// Write applied, then the response is delayed by `slow_delay`.
+    pub commit_then_timeout_ratio: f64,
+    pub slow_delay: Duration,
+}
+
+impl Default for DestFaults {
+    fn default() -> Self {
+        DestFaults {
+            latency: Duration::ZERO,
+            rate_limit_rps: None,
+            rate_limit_ratio: 0.0,
+            rate_limit_date_ratio: 0.0,
+            retry_after_secs: 1,
+            burst_start_ratio: 0.0,
+            burst_len: 3,
+            slow_ratio: 0.0,
+            commit_then_timeout_ratio: 0.0,
+            slow_delay: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Seeded changes to the source dataset while a sync runs.
+#[derive(Debug, Clone)]
+pub struct Mutations {
+    /// Total mutations; 0 = off.
+    pub max: usize,
+    /// One mutation per tick.
+    pub interval: Duration,
+    /// How far in the past a late update's `updated_at` is.
+    pub late_by: Duration,
+    /// Relative weights of: update, late_update, insert, backdated_insert.
+    pub weights: [u32; 4],
+}
+
+impl Default for Mutations {
+    fn default() -> Self {
+        Mutations {
+            max: 0,
+            interval: Duration::from_millis(50),
+            late_by: Duration::from_secs(180),
+            weights: [1, 1, 1, 1],
+        }
+    }
+}
+
+/// Poisoning only means another thread panicked mid-update; the simulator's
+/// state is still usable for tests, so keep serving rather than cascade.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub(crate) fn read<T>(m: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(|e| e.into_inner())
+}
+
+pub(crate) fn write<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// State shared by both routers and the mutation task.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) seed: u64,
+    pub(crate) source_url: String,
+    pub(crate) dest_url: String,
+    pub(crate) dataset: Mutex<Dataset>,
+    pub(crate) source_faults: RwLock<SourceFaults>,
+    pub(crate) dest_faults: RwLock<DestFaults>,
+    pub(crate) source_burst: Mutex<Burst>,
+    pub(crate) dest_fault_state: Mutex<DestFaultState>,
+    pub(crate) source_seq: AtomicU64,
+    pub(crate) source_stats: Counters,
+    pub(crate) dest_stats: Counters,
+    pub(crate) source_auth: AuthGate,
+    pub(crate) dest_auth: AuthGate,
+    pub(crate) store: Mutex<dest::Store>,
+    mutations: Mutations,
+    mutations_started: AtomicBool,
+    mutations_stopped: AtomicBool,
+    mutations_done: AtomicUsize,
+    mutation_task: Mutex<Option<JoinHandle<()>>>,
+    pub(crate) shutdown: watch::Receiver<bool>,
+}
+
+impl Shared {
+    /// Mutations begin with the first data request so that a test's setup
+    /// time never eats into them.
+    pub(crate) fn maybe_start_mutations(self: &Arc<Self>) {
+        if self.mutations.max == 0 || self.mutations_started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let shared = Arc::clone(self);
+        let task = tokio::spawn(async move { shared.run_mutations().await });
+        *lock(&self.mutation_task) = Some(task);
+    }
+
+    async fn run_mutations(&self) {
+        let m = self.mutations.clone();
+        let mut ticker = tokio::time::interval(m.interval.max(Duration::from_millis(1)));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first tick fires immediately; the first mutation comes one interval in.
+        ticker.tick().await;
+        let mut shutdown = self.shutdown.clone();
+        for _ in 0..m.max {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+            let mut ds = lock(&self.dataset);
+            // Checked under the dataset lock: `stop_mutations` takes the same
+            // lock after setting the flag, so nothing lands after it returns.
+            if self.mutations_stopped.load(Ordering::Acquire) {
+                return;
+            }
+            let now_ms = jiff::Timestamp::now().as_millisecond();
+            let kind = ds.mutate(&m, now_ms);
+            self.mutations_done.fetch_add(1, Ordering::AcqRel);
+            drop(ds);
+            tracing::trace!(?kind, "simsaas mutation");
+        }
+    }
+}
+
+/// Handle to a running simulator. Cheap to clone; the servers stop when
+/// `shutdown` is called or the last clone is dropped.
+#[derive(Clone)]
+pub struct SimSaas {
+    inner: Arc<Handle>,
+}
+
+impl std::fmt::Debug for SimSaas {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimSaas")
+            .field("source_url", &self.inner.shared.source_url)
+            .field("dest_url", &self.inner.shared.dest_url)
+            .finish_non_exhaustive()
+    }
+}
+
+// Tests, benches and the demo share one handle across tasks.
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<SimSaas>();
+};
+
+struct Handle {
+    shared: Arc<Shared>,
+    shutdown_tx: watch::Sender<bool>,
+    servers: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.shutdown_tx.send_replace(true);
+        for task in lock(&self.servers).drain(..) {
+            task.abort();
+        }
+        if let Some(task) = lock(&self.shared.mutation_task).take() {
+            task.abort();
+        }
+    }
+}
+
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+impl SimSaas {
+    /// Binds the source and the destination on `127.0.0.1:0` and serves them.
+    pub async fn start(cfg: SimConfig) -> std::io::Result<SimSaas> {
+        let source_listener = TcpListener::bind("127.0.0.1:0").await?;
+        let dest_listener = TcpListener::bind("127.0.0.1:0").await?;
+        let source_url = format!("http://{}", source_listener.local_addr()?);
+        let dest_url = format!("http://{}", dest_listener.local_addr()?);
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+
+        let now_ms = jiff::Timestamp::now().as_millisecond();
+        let shared = Arc::new(Shared {
+            seed: cfg.seed,
+            source_url,
+            dest_url,
+            dataset: Mutex::new(Dataset::generate(&cfg, now_ms)),
+            source_faults: RwLock::new(cfg.source),
+            dest_faults: RwLock::new(cfg.dest),
+            source_burst: Mutex::new(Burst::default()),
+            dest_fault_state: Mutex::new(DestFaultState::default()),
+            source_seq: AtomicU64::new(0),
+            source_stats: Counters::default(),
+            dest_stats: Counters::default(),
+            source_auth: AuthGate::new(cfg.source_auth, cfg.seed, SIDE_SOURCE),
+            dest_auth: AuthGate::new(cfg.dest_auth, cfg.seed, SIDE_DEST),
+            store: Mutex::new(dest::Store::default()),
+            mutations: cfg.mutations,
+            mutations_started: AtomicBool::new(false),
+            mutations_stopped: AtomicBool::new(false),
+            mutations_done: AtomicUsize::new(0),
+            mutation_task: Mutex::new(None),
+            shutdown: shutdown_rx,
+        });
+
+        let servers = vec![
+            serve(
+                source_listener,
+                source::router(Arc::clone(&shared)),
+                &shared.shutdown,
+            ),
+            serve(
+                dest_listener,
+                dest::router(Arc::clone(&shared)),
+                &shared.shutdown,
+            ),
+        ];
+        Ok(SimSaas {
+            inner: Arc::new(Handle {
+                shared,
+                shutdown_tx,
+                servers: Mutex::new(servers),
+            }),
+        })
+    }
+
+    /// `http://127.0.0.1:PORT`, no trailing slash.
+    pub fn source_url(&self) -> String {
+        self.inner.shared.source_url.clone()
+    }
+
+    pub fn dest_url(&self) -> String {
+        self.inner.shared.dest_url.clone()
+    }
+
+    /// Current source records, sorted by (updated_at, id).
+    pub fn source_records(&self) -> Vec<SourceRecord> {
+        lock(&self.inner.shared.dataset).snapshot()
+    }
+
+    pub fn dest_dump(&self) -> DestDump {
+        lock(&self.inner.shared.store).dump()
+    }
+
+    pub fn dest_count(&self) -> usize {
+        lock(&self.inner.shared.store).count()
+    }
+
+    pub fn stats(&self) -> SimStats {
+        SimStats {
+            source: self.inner.shared.source_stats.snapshot(),
+            dest: self.inner.shared.dest_stats.snapshot(),
+        }
+    }
+
+    /// No mutation is applied after this returns.
+    pub fn stop_mutations(&self) {
+        let shared = &self.inner.shared;
+        shared.mutations_stopped.store(true, Ordering::Release);
+        // Wait out a mutation that may be running right now (see run_mutations).
+        drop(lock(&shared.dataset));
+    }
+
+    pub fn mutations_done(&self) -> usize {
+        self.inner.shared.mutations_done.load(Ordering::Acquire)
+    }
+
+    /// Replaces the source faults; an ongoing 5xx burst ends with them.
+    pub fn set_source_faults(&self, f: SourceFaults) {
+        let shared = &self.inner.shared;
+        *write(&shared.source_faults) = f;
+        *lock(&shared.source_burst) = Burst::default();
+    }
+
+    /// Replaces the destination faults; an ongoing 5xx burst ends with them.
+    pub fn set_dest_faults(&self, f: DestFaults) {
+        let shared = &self.inner.shared;
+        *write(&shared.dest_faults) = f;
+        lock(&shared.dest_fault_state).reset_burst();
+    }
+
+    /// Stops both servers, letting in-flight requests finish (slow-fault
+    /// sleeps are cut short) for up to a few seconds.
+    pub async fn shutdown(self) {
+        let inner = &self.inner;
+        inner.shutdown_tx.send_replace(true);
+        let servers: Vec<_> = lock(&inner.servers).drain(..).collect();
+        for task in servers {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(SHUTDOWN_GRACE, task).await.is_err() {
+                abort.abort();
+            }
+        }
+        let mutation_task = lock(&inner.shared.mutation_task).take();
+        if let Some(task) = mutation_task {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}
+
+fn serve(
+    listener: TcpListener,
+    app: axum::Router,
+    shutdown: &watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    use axum::serve::ListenerExt as _;
+    let mut rx = shutdown.clone();
+    let listener = listener.tap_io(|tcp| {
+        // Small JSON answers on keep-alive connections: avoid Nagle stalls.
+        let _ = tcp.set_nodelay(true);
+    });
+    tokio::spawn(async move {
+        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        });
+        if let Err(e) = server.await {
+            tracing::warn!(error = %e, "simsaas server stopped with an error");
+        }
+    })
+}

@@ -1,0 +1,87 @@
+//! Counters of everything the simulator served, kept as atomics so the hot
+//! path never takes a lock just to count.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+
+/// Counters for both sides.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SimStats {
+    pub source: SideStats,
+    pub dest: SideStats,
+}
+
+/// Counters for one side. Fields that do not apply to a side stay 0
+/// (e.g. `stale_served` on the destination).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SideStats {
+    /// Data requests on the source; writes and lookups on the destination.
+    pub requests: u64,
+    /// 429 with `Retry-After: <secs>` (including the token bucket).
+    pub rate_limited: u64,
+    /// 429 with `Retry-After: <HTTP-date>`.
+    pub rate_limited_date: u64,
+    /// 5xx answers from bursts and destination slow writes.
+    pub server_errors: u64,
+    pub slow: u64,
+    pub commit_then_timeout: u64,
+    /// Destination writes refused with 400/422 (poison or malformed).
+    pub rejected: u64,
+    pub stale_served: u64,
+    pub unauthorized: u64,
+    pub tokens_issued: u64,
+    pub writes_applied: u64,
+    pub idempotent_replays: u64,
+    /// Responses whose pagination was deliberately looped.
+    pub looped: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub requests: AtomicU64,
+    pub rate_limited: AtomicU64,
+    pub rate_limited_date: AtomicU64,
+    pub server_errors: AtomicU64,
+    pub slow: AtomicU64,
+    pub commit_then_timeout: AtomicU64,
+    pub rejected: AtomicU64,
+    pub stale_served: AtomicU64,
+    pub unauthorized: AtomicU64,
+    pub tokens_issued: AtomicU64,
+    pub writes_applied: AtomicU64,
+    pub idempotent_replays: AtomicU64,
+    pub looped: AtomicU64,
+}
+
+/// Relaxed is enough: counters are independent and only read as a snapshot.
+pub(crate) fn bump(c: &AtomicU64) -> u64 {
+    c.fetch_add(1, Ordering::Relaxed)
+}
+
+pub(crate) fn add(c: &AtomicU64, n: u64) {
+    if n > 0 {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+impl Counters {
+    pub(crate) fn snapshot(&self) -> SideStats {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        SideStats {
+            requests: g(&self.requests),
+            rate_limited: g(&self.rate_limited),
+            rate_limited_date: g(&self.rate_limited_date),
+            server_errors: g(&self.server_errors),
+            slow: g(&self.slow),
+            commit_then_timeout: g(&self.commit_then_timeout),
+            rejected: g(&self.rejected),
+            stale_served: g(&self.stale_served),
+            unauthorized: g(&self.unauthorized),
+            tokens_issued: g(&self.tokens_issued),
+            writes_applied: g(&self.writes_applied),
+            idempotent_replays: g(&self.idempotent_replays),
+            looped: g(&self.looped),
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! `highwater status`: per sync, the open run, the last completed run, the
+//! high-water mark, the lag behind now, and the dead-letter count.
+
+use std::path::Path;
+
+use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+use highwater_core::state::{Store, SyncStatus};
+use jiff::Timestamp;
+use serde_json::{Value, json};
+
+use super::{EXIT_FAILED, EXIT_OK, EXIT_USAGE, render};
+
+pub async fn status(config_path: &Path, as_json: bool) -> u8 {
+    let config = match highwater_core::config::load(config_path) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("{e}");
+            return EXIT_USAGE;
+        }
+    };
+    // Status never creates a state store that does not exist yet.
+    let store = if config.state.path.exists() {
+        match Store::open(&config.state.path).await {
+            Ok(store) => Some(store),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return EXIT_FAILED;
+            }
+        }
+    } else {
+        None
+    };
+    let mut rows = Vec::new();
+    for sync in &config.syncs {
+        let status = match &store {
+            Some(store) => match store.status(&sync.name).await {
+                Ok(status) => Some(status),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return EXIT_FAILED;
+                }
+            },
+            None => None,
+        };
+        rows.push((sync.name.clone(), status));
+    }
+    if let Some(store) = store {
+        store.close().await;
+    }
+    let now = Timestamp::now();
+    if as_json {
+        let syncs: Vec<Value> = rows
+            .iter()
+            .map(|(name, s)| status_json(name, s.as_ref(), now))
+            .collect();
+        println!(
+            "{}",
+            json!({ "state": config.state.path.display().to_string(), "syncs": syncs })
+        );
+        return EXIT_OK;
+    }
+    let mut table = Table::new();
+    table.load_style(UTF8_FULL_CONDENSED).set_header(vec![
+        "sync",
+        "open run",
+        "last completed run",
+        "high-water mark",
+        "lag",
+        "dead letters",
+    ]);
+    for (name, status) in &rows {
+        let Some(s) = status else {
+            table.add_row(vec![name.as_str(), "-", "never run", "-", "-", "0"]);
+            continue;
+        };
+        let open = s.open_run.as_ref().map_or("-".to_owned(), |(run, c)| {
+            format!(
+                "{} (since {}; {} pages, {} written)",
+                short(&run.run_id),
+                ago(run.started_at, now),
+                c.counters.pages,
+                c.counters.written
+            )
+        });
+        let last = s
+            .last_completed
+            .as_ref()
+            .map_or("never".to_owned(), |(run, c)| {
+                format!(
+                    "{} ({} ago; {} written, {} dead-lettered)",
+                    short(&run.run_id),
+                    run.completed_at.map_or("?".into(), |t| ago(t, now)),
+                    c.counters.written,
+                    c.counters.dead_lettered
+                )
+            });
+        let hwm = s
+            .high_water_mark()
+            .map_or("-".to_owned(), |t| t.to_string());
+        let lag = s.high_water_mark().map_or("-".to_owned(), |t| ago(t, now));
+        table.add_row(vec![
+            name.clone(),
+            open,
+            last,
+            hwm,
+            lag,
+            s.dead_letters.to_string(),
+        ]);
+    }
+    println!("{table}");
+    EXIT_OK
+}
+
+fn status_json(name: &str, status: Option<&SyncStatus>, now: Timestamp) -> Value {
+    let Some(s) = status else {
+        return json!({ "sync": name, "open_run": null, "last_completed_run": null, "high_water_mark": null, "lag_seconds": null, "dead_letters": 0, "ledger_records": 0 });
+    };
+    let run = |r: &Option<(
+        highwater_core::state::RunRow,
+        highwater_core::state::Checkpoint,
+    )>| {
+        r.as_ref().map(|(run, c)| {
+            json!({
+                "run_id": run.run_id,
+                "started_at": run.started_at.to_string(),
+                "completed_at": run.completed_at.map(|t| t.to_string()),
+                "lower_bound": run.lower_bound.map(|t| t.to_string()),
+                "watermark": run.watermark.to_string(),
+                "cursor": c.cursor,
+                "counters": c.counters,
+            })
+        })
+    };
+    json!({
+        "sync": name,
+        "open_run": run(&s.open_run),
+        "last_completed_run": run(&s.last_completed),
+        "high_water_mark": s.high_water_mark().map(|t| t.to_string()),
+        "lag_seconds": s.high_water_mark().map(|t| (now.as_second() - t.as_second()).max(0)),
+        "dead_letters": s.dead_letters,
+        "ledger_records": s.ledger_records,
+    })
+}
+
+fn short(run_id: &str) -> &str {
+    run_id.get(..13).unwrap_or(run_id)
+}
+
+fn ago(then: Timestamp, now: Timestamp) -> String {
+    let secs = (now.as_second() - then.as_second()).max(0) as u64;
+    render::duration(std::time::Duration::from_secs(secs))
+}

@@ -1,0 +1,217 @@
+//! Bad input: every user-facing error gives a clear message and the right exit code,
+//! and leaves the state store exactly as it was.
+
+use simsaas::{BadBody, SimConfig, SourceFaults};
+
+use crate::util::{Mode, SYNC, Setup, Style, World, bin, describe, fresh_dir, stderr};
+
+async fn highwater_in(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(bin())
+        .current_dir(dir)
+        .args(args)
+        .env_remove("HIGHWATER_CONFIG")
+        .output()
+        .await
+        .expect("run highwater")
+}
+
+#[tokio::test]
+async fn a_missing_config_file_says_how_to_fix_it() {
+    let dir = fresh_dir("missing-config");
+    let out = highwater_in(&dir, &["run", SYNC]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert_eq!(
+        stderr(&out).trim(),
+        "highwater.toml: config file not found (create it, or pass --config PATH)"
+    );
+    assert!(
+        !dir.join(".highwater").exists(),
+        "no state store may be created"
+    );
+}
+
+#[tokio::test]
+async fn invalid_toml_unknown_keys_and_missing_variables_name_line_and_key() {
+    let dir = fresh_dir("bad-config");
+    let cases = [
+        (
+            "[[sync]]\nname = \"a\"\n[sync.source\n",
+            "highwater.toml:3: invalid TOML: unclosed table, expected `]`",
+        ),
+        (
+            "[[sync]]\nname = \"a\"\ncolour = \"red\"\n",
+            "highwater.toml:3: sync \"a\".colour: unknown key `colour`, expected one of `name`, `source`, `mapping`, `destination`, `retry`, `budgets`",
+        ),
+        (
+            "[[sync]]\nname = \"a\"\n[sync.source]\nbase_url = \"http://127.0.0.1:9\"\nauth = { type = \"bearer\", token = \"${HIGHWATER_TEST_UNSET_TOKEN}\" }\npagination = { style = \"cursor\" }\n[sync.destination]\ntype = \"jsonl\"\nfile = \"out.jsonl\"\n",
+            "highwater.toml:5: sync \"a\".source.auth.token: environment variable HIGHWATER_TEST_UNSET_TOKEN is not set",
+        ),
+    ];
+    for (text, expected) in cases {
+        std::fs::write(dir.join("highwater.toml"), text).expect("write");
+        for command in [&["validate"][..], &["run", "a"][..]] {
+            let out = highwater_in(&dir, command).await;
+            assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+            assert_eq!(stderr(&out).trim(), expected);
+        }
+    }
+    assert!(
+        !dir.join(".highwater").exists(),
+        "no state store may be created"
+    );
+}
+
+/// Runs once successfully, breaks something, runs again: the failure must be
+/// explained, exit 1, and change nothing in the state store.
+async fn fails_cleanly(
+    name: &str,
+    setup: Setup,
+    break_it: impl FnOnce(&World, &mut Setup),
+    expected: &[&str],
+) {
+    let world = World::start(name, SimConfig::new(31, 300), &setup).await;
+    world.run_to_completion().await;
+    let before = world.state_dump().await;
+    let mut broken = setup.clone();
+    break_it(&world, &mut broken);
+    let out = world.highwater(&["run", SYNC]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let message = stderr(&out);
+    for part in expected {
+        assert!(message.contains(part), "expected {part:?} in:\n{message}");
+    }
+    assert!(
+        message.contains("nothing was recorded: the state store is as it was"),
+        "{message}"
+    );
+    assert!(
+        !message.contains("sim-token") && !message.contains("wrong-token"),
+        "secret leaked:\n{message}"
+    );
+    assert_eq!(
+        world.state_dump().await,
+        before,
+        "the failed run changed the state store"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_host_stops_after_retries() {
+    let mut setup = Setup::new(Style::Cursor, Mode::Put);
+    setup.max_attempts = 3;
+    fails_cleanly(
+        "unreachable",
+        setup,
+        |world, _| {
+            // Port 9 (discard) on loopback: nothing listens there.
+            let text = std::fs::read_to_string(&world.config).expect("read");
+            std::fs::write(
+                &world.config,
+                text.replace(&world.sim.source_url(), "http://127.0.0.1:9"),
+            )
+            .expect("write");
+        },
+        &[
+            "source kept failing",
+            "could not connect",
+            "gave up after 3 attempts",
+        ],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_401_stops_with_a_clear_message() {
+    let setup = Setup::new(Style::Cursor, Mode::Put);
+    fails_cleanly(
+        "unauthorized",
+        setup.clone(),
+        |world, broken| {
+            broken.source_auth = r#"{ type = "bearer", token = "wrong-token" }"#.into();
+            world.rewrite(broken);
+        },
+        &[
+            "source refused the credentials",
+            "answered 401",
+            "check the auth settings",
+        ],
+    )
+    .await;
+    fails_cleanly(
+        "unauthorized-dest",
+        setup,
+        |world, broken| {
+            broken.dest_auth = r#"{ type = "bearer", token = "wrong-token" }"#.into();
+            world.rewrite(broken);
+            // A mapping change, so that every record has something new to write.
+            let text = std::fs::read_to_string(&world.config).expect("read");
+            let text = text.replace(
+                "currency = \"currency\"",
+                "currency = \"currency\"\nplan = \"status\"",
+            );
+            std::fs::write(&world.config, text).expect("write");
+        },
+        &["destination refused the credentials", "answered 401"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_answer_that_is_not_json_stops_the_run() {
+    fails_cleanly(
+        "not-json",
+        Setup::new(Style::Cursor, Mode::Put),
+        |world, _| {
+            world.sim.set_source_faults(SourceFaults {
+                bad_body: Some(BadBody::NotJson),
+                ..SourceFaults::default()
+            });
+        },
+        &["is not usable", "not JSON", "text/html", "maintenance"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_answer_without_the_records_path_stops_the_run() {
+    fails_cleanly(
+        "no-records-path",
+        Setup::new(Style::Keyset, Mode::Put),
+        |world, _| {
+            world.sim.set_source_faults(SourceFaults {
+                bad_body: Some(BadBody::MissingRecords),
+                ..SourceFaults::default()
+            });
+        },
+        &["the answer has no `data` field (records_path)"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_looping_api_is_stopped_in_every_style() {
+    for style in Style::ALL {
+        let world = World::start(&format!("loop-{style:?}"), SimConfig::new(32, 1000), &{
+            let mut s = Setup::new(style, Mode::Put);
+            s.page_size = 50;
+            s
+        })
+        .await;
+        world.sim.set_source_faults(SourceFaults {
+            loop_pagination: true,
+            ..SourceFaults::default()
+        });
+        let out = world.highwater(&["run", SYNC]).await;
+        assert_eq!(out.status.code(), Some(1), "{style:?}: {}", describe(&out));
+        let message = stderr(&out);
+        assert!(
+            message.contains("looping")
+                || message.contains("the same records for two different positions"),
+            "{style:?}: {message}"
+        );
+        assert!(
+            world.sim.stats().source.requests < 50,
+            "{style:?}: the loop was not caught quickly"
+        );
+    }
+}

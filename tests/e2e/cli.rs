@@ -1,0 +1,183 @@
+//! The command line as people use it: validate, status, run reports, budgets that
+//! stop at a checkpoint and resume the same run, and one process per sync.
+
+use std::time::Duration;
+
+use simsaas::SimConfig;
+
+use crate::util::{Mode, SYNC, Setup, Style, World, describe, report, stderr, stdout};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn validate_and_status_describe_the_syncs() {
+    let world = World::start(
+        "status",
+        SimConfig::new(41, 400),
+        &Setup::new(Style::Cursor, Mode::Put),
+    )
+    .await;
+    let out = world.highwater(&["validate"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(
+        stdout(&out).ends_with("ok — 1 sync: invoices\n"),
+        "{}",
+        stdout(&out)
+    );
+
+    let out = world.highwater(&["status"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(stdout(&out).contains("never run"), "{}", stdout(&out));
+    assert!(
+        !world.state_path().exists(),
+        "status must not create the state store"
+    );
+
+    let out = world.run_to_completion().await;
+    let text = stdout(&out);
+    for part in [
+        "run ",
+        " completed in ",
+        "window",
+        "(watermark)",
+        "written",
+        "dead-lettered",
+        "retries",
+    ] {
+        assert!(
+            text.contains(part),
+            "{part:?} missing from the report:\n{text}"
+        );
+    }
+    let out = world.highwater(&["status", "--json"]).await;
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    let sync = &status["syncs"][0];
+    assert_eq!(sync["sync"], SYNC);
+    assert!(sync["open_run"].is_null());
+    assert!(sync["high_water_mark"].is_string());
+    assert!(sync["lag_seconds"].as_i64().is_some_and(|lag| lag < 60));
+    assert!(sync["dead_letters"].as_i64().is_some_and(|n| n > 0));
+    assert_eq!(
+        sync["last_completed_run"]["watermark"],
+        sync["high_water_mark"]
+    );
+
+    let out = world.highwater(&["status"]).await;
+    let table = stdout(&out);
+    for header in [
+        "sync",
+        "open run",
+        "last completed run",
+        "high-water mark",
+        "lag",
+        "dead letters",
+    ] {
+        assert!(table.contains(header), "{table}");
+    }
+
+    let out = world.highwater(&["run", "nope"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("no sync named \"nope\" (defined: invoices)"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn max_pages_stops_at_a_checkpoint_and_the_next_run_resumes_it() {
+    let mut setup = Setup::new(Style::Offset, Mode::Lookup);
+    setup.page_size = 50;
+    let world = World::start("max-pages", SimConfig::new(42, 600), &setup).await;
+    let out = world
+        .highwater(&["run", SYNC, "--max-pages", "3", "--json"])
+        .await;
+    assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
+    let first = report(&out);
+    assert_eq!(first["outcome"], "stopped");
+    assert_eq!(first["stop_reason"], "max-pages reached");
+    assert_eq!(first["pages_this_invocation"], 3);
+    assert_eq!(first["resumed"], false);
+
+    let status: serde_json::Value =
+        serde_json::from_slice(&world.highwater(&["status", "--json"]).await.stdout)
+            .expect("status");
+    assert_eq!(status["syncs"][0]["open_run"]["run_id"], first["run_id"]);
+    assert!(status["syncs"][0]["high_water_mark"].is_null());
+
+    let out = world
+        .highwater(&["run", SYNC, "--max-pages", "2", "--json"])
+        .await;
+    assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
+    let second = report(&out);
+    assert_eq!(second["run_id"], first["run_id"]);
+    assert_eq!(second["watermark"], first["watermark"]);
+    assert_eq!(second["resumed"], true);
+    assert_eq!(second["counters"]["pages"], 5);
+
+    let out = world.highwater(&["run", SYNC, "--json"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let last = report(&out);
+    assert_eq!(last["run_id"], first["run_id"]);
+    assert_eq!(last["watermark"], first["watermark"]);
+    world.assert_exact().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn max_runtime_stops_at_a_checkpoint_even_mid_backoff() {
+    let mut sim = SimConfig::new(43, 2000);
+    sim.source.latency = Duration::from_millis(30);
+    sim.source.rate_limit_ratio = 0.3;
+    sim.source.retry_after_secs = 5;
+    let mut setup = Setup::new(Style::Cursor, Mode::Put);
+    setup.page_size = 50;
+    let world = World::start("max-runtime", sim, &setup).await;
+    let started = std::time::Instant::now();
+    let out = world
+        .highwater(&["run", SYNC, "--max-runtime", "700ms", "--json"])
+        .await;
+    assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "a 5 s Retry-After outlived the budget"
+    );
+    let first = report(&out);
+    assert_eq!(first["stop_reason"], "max-runtime reached");
+    world
+        .sim
+        .set_source_faults(simsaas::SourceFaults::default());
+    let out = world.highwater(&["run", SYNC, "--json"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(report(&out)["run_id"], first["run_id"]);
+    world.assert_exact().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_run_of_the_same_sync_is_refused() {
+    let mut sim = SimConfig::new(44, 3000);
+    sim.source.latency = Duration::from_millis(40);
+    let mut setup = Setup::new(Style::Cursor, Mode::Put);
+    setup.page_size = 20;
+    let world = World::start("lock", sim, &setup).await;
+    let mut first = world.spawn(&["run", SYNC]);
+    // Wait until the first run has written something.
+    for _ in 0..200 {
+        if world.sim.dest_count() > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(world.sim.dest_count() > 0);
+    let requests = world.sim.stats().source.requests;
+    let out = world.highwater(&["run", SYNC]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let message = stderr(&out);
+    assert!(
+        message.contains("sync \"invoices\" is already running (process "),
+        "{message}"
+    );
+    assert!(message.contains("not starting a second run"), "{message}");
+    // The refused process read nothing; the first goes on.
+    assert!(world.sim.stats().source.requests <= requests + 2);
+    assert!(first.try_wait().expect("wait").is_none());
+    let _ = first.start_kill();
+    let _ = first.wait().await;
+}

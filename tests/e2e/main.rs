@@ -1,0 +1,9 @@
+//! End-to-end tests: the real `highwater` binary against the simulated SaaS on
+//! 127.0.0.1, one module per topic.
+
+mod bad_input;
+mod cli;
+mod crash;
+mod faults;
+mod modes;
+mod util;

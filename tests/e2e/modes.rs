@@ -1,0 +1,155 @@
+//! Destinations and credentials: the JSON Lines file destination, and each auth
+//! method on the source and the destination, with secrets kept out of output.
+
+use std::time::Duration;
+
+use simsaas::{SimAuth, SimConfig};
+
+use crate::util::{Mode, SYNC, Setup, Style, World, describe, stderr, stdout};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_json_lines_destination_upserts_into_one_file() {
+    let world = World::start(
+        "jsonl",
+        SimConfig::new(51, 500),
+        &Setup::new(Style::Keyset, Mode::Put),
+    )
+    .await;
+    let out_file = world.dir.join("out").join("contacts.jsonl");
+    let text = std::fs::read_to_string(&world.config).expect("read");
+    let start = text.find("[sync.destination]").expect("destination table");
+    let end = text.find("[sync.retry]").expect("retry table");
+    let jsonl = format!(
+        "[sync.destination]\ntype = \"jsonl\"\nfile = \"{}\"\n\n",
+        out_file.display()
+    );
+    std::fs::write(
+        &world.config,
+        format!("{}{jsonl}{}", &text[..start], &text[end..]),
+    )
+    .expect("write");
+    world.run_to_completion().await;
+    let lines = std::fs::read_to_string(&out_file).expect("jsonl file");
+    // A file takes what a CRM would refuse; only records that fail mapping are out.
+    let valid = world
+        .sim
+        .source_records()
+        .iter()
+        .filter(|r| r.rejection != Some(simsaas::Rejection::Invalid))
+        .count();
+    assert_eq!(lines.lines().count(), valid);
+    let first: serde_json::Value =
+        serde_json::from_str(lines.lines().next().unwrap_or("{}")).expect("a JSON line");
+    assert!(
+        first["external_id"].is_string() && first["email"].is_string(),
+        "{first}"
+    );
+    // A second run changes nothing and leaves one line per record.
+    world.run_to_completion().await;
+    assert_eq!(
+        std::fs::read_to_string(&out_file)
+            .expect("jsonl")
+            .lines()
+            .count(),
+        valid
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn basic_auth_and_api_keys_in_headers_and_queries() {
+    let mut sim = SimConfig::new(52, 400);
+    sim.source_auth = SimAuth::ApiKeyQuery {
+        param: "api_key".into(),
+        key: "q-secret-1".into(),
+    };
+    sim.dest_auth = SimAuth::ApiKeyHeader {
+        header: "X-Api-Key".into(),
+        key: "h-secret-2".into(),
+    };
+    let mut setup = Setup::new(Style::NextUrlBody, Mode::Lookup);
+    setup.source_auth =
+        r#"{ type = "api_key", query_param = "api_key", key = "q-secret-1" }"#.into();
+    setup.dest_auth = r#"{ type = "api_key", header = "X-Api-Key", key = "h-secret-2" }"#.into();
+    setup.page_size = 50;
+    let world = World::start("api-keys", sim, &setup).await;
+    let out = world.highwater(&["run", SYNC, "--max-pages", "2"]).await;
+    assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
+    // The stored cursor (a next URL) does not keep the key.
+    let status = stdout(&world.highwater(&["status", "--json"]).await);
+    assert!(
+        status.contains("/v1/links/invoices") && !status.contains("q-secret-1"),
+        "{status}"
+    );
+    world.run_to_completion().await;
+    world.assert_exact().await;
+
+    let mut sim = SimConfig::new(53, 300);
+    sim.source_auth = SimAuth::Basic {
+        user: "hw".into(),
+        password: "b-secret-3".into(),
+    };
+    let mut setup = Setup::new(Style::Cursor, Mode::Put);
+    setup.source_auth = r#"{ type = "basic", username = "hw", password = "b-secret-3" }"#.into();
+    let world = World::start("basic", sim, &setup).await;
+    world.run_to_completion().await;
+    world.assert_exact().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oauth2_tokens_are_refreshed_as_they_expire() {
+    let mut sim = SimConfig::new(54, 1500);
+    sim.source.latency = Duration::from_millis(40);
+    for auth in [&mut sim.source_auth, &mut sim.dest_auth] {
+        *auth = SimAuth::OAuth2 {
+            client_id: "hw".into(),
+            client_secret: "o-secret-4".into(),
+            token_ttl: Duration::from_secs(1),
+        };
+    }
+    let mut setup = Setup::new(Style::Cursor, Mode::Post);
+    setup.page_size = 50;
+    let world = World::start("oauth", sim, &setup).await;
+    let oauth = |url: String| {
+        format!(
+            r#"{{ type = "oauth2", token_url = "{url}/oauth/token", client_id = "hw", client_secret = "${{HW_TEST_SECRET}}" }}"#
+        )
+    };
+    setup.source_auth = oauth(world.sim.source_url());
+    setup.dest_auth = oauth(world.sim.dest_url());
+    world.rewrite(&setup);
+    let out = tokio::process::Command::new(crate::util::bin())
+        .arg("--config")
+        .arg(&world.config)
+        .args(["run", SYNC])
+        .env("HW_TEST_SECRET", "o-secret-4")
+        .output()
+        .await
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let stats = world.sim.stats();
+    assert!(
+        stats.source.tokens_issued >= 2 && stats.dest.tokens_issued >= 1,
+        "{stats:?}"
+    );
+    world.assert_exact().await;
+
+    // Wrong client credentials are a clear, fatal error.
+    let out = tokio::process::Command::new(crate::util::bin())
+        .arg("--config")
+        .arg(&world.config)
+        .args(["run", SYNC])
+        .env("HW_TEST_SECRET", "not-it")
+        .output()
+        .await
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let message = stderr(&out);
+    assert!(
+        message.contains("OAuth2 token request") && message.contains("refused (401)"),
+        "{message}"
+    );
+    assert!(
+        !message.contains("not-it") && !message.contains("o-secret-4"),
+        "{message}"
+    );
+}

@@ -1,0 +1,396 @@
+//! Helpers for end-to-end tests: a fresh directory per test, the simulated SaaS on
+//! 127.0.0.1, config files for every pagination style and write mode, the real
+//! `highwater` binary run as a child process, and the comparison of both sides.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use highwater_core::state::Store;
+use simsaas::{SimConfig, SimSaas, Verification};
+use tokio::process::{Child, Command};
+
+pub const SYNC: &str = "invoices";
+
+/// The binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_highwater")
+}
+
+/// A fresh, empty directory for one test.
+pub fn fresh_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir()
+        .join("highwater-e2e")
+        .join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+    dir
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    Cursor,
+    NextUrlBody,
+    NextUrlLink,
+    Keyset,
+    Offset,
+    Page,
+}
+
+impl Style {
+    pub const ALL: [Style; 6] = [
+        Style::Cursor,
+        Style::NextUrlBody,
+        Style::NextUrlLink,
+        Style::Keyset,
+        Style::Offset,
+        Style::Page,
+    ];
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Put,
+    Lookup,
+    Post,
+}
+
+impl Mode {
+    pub const ALL: [Mode; 3] = [Mode::Put, Mode::Lookup, Mode::Post];
+}
+
+/// What a test's config says; `toml()` writes it.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    pub style: Style,
+    pub mode: Mode,
+    pub page_size: u32,
+    pub timeout: &'static str,
+    pub lag: &'static str,
+    pub lookback: &'static str,
+    pub concurrency: u32,
+    pub max_attempts: u32,
+    pub source_auth: String,
+    pub dest_auth: String,
+    /// Extra lines appended to `[sync.source]`.
+    pub source_extra: String,
+    pub budgets: String,
+}
+
+impl Setup {
+    pub fn new(style: Style, mode: Mode) -> Self {
+        Setup {
+            style,
+            mode,
+            page_size: 100,
+            timeout: "1s",
+            lag: "0s",
+            lookback: "3h",
+            concurrency: 8,
+            max_attempts: 10,
+            source_auth: r#"{ type = "bearer", token = "sim-token" }"#.into(),
+            dest_auth: r#"{ type = "bearer", token = "sim-token" }"#.into(),
+            source_extra: String::new(),
+            budgets: String::new(),
+        }
+    }
+
+    pub fn toml(&self, sim: &SimSaas, dir: &Path) -> String {
+        let (path, pagination, records_path, size_param, bounds) = match self.style {
+            Style::Cursor => (
+                "/v1/cursor/invoices",
+                r#"{ style = "cursor", token_path = "next_cursor", token_param = "cursor" }"#,
+                "data",
+                "limit",
+                true,
+            ),
+            Style::NextUrlBody => (
+                "/v1/links/invoices",
+                r#"{ style = "next_url", next_url_path = "links.next" }"#,
+                "data",
+                "limit",
+                true,
+            ),
+            Style::NextUrlLink => (
+                "/v1/links/invoices",
+                r#"{ style = "next_url", link_header = true }"#,
+                "data",
+                "limit",
+                true,
+            ),
+            Style::Keyset => (
+                "/v1/keyset/invoices",
+                r#"{ style = "keyset", updated_param = "since", id_param = "after_id" }"#,
+                "data",
+                "limit",
+                false,
+            ),
+            Style::Offset => (
+                "/v1/offset/invoices",
+                r#"{ style = "offset", offset_param = "offset", overlap = 10 }"#,
+                "data",
+                "limit",
+                true,
+            ),
+            Style::Page => (
+                "/v1/pages/invoices",
+                r#"{ style = "page", page_param = "page", overlap = 10 }"#,
+                "items",
+                "per_page",
+                true,
+            ),
+        };
+        let bounds = if bounds {
+            "lower_bound_param = \"updated_after\"\nupper_bound_param = \"updated_before\""
+        } else {
+            "upper_bound_param = \"until\""
+        };
+        let destination = match self.mode {
+            Mode::Put => r#"mode = "put"
+path = "/v1/contacts/by-external-id/{external_id}""#
+                .to_owned(),
+            Mode::Lookup => r#"mode = "lookup"
+lookup_path = "/v1/contacts"
+lookup_param = "external_id"
+create_path = "/v1/contacts"
+update_path = "/v1/contacts/{dest_id}""#
+                .to_owned(),
+            Mode::Post => r#"mode = "post"
+path = "/v1/contacts/upsert""#
+                .to_owned(),
+        };
+        format!(
+            r#"[state]
+path = "{state}"
+
+[[sync]]
+name = "{SYNC}"
+
+[sync.source]
+base_url = "{source}"
+path = "{path}"
+auth = {source_auth}
+records_path = "{records_path}"
+version_field = "version"
+page_size = {page_size}
+page_size_param = "{size_param}"
+timeout = "{timeout}"
+lag = "{lag}"
+lookback = "{lookback}"
+{bounds}
+pagination = {pagination}
+{source_extra}
+
+[sync.mapping]
+external_id = "{{id}}"
+[sync.mapping.fields]
+email = "customer.email"
+name = "customer.name"
+amount_cents = "amount_cents"
+currency = "currency"
+version = "version"
+[sync.mapping.required]
+email = "string"
+amount_cents = "integer"
+
+[sync.destination]
+type = "http"
+base_url = "{dest}"
+{destination}
+external_id_field = "external_id"
+auth = {dest_auth}
+timeout = "{timeout}"
+concurrency = {concurrency}
+
+[sync.retry]
+base = "20ms"
+cap = "1s"
+max_attempts = {max_attempts}
+
+[sync.budgets]
+{budgets}
+"#,
+            state = dir.join("state.db").display(),
+            source = sim.source_url(),
+            dest = sim.dest_url(),
+            source_auth = self.source_auth,
+            dest_auth = self.dest_auth,
+            page_size = self.page_size,
+            timeout = self.timeout,
+            lag = self.lag,
+            lookback = self.lookback,
+            source_extra = self.source_extra,
+            concurrency = self.concurrency,
+            max_attempts = self.max_attempts,
+            budgets = self.budgets,
+        )
+    }
+}
+
+/// One test's world: its directory, the simulated SaaS and a config file.
+pub struct World {
+    pub dir: PathBuf,
+    pub sim: SimSaas,
+    pub config: PathBuf,
+}
+
+impl World {
+    pub async fn start(name: &str, sim: SimConfig, setup: &Setup) -> World {
+        let dir = fresh_dir(name);
+        let sim = SimSaas::start(sim)
+            .await
+            .unwrap_or_else(|e| panic!("start sim: {e}"));
+        let config = dir.join("highwater.toml");
+        std::fs::write(&config, setup.toml(&sim, &dir))
+            .unwrap_or_else(|e| panic!("write config: {e}"));
+        World { dir, sim, config }
+    }
+
+    pub fn rewrite(&self, setup: &Setup) {
+        std::fs::write(&self.config, setup.toml(&self.sim, &self.dir))
+            .unwrap_or_else(|e| panic!("write config: {e}"));
+    }
+
+    pub fn state_path(&self) -> PathBuf {
+        self.dir.join("state.db")
+    }
+
+    /// Runs `highwater --config <config> <args>` to the end.
+    pub async fn highwater(&self, args: &[&str]) -> Output {
+        self.command(args)
+            .output()
+            .await
+            .unwrap_or_else(|e| panic!("run highwater: {e}"))
+    }
+
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        self.command(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn highwater: {e}"))
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(bin());
+        command
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .env_remove("HIGHWATER_LOG")
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        command
+    }
+
+    /// `highwater run` until it completes (exit 0), allowing a few resumable failures.
+    pub async fn run_to_completion(&self) -> Output {
+        let mut last = None;
+        for _ in 0..5 {
+            let out = self.highwater(&["run", SYNC]).await;
+            if out.status.code() == Some(0) {
+                return out;
+            }
+            last = Some(out);
+        }
+        let out = last.unwrap_or_else(|| unreachable!());
+        panic!("the sync did not complete:\n{}", describe(&out));
+    }
+
+    /// Compares the destination with the source for everything up to the last
+    /// completed run's watermark.
+    pub async fn verify(&self) -> Verification {
+        let store = Store::open(&self.state_path())
+            .await
+            .unwrap_or_else(|e| panic!("open state: {e}"));
+        let dead: HashMap<String, String> = store
+            .dead_letters(SYNC)
+            .await
+            .unwrap_or_else(|e| panic!("dead letters: {e}"))
+            .into_iter()
+            .map(|d| (d.source_id, d.error))
+            .collect();
+        let watermark = store
+            .last_completed(SYNC, "incremental")
+            .await
+            .unwrap_or_else(|e| panic!("runs: {e}"))
+            .map(|(run, _)| run.watermark)
+            .unwrap_or_else(|| panic!("no completed run"));
+        store.close().await;
+        simsaas::verify(
+            &self.sim.source_records(),
+            &self.sim.dest_dump(),
+            &dead,
+            watermark,
+        )
+    }
+
+    pub async fn assert_exact(&self) -> Verification {
+        let v = self.verify().await;
+        assert!(v.is_exact(), "destination does not match source:\n{v}");
+        assert!(
+            v.expected_written > 0,
+            "nothing was expected to be written:\n{v}"
+        );
+        v
+    }
+
+    /// Every table of the state store as text, to prove a failure changed nothing.
+    pub async fn state_dump(&self) -> String {
+        if !self.state_path().exists() {
+            return "no state store".into();
+        }
+        let store = Store::open(&self.state_path())
+            .await
+            .unwrap_or_else(|e| panic!("open state: {e}"));
+        let status = store
+            .status(SYNC)
+            .await
+            .unwrap_or_else(|e| panic!("status: {e}"));
+        let ledger = store
+            .ledger(SYNC)
+            .await
+            .unwrap_or_else(|e| panic!("ledger: {e}"));
+        let dead = store
+            .dead_letters(SYNC)
+            .await
+            .unwrap_or_else(|e| panic!("dlq: {e}"));
+        store.close().await;
+        format!(
+            "{:?}\n{:?}\n{:?}\n{ledger:?}\n{dead:?}",
+            status.open_run, status.last_completed, status.dead_letters
+        )
+    }
+}
+
+pub fn describe(out: &Output) -> String {
+    format!(
+        "exit: {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A run's JSON report (`run --json`).
+pub fn report(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("run report is not JSON ({e}):\n{}", describe(out)))
+}
+
+/// Waits for a child, but no longer than `limit`.
+pub async fn wait_bounded(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    tokio::time::timeout(limit, child.wait())
+        .await
+        .ok()
+        .and_then(Result::ok)
+}
