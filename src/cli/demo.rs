@@ -182,6 +182,9 @@ fn demo_sim_config(seed: u64, records: usize) -> SimConfig {
     let mut config = SimConfig::new(seed, records).with_all_faults();
     config.source.latency = Duration::from_millis(15);
     config.dest.latency = Duration::from_millis(2);
+    // Every 429 stops all writers for a second or two; a few per run show it.
+    config.dest.rate_limit_ratio = 0.0002;
+    config.dest.rate_limit_date_ratio = 0.0001;
     config.mutations.max = records / 20;
     config.mutations.interval = Duration::from_millis(20);
     config

@@ -83,10 +83,12 @@ pub fn report(r: &RunReport) -> String {
     counter_lines(&mut out, &r.counters, Some(r.retries));
     let _ = writeln!(
         out,
-        "  {:<14}{} pages, {}",
+        "  {:<14}{} pages, {} read, {} written ({} read)",
         "this session",
-        r.pages_now,
-        rate(r.counters.written, r.elapsed)
+        r.session.pages,
+        r.session.read,
+        r.session.written,
+        rate(r.session.read, r.elapsed)
     );
     if let RunOutcome::Stopped(_) = r.outcome {
         let _ = writeln!(out, "resume with: highwater run {}", r.sync);
@@ -104,7 +106,7 @@ pub fn report_json(r: &RunReport) -> Value {
         "lower_bound": r.window.lower.map(|t| t.to_string()),
         "watermark": r.window.watermark.to_string(),
         "counters": r.counters,
-        "pages_this_invocation": r.pages_now,
+        "session": r.session,
         "retries": r.retries,
         "elapsed_ms": r.elapsed.as_millis() as u64,
         "peak_rss_kb": peak_rss_kb(),

@@ -94,7 +94,7 @@ async fn max_pages_stops_at_a_checkpoint_and_the_next_run_resumes_it() {
     let first = report(&out);
     assert_eq!(first["outcome"], "stopped");
     assert_eq!(first["stop_reason"], "max-pages reached");
-    assert_eq!(first["pages_this_invocation"], 3);
+    assert_eq!(first["session"]["pages"], 3);
     assert_eq!(first["resumed"], false);
 
     let status: serde_json::Value =

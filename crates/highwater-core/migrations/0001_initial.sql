@@ -36,6 +36,17 @@ CREATE TABLE ledger (
     PRIMARY KEY (sync, source_id)
 ) WITHOUT ROWID;
 
+-- Writes announced before they were sent and not yet settled: after a crash the
+-- destination may hold these versions, so nothing older may be written over them.
+CREATE TABLE pending (
+    sync       TEXT NOT NULL,
+    source_id  TEXT NOT NULL,
+    version    INTEGER,
+    updated_at INTEGER NOT NULL,
+    run_id     TEXT NOT NULL,
+    PRIMARY KEY (sync, source_id)
+) WITHOUT ROWID;
+
 -- Records that could not be written, with why; one row per source record.
 CREATE TABLE dead_letters (
     sync            TEXT NOT NULL,

@@ -41,6 +41,8 @@ pub enum AuthError {
 #[derive(Debug)]
 pub struct Authenticator {
     spec: AuthSpec,
+    /// The `Authorization` header of a static bearer token, built once.
+    static_bearer: Option<HeaderValue>,
     token: Mutex<Option<Token>>,
     retry: RetryPolicy,
 }
@@ -66,8 +68,13 @@ struct TokenAnswer {
 
 impl Authenticator {
     pub fn new(spec: AuthSpec, retry: RetryPolicy) -> Self {
+        let static_bearer = match &spec {
+            AuthSpec::Bearer { token } => Some(bearer(token)),
+            _ => None,
+        };
         Authenticator {
             spec,
+            static_bearer,
             token: Mutex::new(None),
             retry,
         }
@@ -92,7 +99,10 @@ impl Authenticator {
     ) -> Result<RequestBuilder, AuthError> {
         Ok(match &self.spec {
             AuthSpec::None => request,
-            AuthSpec::Bearer { token } => request.header(AUTHORIZATION, bearer(token)),
+            AuthSpec::Bearer { token } => {
+                let header = self.static_bearer.clone().unwrap_or_else(|| bearer(token));
+                request.header(AUTHORIZATION, header)
+            }
             AuthSpec::Basic { username, password } => {
                 request.basic_auth(username, Some(password.expose()))
             }

@@ -170,17 +170,22 @@ impl Api {
     }
 
     /// Resolves a path (or absolute URL) against the base URL, keeping the base's
-    /// own path prefix.
+    /// own path prefix. Only the path is parsed on this hot path, not the host.
     pub fn url(&self, path: &str) -> Result<Url, url::ParseError> {
         if path.starts_with("http://") || path.starts_with("https://") {
             return Url::parse(path);
         }
-        let base = self.spec.base_url.as_str().trim_end_matches('/');
+        let base = &self.spec.base_url;
+        let prefix = base.path().trim_end_matches('/');
         let path = path.trim_start_matches('/');
-        if path.is_empty() {
-            return Url::parse(base);
+        if path.contains(['?', '#']) {
+            let base = base.as_str().trim_end_matches('/');
+            return Url::parse(&format!("{base}/{path}"));
         }
-        Url::parse(&format!("{base}/{path}"))
+        let mut url = base.clone();
+        url.set_query(None);
+        url.set_path(&format!("{prefix}/{path}"));
+        Ok(url)
     }
 
     /// Sends a request, applying the failure policy. `Ok` is a 2xx answer without an
@@ -379,6 +384,33 @@ fn truncate(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_join_the_base_url_prefix() {
+        let spec = HttpSpec {
+            base_url: Url::parse("https://api.example.com/crm/").unwrap_or_else(|_| unreachable!()),
+            headers: Vec::new(),
+            auth: crate::config::AuthSpec::None,
+            timeout: Duration::from_secs(1),
+            rate_limit: None,
+            error_path: None,
+        };
+        let api = Api::new("destination", spec, RetryPolicy::default(), 1)
+            .unwrap_or_else(|_| unreachable!());
+        let url = |p: &str| api.url(p).map(|u| u.to_string()).unwrap_or_default();
+        assert_eq!(
+            url("/v1/contacts/a%20b"),
+            "https://api.example.com/crm/v1/contacts/a%20b"
+        );
+        assert_eq!(
+            url("v1/contacts?x=1"),
+            "https://api.example.com/crm/v1/contacts?x=1"
+        );
+        assert_eq!(
+            url("https://other.example.com/x"),
+            "https://other.example.com/x"
+        );
+    }
 
     #[test]
     fn redaction_drops_query_and_credentials() {

@@ -908,7 +908,11 @@ impl Validator<'_> {
             http: http?,
             mode: mode?,
             external_id_field: r.external_id_field.as_ref().map(|f| f.get_ref().clone()),
-            dest_id_field: path_or(r.dest_id_field.as_ref(), "id"),
+            dest_id_field: match (&r.dest_id_field, mode_name) {
+                (Some(field), _) => Some(FieldPath::parse(field.get_ref())),
+                (None, "lookup") => Some(FieldPath::parse("id")),
+                (None, _) => None,
+            },
             concurrency: concurrency?,
         }))
     }

@@ -242,8 +242,9 @@ pub struct HttpDestinationSpec {
     pub mode: WriteMode,
     /// When set, the external id is written into the body under this field.
     pub external_id_field: Option<String>,
-    /// Where a write or lookup answer carries the destination's own id.
-    pub dest_id_field: FieldPath,
+    /// Where a write or lookup answer carries the destination's own id. Lookup
+    /// mode needs it; put and post read it only when configured.
+    pub dest_id_field: Option<FieldPath>,
     pub concurrency: usize,
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 
 use crate::source::Window;
-use crate::state::LedgerEntry;
+use crate::state::{Intent, LedgerEntry};
 
 /// The window of a new run: the watermark is `now - lag`; the lower bound is the
 /// high-water mark minus `lookback` (or `start` on the first run), never below `start`.
@@ -46,22 +46,28 @@ pub enum Decision {
     Stale,
 }
 
-/// Compares a record with what the ledger says was written last. Versions decide
-/// when both sides have one; otherwise `updated_at` does.
+/// Compares a record with what the ledger says was written last, and with a
+/// write announced but never settled (it may have arrived). Versions decide when
+/// both sides have one; otherwise `updated_at` does.
 pub fn decide(
     version: Option<i64>,
     updated_at: Timestamp,
     hash: &str,
     written: Option<&LedgerEntry>,
+    pending: Option<&Intent>,
 ) -> Decision {
+    let older =
+        |other_version: Option<i64>, other_updated_at: Timestamp| match (version, other_version) {
+            (Some(v), Some(w)) => v < w,
+            _ => updated_at < other_updated_at,
+        };
+    if pending.is_some_and(|p| older(p.version, p.updated_at)) {
+        return Decision::Stale;
+    }
     let Some(written) = written else {
         return Decision::Write;
     };
-    let older = match (version, written.version) {
-        (Some(v), Some(w)) => v < w,
-        _ => updated_at < written.updated_at,
-    };
-    if older {
+    if older(written.version, written.updated_at) {
         return Decision::Stale;
     }
     if hash == written.payload_hash {
@@ -170,25 +176,50 @@ mod tests {
 
     #[test]
     fn ledger_decisions() {
-        assert_eq!(decide(Some(1), at(5), "h", None), Decision::Write);
+        let w = |v: Option<i64>, t: i64| written(v, t, "h");
+        assert_eq!(decide(Some(1), at(5), "h", None, None), Decision::Write);
         assert_eq!(
-            decide(Some(1), at(9), "x", Some(&written(Some(2), 1, "h"))),
+            decide(Some(1), at(9), "x", Some(&w(Some(2), 1)), None),
             Decision::Stale
         );
         assert_eq!(
-            decide(Some(2), at(1), "h", Some(&written(Some(2), 1, "h"))),
+            decide(Some(2), at(1), "h", Some(&w(Some(2), 1)), None),
             Decision::Unchanged
         );
         assert_eq!(
-            decide(Some(3), at(1), "x", Some(&written(Some(2), 1, "h"))),
+            decide(Some(3), at(1), "x", Some(&w(Some(2), 1)), None),
             Decision::Write
         );
         assert_eq!(
-            decide(None, at(0), "x", Some(&written(None, 1, "h"))),
+            decide(None, at(0), "x", Some(&w(None, 1)), None),
             Decision::Stale
         );
         assert_eq!(
-            decide(None, at(2), "x", Some(&written(None, 1, "h"))),
+            decide(None, at(2), "x", Some(&w(None, 1)), None),
+            Decision::Write
+        );
+    }
+
+    #[test]
+    fn an_unsettled_write_is_a_floor() {
+        let pending = Intent {
+            source_id: "a".into(),
+            version: Some(5),
+            updated_at: at(5),
+        };
+        let older = written(Some(3), 3, "h");
+        // Version 5 may have arrived before the crash: 4 must not follow it.
+        assert_eq!(
+            decide(Some(4), at(4), "x", None, Some(&pending)),
+            Decision::Stale
+        );
+        // 5 itself is sent again (the same write, idempotently), and so is 6.
+        assert_eq!(
+            decide(Some(5), at(5), "x", Some(&older), Some(&pending)),
+            Decision::Write
+        );
+        assert_eq!(
+            decide(Some(6), at(6), "x", None, Some(&pending)),
             Decision::Write
         );
     }
@@ -202,7 +233,7 @@ mod tests {
             let mut writes = Vec::new();
             for v in &versions {
                 let hash = format!("h{v}");
-                if decide(Some(*v), at(*v), &hash, ledger.as_ref()) == Decision::Write {
+                if decide(Some(*v), at(*v), &hash, ledger.as_ref(), None) == Decision::Write {
                     writes.push(*v);
                     ledger = Some(written(Some(*v), *v, &hash));
                 }

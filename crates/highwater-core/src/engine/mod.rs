@@ -11,6 +11,7 @@ pub mod decide;
 pub mod frontier;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -20,6 +21,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::config::SyncSpec;
 use crate::http::{Api, HttpError};
@@ -28,7 +30,7 @@ use crate::record::SourceRecord;
 use crate::sink::{Sink, SinkError, Write};
 use crate::source::{Cursor, Extracted, Page, Reader, SourceError, Window};
 use crate::state::{
-    Counters, DeadLetter, Known, LedgerEntry, PageCommit, RunRow, StateError, Store,
+    Counters, DeadLetter, Intent, Known, LedgerEntry, PageCommit, RunRow, StateError, Store,
 };
 use crate::stop::{Stop, StopReason};
 use decide::{Decision, SurgeGuard, decide, plan_window};
@@ -59,8 +61,8 @@ pub struct RunReport {
     pub outcome: RunOutcome,
     /// Totals over every invocation of this run.
     pub counters: Counters,
-    /// Pages committed by this invocation.
-    pub pages_now: u64,
+    /// This invocation's share of the totals.
+    pub session: Counters,
     pub retries: u64,
     pub elapsed: Duration,
 }
@@ -171,7 +173,7 @@ pub async fn run(
         window,
         outcome,
         counters: runner.counters,
-        pages_now: runner.pages_now,
+        session: runner.counters.since(&counters),
         retries,
         elapsed: started.elapsed(),
     };
@@ -193,7 +195,7 @@ pub async fn run(
             }
             // A run that never got past its first page is forgotten, so that a bad
             // config or an unreachable API leaves no trace in the state store.
-            let progressed = resumed || runner.counters.pages > 0;
+            let progressed = resumed || runner.counters.pages > 0 || runner.wrote;
             if !progressed {
                 store
                     .abandon_run(&run.run_id)
@@ -255,7 +257,6 @@ struct Runner<'a> {
     store: &'a Store,
     run_id: String,
     counters: Counters,
-    pages_now: u64,
     frontier: Frontier<Cursor>,
     surge: SurgeGuard,
     progress: &'a watch::Sender<Progress>,
@@ -272,11 +273,34 @@ struct Runner<'a> {
     /// ledger as it will be once those pages commit.
     written: HashMap<String, (u64, LedgerEntry)>,
     dead: HashMap<String, (u64, String)>,
+    /// Writes announced in the next commit; they go out once it is durable.
+    announce: Vec<Intent>,
+    held: Vec<WriteJob>,
+    /// Writes whose announcement is being committed, by commit number.
+    announced: VecDeque<(u64, Vec<WriteJob>)>,
+    commits_sent: u64,
+    /// Whether anything may have reached the destination in this invocation.
+    wrote: bool,
 }
 
 struct PageState {
     commit: PageCommit,
     known: Known,
+}
+
+/// Resolved pages and announced writes on their way into the state store.
+struct CommitJob {
+    number: u64,
+    pages: Vec<u64>,
+    commit: PageCommit,
+    checkpoint: Option<Value>,
+    counters: Counters,
+}
+
+/// A commit the store confirmed.
+struct CommitAck {
+    number: u64,
+    pages: Vec<u64>,
 }
 
 /// A record on its way to the destination.
@@ -290,7 +314,7 @@ struct WriteJob {
 /// What became of one record.
 enum Resolution {
     Written { ledger: LedgerEntry },
-    Unchanged { ledger: LedgerEntry },
+    Unchanged { ledger: Option<LedgerEntry> },
     Stale,
     DeadLettered(DeadLetter),
     StillDeadLettered,
@@ -310,7 +334,6 @@ impl<'a> Runner<'a> {
             store,
             run_id,
             counters,
-            pages_now: 0,
             frontier: Frontier::default(),
             surge: SurgeGuard::new(
                 spec.budgets.dead_letter_ratio,
@@ -324,6 +347,11 @@ impl<'a> Runner<'a> {
             waiting: HashMap::new(),
             written: HashMap::new(),
             dead: HashMap::new(),
+            announce: Vec::new(),
+            held: Vec::new(),
+            announced: VecDeque::new(),
+            commits_sent: 0,
+            wrote: false,
         }
     }
 
@@ -347,8 +375,10 @@ impl<'a> Runner<'a> {
         max_pages: Option<u64>,
     ) -> Result<(RunOutcome, u64), FailureCause> {
         let source_api = Api::new("source", self.spec.source.http.clone(), self.spec.retry, 1)?;
-        let sink = Sink::open(&self.spec.name, &self.spec.destination, self.spec.retry)
-            .map_err(FailureCause::Destination)?;
+        let sink = Arc::new(
+            Sink::open(&self.spec.name, &self.spec.destination, self.spec.retry)
+                .map_err(FailureCause::Destination)?,
+        );
         let mut reader = Reader::new(&source_api, &self.spec.source, window, cursor);
         let (pages_tx, mut pages_rx) = mpsc::channel::<Result<Option<Page>, SourceError>>(PREFETCH);
         let read = async {
@@ -362,10 +392,51 @@ impl<'a> Runner<'a> {
         };
         let mut read = std::pin::pin!(read);
         let mut reading = true;
+        // Commits run beside the writes: a page's fsync does not stall the next
+        // page's writes. What is being committed stays in the run's own view of the
+        // ledger until the commit is confirmed.
+        let (commit_tx, mut commit_rx) = mpsc::channel::<CommitJob>(2);
+        let (done_tx, mut done_rx) = mpsc::channel::<(CommitAck, Result<(), FailureCause>)>(4);
+        let (store, sync, run_id) = (
+            self.store.clone(),
+            self.spec.name.clone(),
+            self.run_id.clone(),
+        );
+        let sink_for_commits = Arc::clone(&sink);
+        // Its own task: on a multi-threaded runtime the commit's encoding runs beside
+        // the writes, not between them.
+        let committer = tokio::spawn(async move {
+            while let Some(job) = commit_rx.recv().await {
+                let result = match sink_for_commits.flush().await {
+                    Ok(()) => store
+                        .commit_page(
+                            &sync,
+                            &run_id,
+                            &job.commit,
+                            job.checkpoint.as_ref(),
+                            &job.counters,
+                        )
+                        .await
+                        .map_err(FailureCause::from),
+                    Err(e) => Err(FailureCause::Destination(e)),
+                };
+                let ack = CommitAck {
+                    number: job.number,
+                    pages: job.pages,
+                };
+                if done_tx.send((ack, result)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let mut committer = AbortOnDropHandle::new(committer);
+        let mut committing = true;
+        let mut commits_pending = 0usize;
         let mut source_done = false;
         let mut admitted = 0u64;
         let mut writes = FuturesUnordered::new();
         let concurrency = sink.concurrency();
+        let mut fired = std::pin::pin!(stop.fired());
         // The reader may be mid-backoff when the run ends; it is dropped then.
         let outcome = loop {
             while writes.len() < concurrency {
@@ -374,10 +445,18 @@ impl<'a> Runner<'a> {
                 };
                 writes.push(write(&sink, stop, job));
             }
-            if let Err(e) = self.commit_completed(&sink).await {
-                break Err(e);
+            // Group commit: whatever accumulated while the last commits ran goes in one.
+            if commits_pending < 2
+                && let Some(job) = self.next_commit()
+            {
+                commits_pending += 1;
+                if commit_tx.send(job).await.is_err() {
+                    break Err(FailureCause::State(StateError::Corrupt(
+                        "the committer stopped".into(),
+                    )));
+                }
             }
-            if source_done && self.pages.is_empty() {
+            if source_done && self.pages.is_empty() && commits_pending == 0 {
                 break self
                     .store
                     .complete_run(&self.run_id, &cursor_json(&Cursor::End), &self.counters)
@@ -395,6 +474,13 @@ impl<'a> Runner<'a> {
             let admit = !source_done && budget_left && self.pages.len() < PAGES_IN_FLIGHT;
             tokio::select! {
                 biased;
+                Some((ack, result)) = done_rx.recv(), if commits_pending > 0 => {
+                    commits_pending -= 1;
+                    if let Err(e) = result {
+                        break Err(e);
+                    }
+                    self.committed(&ack);
+                }
                 Some((job, result)) = writes.next(), if !writes.is_empty() => {
                     if let Err(e) = self.finish_write(job, result).await {
                         break Err(e);
@@ -411,9 +497,47 @@ impl<'a> Runner<'a> {
                     Some(Err(e)) => break Err(FailureCause::Source(e)),
                 },
                 () = &mut read, if reading => reading = false,
-                reason = stop.fired() => break Ok(RunOutcome::Stopped(reason)),
+                _ = &mut committer, if committing => committing = false,
+                reason = &mut fired => break Ok(RunOutcome::Stopped(reason)),
             }
         };
+        // A stop keeps what is already resolved: the commits in hand finish first.
+        if matches!(outcome, Ok(RunOutcome::Stopped(_))) {
+            // Announcements are dropped: those writes are not sent.
+            self.announce.clear();
+            self.held.clear();
+            if let Some(job) = self.next_commit() {
+                commits_pending += 1;
+                let _ = commit_tx.send(job).await;
+            }
+            drop(commit_tx);
+            if committing {
+                let _ = (&mut committer).await;
+            }
+            while commits_pending > 0 {
+                let Some((ack, result)) = done_rx.recv().await else {
+                    break;
+                };
+                commits_pending -= 1;
+                result?;
+                self.committed(&ack);
+            }
+        }
+        // A failure may leave writes out: wait a little for their answers, since
+        // whether anything reached the destination decides if the run is kept.
+        if outcome.is_err() {
+            let mut grace = std::pin::pin!(tokio::time::sleep(Duration::from_secs(5)));
+            loop {
+                tokio::select! {
+                    Some((_, result)) = writes.next() => self.note_outcome(&result),
+                    () = &mut grace => {
+                        self.wrote |= !writes.is_empty();
+                        break;
+                    }
+                    else => break,
+                }
+            }
+        }
         let retries = source_api.retries() + sink.retries();
         outcome.map(|o| (o, retries))
     }
@@ -454,8 +578,15 @@ impl<'a> Runner<'a> {
         match self.prepare(seq, record) {
             Routed::Resolved(resolution) => self.resolve(seq, resolution),
             Routed::Write(job) => {
+                // The write is announced durably first, so that after a crash
+                // nothing older is written over what may have arrived.
                 self.busy.insert(job.record.id().to_owned());
-                self.queue.push_back(job);
+                self.announce.push(Intent {
+                    source_id: job.record.id().to_owned(),
+                    version: job.record.version,
+                    updated_at: job.record.updated_at(),
+                });
+                self.held.push(job);
                 Ok(())
             }
         }
@@ -468,6 +599,10 @@ impl<'a> Runner<'a> {
     ) -> Result<(), FailureCause> {
         let id = job.record.id().to_owned();
         self.busy.remove(&id);
+        self.note_outcome(&result);
+        if let Some(page) = self.pages.get_mut(&job.seq) {
+            page.commit.settled.push(id.clone());
+        }
         let resolution = match result {
             Ok(written) => {
                 let ledger = LedgerEntry {
@@ -519,6 +654,19 @@ impl<'a> Runner<'a> {
         Ok(())
     }
 
+    /// Whether a write's outcome means it may have reached the destination.
+    fn note_outcome(&mut self, result: &Result<crate::sink::Written, SinkError>) {
+        let refused = matches!(
+            result,
+            Err(SinkError::Rejected { .. }
+                | SinkError::Unwritable(_)
+                | SinkError::Http(HttpError::Unauthorized { .. } | HttpError::Auth(..)))
+        );
+        if !refused {
+            self.wrote = true;
+        }
+    }
+
     /// Re-reads one id for a page whose snapshot was taken before later commits.
     async fn refresh_known(&mut self, seq: u64, id: &str) -> Result<(), FailureCause> {
         let fresh = self.store.known(&self.spec.name, &[id]).await?;
@@ -530,6 +678,10 @@ impl<'a> Runner<'a> {
             match fresh.dead.get(id) {
                 Some(fp) => page.known.dead.insert(id.to_owned(), fp.clone()),
                 None => page.known.dead.remove(id),
+            };
+            match fresh.pending.get(id) {
+                Some(intent) => page.known.pending.insert(id.to_owned(), intent.clone()),
+                None => page.known.pending.remove(id),
             };
         }
         Ok(())
@@ -550,7 +702,7 @@ impl<'a> Runner<'a> {
             }
             Resolution::Unchanged { ledger } => {
                 self.counters.unchanged += 1;
-                page.commit.ledger.push(ledger);
+                page.commit.ledger.extend(ledger);
             }
             Resolution::Stale => self.counters.stale += 1,
             Resolution::StillDeadLettered => self.counters.dead_lettered += 1,
@@ -579,55 +731,78 @@ impl<'a> Runner<'a> {
         }
     }
 
-    /// Commits every fully resolved page — ledger rows and dead letters at once, the
-    /// checkpoint only as far as the frontier allows.
-    async fn commit_completed(&mut self, sink: &Sink) -> Result<(), FailureCause> {
+    /// Gathers what is ready for the store into one commit: every fully resolved
+    /// page (ledger rows and dead letters; the checkpoint only as far as the
+    /// frontier allows) and every write waiting to be announced.
+    fn next_commit(&mut self) -> Option<CommitJob> {
         let complete: Vec<u64> = self
             .pages
             .keys()
             .copied()
             .filter(|seq| self.frontier.is_complete(*seq))
             .collect();
-        if complete.is_empty() {
-            return Ok(());
+        if complete.is_empty() && self.announce.is_empty() {
+            return None;
         }
-        sink.flush().await.map_err(FailureCause::Destination)?;
-        let mut commit = PageCommit::default();
-        for seq in complete {
-            let Some(page) = self.pages.remove(&seq) else {
+        let mut commit = PageCommit {
+            intents: std::mem::take(&mut self.announce),
+            ..PageCommit::default()
+        };
+        for seq in &complete {
+            let Some(page) = self.pages.remove(seq) else {
                 continue;
             };
             commit.ledger.extend(page.commit.ledger);
             commit.dead_letters.extend(page.commit.dead_letters);
             commit.resolved.extend(page.commit.resolved);
-            // Once committed, the store itself knows; later pages read it there.
-            self.written.retain(|_, (from, _)| *from != seq);
-            self.dead.retain(|_, (from, _)| *from != seq);
+            commit.settled.extend(page.commit.settled);
         }
+        // A record with a newer write under way keeps its (newer) announcement.
+        commit.settled.retain(|id| !self.busy.contains(id));
         let checkpoint = self.frontier.advance().map(|(pages, cursor)| {
             self.counters.pages += pages as u64;
-            self.pages_now += pages as u64;
             cursor_json(&cursor)
         });
-        self.store
-            .commit_page(
-                &self.spec.name,
-                &self.run_id,
-                &commit,
-                checkpoint.as_ref(),
-                &self.counters,
-            )
-            .await?;
-        tracing::debug!(
-            event = crate::obs::PAGE_COMMITTED,
-            sync = %self.spec.name,
-            run_id = %self.run_id,
-            pages = self.counters.pages,
-            checkpoint_moved = checkpoint.is_some(),
-            "pages committed"
-        );
-        self.progress.send_replace(self.snapshot());
-        Ok(())
+        self.commits_sent += 1;
+        let number = self.commits_sent;
+        let held = std::mem::take(&mut self.held);
+        if !held.is_empty() {
+            self.announced.push_back((number, held));
+        }
+        Some(CommitJob {
+            number,
+            pages: complete,
+            commit,
+            checkpoint,
+            counters: self.counters,
+        })
+    }
+
+    /// A commit is durable: the store itself now knows what those pages resolved,
+    /// and the writes it announced may go.
+    fn committed(&mut self, ack: &CommitAck) {
+        let pages = &ack.pages;
+        self.written.retain(|_, (from, _)| !pages.contains(from));
+        self.dead.retain(|_, (from, _)| !pages.contains(from));
+        while self
+            .announced
+            .front()
+            .is_some_and(|(n, _)| *n <= ack.number)
+        {
+            if let Some((_, jobs)) = self.announced.pop_front() {
+                self.queue.extend(jobs);
+            }
+        }
+        if !pages.is_empty() {
+            tracing::debug!(
+                event = crate::obs::PAGE_COMMITTED,
+                sync = %self.spec.name,
+                run_id = %self.run_id,
+                pages = self.counters.pages,
+                "pages committed"
+            );
+            self.progress.send_replace(self.snapshot());
+        }
     }
 
     /// Decides a record before any write: dead-letter, skip, or write. What this
@@ -638,12 +813,12 @@ impl<'a> Runner<'a> {
             Extracted::Record(r) => (r.id(), &r.body, None),
             Extracted::Invalid { id, body, reason } => (id.as_str(), body, Some(reason)),
         };
-        let fingerprint = self.fingerprint(body);
         let dead_fingerprint = match self.dead.get(id) {
             Some((_, fp)) => Some(fp),
             None => known.and_then(|k| k.dead.get(id)),
         };
-        if dead_fingerprint == Some(&fingerprint) {
+        // Hashing the body costs; only a record with a dead letter needs it.
+        if dead_fingerprint.is_some_and(|fp| *fp == self.fingerprint(body)) {
             return Routed::Resolved(Resolution::StillDeadLettered);
         }
         if let Some(reason) = invalid {
@@ -664,7 +839,14 @@ impl<'a> Runner<'a> {
             Some((_, entry)) => Some(entry),
             None => known.and_then(|k| k.ledger.get(record.id())),
         };
-        match decide(record.version, record.updated_at(), &mapped.hash, written) {
+        let pending = known.and_then(|k| k.pending.get(record.id()));
+        match decide(
+            record.version,
+            record.updated_at(),
+            &mapped.hash,
+            written,
+            pending,
+        ) {
             Decision::Write => Routed::Write(WriteJob {
                 seq,
                 known_dest_id: written.and_then(|e| e.dest_id.clone()),
@@ -673,15 +855,21 @@ impl<'a> Runner<'a> {
             }),
             Decision::Stale => Routed::Resolved(Resolution::Stale),
             Decision::Unchanged => match written {
-                Some(written) => Routed::Resolved(Resolution::Unchanged {
-                    ledger: LedgerEntry {
-                        version: record.version.max(written.version),
-                        updated_at: record.updated_at().max(written.updated_at),
-                        run_id: self.run_id.clone(),
-                        ..written.clone()
-                    },
-                }),
-                None => Routed::Resolved(Resolution::Stale),
+                // The ledger moves only when the source's version or time did.
+                Some(written)
+                    if record.version > written.version
+                        || record.updated_at() > written.updated_at =>
+                {
+                    Routed::Resolved(Resolution::Unchanged {
+                        ledger: Some(LedgerEntry {
+                            version: record.version.max(written.version),
+                            updated_at: record.updated_at().max(written.updated_at),
+                            run_id: self.run_id.clone(),
+                            ..written.clone()
+                        }),
+                    })
+                }
+                _ => Routed::Resolved(Resolution::Unchanged { ledger: None }),
             },
         }
     }

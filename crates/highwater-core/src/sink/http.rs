@@ -51,7 +51,7 @@ impl HttpSink {
                 let request = self.request(method.clone(), url, Some(body), true);
                 let reply = self.api.send(&request, stop).await?;
                 Ok(Written {
-                    dest_id: self.dest_id(&reply.json().unwrap_or_default()),
+                    dest_id: self.reply_dest_id(&reply),
                 })
             }
             WriteMode::Post {
@@ -66,7 +66,7 @@ impl HttpSink {
                 request.headers.push((idempotency_header.clone(), value));
                 let reply = self.api.send(&request, stop).await?;
                 Ok(Written {
-                    dest_id: self.dest_id(&reply.json().unwrap_or_default()),
+                    dest_id: self.reply_dest_id(&reply),
                 })
             }
             WriteMode::Lookup { .. } => self.lookup_write(&write, body, stop).await,
@@ -127,7 +127,7 @@ impl HttpSink {
                     match self.api.send(&request, stop).await {
                         Ok(reply) => {
                             return Ok(Written {
-                                dest_id: self.dest_id(&reply.json().unwrap_or_default()),
+                                dest_id: self.reply_dest_id(&reply),
                             });
                         }
                         Err(unknown @ HttpError::Unknown { .. }) => {
@@ -203,8 +203,15 @@ impl HttpSink {
         body
     }
 
+    /// The destination id in a write's answer; the body is parsed only when a field
+    /// is configured to hold it.
+    fn reply_dest_id(&self, reply: &crate::http::Reply) -> Option<String> {
+        self.spec.dest_id_field.as_ref()?;
+        self.dest_id(&reply.json().ok()?)
+    }
+
     fn dest_id(&self, value: &Value) -> Option<String> {
-        match self.spec.dest_id_field.get(value)? {
+        match self.spec.dest_id_field.as_ref()?.get(value)? {
             Value::String(s) => Some(s.clone()),
             Value::Number(n) => Some(n.to_string()),
             _ => None,

@@ -284,6 +284,8 @@ impl<'a> Reader<'a> {
             .unwrap_or_else(|| OffsetWalk::new(next, tail, overlap));
         let url = self.list_url()?;
         let mut requests = 0;
+        // See `numbered_page`: records from windows read again go with the page.
+        let mut discarded = Vec::new();
         loop {
             let start = walk.request_offset();
             let mut query = self.base_query();
@@ -296,7 +298,8 @@ impl<'a> Reader<'a> {
             let tail_before = walk.tail.clone();
             match walk.accept(start, &keys)? {
                 Step::Take { from, done } => {
-                    let records = without(window, from, &tail_before);
+                    let mut records = without(window, from, &tail_before);
+                    records.append(&mut discarded);
                     let cursor_after = if done {
                         Cursor::End
                     } else {
@@ -308,7 +311,7 @@ impl<'a> Reader<'a> {
                     self.offset_walk = Some(walk);
                     return Ok(self.page(records, cursor_after, requests));
                 }
-                Step::Refetch => {}
+                Step::Refetch => discarded.extend(window),
                 Step::Rescan => rescan_warning("offset", start),
             }
         }
@@ -331,6 +334,9 @@ impl<'a> Reader<'a> {
             .unwrap_or_else(|| PageWalk::new(next, tail, first_page, overlap));
         let url = self.list_url()?;
         let mut requests = 0;
+        // A read that is done again still showed real records: a lagging replica on
+        // the second read must not hide a newer version the first one returned.
+        let mut discarded = Vec::new();
         loop {
             let fetch_page = async |number: u64| {
                 let mut query = self.base_query();
@@ -355,7 +361,8 @@ impl<'a> Reader<'a> {
             match walk.accept(&previous_keys, &current_keys)? {
                 Step::Take { from, done } => {
                     let window: Vec<Extracted> = previous.into_iter().chain(current).collect();
-                    let records = without(window, from, &tail_before);
+                    let mut records = without(window, from, &tail_before);
+                    records.append(&mut discarded);
                     let cursor_after = if done {
                         Cursor::End
                     } else {
@@ -367,7 +374,15 @@ impl<'a> Reader<'a> {
                     self.page_walk = Some(walk);
                     return Ok(self.page(records, cursor_after, requests));
                 }
-                Step::Refetch | Step::Rescan => rescan_warning("page", number),
+                Step::Refetch => {
+                    discarded.extend(current);
+                    tracing::debug!(
+                        event = crate::obs::PAGINATION_RESCAN,
+                        page = number,
+                        "the pages moved between two requests; reading them again"
+                    );
+                }
+                Step::Rescan => rescan_warning("page", number),
             }
         }
     }

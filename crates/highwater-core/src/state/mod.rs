@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
 pub use lock::{LockError, SyncLock, acquire};
 
@@ -47,6 +47,24 @@ pub struct Counters {
     pub dead_lettered: u64,
     pub beyond_watermark: u64,
     pub requests: u64,
+}
+
+impl Counters {
+    /// What was added since `earlier` (one invocation's share of a run).
+    pub fn since(&self, earlier: &Counters) -> Counters {
+        Counters {
+            pages: self.pages.saturating_sub(earlier.pages),
+            read: self.read.saturating_sub(earlier.read),
+            written: self.written.saturating_sub(earlier.written),
+            unchanged: self.unchanged.saturating_sub(earlier.unchanged),
+            stale: self.stale.saturating_sub(earlier.stale),
+            dead_lettered: self.dead_lettered.saturating_sub(earlier.dead_lettered),
+            beyond_watermark: self
+                .beyond_watermark
+                .saturating_sub(earlier.beyond_watermark),
+            requests: self.requests.saturating_sub(earlier.requests),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -100,16 +118,34 @@ pub struct Known {
     pub ledger: HashMap<String, LedgerEntry>,
     /// Source id → fingerprint of its unresolved dead letter.
     pub dead: HashMap<String, String>,
+    /// Writes announced and never settled (the run stopped while they were out).
+    pub pending: HashMap<String, Intent>,
 }
 
-/// Everything one resolved page changes, committed at once.
+/// A write announced before it is sent: the version the destination may hold
+/// from the moment the request leaves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Intent {
+    pub source_id: String,
+    pub version: Option<i64>,
+    pub updated_at: Timestamp,
+}
+
+/// Everything one commit changes, at once.
 #[derive(Debug, Default)]
 pub struct PageCommit {
+    /// Writes about to be sent.
+    pub intents: Vec<Intent>,
+    /// Source ids whose announced write is settled (written or refused).
+    pub settled: Vec<String>,
     pub ledger: Vec<LedgerEntry>,
     pub dead_letters: Vec<DeadLetter>,
     /// Source ids written successfully, whose old dead letters are now resolved.
     pub resolved: Vec<String>,
 }
+
+/// Rows per statement: well under SQLite's limit on bound parameters.
+const ROWS_PER_STATEMENT: usize = 1000;
 
 /// Per-sync summary for `status`.
 #[derive(Debug, Clone)]
@@ -266,6 +302,10 @@ impl Store {
     /// leaves the store as it was.
     pub async fn abandon_run(&self, run_id: &str) -> Result<(), StateError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query("DELETE FROM pending WHERE run_id = ?")
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query("DELETE FROM checkpoints WHERE run_id = ?")
             .bind(run_id)
             .execute(&mut *tx)
@@ -311,11 +351,28 @@ impl Store {
                 .dead
                 .insert(row.try_get("source_id")?, row.try_get("fingerprint")?);
         }
+        let rows = sqlx::query(
+            "SELECT source_id, version, updated_at FROM pending
+             WHERE sync = ? AND source_id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(sync)
+        .bind(&ids_json)
+        .fetch_all(&self.pool)
+        .await?;
+        for row in rows {
+            let intent = Intent {
+                source_id: row.try_get("source_id")?,
+                version: row.try_get("version")?,
+                updated_at: micros(row.try_get("updated_at")?)?,
+            };
+            known.pending.insert(intent.source_id.clone(), intent);
+        }
         Ok(known)
     }
 
-    /// Commits resolved pages: ledger, dead letters and — when the frontier moved —
-    /// the advanced checkpoint.
+    /// Commits what the run has resolved (ledger rows, dead letters, settled
+    /// intents), the writes it is about to send (intents) and — when the frontier
+    /// moved — the advanced checkpoint, in one transaction.
     pub async fn commit_page(
         &self,
         sync: &str,
@@ -326,11 +383,49 @@ impl Store {
     ) -> Result<(), StateError> {
         let now = Timestamp::now().as_microsecond();
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        for entry in &page.ledger {
-            sqlx::query(
-                "INSERT INTO ledger (sync, source_id, external_id, dest_id, version, updated_at, payload_hash, run_id, written_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-                 ON CONFLICT (sync, source_id) DO UPDATE SET
+        for chunk in page.intents.chunks(ROWS_PER_STATEMENT) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO pending (sync, source_id, version, updated_at, run_id) ",
+            );
+            q.push_values(chunk, |mut row, intent| {
+                row.push_bind(sync)
+                    .push_bind(&intent.source_id)
+                    .push_bind(intent.version)
+                    .push_bind(intent.updated_at.as_microsecond())
+                    .push_bind(run_id);
+            });
+            q.push(
+                " ON CONFLICT (sync, source_id) DO UPDATE SET
+                   version = excluded.version, updated_at = excluded.updated_at, run_id = excluded.run_id",
+            );
+            q.build().execute(&mut *tx).await?;
+        }
+        for chunk in page.settled.chunks(ROWS_PER_STATEMENT) {
+            let mut q = QueryBuilder::<Sqlite>::new("DELETE FROM pending WHERE sync = ");
+            q.push_bind(sync).push(" AND source_id IN (");
+            let mut ids = q.separated(", ");
+            for id in chunk {
+                ids.push_bind(id);
+            }
+            q.push(")").build().execute(&mut *tx).await?;
+        }
+        for chunk in page.ledger.chunks(ROWS_PER_STATEMENT) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO ledger (sync, source_id, external_id, dest_id, version, updated_at, payload_hash, run_id, written_at) ",
+            );
+            q.push_values(chunk, |mut row, e| {
+                row.push_bind(sync)
+                    .push_bind(&e.source_id)
+                    .push_bind(&e.external_id)
+                    .push_bind(&e.dest_id)
+                    .push_bind(e.version)
+                    .push_bind(e.updated_at.as_microsecond())
+                    .push_bind(&e.payload_hash)
+                    .push_bind(&e.run_id)
+                    .push_bind(now);
+            });
+            q.push(
+                " ON CONFLICT (sync, source_id) DO UPDATE SET
                    external_id = excluded.external_id,
                    dest_id = COALESCE(excluded.dest_id, ledger.dest_id),
                    version = excluded.version,
@@ -338,34 +433,39 @@ impl Store {
                    payload_hash = excluded.payload_hash,
                    run_id = excluded.run_id,
                    written_at = excluded.written_at",
-            )
-            .bind(sync)
-            .bind(&entry.source_id)
-            .bind(&entry.external_id)
-            .bind(&entry.dest_id)
-            .bind(entry.version)
-            .bind(entry.updated_at.as_microsecond())
-            .bind(&entry.payload_hash)
-            .bind(&entry.run_id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+            );
+            q.build().execute(&mut *tx).await?;
         }
-        for id in &page.resolved {
-            sqlx::query(
-                "UPDATE dead_letters SET resolved_at = ? WHERE sync = ? AND source_id = ? AND resolved_at IS NULL",
-            )
-            .bind(now)
-            .bind(sync)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        for chunk in page.resolved.chunks(ROWS_PER_STATEMENT) {
+            let mut q = QueryBuilder::<Sqlite>::new("UPDATE dead_letters SET resolved_at = ");
+            q.push_bind(now)
+                .push(" WHERE resolved_at IS NULL AND sync = ")
+                .push_bind(sync)
+                .push(" AND source_id IN (");
+            let mut ids = q.separated(", ");
+            for id in chunk {
+                ids.push_bind(id);
+            }
+            q.push(")").build().execute(&mut *tx).await?;
         }
-        for dead in &page.dead_letters {
-            sqlx::query(
-                "INSERT INTO dead_letters (sync, source_id, run_id, stage, error, payload, fingerprint, attempts, first_failed_at, last_failed_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                 ON CONFLICT (sync, source_id) DO UPDATE SET
+        for chunk in page.dead_letters.chunks(ROWS_PER_STATEMENT) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO dead_letters (sync, source_id, run_id, stage, error, payload, fingerprint, attempts, first_failed_at, last_failed_at) ",
+            );
+            q.push_values(chunk, |mut row, d| {
+                row.push_bind(sync)
+                    .push_bind(&d.source_id)
+                    .push_bind(&d.run_id)
+                    .push_bind(&d.stage)
+                    .push_bind(&d.error)
+                    .push_bind(d.payload.to_string())
+                    .push_bind(&d.fingerprint)
+                    .push_bind(d.attempts)
+                    .push_bind(now)
+                    .push_bind(now);
+            });
+            q.push(
+                " ON CONFLICT (sync, source_id) DO UPDATE SET
                    run_id = excluded.run_id,
                    stage = excluded.stage,
                    error = excluded.error,
@@ -374,19 +474,8 @@ impl Store {
                    attempts = dead_letters.attempts + excluded.attempts,
                    last_failed_at = excluded.last_failed_at,
                    resolved_at = NULL",
-            )
-            .bind(sync)
-            .bind(&dead.source_id)
-            .bind(&dead.run_id)
-            .bind(&dead.stage)
-            .bind(&dead.error)
-            .bind(dead.payload.to_string())
-            .bind(&dead.fingerprint)
-            .bind(dead.attempts)
-            .bind(now)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+            );
+            q.build().execute(&mut *tx).await?;
         }
         update_checkpoint(&mut tx, run_id, cursor, counters, now).await?;
         tx.commit().await?;

@@ -70,7 +70,7 @@ async fn a_run_moves_from_open_to_completed_and_sets_the_high_water_mark() {
             attempts: 1,
             last_failed_at: Timestamp::UNIX_EPOCH,
         }],
-        resolved: vec![],
+        ..PageCommit::default()
     };
     let counters = Counters {
         pages: 1,
@@ -117,8 +117,8 @@ async fn a_run_moves_from_open_to_completed_and_sets_the_high_water_mark() {
         .expect("begin 2");
     let fixed = PageCommit {
         ledger: vec![entry("c", 1)],
-        dead_letters: vec![],
         resolved: vec!["c".into()],
+        ..PageCommit::default()
     };
     store
         .commit_page("billing", "r2", &fixed, None, &counters)
@@ -178,5 +178,50 @@ async fn an_abandoned_run_leaves_nothing_behind_and_reopening_keeps_data() {
             .await
             .expect("q")
             .is_some()
+    );
+}
+
+#[tokio::test]
+async fn announced_writes_stay_until_settled_or_abandoned() {
+    let store = Store::open(&temp_db("intents")).await.expect("open");
+    store
+        .begin_run(&run("r1", 1000), &json!({}))
+        .await
+        .expect("begin");
+    let intent = |id: &str, v| Intent {
+        source_id: id.into(),
+        version: Some(v),
+        updated_at: Timestamp::UNIX_EPOCH,
+    };
+    let announce = PageCommit {
+        intents: vec![intent("a", 5), intent("b", 2)],
+        ..PageCommit::default()
+    };
+    let counters = Counters::default();
+    store
+        .commit_page("billing", "r1", &announce, None, &counters)
+        .await
+        .expect("announce");
+    let known = store.known("billing", &["a", "b"]).await.expect("known");
+    assert_eq!(known.pending.get("a"), Some(&intent("a", 5)));
+
+    let settle = PageCommit {
+        settled: vec!["a".into()],
+        ledger: vec![entry("a", 5)],
+        ..PageCommit::default()
+    };
+    store
+        .commit_page("billing", "r1", &settle, None, &counters)
+        .await
+        .expect("settle");
+    let known = store.known("billing", &["a", "b"]).await.expect("known");
+    assert!(!known.pending.contains_key("a"));
+    assert!(known.pending.contains_key("b"));
+
+    store.abandon_run("r1").await.expect("abandon");
+    let known = store.known("billing", &["b"]).await.expect("known");
+    assert!(
+        known.pending.is_empty(),
+        "an abandoned run leaves no announcement"
     );
 }
