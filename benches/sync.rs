@@ -1,12 +1,17 @@
 //! Throughput of a full sync, beside a deliberately naive loop.
 //!
 //! 100,000 records from the simulated SaaS (no faults, page size 500) into the
-//! destination in `put` mode. In this process, against identical simulators, each
-//! client on its own single-threaded runtime and thread (as the binary runs):
+//! destination in `put` mode. In this process, each against a fresh simulator and
+//! each client on its own single-threaded runtime and thread (as the binary runs):
 //! a naive sequential loop (fetch a page, PUT each record, keep no state) and
-//! highwater's engine at concurrency 1 and 8. Then the real binary, for its own
-//! peak RSS. Prints records/s, peak RSS and the ratios; asserts nothing.
-//! `cargo bench --bench sync [-- RECORDS]`.
+//! highwater's engine at concurrency 1, alternately for a few rounds (the medians
+//! are printed, since two cores shared with the simulator make single runs noisy);
+//! then the engine at concurrency 8; then naive and concurrency 1 again on a tenth
+//! of the records with 1 ms of latency per request, as a LAN API would add; and
+//! the real binary, for its own peak RSS.
+//! Prints records/s, the process's CPU time per 1,000 records (simulator
+//! included, so the difference between two rows is the client's), peak RSS and
+//! the ratios; asserts nothing. `cargo bench --bench sync [-- RECORDS [ROUNDS]]`.
 
 use std::future::Future;
 use std::path::Path;
@@ -20,10 +25,12 @@ use tokio_util::sync::CancellationToken;
 
 const PAGE_SIZE: usize = 500;
 
-fn sim_config(records: usize) -> SimConfig {
+fn sim_config(records: usize, latency: Duration) -> SimConfig {
     let mut config = SimConfig::new(1, records);
     config.invalid_ratio = 0.0;
     config.poisoned_ratio = 0.0;
+    config.source.latency = latency;
+    config.dest.latency = latency;
     config
 }
 
@@ -168,67 +175,182 @@ fn rate(n: u64, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64().max(1e-9)
 }
 
+/// User and system CPU time of this whole process so far, threads that have ended
+/// included (Linux; zero elsewhere).
+fn process_cpu() -> Duration {
+    // In clock ticks of USER_HZ, which Linux fixes at 100 for user space.
+    const TICKS_PER_SECOND: u64 = 100;
+    let ticks = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| {
+            // Fields after the command name, which is in parentheses and may hold spaces.
+            let rest = &stat[stat.rfind(')')? + 2..];
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let field = |n: usize| fields.get(n)?.parse::<u64>().ok();
+            Some(field(11)? + field(12)?)
+        })
+        .unwrap_or(0);
+    Duration::from_millis(ticks * 1000 / TICKS_PER_SECOND)
+}
+
+/// One client's pass over a fresh simulator.
+struct Pass {
+    written: u64,
+    wall: Duration,
+    cpu: Duration,
+    peak_rss_mib: Option<u64>,
+}
+
+impl Pass {
+    fn rate(&self) -> f64 {
+        rate(self.written, self.wall)
+    }
+
+    fn cpu_ms_per_1000(&self) -> f64 {
+        self.cpu.as_secs_f64() * 1e6 / self.written.max(1) as f64
+    }
+
+    fn line(&self, label: &str, naive: Option<f64>) -> String {
+        let mut line = format!(
+            "  {label:<40} {:>7.0} rec/s  {:>6.2} s  {:>5.0} ms CPU/1k rec  peak RSS {} MiB",
+            self.rate(),
+            self.wall.as_secs_f64(),
+            self.cpu_ms_per_1000(),
+            self.peak_rss_mib.map_or("?".into(), |m| m.to_string()),
+        );
+        if let Some(naive) = naive {
+            line.push_str(&format!("  ratio to naive {:.2}", self.rate() / naive));
+        }
+        line
+    }
+}
+
+enum Client {
+    Naive,
+    Engine(usize),
+}
+
+async fn pass(records: usize, latency: Duration, client: Client) -> Result<Pass, String> {
+    let sim = SimSaas::start(sim_config(records, latency))
+        .await
+        .map_err(|e| format!("cannot start the simulator: {e}"))?;
+    reset_peak_rss();
+    let (started, cpu_before) = (Instant::now(), process_cpu());
+    let written = match client {
+        Client::Naive => {
+            let (source, dest) = (sim.source_url(), sim.dest_url());
+            let joined = on_own_thread("naive", move || naive_loop(source, dest)).join();
+            match joined {
+                Ok(Ok(n)) => n as u64,
+                Ok(Err(e)) => return Err(format!("the naive loop failed: {e}")),
+                Err(_) => return Err("the naive loop panicked".into()),
+            }
+        }
+        Client::Engine(concurrency) => {
+            let dir = fresh_dir(&format!("c{concurrency}"));
+            let text = config(&sim, &dir, concurrency);
+            match on_own_thread(&format!("engine-c{concurrency}"), move || {
+                engine_run(text, dir)
+            })
+            .join()
+            {
+                Ok(Ok(n)) => n,
+                Ok(Err(e)) => return Err(format!("highwater failed: {e}")),
+                Err(_) => return Err("highwater panicked".into()),
+            }
+        }
+    };
+    let pass = Pass {
+        written,
+        wall: started.elapsed(),
+        cpu: process_cpu().saturating_sub(cpu_before),
+        peak_rss_mib: peak_rss_mib(),
+    };
+    if sim.dest_count() != records {
+        eprintln!("  the destination holds {} of {records}", sim.dest_count());
+    }
+    sim.shutdown().await;
+    Ok(pass)
+}
+
+fn median(mut passes: Vec<Pass>) -> Option<Pass> {
+    passes.sort_by(|a, b| a.rate().total_cmp(&b.rate()));
+    let middle = passes.len() / 2;
+    passes.into_iter().nth(middle)
+}
+
 #[tokio::main]
 async fn main() {
-    let records: usize = std::env::args()
+    let mut numbers = std::env::args()
         .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(100_000);
+        .filter_map(|a| a.parse::<usize>().ok());
+    let records = numbers.next().unwrap_or(100_000);
+    let rounds = numbers.next().unwrap_or(3).max(1);
     println!("sync of {records} records, page size {PAGE_SIZE}, put mode, no faults");
-    println!("(peak RSS is this whole process: the simulator holding both sides, plus the client)");
-
-    let sim = match SimSaas::start(sim_config(records)).await {
-        Ok(sim) => sim,
-        Err(e) => return eprintln!("cannot start the simulator: {e}"),
-    };
-    reset_peak_rss();
-    let started = Instant::now();
-    let (source, dest) = (sim.source_url(), sim.dest_url());
-    let naive = on_own_thread("naive", move || naive_loop(source, dest)).join();
-    let naive_time = started.elapsed();
-    let Ok(Ok(naive_written)) = naive else {
-        return eprintln!("the naive loop failed");
-    };
-    let naive_rate = rate(naive_written as u64, naive_time);
     println!(
-        "  naive loop, sequential, no state      {naive_rate:>7.0} rec/s  {:>6.2} s  peak RSS {} MiB",
-        naive_time.as_secs_f64(),
-        peak_rss_mib().map_or("?".into(), |m| m.to_string()),
+        "(CPU and peak RSS are this whole process: the simulator holding both sides, plus the client)"
     );
-    sim.shutdown().await;
 
-    for concurrency in [1, 8] {
-        let sim = match SimSaas::start(sim_config(records)).await {
-            Ok(sim) => sim,
-            Err(e) => return eprintln!("cannot start the simulator: {e}"),
-        };
-        let dir = fresh_dir(&format!("c{concurrency}"));
-        let text = config(&sim, &dir, concurrency);
-        reset_peak_rss();
-        let started = Instant::now();
-        let result = on_own_thread("engine", move || engine_run(text, dir)).join();
-        let elapsed = started.elapsed();
-        match result {
-            Ok(Ok(written)) => {
-                let hw_rate = rate(written, elapsed);
-                println!(
-                    "  highwater engine, concurrency {concurrency:<2}       {hw_rate:>7.0} rec/s  {:>6.2} s  peak RSS {} MiB  ratio to naive {:.2}",
-                    elapsed.as_secs_f64(),
-                    peak_rss_mib().map_or("?".into(), |m| m.to_string()),
-                    hw_rate / naive_rate,
-                );
+    let (mut naive, mut sequential) = (Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        for client in [Client::Naive, Client::Engine(1)] {
+            let is_naive = matches!(client, Client::Naive);
+            match pass(records, Duration::ZERO, client).await {
+                Ok(p) if is_naive => naive.push(p),
+                Ok(p) => sequential.push(p),
+                Err(e) => return eprintln!("round {round}: {e}"),
             }
-            Ok(Err(e)) => eprintln!("  highwater, concurrency {concurrency}: {e}"),
-            Err(_) => eprintln!("  highwater, concurrency {concurrency}: the thread panicked"),
         }
-        if sim.dest_count() != records {
-            eprintln!("  the destination holds {} of {records}", sim.dest_count());
+    }
+    let (Some(naive), Some(sequential)) = (median(naive), median(sequential)) else {
+        return;
+    };
+    let naive_rate = naive.rate();
+    println!(
+        "{}",
+        naive.line(
+            &format!("naive loop, sequential (median of {rounds})"),
+            None
+        )
+    );
+    println!(
+        "{}",
+        sequential.line(
+            &format!("highwater, concurrency 1 (median of {rounds})"),
+            Some(naive_rate)
+        )
+    );
+    println!(
+        "  bookkeeping at the same concurrency: {:+.0}% time, {:+.0}% CPU per record",
+        (naive_rate / sequential.rate() - 1.0) * 100.0,
+        (sequential.cpu_ms_per_1000() / naive.cpu_ms_per_1000() - 1.0) * 100.0,
+    );
+    match pass(records, Duration::ZERO, Client::Engine(8)).await {
+        Ok(p) => println!("{}", p.line("highwater, concurrency 8", Some(naive_rate))),
+        Err(e) => eprintln!("  concurrency 8: {e}"),
+    }
+
+    // On localhost with no latency the client's CPU is the whole cost of a request;
+    // real APIs answer in milliseconds. The same comparison with 1 ms per request:
+    let slow = (records / 10).max(1);
+    let latency = Duration::from_millis(1);
+    println!("with {latency:?} of latency per request, {slow} records:");
+    match (
+        pass(slow, latency, Client::Naive).await,
+        pass(slow, latency, Client::Engine(1)).await,
+    ) {
+        (Ok(naive), Ok(sequential)) => {
+            println!("{}", naive.line("naive loop, sequential", None));
+            println!(
+                "{}",
+                sequential.line("highwater, concurrency 1", Some(naive.rate()))
+            );
         }
-        sim.shutdown().await;
+        (Err(e), _) | (_, Err(e)) => eprintln!("  {e}"),
     }
 
     // The real binary, for the peak memory of highwater alone.
-    let sim = match SimSaas::start(sim_config(records)).await {
+    let sim = match SimSaas::start(sim_config(records, Duration::ZERO)).await {
         Ok(sim) => sim,
         Err(e) => return eprintln!("cannot start the simulator: {e}"),
     };
@@ -248,7 +370,8 @@ async fn main() {
             let written = report["counters"]["written"].as_u64().unwrap_or(0);
             let elapsed = Duration::from_millis(report["elapsed_ms"].as_u64().unwrap_or(1));
             println!(
-                "  highwater binary, concurrency 8        {:>7.0} rec/s  {:>6.2} s  peak RSS {} MiB (highwater alone)",
+                "  {:<40} {:>7.0} rec/s  {:>6.2} s  peak RSS {} MiB (highwater alone)",
+                "highwater binary, concurrency 8",
                 rate(written, elapsed),
                 elapsed.as_secs_f64(),
                 report["peak_rss_kb"]

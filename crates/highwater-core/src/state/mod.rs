@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use sqlx::{Row, SqlitePool};
 
 pub use lock::{LockError, SyncLock, acquire};
 
@@ -144,8 +144,12 @@ pub struct PageCommit {
     pub resolved: Vec<String>,
 }
 
-/// Rows per statement: well under SQLite's limit on bound parameters.
-const ROWS_PER_STATEMENT: usize = 1000;
+/// Rows go to SQLite as one JSON array per table, unpacked there by `json_each`:
+/// one cached statement whatever the number of rows, where a statement with a
+/// placeholder per value would be prepared again for every new row count.
+fn json_rows<T: Serialize>(rows: &[T]) -> Result<String, StateError> {
+    serde_json::to_string(rows).map_err(|e| StateError::Corrupt(e.to_string()))
+}
 
 /// Per-sync summary for `status`.
 #[derive(Debug, Clone)]
@@ -383,49 +387,55 @@ impl Store {
     ) -> Result<(), StateError> {
         let now = Timestamp::now().as_microsecond();
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        for chunk in page.intents.chunks(ROWS_PER_STATEMENT) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO pending (sync, source_id, version, updated_at, run_id) ",
-            );
-            q.push_values(chunk, |mut row, intent| {
-                row.push_bind(sync)
-                    .push_bind(&intent.source_id)
-                    .push_bind(intent.version)
-                    .push_bind(intent.updated_at.as_microsecond())
-                    .push_bind(run_id);
-            });
-            q.push(
-                " ON CONFLICT (sync, source_id) DO UPDATE SET
+        if !page.intents.is_empty() {
+            let rows: Vec<_> = page
+                .intents
+                .iter()
+                .map(|i| (&i.source_id, i.version, i.updated_at.as_microsecond()))
+                .collect();
+            sqlx::query(
+                "INSERT INTO pending (sync, source_id, version, updated_at, run_id)
+                 SELECT ?1, value ->> 0, value ->> 1, value ->> 2, ?2
+                 FROM json_each(?3) WHERE true ORDER BY key
+                 ON CONFLICT (sync, source_id) DO UPDATE SET
                    version = excluded.version, updated_at = excluded.updated_at, run_id = excluded.run_id",
-            );
-            q.build().execute(&mut *tx).await?;
+            )
+            .bind(sync)
+            .bind(run_id)
+            .bind(json_rows(&rows)?)
+            .execute(&mut *tx)
+            .await?;
         }
-        for chunk in page.settled.chunks(ROWS_PER_STATEMENT) {
-            let mut q = QueryBuilder::<Sqlite>::new("DELETE FROM pending WHERE sync = ");
-            q.push_bind(sync).push(" AND source_id IN (");
-            let mut ids = q.separated(", ");
-            for id in chunk {
-                ids.push_bind(id);
-            }
-            q.push(")").build().execute(&mut *tx).await?;
+        if !page.settled.is_empty() {
+            sqlx::query(
+                "DELETE FROM pending WHERE sync = ?1 AND source_id IN (SELECT value FROM json_each(?2))",
+            )
+            .bind(sync)
+            .bind(json_rows(&page.settled)?)
+            .execute(&mut *tx)
+            .await?;
         }
-        for chunk in page.ledger.chunks(ROWS_PER_STATEMENT) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO ledger (sync, source_id, external_id, dest_id, version, updated_at, payload_hash, run_id, written_at) ",
-            );
-            q.push_values(chunk, |mut row, e| {
-                row.push_bind(sync)
-                    .push_bind(&e.source_id)
-                    .push_bind(&e.external_id)
-                    .push_bind(&e.dest_id)
-                    .push_bind(e.version)
-                    .push_bind(e.updated_at.as_microsecond())
-                    .push_bind(&e.payload_hash)
-                    .push_bind(&e.run_id)
-                    .push_bind(now);
-            });
-            q.push(
-                " ON CONFLICT (sync, source_id) DO UPDATE SET
+        if !page.ledger.is_empty() {
+            let rows: Vec<_> = page
+                .ledger
+                .iter()
+                .map(|e| {
+                    (
+                        &e.source_id,
+                        &e.external_id,
+                        &e.dest_id,
+                        e.version,
+                        e.updated_at.as_microsecond(),
+                        &e.payload_hash,
+                        &e.run_id,
+                    )
+                })
+                .collect();
+            sqlx::query(
+                "INSERT INTO ledger (sync, source_id, external_id, dest_id, version, updated_at, payload_hash, run_id, written_at)
+                 SELECT ?1, value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6, ?2
+                 FROM json_each(?3) WHERE true ORDER BY key
+                 ON CONFLICT (sync, source_id) DO UPDATE SET
                    external_id = excluded.external_id,
                    dest_id = COALESCE(excluded.dest_id, ledger.dest_id),
                    version = excluded.version,
@@ -433,39 +443,45 @@ impl Store {
                    payload_hash = excluded.payload_hash,
                    run_id = excluded.run_id,
                    written_at = excluded.written_at",
-            );
-            q.build().execute(&mut *tx).await?;
+            )
+            .bind(sync)
+            .bind(now)
+            .bind(json_rows(&rows)?)
+            .execute(&mut *tx)
+            .await?;
         }
-        for chunk in page.resolved.chunks(ROWS_PER_STATEMENT) {
-            let mut q = QueryBuilder::<Sqlite>::new("UPDATE dead_letters SET resolved_at = ");
-            q.push_bind(now)
-                .push(" WHERE resolved_at IS NULL AND sync = ")
-                .push_bind(sync)
-                .push(" AND source_id IN (");
-            let mut ids = q.separated(", ");
-            for id in chunk {
-                ids.push_bind(id);
-            }
-            q.push(")").build().execute(&mut *tx).await?;
+        if !page.resolved.is_empty() {
+            sqlx::query(
+                "UPDATE dead_letters SET resolved_at = ?1
+                 WHERE resolved_at IS NULL AND sync = ?2 AND source_id IN (SELECT value FROM json_each(?3))",
+            )
+            .bind(now)
+            .bind(sync)
+            .bind(json_rows(&page.resolved)?)
+            .execute(&mut *tx)
+            .await?;
         }
-        for chunk in page.dead_letters.chunks(ROWS_PER_STATEMENT) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO dead_letters (sync, source_id, run_id, stage, error, payload, fingerprint, attempts, first_failed_at, last_failed_at) ",
-            );
-            q.push_values(chunk, |mut row, d| {
-                row.push_bind(sync)
-                    .push_bind(&d.source_id)
-                    .push_bind(&d.run_id)
-                    .push_bind(&d.stage)
-                    .push_bind(&d.error)
-                    .push_bind(d.payload.to_string())
-                    .push_bind(&d.fingerprint)
-                    .push_bind(d.attempts)
-                    .push_bind(now)
-                    .push_bind(now);
-            });
-            q.push(
-                " ON CONFLICT (sync, source_id) DO UPDATE SET
+        if !page.dead_letters.is_empty() {
+            let rows: Vec<_> = page
+                .dead_letters
+                .iter()
+                .map(|d| {
+                    (
+                        &d.source_id,
+                        &d.run_id,
+                        &d.stage,
+                        &d.error,
+                        d.payload.to_string(),
+                        &d.fingerprint,
+                        d.attempts,
+                    )
+                })
+                .collect();
+            sqlx::query(
+                "INSERT INTO dead_letters (sync, source_id, run_id, stage, error, payload, fingerprint, attempts, first_failed_at, last_failed_at)
+                 SELECT ?1, value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6, ?2, ?2
+                 FROM json_each(?3) WHERE true ORDER BY key
+                 ON CONFLICT (sync, source_id) DO UPDATE SET
                    run_id = excluded.run_id,
                    stage = excluded.stage,
                    error = excluded.error,
@@ -474,8 +490,12 @@ impl Store {
                    attempts = dead_letters.attempts + excluded.attempts,
                    last_failed_at = excluded.last_failed_at,
                    resolved_at = NULL",
-            );
-            q.build().execute(&mut *tx).await?;
+            )
+            .bind(sync)
+            .bind(now)
+            .bind(json_rows(&rows)?)
+            .execute(&mut *tx)
+            .await?;
         }
         update_checkpoint(&mut tx, run_id, cursor, counters, now).await?;
         tx.commit().await?;
