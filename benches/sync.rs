@@ -249,11 +249,13 @@ async fn pass(records: usize, latency: Duration, client: Client) -> Result<Pass,
         Client::Engine(concurrency) => {
             let dir = fresh_dir(&format!("c{concurrency}"));
             let text = config(&sim, &dir, concurrency);
-            match on_own_thread(&format!("engine-c{concurrency}"), move || {
-                engine_run(text, dir)
+            let state = dir.clone();
+            let joined = on_own_thread(&format!("engine-c{concurrency}"), move || {
+                engine_run(text, state)
             })
-            .join()
-            {
+            .join();
+            let _ = std::fs::remove_dir_all(&dir);
+            match joined {
                 Ok(Ok(n)) => n,
                 Ok(Err(e)) => return Err(format!("highwater failed: {e}")),
                 Err(_) => return Err("highwater panicked".into()),
@@ -382,4 +384,5 @@ async fn main() {
         _ => eprintln!("  the highwater binary failed"),
     }
     sim.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }
