@@ -201,6 +201,9 @@ impl Store {
             // FULL: a commit survives power loss, not only a process crash.
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
+            // Statement journals (every multi-row upsert keeps one) stay in memory
+            // instead of being written to a temporary file.
+            .pragma("temp_store", "memory")
             .busy_timeout(Duration::from_secs(30));
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
