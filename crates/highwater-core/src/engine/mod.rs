@@ -403,8 +403,8 @@ impl<'a> Runner<'a> {
             self.run_id.clone(),
         );
         let sink_for_commits = Arc::clone(&sink);
-        // Its own task: on a multi-threaded runtime the commit's encoding runs beside
-        // the writes, not between them.
+        // Its own task, so that the loop below goes on admitting pages and handling
+        // answers while a commit waits on SQLite's worker thread and its fsync.
         let committer = tokio::spawn(async move {
             while let Some(job) = commit_rx.recv().await {
                 let result = match sink_for_commits.flush().await {
