@@ -10,7 +10,7 @@
 pub mod decide;
 pub mod frontier;
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,7 +30,8 @@ use crate::record::SourceRecord;
 use crate::sink::{Sink, SinkError, Write};
 use crate::source::{Cursor, Extracted, Page, Reader, SourceError, Window};
 use crate::state::{
-    Counters, DeadLetter, Intent, Known, LedgerEntry, PageCommit, RunRow, StateError, Store,
+    Counters, DeadLetter, Intent, IntentBatch, Known, LedgerEntry, PageCommit, RunRow, StateError,
+    Store,
 };
 use crate::stop::{Stop, StopReason};
 use decide::{Decision, SurgeGuard, decide, plan_window};
@@ -269,13 +270,24 @@ struct Runner<'a> {
     /// for it, so versions reach the destination in order.
     busy: HashSet<String>,
     waiting: HashMap<String, VecDeque<(u64, Extracted)>>,
-    /// What this invocation resolved but has not committed yet, newest first: the
-    /// ledger as it will be once those pages commit.
-    written: HashMap<String, (u64, LedgerEntry)>,
-    dead: HashMap<String, (u64, String)>,
+    /// What this invocation resolved that the store's snapshots may not hold yet,
+    /// newest first: the ledger as it will be once those pages commit.
+    written: HashMap<String, Remembered<LedgerEntry>>,
+    /// Fingerprints of dead letters, likewise.
+    dead: HashMap<String, Remembered<String>>,
+    /// Writes announced by earlier invocations and never known to have settled:
+    /// the destination may hold those versions, so nothing older goes over them.
+    floors: HashMap<String, Intent>,
+    /// Names this invocation's intent batches apart from earlier ones'.
+    invocation: String,
     /// Writes announced in the next commit; they go out once it is durable.
     announce: Vec<Intent>,
+    /// The pages those writes belong to.
+    announce_pages: BTreeSet<u64>,
     held: Vec<WriteJob>,
+    /// Intent batches in the store, with the pages not yet committed that they
+    /// cover: once all of those have committed, the batch is retired.
+    batches: Vec<(String, BTreeSet<u64>)>,
     /// Writes whose announcement is being committed, by commit number.
     announced: VecDeque<(u64, Vec<WriteJob>)>,
     commits_sent: u64,
@@ -286,6 +298,34 @@ struct Runner<'a> {
 struct PageState {
     commit: PageCommit,
     known: Known,
+}
+
+/// A page read ahead, with what the store knew of its ids when it was read: the
+/// lookup runs beside the writes of earlier pages instead of between them.
+struct ReadPage {
+    page: Page,
+    known: Known,
+    /// Commits confirmed before the lookup began: the snapshot holds all of them.
+    confirmed: u64,
+}
+
+/// Something this invocation resolved, kept in memory until every page still to
+/// be admitted was looked up after it committed.
+struct Remembered<T> {
+    page: u64,
+    /// The count of confirmed commits once the one holding it was confirmed.
+    committed: Option<u64>,
+    value: T,
+}
+
+impl<T> Remembered<T> {
+    fn new(page: u64, value: T) -> Self {
+        Remembered {
+            page,
+            committed: None,
+            value,
+        }
+    }
 }
 
 /// Resolved pages and announced writes on their way into the state store.
@@ -309,12 +349,19 @@ struct WriteJob {
     record: SourceRecord,
     mapped: MappedRecord,
     known_dest_id: Option<String>,
+    /// The record has an unresolved dead letter, which a successful write resolves.
+    dead_lettered: bool,
 }
 
 /// What became of one record.
 enum Resolution {
-    Written { ledger: LedgerEntry },
-    Unchanged { ledger: Option<LedgerEntry> },
+    Written {
+        ledger: LedgerEntry,
+        resolves_dead_letter: bool,
+    },
+    Unchanged {
+        ledger: Option<LedgerEntry>,
+    },
     Stale,
     DeadLettered(DeadLetter),
     StillDeadLettered,
@@ -347,8 +394,12 @@ impl<'a> Runner<'a> {
             waiting: HashMap::new(),
             written: HashMap::new(),
             dead: HashMap::new(),
+            floors: HashMap::new(),
+            invocation: uuid::Uuid::now_v7().simple().to_string(),
             announce: Vec::new(),
+            announce_pages: BTreeSet::new(),
             held: Vec::new(),
+            batches: Vec::new(),
             announced: VecDeque::new(),
             commits_sent: 0,
             wrote: false,
@@ -374,16 +425,35 @@ impl<'a> Runner<'a> {
         stop: &Stop,
         max_pages: Option<u64>,
     ) -> Result<(RunOutcome, u64), FailureCause> {
+        self.floors = self.store.floors(&self.spec.name).await?;
         let source_api = Api::new("source", self.spec.source.http.clone(), self.spec.retry, 1)?;
         let sink = Arc::new(
             Sink::open(&self.spec.name, &self.spec.destination, self.spec.retry)
                 .map_err(FailureCause::Destination)?,
         );
         let mut reader = Reader::new(&source_api, &self.spec.source, window, cursor);
-        let (pages_tx, mut pages_rx) = mpsc::channel::<Result<Option<Page>, SourceError>>(PREFETCH);
+        let (pages_tx, mut pages_rx) =
+            mpsc::channel::<Result<Option<ReadPage>, FailureCause>>(PREFETCH);
+        let confirmed = std::cell::Cell::new(0u64);
+        let (store, sync) = (self.store, self.spec.name.as_str());
         let read = async {
             loop {
-                let next = reader.next_page(stop).await;
+                let next = match reader.next_page(stop).await {
+                    Ok(Some(page)) => {
+                        let seen = confirmed.get();
+                        let ids: Vec<&str> = page.records.iter().map(Extracted::id).collect();
+                        match store.known(sync, &ids).await {
+                            Ok(known) => Ok(Some(ReadPage {
+                                page,
+                                known,
+                                confirmed: seen,
+                            })),
+                            Err(e) => Err(FailureCause::State(e)),
+                        }
+                    }
+                    Ok(None) => Ok(None),
+                    Err(e) => Err(FailureCause::Source(e)),
+                };
                 let more = matches!(next, Ok(Some(_)));
                 if pages_tx.send(next).await.is_err() || !more {
                     break;
@@ -479,7 +549,8 @@ impl<'a> Runner<'a> {
                     if let Err(e) = result {
                         break Err(e);
                     }
-                    self.committed(&ack);
+                    confirmed.set(confirmed.get() + 1);
+                    self.committed(&ack, confirmed.get());
                 }
                 Some((job, result)) = writes.next(), if !writes.is_empty() => {
                     if let Err(e) = self.finish_write(job, result).await {
@@ -487,14 +558,14 @@ impl<'a> Runner<'a> {
                     }
                 }
                 page = pages_rx.recv(), if admit => match page {
-                    Some(Ok(Some(page))) => {
+                    Some(Ok(Some(read))) => {
                         admitted += 1;
-                        if let Err(e) = self.admit(page).await {
+                        if let Err(e) = self.admit(read) {
                             break Err(e);
                         }
                     }
                     Some(Ok(None)) | None => source_done = true,
-                    Some(Err(e)) => break Err(FailureCause::Source(e)),
+                    Some(Err(e)) => break Err(e),
                 },
                 () = &mut read, if reading => reading = false,
                 _ = &mut committer, if committing => committing = false,
@@ -505,6 +576,7 @@ impl<'a> Runner<'a> {
         if matches!(outcome, Ok(RunOutcome::Stopped(_))) {
             // Announcements are dropped: those writes are not sent.
             self.announce.clear();
+            self.announce_pages.clear();
             self.held.clear();
             if let Some(job) = self.next_commit() {
                 commits_pending += 1;
@@ -520,7 +592,8 @@ impl<'a> Runner<'a> {
                 };
                 commits_pending -= 1;
                 result?;
-                self.committed(&ack);
+                confirmed.set(confirmed.get() + 1);
+                self.committed(&ack, confirmed.get());
             }
         }
         // A failure may leave writes out: wait a little for their answers, since
@@ -543,14 +616,22 @@ impl<'a> Runner<'a> {
     }
 
     /// Takes a page in: decides every record that needs no write, queues the rest.
-    async fn admit(&mut self, page: Page) -> Result<(), FailureCause> {
+    fn admit(&mut self, read: ReadPage) -> Result<(), FailureCause> {
+        let ReadPage {
+            page,
+            known,
+            confirmed,
+        } = read;
+        // This page's snapshot, and those of every page read after it, hold what
+        // had committed before it was looked up.
+        let stale = |r: &Option<u64>| r.is_some_and(|c| c <= confirmed);
+        self.written.retain(|_, r| !stale(&r.committed));
+        self.dead.retain(|_, r| !stale(&r.committed));
         self.counters.read += page.records.len() as u64;
         self.counters.beyond_watermark += page.beyond_watermark;
         self.counters.requests += u64::from(page.requests);
         let records = newest_per_id(page.records);
         let seq = self.frontier.open_page(records.len(), page.cursor_after);
-        let ids: Vec<&str> = records.iter().map(|(r, _)| r.id()).collect();
-        let known = self.store.known(&self.spec.name, &ids).await?;
         self.pages.insert(
             seq,
             PageState {
@@ -586,6 +667,7 @@ impl<'a> Runner<'a> {
                     version: job.record.version,
                     updated_at: job.record.updated_at(),
                 });
+                self.announce_pages.insert(seq);
                 self.held.push(job);
                 Ok(())
             }
@@ -600,9 +682,6 @@ impl<'a> Runner<'a> {
         let id = job.record.id().to_owned();
         self.busy.remove(&id);
         self.note_outcome(&result);
-        if let Some(page) = self.pages.get_mut(&job.seq) {
-            page.commit.settled.push(id.clone());
-        }
         let resolution = match result {
             Ok(written) => {
                 let ledger = LedgerEntry {
@@ -614,8 +693,12 @@ impl<'a> Runner<'a> {
                     payload_hash: job.mapped.hash.clone(),
                     run_id: self.run_id.clone(),
                 };
-                self.written.insert(id.clone(), (job.seq, ledger.clone()));
-                Resolution::Written { ledger }
+                self.written
+                    .insert(id.clone(), Remembered::new(job.seq, ledger.clone()));
+                Resolution::Written {
+                    ledger,
+                    resolves_dead_letter: job.dead_lettered,
+                }
             }
             Err(SinkError::Rejected { status, reason }) => {
                 let letter = self.dead_letter(
@@ -624,14 +707,18 @@ impl<'a> Runner<'a> {
                     format!("destination answered HTTP {status}: {reason}"),
                     &job.record.body,
                 );
-                self.dead
-                    .insert(id.clone(), (job.seq, letter.fingerprint.clone()));
+                self.dead.insert(
+                    id.clone(),
+                    Remembered::new(job.seq, letter.fingerprint.clone()),
+                );
                 Resolution::DeadLettered(letter)
             }
             Err(SinkError::Unwritable(reason)) => {
                 let letter = self.dead_letter(&id, "destination", reason, &job.record.body);
-                self.dead
-                    .insert(id.clone(), (job.seq, letter.fingerprint.clone()));
+                self.dead.insert(
+                    id.clone(),
+                    Remembered::new(job.seq, letter.fingerprint.clone()),
+                );
                 Resolution::DeadLettered(letter)
             }
             Err(e) => return Err(FailureCause::Destination(e)),
@@ -679,10 +766,6 @@ impl<'a> Runner<'a> {
                 Some(fp) => page.known.dead.insert(id.to_owned(), fp.clone()),
                 None => page.known.dead.remove(id),
             };
-            match fresh.pending.get(id) {
-                Some(intent) => page.known.pending.insert(id.to_owned(), intent.clone()),
-                None => page.known.pending.remove(id),
-            };
         }
         Ok(())
     }
@@ -695,9 +778,14 @@ impl<'a> Runner<'a> {
             return Ok(());
         };
         match resolution {
-            Resolution::Written { ledger } => {
+            Resolution::Written {
+                ledger,
+                resolves_dead_letter,
+            } => {
                 self.counters.written += 1;
-                page.commit.resolved.push(ledger.source_id.clone());
+                if resolves_dead_letter {
+                    page.commit.resolved.push(ledger.source_id.clone());
+                }
                 page.commit.ledger.push(ledger);
             }
             Resolution::Unchanged { ledger } => {
@@ -744,10 +832,7 @@ impl<'a> Runner<'a> {
         if complete.is_empty() && self.announce.is_empty() {
             return None;
         }
-        let mut commit = PageCommit {
-            intents: std::mem::take(&mut self.announce),
-            ..PageCommit::default()
-        };
+        let mut commit = PageCommit::default();
         for seq in &complete {
             let Some(page) = self.pages.remove(seq) else {
                 continue;
@@ -755,16 +840,32 @@ impl<'a> Runner<'a> {
             commit.ledger.extend(page.commit.ledger);
             commit.dead_letters.extend(page.commit.dead_letters);
             commit.resolved.extend(page.commit.resolved);
-            commit.settled.extend(page.commit.settled);
         }
-        // A record with a newer write under way keeps its (newer) announcement.
-        commit.settled.retain(|id| !self.busy.contains(id));
+        // A batch whose pages have all committed announced nothing that is not now
+        // in the ledger or the dead letters: it goes in the same transaction.
+        for (_, pages) in &mut self.batches {
+            pages.retain(|seq| !complete.contains(seq));
+        }
+        let (retired, open) = std::mem::take(&mut self.batches)
+            .into_iter()
+            .partition(|(_, pages)| pages.is_empty());
+        self.batches = open;
+        commit.retire = retired.into_iter().map(|(id, _)| id).collect();
         let checkpoint = self.frontier.advance().map(|(pages, cursor)| {
             self.counters.pages += pages as u64;
             cursor_json(&cursor)
         });
         self.commits_sent += 1;
         let number = self.commits_sent;
+        if !self.announce.is_empty() {
+            let id = format!("{}-{number}", self.invocation);
+            self.batches
+                .push((id.clone(), std::mem::take(&mut self.announce_pages)));
+            commit.announce = Some(IntentBatch {
+                id,
+                intents: std::mem::take(&mut self.announce),
+            });
+        }
         let held = std::mem::take(&mut self.held);
         if !held.is_empty() {
             self.announced.push_back((number, held));
@@ -780,10 +881,20 @@ impl<'a> Runner<'a> {
 
     /// A commit is durable: the store itself now knows what those pages resolved,
     /// and the writes it announced may go.
-    fn committed(&mut self, ack: &CommitAck) {
+    /// `confirmed` counts the commits confirmed so far, this one included.
+    fn committed(&mut self, ack: &CommitAck, confirmed: u64) {
         let pages = &ack.pages;
-        self.written.retain(|_, (from, _)| !pages.contains(from));
-        self.dead.retain(|_, (from, _)| !pages.contains(from));
+        let now_durable = |r: &mut Option<u64>, page: u64| {
+            if r.is_none() && pages.contains(&page) {
+                *r = Some(confirmed);
+            }
+        };
+        self.written
+            .values_mut()
+            .for_each(|r| now_durable(&mut r.committed, r.page));
+        self.dead
+            .values_mut()
+            .for_each(|r| now_durable(&mut r.committed, r.page));
         while self
             .announced
             .front()
@@ -814,7 +925,7 @@ impl<'a> Runner<'a> {
             Extracted::Invalid { id, body, reason } => (id.as_str(), body, Some(reason)),
         };
         let dead_fingerprint = match self.dead.get(id) {
-            Some((_, fp)) => Some(fp),
+            Some(r) => Some(&r.value),
             None => known.and_then(|k| k.dead.get(id)),
         };
         // Hashing the body costs; only a record with a dead letter needs it.
@@ -836,10 +947,10 @@ impl<'a> Runner<'a> {
             }
         };
         let written = match self.written.get(record.id()) {
-            Some((_, entry)) => Some(entry),
+            Some(r) => Some(&r.value),
             None => known.and_then(|k| k.ledger.get(record.id())),
         };
-        let pending = known.and_then(|k| k.pending.get(record.id()));
+        let pending = self.floors.get(record.id());
         match decide(
             record.version,
             record.updated_at(),
@@ -850,6 +961,7 @@ impl<'a> Runner<'a> {
             Decision::Write => Routed::Write(WriteJob {
                 seq,
                 known_dest_id: written.and_then(|e| e.dest_id.clone()),
+                dead_lettered: dead_fingerprint.is_some(),
                 record,
                 mapped,
             }),

@@ -118,8 +118,6 @@ pub struct Known {
     pub ledger: HashMap<String, LedgerEntry>,
     /// Source id → fingerprint of its unresolved dead letter.
     pub dead: HashMap<String, String>,
-    /// Writes announced and never settled (the run stopped while they were out).
-    pub pending: HashMap<String, Intent>,
 }
 
 /// A write announced before it is sent: the version the destination may hold
@@ -131,22 +129,30 @@ pub struct Intent {
     pub updated_at: Timestamp,
 }
 
+/// Writes announced together, in one commit, under one id.
+#[derive(Debug, Clone, Default)]
+pub struct IntentBatch {
+    pub id: String,
+    pub intents: Vec<Intent>,
+}
+
 /// Everything one commit changes, at once.
 #[derive(Debug, Default)]
 pub struct PageCommit {
     /// Writes about to be sent.
-    pub intents: Vec<Intent>,
-    /// Source ids whose announced write is settled (written or refused).
-    pub settled: Vec<String>,
+    pub announce: Option<IntentBatch>,
+    /// Batches whose writes have all settled and committed: no longer floors.
+    pub retire: Vec<String>,
     pub ledger: Vec<LedgerEntry>,
     pub dead_letters: Vec<DeadLetter>,
     /// Source ids written successfully, whose old dead letters are now resolved.
     pub resolved: Vec<String>,
 }
 
-/// Rows go to SQLite as one JSON array per table, unpacked there by `json_each`:
-/// one cached statement whatever the number of rows, where a statement with a
-/// placeholder per value would be prepared again for every new row count.
+/// Rows go to SQLite as one JSON array per table, unpacked there by `jsonb_each`
+/// (which parses the text once and hands each row over as binary JSON): one cached
+/// statement whatever the number of rows, where a statement with a placeholder per
+/// value would be prepared again for every new row count.
 fn json_rows<T: Serialize>(rows: &[T]) -> Result<String, StateError> {
     serde_json::to_string(rows).map_err(|e| StateError::Corrupt(e.to_string()))
 }
@@ -172,11 +178,54 @@ pub struct Store {
     pool: SqlitePool,
 }
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "initial",
-    include_str!("../../migrations/0001_initial.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "initial",
+        include_str!("../../migrations/0001_initial.sql"),
+    ),
+    (
+        2,
+        "intent_batches",
+        include_str!("../../migrations/0002_intent_batches.sql"),
+    ),
+];
+
+/// Everything [`Store::commit_page`] changes. The placeholders are positional and
+/// bound in the order they appear (SQLite numbers them across the whole list).
+const COMMIT_PAGE: &str = "
+INSERT INTO intents (sync, batch, run_id, rows)
+  SELECT sync, batch, run_id, rows FROM (SELECT ? AS sync, ? AS batch, ? AS run_id, ? AS rows)
+  WHERE batch IS NOT NULL;
+DELETE FROM intents WHERE sync = ? AND batch IN (SELECT value FROM json_each(?));
+INSERT INTO ledger (sync, source_id, external_id, dest_id, version, updated_at, payload_hash, run_id, written_at)
+  SELECT ?, value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6, ?
+  FROM jsonb_each(?) WHERE true ORDER BY key
+  ON CONFLICT (sync, source_id) DO UPDATE SET
+    external_id = excluded.external_id,
+    dest_id = COALESCE(excluded.dest_id, ledger.dest_id),
+    version = excluded.version,
+    updated_at = excluded.updated_at,
+    payload_hash = excluded.payload_hash,
+    run_id = excluded.run_id,
+    written_at = excluded.written_at;
+UPDATE dead_letters SET resolved_at = ?
+  WHERE resolved_at IS NULL AND sync = ? AND source_id IN (SELECT value FROM json_each(?));
+INSERT INTO dead_letters (sync, source_id, run_id, stage, error, payload, fingerprint, attempts, first_failed_at, last_failed_at)
+  SELECT p.sync, value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6, p.now, p.now
+  FROM (SELECT ? AS sync, ? AS now) AS p, jsonb_each(?) WHERE true ORDER BY key
+  ON CONFLICT (sync, source_id) DO UPDATE SET
+    run_id = excluded.run_id,
+    stage = excluded.stage,
+    error = excluded.error,
+    payload = excluded.payload,
+    fingerprint = excluded.fingerprint,
+    attempts = dead_letters.attempts + excluded.attempts,
+    last_failed_at = excluded.last_failed_at,
+    resolved_at = NULL;
+UPDATE checkpoints SET cursor = COALESCE(?, cursor), counters = ?, updated_at = ? WHERE run_id = ?;
+UPDATE runs SET updated_at = ? WHERE run_id = ?;
+";
 
 impl Store {
     /// Opens (creating if needed) and migrates the store.
@@ -309,7 +358,7 @@ impl Store {
     /// leaves the store as it was.
     pub async fn abandon_run(&self, run_id: &str) -> Result<(), StateError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::query("DELETE FROM pending WHERE run_id = ?")
+        sqlx::query("DELETE FROM intents WHERE run_id = ?")
             .bind(run_id)
             .execute(&mut *tx)
             .await?;
@@ -333,53 +382,65 @@ impl Store {
         }
         let ids_json =
             serde_json::to_string(ids).map_err(|e| StateError::Corrupt(e.to_string()))?;
+        // One statement, one trip to SQLite's thread, for both tables.
         let rows = sqlx::query(
-            "SELECT source_id, external_id, dest_id, version, updated_at, payload_hash, run_id
-             FROM ledger WHERE sync = ? AND source_id IN (SELECT value FROM json_each(?))",
+            "SELECT 0 AS kind, source_id, external_id, dest_id, version, updated_at, payload_hash, run_id,
+                    NULL AS fingerprint
+             FROM ledger WHERE sync = ?1 AND source_id IN (SELECT value FROM json_each(?2))
+             UNION ALL
+             SELECT 1, source_id, NULL, NULL, NULL, NULL, NULL, NULL, fingerprint
+             FROM dead_letters
+             WHERE sync = ?1 AND resolved_at IS NULL AND source_id IN (SELECT value FROM json_each(?2))",
         )
         .bind(sync)
         .bind(&ids_json)
         .fetch_all(&self.pool)
         .await?;
         for row in rows {
-            let entry = ledger_entry(&row)?;
-            known.ledger.insert(entry.source_id.clone(), entry);
+            if row.try_get::<i64, _>("kind")? == 0 {
+                let entry = ledger_entry(&row)?;
+                known.ledger.insert(entry.source_id.clone(), entry);
+            } else {
+                known
+                    .dead
+                    .insert(row.try_get("source_id")?, row.try_get("fingerprint")?);
+            }
         }
+        Ok(known)
+    }
+
+    /// Every write a sync announced that is not known to have settled, newest
+    /// version per source id: after a crash the destination may hold any of them,
+    /// so nothing older may be written over them until the run completes.
+    pub async fn floors(&self, sync: &str) -> Result<HashMap<String, Intent>, StateError> {
         let rows = sqlx::query(
-            "SELECT source_id, fingerprint FROM dead_letters
-             WHERE sync = ? AND resolved_at IS NULL AND source_id IN (SELECT value FROM json_each(?))",
+            "SELECT e.value ->> 0 AS source_id, e.value ->> 1 AS version, e.value ->> 2 AS updated_at
+             FROM intents, jsonb_each(intents.rows) AS e
+             WHERE intents.sync = ?",
         )
         .bind(sync)
-        .bind(&ids_json)
         .fetch_all(&self.pool)
         .await?;
-        for row in rows {
-            known
-                .dead
-                .insert(row.try_get("source_id")?, row.try_get("fingerprint")?);
-        }
-        let rows = sqlx::query(
-            "SELECT source_id, version, updated_at FROM pending
-             WHERE sync = ? AND source_id IN (SELECT value FROM json_each(?))",
-        )
-        .bind(sync)
-        .bind(&ids_json)
-        .fetch_all(&self.pool)
-        .await?;
+        let mut floors: HashMap<String, Intent> = HashMap::new();
         for row in rows {
             let intent = Intent {
                 source_id: row.try_get("source_id")?,
                 version: row.try_get("version")?,
                 updated_at: micros(row.try_get("updated_at")?)?,
             };
-            known.pending.insert(intent.source_id.clone(), intent);
+            let newer = floors.get(&intent.source_id).is_none_or(|floor| {
+                (intent.version, intent.updated_at) > (floor.version, floor.updated_at)
+            });
+            if newer {
+                floors.insert(intent.source_id.clone(), intent);
+            }
         }
-        Ok(known)
+        Ok(floors)
     }
 
-    /// Commits what the run has resolved (ledger rows, dead letters, settled
-    /// intents), the writes it is about to send (intents) and — when the frontier
-    /// moved — the advanced checkpoint, in one transaction.
+    /// Commits what the run has resolved (ledger rows, dead letters, retired
+    /// intent batches), the writes it is about to send (a new batch) and — when the
+    /// frontier moved — the advanced checkpoint, in one transaction.
     pub async fn commit_page(
         &self,
         sync: &str,
@@ -389,118 +450,69 @@ impl Store {
         counters: &Counters,
     ) -> Result<(), StateError> {
         let now = Timestamp::now().as_microsecond();
+        let batch = page.announce.as_ref().filter(|b| !b.intents.is_empty());
+        let intents: Vec<_> = batch
+            .iter()
+            .flat_map(|b| &b.intents)
+            .map(|i| (&i.source_id, i.version, i.updated_at.as_microsecond()))
+            .collect();
+        let ledger: Vec<_> = page
+            .ledger
+            .iter()
+            .map(|e| {
+                (
+                    &e.source_id,
+                    &e.external_id,
+                    &e.dest_id,
+                    e.version,
+                    e.updated_at.as_microsecond(),
+                    &e.payload_hash,
+                    &e.run_id,
+                )
+            })
+            .collect();
+        let dead_letters: Vec<_> = page
+            .dead_letters
+            .iter()
+            .map(|d| {
+                (
+                    &d.source_id,
+                    &d.run_id,
+                    &d.stage,
+                    &d.error,
+                    d.payload.to_string(),
+                    &d.fingerprint,
+                    d.attempts,
+                )
+            })
+            .collect();
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        if !page.intents.is_empty() {
-            let rows: Vec<_> = page
-                .intents
-                .iter()
-                .map(|i| (&i.source_id, i.version, i.updated_at.as_microsecond()))
-                .collect();
-            sqlx::query(
-                "INSERT INTO pending (sync, source_id, version, updated_at, run_id)
-                 SELECT ?1, value ->> 0, value ->> 1, value ->> 2, ?2
-                 FROM json_each(?3) WHERE true ORDER BY key
-                 ON CONFLICT (sync, source_id) DO UPDATE SET
-                   version = excluded.version, updated_at = excluded.updated_at, run_id = excluded.run_id",
-            )
+        // One statement list, one trip to SQLite's thread; a part with no rows
+        // unpacks an empty array and changes nothing.
+        sqlx::query(COMMIT_PAGE)
             .bind(sync)
+            .bind(batch.map(|b| &b.id))
             .bind(run_id)
-            .bind(json_rows(&rows)?)
-            .execute(&mut *tx)
-            .await?;
-        }
-        if !page.settled.is_empty() {
-            sqlx::query(
-                "DELETE FROM pending WHERE sync = ?1 AND source_id IN (SELECT value FROM json_each(?2))",
-            )
+            .bind(json_rows(&intents)?)
             .bind(sync)
-            .bind(json_rows(&page.settled)?)
-            .execute(&mut *tx)
-            .await?;
-        }
-        if !page.ledger.is_empty() {
-            let rows: Vec<_> = page
-                .ledger
-                .iter()
-                .map(|e| {
-                    (
-                        &e.source_id,
-                        &e.external_id,
-                        &e.dest_id,
-                        e.version,
-                        e.updated_at.as_microsecond(),
-                        &e.payload_hash,
-                        &e.run_id,
-                    )
-                })
-                .collect();
-            sqlx::query(
-                "INSERT INTO ledger (sync, source_id, external_id, dest_id, version, updated_at, payload_hash, run_id, written_at)
-                 SELECT ?1, value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6, ?2
-                 FROM json_each(?3) WHERE true ORDER BY key
-                 ON CONFLICT (sync, source_id) DO UPDATE SET
-                   external_id = excluded.external_id,
-                   dest_id = COALESCE(excluded.dest_id, ledger.dest_id),
-                   version = excluded.version,
-                   updated_at = excluded.updated_at,
-                   payload_hash = excluded.payload_hash,
-                   run_id = excluded.run_id,
-                   written_at = excluded.written_at",
-            )
+            .bind(json_rows(&page.retire)?)
             .bind(sync)
             .bind(now)
-            .bind(json_rows(&rows)?)
-            .execute(&mut *tx)
-            .await?;
-        }
-        if !page.resolved.is_empty() {
-            sqlx::query(
-                "UPDATE dead_letters SET resolved_at = ?1
-                 WHERE resolved_at IS NULL AND sync = ?2 AND source_id IN (SELECT value FROM json_each(?3))",
-            )
+            .bind(json_rows(&ledger)?)
             .bind(now)
             .bind(sync)
             .bind(json_rows(&page.resolved)?)
-            .execute(&mut *tx)
-            .await?;
-        }
-        if !page.dead_letters.is_empty() {
-            let rows: Vec<_> = page
-                .dead_letters
-                .iter()
-                .map(|d| {
-                    (
-                        &d.source_id,
-                        &d.run_id,
-                        &d.stage,
-                        &d.error,
-                        d.payload.to_string(),
-                        &d.fingerprint,
-                        d.attempts,
-                    )
-                })
-                .collect();
-            sqlx::query(
-                "INSERT INTO dead_letters (sync, source_id, run_id, stage, error, payload, fingerprint, attempts, first_failed_at, last_failed_at)
-                 SELECT ?1, value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6, ?2, ?2
-                 FROM json_each(?3) WHERE true ORDER BY key
-                 ON CONFLICT (sync, source_id) DO UPDATE SET
-                   run_id = excluded.run_id,
-                   stage = excluded.stage,
-                   error = excluded.error,
-                   payload = excluded.payload,
-                   fingerprint = excluded.fingerprint,
-                   attempts = dead_letters.attempts + excluded.attempts,
-                   last_failed_at = excluded.last_failed_at,
-                   resolved_at = NULL",
-            )
             .bind(sync)
             .bind(now)
-            .bind(json_rows(&rows)?)
+            .bind(json_rows(&dead_letters)?)
+            .bind(cursor.map(Value::to_string))
+            .bind(counters_json(counters))
+            .bind(now)
+            .bind(run_id)
+            .bind(now)
+            .bind(run_id)
             .execute(&mut *tx)
             .await?;
-        }
-        update_checkpoint(&mut tx, run_id, cursor, counters, now).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -515,6 +527,11 @@ impl Store {
         let now = Timestamp::now().as_microsecond();
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         update_checkpoint(&mut tx, run_id, Some(cursor), counters, now).await?;
+        // Every announced write of the run has settled: none is a floor any more.
+        sqlx::query("DELETE FROM intents WHERE sync = (SELECT sync FROM runs WHERE run_id = ?)")
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query("UPDATE runs SET status = 'completed', completed_at = ?, updated_at = ? WHERE run_id = ?")
             .bind(now)
             .bind(now)

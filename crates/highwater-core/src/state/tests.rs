@@ -182,7 +182,7 @@ async fn an_abandoned_run_leaves_nothing_behind_and_reopening_keeps_data() {
 }
 
 #[tokio::test]
-async fn announced_writes_stay_until_settled_or_abandoned() {
+async fn announced_writes_are_floors_until_retired_completed_or_abandoned() {
     let store = Store::open(&temp_db("intents")).await.expect("open");
     store
         .begin_run(&run("r1", 1000), &json!({}))
@@ -193,35 +193,119 @@ async fn announced_writes_stay_until_settled_or_abandoned() {
         version: Some(v),
         updated_at: Timestamp::UNIX_EPOCH,
     };
-    let announce = PageCommit {
-        intents: vec![intent("a", 5), intent("b", 2)],
+    let announce = |batch: &str, intents| PageCommit {
+        announce: Some(IntentBatch {
+            id: batch.into(),
+            intents,
+        }),
         ..PageCommit::default()
     };
     let counters = Counters::default();
-    store
-        .commit_page("billing", "r1", &announce, None, &counters)
-        .await
-        .expect("announce");
-    let known = store.known("billing", &["a", "b"]).await.expect("known");
-    assert_eq!(known.pending.get("a"), Some(&intent("a", 5)));
+    for commit in [
+        announce("i-1", vec![intent("a", 5), intent("b", 2)]),
+        announce("i-2", vec![intent("a", 7)]),
+    ] {
+        store
+            .commit_page("billing", "r1", &commit, None, &counters)
+            .await
+            .expect("announce");
+    }
+    let floors = store.floors("billing").await.expect("floors");
+    assert_eq!(
+        floors.get("a"),
+        Some(&intent("a", 7)),
+        "the newest announcement"
+    );
+    assert_eq!(floors.get("b"), Some(&intent("b", 2)));
+    assert!(store.floors("other").await.expect("floors").is_empty());
 
-    let settle = PageCommit {
-        settled: vec!["a".into()],
-        ledger: vec![entry("a", 5)],
+    let retire = PageCommit {
+        retire: vec!["i-1".into()],
+        ledger: vec![entry("b", 2)],
         ..PageCommit::default()
     };
     store
-        .commit_page("billing", "r1", &settle, None, &counters)
+        .commit_page("billing", "r1", &retire, None, &counters)
         .await
-        .expect("settle");
-    let known = store.known("billing", &["a", "b"]).await.expect("known");
-    assert!(!known.pending.contains_key("a"));
-    assert!(known.pending.contains_key("b"));
+        .expect("retire");
+    let floors = store.floors("billing").await.expect("floors");
+    assert_eq!(floors.len(), 1);
+    assert_eq!(floors.get("a"), Some(&intent("a", 7)));
 
     store.abandon_run("r1").await.expect("abandon");
-    let known = store.known("billing", &["b"]).await.expect("known");
     assert!(
-        known.pending.is_empty(),
+        store.floors("billing").await.expect("floors").is_empty(),
         "an abandoned run leaves no announcement"
+    );
+
+    store
+        .begin_run(&run("r2", 2000), &json!({}))
+        .await
+        .expect("begin");
+    store
+        .commit_page(
+            "billing",
+            "r2",
+            &announce("i-3", vec![intent("c", 1)]),
+            None,
+            &counters,
+        )
+        .await
+        .expect("announce");
+    store
+        .complete_run("r2", &json!({}), &counters)
+        .await
+        .expect("complete");
+    assert!(
+        store.floors("billing").await.expect("floors").is_empty(),
+        "a completed run has settled every announcement"
+    );
+}
+
+#[tokio::test]
+async fn unsettled_writes_of_a_version_1_store_survive_the_migration() {
+    let path = temp_db("migrate-intents");
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).expect("dir");
+    }
+    {
+        let options = SqliteConnectOptions::from_str("sqlite://")
+            .expect("options")
+            .filename(&path)
+            .create_if_missing(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .expect("connect");
+        let (version, name, sql) = MIGRATIONS[0];
+        let first = Migration::new(
+            version,
+            name.into(),
+            MigrationType::Simple,
+            sqlx::SqlSafeStr::into_sql_str(sql),
+            false,
+        );
+        Migrator::with_migrations(vec![first])
+            .run(&pool)
+            .await
+            .expect("version 1");
+        sqlx::query(
+            "INSERT INTO pending (sync, source_id, version, updated_at, run_id)
+             VALUES ('billing', 'a', 5, 0, 'r1'), ('billing', 'b', NULL, 7000000, 'r1')",
+        )
+        .execute(&pool)
+        .await
+        .expect("pending rows");
+        pool.close().await;
+    }
+    let store = Store::open(&path).await.expect("migrate");
+    let floors = store.floors("billing").await.expect("floors");
+    assert_eq!(floors.len(), 2);
+    assert_eq!(floors.get("a").and_then(|f| f.version), Some(5));
+    assert_eq!(
+        floors.get("b").map(|f| f.updated_at.as_second()),
+        Some(7),
+        "a floor without a version keeps its time"
     );
 }
