@@ -9,7 +9,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use reqwest::{Client, Method, StatusCode};
 use serde_json::Value;
 use url::Url;
@@ -86,7 +86,8 @@ pub struct Request {
     pub url: Url,
     pub query: Vec<(String, String)>,
     pub headers: Vec<(HeaderName, HeaderValue)>,
-    pub body: Option<Value>,
+    /// A JSON body, serialized once: every attempt sends the same bytes.
+    pub body: Option<bytes::Bytes>,
     /// Repeating the request has the same effect as sending it once, so an unknown
     /// outcome may be retried as it is.
     pub idempotent: bool,
@@ -205,9 +206,9 @@ impl Api {
                         e => HttpError::Auth(e, self.name),
                     })?;
             let (outcome, retry_after, detail) = match builder.send().await {
-                Ok(response) => {
+                Ok(mut response) => {
                     let status = response.status();
-                    let headers = response.headers().clone();
+                    let headers = std::mem::take(response.headers_mut());
                     match response.bytes().await {
                         Ok(body) if status.is_success() => {
                             let reply = Reply {
@@ -336,7 +337,9 @@ impl Api {
             builder = builder.query(&request.query);
         }
         if let Some(body) = &request.body {
-            builder = builder.json(body);
+            builder = builder
+                .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+                .body(body.clone());
         }
         builder
     }

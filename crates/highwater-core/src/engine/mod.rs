@@ -43,6 +43,10 @@ const PREFETCH: usize = 2;
 /// Pages whose records may be in flight at once. A straggling write holds the
 /// checkpoint back, not the writes of the next pages.
 const PAGES_IN_FLIGHT: usize = 4;
+/// Writes per unit of concurrency that, announced and ready to go, outlast a
+/// commit: while at least that many wait, new announcements ride along with the
+/// next page's commit instead of costing a commit of their own.
+const RUNWAY_PER_SLOT: usize = 128;
 pub const KIND_INCREMENTAL: &str = "incremental";
 
 /// Limits for one invocation; `None` falls back to the sync's `[budgets]`.
@@ -516,8 +520,11 @@ impl<'a> Runner<'a> {
                 writes.push(write(&sink, stop, job));
             }
             // Group commit: whatever accumulated while the last commits ran goes in one.
+            let runway =
+                self.queue.len() + self.announced.iter().map(|(_, j)| j.len()).sum::<usize>();
+            let announce_now = runway < RUNWAY_PER_SLOT * concurrency;
             if commits_pending < 2
-                && let Some(job) = self.next_commit()
+                && let Some(job) = self.next_commit(announce_now)
             {
                 commits_pending += 1;
                 if commit_tx.send(job).await.is_err() {
@@ -578,7 +585,7 @@ impl<'a> Runner<'a> {
             self.announce.clear();
             self.announce_pages.clear();
             self.held.clear();
-            if let Some(job) = self.next_commit() {
+            if let Some(job) = self.next_commit(true) {
                 commits_pending += 1;
                 let _ = commit_tx.send(job).await;
             }
@@ -821,15 +828,17 @@ impl<'a> Runner<'a> {
 
     /// Gathers what is ready for the store into one commit: every fully resolved
     /// page (ledger rows and dead letters; the checkpoint only as far as the
-    /// frontier allows) and every write waiting to be announced.
-    fn next_commit(&mut self) -> Option<CommitJob> {
+    /// frontier allows) and every write waiting to be announced. Announcements
+    /// alone make a commit only when `announce_now`: the writes ready to go are
+    /// running out.
+    fn next_commit(&mut self, announce_now: bool) -> Option<CommitJob> {
         let complete: Vec<u64> = self
             .pages
             .keys()
             .copied()
             .filter(|seq| self.frontier.is_complete(*seq))
             .collect();
-        if complete.is_empty() && self.announce.is_empty() {
+        if complete.is_empty() && (self.announce.is_empty() || !announce_now) {
             return None;
         }
         let mut commit = PageCommit::default();

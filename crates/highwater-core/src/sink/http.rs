@@ -2,8 +2,10 @@
 //! (find by external id, then update or create), and `post` with an
 //! `Idempotency-Key` derived from sync, source id and version.
 
+use bytes::Bytes;
 use reqwest::Method;
 use reqwest::header::HeaderValue;
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::Value;
 
 use super::{SinkError, Write, Written};
@@ -44,7 +46,7 @@ impl HttpSink {
     }
 
     pub async fn write(&self, write: Write<'_>, stop: &Stop) -> Result<Written, SinkError> {
-        let body = self.body(&write);
+        let body = self.body(&write)?;
         match &self.spec.mode {
             WriteMode::Put { path, method } => {
                 let url = self.url(path, &[("external_id", &write.record.external_id)])?;
@@ -79,7 +81,7 @@ impl HttpSink {
     async fn lookup_write(
         &self,
         write: &Write<'_>,
-        body: Value,
+        body: Bytes,
         stop: &Stop,
     ) -> Result<Written, SinkError> {
         let WriteMode::Lookup {
@@ -192,15 +194,21 @@ impl HttpSink {
         Ok(found.and_then(|item| self.dest_id(&item)))
     }
 
-    fn body(&self, write: &Write<'_>) -> Value {
-        let mut body = write.record.payload.clone();
-        if let (Some(field), Some(object)) = (&self.spec.external_id_field, body.as_object_mut()) {
-            object.insert(
-                field.clone(),
-                Value::String(write.record.external_id.clone()),
-            );
-        }
-        body
+    /// The mapped payload, with the external id in its configured field, as JSON
+    /// bytes: serialized straight from the mapping's output, without a copy of it.
+    fn body(&self, write: &Write<'_>) -> Result<Bytes, SinkError> {
+        let payload = &write.record.payload;
+        let bytes = match (&self.spec.external_id_field, payload.as_object()) {
+            (Some(field), Some(object)) => serde_json::to_vec(&WithField {
+                object,
+                field,
+                value: &write.record.external_id,
+            }),
+            _ => serde_json::to_vec(payload),
+        };
+        bytes
+            .map(Bytes::from)
+            .map_err(|e| SinkError::Unwritable(format!("cannot serialize the record: {e}")))
     }
 
     /// The destination id in a write's answer; the body is parsed only when a field
@@ -233,7 +241,7 @@ impl HttpSink {
         &self,
         method: Method,
         url: url::Url,
-        body: Option<Value>,
+        body: Option<Bytes>,
         idempotent: bool,
     ) -> Request {
         Request {
@@ -244,6 +252,36 @@ impl HttpSink {
             body,
             idempotent,
         }
+    }
+}
+
+/// An object with one field set (added, or replacing the object's own), written
+/// in key order as `serde_json`'s own map would be.
+struct WithField<'a> {
+    object: &'a serde_json::Map<String, Value>,
+    field: &'a str,
+    value: &'a str,
+}
+
+impl Serialize for WithField<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let len = self.object.len() + usize::from(!self.object.contains_key(self.field));
+        let mut map = serializer.serialize_map(Some(len))?;
+        let mut placed = false;
+        for (key, value) in self.object {
+            if !placed && key.as_str() >= self.field {
+                map.serialize_entry(self.field, self.value)?;
+                placed = true;
+                if key == self.field {
+                    continue;
+                }
+            }
+            map.serialize_entry(key, value)?;
+        }
+        if !placed {
+            map.serialize_entry(self.field, self.value)?;
+        }
+        map.end()
     }
 }
 
@@ -261,6 +299,36 @@ pub fn idempotency_key(sync: &str, source_id: &str, version_key: &str) -> String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_body_is_the_payload_with_its_external_id_field_set() {
+        let payloads = [
+            serde_json::json!({}),
+            serde_json::json!({"amount": 1, "zeta": [1, {"b": 2, "a": 1}]}),
+            serde_json::json!({"email": "a@b.c", "external_id": "old", "name": "A"}),
+            serde_json::json!({"a": null, "external_id_x": 1, "external": true}),
+        ];
+        for payload in payloads {
+            let Some(object) = payload.as_object() else {
+                unreachable!()
+            };
+            let streamed = serde_json::to_vec(&WithField {
+                object,
+                field: "external_id",
+                value: "inv-1",
+            })
+            .unwrap_or_default();
+            let mut copied = payload.clone();
+            if let Some(map) = copied.as_object_mut() {
+                map.insert("external_id".into(), Value::String("inv-1".into()));
+            }
+            assert_eq!(
+                String::from_utf8_lossy(&streamed),
+                copied.to_string(),
+                "for {payload}"
+            );
+        }
+    }
 
     #[test]
     fn idempotency_keys_are_stable_per_version() {

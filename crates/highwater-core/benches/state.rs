@@ -1,0 +1,185 @@
+//! What the state store costs per record, without any HTTP: the bookkeeping alone.
+//!
+//! Replays the engine's pattern on a fresh store, page by page (500 records): the
+//! page's ledger lookup, then one commit holding the page's ledger rows, the
+//! retirement of its intent batch, the announcement of a page ahead and the
+//! checkpoint. Then a second run over the same ids, as an unchanged re-sync sees
+//! them: every lookup finds its record, and each commit holds only the checkpoint.
+//! Prints wall time and this process's CPU time (SQLite's thread included) per
+//! record; asserts nothing. `cargo bench -p highwater-core --bench state [-- PAGES]`.
+
+use std::error::Error;
+use std::time::{Duration, Instant};
+
+use highwater_core::state::{
+    Counters, Intent, IntentBatch, LedgerEntry, PageCommit, RunRow, Store,
+};
+use jiff::Timestamp;
+use serde_json::json;
+
+const PAGE: usize = 500;
+
+/// User and system CPU time of this process so far (Linux; zero elsewhere).
+fn process_cpu() -> Duration {
+    // In clock ticks of USER_HZ, which Linux fixes at 100 for user space.
+    let ticks = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| {
+            let rest = &stat[stat.rfind(')')? + 2..];
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let field = |n: usize| fields.get(n)?.parse::<u64>().ok();
+            Some(field(11)? + field(12)?)
+        })
+        .unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
+fn ids(page: usize) -> Vec<String> {
+    (0..PAGE)
+        .map(|i| format!("inv_{:08}", page * PAGE + i))
+        .collect()
+}
+
+fn run_row(now: Timestamp) -> RunRow {
+    RunRow {
+        run_id: uuid::Uuid::now_v7().to_string(),
+        sync: "bench".into(),
+        kind: "incremental".into(),
+        status: "open".into(),
+        lower_bound: None,
+        watermark: now,
+        started_at: now,
+        updated_at: now,
+        completed_at: None,
+    }
+}
+
+struct Figures {
+    wall: Duration,
+    cpu: Duration,
+    lookups: Duration,
+    commits: Duration,
+}
+
+impl Figures {
+    fn print(&self, label: &str, records: usize) {
+        let per = |d: Duration| d.as_secs_f64() * 1e6 / records as f64;
+        println!(
+            "  {label:<34} {:>5.1} us wall  {:>5.1} us CPU  (lookups {:.1} us, commits {:.1} us) per record",
+            per(self.wall),
+            per(self.cpu),
+            per(self.lookups),
+            per(self.commits),
+        );
+    }
+}
+
+/// One run over `pages` pages; `first` writes every record, otherwise nothing changed.
+async fn run(store: &Store, pages: usize, first: bool) -> Result<Figures, Box<dyn Error>> {
+    let now = Timestamp::now();
+    let run = run_row(now);
+    store.begin_run(&run, &json!({"kind": "start"})).await?;
+    let announce = |page: usize| IntentBatch {
+        id: format!("{}-{page}", run.run_id),
+        intents: ids(page)
+            .into_iter()
+            .map(|source_id| Intent {
+                source_id,
+                version: Some(1),
+                updated_at: now,
+            })
+            .collect(),
+    };
+    if first {
+        for page in [0, 1] {
+            let commit = PageCommit {
+                announce: Some(announce(page)),
+                ..PageCommit::default()
+            };
+            store
+                .commit_page("bench", &run.run_id, &commit, None, &Counters::default())
+                .await?;
+        }
+    }
+    let (started, cpu) = (Instant::now(), process_cpu());
+    let (mut lookups, mut commits) = (Duration::ZERO, Duration::ZERO);
+    for page in 0..pages {
+        let ids = ids(page);
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let at = Instant::now();
+        let known = store.known("bench", &refs).await?;
+        lookups += at.elapsed();
+        if !first && known.ledger.len() != PAGE {
+            return Err(format!("page {page}: {} of {PAGE} known", known.ledger.len()).into());
+        }
+        let commit = if first {
+            PageCommit {
+                announce: Some(announce(page + 2)),
+                retire: vec![announce(page).id],
+                ledger: ids
+                    .iter()
+                    .map(|id| LedgerEntry {
+                        source_id: id.clone(),
+                        external_id: id.clone(),
+                        dest_id: None,
+                        version: Some(1),
+                        updated_at: now,
+                        payload_hash: "0123456789abcdef0123456789abcdef".into(),
+                        run_id: run.run_id.clone(),
+                    })
+                    .collect(),
+                ..PageCommit::default()
+            }
+        } else {
+            PageCommit::default()
+        };
+        let cursor = json!({"kind": "token", "token": format!("page-{page}")});
+        let at = Instant::now();
+        store
+            .commit_page(
+                "bench",
+                &run.run_id,
+                &commit,
+                Some(&cursor),
+                &Counters::default(),
+            )
+            .await?;
+        commits += at.elapsed();
+    }
+    let figures = Figures {
+        wall: started.elapsed(),
+        cpu: process_cpu().saturating_sub(cpu),
+        lookups,
+        commits,
+    };
+    store
+        .complete_run(&run.run_id, &json!({"kind": "end"}), &Counters::default())
+        .await?;
+    Ok(figures)
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Box<dyn Error>> {
+    let pages = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse::<usize>().ok())
+        .unwrap_or(200);
+    let dir = std::env::temp_dir().join(format!("highwater-state-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let store = Store::open(&dir.join("state.db")).await?;
+    let records = pages * PAGE;
+    println!("state store, {records} records in pages of {PAGE}, synchronous = FULL");
+    let result = async {
+        run(&store, pages, true)
+            .await?
+            .print("first run (every record written)", records);
+        run(&store, pages, false)
+            .await?
+            .print("re-run (every record unchanged)", records);
+        Ok::<(), Box<dyn Error>>(())
+    }
+    .await;
+    store.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
