@@ -5,6 +5,8 @@
 //! retirement of its intent batch, the announcement of a page ahead and the
 //! checkpoint. Then a second run over the same ids, as an unchanged re-sync sees
 //! them: every lookup finds its record, and each commit holds only the checkpoint.
+//! Ids arrive scattered, as they do from an API that pages by `updated_at`: each
+//! page's rows land all over the ledger, not at its end.
 //! Prints wall time and this process's CPU time (SQLite's thread included) per
 //! record; asserts nothing. `cargo bench -p highwater-core --bench state [-- PAGES]`.
 
@@ -34,9 +36,15 @@ fn process_cpu() -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
-fn ids(page: usize) -> Vec<String> {
+/// The ids of one page of `pages`: a fixed permutation of all of them, so that
+/// consecutive records are far apart in id order.
+fn ids(page: usize, pages: usize) -> Vec<String> {
+    // A prime larger than any record count here: n ↦ n·p mod total is a bijection.
+    const SCATTER: u64 = 2_654_435_761;
+    let total = (pages * PAGE) as u64;
     (0..PAGE)
-        .map(|i| format!("inv_{:08}", page * PAGE + i))
+        .map(|i| (page * PAGE + i) as u64 * SCATTER % total)
+        .map(|n| format!("inv_{n:08}"))
         .collect()
 }
 
@@ -81,7 +89,7 @@ async fn run(store: &Store, pages: usize, first: bool) -> Result<Figures, Box<dy
     store.begin_run(&run, &json!({"kind": "start"})).await?;
     let announce = |page: usize| IntentBatch {
         id: format!("{}-{page}", run.run_id),
-        intents: ids(page)
+        intents: ids(page, pages)
             .into_iter()
             .map(|source_id| Intent {
                 source_id,
@@ -104,7 +112,7 @@ async fn run(store: &Store, pages: usize, first: bool) -> Result<Figures, Box<dy
     let (started, cpu) = (Instant::now(), process_cpu());
     let (mut lookups, mut commits) = (Duration::ZERO, Duration::ZERO);
     for page in 0..pages {
-        let ids = ids(page);
+        let ids = ids(page, pages);
         let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
         let at = Instant::now();
         let known = store.known("bench", &refs).await?;
