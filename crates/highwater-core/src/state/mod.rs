@@ -191,8 +191,9 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
 ];
 
-/// Everything [`Store::commit_page`] changes. The placeholders are positional and
-/// bound in the order they appear (SQLite numbers them across the whole list).
+/// Everything [`Store::commit_page`] changes, as one statement list. The
+/// placeholders are plain `?`, which sqlx fills across the whole list in the order
+/// they appear; numbered ones would stop binding at the first gap in a statement.
 const COMMIT_PAGE: &str = "
 INSERT INTO intents (sync, batch, run_id, rows)
   SELECT sync, batch, run_id, rows FROM (SELECT ? AS sync, ? AS batch, ? AS run_id, ? AS rows)
