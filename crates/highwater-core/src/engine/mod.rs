@@ -637,16 +637,21 @@ impl<'a> Runner<'a> {
         self.counters.read += page.records.len() as u64;
         self.counters.beyond_watermark += page.beyond_watermark;
         self.counters.requests += u64::from(page.requests);
-        let records = newest_per_id(page.records);
-        let seq = self.frontier.open_page(records.len(), page.cursor_after);
+        let superseded = superseded(&page.records);
+        let seq = self
+            .frontier
+            .open_page(page.records.len(), page.cursor_after);
         self.pages.insert(
             seq,
             PageState {
-                commit: PageCommit::default(),
+                commit: PageCommit {
+                    ledger: Vec::with_capacity(page.records.len()),
+                    ..PageCommit::default()
+                },
                 known,
             },
         );
-        for (record, superseded) in records {
+        for (record, superseded) in page.records.into_iter().zip(superseded) {
             if superseded {
                 self.resolve(seq, Resolution::Stale)?;
             } else if self.busy.contains(record.id()) {
@@ -1037,37 +1042,31 @@ async fn write(
     (job, result)
 }
 
-/// Keeps one entry per id within a page: the newest version. Older copies (a page
-/// that overlaps itself, a lagging replica) are marked superseded.
-fn newest_per_id(records: Vec<Extracted>) -> Vec<(Extracted, bool)> {
-    let mut newest: HashMap<String, usize> = HashMap::new();
+/// Which records of a page are superseded by a newer copy of the same id in it (a
+/// page that overlaps itself, a lagging replica): only the newest copy counts.
+fn superseded(records: &[Extracted]) -> Vec<bool> {
+    let mut newest: HashMap<&str, usize> = HashMap::with_capacity(records.len());
     for (index, record) in records.iter().enumerate() {
         let Extracted::Record(r) = record else {
             continue;
         };
-        match newest.get(r.id()) {
-            Some(&current) => {
-                let Extracted::Record(c) = &records[current] else {
-                    continue;
-                };
-                if (r.version, r.updated_at()) >= (c.version, c.updated_at()) {
-                    newest.insert(r.id().to_owned(), index);
-                }
-            }
-            None => {
-                newest.insert(r.id().to_owned(), index);
-            }
+        let newer = match newest.get(r.id()) {
+            Some(&current) => match &records[current] {
+                Extracted::Record(c) => (r.version, r.updated_at()) >= (c.version, c.updated_at()),
+                Extracted::Invalid { .. } => true,
+            },
+            None => true,
+        };
+        if newer {
+            newest.insert(r.id(), index);
         }
     }
     records
-        .into_iter()
+        .iter()
         .enumerate()
-        .map(|(index, record)| {
-            let superseded = match &record {
-                Extracted::Record(r) => newest.get(r.id()) != Some(&index),
-                Extracted::Invalid { .. } => false,
-            };
-            (record, superseded)
+        .map(|(index, record)| match record {
+            Extracted::Record(r) => newest.get(r.id()) != Some(&index),
+            Extracted::Invalid { .. } => false,
         })
         .collect()
 }
@@ -1081,4 +1080,45 @@ fn version_key(record: &SourceRecord) -> String {
 
 fn cursor_json(cursor: &Cursor) -> Value {
     serde_json::to_value(cursor).unwrap_or(Value::Null)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::RecordKey;
+
+    fn record(id: &str, version: Option<i64>, second: i64) -> Extracted {
+        Extracted::Record(SourceRecord {
+            key: RecordKey {
+                updated_at: Timestamp::from_second(second).unwrap_or(Timestamp::UNIX_EPOCH),
+                id: id.into(),
+                id_is_number: false,
+            },
+            updated_at_raw: Value::from(second),
+            version,
+            body: Value::Null,
+        })
+    }
+
+    #[test]
+    fn only_the_newest_copy_of_an_id_in_a_page_counts() {
+        let page = [
+            record("a", Some(2), 10),
+            record("b", None, 10),
+            record("a", Some(1), 20),
+            Extracted::Invalid {
+                id: "a".into(),
+                body: Value::Null,
+                reason: "no updated_at".into(),
+            },
+            record("b", None, 11),
+            record("c", Some(1), 5),
+            record("c", Some(1), 5),
+        ];
+        assert_eq!(
+            superseded(&page),
+            [false, true, true, false, false, true, false],
+            "a newer version wins over a later position; an exact repeat keeps the last copy"
+        );
+    }
 }
