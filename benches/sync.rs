@@ -23,6 +23,10 @@ use serde_json::{Value, json};
 use simsaas::{SimConfig, SimSaas};
 use tokio_util::sync::CancellationToken;
 
+#[path = "../crates/highwater-core/benches/support/cpu.rs"]
+mod cpu;
+use cpu::process_cpu;
+
 const PAGE_SIZE: usize = 500;
 
 fn sim_config(records: usize, latency: Duration) -> SimConfig {
@@ -173,24 +177,6 @@ fn reset_peak_rss() {
 
 fn rate(n: u64, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64().max(1e-9)
-}
-
-/// User and system CPU time of this whole process so far, threads that have ended
-/// included (Linux; zero elsewhere).
-fn process_cpu() -> Duration {
-    // In clock ticks of USER_HZ, which Linux fixes at 100 for user space.
-    const TICKS_PER_SECOND: u64 = 100;
-    let ticks = std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|stat| {
-            // Fields after the command name, which is in parentheses and may hold spaces.
-            let rest = &stat[stat.rfind(')')? + 2..];
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            let field = |n: usize| fields.get(n)?.parse::<u64>().ok();
-            Some(field(11)? + field(12)?)
-        })
-        .unwrap_or(0);
-    Duration::from_millis(ticks * 1000 / TICKS_PER_SECOND)
 }
 
 /// One client's pass over a fresh simulator.

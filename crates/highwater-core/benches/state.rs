@@ -19,22 +19,11 @@ use highwater_core::state::{
 use jiff::Timestamp;
 use serde_json::json;
 
-const PAGE: usize = 500;
+#[path = "support/cpu.rs"]
+mod cpu;
+use cpu::process_cpu;
 
-/// User and system CPU time of this process so far (Linux; zero elsewhere).
-fn process_cpu() -> Duration {
-    // In clock ticks of USER_HZ, which Linux fixes at 100 for user space.
-    let ticks = std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|stat| {
-            let rest = &stat[stat.rfind(')')? + 2..];
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            let field = |n: usize| fields.get(n)?.parse::<u64>().ok();
-            Some(field(11)? + field(12)?)
-        })
-        .unwrap_or(0);
-    Duration::from_millis(ticks * 10)
-}
+const PAGE: usize = 500;
 
 /// The ids of one page of `pages`: a fixed permutation of all of them, so that
 /// consecutive records are far apart in id order.

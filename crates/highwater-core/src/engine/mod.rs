@@ -284,10 +284,7 @@ struct Runner<'a> {
     floors: HashMap<String, Intent>,
     /// Names this invocation's intent batches apart from earlier ones'.
     invocation: String,
-    /// Writes announced in the next commit; they go out once it is durable.
-    announce: Vec<Intent>,
-    /// The pages those writes belong to.
-    announce_pages: BTreeSet<u64>,
+    /// Writes to announce in the next commit; they go out once it is durable.
     held: Vec<WriteJob>,
     /// Intent batches in the store, with the pages not yet committed that they
     /// cover: once all of those have committed, the batch is retired.
@@ -400,8 +397,6 @@ impl<'a> Runner<'a> {
             dead: HashMap::new(),
             floors: HashMap::new(),
             invocation: uuid::Uuid::now_v7().simple().to_string(),
-            announce: Vec::new(),
-            announce_pages: BTreeSet::new(),
             held: Vec::new(),
             batches: Vec::new(),
             announced: VecDeque::new(),
@@ -556,8 +551,7 @@ impl<'a> Runner<'a> {
                     if let Err(e) = result {
                         break Err(e);
                     }
-                    confirmed.set(confirmed.get() + 1);
-                    self.committed(&ack, confirmed.get());
+                    self.committed(&ack, &confirmed);
                 }
                 Some((job, result)) = writes.next(), if !writes.is_empty() => {
                     if let Err(e) = self.finish_write(job, result).await {
@@ -582,8 +576,6 @@ impl<'a> Runner<'a> {
         // A stop keeps what is already resolved: the commits in hand finish first.
         if matches!(outcome, Ok(RunOutcome::Stopped(_))) {
             // Announcements are dropped: those writes are not sent.
-            self.announce.clear();
-            self.announce_pages.clear();
             self.held.clear();
             if let Some(job) = self.next_commit(true) {
                 commits_pending += 1;
@@ -599,8 +591,7 @@ impl<'a> Runner<'a> {
                 };
                 commits_pending -= 1;
                 result?;
-                confirmed.set(confirmed.get() + 1);
-                self.committed(&ack, confirmed.get());
+                self.committed(&ack, &confirmed);
             }
         }
         // A failure may leave writes out: wait a little for their answers, since
@@ -674,12 +665,6 @@ impl<'a> Runner<'a> {
                 // The write is announced durably first, so that after a crash
                 // nothing older is written over what may have arrived.
                 self.busy.insert(job.record.id().to_owned());
-                self.announce.push(Intent {
-                    source_id: job.record.id().to_owned(),
-                    version: job.record.version,
-                    updated_at: job.record.updated_at(),
-                });
-                self.announce_pages.insert(seq);
                 self.held.push(job);
                 Ok(())
             }
@@ -843,7 +828,7 @@ impl<'a> Runner<'a> {
             .copied()
             .filter(|seq| self.frontier.is_complete(*seq))
             .collect();
-        if complete.is_empty() && (self.announce.is_empty() || !announce_now) {
+        if complete.is_empty() && (self.held.is_empty() || !announce_now) {
             return None;
         }
         let mut commit = PageCommit::default();
@@ -871,17 +856,20 @@ impl<'a> Runner<'a> {
         });
         self.commits_sent += 1;
         let number = self.commits_sent;
-        if !self.announce.is_empty() {
-            let id = format!("{}-{number}", self.invocation);
-            self.batches
-                .push((id.clone(), std::mem::take(&mut self.announce_pages)));
-            commit.announce = Some(IntentBatch {
-                id,
-                intents: std::mem::take(&mut self.announce),
-            });
-        }
         let held = std::mem::take(&mut self.held);
         if !held.is_empty() {
+            let id = format!("{}-{number}", self.invocation);
+            self.batches
+                .push((id.clone(), held.iter().map(|job| job.seq).collect()));
+            let intents = held
+                .iter()
+                .map(|job| Intent {
+                    source_id: job.record.id().to_owned(),
+                    version: job.record.version,
+                    updated_at: job.record.updated_at(),
+                })
+                .collect();
+            commit.announce = Some(IntentBatch { id, intents });
             self.announced.push_back((number, held));
         }
         Some(CommitJob {
@@ -894,9 +882,10 @@ impl<'a> Runner<'a> {
     }
 
     /// A commit is durable: the store itself now knows what those pages resolved,
-    /// and the writes it announced may go.
-    /// `confirmed` counts the commits confirmed so far, this one included.
-    fn committed(&mut self, ack: &CommitAck, confirmed: u64) {
+    /// and the writes it announced may go. `confirmed` counts confirmed commits.
+    fn committed(&mut self, ack: &CommitAck, confirmed: &std::cell::Cell<u64>) {
+        confirmed.set(confirmed.get() + 1);
+        let confirmed = confirmed.get();
         let pages = &ack.pages;
         let now_durable = |r: &mut Option<u64>, page: u64| {
             if r.is_none() && pages.contains(&page) {
