@@ -2,7 +2,9 @@
 //!
 //! 100,000 records from the simulated SaaS (no faults, page size 500) into the
 //! destination in `put` mode. In this process, each against a fresh simulator and
-//! each client on its own single-threaded runtime and thread (as the binary runs):
+//! each client on its own single-threaded runtime and thread (as the binary runs;
+//! highwater adds its reading thread and SQLite's worker, whose CPU the per-record
+//! figures include):
 //! a naive sequential loop (fetch a page, PUT each record, keep no state) and
 //! highwater's engine at concurrency 1, alternately for a few rounds (the medians
 //! are printed, since two cores shared with the simulator make single runs noisy);

@@ -45,6 +45,17 @@ impl Stop {
         Stop::new(None, CancellationToken::new())
     }
 
+    /// A stop that fires with this one, and also once the returned guard is dropped:
+    /// for work that must end when its owner is done with it.
+    pub fn child(&self) -> (Stop, tokio_util::sync::DropGuard) {
+        let token = self.shutdown.child_token();
+        let child = Stop {
+            deadline: self.deadline,
+            shutdown: token.clone(),
+        };
+        (child, token.drop_guard())
+    }
+
     /// The reason to stop now, if any.
     pub fn reason(&self) -> Option<StopReason> {
         if self.shutdown.is_cancelled() {

@@ -7,11 +7,13 @@
 //! written over a newer version; a failure before any progress leaves the state
 //! store as it was. Data flows one way: source → engine → sink → state.
 
+mod ahead;
 pub mod decide;
 pub mod frontier;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -27,13 +29,14 @@ use crate::config::SyncSpec;
 use crate::http::{Api, HttpError};
 use crate::mapping::{MappedRecord, map_record};
 use crate::record::SourceRecord;
-use crate::sink::{Sink, SinkError, Write};
-use crate::source::{Cursor, Extracted, Page, Reader, SourceError, Window};
+use crate::sink::{Encoded, Sink, SinkError, Write};
+use crate::source::{Cursor, Extracted, SourceError, Window};
 use crate::state::{
     Counters, DeadLetter, Intent, IntentBatch, Known, LedgerEntry, PageCommit, RunRow, StateError,
     Store,
 };
 use crate::stop::{Stop, StopReason};
+use ahead::{Arrival, Delivery, ReadAhead, ReadPage};
 use decide::{Decision, SurgeGuard, decide, plan_window};
 pub use frontier::Frontier;
 
@@ -43,6 +46,8 @@ const PREFETCH: usize = 2;
 /// Pages whose records may be in flight at once. A straggling write holds the
 /// checkpoint back, not the writes of the next pages.
 const PAGES_IN_FLIGHT: usize = 4;
+/// Finished writes handed back to the reading thread at once, to be freed there.
+const SPENT_BATCH: usize = 64;
 /// Writes per unit of concurrency that, announced and ready to go, outlast a
 /// commit: while at least that many wait, new announcements ride along with the
 /// next page's commit instead of costing a commit of their own.
@@ -117,6 +122,8 @@ pub enum FailureCause {
     State(#[from] StateError),
     #[error("cannot build an HTTP client: {0}")]
     Client(#[from] reqwest::Error),
+    #[error("cannot start the reading thread: {0}")]
+    Thread(std::io::Error),
 }
 
 impl FailureCause {
@@ -273,7 +280,7 @@ struct Runner<'a> {
     /// Ids with a write queued or in flight: a later copy of the same record waits
     /// for it, so versions reach the destination in order.
     busy: HashSet<String>,
-    waiting: HashMap<String, VecDeque<(u64, Extracted)>>,
+    waiting: HashMap<String, VecDeque<(u64, Arrival)>>,
     /// What this invocation resolved that the store's snapshots may not hold yet,
     /// newest first: the ledger as it will be once those pages commit.
     written: HashMap<String, Remembered<LedgerEntry>>,
@@ -294,20 +301,15 @@ struct Runner<'a> {
     commits_sent: u64,
     /// Whether anything may have reached the destination in this invocation.
     wrote: bool,
+    /// Finished writes, whose records the reading thread allocated: it frees them
+    /// too, in batches, so the write path does not spend its time in `free`.
+    spent: Vec<WriteJob>,
+    spent_tx: Option<mpsc::UnboundedSender<Vec<WriteJob>>>,
 }
 
 struct PageState {
     commit: PageCommit,
     known: Known,
-}
-
-/// A page read ahead, with what the store knew of its ids when it was read: the
-/// lookup runs beside the writes of earlier pages instead of between them.
-struct ReadPage {
-    page: Page,
-    known: Known,
-    /// Commits confirmed before the lookup began: the snapshot holds all of them.
-    confirmed: u64,
 }
 
 /// Something this invocation resolved, kept in memory until every page still to
@@ -345,11 +347,12 @@ struct CommitAck {
 }
 
 /// A record on its way to the destination.
-struct WriteJob {
+pub(super) struct WriteJob {
     seq: u64,
     record: SourceRecord,
     mapped: MappedRecord,
     known_dest_id: Option<String>,
+    encoded: Option<Encoded>,
     /// The record has an unresolved dead letter, which a successful write resolves.
     dead_lettered: bool,
 }
@@ -402,6 +405,8 @@ impl<'a> Runner<'a> {
             announced: VecDeque::new(),
             commits_sent: 0,
             wrote: false,
+            spent: Vec::with_capacity(SPENT_BATCH),
+            spent_tx: None,
         }
     }
 
@@ -425,42 +430,36 @@ impl<'a> Runner<'a> {
         max_pages: Option<u64>,
     ) -> Result<(RunOutcome, u64), FailureCause> {
         self.floors = self.store.floors(&self.spec.name).await?;
-        let source_api = Api::new("source", self.spec.source.http.clone(), self.spec.retry, 1)?;
+        let source_api = Arc::new(Api::new(
+            "source",
+            self.spec.source.http.clone(),
+            self.spec.retry,
+            1,
+        )?);
         let sink = Arc::new(
             Sink::open(&self.spec.name, &self.spec.destination, self.spec.retry)
                 .map_err(FailureCause::Destination)?,
         );
-        let mut reader = Reader::new(&source_api, &self.spec.source, window, cursor);
-        let (pages_tx, mut pages_rx) =
-            mpsc::channel::<Result<Option<ReadPage>, FailureCause>>(PREFETCH);
-        let confirmed = std::cell::Cell::new(0u64);
-        let (store, sync) = (self.store, self.spec.name.as_str());
-        let read = async {
-            loop {
-                let next = match reader.next_page(stop).await {
-                    Ok(Some(page)) => {
-                        let seen = confirmed.get();
-                        let ids: Vec<&str> = page.records.iter().map(Extracted::id).collect();
-                        match store.known(sync, &ids).await {
-                            Ok(known) => Ok(Some(ReadPage {
-                                page,
-                                known,
-                                confirmed: seen,
-                            })),
-                            Err(e) => Err(FailureCause::State(e)),
-                        }
-                    }
-                    Ok(None) => Ok(None),
-                    Err(e) => Err(FailureCause::Source(e)),
-                };
-                let more = matches!(next, Ok(Some(_)));
-                if pages_tx.send(next).await.is_err() || !more {
-                    break;
-                }
-            }
-        };
-        let mut read = std::pin::pin!(read);
-        let mut reading = true;
+        let (pages_tx, mut pages_rx) = mpsc::channel::<Delivery>(PREFETCH);
+        let confirmed = Arc::new(AtomicU64::new(0));
+        // The reading thread stops when this loop is done with it, however it ends.
+        let (reading_stop, reading_guard) = stop.child();
+        let (spent_tx, spent_rx) = mpsc::unbounded_channel();
+        self.spent_tx = Some(spent_tx);
+        ReadAhead {
+            api: Arc::clone(&source_api),
+            sink: Arc::clone(&sink),
+            source: self.spec.source.clone(),
+            mapping: self.spec.mapping.clone(),
+            window,
+            cursor,
+            store: self.store.clone(),
+            sync: self.spec.name.clone(),
+            stop: reading_stop,
+            confirmed: Arc::clone(&confirmed),
+        }
+        .spawn(pages_tx, spent_rx)
+        .map_err(FailureCause::Thread)?;
         // Commits run beside the writes: a page's fsync does not stall the next
         // page's writes. What is being committed stays in the run's own view of the
         // ledger until the commit is confirmed.
@@ -506,14 +505,9 @@ impl<'a> Runner<'a> {
         let mut writes = FuturesUnordered::new();
         let concurrency = sink.concurrency();
         let mut fired = std::pin::pin!(stop.fired());
-        // The reader may be mid-backoff when the run ends; it is dropped then.
+        // The reading thread may be mid-backoff when the run ends; its stop fires then.
         let outcome = loop {
-            while writes.len() < concurrency {
-                let Some(job) = self.queue.pop_front() else {
-                    break;
-                };
-                writes.push(write(&sink, stop, job));
-            }
+            self.launch(&mut writes, &sink, stop, concurrency);
             // Group commit: whatever accumulated while the last commits ran goes in one.
             let runway =
                 self.queue.len() + self.announced.iter().map(|(_, j)| j.len()).sum::<usize>();
@@ -553,7 +547,17 @@ impl<'a> Runner<'a> {
                     }
                     self.committed(&ack, &confirmed);
                 }
-                Some((job, result)) = writes.next(), if !writes.is_empty() => {
+                Some(joined) = writes.next(), if !writes.is_empty() => {
+                    let (job, result) = match settled(joined) {
+                        Ok(outcome) => outcome,
+                        Err(e) => break Err(e),
+                    };
+                    // The next request goes on the wire before this answer's
+                    // bookkeeping, which then runs while the destination works:
+                    // yielding lets the new write's task hand its request over.
+                    if self.launch(&mut writes, &sink, stop, concurrency) {
+                        tokio::task::yield_now().await;
+                    }
                     if let Err(e) = self.finish_write(job, result).await {
                         break Err(e);
                     }
@@ -568,7 +572,6 @@ impl<'a> Runner<'a> {
                     Some(Ok(None)) | None => source_done = true,
                     Some(Err(e)) => break Err(e),
                 },
-                () = &mut read, if reading => reading = false,
                 _ = &mut committer, if committing => committing = false,
                 reason = &mut fired => break Ok(RunOutcome::Stopped(reason)),
             }
@@ -600,7 +603,10 @@ impl<'a> Runner<'a> {
             let mut grace = std::pin::pin!(tokio::time::sleep(Duration::from_secs(5)));
             loop {
                 tokio::select! {
-                    Some((_, result)) = writes.next() => self.note_outcome(&result),
+                    Some(joined) = writes.next() => match settled(joined) {
+                        Ok((_, result)) => self.note_outcome(&result),
+                        Err(_) => self.wrote = true,
+                    },
                     () = &mut grace => {
                         self.wrote |= !writes.is_empty();
                         break;
@@ -609,14 +615,41 @@ impl<'a> Runner<'a> {
                 }
             }
         }
+        // The reading thread lets go of the store before the run returns.
+        drop(reading_guard);
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while pages_rx.recv().await.is_some() {}
+        })
+        .await;
         let retries = source_api.retries() + sink.retries();
         outcome.map(|o| (o, retries))
+    }
+
+    /// Starts queued writes while there is a free slot; says whether it started any.
+    fn launch(
+        &mut self,
+        writes: &mut FuturesUnordered<AbortOnDropHandle<WriteOutcome>>,
+        sink: &Arc<Sink>,
+        stop: &Stop,
+        concurrency: usize,
+    ) -> bool {
+        let mut started = false;
+        while writes.len() < concurrency {
+            let Some(job) = self.queue.pop_front() else {
+                break;
+            };
+            let task = tokio::spawn(write(Arc::clone(sink), stop.clone(), job));
+            writes.push(AbortOnDropHandle::new(task));
+            started = true;
+        }
+        started
     }
 
     /// Takes a page in: decides every record that needs no write, queues the rest.
     fn admit(&mut self, read: ReadPage) -> Result<(), FailureCause> {
         let ReadPage {
             page,
+            arrivals,
             known,
             confirmed,
         } = read;
@@ -625,41 +658,38 @@ impl<'a> Runner<'a> {
         let stale = |r: &Option<u64>| r.is_some_and(|c| c <= confirmed);
         self.written.retain(|_, r| !stale(&r.committed));
         self.dead.retain(|_, r| !stale(&r.committed));
-        self.counters.read += page.records.len() as u64;
+        self.counters.read += arrivals.len() as u64;
         self.counters.beyond_watermark += page.beyond_watermark;
         self.counters.requests += u64::from(page.requests);
-        let superseded = superseded(&page.records);
-        let seq = self
-            .frontier
-            .open_page(page.records.len(), page.cursor_after);
+        let seq = self.frontier.open_page(arrivals.len(), page.cursor_after);
         self.pages.insert(
             seq,
             PageState {
                 commit: PageCommit {
-                    ledger: Vec::with_capacity(page.records.len()),
+                    ledger: Vec::with_capacity(arrivals.len()),
                     ..PageCommit::default()
                 },
                 known,
             },
         );
-        for (record, superseded) in page.records.into_iter().zip(superseded) {
-            if superseded {
+        for arrival in arrivals {
+            if arrival.superseded {
                 self.resolve(seq, Resolution::Stale)?;
-            } else if self.busy.contains(record.id()) {
+            } else if self.busy.contains(arrival.record.id()) {
                 self.waiting
-                    .entry(record.id().to_owned())
+                    .entry(arrival.record.id().to_owned())
                     .or_default()
-                    .push_back((seq, record));
+                    .push_back((seq, arrival));
             } else {
-                self.route(seq, record)?;
+                self.route(seq, arrival)?;
             }
         }
         Ok(())
     }
 
     /// Decides one record: resolved now, or queued for writing.
-    fn route(&mut self, seq: u64, record: Extracted) -> Result<(), FailureCause> {
-        match self.prepare(seq, record) {
+    fn route(&mut self, seq: u64, arrival: Arrival) -> Result<(), FailureCause> {
+        match self.prepare(seq, arrival) {
             Routed::Resolved(resolution) => self.resolve(seq, resolution),
             Routed::Write(job) => {
                 // The write is announced durably first, so that after a crash
@@ -673,7 +703,7 @@ impl<'a> Runner<'a> {
 
     async fn finish_write(
         &mut self,
-        job: WriteJob,
+        mut job: WriteJob,
         result: Result<crate::sink::Written, SinkError>,
     ) -> Result<(), FailureCause> {
         let id = job.record.id().to_owned();
@@ -684,7 +714,7 @@ impl<'a> Runner<'a> {
                 let ledger = LedgerEntry {
                     source_id: id.clone(),
                     external_id: job.mapped.external_id.clone(),
-                    dest_id: written.dest_id.or(job.known_dest_id),
+                    dest_id: written.dest_id.or(job.known_dest_id.take()),
                     version: job.record.version,
                     updated_at: job.record.updated_at(),
                     payload_hash: job.mapped.hash.clone(),
@@ -721,6 +751,14 @@ impl<'a> Runner<'a> {
             Err(e) => return Err(FailureCause::Destination(e)),
         };
         self.resolve(job.seq, resolution)?;
+        self.spent.push(job);
+        if self.spent.len() >= SPENT_BATCH
+            && let Some(spent_tx) = &self.spent_tx
+        {
+            // Once the reading thread is gone, the batch comes back and is freed here.
+            let batch = std::mem::replace(&mut self.spent, Vec::with_capacity(SPENT_BATCH));
+            let _ = spent_tx.send(batch);
+        }
         // Later copies of this record, from later pages, may go now — in order, each
         // decided against what the store and this run know at this moment.
         while !self.busy.contains(&id) {
@@ -731,9 +769,9 @@ impl<'a> Runner<'a> {
             if queue.is_empty() {
                 self.waiting.remove(&id);
             }
-            let Some((seq, record)) = next else { break };
+            let Some((seq, arrival)) = next else { break };
             self.refresh_known(seq, &id).await?;
-            self.route(seq, record)?;
+            self.route(seq, arrival)?;
         }
         Ok(())
     }
@@ -883,9 +921,8 @@ impl<'a> Runner<'a> {
 
     /// A commit is durable: the store itself now knows what those pages resolved,
     /// and the writes it announced may go. `confirmed` counts confirmed commits.
-    fn committed(&mut self, ack: &CommitAck, confirmed: &std::cell::Cell<u64>) {
-        confirmed.set(confirmed.get() + 1);
-        let confirmed = confirmed.get();
+    fn committed(&mut self, ack: &CommitAck, confirmed: &AtomicU64) {
+        let confirmed = confirmed.fetch_add(1, Ordering::AcqRel) + 1;
         let pages = &ack.pages;
         let now_durable = |r: &mut Option<u64>, page: u64| {
             if r.is_none() && pages.contains(&page) {
@@ -921,7 +958,13 @@ impl<'a> Runner<'a> {
 
     /// Decides a record before any write: dead-letter, skip, or write. What this
     /// invocation has resolved but not committed yet counts as known.
-    fn prepare(&self, seq: u64, record: Extracted) -> Routed {
+    fn prepare(&self, seq: u64, arrival: Arrival) -> Routed {
+        let Arrival {
+            record,
+            mapped,
+            encoded,
+            ..
+        } = arrival;
         let known = self.pages.get(&seq).map(|p| &p.known);
         let (id, body, invalid) = match &record {
             Extracted::Record(r) => (r.id(), &r.body, None),
@@ -942,7 +985,8 @@ impl<'a> Runner<'a> {
         let Extracted::Record(record) = record else {
             return Routed::Resolved(Resolution::Stale);
         };
-        let mapped = match map_record(&self.spec.mapping, &record) {
+        let mapped = mapped.unwrap_or_else(|| map_record(&self.spec.mapping, &record));
+        let mapped = match mapped {
             Ok(mapped) => mapped,
             Err(e) => {
                 let letter = self.dead_letter(record.id(), "mapping", e.0, &record.body);
@@ -964,6 +1008,7 @@ impl<'a> Runner<'a> {
             Decision::Write => Routed::Write(WriteJob {
                 seq,
                 known_dest_id: written.and_then(|e| e.dest_id.clone()),
+                encoded,
                 dead_lettered: dead_fingerprint.is_some(),
                 record,
                 mapped,
@@ -1015,49 +1060,35 @@ enum Routed {
     Write(WriteJob),
 }
 
-/// One write, as a future the run loop polls alongside everything else.
-async fn write(
-    sink: &Sink,
-    stop: &Stop,
-    job: WriteJob,
-) -> (WriteJob, Result<crate::sink::Written, SinkError>) {
+type WriteOutcome = (WriteJob, Result<crate::sink::Written, SinkError>);
+
+/// One write, as a task of its own: the run loop's bookkeeping never stands
+/// between a free slot and the next request.
+async fn write(sink: Arc<Sink>, stop: Stop, mut job: WriteJob) -> WriteOutcome {
+    let encoded = job.encoded.take();
     let write = Write {
         source_id: job.record.id(),
         record: &job.mapped,
         version_key: version_key(&job.record),
         known_dest_id: job.known_dest_id.as_deref(),
+        encoded,
     };
-    let result = sink.write(write, stop).await;
+    let result = sink.write(write, &stop).await;
     (job, result)
 }
 
-/// Which records of a page are superseded by a newer copy of the same id in it (a
-/// page that overlaps itself, a lagging replica): only the newest copy counts.
-fn superseded(records: &[Extracted]) -> Vec<bool> {
-    let mut newest: HashMap<&str, usize> = HashMap::with_capacity(records.len());
-    for (index, record) in records.iter().enumerate() {
-        let Extracted::Record(r) = record else {
-            continue;
-        };
-        let newer = match newest.get(r.id()) {
-            Some(&current) => match &records[current] {
-                Extracted::Record(c) => (r.version, r.updated_at()) >= (c.version, c.updated_at()),
-                Extracted::Invalid { .. } => true,
-            },
-            None => true,
-        };
-        if newer {
-            newest.insert(r.id(), index);
-        }
+/// A write task's outcome. A panic in it is the run's panic; a task cancelled
+/// under it means the runtime is shutting down.
+fn settled(
+    joined: Result<WriteOutcome, tokio::task::JoinError>,
+) -> Result<WriteOutcome, FailureCause> {
+    match joined {
+        Ok(outcome) => Ok(outcome),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Err(FailureCause::Destination(SinkError::Http(
+            HttpError::Stopped(StopReason::Interrupted),
+        ))),
     }
-    records
-        .iter()
-        .enumerate()
-        .map(|(index, record)| match record {
-            Extracted::Record(r) => newest.get(r.id()) != Some(&index),
-            Extracted::Invalid { .. } => false,
-        })
-        .collect()
 }
 
 fn version_key(record: &SourceRecord) -> String {
@@ -1069,45 +1100,4 @@ fn version_key(record: &SourceRecord) -> String {
 
 fn cursor_json(cursor: &Cursor) -> Value {
     serde_json::to_value(cursor).unwrap_or(Value::Null)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::record::RecordKey;
-
-    fn record(id: &str, version: Option<i64>, second: i64) -> Extracted {
-        Extracted::Record(SourceRecord {
-            key: RecordKey {
-                updated_at: Timestamp::from_second(second).unwrap_or(Timestamp::UNIX_EPOCH),
-                id: id.into(),
-                id_is_number: false,
-            },
-            updated_at_raw: Value::from(second),
-            version,
-            body: Value::Null,
-        })
-    }
-
-    #[test]
-    fn only_the_newest_copy_of_an_id_in_a_page_counts() {
-        let page = [
-            record("a", Some(2), 10),
-            record("b", None, 10),
-            record("a", Some(1), 20),
-            Extracted::Invalid {
-                id: "a".into(),
-                body: Value::Null,
-                reason: "no updated_at".into(),
-            },
-            record("b", None, 11),
-            record("c", Some(1), 5),
-            record("c", Some(1), 5),
-        ];
-        assert_eq!(
-            superseded(&page),
-            [false, true, true, false, false, true, false],
-            "a newer version wins over a later position; an exact repeat keeps the last copy"
-        );
-    }
 }

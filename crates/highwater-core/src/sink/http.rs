@@ -8,9 +8,10 @@ use reqwest::header::HeaderValue;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::Value;
 
-use super::{SinkError, Write, Written};
+use super::{Encoded, SinkError, Write, Written};
 use crate::config::{HttpDestinationSpec, UriTemplate, WriteMode};
 use crate::http::{Api, HttpError, Request};
+use crate::mapping::MappedRecord;
 use crate::policy::RetryPolicy;
 use crate::stop::Stop;
 
@@ -45,11 +46,31 @@ impl HttpSink {
         self.api.retries()
     }
 
-    pub async fn write(&self, write: Write<'_>, stop: &Stop) -> Result<Written, SinkError> {
-        let body = self.body(&write)?;
+    pub fn encode(&self, record: &MappedRecord) -> Result<Encoded, SinkError> {
+        let url = match &self.spec.mode {
+            WriteMode::Put { path, .. } | WriteMode::Post { path, .. } => {
+                Some(self.url(path, &[("external_id", &record.external_id)])?)
+            }
+            WriteMode::Lookup { .. } => None,
+        };
+        Ok(Encoded {
+            body: self.body(record)?,
+            url,
+        })
+    }
+
+    pub async fn write(&self, mut write: Write<'_>, stop: &Stop) -> Result<Written, SinkError> {
+        let (body, url) = match write.encoded.take() {
+            Some(encoded) => (encoded.body, encoded.url),
+            None => (self.body(write.record)?, None),
+        };
+        let url_for = |path| match &url {
+            Some(url) => Ok(url.clone()),
+            None => self.url(path, &[("external_id", &write.record.external_id)]),
+        };
         match &self.spec.mode {
             WriteMode::Put { path, method } => {
-                let url = self.url(path, &[("external_id", &write.record.external_id)])?;
+                let url = url_for(path)?;
                 let request = self.request(method.clone(), url, Some(body), true);
                 let reply = self.api.send(&request, stop).await?;
                 Ok(Written {
@@ -60,7 +81,7 @@ impl HttpSink {
                 path,
                 idempotency_header,
             } => {
-                let url = self.url(path, &[("external_id", &write.record.external_id)])?;
+                let url = url_for(path)?;
                 let mut request = self.request(Method::POST, url, Some(body), true);
                 let key = idempotency_key(&self.sync, write.source_id, &write.version_key);
                 let value = HeaderValue::from_str(&key)
@@ -196,13 +217,13 @@ impl HttpSink {
 
     /// The mapped payload, with the external id in its configured field, as JSON
     /// bytes: serialized straight from the mapping's output, without a copy of it.
-    fn body(&self, write: &Write<'_>) -> Result<Bytes, SinkError> {
-        let payload = &write.record.payload;
+    fn body(&self, record: &MappedRecord) -> Result<Bytes, SinkError> {
+        let payload = &record.payload;
         let bytes = match (&self.spec.external_id_field, payload.as_object()) {
             (Some(field), Some(object)) => serde_json::to_vec(&WithField {
                 object,
                 field,
-                value: &write.record.external_id,
+                value: &record.external_id,
             }),
             _ => serde_json::to_vec(payload),
         };

@@ -147,6 +147,7 @@ mod tests {
                 record: &record,
                 version_key: v.to_string(),
                 known_dest_id: None,
+                encoded: None,
             };
             sink.write(write).expect("write");
         }

@@ -24,6 +24,16 @@ pub struct Write<'a> {
     pub version_key: String,
     /// The destination id the ledger remembers, which saves a lookup.
     pub known_dest_id: Option<&'a str>,
+    /// The request worked out ahead by [`Sink::encode`], if it was.
+    pub encoded: Option<Encoded>,
+}
+
+/// A record's request worked out ahead of its write, away from the write path: the
+/// body, and the URL when it depends on the record alone.
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    pub body: bytes::Bytes,
+    pub url: Option<url::Url>,
 }
 
 /// A write the destination confirmed.
@@ -90,6 +100,15 @@ impl Sink {
         match self {
             Sink::Http(sink) => sink.concurrency(),
             Sink::JsonLines(_) => 1,
+        }
+    }
+
+    /// The request for `record`, when this destination sends one; `None` also when
+    /// it cannot be built, which the write itself then reports.
+    pub fn encode(&self, record: &MappedRecord) -> Option<Encoded> {
+        match self {
+            Sink::Http(sink) => sink.encode(record).ok(),
+            Sink::JsonLines(_) => None,
         }
     }
 

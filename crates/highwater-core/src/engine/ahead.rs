@@ -1,0 +1,221 @@
+//! Owns reading ahead: on a thread of its own, fetches the source's pages, maps
+//! their records, builds their destination requests and looks up what the state
+//! store knows of their ids, and hands each page to the run loop ready to decide.
+//! Why a thread: a sequential sync spends its time in a ping-pong of requests with
+//! the destination; parsing, mapping, hashing and the ledger lookup done on the
+//! same thread would sit between one answer and the next request. On a thread of
+//! their own they run while the destination works.
+//! Invariant: decides nothing. Whether a record is written, skipped or
+//! dead-lettered is the run loop's call, made against its own view of the ledger.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::mpsc;
+
+use super::{FailureCause, WriteJob};
+use crate::config::{MappingSpec, SourceSpec};
+use crate::http::Api;
+use crate::mapping::{MappedRecord, MappingError, map_record};
+use crate::sink::{Encoded, Sink};
+use crate::source::{Cursor, Extracted, Page, Reader, Window};
+use crate::state::{Known, Store};
+use crate::stop::Stop;
+
+/// A record as read, with its mapping worked out ahead (none for a record the
+/// source already made invalid).
+pub(super) struct Arrival {
+    pub record: Extracted,
+    pub mapped: Option<Result<MappedRecord, MappingError>>,
+    /// The destination request, built ahead from the mapping.
+    pub encoded: Option<Encoded>,
+    /// A newer copy of the same id follows in the same page.
+    pub superseded: bool,
+}
+
+/// A page read ahead, with what the store knew of its ids when it was read.
+pub(super) struct ReadPage {
+    pub page: Page,
+    pub arrivals: Vec<Arrival>,
+    pub known: Known,
+    /// Commits confirmed before the lookup began: the snapshot holds all of them.
+    pub confirmed: u64,
+}
+
+pub(super) type Delivery = Result<Option<ReadPage>, FailureCause>;
+
+/// What the reading thread needs, all of it owned.
+pub(super) struct ReadAhead {
+    pub api: Arc<Api>,
+    pub sink: Arc<Sink>,
+    pub source: SourceSpec,
+    pub mapping: MappingSpec,
+    pub window: Window,
+    pub cursor: Cursor,
+    pub store: Store,
+    pub sync: String,
+    /// Fires with the run's stop, and when the run loop is done with the pages.
+    pub stop: Stop,
+    /// Commits the run loop has seen confirmed.
+    pub confirmed: Arc<AtomicU64>,
+}
+
+impl ReadAhead {
+    /// Starts the thread. Reading ends after the last page, after a failure (which
+    /// it delivers), or once its stop fires or the receiver is gone; the thread
+    /// ends once the run loop also stops handing back spent writes to free.
+    pub fn spawn(
+        self,
+        pages: mpsc::Sender<Delivery>,
+        mut spent: mpsc::UnboundedReceiver<Vec<WriteJob>>,
+    ) -> std::io::Result<()> {
+        std::thread::Builder::new()
+            .name("highwater-read".into())
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime.block_on(async move {
+                        let freeing = tokio::spawn(async move {
+                            while let Some(batch) = spent.recv().await {
+                                drop(batch);
+                            }
+                        });
+                        self.run(pages).await;
+                        let _ = freeing.await;
+                    }),
+                    Err(e) => {
+                        let _ = pages.blocking_send(Err(FailureCause::Thread(e)));
+                    }
+                }
+            })
+            .map(drop)
+    }
+
+    async fn run(self, pages: mpsc::Sender<Delivery>) {
+        let mut reader = Reader::new(&self.api, &self.source, self.window, self.cursor.clone());
+        loop {
+            let next = match reader.next_page(&self.stop).await {
+                Ok(Some(page)) => self.prepare(page).await.map(Some),
+                Ok(None) => Ok(None),
+                Err(e) => Err(FailureCause::Source(e)),
+            };
+            let more = matches!(next, Ok(Some(_)));
+            let sent = tokio::select! {
+                sent = pages.send(next) => sent.is_ok(),
+                _ = self.stop.fired() => false,
+            };
+            if !sent || !more {
+                break;
+            }
+        }
+    }
+
+    async fn prepare(&self, mut page: Page) -> Result<ReadPage, FailureCause> {
+        let confirmed = self.confirmed.load(Ordering::Acquire);
+        let ids: Vec<&str> = page.records.iter().map(Extracted::id).collect();
+        let known = self.store.known(&self.sync, &ids).await?;
+        let superseded = superseded(&page.records);
+        let arrivals = std::mem::take(&mut page.records)
+            .into_iter()
+            .zip(superseded)
+            .map(|(record, superseded)| {
+                let mapped = match &record {
+                    Extracted::Record(r) if !superseded => Some(map_record(&self.mapping, r)),
+                    _ => None,
+                };
+                let encoded = match &mapped {
+                    Some(Ok(mapped)) => self.sink.encode(mapped),
+                    _ => None,
+                };
+                Arrival {
+                    record,
+                    mapped,
+                    encoded,
+                    superseded,
+                }
+            })
+            .collect();
+        Ok(ReadPage {
+            page,
+            arrivals,
+            known,
+            confirmed,
+        })
+    }
+}
+
+/// Which records of a page are superseded by a newer copy of the same id in it (a
+/// page that overlaps itself, a lagging replica): only the newest copy counts.
+fn superseded(records: &[Extracted]) -> Vec<bool> {
+    let mut newest: std::collections::HashMap<&str, usize> =
+        std::collections::HashMap::with_capacity(records.len());
+    for (index, record) in records.iter().enumerate() {
+        let Extracted::Record(r) = record else {
+            continue;
+        };
+        let newer = match newest.get(r.id()) {
+            Some(&current) => match &records[current] {
+                Extracted::Record(c) => (r.version, r.updated_at()) >= (c.version, c.updated_at()),
+                Extracted::Invalid { .. } => true,
+            },
+            None => true,
+        };
+        if newer {
+            newest.insert(r.id(), index);
+        }
+    }
+    records
+        .iter()
+        .enumerate()
+        .map(|(index, record)| match record {
+            Extracted::Record(r) => newest.get(r.id()) != Some(&index),
+            Extracted::Invalid { .. } => false,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use jiff::Timestamp;
+    use serde_json::Value;
+
+    use super::*;
+    use crate::record::{RecordKey, SourceRecord};
+
+    fn record(id: &str, version: Option<i64>, second: i64) -> Extracted {
+        Extracted::Record(SourceRecord {
+            key: RecordKey {
+                updated_at: Timestamp::from_second(second).unwrap_or(Timestamp::UNIX_EPOCH),
+                id: id.into(),
+                id_is_number: false,
+            },
+            updated_at_raw: Value::from(second),
+            version,
+            body: Value::Null,
+        })
+    }
+
+    #[test]
+    fn only_the_newest_copy_of_an_id_in_a_page_counts() {
+        let page = [
+            record("a", Some(2), 10),
+            record("b", None, 10),
+            record("a", Some(1), 20),
+            Extracted::Invalid {
+                id: "a".into(),
+                body: Value::Null,
+                reason: "no updated_at".into(),
+            },
+            record("b", None, 11),
+            record("c", Some(1), 5),
+            record("c", Some(1), 5),
+        ];
+        assert_eq!(
+            superseded(&page),
+            [false, true, true, false, false, true, false],
+            "a newer version wins over a later position; an exact repeat keeps the last copy"
+        );
+    }
+}
