@@ -124,6 +124,8 @@ pub enum FailureCause {
     Client(#[from] reqwest::Error),
     #[error("cannot start the reading thread: {0}")]
     Thread(std::io::Error),
+    #[error("the reading thread stopped before the source was exhausted")]
+    ReaderGone,
 }
 
 impl FailureCause {
@@ -569,7 +571,13 @@ impl<'a> Runner<'a> {
                             break Err(e);
                         }
                     }
-                    Some(Ok(None)) | None => source_done = true,
+                    Some(Ok(None)) => source_done = true,
+                    // The thread says when the source is exhausted; gone without a
+                    // word, it was stopped or it failed — never the end of the source.
+                    None => match stop.reason() {
+                        Some(reason) => break Ok(RunOutcome::Stopped(reason)),
+                        None => break Err(FailureCause::ReaderGone),
+                    },
                     Some(Err(e)) => break Err(e),
                 },
                 _ = &mut committer, if committing => committing = false,
