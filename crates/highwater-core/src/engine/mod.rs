@@ -578,7 +578,11 @@ impl<'a> Runner<'a> {
                         Some(reason) => break Ok(RunOutcome::Stopped(reason)),
                         None => break Err(FailureCause::ReaderGone),
                     },
-                    Some(Err(e)) => break Err(e),
+                    // The reading thread may see the stop before this loop does.
+                    Some(Err(e)) => break match e.stopped() {
+                        Some(reason) => Ok(RunOutcome::Stopped(reason)),
+                        None => Err(e),
+                    },
                 },
                 _ = &mut committer, if committing => committing = false,
                 reason = &mut fired => break Ok(RunOutcome::Stopped(reason)),
@@ -609,17 +613,16 @@ impl<'a> Runner<'a> {
         // whether anything reached the destination decides if the run is kept.
         if outcome.is_err() {
             let mut grace = std::pin::pin!(tokio::time::sleep(Duration::from_secs(5)));
-            loop {
+            while !writes.is_empty() {
                 tokio::select! {
                     Some(joined) = writes.next() => match settled(joined) {
                         Ok((_, result)) => self.note_outcome(&result),
                         Err(_) => self.wrote = true,
                     },
                     () = &mut grace => {
-                        self.wrote |= !writes.is_empty();
+                        self.wrote = true;
                         break;
                     }
-                    else => break,
                 }
             }
         }
