@@ -125,8 +125,18 @@ impl ReadAhead {
                     Extracted::Record(r) if !superseded => Some(map_record(&self.mapping, r)),
                     _ => None,
                 };
+                // A record the ledger holds with the same payload is skipped or
+                // stale, never written on the store's word alone: its request is
+                // not built here (if the run's own view says otherwise, the write
+                // path builds it).
+                let unchanged = |m: &MappedRecord| {
+                    known
+                        .ledger
+                        .get(record.id())
+                        .is_some_and(|entry| entry.payload_hash == m.hash)
+                };
                 let encoded = match &mapped {
-                    Some(Ok(mapped)) => self.sink.encode(mapped),
+                    Some(Ok(mapped)) if !unchanged(mapped) => self.sink.encode(mapped),
                     _ => None,
                 };
                 Arrival {

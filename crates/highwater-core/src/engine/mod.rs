@@ -996,6 +996,8 @@ impl<'a> Runner<'a> {
         let Extracted::Record(record) = record else {
             return Routed::Resolved(Resolution::Stale);
         };
+        // The reading thread maps every copy it does not mark superseded; this
+        // maps a record that reached here some other way.
         let mapped = mapped.unwrap_or_else(|| map_record(&self.spec.mapping, &record));
         let mapped = match mapped {
             Ok(mapped) => mapped,
