@@ -12,8 +12,8 @@
 //! of the records with 1 ms of latency per request, as a LAN API would add; and
 //! the real binary, for its own peak RSS.
 //! Prints records/s, the process's CPU time per 1,000 records (simulator
-//! included, so the difference between two rows is the client's), peak RSS and
-//! the ratios; asserts nothing. `cargo bench --bench sync [-- RECORDS [ROUNDS]]`.
+//! included) and the client's share of it (the process less the simulator's
+//! threads), peak RSS and the ratios; asserts nothing. `cargo bench --bench sync [-- RECORDS [ROUNDS]]`.
 
 use std::future::Future;
 use std::path::Path;
@@ -181,11 +181,39 @@ fn rate(n: u64, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64().max(1e-9)
 }
 
+/// Names the threads of the runtime that holds the simulators, so that their CPU
+/// can be told from the client's.
+const SIM_THREAD: &str = "simsaas";
+
+/// CPU time so far of this process's live threads whose name starts with `prefix`
+/// (Linux; zero elsewhere). The simulator's threads live through every pass.
+fn threads_cpu(prefix: &str) -> Duration {
+    const TICKS_PER_SECOND: u64 = 100;
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Duration::ZERO;
+    };
+    let ticks: u64 = tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("stat")).ok())
+        .filter_map(|stat| {
+            let name = &stat[stat.find('(')? + 1..stat.rfind(')')?];
+            if !name.starts_with(prefix) {
+                return None;
+            }
+            let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split_whitespace().collect();
+            Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+        })
+        .sum();
+    Duration::from_millis(ticks * 1000 / TICKS_PER_SECOND)
+}
+
 /// One client's pass over a fresh simulator.
 struct Pass {
     written: u64,
     wall: Duration,
     cpu: Duration,
+    /// The process's CPU less the simulator's: the client's own threads.
+    client_cpu: Duration,
     peak_rss_mib: Option<u64>,
 }
 
@@ -198,12 +226,17 @@ impl Pass {
         self.cpu.as_secs_f64() * 1e6 / self.written.max(1) as f64
     }
 
+    fn client_cpu_ms_per_1000(&self) -> f64 {
+        self.client_cpu.as_secs_f64() * 1e6 / self.written.max(1) as f64
+    }
+
     fn line(&self, label: &str, naive: Option<f64>) -> String {
         let mut line = format!(
-            "  {label:<40} {:>7.0} rec/s  {:>6.2} s  {:>5.0} ms CPU/1k rec  peak RSS {} MiB",
+            "  {label:<40} {:>7.0} rec/s  {:>6.2} s  {:>5.0} ms CPU/1k rec (client {:>3.0})  peak RSS {} MiB",
             self.rate(),
             self.wall.as_secs_f64(),
             self.cpu_ms_per_1000(),
+            self.client_cpu_ms_per_1000(),
             self.peak_rss_mib.map_or("?".into(), |m| m.to_string()),
         );
         if let Some(naive) = naive {
@@ -223,7 +256,8 @@ async fn pass(records: usize, latency: Duration, client: Client) -> Result<Pass,
         .await
         .map_err(|e| format!("cannot start the simulator: {e}"))?;
     reset_peak_rss();
-    let (started, cpu_before) = (Instant::now(), process_cpu());
+    let (started, cpu_before, sim_before) =
+        (Instant::now(), process_cpu(), threads_cpu(SIM_THREAD));
     let written = match client {
         Client::Naive => {
             let (source, dest) = (sim.source_url(), sim.dest_url());
@@ -250,10 +284,12 @@ async fn pass(records: usize, latency: Duration, client: Client) -> Result<Pass,
             }
         }
     };
+    let cpu = process_cpu().saturating_sub(cpu_before);
     let pass = Pass {
         written,
         wall: started.elapsed(),
-        cpu: process_cpu().saturating_sub(cpu_before),
+        cpu,
+        client_cpu: cpu.saturating_sub(threads_cpu(SIM_THREAD).saturating_sub(sim_before)),
         peak_rss_mib: peak_rss_mib(),
     };
     if sim.dest_count() != records {
@@ -269,8 +305,18 @@ fn median(mut passes: Vec<Pass>) -> Option<Pass> {
     passes.into_iter().nth(middle)
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_name(SIM_THREAD)
+        .enable_all()
+        .build();
+    match runtime {
+        Ok(runtime) => runtime.block_on(bench()),
+        Err(e) => eprintln!("cannot start the simulators' runtime: {e}"),
+    }
+}
+
+async fn bench() {
     let mut numbers = std::env::args()
         .skip(1)
         .filter_map(|a| a.parse::<usize>().ok());
@@ -278,7 +324,7 @@ async fn main() {
     let rounds = numbers.next().unwrap_or(3).max(1);
     println!("sync of {records} records, page size {PAGE_SIZE}, put mode, no faults");
     println!(
-        "(CPU and peak RSS are this whole process: the simulator holding both sides, plus the client)"
+        "(CPU and peak RSS are this whole process: the simulator holding both sides, plus the client; \"client\" is the process less the simulator's threads)"
     );
 
     let (mut naive, mut sequential) = (Vec::new(), Vec::new());
@@ -311,9 +357,10 @@ async fn main() {
         )
     );
     println!(
-        "  highwater against the naive loop at concurrency 1: {:+.0}% time, {:+.0}% CPU per record",
+        "  highwater against the naive loop at concurrency 1: {:+.0}% time, {:+.0}% CPU per record, {:+.0}% client CPU per record",
         (naive_rate / sequential.rate() - 1.0) * 100.0,
         (sequential.cpu_ms_per_1000() / naive.cpu_ms_per_1000() - 1.0) * 100.0,
+        (sequential.client_cpu_ms_per_1000() / naive.client_cpu_ms_per_1000() - 1.0) * 100.0,
     );
     match pass(records, Duration::ZERO, Client::Engine(8)).await {
         Ok(p) => println!("{}", p.line("highwater, concurrency 8", Some(naive_rate))),
