@@ -338,6 +338,14 @@ async fn bench() {
             }
         }
     }
+    // The machine's speed drifts over minutes; a round's two passes, run back to
+    // back, see the same machine, so their ratio is the steadier figure.
+    let mut paired: Vec<f64> = naive
+        .iter()
+        .zip(&sequential)
+        .map(|(n, s)| s.rate() / n.rate())
+        .collect();
+    paired.sort_by(f64::total_cmp);
     let (Some(naive), Some(sequential)) = (median(naive), median(sequential)) else {
         return;
     };
@@ -361,6 +369,15 @@ async fn bench() {
         (naive_rate / sequential.rate() - 1.0) * 100.0,
         (sequential.cpu_ms_per_1000() / naive.cpu_ms_per_1000() - 1.0) * 100.0,
         (sequential.client_cpu_ms_per_1000() / naive.client_cpu_ms_per_1000() - 1.0) * 100.0,
+    );
+    println!(
+        "  ratio to naive within each round, lowest to highest: {} (median {:.2})",
+        paired
+            .iter()
+            .map(|r| format!("{r:.2}"))
+            .collect::<Vec<_>>()
+            .join(" "),
+        paired[paired.len() / 2],
     );
     match pass(records, Duration::ZERO, Client::Engine(8)).await {
         Ok(p) => println!("{}", p.line("highwater, concurrency 8", Some(naive_rate))),
