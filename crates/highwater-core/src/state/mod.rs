@@ -194,6 +194,9 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
 /// Everything [`Store::commit_page`] changes, as one statement list. The
 /// placeholders are plain `?`, which sqlx fills across the whole list in the order
 /// they appear; numbered ones would stop binding at the first gap in a statement.
+/// Ledger rows go in by source id, so each insert starts near the last one in the
+/// B-tree (a few percent less CPU per commit in `benches/state.rs`), and within an
+/// id by their place in the commit, so the later copy of a record wins.
 const COMMIT_PAGE: &str = "
 INSERT INTO intents (sync, batch, run_id, rows)
   SELECT sync, batch, run_id, rows FROM (SELECT ? AS sync, ? AS batch, ? AS run_id, ? AS rows)
@@ -201,7 +204,7 @@ INSERT INTO intents (sync, batch, run_id, rows)
 DELETE FROM intents WHERE sync = ? AND batch IN (SELECT value FROM json_each(?));
 INSERT INTO ledger (sync, source_id, external_id, dest_id, version, updated_at, payload_hash, run_id, written_at)
   SELECT ?, value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6, ?
-  FROM jsonb_each(?) WHERE true ORDER BY key
+  FROM jsonb_each(?) WHERE true ORDER BY value ->> 0, key
   ON CONFLICT (sync, source_id) DO UPDATE SET
     external_id = excluded.external_id,
     dest_id = COALESCE(excluded.dest_id, ledger.dest_id),

@@ -309,3 +309,36 @@ async fn unsettled_writes_of_a_version_1_store_survive_the_migration() {
         "a floor without a version keeps its time"
     );
 }
+
+#[tokio::test]
+async fn within_one_commit_the_later_row_of_an_id_wins_whatever_the_id_order() {
+    let path = temp_db("row-order");
+    let store = Store::open(&path).await.expect("open");
+    store
+        .begin_run(&run("r1", 1000), &json!({"kind": "start"}))
+        .await
+        .expect("begin");
+    // Two pages in one commit: the later copy of `m` comes after ids that sort
+    // both before and after it.
+    let page = PageCommit {
+        ledger: vec![
+            entry("z", 1),
+            entry("m", 1),
+            entry("a", 1),
+            entry("m", 3),
+            entry("b", 1),
+        ],
+        ..PageCommit::default()
+    };
+    store
+        .commit_page("billing", "r1", &page, None, &Counters::default())
+        .await
+        .expect("commit");
+    let ledger = store.ledger("billing").await.expect("ledger");
+    let ids: Vec<_> = ledger.iter().map(|e| e.source_id.as_str()).collect();
+    assert_eq!(ids, ["a", "b", "m", "z"]);
+    let m = ledger.iter().find(|e| e.source_id == "m").expect("m");
+    assert_eq!((m.version, m.payload_hash.as_str()), (Some(3), "h3"));
+    store.close().await;
+    let _ = std::fs::remove_dir_all(path.parent().and_then(|p| p.parent()).expect("dir"));
+}
