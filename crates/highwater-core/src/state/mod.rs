@@ -261,8 +261,8 @@ impl Store {
             // pages all over the ledger, and each commit appends about one page to
             // the WAL per row. Checkpointing every 10,000 pages (about 40 MiB of
             // WAL) instead of SQLite's 1,000 copies a page hit by several commits
-            // back into the database once, not once per commit: a fifth less time
-            // per commit at 100,000 records (`benches/state.rs`).
+            // back into the database once, not once per commit: about a quarter less
+            // time per commit at 100,000 records (`benches/state.rs`).
             .pragma("wal_autocheckpoint", "10000")
             .busy_timeout(Duration::from_secs(30));
         let pool = SqlitePoolOptions::new()
