@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 #[path = "../crates/highwater-core/benches/support/cpu.rs"]
 mod cpu;
-use cpu::process_cpu;
+use cpu::{process_cpu, stat_cpu};
 
 const PAGE_SIZE: usize = 500;
 
@@ -188,23 +188,17 @@ const SIM_THREAD: &str = "simsaas";
 /// CPU time so far of this process's live threads whose name starts with `prefix`
 /// (Linux; zero elsewhere). The simulator's threads live through every pass.
 fn threads_cpu(prefix: &str) -> Duration {
-    const TICKS_PER_SECOND: u64 = 100;
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return Duration::ZERO;
     };
-    let ticks: u64 = tasks
+    tasks
         .flatten()
         .filter_map(|task| std::fs::read_to_string(task.path().join("stat")).ok())
         .filter_map(|stat| {
-            let name = &stat[stat.find('(')? + 1..stat.rfind(')')?];
-            if !name.starts_with(prefix) {
-                return None;
-            }
-            let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split_whitespace().collect();
-            Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+            let (name, cpu) = stat_cpu(&stat)?;
+            name.starts_with(prefix).then_some(cpu)
         })
-        .sum();
-    Duration::from_millis(ticks * 1000 / TICKS_PER_SECOND)
+        .sum()
 }
 
 /// One client's pass over a fresh simulator.

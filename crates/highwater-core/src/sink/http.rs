@@ -60,29 +60,24 @@ impl HttpSink {
     }
 
     pub async fn write(&self, mut write: Write<'_>, stop: &Stop) -> Result<Written, SinkError> {
-        let (body, url) = match write.encoded.take() {
-            Some(encoded) => (encoded.body, encoded.url),
-            None => (self.body(write.record)?, None),
+        let Encoded { body, url } = match write.encoded.take() {
+            Some(encoded) => encoded,
+            None => self.encode(write.record)?,
         };
-        let url_for = |path| match &url {
-            Some(url) => Ok(url.clone()),
-            None => self.url(path, &[("external_id", &write.record.external_id)]),
-        };
+        // `encode` gives every put and post its URL; a lookup builds its own.
+        let url = || url.ok_or_else(|| SinkError::Unwritable("no URL for this write".into()));
         match &self.spec.mode {
-            WriteMode::Put { path, method } => {
-                let url = url_for(path)?;
-                let request = self.request(method.clone(), url, Some(body), true);
+            WriteMode::Put { method, .. } => {
+                let request = self.request(method.clone(), url()?, Some(body), true);
                 let reply = self.api.send(&request, stop).await?;
                 Ok(Written {
                     dest_id: self.reply_dest_id(&reply),
                 })
             }
             WriteMode::Post {
-                path,
-                idempotency_header,
+                idempotency_header, ..
             } => {
-                let url = url_for(path)?;
-                let mut request = self.request(Method::POST, url, Some(body), true);
+                let mut request = self.request(Method::POST, url()?, Some(body), true);
                 let key = idempotency_key(&self.sync, write.source_id, &write.version_key);
                 let value = HeaderValue::from_str(&key)
                     .map_err(|e| SinkError::Unwritable(e.to_string()))?;
