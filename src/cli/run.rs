@@ -66,6 +66,7 @@ pub async fn run(
     let options = RunOptions {
         max_runtime,
         max_pages,
+        merge_rows: Some(config.state.merge_rows),
     };
     let result = engine::run(spec, &store, options, shutdown, &progress_tx).await;
     signals.abort();

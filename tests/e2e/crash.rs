@@ -3,7 +3,8 @@
 //! mode, 5,000 records with every fault on and the data changing underneath, the
 //! binary is killed with SIGKILL at 20 or more seeded random instants — each one
 //! counted only if it landed mid-run — then allowed to finish. The destination
-//! must then match the source exactly. The seed is in every message so a failure
+//! must then match the source exactly. Staged ledger rows are merged every 1,000
+//! rows, so kills land between and during merges. The seed is in every message so a failure
 //! can be replayed.
 
 use std::time::Duration;
@@ -34,6 +35,9 @@ async fn crash_and_recover(style: Style, mode: Mode, seed: u64) {
     sim.mutations.weights = [2, 1, 1, 1];
     let mut setup = Setup::new(style, mode);
     setup.timeout = "300ms";
+    // Ledger merges every 1,000 rows, so that kills land both between merges
+    // (staged rows left for the next invocation) and during them.
+    setup.merge_rows = Some(1_000);
     let world = World::start(&format!("crash-{style:?}-{mode:?}"), sim, &setup).await;
     let valid = world
         .sim

@@ -76,6 +76,8 @@ pub struct Setup {
     /// Extra lines appended to `[sync.source]`.
     pub source_extra: String,
     pub budgets: String,
+    /// `[state] merge_rows`, when not the default.
+    pub merge_rows: Option<usize>,
 }
 
 impl Setup {
@@ -93,6 +95,7 @@ impl Setup {
             dest_auth: r#"{ type = "bearer", token = "sim-token" }"#.into(),
             source_extra: String::new(),
             budgets: String::new(),
+            merge_rows: None,
         }
     }
 
@@ -163,6 +166,7 @@ path = "/v1/contacts/upsert""#
         format!(
             r#"[state]
 path = "{state}"
+{merge_rows}
 
 [[sync]]
 name = "{SYNC}"
@@ -212,6 +216,9 @@ max_attempts = {max_attempts}
 {budgets}
 "#,
             state = dir.join("state.db").display(),
+            merge_rows = self
+                .merge_rows
+                .map_or(String::new(), |n| format!("merge_rows = {n}")),
             source = sim.source_url(),
             dest = sim.dest_url(),
             source_auth = self.source_auth,

@@ -3,7 +3,9 @@
 //! Replays the engine's pattern on a fresh store, page by page (500 records): the
 //! page's ledger lookup, then one commit holding the page's ledger rows, the
 //! retirement of its intent batch, the announcement of a page ahead and the
-//! checkpoint. Then a second run over the same ids, as an unchanged re-sync sees
+//! checkpoint; the commit that brings the staged rows to `DEFAULT_MERGE_ROWS`
+//! merges them into the ledger, and so does the run's completion (timed with the
+//! commits). Then a second run over the same ids, as an unchanged re-sync sees
 //! them: every lookup finds its record, and each commit holds only the checkpoint.
 //! Ids arrive scattered, as they do from an API that pages by `updated_at`: each
 //! page's rows land all over the ledger, not at its end.
@@ -13,6 +15,7 @@
 use std::error::Error;
 use std::time::{Duration, Instant};
 
+use highwater_core::config::DEFAULT_MERGE_ROWS as MERGE_ROWS;
 use highwater_core::state::{
     Counters, Intent, IntentBatch, LedgerEntry, PageCommit, RunRow, Store,
 };
@@ -125,6 +128,7 @@ async fn run(store: &Store, pages: usize, first: bool) -> Result<Figures, Box<dy
                         run_id: run.run_id.clone(),
                     })
                     .collect(),
+                merge: (page + 1) * PAGE % MERGE_ROWS < PAGE,
                 ..PageCommit::default()
             }
         } else {
@@ -143,16 +147,17 @@ async fn run(store: &Store, pages: usize, first: bool) -> Result<Figures, Box<dy
             .await?;
         commits += at.elapsed();
     }
-    let figures = Figures {
+    let at = Instant::now();
+    store
+        .complete_run(&run.run_id, &json!({"kind": "end"}), &Counters::default())
+        .await?;
+    commits += at.elapsed();
+    Ok(Figures {
         wall: started.elapsed(),
         cpu: process_cpu().saturating_sub(cpu),
         lookups,
         commits,
-    };
-    store
-        .complete_run(&run.run_id, &json!({"kind": "end"}), &Counters::default())
-        .await?;
-    Ok(figures)
+    })
 }
 
 #[tokio::main(flavor = "current_thread")]

@@ -63,6 +63,11 @@ impl fmt::Display for ConfigError {
 pub const DEFAULT_FILE: &str = "highwater.toml";
 /// The state store used when `[state] path` is not given, relative to the config file.
 pub const DEFAULT_STATE_PATH: &str = ".highwater/state.db";
+/// Ledger rows a run stages between merges when `[state] merge_rows` is not given.
+/// Until a merge is durable the run keeps those rows in memory (a few hundred
+/// bytes each), since lookups read only the merged ledger; the larger the batch,
+/// the fewer times a merge rewrites the ledger's pages.
+pub const DEFAULT_MERGE_ROWS: usize = 20_000;
 
 /// Reads and validates a config file, taking `${VAR}` values from the process
 /// environment.
@@ -182,6 +187,16 @@ impl Validator<'_> {
             Some(path) => self.string(path, "state.path").unwrap_or_default(),
             None => DEFAULT_STATE_PATH.to_owned(),
         };
+        let merge_rows = match raw
+            .state
+            .as_ref()
+            .and_then(|s| s.get_ref().merge_rows.as_ref())
+        {
+            Some(rows) => self
+                .count(rows, "state.merge_rows", 500, 10_000_000)
+                .map_or(DEFAULT_MERGE_ROWS, |n| n as usize),
+            None => DEFAULT_MERGE_ROWS,
+        };
         let mut syncs: Vec<SyncSpec> = Vec::new();
         let mut seen = BTreeMap::new();
         for sync in raw.sync {
@@ -201,6 +216,7 @@ impl Validator<'_> {
             file: file.to_path_buf(),
             state: StateSpec {
                 path: base_dir.join(state_path),
+                merge_rows,
             },
             syncs,
         }

@@ -21,6 +21,7 @@ pub struct RawFile {
 #[serde(deny_unknown_fields)]
 pub struct RawState {
     pub path: Option<S<String>>,
+    pub merge_rows: Option<S<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -33,6 +33,8 @@ impl Config {
 pub struct StateSpec {
     /// The SQLite file, resolved against the config file's directory.
     pub path: PathBuf,
+    /// Ledger rows a run stages between merges into the ledger.
+    pub merge_rows: usize,
 }
 
 /// One sync: one source stream → mapping → one destination.

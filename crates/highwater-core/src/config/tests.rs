@@ -75,6 +75,7 @@ fn check(text: &str, expected: Expect) {
 fn a_full_config_validates_into_a_spec() {
     let config = parse(VALID, Path::new("conf/hw.toml"), &env).expect("valid config");
     assert_eq!(config.state.path, Path::new("conf/state/hw.db"));
+    assert_eq!(config.state.merge_rows, DEFAULT_MERGE_ROWS);
     let sync = config.sync("invoices_to_crm").expect("sync");
     assert_eq!(sync.source.page_size, 500);
     assert_eq!(sync.source.lag, Duration::from_secs(60));
@@ -206,5 +207,21 @@ fn overlap_must_leave_room_for_new_records() {
         expect![[
             r#"hw.toml:23: sync "invoices_to_crm".source.pagination.overlap: must be smaller than page_size (10): each page re-reads `overlap` records"#
         ]],
+    );
+}
+
+#[test]
+fn merge_rows_is_a_bounded_count() {
+    let with = |rows: &str| {
+        VALID.replace(
+            "path = \"state/hw.db\"",
+            &format!("path = \"state/hw.db\"\nmerge_rows = {rows}"),
+        )
+    };
+    let config = parse(&with("1000"), Path::new("hw.toml"), &env).expect("valid config");
+    assert_eq!(config.state.merge_rows, 1000);
+    check(
+        &with("10"),
+        expect!["hw.toml:4: state.merge_rows: expected a whole number from 500 to 10000000"],
     );
 }

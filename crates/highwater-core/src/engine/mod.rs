@@ -59,6 +59,9 @@ pub const KIND_INCREMENTAL: &str = "incremental";
 pub struct RunOptions {
     pub max_runtime: Option<Duration>,
     pub max_pages: Option<u64>,
+    /// Ledger rows staged between merges; `None` is
+    /// [`DEFAULT_MERGE_ROWS`](crate::config::DEFAULT_MERGE_ROWS).
+    pub merge_rows: Option<usize>,
 }
 
 /// What a run did, as far as it got.
@@ -176,6 +179,10 @@ pub async fn run(
         "run {}", if resumed { "resumed" } else { "started" }
     );
     let mut runner = Runner::new(spec, store, run.run_id.clone(), counters, resumed, progress);
+    runner.merge_rows = options
+        .merge_rows
+        .unwrap_or(crate::config::DEFAULT_MERGE_ROWS)
+        .max(1);
     progress.send_replace(runner.snapshot());
     let stop = Stop::new(options.max_runtime.or(spec.budgets.max_runtime), shutdown);
     let max_pages = options.max_pages.or(spec.budgets.max_pages);
@@ -284,8 +291,13 @@ struct Runner<'a> {
     busy: HashSet<String>,
     waiting: HashMap<String, VecDeque<(u64, Arrival)>>,
     /// What this invocation resolved that the store's snapshots may not hold yet,
-    /// newest first: the ledger as it will be once those pages commit.
+    /// newest first: the ledger as it will be once those pages are merged into it.
     written: HashMap<String, Remembered<LedgerEntry>>,
+    /// Ledger rows sent to be staged since the last merge was asked for.
+    staged_rows: usize,
+    merge_rows: usize,
+    /// Pages whose ledger rows are staged, durably, and not merged yet.
+    staged_pages: BTreeSet<u64>,
     /// Fingerprints of dead letters, likewise.
     dead: HashMap<String, Remembered<String>>,
     /// Writes announced by earlier invocations and never known to have settled:
@@ -315,10 +327,11 @@ struct PageState {
 }
 
 /// Something this invocation resolved, kept in memory until every page still to
-/// be admitted was looked up after it committed.
+/// be admitted was looked up after it reached the tables lookups read.
 struct Remembered<T> {
     page: u64,
-    /// The count of confirmed commits once the one holding it was confirmed.
+    /// The count of confirmed commits once the one that put it in those tables
+    /// (for a ledger row, the one that merged it) was confirmed.
     committed: Option<u64>,
     value: T,
 }
@@ -346,6 +359,8 @@ struct CommitJob {
 struct CommitAck {
     number: u64,
     pages: Vec<u64>,
+    /// Every staged ledger row, up to and including this commit's, is merged.
+    merged: bool,
 }
 
 /// A record on its way to the destination.
@@ -399,6 +414,9 @@ impl<'a> Runner<'a> {
             busy: HashSet::new(),
             waiting: HashMap::new(),
             written: HashMap::new(),
+            staged_rows: 0,
+            merge_rows: crate::config::DEFAULT_MERGE_ROWS,
+            staged_pages: BTreeSet::new(),
             dead: HashMap::new(),
             floors: HashMap::new(),
             invocation: uuid::Uuid::now_v7().simple().to_string(),
@@ -431,6 +449,9 @@ impl<'a> Runner<'a> {
         stop: &Stop,
         max_pages: Option<u64>,
     ) -> Result<(RunOutcome, u64), FailureCause> {
+        // Lookups read the merged ledger only: what an earlier invocation staged
+        // goes in before the first one.
+        self.store.merge_staged(&self.spec.name).await?;
         self.floors = self.store.floors(&self.spec.name).await?;
         let source_api = Arc::new(Api::new(
             "source",
@@ -493,6 +514,7 @@ impl<'a> Runner<'a> {
                 let ack = CommitAck {
                     number: job.number,
                     pages: job.pages,
+                    merged: job.commit.merge,
                 };
                 if done_tx.send((ack, result)).await.is_err() {
                     break;
@@ -836,6 +858,12 @@ impl<'a> Runner<'a> {
             }
             Resolution::Unchanged { ledger } => {
                 self.counters.unchanged += 1;
+                // A newer version with the same payload moves the ledger on; a
+                // later copy must be judged against it, not against the older row.
+                if let Some(entry) = &ledger {
+                    self.written
+                        .insert(entry.source_id.clone(), Remembered::new(seq, entry.clone()));
+                }
                 page.commit.ledger.extend(ledger);
             }
             Resolution::Stale => self.counters.stale += 1,
@@ -889,6 +917,11 @@ impl<'a> Runner<'a> {
             commit.dead_letters.extend(page.commit.dead_letters);
             commit.resolved.extend(page.commit.resolved);
         }
+        self.staged_rows += commit.ledger.len();
+        if self.staged_rows >= self.merge_rows {
+            commit.merge = true;
+            self.staged_rows = 0;
+        }
         // A batch whose pages have all committed announced nothing that is not now
         // in the ledger or the dead letters: it goes in the same transaction.
         for (_, pages) in &mut self.batches {
@@ -935,17 +968,18 @@ impl<'a> Runner<'a> {
     fn committed(&mut self, ack: &CommitAck, confirmed: &AtomicU64) {
         let confirmed = confirmed.fetch_add(1, Ordering::AcqRel) + 1;
         let pages = &ack.pages;
-        let now_durable = |r: &mut Option<u64>, page: u64| {
-            if r.is_none() && pages.contains(&page) {
-                *r = Some(confirmed);
-            }
-        };
-        self.written
-            .values_mut()
-            .for_each(|r| now_durable(&mut r.committed, r.page));
         self.dead
             .values_mut()
-            .for_each(|r| now_durable(&mut r.committed, r.page));
+            .filter(|r| r.committed.is_none() && pages.contains(&r.page))
+            .for_each(|r| r.committed = Some(confirmed));
+        self.staged_pages.extend(pages);
+        if ack.merged {
+            let merged = std::mem::take(&mut self.staged_pages);
+            self.written
+                .values_mut()
+                .filter(|r| r.committed.is_none() && merged.contains(&r.page))
+                .for_each(|r| r.committed = Some(confirmed));
+        }
         while self
             .announced
             .front()

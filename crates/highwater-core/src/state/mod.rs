@@ -1,13 +1,14 @@
 //! Owns the state store: runs, checkpoints, the ledger and dead letters, in embedded
 //! SQLite (WAL, synchronous commits, versioned migrations). This is the only module
 //! that speaks SQL.
-//! Invariants: a page's ledger rows, dead letters and checkpoint are committed in one
-//! transaction; timestamps are integer epoch microseconds; the high-water mark is
+//! Invariants: a page's ledger rows (staged, then merged into the ledger in key
+//! order), dead letters and checkpoint are committed in one transaction; a
+//! completed run leaves no staged rows; timestamps are integer epoch microseconds; the high-water mark is
 //! the watermark of the last completed incremental run, derived, never stored apart.
 
 pub mod lock;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -147,6 +148,8 @@ pub struct PageCommit {
     pub dead_letters: Vec<DeadLetter>,
     /// Source ids written successfully, whose old dead letters are now resolved.
     pub resolved: Vec<String>,
+    /// Merge every staged ledger row of the sync, these included, into the ledger.
+    pub merge: bool,
 }
 
 /// Rows go to SQLite as one JSON array per table, unpacked there by `jsonb_each`
@@ -189,30 +192,27 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "intent_batches",
         include_str!("../../migrations/0002_intent_batches.sql"),
     ),
+    (
+        3,
+        "ledger_staging",
+        include_str!("../../migrations/0003_ledger_staging.sql"),
+    ),
 ];
 
 /// Everything [`Store::commit_page`] changes, as one statement list. The
 /// placeholders are plain `?`, which sqlx fills across the whole list in the order
 /// they appear; numbered ones would stop binding at the first gap in a statement.
-/// Ledger rows go in by source id, so each insert starts near the last one in the
-/// B-tree (a few percent less CPU per commit in `benches/state.rs`), and within an
-/// id by their place in the commit, so the later copy of a record wins.
+/// Ledger rows are staged, one row per commit; [`MERGE_STAGED`] moves them into
+/// the ledger.
 const COMMIT_PAGE: &str = "
 INSERT INTO intents (sync, batch, run_id, rows)
   SELECT sync, batch, run_id, rows FROM (SELECT ? AS sync, ? AS batch, ? AS run_id, ? AS rows)
   WHERE batch IS NOT NULL;
 DELETE FROM intents WHERE sync = ? AND batch IN (SELECT value FROM json_each(?));
-INSERT INTO ledger (sync, source_id, external_id, dest_id, version, updated_at, payload_hash, run_id, written_at)
-  SELECT ?, value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6, ?
-  FROM jsonb_each(?) WHERE true ORDER BY value ->> 0, key
-  ON CONFLICT (sync, source_id) DO UPDATE SET
-    external_id = excluded.external_id,
-    dest_id = COALESCE(excluded.dest_id, ledger.dest_id),
-    version = excluded.version,
-    updated_at = excluded.updated_at,
-    payload_hash = excluded.payload_hash,
-    run_id = excluded.run_id,
-    written_at = excluded.written_at;
+INSERT INTO ledger_staged (sync, seq, rows, written_at)
+  SELECT p.sync, COALESCE((SELECT MAX(seq) FROM ledger_staged WHERE sync = p.sync), 0) + 1, p.rows, p.now
+  FROM (SELECT ? AS sync, jsonb(?) AS rows, ? AS now) AS p
+  WHERE json_array_length(p.rows) > 0;
 UPDATE dead_letters SET resolved_at = ?
   WHERE resolved_at IS NULL AND sync = ? AND source_id IN (SELECT value FROM json_each(?));
 INSERT INTO dead_letters (sync, source_id, run_id, stage, error, payload, fingerprint, attempts, first_failed_at, last_failed_at)
@@ -229,6 +229,25 @@ INSERT INTO dead_letters (sync, source_id, run_id, stage, error, payload, finger
     resolved_at = NULL;
 UPDATE checkpoints SET cursor = COALESCE(?, cursor), counters = ?, updated_at = ? WHERE run_id = ?;
 UPDATE runs SET updated_at = ? WHERE run_id = ?;
+";
+
+/// Moves a sync's staged ledger rows into the ledger, in one pass over its B-tree:
+/// by source id, so each insert starts near the last one, and within an id by
+/// commit and place in the commit, so the later copy of a record wins.
+const MERGE_STAGED: &str = "
+INSERT INTO ledger (sync, source_id, external_id, dest_id, version, updated_at, payload_hash, run_id, written_at)
+  SELECT s.sync, value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6, s.written_at
+  FROM ledger_staged AS s, jsonb_each(s.rows)
+  WHERE s.sync = ?1 ORDER BY value ->> 0, s.seq, key
+  ON CONFLICT (sync, source_id) DO UPDATE SET
+    external_id = excluded.external_id,
+    dest_id = COALESCE(excluded.dest_id, ledger.dest_id),
+    version = excluded.version,
+    updated_at = excluded.updated_at,
+    payload_hash = excluded.payload_hash,
+    run_id = excluded.run_id,
+    written_at = excluded.written_at;
+DELETE FROM ledger_staged WHERE sync = ?1;
 ";
 
 impl Store {
@@ -257,12 +276,12 @@ impl Store {
             // Statement journals (every multi-row upsert keeps one) stay in memory
             // instead of being written to a temporary file.
             .pragma("temp_store", "memory")
-            // Ids arrive in `updated_at` order, so a page's ledger rows land on
-            // pages all over the ledger, and each commit appends about one page to
-            // the WAL per row. Checkpointing every 10,000 pages (about 40 MiB of
-            // WAL) instead of SQLite's 1,000 copies a page hit by several commits
-            // back into the database once, not once per commit: about a quarter less
-            // time per commit at 100,000 records (`benches/state.rs`).
+            // A merge of staged ledger rows rewrites most of the ledger's pages in
+            // one commit. Checkpointing every 10,000 pages (about 40 MiB of WAL)
+            // instead of SQLite's 1,000 copies a page hit by several commits back
+            // into the database once, not once per commit (about a quarter less
+            // time per commit at 100,000 records in `benches/state.rs`, measured
+            // when every commit inserted its rows straight into the ledger).
             .pragma("wal_autocheckpoint", "10000")
             .busy_timeout(Duration::from_secs(30));
         let pool = SqlitePoolOptions::new()
@@ -385,7 +404,9 @@ impl Store {
         Ok(())
     }
 
-    /// What the ledger and dead-letter queue know of these source ids.
+    /// What the ledger and dead-letter queue know of these source ids. Staged
+    /// ledger rows are not read: a run merges those of earlier invocations before
+    /// its first lookup and keeps its own in memory until they are merged.
     pub async fn known(&self, sync: &str, ids: &[&str]) -> Result<Known, StateError> {
         let mut known = Known::default();
         if ids.is_empty() {
@@ -508,8 +529,8 @@ impl Store {
             .bind(sync)
             .bind(json_rows(&page.retire)?)
             .bind(sync)
-            .bind(now)
             .bind(json_rows(&ledger)?)
+            .bind(now)
             .bind(now)
             .bind(sync)
             .bind(json_rows(&page.resolved)?)
@@ -524,7 +545,32 @@ impl Store {
             .bind(run_id)
             .execute(&mut *tx)
             .await?;
+        if page.merge {
+            sqlx::query(MERGE_STAGED)
+                .bind(sync)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
+        Ok(())
+    }
+
+    /// Merges ledger rows staged by an earlier invocation of `sync`, so that
+    /// [`Store::known`] sees them; a no-op, without a write, when there are none.
+    pub async fn merge_staged(&self, sync: &str) -> Result<(), StateError> {
+        let staged: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM ledger_staged WHERE sync = ?)")
+                .bind(sync)
+                .fetch_one(&self.pool)
+                .await?;
+        if staged {
+            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+            sqlx::query(MERGE_STAGED)
+                .bind(sync)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        }
         Ok(())
     }
 
@@ -538,9 +584,17 @@ impl Store {
         let now = Timestamp::now().as_microsecond();
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         update_checkpoint(&mut tx, run_id, Some(cursor), counters, now).await?;
-        // Every announced write of the run has settled: none is a floor any more.
-        sqlx::query("DELETE FROM intents WHERE sync = (SELECT sync FROM runs WHERE run_id = ?)")
+        let sync: String = sqlx::query_scalar("SELECT sync FROM runs WHERE run_id = ?")
             .bind(run_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        sqlx::query(MERGE_STAGED)
+            .bind(&sync)
+            .execute(&mut *tx)
+            .await?;
+        // Every announced write of the run has settled: none is a floor any more.
+        sqlx::query("DELETE FROM intents WHERE sync = ?")
+            .bind(&sync)
             .execute(&mut *tx)
             .await?;
         sqlx::query("UPDATE runs SET status = 'completed', completed_at = ?, updated_at = ? WHERE run_id = ?")
@@ -560,10 +614,14 @@ impl Store {
         .bind(sync)
         .fetch_one(&self.pool)
         .await?;
-        let ledger_records: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ledger WHERE sync = ?")
-            .bind(sync)
-            .fetch_one(&self.pool)
-            .await?;
+        let ledger_records: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM (
+               SELECT source_id FROM ledger WHERE sync = ?1
+               UNION SELECT value ->> 0 FROM ledger_staged AS s, jsonb_each(s.rows) WHERE s.sync = ?1)",
+        )
+        .bind(sync)
+        .fetch_one(&self.pool)
+        .await?;
         Ok(SyncStatus {
             open_run: self.open_run(sync, "incremental").await?,
             last_completed: self.last_completed(sync, "incremental").await?,
@@ -598,16 +656,30 @@ impl Store {
             .collect()
     }
 
-    /// The ledger of a sync, by source id.
+    /// The ledger of a sync, by source id, with its staged rows applied in the order
+    /// a merge would apply them.
     pub async fn ledger(&self, sync: &str) -> Result<Vec<LedgerEntry>, StateError> {
         let rows = sqlx::query(
-            "SELECT source_id, external_id, dest_id, version, updated_at, payload_hash, run_id
-             FROM ledger WHERE sync = ? ORDER BY source_id",
+            "SELECT 0 AS seq, 0 AS place, source_id, external_id, dest_id, version, updated_at, payload_hash, run_id
+             FROM ledger WHERE sync = ?1
+             UNION ALL
+             SELECT s.seq, key, value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6
+             FROM ledger_staged AS s, jsonb_each(s.rows) WHERE s.sync = ?1
+             ORDER BY seq, place",
         )
         .bind(sync)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(ledger_entry).collect()
+        let mut ledger: BTreeMap<String, LedgerEntry> = BTreeMap::new();
+        for row in &rows {
+            let entry = ledger_entry(row)?;
+            let dest_id = match ledger.get(&entry.source_id) {
+                Some(earlier) if entry.dest_id.is_none() => earlier.dest_id.clone(),
+                _ => entry.dest_id.clone(),
+            };
+            ledger.insert(entry.source_id.clone(), LedgerEntry { dest_id, ..entry });
+        }
+        Ok(ledger.into_values().collect())
     }
 }
 

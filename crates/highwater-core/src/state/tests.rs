@@ -89,12 +89,19 @@ async fn a_run_moves_from_open_to_completed_and_sets_the_high_water_mark() {
         )
         .await
         .expect("commit");
+    // The ledger rows are staged: counted and listed, not yet read by lookups.
+    let status = store.status("billing").await.expect("status");
+    assert_eq!(status.ledger_records, 2);
+    assert_eq!(store.ledger("billing").await.expect("ledger").len(), 2);
+    let known = store.known("billing", &["a", "c"]).await.expect("known");
+    assert!(known.ledger.is_empty());
+    assert_eq!(known.dead.get("c").map(String::as_str), Some("f"));
+    store.merge_staged("billing").await.expect("merge");
     let known = store
         .known("billing", &["a", "c", "zz"])
         .await
         .expect("known");
     assert_eq!(known.ledger["a"].dest_id.as_deref(), Some("d-a"));
-    assert_eq!(known.dead.get("c").map(String::as_str), Some("f"));
     assert!(!known.ledger.contains_key("zz"));
 
     store
@@ -334,11 +341,103 @@ async fn within_one_commit_the_later_row_of_an_id_wins_whatever_the_id_order() {
         .commit_page("billing", "r1", &page, None, &Counters::default())
         .await
         .expect("commit");
-    let ledger = store.ledger("billing").await.expect("ledger");
-    let ids: Vec<_> = ledger.iter().map(|e| e.source_id.as_str()).collect();
-    assert_eq!(ids, ["a", "b", "m", "z"]);
-    let m = ledger.iter().find(|e| e.source_id == "m").expect("m");
-    assert_eq!((m.version, m.payload_hash.as_str()), (Some(3), "h3"));
+    // Staged, and read through `ledger`; then merged by SQL: the same answer.
+    for merged in [false, true] {
+        let ledger = store.ledger("billing").await.expect("ledger");
+        let ids: Vec<_> = ledger.iter().map(|e| e.source_id.as_str()).collect();
+        assert_eq!(ids, ["a", "b", "m", "z"], "merged: {merged}");
+        let m = ledger.iter().find(|e| e.source_id == "m").expect("m");
+        assert_eq!((m.version, m.payload_hash.as_str()), (Some(3), "h3"));
+        store.merge_staged("billing").await.expect("merge");
+    }
+    let known = store.known("billing", &["m"]).await.expect("known");
+    assert_eq!(known.ledger["m"].version, Some(3));
+    store.close().await;
+    let _ = std::fs::remove_dir_all(path.parent().and_then(|p| p.parent()).expect("dir"));
+}
+
+#[tokio::test]
+async fn staged_rows_of_later_commits_win_and_keep_a_known_destination_id() {
+    let path = temp_db("staged-commits");
+    let store = Store::open(&path).await.expect("open");
+    store
+        .begin_run(&run("r1", 1000), &json!({"kind": "start"}))
+        .await
+        .expect("begin");
+    let commit = |ledger| PageCommit {
+        ledger,
+        ..PageCommit::default()
+    };
+    let no_dest = |id, version| LedgerEntry {
+        dest_id: None,
+        ..entry(id, version)
+    };
+    for page in [
+        commit(vec![entry("m", 1), entry("a", 1)]),
+        commit(vec![no_dest("m", 4), entry("b", 1)]),
+        commit(vec![no_dest("a", 2)]),
+    ] {
+        store
+            .commit_page("billing", "r1", &page, None, &Counters::default())
+            .await
+            .expect("commit");
+    }
+    let staged = store.ledger("billing").await.expect("ledger");
+    let summary = |ledger: &[LedgerEntry]| -> Vec<(String, Option<i64>, Option<String>)> {
+        ledger
+            .iter()
+            .map(|e| (e.source_id.clone(), e.version, e.dest_id.clone()))
+            .collect()
+    };
+    let expected = vec![
+        ("a".to_owned(), Some(2), Some("d-a".to_owned())),
+        ("b".to_owned(), Some(1), Some("d-b".to_owned())),
+        ("m".to_owned(), Some(4), Some("d-m".to_owned())),
+    ];
+    assert_eq!(summary(&staged), expected);
+    // A commit that asks for a merge moves every staged row, its own included.
+    let merge = PageCommit {
+        ledger: vec![entry("c", 1)],
+        merge: true,
+        ..PageCommit::default()
+    };
+    store
+        .commit_page("billing", "r1", &merge, None, &Counters::default())
+        .await
+        .expect("commit");
+    let known = store
+        .known("billing", &["a", "b", "c", "m"])
+        .await
+        .expect("known");
+    assert_eq!(known.ledger.len(), 4);
+    assert_eq!(known.ledger["m"].version, Some(4));
+    assert_eq!(known.ledger["m"].dest_id.as_deref(), Some("d-m"));
+    // Completing the run merges what is still staged.
+    store
+        .commit_page(
+            "billing",
+            "r1",
+            &commit(vec![no_dest("b", 5)]),
+            None,
+            &Counters::default(),
+        )
+        .await
+        .expect("commit");
+    store
+        .complete_run("r1", &json!({"kind": "end"}), &Counters::default())
+        .await
+        .expect("complete");
+    let known = store.known("billing", &["b"]).await.expect("known");
+    assert_eq!(known.ledger["b"].version, Some(5));
+    assert_eq!(known.ledger["b"].dest_id.as_deref(), Some("d-b"));
+    assert_eq!(
+        store
+            .status("billing")
+            .await
+            .expect("status")
+            .ledger_records,
+        4
+    );
     store.close().await;
     let _ = std::fs::remove_dir_all(path.parent().and_then(|p| p.parent()).expect("dir"));
 }
