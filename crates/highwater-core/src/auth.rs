@@ -127,11 +127,7 @@ impl Authenticator {
                             client_secret,
                             scope: scope.as_deref(),
                         };
-                        // Boxed: a token fetch is a request of its own, and inline
-                        // its state would make every request's future, and every
-                        // spawned write, larger to move, for a rare event.
-                        let token =
-                            Box::pin(self.fetch_token(client, &client_credentials, stop)).await?;
+                        let token = self.fetch_token(client, &client_credentials, stop).await?;
                         let access = token.access.clone();
                         *cached = Some(token);
                         access

@@ -284,7 +284,7 @@ struct Runner<'a> {
     resumed: bool,
     /// Pages admitted and not yet committed, with what the store knew of their ids.
     pages: BTreeMap<u64, PageState>,
-    /// Writes whose announcement is durable, on their way to the writers.
+    /// Writes prepared and waiting for a free slot.
     queue: VecDeque<WriteJob>,
     /// Ids with a write queued or in flight: a later copy of the same record waits
     /// for it, so versions reach the destination in order.
@@ -526,38 +526,15 @@ impl<'a> Runner<'a> {
         let mut commits_pending = 0usize;
         let mut source_done = false;
         let mut admitted = 0u64;
-        // One writer per unit of concurrency, each taking the next ready write as
-        // soon as its last answer is in: the next request goes out without waiting
-        // for this loop, which does the answer's bookkeeping meanwhile.
+        let mut writes = FuturesUnordered::new();
         let concurrency = sink.concurrency();
-        let (ready_tx, ready_rx) = flume::unbounded::<WriteJob>();
-        let (answers_tx, mut answers_rx) = mpsc::unbounded_channel::<WriteOutcome>();
-        let mut writers: FuturesUnordered<_> = (0..concurrency)
-            .map(|_| {
-                let writer = writer(
-                    Arc::clone(&sink),
-                    stop.clone(),
-                    ready_rx.clone(),
-                    answers_tx.clone(),
-                );
-                AbortOnDropHandle::new(tokio::spawn(writer))
-            })
-            .collect();
-        drop(answers_tx);
-        // Writes handed to the writers whose answers have not come back.
-        let mut in_flight = 0usize;
         let mut fired = std::pin::pin!(stop.fired());
         // The reading thread may be mid-backoff when the run ends; its stop fires then.
         let outcome = loop {
-            for job in self.queue.drain(..) {
-                // The loop holds a receiver, so the channel is open.
-                if ready_tx.send(job).is_ok() {
-                    in_flight += 1;
-                }
-            }
+            self.launch(&mut writes, &sink, stop, concurrency);
             // Group commit: whatever accumulated while the last commits ran goes in one.
             let runway =
-                ready_tx.len() + self.announced.iter().map(|(_, j)| j.len()).sum::<usize>();
+                self.queue.len() + self.announced.iter().map(|(_, j)| j.len()).sum::<usize>();
             let announce_now = runway < RUNWAY_PER_SLOT * concurrency;
             if commits_pending < 2
                 && let Some(job) = self.next_commit(announce_now)
@@ -594,13 +571,21 @@ impl<'a> Runner<'a> {
                     }
                     self.committed(&ack, &confirmed);
                 }
-                Some((job, result)) = answers_rx.recv(), if in_flight > 0 => {
-                    in_flight -= 1;
+                Some(joined) = writes.next(), if !writes.is_empty() => {
+                    let (job, result) = match settled(joined) {
+                        Ok(outcome) => outcome,
+                        Err(e) => break Err(e),
+                    };
+                    // The next request goes on the wire before this answer's
+                    // bookkeeping, which then runs while the destination works:
+                    // yielding lets the new write's task hand its request over.
+                    if self.launch(&mut writes, &sink, stop, concurrency) {
+                        tokio::task::yield_now().await;
+                    }
                     if let Err(e) = self.finish_write(job, result).await {
                         break Err(e);
                     }
                 }
-                Some(ended) = writers.next() => break Err(writer_ended(ended)),
                 page = pages_rx.recv(), if admit => match page {
                     Some(Ok(Some(read))) => {
                         admitted += 1;
@@ -625,9 +610,6 @@ impl<'a> Runner<'a> {
                 reason = &mut fired => break Ok(RunOutcome::Stopped(reason)),
             }
         };
-        // Ready writes no writer has taken are not sent: taken back before anything
-        // here waits and lets a writer run.
-        in_flight -= ready_rx.drain().count();
         // A stop keeps what is already resolved: the commits in hand finish first.
         if matches!(outcome, Ok(RunOutcome::Stopped(_))) {
             // Announcements are dropped: those writes are not sent.
@@ -653,17 +635,11 @@ impl<'a> Runner<'a> {
         // whether anything reached the destination decides if the run is kept.
         if outcome.is_err() {
             let mut grace = std::pin::pin!(tokio::time::sleep(Duration::from_secs(5)));
-            while in_flight > 0 {
+            while !writes.is_empty() {
                 tokio::select! {
-                    answer = answers_rx.recv() => match answer {
-                        Some((_, result)) => {
-                            in_flight -= 1;
-                            self.note_outcome(&result);
-                        }
-                        None => {
-                            self.wrote = true;
-                            break;
-                        }
+                    Some(joined) = writes.next() => match settled(joined) {
+                        Ok((_, result)) => self.note_outcome(&result),
+                        Err(_) => self.wrote = true,
                     },
                     () = &mut grace => {
                         self.wrote = true;
@@ -680,6 +656,26 @@ impl<'a> Runner<'a> {
         .await;
         let retries = source_api.retries() + sink.retries();
         outcome.map(|o| (o, retries))
+    }
+
+    /// Starts queued writes while there is a free slot; says whether it started any.
+    fn launch(
+        &mut self,
+        writes: &mut FuturesUnordered<AbortOnDropHandle<WriteOutcome>>,
+        sink: &Arc<Sink>,
+        stop: &Stop,
+        concurrency: usize,
+    ) -> bool {
+        let mut started = false;
+        while writes.len() < concurrency {
+            let Some(job) = self.queue.pop_front() else {
+                break;
+            };
+            let task = tokio::spawn(write(Arc::clone(sink), stop.clone(), job));
+            writes.push(AbortOnDropHandle::new(task));
+            started = true;
+        }
+        started
     }
 
     /// Takes a page in: decides every record that needs no write, queues the rest.
@@ -1113,21 +1109,9 @@ enum Routed {
 
 type WriteOutcome = (WriteJob, Result<crate::sink::Written, SinkError>);
 
-/// One writer: takes ready writes one at a time and hands each answer back.
-async fn writer(
-    sink: Arc<Sink>,
-    stop: Stop,
-    ready: flume::Receiver<WriteJob>,
-    answers: mpsc::UnboundedSender<WriteOutcome>,
-) {
-    while let Ok(job) = ready.recv_async().await {
-        if answers.send(write(&sink, &stop, job).await).is_err() {
-            break;
-        }
-    }
-}
-
-async fn write(sink: &Sink, stop: &Stop, mut job: WriteJob) -> WriteOutcome {
+/// One write, as a task of its own: the run loop's bookkeeping never stands
+/// between a free slot and the next request.
+async fn write(sink: Arc<Sink>, stop: Stop, mut job: WriteJob) -> WriteOutcome {
     let encoded = job.encoded.take();
     let write = Write {
         source_id: job.record.id(),
@@ -1136,18 +1120,21 @@ async fn write(sink: &Sink, stop: &Stop, mut job: WriteJob) -> WriteOutcome {
         known_dest_id: job.known_dest_id.as_deref(),
         encoded,
     };
-    let result = sink.write(write, stop).await;
+    let result = sink.write(write, &stop).await;
     (job, result)
 }
 
-/// Why a writer ended while the run still had it: a panic in it is the run's
-/// panic; a task cancelled under it means the runtime is shutting down.
-fn writer_ended(ended: Result<(), tokio::task::JoinError>) -> FailureCause {
-    match ended {
+/// A write task's outcome. A panic in it is the run's panic; a task cancelled
+/// under it means the runtime is shutting down.
+fn settled(
+    joined: Result<WriteOutcome, tokio::task::JoinError>,
+) -> Result<WriteOutcome, FailureCause> {
+    match joined {
+        Ok(outcome) => Ok(outcome),
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        _ => {
-            FailureCause::Destination(SinkError::Http(HttpError::Stopped(StopReason::Interrupted)))
-        }
+        Err(_) => Err(FailureCause::Destination(SinkError::Http(
+            HttpError::Stopped(StopReason::Interrupted),
+        ))),
     }
 }
 

@@ -87,9 +87,7 @@ impl HttpSink {
                     dest_id: self.reply_dest_id(&reply),
                 })
             }
-            // Boxed: a lookup write holds two requests' state, and inline it would
-            // make every put and post write's task that much larger to move.
-            WriteMode::Lookup { .. } => Box::pin(self.lookup_write(&write, body, stop)).await,
+            WriteMode::Lookup { .. } => self.lookup_write(&write, body, stop).await,
         }
     }
 
