@@ -178,11 +178,18 @@ pub async fn run(
         lower_bound = %run.lower_bound.map_or("none".to_owned(), |t| t.to_string()),
         "run {}", if resumed { "resumed" } else { "started" }
     );
-    let mut runner = Runner::new(spec, store, run.run_id.clone(), counters, resumed, progress);
-    runner.merge_rows = options
+    let merge_rows = options
         .merge_rows
-        .unwrap_or(crate::config::DEFAULT_MERGE_ROWS)
-        .max(1);
+        .unwrap_or(crate::config::DEFAULT_MERGE_ROWS);
+    let mut runner = Runner::new(
+        spec,
+        store,
+        run.run_id.clone(),
+        counters,
+        resumed,
+        merge_rows,
+        progress,
+    );
     progress.send_replace(runner.snapshot());
     let stop = Stop::new(options.max_runtime.or(spec.budgets.max_runtime), shutdown);
     let max_pages = options.max_pages.or(spec.budgets.max_pages);
@@ -295,6 +302,7 @@ struct Runner<'a> {
     written: HashMap<String, Remembered<LedgerEntry>>,
     /// Ledger rows sent to be staged since the last merge was asked for.
     staged_rows: usize,
+    /// Staged rows that make the next commit merge them.
     merge_rows: usize,
     /// Pages whose ledger rows are staged, durably, and not merged yet.
     staged_pages: BTreeSet<u64>,
@@ -395,6 +403,7 @@ impl<'a> Runner<'a> {
         run_id: String,
         counters: Counters,
         resumed: bool,
+        merge_rows: usize,
         progress: &'a watch::Sender<Progress>,
     ) -> Self {
         Runner {
@@ -415,7 +424,7 @@ impl<'a> Runner<'a> {
             waiting: HashMap::new(),
             written: HashMap::new(),
             staged_rows: 0,
-            merge_rows: crate::config::DEFAULT_MERGE_ROWS,
+            merge_rows: merge_rows.max(1),
             staged_pages: BTreeSet::new(),
             dead: HashMap::new(),
             floors: HashMap::new(),

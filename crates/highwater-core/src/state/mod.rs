@@ -546,10 +546,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         if page.merge {
-            sqlx::query(MERGE_STAGED)
-                .bind(sync)
-                .execute(&mut *tx)
-                .await?;
+            merge_staged(&mut tx, sync).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -565,10 +562,7 @@ impl Store {
                 .await?;
         if staged {
             let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-            sqlx::query(MERGE_STAGED)
-                .bind(sync)
-                .execute(&mut *tx)
-                .await?;
+            merge_staged(&mut tx, sync).await?;
             tx.commit().await?;
         }
         Ok(())
@@ -588,10 +582,7 @@ impl Store {
             .bind(run_id)
             .fetch_one(&mut *tx)
             .await?;
-        sqlx::query(MERGE_STAGED)
-            .bind(&sync)
-            .execute(&mut *tx)
-            .await?;
+        merge_staged(&mut tx, &sync).await?;
         // Every announced write of the run has settled: none is a floor any more.
         sqlx::query("DELETE FROM intents WHERE sync = ?")
             .bind(&sync)
@@ -681,6 +672,17 @@ impl Store {
         }
         Ok(ledger.into_values().collect())
     }
+}
+
+async fn merge_staged(
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    sync: &str,
+) -> Result<(), StateError> {
+    sqlx::query(MERGE_STAGED)
+        .bind(sync)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 async fn update_checkpoint(
