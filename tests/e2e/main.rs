@@ -6,4 +6,5 @@ mod cli;
 mod crash;
 mod faults;
 mod modes;
+mod replicas;
 mod util;
