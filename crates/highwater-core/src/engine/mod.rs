@@ -541,9 +541,12 @@ impl<'a> Runner<'a> {
         // Every write carries its request's timeout timer, and tokio wakes its own
         // driver (a system call) whenever a new timer is due before all those it
         // holds, as each write's would be. A timer kept due earlier than any of
-        // them saves that call on every write.
+        // them saves that call on every write. (Below 100 ms of timeout the timer
+        // would wake the loop too often to be worth it.)
         let lead = match &self.spec.destination {
-            crate::config::DestinationSpec::Http(http) => http.http.timeout / 2,
+            crate::config::DestinationSpec::Http(http) => {
+                (http.http.timeout / 2).max(Duration::from_millis(50))
+            }
             crate::config::DestinationSpec::JsonLines(_) => Duration::from_secs(3600),
         };
         let mut leading = std::pin::pin!(tokio::time::sleep(lead));
