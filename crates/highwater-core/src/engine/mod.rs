@@ -16,8 +16,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
 use jiff::Timestamp;
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
@@ -291,8 +289,13 @@ struct Runner<'a> {
     resumed: bool,
     /// Pages admitted and not yet committed, with what the store knew of their ids.
     pages: BTreeMap<u64, PageState>,
-    /// Writes prepared and waiting for a free slot.
-    queue: VecDeque<WriteJob>,
+    /// Announced writes, durable and waiting for a free write slot; the slots
+    /// take them off in order.
+    ready: flume::Sender<WriteJob>,
+    /// The queue's other end, to count and withdraw what no slot took yet.
+    unclaimed: flume::Receiver<WriteJob>,
+    /// Writes handed to the slots whose outcome has not come back.
+    in_flight: usize,
     /// Ids with a write queued or in flight: a later copy of the same record waits
     /// for it, so versions reach the destination in order.
     busy: HashSet<String>,
@@ -406,6 +409,7 @@ impl<'a> Runner<'a> {
         merge_rows: usize,
         progress: &'a watch::Sender<Progress>,
     ) -> Self {
+        let (ready, unclaimed) = flume::unbounded();
         Runner {
             spec,
             store,
@@ -419,7 +423,9 @@ impl<'a> Runner<'a> {
             progress,
             resumed,
             pages: BTreeMap::new(),
-            queue: VecDeque::new(),
+            ready,
+            unclaimed,
+            in_flight: 0,
             busy: HashSet::new(),
             waiting: HashMap::new(),
             written: HashMap::new(),
@@ -535,8 +541,19 @@ impl<'a> Runner<'a> {
         let mut commits_pending = 0usize;
         let mut source_done = false;
         let mut admitted = 0u64;
-        let mut writes = FuturesUnordered::new();
         let concurrency = sink.concurrency();
+        // The write slots live as long as this loop: dropping the set aborts them.
+        let (answers_tx, mut answers) = mpsc::unbounded_channel();
+        let mut slots = tokio::task::JoinSet::new();
+        for _ in 0..concurrency {
+            slots.spawn(write_slot(
+                Arc::clone(&sink),
+                stop.clone(),
+                self.unclaimed.clone(),
+                answers_tx.clone(),
+            ));
+        }
+        drop(answers_tx);
         let mut fired = std::pin::pin!(stop.fired());
         // Every write carries its request's timeout timer, and tokio wakes its own
         // driver (a system call) whenever a new timer is due before all those it
@@ -552,10 +569,9 @@ impl<'a> Runner<'a> {
         let mut leading = std::pin::pin!(tokio::time::sleep(lead));
         // The reading thread may be mid-backoff when the run ends; its stop fires then.
         let outcome = loop {
-            self.launch(&mut writes, &sink, stop, concurrency);
             // Group commit: whatever accumulated while the last commits ran goes in one.
             let runway =
-                self.queue.len() + self.announced.iter().map(|(_, j)| j.len()).sum::<usize>();
+                self.unclaimed.len() + self.announced.iter().map(|(_, j)| j.len()).sum::<usize>();
             let announce_now = runway < RUNWAY_PER_SLOT * concurrency;
             if commits_pending < 2
                 && let Some(job) = self.next_commit(announce_now)
@@ -592,21 +608,13 @@ impl<'a> Runner<'a> {
                     }
                     self.committed(&ack, &confirmed);
                 }
-                Some(joined) = writes.next(), if !writes.is_empty() => {
-                    let (job, result) = match settled(joined) {
-                        Ok(outcome) => outcome,
-                        Err(e) => break Err(e),
-                    };
-                    // The next request goes on the wire before this answer's
-                    // bookkeeping, which then runs while the destination works:
-                    // yielding lets the new write's task hand its request over.
-                    if self.launch(&mut writes, &sink, stop, concurrency) {
-                        tokio::task::yield_now().await;
-                    }
+                Some((job, result)) = answers.recv() => {
+                    self.in_flight -= 1;
                     if let Err(e) = self.finish_write(job, result).await {
                         break Err(e);
                     }
                 }
+                Some(ended) = slots.join_next() => break Err(slot_ended(ended)),
                 page = pages_rx.recv(), if admit => match page {
                     Some(Ok(Some(read))) => {
                         admitted += 1;
@@ -632,6 +640,8 @@ impl<'a> Runner<'a> {
                 () = &mut leading => leading.as_mut().reset(Instant::now() + lead),
             }
         };
+        // Writes no slot has taken are not sent.
+        self.in_flight -= self.unclaimed.drain().count();
         // A stop keeps what is already resolved: the commits in hand finish first.
         if matches!(outcome, Ok(RunOutcome::Stopped(_))) {
             // Announcements are dropped: those writes are not sent.
@@ -657,11 +667,17 @@ impl<'a> Runner<'a> {
         // whether anything reached the destination decides if the run is kept.
         if outcome.is_err() {
             let mut grace = std::pin::pin!(tokio::time::sleep(Duration::from_secs(5)));
-            while !writes.is_empty() {
+            while self.in_flight > 0 {
                 tokio::select! {
-                    Some(joined) = writes.next() => match settled(joined) {
-                        Ok((_, result)) => self.note_outcome(&result),
-                        Err(_) => self.wrote = true,
+                    answer = answers.recv() => match answer {
+                        Some((_, result)) => {
+                            self.in_flight -= 1;
+                            self.note_outcome(&result);
+                        }
+                        None => {
+                            self.wrote = true;
+                            break;
+                        }
                     },
                     () = &mut grace => {
                         self.wrote = true;
@@ -678,26 +694,6 @@ impl<'a> Runner<'a> {
         .await;
         let retries = source_api.retries() + sink.retries();
         outcome.map(|o| (o, retries))
-    }
-
-    /// Starts queued writes while there is a free slot; says whether it started any.
-    fn launch(
-        &mut self,
-        writes: &mut FuturesUnordered<AbortOnDropHandle<WriteOutcome>>,
-        sink: &Arc<Sink>,
-        stop: &Stop,
-        concurrency: usize,
-    ) -> bool {
-        let mut started = false;
-        while writes.len() < concurrency {
-            let Some(job) = self.queue.pop_front() else {
-                break;
-            };
-            let task = tokio::spawn(write(Arc::clone(sink), stop.clone(), job));
-            writes.push(AbortOnDropHandle::new(task));
-            started = true;
-        }
-        started
     }
 
     /// Takes a page in: decides every record that needs no write, queues the rest.
@@ -1008,7 +1004,11 @@ impl<'a> Runner<'a> {
             .is_some_and(|(n, _)| *n <= ack.number)
         {
             if let Some((_, jobs)) = self.announced.pop_front() {
-                self.queue.extend(jobs);
+                self.in_flight += jobs.len();
+                for job in jobs {
+                    // The queue's receiving end is this runner's own: never closed.
+                    let _ = self.ready.send(job);
+                }
             }
         }
         if !pages.is_empty() {
@@ -1131,9 +1131,62 @@ enum Routed {
 
 type WriteOutcome = (WriteJob, Result<crate::sink::Written, SinkError>);
 
-/// One write, as a task of its own: the run loop's bookkeeping never stands
-/// between a free slot and the next request.
-async fn write(sink: Arc<Sink>, stop: Stop, mut job: WriteJob) -> WriteOutcome {
+/// One write slot, for the whole run: it takes announced writes off the queue,
+/// one at a time, and hands each outcome back to the run loop. When the next write
+/// is already waiting, its request goes on the wire before the last answer reaches
+/// the loop, so that the loop's bookkeeping runs while the destination works
+/// instead of between an answer and the next request.
+async fn write_slot(
+    sink: Arc<Sink>,
+    stop: Stop,
+    queue: flume::Receiver<WriteJob>,
+    answers: mpsc::UnboundedSender<WriteOutcome>,
+) {
+    let mut answered: Option<WriteOutcome> = None;
+    loop {
+        // An answer that ends the run goes back before anything else is sent.
+        let ends_run = answered
+            .as_ref()
+            .is_some_and(|(_, result)| result.as_ref().is_err_and(|e| !e.is_record_level()));
+        let next = if ends_run {
+            None
+        } else {
+            queue.try_recv().ok()
+        };
+        let job = match next {
+            Some(job) => job,
+            None => {
+                if let Some(outcome) = answered.take()
+                    && answers.send(outcome).is_err()
+                {
+                    return;
+                }
+                match queue.recv_async().await {
+                    Ok(job) => job,
+                    Err(_) => return,
+                }
+            }
+        };
+        let outcome = match answered.take() {
+            // `join` polls the write first: its request is handed over before the
+            // loop is woken with the last answer.
+            Some(last) => {
+                let (outcome, sent) = futures_util::future::join(write(&sink, &stop, job), async {
+                    answers.send(last)
+                })
+                .await;
+                if sent.is_err() {
+                    return;
+                }
+                outcome
+            }
+            None => write(&sink, &stop, job).await,
+        };
+        answered = Some(outcome);
+    }
+}
+
+async fn write(sink: &Sink, stop: &Stop, mut job: WriteJob) -> WriteOutcome {
     let encoded = job.encoded.take();
     let write = Write {
         source_id: job.record.id(),
@@ -1142,21 +1195,18 @@ async fn write(sink: Arc<Sink>, stop: Stop, mut job: WriteJob) -> WriteOutcome {
         known_dest_id: job.known_dest_id.as_deref(),
         encoded,
     };
-    let result = sink.write(write, &stop).await;
+    let result = sink.write(write, stop).await;
     (job, result)
 }
 
-/// A write task's outcome. A panic in it is the run's panic; a task cancelled
-/// under it means the runtime is shutting down.
-fn settled(
-    joined: Result<WriteOutcome, tokio::task::JoinError>,
-) -> Result<WriteOutcome, FailureCause> {
-    match joined {
-        Ok(outcome) => Ok(outcome),
+/// Why the run loop cannot go on when a write slot ended under it: a panic in a
+/// slot is the run's panic; a slot cancelled means the runtime is shutting down.
+fn slot_ended(ended: Result<(), tokio::task::JoinError>) -> FailureCause {
+    match ended {
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        Err(_) => Err(FailureCause::Destination(SinkError::Http(
-            HttpError::Stopped(StopReason::Interrupted),
-        ))),
+        _ => {
+            FailureCause::Destination(SinkError::Http(HttpError::Stopped(StopReason::Interrupted)))
+        }
     }
 }
 

@@ -63,6 +63,13 @@ pub enum SinkError {
     Client(#[from] reqwest::Error),
 }
 
+impl SinkError {
+    /// Whether only this record failed: it is dead-lettered and the run goes on.
+    pub fn is_record_level(&self) -> bool {
+        matches!(self, SinkError::Rejected { .. } | SinkError::Unwritable(_))
+    }
+}
+
 impl From<HttpError> for SinkError {
     fn from(e: HttpError) -> Self {
         match e {
