@@ -163,9 +163,8 @@ const NICER: i32 = 10;
 
 /// Lowers the calling thread's priority. The reading thread's work is all ahead of
 /// need; when it shares a core with the write path (or the API it talks to), the
-/// scheduler then lets a woken write run at once instead of at the end of the
-/// reading thread's time slice, which held up about one answer in two hundred by
-/// half a millisecond or more. Linux keeps a nice value per thread.
+/// scheduler then lets a woken write run at once instead of after the rest of the
+/// reading thread's time slice. Linux keeps a nice value per thread.
 #[cfg(target_os = "linux")]
 fn give_way() {
     let thread = rustix::thread::gettid();
