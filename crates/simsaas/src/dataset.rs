@@ -423,6 +423,15 @@ impl Dataset {
         self.place(idx);
     }
 
+    /// Updates one record by id, stamped `now_ms` (or just after its current
+    /// stamp); returns its new version.
+    pub(crate) fn update_by_id(&mut self, id: &str, now_ms: i64) -> Option<i64> {
+        let idx = self.records.iter().position(|r| r.id == id)?;
+        let prev_ms = self.records[idx].current().ts_ms;
+        self.update(idx, now_ms.max(prev_ms + 1));
+        Some(self.records[idx].current().version)
+    }
+
     fn insert(&mut self, ts_ms: i64) {
         let num = self.records.len() as u64 + 1;
         let rec = new_record(&mut self.rng, num, ts_ms, None);

@@ -1,8 +1,9 @@
-//! Destination API routes (a CRM storing "contacts"): upsert by external id,
-//! lookup, create, patch, idempotent upsert, poison rejection, the per-write
-//! fault gate and the `/_sim/objects` dump.
+//! Destination API routes (a CRM storing "contacts"): upsert and read by
+//! external id, lookup, create, patch, idempotent upsert, an optional version
+//! precondition, poison rejection, the per-write fault gate (including writes
+//! applied after the client gave up) and the `/_sim/objects` dump.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -11,7 +12,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, patch, post, put};
+use axum::routing::{get, patch, post};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -40,15 +41,31 @@ pub struct DestObject {
 pub struct DestDump {
     /// In creation order.
     pub objects: Vec<DestObject>,
-    /// Upserts re-applied for an (external_id, version) already applied.
+    /// Keyless upserts that applied a body onto an object already holding it:
+    /// what a non-idempotent retry does to a real system.
     pub duplicate_applications: u64,
+    /// External ids whose `version` went down because a write held past the
+    /// client's timeout landed over a newer one, in the order it happened.
+    pub late_regressions: Vec<String>,
 }
+
+/// The request header a client may send to have a write refused (412) when the
+/// object already holds a newer source version: the version precondition.
+pub const VERSION_HEADER: &str = "x-source-version";
 
 #[derive(Debug)]
 struct Obj {
     external_id: String,
     body: Map<String, Value>,
     writes: u64,
+    /// The source version of the last write that carried [`VERSION_HEADER`].
+    source_version: Option<i64>,
+}
+
+impl Obj {
+    fn version(&self) -> Option<i64> {
+        self.body.get("version").and_then(Value::as_i64)
+    }
 }
 
 /// A stored answer replayed for a repeated `Idempotency-Key`.
@@ -67,8 +84,8 @@ pub(crate) struct Store {
     by_ext: HashMap<String, Vec<u64>>,
     next_num: u64,
     idempotency: HashMap<String, Stored>,
-    applied_upserts: HashSet<(String, Option<i64>)>,
     duplicate_applications: u64,
+    late_regressions: Vec<String>,
 }
 
 fn object_json(num: u64, o: &Obj) -> Value {
@@ -90,7 +107,7 @@ fn strip_identity(mut body: Map<String, Value>) -> Map<String, Value> {
 }
 
 impl Store {
-    fn create(&mut self, external_id: String, body: Map<String, Value>) -> Value {
+    fn create(&mut self, external_id: String, body: Map<String, Value>, w: &WriteMeta) -> Value {
         self.next_num += 1;
         let num = self.next_num;
         self.by_ext
@@ -101,10 +118,17 @@ impl Store {
             external_id,
             body: strip_identity(body),
             writes: 1,
+            source_version: w.version,
         };
         let json = object_json(num, &obj);
         self.objects.insert(num, obj);
         json
+    }
+
+    /// Whether a write carrying this precondition must be refused by object `num`.
+    fn refuses(&self, num: u64, w: &WriteMeta) -> bool {
+        let stored = self.objects.get(&num).and_then(|o| o.source_version);
+        matches!((w.version, stored), (Some(incoming), Some(stored)) if incoming < stored)
     }
 
     fn replace(
@@ -112,8 +136,10 @@ impl Store {
         num: u64,
         body: Map<String, Value>,
         new_ext: Option<String>,
+        w: &WriteMeta,
     ) -> Option<Value> {
         let obj = self.objects.get_mut(&num)?;
+        let before = obj.version();
         if let Some(ext) = new_ext.filter(|e| *e != obj.external_id) {
             if let Some(nums) = self.by_ext.get_mut(&obj.external_id) {
                 nums.retain(|n| *n != num);
@@ -128,16 +154,40 @@ impl Store {
         }
         obj.body = strip_identity(body);
         obj.writes += 1;
-        Some(object_json(num, obj))
+        if w.version.is_some() {
+            obj.source_version = w.version;
+        }
+        let json = object_json(num, obj);
+        if w.late && obj.version() < before {
+            let ext = obj.external_id.clone();
+            self.late_regressions.push(ext);
+        }
+        Some(json)
     }
 
-    /// Upsert onto the oldest object with this external id.
-    fn upsert(&mut self, ext: &str, body: Map<String, Value>) -> (StatusCode, Value) {
-        let existing = self.by_ext.get(ext).and_then(|n| n.first().copied());
-        match existing.and_then(|num| self.replace(num, body.clone(), None)) {
-            Some(json) => (StatusCode::OK, json),
-            None => (StatusCode::CREATED, self.create(ext.to_owned(), body)),
+    /// The oldest object with this external id.
+    fn first(&self, ext: &str) -> Option<u64> {
+        self.by_ext.get(ext).and_then(|n| n.first().copied())
+    }
+
+    /// Upsert onto the oldest object with this external id; `None` when the
+    /// version precondition refuses it.
+    fn upsert(
+        &mut self,
+        ext: &str,
+        body: Map<String, Value>,
+        w: &WriteMeta,
+    ) -> Option<(StatusCode, Value)> {
+        let existing = self.first(ext);
+        if existing.is_some_and(|num| self.refuses(num, w)) {
+            return None;
         }
+        Some(
+            match existing.and_then(|num| self.replace(num, body.clone(), None, w)) {
+                Some(json) => (StatusCode::OK, json),
+                None => (StatusCode::CREATED, self.create(ext.to_owned(), body, w)),
+            },
+        )
     }
 
     fn find(&self, ext: &str) -> Vec<Value> {
@@ -146,6 +196,15 @@ impl Store {
             .into_iter()
             .flatten()
             .filter_map(|num| self.objects.get(num).map(|o| object_json(*num, o)))
+            .collect()
+    }
+
+    /// The first `limit` objects, whatever their external id.
+    fn all(&self, limit: usize) -> Vec<Value> {
+        self.objects
+            .iter()
+            .take(limit)
+            .map(|(num, o)| object_json(*num, o))
             .collect()
     }
 
@@ -166,13 +225,38 @@ impl Store {
                 })
                 .collect(),
             duplicate_applications: self.duplicate_applications,
+            late_regressions: self.late_regressions.clone(),
+        }
+    }
+}
+
+/// What a write request says beyond its body.
+#[derive(Debug, Clone, Copy, Default)]
+struct WriteMeta {
+    /// The version precondition, when the request carries one.
+    version: Option<i64>,
+    /// Applied after the client gave up (a delayed apply).
+    late: bool,
+}
+
+impl WriteMeta {
+    fn from(headers: &HeaderMap) -> Self {
+        WriteMeta {
+            version: headers
+                .get(VERSION_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse().ok()),
+            late: false,
         }
     }
 }
 
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
-        .route("/v1/contacts/by-external-id/{ext}", put(put_by_ext))
+        .route(
+            "/v1/contacts/by-external-id/{ext}",
+            get(read_by_ext).put(put_by_ext),
+        )
         .route("/v1/contacts", get(lookup).post(create))
         .route("/v1/contacts/upsert", post(upsert))
         .route("/v1/contacts/{id}", patch(patch_object))
@@ -189,7 +273,7 @@ fn fault_key(tag: &str, id: &str, version: Option<i64>) -> u64 {
 }
 
 /// Auth, latency, token bucket and the per-key fault decision. `Err` is the
-/// complete answer; `Ok(CommitThenTimeout)` asks to apply, then stall.
+/// complete answer; `Ok` says how to carry the request out (see [`carry_out`]).
 async fn gate(
     s: &Shared,
     headers: &HeaderMap,
@@ -197,6 +281,9 @@ async fn gate(
     key: u64,
 ) -> Result<Outcome, Response> {
     bump(&s.dest_stats.requests);
+    if s.dest_holdoff.arrival_violates() {
+        bump(&s.dest_stats.retry_after_violations);
+    }
     let params = Params::parse(raw.as_deref());
     if !s.dest_auth.check(headers, &params) {
         bump(&s.dest_stats.unauthorized);
@@ -204,25 +291,28 @@ async fn gate(
     }
     let f = read(&s.dest_faults).clone();
     pause(&s.shutdown, f.latency).await;
+    let limited = |secs| {
+        bump(&s.dest_stats.rate_limited);
+        rate_limited(secs, &s.dest_holdoff, f.rate_limit_body_delay, &s.shutdown)
+    };
     if let Some(rps) = f.rate_limit_rps
         && !lock(&s.dest_fault_state).take_token(rps, Instant::now())
     {
-        bump(&s.dest_stats.rate_limited);
-        return Err(rate_limited(1));
+        return Err(limited(1));
     }
     if f.is_quiet() {
         return Ok(Outcome::Proceed);
     }
     let outcome = lock(&s.dest_fault_state).decide(s.seed, key, &f);
     match outcome {
-        Outcome::Proceed => Ok(Outcome::Proceed),
-        Outcome::RateLimited => {
-            bump(&s.dest_stats.rate_limited);
-            Err(rate_limited(f.retry_after_secs))
-        }
+        Outcome::RateLimited => Err(limited(f.retry_after_secs)),
         Outcome::RateLimitedDate => {
             bump(&s.dest_stats.rate_limited_date);
-            Err(rate_limited_date())
+            Err(rate_limited_date(
+                &s.dest_holdoff,
+                f.rate_limit_body_delay,
+                &s.shutdown,
+            ))
         }
         Outcome::ServerError(code) => {
             bump(&s.dest_stats.server_errors);
@@ -237,20 +327,46 @@ async fn gate(
                 Some("the write was not applied"),
             ))
         }
-        Outcome::CommitThenTimeout => {
-            bump(&s.dest_stats.commit_then_timeout);
-            Ok(Outcome::CommitThenTimeout)
-        }
+        plan => Ok(plan),
     }
 }
 
-/// Applies the commit-then-timeout stall after the write went through.
-async fn finish(s: &Shared, plan: Outcome, resp: Response) -> Response {
-    if plan == Outcome::CommitThenTimeout {
-        let delay = read(&s.dest_faults).slow_delay;
-        pause(&s.shutdown, delay).await;
+/// Carries a request out as its fault plan says: now; now and then stall or
+/// answer 502; or, for a delayed apply, only after the client gave up — on a
+/// task of its own, so that it lands even though the client hung up.
+async fn carry_out<F>(s: &Arc<Shared>, plan: Outcome, apply: F) -> Response
+where
+    F: FnOnce(&Shared, bool) -> Response + Send + 'static,
+{
+    match plan {
+        Outcome::CommitThenTimeout => {
+            bump(&s.dest_stats.commit_then_timeout);
+            let resp = apply(s, false);
+            let delay = read(&s.dest_faults).slow_delay;
+            pause(&s.shutdown, delay).await;
+            resp
+        }
+        Outcome::CommitThen502 => {
+            bump(&s.dest_stats.commit_then_502);
+            let _ = apply(s, false);
+            server_error(StatusCode::BAD_GATEWAY)
+        }
+        Outcome::DelayedApply => {
+            bump(&s.dest_stats.delayed_apply);
+            let shared = Arc::clone(s);
+            let delay = read(&s.dest_faults).delayed_apply_after;
+            let late = tokio::spawn(async move {
+                pause(&shared.shutdown, delay)
+                    .await
+                    .then(|| apply(&shared, true))
+            });
+            match late.await {
+                Ok(Some(resp)) => resp,
+                _ => json_error(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", None),
+            }
+        }
+        _ => apply(s, false),
     }
-    resp
 }
 
 /// Why a write is refused before anything is applied.
@@ -328,6 +444,15 @@ fn validate(s: &Shared, body: Parsed) -> Parsed {
     Ok(body)
 }
 
+fn precondition_failed(s: &Shared) -> Response {
+    bump(&s.dest_stats.preconditions_failed);
+    json_error(
+        StatusCode::PRECONDITION_FAILED,
+        "precondition_failed",
+        Some("the object holds a newer source version"),
+    )
+}
+
 async fn put_by_ext(
     State(s): State<Arc<Shared>>,
     Path(ext): Path<String>,
@@ -341,15 +466,46 @@ async fn put_by_ext(
         Ok(p) => p,
         Err(r) => return r,
     };
-    let resp = match validate(&s, parsed) {
+    let meta = WriteMeta::from(&headers);
+    carry_out(&s, plan, move |s, late| match validate(s, parsed) {
         Err(r) => r.into_response(),
         Ok(body) => {
-            let (status, json) = lock(&s.store).upsert(&ext, body);
-            bump(&s.dest_stats.writes_applied);
-            json_value(status, &json)
+            let upserted = lock(&s.store).upsert(&ext, body, &WriteMeta { late, ..meta });
+            match upserted {
+                Some((status, json)) => {
+                    bump(&s.dest_stats.writes_applied);
+                    json_value(status, &json)
+                }
+                None => precondition_failed(s),
+            }
         }
+    })
+    .await
+}
+
+/// `GET` of one object by external id: what a client reads back to check
+/// what the destination holds.
+async fn read_by_ext(
+    State(s): State<Arc<Shared>>,
+    Path(ext): Path<String>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let plan = match gate(&s, &headers, raw, fault_key("read", &ext, None)).await {
+        Ok(p) => p,
+        Err(r) => return r,
     };
-    finish(&s, plan, resp).await
+    carry_out(&s, plan, move |s, _| {
+        let store = lock(&s.store);
+        let found = store
+            .first(&ext)
+            .and_then(|num| store.objects.get(&num).map(|o| object_json(num, o)));
+        match found {
+            Some(json) => json_value(StatusCode::OK, &json),
+            None => json_error(StatusCode::NOT_FOUND, "not_found", None),
+        }
+    })
+    .await
 }
 
 async fn lookup(
@@ -369,10 +525,21 @@ async fn lookup(
         Ok(p) => p,
         Err(r) => return r,
     };
-    let data = lock(&s.store).find(&ext);
-    let resp = json_value(StatusCode::OK, &serde_json::json!({ "data": data }));
-    finish(&s, plan, resp).await
+    carry_out(&s, plan, move |s, _| {
+        let ignore_filter = read(&s.dest_faults).lookup_ignores_filter;
+        let store = lock(&s.store);
+        let data = if ignore_filter {
+            store.all(LOOKUP_PAGE)
+        } else {
+            store.find(&ext)
+        };
+        json_value(StatusCode::OK, &serde_json::json!({ "data": data }))
+    })
+    .await
 }
+
+/// How many objects a lookup that ignores its filter answers with.
+const LOOKUP_PAGE: usize = 50;
 
 async fn create(
     State(s): State<Arc<Shared>>,
@@ -387,19 +554,20 @@ async fn create(
         Ok(p) => p,
         Err(r) => return r,
     };
-    let resp = match (validate(&s, parsed), ext) {
+    let meta = WriteMeta::from(&headers);
+    carry_out(&s, plan, move |s, _| match (validate(s, parsed), ext) {
         (Err(r), _) => r.into_response(),
         (Ok(_), None) => {
             bump(&s.dest_stats.rejected);
             missing_external_id()
         }
         (Ok(body), Some(ext)) => {
-            let json = lock(&s.store).create(ext, body);
+            let json = lock(&s.store).create(ext, body, &meta);
             bump(&s.dest_stats.writes_applied);
             json_value(StatusCode::CREATED, &json)
         }
-    };
-    finish(&s, plan, resp).await
+    })
+    .await
 }
 
 fn missing_external_id() -> Response {
@@ -423,16 +591,21 @@ async fn patch_object(
         Ok(p) => p,
         Err(r) => return r,
     };
+    let meta = WriteMeta::from(&headers);
     let num = id.strip_prefix("ct_").and_then(|n| n.parse::<u64>().ok());
-    let resp = match validate(&s, parsed) {
+    carry_out(&s, plan, move |s, late| match validate(s, parsed) {
         Err(r) => r.into_response(),
         Ok(body) => {
             let new_ext = match body.get("external_id") {
                 Some(Value::String(e)) => Some(e.clone()),
                 _ => None,
             };
-            let updated = num.and_then(|n| lock(&s.store).replace(n, body, new_ext));
-            match updated {
+            let meta = WriteMeta { late, ..meta };
+            let mut store = lock(&s.store);
+            if num.is_some_and(|n| store.refuses(n, &meta)) {
+                return precondition_failed(s);
+            }
+            match num.and_then(|n| store.replace(n, body, new_ext, &meta)) {
                 Some(json) => {
                     bump(&s.dest_stats.writes_applied);
                     json_value(StatusCode::OK, &json)
@@ -440,8 +613,8 @@ async fn patch_object(
                 None => json_error(StatusCode::NOT_FOUND, "not_found", None),
             }
         }
-    };
-    finish(&s, plan, resp).await
+    })
+    .await
 }
 
 async fn upsert(
@@ -452,8 +625,7 @@ async fn upsert(
 ) -> Response {
     let parsed = parse_body(&body);
     let ext = body_external_id(&parsed);
-    let version = body_version(&parsed);
-    let key = fault_key("write", ext.as_deref().unwrap_or(""), version);
+    let key = fault_key("write", ext.as_deref().unwrap_or(""), body_version(&parsed));
     let plan = match gate(&s, &headers, raw, key).await {
         Ok(p) => p,
         Err(r) => return r,
@@ -461,9 +633,19 @@ async fn upsert(
     let idem_key = headers
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
-        .filter(|k| !k.is_empty());
-    let resp = apply_upsert(&s, idem_key, parsed, ext, version);
-    finish(&s, plan, resp).await
+        .filter(|k| !k.is_empty())
+        .map(str::to_owned);
+    let meta = WriteMeta::from(&headers);
+    carry_out(&s, plan, move |s, late| {
+        apply_upsert(
+            s,
+            idem_key.as_deref(),
+            parsed,
+            ext,
+            WriteMeta { late, ..meta },
+        )
+    })
+    .await
 }
 
 /// One lock hold from the replay check to storing the answer, so two
@@ -473,7 +655,7 @@ fn apply_upsert(
     idem_key: Option<&str>,
     parsed: Parsed,
     ext: Option<String>,
-    version: Option<i64>,
+    meta: WriteMeta,
 ) -> Response {
     let mut store = lock(&s.store);
     if let Some(stored) = idem_key.and_then(|k| store.idempotency.get(k)) {
@@ -491,11 +673,17 @@ fn apply_upsert(
         }
         (Ok(body), Some(ext)) => {
             // What a non-idempotent retry does to a real system: the same
-            // change lands twice.
-            if !store.applied_upserts.insert((ext.clone(), version)) {
+            // change lands twice, onto an object that already holds it.
+            let holds_it = store
+                .first(&ext)
+                .and_then(|num| store.objects.get(&num))
+                .is_some_and(|o| o.body == strip_identity(body.clone()));
+            let Some((status, json)) = store.upsert(&ext, body, &meta) else {
+                return precondition_failed(s);
+            };
+            if holds_it {
                 store.duplicate_applications += 1;
             }
-            let (status, json) = store.upsert(&ext, body);
             bump(&s.dest_stats.writes_applied);
             (status, serde_json::to_vec(&json).unwrap_or_default())
         }
@@ -521,5 +709,8 @@ async fn sim_objects(State(s): State<Arc<Shared>>) -> Response {
 }
 
 async fn oauth(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    if s.dest_holdoff.arrival_violates() {
+        bump(&s.dest_stats.retry_after_violations);
+    }
     s.dest_auth.token_endpoint(&headers, &body, &s.dest_stats)
 }

@@ -28,6 +28,8 @@ pub(crate) enum Kind {
     Stale = 5,
     CommitThenTimeout = 6,
     Token = 7,
+    CommitThen502 = 8,
+    DelayedApply = 9,
 }
 
 pub(crate) fn splitmix64(x: u64) -> u64 {
@@ -138,6 +140,10 @@ pub(crate) enum Outcome {
     Slow,
     /// Destination only: apply, then delay the answer.
     CommitThenTimeout,
+    /// Destination only: apply, then answer 502 as a proxy would.
+    CommitThen502,
+    /// Destination only: hold the write past the client's timeout, then apply it.
+    DelayedApply,
 }
 
 impl SourceFaults {
@@ -156,6 +162,8 @@ impl DestFaults {
             && self.burst_start_ratio <= 0.0
             && self.slow_ratio <= 0.0
             && self.commit_then_timeout_ratio <= 0.0
+            && self.commit_then_502_ratio <= 0.0
+            && self.delayed_apply_ratio <= 0.0
     }
 }
 
@@ -236,6 +244,10 @@ impl DestFaultState {
             Outcome::Slow
         } else if chance(f.commit_then_timeout_ratio, h(Kind::CommitThenTimeout)) {
             Outcome::CommitThenTimeout
+        } else if chance(f.commit_then_502_ratio, h(Kind::CommitThen502)) {
+            Outcome::CommitThen502
+        } else if chance(f.delayed_apply_ratio, h(Kind::DelayedApply)) {
+            Outcome::DelayedApply
         } else {
             Outcome::Proceed
         };

@@ -1,7 +1,7 @@
 //! HTTP plumbing shared by both sides: query parsing, time parameters,
 //! JSON error bodies, 429/5xx responses and shutdown-aware sleeping.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -10,6 +10,7 @@ use jiff::Timestamp;
 use tokio::sync::watch;
 
 use crate::faults::retry_after_date;
+use crate::holdoff::Holdoff;
 
 /// Query pairs in request order (the links endpoint re-emits them verbatim).
 #[derive(Debug, Default, Clone)]
@@ -125,27 +126,53 @@ pub(crate) fn unauthorized() -> Response {
     json_error(StatusCode::UNAUTHORIZED, "unauthorized", None)
 }
 
-pub(crate) fn rate_limited(secs: u64) -> Response {
-    let mut resp = json_error(
-        StatusCode::TOO_MANY_REQUESTS,
-        "rate_limited",
-        Some("too many requests"),
-    );
-    resp.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-    resp
+/// A 429 with `Retry-After: <secs>`, noted in `holdoff`. Its body follows its
+/// head after `body_delay`.
+pub(crate) fn rate_limited(
+    secs: u64,
+    holdoff: &Holdoff,
+    body_delay: Duration,
+    shutdown: &watch::Receiver<bool>,
+) -> Response {
+    holdoff.announced(Duration::from_secs(secs));
+    too_many_requests(HeaderValue::from(secs), body_delay, shutdown)
 }
 
-pub(crate) fn rate_limited_date() -> Response {
+/// A 429 with `Retry-After: <HTTP-date>`, noted in `holdoff`.
+pub(crate) fn rate_limited_date(
+    holdoff: &Holdoff,
+    body_delay: Duration,
+    shutdown: &watch::Receiver<bool>,
+) -> Response {
+    let date = retry_after_date();
+    holdoff.announced_until(httpdate::parse_http_date(&date).unwrap_or_else(|_| SystemTime::now()));
+    let value = HeaderValue::from_str(&date).unwrap_or(HeaderValue::from_static("1"));
+    too_many_requests(value, body_delay, shutdown)
+}
+
+fn too_many_requests(
+    retry_after: HeaderValue,
+    body_delay: Duration,
+    shutdown: &watch::Receiver<bool>,
+) -> Response {
     let mut resp = json_error(
         StatusCode::TOO_MANY_REQUESTS,
         "rate_limited",
         Some("too many requests"),
     );
-    if let Ok(v) = HeaderValue::from_str(&retry_after_date()) {
-        resp.headers_mut().insert(header::RETRY_AFTER, v);
+    resp.headers_mut().insert(header::RETRY_AFTER, retry_after);
+    if body_delay.is_zero() {
+        return resp;
     }
-    resp
+    // The head goes out now; the body waits: a client must not need the body
+    // to know it has to hold back.
+    let (parts, body) = resp.into_parts();
+    let shutdown = shutdown.clone();
+    let late = futures_util::stream::once(async move {
+        pause(&shutdown, body_delay).await;
+        axum::body::to_bytes(body, usize::MAX).await
+    });
+    Response::from_parts(parts, Body::from_stream(late))
 }
 
 pub(crate) fn server_error(code: StatusCode) -> Response {

@@ -17,19 +17,22 @@ mod auth;
 mod dataset;
 mod dest;
 mod faults;
+mod holdoff;
 mod http;
 mod source;
 mod stats;
 pub mod verify;
 
 pub use dataset::{Rejection, SourceRecord};
-pub use dest::{DestDump, DestObject};
+pub use dest::{DestDump, DestObject, VERSION_HEADER};
+pub use holdoff::IN_FLIGHT_GRACE;
 pub use stats::{SideStats, SimStats};
-pub use verify::{Verification, verify};
+pub use verify::{Verification, verify, verify_ids};
 
 use auth::AuthGate;
 use dataset::Dataset;
 use faults::{Burst, DestFaultState, SIDE_DEST, SIDE_SOURCE};
+use holdoff::Holdoff;
 use stats::Counters;
 
 /// Everything about one simulated pair of APIs.
@@ -89,6 +92,7 @@ impl SimConfig {
             stale_version_ratio: 0.1,
             loop_pagination: false,
             bad_body: None,
+            rate_limit_body_delay: Duration::ZERO,
         };
         self.dest = DestFaults {
             latency: Duration::from_millis(1),
@@ -100,7 +104,12 @@ impl SimConfig {
             burst_len: 3,
             slow_ratio: 0.005,
             commit_then_timeout_ratio: 0.01,
+            commit_then_502_ratio: 0.0,
+            delayed_apply_ratio: 0.0,
+            delayed_apply_after: Duration::from_millis(1500),
             slow_delay: Duration::from_secs(3),
+            rate_limit_body_delay: Duration::ZERO,
+            lookup_ignores_filter: false,
         };
         self.mutations = Mutations {
             max: 50,
@@ -159,6 +168,9 @@ pub struct SourceFaults {
     pub loop_pagination: bool,
     /// Every data response is broken this way.
     pub bad_body: Option<BadBody>,
+    /// A 429's head goes out at once, its body only after this long: a client
+    /// that waits for the body before it holds back lets other requests through.
+    pub rate_limit_body_delay: Duration,
 }
 
 impl Default for SourceFaults {
@@ -175,6 +187,7 @@ impl Default for SourceFaults {
             stale_version_ratio: 0.0,
             loop_pagination: false,
             bad_body: None,
+            rate_limit_body_delay: Duration::ZERO,
         }
     }
 }
@@ -203,7 +216,17 @@ pub struct DestFaults {
     pub slow_ratio: f64,
     /// Write applied, then the response is delayed by `slow_delay`.
     pub commit_then_timeout_ratio: f64,
+    /// Write applied, then answered 502, as a proxy that gave up on the backend.
+    pub commit_then_502_ratio: f64,
+    /// Write held for `delayed_apply_after` (past the client's timeout), then
+    /// applied: a late write that may land over a newer one.
+    pub delayed_apply_ratio: f64,
+    pub delayed_apply_after: Duration,
     pub slow_delay: Duration,
+    /// As on the source: a 429's body comes this long after its head.
+    pub rate_limit_body_delay: Duration,
+    /// Lookups answer with every object, whatever external id was asked for.
+    pub lookup_ignores_filter: bool,
 }
 
 impl Default for DestFaults {
@@ -218,7 +241,12 @@ impl Default for DestFaults {
             burst_len: 3,
             slow_ratio: 0.0,
             commit_then_timeout_ratio: 0.0,
+            commit_then_502_ratio: 0.0,
+            delayed_apply_ratio: 0.0,
+            delayed_apply_after: Duration::from_secs(3),
             slow_delay: Duration::from_secs(10),
+            rate_limit_body_delay: Duration::ZERO,
+            lookup_ignores_filter: false,
         }
     }
 }
@@ -275,6 +303,8 @@ pub(crate) struct Shared {
     pub(crate) source_seq: AtomicU64,
     pub(crate) source_stats: Counters,
     pub(crate) dest_stats: Counters,
+    pub(crate) source_holdoff: Holdoff,
+    pub(crate) dest_holdoff: Holdoff,
     pub(crate) source_auth: AuthGate,
     pub(crate) dest_auth: AuthGate,
     pub(crate) store: Mutex<dest::Store>,
@@ -389,6 +419,8 @@ impl SimSaas {
             source_seq: AtomicU64::new(0),
             source_stats: Counters::default(),
             dest_stats: Counters::default(),
+            source_holdoff: Holdoff::default(),
+            dest_holdoff: Holdoff::default(),
             source_auth: AuthGate::new(cfg.source_auth, cfg.seed, SIDE_SOURCE),
             dest_auth: AuthGate::new(cfg.dest_auth, cfg.seed, SIDE_DEST),
             store: Mutex::new(dest::Store::default()),
@@ -456,6 +488,13 @@ impl SimSaas {
         shared.mutations_stopped.store(true, Ordering::Release);
         // Wait out a mutation that may be running right now (see run_mutations).
         drop(lock(&shared.dataset));
+    }
+
+    /// Gives the record `id` a new version, stamped now, as an update at the
+    /// source would. Returns the new version, or `None` when there is no such record.
+    pub fn update_record(&self, id: &str) -> Option<i64> {
+        let now_ms = jiff::Timestamp::now().as_millisecond();
+        lock(&self.inner.shared.dataset).update_by_id(id, now_ms)
     }
 
     pub fn mutations_done(&self) -> usize {

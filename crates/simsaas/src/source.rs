@@ -48,6 +48,9 @@ struct Ctx {
 /// answer (401, 429, 5xx, broken body).
 async fn gate(s: &Arc<Shared>, headers: &HeaderMap, raw: Option<String>) -> Result<Ctx, Response> {
     bump(&s.source_stats.requests);
+    if s.source_holdoff.arrival_violates() {
+        bump(&s.source_stats.retry_after_violations);
+    }
     let seq = s
         .source_seq
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -64,11 +67,20 @@ async fn gate(s: &Arc<Shared>, headers: &HeaderMap, raw: Option<String>) -> Resu
         match outcome {
             Outcome::RateLimited => {
                 bump(&s.source_stats.rate_limited);
-                return Err(rate_limited(faults.retry_after_secs));
+                return Err(rate_limited(
+                    faults.retry_after_secs,
+                    &s.source_holdoff,
+                    faults.rate_limit_body_delay,
+                    &s.shutdown,
+                ));
             }
             Outcome::RateLimitedDate => {
                 bump(&s.source_stats.rate_limited_date);
-                return Err(rate_limited_date());
+                return Err(rate_limited_date(
+                    &s.source_holdoff,
+                    faults.rate_limit_body_delay,
+                    &s.shutdown,
+                ));
             }
             Outcome::ServerError(code) => {
                 bump(&s.source_stats.server_errors);
@@ -78,7 +90,7 @@ async fn gate(s: &Arc<Shared>, headers: &HeaderMap, raw: Option<String>) -> Resu
                 bump(&s.source_stats.slow);
                 pause(&s.shutdown, faults.slow_delay).await;
             }
-            Outcome::Proceed | Outcome::CommitThenTimeout => {}
+            _ => {}
         }
     }
     match faults.bad_body {
@@ -378,6 +390,9 @@ async fn sim_records(State(s): State<Arc<Shared>>) -> Response {
 }
 
 async fn oauth(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    if s.source_holdoff.arrival_violates() {
+        bump(&s.source_stats.retry_after_violations);
+    }
     s.source_auth
         .token_endpoint(&headers, &body, &s.source_stats)
 }

@@ -26,6 +26,15 @@ pub struct SideStats {
     pub server_errors: u64,
     pub slow: u64,
     pub commit_then_timeout: u64,
+    /// Writes applied, then answered 502.
+    pub commit_then_502: u64,
+    /// Writes held past the client's timeout, then applied.
+    pub delayed_apply: u64,
+    /// Writes refused (412) by the version precondition.
+    pub preconditions_failed: u64,
+    /// Requests that arrived after a 429 had been sent (and its in-flight
+    /// grace had passed) but before its `Retry-After` deadline.
+    pub retry_after_violations: u64,
     /// Destination writes refused with 400/422 (poison or malformed).
     pub rejected: u64,
     pub stale_served: u64,
@@ -45,6 +54,10 @@ pub(crate) struct Counters {
     pub server_errors: AtomicU64,
     pub slow: AtomicU64,
     pub commit_then_timeout: AtomicU64,
+    pub commit_then_502: AtomicU64,
+    pub delayed_apply: AtomicU64,
+    pub preconditions_failed: AtomicU64,
+    pub retry_after_violations: AtomicU64,
     pub rejected: AtomicU64,
     pub stale_served: AtomicU64,
     pub unauthorized: AtomicU64,
@@ -75,6 +88,10 @@ impl Counters {
             server_errors: g(&self.server_errors),
             slow: g(&self.slow),
             commit_then_timeout: g(&self.commit_then_timeout),
+            commit_then_502: g(&self.commit_then_502),
+            delayed_apply: g(&self.delayed_apply),
+            preconditions_failed: g(&self.preconditions_failed),
+            retry_after_violations: g(&self.retry_after_violations),
             rejected: g(&self.rejected),
             stale_served: g(&self.stale_served),
             unauthorized: g(&self.unauthorized),

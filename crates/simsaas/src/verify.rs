@@ -1,16 +1,17 @@
 //! Comparison of the source dataset with what a sync left in the
-//! destination: what is missing, duplicated, stale or wrongly dead-lettered.
+//! destination: what is missing, duplicated, stale, unexplained, or wrongly
+//! dead-lettered (or dead-lettered for the wrong reason).
 //!
 //! Convention: a destination object carries the source id in `external_id`
 //! and the source version as an integer in `body["version"]`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 
 use jiff::Timestamp;
 use serde::Serialize;
 
-use crate::{DestDump, SourceRecord};
+use crate::{DestDump, Rejection, SourceRecord};
 
 /// Result of `verify`. All id lists are sorted.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -33,6 +34,10 @@ pub struct Verification {
     pub rejected_not_dead_lettered: Vec<String>,
     /// Dead-lettered ids whose source record has no rejection.
     pub healthy_dead_lettered: Vec<String>,
+    /// Destination objects whose external id is no source record's id.
+    pub extras: Vec<String>,
+    /// Rejected records dead-lettered with a reason that does not name why.
+    pub wrong_reason: Vec<String>,
 }
 
 impl Verification {
@@ -44,6 +49,18 @@ impl Verification {
             && self.rejected_not_dead_lettered.is_empty()
             && self.healthy_dead_lettered.is_empty()
             && self.duplicate_applications == 0
+            && self.extras.is_empty()
+            && self.wrong_reason.is_empty()
+    }
+}
+
+/// Whether a dead letter's reason names why the record was refused: the
+/// mapping's complaint for an invalid record, the status for a rejected one.
+fn names_the_cause(rejection: Rejection, reason: &str) -> bool {
+    match rejection {
+        Rejection::Invalid => reason.contains("required field") || reason.contains("must be"),
+        Rejection::Status400 => reason.contains("400"),
+        Rejection::Status422 => reason.contains("422"),
     }
 }
 
@@ -55,6 +72,29 @@ pub fn verify(
     dest: &DestDump,
     dead_lettered: &HashMap<String, String>,
     watermark: Timestamp,
+) -> Verification {
+    verify_only(source, dest, dead_lettered, watermark, None)
+}
+
+/// As [`verify`], but only the source records whose ids are in `only` must be
+/// in the destination (or dead-lettered); duplicates, extras and duplicate
+/// applications are still judged over the whole destination.
+pub fn verify_ids(
+    source: &[SourceRecord],
+    dest: &DestDump,
+    dead_lettered: &HashMap<String, String>,
+    watermark: Timestamp,
+    only: &HashSet<String>,
+) -> Verification {
+    verify_only(source, dest, dead_lettered, watermark, Some(only))
+}
+
+fn verify_only(
+    source: &[SourceRecord],
+    dest: &DestDump,
+    dead_lettered: &HashMap<String, String>,
+    watermark: Timestamp,
+    only: Option<&HashSet<String>>,
 ) -> Verification {
     // Highest version written per external id; a duplicate holding an old
     // version next to a current one is reported as a duplicate, not stale.
@@ -78,11 +118,17 @@ pub fn verify(
         ..Verification::default()
     };
 
-    for r in source.iter().filter(|r| r.updated_at <= watermark) {
+    let checked =
+        |r: &&SourceRecord| r.updated_at <= watermark && only.is_none_or(|ids| ids.contains(&r.id));
+    for r in source.iter().filter(checked) {
         out.source_records += 1;
-        if r.rejection.is_some() {
-            if !dead_lettered.contains_key(&r.id) {
-                out.rejected_not_dead_lettered.push(r.id.clone());
+        if let Some(rejection) = r.rejection {
+            match dead_lettered.get(&r.id) {
+                None => out.rejected_not_dead_lettered.push(r.id.clone()),
+                Some(reason) if !names_the_cause(rejection, reason) => {
+                    out.wrong_reason.push(r.id.clone());
+                }
+                Some(_) => {}
             }
             continue;
         }
@@ -94,6 +140,12 @@ pub fn verify(
         }
     }
 
+    let known: HashSet<&str> = source.iter().map(|r| r.id.as_str()).collect();
+    out.extras = by_ext
+        .keys()
+        .filter(|ext| !known.contains(*ext))
+        .map(|ext| (*ext).to_owned())
+        .collect();
     let rejection: HashMap<&str, bool> = source
         .iter()
         .map(|r| (r.id.as_str(), r.rejection.is_some()))
@@ -108,6 +160,7 @@ pub fn verify(
     out.stale.sort();
     out.rejected_not_dead_lettered.sort();
     out.healthy_dead_lettered.sort();
+    out.wrong_reason.sort();
     out
 }
 
@@ -168,6 +221,18 @@ impl fmt::Display for Verification {
             "healthy but dead-lettered",
             self.healthy_dead_lettered.len(),
             &self.healthy_dead_lettered,
+        )?;
+        row(
+            f,
+            "dead-lettered, wrong reason",
+            self.wrong_reason.len(),
+            &self.wrong_reason,
+        )?;
+        row(
+            f,
+            "unexplained in destination",
+            self.extras.len(),
+            &self.extras,
         )
     }
 }
@@ -210,6 +275,7 @@ mod tests {
         let dest = DestDump {
             objects: vec![obj(1, "a", 2)],
             duplicate_applications: 0,
+            late_regressions: Vec::new(),
         };
         let dl = HashMap::from([("b".to_owned(), "400".to_owned())]);
         let v = verify(&source, &dest, &dl, ts(10));
@@ -235,6 +301,7 @@ mod tests {
             rec("e", 5, 1, None),                       // healthy but dead-lettered
             rec("f", 50, 1, None),                      // after the watermark: ignored
             rec("g", 6, 1, Some(Rejection::Status422)), // correctly dead-lettered
+            rec("h", 7, 1, Some(Rejection::Status400)), // dead-lettered for a wrong reason
         ];
         let dest = DestDump {
             objects: vec![
@@ -242,24 +309,35 @@ mod tests {
                 obj(2, "c", 1),
                 obj(3, "c", 1),
                 obj(4, "e", 1),
+                obj(5, "zz", 1), // no source record explains it
             ],
             duplicate_applications: 2,
+            late_regressions: Vec::new(),
         };
         let dl = HashMap::from([
             ("e".to_owned(), "mapping".to_owned()),
-            ("g".to_owned(), "422".to_owned()),
+            (
+                "g".to_owned(),
+                "destination answered HTTP 422: no".to_owned(),
+            ),
+            (
+                "h".to_owned(),
+                "required field `email` is missing".to_owned(),
+            ),
         ]);
         let v = verify(&source, &dest, &dl, ts(10));
-        assert_eq!(v.source_records, 6);
+        assert_eq!(v.source_records, 7);
         assert_eq!(v.expected_written, 4);
-        assert_eq!(v.dest_records, 4);
+        assert_eq!(v.dest_records, 5);
         assert_eq!(v.missing, ["a"]);
         assert_eq!(v.stale, ["b"]);
         assert_eq!(v.duplicates, ["c"]);
         assert_eq!(v.duplicate_applications, 2);
         assert_eq!(v.rejected_not_dead_lettered, ["d"]);
         assert_eq!(v.healthy_dead_lettered, ["e"]);
-        assert_eq!(v.dead_lettered, 2);
+        assert_eq!(v.wrong_reason, ["h"]);
+        assert_eq!(v.extras, ["zz"]);
+        assert_eq!(v.dead_lettered, 3);
         assert!(!v.is_exact());
         let shown = v.to_string();
         assert!(
@@ -269,11 +347,47 @@ mod tests {
     }
 
     #[test]
+    fn extras_or_wrong_reasons_alone_break_exactness() {
+        let source = [
+            rec("a", 1, 1, None),
+            rec("b", 2, 1, Some(Rejection::Invalid)),
+        ];
+        let right = HashMap::from([("b".to_owned(), "field `x` must be a string".to_owned())]);
+        let exact = DestDump {
+            objects: vec![obj(1, "a", 1)],
+            ..DestDump::default()
+        };
+        assert!(verify(&source, &exact, &right, ts(10)).is_exact());
+        let extra = DestDump {
+            objects: vec![obj(1, "a", 1), obj(2, "x", 1)],
+            ..DestDump::default()
+        };
+        assert!(!verify(&source, &extra, &right, ts(10)).is_exact());
+        let wrong = HashMap::from([("b".to_owned(), "destination answered HTTP 500".to_owned())]);
+        assert!(!verify(&source, &exact, &wrong, ts(10)).is_exact());
+    }
+
+    #[test]
+    fn only_the_listed_records_must_be_there() {
+        let source = [rec("a", 1, 2, None), rec("b", 2, 1, None)];
+        let dest = DestDump {
+            objects: vec![obj(1, "a", 1), obj(2, "b", 1), obj(3, "b", 1)],
+            ..DestDump::default()
+        };
+        let only = HashSet::from(["b".to_owned()]);
+        let v = verify_ids(&source, &dest, &HashMap::new(), ts(10), &only);
+        assert!(v.stale.is_empty(), "a is not checked: {v}");
+        assert_eq!(v.duplicates, ["b"], "duplicates are judged everywhere");
+        assert_eq!(v.source_records, 1);
+    }
+
+    #[test]
     fn duplicate_applications_alone_break_exactness() {
         let source = [rec("a", 1, 1, None)];
         let dest = DestDump {
             objects: vec![obj(1, "a", 1)],
             duplicate_applications: 1,
+            late_regressions: Vec::new(),
         };
         let v = verify(&source, &dest, &HashMap::new(), ts(10));
         assert!(!v.is_exact());

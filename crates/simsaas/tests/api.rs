@@ -817,3 +817,126 @@ async fn shutdown_does_not_wait_for_slow_faults() -> R {
     let _ = pending.await;
     Ok(())
 }
+
+#[tokio::test]
+async fn writes_can_land_after_the_client_gave_up_or_before_a_502() -> R {
+    let mut cfg = SimConfig::new(10, 1);
+    cfg.dest.delayed_apply_ratio = 1.0;
+    cfg.dest.delayed_apply_after = Duration::from_millis(300);
+    let sim = SimSaas::start(cfg).await?;
+    let d = sim.dest_url();
+    let impatient = Client::builder()
+        .timeout(Duration::from_millis(100))
+        .build()?;
+    let put = |c: &Client, v: i64| {
+        c.put(format!("{d}/v1/contacts/by-external-id/x"))
+            .bearer_auth(TOKEN)
+            .json(&json!({ "version": v }))
+            .send()
+    };
+    // Version 1 is held and the client gives up; version 2 then goes through.
+    assert!(put(&impatient, 1).await.is_err());
+    sim.set_dest_faults(DestFaults::default());
+    let c = client()?;
+    assert!(put(&c, 2).await?.status().is_success());
+    assert_eq!(sim.dest_dump().objects[0].body["version"], 2);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let dump = sim.dest_dump();
+    assert_eq!(dump.objects[0].body["version"], 1, "the late write landed");
+    assert_eq!(dump.late_regressions, ["x"]);
+    assert!(sim.stats().dest.delayed_apply >= 1);
+
+    let mut cfg = SimConfig::new(11, 1);
+    cfg.dest.commit_then_502_ratio = 1.0;
+    let sim = SimSaas::start(cfg).await?;
+    let r = c
+        .post(format!("{}/v1/contacts", sim.dest_url()))
+        .bearer_auth(TOKEN)
+        .json(&json!({ "external_id": "y" }))
+        .send()
+        .await?;
+    assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(sim.dest_count(), 1, "committed before the 502");
+    assert_eq!(sim.stats().dest.commit_then_502, 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_version_precondition_refuses_older_writes_and_reads_find_objects() -> R {
+    let sim = SimSaas::start(SimConfig::new(12, 1)).await?;
+    let c = client()?;
+    let d = sim.dest_url();
+    let url = format!("{d}/v1/contacts/by-external-id/p");
+    let put = |v: i64| {
+        c.put(&url)
+            .bearer_auth(TOKEN)
+            .header(simsaas::VERSION_HEADER, v.to_string())
+            .json(&json!({ "version": v }))
+            .send()
+    };
+    assert_eq!(c.get(&url).bearer_auth(TOKEN).send().await?.status(), 404);
+    assert!(put(5).await?.status().is_success());
+    assert!(
+        put(5).await?.status().is_success(),
+        "the same version again"
+    );
+    assert_eq!(put(4).await?.status(), StatusCode::PRECONDITION_FAILED);
+    let (status, object) = get(&c, &url).await?;
+    assert_eq!(
+        (status, object["version"].clone()),
+        (StatusCode::OK, json!(5))
+    );
+    assert_eq!(sim.stats().dest.preconditions_failed, 1);
+    // Without the header nothing is compared.
+    let r = c
+        .put(&url)
+        .bearer_auth(TOKEN)
+        .json(&json!({ "version": 3 }))
+        .send()
+        .await?;
+    assert!(r.status().is_success());
+
+    sim.set_dest_faults(DestFaults {
+        lookup_ignores_filter: true,
+        ..DestFaults::default()
+    });
+    c.put(format!("{d}/v1/contacts/by-external-id/q"))
+        .bearer_auth(TOKEN)
+        .json(&json!({}))
+        .send()
+        .await?;
+    let (_, found) = get(&c, &format!("{d}/v1/contacts?external_id=nobody")).await?;
+    assert_eq!(found["data"].as_array().map(Vec::len), Some(2));
+    Ok(())
+}
+
+/// A 429 whose body comes late still shows its status and `Retry-After` at once,
+/// and a request that arrives before the deadline (after the grace for requests
+/// in flight) is counted.
+#[tokio::test]
+async fn retry_after_deadlines_are_watched() -> R {
+    let mut cfg = SimConfig::new(13, 50);
+    cfg.source.rate_limit_ratio = 1.0;
+    cfg.source.retry_after_secs = 2;
+    cfg.source.rate_limit_body_delay = Duration::from_secs(1);
+    let sim = SimSaas::start(cfg).await?;
+    let c = client()?;
+    let url = format!("{}/v1/cursor/invoices", sim.source_url());
+    let started = Instant::now();
+    let r = c.get(&url).bearer_auth(TOKEN).send().await?;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(r.headers()["retry-after"], "2");
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "the head came at once"
+    );
+    let _ = r.bytes().await?;
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "the body came late"
+    );
+    assert_eq!(sim.stats().source.retry_after_violations, 0);
+    c.get(&url).bearer_auth(TOKEN).send().await?;
+    assert_eq!(sim.stats().source.retry_after_violations, 1);
+    Ok(())
+}
