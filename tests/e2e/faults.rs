@@ -31,6 +31,57 @@ async fn rate_limits_with_retry_after_seconds_are_waited_out() {
     world.assert_exact().await;
 }
 
+/// A destination that limits requests with a token bucket, fails with 5xx, commits
+/// slowly and sends each 429's body a while after its head, at concurrency 8: a
+/// 429 holds back every request to that API — writes, lookups, creates, retries —
+/// until its deadline. The same for a source read alone, into a file.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_429_holds_back_every_request_until_its_deadline() {
+    for mode in [Mode::Put, Mode::Lookup] {
+        let mut sim = quiet(25, 1200);
+        sim.dest.rate_limit_rps = Some(400.0);
+        sim.dest.latency = Duration::from_millis(2);
+        sim.dest.burst_start_ratio = 0.02;
+        sim.dest.commit_then_timeout_ratio = 0.01;
+        sim.dest.slow_delay = Duration::from_millis(400);
+        sim.dest.rate_limit_body_delay = Duration::from_millis(400);
+        sim.source.rate_limit_ratio = 0.05;
+        sim.source.rate_limit_body_delay = Duration::from_millis(400);
+        let mut setup = Setup::new(Style::Cursor, mode);
+        setup.timeout = "300ms";
+        setup.page_size = 50;
+        let world = World::start(&format!("holdoff-{mode:?}"), sim, &setup).await;
+        world.run_to_completion().await;
+        let stats = world.sim.stats();
+        assert!(
+            stats.dest.rate_limited > 0
+                && stats.source.rate_limited > 0
+                && stats.dest.server_errors > 0
+                && stats.dest.commit_then_timeout > 0,
+            "{mode:?}: {stats:?}"
+        );
+        world.assert_exact().await;
+    }
+    let mut sim = quiet(26, 1500);
+    sim.source.rate_limit_ratio = 0.05;
+    sim.source.rate_limit_date_ratio = 0.02;
+    sim.source.slow_ratio = 0.02;
+    sim.source.slow_delay = Duration::from_millis(500);
+    sim.source.rate_limit_body_delay = Duration::from_millis(500);
+    let mut setup = Setup::new(Style::Keyset, Mode::Put);
+    setup.timeout = "300ms";
+    setup.page_size = 20;
+    let world = World::start("holdoff-jsonl", sim, &setup).await;
+    world.use_jsonl_destination(&world.dir.join("out.jsonl"));
+    world.run_to_completion().await;
+    let stats = world.sim.stats();
+    assert!(
+        stats.source.rate_limited > 0 && stats.source.slow > 0,
+        "{stats:?}"
+    );
+    world.assert_retry_after_respected();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn rate_limits_with_retry_after_http_dates_are_waited_out() {
     let mut sim = quiet(12, 600);

@@ -16,18 +16,7 @@ async fn the_json_lines_destination_upserts_into_one_file() {
     )
     .await;
     let out_file = world.dir.join("out").join("contacts.jsonl");
-    let text = std::fs::read_to_string(&world.config).expect("read");
-    let start = text.find("[sync.destination]").expect("destination table");
-    let end = text.find("[sync.retry]").expect("retry table");
-    let jsonl = format!(
-        "[sync.destination]\ntype = \"jsonl\"\nfile = \"{}\"\n\n",
-        out_file.display()
-    );
-    std::fs::write(
-        &world.config,
-        format!("{}{jsonl}{}", &text[..start], &text[end..]),
-    )
-    .expect("write");
+    world.use_jsonl_destination(&out_file);
     world.run_to_completion().await;
     let lines = std::fs::read_to_string(&out_file).expect("jsonl file");
     // A file takes what a CRM would refuse; only records that fail mapping are out.

@@ -259,6 +259,22 @@ impl World {
             .unwrap_or_else(|e| panic!("write config: {e}"));
     }
 
+    /// Replaces the HTTP destination with a JSON Lines file at `file`.
+    pub fn use_jsonl_destination(&self, file: &Path) {
+        let text = std::fs::read_to_string(&self.config).expect("read config");
+        let start = text.find("[sync.destination]").expect("destination table");
+        let end = text.find("[sync.retry]").expect("retry table");
+        let jsonl = format!(
+            "[sync.destination]\ntype = \"jsonl\"\nfile = \"{}\"\n\n",
+            file.display()
+        );
+        std::fs::write(
+            &self.config,
+            format!("{}{jsonl}{}", &text[..start], &text[end..]),
+        )
+        .expect("write config");
+    }
+
     pub fn state_path(&self) -> PathBuf {
         self.dir.join("state.db")
     }
@@ -340,7 +356,22 @@ impl World {
             v.expected_written > 0,
             "nothing was expected to be written:\n{v}"
         );
+        self.assert_retry_after_respected();
         v
+    }
+
+    /// No request reached either API after a 429 and before its `Retry-After`
+    /// deadline (beyond the grace for requests already in flight).
+    pub fn assert_retry_after_respected(&self) {
+        let stats = self.sim.stats();
+        assert_eq!(
+            (
+                stats.source.retry_after_violations,
+                stats.dest.retry_after_violations
+            ),
+            (0, 0),
+            "requests sent before a Retry-After deadline (source, destination): {stats:?}"
+        );
     }
 
     /// Every table of the state store as text, to prove a failure changed nothing.

@@ -13,7 +13,7 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use crate::config::{AuthSpec, KeyPlacement};
-use crate::policy::{Backoff, Class, Outcome, RetryPolicy, classify};
+use crate::policy::{Backoff, Class, Outcome, RateGate, RetryPolicy, classify, parse_retry_after};
 use crate::secret::Secret;
 use crate::stop::{Stop, StopReason};
 
@@ -45,6 +45,9 @@ pub struct Authenticator {
     static_bearer: Option<HeaderValue>,
     token: Mutex<Option<Token>>,
     retry: RetryPolicy,
+    /// The token endpoint is on the API's own origin: its requests wait out the
+    /// API's rate-limit pauses, and a 429 it answers pauses the API.
+    shares_gate: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -67,16 +70,22 @@ struct TokenAnswer {
 }
 
 impl Authenticator {
-    pub fn new(spec: AuthSpec, retry: RetryPolicy) -> Self {
+    /// `api` is the base URL of the API these credentials are for.
+    pub fn new(spec: AuthSpec, retry: RetryPolicy, api: &url::Url) -> Self {
         let static_bearer = match &spec {
             AuthSpec::Bearer { token } => Some(bearer(token)),
             _ => None,
+        };
+        let shares_gate = match &spec {
+            AuthSpec::OAuth2 { token_url, .. } => token_url.origin() == api.origin(),
+            _ => false,
         };
         Authenticator {
             spec,
             static_bearer,
             token: Mutex::new(None),
             retry,
+            shares_gate,
         }
     }
 
@@ -90,11 +99,12 @@ impl Authenticator {
         *self.token.lock().await = None;
     }
 
-    /// Adds the credentials to a request.
+    /// Adds the credentials to a request; `gate` paces the API they are for.
     pub async fn apply(
         &self,
         request: RequestBuilder,
         client: &Client,
+        gate: &RateGate,
         stop: &Stop,
     ) -> Result<RequestBuilder, AuthError> {
         Ok(match &self.spec {
@@ -127,7 +137,9 @@ impl Authenticator {
                             client_secret,
                             scope: scope.as_deref(),
                         };
-                        let token = self.fetch_token(client, &client_credentials, stop).await?;
+                        let token = self
+                            .fetch_token(client, &client_credentials, gate, stop)
+                            .await?;
                         let access = token.access.clone();
                         *cached = Some(token);
                         access
@@ -142,6 +154,7 @@ impl Authenticator {
         &self,
         client: &Client,
         credentials: &ClientCredentials<'_>,
+        gate: &RateGate,
         stop: &Stop,
     ) -> Result<Token, AuthError> {
         let ClientCredentials {
@@ -161,7 +174,11 @@ impl Authenticator {
         }
         let mut backoff = Backoff::new(self.retry);
         loop {
+            if self.shares_gate {
+                gate.unpaused(stop).await.map_err(AuthError::Stopped)?;
+            }
             let started = Instant::now();
+            let mut retry_after = None;
             let outcome = match client.post((*token_url).clone()).form(&form).send().await {
                 Ok(response) if response.status().is_success() => {
                     let body = response.bytes().await.map_err(|e| AuthError::BadAnswer {
@@ -182,14 +199,24 @@ impl Authenticator {
                         refresh_at: started + ttl - margin,
                     });
                 }
-                Ok(response) => Outcome::Status(response.status().as_u16()),
+                Ok(response) => {
+                    retry_after = response
+                        .headers()
+                        .get(reqwest::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
+                    if self.shares_gate && response.status().as_u16() == 429 {
+                        gate.pause_for(retry_after.unwrap_or(self.retry.base));
+                    }
+                    Outcome::Status(response.status().as_u16())
+                }
                 Err(e) if e.is_connect() => Outcome::ConnectFailed,
                 Err(e) if e.is_timeout() => Outcome::TimedOutAfterSend,
                 Err(_) => Outcome::BrokenAfterSend,
             };
             match classify(outcome) {
                 // Asking for a token twice is harmless, so an unknown outcome is too.
-                Class::Transient { .. } => match backoff.next_delay(None) {
+                Class::Transient { .. } => match backoff.next_delay(retry_after) {
                     Some(delay) => stop.sleep(delay).await.map_err(AuthError::Stopped)?,
                     None => {
                         return Err(AuthError::Unavailable {

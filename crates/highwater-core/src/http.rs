@@ -152,7 +152,7 @@ impl Api {
             .build()?;
         Ok(Api {
             name,
-            auth: Authenticator::new(spec.auth.clone(), retry),
+            auth: Authenticator::new(spec.auth.clone(), retry, &spec.base_url),
             gate: RateGate::new(spec.rate_limit),
             client,
             spec,
@@ -197,18 +197,34 @@ impl Api {
         loop {
             self.gate.ready(stop).await.map_err(HttpError::Stopped)?;
             let builder = self.build(request);
-            let builder =
-                self.auth
-                    .apply(builder, &self.client, stop)
-                    .await
-                    .map_err(|e| match e {
-                        AuthError::Stopped(reason) => HttpError::Stopped(reason),
-                        e => HttpError::Auth(e, self.name),
-                    })?;
+            let builder = self
+                .auth
+                .apply(builder, &self.client, &self.gate, stop)
+                .await
+                .map_err(|e| match e {
+                    AuthError::Stopped(reason) => HttpError::Stopped(reason),
+                    e => HttpError::Auth(e, self.name),
+                })?;
+            // The pause may have begun while the credentials were applied (a
+            // token fetch takes a while): nothing goes out before it ends.
+            self.gate.unpaused(stop).await.map_err(HttpError::Stopped)?;
             let (outcome, retry_after, detail) = match builder.send().await {
                 Ok(mut response) => {
                     let status = response.status();
                     let headers = std::mem::take(response.headers_mut());
+                    let retry_after = (!status.is_success())
+                        .then(|| headers.get(RETRY_AFTER))
+                        .flatten()
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| parse_retry_after(v, SystemTime::now()));
+                    // Every request to this API holds back from the moment the
+                    // head arrives: waiting for the body first would let other
+                    // requests through while it trickles in.
+                    if status == StatusCode::TOO_MANY_REQUESTS
+                        || (status == StatusCode::SERVICE_UNAVAILABLE && retry_after.is_some())
+                    {
+                        self.gate.pause_for(retry_after.unwrap_or(self.retry.base));
+                    }
                     match response.bytes().await {
                         Ok(body) if status.is_success() => {
                             let reply = Reply {
@@ -221,17 +237,17 @@ impl Api {
                                 Some(error) => (Outcome::ErrorInBody, None, error),
                             }
                         }
-                        Ok(body) => {
-                            let retry_after = headers
-                                .get(RETRY_AFTER)
-                                .and_then(|v| v.to_str().ok())
-                                .and_then(|v| parse_retry_after(v, SystemTime::now()));
-                            (
-                                Outcome::Status(status.as_u16()),
-                                retry_after,
-                                snippet(&body),
-                            )
-                        }
+                        Ok(body) => (
+                            Outcome::Status(status.as_u16()),
+                            retry_after,
+                            snippet(&body),
+                        ),
+                        // A status is an answer even when its body cannot be read.
+                        Err(e) if !status.is_success() => (
+                            Outcome::Status(status.as_u16()),
+                            retry_after,
+                            format!("(the answer's body could not be read: {})", e.without_url()),
+                        ),
                         Err(e) if e.is_timeout() => (
                             Outcome::TimedOutAfterSend,
                             None,
@@ -266,9 +282,6 @@ impl Api {
                             url: redact(&request.url),
                             last: detail,
                         });
-                    }
-                    if status == 429 {
-                        self.gate.pause_for(retry_after.unwrap_or(self.retry.base));
                     }
                     let Some(delay) = backoff.next_delay(retry_after) else {
                         return Err(HttpError::Exhausted {

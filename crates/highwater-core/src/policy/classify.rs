@@ -51,11 +51,18 @@ pub fn classify(outcome: Outcome) -> Class {
 }
 
 /// Reads a `Retry-After` value: delay-seconds or an HTTP-date. A date in the past
-/// means "now".
+/// means "now". Fractional seconds (`1.5`), which some APIs send although the
+/// standard has whole ones, are honoured rather than ignored: ignoring them would
+/// send the next request before the server wants it.
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
     if let Ok(seconds) = value.parse::<u64>() {
         return Some(Duration::from_secs(seconds));
+    }
+    if value.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        && let Ok(seconds) = value.parse::<f64>()
+    {
+        return Duration::try_from_secs_f64(seconds).ok();
     }
     let at = httpdate::parse_http_date(value).ok()?;
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
@@ -103,6 +110,12 @@ mod tests {
         let earlier = httpdate::fmt_http_date(now - Duration::from_secs(30));
         assert_eq!(parse_retry_after(&earlier, now), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(
+            parse_retry_after("1.5", now),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(parse_retry_after("-1", now), None);
+        assert_eq!(parse_retry_after("1e9", now), None);
     }
 
     proptest! {

@@ -78,14 +78,7 @@ impl RateGate {
     /// Waits until a request may go out.
     pub async fn ready(&self, stop: &Stop) -> Result<(), StopReason> {
         loop {
-            let paused = *self.paused_until.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(until) = paused {
-                let now = Instant::now();
-                if until > now {
-                    stop.sleep(until - now).await?;
-                    continue;
-                }
-            }
+            self.unpaused(stop).await?;
             let Some(limiter) = &self.limiter else {
                 return Ok(());
             };
@@ -95,6 +88,19 @@ impl RateGate {
                     let wait = not_until.wait_time_from(TokioClock.now());
                     stop.sleep(wait).await?;
                 }
+            }
+        }
+    }
+
+    /// Waits until no pause holds requests back; takes no slot of the pace.
+    pub async fn unpaused(&self, stop: &Stop) -> Result<(), StopReason> {
+        loop {
+            let paused = *self.paused_until.lock().unwrap_or_else(|e| e.into_inner());
+            match paused {
+                Some(until) if until > Instant::now() => {
+                    stop.sleep(until - Instant::now()).await?;
+                }
+                _ => return Ok(()),
             }
         }
     }
@@ -122,6 +128,19 @@ mod tests {
         gate.pause_for(Duration::from_secs(1));
         gate.ready(&stop).await.ok();
         assert!(Instant::now() - start >= Duration::from_secs(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiting_out_a_pause_takes_no_slot_of_the_pace() {
+        let gate = RateGate::new(Some(1.0));
+        let stop = Stop::never();
+        let start = Instant::now();
+        gate.pause_for(Duration::from_millis(300));
+        gate.unpaused(&stop).await.ok();
+        assert!(Instant::now() - start >= Duration::from_millis(300));
+        // The one request a second is still there for the request itself.
+        gate.ready(&stop).await.ok();
+        assert!(Instant::now() - start < Duration::from_millis(400));
     }
 
     #[tokio::test(start_paused = true)]
