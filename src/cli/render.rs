@@ -90,10 +90,43 @@ pub fn report(r: &RunReport) -> String {
         r.session.written,
         rate(r.session.read, r.elapsed)
     );
+    if !r.repaired.is_empty() {
+        let _ = writeln!(
+            out,
+            "  {:<14}{} (a late write had set them back; written again): {}",
+            "repaired",
+            r.repaired.len(),
+            examples(&r.repaired)
+        );
+    }
+    if !r.unverified.is_empty() {
+        let _ = writeln!(
+            out,
+            "  {:<14}{} written again while an older write could still land; set read_path to check them: {}",
+            "unverified",
+            r.unverified.len(),
+            examples(&r.unverified)
+        );
+    }
     if let RunOutcome::Stopped(_) = r.outcome {
         let _ = writeln!(out, "resume with: highwater run {}", r.sync);
     }
     out
+}
+
+/// The first few ids of a list, and how many more.
+fn examples(ids: &[String]) -> String {
+    const SHOWN: usize = 10;
+    let mut text = ids
+        .iter()
+        .take(SHOWN)
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if ids.len() > SHOWN {
+        let _ = write!(text, ", … (+{})", ids.len() - SHOWN);
+    }
+    text
 }
 
 pub fn report_json(r: &RunReport) -> Value {
@@ -108,6 +141,8 @@ pub fn report_json(r: &RunReport) -> Value {
         "counters": r.counters,
         "session": r.session,
         "retries": r.retries,
+        "repaired": r.repaired,
+        "unverified": r.unverified,
         "elapsed_ms": r.elapsed.as_millis() as u64,
         "peak_rss_kb": peak_rss_kb(),
     })

@@ -12,6 +12,13 @@ fn quiet(seed: u64, records: usize) -> SimConfig {
     SimConfig::new(seed, records)
 }
 
+/// The destination matches the source, and no request broke a `Retry-After`.
+async fn exact(world: &World) -> simsaas::Verification {
+    let v = world.assert_exact().await;
+    world.assert_retry_after_respected();
+    v
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn rate_limits_with_retry_after_seconds_are_waited_out() {
     let mut sim = quiet(11, 600);
@@ -28,7 +35,7 @@ async fn rate_limits_with_retry_after_seconds_are_waited_out() {
         stats.source.rate_limited > 0 && stats.dest.rate_limited > 0,
         "{stats:?}"
     );
-    world.assert_exact().await;
+    exact(&world).await;
 }
 
 /// A destination that limits requests with a token bucket, fails with 5xx, commits
@@ -39,7 +46,7 @@ async fn rate_limits_with_retry_after_seconds_are_waited_out() {
 async fn a_429_holds_back_every_request_until_its_deadline() {
     for mode in [Mode::Put, Mode::Lookup] {
         let mut sim = quiet(25, 1200);
-        sim.dest.rate_limit_rps = Some(400.0);
+        sim.dest.rate_limit_rps = Some(150.0);
         sim.dest.latency = Duration::from_millis(2);
         sim.dest.burst_start_ratio = 0.02;
         sim.dest.commit_then_timeout_ratio = 0.01;
@@ -60,7 +67,7 @@ async fn a_429_holds_back_every_request_until_its_deadline() {
                 && stats.dest.commit_then_timeout > 0,
             "{mode:?}: {stats:?}"
         );
-        world.assert_exact().await;
+        exact(&world).await;
     }
     let mut sim = quiet(26, 1500);
     sim.source.rate_limit_ratio = 0.05;
@@ -99,7 +106,7 @@ async fn rate_limits_with_retry_after_http_dates_are_waited_out() {
     );
     // An HTTP-date about a second ahead is a floor on the wait.
     assert!(started.elapsed() >= Duration::from_millis(900));
-    world.assert_exact().await;
+    exact(&world).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -124,7 +131,7 @@ async fn server_error_bursts_are_retried() {
         retries >= stats.source.server_errors + stats.dest.server_errors,
         "{retries} retries for {stats:?}"
     );
-    world.assert_exact().await;
+    exact(&world).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -141,7 +148,7 @@ async fn answers_slower_than_the_timeout_are_retried() {
     world.run_to_completion().await;
     let stats = world.sim.stats();
     assert!(stats.source.slow > 0 && stats.dest.slow > 0, "{stats:?}");
-    world.assert_exact().await;
+    exact(&world).await;
 }
 
 /// The destination applies the write and then never answers in time: every mode
@@ -158,7 +165,7 @@ async fn commit_then_timeout_never_duplicates_in_any_mode() {
         world.run_to_completion().await;
         let stats = world.sim.stats();
         assert!(stats.dest.commit_then_timeout > 0, "{mode:?}: {stats:?}");
-        world.assert_exact().await;
+        exact(&world).await;
     }
 }
 
@@ -169,7 +176,7 @@ async fn poisoned_and_invalid_records_are_dead_lettered_with_their_reason() {
     sim.invalid_ratio = 0.03;
     let world = World::start("poison", sim, &Setup::new(Style::Page, Mode::Post)).await;
     world.run_to_completion().await;
-    let v = world.assert_exact().await;
+    let v = exact(&world).await;
     assert!(v.dead_lettered >= 30, "{v}");
     let store = highwater_core::state::Store::open(&world.state_path())
         .await
@@ -204,7 +211,7 @@ async fn a_destination_rate_limit_is_respected() {
     let world = World::start("dest-rps", sim, &Setup::new(Style::Cursor, Mode::Put)).await;
     world.run_to_completion().await;
     assert!(world.sim.stats().dest.rate_limited > 0);
-    world.assert_exact().await;
+    exact(&world).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -225,7 +232,7 @@ async fn inserts_and_updates_during_a_run_are_picked_up_by_the_next() {
     world.sim.stop_mutations();
     assert!(world.sim.mutations_done() > 0);
     world.run_to_completion().await;
-    world.assert_exact().await;
+    exact(&world).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -245,7 +252,7 @@ async fn late_updates_are_caught_by_lag_and_lookback() {
     world.sim.stop_mutations();
     // The late updates are older than now but newer than the first watermark.
     world.run_to_completion().await;
-    world.assert_exact().await;
+    exact(&world).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -256,7 +263,7 @@ async fn many_records_sharing_one_timestamp_are_all_read() {
     setup.page_size = 50;
     let world = World::start("shared-ts", sim, &setup).await;
     world.run_to_completion().await;
-    world.assert_exact().await;
+    exact(&world).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -280,7 +287,7 @@ async fn out_of_order_versions_never_regress_the_destination() {
     }
     let stats = world.sim.stats();
     assert!(stats.source.stale_served > 0, "{stats:?}");
-    world.assert_exact().await;
+    exact(&world).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -327,6 +334,6 @@ async fn offset_and_page_shifts_skip_nothing() {
         tokio::time::sleep(Duration::from_millis(900)).await;
         world.sim.stop_mutations();
         world.run_to_completion().await;
-        world.assert_exact().await;
+        exact(&world).await;
     }
 }

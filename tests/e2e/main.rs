@@ -6,5 +6,6 @@ mod cli;
 mod crash;
 mod faults;
 mod modes;
-mod replicas;
+mod scripted;
 mod util;
+mod writes;

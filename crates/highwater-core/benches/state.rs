@@ -87,6 +87,7 @@ async fn run(store: &Store, pages: usize, first: bool) -> Result<Figures, Box<dy
                 source_id,
                 version: Some(1),
                 updated_at: now,
+                settles_at: None,
             })
             .collect(),
     };
@@ -107,7 +108,8 @@ async fn run(store: &Store, pages: usize, first: bool) -> Result<Figures, Box<dy
         let ids = ids(page, pages);
         let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
         let at = Instant::now();
-        let known = store.known("bench", &refs).await?;
+        // External ids are the source ids here, as with `external_id = "{id}"`.
+        let known = store.known("bench", &refs, &refs).await?;
         lookups += at.elapsed();
         if !first && known.ledger.len() != PAGE {
             return Err(format!("page {page}: {} of {PAGE} known", known.ledger.len()).into());
@@ -149,7 +151,12 @@ async fn run(store: &Store, pages: usize, first: bool) -> Result<Figures, Box<dy
     }
     let at = Instant::now();
     store
-        .complete_run(&run.run_id, &json!({"kind": "end"}), &Counters::default())
+        .complete_run(
+            &run.run_id,
+            &json!({"kind": "end"}),
+            &Counters::default(),
+            &[],
+        )
         .await?;
     commits += at.elapsed();
     Ok(Figures {

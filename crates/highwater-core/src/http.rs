@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime};
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use reqwest::{Client, Method, StatusCode};
 use serde_json::Value;
+use tokio::time::Instant;
 use url::Url;
 
 use crate::auth::{AuthError, Authenticator, sensitive};
@@ -54,14 +55,17 @@ pub enum HttpError {
         attempts: u32,
         last: String,
     },
-    /// The request went out and no answer came back; the caller said repeating it
+    /// The request went out and no clear answer came back (a timeout, a broken
+    /// connection, a 5xx that may follow a commit); the caller said repeating it
     /// is not safe, so it decides what to do.
-    #[error("{api}: {method} {url} got no answer ({last}); it may have been applied")]
+    #[error("{api}: {method} {url} got no clear answer ({last}); it may have been applied")]
     Unknown {
         api: &'static str,
         method: Method,
         url: String,
         last: String,
+        /// When the request went out: it may still be applied for a while after.
+        sent: Instant,
     },
     /// Record-level: the API refused this request's content.
     #[error("{status} {body}")]
@@ -112,6 +116,9 @@ pub struct Reply {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: bytes::Bytes,
+    /// When the first attempt that got no clear answer went out, if one did:
+    /// that attempt may still be applied after this answer, for a while.
+    pub unsettled_since: Option<Instant>,
 }
 
 impl Reply {
@@ -170,6 +177,12 @@ impl Api {
         self.retries.load(Ordering::Relaxed)
     }
 
+    /// Counts a retry its caller makes by other means (a lookup again after a
+    /// create without a clear answer).
+    pub fn count_retry(&self) {
+        self.retries.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Resolves a path (or absolute URL) against the base URL, keeping the base's
     /// own path prefix. Only the path is parsed on this hot path, not the host.
     pub fn url(&self, path: &str) -> Result<Url, url::ParseError> {
@@ -194,6 +207,7 @@ impl Api {
     pub async fn send(&self, request: &Request, stop: &Stop) -> Result<Reply, HttpError> {
         let mut backoff = Backoff::new(self.retry);
         let mut refreshed = false;
+        let mut unsettled_since = None;
         loop {
             self.gate.ready(stop).await.map_err(HttpError::Stopped)?;
             let builder = self.build(request);
@@ -208,6 +222,7 @@ impl Api {
             // The pause may have begun while the credentials were applied (a
             // token fetch takes a while): nothing goes out before it ends.
             self.gate.unpaused(stop).await.map_err(HttpError::Stopped)?;
+            let sent = Instant::now();
             let (outcome, retry_after, detail) = match builder.send().await {
                 Ok(mut response) => {
                     let status = response.status();
@@ -231,6 +246,7 @@ impl Api {
                                 status,
                                 headers,
                                 body,
+                                unsettled_since,
                             };
                             match self.error_in_body(&reply) {
                                 None => return Ok(reply),
@@ -280,8 +296,16 @@ impl Api {
                             api: self.name,
                             method: request.method.clone(),
                             url: redact(&request.url),
-                            last: detail,
+                            last: if status > 0 {
+                                format!("HTTP {status} {detail}")
+                            } else {
+                                detail
+                            },
+                            sent,
                         });
+                    }
+                    if !outcome_known {
+                        unsettled_since.get_or_insert(sent);
                     }
                     let Some(delay) = backoff.next_delay(retry_after) else {
                         return Err(HttpError::Exhausted {

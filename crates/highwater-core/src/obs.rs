@@ -11,3 +11,6 @@ pub const RUN_COMPLETED: &str = "run_completed";
 pub const RUN_STOPPED: &str = "run_stopped";
 pub const RUN_FAILED: &str = "run_failed";
 pub const PAGINATION_RESCAN: &str = "pagination_rescan";
+pub const RECORD_REPAIRED: &str = "record_repaired";
+pub const RECORDS_UNVERIFIED: &str = "records_unverified";
+pub const FLOOR_CONFIRMED: &str = "floor_confirmed";

@@ -752,7 +752,7 @@ impl Validator<'_> {
     ) -> Option<DestinationSpec> {
         let at = format!("{at}.destination");
         let r = raw.get_ref();
-        let http_only: [(&str, Option<std::ops::Range<usize>>); 17] = [
+        let http_only: [(&str, Option<std::ops::Range<usize>>); 21] = [
             ("base_url", r.base_url.as_ref().map(Spanned::span)),
             ("mode", r.mode.as_ref().map(Spanned::span)),
             ("auth", r.auth.as_ref().map(Spanned::span)),
@@ -776,6 +776,19 @@ impl Validator<'_> {
             ("create_path", r.create_path.as_ref().map(Spanned::span)),
             ("update_path", r.update_path.as_ref().map(Spanned::span)),
             ("update_method", r.update_method.as_ref().map(Spanned::span)),
+            (
+                "version_header",
+                r.version_header.as_ref().map(Spanned::span),
+            ),
+            (
+                "late_write_window",
+                r.late_write_window.as_ref().map(Spanned::span),
+            ),
+            ("read_path", r.read_path.as_ref().map(Spanned::span)),
+            (
+                "read_results_path",
+                r.read_results_path.as_ref().map(Spanned::span),
+            ),
         ];
         match r.kind.get_ref().as_str() {
             "jsonl" => {
@@ -828,7 +841,7 @@ impl Validator<'_> {
     fn http_destination(
         &mut self,
         raw: &Spanned<RawDestination>,
-        keys: [(&str, Option<std::ops::Range<usize>>); 17],
+        keys: [(&str, Option<std::ops::Range<usize>>); 21],
         at: &str,
     ) -> Option<DestinationSpec> {
         let r = raw.get_ref();
@@ -854,8 +867,13 @@ impl Validator<'_> {
         };
         let mode_name = mode.get_ref().as_str();
         let mode_keys: &[&str] = match mode_name {
-            "put" => &["path", "method"],
-            "post" => &["path", "idempotency_header"],
+            "put" => &["path", "method", "read_path", "read_results_path"],
+            "post" => &[
+                "path",
+                "idempotency_header",
+                "read_path",
+                "read_results_path",
+            ],
             "lookup" => &[
                 "lookup_path",
                 "lookup_param",
@@ -877,6 +895,8 @@ impl Validator<'_> {
             "path",
             "method",
             "idempotency_header",
+            "read_path",
+            "read_results_path",
             "lookup_path",
             "lookup_param",
             "lookup_results_path",
@@ -917,12 +937,74 @@ impl Validator<'_> {
                 .map(|n| n as usize),
         };
         let mode = self.write_mode(raw, mode_name, at);
+        // A create whose outcome is unknown is resolved by looking the record up
+        // again, and a POST's answer is matched by it: both need the field.
+        if r.external_id_field.is_none() && matches!(mode_name, "lookup" | "post") {
+            self.problem(
+                raw,
+                at,
+                format!(
+                    "mode = {mode_name:?} needs `external_id_field` (the field of a destination object that holds the external id)"
+                ),
+            );
+            ok = false;
+        }
+        let version_header = r.version_header.as_ref().and_then(|h| {
+            let parsed = HeaderName::from_str(h.get_ref()).ok();
+            if parsed.is_none() {
+                self.problem(
+                    h,
+                    format!("{at}.version_header"),
+                    "not a valid HTTP header name",
+                );
+            }
+            parsed
+        });
+        let late_write_window = r
+            .late_write_window
+            .as_ref()
+            .map(|d| self.duration(d, &format!("{at}.late_write_window")));
+        if let Some(path) = &r.read_path
+            && !path.get_ref().contains("{external_id}")
+        {
+            self.problem(
+                path,
+                format!("{at}.read_path"),
+                "expected a path containing {external_id}",
+            );
+            ok = false;
+        }
         if !ok {
             return None;
         }
+        let http = http?;
+        let late_write_window = match late_write_window {
+            Some(window) => window?,
+            None => http.timeout.saturating_mul(3),
+        };
+        let read = r.read_path.as_ref().map(|p| ReadSpec {
+            path: UriTemplate(p.get_ref().clone()),
+            results_path: r
+                .read_results_path
+                .as_ref()
+                .map(|p| FieldPath::parse(p.get_ref())),
+        });
+        if read.is_none()
+            && let Some(results) = &r.read_results_path
+        {
+            self.problem(
+                results,
+                format!("{at}.read_results_path"),
+                "needs `read_path`",
+            );
+            return None;
+        }
         Some(DestinationSpec::Http(HttpDestinationSpec {
-            http: http?,
+            http,
             mode: mode?,
+            version_header,
+            late_write_window,
+            read,
             external_id_field: r.external_id_field.as_ref().map(|f| f.get_ref().clone()),
             dest_id_field: match (&r.dest_id_field, mode_name) {
                 (Some(field), _) => Some(FieldPath::parse(field.get_ref())),

@@ -129,7 +129,11 @@ pub struct RawDestination {
     pub concurrency: Option<S<i64>>,
     pub external_id_field: Option<S<String>>,
     pub dest_id_field: Option<S<String>>,
+    pub version_header: Option<S<String>>,
+    pub late_write_window: Option<S<String>>,
     // put and post
+    pub read_path: Option<S<String>>,
+    pub read_results_path: Option<S<String>>,
     pub path: Option<S<String>>,
     pub method: Option<S<String>>,
     pub idempotency_header: Option<S<String>>,

@@ -248,6 +248,26 @@ pub struct HttpDestinationSpec {
     /// mode needs it; put and post read it only when configured.
     pub dest_id_field: Option<FieldPath>,
     pub concurrency: usize,
+    /// A header carrying the record's version, which the destination compares:
+    /// it refuses (412) a write older than what it holds.
+    pub version_header: Option<HeaderName>,
+    /// How long a write that got no clear answer may still be applied by the
+    /// destination. A record written again within it is read back before the
+    /// run completes, and a create is looked up again only once it has passed.
+    pub late_write_window: Duration,
+    /// How to read one record back in put and post modes (lookup mode reads
+    /// through its lookup).
+    pub read: Option<ReadSpec>,
+}
+
+/// A GET of one destination object by external id.
+#[derive(Debug, Clone)]
+pub struct ReadSpec {
+    /// With `{external_id}` (or a query string holding it).
+    pub path: UriTemplate,
+    /// Where the object is in the answer (the whole body when absent); an array
+    /// there is searched for the item whose external id field matches.
+    pub results_path: Option<FieldPath>,
 }
 
 /// A path on the destination with `{external_id}` or `{dest_id}` placeholders.

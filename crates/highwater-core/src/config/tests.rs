@@ -44,6 +44,7 @@ lookup_path = "/v1/contacts"
 lookup_param = "external_id"
 create_path = "/v1/contacts"
 update_path = "/v1/contacts/{dest_id}"
+external_id_field = "external_id"
 auth = { type = "oauth2", token_url = "https://crm.example.com/oauth/token", client_id = "hw", client_secret = "${CRM_SECRET}" }
 
 [sync.retry]
@@ -114,7 +115,7 @@ fn missing_env_var_names_the_variable_not_a_value() {
     check(
         &VALID.replace("${CRM_SECRET}", "${CRM_SECRETS}"),
         expect![[
-            r#"hw.toml:41: sync "invoices_to_crm".destination.auth.client_secret: environment variable CRM_SECRETS is not set"#
+            r#"hw.toml:42: sync "invoices_to_crm".destination.auth.client_secret: environment variable CRM_SECRETS is not set"#
         ]],
     );
 }
@@ -156,7 +157,7 @@ fn bad_values_are_all_reported_at_once() {
         expect![[r#"
             hw.toml:16: sync "invoices_to_crm".source.lag: expected a duration like "500ms", "30s", "5m" or "1h"
             hw.toml:24: sync "invoices_to_crm".source.pagination.style: expected one of "cursor", "next_url", "keyset", "offset", "page"
-            hw.toml:46: sync "invoices_to_crm".retry.max_attempts: expected a whole number from 1 to 100"#]],
+            hw.toml:47: sync "invoices_to_crm".retry.max_attempts: expected a whole number from 1 to 100"#]],
     );
 }
 
@@ -223,5 +224,76 @@ fn merge_rows_is_a_bounded_count() {
     check(
         &with("10"),
         expect!["hw.toml:4: state.merge_rows: expected a whole number from 500 to 10000000"],
+    );
+}
+
+#[test]
+fn lookup_and_post_need_the_external_id_field() {
+    let without = VALID.replace("external_id_field = \"external_id\"\n", "");
+    check(
+        &without,
+        expect![[
+            r#"hw.toml:33: sync "invoices_to_crm".destination: mode = "lookup" needs `external_id_field` (the field of a destination object that holds the external id)"#
+        ]],
+    );
+    let post = without
+        .replace(
+            "mode = \"lookup\"\nlookup_path = \"/v1/contacts\"\nlookup_param = \"external_id\"\ncreate_path = \"/v1/contacts\"\nupdate_path = \"/v1/contacts/{dest_id}\"",
+            "mode = \"post\"\npath = \"/v1/contacts/upsert\"",
+        );
+    check(
+        &post,
+        expect![[
+            r#"hw.toml:33: sync "invoices_to_crm".destination: mode = "post" needs `external_id_field` (the field of a destination object that holds the external id)"#
+        ]],
+    );
+}
+
+#[test]
+fn reading_back_and_late_writes_are_configured_per_mode() {
+    let put = VALID.replace(
+        "mode = \"lookup\"\nlookup_path = \"/v1/contacts\"\nlookup_param = \"external_id\"\ncreate_path = \"/v1/contacts\"\nupdate_path = \"/v1/contacts/{dest_id}\"",
+        "mode = \"put\"\npath = \"/v1/contacts/{external_id}\"\nread_path = \"/v1/contacts/{external_id}\"\nversion_header = \"X-Source-Version\"\nlate_write_window = \"45s\"",
+    );
+    let config = parse(&put, Path::new("hw.toml"), &env).expect("valid config");
+    let DestinationSpec::Http(http) = &config.syncs[0].destination else {
+        unreachable!("an HTTP destination")
+    };
+    assert_eq!(http.late_write_window, Duration::from_secs(45));
+    assert_eq!(
+        http.version_header.as_ref().map(|h| h.as_str()),
+        Some("x-source-version")
+    );
+    assert_eq!(
+        http.read.as_ref().map(|r| r.path.0.as_str()),
+        Some("/v1/contacts/{external_id}")
+    );
+    // By default a late write is awaited for three times the timeout.
+    let default = parse(VALID, Path::new("hw.toml"), &env).expect("valid config");
+    let DestinationSpec::Http(http) = &default.syncs[0].destination else {
+        unreachable!("an HTTP destination")
+    };
+    assert_eq!(http.late_write_window, http.http.timeout * 3);
+    check(
+        &put.replace(
+            "read_path = \"/v1/contacts/{external_id}\"",
+            "read_path = \"/v1/contacts\"",
+        )
+        .replace(
+            "late_write_window = \"45s\"",
+            "late_write_window = \"soon\"",
+        ),
+        expect![[r#"
+            hw.toml:40: sync "invoices_to_crm".destination.late_write_window: expected a duration like "500ms", "30s", "5m" or "1h"
+            hw.toml:38: sync "invoices_to_crm".destination.read_path: expected a path containing {external_id}"#]],
+    );
+    check(
+        &VALID.replace(
+            "update_path = \"/v1/contacts/{dest_id}\"",
+            "update_path = \"/v1/contacts/{dest_id}\"\nread_path = \"/v1/contacts/{external_id}\"",
+        ),
+        expect![[
+            r#"hw.toml:41: sync "invoices_to_crm".destination.read_path: does not apply to mode = "lookup" (it takes: lookup_path, lookup_param, lookup_results_path, create_path, update_path, update_method)"#
+        ]],
     );
 }

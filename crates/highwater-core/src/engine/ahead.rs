@@ -115,17 +115,28 @@ impl ReadAhead {
 
     async fn prepare(&self, mut page: Page) -> Result<ReadPage, FailureCause> {
         let confirmed = self.confirmed.load(Ordering::Acquire);
-        let ids: Vec<&str> = page.records.iter().map(Extracted::id).collect();
-        let known = self.store.known(&self.sync, &ids).await?;
         let superseded = superseded(&page.records);
+        let mapped: Vec<Option<Result<MappedRecord, MappingError>>> = page
+            .records
+            .iter()
+            .zip(&superseded)
+            .map(|(record, superseded)| match record {
+                Extracted::Record(r) if !superseded => Some(map_record(&self.mapping, r)),
+                _ => None,
+            })
+            .collect();
+        let ids: Vec<&str> = page.records.iter().map(Extracted::id).collect();
+        let external_ids: Vec<&str> = mapped
+            .iter()
+            .filter_map(|m| m.as_ref()?.as_ref().ok())
+            .map(|m| m.external_id.as_str())
+            .collect();
+        let known = self.store.known(&self.sync, &ids, &external_ids).await?;
         let arrivals = std::mem::take(&mut page.records)
             .into_iter()
             .zip(superseded)
-            .map(|(record, superseded)| {
-                let mapped = match &record {
-                    Extracted::Record(r) if !superseded => Some(map_record(&self.mapping, r)),
-                    _ => None,
-                };
+            .zip(mapped)
+            .map(|((record, superseded), mapped)| {
                 // A record the ledger holds with the same payload is skipped or
                 // stale, never written on the store's word alone: its request is
                 // not built here (if the run's own view says otherwise, the write

@@ -44,6 +44,10 @@ pub enum Decision {
     Unchanged,
     /// Older than what was written: never write it over the newer one.
     Stale,
+    /// Older than a write announced by an earlier attempt that the ledger does
+    /// not confirm: the destination may hold that newer version, or not. Not
+    /// written, and not resolved until the destination says which.
+    BelowFloor,
 }
 
 /// Compares a record with what the ledger says was written last, and with a
@@ -56,24 +60,36 @@ pub fn decide(
     written: Option<&LedgerEntry>,
     pending: Option<&Intent>,
 ) -> Decision {
-    let older =
-        |other_version: Option<i64>, other_updated_at: Timestamp| match (version, other_version) {
-            (Some(v), Some(w)) => v < w,
-            _ => updated_at < other_updated_at,
-        };
-    if pending.is_some_and(|p| older(p.version, p.updated_at)) {
+    let older = |other_version: Option<i64>, other_updated_at: Timestamp| {
+        is_older(version, updated_at, other_version, other_updated_at)
+    };
+    if written.is_some_and(|w| older(w.version, w.updated_at)) {
         return Decision::Stale;
+    }
+    if pending.is_some_and(|p| older(p.version, p.updated_at)) {
+        return Decision::BelowFloor;
     }
     let Some(written) = written else {
         return Decision::Write;
     };
-    if older(written.version, written.updated_at) {
-        return Decision::Stale;
-    }
     if hash == written.payload_hash {
         return Decision::Unchanged;
     }
     Decision::Write
+}
+
+/// Whether `(version, updated_at)` is older than the other: versions decide when
+/// both sides have one, `updated_at` otherwise.
+pub fn is_older(
+    version: Option<i64>,
+    updated_at: Timestamp,
+    other_version: Option<i64>,
+    other_updated_at: Timestamp,
+) -> bool {
+    match (version, other_version) {
+        (Some(v), Some(w)) => v < w,
+        _ => updated_at < other_updated_at,
+    }
 }
 
 /// Watches the share of dead letters among the last `window` resolved records.
@@ -206,11 +222,28 @@ mod tests {
             source_id: "a".into(),
             version: Some(5),
             updated_at: at(5),
+            settles_at: None,
         };
         let older = written(Some(3), 3, "h");
-        // Version 5 may have arrived before the crash: 4 must not follow it.
+        // Version 5 may have arrived before the crash: 4 must not follow it, and
+        // nothing says yet whether it did.
         assert_eq!(
             decide(Some(4), at(4), "x", None, Some(&pending)),
+            Decision::BelowFloor
+        );
+        assert_eq!(
+            decide(Some(4), at(4), "x", Some(&older), Some(&pending)),
+            Decision::BelowFloor
+        );
+        // The ledger saying 6 was written settles it: 4 is simply stale.
+        assert_eq!(
+            decide(
+                Some(4),
+                at(4),
+                "x",
+                Some(&written(Some(6), 6, "h")),
+                Some(&pending)
+            ),
             Decision::Stale
         );
         // 5 itself is sent again (the same write, idempotently), and so is 6.

@@ -77,6 +77,11 @@ impl<C> Frontier<C> {
     pub fn in_flight(&self) -> usize {
         self.pending.len()
     }
+
+    /// Records not yet resolved, over every page in flight.
+    pub fn unresolved(&self) -> usize {
+        self.pending.values().map(|page| page.unresolved).sum()
+    }
 }
 
 #[cfg(test)]
@@ -121,6 +126,7 @@ mod tests {
             }
             prop_assert_eq!(checkpoint, Some(sizes.len() - 1));
             prop_assert_eq!(frontier.in_flight(), 0);
+            prop_assert_eq!(frontier.unresolved(), 0);
         }
     }
 }

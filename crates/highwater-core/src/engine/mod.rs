@@ -10,6 +10,7 @@
 mod ahead;
 pub mod decide;
 pub mod frontier;
+mod settle;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -30,13 +31,14 @@ use crate::record::SourceRecord;
 use crate::sink::{Encoded, Sink, SinkError, Write};
 use crate::source::{Cursor, Extracted, SourceError, Window};
 use crate::state::{
-    Counters, DeadLetter, Intent, IntentBatch, Known, LedgerEntry, PageCommit, RunRow, StateError,
-    Store,
+    Counters, DeadLetter, Intent, IntentBatch, Known, LedgerEntry, PageCommit, Readback, RunRow,
+    StateError, Store,
 };
 use crate::stop::{Stop, StopReason};
 use ahead::{Arrival, Delivery, ReadAhead, ReadPage};
-use decide::{Decision, SurgeGuard, decide, plan_window};
+use decide::{Decision, SurgeGuard, decide, is_older, plan_window};
 pub use frontier::Frontier;
+use settle::{Compare, FloorCheck, ReadBack};
 
 /// Pages fetched ahead of those being written: the source keeps reading while the
 /// destination works, and a slow destination still pushes back on the source.
@@ -76,6 +78,11 @@ pub struct RunReport {
     pub session: Counters,
     pub retries: u64,
     pub elapsed: Duration,
+    /// Records a late write had set back, written again after reading them back.
+    pub repaired: Vec<String>,
+    /// Records written again while an older write of theirs could still land,
+    /// which the destination could not be read back to check (no read path).
+    pub unverified: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,6 +134,12 @@ pub enum FailureCause {
     Thread(std::io::Error),
     #[error("the reading thread stopped before the source was exhausted")]
     ReaderGone,
+    #[error(
+        "{} record(s) cannot be confirmed, so the run stops before completing (the next attempt reads them again): {}",
+        .0.len(),
+        .0.join("; ")
+    )]
+    Unconfirmed(Vec<String>),
 }
 
 impl FailureCause {
@@ -202,6 +215,8 @@ pub async fn run(
         session: runner.counters.since(&counters),
         retries,
         elapsed: started.elapsed(),
+        repaired: runner.repaired.clone(),
+        unverified: runner.unverified.clone(),
     };
     match outcome {
         Ok((outcome, retries)) => {
@@ -314,6 +329,26 @@ struct Runner<'a> {
     /// Writes announced by earlier invocations and never known to have settled:
     /// the destination may hold those versions, so nothing older goes over them.
     floors: HashMap<String, Intent>,
+    /// Records below a floor the ledger does not confirm, held back (unresolved)
+    /// until the destination is read to see whether the floor's write arrived.
+    held_back: Vec<HeldBack>,
+    /// Per source id, the oldest write that may still land (a floor, or a write
+    /// of this invocation that got no clear answer) and when all such will have
+    /// landed or never will.
+    unsettled: HashMap<String, Unsettled>,
+    /// Records written again while an older write of theirs may still land, to
+    /// read back before the run completes; the newest write per source id.
+    readbacks: HashMap<String, Readback>,
+    /// External id → the source id whose write holds it in this invocation.
+    holders: HashMap<String, String>,
+    /// How a destination object says which version it holds.
+    compare: Compare,
+    /// How long a write without a clear answer may still land.
+    late_window: Duration,
+    /// The destination refuses older writes itself: nothing needs reading back.
+    refuses_older: bool,
+    repaired: Vec<String>,
+    unverified: Vec<String>,
     /// Names this invocation's intent batches apart from earlier ones'.
     invocation: String,
     /// Writes to announce in the next commit; they go out once it is durable.
@@ -335,6 +370,21 @@ struct Runner<'a> {
 struct PageState {
     commit: PageCommit,
     known: Known,
+}
+
+/// A record held back below an unconfirmed floor.
+struct HeldBack {
+    seq: u64,
+    arrival: Arrival,
+    floor: Intent,
+}
+
+/// The oldest write of a record that may still land, and when it settles.
+#[derive(Debug, Clone, Copy)]
+struct Unsettled {
+    version: Option<i64>,
+    updated_at: Timestamp,
+    settles_at: Timestamp,
 }
 
 /// Something this invocation resolved, kept in memory until every page still to
@@ -394,7 +444,11 @@ enum Resolution {
     Unchanged {
         ledger: Option<LedgerEntry>,
     },
-    Stale,
+    /// Older than what the destination holds; with a ledger row when reading the
+    /// destination is what showed it.
+    Stale {
+        ledger: Option<LedgerEntry>,
+    },
     DeadLettered(DeadLetter),
     StillDeadLettered,
 }
@@ -434,6 +488,15 @@ impl<'a> Runner<'a> {
             staged_pages: BTreeSet::new(),
             dead: HashMap::new(),
             floors: HashMap::new(),
+            held_back: Vec::new(),
+            unsettled: HashMap::new(),
+            readbacks: HashMap::new(),
+            holders: HashMap::new(),
+            compare: Compare::for_sync(spec),
+            late_window: Duration::ZERO,
+            refuses_older: false,
+            repaired: Vec::new(),
+            unverified: Vec::new(),
             invocation: uuid::Uuid::now_v7().simple().to_string(),
             held: Vec::new(),
             batches: Vec::new(),
@@ -468,6 +531,9 @@ impl<'a> Runner<'a> {
         // goes in before the first one.
         self.store.merge_staged(&self.spec.name).await?;
         self.floors = self.store.floors(&self.spec.name).await?;
+        for readback in self.store.readbacks(&self.spec.name).await? {
+            self.readbacks.insert(readback.source_id.clone(), readback);
+        }
         let source_api = Arc::new(Api::new(
             "source",
             self.spec.source.http.clone(),
@@ -478,6 +544,27 @@ impl<'a> Runner<'a> {
             Sink::open(&self.spec.name, &self.spec.destination, self.spec.retry)
                 .map_err(FailureCause::Destination)?,
         );
+        // A write announced before a crash left at the latest when that process
+        // died, before this one started: it settles within the window from now.
+        self.late_window = sink.late_write_window();
+        self.refuses_older = sink.refuses_older_writes();
+        let late = signed(self.late_window);
+        let started = Timestamp::now();
+        for floor in self.floors.values() {
+            let settles_at = floor
+                .settles_at
+                .unwrap_or_else(|| started.saturating_add(late).unwrap_or(started));
+            if settles_at > started {
+                self.unsettled.insert(
+                    floor.source_id.clone(),
+                    Unsettled {
+                        version: floor.version,
+                        updated_at: floor.updated_at,
+                        settles_at,
+                    },
+                );
+            }
+        }
         let (pages_tx, mut pages_rx) = mpsc::channel::<Delivery>(PREFETCH);
         let confirmed = Arc::new(AtomicU64::new(0));
         // The reading thread stops when this loop is done with it, however it ends.
@@ -583,10 +670,38 @@ impl<'a> Runner<'a> {
                     )));
                 }
             }
+            // Records held back below a floor wait until everything else is
+            // done; then the destination says whether the floor's write arrived.
+            if source_done && commits_pending == 0 && self.only_held_back_left() {
+                if let Err(e) = self.settle_held_back(&sink, stop).await {
+                    break Err(e);
+                }
+                continue;
+            }
             if source_done && self.pages.is_empty() && commits_pending == 0 {
+                if let Err(e) = self.settle_readbacks(&sink, stop).await {
+                    break Err(e);
+                }
+                let now = Timestamp::now();
+                let unsettled: Vec<Intent> = self
+                    .unsettled
+                    .iter()
+                    .filter(|(_, u)| u.settles_at > now)
+                    .map(|(id, u)| Intent {
+                        source_id: id.clone(),
+                        version: u.version,
+                        updated_at: u.updated_at,
+                        settles_at: Some(u.settles_at),
+                    })
+                    .collect();
                 break self
                     .store
-                    .complete_run(&self.run_id, &cursor_json(&Cursor::End), &self.counters)
+                    .complete_run(
+                        &self.run_id,
+                        &cursor_json(&Cursor::End),
+                        &self.counters,
+                        &unsettled,
+                    )
                     .await
                     .map(|()| RunOutcome::Completed)
                     .map_err(FailureCause::from);
@@ -725,7 +840,7 @@ impl<'a> Runner<'a> {
         );
         for arrival in arrivals {
             if arrival.superseded {
-                self.resolve(seq, Resolution::Stale)?;
+                self.resolve(seq, Resolution::Stale { ledger: None })?;
             } else if self.busy.contains(arrival.record.id()) {
                 self.waiting
                     .entry(arrival.record.id().to_owned())
@@ -738,7 +853,7 @@ impl<'a> Runner<'a> {
         Ok(())
     }
 
-    /// Decides one record: resolved now, or queued for writing.
+    /// Decides one record: resolved now, queued for writing, or held back.
     fn route(&mut self, seq: u64, arrival: Arrival) -> Result<(), FailureCause> {
         match self.prepare(seq, arrival) {
             Routed::Resolved(resolution) => self.resolve(seq, resolution),
@@ -746,10 +861,162 @@ impl<'a> Runner<'a> {
                 // The write is announced durably first, so that after a crash
                 // nothing older is written over what may have arrived.
                 self.busy.insert(job.record.id().to_owned());
+                self.holders
+                    .insert(job.mapped.external_id.clone(), job.record.id().to_owned());
                 self.held.push(job);
                 Ok(())
             }
+            Routed::HeldBack(held) => {
+                self.held_back.push(held);
+                Ok(())
+            }
         }
+    }
+
+    /// Whether all that is left of the run is records held back below a floor.
+    fn only_held_back_left(&self) -> bool {
+        !self.held_back.is_empty()
+            && self.frontier.unresolved() == self.held_back.len()
+            && self.in_flight == 0
+            && self.unclaimed.is_empty()
+            && self.announced.is_empty()
+            && self.held.is_empty()
+            && self.waiting.is_empty()
+    }
+
+    /// Resolves the records held back below a floor: one the run has since
+    /// confirmed is judged again; for the rest, the destination is read once the
+    /// floor's write can no longer land. A floor it shows arrived resolves the
+    /// record as stale; otherwise the run stops, naming the records, so that the
+    /// next attempt reads them again (the checkpoint is still before them).
+    async fn settle_held_back(&mut self, sink: &Sink, stop: &Stop) -> Result<(), FailureCause> {
+        let mut unconfirmed = Vec::new();
+        for HeldBack {
+            seq,
+            arrival,
+            floor,
+        } in std::mem::take(&mut self.held_back)
+        {
+            let id = arrival.record.id().to_owned();
+            let confirmed = self
+                .written
+                .get(&id)
+                .map(|r| &r.value)
+                .or_else(|| self.pages.get(&seq).and_then(|p| p.known.ledger.get(&id)))
+                .is_some_and(|w| {
+                    !is_older(w.version, w.updated_at, floor.version, floor.updated_at)
+                });
+            if confirmed || self.floors.get(&id) != Some(&floor) {
+                self.route(seq, arrival)?;
+                continue;
+            }
+            let external_id = match &arrival.mapped {
+                Some(Ok(mapped)) => mapped.external_id.clone(),
+                _ => id.clone(),
+            };
+            let settles_at = self
+                .unsettled
+                .get(&id)
+                .map_or_else(Timestamp::now, |u| u.settles_at);
+            let check =
+                settle::check_floor(sink, stop, &self.compare, &external_id, &floor, settles_at)
+                    .await
+                    .map_err(FailureCause::Destination)?;
+            match check {
+                FloorCheck::Landed { dest_id } => {
+                    tracing::info!(
+                        event = crate::obs::FLOOR_CONFIRMED,
+                        sync = %self.spec.name,
+                        source_id = %id,
+                        "an earlier attempt's write is at the destination; the older copy read since is stale"
+                    );
+                    // The payload that went with it is unknown: the next time this
+                    // version is read, it is written again rather than skipped.
+                    let ledger = LedgerEntry {
+                        source_id: id.clone(),
+                        external_id,
+                        dest_id,
+                        version: floor.version,
+                        updated_at: floor.updated_at,
+                        payload_hash: String::new(),
+                        run_id: self.run_id.clone(),
+                    };
+                    self.floors.remove(&id);
+                    self.resolve(
+                        seq,
+                        Resolution::Stale {
+                            ledger: Some(ledger),
+                        },
+                    )?;
+                }
+                FloorCheck::Unconfirmed(why) => {
+                    let served = arrival_version(&arrival);
+                    unconfirmed.push(format!("{id}: the source serves {served}, but {why}"));
+                }
+            }
+        }
+        if unconfirmed.is_empty() {
+            Ok(())
+        } else {
+            Err(FailureCause::Unconfirmed(unconfirmed))
+        }
+    }
+
+    /// Reads back every record written again while an older write of it could
+    /// still land, once that write has landed or never will, and writes again
+    /// each one the destination holds older. Without a way to read back, names
+    /// them instead.
+    async fn settle_readbacks(&mut self, sink: &Sink, stop: &Stop) -> Result<(), FailureCause> {
+        let mut due: Vec<Readback> = std::mem::take(&mut self.readbacks).into_values().collect();
+        if due.is_empty() {
+            return Ok(());
+        }
+        due.sort_by(|a, b| (a.settles_at, &a.source_id).cmp(&(b.settles_at, &b.source_id)));
+        if !sink.can_read_back() {
+            self.unverified = due.into_iter().map(|r| r.source_id).collect();
+            tracing::warn!(
+                event = crate::obs::RECORDS_UNVERIFIED,
+                sync = %self.spec.name,
+                records = %self.unverified.join(", "),
+                "these records were written again while an older write of theirs could still land, and the destination cannot be read back to check them (set read_path)"
+            );
+            return Ok(());
+        }
+        for readback in due {
+            let found = settle::read_back(sink, stop, &self.compare, &readback)
+                .await
+                .map_err(FailureCause::Destination)?;
+            let ReadBack::Behind { held, dest_id } = found else {
+                continue;
+            };
+            let record = MappedRecord {
+                external_id: readback.external_id.clone(),
+                payload: readback.payload.clone(),
+                hash: readback.payload_hash.clone(),
+            };
+            let write = Write {
+                source_id: &readback.source_id,
+                record: &record,
+                version: readback.version,
+                updated_at: readback.updated_at,
+                known_dest_id: dest_id.as_deref().or(readback.dest_id.as_deref()),
+                encoded: None,
+                rewrite_over: Some(held.clone()),
+            };
+            match sink.write(write, stop).await {
+                Ok(_) | Err(SinkError::Superseded) => {}
+                Err(e) => return Err(FailureCause::Destination(e)),
+            }
+            tracing::info!(
+                event = crate::obs::RECORD_REPAIRED,
+                sync = %self.spec.name,
+                source_id = %readback.source_id,
+                held = %held,
+                "a late write had set this record back; written again"
+            );
+            self.repaired.push(readback.source_id);
+        }
+        Ok(())
     }
 
     async fn finish_write(
@@ -771,6 +1038,7 @@ impl<'a> Runner<'a> {
                     payload_hash: job.mapped.hash.clone(),
                     run_id: self.run_id.clone(),
                 };
+                self.note_late_writes(&job, &ledger, written.unsettled_since);
                 self.written
                     .insert(id.clone(), Remembered::new(job.seq, ledger.clone()));
                 Resolution::Written {
@@ -778,6 +1046,8 @@ impl<'a> Runner<'a> {
                     resolves_dead_letter: job.dead_lettered,
                 }
             }
+            // The destination's version precondition: it holds something newer.
+            Err(SinkError::Superseded) => Resolution::Stale { ledger: None },
             Err(SinkError::Rejected { status, reason }) => {
                 let letter = self.dead_letter(
                     &id,
@@ -827,12 +1097,76 @@ impl<'a> Runner<'a> {
         Ok(())
     }
 
+    /// A write succeeded. If an older write of the record may still land over
+    /// it, the record is to be read back before the run completes; if this one
+    /// got no clear answer at some attempt, it may itself still land, and is
+    /// kept (durably, with its page) as such until it settles.
+    fn note_late_writes(
+        &mut self,
+        job: &WriteJob,
+        ledger: &LedgerEntry,
+        unsettled_since: Option<Instant>,
+    ) {
+        let id = job.record.id();
+        let now = Timestamp::now();
+        let overtaken = self.unsettled.get(id).copied().filter(|u| {
+            u.settles_at > now
+                && is_older(
+                    u.version,
+                    u.updated_at,
+                    job.record.version,
+                    job.record.updated_at(),
+                )
+        });
+        let Some(page) = self.pages.get_mut(&job.seq) else {
+            return;
+        };
+        if let Some(older) = overtaken
+            && !self.refuses_older
+        {
+            let readback = Readback {
+                source_id: id.to_owned(),
+                external_id: ledger.external_id.clone(),
+                dest_id: ledger.dest_id.clone(),
+                version: ledger.version,
+                updated_at: ledger.updated_at,
+                payload: job.mapped.payload.clone(),
+                payload_hash: ledger.payload_hash.clone(),
+                settles_at: older.settles_at,
+            };
+            page.commit.readbacks.push(readback.clone());
+            self.readbacks.insert(id.to_owned(), readback);
+        }
+        let Some(since) = unsettled_since else {
+            return;
+        };
+        let left = signed(self.late_window.saturating_sub(since.elapsed()));
+        let settles_at = now.saturating_add(left).unwrap_or(now);
+        page.commit
+            .unsettled
+            .get_or_insert_with(IntentBatch::default)
+            .intents
+            .push(Intent {
+                source_id: id.to_owned(),
+                version: job.record.version,
+                updated_at: job.record.updated_at(),
+                settles_at: Some(settles_at),
+            });
+        let entry = self.unsettled.entry(id.to_owned()).or_insert(Unsettled {
+            version: job.record.version,
+            updated_at: job.record.updated_at(),
+            settles_at,
+        });
+        entry.settles_at = entry.settles_at.max(settles_at);
+    }
+
     /// Whether a write's outcome means it may have reached the destination.
     fn note_outcome(&mut self, result: &Result<crate::sink::Written, SinkError>) {
         let refused = matches!(
             result,
             Err(SinkError::Rejected { .. }
                 | SinkError::Unwritable(_)
+                | SinkError::Superseded
                 | SinkError::Http(HttpError::Unauthorized { .. } | HttpError::Auth(..)))
         );
         if !refused {
@@ -842,7 +1176,7 @@ impl<'a> Runner<'a> {
 
     /// Re-reads one id for a page whose snapshot was taken before later commits.
     async fn refresh_known(&mut self, seq: u64, id: &str) -> Result<(), FailureCause> {
-        let fresh = self.store.known(&self.spec.name, &[id]).await?;
+        let fresh = self.store.known(&self.spec.name, &[id], &[]).await?;
         if let Some(page) = self.pages.get_mut(&seq) {
             match fresh.ledger.get(id) {
                 Some(entry) => page.known.ledger.insert(id.to_owned(), entry.clone()),
@@ -884,7 +1218,14 @@ impl<'a> Runner<'a> {
                 }
                 page.commit.ledger.extend(ledger);
             }
-            Resolution::Stale => self.counters.stale += 1,
+            Resolution::Stale { ledger } => {
+                self.counters.stale += 1;
+                if let Some(entry) = &ledger {
+                    self.written
+                        .insert(entry.source_id.clone(), Remembered::new(seq, entry.clone()));
+                }
+                page.commit.ledger.extend(ledger);
+            }
             Resolution::StillDeadLettered => self.counters.dead_lettered += 1,
             Resolution::DeadLettered(letter) => {
                 self.counters.dead_lettered += 1;
@@ -934,6 +1275,14 @@ impl<'a> Runner<'a> {
             commit.ledger.extend(page.commit.ledger);
             commit.dead_letters.extend(page.commit.dead_letters);
             commit.resolved.extend(page.commit.resolved);
+            commit.readbacks.extend(page.commit.readbacks);
+            if let Some(batch) = page.commit.unsettled {
+                commit
+                    .unsettled
+                    .get_or_insert_with(IntentBatch::default)
+                    .intents
+                    .extend(batch.intents);
+            }
         }
         self.staged_rows += commit.ledger.len();
         if self.staged_rows >= self.merge_rows {
@@ -956,6 +1305,9 @@ impl<'a> Runner<'a> {
         });
         self.commits_sent += 1;
         let number = self.commits_sent;
+        if let Some(batch) = &mut commit.unsettled {
+            batch.id = format!("unsettled-{}-{number}", self.invocation);
+        }
         let held = std::mem::take(&mut self.held);
         if !held.is_empty() {
             let id = format!("{}-{number}", self.invocation);
@@ -967,6 +1319,7 @@ impl<'a> Runner<'a> {
                     source_id: job.record.id().to_owned(),
                     version: job.record.version,
                     updated_at: job.record.updated_at(),
+                    settles_at: None,
                 })
                 .collect();
             commit.announce = Some(IntentBatch { id, intents });
@@ -1050,7 +1403,7 @@ impl<'a> Runner<'a> {
             return Routed::Resolved(Resolution::DeadLettered(letter));
         }
         let Extracted::Record(record) = record else {
-            return Routed::Resolved(Resolution::Stale);
+            return Routed::Resolved(Resolution::Stale { ledger: None });
         };
         // The reading thread maps every copy it does not mark superseded; this
         // maps a record that reached here some other way.
@@ -1062,6 +1415,16 @@ impl<'a> Runner<'a> {
                 return Routed::Resolved(Resolution::DeadLettered(letter));
             }
         };
+        if let Some(holder) = self.holder_of(&mapped.external_id, known)
+            && holder != record.id()
+        {
+            let reason = format!(
+                "external id {:?} is already held by source record {holder:?}: two source records cannot share one destination record (check the external_id template)",
+                mapped.external_id
+            );
+            let letter = self.dead_letter(record.id(), "mapping", reason, &record.body);
+            return Routed::Resolved(Resolution::DeadLettered(letter));
+        }
         let written = match self.written.get(record.id()) {
             Some(r) => Some(&r.value),
             None => known.and_then(|k| k.ledger.get(record.id())),
@@ -1082,7 +1445,22 @@ impl<'a> Runner<'a> {
                 record,
                 mapped,
             }),
-            Decision::Stale => Routed::Resolved(Resolution::Stale),
+            Decision::Stale => Routed::Resolved(Resolution::Stale { ledger: None }),
+            Decision::BelowFloor => Routed::HeldBack(HeldBack {
+                seq,
+                floor: pending.cloned().unwrap_or_else(|| Intent {
+                    source_id: record.id().to_owned(),
+                    version: record.version,
+                    updated_at: record.updated_at(),
+                    settles_at: None,
+                }),
+                arrival: Arrival {
+                    record: Extracted::Record(record),
+                    mapped: Some(Ok(mapped)),
+                    encoded,
+                    superseded: false,
+                },
+            }),
             Decision::Unchanged => match written {
                 // The ledger moves only when the source's version or time did.
                 Some(written)
@@ -1101,6 +1479,21 @@ impl<'a> Runner<'a> {
                 _ => Routed::Resolved(Resolution::Unchanged { ledger: None }),
             },
         }
+    }
+
+    /// The source id holding an external id: by a write of this invocation, or
+    /// by a ledger row the page's lookup found (unless this invocation has since
+    /// given that source record another external id).
+    fn holder_of<'k>(&'k self, external_id: &str, known: Option<&'k Known>) -> Option<&'k str> {
+        if let Some(holder) = self.holders.get(external_id) {
+            return Some(holder);
+        }
+        let holder = known?.holders.get(external_id)?;
+        let moved = self
+            .written
+            .get(holder)
+            .is_some_and(|r| r.value.external_id != external_id);
+        (!moved).then_some(holder.as_str())
     }
 
     fn fingerprint(&self, body: &Value) -> String {
@@ -1127,6 +1520,7 @@ impl<'a> Runner<'a> {
 enum Routed {
     Resolved(Resolution),
     Write(WriteJob),
+    HeldBack(HeldBack),
 }
 
 type WriteOutcome = (WriteJob, Result<crate::sink::Written, SinkError>);
@@ -1191,9 +1585,11 @@ async fn write(sink: &Sink, stop: &Stop, mut job: WriteJob) -> WriteOutcome {
     let write = Write {
         source_id: job.record.id(),
         record: &job.mapped,
-        version_key: version_key(&job.record),
+        version: job.record.version,
+        updated_at: job.record.updated_at(),
         known_dest_id: job.known_dest_id.as_deref(),
         encoded,
+        rewrite_over: None,
     };
     let result = sink.write(write, stop).await;
     (job, result)
@@ -1210,11 +1606,19 @@ fn slot_ended(ended: Result<(), tokio::task::JoinError>) -> FailureCause {
     }
 }
 
-fn version_key(record: &SourceRecord) -> String {
-    match record.version {
-        Some(v) => format!("v{v}"),
-        None => format!("t{}", record.updated_at().as_microsecond()),
+/// How a held-back record was served, for messages.
+fn arrival_version(arrival: &Arrival) -> String {
+    match &arrival.record {
+        Extracted::Record(r) => match r.version {
+            Some(v) => format!("version {v}"),
+            None => format!("the version stamped {}", r.updated_at()),
+        },
+        Extracted::Invalid { .. } => "an invalid copy".into(),
     }
+}
+
+fn signed(duration: Duration) -> jiff::SignedDuration {
+    jiff::SignedDuration::try_from(duration).unwrap_or(jiff::SignedDuration::MAX)
 }
 
 fn cursor_json(cursor: &Cursor) -> Value {

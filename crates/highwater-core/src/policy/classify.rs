@@ -32,10 +32,17 @@ pub enum Class {
 }
 
 /// The one place that decides what a failure means.
+///
+/// A 5xx may follow a commit (a proxy's 502 or 504 after the backend applied
+/// the request, a 500 from a step after the write), so its effect is unknown;
+/// 408, 425 and 429 say the request was not processed.
 pub fn classify(outcome: Outcome) -> Class {
     match outcome {
-        Outcome::Status(408 | 425 | 429 | 500 | 502 | 503 | 504) => Class::Transient {
+        Outcome::Status(408 | 425 | 429) => Class::Transient {
             outcome_known: true,
+        },
+        Outcome::Status(500 | 502 | 503 | 504) => Class::Transient {
+            outcome_known: false,
         },
         Outcome::Status(401 | 403) => Class::Fatal,
         Outcome::Status(400..=499) => Class::RecordLevel,
@@ -75,12 +82,21 @@ mod tests {
 
     #[test]
     fn design_doc_examples() {
-        for s in [408, 425, 429, 500, 502, 503, 504] {
+        for s in [408, 425, 429] {
             assert_eq!(
                 classify(Outcome::Status(s)),
                 Class::Transient {
                     outcome_known: true
                 }
+            );
+        }
+        for s in [500, 502, 503, 504] {
+            assert_eq!(
+                classify(Outcome::Status(s)),
+                Class::Transient {
+                    outcome_known: false
+                },
+                "a {s} may follow a commit"
             );
         }
         for s in [400, 409, 413, 422] {
@@ -123,16 +139,16 @@ mod tests {
         fn every_status_has_exactly_one_meaning(status in 100u16..600) {
             let class = classify(Outcome::Status(status));
             let transient = [408, 425, 429, 500, 502, 503, 504].contains(&status);
-            prop_assert_eq!(matches!(class, Class::Transient { outcome_known: true }), transient);
+            prop_assert_eq!(matches!(class, Class::Transient { .. }), transient);
             if status == 401 || status == 403 {
                 prop_assert_eq!(class, Class::Fatal);
             }
             if (400..500).contains(&status) && !transient && status != 401 && status != 403 {
                 prop_assert_eq!(class, Class::RecordLevel);
             }
-            // A status is an answer: the outcome is always known.
+            // Only a server error leaves the request's effect unknown.
             let unknown = matches!(class, Class::Transient { outcome_known: false });
-            prop_assert!(!unknown);
+            prop_assert_eq!(unknown, (500..505).contains(&status) && status != 501);
         }
     }
 }

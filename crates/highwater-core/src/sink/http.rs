@@ -1,6 +1,7 @@
 //! Owns the HTTP destination's three write modes: `put` to the record's URI, `lookup`
 //! (find by external id, then update or create), and `post` with an
-//! `Idempotency-Key` derived from sync, source id and version.
+//! `Idempotency-Key` derived from sync, source id, version and payload — and reading
+//! one record back by external id, to see what the destination holds.
 
 use bytes::Bytes;
 use reqwest::Method;
@@ -8,11 +9,12 @@ use reqwest::header::HeaderValue;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::Value;
 
-use super::{Encoded, SinkError, Write, Written};
+use super::{Encoded, Held, SinkError, Write, Written};
 use crate::config::{HttpDestinationSpec, UriTemplate, WriteMode};
-use crate::http::{Api, HttpError, Request};
+use crate::http::{Api, HttpError, Reply, Request};
 use crate::mapping::MappedRecord;
 use crate::policy::RetryPolicy;
+use crate::record::FieldPath;
 use crate::stop::Stop;
 
 #[derive(Debug)]
@@ -46,6 +48,15 @@ impl HttpSink {
         self.api.retries()
     }
 
+    pub fn spec(&self) -> &HttpDestinationSpec {
+        &self.spec
+    }
+
+    /// Whether one record can be read back: through the lookup, or a read path.
+    pub fn can_read_back(&self) -> bool {
+        matches!(self.spec.mode, WriteMode::Lookup { .. }) || self.spec.read.is_some()
+    }
+
     pub fn encode(&self, record: &MappedRecord) -> Result<Encoded, SinkError> {
         let url = match &self.spec.mode {
             WriteMode::Put { path, .. } | WriteMode::Post { path, .. } => {
@@ -68,32 +79,84 @@ impl HttpSink {
         let url = || url.ok_or_else(|| SinkError::Unwritable("no URL for this write".into()));
         match &self.spec.mode {
             WriteMode::Put { method, .. } => {
-                let request = self.request(method.clone(), url()?, Some(body), true);
-                let reply = self.api.send(&request, stop).await?;
-                Ok(Written {
-                    dest_id: self.reply_dest_id(&reply),
-                })
+                let request = self.request(method.clone(), url()?, Some(body), true, &write);
+                let reply = self.send_write(&request, stop).await?;
+                Ok(self.written(&reply, None))
             }
             WriteMode::Post {
                 idempotency_header, ..
             } => {
-                let mut request = self.request(Method::POST, url()?, Some(body), true);
-                let key = idempotency_key(&self.sync, write.source_id, &write.version_key);
+                let mut request = self.request(Method::POST, url()?, Some(body), true, &write);
+                let key = idempotency_key(&self.sync, write.source_id, &write);
                 let value = HeaderValue::from_str(&key)
                     .map_err(|e| SinkError::Unwritable(e.to_string()))?;
                 request.headers.push((idempotency_header.clone(), value));
-                let reply = self.api.send(&request, stop).await?;
-                Ok(Written {
-                    dest_id: self.reply_dest_id(&reply),
-                })
+                let reply = self.send_write(&request, stop).await?;
+                Ok(self.written(&reply, None))
             }
             WriteMode::Lookup { .. } => self.lookup_write(&write, body, stop).await,
         }
     }
 
+    /// What the destination holds for `external_id`, read through the lookup
+    /// (lookup mode) or the read path (put and post).
+    pub async fn read_back(&self, external_id: &str, stop: &Stop) -> Result<Held, SinkError> {
+        if let WriteMode::Lookup { .. } = self.spec.mode {
+            return Ok(match self.lookup(external_id, stop).await? {
+                Some(object) => Held::Object {
+                    dest_id: self.dest_id(&object),
+                    object,
+                },
+                None => Held::Nothing,
+            });
+        }
+        let Some(read) = &self.spec.read else {
+            return Err(SinkError::Unwritable(
+                "no read_path: the destination cannot be read back".into(),
+            ));
+        };
+        let url = self.url(&read.path, &[("external_id", external_id)])?;
+        let reply = match self.api.send(&Request::get(url), stop).await {
+            Ok(reply) => reply,
+            Err(HttpError::Rejected {
+                status: 404 | 410, ..
+            }) => return Ok(Held::Nothing),
+            Err(e) => return Err(e.into()),
+        };
+        let body = reply.json().unwrap_or_default();
+        Ok(
+            match self.find(&body, read.results_path.as_ref(), external_id)? {
+                Some(object) => Held::Object {
+                    dest_id: self.dest_id(&object),
+                    object,
+                },
+                None => Held::Nothing,
+            },
+        )
+    }
+
+    /// Sends a write; with a version precondition, a 412 means the destination
+    /// holds a newer version of the record.
+    async fn send_write(&self, request: &Request, stop: &Stop) -> Result<Reply, SinkError> {
+        match self.api.send(request, stop).await {
+            Err(HttpError::Rejected { status: 412, .. }) if self.spec.version_header.is_some() => {
+                Err(SinkError::Superseded)
+            }
+            result => result.map_err(SinkError::from),
+        }
+    }
+
+    fn written(&self, reply: &Reply, known_dest_id: Option<String>) -> Written {
+        Written {
+            dest_id: self.reply_dest_id(reply).or(known_dest_id),
+            unsettled_since: reply.unsettled_since,
+        }
+    }
+
     /// Update when the record exists (by cached id or by lookup), create when it
-    /// does not. A create with an unknown outcome is never repeated blindly: the next
-    /// round looks the record up again first.
+    /// does not. A create with an unknown outcome is never repeated blindly: once
+    /// the time in which it may still land has passed, the record is looked up
+    /// again, and only a lookup that still finds nothing leads to a new create.
     async fn lookup_write(
         &self,
         write: &Write<'_>,
@@ -113,7 +176,15 @@ impl HttpSink {
         let mut last_unknown = None;
         for _ in 0..self.retry.max_attempts.max(1) {
             if dest_id.is_none() {
-                dest_id = self.lookup(&write.record.external_id, stop).await?;
+                dest_id = match self.lookup(&write.record.external_id, stop).await? {
+                    Some(object) => Some(self.dest_id(&object).ok_or_else(|| {
+                        SinkError::Unwritable(format!(
+                            "the lookup found the record but no `{}` (dest_id_field) in it",
+                            self.dest_id_field()
+                        ))
+                    })?),
+                    None => None,
+                };
             }
             match &dest_id {
                 Some(id) => {
@@ -122,55 +193,62 @@ impl HttpSink {
                         &[("dest_id", id), ("external_id", &write.record.external_id)],
                     )?;
                     let request =
-                        self.request(update_method.clone(), url, Some(body.clone()), true);
-                    match self.api.send(&request, stop).await {
+                        self.request(update_method.clone(), url, Some(body.clone()), true, write);
+                    match self.send_write(&request, stop).await {
                         Ok(reply) => {
+                            let found = self.dest_id(&reply.json().unwrap_or_default());
                             return Ok(Written {
-                                dest_id: self
-                                    .dest_id(&reply.json().unwrap_or_default())
-                                    .or(dest_id),
+                                dest_id: found.or(dest_id),
+                                unsettled_since: reply.unsettled_since,
                             });
                         }
                         // The remembered object is gone: find or create it afresh.
-                        Err(HttpError::Rejected {
+                        Err(SinkError::Rejected {
                             status: 404 | 410, ..
                         }) => dest_id = None,
-                        Err(e) => return Err(e.into()),
+                        Err(e) => return Err(e),
                     }
                 }
                 None => {
                     let url =
                         self.url(create_path, &[("external_id", &write.record.external_id)])?;
-                    let request = self.request(Method::POST, url, Some(body.clone()), false);
-                    match self.api.send(&request, stop).await {
-                        Ok(reply) => {
-                            return Ok(Written {
-                                dest_id: self.reply_dest_id(&reply),
-                            });
+                    let request = self.request(Method::POST, url, Some(body.clone()), false, write);
+                    match self.send_write(&request, stop).await {
+                        Ok(reply) => return Ok(self.written(&reply, None)),
+                        Err(SinkError::Http(HttpError::Unknown {
+                            api,
+                            method,
+                            url,
+                            last,
+                            sent,
+                        })) => {
+                            tracing::debug!(
+                                url = %url,
+                                last = %last,
+                                "create outcome unknown; looking the record up again once it can no longer land"
+                            );
+                            stop.sleep(
+                                (sent + self.spec.late_write_window)
+                                    .saturating_duration_since(tokio::time::Instant::now()),
+                            )
+                            .await
+                            .map_err(|r| SinkError::Http(HttpError::Stopped(r)))?;
+                            self.api.count_retry();
+                            last_unknown = Some((api, method, url, last));
                         }
-                        Err(unknown @ HttpError::Unknown { .. }) => {
-                            tracing::debug!(error = %unknown, "create outcome unknown; looking the record up before trying again");
-                            last_unknown = Some(unknown);
-                        }
-                        Err(e) => return Err(e.into()),
+                        Err(e) => return Err(e),
                     }
                 }
             }
         }
         Err(SinkError::Http(match last_unknown {
-            Some(HttpError::Unknown {
-                api,
-                method,
-                url,
-                last,
-            }) => HttpError::Exhausted {
+            Some((api, method, url, last)) => HttpError::Exhausted {
                 api,
                 method,
                 url,
                 attempts: self.retry.max_attempts,
                 last,
             },
-            Some(other) => other,
             None => HttpError::Exhausted {
                 api: "destination",
                 method: Method::POST,
@@ -181,7 +259,8 @@ impl HttpSink {
         }))
     }
 
-    async fn lookup(&self, external_id: &str, stop: &Stop) -> Result<Option<String>, SinkError> {
+    /// The destination object with this external id, if there is one.
+    async fn lookup(&self, external_id: &str, stop: &Stop) -> Result<Option<Value>, SinkError> {
         let WriteMode::Lookup {
             lookup_path,
             lookup_param,
@@ -202,12 +281,71 @@ impl HttpSink {
             Err(e) => return Err(e.into()),
         };
         let body = reply.json().unwrap_or_default();
-        let found = match results_path.get(&body) {
-            Some(Value::Array(items)) => items.first().cloned(),
-            Some(Value::Object(_)) => results_path.get(&body).cloned(),
+        self.find(&body, Some(results_path), external_id)
+    }
+
+    /// The object for `external_id` in an answer: at `results_path` (the whole
+    /// body when `None`), either that object or the one item of that array whose
+    /// external id field matches. An API that ignores the filter must not make
+    /// highwater write over another record, and several matches are for a person
+    /// to merge: both are refused with the reason, never settled by a guess.
+    fn find(
+        &self,
+        body: &Value,
+        results_path: Option<&FieldPath>,
+        external_id: &str,
+    ) -> Result<Option<Value>, SinkError> {
+        let field = self.spec.external_id_field.as_deref();
+        let found = match results_path {
+            Some(path) => path.get(body),
+            None => Some(body),
+        };
+        let id_of = |item: &Value| match field.and_then(|f| item.get(f)) {
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::Number(n)) => Some(n.to_string()),
             _ => None,
         };
-        Ok(found.and_then(|item| self.dest_id(&item)))
+        match found {
+            Some(Value::Array(items)) => {
+                let matching: Vec<&Value> = items
+                    .iter()
+                    .filter(|item| id_of(item).as_deref() == Some(external_id))
+                    .collect();
+                match matching.as_slice() {
+                    [] if items.iter().any(|item| id_of(item).is_none()) => {
+                        Err(SinkError::Unwritable(format!(
+                            "the destination answered objects without `{}` (external_id_field): cannot tell which one holds external id {external_id:?}",
+                            field.unwrap_or("?")
+                        )))
+                    }
+                    [] => Ok(None),
+                    [one] => Ok(Some((*one).clone())),
+                    several => Err(SinkError::Unwritable(format!(
+                        "{} destination objects hold external id {external_id:?} ({}); merge them into one, then replay this record",
+                        several.len(),
+                        several
+                            .iter()
+                            .map(|o| self.dest_id(o).unwrap_or_else(|| "?".into()))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ))),
+                }
+            }
+            Some(object @ Value::Object(_)) => match id_of(object) {
+                Some(other) if other != external_id => Err(SinkError::Unwritable(format!(
+                    "asked for external id {external_id:?}, the destination answered with the object of {other:?}"
+                ))),
+                _ => Ok(Some(object.clone())),
+            },
+            _ => Ok(None),
+        }
+    }
+
+    fn dest_id_field(&self) -> String {
+        self.spec
+            .dest_id_field
+            .as_ref()
+            .map_or_else(|| "id".to_owned(), ToString::to_string)
     }
 
     /// The mapped payload, with the external id in its configured field, as JSON
@@ -229,7 +367,7 @@ impl HttpSink {
 
     /// The destination id in a write's answer; the body is parsed only when a field
     /// is configured to hold it.
-    fn reply_dest_id(&self, reply: &crate::http::Reply) -> Option<String> {
+    fn reply_dest_id(&self, reply: &Reply) -> Option<String> {
         self.spec.dest_id_field.as_ref()?;
         self.dest_id(&reply.json().ok()?)
     }
@@ -259,12 +397,17 @@ impl HttpSink {
         url: url::Url,
         body: Option<Bytes>,
         idempotent: bool,
+        write: &Write<'_>,
     ) -> Request {
+        let mut headers = Vec::new();
+        if let Some(header) = &self.spec.version_header {
+            headers.push((header.clone(), HeaderValue::from(write.version_number())));
+        }
         Request {
             method,
             url,
             query: Vec::new(),
-            headers: Vec::new(),
+            headers,
             body,
             idempotent,
         }
@@ -301,11 +444,23 @@ impl Serialize for WithField<'_> {
     }
 }
 
-/// The same for every attempt at one version of one record, different for the next
-/// version.
-pub fn idempotency_key(sync: &str, source_id: &str, version_key: &str) -> String {
+/// The same for every attempt at one body of one version of one record — after
+/// a crash too — and different for another version or another body (a mapping
+/// changed under the same version): a destination that replays the answer of a
+/// known key would otherwise never apply the new body. A rewrite after a read
+/// back found the destination behind gets a key of its own, derived from what
+/// the destination held, so that it is applied rather than replayed.
+pub fn idempotency_key(sync: &str, source_id: &str, write: &Write<'_>) -> String {
     let mut hasher = blake3::Hasher::new();
-    for part in [sync, source_id, version_key] {
+    let version = write.version_key();
+    let parts = [
+        sync,
+        source_id,
+        &version,
+        &write.record.hash,
+        write.rewrite_over.as_deref().unwrap_or(""),
+    ];
+    for part in parts {
         hasher.update(part.as_bytes());
         hasher.update(&[0]);
     }
@@ -347,14 +502,41 @@ mod tests {
     }
 
     #[test]
-    fn idempotency_keys_are_stable_per_version() {
-        let a = idempotency_key("billing", "inv_1", "3");
-        assert_eq!(a, idempotency_key("billing", "inv_1", "3"));
-        assert_ne!(a, idempotency_key("billing", "inv_1", "4"));
-        assert_ne!(a, idempotency_key("billing", "inv_11", ""));
+    fn idempotency_keys_change_with_version_and_body_only() {
+        let record = |hash: &str| MappedRecord {
+            external_id: "inv-1".into(),
+            payload: Value::Null,
+            hash: hash.into(),
+        };
+        fn write(record: &MappedRecord, version: i64) -> Write<'_> {
+            Write {
+                source_id: "inv_1",
+                record,
+                version: Some(version),
+                updated_at: jiff::Timestamp::UNIX_EPOCH,
+                known_dest_id: None,
+                encoded: None,
+                rewrite_over: None,
+            }
+        }
+        let (h1, h2) = (record("h1"), record("h2"));
+        let key = |w: &Write<'_>| idempotency_key("billing", "inv_1", w);
+        let a = key(&write(&h1, 3));
+        assert_eq!(a, key(&write(&h1, 3)), "the same body of the same version");
+        assert_ne!(a, key(&write(&h1, 4)), "another version");
         assert_ne!(
-            idempotency_key("a", "bc", ""),
-            idempotency_key("ab", "c", "")
+            a,
+            key(&write(&h2, 3)),
+            "another body under the same version"
+        );
+        let rewrite = Write {
+            rewrite_over: Some("v2".into()),
+            ..write(&h1, 3)
+        };
+        assert_ne!(a, key(&rewrite), "a rewrite is applied, not replayed");
+        assert_ne!(
+            idempotency_key("a", "bc", &write(&h1, 3)),
+            idempotency_key("ab", "c", &write(&h1, 3))
         );
     }
 }

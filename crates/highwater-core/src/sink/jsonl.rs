@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::Value;
 
-use super::{SinkError, Write, Written};
+use super::{Held, SinkError, Write, Written};
 use crate::config::JsonLinesSpec;
 
 #[derive(Debug)]
@@ -82,7 +82,19 @@ impl JsonLinesSink {
         self.dirty.store(true, Ordering::Release);
         Ok(Written {
             dest_id: Some(write.record.external_id.clone()),
+            unsettled_since: None,
         })
+    }
+
+    pub fn read_back(&self, external_id: &str) -> Held {
+        let rows = self.rows.lock().unwrap_or_else(|e| e.into_inner());
+        match rows.get(external_id) {
+            Some(row) => Held::Object {
+                dest_id: Some(external_id.to_owned()),
+                object: row.clone(),
+            },
+            None => Held::Nothing,
+        }
     }
 
     pub fn flush(&self) -> Result<(), SinkError> {
@@ -145,9 +157,11 @@ mod tests {
             let write = Write {
                 source_id: id,
                 record: &record,
-                version_key: v.to_string(),
+                version: Some(v),
+                updated_at: jiff::Timestamp::UNIX_EPOCH,
                 known_dest_id: None,
                 encoded: None,
+                rewrite_over: None,
             };
             sink.write(write).expect("write");
         }

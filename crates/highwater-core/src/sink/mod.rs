@@ -8,6 +8,10 @@
 pub mod http;
 pub mod jsonl;
 
+use jiff::Timestamp;
+use serde_json::Value;
+use tokio::time::Instant;
+
 use crate::config::DestinationSpec;
 use crate::http::HttpError;
 use crate::mapping::MappedRecord;
@@ -19,13 +23,33 @@ use crate::stop::Stop;
 pub struct Write<'a> {
     pub source_id: &'a str,
     pub record: &'a MappedRecord,
-    /// The source version (or `updated_at` when there is none): part of the
-    /// idempotency key, so a retry of this version is recognised and a newer one is not.
-    pub version_key: String,
+    /// The source version; `updated_at` stands in when there is none.
+    pub version: Option<i64>,
+    pub updated_at: Timestamp,
     /// The destination id the ledger remembers, which saves a lookup.
     pub known_dest_id: Option<&'a str>,
     /// The request worked out ahead by [`Sink::encode`], if it was.
     pub encoded: Option<Encoded>,
+    /// A rewrite because a read back found the destination holding this older
+    /// state (named by its version), not the record's first write.
+    pub rewrite_over: Option<String>,
+}
+
+impl Write<'_> {
+    /// The version as a key: a retry of this version is recognised, a newer one is not.
+    pub fn version_key(&self) -> String {
+        match self.version {
+            Some(v) => format!("v{v}"),
+            None => format!("t{}", self.updated_at.as_microsecond()),
+        }
+    }
+
+    /// The version as one number, for a destination that compares versions: the
+    /// source version, or `updated_at` in epoch microseconds when there is none.
+    pub fn version_number(&self) -> i64 {
+        self.version
+            .unwrap_or_else(|| self.updated_at.as_microsecond())
+    }
 }
 
 /// A record's request worked out ahead of its write, away from the write path: the
@@ -40,6 +64,20 @@ pub struct Encoded {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Written {
     pub dest_id: Option<String>,
+    /// When an attempt of this write that got no clear answer went out: that
+    /// attempt may still be applied, over anything written after it, until the
+    /// destination's late-write window has passed.
+    pub unsettled_since: Option<Instant>,
+}
+
+/// What the destination holds for one external id, as read back.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Held {
+    Nothing,
+    Object {
+        dest_id: Option<String>,
+        object: Value,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,9 +86,13 @@ pub enum SinkError {
     #[error("destination refused the record: HTTP {status} {reason}")]
     Rejected { status: u16, reason: String },
     /// Record-level: the record cannot even be addressed (its id makes no URL, or
-    /// no header). Dead-letter it.
+    /// no header, or several destination objects claim it). Dead-letter it.
     #[error("cannot address the record at the destination: {0}")]
     Unwritable(String),
+    /// Record-level, and no failure: the destination's version precondition
+    /// refused the write because it holds a newer version of the record.
+    #[error("the destination holds a newer version of the record")]
+    Superseded,
     /// Stops the run at its last checkpoint (auth, exhausted retries, stop signal…).
     #[error(transparent)]
     Http(HttpError),
@@ -64,9 +106,13 @@ pub enum SinkError {
 }
 
 impl SinkError {
-    /// Whether only this record failed: it is dead-lettered and the run goes on.
+    /// Whether only this record is concerned: it is resolved (dead-lettered, or
+    /// skipped as stale) and the run goes on.
     pub fn is_record_level(&self) -> bool {
-        matches!(self, SinkError::Rejected { .. } | SinkError::Unwritable(_))
+        matches!(
+            self,
+            SinkError::Rejected { .. } | SinkError::Unwritable(_) | SinkError::Superseded
+        )
     }
 }
 
@@ -123,6 +169,39 @@ impl Sink {
         match self {
             Sink::Http(sink) => sink.write(write, stop).await,
             Sink::JsonLines(sink) => sink.write(write),
+        }
+    }
+
+    /// Whether one record can be read back to see what the destination holds.
+    pub fn can_read_back(&self) -> bool {
+        match self {
+            Sink::Http(sink) => sink.can_read_back(),
+            Sink::JsonLines(_) => true,
+        }
+    }
+
+    /// What the destination holds for `external_id`.
+    pub async fn read_back(&self, external_id: &str, stop: &Stop) -> Result<Held, SinkError> {
+        match self {
+            Sink::Http(sink) => sink.read_back(external_id, stop).await,
+            Sink::JsonLines(sink) => Ok(sink.read_back(external_id)),
+        }
+    }
+
+    /// How long a write without a clear answer may still be applied.
+    pub fn late_write_window(&self) -> std::time::Duration {
+        match self {
+            Sink::Http(sink) => sink.spec().late_write_window,
+            Sink::JsonLines(_) => std::time::Duration::ZERO,
+        }
+    }
+
+    /// Whether the destination itself refuses a write older than what it holds,
+    /// so that a late write can never go back over a newer one.
+    pub fn refuses_older_writes(&self) -> bool {
+        match self {
+            Sink::Http(sink) => sink.spec().version_header.is_some(),
+            Sink::JsonLines(_) => true,
         }
     }
 

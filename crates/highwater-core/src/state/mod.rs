@@ -119,15 +119,36 @@ pub struct Known {
     pub ledger: HashMap<String, LedgerEntry>,
     /// Source id → fingerprint of its unresolved dead letter.
     pub dead: HashMap<String, String>,
+    /// External id → the source id whose ledger row holds it, for the external
+    /// ids asked about.
+    pub holders: HashMap<String, String>,
 }
 
-/// A write announced before it is sent: the version the destination may hold
-/// from the moment the request leaves.
+/// A write that may reach the destination: announced before it is sent (the
+/// version the destination may hold from the moment the request leaves), or
+/// sent and left without a clear answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Intent {
     pub source_id: String,
     pub version: Option<i64>,
     pub updated_at: Timestamp,
+    /// When it has landed or never will; unknown for a write announced before a
+    /// crash, whose request left at the latest when its process died.
+    pub settles_at: Option<Timestamp>,
+}
+
+/// A record written again while an older write of it may still land: it is read
+/// back once `settles_at` has passed, and written again if it went back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Readback {
+    pub source_id: String,
+    pub external_id: String,
+    pub dest_id: Option<String>,
+    pub version: Option<i64>,
+    pub updated_at: Timestamp,
+    pub payload: Value,
+    pub payload_hash: String,
+    pub settles_at: Timestamp,
 }
 
 /// Writes announced together, in one commit, under one id.
@@ -148,6 +169,11 @@ pub struct PageCommit {
     pub dead_letters: Vec<DeadLetter>,
     /// Source ids written successfully, whose old dead letters are now resolved.
     pub resolved: Vec<String>,
+    /// Writes that got no clear answer and may still land: floors until the run
+    /// completes (or later, when they have not settled by then).
+    pub unsettled: Option<IntentBatch>,
+    /// Records to read back before the run completes.
+    pub readbacks: Vec<Readback>,
     /// Merge every staged ledger row of the sync, these included, into the ledger.
     pub merge: bool,
 }
@@ -197,6 +223,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "ledger_staging",
         include_str!("../../migrations/0003_ledger_staging.sql"),
     ),
+    (
+        4,
+        "late_writes",
+        include_str!("../../migrations/0004_late_writes.sql"),
+    ),
 ];
 
 /// Everything [`Store::commit_page`] changes, as one statement list. The
@@ -229,6 +260,21 @@ INSERT INTO dead_letters (sync, source_id, run_id, stage, error, payload, finger
     resolved_at = NULL;
 UPDATE checkpoints SET cursor = COALESCE(?, cursor), counters = ?, updated_at = ? WHERE run_id = ?;
 UPDATE runs SET updated_at = ? WHERE run_id = ?;
+INSERT INTO intents (sync, batch, run_id, rows)
+  SELECT sync, batch, run_id, rows FROM (SELECT ? AS sync, ? AS batch, ? AS run_id, ? AS rows)
+  WHERE batch IS NOT NULL;
+INSERT INTO readbacks (sync, source_id, run_id, external_id, dest_id, version, updated_at, payload, payload_hash, settles_at)
+  SELECT p.sync, value ->> 0, p.run_id, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6, value ->> 7
+  FROM (SELECT ? AS sync, ? AS run_id) AS p, jsonb_each(?) WHERE true ORDER BY key
+  ON CONFLICT (sync, source_id) DO UPDATE SET
+    run_id = excluded.run_id,
+    external_id = excluded.external_id,
+    dest_id = excluded.dest_id,
+    version = excluded.version,
+    updated_at = excluded.updated_at,
+    payload = excluded.payload,
+    payload_hash = excluded.payload_hash,
+    settles_at = excluded.settles_at;
 ";
 
 /// Moves a sync's staged ledger rows into the ledger, in one pass over its B-tree:
@@ -392,6 +438,10 @@ impl Store {
             .bind(run_id)
             .execute(&mut *tx)
             .await?;
+        sqlx::query("DELETE FROM readbacks WHERE run_id = ?")
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query("DELETE FROM checkpoints WHERE run_id = ?")
             .bind(run_id)
             .execute(&mut *tx)
@@ -404,16 +454,23 @@ impl Store {
         Ok(())
     }
 
-    /// What the ledger and dead-letter queue know of these source ids. Staged
-    /// ledger rows are not read: a run merges those of earlier invocations before
-    /// its first lookup and keeps its own in memory until they are merged.
-    pub async fn known(&self, sync: &str, ids: &[&str]) -> Result<Known, StateError> {
+    /// What the ledger and dead-letter queue know of these source ids, and which
+    /// source ids the ledger has holding these external ids. Staged ledger rows
+    /// are not read: a run merges those of earlier invocations before its first
+    /// lookup and keeps its own in memory until they are merged.
+    pub async fn known(
+        &self,
+        sync: &str,
+        ids: &[&str],
+        external_ids: &[&str],
+    ) -> Result<Known, StateError> {
         let mut known = Known::default();
-        if ids.is_empty() {
+        if ids.is_empty() && external_ids.is_empty() {
             return Ok(known);
         }
-        let ids_json =
-            serde_json::to_string(ids).map_err(|e| StateError::Corrupt(e.to_string()))?;
+        let json = |list: &[&str]| {
+            serde_json::to_string(list).map_err(|e| StateError::Corrupt(e.to_string()))
+        };
         // One statement, one trip to SQLite's thread, for both tables.
         let rows = sqlx::query(
             "SELECT 0 AS kind, source_id, external_id, dest_id, version, updated_at, payload_hash, run_id,
@@ -422,20 +479,32 @@ impl Store {
              UNION ALL
              SELECT 1, source_id, NULL, NULL, NULL, NULL, NULL, NULL, fingerprint
              FROM dead_letters
-             WHERE sync = ?1 AND resolved_at IS NULL AND source_id IN (SELECT value FROM json_each(?2))",
+             WHERE sync = ?1 AND resolved_at IS NULL AND source_id IN (SELECT value FROM json_each(?2))
+             UNION ALL
+             SELECT 2, source_id, external_id, NULL, NULL, NULL, NULL, NULL, NULL
+             FROM ledger WHERE sync = ?1 AND external_id IN (SELECT value FROM json_each(?3))",
         )
         .bind(sync)
-        .bind(&ids_json)
+        .bind(json(ids)?)
+        .bind(json(external_ids)?)
         .fetch_all(&self.pool)
         .await?;
         for row in rows {
-            if row.try_get::<i64, _>("kind")? == 0 {
-                let entry = ledger_entry(&row)?;
-                known.ledger.insert(entry.source_id.clone(), entry);
-            } else {
-                known
-                    .dead
-                    .insert(row.try_get("source_id")?, row.try_get("fingerprint")?);
+            match row.try_get::<i64, _>("kind")? {
+                0 => {
+                    let entry = ledger_entry(&row)?;
+                    known.ledger.insert(entry.source_id.clone(), entry);
+                }
+                1 => {
+                    known
+                        .dead
+                        .insert(row.try_get("source_id")?, row.try_get("fingerprint")?);
+                }
+                _ => {
+                    known
+                        .holders
+                        .insert(row.try_get("external_id")?, row.try_get("source_id")?);
+                }
             }
         }
         Ok(known)
@@ -446,7 +515,8 @@ impl Store {
     /// so nothing older may be written over them until the run completes.
     pub async fn floors(&self, sync: &str) -> Result<HashMap<String, Intent>, StateError> {
         let rows = sqlx::query(
-            "SELECT e.value ->> 0 AS source_id, e.value ->> 1 AS version, e.value ->> 2 AS updated_at
+            "SELECT e.value ->> 0 AS source_id, e.value ->> 1 AS version, e.value ->> 2 AS updated_at,
+                    e.value ->> 3 AS settles_at
              FROM intents, jsonb_each(intents.rows) AS e
              WHERE intents.sync = ?",
         )
@@ -455,19 +525,59 @@ impl Store {
         .await?;
         let mut floors: HashMap<String, Intent> = HashMap::new();
         for row in rows {
+            let settles_at: Option<i64> = row.try_get("settles_at")?;
             let intent = Intent {
                 source_id: row.try_get("source_id")?,
                 version: row.try_get("version")?,
                 updated_at: micros(row.try_get("updated_at")?)?,
+                settles_at: settles_at.map(micros).transpose()?,
             };
-            let newer = floors.get(&intent.source_id).is_none_or(|floor| {
-                (intent.version, intent.updated_at) > (floor.version, floor.updated_at)
-            });
-            if newer {
-                floors.insert(intent.source_id.clone(), intent);
+            match floors.get_mut(&intent.source_id) {
+                Some(floor) => {
+                    // The newest version is the floor; it settles when the last
+                    // of them has (or never, as far as anyone knows).
+                    let settles_at = match (floor.settles_at, intent.settles_at) {
+                        (Some(a), Some(b)) => Some(a.max(b)),
+                        _ => None,
+                    };
+                    if (intent.version, intent.updated_at) > (floor.version, floor.updated_at) {
+                        *floor = intent;
+                    }
+                    floor.settles_at = settles_at;
+                }
+                None => {
+                    floors.insert(intent.source_id.clone(), intent);
+                }
             }
         }
         Ok(floors)
+    }
+
+    /// The records of a sync waiting to be read back, whatever invocation wrote them.
+    pub async fn readbacks(&self, sync: &str) -> Result<Vec<Readback>, StateError> {
+        let rows = sqlx::query(
+            "SELECT source_id, external_id, dest_id, version, updated_at, payload, payload_hash, settles_at
+             FROM readbacks WHERE sync = ? ORDER BY settles_at, source_id",
+        )
+        .bind(sync)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let payload: String = row.try_get("payload")?;
+                Ok(Readback {
+                    source_id: row.try_get("source_id")?,
+                    external_id: row.try_get("external_id")?,
+                    dest_id: row.try_get("dest_id")?,
+                    version: row.try_get("version")?,
+                    updated_at: micros(row.try_get("updated_at")?)?,
+                    payload: serde_json::from_str(&payload)
+                        .map_err(|e| StateError::Corrupt(format!("read-back payload: {e}")))?,
+                    payload_hash: row.try_get("payload_hash")?,
+                    settles_at: micros(row.try_get("settles_at")?)?,
+                })
+            })
+            .collect()
     }
 
     /// Commits what the run has resolved (ledger rows, dead letters, retired
@@ -483,10 +593,23 @@ impl Store {
     ) -> Result<(), StateError> {
         let now = Timestamp::now().as_microsecond();
         let batch = page.announce.as_ref().filter(|b| !b.intents.is_empty());
-        let intents: Vec<_> = batch
+        let intents = intent_rows(batch);
+        let unsettled = page.unsettled.as_ref().filter(|b| !b.intents.is_empty());
+        let readbacks: Vec<_> = page
+            .readbacks
             .iter()
-            .flat_map(|b| &b.intents)
-            .map(|i| (&i.source_id, i.version, i.updated_at.as_microsecond()))
+            .map(|r| {
+                (
+                    &r.source_id,
+                    &r.external_id,
+                    &r.dest_id,
+                    r.version,
+                    r.updated_at.as_microsecond(),
+                    r.payload.to_string(),
+                    &r.payload_hash,
+                    r.settles_at.as_microsecond(),
+                )
+            })
             .collect();
         let ledger: Vec<_> = page
             .ledger
@@ -543,6 +666,13 @@ impl Store {
             .bind(run_id)
             .bind(now)
             .bind(run_id)
+            .bind(sync)
+            .bind(unsettled.map(|b| &b.id))
+            .bind(run_id)
+            .bind(json_rows(&intent_rows(unsettled))?)
+            .bind(sync)
+            .bind(run_id)
+            .bind(json_rows(&readbacks)?)
             .execute(&mut *tx)
             .await?;
         if page.merge {
@@ -569,11 +699,15 @@ impl Store {
     }
 
     /// Completes a run: from now on its watermark is the sync's high-water mark.
+    /// Every announced write has settled and every record read back, except the
+    /// writes in `unsettled`, which may still land: they stay floors for the
+    /// next run.
     pub async fn complete_run(
         &self,
         run_id: &str,
         cursor: &Value,
         counters: &Counters,
+        unsettled: &[Intent],
     ) -> Result<(), StateError> {
         let now = Timestamp::now().as_microsecond();
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
@@ -588,6 +722,23 @@ impl Store {
             .bind(&sync)
             .execute(&mut *tx)
             .await?;
+        sqlx::query("DELETE FROM readbacks WHERE sync = ?")
+            .bind(&sync)
+            .execute(&mut *tx)
+            .await?;
+        if !unsettled.is_empty() {
+            let batch = IntentBatch {
+                id: format!("unsettled-{run_id}"),
+                intents: unsettled.to_vec(),
+            };
+            sqlx::query("INSERT INTO intents (sync, batch, run_id, rows) VALUES (?, ?, ?, ?)")
+                .bind(&sync)
+                .bind(&batch.id)
+                .bind(run_id)
+                .bind(json_rows(&intent_rows(Some(&batch)))?)
+                .execute(&mut *tx)
+                .await?;
+        }
         sqlx::query("UPDATE runs SET status = 'completed', completed_at = ?, updated_at = ? WHERE run_id = ?")
             .bind(now)
             .bind(now)
@@ -672,6 +823,22 @@ impl Store {
         }
         Ok(ledger.into_values().collect())
     }
+}
+
+/// An intent batch's rows: `[source_id, version, updated_at, settles_at]`.
+fn intent_rows(batch: Option<&IntentBatch>) -> Vec<(&String, Option<i64>, i64, Option<i64>)> {
+    batch
+        .iter()
+        .flat_map(|b| &b.intents)
+        .map(|i| {
+            (
+                &i.source_id,
+                i.version,
+                i.updated_at.as_microsecond(),
+                i.settles_at.map(|t| t.as_microsecond()),
+            )
+        })
+        .collect()
 }
 
 async fn merge_staged(

@@ -93,19 +93,22 @@ async fn a_run_moves_from_open_to_completed_and_sets_the_high_water_mark() {
     let status = store.status("billing").await.expect("status");
     assert_eq!(status.ledger_records, 2);
     assert_eq!(store.ledger("billing").await.expect("ledger").len(), 2);
-    let known = store.known("billing", &["a", "c"]).await.expect("known");
+    let known = store
+        .known("billing", &["a", "c"], &[])
+        .await
+        .expect("known");
     assert!(known.ledger.is_empty());
     assert_eq!(known.dead.get("c").map(String::as_str), Some("f"));
     store.merge_staged("billing").await.expect("merge");
     let known = store
-        .known("billing", &["a", "c", "zz"])
+        .known("billing", &["a", "c", "zz"], &[])
         .await
         .expect("known");
     assert_eq!(known.ledger["a"].dest_id.as_deref(), Some("d-a"));
     assert!(!known.ledger.contains_key("zz"));
 
     store
-        .complete_run("r1", &json!({"kind": "end"}), &counters)
+        .complete_run("r1", &json!({"kind": "end"}), &counters, &[])
         .await
         .expect("complete");
     let status = store.status("billing").await.expect("status");
@@ -199,6 +202,7 @@ async fn announced_writes_are_floors_until_retired_completed_or_abandoned() {
         source_id: id.into(),
         version: Some(v),
         updated_at: Timestamp::UNIX_EPOCH,
+        settles_at: None,
     };
     let announce = |batch: &str, intents| PageCommit {
         announce: Some(IntentBatch {
@@ -260,7 +264,7 @@ async fn announced_writes_are_floors_until_retired_completed_or_abandoned() {
         .await
         .expect("announce");
     store
-        .complete_run("r2", &json!({}), &counters)
+        .complete_run("r2", &json!({}), &counters, &[])
         .await
         .expect("complete");
     assert!(
@@ -350,7 +354,7 @@ async fn within_one_commit_the_later_row_of_an_id_wins_whatever_the_id_order() {
         assert_eq!((m.version, m.payload_hash.as_str()), (Some(3), "h3"));
         store.merge_staged("billing").await.expect("merge");
     }
-    let known = store.known("billing", &["m"]).await.expect("known");
+    let known = store.known("billing", &["m"], &[]).await.expect("known");
     assert_eq!(known.ledger["m"].version, Some(3));
     store.close().await;
     let _ = std::fs::remove_dir_all(path.parent().and_then(|p| p.parent()).expect("dir"));
@@ -406,7 +410,7 @@ async fn staged_rows_of_later_commits_win_and_keep_a_known_destination_id() {
         .await
         .expect("commit");
     let known = store
-        .known("billing", &["a", "b", "c", "m"])
+        .known("billing", &["a", "b", "c", "m"], &[])
         .await
         .expect("known");
     assert_eq!(known.ledger.len(), 4);
@@ -424,10 +428,10 @@ async fn staged_rows_of_later_commits_win_and_keep_a_known_destination_id() {
         .await
         .expect("commit");
     store
-        .complete_run("r1", &json!({"kind": "end"}), &Counters::default())
+        .complete_run("r1", &json!({"kind": "end"}), &Counters::default(), &[])
         .await
         .expect("complete");
-    let known = store.known("billing", &["b"]).await.expect("known");
+    let known = store.known("billing", &["b"], &[]).await.expect("known");
     assert_eq!(known.ledger["b"].version, Some(5));
     assert_eq!(known.ledger["b"].dest_id.as_deref(), Some("d-b"));
     assert_eq!(

@@ -1,0 +1,278 @@
+//! Write paths where the promise is easy to break: a POST whose payload changed
+//! under the same version, a 5xx answering a write that was applied, a write that
+//! lands after the client gave up, and a lookup that does not filter.
+
+use std::time::Duration;
+
+use simsaas::{DestFaults, SimConfig};
+
+use crate::util::{Mode, SYNC, Setup, Style, World, describe, report};
+
+const READ_PATH: &str = "read_path = \"/v1/contacts/by-external-id/{external_id}\"";
+
+/// A mapping fix changes every payload while no version changes: each POST then
+/// carries a body the destination has never seen, under a key of its own, and is
+/// applied — not answered from the destination's memory of the old body.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_changed_payload_under_the_same_version_is_written_in_post_mode() {
+    let mut setup = Setup::new(Style::Cursor, Mode::Post);
+    let world = World::start("post-mapping-fix", SimConfig::new(61, 300), &setup).await;
+    world.run_to_completion().await;
+    world.assert_exact().await;
+    setup.fields_extra = "plan = \"status\"".into();
+    world.rewrite(&setup);
+    let out = world.highwater(&["run", SYNC, "--json"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let written = report(&out)["counters"]["written"].as_u64().unwrap_or(0);
+    let dump = world.sim.dest_dump();
+    let without: Vec<&str> = dump
+        .objects
+        .iter()
+        .filter(|o| o.body.get("plan").is_none())
+        .map(|o| o.external_id.as_str())
+        .collect();
+    assert!(
+        without.is_empty(),
+        "{} of {} objects never got the new field although {written} writes were reported, e.g. {:?}",
+        without.len(),
+        dump.objects.len(),
+        &without[..without.len().min(5)]
+    );
+    world.assert_exact().await;
+}
+
+/// A proxy answers 502 after the CRM committed a create: the create must not be
+/// sent again blindly, or the record exists twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_5xx_after_a_committed_create_never_duplicates_in_lookup_mode() {
+    let mut sim = SimConfig::new(62, 600);
+    sim.dest.commit_then_502_ratio = 0.03;
+    let mut setup = Setup::new(Style::Keyset, Mode::Lookup);
+    setup.timeout = "300ms";
+    let world = World::start("commit-then-502", sim, &setup).await;
+    world.run_to_completion().await;
+    let stats = world.sim.stats();
+    assert!(stats.dest.commit_then_502 > 0, "{stats:?}");
+    world.assert_exact().await;
+}
+
+/// The CRM holds version 2 of every record past the client's timeout (1.9 times
+/// it: within twice, so the test is not flaky) and then applies it; the client
+/// meanwhile went on — after retries that got through, or killed — and the next
+/// run writes version 3. The held version 2 lands over it. The run must read such
+/// records back before it completes and write again what went back. (In post mode
+/// a retry carries the same key, so only a write in flight at a kill can land late.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_that_lands_late_is_read_back_and_repaired() {
+    let cases = [
+        (Mode::Put, false),
+        (Mode::Lookup, false),
+        (Mode::Put, true),
+        (Mode::Lookup, true),
+        (Mode::Post, true),
+    ];
+    for (mode, killed) in cases {
+        let mut setup = Setup::new(Style::Cursor, mode);
+        setup.timeout = "1s";
+        setup.concurrency = 32;
+        if mode != Mode::Lookup {
+            setup.dest_extra = READ_PATH.into();
+        }
+        let name = format!(
+            "late-{mode:?}-{}",
+            if killed { "killed" } else { "retried" }
+        );
+        let world = World::start(&name, records(20), &setup).await;
+        let repaired = overtake_late_writes(&world, &setup, killed).await;
+        let dump = world.sim.dest_dump();
+        assert!(
+            !dump.late_regressions.is_empty(),
+            "{name}: no late write landed over a newer one: the test proves nothing\n{dump:?}"
+        );
+        world.assert_exact().await;
+        assert!(
+            !repaired.is_empty(),
+            "{name}: late writes set records back but none was repaired"
+        );
+    }
+}
+
+/// Without a way to read back, the run cannot repair what a late write set back:
+/// its report names the records it could not check.
+#[tokio::test(flavor = "multi_thread")]
+async fn records_that_cannot_be_read_back_are_named() {
+    let mut setup = Setup::new(Style::Cursor, Mode::Put);
+    setup.timeout = "1s";
+    setup.concurrency = 32;
+    let world = World::start("late-unverified", records(20), &setup).await;
+    let sim = world.sim.clone();
+    sim.set_dest_faults(late_writes(&setup));
+    world.run_to_completion().await;
+    sim.set_dest_faults(DestFaults::default());
+    update_all(&sim);
+    let out = world.highwater(&["run", SYNC, "--json"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let unverified = report(&out)["unverified"].clone();
+    assert!(
+        unverified.as_array().is_some_and(|ids| ids.len() == 20),
+        "{unverified}"
+    );
+}
+
+/// Where the destination compares versions itself, a late write older than what
+/// it holds is refused there, and nothing needs repairing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_version_precondition_refuses_late_older_writes() {
+    let mut setup = Setup::new(Style::Cursor, Mode::Put);
+    setup.timeout = "1s";
+    setup.concurrency = 32;
+    setup.dest_extra = format!("version_header = \"{}\"", simsaas::VERSION_HEADER);
+    let world = World::start("late-precondition", records(20), &setup).await;
+    let repaired = overtake_late_writes(&world, &setup, false).await;
+    assert!(repaired.is_empty(), "{repaired:?}");
+    let stats = world.sim.stats();
+    assert!(stats.dest.preconditions_failed > 0, "{stats:?}");
+    assert!(world.sim.dest_dump().late_regressions.is_empty());
+    world.assert_exact().await;
+}
+
+/// An API that ignores the lookup's filter answers with other records' objects:
+/// highwater must not update one of them. Two objects claiming one record are for
+/// a person to merge: the record is dead-lettered with both ids, never written.
+#[tokio::test(flavor = "multi_thread")]
+async fn lookups_check_the_external_id_they_find() {
+    let mut sim = SimConfig::new(64, 300);
+    sim.dest.lookup_ignores_filter = true;
+    let world = World::start(
+        "lookup-filter",
+        sim,
+        &Setup::new(Style::Offset, Mode::Lookup),
+    )
+    .await;
+    world.run_to_completion().await;
+    world.assert_exact().await;
+
+    let mut sim = SimConfig::new(65, 50);
+    sim.dest.lookup_ignores_filter = false;
+    let world = World::start(
+        "lookup-twins",
+        sim,
+        &Setup::new(Style::Cursor, Mode::Lookup),
+    )
+    .await;
+    let twin = world
+        .sim
+        .source_records()
+        .into_iter()
+        .find(|r| r.rejection.is_none())
+        .map(|r| r.id)
+        .unwrap_or_default();
+    let client = reqwest::Client::new();
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let created: serde_json::Value = client
+            .post(format!("{}/v1/contacts", world.sim.dest_url()))
+            .bearer_auth("sim-token")
+            .json(&serde_json::json!({ "external_id": twin }))
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .expect("create a twin")
+            .json()
+            .await
+            .expect("created object");
+        ids.push(created["id"].as_str().unwrap_or_default().to_owned());
+    }
+    world.run_to_completion().await;
+    let store = highwater_core::state::Store::open(&world.state_path())
+        .await
+        .expect("state");
+    let dead = store.dead_letters(SYNC).await.expect("dead letters");
+    let letter = dead
+        .iter()
+        .find(|d| d.source_id == twin)
+        .unwrap_or_else(|| panic!("{twin} was not dead-lettered: {dead:?}"));
+    assert!(
+        ids.iter().all(|id| letter.error.contains(id.as_str())),
+        "{}",
+        letter.error
+    );
+    let v = world.verify().await;
+    assert_eq!(v.missing, Vec::<String>::new(), "{v}");
+    assert_eq!(v.duplicates, std::slice::from_ref(&twin), "{v}");
+    assert_eq!(v.healthy_dead_lettered, [twin], "{v}");
+}
+
+fn records(n: usize) -> SimConfig {
+    let mut sim = SimConfig::new(63, n);
+    sim.invalid_ratio = 0.0;
+    sim.poisoned_ratio = 0.0;
+    sim
+}
+
+/// Every write held for 1.9 times the client's timeout before it is applied.
+fn late_writes(setup: &Setup) -> DestFaults {
+    let timeout: Duration = setup
+        .timeout
+        .parse::<jiff::SignedDuration>()
+        .ok()
+        .and_then(|d| d.try_into().ok())
+        .unwrap_or(Duration::from_secs(1));
+    DestFaults {
+        delayed_apply_ratio: 1.0,
+        delayed_apply_after: timeout.mul_f64(1.9),
+        ..DestFaults::default()
+    }
+}
+
+fn update_all(sim: &simsaas::SimSaas) {
+    for record in sim.source_records() {
+        sim.update_record(&record.id);
+    }
+}
+
+/// Version 1 written plainly; version 2 written with every attempt held past the
+/// client's timeout (the third gets through), or killed while its first attempts
+/// are held; then, with faults off, version 3 at once, while held version 2s are
+/// still to land. Waits until they all have, and returns the records the last
+/// run repaired.
+async fn overtake_late_writes(
+    world: &World,
+    setup: &Setup,
+    killed: bool,
+) -> Vec<serde_json::Value> {
+    world.run_to_completion().await;
+    let sim = world.sim.clone();
+    update_all(&sim);
+    let faults = late_writes(setup);
+    let held_for = faults.delayed_apply_after;
+    sim.set_dest_faults(faults);
+    if killed {
+        let mut child = world.spawn(&["run", SYNC]);
+        for _ in 0..200 {
+            if sim.stats().dest.delayed_apply >= 20 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(sim.stats().dest.delayed_apply >= 20, "{:?}", sim.stats());
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+        // The killed run is resumed first, with its own watermark: the record has
+        // moved past it, so the held write is neither confirmed nor repeated.
+        sim.set_dest_faults(DestFaults::default());
+        update_all(&sim);
+        world.run_to_completion().await;
+    } else {
+        world.run_to_completion().await;
+    }
+    sim.set_dest_faults(DestFaults::default());
+    update_all(&sim);
+    let out = world.highwater(&["run", SYNC, "--json"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    tokio::time::sleep(held_for).await;
+    report(&out)["repaired"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
