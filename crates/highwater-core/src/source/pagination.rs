@@ -438,6 +438,160 @@ mod tests {
         );
     }
 
+    /// Link targets as APIs write them: absolute or relative, with `,` and `;` in
+    /// their query strings.
+    const LINK_TARGETS: &[&str] = &[
+        "https://api.example.com/v1/items?page=3",
+        "https://api.example.com/v1/items?fields=id,name&cursor=a;b",
+        "/v1/items?cursor=eyJpZCI6IDd9",
+        "?page=4",
+        "items?page=5&sort=updated_at,id",
+        "https://other.example.org/next",
+    ];
+
+    /// Entries that are not links. An unclosed `<` pairs with the next entry's
+    /// `>`, which then still reads as that entry's own target; no entry holds a
+    /// `>` that could close an earlier `<` before its own.
+    const MALFORMED_LINKS: &[&str] = &[
+        "garbage",
+        "https://api.example.com/v1/items?page=9; rel=\"next\"",
+        "rel=\"next\"",
+        "; rel=next",
+        "<https://api.example.com/v1/items?page=9> rel=\"next\"",
+        "<https://api.example.com/v1/items?page=9>; =next",
+        "<https://api.example.com/v1/items?page=9>>; rel=next",
+        "<https://api.example.com/v1/items?page=9>; rel=\"next\" extra",
+        "<https://api.example.com/v1/items?page=9; rel=\"next\"",
+        "\"rel=next",
+    ];
+
+    /// One well-formed link: its text and, when its first `rel` says `next`, its
+    /// target.
+    fn well_formed_link() -> impl Strategy<Value = (String, Option<&'static str>)> {
+        let rel_values = proptest::collection::vec(
+            proptest::sample::select(vec![
+                "next",
+                "NEXT",
+                "Next",
+                "prev",
+                "first",
+                "last",
+                "nextpage",
+                "alternate",
+            ]),
+            0..3,
+        );
+        let other_params = proptest::collection::vec(
+            proptest::sample::select(vec![
+                r#"title="a, b; c""#,
+                r#"title="say \"next\"""#,
+                "type=text/html",
+                "hreflang=en",
+                "foo",
+                "title*=UTF-8'de'n%c3%a4chstes",
+            ]),
+            0..3,
+        );
+        (
+            proptest::sample::select(LINK_TARGETS.to_vec()),
+            proptest::option::of((
+                rel_values,
+                proptest::sample::select(vec!["rel", "REL", "Rel"]),
+                any::<bool>(),
+            )),
+            other_params,
+            any::<prop::sample::Index>(),
+            proptest::sample::select(vec![";", "; ", " ; ", ";\t"]),
+            proptest::sample::select(vec!["=", " = "]),
+        )
+            .prop_map(|(target, rel, params, at, semicolon, equals)| {
+                let mut next = None;
+                let mut params: Vec<String> = params.into_iter().map(str::to_owned).collect();
+                if let Some((values, name, quoted)) = rel {
+                    if values.iter().any(|v| v.eq_ignore_ascii_case("next")) {
+                        next = Some(target);
+                    }
+                    let value = values.join(" ");
+                    // Unquoted, a value is one token.
+                    let value = if quoted || values.len() != 1 {
+                        format!("\"{value}\"")
+                    } else {
+                        value
+                    };
+                    params.insert(at.index(params.len() + 1), format!("{name}{equals}{value}"));
+                }
+                let mut text = format!("<{target}>");
+                for param in params {
+                    text.push_str(semicolon);
+                    text.push_str(&param);
+                }
+                (text, next)
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        /// Whatever a server sends as `Link`, reading it ends, without a panic, and
+        /// a target it returns came from an entry that mentions `next`. (Long runs
+        /// of separators check that skipping entries stays linear.)
+        #[test]
+        fn link_next_survives_any_header(
+            header in prop_oneof![
+                any::<String>(),
+                proptest::collection::vec(
+                    proptest::sample::select(vec![
+                        "<", ">", ";", ",", "\"", "\\", "=", " ", "rel", "REL", "next",
+                        "https://a.example/b", "/x?y=1,2", "?p=2", "é", "\t",
+                    ]),
+                    0..40,
+                )
+                .prop_map(|tokens| tokens.concat()),
+                proptest::collection::vec(
+                    (
+                        proptest::sample::select(vec!["<", ",", ",<", "<a>;", "; rel", "\"", ";=", "<a>, "]),
+                        0usize..3000,
+                    ),
+                    1..4,
+                )
+                .prop_map(|runs| runs.iter().map(|(token, n)| token.repeat(*n)).collect()),
+            ],
+        ) {
+            let base = Url::parse("https://api.example.com/v1/items?page=2")
+                .unwrap_or_else(|_| unreachable!());
+            if link_next(&header, &base).is_some() {
+                prop_assert!(header.to_ascii_lowercase().contains("next"));
+            }
+        }
+
+        /// In any list of links, with malformed entries anywhere, the first
+        /// well-formed link whose `rel` holds `next` is the one followed, whatever
+        /// the order, case, quoting and spacing of its parameters.
+        #[test]
+        fn link_next_finds_the_first_next_among_any_entries(
+            entries in proptest::collection::vec(
+                prop_oneof![
+                    3 => well_formed_link(),
+                    1 => proptest::sample::select(MALFORMED_LINKS.to_vec())
+                        .prop_map(|m| (m.to_owned(), None)),
+                ],
+                0..8,
+            ),
+            separator in proptest::sample::select(vec![",", ", ", " ,  ", ",,"]),
+            leading in proptest::sample::select(vec!["", " ", ", "]),
+        ) {
+            let base = Url::parse("https://api.example.com/v1/items?page=2")
+                .unwrap_or_else(|_| unreachable!());
+            let texts: Vec<&str> = entries.iter().map(|(text, _)| text.as_str()).collect();
+            let header = format!("{leading}{}", texts.join(separator));
+            let expected = entries
+                .iter()
+                .find_map(|(_, next)| *next)
+                .map(|target| base.join(target).unwrap_or_else(|_| unreachable!()));
+            prop_assert_eq!(link_next(&header, &base), expected, "{}", header);
+        }
+    }
+
     #[test]
     fn continuity_starts_at_the_first_tail_id() {
         let tail = vec!["b".to_owned(), "c".to_owned()];
