@@ -73,6 +73,7 @@ pub fn extract(body: Value, spec: &SourceSpec) -> Extracted {
         other => {
             let reason = match other {
                 None | Some(Value::Null) => format!("record has no `{}` (id_field)", spec.id_field),
+                Some(Value::String(_)) => format!("`{}` (id_field) is empty", spec.id_field),
                 Some(v) => format!(
                     "`{}` (id_field) must be a string or number, found {}",
                     spec.id_field,
@@ -105,7 +106,21 @@ pub fn extract(body: Value, spec: &SourceSpec) -> Extracted {
             Some(Value::String(s)) if s.parse::<i64>().is_ok() => s.parse::<i64>().ok(),
             other => {
                 let found = other.map_or("nothing".to_owned(), kind);
-                let reason = format!("`{field}` (version_field) must be an integer, found {found}");
+                // Only an integer too large to hold gets here as a whole number.
+                let too_large = match other {
+                    Some(Value::Number(n)) => n.is_u64(),
+                    Some(Value::String(s)) => {
+                        let digits = s.strip_prefix('-').unwrap_or(s);
+                        !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+                    }
+                    _ => false,
+                };
+                let expected = if too_large {
+                    "an integer from -2^63 to 2^63-1"
+                } else {
+                    "an integer"
+                };
+                let reason = format!("`{field}` (version_field) must be {expected}, found {found}");
                 return Extracted::Invalid { id, body, reason };
             }
         },
@@ -229,6 +244,57 @@ mod tests {
         assert_eq!(
             format_time(at, TimeFormat::Rfc3339),
             "2023-11-14T22:13:20.123Z"
+        );
+    }
+
+    /// The source part of a valid config, read once: the fields under test are
+    /// set on a copy per case.
+    fn base_source() -> &'static SourceSpec {
+        static SOURCE: std::sync::LazyLock<SourceSpec> = std::sync::LazyLock::new(|| {
+            let text = r#"
+                [[sync]]
+                name = "s"
+                source = { base_url = "https://api.example.com", pagination = { style = "cursor" } }
+                destination = { type = "jsonl", file = "out.jsonl" }
+            "#;
+            let config = crate::config::parse(text, std::path::Path::new("hw.toml"), &|_| None)
+                .unwrap_or_else(|e| unreachable!("{e}"));
+            config.syncs[0].source.clone()
+        });
+        &SOURCE
+    }
+
+    fn invalid_reason(body: Value) -> String {
+        let mut spec = base_source().clone();
+        spec.version_field = Some(FieldPath::parse("version"));
+        match extract(body, &spec) {
+            Extracted::Invalid { reason, .. } => reason,
+            Extracted::Record(record) => format!("a record: {record:?}"),
+        }
+    }
+
+    #[test]
+    fn an_empty_id_is_called_empty_not_the_wrong_type() {
+        assert_eq!(
+            invalid_reason(json!({"id": "", "updated_at": "2026-01-01T00:00:00Z"})),
+            "`id` (id_field) is empty"
+        );
+    }
+
+    #[test]
+    fn a_version_too_large_to_hold_says_the_range_it_must_fit() {
+        let at = "2026-01-01T00:00:00Z";
+        assert_eq!(
+            invalid_reason(json!({"id": 1, "updated_at": at, "version": u64::MAX})),
+            "`version` (version_field) must be an integer from -2^63 to 2^63-1, found the number 18446744073709551615"
+        );
+        assert_eq!(
+            invalid_reason(json!({"id": 1, "updated_at": at, "version": "-9223372036854775809"})),
+            "`version` (version_field) must be an integer from -2^63 to 2^63-1, found the string \"-9223372036854775809\""
+        );
+        assert_eq!(
+            invalid_reason(json!({"id": 1, "updated_at": at, "version": 1.5})),
+            "`version` (version_field) must be an integer, found the number 1.5"
         );
     }
 }
