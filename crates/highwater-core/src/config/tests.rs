@@ -225,3 +225,77 @@ fn merge_rows_is_a_bounded_count() {
         expect!["hw.toml:4: state.merge_rows: expected a whole number from 500 to 10000000"],
     );
 }
+
+#[test]
+fn type_errors_name_types_as_toml_does() {
+    check(
+        &VALID.replace("style = \"cursor\"", "style = { a = 1 }"),
+        expect![[
+            r#"hw.toml:24: sync "invoices_to_crm".source.pagination.style: invalid type: table, expected a string"#
+        ]],
+    );
+    check(
+        &VALID.replace("token_path = \"next_cursor\"", "token_path = [1]"),
+        expect![[
+            r#"hw.toml:25: sync "invoices_to_crm".source.pagination.token_path: invalid type: array, expected a string"#
+        ]],
+    );
+    check(
+        &VALID.replace(
+            "auth = { type = \"bearer\", token = \"${BILLING_TOKEN}\" }",
+            "auth = \"bearer\"",
+        ),
+        expect![[
+            r#"hw.toml:21: sync "invoices_to_crm".source.auth: invalid type: string "bearer", expected a table"#
+        ]],
+    );
+    check(
+        &VALID.replace("max_attempts = 5", "max_attempts = \"5\""),
+        expect![[
+            r#"hw.toml:46: sync "invoices_to_crm".retry.max_attempts: invalid type: string "5", expected an integer"#
+        ]],
+    );
+    check(
+        &VALID.replace("page_size = 500", "page_size = 99999999999999999999"),
+        expect![[
+            "hw.toml:15: sync[0].source.page_size: integer `99999999999999999999` is out of range"
+        ]],
+    );
+    check(
+        &VALID.replace("params = { status = \"all\" }", "params = [\"all\"]"),
+        expect![[
+            r#"hw.toml:11: sync "invoices_to_crm".source.params: invalid type: array, expected a table"#
+        ]],
+    );
+}
+
+#[test]
+fn a_date_where_none_is_accepted_says_so() {
+    check(
+        &VALID.replace(
+            "start = \"2026-01-01T00:00:00Z\"",
+            "start = 2026-01-01T00:00:00Z",
+        ),
+        expect![[
+            r#"hw.toml:18: sync "invoices_to_crm".source.start: a date or time is not accepted here (in quotes it is a string)"#
+        ]],
+    );
+    check(
+        &VALID.replace(
+            "constants = { origin = \"billing\" }",
+            "constants = { since = 2026-01-01 }",
+        ),
+        expect![[
+            r#"hw.toml:30: sync "invoices_to_crm".mapping.constants.since: a date or time is not accepted here (in quotes it is a string)"#
+        ]],
+    );
+    check(
+        &VALID.replace(
+            "constants = { origin = \"billing\" }",
+            "constants = 07:32:00",
+        ),
+        expect![[
+            r#"hw.toml:30: sync "invoices_to_crm".mapping.constants: a date or time is not accepted here (in quotes it is a string)"#
+        ]],
+    );
+}
