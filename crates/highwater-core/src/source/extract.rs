@@ -508,7 +508,8 @@ mod tests {
 
         /// Any record comes out as a record with a non-empty id and the fields
         /// its spec points at, or as invalid with its body kept whole and a
-        /// reason that names the field and the config key behind it.
+        /// reason that names the field and the config key behind it, and never
+        /// says the value must be a kind it already is.
         #[test]
         fn extract_takes_any_record(
             body in record_body(),
