@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use crate::config::{AuthSpec, KeyPlacement};
 use crate::policy::{Backoff, Class, Outcome, RateGate, RetryPolicy, classify, parse_retry_after};
 use crate::secret::Secret;
-use crate::stop::{Stop, StopReason};
+use crate::stop::{Stop, StopReason, instant_after};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -190,13 +190,9 @@ impl Authenticator {
                             url: url.clone(),
                             detail: e.to_string(),
                         })?;
-                    let ttl = Duration::from_secs(answer.expires_in.unwrap_or(3600));
-                    // Refresh early enough that a request never carries a token that
-                    // expires in flight, without refreshing constantly on short TTLs.
-                    let margin = (ttl / 5).min(Duration::from_secs(60));
                     return Ok(Token {
                         access: Secret::new(answer.access_token),
-                        refresh_at: started + ttl - margin,
+                        refresh_at: refresh_at(started, answer.expires_in),
                     });
                 }
                 Ok(response) => {
@@ -238,6 +234,17 @@ impl Authenticator {
     }
 }
 
+/// When a token fetched at `started` is replaced, given the lifetime in seconds
+/// the token endpoint gave it (an hour when it gave none). Any `u64` is a valid
+/// answer, so the instant is bounded by [`instant_after`], not by the clock.
+fn refresh_at(started: Instant, expires_in: Option<u64>) -> Instant {
+    let ttl = Duration::from_secs(expires_in.unwrap_or(3600));
+    // Refresh early enough that a request never carries a token that
+    // expires in flight, without refreshing constantly on short TTLs.
+    let margin = (ttl / 5).min(Duration::from_secs(60));
+    instant_after(started, ttl - margin)
+}
+
 fn describe(outcome: Outcome) -> String {
     match outcome {
         Outcome::Status(s) => format!("HTTP {s}"),
@@ -258,4 +265,34 @@ pub(crate) fn sensitive(value: &str) -> HeaderValue {
         HeaderValue::from_str(value).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
     header.set_sensitive(true);
     header
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn a_token_that_never_expires_does_not_overflow_the_clock() {
+        let started = Instant::now();
+        assert!(refresh_at(started, Some(u64::MAX)) > started + Duration::from_secs(3600));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Whatever lifetime the token endpoint gives, the token is replaced before
+        /// it expires, and not before four fifths of its life (or a decade) passed.
+        #[test]
+        fn a_token_of_any_lifetime_is_replaced_before_it_expires(
+            expires_in in prop_oneof![any::<u64>(), 0u64..100_000],
+        ) {
+            let started = Instant::now();
+            let lived = refresh_at(started, Some(expires_in)).duration_since(started);
+            let ttl = Duration::from_secs(expires_in);
+            prop_assert!(lived <= ttl, "{lived:?} > {ttl:?}");
+            let decade = Duration::from_secs(10 * 365 * 86_400);
+            prop_assert!(lived >= (ttl - ttl / 5).min(decade), "{lived:?} of {ttl:?}");
+        }
+    }
 }

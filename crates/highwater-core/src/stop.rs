@@ -7,6 +7,17 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+/// The furthest a wait reaches. A server may send `Retry-After:
+/// 18446744073709551615`, and a budget may be longer than the clock can count:
+/// adding either to the clock would overflow, so such waits end this far ahead
+/// instead (no run lasts that long either way).
+const FAR_FUTURE: Duration = Duration::from_secs(30 * 365 * 86_400);
+
+/// The instant `duration` after `from`, at most [`FAR_FUTURE`] away.
+pub fn instant_after(from: Instant, duration: Duration) -> Instant {
+    from + duration.min(FAR_FUTURE)
+}
+
 /// Why a run stopped before finishing; the run stays open and resumes next time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopReason {
@@ -35,7 +46,7 @@ pub struct Stop {
 impl Stop {
     pub fn new(max_runtime: Option<Duration>, shutdown: CancellationToken) -> Self {
         Stop {
-            deadline: max_runtime.map(|d| Instant::now() + d),
+            deadline: max_runtime.map(|d| instant_after(Instant::now(), d)),
             shutdown,
         }
     }
@@ -86,7 +97,7 @@ impl Stop {
         if let Some(reason) = self.reason() {
             return Err(reason);
         }
-        let wake = Instant::now() + duration;
+        let wake = instant_after(Instant::now(), duration);
         let limit = match self.deadline {
             Some(deadline) if deadline < wake => deadline,
             _ => wake,
@@ -103,6 +114,7 @@ impl Stop {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures_util::FutureExt;
 
     #[tokio::test(start_paused = true)]
     async fn sleep_is_cut_short_by_the_deadline() {
@@ -113,6 +125,25 @@ mod tests {
             Err(StopReason::MaxRuntime)
         );
         assert_eq!(stop.reason(), Some(StopReason::MaxRuntime));
+    }
+
+    /// A server's `Retry-After` can ask for 2^64 seconds, and a budget for more
+    /// than the clock holds: both are waits that do not end within the run.
+    #[tokio::test(start_paused = true)]
+    async fn waits_past_the_end_of_the_clock_do_not_overflow() {
+        let stop = Stop::new(Some(Duration::MAX), CancellationToken::new());
+        assert_eq!(stop.reason(), None);
+        assert!(stop.sleep(Duration::MAX).now_or_never().is_none());
+        assert!(
+            stop.sleep(Duration::from_secs(u64::MAX))
+                .now_or_never()
+                .is_none()
+        );
+        let short = Stop::new(Some(Duration::from_secs(5)), CancellationToken::new());
+        assert_eq!(
+            short.sleep(Duration::MAX).await,
+            Err(StopReason::MaxRuntime)
+        );
     }
 
     #[tokio::test(start_paused = true)]

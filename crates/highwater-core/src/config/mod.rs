@@ -131,16 +131,25 @@ impl Validator<'_> {
             message: format!("invalid TOML: {}", e.message()),
         })?;
         serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let span = e.inner().span();
+            // A TOML date or time reaches serde as a table with one private key,
+            // so serde would call it a table, or a string inside that table.
+            let value = span.clone().and_then(|s| self.text.get(s)).unwrap_or("");
+            let message = if path.contains(TOML_DATETIME) || is_datetime(value) {
+                DATETIME_REFUSED.to_owned()
+            } else {
+                describe_serde_message(e.inner().message())
+            };
             // Spanned<T> shows up in serde paths as a private field: drop it.
-            let path = e
-                .path()
-                .to_string()
-                .replace(".$__serde_spanned_private_value", "");
+            let path = path
+                .replace(".$__serde_spanned_private_value", "")
+                .replace(&format!(".{TOML_DATETIME}"), "");
             let path = self.readable_path(&path);
             Problem {
-                line: Some(self.line(e.inner().span().map_or(0, |s| s.start))),
+                line: Some(self.line(span.map_or(0, |s| s.start))),
                 key: path,
-                message: describe_serde_message(e.inner().message()),
+                message,
             }
         })
     }
@@ -707,6 +716,10 @@ impl Validator<'_> {
         }
         let mut constants = Vec::new();
         for (out, value) in &raw.constants {
+            if let Some(message) = not_json(value.get_ref()) {
+                self.problem(value, format!("{at}.constants.{out}"), message);
+                continue;
+            }
             match serde_json::to_value(value.get_ref()) {
                 Ok(v) => constants.push((FieldPath::parse(out), v)),
                 Err(_) => self.problem(
@@ -1263,7 +1276,31 @@ fn string_or(raw: Option<&Spanned<String>>, default: &str) -> String {
     raw.map_or_else(|| default.to_owned(), |p| p.get_ref().clone())
 }
 
-/// Rewords serde's messages for people writing a config file.
+/// The key toml gives a date or time when it hands one to serde.
+const TOML_DATETIME: &str = "$__toml_private_datetime";
+
+/// No key takes a TOML date or time: timestamps are RFC 3339 strings.
+const DATETIME_REFUSED: &str = "a date or time is not accepted here (in quotes it is a string)";
+
+fn is_datetime(value_text: &str) -> bool {
+    value_text.trim().parse::<toml::value::Datetime>().is_ok()
+}
+
+/// Why a TOML value cannot be sent as JSON as written, if it cannot: serde
+/// would turn a date into a table with a private key and nan or inf into null.
+fn not_json(value: &toml::Value) -> Option<&'static str> {
+    match value {
+        toml::Value::Datetime(_) => Some(DATETIME_REFUSED),
+        toml::Value::Float(f) if !f.is_finite() => Some("nan and inf have no JSON form"),
+        toml::Value::Array(items) => items.iter().find_map(not_json),
+        toml::Value::Table(table) => table.values().find_map(not_json),
+        _ => None,
+    }
+}
+
+/// Rewords serde's messages for people writing a config file: keys, not fields,
+/// and TOML's names for types (table, array, integer), not Rust's (struct
+/// RawAuth, map, sequence, i64).
 fn describe_serde_message(message: &str) -> String {
     if let Some(rest) = message.strip_prefix("unknown field ") {
         return format!("unknown key {rest}");
@@ -1271,7 +1308,34 @@ fn describe_serde_message(message: &str) -> String {
     if let Some(rest) = message.strip_prefix("missing field ") {
         return format!("missing key {rest}");
     }
-    message.to_owned()
+    // "invalid type: <what was found>, expected <what the struct wants>"; what
+    // was found may quote the file, so only its type name is reworded.
+    let Some((found, expected)) = message.rsplit_once(", expected ") else {
+        return message.to_owned();
+    };
+    // toml reads an integer past i64 as an i128.
+    let (found, too_large) = match found.strip_suffix(" as i128") {
+        Some(found) => (found, true),
+        None => (found, false),
+    };
+    if too_large && expected == "i64" {
+        let number = found.strip_prefix("invalid type: ").unwrap_or(found);
+        return format!("{number} is out of range");
+    }
+    let found = match found {
+        "invalid type: map" => "invalid type: table",
+        "invalid type: sequence" => "invalid type: array",
+        found => found,
+    };
+    let expected = match expected {
+        "a map" => "a table",
+        "a sequence" => "an array",
+        "i64" => "an integer",
+        "f64" => "a number",
+        expected if expected.starts_with("struct ") => "a table",
+        expected => expected,
+    };
+    format!("{found}, expected {expected}")
 }
 
 /// Replaces `${NAME}` with the environment variable's value; `$$` is a literal `$`.

@@ -134,6 +134,82 @@ mod tests {
         assert_eq!(parse_retry_after("1e9", now), None);
     }
 
+    /// Text around a `Retry-After` value that a server or proxy might send.
+    fn noise() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just(String::new()),
+            proptest::sample::select(vec![
+                " ", "\t", "s", " seconds", "-", "+", ".", ".5", "e3", ",", "GMT", "0", "\u{a0}",
+            ])
+            .prop_map(str::to_owned),
+            any::<String>(),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        /// A server's `Retry-After` is read without a panic whatever it holds:
+        /// garbage, signs, fractions, exponents, numbers past `u64`, dates with
+        /// text around them.
+        #[test]
+        fn retry_after_survives_any_value(
+            value in prop_oneof![
+                any::<String>(),
+                (noise(), "[0-9]{1,40}", noise()).prop_map(|(a, n, b)| format!("{a}{n}{b}")),
+                (noise(), 0u64..(400 * 365 * 86_400), noise()).prop_map(|(a, secs, b)| {
+                    let at = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+                    format!("{a}{}{b}", httpdate::fmt_http_date(at))
+                }),
+                proptest::sample::select(vec![
+                    "1.5", "-1", "-0", "+5", "1e400", "NaN", "inf", "-inf", "0x10", "1_000",
+                    "18446744073709551615", "18446744073709551616", "1.8e19", "0.0000001",
+                    "99999999999999999999999999.5", "Fri, 31 Dec 9999 23:59:59 GMT",
+                    "Sun, 06 Nov 1994 08:49:37 GMT", "Sunday, 06-Nov-94 08:49:37 GMT",
+                    "Sun Nov  6 08:49:37 1994", "Mon, 32 Nov 1994 08:49:37 GMT", "",
+                ])
+                .prop_map(str::to_owned),
+            ],
+            now_secs in 0u64..(300 * 365 * 86_400),
+        ) {
+            let now = SystemTime::UNIX_EPOCH + Duration::from_secs(now_secs);
+            let _ = parse_retry_after(&value, now);
+        }
+
+        /// Delay-seconds, with the spaces a header may carry around it, is exactly
+        /// that many seconds, up to the largest `u64`.
+        #[test]
+        fn retry_after_reads_any_whole_number_of_seconds(
+            seconds in prop_oneof![any::<u64>(), 0u64..100_000],
+            before in "[ \t]{0,3}",
+            after in "[ \t]{0,3}",
+        ) {
+            let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+            prop_assert_eq!(
+                parse_retry_after(&format!("{before}{seconds}{after}"), now),
+                Some(Duration::from_secs(seconds))
+            );
+        }
+
+        /// An HTTP-date is the time from now until then (whole seconds, as the
+        /// format has), and a date already past means now.
+        #[test]
+        fn retry_after_reads_any_http_date(
+            now_secs in 0u64..(8000 * 365 * 86_400 / 10),
+            offset in -1_000_000_000i64..1_000_000_000,
+        ) {
+            let now = SystemTime::UNIX_EPOCH + Duration::from_secs(now_secs);
+            // HTTP-dates start in 1970.
+            let at_secs = now_secs.saturating_add_signed(offset);
+            let at = SystemTime::UNIX_EPOCH + Duration::from_secs(at_secs);
+            let expected = at.duration_since(now).unwrap_or(Duration::ZERO);
+            prop_assert_eq!(
+                parse_retry_after(&httpdate::fmt_http_date(at), now),
+                Some(expected)
+            );
+        }
+    }
+
     proptest! {
         #[test]
         fn every_status_has_exactly_one_meaning(status in 100u16..600) {

@@ -18,7 +18,7 @@ use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 use tokio::time::Instant;
 
-use crate::stop::{Stop, StopReason};
+use crate::stop::{Stop, StopReason, instant_after};
 
 type Limiter = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<TokioInstant>>;
 
@@ -107,7 +107,7 @@ impl RateGate {
 
     /// Closes the gate for everyone for `duration` (the server said so).
     pub fn pause_for(&self, duration: Duration) {
-        let until = Instant::now() + duration;
+        let until = instant_after(Instant::now(), duration);
         let mut paused = self.paused_until.lock().unwrap_or_else(|e| e.into_inner());
         if paused.is_none_or(|current| current < until) {
             *paused = Some(until);
@@ -118,6 +118,7 @@ impl RateGate {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures_util::FutureExt;
 
     #[tokio::test(start_paused = true)]
     async fn a_pause_holds_every_caller_back() {
@@ -128,6 +129,21 @@ mod tests {
         gate.pause_for(Duration::from_secs(1));
         gate.ready(&stop).await.ok();
         assert!(Instant::now() - start >= Duration::from_secs(2));
+    }
+
+    /// `Retry-After: 18446744073709551615` is a valid header: the gate closes for
+    /// that long (in effect for good) instead of overflowing the clock.
+    #[tokio::test(start_paused = true)]
+    async fn a_pause_past_the_end_of_the_clock_closes_the_gate() {
+        let gate = RateGate::new(None);
+        let stop = Stop::never();
+        gate.pause_for(Duration::from_secs(u64::MAX));
+        gate.pause_for(Duration::MAX);
+        assert!(gate.ready(&stop).now_or_never().is_none());
+        // A shorter pause does not reopen it.
+        gate.pause_for(Duration::from_secs(1));
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        assert!(gate.ready(&stop).now_or_never().is_none());
     }
 
     #[tokio::test(start_paused = true)]

@@ -243,27 +243,127 @@ impl PageWalk {
     }
 }
 
-/// The `rel="next"` target of a `Link` header, resolved against the request URL.
+/// The `rel="next"` target of a `Link` header (RFC 8288), resolved against the
+/// request URL.
+///
+/// An entry that does not parse is skipped rather than ending the search: one
+/// garbled link before `next` must not make a run believe it read the last page.
+/// A `,` or `;` inside `<>` or a quoted value belongs to it (URLs carry commas in
+/// their query strings); parameter names ignore case, and only the first `rel` of
+/// a link counts.
 pub fn link_next(header: &str, base: &Url) -> Option<Url> {
-    for link in header.split(',') {
-        let mut parts = link.split(';');
-        let target = parts.next()?.trim();
-        let target = target.strip_prefix('<')?.strip_suffix('>')?;
-        let is_next = parts.any(|p| {
-            let p = p.trim();
-            p.strip_prefix("rel=")
-                .map(|v| {
-                    v.trim_matches('"')
-                        .split_whitespace()
-                        .any(|r| r.eq_ignore_ascii_case("next"))
-                })
-                .unwrap_or(false)
-        });
-        if is_next {
-            return base.join(target).ok();
+    let mut rest = header;
+    loop {
+        rest = rest.trim_start_matches(|c: char| c == ',' || c.is_whitespace());
+        if rest.is_empty() {
+            return None;
+        }
+        match parse_link(rest) {
+            Ok((link, after)) => {
+                if link.is_next()
+                    && let Ok(url) = base.join(link.target)
+                {
+                    return Some(url);
+                }
+                rest = after;
+            }
+            Err(after) => rest = after,
+        }
+    }
+}
+
+/// One entry of a `Link` header.
+struct Link<'a> {
+    target: &'a str,
+    /// The value of the first `rel` parameter, unquoted.
+    rel: Option<String>,
+}
+
+impl Link<'_> {
+    fn is_next(&self) -> bool {
+        self.rel.as_deref().is_some_and(|rel| {
+            rel.split_whitespace()
+                .any(|r| r.eq_ignore_ascii_case("next"))
+        })
+    }
+}
+
+/// Parses the entry at the start of `text` into the link and the text after it.
+/// A malformed entry gives the text after it instead, to go on from.
+fn parse_link(text: &str) -> Result<(Link<'_>, &str), &str> {
+    let Some(inner) = text.strip_prefix('<') else {
+        return Err(skip_entry(text));
+    };
+    let Some(close) = inner.find('>') else {
+        // No entry after this one has a whole target either.
+        return Err("");
+    };
+    // A `<` that was never closed started a broken entry; the link is the last one.
+    let open = inner[..close].rfind('<').map_or(0, |i| i + 1);
+    let target = &inner[open..close];
+    let mut rest = &inner[close + 1..];
+    let mut rel = None;
+    loop {
+        rest = rest.trim_start();
+        let Some(param) = rest.strip_prefix(';') else {
+            break;
+        };
+        rest = param.trim_start();
+        let name_end = rest
+            .find(|c: char| matches!(c, '=' | ';' | ',') || c.is_whitespace())
+            .unwrap_or(rest.len());
+        let name = &rest[..name_end];
+        if name.is_empty() {
+            return Err(skip_entry(rest));
+        }
+        rest = rest[name_end..].trim_start();
+        let mut value = String::new();
+        if let Some(after_equals) = rest.strip_prefix('=') {
+            rest = after_equals.trim_start();
+            if let Some(quoted) = rest.strip_prefix('"') {
+                let Some((unquoted, after)) = quoted_string(quoted) else {
+                    return Err(skip_entry(quoted));
+                };
+                value = unquoted;
+                rest = after;
+            } else {
+                let end = rest
+                    .find(|c: char| matches!(c, ';' | ',') || c.is_whitespace())
+                    .unwrap_or(rest.len());
+                value = rest[..end].to_owned();
+                rest = &rest[end..];
+            }
+        }
+        if rel.is_none() && name.eq_ignore_ascii_case("rel") {
+            rel = Some(value);
+        }
+    }
+    if !rest.is_empty() && !rest.starts_with(',') {
+        return Err(skip_entry(rest));
+    }
+    Ok((Link { target, rel }, rest))
+}
+
+/// The text of a quoted string after its opening `"`, unescaped, and what follows
+/// its closing `"`; `None` when it is never closed.
+fn quoted_string(text: &str) -> Option<(String, &str)> {
+    let mut value = String::new();
+    let mut chars = text.char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '"' => return Some((value, &text[i + 1..])),
+            '\\' => value.extend(chars.next().map(|(_, escaped)| escaped)),
+            c => value.push(c),
         }
     }
     None
+}
+
+/// The text after the next `,`, or nothing. Skipping a malformed entry splits at
+/// every comma, even inside `<>` or quotes: the pieces that leaves are malformed
+/// too and skipped in turn, while a stray `<` or `"` cannot hide the links after it.
+fn skip_entry(text: &str) -> &str {
+    text.split_once(',').map_or("", |(_, after)| after)
 }
 
 #[cfg(test)]
@@ -281,6 +381,215 @@ mod tests {
             Some("https://api.example.com/v1/items?page=3".to_owned())
         );
         assert_eq!(link_next(r#"<x>; rel="prev""#, &base), None);
+    }
+
+    #[test]
+    fn link_header_skips_a_malformed_entry_before_next() {
+        let base = Url::parse("https://api.example.com/v1/items?page=2")
+            .unwrap_or_else(|_| unreachable!());
+        let next = Some("https://api.example.com/v1/items?page=3".to_owned());
+        for header in [
+            r#"https://api.example.com/v1/items?page=1; rel="prev", </v1/items?page=3>; rel="next""#,
+            r#"garbage, </v1/items?page=3>; rel="next""#,
+            r#"<>>; rel="prev", </v1/items?page=3>; rel="next""#,
+            r#"</v1/items?page=1> rel="prev", </v1/items?page=3>; rel="next""#,
+        ] {
+            assert_eq!(
+                link_next(header, &base).map(|u| u.to_string()),
+                next,
+                "{header}"
+            );
+        }
+    }
+
+    #[test]
+    fn link_header_targets_and_params_may_hold_commas() {
+        let base = Url::parse("https://api.example.com/v1/items?page=2")
+            .unwrap_or_else(|_| unreachable!());
+        // A `,` inside `<>` or a quoted value does not end the entry.
+        let header = r#"</v1/items?fields=id,name&page=1>; rel="prev"; title="back, one", </v1/items?fields=id,name&page=3>; title="on; and, on"; rel="next""#;
+        assert_eq!(
+            link_next(header, &base).map(|u| u.to_string()),
+            Some("https://api.example.com/v1/items?fields=id,name&page=3".to_owned())
+        );
+    }
+
+    #[test]
+    fn link_header_param_names_ignore_case_and_space_around_equals() {
+        let base = Url::parse("https://api.example.com/v1/items?page=2")
+            .unwrap_or_else(|_| unreachable!());
+        let next = Some("https://api.example.com/v1/items?page=3".to_owned());
+        for header in [
+            r#"</v1/items?page=3>; REL="next""#,
+            r#"</v1/items?page=3> ; rel = "next""#,
+            r#"</v1/items?page=3>;Rel=Next"#,
+            r#"</v1/items?page=3>; rel="last next""#,
+        ] {
+            assert_eq!(
+                link_next(header, &base).map(|u| u.to_string()),
+                next,
+                "{header}"
+            );
+        }
+        // Only the first `rel` of a link counts (RFC 8288, 3.3).
+        assert_eq!(
+            link_next(r#"</v1/items?page=3>; rel="prev"; rel="next""#, &base),
+            None
+        );
+    }
+
+    /// Link targets as APIs write them: absolute or relative, with `,` and `;` in
+    /// their query strings.
+    const LINK_TARGETS: &[&str] = &[
+        "https://api.example.com/v1/items?page=3",
+        "https://api.example.com/v1/items?fields=id,name&cursor=a;b",
+        "/v1/items?cursor=eyJpZCI6IDd9",
+        "?page=4",
+        "items?page=5&sort=updated_at,id",
+        "https://other.example.org/next",
+    ];
+
+    /// Entries that are not links. An unclosed `<` pairs with the next entry's
+    /// `>`, which then still reads as that entry's own target; no entry holds a
+    /// `>` that could close an earlier `<` before its own.
+    const MALFORMED_LINKS: &[&str] = &[
+        "garbage",
+        "https://api.example.com/v1/items?page=9; rel=\"next\"",
+        "rel=\"next\"",
+        "; rel=next",
+        "<https://api.example.com/v1/items?page=9> rel=\"next\"",
+        "<https://api.example.com/v1/items?page=9>; =next",
+        "<https://api.example.com/v1/items?page=9>>; rel=next",
+        "<https://api.example.com/v1/items?page=9>; rel=\"next\" extra",
+        "<https://api.example.com/v1/items?page=9; rel=\"next\"",
+        "\"rel=next",
+    ];
+
+    /// One well-formed link: its text and, when its first `rel` says `next`, its
+    /// target.
+    fn well_formed_link() -> impl Strategy<Value = (String, Option<&'static str>)> {
+        let rel_values = proptest::collection::vec(
+            proptest::sample::select(vec![
+                "next",
+                "NEXT",
+                "Next",
+                "prev",
+                "first",
+                "last",
+                "nextpage",
+                "alternate",
+            ]),
+            0..3,
+        );
+        let other_params = proptest::collection::vec(
+            proptest::sample::select(vec![
+                r#"title="a, b; c""#,
+                r#"title="say \"next\"""#,
+                "type=text/html",
+                "hreflang=en",
+                "foo",
+                "title*=UTF-8'de'n%c3%a4chstes",
+            ]),
+            0..3,
+        );
+        (
+            proptest::sample::select(LINK_TARGETS.to_vec()),
+            proptest::option::of((
+                rel_values,
+                proptest::sample::select(vec!["rel", "REL", "Rel"]),
+                any::<bool>(),
+            )),
+            other_params,
+            any::<prop::sample::Index>(),
+            proptest::sample::select(vec![";", "; ", " ; ", ";\t"]),
+            proptest::sample::select(vec!["=", " = "]),
+        )
+            .prop_map(|(target, rel, params, at, semicolon, equals)| {
+                let mut next = None;
+                let mut params: Vec<String> = params.into_iter().map(str::to_owned).collect();
+                if let Some((values, name, quoted)) = rel {
+                    if values.iter().any(|v| v.eq_ignore_ascii_case("next")) {
+                        next = Some(target);
+                    }
+                    let value = values.join(" ");
+                    // Unquoted, a value is one token.
+                    let value = if quoted || values.len() != 1 {
+                        format!("\"{value}\"")
+                    } else {
+                        value
+                    };
+                    params.insert(at.index(params.len() + 1), format!("{name}{equals}{value}"));
+                }
+                let mut text = format!("<{target}>");
+                for param in params {
+                    text.push_str(semicolon);
+                    text.push_str(&param);
+                }
+                (text, next)
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        /// Whatever a server sends as `Link`, reading it ends, without a panic, and
+        /// a target it returns came from an entry that mentions `next`. (Long runs
+        /// of separators check that skipping entries stays linear.)
+        #[test]
+        fn link_next_survives_any_header(
+            header in prop_oneof![
+                any::<String>(),
+                proptest::collection::vec(
+                    proptest::sample::select(vec![
+                        "<", ">", ";", ",", "\"", "\\", "=", " ", "rel", "REL", "next",
+                        "https://a.example/b", "/x?y=1,2", "?p=2", "é", "\t",
+                    ]),
+                    0..40,
+                )
+                .prop_map(|tokens| tokens.concat()),
+                proptest::collection::vec(
+                    (
+                        proptest::sample::select(vec!["<", ",", ",<", "<a>;", "; rel", "\"", ";=", "<a>, "]),
+                        0usize..3000,
+                    ),
+                    1..4,
+                )
+                .prop_map(|runs| runs.iter().map(|(token, n)| token.repeat(*n)).collect()),
+            ],
+        ) {
+            let base = Url::parse("https://api.example.com/v1/items?page=2")
+                .unwrap_or_else(|_| unreachable!());
+            if link_next(&header, &base).is_some() {
+                prop_assert!(header.to_ascii_lowercase().contains("next"));
+            }
+        }
+
+        /// In any list of links, with malformed entries anywhere, the first
+        /// well-formed link whose `rel` holds `next` is the one followed, whatever
+        /// the order, case, quoting and spacing of its parameters.
+        #[test]
+        fn link_next_finds_the_first_next_among_any_entries(
+            entries in proptest::collection::vec(
+                prop_oneof![
+                    3 => well_formed_link(),
+                    1 => proptest::sample::select(MALFORMED_LINKS.to_vec())
+                        .prop_map(|m| (m.to_owned(), None)),
+                ],
+                0..8,
+            ),
+            separator in proptest::sample::select(vec![",", ", ", " ,  ", ",,"]),
+            leading in proptest::sample::select(vec!["", " ", ", "]),
+        ) {
+            let base = Url::parse("https://api.example.com/v1/items?page=2")
+                .unwrap_or_else(|_| unreachable!());
+            let texts: Vec<&str> = entries.iter().map(|(text, _)| text.as_str()).collect();
+            let header = format!("{leading}{}", texts.join(separator));
+            let expected = entries
+                .iter()
+                .find_map(|(_, next)| *next)
+                .map(|target| base.join(target).unwrap_or_else(|_| unreachable!()));
+            prop_assert_eq!(link_next(&header, &base), expected, "{}", header);
+        }
     }
 
     #[test]
