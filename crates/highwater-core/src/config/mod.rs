@@ -327,10 +327,20 @@ impl Validator<'_> {
                 ),
             );
         }
-        let sorted = match &pagination {
-            Some(Pagination::Keyset { .. }) => true,
-            _ => raw.sorted.as_ref().is_some_and(|s| *s.get_ref()),
-        };
+        let keyset = matches!(pagination, Some(Pagination::Keyset { .. }));
+        let sorted = keyset || raw.sorted.as_ref().is_some_and(|s| *s.get_ref());
+        let lower_bound_exclusive = self.bound_exclusive(
+            raw.lower_bound_exclusive.as_ref(),
+            raw.lower_bound_param.is_some() || keyset,
+            &format!("{at}.lower_bound_exclusive"),
+            "`lower_bound_param` or keyset pagination",
+        );
+        let upper_bound_exclusive = self.bound_exclusive(
+            raw.upper_bound_exclusive.as_ref(),
+            raw.upper_bound_param.is_some(),
+            &format!("{at}.upper_bound_exclusive"),
+            "`upper_bound_param`",
+        );
         Some(SourceSpec {
             http: http?,
             path: raw.path.map(Spanned::into_inner).unwrap_or_default(),
@@ -355,9 +365,33 @@ impl Validator<'_> {
             lookback: lookback?,
             lower_bound_param: raw.lower_bound_param.map(Spanned::into_inner),
             upper_bound_param: raw.upper_bound_param.map(Spanned::into_inner),
+            lower_bound_exclusive: lower_bound_exclusive?,
+            upper_bound_exclusive: upper_bound_exclusive?,
             sorted,
             pagination: pagination?,
         })
+    }
+
+    /// Whether a bound is strict; the key means nothing when that bound is not sent.
+    fn bound_exclusive(
+        &mut self,
+        raw: Option<&Spanned<bool>>,
+        bound_sent: bool,
+        key: &str,
+        needs: &str,
+    ) -> Option<bool> {
+        let Some(raw) = raw else {
+            return Some(false);
+        };
+        if !bound_sent {
+            self.problem(
+                raw,
+                key,
+                format!("does not apply: the bound is sent only with {needs}"),
+            );
+            return None;
+        }
+        Some(*raw.get_ref())
     }
 
     fn pagination(&mut self, raw: Spanned<RawPagination>, at: &str) -> Option<Pagination> {

@@ -116,6 +116,11 @@ pub struct SourceSpec {
     pub lookback: Duration,
     pub lower_bound_param: Option<String>,
     pub upper_bound_param: Option<String>,
+    /// The API's lower bound is strict (`>`): the bound is sent one step earlier
+    /// (see `source::bounds`).
+    pub lower_bound_exclusive: bool,
+    /// The API's upper bound is strict (`<`): the watermark is sent one step later.
+    pub upper_bound_exclusive: bool,
     /// The API returns records in ascending `(updated_at, id)` order, so reading can
     /// stop at the first record past the watermark.
     pub sorted: bool,

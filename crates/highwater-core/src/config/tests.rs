@@ -104,7 +104,7 @@ fn unknown_key_names_line_and_key() {
     check(
         &VALID.replace("page_size = 500", "page_size = 500\npage_sise = 5"),
         expect![[
-            r#"hw.toml:16: sync "invoices_to_crm".source.page_sise: unknown key `page_sise`, expected one of `base_url`, `path`, `params`, `headers`, `auth`, `timeout`, `rate_limit`, `error_path`, `records_path`, `id_field`, `updated_at_field`, `version_field`, `time_format`, `page_size`, `page_size_param`, `start`, `lag`, `lookback`, `lower_bound_param`, `upper_bound_param`, `sorted`, `pagination`"#
+            r#"hw.toml:16: sync "invoices_to_crm".source.page_sise: unknown key `page_sise`, expected one of `base_url`, `path`, `params`, `headers`, `auth`, `timeout`, `rate_limit`, `error_path`, `records_path`, `id_field`, `updated_at_field`, `version_field`, `time_format`, `page_size`, `page_size_param`, `start`, `lag`, `lookback`, `lower_bound_param`, `upper_bound_param`, `lower_bound_exclusive`, `upper_bound_exclusive`, `sorted`, `pagination`"#
         ]],
     );
 }
@@ -223,5 +223,43 @@ fn merge_rows_is_a_bounded_count() {
     check(
         &with("10"),
         expect!["hw.toml:4: state.merge_rows: expected a whole number from 500 to 10000000"],
+    );
+}
+
+#[test]
+fn strict_bounds_are_opt_in_and_need_the_bound_they_describe() {
+    let config = parse(VALID, Path::new("hw.toml"), &env).expect("valid config");
+    let source = &config.syncs[0].source;
+    assert!(!source.lower_bound_exclusive && !source.upper_bound_exclusive);
+
+    let strict = VALID.replace(
+        "upper_bound_param = \"updated_before\"",
+        "upper_bound_param = \"updated_before\"\nlower_bound_exclusive = true\nupper_bound_exclusive = true",
+    );
+    let config = parse(&strict, Path::new("hw.toml"), &env).expect("valid config");
+    let source = &config.syncs[0].source;
+    assert!(source.lower_bound_exclusive && source.upper_bound_exclusive);
+
+    let keyset = strict
+        .replace("lower_bound_param = \"updated_after\"\n", "")
+        .replace("upper_bound_param = \"updated_before\"\n", "")
+        .replace(
+            "style = \"cursor\"\ntoken_path = \"next_cursor\"",
+            "style = \"keyset\"\nupdated_param = \"since\"\nid_param = \"after_id\"",
+        );
+    check(
+        &keyset,
+        expect![[
+            r#"hw.toml:20: sync "invoices_to_crm".source.upper_bound_exclusive: does not apply: the bound is sent only with `upper_bound_param`"#
+        ]],
+    );
+    check(
+        &keyset.replace(
+            "style = \"keyset\"\nupdated_param = \"since\"\nid_param = \"after_id\"",
+            "style = \"cursor\"",
+        ),
+        expect![[r#"
+            hw.toml:19: sync "invoices_to_crm".source.lower_bound_exclusive: does not apply: the bound is sent only with `lower_bound_param` or keyset pagination
+            hw.toml:20: sync "invoices_to_crm".source.upper_bound_exclusive: does not apply: the bound is sent only with `upper_bound_param`"#]],
     );
 }
