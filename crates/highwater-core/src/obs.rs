@@ -11,3 +11,4 @@ pub const RUN_COMPLETED: &str = "run_completed";
 pub const RUN_STOPPED: &str = "run_stopped";
 pub const RUN_FAILED: &str = "run_failed";
 pub const PAGINATION_RESCAN: &str = "pagination_rescan";
+pub const CONFIG_WARNING: &str = "config_warning";

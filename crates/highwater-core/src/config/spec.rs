@@ -10,6 +10,7 @@ use reqwest::header::HeaderName;
 use serde_json::Value;
 use url::Url;
 
+use super::Problem;
 use crate::policy::RetryPolicy;
 use crate::record::FieldPath;
 use crate::secret::Secret;
@@ -21,6 +22,9 @@ pub struct Config {
     pub file: PathBuf,
     pub state: StateSpec,
     pub syncs: Vec<SyncSpec>,
+    /// What is valid but likely to lose or re-read records, each with its line and
+    /// key like an error.
+    pub warnings: Vec<Problem>,
 }
 
 impl Config {

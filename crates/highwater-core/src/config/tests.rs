@@ -226,6 +226,62 @@ fn merge_rows_is_a_bounded_count() {
     );
 }
 
+/// The warnings of a valid config, as `validate` prints them.
+fn warnings(text: &str) -> String {
+    match parse(text, Path::new("hw.toml"), &env) {
+        Ok(config) => config
+            .warnings
+            .iter()
+            .map(|w| w.in_file(&config.file).to_string())
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Err(e) => format!("not valid: {e}"),
+    }
+}
+
+#[test]
+fn runs_overlap_by_five_minutes_unless_told_otherwise() {
+    let text = VALID
+        .replace("lookback = \"10m\"\n", "")
+        .replace("lag = \"1m\"\n", "");
+    let config = parse(&text, Path::new("hw.toml"), &env).expect("valid config");
+    let source = &config.syncs[0].source;
+    assert_eq!(source.lookback, Duration::from_secs(300));
+    assert_eq!(source.lag, Duration::ZERO);
+    assert_eq!(warnings(&text), "");
+}
+
+#[test]
+fn a_config_that_reads_and_overlaps_windows_has_no_warnings() {
+    assert_eq!(warnings(VALID), "");
+}
+
+#[test]
+fn a_zero_lookback_set_explicitly_is_a_warning() {
+    let expected = expect![[
+        r#"hw.toml:17: sync "invoices_to_crm".source.lookback: runs do not overlap, so a record stamped before the last run's watermark but visible only after it (a slow transaction, a lagging replica) is never read; the default is 5m"#
+    ]];
+    expected.assert_eq(&warnings(
+        &VALID.replace("lookback = \"10m\"", "lookback = \"0s\""),
+    ));
+    expected.assert_eq(&warnings(
+        &VALID.replace("lookback = \"10m\"", "lookback = \"0m\""),
+    ));
+}
+
+#[test]
+fn no_lower_bound_is_a_warning_unless_keyset_pagination_gives_one() {
+    let without = VALID.replace("lower_bound_param = \"updated_after\"\n", "");
+    check(&without, expect!["ok"]);
+    expect![[r#"hw.toml:8: sync "invoices_to_crm".source: no `lower_bound_param` and pagination is not keyset: every run reads everything the source has, not only what changed since the last run"#]]
+    .assert_eq(&warnings(&without));
+    let keyset = without.replace(
+        "style = \"cursor\"\ntoken_path = \"next_cursor\"",
+        "style = \"keyset\"\nupdated_param = \"since\"\nid_param = \"after_id\"",
+    );
+    assert_eq!(warnings(&keyset), "");
+}
+
 #[test]
 fn strict_bounds_are_opt_in_and_need_the_bound_they_describe() {
     let config = parse(VALID, Path::new("hw.toml"), &env).expect("valid config");
