@@ -1,6 +1,6 @@
 //! The `highwater` binary: parses the command line, calls the library, renders the
 //! result and maps it to an exit code (0 complete, 1 failed, 2 usage or config
-//! error, 3 stopped by a budget — resumable). The only place that uses `anyhow`.
+//! error, 3 stopped by a budget — resumable).
 
 mod cli;
 

@@ -51,6 +51,13 @@ pub async fn run(
     };
     let bar = std::io::stderr().is_terminal().then(progress_bar);
     logging::init(bar.clone());
+    for warning in &config.warnings {
+        tracing::warn!(
+            event = highwater_core::obs::CONFIG_WARNING,
+            "{}",
+            warning.in_file(&config.file)
+        );
+    }
     let store = match Store::open(&config.state.path).await {
         Ok(store) => store,
         Err(e) => {

@@ -181,3 +181,38 @@ async fn a_second_run_of_the_same_sync_is_refused() {
     let _ = first.start_kill();
     let _ = first.wait().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn validate_warns_of_a_sync_that_reads_everything_or_misses_late_updates() {
+    let mut setup = Setup::new(Style::Cursor, Mode::Put);
+    let world = World::start("validate-warnings", SimConfig::new(55, 10), &setup).await;
+    let out = world.highwater(&["validate"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(stderr(&out), "", "a sound config has no warnings");
+
+    setup.lookback = "0s";
+    world.rewrite(&setup);
+    let text = std::fs::read_to_string(&world.config).expect("read config");
+    let text = text.replace("lower_bound_param = \"updated_after\"\n", "");
+    std::fs::write(&world.config, text).expect("write config");
+    let out = world.highwater(&["validate"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(
+        stdout(&out).ends_with("ok — 1 sync: invoices\n"),
+        "{}",
+        describe(&out)
+    );
+    let warnings = stderr(&out);
+    let file = world.config.display().to_string();
+    let expected = [
+        format!("warning: {file}:18: sync \"invoices\".source.lookback: runs do not overlap"),
+        format!(
+            "warning: {file}:8: sync \"invoices\".source: no `lower_bound_param` and pagination is not keyset"
+        ),
+    ];
+    let lines: Vec<&str> = warnings.lines().collect();
+    assert_eq!(lines.len(), expected.len(), "{warnings}");
+    for (line, expected) in lines.iter().zip(&expected) {
+        assert!(line.starts_with(expected.as_str()), "{warnings}");
+    }
+}

@@ -2,6 +2,7 @@
 //! 127.0.0.1, one module per topic.
 
 mod bad_input;
+mod bounds;
 mod cli;
 mod crash;
 mod faults;

@@ -65,10 +65,10 @@ async fn a_5xx_after_a_committed_create_never_duplicates_in_lookup_mode() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_write_that_lands_late_is_read_back_and_repaired() {
     let cases = [
-        (Mode::Put, false),
         (Mode::Lookup, false),
-        (Mode::Put, true),
         (Mode::Lookup, true),
+        (Mode::Put, false),
+        (Mode::Put, true),
         (Mode::Post, true),
     ];
     for (mode, killed) in cases {

@@ -14,3 +14,4 @@ pub const PAGINATION_RESCAN: &str = "pagination_rescan";
 pub const RECORD_REPAIRED: &str = "record_repaired";
 pub const RECORDS_UNVERIFIED: &str = "records_unverified";
 pub const FLOOR_CONFIRMED: &str = "floor_confirmed";
+pub const CONFIG_WARNING: &str = "config_warning";

@@ -44,18 +44,31 @@ pub struct Problem {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let file = self.file.display();
         for (i, p) in self.problems.iter().enumerate() {
             if i > 0 {
                 writeln!(f)?;
             }
-            match (p.line, p.key.is_empty()) {
-                (Some(line), false) => write!(f, "{file}:{line}: {}: {}", p.key, p.message)?,
-                (Some(line), true) => write!(f, "{file}:{line}: {}", p.message)?,
-                (None, _) => write!(f, "{file}: {}", p.message)?,
-            }
+            write!(f, "{}", p.in_file(&self.file))?;
         }
         Ok(())
+    }
+}
+
+impl Problem {
+    /// `file:line: key: message`, as errors and warnings are shown.
+    pub fn in_file<'a>(&'a self, file: &'a Path) -> impl fmt::Display + 'a {
+        struct InFile<'a>(&'a Problem, &'a Path);
+        impl fmt::Display for InFile<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                let (p, file) = (self.0, self.1.display());
+                match (p.line, p.key.is_empty()) {
+                    (Some(line), false) => write!(f, "{file}:{line}: {}: {}", p.key, p.message),
+                    (Some(line), true) => write!(f, "{file}:{line}: {}", p.message),
+                    (None, _) => write!(f, "{file}: {}", p.message),
+                }
+            }
+        }
+        InFile(self, file)
     }
 }
 
@@ -68,6 +81,12 @@ pub const DEFAULT_STATE_PATH: &str = ".highwater/state.db";
 /// bytes each), since lookups read only the merged ledger; the larger the batch,
 /// the fewer times a merge rewrites the ledger's pages.
 pub const DEFAULT_MERGE_ROWS: usize = 20_000;
+/// How far each run reaches back before the last run's watermark when `lookback`
+/// is not given. Without an overlap, a record the API stamps before a watermark but
+/// makes visible only after it (a slow transaction, a lagging replica) is never
+/// read; re-reading a few minutes costs little, since the ledger skips what is
+/// unchanged.
+pub const DEFAULT_LOOKBACK: Duration = Duration::from_secs(5 * 60);
 
 /// Reads and validates a config file, taking `${VAR}` values from the process
 /// environment.
@@ -99,6 +118,7 @@ pub fn parse(
         text,
         env,
         problems: Vec::new(),
+        warnings: Vec::new(),
     };
     let fail = |problems| ConfigError {
         file: file.to_path_buf(),
@@ -109,8 +129,9 @@ pub fn parse(
         Err(problem) => return Err(fail(vec![problem])),
     };
     let base_dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
-    let config = v.file(raw, file, &base_dir);
+    let mut config = v.file(raw, file, &base_dir);
     if v.problems.is_empty() {
+        config.warnings = v.warnings;
         Ok(config)
     } else {
         Err(fail(v.problems))
@@ -121,6 +142,7 @@ struct Validator<'a> {
     text: &'a str,
     env: &'a dyn Fn(&str) -> Option<String>,
     problems: Vec<Problem>,
+    warnings: Vec<Problem>,
 }
 
 impl Validator<'_> {
@@ -183,12 +205,21 @@ impl Validator<'_> {
     }
 
     fn problem<T>(&mut self, at: &Spanned<T>, key: impl Into<String>, message: impl Into<String>) {
-        let line = Some(self.line(at.span().start));
-        self.problems.push(Problem {
-            line,
-            key: key.into(),
-            message: message.into(),
-        });
+        let problem = self.located(at, key.into(), message.into());
+        self.problems.push(problem);
+    }
+
+    fn warning<T>(&mut self, at: &Spanned<T>, key: impl Into<String>, message: impl Into<String>) {
+        let warning = self.located(at, key.into(), message.into());
+        self.warnings.push(warning);
+    }
+
+    fn located<T>(&self, at: &Spanned<T>, key: String, message: String) -> Problem {
+        Problem {
+            line: Some(self.line(at.span().start)),
+            key,
+            message,
+        }
     }
 
     fn file(&mut self, raw: RawFile, file: &Path, base_dir: &Path) -> Config {
@@ -228,6 +259,7 @@ impl Validator<'_> {
                 merge_rows,
             },
             syncs,
+            warnings: Vec::new(),
         }
     }
 
@@ -267,6 +299,7 @@ impl Validator<'_> {
 
     fn source(&mut self, raw: Spanned<RawSource>, at: &str) -> Option<SourceSpec> {
         let at = format!("{at}.source");
+        let table = Spanned::new(raw.span(), ());
         let raw = raw.into_inner();
         let http = self.http(
             &raw.base_url,
@@ -318,8 +351,15 @@ impl Validator<'_> {
         let lookback = self.duration_or(
             raw.lookback.as_ref(),
             &format!("{at}.lookback"),
-            Duration::ZERO,
+            DEFAULT_LOOKBACK,
         );
+        if let (Some(raw_lookback), Some(Duration::ZERO)) = (&raw.lookback, lookback) {
+            self.warning(
+                raw_lookback,
+                format!("{at}.lookback"),
+                "runs do not overlap, so a record stamped before the last run's watermark but visible only after it (a slow transaction, a lagging replica) is never read; the default is 5m",
+            );
+        }
         let pagination_at = raw.pagination.span();
         let pagination = self.pagination(raw.pagination, &at);
         if let (
@@ -336,10 +376,27 @@ impl Validator<'_> {
                 ),
             );
         }
-        let sorted = match &pagination {
-            Some(Pagination::Keyset { .. }) => true,
-            _ => raw.sorted.as_ref().is_some_and(|s| *s.get_ref()),
-        };
+        let keyset = matches!(pagination, Some(Pagination::Keyset { .. }));
+        let sorted = keyset || raw.sorted.as_ref().is_some_and(|s| *s.get_ref());
+        if raw.lower_bound_param.is_none() && !keyset {
+            self.warning(
+                &table,
+                &at,
+                "no `lower_bound_param` and pagination is not keyset: every run reads everything the source has, not only what changed since the last run",
+            );
+        }
+        let lower_bound_exclusive = self.bound_exclusive(
+            raw.lower_bound_exclusive.as_ref(),
+            raw.lower_bound_param.is_some() || keyset,
+            &format!("{at}.lower_bound_exclusive"),
+            "`lower_bound_param` or keyset pagination",
+        );
+        let upper_bound_exclusive = self.bound_exclusive(
+            raw.upper_bound_exclusive.as_ref(),
+            raw.upper_bound_param.is_some(),
+            &format!("{at}.upper_bound_exclusive"),
+            "`upper_bound_param`",
+        );
         Some(SourceSpec {
             http: http?,
             path: raw.path.map(Spanned::into_inner).unwrap_or_default(),
@@ -364,9 +421,33 @@ impl Validator<'_> {
             lookback: lookback?,
             lower_bound_param: raw.lower_bound_param.map(Spanned::into_inner),
             upper_bound_param: raw.upper_bound_param.map(Spanned::into_inner),
+            lower_bound_exclusive: lower_bound_exclusive?,
+            upper_bound_exclusive: upper_bound_exclusive?,
             sorted,
             pagination: pagination?,
         })
+    }
+
+    /// Whether a bound is strict; the key means nothing when that bound is not sent.
+    fn bound_exclusive(
+        &mut self,
+        raw: Option<&Spanned<bool>>,
+        bound_sent: bool,
+        key: &str,
+        needs: &str,
+    ) -> Option<bool> {
+        let Some(raw) = raw else {
+            return Some(false);
+        };
+        if !bound_sent {
+            self.problem(
+                raw,
+                key,
+                format!("does not apply: the bound is sent only with {needs}"),
+            );
+            return None;
+        }
+        Some(*raw.get_ref())
     }
 
     fn pagination(&mut self, raw: Spanned<RawPagination>, at: &str) -> Option<Pagination> {

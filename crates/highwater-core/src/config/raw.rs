@@ -61,6 +61,8 @@ pub struct RawSource {
     pub lookback: Option<S<String>>,
     pub lower_bound_param: Option<S<String>>,
     pub upper_bound_param: Option<S<String>>,
+    pub lower_bound_exclusive: Option<S<bool>>,
+    pub upper_bound_exclusive: Option<S<bool>>,
     pub sorted: Option<S<bool>>,
     pub pagination: S<RawPagination>,
 }

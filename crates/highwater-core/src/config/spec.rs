@@ -10,6 +10,7 @@ use reqwest::header::HeaderName;
 use serde_json::Value;
 use url::Url;
 
+use super::Problem;
 use crate::policy::RetryPolicy;
 use crate::record::FieldPath;
 use crate::secret::Secret;
@@ -21,6 +22,9 @@ pub struct Config {
     pub file: PathBuf,
     pub state: StateSpec,
     pub syncs: Vec<SyncSpec>,
+    /// What is valid but likely to lose or re-read records, each with its line and
+    /// key like an error.
+    pub warnings: Vec<Problem>,
 }
 
 impl Config {
@@ -116,6 +120,11 @@ pub struct SourceSpec {
     pub lookback: Duration,
     pub lower_bound_param: Option<String>,
     pub upper_bound_param: Option<String>,
+    /// The API's lower bound is strict (`>`): the bound is sent one step earlier
+    /// (see `source::bounds`).
+    pub lower_bound_exclusive: bool,
+    /// The API's upper bound is strict (`<`): the watermark is sent one step later.
+    pub upper_bound_exclusive: bool,
     /// The API returns records in ascending `(updated_at, id)` order, so reading can
     /// stop at the first record past the watermark.
     pub sorted: bool,

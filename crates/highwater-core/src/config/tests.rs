@@ -105,7 +105,7 @@ fn unknown_key_names_line_and_key() {
     check(
         &VALID.replace("page_size = 500", "page_size = 500\npage_sise = 5"),
         expect![[
-            r#"hw.toml:16: sync "invoices_to_crm".source.page_sise: unknown key `page_sise`, expected one of `base_url`, `path`, `params`, `headers`, `auth`, `timeout`, `rate_limit`, `error_path`, `records_path`, `id_field`, `updated_at_field`, `version_field`, `time_format`, `page_size`, `page_size_param`, `start`, `lag`, `lookback`, `lower_bound_param`, `upper_bound_param`, `sorted`, `pagination`"#
+            r#"hw.toml:16: sync "invoices_to_crm".source.page_sise: unknown key `page_sise`, expected one of `base_url`, `path`, `params`, `headers`, `auth`, `timeout`, `rate_limit`, `error_path`, `records_path`, `id_field`, `updated_at_field`, `version_field`, `time_format`, `page_size`, `page_size_param`, `start`, `lag`, `lookback`, `lower_bound_param`, `upper_bound_param`, `lower_bound_exclusive`, `upper_bound_exclusive`, `sorted`, `pagination`"#
         ]],
     );
 }
@@ -1066,4 +1066,98 @@ mod properties {
             }
         }
     }
+}
+
+/// The warnings of a valid config, as `validate` prints them.
+fn warnings(text: &str) -> String {
+    match parse(text, Path::new("hw.toml"), &env) {
+        Ok(config) => config
+            .warnings
+            .iter()
+            .map(|w| w.in_file(&config.file).to_string())
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Err(e) => format!("not valid: {e}"),
+    }
+}
+
+#[test]
+fn runs_overlap_by_five_minutes_unless_told_otherwise() {
+    let text = VALID
+        .replace("lookback = \"10m\"\n", "")
+        .replace("lag = \"1m\"\n", "");
+    let config = parse(&text, Path::new("hw.toml"), &env).expect("valid config");
+    let source = &config.syncs[0].source;
+    assert_eq!(source.lookback, Duration::from_secs(300));
+    assert_eq!(source.lag, Duration::ZERO);
+    assert_eq!(warnings(&text), "");
+}
+
+#[test]
+fn a_config_that_reads_and_overlaps_windows_has_no_warnings() {
+    assert_eq!(warnings(VALID), "");
+}
+
+#[test]
+fn a_zero_lookback_set_explicitly_is_a_warning() {
+    let expected = expect![[
+        r#"hw.toml:17: sync "invoices_to_crm".source.lookback: runs do not overlap, so a record stamped before the last run's watermark but visible only after it (a slow transaction, a lagging replica) is never read; the default is 5m"#
+    ]];
+    expected.assert_eq(&warnings(
+        &VALID.replace("lookback = \"10m\"", "lookback = \"0s\""),
+    ));
+    expected.assert_eq(&warnings(
+        &VALID.replace("lookback = \"10m\"", "lookback = \"0m\""),
+    ));
+}
+
+#[test]
+fn no_lower_bound_is_a_warning_unless_keyset_pagination_gives_one() {
+    let without = VALID.replace("lower_bound_param = \"updated_after\"\n", "");
+    check(&without, expect!["ok"]);
+    expect![[r#"hw.toml:8: sync "invoices_to_crm".source: no `lower_bound_param` and pagination is not keyset: every run reads everything the source has, not only what changed since the last run"#]]
+    .assert_eq(&warnings(&without));
+    let keyset = without.replace(
+        "style = \"cursor\"\ntoken_path = \"next_cursor\"",
+        "style = \"keyset\"\nupdated_param = \"since\"\nid_param = \"after_id\"",
+    );
+    assert_eq!(warnings(&keyset), "");
+}
+
+#[test]
+fn strict_bounds_are_opt_in_and_need_the_bound_they_describe() {
+    let config = parse(VALID, Path::new("hw.toml"), &env).expect("valid config");
+    let source = &config.syncs[0].source;
+    assert!(!source.lower_bound_exclusive && !source.upper_bound_exclusive);
+
+    let strict = VALID.replace(
+        "upper_bound_param = \"updated_before\"",
+        "upper_bound_param = \"updated_before\"\nlower_bound_exclusive = true\nupper_bound_exclusive = true",
+    );
+    let config = parse(&strict, Path::new("hw.toml"), &env).expect("valid config");
+    let source = &config.syncs[0].source;
+    assert!(source.lower_bound_exclusive && source.upper_bound_exclusive);
+
+    let keyset = strict
+        .replace("lower_bound_param = \"updated_after\"\n", "")
+        .replace("upper_bound_param = \"updated_before\"\n", "")
+        .replace(
+            "style = \"cursor\"\ntoken_path = \"next_cursor\"",
+            "style = \"keyset\"\nupdated_param = \"since\"\nid_param = \"after_id\"",
+        );
+    check(
+        &keyset,
+        expect![[
+            r#"hw.toml:20: sync "invoices_to_crm".source.upper_bound_exclusive: does not apply: the bound is sent only with `upper_bound_param`"#
+        ]],
+    );
+    check(
+        &keyset.replace(
+            "style = \"keyset\"\nupdated_param = \"since\"\nid_param = \"after_id\"",
+            "style = \"cursor\"",
+        ),
+        expect![[r#"
+            hw.toml:19: sync "invoices_to_crm".source.lower_bound_exclusive: does not apply: the bound is sent only with `lower_bound_param` or keyset pagination
+            hw.toml:20: sync "invoices_to_crm".source.upper_bound_exclusive: does not apply: the bound is sent only with `upper_bound_param`"#]],
+    );
 }

@@ -287,4 +287,11 @@ mod tests {
         let halted = (0..100).any(|i| calm.observe(i % 3 == 0).is_some());
         assert!(!halted);
     }
+
+    #[test]
+    fn exactly_the_ratio_is_not_a_surge() {
+        let mut guard = SurgeGuard::new(0.5, 4);
+        let halted = (0..100).any(|i| guard.observe(i % 2 == 0).is_some());
+        assert!(!halted, "half of the window is not more than half");
+    }
 }

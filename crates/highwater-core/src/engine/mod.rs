@@ -118,7 +118,7 @@ pub enum FailureCause {
     #[error("destination: {0}")]
     Destination(SinkError),
     #[error(
-        "halted: {dead} of the last {window} records were dead-lettered (limit {limit:.0}%); the mapping or the destination rejects nearly everything. Latest reason: {reason}"
+        "halted: {dead} of the last {window} records were dead-lettered, more than {limit:.0}% of them; the mapping or the destination rejects nearly everything. Latest reason: {reason}"
     )]
     Surge {
         dead: usize,

@@ -172,15 +172,6 @@ pub fn parse_time(value: &Value, format: TimeFormat) -> Result<Timestamp, String
     })
 }
 
-/// Writes a time the way the API reads it in query parameters.
-pub fn format_time(at: Timestamp, format: TimeFormat) -> String {
-    match format {
-        TimeFormat::Rfc3339 => at.to_string(),
-        TimeFormat::EpochSeconds => at.as_second().to_string(),
-        TimeFormat::EpochMillis => at.as_millisecond().to_string(),
-    }
-}
-
 /// A stable id for a record that has none, so its dead letter can be found again.
 fn stand_in_id(body: &Value) -> String {
     let hash = blake3::hash(body.to_string().as_bytes());
@@ -213,6 +204,7 @@ fn short(value: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::bounds::format_time;
     use proptest::prelude::*;
     use serde_json::json;
 
@@ -240,12 +232,6 @@ mod tests {
         let ms = parse_time(&json!(1_700_000_000_123i64), TimeFormat::EpochMillis);
         assert_eq!(ms.map(|t| t.as_millisecond()), Ok(1_700_000_000_123));
         assert!(parse_time(&json!(17), TimeFormat::Rfc3339).is_err());
-        let at = Timestamp::from_millisecond(1_700_000_000_123).unwrap_or(Timestamp::UNIX_EPOCH);
-        assert_eq!(format_time(at, TimeFormat::EpochMillis), "1700000000123");
-        assert_eq!(
-            format_time(at, TimeFormat::Rfc3339),
-            "2023-11-14T22:13:20.123Z"
-        );
     }
 
     /// The source part of a valid config, read once: the fields under test are

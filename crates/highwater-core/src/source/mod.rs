@@ -5,6 +5,7 @@
 //! Invariant: never sees checkpoints, the ledger or the destination; it is handed a
 //! window and a cursor and hands back pages.
 
+pub mod bounds;
 pub mod extract;
 pub mod pagination;
 
@@ -20,10 +21,11 @@ use crate::http::{Api, HttpError, Request, redact};
 use crate::record::RecordKey;
 use crate::stop::Stop;
 pub use extract::Extracted;
-use extract::{extract, format_time, parse_time, records_array};
+use extract::{extract, parse_time, records_array};
 use pagination::{OffsetWalk, PageWalk, Step, WalkError, link_next};
 
-/// What one run is responsible for: records with `lower <= updated_at <= watermark`.
+/// What one run is responsible for: records with `lower <= updated_at <= watermark`,
+/// both bounds inclusive ([`bounds`] writes them so that a strict API agrees).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {
     pub lower: Option<Timestamp>,
@@ -209,7 +211,7 @@ impl<'a> Reader<'a> {
                     }
                     _ => {
                         if let Some(lower) = self.window.lower {
-                            query.push((updated_param, format_time(lower, self.spec.time_format)));
+                            query.push((updated_param, bounds::lower(lower, self.spec)));
                         }
                         None
                     }
@@ -415,15 +417,7 @@ impl<'a> Reader<'a> {
         if let Some(param) = &self.spec.page_size_param {
             query.push((param.clone(), self.spec.page_size.to_string()));
         }
-        if let (Some(param), Some(lower)) = (&self.spec.lower_bound_param, self.window.lower) {
-            query.push((param.clone(), format_time(lower, self.spec.time_format)));
-        }
-        if let Some(param) = &self.spec.upper_bound_param {
-            query.push((
-                param.clone(),
-                format_time(self.window.watermark, self.spec.time_format),
-            ));
-        }
+        query.extend(bounds::window_query(self.spec, self.window));
         query
     }
 

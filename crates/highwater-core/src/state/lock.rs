@@ -2,7 +2,7 @@
 //! file lock per sync next to the state file. The OS releases it when the process
 //! dies, even by SIGKILL, so a crash never leaves a stale lock behind.
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
@@ -40,8 +40,8 @@ pub fn acquire(state_path: &Path, sync: &str) -> Result<SyncLock, LockError> {
         path: path.clone(),
         source,
     };
-    std::fs::create_dir_all(&dir).map_err(io)?;
-    let mut file = OpenOptions::new()
+    super::private::create_dir_all(&dir).map_err(io)?;
+    let mut file = super::private::file_options()
         .read(true)
         .write(true)
         .create(true)

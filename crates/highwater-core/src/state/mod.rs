@@ -7,6 +7,7 @@
 //! the watermark of the last completed incremental run, derived, never stored apart.
 
 pub mod lock;
+mod private;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -300,13 +301,25 @@ impl Store {
     /// Opens (creating if needed) and migrates the store.
     pub async fn open(path: &Path) -> Result<Store, StateError> {
         let shown = path.display().to_string();
+        let io = |e| StateError::Open {
+            path: shown.clone(),
+            source: sqlx::Error::Io(e),
+        };
         if let Some(dir) = path.parent()
             && !dir.as_os_str().is_empty()
         {
-            std::fs::create_dir_all(dir).map_err(|e| StateError::Open {
-                path: shown.clone(),
-                source: sqlx::Error::Io(e),
-            })?;
+            private::create_dir_all(dir).map_err(io)?;
+        }
+        // SQLite creates the database as 0644, and its `-wal` and `-shm` files with
+        // the database's mode: an empty file made here first is what it then opens.
+        match private::file_options()
+            .write(true)
+            .create_new(true)
+            .open(path)
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io(e)),
         }
         let options = SqliteConnectOptions::from_str("sqlite://")
             .map_err(|source| StateError::Open {

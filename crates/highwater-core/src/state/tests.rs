@@ -445,3 +445,58 @@ async fn staged_rows_of_later_commits_win_and_keep_a_known_destination_id() {
     store.close().await;
     let _ = std::fs::remove_dir_all(path.parent().and_then(|p| p.parent()).expect("dir"));
 }
+
+/// Dead letters hold record payloads: the store, its WAL and shared-memory files,
+/// the lock files and the directories highwater creates are its owner's alone,
+/// while a directory the user already had keeps its mode.
+#[cfg(unix)]
+#[tokio::test]
+async fn the_store_and_its_locks_are_readable_by_their_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let users = std::env::temp_dir().join(format!("hw-state-{}-private", std::process::id()));
+    let _ = std::fs::remove_dir_all(&users);
+    std::fs::create_dir_all(&users).expect("create the user's directory");
+    std::fs::set_permissions(&users, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let state_dir = users.join(".highwater");
+    let path = state_dir.join("state.db");
+
+    let lock = acquire(&path, "billing").expect("lock");
+    let store = Store::open(&path).await.expect("open");
+    store
+        .begin_run(&run("r1", 1000), &json!({"kind": "start"}))
+        .await
+        .expect("begin");
+    let files = [
+        users.clone(),
+        state_dir.clone(),
+        state_dir.join("locks"),
+        lock.path.clone(),
+        path.clone(),
+        state_dir.join("state.db-wal"),
+        state_dir.join("state.db-shm"),
+    ];
+    let modes: Vec<String> = files
+        .iter()
+        .map(|p| {
+            let meta = std::fs::metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            let shown = p.strip_prefix(&users).unwrap_or(p).display().to_string();
+            format!("{shown} {:o}", meta.permissions().mode() & 0o777)
+        })
+        .collect();
+    store.close().await;
+    drop(lock);
+    let _ = std::fs::remove_dir_all(&users);
+    assert_eq!(
+        modes,
+        [
+            " 755",
+            ".highwater 700",
+            ".highwater/locks 700",
+            ".highwater/locks/billing.lock 600",
+            ".highwater/state.db 600",
+            ".highwater/state.db-wal 600",
+            ".highwater/state.db-shm 600",
+        ]
+    );
+}
