@@ -1,55 +1,82 @@
-//! The crash test: for every pagination style (the next-URL style taking its URL
-//! from the body, or from the `Link` header with `lookup`) and every HTTP write
-//! mode, 5,000 records with every fault on and the data changing underneath, the
-//! binary is killed with SIGKILL at 20 or more seeded random instants — each one
-//! counted only if it landed mid-run — then allowed to finish. The destination
-//! must then match the source exactly. Staged ledger rows are merged every 1,000
-//! rows, so kills land between and during merges. The seed is in every message so a failure
-//! can be replayed.
+//! The crash test: for every pagination style (cursor, next URL in the body and in
+//! a `Link` header, keyset, offset, page) and every HTTP write mode, 5,000 records
+//! with every fault on and the data changing underneath, the binary is killed with
+//! SIGKILL at 20 or more seeded random instants. A kill counts only if it landed
+//! mid-run: the process committed progress and the run was still open. Between
+//! kills, nothing is duplicated and no destination object's version goes back
+//! (unless a write held past the client's timeout landed late, which the run must
+//! repair). Then the killed run is finished, and — before any further run — every
+//! record it was responsible for that did not change meanwhile must be exactly
+//! right: the lookback is minutes, not the data's two hours, so a later run cannot
+//! hide what the killed one lost. Only then does the next run pick up what changed
+//! during the first, and everything is checked again. Staged ledger rows are
+//! merged every 1,000 rows, so kills land between and during merges. The seed is
+//! in every message so a failure can be replayed.
 
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use simsaas::SimConfig;
+use highwater_core::state::Store;
+use simsaas::{SimConfig, SimStats};
 
 use crate::util::{Mode, SYNC, Setup, Style, World, wait_bounded};
 
 const RECORDS: usize = 5_000;
 const KILLS: usize = 20;
+const READ_PATH: &str = "read_path = \"/v1/contacts/by-external-id/{external_id}\"";
 
 async fn crash_and_recover(style: Style, mode: Mode, seed: u64) {
     let mut sim = SimConfig::new(seed, RECORDS).with_all_faults();
     sim.source.latency = Duration::from_millis(5);
     sim.dest.latency = Duration::from_millis(2);
-    // Each slow answer or commit-then-timeout holds its page for a client timeout;
-    // these rates keep every fault present without making the run crawl.
+    // Each slow answer, commit-then-timeout or late write holds its page for a
+    // client timeout; these rates keep every fault present without making the
+    // run crawl.
     sim.dest.slow_ratio = 0.002;
     sim.dest.commit_then_timeout_ratio = 0.004;
-    // A 429 pauses every request for its Retry-After (a second or two): a handful
-    // per run is plenty.
-    sim.source.rate_limit_ratio = 0.005;
-    sim.source.rate_limit_date_ratio = 0.003;
-    sim.dest.rate_limit_ratio = 0.0002;
-    sim.dest.rate_limit_date_ratio = 0.0001;
+    sim.dest.commit_then_502_ratio = 0.004;
+    sim.dest.delayed_apply_ratio = 0.004;
+    // A 429 pauses every request for its Retry-After (a second or two): enough
+    // to meet both forms in every run, few enough that runs still finish.
+    // The source gets a few hundred requests in all, so its faults are frequent.
+    sim.source.rate_limit_ratio = 0.03;
+    sim.source.rate_limit_date_ratio = 0.02;
+    sim.source.burst_start_ratio = 0.05;
+    sim.source.slow_ratio = 0.03;
+    sim.dest.rate_limit_ratio = 0.0005;
+    sim.dest.rate_limit_date_ratio = 0.0003;
     sim.mutations.max = 300;
     sim.mutations.interval = Duration::from_millis(10);
-    sim.mutations.weights = [2, 1, 1, 1];
+    // Updates, late updates (well within the lookback) and inserts; a record
+    // inserted with an old timestamp is a backfill's business, not a run's.
+    sim.mutations.weights = [2, 1, 1, 0];
+    sim.mutations.late_by = Duration::from_secs(60);
     let mut setup = Setup::new(style, mode);
     setup.timeout = "300ms";
+    setup.lookback = "5m";
+    if mode != Mode::Lookup {
+        setup.dest_extra = READ_PATH.into();
+    }
+    // Held writes land after 1.5 client timeouts.
+    sim.dest.delayed_apply_after = Duration::from_millis(450);
     // Ledger merges every 1,000 rows, so that kills land both between merges
     // (staged rows left for the next invocation) and during them.
     setup.merge_rows = Some(1_000);
-    let world = World::start(&format!("crash-{style:?}-{mode:?}"), sim, &setup).await;
-    let valid = world
+    let name = format!("crash-{style:?}-{mode:?}");
+    let world = World::start(&name, sim, &setup).await;
+    let at_start: HashMap<String, i64> = world
         .sim
         .source_records()
-        .iter()
-        .filter(|r| r.rejection.is_none())
-        .count();
+        .into_iter()
+        .map(|r| (r.id, r.version))
+        .collect();
     let mut rng = fastrand::Rng::with_seed(seed);
+    let mut versions = Versions::default();
     let mut landed = 0;
     let mut attempts = 0;
     while landed < KILLS && attempts < 100 {
         attempts += 1;
+        let before = progress(&world).await;
         let mut child = world.spawn(&["run", SYNC]);
         let delay = Duration::from_millis(rng.u64(60..500));
         if let Some(status) = wait_bounded(&mut child, delay).await {
@@ -62,13 +89,14 @@ async fn crash_and_recover(style: Style, mode: Mode, seed: u64) {
             }
             continue;
         }
-        let held = world.sim.dest_count();
         let _ = child.start_kill();
         let _ = child.wait().await;
-        if held > 0 && held < valid {
+        let after = progress(&world).await;
+        if after.is_some_and(|a| before.is_none_or(|b| a > b)) {
             landed += 1;
         }
-        // Between crashes: nothing is ever duplicated, even transiently.
+        // Between crashes: nothing is ever duplicated, even transiently, and
+        // nothing goes back but what a late write set back.
         let dump = world.sim.dest_dump();
         let mut ids: Vec<&str> = dump
             .objects
@@ -87,18 +115,118 @@ async fn crash_and_recover(style: Style, mode: Mode, seed: u64) {
             dump.duplicate_applications, 0,
             "seed {seed}: a POST was applied twice"
         );
+        versions.check(&dump, seed);
     }
     assert!(
         landed >= KILLS,
         "seed {seed} {style:?}/{mode:?}: only {landed} of {attempts} kills landed mid-run"
     );
     world.sim.stop_mutations();
-    // Finish the run that was killed, then run once more: the overlap picks up the
-    // changes that landed behind the reader while it ran.
+    let killed_run = open_run_id(&world)
+        .await
+        .unwrap_or_else(|| panic!("seed {seed}: no run was open after the kills"));
+
+    // The killed run, finished: its own result, with no later run to hide a loss.
     world.run_to_completion().await;
+    let store = Store::open(&world.state_path()).await.expect("state");
+    let (completed, _) = store
+        .last_completed(SYNC, "incremental")
+        .await
+        .expect("runs")
+        .unwrap_or_else(|| panic!("seed {seed}: no completed run"));
+    store.close().await;
+    assert_eq!(
+        completed.run_id, killed_run,
+        "seed {seed}: the completed run is not the one that was killed"
+    );
+    let unchanged: HashSet<String> = world
+        .sim
+        .source_records()
+        .into_iter()
+        .filter(|r| at_start.get(&r.id) == Some(&r.version))
+        .map(|r| r.id)
+        .collect();
+    let own = world.verify_only(&unchanged).await;
+    assert!(
+        own.is_exact() && own.source_records > 0,
+        "seed {seed} {style:?}/{mode:?}: the killed run's own result is wrong:\n{own}"
+    );
+
+    // The next run picks up what changed while the first ran.
     world.run_to_completion().await;
     let v = world.assert_exact().await;
     assert!(v.dead_lettered > 0, "{v}");
+    assert_faults_served(&world.sim.stats(), seed);
+}
+
+/// Every fault the run is meant to survive was served at least once.
+fn assert_faults_served(stats: &SimStats, seed: u64) {
+    let (s, d) = (&stats.source, &stats.dest);
+    let served = [
+        ("source 429", s.rate_limited + s.rate_limited_date),
+        ("source 5xx", s.server_errors),
+        ("source slow answer", s.slow),
+        ("stale replica", s.stale_served),
+        ("destination 429", d.rate_limited + d.rate_limited_date),
+        ("destination 5xx", d.server_errors),
+        ("destination slow write", d.slow),
+        ("commit then timeout", d.commit_then_timeout),
+        ("commit then 502", d.commit_then_502),
+        ("late write", d.delayed_apply),
+        ("rejected record", d.rejected),
+    ];
+    let missing: Vec<&str> = served
+        .iter()
+        .filter(|(_, n)| *n == 0)
+        .map(|(what, _)| *what)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "seed {seed}: faults never served: {missing:?}\n{stats:?}"
+    );
+}
+
+/// The highest version each destination object has shown.
+#[derive(Default)]
+struct Versions(HashMap<String, i64>);
+
+impl Versions {
+    fn check(&mut self, dump: &simsaas::DestDump, seed: u64) {
+        let late: HashSet<&str> = dump.late_regressions.iter().map(String::as_str).collect();
+        for object in &dump.objects {
+            let Some(version) = object.body.get("version").and_then(|v| v.as_i64()) else {
+                continue;
+            };
+            let seen = self.0.entry(object.external_id.clone()).or_insert(version);
+            assert!(
+                version >= *seen || late.contains(object.external_id.as_str()),
+                "seed {seed}: {} went back from version {seen} to {version}",
+                object.external_id
+            );
+            *seen = (*seen).max(version);
+        }
+    }
+}
+
+/// How far the open run's commits have got: none when no run is open.
+async fn progress(world: &World) -> Option<u64> {
+    if !world.state_path().exists() {
+        return None;
+    }
+    let store = Store::open(&world.state_path()).await.expect("state");
+    let open = store.open_run(SYNC, "incremental").await.expect("open run");
+    store.close().await;
+    open.map(|(_, checkpoint)| {
+        let c = checkpoint.counters;
+        c.written + c.unchanged + c.stale + c.dead_lettered
+    })
+}
+
+async fn open_run_id(world: &World) -> Option<String> {
+    let store = Store::open(&world.state_path()).await.expect("state");
+    let open = store.open_run(SYNC, "incremental").await.expect("open run");
+    store.close().await;
+    open.map(|(run, _)| run.run_id)
 }
 
 macro_rules! crash_tests {
@@ -117,8 +245,11 @@ crash_tests! {
     cursor_lookup: Style::Cursor, Mode::Lookup, 102;
     cursor_post: Style::Cursor, Mode::Post, 103;
     next_url_body_put: Style::NextUrlBody, Mode::Put, 104;
-    next_url_link_lookup: Style::NextUrlLink, Mode::Lookup, 105;
+    next_url_body_lookup: Style::NextUrlBody, Mode::Lookup, 105;
     next_url_body_post: Style::NextUrlBody, Mode::Post, 106;
+    next_url_link_put: Style::NextUrlLink, Mode::Put, 107;
+    next_url_link_lookup: Style::NextUrlLink, Mode::Lookup, 108;
+    next_url_link_post: Style::NextUrlLink, Mode::Post, 109;
     keyset_put: Style::Keyset, Mode::Put, 110;
     keyset_lookup: Style::Keyset, Mode::Lookup, 111;
     keyset_post: Style::Keyset, Mode::Post, 112;

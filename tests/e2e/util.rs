@@ -2,7 +2,7 @@
 //! 127.0.0.1, config files for every pagination style and write mode, the real
 //! `highwater` binary run as a child process, and the comparison of both sides.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::Duration;
@@ -334,6 +334,16 @@ impl World {
     /// Compares the destination with the source for everything up to the last
     /// completed run's watermark.
     pub async fn verify(&self) -> Verification {
+        self.verify_against(None).await
+    }
+
+    /// As [`World::verify`], for the source records in `ids` only (duplicates and
+    /// unexplained objects are still looked for everywhere).
+    pub async fn verify_only(&self, ids: &HashSet<String>) -> Verification {
+        self.verify_against(Some(ids)).await
+    }
+
+    async fn verify_against(&self, ids: Option<&HashSet<String>>) -> Verification {
         let store = Store::open(&self.state_path())
             .await
             .unwrap_or_else(|e| panic!("open state: {e}"));
@@ -351,12 +361,11 @@ impl World {
             .map(|(run, _)| run.watermark)
             .unwrap_or_else(|| panic!("no completed run"));
         store.close().await;
-        simsaas::verify(
-            &self.sim.source_records(),
-            &self.sim.dest_dump(),
-            &dead,
-            watermark,
-        )
+        let (source, dest) = (self.sim.source_records(), self.sim.dest_dump());
+        match ids {
+            Some(ids) => simsaas::verify_ids(&source, &dest, &dead, watermark, ids),
+            None => simsaas::verify(&source, &dest, &dead, watermark),
+        }
     }
 
     pub async fn assert_exact(&self) -> Verification {

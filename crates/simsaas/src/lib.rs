@@ -72,8 +72,9 @@ impl SimConfig {
     }
 
     /// A moderate mix of every fault a sync can survive: rate limits (both
-    /// `Retry-After` forms), short 5xx bursts, rare slow answers, stale
-    /// replicas, a destination token bucket, commit-then-timeout, and a
+    /// `Retry-After` forms, bodies after heads), short 5xx bursts, rare slow
+    /// answers, stale replicas, a destination token bucket, commit-then-timeout,
+    /// commit-then-502, writes applied after the client gave up, and a
     /// bounded stream of mutations. Pagination loops and broken bodies stay
     /// off because no sync can finish through them.
     pub fn with_all_faults(mut self) -> Self {
@@ -92,7 +93,7 @@ impl SimConfig {
             stale_version_ratio: 0.1,
             loop_pagination: false,
             bad_body: None,
-            rate_limit_body_delay: Duration::ZERO,
+            rate_limit_body_delay: Duration::from_millis(200),
         };
         self.dest = DestFaults {
             latency: Duration::from_millis(1),
@@ -104,11 +105,11 @@ impl SimConfig {
             burst_len: 3,
             slow_ratio: 0.005,
             commit_then_timeout_ratio: 0.01,
-            commit_then_502_ratio: 0.0,
-            delayed_apply_ratio: 0.0,
+            commit_then_502_ratio: 0.005,
+            delayed_apply_ratio: 0.003,
             delayed_apply_after: Duration::from_millis(1500),
             slow_delay: Duration::from_secs(3),
-            rate_limit_body_delay: Duration::ZERO,
+            rate_limit_body_delay: Duration::from_millis(200),
             lookup_ignores_filter: false,
         };
         self.mutations = Mutations {

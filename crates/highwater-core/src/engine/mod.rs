@@ -433,6 +433,8 @@ pub(super) struct WriteJob {
     encoded: Option<Encoded>,
     /// The record has an unresolved dead letter, which a successful write resolves.
     dead_lettered: bool,
+    /// An earlier write of the record may still land until then.
+    unsettled_until: Option<Timestamp>,
 }
 
 /// What became of one record.
@@ -1002,6 +1004,7 @@ impl<'a> Runner<'a> {
                 known_dest_id: dest_id.as_deref().or(readback.dest_id.as_deref()),
                 encoded: None,
                 rewrite_over: Some(held.clone()),
+                unsettled_until: None,
             };
             match sink.write(write, stop).await {
                 Ok(_) | Err(SinkError::Superseded) => {}
@@ -1442,6 +1445,7 @@ impl<'a> Runner<'a> {
                 known_dest_id: written.and_then(|e| e.dest_id.clone()),
                 encoded,
                 dead_lettered: dead_fingerprint.is_some(),
+                unsettled_until: self.unsettled.get(record.id()).map(|u| u.settles_at),
                 record,
                 mapped,
             }),
@@ -1590,6 +1594,7 @@ async fn write(sink: &Sink, stop: &Stop, mut job: WriteJob) -> WriteOutcome {
         known_dest_id: job.known_dest_id.as_deref(),
         encoded,
         rewrite_over: None,
+        unsettled_until: job.unsettled_until,
     };
     let result = sink.write(write, stop).await;
     (job, result)

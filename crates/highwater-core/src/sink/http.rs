@@ -174,6 +174,7 @@ impl HttpSink {
         };
         let mut dest_id = write.known_dest_id.map(str::to_owned);
         let mut last_unknown = None;
+        let mut unsettled_until = write.unsettled_until;
         for _ in 0..self.retry.max_attempts.max(1) {
             if dest_id.is_none() {
                 dest_id = match self.lookup(&write.record.external_id, stop).await? {
@@ -208,6 +209,17 @@ impl HttpSink {
                         }) => dest_id = None,
                         Err(e) => return Err(e),
                     }
+                }
+                // An earlier write may be a create still on its way: look again
+                // once it has landed or never will.
+                None if unsettled_until.is_some_and(|at| at > jiff::Timestamp::now()) => {
+                    let wait = jiff::Timestamp::now()
+                        .duration_until(unsettled_until.take().unwrap_or_default())
+                        .try_into()
+                        .unwrap_or_default();
+                    stop.sleep(wait)
+                        .await
+                        .map_err(|r| SinkError::Http(HttpError::Stopped(r)))?;
                 }
                 None => {
                     let url =
@@ -517,6 +529,7 @@ mod tests {
                 known_dest_id: None,
                 encoded: None,
                 rewrite_over: None,
+                unsettled_until: None,
             }
         }
         let (h1, h2) = (record("h1"), record("h2"));

@@ -162,6 +162,7 @@ mod tests {
                 known_dest_id: None,
                 encoded: None,
                 rewrite_over: None,
+                unsettled_until: None,
             };
             sink.write(write).expect("write");
         }

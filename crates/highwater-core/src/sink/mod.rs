@@ -33,6 +33,10 @@ pub struct Write<'a> {
     /// A rewrite because a read back found the destination holding this older
     /// state (named by its version), not the record's first write.
     pub rewrite_over: Option<String>,
+    /// An earlier write of this record (in flight at a crash, or without a clear
+    /// answer) may land until then: nothing may be created for it before, since
+    /// that write may be a create.
+    pub unsettled_until: Option<Timestamp>,
 }
 
 impl Write<'_> {
