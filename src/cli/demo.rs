@@ -1,16 +1,20 @@
 //! `highwater demo`: starts the simulated billing API and CRM in this process with
 //! faults on, writes a temporary config, runs the sync as a child process, kills it
-//! (SIGKILL) mid-run and resumes it, runs it once more as the next scheduled run
-//! would, then compares the destination with the source. Everything printed comes
-//! from those real runs.
+//! (SIGKILL) mid-run and resumes it. It checks the killed run's own result before
+//! anything else runs — every record the run was responsible for that did not
+//! change meanwhile — then runs the sync once more as the next scheduled run
+//! would, and compares the destination with the source again. A kill is counted
+//! only if the killed process had committed progress and the run was still open.
+//! Everything printed comes from those real runs.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
+use highwater_core::engine::KIND_INCREMENTAL;
 use highwater_core::state::Store;
-use simsaas::{SimConfig, SimSaas};
+use simsaas::{SimConfig, SimSaas, Verification};
 use tokio::process::Command;
 use tokio::time::Instant;
 
@@ -40,6 +44,12 @@ async fn run_demo(records: usize, seed: u64, kills: u32) -> Result<bool, String>
     let config = dir.join("highwater.toml");
     std::fs::write(&config, demo_config(&sim.source_url(), &sim.dest_url()))
         .map_err(|e| format!("cannot write {}: {e}", config.display()))?;
+    let state = dir.join(".highwater").join("state.db");
+    let at_start: HashMap<String, i64> = sim
+        .source_records()
+        .into_iter()
+        .map(|r| (r.id, r.version))
+        .collect();
 
     println!("highwater demo");
     println!(
@@ -51,9 +61,8 @@ async fn run_demo(records: usize, seed: u64, kills: u32) -> Result<bool, String>
         sim.dest_url()
     );
     println!("  faults       429 + Retry-After, 5xx bursts, slow answers, commit-then-timeout,");
-    println!(
-        "               poisoned and invalid records, rate limit, stale replicas, live updates"
-    );
+    println!("               commit-then-502, writes applied late, poisoned and invalid records,");
+    println!("               rate limit, stale replicas, live and late updates");
     println!("  config       {}", config.display());
     println!();
 
@@ -68,19 +77,29 @@ async fn run_demo(records: usize, seed: u64, kills: u32) -> Result<bool, String>
             "▶ run {SYNC} — will be killed (SIGKILL) once the CRM holds {:.0} contacts",
             target
         );
+        let before = progress(&state).await?;
         let mut child = spawn(&exe, &config)?;
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             if let Ok(Some(status)) = child.try_wait() {
-                println!("  the run finished before the kill (exit {status})");
+                println!("  the run ended before the kill (exit {status})");
                 break;
             }
             let held = sim.dest_count();
             if held as f64 >= target || Instant::now() > deadline {
                 let _ = child.start_kill();
                 let _ = child.wait().await;
-                landed += 1;
-                println!("  ✖ killed with SIGKILL while the CRM held {held} of {records} contacts");
+                let after = progress(&state).await?;
+                if after.is_some_and(|a| before.is_none_or(|b| a > b)) {
+                    landed += 1;
+                    println!(
+                        "  ✖ killed with SIGKILL mid-run, while the CRM held {held} of {records} contacts"
+                    );
+                } else {
+                    println!(
+                        "  ✖ killed with SIGKILL, but the run had committed no progress or had ended: not counted"
+                    );
+                }
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -93,30 +112,45 @@ async fn run_demo(records: usize, seed: u64, kills: u32) -> Result<bool, String>
         .await
         .map_err(|e| format!("waiting for the run: {e}"))?;
     println!();
+    if !status.success() {
+        println!("the resumed run failed (exit {status}); see the messages above");
+        return Ok(false);
+    }
+    // Before anything else runs: what the killed run itself left, for every
+    // record it was responsible for that did not change while it ran.
+    let unchanged: HashSet<String> = sim
+        .source_records()
+        .into_iter()
+        .filter(|r| at_start.get(&r.id) == Some(&r.version))
+        .map(|r| r.id)
+        .collect();
+    let (own, watermark) = verification(&sim, &state, Some(&unchanged)).await?;
+    println!(
+        "the killed run's own result (the {} records it was responsible for that did not change while it ran, up to its watermark {watermark}):",
+        own.source_records
+    );
+    println!("{own}");
     sim.stop_mutations();
     println!(
-        "▶ run {SYNC} again — the next scheduled run: overlaps the last one (lookback), skips what is unchanged"
+        "▶ run {SYNC} again — the next scheduled run: overlaps the last one (lookback) to pick up what changed meanwhile, skips what is unchanged"
     );
     let again = spawn(&exe, &config)?
         .wait()
         .await
         .map_err(|e| format!("waiting for the run: {e}"))?;
     println!();
-    if !status.success() || !again.success() {
-        println!("a run failed (exit {status}, then {again}); see the messages above");
+    if !again.success() {
+        println!("the next run failed (exit {again}); see the messages above");
         return Ok(false);
     }
-
-    let state = dir.join(".highwater").join("state.db");
-    let (dead, watermark) = read_state(&state).await?;
-    let verification = simsaas::verify(&sim.source_records(), &sim.dest_dump(), &dead, watermark);
+    let (all, watermark) = verification(&sim, &state, None).await?;
+    println!(
+        "verification (destination compared with source, every record up to the watermark {watermark}):"
+    );
+    println!("{all}");
     let stats = sim.stats();
     println!(
-        "verification (destination compared with source, records up to the watermark {watermark}):"
-    );
-    println!("{verification}");
-    println!(
-        "faults served: {} rate-limited, {} server errors, {} slow, {} commit-then-timeout, {} rejected, {} stale replicas",
+        "faults served: {} rate-limited, {} server errors, {} slow, {} commit-then-timeout, {} commit-then-502, {} applied late, {} rejected, {} stale replicas",
         stats.source.rate_limited
             + stats.source.rate_limited_date
             + stats.dest.rate_limited
@@ -124,14 +158,16 @@ async fn run_demo(records: usize, seed: u64, kills: u32) -> Result<bool, String>
         stats.source.server_errors + stats.dest.server_errors,
         stats.source.slow + stats.dest.slow,
         stats.dest.commit_then_timeout,
+        stats.dest.commit_then_502,
+        stats.dest.delayed_apply,
         stats.dest.rejected,
         stats.source.stale_served,
     );
     println!(
-        "kills that landed mid-run: {landed}; demo took {}",
+        "kills that landed mid-run: {landed} of {kills}; demo took {}",
         super::render::duration(started.elapsed())
     );
-    let exact = verification.is_exact();
+    let exact = own.is_exact() && all.is_exact();
     println!(
         "{}",
         if exact {
@@ -143,6 +179,40 @@ async fn run_demo(records: usize, seed: u64, kills: u32) -> Result<bool, String>
     sim.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(exact)
+}
+
+/// How far the open run's commits have got (records resolved); `None` when no
+/// run is open.
+async fn progress(state: &Path) -> Result<Option<u64>, String> {
+    if !state.exists() {
+        return Ok(None);
+    }
+    let store = Store::open(state).await.map_err(|e| e.to_string())?;
+    let open = store
+        .open_run(SYNC, KIND_INCREMENTAL)
+        .await
+        .map_err(|e| e.to_string())?;
+    store.close().await;
+    Ok(open.map(|(_, checkpoint)| {
+        let c = checkpoint.counters;
+        c.written + c.unchanged + c.stale + c.dead_lettered
+    }))
+}
+
+/// The destination compared with the source up to the last completed run's
+/// watermark: for the records in `only`, or all of them.
+async fn verification(
+    sim: &SimSaas,
+    state: &Path,
+    only: Option<&HashSet<String>>,
+) -> Result<(Verification, jiff::Timestamp), String> {
+    let (dead, watermark) = read_state(state).await?;
+    let (source, dest) = (sim.source_records(), sim.dest_dump());
+    let verification = match only {
+        Some(ids) => simsaas::verify_ids(&source, &dest, &dead, watermark, ids),
+        None => simsaas::verify(&source, &dest, &dead, watermark),
+    };
+    Ok((verification, watermark))
 }
 
 fn spawn(exe: &Path, config: &Path) -> Result<tokio::process::Child, String> {
@@ -169,7 +239,7 @@ async fn read_state(path: &Path) -> Result<(HashMap<String, String>, jiff::Times
         .map(|d| (d.source_id, d.error))
         .collect();
     let watermark = store
-        .last_completed(SYNC, highwater_core::engine::KIND_INCREMENTAL)
+        .last_completed(SYNC, KIND_INCREMENTAL)
         .await
         .map_err(|e| e.to_string())?
         .map(|(run, _)| run.watermark)
@@ -187,6 +257,11 @@ fn demo_sim_config(seed: u64, records: usize) -> SimConfig {
     config.dest.rate_limit_date_ratio = 0.0001;
     config.mutations.max = records / 20;
     config.mutations.interval = Duration::from_millis(20);
+    // Updates, late updates (two minutes late: within the five-minute lookback)
+    // and inserts. A record inserted with an old timestamp is for a backfill; no
+    // incremental run is meant to find it.
+    config.mutations.weights = [4, 2, 2, 0];
+    config.mutations.late_by = Duration::from_secs(120);
     config
 }
 
@@ -203,8 +278,8 @@ auth = {{ type = "bearer", token = "sim-token" }}
 version_field = "version"
 page_size = 200
 timeout = "1s"
-lag = "5m"
-lookback = "3h"
+lag = "0s"
+lookback = "5m"
 lower_bound_param = "updated_after"
 upper_bound_param = "updated_before"
 pagination = {{ style = "cursor", token_path = "next_cursor", token_param = "cursor" }}
@@ -226,6 +301,7 @@ type = "http"
 base_url = "{dest}"
 mode = "put"
 path = "/v1/contacts/by-external-id/{{external_id}}"
+read_path = "/v1/contacts/by-external-id/{{external_id}}"
 external_id_field = "external_id"
 auth = {{ type = "bearer", token = "sim-token" }}
 timeout = "1s"
