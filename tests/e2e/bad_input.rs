@@ -3,16 +3,16 @@
 
 use simsaas::{BadBody, SimConfig, SourceFaults};
 
-use crate::util::{Mode, SYNC, Setup, Style, World, bin, describe, fresh_dir, stderr};
+use crate::util::{Mode, SYNC, Setup, Style, World, bin, describe, finish, fresh_dir, stderr};
 
 async fn highwater_in(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
-    tokio::process::Command::new(bin())
-        .current_dir(dir)
-        .args(args)
-        .env_remove("HIGHWATER_CONFIG")
-        .output()
-        .await
-        .expect("run highwater")
+    finish(
+        tokio::process::Command::new(bin())
+            .current_dir(dir)
+            .args(args)
+            .env_remove("HIGHWATER_CONFIG"),
+    )
+    .await
 }
 
 #[tokio::test]

@@ -127,15 +127,14 @@ file = "{file}"
         file = out_file.display(),
     );
     std::fs::write(&config, text).unwrap_or_else(|e| panic!("write config: {e}"));
-    let out = tokio::process::Command::new(crate::util::bin())
-        .arg("--config")
-        .arg(&config)
-        .args(["run", "invoices", "--json"])
-        .env_remove("HIGHWATER_LOG")
-        .kill_on_drop(true)
-        .output()
-        .await
-        .unwrap_or_else(|e| panic!("run highwater: {e}"));
+    let out = crate::util::finish(
+        tokio::process::Command::new(crate::util::bin())
+            .arg("--config")
+            .arg(&config)
+            .args(["run", "invoices", "--json"])
+            .env_remove("HIGHWATER_LOG"),
+    )
+    .await;
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     let written = report(&out)["counters"]["written"].clone();
     let text = std::fs::read_to_string(&out_file).unwrap_or_default();

@@ -28,7 +28,7 @@ const READ_PATH: &str = "read_path = \"/v1/contacts/by-external-id/{external_id}
 async fn crash_and_recover(style: Style, mode: Mode, seed: u64) {
     let mut sim = SimConfig::new(seed, RECORDS).with_all_faults();
     sim.source.latency = Duration::from_millis(5);
-    sim.dest.latency = Duration::from_millis(2);
+    sim.dest.latency = Duration::from_millis(4);
     // Each slow answer, commit-then-timeout or late write holds its page for a
     // client timeout; these rates keep every fault present without making the
     // run crawl.
@@ -70,6 +70,14 @@ async fn crash_and_recover(style: Style, mode: Mode, seed: u64) {
         .into_iter()
         .map(|r| (r.id, r.version))
         .collect();
+    // A lookup-mode run first waits out the late-write window (three timeouts)
+    // before it creates a record an earlier, killed process may have created:
+    // its kills land across and after that wait, so that they interrupt pages
+    // being written, not only the wait.
+    let kill_after = match mode {
+        Mode::Lookup => 300..1800,
+        Mode::Put | Mode::Post => 60..500,
+    };
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut versions = Versions::default();
     let mut landed = 0;
@@ -78,7 +86,7 @@ async fn crash_and_recover(style: Style, mode: Mode, seed: u64) {
         attempts += 1;
         let before = progress(&world).await;
         let mut child = world.spawn(&["run", SYNC]);
-        let delay = Duration::from_millis(rng.u64(60..500));
+        let delay = Duration::from_millis(rng.u64(kill_after.clone()));
         if let Some(status) = wait_bounded(&mut child, delay).await {
             assert!(
                 status.code() != Some(2),
@@ -240,23 +248,34 @@ macro_rules! crash_tests {
     };
 }
 
+// Every style and every mode at least once (each mode twice): the covering set
+// that `.ci/run` runs.
 crash_tests! {
     cursor_put: Style::Cursor, Mode::Put, 101;
-    cursor_lookup: Style::Cursor, Mode::Lookup, 102;
-    cursor_post: Style::Cursor, Mode::Post, 103;
-    next_url_body_put: Style::NextUrlBody, Mode::Put, 104;
     next_url_body_lookup: Style::NextUrlBody, Mode::Lookup, 105;
-    next_url_body_post: Style::NextUrlBody, Mode::Post, 106;
-    next_url_link_put: Style::NextUrlLink, Mode::Put, 107;
-    next_url_link_lookup: Style::NextUrlLink, Mode::Lookup, 108;
     next_url_link_post: Style::NextUrlLink, Mode::Post, 109;
-    keyset_put: Style::Keyset, Mode::Put, 110;
     keyset_lookup: Style::Keyset, Mode::Lookup, 111;
-    keyset_post: Style::Keyset, Mode::Post, 112;
-    offset_put: Style::Offset, Mode::Put, 113;
-    offset_lookup: Style::Offset, Mode::Lookup, 114;
     offset_post: Style::Offset, Mode::Post, 115;
     page_put: Style::Page, Mode::Put, 116;
-    page_lookup: Style::Page, Mode::Lookup, 117;
-    page_post: Style::Page, Mode::Post, 118;
+}
+
+/// The other twelve combinations: with the six above, every pagination style
+/// with every write mode. `.ci/run` leaves them out unless `HIGHWATER_FULL=1`.
+mod full {
+    use super::*;
+
+    crash_tests! {
+        cursor_lookup: Style::Cursor, Mode::Lookup, 102;
+        cursor_post: Style::Cursor, Mode::Post, 103;
+        next_url_body_put: Style::NextUrlBody, Mode::Put, 104;
+        next_url_body_post: Style::NextUrlBody, Mode::Post, 106;
+        next_url_link_put: Style::NextUrlLink, Mode::Put, 107;
+        next_url_link_lookup: Style::NextUrlLink, Mode::Lookup, 108;
+        keyset_put: Style::Keyset, Mode::Put, 110;
+        keyset_post: Style::Keyset, Mode::Post, 112;
+        offset_put: Style::Offset, Mode::Put, 113;
+        offset_lookup: Style::Offset, Mode::Lookup, 114;
+        page_lookup: Style::Page, Mode::Lookup, 117;
+        page_post: Style::Page, Mode::Post, 118;
+    }
 }

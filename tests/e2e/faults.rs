@@ -250,6 +250,7 @@ async fn late_updates_are_caught_by_lag_and_lookback() {
     world.run_to_completion().await;
     tokio::time::sleep(Duration::from_millis(700)).await;
     world.sim.stop_mutations();
+    assert!(world.sim.mutations_done() > 0, "no late update was made");
     // The late updates are older than now but newer than the first watermark.
     world.run_to_completion().await;
     exact(&world).await;
@@ -262,6 +263,12 @@ async fn many_records_sharing_one_timestamp_are_all_read() {
     let mut setup = Setup::new(Style::Keyset, Mode::Put);
     setup.page_size = 50;
     let world = World::start("shared-ts", sim, &setup).await;
+    let records = world.sim.source_records();
+    let shared = records
+        .iter()
+        .filter(|r| r.updated_at == records[records.len() / 2].updated_at)
+        .count();
+    assert!(shared >= 500, "only {shared} records share the timestamp");
     world.run_to_completion().await;
     exact(&world).await;
 }

@@ -106,14 +106,14 @@ async fn oauth2_tokens_are_refreshed_as_they_expire() {
     setup.source_auth = oauth(world.sim.source_url());
     setup.dest_auth = oauth(world.sim.dest_url());
     world.rewrite(&setup);
-    let out = tokio::process::Command::new(crate::util::bin())
-        .arg("--config")
-        .arg(&world.config)
-        .args(["run", SYNC])
-        .env("HW_TEST_SECRET", "o-secret-4")
-        .output()
-        .await
-        .expect("run");
+    let out = crate::util::finish(
+        tokio::process::Command::new(crate::util::bin())
+            .arg("--config")
+            .arg(&world.config)
+            .args(["run", SYNC])
+            .env("HW_TEST_SECRET", "o-secret-4"),
+    )
+    .await;
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     let stats = world.sim.stats();
     assert!(
@@ -123,14 +123,14 @@ async fn oauth2_tokens_are_refreshed_as_they_expire() {
     world.assert_exact().await;
 
     // Wrong client credentials are a clear, fatal error.
-    let out = tokio::process::Command::new(crate::util::bin())
-        .arg("--config")
-        .arg(&world.config)
-        .args(["run", SYNC])
-        .env("HW_TEST_SECRET", "not-it")
-        .output()
-        .await
-        .expect("run");
+    let out = crate::util::finish(
+        tokio::process::Command::new(crate::util::bin())
+            .arg("--config")
+            .arg(&world.config)
+            .args(["run", SYNC])
+            .env("HW_TEST_SECRET", "not-it"),
+    )
+    .await;
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     let message = stderr(&out);
     assert!(

@@ -117,10 +117,7 @@ max_attempts = 4
     }
 
     async fn run(&self) -> std::process::Output {
-        self.command()
-            .output()
-            .await
-            .unwrap_or_else(|e| panic!("run highwater: {e}"))
+        crate::util::finish(&mut self.command()).await
     }
 
     async fn run_ok(&self) -> Value {

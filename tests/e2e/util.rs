@@ -13,6 +13,9 @@ use tokio::process::{Child, Command};
 
 pub const SYNC: &str = "invoices";
 
+/// The longest a single run may take before a test calls it stuck.
+pub const RUN_LIMIT: Duration = Duration::from_secs(180);
+
 /// The binary under test.
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_highwater")
@@ -289,12 +292,10 @@ impl World {
         self.dir.join("state.db")
     }
 
-    /// Runs `highwater --config <config> <args>` to the end.
+    /// Runs `highwater --config <config> <args>` to the end; one that takes
+    /// longer than [`RUN_LIMIT`] is stuck, and is killed.
     pub async fn highwater(&self, args: &[&str]) -> Output {
-        self.command(args)
-            .output()
-            .await
-            .unwrap_or_else(|e| panic!("run highwater: {e}"))
+        finish(&mut self.command(args)).await
     }
 
     pub fn spawn(&self, args: &[&str]) -> Child {
@@ -418,6 +419,15 @@ impl World {
             status.open_run, status.last_completed, status.dead_letters
         )
     }
+}
+
+/// Runs a command to the end; one that takes longer than [`RUN_LIMIT`] is stuck,
+/// and is killed (the commands here are made with `kill_on_drop`).
+pub async fn finish(command: &mut Command) -> Output {
+    tokio::time::timeout(RUN_LIMIT, command.kill_on_drop(true).output())
+        .await
+        .unwrap_or_else(|_| panic!("{command:?} did not end within {RUN_LIMIT:?}"))
+        .unwrap_or_else(|e| panic!("run highwater: {e}"))
 }
 
 pub fn describe(out: &Output) -> String {

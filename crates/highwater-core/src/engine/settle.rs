@@ -1,11 +1,12 @@
-//! Owns what a run settles with the destination before it may complete: writes
-//! that may land late. A request that got no clear answer, or was in flight at a
-//! crash, can still be applied for a while — over a newer version written since.
-//! Two things follow, both settled by reading the record back once that while has
+//! Owns writes that may land late, from the moment a write resolves to what the
+//! run settles with the destination before it may complete. A request that got
+//! no clear answer, or was in flight at a crash, can still be applied for a while
+//! — over a newer version written since. Such writes are kept as unsettled; two
+//! things follow, both settled by reading the record back once that while has
 //! passed: a record written again meanwhile is compared with what the destination
-//! holds and rewritten if it went back; a record held back below a write an earlier
-//! attempt announced (a floor the ledger does not confirm) is resolved only once
-//! the destination shows that write arrived.
+//! holds and rewritten if it went back; a record held back below a write an
+//! earlier attempt announced (a floor the ledger does not confirm) is resolved
+//! only once the destination shows that write arrived.
 //! Invariant: decides from what the destination answers, never from a guess: what
 //! cannot be read back is named, not assumed.
 
@@ -13,15 +14,266 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use serde_json::Value;
-
-use crate::config::{SyncSpec, TimeFormat};
-use crate::record::FieldPath;
-use crate::sink::{Held, Sink, SinkError};
-use crate::source::extract::parse_time;
-use crate::state::Intent;
-use crate::stop::Stop;
+use tokio::time::Instant;
 
 use super::decide::is_older;
+use super::{
+    FailureCause, HeldBack, Resolution, Runner, Unsettled, WriteJob, arrival_version, signed,
+};
+use crate::config::{SyncSpec, TimeFormat};
+use crate::mapping::MappedRecord;
+use crate::record::FieldPath;
+use crate::sink::{Held, Sink, SinkError, Write};
+use crate::source::extract::parse_time;
+use crate::state::{Intent, IntentBatch, LedgerEntry, Readback};
+use crate::stop::Stop;
+
+impl Runner<'_> {
+    /// Whether all that is left of the run is records held back below a floor.
+    pub(super) fn only_held_back_left(&self) -> bool {
+        !self.held_back.is_empty()
+            && self.frontier.unresolved() == self.held_back.len()
+            && self.in_flight == 0
+            && self.unclaimed.is_empty()
+            && self.announced.is_empty()
+            && self.held.is_empty()
+            && self.waiting.is_empty()
+    }
+
+    /// Resolves the records held back below a floor: one the run has since
+    /// confirmed is judged again; for the rest, the destination is read once the
+    /// floor's write can no longer land. A floor it shows arrived resolves the
+    /// record as stale; otherwise the run stops, naming the records, so that the
+    /// next attempt reads them again (the checkpoint is still before them).
+    pub(super) async fn settle_held_back(
+        &mut self,
+        sink: &Sink,
+        stop: &Stop,
+    ) -> Result<(), FailureCause> {
+        let mut unconfirmed = Vec::new();
+        for HeldBack {
+            seq,
+            arrival,
+            floor,
+        } in std::mem::take(&mut self.held_back)
+        {
+            let id = arrival.record.id().to_owned();
+            let confirmed = self
+                .written
+                .get(&id)
+                .map(|r| &r.value)
+                .or_else(|| self.pages.get(&seq).and_then(|p| p.known.ledger.get(&id)))
+                .is_some_and(|w| {
+                    !is_older(w.version, w.updated_at, floor.version, floor.updated_at)
+                });
+            if confirmed {
+                // The ledger holds the floor's version or newer: this copy is older.
+                self.resolve(seq, Resolution::Stale { ledger: None })?;
+                continue;
+            }
+            if self.floors.get(&id) != Some(&floor) {
+                // Another copy settled the floor: judged again without it.
+                self.route(seq, arrival)?;
+                continue;
+            }
+            let external_id = match &arrival.mapped {
+                Some(Ok(mapped)) => mapped.external_id.clone(),
+                _ => id.clone(),
+            };
+            let settles_at = self
+                .unsettled
+                .get(&id)
+                .map_or_else(Timestamp::now, |u| u.settles_at);
+            let check = check_floor(sink, stop, &self.compare, &external_id, &floor, settles_at)
+                .await
+                .map_err(FailureCause::Destination)?;
+            match check {
+                FloorCheck::Landed { dest_id } => {
+                    tracing::info!(
+                        event = crate::obs::FLOOR_CONFIRMED,
+                        sync = %self.spec.name,
+                        source_id = %id,
+                        "an earlier attempt's write is at the destination; the older copy read since is stale"
+                    );
+                    // The payload that went with it is unknown: the next time this
+                    // version is read, it is written again rather than skipped.
+                    let ledger = LedgerEntry {
+                        source_id: id.clone(),
+                        external_id,
+                        dest_id,
+                        version: floor.version,
+                        updated_at: floor.updated_at,
+                        payload_hash: String::new(),
+                        run_id: self.run_id.clone(),
+                    };
+                    self.floors.remove(&id);
+                    self.resolve(
+                        seq,
+                        Resolution::Stale {
+                            ledger: Some(ledger),
+                        },
+                    )?;
+                }
+                FloorCheck::Unconfirmed(why) => {
+                    let served = arrival_version(&arrival);
+                    unconfirmed.push(format!("{id}: the source serves {served}, but {why}"));
+                }
+            }
+        }
+        if unconfirmed.is_empty() {
+            Ok(())
+        } else {
+            Err(FailureCause::Unconfirmed(unconfirmed))
+        }
+    }
+
+    /// Reads back every record written again while an older write of it could
+    /// still land, once that write has landed or never will, and writes again
+    /// each one the destination holds older. Without a way to read back, names
+    /// them instead.
+    pub(super) async fn settle_readbacks(
+        &mut self,
+        sink: &Sink,
+        stop: &Stop,
+    ) -> Result<(), FailureCause> {
+        let mut due: Vec<Readback> = std::mem::take(&mut self.readbacks).into_values().collect();
+        if due.is_empty() {
+            return Ok(());
+        }
+        due.sort_by(|a, b| (a.settles_at, &a.source_id).cmp(&(b.settles_at, &b.source_id)));
+        if !sink.can_read_back() {
+            self.unverified = due.into_iter().map(|r| r.source_id).collect();
+            tracing::warn!(
+                event = crate::obs::RECORDS_UNVERIFIED,
+                sync = %self.spec.name,
+                records = %self.unverified.join(", "),
+                "these records were written again while an older write of theirs could still land, and the destination cannot be read back to check them (set read_path)"
+            );
+            return Ok(());
+        }
+        for readback in due {
+            let found = match read_back(sink, stop, &self.compare, &readback).await {
+                Ok(found) => found,
+                Err(e) if e.is_record_level() => {
+                    self.unverified_because(&readback.source_id, &e);
+                    continue;
+                }
+                Err(e) => return Err(FailureCause::Destination(e)),
+            };
+            let ReadBack::Behind { held, dest_id } = found else {
+                continue;
+            };
+            let record = MappedRecord {
+                external_id: readback.external_id.clone(),
+                payload: readback.payload.clone(),
+                hash: readback.payload_hash.clone(),
+            };
+            let write = Write {
+                source_id: &readback.source_id,
+                record: &record,
+                version: readback.version,
+                updated_at: readback.updated_at,
+                known_dest_id: dest_id.as_deref().or(readback.dest_id.as_deref()),
+                encoded: None,
+                rewrite_over: Some(held.clone()),
+                unsettled_until: None,
+            };
+            match sink.write(write, stop).await {
+                Ok(_) | Err(SinkError::Superseded) => {}
+                Err(e) if e.is_record_level() => {
+                    self.unverified_because(&readback.source_id, &e);
+                    continue;
+                }
+                Err(e) => return Err(FailureCause::Destination(e)),
+            }
+            tracing::info!(
+                event = crate::obs::RECORD_REPAIRED,
+                sync = %self.spec.name,
+                source_id = %readback.source_id,
+                held = %held,
+                "a late write had set this record back; written again"
+            );
+            self.repaired.push(readback.source_id);
+        }
+        Ok(())
+    }
+
+    /// A record the destination could not be read back for, or not written
+    /// again: named in the report, with why in the logs.
+    fn unverified_because(&mut self, source_id: &str, error: &SinkError) {
+        tracing::warn!(
+            event = crate::obs::RECORDS_UNVERIFIED,
+            sync = %self.spec.name,
+            source_id,
+            error = %error,
+            "a record written again while an older write of it could still land could not be checked"
+        );
+        self.unverified.push(source_id.to_owned());
+    }
+
+    /// A write succeeded. If an older write of the record may still land over
+    /// it, the record is to be read back before the run completes; if this one
+    /// got no clear answer at some attempt, it may itself still land, and is
+    /// kept (durably, with its page) as such until it settles.
+    pub(super) fn note_late_writes(
+        &mut self,
+        job: &WriteJob,
+        ledger: &LedgerEntry,
+        unsettled_since: Option<Instant>,
+    ) {
+        let id = job.record.id();
+        let now = Timestamp::now();
+        let overtaken = self.unsettled.get(id).copied().filter(|u| {
+            u.settles_at > now
+                && is_older(
+                    u.version,
+                    u.updated_at,
+                    job.record.version,
+                    job.record.updated_at(),
+                )
+        });
+        let Some(page) = self.pages.get_mut(&job.seq) else {
+            return;
+        };
+        if let Some(older) = overtaken
+            && !self.refuses_older
+        {
+            let readback = Readback {
+                source_id: id.to_owned(),
+                external_id: ledger.external_id.clone(),
+                dest_id: ledger.dest_id.clone(),
+                version: ledger.version,
+                updated_at: ledger.updated_at,
+                payload: job.mapped.payload.clone(),
+                payload_hash: ledger.payload_hash.clone(),
+                settles_at: older.settles_at,
+            };
+            page.commit.readbacks.push(readback.clone());
+            self.readbacks.insert(id.to_owned(), readback);
+        }
+        let Some(since) = unsettled_since else {
+            return;
+        };
+        let left = signed(self.late_window.saturating_sub(since.elapsed()));
+        let settles_at = now.saturating_add(left).unwrap_or(now);
+        page.commit
+            .unsettled
+            .get_or_insert_with(IntentBatch::default)
+            .intents
+            .push(Intent {
+                source_id: id.to_owned(),
+                version: job.record.version,
+                updated_at: job.record.updated_at(),
+                settles_at: Some(settles_at),
+            });
+        let entry = self.unsettled.entry(id.to_owned()).or_insert(Unsettled {
+            version: job.record.version,
+            updated_at: job.record.updated_at(),
+            settles_at,
+        });
+        entry.settles_at = entry.settles_at.max(settles_at);
+    }
+}
 
 /// How a destination object tells which version of a record it holds.
 #[derive(Debug, Clone, PartialEq)]
@@ -161,7 +413,7 @@ pub(super) async fn read_back(
     sink: &Sink,
     stop: &Stop,
     compare: &Compare,
-    readback: &crate::state::Readback,
+    readback: &Readback,
 ) -> Result<ReadBack, SinkError> {
     wait_until(readback.settles_at, stop).await?;
     Ok(match sink.read_back(&readback.external_id, stop).await? {

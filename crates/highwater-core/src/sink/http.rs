@@ -81,7 +81,7 @@ impl HttpSink {
             WriteMode::Put { method, .. } => {
                 let request = self.request(method.clone(), url()?, Some(body), true, &write);
                 let reply = self.send_write(&request, stop).await?;
-                Ok(self.written(&reply, None))
+                Ok(self.written(&reply))
             }
             WriteMode::Post {
                 idempotency_header, ..
@@ -92,7 +92,7 @@ impl HttpSink {
                     .map_err(|e| SinkError::Unwritable(e.to_string()))?;
                 request.headers.push((idempotency_header.clone(), value));
                 let reply = self.send_write(&request, stop).await?;
-                Ok(self.written(&reply, None))
+                Ok(self.written(&reply))
             }
             WriteMode::Lookup { .. } => self.lookup_write(&write, body, stop).await,
         }
@@ -101,38 +101,35 @@ impl HttpSink {
     /// What the destination holds for `external_id`, read through the lookup
     /// (lookup mode) or the read path (put and post).
     pub async fn read_back(&self, external_id: &str, stop: &Stop) -> Result<Held, SinkError> {
-        if let WriteMode::Lookup { .. } = self.spec.mode {
-            return Ok(match self.lookup(external_id, stop).await? {
-                Some(object) => Held::Object {
-                    dest_id: self.dest_id(&object),
-                    object,
-                },
-                None => Held::Nothing,
-            });
-        }
-        let Some(read) = &self.spec.read else {
-            return Err(SinkError::Unwritable(
-                "no read_path: the destination cannot be read back".into(),
-            ));
+        let found = match (&self.spec.mode, &self.spec.read) {
+            (WriteMode::Lookup { .. }, _) => self.lookup(external_id, stop).await?,
+            (_, Some(read)) => {
+                let url = self.url(&read.path, &[("external_id", external_id)])?;
+                match self.api.send(&Request::get(url), stop).await {
+                    Ok(reply) => self.find(
+                        &reply.json().unwrap_or_default(),
+                        read.results_path.as_ref(),
+                        external_id,
+                    )?,
+                    Err(HttpError::Rejected {
+                        status: 404 | 410, ..
+                    }) => None,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            (_, None) => {
+                return Err(SinkError::Unwritable(
+                    "no read_path: the destination cannot be read back".into(),
+                ));
+            }
         };
-        let url = self.url(&read.path, &[("external_id", external_id)])?;
-        let reply = match self.api.send(&Request::get(url), stop).await {
-            Ok(reply) => reply,
-            Err(HttpError::Rejected {
-                status: 404 | 410, ..
-            }) => return Ok(Held::Nothing),
-            Err(e) => return Err(e.into()),
-        };
-        let body = reply.json().unwrap_or_default();
-        Ok(
-            match self.find(&body, read.results_path.as_ref(), external_id)? {
-                Some(object) => Held::Object {
-                    dest_id: self.dest_id(&object),
-                    object,
-                },
-                None => Held::Nothing,
+        Ok(match found {
+            Some(object) => Held::Object {
+                dest_id: self.dest_id(&object),
+                object,
             },
-        )
+            None => Held::Nothing,
+        })
     }
 
     /// Sends a write; with a version precondition, a 412 means the destination
@@ -146,9 +143,9 @@ impl HttpSink {
         }
     }
 
-    fn written(&self, reply: &Reply, known_dest_id: Option<String>) -> Written {
+    fn written(&self, reply: &Reply) -> Written {
         Written {
-            dest_id: self.reply_dest_id(reply).or(known_dest_id),
+            dest_id: self.reply_dest_id(reply),
             unsettled_since: reply.unsettled_since,
         }
     }
@@ -226,7 +223,7 @@ impl HttpSink {
                         self.url(create_path, &[("external_id", &write.record.external_id)])?;
                     let request = self.request(Method::POST, url, Some(body.clone()), false, write);
                     match self.send_write(&request, stop).await {
-                        Ok(reply) => return Ok(self.written(&reply, None)),
+                        Ok(reply) => return Ok(self.written(&reply)),
                         Err(SinkError::Http(HttpError::Unknown {
                             api,
                             method,
