@@ -1,0 +1,470 @@
+//! Checks a sync's `[source]`: the API it reads, its window bounds, pagination,
+//! HTTP settings and auth.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use reqwest::header::HeaderName;
+use serde_spanned::Spanned;
+use url::Url;
+
+use super::raw::*;
+use super::*;
+use crate::record::FieldPath;
+use crate::secret::Secret;
+
+impl Validator<'_> {
+    pub(super) fn source(&mut self, raw: Spanned<RawSource>, at: &str) -> Option<SourceSpec> {
+        let at = format!("{at}.source");
+        let table = Spanned::new(raw.span(), ());
+        let raw = raw.into_inner();
+        let http = self.http(
+            &raw.base_url,
+            &raw.headers,
+            raw.auth.as_ref(),
+            raw.timeout.as_ref(),
+            raw.rate_limit.as_ref(),
+            raw.error_path.as_ref(),
+            &at,
+        );
+        let mut params = Vec::new();
+        for (name, value) in &raw.params {
+            if let Some(v) = self.string(value, &format!("{at}.params.{name}")) {
+                params.push((name.clone(), Secret::new(v)));
+            }
+        }
+        let time_format = match raw.time_format.as_ref() {
+            None => Some(TimeFormat::Rfc3339),
+            Some(s) => match s.get_ref().as_str() {
+                "rfc3339" => Some(TimeFormat::Rfc3339),
+                "epoch_seconds" => Some(TimeFormat::EpochSeconds),
+                "epoch_millis" => Some(TimeFormat::EpochMillis),
+                _ => {
+                    self.problem(
+                        s,
+                        format!("{at}.time_format"),
+                        "expected \"rfc3339\", \"epoch_seconds\" or \"epoch_millis\"",
+                    );
+                    None
+                }
+            },
+        };
+        let page_size = match raw.page_size.as_ref() {
+            None => Some(100),
+            Some(n) => self.count(n, &format!("{at}.page_size"), 1, 100_000),
+        };
+        let start = raw.start.as_ref().and_then(|s| {
+            let parsed = s.get_ref().parse::<Timestamp>();
+            if parsed.is_err() {
+                self.problem(
+                    s,
+                    format!("{at}.start"),
+                    "expected an RFC 3339 timestamp in quotes, like \"2026-01-01T00:00:00Z\"",
+                );
+            }
+            parsed.ok()
+        });
+        let lag = self.duration_or(raw.lag.as_ref(), &format!("{at}.lag"), Duration::ZERO);
+        let lookback = self.duration_or(
+            raw.lookback.as_ref(),
+            &format!("{at}.lookback"),
+            DEFAULT_LOOKBACK,
+        );
+        if let (Some(raw_lookback), Some(Duration::ZERO)) = (&raw.lookback, lookback) {
+            self.warning(
+                raw_lookback,
+                format!("{at}.lookback"),
+                "runs do not overlap, so a record stamped before the last run's watermark but visible only after it (a slow transaction, a lagging replica) is never read; the default is 5m",
+            );
+        }
+        let pagination_at = raw.pagination.span();
+        let pagination = self.pagination(raw.pagination, &at);
+        if let (
+            Some(Pagination::Offset { overlap, .. } | Pagination::Page { overlap, .. }),
+            Some(size),
+        ) = (&pagination, page_size)
+            && *overlap >= size
+        {
+            self.problem(
+                &Spanned::new(pagination_at, ()),
+                format!("{at}.pagination.overlap"),
+                format!(
+                    "must be smaller than page_size ({size}): each page re-reads `overlap` records"
+                ),
+            );
+        }
+        let keyset = matches!(pagination, Some(Pagination::Keyset { .. }));
+        let sorted = keyset || raw.sorted.as_ref().is_some_and(|s| *s.get_ref());
+        if raw.lower_bound_param.is_none() && !keyset {
+            self.warning(
+                &table,
+                &at,
+                "no `lower_bound_param` and pagination is not keyset: every run reads everything the source has, not only what changed since the last run",
+            );
+        }
+        let lower_bound_exclusive = self.bound_exclusive(
+            raw.lower_bound_exclusive.as_ref(),
+            raw.lower_bound_param.is_some() || keyset,
+            &format!("{at}.lower_bound_exclusive"),
+            "`lower_bound_param` or keyset pagination",
+        );
+        let upper_bound_exclusive = self.bound_exclusive(
+            raw.upper_bound_exclusive.as_ref(),
+            raw.upper_bound_param.is_some(),
+            &format!("{at}.upper_bound_exclusive"),
+            "`upper_bound_param`",
+        );
+        Some(SourceSpec {
+            http: http?,
+            path: raw.path.map(Spanned::into_inner).unwrap_or_default(),
+            params,
+            records_path: path_or(raw.records_path.as_ref(), "data"),
+            id_field: path_or(raw.id_field.as_ref(), "id"),
+            updated_at_field: path_or(raw.updated_at_field.as_ref(), "updated_at"),
+            version_field: raw
+                .version_field
+                .as_ref()
+                .map(|p| FieldPath::parse(p.get_ref())),
+            time_format: time_format?,
+            page_size: page_size?,
+            page_size_param: Some(
+                raw.page_size_param
+                    .map(Spanned::into_inner)
+                    .unwrap_or_else(|| "limit".to_owned()),
+            )
+            .filter(|p| !p.is_empty()),
+            start,
+            lag: lag?,
+            lookback: lookback?,
+            lower_bound_param: raw.lower_bound_param.map(Spanned::into_inner),
+            upper_bound_param: raw.upper_bound_param.map(Spanned::into_inner),
+            lower_bound_exclusive: lower_bound_exclusive?,
+            upper_bound_exclusive: upper_bound_exclusive?,
+            sorted,
+            pagination: pagination?,
+        })
+    }
+
+    /// Whether a bound is strict; the key means nothing when that bound is not sent.
+    fn bound_exclusive(
+        &mut self,
+        raw: Option<&Spanned<bool>>,
+        bound_sent: bool,
+        key: &str,
+        needs: &str,
+    ) -> Option<bool> {
+        let Some(raw) = raw else {
+            return Some(false);
+        };
+        if !bound_sent {
+            self.problem(
+                raw,
+                key,
+                format!("does not apply: the bound is sent only with {needs}"),
+            );
+            return None;
+        }
+        Some(*raw.get_ref())
+    }
+
+    fn pagination(&mut self, raw: Spanned<RawPagination>, at: &str) -> Option<Pagination> {
+        let at = format!("{at}.pagination");
+        let style = raw.get_ref().style.get_ref().clone();
+        let r = raw.get_ref();
+        let keys: [(&str, Option<std::ops::Range<usize>>); 10] = [
+            ("token_path", r.token_path.as_ref().map(Spanned::span)),
+            ("token_param", r.token_param.as_ref().map(Spanned::span)),
+            ("next_url_path", r.next_url_path.as_ref().map(Spanned::span)),
+            ("link_header", r.link_header.as_ref().map(Spanned::span)),
+            ("updated_param", r.updated_param.as_ref().map(Spanned::span)),
+            ("id_param", r.id_param.as_ref().map(Spanned::span)),
+            ("offset_param", r.offset_param.as_ref().map(Spanned::span)),
+            ("page_param", r.page_param.as_ref().map(Spanned::span)),
+            ("first_page", r.first_page.as_ref().map(Spanned::span)),
+            ("overlap", r.overlap.as_ref().map(Spanned::span)),
+        ];
+        let allowed: &[&str] = match style.as_str() {
+            "cursor" => &["token_path", "token_param"],
+            "next_url" => &["next_url_path", "link_header"],
+            "keyset" => &["updated_param", "id_param"],
+            "offset" => &["offset_param", "overlap"],
+            "page" => &["page_param", "first_page", "overlap"],
+            _ => {
+                self.problem(
+                    &r.style,
+                    format!("{at}.style"),
+                    "expected one of \"cursor\", \"next_url\", \"keyset\", \"offset\", \"page\"",
+                );
+                return None;
+            }
+        };
+        let mut ok = true;
+        for (key, span) in keys {
+            if let Some(span) = span
+                && !allowed.contains(&key)
+            {
+                let marker = Spanned::new(span, ());
+                self.problem(
+                    &marker,
+                    format!("{at}.{key}"),
+                    format!(
+                        "does not apply to style = {style:?} (it takes: {})",
+                        allowed.join(", ")
+                    ),
+                );
+                ok = false;
+            }
+        }
+        let overlap = match r.overlap.as_ref() {
+            None => Some(10),
+            Some(n) => self.count(n, &format!("{at}.overlap"), 1, 1000),
+        };
+        let pagination = match style.as_str() {
+            "cursor" => Pagination::Cursor {
+                token_path: path_or(r.token_path.as_ref(), "next_cursor"),
+                token_param: string_or(r.token_param.as_ref(), "cursor"),
+            },
+            "next_url" => {
+                let from_link = r.link_header.as_ref().is_some_and(|b| *b.get_ref());
+                match (&r.next_url_path, from_link) {
+                    (Some(path), false) => Pagination::NextUrl {
+                        from: NextUrlFrom::Body(FieldPath::parse(path.get_ref())),
+                    },
+                    (None, true) => Pagination::NextUrl {
+                        from: NextUrlFrom::LinkHeader,
+                    },
+                    (Some(_), true) => {
+                        self.problem(
+                            &raw,
+                            at,
+                            "give either `next_url_path` or `link_header = true`, not both",
+                        );
+                        return None;
+                    }
+                    (None, false) => {
+                        self.problem(
+                            &raw,
+                            at,
+                            "style = \"next_url\" needs `next_url_path = \"links.next\"` (a body field) or `link_header = true`",
+                        );
+                        return None;
+                    }
+                }
+            }
+            "keyset" => {
+                let (Some(updated), Some(id)) = (&r.updated_param, &r.id_param) else {
+                    self.problem(
+                        &raw,
+                        at,
+                        "style = \"keyset\" needs `updated_param` and `id_param` (the query parameters that take the last record's updated_at and id)",
+                    );
+                    return None;
+                };
+                Pagination::Keyset {
+                    updated_param: updated.get_ref().clone(),
+                    id_param: id.get_ref().clone(),
+                }
+            }
+            "offset" => Pagination::Offset {
+                offset_param: string_or(r.offset_param.as_ref(), "offset"),
+                overlap: overlap?,
+            },
+            _ => {
+                let first_page = match r.first_page.as_ref() {
+                    None => Some(1),
+                    Some(n) => self
+                        .count(n, &format!("{at}.first_page"), 0, 1)
+                        .map(u64::from),
+                };
+                Pagination::Page {
+                    page_param: string_or(r.page_param.as_ref(), "page"),
+                    first_page: first_page?,
+                    overlap: overlap?,
+                }
+            }
+        };
+        ok.then_some(pagination)
+    }
+
+    #[allow(clippy::too_many_arguments)] // one argument per shared key of the table
+    pub(super) fn http(
+        &mut self,
+        base_url: &Spanned<String>,
+        headers: &BTreeMap<String, Spanned<String>>,
+        auth: Option<&Spanned<RawAuth>>,
+        timeout: Option<&Spanned<String>>,
+        rate_limit: Option<&Spanned<f64>>,
+        error_path: Option<&Spanned<String>>,
+        at: &str,
+    ) -> Option<HttpSpec> {
+        let url = self.url(base_url, &format!("{at}.base_url"));
+        let mut header_list = Vec::new();
+        for (name, value) in headers {
+            let key = format!("{at}.headers.{name}");
+            let Ok(header) = HeaderName::from_str(name) else {
+                self.problem(value, key, "not a valid HTTP header name");
+                continue;
+            };
+            if let Some(v) = self.string(value, &key) {
+                if reqwest::header::HeaderValue::from_str(&v).is_err() {
+                    self.problem(
+                        value,
+                        key,
+                        "not a valid HTTP header value (control characters or non-ASCII)",
+                    );
+                    continue;
+                }
+                header_list.push((header, Secret::new(v)));
+            }
+        }
+        let auth = match auth {
+            None => Some(AuthSpec::None),
+            Some(a) => self.auth(a, &format!("{at}.auth")),
+        };
+        let timeout = self.duration_or(timeout, &format!("{at}.timeout"), Duration::from_secs(30));
+        let rate_limit = match rate_limit {
+            Some(r) if !(*r.get_ref() > 0.0 && r.get_ref().is_finite()) => {
+                self.problem(
+                    r,
+                    format!("{at}.rate_limit"),
+                    "expected requests per second > 0",
+                );
+                return None;
+            }
+            r => r.map(|r| *r.get_ref()),
+        };
+        Some(HttpSpec {
+            base_url: url?,
+            headers: header_list,
+            auth: auth?,
+            timeout: timeout?,
+            rate_limit,
+            error_path: error_path.map(|p| FieldPath::parse(p.get_ref())),
+        })
+    }
+
+    fn auth(&mut self, raw: &Spanned<RawAuth>, at: &str) -> Option<AuthSpec> {
+        let r = raw.get_ref();
+        let kind = r.kind.get_ref().as_str();
+        let fields: [(&str, Option<&Spanned<String>>); 10] = [
+            ("token", r.token.as_ref()),
+            ("username", r.username.as_ref()),
+            ("password", r.password.as_ref()),
+            ("key", r.key.as_ref()),
+            ("header", r.header.as_ref()),
+            ("query_param", r.query_param.as_ref()),
+            ("token_url", r.token_url.as_ref()),
+            ("client_id", r.client_id.as_ref()),
+            ("client_secret", r.client_secret.as_ref()),
+            ("scope", r.scope.as_ref()),
+        ];
+        let (allowed, required): (&[&str], &[&str]) = match kind {
+            "none" => (&[], &[]),
+            "bearer" => (&["token"], &["token"]),
+            "basic" => (&["username", "password"], &["username", "password"]),
+            "api_key" => (&["key", "header", "query_param"], &["key"]),
+            "oauth2" => (
+                &["token_url", "client_id", "client_secret", "scope"],
+                &["token_url", "client_id", "client_secret"],
+            ),
+            _ => {
+                self.problem(
+                    &r.kind,
+                    format!("{at}.type"),
+                    "expected one of \"none\", \"bearer\", \"basic\", \"api_key\", \"oauth2\"",
+                );
+                return None;
+            }
+        };
+        let mut values: BTreeMap<&str, String> = BTreeMap::new();
+        let mut ok = true;
+        for (key, value) in fields {
+            let Some(value) = value else { continue };
+            if !allowed.contains(&key) {
+                self.problem(
+                    value,
+                    format!("{at}.{key}"),
+                    format!("does not apply to type = {kind:?}"),
+                );
+                ok = false;
+                continue;
+            }
+            match self.string(value, &format!("{at}.{key}")) {
+                Some(v) => {
+                    values.insert(key, v);
+                }
+                None => ok = false,
+            }
+        }
+        for key in required {
+            if !values.contains_key(key) && fields.iter().any(|(k, v)| k == key && v.is_none()) {
+                self.problem(raw, at, format!("type = {kind:?} needs `{key}`"));
+                ok = false;
+            }
+        }
+        if !ok {
+            return None;
+        }
+        let mut take = |key: &str| values.remove(key).unwrap_or_default();
+        Some(match kind {
+            "none" => AuthSpec::None,
+            "bearer" => AuthSpec::Bearer {
+                token: Secret::new(take("token")),
+            },
+            "basic" => AuthSpec::Basic {
+                username: take("username"),
+                password: Secret::new(take("password")),
+            },
+            "api_key" => {
+                let header = take("header");
+                let query = take("query_param");
+                let placement = match (header.is_empty(), query.is_empty()) {
+                    (false, true) => match HeaderName::from_str(&header) {
+                        Ok(name) => KeyPlacement::Header(name),
+                        Err(_) => {
+                            self.problem(
+                                raw,
+                                format!("{at}.header"),
+                                "not a valid HTTP header name",
+                            );
+                            return None;
+                        }
+                    },
+                    (true, false) => KeyPlacement::Query(query),
+                    _ => {
+                        self.problem(
+                            raw,
+                            at,
+                            "type = \"api_key\" needs exactly one of `header` or `query_param`",
+                        );
+                        return None;
+                    }
+                };
+                AuthSpec::ApiKey {
+                    placement,
+                    key: Secret::new(take("key")),
+                }
+            }
+            _ => {
+                let token_url = take("token_url");
+                let Ok(token_url) = Url::parse(&token_url) else {
+                    self.problem(
+                        raw,
+                        format!("{at}.token_url"),
+                        "expected an absolute http(s) URL",
+                    );
+                    return None;
+                };
+                let scope = take("scope");
+                AuthSpec::OAuth2 {
+                    token_url,
+                    client_id: take("client_id"),
+                    client_secret: Secret::new(take("client_secret")),
+                    scope: (!scope.is_empty()).then_some(scope),
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,469 @@
+use std::path::Path;
+
+use expect_test::{Expect, expect};
+
+use super::*;
+
+const VALID: &str = r#"
+[state]
+path = "state/hw.db"
+
+[[sync]]
+name = "invoices_to_crm"
+
+[sync.source]
+base_url = "https://billing.example.com"
+path = "/v1/invoices"
+params = { status = "all" }
+headers = { "X-Api-Version" = "2024-01" }
+records_path = "data"
+version_field = "version"
+page_size = 500
+lag = "1m"
+lookback = "10m"
+start = "2026-01-01T00:00:00Z"
+lower_bound_param = "updated_after"
+upper_bound_param = "updated_before"
+auth = { type = "bearer", token = "${BILLING_TOKEN}" }
+
+[sync.source.pagination]
+style = "cursor"
+token_path = "next_cursor"
+
+[sync.mapping]
+external_id = "inv-{id}"
+fields = { email = "customer.email", "contact.name" = "customer.name" }
+constants = { origin = "billing" }
+required = { email = "string" }
+
+[sync.destination]
+type = "http"
+base_url = "https://crm.example.com"
+mode = "lookup"
+lookup_path = "/v1/contacts"
+lookup_param = "external_id"
+create_path = "/v1/contacts"
+update_path = "/v1/contacts/{dest_id}"
+external_id_field = "external_id"
+auth = { type = "oauth2", token_url = "https://crm.example.com/oauth/token", client_id = "hw", client_secret = "${CRM_SECRET}" }
+
+[sync.retry]
+base = "100ms"
+cap = "10s"
+max_attempts = 5
+"#;
+
+fn env(name: &str) -> Option<String> {
+    match name {
+        "BILLING_TOKEN" => Some("tok-123".into()),
+        "CRM_SECRET" => Some("s3cret".into()),
+        _ => None,
+    }
+}
+
+fn errors(text: &str) -> String {
+    match parse(text, Path::new("hw.toml"), &env) {
+        Ok(_) => "ok".into(),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn check(text: &str, expected: Expect) {
+    expected.assert_eq(&errors(text));
+}
+
+#[test]
+fn a_full_config_validates_into_a_spec() {
+    let config = parse(VALID, Path::new("conf/hw.toml"), &env).expect("valid config");
+    assert_eq!(config.state.path, Path::new("conf/state/hw.db"));
+    assert_eq!(config.state.merge_rows, DEFAULT_MERGE_ROWS);
+    let sync = config.sync("invoices_to_crm").expect("sync");
+    assert_eq!(sync.source.page_size, 500);
+    assert_eq!(sync.source.lag, Duration::from_secs(60));
+    assert!(
+        matches!(sync.source.http.auth, AuthSpec::Bearer { ref token } if token.expose() == "tok-123")
+    );
+    assert!(
+        matches!(&sync.destination, DestinationSpec::Http(d) if d.mode.name() == "lookup" && d.concurrency == 8)
+    );
+    assert_eq!(sync.retry.max_attempts, 5);
+    assert_eq!(sync.mapping.fields.len(), 2);
+}
+
+#[test]
+fn secrets_never_show_in_debug_output() {
+    let config = parse(VALID, Path::new("hw.toml"), &env).expect("valid config");
+    let dump = format!("{config:?}");
+    assert!(
+        !dump.contains("tok-123") && !dump.contains("s3cret"),
+        "{dump}"
+    );
+}
+
+#[test]
+fn unknown_key_names_line_and_key() {
+    check(
+        &VALID.replace("page_size = 500", "page_size = 500\npage_sise = 5"),
+        expect![[
+            r#"hw.toml:16: sync "invoices_to_crm".source.page_sise: unknown key `page_sise`, expected one of `base_url`, `path`, `params`, `headers`, `auth`, `timeout`, `rate_limit`, `error_path`, `records_path`, `id_field`, `updated_at_field`, `version_field`, `time_format`, `page_size`, `page_size_param`, `start`, `lag`, `lookback`, `lower_bound_param`, `upper_bound_param`, `lower_bound_exclusive`, `upper_bound_exclusive`, `sorted`, `pagination`"#
+        ]],
+    );
+}
+
+#[test]
+fn missing_env_var_names_the_variable_not_a_value() {
+    check(
+        &VALID.replace("${CRM_SECRET}", "${CRM_SECRETS}"),
+        expect![[
+            r#"hw.toml:42: sync "invoices_to_crm".destination.auth.client_secret: environment variable CRM_SECRETS is not set"#
+        ]],
+    );
+}
+
+#[test]
+fn invalid_toml_names_the_line() {
+    check(
+        "[[sync]]\nname = \"a\"\n[sync.source\n",
+        expect![[r#"hw.toml:3: invalid TOML: unclosed table, expected `]`"#]],
+    );
+}
+
+#[test]
+fn keys_of_another_style_or_mode_are_errors() {
+    check(
+        &VALID
+            .replace(
+                "token_path = \"next_cursor\"",
+                "token_path = \"n\"\noverlap = 3",
+            )
+            .replace("update_method", "x_update_method")
+            .replace(
+                "lookup_param = \"external_id\"",
+                "lookup_param = \"external_id\"\npath = \"/v1/x\"",
+            ),
+        expect![[r#"
+            hw.toml:26: sync "invoices_to_crm".source.pagination.overlap: does not apply to style = "cursor" (it takes: token_path, token_param)
+            hw.toml:40: sync "invoices_to_crm".destination.path: does not apply to mode = "lookup" (it takes: lookup_path, lookup_param, lookup_results_path, create_path, update_path, update_method)"#]],
+    );
+}
+
+#[test]
+fn bad_values_are_all_reported_at_once() {
+    check(
+        &VALID
+            .replace("lag = \"1m\"", "lag = \"soon\"")
+            .replace("style = \"cursor\"", "style = \"cursr\"")
+            .replace("max_attempts = 5", "max_attempts = 0"),
+        expect![[r#"
+            hw.toml:16: sync "invoices_to_crm".source.lag: expected a duration like "500ms", "30s", "5m" or "1h"
+            hw.toml:24: sync "invoices_to_crm".source.pagination.style: expected one of "cursor", "next_url", "keyset", "offset", "page"
+            hw.toml:47: sync "invoices_to_crm".retry.max_attempts: expected a whole number from 1 to 100"#]],
+    );
+}
+
+#[test]
+fn missing_required_keys_point_at_their_table() {
+    check(
+        "[[sync]]\nname = \"a\"\n[sync.source]\nbase_url = \"http://x\"\npagination = { style = \"keyset\" }\n[sync.destination]\ntype = \"http\"\nbase_url = \"http://y\"\nmode = \"put\"\n",
+        expect![[r#"
+            hw.toml:5: sync "a".source.pagination: style = "keyset" needs `updated_param` and `id_param` (the query parameters that take the last record's updated_at and id)
+            hw.toml:6: sync "a".destination: mode = "put" needs `path`"#]],
+    );
+}
+
+#[test]
+fn a_missing_file_says_how_to_fix_it() {
+    let err = load(Path::new("does/not/exist.toml")).expect_err("missing");
+    assert_eq!(
+        err.to_string(),
+        "does/not/exist.toml: config file not found (create it, or pass --config PATH)"
+    );
+}
+
+#[test]
+fn interpolation_handles_escapes_and_reports_bad_syntax() {
+    assert_eq!(
+        interpolate("a$${B}${BILLING_TOKEN}", &env),
+        Ok("a${B}tok-123".into())
+    );
+    assert_eq!(interpolate("cost $5", &env), Ok("cost $5".into()));
+    assert!(interpolate("${UNSET", &env).is_err());
+}
+
+#[test]
+fn templates_split_into_literals_and_fields() {
+    let t = parse_template("inv-{customer.id}-x").expect("template");
+    assert_eq!(t.parts.len(), 3);
+    assert!(parse_template("{}").is_err());
+}
+
+#[test]
+fn overlap_must_leave_room_for_new_records() {
+    let text = VALID.replace("page_size = 500", "page_size = 10").replace(
+        "style = \"cursor\"\ntoken_path = \"next_cursor\"",
+        "style = \"offset\"\noverlap = 10",
+    );
+    check(
+        &text,
+        expect![[
+            r#"hw.toml:23: sync "invoices_to_crm".source.pagination.overlap: must be smaller than page_size (10): each page re-reads `overlap` records"#
+        ]],
+    );
+}
+
+#[test]
+fn merge_rows_is_a_bounded_count() {
+    let with = |rows: &str| {
+        VALID.replace(
+            "path = \"state/hw.db\"",
+            &format!("path = \"state/hw.db\"\nmerge_rows = {rows}"),
+        )
+    };
+    let config = parse(&with("1000"), Path::new("hw.toml"), &env).expect("valid config");
+    assert_eq!(config.state.merge_rows, 1000);
+    check(
+        &with("10"),
+        expect!["hw.toml:4: state.merge_rows: expected a whole number from 500 to 10000000"],
+    );
+}
+
+#[test]
+fn lookup_and_post_need_the_external_id_field() {
+    let without = VALID.replace("external_id_field = \"external_id\"\n", "");
+    check(
+        &without,
+        expect![[
+            r#"hw.toml:33: sync "invoices_to_crm".destination: mode = "lookup" needs `external_id_field` (the field of a destination object that holds the external id)"#
+        ]],
+    );
+    let post = without
+        .replace(
+            "mode = \"lookup\"\nlookup_path = \"/v1/contacts\"\nlookup_param = \"external_id\"\ncreate_path = \"/v1/contacts\"\nupdate_path = \"/v1/contacts/{dest_id}\"",
+            "mode = \"post\"\npath = \"/v1/contacts/upsert\"",
+        );
+    check(
+        &post,
+        expect![[
+            r#"hw.toml:33: sync "invoices_to_crm".destination: mode = "post" needs `external_id_field` (the field of a destination object that holds the external id)"#
+        ]],
+    );
+}
+
+#[test]
+fn reading_back_and_late_writes_are_configured_per_mode() {
+    let put = VALID.replace(
+        "mode = \"lookup\"\nlookup_path = \"/v1/contacts\"\nlookup_param = \"external_id\"\ncreate_path = \"/v1/contacts\"\nupdate_path = \"/v1/contacts/{dest_id}\"",
+        "mode = \"put\"\npath = \"/v1/contacts/{external_id}\"\nread_path = \"/v1/contacts/{external_id}\"\nversion_header = \"X-Source-Version\"\nlate_write_window = \"45s\"",
+    );
+    let config = parse(&put, Path::new("hw.toml"), &env).expect("valid config");
+    let DestinationSpec::Http(http) = &config.syncs[0].destination else {
+        unreachable!("an HTTP destination")
+    };
+    assert_eq!(http.late_write_window, Duration::from_secs(45));
+    assert_eq!(
+        http.version_header.as_ref().map(|h| h.as_str()),
+        Some("x-source-version")
+    );
+    assert_eq!(
+        http.read.as_ref().map(|r| r.path.0.as_str()),
+        Some("/v1/contacts/{external_id}")
+    );
+    // By default a late write is awaited for three times the timeout.
+    let default = parse(VALID, Path::new("hw.toml"), &env).expect("valid config");
+    let DestinationSpec::Http(http) = &default.syncs[0].destination else {
+        unreachable!("an HTTP destination")
+    };
+    assert_eq!(http.late_write_window, http.http.timeout * 3);
+    check(
+        &put.replace(
+            "read_path = \"/v1/contacts/{external_id}\"",
+            "read_path = \"/v1/contacts\"",
+        )
+        .replace(
+            "late_write_window = \"45s\"",
+            "late_write_window = \"soon\"",
+        ),
+        expect![[r#"
+            hw.toml:40: sync "invoices_to_crm".destination.late_write_window: expected a duration like "500ms", "30s", "5m" or "1h"
+            hw.toml:38: sync "invoices_to_crm".destination.read_path: expected a path containing {external_id}"#]],
+    );
+    check(
+        &VALID.replace(
+            "update_path = \"/v1/contacts/{dest_id}\"",
+            "update_path = \"/v1/contacts/{dest_id}\"\nread_path = \"/v1/contacts/{external_id}\"",
+        ),
+        expect![[
+            r#"hw.toml:41: sync "invoices_to_crm".destination.read_path: does not apply to mode = "lookup" (it takes: lookup_path, lookup_param, lookup_results_path, create_path, update_path, update_method)"#
+        ]],
+    );
+}
+
+#[test]
+fn type_errors_name_types_as_toml_does() {
+    check(
+        &VALID.replace("style = \"cursor\"", "style = { a = 1 }"),
+        expect![[
+            r#"hw.toml:24: sync "invoices_to_crm".source.pagination.style: invalid type: table, expected a string"#
+        ]],
+    );
+    check(
+        &VALID.replace("token_path = \"next_cursor\"", "token_path = [1]"),
+        expect![[
+            r#"hw.toml:25: sync "invoices_to_crm".source.pagination.token_path: invalid type: array, expected a string"#
+        ]],
+    );
+    check(
+        &VALID.replace(
+            "auth = { type = \"bearer\", token = \"${BILLING_TOKEN}\" }",
+            "auth = \"bearer\"",
+        ),
+        expect![[
+            r#"hw.toml:21: sync "invoices_to_crm".source.auth: invalid type: string "bearer", expected a table"#
+        ]],
+    );
+    check(
+        &VALID.replace("max_attempts = 5", "max_attempts = \"5\""),
+        expect![[
+            r#"hw.toml:47: sync "invoices_to_crm".retry.max_attempts: invalid type: string "5", expected an integer"#
+        ]],
+    );
+    check(
+        &VALID.replace("page_size = 500", "page_size = 99999999999999999999"),
+        expect![[
+            "hw.toml:15: sync[0].source.page_size: integer `99999999999999999999` is out of range"
+        ]],
+    );
+    check(
+        &VALID.replace("params = { status = \"all\" }", "params = [\"all\"]"),
+        expect![[
+            r#"hw.toml:11: sync "invoices_to_crm".source.params: invalid type: array, expected a table"#
+        ]],
+    );
+}
+
+#[test]
+fn a_date_where_none_is_accepted_says_so() {
+    check(
+        &VALID.replace(
+            "start = \"2026-01-01T00:00:00Z\"",
+            "start = 2026-01-01T00:00:00Z",
+        ),
+        expect![[
+            r#"hw.toml:18: sync "invoices_to_crm".source.start: a date or time is not accepted here (in quotes it is a string)"#
+        ]],
+    );
+    check(
+        &VALID.replace(
+            "constants = { origin = \"billing\" }",
+            "constants = { since = 2026-01-01 }",
+        ),
+        expect![[
+            r#"hw.toml:30: sync "invoices_to_crm".mapping.constants.since: a date or time is not accepted here (in quotes it is a string)"#
+        ]],
+    );
+    check(
+        &VALID.replace(
+            "constants = { origin = \"billing\" }",
+            "constants = 07:32:00",
+        ),
+        expect![[
+            r#"hw.toml:30: sync "invoices_to_crm".mapping.constants: a date or time is not accepted here (in quotes it is a string)"#
+        ]],
+    );
+}
+
+mod properties;
+
+/// The warnings of a valid config, as `validate` prints them.
+fn warnings(text: &str) -> String {
+    match parse(text, Path::new("hw.toml"), &env) {
+        Ok(config) => config
+            .warnings
+            .iter()
+            .map(|w| w.in_file(&config.file).to_string())
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Err(e) => format!("not valid: {e}"),
+    }
+}
+
+#[test]
+fn runs_overlap_by_five_minutes_unless_told_otherwise() {
+    let text = VALID
+        .replace("lookback = \"10m\"\n", "")
+        .replace("lag = \"1m\"\n", "");
+    let config = parse(&text, Path::new("hw.toml"), &env).expect("valid config");
+    let source = &config.syncs[0].source;
+    assert_eq!(source.lookback, Duration::from_secs(300));
+    assert_eq!(source.lag, Duration::ZERO);
+    assert_eq!(warnings(&text), "");
+}
+
+#[test]
+fn a_config_that_reads_and_overlaps_windows_has_no_warnings() {
+    assert_eq!(warnings(VALID), "");
+}
+
+#[test]
+fn a_zero_lookback_set_explicitly_is_a_warning() {
+    let expected = expect![[
+        r#"hw.toml:17: sync "invoices_to_crm".source.lookback: runs do not overlap, so a record stamped before the last run's watermark but visible only after it (a slow transaction, a lagging replica) is never read; the default is 5m"#
+    ]];
+    expected.assert_eq(&warnings(
+        &VALID.replace("lookback = \"10m\"", "lookback = \"0s\""),
+    ));
+    expected.assert_eq(&warnings(
+        &VALID.replace("lookback = \"10m\"", "lookback = \"0m\""),
+    ));
+}
+
+#[test]
+fn no_lower_bound_is_a_warning_unless_keyset_pagination_gives_one() {
+    let without = VALID.replace("lower_bound_param = \"updated_after\"\n", "");
+    check(&without, expect!["ok"]);
+    expect![[r#"hw.toml:8: sync "invoices_to_crm".source: no `lower_bound_param` and pagination is not keyset: every run reads everything the source has, not only what changed since the last run"#]]
+    .assert_eq(&warnings(&without));
+    let keyset = without.replace(
+        "style = \"cursor\"\ntoken_path = \"next_cursor\"",
+        "style = \"keyset\"\nupdated_param = \"since\"\nid_param = \"after_id\"",
+    );
+    assert_eq!(warnings(&keyset), "");
+}
+
+#[test]
+fn strict_bounds_are_opt_in_and_need_the_bound_they_describe() {
+    let config = parse(VALID, Path::new("hw.toml"), &env).expect("valid config");
+    let source = &config.syncs[0].source;
+    assert!(!source.lower_bound_exclusive && !source.upper_bound_exclusive);
+
+    let strict = VALID.replace(
+        "upper_bound_param = \"updated_before\"",
+        "upper_bound_param = \"updated_before\"\nlower_bound_exclusive = true\nupper_bound_exclusive = true",
+    );
+    let config = parse(&strict, Path::new("hw.toml"), &env).expect("valid config");
+    let source = &config.syncs[0].source;
+    assert!(source.lower_bound_exclusive && source.upper_bound_exclusive);
+
+    let keyset = strict
+        .replace("lower_bound_param = \"updated_after\"\n", "")
+        .replace("upper_bound_param = \"updated_before\"\n", "")
+        .replace(
+            "style = \"cursor\"\ntoken_path = \"next_cursor\"",
+            "style = \"keyset\"\nupdated_param = \"since\"\nid_param = \"after_id\"",
+        );
+    check(
+        &keyset,
+        expect![[
+            r#"hw.toml:20: sync "invoices_to_crm".source.upper_bound_exclusive: does not apply: the bound is sent only with `upper_bound_param`"#
+        ]],
+    );
+    check(
+        &keyset.replace(
+            "style = \"keyset\"\nupdated_param = \"since\"\nid_param = \"after_id\"",
+            "style = \"cursor\"",
+        ),
+        expect![[r#"
+            hw.toml:19: sync "invoices_to_crm".source.lower_bound_exclusive: does not apply: the bound is sent only with `lower_bound_param` or keyset pagination
+            hw.toml:20: sync "invoices_to_crm".source.upper_bound_exclusive: does not apply: the bound is sent only with `upper_bound_param`"#]],
+    );
+}

@@ -1,0 +1,148 @@
+//! The run's side of the state store's commits: gathers resolved pages, their
+//! ledger rows and dead letters, and announcements of writes into one commit, and
+//! moves the checkpoint once the store confirms it.
+
+use super::*;
+
+impl Runner<'_> {
+    /// Gathers what is ready for the store into one commit: every fully resolved
+    /// page (ledger rows and dead letters; the checkpoint only as far as the
+    /// frontier allows) and every write waiting to be announced. Announcements
+    /// alone make a commit only when `announce_now`: the writes ready to go are
+    /// running out.
+    pub(super) fn next_commit(&mut self, announce_now: bool) -> Option<CommitJob> {
+        let complete: Vec<u64> = self
+            .pages
+            .keys()
+            .copied()
+            .filter(|seq| self.frontier.is_complete(*seq))
+            .collect();
+        if complete.is_empty() && (self.held.is_empty() || !announce_now) {
+            return None;
+        }
+        let mut commit = PageCommit::default();
+        for seq in &complete {
+            let Some(page) = self.pages.remove(seq) else {
+                continue;
+            };
+            commit.ledger.extend(page.commit.ledger);
+            commit.dead_letters.extend(page.commit.dead_letters);
+            commit.resolved.extend(page.commit.resolved);
+            commit.readbacks.extend(page.commit.readbacks);
+            if let Some(batch) = page.commit.unsettled {
+                commit
+                    .unsettled
+                    .get_or_insert_with(IntentBatch::default)
+                    .intents
+                    .extend(batch.intents);
+            }
+        }
+        self.staged_rows += commit.ledger.len();
+        if self.staged_rows >= self.merge_rows {
+            commit.merge = true;
+            self.staged_rows = 0;
+        }
+        // A batch whose pages have all committed announced nothing that is not now
+        // in the ledger or the dead letters: it goes in the same transaction.
+        for (_, pages) in &mut self.batches {
+            pages.retain(|seq| !complete.contains(seq));
+        }
+        let (retired, open) = std::mem::take(&mut self.batches)
+            .into_iter()
+            .partition(|(_, pages)| pages.is_empty());
+        self.batches = open;
+        commit.retire = retired.into_iter().map(|(id, _)| id).collect();
+        let checkpoint = self.frontier.advance().map(|(pages, cursor)| {
+            self.counters.pages += pages as u64;
+            cursor_json(&cursor)
+        });
+        self.commits_sent += 1;
+        let number = self.commits_sent;
+        if let Some(batch) = &mut commit.unsettled {
+            batch.id = format!("unsettled-{}-{number}", self.invocation);
+        }
+        let held = std::mem::take(&mut self.held);
+        if !held.is_empty() {
+            let id = format!("{}-{number}", self.invocation);
+            self.batches
+                .push((id.clone(), held.iter().map(|job| job.seq).collect()));
+            let intents = held
+                .iter()
+                .map(|job| Intent {
+                    source_id: job.record.id().to_owned(),
+                    version: job.record.version,
+                    updated_at: job.record.updated_at(),
+                    settles_at: None,
+                })
+                .collect();
+            commit.announce = Some(IntentBatch { id, intents });
+            self.announced.push_back((number, held));
+        }
+        Some(CommitJob {
+            number,
+            pages: complete,
+            commit,
+            checkpoint,
+            counters: self.counters,
+        })
+    }
+
+    /// A commit is durable: the store itself now knows what those pages resolved,
+    /// and the writes it announced may go. `confirmed` counts confirmed commits.
+    pub(super) fn committed(&mut self, ack: &CommitAck, confirmed: &AtomicU64) {
+        let confirmed = confirmed.fetch_add(1, Ordering::AcqRel) + 1;
+        let pages = &ack.pages;
+        self.dead
+            .values_mut()
+            .filter(|r| r.committed.is_none() && pages.contains(&r.page))
+            .for_each(|r| r.committed = Some(confirmed));
+        self.staged_pages.extend(pages);
+        if ack.merged {
+            let merged = std::mem::take(&mut self.staged_pages);
+            self.written
+                .values_mut()
+                .filter(|r| r.committed.is_none() && merged.contains(&r.page))
+                .for_each(|r| r.committed = Some(confirmed));
+        }
+        while self
+            .announced
+            .front()
+            .is_some_and(|(n, _)| *n <= ack.number)
+        {
+            if let Some((_, jobs)) = self.announced.pop_front() {
+                self.in_flight += jobs.len();
+                for job in jobs {
+                    // The queue's receiving end is this runner's own: never closed.
+                    let _ = self.ready.send(job);
+                }
+            }
+        }
+        if !pages.is_empty() {
+            tracing::debug!(
+                event = crate::obs::PAGE_COMMITTED,
+                sync = %self.spec.name,
+                run_id = %self.run_id,
+                pages = self.counters.pages,
+                "pages committed"
+            );
+            self.progress.send_replace(self.snapshot());
+        }
+    }
+}
+
+/// Resolved pages and announced writes on their way into the state store.
+pub(super) struct CommitJob {
+    pub(super) number: u64,
+    pub(super) pages: Vec<u64>,
+    pub(super) commit: PageCommit,
+    pub(super) checkpoint: Option<Value>,
+    pub(super) counters: Counters,
+}
+
+/// A commit the store confirmed.
+pub(super) struct CommitAck {
+    pub(super) number: u64,
+    pub(super) pages: Vec<u64>,
+    /// Every staged ledger row, up to and including this commit's, is merged.
+    pub(super) merged: bool,
+}
