@@ -2,6 +2,7 @@
 //! ledger rows and dead letters, and announcements of writes into one commit, and
 //! moves the checkpoint once the store confirms it.
 
+use super::committer::{CommitAck, CommitJob};
 use super::*;
 
 impl Runner<'_> {
@@ -88,22 +89,11 @@ impl Runner<'_> {
     }
 
     /// A commit is durable: the store itself now knows what those pages resolved,
-    /// and the writes it announced may go. `confirmed` counts confirmed commits.
-    pub(super) fn committed(&mut self, ack: &CommitAck, confirmed: &AtomicU64) {
-        let confirmed = confirmed.fetch_add(1, Ordering::AcqRel) + 1;
+    /// and the writes it announced may go.
+    pub(super) fn committed(&mut self, ack: &CommitAck) {
+        let confirmed = self.confirmed.fetch_add(1, Ordering::AcqRel) + 1;
         let pages = &ack.pages;
-        self.dead
-            .values_mut()
-            .filter(|r| r.committed.is_none() && pages.contains(&r.page))
-            .for_each(|r| r.committed = Some(confirmed));
-        self.staged_pages.extend(pages);
-        if ack.merged {
-            let merged = std::mem::take(&mut self.staged_pages);
-            self.written
-                .values_mut()
-                .filter(|r| r.committed.is_none() && merged.contains(&r.page))
-                .for_each(|r| r.committed = Some(confirmed));
-        }
+        self.view.committed(pages, ack.merged, confirmed);
         while self
             .announced
             .front()
@@ -128,21 +118,4 @@ impl Runner<'_> {
             self.progress.send_replace(self.snapshot());
         }
     }
-}
-
-/// Resolved pages and announced writes on their way into the state store.
-pub(super) struct CommitJob {
-    pub(super) number: u64,
-    pub(super) pages: Vec<u64>,
-    pub(super) commit: PageCommit,
-    pub(super) checkpoint: Option<Value>,
-    pub(super) counters: Counters,
-}
-
-/// A commit the store confirmed.
-pub(super) struct CommitAck {
-    pub(super) number: u64,
-    pub(super) pages: Vec<u64>,
-    /// Every staged ledger row, up to and including this commit's, is merged.
-    pub(super) merged: bool,
 }

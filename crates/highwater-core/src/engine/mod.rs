@@ -9,10 +9,14 @@
 
 mod ahead;
 mod commit;
+mod committer;
 pub mod decide;
+mod events;
 pub mod frontier;
 mod route;
 mod settle;
+mod slots;
+mod view;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -24,13 +28,12 @@ use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::AbortOnDropHandle;
 
 use crate::config::SyncSpec;
 use crate::http::{Api, HttpError};
 use crate::mapping::{MappedRecord, map_record};
 use crate::record::SourceRecord;
-use crate::sink::{Encoded, Sink, SinkError, Write};
+use crate::sink::{Encoded, Sink, SinkError};
 use crate::source::{Cursor, Extracted, SourceError, Window};
 use crate::state::{
     Counters, DeadLetter, Intent, IntentBatch, Known, LedgerEntry, PageCommit, Readback, RunRow,
@@ -38,11 +41,14 @@ use crate::state::{
 };
 use crate::stop::{Stop, StopReason};
 use ahead::{Arrival, Delivery, ReadAhead, ReadPage};
-use commit::{CommitAck, CommitJob};
+use committer::Committer;
 use decide::{Decision, SurgeGuard, decide, plan_window};
+use events::{Event, Inputs};
 pub use frontier::Frontier;
-use route::{Routed, slot_ended, write_slot};
+use route::Routed;
 use settle::Compare;
+use slots::WriteSlots;
+use view::LedgerView;
 
 /// Pages fetched ahead of those being written: the source keeps reading while the
 /// destination works, and a slow destination still pushes back on the source.
@@ -319,17 +325,12 @@ struct Runner<'a> {
     /// for it, so versions reach the destination in order.
     busy: HashSet<String>,
     waiting: HashMap<String, VecDeque<(u64, Arrival)>>,
-    /// What this invocation resolved that the store's snapshots may not hold yet,
-    /// newest first: the ledger as it will be once those pages are merged into it.
-    written: HashMap<String, Remembered<LedgerEntry>>,
+    /// What this invocation resolved that the store's lookups may not show yet.
+    view: LedgerView,
     /// Ledger rows sent to be staged since the last merge was asked for.
     staged_rows: usize,
     /// Staged rows that make the next commit merge them.
     merge_rows: usize,
-    /// Pages whose ledger rows are staged, durably, and not merged yet.
-    staged_pages: BTreeSet<u64>,
-    /// Fingerprints of dead letters, likewise.
-    dead: HashMap<String, Remembered<String>>,
     /// Writes announced by earlier invocations and never known to have settled:
     /// the destination may hold those versions, so nothing older goes over them.
     floors: HashMap<String, Intent>,
@@ -365,6 +366,14 @@ struct Runner<'a> {
     commits_sent: u64,
     /// Whether anything may have reached the destination in this invocation.
     wrote: bool,
+    /// Pages admitted by this invocation.
+    admitted: u64,
+    /// The reading thread said the source has no more pages.
+    source_done: bool,
+    /// Commits the store confirmed; the reading thread reads it with each lookup.
+    confirmed: Arc<AtomicU64>,
+    /// Ids whose write just ended while later copies wait.
+    released: Vec<String>,
     /// Finished writes, whose records the reading thread allocated: it frees them
     /// too, in batches, so the write path does not spend its time in `free`.
     spent: Vec<WriteJob>,
@@ -389,26 +398,6 @@ struct Unsettled {
     version: Option<i64>,
     updated_at: Timestamp,
     settles_at: Timestamp,
-}
-
-/// Something this invocation resolved, kept in memory until every page still to
-/// be admitted was looked up after it reached the tables lookups read.
-struct Remembered<T> {
-    page: u64,
-    /// The count of confirmed commits once the one that put it in those tables
-    /// (for a ledger row, the one that merged it) was confirmed.
-    committed: Option<u64>,
-    value: T,
-}
-
-impl<T> Remembered<T> {
-    fn new(page: u64, value: T) -> Self {
-        Remembered {
-            page,
-            committed: None,
-            value,
-        }
-    }
 }
 
 /// A record on its way to the destination.
@@ -471,11 +460,9 @@ impl<'a> Runner<'a> {
             in_flight: 0,
             busy: HashSet::new(),
             waiting: HashMap::new(),
-            written: HashMap::new(),
+            view: LedgerView::default(),
             staged_rows: 0,
             merge_rows: merge_rows.max(1),
-            staged_pages: BTreeSet::new(),
-            dead: HashMap::new(),
             floors: HashMap::new(),
             held_back: Vec::new(),
             unsettled: HashMap::new(),
@@ -492,6 +479,10 @@ impl<'a> Runner<'a> {
             announced: VecDeque::new(),
             commits_sent: 0,
             wrote: false,
+            admitted: 0,
+            source_done: false,
+            confirmed: Arc::new(AtomicU64::new(0)),
+            released: Vec::new(),
             spent: Vec::with_capacity(SPENT_BATCH),
             spent_tx: None,
         }
@@ -554,8 +545,7 @@ impl<'a> Runner<'a> {
                 );
             }
         }
-        let (pages_tx, mut pages_rx) = mpsc::channel::<Delivery>(PREFETCH);
-        let confirmed = Arc::new(AtomicU64::new(0));
+        let (pages_tx, pages_rx) = mpsc::channel::<Delivery>(PREFETCH);
         // The reading thread stops when this loop is done with it, however it ends.
         let (reading_stop, reading_guard) = stop.child();
         let (spent_tx, spent_rx) = mpsc::unbounded_channel();
@@ -570,67 +560,11 @@ impl<'a> Runner<'a> {
             store: self.store.clone(),
             sync: self.spec.name.clone(),
             stop: reading_stop,
-            confirmed: Arc::clone(&confirmed),
+            confirmed: Arc::clone(&self.confirmed),
         }
         .spawn(pages_tx, spent_rx)
         .map_err(FailureCause::Thread)?;
-        // Commits run beside the writes: a page's fsync does not stall the next
-        // page's writes. What is being committed stays in the run's own view of the
-        // ledger until the commit is confirmed.
-        let (commit_tx, mut commit_rx) = mpsc::channel::<CommitJob>(2);
-        let (done_tx, mut done_rx) = mpsc::channel::<(CommitAck, Result<(), FailureCause>)>(4);
-        let (store, sync, run_id) = (
-            self.store.clone(),
-            self.spec.name.clone(),
-            self.run_id.clone(),
-        );
-        let sink_for_commits = Arc::clone(&sink);
-        // Its own task, so that the loop below goes on admitting pages and handling
-        // answers while a commit waits on SQLite's worker thread and its fsync.
-        let committer = tokio::spawn(async move {
-            while let Some(job) = commit_rx.recv().await {
-                let result = match sink_for_commits.flush().await {
-                    Ok(()) => store
-                        .commit_page(
-                            &sync,
-                            &run_id,
-                            &job.commit,
-                            job.checkpoint.as_ref(),
-                            &job.counters,
-                        )
-                        .await
-                        .map_err(FailureCause::from),
-                    Err(e) => Err(FailureCause::Destination(e)),
-                };
-                let ack = CommitAck {
-                    number: job.number,
-                    pages: job.pages,
-                    merged: job.commit.merge,
-                };
-                if done_tx.send((ack, result)).await.is_err() {
-                    break;
-                }
-            }
-        });
-        let mut committer = AbortOnDropHandle::new(committer);
-        let mut committing = true;
-        let mut commits_pending = 0usize;
-        let mut source_done = false;
-        let mut admitted = 0u64;
         let concurrency = sink.concurrency();
-        // The write slots live as long as this loop: dropping the set aborts them.
-        let (answers_tx, mut answers) = mpsc::unbounded_channel();
-        let mut slots = tokio::task::JoinSet::new();
-        for _ in 0..concurrency {
-            slots.spawn(write_slot(
-                Arc::clone(&sink),
-                stop.clone(),
-                self.unclaimed.clone(),
-                answers_tx.clone(),
-            ));
-        }
-        drop(answers_tx);
-        let mut fired = std::pin::pin!(stop.fired());
         // Every write carries its request's timeout timer, and tokio wakes its own
         // driver (a system call) whenever a new timer is due before all those it
         // holds, as each write's would be. A timer kept due earlier than any of
@@ -642,106 +576,62 @@ impl<'a> Runner<'a> {
             }
             crate::config::DestinationSpec::JsonLines(_) => Duration::from_secs(3600),
         };
-        let mut leading = std::pin::pin!(tokio::time::sleep(lead));
-        // The reading thread may be mid-backoff when the run ends; its stop fires then.
+        let mut inputs = Inputs {
+            pages: pages_rx,
+            slots: WriteSlots::spawn(&sink, stop, &self.unclaimed, concurrency),
+            committer: Committer::spawn(
+                self.store.clone(),
+                self.spec.name.clone(),
+                self.run_id.clone(),
+                Arc::clone(&sink),
+            ),
+            stop: stop.clone(),
+            fired: Box::pin({
+                let stop = stop.clone();
+                async move { stop.fired().await }
+            }),
+            leading: Box::pin(tokio::time::sleep(lead)),
+            lead,
+        };
         let outcome = loop {
             // Group commit: whatever accumulated while the last commits ran goes in one.
             let runway =
                 self.unclaimed.len() + self.announced.iter().map(|(_, j)| j.len()).sum::<usize>();
             let announce_now = runway < RUNWAY_PER_SLOT * concurrency;
-            if commits_pending < 2
+            if inputs.committer.has_room()
                 && let Some(job) = self.next_commit(announce_now)
+                && let Err(e) = inputs.committer.send(job)
             {
-                commits_pending += 1;
-                if commit_tx.send(job).await.is_err() {
-                    break Err(FailureCause::State(StateError::Corrupt(
-                        "the committer stopped".into(),
-                    )));
-                }
+                break Err(e);
             }
+            let committing = inputs.committer.pending() > 0;
             // Records held back below a floor wait until everything else is
             // done; then the destination says whether the floor's write arrived.
-            if source_done && commits_pending == 0 && self.only_held_back_left() {
+            if self.source_done && !committing && self.only_held_back_left() {
                 if let Err(e) = self.settle_held_back(&sink, stop).await {
                     break Err(e);
                 }
                 continue;
             }
-            if source_done && self.pages.is_empty() && commits_pending == 0 {
-                if let Err(e) = self.settle_readbacks(&sink, stop).await {
-                    break Err(e);
-                }
-                let now = Timestamp::now();
-                let unsettled: Vec<Intent> = self
-                    .unsettled
-                    .iter()
-                    .filter(|(_, u)| u.settles_at > now)
-                    .map(|(id, u)| Intent {
-                        source_id: id.clone(),
-                        version: u.version,
-                        updated_at: u.updated_at,
-                        settles_at: Some(u.settles_at),
-                    })
-                    .collect();
-                break self
-                    .store
-                    .complete_run(
-                        &self.run_id,
-                        &cursor_json(&Cursor::End),
-                        &self.counters,
-                        &unsettled,
-                    )
-                    .await
-                    .map(|()| RunOutcome::Completed)
-                    .map_err(FailureCause::from);
+            if self.source_done && self.pages.is_empty() && !committing {
+                break self.complete(&sink, stop).await;
             }
             if let Some(reason) = stop.reason() {
                 break Ok(RunOutcome::Stopped(reason));
             }
-            let budget_left = max_pages.is_none_or(|max| admitted < max);
+            let budget_left = max_pages.is_none_or(|max| self.admitted < max);
             if !budget_left && self.pages.is_empty() {
                 break Ok(RunOutcome::Stopped(StopReason::MaxPages));
             }
-            let admit = !source_done && budget_left && self.pages.len() < PAGES_IN_FLIGHT;
-            tokio::select! {
-                biased;
-                Some((ack, result)) = done_rx.recv(), if commits_pending > 0 => {
-                    commits_pending -= 1;
-                    if let Err(e) = result {
-                        break Err(e);
-                    }
-                    self.committed(&ack, &confirmed);
-                }
-                Some((job, result)) = answers.recv() => {
-                    self.in_flight -= 1;
-                    if let Err(e) = self.finish_write(job, result).await {
-                        break Err(e);
-                    }
-                }
-                Some(ended) = slots.join_next() => break Err(slot_ended(ended)),
-                page = pages_rx.recv(), if admit => match page {
-                    Some(Ok(Some(read))) => {
-                        admitted += 1;
-                        if let Err(e) = self.admit(read) {
-                            break Err(e);
-                        }
-                    }
-                    Some(Ok(None)) => source_done = true,
-                    // The thread says when the source is exhausted; gone without a
-                    // word, it was stopped or it failed — never the end of the source.
-                    None => match stop.reason() {
-                        Some(reason) => break Ok(RunOutcome::Stopped(reason)),
-                        None => break Err(FailureCause::ReaderGone),
-                    },
-                    // The reading thread may see the stop before this loop does.
-                    Some(Err(e)) => break match e.stopped() {
-                        Some(reason) => Ok(RunOutcome::Stopped(reason)),
-                        None => Err(e),
-                    },
-                },
-                _ = &mut committer, if committing => committing = false,
-                reason = &mut fired => break Ok(RunOutcome::Stopped(reason)),
-                () = &mut leading => leading.as_mut().reset(Instant::now() + lead),
+            let admit = !self.source_done && budget_left && self.pages.len() < PAGES_IN_FLIGHT;
+            let event = inputs.next(admit).await;
+            match self.handle(event) {
+                Ok(None) => {}
+                Ok(Some(outcome)) => break Ok(outcome),
+                Err(e) => break Err(e),
+            }
+            if let Err(e) = self.release_waiting().await {
+                break Err(e);
             }
         };
         // Writes no slot has taken are not sent.
@@ -751,20 +641,10 @@ impl<'a> Runner<'a> {
             // Announcements are dropped: those writes are not sent.
             self.held.clear();
             if let Some(job) = self.next_commit(true) {
-                commits_pending += 1;
-                let _ = commit_tx.send(job).await;
+                inputs.committer.send(job)?;
             }
-            drop(commit_tx);
-            if committing {
-                let _ = (&mut committer).await;
-            }
-            while commits_pending > 0 {
-                let Some((ack, result)) = done_rx.recv().await else {
-                    break;
-                };
-                commits_pending -= 1;
-                result?;
-                self.committed(&ack, &confirmed);
+            for ack in inputs.committer.finish().await? {
+                self.committed(&ack);
             }
         }
         // A failure may leave writes out: wait a little for their answers, since
@@ -773,7 +653,7 @@ impl<'a> Runner<'a> {
             let mut grace = std::pin::pin!(tokio::time::sleep(Duration::from_secs(5)));
             while self.in_flight > 0 {
                 tokio::select! {
-                    answer = answers.recv() => match answer {
+                    answer = inputs.slots.answer() => match answer {
                         Some((_, result)) => {
                             self.in_flight -= 1;
                             self.note_outcome(&result);
@@ -793,11 +673,78 @@ impl<'a> Runner<'a> {
         // The reading thread lets go of the store before the run returns.
         drop(reading_guard);
         let _ = tokio::time::timeout(Duration::from_secs(5), async {
-            while pages_rx.recv().await.is_some() {}
+            while inputs.pages.recv().await.is_some() {}
         })
         .await;
         let retries = source_api.retries() + sink.retries();
         outcome.map(|o| (o, retries))
+    }
+
+    /// Reacts to one event. Plain synchronous bookkeeping: what needs the store
+    /// or the network is left for the loop (`release_waiting`, the settle phases).
+    fn handle(&mut self, event: Event) -> Result<Option<RunOutcome>, FailureCause> {
+        match event {
+            Event::Page(read) => {
+                self.admitted += 1;
+                self.admit(read)?;
+            }
+            Event::SourceDone => self.source_done = true,
+            Event::Answer((job, result)) => {
+                self.in_flight -= 1;
+                self.finish_write(job, result)?;
+            }
+            Event::Committed(ack) => self.committed(&ack),
+            Event::Stop(reason) => return Ok(Some(RunOutcome::Stopped(reason))),
+            Event::Failed(cause) => return Err(cause),
+        }
+        Ok(None)
+    }
+
+    /// Ends the run once every page is committed: reads back what must be, then
+    /// completes the run with the writes that may still land.
+    async fn complete(&mut self, sink: &Sink, stop: &Stop) -> Result<RunOutcome, FailureCause> {
+        self.settle_readbacks(sink, stop).await?;
+        let now = Timestamp::now();
+        let unsettled: Vec<Intent> = self
+            .unsettled
+            .iter()
+            .filter(|(_, u)| u.settles_at > now)
+            .map(|(id, u)| Intent {
+                source_id: id.clone(),
+                version: u.version,
+                updated_at: u.updated_at,
+                settles_at: Some(u.settles_at),
+            })
+            .collect();
+        self.store
+            .complete_run(
+                &self.run_id,
+                &cursor_json(&Cursor::End),
+                &self.counters,
+                &unsettled,
+            )
+            .await?;
+        Ok(RunOutcome::Completed)
+    }
+
+    /// Later copies of records whose write just ended may go now — in order, each
+    /// decided against what the store and this run know at this moment.
+    async fn release_waiting(&mut self) -> Result<(), FailureCause> {
+        while let Some(id) = self.released.pop() {
+            while !self.busy.contains(&id) {
+                let Some(queue) = self.waiting.get_mut(&id) else {
+                    break;
+                };
+                let next = queue.pop_front();
+                if queue.is_empty() {
+                    self.waiting.remove(&id);
+                }
+                let Some((seq, arrival)) = next else { break };
+                self.refresh_known(seq, &id).await?;
+                self.route(seq, arrival)?;
+            }
+        }
+        Ok(())
     }
 
     /// Takes a page in: decides every record that needs no write, queues the rest.
@@ -810,9 +757,7 @@ impl<'a> Runner<'a> {
         } = read;
         // This page's snapshot, and those of every page read after it, hold what
         // had committed before it was looked up.
-        let stale = |r: &Option<u64>| r.is_some_and(|c| c <= confirmed);
-        self.written.retain(|_, r| !stale(&r.committed));
-        self.dead.retain(|_, r| !stale(&r.committed));
+        self.view.admitted(confirmed);
         self.counters.read += arrivals.len() as u64;
         self.counters.beyond_watermark += page.beyond_watermark;
         self.counters.requests += u64::from(page.requests);
@@ -862,7 +807,7 @@ impl<'a> Runner<'a> {
         }
     }
 
-    async fn finish_write(
+    fn finish_write(
         &mut self,
         mut job: WriteJob,
         result: Result<crate::sink::Written, SinkError>,
@@ -882,8 +827,7 @@ impl<'a> Runner<'a> {
                     run_id: self.run_id.clone(),
                 };
                 self.note_late_writes(&job, &ledger, written.unsettled_since);
-                self.written
-                    .insert(id.clone(), Remembered::new(job.seq, ledger.clone()));
+                self.view.remember_written(job.seq, ledger.clone());
                 Resolution::Written {
                     ledger,
                     resolves_dead_letter: job.dead_lettered,
@@ -898,18 +842,14 @@ impl<'a> Runner<'a> {
                     format!("destination answered HTTP {status}: {reason}"),
                     &job.record.body,
                 );
-                self.dead.insert(
-                    id.clone(),
-                    Remembered::new(job.seq, letter.fingerprint.clone()),
-                );
+                self.view
+                    .remember_dead(job.seq, &id, letter.fingerprint.clone());
                 Resolution::DeadLettered(letter)
             }
             Err(SinkError::Unwritable(reason)) => {
                 let letter = self.dead_letter(&id, "destination", reason, &job.record.body);
-                self.dead.insert(
-                    id.clone(),
-                    Remembered::new(job.seq, letter.fingerprint.clone()),
-                );
+                self.view
+                    .remember_dead(job.seq, &id, letter.fingerprint.clone());
                 Resolution::DeadLettered(letter)
             }
             Err(e) => return Err(FailureCause::Destination(e)),
@@ -923,19 +863,8 @@ impl<'a> Runner<'a> {
             let batch = std::mem::replace(&mut self.spent, Vec::with_capacity(SPENT_BATCH));
             let _ = spent_tx.send(batch);
         }
-        // Later copies of this record, from later pages, may go now — in order, each
-        // decided against what the store and this run know at this moment.
-        while !self.busy.contains(&id) {
-            let Some(queue) = self.waiting.get_mut(&id) else {
-                break;
-            };
-            let next = queue.pop_front();
-            if queue.is_empty() {
-                self.waiting.remove(&id);
-            }
-            let Some((seq, arrival)) = next else { break };
-            self.refresh_known(seq, &id).await?;
-            self.route(seq, arrival)?;
+        if self.waiting.contains_key(&id) {
+            self.released.push(id);
         }
         Ok(())
     }
@@ -993,16 +922,14 @@ impl<'a> Runner<'a> {
                 // A newer version with the same payload moves the ledger on; a
                 // later copy must be judged against it, not against the older row.
                 if let Some(entry) = &ledger {
-                    self.written
-                        .insert(entry.source_id.clone(), Remembered::new(seq, entry.clone()));
+                    self.view.remember_written(seq, entry.clone());
                 }
                 page.commit.ledger.extend(ledger);
             }
             Resolution::Stale { ledger } => {
                 self.counters.stale += 1;
                 if let Some(entry) = &ledger {
-                    self.written
-                        .insert(entry.source_id.clone(), Remembered::new(seq, entry.clone()));
+                    self.view.remember_written(seq, entry.clone());
                 }
                 page.commit.ledger.extend(ledger);
             }

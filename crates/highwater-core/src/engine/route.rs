@@ -1,6 +1,5 @@
-//! Where each record goes before any write — resolved at once (unchanged, stale,
-//! dead-lettered), written, or held back — and the write slots that carry writes
-//! to the sink.
+//! Where each record goes before any write: resolved at once (unchanged, stale,
+//! dead-lettered), written, or held back.
 
 use super::*;
 
@@ -19,10 +18,10 @@ impl Runner<'_> {
             Extracted::Record(r) => (r.id(), &r.body, None),
             Extracted::Invalid { id, body, reason } => (id.as_str(), body, Some(reason)),
         };
-        let dead_fingerprint = match self.dead.get(id) {
-            Some(r) => Some(&r.value),
-            None => known.and_then(|k| k.dead.get(id)),
-        };
+        let dead_fingerprint = self
+            .view
+            .dead(id)
+            .or_else(|| known.and_then(|k| k.dead.get(id)));
         // Hashing the body costs; only a record with a dead letter needs it.
         if dead_fingerprint.is_some_and(|fp| *fp == self.fingerprint(body)) {
             return Routed::Resolved(Resolution::StillDeadLettered);
@@ -54,10 +53,10 @@ impl Runner<'_> {
             let letter = self.dead_letter(record.id(), "mapping", reason, &record.body);
             return Routed::Resolved(Resolution::DeadLettered(letter));
         }
-        let written = match self.written.get(record.id()) {
-            Some(r) => Some(&r.value),
-            None => known.and_then(|k| k.ledger.get(record.id())),
-        };
+        let written = self
+            .view
+            .written(record.id())
+            .or_else(|| known.and_then(|k| k.ledger.get(record.id())));
         let pending = self.floors.get(record.id());
         match decide(
             record.version,
@@ -120,9 +119,9 @@ impl Runner<'_> {
         }
         let holder = known?.holders.get(external_id)?;
         let moved = self
-            .written
-            .get(holder)
-            .is_some_and(|r| r.value.external_id != external_id);
+            .view
+            .written(holder)
+            .is_some_and(|e| e.external_id != external_id);
         (!moved).then_some(holder.as_str())
     }
 
@@ -157,88 +156,4 @@ pub(super) enum Routed {
     Resolved(Resolution),
     Write(WriteJob),
     HeldBack(HeldBack),
-}
-
-type WriteOutcome = (WriteJob, Result<crate::sink::Written, SinkError>);
-
-/// One write slot, for the whole run: it takes announced writes off the queue,
-/// one at a time, and hands each outcome back to the run loop. When the next write
-/// is already waiting, its request goes on the wire before the last answer reaches
-/// the loop, so that the loop's bookkeeping runs while the destination works
-/// instead of between an answer and the next request.
-pub(super) async fn write_slot(
-    sink: Arc<Sink>,
-    stop: Stop,
-    queue: flume::Receiver<WriteJob>,
-    answers: mpsc::UnboundedSender<WriteOutcome>,
-) {
-    let mut answered: Option<WriteOutcome> = None;
-    loop {
-        // An answer that ends the run goes back before anything else is sent.
-        let ends_run = answered
-            .as_ref()
-            .is_some_and(|(_, result)| result.as_ref().is_err_and(|e| !e.is_record_level()));
-        let next = if ends_run {
-            None
-        } else {
-            queue.try_recv().ok()
-        };
-        let job = match next {
-            Some(job) => job,
-            None => {
-                if let Some(outcome) = answered.take()
-                    && answers.send(outcome).is_err()
-                {
-                    return;
-                }
-                match queue.recv_async().await {
-                    Ok(job) => job,
-                    Err(_) => return,
-                }
-            }
-        };
-        let outcome = match answered.take() {
-            // `join` polls the write first: its request is handed over before the
-            // loop is woken with the last answer.
-            Some(last) => {
-                let (outcome, sent) = futures_util::future::join(write(&sink, &stop, job), async {
-                    answers.send(last)
-                })
-                .await;
-                if sent.is_err() {
-                    return;
-                }
-                outcome
-            }
-            None => write(&sink, &stop, job).await,
-        };
-        answered = Some(outcome);
-    }
-}
-
-async fn write(sink: &Sink, stop: &Stop, mut job: WriteJob) -> WriteOutcome {
-    let encoded = job.encoded.take();
-    let write = Write {
-        source_id: job.record.id(),
-        record: &job.mapped,
-        version: job.record.version,
-        updated_at: job.record.updated_at(),
-        known_dest_id: job.known_dest_id.as_deref(),
-        encoded,
-        rewrite_over: None,
-        unsettled_until: job.unsettled_until,
-    };
-    let result = sink.write(write, stop).await;
-    (job, result)
-}
-
-/// Why the run loop cannot go on when a write slot ended under it: a panic in a
-/// slot is the run's panic; a slot cancelled means the runtime is shutting down.
-pub(super) fn slot_ended(ended: Result<(), tokio::task::JoinError>) -> FailureCause {
-    match ended {
-        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        _ => {
-            FailureCause::Destination(SinkError::Http(HttpError::Stopped(StopReason::Interrupted)))
-        }
-    }
 }

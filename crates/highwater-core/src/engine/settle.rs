@@ -59,9 +59,8 @@ impl Runner<'_> {
         {
             let id = arrival.record.id().to_owned();
             let confirmed = self
-                .written
-                .get(&id)
-                .map(|r| &r.value)
+                .view
+                .written(&id)
                 .or_else(|| self.pages.get(&seq).and_then(|p| p.known.ledger.get(&id)))
                 .is_some_and(|w| {
                     !is_older(w.version, w.updated_at, floor.version, floor.updated_at)

@@ -1,0 +1,125 @@
+//! The committer: a task of its own that takes the run's commits, flushes the
+//! sink and makes each durable in the state store, so that a page's fsync does
+//! not stall the next page's writes. What is being committed stays in the run's
+//! own view of the ledger until the commit is confirmed.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio_util::task::AbortOnDropHandle;
+
+use super::FailureCause;
+use crate::sink::Sink;
+use crate::state::{Counters, PageCommit, StateError, Store};
+
+/// Commits sent and not confirmed at once: one being written, one gathering.
+const MAX_PENDING: usize = 2;
+
+type Ack = (CommitAck, Result<(), FailureCause>);
+
+pub(super) struct Committer {
+    /// `None` once closed: the task finishes what it holds, then ends.
+    jobs: Option<mpsc::Sender<CommitJob>>,
+    acks: mpsc::Receiver<Ack>,
+    pending: usize,
+    _task: AbortOnDropHandle<()>,
+}
+
+impl Committer {
+    pub(super) fn spawn(store: Store, sync: String, run_id: String, sink: Arc<Sink>) -> Self {
+        let (jobs, mut queue) = mpsc::channel::<CommitJob>(MAX_PENDING);
+        let (acks_tx, acks) = mpsc::channel::<Ack>(MAX_PENDING * 2);
+        let task = tokio::spawn(async move {
+            while let Some(job) = queue.recv().await {
+                let result = match sink.flush().await {
+                    Ok(()) => store
+                        .commit_page(
+                            &sync,
+                            &run_id,
+                            &job.commit,
+                            job.checkpoint.as_ref(),
+                            &job.counters,
+                        )
+                        .await
+                        .map_err(FailureCause::from),
+                    Err(e) => Err(FailureCause::Destination(e)),
+                };
+                let ack = CommitAck {
+                    number: job.number,
+                    pages: job.pages,
+                    merged: job.commit.merge,
+                };
+                if acks_tx.send((ack, result)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Committer {
+            jobs: Some(jobs),
+            acks,
+            pending: 0,
+            _task: AbortOnDropHandle::new(task),
+        }
+    }
+
+    /// Commits sent and not yet confirmed.
+    pub(super) fn pending(&self) -> usize {
+        self.pending
+    }
+
+    /// Whether another commit may be sent now.
+    pub(super) fn has_room(&self) -> bool {
+        self.pending < MAX_PENDING
+    }
+
+    pub(super) fn send(&mut self, job: CommitJob) -> Result<(), FailureCause> {
+        let sent = self
+            .jobs
+            .as_ref()
+            .is_some_and(|jobs| jobs.try_send(job).is_ok());
+        if !sent {
+            return Err(gone());
+        }
+        self.pending += 1;
+        Ok(())
+    }
+
+    /// The next confirmation; call only with commits pending.
+    pub(super) async fn next(&mut self) -> Result<CommitAck, FailureCause> {
+        let (ack, result) = self.acks.recv().await.ok_or_else(gone)?;
+        self.pending -= 1;
+        result.map(|()| ack)
+    }
+
+    /// Takes no more commits and waits for those sent, in order.
+    pub(super) async fn finish(&mut self) -> Result<Vec<CommitAck>, FailureCause> {
+        self.jobs = None;
+        let mut acks = Vec::with_capacity(self.pending);
+        while self.pending > 0 {
+            acks.push(self.next().await?);
+        }
+        Ok(acks)
+    }
+}
+
+fn gone() -> FailureCause {
+    FailureCause::State(StateError::Corrupt("the committer stopped".into()))
+}
+
+/// Resolved pages and announced writes on their way into the state store.
+pub(super) struct CommitJob {
+    pub(super) number: u64,
+    pub(super) pages: Vec<u64>,
+    pub(super) commit: PageCommit,
+    pub(super) checkpoint: Option<Value>,
+    pub(super) counters: Counters,
+}
+
+/// A commit the store confirmed.
+pub(super) struct CommitAck {
+    pub(super) number: u64,
+    pub(super) pages: Vec<u64>,
+    /// Every staged ledger row, up to and including this commit's, is merged.
+    pub(super) merged: bool,
+}

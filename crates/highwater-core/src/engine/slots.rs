@@ -1,0 +1,139 @@
+//! The write slots: as many tasks as the destination's concurrency, each for the
+//! whole run, taking announced writes off one queue and handing each outcome
+//! back to the run loop.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use super::{FailureCause, WriteJob};
+use crate::http::HttpError;
+use crate::sink::{Sink, SinkError, Write};
+use crate::stop::{Stop, StopReason};
+
+pub(super) struct WriteSlots {
+    /// Dropping the set aborts the slots.
+    slots: JoinSet<()>,
+    answers: mpsc::UnboundedReceiver<WriteOutcome>,
+}
+
+impl WriteSlots {
+    pub(super) fn spawn(
+        sink: &Arc<Sink>,
+        stop: &Stop,
+        queue: &flume::Receiver<WriteJob>,
+        count: usize,
+    ) -> Self {
+        let (answers_tx, answers) = mpsc::unbounded_channel();
+        let mut slots = JoinSet::new();
+        for _ in 0..count {
+            slots.spawn(write_slot(
+                Arc::clone(sink),
+                stop.clone(),
+                queue.clone(),
+                answers_tx.clone(),
+            ));
+        }
+        WriteSlots { slots, answers }
+    }
+
+    /// The next write's outcome; an error when a slot ended under the loop.
+    pub(super) async fn next(&mut self) -> Result<WriteOutcome, FailureCause> {
+        tokio::select! {
+            biased;
+            Some(outcome) = self.answers.recv() => Ok(outcome),
+            Some(ended) = self.slots.join_next() => Err(slot_ended(ended)),
+            else => Err(slot_ended(Ok(()))),
+        }
+    }
+
+    /// The next outcome, or `None` once every slot is gone.
+    pub(super) async fn answer(&mut self) -> Option<WriteOutcome> {
+        self.answers.recv().await
+    }
+}
+
+pub(super) type WriteOutcome = (WriteJob, Result<crate::sink::Written, SinkError>);
+
+/// One write slot, for the whole run: it takes announced writes off the queue,
+/// one at a time, and hands each outcome back to the run loop. When the next write
+/// is already waiting, its request goes on the wire before the last answer reaches
+/// the loop, so that the loop's bookkeeping runs while the destination works
+/// instead of between an answer and the next request.
+async fn write_slot(
+    sink: Arc<Sink>,
+    stop: Stop,
+    queue: flume::Receiver<WriteJob>,
+    answers: mpsc::UnboundedSender<WriteOutcome>,
+) {
+    let mut answered: Option<WriteOutcome> = None;
+    loop {
+        // An answer that ends the run goes back before anything else is sent.
+        let ends_run = answered
+            .as_ref()
+            .is_some_and(|(_, result)| result.as_ref().is_err_and(|e| !e.is_record_level()));
+        let next = if ends_run {
+            None
+        } else {
+            queue.try_recv().ok()
+        };
+        let job = match next {
+            Some(job) => job,
+            None => {
+                if let Some(outcome) = answered.take()
+                    && answers.send(outcome).is_err()
+                {
+                    return;
+                }
+                match queue.recv_async().await {
+                    Ok(job) => job,
+                    Err(_) => return,
+                }
+            }
+        };
+        let outcome = match answered.take() {
+            // `join` polls the write first: its request is handed over before the
+            // loop is woken with the last answer.
+            Some(last) => {
+                let (outcome, sent) = futures_util::future::join(write(&sink, &stop, job), async {
+                    answers.send(last)
+                })
+                .await;
+                if sent.is_err() {
+                    return;
+                }
+                outcome
+            }
+            None => write(&sink, &stop, job).await,
+        };
+        answered = Some(outcome);
+    }
+}
+
+async fn write(sink: &Sink, stop: &Stop, mut job: WriteJob) -> WriteOutcome {
+    let encoded = job.encoded.take();
+    let write = Write {
+        source_id: job.record.id(),
+        record: &job.mapped,
+        version: job.record.version,
+        updated_at: job.record.updated_at(),
+        known_dest_id: job.known_dest_id.as_deref(),
+        encoded,
+        rewrite_over: None,
+        unsettled_until: job.unsettled_until,
+    };
+    let result = sink.write(write, stop).await;
+    (job, result)
+}
+
+/// Why the run loop cannot go on when a write slot ended under it: a panic in a
+/// slot is the run's panic; a slot cancelled means the runtime is shutting down.
+fn slot_ended(ended: Result<(), tokio::task::JoinError>) -> FailureCause {
+    match ended {
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        _ => {
+            FailureCause::Destination(SinkError::Http(HttpError::Stopped(StopReason::Interrupted)))
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! The run's own view of the ledger and the dead letters: what this invocation
+//! resolved that the store's lookups may not show yet. A page's lookup reads the
+//! merged ledger and the dead letters as they stood when it ran; until every page
+//! still to be admitted was looked up after a row reached those tables, the row
+//! must be found here.
+//!
+//! Visibility rules: a ledger row stays until the commit that *merged* it is
+//! confirmed and a page looked up after that confirmation is admitted (staging
+//! is not enough: lookups read the merged ledger only). A dead letter stays
+//! until its own commit is confirmed and such a page is admitted. A newer row
+//! for the same id replaces the older one and starts over.
+
+use std::collections::{BTreeSet, HashMap};
+
+use crate::state::LedgerEntry;
+
+/// Something resolved, kept until the tables lookups read hold it.
+struct Remembered<T> {
+    page: u64,
+    /// The count of confirmed commits once the one that put it in those tables
+    /// was confirmed.
+    committed: Option<u64>,
+    value: T,
+}
+
+impl<T> Remembered<T> {
+    fn new(page: u64, value: T) -> Self {
+        Remembered {
+            page,
+            committed: None,
+            value,
+        }
+    }
+
+    /// Whether a lookup made once `confirmed` commits were confirmed saw it.
+    fn seen_by(&self, confirmed: u64) -> bool {
+        self.committed.is_some_and(|c| c <= confirmed)
+    }
+}
+
+#[derive(Default)]
+pub(super) struct LedgerView {
+    written: HashMap<String, Remembered<LedgerEntry>>,
+    /// Fingerprints of dead letters, by source id.
+    dead: HashMap<String, Remembered<String>>,
+    /// Pages whose ledger rows are staged, durably, and not merged yet.
+    staged_pages: BTreeSet<u64>,
+}
+
+impl LedgerView {
+    /// The ledger row this invocation resolved for `id`, if lookups may miss it.
+    pub(super) fn written(&self, id: &str) -> Option<&LedgerEntry> {
+        self.written.get(id).map(|r| &r.value)
+    }
+
+    /// The fingerprint of a dead letter this invocation wrote for `id`, likewise.
+    pub(super) fn dead(&self, id: &str) -> Option<&String> {
+        self.dead.get(id).map(|r| &r.value)
+    }
+
+    /// A ledger row resolved on `page` (a write, or a newer version with the
+    /// same payload).
+    pub(super) fn remember_written(&mut self, page: u64, entry: LedgerEntry) {
+        self.written
+            .insert(entry.source_id.clone(), Remembered::new(page, entry));
+    }
+
+    pub(super) fn remember_dead(&mut self, page: u64, id: &str, fingerprint: String) {
+        self.dead
+            .insert(id.to_owned(), Remembered::new(page, fingerprint));
+    }
+
+    /// The commit holding `pages` is confirmed, the `confirmed`-th; `merged`
+    /// when it also merged every staged ledger row into the ledger.
+    pub(super) fn committed(&mut self, pages: &[u64], merged: bool, confirmed: u64) {
+        self.dead
+            .values_mut()
+            .filter(|r| r.committed.is_none() && pages.contains(&r.page))
+            .for_each(|r| r.committed = Some(confirmed));
+        self.staged_pages.extend(pages);
+        if merged {
+            let merged = std::mem::take(&mut self.staged_pages);
+            self.written
+                .values_mut()
+                .filter(|r| r.committed.is_none() && merged.contains(&r.page))
+                .for_each(|r| r.committed = Some(confirmed));
+        }
+    }
+
+    /// A page looked up once `confirmed` commits were confirmed is admitted: it,
+    /// and every page read after it, see what those commits put in the tables.
+    pub(super) fn admitted(&mut self, confirmed: u64) {
+        self.written.retain(|_, r| !r.seen_by(confirmed));
+        self.dead.retain(|_, r| !r.seen_by(confirmed));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use jiff::Timestamp;
+
+    use super::*;
+
+    fn entry(id: &str, version: i64) -> LedgerEntry {
+        LedgerEntry {
+            source_id: id.into(),
+            external_id: id.into(),
+            dest_id: None,
+            version: Some(version),
+            updated_at: Timestamp::UNIX_EPOCH,
+            payload_hash: format!("hash-{version}"),
+            run_id: "run".into(),
+        }
+    }
+
+    fn version(view: &LedgerView, id: &str) -> Option<i64> {
+        view.written(id).and_then(|e| e.version)
+    }
+
+    #[test]
+    fn a_row_stays_until_a_page_looked_up_after_its_merge_is_admitted() {
+        let mut view = LedgerView::default();
+        view.remember_written(1, entry("a", 1));
+        // Staged, not merged: lookups cannot see it however late they run.
+        view.committed(&[1], false, 1);
+        view.admitted(5);
+        assert_eq!(version(&view, "a"), Some(1));
+        // Merged by the third confirmed commit.
+        view.committed(&[2], true, 3);
+        // A page looked up before that confirmation does not see it.
+        view.admitted(2);
+        assert_eq!(version(&view, "a"), Some(1));
+        view.admitted(3);
+        assert_eq!(version(&view, "a"), None);
+    }
+
+    #[test]
+    fn a_merge_takes_only_rows_of_pages_it_holds() {
+        let mut view = LedgerView::default();
+        view.remember_written(1, entry("a", 1));
+        view.remember_written(2, entry("b", 1));
+        // Page 2's commit is not confirmed when page 1's merges.
+        view.committed(&[1], true, 1);
+        view.admitted(1);
+        assert_eq!(version(&view, "a"), None);
+        assert_eq!(version(&view, "b"), Some(1));
+        view.committed(&[2], true, 2);
+        view.admitted(2);
+        assert_eq!(version(&view, "b"), None);
+    }
+
+    #[test]
+    fn a_newer_row_starts_over() {
+        let mut view = LedgerView::default();
+        view.remember_written(1, entry("a", 1));
+        view.committed(&[1], true, 1);
+        // A later page wrote a newer version before any page saw the merge.
+        view.remember_written(4, entry("a", 2));
+        view.admitted(1);
+        assert_eq!(version(&view, "a"), Some(2));
+        view.committed(&[4], true, 2);
+        view.admitted(2);
+        assert_eq!(version(&view, "a"), None);
+    }
+
+    #[test]
+    fn a_dead_letter_needs_its_commit_not_a_merge() {
+        let mut view = LedgerView::default();
+        view.remember_dead(1, "a", "fp".into());
+        view.admitted(9);
+        assert_eq!(view.dead("a").map(String::as_str), Some("fp"));
+        view.committed(&[1], false, 2);
+        view.admitted(1);
+        assert!(view.dead("a").is_some());
+        view.admitted(2);
+        assert_eq!(view.dead("a"), None);
+    }
+}
