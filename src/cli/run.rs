@@ -74,6 +74,7 @@ pub async fn run(
         max_runtime,
         max_pages,
         merge_rows: Some(config.state.merge_rows),
+        event_retention: Some(config.state.event_retention),
     };
     let result = engine::run(spec, &store, options, shutdown, &progress_tx).await;
     signals.abort();

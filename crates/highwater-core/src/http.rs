@@ -119,6 +119,8 @@ pub struct Reply {
     /// When the first attempt that got no clear answer went out, if one did:
     /// that attempt may still be applied after this answer, for a while.
     pub unsettled_since: Option<Instant>,
+    /// Requests sent to get this answer, this one included.
+    pub attempts: u32,
 }
 
 impl Reply {
@@ -247,6 +249,7 @@ impl Api {
                                 headers,
                                 body,
                                 unsettled_since,
+                                attempts: backoff.attempts(),
                             };
                             match self.error_in_body(&reply) {
                                 None => return Ok(reply),

@@ -81,6 +81,9 @@ pub const DEFAULT_STATE_PATH: &str = ".highwater/state.db";
 /// bytes each), since lookups read only the merged ledger; the larger the batch,
 /// the fewer times a merge rewrites the ledger's pages.
 pub const DEFAULT_MERGE_ROWS: usize = 20_000;
+/// How long what happened to each record is kept for `explain` when `[state]
+/// event_retention` is not given.
+pub const DEFAULT_EVENT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 /// How far each run reaches back before the last run's watermark when `lookback`
 /// is not given. Without an overlap, a record the API stamps before a watermark but
 /// makes visible only after it (a slow transaction, a lagging replica) is never
@@ -237,6 +240,16 @@ impl Validator<'_> {
                 .map_or(DEFAULT_MERGE_ROWS, |n| n as usize),
             None => DEFAULT_MERGE_ROWS,
         };
+        let event_retention = match raw
+            .state
+            .as_ref()
+            .and_then(|s| s.get_ref().event_retention.as_ref())
+        {
+            Some(text) => self
+                .long_duration(text, "state.event_retention")
+                .unwrap_or(DEFAULT_EVENT_RETENTION),
+            None => DEFAULT_EVENT_RETENTION,
+        };
         let mut syncs: Vec<SyncSpec> = Vec::new();
         let mut seen = BTreeMap::new();
         for sync in raw.sync {
@@ -257,6 +270,7 @@ impl Validator<'_> {
             state: StateSpec {
                 path: base_dir.join(state_path),
                 merge_rows,
+                event_retention,
             },
             syncs,
             warnings: Vec::new(),
@@ -403,6 +417,28 @@ impl Validator<'_> {
                 None
             }
         }
+    }
+
+    /// A duration that may be given in days ("30d"), a day counted as 24 hours.
+    fn long_duration(&mut self, raw: &Spanned<String>, key: &str) -> Option<Duration> {
+        let parsed = raw
+            .get_ref()
+            .parse::<jiff::Span>()
+            .ok()
+            .and_then(|span| {
+                span.to_duration(jiff::SpanRelativeTo::days_are_24_hours())
+                    .ok()
+            })
+            .and_then(|d| Duration::try_from(d).ok())
+            .filter(|d| !d.is_zero());
+        if parsed.is_none() {
+            self.problem(
+                raw,
+                key,
+                "expected a positive duration like \"30d\", \"12h\" or \"2w\"",
+            );
+        }
+        parsed
     }
 
     fn duration(&mut self, raw: &Spanned<String>, key: &str) -> Option<Duration> {

@@ -22,6 +22,7 @@ pub struct RawFile {
 pub struct RawState {
     pub path: Option<S<String>>,
     pub merge_rows: Option<S<i64>>,
+    pub event_retention: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -39,6 +39,8 @@ pub struct StateSpec {
     pub path: PathBuf,
     /// Ledger rows a run stages between merges into the ledger.
     pub merge_rows: usize,
+    /// How long what happened to each record is kept for `explain`.
+    pub event_retention: Duration,
 }
 
 /// One sync: one source stream → mapping → one destination.

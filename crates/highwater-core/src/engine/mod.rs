@@ -36,8 +36,8 @@ use crate::record::SourceRecord;
 use crate::sink::{Encoded, Sink, SinkError};
 use crate::source::{Cursor, Extracted, SourceError, Window};
 use crate::state::{
-    Counters, DeadLetter, Intent, IntentBatch, Known, LedgerEntry, PageCommit, Readback, RunRow,
-    StateError, Store,
+    Counters, DeadLetter, Intent, IntentBatch, Known, LedgerEntry, PageCommit, Readback,
+    RecordAction, RecordEvent, RunRow, StateError, Store,
 };
 use crate::stop::{Stop, StopReason};
 use ahead::{Arrival, Delivery, ReadAhead, ReadPage};
@@ -72,6 +72,9 @@ pub struct RunOptions {
     /// Ledger rows staged between merges; `None` is
     /// [`DEFAULT_MERGE_ROWS`](crate::config::DEFAULT_MERGE_ROWS).
     pub merge_rows: Option<usize>,
+    /// How long record events are kept; `None` is
+    /// [`DEFAULT_EVENT_RETENTION`](crate::config::DEFAULT_EVENT_RETENTION).
+    pub event_retention: Option<Duration>,
 }
 
 /// What a run did, as far as it got.
@@ -211,6 +214,9 @@ pub async fn run(
         merge_rows,
         progress,
     );
+    if let Some(retention) = options.event_retention {
+        runner.event_retention = retention;
+    }
     progress.send_replace(runner.snapshot());
     let stop = Stop::new(options.max_runtime.or(spec.budgets.max_runtime), shutdown);
     let max_pages = options.max_pages.or(spec.budgets.max_pages);
@@ -368,12 +374,19 @@ struct Runner<'a> {
     wrote: bool,
     /// Pages admitted by this invocation.
     admitted: u64,
+    /// Pages of the run committed before this invocation: page numbers in
+    /// events count from the run's first.
+    pages_before: u64,
     /// The reading thread said the source has no more pages.
     source_done: bool,
     /// Commits the store confirmed; the reading thread reads it with each lookup.
     confirmed: Arc<AtomicU64>,
     /// Ids whose write just ended while later copies wait.
     released: Vec<String>,
+    /// Events of what the run does at its end, past its last page.
+    closing_events: Vec<RecordEvent>,
+    /// Record events older than this are pruned when the run completes.
+    event_retention: Duration,
     /// Finished writes, whose records the reading thread allocated: it frees them
     /// too, in batches, so the write path does not spend its time in `free`.
     spent: Vec<WriteJob>,
@@ -418,6 +431,8 @@ enum Resolution {
     Written {
         ledger: LedgerEntry,
         resolves_dead_letter: bool,
+        /// Requests the write took.
+        attempts: u32,
     },
     Unchanged {
         ledger: Option<LedgerEntry>,
@@ -429,6 +444,77 @@ enum Resolution {
     },
     DeadLettered(DeadLetter),
     StillDeadLettered,
+}
+
+/// Which copy of a record an event is about.
+struct Seen {
+    id: String,
+    version: Option<i64>,
+    updated_at: Option<Timestamp>,
+}
+
+impl Seen {
+    fn of(record: &Extracted) -> Seen {
+        match record {
+            Extracted::Record(r) => Seen::of_record(r),
+            Extracted::Invalid { id, .. } => Seen {
+                id: id.clone(),
+                version: None,
+                updated_at: None,
+            },
+        }
+    }
+
+    fn of_record(record: &SourceRecord) -> Seen {
+        Seen {
+            id: record.id().to_owned(),
+            version: record.version,
+            updated_at: Some(record.updated_at()),
+        }
+    }
+
+    /// The event `explain` shows for this copy, read on the run's `page`.
+    fn event(self, page: Option<u64>, resolution: &Resolution) -> RecordEvent {
+        let (action, dest_id, attempts, detail) = match resolution {
+            Resolution::Written {
+                ledger, attempts, ..
+            } => (
+                RecordAction::Written,
+                ledger.dest_id.clone(),
+                *attempts,
+                None,
+            ),
+            Resolution::Unchanged { ledger } => (
+                RecordAction::Unchanged,
+                ledger.as_ref().and_then(|l| l.dest_id.clone()),
+                0,
+                None,
+            ),
+            Resolution::Stale { ledger } => (
+                RecordAction::Stale,
+                ledger.as_ref().and_then(|l| l.dest_id.clone()),
+                0,
+                None,
+            ),
+            Resolution::DeadLettered(letter) => (
+                RecordAction::DeadLettered,
+                None,
+                0,
+                Some(format!("{}: {}", letter.stage, letter.error)),
+            ),
+            Resolution::StillDeadLettered => (RecordAction::StillDeadLettered, None, 0, None),
+        };
+        RecordEvent {
+            source_id: self.id,
+            page,
+            action,
+            version: self.version,
+            updated_at: self.updated_at,
+            dest_id,
+            attempts,
+            detail,
+        }
+    }
 }
 
 impl<'a> Runner<'a> {
@@ -480,9 +566,12 @@ impl<'a> Runner<'a> {
             commits_sent: 0,
             wrote: false,
             admitted: 0,
+            pages_before: counters.pages,
             source_done: false,
             confirmed: Arc::new(AtomicU64::new(0)),
             released: Vec::new(),
+            closing_events: Vec::new(),
+            event_retention: crate::config::DEFAULT_EVENT_RETENTION,
             spent: Vec::with_capacity(SPENT_BATCH),
             spent_tx: None,
         }
@@ -704,6 +793,15 @@ impl<'a> Runner<'a> {
     /// completes the run with the writes that may still land.
     async fn complete(&mut self, sink: &Sink, stop: &Stop) -> Result<RunOutcome, FailureCause> {
         self.settle_readbacks(sink, stop).await?;
+        if !self.closing_events.is_empty() {
+            let commit = PageCommit {
+                events: std::mem::take(&mut self.closing_events),
+                ..PageCommit::default()
+            };
+            self.store
+                .commit_page(&self.spec.name, &self.run_id, &commit, None, &self.counters)
+                .await?;
+        }
         let now = Timestamp::now();
         let unsettled: Vec<Intent> = self
             .unsettled
@@ -724,6 +822,14 @@ impl<'a> Runner<'a> {
                 &unsettled,
             )
             .await?;
+        // The run is complete whatever pruning does: a failure only keeps
+        // events longer.
+        let cutoff = now
+            .checked_sub(signed(self.event_retention))
+            .unwrap_or(Timestamp::MIN);
+        if let Err(e) = self.store.prune_events(&self.spec.name, cutoff).await {
+            tracing::warn!(sync = %self.spec.name, error = %e, "could not prune old record events");
+        }
         Ok(RunOutcome::Completed)
     }
 
@@ -774,7 +880,8 @@ impl<'a> Runner<'a> {
         );
         for arrival in arrivals {
             if arrival.superseded {
-                self.resolve(seq, Resolution::Stale { ledger: None })?;
+                let seen = Seen::of(&arrival.record);
+                self.resolve(seq, seen, Resolution::Stale { ledger: None })?;
             } else if self.busy.contains(arrival.record.id()) {
                 self.waiting
                     .entry(arrival.record.id().to_owned())
@@ -789,8 +896,9 @@ impl<'a> Runner<'a> {
 
     /// Decides one record: resolved now, queued for writing, or held back.
     fn route(&mut self, seq: u64, arrival: Arrival) -> Result<(), FailureCause> {
+        let seen = Seen::of(&arrival.record);
         match self.prepare(seq, arrival) {
-            Routed::Resolved(resolution) => self.resolve(seq, resolution),
+            Routed::Resolved(resolution) => self.resolve(seq, seen, resolution),
             Routed::Write(job) => {
                 // The write is announced durably first, so that after a crash
                 // nothing older is written over what may have arrived.
@@ -831,6 +939,7 @@ impl<'a> Runner<'a> {
                 Resolution::Written {
                     ledger,
                     resolves_dead_letter: job.dead_lettered,
+                    attempts: written.attempts,
                 }
             }
             // The destination's version precondition: it holds something newer.
@@ -854,7 +963,7 @@ impl<'a> Runner<'a> {
             }
             Err(e) => return Err(FailureCause::Destination(e)),
         };
-        self.resolve(job.seq, resolution)?;
+        self.resolve(job.seq, Seen::of_record(&job.record), resolution)?;
         self.spent.push(job);
         if self.spent.len() >= SPENT_BATCH
             && let Some(spent_tx) = &self.spent_tx
@@ -899,17 +1008,26 @@ impl<'a> Runner<'a> {
         Ok(())
     }
 
-    fn resolve(&mut self, seq: u64, resolution: Resolution) -> Result<(), FailureCause> {
+    fn resolve(
+        &mut self,
+        seq: u64,
+        seen: Seen,
+        resolution: Resolution,
+    ) -> Result<(), FailureCause> {
         self.frontier.resolve(seq);
         let dead = matches!(resolution, Resolution::DeadLettered(_));
         let mut reason = String::new();
         let Some(page) = self.pages.get_mut(&seq) else {
             return Ok(());
         };
+        page.commit
+            .events
+            .push(seen.event(Some(self.pages_before + seq + 1), &resolution));
         match resolution {
             Resolution::Written {
                 ledger,
                 resolves_dead_letter,
+                ..
             } => {
                 self.counters.written += 1;
                 if resolves_dead_letter {

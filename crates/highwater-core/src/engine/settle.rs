@@ -18,14 +18,14 @@ use tokio::time::Instant;
 
 use super::decide::is_older;
 use super::{
-    FailureCause, HeldBack, Resolution, Runner, Unsettled, WriteJob, arrival_version, signed,
+    FailureCause, HeldBack, Resolution, Runner, Seen, Unsettled, WriteJob, arrival_version, signed,
 };
 use crate::config::{SyncSpec, TimeFormat};
 use crate::mapping::MappedRecord;
 use crate::record::FieldPath;
 use crate::sink::{Held, Sink, SinkError, Write};
 use crate::source::extract::parse_time;
-use crate::state::{Intent, IntentBatch, LedgerEntry, Readback};
+use crate::state::{Intent, IntentBatch, LedgerEntry, Readback, RecordAction, RecordEvent};
 use crate::stop::Stop;
 
 impl Runner<'_> {
@@ -67,7 +67,11 @@ impl Runner<'_> {
                 });
             if confirmed {
                 // The ledger holds the floor's version or newer: this copy is older.
-                self.resolve(seq, Resolution::Stale { ledger: None })?;
+                self.resolve(
+                    seq,
+                    Seen::of(&arrival.record),
+                    Resolution::Stale { ledger: None },
+                )?;
                 continue;
             }
             if self.floors.get(&id) != Some(&floor) {
@@ -108,6 +112,7 @@ impl Runner<'_> {
                     self.floors.remove(&id);
                     self.resolve(
                         seq,
+                        Seen::of(&arrival.record),
                         Resolution::Stale {
                             ledger: Some(ledger),
                         },
@@ -177,14 +182,25 @@ impl Runner<'_> {
                 rewrite_over: Some(held.clone()),
                 unsettled_until: None,
             };
-            match sink.write(write, stop).await {
-                Ok(_) | Err(SinkError::Superseded) => {}
+            let attempts = match sink.write(write, stop).await {
+                Ok(written) => written.attempts,
+                Err(SinkError::Superseded) => 0,
                 Err(e) if e.is_record_level() => {
                     self.unverified_because(&readback.source_id, &e);
                     continue;
                 }
                 Err(e) => return Err(FailureCause::Destination(e)),
-            }
+            };
+            self.closing_events.push(RecordEvent {
+                source_id: readback.source_id.clone(),
+                page: None,
+                action: RecordAction::Repaired,
+                version: readback.version,
+                updated_at: Some(readback.updated_at),
+                dest_id: dest_id.or(readback.dest_id.clone()),
+                attempts,
+                detail: Some(format!("the destination held {held}; written again")),
+            });
             tracing::info!(
                 event = crate::obs::RECORD_REPAIRED,
                 sync = %self.spec.name,

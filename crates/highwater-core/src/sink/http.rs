@@ -147,6 +147,7 @@ impl HttpSink {
         Written {
             dest_id: self.reply_dest_id(reply),
             unsettled_since: reply.unsettled_since,
+            attempts: reply.attempts,
         }
     }
 
@@ -198,6 +199,7 @@ impl HttpSink {
                             return Ok(Written {
                                 dest_id: found.or(dest_id),
                                 unsettled_since: reply.unsettled_since,
+                                attempts: reply.attempts,
                             });
                         }
                         // The remembered object is gone: find or create it afresh.

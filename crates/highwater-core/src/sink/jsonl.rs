@@ -83,6 +83,7 @@ impl JsonLinesSink {
         Ok(Written {
             dest_id: Some(write.record.external_id.clone()),
             unsettled_since: None,
+            attempts: 1,
         })
     }
 

@@ -72,6 +72,8 @@ pub struct Written {
     /// attempt may still be applied, over anything written after it, until the
     /// destination's late-write window has passed.
     pub unsettled_since: Option<Instant>,
+    /// Requests the write itself took (lookups not counted).
+    pub attempts: u32,
 }
 
 /// What the destination holds for one external id, as read back.

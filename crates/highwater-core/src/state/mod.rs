@@ -6,6 +6,7 @@
 //! completed run leaves no staged rows; timestamps are integer epoch microseconds; the high-water mark is
 //! the watermark of the last completed incremental run, derived, never stored apart.
 
+mod events;
 pub mod lock;
 mod private;
 
@@ -21,6 +22,7 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
+pub use events::{RecordAction, RecordEvent, StoryEvent};
 pub use lock::{LockError, SyncLock, acquire};
 
 #[derive(Debug, thiserror::Error)]
@@ -177,6 +179,8 @@ pub struct PageCommit {
     pub readbacks: Vec<Readback>,
     /// Merge every staged ledger row of the sync, these included, into the ledger.
     pub merge: bool,
+    /// What the commit's pages did with each record, for `explain`.
+    pub events: Vec<RecordEvent>,
 }
 
 /// Rows go to SQLite as one JSON array per table, unpacked there by `jsonb_each`
@@ -228,6 +232,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         4,
         "late_writes",
         include_str!("../../migrations/0004_late_writes.sql"),
+    ),
+    (
+        5,
+        "record_events",
+        include_str!("../../migrations/0005_record_events.sql"),
     ),
 ];
 
@@ -688,6 +697,7 @@ impl Store {
             .bind(json_rows(&readbacks)?)
             .execute(&mut *tx)
             .await?;
+        events::append(&mut tx, sync, run_id, now, &page.events).await?;
         if page.merge {
             merge_staged(&mut tx, sync).await?;
         }

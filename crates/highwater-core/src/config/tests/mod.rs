@@ -228,6 +228,35 @@ fn merge_rows_is_a_bounded_count() {
 }
 
 #[test]
+fn record_events_are_kept_thirty_days_unless_told_otherwise() {
+    let with = |retention: &str| {
+        VALID.replace(
+            "path = \"state/hw.db\"",
+            &format!("path = \"state/hw.db\"\nevent_retention = \"{retention}\""),
+        )
+    };
+    let days = |n: u64| std::time::Duration::from_secs(n * 24 * 3600);
+    let config = parse(VALID, Path::new("hw.toml"), &env).expect("valid config");
+    assert_eq!(config.state.event_retention, days(30));
+    for (text, expected) in [("7d", days(7)), ("2w", days(14)), ("36h", days(1) * 3 / 2)] {
+        let config = parse(&with(text), Path::new("hw.toml"), &env).expect("valid config");
+        assert_eq!(config.state.event_retention, expected, "{text}");
+    }
+    check(
+        &with("0d"),
+        expect![[
+            r#"hw.toml:4: state.event_retention: expected a positive duration like "30d", "12h" or "2w""#
+        ]],
+    );
+    check(
+        &with("a month"),
+        expect![[
+            r#"hw.toml:4: state.event_retention: expected a positive duration like "30d", "12h" or "2w""#
+        ]],
+    );
+}
+
+#[test]
 fn lookup_and_post_need_the_external_id_field() {
     let without = VALID.replace("external_id_field = \"external_id\"\n", "");
     check(
