@@ -17,6 +17,7 @@ use url::Url;
 
 use crate::auth::{AuthError, Authenticator, sensitive};
 use crate::config::HttpSpec;
+use crate::obs::RetryClass;
 use crate::policy::{Backoff, Class, Outcome, RateGate, RetryPolicy, classify, parse_retry_after};
 use crate::stop::{Stop, StopReason};
 
@@ -29,6 +30,17 @@ pub fn redact(url: &Url) -> String {
     }
     shown.push_str(url.path());
     shown
+}
+
+/// The class a transient outcome is counted under when its request is retried.
+fn retry_class(outcome: Outcome) -> RetryClass {
+    match outcome {
+        Outcome::Status(429) => RetryClass::RateLimited,
+        Outcome::Status(500..=599) => RetryClass::ServerError,
+        Outcome::Status(408) | Outcome::TimedOutAfterSend => RetryClass::Timeout,
+        Outcome::ConnectFailed | Outcome::BrokenAfterSend => RetryClass::Connection,
+        Outcome::Status(_) | Outcome::ErrorInBody => RetryClass::Other,
+    }
 }
 
 /// Why a request did not succeed, with its consequence.
@@ -64,6 +76,8 @@ pub enum HttpError {
         method: Method,
         url: String,
         last: String,
+        /// What the unclear answer was, for a caller that retries by other means.
+        class: RetryClass,
         /// When the request went out: it may still be applied for a while after.
         sent: Instant,
     },
@@ -180,9 +194,10 @@ impl Api {
     }
 
     /// Counts a retry its caller makes by other means (a lookup again after a
-    /// create without a clear answer).
-    pub fn count_retry(&self) {
+    /// create without a clear answer), here and in the run's tally.
+    pub fn count_retry(&self, stop: &Stop, class: RetryClass) {
         self.retries.fetch_add(1, Ordering::Relaxed);
+        stop.retries().count(class);
     }
 
     /// Resolves a path (or absolute URL) against the base URL, keeping the base's
@@ -304,6 +319,7 @@ impl Api {
                             } else {
                                 detail
                             },
+                            class: retry_class(outcome),
                             sent,
                         });
                     }
@@ -323,7 +339,7 @@ impl Api {
                             },
                         });
                     };
-                    self.retries.fetch_add(1, Ordering::Relaxed);
+                    self.count_retry(stop, retry_class(outcome));
                     tracing::debug!(
                         event = crate::obs::REQUEST_RETRIED,
                         api = self.name,
@@ -427,6 +443,30 @@ fn truncate(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every transient outcome is counted under the class an operator would name it by.
+    #[test]
+    fn retried_outcomes_are_counted_by_class() {
+        let cases = [
+            (Outcome::Status(429), RetryClass::RateLimited),
+            (Outcome::Status(500), RetryClass::ServerError),
+            (Outcome::Status(502), RetryClass::ServerError),
+            (Outcome::Status(503), RetryClass::ServerError),
+            (Outcome::Status(504), RetryClass::ServerError),
+            (Outcome::Status(408), RetryClass::Timeout),
+            (Outcome::TimedOutAfterSend, RetryClass::Timeout),
+            (Outcome::ConnectFailed, RetryClass::Connection),
+            (Outcome::BrokenAfterSend, RetryClass::Connection),
+            (Outcome::Status(425), RetryClass::Other),
+        ];
+        for (outcome, class) in cases {
+            assert!(
+                matches!(classify(outcome), Class::Transient { .. }),
+                "{outcome:?} is not retried at all"
+            );
+            assert_eq!(retry_class(outcome), class, "{outcome:?}");
+        }
+    }
 
     #[test]
     fn paths_join_the_base_url_prefix() {

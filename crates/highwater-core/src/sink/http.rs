@@ -231,6 +231,7 @@ impl HttpSink {
                             method,
                             url,
                             last,
+                            class,
                             sent,
                         })) => {
                             tracing::debug!(
@@ -244,7 +245,7 @@ impl HttpSink {
                             )
                             .await
                             .map_err(|r| SinkError::Http(HttpError::Stopped(r)))?;
-                            self.api.count_retry();
+                            self.api.count_retry(stop, class);
                             last_unknown = Some((api, method, url, last));
                         }
                         Err(e) => return Err(e),
