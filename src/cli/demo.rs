@@ -12,8 +12,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use highwater_core::engine::KIND_INCREMENTAL;
-use highwater_core::state::Store;
+use highwater_core::state::{RunKind, Store};
 use simsaas::{SimConfig, SimSaas, Verification};
 use tokio::process::Command;
 use tokio::time::Instant;
@@ -189,7 +188,7 @@ async fn progress(state: &Path) -> Result<Option<u64>, String> {
     }
     let store = Store::open(state).await.map_err(|e| e.to_string())?;
     let open = store
-        .open_run(SYNC, KIND_INCREMENTAL)
+        .open_run(SYNC, RunKind::Incremental)
         .await
         .map_err(|e| e.to_string())?;
     store.close().await;
@@ -239,7 +238,7 @@ async fn read_state(path: &Path) -> Result<(HashMap<String, String>, jiff::Times
         .map(|d| (d.source_id, d.error))
         .collect();
     let watermark = store
-        .last_completed(SYNC, KIND_INCREMENTAL)
+        .last_completed(SYNC, RunKind::Incremental)
         .await
         .map_err(|e| e.to_string())?
         .map(|(run, _)| run.watermark)

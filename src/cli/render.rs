@@ -165,7 +165,13 @@ pub fn failure(sync: &str, f: &RunFailure) -> String {
                 f.counters.pages, f.counters.written
             );
         }
-        _ => {
+        Some(run_id) => {
+            let _ = writeln!(
+                out,
+                "nothing to resume: run {run_id} made no progress, so the next `highwater run {sync}` starts afresh (`highwater runs {sync}` lists it, failed)"
+            );
+        }
+        None => {
             let _ = writeln!(out, "nothing was recorded: the state store is as it was");
         }
     }

@@ -16,7 +16,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use highwater_core::state::Store;
+use highwater_core::state::{RunKind, Store};
 use simsaas::{SimConfig, SimStats};
 
 use crate::util::{Mode, SYNC, Setup, Style, World, wait_bounded};
@@ -138,7 +138,7 @@ async fn crash_and_recover(style: Style, mode: Mode, seed: u64) {
     world.run_to_completion().await;
     let store = Store::open(&world.state_path()).await.expect("state");
     let (completed, _) = store
-        .last_completed(SYNC, "incremental")
+        .last_completed(SYNC, RunKind::Incremental)
         .await
         .expect("runs")
         .unwrap_or_else(|| panic!("seed {seed}: no completed run"));
@@ -222,7 +222,10 @@ async fn progress(world: &World) -> Option<u64> {
         return None;
     }
     let store = Store::open(&world.state_path()).await.expect("state");
-    let open = store.open_run(SYNC, "incremental").await.expect("open run");
+    let open = store
+        .open_run(SYNC, RunKind::Incremental)
+        .await
+        .expect("open run");
     store.close().await;
     open.map(|(_, checkpoint)| {
         let c = checkpoint.counters;
@@ -232,7 +235,10 @@ async fn progress(world: &World) -> Option<u64> {
 
 async fn open_run_id(world: &World) -> Option<String> {
     let store = Store::open(&world.state_path()).await.expect("state");
-    let open = store.open_run(SYNC, "incremental").await.expect("open run");
+    let open = store
+        .open_run(SYNC, RunKind::Incremental)
+        .await
+        .expect("open run");
     store.close().await;
     open.map(|(run, _)| run.run_id)
 }

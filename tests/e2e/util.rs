@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use highwater_core::state::Store;
+use highwater_core::state::{RunKind, Store};
 use simsaas::{SimConfig, SimSaas, Verification};
 use tokio::process::{Child, Command};
 
@@ -356,7 +356,7 @@ impl World {
             .map(|d| (d.source_id, d.error))
             .collect();
         let watermark = store
-            .last_completed(SYNC, "incremental")
+            .last_completed(SYNC, RunKind::Incremental)
             .await
             .unwrap_or_else(|e| panic!("runs: {e}"))
             .map(|(run, _)| run.watermark)

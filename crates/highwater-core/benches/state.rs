@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use highwater_core::config::DEFAULT_MERGE_ROWS as MERGE_ROWS;
 use highwater_core::state::{
-    Counters, Intent, IntentBatch, LedgerEntry, PageCommit, RunRow, Store,
+    Counters, Intent, IntentBatch, LedgerEntry, PageCommit, RunKind, RunRow, RunStatus, Store,
 };
 use jiff::Timestamp;
 use serde_json::json;
@@ -44,8 +44,8 @@ fn run_row(now: Timestamp) -> RunRow {
     RunRow {
         run_id: uuid::Uuid::now_v7().to_string(),
         sync: "bench".into(),
-        kind: "incremental".into(),
-        status: "open".into(),
+        kind: RunKind::Incremental,
+        status: RunStatus::Open,
         lower_bound: None,
         watermark: now,
         started_at: now,

@@ -4,8 +4,9 @@
 //! checkpoint through the [`Frontier`] once every record of a page is resolved. The
 //! high-water mark moves only when the run completes.
 //! Invariants: the checkpoint never passes an unresolved record; a record is never
-//! written over a newer version; a failure before any progress leaves the state
-//! store as it was. Data flows one way: source → engine → sink → state.
+//! written over a newer version; a failure before any progress leaves nothing to
+//! resume (the run history keeps it, failed). Data flows one way: source → engine
+//! → sink → state.
 
 mod ahead;
 mod commit;
@@ -36,8 +37,9 @@ use crate::record::SourceRecord;
 use crate::sink::{Encoded, Sink, SinkError};
 use crate::source::{Cursor, Extracted, SourceError, Window};
 use crate::state::{
-    Counters, DeadLetter, Intent, IntentBatch, Known, LedgerEntry, PageCommit, Readback,
-    RecordAction, RecordEvent, RunRow, StateError, Store,
+    Counters, DeadLetter, Intent, IntentBatch, InvocationEnd, InvocationOutcome, Known,
+    LedgerEntry, PageCommit, Readback, RecordAction, RecordEvent, RunKind, RunRow, RunStatus,
+    StateError, Store,
 };
 use crate::stop::{Stop, StopReason};
 use ahead::{Arrival, Delivery, ReadAhead, ReadPage};
@@ -62,7 +64,6 @@ const SPENT_BATCH: usize = 64;
 /// commit: while at least that many wait, new announcements ride along with the
 /// next page's commit instead of costing a commit of their own.
 const RUNWAY_PER_SLOT: usize = 128;
-pub const KIND_INCREMENTAL: &str = "incremental";
 
 /// Limits for one invocation; `None` falls back to the sync's `[budgets]`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -114,7 +115,8 @@ pub struct Progress {
 }
 
 /// A run that could not go on. The run stays open at its last checkpoint when it
-/// had made progress (`resumable`); otherwise it was never recorded.
+/// had made progress (`resumable`); otherwise it is kept, failed, for the history
+/// only. `run_id` is `None` when the run could not even be opened.
 #[derive(Debug, thiserror::Error)]
 #[error("{cause}")]
 pub struct RunFailure {
@@ -221,7 +223,10 @@ pub async fn run(
     let stop = Stop::new(options.max_runtime.or(spec.budgets.max_runtime), shutdown);
     let max_pages = options.max_pages.or(spec.budgets.max_pages);
     let outcome = runner.drive(window, cursor, &stop, max_pages).await;
-    let report = |outcome, retries| RunReport {
+    // Every request of this invocation, on the reading thread too, counted its
+    // retries in the stop's tally, however the invocation ended.
+    let retries = stop.retries().snapshot();
+    let report = |outcome| RunReport {
         sync: spec.name.clone(),
         run_id: run.run_id.clone(),
         resumed,
@@ -229,13 +234,22 @@ pub async fn run(
         outcome,
         counters: runner.counters,
         session: runner.counters.since(&counters),
-        retries,
+        retries: retries.total(),
         elapsed: started.elapsed(),
         repaired: runner.repaired.clone(),
         unverified: runner.unverified.clone(),
     };
+    let ended =
+        |outcome, stop_reason: Option<StopReason>, cause: Option<&FailureCause>| InvocationEnd {
+            outcome,
+            stop_reason: stop_reason.map(|r| r.as_str().to_owned()),
+            error_class: cause.map(failure_class),
+            error: cause.map(ToString::to_string),
+            counters: runner.counters,
+            retries,
+        };
     match outcome {
-        Ok((outcome, retries)) => {
+        Ok((outcome, _)) => {
             tracing::info!(
                 event = match outcome { RunOutcome::Completed => crate::obs::RUN_COMPLETED, RunOutcome::Stopped(_) => crate::obs::RUN_STOPPED },
                 sync = %spec.name,
@@ -244,14 +258,24 @@ pub async fn run(
                 written = runner.counters.written,
                 "run {}", match outcome { RunOutcome::Completed => "completed".to_owned(), RunOutcome::Stopped(r) => format!("stopped: {}", r.as_str()) }
             );
-            Ok(report(outcome, retries))
+            let end = match outcome {
+                RunOutcome::Completed => ended(InvocationOutcome::Completed, None, None),
+                RunOutcome::Stopped(reason) => {
+                    ended(InvocationOutcome::Stopped, Some(reason), None)
+                }
+            };
+            record_end(store, &run.run_id, &end).await;
+            Ok(report(outcome))
         }
         Err(cause) => {
             if let Some(reason) = cause.stopped() {
-                return Ok(report(RunOutcome::Stopped(reason), 0));
+                let end = ended(InvocationOutcome::Stopped, Some(reason), None);
+                record_end(store, &run.run_id, &end).await;
+                return Ok(report(RunOutcome::Stopped(reason)));
             }
-            // A run that never got past its first page is forgotten, so that a bad
-            // config or an unreachable API leaves no trace in the state store.
+            // A run that never got past its first page is not resumed, so that a
+            // bad config or an unreachable API leaves nothing to resume; the
+            // history keeps it, failed.
             let progressed = resumed || runner.counters.pages > 0 || runner.wrote;
             if !progressed {
                 store
@@ -260,9 +284,15 @@ pub async fn run(
                     .map_err(|e| fail(e.into()))?;
             }
             tracing::error!(event = crate::obs::RUN_FAILED, sync = %spec.name, run_id = %run.run_id, error = %cause, "run failed");
+            record_end(
+                store,
+                &run.run_id,
+                &ended(InvocationOutcome::Failed, None, Some(&cause)),
+            )
+            .await;
             Err(RunFailure {
                 cause,
-                run_id: progressed.then(|| run.run_id.clone()),
+                run_id: Some(run.run_id.clone()),
                 counters: runner.counters,
                 resumable: progressed,
             })
@@ -270,17 +300,53 @@ pub async fn run(
     }
 }
 
+/// Records how the invocation ended. The run's own state is already where it
+/// must be; a history that could not be written is logged, and does not turn
+/// the run's outcome into a failure.
+async fn record_end(store: &Store, run_id: &str, end: &InvocationEnd) {
+    if let Err(e) = store.end_invocation(run_id, end).await {
+        tracing::error!(run_id = %run_id, error = %e, "the run history could not record how this invocation ended");
+    }
+}
+
+/// The class of a failure, for the run history: which side, and what kind.
+fn failure_class(cause: &FailureCause) -> String {
+    let http = |e: &HttpError| match e {
+        HttpError::Unauthorized { .. } | HttpError::Auth(..) => "unauthorized",
+        HttpError::Exhausted { .. } => "retries_exhausted",
+        HttpError::Unknown { .. } => "unknown_outcome",
+        HttpError::Rejected { .. } => "rejected",
+        HttpError::Fatal { .. } => "fatal_answer",
+        HttpError::Stopped(_) => "stopped",
+    };
+    let (side, kind) = match cause {
+        FailureCause::Source(SourceError::Http(e)) => ("source", http(e)),
+        FailureCause::Source(_) => ("source", "unusable_answer"),
+        FailureCause::Destination(SinkError::Http(e)) => ("destination", http(e)),
+        FailureCause::Destination(SinkError::File { .. }) => ("destination", "file"),
+        FailureCause::Destination(_) => ("destination", "client"),
+        FailureCause::Surge { .. } => ("records", "dead_letter_surge"),
+        FailureCause::Unconfirmed(_) => ("destination", "unconfirmed"),
+        FailureCause::State(_) => ("state", "store"),
+        FailureCause::Client(_) | FailureCause::Thread(_) | FailureCause::ReaderGone => {
+            ("highwater", "internal")
+        }
+    };
+    format!("{side}:{kind}")
+}
+
 async fn open_or_resume(
     spec: &SyncSpec,
     store: &Store,
 ) -> Result<(RunRow, Cursor, Counters, bool), FailureCause> {
-    if let Some((run, checkpoint)) = store.open_run(&spec.name, KIND_INCREMENTAL).await? {
+    if let Some((run, checkpoint)) = store.open_run(&spec.name, RunKind::Incremental).await? {
         let cursor: Cursor = serde_json::from_value(checkpoint.cursor)
             .map_err(|e| StateError::Corrupt(format!("run {}: cursor: {e}", run.run_id)))?;
+        store.resume_run(&run.run_id).await?;
         return Ok((run, cursor, checkpoint.counters, true));
     }
     let high_water_mark = store
-        .last_completed(&spec.name, KIND_INCREMENTAL)
+        .last_completed(&spec.name, RunKind::Incremental)
         .await?
         .map(|(run, _)| run.watermark);
     // Microseconds are what the store keeps; the report shows the same instant.
@@ -297,8 +363,8 @@ async fn open_or_resume(
     let run = RunRow {
         run_id: uuid::Uuid::now_v7().to_string(),
         sync: spec.name.clone(),
-        kind: KIND_INCREMENTAL.into(),
-        status: "open".into(),
+        kind: RunKind::Incremental,
+        status: RunStatus::Open,
         lower_bound: window.lower,
         watermark: window.watermark,
         started_at: now,

@@ -1,13 +1,16 @@
-//! Owns the state store: runs, checkpoints, the ledger and dead letters, in embedded
-//! SQLite (WAL, synchronous commits, versioned migrations). This is the only module
-//! that speaks SQL.
+//! Owns the state store: runs and their history, checkpoints, the ledger and dead
+//! letters, in embedded SQLite (WAL, synchronous commits, versioned migrations).
+//! This is the only module that speaks SQL.
 //! Invariants: a page's ledger rows (staged, then merged into the ledger in key
 //! order), dead letters and checkpoint are committed in one transaction; a
 //! completed run leaves no staged rows; timestamps are integer epoch microseconds; the high-water mark is
-//! the watermark of the last completed incremental run, derived, never stored apart.
+//! the watermark of the last completed incremental run, derived, never stored apart;
+//! kinds, statuses, outcomes and stages are stored by their names in [`names`].
 
 mod events;
+mod history;
 pub mod lock;
+mod names;
 mod private;
 
 use std::collections::{BTreeMap, HashMap};
@@ -23,7 +26,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 
 pub use events::{RecordAction, RecordEvent, StoryEvent};
+pub use history::{Invocation, InvocationEnd, RunRecord, Samples};
 pub use lock::{LockError, SyncLock, acquire};
+pub use names::{DeadLetterStage, InvocationOutcome, RunKind, RunStatus, UnknownName};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -38,6 +43,9 @@ pub enum StateError {
     Sql(#[from] sqlx::Error),
     #[error("state store holds a checkpoint it cannot read: {0}")]
     Corrupt(String),
+    /// A name outside its closed set, read from the store or about to be written.
+    #[error("state store: {0}")]
+    Name(#[from] UnknownName),
 }
 
 /// What a run has done so far; committed with each checkpoint.
@@ -75,8 +83,8 @@ impl Counters {
 pub struct RunRow {
     pub run_id: String,
     pub sync: String,
-    pub kind: String,
-    pub status: String,
+    pub kind: RunKind,
+    pub status: RunStatus,
     pub lower_bound: Option<Timestamp>,
     pub watermark: Timestamp,
     pub started_at: Timestamp,
@@ -106,7 +114,9 @@ pub struct LedgerEntry {
 pub struct DeadLetter {
     pub source_id: String,
     pub run_id: String,
-    /// `source`, `mapping` or `destination`.
+    /// A [`DeadLetterStage`]'s name: [`Store::commit_page`] refuses any other.
+    /// (Text rather than the enum until the run loop that builds dead letters
+    /// passes the stage as one.)
     pub stage: String,
     pub error: String,
     pub payload: Value,
@@ -238,7 +248,15 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "record_events",
         include_str!("../../migrations/0005_record_events.sql"),
     ),
+    (
+        6,
+        "run_history",
+        include_str!("../../migrations/0006_run_history.sql"),
+    ),
 ];
+
+/// Source ids a run keeps as examples of what it wrote and dead-lettered.
+pub const SAMPLE_IDS: usize = 5;
 
 /// Everything [`Store::commit_page`] changes, as one statement list. The
 /// placeholders are plain `?`, which sqlx fills across the whole list in the order
@@ -269,7 +287,28 @@ INSERT INTO dead_letters (sync, source_id, run_id, stage, error, payload, finger
     last_failed_at = excluded.last_failed_at,
     resolved_at = NULL;
 UPDATE checkpoints SET cursor = COALESCE(?, cursor), counters = ?, updated_at = ? WHERE run_id = ?;
-UPDATE runs SET updated_at = ? WHERE run_id = ?;
+-- The run's examples: the first ids of its ledger rows and dead letters, up to
+-- five (SAMPLE_IDS); once it has five, a commit only reads the array's length.
+UPDATE runs SET updated_at = ?,
+    sample_written = CASE WHEN json_array_length(sample_written) < 5 THEN (
+      SELECT json_group_array(id) FROM (
+        SELECT id FROM (
+          SELECT 0 AS part, key AS place, value AS id FROM json_each(runs.sample_written)
+          UNION ALL
+          SELECT 1, key, value FROM json_each(?)
+            WHERE value NOT IN (SELECT value FROM json_each(runs.sample_written)))
+        ORDER BY part, place LIMIT 5))
+      ELSE sample_written END,
+    sample_dead_lettered = CASE WHEN json_array_length(sample_dead_lettered) < 5 THEN (
+      SELECT json_group_array(id) FROM (
+        SELECT id FROM (
+          SELECT 0 AS part, key AS place, value AS id FROM json_each(runs.sample_dead_lettered)
+          UNION ALL
+          SELECT 1, key, value FROM json_each(?)
+            WHERE value NOT IN (SELECT value FROM json_each(runs.sample_dead_lettered)))
+        ORDER BY part, place LIMIT 5))
+      ELSE sample_dead_lettered END
+  WHERE run_id = ?;
 INSERT INTO intents (sync, batch, run_id, rows)
   SELECT sync, batch, run_id, rows FROM (SELECT ? AS sync, ? AS batch, ? AS run_id, ? AS rows)
   WHERE batch IS NOT NULL;
@@ -390,15 +429,16 @@ impl Store {
     pub async fn open_run(
         &self,
         sync: &str,
-        kind: &str,
+        kind: RunKind,
     ) -> Result<Option<(RunRow, Checkpoint)>, StateError> {
         let row = sqlx::query(
             "SELECT r.*, c.cursor, c.counters, c.updated_at AS checkpoint_at
              FROM runs r JOIN checkpoints c USING (run_id)
-             WHERE r.sync = ? AND r.kind = ? AND r.status = 'open'",
+             WHERE r.sync = ? AND r.kind = ? AND r.status = ?",
         )
         .bind(sync)
-        .bind(kind)
+        .bind(kind.as_str())
+        .bind(RunStatus::Open.as_str())
         .fetch_optional(&self.pool)
         .await?;
         row.map(|r| run_with_checkpoint(&r)).transpose()
@@ -408,31 +448,34 @@ impl Store {
     pub async fn last_completed(
         &self,
         sync: &str,
-        kind: &str,
+        kind: RunKind,
     ) -> Result<Option<(RunRow, Checkpoint)>, StateError> {
         let row = sqlx::query(
             "SELECT r.*, c.cursor, c.counters, c.updated_at AS checkpoint_at
              FROM runs r JOIN checkpoints c USING (run_id)
-             WHERE r.sync = ? AND r.kind = ? AND r.status = 'completed'
+             WHERE r.sync = ? AND r.kind = ? AND r.status = ?
              ORDER BY r.completed_at DESC LIMIT 1",
         )
         .bind(sync)
-        .bind(kind)
+        .bind(kind.as_str())
+        .bind(RunStatus::Completed.as_str())
         .fetch_optional(&self.pool)
         .await?;
         row.map(|r| run_with_checkpoint(&r)).transpose()
     }
 
-    /// Stores a new run and its starting checkpoint, before anything is fetched.
+    /// Stores a new open run, its starting checkpoint and its first invocation,
+    /// before anything is fetched.
     pub async fn begin_run(&self, run: &RunRow, cursor: &Value) -> Result<(), StateError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(
             "INSERT INTO runs (run_id, sync, kind, status, lower_bound, watermark, started_at, updated_at)
-             VALUES (?, ?, ?, 'open', ?, ?, ?, ?)",
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&run.run_id)
         .bind(&run.sync)
-        .bind(&run.kind)
+        .bind(run.kind.as_str())
+        .bind(RunStatus::Open.as_str())
         .bind(run.lower_bound.map(|t| t.as_microsecond()))
         .bind(run.watermark.as_microsecond())
         .bind(run.started_at.as_microsecond())
@@ -448,12 +491,14 @@ impl Store {
         .bind(run.started_at.as_microsecond())
         .execute(&mut *tx)
         .await?;
+        history::begin_invocation(&mut tx, &run.run_id, run.started_at.as_microsecond()).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    /// Forgets a run that made no progress, so a failure before the first page
-    /// leaves the store as it was.
+    /// Gives up a run that made no progress: nothing of it is resumed, and the next
+    /// run plans its window afresh, as if it had never started; it stays in the
+    /// history as failed.
     pub async fn abandon_run(&self, run_id: &str) -> Result<(), StateError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query("DELETE FROM intents WHERE run_id = ?")
@@ -464,12 +509,11 @@ impl Store {
             .bind(run_id)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("DELETE FROM checkpoints WHERE run_id = ?")
+        sqlx::query("UPDATE runs SET status = ?, updated_at = ? WHERE run_id = ? AND status = ?")
+            .bind(RunStatus::Failed.as_str())
+            .bind(Timestamp::now().as_microsecond())
             .bind(run_id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM runs WHERE run_id = ? AND status = 'open'")
-            .bind(run_id)
+            .bind(RunStatus::Open.as_str())
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
@@ -648,6 +692,9 @@ impl Store {
                 )
             })
             .collect();
+        for letter in &page.dead_letters {
+            letter.stage.parse::<DeadLetterStage>()?;
+        }
         let dead_letters: Vec<_> = page
             .dead_letters
             .iter()
@@ -663,6 +710,8 @@ impl Store {
                 )
             })
             .collect();
+        let sample_written = sample_ids(page.ledger.iter().map(|e| e.source_id.as_str()));
+        let sample_dead = sample_ids(page.dead_letters.iter().map(|d| d.source_id.as_str()));
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         // One statement list, one trip to SQLite's thread; a part with no rows
         // unpacks an empty array and changes nothing.
@@ -687,6 +736,8 @@ impl Store {
             .bind(now)
             .bind(run_id)
             .bind(now)
+            .bind(json_rows(&sample_written)?)
+            .bind(json_rows(&sample_dead)?)
             .bind(run_id)
             .bind(sync)
             .bind(unsettled.map(|b| &b.id))
@@ -762,12 +813,18 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        sqlx::query("UPDATE runs SET status = 'completed', completed_at = ?, updated_at = ? WHERE run_id = ?")
-            .bind(now)
-            .bind(now)
-            .bind(run_id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE runs SET status = ?, completed_at = ?, updated_at = ? WHERE run_id = ?",
+        )
+        .bind(RunStatus::Completed.as_str())
+        .bind(now)
+        .bind(now)
+        .bind(run_id)
+        .execute(&mut *tx)
+        .await?;
+        // The invocation's end goes with the completion, so a completed run never
+        // shows an invocation without one; its retries follow in `end_invocation`.
+        history::complete_invocation(&mut tx, run_id, cursor, counters, now).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -788,8 +845,8 @@ impl Store {
         .fetch_one(&self.pool)
         .await?;
         Ok(SyncStatus {
-            open_run: self.open_run(sync, "incremental").await?,
-            last_completed: self.last_completed(sync, "incremental").await?,
+            open_run: self.open_run(sync, RunKind::Incremental).await?,
+            last_completed: self.last_completed(sync, RunKind::Incremental).await?,
             dead_letters,
             ledger_records,
         })
@@ -899,6 +956,20 @@ async fn update_checkpoint(
     Ok(())
 }
 
+/// The first [`SAMPLE_IDS`] distinct ids of a commit: all a run may keep of it.
+fn sample_ids<'a>(ids: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut sample: Vec<&str> = Vec::with_capacity(SAMPLE_IDS);
+    for id in ids {
+        if sample.len() == SAMPLE_IDS {
+            break;
+        }
+        if !sample.contains(&id) {
+            sample.push(id);
+        }
+    }
+    sample
+}
+
 fn counters_json(counters: &Counters) -> String {
     serde_json::to_string(counters).unwrap_or_else(|_| "{}".into())
 }
@@ -925,8 +996,8 @@ fn run_with_checkpoint(row: &sqlx::sqlite::SqliteRow) -> Result<(RunRow, Checkpo
     let run = RunRow {
         run_id: row.try_get("run_id")?,
         sync: row.try_get("sync")?,
-        kind: row.try_get("kind")?,
-        status: row.try_get("status")?,
+        kind: row.try_get::<String, _>("kind")?.parse()?,
+        status: row.try_get::<String, _>("status")?.parse()?,
         lower_bound: lower.map(micros).transpose()?,
         watermark: micros(row.try_get("watermark")?)?,
         started_at: micros(row.try_get("started_at")?)?,
