@@ -1,6 +1,7 @@
-//! The `highwater` binary: parses the command line, calls the library, renders the
-//! result and maps it to an exit code (0 complete, 1 failed, 2 usage or config
-//! error, 3 stopped by a budget — resumable).
+//! The `highwater` binary: parses the command line, runs the command and turns how
+//! it ended into the exit code (0 complete, 1 failed, 2 usage or config error, 3
+//! stopped by a budget — resumable). This is the one place that prints a
+//! command's error and picks the code, as ripgrep's `main` does.
 
 mod cli;
 
@@ -8,20 +9,26 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+use cli::{CliError, Exit};
+
 fn main() -> ExitCode {
-    let args = cli::Cli::parse();
-    // One thread: a sync waits on the network, and SQLite has its own worker
-    // thread; cross-thread wake-ups cost more than a second core gives.
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(cli::EXIT_FAILED);
+    let exit = match run(cli::Cli::parse()) {
+        Ok(exit) => exit,
+        Err(CliError::ReaderGone) => Exit::Complete,
+        Err(err) => {
+            eprintln!("{err}");
+            err.exit()
         }
     };
-    let code = runtime.block_on(cli::dispatch(args));
-    ExitCode::from(code)
+    ExitCode::from(exit.code())
+}
+
+fn run(args: cli::Cli) -> Result<Exit, CliError> {
+    // One thread: a sync waits on the network, and SQLite has its own worker
+    // thread; cross-thread wake-ups cost more than a second core gives.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Failed(format!("cannot start the async runtime: {e}")))?;
+    runtime.block_on(cli::dispatch(args))
 }

@@ -17,18 +17,15 @@ use simsaas::{SimConfig, SimSaas, Verification};
 use tokio::process::Command;
 use tokio::time::Instant;
 
-use super::{EXIT_FAILED, EXIT_OK};
+use super::{CliError, Exit};
 
 const SYNC: &str = "invoices_to_crm";
 
-pub async fn demo(records: usize, seed: u64, kills: u32) -> u8 {
+pub async fn demo(records: usize, seed: u64, kills: u32) -> Result<Exit, CliError> {
     match run_demo(records, seed, kills).await {
-        Ok(true) => EXIT_OK,
-        Ok(false) => EXIT_FAILED,
-        Err(e) => {
-            eprintln!("error: demo: {e}");
-            EXIT_FAILED
-        }
+        Ok(true) => Ok(Exit::Complete),
+        Ok(false) => Ok(Exit::Failed),
+        Err(e) => Err(CliError::Failed(format!("demo: {e}"))),
     }
 }
 

@@ -1,22 +1,80 @@
-//! Command-line interface: argument definitions and dispatch. Each command parses,
-//! calls the library and renders; none holds sync logic of its own.
+//! Command-line interface: argument definitions, the [`Context`] every command
+//! works in (the config file, loaded once; the state store, opened lazily; the
+//! global `--json`), and dispatch. Each command parses, calls the library and
+//! renders, and returns how it ended — an [`Exit`], or a [`CliError`] carrying
+//! its own — to `main`, the one place that prints errors and sets the exit code.
+//! None holds sync logic of its own.
 
 mod demo;
 mod logging;
 mod render;
 mod run;
+mod runs;
 mod status;
 mod validate;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use highwater_core::config::{Config, SyncSpec};
+use highwater_core::state::Store;
 
-pub const EXIT_OK: u8 = 0;
-pub const EXIT_FAILED: u8 = 1;
-pub const EXIT_USAGE: u8 = 2;
-pub const EXIT_STOPPED: u8 = 3;
+/// How a command ended, as the process's exit code says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// 0: done (a run completed).
+    Complete,
+    /// 1: something failed (resumable from the last checkpoint when the run had
+    /// made progress).
+    Failed,
+    /// 2: bad input — the config, a name, an id — and nothing was changed.
+    Usage,
+    /// 3: a run stopped at a checkpoint (a budget or a signal); resumable.
+    Stopped,
+}
+
+impl Exit {
+    pub fn code(self) -> u8 {
+        match self {
+            Exit::Complete => 0,
+            Exit::Failed => 1,
+            Exit::Usage => 2,
+            Exit::Stopped => 3,
+        }
+    }
+}
+
+/// A command that could not do its work; `main` prints it and exits with its code.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Bad input (the config, an unknown sync or run, no state store yet): the
+    /// message names what to fix, and nothing was changed.
+    #[error("{0}")]
+    Usage(String),
+    /// Something failed on the way (the state store, the sync's lock, the runtime).
+    #[error("error: {0}")]
+    Failed(String),
+    /// Whoever read the output stopped reading: nothing is wrong, and there is
+    /// nobody left to tell.
+    #[error("")]
+    ReaderGone,
+}
+
+impl CliError {
+    pub fn exit(&self) -> Exit {
+        match self {
+            CliError::Usage(_) => Exit::Usage,
+            CliError::Failed(_) => Exit::Failed,
+            CliError::ReaderGone => Exit::Complete,
+        }
+    }
+
+    fn failed(e: impl std::fmt::Display) -> CliError {
+        CliError::Failed(e.to_string())
+    }
+}
 
 /// Reliable, checkpointed API-to-API data syncs.
 #[derive(Debug, Parser)]
@@ -25,6 +83,10 @@ pub struct Cli {
     /// The config file.
     #[arg(long, short, global = true, env = "HIGHWATER_CONFIG", default_value = highwater_core::config::DEFAULT_FILE)]
     pub config: PathBuf,
+
+    /// Print JSON for scripts instead of text for people (run, status, runs, validate).
+    #[arg(long, global = true)]
+    pub json: bool,
 
     #[command(subcommand)]
     pub command: Command,
@@ -42,17 +104,13 @@ pub enum Command {
         /// Stop at a checkpoint after this many pages; exit 3; resumable.
         #[arg(long)]
         max_pages: Option<u64>,
-        /// Print the run report as JSON on stdout.
-        #[arg(long)]
-        json: bool,
     },
     /// Show each sync's open run, last completed run, high-water mark, lag and
     /// dead letters.
-    Status {
-        /// Print JSON instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
+    Status,
+    /// List a sync's runs, newest first, or show one run's audit record with
+    /// `runs show <run-id>`.
+    Runs(RunsArgs),
     /// Check the config file and report every problem with its line and key.
     Validate,
     /// Start a simulated billing API and CRM with faults on, sync between them,
@@ -70,6 +128,40 @@ pub enum Command {
     },
 }
 
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct RunsArgs {
+    #[command(subcommand)]
+    pub show: Option<RunsCommand>,
+    /// The sync whose runs to list.
+    #[arg(required = true)]
+    pub sync: Option<String>,
+    /// How many runs to list, newest first.
+    #[arg(long, default_value_t = 20)]
+    pub limit: u32,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// Show one run's audit record: window, cursors, counts, retries and errors
+    /// by class, example ids, and each invocation.
+    Show {
+        /// The run's id, or enough of its start to tell it apart.
+        run_id: String,
+    },
+}
+
+/// Prints to stdout. A reader that stopped reading (`runs … --json | head -1`)
+/// ends the output quietly, as ripgrep's does; any other failure to write is one.
+pub fn print(text: impl std::fmt::Display) -> Result<(), CliError> {
+    use std::io::Write as _;
+    match writeln!(std::io::stdout().lock(), "{text}") {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(CliError::ReaderGone),
+        Err(e) => Err(CliError::Failed(format!("cannot write the output: {e}"))),
+    }
+}
+
 fn parse_duration(text: &str) -> Result<Duration, String> {
     text.parse::<jiff::SignedDuration>()
         .ok()
@@ -77,20 +169,129 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("expected a duration like 30s, 10m or 1h, got {text:?}"))
 }
 
-pub async fn dispatch(cli: Cli) -> u8 {
-    match cli.command {
+/// What every command works in: the config file, read on first use; the state
+/// store, opened on first use (and created only by the commands that write it);
+/// and whether to print JSON.
+#[derive(Debug)]
+pub struct Context {
+    config_path: PathBuf,
+    pub json: bool,
+    config: Option<Arc<Config>>,
+    store: Option<Store>,
+}
+
+impl Context {
+    pub fn new(config_path: PathBuf, json: bool) -> Self {
+        Context {
+            config_path,
+            json,
+            config: None,
+            store: None,
+        }
+    }
+
+    /// The config file, validated; every problem is bad input.
+    pub fn config(&mut self) -> Result<Arc<Config>, CliError> {
+        if let Some(config) = &self.config {
+            return Ok(Arc::clone(config));
+        }
+        let config = Arc::new(
+            highwater_core::config::load(&self.config_path)
+                .map_err(|e| CliError::Usage(e.to_string()))?,
+        );
+        self.config = Some(Arc::clone(&config));
+        Ok(config)
+    }
+
+    /// The sync of that name; an unknown one is bad input, named with the
+    /// syncs the file defines.
+    pub fn sync(&mut self, name: &str) -> Result<SyncSpec, CliError> {
+        let config = self.config()?;
+        if let Some(spec) = config.sync(name) {
+            return Ok(spec.clone());
+        }
+        let names: Vec<&str> = config.syncs.iter().map(|s| s.name.as_str()).collect();
+        Err(CliError::Usage(format!(
+            "{}: no sync named {name:?} (defined: {})",
+            config.file.display(),
+            if names.is_empty() {
+                "none".to_owned()
+            } else {
+                names.join(", ")
+            }
+        )))
+    }
+
+    /// The state store, which must exist already: reading it never creates one.
+    pub async fn store(&mut self) -> Result<Store, CliError> {
+        match self.existing_store().await? {
+            Some(store) => Ok(store),
+            None => {
+                let config = self.config()?;
+                Err(CliError::Usage(format!(
+                    "{}: no state store yet (nothing has run; `highwater run <sync>` creates it)",
+                    config.state.path.display()
+                )))
+            }
+        }
+    }
+
+    /// The state store if it exists, without creating it.
+    pub async fn existing_store(&mut self) -> Result<Option<Store>, CliError> {
+        if self.store.is_none() && !self.config()?.state.path.exists() {
+            return Ok(None);
+        }
+        self.open_store().await.map(Some)
+    }
+
+    /// The state store, created if need be: for the commands that write it.
+    pub async fn open_store(&mut self) -> Result<Store, CliError> {
+        if let Some(store) = &self.store {
+            return Ok(store.clone());
+        }
+        let path = self.config()?.state.path.clone();
+        let store = Store::open(&path).await.map_err(CliError::failed)?;
+        self.store = Some(store.clone());
+        Ok(store)
+    }
+
+    /// Closes the state store, if it was opened (before the sync's lock is let go).
+    pub async fn close(&mut self) {
+        if let Some(store) = self.store.take() {
+            store.close().await;
+        }
+    }
+}
+
+/// Runs the command; what it returns is the process's exit.
+pub async fn dispatch(cli: Cli) -> Result<Exit, CliError> {
+    let mut ctx = Context::new(cli.config, cli.json);
+    let result = match cli.command {
         Command::Run {
             sync,
             max_runtime,
             max_pages,
-            json,
-        } => run::run(&cli.config, &sync, max_runtime, max_pages, json).await,
-        Command::Status { json } => status::status(&cli.config, json).await,
-        Command::Validate => validate::validate(&cli.config),
+        } => run::run(&mut ctx, &sync, max_runtime, max_pages).await,
+        Command::Status => status::status(&mut ctx).await,
+        Command::Runs(RunsArgs {
+            show: Some(RunsCommand::Show { run_id }),
+            ..
+        }) => runs::show(&mut ctx, &run_id).await,
+        Command::Runs(RunsArgs {
+            sync: Some(sync),
+            limit,
+            ..
+        }) => runs::list(&mut ctx, &sync, limit).await,
+        Command::Runs(RunsArgs { .. }) => Err(CliError::Usage(
+            "runs: name a sync, or `runs show <run-id>`".into(),
+        )),
+        Command::Validate => validate::validate(&mut ctx),
         Command::Demo {
             records,
             seed,
             kills,
         } => demo::demo(records, seed, kills).await,
-    }
+    };
+    ctx.close().await;
+    result
 }

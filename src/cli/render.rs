@@ -1,10 +1,13 @@
-//! Text people read: run reports, durations, timestamps. JSON twins for scripts.
+//! Text people read: run reports, run records, durations, timestamps. JSON twins
+//! for scripts.
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
 use highwater_core::engine::{RunFailure, RunOutcome, RunReport};
-use highwater_core::state::Counters;
+use highwater_core::obs::RetryCounts;
+use highwater_core::state::{Counters, Invocation, InvocationOutcome, RunRecord, RunStatus};
+use jiff::Timestamp;
 use serde_json::{Value, json};
 
 /// `1h 02m`, `3m 20s`, `12.4s`, `850ms`.
@@ -29,9 +32,10 @@ pub fn rate(records: u64, elapsed: Duration) -> String {
     format!("{:.0} rec/s", records as f64 / secs)
 }
 
-fn counter_lines(out: &mut String, c: &Counters, retries: Option<u64>) {
+/// Labels are padded to `width`, to line up with the lines around them.
+fn counter_lines(out: &mut String, c: &Counters, retries: Option<u64>, width: usize) {
     let mut line = |label: &str, value: String| {
-        let _ = writeln!(out, "  {label:<14}{value}");
+        let _ = writeln!(out, "  {label:<width$}{value}");
     };
     line("pages", c.pages.to_string());
     line(
@@ -80,7 +84,7 @@ pub fn report(r: &RunReport) -> String {
         "  {:<14}{lower} → {} (watermark)",
         "window", r.window.watermark
     );
-    counter_lines(&mut out, &r.counters, Some(r.retries));
+    counter_lines(&mut out, &r.counters, Some(r.retries), 14);
     let _ = writeln!(
         out,
         "  {:<14}{} pages, {} read, {} written ({} read)",
@@ -186,5 +190,250 @@ pub fn failure_json(sync: &str, f: &RunFailure) -> Value {
         "run_id": f.run_id,
         "resumable": f.resumable,
         "counters": f.counters,
+    })
+}
+
+/// The start of a run id, enough to tell runs apart in a list (and what `runs
+/// show` accepts).
+pub fn short_id(run_id: &str) -> &str {
+    run_id.get(..13).unwrap_or(run_id)
+}
+
+/// A time to the second, as lists show it.
+pub fn seconds(at: Timestamp) -> String {
+    at.round(jiff::Unit::Second).unwrap_or(at).to_string()
+}
+
+/// Where a run stands, with what its last invocation did when it is still open.
+pub fn run_status(record: &RunRecord) -> String {
+    match record.run.status {
+        RunStatus::Open => match record.last_invocation().and_then(|i| i.outcome) {
+            Some(InvocationOutcome::Stopped) => "open: stopped".into(),
+            Some(InvocationOutcome::Failed) => "open: failed".into(),
+            Some(outcome) => format!("open: {outcome}"),
+            None => "open: running, or killed".into(),
+        },
+        status => status.to_string(),
+    }
+}
+
+/// How long an ended run took from its start; `-` while it is open.
+pub fn run_duration(record: &RunRecord) -> String {
+    match record.ended_at() {
+        Some(ended) => elapsed(record.run.started_at, ended),
+        None => "-".into(),
+    }
+}
+
+/// The last stop reason or error of a run, short enough for a table.
+pub fn last_word(record: &RunRecord) -> String {
+    const WIDTH: usize = 60;
+    let Some(last) = record.last_invocation() else {
+        return String::new();
+    };
+    let text = match (&last.stop_reason, &last.error) {
+        (Some(reason), _) => reason.clone(),
+        (None, Some(error)) => error.clone(),
+        (None, None) => String::new(),
+    };
+    if text.chars().count() <= WIDTH {
+        return text;
+    }
+    let cut: String = text.chars().take(WIDTH - 1).collect();
+    format!("{cut}…")
+}
+
+fn elapsed(from: Timestamp, to: Timestamp) -> String {
+    let micros = (to.as_microsecond() - from.as_microsecond()).max(0);
+    duration(Duration::from_micros(micros as u64))
+}
+
+fn retry_classes(r: &RetryCounts) -> String {
+    format!(
+        "429: {}, 5xx: {}, timeout: {}, connection: {}, other: {}",
+        r.rate_limited, r.server_error, r.timeout, r.connection, r.other
+    )
+}
+
+/// How one invocation ended, in a few words.
+fn invocation_outcome(i: &Invocation) -> String {
+    match (i.outcome, &i.stop_reason, &i.error_class) {
+        (Some(InvocationOutcome::Stopped), Some(reason), _) => format!("stopped: {reason}"),
+        (Some(InvocationOutcome::Failed), _, Some(class)) => format!("failed: {class}"),
+        (Some(InvocationOutcome::Crashed), ..) => "crashed (ended without a word)".into(),
+        (Some(outcome), ..) => outcome.to_string(),
+        (None, ..) => "no end recorded (running, or killed)".into(),
+    }
+}
+
+/// A run's audit record for people: `highwater runs show`.
+pub fn run_record(record: &RunRecord) -> String {
+    let run = &record.run;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "run {} of sync {:?}: {} run, {}",
+        run.run_id,
+        run.sync,
+        run.kind,
+        run_status(record)
+    );
+    let mut line = |label: &str, value: String| {
+        let _ = writeln!(out, "  {label:<21}{value}");
+    };
+    line("started", run.started_at.to_string());
+    line(
+        "ended",
+        match record.ended_at() {
+            Some(ended) => format!("{ended} (took {})", elapsed(run.started_at, ended)),
+            None => "- (open: the next `highwater run` resumes it)".into(),
+        },
+    );
+    line(
+        "window",
+        format!(
+            "{} → {} (watermark)",
+            run.lower_bound
+                .map_or("the beginning".to_owned(), |t| t.to_string()),
+            run.watermark
+        ),
+    );
+    line(
+        "cursor",
+        format!(
+            "{} → {}",
+            record
+                .cursor_start()
+                .map_or("(not recorded)".to_owned(), |c| c.to_string()),
+            record.checkpoint.cursor
+        ),
+    );
+    counter_lines(&mut out, &record.counters(), None, 21);
+    let retries = record.retries();
+    let mut line = |label: &str, value: String| {
+        let _ = writeln!(out, "  {label:<21}{value}");
+    };
+    line(
+        "retries",
+        format!("{} ({})", retries.total(), retry_classes(&retries)),
+    );
+    let failures = record.failures();
+    if !failures.is_empty() {
+        line(
+            "failures",
+            failures
+                .iter()
+                .map(|(class, n)| format!("{class} ×{n}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
+    }
+    if !record.samples.written.is_empty() {
+        line("written, e.g.", record.samples.written.join(", "));
+    }
+    if !record.samples.dead_lettered.is_empty() {
+        line(
+            "dead-lettered, e.g.",
+            record.samples.dead_lettered.join(", "),
+        );
+    }
+    if record.invocations.is_empty() {
+        let _ = writeln!(
+            out,
+            "  (no invocations recorded: the run predates the run history)"
+        );
+        return out;
+    }
+    let _ = writeln!(out, "invocations:");
+    for i in &record.invocations {
+        let mut summary = format!(
+            "  #{} {}  {}",
+            i.number,
+            seconds(i.started_at),
+            invocation_outcome(i)
+        );
+        if let Some(ended) = i.ended_at {
+            let _ = write!(summary, " after {}", elapsed(i.started_at, ended));
+        }
+        if let Some(c) = i.counters() {
+            let _ = write!(
+                summary,
+                " · {} pages, {} read, {} written, {} dead-lettered",
+                c.pages, c.read, c.written, c.dead_lettered
+            );
+        }
+        if let Some(r) = i.retries {
+            let _ = write!(summary, ", {} retries", r.total());
+        }
+        let _ = writeln!(out, "{summary}");
+        if let Some(error) = &i.error {
+            let _ = writeln!(out, "      error: {error}");
+        }
+    }
+    out
+}
+
+/// A run's audit record for scripts: one JSON object (a line of `runs --json`).
+pub fn run_record_json(record: &RunRecord) -> Value {
+    let run = &record.run;
+    let retries = record.retries();
+    let last = record.last_invocation();
+    let failures: serde_json::Map<String, Value> = record
+        .failures()
+        .into_iter()
+        .map(|(class, n)| (class.to_owned(), json!(n)))
+        .collect();
+    let last_error = record
+        .invocations
+        .iter()
+        .rev()
+        .find(|i| i.error.is_some())
+        .map(|i| json!({ "class": i.error_class, "message": i.error, "invocation": i.number }));
+    let invocations: Vec<Value> = record
+        .invocations
+        .iter()
+        .map(|i| {
+            json!({
+                "number": i.number,
+                "started_at": i.started_at.to_string(),
+                "ended_at": i.ended_at.map(|t| t.to_string()),
+                "outcome": i.outcome.map(|o| o.as_str()),
+                "stop_reason": i.stop_reason,
+                "error_class": i.error_class,
+                "error": i.error,
+                "cursor_start": i.cursor_start,
+                "cursor_end": i.cursor_end,
+                "counters": i.counters(),
+                "counters_at_end": i.counters_end,
+                "retries": i.retries.map(|r| r.total()),
+                "retries_by_class": i.retries,
+            })
+        })
+        .collect();
+    json!({
+        "run_id": run.run_id,
+        "sync": run.sync,
+        "kind": run.kind.as_str(),
+        "status": run.status.as_str(),
+        "last_outcome": last.and_then(|i| i.outcome).map(|o| o.as_str()),
+        "stop_reason": last.and_then(|i| i.stop_reason.clone()),
+        "started_at": run.started_at.to_string(),
+        "ended_at": record.ended_at().map(|t| t.to_string()),
+        "lower_bound": run.lower_bound.map(|t| t.to_string()),
+        "watermark": run.watermark.to_string(),
+        "cursor_start": record.cursor_start(),
+        "cursor_end": record.checkpoint.cursor,
+        "counters": record.counters(),
+        "retries": retries.total(),
+        "errors": {
+            "retries_by_class": retries,
+            "failures_by_class": failures,
+            "last_error": last_error,
+        },
+        "samples": {
+            "written": record.samples.written,
+            "dead_lettered": record.samples.dead_lettered,
+        },
+        "invocations": invocations,
     })
 }

@@ -3,52 +3,26 @@
 //! run report.
 
 use std::io::IsTerminal;
-use std::path::Path;
 use std::time::Duration;
 
 use highwater_core::engine::{self, Progress, RunOptions, RunOutcome};
-use highwater_core::state::{self, Store};
+use highwater_core::state;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::{EXIT_FAILED, EXIT_OK, EXIT_STOPPED, EXIT_USAGE, logging, render};
+use super::{CliError, Context, Exit, logging, print, render};
 
 pub async fn run(
-    config_path: &Path,
+    ctx: &mut Context,
     sync: &str,
     max_runtime: Option<Duration>,
     max_pages: Option<u64>,
-    json: bool,
-) -> u8 {
-    let config = match highwater_core::config::load(config_path) {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("{e}");
-            return EXIT_USAGE;
-        }
-    };
-    let Some(spec) = config.sync(sync) else {
-        let names: Vec<&str> = config.syncs.iter().map(|s| s.name.as_str()).collect();
-        eprintln!(
-            "{}: no sync named {sync:?} (defined: {})",
-            config.file.display(),
-            if names.is_empty() {
-                "none".to_owned()
-            } else {
-                names.join(", ")
-            }
-        );
-        return EXIT_USAGE;
-    };
+) -> Result<Exit, CliError> {
+    let config = ctx.config()?;
+    let spec = ctx.sync(sync)?;
     // The lock comes first: a second process must not even open the store.
-    let lock = match state::acquire(&config.state.path, sync) {
-        Ok(lock) => lock,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_FAILED;
-        }
-    };
+    let lock = state::acquire(&config.state.path, sync).map_err(CliError::failed)?;
     let bar = std::io::stderr().is_terminal().then(progress_bar);
     logging::init(bar.clone());
     for warning in &config.warnings {
@@ -58,13 +32,7 @@ pub async fn run(
             warning.in_file(&config.file)
         );
     }
-    let store = match Store::open(&config.state.path).await {
-        Ok(store) => store,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_FAILED;
-        }
-    };
+    let store = ctx.open_store().await?;
 
     let shutdown = CancellationToken::new();
     let signals = tokio::spawn(watch_signals(shutdown.clone()));
@@ -76,7 +44,7 @@ pub async fn run(
         merge_rows: Some(config.state.merge_rows),
         event_retention: Some(config.state.event_retention),
     };
-    let result = engine::run(spec, &store, options, shutdown, &progress_tx).await;
+    let result = engine::run(&spec, &store, options, shutdown, &progress_tx).await;
     signals.abort();
     if let Some(ticker) = ticker {
         ticker.abort();
@@ -84,27 +52,29 @@ pub async fn run(
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
-    store.close().await;
+    ctx.close().await;
     drop(lock);
 
+    // The run's outcome is the exit code: a report nobody reads changes nothing.
     match result {
         Ok(report) => {
-            if json {
-                println!("{}", render::report_json(&report));
+            let _ = if ctx.json {
+                print(render::report_json(&report))
             } else {
-                print!("{}", render::report(&report));
-            }
-            match report.outcome {
-                RunOutcome::Completed => EXIT_OK,
-                RunOutcome::Stopped(_) => EXIT_STOPPED,
-            }
+                print(render::report(&report).trim_end())
+            };
+            Ok(match report.outcome {
+                RunOutcome::Completed => Exit::Complete,
+                RunOutcome::Stopped(_) => Exit::Stopped,
+            })
         }
+        // The failure is the run's report: it goes out as one, not as a CLI error.
         Err(failure) => {
-            if json {
-                println!("{}", render::failure_json(sync, &failure));
+            if ctx.json {
+                let _ = print(render::failure_json(sync, &failure));
             }
             eprint!("{}", render::failure(sync, &failure));
-            EXIT_FAILED
+            Ok(Exit::Failed)
         }
     }
 }
@@ -127,7 +97,7 @@ async fn draw(bar: ProgressBar, mut progress: watch::Receiver<Progress>) {
         bar.set_message(format!(
             "{}run {} · pages {} · read {} · written {} · unchanged {} · stale {} · dead-lettered {} · {}",
             if p.resumed { "resumed " } else { "" },
-            short_id(&p.run_id),
+            render::short_id(&p.run_id),
             c.pages,
             c.read,
             c.written,
@@ -137,10 +107,6 @@ async fn draw(bar: ProgressBar, mut progress: watch::Receiver<Progress>) {
             render::rate(c.written, started.elapsed()),
         ));
     }
-}
-
-fn short_id(run_id: &str) -> &str {
-    run_id.get(..13).unwrap_or(run_id)
 }
 
 /// First Ctrl-C or SIGTERM: finish the page in hand, checkpoint, exit 3. A second

@@ -1,63 +1,33 @@
 //! `highwater status`: per sync, the open run, the last completed run, the
 //! high-water mark, the lag behind now, and the dead-letter count.
 
-use std::path::Path;
-
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
-use highwater_core::state::{Store, SyncStatus};
+use highwater_core::state::SyncStatus;
 use jiff::Timestamp;
 use serde_json::{Value, json};
 
-use super::{EXIT_FAILED, EXIT_OK, EXIT_USAGE, render};
+use super::{CliError, Context, Exit, print, render};
 
-pub async fn status(config_path: &Path, as_json: bool) -> u8 {
-    let config = match highwater_core::config::load(config_path) {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("{e}");
-            return EXIT_USAGE;
-        }
-    };
+pub async fn status(ctx: &mut Context) -> Result<Exit, CliError> {
+    let config = ctx.config()?;
     // Status never creates a state store that does not exist yet.
-    let store = if config.state.path.exists() {
-        match Store::open(&config.state.path).await {
-            Ok(store) => Some(store),
-            Err(e) => {
-                eprintln!("error: {e}");
-                return EXIT_FAILED;
-            }
-        }
-    } else {
-        None
-    };
+    let store = ctx.existing_store().await?;
     let mut rows = Vec::new();
     for sync in &config.syncs {
         let status = match &store {
-            Some(store) => match store.status(&sync.name).await {
-                Ok(status) => Some(status),
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return EXIT_FAILED;
-                }
-            },
+            Some(store) => Some(store.status(&sync.name).await.map_err(CliError::failed)?),
             None => None,
         };
         rows.push((sync.name.clone(), status));
     }
-    if let Some(store) = store {
-        store.close().await;
-    }
     let now = Timestamp::now();
-    if as_json {
+    if ctx.json {
         let syncs: Vec<Value> = rows
             .iter()
             .map(|(name, s)| status_json(name, s.as_ref(), now))
             .collect();
-        println!(
-            "{}",
-            json!({ "state": config.state.path.display().to_string(), "syncs": syncs })
-        );
-        return EXIT_OK;
+        print(json!({ "state": config.state.path.display().to_string(), "syncs": syncs }))?;
+        return Ok(Exit::Complete);
     }
     let mut table = Table::new();
     table.load_style(UTF8_FULL_CONDENSED).set_header(vec![
@@ -76,7 +46,7 @@ pub async fn status(config_path: &Path, as_json: bool) -> u8 {
         let open = s.open_run.as_ref().map_or("-".to_owned(), |(run, c)| {
             format!(
                 "{} (since {}; {} pages, {} written)",
-                short(&run.run_id),
+                render::short_id(&run.run_id),
                 ago(run.started_at, now),
                 c.counters.pages,
                 c.counters.written
@@ -88,7 +58,7 @@ pub async fn status(config_path: &Path, as_json: bool) -> u8 {
             .map_or("never".to_owned(), |(run, c)| {
                 format!(
                     "{} ({} ago; {} written, {} dead-lettered)",
-                    short(&run.run_id),
+                    render::short_id(&run.run_id),
                     run.completed_at.map_or("?".into(), |t| ago(t, now)),
                     c.counters.written,
                     c.counters.dead_lettered
@@ -107,8 +77,8 @@ pub async fn status(config_path: &Path, as_json: bool) -> u8 {
             s.dead_letters.to_string(),
         ]);
     }
-    println!("{table}");
-    EXIT_OK
+    print(table)?;
+    Ok(Exit::Complete)
 }
 
 fn status_json(name: &str, status: Option<&SyncStatus>, now: Timestamp) -> Value {
@@ -140,10 +110,6 @@ fn status_json(name: &str, status: Option<&SyncStatus>, now: Timestamp) -> Value
         "dead_letters": s.dead_letters,
         "ledger_records": s.ledger_records,
     })
-}
-
-fn short(run_id: &str) -> &str {
-    run_id.get(..13).unwrap_or(run_id)
 }
 
 fn ago(then: Timestamp, now: Timestamp) -> String {

@@ -95,6 +95,22 @@ async fn fails_cleanly(
         before,
         "the failed run changed the state store"
     );
+    // The history keeps the failed attempt, with the error it printed.
+    let out = world.highwater(&["runs", SYNC, "--json"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let newest: serde_json::Value = text
+        .lines()
+        .next()
+        .and_then(|line| serde_json::from_str(line).ok())
+        .unwrap_or_else(|| panic!("no run in the history:\n{text}"));
+    assert_eq!(newest["status"], "failed", "{newest}");
+    let error = newest["errors"]["last_error"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    for part in expected {
+        assert!(error.contains(part), "expected {part:?} in {error:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -22,6 +22,11 @@ async fn validate_and_status_describe_the_syncs() {
         "{}",
         stdout(&out)
     );
+    let out = world.highwater(&["validate", "--json"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let validated = report(&out);
+    assert_eq!(validated["syncs"], serde_json::json!(["invoices"]));
+    assert_eq!(validated["warnings"], serde_json::json!([]));
 
     let out = world.highwater(&["status"]).await;
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
@@ -49,6 +54,9 @@ async fn validate_and_status_describe_the_syncs() {
     }
     let out = world.highwater(&["status", "--json"]).await;
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    // `--json` is global: before the command as after it.
+    let out = world.highwater(&["--json", "status"]).await;
+    assert_eq!(report(&out), status);
     let sync = &status["syncs"][0];
     assert_eq!(sync["sync"], SYNC);
     assert!(sync["open_run"].is_null());

@@ -7,6 +7,7 @@ mod cli;
 mod crash;
 mod faults;
 mod modes;
+mod runs;
 mod scripted;
 mod util;
 mod writes;
