@@ -437,3 +437,127 @@ pub fn run_record_json(record: &RunRecord) -> Value {
         "invocations": invocations,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use highwater_core::state::{Checkpoint, RunKind, RunRow, Samples};
+    use serde_json::json;
+
+    use super::*;
+
+    fn at(second: i64) -> Timestamp {
+        Timestamp::from_second(1_780_000_000 + second).unwrap_or(Timestamp::UNIX_EPOCH)
+    }
+
+    /// An open run: stopped by a budget, then failed on resume.
+    fn record() -> RunRecord {
+        let counters = |pages, read, written| Counters {
+            pages,
+            read,
+            written,
+            dead_lettered: 1,
+            ..Counters::default()
+        };
+        RunRecord {
+            run: RunRow {
+                run_id: "01a231eb-ad83-778d-b8af-0a906dffd2a8".into(),
+                sync: "invoices".into(),
+                kind: RunKind::Incremental,
+                status: RunStatus::Open,
+                lower_bound: None,
+                watermark: at(0),
+                started_at: at(0),
+                updated_at: at(75),
+                completed_at: None,
+            },
+            checkpoint: Checkpoint {
+                cursor: json!({"kind": "token", "token": "t3"}),
+                counters: counters(3, 300, 290),
+                updated_at: at(70),
+            },
+            samples: Samples {
+                written: vec!["inv_1".into(), "inv_2".into()],
+                dead_lettered: vec!["inv_9".into()],
+            },
+            invocations: vec![
+                Invocation {
+                    number: 1,
+                    started_at: at(0),
+                    ended_at: Some(at(12)),
+                    outcome: Some(InvocationOutcome::Stopped),
+                    stop_reason: Some("max-pages reached".into()),
+                    error_class: None,
+                    error: None,
+                    cursor_start: json!({"kind": "start"}),
+                    cursor_end: Some(json!({"kind": "token", "token": "t2"})),
+                    counters_start: Counters::default(),
+                    counters_end: Some(counters(2, 200, 195)),
+                    retries: Some(RetryCounts {
+                        rate_limited: 2,
+                        ..RetryCounts::default()
+                    }),
+                },
+                Invocation {
+                    number: 2,
+                    started_at: at(60),
+                    ended_at: Some(at(75)),
+                    outcome: Some(InvocationOutcome::Failed),
+                    stop_reason: None,
+                    error_class: Some("destination:retries_exhausted".into()),
+                    error: Some("destination: destination kept failing".into()),
+                    cursor_start: json!({"kind": "token", "token": "t2"}),
+                    cursor_end: Some(json!({"kind": "token", "token": "t3"})),
+                    counters_start: counters(2, 200, 195),
+                    counters_end: Some(counters(3, 310, 290)),
+                    retries: Some(RetryCounts {
+                        connection: 3,
+                        ..RetryCounts::default()
+                    }),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn a_run_record_reads_as_its_history() {
+        let record = record();
+        assert_eq!(run_status(&record), "open: failed");
+        assert_eq!(last_word(&record), "destination: destination kept failing");
+        assert_eq!(run_duration(&record), "-");
+        expect_test::expect![[r#"
+            run 01a231eb-ad83-778d-b8af-0a906dffd2a8 of sync "invoices": incremental run, open: failed
+              started              2026-05-28T20:26:40Z
+              ended                - (open: the next `highwater run` resumes it)
+              window               the beginning → 2026-05-28T20:26:40Z (watermark)
+              cursor               {"kind":"start"} → {"kind":"token","token":"t3"}
+              pages                3
+              read                 310
+              written              290
+              unchanged            0
+              stale                0 (older than what was written; skipped)
+              dead-lettered        1
+              retries              5 (429: 2, 5xx: 0, timeout: 0, connection: 3, other: 0)
+              failures             destination:retries_exhausted ×1
+              written, e.g.        inv_1, inv_2
+              dead-lettered, e.g.  inv_9
+            invocations:
+              #1 2026-05-28T20:26:40Z  stopped: max-pages reached after 12.0s · 2 pages, 200 read, 195 written, 1 dead-lettered, 2 retries
+              #2 2026-05-28T20:27:40Z  failed: destination:retries_exhausted after 15.0s · 1 pages, 110 read, 95 written, 0 dead-lettered, 3 retries
+                  error: destination: destination kept failing
+        "#]]
+        .assert_eq(&run_record(&record));
+        let json = run_record_json(&record);
+        assert_eq!(json["status"], "open");
+        assert_eq!(json["last_outcome"], "failed");
+        assert_eq!(json["retries"], 5);
+        assert_eq!(
+            json["counters"]["read"], 310,
+            "the last report's, not the checkpoint's"
+        );
+        assert_eq!(json["invocations"][1]["counters"]["read"], 110);
+        assert_eq!(
+            json["errors"]["last_error"],
+            json!({"class": "destination:retries_exhausted", "message": "destination: destination kept failing", "invocation": 2})
+        );
+    }
+}
