@@ -6,7 +6,6 @@
 //! Invariant: no URL query string, header or body of a request appears in an error
 //! or log — query strings may carry API keys.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
@@ -17,7 +16,7 @@ use url::Url;
 
 use crate::auth::{AuthError, Authenticator, sensitive};
 use crate::config::HttpSpec;
-use crate::obs::RetryClass;
+use crate::obs::{RetryClass, RetryCounts, RetryTally};
 use crate::policy::{Backoff, Class, Outcome, RateGate, RetryPolicy, classify, parse_retry_after};
 use crate::stop::{Stop, StopReason};
 
@@ -155,7 +154,7 @@ pub struct Api {
     auth: Authenticator,
     gate: RateGate,
     retry: RetryPolicy,
-    retries: AtomicU64,
+    retries: RetryTally,
 }
 
 impl Api {
@@ -180,7 +179,7 @@ impl Api {
             client,
             spec,
             retry,
-            retries: AtomicU64::new(0),
+            retries: RetryTally::default(),
         })
     }
 
@@ -188,16 +187,15 @@ impl Api {
         &self.spec.base_url
     }
 
-    /// Retries made so far (all requests).
-    pub fn retries(&self) -> u64 {
-        self.retries.load(Ordering::Relaxed)
+    /// Retries made so far (all requests), by class.
+    pub fn retries(&self) -> RetryCounts {
+        self.retries.snapshot()
     }
 
     /// Counts a retry its caller makes by other means (a lookup again after a
-    /// create without a clear answer), here and in the run's tally.
-    pub fn count_retry(&self, stop: &Stop, class: RetryClass) {
-        self.retries.fetch_add(1, Ordering::Relaxed);
-        stop.retries().count(class);
+    /// create without a clear answer).
+    pub fn count_retry(&self, class: RetryClass) {
+        self.retries.count(class);
     }
 
     /// Resolves a path (or absolute URL) against the base URL, keeping the base's
@@ -339,7 +337,7 @@ impl Api {
                             },
                         });
                     };
-                    self.count_retry(stop, retry_class(outcome));
+                    self.count_retry(retry_class(outcome));
                     tracing::debug!(
                         event = crate::obs::REQUEST_RETRIED,
                         api = self.name,

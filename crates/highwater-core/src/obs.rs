@@ -1,7 +1,7 @@
 //! Owns the names of highwater's structured events: every `tracing` event the engine
 //! emits carries `event = <one of these>`, so logs can be filtered and counted by a
-//! stable name; and the run's tally of retried requests by class, which the run
-//! history keeps. Imports nothing of the crate: every module may use it.
+//! stable name; and the tally of retried requests by class that each API keeps
+//! and the run history records. Imports nothing of the crate: every module may use it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -65,8 +65,8 @@ impl RetryCounts {
     }
 }
 
-/// Retried requests of one invocation, counted as they happen by every API it
-/// calls, on whichever thread; cheap enough for the request path.
+/// Retried requests of one API, counted as they happen, on whichever thread;
+/// cheap enough for the request path.
 #[derive(Debug, Default)]
 pub struct RetryTally {
     rate_limited: AtomicU64,

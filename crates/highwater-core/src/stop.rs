@@ -1,16 +1,11 @@
 //! Owns cooperative stopping: the run's deadline (`--max-runtime`) and the shutdown
 //! signal. Every wait in the engine, sources and sinks goes through [`Stop::sleep`],
-//! so a budget or Ctrl-C never waits out a long backoff. It also carries the run's
-//! tally of retried requests: every request of a run is sent with its `Stop`, on
-//! whichever thread, so that is where the tally reaches them all.
+//! so a budget or Ctrl-C never waits out a long backoff.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-
-use crate::obs::RetryTally;
 
 /// The furthest a wait reaches. A server may send `Retry-After:
 /// 18446744073709551615`, and a budget may be longer than the clock can count:
@@ -46,8 +41,6 @@ impl StopReason {
 pub struct Stop {
     deadline: Option<Instant>,
     shutdown: CancellationToken,
-    /// Shared with every child: one tally per run invocation.
-    retries: Arc<RetryTally>,
 }
 
 impl Stop {
@@ -55,7 +48,6 @@ impl Stop {
         Stop {
             deadline: max_runtime.map(|d| instant_after(Instant::now(), d)),
             shutdown,
-            retries: Arc::default(),
         }
     }
 
@@ -71,14 +63,8 @@ impl Stop {
         let child = Stop {
             deadline: self.deadline,
             shutdown: token.clone(),
-            retries: Arc::clone(&self.retries),
         };
         (child, token.drop_guard())
-    }
-
-    /// The requests retried so far under this stop and its children, by class.
-    pub fn retries(&self) -> &RetryTally {
-        &self.retries
     }
 
     /// The reason to stop now, if any.
@@ -158,17 +144,6 @@ mod tests {
             short.sleep(Duration::MAX).await,
             Err(StopReason::MaxRuntime)
         );
-    }
-
-    #[test]
-    fn a_child_counts_retries_into_its_parents_tally() {
-        let stop = Stop::never();
-        let (child, _guard) = stop.child();
-        child.retries().count(crate::obs::RetryClass::Timeout);
-        stop.retries().count(crate::obs::RetryClass::RateLimited);
-        let counts = stop.retries().snapshot();
-        assert_eq!((counts.timeout, counts.rate_limited), (1, 1));
-        assert_eq!(child.retries().snapshot(), counts);
     }
 
     #[tokio::test(start_paused = true)]

@@ -33,13 +33,14 @@ use tokio_util::sync::CancellationToken;
 use crate::config::SyncSpec;
 use crate::http::{Api, HttpError};
 use crate::mapping::{MappedRecord, map_record};
+use crate::obs::RetryCounts;
 use crate::record::SourceRecord;
 use crate::sink::{Encoded, Sink, SinkError};
 use crate::source::{Cursor, Extracted, SourceError, Window};
 use crate::state::{
-    Counters, DeadLetter, Intent, IntentBatch, InvocationEnd, InvocationOutcome, Known,
-    LedgerEntry, PageCommit, Readback, RecordAction, RecordEvent, RunKind, RunRow, RunStatus,
-    StateError, Store,
+    Counters, DeadLetter, DeadLetterStage, Intent, IntentBatch, InvocationEnd, InvocationOutcome,
+    Known, LedgerEntry, PageCommit, Readback, RecordAction, RecordEvent, RunKind, RunRow,
+    RunStatus, StateError, Store,
 };
 use crate::stop::{Stop, StopReason};
 use ahead::{Arrival, Delivery, ReadAhead, ReadPage};
@@ -223,9 +224,7 @@ pub async fn run(
     let stop = Stop::new(options.max_runtime.or(spec.budgets.max_runtime), shutdown);
     let max_pages = options.max_pages.or(spec.budgets.max_pages);
     let outcome = runner.drive(window, cursor, &stop, max_pages).await;
-    // Every request of this invocation, on the reading thread too, counted its
-    // retries in the stop's tally, however the invocation ended.
-    let retries = stop.retries().snapshot();
+    let retries = runner.retries;
     let report = |outcome| RunReport {
         sync: spec.name.clone(),
         run_id: run.run_id.clone(),
@@ -249,7 +248,7 @@ pub async fn run(
             retries,
         };
     match outcome {
-        Ok((outcome, _)) => {
+        Ok(outcome) => {
             tracing::info!(
                 event = match outcome { RunOutcome::Completed => crate::obs::RUN_COMPLETED, RunOutcome::Stopped(_) => crate::obs::RUN_STOPPED },
                 sync = %spec.name,
@@ -449,6 +448,8 @@ struct Runner<'a> {
     confirmed: Arc<AtomicU64>,
     /// Ids whose write just ended while later copies wait.
     released: Vec<String>,
+    /// Requests this invocation retried, by class.
+    retries: RetryCounts,
     /// Events of what the run does at its end, past its last page.
     closing_events: Vec<RecordEvent>,
     /// Record events older than this are pruned when the run completes.
@@ -637,6 +638,7 @@ impl<'a> Runner<'a> {
             confirmed: Arc::new(AtomicU64::new(0)),
             released: Vec::new(),
             closing_events: Vec::new(),
+            retries: RetryCounts::default(),
             event_retention: crate::config::DEFAULT_EVENT_RETENTION,
             spent: Vec::with_capacity(SPENT_BATCH),
             spent_tx: None,
@@ -661,7 +663,7 @@ impl<'a> Runner<'a> {
         cursor: Cursor,
         stop: &Stop,
         max_pages: Option<u64>,
-    ) -> Result<(RunOutcome, u64), FailureCause> {
+    ) -> Result<RunOutcome, FailureCause> {
         // Lookups read the merged ledger only: what an earlier invocation staged
         // goes in before the first one.
         self.store.merge_staged(&self.spec.name).await?;
@@ -679,6 +681,23 @@ impl<'a> Runner<'a> {
             Sink::open(&self.spec.name, &self.spec.destination, self.spec.retry)
                 .map_err(FailureCause::Destination)?,
         );
+        let outcome = self
+            .drive_with(&source_api, &sink, window, cursor, stop, max_pages)
+            .await;
+        // Counted however the invocation ended: the reading thread's requests too.
+        self.retries = source_api.retries().plus(&sink.retries());
+        outcome
+    }
+
+    async fn drive_with(
+        &mut self,
+        source_api: &Arc<Api>,
+        sink: &Arc<Sink>,
+        window: Window,
+        cursor: Cursor,
+        stop: &Stop,
+        max_pages: Option<u64>,
+    ) -> Result<RunOutcome, FailureCause> {
         // A write announced before a crash left at the latest when that process
         // died, before this one started: it settles within the window from now.
         self.late_window = sink.late_write_window();
@@ -706,8 +725,8 @@ impl<'a> Runner<'a> {
         let (spent_tx, spent_rx) = mpsc::unbounded_channel();
         self.spent_tx = Some(spent_tx);
         ReadAhead {
-            api: Arc::clone(&source_api),
-            sink: Arc::clone(&sink),
+            api: Arc::clone(source_api),
+            sink: Arc::clone(sink),
             source: self.spec.source.clone(),
             mapping: self.spec.mapping.clone(),
             window,
@@ -733,12 +752,12 @@ impl<'a> Runner<'a> {
         };
         let mut inputs = Inputs {
             pages: pages_rx,
-            slots: WriteSlots::spawn(&sink, stop, &self.unclaimed, concurrency),
+            slots: WriteSlots::spawn(sink, stop, &self.unclaimed, concurrency),
             committer: Committer::spawn(
                 self.store.clone(),
                 self.spec.name.clone(),
                 self.run_id.clone(),
-                Arc::clone(&sink),
+                Arc::clone(sink),
             ),
             stop: stop.clone(),
             fired: Box::pin({
@@ -763,13 +782,13 @@ impl<'a> Runner<'a> {
             // Records held back below a floor wait until everything else is
             // done; then the destination says whether the floor's write arrived.
             if self.source_done && !committing && self.only_held_back_left() {
-                if let Err(e) = self.settle_held_back(&sink, stop).await {
+                if let Err(e) = self.settle_held_back(sink, stop).await {
                     break Err(e);
                 }
                 continue;
             }
             if self.source_done && self.pages.is_empty() && !committing {
-                break self.complete(&sink, stop).await;
+                break self.complete(sink, stop).await;
             }
             if let Some(reason) = stop.reason() {
                 break Ok(RunOutcome::Stopped(reason));
@@ -831,8 +850,7 @@ impl<'a> Runner<'a> {
             while inputs.pages.recv().await.is_some() {}
         })
         .await;
-        let retries = source_api.retries() + sink.retries();
-        outcome.map(|o| (o, retries))
+        outcome
     }
 
     /// Reacts to one event. Plain synchronous bookkeeping: what needs the store
@@ -1013,7 +1031,7 @@ impl<'a> Runner<'a> {
             Err(SinkError::Rejected { status, reason }) => {
                 let letter = self.dead_letter(
                     &id,
-                    "destination",
+                    DeadLetterStage::Destination,
                     format!("destination answered HTTP {status}: {reason}"),
                     &job.record.body,
                 );
@@ -1022,7 +1040,8 @@ impl<'a> Runner<'a> {
                 Resolution::DeadLettered(letter)
             }
             Err(SinkError::Unwritable(reason)) => {
-                let letter = self.dead_letter(&id, "destination", reason, &job.record.body);
+                let letter =
+                    self.dead_letter(&id, DeadLetterStage::Destination, reason, &job.record.body);
                 self.view
                     .remember_dead(job.seq, &id, letter.fingerprint.clone());
                 Resolution::DeadLettered(letter)

@@ -27,7 +27,7 @@ impl Runner<'_> {
             return Routed::Resolved(Resolution::StillDeadLettered);
         }
         if let Some(reason) = invalid {
-            let letter = self.dead_letter(id, "source", reason.clone(), body);
+            let letter = self.dead_letter(id, DeadLetterStage::Source, reason.clone(), body);
             return Routed::Resolved(Resolution::DeadLettered(letter));
         }
         let Extracted::Record(record) = record else {
@@ -39,7 +39,8 @@ impl Runner<'_> {
         let mapped = match mapped {
             Ok(mapped) => mapped,
             Err(e) => {
-                let letter = self.dead_letter(record.id(), "mapping", e.0, &record.body);
+                let letter =
+                    self.dead_letter(record.id(), DeadLetterStage::Mapping, e.0, &record.body);
                 return Routed::Resolved(Resolution::DeadLettered(letter));
             }
         };
@@ -50,7 +51,8 @@ impl Runner<'_> {
                 "external id {:?} is already held by source record {holder:?}: two source records cannot share one destination record (check the external_id template)",
                 mapped.external_id
             );
-            let letter = self.dead_letter(record.id(), "mapping", reason, &record.body);
+            let letter =
+                self.dead_letter(record.id(), DeadLetterStage::Mapping, reason, &record.body);
             return Routed::Resolved(Resolution::DeadLettered(letter));
         }
         let written = self
@@ -135,14 +137,14 @@ impl Runner<'_> {
     pub(super) fn dead_letter(
         &self,
         id: &str,
-        stage: &str,
+        stage: DeadLetterStage,
         error: String,
         body: &Value,
     ) -> DeadLetter {
         DeadLetter {
             source_id: id.to_owned(),
             run_id: self.run_id.clone(),
-            stage: stage.to_owned(),
+            stage,
             error,
             payload: body.clone(),
             fingerprint: self.fingerprint(body),

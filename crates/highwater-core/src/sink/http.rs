@@ -13,6 +13,7 @@ use super::{Encoded, Held, SinkError, Write, Written};
 use crate::config::{HttpDestinationSpec, UriTemplate, WriteMode};
 use crate::http::{Api, HttpError, Reply, Request};
 use crate::mapping::MappedRecord;
+use crate::obs::RetryCounts;
 use crate::policy::RetryPolicy;
 use crate::record::FieldPath;
 use crate::stop::Stop;
@@ -44,7 +45,7 @@ impl HttpSink {
         self.spec.concurrency
     }
 
-    pub fn retries(&self) -> u64 {
+    pub fn retries(&self) -> RetryCounts {
         self.api.retries()
     }
 
@@ -245,7 +246,7 @@ impl HttpSink {
                             )
                             .await
                             .map_err(|r| SinkError::Http(HttpError::Stopped(r)))?;
-                            self.api.count_retry(stop, class);
+                            self.api.count_retry(class);
                             last_unknown = Some((api, method, url, last));
                         }
                         Err(e) => return Err(e),

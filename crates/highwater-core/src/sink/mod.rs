@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use crate::config::DestinationSpec;
 use crate::http::HttpError;
 use crate::mapping::MappedRecord;
+use crate::obs::RetryCounts;
 use crate::policy::RetryPolicy;
 use crate::stop::Stop;
 
@@ -220,10 +221,10 @@ impl Sink {
     }
 
     /// Retries made so far.
-    pub fn retries(&self) -> u64 {
+    pub fn retries(&self) -> RetryCounts {
         match self {
             Sink::Http(sink) => sink.retries(),
-            Sink::JsonLines(_) => 0,
+            Sink::JsonLines(_) => RetryCounts::default(),
         }
     }
 }

@@ -114,10 +114,7 @@ pub struct LedgerEntry {
 pub struct DeadLetter {
     pub source_id: String,
     pub run_id: String,
-    /// A [`DeadLetterStage`]'s name: [`Store::commit_page`] refuses any other.
-    /// (Text rather than the enum until the run loop that builds dead letters
-    /// passes the stage as one.)
-    pub stage: String,
+    pub stage: DeadLetterStage,
     pub error: String,
     pub payload: Value,
     /// Record body and sync config; the same fingerprint is not tried again.
@@ -692,9 +689,6 @@ impl Store {
                 )
             })
             .collect();
-        for letter in &page.dead_letters {
-            letter.stage.parse::<DeadLetterStage>()?;
-        }
         let dead_letters: Vec<_> = page
             .dead_letters
             .iter()
@@ -702,7 +696,7 @@ impl Store {
                 (
                     &d.source_id,
                     &d.run_id,
-                    &d.stage,
+                    d.stage.as_str(),
                     &d.error,
                     d.payload.to_string(),
                     &d.fingerprint,
@@ -867,7 +861,7 @@ impl Store {
                 Ok(DeadLetter {
                     source_id: row.try_get("source_id")?,
                     run_id: row.try_get("run_id")?,
-                    stage: row.try_get("stage")?,
+                    stage: row.try_get::<String, _>("stage")?.parse()?,
                     error: row.try_get("error")?,
                     payload: serde_json::from_str(&payload).unwrap_or(Value::String(payload)),
                     fingerprint: row.try_get("fingerprint")?,
