@@ -6,6 +6,7 @@
 //! None holds sync logic of its own.
 
 mod demo;
+mod explain;
 mod logging;
 mod render;
 mod run;
@@ -84,7 +85,8 @@ pub struct Cli {
     #[arg(long, short, global = true, env = "HIGHWATER_CONFIG", default_value = highwater_core::config::DEFAULT_FILE)]
     pub config: PathBuf,
 
-    /// Print JSON for scripts instead of text for people (run, status, runs, validate).
+    /// Print JSON for scripts instead of text for people (run, status, runs,
+    /// explain, validate).
     #[arg(long, global = true)]
     pub json: bool,
 
@@ -111,6 +113,15 @@ pub enum Command {
     /// List a sync's runs, newest first, or show one run's audit record with
     /// `runs show <run-id>`.
     Runs(RunsArgs),
+    /// Tell one record's story: each run and page that read it, what was done
+    /// (written, skipped as unchanged or stale, dead-lettered and why), and where
+    /// it stands now.
+    Explain {
+        /// The sync's name.
+        sync: String,
+        /// The record's id in the source.
+        source_id: String,
+    },
     /// Check the config file and report every problem with its line and key.
     Validate,
     /// Start a simulated billing API and CRM with faults on, sync between them,
@@ -285,6 +296,7 @@ pub async fn dispatch(cli: Cli) -> Result<Exit, CliError> {
         Command::Runs(RunsArgs { .. }) => Err(CliError::Usage(
             "runs: name a sync, or `runs show <run-id>`".into(),
         )),
+        Command::Explain { sync, source_id } => explain::explain(&mut ctx, &sync, &source_id).await,
         Command::Validate => validate::validate(&mut ctx),
         Command::Demo {
             records,

@@ -5,6 +5,7 @@ mod bad_input;
 mod bounds;
 mod cli;
 mod crash;
+mod explain;
 mod faults;
 mod modes;
 mod runs;

@@ -30,6 +30,7 @@ impl Runner<'_> {
             commit.dead_letters.extend(page.commit.dead_letters);
             commit.resolved.extend(page.commit.resolved);
             commit.readbacks.extend(page.commit.readbacks);
+            commit.events.extend(page.commit.events);
             if let Some(batch) = page.commit.unsettled {
                 commit
                     .unsettled

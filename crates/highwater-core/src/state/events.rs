@@ -1,14 +1,18 @@
-//! What happened to each record in each run, kept for `highwater explain`: one
-//! row per commit holding that commit's events as one JSONB array, so that the
-//! log costs an append per page rather than an index insert per record, and is
-//! pruned by age. Reading one record's story scans the retained rows; that is
-//! an operator's question, asked rarely, and worth less than the write path.
+//! One record's story, for `highwater explain`: what happened to it in each run
+//! (one row per commit holding that commit's events as one JSONB array, so that
+//! the log costs an append per page rather than an index insert per record, and
+//! is pruned by age), and where it stands now (ledger, dead letter, a write
+//! announced and not confirmed). Reading one record's story scans the retained
+//! rows; that is an operator's question, asked rarely, and worth less than the
+//! write path.
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use sqlx::{Row, Sqlite, Transaction};
 
-use super::{StateError, Store, json_rows, micros};
+use super::{
+    DeadLetterStage, Intent, LedgerEntry, StateError, Store, json_rows, ledger_entry, micros,
+};
 
 /// What a run did with one copy of a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,6 +61,32 @@ pub struct RecordEvent {
     pub attempts: u32,
     /// The dead letter's reason, or what was repaired.
     pub detail: Option<String>,
+}
+
+/// A record's dead letter, resolved or not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetterState {
+    pub stage: DeadLetterStage,
+    pub error: String,
+    pub attempts: i64,
+    pub first_failed_at: Timestamp,
+    pub last_failed_at: Timestamp,
+    /// When a later write of the record succeeded.
+    pub resolved_at: Option<Timestamp>,
+}
+
+/// Where one record stands in the state store.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RecordState {
+    /// What was last written (or confirmed unchanged), staged rows included.
+    pub ledger: Option<LedgerEntry>,
+    pub dead_letter: Option<DeadLetterState>,
+    /// A write announced and not known to have settled: the destination may
+    /// hold this version.
+    pub announced: Option<Intent>,
+    /// Written again while an older write may still land: read back before
+    /// the run completes.
+    pub to_read_back: bool,
 }
 
 /// An event as `explain` shows it: with the run and the commit's time.
@@ -169,6 +199,71 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// Where one record stands: its ledger row (the latest, staged or merged),
+    /// its dead letter, a write announced for it and not settled.
+    pub async fn record_state(
+        &self,
+        sync: &str,
+        source_id: &str,
+    ) -> Result<RecordState, StateError> {
+        let rows = sqlx::query(
+            "SELECT 0 AS seq, 0 AS place, source_id, external_id, dest_id, version, updated_at, payload_hash, run_id
+             FROM ledger WHERE sync = ?1 AND source_id = ?2
+             UNION ALL
+             SELECT s.seq, key, value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6
+             FROM ledger_staged AS s, jsonb_each(s.rows) WHERE s.sync = ?1 AND value ->> 0 = ?2
+             ORDER BY seq, place",
+        )
+        .bind(sync)
+        .bind(source_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut ledger: Option<LedgerEntry> = None;
+        for row in &rows {
+            let entry = ledger_entry(row)?;
+            // A later row without a destination id keeps the one known before.
+            let dest_id = entry
+                .dest_id
+                .clone()
+                .or_else(|| ledger.as_ref().and_then(|l| l.dest_id.clone()));
+            ledger = Some(LedgerEntry { dest_id, ..entry });
+        }
+        let dead_letter = sqlx::query(
+            "SELECT stage, error, attempts, first_failed_at, last_failed_at, resolved_at
+             FROM dead_letters WHERE sync = ? AND source_id = ?",
+        )
+        .bind(sync)
+        .bind(source_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|row| {
+            let resolved_at: Option<i64> = row.try_get("resolved_at")?;
+            Ok::<_, StateError>(DeadLetterState {
+                stage: row.try_get::<String, _>("stage")?.parse()?,
+                error: row.try_get("error")?,
+                attempts: row.try_get("attempts")?,
+                first_failed_at: micros(row.try_get("first_failed_at")?)?,
+                last_failed_at: micros(row.try_get("last_failed_at")?)?,
+                resolved_at: resolved_at.map(micros).transpose()?,
+            })
+        })
+        .transpose()?;
+        let announced = self.floors(sync).await?.remove(source_id);
+        let to_read_back: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM readbacks WHERE sync = ? AND source_id = ?)",
+        )
+        .bind(sync)
+        .bind(source_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(RecordState {
+            ledger,
+            dead_letter,
+            announced,
+            to_read_back,
+        })
     }
 
     /// Forgets the events of `sync` older than `before`; returns how many

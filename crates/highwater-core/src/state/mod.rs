@@ -25,7 +25,7 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
-pub use events::{RecordAction, RecordEvent, StoryEvent};
+pub use events::{DeadLetterState, RecordAction, RecordEvent, RecordState, StoryEvent};
 pub use history::{Invocation, InvocationEnd, RunRecord, Samples};
 pub use lock::{LockError, SyncLock, acquire};
 pub use names::{DeadLetterStage, InvocationOutcome, RunKind, RunStatus, UnknownName};
