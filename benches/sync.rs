@@ -5,9 +5,11 @@
 //! each client on its own single-threaded runtime and thread (as the binary runs;
 //! highwater adds its reading thread and SQLite's worker, whose CPU the per-record
 //! figures include):
-//! a naive sequential loop (fetch a page, PUT each record, keep no state) and
-//! highwater's engine at concurrency 1, alternately for a few rounds (the medians
-//! are printed, since two cores shared with the simulator make single runs noisy);
+//! a naive sequential loop (fetch a page, PUT each record, keep no state),
+//! highwater's engine at concurrency 1, and the same without record events
+//! (`[state] event_retention = "0s"`, for what `explain`'s log costs), in turn
+//! for a few rounds (the medians are printed, since two cores shared with the
+//! simulator make single runs noisy);
 //! then the engine at concurrency 8; then naive and concurrency 1 again on a tenth
 //! of the records with 1 ms of latency per request, as a LAN API would add; and
 //! the real binary, for its own peak RSS.
@@ -144,7 +146,11 @@ fn fresh_dir(name: &str) -> std::path::PathBuf {
 }
 
 /// highwater's engine, in this process, on its own thread.
-async fn engine_run(config_text: String, dir: std::path::PathBuf) -> Result<u64, String> {
+async fn engine_run(
+    config_text: String,
+    dir: std::path::PathBuf,
+    events: bool,
+) -> Result<u64, String> {
     let path = dir.join("highwater.toml");
     let config =
         highwater_core::config::parse(&config_text, &path, &|_| None).map_err(|e| e.to_string())?;
@@ -153,15 +159,13 @@ async fn engine_run(config_text: String, dir: std::path::PathBuf) -> Result<u64,
         .await
         .map_err(|e| e.to_string())?;
     let (progress, _) = tokio::sync::watch::channel(Progress::default());
-    let report = engine::run(
-        &spec,
-        &store,
-        RunOptions::default(),
-        CancellationToken::new(),
-        &progress,
-    )
-    .await
-    .map_err(|e| e.to_string())?;
+    let options = RunOptions {
+        event_retention: (!events).then_some(Duration::ZERO),
+        ..RunOptions::default()
+    };
+    let report = engine::run(&spec, &store, options, CancellationToken::new(), &progress)
+        .await
+        .map_err(|e| e.to_string())?;
     store.close().await;
     Ok(report.counters.written)
 }
@@ -243,6 +247,8 @@ impl Pass {
 enum Client {
     Naive,
     Engine(usize),
+    /// At this concurrency, recording no events for `explain`.
+    EngineWithoutEvents(usize),
 }
 
 async fn pass(records: usize, latency: Duration, client: Client) -> Result<Pass, String> {
@@ -262,12 +268,13 @@ async fn pass(records: usize, latency: Duration, client: Client) -> Result<Pass,
                 Err(_) => return Err("the naive loop panicked".into()),
             }
         }
-        Client::Engine(concurrency) => {
+        Client::Engine(concurrency) | Client::EngineWithoutEvents(concurrency) => {
+            let events = matches!(client, Client::Engine(_));
             let dir = fresh_dir(&format!("c{concurrency}"));
             let text = config(&sim, &dir, concurrency);
             let state = dir.clone();
             let joined = on_own_thread(&format!("engine-c{concurrency}"), move || {
-                engine_run(text, state)
+                engine_run(text, state, events)
             })
             .join();
             let _ = std::fs::remove_dir_all(&dir);
@@ -321,17 +328,31 @@ async fn bench() {
         "(CPU and peak RSS are this whole process: the simulator holding both sides, plus the client; \"client\" is the process less the simulator's threads)"
     );
 
-    let (mut naive, mut sequential) = (Vec::new(), Vec::new());
+    let (mut naive, mut sequential, mut quiet) = (Vec::new(), Vec::new(), Vec::new());
     for round in 1..=rounds {
-        for client in [Client::Naive, Client::Engine(1)] {
-            let is_naive = matches!(client, Client::Naive);
+        for client in [
+            Client::Naive,
+            Client::Engine(1),
+            Client::EngineWithoutEvents(1),
+        ] {
+            let passes = match client {
+                Client::Naive => &mut naive,
+                Client::Engine(_) => &mut sequential,
+                Client::EngineWithoutEvents(_) => &mut quiet,
+            };
             match pass(records, Duration::ZERO, client).await {
-                Ok(p) if is_naive => naive.push(p),
-                Ok(p) => sequential.push(p),
+                Ok(p) => passes.push(p),
                 Err(e) => return eprintln!("round {round}: {e}"),
             }
         }
     }
+    // What recording events for `explain` costs, by the same pairing.
+    let mut events_cost: Vec<f64> = sequential
+        .iter()
+        .zip(&quiet)
+        .map(|(with, without)| without.rate() / with.rate())
+        .collect();
+    events_cost.sort_by(f64::total_cmp);
     // The machine's speed drifts over minutes; a round's two passes, run back to
     // back, see the same machine, so their ratio is the steadier figure.
     let mut paired: Vec<f64> = naive
@@ -340,7 +361,9 @@ async fn bench() {
         .map(|(n, s)| s.rate() / n.rate())
         .collect();
     paired.sort_by(f64::total_cmp);
-    let (Some(naive), Some(sequential)) = (median(naive), median(sequential)) else {
+    let (Some(naive), Some(sequential), Some(quiet)) =
+        (median(naive), median(sequential), median(quiet))
+    else {
         return;
     };
     let naive_rate = naive.rate();
@@ -372,6 +395,23 @@ async fn bench() {
             .collect::<Vec<_>>()
             .join(" "),
         paired[paired.len() / 2],
+    );
+    println!(
+        "{}",
+        quiet.line(
+            &format!("c1 without record events (median of {rounds})"),
+            Some(naive_rate)
+        )
+    );
+    println!(
+        "  time with record events against without, within each round: {} (median {:.2}, {:+.1}% time)",
+        events_cost
+            .iter()
+            .map(|r| format!("{r:.2}"))
+            .collect::<Vec<_>>()
+            .join(" "),
+        events_cost[events_cost.len() / 2],
+        (events_cost[events_cost.len() / 2] - 1.0) * 100.0,
     );
     match pass(records, Duration::ZERO, Client::Engine(8)).await {
         Ok(p) => println!("{}", p.line("highwater, concurrency 8", Some(naive_rate))),

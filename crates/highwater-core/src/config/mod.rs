@@ -420,6 +420,7 @@ impl Validator<'_> {
     }
 
     /// A duration that may be given in days ("30d"), a day counted as 24 hours.
+    /// Zero is allowed: keep none.
     fn long_duration(&mut self, raw: &Spanned<String>, key: &str) -> Option<Duration> {
         let parsed = raw
             .get_ref()
@@ -429,13 +430,12 @@ impl Validator<'_> {
                 span.to_duration(jiff::SpanRelativeTo::days_are_24_hours())
                     .ok()
             })
-            .and_then(|d| Duration::try_from(d).ok())
-            .filter(|d| !d.is_zero());
+            .and_then(|d| Duration::try_from(d).ok());
         if parsed.is_none() {
             self.problem(
                 raw,
                 key,
-                "expected a positive duration like \"30d\", \"12h\" or \"2w\"",
+                "expected a duration like \"30d\", \"12h\" or \"2w\" (\"0s\" keeps none)",
             );
         }
         parsed

@@ -452,7 +452,8 @@ struct Runner<'a> {
     retries: RetryCounts,
     /// Events of what the run does at its end, past its last page.
     closing_events: Vec<RecordEvent>,
-    /// Record events older than this are pruned when the run completes.
+    /// Record events older than this are pruned when the run completes; zero
+    /// keeps none, and none are recorded.
     event_retention: Duration,
     /// Finished writes, whose records the reading thread allocated: it frees them
     /// too, in batches, so the write path does not spend its time in `free`.
@@ -1105,9 +1106,11 @@ impl<'a> Runner<'a> {
         let Some(page) = self.pages.get_mut(&seq) else {
             return Ok(());
         };
-        page.commit
-            .events
-            .push(seen.event(Some(self.pages_before + seq + 1), &resolution));
+        if !self.event_retention.is_zero() {
+            page.commit
+                .events
+                .push(seen.event(Some(self.pages_before + seq + 1), &resolution));
+        }
         match resolution {
             Resolution::Written {
                 ledger,

@@ -191,16 +191,18 @@ impl Runner<'_> {
                 }
                 Err(e) => return Err(FailureCause::Destination(e)),
             };
-            self.closing_events.push(RecordEvent {
-                source_id: readback.source_id.clone(),
-                page: None,
-                action: RecordAction::Repaired,
-                version: readback.version,
-                updated_at: Some(readback.updated_at),
-                dest_id: dest_id.or(readback.dest_id.clone()),
-                attempts,
-                detail: Some(format!("the destination held {held}; written again")),
-            });
+            if !self.event_retention.is_zero() {
+                self.closing_events.push(RecordEvent {
+                    source_id: readback.source_id.clone(),
+                    page: None,
+                    action: RecordAction::Repaired,
+                    version: readback.version,
+                    updated_at: Some(readback.updated_at),
+                    dest_id: dest_id.or(readback.dest_id.clone()),
+                    attempts,
+                    detail: Some(format!("the destination held {held}; written again")),
+                });
+            }
             tracing::info!(
                 event = crate::obs::RECORD_REPAIRED,
                 sync = %self.spec.name,

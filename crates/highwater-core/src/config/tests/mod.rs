@@ -238,20 +238,25 @@ fn record_events_are_kept_thirty_days_unless_told_otherwise() {
     let days = |n: u64| std::time::Duration::from_secs(n * 24 * 3600);
     let config = parse(VALID, Path::new("hw.toml"), &env).expect("valid config");
     assert_eq!(config.state.event_retention, days(30));
-    for (text, expected) in [("7d", days(7)), ("2w", days(14)), ("36h", days(1) * 3 / 2)] {
+    for (text, expected) in [
+        ("7d", days(7)),
+        ("2w", days(14)),
+        ("36h", days(1) * 3 / 2),
+        ("0s", days(0)),
+    ] {
         let config = parse(&with(text), Path::new("hw.toml"), &env).expect("valid config");
         assert_eq!(config.state.event_retention, expected, "{text}");
     }
     check(
-        &with("0d"),
+        &with("-1d"),
         expect![[
-            r#"hw.toml:4: state.event_retention: expected a positive duration like "30d", "12h" or "2w""#
+            r#"hw.toml:4: state.event_retention: expected a duration like "30d", "12h" or "2w" ("0s" keeps none)"#
         ]],
     );
     check(
         &with("a month"),
         expect![[
-            r#"hw.toml:4: state.event_retention: expected a positive duration like "30d", "12h" or "2w""#
+            r#"hw.toml:4: state.event_retention: expected a duration like "30d", "12h" or "2w" ("0s" keeps none)"#
         ]],
     );
 }
