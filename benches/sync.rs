@@ -163,9 +163,16 @@ async fn engine_run(
         event_retention: (!events).then_some(Duration::ZERO),
         ..RunOptions::default()
     };
-    let report = engine::run(&spec, &store, options, CancellationToken::new(), &progress)
-        .await
-        .map_err(|e| e.to_string())?;
+    let report = engine::run(
+        &spec,
+        &store,
+        engine::Plan::Incremental,
+        options,
+        CancellationToken::new(),
+        &progress,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     store.close().await;
     Ok(report.counters.written)
 }

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use highwater_core::config::{Config, SyncSpec};
+use highwater_core::engine::Plan;
 use highwater_core::state::Store;
 
 /// How a command ended, as the process's exit code says it.
@@ -107,6 +108,25 @@ pub enum Command {
         #[arg(long)]
         max_pages: Option<u64>,
     },
+    /// Read a range of the source's history again, with a checkpoint of its own
+    /// (resumable: run the same command again), without moving the sync's
+    /// high-water mark and without writing anything older than what is written.
+    Backfill {
+        /// The sync's name.
+        sync: String,
+        /// Records updated at or after this time (RFC 3339, or a date: midnight UTC).
+        #[arg(long, value_parser = parse_time)]
+        from: jiff::Timestamp,
+        /// Records updated at or before this time (RFC 3339, or a date: midnight UTC).
+        #[arg(long, value_parser = parse_time)]
+        to: jiff::Timestamp,
+        /// Stop at a checkpoint after this long (e.g. 30s, 10m); exit 3; resumable.
+        #[arg(long, value_parser = parse_duration)]
+        max_runtime: Option<Duration>,
+        /// Stop at a checkpoint after this many pages; exit 3; resumable.
+        #[arg(long)]
+        max_pages: Option<u64>,
+    },
     /// Show each sync's open run, last completed run, high-water mark, lag and
     /// dead letters.
     Status,
@@ -171,6 +191,21 @@ pub fn print(text: impl std::fmt::Display) -> Result<(), CliError> {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(CliError::ReaderGone),
         Err(e) => Err(CliError::Failed(format!("cannot write the output: {e}"))),
     }
+}
+
+/// A point in time to the microsecond, as the state store keeps them: RFC 3339,
+/// or a date for its midnight UTC.
+fn parse_time(text: &str) -> Result<jiff::Timestamp, String> {
+    let parsed =
+        text.parse::<jiff::Timestamp>()
+            .or_else(|e| match text.parse::<jiff::civil::Date>() {
+                Ok(date) => format!("{date}T00:00:00Z").parse::<jiff::Timestamp>(),
+                Err(_) => Err(e),
+            });
+    let at = parsed.map_err(|_| {
+        format!("expected a time like 2026-01-31T00:00:00Z or a date like 2026-01-31, got {text:?}")
+    })?;
+    jiff::Timestamp::from_microsecond(at.as_microsecond()).map_err(|e| e.to_string())
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -282,7 +317,23 @@ pub async fn dispatch(cli: Cli) -> Result<Exit, CliError> {
             sync,
             max_runtime,
             max_pages,
-        } => run::run(&mut ctx, &sync, max_runtime, max_pages).await,
+        } => run::run(&mut ctx, &sync, Plan::Incremental, max_runtime, max_pages).await,
+        Command::Backfill {
+            sync,
+            from,
+            to,
+            max_runtime,
+            max_pages,
+        } => {
+            if from >= to {
+                Err(CliError::Usage(format!(
+                    "backfill: --from {from} is not before --to {to}"
+                )))
+            } else {
+                let plan = Plan::Backfill { from, to };
+                run::run(&mut ctx, &sync, plan, max_runtime, max_pages).await
+            }
+        }
         Command::Status => status::status(&mut ctx).await,
         Command::Runs(RunsArgs {
             show: Some(RunsCommand::Show { run_id }),

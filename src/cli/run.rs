@@ -1,11 +1,11 @@
-//! `highwater run <sync>`: holds the sync's lock, runs or resumes its run with a
-//! progress bar on a terminal, stops cleanly on Ctrl-C or a budget, and prints the
-//! run report.
+//! `highwater run <sync>` and `highwater backfill <sync>`: holds the sync's lock,
+//! runs or resumes the run of the plan with a progress bar on a terminal, stops
+//! cleanly on Ctrl-C or a budget, and prints the run report.
 
 use std::io::IsTerminal;
 use std::time::Duration;
 
-use highwater_core::engine::{self, Progress, RunOptions, RunOutcome};
+use highwater_core::engine::{self, FailureCause, Plan, Progress, RunOptions, RunOutcome};
 use highwater_core::state;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::watch;
@@ -16,6 +16,7 @@ use super::{CliError, Context, Exit, logging, print, render};
 pub async fn run(
     ctx: &mut Context,
     sync: &str,
+    plan: Plan,
     max_runtime: Option<Duration>,
     max_pages: Option<u64>,
 ) -> Result<Exit, CliError> {
@@ -44,7 +45,7 @@ pub async fn run(
         merge_rows: Some(config.state.merge_rows),
         event_retention: Some(config.state.event_retention),
     };
-    let result = engine::run(&spec, &store, options, shutdown, &progress_tx).await;
+    let result = engine::run(&spec, &store, plan, options, shutdown, &progress_tx).await;
     signals.abort();
     if let Some(ticker) = ticker {
         ticker.abort();
@@ -67,6 +68,10 @@ pub async fn run(
                 RunOutcome::Completed => Exit::Complete,
                 RunOutcome::Stopped(_) => Exit::Stopped,
             })
+        }
+        // Another range's backfill is open: nothing was started or changed.
+        Err(failure) if matches!(failure.cause, FailureCause::OtherRunOpen { .. }) => {
+            Err(CliError::Usage(format!("sync {sync:?}: {}", failure.cause)))
         }
         // The failure is the run's report: it goes out as one, not as a CLI error.
         Err(failure) => {

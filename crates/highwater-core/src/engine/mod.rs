@@ -14,6 +14,7 @@ mod committer;
 pub mod decide;
 mod events;
 pub mod frontier;
+mod plan;
 mod route;
 mod settle;
 mod slots;
@@ -45,9 +46,10 @@ use crate::state::{
 use crate::stop::{Stop, StopReason};
 use ahead::{Arrival, Delivery, ReadAhead, ReadPage};
 use committer::Committer;
-use decide::{Decision, SurgeGuard, decide, plan_window};
+use decide::{Decision, SurgeGuard, decide};
 use events::{Event, Inputs};
 pub use frontier::Frontier;
+pub use plan::Plan;
 use route::Routed;
 use settle::Compare;
 use slots::WriteSlots;
@@ -156,6 +158,15 @@ pub enum FailureCause {
         .0.join("; ")
     )]
     Unconfirmed(Vec<String>),
+    #[error(
+        "a {kind} run over {} → {watermark} is open: finish it with the same range, or reset it, before another",
+        .lower.map_or_else(|| "the start".to_owned(), |t| t.to_string())
+    )]
+    OtherRunOpen {
+        kind: RunKind,
+        lower: Option<Timestamp>,
+        watermark: Timestamp,
+    },
 }
 
 impl FailureCause {
@@ -181,6 +192,7 @@ impl FailureCause {
 pub async fn run(
     spec: &SyncSpec,
     store: &Store,
+    plan: Plan,
     options: RunOptions,
     shutdown: CancellationToken,
     progress: &watch::Sender<Progress>,
@@ -192,7 +204,7 @@ pub async fn run(
         counters: Counters::default(),
         resumable: false,
     };
-    let (run, cursor, counters, resumed) = open_or_resume(spec, store).await.map_err(fail)?;
+    let (run, cursor, counters, resumed) = open_or_resume(spec, store, plan).await.map_err(fail)?;
     let window = Window {
         lower: run.lower_bound,
         watermark: run.watermark,
@@ -327,6 +339,7 @@ fn failure_class(cause: &FailureCause) -> String {
         FailureCause::Surge { .. } => ("records", "dead_letter_surge"),
         FailureCause::Unconfirmed(_) => ("destination", "unconfirmed"),
         FailureCause::State(_) => ("state", "store"),
+        FailureCause::OtherRunOpen { .. } => ("runs", "other_run_open"),
         FailureCause::Client(_) | FailureCause::Thread(_) | FailureCause::ReaderGone => {
             ("highwater", "internal")
         }
@@ -337,8 +350,16 @@ fn failure_class(cause: &FailureCause) -> String {
 async fn open_or_resume(
     spec: &SyncSpec,
     store: &Store,
+    plan: Plan,
 ) -> Result<(RunRow, Cursor, Counters, bool), FailureCause> {
-    if let Some((run, checkpoint)) = store.open_run(&spec.name, RunKind::Incremental).await? {
+    if let Some((run, checkpoint)) = store.open_run(&spec.name, plan.kind()).await? {
+        if !plan.matches(&run) {
+            return Err(FailureCause::OtherRunOpen {
+                kind: run.kind,
+                lower: run.lower_bound,
+                watermark: run.watermark,
+            });
+        }
         let cursor: Cursor = serde_json::from_value(checkpoint.cursor)
             .map_err(|e| StateError::Corrupt(format!("run {}: cursor: {e}", run.run_id)))?;
         store.resume_run(&run.run_id).await?;
@@ -352,17 +373,11 @@ async fn open_or_resume(
     let now = Timestamp::now()
         .round(jiff::Unit::Microsecond)
         .unwrap_or_else(|_| Timestamp::now());
-    let window = plan_window(
-        now,
-        spec.source.lag,
-        spec.source.lookback,
-        spec.source.start,
-        high_water_mark,
-    );
+    let window = plan.window(spec, now, high_water_mark);
     let run = RunRow {
         run_id: uuid::Uuid::now_v7().to_string(),
         sync: spec.name.clone(),
-        kind: RunKind::Incremental,
+        kind: plan.kind(),
         status: RunStatus::Open,
         lower_bound: window.lower,
         watermark: window.watermark,

@@ -1,0 +1,155 @@
+//! What one run is for, and the window it reads: a [`Plan`] names the run's kind
+//! (runs are keyed by sync and kind, each kind with its own open run and
+//! checkpoint) and where its records come from. Each new kind of run is a
+//! variant here and the window or record source it brings, not a branch in the
+//! run loop.
+
+use jiff::Timestamp;
+
+use super::decide::plan_window;
+use crate::config::SyncSpec;
+use crate::source::Window;
+use crate::state::{RunKind, RunRow};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plan {
+    /// From the high-water mark, less the lookback, to now less the lag; its
+    /// completion moves the high-water mark.
+    Incremental,
+    /// A fixed range of the source's history, `from <= updated_at <= to`, with
+    /// a checkpoint of its own. It never moves the incremental high-water mark;
+    /// the ledger keeps it from writing anything older than what is written.
+    Backfill { from: Timestamp, to: Timestamp },
+}
+
+impl Plan {
+    pub fn kind(self) -> RunKind {
+        match self {
+            Plan::Incremental => RunKind::Incremental,
+            Plan::Backfill { .. } => RunKind::Backfill,
+        }
+    }
+
+    /// The window of a new run of this plan, fixed now and kept on resume.
+    pub(super) fn window(
+        self,
+        spec: &SyncSpec,
+        now: Timestamp,
+        high_water_mark: Option<Timestamp>,
+    ) -> Window {
+        let incremental = plan_window(
+            now,
+            spec.source.lag,
+            spec.source.lookback,
+            spec.source.start,
+            high_water_mark,
+        );
+        match self {
+            Plan::Incremental => incremental,
+            // Nothing past now less the lag is settled at the source yet.
+            Plan::Backfill { from, to } => Window {
+                lower: Some(from),
+                watermark: to.min(incremental.watermark),
+            },
+        }
+    }
+
+    /// Whether the open run `run` of this plan's kind is this plan's, so that
+    /// resuming it finishes what was asked; a backfill over another range is
+    /// not resumed under a new one.
+    pub(super) fn matches(self, run: &RunRow) -> bool {
+        match self {
+            Plan::Incremental => true,
+            // The window's end is `to`, or earlier when `to` was not settled yet.
+            Plan::Backfill { from, to } => run.lower_bound == Some(from) && run.watermark <= to,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use jiff::{SignedDuration, Timestamp};
+
+    use super::*;
+    use crate::state::RunStatus;
+
+    fn at(seconds: i64) -> Timestamp {
+        Timestamp::from_second(seconds).unwrap_or(Timestamp::UNIX_EPOCH)
+    }
+
+    fn spec() -> SyncSpec {
+        let text = r#"
+[[sync]]
+name = "s"
+
+[sync.source]
+base_url = "http://127.0.0.1:1"
+path = "/items"
+lag = "30s"
+pagination = { style = "cursor", token_path = "next", token_param = "cursor" }
+
+[sync.mapping]
+external_id = "{id}"
+fields = { name = "name" }
+
+[sync.destination]
+type = "http"
+base_url = "http://127.0.0.1:2"
+mode = "put"
+path = "/items/{external_id}"
+"#;
+        crate::config::parse(text, std::path::Path::new("hw.toml"), &|_| None)
+            .map(|c| c.syncs[0].clone())
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn run(lower: Option<Timestamp>, watermark: Timestamp) -> RunRow {
+        RunRow {
+            run_id: "r".into(),
+            sync: "s".into(),
+            kind: RunKind::Backfill,
+            status: RunStatus::Open,
+            lower_bound: lower,
+            watermark,
+            started_at: at(0),
+            updated_at: at(0),
+            completed_at: None,
+        }
+    }
+
+    #[test]
+    fn a_backfill_reads_its_range_and_nothing_not_yet_settled() {
+        let spec = spec();
+        let now = at(10_000);
+        let plan = Plan::Backfill {
+            from: at(100),
+            to: at(200),
+        };
+        let window = plan.window(&spec, now, Some(at(9_000)));
+        assert_eq!((window.lower, window.watermark), (Some(at(100)), at(200)));
+        // A range reaching past now stops at now less the lag.
+        let future = Plan::Backfill {
+            from: at(100),
+            to: at(20_000),
+        };
+        let window = future.window(&spec, now, None);
+        let settled = now
+            .checked_sub(SignedDuration::try_from(spec.source.lag).unwrap_or_default())
+            .unwrap_or(now);
+        assert_eq!(window.watermark, settled);
+        assert!(future.matches(&run(Some(at(100)), settled)));
+    }
+
+    #[test]
+    fn only_the_same_range_resumes_an_open_backfill() {
+        let plan = Plan::Backfill {
+            from: at(100),
+            to: at(200),
+        };
+        assert!(plan.matches(&run(Some(at(100)), at(200))));
+        assert!(!plan.matches(&run(Some(at(50)), at(200))));
+        assert!(!plan.matches(&run(Some(at(100)), at(300))));
+        assert!(!plan.matches(&run(None, at(200))));
+        assert!(Plan::Incremental.matches(&run(None, at(1))));
+    }
+}
