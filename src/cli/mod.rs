@@ -6,6 +6,7 @@
 //! None holds sync logic of its own.
 
 mod demo;
+mod dry;
 mod explain;
 mod logging;
 mod render;
@@ -107,6 +108,10 @@ pub enum Command {
         /// Stop at a checkpoint after this many pages; exit 3; resumable.
         #[arg(long)]
         max_pages: Option<u64>,
+        /// Read and map as the run would, and print what it would create, update,
+        /// skip and dead-letter; write nothing, not even state.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Read a range of the source's history again, with a checkpoint of its own
     /// (resumable: run the same command again), without moving the sync's
@@ -317,7 +322,14 @@ pub async fn dispatch(cli: Cli) -> Result<Exit, CliError> {
             sync,
             max_runtime,
             max_pages,
+            dry_run: false,
         } => run::run(&mut ctx, &sync, Plan::Incremental, max_runtime, max_pages).await,
+        Command::Run {
+            sync,
+            max_pages,
+            dry_run: true,
+            ..
+        } => dry::dry_run(&mut ctx, &sync, Plan::Incremental, max_pages).await,
         Command::Backfill {
             sync,
             from,

@@ -6,6 +6,7 @@ mod bad_input;
 mod bounds;
 mod cli;
 mod crash;
+mod dry_run;
 mod explain;
 mod faults;
 mod modes;

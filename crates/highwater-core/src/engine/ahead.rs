@@ -192,7 +192,7 @@ fn give_way() {}
 
 /// Which records of a page are superseded by a newer copy of the same id in it (a
 /// page that overlaps itself, a lagging replica): only the newest copy counts.
-fn superseded(records: &[Extracted]) -> Vec<bool> {
+pub(super) fn superseded(records: &[Extracted]) -> Vec<bool> {
     let mut newest: std::collections::HashMap<&str, usize> =
         std::collections::HashMap::with_capacity(records.len());
     for (index, record) in records.iter().enumerate() {

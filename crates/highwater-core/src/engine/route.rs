@@ -128,10 +128,7 @@ impl Runner<'_> {
     }
 
     fn fingerprint(&self, body: &Value) -> String {
-        let mut hasher = blake3::Hasher::new();
-        hasher.update(self.spec.fingerprint.as_bytes());
-        hasher.update(body.to_string().as_bytes());
-        hasher.finalize().to_hex()[..32].to_owned()
+        fingerprint(&self.spec.fingerprint, body)
     }
 
     pub(super) fn dead_letter(
@@ -152,6 +149,15 @@ impl Runner<'_> {
             last_failed_at: Timestamp::now(),
         }
     }
+}
+
+/// What a dead letter is known by: the record's body under the sync's config,
+/// so the same payload under the same config is not tried again.
+pub(super) fn fingerprint(config: &str, body: &Value) -> String {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(config.as_bytes());
+    hasher.update(body.to_string().as_bytes());
+    hasher.finalize().to_hex()[..32].to_owned()
 }
 
 pub(super) enum Routed {
