@@ -1,6 +1,7 @@
-//! Where logs go: structured JSON lines on stderr when stderr is not a terminal; on a
-//! terminal, warnings and errors in plain text, printed around the progress bar.
-//! `HIGHWATER_LOG` (e.g. `debug`, `highwater_core=debug`) overrides the level.
+//! Where logs go: structured JSON lines on stderr when stderr is not a terminal (or
+//! with `--log-format json`); on a terminal, warnings and errors in plain text,
+//! printed around the progress bar. A run's lines carry its span: sync, run id and
+//! kind. `HIGHWATER_LOG` (e.g. `debug`, `highwater_core=debug`) overrides the level.
 
 use std::io::{IsTerminal, Write};
 
@@ -8,14 +9,28 @@ use indicatif::ProgressBar;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Plain text on a terminal, JSON lines otherwise.
+    Auto,
+    Json,
+    Text,
+}
+
 /// Installs the subscriber; `bar` is suspended while a log line is written.
-pub fn init(bar: Option<ProgressBar>) {
+pub fn init(bar: Option<ProgressBar>, format: LogFormat) {
     let terminal = std::io::stderr().is_terminal();
     let default = if terminal { "warn" } else { "info" };
+    let json = match format {
+        LogFormat::Auto => !terminal,
+        LogFormat::Json => true,
+        LogFormat::Text => false,
+    };
     let filter =
         EnvFilter::try_from_env("HIGHWATER_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let writer = BarWriter { bar };
-    let result = if terminal {
+    let result = if !json {
         tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_writer(writer)

@@ -92,6 +92,11 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub json: bool,
 
+    /// How log lines are written on stderr: JSON lines (with the run's sync and
+    /// run id), plain text, or auto (text on a terminal, JSON otherwise).
+    #[arg(long, global = true, value_enum, default_value_t = logging::LogFormat::Auto)]
+    pub log_format: logging::LogFormat,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -227,15 +232,17 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 pub struct Context {
     config_path: PathBuf,
     pub json: bool,
+    pub log_format: logging::LogFormat,
     config: Option<Arc<Config>>,
     store: Option<Store>,
 }
 
 impl Context {
-    pub fn new(config_path: PathBuf, json: bool) -> Self {
+    pub fn new(config_path: PathBuf, json: bool, log_format: logging::LogFormat) -> Self {
         Context {
             config_path,
             json,
+            log_format,
             config: None,
             store: None,
         }
@@ -316,7 +323,7 @@ impl Context {
 
 /// Runs the command; what it returns is the process's exit.
 pub async fn dispatch(cli: Cli) -> Result<Exit, CliError> {
-    let mut ctx = Context::new(cli.config, cli.json);
+    let mut ctx = Context::new(cli.config, cli.json, cli.log_format);
     let result = match cli.command {
         Command::Run {
             sync,

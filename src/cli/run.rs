@@ -25,7 +25,7 @@ pub async fn run(
     // The lock comes first: a second process must not even open the store.
     let lock = state::acquire(&config.state.path, sync).map_err(CliError::failed)?;
     let bar = std::io::stderr().is_terminal().then(progress_bar);
-    logging::init(bar.clone());
+    logging::init(bar.clone(), ctx.log_format);
     for warning in &config.warnings {
         tracing::warn!(
             event = highwater_core::obs::CONFIG_WARNING,

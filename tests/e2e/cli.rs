@@ -224,3 +224,45 @@ async fn validate_warns_of_a_sync_that_reads_everything_or_misses_late_updates()
         assert!(line.starts_with(expected.as_str()), "{warnings}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_log_line_of_a_run_carries_its_sync_and_run_id() {
+    let mut sim = SimConfig::new(43, 400);
+    // Retries are logged from the write slots and from the reading thread.
+    sim.source.rate_limit_ratio = 0.2;
+    sim.source.retry_after_secs = 0;
+    sim.dest.burst_start_ratio = 0.02;
+    let world = World::start("log-span", sim, &Setup::new(Style::Cursor, Mode::Put)).await;
+    let mut command = tokio::process::Command::new(crate::util::bin());
+    command
+        .arg("--config")
+        .arg(&world.config)
+        .args(["run", SYNC, "--json", "--log-format", "json"])
+        .env("HIGHWATER_LOG", "highwater_core=debug")
+        .stdin(std::process::Stdio::null());
+    let out = crate::util::finish(&mut command).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let run_id = report(&out)["run_id"].clone();
+    let lines: Vec<serde_json::Value> = stderr(&out)
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"))
+        })
+        .collect();
+    let retried: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["event"] == "request_retried")
+        .collect();
+    for api in ["source", "destination"] {
+        assert!(
+            retried.iter().any(|l| l["api"] == api),
+            "no {api} retry logged among {} lines",
+            lines.len()
+        );
+    }
+    for line in lines.iter().filter(|l| l["event"].is_string()) {
+        assert_eq!(line["span"]["run_id"], run_id, "{line}");
+        assert_eq!(line["span"]["sync"], SYNC, "{line}");
+        assert_eq!(line["span"]["kind"], "incremental", "{line}");
+    }
+}

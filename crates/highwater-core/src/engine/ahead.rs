@@ -69,9 +69,12 @@ impl ReadAhead {
         pages: mpsc::Sender<Delivery>,
         mut spent: mpsc::UnboundedReceiver<Vec<WriteJob>>,
     ) -> std::io::Result<()> {
+        // The run's span (sync, run id) follows its reading onto this thread.
+        let span = tracing::Span::current();
         std::thread::Builder::new()
             .name("highwater-read".into())
             .spawn(move || {
+                let _entered = span.enter();
                 give_way();
                 match tokio::runtime::Builder::new_current_thread()
                     .enable_all()

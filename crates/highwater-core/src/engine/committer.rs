@@ -8,6 +8,7 @@ use std::sync::Arc;
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::task::AbortOnDropHandle;
+use tracing::Instrument;
 
 use super::FailureCause;
 use crate::sink::Sink;
@@ -30,31 +31,34 @@ impl Committer {
     pub(super) fn spawn(store: Store, sync: String, run_id: String, sink: Arc<Sink>) -> Self {
         let (jobs, mut queue) = mpsc::channel::<CommitJob>(MAX_PENDING);
         let (acks_tx, acks) = mpsc::channel::<Ack>(MAX_PENDING * 2);
-        let task = tokio::spawn(async move {
-            while let Some(job) = queue.recv().await {
-                let result = match sink.flush().await {
-                    Ok(()) => store
-                        .commit_page(
-                            &sync,
-                            &run_id,
-                            &job.commit,
-                            job.checkpoint.as_ref(),
-                            &job.counters,
-                        )
-                        .await
-                        .map_err(FailureCause::from),
-                    Err(e) => Err(FailureCause::Destination(e)),
-                };
-                let ack = CommitAck {
-                    number: job.number,
-                    pages: job.pages,
-                    merged: job.commit.merge,
-                };
-                if acks_tx.send((ack, result)).await.is_err() {
-                    break;
+        let task = tokio::spawn(
+            async move {
+                while let Some(job) = queue.recv().await {
+                    let result = match sink.flush().await {
+                        Ok(()) => store
+                            .commit_page(
+                                &sync,
+                                &run_id,
+                                &job.commit,
+                                job.checkpoint.as_ref(),
+                                &job.counters,
+                            )
+                            .await
+                            .map_err(FailureCause::from),
+                        Err(e) => Err(FailureCause::Destination(e)),
+                    };
+                    let ack = CommitAck {
+                        number: job.number,
+                        pages: job.pages,
+                        merged: job.commit.merge,
+                    };
+                    if acks_tx.send((ack, result)).await.is_err() {
+                        break;
+                    }
                 }
             }
-        });
+            .in_current_span(),
+        );
         Committer {
             jobs: Some(jobs),
             acks,

@@ -31,6 +31,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::config::SyncSpec;
 use crate::http::{Api, HttpError};
@@ -207,110 +208,117 @@ pub async fn run(
         resumable: false,
     };
     let (run, cursor, counters, resumed) = open_or_resume(spec, store, plan).await.map_err(fail)?;
-    let window = Window {
-        lower: run.lower_bound,
-        watermark: run.watermark,
-    };
-    tracing::info!(
-        event = if resumed { crate::obs::RUN_RESUMED } else { crate::obs::RUN_STARTED },
-        sync = %spec.name,
-        run_id = %run.run_id,
-        watermark = %run.watermark,
-        lower_bound = %run.lower_bound.map_or("none".to_owned(), |t| t.to_string()),
-        "run {}", if resumed { "resumed" } else { "started" }
-    );
-    let merge_rows = options
-        .merge_rows
-        .unwrap_or(crate::config::DEFAULT_MERGE_ROWS);
-    let mut runner = Runner::new(
-        spec,
-        store,
-        run.run_id.clone(),
-        counters,
-        resumed,
-        merge_rows,
-        progress,
-    );
-    if let Some(retention) = options.event_retention {
-        runner.event_retention = retention;
-    }
-    progress.send_replace(runner.snapshot());
-    let stop = Stop::new(options.max_runtime.or(spec.budgets.max_runtime), shutdown);
-    let max_pages = options.max_pages.or(spec.budgets.max_pages);
-    let outcome = runner.drive(window, cursor, &stop, max_pages).await;
-    let retries = runner.retries;
-    let report = |outcome| RunReport {
-        sync: spec.name.clone(),
-        run_id: run.run_id.clone(),
-        resumed,
-        window,
-        outcome,
-        counters: runner.counters,
-        session: runner.counters.since(&counters),
-        retries: retries.total(),
-        elapsed: started.elapsed(),
-        repaired: runner.repaired.clone(),
-        unverified: runner.unverified.clone(),
-    };
-    let ended =
-        |outcome, stop_reason: Option<StopReason>, cause: Option<&FailureCause>| InvocationEnd {
-            outcome,
-            stop_reason: stop_reason.map(|r| r.as_str().to_owned()),
-            error_class: cause.map(failure_class),
-            error: cause.map(ToString::to_string),
-            counters: runner.counters,
-            retries,
+    // Every log line of the run, on every thread, carries its sync and run id.
+    let span =
+        tracing::info_span!("run", sync = %spec.name, run_id = %run.run_id, kind = %plan.kind());
+    async move {
+        let window = Window {
+            lower: run.lower_bound,
+            watermark: run.watermark,
         };
-    match outcome {
-        Ok(outcome) => {
-            tracing::info!(
-                event = match outcome { RunOutcome::Completed => crate::obs::RUN_COMPLETED, RunOutcome::Stopped(_) => crate::obs::RUN_STOPPED },
-                sync = %spec.name,
-                run_id = %run.run_id,
-                pages = runner.counters.pages,
-                written = runner.counters.written,
-                "run {}", match outcome { RunOutcome::Completed => "completed".to_owned(), RunOutcome::Stopped(r) => format!("stopped: {}", r.as_str()) }
-            );
-            let end = match outcome {
-                RunOutcome::Completed => ended(InvocationOutcome::Completed, None, None),
-                RunOutcome::Stopped(reason) => {
-                    ended(InvocationOutcome::Stopped, Some(reason), None)
-                }
-            };
-            record_end(store, &run.run_id, &end).await;
-            Ok(report(outcome))
+        tracing::info!(
+            event = if resumed { crate::obs::RUN_RESUMED } else { crate::obs::RUN_STARTED },
+            sync = %spec.name,
+            run_id = %run.run_id,
+            watermark = %run.watermark,
+            lower_bound = %run.lower_bound.map_or("none".to_owned(), |t| t.to_string()),
+            "run {}", if resumed { "resumed" } else { "started" }
+        );
+        let merge_rows = options
+            .merge_rows
+            .unwrap_or(crate::config::DEFAULT_MERGE_ROWS);
+        let mut runner = Runner::new(
+            spec,
+            store,
+            run.run_id.clone(),
+            counters,
+            resumed,
+            merge_rows,
+            progress,
+        );
+        if let Some(retention) = options.event_retention {
+            runner.event_retention = retention;
         }
-        Err(cause) => {
-            if let Some(reason) = cause.stopped() {
-                let end = ended(InvocationOutcome::Stopped, Some(reason), None);
-                record_end(store, &run.run_id, &end).await;
-                return Ok(report(RunOutcome::Stopped(reason)));
-            }
-            // A run that never got past its first page is not resumed, so that a
-            // bad config or an unreachable API leaves nothing to resume; the
-            // history keeps it, failed.
-            let progressed = resumed || runner.counters.pages > 0 || runner.wrote;
-            if !progressed {
-                store
-                    .abandon_run(&run.run_id)
-                    .await
-                    .map_err(|e| fail(e.into()))?;
-            }
-            tracing::error!(event = crate::obs::RUN_FAILED, sync = %spec.name, run_id = %run.run_id, error = %cause, "run failed");
-            record_end(
-                store,
-                &run.run_id,
-                &ended(InvocationOutcome::Failed, None, Some(&cause)),
-            )
-            .await;
-            Err(RunFailure {
-                cause,
-                run_id: Some(run.run_id.clone()),
+        progress.send_replace(runner.snapshot());
+        let stop = Stop::new(options.max_runtime.or(spec.budgets.max_runtime), shutdown);
+        let max_pages = options.max_pages.or(spec.budgets.max_pages);
+        let outcome = runner.drive(window, cursor, &stop, max_pages).await;
+        let retries = runner.retries;
+        let report = |outcome| RunReport {
+            sync: spec.name.clone(),
+            run_id: run.run_id.clone(),
+            resumed,
+            window,
+            outcome,
+            counters: runner.counters,
+            session: runner.counters.since(&counters),
+            retries: retries.total(),
+            elapsed: started.elapsed(),
+            repaired: runner.repaired.clone(),
+            unverified: runner.unverified.clone(),
+        };
+        let ended =
+            |outcome, stop_reason: Option<StopReason>, cause: Option<&FailureCause>| InvocationEnd {
+                outcome,
+                stop_reason: stop_reason.map(|r| r.as_str().to_owned()),
+                error_class: cause.map(failure_class),
+                error: cause.map(ToString::to_string),
                 counters: runner.counters,
-                resumable: progressed,
-            })
+                retries,
+            };
+        match outcome {
+            Ok(outcome) => {
+                tracing::info!(
+                    event = match outcome { RunOutcome::Completed => crate::obs::RUN_COMPLETED, RunOutcome::Stopped(_) => crate::obs::RUN_STOPPED },
+                    sync = %spec.name,
+                    run_id = %run.run_id,
+                    pages = runner.counters.pages,
+                    written = runner.counters.written,
+                    "run {}", match outcome { RunOutcome::Completed => "completed".to_owned(), RunOutcome::Stopped(r) => format!("stopped: {}", r.as_str()) }
+                );
+                let end = match outcome {
+                    RunOutcome::Completed => ended(InvocationOutcome::Completed, None, None),
+                    RunOutcome::Stopped(reason) => {
+                        ended(InvocationOutcome::Stopped, Some(reason), None)
+                    }
+                };
+                record_end(store, &run.run_id, &end).await;
+                Ok(report(outcome))
+            }
+            Err(cause) => {
+                if let Some(reason) = cause.stopped() {
+                    let end = ended(InvocationOutcome::Stopped, Some(reason), None);
+                    record_end(store, &run.run_id, &end).await;
+                    return Ok(report(RunOutcome::Stopped(reason)));
+                }
+                // A run that never got past its first page is not resumed, so that a
+                // bad config or an unreachable API leaves nothing to resume; the
+                // history keeps it, failed.
+                let progressed = resumed || runner.counters.pages > 0 || runner.wrote;
+                if !progressed {
+                    store
+                        .abandon_run(&run.run_id)
+                        .await
+                        .map_err(|e| fail(e.into()))?;
+                }
+                tracing::error!(event = crate::obs::RUN_FAILED, sync = %spec.name, run_id = %run.run_id, error = %cause, "run failed");
+                record_end(
+                    store,
+                    &run.run_id,
+                    &ended(InvocationOutcome::Failed, None, Some(&cause)),
+                )
+                .await;
+                Err(RunFailure {
+                    cause,
+                    run_id: Some(run.run_id.clone()),
+                    counters: runner.counters,
+                    resumable: progressed,
+                })
+            }
         }
     }
+    .instrument(span)
+    .await
 }
 
 /// Records how the invocation ended. The run's own state is already where it

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use super::{FailureCause, WriteJob};
 use crate::http::HttpError;
@@ -28,12 +29,15 @@ impl WriteSlots {
         let (answers_tx, answers) = mpsc::unbounded_channel();
         let mut slots = JoinSet::new();
         for _ in 0..count {
-            slots.spawn(write_slot(
-                Arc::clone(sink),
-                stop.clone(),
-                queue.clone(),
-                answers_tx.clone(),
-            ));
+            slots.spawn(
+                write_slot(
+                    Arc::clone(sink),
+                    stop.clone(),
+                    queue.clone(),
+                    answers_tx.clone(),
+                )
+                .in_current_span(),
+            );
         }
         WriteSlots { slots, answers }
     }
