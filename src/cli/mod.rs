@@ -9,6 +9,7 @@ mod demo;
 mod dry;
 mod explain;
 mod logging;
+mod metrics;
 mod render;
 mod run;
 mod runs;
@@ -96,6 +97,15 @@ pub struct Cli {
     /// run id), plain text, or auto (text on a terminal, JSON otherwise).
     #[arg(long, global = true, value_enum, default_value_t = logging::LogFormat::Auto)]
     pub log_format: logging::LogFormat,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics while a run runs (run, backfill).
+    #[arg(long, global = true, value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+
+    /// Write Prometheus metrics to this file when a run ends, in the textfile
+    /// collector's format (run, backfill).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -233,6 +243,8 @@ pub struct Context {
     config_path: PathBuf,
     pub json: bool,
     pub log_format: logging::LogFormat,
+    /// Where a run's metrics go: served, and written at its end.
+    pub metrics: (Option<std::net::SocketAddr>, Option<PathBuf>),
     config: Option<Arc<Config>>,
     store: Option<Store>,
 }
@@ -243,6 +255,7 @@ impl Context {
             config_path,
             json,
             log_format,
+            metrics: (None, None),
             config: None,
             store: None,
         }
@@ -324,6 +337,7 @@ impl Context {
 /// Runs the command; what it returns is the process's exit.
 pub async fn dispatch(cli: Cli) -> Result<Exit, CliError> {
     let mut ctx = Context::new(cli.config, cli.json, cli.log_format);
+    ctx.metrics = (cli.metrics_addr, cli.metrics_file);
     let result = match cli.command {
         Command::Run {
             sync,

@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::{CliError, Context, Exit, logging, print, render};
+use super::{CliError, Context, Exit, logging, metrics, print, render};
 
 pub async fn run(
     ctx: &mut Context,
@@ -34,6 +34,8 @@ pub async fn run(
         );
     }
     let store = ctx.open_store().await?;
+    let (metrics_addr, metrics_file) = ctx.metrics.clone();
+    let metrics = metrics::start(metrics_addr, metrics_file).await?;
 
     let shutdown = CancellationToken::new();
     let signals = tokio::spawn(watch_signals(shutdown.clone()));
@@ -55,6 +57,10 @@ pub async fn run(
     }
     ctx.close().await;
     drop(lock);
+    // A metrics file that cannot be written does not change how the run ended.
+    if let Some(Err(e)) = metrics.map(metrics::Metrics::finish) {
+        eprintln!("{e}");
+    }
 
     // The run's outcome is the exit code: a report nobody reads changes nothing.
     match result {

@@ -9,6 +9,7 @@ mod crash;
 mod dry_run;
 mod explain;
 mod faults;
+mod metrics;
 mod modes;
 mod runs;
 mod scripted;

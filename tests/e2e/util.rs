@@ -430,6 +430,14 @@ pub async fn finish(command: &mut Command) -> Output {
         .unwrap_or_else(|e| panic!("run highwater: {e}"))
 }
 
+/// Waits for a spawned child's output, as [`finish`] does for a command.
+pub async fn finish_child(child: Child) -> Output {
+    tokio::time::timeout(RUN_LIMIT, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("highwater did not end within {RUN_LIMIT:?}"))
+        .unwrap_or_else(|e| panic!("run highwater: {e}"))
+}
+
 pub fn describe(out: &Output) -> String {
     format!(
         "exit: {:?}\nstdout:\n{}\nstderr:\n{}",

@@ -16,7 +16,7 @@ use url::Url;
 
 use crate::auth::{AuthError, Authenticator, sensitive};
 use crate::config::HttpSpec;
-use crate::obs::{RetryClass, RetryCounts, RetryTally};
+use crate::obs::{RequestRetried, ResponseReceived, RetryClass, RetryCounts, RetryTally};
 use crate::policy::{Backoff, Class, Outcome, RateGate, RetryPolicy, classify, parse_retry_after};
 use crate::stop::{Stop, StopReason};
 
@@ -148,6 +148,8 @@ impl Reply {
 /// One API (source or destination) as used by one run.
 #[derive(Debug)]
 pub struct Api {
+    /// The sync whose requests these are, for the metrics' labels.
+    sync: String,
     name: &'static str,
     client: Client,
     spec: HttpSpec,
@@ -160,6 +162,7 @@ pub struct Api {
 impl Api {
     /// `name` is "source" or "destination", used in messages.
     pub fn new(
+        sync: &str,
         name: &'static str,
         spec: HttpSpec,
         retry: RetryPolicy,
@@ -173,6 +176,7 @@ impl Api {
             .user_agent(concat!("highwater/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(Api {
+            sync: sync.to_owned(),
             name,
             auth: Authenticator::new(spec.auth.clone(), retry, &spec.base_url),
             gate: RateGate::new(spec.rate_limit),
@@ -192,10 +196,21 @@ impl Api {
         self.retries.snapshot()
     }
 
-    /// Counts a retry its caller makes by other means (a lookup again after a
-    /// create without a clear answer).
-    pub fn count_retry(&self, class: RetryClass) {
+    /// A retry its caller makes by other means (a lookup again after a create
+    /// without a clear answer): counted, and logged as one.
+    pub fn count_retry(&self, class: RetryClass, url: &str, detail: &str) {
         self.retries.count(class);
+        RequestRetried {
+            sync: &self.sync,
+            api: self.name,
+            class,
+            url,
+            status: 0,
+            detail,
+            attempt: 0,
+            delay: Duration::ZERO,
+        }
+        .emit();
     }
 
     /// Resolves a path (or absolute URL) against the base URL, keeping the base's
@@ -238,7 +253,14 @@ impl Api {
             // token fetch takes a while): nothing goes out before it ends.
             self.gate.unpaused(stop).await.map_err(HttpError::Stopped)?;
             let sent = Instant::now();
-            let (outcome, retry_after, detail) = match builder.send().await {
+            let response = builder.send().await;
+            ResponseReceived {
+                sync: &self.sync,
+                api: self.name,
+                status: response.as_ref().map_or(0, |r| r.status().as_u16()),
+            }
+            .emit();
+            let (outcome, retry_after, detail) = match response {
                 Ok(mut response) => {
                     let status = response.status();
                     let headers = std::mem::take(response.headers_mut());
@@ -337,17 +359,19 @@ impl Api {
                             },
                         });
                     };
-                    self.count_retry(retry_class(outcome));
-                    tracing::debug!(
-                        event = crate::obs::REQUEST_RETRIED,
-                        api = self.name,
-                        url = %redact(&request.url),
+                    let class = retry_class(outcome);
+                    self.retries.count(class);
+                    RequestRetried {
+                        sync: &self.sync,
+                        api: self.name,
+                        class,
+                        url: &redact(&request.url),
                         status,
-                        detail = %detail,
-                        attempt = backoff.attempts(),
-                        delay_ms = delay.as_millis() as u64,
-                        "retrying"
-                    );
+                        detail: &detail,
+                        attempt: backoff.attempts(),
+                        delay,
+                    }
+                    .emit();
                     stop.sleep(delay).await.map_err(HttpError::Stopped)?;
                 }
                 Class::RecordLevel => {
@@ -476,7 +500,7 @@ mod tests {
             rate_limit: None,
             error_path: None,
         };
-        let api = Api::new("destination", spec, RetryPolicy::default(), 1)
+        let api = Api::new("test", "destination", spec, RetryPolicy::default(), 1)
             .unwrap_or_else(|_| unreachable!());
         let url = |p: &str| api.url(p).map(|u| u.to_string()).unwrap_or_default();
         assert_eq!(

@@ -1,10 +1,17 @@
 //! Owns the names of highwater's structured events: every `tracing` event the engine
 //! emits carries `event = <one of these>`, so logs can be filtered and counted by a
-//! stable name; and the tally of retried requests by class that each API keeps
-//! and the run history records. Imports nothing of the crate: every module may use it.
+//! stable name; the typed events whose `emit()` logs the event and bumps its
+//! metrics (as vector's internal events do), so a log line and a metric cannot
+//! disagree; and the tally of retried requests by class that each API keeps and
+//! the run history records. Imports nothing of the crate: every module may use it.
+//!
+//! Metrics go through the `metrics` facade: nothing is recorded until the binary
+//! installs a recorder (`--metrics-addr`, `--metrics-file`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
+use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 pub const RUN_STARTED: &str = "run_started";
@@ -21,6 +28,191 @@ pub const RECORDS_UNVERIFIED: &str = "records_unverified";
 pub const FLOOR_CONFIRMED: &str = "floor_confirmed";
 pub const CONFIG_WARNING: &str = "config_warning";
 
+pub const RECORDS_TOTAL: &str = "highwater_records_total";
+pub const REQUESTS_RETRIED_TOTAL: &str = "highwater_requests_retried_total";
+pub const HTTP_RESPONSES_TOTAL: &str = "highwater_http_responses_total";
+pub const LAG_SECONDS: &str = "highwater_lag_seconds";
+pub const HIGH_WATER_MARK_AGE_SECONDS: &str = "highwater_high_water_mark_age_seconds";
+pub const RUN_DURATION_SECONDS: &str = "highwater_run_duration_seconds";
+pub const LAST_SUCCESS_TIMESTAMP_SECONDS: &str = "highwater_last_success_timestamp_seconds";
+
+/// Seconds from `then` to now, never negative.
+fn age(then: Timestamp) -> f64 {
+    (Timestamp::now().as_microsecond() - then.as_microsecond()).max(0) as f64 / 1e6
+}
+
+/// A request about to be sent again.
+pub struct RequestRetried<'a> {
+    pub sync: &'a str,
+    pub api: &'static str,
+    pub class: RetryClass,
+    pub url: &'a str,
+    /// 0 when no answer came.
+    pub status: u16,
+    pub detail: &'a str,
+    pub attempt: u32,
+    pub delay: Duration,
+}
+
+impl RequestRetried<'_> {
+    pub fn emit(&self) {
+        tracing::debug!(
+            event = REQUEST_RETRIED,
+            api = self.api,
+            url = %self.url,
+            status = self.status,
+            detail = %self.detail,
+            attempt = self.attempt,
+            delay_ms = self.delay.as_millis() as u64,
+            "retrying"
+        );
+        metrics::counter!(
+            REQUESTS_RETRIED_TOTAL,
+            "sync" => self.sync.to_owned(),
+            "api" => self.api,
+            "class" => self.class.as_str(),
+        )
+        .increment(1);
+    }
+}
+
+/// An answer from an API, or none (`status` 0: timeout, broken connection).
+pub struct ResponseReceived<'a> {
+    pub sync: &'a str,
+    pub api: &'static str,
+    pub status: u16,
+}
+
+impl ResponseReceived<'_> {
+    pub fn emit(&self) {
+        let class = match self.status {
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            500..=599 => "5xx",
+            _ => "none",
+        };
+        metrics::counter!(
+            HTTP_RESPONSES_TOTAL,
+            "sync" => self.sync.to_owned(),
+            "api" => self.api,
+            "class" => class,
+        )
+        .increment(1);
+    }
+}
+
+/// What a run resolved since the last time it said so: at each confirmed commit,
+/// and once more when the invocation ends.
+pub struct RecordsResolved<'a> {
+    pub sync: &'a str,
+    pub run_id: &'a str,
+    pub kind: &'static str,
+    /// The run's committed pages so far.
+    pub pages: u64,
+    pub read: u64,
+    pub written: u64,
+    pub unchanged: u64,
+    pub stale: u64,
+    pub dead_lettered: u64,
+    /// The newest `updated_at` written so far: how far behind the source the
+    /// destination is.
+    pub newest_written: Option<Timestamp>,
+}
+
+impl RecordsResolved<'_> {
+    pub fn emit(&self) {
+        tracing::debug!(
+            event = PAGE_COMMITTED,
+            sync = %self.sync,
+            run_id = %self.run_id,
+            pages = self.pages,
+            "pages committed"
+        );
+        for (outcome, n) in [
+            ("read", self.read),
+            ("written", self.written),
+            ("unchanged", self.unchanged),
+            ("stale", self.stale),
+            ("dead_lettered", self.dead_lettered),
+        ] {
+            metrics::counter!(
+                RECORDS_TOTAL,
+                "sync" => self.sync.to_owned(),
+                "kind" => self.kind,
+                "outcome" => outcome,
+            )
+            .increment(n);
+        }
+        if let Some(newest) = self.newest_written {
+            metrics::gauge!(LAG_SECONDS, "sync" => self.sync.to_owned()).set(age(newest));
+        }
+    }
+}
+
+/// How an invocation of a run ended.
+pub struct RunEnded<'a> {
+    pub sync: &'a str,
+    pub run_id: &'a str,
+    pub kind: &'static str,
+    pub outcome: RunEnd<'a>,
+    pub pages: u64,
+    pub written: u64,
+    pub duration: Duration,
+    /// The sync's high-water mark once the invocation ended.
+    pub high_water_mark: Option<Timestamp>,
+}
+
+pub enum RunEnd<'a> {
+    Completed,
+    Stopped(&'a str),
+    Failed(&'a str),
+}
+
+impl RunEnded<'_> {
+    pub fn emit(&self) {
+        match self.outcome {
+            RunEnd::Completed => tracing::info!(
+                event = RUN_COMPLETED,
+                sync = %self.sync,
+                run_id = %self.run_id,
+                pages = self.pages,
+                written = self.written,
+                "run completed"
+            ),
+            RunEnd::Stopped(reason) => tracing::info!(
+                event = RUN_STOPPED,
+                sync = %self.sync,
+                run_id = %self.run_id,
+                pages = self.pages,
+                written = self.written,
+                "run stopped: {reason}"
+            ),
+            RunEnd::Failed(error) => tracing::error!(
+                event = RUN_FAILED,
+                sync = %self.sync,
+                run_id = %self.run_id,
+                error = %error,
+                "run failed"
+            ),
+        }
+        let sync = self.sync.to_owned();
+        metrics::gauge!(RUN_DURATION_SECONDS, "sync" => sync.clone(), "kind" => self.kind)
+            .set(self.duration.as_secs_f64());
+        if matches!(self.outcome, RunEnd::Completed) {
+            metrics::gauge!(
+                LAST_SUCCESS_TIMESTAMP_SECONDS,
+                "sync" => sync.clone(),
+                "kind" => self.kind,
+            )
+            .set(Timestamp::now().as_microsecond() as f64 / 1e6);
+        }
+        if let Some(mark) = self.high_water_mark {
+            metrics::gauge!(HIGH_WATER_MARK_AGE_SECONDS, "sync" => sync).set(age(mark));
+        }
+    }
+}
+
 /// Why a request was sent again. An operator asks "was it rate limits, a sick
 /// server or the network?" before "which request?".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +227,18 @@ pub enum RetryClass {
     Connection,
     /// Anything else retried (425 Too Early).
     Other,
+}
+
+impl RetryClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RetryClass::RateLimited => "rate_limited",
+            RetryClass::ServerError => "server_error",
+            RetryClass::Timeout => "timeout",
+            RetryClass::Connection => "connection",
+            RetryClass::Other => "other",
+        }
+    }
 }
 
 /// Retried requests by class, as the run history stores them.

@@ -4,6 +4,7 @@
 
 use super::committer::{CommitAck, CommitJob};
 use super::*;
+use crate::obs::RecordsResolved;
 
 impl Runner<'_> {
     /// Gathers what is ready for the store into one commit: every fully resolved
@@ -109,14 +110,27 @@ impl Runner<'_> {
             }
         }
         if !pages.is_empty() {
-            tracing::debug!(
-                event = crate::obs::PAGE_COMMITTED,
-                sync = %self.spec.name,
-                run_id = %self.run_id,
-                pages = self.counters.pages,
-                "pages committed"
-            );
+            self.emit_resolved();
             self.progress.send_replace(self.snapshot());
         }
+    }
+
+    /// Says what was resolved since it was last said: in the logs and metrics.
+    pub(super) fn emit_resolved(&mut self) {
+        let since = self.counters.since(&self.emitted);
+        self.emitted = self.counters;
+        RecordsResolved {
+            sync: &self.spec.name,
+            run_id: &self.run_id,
+            kind: self.kind.as_str(),
+            pages: self.counters.pages,
+            read: since.read,
+            written: since.written,
+            unchanged: since.unchanged,
+            stale: since.stale,
+            dead_lettered: since.dead_lettered,
+            newest_written: self.newest_written,
+        }
+        .emit();
     }
 }

@@ -94,7 +94,13 @@ pub async fn dry_run(
         Some(store) => store.floors(&spec.name).await?,
         None => HashMap::new(),
     };
-    let api = Api::new("source", spec.source.http.clone(), spec.retry, 1)?;
+    let api = Api::new(
+        &spec.name,
+        "source",
+        spec.source.http.clone(),
+        spec.retry,
+        1,
+    )?;
     let sink = Arc::new(
         Sink::open(&spec.name, &spec.destination, spec.retry).map_err(FailureCause::Destination)?,
     );

@@ -36,7 +36,7 @@ use tracing::Instrument;
 use crate::config::SyncSpec;
 use crate::http::{Api, HttpError};
 use crate::mapping::{MappedRecord, map_record};
-use crate::obs::RetryCounts;
+use crate::obs::{RetryCounts, RunEnd, RunEnded};
 use crate::record::SourceRecord;
 use crate::sink::{Encoded, Sink, SinkError};
 use crate::source::{Cursor, Extracted, SourceError, Window};
@@ -239,11 +239,27 @@ pub async fn run(
         if let Some(retention) = options.event_retention {
             runner.event_retention = retention;
         }
+        runner.kind = plan.kind();
         progress.send_replace(runner.snapshot());
         let stop = Stop::new(options.max_runtime.or(spec.budgets.max_runtime), shutdown);
         let max_pages = options.max_pages.or(spec.budgets.max_pages);
         let outcome = runner.drive(window, cursor, &stop, max_pages).await;
+        runner.emit_resolved();
         let retries = runner.retries;
+        let end_event = |end: RunEnd<'_>| {
+            let completed = matches!(end, RunEnd::Completed);
+            RunEnded {
+                sync: &spec.name,
+                run_id: &run.run_id,
+                kind: plan.kind().as_str(),
+                outcome: end,
+                pages: runner.counters.pages,
+                written: runner.counters.written,
+                duration: started.elapsed(),
+                high_water_mark: (completed && plan == Plan::Incremental).then_some(run.watermark),
+            }
+            .emit()
+        };
         let report = |outcome| RunReport {
             sync: spec.name.clone(),
             run_id: run.run_id.clone(),
@@ -257,25 +273,22 @@ pub async fn run(
             repaired: runner.repaired.clone(),
             unverified: runner.unverified.clone(),
         };
-        let ended =
-            |outcome, stop_reason: Option<StopReason>, cause: Option<&FailureCause>| InvocationEnd {
+        let ended = |outcome, stop_reason: Option<StopReason>, cause: Option<&FailureCause>| {
+            InvocationEnd {
                 outcome,
                 stop_reason: stop_reason.map(|r| r.as_str().to_owned()),
                 error_class: cause.map(failure_class),
                 error: cause.map(ToString::to_string),
                 counters: runner.counters,
                 retries,
-            };
+            }
+        };
         match outcome {
             Ok(outcome) => {
-                tracing::info!(
-                    event = match outcome { RunOutcome::Completed => crate::obs::RUN_COMPLETED, RunOutcome::Stopped(_) => crate::obs::RUN_STOPPED },
-                    sync = %spec.name,
-                    run_id = %run.run_id,
-                    pages = runner.counters.pages,
-                    written = runner.counters.written,
-                    "run {}", match outcome { RunOutcome::Completed => "completed".to_owned(), RunOutcome::Stopped(r) => format!("stopped: {}", r.as_str()) }
-                );
+                end_event(match outcome {
+                    RunOutcome::Completed => RunEnd::Completed,
+                    RunOutcome::Stopped(reason) => RunEnd::Stopped(reason.as_str()),
+                });
                 let end = match outcome {
                     RunOutcome::Completed => ended(InvocationOutcome::Completed, None, None),
                     RunOutcome::Stopped(reason) => {
@@ -287,6 +300,7 @@ pub async fn run(
             }
             Err(cause) => {
                 if let Some(reason) = cause.stopped() {
+                    end_event(RunEnd::Stopped(reason.as_str()));
                     let end = ended(InvocationOutcome::Stopped, Some(reason), None);
                     record_end(store, &run.run_id, &end).await;
                     return Ok(report(RunOutcome::Stopped(reason)));
@@ -301,7 +315,7 @@ pub async fn run(
                         .await
                         .map_err(|e| fail(e.into()))?;
                 }
-                tracing::error!(event = crate::obs::RUN_FAILED, sync = %spec.name, run_id = %run.run_id, error = %cause, "run failed");
+                end_event(RunEnd::Failed(&cause.to_string()));
                 record_end(
                     store,
                     &run.run_id,
@@ -475,6 +489,13 @@ struct Runner<'a> {
     released: Vec<String>,
     /// Requests this invocation retried, by class.
     retries: RetryCounts,
+    /// The run's kind, for the metrics' labels.
+    kind: RunKind,
+    /// The counters as the logs and metrics were last told them.
+    emitted: Counters,
+    /// The newest `updated_at` this invocation wrote: how far behind the source
+    /// the destination is.
+    newest_written: Option<Timestamp>,
     /// Events of what the run does at its end, past its last page.
     closing_events: Vec<RecordEvent>,
     /// Record events older than this are pruned when the run completes; zero
@@ -665,6 +686,9 @@ impl<'a> Runner<'a> {
             released: Vec::new(),
             closing_events: Vec::new(),
             retries: RetryCounts::default(),
+            kind: RunKind::Incremental,
+            emitted: counters,
+            newest_written: None,
             event_retention: crate::config::DEFAULT_EVENT_RETENTION,
             spent: Vec::with_capacity(SPENT_BATCH),
             spent_tx: None,
@@ -698,6 +722,7 @@ impl<'a> Runner<'a> {
             self.readbacks.insert(readback.source_id.clone(), readback);
         }
         let source_api = Arc::new(Api::new(
+            &self.spec.name,
             "source",
             self.spec.source.http.clone(),
             self.spec.retry,
@@ -1143,6 +1168,7 @@ impl<'a> Runner<'a> {
                 ..
             } => {
                 self.counters.written += 1;
+                self.newest_written = self.newest_written.max(Some(ledger.updated_at));
                 if resolves_dead_letter {
                     page.commit.resolved.push(ledger.source_id.clone());
                 }

@@ -32,7 +32,13 @@ impl HttpSink {
         spec: HttpDestinationSpec,
         retry: RetryPolicy,
     ) -> Result<Self, SinkError> {
-        let api = Api::new("destination", spec.http.clone(), retry, spec.concurrency)?;
+        let api = Api::new(
+            sync,
+            "destination",
+            spec.http.clone(),
+            retry,
+            spec.concurrency,
+        )?;
         Ok(HttpSink {
             sync: sync.to_owned(),
             spec,
@@ -246,7 +252,7 @@ impl HttpSink {
                             )
                             .await
                             .map_err(|r| SinkError::Http(HttpError::Stopped(r)))?;
-                            self.api.count_retry(class);
+                            self.api.count_retry(class, &url, &last);
                             last_unknown = Some((api, method, url, last));
                         }
                         Err(e) => return Err(e),
