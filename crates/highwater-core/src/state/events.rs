@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 use sqlx::{Row, Sqlite, Transaction};
 
 use super::{
-    DeadLetterStage, Intent, LedgerEntry, StateError, Store, json_rows, ledger_entry, micros,
+    DeadLetterResolution, DeadLetterStage, Intent, LedgerEntry, StateError, Store, json_rows,
+    ledger_entry, micros,
 };
 
 /// What a run did with one copy of a record.
@@ -71,8 +72,10 @@ pub struct DeadLetterState {
     pub attempts: i64,
     pub first_failed_at: Timestamp,
     pub last_failed_at: Timestamp,
-    /// When a later write of the record succeeded.
+    /// When a later write of the record succeeded, or it was discarded.
     pub resolved_at: Option<Timestamp>,
+    /// Which of the two; `None` while it is unresolved.
+    pub resolution: Option<DeadLetterResolution>,
 }
 
 /// Where one record stands in the state store.
@@ -231,7 +234,7 @@ impl Store {
             ledger = Some(LedgerEntry { dest_id, ..entry });
         }
         let dead_letter = sqlx::query(
-            "SELECT stage, error, attempts, first_failed_at, last_failed_at, resolved_at
+            "SELECT stage, error, attempts, first_failed_at, last_failed_at, resolved_at, resolution
              FROM dead_letters WHERE sync = ? AND source_id = ?",
         )
         .bind(sync)
@@ -240,6 +243,7 @@ impl Store {
         .await?
         .map(|row| {
             let resolved_at: Option<i64> = row.try_get("resolved_at")?;
+            let resolution: Option<String> = row.try_get("resolution")?;
             Ok::<_, StateError>(DeadLetterState {
                 stage: row.try_get::<String, _>("stage")?.parse()?,
                 error: row.try_get("error")?,
@@ -247,6 +251,7 @@ impl Store {
                 first_failed_at: micros(row.try_get("first_failed_at")?)?,
                 last_failed_at: micros(row.try_get("last_failed_at")?)?,
                 resolved_at: resolved_at.map(micros).transpose()?,
+                resolution: resolution.map(|r| r.parse()).transpose()?,
             })
         })
         .transpose()?;

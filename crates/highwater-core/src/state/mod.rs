@@ -1,12 +1,16 @@
-//! Owns the state store: runs and their history, checkpoints, the ledger and dead
-//! letters, in embedded SQLite (WAL, synchronous commits, versioned migrations).
+//! Owns the state store: runs and their history, checkpoints, the ledger, dead
+//! letters and the audit log of operator actions, in embedded SQLite (WAL,
+//! synchronous commits, versioned migrations).
 //! This is the only module that speaks SQL.
 //! Invariants: a page's ledger rows (staged, then merged into the ledger in key
 //! order), dead letters and checkpoint are committed in one transaction; a
 //! completed run leaves no staged rows; timestamps are integer epoch microseconds; the high-water mark is
 //! the watermark of the last completed incremental run, derived, never stored apart;
-//! kinds, statuses, outcomes and stages are stored by their names in [`names`].
+//! kinds, statuses, outcomes, stages, resolutions and audit actions are stored by
+//! their names in [`names`].
 
+mod audit;
+mod dlq;
 mod events;
 mod history;
 pub mod lock;
@@ -25,10 +29,15 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
+pub use audit::{AuditEntry, AuditRecord, AuditScope};
+pub use dlq::{DeadLetterDetail, DeadLetterSummary, DiscardScope, Discarded, Resolved};
 pub use events::{DeadLetterState, RecordAction, RecordEvent, RecordState, StoryEvent};
 pub use history::{Invocation, InvocationEnd, RunRecord, Samples};
 pub use lock::{LockError, SyncLock, acquire};
-pub use names::{DeadLetterStage, InvocationOutcome, RunKind, RunStatus, UnknownName};
+pub use names::{
+    AuditAction, DeadLetterResolution, DeadLetterStage, InvocationOutcome, RunKind, RunStatus,
+    UnknownName,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -127,7 +136,8 @@ pub struct DeadLetter {
 #[derive(Debug, Default)]
 pub struct Known {
     pub ledger: HashMap<String, LedgerEntry>,
-    /// Source id → fingerprint of its unresolved dead letter.
+    /// Source id → fingerprint of its dead letter, unresolved or discarded: that
+    /// payload, under that config, is not tried again.
     pub dead: HashMap<String, String>,
     /// External id → the source id whose ledger row holds it, for the external
     /// ids asked about.
@@ -250,6 +260,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "run_history",
         include_str!("../../migrations/0006_run_history.sql"),
     ),
+    (
+        7,
+        "audit_log",
+        include_str!("../../migrations/0007_audit_log.sql"),
+    ),
 ];
 
 /// Source ids a run keeps as examples of what it wrote and dead-lettered.
@@ -269,8 +284,11 @@ INSERT INTO ledger_staged (sync, seq, rows, written_at)
   SELECT p.sync, COALESCE((SELECT MAX(seq) FROM ledger_staged WHERE sync = p.sync), 0) + 1, p.rows, p.now
   FROM (SELECT ? AS sync, jsonb(?) AS rows, ? AS now) AS p
   WHERE json_array_length(p.rows) > 0;
-UPDATE dead_letters SET resolved_at = ?
-  WHERE resolved_at IS NULL AND sync = ? AND source_id IN (SELECT value FROM json_each(?));
+-- A write resolves the record's dead letter; one discarded earlier too, since the
+-- record is now at the destination, which says more than the discard.
+UPDATE dead_letters SET resolved_at = ?, resolution = ?, audit_id = NULL
+  WHERE (resolved_at IS NULL OR resolution = ?) AND sync = ?
+    AND source_id IN (SELECT value FROM json_each(?));
 INSERT INTO dead_letters (sync, source_id, run_id, stage, error, payload, fingerprint, attempts, first_failed_at, last_failed_at)
   SELECT p.sync, value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6, p.now, p.now
   FROM (SELECT ? AS sync, ? AS now) AS p, jsonb_each(?) WHERE true ORDER BY key
@@ -282,7 +300,9 @@ INSERT INTO dead_letters (sync, source_id, run_id, stage, error, payload, finger
     fingerprint = excluded.fingerprint,
     attempts = dead_letters.attempts + excluded.attempts,
     last_failed_at = excluded.last_failed_at,
-    resolved_at = NULL;
+    resolved_at = NULL,
+    resolution = NULL,
+    audit_id = NULL;
 UPDATE checkpoints SET cursor = COALESCE(?, cursor), counters = ?, updated_at = ? WHERE run_id = ?;
 -- The run's examples: the first ids of its ledger rows and dead letters, up to
 -- five (SAMPLE_IDS); once it has five, a commit only reads the array's length.
@@ -518,7 +538,9 @@ impl Store {
     }
 
     /// What the ledger and dead-letter queue know of these source ids, and which
-    /// source ids the ledger has holding these external ids. Staged ledger rows
+    /// source ids the ledger has holding these external ids. A discarded dead
+    /// letter is known as an unresolved one is: its fingerprint keeps the same
+    /// payload from being tried again (a changed one is). Staged ledger rows
     /// are not read: a run merges those of earlier invocations before its first
     /// lookup and keeps its own in memory until they are merged.
     pub async fn known(
@@ -542,7 +564,8 @@ impl Store {
              UNION ALL
              SELECT 1, source_id, NULL, NULL, NULL, NULL, NULL, NULL, fingerprint
              FROM dead_letters
-             WHERE sync = ?1 AND resolved_at IS NULL AND source_id IN (SELECT value FROM json_each(?2))
+             WHERE sync = ?1 AND (resolved_at IS NULL OR resolution = ?4)
+               AND source_id IN (SELECT value FROM json_each(?2))
              UNION ALL
              SELECT 2, source_id, external_id, NULL, NULL, NULL, NULL, NULL, NULL
              FROM ledger WHERE sync = ?1 AND external_id IN (SELECT value FROM json_each(?3))",
@@ -550,6 +573,7 @@ impl Store {
         .bind(sync)
         .bind(json(ids)?)
         .bind(json(external_ids)?)
+        .bind(DeadLetterResolution::Discarded.as_str())
         .fetch_all(&self.pool)
         .await?;
         for row in rows {
@@ -720,6 +744,8 @@ impl Store {
             .bind(json_rows(&ledger)?)
             .bind(now)
             .bind(now)
+            .bind(DeadLetterResolution::Written.as_str())
+            .bind(DeadLetterResolution::Discarded.as_str())
             .bind(sync)
             .bind(json_rows(&page.resolved)?)
             .bind(sync)

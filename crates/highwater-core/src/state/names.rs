@@ -1,5 +1,6 @@
 //! Owns the closed sets the state store keeps by name — run kinds, run statuses,
-//! invocation outcomes and dead-letter stages — and their spelling in SQLite: the
+//! invocation outcomes, dead-letter stages and resolutions, and operator actions in
+//! the audit log — and their spelling in SQLite: the
 //! lowercase names below, which the tables' CHECK constraints admit and nothing
 //! else. Operator commands filter on them, so a typo is a compile error here and a
 //! refused row there, never a run nobody can find.
@@ -128,5 +129,28 @@ stored_names! {
         Mapping = "mapping",
         /// The destination refused it, or it cannot be addressed there.
         Destination = "destination",
+    }
+}
+
+stored_names! {
+    /// How a dead letter stopped being unresolved.
+    pub enum DeadLetterResolution ("dead-letter resolution") {
+        /// A later copy of the record was written.
+        Written = "written",
+        /// An operator discarded it (`dlq discard`, with a reason in the audit
+        /// log): the same payload is not tried again, a changed one is.
+        Discarded = "discarded",
+    }
+}
+
+stored_names! {
+    /// An operator action the audit log records.
+    pub enum AuditAction ("audit action") {
+        /// `dlq discard`: dead letters marked resolved without being written.
+        DeadLetterDiscard = "dead_letter_discard",
+        /// `dlq replay`: dead letters written again.
+        DeadLetterReplay = "dead_letter_replay",
+        /// `reset`: the high-water mark rewound.
+        Reset = "reset",
     }
 }

@@ -2,7 +2,7 @@ use serde_json::json;
 
 use super::*;
 
-fn temp_db(name: &str) -> std::path::PathBuf {
+pub(super) fn temp_db(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("hw-state-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     dir.join("nested").join("state.db")
@@ -653,6 +653,8 @@ fn closed_sets_round_trip_by_their_lowercase_names() {
     check(RunStatus::ALL, RunStatus::as_str);
     check(InvocationOutcome::ALL, InvocationOutcome::as_str);
     check(DeadLetterStage::ALL, DeadLetterStage::as_str);
+    check(DeadLetterResolution::ALL, DeadLetterResolution::as_str);
+    check(AuditAction::ALL, AuditAction::as_str);
     let names: Vec<&str> = RunKind::ALL.iter().map(|k| k.as_str()).collect();
     assert_eq!(
         names,
@@ -740,6 +742,7 @@ async fn every_kind_and_stage_is_stored_and_read_back_and_no_other_is_admitted()
         "UPDATE runs SET kind = 'nightly' WHERE run_id = 'r-full'",
         "UPDATE runs SET status = 'paused' WHERE run_id = 'r-full'",
         "UPDATE dead_letters SET stage = 'sink' WHERE source_id = 'source'",
+        "UPDATE dead_letters SET resolution = 'forgotten' WHERE source_id = 'source'",
         "UPDATE invocations SET outcome = 'done' WHERE run_id = 'r-full'",
     ] {
         let result = sqlx::query(statement).execute(&store.pool).await;

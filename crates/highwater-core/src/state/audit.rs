@@ -1,0 +1,223 @@
+//! Owns the audit log: one row per operator action (a dead-letter discard, a
+//! replay, a reset) — when, which sync, what action, the records or scope it
+//! touched, the reason given and the action's own details as JSON. It records
+//! what was done; it decides nothing and is never read by a run.
+//! Invariant: an action's entry commits in the transaction that does the action
+//! ([`insert`]), so the log never names an action that did not happen, nor misses
+//! one that did.
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::{Row, Sqlite, Transaction};
+
+use super::{AuditAction, StateError, Store, micros};
+
+/// An operator action, as it is recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEntry {
+    pub sync: String,
+    pub action: AuditAction,
+    pub scope: AuditScope,
+    /// Why, in the operator's words (required by some actions, e.g. a discard).
+    pub reason: Option<String>,
+    /// What the action alone needs to say (a JSON object).
+    pub details: Value,
+}
+
+/// What an action touched.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum AuditScope {
+    /// Records of the sync, by source id.
+    Records { ids: Vec<String> },
+    /// The whole sync.
+    Sync,
+}
+
+/// An entry of the log, with its id and time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditRecord {
+    pub id: i64,
+    pub at: Timestamp,
+    pub entry: AuditEntry,
+}
+
+impl Store {
+    /// Records an operator action done outside a transaction of the store's own;
+    /// returns its id. An action that changes the store records itself in the same
+    /// transaction instead (a discard does).
+    pub async fn audit(&self, entry: &AuditEntry) -> Result<AuditRecord, StateError> {
+        let at = now()?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let id = insert(&mut tx, entry, at).await?;
+        tx.commit().await?;
+        Ok(AuditRecord {
+            id,
+            at,
+            entry: entry.clone(),
+        })
+    }
+
+    /// A sync's newest `limit` entries, newest first.
+    pub async fn audit_log(&self, sync: &str, limit: u32) -> Result<Vec<AuditRecord>, StateError> {
+        let rows = sqlx::query(
+            "SELECT id, at, sync, action, scope, reason, details FROM audit_log
+             WHERE sync = ? ORDER BY id DESC LIMIT ?",
+        )
+        .bind(sync)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(record).collect()
+    }
+
+    /// One entry, by id.
+    pub async fn audit_record(&self, id: i64) -> Result<Option<AuditRecord>, StateError> {
+        let row = sqlx::query(
+            "SELECT id, at, sync, action, scope, reason, details FROM audit_log WHERE id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(record).transpose()
+    }
+}
+
+/// Now, to the microsecond the store keeps, so that an entry returned is the
+/// entry read back.
+pub(super) fn now() -> Result<Timestamp, StateError> {
+    micros(Timestamp::now().as_microsecond())
+}
+
+/// Appends an entry in the caller's transaction; returns its id.
+pub(super) async fn insert(
+    tx: &mut Transaction<'_, Sqlite>,
+    entry: &AuditEntry,
+    at: Timestamp,
+) -> Result<i64, StateError> {
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO audit_log (at, sync, action, scope, reason, details)
+         VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+    )
+    .bind(at.as_microsecond())
+    .bind(&entry.sync)
+    .bind(entry.action.as_str())
+    .bind(to_json(&entry.scope)?)
+    .bind(&entry.reason)
+    .bind(to_json(&entry.details)?)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(id)
+}
+
+fn to_json<T: Serialize>(value: &T) -> Result<String, StateError> {
+    serde_json::to_string(value).map_err(|e| StateError::Corrupt(format!("audit entry: {e}")))
+}
+
+fn record(row: &sqlx::sqlite::SqliteRow) -> Result<AuditRecord, StateError> {
+    let scope: String = row.try_get("scope")?;
+    let details: String = row.try_get("details")?;
+    let corrupt =
+        |what: &str, e: serde_json::Error| StateError::Corrupt(format!("audit {what}: {e}"));
+    Ok(AuditRecord {
+        id: row.try_get("id")?,
+        at: micros(row.try_get("at")?)?,
+        entry: AuditEntry {
+            sync: row.try_get("sync")?,
+            action: row.try_get::<String, _>("action")?.parse()?,
+            scope: serde_json::from_str(&scope).map_err(|e| corrupt("scope", e))?,
+            reason: row.try_get("reason")?,
+            details: serde_json::from_str(&details).map_err(|e| corrupt("details", e))?,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::state::tests::temp_db;
+
+    fn discard(sync: &str, ids: &[&str], reason: &str) -> AuditEntry {
+        AuditEntry {
+            sync: sync.into(),
+            action: AuditAction::DeadLetterDiscard,
+            scope: AuditScope::Records {
+                ids: ids.iter().map(|id| (*id).to_owned()).collect(),
+            },
+            reason: Some(reason.into()),
+            details: json!({"all": false}),
+        }
+    }
+
+    #[tokio::test]
+    async fn entries_come_back_as_written_newest_first_and_per_sync() {
+        let path = temp_db("audit-log");
+        let store = Store::open(&path).await.expect("open");
+        let first = store
+            .audit(&discard("billing", &["a", "b"], "test data"))
+            .await
+            .expect("audit");
+        let other = store
+            .audit(&discard("orders", &["x"], "elsewhere"))
+            .await
+            .expect("audit");
+        let reset = AuditEntry {
+            sync: "billing".into(),
+            action: AuditAction::Reset,
+            scope: AuditScope::Sync,
+            reason: None,
+            details: json!({"to": "2026-01-01T00:00:00Z", "forget_ledger": false}),
+        };
+        let second = store.audit(&reset).await.expect("audit");
+        assert!(first.id < other.id && other.id < second.id, "ids grow");
+
+        let log = store.audit_log("billing", 10).await.expect("log");
+        assert_eq!(
+            log,
+            [second.clone(), first.clone()],
+            "newest first, own sync"
+        );
+        assert_eq!(log[1].entry, discard("billing", &["a", "b"], "test data"));
+        assert_eq!(log[0].entry.scope, AuditScope::Sync);
+        assert_eq!(log[0].entry.reason, None);
+        assert_eq!(
+            store.audit_log("billing", 1).await.expect("log"),
+            std::slice::from_ref(&second),
+            "limited to the newest"
+        );
+        assert_eq!(
+            store.audit_record(other.id).await.expect("one"),
+            Some(other)
+        );
+        assert_eq!(store.audit_record(999).await.expect("none"), None);
+
+        // Actions are a closed set in SQLite too.
+        let refused = sqlx::query(
+            "INSERT INTO audit_log (at, sync, action, scope, reason, details)
+             VALUES (0, 'billing', 'delete_everything', '{\"kind\":\"sync\"}', NULL, '{}')",
+        )
+        .execute(&store.pool)
+        .await;
+        assert!(refused.is_err(), "an unknown action was admitted");
+        store.close().await;
+        let _ = std::fs::remove_dir_all(path.parent().and_then(|p| p.parent()).expect("dir"));
+    }
+
+    #[test]
+    fn scopes_are_stored_as_tagged_json() {
+        let records = AuditScope::Records {
+            ids: vec!["a".into()],
+        };
+        assert_eq!(
+            serde_json::to_value(&records).expect("json"),
+            json!({"kind": "records", "ids": ["a"]})
+        );
+        assert_eq!(
+            serde_json::to_value(AuditScope::Sync).expect("json"),
+            json!({"kind": "sync"})
+        );
+    }
+}
