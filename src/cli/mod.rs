@@ -6,6 +6,7 @@
 //! None holds sync logic of its own.
 
 mod demo;
+mod dlq;
 mod dry;
 mod explain;
 mod logging;
@@ -161,6 +162,11 @@ pub enum Command {
         sync: String,
         /// The record's id in the source.
         source_id: String,
+    },
+    /// List, show or discard a sync's dead letters.
+    Dlq {
+        #[command(subcommand)]
+        command: dlq::DlqCommand,
     },
     /// Check the config file and report every problem with its line and key.
     Validate,
@@ -381,6 +387,7 @@ pub async fn dispatch(cli: Cli) -> Result<Exit, CliError> {
             "runs: name a sync, or `runs show <run-id>`".into(),
         )),
         Command::Explain { sync, source_id } => explain::explain(&mut ctx, &sync, &source_id).await,
+        Command::Dlq { command } => dlq::dlq(&mut ctx, command).await,
         Command::Validate => validate::validate(&mut ctx),
         Command::Demo {
             records,

@@ -6,6 +6,7 @@ mod bad_input;
 mod bounds;
 mod cli;
 mod crash;
+mod dlq;
 mod dry_run;
 mod explain;
 mod faults;
