@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use highwater_core::state::{
-    RecordAction, RecordEvent, RecordState, RunRecord, RunStatus, StoryEvent,
+    DeadLetterResolution, RecordAction, RecordEvent, RecordState, RunRecord, RunStatus, StoryEvent,
 };
 use serde_json::{Value, json};
 
@@ -114,8 +114,10 @@ fn outcome(ev: &RecordEvent) -> String {
         RecordAction::Unchanged => "skipped: unchanged since it was last written".to_owned(),
         RecordAction::Stale => "skipped: stale (older than what was written)".to_owned(),
         RecordAction::DeadLettered => format!("dead-lettered: {detail}"),
+        // The dead letter may be unresolved or discarded: either way this
+        // payload is not tried again; the dead letter below says which.
         RecordAction::StillDeadLettered => {
-            "skipped: the same payload is still dead-lettered".to_owned()
+            "skipped: this payload was dead-lettered before and is not tried again".to_owned()
         }
         RecordAction::Repaired => format!("repaired{dest}{requests}: {detail}"),
     }
@@ -173,9 +175,12 @@ fn state_lines(out: &mut String, state: &RecordState) {
         }
     }
     if let Some(d) = &state.dead_letter {
-        let when = match d.resolved_at {
-            Some(at) => format!("resolved {at}"),
-            None => "open".to_owned(),
+        let when = match (d.resolved_at, d.resolution) {
+            (Some(at), Some(DeadLetterResolution::Discarded)) => {
+                format!("discarded {at}; `highwater dlq show` says why")
+            }
+            (Some(at), _) => format!("resolved {at}"),
+            (None, _) => "open".to_owned(),
         };
         let _ = writeln!(
             out,
@@ -233,6 +238,7 @@ fn state_json(state: &RecordState) -> Value {
             "first_failed_at": d.first_failed_at.to_string(),
             "last_failed_at": d.last_failed_at.to_string(),
             "resolved_at": d.resolved_at.map(|t| t.to_string()),
+            "resolution": d.resolution.map(|r| r.as_str()),
         })),
         "announced": state.announced.as_ref().map(|a| json!({
             "version": a.version,

@@ -288,6 +288,16 @@ async fn dlq_lists_shows_and_discards_and_a_later_run_does_not_retry_discarded_l
     let text = stdout(&world.highwater(&["dlq", "show", SYNC, &bad]).await);
     assert!(text.contains("state          discarded "), "{text}");
     assert!(text.contains(reason), "{text}");
+    // explain tells a discarded dead letter from an open or a written one.
+    let out = world.highwater(&["explain", SYNC, &bad, "--json"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let story = report(&out);
+    assert_eq!(
+        story["now"]["dead_letter"]["resolution"], "discarded",
+        "{story}"
+    );
+    let text = stdout(&world.highwater(&["explain", SYNC, &bad]).await);
+    assert!(text.contains("dead letter (discarded "), "{text}");
 
     // The audit log holds the discard: its ids and its reason.
     let store = Store::open(&world.state_path()).await.expect("open store");
