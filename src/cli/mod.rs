@@ -12,6 +12,7 @@ mod explain;
 mod logging;
 mod metrics;
 mod render;
+mod reset;
 mod run;
 mod runs;
 mod status;
@@ -89,8 +90,8 @@ pub struct Cli {
     #[arg(long, short, global = true, env = "HIGHWATER_CONFIG", default_value = highwater_core::config::DEFAULT_FILE)]
     pub config: PathBuf,
 
-    /// Print JSON for scripts instead of text for people (run, status, runs,
-    /// explain, validate).
+    /// Print JSON for scripts instead of text for people (run, backfill, status,
+    /// runs, explain, dlq, reset, validate).
     #[arg(long, global = true)]
     pub json: bool,
 
@@ -167,6 +168,26 @@ pub enum Command {
     Dlq {
         #[command(subcommand)]
         command: dlq::DlqCommand,
+    },
+    /// Rewind the sync's high-water mark: the next run re-reads from --to (or from
+    /// the start). The ledger stays unless --forget-ledger. Refused while the
+    /// sync's run is open unless --force abandons it. Recorded in the audit log.
+    Reset {
+        /// The sync's name.
+        sync: String,
+        /// Re-read from this time (RFC 3339, or a date: midnight UTC); without it,
+        /// from the sync's start.
+        #[arg(long, value_parser = parse_time)]
+        to: Option<jiff::Timestamp>,
+        /// Also forget what was written: every record read is written again.
+        #[arg(long)]
+        forget_ledger: bool,
+        /// Abandon the open run instead of refusing.
+        #[arg(long)]
+        force: bool,
+        /// Why, for the audit log.
+        #[arg(long)]
+        reason: Option<String>,
     },
     /// Check the config file and report every problem with its line and key.
     Validate,
@@ -388,6 +409,22 @@ pub async fn dispatch(cli: Cli) -> Result<Exit, CliError> {
         )),
         Command::Explain { sync, source_id } => explain::explain(&mut ctx, &sync, &source_id).await,
         Command::Dlq { command } => dlq::dlq(&mut ctx, command).await,
+        Command::Reset {
+            sync,
+            to,
+            forget_ledger,
+            force,
+            reason,
+        } => {
+            let args = reset::ResetArgs {
+                sync,
+                to,
+                forget_ledger,
+                force,
+                reason,
+            };
+            reset::reset(&mut ctx, args).await
+        }
         Command::Validate => validate::validate(&mut ctx),
         Command::Demo {
             records,

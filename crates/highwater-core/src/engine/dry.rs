@@ -24,7 +24,7 @@ use crate::http::Api;
 use crate::mapping::{MappedRecord, MappingError, map_record};
 use crate::sink::{Held, Sink};
 use crate::source::{Cursor, Extracted, Reader, Window};
-use crate::state::{Intent, Known, LedgerEntry, RunKind, Store};
+use crate::state::{HighWaterMark, Intent, Known, LedgerEntry, Store};
 use crate::stop::Stop;
 
 /// Examples kept per outcome.
@@ -208,7 +208,11 @@ async fn window(
     plan: Plan,
 ) -> Result<(Window, Cursor, Option<String>), FailureCause> {
     let Some(store) = store else {
-        return Ok((plan.window(spec, now(), None), Cursor::Start, None));
+        return Ok((
+            plan.window(spec, now(), HighWaterMark::None),
+            Cursor::Start,
+            None,
+        ));
     };
     if let Some((run, checkpoint)) = store.open_run(&spec.name, plan.kind()).await?
         && plan.matches(&run)
@@ -222,10 +226,7 @@ async fn window(
         };
         return Ok((window, cursor, Some(run.run_id)));
     }
-    let high_water_mark = store
-        .last_completed(&spec.name, RunKind::Incremental)
-        .await?
-        .map(|(run, _)| run.watermark);
+    let high_water_mark = store.high_water_mark(&spec.name).await?;
     Ok((
         plan.window(spec, now(), high_water_mark),
         Cursor::Start,

@@ -389,10 +389,7 @@ async fn open_or_resume(
         store.resume_run(&run.run_id).await?;
         return Ok((run, cursor, checkpoint.counters, true));
     }
-    let high_water_mark = store
-        .last_completed(&spec.name, RunKind::Incremental)
-        .await?
-        .map(|(run, _)| run.watermark);
+    let high_water_mark = store.high_water_mark(&spec.name).await?;
     // Microseconds are what the store keeps; the report shows the same instant.
     let now = Timestamp::now()
         .round(jiff::Unit::Microsecond)

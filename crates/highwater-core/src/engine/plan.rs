@@ -9,7 +9,7 @@ use jiff::Timestamp;
 use super::decide::plan_window;
 use crate::config::SyncSpec;
 use crate::source::Window;
-use crate::state::{RunKind, RunRow};
+use crate::state::{HighWaterMark, RunKind, RunRow};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Plan {
@@ -35,15 +35,23 @@ impl Plan {
         self,
         spec: &SyncSpec,
         now: Timestamp,
-        high_water_mark: Option<Timestamp>,
+        high_water_mark: HighWaterMark,
     ) -> Window {
-        let incremental = plan_window(
+        let last_run = match high_water_mark {
+            HighWaterMark::Run(mark) => Some(mark),
+            HighWaterMark::None | HighWaterMark::Reset(_) => None,
+        };
+        let mut incremental = plan_window(
             now,
             spec.source.lag,
             spec.source.lookback,
             spec.source.start,
-            high_water_mark,
+            last_run,
         );
+        // Rewound by an operator: from exactly there (never before `start`).
+        if let HighWaterMark::Reset(Some(to)) = high_water_mark {
+            incremental.lower = Some(spec.source.start.map_or(to, |start| to.max(start)));
+        }
         match self {
             Plan::Incremental => incremental,
             // Nothing past now less the lag is settled at the source yet.
@@ -125,14 +133,14 @@ path = "/items/{external_id}"
             from: at(100),
             to: at(200),
         };
-        let window = plan.window(&spec, now, Some(at(9_000)));
+        let window = plan.window(&spec, now, HighWaterMark::Run(at(9_000)));
         assert_eq!((window.lower, window.watermark), (Some(at(100)), at(200)));
         // A range reaching past now stops at now less the lag.
         let future = Plan::Backfill {
             from: at(100),
             to: at(20_000),
         };
-        let window = future.window(&spec, now, None);
+        let window = future.window(&spec, now, HighWaterMark::None);
         let settled = now
             .checked_sub(SignedDuration::try_from(spec.source.lag).unwrap_or_default())
             .unwrap_or(now);

@@ -16,6 +16,7 @@ mod history;
 pub mod lock;
 mod names;
 mod private;
+mod reset;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -38,6 +39,7 @@ pub use names::{
     AuditAction, DeadLetterResolution, DeadLetterStage, InvocationOutcome, RunKind, RunStatus,
     UnknownName,
 };
+pub use reset::{HighWaterMark, ResetDone, ResetError, ResetRequest};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -215,11 +217,13 @@ pub struct SyncStatus {
     pub last_completed: Option<(RunRow, Checkpoint)>,
     pub dead_letters: i64,
     pub ledger_records: i64,
+    /// The last completed incremental run's watermark, or a later reset.
+    pub mark: HighWaterMark,
 }
 
 impl SyncStatus {
     pub fn high_water_mark(&self) -> Option<Timestamp> {
-        self.last_completed.as_ref().map(|(run, _)| run.watermark)
+        self.mark.at()
     }
 }
 
@@ -264,6 +268,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         7,
         "audit_log",
         include_str!("../../migrations/0007_audit_log.sql"),
+    ),
+    (
+        8,
+        "resets",
+        include_str!("../../migrations/0008_resets.sql"),
     ),
 ];
 
@@ -869,6 +878,7 @@ impl Store {
             last_completed: self.last_completed(sync, RunKind::Incremental).await?,
             dead_letters,
             ledger_records,
+            mark: self.high_water_mark(sync).await?,
         })
     }
 

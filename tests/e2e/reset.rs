@@ -1,0 +1,123 @@
+//! `highwater reset`: the next run re-reads from where the sync was rewound to,
+//! skipping what is unchanged unless the ledger was forgotten; an open run is
+//! abandoned only when forced; each reset is in the audit log; bad input changes
+//! nothing.
+
+use highwater_core::state::{AuditAction, Store};
+use serde_json::Value;
+use simsaas::SimConfig;
+
+use crate::util::{Mode, SYNC, Setup, Style, World, describe, report, stderr};
+
+async fn ok_json(world: &World, args: &[&str]) -> Value {
+    let out = world.highwater(args).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    report(&out)
+}
+
+async fn refused(world: &World, args: &[&str], expected: &str) {
+    let before = world.state_dump().await;
+    let out = world.highwater(args).await;
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains(expected),
+        "expected {expected:?}:\n{}",
+        describe(&out)
+    );
+    assert_eq!(
+        world.state_dump().await,
+        before,
+        "refused, yet the state changed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reset_rewinds_the_sync_and_says_so_in_the_audit_log() {
+    let mut setup = Setup::new(Style::Cursor, Mode::Put);
+    setup.lookback = "5m";
+    setup.page_size = 50;
+    let world = World::start("reset", SimConfig::new(53, 600), &setup).await;
+    refused(&world, &["reset", SYNC], "no state store yet").await;
+    assert!(!world.state_path().exists());
+
+    ok_json(&world, &["run", SYNC, "--json"]).await;
+    let source = world.sim.source_records();
+    let to = source[400].updated_at;
+    let from_to: usize = source.iter().filter(|r| r.updated_at >= to).count();
+    refused(&world, &["reset", "nope"], "no sync named \"nope\"").await;
+    refused(
+        &world,
+        &["reset", SYNC, "--to", "last week"],
+        "expected a time",
+    )
+    .await;
+
+    // Rewound with the ledger kept: re-read from `to`, nothing written again.
+    let done = ok_json(
+        &world,
+        &[
+            "reset",
+            SYNC,
+            "--to",
+            &to.to_string(),
+            "--reason",
+            "check the last hour",
+            "--json",
+        ],
+    )
+    .await;
+    let status = ok_json(&world, &["status", "--json"]).await;
+    assert_eq!(status["syncs"][0]["high_water_mark"], to.to_string());
+    let rerun = ok_json(&world, &["run", SYNC, "--json"]).await;
+    assert_eq!(rerun["lower_bound"], to.to_string(), "{rerun}");
+    assert_eq!(rerun["counters"]["read"], from_to as u64, "{rerun}");
+    assert_eq!(rerun["counters"]["written"], 0, "{rerun}");
+
+    // Rewound to the start with the ledger forgotten: everything written again,
+    // and still exactly once in the destination.
+    let forgot = ok_json(&world, &["reset", SYNC, "--forget-ledger", "--json"]).await;
+    assert!(
+        forgot["ledger_rows_forgotten"].as_u64().unwrap_or(0) > 500,
+        "{forgot}"
+    );
+    let again = ok_json(&world, &["run", SYNC, "--json"]).await;
+    assert!(again["lower_bound"].is_null(), "{again}");
+    let valid = source.iter().filter(|r| r.rejection.is_none()).count() as u64;
+    assert_eq!(again["counters"]["written"], valid, "{again}");
+    world.assert_exact().await;
+
+    // An open run is abandoned only when forced.
+    ok_json(&world, &["reset", SYNC, "--forget-ledger", "--json"]).await;
+    let out = world
+        .highwater(&["run", SYNC, "--max-pages", "1", "--json"])
+        .await;
+    assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
+    let open = report(&out)["run_id"].clone();
+    refused(&world, &["reset", SYNC, "--to", &to.to_string()], "--force").await;
+    let forced = ok_json(
+        &world,
+        &["reset", SYNC, "--to", &to.to_string(), "--force", "--json"],
+    )
+    .await;
+    assert_eq!(forced["abandoned_run"], open);
+    let fresh = ok_json(&world, &["run", SYNC, "--json"]).await;
+    assert_ne!(fresh["run_id"], open);
+    assert_eq!(fresh["resumed"], false);
+    assert_eq!(fresh["lower_bound"], to.to_string());
+    world.assert_exact().await;
+
+    // Every reset is in the audit log, newest first, with what it did.
+    let store = Store::open(&world.state_path()).await.expect("open store");
+    let log = store.audit_log(SYNC, 10).await.expect("audit log");
+    store.close().await;
+    let resets: Vec<_> = log
+        .iter()
+        .filter(|r| r.entry.action == AuditAction::Reset)
+        .collect();
+    assert_eq!(resets.len(), 4, "{log:?}");
+    assert_eq!(resets[0].entry.details["abandoned_run"], open);
+    let first = resets[3];
+    assert_eq!(first.id, done["audit_id"].as_i64().expect("audit id"));
+    assert_eq!(first.entry.reason.as_deref(), Some("check the last hour"));
+    assert_eq!(first.entry.details["to"], to.to_string());
+}
