@@ -815,20 +815,31 @@ impl Store {
         let now = Timestamp::now().as_microsecond();
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         update_checkpoint(&mut tx, run_id, Some(cursor), counters, now).await?;
-        let sync: String = sqlx::query_scalar("SELECT sync FROM runs WHERE run_id = ?")
-            .bind(run_id)
-            .fetch_one(&mut *tx)
-            .await?;
+        let (sync, kind): (String, String) =
+            sqlx::query_as("SELECT sync, kind FROM runs WHERE run_id = ?")
+                .bind(run_id)
+                .fetch_one(&mut *tx)
+                .await?;
         merge_staged(&mut tx, &sync).await?;
         // Every announced write of the run has settled: none is a floor any more.
-        sqlx::query("DELETE FROM intents WHERE sync = ?")
-            .bind(&sync)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM readbacks WHERE sync = ?")
-            .bind(&sync)
-            .execute(&mut *tx)
-            .await?;
+        // An incremental run also settled the floors it found left by runs that
+        // ended (it read everything since); a run of another kind read only its
+        // own window, and an open run's floors are that run's to settle.
+        let incremental = kind == RunKind::Incremental.as_str();
+        for statement in [
+            "DELETE FROM intents WHERE sync = ?1 AND (run_id = ?2 OR (?3 AND run_id NOT IN
+               (SELECT run_id FROM runs WHERE sync = ?1 AND status = ?4)))",
+            "DELETE FROM readbacks WHERE sync = ?1 AND (run_id = ?2 OR (?3 AND run_id NOT IN
+               (SELECT run_id FROM runs WHERE sync = ?1 AND status = ?4)))",
+        ] {
+            sqlx::query(statement)
+                .bind(&sync)
+                .bind(run_id)
+                .bind(incremental)
+                .bind(RunStatus::Open.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
         if !unsettled.is_empty() {
             let batch = IntentBatch {
                 id: format!("unsettled-{run_id}"),

@@ -1111,3 +1111,70 @@ async fn a_store_from_before_the_run_history_keeps_its_runs_checkpoints_and_dead
     store.close().await;
     let _ = std::fs::remove_dir_all(path.parent().and_then(|p| p.parent()).expect("dir"));
 }
+
+#[tokio::test]
+async fn a_run_of_another_kind_leaves_the_open_runs_floors_alone() {
+    let store = Store::open(&temp_db("floors-kinds")).await.expect("open");
+    let intent = |id: &str| Intent {
+        source_id: id.into(),
+        version: Some(1),
+        updated_at: Timestamp::UNIX_EPOCH,
+        settles_at: None,
+    };
+    let announce = |run_id: &str, id: &str| PageCommit {
+        announce: Some(IntentBatch {
+            id: format!("{run_id}-1"),
+            intents: vec![intent(id)],
+        }),
+        ..PageCommit::default()
+    };
+    let counters = Counters::default();
+    let backfill = |id: &str| RunRow {
+        kind: RunKind::Backfill,
+        ..run(id, 500)
+    };
+    // An incremental run stopped with a write announced; a backfill runs and
+    // completes meanwhile.
+    store
+        .begin_run(&run("inc", 1000), &json!({}))
+        .await
+        .expect("begin");
+    store
+        .commit_page("billing", "inc", &announce("inc", "a"), None, &counters)
+        .await
+        .expect("announce");
+    store
+        .begin_run(&backfill("bf"), &json!({}))
+        .await
+        .expect("begin");
+    store
+        .commit_page("billing", "bf", &announce("bf", "b"), None, &counters)
+        .await
+        .expect("announce");
+    store
+        .complete_run("bf", &json!({}), &counters, &[])
+        .await
+        .expect("complete");
+    let floors = store.floors("billing").await.expect("floors");
+    assert!(
+        floors.contains_key("a"),
+        "the open run's floor went: {floors:?}"
+    );
+    assert!(!floors.contains_key("b"), "{floors:?}");
+    // A later backfill ends with a floor of a run that ended; the incremental
+    // run settles every floor it found, but not an open backfill's.
+    store
+        .begin_run(&backfill("bf2"), &json!({}))
+        .await
+        .expect("begin");
+    store
+        .commit_page("billing", "bf2", &announce("bf2", "c"), None, &counters)
+        .await
+        .expect("announce");
+    store
+        .complete_run("inc", &json!({}), &counters, &[])
+        .await
+        .expect("complete");
+    let floors = store.floors("billing").await.expect("floors");
+    assert_eq!(floors.keys().collect::<Vec<_>>(), ["c"], "{floors:?}");
+}
