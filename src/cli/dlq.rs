@@ -6,13 +6,16 @@
 
 use clap::{ArgGroup, Args, Subcommand};
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+use std::collections::HashSet;
+
+use highwater_core::engine::Plan;
 use highwater_core::state::{
-    self, AuditRecord, DeadLetterDetail, DeadLetterResolution, DeadLetterSummary, DiscardScope,
-    Discarded, LockError,
+    self, AuditAction, AuditEntry, AuditRecord, AuditScope, DeadLetterDetail, DeadLetterResolution,
+    DeadLetterSummary, DiscardScope, Discarded, LockError,
 };
 use serde_json::{Value, json};
 
-use super::{CliError, Context, Exit, print, render};
+use super::{CliError, Context, Exit, print, render, run};
 
 /// Characters of a reason the `list` table shows; `show` and `--json` give it whole.
 const REASON_WIDTH: usize = 80;
@@ -39,6 +42,25 @@ pub enum DlqCommand {
     /// them and the reason in the audit log. The same payload is not tried again;
     /// a record that changes at the source is.
     Discard(DiscardArgs),
+    /// Try dead letters again: each record as it was read, mapped with the
+    /// current config and written through the same idempotent path, as a run of
+    /// its own (kind replay: resumable, in the run history). Skipped when the
+    /// ledger already holds it or a newer version; success resolves the letter,
+    /// a new failure keeps it with the new reason.
+    Replay(ReplayArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("which").required(true).args(["id", "all"])))]
+pub struct ReplayArgs {
+    /// The sync's name.
+    sync: String,
+    /// A source id whose dead letter to replay; repeat for more.
+    #[arg(long, value_name = "ID")]
+    id: Vec<String>,
+    /// Every unresolved dead letter of the sync.
+    #[arg(long, conflicts_with = "id")]
+    all: bool,
 }
 
 #[derive(Debug, Args)]
@@ -62,7 +84,52 @@ pub async fn dlq(ctx: &mut Context, command: DlqCommand) -> Result<Exit, CliErro
         DlqCommand::List { sync } => list(ctx, &sync).await,
         DlqCommand::Show { sync, source_id } => show(ctx, &sync, &source_id).await,
         DlqCommand::Discard(args) => discard(ctx, args).await,
+        DlqCommand::Replay(args) => replay(ctx, args).await,
     }
+}
+
+async fn replay(ctx: &mut Context, args: ReplayArgs) -> Result<Exit, CliError> {
+    let sync = args.sync.as_str();
+    ctx.sync(sync)?;
+    let store = ctx.store().await?;
+    let unresolved: HashSet<String> = store
+        .unresolved_dead_letters(sync)
+        .await
+        .map_err(CliError::failed)?
+        .into_iter()
+        .map(|d| d.source_id)
+        .collect();
+    let unknown: Vec<String> = args
+        .id
+        .iter()
+        .filter(|id| !unresolved.contains(*id))
+        .cloned()
+        .collect();
+    if !unknown.is_empty() {
+        return Err(CliError::Usage(format!(
+            "sync {sync:?} has no unresolved dead letter for source id{} {}; nothing was replayed (`highwater dlq list {sync}` lists them)",
+            if unknown.len() == 1 { "" } else { "s" },
+            quoted(&unknown),
+        )));
+    }
+    let ids = (!args.all).then(|| args.id.clone());
+    let exit = run::run(ctx, sync, Plan::Replay { ids: ids.clone() }, None, None).await?;
+    let entry = AuditEntry {
+        sync: sync.to_owned(),
+        action: AuditAction::DeadLetterReplay,
+        scope: match ids {
+            Some(ids) => AuditScope::Records { ids },
+            None => AuditScope::Sync,
+        },
+        reason: None,
+        details: json!({ "exit_code": exit.code() }),
+    };
+    ctx.open_store()
+        .await?
+        .audit(&entry)
+        .await
+        .map_err(CliError::failed)?;
+    Ok(exit)
 }
 
 async fn list(ctx: &mut Context, sync: &str) -> Result<Exit, CliError> {

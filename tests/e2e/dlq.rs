@@ -3,7 +3,10 @@
 //! `show` gives one in full; `discard` needs a reason, refuses unknown ids and a
 //! running sync without changing anything, keeps the discarded rows out of every
 //! unresolved count, records itself in the audit log, and a later run does not
-//! try a discarded record again — until it changes at the source.
+//! try a discarded record again — until it changes at the source. `replay` tries
+//! dead letters again with the current config: a record a mapping fix makes
+//! valid is written exactly once and its letter resolved; one still failing keeps
+//! its letter with another attempt.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -500,4 +503,133 @@ async fn dlq_refuses_bad_input_and_a_running_sync_changing_nothing() {
     let store = Store::open(&world.state_path()).await.expect("open store");
     assert_eq!(store.audit_log(SYNC, 10).await.expect("audit log").len(), 1);
     store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_record_fixed_in_config_is_replayed_and_written_exactly_once() {
+    let mut sim = SimConfig::new(37, 400);
+    sim.invalid_ratio = 0.03;
+    sim.poisoned_ratio = 0.0;
+    let world = World::start("dlq-replay", sim, &Setup::new(Style::Cursor, Mode::Put)).await;
+    let out = world.highwater(&["run", SYNC, "--json"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let invalid: BTreeSet<String> = world
+        .sim
+        .source_records()
+        .into_iter()
+        .filter(|r| r.rejection == Some(Rejection::Invalid))
+        .map(|r| r.id)
+        .collect();
+    assert!(invalid.len() >= 5, "{invalid:?}");
+    let letters = list_json(&world).await;
+    assert_eq!(letters.len(), invalid.len());
+
+    // Bad input replays nothing.
+    let before = world.state_dump().await;
+    let out = world
+        .highwater(&["dlq", "replay", SYNC, "--id", "inv_999999"])
+        .await;
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert!(stderr(&out).contains("inv_999999"), "{}", describe(&out));
+    let out = world.highwater(&["dlq", "replay", SYNC]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert_eq!(world.state_dump().await, before);
+
+    // Replayed with the config unchanged: it fails the same way, one more attempt.
+    let first = invalid.iter().next().expect("an invalid record").clone();
+    let out = world
+        .highwater(&["dlq", "replay", SYNC, "--id", &first, "--json"])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let replay = report(&out);
+    assert_eq!(replay["counters"]["read"], 1, "{replay}");
+    assert_eq!(replay["counters"]["dead_lettered"], 1, "{replay}");
+    let letter = report(
+        &world
+            .highwater(&["dlq", "show", SYNC, &first, "--json"])
+            .await,
+    );
+    assert_eq!(letter["attempts"], 2, "{letter}");
+    assert_eq!(letter["stage"], "mapping", "{letter}");
+
+    // The mapping is fixed: the fields those records lack are no longer required.
+    let text = std::fs::read_to_string(&world.config).expect("config");
+    let fixed = text.replace(
+        "[sync.mapping.required]\nemail = \"string\"\namount_cents = \"integer\"\n",
+        "",
+    );
+    assert_ne!(fixed, text, "the required table was not found in:\n{text}");
+    std::fs::write(&world.config, fixed).expect("write config");
+    let before = world.sim.dest_dump();
+    let out = world
+        .highwater(&["dlq", "replay", SYNC, "--all", "--json"])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let replay = report(&out);
+    assert_eq!(
+        replay["counters"]["written"],
+        invalid.len() as u64,
+        "{replay}"
+    );
+    assert!(list_json(&world).await.is_empty(), "every letter resolved");
+    let after = world.sim.dest_dump();
+    let new: Vec<_> = after
+        .objects
+        .iter()
+        .filter(|o| {
+            !before
+                .objects
+                .iter()
+                .any(|b| b.external_id == o.external_id)
+        })
+        .collect();
+    let written: BTreeSet<String> = new.iter().map(|o| o.external_id.clone()).collect();
+    assert_eq!(
+        written, invalid,
+        "exactly the dead-lettered records were written"
+    );
+    assert!(new.iter().all(|o| o.writes == 1), "{new:?}");
+    assert_eq!(after.objects.len(), before.objects.len() + invalid.len());
+
+    // Replaying again finds nothing to do; the run history and explain tell it.
+    let out = world
+        .highwater(&["dlq", "replay", SYNC, "--all", "--json"])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(report(&out)["counters"]["read"], 0);
+    let story = report(&world.highwater(&["explain", SYNC, &first, "--json"]).await);
+    let kinds: Vec<(String, String)> = story["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap_or("?").to_owned(),
+                e["action"].as_str().unwrap_or("?").to_owned(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, String)> = [
+        ("incremental", "dead_lettered"),
+        ("replay", "dead_lettered"),
+        ("replay", "written"),
+    ]
+    .iter()
+    .map(|(k, a)| (k.to_string(), a.to_string()))
+    .collect();
+    assert_eq!(kinds, expected, "{story}");
+    assert!(
+        story["now"]["dead_letter"]["resolved_at"].is_string(),
+        "{story}"
+    );
+    let store = Store::open(&world.state_path()).await.expect("open store");
+    let replays = store
+        .audit_log(SYNC, 10)
+        .await
+        .expect("audit log")
+        .into_iter()
+        .filter(|r| r.entry.action == AuditAction::DeadLetterReplay)
+        .count();
+    store.close().await;
+    assert_eq!(replays, 3, "one audit row per replay that ran");
 }

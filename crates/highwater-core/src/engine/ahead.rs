@@ -13,11 +13,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::mpsc;
 
-use super::{FailureCause, WriteJob};
+use super::{FailureCause, Plan, WriteJob};
 use crate::config::{MappingSpec, SourceSpec};
 use crate::http::Api;
 use crate::mapping::{MappedRecord, MappingError, map_record};
 use crate::sink::{Encoded, Sink};
+use crate::source::extract::extract;
 use crate::source::{Cursor, Extracted, Page, Reader, Window};
 use crate::state::{Known, Store};
 use crate::stop::Stop;
@@ -49,6 +50,8 @@ pub(super) struct ReadAhead {
     pub api: Arc<Api>,
     pub sink: Arc<Sink>,
     pub source: SourceSpec,
+    /// A replay reads the dead letters instead of the source.
+    pub plan: Plan,
     pub mapping: MappingSpec,
     pub window: Window,
     pub cursor: Cursor,
@@ -99,11 +102,22 @@ impl ReadAhead {
 
     async fn run(self, pages: mpsc::Sender<Delivery>) {
         let mut reader = Reader::new(&self.api, &self.source, self.window, self.cursor.clone());
+        let mut replayed = match &self.cursor {
+            Cursor::Token { token } => Some(token.clone()),
+            _ => None,
+        };
         loop {
-            let next = match reader.next_page(&self.stop).await {
+            let read = match &self.plan {
+                Plan::Replay { ids } => self.dead_letters(ids.as_deref(), &mut replayed).await,
+                _ => reader
+                    .next_page(&self.stop)
+                    .await
+                    .map_err(FailureCause::Source),
+            };
+            let next = match read {
                 Ok(Some(page)) => self.prepare(page).await.map(Some),
                 Ok(None) => Ok(None),
-                Err(e) => Err(FailureCause::Source(e)),
+                Err(e) => Err(e),
             };
             let more = matches!(next, Ok(Some(_)));
             let sent = tokio::select! {
@@ -114,6 +128,36 @@ impl ReadAhead {
                 break;
             }
         }
+    }
+
+    /// The next page of a replay: dead letters after the last source id read,
+    /// each record as it was read, extracted again with the current config.
+    async fn dead_letters(
+        &self,
+        ids: Option<&[String]>,
+        after: &mut Option<String>,
+    ) -> Result<Option<Page>, FailureCause> {
+        let letters = self
+            .store
+            .dead_letters_to_replay(&self.sync, after.as_deref(), ids, self.source.page_size)
+            .await?;
+        let Some((last, _)) = letters.last() else {
+            return Ok(None);
+        };
+        *after = Some(last.clone());
+        let cursor_after = Cursor::Token {
+            token: last.clone(),
+        };
+        let records = letters
+            .into_iter()
+            .map(|(_, payload)| extract(payload, &self.source))
+            .collect();
+        Ok(Some(Page {
+            records,
+            beyond_watermark: 0,
+            cursor_after,
+            requests: 0,
+        }))
     }
 
     async fn prepare(&self, mut page: Page) -> Result<ReadPage, FailureCause> {

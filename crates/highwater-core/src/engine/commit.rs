@@ -122,7 +122,7 @@ impl Runner<'_> {
         RecordsResolved {
             sync: &self.spec.name,
             run_id: &self.run_id,
-            kind: self.kind.as_str(),
+            kind: self.plan.kind().as_str(),
             pages: self.counters.pages,
             read: since.read,
             written: since.written,

@@ -207,7 +207,8 @@ pub async fn run(
         counters: Counters::default(),
         resumable: false,
     };
-    let (run, cursor, counters, resumed) = open_or_resume(spec, store, plan).await.map_err(fail)?;
+    let (run, cursor, counters, resumed) =
+        open_or_resume(spec, store, &plan).await.map_err(fail)?;
     // Every log line of the run, on every thread, carries its sync and run id.
     let span =
         tracing::info_span!("run", sync = %spec.name, run_id = %run.run_id, kind = %plan.kind());
@@ -239,7 +240,7 @@ pub async fn run(
         if let Some(retention) = options.event_retention {
             runner.event_retention = retention;
         }
-        runner.kind = plan.kind();
+        runner.plan = plan.clone();
         progress.send_replace(runner.snapshot());
         let stop = Stop::new(options.max_runtime.or(spec.budgets.max_runtime), shutdown);
         let max_pages = options.max_pages.or(spec.budgets.max_pages);
@@ -374,7 +375,7 @@ fn failure_class(cause: &FailureCause) -> String {
 async fn open_or_resume(
     spec: &SyncSpec,
     store: &Store,
-    plan: Plan,
+    plan: &Plan,
 ) -> Result<(RunRow, Cursor, Counters, bool), FailureCause> {
     if let Some((run, checkpoint)) = store.open_run(&spec.name, plan.kind()).await? {
         if !plan.matches(&run) {
@@ -486,8 +487,8 @@ struct Runner<'a> {
     released: Vec<String>,
     /// Requests this invocation retried, by class.
     retries: RetryCounts,
-    /// The run's kind, for the metrics' labels.
-    kind: RunKind,
+    /// What the run is for: its kind, and where its records come from.
+    plan: Plan,
     /// The counters as the logs and metrics were last told them.
     emitted: Counters,
     /// The newest `updated_at` this invocation wrote: how far behind the source
@@ -683,7 +684,7 @@ impl<'a> Runner<'a> {
             released: Vec::new(),
             closing_events: Vec::new(),
             retries: RetryCounts::default(),
-            kind: RunKind::Incremental,
+            plan: Plan::Incremental,
             emitted: counters,
             newest_written: None,
             event_retention: crate::config::DEFAULT_EVENT_RETENTION,
@@ -776,6 +777,7 @@ impl<'a> Runner<'a> {
             api: Arc::clone(source_api),
             sink: Arc::clone(sink),
             source: self.spec.source.clone(),
+            plan: self.plan.clone(),
             mapping: self.spec.mapping.clone(),
             window,
             cursor,
@@ -1153,6 +1155,9 @@ impl<'a> Runner<'a> {
         let Some(page) = self.pages.get_mut(&seq) else {
             return Ok(());
         };
+        // A replayed record the ledger already holds (or holds newer) has a
+        // letter that is moot: it is resolved.
+        let replayed = matches!(self.plan, Plan::Replay { .. }).then(|| seen.id.clone());
         if !self.event_retention.is_zero() {
             page.commit
                 .events
@@ -1173,6 +1178,7 @@ impl<'a> Runner<'a> {
             }
             Resolution::Unchanged { ledger } => {
                 self.counters.unchanged += 1;
+                page.commit.resolved.extend(replayed);
                 // A newer version with the same payload moves the ledger on; a
                 // later copy must be judged against it, not against the older row.
                 if let Some(entry) = &ledger {
@@ -1182,6 +1188,7 @@ impl<'a> Runner<'a> {
             }
             Resolution::Stale { ledger } => {
                 self.counters.stale += 1;
+                page.commit.resolved.extend(replayed);
                 if let Some(entry) = &ledger {
                     self.view.remember_written(seq, entry.clone());
                 }

@@ -11,7 +11,7 @@ use crate::config::SyncSpec;
 use crate::source::Window;
 use crate::state::{HighWaterMark, RunKind, RunRow};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Plan {
     /// From the high-water mark, less the lookback, to now less the lag; its
     /// completion moves the high-water mark.
@@ -20,19 +20,25 @@ pub enum Plan {
     /// a checkpoint of its own. It never moves the incremental high-water mark;
     /// the ledger keeps it from writing anything older than what is written.
     Backfill { from: Timestamp, to: Timestamp },
+    /// The unresolved dead letters (those of `ids`, or all), in source-id
+    /// order: each record as it was read, mapped and written again with the
+    /// current config, whatever failed before. Success resolves the letter; a
+    /// new failure keeps it, with the new reason.
+    Replay { ids: Option<Vec<String>> },
 }
 
 impl Plan {
-    pub fn kind(self) -> RunKind {
+    pub fn kind(&self) -> RunKind {
         match self {
             Plan::Incremental => RunKind::Incremental,
             Plan::Backfill { .. } => RunKind::Backfill,
+            Plan::Replay { .. } => RunKind::Replay,
         }
     }
 
     /// The window of a new run of this plan, fixed now and kept on resume.
     pub(super) fn window(
-        self,
+        &self,
         spec: &SyncSpec,
         now: Timestamp,
         high_water_mark: HighWaterMark,
@@ -56,8 +62,13 @@ impl Plan {
             Plan::Incremental => incremental,
             // Nothing past now less the lag is settled at the source yet.
             Plan::Backfill { from, to } => Window {
-                lower: Some(from),
-                watermark: to.min(incremental.watermark),
+                lower: Some(*from),
+                watermark: (*to).min(incremental.watermark),
+            },
+            // Read from the dead letters, not the source: no window applies.
+            Plan::Replay { .. } => Window {
+                lower: None,
+                watermark: now,
             },
         }
     }
@@ -65,11 +76,12 @@ impl Plan {
     /// Whether the open run `run` of this plan's kind is this plan's, so that
     /// resuming it finishes what was asked; a backfill over another range is
     /// not resumed under a new one.
-    pub(super) fn matches(self, run: &RunRow) -> bool {
+    pub(super) fn matches(&self, run: &RunRow) -> bool {
         match self {
-            Plan::Incremental => true,
+            // A replay resumes after the last source id it finished.
+            Plan::Incremental | Plan::Replay { .. } => true,
             // The window's end is `to`, or earlier when `to` was not settled yet.
-            Plan::Backfill { from, to } => run.lower_bound == Some(from) && run.watermark <= to,
+            Plan::Backfill { from, to } => run.lower_bound == Some(*from) && run.watermark <= *to,
         }
     }
 }

@@ -99,6 +99,40 @@ impl Store {
         rows.iter().map(summary).collect()
     }
 
+    /// The next unresolved dead letters to replay, by source id after `after`,
+    /// restricted to `ids` when given: the record each keeps, as it was read.
+    pub async fn dead_letters_to_replay(
+        &self,
+        sync: &str,
+        after: Option<&str>,
+        ids: Option<&[String]>,
+        limit: u32,
+    ) -> Result<Vec<(String, Value)>, StateError> {
+        let ids = ids
+            .map(|ids| serde_json::to_string(ids).map_err(|e| StateError::Corrupt(e.to_string())))
+            .transpose()?;
+        let rows = sqlx::query(
+            "SELECT source_id, payload FROM dead_letters
+             WHERE sync = ?1 AND resolved_at IS NULL AND source_id > ?2
+               AND (?3 IS NULL OR source_id IN (SELECT value FROM json_each(?3)))
+             ORDER BY source_id LIMIT ?4",
+        )
+        .bind(sync)
+        .bind(after.unwrap_or(""))
+        .bind(ids)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let payload: String = row.try_get("payload")?;
+                let payload = serde_json::from_str(&payload)
+                    .map_err(|e| StateError::Corrupt(format!("dead letter payload: {e}")))?;
+                Ok((row.try_get("source_id")?, payload))
+            })
+            .collect()
+    }
+
     /// One record's dead letter, resolved or not, with its payload.
     pub async fn dead_letter(
         &self,
