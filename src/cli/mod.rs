@@ -11,6 +11,7 @@ mod dry;
 mod explain;
 mod logging;
 mod metrics;
+mod probe;
 mod render;
 mod reset;
 mod run;
@@ -188,6 +189,17 @@ pub enum Command {
         /// Why, for the audit log.
         #[arg(long)]
         reason: Option<String>,
+    },
+    /// Read the first page or two of a sync's source, write nothing, and show what
+    /// the config finds there — the request and its bounds, the records, one
+    /// record and the id, updated_at and version taken from it, the next page —
+    /// and which key to change for what looks wrong (exit 1 then).
+    Probe {
+        /// The sync's name.
+        sync: String,
+        /// Pages to read.
+        #[arg(long, default_value_t = 2)]
+        pages: u32,
     },
     /// Check the config file and report every problem with its line and key.
     Validate,
@@ -425,6 +437,7 @@ pub async fn dispatch(cli: Cli) -> Result<Exit, CliError> {
             };
             reset::reset(&mut ctx, args).await
         }
+        Command::Probe { sync, pages } => probe::probe(&mut ctx, &sync, pages).await,
         Command::Validate => validate::validate(&mut ctx),
         Command::Demo {
             records,

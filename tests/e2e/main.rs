@@ -12,6 +12,7 @@ mod explain;
 mod faults;
 mod metrics;
 mod modes;
+mod probe;
 mod reset;
 mod runs;
 mod scripted;

@@ -8,6 +8,7 @@
 pub mod bounds;
 pub mod extract;
 pub mod pagination;
+pub mod probe;
 
 use std::collections::HashSet;
 
@@ -104,6 +105,18 @@ pub struct Reader<'a> {
     seen: HashSet<String>,
     offset_walk: Option<OffsetWalk>,
     page_walk: Option<PageWalk>,
+    /// Every answer, as `probe` shows them; `None` when not asked for.
+    trace: Option<std::sync::Mutex<Vec<Fetched>>>,
+}
+
+/// One request of a traced reader and the answer's body.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    /// The URL, without credentials.
+    pub url: String,
+    /// The query sent, without the configured `params` (they may hold secrets).
+    pub query: Vec<(String, String)>,
+    pub body: Value,
 }
 
 impl<'a> Reader<'a> {
@@ -116,6 +129,21 @@ impl<'a> Reader<'a> {
             seen: HashSet::new(),
             offset_walk: None,
             page_walk: None,
+            trace: None,
+        }
+    }
+
+    /// Keeps every answer, for [`Reader::take_trace`].
+    pub fn traced(mut self) -> Self {
+        self.trace = Some(std::sync::Mutex::new(Vec::new()));
+        self
+    }
+
+    /// The answers fetched since the last call.
+    pub fn take_trace(&mut self) -> Vec<Fetched> {
+        match &mut self.trace {
+            Some(trace) => std::mem::take(trace.get_mut().unwrap_or_else(|e| e.into_inner())),
+            None => Vec::new(),
         }
     }
 
@@ -460,6 +488,23 @@ impl<'a> Reader<'a> {
                 ),
             }
         })?;
+        if let Some(trace) = &self.trace {
+            let secret: HashSet<&str> = self.spec.params.iter().map(|(k, _)| k.as_str()).collect();
+            let fetched = Fetched {
+                url: redact(&request.url),
+                query: request
+                    .query
+                    .iter()
+                    .filter(|(k, _)| !secret.contains(k.as_str()))
+                    .cloned()
+                    .collect(),
+                body: body.clone(),
+            };
+            trace
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(fetched);
+        }
         Ok((body, reply.headers))
     }
 
