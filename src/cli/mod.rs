@@ -9,6 +9,7 @@ mod demo;
 mod dlq;
 mod dry;
 mod explain;
+mod init;
 mod logging;
 mod metrics;
 mod probe;
@@ -201,6 +202,10 @@ pub enum Command {
         #[arg(long, default_value_t = 2)]
         pages: u32,
     },
+    /// Write a commented config file (--config, highwater.toml by default) for
+    /// one sync: asks for the source and destination URLs and the write mode on a
+    /// terminal, takes them as flags elsewhere.
+    Init(init::InitArgs),
     /// Check the config file and report every problem with its line and key.
     Validate,
     /// Start a simulated billing API and CRM with faults on, sync between them,
@@ -438,6 +443,7 @@ pub async fn dispatch(cli: Cli) -> Result<Exit, CliError> {
             reset::reset(&mut ctx, args).await
         }
         Command::Probe { sync, pages } => probe::probe(&mut ctx, &sync, pages).await,
+        Command::Init(args) => init::init(&ctx.config_path, args),
         Command::Validate => validate::validate(&mut ctx),
         Command::Demo {
             records,

@@ -266,3 +266,76 @@ async fn every_log_line_of_a_run_carries_its_sync_and_run_id() {
         assert_eq!(line["span"]["kind"], "incremental", "{line}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn init_writes_a_config_that_validates_and_probes() {
+    let sim = simsaas::SimSaas::start(SimConfig::new(5, 300))
+        .await
+        .expect("start sim");
+    let dir = crate::util::fresh_dir("init");
+    let config = dir.join("highwater.toml");
+    let highwater = |args: Vec<String>| {
+        let mut command = tokio::process::Command::new(crate::util::bin());
+        command
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .env("MY_SYNC_SOURCE_TOKEN", "sim-token")
+            .env("MY_SYNC_DESTINATION_TOKEN", "sim-token")
+            .stdin(std::process::Stdio::null());
+        command
+    };
+    let init = |mode: &str, extra: &[&str]| {
+        let mut args: Vec<String> = [
+            "init",
+            "--source-url",
+            &sim.source_url(),
+            "--source-path",
+            "/v1/cursor/invoices",
+            "--destination-url",
+            &sim.dest_url(),
+            "--mode",
+            mode,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
+
+    // Nothing to ask off a terminal: a missing flag is bad input, no file.
+    let mut args = init("put", &[]);
+    args.truncate(args.len() - 2);
+    let out = crate::util::finish(&mut highwater(args)).await;
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert!(stderr(&out).contains("--mode"), "{}", describe(&out));
+    assert!(!config.exists());
+    let mut bad = init("put", &[]);
+    bad[2] = "billing.example.com".into();
+    let out = crate::util::finish(&mut highwater(bad)).await;
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert!(!config.exists());
+
+    for mode in ["put", "post", "lookup"] {
+        let out = crate::util::finish(&mut highwater(init(mode, &["--force"]))).await;
+        assert_eq!(out.status.code(), Some(0), "{mode}: {}", describe(&out));
+        let out = crate::util::finish(&mut highwater(vec!["validate".into()])).await;
+        assert_eq!(out.status.code(), Some(0), "{mode}: {}", describe(&out));
+    }
+    // An existing file is kept.
+    let before = std::fs::read_to_string(&config).expect("config");
+    let out = crate::util::finish(&mut highwater(init("put", &[]))).await;
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert_eq!(std::fs::read_to_string(&config).expect("config"), before);
+
+    // Against an API shaped as its comments assume, the probe finds nothing wrong.
+    let out = crate::util::finish(&mut highwater(vec!["probe".into(), "my_sync".into()])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(
+        stdout(&out).contains("nothing looks wrong"),
+        "{}",
+        describe(&out)
+    );
+    sim.shutdown().await;
+}
