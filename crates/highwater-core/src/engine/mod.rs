@@ -15,10 +15,12 @@ pub mod decide;
 mod dry;
 mod events;
 pub mod frontier;
+mod invocation;
 mod plan;
 mod route;
 mod settle;
 mod slots;
+mod story;
 mod view;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
@@ -52,10 +54,12 @@ use decide::{Decision, SurgeGuard, decide};
 pub use dry::{DryRunReport, DrySamples, UpdateSample, dry_run};
 use events::{Event, Inputs};
 pub use frontier::Frontier;
+pub use invocation::run;
 pub use plan::Plan;
 use route::Routed;
 use settle::Compare;
 use slots::WriteSlots;
+use story::Seen;
 use view::LedgerView;
 
 /// Pages fetched ahead of those being written: the source keeps reading while the
@@ -189,226 +193,6 @@ impl FailureCause {
             _ => None,
         }
     }
-}
-
-/// Runs (or resumes) the incremental run of `spec`. The caller holds the sync's lock.
-pub async fn run(
-    spec: &SyncSpec,
-    store: &Store,
-    plan: Plan,
-    options: RunOptions,
-    shutdown: CancellationToken,
-    progress: &watch::Sender<Progress>,
-) -> Result<RunReport, RunFailure> {
-    let started = Instant::now();
-    let fail = |cause: FailureCause| RunFailure {
-        cause,
-        run_id: None,
-        counters: Counters::default(),
-        resumable: false,
-    };
-    let (run, cursor, counters, resumed) =
-        open_or_resume(spec, store, &plan).await.map_err(fail)?;
-    // Every log line of the run, on every thread, carries its sync and run id.
-    let span =
-        tracing::info_span!("run", sync = %spec.name, run_id = %run.run_id, kind = %plan.kind());
-    async move {
-        let window = Window {
-            lower: run.lower_bound,
-            watermark: run.watermark,
-        };
-        tracing::info!(
-            event = if resumed { crate::obs::RUN_RESUMED } else { crate::obs::RUN_STARTED },
-            sync = %spec.name,
-            run_id = %run.run_id,
-            watermark = %run.watermark,
-            lower_bound = %run.lower_bound.map_or("none".to_owned(), |t| t.to_string()),
-            "run {}", if resumed { "resumed" } else { "started" }
-        );
-        let merge_rows = options
-            .merge_rows
-            .unwrap_or(crate::config::DEFAULT_MERGE_ROWS);
-        let mut runner = Runner::new(
-            spec,
-            store,
-            run.run_id.clone(),
-            counters,
-            resumed,
-            merge_rows,
-            progress,
-        );
-        if let Some(retention) = options.event_retention {
-            runner.event_retention = retention;
-        }
-        runner.plan = plan.clone();
-        progress.send_replace(runner.snapshot());
-        let stop = Stop::new(options.max_runtime.or(spec.budgets.max_runtime), shutdown);
-        let max_pages = options.max_pages.or(spec.budgets.max_pages);
-        let outcome = runner.drive(window, cursor, &stop, max_pages).await;
-        runner.emit_resolved();
-        let retries = runner.retries;
-        let end_event = |end: RunEnd<'_>| {
-            let completed = matches!(end, RunEnd::Completed);
-            RunEnded {
-                sync: &spec.name,
-                run_id: &run.run_id,
-                kind: plan.kind().as_str(),
-                outcome: end,
-                pages: runner.counters.pages,
-                written: runner.counters.written,
-                duration: started.elapsed(),
-                high_water_mark: (completed && plan == Plan::Incremental).then_some(run.watermark),
-            }
-            .emit()
-        };
-        let report = |outcome| RunReport {
-            sync: spec.name.clone(),
-            run_id: run.run_id.clone(),
-            resumed,
-            window,
-            outcome,
-            counters: runner.counters,
-            session: runner.counters.since(&counters),
-            retries: retries.total(),
-            elapsed: started.elapsed(),
-            repaired: runner.repaired.clone(),
-            unverified: runner.unverified.clone(),
-        };
-        let ended = |outcome, stop_reason: Option<StopReason>, cause: Option<&FailureCause>| {
-            InvocationEnd {
-                outcome,
-                stop_reason: stop_reason.map(|r| r.as_str().to_owned()),
-                error_class: cause.map(failure_class),
-                error: cause.map(ToString::to_string),
-                counters: runner.counters,
-                retries,
-            }
-        };
-        match outcome {
-            Ok(outcome) => {
-                end_event(match outcome {
-                    RunOutcome::Completed => RunEnd::Completed,
-                    RunOutcome::Stopped(reason) => RunEnd::Stopped(reason.as_str()),
-                });
-                let end = match outcome {
-                    RunOutcome::Completed => ended(InvocationOutcome::Completed, None, None),
-                    RunOutcome::Stopped(reason) => {
-                        ended(InvocationOutcome::Stopped, Some(reason), None)
-                    }
-                };
-                record_end(store, &run.run_id, &end).await;
-                Ok(report(outcome))
-            }
-            Err(cause) => {
-                if let Some(reason) = cause.stopped() {
-                    end_event(RunEnd::Stopped(reason.as_str()));
-                    let end = ended(InvocationOutcome::Stopped, Some(reason), None);
-                    record_end(store, &run.run_id, &end).await;
-                    return Ok(report(RunOutcome::Stopped(reason)));
-                }
-                // A run that never got past its first page is not resumed, so that a
-                // bad config or an unreachable API leaves nothing to resume; the
-                // history keeps it, failed.
-                let progressed = resumed || runner.counters.pages > 0 || runner.wrote;
-                if !progressed {
-                    store
-                        .abandon_run(&run.run_id)
-                        .await
-                        .map_err(|e| fail(e.into()))?;
-                }
-                end_event(RunEnd::Failed(&cause.to_string()));
-                record_end(
-                    store,
-                    &run.run_id,
-                    &ended(InvocationOutcome::Failed, None, Some(&cause)),
-                )
-                .await;
-                Err(RunFailure {
-                    cause,
-                    run_id: Some(run.run_id.clone()),
-                    counters: runner.counters,
-                    resumable: progressed,
-                })
-            }
-        }
-    }
-    .instrument(span)
-    .await
-}
-
-/// Records how the invocation ended. The run's own state is already where it
-/// must be; a history that could not be written is logged, and does not turn
-/// the run's outcome into a failure.
-async fn record_end(store: &Store, run_id: &str, end: &InvocationEnd) {
-    if let Err(e) = store.end_invocation(run_id, end).await {
-        tracing::error!(run_id = %run_id, error = %e, "the run history could not record how this invocation ended");
-    }
-}
-
-/// The class of a failure, for the run history: which side, and what kind.
-fn failure_class(cause: &FailureCause) -> String {
-    let http = |e: &HttpError| match e {
-        HttpError::Unauthorized { .. } | HttpError::Auth(..) => "unauthorized",
-        HttpError::Exhausted { .. } => "retries_exhausted",
-        HttpError::Unknown { .. } => "unknown_outcome",
-        HttpError::Rejected { .. } => "rejected",
-        HttpError::Fatal { .. } => "fatal_answer",
-        HttpError::Stopped(_) => "stopped",
-    };
-    let (side, kind) = match cause {
-        FailureCause::Source(SourceError::Http(e)) => ("source", http(e)),
-        FailureCause::Source(_) => ("source", "unusable_answer"),
-        FailureCause::Destination(SinkError::Http(e)) => ("destination", http(e)),
-        FailureCause::Destination(SinkError::File { .. }) => ("destination", "file"),
-        FailureCause::Destination(_) => ("destination", "client"),
-        FailureCause::Surge { .. } => ("records", "dead_letter_surge"),
-        FailureCause::Unconfirmed(_) => ("destination", "unconfirmed"),
-        FailureCause::State(_) => ("state", "store"),
-        FailureCause::OtherRunOpen { .. } => ("runs", "other_run_open"),
-        FailureCause::Client(_) | FailureCause::Thread(_) | FailureCause::ReaderGone => {
-            ("highwater", "internal")
-        }
-    };
-    format!("{side}:{kind}")
-}
-
-async fn open_or_resume(
-    spec: &SyncSpec,
-    store: &Store,
-    plan: &Plan,
-) -> Result<(RunRow, Cursor, Counters, bool), FailureCause> {
-    if let Some((run, checkpoint)) = store.open_run(&spec.name, plan.kind()).await? {
-        if !plan.matches(&run) {
-            return Err(FailureCause::OtherRunOpen {
-                kind: run.kind,
-                lower: run.lower_bound,
-                watermark: run.watermark,
-            });
-        }
-        let cursor: Cursor = serde_json::from_value(checkpoint.cursor)
-            .map_err(|e| StateError::Corrupt(format!("run {}: cursor: {e}", run.run_id)))?;
-        store.resume_run(&run.run_id).await?;
-        return Ok((run, cursor, checkpoint.counters, true));
-    }
-    let high_water_mark = store.high_water_mark(&spec.name).await?;
-    // Microseconds are what the store keeps; the report shows the same instant.
-    let now = Timestamp::now()
-        .round(jiff::Unit::Microsecond)
-        .unwrap_or_else(|_| Timestamp::now());
-    let window = plan.window(spec, now, high_water_mark);
-    let run = RunRow {
-        run_id: uuid::Uuid::now_v7().to_string(),
-        sync: spec.name.clone(),
-        kind: plan.kind(),
-        status: RunStatus::Open,
-        lower_bound: window.lower,
-        watermark: window.watermark,
-        started_at: now,
-        updated_at: now,
-        completed_at: None,
-    };
-    store.begin_run(&run, &cursor_json(&Cursor::Start)).await?;
-    Ok((run, Cursor::Start, Counters::default(), false))
 }
 
 struct Runner<'a> {
@@ -556,77 +340,6 @@ enum Resolution {
     },
     DeadLettered(DeadLetter),
     StillDeadLettered,
-}
-
-/// Which copy of a record an event is about.
-struct Seen {
-    id: String,
-    version: Option<i64>,
-    updated_at: Option<Timestamp>,
-}
-
-impl Seen {
-    fn of(record: &Extracted) -> Seen {
-        match record {
-            Extracted::Record(r) => Seen::of_record(r),
-            Extracted::Invalid { id, .. } => Seen {
-                id: id.clone(),
-                version: None,
-                updated_at: None,
-            },
-        }
-    }
-
-    fn of_record(record: &SourceRecord) -> Seen {
-        Seen {
-            id: record.id().to_owned(),
-            version: record.version,
-            updated_at: Some(record.updated_at()),
-        }
-    }
-
-    /// The event `explain` shows for this copy, read on the run's `page`.
-    fn event(self, page: Option<u64>, resolution: &Resolution) -> RecordEvent {
-        let (action, dest_id, attempts, detail) = match resolution {
-            Resolution::Written {
-                ledger, attempts, ..
-            } => (
-                RecordAction::Written,
-                ledger.dest_id.clone(),
-                *attempts,
-                None,
-            ),
-            Resolution::Unchanged { ledger } => (
-                RecordAction::Unchanged,
-                ledger.as_ref().and_then(|l| l.dest_id.clone()),
-                0,
-                None,
-            ),
-            Resolution::Stale { ledger } => (
-                RecordAction::Stale,
-                ledger.as_ref().and_then(|l| l.dest_id.clone()),
-                0,
-                None,
-            ),
-            Resolution::DeadLettered(letter) => (
-                RecordAction::DeadLettered,
-                None,
-                0,
-                Some(format!("{}: {}", letter.stage, letter.error)),
-            ),
-            Resolution::StillDeadLettered => (RecordAction::StillDeadLettered, None, 0, None),
-        };
-        RecordEvent {
-            source_id: self.id,
-            page,
-            action,
-            version: self.version,
-            updated_at: self.updated_at,
-            dest_id,
-            attempts,
-            detail,
-        }
-    }
 }
 
 impl<'a> Runner<'a> {
