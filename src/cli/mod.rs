@@ -13,6 +13,7 @@ mod init;
 mod logging;
 mod metrics;
 mod probe;
+mod reconcile;
 mod render;
 mod reset;
 mod run;
@@ -26,7 +27,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use highwater_core::config::{Config, SyncSpec};
-use highwater_core::engine::Plan;
+use highwater_core::engine::{self, Plan};
 use highwater_core::state::Store;
 
 /// How a command ended, as the process's exit code says it.
@@ -206,6 +207,23 @@ pub enum Command {
     /// one sync: asks for the source and destination URLs and the write mode on a
     /// terminal, takes them as flags elsewhere.
     Init(init::InitArgs),
+    /// Compare the source over a window ending at the high-water mark with the
+    /// ledger and, for a sample, the destination: report what is missing, stale,
+    /// drifted or extra (exit 1 when anything is); --repair writes the missing,
+    /// stale and drifted records again.
+    Reconcile {
+        /// The sync's name.
+        sync: String,
+        /// How far back from the high-water mark (e.g. 7d, 12h).
+        #[arg(long, default_value = "7d", value_parser = parse_long_duration)]
+        window: Duration,
+        /// Records to read back from the destination: a number, or `all`.
+        #[arg(long, default_value = "100", value_parser = parse_sample)]
+        sample: engine::Sample,
+        /// Write the missing, stale and drifted records again, as a repair run.
+        #[arg(long)]
+        repair: bool,
+    },
     /// Check the config file and report every problem with its line and key.
     Validate,
     /// Start a simulated billing API and CRM with faults on, sync between them,
@@ -270,6 +288,29 @@ fn parse_time(text: &str) -> Result<jiff::Timestamp, String> {
         format!("expected a time like 2026-01-31T00:00:00Z or a date like 2026-01-31, got {text:?}")
     })?;
     jiff::Timestamp::from_microsecond(at.as_microsecond()).map_err(|e| e.to_string())
+}
+
+/// A duration that may be given in days or weeks (a day is 24 hours).
+fn parse_long_duration(text: &str) -> Result<Duration, String> {
+    text.parse::<jiff::Span>()
+        .ok()
+        .and_then(|span| {
+            span.to_duration(jiff::SpanRelativeTo::days_are_24_hours())
+                .ok()
+        })
+        .and_then(|d| Duration::try_from(d).ok())
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("expected a duration like 7d, 12h or 2w, got {text:?}"))
+}
+
+fn parse_sample(text: &str) -> Result<engine::Sample, String> {
+    match text {
+        "all" => Ok(engine::Sample::All),
+        n => n
+            .parse::<usize>()
+            .map(engine::Sample::Records)
+            .map_err(|_| format!("expected a number of records or `all`, got {text:?}")),
+    }
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -444,6 +485,12 @@ pub async fn dispatch(cli: Cli) -> Result<Exit, CliError> {
         }
         Command::Probe { sync, pages } => probe::probe(&mut ctx, &sync, pages).await,
         Command::Init(args) => init::init(&ctx.config_path, args),
+        Command::Reconcile {
+            sync,
+            window,
+            sample,
+            repair,
+        } => reconcile::reconcile(&mut ctx, &sync, window, sample, repair).await,
         Command::Validate => validate::validate(&mut ctx),
         Command::Demo {
             records,

@@ -13,6 +13,7 @@ mod faults;
 mod metrics;
 mod modes;
 mod probe;
+mod reconcile;
 mod reset;
 mod runs;
 mod scripted;

@@ -212,6 +212,28 @@ impl Store {
         self.objects.len()
     }
 
+    /// Removes every object holding `external_id`, as someone deleting it by
+    /// hand would; returns how many there were.
+    pub(crate) fn remove(&mut self, external_id: &str) -> usize {
+        let nums = self.by_ext.remove(external_id).unwrap_or_default();
+        for num in &nums {
+            self.objects.remove(num);
+        }
+        nums.len()
+    }
+
+    /// Sets `field` of the objects holding `external_id`, as an edit by hand
+    /// would, without counting as a write; returns how many there were.
+    pub(crate) fn alter(&mut self, external_id: &str, field: &str, value: Value) -> usize {
+        let nums = self.by_ext.get(external_id).cloned().unwrap_or_default();
+        for num in &nums {
+            if let Some(object) = self.objects.get_mut(num) {
+                object.body.insert(field.to_owned(), value.clone());
+            }
+        }
+        nums.len()
+    }
+
     pub(crate) fn dump(&self) -> DestDump {
         DestDump {
             objects: self

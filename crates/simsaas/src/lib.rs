@@ -472,6 +472,23 @@ impl SimSaas {
         lock(&self.inner.shared.store).dump()
     }
 
+    /// Deletes the destination's objects holding `external_id` behind the
+    /// client's back; returns how many there were.
+    pub fn remove_dest_object(&self, external_id: &str) -> usize {
+        lock(&self.inner.shared.store).remove(external_id)
+    }
+
+    /// Edits a field of the destination's objects holding `external_id` behind
+    /// the client's back; returns how many there were.
+    pub fn alter_dest_object(
+        &self,
+        external_id: &str,
+        field: &str,
+        value: serde_json::Value,
+    ) -> usize {
+        lock(&self.inner.shared.store).alter(external_id, field, value)
+    }
+
     pub fn dest_count(&self) -> usize {
         lock(&self.inner.shared.store).count()
     }

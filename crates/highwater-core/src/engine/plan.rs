@@ -25,6 +25,14 @@ pub enum Plan {
     /// current config, whatever failed before. Success resolves the letter; a
     /// new failure keeps it, with the new reason.
     Replay { ids: Option<Vec<String>> },
+    /// The records `ids` re-read from the source over `from..=to` and written
+    /// again even where the ledger says the destination holds them: what a
+    /// reconciliation found missing, stale or drifted at the destination.
+    Repair {
+        from: Timestamp,
+        to: Timestamp,
+        ids: Vec<String>,
+    },
 }
 
 impl Plan {
@@ -33,6 +41,7 @@ impl Plan {
             Plan::Incremental => RunKind::Incremental,
             Plan::Backfill { .. } => RunKind::Backfill,
             Plan::Replay { .. } => RunKind::Replay,
+            Plan::Repair { .. } => RunKind::Repair,
         }
     }
 
@@ -61,7 +70,7 @@ impl Plan {
         match self {
             Plan::Incremental => incremental,
             // Nothing past now less the lag is settled at the source yet.
-            Plan::Backfill { from, to } => Window {
+            Plan::Backfill { from, to } | Plan::Repair { from, to, .. } => Window {
                 lower: Some(*from),
                 watermark: (*to).min(incremental.watermark),
             },
@@ -79,7 +88,8 @@ impl Plan {
     pub(super) fn matches(&self, run: &RunRow) -> bool {
         match self {
             // A replay resumes after the last source id it finished.
-            Plan::Incremental | Plan::Replay { .. } => true,
+            // A repair open from before is finished under its own window.
+            Plan::Incremental | Plan::Replay { .. } | Plan::Repair { .. } => true,
             // The window's end is `to`, or earlier when `to` was not settled yet.
             Plan::Backfill { from, to } => run.lower_bound == Some(*from) && run.watermark <= *to,
         }

@@ -62,16 +62,24 @@ impl Runner<'_> {
             .written(record.id())
             .or_else(|| known.and_then(|k| k.ledger.get(record.id())));
         let pending = self.floors.get(record.id());
-        match decide(
+        let decision = match decide(
             record.version,
             record.updated_at(),
             &mapped.hash,
             written,
             pending,
         ) {
+            // A repair writes what the destination lost, whatever the ledger says.
+            Decision::Unchanged if matches!(self.plan, Plan::Repair { .. }) => Decision::Write,
+            decision => decision,
+        };
+        match decision {
             Decision::Write => Routed::Write(WriteJob {
                 seq,
-                known_dest_id: written.and_then(|e| e.dest_id.clone()),
+                // A repaired object may be gone: found again by its external id.
+                known_dest_id: written
+                    .filter(|_| !matches!(self.plan, Plan::Repair { .. }))
+                    .and_then(|e| e.dest_id.clone()),
                 encoded,
                 dead_lettered: dead_fingerprint.is_some(),
                 unsettled_until: self.unsettled.get(record.id()).map(|u| u.settles_at),

@@ -1,0 +1,124 @@
+//! `highwater reconcile`: after a clean sync it finds nothing; objects deleted or
+//! edited in the destination behind highwater's back are found (missing, drifted)
+//! and `--repair` writes them again, after which the destination is exact and
+//! reconciliation clean; bad input is refused.
+
+use serde_json::{Value, json};
+use simsaas::SimConfig;
+
+use crate::util::{Mode, SYNC, Setup, Style, World, describe, report};
+
+async fn reconcile(world: &World, extra: &[&str]) -> (Option<i32>, Value) {
+    let mut args = vec!["reconcile", SYNC, "--sample", "all", "--json"];
+    args.extend_from_slice(extra);
+    let out = world.highwater(&args).await;
+    let code = out.status.code();
+    assert!(matches!(code, Some(0 | 1)), "{}", describe(&out));
+    // With --repair the repair run's report follows the reconciliation's.
+    let first = crate::util::stdout(&out)
+        .lines()
+        .next()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .unwrap_or(Value::Null);
+    (code, first)
+}
+
+fn ids(report: &Value, list: &str) -> Vec<String> {
+    let mut ids: Vec<String> = report[list]
+        .as_array()
+        .unwrap_or_else(|| panic!("no {list}: {report}"))
+        .iter()
+        .filter_map(|m| m["source_id"].as_str().map(str::to_owned))
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reconcile_finds_what_changed_behind_highwaters_back_and_repairs_it() {
+    let mut sim = SimConfig::new(47, 500);
+    sim.invalid_ratio = 0.02;
+    sim.poisoned_ratio = 0.02;
+    let mut setup = Setup::new(Style::Cursor, Mode::Put);
+    setup.lookback = "5m";
+    setup.dest_extra = "read_path = \"/v1/contacts/by-external-id/{external_id}\"".into();
+    let world = World::start("reconcile", sim, &setup).await;
+    let out = world.highwater(&["reconcile", SYNC]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "no state store yet: {}",
+        describe(&out)
+    );
+    let out = world.highwater(&["run", SYNC]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+
+    let (code, clean) = reconcile(&world, &[]).await;
+    assert_eq!(code, Some(0), "{clean}");
+    let healthy: Vec<String> = world
+        .sim
+        .source_records()
+        .into_iter()
+        .filter(|r| r.rejection.is_none())
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(clean["checked"], healthy.len() as u64, "{clean}");
+    assert!(clean["dead_lettered"].as_u64().unwrap_or(0) > 0, "{clean}");
+
+    // Deleted and edited by hand in the destination.
+    let mut deleted: Vec<String> = healthy[10..13].to_vec();
+    deleted.sort();
+    for id in &deleted {
+        assert_eq!(world.sim.remove_dest_object(id), 1);
+    }
+    let mut edited: Vec<String> = healthy[20..22].to_vec();
+    edited.sort();
+    for id in &edited {
+        assert_eq!(
+            world.sim.alter_dest_object(id, "amount_cents", json!(-1)),
+            1
+        );
+    }
+    let (code, found) = reconcile(&world, &[]).await;
+    assert_eq!(code, Some(1), "{found}");
+    assert_eq!(ids(&found, "missing"), deleted, "{found}");
+    assert_eq!(ids(&found, "drifted"), edited, "{found}");
+    assert!(ids(&found, "stale").is_empty(), "{found}");
+    assert!(
+        found["drifted"][0]["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("amount_cents"),
+        "{found}"
+    );
+
+    // Repaired through the normal path: the destination is exact again.
+    let (code, _) = reconcile(&world, &["--repair"]).await;
+    assert_eq!(code, Some(0));
+    world.assert_exact().await;
+    let (code, after) = reconcile(&world, &[]).await;
+    assert_eq!(code, Some(0), "{after}");
+    let story = report(
+        &world
+            .highwater(&["explain", SYNC, &deleted[0], "--json"])
+            .await,
+    );
+    let last = story["events"]
+        .as_array()
+        .and_then(|e| e.last().cloned())
+        .unwrap_or(Value::Null);
+    assert_eq!(
+        (&last["kind"], &last["action"]),
+        (&json!("repair"), &json!("written")),
+        "{story}"
+    );
+
+    // Bad input is refused.
+    for args in [
+        ["reconcile", SYNC, "--window", "lots"],
+        ["reconcile", SYNC, "--sample", "some"],
+    ] {
+        let out = world.highwater(&args).await;
+        assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    }
+}
