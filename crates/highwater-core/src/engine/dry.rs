@@ -80,7 +80,8 @@ struct DryView {
 }
 
 /// Decides the next run of `plan` without writing. `store` is `None` when no
-/// state store exists yet: everything is new.
+/// state store exists yet: everything is new. The plan is one that reads the
+/// source (incremental or backfill); a replay or a repair is refused.
 pub async fn dry_run(
     spec: &SyncSpec,
     store: Option<&Store>,
@@ -88,6 +89,9 @@ pub async fn dry_run(
     max_pages: Option<u64>,
     shutdown: CancellationToken,
 ) -> Result<DryRunReport, FailureCause> {
+    if matches!(plan, Plan::Replay { .. } | Plan::Repair { .. }) {
+        return Err(FailureCause::NotForDryRun(plan.kind()));
+    }
     let stop = Stop::new(spec.budgets.max_runtime, shutdown);
     let (window, cursor, resumes) = window(spec, store, plan).await?;
     let floors: HashMap<String, Intent> = match store {
@@ -365,4 +369,49 @@ async fn changed_fields(sink: &Sink, stop: &Stop, mapped: &MappedRecord) -> Opti
             .map(|(field, _)| field.clone())
             .collect(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn only_plans_that_read_the_source_have_a_dry_run() {
+        let text = r#"
+[[sync]]
+name = "s"
+
+[sync.source]
+base_url = "http://127.0.0.1:1"
+path = "/items"
+pagination = { style = "cursor", token_path = "next", token_param = "cursor" }
+
+[sync.mapping]
+external_id = "{id}"
+
+[sync.destination]
+type = "http"
+base_url = "http://127.0.0.1:2"
+mode = "put"
+path = "/items/{external_id}"
+"#;
+        let config = crate::config::parse(text, std::path::Path::new("hw.toml"), &|_| None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        for plan in [
+            Plan::Replay { ids: None },
+            Plan::Repair {
+                from: Timestamp::UNIX_EPOCH,
+                to: Timestamp::UNIX_EPOCH,
+                ids: vec!["a".into()],
+            },
+        ] {
+            let kind = plan.kind();
+            let refused =
+                dry_run(&config.syncs[0], None, plan, None, CancellationToken::new()).await;
+            assert!(
+                matches!(refused, Err(FailureCause::NotForDryRun(k)) if k == kind),
+                "{refused:?}"
+            );
+        }
+    }
 }

@@ -180,6 +180,7 @@ fn failure_class(cause: &FailureCause) -> String {
         FailureCause::Unconfirmed(_) => ("destination", "unconfirmed"),
         FailureCause::State(_) => ("state", "store"),
         FailureCause::OtherRunOpen { .. } => ("runs", "other_run_open"),
+        FailureCause::NotForDryRun(_) => ("runs", "not_for_dry_run"),
         FailureCause::Client(_) | FailureCause::Thread(_) | FailureCause::ReaderGone => {
             ("highwater", "internal")
         }

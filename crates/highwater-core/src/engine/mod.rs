@@ -176,6 +176,8 @@ pub enum FailureCause {
         lower: Option<Timestamp>,
         watermark: Timestamp,
     },
+    #[error("a {0} run does not read the source: there is no dry run of it")]
+    NotForDryRun(RunKind),
 }
 
 impl FailureCause {
