@@ -1,0 +1,587 @@
+use serde_json::json;
+
+use super::*;
+
+pub(super) fn temp_db(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("hw-state-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir.join("nested").join("state.db")
+}
+
+fn run(id: &str, watermark_s: i64) -> RunRow {
+    let at = |s| Timestamp::from_second(s).unwrap_or(Timestamp::UNIX_EPOCH);
+    RunRow {
+        run_id: id.into(),
+        sync: "billing".into(),
+        kind: RunKind::Incremental,
+        status: RunStatus::Open,
+        lower_bound: None,
+        watermark: at(watermark_s),
+        started_at: at(watermark_s + 5),
+        updated_at: at(watermark_s + 5),
+        completed_at: None,
+    }
+}
+
+fn entry(id: &str, version: i64) -> LedgerEntry {
+    LedgerEntry {
+        source_id: id.into(),
+        external_id: format!("ext-{id}"),
+        dest_id: Some(format!("d-{id}")),
+        version: Some(version),
+        updated_at: Timestamp::UNIX_EPOCH,
+        payload_hash: format!("h{version}"),
+        run_id: "r1".into(),
+    }
+}
+
+#[tokio::test]
+async fn a_run_moves_from_open_to_completed_and_sets_the_high_water_mark() {
+    let path = temp_db("lifecycle");
+    let store = Store::open(&path).await.expect("open");
+    assert!(
+        store
+            .open_run("billing", RunKind::Incremental)
+            .await
+            .expect("query")
+            .is_none()
+    );
+    store
+        .begin_run(&run("r1", 1000), &json!({"kind": "start"}))
+        .await
+        .expect("begin");
+    let (open, checkpoint) = store
+        .open_run("billing", RunKind::Incremental)
+        .await
+        .expect("query")
+        .expect("open run");
+    assert_eq!(open.run_id, "r1");
+    assert_eq!(checkpoint.cursor, json!({"kind": "start"}));
+
+    let page = PageCommit {
+        ledger: vec![entry("a", 1), entry("b", 2)],
+        dead_letters: vec![DeadLetter {
+            source_id: "c".into(),
+            run_id: "r1".into(),
+            stage: DeadLetterStage::Mapping,
+            error: "required field `email` is missing".into(),
+            payload: json!({"id": "c"}),
+            fingerprint: "f".into(),
+            attempts: 1,
+            last_failed_at: Timestamp::UNIX_EPOCH,
+        }],
+        ..PageCommit::default()
+    };
+    let counters = Counters {
+        pages: 1,
+        read: 3,
+        written: 2,
+        dead_lettered: 1,
+        ..Counters::default()
+    };
+    store
+        .commit_page(
+            "billing",
+            "r1",
+            &page,
+            Some(&json!({"kind": "token", "token": "t2"})),
+            &counters,
+        )
+        .await
+        .expect("commit");
+    // The ledger rows are staged: counted and listed, not yet read by lookups.
+    let status = store.status("billing").await.expect("status");
+    assert_eq!(status.ledger_records, 2);
+    assert_eq!(store.ledger("billing").await.expect("ledger").len(), 2);
+    let known = store
+        .known("billing", &["a", "c"], &[])
+        .await
+        .expect("known");
+    assert!(known.ledger.is_empty());
+    assert_eq!(known.dead.get("c").map(String::as_str), Some("f"));
+    store.merge_staged("billing").await.expect("merge");
+    let known = store
+        .known("billing", &["a", "c", "zz"], &[])
+        .await
+        .expect("known");
+    assert_eq!(known.ledger["a"].dest_id.as_deref(), Some("d-a"));
+    assert!(!known.ledger.contains_key("zz"));
+
+    store
+        .complete_run("r1", &json!({"kind": "end"}), &counters, &[])
+        .await
+        .expect("complete");
+    let status = store.status("billing").await.expect("status");
+    assert!(status.open_run.is_none());
+    assert_eq!(status.high_water_mark(), Some(open.watermark));
+    assert_eq!((status.dead_letters, status.ledger_records), (1, 2));
+    assert_eq!(
+        status.last_completed.map(|(_, c)| c.counters),
+        Some(counters)
+    );
+
+    // Writing the dead-lettered record later resolves its dead letter.
+    store
+        .begin_run(&run("r2", 2000), &json!({"kind": "start"}))
+        .await
+        .expect("begin 2");
+    let fixed = PageCommit {
+        ledger: vec![entry("c", 1)],
+        resolved: vec!["c".into()],
+        ..PageCommit::default()
+    };
+    store
+        .commit_page("billing", "r2", &fixed, None, &counters)
+        .await
+        .expect("commit 2");
+    let (_, checkpoint) = store
+        .open_run("billing", RunKind::Incremental)
+        .await
+        .expect("q")
+        .expect("open");
+    assert_eq!(
+        checkpoint.cursor,
+        json!({"kind": "start"}),
+        "no cursor given, none moved"
+    );
+    assert!(store.dead_letters("billing").await.expect("dlq").is_empty());
+    store.close().await;
+}
+
+#[tokio::test]
+async fn only_one_run_per_sync_can_be_open() {
+    let store = Store::open(&temp_db("one-open")).await.expect("open");
+    store
+        .begin_run(&run("r1", 1000), &json!({}))
+        .await
+        .expect("first");
+    assert!(store.begin_run(&run("r2", 1000), &json!({})).await.is_err());
+}
+
+#[tokio::test]
+async fn an_abandoned_run_leaves_nothing_to_resume_and_stays_in_the_history_as_failed() {
+    let path = temp_db("abandon");
+    let store = Store::open(&path).await.expect("open");
+    store
+        .begin_run(&run("r1", 1000), &json!({}))
+        .await
+        .expect("begin");
+    store.abandon_run("r1").await.expect("abandon");
+    assert!(
+        store
+            .open_run("billing", RunKind::Incremental)
+            .await
+            .expect("q")
+            .is_none()
+    );
+    assert!(
+        store
+            .last_completed("billing", RunKind::Incremental)
+            .await
+            .expect("q")
+            .is_none(),
+        "an abandoned run sets no high-water mark"
+    );
+    let record = store
+        .run_record("r1")
+        .await
+        .expect("q")
+        .expect("kept in the history");
+    assert_eq!(record.run.status, RunStatus::Failed);
+    assert!(record.ended_at().is_some());
+    store
+        .begin_run(&run("r2", 1000), &json!({}))
+        .await
+        .expect("begin again");
+    store.close().await;
+    let again = Store::open(&path)
+        .await
+        .expect("reopen runs no migration twice");
+    assert!(
+        again
+            .open_run("billing", RunKind::Incremental)
+            .await
+            .expect("q")
+            .is_some()
+    );
+}
+
+#[tokio::test]
+async fn announced_writes_are_floors_until_retired_completed_or_abandoned() {
+    let store = Store::open(&temp_db("intents")).await.expect("open");
+    store
+        .begin_run(&run("r1", 1000), &json!({}))
+        .await
+        .expect("begin");
+    let intent = |id: &str, v| Intent {
+        source_id: id.into(),
+        version: Some(v),
+        updated_at: Timestamp::UNIX_EPOCH,
+        settles_at: None,
+    };
+    let announce = |batch: &str, intents| PageCommit {
+        announce: Some(IntentBatch {
+            id: batch.into(),
+            intents,
+        }),
+        ..PageCommit::default()
+    };
+    let counters = Counters::default();
+    for commit in [
+        announce("i-1", vec![intent("a", 5), intent("b", 2)]),
+        announce("i-2", vec![intent("a", 7)]),
+    ] {
+        store
+            .commit_page("billing", "r1", &commit, None, &counters)
+            .await
+            .expect("announce");
+    }
+    let floors = store.floors("billing").await.expect("floors");
+    assert_eq!(
+        floors.get("a"),
+        Some(&intent("a", 7)),
+        "the newest announcement"
+    );
+    assert_eq!(floors.get("b"), Some(&intent("b", 2)));
+    assert!(store.floors("other").await.expect("floors").is_empty());
+
+    let retire = PageCommit {
+        retire: vec!["i-1".into()],
+        ledger: vec![entry("b", 2)],
+        ..PageCommit::default()
+    };
+    store
+        .commit_page("billing", "r1", &retire, None, &counters)
+        .await
+        .expect("retire");
+    let floors = store.floors("billing").await.expect("floors");
+    assert_eq!(floors.len(), 1);
+    assert_eq!(floors.get("a"), Some(&intent("a", 7)));
+
+    store.abandon_run("r1").await.expect("abandon");
+    assert!(
+        store.floors("billing").await.expect("floors").is_empty(),
+        "an abandoned run leaves no announcement"
+    );
+
+    store
+        .begin_run(&run("r2", 2000), &json!({}))
+        .await
+        .expect("begin");
+    store
+        .commit_page(
+            "billing",
+            "r2",
+            &announce("i-3", vec![intent("c", 1)]),
+            None,
+            &counters,
+        )
+        .await
+        .expect("announce");
+    store
+        .complete_run("r2", &json!({}), &counters, &[])
+        .await
+        .expect("complete");
+    assert!(
+        store.floors("billing").await.expect("floors").is_empty(),
+        "a completed run has settled every announcement"
+    );
+}
+
+#[tokio::test]
+async fn unsettled_writes_of_a_version_1_store_survive_the_migration() {
+    let path = temp_db("migrate-intents");
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).expect("dir");
+    }
+    {
+        let options = SqliteConnectOptions::from_str("sqlite://")
+            .expect("options")
+            .filename(&path)
+            .create_if_missing(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .expect("connect");
+        let (version, name, sql) = MIGRATIONS[0];
+        let first = Migration::new(
+            version,
+            name.into(),
+            MigrationType::Simple,
+            sqlx::SqlSafeStr::into_sql_str(sql),
+            false,
+        );
+        Migrator::with_migrations(vec![first])
+            .run(&pool)
+            .await
+            .expect("version 1");
+        sqlx::query(
+            "INSERT INTO pending (sync, source_id, version, updated_at, run_id)
+             VALUES ('billing', 'a', 5, 0, 'r1'), ('billing', 'b', NULL, 7000000, 'r1')",
+        )
+        .execute(&pool)
+        .await
+        .expect("pending rows");
+        pool.close().await;
+    }
+    let store = Store::open(&path).await.expect("migrate");
+    let floors = store.floors("billing").await.expect("floors");
+    assert_eq!(floors.len(), 2);
+    assert_eq!(floors.get("a").and_then(|f| f.version), Some(5));
+    assert_eq!(
+        floors.get("b").map(|f| f.updated_at.as_second()),
+        Some(7),
+        "a floor without a version keeps its time"
+    );
+}
+
+#[tokio::test]
+async fn within_one_commit_the_later_row_of_an_id_wins_whatever_the_id_order() {
+    let path = temp_db("row-order");
+    let store = Store::open(&path).await.expect("open");
+    store
+        .begin_run(&run("r1", 1000), &json!({"kind": "start"}))
+        .await
+        .expect("begin");
+    // Two pages in one commit: the later copy of `m` comes after ids that sort
+    // both before and after it.
+    let page = PageCommit {
+        ledger: vec![
+            entry("z", 1),
+            entry("m", 1),
+            entry("a", 1),
+            entry("m", 3),
+            entry("b", 1),
+        ],
+        ..PageCommit::default()
+    };
+    store
+        .commit_page("billing", "r1", &page, None, &Counters::default())
+        .await
+        .expect("commit");
+    // Staged, and read through `ledger`; then merged by SQL: the same answer.
+    for merged in [false, true] {
+        let ledger = store.ledger("billing").await.expect("ledger");
+        let ids: Vec<_> = ledger.iter().map(|e| e.source_id.as_str()).collect();
+        assert_eq!(ids, ["a", "b", "m", "z"], "merged: {merged}");
+        let m = ledger.iter().find(|e| e.source_id == "m").expect("m");
+        assert_eq!((m.version, m.payload_hash.as_str()), (Some(3), "h3"));
+        store.merge_staged("billing").await.expect("merge");
+    }
+    let known = store.known("billing", &["m"], &[]).await.expect("known");
+    assert_eq!(known.ledger["m"].version, Some(3));
+    store.close().await;
+    let _ = std::fs::remove_dir_all(path.parent().and_then(|p| p.parent()).expect("dir"));
+}
+
+#[tokio::test]
+async fn staged_rows_of_later_commits_win_and_keep_a_known_destination_id() {
+    let path = temp_db("staged-commits");
+    let store = Store::open(&path).await.expect("open");
+    store
+        .begin_run(&run("r1", 1000), &json!({"kind": "start"}))
+        .await
+        .expect("begin");
+    let commit = |ledger| PageCommit {
+        ledger,
+        ..PageCommit::default()
+    };
+    let no_dest = |id, version| LedgerEntry {
+        dest_id: None,
+        ..entry(id, version)
+    };
+    for page in [
+        commit(vec![entry("m", 1), entry("a", 1)]),
+        commit(vec![no_dest("m", 4), entry("b", 1)]),
+        commit(vec![no_dest("a", 2)]),
+    ] {
+        store
+            .commit_page("billing", "r1", &page, None, &Counters::default())
+            .await
+            .expect("commit");
+    }
+    let staged = store.ledger("billing").await.expect("ledger");
+    let summary = |ledger: &[LedgerEntry]| -> Vec<(String, Option<i64>, Option<String>)> {
+        ledger
+            .iter()
+            .map(|e| (e.source_id.clone(), e.version, e.dest_id.clone()))
+            .collect()
+    };
+    let expected = vec![
+        ("a".to_owned(), Some(2), Some("d-a".to_owned())),
+        ("b".to_owned(), Some(1), Some("d-b".to_owned())),
+        ("m".to_owned(), Some(4), Some("d-m".to_owned())),
+    ];
+    assert_eq!(summary(&staged), expected);
+    // A commit that asks for a merge moves every staged row, its own included.
+    let merge = PageCommit {
+        ledger: vec![entry("c", 1)],
+        merge: true,
+        ..PageCommit::default()
+    };
+    store
+        .commit_page("billing", "r1", &merge, None, &Counters::default())
+        .await
+        .expect("commit");
+    let known = store
+        .known("billing", &["a", "b", "c", "m"], &[])
+        .await
+        .expect("known");
+    assert_eq!(known.ledger.len(), 4);
+    assert_eq!(known.ledger["m"].version, Some(4));
+    assert_eq!(known.ledger["m"].dest_id.as_deref(), Some("d-m"));
+    // Completing the run merges what is still staged.
+    store
+        .commit_page(
+            "billing",
+            "r1",
+            &commit(vec![no_dest("b", 5)]),
+            None,
+            &Counters::default(),
+        )
+        .await
+        .expect("commit");
+    store
+        .complete_run("r1", &json!({"kind": "end"}), &Counters::default(), &[])
+        .await
+        .expect("complete");
+    let known = store.known("billing", &["b"], &[]).await.expect("known");
+    assert_eq!(known.ledger["b"].version, Some(5));
+    assert_eq!(known.ledger["b"].dest_id.as_deref(), Some("d-b"));
+    assert_eq!(
+        store
+            .status("billing")
+            .await
+            .expect("status")
+            .ledger_records,
+        4
+    );
+    store.close().await;
+    let _ = std::fs::remove_dir_all(path.parent().and_then(|p| p.parent()).expect("dir"));
+}
+
+/// Dead letters hold record payloads: the store, its WAL and shared-memory files,
+/// the lock files and the directories highwater creates are its owner's alone,
+/// while a directory the user already had keeps its mode.
+#[cfg(unix)]
+#[tokio::test]
+async fn the_store_and_its_locks_are_readable_by_their_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let users = std::env::temp_dir().join(format!("hw-state-{}-private", std::process::id()));
+    let _ = std::fs::remove_dir_all(&users);
+    std::fs::create_dir_all(&users).expect("create the user's directory");
+    std::fs::set_permissions(&users, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let state_dir = users.join(".highwater");
+    let path = state_dir.join("state.db");
+
+    let lock = acquire(&path, "billing").expect("lock");
+    let store = Store::open(&path).await.expect("open");
+    store
+        .begin_run(&run("r1", 1000), &json!({"kind": "start"}))
+        .await
+        .expect("begin");
+    let files = [
+        users.clone(),
+        state_dir.clone(),
+        state_dir.join("locks"),
+        lock.path.clone(),
+        path.clone(),
+        state_dir.join("state.db-wal"),
+        state_dir.join("state.db-shm"),
+    ];
+    let modes: Vec<String> = files
+        .iter()
+        .map(|p| {
+            let meta = std::fs::metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            let shown = p.strip_prefix(&users).unwrap_or(p).display().to_string();
+            format!("{shown} {:o}", meta.permissions().mode() & 0o777)
+        })
+        .collect();
+    store.close().await;
+    drop(lock);
+    let _ = std::fs::remove_dir_all(&users);
+    assert_eq!(
+        modes,
+        [
+            " 755",
+            ".highwater 700",
+            ".highwater/locks 700",
+            ".highwater/locks/billing.lock 600",
+            ".highwater/state.db 600",
+            ".highwater/state.db-wal 600",
+            ".highwater/state.db-shm 600",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_run_of_another_kind_leaves_the_open_runs_floors_alone() {
+    let store = Store::open(&temp_db("floors-kinds")).await.expect("open");
+    let intent = |id: &str| Intent {
+        source_id: id.into(),
+        version: Some(1),
+        updated_at: Timestamp::UNIX_EPOCH,
+        settles_at: None,
+    };
+    let announce = |run_id: &str, id: &str| PageCommit {
+        announce: Some(IntentBatch {
+            id: format!("{run_id}-1"),
+            intents: vec![intent(id)],
+        }),
+        ..PageCommit::default()
+    };
+    let counters = Counters::default();
+    let backfill = |id: &str| RunRow {
+        kind: RunKind::Backfill,
+        ..run(id, 500)
+    };
+    // An incremental run stopped with a write announced; a backfill runs and
+    // completes meanwhile.
+    store
+        .begin_run(&run("inc", 1000), &json!({}))
+        .await
+        .expect("begin");
+    store
+        .commit_page("billing", "inc", &announce("inc", "a"), None, &counters)
+        .await
+        .expect("announce");
+    store
+        .begin_run(&backfill("bf"), &json!({}))
+        .await
+        .expect("begin");
+    store
+        .commit_page("billing", "bf", &announce("bf", "b"), None, &counters)
+        .await
+        .expect("announce");
+    store
+        .complete_run("bf", &json!({}), &counters, &[])
+        .await
+        .expect("complete");
+    let floors = store.floors("billing").await.expect("floors");
+    assert!(
+        floors.contains_key("a"),
+        "the open run's floor went: {floors:?}"
+    );
+    assert!(!floors.contains_key("b"), "{floors:?}");
+    // A later backfill ends with a floor of a run that ended; the incremental
+    // run settles every floor it found, but not an open backfill's.
+    store
+        .begin_run(&backfill("bf2"), &json!({}))
+        .await
+        .expect("begin");
+    store
+        .commit_page("billing", "bf2", &announce("bf2", "c"), None, &counters)
+        .await
+        .expect("announce");
+    store
+        .complete_run("inc", &json!({}), &counters, &[])
+        .await
+        .expect("complete");
+    let floors = store.floors("billing").await.expect("floors");
+    assert_eq!(floors.keys().collect::<Vec<_>>(), ["c"], "{floors:?}");
+}
+
+mod events;
+mod history;
