@@ -112,6 +112,12 @@ async fn metrics_served_during_a_run_and_written_after_it_agree_with_its_report(
         run["retries"].as_f64().unwrap_or(-1.0),
         "{text}"
     );
+    // Every record dead-lettered by this run, by stage.
+    assert_eq!(
+        sum(&s, "highwater_dead_letters_total", &[&sync]),
+        run["session"]["dead_lettered"].as_f64().unwrap_or(-1.0),
+        "{text}"
+    );
     let stats = world.sim.stats();
     assert_eq!(
         sum(

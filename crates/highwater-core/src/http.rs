@@ -187,6 +187,11 @@ impl Api {
         })
     }
 
+    /// The sync whose requests these are.
+    pub fn sync(&self) -> &str {
+        &self.sync
+    }
+
     pub fn base_url(&self) -> &Url {
         &self.spec.base_url
     }

@@ -33,6 +33,10 @@ pub const REQUESTS_RETRIED_TOTAL: &str = "highwater_requests_retried_total";
 pub const HTTP_RESPONSES_TOTAL: &str = "highwater_http_responses_total";
 pub const LAG_SECONDS: &str = "highwater_lag_seconds";
 pub const HIGH_WATER_MARK_AGE_SECONDS: &str = "highwater_high_water_mark_age_seconds";
+pub const DEAD_LETTERS_TOTAL: &str = "highwater_dead_letters_total";
+pub const RECORDS_REPAIRED_TOTAL: &str = "highwater_records_repaired_total";
+pub const RECORDS_UNVERIFIED_TOTAL: &str = "highwater_records_unverified_total";
+pub const PAGINATION_RESCANS_TOTAL: &str = "highwater_pagination_rescans_total";
 pub const RUN_DURATION_SECONDS: &str = "highwater_run_duration_seconds";
 pub const LAST_SUCCESS_TIMESTAMP_SECONDS: &str = "highwater_last_success_timestamp_seconds";
 
@@ -147,6 +151,144 @@ impl RecordsResolved<'_> {
         if let Some(newest) = self.newest_written {
             metrics::gauge!(LAG_SECONDS, "sync" => self.sync.to_owned()).set(age(newest));
         }
+    }
+}
+
+/// A run opened, or an open one resumed.
+pub struct RunStarted<'a> {
+    pub sync: &'a str,
+    pub run_id: &'a str,
+    pub resumed: bool,
+    pub lower_bound: Option<Timestamp>,
+    pub watermark: Timestamp,
+}
+
+impl RunStarted<'_> {
+    pub fn emit(&self) {
+        tracing::info!(
+            event = if self.resumed { RUN_RESUMED } else { RUN_STARTED },
+            sync = %self.sync,
+            run_id = %self.run_id,
+            watermark = %self.watermark,
+            lower_bound = %self.lower_bound.map_or("none".to_owned(), |t| t.to_string()),
+            "run {}",
+            if self.resumed { "resumed" } else { "started" }
+        );
+    }
+}
+
+/// A record that could not be written, and why.
+pub struct RecordDeadLettered<'a> {
+    pub sync: &'a str,
+    pub source_id: &'a str,
+    pub stage: &'static str,
+    pub reason: &'a str,
+}
+
+impl RecordDeadLettered<'_> {
+    pub fn emit(&self) {
+        tracing::info!(
+            event = RECORD_DEAD_LETTERED,
+            sync = %self.sync,
+            source_id = %self.source_id,
+            stage = self.stage,
+            reason = %self.reason,
+            "record dead-lettered"
+        );
+        metrics::counter!(DEAD_LETTERS_TOTAL, "sync" => self.sync.to_owned(), "stage" => self.stage)
+            .increment(1);
+    }
+}
+
+/// A record a late write had set back, written again.
+pub struct RecordRepaired<'a> {
+    pub sync: &'a str,
+    pub source_id: &'a str,
+    /// What the destination held.
+    pub held: &'a str,
+}
+
+impl RecordRepaired<'_> {
+    pub fn emit(&self) {
+        tracing::info!(
+            event = RECORD_REPAIRED,
+            sync = %self.sync,
+            source_id = %self.source_id,
+            held = %self.held,
+            "a late write had set this record back; written again"
+        );
+        metrics::counter!(RECORDS_REPAIRED_TOTAL, "sync" => self.sync.to_owned()).increment(1);
+    }
+}
+
+/// Records written again while an older write of theirs could still land, that
+/// could not be checked: named in the run report.
+pub struct RecordsUnverified<'a> {
+    pub sync: &'a str,
+    pub source_ids: &'a [String],
+    /// Why: the destination cannot be read back, or reading it failed.
+    pub why: &'a str,
+}
+
+impl RecordsUnverified<'_> {
+    pub fn emit(&self) {
+        tracing::warn!(
+            event = RECORDS_UNVERIFIED,
+            sync = %self.sync,
+            records = %self.source_ids.join(", "),
+            why = %self.why,
+            "records written again while an older write of theirs could still land could not be checked"
+        );
+        metrics::counter!(RECORDS_UNVERIFIED_TOTAL, "sync" => self.sync.to_owned())
+            .increment(self.source_ids.len() as u64);
+    }
+}
+
+/// A write an earlier attempt announced is at the destination: the older copy
+/// read since is stale.
+pub struct FloorConfirmed<'a> {
+    pub sync: &'a str,
+    pub source_id: &'a str,
+}
+
+impl FloorConfirmed<'_> {
+    pub fn emit(&self) {
+        tracing::info!(
+            event = FLOOR_CONFIRMED,
+            sync = %self.sync,
+            source_id = %self.source_id,
+            "an earlier attempt's write is at the destination; the older copy read since is stale"
+        );
+    }
+}
+
+/// The source's pages moved while they were read.
+pub struct PaginationRescan<'a> {
+    pub sync: &'a str,
+    pub style: &'static str,
+    pub position: u64,
+    /// The whole range is read again (not only the page).
+    pub from_start: bool,
+}
+
+impl PaginationRescan<'_> {
+    pub fn emit(&self) {
+        if self.from_start {
+            tracing::warn!(
+                event = PAGINATION_RESCAN,
+                style = self.style,
+                position = self.position,
+                "the records read last are no longer where they were; reading this run's range again from the start (already-written records are skipped)"
+            );
+        } else {
+            tracing::debug!(
+                event = PAGINATION_RESCAN,
+                style = self.style,
+                position = self.position,
+                "the pages moved between two requests; reading them again"
+            );
+        }
+        metrics::counter!(PAGINATION_RESCANS_TOTAL, "sync" => self.sync.to_owned()).increment(1);
     }
 }
 

@@ -32,14 +32,14 @@ pub async fn run(
             lower: run.lower_bound,
             watermark: run.watermark,
         };
-        tracing::info!(
-            event = if resumed { crate::obs::RUN_RESUMED } else { crate::obs::RUN_STARTED },
-            sync = %spec.name,
-            run_id = %run.run_id,
-            watermark = %run.watermark,
-            lower_bound = %run.lower_bound.map_or("none".to_owned(), |t| t.to_string()),
-            "run {}", if resumed { "resumed" } else { "started" }
-        );
+        crate::obs::RunStarted {
+            sync: &spec.name,
+            run_id: &run.run_id,
+            resumed,
+            lower_bound: run.lower_bound,
+            watermark: run.watermark,
+        }
+        .emit();
         let merge_rows = options
             .merge_rows
             .unwrap_or(crate::config::DEFAULT_MERGE_ROWS);

@@ -914,14 +914,13 @@ impl<'a> Runner<'a> {
             Resolution::StillDeadLettered => self.counters.dead_lettered += 1,
             Resolution::DeadLettered(letter) => {
                 self.counters.dead_lettered += 1;
-                tracing::info!(
-                    event = crate::obs::RECORD_DEAD_LETTERED,
-                    sync = %self.spec.name,
-                    source_id = %letter.source_id,
-                    stage = %letter.stage,
-                    reason = %letter.error,
-                    "record dead-lettered"
-                );
+                crate::obs::RecordDeadLettered {
+                    sync: &self.spec.name,
+                    source_id: &letter.source_id,
+                    stage: letter.stage.as_str(),
+                    reason: &letter.error,
+                }
+                .emit();
                 reason = format!("{}: {}", letter.source_id, letter.error);
                 page.commit.dead_letters.push(letter);
             }

@@ -92,12 +92,11 @@ impl Runner<'_> {
                 .map_err(FailureCause::Destination)?;
             match check {
                 FloorCheck::Landed { dest_id } => {
-                    tracing::info!(
-                        event = crate::obs::FLOOR_CONFIRMED,
-                        sync = %self.spec.name,
-                        source_id = %id,
-                        "an earlier attempt's write is at the destination; the older copy read since is stale"
-                    );
+                    crate::obs::FloorConfirmed {
+                        sync: &self.spec.name,
+                        source_id: &id,
+                    }
+                    .emit();
                     // The payload that went with it is unknown: the next time this
                     // version is read, it is written again rather than skipped.
                     let ledger = LedgerEntry {
@@ -147,12 +146,12 @@ impl Runner<'_> {
         due.sort_by(|a, b| (a.settles_at, &a.source_id).cmp(&(b.settles_at, &b.source_id)));
         if !sink.can_read_back() {
             self.unverified = due.into_iter().map(|r| r.source_id).collect();
-            tracing::warn!(
-                event = crate::obs::RECORDS_UNVERIFIED,
-                sync = %self.spec.name,
-                records = %self.unverified.join(", "),
-                "these records were written again while an older write of theirs could still land, and the destination cannot be read back to check them (set read_path)"
-            );
+            crate::obs::RecordsUnverified {
+                sync: &self.spec.name,
+                source_ids: &self.unverified,
+                why: "the destination cannot be read back (set read_path)",
+            }
+            .emit();
             return Ok(());
         }
         for readback in due {
@@ -203,13 +202,12 @@ impl Runner<'_> {
                     detail: Some(format!("the destination held {held}; written again")),
                 });
             }
-            tracing::info!(
-                event = crate::obs::RECORD_REPAIRED,
-                sync = %self.spec.name,
-                source_id = %readback.source_id,
-                held = %held,
-                "a late write had set this record back; written again"
-            );
+            crate::obs::RecordRepaired {
+                sync: &self.spec.name,
+                source_id: &readback.source_id,
+                held: &held,
+            }
+            .emit();
             self.repaired.push(readback.source_id);
         }
         Ok(())
@@ -218,14 +216,14 @@ impl Runner<'_> {
     /// A record the destination could not be read back for, or not written
     /// again: named in the report, with why in the logs.
     fn unverified_because(&mut self, source_id: &str, error: &SinkError) {
-        tracing::warn!(
-            event = crate::obs::RECORDS_UNVERIFIED,
-            sync = %self.spec.name,
-            source_id,
-            error = %error,
-            "a record written again while an older write of it could still land could not be checked"
-        );
-        self.unverified.push(source_id.to_owned());
+        let ids = [source_id.to_owned()];
+        crate::obs::RecordsUnverified {
+            sync: &self.spec.name,
+            source_ids: &ids,
+            why: &error.to_string(),
+        }
+        .emit();
+        self.unverified.extend(ids);
     }
 
     /// A write succeeded. If an older write of the record may still land over

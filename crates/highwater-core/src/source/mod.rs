@@ -342,7 +342,7 @@ impl<'a> Reader<'a> {
                     return Ok(self.page(records, cursor_after, requests));
                 }
                 Step::Refetch => discarded.extend(window),
-                Step::Rescan => rescan_warning("offset", start),
+                Step::Rescan => rescan_warning(self.api.sync(), "offset", start),
             }
         }
     }
@@ -406,13 +406,15 @@ impl<'a> Reader<'a> {
                 }
                 Step::Refetch => {
                     discarded.extend(current);
-                    tracing::debug!(
-                        event = crate::obs::PAGINATION_RESCAN,
-                        page = number,
-                        "the pages moved between two requests; reading them again"
-                    );
+                    crate::obs::PaginationRescan {
+                        sync: self.api.sync(),
+                        style: "page",
+                        position: number,
+                        from_start: false,
+                    }
+                    .emit();
                 }
-                Step::Rescan => rescan_warning("page", number),
+                Step::Rescan => rescan_warning(self.api.sync(), "page", number),
             }
         }
     }
@@ -574,13 +576,14 @@ fn anchor_key(record: &Extracted) -> String {
     }
 }
 
-fn rescan_warning(style: &str, position: u64) {
-    tracing::warn!(
-        event = crate::obs::PAGINATION_RESCAN,
+fn rescan_warning(sync: &str, style: &'static str, position: u64) {
+    crate::obs::PaginationRescan {
+        sync,
         style,
         position,
-        "the records read last are no longer where they were; reading this run's range again from the start (already-written records are skipped)"
-    );
+        from_start: true,
+    }
+    .emit();
 }
 
 fn parse_url(text: &str) -> Result<Url, SourceError> {
