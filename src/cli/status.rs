@@ -2,7 +2,7 @@
 //! high-water mark, the lag behind now, and the dead-letter count.
 
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
-use highwater_core::state::SyncStatus;
+use highwater_core::state::{RunKind, SyncStatus};
 use jiff::Timestamp;
 use serde_json::{Value, json};
 
@@ -43,15 +43,28 @@ pub async fn status(ctx: &mut Context) -> Result<Exit, CliError> {
             table.add_row(vec![name.as_str(), "-", "never run", "-", "-", "0"]);
             continue;
         };
-        let open = s.open_run.as_ref().map_or("-".to_owned(), |(run, c)| {
-            format!(
-                "{} (since {}; {} pages, {} written)",
-                render::short_id(&run.run_id),
-                ago(run.started_at, now),
-                c.counters.pages,
-                c.counters.written
-            )
-        });
+        let mut open: Vec<String> = s
+            .open_run
+            .iter()
+            .chain(&s.other_open)
+            .map(|(run, c)| {
+                format!(
+                    "{}{} (since {}; {} pages, {} written)",
+                    match run.kind {
+                        RunKind::Incremental => String::new(),
+                        kind => format!("{kind} "),
+                    },
+                    render::short_id(&run.run_id),
+                    ago(run.started_at, now),
+                    c.counters.pages,
+                    c.counters.written
+                )
+            })
+            .collect();
+        if open.is_empty() {
+            open.push("-".to_owned());
+        }
+        let open = open.join("\n");
         let last = s
             .last_completed
             .as_ref()
@@ -104,6 +117,15 @@ fn status_json(name: &str, status: Option<&SyncStatus>, now: Timestamp) -> Value
     json!({
         "sync": name,
         "open_run": run(&s.open_run),
+        "other_open_runs": s
+            .other_open
+            .iter()
+            .map(|r| {
+                let mut value = run(&Some(r.clone())).unwrap_or(Value::Null);
+                value["kind"] = json!(r.0.kind.as_str());
+                value
+            })
+            .collect::<Vec<_>>(),
         "last_completed_run": run(&s.last_completed),
         "high_water_mark": s.high_water_mark().map(|t| t.to_string()),
         "lag_seconds": s.high_water_mark().map(|t| (now.as_second() - t.as_second()).max(0)),

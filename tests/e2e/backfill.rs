@@ -80,6 +80,17 @@ async fn a_backfill_reads_history_the_sync_skipped_without_moving_its_high_water
     assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
     let stopped = report(&out);
     assert_eq!(stopped["counters"]["pages"], 2, "{stopped}");
+    // status shows the open backfill beside the sync's own run.
+    let status = report(&world.highwater(&["status", "--json"]).await);
+    let open = &status["syncs"][0]["other_open_runs"];
+    assert_eq!(open.as_array().map(Vec::len), Some(1), "{status}");
+    assert_eq!(open[0]["kind"], "backfill", "{status}");
+    assert_eq!(open[0]["run_id"], stopped["run_id"], "{status}");
+    assert_eq!(
+        open[0]["lower_bound"].as_str(),
+        Some(from.as_str()),
+        "{status}"
+    );
     let other = world.sim.source_records()[records.len() / 4]
         .updated_at
         .to_string();

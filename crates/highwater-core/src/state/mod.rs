@@ -219,6 +219,9 @@ pub struct SyncStatus {
     pub ledger_records: i64,
     /// The last completed incremental run's watermark, or a later reset.
     pub mark: HighWaterMark,
+    /// Open runs of the other kinds (a backfill, a replay, a repair), which the
+    /// same command with the same plan resumes.
+    pub other_open: Vec<(RunRow, Checkpoint)>,
 }
 
 impl SyncStatus {
@@ -890,7 +893,27 @@ impl Store {
             dead_letters,
             ledger_records,
             mark: self.high_water_mark(sync).await?,
+            other_open: self.open_runs_besides(sync, RunKind::Incremental).await?,
         })
+    }
+
+    /// The open runs of a sync other than its run of `kind`, oldest first.
+    pub async fn open_runs_besides(
+        &self,
+        sync: &str,
+        kind: RunKind,
+    ) -> Result<Vec<(RunRow, Checkpoint)>, StateError> {
+        let rows = sqlx::query(
+            "SELECT r.*, c.cursor, c.counters, c.updated_at AS checkpoint_at
+             FROM runs r JOIN checkpoints c USING (run_id)
+             WHERE r.sync = ? AND r.kind != ? AND r.status = ? ORDER BY r.started_at",
+        )
+        .bind(sync)
+        .bind(kind.as_str())
+        .bind(RunStatus::Open.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(run_with_checkpoint).collect()
     }
 
     /// Unresolved dead letters of a sync, oldest first.
