@@ -173,22 +173,8 @@ impl ReadAhead {
 
     async fn prepare(&self, mut page: Page) -> Result<ReadPage, FailureCause> {
         let confirmed = self.confirmed.load(Ordering::Acquire);
-        let superseded = superseded(&page.records);
-        let mapped: Vec<Option<Result<MappedRecord, MappingError>>> = page
-            .records
-            .iter()
-            .zip(&superseded)
-            .map(|(record, superseded)| match record {
-                Extracted::Record(r) if !superseded => Some(map_record(&self.mapping, r)),
-                _ => None,
-            })
-            .collect();
-        let ids: Vec<&str> = page.records.iter().map(Extracted::id).collect();
-        let external_ids: Vec<&str> = mapped
-            .iter()
-            .filter_map(|m| m.as_ref()?.as_ref().ok())
-            .map(|m| m.external_id.as_str())
-            .collect();
+        let (superseded, mapped) = map_page(&self.mapping, &page.records);
+        let (ids, external_ids) = lookup_keys(&page.records, &mapped);
         let known = self.store.known(&self.sync, &ids, &external_ids).await?;
         let arrivals = std::mem::take(&mut page.records)
             .into_iter()
@@ -226,6 +212,39 @@ impl ReadAhead {
     }
 }
 
+/// Which copies of a page are superseded within it, and the mapping of every
+/// other record (none for a superseded or invalid copy): what the run judges.
+pub(super) fn map_page(
+    mapping: &MappingSpec,
+    records: &[Extracted],
+) -> (Vec<bool>, Vec<Option<Result<MappedRecord, MappingError>>>) {
+    let superseded = superseded(records);
+    let mapped = records
+        .iter()
+        .zip(&superseded)
+        .map(|(record, superseded)| match record {
+            Extracted::Record(r) if !superseded => Some(map_record(mapping, r)),
+            _ => None,
+        })
+        .collect();
+    (superseded, mapped)
+}
+
+/// What a page's ledger lookup asks for: its source ids, and the external ids
+/// its mapped records would take.
+pub(super) fn lookup_keys<'a>(
+    records: &'a [Extracted],
+    mapped: &'a [Option<Result<MappedRecord, MappingError>>],
+) -> (Vec<&'a str>, Vec<&'a str>) {
+    let ids = records.iter().map(Extracted::id).collect();
+    let external_ids = mapped
+        .iter()
+        .filter_map(|m| m.as_ref()?.as_ref().ok())
+        .map(|m| m.external_id.as_str())
+        .collect();
+    (ids, external_ids)
+}
+
 /// How much lower than the rest of the process the reading thread runs.
 #[cfg(target_os = "linux")]
 const NICER: i32 = 10;
@@ -250,7 +269,7 @@ fn give_way() {}
 
 /// Which records of a page are superseded by a newer copy of the same id in it (a
 /// page that overlaps itself, a lagging replica): only the newest copy counts.
-pub(super) fn superseded(records: &[Extracted]) -> Vec<bool> {
+fn superseded(records: &[Extracted]) -> Vec<bool> {
     let mut newest: std::collections::HashMap<&str, usize> =
         std::collections::HashMap::with_capacity(records.len());
     for (index, record) in records.iter().enumerate() {

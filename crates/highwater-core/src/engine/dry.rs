@@ -15,7 +15,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::FailureCause;
-use super::ahead::superseded;
+use super::ahead::{lookup_keys, map_page};
 use super::decide::{Decision, decide};
 use super::plan::Plan;
 use super::route::fingerprint;
@@ -136,22 +136,8 @@ pub async fn dry_run(
         report.pages += 1;
         report.read += page.records.len() as u64;
         report.beyond_watermark += page.beyond_watermark;
-        let superseded = superseded(&page.records);
-        let mapped: Vec<Option<Result<MappedRecord, MappingError>>> = page
-            .records
-            .iter()
-            .zip(&superseded)
-            .map(|(record, superseded)| match record {
-                Extracted::Record(r) if !superseded => Some(map_record(&spec.mapping, r)),
-                _ => None,
-            })
-            .collect();
-        let ids: Vec<&str> = page.records.iter().map(Extracted::id).collect();
-        let external_ids: Vec<&str> = mapped
-            .iter()
-            .filter_map(|m| m.as_ref()?.as_ref().ok())
-            .map(|m| m.external_id.as_str())
-            .collect();
+        let (superseded, mapped) = map_page(&spec.mapping, &page.records);
+        let (ids, external_ids) = lookup_keys(&page.records, &mapped);
         let known = match store {
             Some(store) => store.known(&spec.name, &ids, &external_ids).await?,
             None => Known::default(),

@@ -298,17 +298,11 @@ fn summary(row: &sqlx::sqlite::SqliteRow) -> Result<DeadLetterSummary, StateErro
 
 #[cfg(test)]
 mod tests {
-    use std::str::FromStr;
-
     use serde_json::json;
-    use sqlx::migrate::{Migration, MigrationType, Migrator};
-    use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 
     use super::*;
-    use crate::state::tests::temp_db;
-    use crate::state::{
-        Counters, DeadLetter, LedgerEntry, MIGRATIONS, PageCommit, RunKind, RunRow, RunStatus,
-    };
+    use crate::state::tests::{store_before, temp_db};
+    use crate::state::{Counters, DeadLetter, LedgerEntry, PageCommit, RunKind, RunRow, RunStatus};
 
     fn letter(id: &str, stage: DeadLetterStage, fingerprint: &str) -> DeadLetter {
         DeadLetter {
@@ -592,36 +586,8 @@ mod tests {
     /// Dead letters resolved before migration 7 were resolved by a write.
     #[tokio::test]
     async fn dead_letters_resolved_before_the_audit_log_were_written() {
-        let path = temp_db("dlq-migrate");
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).expect("dir");
-        }
+        let (path, pool) = store_before("dlq-migrate", 6).await;
         {
-            let options = SqliteConnectOptions::from_str("sqlite://")
-                .expect("options")
-                .filename(&path)
-                .create_if_missing(true);
-            let pool = SqlitePoolOptions::new()
-                .max_connections(1)
-                .connect_with(options)
-                .await
-                .expect("connect");
-            let before: Vec<Migration> = MIGRATIONS[..6]
-                .iter()
-                .map(|(version, name, sql)| {
-                    Migration::new(
-                        *version,
-                        (*name).into(),
-                        MigrationType::Simple,
-                        sqlx::SqlSafeStr::into_sql_str(*sql),
-                        false,
-                    )
-                })
-                .collect();
-            Migrator::with_migrations(before)
-                .run(&pool)
-                .await
-                .expect("version 6");
             sqlx::query(
                 "INSERT INTO dead_letters (sync, source_id, run_id, stage, error, payload, fingerprint, attempts, first_failed_at, last_failed_at, resolved_at)
                  VALUES ('billing', 'fixed', 'r', 'mapping', 'no email', '{}', 'f', 1, 1, 1, 5),

@@ -400,37 +400,8 @@ async fn an_invocation_that_never_ended_is_found_crashed_by_the_next() {
 /// and its dead letters.
 #[tokio::test]
 async fn a_store_from_before_the_run_history_keeps_its_runs_checkpoints_and_dead_letters() {
-    let path = temp_db("migrate-history");
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).expect("dir");
-    }
+    let (path, pool) = store_before("migrate-history", 5).await;
     {
-        let options = SqliteConnectOptions::from_str("sqlite://")
-            .expect("options")
-            .filename(&path)
-            .create_if_missing(true)
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options)
-            .await
-            .expect("connect");
-        let before: Vec<Migration> = MIGRATIONS[..5]
-            .iter()
-            .map(|(version, name, sql)| {
-                Migration::new(
-                    *version,
-                    (*name).into(),
-                    MigrationType::Simple,
-                    sqlx::SqlSafeStr::into_sql_str(*sql),
-                    false,
-                )
-            })
-            .collect();
-        Migrator::with_migrations(before)
-            .run(&pool)
-            .await
-            .expect("version 5");
         sqlx::query(
             "INSERT INTO runs (run_id, sync, kind, status, lower_bound, watermark, started_at, updated_at, completed_at)
              VALUES ('old', 'billing', 'incremental', 'completed', NULL, 1000000000, 1000000000, 1000000000, 1000000000),

@@ -8,6 +8,45 @@ pub(super) fn temp_db(name: &str) -> std::path::PathBuf {
     dir.join("nested").join("state.db")
 }
 
+/// A store as a release that knew only the first `migrations` migrations left it:
+/// the file at `temp_db(name)`, and a pool on it to put old rows in.
+pub(super) async fn store_before(
+    name: &str,
+    migrations: usize,
+) -> (std::path::PathBuf, SqlitePool) {
+    let path = temp_db(name);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).expect("dir");
+    }
+    let options = SqliteConnectOptions::from_str("sqlite://")
+        .expect("options")
+        .filename(&path)
+        .create_if_missing(true)
+        .foreign_keys(true);
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await
+        .expect("connect");
+    let before: Vec<Migration> = MIGRATIONS[..migrations]
+        .iter()
+        .map(|(version, name, sql)| {
+            Migration::new(
+                *version,
+                (*name).into(),
+                MigrationType::Simple,
+                sqlx::SqlSafeStr::into_sql_str(*sql),
+                false,
+            )
+        })
+        .collect();
+    Migrator::with_migrations(before)
+        .run(&pool)
+        .await
+        .expect("old migrations");
+    (path, pool)
+}
+
 fn run(id: &str, watermark_s: i64) -> RunRow {
     let at = |s| Timestamp::from_second(s).unwrap_or(Timestamp::UNIX_EPOCH);
     RunRow {
@@ -290,32 +329,8 @@ async fn announced_writes_are_floors_until_retired_completed_or_abandoned() {
 
 #[tokio::test]
 async fn unsettled_writes_of_a_version_1_store_survive_the_migration() {
-    let path = temp_db("migrate-intents");
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).expect("dir");
-    }
+    let (path, pool) = store_before("migrate-intents", 1).await;
     {
-        let options = SqliteConnectOptions::from_str("sqlite://")
-            .expect("options")
-            .filename(&path)
-            .create_if_missing(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options)
-            .await
-            .expect("connect");
-        let (version, name, sql) = MIGRATIONS[0];
-        let first = Migration::new(
-            version,
-            name.into(),
-            MigrationType::Simple,
-            sqlx::SqlSafeStr::into_sql_str(sql),
-            false,
-        );
-        Migrator::with_migrations(vec![first])
-            .run(&pool)
-            .await
-            .expect("version 1");
         sqlx::query(
             "INSERT INTO pending (sync, source_id, version, updated_at, run_id)
              VALUES ('billing', 'a', 5, 0, 'r1'), ('billing', 'b', NULL, 7000000, 'r1')",

@@ -1,0 +1,357 @@
+//! A run's writes to the store: each page's commit (one statement list, one
+//! transaction), the merge of staged ledger rows into the ledger, and the run's
+//! completion, which moves the high-water mark and settles the floors.
+
+use super::*;
+
+/// Everything [`Store::commit_page`] changes, as one statement list. The
+/// placeholders are plain `?`, which sqlx fills across the whole list in the order
+/// they appear; numbered ones would stop binding at the first gap in a statement.
+/// Ledger rows are staged, one row per commit; [`MERGE_STAGED`] moves them into
+/// the ledger.
+const COMMIT_PAGE: &str = "
+INSERT INTO intents (sync, batch, run_id, rows)
+  SELECT sync, batch, run_id, rows FROM (SELECT ? AS sync, ? AS batch, ? AS run_id, ? AS rows)
+  WHERE batch IS NOT NULL;
+DELETE FROM intents WHERE sync = ? AND batch IN (SELECT value FROM json_each(?));
+INSERT INTO ledger_staged (sync, seq, rows, written_at)
+  SELECT p.sync, COALESCE((SELECT MAX(seq) FROM ledger_staged WHERE sync = p.sync), 0) + 1, p.rows, p.now
+  FROM (SELECT ? AS sync, jsonb(?) AS rows, ? AS now) AS p
+  WHERE json_array_length(p.rows) > 0;
+-- A write resolves the record's dead letter; one discarded earlier too, since the
+-- record is now at the destination, which says more than the discard.
+UPDATE dead_letters SET resolved_at = ?, resolution = ?, audit_id = NULL
+  WHERE (resolved_at IS NULL OR resolution = ?) AND sync = ?
+    AND source_id IN (SELECT value FROM json_each(?));
+INSERT INTO dead_letters (sync, source_id, run_id, stage, error, payload, fingerprint, attempts, first_failed_at, last_failed_at)
+  SELECT p.sync, value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6, p.now, p.now
+  FROM (SELECT ? AS sync, ? AS now) AS p, jsonb_each(?) WHERE true ORDER BY key
+  ON CONFLICT (sync, source_id) DO UPDATE SET
+    run_id = excluded.run_id,
+    stage = excluded.stage,
+    error = excluded.error,
+    payload = excluded.payload,
+    fingerprint = excluded.fingerprint,
+    attempts = dead_letters.attempts + excluded.attempts,
+    last_failed_at = excluded.last_failed_at,
+    resolved_at = NULL,
+    resolution = NULL,
+    audit_id = NULL;
+UPDATE checkpoints SET cursor = COALESCE(?, cursor), counters = ?, updated_at = ? WHERE run_id = ?;
+-- The run's examples: the first ids of its ledger rows and dead letters, up to
+-- five (SAMPLE_IDS); once it has five, a commit only reads the array's length.
+UPDATE runs SET updated_at = ?,
+    sample_written = CASE WHEN json_array_length(sample_written) < 5 THEN (
+      SELECT json_group_array(id) FROM (
+        SELECT id FROM (
+          SELECT 0 AS part, key AS place, value AS id FROM json_each(runs.sample_written)
+          UNION ALL
+          SELECT 1, key, value FROM json_each(?)
+            WHERE value NOT IN (SELECT value FROM json_each(runs.sample_written)))
+        ORDER BY part, place LIMIT 5))
+      ELSE sample_written END,
+    sample_dead_lettered = CASE WHEN json_array_length(sample_dead_lettered) < 5 THEN (
+      SELECT json_group_array(id) FROM (
+        SELECT id FROM (
+          SELECT 0 AS part, key AS place, value AS id FROM json_each(runs.sample_dead_lettered)
+          UNION ALL
+          SELECT 1, key, value FROM json_each(?)
+            WHERE value NOT IN (SELECT value FROM json_each(runs.sample_dead_lettered)))
+        ORDER BY part, place LIMIT 5))
+      ELSE sample_dead_lettered END
+  WHERE run_id = ?;
+INSERT INTO intents (sync, batch, run_id, rows)
+  SELECT sync, batch, run_id, rows FROM (SELECT ? AS sync, ? AS batch, ? AS run_id, ? AS rows)
+  WHERE batch IS NOT NULL;
+INSERT INTO readbacks (sync, source_id, run_id, external_id, dest_id, version, updated_at, payload, payload_hash, settles_at)
+  SELECT p.sync, value ->> 0, p.run_id, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6, value ->> 7
+  FROM (SELECT ? AS sync, ? AS run_id) AS p, jsonb_each(?) WHERE true ORDER BY key
+  ON CONFLICT (sync, source_id) DO UPDATE SET
+    run_id = excluded.run_id,
+    external_id = excluded.external_id,
+    dest_id = excluded.dest_id,
+    version = excluded.version,
+    updated_at = excluded.updated_at,
+    payload = excluded.payload,
+    payload_hash = excluded.payload_hash,
+    settles_at = excluded.settles_at;
+";
+
+/// Moves a sync's staged ledger rows into the ledger, in one pass over its B-tree:
+/// by source id, so each insert starts near the last one, and within an id by
+/// commit and place in the commit, so the later copy of a record wins.
+const MERGE_STAGED: &str = "
+INSERT INTO ledger (sync, source_id, external_id, dest_id, version, updated_at, payload_hash, run_id, written_at)
+  SELECT s.sync, value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6, s.written_at
+  FROM ledger_staged AS s, jsonb_each(s.rows)
+  WHERE s.sync = ?1 ORDER BY value ->> 0, s.seq, key
+  ON CONFLICT (sync, source_id) DO UPDATE SET
+    external_id = excluded.external_id,
+    dest_id = COALESCE(excluded.dest_id, ledger.dest_id),
+    version = excluded.version,
+    updated_at = excluded.updated_at,
+    payload_hash = excluded.payload_hash,
+    run_id = excluded.run_id,
+    written_at = excluded.written_at;
+DELETE FROM ledger_staged WHERE sync = ?1;
+";
+
+impl Store {
+    /// Commits what the run has resolved (ledger rows, dead letters, retired
+    /// intent batches), the writes it is about to send (a new batch) and — when the
+    /// frontier moved — the advanced checkpoint, in one transaction.
+    pub async fn commit_page(
+        &self,
+        sync: &str,
+        run_id: &str,
+        page: &PageCommit,
+        cursor: Option<&Value>,
+        counters: &Counters,
+    ) -> Result<(), StateError> {
+        let now = Timestamp::now().as_microsecond();
+        let batch = page.announce.as_ref().filter(|b| !b.intents.is_empty());
+        let intents = intent_rows(batch);
+        let unsettled = page.unsettled.as_ref().filter(|b| !b.intents.is_empty());
+        let readbacks: Vec<_> = page
+            .readbacks
+            .iter()
+            .map(|r| {
+                (
+                    &r.source_id,
+                    &r.external_id,
+                    &r.dest_id,
+                    r.version,
+                    r.updated_at.as_microsecond(),
+                    r.payload.to_string(),
+                    &r.payload_hash,
+                    r.settles_at.as_microsecond(),
+                )
+            })
+            .collect();
+        let ledger: Vec<_> = page
+            .ledger
+            .iter()
+            .map(|e| {
+                (
+                    &e.source_id,
+                    &e.external_id,
+                    &e.dest_id,
+                    e.version,
+                    e.updated_at.as_microsecond(),
+                    &e.payload_hash,
+                    &e.run_id,
+                )
+            })
+            .collect();
+        let dead_letters: Vec<_> = page
+            .dead_letters
+            .iter()
+            .map(|d| {
+                (
+                    &d.source_id,
+                    &d.run_id,
+                    d.stage.as_str(),
+                    &d.error,
+                    d.payload.to_string(),
+                    &d.fingerprint,
+                    d.attempts,
+                )
+            })
+            .collect();
+        let sample_written = sample_ids(page.ledger.iter().map(|e| e.source_id.as_str()));
+        let sample_dead = sample_ids(page.dead_letters.iter().map(|d| d.source_id.as_str()));
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        // One statement list, one trip to SQLite's thread; a part with no rows
+        // unpacks an empty array and changes nothing.
+        sqlx::query(COMMIT_PAGE)
+            .bind(sync)
+            .bind(batch.map(|b| &b.id))
+            .bind(run_id)
+            .bind(json_rows(&intents)?)
+            .bind(sync)
+            .bind(json_rows(&page.retire)?)
+            .bind(sync)
+            .bind(json_rows(&ledger)?)
+            .bind(now)
+            .bind(now)
+            .bind(DeadLetterResolution::Written.as_str())
+            .bind(DeadLetterResolution::Discarded.as_str())
+            .bind(sync)
+            .bind(json_rows(&page.resolved)?)
+            .bind(sync)
+            .bind(now)
+            .bind(json_rows(&dead_letters)?)
+            .bind(cursor.map(Value::to_string))
+            .bind(counters_json(counters))
+            .bind(now)
+            .bind(run_id)
+            .bind(now)
+            .bind(json_rows(&sample_written)?)
+            .bind(json_rows(&sample_dead)?)
+            .bind(run_id)
+            .bind(sync)
+            .bind(unsettled.map(|b| &b.id))
+            .bind(run_id)
+            .bind(json_rows(&intent_rows(unsettled))?)
+            .bind(sync)
+            .bind(run_id)
+            .bind(json_rows(&readbacks)?)
+            .execute(&mut *tx)
+            .await?;
+        events::append(&mut tx, sync, run_id, now, &page.events).await?;
+        if page.merge {
+            merge_staged(&mut tx, sync).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Merges ledger rows staged by an earlier invocation of `sync`, so that
+    /// [`Store::known`] sees them; a no-op, without a write, when there are none.
+    pub async fn merge_staged(&self, sync: &str) -> Result<(), StateError> {
+        let staged: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM ledger_staged WHERE sync = ?)")
+                .bind(sync)
+                .fetch_one(&self.pool)
+                .await?;
+        if staged {
+            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+            merge_staged(&mut tx, sync).await?;
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+
+    /// Completes a run: from now on its watermark is the sync's high-water mark.
+    /// Every announced write has settled and every record read back, except the
+    /// writes in `unsettled`, which may still land: they stay floors for the
+    /// next run.
+    pub async fn complete_run(
+        &self,
+        run_id: &str,
+        cursor: &Value,
+        counters: &Counters,
+        unsettled: &[Intent],
+    ) -> Result<(), StateError> {
+        let now = Timestamp::now().as_microsecond();
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        update_checkpoint(&mut tx, run_id, Some(cursor), counters, now).await?;
+        let (sync, kind): (String, String) =
+            sqlx::query_as("SELECT sync, kind FROM runs WHERE run_id = ?")
+                .bind(run_id)
+                .fetch_one(&mut *tx)
+                .await?;
+        merge_staged(&mut tx, &sync).await?;
+        // Every announced write of the run has settled: none is a floor any more.
+        // An incremental run also settled the floors it found left by runs that
+        // ended (it read everything since); a run of another kind read only its
+        // own window, and an open run's floors are that run's to settle.
+        let incremental = kind == RunKind::Incremental.as_str();
+        for statement in [
+            "DELETE FROM intents WHERE sync = ?1 AND (run_id = ?2 OR (?3 AND run_id NOT IN
+               (SELECT run_id FROM runs WHERE sync = ?1 AND status = ?4)))",
+            "DELETE FROM readbacks WHERE sync = ?1 AND (run_id = ?2 OR (?3 AND run_id NOT IN
+               (SELECT run_id FROM runs WHERE sync = ?1 AND status = ?4)))",
+        ] {
+            sqlx::query(statement)
+                .bind(&sync)
+                .bind(run_id)
+                .bind(incremental)
+                .bind(RunStatus::Open.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        if !unsettled.is_empty() {
+            let batch = IntentBatch {
+                id: format!("unsettled-{run_id}"),
+                intents: unsettled.to_vec(),
+            };
+            sqlx::query("INSERT INTO intents (sync, batch, run_id, rows) VALUES (?, ?, ?, ?)")
+                .bind(&sync)
+                .bind(&batch.id)
+                .bind(run_id)
+                .bind(json_rows(&intent_rows(Some(&batch)))?)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(
+            "UPDATE runs SET status = ?, completed_at = ?, updated_at = ? WHERE run_id = ?",
+        )
+        .bind(RunStatus::Completed.as_str())
+        .bind(now)
+        .bind(now)
+        .bind(run_id)
+        .execute(&mut *tx)
+        .await?;
+        // The invocation's end goes with the completion, so a completed run never
+        // shows an invocation without one; its retries follow in `end_invocation`.
+        history::complete_invocation(&mut tx, run_id, cursor, counters, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// An intent batch's rows: `[source_id, version, updated_at, settles_at]`.
+fn intent_rows(batch: Option<&IntentBatch>) -> Vec<(&String, Option<i64>, i64, Option<i64>)> {
+    batch
+        .iter()
+        .flat_map(|b| &b.intents)
+        .map(|i| {
+            (
+                &i.source_id,
+                i.version,
+                i.updated_at.as_microsecond(),
+                i.settles_at.map(|t| t.as_microsecond()),
+            )
+        })
+        .collect()
+}
+
+async fn merge_staged(
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    sync: &str,
+) -> Result<(), StateError> {
+    sqlx::query(MERGE_STAGED)
+        .bind(sync)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+async fn update_checkpoint(
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    run_id: &str,
+    cursor: Option<&Value>,
+    counters: &Counters,
+    now: i64,
+) -> Result<(), StateError> {
+    sqlx::query(
+        "UPDATE checkpoints SET cursor = COALESCE(?, cursor), counters = ?, updated_at = ? WHERE run_id = ?",
+    )
+    .bind(cursor.map(Value::to_string))
+    .bind(counters_json(counters))
+    .bind(now)
+    .bind(run_id)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query("UPDATE runs SET updated_at = ? WHERE run_id = ?")
+        .bind(now)
+        .bind(run_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// The first [`SAMPLE_IDS`] distinct ids of a commit: all a run may keep of it.
+fn sample_ids<'a>(ids: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut sample: Vec<&str> = Vec::with_capacity(SAMPLE_IDS);
+    for id in ids {
+        if sample.len() == SAMPLE_IDS {
+            break;
+        }
+        if !sample.contains(&id) {
+            sample.push(id);
+        }
+    }
+    sample
+}
