@@ -203,9 +203,9 @@ async fn discard(ctx: &mut Context, args: DiscardArgs) -> Result<Exit, CliError>
     let state_path = ctx.config()?.state.path.clone();
     // A run of the sync dead-letters and resolves records as it goes: a discard
     // between its lookup and its commit would be undone, or undo the run's word.
-    let lock = state::acquire(&state_path, sync).map_err(|e| match e {
-        LockError::Held { holder, .. } => CliError::Failed(format!(
-            "sync {sync:?} is running (process {holder}): dead letters are discarded only while it is not; nothing was discarded, try again once the run has ended"
+    let lock = state::acquire_all(&state_path, sync).map_err(|e| match e {
+        LockError::Held { holder, kind, .. } => CliError::Failed(format!(
+            "sync {sync:?} is running its {kind} run (process {holder}): dead letters are discarded only while it is not; nothing was discarded, try again once the run has ended"
         )),
         other => CliError::failed(other),
     })?;

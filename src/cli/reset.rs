@@ -23,9 +23,9 @@ pub async fn reset(ctx: &mut Context, args: ResetArgs) -> Result<Exit, CliError>
     ctx.sync(sync)?;
     let store = ctx.store().await?;
     let state_path = ctx.config()?.state.path.clone();
-    let lock = state::acquire(&state_path, sync).map_err(|e| match e {
-        LockError::Held { holder, .. } => CliError::Failed(format!(
-            "sync {sync:?} is running (process {holder}): nothing was reset; try again once the run has ended"
+    let lock = state::acquire_all(&state_path, sync).map_err(|e| match e {
+        LockError::Held { holder, kind, .. } => CliError::Failed(format!(
+            "sync {sync:?} is running its {kind} run (process {holder}): nothing was reset; try again once the run has ended"
         )),
         other => CliError::failed(other),
     })?;

@@ -23,7 +23,15 @@ pub async fn run(
     let config = ctx.config()?;
     let spec = ctx.sync(sync)?;
     // The lock comes first: a second process must not even open the store.
-    let lock = state::acquire(&config.state.path, sync).map_err(CliError::failed)?;
+    let alone = !spec.destination.takes_concurrent_runs();
+    let lock = state::acquire_for_run(&config.state.path, sync, plan.kind(), alone).map_err(|e| {
+        match e {
+            state::LockError::Held { holder, .. } if alone => CliError::Failed(format!(
+                "sync {sync:?} is running (process {holder}); not starting a second run: its destination is written by lookup then create, or is a file, where two runs at once could write one record twice, so its runs of every kind take turns"
+            )),
+            other => CliError::failed(other),
+        }
+    })?;
     let bar = std::io::stderr().is_terminal().then(progress_bar);
     logging::init(bar.clone(), ctx.log_format);
     for warning in &config.warnings {

@@ -179,10 +179,10 @@ async fn a_second_run_of_the_same_sync_is_refused() {
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     let message = stderr(&out);
     assert!(
-        message.contains("sync \"invoices\" is already running (process "),
+        message.contains("sync \"invoices\" is already running its incremental run (process "),
         "{message}"
     );
-    assert!(message.contains("not starting a second run"), "{message}");
+    assert!(message.contains("not starting a second one"), "{message}");
     // The refused process read nothing; the first goes on.
     assert!(world.sim.stats().source.requests <= requests + 2);
     assert!(first.try_wait().expect("wait").is_none());

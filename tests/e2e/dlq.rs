@@ -456,9 +456,10 @@ async fn dlq_refuses_bad_input_and_a_running_sync_changing_nothing() {
         );
     }
 
-    // While the sync runs (its lock is held), nothing is discarded, and the
-    // message says why.
-    let lock = state::acquire(&world.state_path(), SYNC).expect("the sync's lock");
+    // While any run of the sync goes on (here a backfill's lock is held),
+    // nothing is discarded, and the message says why.
+    let lock = state::acquire(&world.state_path(), SYNC, state::RunKind::Backfill)
+        .expect("the sync's backfill lock");
     let out = world
         .highwater(&["dlq", "discard", SYNC, "--all", "--reason", "mid-run"])
         .await;
@@ -466,7 +467,7 @@ async fn dlq_refuses_bad_input_and_a_running_sync_changing_nothing() {
     let message = stderr(&out);
     assert!(
         message.contains(&format!(
-            "sync \"{SYNC}\" is running (process {})",
+            "sync \"{SYNC}\" is running its backfill run (process {})",
             std::process::id()
         )) && message.contains("nothing was discarded"),
         "{}",

@@ -5,6 +5,7 @@ mod backfill;
 mod bad_input;
 mod bounds;
 mod cli;
+mod concurrent;
 mod crash;
 mod dlq;
 mod dry_run;

@@ -154,7 +154,7 @@ pub struct Api {
     client: Client,
     spec: HttpSpec,
     auth: Authenticator,
-    gate: RateGate,
+    gate: std::sync::Arc<RateGate>,
     retry: RetryPolicy,
     retries: RetryTally,
 }
@@ -179,7 +179,7 @@ impl Api {
             sync: sync.to_owned(),
             name,
             auth: Authenticator::new(spec.auth.clone(), retry, &spec.base_url),
-            gate: RateGate::new(spec.rate_limit),
+            gate: RateGate::shared(&format!("{sync}/{name}"), spec.rate_limit),
             client,
             spec,
             retry,

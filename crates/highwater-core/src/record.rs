@@ -134,6 +134,20 @@ fn compare_ids(a: &RecordKey, b: &RecordKey) -> Ordering {
     a.id.cmp(&b.id)
 }
 
+/// Whether `(version, updated_at)` is older than the other: versions decide when
+/// both sides have one, `updated_at` otherwise.
+pub fn is_older(
+    version: Option<i64>,
+    updated_at: Timestamp,
+    other_version: Option<i64>,
+    other_updated_at: Timestamp,
+) -> bool {
+    match (version, other_version) {
+        (Some(v), Some(w)) => v < w,
+        _ => updated_at < other_updated_at,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -243,6 +243,17 @@ pub enum DestinationSpec {
     JsonLines(JsonLinesSpec),
 }
 
+impl DestinationSpec {
+    /// Whether runs of several kinds of the sync may write at once. A
+    /// destination written by lookup, then create, cannot tell whether another
+    /// process is creating the same record at that moment (nothing makes a
+    /// create idempotent), and a JSON Lines file is rewritten whole by its one
+    /// writer: the runs of such a sync take turns.
+    pub fn takes_concurrent_runs(&self) -> bool {
+        matches!(self, DestinationSpec::Http(http) if !matches!(http.mode, WriteMode::Lookup { .. }))
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct JsonLinesSpec {
     pub path: PathBuf,

@@ -5,6 +5,7 @@
 use super::committer::{CommitAck, CommitJob};
 use super::*;
 use crate::obs::RecordsResolved;
+use decide::is_older;
 
 impl Runner<'_> {
     /// Gathers what is ready for the store into one commit: every fully resolved
@@ -91,8 +92,11 @@ impl Runner<'_> {
     }
 
     /// A commit is durable: the store itself now knows what those pages resolved,
-    /// and the writes it announced may go.
-    pub(super) fn committed(&mut self, ack: &CommitAck) {
+    /// and the writes it announced may go — but not those another run holds a
+    /// newer version of (stale), and those behind another run's write that may
+    /// still land go as over a write of their own that may (read back after it,
+    /// and a create waits for it).
+    pub(super) fn committed(&mut self, ack: &CommitAck) -> Result<(), FailureCause> {
         let confirmed = self.confirmed.fetch_add(1, Ordering::AcqRel) + 1;
         let pages = &ack.pages;
         self.view.committed(pages, ack.merged, confirmed);
@@ -101,18 +105,66 @@ impl Runner<'_> {
             .front()
             .is_some_and(|(n, _)| *n <= ack.number)
         {
-            if let Some((_, jobs)) = self.announced.pop_front() {
-                self.in_flight += jobs.len();
-                for job in jobs {
-                    // The queue's receiving end is this runner's own: never closed.
-                    let _ = self.ready.send(job);
+            let Some((number, jobs)) = self.announced.pop_front() else {
+                break;
+            };
+            for mut job in jobs {
+                let id = job.record.id();
+                if number == ack.number && ack.announced.refused.contains(id) {
+                    self.finish_write(job, Err(SinkError::Superseded))?;
+                    continue;
                 }
+                if number == ack.number
+                    && let Some(other) = ack.announced.behind.get(id)
+                {
+                    job.unsettled_until = Some(self.behind(other)).max(job.unsettled_until);
+                }
+                self.in_flight += 1;
+                // The queue's receiving end is this runner's own: never closed.
+                let _ = self.ready.send(job);
             }
         }
         if !pages.is_empty() {
             self.emit_resolved();
             self.progress.send_replace(self.snapshot());
         }
+        Ok(())
+    }
+
+    /// Another run's write of a record, not newer than the one about to go, may
+    /// still land: it is unsettled for this run too. One left by a process that
+    /// is gone lands within the late-write window from now, if ever; one of a
+    /// run that is running goes out when that run gets to it, so the record is
+    /// read back only once that run has settled it (`settle_readbacks` asks the
+    /// store), and the late-write window after.
+    fn behind(&mut self, other: &Behind) -> Timestamp {
+        let now = Timestamp::now();
+        if other.live {
+            self.behind_live.insert(other.intent.source_id.clone());
+        }
+        let settles_at = other
+            .intent
+            .settles_at
+            .unwrap_or_else(|| now.saturating_add(signed(self.late_window)).unwrap_or(now));
+        let entry = self
+            .unsettled
+            .entry(other.intent.source_id.clone())
+            .or_insert(Unsettled {
+                version: other.intent.version,
+                updated_at: other.intent.updated_at,
+                settles_at,
+            });
+        if is_older(
+            other.intent.version,
+            other.intent.updated_at,
+            entry.version,
+            entry.updated_at,
+        ) {
+            entry.version = other.intent.version;
+            entry.updated_at = other.intent.updated_at;
+        }
+        entry.settles_at = entry.settles_at.max(settles_at);
+        entry.settles_at
     }
 
     /// Says what was resolved since it was last said: in the logs and metrics.

@@ -12,12 +12,12 @@ use tracing::Instrument;
 
 use super::FailureCause;
 use crate::sink::Sink;
-use crate::state::{Counters, PageCommit, StateError, Store};
+use crate::state::{Announced, Counters, PageCommit, StateError, Store};
 
 /// Commits sent and not confirmed at once: one being written, one gathering.
 const MAX_PENDING: usize = 2;
 
-type Ack = (CommitAck, Result<(), FailureCause>);
+type Ack = (CommitAck, Result<Announced, FailureCause>);
 
 pub(super) struct Committer {
     /// `None` once closed: the task finishes what it holds, then ends.
@@ -51,6 +51,7 @@ impl Committer {
                         number: job.number,
                         pages: job.pages,
                         merged: job.commit.merge,
+                        announced: Announced::default(),
                     };
                     if acks_tx.send((ack, result)).await.is_err() {
                         break;
@@ -93,7 +94,7 @@ impl Committer {
     pub(super) async fn next(&mut self) -> Result<CommitAck, FailureCause> {
         let (ack, result) = self.acks.recv().await.ok_or_else(gone)?;
         self.pending -= 1;
-        result.map(|()| ack)
+        result.map(|announced| CommitAck { announced, ..ack })
     }
 
     /// Takes no more commits and waits for those sent, in order.
@@ -126,4 +127,7 @@ pub(super) struct CommitAck {
     pub(super) pages: Vec<u64>,
     /// Every staged ledger row, up to and including this commit's, is merged.
     pub(super) merged: bool,
+    /// Which of its announced writes another run's newer version refused, and
+    /// which went behind another run's write that may still land.
+    pub(super) announced: Announced,
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 
+pub use crate::record::is_older;
 use crate::source::Window;
 use crate::state::{Intent, LedgerEntry};
 
@@ -76,20 +77,6 @@ pub fn decide(
         return Decision::Unchanged;
     }
     Decision::Write
-}
-
-/// Whether `(version, updated_at)` is older than the other: versions decide when
-/// both sides have one, `updated_at` otherwise.
-pub fn is_older(
-    version: Option<i64>,
-    updated_at: Timestamp,
-    other_version: Option<i64>,
-    other_updated_at: Timestamp,
-) -> bool {
-    match (version, other_version) {
-        (Some(v), Some(w)) => v < w,
-        _ => updated_at < other_updated_at,
-    }
 }
 
 /// Watches the share of dead letters among the last `window` resolved records.

@@ -44,9 +44,9 @@ use crate::record::SourceRecord;
 use crate::sink::{Encoded, Sink, SinkError};
 use crate::source::{Cursor, Extracted, SourceError, Window};
 use crate::state::{
-    Counters, DeadLetter, DeadLetterStage, Intent, IntentBatch, InvocationEnd, InvocationOutcome,
-    Known, LedgerEntry, PageCommit, Readback, RecordAction, RecordEvent, RunKind, RunRow,
-    RunStatus, StateError, Store,
+    Behind, Counters, DeadLetter, DeadLetterStage, Intent, IntentBatch, InvocationEnd,
+    InvocationOutcome, Known, LedgerEntry, PageCommit, Readback, RecordAction, RecordEvent,
+    RunKind, RunRow, RunStatus, StateError, Store,
 };
 use crate::stop::{Stop, StopReason};
 use ahead::{Arrival, Delivery, ReadAhead, ReadPage};
@@ -240,6 +240,9 @@ struct Runner<'a> {
     /// Records written again while an older write of theirs may still land, to
     /// read back before the run completes; the newest write per source id.
     readbacks: HashMap<String, Readback>,
+    /// Records written behind another run's write that was still to go out:
+    /// read back only once that run has settled it.
+    behind_live: HashSet<String>,
     /// External id → the source id whose write holds it in this invocation.
     holders: HashMap<String, String>,
     /// How a destination object says which version it holds.
@@ -383,6 +386,7 @@ impl<'a> Runner<'a> {
             unsettled: HashMap::new(),
             readbacks: HashMap::new(),
             holders: HashMap::new(),
+            behind_live: HashSet::new(),
             compare: Compare::for_sync(spec),
             late_window: Duration::ZERO,
             refuses_older: false,
@@ -432,8 +436,11 @@ impl<'a> Runner<'a> {
         // Lookups read the merged ledger only: what an earlier invocation staged
         // goes in before the first one.
         self.store.merge_staged(&self.spec.name).await?;
-        self.floors = self.store.floors(&self.spec.name).await?;
-        for readback in self.store.readbacks(&self.spec.name).await? {
+        self.floors = self
+            .store
+            .floors(&self.spec.name, Some(&self.run_id))
+            .await?;
+        for readback in self.store.readbacks(&self.spec.name, &self.run_id).await? {
             self.readbacks.insert(readback.source_id.clone(), readback);
         }
         let source_api = Arc::new(Api::new(
@@ -585,7 +592,7 @@ impl<'a> Runner<'a> {
                 inputs.committer.send(job)?;
             }
             for ack in inputs.committer.finish().await? {
-                self.committed(&ack);
+                self.committed(&ack)?;
             }
         }
         // A failure may leave writes out: wait a little for their answers, since
@@ -633,7 +640,7 @@ impl<'a> Runner<'a> {
                 self.in_flight -= 1;
                 self.finish_write(job, result)?;
             }
-            Event::Committed(ack) => self.committed(&ack),
+            Event::Committed(ack) => self.committed(&ack)?,
             Event::Stop(reason) => return Ok(Some(RunOutcome::Stopped(reason))),
             Event::Failed(cause) => return Err(cause),
         }

@@ -21,11 +21,14 @@ use super::{
     FailureCause, HeldBack, Resolution, Runner, Seen, Unsettled, WriteJob, arrival_version, signed,
 };
 use crate::config::{SyncSpec, TimeFormat};
+use crate::http::HttpError;
 use crate::mapping::MappedRecord;
 use crate::record::FieldPath;
 use crate::sink::{Held, Sink, SinkError, Write};
 use crate::source::extract::parse_time;
-use crate::state::{Intent, IntentBatch, LedgerEntry, Readback, RecordAction, RecordEvent};
+use crate::state::{
+    Intent, IntentBatch, LedgerEntry, PageCommit, Readback, RecordAction, RecordEvent,
+};
 use crate::stop::Stop;
 
 impl Runner<'_> {
@@ -154,6 +157,7 @@ impl Runner<'_> {
             .emit();
             return Ok(());
         }
+        self.wait_for_other_runs(&mut due, stop).await?;
         for readback in due {
             let found = match read_back(sink, stop, &self.compare, &readback).await {
                 Ok(found) => found,
@@ -166,6 +170,27 @@ impl Runner<'_> {
             let ReadBack::Behind { held, dest_id } = found else {
                 continue;
             };
+            // Another run may have written a newer version meanwhile: the
+            // rewrite is announced like any write, and refused then.
+            let claim = PageCommit {
+                announce: Some(IntentBatch {
+                    id: format!("{}-rewrite-{}", self.invocation, readback.source_id),
+                    intents: vec![Intent {
+                        source_id: readback.source_id.clone(),
+                        version: readback.version,
+                        updated_at: readback.updated_at,
+                        settles_at: None,
+                    }],
+                }),
+                ..PageCommit::default()
+            };
+            let announced = self
+                .store
+                .commit_page(&self.spec.name, &self.run_id, &claim, None, &self.counters)
+                .await?;
+            if announced.refused.contains(&readback.source_id) {
+                continue;
+            }
             let record = MappedRecord {
                 external_id: readback.external_id.clone(),
                 payload: readback.payload.clone(),
@@ -210,6 +235,47 @@ impl Runner<'_> {
             .emit();
             self.repaired.push(readback.source_id);
         }
+        Ok(())
+    }
+
+    /// Records written behind another run's write that had yet to go out are
+    /// read back once that run has settled it (committed the page, or kept it
+    /// as a write that may land late) and the late-write window has passed
+    /// since: before, the destination may not show it yet.
+    async fn wait_for_other_runs(
+        &mut self,
+        due: &mut [Readback],
+        stop: &Stop,
+    ) -> Result<(), FailureCause> {
+        let mut waiting: Vec<&str> = due
+            .iter()
+            .map(|r| r.source_id.as_str())
+            .filter(|id| self.behind_live.contains(*id))
+            .collect();
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        loop {
+            let pending = self
+                .store
+                .pending_elsewhere(&self.spec.name, &self.run_id, &waiting)
+                .await?;
+            waiting.retain(|id| pending.contains(*id));
+            if waiting.is_empty() {
+                break;
+            }
+            stop.sleep(Duration::from_millis(100))
+                .await
+                .map_err(|r| FailureCause::Destination(SinkError::Http(HttpError::Stopped(r))))?;
+        }
+        let now = Timestamp::now();
+        let settled = now.saturating_add(signed(self.late_window)).unwrap_or(now);
+        for readback in due.iter_mut() {
+            if self.behind_live.contains(&readback.source_id) {
+                readback.settles_at = readback.settles_at.max(settled);
+            }
+        }
+        due.sort_by(|a, b| (a.settles_at, &a.source_id).cmp(&(b.settles_at, &b.source_id)));
         Ok(())
     }
 

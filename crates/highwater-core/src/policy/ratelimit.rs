@@ -1,14 +1,17 @@
 //! Owns pacing: a client-side requests-per-second limit (governor) behind an
 //! adaptive gate that closes for everyone when the server answers 429 with a
-//! `Retry-After`.
+//! `Retry-After`. Runs that share a process share the gate of each API they call
+//! ([`RateGate::shared`]): two runs of one sync pace their requests through one
+//! limit and wait out one pause.
 //!
 //! governor's own async waits ignore tokio's clock, so the limiter runs on
 //! [`TokioClock`], only `check()` is called, and waits go through [`Stop::sleep`]:
 //! pacing then follows tokio's (pausable) time like everything else.
 
+use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::ops::Add;
-use std::sync::Mutex;
+use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::Duration;
 
 use governor::clock::{Clock, Reference};
@@ -22,7 +25,10 @@ use crate::stop::{Stop, StopReason, instant_after};
 
 type Limiter = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<TokioInstant>>;
 
-/// Shared by every request to one API within a run.
+/// The gates in use in the process, by API and limit.
+type Gates = HashMap<(String, Option<u64>), Weak<RateGate>>;
+
+/// Shared by every request to one API within a process.
 #[derive(Debug)]
 pub struct RateGate {
     limiter: Option<Limiter>,
@@ -73,6 +79,23 @@ impl RateGate {
             limiter,
             paused_until: Mutex::new(None),
         }
+    }
+
+    /// The gate of the API `key` (a sync and which of its APIs) with this
+    /// limit, shared with every other holder in the process while any holds it.
+    /// A different limit under the same key (a config read again) gets a gate
+    /// of its own.
+    pub fn shared(key: &str, requests_per_second: Option<f64>) -> Arc<RateGate> {
+        static GATES: LazyLock<Mutex<Gates>> = LazyLock::new(Mutex::default);
+        let key = (key.to_owned(), requests_per_second.map(f64::to_bits));
+        let mut gates = GATES.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(gate) = gates.get(&key).and_then(Weak::upgrade) {
+            return gate;
+        }
+        gates.retain(|_, gate| gate.strong_count() > 0);
+        let gate = Arc::new(RateGate::new(requests_per_second));
+        gates.insert(key, Arc::downgrade(&gate));
+        gate
     }
 
     /// Waits until a request may go out.
@@ -157,6 +180,35 @@ mod tests {
         // The one request a second is still there for the request itself.
         gate.ready(&stop).await.ok();
         assert!(Instant::now() - start < Duration::from_millis(400));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn runs_in_one_process_share_an_apis_pace_and_pauses() {
+        let first = RateGate::shared("shared-pace/destination", Some(50.0));
+        let second = RateGate::shared("shared-pace/destination", Some(50.0));
+        assert!(Arc::ptr_eq(&first, &second));
+        assert!(!Arc::ptr_eq(
+            &first,
+            &RateGate::shared("shared-pace/source", Some(50.0))
+        ));
+        let stop = Stop::never();
+        let start = Instant::now();
+        // 100 requests split between two holders take as long as 100 through one.
+        for _ in 0..50 {
+            first.ready(&stop).await.ok();
+            second.ready(&stop).await.ok();
+        }
+        let elapsed = Instant::now() - start;
+        assert!(elapsed >= Duration::from_millis(980), "{elapsed:?}");
+        // A 429 one of them met holds the other back too.
+        first.pause_for(Duration::from_secs(2));
+        let paused = Instant::now();
+        second.unpaused(&stop).await.ok();
+        assert!(Instant::now() - paused >= Duration::from_secs(2));
+        // Once nobody holds it, the next holder starts afresh.
+        let weak = Arc::downgrade(&first);
+        drop((first, second));
+        assert!(weak.upgrade().is_none());
     }
 
     #[tokio::test(start_paused = true)]

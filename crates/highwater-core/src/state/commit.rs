@@ -2,6 +2,7 @@
 //! transaction), the merge of staged ledger rows into the ledger, and the run's
 //! completion, which moves the high-water mark and settles the floors.
 
+use super::claim::{self, Announced};
 use super::*;
 
 /// Everything [`Store::commit_page`] changes, as one statement list. The
@@ -79,7 +80,8 @@ INSERT INTO readbacks (sync, source_id, run_id, external_id, dest_id, version, u
 
 /// Moves a sync's staged ledger rows into the ledger, in one pass over its B-tree:
 /// by source id, so each insert starts near the last one, and within an id by
-/// commit and place in the commit, so the later copy of a record wins.
+/// commit and place in the commit, so the later copy of a version wins and no
+/// row sets the ledger back to an older version.
 const MERGE_STAGED: &str = "
 INSERT INTO ledger (sync, source_id, external_id, dest_id, version, updated_at, payload_hash, run_id, written_at)
   SELECT s.sync, value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6, s.written_at
@@ -92,14 +94,23 @@ INSERT INTO ledger (sync, source_id, external_id, dest_id, version, updated_at, 
     updated_at = excluded.updated_at,
     payload_hash = excluded.payload_hash,
     run_id = excluded.run_id,
-    written_at = excluded.written_at;
+    written_at = excluded.written_at
+  -- Runs of several kinds stage rows at once, each in its own commits: the
+  -- newest version wins whatever the order (versions when both rows have one,
+  -- `updated_at` otherwise), and within one version the later row.
+  WHERE CASE WHEN excluded.version IS NOT NULL AND ledger.version IS NOT NULL
+             THEN excluded.version >= ledger.version
+             ELSE excluded.updated_at >= ledger.updated_at END;
 DELETE FROM ledger_staged WHERE sync = ?1;
 ";
 
 impl Store {
     /// Commits what the run has resolved (ledger rows, dead letters, retired
     /// intent batches), the writes it is about to send (a new batch) and — when the
-    /// frontier moved — the advanced checkpoint, in one transaction.
+    /// frontier moved — the advanced checkpoint, in one transaction. A write is
+    /// announced only if no other run holds a newer version of its record (see
+    /// [`claim`](super::claim)); the answer names those refused, which must not
+    /// be sent, and those announced behind another run's write.
     pub async fn commit_page(
         &self,
         sync: &str,
@@ -107,10 +118,8 @@ impl Store {
         page: &PageCommit,
         cursor: Option<&Value>,
         counters: &Counters,
-    ) -> Result<(), StateError> {
+    ) -> Result<Announced, StateError> {
         let now = Timestamp::now().as_microsecond();
-        let batch = page.announce.as_ref().filter(|b| !b.intents.is_empty());
-        let intents = intent_rows(batch);
         let unsettled = page.unsettled.as_ref().filter(|b| !b.intents.is_empty());
         let readbacks: Vec<_> = page
             .readbacks
@@ -161,6 +170,23 @@ impl Store {
         let sample_written = sample_ids(page.ledger.iter().map(|e| e.source_id.as_str()));
         let sample_dead = sample_ids(page.dead_letters.iter().map(|d| d.source_id.as_str()));
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let announced = match &page.announce {
+            Some(batch) => {
+                claim::check(&mut tx, &self.path, sync, run_id, batch, MERGE_STAGED).await?
+            }
+            None => Announced::default(),
+        };
+        let kept = page.announce.as_ref().map(|b| IntentBatch {
+            id: b.id.clone(),
+            intents: b
+                .intents
+                .iter()
+                .filter(|i| !announced.refused.contains(&i.source_id))
+                .cloned()
+                .collect(),
+        });
+        let batch = kept.as_ref().filter(|b| !b.intents.is_empty());
+        let intents = intent_rows(batch, now);
         // One statement list, one trip to SQLite's thread; a part with no rows
         // unpacks an empty array and changes nothing.
         sqlx::query(COMMIT_PAGE)
@@ -192,7 +218,7 @@ impl Store {
             .bind(sync)
             .bind(unsettled.map(|b| &b.id))
             .bind(run_id)
-            .bind(json_rows(&intent_rows(unsettled))?)
+            .bind(json_rows(&intent_rows(unsettled, now))?)
             .bind(sync)
             .bind(run_id)
             .bind(json_rows(&readbacks)?)
@@ -203,7 +229,7 @@ impl Store {
             merge_staged(&mut tx, sync).await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(announced)
     }
 
     /// Merges ledger rows staged by an earlier invocation of `sync`, so that
@@ -270,7 +296,7 @@ impl Store {
                 .bind(&sync)
                 .bind(&batch.id)
                 .bind(run_id)
-                .bind(json_rows(&intent_rows(Some(&batch)))?)
+                .bind(json_rows(&intent_rows(Some(&batch), now))?)
                 .execute(&mut *tx)
                 .await?;
         }
@@ -291,8 +317,12 @@ impl Store {
     }
 }
 
-/// An intent batch's rows: `[source_id, version, updated_at, settles_at]`.
-fn intent_rows(batch: Option<&IntentBatch>) -> Vec<(&String, Option<i64>, i64, Option<i64>)> {
+/// One announced write as stored: `[source_id, version, updated_at,
+/// settles_at, announced_at]`.
+type IntentRow<'a> = (&'a String, Option<i64>, i64, Option<i64>, i64);
+
+/// An intent batch's rows.
+fn intent_rows(batch: Option<&IntentBatch>, now: i64) -> Vec<IntentRow<'_>> {
     batch
         .iter()
         .flat_map(|b| &b.intents)
@@ -302,6 +332,7 @@ fn intent_rows(batch: Option<&IntentBatch>) -> Vec<(&String, Option<i64>, i64, O
                 i.version,
                 i.updated_at.as_microsecond(),
                 i.settles_at.map(|t| t.as_microsecond()),
+                now,
             )
         })
         .collect()

@@ -255,7 +255,7 @@ impl Store {
             })
         })
         .transpose()?;
-        let announced = self.floors(sync).await?.remove(source_id);
+        let announced = self.floors(sync, None).await?.remove(source_id);
         let to_read_back: bool = sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM readbacks WHERE sync = ? AND source_id = ?)",
         )

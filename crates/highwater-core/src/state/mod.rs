@@ -10,6 +10,7 @@
 //! their names in [`names`].
 
 mod audit;
+mod claim;
 mod commit;
 mod dlq;
 mod events;
@@ -32,10 +33,11 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 
 pub use audit::{AuditEntry, AuditRecord, AuditScope};
+pub use claim::{Announced, Behind};
 pub use dlq::{DeadLetterDetail, DeadLetterSummary, DiscardScope, Discarded, Resolved};
 pub use events::{DeadLetterState, RecordAction, RecordEvent, RecordState, StoryEvent};
 pub use history::{Invocation, InvocationEnd, RunRecord, Samples};
-pub use lock::{LockError, SyncLock, acquire};
+pub use lock::{LockError, SyncLock, SyncLocks, acquire, acquire_all, acquire_for_run};
 pub use names::{
     AuditAction, DeadLetterResolution, DeadLetterStage, InvocationOutcome, RunKind, RunStatus,
     UnknownName,
@@ -235,6 +237,8 @@ impl SyncStatus {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: SqlitePool,
+    /// Where the store lives: the locks of its syncs' runs are beside it.
+    path: std::path::PathBuf,
 }
 
 const MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -356,7 +360,10 @@ impl Store {
                 path: shown,
                 source,
             })?;
-        Ok(Store { pool })
+        Ok(Store {
+            pool,
+            path: path.to_owned(),
+        })
     }
 
     pub async fn close(self) {
@@ -518,17 +525,27 @@ impl Store {
         Ok(known)
     }
 
-    /// Every write a sync announced that is not known to have settled, newest
-    /// version per source id: after a crash the destination may hold any of them,
-    /// so nothing older may be written over them until the run completes.
-    pub async fn floors(&self, sync: &str) -> Result<HashMap<String, Intent>, StateError> {
+    /// Every write of the run `run_id` (every run's, with `None`), or of a run
+    /// that ended, not known to have settled, newest version per source id:
+    /// after a crash the destination may hold any of them, so nothing older may
+    /// be written over them until the run completes. Another open run's writes
+    /// are weighed when each write is announced instead (`claim`): that run may
+    /// be running.
+    pub async fn floors(
+        &self,
+        sync: &str,
+        run_id: Option<&str>,
+    ) -> Result<HashMap<String, Intent>, StateError> {
         let rows = sqlx::query(
             "SELECT e.value ->> 0 AS source_id, e.value ->> 1 AS version, e.value ->> 2 AS updated_at,
                     e.value ->> 3 AS settles_at
              FROM intents, jsonb_each(intents.rows) AS e
-             WHERE intents.sync = ?",
+             WHERE intents.sync = ?1 AND (?2 IS NULL OR intents.run_id = ?2 OR intents.run_id NOT IN
+               (SELECT run_id FROM runs WHERE sync = ?1 AND status = ?3))",
         )
         .bind(sync)
+        .bind(run_id)
+        .bind(RunStatus::Open.as_str())
         .fetch_all(&self.pool)
         .await?;
         let mut floors: HashMap<String, Intent> = HashMap::new();
@@ -561,13 +578,20 @@ impl Store {
         Ok(floors)
     }
 
-    /// The records of a sync waiting to be read back, whatever invocation wrote them.
-    pub async fn readbacks(&self, sync: &str) -> Result<Vec<Readback>, StateError> {
+    /// The records of a sync waiting to be read back: those of the run `run_id`,
+    /// whatever invocation wrote them, and those left by runs that ended; an open
+    /// run of another kind, which may be running now, reads back its own.
+    pub async fn readbacks(&self, sync: &str, run_id: &str) -> Result<Vec<Readback>, StateError> {
         let rows = sqlx::query(
             "SELECT source_id, external_id, dest_id, version, updated_at, payload, payload_hash, settles_at
-             FROM readbacks WHERE sync = ? ORDER BY settles_at, source_id",
+             FROM readbacks
+             WHERE sync = ?1 AND (run_id = ?2 OR run_id NOT IN
+               (SELECT run_id FROM runs WHERE sync = ?1 AND status = ?3))
+             ORDER BY settles_at, source_id",
         )
         .bind(sync)
+        .bind(run_id)
+        .bind(RunStatus::Open.as_str())
         .fetch_all(&self.pool)
         .await?;
         rows.iter()

@@ -275,14 +275,20 @@ async fn announced_writes_are_floors_until_retired_completed_or_abandoned() {
             .await
             .expect("announce");
     }
-    let floors = store.floors("billing").await.expect("floors");
+    let floors = store.floors("billing", None).await.expect("floors");
     assert_eq!(
         floors.get("a"),
         Some(&intent("a", 7)),
         "the newest announcement"
     );
     assert_eq!(floors.get("b"), Some(&intent("b", 2)));
-    assert!(store.floors("other").await.expect("floors").is_empty());
+    assert!(
+        store
+            .floors("other", None)
+            .await
+            .expect("floors")
+            .is_empty()
+    );
 
     let retire = PageCommit {
         retire: vec!["i-1".into()],
@@ -293,13 +299,17 @@ async fn announced_writes_are_floors_until_retired_completed_or_abandoned() {
         .commit_page("billing", "r1", &retire, None, &counters)
         .await
         .expect("retire");
-    let floors = store.floors("billing").await.expect("floors");
+    let floors = store.floors("billing", None).await.expect("floors");
     assert_eq!(floors.len(), 1);
     assert_eq!(floors.get("a"), Some(&intent("a", 7)));
 
     store.abandon_run("r1").await.expect("abandon");
     assert!(
-        store.floors("billing").await.expect("floors").is_empty(),
+        store
+            .floors("billing", None)
+            .await
+            .expect("floors")
+            .is_empty(),
         "an abandoned run leaves no announcement"
     );
 
@@ -322,7 +332,11 @@ async fn announced_writes_are_floors_until_retired_completed_or_abandoned() {
         .await
         .expect("complete");
     assert!(
-        store.floors("billing").await.expect("floors").is_empty(),
+        store
+            .floors("billing", None)
+            .await
+            .expect("floors")
+            .is_empty(),
         "a completed run has settled every announcement"
     );
 }
@@ -341,7 +355,7 @@ async fn unsettled_writes_of_a_version_1_store_survive_the_migration() {
         pool.close().await;
     }
     let store = Store::open(&path).await.expect("migrate");
-    let floors = store.floors("billing").await.expect("floors");
+    let floors = store.floors("billing", None).await.expect("floors");
     assert_eq!(floors.len(), 2);
     assert_eq!(floors.get("a").and_then(|f| f.version), Some(5));
     assert_eq!(
@@ -491,7 +505,7 @@ async fn the_store_and_its_locks_are_readable_by_their_owner_only() {
     let state_dir = users.join(".highwater");
     let path = state_dir.join("state.db");
 
-    let lock = acquire(&path, "billing").expect("lock");
+    let lock = acquire(&path, "billing", RunKind::Incremental).expect("lock");
     let store = Store::open(&path).await.expect("open");
     store
         .begin_run(&run("r1", 1000), &json!({"kind": "start"}))
@@ -523,7 +537,7 @@ async fn the_store_and_its_locks_are_readable_by_their_owner_only() {
             " 755",
             ".highwater 700",
             ".highwater/locks 700",
-            ".highwater/locks/billing.lock 600",
+            ".highwater/locks/billing.incremental.lock 600",
             ".highwater/state.db 600",
             ".highwater/state.db-wal 600",
             ".highwater/state.db-shm 600",
@@ -574,7 +588,7 @@ async fn a_run_of_another_kind_leaves_the_open_runs_floors_alone() {
         .complete_run("bf", &json!({}), &counters, &[])
         .await
         .expect("complete");
-    let floors = store.floors("billing").await.expect("floors");
+    let floors = store.floors("billing", None).await.expect("floors");
     assert!(
         floors.contains_key("a"),
         "the open run's floor went: {floors:?}"
@@ -594,9 +608,10 @@ async fn a_run_of_another_kind_leaves_the_open_runs_floors_alone() {
         .complete_run("inc", &json!({}), &counters, &[])
         .await
         .expect("complete");
-    let floors = store.floors("billing").await.expect("floors");
+    let floors = store.floors("billing", None).await.expect("floors");
     assert_eq!(floors.keys().collect::<Vec<_>>(), ["c"], "{floors:?}");
 }
 
+mod claim;
 mod events;
 mod history;
