@@ -304,8 +304,10 @@ impl Runner<'_> {
     ) {
         let id = job.record.id();
         let now = Timestamp::now();
+        // Another running run's write settles when that run gets to it,
+        // whatever the time.
         let overtaken = self.unsettled.get(id).copied().filter(|u| {
-            u.settles_at > now
+            (u.settles_at > now || self.behind_live.contains(id))
                 && is_older(
                     u.version,
                     u.updated_at,
