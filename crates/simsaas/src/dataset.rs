@@ -31,6 +31,9 @@ pub struct SourceRecord {
     /// Exactly what the API serves for this record (RFC 3339 timestamps).
     pub body: serde_json::Value,
     pub rejection: Option<Rejection>,
+    /// The current version carries the soft-delete marker (`deleted: true`).
+    #[serde(default)]
+    pub soft_deleted: bool,
 }
 
 const STREAM_DATA: u64 = 0xDA7A;
@@ -48,6 +51,8 @@ struct Version {
     amount_cents: i64,
     currency: &'static str,
     status: &'static str,
+    /// The soft-delete marker: served as `deleted: true`.
+    deleted: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -65,6 +70,8 @@ struct Record {
     /// Whether the current version has been served at least once; a lagging
     /// replica can only lag behind something it already showed.
     current_served: bool,
+    /// Deleted at the source (hard): gone from every listing since then.
+    deleted_ms: Option<i64>,
 }
 
 impl Record {
@@ -90,6 +97,19 @@ struct RecordOut<'a> {
     amount_cents: AmountOut,
     currency: &'a str,
     status: &'a str,
+    #[serde(skip_serializing_if = "is_false")]
+    deleted: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// One entry of the deletes feed: a record deleted at the source, and when.
+#[derive(Serialize)]
+struct DeletionOut<'a> {
+    id: &'a str,
+    deleted_at: TsOut,
 }
 
 #[derive(Serialize)]
@@ -145,6 +165,7 @@ fn record_out<'a>(r: &'a Record, v: &Version, fmt: TsFormat) -> RecordOut<'a> {
         },
         currency: v.currency,
         status: v.status,
+        deleted: v.deleted,
     }
 }
 
@@ -155,6 +176,23 @@ pub(crate) enum MutationKind {
     LateUpdate,
     Insert,
     BackdatedInsert,
+    /// The record disappears from every listing and enters the deletes feed.
+    HardDelete,
+    /// A new version carrying the soft-delete marker.
+    SoftDelete,
+    /// A hard-deleted record comes back, as a newer version.
+    Recreate,
+}
+
+/// A change of a record's existence at the source, made on demand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deletion {
+    /// Gone from the listings, into the deletes feed.
+    Hard,
+    /// A new version with the soft-delete marker.
+    Soft,
+    /// A hard-deleted record back, as a newer version.
+    Recreate,
 }
 
 #[derive(Debug)]
@@ -164,6 +202,10 @@ pub(crate) struct Dataset {
     /// (updated_at in µs, record index), sorted by (updated_at, id): the
     /// order of every listing, maintained incrementally on mutation.
     order: Vec<(i64, u32)>,
+    /// The deletes feed: (deleted_at in µs, record index), sorted by
+    /// (deleted_at, id). A record deleted, re-created and deleted again is
+    /// in it twice.
+    deletions: Vec<(i64, u32)>,
     span_start_ms: i64,
     span_end_ms: i64,
     rng: Rng,
@@ -214,6 +256,7 @@ impl Dataset {
         let mut ds = Dataset {
             records: Vec::with_capacity(n),
             order: Vec::with_capacity(n),
+            deletions: Vec::new(),
             span_start_ms,
             span_end_ms,
             rng: Rng::new(cfg.seed, STREAM_MUTATIONS),
@@ -329,18 +372,76 @@ impl Dataset {
                     body: serde_json::to_value(record_out(r, v, TsFormat::Rfc3339))
                         .unwrap_or(serde_json::Value::Null),
                     rejection: r.rejection,
+                    soft_deleted: v.deleted,
                 }
             })
             .collect()
     }
 
-    fn pick_kind(&mut self, weights: [u32; 4]) -> MutationKind {
-        const KINDS: [MutationKind; 4] = [
+    /// Ids deleted at the source and not re-created since.
+    pub(crate) fn deleted_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .records
+            .iter()
+            .filter(|r| r.deleted_ms.is_some())
+            .map(|r| r.id.clone())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// The deletes feed within inclusive bounds (µs), after the key `(t, id)`
+    /// when given, at most `limit` entries; with the key of the last entry
+    /// when more follow.
+    pub(crate) fn deletions_page(
+        &self,
+        after_us: Option<i64>,
+        before_us: Option<i64>,
+        after_key: Option<(i64, &str)>,
+        limit: usize,
+        fmt: TsFormat,
+        out: &mut Vec<u8>,
+    ) -> Option<(i64, String)> {
+        let id_of = |e: &(i64, u32)| self.records[e.1 as usize].id.as_str();
+        let in_bounds = |e: &&(i64, u32)| {
+            after_us.is_none_or(|a| e.0 >= a) && before_us.is_none_or(|b| e.0 <= b)
+        };
+        let after = |e: &&(i64, u32)| after_key.is_none_or(|(t, i)| (e.0, id_of(e)) > (t, i));
+        let mut entries = self.deletions.iter().filter(in_bounds).filter(after);
+        let page: Vec<&(i64, u32)> = entries.by_ref().take(limit).collect();
+        out.push(b'[');
+        for (n, e) in page.iter().enumerate() {
+            if n > 0 {
+                out.push(b',');
+            }
+            let ms = e.0 / 1000;
+            let entry = DeletionOut {
+                id: id_of(e),
+                deleted_at: match fmt {
+                    TsFormat::Rfc3339 => TsOut::Rfc(fmt_ts(ms)),
+                    TsFormat::EpochMs => TsOut::Ms(ms),
+                },
+            };
+            let _ = serde_json::to_writer(&mut *out, &entry);
+        }
+        out.push(b']');
+        let more = entries.next().is_some();
+        let last = page.last()?;
+        more.then(|| (last.0, id_of(last).to_owned()))
+    }
+
+    fn pick_kind(&mut self, weights: [u32; 4], deletes: [u32; 3]) -> MutationKind {
+        const KINDS: [MutationKind; 7] = [
             MutationKind::Update,
             MutationKind::LateUpdate,
             MutationKind::Insert,
             MutationKind::BackdatedInsert,
+            MutationKind::HardDelete,
+            MutationKind::SoftDelete,
+            MutationKind::Recreate,
         ];
+        let weights: Vec<u32> = weights.iter().chain(deletes.iter()).copied().collect();
+        // With no delete weights the draw is the one it always was.
         let total: u64 = weights.iter().map(|&w| u64::from(w)).sum();
         if total == 0 {
             return MutationKind::Update;
@@ -357,7 +458,7 @@ impl Dataset {
 
     /// Applies one seeded mutation at wall-clock `now_ms`.
     pub(crate) fn mutate(&mut self, m: &Mutations, now_ms: i64) -> MutationKind {
-        let mut kind = self.pick_kind(m.weights);
+        let mut kind = self.pick_kind(m.weights, m.delete_weights);
         if self.records.is_empty()
             && matches!(kind, MutationKind::Update | MutationKind::LateUpdate)
         {
@@ -366,6 +467,10 @@ impl Dataset {
         match kind {
             MutationKind::Update | MutationKind::LateUpdate => {
                 let idx = self.rng.below(self.records.len() as u64) as usize;
+                // A deleted record is not updated; it may be re-created.
+                if self.records[idx].deleted_ms.is_some() {
+                    return kind;
+                }
                 let prev_ms = self.records[idx].current().ts_ms;
                 let target = if kind == MutationKind::Update {
                     now_ms
@@ -382,8 +487,92 @@ impl Dataset {
                 let ts = self.span_start_ms + self.rng.below(span + 1) as i64;
                 self.insert(ts);
             }
+            MutationKind::HardDelete | MutationKind::SoftDelete => {
+                let idx = self.rng.below(self.records.len() as u64) as usize;
+                // Rejected records stay: their dead letters are checked by reason.
+                if self.records[idx].rejection.is_none() {
+                    if kind == MutationKind::HardDelete {
+                        self.hard_delete(idx, now_ms);
+                    } else {
+                        self.soft_delete(idx, now_ms);
+                    }
+                }
+            }
+            MutationKind::Recreate => {
+                let deleted: Vec<usize> = (0..self.records.len())
+                    .filter(|&i| self.records[i].deleted_ms.is_some())
+                    .collect();
+                if !deleted.is_empty() {
+                    let pick = deleted[self.rng.below(deleted.len() as u64) as usize];
+                    self.recreate(pick, now_ms);
+                }
+            }
         }
         kind
+    }
+
+    /// Deletes a record: gone from the listings, in the deletes feed stamped
+    /// `now_ms` (or just after its last version). No-op when already deleted.
+    fn hard_delete(&mut self, idx: usize, now_ms: i64) {
+        if self.records[idx].deleted_ms.is_some() {
+            return;
+        }
+        if let Some(pos) = self.position_of(idx) {
+            self.order.remove(pos);
+        }
+        let ms = now_ms.max(self.records[idx].current().ts_ms + 1);
+        self.records[idx].deleted_ms = Some(ms);
+        let key = (ms * 1000, self.records[idx].id.as_str());
+        let records = &self.records;
+        let pos = self
+            .deletions
+            .partition_point(|e| (e.0, records[e.1 as usize].id.as_str()) < key);
+        self.deletions.insert(pos, (ms * 1000, idx as u32));
+    }
+
+    /// A new version carrying the soft-delete marker; no-op when the record is
+    /// deleted either way already.
+    fn soft_delete(&mut self, idx: usize, now_ms: i64) {
+        let rec = &self.records[idx];
+        if rec.deleted_ms.is_some() || rec.current().deleted {
+            return;
+        }
+        let ms = now_ms.max(rec.current().ts_ms + 1);
+        self.update(idx, ms);
+        let rec = &mut self.records[idx];
+        let last = rec.versions.len() - 1;
+        rec.versions[last].deleted = true;
+    }
+
+    /// A deleted record back at the source: a newer version, stamped after its
+    /// deletion, without the soft-delete marker.
+    fn recreate(&mut self, idx: usize, now_ms: i64) {
+        let Some(deleted_ms) = self.records[idx].deleted_ms.take() else {
+            return;
+        };
+        let ms = now_ms.max(deleted_ms + 1);
+        self.update(idx, ms);
+        let rec = &mut self.records[idx];
+        let last = rec.versions.len() - 1;
+        rec.versions[last].deleted = false;
+    }
+
+    /// Deletes, soft-deletes or re-creates one record by id, stamped `now_ms`
+    /// (or just after its last stamp). Returns whether the record was there to
+    /// change: live for a delete, deleted for a re-creation.
+    pub(crate) fn delete_by_id(&mut self, id: &str, how: Deletion, now_ms: i64) -> bool {
+        let Some(idx) = self.records.iter().position(|r| r.id == id) else {
+            return false;
+        };
+        let was_deleted = self.records[idx].deleted_ms.is_some();
+        let marked = self.records[idx].current().deleted;
+        match how {
+            Deletion::Hard if !was_deleted => self.hard_delete(idx, now_ms),
+            Deletion::Soft if !was_deleted && !marked => self.soft_delete(idx, now_ms),
+            Deletion::Recreate if was_deleted => self.recreate(idx, now_ms),
+            _ => return false,
+        }
+        true
     }
 
     fn position_of(&self, idx: usize) -> Option<usize> {
@@ -418,6 +607,7 @@ impl Dataset {
             amount_cents: amount,
             currency: cur.currency,
             status,
+            deleted: cur.deleted,
         });
         rec.current_served = false;
         self.place(idx);
@@ -427,6 +617,9 @@ impl Dataset {
     /// stamp); returns its new version.
     pub(crate) fn update_by_id(&mut self, id: &str, now_ms: i64) -> Option<i64> {
         let idx = self.records.iter().position(|r| r.id == id)?;
+        if self.records[idx].deleted_ms.is_some() {
+            return None;
+        }
         let prev_ms = self.records[idx].current().ts_ms;
         self.update(idx, now_ms.max(prev_ms + 1));
         Some(self.records[idx].current().version)
@@ -468,8 +661,10 @@ fn new_record(rng: &mut Rng, num: u64, ts_ms: i64, rejection: Option<Rejection>)
             amount_cents: 100 + rng.below(100_000) as i64,
             currency: CURRENCIES[rng.below(CURRENCIES.len() as u64) as usize],
             status: STATUSES[rng.below(STATUSES.len() as u64) as usize],
+            deleted: false,
         }],
         current_served: false,
+        deleted_ms: None,
     }
 }
 

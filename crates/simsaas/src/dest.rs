@@ -86,6 +86,8 @@ pub(crate) struct Store {
     idempotency: HashMap<String, Stored>,
     duplicate_applications: u64,
     late_regressions: Vec<String>,
+    /// DELETE requests that removed an object, per external id.
+    deletes_applied: HashMap<String, u64>,
 }
 
 fn object_json(num: u64, o: &Obj) -> Value {
@@ -222,6 +224,38 @@ impl Store {
         nums.len()
     }
 
+    /// A DELETE by external id: removes every object holding it; `false`
+    /// when there was none.
+    fn delete_by_ext(&mut self, external_id: &str) -> bool {
+        let removed = self.remove(external_id) > 0;
+        if removed {
+            *self
+                .deletes_applied
+                .entry(external_id.to_owned())
+                .or_default() += 1;
+        }
+        removed
+    }
+
+    /// A DELETE by object id; `false` when there is no such object.
+    fn delete_by_num(&mut self, num: u64) -> bool {
+        let Some(object) = self.objects.remove(&num) else {
+            return false;
+        };
+        if let Some(nums) = self.by_ext.get_mut(&object.external_id) {
+            nums.retain(|n| *n != num);
+            if nums.is_empty() {
+                self.by_ext.remove(&object.external_id);
+            }
+        }
+        *self.deletes_applied.entry(object.external_id).or_default() += 1;
+        true
+    }
+
+    pub(crate) fn deletes_applied(&self) -> HashMap<String, u64> {
+        self.deletes_applied.clone()
+    }
+
     /// Sets `field` of the objects holding `external_id`, as an edit by hand
     /// would, without counting as a write; returns how many there were.
     pub(crate) fn alter(&mut self, external_id: &str, field: &str, value: Value) -> usize {
@@ -277,11 +311,14 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route(
             "/v1/contacts/by-external-id/{ext}",
-            get(read_by_ext).put(put_by_ext),
+            get(read_by_ext).put(put_by_ext).delete(delete_by_ext),
         )
         .route("/v1/contacts", get(lookup).post(create))
         .route("/v1/contacts/upsert", post(upsert))
-        .route("/v1/contacts/{id}", patch(patch_object))
+        .route(
+            "/v1/contacts/{id}",
+            patch(patch_object).delete(delete_object),
+        )
         .route("/_sim/objects", get(sim_objects))
         .route("/oauth/token", post(oauth))
         .with_state(shared)
@@ -503,6 +540,50 @@ async fn put_by_ext(
         }
     })
     .await
+}
+
+/// `DELETE` by external id: 204 when objects were removed, 404 when there was
+/// none (a client repeating a delete meets this), behind the write faults.
+async fn delete_by_ext(
+    State(s): State<Arc<Shared>>,
+    Path(ext): Path<String>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let plan = match gate(&s, &headers, raw, fault_key("delete", &ext, None)).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    carry_out(&s, plan, move |s, _| {
+        deleted(lock(&s.store).delete_by_ext(&ext))
+    })
+    .await
+}
+
+/// `DELETE` by object id (`ct_<n>`), as `delete_by_ext` answers.
+async fn delete_object(
+    State(s): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let plan = match gate(&s, &headers, raw, fault_key("delete", &id, None)).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let num = id.strip_prefix("ct_").and_then(|n| n.parse::<u64>().ok());
+    carry_out(&s, plan, move |s, _| {
+        deleted(num.is_some_and(|n| lock(&s.store).delete_by_num(n)))
+    })
+    .await
+}
+
+fn deleted(removed: bool) -> Response {
+    if removed {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        json_error(StatusCode::NOT_FOUND, "not_found", None)
+    }
 }
 
 /// `GET` of one object by external id: what a client reads back to check

@@ -23,7 +23,7 @@ mod source;
 mod stats;
 pub mod verify;
 
-pub use dataset::{Rejection, SourceRecord};
+pub use dataset::{Deletion, Rejection, SourceRecord};
 pub use dest::{DestDump, DestObject, VERSION_HEADER};
 pub use holdoff::IN_FLIGHT_GRACE;
 pub use stats::{SideStats, SimStats};
@@ -117,6 +117,7 @@ impl SimConfig {
             interval: Duration::from_millis(20),
             late_by: Duration::from_secs(180),
             weights: [4, 2, 2, 1],
+            delete_weights: [0, 0, 0],
         };
         self
     }
@@ -263,6 +264,10 @@ pub struct Mutations {
     pub late_by: Duration,
     /// Relative weights of: update, late_update, insert, backdated_insert.
     pub weights: [u32; 4],
+    /// Relative weights, beside `weights`, of: hard delete (into the deletes
+    /// feed), soft delete (`deleted: true`), re-creation of a deleted record.
+    /// All zero by default, which leaves every seed's draws as they were.
+    pub delete_weights: [u32; 3],
 }
 
 impl Default for Mutations {
@@ -272,6 +277,7 @@ impl Default for Mutations {
             interval: Duration::from_millis(50),
             late_by: Duration::from_secs(180),
             weights: [1, 1, 1, 1],
+            delete_weights: [0, 0, 0],
         }
     }
 }
@@ -515,8 +521,35 @@ impl SimSaas {
         lock(&self.inner.shared.dataset).update_by_id(id, now_ms)
     }
 
+    /// Deletes, soft-deletes or re-creates the record `id`, stamped now, as a
+    /// change at the source would. Returns whether it was there to change.
+    pub fn delete_record(&self, id: &str, how: Deletion) -> bool {
+        let now_ms = jiff::Timestamp::now().as_millisecond();
+        lock(&self.inner.shared.dataset).delete_by_id(id, how, now_ms)
+    }
+
+    /// Ids deleted at the source (hard) and not re-created since.
+    pub fn deleted_ids(&self) -> Vec<String> {
+        lock(&self.inner.shared.dataset).deleted_ids()
+    }
+
+    /// DELETE requests that removed an object, per external id.
+    pub fn deletes_applied(&self) -> std::collections::HashMap<String, u64> {
+        lock(&self.inner.shared.store).deletes_applied()
+    }
+
     pub fn mutations_done(&self) -> usize {
         self.inner.shared.mutations_done.load(Ordering::Acquire)
+    }
+
+    /// The source faults in force.
+    pub fn source_faults(&self) -> SourceFaults {
+        read(&self.inner.shared.source_faults).clone()
+    }
+
+    /// The destination faults in force.
+    pub fn dest_faults(&self) -> DestFaults {
+        read(&self.inner.shared.dest_faults).clone()
     }
 
     /// Replaces the source faults; an ongoing 5xx burst ends with them.

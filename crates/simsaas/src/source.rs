@@ -31,6 +31,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/keyset/invoices", get(keyset))
         .route("/v1/offset/invoices", get(offset))
         .route("/v1/pages/invoices", get(pages))
+        .route("/v1/invoices/deleted", get(deleted))
         .route("/_sim/records", get(sim_records))
         .route("/oauth/token", post(oauth))
         .with_state(shared)
@@ -377,6 +378,58 @@ async fn pages(
         out.extend_from_slice(br#"{"items":"#);
         skip_page(&s, &ctx, skip, per_page, &mut out)?;
         out.extend_from_slice(format!(r#","page":{page}}}"#).as_bytes());
+        Ok(json_bytes(StatusCode::OK, out))
+    })())
+}
+
+/// The deletes feed: `{id, deleted_at}` entries in `(deleted_at, id)` order,
+/// bounded by `updated_after` / `updated_before` like the listings, paged with
+/// an opaque `cursor` (`next_cursor` in the body), behind the same faults.
+async fn deleted(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let ctx = match gate(&s, &headers, raw).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    finish((|| {
+        let limit = limit_param(&ctx.params, "limit")?;
+        let incoming = ctx
+            .params
+            .non_empty("cursor")
+            .map(|t| Token::decode(t, "cursor"))
+            .transpose()?;
+        let (after, before) = match &incoming {
+            Some(t) => (t.a, t.b),
+            None => (
+                time_param(&ctx.params, "updated_after")?,
+                time_param(&ctx.params, "updated_before")?,
+            ),
+        };
+        let mut out = Vec::with_capacity(4 * 1024);
+        out.extend_from_slice(br#"{"data":"#);
+        let next = lock(&s.dataset).deletions_page(
+            after,
+            before,
+            incoming.as_ref().map(|t| (t.t, t.i.as_str())),
+            limit,
+            ctx.fmt,
+            &mut out,
+        );
+        let next = next.map(|(t, i)| {
+            Token {
+                t,
+                i,
+                a: after,
+                b: before,
+            }
+            .encode()
+        });
+        out.extend_from_slice(br#","next_cursor":"#);
+        let _ = serde_json::to_writer(&mut out, &next);
+        out.push(b'}');
         Ok(json_bytes(StatusCode::OK, out))
     })())
 }

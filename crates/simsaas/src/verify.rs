@@ -38,6 +38,9 @@ pub struct Verification {
     pub extras: Vec<String>,
     /// Rejected records dead-lettered with a reason that does not name why.
     pub wrong_reason: Vec<String>,
+    /// Records deleted at the source (hard, or soft-deleted at or below the
+    /// watermark) that the destination still holds without `deleted: true`.
+    pub not_deleted: Vec<String>,
 }
 
 impl Verification {
@@ -51,6 +54,30 @@ impl Verification {
             && self.duplicate_applications == 0
             && self.extras.is_empty()
             && self.wrong_reason.is_empty()
+            && self.not_deleted.is_empty()
+    }
+
+    /// Judges the records deleted at the source (`deleted`, from
+    /// `SimSaas::deleted_ids`): one the destination still holds is not an
+    /// extra but a delete not applied.
+    pub fn with_deleted(mut self, deleted: &[String], dest: &DestDump) -> Self {
+        let gone: HashSet<&str> = deleted.iter().map(String::as_str).collect();
+        let held: HashSet<&str> = dest
+            .objects
+            .iter()
+            .filter(|o| o.body.get("deleted") != Some(&serde_json::Value::Bool(true)))
+            .map(|o| o.external_id.as_str())
+            .collect();
+        self.extras.retain(|ext| !gone.contains(ext.as_str()));
+        self.not_deleted.extend(
+            deleted
+                .iter()
+                .filter(|id| held.contains(id.as_str()))
+                .cloned(),
+        );
+        self.not_deleted.sort();
+        self.not_deleted.dedup();
+        self
     }
 }
 
@@ -129,6 +156,17 @@ fn verify_only(
                     out.wrong_reason.push(r.id.clone());
                 }
                 Some(_) => {}
+            }
+            continue;
+        }
+        if r.soft_deleted {
+            // Gone from the destination, or there with the marker.
+            let marked = dest.objects.iter().any(|o| {
+                o.external_id == r.id
+                    && o.body.get("deleted") == Some(&serde_json::Value::Bool(true))
+            });
+            if by_ext.contains_key(r.id.as_str()) && !marked {
+                out.not_deleted.push(r.id.clone());
             }
             continue;
         }
@@ -230,6 +268,12 @@ impl fmt::Display for Verification {
         )?;
         row(
             f,
+            "deleted, still there",
+            self.not_deleted.len(),
+            &self.not_deleted,
+        )?;
+        row(
+            f,
             "unexplained in destination",
             self.extras.len(),
             &self.extras,
@@ -254,6 +298,7 @@ mod tests {
             version,
             body: json!({ "id": id, "version": version }),
             rejection,
+            soft_deleted: false,
         }
     }
 
