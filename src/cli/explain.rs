@@ -88,8 +88,14 @@ fn event_line(e: &StoryEvent, kinds: &HashMap<String, String>) -> String {
     )
 }
 
-/// Which copy was read: its version and `updated_at`.
+/// Which copy was read: its version and `updated_at` (a deletion's time).
 fn copy(ev: &RecordEvent) -> String {
+    if ev.action == RecordAction::Deleted
+        && ev.version.is_none()
+        && let Some(at) = ev.updated_at
+    {
+        return format!("deleted at the source {at}");
+    }
     let version = ev
         .version
         .map_or_else(|| "no version".to_owned(), |v| format!("version {v}"));
@@ -120,6 +126,14 @@ fn outcome(ev: &RecordEvent) -> String {
             "skipped: this payload was dead-lettered before and is not tried again".to_owned()
         }
         RecordAction::Repaired => format!("repaired{dest}{requests}: {detail}"),
+        RecordAction::Deleted if ev.detail.is_some() => format!("deleted: {detail}"),
+        RecordAction::Deleted => {
+            let dest = ev
+                .dest_id
+                .as_deref()
+                .map_or_else(String::new, |d| format!(" (destination id {d:?})"));
+            format!("deleted at the destination{dest}{requests}")
+        }
     }
 }
 
@@ -154,6 +168,19 @@ fn recent_runs(out: &mut String, runs: &[RunRecord]) {
 
 fn state_lines(out: &mut String, state: &RecordState) {
     match &state.ledger {
+        Some(l) if l.deleted_at.is_some() => {
+            let dest = l
+                .dest_id
+                .as_deref()
+                .map_or_else(String::new, |d| format!(", destination id {d:?}"));
+            let _ = writeln!(
+                out,
+                "  ledger: deleted at {} (run {}), as external id {:?}{dest}; a copy not newer than the deletion is never written again",
+                l.deleted_at.unwrap_or(l.updated_at),
+                render::short_id(&l.run_id),
+                l.external_id,
+            );
+        }
         Some(l) => {
             let version = l
                 .version

@@ -132,6 +132,10 @@ pub enum Command {
         /// skip and dead-letter; write nothing, not even state.
         #[arg(long)]
         dry_run: bool,
+        /// Apply the deletions the sync's deletes endpoint lists (`[sync.deletes]
+        /// path`), from where the last such run ended, with a checkpoint of its own.
+        #[arg(long, conflicts_with = "dry_run")]
+        deletes: bool,
     },
     /// Read a range of the source's history again, with a checkpoint of its own
     /// (resumable: run the same command again), without moving the sync's
@@ -429,7 +433,15 @@ pub async fn dispatch(cli: Cli) -> Result<Exit, CliError> {
             max_runtime,
             max_pages,
             dry_run: false,
-        } => run::run(&mut ctx, &sync, Plan::Incremental, max_runtime, max_pages).await,
+            deletes,
+        } => {
+            let plan = if deletes {
+                Plan::Deletes
+            } else {
+                Plan::Incremental
+            };
+            run::run(&mut ctx, &sync, plan, max_runtime, max_pages).await
+        }
         Command::Run {
             sync,
             max_pages,

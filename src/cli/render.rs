@@ -56,6 +56,9 @@ fn counter_lines(out: &mut String, c: &Counters, retries: Option<u64>, width: us
         format!("{} (older than what was written; skipped)", c.stale),
     );
     line("dead-lettered", c.dead_lettered.to_string());
+    if c.deleted > 0 {
+        line("deleted", format!("{} (deleted at the source)", c.deleted));
+    }
     if let Some(retries) = retries {
         line("retries", retries.to_string());
     }

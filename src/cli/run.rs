@@ -13,6 +13,31 @@ use tokio_util::sync::CancellationToken;
 
 use super::{CliError, Context, Exit, logging, metrics, print, render};
 
+/// A plan the sync's config gives nothing to do is refused before anything
+/// is locked, opened or written.
+fn refuse_unconfigured(
+    spec: &highwater_core::config::SyncSpec,
+    plan: &Plan,
+) -> Result<(), CliError> {
+    use highwater_core::config::DeleteFeed;
+    if *plan == Plan::Deletes {
+        let feed = spec.deletes.as_ref().map(|d| &d.feed);
+        if !matches!(feed, Some(DeleteFeed::Endpoint(_))) {
+            let why = match feed {
+                Some(DeleteFeed::Marker { .. }) => {
+                    "its deletions are marked in its records, which every run applies; `--deletes` reads a deletes endpoint (`path` in [sync.deletes])"
+                }
+                _ => "it has no [sync.deletes] with a `path` (an endpoint listing deleted ids)",
+            };
+            return Err(CliError::Usage(format!(
+                "sync {:?}: nothing for --deletes to read: {why}",
+                spec.name
+            )));
+        }
+    }
+    Ok(())
+}
+
 pub async fn run(
     ctx: &mut Context,
     sync: &str,
@@ -22,6 +47,7 @@ pub async fn run(
 ) -> Result<Exit, CliError> {
     let config = ctx.config()?;
     let spec = ctx.sync(sync)?;
+    refuse_unconfigured(&spec, &plan)?;
     // The lock comes first: a second process must not even open the store.
     let alone = !spec.destination.takes_concurrent_runs();
     let lock = state::acquire_for_run(&config.state.path, sync, plan.kind(), alone).map_err(|e| {

@@ -7,6 +7,7 @@ mod bounds;
 mod cli;
 mod concurrent;
 mod crash;
+mod deletes;
 mod dlq;
 mod dry_run;
 mod explain;

@@ -85,6 +85,8 @@ pub struct Setup {
     pub budgets: String,
     /// `[state] merge_rows`, when not the default.
     pub merge_rows: Option<usize>,
+    /// The lines of `[sync.deletes]`; no such table when empty.
+    pub deletes: String,
 }
 
 impl Setup {
@@ -105,6 +107,7 @@ impl Setup {
             dest_extra: String::new(),
             budgets: String::new(),
             merge_rows: None,
+            deletes: String::new(),
         }
     }
 
@@ -225,6 +228,7 @@ max_attempts = {max_attempts}
 
 [sync.budgets]
 {budgets}
+{deletes}
 "#,
             state = dir.join("state.db").display(),
             merge_rows = self
@@ -244,6 +248,11 @@ max_attempts = {max_attempts}
             concurrency = self.concurrency,
             max_attempts = self.max_attempts,
             budgets = self.budgets,
+            deletes = if self.deletes.is_empty() {
+                String::new()
+            } else {
+                format!("[sync.deletes]\n{}\n", self.deletes)
+            },
         )
     }
 }
@@ -332,6 +341,21 @@ impl World {
         panic!("the sync did not complete:\n{}", describe(&out));
     }
 
+    /// `highwater run <sync> --deletes` until it completes (exit 0), allowing
+    /// a few resumable failures.
+    pub async fn deletes_to_completion(&self) -> Output {
+        let mut last = None;
+        for _ in 0..5 {
+            let out = self.highwater(&["run", SYNC, "--deletes"]).await;
+            if out.status.code() == Some(0) {
+                return out;
+            }
+            last = Some(out);
+        }
+        let out = last.unwrap_or_else(|| unreachable!());
+        panic!("the deletes run did not complete:\n{}", describe(&out));
+    }
+
     /// Compares the destination with the source for everything up to the last
     /// completed run's watermark.
     pub async fn verify(&self) -> Verification {
@@ -363,10 +387,12 @@ impl World {
             .unwrap_or_else(|| panic!("no completed run"));
         store.close().await;
         let (source, dest) = (self.sim.source_records(), self.sim.dest_dump());
+        let deleted = self.sim.deleted_ids();
         match ids {
             Some(ids) => simsaas::verify_ids(&source, &dest, &dead, watermark, ids),
             None => simsaas::verify(&source, &dest, &dead, watermark),
         }
+        .with_deleted(&deleted, &dest)
     }
 
     pub async fn assert_exact(&self) -> Verification {

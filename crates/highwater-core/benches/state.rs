@@ -128,6 +128,7 @@ async fn run(store: &Store, pages: usize, first: bool) -> Result<Figures, Box<dy
                         updated_at: now,
                         payload_hash: "0123456789abcdef0123456789abcdef".into(),
                         run_id: run.run_id.clone(),
+                        deleted_at: None,
                     })
                     .collect(),
                 merge: (page + 1) * PAGE % MERGE_ROWS < PAGE,

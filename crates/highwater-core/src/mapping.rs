@@ -93,6 +93,11 @@ pub fn payload_hash(external_id: &str, payload: &Value) -> String {
     hasher.finalize().to_hex()[..32].to_owned()
 }
 
+/// The external id the mapping gives a record body, alone.
+pub fn external_id_of(spec: &MappingSpec, body: &Value) -> Result<String, MappingError> {
+    external_id(spec, body)
+}
+
 fn external_id(spec: &MappingSpec, body: &Value) -> Result<String, MappingError> {
     let mut id = String::new();
     for part in &spec.external_id.parts {

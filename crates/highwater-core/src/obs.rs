@@ -119,6 +119,7 @@ pub struct RecordsResolved<'a> {
     pub unchanged: u64,
     pub stale: u64,
     pub dead_lettered: u64,
+    pub deleted: u64,
     /// The newest `updated_at` written so far: how far behind the source the
     /// destination is.
     pub newest_written: Option<Timestamp>,
@@ -139,6 +140,7 @@ impl RecordsResolved<'_> {
             ("unchanged", self.unchanged),
             ("stale", self.stale),
             ("dead_lettered", self.dead_lettered),
+            ("deleted", self.deleted),
         ] {
             metrics::counter!(
                 RECORDS_TOTAL,

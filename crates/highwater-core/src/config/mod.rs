@@ -5,6 +5,7 @@
 //! Invariant: pure — no IO besides [`load`] reading the file; environment variables
 //! come in through a lookup function. Secrets never appear in a [`ConfigError`].
 
+mod deletes;
 mod destination;
 mod raw;
 mod source;
@@ -296,7 +297,13 @@ impl Validator<'_> {
         let destination = self.destination(raw.destination, base_dir, &at);
         let retry = self.retry(raw.retry, &at);
         let budgets = self.budgets(raw.budgets, &at);
-        let (source, mapping, destination) = (source?, mapping?, destination?);
+        let deletes = match raw.deletes {
+            None => Some(None),
+            Some(deletes) => self
+                .deletes(deletes, source.as_ref(), destination.as_ref(), &at)
+                .map(Some),
+        };
+        let (source, mapping, destination, deletes) = (source?, mapping?, destination?, deletes?);
         let fingerprint = blake3::hash(format!("{mapping:?}{destination:?}").as_bytes()).to_hex()
             [..16]
             .to_owned();
@@ -307,6 +314,7 @@ impl Validator<'_> {
             destination,
             retry,
             budgets,
+            deletes,
             fingerprint,
         })
     }

@@ -35,6 +35,30 @@ pub struct RawSync {
     pub destination: S<RawDestination>,
     pub retry: Option<S<RawRetry>>,
     pub budgets: Option<S<RawBudgets>>,
+    pub deletes: Option<S<RawDeletes>>,
+}
+
+/// `[sync.deletes]`: where deletions are read (an endpoint, or a marker in the
+/// records) and how the destination applies them.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDeletes {
+    // an endpoint listing deleted ids
+    pub path: Option<S<String>>,
+    pub records_path: Option<S<String>>,
+    pub id_field: Option<S<String>>,
+    pub deleted_at_field: Option<S<String>>,
+    pub time_format: Option<S<String>>,
+    pub lower_bound_param: Option<S<String>>,
+    pub upper_bound_param: Option<S<String>>,
+    pub lookback: Option<S<String>>,
+    pub pagination: Option<S<RawPagination>>,
+    // a soft-delete marker in the records
+    pub marker_field: Option<S<String>>,
+    pub marker_value: Option<S<toml::Value>>,
+    // the destination
+    pub delete_path: Option<S<String>>,
+    pub full_delete_limit: Option<S<f64>>,
 }
 
 #[derive(Debug, Deserialize)]

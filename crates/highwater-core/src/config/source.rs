@@ -37,19 +37,7 @@ impl Validator<'_> {
         }
         let time_format = match raw.time_format.as_ref() {
             None => Some(TimeFormat::Rfc3339),
-            Some(s) => match s.get_ref().as_str() {
-                "rfc3339" => Some(TimeFormat::Rfc3339),
-                "epoch_seconds" => Some(TimeFormat::EpochSeconds),
-                "epoch_millis" => Some(TimeFormat::EpochMillis),
-                _ => {
-                    self.problem(
-                        s,
-                        format!("{at}.time_format"),
-                        "expected \"rfc3339\", \"epoch_seconds\" or \"epoch_millis\"",
-                    );
-                    None
-                }
-            },
+            Some(s) => self.time_format(s, &format!("{at}.time_format")),
         };
         let page_size = match raw.page_size.as_ref() {
             None => Some(100),
@@ -147,6 +135,22 @@ impl Validator<'_> {
         })
     }
 
+    pub(super) fn time_format(&mut self, raw: &Spanned<String>, key: &str) -> Option<TimeFormat> {
+        match raw.get_ref().as_str() {
+            "rfc3339" => Some(TimeFormat::Rfc3339),
+            "epoch_seconds" => Some(TimeFormat::EpochSeconds),
+            "epoch_millis" => Some(TimeFormat::EpochMillis),
+            _ => {
+                self.problem(
+                    raw,
+                    key,
+                    "expected \"rfc3339\", \"epoch_seconds\" or \"epoch_millis\"",
+                );
+                None
+            }
+        }
+    }
+
     /// Whether a bound is strict; the key means nothing when that bound is not sent.
     fn bound_exclusive(
         &mut self,
@@ -169,7 +173,11 @@ impl Validator<'_> {
         Some(*raw.get_ref())
     }
 
-    fn pagination(&mut self, raw: Spanned<RawPagination>, at: &str) -> Option<Pagination> {
+    pub(super) fn pagination(
+        &mut self,
+        raw: Spanned<RawPagination>,
+        at: &str,
+    ) -> Option<Pagination> {
         let at = format!("{at}.pagination");
         let style = raw.get_ref().style.get_ref().clone();
         let r = raw.get_ref();

@@ -52,9 +52,53 @@ pub struct SyncSpec {
     pub destination: DestinationSpec,
     pub retry: RetryPolicy,
     pub budgets: BudgetSpec,
+    /// Where deletions at the source are read, and how they are applied; `None`
+    /// when the sync does not delete.
+    pub deletes: Option<DeletesSpec>,
     /// Changes whenever mapping or destination change; a dead letter recorded under
     /// another fingerprint is tried again.
     pub fingerprint: String,
+}
+
+/// The share of the ledger a `full` run deletes without `--allow-mass-delete`.
+pub const DEFAULT_FULL_DELETE_LIMIT: f64 = 0.10;
+
+/// How a sync learns of deletions, and how it applies them.
+#[derive(Debug, Clone)]
+pub struct DeletesSpec {
+    pub feed: DeleteFeed,
+    /// The DELETE request's path (`{external_id}`, `{dest_id}`); `None` for a
+    /// destination that removes records itself (a JSON Lines file).
+    pub delete_path: Option<UriTemplate>,
+    /// Above this share of the ledger, a `full` run refuses to delete.
+    pub full_delete_limit: f64,
+}
+
+#[derive(Debug, Clone)]
+pub enum DeleteFeed {
+    /// An endpoint listing deleted ids, read as a source whose records are
+    /// deletions: `updated_at_field` is where each says when it was deleted.
+    Endpoint(Box<SourceSpec>),
+    /// Records of the regular stream that carry a marker: `field` equal to
+    /// `value`, or, with no value, `field` set and not null.
+    Marker {
+        field: FieldPath,
+        value: Option<Value>,
+    },
+}
+
+impl DeleteFeed {
+    /// Whether `body` is a record deleted by the marker.
+    pub fn marks(&self, body: &Value) -> bool {
+        match self {
+            DeleteFeed::Endpoint(_) => false,
+            DeleteFeed::Marker { field, value } => match (field.get(body), value) {
+                (None | Some(Value::Null), _) => false,
+                (Some(found), Some(value)) => found == value,
+                (Some(_), None) => true,
+            },
+        }
+    }
 }
 
 /// Connection settings shared by the source and HTTP destinations.

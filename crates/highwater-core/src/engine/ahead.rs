@@ -173,7 +173,13 @@ impl ReadAhead {
 
     async fn prepare(&self, mut page: Page) -> Result<ReadPage, FailureCause> {
         let confirmed = self.confirmed.load(Ordering::Acquire);
-        let (superseded, mapped) = map_page(&self.mapping, &page.records);
+        let (superseded, mapped) = if self.plan == Plan::Deletes {
+            // Deletions are not mapped: the ledger names their records.
+            let none = page.records.iter().map(|_| None).collect();
+            (superseded(&page.records), none)
+        } else {
+            map_page(&self.mapping, &page.records)
+        };
         let (ids, external_ids) = lookup_keys(&page.records, &mapped);
         let known = self.store.known(&self.sync, &ids, &external_ids).await?;
         let arrivals = std::mem::take(&mut page.records)

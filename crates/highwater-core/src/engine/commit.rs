@@ -70,8 +70,11 @@ impl Runner<'_> {
             let id = format!("{}-{number}", self.invocation);
             self.batches
                 .push((id.clone(), held.iter().map(|job| job.seq).collect()));
+            // A delete is no floor: its deletion is redone from the checkpoint
+            // until its tombstone commits, and nothing waits for it to land.
             let intents = held
                 .iter()
+                .filter(|job| job.delete.is_none())
                 .map(|job| Intent {
                     source_id: job.record.id().to_owned(),
                     version: job.record.version,
@@ -181,6 +184,7 @@ impl Runner<'_> {
             unchanged: since.unchanged,
             stale: since.stale,
             dead_lettered: since.dead_lettered,
+            deleted: since.deleted,
             newest_written: self.newest_written,
         }
         .emit();

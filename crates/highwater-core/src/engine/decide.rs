@@ -64,6 +64,19 @@ pub fn decide(
     let older = |other_version: Option<i64>, other_updated_at: Timestamp| {
         is_older(version, updated_at, other_version, other_updated_at)
     };
+    // A deleted record comes back only as a copy newer than its deletion: a
+    // re-creation, written afresh. Anything else is a copy from before.
+    if let Some(written) = written
+        && let Some(deleted_at) = written.deleted_at
+    {
+        if !outlives(version, updated_at, written.version, deleted_at) {
+            return Decision::Stale;
+        }
+        if pending.is_some_and(|p| older(p.version, p.updated_at)) {
+            return Decision::BelowFloor;
+        }
+        return Decision::Write;
+    }
     if written.is_some_and(|w| older(w.version, w.updated_at)) {
         return Decision::Stale;
     }
@@ -77,6 +90,71 @@ pub fn decide(
         return Decision::Unchanged;
     }
     Decision::Write
+}
+
+/// What to do with a deletion of a record (at `deleted_at`, with the version
+/// the deletion carries, if any).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteDecision {
+    /// Delete it at the destination, which holds (or may hold) a copy from
+    /// before the deletion.
+    Delete,
+    /// Nothing of it is at the destination: only the ledger's tombstone.
+    Tombstone,
+    /// The ledger already holds this deletion, or a later one.
+    AlreadyDeleted,
+    /// Written (or announced) newer than the deletion: it was re-created
+    /// since, and stays.
+    Stale,
+}
+
+/// Compares a deletion with what the ledger says was written last, and with a
+/// write announced but never settled. A deletion never goes before a copy
+/// written after it; it always goes after one written before it (by version
+/// when both have one, else by `updated_at` against `deleted_at`).
+pub fn decide_delete(
+    version: Option<i64>,
+    deleted_at: Timestamp,
+    written: Option<&LedgerEntry>,
+    pending: Option<&Intent>,
+) -> DeleteDecision {
+    let newer_than_deletion = |v: Option<i64>, at: Timestamp| outlives(v, at, version, deleted_at);
+    if let Some(written) = written {
+        if let Some(gone) = written.deleted_at {
+            return if deleted_at <= gone {
+                DeleteDecision::AlreadyDeleted
+            } else {
+                // Deleted, re-created (never written here) and deleted again.
+                DeleteDecision::Tombstone
+            };
+        }
+        if newer_than_deletion(written.version, written.updated_at) {
+            return DeleteDecision::Stale;
+        }
+        return DeleteDecision::Delete;
+    }
+    match pending {
+        Some(p) if newer_than_deletion(p.version, p.updated_at) => DeleteDecision::Stale,
+        // An announced write may have landed: it is deleted too.
+        Some(_) => DeleteDecision::Delete,
+        None => DeleteDecision::Tombstone,
+    }
+}
+
+/// Whether a copy `(version, updated_at)` is newer than a deletion: by version
+/// when both have one and by time, so that a copy from before the deletion
+/// that a lagging replica serves late never brings the record back.
+fn outlives(
+    version: Option<i64>,
+    updated_at: Timestamp,
+    deletion_version: Option<i64>,
+    deleted_at: Timestamp,
+) -> bool {
+    let by_version = match (version, deletion_version) {
+        (Some(v), Some(d)) => v > d,
+        _ => true,
+    };
+    by_version && updated_at > deleted_at
 }
 
 /// Watches the share of dead letters among the last `window` resolved records.
@@ -129,7 +207,104 @@ mod tests {
             updated_at: at(updated),
             payload_hash: hash.into(),
             run_id: "r".into(),
+            deleted_at: None,
         }
+    }
+
+    fn tombstone(version: Option<i64>, updated: i64, deleted: i64) -> LedgerEntry {
+        LedgerEntry {
+            deleted_at: Some(at(deleted)),
+            ..written(version, updated, "")
+        }
+    }
+
+    #[test]
+    fn a_deleted_record_comes_back_only_newer_than_its_deletion() {
+        let gone = tombstone(Some(3), 10, 10);
+        // The copy that was deleted, or an older one, served late: stale.
+        assert_eq!(
+            decide(Some(3), at(5), "h", Some(&gone), None),
+            Decision::Stale
+        );
+        assert_eq!(
+            decide(Some(2), at(4), "h", Some(&gone), None),
+            Decision::Stale
+        );
+        // A version never written, stamped before the deletion: still stale.
+        assert_eq!(
+            decide(Some(4), at(9), "h", Some(&gone), None),
+            Decision::Stale
+        );
+        // Stamped at the deletion itself: not newer.
+        assert_eq!(
+            decide(None, at(10), "h", Some(&tombstone(None, 10, 10)), None),
+            Decision::Stale
+        );
+        // Re-created: newer by version and by time, written afresh, whatever the hash.
+        assert_eq!(
+            decide(Some(4), at(11), "", Some(&gone), None),
+            Decision::Write
+        );
+        assert_eq!(
+            decide(None, at(11), "", Some(&tombstone(None, 10, 10)), None),
+            Decision::Write
+        );
+    }
+
+    #[test]
+    fn deletions_follow_writes_before_them_and_never_precede_later_ones() {
+        let w = written(Some(3), 10, "h");
+        assert_eq!(
+            decide_delete(None, at(20), Some(&w), None),
+            DeleteDecision::Delete
+        );
+        // Re-created after this deletion and written since: it stays.
+        assert_eq!(
+            decide_delete(None, at(5), Some(&w), None),
+            DeleteDecision::Stale
+        );
+        // A soft delete carries its version: an older one than written stays unapplied.
+        assert_eq!(
+            decide_delete(Some(2), at(20), Some(&w), None),
+            DeleteDecision::Delete
+        );
+        assert_eq!(
+            decide_delete(Some(4), at(20), Some(&written(Some(5), 30, "h")), None),
+            DeleteDecision::Stale
+        );
+        // Never written: a tombstone only, unless a write may have landed.
+        assert_eq!(
+            decide_delete(None, at(20), None, None),
+            DeleteDecision::Tombstone
+        );
+        let pending = Intent {
+            source_id: "a".into(),
+            version: Some(4),
+            updated_at: at(15),
+            settles_at: None,
+        };
+        assert_eq!(
+            decide_delete(None, at(20), None, Some(&pending)),
+            DeleteDecision::Delete
+        );
+        assert_eq!(
+            decide_delete(None, at(12), None, Some(&pending)),
+            DeleteDecision::Stale
+        );
+        // The same deletion again (a resumed run), or an older one: done.
+        let gone = tombstone(Some(3), 20, 20);
+        assert_eq!(
+            decide_delete(None, at(20), Some(&gone), None),
+            DeleteDecision::AlreadyDeleted
+        );
+        assert_eq!(
+            decide_delete(None, at(18), Some(&gone), None),
+            DeleteDecision::AlreadyDeleted
+        );
+        assert_eq!(
+            decide_delete(None, at(25), Some(&gone), None),
+            DeleteDecision::Tombstone
+        );
     }
 
     #[test]
@@ -260,6 +435,50 @@ mod tests {
             }
             prop_assert!(writes.windows(2).all(|w| w[0] < w[1]));
             prop_assert_eq!(writes.last().copied(), versions.iter().max().copied());
+        }
+
+        /// Copies and one deletion in any order: once the deletion is
+        /// applied, no copy from before it is written again, and the newest
+        /// copy after it (a re-creation) is.
+        #[test]
+        fn a_deletion_is_never_undone_by_an_older_copy(
+            versions in proptest::collection::vec(1i64..20, 1..30),
+            deleted_after in 1i64..20,
+            place in 0usize..30,
+        ) {
+            let mut ledger: Option<LedgerEntry> = None;
+            let deleted_at = at(deleted_after * 10 + 5);
+            let place = place.min(versions.len());
+            let mut events: Vec<Option<i64>> = versions.iter().copied().map(Some).collect();
+            events.insert(place, None);
+            for event in events {
+                match event {
+                    Some(v) => {
+                        let hash = format!("h{v}");
+                        if decide(Some(v), at(v * 10), &hash, ledger.as_ref(), None) == Decision::Write {
+                            let was_deleted = ledger.as_ref().and_then(|l| l.deleted_at);
+                            prop_assert!(was_deleted.is_none_or(|d| at(v * 10) > d));
+                            ledger = Some(written(Some(v), v * 10, &hash));
+                        }
+                    }
+                    None => match decide_delete(None, deleted_at, ledger.as_ref(), None) {
+                        DeleteDecision::Delete | DeleteDecision::Tombstone => {
+                            let mut entry = ledger.clone().unwrap_or_else(|| written(None, 0, ""));
+                            entry.deleted_at = Some(deleted_at);
+                            entry.payload_hash.clear();
+                            ledger = Some(entry);
+                        }
+                        DeleteDecision::AlreadyDeleted | DeleteDecision::Stale => {}
+                    },
+                }
+            }
+            let newest_after = versions.iter().copied().filter(|v| at(v * 10) > deleted_at).max();
+            let ledger = ledger.expect("something happened");
+            match newest_after {
+                // Re-created: the newest copy after the deletion is what stands.
+                Some(v) => prop_assert!(ledger.deleted_at.is_none() && ledger.version == Some(v)),
+                None => prop_assert!(ledger.deleted_at.is_some()),
+            }
         }
     }
 

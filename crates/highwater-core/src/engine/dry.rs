@@ -89,7 +89,10 @@ pub async fn dry_run(
     max_pages: Option<u64>,
     shutdown: CancellationToken,
 ) -> Result<DryRunReport, FailureCause> {
-    if matches!(plan, Plan::Replay { .. } | Plan::Repair { .. }) {
+    if matches!(
+        plan,
+        Plan::Replay { .. } | Plan::Repair { .. } | Plan::Deletes
+    ) {
         return Err(FailureCause::NotForDryRun(plan.kind()));
     }
     let stop = Stop::new(spec.budgets.max_runtime, shutdown);
@@ -306,6 +309,7 @@ fn judge(
                 updated_at: record.updated_at(),
                 payload_hash: mapped.hash.clone(),
                 run_id: String::new(),
+                deleted_at: None,
             };
             view.holders
                 .insert(mapped.external_id.clone(), id.to_owned());

@@ -181,6 +181,7 @@ fn failure_class(cause: &FailureCause) -> String {
         FailureCause::State(_) => ("state", "store"),
         FailureCause::OtherRunOpen { .. } => ("runs", "other_run_open"),
         FailureCause::NotForDryRun(_) => ("runs", "not_for_dry_run"),
+        FailureCause::NoDeletesFeed(_) => ("config", "no_deletes_feed"),
         FailureCause::Client(_) | FailureCause::Thread(_) | FailureCause::ReaderGone => {
             ("highwater", "internal")
         }
@@ -206,7 +207,14 @@ async fn open_or_resume(
         store.resume_run(&run.run_id).await?;
         return Ok((run, cursor, checkpoint.counters, true));
     }
-    let high_water_mark = store.high_water_mark(&spec.name).await?;
+    let high_water_mark = match plan {
+        // The deletes feed has a mark of its own: its last completed run's.
+        Plan::Deletes => match store.last_completed(&spec.name, RunKind::Deletes).await? {
+            Some((run, _)) => crate::state::HighWaterMark::Run(run.watermark),
+            None => crate::state::HighWaterMark::None,
+        },
+        _ => store.high_water_mark(&spec.name).await?,
+    };
     // Microseconds are what the store keeps; the report shows the same instant.
     let now = Timestamp::now()
         .round(jiff::Unit::Microsecond)

@@ -51,7 +51,7 @@ use crate::state::{
 use crate::stop::{Stop, StopReason};
 use ahead::{Arrival, Delivery, ReadAhead, ReadPage};
 use committer::Committer;
-use decide::{Decision, SurgeGuard, decide};
+use decide::{Decision, DeleteDecision, SurgeGuard, decide, decide_delete};
 pub use dry::{DryRunReport, DrySamples, UpdateSample, dry_run};
 use events::{Event, Inputs};
 pub use frontier::Frontier;
@@ -178,6 +178,8 @@ pub enum FailureCause {
     },
     #[error("a {0} run does not read the source: there is no dry run of it")]
     NotForDryRun(RunKind),
+    #[error("sync {0:?} has no deletes endpoint: set `path` in its [sync.deletes]")]
+    NoDeletesFeed(String),
 }
 
 impl FailureCause {
@@ -327,6 +329,9 @@ pub(super) struct WriteJob {
     dead_lettered: bool,
     /// An earlier write of the record may still land until then.
     unsettled_until: Option<Timestamp>,
+    /// A delete instead of a write: the tombstone the ledger keeps once the
+    /// destination has let go of the record.
+    delete: Option<LedgerEntry>,
 }
 
 /// What became of one record.
@@ -347,6 +352,12 @@ enum Resolution {
     },
     DeadLettered(DeadLetter),
     StillDeadLettered,
+    /// Deleted at the destination (`attempts` requests), or never there: the
+    /// ledger keeps the tombstone.
+    Deleted {
+        ledger: LedgerEntry,
+        attempts: u32,
+    },
 }
 
 impl<'a> Runner<'a> {
@@ -452,7 +463,13 @@ impl<'a> Runner<'a> {
         )?);
         let sink = Arc::new(
             Sink::open(&self.spec.name, &self.spec.destination, self.spec.retry)
-                .map_err(FailureCause::Destination)?,
+                .map_err(FailureCause::Destination)?
+                .deleting(
+                    self.spec
+                        .deletes
+                        .as_ref()
+                        .and_then(|d| d.delete_path.clone()),
+                ),
         );
         let outcome = self
             .drive_with(&source_api, &sink, window, cursor, stop, max_pages)
@@ -497,10 +514,22 @@ impl<'a> Runner<'a> {
         let (reading_stop, reading_guard) = stop.child();
         let (spent_tx, spent_rx) = mpsc::unbounded_channel();
         self.spent_tx = Some(spent_tx);
+        let source = match (&self.plan, &self.spec.deletes) {
+            (Plan::Deletes, Some(deletes)) => match &deletes.feed {
+                crate::config::DeleteFeed::Endpoint(feed) => (**feed).clone(),
+                crate::config::DeleteFeed::Marker { .. } => {
+                    return Err(FailureCause::NoDeletesFeed(self.spec.name.clone()));
+                }
+            },
+            (Plan::Deletes, None) => {
+                return Err(FailureCause::NoDeletesFeed(self.spec.name.clone()));
+            }
+            _ => self.spec.source.clone(),
+        };
         ReadAhead {
             api: Arc::clone(source_api),
             sink: Arc::clone(sink),
-            source: self.spec.source.clone(),
+            source,
             plan: self.plan.clone(),
             mapping: self.spec.mapping.clone(),
             window,
@@ -782,6 +811,17 @@ impl<'a> Runner<'a> {
         self.busy.remove(&id);
         self.note_outcome(&result);
         let resolution = match result {
+            Ok(written) if job.delete.is_some() => {
+                let mut ledger = job
+                    .delete
+                    .take()
+                    .unwrap_or_else(|| unreachable_tombstone(&id));
+                ledger.dest_id = written.dest_id.or(ledger.dest_id);
+                Resolution::Deleted {
+                    ledger,
+                    attempts: written.attempts,
+                }
+            }
             Ok(written) => {
                 let ledger = LedgerEntry {
                     source_id: id.clone(),
@@ -791,6 +831,7 @@ impl<'a> Runner<'a> {
                     updated_at: job.record.updated_at(),
                     payload_hash: job.mapped.hash.clone(),
                     run_id: self.run_id.clone(),
+                    deleted_at: None,
                 };
                 self.note_late_writes(&job, &ledger, written.unsettled_since);
                 self.view.remember_written(job.seq, ledger.clone());
@@ -919,6 +960,12 @@ impl<'a> Runner<'a> {
                 page.commit.ledger.extend(ledger);
             }
             Resolution::StillDeadLettered => self.counters.dead_lettered += 1,
+            Resolution::Deleted { ledger, .. } => {
+                self.counters.deleted += 1;
+                // A later copy in this run is judged against the tombstone.
+                self.view.remember_written(seq, ledger.clone());
+                page.commit.ledger.push(ledger);
+            }
             Resolution::DeadLettered(letter) => {
                 self.counters.dead_lettered += 1;
                 crate::obs::RecordDeadLettered {
@@ -941,6 +988,20 @@ impl<'a> Runner<'a> {
             }),
             None => Ok(()),
         }
+    }
+}
+
+/// A delete job always carries its tombstone; this stands in should one not.
+fn unreachable_tombstone(id: &str) -> LedgerEntry {
+    LedgerEntry {
+        source_id: id.to_owned(),
+        external_id: id.to_owned(),
+        dest_id: None,
+        version: None,
+        updated_at: Timestamp::now(),
+        payload_hash: String::new(),
+        run_id: String::new(),
+        deleted_at: Some(Timestamp::now()),
     }
 }
 

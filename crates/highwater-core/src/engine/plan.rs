@@ -33,6 +33,10 @@ pub enum Plan {
         to: Timestamp,
         ids: Vec<String>,
     },
+    /// The deletes endpoint, from the last completed deletes run's watermark
+    /// less the feed's lookback, to now less the lag: each deletion is applied
+    /// at the destination and kept in the ledger as a tombstone.
+    Deletes,
 }
 
 impl Plan {
@@ -42,10 +46,13 @@ impl Plan {
             Plan::Backfill { .. } => RunKind::Backfill,
             Plan::Replay { .. } => RunKind::Replay,
             Plan::Repair { .. } => RunKind::Repair,
+            Plan::Deletes => RunKind::Deletes,
         }
     }
 
     /// The window of a new run of this plan, fixed now and kept on resume.
+    /// `high_water_mark` is the plan's own kind's: for deletes, the last
+    /// completed deletes run's watermark.
     pub(super) fn window(
         &self,
         spec: &SyncSpec,
@@ -69,6 +76,13 @@ impl Plan {
         }
         match self {
             Plan::Incremental => incremental,
+            Plan::Deletes => {
+                let lookback = match spec.deletes.as_ref().map(|d| &d.feed) {
+                    Some(crate::config::DeleteFeed::Endpoint(feed)) => feed.lookback,
+                    _ => spec.source.lookback,
+                };
+                plan_window(now, spec.source.lag, lookback, spec.source.start, last_run)
+            }
             // Nothing past now less the lag is settled at the source yet.
             Plan::Backfill { from, to } | Plan::Repair { from, to, .. } => Window {
                 lower: Some(*from),
@@ -89,7 +103,7 @@ impl Plan {
         match self {
             // A replay resumes after the last source id it finished.
             // A repair open from before is finished under its own window.
-            Plan::Incremental | Plan::Replay { .. } | Plan::Repair { .. } => true,
+            Plan::Incremental | Plan::Replay { .. } | Plan::Repair { .. } | Plan::Deletes => true,
             // The window's end is `to`, or earlier when `to` was not settled yet.
             Plan::Backfill { from, to } => run.lower_bound == Some(*from) && run.watermark <= *to,
         }

@@ -35,6 +35,10 @@ impl Runner<'_> {
         let Extracted::Record(record) = record else {
             return Routed::Resolved(Resolution::Stale { ledger: None });
         };
+        if let Some((version, deleted_at)) = self.deletion(&record) {
+            let mapped = mapped.and_then(Result::ok);
+            return self.prepare_delete(seq, record, mapped, version, deleted_at);
+        }
         // The reading thread maps every copy it does not mark superseded; this
         // maps a record that reached here some other way.
         let mapped = mapped.unwrap_or_else(|| map_record(&self.spec.mapping, &record));
@@ -77,14 +81,17 @@ impl Runner<'_> {
             Decision::Write => Routed::Write(WriteJob {
                 seq,
                 // A repaired object may be gone: found again by its external id.
+                // A deleted record's object is gone: a re-creation creates anew.
                 known_dest_id: written
                     .filter(|_| !matches!(self.plan, Plan::Repair { .. }))
+                    .filter(|e| e.deleted_at.is_none())
                     .and_then(|e| e.dest_id.clone()),
                 encoded,
                 dead_lettered: dead_fingerprint.is_some(),
                 unsettled_until: self.unsettled.get(record.id()).map(|u| u.settles_at),
                 record,
                 mapped,
+                delete: None,
             }),
             Decision::Stale => Routed::Resolved(Resolution::Stale { ledger: None }),
             Decision::BelowFloor => Routed::HeldBack(HeldBack {
@@ -118,6 +125,90 @@ impl Runner<'_> {
                     })
                 }
                 _ => Routed::Resolved(Resolution::Unchanged { ledger: None }),
+            },
+        }
+    }
+
+    /// Whether this copy is a deletion, and with which version and time: every
+    /// entry of the deletes feed; a record of any other run carrying the
+    /// soft-delete marker (deleted as of its own version and `updated_at`).
+    fn deletion(&self, record: &SourceRecord) -> Option<(Option<i64>, Timestamp)> {
+        if self.plan == Plan::Deletes {
+            return Some((None, record.updated_at()));
+        }
+        let feed = &self.spec.deletes.as_ref()?.feed;
+        feed.marks(&record.body)
+            .then(|| (record.version, record.updated_at()))
+    }
+
+    /// Decides a deletion: applied at the destination after what was written
+    /// before it, a tombstone only when nothing was, and never over a copy
+    /// written after it.
+    fn prepare_delete(
+        &self,
+        seq: u64,
+        record: SourceRecord,
+        mapped: Option<MappedRecord>,
+        version: Option<i64>,
+        deleted_at: Timestamp,
+    ) -> Routed {
+        let known = self.pages.get(&seq).map(|p| &p.known);
+        let id = record.id();
+        let written = self
+            .view
+            .written(id)
+            .or_else(|| known.and_then(|k| k.ledger.get(id)));
+        let pending = self.floors.get(id);
+        // The destination knows the record by the external id it was written
+        // under; a feed entry that was never written names it through the
+        // mapping's template, if the entry holds what the template needs.
+        let external_id = written
+            .map(|w| w.external_id.clone())
+            .or_else(|| mapped.map(|m| m.external_id))
+            .or_else(|| crate::mapping::external_id_of(&self.spec.mapping, &record.body).ok());
+        let tombstone = |dest_id: Option<String>| LedgerEntry {
+            source_id: id.to_owned(),
+            external_id: external_id.clone().unwrap_or_else(|| id.to_owned()),
+            dest_id,
+            version: written.and_then(|w| w.version).max(version),
+            updated_at: written.map_or(deleted_at, |w| w.updated_at.max(deleted_at)),
+            payload_hash: String::new(),
+            run_id: self.run_id.clone(),
+            deleted_at: Some(deleted_at),
+        };
+        let dest_id = written
+            .filter(|w| w.deleted_at.is_none())
+            .and_then(|w| w.dest_id.clone());
+        match decide_delete(version, deleted_at, written, pending) {
+            DeleteDecision::AlreadyDeleted => {
+                Routed::Resolved(Resolution::Unchanged { ledger: None })
+            }
+            DeleteDecision::Stale => Routed::Resolved(Resolution::Stale { ledger: None }),
+            DeleteDecision::Tombstone => Routed::Resolved(Resolution::Deleted {
+                ledger: tombstone(None),
+                attempts: 0,
+            }),
+            DeleteDecision::Delete => match &external_id {
+                Some(external_id) => Routed::Write(WriteJob {
+                    seq,
+                    mapped: MappedRecord {
+                        external_id: external_id.clone(),
+                        payload: Value::Null,
+                        hash: String::new(),
+                    },
+                    known_dest_id: dest_id.clone(),
+                    encoded: None,
+                    dead_lettered: false,
+                    unsettled_until: self.unsettled.get(id).map(|u| u.settles_at),
+                    delete: Some(tombstone(dest_id)),
+                    record,
+                }),
+                // Only an announced write, of a record the ledger never held
+                // and the feed cannot name: nothing to address.
+                None => Routed::Resolved(Resolution::Deleted {
+                    ledger: tombstone(None),
+                    attempts: 0,
+                }),
             },
         }
     }

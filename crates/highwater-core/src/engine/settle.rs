@@ -110,6 +110,7 @@ impl Runner<'_> {
                         updated_at: floor.updated_at,
                         payload_hash: String::new(),
                         run_id: self.run_id.clone(),
+                        deleted_at: None,
                     };
                     self.floors.remove(&id);
                     self.resolve(

@@ -10,7 +10,7 @@ use tracing::Instrument;
 
 use super::{FailureCause, WriteJob};
 use crate::http::HttpError;
-use crate::sink::{Sink, SinkError, Write};
+use crate::sink::{Delete, Sink, SinkError, Write};
 use crate::stop::{Stop, StopReason};
 
 pub(super) struct WriteSlots {
@@ -116,6 +116,15 @@ async fn write_slot(
 }
 
 async fn write(sink: &Sink, stop: &Stop, mut job: WriteJob) -> WriteOutcome {
+    if job.delete.is_some() {
+        let delete = Delete {
+            external_id: &job.mapped.external_id,
+            known_dest_id: job.known_dest_id.as_deref(),
+            unsettled_until: job.unsettled_until,
+        };
+        let result = sink.delete(delete, stop).await;
+        return (job, result);
+    }
     let encoded = job.encoded.take();
     let write = Write {
         source_id: job.record.id(),

@@ -60,6 +60,12 @@ impl Seen {
                 Some(format!("{}: {}", letter.stage, letter.error)),
             ),
             Resolution::StillDeadLettered => (RecordAction::StillDeadLettered, None, 0, None),
+            Resolution::Deleted { ledger, attempts } => (
+                RecordAction::Deleted,
+                ledger.dest_id.clone(),
+                *attempts,
+                (*attempts == 0).then(|| "not at the destination: tombstone only".to_owned()),
+            ),
         };
         RecordEvent {
             source_id: self.id,

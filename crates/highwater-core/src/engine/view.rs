@@ -110,6 +110,7 @@ mod tests {
             updated_at: Timestamp::UNIX_EPOCH,
             payload_hash: format!("hash-{version}"),
             run_id: "run".into(),
+            deleted_at: None,
         }
     }
 

@@ -9,7 +9,7 @@ use reqwest::header::HeaderValue;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::Value;
 
-use super::{Encoded, Held, SinkError, Write, Written};
+use super::{Delete, Encoded, Held, SinkError, Write, Written};
 use crate::config::{HttpDestinationSpec, UriTemplate, WriteMode};
 use crate::http::{Api, HttpError, Reply, Request};
 use crate::mapping::MappedRecord;
@@ -24,6 +24,8 @@ pub struct HttpSink {
     spec: HttpDestinationSpec,
     api: Api,
     retry: RetryPolicy,
+    /// Where a DELETE goes, for a sync that deletes.
+    pub(super) delete_path: Option<UriTemplate>,
 }
 
 impl HttpSink {
@@ -44,6 +46,7 @@ impl HttpSink {
             spec,
             api,
             retry,
+            delete_path: None,
         })
     }
 
@@ -102,6 +105,70 @@ impl HttpSink {
                 Ok(self.written(&reply))
             }
             WriteMode::Lookup { .. } => self.lookup_write(&write, body, stop).await,
+        }
+    }
+
+    /// A DELETE on `delete_path`. By `{dest_id}`, an id the ledger does not
+    /// have is looked up first (nothing found: already gone). 404 and 410 mean
+    /// the record is gone, which is what was asked.
+    pub async fn delete(&self, delete: &Delete<'_>, stop: &Stop) -> Result<Written, SinkError> {
+        let Some(path) = &self.delete_path else {
+            return Err(SinkError::Unwritable(
+                "no delete_path: this sync does not delete at the destination".into(),
+            ));
+        };
+        let mut dest_id = delete.known_dest_id.map(str::to_owned);
+        if dest_id.is_none() && path.0.contains("{dest_id}") {
+            if !matches!(self.spec.mode, WriteMode::Lookup { .. }) {
+                return Err(SinkError::Unwritable(format!(
+                    "no destination id is known for external id {:?}, and delete_path needs {{dest_id}}",
+                    delete.external_id
+                )));
+            }
+            let Some(object) = self.lookup(delete.external_id, stop).await? else {
+                return Ok(Written {
+                    dest_id: None,
+                    unsettled_since: None,
+                    attempts: 0,
+                });
+            };
+            dest_id = self.dest_id(&object);
+            if dest_id.is_none() {
+                return Err(SinkError::Unwritable(format!(
+                    "the lookup found the record but no `{}` (dest_id_field) in it",
+                    self.dest_id_field()
+                )));
+            }
+        }
+        let url = self.url(
+            path,
+            &[
+                ("dest_id", dest_id.as_deref().unwrap_or_default()),
+                ("external_id", delete.external_id),
+            ],
+        )?;
+        let request = Request {
+            method: Method::DELETE,
+            url,
+            query: Vec::new(),
+            headers: Vec::new(),
+            body: None,
+            idempotent: true,
+        };
+        match self.api.send(&request, stop).await {
+            Ok(reply) => Ok(Written {
+                dest_id,
+                unsettled_since: reply.unsettled_since,
+                attempts: reply.attempts,
+            }),
+            Err(HttpError::Rejected {
+                status: 404 | 410, ..
+            }) => Ok(Written {
+                dest_id,
+                unsettled_since: None,
+                attempts: 1,
+            }),
+            Err(e) => Err(e.into()),
         }
     }
 

@@ -87,6 +87,25 @@ impl JsonLinesSink {
         })
     }
 
+    /// Removes the record's line (at the next flush); a line not there is
+    /// deleted already.
+    pub fn delete(&self, external_id: &str) -> Written {
+        let removed = self
+            .rows
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(external_id)
+            .is_some();
+        if removed {
+            self.dirty.store(true, Ordering::Release);
+        }
+        Written {
+            dest_id: Some(external_id.to_owned()),
+            unsettled_since: None,
+            attempts: 1,
+        }
+    }
+
     pub fn read_back(&self, external_id: &str) -> Held {
         let rows = self.rows.lock().unwrap_or_else(|e| e.into_inner());
         match rows.get(external_id) {

@@ -57,6 +57,17 @@ impl Write<'_> {
     }
 }
 
+/// One record to delete at the destination.
+#[derive(Debug)]
+pub struct Delete<'a> {
+    pub external_id: &'a str,
+    /// The destination id the ledger remembers, if any.
+    pub known_dest_id: Option<&'a str>,
+    /// An earlier write of this record may land until then: the delete waits,
+    /// or that write would bring the record back.
+    pub unsettled_until: Option<Timestamp>,
+}
+
 /// A record's request worked out ahead of its write, away from the write path: the
 /// body, and the URL when it depends on the record alone.
 #[derive(Debug, Clone)]
@@ -155,6 +166,18 @@ impl Sink {
         })
     }
 
+    /// The same sink, deleting through `delete_path` (an HTTP destination's
+    /// DELETE request; a file removes its lines without one).
+    pub fn deleting(self, delete_path: Option<crate::config::UriTemplate>) -> Sink {
+        match self {
+            Sink::Http(mut sink) => {
+                sink.delete_path = delete_path;
+                Sink::Http(sink)
+            }
+            sink => sink,
+        }
+    }
+
     /// How many writes may be in flight at once.
     pub fn concurrency(&self) -> usize {
         match self {
@@ -176,6 +199,24 @@ impl Sink {
         match self {
             Sink::Http(sink) => sink.write(write, stop).await,
             Sink::JsonLines(sink) => sink.write(write),
+        }
+    }
+
+    /// Deletes one record, idempotently: a record already gone (404, 410, no
+    /// lookup match, no line) is deleted too.
+    pub async fn delete(&self, delete: Delete<'_>, stop: &Stop) -> Result<Written, SinkError> {
+        if let Some(until) = delete.unsettled_until {
+            let wait = Timestamp::now()
+                .duration_until(until)
+                .try_into()
+                .unwrap_or_default();
+            stop.sleep(wait)
+                .await
+                .map_err(|r| SinkError::Http(HttpError::Stopped(r)))?;
+        }
+        match self {
+            Sink::Http(sink) => sink.delete(&delete, stop).await,
+            Sink::JsonLines(sink) => Ok(sink.delete(delete.external_id)),
         }
     }
 

@@ -83,8 +83,8 @@ INSERT INTO readbacks (sync, source_id, run_id, external_id, dest_id, version, u
 /// commit and place in the commit, so the later copy of a version wins and no
 /// row sets the ledger back to an older version.
 const MERGE_STAGED: &str = "
-INSERT INTO ledger (sync, source_id, external_id, dest_id, version, updated_at, payload_hash, run_id, written_at)
-  SELECT s.sync, value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6, s.written_at
+INSERT INTO ledger (sync, source_id, external_id, dest_id, version, updated_at, payload_hash, run_id, written_at, deleted_at)
+  SELECT s.sync, value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6, s.written_at, value ->> 7
   FROM ledger_staged AS s, jsonb_each(s.rows)
   WHERE s.sync = ?1 ORDER BY value ->> 0, s.seq, key
   ON CONFLICT (sync, source_id) DO UPDATE SET
@@ -94,10 +94,13 @@ INSERT INTO ledger (sync, source_id, external_id, dest_id, version, updated_at, 
     updated_at = excluded.updated_at,
     payload_hash = excluded.payload_hash,
     run_id = excluded.run_id,
-    written_at = excluded.written_at
+    written_at = excluded.written_at,
+    deleted_at = excluded.deleted_at
   -- Runs of several kinds stage rows at once, each in its own commits: the
   -- newest version wins whatever the order (versions when both rows have one,
-  -- `updated_at` otherwise), and within one version the later row.
+  -- `updated_at` otherwise), and within one version the later row. A
+  -- tombstone carries the version last written, or the deletion's, and the
+  -- later of the two times, so it wins over the row it deletes.
   WHERE CASE WHEN excluded.version IS NOT NULL AND ledger.version IS NOT NULL
              THEN excluded.version >= ledger.version
              ELSE excluded.updated_at >= ledger.updated_at END;
@@ -149,6 +152,7 @@ impl Store {
                     e.updated_at.as_microsecond(),
                     &e.payload_hash,
                     &e.run_id,
+                    e.deleted_at.map(Timestamp::as_microsecond),
                 )
             })
             .collect();

@@ -550,6 +550,7 @@ mod tests {
                     updated_at: Timestamp::UNIX_EPOCH,
                     payload_hash: "h".into(),
                     run_id: "r1".into(),
+                    deleted_at: None,
                 }],
                 resolved: vec!["b".into()],
                 ..PageCommit::default()

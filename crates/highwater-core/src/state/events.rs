@@ -31,6 +31,9 @@ pub enum RecordAction {
     StillDeadLettered,
     /// Read back after a late write had set it back, and written again.
     Repaired,
+    /// Deleted at the source, and so at the destination (or never written
+    /// there): the ledger keeps a tombstone.
+    Deleted,
 }
 
 impl RecordAction {
@@ -42,6 +45,7 @@ impl RecordAction {
             RecordAction::DeadLettered => "dead_lettered",
             RecordAction::StillDeadLettered => "still_dead_lettered",
             RecordAction::Repaired => "repaired",
+            RecordAction::Deleted => "deleted",
         }
     }
 }
@@ -212,10 +216,10 @@ impl Store {
         source_id: &str,
     ) -> Result<RecordState, StateError> {
         let rows = sqlx::query(
-            "SELECT 0 AS seq, 0 AS place, source_id, external_id, dest_id, version, updated_at, payload_hash, run_id
+            "SELECT 0 AS seq, 0 AS place, source_id, external_id, dest_id, version, updated_at, payload_hash, run_id, deleted_at
              FROM ledger WHERE sync = ?1 AND source_id = ?2
              UNION ALL
-             SELECT s.seq, key, value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6
+             SELECT s.seq, key, value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6, value ->> 7
              FROM ledger_staged AS s, jsonb_each(s.rows) WHERE s.sync = ?1 AND value ->> 0 = ?2
              ORDER BY seq, place",
         )

@@ -73,6 +73,9 @@ pub struct Counters {
     pub dead_lettered: u64,
     pub beyond_watermark: u64,
     pub requests: u64,
+    /// Records deleted (or tombstoned) for a deletion at the source.
+    #[serde(default)]
+    pub deleted: u64,
 }
 
 impl Counters {
@@ -89,6 +92,7 @@ impl Counters {
                 .beyond_watermark
                 .saturating_sub(earlier.beyond_watermark),
             requests: self.requests.saturating_sub(earlier.requests),
+            deleted: self.deleted.saturating_sub(earlier.deleted),
         }
     }
 }
@@ -122,6 +126,10 @@ pub struct LedgerEntry {
     pub updated_at: Timestamp,
     pub payload_hash: String,
     pub run_id: String,
+    /// A tombstone: the record was deleted at the source at this time and is
+    /// gone from the destination. `version` and `updated_at` stay those of
+    /// the last copy written, or of the deletion when it is newer.
+    pub deleted_at: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -281,6 +289,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         8,
         "resets",
         include_str!("../../migrations/0008_resets.sql"),
+    ),
+    (
+        9,
+        "tombstones",
+        include_str!("../../migrations/0009_tombstones.sql"),
     ),
 ];
 
@@ -487,16 +500,17 @@ impl Store {
         // One statement, one trip to SQLite's thread, for both tables.
         let rows = sqlx::query(
             "SELECT 0 AS kind, source_id, external_id, dest_id, version, updated_at, payload_hash, run_id,
-                    NULL AS fingerprint
+                    deleted_at, NULL AS fingerprint
              FROM ledger WHERE sync = ?1 AND source_id IN (SELECT value FROM json_each(?2))
              UNION ALL
-             SELECT 1, source_id, NULL, NULL, NULL, NULL, NULL, NULL, fingerprint
+             SELECT 1, source_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, fingerprint
              FROM dead_letters
              WHERE sync = ?1 AND (resolved_at IS NULL OR resolution = ?4)
                AND source_id IN (SELECT value FROM json_each(?2))
              UNION ALL
-             SELECT 2, source_id, external_id, NULL, NULL, NULL, NULL, NULL, NULL
-             FROM ledger WHERE sync = ?1 AND external_id IN (SELECT value FROM json_each(?3))",
+             SELECT 2, source_id, external_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+             FROM ledger WHERE sync = ?1 AND external_id IN (SELECT value FROM json_each(?3))
+               AND deleted_at IS NULL",
         )
         .bind(sync)
         .bind(json(ids)?)
@@ -686,10 +700,10 @@ impl Store {
     /// a merge would apply them.
     pub async fn ledger(&self, sync: &str) -> Result<Vec<LedgerEntry>, StateError> {
         let rows = sqlx::query(
-            "SELECT 0 AS seq, 0 AS place, source_id, external_id, dest_id, version, updated_at, payload_hash, run_id
+            "SELECT 0 AS seq, 0 AS place, source_id, external_id, dest_id, version, updated_at, payload_hash, run_id, deleted_at
              FROM ledger WHERE sync = ?1
              UNION ALL
-             SELECT s.seq, key, value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6
+             SELECT s.seq, key, value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6, value ->> 7
              FROM ledger_staged AS s, jsonb_each(s.rows) WHERE s.sync = ?1
              ORDER BY seq, place",
         )
@@ -726,6 +740,10 @@ fn ledger_entry(row: &sqlx::sqlite::SqliteRow) -> Result<LedgerEntry, StateError
         updated_at: micros(row.try_get("updated_at")?)?,
         payload_hash: row.try_get("payload_hash")?,
         run_id: row.try_get("run_id")?,
+        deleted_at: row
+            .try_get::<Option<i64>, _>("deleted_at")?
+            .map(micros)
+            .transpose()?,
     })
 }
 

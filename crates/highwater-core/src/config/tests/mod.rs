@@ -406,6 +406,7 @@ fn a_date_where_none_is_accepted_says_so() {
     );
 }
 
+mod deletes;
 mod properties;
 
 /// The warnings of a valid config, as `validate` prints them.

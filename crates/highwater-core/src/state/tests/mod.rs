@@ -71,6 +71,7 @@ fn entry(id: &str, version: i64) -> LedgerEntry {
         updated_at: Timestamp::UNIX_EPOCH,
         payload_hash: format!("h{version}"),
         run_id: "r1".into(),
+        deleted_at: None,
     }
 }
 

@@ -1,0 +1,328 @@
+//! Deletes: the deletes endpoint applied once per record across SIGKILLs, the
+//! soft-delete marker applied by the regular run, a deleted record never brought
+//! back by an older copy and written again once re-created, `explain` telling a
+//! deleted record's story, and `--deletes` refused, changing nothing, where the
+//! sync has nothing for it to read.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use highwater_core::state::{RunKind, Store};
+use simsaas::{Deletion, SimConfig};
+
+use crate::util::{
+    Mode, SYNC, Setup, Style, World, describe, report, stderr, stdout, wait_bounded,
+};
+
+/// `[sync.deletes]` reading the simulator's deletes feed, deleting the way
+/// each write mode addresses a record.
+pub fn deletes_endpoint(mode: Mode) -> String {
+    let delete_path = match mode {
+        Mode::Lookup => "/v1/contacts/{dest_id}",
+        Mode::Put | Mode::Post => "/v1/contacts/by-external-id/{external_id}",
+    };
+    format!(
+        r#"path = "/v1/invoices/deleted"
+records_path = "data"
+deleted_at_field = "deleted_at"
+lower_bound_param = "updated_after"
+upper_bound_param = "updated_before"
+pagination = {{ style = "cursor", token_path = "next_cursor", token_param = "cursor" }}
+delete_path = "{delete_path}""#
+    )
+}
+
+fn soft_delete_marker(mode: Mode) -> String {
+    let endpoint = deletes_endpoint(mode);
+    let delete_path = endpoint
+        .lines()
+        .find(|l| l.starts_with("delete_path"))
+        .unwrap_or_default();
+    format!("marker_field = \"deleted\"\nmarker_value = true\n{delete_path}")
+}
+
+/// Live, valid record ids, spread over the dataset.
+fn pick(world: &World, every: usize) -> Vec<String> {
+    world
+        .sim
+        .source_records()
+        .into_iter()
+        .filter(|r| r.rejection.is_none())
+        .step_by(every)
+        .map(|r| r.id)
+        .collect()
+}
+
+/// How far the open deletes run's commits have got: none when none is open.
+async fn deletes_progress(world: &World) -> Option<u64> {
+    let store = Store::open(&world.state_path()).await.expect("state");
+    let open = store
+        .open_run(SYNC, RunKind::Deletes)
+        .await
+        .expect("open run");
+    store.close().await;
+    open.map(|(_, checkpoint)| {
+        let c = checkpoint.counters;
+        c.deleted + c.unchanged + c.stale + c.dead_lettered
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deletions_are_applied_exactly_once_across_kills() {
+    for mode in [Mode::Put, Mode::Lookup] {
+        let mut sim = SimConfig::new(201, 600);
+        sim.poisoned_ratio = 0.0;
+        let mut setup = Setup::new(Style::Cursor, mode);
+        // Small pages and a slow destination: a deletes run commits many pages
+        // over a second or two, so kills land inside it.
+        setup.page_size = 10;
+        setup.concurrency = 2;
+        setup.deletes = deletes_endpoint(mode);
+        let world = World::start(&format!("deletes-kills-{mode:?}"), sim, &setup).await;
+        world.run_to_completion().await;
+        let deleted = pick(&world, 6);
+        for id in &deleted {
+            assert!(world.sim.delete_record(id, Deletion::Hard), "{id}");
+        }
+        let mut dest = world.sim.dest_faults();
+        dest.latency = Duration::from_millis(25);
+        world.sim.set_dest_faults(dest.clone());
+
+        let mut rng = fastrand::Rng::with_seed(201);
+        let (mut landed, mut attempts) = (0, 0);
+        while landed < 3 && attempts < 15 {
+            attempts += 1;
+            let before = deletes_progress(&world).await;
+            let mut child = world.spawn(&["run", SYNC, "--deletes"]);
+            let delay = Duration::from_millis(rng.u64(150..700));
+            if let Some(status) = wait_bounded(&mut child, delay).await {
+                assert!(
+                    status.code() != Some(2),
+                    "{mode:?}: the run refused its config"
+                );
+                if status.success() {
+                    break;
+                }
+                continue;
+            }
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+            if deletes_progress(&world)
+                .await
+                .is_some_and(|a| before.is_none_or(|b| a > b))
+            {
+                landed += 1;
+            }
+            // Between kills: no record that is still at the source is deleted.
+            let held: HashSet<String> = world
+                .sim
+                .dest_dump()
+                .objects
+                .into_iter()
+                .map(|o| o.external_id)
+                .collect();
+            let live = world.sim.source_records();
+            assert!(
+                live.iter()
+                    .filter(|r| r.rejection.is_none())
+                    .all(|r| held.contains(&r.id)),
+                "{mode:?}: a record not deleted at the source left the destination"
+            );
+        }
+        assert!(
+            landed >= 1,
+            "{mode:?}: none of {attempts} kills landed inside the deletes run"
+        );
+        dest.latency = Duration::ZERO;
+        world.sim.set_dest_faults(dest);
+        world.deletes_to_completion().await;
+
+        let applied = world.sim.deletes_applied();
+        let twice: Vec<(&String, &u64)> = applied.iter().filter(|(_, n)| **n != 1).collect();
+        assert!(
+            twice.is_empty(),
+            "{mode:?}: deleted more than once: {twice:?}"
+        );
+        let mut gone: Vec<&String> = applied.keys().collect();
+        gone.sort();
+        let mut expected: Vec<&String> = deleted.iter().collect();
+        expected.sort();
+        assert_eq!(gone, expected, "{mode:?}: the deletes applied");
+        let v = world.assert_exact().await;
+        assert_eq!(v.dest_records, v.expected_written, "{mode:?}: {v}");
+
+        // Applied again from the lookback, nothing is deleted twice.
+        let out = world.highwater(&["run", SYNC, "--deletes", "--json"]).await;
+        assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+        let again = report(&out);
+        assert_eq!(again["counters"]["deleted"], 0, "{again}");
+        assert_eq!(again["counters"]["unchanged"], deleted.len(), "{again}");
+        assert_eq!(world.sim.deletes_applied(), applied);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deleted_records_story_says_deleted_and_a_recreated_one_is_written_again() {
+    let mut sim = SimConfig::new(202, 200);
+    sim.poisoned_ratio = 0.0;
+    sim.invalid_ratio = 0.02;
+    let mut setup = Setup::new(Style::Keyset, Mode::Post);
+    setup.deletes = deletes_endpoint(Mode::Post);
+    let world = World::start("deletes-story", sim, &setup).await;
+    world.run_to_completion().await;
+    let ids = pick(&world, 40);
+    let (deleted, recreated) = (&ids[0], &ids[1]);
+    let never_written = world
+        .sim
+        .source_records()
+        .into_iter()
+        .find(|r| r.rejection.is_some())
+        .map(|r| r.id)
+        .expect("an invalid record");
+    for id in [deleted, recreated] {
+        assert!(world.sim.delete_record(id, Deletion::Hard));
+    }
+    world.deletes_to_completion().await;
+    let out = world.highwater(&["explain", SYNC, deleted]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("deleted at the destination") && text.contains("ledger: deleted at"),
+        "{text}"
+    );
+
+    // Re-created after its deletion: written again by the next run.
+    assert!(world.sim.delete_record(recreated, Deletion::Recreate));
+    world.run_to_completion().await;
+    let held: HashMap<String, Option<i64>> = world
+        .sim
+        .dest_dump()
+        .objects
+        .into_iter()
+        .map(|o| {
+            (
+                o.external_id,
+                o.body.get("version").and_then(|v| v.as_i64()),
+            )
+        })
+        .collect();
+    assert!(!held.contains_key(deleted.as_str()));
+    let version = world
+        .sim
+        .source_records()
+        .into_iter()
+        .find(|r| &r.id == recreated)
+        .map(|r| r.version);
+    assert_eq!(held.get(recreated.as_str()).copied().flatten(), version);
+    world.assert_exact().await;
+
+    // Never written (it was dead-lettered): a tombstone, and no request.
+    assert!(world.sim.delete_record(&never_written, Deletion::Hard));
+    world.deletes_to_completion().await;
+    assert_eq!(
+        world.sim.deletes_applied().get(never_written.as_str()),
+        None
+    );
+    let json = world
+        .highwater(&["explain", SYNC, &never_written, "--json"])
+        .await;
+    let story = report(&json);
+    let last = story["events"]
+        .as_array()
+        .and_then(|events| events.last())
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(last["action"], "deleted", "{story}");
+    assert_eq!(last["attempts"], 0, "{story}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn soft_deleted_records_are_deleted_and_never_brought_back_by_an_older_copy() {
+    let mut sim = SimConfig::new(203, 300);
+    sim.poisoned_ratio = 0.0;
+    let mut setup = Setup::new(Style::Offset, Mode::Put);
+    setup.deletes = soft_delete_marker(Mode::Put);
+    let world = World::start("deletes-soft", sim, &setup).await;
+    world.run_to_completion().await;
+    let soft = pick(&world, 25);
+    for id in &soft {
+        assert!(world.sim.delete_record(id, Deletion::Soft), "{id}");
+    }
+    world.run_to_completion().await;
+    let held: HashSet<String> = world
+        .sim
+        .dest_dump()
+        .objects
+        .into_iter()
+        .map(|o| o.external_id)
+        .collect();
+    let left: Vec<&String> = soft.iter().filter(|id| held.contains(*id)).collect();
+    assert!(left.is_empty(), "soft-deleted, still there: {left:?}");
+    world.assert_exact().await;
+
+    // A lagging replica serves every record's previous version: the copies
+    // from before the deletion are stale, and none is written again.
+    let mut source = world.sim.source_faults();
+    source.stale_version_ratio = 1.0;
+    world.sim.set_source_faults(source);
+    let out = world.highwater(&["run", SYNC, "--json"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let ran = report(&out);
+    assert!(
+        ran["counters"]["stale"].as_u64() >= Some(soft.len() as u64),
+        "{ran}"
+    );
+    let back: Vec<String> = world
+        .sim
+        .dest_dump()
+        .objects
+        .into_iter()
+        .map(|o| o.external_id)
+        .filter(|id| soft.contains(id))
+        .collect();
+    assert!(back.is_empty(), "brought back by an older copy: {back:?}");
+    let applied = world.sim.deletes_applied();
+    assert!(
+        soft.iter().all(|id| applied.get(id) == Some(&1)),
+        "{applied:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deletes_without_a_deletes_endpoint_are_refused_and_change_nothing() {
+    let sim = SimConfig::new(204, 50);
+    let mut setup = Setup::new(Style::Cursor, Mode::Put);
+    let world = World::start("deletes-refused", sim, &setup).await;
+    // No [sync.deletes]: nothing is created, not even the state store.
+    let out = world.highwater(&["run", SYNC, "--deletes"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("nothing for --deletes to read")
+            && stderr(&out).contains("[sync.deletes]"),
+        "{}",
+        describe(&out)
+    );
+    assert!(!world.state_path().exists());
+
+    // A marker is applied by every run, not by --deletes.
+    world.run_to_completion().await;
+    setup.deletes = soft_delete_marker(Mode::Put);
+    world.rewrite(&setup);
+    let before = world.state_dump().await;
+    let out = world.highwater(&["run", SYNC, "--deletes"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("marked in its records"),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(world.state_dump().await, before);
+
+    // A dry run of deletes is not a thing: clap says so.
+    let out = world
+        .highwater(&["run", SYNC, "--deletes", "--dry-run"])
+        .await;
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert!(stderr(&out).contains("--dry-run"), "{}", describe(&out));
+    assert_eq!(world.state_dump().await, before);
+}
