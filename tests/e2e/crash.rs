@@ -10,8 +10,11 @@
 //! right: the lookback is minutes, not the data's two hours, so a later run cannot
 //! hide what the killed one lost. Only then does the next run pick up what changed
 //! during the first, and everything is checked again. Staged ledger rows are
-//! merged every 1,000 rows, so kills land between and during merges. The seed is
-//! in every message so a failure can be replayed.
+//! merged every 1,000 rows, so kills land between and during merges. Records
+//! are deleted at the source too, throughout: a deletes run every few kills, and
+//! after each completed run, must leave every deleted record gone from the
+//! destination, and none comes back between kills. The seed is in every message
+//! so a failure can be replayed.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -19,6 +22,7 @@ use std::time::Duration;
 use highwater_core::state::{RunKind, Store};
 use simsaas::{SimConfig, SimStats};
 
+use crate::deletes::deletes_endpoint;
 use crate::util::{Mode, SYNC, Setup, Style, World, wait_bounded};
 
 const RECORDS: usize = 5_000;
@@ -50,6 +54,8 @@ async fn crash_and_recover(style: Style, mode: Mode, seed: u64) {
     // Updates, late updates (well within the lookback) and inserts; a record
     // inserted with an old timestamp is a backfill's business, not a run's.
     sim.mutations.weights = [2, 1, 1, 0];
+    // And hard deletes, about one mutation in nine: into the deletes feed.
+    sim.mutations.delete_weights = [1, 0, 0];
     sim.mutations.late_by = Duration::from_secs(60);
     let mut setup = Setup::new(style, mode);
     setup.timeout = "300ms";
@@ -62,6 +68,7 @@ async fn crash_and_recover(style: Style, mode: Mode, seed: u64) {
     // Ledger merges every 1,000 rows, so that kills land both between merges
     // (staged rows left for the next invocation) and during them.
     setup.merge_rows = Some(1_000);
+    setup.deletes = deletes_endpoint(mode);
     let name = format!("crash-{style:?}-{mode:?}");
     let world = World::start(&name, sim, &setup).await;
     let at_start: HashMap<String, i64> = world
@@ -80,6 +87,8 @@ async fn crash_and_recover(style: Style, mode: Mode, seed: u64) {
     };
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut versions = Versions::default();
+    // Records a completed deletes run removed: gone for good (none is re-created).
+    let mut gone: HashSet<String> = HashSet::new();
     let mut landed = 0;
     let mut attempts = 0;
     while landed < KILLS && attempts < 100 {
@@ -102,6 +111,10 @@ async fn crash_and_recover(style: Style, mode: Mode, seed: u64) {
         let after = progress(&world).await;
         if after.is_some_and(|a| before.is_none_or(|b| a > b)) {
             landed += 1;
+            // Deletions applied between kills, with the killed run left open.
+            if landed % 5 == 0 {
+                apply_deletes(&world, &mut gone, seed).await;
+            }
         }
         // Between crashes: nothing is ever duplicated, even transiently, and
         // nothing goes back but what a late write set back.
@@ -124,6 +137,15 @@ async fn crash_and_recover(style: Style, mode: Mode, seed: u64) {
             "seed {seed}: a POST was applied twice"
         );
         versions.check(&dump, seed);
+        let back: Vec<&str> = ids
+            .iter()
+            .copied()
+            .filter(|id| gone.contains(*id))
+            .collect();
+        assert!(
+            back.is_empty(),
+            "seed {seed}: deleted records came back after a kill: {back:?}"
+        );
     }
     assert!(
         landed >= KILLS,
@@ -136,6 +158,7 @@ async fn crash_and_recover(style: Style, mode: Mode, seed: u64) {
 
     // The killed run, finished: its own result, with no later run to hide a loss.
     world.run_to_completion().await;
+    apply_deletes(&world, &mut gone, seed).await;
     let store = Store::open(&world.state_path()).await.expect("state");
     let (completed, _) = store
         .last_completed(SYNC, RunKind::Incremental)
@@ -162,9 +185,47 @@ async fn crash_and_recover(style: Style, mode: Mode, seed: u64) {
 
     // The next run picks up what changed while the first ran.
     world.run_to_completion().await;
+    apply_deletes(&world, &mut gone, seed).await;
+    assert!(
+        !gone.is_empty(),
+        "seed {seed}: no record was deleted at the source"
+    );
     let v = world.assert_exact().await;
     assert!(v.dead_lettered > 0, "{v}");
     assert_faults_served(&world.sim.stats(), seed);
+}
+
+/// Runs the deletes feed to completion: every record deleted at the source
+/// before it started is then gone from the destination, removed once, and
+/// stays gone.
+async fn apply_deletes(world: &World, gone: &mut HashSet<String>, seed: u64) {
+    // Deleted before the run starts, so at or below its watermark; the data
+    // may still be changing while it runs.
+    let deleted = world.sim.deleted_ids();
+    world.deletes_to_completion().await;
+    let held: HashSet<String> = world
+        .sim
+        .dest_dump()
+        .objects
+        .into_iter()
+        .map(|o| o.external_id)
+        .collect();
+    let left: Vec<&String> = deleted.iter().filter(|id| held.contains(*id)).collect();
+    assert!(
+        left.is_empty(),
+        "seed {seed}: deleted at the source, still at the destination: {left:?}"
+    );
+    let twice: Vec<(String, u64)> = world
+        .sim
+        .deletes_applied()
+        .into_iter()
+        .filter(|(_, n)| *n > 1)
+        .collect();
+    assert!(
+        twice.is_empty(),
+        "seed {seed}: deleted more than once: {twice:?}"
+    );
+    gone.extend(deleted);
 }
 
 /// Every fault the run is meant to survive was served at least once.
