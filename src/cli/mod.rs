@@ -136,6 +136,13 @@ pub enum Command {
         /// path`), from where the last such run ended, with a checkpoint of its own.
         #[arg(long, conflicts_with = "dry_run")]
         deletes: bool,
+        /// Read the whole source, then delete what the ledger holds and the source
+        /// no longer has (`[sync.deletes]`), refusing above `full_delete_limit`.
+        #[arg(long, conflicts_with_all = ["dry_run", "deletes"])]
+        full: bool,
+        /// With --full: delete however large a share of the ledger has gone.
+        #[arg(long, requires = "full")]
+        allow_mass_delete: bool,
     },
     /// Read a range of the source's history again, with a checkpoint of its own
     /// (resumable: run the same command again), without moving the sync's
@@ -434,9 +441,13 @@ pub async fn dispatch(cli: Cli) -> Result<Exit, CliError> {
             max_pages,
             dry_run: false,
             deletes,
+            full,
+            allow_mass_delete,
         } => {
             let plan = if deletes {
                 Plan::Deletes
+            } else if full {
+                Plan::Full { allow_mass_delete }
             } else {
                 Plan::Incremental
             };

@@ -20,6 +20,12 @@ fn refuse_unconfigured(
     plan: &Plan,
 ) -> Result<(), CliError> {
     use highwater_core::config::DeleteFeed;
+    if matches!(plan, Plan::Full { .. }) && spec.deletes.is_none() {
+        return Err(CliError::Usage(format!(
+            "sync {:?}: --full deletes what the source no longer has, and the sync has no [sync.deletes] saying how (`delete_path`, and `full_delete_limit`)",
+            spec.name
+        )));
+    }
     if *plan == Plan::Deletes {
         let feed = spec.deletes.as_ref().map(|d| &d.feed);
         if !matches!(feed, Some(DeleteFeed::Endpoint(_))) {
@@ -27,7 +33,9 @@ fn refuse_unconfigured(
                 Some(DeleteFeed::Marker { .. }) => {
                     "its deletions are marked in its records, which every run applies; `--deletes` reads a deletes endpoint (`path` in [sync.deletes])"
                 }
-                _ => "it has no [sync.deletes] with a `path` (an endpoint listing deleted ids)",
+                _ => {
+                    "it has no [sync.deletes] with a `path` (an endpoint listing deleted ids); `run --full` finds deletions without one"
+                }
             };
             return Err(CliError::Usage(format!(
                 "sync {:?}: nothing for --deletes to read: {why}",

@@ -326,3 +326,120 @@ async fn deletes_without_a_deletes_endpoint_are_refused_and_change_nothing() {
     assert!(stderr(&out).contains("--dry-run"), "{}", describe(&out));
     assert_eq!(world.state_dump().await, before);
 }
+
+/// `[sync.deletes]` with no feed: only `run --full` finds deletions.
+const FULL_ONLY: &str = "delete_path = \"/v1/contacts/by-external-id/{external_id}\"";
+
+fn held(world: &World) -> HashSet<String> {
+    world
+        .sim
+        .dest_dump()
+        .objects
+        .into_iter()
+        .map(|o| o.external_id)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_run_deletes_what_the_source_no_longer_has_and_refuses_a_mass_delete() {
+    let mut sim = SimConfig::new(205, 200);
+    sim.poisoned_ratio = 0.0;
+    let mut setup = Setup::new(Style::Keyset, Mode::Put);
+    // Records updated since are past the full run's watermark: still the source's.
+    setup.lag = "5m";
+    setup.deletes = FULL_ONLY.into();
+    let world = World::start("deletes-full", sim, &setup).await;
+    world.run_to_completion().await;
+    let written = held(&world);
+    let ids = pick(&world, 10);
+    let (gone, updated) = (&ids[..8], &ids[8..11]);
+    for id in gone {
+        assert!(world.sim.delete_record(id, Deletion::Hard));
+    }
+    for id in updated {
+        assert!(world.sim.update_record(id).is_some());
+    }
+    let out = world.highwater(&["run", SYNC, "--full", "--json"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let ran = report(&out);
+    assert_eq!(ran["counters"]["deleted"], gone.len(), "{ran}");
+    let now = held(&world);
+    let expected: HashSet<String> = written
+        .iter()
+        .filter(|id| !gone.contains(id))
+        .cloned()
+        .collect();
+    assert_eq!(now, expected, "exactly the vanished records are deleted");
+    let applied = world.sim.deletes_applied();
+    assert_eq!(applied.len(), gone.len());
+    assert!(
+        gone.iter().all(|id| applied.get(id) == Some(&1)),
+        "{applied:?}"
+    );
+    let out = world.highwater(&["explain", SYNC, &gone[0]]).await;
+    assert!(
+        stdout(&out).contains("deleted at the destination"),
+        "{}",
+        describe(&out)
+    );
+
+    // A third of what is left vanishes: refused, nothing deleted, exit 1.
+    let many: Vec<String> = pick(&world, 3);
+    for id in &many {
+        world.sim.delete_record(id, Deletion::Hard);
+    }
+    let out = world.highwater(&["run", SYNC, "--full"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let message = stderr(&out);
+    assert!(
+        message.contains(&format!("refusing to delete {} of the", many.len()))
+            && message.contains("full_delete_limit (10.0%)")
+            && message.contains("--allow-mass-delete")
+            && message.contains("nothing was deleted"),
+        "{message}"
+    );
+    assert_eq!(held(&world), now, "a refused mass delete deletes nothing");
+    assert_eq!(world.sim.deletes_applied(), applied);
+
+    // Said on purpose, it goes ahead.
+    let out = world
+        .highwater(&["run", SYNC, "--full", "--allow-mass-delete"])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let left: Vec<&String> = many
+        .iter()
+        .filter(|id| held(&world).contains(*id))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    world.assert_exact().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_run_needs_a_deletes_table_and_takes_no_dry_run() {
+    let sim = SimConfig::new(206, 30);
+    let mut setup = Setup::new(Style::Cursor, Mode::Put);
+    let world = World::start("deletes-full-refused", sim, &setup).await;
+    let out = world.highwater(&["run", SYNC, "--full"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("no [sync.deletes]"),
+        "{}",
+        describe(&out)
+    );
+    assert!(!world.state_path().exists(), "nothing is created");
+    for args in [
+        &["run", SYNC, "--allow-mass-delete"][..],
+        &["run", SYNC, "--full", "--dry-run"],
+        &["run", SYNC, "--full", "--deletes"],
+    ] {
+        let out = world.highwater(args).await;
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", describe(&out));
+    }
+    assert!(!world.state_path().exists(), "nothing is created");
+    setup.deletes = FULL_ONLY.into();
+    world.rewrite(&setup);
+    let out = world.highwater(&["run", SYNC, "--deletes"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert!(stderr(&out).contains("run --full"), "{}", describe(&out));
+    assert!(!world.state_path().exists(), "nothing is created");
+}

@@ -30,14 +30,9 @@ impl Validator<'_> {
                 );
                 None
             }
-            (None, None) => {
-                self.problem(
-                    &table,
-                    &at,
-                    "expected `path` (an endpoint listing deleted ids) or `marker_field` (a field marking deleted records)",
-                );
-                None
-            }
+            // Neither: only `run --full` finds deletions. Keys of an endpoint
+            // or a marker mean one was meant.
+            (None, None) => self.no_feed(&raw, pagination_span, &at),
             (Some(path), None) => self.delete_endpoint(&raw, path, pagination, source?, &at),
             (None, Some(field)) => self.delete_marker(&raw, field, pagination_span, &at),
         };
@@ -137,6 +132,47 @@ impl Validator<'_> {
             ..source.clone()
         };
         ok.then(|| DeleteFeed::Endpoint(Box::new(feed)))
+    }
+
+    fn no_feed(
+        &mut self,
+        raw: &RawDeletes,
+        pagination: Option<std::ops::Range<usize>>,
+        at: &str,
+    ) -> Option<DeleteFeed> {
+        let stray = [
+            ("records_path", raw.records_path.as_ref().map(|s| s.span())),
+            ("id_field", raw.id_field.as_ref().map(|s| s.span())),
+            (
+                "deleted_at_field",
+                raw.deleted_at_field.as_ref().map(|s| s.span()),
+            ),
+            ("time_format", raw.time_format.as_ref().map(|s| s.span())),
+            (
+                "lower_bound_param",
+                raw.lower_bound_param.as_ref().map(|s| s.span()),
+            ),
+            (
+                "upper_bound_param",
+                raw.upper_bound_param.as_ref().map(|s| s.span()),
+            ),
+            ("lookback", raw.lookback.as_ref().map(|s| s.span())),
+            ("pagination", pagination),
+            ("marker_value", raw.marker_value.as_ref().map(|s| s.span())),
+        ];
+        let mut ok = true;
+        for (key, span) in stray {
+            if let Some(span) = span {
+                let needs = if key == "marker_value" {
+                    "needs `marker_field`"
+                } else {
+                    "needs `path` (an endpoint listing deleted ids)"
+                };
+                self.problem(&Spanned::new(span, ()), format!("{at}.{key}"), needs);
+                ok = false;
+            }
+        }
+        ok.then_some(DeleteFeed::Absent)
     }
 
     fn delete_marker(

@@ -76,6 +76,8 @@ pub struct DeletesSpec {
 
 #[derive(Debug, Clone)]
 pub enum DeleteFeed {
+    /// No feed: only a `full` run finds what the source no longer has.
+    Absent,
     /// An endpoint listing deleted ids, read as a source whose records are
     /// deletions: `updated_at_field` is where each says when it was deleted.
     Endpoint(Box<SourceSpec>),
@@ -91,7 +93,7 @@ impl DeleteFeed {
     /// Whether `body` is a record deleted by the marker.
     pub fn marks(&self, body: &Value) -> bool {
         match self {
-            DeleteFeed::Endpoint(_) => false,
+            DeleteFeed::Absent | DeleteFeed::Endpoint(_) => false,
             DeleteFeed::Marker { field, value } => match (field.get(body), value) {
                 (None | Some(Value::Null), _) => false,
                 (Some(found), Some(value)) => found == value,

@@ -91,7 +91,7 @@ pub async fn dry_run(
 ) -> Result<DryRunReport, FailureCause> {
     if matches!(
         plan,
-        Plan::Replay { .. } | Plan::Repair { .. } | Plan::Deletes
+        Plan::Replay { .. } | Plan::Repair { .. } | Plan::Deletes | Plan::Full { .. }
     ) {
         return Err(FailureCause::NotForDryRun(plan.kind()));
     }

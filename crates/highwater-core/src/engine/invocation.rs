@@ -182,6 +182,7 @@ fn failure_class(cause: &FailureCause) -> String {
         FailureCause::OtherRunOpen { .. } => ("runs", "other_run_open"),
         FailureCause::NotForDryRun(_) => ("runs", "not_for_dry_run"),
         FailureCause::NoDeletesFeed(_) => ("config", "no_deletes_feed"),
+        FailureCause::MassDelete { .. } => ("records", "mass_delete"),
         FailureCause::Client(_) | FailureCause::Thread(_) | FailureCause::ReaderGone => {
             ("highwater", "internal")
         }
@@ -202,8 +203,12 @@ async fn open_or_resume(
                 watermark: run.watermark,
             });
         }
-        let cursor: Cursor = serde_json::from_value(checkpoint.cursor)
-            .map_err(|e| StateError::Corrupt(format!("run {}: cursor: {e}", run.run_id)))?;
+        let cursor: Cursor = match plan {
+            // What a full run saw before is not kept: it reads everything again.
+            Plan::Full { .. } => Cursor::Start,
+            _ => serde_json::from_value(checkpoint.cursor)
+                .map_err(|e| StateError::Corrupt(format!("run {}: cursor: {e}", run.run_id)))?,
+        };
         store.resume_run(&run.run_id).await?;
         return Ok((run, cursor, checkpoint.counters, true));
     }

@@ -15,6 +15,7 @@ pub mod decide;
 mod dry;
 mod events;
 pub mod frontier;
+mod full;
 mod invocation;
 mod plan;
 mod reconcile;
@@ -180,6 +181,16 @@ pub enum FailureCause {
     NotForDryRun(RunKind),
     #[error("sync {0:?} has no deletes endpoint: set `path` in its [sync.deletes]")]
     NoDeletesFeed(String),
+    #[error(
+        "refusing to delete {count} of the {total} records the ledger holds ({:.1}%), more than full_delete_limit ({:.1}%): nothing was deleted. If the source really no longer has them, run again with --allow-mass-delete",
+        *.count as f64 * 100.0 / (*.total).max(1) as f64,
+        .limit * 100.0
+    )]
+    MassDelete {
+        count: usize,
+        total: usize,
+        limit: f64,
+    },
 }
 
 impl FailureCause {
@@ -296,6 +307,16 @@ struct Runner<'a> {
     /// too, in batches, so the write path does not spend its time in `free`.
     spent: Vec<WriteJob>,
     spent_tx: Option<mpsc::UnboundedSender<Vec<WriteJob>>>,
+    /// A full run: every source id the source listed, and whether the ids it
+    /// no longer lists have been swept into deletions yet.
+    seen: HashSet<String>,
+    swept: bool,
+    /// Ids a full run deletes because the source no longer lists them.
+    vanished: HashSet<String>,
+    /// When this invocation began reading: a record a full run did not find
+    /// anywhere in the source is gone as of then (a copy written later, of a
+    /// record re-created since, is newer than the deletion).
+    reading_since: Timestamp,
 }
 
 struct PageState {
@@ -421,6 +442,10 @@ impl<'a> Runner<'a> {
             newest_written: None,
             event_retention: crate::config::DEFAULT_EVENT_RETENTION,
             spent: Vec::with_capacity(SPENT_BATCH),
+            seen: HashSet::new(),
+            swept: false,
+            vanished: HashSet::new(),
+            reading_since: Timestamp::UNIX_EPOCH,
             spent_tx: None,
         }
     }
@@ -514,10 +539,22 @@ impl<'a> Runner<'a> {
         let (reading_stop, reading_guard) = stop.child();
         let (spent_tx, spent_rx) = mpsc::unbounded_channel();
         self.spent_tx = Some(spent_tx);
+        self.reading_since = Timestamp::now();
+        let mut window = window;
         let source = match (&self.plan, &self.spec.deletes) {
+            // A full run must see every id the source has: no upper bound is
+            // sent, and nothing is dropped past the watermark.
+            (Plan::Full { .. }, _) => {
+                window.watermark = Timestamp::MAX;
+                crate::config::SourceSpec {
+                    upper_bound_param: None,
+                    sorted: false,
+                    ..self.spec.source.clone()
+                }
+            }
             (Plan::Deletes, Some(deletes)) => match &deletes.feed {
                 crate::config::DeleteFeed::Endpoint(feed) => (**feed).clone(),
-                crate::config::DeleteFeed::Marker { .. } => {
+                crate::config::DeleteFeed::Marker { .. } | crate::config::DeleteFeed::Absent => {
                     return Err(FailureCause::NoDeletesFeed(self.spec.name.clone()));
                 }
             },
@@ -586,6 +623,18 @@ impl<'a> Runner<'a> {
             // done; then the destination says whether the floor's write arrived.
             if self.source_done && !committing && self.only_held_back_left() {
                 if let Err(e) = self.settle_held_back(sink, stop).await {
+                    break Err(e);
+                }
+                continue;
+            }
+            if self.source_done
+                && self.pages.is_empty()
+                && !committing
+                && matches!(self.plan, Plan::Full { .. })
+                && !self.swept
+            {
+                self.swept = true;
+                if let Err(e) = self.sweep().await {
                     break Err(e);
                 }
                 continue;
@@ -751,6 +800,10 @@ impl<'a> Runner<'a> {
         // This page's snapshot, and those of every page read after it, hold what
         // had committed before it was looked up.
         self.view.admitted(confirmed);
+        if matches!(self.plan, Plan::Full { .. }) && !self.swept {
+            self.seen
+                .extend(arrivals.iter().map(|a| a.record.id().to_owned()));
+        }
         self.counters.read += arrivals.len() as u64;
         self.counters.beyond_watermark += page.beyond_watermark;
         self.counters.requests += u64::from(page.requests);

@@ -37,6 +37,12 @@ pub enum Plan {
     /// less the feed's lookback, to now less the lag: each deletion is applied
     /// at the destination and kept in the ledger as a tombstone.
     Deletes,
+    /// The whole source, with no lower bound and nothing dropped past the
+    /// watermark; then what the ledger holds (not deleted) and the source no
+    /// longer listed is deleted — refused above the sync's
+    /// `full_delete_limit` share of the ledger unless `allow_mass_delete`. An
+    /// open full run is resumed from the start: what it saw is not kept.
+    Full { allow_mass_delete: bool },
 }
 
 impl Plan {
@@ -47,6 +53,7 @@ impl Plan {
             Plan::Replay { .. } => RunKind::Replay,
             Plan::Repair { .. } => RunKind::Repair,
             Plan::Deletes => RunKind::Deletes,
+            Plan::Full { .. } => RunKind::Full,
         }
     }
 
@@ -76,6 +83,10 @@ impl Plan {
         }
         match self {
             Plan::Incremental => incremental,
+            Plan::Full { .. } => Window {
+                lower: None,
+                watermark: incremental.watermark,
+            },
             Plan::Deletes => {
                 let lookback = match spec.deletes.as_ref().map(|d| &d.feed) {
                     Some(crate::config::DeleteFeed::Endpoint(feed)) => feed.lookback,
@@ -103,7 +114,11 @@ impl Plan {
         match self {
             // A replay resumes after the last source id it finished.
             // A repair open from before is finished under its own window.
-            Plan::Incremental | Plan::Replay { .. } | Plan::Repair { .. } | Plan::Deletes => true,
+            Plan::Incremental
+            | Plan::Replay { .. }
+            | Plan::Repair { .. }
+            | Plan::Deletes
+            | Plan::Full { .. } => true,
             // The window's end is `to`, or earlier when `to` was not settled yet.
             Plan::Backfill { from, to } => run.lower_bound == Some(*from) && run.watermark <= *to,
         }

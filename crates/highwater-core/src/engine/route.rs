@@ -133,7 +133,7 @@ impl Runner<'_> {
     /// entry of the deletes feed; a record of any other run carrying the
     /// soft-delete marker (deleted as of its own version and `updated_at`).
     fn deletion(&self, record: &SourceRecord) -> Option<(Option<i64>, Timestamp)> {
-        if self.plan == Plan::Deletes {
+        if self.plan == Plan::Deletes || self.vanished.contains(record.id()) {
             return Some((None, record.updated_at()));
         }
         let feed = &self.spec.deletes.as_ref()?.feed;

@@ -102,11 +102,18 @@ fn a_marker_deletes_records_carrying_it() {
 
 #[test]
 fn deletes_mistakes_name_line_and_key() {
+    // Neither feed: only a full run deletes; keys of a feed then mean one was meant.
     check(
         &with_deletes("[sync.deletes]\ndelete_path = \"/v1/contacts/{dest_id}\"\n"),
-        expect![[
-            r#"hw.toml:48: sync "invoices_to_crm".deletes: expected `path` (an endpoint listing deleted ids) or `marker_field` (a field marking deleted records)"#
-        ]],
+        expect![[r#"ok"#]],
+    );
+    check(
+        &with_deletes(
+            "[sync.deletes]\ndeleted_at_field = \"gone\"\nmarker_value = 1\ndelete_path = \"/v1/contacts/{dest_id}\"\n",
+        ),
+        expect![[r#"
+            hw.toml:49: sync "invoices_to_crm".deletes.deleted_at_field: needs `path` (an endpoint listing deleted ids)
+            hw.toml:50: sync "invoices_to_crm".deletes.marker_value: needs `marker_field`"#]],
     );
     check(
         &with_deletes(
