@@ -2,7 +2,8 @@
 //! high-water mark with the ledger and, for a sample, with the destination, and
 //! reports what is missing, stale, drifted or extra (exit 1 when anything is);
 //! `--repair` writes the missing, stale and drifted records again as a `repair`
-//! run. Extras are reported, not deleted.
+//! run, and deletes the extras when the sync deletes (`[sync.deletes]`);
+//! otherwise extras are reported, not deleted, and the repair says why.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -39,13 +40,25 @@ pub async fn reconcile(
         let clean = ids.is_empty() && report.extra.is_empty();
         return Ok(if clean { Exit::Complete } else { Exit::Failed });
     }
-    if ids.is_empty() {
+    // Deleting is the sync's to decide: only one that deletes loses extras.
+    let delete = match (&spec.deletes, report.extra.is_empty()) {
+        (Some(_), _) | (None, true) => report.extra.clone(),
+        (None, false) => {
+            eprintln!(
+                "{} extra record(s) not deleted: sync {sync:?} has no [sync.deletes]; add one (delete_path) for --repair to delete them",
+                report.extra.len()
+            );
+            Vec::new()
+        }
+    };
+    if ids.is_empty() && delete.is_empty() {
         return Ok(Exit::Complete);
     }
     let plan = Plan::Repair {
         from: window.lower.unwrap_or(jiff::Timestamp::MIN),
         to: window.watermark,
         ids,
+        delete,
     };
     run::run(ctx, sync, plan, None, None).await
 }
@@ -81,10 +94,7 @@ fn text(sync: &str, r: &ReconcileReport) -> String {
     }
     let _ = writeln!(out, "  extra           {}", r.extra.len());
     for id in r.extra.iter().take(10) {
-        let _ = writeln!(
-            out,
-            "    {id} (ledger): not live in the source; not deleted"
-        );
+        let _ = writeln!(out, "    {id} (ledger): not live in the source");
     }
     out
 }

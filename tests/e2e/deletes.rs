@@ -443,3 +443,58 @@ async fn a_full_run_needs_a_deletes_table_and_takes_no_dry_run() {
     assert!(stderr(&out).contains("run --full"), "{}", describe(&out));
     assert!(!world.state_path().exists(), "nothing is created");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reconcile_repair_deletes_extras_only_for_a_sync_that_deletes() {
+    let mut sim = SimConfig::new(207, 120);
+    sim.poisoned_ratio = 0.0;
+    let mut setup = Setup::new(Style::Cursor, Mode::Put);
+    setup.dest_extra = "read_path = \"/v1/contacts/by-external-id/{external_id}\"".into();
+    let world = World::start("deletes-reconcile", sim, &setup).await;
+    world.run_to_completion().await;
+    let gone = pick(&world, 30);
+    for id in &gone {
+        assert!(world.sim.delete_record(id, Deletion::Hard));
+    }
+    let before = held(&world);
+
+    // No [sync.deletes]: the extras are reported and kept, and the repair says why.
+    let out = world.highwater(&["reconcile", SYNC, "--repair"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains(&format!(
+            "{} extra record(s) not deleted: sync \"{SYNC}\" has no [sync.deletes]",
+            gone.len()
+        )),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(held(&world), before);
+    assert!(world.sim.deletes_applied().is_empty());
+
+    // A sync that deletes: the repair deletes them, once; reconciliation is clean after.
+    setup.deletes = FULL_ONLY.into();
+    world.rewrite(&setup);
+    let out = world.highwater(&["reconcile", SYNC, "--repair"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let now = held(&world);
+    assert!(
+        gone.iter().all(|id| !now.contains(id)),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(now.len(), before.len() - gone.len());
+    let applied = world.sim.deletes_applied();
+    assert!(
+        gone.iter().all(|id| applied.get(id) == Some(&1)),
+        "{applied:?}"
+    );
+    let out = world.highwater(&["reconcile", SYNC]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let explained = world.highwater(&["explain", SYNC, &gone[0]]).await;
+    assert!(
+        stdout(&explained).contains("repair"),
+        "{}",
+        describe(&explained)
+    );
+}

@@ -110,12 +110,13 @@ impl ReadAhead {
             let read = match &self.plan {
                 Plan::Replay { ids } => self.dead_letters(ids.as_deref(), &mut replayed).await,
                 // A repair reads the window, and keeps only the records it repairs.
-                Plan::Repair { ids, .. } => reader
+                Plan::Repair { ids, delete, .. } => reader
                     .next_page(&self.stop)
                     .await
                     .map(|page| {
                         page.map(|mut page| {
-                            page.records.retain(|r| ids.iter().any(|id| id == r.id()));
+                            page.records
+                                .retain(|r| ids.iter().chain(delete).any(|id| id == r.id()));
                             page
                         })
                     })

@@ -393,6 +393,7 @@ path = "/items/{external_id}"
                 from: Timestamp::UNIX_EPOCH,
                 to: Timestamp::UNIX_EPOCH,
                 ids: vec!["a".into()],
+                delete: Vec::new(),
             },
         ] {
             let kind = plan.kind();

@@ -1,8 +1,9 @@
-//! A full run's end: the records the ledger holds, not deleted, that the whole
-//! source no longer listed become deletions — admitted as one more page and
-//! resolved as any deletion is — unless they are more than the sync's
-//! `full_delete_limit` share of the ledger, when the run stops with nothing
-//! deleted.
+//! The end of a run that deletes what it did not see: for a full run, the
+//! records the ledger holds, not deleted, that the whole source no longer
+//! listed — unless they are more than the sync's `full_delete_limit` share of
+//! the ledger, when the run stops with nothing deleted; for a repair, the
+//! extras a reconciliation found that its re-read did not find again. They
+//! become deletions, admitted as one more page and resolved as any deletion is.
 
 use super::*;
 use crate::record::RecordKey;
@@ -12,35 +13,23 @@ impl Runner<'_> {
     /// Once every page of the source is committed: what the source no longer
     /// has, as deletions stamped with when this invocation began reading.
     pub(super) async fn sweep(&mut self) -> Result<(), FailureCause> {
-        let Plan::Full { allow_mass_delete } = self.plan else {
-            return Ok(());
-        };
         // Everything this run resolved is committed; merged, the store's
         // lookups see all of it.
         self.store.merge_staged(&self.spec.name).await?;
-        let ledger = self.store.ledger(&self.spec.name).await?;
-        let live = ledger.iter().filter(|e| e.deleted_at.is_none()).count();
-        let vanished: Vec<String> = ledger
-            .into_iter()
-            .filter(|e| e.deleted_at.is_none() && !self.seen.contains(&e.source_id))
-            .map(|e| e.source_id)
-            .collect();
+        let vanished = match &self.plan {
+            Plan::Full { allow_mass_delete } => {
+                self.vanished_from_source(*allow_mass_delete).await?
+            }
+            // What a reconciliation found gone, unless the repair read it again.
+            Plan::Repair { delete, .. } => delete
+                .iter()
+                .filter(|id| !self.seen.contains(*id))
+                .cloned()
+                .collect(),
+            _ => return Ok(()),
+        };
         if vanished.is_empty() {
             return Ok(());
-        }
-        let limit = self
-            .spec
-            .deletes
-            .as_ref()
-            .map_or(crate::config::DEFAULT_FULL_DELETE_LIMIT, |d| {
-                d.full_delete_limit
-            });
-        if !allow_mass_delete && vanished.len() as f64 > limit * live as f64 {
-            return Err(FailureCause::MassDelete {
-                count: vanished.len(),
-                total: live,
-                limit,
-            });
         }
         let ids: Vec<&str> = vanished.iter().map(String::as_str).collect();
         let known = self.store.known(&self.spec.name, &ids, &[]).await?;
@@ -78,5 +67,45 @@ impl Runner<'_> {
         // They were not read from the source.
         self.counters.read -= count;
         Ok(())
+    }
+
+    /// Whether the run ends by deleting what it did not see: a full run, or a
+    /// repair with records to delete.
+    pub(super) fn sweeps(&self) -> bool {
+        match &self.plan {
+            Plan::Full { .. } => true,
+            Plan::Repair { delete, .. } => !delete.is_empty(),
+            _ => false,
+        }
+    }
+
+    /// The ledger's live records the whole source did not list; refused above
+    /// the sync's share unless `allow_mass_delete`.
+    async fn vanished_from_source(
+        &self,
+        allow_mass_delete: bool,
+    ) -> Result<Vec<String>, FailureCause> {
+        let ledger = self.store.ledger(&self.spec.name).await?;
+        let live = ledger.iter().filter(|e| e.deleted_at.is_none()).count();
+        let vanished: Vec<String> = ledger
+            .into_iter()
+            .filter(|e| e.deleted_at.is_none() && !self.seen.contains(&e.source_id))
+            .map(|e| e.source_id)
+            .collect();
+        let limit = self
+            .spec
+            .deletes
+            .as_ref()
+            .map_or(crate::config::DEFAULT_FULL_DELETE_LIMIT, |d| {
+                d.full_delete_limit
+            });
+        if !allow_mass_delete && vanished.len() as f64 > limit * live as f64 {
+            return Err(FailureCause::MassDelete {
+                count: vanished.len(),
+                total: live,
+                limit,
+            });
+        }
+        Ok(vanished)
     }
 }

@@ -630,7 +630,7 @@ impl<'a> Runner<'a> {
             if self.source_done
                 && self.pages.is_empty()
                 && !committing
-                && matches!(self.plan, Plan::Full { .. })
+                && self.sweeps()
                 && !self.swept
             {
                 self.swept = true;
@@ -800,7 +800,7 @@ impl<'a> Runner<'a> {
         // This page's snapshot, and those of every page read after it, hold what
         // had committed before it was looked up.
         self.view.admitted(confirmed);
-        if matches!(self.plan, Plan::Full { .. }) && !self.swept {
+        if self.sweeps() && !self.swept {
             self.seen
                 .extend(arrivals.iter().map(|a| a.record.id().to_owned()));
         }

@@ -27,11 +27,14 @@ pub enum Plan {
     Replay { ids: Option<Vec<String>> },
     /// The records `ids` re-read from the source over `from..=to` and written
     /// again even where the ledger says the destination holds them: what a
-    /// reconciliation found missing, stale or drifted at the destination.
+    /// reconciliation found missing, stale or drifted at the destination —
+    /// and, for a sync that deletes, the records of `delete` (in the ledger,
+    /// no longer at the source) deleted, unless the re-read finds them.
     Repair {
         from: Timestamp,
         to: Timestamp,
         ids: Vec<String>,
+        delete: Vec<String>,
     },
     /// The deletes endpoint, from the last completed deletes run's watermark
     /// less the feed's lookback, to now less the lag: each deletion is applied

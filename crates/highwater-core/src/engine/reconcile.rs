@@ -257,6 +257,8 @@ pub async fn reconcile(
     report.extra = ledger
         .values()
         .filter(|e| e.updated_at >= lower && e.updated_at <= window.watermark)
+        // A tombstone is a record deleted on purpose.
+        .filter(|e| e.deleted_at.is_none())
         .filter(|e| !live_ids.contains(e.source_id.as_str()))
         .map(|e| e.source_id.clone())
         .collect();
