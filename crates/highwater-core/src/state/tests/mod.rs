@@ -616,3 +616,66 @@ async fn a_run_of_another_kind_leaves_the_open_runs_floors_alone() {
 mod claim;
 mod events;
 mod history;
+
+#[tokio::test]
+async fn a_tombstone_is_staged_merged_and_known_and_holds_no_external_id() {
+    let path = temp_db("tombstones");
+    let store = Store::open(&path).await.expect("open");
+    store
+        .begin_run(&run("r1", 1000), &json!({"kind": "start"}))
+        .await
+        .expect("begin");
+    let gone_at = Timestamp::from_second(900).unwrap_or(Timestamp::UNIX_EPOCH);
+    let tombstone = |id| LedgerEntry {
+        dest_id: None,
+        payload_hash: String::new(),
+        deleted_at: Some(gone_at),
+        ..entry(id, 2)
+    };
+    let pages = [
+        vec![entry("a", 1), entry("b", 1)],
+        // Deleted: the staged row keeps the deletion, and the merge the
+        // destination id known before.
+        vec![tombstone("a")],
+    ];
+    for ledger in pages {
+        let page = PageCommit {
+            ledger,
+            ..PageCommit::default()
+        };
+        store
+            .commit_page("billing", "r1", &page, None, &Counters::default())
+            .await
+            .expect("commit");
+    }
+    let staged = store.ledger("billing").await.expect("ledger");
+    assert_eq!(staged[0].deleted_at, Some(gone_at));
+    assert_eq!(staged[0].dest_id.as_deref(), Some("d-a"));
+    assert_eq!(staged[1].deleted_at, None);
+    store.merge_staged("billing").await.expect("merge");
+    let known = store
+        .known("billing", &["a", "b"], &["ext-a", "ext-b"])
+        .await
+        .expect("known");
+    assert_eq!(known.ledger["a"].deleted_at, Some(gone_at));
+    assert_eq!(known.ledger["a"].dest_id.as_deref(), Some("d-a"));
+    assert_eq!(known.ledger["b"].deleted_at, None);
+    // A deleted record's external id is free for another source record.
+    assert_eq!(known.holders.get("ext-a"), None);
+    assert_eq!(known.holders.get("ext-b").map(String::as_str), Some("b"));
+    // Written again (re-created), the record is no longer deleted.
+    let page = PageCommit {
+        ledger: vec![entry("a", 3)],
+        merge: true,
+        ..PageCommit::default()
+    };
+    store
+        .commit_page("billing", "r1", &page, None, &Counters::default())
+        .await
+        .expect("commit");
+    let known = store.known("billing", &["a"], &[]).await.expect("known");
+    assert_eq!(known.ledger["a"].deleted_at, None);
+    assert_eq!(known.ledger["a"].version, Some(3));
+    let story = store.record_state("billing", "a").await.expect("state");
+    assert_eq!(story.ledger.map(|l| l.deleted_at), Some(None));
+}
