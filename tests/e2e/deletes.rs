@@ -498,3 +498,74 @@ async fn reconcile_repair_deletes_extras_only_for_a_sync_that_deletes() {
         describe(&explained)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_soft_delete_update_marks_the_object_and_no_older_copy_unmarks_it() {
+    let mut sim = SimConfig::new(208, 150);
+    sim.poisoned_ratio = 0.0;
+    let mut setup = Setup::new(Style::Cursor, Mode::Lookup);
+    setup.deletes =
+        "marker_field = \"deleted\"\nmarker_value = true\nsoft_delete = { deleted = true }".into();
+    let world = World::start("deletes-soft-update", sim, &setup).await;
+    world.run_to_completion().await;
+    let soft = pick(&world, 20);
+    for id in &soft {
+        assert!(world.sim.delete_record(id, Deletion::Soft));
+    }
+    let marked = |world: &World| -> HashMap<String, (Option<i64>, bool)> {
+        world
+            .sim
+            .dest_dump()
+            .objects
+            .into_iter()
+            .filter(|o| soft.contains(&o.external_id))
+            .map(|o| {
+                let version = o.body.get("version").and_then(|v| v.as_i64());
+                let deleted = o.body.get("deleted") == Some(&serde_json::Value::Bool(true));
+                (o.external_id, (version, deleted))
+            })
+            .collect()
+    };
+    let out = world.highwater(&["run", SYNC, "--json"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(
+        report(&out)["counters"]["deleted"],
+        soft.len(),
+        "{}",
+        describe(&out)
+    );
+    let versions: HashMap<String, i64> = world
+        .sim
+        .source_records()
+        .into_iter()
+        .map(|r| (r.id, r.version))
+        .collect();
+    let expected: HashMap<String, (Option<i64>, bool)> = soft
+        .iter()
+        .map(|id| (id.clone(), (versions.get(id).copied(), true)))
+        .collect();
+    assert_eq!(
+        marked(&world),
+        expected,
+        "each kept, marked, at its deleted version"
+    );
+    assert!(
+        world.sim.deletes_applied().is_empty(),
+        "a soft delete sends no DELETE"
+    );
+    world.assert_exact().await;
+    let out = world.highwater(&["explain", SYNC, &soft[0]]).await;
+    assert!(
+        stdout(&out).contains("deleted at the destination"),
+        "{}",
+        describe(&out)
+    );
+
+    // Older copies from a lagging replica are stale: nothing is unmarked.
+    let mut source = world.sim.source_faults();
+    source.stale_version_ratio = 1.0;
+    world.sim.set_source_faults(source);
+    let out = world.highwater(&["run", SYNC]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(marked(&world), expected);
+}

@@ -3,6 +3,7 @@
 //! the records), the DELETE request the destination takes, and the share a
 //! `full` run may delete.
 
+use serde_json::Value;
 use serde_spanned::Spanned;
 
 use super::raw::*;
@@ -36,7 +37,35 @@ impl Validator<'_> {
             (Some(path), None) => self.delete_endpoint(&raw, path, pagination, source?, &at),
             (None, Some(field)) => self.delete_marker(&raw, field, pagination_span, &at),
         };
-        let delete_path = self.delete_path(&raw, &table, destination?, &at);
+        let soft_delete = self.soft_delete(&raw, &at);
+        let delete_path = match &soft_delete {
+            // A soft delete is a write: no DELETE request.
+            Some(Some(_)) => match &raw.delete_path {
+                Some(path) => {
+                    self.problem(
+                        path,
+                        format!("{at}.delete_path"),
+                        "a sync soft-deletes (`soft_delete`) or deletes (`delete_path`), not both",
+                    );
+                    None
+                }
+                None => Some(None),
+            },
+            Some(None) => self.delete_path(&raw, &table, destination?, &at),
+            // `soft_delete` was meant, and is wrong: that is the problem.
+            None => None,
+        };
+        if let (Some(Some(_)), Some(feed)) = (&soft_delete, &feed)
+            && !matches!(feed, DeleteFeed::Marker { .. })
+            && let Some(fields) = &raw.soft_delete
+        {
+            self.problem(
+                fields,
+                format!("{at}.soft_delete"),
+                "needs `marker_field`: a soft delete writes the marked record, which only a marker in the records gives",
+            );
+            return None;
+        }
         let full_delete_limit = match &raw.full_delete_limit {
             None => Some(DEFAULT_FULL_DELETE_LIMIT),
             Some(share) if *share.get_ref() > 0.0 && *share.get_ref() <= 1.0 => {
@@ -54,6 +83,7 @@ impl Validator<'_> {
         Some(DeletesSpec {
             feed: feed?,
             delete_path: delete_path?,
+            soft_delete: soft_delete?,
             full_delete_limit: full_delete_limit?,
         })
     }
@@ -132,6 +162,43 @@ impl Validator<'_> {
             ..source.clone()
         };
         ok.then(|| DeleteFeed::Endpoint(Box::new(feed)))
+    }
+
+    /// `soft_delete = { field = value, ... }`: the fields a soft delete sets.
+    fn soft_delete(
+        &mut self,
+        raw: &RawDeletes,
+        at: &str,
+    ) -> Option<Option<Vec<(FieldPath, Value)>>> {
+        let Some(table) = &raw.soft_delete else {
+            return Some(None);
+        };
+        if table.get_ref().is_empty() {
+            self.problem(
+                table,
+                format!("{at}.soft_delete"),
+                "expected the fields a soft delete sets, like { deleted = true }",
+            );
+            return None;
+        }
+        let mut fields = Vec::new();
+        let mut ok = true;
+        for (field, value) in table.get_ref() {
+            let key = format!("{at}.soft_delete.{field}");
+            if let Some(message) = not_json(value.get_ref()) {
+                self.problem(value, key, message);
+                ok = false;
+                continue;
+            }
+            match serde_json::to_value(value.get_ref()) {
+                Ok(v) => fields.push((FieldPath::parse(field), v)),
+                Err(_) => {
+                    self.problem(value, key, "expected a JSON-compatible value");
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(Some(fields))
     }
 
     fn no_feed(

@@ -58,6 +58,7 @@ pub struct RawDeletes {
     pub marker_value: Option<S<toml::Value>>,
     // the destination
     pub delete_path: Option<S<String>>,
+    pub soft_delete: Option<S<BTreeMap<String, S<toml::Value>>>>,
     pub full_delete_limit: Option<S<f64>>,
 }
 

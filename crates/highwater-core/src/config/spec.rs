@@ -68,8 +68,12 @@ pub const DEFAULT_FULL_DELETE_LIMIT: f64 = 0.10;
 pub struct DeletesSpec {
     pub feed: DeleteFeed,
     /// The DELETE request's path (`{external_id}`, `{dest_id}`); `None` for a
-    /// destination that removes records itself (a JSON Lines file).
+    /// destination that removes records itself (a JSON Lines file), or one
+    /// that soft-deletes.
     pub delete_path: Option<UriTemplate>,
+    /// A soft delete instead: the marked record is written, through the write
+    /// path, with these fields of its payload set.
+    pub soft_delete: Option<Vec<(FieldPath, Value)>>,
     /// Above this share of the ledger, a `full` run refuses to delete.
     pub full_delete_limit: f64,
 }

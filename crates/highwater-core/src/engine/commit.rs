@@ -74,7 +74,7 @@ impl Runner<'_> {
             // until its tombstone commits, and nothing waits for it to land.
             let intents = held
                 .iter()
-                .filter(|job| job.delete.is_none())
+                .filter(|job| job.delete.is_none() || job.soft)
                 .map(|job| Intent {
                     source_id: job.record.id().to_owned(),
                     version: job.record.version,

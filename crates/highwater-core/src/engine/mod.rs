@@ -353,6 +353,9 @@ pub(super) struct WriteJob {
     /// A delete instead of a write: the tombstone the ledger keeps once the
     /// destination has let go of the record.
     delete: Option<LedgerEntry>,
+    /// The delete is a soft delete: the record is written, with the sync's
+    /// `soft_delete` fields set, and then tombstoned.
+    soft: bool,
 }
 
 /// What became of one record.
@@ -870,6 +873,10 @@ impl<'a> Runner<'a> {
                     .take()
                     .unwrap_or_else(|| unreachable_tombstone(&id));
                 ledger.dest_id = written.dest_id.or(ledger.dest_id);
+                if job.soft {
+                    // The destination holds this payload, marked.
+                    ledger.payload_hash = job.mapped.hash.clone();
+                }
                 Resolution::Deleted {
                     ledger,
                     attempts: written.attempts,

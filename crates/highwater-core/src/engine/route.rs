@@ -92,6 +92,7 @@ impl Runner<'_> {
                 record,
                 mapped,
                 delete: None,
+                soft: false,
             }),
             Decision::Stale => Routed::Resolved(Resolution::Stale { ledger: None }),
             Decision::BelowFloor => Routed::HeldBack(HeldBack {
@@ -162,6 +163,19 @@ impl Runner<'_> {
         // The destination knows the record by the external id it was written
         // under; a feed entry that was never written names it through the
         // mapping's template, if the entry holds what the template needs.
+        // A soft delete writes the record, mapped, with the fields set.
+        let soft = self
+            .spec
+            .deletes
+            .as_ref()
+            .and_then(|d| d.soft_delete.as_ref());
+        let soft_mapped = soft.zip(mapped.clone()).map(|(fields, mut m)| {
+            for (field, value) in fields {
+                field.set(&mut m.payload, value.clone());
+            }
+            m.hash = crate::mapping::payload_hash(&m.external_id, &m.payload);
+            m
+        });
         let external_id = written
             .map(|w| w.external_id.clone())
             .or_else(|| mapped.map(|m| m.external_id))
@@ -188,6 +202,29 @@ impl Runner<'_> {
                 ledger: tombstone(None),
                 attempts: 0,
             }),
+            DeleteDecision::Delete if soft.is_some() => match soft_mapped {
+                Some(mapped) => Routed::Write(WriteJob {
+                    seq,
+                    known_dest_id: dest_id.clone(),
+                    encoded: None,
+                    dead_lettered: false,
+                    unsettled_until: self.unsettled.get(id).map(|u| u.settles_at),
+                    delete: Some(tombstone(dest_id)),
+                    soft: true,
+                    mapped,
+                    record,
+                }),
+                // The marked record does not map: dead-lettered as any would be.
+                None => {
+                    let reason = match crate::mapping::map_record(&self.spec.mapping, &record) {
+                        Err(e) => e.0,
+                        Ok(_) => "the soft-deleted record cannot be mapped".to_owned(),
+                    };
+                    let letter =
+                        self.dead_letter(id, DeadLetterStage::Mapping, reason, &record.body);
+                    Routed::Resolved(Resolution::DeadLettered(letter))
+                }
+            },
             DeleteDecision::Delete => match &external_id {
                 Some(external_id) => Routed::Write(WriteJob {
                     seq,
@@ -201,6 +238,7 @@ impl Runner<'_> {
                     dead_lettered: false,
                     unsettled_until: self.unsettled.get(id).map(|u| u.settles_at),
                     delete: Some(tombstone(dest_id)),
+                    soft: false,
                     record,
                 }),
                 // Only an announced write, of a record the ledger never held

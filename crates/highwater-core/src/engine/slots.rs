@@ -116,7 +116,7 @@ async fn write_slot(
 }
 
 async fn write(sink: &Sink, stop: &Stop, mut job: WriteJob) -> WriteOutcome {
-    if job.delete.is_some() {
+    if job.delete.is_some() && !job.soft {
         let delete = Delete {
             external_id: &job.mapped.external_id,
             known_dest_id: job.known_dest_id.as_deref(),

@@ -148,7 +148,7 @@ fn deletes_mistakes_name_line_and_key() {
             "[sync.deletes]\npath = \"/v1/deleted\"\ndelete_path = \"/v1/x/{dest_id}\"\nwhat = 1\n",
         ),
         expect![[
-            r#"hw.toml:51: sync "invoices_to_crm".deletes.what: unknown key `what`, expected one of `path`, `records_path`, `id_field`, `deleted_at_field`, `time_format`, `lower_bound_param`, `upper_bound_param`, `lookback`, `pagination`, `marker_field`, `marker_value`, `delete_path`, `full_delete_limit`"#
+            r#"hw.toml:51: sync "invoices_to_crm".deletes.what: unknown key `what`, expected one of `path`, `records_path`, `id_field`, `deleted_at_field`, `time_format`, `lower_bound_param`, `upper_bound_param`, `lookback`, `pagination`, `marker_field`, `marker_value`, `delete_path`, `soft_delete`, `full_delete_limit`"#
         ]],
     );
 }
@@ -183,5 +183,41 @@ fn delete_path_follows_the_destination() {
     check(
         &format!("{file}[sync.deletes]\npath = \"/v1/deleted\"\n"),
         expect![[r#"ok"#]],
+    );
+}
+
+#[test]
+fn a_soft_delete_sets_fields_on_the_marked_record_instead_of_deleting() {
+    let sync = spec(
+        "[sync.deletes]\nmarker_field = \"deleted\"\nsoft_delete = { deleted = true, \"state.reason\" = \"gone\" }\n",
+    );
+    let deletes = sync.deletes.expect("deletes");
+    assert_eq!(deletes.delete_path, None);
+    assert_eq!(
+        deletes.soft_delete,
+        Some(vec![
+            (FieldPath::parse("deleted"), serde_json::json!(true)),
+            (FieldPath::parse("state.reason"), serde_json::json!("gone")),
+        ])
+    );
+    check(
+        &with_deletes("[sync.deletes]\npath = \"/v1/deleted\"\nsoft_delete = { deleted = true }\n"),
+        expect![[
+            r#"hw.toml:50: sync "invoices_to_crm".deletes.soft_delete: needs `marker_field`: a soft delete writes the marked record, which only a marker in the records gives"#
+        ]],
+    );
+    check(
+        &with_deletes(
+            "[sync.deletes]\nmarker_field = \"deleted\"\nsoft_delete = { deleted = true }\ndelete_path = \"/v1/contacts/{dest_id}\"\n",
+        ),
+        expect![[
+            r#"hw.toml:51: sync "invoices_to_crm".deletes.delete_path: a sync soft-deletes (`soft_delete`) or deletes (`delete_path`), not both"#
+        ]],
+    );
+    check(
+        &with_deletes("[sync.deletes]\nmarker_field = \"deleted\"\nsoft_delete = {}\n"),
+        expect![[
+            r#"hw.toml:50: sync "invoices_to_crm".deletes.soft_delete: expected the fields a soft delete sets, like { deleted = true }"#
+        ]],
     );
 }
