@@ -196,4 +196,45 @@ mod tests {
         assert_eq!(reopened.rows.lock().map(|r| r.len()).unwrap_or(0), 2);
         let _ = std::fs::remove_dir_all(dir);
     }
+
+    #[test]
+    fn a_deleted_record_leaves_the_file_and_deleting_it_again_is_fine() {
+        let dir = std::env::temp_dir().join(format!("hw-jsonl-del-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let spec = JsonLinesSpec {
+            path: dir.join("out.jsonl"),
+            external_id_field: "external_id".into(),
+        };
+        let sink = JsonLinesSink::open(spec.clone()).expect("open");
+        for id in ["a", "b"] {
+            let record = MappedRecord {
+                external_id: id.into(),
+                payload: json!({"v": 1}),
+                hash: String::new(),
+            };
+            let write = Write {
+                source_id: id,
+                record: &record,
+                version: Some(1),
+                updated_at: jiff::Timestamp::UNIX_EPOCH,
+                known_dest_id: None,
+                encoded: None,
+                rewrite_over: None,
+                unsettled_until: None,
+            };
+            sink.write(write).expect("write");
+        }
+        sink.flush().expect("flush");
+        sink.delete("a");
+        sink.delete("a");
+        sink.delete("never-there");
+        sink.flush().expect("flush");
+        let text = std::fs::read_to_string(&spec.path).expect("read");
+        assert_eq!(text, "{\"external_id\":\"b\",\"v\":1}\n");
+        assert_eq!(
+            JsonLinesSink::open(spec).expect("reopen").read_back("a"),
+            Held::Nothing
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
