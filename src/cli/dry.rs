@@ -93,6 +93,14 @@ fn text(sync: &str, r: &DryRunReport) -> String {
             r.held_back
         );
     }
+    if r.delete > 0 {
+        let _ = writeln!(
+            out,
+            "  delete        {}{} (soft-deleted at the source)",
+            r.delete,
+            examples(&r.samples.delete)
+        );
+    }
     let _ = writeln!(out, "  dead-letter   {}", r.dead_letter);
     for (id, reason) in &r.samples.dead_letter {
         let _ = writeln!(out, "    {id}: {reason}");
@@ -122,6 +130,7 @@ fn report_json(sync: &str, r: &DryRunReport) -> Value {
         "stale": r.stale,
         "held_back": r.held_back,
         "dead_letter": r.dead_letter,
+        "delete": r.delete,
         "samples": {
             "create": r.samples.create,
             "update": r.samples.update.iter().map(|u| json!({
@@ -130,6 +139,7 @@ fn report_json(sync: &str, r: &DryRunReport) -> Value {
             })).collect::<Vec<_>>(),
             "unchanged": r.samples.unchanged,
             "stale": r.samples.stale,
+            "delete": r.samples.delete,
             "dead_letter": r.samples.dead_letter.iter().map(|(id, reason)| json!({
                 "source_id": id,
                 "reason": reason,

@@ -248,6 +248,12 @@ async fn soft_deleted_records_are_deleted_and_never_brought_back_by_an_older_cop
     for id in &soft {
         assert!(world.sim.delete_record(id, Deletion::Soft), "{id}");
     }
+    // The dry run tells them apart as the run will.
+    let out = world.highwater(&["run", SYNC, "--dry-run", "--json"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let dry = report(&out);
+    assert_eq!(dry["delete"], soft.len(), "{dry}");
+    assert_eq!(dry["update"], 0, "{dry}");
     world.run_to_completion().await;
     let held: HashSet<String> = world
         .sim

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::FailureCause;
 use super::ahead::{lookup_keys, map_page};
-use super::decide::{Decision, decide};
+use super::decide::{Decision, DeleteDecision, decide, decide_delete};
 use super::plan::Plan;
 use super::route::fingerprint;
 use crate::config::SyncSpec;
@@ -49,6 +49,8 @@ pub struct DryRunReport {
     /// run reads the destination to decide.
     pub held_back: u64,
     pub dead_letter: u64,
+    /// Carrying the sync's soft-delete marker: deleted (or tombstoned).
+    pub delete: u64,
     pub samples: DrySamples,
 }
 
@@ -60,6 +62,7 @@ pub struct DrySamples {
     pub stale: Vec<String>,
     /// Source id and why.
     pub dead_letter: Vec<(String, String)>,
+    pub delete: Vec<String>,
 }
 
 /// An update, with the payload fields whose values differ from the
@@ -124,6 +127,7 @@ pub async fn dry_run(
         stale: 0,
         held_back: 0,
         dead_letter: 0,
+        delete: 0,
         samples: DrySamples::default(),
     };
     let mut view = DryView::default();
@@ -172,6 +176,10 @@ pub async fn dry_run(
                     sample(&mut report.samples.stale, record.id().to_owned());
                 }
                 Judged::HeldBack => report.held_back += 1,
+                Judged::Delete => {
+                    report.delete += 1;
+                    sample(&mut report.samples.delete, record.id().to_owned());
+                }
                 Judged::DeadLetter(reason) => {
                     report.dead_letter += 1;
                     if report.samples.dead_letter.len() < SAMPLES {
@@ -240,6 +248,7 @@ enum Judged {
     Stale,
     HeldBack,
     DeadLetter(String),
+    Delete,
 }
 
 /// One record, decided as the run loop's routing decides it.
@@ -265,6 +274,19 @@ fn judge(
         }
         Extracted::Record(record) => record,
     };
+    // As the run loop: a record carrying the marker is a deletion.
+    if spec
+        .deletes
+        .as_ref()
+        .is_some_and(|d| d.feed.marks(&record.body))
+    {
+        let written = view.written.get(id).or_else(|| known.ledger.get(id));
+        return match decide_delete(record.version, record.updated_at(), written, floors.get(id)) {
+            DeleteDecision::Delete | DeleteDecision::Tombstone => Judged::Delete,
+            DeleteDecision::AlreadyDeleted => Judged::Unchanged,
+            DeleteDecision::Stale => Judged::Stale,
+        };
+    }
     let mapped = match mapped.unwrap_or_else(|| map_record(&spec.mapping, record)) {
         Ok(mapped) => mapped,
         Err(e) => return dead_letter(view, spec, id, body, format!("mapping: {}", e.0)),
