@@ -70,11 +70,11 @@ impl Runner<'_> {
             let id = format!("{}-{number}", self.invocation);
             self.batches
                 .push((id.clone(), held.iter().map(|job| job.seq).collect()));
-            // A delete is no floor: its deletion is redone from the checkpoint
-            // until its tombstone commits, and nothing waits for it to land.
+            // A delete is announced as of its deletion (`updated_at` is when):
+            // another run's older copy of the record is then refused, and a
+            // re-creation written meanwhile goes after it.
             let intents = held
                 .iter()
-                .filter(|job| job.delete.is_none() || job.soft)
                 .map(|job| Intent {
                     source_id: job.record.id().to_owned(),
                     version: job.record.version,

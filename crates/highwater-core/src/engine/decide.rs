@@ -99,7 +99,9 @@ pub enum DeleteDecision {
     /// Delete it at the destination, which holds (or may hold) a copy from
     /// before the deletion.
     Delete,
-    /// Nothing of it is at the destination: only the ledger's tombstone.
+    /// The ledger holds no copy of it (never written, or re-created and
+    /// deleted again unwritten): a tombstone — and, where the record can be
+    /// named, a DELETE in case a write the ledger never saw landed.
     Tombstone,
     /// The ledger already holds this deletion, or a later one.
     AlreadyDeleted,

@@ -198,7 +198,9 @@ impl Runner<'_> {
                 Routed::Resolved(Resolution::Unchanged { ledger: None })
             }
             DeleteDecision::Stale => Routed::Resolved(Resolution::Stale { ledger: None }),
-            DeleteDecision::Tombstone => Routed::Resolved(Resolution::Deleted {
+            // Nothing to mark: a soft delete of a record never written is a
+            // tombstone alone.
+            DeleteDecision::Tombstone if soft.is_some() => Routed::Resolved(Resolution::Deleted {
                 ledger: tombstone(None),
                 attempts: 0,
             }),
@@ -225,7 +227,11 @@ impl Runner<'_> {
                     Routed::Resolved(Resolution::DeadLettered(letter))
                 }
             },
-            DeleteDecision::Delete => match &external_id {
+            // Never in the ledger is not never at the destination: another run
+            // (or a process killed before its commit) may have written it.
+            // The DELETE is sent whenever the record can be named; a 404 says
+            // it was not there.
+            DeleteDecision::Delete | DeleteDecision::Tombstone => match &external_id {
                 Some(external_id) => Routed::Write(WriteJob {
                     seq,
                     mapped: MappedRecord {
