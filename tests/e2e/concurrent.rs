@@ -11,14 +11,13 @@
 //! A kill counts only if it landed mid-run: the killed run had committed
 //! progress and was still open.
 
-use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use highwater_core::state::{RunKind, Store};
 use simsaas::SimConfig;
 use tokio::process::Child;
 
-use crate::util::{Mode, SYNC, Setup, Style, World, describe};
+use crate::util::{Mode, SYNC, Setup, Style, Versions, World, describe, progress};
 
 const RECORDS: usize = 4_000;
 const KILLS: usize = 6;
@@ -179,42 +178,6 @@ async fn finish_backfill(world: &World, args: &[&str], done: bool) -> Option<i32
         }
     }
     code
-}
-
-/// The highest version each destination object has shown.
-#[derive(Default)]
-struct Versions(HashMap<String, i64>);
-
-impl Versions {
-    fn check(&mut self, dump: &simsaas::DestDump, seed: u64) {
-        let late: HashSet<&str> = dump.late_regressions.iter().map(String::as_str).collect();
-        for object in &dump.objects {
-            let Some(version) = object.body.get("version").and_then(|v| v.as_i64()) else {
-                continue;
-            };
-            let seen = self.0.entry(object.external_id.clone()).or_insert(version);
-            assert!(
-                version >= *seen || late.contains(object.external_id.as_str()),
-                "seed {seed}: {} went back from version {seen} to {version}",
-                object.external_id
-            );
-            *seen = (*seen).max(version);
-        }
-    }
-}
-
-/// How far the open run of `kind` has got: none when none is open.
-async fn progress(world: &World, kind: RunKind) -> Option<u64> {
-    if !world.state_path().exists() {
-        return None;
-    }
-    let store = Store::open(&world.state_path()).await.expect("state");
-    let open = store.open_run(SYNC, kind).await.expect("open run");
-    store.close().await;
-    open.map(|(_, checkpoint)| {
-        let c = checkpoint.counters;
-        c.written + c.unchanged + c.stale + c.dead_lettered
-    })
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -23,7 +23,7 @@ use highwater_core::state::{RunKind, Store};
 use simsaas::{SimConfig, SimStats};
 
 use crate::deletes::deletes_endpoint;
-use crate::util::{Mode, SYNC, Setup, Style, World, wait_bounded};
+use crate::util::{Mode, SYNC, Setup, Style, Versions, World, progress, wait_bounded};
 
 const RECORDS: usize = 5_000;
 const KILLS: usize = 20;
@@ -93,7 +93,7 @@ async fn crash_and_recover(style: Style, mode: Mode, seed: u64) {
     let mut attempts = 0;
     while landed < KILLS && attempts < 100 {
         attempts += 1;
-        let before = progress(&world).await;
+        let before = progress(&world, RunKind::Incremental).await;
         let mut child = world.spawn(&["run", SYNC]);
         let delay = Duration::from_millis(rng.u64(kill_after.clone()));
         if let Some(status) = wait_bounded(&mut child, delay).await {
@@ -108,7 +108,7 @@ async fn crash_and_recover(style: Style, mode: Mode, seed: u64) {
         }
         let _ = child.start_kill();
         let _ = child.wait().await;
-        let after = progress(&world).await;
+        let after = progress(&world, RunKind::Incremental).await;
         if after.is_some_and(|a| before.is_none_or(|b| a > b)) {
             landed += 1;
             // Deletions applied between kills, with the killed run left open.
@@ -253,45 +253,6 @@ fn assert_faults_served(stats: &SimStats, seed: u64) {
         missing.is_empty(),
         "seed {seed}: faults never served: {missing:?}\n{stats:?}"
     );
-}
-
-/// The highest version each destination object has shown.
-#[derive(Default)]
-struct Versions(HashMap<String, i64>);
-
-impl Versions {
-    fn check(&mut self, dump: &simsaas::DestDump, seed: u64) {
-        let late: HashSet<&str> = dump.late_regressions.iter().map(String::as_str).collect();
-        for object in &dump.objects {
-            let Some(version) = object.body.get("version").and_then(|v| v.as_i64()) else {
-                continue;
-            };
-            let seen = self.0.entry(object.external_id.clone()).or_insert(version);
-            assert!(
-                version >= *seen || late.contains(object.external_id.as_str()),
-                "seed {seed}: {} went back from version {seen} to {version}",
-                object.external_id
-            );
-            *seen = (*seen).max(version);
-        }
-    }
-}
-
-/// How far the open run's commits have got: none when no run is open.
-async fn progress(world: &World) -> Option<u64> {
-    if !world.state_path().exists() {
-        return None;
-    }
-    let store = Store::open(&world.state_path()).await.expect("state");
-    let open = store
-        .open_run(SYNC, RunKind::Incremental)
-        .await
-        .expect("open run");
-    store.close().await;
-    open.map(|(_, checkpoint)| {
-        let c = checkpoint.counters;
-        c.written + c.unchanged + c.stale + c.dead_lettered
-    })
 }
 
 async fn open_run_id(world: &World) -> Option<String> {

@@ -7,11 +7,11 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use highwater_core::state::{RunKind, Store};
+use highwater_core::state::RunKind;
 use simsaas::{Deletion, SimConfig};
 
 use crate::util::{
-    Mode, SYNC, Setup, Style, World, describe, report, stderr, stdout, wait_bounded,
+    Mode, SYNC, Setup, Style, World, describe, progress, report, stderr, stdout, wait_bounded,
 };
 
 /// `[sync.deletes]` reading the simulator's deletes feed, deleting the way
@@ -53,20 +53,6 @@ fn pick(world: &World, every: usize) -> Vec<String> {
         .collect()
 }
 
-/// How far the open deletes run's commits have got: none when none is open.
-async fn deletes_progress(world: &World) -> Option<u64> {
-    let store = Store::open(&world.state_path()).await.expect("state");
-    let open = store
-        .open_run(SYNC, RunKind::Deletes)
-        .await
-        .expect("open run");
-    store.close().await;
-    open.map(|(_, checkpoint)| {
-        let c = checkpoint.counters;
-        c.deleted + c.unchanged + c.stale + c.dead_lettered
-    })
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn deletions_are_applied_exactly_once_across_kills() {
     for mode in [Mode::Put, Mode::Lookup] {
@@ -92,7 +78,7 @@ async fn deletions_are_applied_exactly_once_across_kills() {
         let (mut landed, mut attempts) = (0, 0);
         while landed < 3 && attempts < 15 {
             attempts += 1;
-            let before = deletes_progress(&world).await;
+            let before = progress(&world, RunKind::Deletes).await;
             let mut child = world.spawn(&["run", SYNC, "--deletes"]);
             let delay = Duration::from_millis(rng.u64(150..700));
             if let Some(status) = wait_bounded(&mut child, delay).await {
@@ -107,7 +93,7 @@ async fn deletions_are_applied_exactly_once_across_kills() {
             }
             let _ = child.start_kill();
             let _ = child.wait().await;
-            if deletes_progress(&world)
+            if progress(&world, RunKind::Deletes)
                 .await
                 .is_some_and(|a| before.is_none_or(|b| a > b))
             {

@@ -494,3 +494,41 @@ pub async fn wait_bounded(child: &mut Child, limit: Duration) -> Option<std::pro
         .ok()
         .and_then(Result::ok)
 }
+
+/// The highest version each destination object has shown: between kills none
+/// may go back, but what a late write set back (which the run must repair).
+#[derive(Default)]
+pub struct Versions(HashMap<String, i64>);
+
+impl Versions {
+    pub fn check(&mut self, dump: &simsaas::DestDump, seed: u64) {
+        let late: HashSet<&str> = dump.late_regressions.iter().map(String::as_str).collect();
+        for object in &dump.objects {
+            let Some(version) = object.body.get("version").and_then(|v| v.as_i64()) else {
+                continue;
+            };
+            let seen = self.0.entry(object.external_id.clone()).or_insert(version);
+            assert!(
+                version >= *seen || late.contains(object.external_id.as_str()),
+                "seed {seed}: {} went back from version {seen} to {version}",
+                object.external_id
+            );
+            *seen = (*seen).max(version);
+        }
+    }
+}
+
+/// How far the open run of `kind` has got (records resolved, deletions
+/// included): none when none is open.
+pub async fn progress(world: &World, kind: RunKind) -> Option<u64> {
+    if !world.state_path().exists() {
+        return None;
+    }
+    let store = Store::open(&world.state_path()).await.expect("state");
+    let open = store.open_run(SYNC, kind).await.expect("open run");
+    store.close().await;
+    open.map(|(_, checkpoint)| {
+        let c = checkpoint.counters;
+        c.written + c.unchanged + c.stale + c.dead_lettered + c.deleted
+    })
+}
