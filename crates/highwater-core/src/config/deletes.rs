@@ -207,28 +207,12 @@ impl Validator<'_> {
         pagination: Option<std::ops::Range<usize>>,
         at: &str,
     ) -> Option<DeleteFeed> {
-        let stray = [
-            ("records_path", raw.records_path.as_ref().map(|s| s.span())),
-            ("id_field", raw.id_field.as_ref().map(|s| s.span())),
-            (
-                "deleted_at_field",
-                raw.deleted_at_field.as_ref().map(|s| s.span()),
-            ),
-            ("time_format", raw.time_format.as_ref().map(|s| s.span())),
-            (
-                "lower_bound_param",
-                raw.lower_bound_param.as_ref().map(|s| s.span()),
-            ),
-            (
-                "upper_bound_param",
-                raw.upper_bound_param.as_ref().map(|s| s.span()),
-            ),
-            ("lookback", raw.lookback.as_ref().map(|s| s.span())),
-            ("pagination", pagination),
-            ("marker_value", raw.marker_value.as_ref().map(|s| s.span())),
-        ];
+        let marker_value = ("marker_value", raw.marker_value.as_ref().map(|s| s.span()));
         let mut ok = true;
-        for (key, span) in stray {
+        for (key, span) in endpoint_keys(raw, pagination)
+            .into_iter()
+            .chain([marker_value])
+        {
             if let Some(span) = span {
                 let needs = if key == "marker_value" {
                     "needs `marker_field`"
@@ -249,27 +233,8 @@ impl Validator<'_> {
         pagination: Option<std::ops::Range<usize>>,
         at: &str,
     ) -> Option<DeleteFeed> {
-        let endpoint_keys = [
-            ("records_path", raw.records_path.as_ref().map(|s| s.span())),
-            ("id_field", raw.id_field.as_ref().map(|s| s.span())),
-            (
-                "deleted_at_field",
-                raw.deleted_at_field.as_ref().map(|s| s.span()),
-            ),
-            ("time_format", raw.time_format.as_ref().map(|s| s.span())),
-            (
-                "lower_bound_param",
-                raw.lower_bound_param.as_ref().map(|s| s.span()),
-            ),
-            (
-                "upper_bound_param",
-                raw.upper_bound_param.as_ref().map(|s| s.span()),
-            ),
-            ("lookback", raw.lookback.as_ref().map(|s| s.span())),
-            ("pagination", pagination),
-        ];
         let mut ok = true;
-        for (key, span) in endpoint_keys {
+        for (key, span) in endpoint_keys(raw, pagination) {
             if let Some(span) = span {
                 self.problem(
                     &Spanned::new(span, ()),
@@ -355,4 +320,30 @@ impl Validator<'_> {
             }
         }
     }
+}
+
+/// The keys that only a deletes endpoint reads, with where each was set.
+fn endpoint_keys(
+    raw: &RawDeletes,
+    pagination: Option<std::ops::Range<usize>>,
+) -> [(&'static str, Option<std::ops::Range<usize>>); 8] {
+    [
+        ("records_path", raw.records_path.as_ref().map(|s| s.span())),
+        ("id_field", raw.id_field.as_ref().map(|s| s.span())),
+        (
+            "deleted_at_field",
+            raw.deleted_at_field.as_ref().map(|s| s.span()),
+        ),
+        ("time_format", raw.time_format.as_ref().map(|s| s.span())),
+        (
+            "lower_bound_param",
+            raw.lower_bound_param.as_ref().map(|s| s.span()),
+        ),
+        (
+            "upper_bound_param",
+            raw.upper_bound_param.as_ref().map(|s| s.span()),
+        ),
+        ("lookback", raw.lookback.as_ref().map(|s| s.span())),
+        ("pagination", pagination),
+    ]
 }
