@@ -315,6 +315,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         )
         .route("/v1/contacts", get(lookup).post(create))
         .route("/v1/contacts/upsert", post(upsert))
+        .route("/v1/contacts/batch", post(batch))
         .route(
             "/v1/contacts/{id}",
             patch(patch_object).delete(delete_object),
@@ -538,6 +539,106 @@ async fn put_by_ext(
                 None => precondition_failed(s),
             }
         }
+    })
+    .await
+}
+
+/// `POST /v1/contacts/batch` with `{"records": [...]}`: each record upserted
+/// by its `external_id` as a PUT of it would be, and answered item by item, in
+/// order, in `{"results": [...]}` — `{"external_id", "status", "id"}`, or
+/// `{"external_id", "status", "error"}` for an item refused (400/422, poison)
+/// or failed alone (503, `item_fail_ratio`; not applied). The batch meets the
+/// write faults as one request, keyed by its first record.
+async fn batch(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> Response {
+    let items = match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Object(mut m)) => match m.remove("records") {
+            Some(Value::Array(items)) => items,
+            _ => {
+                bump(&s.dest_stats.rejected);
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    Some("expected {\"records\": [...]}"),
+                );
+            }
+        },
+        _ => {
+            bump(&s.dest_stats.rejected);
+            return Refusal::InvalidJson.into_response();
+        }
+    };
+    let first = items.first().cloned().map(|v| match v {
+        Value::Object(m) => Ok(m),
+        _ => Err(Refusal::NotAnObject),
+    });
+    let key = match &first {
+        Some(first) => fault_key(
+            "batch",
+            &body_external_id(first).unwrap_or_default(),
+            body_version(first),
+        ),
+        None => fault_key("batch", "", None),
+    };
+    let plan = match gate(&s, &headers, raw, key).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let meta = WriteMeta::from(&headers);
+    carry_out(&s, plan, move |s, late| {
+        let item_fail_ratio = read(&s.dest_faults).item_fail_ratio;
+        let mut results = Vec::with_capacity(items.len());
+        for item in items {
+            let parsed = match item {
+                Value::Object(m) => Ok(m),
+                _ => Err(Refusal::NotAnObject),
+            };
+            let Some(ext) = body_external_id(&parsed) else {
+                bump(&s.dest_stats.rejected);
+                results.push(serde_json::json!({"status": 400, "error": "missing external_id"}));
+                continue;
+            };
+            let item_key = fault_key("item", &ext, body_version(&parsed));
+            if item_fail_ratio > 0.0
+                && lock(&s.dest_fault_state).item_fails(s.seed, item_key, item_fail_ratio)
+            {
+                bump(&s.dest_stats.item_failures);
+                results.push(serde_json::json!({
+                    "external_id": ext, "status": 503, "error": "temporarily unavailable"
+                }));
+                continue;
+            }
+            let body = match validate(s, parsed) {
+                Ok(body) => body,
+                Err(refusal) => {
+                    let status = refusal.into_response().status().as_u16();
+                    results.push(serde_json::json!({
+                        "external_id": ext, "status": status, "error": format!("{refusal:?}")
+                    }));
+                    continue;
+                }
+            };
+            let upserted = lock(&s.store).upsert(&ext, body, &WriteMeta { late, ..meta });
+            match upserted {
+                Some((status, json)) => {
+                    bump(&s.dest_stats.writes_applied);
+                    results.push(serde_json::json!({
+                        "external_id": ext, "status": status.as_u16(), "id": json.get("id")
+                    }));
+                }
+                None => {
+                    bump(&s.dest_stats.preconditions_failed);
+                    results.push(serde_json::json!({
+                        "external_id": ext, "status": 412, "error": "newer version held"
+                    }));
+                }
+            }
+        }
+        json_value(StatusCode::OK, &serde_json::json!({ "results": results }))
     })
     .await
 }

@@ -30,6 +30,7 @@ pub(crate) enum Kind {
     Token = 7,
     CommitThen502 = 8,
     DelayedApply = 9,
+    ItemFails = 10,
 }
 
 pub(crate) fn splitmix64(x: u64) -> u64 {
@@ -257,6 +258,25 @@ impl DestFaultState {
             st.consecutive_faults += 1;
         }
         outcome
+    }
+
+    /// Whether one item of a batch, identified by `key`, fails alone this
+    /// time. Counted with the key's attempts, so that a client retrying the
+    /// item meets at most [`MAX_FAULTS_IN_A_ROW`] failures in a row.
+    pub(crate) fn item_fails(&mut self, seed: u64, key: u64, ratio: f64) -> bool {
+        let st = self.keys.entry(key).or_default();
+        let attempt = u64::from(st.attempts);
+        st.attempts = st.attempts.saturating_add(1);
+        if st.consecutive_faults >= MAX_FAULTS_IN_A_ROW {
+            st.consecutive_faults = 0;
+            return false;
+        }
+        let fails = chance(
+            ratio,
+            mix(&[seed, SIDE_DEST, Kind::ItemFails as u64, key, attempt]),
+        );
+        st.consecutive_faults = if fails { st.consecutive_faults + 1 } else { 0 };
+        fails
     }
 
     /// Faults were replaced at runtime: an in-flight burst must not outlive them.

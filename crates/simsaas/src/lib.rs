@@ -111,6 +111,7 @@ impl SimConfig {
             slow_delay: Duration::from_secs(3),
             rate_limit_body_delay: Duration::from_millis(200),
             lookup_ignores_filter: false,
+            item_fail_ratio: 0.02,
         };
         self.mutations = Mutations {
             max: 50,
@@ -229,6 +230,9 @@ pub struct DestFaults {
     pub rate_limit_body_delay: Duration,
     /// Lookups answer with every object, whatever external id was asked for.
     pub lookup_ignores_filter: bool,
+    /// One item of a batch fails alone (503 for that item, not applied), by
+    /// the same per-key attempts as whole writes.
+    pub item_fail_ratio: f64,
 }
 
 impl Default for DestFaults {
@@ -249,6 +253,7 @@ impl Default for DestFaults {
             slow_delay: Duration::from_secs(10),
             rate_limit_body_delay: Duration::ZERO,
             lookup_ignores_filter: false,
+            item_fail_ratio: 0.0,
         }
     }
 }

@@ -42,6 +42,8 @@ pub struct SideStats {
     pub tokens_issued: u64,
     pub writes_applied: u64,
     pub idempotent_replays: u64,
+    /// Items of a batch that failed alone (503 for that item).
+    pub item_failures: u64,
     /// Responses whose pagination was deliberately looped.
     pub looped: u64,
 }
@@ -64,6 +66,7 @@ pub(crate) struct Counters {
     pub tokens_issued: AtomicU64,
     pub writes_applied: AtomicU64,
     pub idempotent_replays: AtomicU64,
+    pub item_failures: AtomicU64,
     pub looped: AtomicU64,
 }
 
@@ -98,6 +101,7 @@ impl Counters {
             tokens_issued: g(&self.tokens_issued),
             writes_applied: g(&self.writes_applied),
             idempotent_replays: g(&self.idempotent_replays),
+            item_failures: g(&self.item_failures),
             looped: g(&self.looped),
         }
     }

@@ -8,6 +8,7 @@ use serde_spanned::Spanned;
 
 use super::raw::*;
 use super::*;
+use crate::sink::DeleteRequest;
 
 impl Validator<'_> {
     pub(super) fn deletes(
@@ -278,17 +279,13 @@ impl Validator<'_> {
         at: &str,
     ) -> Option<Option<UriTemplate>> {
         let key = format!("{at}.delete_path");
-        match (destination, &raw.delete_path) {
-            (DestinationSpec::JsonLines(_), None) => Some(None),
-            (DestinationSpec::JsonLines(_), Some(path)) => {
-                self.problem(
-                    path,
-                    key,
-                    "does not apply: a jsonl destination removes the record's line itself",
-                );
+        match (destination.delete_request(), &raw.delete_path) {
+            (DeleteRequest::Own(_), None) => Some(None),
+            (DeleteRequest::Own(how), Some(path)) => {
+                self.problem(path, key, format!("does not apply: {how}"));
                 None
             }
-            (DestinationSpec::Http(_), None) => {
+            (DeleteRequest::Path { .. }, None) => {
                 self.problem(
                     table,
                     at,
@@ -296,7 +293,7 @@ impl Validator<'_> {
                 );
                 None
             }
-            (DestinationSpec::Http(http), Some(path)) => {
+            (DeleteRequest::Path { knows_dest_id }, Some(path)) => {
                 let text = path.get_ref();
                 let by_dest_id = text.contains("{dest_id}");
                 if !by_dest_id && !text.contains("{external_id}") {
@@ -307,8 +304,7 @@ impl Validator<'_> {
                     );
                     return None;
                 }
-                let finds_dest_id = matches!(http.mode, WriteMode::Lookup { .. });
-                if by_dest_id && http.dest_id_field.is_none() && !finds_dest_id {
+                if by_dest_id && !knows_dest_id {
                     self.problem(
                         path,
                         key,

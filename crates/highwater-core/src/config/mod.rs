@@ -1,12 +1,13 @@
 //! Owns the config file: raw TOML → validated [`Config`] in two stages (`raw` mirrors
-//! the file, this module checks it and builds `spec`; `source` and `destination`
-//! check their tables). `highwater validate` is exactly
+//! the file, this module checks it and builds `spec`; `source`, `mapping` and
+//! `deletes` check their tables, and each destination's folder under `sink/`
+//! its own `[sync.destination]`, read once its `type` is known). `highwater validate` is exactly
 //! [`parse`].
 //! Invariant: pure — no IO besides [`load`] reading the file; environment variables
 //! come in through a lookup function. Secrets never appear in a [`ConfigError`].
 
 mod deletes;
-mod destination;
+mod mapping;
 mod raw;
 mod source;
 pub mod spec;
@@ -24,7 +25,28 @@ use url::Url;
 use crate::policy::RetryPolicy;
 use crate::record::FieldPath;
 use raw::*;
+pub(crate) use raw::{RawAuth, S};
 pub use spec::*;
+
+/// One step from the root of the file to a table: a key, or an item of an array
+/// of tables.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum TablePath<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+impl<'a> From<&'a str> for TablePath<'a> {
+    fn from(key: &'a str) -> Self {
+        TablePath::Key(key)
+    }
+}
+
+impl From<usize> for TablePath<'_> {
+    fn from(index: usize) -> Self {
+        TablePath::Index(index)
+    }
+}
 
 /// Everything wrong with a config file, each problem with its line and key.
 #[derive(Debug, thiserror::Error)]
@@ -142,7 +164,7 @@ pub fn parse(
     }
 }
 
-struct Validator<'a> {
+pub(crate) struct Validator<'a> {
     text: &'a str,
     env: &'a dyn Fn(&str) -> Option<String>,
     problems: Vec<Problem>,
@@ -156,28 +178,81 @@ impl Validator<'_> {
             key: String::new(),
             message: format!("invalid TOML: {}", e.message()),
         })?;
-        serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            let span = e.inner().span();
-            // A TOML date or time reaches serde as a table with one private key,
-            // so serde would call it a table, or a string inside that table.
-            let value = span.clone().and_then(|s| self.text.get(s)).unwrap_or("");
-            let message = if path.contains(TOML_DATETIME) || is_datetime(value) {
-                DATETIME_REFUSED.to_owned()
-            } else {
-                describe_serde_message(e.inner().message())
+        serde_path_to_error::deserialize(de).map_err(|e| self.serde_problem(e, ""))
+    }
+
+    /// A table of the file read on its own, with the file's spans: one whose
+    /// keys depend on another key's value, as a destination's on its `type`.
+    /// `path` leads from the root to it; a problem is recorded, not returned.
+    pub(crate) fn table<T: serde::de::DeserializeOwned>(
+        &mut self,
+        path: &[TablePath<'_>],
+    ) -> Option<Spanned<T>> {
+        let root = toml::de::DeTable::parse(self.text).ok()?;
+        let span = root.span();
+        let mut value = Spanned::new(span, toml::de::DeValue::Table(root.into_inner()));
+        let mut prefix = String::new();
+        for step in path {
+            let next = match step {
+                TablePath::Key(key) => {
+                    prefix.push_str(&format!(
+                        "{}{key}",
+                        if prefix.is_empty() { "" } else { "." }
+                    ));
+                    value.get_ref().get(*key)
+                }
+                TablePath::Index(i) => {
+                    prefix.push_str(&format!("[{i}]"));
+                    value.get_ref().get(*i)
+                }
             };
-            // Spanned<T> shows up in serde paths as a private field: drop it.
-            let path = path
-                .replace(".$__serde_spanned_private_value", "")
-                .replace(&format!(".{TOML_DATETIME}"), "");
-            let path = self.readable_path(&path);
-            Problem {
-                line: Some(self.line(span.map_or(0, |s| s.start))),
-                key: path,
-                message,
+            value = next?.clone();
+        }
+        let de = toml::de::ValueDeserializer::from(value);
+        match serde_path_to_error::deserialize(de) {
+            Ok(table) => Some(table),
+            Err(e) => {
+                let problem = self.serde_problem(e, &prefix);
+                self.problems.push(problem);
+                None
             }
-        })
+        }
+    }
+
+    /// A serde error as a problem: its key in the file's words (`prefix` leads
+    /// to where deserializing began), its line, and a message saying what the
+    /// file should hold.
+    fn serde_problem(
+        &self,
+        e: serde_path_to_error::Error<toml::de::Error>,
+        prefix: &str,
+    ) -> Problem {
+        let inner = e.path().to_string();
+        let path = match (prefix.is_empty(), inner.as_str()) {
+            (true, _) => inner.clone(),
+            (false, ".") => prefix.to_owned(),
+            (false, _) => format!("{prefix}.{inner}"),
+        };
+        let span = e.inner().span();
+        // A TOML date or time reaches serde as a table with one private key,
+        // so serde would call it a table, or a string inside that table.
+        let value = span.clone().and_then(|s| self.text.get(s)).unwrap_or("");
+        let message = if path.contains(TOML_DATETIME) || is_datetime(value) {
+            DATETIME_REFUSED.to_owned()
+        } else {
+            describe_serde_message(e.inner().message())
+        };
+        // Spanned<T> shows up in serde paths as a private field: drop it.
+        let path = path
+            .replace(".$__serde_spanned_private_value", "")
+            .replace("$__serde_spanned_private_value", "")
+            .replace(&format!(".{TOML_DATETIME}"), "");
+        let path = self.readable_path(path.trim_end_matches('.'));
+        Problem {
+            line: Some(self.line(span.map_or(0, |s| s.start))),
+            key: path,
+            message,
+        }
     }
 
     /// `sync[1].source` → `sync "billing".source`, when the sync has a name.
@@ -208,12 +283,22 @@ impl Validator<'_> {
             + 1
     }
 
-    fn problem<T>(&mut self, at: &Spanned<T>, key: impl Into<String>, message: impl Into<String>) {
+    pub(crate) fn problem<T>(
+        &mut self,
+        at: &Spanned<T>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) {
         let problem = self.located(at, key.into(), message.into());
         self.problems.push(problem);
     }
 
-    fn warning<T>(&mut self, at: &Spanned<T>, key: impl Into<String>, message: impl Into<String>) {
+    pub(crate) fn warning<T>(
+        &mut self,
+        at: &Spanned<T>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) {
         let warning = self.located(at, key.into(), message.into());
         self.warnings.push(warning);
     }
@@ -253,7 +338,7 @@ impl Validator<'_> {
         };
         let mut syncs: Vec<SyncSpec> = Vec::new();
         let mut seen = BTreeMap::new();
-        for sync in raw.sync {
+        for (index, sync) in raw.sync.into_iter().enumerate() {
             let name = sync.get_ref().name.get_ref().clone();
             if let Some(first_line) = seen.get(&name) {
                 let message =
@@ -262,7 +347,7 @@ impl Validator<'_> {
                 continue;
             }
             seen.insert(name.clone(), self.line(sync.span().start));
-            if let Some(spec) = self.sync(sync.into_inner(), base_dir) {
+            if let Some(spec) = self.sync(sync.into_inner(), index, base_dir) {
                 syncs.push(spec);
             }
         }
@@ -278,7 +363,7 @@ impl Validator<'_> {
         }
     }
 
-    fn sync(&mut self, raw: RawSync, base_dir: &Path) -> Option<SyncSpec> {
+    fn sync(&mut self, raw: RawSync, index: usize, base_dir: &Path) -> Option<SyncSpec> {
         let name = raw.name.get_ref().clone();
         let valid_name = !name.is_empty()
             && name
@@ -294,7 +379,8 @@ impl Validator<'_> {
         let at = format!("sync {name:?}");
         let source = self.source(raw.source, &at);
         let mapping = self.mapping(raw.mapping, source.as_ref(), &at);
-        let destination = self.destination(raw.destination, base_dir, &at);
+        let destination =
+            DestinationSpec::validate(self, &raw.destination.get_ref().kind, index, base_dir, &at);
         let retry = self.retry(raw.retry, &at);
         let budgets = self.budgets(raw.budgets, &at);
         let deletes = match raw.deletes {
@@ -379,7 +465,7 @@ impl Validator<'_> {
         }
     }
 
-    fn method(
+    pub(crate) fn method(
         &mut self,
         raw: Option<&Spanned<String>>,
         default: Method,
@@ -399,7 +485,7 @@ impl Validator<'_> {
         }
     }
 
-    fn url(&mut self, raw: &Spanned<String>, key: &str) -> Option<Url> {
+    pub(crate) fn url(&mut self, raw: &Spanned<String>, key: &str) -> Option<Url> {
         let text = self.string(raw, key)?;
         match Url::parse(&text) {
             Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
@@ -417,7 +503,7 @@ impl Validator<'_> {
     }
 
     /// The value with `${VAR}` replaced from the environment.
-    fn string(&mut self, raw: &Spanned<String>, key: &str) -> Option<String> {
+    pub(crate) fn string(&mut self, raw: &Spanned<String>, key: &str) -> Option<String> {
         match interpolate(raw.get_ref(), self.env) {
             Ok(value) => Some(value),
             Err(message) => {
@@ -429,7 +515,7 @@ impl Validator<'_> {
 
     /// A duration that may be given in days ("30d"), a day counted as 24 hours.
     /// Zero is allowed: keep none.
-    fn long_duration(&mut self, raw: &Spanned<String>, key: &str) -> Option<Duration> {
+    pub(crate) fn long_duration(&mut self, raw: &Spanned<String>, key: &str) -> Option<Duration> {
         let parsed = raw
             .get_ref()
             .parse::<jiff::Span>()
@@ -449,7 +535,7 @@ impl Validator<'_> {
         parsed
     }
 
-    fn duration(&mut self, raw: &Spanned<String>, key: &str) -> Option<Duration> {
+    pub(crate) fn duration(&mut self, raw: &Spanned<String>, key: &str) -> Option<Duration> {
         let parsed = raw
             .get_ref()
             .parse::<SignedDuration>()
@@ -465,7 +551,7 @@ impl Validator<'_> {
         parsed
     }
 
-    fn duration_or(
+    pub(crate) fn duration_or(
         &mut self,
         raw: Option<&Spanned<String>>,
         key: &str,
@@ -477,7 +563,13 @@ impl Validator<'_> {
         }
     }
 
-    fn count(&mut self, raw: &Spanned<i64>, key: &str, min: u32, max: u32) -> Option<u32> {
+    pub(crate) fn count(
+        &mut self,
+        raw: &Spanned<i64>,
+        key: &str,
+        min: u32,
+        max: u32,
+    ) -> Option<u32> {
         let n = *raw.get_ref();
         if n < i64::from(min) || n > i64::from(max) {
             self.problem(
@@ -491,7 +583,7 @@ impl Validator<'_> {
     }
 }
 
-fn path_or(raw: Option<&Spanned<String>>, default: &str) -> FieldPath {
+pub(crate) fn path_or(raw: Option<&Spanned<String>>, default: &str) -> FieldPath {
     FieldPath::parse(raw.map_or(default, |p| p.get_ref().as_str()))
 }
 

@@ -32,7 +32,7 @@ pub struct RawSync {
     pub source: S<RawSource>,
     #[serde(default)]
     pub mapping: Option<S<RawMapping>>,
-    pub destination: S<RawDestination>,
+    pub destination: S<RawDestinationType>,
     pub retry: Option<S<RawRetry>>,
     pub budgets: Option<S<RawBudgets>>,
     pub deletes: Option<S<RawDeletes>>,
@@ -138,40 +138,13 @@ pub struct RawMapping {
     pub required: BTreeMap<String, S<String>>,
 }
 
+/// `[sync.destination]` as far as this pass reads it: its `type`. The rest of
+/// the table is the destination's own (`sink/<name>/config.rs`), read once the
+/// type is known.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawDestination {
+pub struct RawDestinationType {
     #[serde(rename = "type")]
     pub kind: S<String>,
-    // jsonl
-    pub file: Option<S<String>>,
-    // http
-    pub base_url: Option<S<String>>,
-    pub mode: Option<S<String>>,
-    #[serde(default)]
-    pub headers: BTreeMap<String, S<String>>,
-    pub auth: Option<S<RawAuth>>,
-    pub timeout: Option<S<String>>,
-    pub rate_limit: Option<S<f64>>,
-    pub error_path: Option<S<String>>,
-    pub concurrency: Option<S<i64>>,
-    pub external_id_field: Option<S<String>>,
-    pub dest_id_field: Option<S<String>>,
-    pub version_header: Option<S<String>>,
-    pub late_write_window: Option<S<String>>,
-    // put and post
-    pub read_path: Option<S<String>>,
-    pub read_results_path: Option<S<String>>,
-    pub path: Option<S<String>>,
-    pub method: Option<S<String>>,
-    pub idempotency_header: Option<S<String>>,
-    // lookup
-    pub lookup_path: Option<S<String>>,
-    pub lookup_param: Option<S<String>>,
-    pub lookup_results_path: Option<S<String>>,
-    pub create_path: Option<S<String>>,
-    pub update_path: Option<S<String>>,
-    pub update_method: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -297,7 +297,7 @@ impl Validator<'_> {
     }
 
     #[allow(clippy::too_many_arguments)] // one argument per shared key of the table
-    pub(super) fn http(
+    pub(crate) fn http(
         &mut self,
         base_url: &Spanned<String>,
         headers: &BTreeMap<String, Spanned<String>>,

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use reqwest::Method;
 use reqwest::header::HeaderName;
 use serde_json::Value;
 use url::Url;
@@ -14,6 +13,9 @@ use super::Problem;
 use crate::policy::RetryPolicy;
 use crate::record::FieldPath;
 use crate::secret::Secret;
+pub use crate::sink::DestinationSpec;
+pub use crate::sink::http::config::{HttpDestinationSpec, ReadSpec, WriteMode};
+pub use crate::sink::jsonl::config::JsonLinesSpec;
 
 /// A whole config file.
 #[derive(Debug, Clone)]
@@ -283,98 +285,9 @@ pub struct MappingSpec {
     pub required: Vec<(FieldPath, JsonType)>,
 }
 
-#[derive(Debug, Clone)]
-#[allow(
-    clippy::large_enum_variant,
-    reason = "one per sync, built once; boxing buys nothing"
-)]
-pub enum DestinationSpec {
-    Http(HttpDestinationSpec),
-    JsonLines(JsonLinesSpec),
-}
-
-impl DestinationSpec {
-    /// Whether runs of several kinds of the sync may write at once. A
-    /// destination written by lookup, then create, cannot tell whether another
-    /// process is creating the same record at that moment (nothing makes a
-    /// create idempotent), and a JSON Lines file is rewritten whole by its one
-    /// writer: the runs of such a sync take turns.
-    pub fn takes_concurrent_runs(&self) -> bool {
-        matches!(self, DestinationSpec::Http(http) if !matches!(http.mode, WriteMode::Lookup { .. }))
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct JsonLinesSpec {
-    pub path: PathBuf,
-    pub external_id_field: String,
-}
-
-#[derive(Debug, Clone)]
-pub struct HttpDestinationSpec {
-    pub http: HttpSpec,
-    pub mode: WriteMode,
-    /// When set, the external id is written into the body under this field.
-    pub external_id_field: Option<String>,
-    /// Where a write or lookup answer carries the destination's own id. Lookup
-    /// mode needs it; put and post read it only when configured.
-    pub dest_id_field: Option<FieldPath>,
-    pub concurrency: usize,
-    /// A header carrying the record's version, which the destination compares:
-    /// it refuses (412) a write older than what it holds.
-    pub version_header: Option<HeaderName>,
-    /// How long a write that got no clear answer may still be applied by the
-    /// destination. A record written again within it is read back before the
-    /// run completes, and a create is looked up again only once it has passed.
-    pub late_write_window: Duration,
-    /// How to read one record back in put and post modes (lookup mode reads
-    /// through its lookup).
-    pub read: Option<ReadSpec>,
-}
-
-/// A GET of one destination object by external id.
-#[derive(Debug, Clone)]
-pub struct ReadSpec {
-    /// With `{external_id}` (or a query string holding it).
-    pub path: UriTemplate,
-    /// Where the object is in the answer (the whole body when absent); an array
-    /// there is searched for the item whose external id field matches.
-    pub results_path: Option<FieldPath>,
-}
-
 /// A path on the destination with `{external_id}` or `{dest_id}` placeholders.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UriTemplate(pub String);
-
-#[derive(Debug, Clone)]
-pub enum WriteMode {
-    Put {
-        path: UriTemplate,
-        method: Method,
-    },
-    Lookup {
-        lookup_path: UriTemplate,
-        lookup_param: Option<String>,
-        results_path: FieldPath,
-        create_path: UriTemplate,
-        update_path: UriTemplate,
-        update_method: Method,
-    },
-    Post {
-        path: UriTemplate,
-        idempotency_header: HeaderName,
-    },
-}
-
-impl WriteMode {
-    pub fn name(&self) -> &'static str {
-        match self {
-            WriteMode::Put { .. } => "put",
-            WriteMode::Lookup { .. } => "lookup",
-            WriteMode::Post { .. } => "post",
-        }
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BudgetSpec {

@@ -48,7 +48,7 @@ pub(super) type Delivery = Result<Option<ReadPage>, FailureCause>;
 /// What the reading thread needs, all of it owned.
 pub(super) struct ReadAhead {
     pub api: Arc<Api>,
-    pub sink: Arc<Sink>,
+    pub sink: Arc<dyn Sink>,
     pub source: SourceSpec,
     /// A replay reads the dead letters instead of the source.
     pub plan: Plan,

@@ -28,7 +28,7 @@ pub(super) struct Committer {
 }
 
 impl Committer {
-    pub(super) fn spawn(store: Store, sync: String, run_id: String, sink: Arc<Sink>) -> Self {
+    pub(super) fn spawn(store: Store, sync: String, run_id: String, sink: Arc<dyn Sink>) -> Self {
         let (jobs, mut queue) = mpsc::channel::<CommitJob>(MAX_PENDING);
         let (acks_tx, acks) = mpsc::channel::<Ack>(MAX_PENDING * 2);
         let task = tokio::spawn(

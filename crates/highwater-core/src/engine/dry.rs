@@ -8,7 +8,6 @@
 //! the source before the real run.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use jiff::Timestamp;
 use serde_json::Value;
@@ -111,9 +110,10 @@ pub async fn dry_run(
         spec.retry,
         1,
     )?;
-    let sink = Arc::new(
-        Sink::open(&spec.name, &spec.destination, spec.retry).map_err(FailureCause::Destination)?,
-    );
+    let sink = spec
+        .destination
+        .open(&spec.name, spec.retry, None)
+        .map_err(FailureCause::Destination)?;
     let mut reader = Reader::new(&api, &spec.source, window, cursor);
     let mut report = DryRunReport {
         window,
@@ -193,7 +193,7 @@ pub async fn dry_run(
         }
     }
     for (source_id, mapped) in updates {
-        let changed_fields = changed_fields(&sink, &stop, &mapped).await;
+        let changed_fields = changed_fields(sink.as_ref(), &stop, &mapped).await;
         report.samples.update.push(UpdateSample {
             source_id,
             changed_fields,
@@ -365,7 +365,11 @@ fn sample(samples: &mut Vec<String>, id: String) {
 
 /// The payload's fields whose values differ from the destination's copy;
 /// `None` when the copy cannot be read.
-async fn changed_fields(sink: &Sink, stop: &Stop, mapped: &MappedRecord) -> Option<Vec<String>> {
+async fn changed_fields(
+    sink: &dyn Sink,
+    stop: &Stop,
+    mapped: &MappedRecord,
+) -> Option<Vec<String>> {
     if !sink.can_read_back() {
         return None;
     }

@@ -490,16 +490,16 @@ impl<'a> Runner<'a> {
             self.spec.retry,
             1,
         )?);
-        let sink = Arc::new(
-            Sink::open(&self.spec.name, &self.spec.destination, self.spec.retry)
-                .map_err(FailureCause::Destination)?
-                .deleting(
-                    self.spec
-                        .deletes
-                        .as_ref()
-                        .and_then(|d| d.delete_path.clone()),
-                ),
-        );
+        let delete_path = self
+            .spec
+            .deletes
+            .as_ref()
+            .and_then(|d| d.delete_path.clone());
+        let sink = self
+            .spec
+            .destination
+            .open(&self.spec.name, self.spec.retry, delete_path)
+            .map_err(FailureCause::Destination)?;
         let outcome = self
             .drive_with(&source_api, &sink, window, cursor, stop, max_pages)
             .await;
@@ -511,7 +511,7 @@ impl<'a> Runner<'a> {
     async fn drive_with(
         &mut self,
         source_api: &Arc<Api>,
-        sink: &Arc<Sink>,
+        sink: &Arc<dyn Sink>,
         window: Window,
         cursor: Cursor,
         stop: &Stop,
@@ -588,12 +588,7 @@ impl<'a> Runner<'a> {
         // holds, as each write's would be. A timer kept due earlier than any of
         // them saves that call on every write. (Below 100 ms of timeout the timer
         // would wake the loop too often to be worth it.)
-        let lead = match &self.spec.destination {
-            crate::config::DestinationSpec::Http(http) => {
-                (http.http.timeout / 2).max(Duration::from_millis(50))
-            }
-            crate::config::DestinationSpec::JsonLines(_) => Duration::from_secs(3600),
-        };
+        let lead = sink.timer_lead();
         let mut inputs = Inputs {
             pages: pages_rx,
             slots: WriteSlots::spawn(sink, stop, &self.unclaimed, concurrency),
@@ -626,7 +621,7 @@ impl<'a> Runner<'a> {
             // Records held back below a floor wait until everything else is
             // done; then the destination says whether the floor's write arrived.
             if self.source_done && !committing && self.only_held_back_left() {
-                if let Err(e) = self.settle_held_back(sink, stop).await {
+                if let Err(e) = self.settle_held_back(sink.as_ref(), stop).await {
                     break Err(e);
                 }
                 continue;
@@ -644,7 +639,7 @@ impl<'a> Runner<'a> {
                 continue;
             }
             if self.source_done && self.pages.is_empty() && !committing {
-                break self.complete(sink, stop).await;
+                break self.complete(sink.as_ref(), stop).await;
             }
             if let Some(reason) = stop.reason() {
                 break Ok(RunOutcome::Stopped(reason));
@@ -731,7 +726,7 @@ impl<'a> Runner<'a> {
 
     /// Ends the run once every page is committed: reads back what must be, then
     /// completes the run with the writes that may still land.
-    async fn complete(&mut self, sink: &Sink, stop: &Stop) -> Result<RunOutcome, FailureCause> {
+    async fn complete(&mut self, sink: &dyn Sink, stop: &Stop) -> Result<RunOutcome, FailureCause> {
         self.settle_readbacks(sink, stop).await?;
         if !self.closing_events.is_empty() {
             let commit = PageCommit {

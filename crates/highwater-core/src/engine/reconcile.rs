@@ -17,7 +17,7 @@ use super::settle::Compare;
 use crate::config::SyncSpec;
 use crate::http::Api;
 use crate::mapping::map_record;
-use crate::sink::{Held, Sink};
+use crate::sink::Held;
 use crate::source::{Cursor, Extracted, Reader, Window};
 use crate::state::Store;
 use crate::stop::Stop;
@@ -112,8 +112,10 @@ pub async fn reconcile(
         spec.retry,
         1,
     )?;
-    let sink =
-        Sink::open(&spec.name, &spec.destination, spec.retry).map_err(FailureCause::Destination)?;
+    let sink = spec
+        .destination
+        .open(&spec.name, spec.retry, None)
+        .map_err(FailureCause::Destination)?;
     let compare = Compare::for_sync(spec);
     // The newest copy of each record in the window.
     let mut live: BTreeMap<String, crate::record::SourceRecord> = BTreeMap::new();

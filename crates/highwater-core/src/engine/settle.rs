@@ -50,7 +50,7 @@ impl Runner<'_> {
     /// next attempt reads them again (the checkpoint is still before them).
     pub(super) async fn settle_held_back(
         &mut self,
-        sink: &Sink,
+        sink: &dyn Sink,
         stop: &Stop,
     ) -> Result<(), FailureCause> {
         let mut unconfirmed = Vec::new();
@@ -140,7 +140,7 @@ impl Runner<'_> {
     /// them instead.
     pub(super) async fn settle_readbacks(
         &mut self,
-        sink: &Sink,
+        sink: &dyn Sink,
         stop: &Stop,
     ) -> Result<(), FailureCause> {
         let mut due: Vec<Readback> = std::mem::take(&mut self.readbacks).into_values().collect();
@@ -445,7 +445,7 @@ pub(super) enum FloorCheck {
 /// Reads the record back once the floor's write can no longer land, and says
 /// whether that write arrived.
 pub(super) async fn check_floor(
-    sink: &Sink,
+    sink: &dyn Sink,
     stop: &Stop,
     compare: &Compare,
     external_id: &str,
@@ -494,7 +494,7 @@ pub(super) enum ReadBack {
 
 /// Reads a record back once every older write of it has landed or never will.
 pub(super) async fn read_back(
-    sink: &Sink,
+    sink: &dyn Sink,
     stop: &Stop,
     compare: &Compare,
     readback: &Readback,

@@ -1,5 +1,6 @@
 //! The write slots: as many tasks as the destination's concurrency, each for the
-//! whole run, taking announced writes off one queue and handing each outcome
+//! whole run, taking announced writes off one queue (one at a time, or as many
+//! as are waiting up to the destination's batch size) and handing each outcome
 //! back to the run loop.
 
 use std::sync::Arc;
@@ -21,7 +22,7 @@ pub(super) struct WriteSlots {
 
 impl WriteSlots {
     pub(super) fn spawn(
-        sink: &Arc<Sink>,
+        sink: &Arc<dyn Sink>,
         stop: &Stop,
         queue: &flume::Receiver<WriteJob>,
         count: usize,
@@ -66,11 +67,14 @@ pub(super) type WriteOutcome = (WriteJob, Result<crate::sink::Written, SinkError
 /// the loop, so that the loop's bookkeeping runs while the destination works
 /// instead of between an answer and the next request.
 async fn write_slot(
-    sink: Arc<Sink>,
+    sink: Arc<dyn Sink>,
     stop: Stop,
     queue: flume::Receiver<WriteJob>,
     answers: mpsc::UnboundedSender<WriteOutcome>,
 ) {
+    if sink.batch_size() > 1 {
+        return batch_slot(sink, stop, queue, answers).await;
+    }
     let mut answered: Option<WriteOutcome> = None;
     loop {
         // An answer that ends the run goes back before anything else is sent.
@@ -100,33 +104,80 @@ async fn write_slot(
             // `join` polls the write first: its request is handed over before the
             // loop is woken with the last answer.
             Some(last) => {
-                let (outcome, sent) = futures_util::future::join(write(&sink, &stop, job), async {
-                    answers.send(last)
-                })
-                .await;
+                let (outcome, sent) =
+                    futures_util::future::join(write(sink.as_ref(), &stop, job), async {
+                        answers.send(last)
+                    })
+                    .await;
                 if sent.is_err() {
                     return;
                 }
                 outcome
             }
-            None => write(&sink, &stop, job).await,
+            None => write(sink.as_ref(), &stop, job).await,
         };
         answered = Some(outcome);
     }
 }
 
-async fn write(sink: &Sink, stop: &Stop, mut job: WriteJob) -> WriteOutcome {
-    if job.delete.is_some() && !job.soft {
-        let delete = Delete {
-            external_id: &job.mapped.external_id,
-            known_dest_id: job.known_dest_id.as_deref(),
-            unsettled_until: job.unsettled_until,
+/// A write slot of a destination that takes batches: it sends what is waiting,
+/// up to the batch size, as one batch (a deletion on its own), and hands back
+/// each record's outcome.
+async fn batch_slot(
+    sink: Arc<dyn Sink>,
+    stop: Stop,
+    queue: flume::Receiver<WriteJob>,
+    answers: mpsc::UnboundedSender<WriteOutcome>,
+) {
+    let size = sink.batch_size();
+    loop {
+        let Ok(first) = queue.recv_async().await else {
+            return;
         };
-        let result = sink.delete(delete, stop).await;
-        return (job, result);
+        let mut jobs = vec![first];
+        while jobs.len() < size {
+            match queue.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        let (deletes, writes): (Vec<_>, Vec<_>) = jobs
+            .into_iter()
+            .partition(|job| job.delete.is_some() && !job.soft);
+        for job in deletes {
+            if answers
+                .send(write(sink.as_ref(), &stop, job).await)
+                .is_err()
+            {
+                return;
+            }
+        }
+        for outcome in write_batch(sink.as_ref(), &stop, writes).await {
+            if answers.send(outcome).is_err() {
+                return;
+            }
+        }
     }
-    let encoded = job.encoded.take();
-    let write = Write {
+}
+
+async fn write_batch(sink: &dyn Sink, stop: &Stop, mut jobs: Vec<WriteJob>) -> Vec<WriteOutcome> {
+    if jobs.is_empty() {
+        return Vec::new();
+    }
+    let encoded: Vec<_> = jobs.iter_mut().map(|job| job.encoded.take()).collect();
+    let writes = jobs
+        .iter()
+        .zip(encoded)
+        .map(|(job, encoded)| job_write(job, encoded))
+        .collect();
+    let mut results = sink.write_batch(writes, stop).await;
+    // A sink answers for every write; one that did not leaves the rest unsent.
+    results.resize_with(jobs.len(), || Err(SinkError::NotSent));
+    jobs.into_iter().zip(results).collect()
+}
+
+fn job_write(job: &WriteJob, encoded: Option<crate::sink::Encoded>) -> Write<'_> {
+    Write {
         source_id: job.record.id(),
         record: &job.mapped,
         version: job.record.version,
@@ -135,8 +186,21 @@ async fn write(sink: &Sink, stop: &Stop, mut job: WriteJob) -> WriteOutcome {
         encoded,
         rewrite_over: None,
         unsettled_until: job.unsettled_until,
-    };
-    let result = sink.write(write, stop).await;
+    }
+}
+
+async fn write(sink: &dyn Sink, stop: &Stop, mut job: WriteJob) -> WriteOutcome {
+    if job.delete.is_some() && !job.soft {
+        let delete = Delete {
+            external_id: &job.mapped.external_id,
+            known_dest_id: job.known_dest_id.as_deref(),
+            unsettled_until: job.unsettled_until,
+        };
+        let result = crate::sink::delete(sink, delete, stop).await;
+        return (job, result);
+    }
+    let encoded = job.encoded.take();
+    let result = sink.write(job_write(&job, encoded), stop).await;
     (job, result)
 }
 

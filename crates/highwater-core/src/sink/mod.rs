@@ -1,18 +1,27 @@
 //! Owns writing mapped records to the destination, idempotently, and telling the
 //! engine what became of each: written (with the destination's id), or refused
 //! (record-level: dead-letter it), or an error that stops the run.
+//!
+//! Every destination is one [`Sink`]: a folder of its own (`http/`, `jsonl/`)
+//! with its raw config, its validation (`config.rs`) and its writes, and one
+//! line in [`DestinationSpec`]. The engine only calls the trait.
 //! Invariant: a write is only ever repeated through an idempotent path — the same
-//! PUT, the same `Idempotency-Key`, or a fresh lookup before any create. The sink
-//! never sees checkpoints or the ledger beyond the destination id it is handed.
+//! PUT, the same `Idempotency-Key`, a fresh lookup before any create, or an upsert
+//! by key. A sink never sees checkpoints or the ledger beyond the destination id it
+//! is handed.
 
 pub mod http;
 pub mod jsonl;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
 use jiff::Timestamp;
 use serde_json::Value;
 use tokio::time::Instant;
 
-use crate::config::DestinationSpec;
+use crate::config::{UriTemplate, Validator};
 use crate::http::HttpError;
 use crate::mapping::MappedRecord;
 use crate::obs::RetryCounts;
@@ -121,16 +130,50 @@ pub enum SinkError {
     },
     #[error("cannot build the destination client: {0}")]
     Client(#[from] reqwest::Error),
+    /// A batch sent to an endpoint that is not an upsert got no clear answer:
+    /// sending it again might apply it twice, so the run stops.
+    #[error(
+        "a batch of {count} records ({first} … {last}) got no clear answer ({detail}); the endpoint is not an upsert by external id (upsert = false), so it was not sent again: check what the destination holds for them, then run again"
+    )]
+    BatchUnknown {
+        count: usize,
+        first: String,
+        last: String,
+        detail: String,
+    },
+    /// Not sent: a write before it in its batch stopped the run.
+    #[error("not sent: an earlier write of its batch stopped the run")]
+    NotSent,
+}
+
+/// What a failed write means for the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consequence {
+    /// Only this record is concerned: it is resolved (dead-lettered, or skipped
+    /// as stale) and the run goes on.
+    Record,
+    /// The run stops at its last checkpoint, resumable: the next run does the
+    /// write again (the destination, the network or the operator must change
+    /// first; retries are spent by then).
+    Fatal,
 }
 
 impl SinkError {
-    /// Whether only this record is concerned: it is resolved (dead-lettered, or
-    /// skipped as stale) and the run goes on.
+    pub fn consequence(&self) -> Consequence {
+        match self {
+            SinkError::Rejected { .. } | SinkError::Unwritable(_) | SinkError::Superseded => {
+                Consequence::Record
+            }
+            SinkError::Http(_)
+            | SinkError::File { .. }
+            | SinkError::Client(_)
+            | SinkError::BatchUnknown { .. }
+            | SinkError::NotSent => Consequence::Fatal,
+        }
+    }
+
     pub fn is_record_level(&self) -> bool {
-        matches!(
-            self,
-            SinkError::Rejected { .. } | SinkError::Unwritable(_) | SinkError::Superseded
-        )
+        self.consequence() == Consequence::Record
     }
 }
 
@@ -146,126 +189,205 @@ impl From<HttpError> for SinkError {
     }
 }
 
-/// The destination of one sync.
-#[derive(Debug)]
-#[allow(clippy::large_enum_variant, reason = "one per run, never moved around")]
-pub enum Sink {
-    Http(http::HttpSink),
-    JsonLines(jsonl::JsonLinesSink),
+/// One sync's destination, as the config file says it: one variant per
+/// destination, each validated by its own folder's `config.rs`.
+#[derive(Debug, Clone)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per sync, built once; boxing buys nothing"
+)]
+pub enum DestinationSpec {
+    Http(http::config::HttpDestinationSpec),
+    JsonLines(jsonl::config::JsonLinesSpec),
 }
 
-impl Sink {
-    pub fn open(sync: &str, spec: &DestinationSpec, retry: RetryPolicy) -> Result<Sink, SinkError> {
-        Ok(match spec {
+/// How a destination takes deletions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteRequest {
+    /// It removes the record itself (saying how): no `delete_path`.
+    Own(&'static str),
+    /// A DELETE on `delete_path`; `knows_dest_id` when a write's answer or a
+    /// lookup gives the destination's id, for `{dest_id}`.
+    Path { knows_dest_id: bool },
+}
+
+impl DestinationSpec {
+    /// The `[sync.destination]` table of the sync at `index` in the file,
+    /// validated by the folder of its `type`.
+    pub(crate) fn validate(
+        v: &mut Validator<'_>,
+        kind: &serde_spanned::Spanned<String>,
+        index: usize,
+        base_dir: &Path,
+        at: &str,
+    ) -> Option<DestinationSpec> {
+        let table = ["sync".into(), index.into(), "destination".into()];
+        match kind.get_ref().as_str() {
+            "http" => {
+                let raw = v.table(&table)?;
+                http::config::validate(v, raw, at).map(DestinationSpec::Http)
+            }
+            "jsonl" => {
+                let raw = v.table(&table)?;
+                jsonl::config::validate(v, raw, base_dir, at).map(DestinationSpec::JsonLines)
+            }
+            _ => {
+                v.problem(
+                    kind,
+                    format!("{at}.destination.type"),
+                    "expected \"http\" or \"jsonl\"",
+                );
+                None
+            }
+        }
+    }
+
+    /// Opens the destination; `delete_path` is where a sync that deletes sends
+    /// its DELETE requests, for a destination that takes them.
+    pub fn open(
+        &self,
+        sync: &str,
+        retry: RetryPolicy,
+        delete_path: Option<UriTemplate>,
+    ) -> Result<Arc<dyn Sink>, SinkError> {
+        Ok(match self {
             DestinationSpec::Http(spec) => {
-                Sink::Http(http::HttpSink::new(sync, spec.clone(), retry)?)
+                Arc::new(http::HttpSink::new(sync, spec.clone(), retry, delete_path)?)
             }
-            DestinationSpec::JsonLines(spec) => {
-                Sink::JsonLines(jsonl::JsonLinesSink::open(spec.clone())?)
-            }
+            DestinationSpec::JsonLines(spec) => Arc::new(jsonl::JsonLinesSink::open(spec.clone())?),
         })
     }
 
-    /// The same sink, deleting through `delete_path` (an HTTP destination's
-    /// DELETE request; a file removes its lines without one).
-    pub fn deleting(self, delete_path: Option<crate::config::UriTemplate>) -> Sink {
+    /// Whether runs of several kinds of the sync may write at once. A
+    /// destination written by lookup, then create, cannot tell whether another
+    /// process is creating the same record at that moment (nothing makes a
+    /// create idempotent), and a JSON Lines file has one writer: the runs of
+    /// such a sync take turns.
+    pub fn takes_concurrent_runs(&self) -> bool {
         match self {
-            Sink::Http(mut sink) => {
-                sink.delete_path = delete_path;
-                Sink::Http(sink)
+            DestinationSpec::Http(spec) => spec.takes_concurrent_runs(),
+            DestinationSpec::JsonLines(_) => false,
+        }
+    }
+
+    /// How it takes deletions.
+    pub fn delete_request(&self) -> DeleteRequest {
+        match self {
+            DestinationSpec::Http(spec) => spec.delete_request(),
+            DestinationSpec::JsonLines(_) => {
+                DeleteRequest::Own("a jsonl destination removes the record's line itself")
             }
-            sink => sink,
         }
+    }
+}
+
+/// A destination: it writes, deletes and reads back one record at a time, or
+/// writes a batch; the defaults suit a destination with no more to say.
+/// Each write is idempotent by itself (see the module's invariant): the engine
+/// may send it again after a crash or a write without a clear answer.
+#[async_trait::async_trait]
+pub trait Sink: Send + Sync + std::fmt::Debug {
+    /// How many writes (or batches) may be in flight at once.
+    fn concurrency(&self) -> usize {
+        1
     }
 
-    /// How many writes may be in flight at once.
-    pub fn concurrency(&self) -> usize {
-        match self {
-            Sink::Http(sink) => sink.concurrency(),
-            Sink::JsonLines(_) => 1,
-        }
+    /// How many records one [`Sink::write_batch`] takes at most.
+    fn batch_size(&self) -> usize {
+        1
     }
 
-    /// The request for `record`, when this destination sends one; `None` also when
-    /// it cannot be built, which the write itself then reports.
-    pub fn encode(&self, record: &MappedRecord) -> Option<Encoded> {
-        match self {
-            Sink::Http(sink) => sink.encode(record).ok(),
-            Sink::JsonLines(_) => None,
-        }
+    /// The request for `record`, worked out ahead of its write, when this
+    /// destination sends one; `None` also when it cannot be built, which the
+    /// write itself then reports.
+    fn encode(&self, _record: &MappedRecord) -> Option<Encoded> {
+        None
     }
 
-    pub async fn write(&self, write: Write<'_>, stop: &Stop) -> Result<Written, SinkError> {
-        match self {
-            Sink::Http(sink) => sink.write(write, stop).await,
-            Sink::JsonLines(sink) => sink.write(write),
+    async fn write(&self, write: Write<'_>, stop: &Stop) -> Result<Written, SinkError>;
+
+    /// Writes several records, answering for each in order. By default one
+    /// after the other, stopping at the first error that is not the record's
+    /// own (the rest get that error too, and nothing is sent for them).
+    async fn write_batch(
+        &self,
+        writes: Vec<Write<'_>>,
+        stop: &Stop,
+    ) -> Vec<Result<Written, SinkError>> {
+        let mut results = Vec::with_capacity(writes.len());
+        for write in writes {
+            let fatal = results
+                .last()
+                .is_some_and(|r: &Result<Written, SinkError>| {
+                    r.as_ref().is_err_and(|e| !e.is_record_level())
+                });
+            if fatal {
+                results.push(Err(SinkError::NotSent));
+                continue;
+            }
+            results.push(self.write(write, stop).await);
         }
+        results
     }
 
-    /// Deletes one record, idempotently: a record already gone (404, 410, no
-    /// lookup match, no line) is deleted too.
-    pub async fn delete(&self, delete: Delete<'_>, stop: &Stop) -> Result<Written, SinkError> {
-        if let Some(until) = delete.unsettled_until {
-            let wait = Timestamp::now()
-                .duration_until(until)
-                .try_into()
-                .unwrap_or_default();
-            stop.sleep(wait)
-                .await
-                .map_err(|r| SinkError::Http(HttpError::Stopped(r)))?;
-        }
-        match self {
-            Sink::Http(sink) => sink.delete(&delete, stop).await,
-            Sink::JsonLines(sink) => Ok(sink.delete(delete.external_id)),
-        }
-    }
+    /// Deletes one record, idempotently: a record already gone is deleted too.
+    async fn delete(&self, delete: &Delete<'_>, stop: &Stop) -> Result<Written, SinkError>;
 
     /// Whether one record can be read back to see what the destination holds.
-    pub fn can_read_back(&self) -> bool {
-        match self {
-            Sink::Http(sink) => sink.can_read_back(),
-            Sink::JsonLines(_) => true,
-        }
+    fn can_read_back(&self) -> bool {
+        false
     }
 
     /// What the destination holds for `external_id`.
-    pub async fn read_back(&self, external_id: &str, stop: &Stop) -> Result<Held, SinkError> {
-        match self {
-            Sink::Http(sink) => sink.read_back(external_id, stop).await,
-            Sink::JsonLines(sink) => Ok(sink.read_back(external_id)),
-        }
+    async fn read_back(&self, _external_id: &str, _stop: &Stop) -> Result<Held, SinkError> {
+        Err(SinkError::Unwritable(
+            "this destination cannot be read back".into(),
+        ))
     }
 
     /// How long a write without a clear answer may still be applied.
-    pub fn late_write_window(&self) -> std::time::Duration {
-        match self {
-            Sink::Http(sink) => sink.spec().late_write_window,
-            Sink::JsonLines(_) => std::time::Duration::ZERO,
-        }
+    fn late_write_window(&self) -> Duration {
+        Duration::ZERO
     }
 
     /// Whether the destination itself refuses a write older than what it holds,
     /// so that a late write can never go back over a newer one.
-    pub fn refuses_older_writes(&self) -> bool {
-        match self {
-            Sink::Http(sink) => sink.spec().version_header.is_some(),
-            Sink::JsonLines(_) => true,
-        }
+    fn refuses_older_writes(&self) -> bool {
+        false
     }
 
     /// Makes every write so far durable; called before a page's checkpoint commits.
-    pub async fn flush(&self) -> Result<(), SinkError> {
-        match self {
-            Sink::Http(_) => Ok(()),
-            Sink::JsonLines(sink) => sink.flush(),
-        }
+    async fn flush(&self) -> Result<(), SinkError> {
+        Ok(())
     }
 
     /// Retries made so far.
-    pub fn retries(&self) -> RetryCounts {
-        match self {
-            Sink::Http(sink) => sink.retries(),
-            Sink::JsonLines(_) => RetryCounts::default(),
-        }
+    fn retries(&self) -> RetryCounts {
+        RetryCounts::default()
     }
+
+    /// How long the run loop may sleep between events: a timer kept due before
+    /// any write's own saves tokio re-arming its driver for each write.
+    fn timer_lead(&self) -> Duration {
+        Duration::from_secs(3600)
+    }
+}
+
+/// Deletes one record once an earlier write of it can no longer land (until
+/// then, that write would bring the record back).
+pub async fn delete(
+    sink: &dyn Sink,
+    delete: Delete<'_>,
+    stop: &Stop,
+) -> Result<Written, SinkError> {
+    if let Some(until) = delete.unsettled_until {
+        let wait = Timestamp::now()
+            .duration_until(until)
+            .try_into()
+            .unwrap_or_default();
+        stop.sleep(wait)
+            .await
+            .map_err(|r| SinkError::Http(HttpError::Stopped(r)))?;
+    }
+    sink.delete(&delete, stop).await
 }

@@ -10,8 +10,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::Value;
 
-use super::{Held, SinkError, Write, Written};
-use crate::config::JsonLinesSpec;
+pub mod config;
+
+use super::{Delete, Held, Sink, SinkError, Write, Written};
+use crate::stop::Stop;
+use config::JsonLinesSpec;
 
 #[derive(Debug)]
 pub struct JsonLinesSink {
@@ -150,6 +153,34 @@ impl JsonLinesSink {
                 .map_err(err)?;
         }
         Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Sink for JsonLinesSink {
+    async fn write(&self, write: Write<'_>, _stop: &Stop) -> Result<Written, SinkError> {
+        JsonLinesSink::write(self, write)
+    }
+
+    async fn delete(&self, delete: &Delete<'_>, _stop: &Stop) -> Result<Written, SinkError> {
+        Ok(JsonLinesSink::delete(self, delete.external_id))
+    }
+
+    fn can_read_back(&self) -> bool {
+        true
+    }
+
+    async fn read_back(&self, external_id: &str, _stop: &Stop) -> Result<Held, SinkError> {
+        Ok(JsonLinesSink::read_back(self, external_id))
+    }
+
+    /// Its one writer applies every write in order, whole.
+    fn refuses_older_writes(&self) -> bool {
+        true
+    }
+
+    async fn flush(&self) -> Result<(), SinkError> {
+        JsonLinesSink::flush(self)
     }
 }
 

@@ -9,14 +9,20 @@ use reqwest::header::HeaderValue;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::Value;
 
-use super::{Delete, Encoded, Held, SinkError, Write, Written};
-use crate::config::{HttpDestinationSpec, UriTemplate, WriteMode};
+mod batch;
+pub mod config;
+
+use std::time::Duration;
+
+use super::{Delete, Encoded, Held, Sink, SinkError, Write, Written};
+use crate::config::UriTemplate;
 use crate::http::{Api, HttpError, Reply, Request};
 use crate::mapping::MappedRecord;
 use crate::obs::RetryCounts;
 use crate::policy::RetryPolicy;
 use crate::record::FieldPath;
 use crate::stop::Stop;
+use config::{HttpDestinationSpec, WriteMode};
 
 #[derive(Debug)]
 pub struct HttpSink {
@@ -25,7 +31,77 @@ pub struct HttpSink {
     api: Api,
     retry: RetryPolicy,
     /// Where a DELETE goes, for a sync that deletes.
-    pub(super) delete_path: Option<UriTemplate>,
+    delete_path: Option<UriTemplate>,
+}
+
+#[async_trait::async_trait]
+impl Sink for HttpSink {
+    fn concurrency(&self) -> usize {
+        self.spec.concurrency
+    }
+
+    fn batch_size(&self) -> usize {
+        match &self.spec.mode {
+            WriteMode::Batch(spec) => spec.size,
+            _ => 1,
+        }
+    }
+
+    fn encode(&self, record: &MappedRecord) -> Option<Encoded> {
+        self.encode_record(record).ok()
+    }
+
+    async fn write_batch(
+        &self,
+        writes: Vec<Write<'_>>,
+        stop: &Stop,
+    ) -> Vec<Result<Written, SinkError>> {
+        match &self.spec.mode {
+            WriteMode::Batch(spec) => self.write_batches(spec, writes, stop).await,
+            _ => {
+                let mut results = Vec::with_capacity(writes.len());
+                for write in writes {
+                    results.push(self.write_record(write, stop).await);
+                }
+                results
+            }
+        }
+    }
+
+    async fn write(&self, write: Write<'_>, stop: &Stop) -> Result<Written, SinkError> {
+        self.write_record(write, stop).await
+    }
+
+    async fn delete(&self, delete: &Delete<'_>, stop: &Stop) -> Result<Written, SinkError> {
+        self.delete_record(delete, stop).await
+    }
+
+    /// Through the lookup, or a read path.
+    fn can_read_back(&self) -> bool {
+        matches!(self.spec.mode, WriteMode::Lookup { .. }) || self.spec.read.is_some()
+    }
+
+    async fn read_back(&self, external_id: &str, stop: &Stop) -> Result<Held, SinkError> {
+        self.read_record(external_id, stop).await
+    }
+
+    fn late_write_window(&self) -> Duration {
+        self.spec.late_write_window
+    }
+
+    fn refuses_older_writes(&self) -> bool {
+        self.spec.version_header.is_some()
+    }
+
+    fn retries(&self) -> RetryCounts {
+        self.api.retries()
+    }
+
+    /// Half the request timeout (at least 50 ms: below, the timer would wake
+    /// the loop too often to be worth it).
+    fn timer_lead(&self) -> Duration {
+        (self.spec.http.timeout / 2).max(Duration::from_millis(50))
+    }
 }
 
 impl HttpSink {
@@ -33,6 +109,7 @@ impl HttpSink {
         sync: &str,
         spec: HttpDestinationSpec,
         retry: RetryPolicy,
+        delete_path: Option<UriTemplate>,
     ) -> Result<Self, SinkError> {
         let api = Api::new(
             sync,
@@ -46,33 +123,16 @@ impl HttpSink {
             spec,
             api,
             retry,
-            delete_path: None,
+            delete_path,
         })
     }
 
-    pub fn concurrency(&self) -> usize {
-        self.spec.concurrency
-    }
-
-    pub fn retries(&self) -> RetryCounts {
-        self.api.retries()
-    }
-
-    pub fn spec(&self) -> &HttpDestinationSpec {
-        &self.spec
-    }
-
-    /// Whether one record can be read back: through the lookup, or a read path.
-    pub fn can_read_back(&self) -> bool {
-        matches!(self.spec.mode, WriteMode::Lookup { .. }) || self.spec.read.is_some()
-    }
-
-    pub fn encode(&self, record: &MappedRecord) -> Result<Encoded, SinkError> {
+    fn encode_record(&self, record: &MappedRecord) -> Result<Encoded, SinkError> {
         let url = match &self.spec.mode {
             WriteMode::Put { path, .. } | WriteMode::Post { path, .. } => {
                 Some(self.url(path, &[("external_id", &record.external_id)])?)
             }
-            WriteMode::Lookup { .. } => None,
+            WriteMode::Lookup { .. } | WriteMode::Batch(_) => None,
         };
         Ok(Encoded {
             body: self.body(record)?,
@@ -80,10 +140,10 @@ impl HttpSink {
         })
     }
 
-    pub async fn write(&self, mut write: Write<'_>, stop: &Stop) -> Result<Written, SinkError> {
+    async fn write_record(&self, mut write: Write<'_>, stop: &Stop) -> Result<Written, SinkError> {
         let Encoded { body, url } = match write.encoded.take() {
             Some(encoded) => encoded,
-            None => self.encode(write.record)?,
+            None => self.encode_record(write.record)?,
         };
         // `encode` gives every put and post its URL; a lookup builds its own.
         let url = || url.ok_or_else(|| SinkError::Unwritable("no URL for this write".into()));
@@ -105,13 +165,21 @@ impl HttpSink {
                 Ok(self.written(&reply))
             }
             WriteMode::Lookup { .. } => self.lookup_write(&write, body, stop).await,
+            WriteMode::Batch(spec) => {
+                let write = Write {
+                    encoded: Some(Encoded { body, url: None }),
+                    ..write
+                };
+                let mut results = self.write_batches(spec, vec![write], stop).await;
+                results.pop().unwrap_or(Err(SinkError::NotSent))
+            }
         }
     }
 
     /// A DELETE on `delete_path`. By `{dest_id}`, an id the ledger does not
     /// have is looked up first (nothing found: already gone). 404 and 410 mean
     /// the record is gone, which is what was asked.
-    pub async fn delete(&self, delete: &Delete<'_>, stop: &Stop) -> Result<Written, SinkError> {
+    async fn delete_record(&self, delete: &Delete<'_>, stop: &Stop) -> Result<Written, SinkError> {
         let Some(path) = &self.delete_path else {
             return Err(SinkError::Unwritable(
                 "no delete_path: this sync does not delete at the destination".into(),
@@ -174,7 +242,7 @@ impl HttpSink {
 
     /// What the destination holds for `external_id`, read through the lookup
     /// (lookup mode) or the read path (put and post).
-    pub async fn read_back(&self, external_id: &str, stop: &Stop) -> Result<Held, SinkError> {
+    async fn read_record(&self, external_id: &str, stop: &Stop) -> Result<Held, SinkError> {
         let found = match (&self.spec.mode, &self.spec.read) {
             (WriteMode::Lookup { .. }, _) => self.lookup(external_id, stop).await?,
             (_, Some(read)) => {

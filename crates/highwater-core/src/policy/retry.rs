@@ -1,0 +1,212 @@
+//! Owns the one retry loop: make an attempt, and when it fails as the caller's
+//! classification says, wait out the backoff and make another — for HTTP
+//! requests, token fetches and SQL statements alike. The attempt reports what
+//! its failure means ([`Class`], and the server's wait if it named one); this
+//! loop decides whether and when to try again, and what to give back when it
+//! will not.
+
+use std::future::Future;
+use std::time::Duration;
+
+use super::{Backoff, Class, RetryPolicy};
+use crate::stop::{Stop, StopReason};
+
+/// One attempt that did not succeed, as its caller classified it.
+#[derive(Debug)]
+pub struct Failed<E> {
+    pub error: E,
+    pub class: Class,
+    /// The server's own wait (`Retry-After`), a floor for the next delay.
+    pub retry_after: Option<Duration>,
+}
+
+impl<E> Failed<E> {
+    pub fn new(error: E, class: Class) -> Self {
+        Failed {
+            error,
+            class,
+            retry_after: None,
+        }
+    }
+}
+
+/// Why the loop gave back an error instead of trying again.
+#[derive(Debug)]
+pub enum GaveUp<E> {
+    /// Record-level or fatal: no retry changes it.
+    Final {
+        error: E,
+        class: Class,
+    },
+    /// Its effect is unknown, and the caller said repeating it is not safe.
+    Unknown {
+        error: E,
+        attempts: u32,
+    },
+    /// Transient failures outlasted the policy.
+    Exhausted {
+        last: E,
+        attempts: u32,
+    },
+    Stopped(StopReason),
+}
+
+/// How a successful call went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attempts {
+    /// Attempts made, the successful one included.
+    pub made: u32,
+    /// Whether an attempt before the last got no clear answer: it may have
+    /// taken effect too.
+    pub unclear: bool,
+}
+
+/// Calls `attempt` (with the attempt's number, from 1) until it succeeds, a
+/// failure is not transient, or the policy's attempts run out. An attempt whose
+/// effect is unknown is repeated only when `repeatable` (an idempotent request,
+/// an upsert by key). `on_retry` hears of each failure about to be retried, with
+/// the delay before the next attempt.
+pub async fn retry<T, E, Fut>(
+    policy: RetryPolicy,
+    stop: &Stop,
+    repeatable: bool,
+    mut attempt: impl FnMut(u32) -> Fut,
+    mut on_retry: impl FnMut(&Failed<E>, Duration),
+) -> Result<(T, Attempts), GaveUp<E>>
+where
+    Fut: Future<Output = Result<T, Failed<E>>>,
+{
+    let mut backoff = Backoff::new(policy);
+    let mut unclear = false;
+    loop {
+        if let Some(reason) = stop.reason() {
+            return Err(GaveUp::Stopped(reason));
+        }
+        let failed = match attempt(backoff.attempts()).await {
+            Ok(value) => {
+                let attempts = Attempts {
+                    made: backoff.attempts(),
+                    unclear,
+                };
+                return Ok((value, attempts));
+            }
+            Err(failed) => failed,
+        };
+        let outcome_known = match failed.class {
+            Class::Transient { outcome_known } => outcome_known,
+            class => {
+                return Err(GaveUp::Final {
+                    error: failed.error,
+                    class,
+                });
+            }
+        };
+        if !outcome_known && !repeatable {
+            return Err(GaveUp::Unknown {
+                error: failed.error,
+                attempts: backoff.attempts(),
+            });
+        }
+        unclear |= !outcome_known;
+        let Some(delay) = backoff.next_delay(failed.retry_after) else {
+            return Err(GaveUp::Exhausted {
+                last: failed.error,
+                attempts: backoff.attempts(),
+            });
+        };
+        on_retry(&failed, delay);
+        stop.sleep(delay).await.map_err(GaveUp::Stopped)?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    const POLICY: RetryPolicy = RetryPolicy {
+        base: Duration::from_millis(100),
+        cap: Duration::from_secs(1),
+        max_attempts: 4,
+    };
+
+    fn transient(outcome_known: bool) -> Class {
+        Class::Transient { outcome_known }
+    }
+
+    /// Runs the loop over a script of failures, then success.
+    async fn run(
+        script: &[Class],
+        repeatable: bool,
+    ) -> (Result<(u32, Attempts), GaveUp<u32>>, u32) {
+        let calls = Cell::new(0);
+        let retried = Cell::new(0);
+        let result = retry(
+            POLICY,
+            &Stop::never(),
+            repeatable,
+            |n| {
+                calls.set(calls.get() + 1);
+                let step = script.get(n as usize - 1).copied();
+                async move {
+                    match step {
+                        Some(class) => Err(Failed::new(n, class)),
+                        None => Ok(n),
+                    }
+                }
+            },
+            |_, _| retried.set(retried.get() + 1),
+        )
+        .await;
+        assert_eq!(calls.get(), retried.get() + 1);
+        (result, calls.get())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn transient_failures_are_retried_until_success() {
+        let (result, calls) = run(&[transient(true), transient(true)], false).await;
+        let (value, attempts) = result.expect("succeeds on the third attempt");
+        assert_eq!(
+            (value, calls, attempts.made, attempts.unclear),
+            (3, 3, 3, false)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unknown_outcome_is_repeated_only_when_repeatable() {
+        let (result, calls) = run(&[transient(false)], false).await;
+        assert!(matches!(
+            result,
+            Err(GaveUp::Unknown {
+                error: 1,
+                attempts: 1
+            })
+        ));
+        assert_eq!(calls, 1);
+        let (result, _) = run(&[transient(false)], true).await;
+        let (_, attempts) = result.expect("repeated");
+        assert!(attempts.unclear);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn record_level_and_fatal_failures_are_not_retried() {
+        for class in [Class::RecordLevel, Class::Fatal] {
+            let (result, calls) = run(&[class], true).await;
+            assert!(matches!(result, Err(GaveUp::Final { error: 1, class: c }) if c == class));
+            assert_eq!(calls, 1);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn attempts_are_bounded_by_the_policy() {
+        let (result, calls) = run(&[transient(true); 10], true).await;
+        assert!(matches!(
+            result,
+            Err(GaveUp::Exhausted {
+                last: 4,
+                attempts: 4
+            })
+        ));
+        assert_eq!(calls, POLICY.max_attempts);
+    }
+}

@@ -1,0 +1,481 @@
+//! The HTTP destination's `[sync.destination]` table: its keys as written, and
+//! their validation into the spec the sink runs (base URL, auth and pace shared
+//! with the source's checks; the write mode and its paths).
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use reqwest::Method;
+use reqwest::header::HeaderName;
+use serde::Deserialize;
+use serde_spanned::Spanned;
+
+use crate::config::{HttpSpec, RawAuth, S, UriTemplate, Validator, path_or};
+use crate::record::FieldPath;
+use crate::sink::DeleteRequest;
+
+/// `[sync.destination]` with `type = "http"`, as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHttpDestination {
+    /// Read by the first pass, which chose this table's struct.
+    #[serde(rename = "type")]
+    _type: serde::de::IgnoredAny,
+    pub base_url: Option<S<String>>,
+    pub mode: Option<S<String>>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, S<String>>,
+    pub auth: Option<S<RawAuth>>,
+    pub timeout: Option<S<String>>,
+    pub rate_limit: Option<S<f64>>,
+    pub error_path: Option<S<String>>,
+    pub concurrency: Option<S<i64>>,
+    pub external_id_field: Option<S<String>>,
+    pub dest_id_field: Option<S<String>>,
+    pub version_header: Option<S<String>>,
+    pub late_write_window: Option<S<String>>,
+    // put and post
+    pub read_path: Option<S<String>>,
+    pub read_results_path: Option<S<String>>,
+    pub path: Option<S<String>>,
+    pub method: Option<S<String>>,
+    pub idempotency_header: Option<S<String>>,
+    // lookup
+    pub lookup_path: Option<S<String>>,
+    pub lookup_param: Option<S<String>>,
+    pub lookup_results_path: Option<S<String>>,
+    pub create_path: Option<S<String>>,
+    pub update_path: Option<S<String>>,
+    pub update_method: Option<S<String>>,
+    // batch
+    pub batch_size: Option<S<i64>>,
+    pub batch_field: Option<S<String>>,
+    pub results_path: Option<S<String>>,
+    pub result_id_field: Option<S<String>>,
+    pub result_status_field: Option<S<String>>,
+    pub result_error_field: Option<S<String>>,
+    pub upsert: Option<S<bool>>,
+}
+
+impl RawHttpDestination {
+    /// The keys only some write modes read, with where each was set.
+    fn mode_keys(&self) -> [(&'static str, Option<std::ops::Range<usize>>); 18] {
+        fn span<T>(v: &Option<S<T>>) -> Option<std::ops::Range<usize>> {
+            v.as_ref().map(Spanned::span)
+        }
+        [
+            ("path", span(&self.path)),
+            ("method", span(&self.method)),
+            ("idempotency_header", span(&self.idempotency_header)),
+            ("read_path", span(&self.read_path)),
+            ("read_results_path", span(&self.read_results_path)),
+            ("lookup_path", span(&self.lookup_path)),
+            ("lookup_param", span(&self.lookup_param)),
+            ("lookup_results_path", span(&self.lookup_results_path)),
+            ("create_path", span(&self.create_path)),
+            ("update_path", span(&self.update_path)),
+            ("update_method", span(&self.update_method)),
+            ("batch_size", span(&self.batch_size)),
+            ("batch_field", span(&self.batch_field)),
+            ("results_path", span(&self.results_path)),
+            ("result_id_field", span(&self.result_id_field)),
+            ("result_status_field", span(&self.result_status_field)),
+            ("result_error_field", span(&self.result_error_field)),
+            ("upsert", span(&self.upsert)),
+        ]
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpDestinationSpec {
+    pub http: HttpSpec,
+    pub mode: WriteMode,
+    /// When set, the external id is written into the body under this field.
+    pub external_id_field: Option<String>,
+    /// Where a write or lookup answer carries the destination's own id. Lookup
+    /// mode needs it; put and post read it only when configured.
+    pub dest_id_field: Option<FieldPath>,
+    pub concurrency: usize,
+    /// A header carrying the record's version, which the destination compares:
+    /// it refuses (412) a write older than what it holds.
+    pub version_header: Option<HeaderName>,
+    /// How long a write that got no clear answer may still be applied by the
+    /// destination. A record written again within it is read back before the
+    /// run completes, and a create is looked up again only once it has passed.
+    pub late_write_window: Duration,
+    /// How to read one record back in put and post modes (lookup mode reads
+    /// through its lookup).
+    pub read: Option<ReadSpec>,
+}
+
+/// A GET of one destination object by external id.
+#[derive(Debug, Clone)]
+pub struct ReadSpec {
+    /// With `{external_id}` (or a query string holding it).
+    pub path: UriTemplate,
+    /// Where the object is in the answer (the whole body when absent); an array
+    /// there is searched for the item whose external id field matches.
+    pub results_path: Option<FieldPath>,
+}
+
+#[derive(Debug, Clone)]
+pub enum WriteMode {
+    Put {
+        path: UriTemplate,
+        method: Method,
+    },
+    Lookup {
+        lookup_path: UriTemplate,
+        lookup_param: Option<String>,
+        results_path: FieldPath,
+        create_path: UriTemplate,
+        update_path: UriTemplate,
+        update_method: Method,
+    },
+    Post {
+        path: UriTemplate,
+        idempotency_header: HeaderName,
+    },
+    /// Many records per request, answered item by item.
+    Batch(BatchSpec),
+}
+
+/// A batch endpoint: where the records go and where each one's answer is.
+#[derive(Debug, Clone)]
+pub struct BatchSpec {
+    pub path: UriTemplate,
+    pub method: Method,
+    /// Records per request, at most.
+    pub size: usize,
+    /// The body's field holding the records' array; the body is the array
+    /// itself when absent.
+    pub field: Option<String>,
+    /// Where the answer's array of item results is; the answer is the array
+    /// itself when absent.
+    pub results_path: Option<FieldPath>,
+    /// An item result's external id, to match it to its record; items are
+    /// matched by position when absent.
+    pub id_field: Option<FieldPath>,
+    /// An item result's status: 2xx written, 408/425/429/5xx failed for now
+    /// (sent again), any other refused (dead-lettered alone).
+    pub status_field: Option<FieldPath>,
+    /// An item result holding this field (not null) was refused, with this
+    /// reason.
+    pub error_field: Option<FieldPath>,
+    /// The endpoint upserts by external id: a batch without a clear answer may
+    /// be sent again. Otherwise the run stops, naming the batch.
+    pub upsert: bool,
+}
+
+impl WriteMode {
+    pub fn name(&self) -> &'static str {
+        match self {
+            WriteMode::Put { .. } => "put",
+            WriteMode::Lookup { .. } => "lookup",
+            WriteMode::Post { .. } => "post",
+            WriteMode::Batch(_) => "batch",
+        }
+    }
+}
+
+impl HttpDestinationSpec {
+    /// A destination written by lookup, then create, cannot tell whether
+    /// another process is creating the same record at that moment: the runs of
+    /// its sync take turns.
+    /// So does a batch endpoint that is not an upsert by external id.
+    pub fn takes_concurrent_runs(&self) -> bool {
+        match &self.mode {
+            WriteMode::Lookup { .. } => false,
+            WriteMode::Batch(batch) => batch.upsert,
+            WriteMode::Put { .. } | WriteMode::Post { .. } => true,
+        }
+    }
+
+    pub fn delete_request(&self) -> DeleteRequest {
+        DeleteRequest::Path {
+            knows_dest_id: self.dest_id_field.is_some()
+                || matches!(self.mode, WriteMode::Lookup { .. }),
+        }
+    }
+}
+
+pub(crate) fn validate(
+    v: &mut Validator<'_>,
+    raw: Spanned<RawHttpDestination>,
+    at: &str,
+) -> Option<HttpDestinationSpec> {
+    let at = &format!("{at}.destination");
+    let raw = &raw;
+    let r = raw.get_ref();
+    let keys = r.mode_keys();
+    let Some(base_url) = r.base_url.as_ref() else {
+        v.problem(raw, at, "type = \"http\" needs `base_url`");
+        return None;
+    };
+    let Some(mode) = r.mode.as_ref() else {
+        v.problem(
+            raw,
+            at,
+            "type = \"http\" needs `mode` (\"put\", \"lookup\", \"post\" or \"batch\")",
+        );
+        return None;
+    };
+    let mode_name = mode.get_ref().as_str();
+    let mode_keys: &[&str] = match mode_name {
+        "put" => &["path", "method", "read_path", "read_results_path"],
+        "post" => &[
+            "path",
+            "idempotency_header",
+            "read_path",
+            "read_results_path",
+        ],
+        "lookup" => &[
+            "lookup_path",
+            "lookup_param",
+            "lookup_results_path",
+            "create_path",
+            "update_path",
+            "update_method",
+        ],
+        "batch" => &[
+            "path",
+            "method",
+            "read_path",
+            "read_results_path",
+            "batch_size",
+            "batch_field",
+            "results_path",
+            "result_id_field",
+            "result_status_field",
+            "result_error_field",
+            "upsert",
+        ],
+        _ => {
+            v.problem(
+                mode,
+                format!("{at}.mode"),
+                "expected \"put\", \"lookup\", \"post\" or \"batch\"",
+            );
+            return None;
+        }
+    };
+    let mut ok = true;
+    for (key, span) in keys {
+        if let Some(span) = span
+            && !mode_keys.contains(&key)
+        {
+            v.problem(
+                &Spanned::new(span, ()),
+                format!("{at}.{key}"),
+                format!(
+                    "does not apply to mode = {mode_name:?} (it takes: {})",
+                    mode_keys.join(", ")
+                ),
+            );
+            ok = false;
+        }
+    }
+    let http = v.http(
+        base_url,
+        &r.headers,
+        r.auth.as_ref(),
+        r.timeout.as_ref(),
+        r.rate_limit.as_ref(),
+        r.error_path.as_ref(),
+        at,
+    );
+    let concurrency = match r.concurrency.as_ref() {
+        None => Some(8),
+        Some(n) => v
+            .count(n, &format!("{at}.concurrency"), 1, 256)
+            .map(|n| n as usize),
+    };
+    let mode = write_mode(v, raw, mode_name, at);
+    // A create whose outcome is unknown is resolved by looking the record up
+    // again, and a POST's answer is matched by it: both need the field.
+    if r.external_id_field.is_none() && matches!(mode_name, "lookup" | "post" | "batch") {
+        v.problem(
+                raw,
+                at,
+                format!(
+                    "mode = {mode_name:?} needs `external_id_field` (the field of a destination object that holds the external id)"
+                ),
+            );
+        ok = false;
+    }
+    let version_header = r.version_header.as_ref().and_then(|h| {
+        let parsed = HeaderName::from_str(h.get_ref()).ok();
+        if parsed.is_none() {
+            v.problem(
+                h,
+                format!("{at}.version_header"),
+                "not a valid HTTP header name",
+            );
+        }
+        parsed
+    });
+    let late_write_window = r
+        .late_write_window
+        .as_ref()
+        .map(|d| v.duration(d, &format!("{at}.late_write_window")));
+    if let Some(path) = &r.read_path
+        && !path.get_ref().contains("{external_id}")
+    {
+        v.problem(
+            path,
+            format!("{at}.read_path"),
+            "expected a path containing {external_id}",
+        );
+        ok = false;
+    }
+    if !ok {
+        return None;
+    }
+    let http = http?;
+    let late_write_window = match late_write_window {
+        Some(window) => window?,
+        None => http.timeout.saturating_mul(3),
+    };
+    let read = r.read_path.as_ref().map(|p| ReadSpec {
+        path: UriTemplate(p.get_ref().clone()),
+        results_path: r
+            .read_results_path
+            .as_ref()
+            .map(|p| FieldPath::parse(p.get_ref())),
+    });
+    if read.is_none()
+        && let Some(results) = &r.read_results_path
+    {
+        v.problem(
+            results,
+            format!("{at}.read_results_path"),
+            "needs `read_path`",
+        );
+        return None;
+    }
+    Some(HttpDestinationSpec {
+        http,
+        mode: mode?,
+        version_header,
+        late_write_window,
+        read,
+        external_id_field: r.external_id_field.as_ref().map(|f| f.get_ref().clone()),
+        dest_id_field: match (&r.dest_id_field, mode_name) {
+            (Some(field), _) => Some(FieldPath::parse(field.get_ref())),
+            (None, "lookup") => Some(FieldPath::parse("id")),
+            (None, _) => None,
+        },
+        concurrency: concurrency?,
+    })
+}
+
+fn write_mode(
+    v: &mut Validator<'_>,
+    raw: &Spanned<RawHttpDestination>,
+    mode: &str,
+    at: &str,
+) -> Option<WriteMode> {
+    let r = raw.get_ref();
+    let need = |v: &mut Validator<'_>,
+                field: &Option<Spanned<String>>,
+                key: &str,
+                placeholder: Option<&str>| {
+        let Some(value) = field else {
+            v.problem(raw, at, format!("mode = {mode:?} needs `{key}`"));
+            return None;
+        };
+        if let Some(placeholder) = placeholder
+            && !value.get_ref().contains(placeholder)
+        {
+            v.problem(
+                value,
+                format!("{at}.{key}"),
+                format!("expected a path containing {placeholder}"),
+            );
+            return None;
+        }
+        Some(UriTemplate(value.get_ref().clone()))
+    };
+    match mode {
+        "put" => {
+            let path = need(v, &r.path, "path", Some("{external_id}"));
+            let method = v.method(r.method.as_ref(), Method::PUT, &format!("{at}.method"));
+            Some(WriteMode::Put {
+                path: path?,
+                method: method?,
+            })
+        }
+        "batch" => {
+            let path = need(v, &r.path, "path", None);
+            let method = v.method(r.method.as_ref(), Method::POST, &format!("{at}.method"));
+            let size = match r.batch_size.as_ref() {
+                None => Some(100),
+                Some(n) => v.count(n, &format!("{at}.batch_size"), 1, 10_000),
+            };
+            let field = |f: &Option<S<String>>| f.as_ref().map(|f| FieldPath::parse(f.get_ref()));
+            Some(WriteMode::Batch(BatchSpec {
+                path: path?,
+                method: method?,
+                size: size? as usize,
+                field: r.batch_field.as_ref().map(|f| f.get_ref().clone()),
+                results_path: field(&r.results_path),
+                id_field: field(&r.result_id_field),
+                status_field: field(&r.result_status_field),
+                error_field: field(&r.result_error_field),
+                upsert: r.upsert.as_ref().is_some_and(|u| *u.get_ref()),
+            }))
+        }
+        "post" => {
+            let path = need(v, &r.path, "path", None);
+            let header = r.idempotency_header.as_ref().map_or(
+                Some(HeaderName::from_static("idempotency-key")),
+                |h| {
+                    let parsed = HeaderName::from_str(h.get_ref()).ok();
+                    if parsed.is_none() {
+                        v.problem(
+                            h,
+                            format!("{at}.idempotency_header"),
+                            "not a valid HTTP header name",
+                        );
+                    }
+                    parsed
+                },
+            );
+            Some(WriteMode::Post {
+                path: path?,
+                idempotency_header: header?,
+            })
+        }
+        _ => {
+            let lookup_path = need(v, &r.lookup_path, "lookup_path", None);
+            let create_path = need(v, &r.create_path, "create_path", None);
+            let update_path = need(v, &r.update_path, "update_path", Some("{dest_id}"));
+            let update_method = v.method(
+                r.update_method.as_ref(),
+                Method::PATCH,
+                &format!("{at}.update_method"),
+            );
+            let lookup_param = r.lookup_param.as_ref().map(|p| p.get_ref().clone());
+            if let Some(path) = &lookup_path
+                && lookup_param.is_none()
+                && !path.0.contains("{external_id}")
+            {
+                v.problem(
+                    raw,
+                    at,
+                    "mode = \"lookup\" needs `lookup_param`, or {external_id} in `lookup_path`",
+                );
+                return None;
+            }
+            Some(WriteMode::Lookup {
+                lookup_path: lookup_path?,
+                lookup_param,
+                results_path: path_or(r.lookup_results_path.as_ref(), "data"),
+                create_path: create_path?,
+                update_path: update_path?,
+                update_method: update_method?,
+            })
+        }
+    }
+}
