@@ -49,6 +49,16 @@ async fn crash_and_recover(style: Style, mode: Mode, seed: u64) {
     sim.source.slow_ratio = 0.03;
     sim.dest.rate_limit_ratio = 0.0005;
     sim.dest.rate_limit_date_ratio = 0.0003;
+    if mode == Mode::Batch {
+        // Fifty records a request: as many faults per record take fifty
+        // times the rate per request.
+        sim.dest.slow_ratio = 0.02;
+        sim.dest.commit_then_timeout_ratio = 0.04;
+        sim.dest.commit_then_502_ratio = 0.04;
+        sim.dest.delayed_apply_ratio = 0.04;
+        sim.dest.rate_limit_ratio = 0.02;
+        sim.dest.rate_limit_date_ratio = 0.01;
+    }
     sim.mutations.max = 300;
     sim.mutations.interval = Duration::from_millis(10);
     // Updates, late updates (well within the lookback) and inserts; a record
@@ -83,7 +93,7 @@ async fn crash_and_recover(style: Style, mode: Mode, seed: u64) {
     // being written, not only the wait.
     let kill_after = match mode {
         Mode::Lookup => 300..1800,
-        Mode::Put | Mode::Post => 60..500,
+        Mode::Put | Mode::Post | Mode::Batch => 60..500,
     };
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut versions = Versions::default();
@@ -276,8 +286,8 @@ macro_rules! crash_tests {
     };
 }
 
-// Every style and every mode at least once (each mode twice): the covering set
-// that `.ci/run` runs.
+// Every style and every mode at least once (put, lookup and post twice, batch
+// once): the covering set that `.ci/run` runs.
 crash_tests! {
     cursor_put: Style::Cursor, Mode::Put, 101;
     next_url_body_lookup: Style::NextUrlBody, Mode::Lookup, 105;
@@ -285,10 +295,11 @@ crash_tests! {
     keyset_lookup: Style::Keyset, Mode::Lookup, 111;
     offset_post: Style::Offset, Mode::Post, 115;
     page_put: Style::Page, Mode::Put, 116;
+    keyset_batch: Style::Keyset, Mode::Batch, 119;
 }
 
-/// The other twelve combinations: with the six above, every pagination style
-/// with every write mode. `.ci/run` leaves them out unless `HIGHWATER_FULL=1`.
+/// The other seventeen combinations: with the seven above, every pagination
+/// style with every write mode. `.ci/run` leaves them out unless `HIGHWATER_FULL=1`.
 mod full {
     use super::*;
 
@@ -305,5 +316,10 @@ mod full {
         offset_lookup: Style::Offset, Mode::Lookup, 114;
         page_lookup: Style::Page, Mode::Lookup, 117;
         page_post: Style::Page, Mode::Post, 118;
+        cursor_batch: Style::Cursor, Mode::Batch, 120;
+        next_url_body_batch: Style::NextUrlBody, Mode::Batch, 121;
+        next_url_link_batch: Style::NextUrlLink, Mode::Batch, 122;
+        offset_batch: Style::Offset, Mode::Batch, 123;
+        page_batch: Style::Page, Mode::Batch, 124;
     }
 }

@@ -19,7 +19,7 @@ use crate::util::{
 pub fn deletes_endpoint(mode: Mode) -> String {
     let delete_path = match mode {
         Mode::Lookup => "/v1/contacts/{dest_id}",
-        Mode::Put | Mode::Post => "/v1/contacts/by-external-id/{external_id}",
+        Mode::Put | Mode::Post | Mode::Batch => "/v1/contacts/by-external-id/{external_id}",
     };
     format!(
         r#"path = "/v1/invoices/deleted"

@@ -3,6 +3,7 @@
 
 mod backfill;
 mod bad_input;
+mod batch;
 mod bounds;
 mod cli;
 mod concurrent;

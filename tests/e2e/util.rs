@@ -57,10 +57,12 @@ pub enum Mode {
     Put,
     Lookup,
     Post,
+    /// Batches of 50 to the simulator's upserting batch endpoint.
+    Batch,
 }
 
 impl Mode {
-    pub const ALL: [Mode; 3] = [Mode::Put, Mode::Lookup, Mode::Post];
+    pub const ALL: [Mode; 4] = [Mode::Put, Mode::Lookup, Mode::Post, Mode::Batch];
 }
 
 /// What a test's config says; `toml()` writes it.
@@ -173,6 +175,16 @@ update_path = "/v1/contacts/{dest_id}""#
                 .to_owned(),
             Mode::Post => r#"mode = "post"
 path = "/v1/contacts/upsert""#
+                .to_owned(),
+            Mode::Batch => r#"mode = "batch"
+path = "/v1/contacts/batch"
+batch_size = 50
+batch_field = "records"
+results_path = "results"
+result_id_field = "external_id"
+result_status_field = "status"
+result_error_field = "error"
+upsert = true"#
                 .to_owned(),
         };
         format!(

@@ -438,9 +438,14 @@ enum Refusal {
     Poison422,
 }
 
-impl IntoResponse for Refusal {
-    fn into_response(self) -> Response {
-        let (status, error, message) = match self {
+impl Refusal {
+    fn status_and_message(self) -> (StatusCode, &'static str) {
+        let (status, _, message) = self.parts();
+        (status, message)
+    }
+
+    fn parts(self) -> (StatusCode, &'static str, &'static str) {
+        match self {
             Refusal::InvalidJson => (StatusCode::BAD_REQUEST, "bad_request", "invalid JSON"),
             Refusal::NotAnObject => (
                 StatusCode::BAD_REQUEST,
@@ -453,7 +458,13 @@ impl IntoResponse for Refusal {
                 "unprocessable",
                 "email domain not allowed",
             ),
-        };
+        }
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let (status, error, message) = self.parts();
         json_error(status, error, Some(message))
     }
 }
@@ -548,7 +559,8 @@ async fn put_by_ext(
 /// order, in `{"results": [...]}` — `{"external_id", "status", "id"}`, or
 /// `{"external_id", "status", "error"}` for an item refused (400/422, poison)
 /// or failed alone (503, `item_fail_ratio`; not applied). The batch meets the
-/// write faults as one request, keyed by its first record.
+/// write faults as one request, keyed by its first record; with
+/// `batch_refuses_whole`, a batch holding a poisoned record is refused whole.
 async fn batch(
     State(s): State<Arc<Shared>>,
     headers: HeaderMap,
@@ -588,6 +600,16 @@ async fn batch(
         Ok(p) => p,
         Err(r) => return r,
     };
+    let refuses_whole = read(&s.dest_faults).batch_refuses_whole;
+    if refuses_whole && let Some(refusal) = items.iter().find_map(poison) {
+        bump(&s.dest_stats.rejected);
+        let (status, message) = refusal.status_and_message();
+        return json_error(
+            status,
+            "batch_refused",
+            Some(&format!("{message}; nothing of the batch was applied")),
+        );
+    }
     let meta = WriteMeta::from(&headers);
     carry_out(&s, plan, move |s, late| {
         let item_fail_ratio = read(&s.dest_faults).item_fail_ratio;
@@ -615,9 +637,9 @@ async fn batch(
             let body = match validate(s, parsed) {
                 Ok(body) => body,
                 Err(refusal) => {
-                    let status = refusal.into_response().status().as_u16();
+                    let (status, message) = refusal.status_and_message();
                     results.push(serde_json::json!({
-                        "external_id": ext, "status": status, "error": format!("{refusal:?}")
+                        "external_id": ext, "status": status.as_u16(), "error": message
                     }));
                     continue;
                 }

@@ -112,6 +112,7 @@ impl SimConfig {
             rate_limit_body_delay: Duration::from_millis(200),
             lookup_ignores_filter: false,
             item_fail_ratio: 0.02,
+            batch_refuses_whole: false,
         };
         self.mutations = Mutations {
             max: 50,
@@ -233,6 +234,10 @@ pub struct DestFaults {
     /// One item of a batch fails alone (503 for that item, not applied), by
     /// the same per-key attempts as whole writes.
     pub item_fail_ratio: f64,
+    /// A batch holding a record the destination refuses is refused whole
+    /// (422, nothing applied), as an API that checks a batch before applying
+    /// any of it does.
+    pub batch_refuses_whole: bool,
 }
 
 impl Default for DestFaults {
@@ -254,6 +259,7 @@ impl Default for DestFaults {
             rate_limit_body_delay: Duration::ZERO,
             lookup_ignores_filter: false,
             item_fail_ratio: 0.0,
+            batch_refuses_whole: false,
         }
     }
 }

@@ -502,3 +502,44 @@ fn strict_bounds_are_opt_in_and_need_the_bound_they_describe() {
             hw.toml:20: sync "invoices_to_crm".source.upper_bound_exclusive: does not apply: the bound is sent only with `upper_bound_param`"#]],
     );
 }
+
+#[test]
+fn batch_mode_says_where_records_go_and_where_each_answer_is() {
+    let lookup = "mode = \"lookup\"\nlookup_path = \"/v1/contacts\"\nlookup_param = \"external_id\"\ncreate_path = \"/v1/contacts\"\nupdate_path = \"/v1/contacts/{dest_id}\"";
+    let batch = VALID.replace(
+        lookup,
+        "mode = \"batch\"\npath = \"/v1/contacts/batch\"\nbatch_size = 200\nbatch_field = \"records\"\nresults_path = \"data.results\"\nresult_id_field = \"external_id\"\nresult_status_field = \"status\"\nresult_error_field = \"error\"\nupsert = true",
+    );
+    let config = parse(&batch, Path::new("hw.toml"), &env).expect("valid config");
+    let DestinationSpec::Http(http) = &config.syncs[0].destination else {
+        unreachable!("an HTTP destination")
+    };
+    let crate::config::WriteMode::Batch(spec) = &http.mode else {
+        unreachable!("batch mode")
+    };
+    assert_eq!((spec.size, spec.upsert), (200, true));
+    assert_eq!(spec.field.as_deref(), Some("records"));
+    assert!(config.syncs[0].destination.takes_concurrent_runs());
+    // Not an upsert: the runs of the sync take turns, and a batch of 100 is the default.
+    let plain = VALID.replace(lookup, "mode = \"batch\"\npath = \"/v1/contacts/batch\"");
+    let config = parse(&plain, Path::new("hw.toml"), &env).expect("valid config");
+    assert!(!config.syncs[0].destination.takes_concurrent_runs());
+    check(
+        &VALID.replace(
+            lookup,
+            "mode = \"batch\"\npath = \"/v1/contacts/batch\"\nbatch_size = 0\nlookup_path = \"/v1/contacts\"",
+        ),
+        expect![[r#"
+            hw.toml:39: sync "invoices_to_crm".destination.lookup_path: does not apply to mode = "batch" (it takes: path, method, read_path, read_results_path, batch_size, batch_field, results_path, result_id_field, result_status_field, result_error_field, upsert)
+            hw.toml:38: sync "invoices_to_crm".destination.batch_size: expected a whole number from 1 to 10000"#]],
+    );
+    check(
+        &VALID.replace(
+            lookup,
+            "mode = \"put\"\npath = \"/v1/contacts/{external_id}\"\nupsert = true",
+        ),
+        expect![[
+            r#"hw.toml:38: sync "invoices_to_crm".destination.upsert: does not apply to mode = "put" (it takes: path, method, read_path, read_results_path)"#
+        ]],
+    );
+}

@@ -30,6 +30,64 @@ enum Item {
     Unanswered,
 }
 
+/// Which records of a call are still to send, in which groups, and what became
+/// of each: every record is answered exactly once, whatever the answers.
+#[derive(Debug)]
+struct Batches<R> {
+    results: Vec<Option<R>>,
+    /// Groups still to send, the next on top; each in the order of the call.
+    groups: Vec<Vec<usize>>,
+}
+
+impl<R> Batches<R> {
+    /// `answered` holds what is known before anything is sent (a record that
+    /// cannot be encoded); the rest go in groups of `size`, in order.
+    fn new(answered: Vec<Option<R>>, size: usize) -> Self {
+        let ready: Vec<usize> = (0..answered.len())
+            .filter(|&i| answered[i].is_none())
+            .collect();
+        let groups = ready
+            .chunks(size.max(1))
+            .rev()
+            .map(<[usize]>::to_vec)
+            .collect();
+        Batches {
+            results: answered,
+            groups,
+        }
+    }
+
+    fn next(&mut self) -> Option<Vec<usize>> {
+        self.groups.pop()
+    }
+
+    fn answer(&mut self, i: usize, result: R) {
+        debug_assert!(self.results[i].is_none(), "record {i} answered twice");
+        self.results[i] = Some(result);
+    }
+
+    /// The group is sent again as two, the first half next.
+    fn halve(&mut self, group: Vec<usize>) {
+        let (first, second) = group.split_at(group.len() / 2);
+        self.groups.push(second.to_vec());
+        self.groups.push(first.to_vec());
+    }
+
+    /// These are sent again, next.
+    fn again(&mut self, group: Vec<usize>) {
+        self.groups.push(group);
+    }
+
+    /// Every record's answer; `unsent` for those no batch answered (after an
+    /// error that stopped the call).
+    fn finish(self, unsent: impl Fn() -> R) -> Vec<R> {
+        self.results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(&unsent))
+            .collect()
+    }
+}
+
 impl HttpSink {
     /// Writes `writes` in batches of the endpoint, answering for each in order.
     pub(super) async fn write_batches(
@@ -38,79 +96,77 @@ impl HttpSink {
         mut writes: Vec<Write<'_>>,
         stop: &Stop,
     ) -> Vec<Result<Written, SinkError>> {
-        let mut results: Vec<Option<Result<Written, SinkError>>> =
-            writes.iter().map(|_| None).collect();
+        let mut answered = Vec::with_capacity(writes.len());
         let mut bodies = Vec::with_capacity(writes.len());
-        for (i, write) in writes.iter_mut().enumerate() {
+        for write in &mut writes {
             let body = match write.encoded.take() {
                 Some(encoded) => Ok(encoded.body),
                 None => self.body(write.record),
             };
             match body {
-                Ok(body) => bodies.push(body),
+                Ok(body) => {
+                    bodies.push(body);
+                    answered.push(None);
+                }
                 Err(e) => {
                     bodies.push(Bytes::new());
-                    results[i] = Some(Err(e));
+                    answered.push(Some(Err(e)));
                 }
             }
         }
-        // Groups still to send, the next on top; each in the order of `writes`.
-        let mut groups: Vec<Vec<usize>> = Vec::new();
-        let ready: Vec<usize> = (0..writes.len())
-            .filter(|&i| results[i].is_none())
-            .collect();
-        for chunk in ready.chunks(spec.size).rev() {
-            groups.push(chunk.to_vec());
-        }
+        let mut batches = Batches::new(answered, spec.size);
         let mut backoff = Backoff::new(self.retry);
-        while let Some(group) = groups.pop() {
-            let answer = self.post_batch(spec, &group, &bodies, stop).await;
-            let (reply, items) = match answer {
+        while let Some(group) = batches.next() {
+            let (reply, items) = match self.post_batch(spec, &group, &bodies, stop).await {
                 Ok(answer) => answer,
                 // A whole batch refused may hold one record the endpoint cannot
                 // take: halve it until that record stands alone.
                 Err(SinkError::Rejected { .. }) if group.len() > 1 => {
-                    let (first, second) = group.split_at(group.len() / 2);
-                    groups.push(second.to_vec());
-                    groups.push(first.to_vec());
+                    batches.halve(group);
+                    continue;
+                }
+                // A record refused alone is dead-lettered alone.
+                Err(e) if e.is_record_level() => {
+                    batches.answer(group[0], Err(e));
                     continue;
                 }
                 Err(e) => {
                     // The first of the group carries the error (every record
-                    // before it is answered); the rest were not sent.
-                    let e = self.named(e, &group, &writes);
-                    results[group[0]] = Some(Err(e));
+                    // before it is answered); the rest are not sent.
+                    batches.answer(group[0], Err(self.named(e, &group, &writes)));
                     break;
                 }
             };
             let mut again = Vec::new();
             let mut last_detail = String::new();
             for (position, &i) in group.iter().enumerate() {
-                let item = self.item(spec, &items, position, &writes[i].record.external_id);
-                results[i] = match item {
-                    Item::Written(dest_id) => Some(Ok(Written {
-                        dest_id,
-                        unsettled_since: reply.unsettled_since,
-                        attempts: reply.attempts,
-                    })),
+                let external_id = &writes[i].record.external_id;
+                match self.item(spec, &items, position, external_id) {
+                    Item::Written(dest_id) => batches.answer(
+                        i,
+                        Ok(Written {
+                            dest_id,
+                            unsettled_since: reply.unsettled_since,
+                            attempts: reply.attempts,
+                        }),
+                    ),
                     Item::Refused { status, reason } => {
-                        Some(Err(SinkError::Rejected { status, reason }))
+                        batches.answer(i, Err(SinkError::Rejected { status, reason }));
                     }
                     Item::Again(detail) => {
                         last_detail = detail;
                         again.push(i);
-                        None
                     }
-                    Item::Unanswered => {
-                        let id = writes[i].record.external_id.clone();
-                        Some(Err(SinkError::BatchUnknown {
+                    Item::Unanswered => batches.answer(
+                        i,
+                        Err(SinkError::BatchUnknown {
                             count: 1,
-                            first: id.clone(),
-                            last: id,
+                            first: external_id.clone(),
+                            last: external_id.clone(),
                             detail: "the batch's answer has no result for it".into(),
-                        }))
-                    }
-                };
+                        }),
+                    ),
+                }
             }
             if again.is_empty() {
                 continue;
@@ -123,21 +179,18 @@ impl HttpSink {
                     attempts: backoff.attempts(),
                     last: last_detail,
                 });
-                results[again[0]] = Some(Err(self.named(e, &again, &writes)));
+                batches.answer(again[0], Err(e));
                 break;
             };
             self.api
                 .count_retry(RetryClass::Other, &spec.path.0, &last_detail);
             if let Err(reason) = stop.sleep(delay).await {
-                results[again[0]] = Some(Err(SinkError::Http(HttpError::Stopped(reason))));
+                batches.answer(again[0], Err(SinkError::Http(HttpError::Stopped(reason))));
                 break;
             }
-            groups.push(again);
+            batches.again(again);
         }
-        results
-            .into_iter()
-            .map(|r| r.unwrap_or(Err(SinkError::NotSent)))
-            .collect()
+        batches.finish(|| Err(SinkError::NotSent))
     }
 
     /// Sends the records of `group` as one request, and finds the answer's
@@ -249,6 +302,94 @@ impl HttpSink {
                 detail: last,
             },
             e => e,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// What the endpoint does with one batch, as the test scripts it.
+    #[derive(Debug, Clone)]
+    enum Script {
+        /// Answers each item: 0 written, 1 refused, 2 failed for now.
+        Items(Vec<u8>),
+        RefusedWhole,
+        Fatal,
+    }
+
+    proptest! {
+        /// Any split of a page into batches, any per-item answers, whole
+        /// batches refused and errors that stop the call: every record is
+        /// answered exactly once, and a record is sent only until answered.
+        #[test]
+        fn every_record_is_answered_exactly_once(
+            len in 0usize..60,
+            size in 1usize..20,
+            pre_answered in proptest::collection::vec(any::<bool>(), 60),
+            scripts in proptest::collection::vec(
+                prop_oneof![
+                    6 => proptest::collection::vec(0u8..3, 60).prop_map(Script::Items),
+                    1 => Just(Script::RefusedWhole),
+                    1 => Just(Script::Fatal),
+                ],
+                1..200,
+            ),
+        ) {
+            let answered: Vec<Option<&str>> = (0..len)
+                .map(|i| pre_answered[i].then_some("unencodable"))
+                .collect();
+            let mut batches = Batches::new(answered, size);
+            let mut sent = vec![0u32; len];
+            let mut scripts = scripts.into_iter().cycle();
+            let mut rounds = 0;
+            while let Some(group) = batches.next() {
+                rounds += 1;
+                prop_assert!(rounds < 10_000, "the call never ends");
+                prop_assert!(!group.is_empty() && group.len() <= size);
+                for &i in &group {
+                    prop_assert!(batches.results[i].is_none(), "record {} sent after its answer", i);
+                    sent[i] += 1;
+                }
+                match scripts.next() {
+                    Some(Script::RefusedWhole) if group.len() > 1 => batches.halve(group),
+                    Some(Script::RefusedWhole) => batches.answer(group[0], "refused alone"),
+                    Some(Script::Fatal) | None => {
+                        batches.answer(group[0], "stopped");
+                        break;
+                    }
+                    Some(Script::Items(items)) => {
+                        let mut again = Vec::new();
+                        for (k, &i) in group.iter().enumerate() {
+                            match items[k % items.len()] {
+                                0 => batches.answer(i, "written"),
+                                1 => batches.answer(i, "refused"),
+                                // Failed for now, a bounded number of times.
+                                _ if sent[i] < 3 => again.push(i),
+                                _ => batches.answer(i, "written"),
+                            }
+                        }
+                        if !again.is_empty() {
+                            batches.again(again);
+                        }
+                    }
+                }
+            }
+            let stopped = batches.results.contains(&Some("stopped"));
+            let results = batches.finish(|| "not sent");
+            prop_assert_eq!(results.len(), len);
+            for (i, result) in results.iter().enumerate() {
+                if pre_answered[i] {
+                    prop_assert_eq!(*result, "unencodable");
+                    prop_assert_eq!(sent[i], 0);
+                } else if *result == "not sent" {
+                    prop_assert!(stopped, "record {} left unanswered without a stop", i);
+                } else {
+                    prop_assert!(sent[i] >= 1);
+                }
+            }
         }
     }
 }

@@ -1,0 +1,108 @@
+//! `mode = "batch"`: many records per request, each answered on its own. An
+//! item refused is dead-lettered alone and an item failed for now is sent
+//! again; a batch refused whole is halved until the record it cannot take
+//! stands alone; a batch without a clear answer is sent again only to an
+//! endpoint that upserts, and otherwise stops the run, naming it.
+
+use std::time::Duration;
+
+use simsaas::SimConfig;
+
+use crate::util::{Mode, SYNC, Setup, Style, World, describe};
+
+/// Dead letters of the sync: (source id, reason).
+async fn dead_letters(world: &World) -> Vec<(String, String)> {
+    let store = highwater_core::state::Store::open(&world.state_path())
+        .await
+        .expect("state");
+    let dead = store.dead_letters(SYNC).await.expect("dead letters");
+    store.close().await;
+    dead.into_iter().map(|d| (d.source_id, d.error)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn items_are_answered_alone_refused_ones_dead_lettered_and_failed_ones_sent_again() {
+    let mut sim = SimConfig::new(131, 2_000);
+    sim.poisoned_ratio = 0.02;
+    sim.invalid_ratio = 0.0;
+    sim.dest.item_fail_ratio = 0.1;
+    let world = World::start("batch-items", sim, &Setup::new(Style::Cursor, Mode::Batch)).await;
+    world.run_to_completion().await;
+    let v = world.assert_exact().await;
+    let stats = world.sim.stats();
+    assert!(stats.dest.item_failures > 50, "{stats:?}");
+    // Batches of 50: far fewer requests than records, even with items sent again.
+    assert!(
+        stats.dest.requests < 2_000 / 10,
+        "{} requests for 2,000 records",
+        stats.dest.requests
+    );
+    let dead = dead_letters(&world).await;
+    assert!(
+        v.dead_lettered >= 20 && dead.len() == v.dead_lettered,
+        "{v}"
+    );
+    assert!(
+        dead.iter()
+            .all(|(_, reason)| reason.contains("HTTP 400") || reason.contains("HTTP 422")),
+        "{dead:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_refused_whole_is_halved_until_each_refused_record_stands_alone() {
+    let mut sim = SimConfig::new(132, 1_000);
+    sim.poisoned_ratio = 0.01;
+    sim.invalid_ratio = 0.0;
+    sim.dest.batch_refuses_whole = true;
+    let world = World::start("batch-whole", sim, &Setup::new(Style::Cursor, Mode::Batch)).await;
+    world.run_to_completion().await;
+    let v = world.assert_exact().await;
+    let poisoned = world
+        .sim
+        .source_records()
+        .iter()
+        .filter(|r| r.rejection.is_some())
+        .count();
+    assert!(poisoned >= 5, "{poisoned}");
+    assert_eq!(v.dead_lettered, poisoned, "{v}");
+    let dead = dead_letters(&world).await;
+    assert!(
+        dead.iter()
+            .all(|(_, reason)| reason.contains("nothing of the batch was applied")),
+        "{dead:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_without_a_clear_answer_stops_the_run_naming_it_unless_the_endpoint_upserts() {
+    let mut sim = SimConfig::new(133, 600);
+    sim.invalid_ratio = 0.0;
+    sim.poisoned_ratio = 0.0;
+    sim.dest.commit_then_timeout_ratio = 0.3;
+    sim.dest.slow_delay = Duration::from_millis(900);
+    let mut setup = Setup::new(Style::Cursor, Mode::Batch);
+    setup.timeout = "300ms";
+    let world = World::start("batch-unknown", sim, &setup).await;
+    let text = std::fs::read_to_string(&world.config).expect("config");
+    std::fs::write(
+        &world.config,
+        text.replace("upsert = true", "upsert = false"),
+    )
+    .expect("config");
+    let out = world.highwater(&["run", SYNC]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("got no clear answer") && stderr.contains("not sent again"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("(inv_"),
+        "the batch is named by its ids: {stderr}"
+    );
+    // Resumable: once the endpoint answers clearly, the run completes, exact.
+    world.sim.set_dest_faults(simsaas::DestFaults::default());
+    world.run_to_completion().await;
+    world.assert_exact().await;
+}
