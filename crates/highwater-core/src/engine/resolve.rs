@@ -87,14 +87,7 @@ impl Runner<'_> {
 
     /// Whether a write's outcome means it may have reached the destination.
     pub(super) fn note_outcome(&mut self, result: &Result<crate::sink::Written, SinkError>) {
-        let refused = matches!(
-            result,
-            Err(SinkError::Rejected { .. }
-                | SinkError::Unwritable(_)
-                | SinkError::Superseded
-                | SinkError::Http(HttpError::Unauthorized { .. } | HttpError::Auth(..)))
-        );
-        if !refused {
+        if !result.as_ref().is_err_and(SinkError::sent_nothing) {
             self.wrote = true;
         }
     }

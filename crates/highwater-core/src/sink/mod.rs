@@ -152,9 +152,12 @@ pub enum Consequence {
     /// Only this record is concerned: it is resolved (dead-lettered, or skipped
     /// as stale) and the run goes on.
     Record,
-    /// The run stops at its last checkpoint, resumable: the next run does the
-    /// write again (the destination, the network or the operator must change
-    /// first; retries are spent by then).
+    /// The run stops at its last checkpoint, resumable, and a later run may
+    /// well succeed as things are (retries ran out, or a stop was asked for);
+    /// `outcome_known` is false when the write may have been applied.
+    Transient { outcome_known: bool },
+    /// The run stops at its last checkpoint: nothing will work until a person
+    /// acts (credentials, configuration, the file or the client).
     Fatal,
 }
 
@@ -164,12 +167,34 @@ impl SinkError {
             SinkError::Rejected { .. } | SinkError::Unwritable(_) | SinkError::Superseded => {
                 Consequence::Record
             }
-            SinkError::Http(_)
+            SinkError::Http(HttpError::Unknown { .. }) | SinkError::BatchUnknown { .. } => {
+                Consequence::Transient {
+                    outcome_known: false,
+                }
+            }
+            SinkError::Http(HttpError::Exhausted { .. } | HttpError::Stopped(_))
+            | SinkError::NotSent => Consequence::Transient {
+                outcome_known: true,
+            },
+            SinkError::Http(
+                HttpError::Unauthorized { .. }
+                | HttpError::Auth(..)
+                | HttpError::Fatal { .. }
+                | HttpError::Rejected { .. },
+            )
             | SinkError::File { .. }
-            | SinkError::Client(_)
-            | SinkError::BatchUnknown { .. }
-            | SinkError::NotSent => Consequence::Fatal,
+            | SinkError::Client(_) => Consequence::Fatal,
         }
+    }
+
+    /// Whether the write surely never reached the destination's data: refused
+    /// there, or turned away before it was sent (credentials).
+    pub fn sent_nothing(&self) -> bool {
+        self.is_record_level()
+            || matches!(
+                self,
+                SinkError::Http(HttpError::Unauthorized { .. } | HttpError::Auth(..))
+            )
     }
 
     pub fn is_record_level(&self) -> bool {
