@@ -13,7 +13,9 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use crate::config::{AuthSpec, KeyPlacement};
-use crate::policy::{Backoff, Class, Outcome, RateGate, RetryPolicy, classify, parse_retry_after};
+use crate::policy::{
+    Answer, Backoff, Class, Outcome, RateGate, RetryPolicy, classify, parse_retry_after, read_quota,
+};
 use crate::secret::Secret;
 use crate::stop::{Stop, StopReason, instant_after};
 
@@ -45,9 +47,10 @@ pub struct Authenticator {
     static_bearer: Option<HeaderValue>,
     token: Mutex<Option<Token>>,
     retry: RetryPolicy,
-    /// The token endpoint is on the API's own origin: its requests wait out the
-    /// API's rate-limit pauses, and a 429 it answers pauses the API.
-    shares_gate: bool,
+    /// The pace of the token endpoint's origin, shared like any API's: on the
+    /// API's own origin it is the API's gate, so token requests take their
+    /// slots of its pace, wait out its pauses, and a 429 they meet pauses it.
+    token_gate: Option<std::sync::Arc<RateGate>>,
 }
 
 #[derive(Debug, Clone)]
@@ -70,22 +73,23 @@ struct TokenAnswer {
 }
 
 impl Authenticator {
-    /// `api` is the base URL of the API these credentials are for.
-    pub fn new(spec: AuthSpec, retry: RetryPolicy, api: &url::Url) -> Self {
+    pub fn new(spec: AuthSpec, retry: RetryPolicy) -> Self {
         let static_bearer = match &spec {
             AuthSpec::Bearer { token } => Some(bearer(token)),
             _ => None,
         };
-        let shares_gate = match &spec {
-            AuthSpec::OAuth2 { token_url, .. } => token_url.origin() == api.origin(),
-            _ => false,
+        let token_gate = match &spec {
+            AuthSpec::OAuth2 { token_url, .. } => {
+                Some(RateGate::shared(&token_url.origin(), None, None))
+            }
+            _ => None,
         };
         Authenticator {
             spec,
             static_bearer,
             token: Mutex::new(None),
             retry,
-            shares_gate,
+            token_gate,
         }
     }
 
@@ -99,12 +103,11 @@ impl Authenticator {
         *self.token.lock().await = None;
     }
 
-    /// Adds the credentials to a request; `gate` paces the API they are for.
+    /// Adds the credentials to a request.
     pub async fn apply(
         &self,
         request: RequestBuilder,
         client: &Client,
-        gate: &RateGate,
         stop: &Stop,
     ) -> Result<RequestBuilder, AuthError> {
         Ok(match &self.spec {
@@ -137,9 +140,7 @@ impl Authenticator {
                             client_secret,
                             scope: scope.as_deref(),
                         };
-                        let token = self
-                            .fetch_token(client, &client_credentials, gate, stop)
-                            .await?;
+                        let token = self.fetch_token(client, &client_credentials, stop).await?;
                         let access = token.access.clone();
                         *cached = Some(token);
                         access
@@ -154,7 +155,6 @@ impl Authenticator {
         &self,
         client: &Client,
         credentials: &ClientCredentials<'_>,
-        gate: &RateGate,
         stop: &Stop,
     ) -> Result<Token, AuthError> {
         let ClientCredentials {
@@ -174,12 +174,37 @@ impl Authenticator {
         }
         let mut backoff = Backoff::new(self.retry);
         loop {
-            if self.shares_gate {
-                gate.unpaused(stop).await.map_err(AuthError::Stopped)?;
-            }
+            let ticket = match &self.token_gate {
+                Some(gate) => Some(gate.ready(stop).await.map_err(AuthError::Stopped)?),
+                None => None,
+            };
             let started = Instant::now();
-            let mut retry_after = None;
-            let outcome = match client.post((*token_url).clone()).form(&form).send().await {
+            let response = client.post((*token_url).clone()).form(&form).send().await;
+            let retry_after = response
+                .as_ref()
+                .ok()
+                .filter(|r| !r.status().is_success())
+                .and_then(|r| r.headers().get(reqwest::header::RETRY_AFTER))
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
+            if let (Some(gate), Some(ticket)) = (&self.token_gate, ticket) {
+                let pause = retry_after.unwrap_or(self.retry.base);
+                let answer = match &response {
+                    Ok(r) => Answer {
+                        status: Some(r.status().as_u16()),
+                        quota: read_quota(
+                            |name| r.headers().get(name).and_then(|v| v.to_str().ok()),
+                            std::time::SystemTime::now(),
+                        ),
+                    },
+                    Err(_) => Answer::default(),
+                };
+                if answer.status == Some(429) {
+                    gate.pause_for(pause);
+                }
+                gate.answered(ticket, &answer, pause);
+            }
+            let outcome = match response {
                 Ok(response) if response.status().is_success() => {
                     let body = response.bytes().await.map_err(|e| AuthError::BadAnswer {
                         url: url.clone(),
@@ -195,17 +220,7 @@ impl Authenticator {
                         refresh_at: refresh_at(started, answer.expires_in),
                     });
                 }
-                Ok(response) => {
-                    retry_after = response
-                        .headers()
-                        .get(reqwest::header::RETRY_AFTER)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
-                    if self.shares_gate && response.status().as_u16() == 429 {
-                        gate.pause_for(retry_after.unwrap_or(self.retry.base));
-                    }
-                    Outcome::Status(response.status().as_u16())
-                }
+                Ok(response) => Outcome::Status(response.status().as_u16()),
                 Err(e) if e.is_connect() => Outcome::ConnectFailed,
                 Err(e) if e.is_timeout() => Outcome::TimedOutAfterSend,
                 Err(_) => Outcome::BrokenAfterSend,

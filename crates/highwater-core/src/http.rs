@@ -17,7 +17,9 @@ use url::Url;
 use crate::auth::{AuthError, Authenticator, sensitive};
 use crate::config::HttpSpec;
 use crate::obs::{RequestRetried, ResponseReceived, RetryClass, RetryCounts, RetryTally};
-use crate::policy::{Backoff, Class, Outcome, RateGate, RetryPolicy, classify, parse_retry_after};
+use crate::policy::{
+    Answer, Backoff, Class, Outcome, RateGate, RetryPolicy, classify, parse_retry_after, read_quota,
+};
 use crate::stop::{Stop, StopReason};
 
 /// A URL as it may be shown: scheme, host, port and path, never the query string or
@@ -178,8 +180,12 @@ impl Api {
         Ok(Api {
             sync: sync.to_owned(),
             name,
-            auth: Authenticator::new(spec.auth.clone(), retry, &spec.base_url),
-            gate: RateGate::shared(&format!("{sync}/{name}"), spec.rate_limit),
+            auth: Authenticator::new(spec.auth.clone(), retry),
+            gate: RateGate::shared(
+                &spec.base_url.origin(),
+                spec.rate_limit,
+                Some(spec.rate_limit_probe),
+            ),
             client,
             spec,
             retry,
@@ -244,16 +250,16 @@ impl Api {
         let mut refreshed = false;
         let mut unsettled_since = None;
         loop {
-            self.gate.ready(stop).await.map_err(HttpError::Stopped)?;
+            let ticket = self.gate.ready(stop).await.map_err(HttpError::Stopped)?;
             let builder = self.build(request);
-            let builder = self
-                .auth
-                .apply(builder, &self.client, &self.gate, stop)
-                .await
-                .map_err(|e| match e {
-                    AuthError::Stopped(reason) => HttpError::Stopped(reason),
-                    e => HttpError::Auth(e, self.name),
-                })?;
+            let builder =
+                self.auth
+                    .apply(builder, &self.client, stop)
+                    .await
+                    .map_err(|e| match e {
+                        AuthError::Stopped(reason) => HttpError::Stopped(reason),
+                        e => HttpError::Auth(e, self.name),
+                    })?;
             // The pause may have begun while the credentials were applied (a
             // token fetch takes a while): nothing goes out before it ends.
             self.gate.unpaused(stop).await.map_err(HttpError::Stopped)?;
@@ -277,11 +283,22 @@ impl Api {
                     // Every request to this API holds back from the moment the
                     // head arrives: waiting for the body first would let other
                     // requests through while it trickles in.
+                    let pause = retry_after.unwrap_or(self.retry.base);
                     if status == StatusCode::TOO_MANY_REQUESTS
                         || (status == StatusCode::SERVICE_UNAVAILABLE && retry_after.is_some())
                     {
-                        self.gate.pause_for(retry_after.unwrap_or(self.retry.base));
+                        self.gate.pause_for(pause);
                     }
+                    // The pace follows what the head says the server allows.
+                    let quota = read_quota(
+                        |name| headers.get(name).and_then(|v| v.to_str().ok()),
+                        SystemTime::now(),
+                    );
+                    let answer = Answer {
+                        status: Some(status.as_u16()),
+                        quota,
+                    };
+                    self.gate.answered(ticket, &answer, pause);
                     match response.bytes().await {
                         Ok(body) if status.is_success() => {
                             let reply = Reply {
@@ -315,13 +332,19 @@ impl Api {
                         Err(e) => (Outcome::BrokenAfterSend, None, e.without_url().to_string()),
                     }
                 }
-                Err(e) if e.is_connect() => (Outcome::ConnectFailed, None, connect_detail(&e)),
-                Err(e) if e.is_timeout() => (
-                    Outcome::TimedOutAfterSend,
-                    None,
-                    format!("no answer within {:?}", self.spec.timeout),
-                ),
-                Err(e) => (Outcome::BrokenAfterSend, None, e.without_url().to_string()),
+                Err(e) => {
+                    self.gate
+                        .answered(ticket, &Answer::default(), Duration::ZERO);
+                    match e {
+                        e if e.is_connect() => (Outcome::ConnectFailed, None, connect_detail(&e)),
+                        e if e.is_timeout() => (
+                            Outcome::TimedOutAfterSend,
+                            None,
+                            format!("no answer within {:?}", self.spec.timeout),
+                        ),
+                        e => (Outcome::BrokenAfterSend, None, e.without_url().to_string()),
+                    }
+                }
             };
             let status = match outcome {
                 Outcome::Status(s) => s,
@@ -503,6 +526,7 @@ mod tests {
             auth: crate::config::AuthSpec::None,
             timeout: Duration::from_secs(1),
             rate_limit: None,
+            rate_limit_probe: crate::policy::DEFAULT_PROBE_PERIOD,
             error_path: None,
         };
         let api = Api::new("test", "destination", spec, RetryPolicy::default(), 1)

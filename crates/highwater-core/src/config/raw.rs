@@ -74,6 +74,7 @@ pub struct RawSource {
     pub auth: Option<S<RawAuth>>,
     pub timeout: Option<S<String>>,
     pub rate_limit: Option<S<f64>>,
+    pub rate_limit_probe: Option<S<String>>,
     pub error_path: Option<S<String>>,
     pub records_path: Option<S<String>>,
     pub id_field: Option<S<String>>,

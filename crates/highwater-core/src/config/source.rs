@@ -26,6 +26,7 @@ impl Validator<'_> {
             raw.auth.as_ref(),
             raw.timeout.as_ref(),
             raw.rate_limit.as_ref(),
+            raw.rate_limit_probe.as_ref(),
             raw.error_path.as_ref(),
             &at,
         );
@@ -304,6 +305,7 @@ impl Validator<'_> {
         auth: Option<&Spanned<RawAuth>>,
         timeout: Option<&Spanned<String>>,
         rate_limit: Option<&Spanned<f64>>,
+        rate_limit_probe: Option<&Spanned<String>>,
         error_path: Option<&Spanned<String>>,
         at: &str,
     ) -> Option<HttpSpec> {
@@ -343,12 +345,27 @@ impl Validator<'_> {
             }
             r => r.map(|r| *r.get_ref()),
         };
+        let rate_limit_probe = match rate_limit_probe {
+            Some(p) => match self.duration(p, &format!("{at}.rate_limit_probe"))? {
+                Duration::ZERO => {
+                    self.problem(
+                        p,
+                        format!("{at}.rate_limit_probe"),
+                        "expected a duration > 0",
+                    );
+                    return None;
+                }
+                d => d,
+            },
+            None => crate::policy::DEFAULT_PROBE_PERIOD,
+        };
         Some(HttpSpec {
             base_url: url?,
             headers: header_list,
             auth: auth?,
             timeout: timeout?,
             rate_limit,
+            rate_limit_probe,
             error_path: error_path.map(|p| FieldPath::parse(p.get_ref())),
         })
     }

@@ -118,6 +118,8 @@ pub struct HttpSpec {
     pub timeout: Duration,
     /// Client-side requests per second, before the API has to say 429.
     pub rate_limit: Option<f64>,
+    /// How long without a 429 before a rate learned from 429s rises a step.
+    pub rate_limit_probe: Duration,
     /// A body field that, when present and not null in a 2xx answer, means failure.
     pub error_path: Option<FieldPath>,
 }

@@ -1,116 +1,384 @@
-//! Owns pacing: a client-side requests-per-second limit (governor) behind an
-//! adaptive gate that closes for everyone when the server answers 429 with a
-//! `Retry-After`. Runs that share a process share the gate of each API they call
-//! ([`RateGate::shared`]): two runs of one sync pace their requests through one
-//! limit and wait out one pause.
+//! Owns pacing: how fast requests may go to one API origin (scheme, host and
+//! port). [`Pace`] is the plain state — a configured ceiling, what the server's
+//! rate-limit headers allow, what 429s without such headers taught, and pauses
+//! — deciding from instants it is given; [`RateGate`] shares one `Pace` between
+//! every request to the origin in the process ([`RateGate::shared`]) and waits
+//! through [`Stop::sleep`], so pacing follows tokio's (pausable) clock.
 //!
-//! governor's own async waits ignore tokio's clock, so the limiter runs on
-//! [`TokioClock`], only `check()` is called, and waits go through [`Stop::sleep`]:
-//! pacing then follows tokio's (pausable) time like everything else.
+//! How the pace is set, tightest first:
+//! - a `Retry-After` closes the gate for everyone until it passes;
+//! - a budget from the headers (`remaining` until `reset`): never more requests
+//!   than the server said remain, counting every request sent after the one it
+//!   answered as already spent; once the reset passes, one request at a time
+//!   until an answer says what the new window holds;
+//! - a rate: the lowest of the configured ceiling, the budget spread over the
+//!   time to its reset, the policy's quota over its window, and the rate
+//!   learned from 429s that carried no such headers.
+//!
+//! Learning without headers (multiplicative decrease, additive increase): the
+//! first 429 sets the rate to what the server let through until then, counting
+//! the pause it asks for, and at most 90% of the rate in force; each later one
+//! lowers the rate in force by a tenth; 429s of requests sent before the last
+//! one came back are the same event. After a probe period without a 429 the
+//! rate rises by a twentieth of the rate first learned, until a 429 comes
+//! again or the ceiling is reached.
 
 use std::collections::HashMap;
-use std::num::NonZeroU32;
-use std::ops::Add;
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::Duration;
 
-use governor::clock::{Clock, Reference};
-use governor::middleware::NoOpMiddleware;
-use governor::nanos::Nanos;
-use governor::state::{InMemoryState, NotKeyed};
-use governor::{Quota, RateLimiter};
 use tokio::time::Instant;
 
+use super::quota::Quota;
 use crate::stop::{Stop, StopReason, instant_after};
 
-type Limiter = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<TokioInstant>>;
+/// How long a probe period lasts unless configured: a 429-free period after
+/// which the learned rate rises, and the shortest time between two decreases.
+pub const DEFAULT_PROBE_PERIOD: Duration = Duration::from_secs(30);
 
-/// The gates in use in the process, by API and limit.
-type Gates = HashMap<(String, Option<u64>), Weak<RateGate>>;
+/// Once a budget's reset has passed, the one request let out waits this long
+/// for its answer before another goes (an answer lost to a cancelled request
+/// must not hold the gate shut).
+const PROBE_WAIT: Duration = Duration::from_secs(2);
+/// The share of the rate a 429 met that the next rate may be at most.
+const DECREASE: f64 = 0.9;
+/// The share of a learned rate added after each probe period without a 429.
+const INCREASE: f64 = 0.05;
+/// The slowest learned pace: one request every twenty seconds.
+const SLOWEST: f64 = 0.05;
+/// Requests may go early by up to this many intervals (and 50 ms at most),
+/// so a timer that wakes late does not cost the pace its slot.
+const BURST_INTERVALS: u32 = 4;
+const BURST_LONGEST: Duration = Duration::from_millis(50);
 
-/// Shared by every request to one API within a process.
+/// What came back for one request, as far as the pace cares.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Answer {
+    /// The status, or `None` when no answer came (connection failed, timeout).
+    pub status: Option<u16>,
+    /// The answer's rate-limit headers, read by [`read_quota`](super::read_quota).
+    pub quota: Option<Quota>,
+}
+
+/// The permission to send one request; hand it back with its [`Answer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ticket(u64);
+
+/// The pace of one API origin: plain state, told the time by its caller.
+#[derive(Debug, Clone)]
+pub struct Pace {
+    ceiling: Option<f64>,
+    probe_period: Duration,
+    /// Tickets handed out so far; the next one's number.
+    issued: u64,
+    /// When the next request is due at the current rate (GCRA's theoretical
+    /// arrival time).
+    due: Option<Instant>,
+    paused_until: Option<Instant>,
+    /// What the headers last said about the budget.
+    budget: Option<Budget>,
+    /// The policy's quota over its window, when the headers named one.
+    policy_rate: Option<f64>,
+    /// After a budget's reset passed: the request let out to learn the new one.
+    probe: Option<(u64, Instant)>,
+    /// The rate learned from 429s without headers.
+    learned: Option<Learned>,
+    /// 429s of tickets below this belong to the last event already counted.
+    event_from: u64,
+    last_429: Option<Instant>,
+    /// Answers other than 429 so far, and from when and which count the
+    /// current measure of what the server lets through starts.
+    accepted: u64,
+    measure_from: Option<(Instant, u64)>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Budget {
+    remaining: u64,
+    /// The ticket whose answer said it.
+    ticket: u64,
+    resets_at: Instant,
+    /// The budget spread over the time to its reset.
+    spread: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Learned {
+    rate: f64,
+    step: f64,
+    /// When it last changed.
+    since: Instant,
+}
+
+impl Pace {
+    /// `ceiling`: the configured requests per second, if any.
+    pub fn new(ceiling: Option<f64>, probe_period: Duration) -> Self {
+        Pace {
+            ceiling: ceiling.filter(|c| *c > 0.0 && c.is_finite()),
+            probe_period: probe_period.max(Duration::from_millis(1)),
+            issued: 0,
+            due: None,
+            paused_until: None,
+            budget: None,
+            policy_rate: None,
+            probe: None,
+            learned: None,
+            event_from: 0,
+            last_429: None,
+            accepted: 0,
+            measure_from: None,
+        }
+    }
+
+    /// Another holder configured `ceiling` (the lower one wins) and
+    /// `probe_period` (the longer one wins: the more careful); `None` says nothing.
+    pub fn join(&mut self, ceiling: Option<f64>, probe_period: Option<Duration>) {
+        if let Some(c) = ceiling.filter(|c| *c > 0.0 && c.is_finite()) {
+            self.ceiling = Some(self.ceiling.map_or(c, |own| own.min(c)));
+        }
+        if let Some(period) = probe_period {
+            self.probe_period = self.probe_period.max(period);
+        }
+    }
+
+    /// The requests per second in force now, `None` for no limit.
+    pub fn rate(&mut self, now: Instant) -> Option<f64> {
+        self.probe_up(now);
+        let budget = self
+            .budget
+            .filter(|b| now < b.resets_at)
+            .and_then(|b| b.spread);
+        [
+            self.ceiling,
+            self.policy_rate,
+            budget,
+            self.learned.map(|l| l.rate),
+        ]
+        .into_iter()
+        .flatten()
+        .reduce(f64::min)
+    }
+
+    /// Lets one request go now, or says until when to wait before asking again.
+    pub fn try_send(&mut self, now: Instant) -> Result<Ticket, Instant> {
+        if let Some(until) = self.paused_until.filter(|until| *until > now) {
+            return Err(until);
+        }
+        let mut probing = false;
+        if let Some(budget) = self.budget {
+            if now < budget.resets_at {
+                let spent = self.issued - budget.ticket - 1;
+                if spent >= budget.remaining {
+                    return Err(budget.resets_at);
+                }
+            } else {
+                if let Some((_, sent)) = self.probe {
+                    let wait_until = sent + PROBE_WAIT;
+                    if now < wait_until {
+                        return Err(wait_until);
+                    }
+                }
+                probing = true;
+            }
+        }
+        if let Some(rate) = self.rate(now) {
+            let interval = Duration::from_secs_f64(1.0 / rate.max(SLOWEST));
+            let tolerance = (interval * BURST_INTERVALS).min(BURST_LONGEST);
+            // A rate that just rose does not keep the long wait of the old one.
+            let due = self
+                .due
+                .unwrap_or(now)
+                .max(now)
+                .min(now + tolerance + interval);
+            if due > now + tolerance {
+                return Err(due - tolerance);
+            }
+            self.due = Some(due + interval);
+        }
+        let ticket = self.issued;
+        self.issued += 1;
+        if probing {
+            self.probe = Some((ticket, now));
+        }
+        self.measure_from.get_or_insert((now, self.accepted));
+        Ok(Ticket(ticket))
+    }
+
+    /// Closes the gate for everyone until `until` (the server said so).
+    pub fn pause_until(&mut self, until: Instant) {
+        if self.paused_until.is_none_or(|current| current < until) {
+            self.paused_until = Some(until);
+        }
+    }
+
+    /// Until when requests are held back by a pause, if one holds them now.
+    pub fn paused(&self, now: Instant) -> Option<Instant> {
+        self.paused_until.filter(|until| *until > now)
+    }
+
+    /// What came back for `ticket`. `pause` is how long a 429 asks to wait
+    /// (its `Retry-After`, or the retry policy's base when it named none).
+    pub fn answered(&mut self, ticket: Ticket, answer: &Answer, pause: Duration, now: Instant) {
+        let Ticket(ticket) = ticket;
+        if self.probe.is_some_and(|(probe, _)| ticket >= probe) {
+            self.probe = None;
+        }
+        let rate_limited = answer.status == Some(429);
+        if !rate_limited && answer.status.is_some() {
+            self.accepted += 1;
+        }
+        match answer.quota {
+            Some(quota) => self.told(ticket, &quota, now),
+            None => {
+                if self.budget.is_some_and(|b| now >= b.resets_at) {
+                    // The server no longer says: pace without a budget.
+                    self.budget = None;
+                }
+                if rate_limited {
+                    self.limited(ticket, pause, now);
+                }
+            }
+        }
+    }
+
+    /// The headers said what the server allows: they set the pace, and what
+    /// 429s alone taught is no longer needed.
+    fn told(&mut self, ticket: u64, quota: &Quota, now: Instant) {
+        self.learned = None;
+        if let Some(rate) = quota.policy_rate() {
+            self.policy_rate = Some(rate);
+        }
+        let Some((remaining, reset)) = quota.budget() else {
+            return;
+        };
+        let current = self
+            .budget
+            .is_some_and(|b| b.ticket > ticket && now < b.resets_at);
+        if current {
+            // An answer to an earlier request, overtaken by a later one.
+            return;
+        }
+        let spent = self.issued - ticket - 1;
+        let left = remaining.saturating_sub(spent);
+        let spread = (!reset.is_zero()).then(|| left as f64 / reset.as_secs_f64());
+        self.budget = Some(Budget {
+            remaining,
+            ticket,
+            resets_at: instant_after(now, reset),
+            spread,
+        });
+    }
+
+    /// A 429 without rate-limit headers: the first sets the rate to what the
+    /// server let through until then, counting the pause it asks for, and at
+    /// most 90% of the rate in force; each later one lowers the rate in force
+    /// by a tenth.
+    fn limited(&mut self, ticket: u64, pause: Duration, now: Instant) {
+        if ticket < self.event_from {
+            // Sent before the last 429 came back: the same event.
+            return;
+        }
+        self.event_from = self.issued;
+        self.last_429 = Some(now);
+        let lowered = self.rate(now).map(|rate| rate * DECREASE);
+        let let_through = match (self.learned, self.measure_from) {
+            (None, Some((from, accepted_then))) => {
+                let span = now.saturating_duration_since(from) + pause;
+                (!span.is_zero())
+                    .then(|| (self.accepted - accepted_then) as f64 / span.as_secs_f64())
+            }
+            _ => None,
+        };
+        let Some(rate) = [lowered, let_through]
+            .into_iter()
+            .flatten()
+            .reduce(f64::min)
+        else {
+            return;
+        };
+        let rate = rate.max(SLOWEST);
+        let step = self
+            .learned
+            .map_or(rate * INCREASE, |l| l.step.min(rate * INCREASE));
+        self.learned = Some(Learned {
+            rate,
+            step,
+            since: now,
+        });
+    }
+
+    /// After a probe period without a 429, the learned rate rises a step.
+    fn probe_up(&mut self, now: Instant) {
+        let Some(learned) = &mut self.learned else {
+            return;
+        };
+        let quiet_since = self
+            .last_429
+            .map_or(learned.since, |at| at.max(learned.since));
+        if now.saturating_duration_since(quiet_since) < self.probe_period {
+            return;
+        }
+        learned.rate += learned.step;
+        learned.since = now;
+        if self.ceiling.is_some_and(|c| learned.rate >= c) {
+            self.learned = None;
+        }
+    }
+}
+
+/// The gates in use in the process, by origin.
+type Gates = HashMap<String, Weak<RateGate>>;
+
+/// Shared by every request to one API origin within a process.
 #[derive(Debug)]
 pub struct RateGate {
-    limiter: Option<Limiter>,
-    paused_until: Mutex<Option<Instant>>,
-}
-
-/// governor's clock, read from tokio's time.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct TokioClock;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct TokioInstant(Instant);
-
-impl Add<Nanos> for TokioInstant {
-    type Output = TokioInstant;
-    fn add(self, rhs: Nanos) -> TokioInstant {
-        TokioInstant(self.0 + Duration::from(rhs))
-    }
-}
-
-impl Reference for TokioInstant {
-    fn duration_since(&self, earlier: Self) -> Nanos {
-        Nanos::from(self.0.saturating_duration_since(earlier.0))
-    }
-
-    fn saturating_sub(&self, duration: Nanos) -> Self {
-        TokioInstant(self.0.checked_sub(duration.into()).unwrap_or(self.0))
-    }
-}
-
-impl Clock for TokioClock {
-    type Instant = TokioInstant;
-    fn now(&self) -> TokioInstant {
-        TokioInstant(Instant::now())
-    }
+    pace: Mutex<Pace>,
 }
 
 impl RateGate {
-    /// `requests_per_second`: `None` for no client-side limit.
-    pub fn new(requests_per_second: Option<f64>) -> Self {
-        let limiter = requests_per_second.and_then(|rps| {
-            let period = Duration::from_secs_f64(1.0 / rps.max(0.001));
-            let burst = NonZeroU32::new(rps.ceil().clamp(1.0, 1_000_000.0) as u32)?;
-            Quota::with_period(period)
-                .map(|q| RateLimiter::direct_with_clock(q.allow_burst(burst), TokioClock))
-        });
+    /// `requests_per_second`: `None` for no configured limit; `probe_period`:
+    /// `None` for [`DEFAULT_PROBE_PERIOD`].
+    pub fn new(requests_per_second: Option<f64>, probe_period: Option<Duration>) -> Self {
+        let probe_period = probe_period.unwrap_or(DEFAULT_PROBE_PERIOD);
         RateGate {
-            limiter,
-            paused_until: Mutex::new(None),
+            pace: Mutex::new(Pace::new(requests_per_second, probe_period)),
         }
     }
 
-    /// The gate of the API `key` (a sync and which of its APIs) with this
-    /// limit, shared with every other holder in the process while any holds it.
-    /// A different limit under the same key (a config read again) gets a gate
-    /// of its own.
-    pub fn shared(key: &str, requests_per_second: Option<f64>) -> Arc<RateGate> {
+    /// The gate of `origin`, shared with every other holder in the process
+    /// while any holds it: source and destination APIs of every sync, and
+    /// token endpoints, on that origin. Where holders configure different
+    /// limits the lower wins, and stays while the gate lives.
+    pub fn shared(
+        origin: &url::Origin,
+        requests_per_second: Option<f64>,
+        probe_period: Option<Duration>,
+    ) -> Arc<RateGate> {
         static GATES: LazyLock<Mutex<Gates>> = LazyLock::new(Mutex::default);
-        let key = (key.to_owned(), requests_per_second.map(f64::to_bits));
+        let key = origin.ascii_serialization();
         let mut gates = GATES.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(gate) = gates.get(&key).and_then(Weak::upgrade) {
+            gate.lock().join(requests_per_second, probe_period);
             return gate;
         }
         gates.retain(|_, gate| gate.strong_count() > 0);
-        let gate = Arc::new(RateGate::new(requests_per_second));
+        let gate = Arc::new(RateGate::new(None, None));
+        gate.lock().join(requests_per_second, probe_period);
         gates.insert(key, Arc::downgrade(&gate));
         gate
     }
 
-    /// Waits until a request may go out.
-    pub async fn ready(&self, stop: &Stop) -> Result<(), StopReason> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pace> {
+        self.pace.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until a request may go out; the ticket goes back with its answer.
+    pub async fn ready(&self, stop: &Stop) -> Result<Ticket, StopReason> {
         loop {
-            self.unpaused(stop).await?;
-            let Some(limiter) = &self.limiter else {
-                return Ok(());
-            };
-            match limiter.check() {
-                Ok(()) => return Ok(()),
-                Err(not_until) => {
-                    let wait = not_until.wait_time_from(TokioClock.now());
-                    stop.sleep(wait).await?;
-                }
+            let decision = self.lock().try_send(Instant::now());
+            match decision {
+                Ok(ticket) => return Ok(ticket),
+                Err(until) => stop.sleep(until - Instant::now()).await?,
             }
         }
     }
@@ -118,110 +386,30 @@ impl RateGate {
     /// Waits until no pause holds requests back; takes no slot of the pace.
     pub async fn unpaused(&self, stop: &Stop) -> Result<(), StopReason> {
         loop {
-            let paused = *self.paused_until.lock().unwrap_or_else(|e| e.into_inner());
+            let paused = self.lock().paused(Instant::now());
             match paused {
-                Some(until) if until > Instant::now() => {
-                    stop.sleep(until - Instant::now()).await?;
-                }
-                _ => return Ok(()),
+                Some(until) => stop.sleep(until - Instant::now()).await?,
+                None => return Ok(()),
             }
         }
     }
 
     /// Closes the gate for everyone for `duration` (the server said so).
     pub fn pause_for(&self, duration: Duration) {
-        let until = instant_after(Instant::now(), duration);
-        let mut paused = self.paused_until.lock().unwrap_or_else(|e| e.into_inner());
-        if paused.is_none_or(|current| current < until) {
-            *paused = Some(until);
-        }
+        let now = Instant::now();
+        self.lock().pause_until(instant_after(now, duration));
+    }
+
+    /// What came back for a request; `pause` as in [`Pace::answered`].
+    pub fn answered(&self, ticket: Ticket, answer: &Answer, pause: Duration) {
+        self.lock().answered(ticket, answer, pause, Instant::now());
+    }
+
+    /// The requests per second in force now, `None` for no limit.
+    pub fn rate(&self) -> Option<f64> {
+        self.lock().rate(Instant::now())
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use futures_util::FutureExt;
-
-    #[tokio::test(start_paused = true)]
-    async fn a_pause_holds_every_caller_back() {
-        let gate = RateGate::new(None);
-        let stop = Stop::never();
-        let start = Instant::now();
-        gate.pause_for(Duration::from_secs(2));
-        gate.pause_for(Duration::from_secs(1));
-        gate.ready(&stop).await.ok();
-        assert!(Instant::now() - start >= Duration::from_secs(2));
-    }
-
-    /// `Retry-After: 18446744073709551615` is a valid header: the gate closes for
-    /// that long (in effect for good) instead of overflowing the clock.
-    #[tokio::test(start_paused = true)]
-    async fn a_pause_past_the_end_of_the_clock_closes_the_gate() {
-        let gate = RateGate::new(None);
-        let stop = Stop::never();
-        gate.pause_for(Duration::from_secs(u64::MAX));
-        gate.pause_for(Duration::MAX);
-        assert!(gate.ready(&stop).now_or_never().is_none());
-        // A shorter pause does not reopen it.
-        gate.pause_for(Duration::from_secs(1));
-        tokio::time::advance(Duration::from_secs(3600)).await;
-        assert!(gate.ready(&stop).now_or_never().is_none());
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn waiting_out_a_pause_takes_no_slot_of_the_pace() {
-        let gate = RateGate::new(Some(1.0));
-        let stop = Stop::never();
-        let start = Instant::now();
-        gate.pause_for(Duration::from_millis(300));
-        gate.unpaused(&stop).await.ok();
-        assert!(Instant::now() - start >= Duration::from_millis(300));
-        // The one request a second is still there for the request itself.
-        gate.ready(&stop).await.ok();
-        assert!(Instant::now() - start < Duration::from_millis(400));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn runs_in_one_process_share_an_apis_pace_and_pauses() {
-        let first = RateGate::shared("shared-pace/destination", Some(50.0));
-        let second = RateGate::shared("shared-pace/destination", Some(50.0));
-        assert!(Arc::ptr_eq(&first, &second));
-        assert!(!Arc::ptr_eq(
-            &first,
-            &RateGate::shared("shared-pace/source", Some(50.0))
-        ));
-        let stop = Stop::never();
-        let start = Instant::now();
-        // 100 requests split between two holders take as long as 100 through one.
-        for _ in 0..50 {
-            first.ready(&stop).await.ok();
-            second.ready(&stop).await.ok();
-        }
-        let elapsed = Instant::now() - start;
-        assert!(elapsed >= Duration::from_millis(980), "{elapsed:?}");
-        // A 429 one of them met holds the other back too.
-        first.pause_for(Duration::from_secs(2));
-        let paused = Instant::now();
-        second.unpaused(&stop).await.ok();
-        assert!(Instant::now() - paused >= Duration::from_secs(2));
-        // Once nobody holds it, the next holder starts afresh.
-        let weak = Arc::downgrade(&first);
-        drop((first, second));
-        assert!(weak.upgrade().is_none());
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn the_limiter_spaces_requests() {
-        let gate = RateGate::new(Some(50.0));
-        let stop = Stop::never();
-        let start = Instant::now();
-        for _ in 0..100 {
-            gate.ready(&stop).await.ok();
-        }
-        // 50 in the initial burst, then 50 more at 50/s: one second.
-        let elapsed = Instant::now() - start;
-        assert!(elapsed >= Duration::from_millis(980), "{elapsed:?}");
-        assert!(elapsed <= Duration::from_millis(1100), "{elapsed:?}");
-    }
-}
+mod tests;

@@ -105,7 +105,7 @@ fn unknown_key_names_line_and_key() {
     check(
         &VALID.replace("page_size = 500", "page_size = 500\npage_sise = 5"),
         expect![[
-            r#"hw.toml:16: sync "invoices_to_crm".source.page_sise: unknown key `page_sise`, expected one of `base_url`, `path`, `params`, `headers`, `auth`, `timeout`, `rate_limit`, `error_path`, `records_path`, `id_field`, `updated_at_field`, `version_field`, `time_format`, `page_size`, `page_size_param`, `start`, `lag`, `lookback`, `lower_bound_param`, `upper_bound_param`, `lower_bound_exclusive`, `upper_bound_exclusive`, `sorted`, `pagination`"#
+            r#"hw.toml:16: sync "invoices_to_crm".source.page_sise: unknown key `page_sise`, expected one of `base_url`, `path`, `params`, `headers`, `auth`, `timeout`, `rate_limit`, `rate_limit_probe`, `error_path`, `records_path`, `id_field`, `updated_at_field`, `version_field`, `time_format`, `page_size`, `page_size_param`, `start`, `lag`, `lookback`, `lower_bound_param`, `upper_bound_param`, `lower_bound_exclusive`, `upper_bound_exclusive`, `sorted`, `pagination`"#
         ]],
     );
 }
@@ -540,6 +540,32 @@ fn batch_mode_says_where_records_go_and_where_each_answer_is() {
         ),
         expect![[
             r#"hw.toml:38: sync "invoices_to_crm".destination.upsert: does not apply to mode = "put" (it takes: path, method, read_path, read_results_path)"#
+        ]],
+    );
+}
+
+#[test]
+fn the_rate_limit_probe_period_is_thirty_seconds_unless_told_otherwise() {
+    let with = |probe: &str| {
+        VALID.replace(
+            "lookup_param = \"external_id\"",
+            &format!("lookup_param = \"external_id\"\nrate_limit = 20\nrate_limit_probe = {probe}"),
+        )
+    };
+    let config = parse(VALID, Path::new("hw.toml"), &env).expect("valid config");
+    let sync = config.sync("invoices_to_crm").expect("sync");
+    assert_eq!(sync.source.http.rate_limit_probe, Duration::from_secs(30));
+    let config = parse(&with("\"2m\""), Path::new("hw.toml"), &env).expect("valid config");
+    let sync = config.sync("invoices_to_crm").expect("sync");
+    assert!(matches!(
+        &sync.destination,
+        DestinationSpec::Http(d)
+            if d.http.rate_limit_probe == Duration::from_secs(120) && d.http.rate_limit == Some(20.0)
+    ));
+    check(
+        &with("\"0s\""),
+        expect![[
+            r#"hw.toml:40: sync "invoices_to_crm".destination.rate_limit_probe: expected a duration > 0"#
         ]],
     );
 }

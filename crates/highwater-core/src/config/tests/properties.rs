@@ -252,6 +252,7 @@ const KEYS: &[&str] = &[
     "auth",
     "timeout",
     "rate_limit",
+    "rate_limit_probe",
     "error_path",
     "records_path",
     "id_field",

@@ -29,6 +29,7 @@ pub(crate) struct RawHttpDestination {
     pub auth: Option<S<RawAuth>>,
     pub timeout: Option<S<String>>,
     pub rate_limit: Option<S<f64>>,
+    pub rate_limit_probe: Option<S<String>>,
     pub error_path: Option<S<String>>,
     pub concurrency: Option<S<i64>>,
     pub external_id_field: Option<S<String>>,
@@ -282,6 +283,7 @@ pub(crate) fn validate(
         r.auth.as_ref(),
         r.timeout.as_ref(),
         r.rate_limit.as_ref(),
+        r.rate_limit_probe.as_ref(),
         r.error_path.as_ref(),
         at,
     );

@@ -1,0 +1,304 @@
+use super::*;
+use futures_util::FutureExt;
+
+/// A server allowing `rate` requests per second through a token bucket holding
+/// one second of them, answering 429 with `Retry-After: 1` when it is empty,
+/// with `X-RateLimit-*`-like headers (remaining, and the whole seconds until
+/// the bucket is full) when `headers` is set.
+struct Server {
+    rate: f64,
+    tokens: f64,
+    at: Instant,
+    headers: bool,
+    limited: u32,
+    accepted: u32,
+}
+
+impl Server {
+    fn new(rate: f64, at: Instant, headers: bool) -> Self {
+        Server {
+            rate,
+            tokens: rate,
+            at,
+            headers,
+            limited: 0,
+            accepted: 0,
+        }
+    }
+
+    fn answer(&mut self, now: Instant) -> Answer {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate);
+        self.at = now;
+        let status = if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            self.accepted += 1;
+            200
+        } else {
+            self.limited += 1;
+            429
+        };
+        let quota = self.headers.then(|| Quota {
+            remaining: Some(self.tokens.floor() as u64),
+            reset: Some(Duration::from_secs(
+                ((self.rate - self.tokens) / self.rate).ceil() as u64,
+            )),
+            limit: Some(self.rate as u64),
+            window: None,
+        });
+        Answer {
+            status: Some(status),
+            quota,
+        }
+    }
+}
+
+/// Drives a pace against `server` for `length`: one request at a time, each
+/// answered `latency` after it leaves (a client that could go 1/latency per
+/// second). Returns the server.
+fn drive(pace: &mut Pace, mut server: Server, latency: Duration, length: Duration) -> Server {
+    let start = server.at;
+    let mut now = start;
+    while now < start + length {
+        match pace.try_send(now) {
+            Ok(ticket) => {
+                now += latency;
+                let answer = server.answer(now);
+                if answer.status == Some(429) {
+                    pace.pause_until(now + Duration::from_secs(1));
+                }
+                pace.answered(ticket, &answer, Duration::from_secs(1), now);
+            }
+            Err(until) => {
+                assert!(until > now, "a wait that does not advance");
+                now = until;
+            }
+        }
+    }
+    server
+}
+
+#[test]
+fn with_rate_limit_headers_no_429_comes_and_the_pace_is_near_the_limit() {
+    let start = Instant::now();
+    let mut pace = Pace::new(None, DEFAULT_PROBE_PERIOD);
+    let length = Duration::from_secs(120);
+    let server = drive(
+        &mut pace,
+        Server::new(100.0, start, true),
+        Duration::from_millis(1),
+        length,
+    );
+    assert_eq!(server.limited, 0);
+    let rate = f64::from(server.accepted) / length.as_secs_f64();
+    assert!(rate >= 90.0, "{rate} requests/s");
+}
+
+#[test]
+fn with_only_retry_after_at_most_one_429_comes_per_probe_period() {
+    let start = Instant::now();
+    let mut pace = Pace::new(None, DEFAULT_PROBE_PERIOD);
+    let length = Duration::from_secs(600);
+    let server = drive(
+        &mut pace,
+        Server::new(100.0, start, false),
+        Duration::from_millis(1),
+        length,
+    );
+    let periods = (length.as_secs_f64() / DEFAULT_PROBE_PERIOD.as_secs_f64()) as u32;
+    assert!(
+        server.limited <= periods + 1,
+        "{} 429s in {periods} periods",
+        server.limited
+    );
+    let rate = f64::from(server.accepted) / length.as_secs_f64();
+    assert!(rate >= 90.0, "{rate} requests/s");
+}
+
+#[test]
+fn a_configured_ceiling_is_never_exceeded_and_probing_stops_there() {
+    let start = Instant::now();
+    let mut pace = Pace::new(Some(50.0), DEFAULT_PROBE_PERIOD);
+    let length = Duration::from_secs(100);
+    let server = drive(
+        &mut pace,
+        Server::new(100.0, start, false),
+        Duration::from_millis(1),
+        length,
+    );
+    assert_eq!(server.limited, 0);
+    let rate = f64::from(server.accepted) / length.as_secs_f64();
+    assert!((49.0..=50.5).contains(&rate), "{rate} requests/s");
+}
+
+#[test]
+fn never_more_requests_than_remain_until_the_reset() {
+    let start = Instant::now();
+    let mut pace = Pace::new(None, DEFAULT_PROBE_PERIOD);
+    let first = pace.try_send(start).unwrap_or_else(|_| unreachable!());
+    // Three more leave before the first answer comes back.
+    for _ in 0..3 {
+        assert!(pace.try_send(start).is_ok());
+    }
+    let quota = Quota {
+        remaining: Some(5),
+        reset: Some(Duration::from_secs(10)),
+        limit: Some(100),
+        window: None,
+    };
+    let answer = Answer {
+        status: Some(200),
+        quota: Some(quota),
+    };
+    pace.answered(first, &answer, Duration::ZERO, start);
+    // Five remained after the first; three of them are spent by the requests in flight.
+    let mut now = start;
+    let mut sent = 0;
+    let reset = start + Duration::from_secs(10);
+    while now < reset {
+        match pace.try_send(now) {
+            Ok(_) => sent += 1,
+            Err(until) => now = until,
+        }
+    }
+    assert_eq!(sent, 2);
+    // After the reset, one request goes to learn the new budget; the next waits for it.
+    let probe = pace.try_send(now).unwrap_or_else(|_| unreachable!());
+    assert_eq!(pace.try_send(now), Err(now + PROBE_WAIT));
+    let fresh = Answer {
+        status: Some(200),
+        quota: Some(Quota {
+            remaining: Some(99),
+            reset: Some(Duration::from_secs(10)),
+            ..quota
+        }),
+    };
+    pace.answered(probe, &fresh, Duration::ZERO, now);
+    assert!(pace.try_send(now).is_ok());
+}
+
+#[test]
+fn an_answer_overtaken_by_a_later_one_does_not_reopen_the_budget() {
+    let start = Instant::now();
+    let mut pace = Pace::new(None, DEFAULT_PROBE_PERIOD);
+    let early = pace.try_send(start).unwrap_or_else(|_| unreachable!());
+    let late = pace.try_send(start).unwrap_or_else(|_| unreachable!());
+    let said = |remaining| Answer {
+        status: Some(200),
+        quota: Some(Quota {
+            remaining: Some(remaining),
+            reset: Some(Duration::from_secs(60)),
+            limit: None,
+            window: None,
+        }),
+    };
+    pace.answered(late, &said(0), Duration::ZERO, start);
+    pace.answered(early, &said(50), Duration::ZERO, start);
+    assert_eq!(pace.try_send(start), Err(start + Duration::from_secs(60)));
+}
+
+#[test]
+fn the_lower_limit_and_the_longer_probe_period_win() {
+    let mut pace = Pace::new(Some(80.0), Duration::from_secs(10));
+    pace.join(Some(20.0), Some(Duration::from_secs(30)));
+    pace.join(Some(50.0), Some(Duration::from_secs(5)));
+    pace.join(None, None);
+    let now = Instant::now();
+    assert_eq!(pace.rate(now), Some(20.0));
+    assert_eq!(pace.probe_period, Duration::from_secs(30));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pause_holds_every_caller_back() {
+    let gate = RateGate::new(None, None);
+    let stop = Stop::never();
+    let start = Instant::now();
+    gate.pause_for(Duration::from_secs(2));
+    gate.pause_for(Duration::from_secs(1));
+    gate.ready(&stop).await.ok();
+    assert!(Instant::now() - start >= Duration::from_secs(2));
+}
+
+/// `Retry-After: 18446744073709551615` is a valid header: the gate closes for
+/// that long (in effect for good) instead of overflowing the clock.
+#[tokio::test(start_paused = true)]
+async fn a_pause_past_the_end_of_the_clock_closes_the_gate() {
+    let gate = RateGate::new(None, None);
+    let stop = Stop::never();
+    gate.pause_for(Duration::from_secs(u64::MAX));
+    gate.pause_for(Duration::MAX);
+    assert!(gate.ready(&stop).now_or_never().is_none());
+    // A shorter pause does not reopen it.
+    gate.pause_for(Duration::from_secs(1));
+    tokio::time::advance(Duration::from_secs(3600)).await;
+    assert!(gate.ready(&stop).now_or_never().is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiting_out_a_pause_takes_no_slot_of_the_pace() {
+    let gate = RateGate::new(Some(1.0), None);
+    let stop = Stop::never();
+    let start = Instant::now();
+    gate.pause_for(Duration::from_millis(300));
+    gate.unpaused(&stop).await.ok();
+    assert!(Instant::now() - start >= Duration::from_millis(300));
+    // The one request a second is still there for the request itself.
+    gate.ready(&stop).await.ok();
+    assert!(Instant::now() - start < Duration::from_millis(400));
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_api_of_one_origin_shares_its_pace_and_pauses() {
+    let origin = |url: &str| {
+        url::Url::parse(url)
+            .unwrap_or_else(|_| unreachable!())
+            .origin()
+    };
+    let period = Some(DEFAULT_PROBE_PERIOD);
+    let source = RateGate::shared(
+        &origin("https://shared.example:8443/v1/items"),
+        Some(80.0),
+        period,
+    );
+    // Another sync's destination on the same origin, with a lower limit: it wins.
+    let other = RateGate::shared(
+        &origin("https://shared.example:8443/crm"),
+        Some(50.0),
+        period,
+    );
+    assert!(Arc::ptr_eq(&source, &other));
+    let token = RateGate::shared(
+        &origin("https://shared.example:8443/oauth/token"),
+        None,
+        period,
+    );
+    assert!(Arc::ptr_eq(&source, &token));
+    assert!(!Arc::ptr_eq(
+        &source,
+        &RateGate::shared(
+            &origin("https://shared.example:9443/v1"),
+            Some(50.0),
+            period
+        )
+    ));
+    assert_eq!(source.rate(), Some(50.0));
+    let stop = Stop::never();
+    let start = Instant::now();
+    // 100 requests split between two holders take as long as 100 through one at 50/s.
+    for _ in 0..50 {
+        source.ready(&stop).await.ok();
+        other.ready(&stop).await.ok();
+    }
+    let elapsed = Instant::now() - start;
+    assert!(elapsed >= Duration::from_millis(1900), "{elapsed:?}");
+    assert!(elapsed <= Duration::from_millis(2100), "{elapsed:?}");
+    // A 429 one of them met holds the others back too.
+    source.pause_for(Duration::from_secs(2));
+    let paused = Instant::now();
+    token.unpaused(&stop).await.ok();
+    assert!(Instant::now() - paused >= Duration::from_secs(2));
+    // Once nobody holds it, the next holder starts afresh.
+    let weak = Arc::downgrade(&source);
+    drop((source, other, token));
+    assert!(weak.upgrade().is_none());
+}
