@@ -22,7 +22,7 @@ use crate::http::{
     server_error, unauthorized,
 };
 use crate::stats::bump;
-use crate::{Shared, lock, read};
+use crate::{LimitHeaders, Shared, lock, read};
 
 /// One destination object as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -322,7 +322,62 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         )
         .route("/_sim/objects", get(sim_objects))
         .route("/oauth/token", post(oauth))
+        .layer(axum::middleware::map_response_with_state(
+            Arc::clone(&shared),
+            limit_headers,
+        ))
         .with_state(shared)
+}
+
+/// Adds the token bucket's rate-limit headers to every answer, when the
+/// destination is told to send them: what is left once this request was counted.
+async fn limit_headers(State(s): State<Arc<Shared>>, mut response: Response) -> Response {
+    let (rps, form) = {
+        let f = read(&s.dest_faults);
+        (f.rate_limit_rps, f.rate_limit_headers)
+    };
+    let Some(rps) = rps else {
+        return response;
+    };
+    if form == LimitHeaders::RetryAfterOnly {
+        return response;
+    }
+    let now = Instant::now();
+    let limit = rps.max(1.0);
+    let tokens = lock(&s.dest_fault_state)
+        .bucket_level(rps, now)
+        .unwrap_or(limit);
+    let remaining = tokens.floor() as u64;
+    let until_full = (limit - tokens).max(0.0) / rps.max(f64::MIN_POSITIVE);
+    let reset = until_full.ceil() as u64;
+    let limit = limit.floor() as u64;
+    let headers = response.headers_mut();
+    let mut put = |name: &'static str, value: String| {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(name, value);
+        }
+    };
+    match form {
+        LimitHeaders::RetryAfterOnly => {}
+        LimitHeaders::XRateLimit | LimitHeaders::XRateLimitEpoch => {
+            put("x-ratelimit-limit", limit.to_string());
+            put("x-ratelimit-remaining", remaining.to_string());
+            let reset = if form == LimitHeaders::XRateLimitEpoch {
+                let epoch = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64());
+                (epoch + until_full).ceil() as u64
+            } else {
+                reset
+            };
+            put("x-ratelimit-reset", reset.to_string());
+        }
+        LimitHeaders::Ietf => {
+            put("ratelimit-policy", format!("\"bucket\";q={limit};w=1"));
+            put("ratelimit", format!("\"bucket\";r={remaining};t={reset}"));
+        }
+    }
+    response
 }
 
 /// The identity a fault decision is keyed on: the same record (external id

@@ -219,6 +219,14 @@ impl DestFaultState {
         bucket.try_take(rps, now)
     }
 
+    /// The requests the bucket holds now, without taking one; `None` before
+    /// the first request filled it.
+    pub(crate) fn bucket_level(&mut self, rps: f64, now: Instant) -> Option<f64> {
+        let bucket = self.bucket.as_mut()?;
+        bucket.refill(rps, now);
+        Some(bucket.tokens)
+    }
+
     /// Decision for one attempt of a write or lookup identified by `key`
     /// (a hash of external id + body version). The attempt number is part of
     /// the hash so each retry gets a fresh, but reproducible, coin flip.
@@ -301,11 +309,15 @@ impl TokenBucket {
         }
     }
 
-    fn try_take(&mut self, rps: f64, now: Instant) -> bool {
+    fn refill(&mut self, rps: f64, now: Instant) {
         let cap = rps.max(1.0);
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.tokens = (self.tokens + elapsed * rps.max(0.0)).min(cap);
         self.last = now;
+    }
+
+    fn try_take(&mut self, rps: f64, now: Instant) -> bool {
+        self.refill(rps, now);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             true

@@ -98,6 +98,7 @@ impl SimConfig {
         self.dest = DestFaults {
             latency: Duration::from_millis(1),
             rate_limit_rps: Some(2000.0),
+            rate_limit_headers: LimitHeaders::RetryAfterOnly,
             rate_limit_ratio: 0.001,
             rate_limit_date_ratio: 0.0005,
             retry_after_secs: 1,
@@ -209,8 +210,12 @@ pub enum BadBody {
 #[derive(Debug, Clone)]
 pub struct DestFaults {
     pub latency: Duration,
-    /// Token bucket over all writes and lookups; 429 + `Retry-After: 1` when empty.
+    /// Token bucket over all writes and lookups, holding one second of them;
+    /// 429 + `Retry-After: 1` when empty.
     pub rate_limit_rps: Option<f64>,
+    /// What the destination says about that bucket: nothing but the 429's
+    /// `Retry-After` (the default), or rate-limit headers on every answer.
+    pub rate_limit_headers: LimitHeaders,
     pub rate_limit_ratio: f64,
     pub rate_limit_date_ratio: f64,
     pub retry_after_secs: u64,
@@ -245,6 +250,7 @@ impl Default for DestFaults {
         DestFaults {
             latency: Duration::ZERO,
             rate_limit_rps: None,
+            rate_limit_headers: LimitHeaders::RetryAfterOnly,
             rate_limit_ratio: 0.0,
             rate_limit_date_ratio: 0.0,
             retry_after_secs: 1,
@@ -262,6 +268,25 @@ impl Default for DestFaults {
             batch_refuses_whole: false,
         }
     }
+}
+
+/// How the destination tells clients about its token bucket
+/// ([`DestFaults::rate_limit_rps`]). With headers, every answer carries the
+/// bucket's size as the limit (per one-second window), the whole requests left
+/// in it as remaining, and as reset the time until it is full again, rounded up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LimitHeaders {
+    /// Only `Retry-After`, on the 429s.
+    #[default]
+    RetryAfterOnly,
+    /// `X-RateLimit-Limit`, `X-RateLimit-Remaining`, and `X-RateLimit-Reset` in
+    /// seconds from now.
+    XRateLimit,
+    /// The same with `X-RateLimit-Reset` as an epoch timestamp in seconds (GitHub's).
+    XRateLimitEpoch,
+    /// IETF `RateLimit-Policy: "bucket";q=<limit>;w=1` and
+    /// `RateLimit: "bucket";r=<remaining>;t=<reset>`.
+    Ietf,
 }
 
 /// Seeded changes to the source dataset while a sync runs.

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 use simsaas::{
-    BadBody, Deletion, DestFaults, Mutations, Rejection, SimAuth, SimConfig, SimSaas, SourceFaults,
+    BadBody, Deletion, DestFaults, LimitHeaders, Mutations, Rejection, SimAuth, SimConfig, SimSaas,
+    SourceFaults,
 };
 
 type R = Result<(), Box<dyn Error>>;
@@ -445,6 +446,82 @@ async fn retried_dest_writes_always_get_through() -> R {
         }
     }
     assert!(limited >= 5, "token bucket empties: {limited}");
+    sim.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_destination_tells_its_bucket_in_the_form_it_is_told() -> R {
+    let sim = SimSaas::start(SimConfig::new(10, 1)).await?;
+    let c = client()?;
+    let lookup = || {
+        c.get(format!(
+            "{}/v1/contacts?external_id=inv_000001",
+            sim.dest_url()
+        ))
+        .bearer_auth(TOKEN)
+        .send()
+    };
+    let with = |form| DestFaults {
+        rate_limit_rps: Some(3.0),
+        rate_limit_headers: form,
+        ..DestFaults::default()
+    };
+    let header = |r: &reqwest::Response, name: &str| {
+        r.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+
+    // Only Retry-After, on the 429s.
+    sim.set_dest_faults(with(LimitHeaders::RetryAfterOnly));
+    for _ in 0..4 {
+        let r = lookup().await?;
+        assert_eq!(header(&r, "x-ratelimit-remaining"), None);
+        assert_eq!(header(&r, "ratelimit"), None);
+    }
+
+    sim.set_dest_faults(with(LimitHeaders::XRateLimit));
+    let mut remaining = Vec::new();
+    for _ in 0..4 {
+        let r = lookup().await?;
+        assert_eq!(header(&r, "x-ratelimit-limit").as_deref(), Some("3"));
+        assert_eq!(header(&r, "x-ratelimit-reset").as_deref(), Some("1"));
+        remaining.push((r.status().as_u16(), header(&r, "x-ratelimit-remaining")));
+    }
+    let left = |n: &str| Some(n.to_owned());
+    assert_eq!(
+        remaining,
+        [
+            (200, left("2")),
+            (200, left("1")),
+            (200, left("0")),
+            (429, left("0"))
+        ]
+    );
+
+    sim.set_dest_faults(with(LimitHeaders::XRateLimitEpoch));
+    let r = lookup().await?;
+    let reset: u64 = header(&r, "x-ratelimit-reset")
+        .unwrap_or_default()
+        .parse()?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+    assert!(
+        (now.as_secs()..=now.as_secs() + 2).contains(&reset),
+        "{reset} at {now:?}"
+    );
+
+    sim.set_dest_faults(with(LimitHeaders::Ietf));
+    let r = lookup().await?;
+    assert_eq!(
+        header(&r, "ratelimit-policy").as_deref(),
+        Some("\"bucket\";q=3;w=1")
+    );
+    assert_eq!(
+        header(&r, "ratelimit").as_deref(),
+        Some("\"bucket\";r=2;t=1")
+    );
     sim.shutdown().await;
     Ok(())
 }
