@@ -16,6 +16,7 @@ mod faults;
 mod metrics;
 mod modes;
 mod probe;
+mod ratelimit;
 mod reconcile;
 mod reset;
 mod runs;
