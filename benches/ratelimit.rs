@@ -1,0 +1,200 @@
+//! Pace against a rate-limited destination: how close to its limit a sync runs,
+//! and how many 429s it meets on the way.
+//!
+//! The simulated destination allows N requests per second (a token bucket
+//! holding one second of them, answering 429 with `Retry-After: 1` when empty).
+//! In this process, each pass against a fresh simulator (so a fresh origin, and
+//! a fresh pace) and the engine on its own single-threaded runtime and thread,
+//! a sync in `put` mode writes N × SECONDS records — one request each — with:
+//! the bucket told only by its 429s (without a configured limit, and with
+//! `rate_limit` = 2N, a guess too high), then told on every answer by
+//! `X-RateLimit-*` (reset in seconds, then as an epoch timestamp) and by the
+//! IETF `RateLimit` / `RateLimit-Policy` fields. Prints the destination's
+//! requests per second over the run, their ratio to N, and the 429s the
+//! simulator sent; asserts nothing.
+//! `cargo bench --bench ratelimit [-- N [SECONDS]]` (defaults: 100 and 20).
+
+use std::time::{Duration, Instant};
+
+use highwater_core::engine::{self, Progress, RunOptions};
+use highwater_core::state::Store;
+use simsaas::{LimitHeaders, SimConfig, SimSaas};
+use tokio_util::sync::CancellationToken;
+
+fn config(sim: &SimSaas, dir: &std::path::Path, ceiling: Option<f64>) -> String {
+    let rate_limit = ceiling.map_or(String::new(), |c| format!("rate_limit = {c}"));
+    format!(
+        r#"[state]
+path = "{state}"
+
+[[sync]]
+name = "bench"
+
+[sync.source]
+base_url = "{source}"
+path = "/v1/cursor/invoices"
+auth = {{ type = "bearer", token = "sim-token" }}
+version_field = "version"
+page_size = 500
+pagination = {{ style = "cursor", token_path = "next_cursor", token_param = "cursor" }}
+
+[sync.mapping]
+external_id = "{{id}}"
+fields = {{ email = "customer.email", name = "customer.name", amount_cents = "amount_cents", currency = "currency", version = "version" }}
+
+[sync.destination]
+type = "http"
+base_url = "{dest}"
+mode = "put"
+path = "/v1/contacts/by-external-id/{{external_id}}"
+external_id_field = "external_id"
+auth = {{ type = "bearer", token = "sim-token" }}
+concurrency = 8
+{rate_limit}
+"#,
+        state = dir.join("state.db").display(),
+        source = sim.source_url(),
+        dest = sim.dest_url(),
+    )
+}
+
+/// The engine, on its own thread and single-threaded runtime, as the binary runs it.
+fn engine_run(config_text: String, dir: std::path::PathBuf) -> Result<u64, String> {
+    let thread = std::thread::Builder::new()
+        .name("engine".to_owned())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            runtime.block_on(async move {
+                let path = dir.join("highwater.toml");
+                let config = highwater_core::config::parse(&config_text, &path, &|_| None)
+                    .map_err(|e| e.to_string())?;
+                let spec = config.sync("bench").ok_or("no sync")?.clone();
+                let store = Store::open(&config.state.path)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let (progress, _) = tokio::sync::watch::channel(Progress::default());
+                let report = engine::run(
+                    &spec,
+                    &store,
+                    engine::Plan::Incremental,
+                    RunOptions::default(),
+                    CancellationToken::new(),
+                    &progress,
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+                store.close().await;
+                Ok(report.counters.written)
+            })
+        })
+        .map_err(|e| e.to_string())?;
+    thread
+        .join()
+        .map_err(|_| "the engine panicked".to_owned())?
+}
+
+struct Pass {
+    requests: u64,
+    wall: Duration,
+    answered_429: u64,
+}
+
+async fn pass(
+    limit: f64,
+    records: usize,
+    headers: LimitHeaders,
+    ceiling: Option<f64>,
+) -> Result<Pass, String> {
+    let mut sim = SimConfig::new(1, records);
+    sim.invalid_ratio = 0.0;
+    sim.poisoned_ratio = 0.0;
+    sim.dest.rate_limit_rps = Some(limit);
+    sim.dest.rate_limit_headers = headers;
+    sim.dest.latency = Duration::from_millis(1);
+    let sim = SimSaas::start(sim).await.map_err(|e| e.to_string())?;
+    let dir = std::env::temp_dir().join(format!(
+        "highwater-bench-ratelimit-{}-{headers:?}-{}",
+        std::process::id(),
+        ceiling.is_some()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let text = config(&sim, &dir, ceiling);
+    let started = Instant::now();
+    let run_dir = dir.clone();
+    let written = tokio::task::spawn_blocking(move || engine_run(text, run_dir))
+        .await
+        .map_err(|e| e.to_string())??;
+    let wall = started.elapsed();
+    let stats = sim.stats();
+    sim.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    if written < records as u64 {
+        return Err(format!("wrote {written} of {records} records"));
+    }
+    Ok(Pass {
+        requests: stats.dest.requests,
+        wall,
+        answered_429: stats.dest.rate_limited + stats.dest.rate_limited_date,
+    })
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("simsaas")
+        .enable_all()
+        .build();
+    match runtime {
+        Ok(runtime) => runtime.block_on(bench()),
+        Err(e) => eprintln!("cannot start the simulators' runtime: {e}"),
+    }
+}
+
+async fn bench() {
+    let mut numbers = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse::<f64>().ok());
+    let limit = numbers.next().unwrap_or(100.0).max(1.0);
+    let seconds = numbers.next().unwrap_or(20.0).max(1.0);
+    let records = (limit * seconds) as usize;
+    println!(
+        "destination limited to {limit} requests/s; {records} records, one request each, concurrency 8"
+    );
+    let passes = [
+        ("Retry-After only", LimitHeaders::RetryAfterOnly, None),
+        (
+            "Retry-After only, rate_limit = 2N",
+            LimitHeaders::RetryAfterOnly,
+            Some(limit * 2.0),
+        ),
+        (
+            "X-RateLimit-*, reset in seconds",
+            LimitHeaders::XRateLimit,
+            None,
+        ),
+        (
+            "X-RateLimit-*, reset as epoch",
+            LimitHeaders::XRateLimitEpoch,
+            None,
+        ),
+        ("RateLimit + RateLimit-Policy", LimitHeaders::Ietf, None),
+    ];
+    for (label, headers, ceiling) in passes {
+        match pass(limit, records, headers, ceiling).await {
+            Ok(p) => {
+                let rate = p.requests as f64 / p.wall.as_secs_f64().max(1e-9);
+                println!(
+                    "{label:<36} {:>7} requests in {:>6.1} s: {rate:>7.1} requests/s, {:.3} of N, {} answered 429",
+                    p.requests,
+                    p.wall.as_secs_f64(),
+                    rate / limit,
+                    p.answered_429,
+                );
+            }
+            Err(e) => println!("{label:<36} failed: {e}"),
+        }
+    }
+}
