@@ -188,7 +188,6 @@ impl Authenticator {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
             if let (Some(gate), Some(ticket)) = (&self.token_gate, ticket) {
-                let pause = retry_after.unwrap_or(self.retry.base);
                 let answer = match &response {
                     Ok(r) => Answer {
                         status: Some(r.status().as_u16()),
@@ -200,9 +199,9 @@ impl Authenticator {
                     Err(_) => Answer::default(),
                 };
                 if answer.status == Some(429) {
-                    gate.pause_for(pause);
+                    gate.pause_for(retry_after.unwrap_or(self.retry.base));
                 }
-                gate.answered(ticket, &answer, pause);
+                gate.answered(ticket, &answer);
             }
             let outcome = match response {
                 Ok(response) if response.status().is_success() => {

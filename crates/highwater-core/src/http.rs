@@ -283,11 +283,10 @@ impl Api {
                     // Every request to this API holds back from the moment the
                     // head arrives: waiting for the body first would let other
                     // requests through while it trickles in.
-                    let pause = retry_after.unwrap_or(self.retry.base);
                     if status == StatusCode::TOO_MANY_REQUESTS
                         || (status == StatusCode::SERVICE_UNAVAILABLE && retry_after.is_some())
                     {
-                        self.gate.pause_for(pause);
+                        self.gate.pause_for(retry_after.unwrap_or(self.retry.base));
                     }
                     // The pace follows what the head says the server allows.
                     let quota = read_quota(
@@ -298,7 +297,7 @@ impl Api {
                         status: Some(status.as_u16()),
                         quota,
                     };
-                    self.gate.answered(ticket, &answer, pause);
+                    self.gate.answered(ticket, &answer);
                     match response.bytes().await {
                         Ok(body) if status.is_success() => {
                             let reply = Reply {
@@ -333,8 +332,7 @@ impl Api {
                     }
                 }
                 Err(e) => {
-                    self.gate
-                        .answered(ticket, &Answer::default(), Duration::ZERO);
+                    self.gate.answered(ticket, &Answer::default());
                     match e {
                         e if e.is_connect() => (Outcome::ConnectFailed, None, connect_detail(&e)),
                         e if e.is_timeout() => (

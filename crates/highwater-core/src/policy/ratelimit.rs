@@ -15,13 +15,14 @@
 //!   time to its reset, the policy's quota over its window, and the rate
 //!   learned from 429s that carried no such headers.
 //!
-//! Learning without headers (multiplicative decrease, additive increase): the
-//! first 429 sets the rate to what the server let through until then, counting
-//! the pause it asks for, and at most 90% of the rate in force; each later one
-//! lowers the rate in force by a tenth; 429s of requests sent before the last
-//! one came back are the same event. After a probe period without a 429 the
-//! rate rises by a twentieth of the rate first learned, until a 429 comes
-//! again or the ceiling is reached.
+//! Learning without headers (multiplicative decrease, additive increase): two
+//! 429s within a probe period set the rate to what the server let through
+//! between them, a whole pause and the refill after it (a lone one may be
+//! chance); once learned, a 429 lowers the rate in force by a tenth; at most
+//! one change down per probe period; 429s of requests sent before the last one
+//! came back are the same event. After a probe period without a 429 the rate
+//! rises by a twentieth of the rate first learned, until a 429 comes again or
+//! the ceiling is reached.
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex, Weak};
@@ -85,11 +86,11 @@ pub struct Pace {
     learned: Option<Learned>,
     /// 429s of tickets below this belong to the last event already counted.
     event_from: u64,
-    last_429: Option<Instant>,
-    /// Answers other than 429 so far, and from when and which count the
-    /// current measure of what the server lets through starts.
+    /// When the last 429 without headers came, and `accepted` then.
+    last_429: Option<(Instant, u64)>,
+    last_decrease: Option<Instant>,
+    /// Answers other than 429 so far.
     accepted: u64,
-    measure_from: Option<(Instant, u64)>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -125,8 +126,8 @@ impl Pace {
             learned: None,
             event_from: 0,
             last_429: None,
+            last_decrease: None,
             accepted: 0,
-            measure_from: None,
         }
     }
 
@@ -200,7 +201,6 @@ impl Pace {
         if probing {
             self.probe = Some((ticket, now));
         }
-        self.measure_from.get_or_insert((now, self.accepted));
         Ok(Ticket(ticket))
     }
 
@@ -216,9 +216,8 @@ impl Pace {
         self.paused_until.filter(|until| *until > now)
     }
 
-    /// What came back for `ticket`. `pause` is how long a 429 asks to wait
-    /// (its `Retry-After`, or the retry policy's base when it named none).
-    pub fn answered(&mut self, ticket: Ticket, answer: &Answer, pause: Duration, now: Instant) {
+    /// What came back for `ticket`.
+    pub fn answered(&mut self, ticket: Ticket, answer: &Answer, now: Instant) {
         let Ticket(ticket) = ticket;
         if self.probe.is_some_and(|(probe, _)| ticket >= probe) {
             self.probe = None;
@@ -235,7 +234,7 @@ impl Pace {
                     self.budget = None;
                 }
                 if rate_limited {
-                    self.limited(ticket, pause, now);
+                    self.limited(ticket, now);
                 }
             }
         }
@@ -269,26 +268,37 @@ impl Pace {
         });
     }
 
-    /// A 429 without rate-limit headers: the first sets the rate to what the
-    /// server let through until then, counting the pause it asks for, and at
-    /// most 90% of the rate in force; each later one lowers the rate in force
-    /// by a tenth.
-    fn limited(&mut self, ticket: u64, pause: Duration, now: Instant) {
+    /// A 429 without rate-limit headers. A lone one may be chance: the rate is
+    /// first learned from two within a probe period, as what the server let
+    /// through between them (a whole pause and what followed it), and at most
+    /// 90% of the rate in force. Once learned, a 429 lowers the rate to 90% of
+    /// the one in force (or to what the server let through since the last one,
+    /// if that is less). Lowered at most once per probe period: the server may
+    /// answer 429 at any rate, and slowing down again and again for that would
+    /// only stall the sync.
+    fn limited(&mut self, ticket: u64, now: Instant) {
         if ticket < self.event_from {
             // Sent before the last 429 came back: the same event.
             return;
         }
         self.event_from = self.issued;
-        self.last_429 = Some(now);
+        let previous = self.last_429.replace((now, self.accepted));
+        if self
+            .last_decrease
+            .is_some_and(|at| now.saturating_duration_since(at) < self.probe_period)
+        {
+            return;
+        }
+        let let_through = previous
+            .filter(|(at, _)| now.saturating_duration_since(*at) < self.probe_period)
+            .and_then(|(at, accepted_then)| {
+                let span = now.saturating_duration_since(at).as_secs_f64();
+                (span > 0.0).then(|| (self.accepted - accepted_then) as f64 / span)
+            });
+        if self.learned.is_none() && let_through.is_none() {
+            return;
+        }
         let lowered = self.rate(now).map(|rate| rate * DECREASE);
-        let let_through = match (self.learned, self.measure_from) {
-            (None, Some((from, accepted_then))) => {
-                let span = now.saturating_duration_since(from) + pause;
-                (!span.is_zero())
-                    .then(|| (self.accepted - accepted_then) as f64 / span.as_secs_f64())
-            }
-            _ => None,
-        };
         let Some(rate) = [lowered, let_through]
             .into_iter()
             .flatten()
@@ -305,6 +315,7 @@ impl Pace {
             step,
             since: now,
         });
+        self.last_decrease = Some(now);
     }
 
     /// After a probe period without a 429, the learned rate rises a step.
@@ -314,7 +325,7 @@ impl Pace {
         };
         let quiet_since = self
             .last_429
-            .map_or(learned.since, |at| at.max(learned.since));
+            .map_or(learned.since, |(at, _)| at.max(learned.since));
         if now.saturating_duration_since(quiet_since) < self.probe_period {
             return;
         }
@@ -400,9 +411,9 @@ impl RateGate {
         self.lock().pause_until(instant_after(now, duration));
     }
 
-    /// What came back for a request; `pause` as in [`Pace::answered`].
-    pub fn answered(&self, ticket: Ticket, answer: &Answer, pause: Duration) {
-        self.lock().answered(ticket, answer, pause, Instant::now());
+    /// What came back for a request.
+    pub fn answered(&self, ticket: Ticket, answer: &Answer) {
+        self.lock().answered(ticket, answer, Instant::now());
     }
 
     /// The requests per second in force now, `None` for no limit.

@@ -67,7 +67,7 @@ fn drive(pace: &mut Pace, mut server: Server, latency: Duration, length: Duratio
                 if answer.status == Some(429) {
                     pace.pause_until(now + Duration::from_secs(1));
                 }
-                pace.answered(ticket, &answer, Duration::from_secs(1), now);
+                pace.answered(ticket, &answer, now);
             }
             Err(until) => {
                 assert!(until > now, "a wait that does not advance");
@@ -150,7 +150,7 @@ fn never_more_requests_than_remain_until_the_reset() {
         status: Some(200),
         quota: Some(quota),
     };
-    pace.answered(first, &answer, Duration::ZERO, start);
+    pace.answered(first, &answer, start);
     // Five remained after the first; three of them are spent by the requests in flight.
     let mut now = start;
     let mut sent = 0;
@@ -173,7 +173,7 @@ fn never_more_requests_than_remain_until_the_reset() {
             ..quota
         }),
     };
-    pace.answered(probe, &fresh, Duration::ZERO, now);
+    pace.answered(probe, &fresh, now);
     assert!(pace.try_send(now).is_ok());
 }
 
@@ -192,8 +192,8 @@ fn an_answer_overtaken_by_a_later_one_does_not_reopen_the_budget() {
             window: None,
         }),
     };
-    pace.answered(late, &said(0), Duration::ZERO, start);
-    pace.answered(early, &said(50), Duration::ZERO, start);
+    pace.answered(late, &said(0), start);
+    pace.answered(early, &said(50), start);
     assert_eq!(pace.try_send(start), Err(start + Duration::from_secs(60)));
 }
 
@@ -301,4 +301,60 @@ async fn every_api_of_one_origin_shares_its_pace_and_pauses() {
     let weak = Arc::downgrade(&source);
     drop((source, other, token));
     assert!(weak.upgrade().is_none());
+}
+
+#[test]
+fn a_lone_429_is_waited_out_without_slowing_down() {
+    let start = Instant::now();
+    let mut pace = Pace::new(None, DEFAULT_PROBE_PERIOD);
+    let ticket = pace.try_send(start).unwrap_or_else(|_| unreachable!());
+    let limited = Answer {
+        status: Some(429),
+        quota: None,
+    };
+    pace.answered(ticket, &limited, start);
+    assert_eq!(pace.rate(start), None);
+    // The next one, more than a probe period later, is alone too.
+    let later = start + DEFAULT_PROBE_PERIOD + Duration::from_secs(1);
+    let ticket = pace.try_send(later).unwrap_or_else(|_| unreachable!());
+    pace.answered(ticket, &limited, later);
+    assert_eq!(pace.rate(later), None);
+}
+
+/// A server that answers 429 to one request in fifty whatever the rate: the
+/// pace goes down at most once per probe period, not at every 429.
+#[test]
+fn rate_limited_answers_at_any_rate_lower_the_pace_at_most_once_per_probe_period() {
+    let start = Instant::now();
+    let mut pace = Pace::new(None, DEFAULT_PROBE_PERIOD);
+    let mut now = start;
+    let mut sent = 0u64;
+    let mut rates = Vec::new();
+    while now < start + Duration::from_secs(95) {
+        match pace.try_send(now) {
+            Ok(ticket) => {
+                sent += 1;
+                now += Duration::from_millis(1);
+                let status = if sent.is_multiple_of(50) { 429 } else { 200 };
+                if status == 429 {
+                    pace.pause_until(now + Duration::from_secs(1));
+                }
+                let answer = Answer {
+                    status: Some(status),
+                    quota: None,
+                };
+                pace.answered(ticket, &answer, now);
+                if let Some(rate) = pace.rate(now)
+                    && rates.last().is_none_or(|last| *last != rate)
+                {
+                    rates.push(rate);
+                }
+            }
+            Err(until) => now = until,
+        }
+    }
+    // Learned from the second 429, then lowered after 30, 60 and 90 seconds.
+    let lowered = rates.windows(2).filter(|w| w[1] < w[0]).count();
+    assert!(lowered <= 3, "{rates:?}");
+    assert!(rates.len() <= 4, "{rates:?}");
 }
