@@ -289,8 +289,14 @@ impl Pace {
         {
             return;
         }
+        // Nothing let through between two 429s says the pause was short, not
+        // what the rate is: learning 0 from it would stall the sync at the
+        // slowest pace for good.
         let let_through = previous
-            .filter(|(at, _)| now.saturating_duration_since(*at) < self.probe_period)
+            .filter(|(at, accepted_then)| {
+                now.saturating_duration_since(*at) < self.probe_period
+                    && self.accepted > *accepted_then
+            })
             .and_then(|(at, accepted_then)| {
                 let span = now.saturating_duration_since(at).as_secs_f64();
                 (span > 0.0).then(|| (self.accepted - accepted_then) as f64 / span)

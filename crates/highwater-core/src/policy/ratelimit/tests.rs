@@ -321,6 +321,27 @@ fn a_lone_429_is_waited_out_without_slowing_down() {
     assert_eq!(pace.rate(later), None);
 }
 
+/// An API that answers 429 now and then, whatever the rate: two in a row,
+/// with nothing accepted between them, teach no rate (a rate of nothing would
+/// stall the sync at the slowest pace).
+#[test]
+fn two_429s_with_nothing_accepted_between_them_teach_no_rate() {
+    let start = Instant::now();
+    let mut pace = Pace::new(None, DEFAULT_PROBE_PERIOD);
+    let limited = Answer {
+        status: Some(429),
+        quota: None,
+    };
+    let ticket = pace.try_send(start).unwrap_or_else(|_| unreachable!());
+    pace.answered(ticket, &limited, start);
+    let after_pause = start + Duration::from_secs(1);
+    let ticket = pace
+        .try_send(after_pause)
+        .unwrap_or_else(|_| unreachable!());
+    pace.answered(ticket, &limited, after_pause);
+    assert_eq!(pace.rate(after_pause), None);
+}
+
 /// A server that answers 429 to one request in fifty whatever the rate: the
 /// pace goes down at most once per probe period, not at every 429.
 #[test]
