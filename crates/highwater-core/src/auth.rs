@@ -14,7 +14,8 @@ use tokio::time::Instant;
 
 use crate::config::{AuthSpec, KeyPlacement};
 use crate::policy::{
-    Answer, Backoff, Class, Outcome, RateGate, RetryPolicy, classify, parse_retry_after, read_quota,
+    Answer, Class, Failed, GaveUp, Outcome, RateGate, RetryPolicy, classify, parse_retry_after,
+    read_quota, retry,
 };
 use crate::secret::Secret;
 use crate::stop::{Stop, StopReason, instant_after};
@@ -172,80 +173,130 @@ impl Authenticator {
         if let Some(scope) = scope {
             form.push(("scope", scope));
         }
-        let mut backoff = Backoff::new(self.retry);
-        loop {
-            let ticket = match &self.token_gate {
-                Some(gate) => Some(gate.ready(stop).await.map_err(AuthError::Stopped)?),
-                None => None,
-            };
-            let started = Instant::now();
-            let response = client.post((*token_url).clone()).form(&form).send().await;
-            let retry_after = response
-                .as_ref()
-                .ok()
-                .filter(|r| !r.status().is_success())
-                .and_then(|r| r.headers().get(reqwest::header::RETRY_AFTER))
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
-            if let (Some(gate), Some(ticket)) = (&self.token_gate, ticket) {
-                let answer = match &response {
-                    Ok(r) => Answer {
-                        status: Some(r.status().as_u16()),
-                        quota: read_quota(
-                            |name| r.headers().get(name).and_then(|v| v.to_str().ok()),
-                            std::time::SystemTime::now(),
-                        ),
-                    },
-                    Err(_) => Answer::default(),
-                };
-                if answer.status == Some(429) {
-                    gate.pause_for(retry_after.unwrap_or(self.retry.base));
-                }
-                gate.answered(ticket, &answer);
-            }
-            let outcome = match response {
-                Ok(response) if response.status().is_success() => {
-                    let body = response.bytes().await.map_err(|e| AuthError::BadAnswer {
-                        url: url.clone(),
-                        detail: e.without_url().to_string(),
-                    })?;
-                    let answer: TokenAnswer =
-                        serde_json::from_slice(&body).map_err(|e| AuthError::BadAnswer {
-                            url: url.clone(),
-                            detail: e.to_string(),
-                        })?;
-                    return Ok(Token {
-                        access: Secret::new(answer.access_token),
-                        refresh_at: refresh_at(started, answer.expires_in),
-                    });
-                }
-                Ok(response) => Outcome::Status(response.status().as_u16()),
-                Err(e) if e.is_connect() => Outcome::ConnectFailed,
-                Err(e) if e.is_timeout() => Outcome::TimedOutAfterSend,
-                Err(_) => Outcome::BrokenAfterSend,
-            };
-            match classify(outcome) {
-                // Asking for a token twice is harmless, so an unknown outcome is too.
-                Class::Transient { .. } => match backoff.next_delay(retry_after) {
-                    Some(delay) => stop.sleep(delay).await.map_err(AuthError::Stopped)?,
-                    None => {
-                        return Err(AuthError::Unavailable {
-                            url,
-                            attempts: backoff.attempts(),
-                            last: describe(outcome),
-                        });
-                    }
+        // Asking for a token twice is harmless: an unclear answer is repeated too.
+        let fetched = retry(
+            self.retry,
+            stop,
+            true,
+            |_| self.token_attempt(client, token_url, &form, &url, stop),
+            |_, _| {},
+        )
+        .await;
+        match fetched {
+            Ok((token, _)) => Ok(token),
+            Err(GaveUp::Final {
+                error: TokenFailure::Ended(e),
+                ..
+            }) => Err(e),
+            Err(GaveUp::Final {
+                error: TokenFailure::Answered(outcome),
+                ..
+            }) => Err(AuthError::Refused {
+                url,
+                status: match outcome {
+                    Outcome::Status(s) => s,
+                    _ => 0,
                 },
-                _ => {
-                    let status = match outcome {
-                        Outcome::Status(s) => s,
-                        _ => 0,
-                    };
-                    return Err(AuthError::Refused { url, status });
-                }
-            }
+            }),
+            Err(
+                GaveUp::Exhausted { last, attempts } | GaveUp::Unknown {
+                    error: last,
+                    attempts,
+                },
+            ) => Err(AuthError::Unavailable {
+                url,
+                attempts,
+                last: match last {
+                    TokenFailure::Answered(outcome) => describe(outcome),
+                    TokenFailure::Ended(e) => e.to_string(),
+                },
+            }),
+            Err(GaveUp::Stopped(reason)) => Err(AuthError::Stopped(reason)),
         }
     }
+
+    /// One request for a token, paced by the token endpoint's origin.
+    async fn token_attempt(
+        &self,
+        client: &Client,
+        token_url: &url::Url,
+        form: &[(&str, &str)],
+        url: &str,
+        stop: &Stop,
+    ) -> Result<Token, Failed<TokenFailure>> {
+        let ended = |e| Failed::new(TokenFailure::Ended(e), Class::Fatal);
+        let ticket = match &self.token_gate {
+            Some(gate) => Some(
+                gate.ready(stop)
+                    .await
+                    .map_err(|r| ended(AuthError::Stopped(r)))?,
+            ),
+            None => None,
+        };
+        let started = Instant::now();
+        let response = client.post(token_url.clone()).form(form).send().await;
+        let retry_after = response
+            .as_ref()
+            .ok()
+            .filter(|r| !r.status().is_success())
+            .and_then(|r| r.headers().get(reqwest::header::RETRY_AFTER))
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
+        if let (Some(gate), Some(ticket)) = (&self.token_gate, ticket) {
+            let answer = match &response {
+                Ok(r) => Answer {
+                    status: Some(r.status().as_u16()),
+                    quota: read_quota(
+                        |name| r.headers().get(name).and_then(|v| v.to_str().ok()),
+                        std::time::SystemTime::now(),
+                    ),
+                },
+                Err(_) => Answer::default(),
+            };
+            if answer.status == Some(429) {
+                gate.pause_for(retry_after.unwrap_or(self.retry.base));
+            }
+            gate.answered(ticket, &answer);
+        }
+        let outcome = match response {
+            Ok(response) if response.status().is_success() => {
+                let body = response.bytes().await.map_err(|e| {
+                    ended(AuthError::BadAnswer {
+                        url: url.to_owned(),
+                        detail: e.without_url().to_string(),
+                    })
+                })?;
+                let answer: TokenAnswer = serde_json::from_slice(&body).map_err(|e| {
+                    ended(AuthError::BadAnswer {
+                        url: url.to_owned(),
+                        detail: e.to_string(),
+                    })
+                })?;
+                return Ok(Token {
+                    access: Secret::new(answer.access_token),
+                    refresh_at: refresh_at(started, answer.expires_in),
+                });
+            }
+            Ok(response) => Outcome::Status(response.status().as_u16()),
+            Err(e) if e.is_connect() => Outcome::ConnectFailed,
+            Err(e) if e.is_timeout() => Outcome::TimedOutAfterSend,
+            Err(_) => Outcome::BrokenAfterSend,
+        };
+        Err(Failed {
+            error: TokenFailure::Answered(outcome),
+            class: classify(outcome),
+            retry_after,
+        })
+    }
+}
+
+/// Why one token request did not give a token.
+#[derive(Debug)]
+enum TokenFailure {
+    /// Not to be retried as it is.
+    Ended(AuthError),
+    /// What came back, classified by the retry loop's caller.
+    Answered(Outcome),
 }
 
 /// When a token fetched at `started` is replaced, given the lifetime in seconds

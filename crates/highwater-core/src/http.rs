@@ -6,6 +6,7 @@
 //! Invariant: no URL query string, header or body of a request appears in an error
 //! or log — query strings may carry API keys.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
@@ -18,7 +19,8 @@ use crate::auth::{AuthError, Authenticator, sensitive};
 use crate::config::HttpSpec;
 use crate::obs::{RequestRetried, ResponseReceived, RetryClass, RetryCounts, RetryTally};
 use crate::policy::{
-    Answer, Backoff, Class, Outcome, RateGate, RetryPolicy, classify, parse_retry_after, read_quota,
+    Answer, Class, Failed, GaveUp, Outcome, RateGate, RetryPolicy, classify, parse_retry_after,
+    read_quota, retry,
 };
 use crate::stop::{Stop, StopReason};
 
@@ -96,6 +98,41 @@ pub enum HttpError {
     },
     #[error("stopped: {}", .0.as_str())]
     Stopped(StopReason),
+}
+
+/// Why one attempt of a request gave no reply.
+#[derive(Debug)]
+enum Unanswered {
+    /// Not to be retried as it is (a stop, the credentials).
+    Ended(HttpError),
+    /// An answer that is not a success, or none.
+    Answered(Answered),
+}
+
+#[derive(Debug)]
+struct Answered {
+    outcome: Outcome,
+    detail: String,
+    /// When the request went out: an unclear answer may still be applied after.
+    sent: Instant,
+    attempt: u32,
+}
+
+impl Answered {
+    fn status(&self) -> u16 {
+        match self.outcome {
+            Outcome::Status(s) => s,
+            _ => 0,
+        }
+    }
+
+    /// What the last attempt met, for a message.
+    fn last(&self) -> String {
+        match self.status() {
+            0 => self.detail.clone(),
+            status => format!("HTTP {status} {}", self.detail),
+        }
+    }
 }
 
 /// One request, described independently of retries so it can be sent again.
@@ -246,185 +283,263 @@ impl Api {
     /// Sends a request, applying the failure policy. `Ok` is a 2xx answer without an
     /// error in its body.
     pub async fn send(&self, request: &Request, stop: &Stop) -> Result<Reply, HttpError> {
-        let mut backoff = Backoff::new(self.retry);
-        let mut refreshed = false;
+        let refreshed = AtomicBool::new(false);
         let mut unsettled_since = None;
-        loop {
-            let ticket = self.gate.ready(stop).await.map_err(HttpError::Stopped)?;
-            let builder = self.build(request);
-            let builder =
-                self.auth
-                    .apply(builder, &self.client, stop)
-                    .await
-                    .map_err(|e| match e {
-                        AuthError::Stopped(reason) => HttpError::Stopped(reason),
-                        e => HttpError::Auth(e, self.name),
-                    })?;
-            // The pause may have begun while the credentials were applied (a
-            // token fetch takes a while): nothing goes out before it ends.
-            self.gate.unpaused(stop).await.map_err(HttpError::Stopped)?;
-            let sent = Instant::now();
-            let response = builder.send().await;
-            ResponseReceived {
-                sync: &self.sync,
-                api: self.name,
-                status: response.as_ref().map_or(0, |r| r.status().as_u16()),
+        let sent = retry(
+            self.retry,
+            stop,
+            request.idempotent,
+            |attempt| self.attempt(request, stop, attempt, &refreshed),
+            |failed, delay| {
+                let Failed {
+                    error: Unanswered::Answered(answer),
+                    class,
+                    ..
+                } = failed
+                else {
+                    return;
+                };
+                if matches!(
+                    class,
+                    Class::Transient {
+                        outcome_known: false
+                    }
+                ) {
+                    unsettled_since.get_or_insert(answer.sent);
+                }
+                let class = retry_class(answer.outcome);
+                self.retries.count(class);
+                RequestRetried {
+                    sync: &self.sync,
+                    api: self.name,
+                    class,
+                    url: &redact(&request.url),
+                    status: answer.status(),
+                    detail: &answer.detail,
+                    // The attempt about to be made.
+                    attempt: answer.attempt + 1,
+                    delay,
+                }
+                .emit();
+            },
+        )
+        .await;
+        let failure = match sent {
+            Ok((mut reply, _)) => {
+                reply.unsettled_since = unsettled_since;
+                return Ok(reply);
             }
-            .emit();
-            let (outcome, retry_after, detail) = match response {
-                Ok(mut response) => {
-                    let status = response.status();
-                    let headers = std::mem::take(response.headers_mut());
-                    let retry_after = (!status.is_success())
-                        .then(|| headers.get(RETRY_AFTER))
-                        .flatten()
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| parse_retry_after(v, SystemTime::now()));
-                    // Every request to this API holds back from the moment the
-                    // head arrives: waiting for the body first would let other
-                    // requests through while it trickles in.
-                    if status == StatusCode::TOO_MANY_REQUESTS
-                        || (status == StatusCode::SERVICE_UNAVAILABLE && retry_after.is_some())
-                    {
-                        self.gate.pause_for(retry_after.unwrap_or(self.retry.base));
-                    }
-                    // The pace follows what the head says the server allows.
-                    let quota = read_quota(
-                        |name| headers.get(name).and_then(|v| v.to_str().ok()),
-                        SystemTime::now(),
-                    );
-                    let answer = Answer {
-                        status: Some(status.as_u16()),
-                        quota,
-                    };
-                    self.gate.answered(ticket, &answer);
-                    match response.bytes().await {
-                        Ok(body) if status.is_success() => {
-                            let reply = Reply {
-                                status,
-                                headers,
-                                body,
-                                unsettled_since,
-                                attempts: backoff.attempts(),
-                            };
-                            match self.error_in_body(&reply) {
-                                None => return Ok(reply),
-                                Some(error) => (Outcome::ErrorInBody, None, error),
-                            }
-                        }
-                        Ok(body) => (
-                            Outcome::Status(status.as_u16()),
-                            retry_after,
-                            snippet(&body),
-                        ),
-                        // A status is an answer even when its body cannot be read.
-                        Err(e) if !status.is_success() => (
-                            Outcome::Status(status.as_u16()),
-                            retry_after,
-                            format!("(the answer's body could not be read: {})", e.without_url()),
-                        ),
-                        Err(e) if e.is_timeout() => (
-                            Outcome::TimedOutAfterSend,
-                            None,
-                            "timed out reading the answer".into(),
-                        ),
-                        Err(e) => (Outcome::BrokenAfterSend, None, e.without_url().to_string()),
-                    }
-                }
-                Err(e) => {
-                    self.gate.answered(ticket, &Answer::default());
-                    match e {
-                        e if e.is_connect() => (Outcome::ConnectFailed, None, connect_detail(&e)),
-                        e if e.is_timeout() => (
-                            Outcome::TimedOutAfterSend,
-                            None,
-                            format!("no answer within {:?}", self.spec.timeout),
-                        ),
-                        e => (Outcome::BrokenAfterSend, None, e.without_url().to_string()),
-                    }
-                }
-            };
-            let status = match outcome {
-                Outcome::Status(s) => s,
-                _ => 0,
-            };
-            if status == 401 && self.auth.can_refresh() && !refreshed {
-                refreshed = true;
+            Err(failure) => failure,
+        };
+        let method = request.method.clone();
+        let url = redact(&request.url);
+        Err(match failure {
+            GaveUp::Stopped(reason) => HttpError::Stopped(reason),
+            GaveUp::Final {
+                error: Unanswered::Ended(e),
+                ..
+            } => e,
+            GaveUp::Final {
+                error: Unanswered::Answered(answer),
+                class,
+            } => match (class, answer.status()) {
+                (Class::RecordLevel, status) => HttpError::Rejected {
+                    status,
+                    body: answer.detail,
+                },
+                (_, status @ (401 | 403)) => HttpError::Unauthorized {
+                    api: self.name,
+                    method,
+                    url,
+                    status,
+                },
+                (_, status) => HttpError::Fatal {
+                    api: self.name,
+                    method,
+                    url,
+                    status,
+                    body: answer.detail,
+                },
+            },
+            GaveUp::Unknown {
+                error: Unanswered::Answered(answer),
+                ..
+            } => HttpError::Unknown {
+                api: self.name,
+                method,
+                url,
+                class: retry_class(answer.outcome),
+                sent: answer.sent,
+                last: answer.last(),
+            },
+            GaveUp::Exhausted {
+                last: Unanswered::Answered(answer),
+                attempts,
+            } => HttpError::Exhausted {
+                api: self.name,
+                method,
+                url,
+                attempts,
+                last: answer.last(),
+            },
+            GaveUp::Unknown {
+                error: Unanswered::Ended(e),
+                ..
+            }
+            | GaveUp::Exhausted {
+                last: Unanswered::Ended(e),
+                ..
+            } => e,
+        })
+    }
+
+    /// One attempt of a request: paced, with credentials, sent, its answer
+    /// read. A 401 is met with one token refresh and the request again, within
+    /// the same attempt.
+    async fn attempt(
+        &self,
+        request: &Request,
+        stop: &Stop,
+        attempt: u32,
+        refreshed: &AtomicBool,
+    ) -> Result<Reply, Failed<Unanswered>> {
+        loop {
+            let answered = self.send_once(request, stop, attempt).await;
+            if let Err(Failed {
+                error: Unanswered::Answered(answer),
+                ..
+            }) = &answered
+                && answer.status() == 401
+                && self.auth.can_refresh()
+                && !refreshed.swap(true, Ordering::Relaxed)
+            {
                 self.auth.invalidate().await;
                 continue;
             }
-            match classify(outcome) {
-                Class::Transient { outcome_known } => {
-                    if !outcome_known && !request.idempotent {
-                        return Err(HttpError::Unknown {
-                            api: self.name,
-                            method: request.method.clone(),
-                            url: redact(&request.url),
-                            last: if status > 0 {
-                                format!("HTTP {status} {detail}")
-                            } else {
-                                detail
-                            },
-                            class: retry_class(outcome),
-                            sent,
-                        });
-                    }
-                    if !outcome_known {
-                        unsettled_since.get_or_insert(sent);
-                    }
-                    let Some(delay) = backoff.next_delay(retry_after) else {
-                        return Err(HttpError::Exhausted {
-                            api: self.name,
-                            method: request.method.clone(),
-                            url: redact(&request.url),
-                            attempts: backoff.attempts(),
-                            last: if status > 0 {
-                                format!("HTTP {status} {detail}")
-                            } else {
-                                detail
-                            },
-                        });
-                    };
-                    let class = retry_class(outcome);
-                    self.retries.count(class);
-                    RequestRetried {
-                        sync: &self.sync,
-                        api: self.name,
-                        class,
-                        url: &redact(&request.url),
-                        status,
-                        detail: &detail,
-                        attempt: backoff.attempts(),
-                        delay,
-                    }
-                    .emit();
-                    stop.sleep(delay).await.map_err(HttpError::Stopped)?;
+            return answered;
+        }
+    }
+
+    async fn send_once(
+        &self,
+        request: &Request,
+        stop: &Stop,
+        attempt: u32,
+    ) -> Result<Reply, Failed<Unanswered>> {
+        let ended = |e| Failed::new(Unanswered::Ended(e), Class::Fatal);
+        let ticket = self
+            .gate
+            .ready(stop)
+            .await
+            .map_err(|r| ended(HttpError::Stopped(r)))?;
+        let builder = self.build(request);
+        let builder = self
+            .auth
+            .apply(builder, &self.client, stop)
+            .await
+            .map_err(|e| {
+                ended(match e {
+                    AuthError::Stopped(reason) => HttpError::Stopped(reason),
+                    e => HttpError::Auth(e, self.name),
+                })
+            })?;
+        // The pause may have begun while the credentials were applied (a
+        // token fetch takes a while): nothing goes out before it ends.
+        self.gate
+            .unpaused(stop)
+            .await
+            .map_err(|r| ended(HttpError::Stopped(r)))?;
+        let sent = Instant::now();
+        let response = builder.send().await;
+        ResponseReceived {
+            sync: &self.sync,
+            api: self.name,
+            status: response.as_ref().map_or(0, |r| r.status().as_u16()),
+        }
+        .emit();
+        let (outcome, retry_after, detail) = match response {
+            Ok(mut response) => {
+                let status = response.status();
+                let headers = std::mem::take(response.headers_mut());
+                let retry_after = (!status.is_success())
+                    .then(|| headers.get(RETRY_AFTER))
+                    .flatten()
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| parse_retry_after(v, SystemTime::now()));
+                // Every request to this API holds back from the moment the
+                // head arrives: waiting for the body first would let other
+                // requests through while it trickles in.
+                if status == StatusCode::TOO_MANY_REQUESTS
+                    || (status == StatusCode::SERVICE_UNAVAILABLE && retry_after.is_some())
+                {
+                    self.gate.pause_for(retry_after.unwrap_or(self.retry.base));
                 }
-                Class::RecordLevel => {
-                    return Err(HttpError::Rejected {
-                        status,
-                        body: detail,
-                    });
-                }
-                Class::Fatal if status == 401 || status == 403 => {
-                    return Err(HttpError::Unauthorized {
-                        api: self.name,
-                        method: request.method.clone(),
-                        url: redact(&request.url),
-                        status,
-                    });
-                }
-                Class::Fatal => {
-                    return Err(HttpError::Fatal {
-                        api: self.name,
-                        method: request.method.clone(),
-                        url: redact(&request.url),
-                        status,
-                        body: detail,
-                    });
+                // The pace follows what the head says the server allows.
+                let quota = read_quota(
+                    |name| headers.get(name).and_then(|v| v.to_str().ok()),
+                    SystemTime::now(),
+                );
+                let answer = Answer {
+                    status: Some(status.as_u16()),
+                    quota,
+                };
+                self.gate.answered(ticket, &answer);
+                match response.bytes().await {
+                    Ok(body) if status.is_success() => {
+                        let reply = Reply {
+                            status,
+                            headers,
+                            body,
+                            unsettled_since: None,
+                            attempts: attempt,
+                        };
+                        match self.error_in_body(&reply) {
+                            None => return Ok(reply),
+                            Some(error) => (Outcome::ErrorInBody, None, error),
+                        }
+                    }
+                    Ok(body) => (
+                        Outcome::Status(status.as_u16()),
+                        retry_after,
+                        snippet(&body),
+                    ),
+                    // A status is an answer even when its body cannot be read.
+                    Err(e) if !status.is_success() => (
+                        Outcome::Status(status.as_u16()),
+                        retry_after,
+                        format!("(the answer's body could not be read: {})", e.without_url()),
+                    ),
+                    Err(e) if e.is_timeout() => (
+                        Outcome::TimedOutAfterSend,
+                        None,
+                        "timed out reading the answer".into(),
+                    ),
+                    Err(e) => (Outcome::BrokenAfterSend, None, e.without_url().to_string()),
                 }
             }
-        }
+            Err(e) => {
+                self.gate.answered(ticket, &Answer::default());
+                match e {
+                    e if e.is_connect() => (Outcome::ConnectFailed, None, connect_detail(&e)),
+                    e if e.is_timeout() => (
+                        Outcome::TimedOutAfterSend,
+                        None,
+                        format!("no answer within {:?}", self.spec.timeout),
+                    ),
+                    e => (Outcome::BrokenAfterSend, None, e.without_url().to_string()),
+                }
+            }
+        };
+        Err(Failed {
+            error: Unanswered::Answered(Answered {
+                outcome,
+                detail,
+                sent,
+                attempt,
+            }),
+            class: classify(outcome),
+            retry_after,
+        })
     }
 
     fn build(&self, request: &Request) -> reqwest::RequestBuilder {
