@@ -347,7 +347,8 @@ impl Validator<'_> {
                 continue;
             }
             seen.insert(name.clone(), self.line(sync.span().start));
-            if let Some(spec) = self.sync(sync.into_inner(), index, base_dir) {
+            let state_path = base_dir.join(&state_path);
+            if let Some(spec) = self.sync(sync.into_inner(), index, base_dir, &state_path) {
                 syncs.push(spec);
             }
         }
@@ -363,7 +364,13 @@ impl Validator<'_> {
         }
     }
 
-    fn sync(&mut self, raw: RawSync, index: usize, base_dir: &Path) -> Option<SyncSpec> {
+    fn sync(
+        &mut self,
+        raw: RawSync,
+        index: usize,
+        base_dir: &Path,
+        state_path: &Path,
+    ) -> Option<SyncSpec> {
         let name = raw.name.get_ref().clone();
         let valid_name = !name.is_empty()
             && name
@@ -379,8 +386,35 @@ impl Validator<'_> {
         let at = format!("sync {name:?}");
         let source = self.source(raw.source, &at);
         let mapping = self.mapping(raw.mapping, source.as_ref(), &at);
-        let destination =
-            DestinationSpec::validate(self, &raw.destination.get_ref().kind, index, base_dir, &at);
+        let soft_delete = raw
+            .deletes
+            .as_ref()
+            .and_then(|d| d.get_ref().soft_delete.as_ref())
+            .map(|fields| {
+                fields
+                    .get_ref()
+                    .iter()
+                    .filter_map(|(field, value)| {
+                        let first = FieldPath::parse(field).segments().first()?.clone();
+                        let nested = field.contains('.');
+                        let kind = if nested {
+                            None
+                        } else {
+                            crate::sink::table::config::toml_type(value.get_ref())
+                        };
+                        Some((first, kind))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let context = crate::sink::DestinationContext {
+            base_dir,
+            state_path,
+            mapping: mapping.as_ref(),
+            soft_delete,
+        };
+        let kind = &raw.destination.get_ref().kind;
+        let destination = DestinationSpec::validate(self, kind, index, &context, &at);
         let retry = self.retry(raw.retry, &at);
         let budgets = self.budgets(raw.budgets, &at);
         let deletes = match raw.deletes {

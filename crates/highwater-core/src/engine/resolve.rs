@@ -61,7 +61,7 @@ impl Runner<'_> {
                     .remember_dead(job.seq, &id, letter.fingerprint.clone());
                 Resolution::DeadLettered(letter)
             }
-            Err(SinkError::Unwritable(reason)) => {
+            Err(SinkError::Unwritable(reason) | SinkError::Refused(reason)) => {
                 let letter =
                     self.dead_letter(&id, DeadLetterStage::Destination, reason, &job.record.body);
                 self.view

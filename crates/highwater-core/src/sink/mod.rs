@@ -2,9 +2,10 @@
 //! engine what became of each: written (with the destination's id), or refused
 //! (record-level: dead-letter it), or an error that stops the run.
 //!
-//! Every destination is one [`Sink`]: a folder of its own (`http/`, `jsonl/`)
-//! with its raw config, its validation (`config.rs`) and its writes, and one
-//! line in [`DestinationSpec`]. The engine only calls the trait.
+//! Every destination is one [`Sink`]: a folder of its own (`http/`, `jsonl/`,
+//! `sqlite/`, `postgres/`, the last two over the shared `table/`) with its raw
+//! config, its validation (`config.rs`) and its writes, and one line in
+//! [`DestinationSpec`]. The engine only calls the trait.
 //! Invariant: a write is only ever repeated through an idempotent path — the same
 //! PUT, the same `Idempotency-Key`, a fresh lookup before any create, or an upsert
 //! by key. A sink never sees checkpoints or the ledger beyond the destination id it
@@ -12,6 +13,9 @@
 
 pub mod http;
 pub mod jsonl;
+pub mod postgres;
+pub mod sqlite;
+pub mod table;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -21,7 +25,7 @@ use jiff::Timestamp;
 use serde_json::Value;
 use tokio::time::Instant;
 
-use crate::config::{UriTemplate, Validator};
+use crate::config::{JsonType, MappingSpec, UriTemplate, Validator};
 use crate::http::HttpError;
 use crate::mapping::MappedRecord;
 use crate::obs::RetryCounts;
@@ -141,6 +145,20 @@ pub enum SinkError {
         last: String,
         detail: String,
     },
+    /// Record-level: the database refused the row (a constraint, a value of
+    /// the wrong type). Dead-letter it.
+    #[error("the database refused the row: {0}")]
+    Refused(String),
+    /// Stops the run at its last checkpoint: the database cannot be written
+    /// until a person acts (authentication, permission, a table it may not
+    /// create or change).
+    #[error("database destination {0}")]
+    Database(String),
+    /// Stops the run at its last checkpoint, resumable: the database stayed
+    /// unreachable or busy through every retry (the last statement may have
+    /// committed; repeating the upsert is harmless).
+    #[error("database destination {0}")]
+    DatabaseGaveUp(String),
     /// Not sent: a write before it in its batch stopped the run.
     #[error("not sent: an earlier write of its batch stopped the run")]
     NotSent,
@@ -164,14 +182,15 @@ pub enum Consequence {
 impl SinkError {
     pub fn consequence(&self) -> Consequence {
         match self {
-            SinkError::Rejected { .. } | SinkError::Unwritable(_) | SinkError::Superseded => {
-                Consequence::Record
-            }
-            SinkError::Http(HttpError::Unknown { .. }) | SinkError::BatchUnknown { .. } => {
-                Consequence::Transient {
-                    outcome_known: false,
-                }
-            }
+            SinkError::Rejected { .. }
+            | SinkError::Unwritable(_)
+            | SinkError::Superseded
+            | SinkError::Refused(_) => Consequence::Record,
+            SinkError::Http(HttpError::Unknown { .. })
+            | SinkError::BatchUnknown { .. }
+            | SinkError::DatabaseGaveUp(_) => Consequence::Transient {
+                outcome_known: false,
+            },
             SinkError::Http(HttpError::Exhausted { .. } | HttpError::Stopped(_))
             | SinkError::NotSent => Consequence::Transient {
                 outcome_known: true,
@@ -182,6 +201,7 @@ impl SinkError {
                 | HttpError::Fatal { .. }
                 | HttpError::Rejected { .. },
             )
+            | SinkError::Database(_)
             | SinkError::File { .. }
             | SinkError::Client(_) => Consequence::Fatal,
         }
@@ -224,6 +244,21 @@ impl From<HttpError> for SinkError {
 pub enum DestinationSpec {
     Http(http::config::HttpDestinationSpec),
     JsonLines(jsonl::config::JsonLinesSpec),
+    Sqlite(sqlite::config::SqliteSpec),
+    Postgres(postgres::config::PostgresSpec),
+}
+
+/// What a destination's validation may look at beyond its own table.
+#[derive(Debug)]
+pub(crate) struct DestinationContext<'a> {
+    /// The config file's directory: relative paths start there.
+    pub base_dir: &'a Path,
+    /// The state store's file.
+    pub state_path: &'a Path,
+    /// The sync's mapping, when it is valid.
+    pub mapping: Option<&'a MappingSpec>,
+    /// The top-level fields a soft delete sets, with its value's type.
+    pub soft_delete: Vec<(String, Option<JsonType>)>,
 }
 
 /// How a destination takes deletions.
@@ -243,7 +278,7 @@ impl DestinationSpec {
         v: &mut Validator<'_>,
         kind: &serde_spanned::Spanned<String>,
         index: usize,
-        base_dir: &Path,
+        ctx: &DestinationContext<'_>,
         at: &str,
     ) -> Option<DestinationSpec> {
         let table = ["sync".into(), index.into(), "destination".into()];
@@ -254,13 +289,21 @@ impl DestinationSpec {
             }
             "jsonl" => {
                 let raw = v.table(&table)?;
-                jsonl::config::validate(v, raw, base_dir, at).map(DestinationSpec::JsonLines)
+                jsonl::config::validate(v, raw, ctx.base_dir, at).map(DestinationSpec::JsonLines)
+            }
+            "sqlite" => {
+                let raw = v.table(&table)?;
+                sqlite::config::validate(v, raw, ctx, at).map(DestinationSpec::Sqlite)
+            }
+            "postgres" => {
+                let raw = v.table(&table)?;
+                postgres::config::validate(v, raw, ctx, at).map(DestinationSpec::Postgres)
             }
             _ => {
                 v.problem(
                     kind,
                     format!("{at}.destination.type"),
-                    "expected \"http\" or \"jsonl\"",
+                    "expected \"http\", \"jsonl\", \"sqlite\" or \"postgres\"",
                 );
                 None
             }
@@ -280,6 +323,8 @@ impl DestinationSpec {
                 Arc::new(http::HttpSink::new(sync, spec.clone(), retry, delete_path)?)
             }
             DestinationSpec::JsonLines(spec) => Arc::new(jsonl::JsonLinesSink::open(spec.clone())?),
+            DestinationSpec::Sqlite(spec) => Arc::new(sqlite::open(spec, retry)?),
+            DestinationSpec::Postgres(spec) => Arc::new(postgres::open(spec, sync, retry)?),
         })
     }
 
@@ -287,11 +332,14 @@ impl DestinationSpec {
     /// destination written by lookup, then create, cannot tell whether another
     /// process is creating the same record at that moment (nothing makes a
     /// create idempotent), and a JSON Lines file has one writer: the runs of
-    /// such a sync take turns.
+    /// such a sync take turns. A table's upsert by key, compared by version,
+    /// is safe from two processes.
     pub fn takes_concurrent_runs(&self) -> bool {
         match self {
             DestinationSpec::Http(spec) => spec.takes_concurrent_runs(),
             DestinationSpec::JsonLines(_) => false,
+            DestinationSpec::Sqlite(_) => true,
+            DestinationSpec::Postgres(_) => true,
         }
     }
 
@@ -301,6 +349,12 @@ impl DestinationSpec {
             DestinationSpec::Http(spec) => spec.delete_request(),
             DestinationSpec::JsonLines(_) => {
                 DeleteRequest::Own("a jsonl destination removes the record's line itself")
+            }
+            DestinationSpec::Sqlite(_) => {
+                DeleteRequest::Own("a sqlite destination deletes the record's row itself")
+            }
+            DestinationSpec::Postgres(_) => {
+                DeleteRequest::Own("a postgres destination deletes the record's row itself")
             }
         }
     }

@@ -408,6 +408,7 @@ fn a_date_where_none_is_accepted_says_so() {
 
 mod deletes;
 mod properties;
+mod tables;
 
 /// The warnings of a valid config, as `validate` prints them.
 fn warnings(text: &str) -> String {

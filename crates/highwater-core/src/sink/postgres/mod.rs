@@ -1,0 +1,173 @@
+//! Owns the PostgreSQL table destination: a pool of connections (named
+//! `highwater <sync>` in `pg_stat_activity`), each upsert an autocommit
+//! statement, so a refused row aborts no transaction but its own statement.
+//! The SQL text is the table layer's (`sink/table/sql.rs`); this folder runs
+//! it and says what each SQLSTATE means.
+//!
+//! Rows reach the upsert as one JSONB array unpacked by `jsonb_to_recordset`
+//! (one bind, one prepared statement whatever the batch's size). `COPY` into
+//! a temporary table and one merge statement was measured against it (see
+//! `benches/db.rs` and the numbers beside `write_batch` in the table layer).
+
+pub mod config;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{AssertSqlSafe, Row};
+
+use super::SinkError;
+use super::table::sql::Dialect;
+use super::table::{Database, DbFailure, TableSink, TableSpec};
+use crate::policy::{Class, RetryPolicy};
+use config::PostgresSpec;
+
+/// The PostgreSQL table destination.
+pub type PostgresSink = TableSink<Postgres>;
+
+#[derive(Debug)]
+pub struct Postgres {
+    pool: PgPool,
+}
+
+/// The `application_name` of the sync's connections.
+pub fn application_name(sync: &str) -> String {
+    format!("highwater {sync}")
+}
+
+/// Opens the destination; connections are made, and the table created or
+/// evolved, at the first write.
+pub fn open(
+    spec: &PostgresSpec,
+    sync: &str,
+    retry: RetryPolicy,
+) -> Result<PostgresSink, SinkError> {
+    let options = PgConnectOptions::from_str(spec.url.expose())
+        .map_err(|e| SinkError::Database(format!("destination url: {e}")))?
+        .application_name(&application_name(sync));
+    let shown = match &spec.table.schema {
+        Some(schema) => format!(
+            "PostgreSQL {}:{}/{} table {schema}.{}",
+            options.get_host(),
+            options.get_port(),
+            options.get_database().unwrap_or("postgres"),
+            spec.table.table
+        ),
+        None => format!(
+            "PostgreSQL {}:{}/{} table {}",
+            options.get_host(),
+            options.get_port(),
+            options.get_database().unwrap_or("postgres"),
+            spec.table.table
+        ),
+    };
+    let pool = PgPoolOptions::new()
+        .max_connections(spec.table.concurrency as u32 + 1)
+        .acquire_timeout(Duration::from_secs(30))
+        .test_before_acquire(true)
+        .connect_lazy_with(options);
+    Ok(TableSink::new(
+        Postgres { pool },
+        spec.table.clone(),
+        retry,
+        shown,
+    ))
+}
+
+#[async_trait::async_trait]
+impl Database for Postgres {
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+
+    async fn columns(&self, spec: &TableSpec) -> Result<Option<Vec<String>>, DbFailure> {
+        let rows = sqlx::query(
+            "SELECT column_name::text FROM information_schema.columns \
+             WHERE table_schema = coalesce($1, current_schema()) AND table_name = $2",
+        )
+        .bind(spec.schema.as_deref())
+        .bind(&spec.table)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(failure)?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        rows.iter()
+            .map(|r| r.try_get::<String, _>(0).map_err(failure))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    }
+
+    async fn execute(&self, sql: &str) -> Result<(), DbFailure> {
+        sqlx::query(AssertSqlSafe(sql))
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(failure)
+    }
+
+    async fn upsert(&self, sql: &str, rows: &str) -> Result<Vec<String>, DbFailure> {
+        sqlx::query_scalar::<_, String>(AssertSqlSafe(sql))
+            .bind(rows)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(failure)
+    }
+
+    async fn delete(&self, sql: &str, key: &str) -> Result<(), DbFailure> {
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(key)
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(failure)
+    }
+
+    async fn read(&self, sql: &str, key: &str) -> Result<Option<String>, DbFailure> {
+        sqlx::query_scalar::<_, String>(AssertSqlSafe(sql))
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(failure)
+    }
+}
+
+/// What a failed statement means, by SQLSTATE class: data (22) and integrity
+/// (23) are the row's; connection (08), operator intervention (57: a
+/// terminated backend), serialization and deadlock (40), resources (53) and
+/// a lock not available (55P03) are worth another try, as are I/O errors and
+/// a pool that timed out — a statement whose connection died committed or
+/// did not, and the upsert is idempotent; the rest (authentication 28,
+/// permission 42501, an undefined table 42P01, syntax) needs a person.
+fn failure(e: sqlx::Error) -> DbFailure {
+    let transient = |outcome_known| Class::Transient { outcome_known };
+    let (class, code, message) = match &e {
+        sqlx::Error::Database(db) => {
+            let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+            let class = match code.get(..2).unwrap_or("") {
+                "22" | "23" => Class::RecordLevel,
+                "08" | "57" | "40" | "53" => transient(false),
+                _ if code == "55P03" => transient(true),
+                _ => Class::Fatal,
+            };
+            (class, Some(code), db.message().to_owned())
+        }
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => (transient(false), None, e.to_string()),
+        _ => (Class::Fatal, None, e.to_string()),
+    };
+    // 42P07 duplicate table, 42701 duplicate column, 23505 (a unique index of
+    // the catalog) and 42P06 duplicate schema: another process made it first.
+    let already_exists = matches!(code.as_deref(), Some("42P07" | "42701" | "23505" | "42P06"));
+    DbFailure {
+        class,
+        code,
+        message,
+        already_exists,
+    }
+}

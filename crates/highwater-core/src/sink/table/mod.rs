@@ -1,0 +1,487 @@
+//! Owns what the database destinations (`sqlite/`, `postgres/`) share: the
+//! table's spec and column plan (`config.rs`), the SQL text per dialect
+//! (`sql.rs`), the splitting of a refused batch (`split.rs`), and the
+//! [`Sink`] itself, over one [`Database`] per folder that runs statements and
+//! says what each failure means.
+//!
+//! A write is a multi-row upsert by key that lands only where the table's
+//! version is not newer (`<=`: a rewrite of the same version with another
+//! payload lands); a row the upsert does not return is held newer at the
+//! destination (superseded). Every statement commits on its own, so it
+//! committed or it did not: repeating it is the idempotent path, and no write
+//! lands late.
+//! Invariant: no checkpoint, no ledger, no state store here.
+
+pub mod config;
+pub mod split;
+pub mod sql;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashSet;
+use std::fmt;
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::{Delete, Held, Sink, SinkError, Write, Written};
+use crate::config::JsonType;
+use crate::http::HttpError;
+use crate::obs::RetryCounts;
+use crate::policy::{Class, Failed, GaveUp, RetryPolicy, retry};
+use crate::stop::Stop;
+use split::{RowOutcome, Splitter};
+use sql::{Dialect, SqlColumn, Statements};
+
+/// A table destination, validated: where the rows go and how they look.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableSpec {
+    pub table: String,
+    /// PostgreSQL only; `None` is the connection's `search_path`.
+    pub schema: Option<String>,
+    /// Holds the mapping's external id; the upsert's conflict key.
+    pub key_column: String,
+    /// Holds the record's version ([`Write::version_number`]), compared in the upsert.
+    pub version_column: String,
+    pub layout: Layout,
+    /// Create the table when it is missing.
+    pub create_table: bool,
+    /// Add a column for a newly mapped field; otherwise refuse to start.
+    pub evolve: bool,
+    pub batch_size: usize,
+    pub concurrency: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Layout {
+    /// A column per top-level output field of the mapping.
+    Columns(Vec<SqlColumn>),
+    /// The whole payload in one JSON column.
+    Json { payload_column: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnType {
+    Text,
+    BigInt,
+    Double,
+    Boolean,
+    Json,
+}
+
+impl ColumnType {
+    pub fn of(json: JsonType) -> ColumnType {
+        match json {
+            JsonType::String => ColumnType::Text,
+            JsonType::Integer => ColumnType::BigInt,
+            JsonType::Number => ColumnType::Double,
+            JsonType::Boolean => ColumnType::Boolean,
+            JsonType::Object | JsonType::Array => ColumnType::Json,
+        }
+    }
+}
+
+/// One failed statement, as the database's folder classified it.
+#[derive(Debug, Clone)]
+pub struct DbFailure {
+    pub class: Class,
+    /// The SQLSTATE, or SQLite's extended result code.
+    pub code: Option<String>,
+    pub message: String,
+    /// DDL that lost a race with another process doing the same (a table or
+    /// column that now exists): done.
+    pub already_exists: bool,
+}
+
+impl fmt::Display for DbFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.code {
+            Some(code) => write!(f, "{} (code {code})", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+/// One database: runs a statement on a pooled connection, classifying its
+/// failure (a connection that failed is not used again).
+#[async_trait::async_trait]
+pub trait Database: Send + Sync + fmt::Debug + 'static {
+    fn dialect(&self) -> Dialect;
+    /// The columns the table has, or `None` when there is no such table.
+    async fn columns(&self, spec: &TableSpec) -> Result<Option<Vec<String>>, DbFailure>;
+    async fn execute(&self, sql: &str) -> Result<(), DbFailure>;
+    /// Runs the upsert over `rows` (a JSON array) and gives the keys it returned.
+    async fn upsert(&self, sql: &str, rows: &str) -> Result<Vec<String>, DbFailure>;
+    async fn delete(&self, sql: &str, key: &str) -> Result<(), DbFailure>;
+    /// The row as a JSON object's text.
+    async fn read(&self, sql: &str, key: &str) -> Result<Option<String>, DbFailure>;
+}
+
+/// A table destination over one database.
+#[derive(Debug)]
+pub struct TableSink<D: Database> {
+    db: D,
+    spec: TableSpec,
+    statements: Statements,
+    retry: RetryPolicy,
+    /// Where messages say the rows go.
+    shown: String,
+    prepared: tokio::sync::OnceCell<()>,
+    retries: Mutex<RetryCounts>,
+}
+
+/// Rows per statement at most, whatever the batch size: a refused statement
+/// is halved from there.
+const MAX_ROWS_PER_STATEMENT: usize = 10_000;
+
+impl<D: Database> TableSink<D> {
+    pub fn new(db: D, spec: TableSpec, retry: RetryPolicy, shown: String) -> Self {
+        let statements = db.dialect().statements(&spec);
+        TableSink {
+            db,
+            spec,
+            statements,
+            retry,
+            shown,
+            prepared: tokio::sync::OnceCell::new(),
+            retries: Mutex::new(RetryCounts::default()),
+        }
+    }
+
+    pub fn database(&self) -> &D {
+        &self.db
+    }
+
+    /// Creates the table when missing and adds the columns it lacks, once
+    /// (idempotent DDL: another process doing the same at once is fine).
+    async fn prepare(&self, stop: &Stop) -> Result<(), SinkError> {
+        self.prepared
+            .get_or_try_init(|| async {
+                let existing = self
+                    .statement(stop, || self.db.columns(&self.spec))
+                    .await?
+                    .0;
+                let existing = match existing {
+                    Some(columns) => columns,
+                    None if self.spec.create_table => {
+                        self.ddl(stop, &self.statements.create).await?;
+                        self.statement(stop, || self.db.columns(&self.spec))
+                            .await?
+                            .0
+                            .unwrap_or_default()
+                    }
+                    None => {
+                        return Err(SinkError::Database(format!(
+                            "{}: the table does not exist, and create_table = false",
+                            self.shown
+                        )));
+                    }
+                };
+                let existing: HashSet<String> = existing.into_iter().collect();
+                if !existing.contains(&self.spec.key_column) {
+                    return Err(SinkError::Database(format!(
+                        "{}: the table has no key column `{}` (key_column)",
+                        self.shown, self.spec.key_column
+                    )));
+                }
+                for column in sql::columns(&self.spec) {
+                    if existing.contains(&column.name) {
+                        continue;
+                    }
+                    if !self.spec.evolve {
+                        return Err(SinkError::Database(format!(
+                            "{}: the mapping writes the column `{}`, which the table does not have, and evolve = false: add the column or set evolve = true",
+                            self.shown, column.name
+                        )));
+                    }
+                    let add = self.db.dialect().add_column(&self.spec, &column);
+                    self.ddl(stop, &add).await?;
+                    tracing::info!(table = %self.shown, column = %column.name, "column added");
+                }
+                Ok(())
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// DDL that may race with another process's: losing is fine.
+    async fn ddl(&self, stop: &Stop, sql: &str) -> Result<(), SinkError> {
+        self.statement(stop, || async {
+            match self.db.execute(sql).await {
+                Err(e) if e.already_exists => Ok(()),
+                other => other,
+            }
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Runs one statement through the retry loop: a transient failure is
+    /// tried again (every statement here is idempotent), a record-level one
+    /// is the row's, anything else stops the run.
+    async fn statement<T, F, Fut>(&self, stop: &Stop, mut attempt: F) -> Result<(T, u32), SinkError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, DbFailure>>,
+    {
+        let result = retry(
+            self.retry,
+            stop,
+            true,
+            |_| {
+                let fut = attempt();
+                async move {
+                    fut.await.map_err(|e| {
+                        let class = e.class;
+                        Failed::new(e, class)
+                    })
+                }
+            },
+            |failed, delay| {
+                self.retries
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .connection += 1;
+                tracing::warn!(
+                    table = %self.shown,
+                    error = %failed.error,
+                    delay_ms = delay.as_millis() as u64,
+                    "database statement retried"
+                );
+            },
+        )
+        .await;
+        match result {
+            Ok((value, attempts)) => Ok((value, attempts.made)),
+            Err(GaveUp::Final {
+                error,
+                class: Class::RecordLevel,
+            }) => Err(SinkError::Refused(error.to_string())),
+            Err(GaveUp::Final { error, .. }) => {
+                Err(SinkError::Database(format!("{}: {error}", self.shown)))
+            }
+            Err(
+                GaveUp::Unknown { error, attempts }
+                | GaveUp::Exhausted {
+                    last: error,
+                    attempts,
+                },
+            ) => Err(SinkError::DatabaseGaveUp(format!(
+                "{}: gave up after {attempts} attempts: {error}",
+                self.shown
+            ))),
+            Err(GaveUp::Stopped(reason)) => Err(SinkError::Http(HttpError::Stopped(reason))),
+        }
+    }
+
+    /// One row of the upsert, as a JSON object keyed by column.
+    fn row(&self, write: &Write<'_>) -> Result<String, SinkError> {
+        let mut row = serde_json::Map::new();
+        row.insert(
+            self.spec.key_column.clone(),
+            Value::String(write.record.external_id.clone()),
+        );
+        row.insert(
+            self.spec.version_column.clone(),
+            Value::from(write.version_number()),
+        );
+        match &self.spec.layout {
+            Layout::Json { payload_column } => {
+                row.insert(payload_column.clone(), write.record.payload.clone());
+            }
+            Layout::Columns(columns) => {
+                let Some(payload) = write.record.payload.as_object() else {
+                    return Err(SinkError::Unwritable(
+                        "the mapped payload is not an object: it has no columns".into(),
+                    ));
+                };
+                for (field, value) in payload {
+                    if !columns.iter().any(|c| &c.name == field) {
+                        return Err(SinkError::Unwritable(format!(
+                            "the payload's field `{field}` has no column in {}",
+                            self.shown
+                        )));
+                    }
+                    row.insert(field.clone(), value.clone());
+                }
+            }
+        }
+        Ok(Value::Object(row).to_string())
+    }
+}
+
+#[async_trait::async_trait]
+impl<D: Database> Sink for TableSink<D> {
+    fn concurrency(&self) -> usize {
+        self.spec.concurrency
+    }
+
+    fn batch_size(&self) -> usize {
+        self.spec.batch_size
+    }
+
+    async fn write(&self, write: Write<'_>, stop: &Stop) -> Result<Written, SinkError> {
+        self.write_batch(vec![write], stop)
+            .await
+            .pop()
+            .unwrap_or(Err(SinkError::NotSent))
+    }
+
+    async fn write_batch(
+        &self,
+        writes: Vec<Write<'_>>,
+        stop: &Stop,
+    ) -> Vec<Result<Written, SinkError>> {
+        let mut results: Vec<Option<Result<Written, SinkError>>> =
+            (0..writes.len()).map(|_| None).collect();
+        if let Err(e) = self.prepare(stop).await {
+            return fail_rest(results, e);
+        }
+        // Rows that cannot be encoded are refused alone; the rest go.
+        let mut rows = Vec::with_capacity(writes.len());
+        let mut keys = Vec::with_capacity(writes.len());
+        let mut places = Vec::with_capacity(writes.len());
+        for (i, write) in writes.iter().enumerate() {
+            match self.row(write) {
+                Ok(row) => {
+                    rows.push(row);
+                    keys.push(write.record.external_id.as_str());
+                    places.push(i);
+                }
+                Err(e) => results[i] = Some(Err(e)),
+            }
+        }
+        let mut splitter = Splitter::new(&keys, self.spec.batch_size.min(MAX_ROWS_PER_STATEMENT));
+        let mut attempts = vec![0u32; rows.len()];
+        while let Some(range) = splitter.next_range() {
+            let mut body =
+                String::with_capacity(range.clone().map(|i| rows[i].len() + 1).sum::<usize>() + 2);
+            body.push('[');
+            for (n, i) in range.clone().enumerate() {
+                if n > 0 {
+                    body.push(',');
+                }
+                body.push_str(&rows[i]);
+            }
+            body.push(']');
+            let outcome = self
+                .statement(stop, || self.db.upsert(&self.statements.upsert, &body))
+                .await;
+            match outcome {
+                Ok((returned, made)) => {
+                    for i in range.clone() {
+                        attempts[i] += made;
+                    }
+                    let returned: HashSet<String> = returned.into_iter().collect();
+                    splitter.applied(range, |i| returned.contains(keys[i]));
+                }
+                Err(SinkError::Refused(reason)) => {
+                    for i in range.clone() {
+                        attempts[i] += 1;
+                    }
+                    splitter.refused(range, reason);
+                }
+                Err(e) => {
+                    for (n, outcome) in splitter.finish().into_iter().enumerate() {
+                        if let Some(outcome) = outcome {
+                            results[places[n]] = Some(row_result(outcome, keys[n], attempts[n]));
+                        }
+                    }
+                    return fail_rest(results, e);
+                }
+            }
+        }
+        for (n, outcome) in splitter.finish().into_iter().enumerate() {
+            let result = match outcome {
+                Some(outcome) => row_result(outcome, keys[n], attempts[n]),
+                None => Err(SinkError::NotSent),
+            };
+            results[places[n]] = Some(result);
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(SinkError::NotSent)))
+            .collect()
+    }
+
+    /// Deletes the row by key; a row not there is deleted already.
+    async fn delete(&self, delete: &Delete<'_>, stop: &Stop) -> Result<Written, SinkError> {
+        self.prepare(stop).await?;
+        let (_, made) = self
+            .statement(stop, || {
+                self.db.delete(&self.statements.delete, delete.external_id)
+            })
+            .await?;
+        Ok(Written {
+            dest_id: Some(delete.external_id.to_owned()),
+            unsettled_since: None,
+            attempts: made,
+        })
+    }
+
+    fn can_read_back(&self) -> bool {
+        true
+    }
+
+    /// The row as a JSON object, a JSON column's value as JSON.
+    async fn read_back(&self, external_id: &str, stop: &Stop) -> Result<Held, SinkError> {
+        self.prepare(stop).await?;
+        let (row, _) = self
+            .statement(stop, || self.db.read(&self.statements.read, external_id))
+            .await?;
+        let Some(text) = row else {
+            return Ok(Held::Nothing);
+        };
+        let object: Value = serde_json::from_str(&text).map_err(|e| {
+            SinkError::Database(format!("{}: a row read back is not JSON: {e}", self.shown))
+        })?;
+        Ok(Held::Object {
+            dest_id: Some(external_id.to_owned()),
+            object,
+        })
+    }
+
+    /// A statement commits on its own: it committed or it did not.
+    fn late_write_window(&self) -> Duration {
+        Duration::ZERO
+    }
+
+    /// The upsert compares versions.
+    fn refuses_older_writes(&self) -> bool {
+        true
+    }
+
+    fn retries(&self) -> RetryCounts {
+        *self.retries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn row_result(outcome: RowOutcome, key: &str, attempts: u32) -> Result<Written, SinkError> {
+    match outcome {
+        RowOutcome::Written => Ok(Written {
+            dest_id: Some(key.to_owned()),
+            unsettled_since: None,
+            attempts: attempts.max(1),
+        }),
+        RowOutcome::Superseded => Err(SinkError::Superseded),
+        RowOutcome::Refused(reason) => Err(SinkError::Refused(reason)),
+    }
+}
+
+/// The first write without an answer gets the error that stopped the batch,
+/// the others are not sent.
+fn fail_rest(
+    results: Vec<Option<Result<Written, SinkError>>>,
+    error: SinkError,
+) -> Vec<Result<Written, SinkError>> {
+    let mut error = Some(error);
+    results
+        .into_iter()
+        .map(|r| match r {
+            Some(r) => r,
+            None => Err(error.take().unwrap_or(SinkError::NotSent)),
+        })
+        .collect()
+}

@@ -1,0 +1,237 @@
+//! The SQL text of a table destination, per dialect: the table's DDL, the
+//! batched upsert (rows passed as one JSON array, unpacked by the database,
+//! so each statement is prepared once whatever the batch's size), the delete
+//! and the read-back by key.
+
+use super::{ColumnType, Layout, TableSpec};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// A column of the table as the statements see it: the key and version
+/// columns, then the mapped ones (or the payload column).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqlColumn {
+    pub name: String,
+    pub kind: ColumnType,
+}
+
+/// Every statement a table destination runs, built once when it opens.
+#[derive(Debug, Clone)]
+pub struct Statements {
+    pub create: String,
+    pub upsert: String,
+    pub delete: String,
+    pub read: String,
+}
+
+/// `"name"`, doubled quotes inside.
+pub fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `'text'`, doubled quotes inside.
+pub fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+impl Dialect {
+    pub fn type_name(self, kind: ColumnType) -> &'static str {
+        match (self, kind) {
+            (_, ColumnType::Text) => "TEXT",
+            (Dialect::Sqlite, ColumnType::BigInt) => "INTEGER",
+            (Dialect::Postgres, ColumnType::BigInt) => "BIGINT",
+            (Dialect::Sqlite, ColumnType::Double) => "REAL",
+            (Dialect::Postgres, ColumnType::Double) => "DOUBLE PRECISION",
+            (_, ColumnType::Boolean) => "BOOLEAN",
+            // TEXT, not JSON: SQLite would give a column named JSON numeric
+            // affinity and turn "5" into 5.
+            (Dialect::Sqlite, ColumnType::Json) => "TEXT",
+            (Dialect::Postgres, ColumnType::Json) => "JSONB",
+        }
+    }
+
+    /// `"schema"."table"` or `"table"`.
+    pub fn table_name(self, spec: &TableSpec) -> String {
+        match &spec.schema {
+            Some(schema) => format!("{}.{}", quote(schema), quote(&spec.table)),
+            None => quote(&spec.table),
+        }
+    }
+
+    pub fn add_column(self, spec: &TableSpec, column: &SqlColumn) -> String {
+        format!(
+            "ALTER TABLE {} ADD COLUMN {} {}",
+            self.table_name(spec),
+            quote(&column.name),
+            self.type_name(column.kind)
+        )
+    }
+
+    pub fn statements(self, spec: &TableSpec) -> Statements {
+        let table = self.table_name(spec);
+        let columns = columns(spec);
+        let key = quote(&spec.key_column);
+        let version = quote(&spec.version_column);
+        let mut definitions = vec![
+            format!("{key} TEXT PRIMARY KEY NOT NULL"),
+            format!("{version} {} NOT NULL", self.type_name(ColumnType::BigInt)),
+        ];
+        definitions.extend(
+            columns[2..]
+                .iter()
+                .map(|c| format!("{} {}", quote(&c.name), self.type_name(c.kind))),
+        );
+        let create = format!(
+            "CREATE TABLE IF NOT EXISTS {table} ({})",
+            definitions.join(", ")
+        );
+        let names: Vec<String> = columns.iter().map(|c| quote(&c.name)).collect();
+        let updates: Vec<String> = names[1..]
+            .iter()
+            .map(|n| format!("{n} = excluded.{n}"))
+            .collect();
+        let source = match self {
+            // jsonb_to_recordset types each value as its column's: a value of
+            // the wrong type fails the statement with SQLSTATE class 22.
+            Dialect::Postgres => {
+                let typed: Vec<String> = columns
+                    .iter()
+                    .map(|c| format!("{} {}", quote(&c.name), self.type_name(c.kind)))
+                    .collect();
+                format!(
+                    "SELECT {} FROM jsonb_to_recordset($1::jsonb) AS r({})",
+                    names.join(", "),
+                    typed.join(", ")
+                )
+            }
+            // `->>` gives SQL values (text, integer, real; objects and arrays as
+            // JSON text), `->` JSON text for a JSON column. `WHERE true` keeps
+            // SQLite from reading ON CONFLICT as a join's.
+            Dialect::Sqlite => {
+                let values: Vec<String> = columns
+                    .iter()
+                    .map(|c| {
+                        let op = if c.kind == ColumnType::Json {
+                            "->"
+                        } else {
+                            "->>"
+                        };
+                        format!("r.value {op} {}", literal(&format!("$.\"{}\"", c.name)))
+                    })
+                    .collect();
+                format!(
+                    "SELECT {} FROM json_each(?1) AS r WHERE true",
+                    values.join(", ")
+                )
+            }
+        };
+        let upsert = format!(
+            "INSERT INTO {table} AS t ({}) {source} ON CONFLICT ({key}) DO UPDATE SET {} WHERE t.{version} <= excluded.{version} RETURNING {key}",
+            names.join(", "),
+            updates.join(", "),
+        );
+        let delete = match self {
+            Dialect::Postgres => format!("DELETE FROM {table} WHERE {key} = $1"),
+            Dialect::Sqlite => format!("DELETE FROM {table} WHERE {key} = ?1"),
+        };
+        let read = match self {
+            Dialect::Postgres => {
+                format!("SELECT to_jsonb(t)::text FROM {table} AS t WHERE {key} = $1")
+            }
+            Dialect::Sqlite => {
+                let pairs: Vec<String> = columns
+                    .iter()
+                    .map(|c| {
+                        let value = if c.kind == ColumnType::Json {
+                            format!("json({})", quote(&c.name))
+                        } else {
+                            quote(&c.name)
+                        };
+                        format!("{}, {value}", literal(&c.name))
+                    })
+                    .collect();
+                format!(
+                    "SELECT json_object({}) FROM {table} WHERE {key} = ?1",
+                    pairs.join(", ")
+                )
+            }
+        };
+        Statements {
+            create,
+            upsert,
+            delete,
+            read,
+        }
+    }
+}
+
+/// The key and version columns, then the payload's.
+pub fn columns(spec: &TableSpec) -> Vec<SqlColumn> {
+    let mut columns = vec![
+        SqlColumn {
+            name: spec.key_column.clone(),
+            kind: ColumnType::Text,
+        },
+        SqlColumn {
+            name: spec.version_column.clone(),
+            kind: ColumnType::BigInt,
+        },
+    ];
+    match &spec.layout {
+        Layout::Columns(mapped) => columns.extend(mapped.iter().cloned()),
+        Layout::Json { payload_column } => columns.push(SqlColumn {
+            name: payload_column.clone(),
+            kind: ColumnType::Json,
+        }),
+    }
+    columns
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use expect_test::expect;
+
+    fn spec() -> TableSpec {
+        TableSpec {
+            table: "invoices".into(),
+            schema: Some("billing".into()),
+            key_column: "external_id".into(),
+            version_column: "version".into(),
+            layout: Layout::Columns(vec![
+                SqlColumn {
+                    name: "amount".into(),
+                    kind: ColumnType::BigInt,
+                },
+                SqlColumn {
+                    name: "customer".into(),
+                    kind: ColumnType::Json,
+                },
+            ]),
+            create_table: true,
+            evolve: true,
+            batch_size: 500,
+            concurrency: 2,
+        }
+    }
+
+    #[test]
+    fn postgres_statements() {
+        let s = Dialect::Postgres.statements(&spec());
+        expect![[r#"CREATE TABLE IF NOT EXISTS "billing"."invoices" ("external_id" TEXT PRIMARY KEY NOT NULL, "version" BIGINT NOT NULL, "amount" BIGINT, "customer" JSONB)"#]].assert_eq(&s.create);
+        expect![[r#"INSERT INTO "billing"."invoices" AS t ("external_id", "version", "amount", "customer") SELECT "external_id", "version", "amount", "customer" FROM jsonb_to_recordset($1::jsonb) AS r("external_id" TEXT, "version" BIGINT, "amount" BIGINT, "customer" JSONB) ON CONFLICT ("external_id") DO UPDATE SET "version" = excluded."version", "amount" = excluded."amount", "customer" = excluded."customer" WHERE t."version" <= excluded."version" RETURNING "external_id""#]].assert_eq(&s.upsert);
+    }
+
+    #[test]
+    fn sqlite_statements() {
+        let mut spec = spec();
+        spec.schema = None;
+        let s = Dialect::Sqlite.statements(&spec);
+        expect![[r#"INSERT INTO "invoices" AS t ("external_id", "version", "amount", "customer") SELECT r.value ->> '$."external_id"', r.value ->> '$."version"', r.value ->> '$."amount"', r.value -> '$."customer"' FROM json_each(?1) AS r WHERE true ON CONFLICT ("external_id") DO UPDATE SET "version" = excluded."version", "amount" = excluded."amount", "customer" = excluded."customer" WHERE t."version" <= excluded."version" RETURNING "external_id""#]].assert_eq(&s.upsert);
+        expect![[r#"SELECT json_object('external_id', "external_id", 'version', "version", 'amount', "amount", 'customer', json("customer")) FROM "invoices" WHERE "external_id" = ?1"#]].assert_eq(&s.read);
+    }
+}

@@ -1,0 +1,452 @@
+//! The table destinations against real databases: SQLite files, and the
+//! machine's PostgreSQL (`HW_TEST_PG`, else `postgres://postgres@127.0.0.1:5432/test`),
+//! each test in a schema of its own, dropped at the end.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::sql::SqlColumn;
+use super::{ColumnType, Layout, TableSpec};
+use crate::mapping::MappedRecord;
+use crate::policy::RetryPolicy;
+use crate::sink::postgres::config::PostgresSpec;
+use crate::sink::sqlite::config::SqliteSpec;
+use crate::sink::{Delete, Held, Sink, SinkError, Write};
+use crate::stop::Stop;
+
+const RETRY: RetryPolicy = RetryPolicy {
+    base: Duration::from_millis(20),
+    cap: Duration::from_millis(200),
+    max_attempts: 8,
+};
+
+fn pg_url() -> String {
+    std::env::var("HW_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// One test's database: a SQLite file in a fresh directory, or a fresh
+/// PostgreSQL schema.
+enum Db {
+    Sqlite(std::path::PathBuf),
+    Postgres { schema: String, pool: sqlx::PgPool },
+}
+
+impl Db {
+    async fn sqlite(test: &str) -> Db {
+        let dir = std::env::temp_dir().join(format!("hw-table-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        Db::Sqlite(dir.join("dest.db"))
+    }
+
+    async fn postgres(test: &str) -> Db {
+        let schema = format!("hw_{test}_{}", std::process::id());
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .connect(&pg_url())
+            .await
+            .expect("PostgreSQL at HW_TEST_PG or 127.0.0.1:5432/test");
+        let db = Db::Postgres { schema, pool };
+        db.exec(&format!(
+            "DROP SCHEMA IF EXISTS {} CASCADE",
+            db.schema_name()
+        ))
+        .await;
+        db.exec(&format!("CREATE SCHEMA {}", db.schema_name()))
+            .await;
+        db
+    }
+
+    fn schema_name(&self) -> String {
+        match self {
+            Db::Sqlite(_) => String::new(),
+            Db::Postgres { schema, .. } => schema.clone(),
+        }
+    }
+
+    /// `t` in this database's namespace.
+    fn table(&self, name: &str) -> String {
+        match self {
+            Db::Sqlite(_) => name.to_owned(),
+            Db::Postgres { schema, .. } => format!("{schema}.{name}"),
+        }
+    }
+
+    async fn exec(&self, sql: &str) {
+        match self {
+            Db::Sqlite(path) => {
+                let options = sqlx::sqlite::SqliteConnectOptions::new()
+                    .filename(path)
+                    .create_if_missing(true);
+                let pool = sqlx::SqlitePool::connect_with(options)
+                    .await
+                    .expect("sqlite");
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .execute(&pool)
+                    .await
+                    .expect(sql);
+                pool.close().await;
+            }
+            Db::Postgres { pool, .. } => {
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .execute(pool)
+                    .await
+                    .expect(sql);
+            }
+        }
+    }
+
+    fn sink(&self, spec: TableSpec, sync: &str) -> Arc<dyn Sink> {
+        match self {
+            Db::Sqlite(path) => Arc::new(
+                crate::sink::sqlite::open(
+                    &SqliteSpec {
+                        path: path.clone(),
+                        table: spec,
+                    },
+                    RETRY,
+                )
+                .expect("open"),
+            ),
+            Db::Postgres { schema, .. } => Arc::new(
+                crate::sink::postgres::open(
+                    &PostgresSpec {
+                        url: crate::secret::Secret::new(pg_url()),
+                        table: TableSpec {
+                            schema: Some(schema.clone()),
+                            ..spec
+                        },
+                    },
+                    sync,
+                    RETRY,
+                )
+                .expect("open"),
+            ),
+        }
+    }
+
+    async fn drop(self) {
+        match self {
+            Db::Sqlite(path) => {
+                if let Some(dir) = path.parent() {
+                    let _ = std::fs::remove_dir_all(dir);
+                }
+            }
+            Db::Postgres { schema, pool } => {
+                let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP SCHEMA IF EXISTS {schema} CASCADE"
+                )))
+                .execute(&pool)
+                .await;
+                pool.close().await;
+            }
+        }
+    }
+}
+
+fn spec(columns: &[(&str, ColumnType)]) -> TableSpec {
+    TableSpec {
+        table: "contacts".into(),
+        schema: None,
+        key_column: "external_id".into(),
+        version_column: "version".into(),
+        layout: Layout::Columns(
+            columns
+                .iter()
+                .map(|(name, kind)| SqlColumn {
+                    name: (*name).into(),
+                    kind: *kind,
+                })
+                .collect(),
+        ),
+        create_table: true,
+        evolve: true,
+        batch_size: 500,
+        concurrency: 2,
+    }
+}
+
+fn columns() -> TableSpec {
+    spec(&[
+        ("name", ColumnType::Text),
+        ("amount", ColumnType::BigInt),
+        ("meta", ColumnType::Json),
+    ])
+}
+
+fn record(id: &str, payload: Value) -> MappedRecord {
+    MappedRecord {
+        external_id: id.into(),
+        payload,
+        hash: String::new(),
+    }
+}
+
+fn write(record: &MappedRecord, version: i64) -> Write<'_> {
+    Write {
+        source_id: &record.external_id,
+        record,
+        version: Some(version),
+        updated_at: jiff::Timestamp::UNIX_EPOCH,
+        known_dest_id: None,
+        encoded: None,
+        rewrite_over: None,
+        unsettled_until: None,
+    }
+}
+
+async fn held(sink: &dyn Sink, id: &str) -> Value {
+    match sink.read_back(id, &Stop::never()).await.expect("read back") {
+        Held::Nothing => Value::Null,
+        Held::Object { object, .. } => object,
+    }
+}
+
+/// Upserts, an older version superseded, the same version rewritten with
+/// another payload, a nested object kept as JSON, and a delete done twice.
+async fn upserts_compare_versions(db: Db) {
+    let sink = db.sink(columns(), "upserts");
+    let stop = Stop::never();
+    let a1 = record(
+        "a",
+        json!({"name": "Ann", "amount": 5, "meta": {"tags": ["x"]}}),
+    );
+    let b3 = record("b", json!({"name": "Bob", "amount": 7}));
+    let results = sink
+        .write_batch(vec![write(&a1, 1), write(&b3, 3)], &stop)
+        .await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    // Older: superseded; same version, new payload: lands; newer: lands.
+    let b2 = record("b", json!({"name": "Old Bob", "amount": 1}));
+    let a1_again = record(
+        "a",
+        json!({"name": "Annie", "amount": 5, "meta": {"tags": ["x"]}}),
+    );
+    let results = sink
+        .write_batch(vec![write(&b2, 2), write(&a1_again, 1)], &stop)
+        .await;
+    assert!(
+        matches!(results[0], Err(SinkError::Superseded)),
+        "{results:?}"
+    );
+    assert!(results[1].is_ok(), "{results:?}");
+    assert_eq!(
+        held(sink.as_ref(), "a").await,
+        json!({"external_id": "a", "version": 1, "name": "Annie", "amount": 5, "meta": {"tags": ["x"]}})
+    );
+    assert_eq!(held(sink.as_ref(), "b").await["name"], json!("Bob"));
+    for _ in 0..2 {
+        let delete = Delete {
+            external_id: "a",
+            known_dest_id: None,
+            unsettled_until: None,
+        };
+        sink.delete(&delete, &stop).await.expect("delete");
+    }
+    assert_eq!(held(sink.as_ref(), "a").await, Value::Null);
+    db.drop().await;
+}
+
+/// A CHECK constraint refuses one row of a batch: that row alone is
+/// refused, with the database's reason; the others are written.
+async fn a_refused_row_is_refused_alone(db: Db) {
+    db.exec(&format!(
+        "CREATE TABLE {} (external_id TEXT PRIMARY KEY, version BIGINT NOT NULL, name TEXT, amount BIGINT CHECK (amount >= 0), meta TEXT)",
+        db.table("contacts")
+    ))
+    .await;
+    let sink = db.sink(
+        spec(&[("name", ColumnType::Text), ("amount", ColumnType::BigInt)]),
+        "refused",
+    );
+    let records: Vec<MappedRecord> = (0..40)
+        .map(|i| {
+            record(
+                &format!("r{i}"),
+                json!({"name": format!("n{i}"), "amount": if i == 17 || i == 30 { -1 } else { i }}),
+            )
+        })
+        .collect();
+    let writes = records.iter().map(|r| write(r, 1)).collect();
+    let results = sink.write_batch(writes, &Stop::never()).await;
+    for (i, result) in results.iter().enumerate() {
+        match result {
+            Err(SinkError::Refused(reason)) if i == 17 || i == 30 => {
+                assert!(reason.to_lowercase().contains("check"), "{reason}");
+            }
+            Ok(_) if i != 17 && i != 30 => {}
+            other => panic!("row {i}: {other:?}"),
+        }
+    }
+    assert_eq!(held(sink.as_ref(), "r17").await, Value::Null);
+    assert_eq!(held(sink.as_ref(), "r18").await["amount"], json!(18));
+    db.drop().await;
+}
+
+/// A newly mapped field adds a column; with `evolve = false` the sink
+/// refuses to write, naming the column and the table.
+async fn a_new_field_adds_a_column_unless_evolve_is_off(db: Db) {
+    let stop = Stop::never();
+    let first = db.sink(spec(&[("name", ColumnType::Text)]), "evolve");
+    let a = record("a", json!({"name": "Ann"}));
+    first.write(write(&a, 1), &stop).await.expect("write");
+    let mut frozen = spec(&[("name", ColumnType::Text), ("score", ColumnType::Double)]);
+    frozen.evolve = false;
+    let b = record("b", json!({"name": "Bob", "score": 1.5}));
+    let refused = db
+        .sink(frozen.clone(), "evolve")
+        .write(write(&b, 1), &stop)
+        .await;
+    match refused {
+        Err(e @ SinkError::Database(_)) => {
+            let message = e.to_string();
+            assert!(
+                message.contains("`score`")
+                    && message.contains("contacts")
+                    && message.contains("evolve = false"),
+                "{message}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    frozen.evolve = true;
+    let evolved = db.sink(frozen.clone(), "evolve");
+    evolved
+        .write(write(&b, 1), &stop)
+        .await
+        .expect("write with the new column");
+    assert_eq!(held(evolved.as_ref(), "b").await["score"], json!(1.5));
+    // Two sinks opening the same evolution at once do not fail.
+    let more = spec(&[
+        ("name", ColumnType::Text),
+        ("score", ColumnType::Double),
+        ("rank", ColumnType::BigInt),
+    ]);
+    let (x, y) = (db.sink(more.clone(), "evolve"), db.sink(more, "evolve"));
+    let (c, d) = (
+        record("c", json!({"rank": 1})),
+        record("d", json!({"rank": 2})),
+    );
+    let (r1, r2) = tokio::join!(x.write(write(&c, 1), &stop), y.write(write(&d, 1), &stop));
+    r1.expect("first");
+    r2.expect("second");
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn sqlite_upserts_compare_versions() {
+    upserts_compare_versions(Db::sqlite("upserts").await).await;
+}
+
+#[tokio::test]
+async fn sqlite_a_refused_row_is_refused_alone() {
+    a_refused_row_is_refused_alone(Db::sqlite("refused").await).await;
+}
+
+#[tokio::test]
+async fn sqlite_a_new_field_adds_a_column_unless_evolve_is_off() {
+    a_new_field_adds_a_column_unless_evolve_is_off(Db::sqlite("evolve").await).await;
+}
+
+#[tokio::test]
+async fn sqlite_a_missing_table_is_fatal_when_not_created() {
+    let db = Db::sqlite("missing").await;
+    let mut spec = columns();
+    spec.create_table = false;
+    let a = record("a", json!({"name": "Ann"}));
+    let result = db
+        .sink(spec, "missing")
+        .write(write(&a, 1), &Stop::never())
+        .await;
+    match result {
+        Err(e @ SinkError::Database(_)) => {
+            assert!(e.to_string().contains("create_table = false"), "{e}")
+        }
+        other => panic!("{other:?}"),
+    }
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn postgres_upserts_compare_versions() {
+    upserts_compare_versions(Db::postgres("upserts").await).await;
+}
+
+#[tokio::test]
+async fn postgres_a_refused_row_is_refused_alone() {
+    a_refused_row_is_refused_alone(Db::postgres("refused").await).await;
+}
+
+#[tokio::test]
+async fn postgres_a_new_field_adds_a_column_unless_evolve_is_off() {
+    a_new_field_adds_a_column_unless_evolve_is_off(Db::postgres("evolve").await).await;
+}
+
+/// The sink's connections are killed (`pg_terminate_backend`) while batches
+/// are written: every statement is retried on a fresh connection, and every
+/// row lands once, at its newest version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_connections_killed_mid_batch_lose_nothing() {
+    let db = Db::postgres("killed").await;
+    let sync = format!("killed-{}", std::process::id());
+    let sink = db.sink(columns(), &sync);
+    let Db::Postgres { pool, .. } = &db else {
+        unreachable!()
+    };
+    let killer_pool = pool.clone();
+    let name = crate::sink::postgres::application_name(&sync);
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let killer = {
+        let done = Arc::clone(&done);
+        tokio::spawn(async move {
+            let mut killed = 0u64;
+            while !done.load(std::sync::atomic::Ordering::Acquire) {
+                let n: i64 = sqlx::query_scalar(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1",
+                )
+                .bind(&name)
+                .fetch_one(&killer_pool)
+                .await
+                .unwrap_or(0);
+                killed += n as u64;
+                tokio::time::sleep(Duration::from_millis(15)).await;
+            }
+            killed
+        })
+    };
+    let stop = Stop::never();
+    for version in 1..=4 {
+        let records: Vec<MappedRecord> = (0..2000)
+            .map(|i| {
+                record(
+                    &format!("k{i}"),
+                    json!({"name": format!("n{i}"), "amount": version}),
+                )
+            })
+            .collect();
+        for chunk in records.chunks(500) {
+            let results = sink
+                .write_batch(chunk.iter().map(|r| write(r, version)).collect(), &stop)
+                .await;
+            for r in results {
+                r.expect("written despite killed connections");
+            }
+        }
+    }
+    done.store(true, std::sync::atomic::Ordering::Release);
+    let killed = killer.await.expect("killer");
+    assert!(killed > 0, "no connection was killed");
+    assert!(sink.retries().total() > 0, "nothing retried");
+    let (count, wrong): (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*), count(*) FILTER (WHERE version <> 4 OR amount <> 4) FROM {}",
+        db.table("contacts")
+    )))
+    .fetch_one(pool)
+    .await
+    .expect("count");
+    assert_eq!((count, wrong), (2000, 0));
+    db.drop().await;
+}
