@@ -21,5 +21,6 @@ mod reconcile;
 mod reset;
 mod runs;
 mod scripted;
+mod tables;
 mod util;
 mod writes;
