@@ -175,7 +175,9 @@ fn failure_class(cause: &FailureCause) -> String {
         FailureCause::Source(_) => ("source", "unusable_answer"),
         FailureCause::Destination(SinkError::Http(e)) => ("destination", http(e)),
         FailureCause::Destination(SinkError::File { .. }) => ("destination", "file"),
-        FailureCause::Destination(SinkError::Database(_)) => ("destination", "database"),
+        FailureCause::Destination(SinkError::Database(_) | SinkError::DatabaseGaveUp(_)) => {
+            ("destination", "database")
+        }
         FailureCause::Destination(_) => ("destination", "client"),
         FailureCause::Surge { .. } => ("records", "dead_letter_surge"),
         FailureCause::Unconfirmed(_) => ("destination", "unconfirmed"),
