@@ -199,7 +199,8 @@ impl Authenticator {
                 },
             }),
             Err(
-                GaveUp::Exhausted { last, attempts } | GaveUp::Unknown {
+                GaveUp::Exhausted { last, attempts }
+                | GaveUp::Unknown {
                     error: last,
                     attempts,
                 },
