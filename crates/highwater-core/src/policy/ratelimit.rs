@@ -18,7 +18,7 @@
 //! Learning without headers (multiplicative decrease, additive increase): two
 //! 429s within a probe period set the rate to what the server let through
 //! between them, a whole pause and the refill after it (a lone one may be
-//! chance); once learned, a 429 lowers the rate in force by a tenth; at most
+//! chance), never below half of its average so far; once learned, a 429 lowers the rate in force by a tenth; at most
 //! one change down per probe period; 429s of requests sent before the last one
 //! came back are the same event. After a probe period without a 429 the rate
 //! rises by a twentieth of the rate first learned, until a 429 comes again or
@@ -45,6 +45,9 @@ const PROBE_WAIT: Duration = Duration::from_secs(2);
 const DECREASE: f64 = 0.9;
 /// The share of a learned rate added after each probe period without a 429.
 const INCREASE: f64 = 0.05;
+/// The share of the average rate the server let through so far below which
+/// what two 429s close together let through does not lower the pace.
+const FLOOR: f64 = 0.5;
 /// The slowest learned pace: one request every twenty seconds.
 const SLOWEST: f64 = 0.05;
 /// Requests may go early by up to this many intervals (and 50 ms at most),
@@ -89,8 +92,9 @@ pub struct Pace {
     /// When the last 429 without headers came, and `accepted` then.
     last_429: Option<(Instant, u64)>,
     last_decrease: Option<Instant>,
-    /// Answers other than 429 so far.
+    /// Answers other than 429 so far, and when the first request went.
     accepted: u64,
+    first_sent: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -128,6 +132,7 @@ impl Pace {
             last_429: None,
             last_decrease: None,
             accepted: 0,
+            first_sent: None,
         }
     }
 
@@ -198,6 +203,7 @@ impl Pace {
         }
         let ticket = self.issued;
         self.issued += 1;
+        self.first_sent.get_or_insert(now);
         if probing {
             self.probe = Some((ticket, now));
         }
@@ -304,6 +310,17 @@ impl Pace {
         if self.learned.is_none() && let_through.is_none() {
             return;
         }
+        // Two 429s close together (a pause too short for the server, or
+        // chance) let little through between them: never below half of what
+        // the server let through on average so far.
+        let floor = self.first_sent.and_then(|first| {
+            let span = now.saturating_duration_since(first).as_secs_f64();
+            (span > 0.0).then(|| self.accepted as f64 / span * FLOOR)
+        });
+        let let_through = match (let_through, floor) {
+            (Some(through), Some(floor)) => Some(through.max(floor)),
+            (through, _) => through,
+        };
         let lowered = self.rate(now).map(|rate| rate * DECREASE);
         let Some(rate) = [lowered, let_through]
             .into_iter()

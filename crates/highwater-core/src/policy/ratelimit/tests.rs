@@ -379,3 +379,33 @@ fn rate_limited_answers_at_any_rate_lower_the_pace_at_most_once_per_probe_period
     assert!(lowered <= 3, "{rates:?}");
     assert!(rates.len() <= 4, "{rates:?}");
 }
+
+/// Two 429s close together (a pause too short for the server) let one
+/// request through between them: the pace does not fall to a crawl for that.
+#[test]
+fn two_429s_close_together_do_not_stall_the_pace() {
+    let start = Instant::now();
+    let mut pace = Pace::new(None, DEFAULT_PROBE_PERIOD);
+    let mut now = start;
+    let ok = Answer {
+        status: Some(200),
+        quota: None,
+    };
+    let limited = Answer {
+        status: Some(429),
+        quota: None,
+    };
+    // Twenty requests a second for ten seconds, then two 429s a second apart.
+    for _ in 0..200 {
+        let ticket = pace.try_send(now).unwrap_or_else(|_| unreachable!());
+        pace.answered(ticket, &ok, now);
+        now += Duration::from_millis(50);
+    }
+    for answer in [&limited, &ok, &limited] {
+        let ticket = pace.try_send(now).unwrap_or_else(|_| unreachable!());
+        pace.answered(ticket, answer, now);
+        now += Duration::from_millis(500);
+    }
+    let rate = pace.rate(now).unwrap_or(f64::INFINITY);
+    assert!(rate >= 8.0, "{rate} requests/s");
+}
