@@ -115,6 +115,9 @@ impl HttpSink {
             }
         }
         let mut batches = Batches::new(answered, spec.size);
+        // When each record first went out in a request without a clear answer:
+        // that request may still land, whichever later batch answered for it.
+        let mut unclear: Vec<Option<tokio::time::Instant>> = vec![None; writes.len()];
         let mut backoff = Backoff::new(self.retry);
         while let Some(group) = batches.next() {
             let (reply, items) = match self.post_batch(spec, &group, &bodies, stop).await {
@@ -137,6 +140,11 @@ impl HttpSink {
                     break;
                 }
             };
+            if let Some(since) = reply.unsettled_since {
+                for &i in &group {
+                    unclear[i].get_or_insert(since);
+                }
+            }
             let mut again = Vec::new();
             let mut last_detail = String::new();
             for (position, &i) in group.iter().enumerate() {
@@ -146,7 +154,7 @@ impl HttpSink {
                         i,
                         Ok(Written {
                             dest_id,
-                            unsettled_since: reply.unsettled_since,
+                            unsettled_since: unclear[i],
                             attempts: reply.attempts,
                         }),
                     ),
