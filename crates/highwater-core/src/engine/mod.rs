@@ -503,6 +503,13 @@ impl<'a> Runner<'a> {
         let outcome = self
             .drive_with(&source_api, &sink, window, cursor, stop, max_pages)
             .await;
+        // A completed run finished its sink before completing; after a stop or
+        // a failure what was flushed is compacted too, if it can be.
+        if !matches!(outcome, Ok(RunOutcome::Completed))
+            && let Err(e) = sink.finish().await
+        {
+            tracing::warn!(sync = %self.spec.name, error = %e, "could not finish writing the destination");
+        }
         // Counted however the invocation ended: the reading thread's requests too.
         self.retries = source_api.retries().plus(&sink.retries());
         outcome
@@ -728,6 +735,9 @@ impl<'a> Runner<'a> {
     /// completes the run with the writes that may still land.
     async fn complete(&mut self, sink: &dyn Sink, stop: &Stop) -> Result<RunOutcome, FailureCause> {
         self.settle_readbacks(sink, stop).await?;
+        // The destination holds every write in its final form before the run
+        // says so (a file compacts its log).
+        sink.finish().await.map_err(FailureCause::Destination)?;
         if !self.closing_events.is_empty() {
             let commit = PageCommit {
                 events: std::mem::take(&mut self.closing_events),

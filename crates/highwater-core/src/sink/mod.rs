@@ -440,6 +440,13 @@ pub trait Sink: Send + Sync + std::fmt::Debug {
         Ok(())
     }
 
+    /// Called once a run's writes are over (before the run completes, and
+    /// after a stop): what `flush` made durable takes its final form (a file
+    /// compacts its log into the file people read).
+    async fn finish(&self) -> Result<(), SinkError> {
+        Ok(())
+    }
+
     /// Retries made so far.
     fn retries(&self) -> RetryCounts {
         RetryCounts::default()

@@ -1,0 +1,246 @@
+//! How throughput and memory hold as the dataset grows.
+//!
+//! For each size (100,000 and 1,000,000 records by default), against a fresh
+//! simulator in this process (no faults, page size 1,000): a loop that only
+//! fetches the source's pages and parses them (the read ceiling: no sync can
+//! go faster than its source serves), then the real `highwater` binary syncing
+//! the source into a JSON Lines file, then into the destination API in `put`
+//! mode at concurrency 8. Prints records/s, the ratio to the read ceiling and
+//! the binary's own peak RSS (the simulator lives in this process, not the
+//! binary's); asserts nothing, but says when the destination is not exact.
+//! `cargo bench --bench scale [-- RECORDS...]`.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use simsaas::{SimConfig, SimSaas};
+
+const PAGE_SIZE: usize = 1_000;
+
+fn sim_config(records: usize) -> SimConfig {
+    let mut config = SimConfig::new(1, records);
+    config.invalid_ratio = 0.0;
+    config.poisoned_ratio = 0.0;
+    config
+}
+
+/// Fetches every page of the source and parses it, on its own thread and
+/// single-threaded runtime, as the binary's reading thread would.
+fn read_ceiling(source: String) -> Result<(usize, Duration), String> {
+    let thread = std::thread::Builder::new()
+        .name("ceiling".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            runtime.block_on(async move {
+                let client = reqwest::Client::new();
+                let (started, mut read) = (Instant::now(), 0);
+                let mut cursor: Option<String> = None;
+                loop {
+                    let mut request = client
+                        .get(format!("{source}/v1/cursor/invoices"))
+                        .bearer_auth("sim-token")
+                        .query(&[("limit", PAGE_SIZE.to_string())]);
+                    if let Some(token) = &cursor {
+                        request = request.query(&[("cursor", token)]);
+                    }
+                    let response = request.send().await.map_err(|e| e.to_string())?;
+                    let page: Value = response.json().await.map_err(|e| e.to_string())?;
+                    read += page["data"].as_array().map_or(0, Vec::len);
+                    match page["next_cursor"].as_str() {
+                        Some(next) => cursor = Some(next.to_owned()),
+                        None => break,
+                    }
+                }
+                Ok((read, started.elapsed()))
+            })
+        })
+        .map_err(|e| e.to_string())?;
+    thread
+        .join()
+        .map_err(|_| "the read loop panicked".to_owned())?
+}
+
+fn config(sim: &SimSaas, dir: &Path, destination: &str) -> String {
+    format!(
+        r#"[state]
+path = "{state}"
+
+[[sync]]
+name = "bench"
+
+[sync.source]
+base_url = "{source}"
+path = "/v1/cursor/invoices"
+auth = {{ type = "bearer", token = "sim-token" }}
+version_field = "version"
+page_size = {PAGE_SIZE}
+pagination = {{ style = "cursor", token_path = "next_cursor", token_param = "cursor" }}
+
+[sync.mapping]
+external_id = "{{id}}"
+fields = {{ email = "customer.email", name = "customer.name", amount_cents = "amount_cents", currency = "currency", version = "version" }}
+
+[sync.destination]
+{destination}
+"#,
+        state = dir.join("state.db").display(),
+        source = sim.source_url(),
+    )
+}
+
+fn api_destination(sim: &SimSaas) -> String {
+    format!(
+        r#"type = "http"
+base_url = "{dest}"
+mode = "put"
+path = "/v1/contacts/by-external-id/{{external_id}}"
+external_id_field = "external_id"
+auth = {{ type = "bearer", token = "sim-token" }}
+concurrency = 8"#,
+        dest = sim.dest_url()
+    )
+}
+
+fn fresh_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("highwater-scale-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::create_dir_all(&dir);
+    dir
+}
+
+/// What one run of the binary reported.
+struct Run {
+    written: u64,
+    elapsed: Duration,
+    peak_rss_mib: Option<u64>,
+}
+
+async fn run_binary(config_path: &Path) -> Result<Run, String> {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_highwater"))
+        .arg("--config")
+        .arg(config_path)
+        .args(["run", "bench", "--json"])
+        .output()
+        .await
+        .map_err(|e| format!("cannot run highwater: {e}"))?;
+    let report: Value = serde_json::from_slice(&out.stdout).map_err(|_| {
+        format!(
+            "highwater failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )
+    })?;
+    Ok(Run {
+        written: report["counters"]["written"].as_u64().unwrap_or(0),
+        elapsed: Duration::from_millis(report["elapsed_ms"].as_u64().unwrap_or(1)),
+        peak_rss_mib: report["peak_rss_kb"].as_u64().map(|kb| kb / 1024),
+    })
+}
+
+fn rate(n: u64, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64().max(1e-9)
+}
+
+fn print_run(label: &str, run: &Run, ceiling: f64) {
+    println!(
+        "  {label:<28} {:>8.0} rec/s  {:>7.2} s  ratio to the read ceiling {:.2}  peak RSS {} MiB (highwater alone)",
+        rate(run.written, run.elapsed),
+        run.elapsed.as_secs_f64(),
+        rate(run.written, run.elapsed) / ceiling,
+        run.peak_rss_mib.map_or("?".into(), |m| m.to_string()),
+    );
+}
+
+/// Lines of the JSON Lines file, and whether each record is there once.
+fn check_file(path: &Path, records: usize) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let lines = text.lines().count();
+    (lines != records).then(|| format!("the file holds {lines} lines for {records} records"))
+}
+
+async fn size(records: usize) {
+    println!("{records} records, page size {PAGE_SIZE}, no faults");
+    let sim = match SimSaas::start(sim_config(records)).await {
+        Ok(sim) => sim,
+        Err(e) => return eprintln!("cannot start the simulator: {e}"),
+    };
+    let source = sim.source_url();
+    let ceiling = match tokio::task::spawn_blocking(move || read_ceiling(source)).await {
+        Ok(Ok((read, wall))) => {
+            let ceiling = rate(read as u64, wall);
+            println!(
+                "  {:<28} {ceiling:>8.0} rec/s  {:>7.2} s  (fetch and parse pages only)",
+                "read ceiling",
+                wall.as_secs_f64()
+            );
+            ceiling
+        }
+        Ok(Err(e)) => return eprintln!("  the read loop failed: {e}"),
+        Err(e) => return eprintln!("  the read loop panicked: {e}"),
+    };
+
+    let dir = fresh_dir("jsonl");
+    let file = dir.join("out.jsonl");
+    let config_path = dir.join("highwater.toml");
+    let destination = format!("type = \"jsonl\"\nfile = \"{}\"", file.display());
+    if std::fs::write(&config_path, config(&sim, &dir, &destination)).is_err() {
+        return eprintln!("cannot write {}", config_path.display());
+    }
+    match run_binary(&config_path).await {
+        Ok(run) => {
+            print_run("API → JSON Lines file", &run, ceiling);
+            if let Some(problem) = check_file(&file, records) {
+                println!("    not exact: {problem}");
+            }
+        }
+        Err(e) => eprintln!("  {e}"),
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let dir = fresh_dir("api");
+    let config_path = dir.join("highwater.toml");
+    if std::fs::write(&config_path, config(&sim, &dir, &api_destination(&sim))).is_err() {
+        return eprintln!("cannot write {}", config_path.display());
+    }
+    match run_binary(&config_path).await {
+        Ok(run) => {
+            print_run("API → API, put, c8", &run, ceiling);
+            if sim.dest_count() != records {
+                println!(
+                    "    not exact: the destination holds {} of {records}",
+                    sim.dest_count()
+                );
+            }
+        }
+        Err(e) => eprintln!("  {e}"),
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    sim.shutdown().await;
+}
+
+fn main() {
+    let sizes: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let sizes = if sizes.is_empty() {
+        vec![100_000, 1_000_000]
+    } else {
+        sizes
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("simsaas")
+        .enable_all()
+        .build();
+    match runtime {
+        Ok(runtime) => runtime.block_on(async {
+            for records in sizes {
+                size(records).await;
+            }
+        }),
+        Err(e) => eprintln!("cannot start the simulator's runtime: {e}"),
+    }
+}
