@@ -50,6 +50,8 @@ pub(super) enum Latest {
 #[derive(Debug)]
 pub(super) struct Op {
     pub(super) id: String,
+    /// Where its line starts in the log: the later line of an id wins.
+    pub(super) at: u64,
     /// The record's line (offset and length with its newline); `None`: deleted.
     pub(super) line: Option<(u64, usize)>,
 }
@@ -186,23 +188,34 @@ impl Log {
             ops.push(match parsed {
                 Line::Record(id) => Op {
                     id,
+                    at: offset,
                     line: Some((offset, read)),
                 },
-                Line::Delete(id) => Op { id, line: None },
+                Line::Delete(id) => Op {
+                    id,
+                    at: offset,
+                    line: None,
+                },
             });
             offset += read as u64;
         }
-        // The latest line of each id wins: a stable sort keeps each id's lines
-        // in the order they were appended.
-        ops.sort_by(|a, b| a.id.cmp(&b.id));
-        let mut latest: Vec<Op> = Vec::with_capacity(ops.len());
-        for op in ops {
-            match latest.last_mut() {
-                Some(last) if last.id == op.id => *last = op,
-                _ => latest.push(op),
+        // The latest line of each id wins: sorted by id, then by place in the
+        // log (an unstable sort: no second buffer of the ops), the last of
+        // each id is kept.
+        ops.sort_unstable_by(|a, b| a.id.cmp(&b.id).then(a.at.cmp(&b.at)));
+        let mut kept = 0;
+        for index in 0..ops.len() {
+            if ops
+                .get(index + 1)
+                .is_some_and(|next| next.id == ops[index].id)
+            {
+                continue;
             }
+            ops.swap(kept, index);
+            kept += 1;
         }
-        Ok(latest)
+        ops.truncate(kept);
+        Ok(ops)
     }
 
     /// Reads `len` bytes from `offset` of the log (appended or written).

@@ -28,8 +28,9 @@ use log::{Latest, Log};
 
 /// Lines in the log that make the next flush compact it into the file: each
 /// compaction rewrites the file, so fewer would cost more passes over a large
-/// file, and more would cost more memory (an id per line, during the merge).
-pub const COMPACT_LINES: usize = 200_000;
+/// file, and more would cost more memory (an id per line, during the merge:
+/// about 8 MiB at 100,000 lines).
+pub const COMPACT_LINES: usize = 100_000;
 /// Bytes in the log that make the next flush compact it, whatever its lines.
 pub const COMPACT_BYTES: u64 = 64 << 20;
 
