@@ -8,7 +8,8 @@
 //! mode at concurrency 8. Prints records/s, the ratio to the read ceiling and
 //! the binary's own peak RSS (the simulator lives in this process, not the
 //! binary's); asserts nothing, but says when the destination is not exact.
-//! `cargo bench --bench scale [-- RECORDS...]`.
+//! `cargo bench --bench scale [-- RECORDS...]`; `SCALE_WRAPPER` (say
+//! `heaptrack -o /tmp/hw`) runs the binary under a profiler.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -120,7 +121,18 @@ struct Run {
 }
 
 async fn run_binary(config_path: &Path) -> Result<Run, String> {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_highwater"))
+    // `SCALE_WRAPPER="heaptrack -o /tmp/hw"` runs the binary under a profiler.
+    let wrapper = std::env::var("SCALE_WRAPPER").unwrap_or_default();
+    let mut words = wrapper.split_whitespace();
+    let mut command = match words.next() {
+        Some(program) => {
+            let mut command = tokio::process::Command::new(program);
+            command.args(words).arg(env!("CARGO_BIN_EXE_highwater"));
+            command
+        }
+        None => tokio::process::Command::new(env!("CARGO_BIN_EXE_highwater")),
+    };
+    let out = command
         .arg("--config")
         .arg(config_path)
         .args(["run", "bench", "--json"])

@@ -257,8 +257,12 @@ struct Runner<'a> {
     /// Records written behind another run's write that was still to go out:
     /// read back only once that run has settled it.
     behind_live: HashSet<String>,
-    /// External id → the source id whose write holds it in this invocation.
+    /// External id → the source id whose write holds it in this invocation,
+    /// until lookups find it in the ledger (`let_go_holders`).
     holders: HashMap<String, String>,
+    /// Holders the view let go, each batch with the newest page admitted
+    /// before: forgotten once that page and every older one are committed.
+    retiring_holders: VecDeque<(u64, Vec<(String, String)>)>,
     /// How a destination object says which version it holds.
     compare: Compare,
     /// How long a write without a clear answer may still land.
@@ -422,6 +426,7 @@ impl<'a> Runner<'a> {
             unsettled: HashMap::new(),
             readbacks: HashMap::new(),
             holders: HashMap::new(),
+            retiring_holders: VecDeque::new(),
             behind_live: HashSet::new(),
             compare: Compare::for_sync(spec),
             late_window: Duration::ZERO,
@@ -824,7 +829,8 @@ impl<'a> Runner<'a> {
         } = read;
         // This page's snapshot, and those of every page read after it, hold what
         // had committed before it was looked up.
-        self.view.admitted(confirmed);
+        let let_go = self.view.admitted(confirmed);
+        self.let_go_holders(let_go);
         if self.sweeps() && !self.swept {
             self.seen
                 .extend(arrivals.iter().map(|a| a.record.id().to_owned()));
@@ -857,6 +863,38 @@ impl<'a> Runner<'a> {
             }
         }
         Ok(())
+    }
+
+    /// The view let these (external id, source id) rows go: pages admitted
+    /// from now on find their holders in their lookups. Pages admitted before
+    /// hold older lookups, so the holders are forgotten only once all of those
+    /// are committed: `holders` stays as large as a merge's rows, not the run's.
+    fn let_go_holders(&mut self, let_go: Vec<(String, String)>) {
+        if !let_go.is_empty() {
+            // The newest page admitted before this one (with none, nothing
+            // waits: the loop below lets the batch go at once).
+            let newest = self.pages.last_key_value().map_or(0, |(seq, _)| *seq);
+            self.retiring_holders.push_back((newest, let_go));
+        }
+        let oldest = self.pages.first_key_value().map(|(seq, _)| *seq);
+        while let Some((newest, _)) = self.retiring_holders.front()
+            && oldest.is_none_or(|oldest| oldest > *newest)
+        {
+            self.forget_holders();
+        }
+    }
+
+    /// Forgets the oldest batch of holders let go.
+    fn forget_holders(&mut self) {
+        let Some((_, pairs)) = self.retiring_holders.pop_front() else {
+            return;
+        };
+        for (external_id, source_id) in pairs {
+            if self.holders.get(&external_id) == Some(&source_id) {
+                self.holders.remove(&external_id);
+            }
+        }
+        view::shrink(&mut self.holders);
     }
 
     /// Decides one record: resolved now, queued for writing, or held back.

@@ -89,9 +89,31 @@ impl LedgerView {
 
     /// A page looked up once `confirmed` commits were confirmed is admitted: it,
     /// and every page read after it, see what those commits put in the tables.
-    pub(super) fn admitted(&mut self, confirmed: u64) {
-        self.written.retain(|_, r| !r.seen_by(confirmed));
+    /// Returns the rows let go, as (external id, source id): lookups find which
+    /// source record holds each of those external ids from now on.
+    pub(super) fn admitted(&mut self, confirmed: u64) -> Vec<(String, String)> {
+        let mut let_go = Vec::new();
+        self.written.retain(|_, r| {
+            let seen = r.seen_by(confirmed);
+            if seen {
+                let entry = &r.value;
+                let_go.push((entry.external_id.clone(), entry.source_id.clone()));
+            }
+            !seen
+        });
         self.dead.retain(|_, r| !r.seen_by(confirmed));
+        // A map keeps its largest size: after a merge lets most rows go, the
+        // memory goes too.
+        shrink(&mut self.written);
+        shrink(&mut self.dead);
+        let_go
+    }
+}
+
+/// Gives a map's memory back once it holds less than a quarter of it.
+pub(super) fn shrink<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>) {
+    if map.capacity() > 4 * map.len().max(1024) {
+        map.shrink_to(2 * map.len());
     }
 }
 
@@ -133,6 +155,17 @@ mod tests {
         assert_eq!(version(&view, "a"), Some(1));
         view.admitted(3);
         assert_eq!(version(&view, "a"), None);
+    }
+
+    #[test]
+    fn the_rows_let_go_name_the_external_ids_lookups_now_find() {
+        let mut view = LedgerView::default();
+        view.remember_written(1, entry("a", 1));
+        view.remember_written(2, entry("b", 1));
+        view.committed(&[1], true, 1);
+        assert_eq!(view.admitted(0), Vec::new());
+        assert_eq!(view.admitted(1), vec![("a".to_owned(), "a".to_owned())]);
+        assert_eq!(view.admitted(1), Vec::new());
     }
 
     #[test]
