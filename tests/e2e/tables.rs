@@ -32,8 +32,13 @@ fn pg_url() -> String {
 
 /// The destination table of one test.
 enum Table {
+    /// A file in the test's directory, by name: `state.db` is the state
+    /// store's, whose transactions the table then shares.
     Sqlite(std::path::PathBuf),
-    Postgres { schema: String, pool: sqlx::PgPool },
+    Postgres {
+        schema: String,
+        pool: sqlx::PgPool,
+    },
 }
 
 impl Table {
@@ -222,7 +227,7 @@ async fn crash_into_table(table: Table, name: &str, seed: u64) {
         .join("\n");
     let world = World::start(name, sim, &setup).await;
     let table = match table {
-        Table::Sqlite(_) => Table::Sqlite(world.dir.join("dest.db")),
+        Table::Sqlite(file) => Table::Sqlite(world.dir.join(file)),
         other => other,
     };
     let text = std::fs::read_to_string(&world.config).expect("read config");
@@ -310,7 +315,16 @@ async fn crash_into_table(table: Table, name: &str, seed: u64) {
         "seed {seed}: only {landed} of {attempts} kills landed mid-run"
     );
     world.sim.stop_mutations();
-    world.run_to_completion().await;
+    let out = world.run_to_completion().await;
+    if let Table::Sqlite(path) = &table {
+        let shared = path == &world.state_path();
+        let said =
+            String::from_utf8_lossy(&out.stderr).contains("in the state store's transactions");
+        assert_eq!(
+            said, shared,
+            "seed {seed}: shares the store's transactions: {said}"
+        );
+    }
     apply_deletes(&world, &table, &mut gone, seed).await;
     world.run_to_completion().await;
     apply_deletes(&world, &table, &mut gone, seed).await;
@@ -379,7 +393,14 @@ async fn apply_deletes(world: &World, table: &Table, gone: &mut HashSet<String>,
 
 #[tokio::test(flavor = "multi_thread")]
 async fn crash_into_a_sqlite_table() {
-    crash_into_table(Table::Sqlite(Default::default()), "table-sqlite", 301).await;
+    crash_into_table(Table::Sqlite("dest.db".into()), "table-sqlite", 301).await;
+}
+
+/// The table in the state store's own file: its rows commit with the
+/// checkpoint, in the store's transactions.
+#[tokio::test(flavor = "multi_thread")]
+async fn crash_into_a_sqlite_table_in_the_state_store_s_file() {
+    crash_into_table(Table::Sqlite("state.db".into()), "table-shared", 303).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

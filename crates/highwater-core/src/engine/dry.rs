@@ -112,7 +112,7 @@ pub async fn dry_run(
     )?;
     let sink = spec
         .destination
-        .open(&spec.name, spec.retry, None)
+        .open(&spec.name, spec.retry, None, None)
         .map_err(FailureCause::Destination)?;
     let mut reader = Reader::new(&api, &spec.source, window, cursor);
     let mut report = DryRunReport {

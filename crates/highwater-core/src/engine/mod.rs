@@ -503,7 +503,12 @@ impl<'a> Runner<'a> {
         let sink = self
             .spec
             .destination
-            .open(&self.spec.name, self.spec.retry, delete_path)
+            .open(
+                &self.spec.name,
+                self.spec.retry,
+                delete_path,
+                Some(self.store),
+            )
             .map_err(FailureCause::Destination)?;
         let outcome = self
             .drive_with(&source_api, &sink, window, cursor, stop, max_pages)

@@ -114,7 +114,7 @@ pub async fn reconcile(
     )?;
     let sink = spec
         .destination
-        .open(&spec.name, spec.retry, None)
+        .open(&spec.name, spec.retry, None, None)
         .map_err(FailureCause::Destination)?;
     let compare = Compare::for_sync(spec);
     // The newest copy of each record in the window.

@@ -30,6 +30,7 @@ use crate::http::HttpError;
 use crate::mapping::MappedRecord;
 use crate::obs::RetryCounts;
 use crate::policy::RetryPolicy;
+use crate::state::Store;
 use crate::stop::Stop;
 
 /// One record to write.
@@ -311,19 +312,26 @@ impl DestinationSpec {
     }
 
     /// Opens the destination; `delete_path` is where a sync that deletes sends
-    /// its DELETE requests, for a destination that takes them.
+    /// its DELETE requests, for a destination that takes them. A run passes
+    /// its state store: a SQLite table in the store's file then writes in the
+    /// store's own transactions (`state::shared`); without it (a dry run, a
+    /// reconcile), that table is written as any other file.
     pub fn open(
         &self,
         sync: &str,
         retry: RetryPolicy,
         delete_path: Option<UriTemplate>,
+        store: Option<&Store>,
     ) -> Result<Arc<dyn Sink>, SinkError> {
         Ok(match self {
             DestinationSpec::Http(spec) => {
                 Arc::new(http::HttpSink::new(sync, spec.clone(), retry, delete_path)?)
             }
             DestinationSpec::JsonLines(spec) => Arc::new(jsonl::JsonLinesSink::open(spec.clone())?),
-            DestinationSpec::Sqlite(spec) => Arc::new(sqlite::open(spec, retry)?),
+            DestinationSpec::Sqlite(spec) => {
+                let shared = store.filter(|_| spec.shares_state).map(Store::share_writes);
+                Arc::new(sqlite::open(spec, retry, shared)?)
+            }
             DestinationSpec::Postgres(spec) => Arc::new(postgres::open(spec, sync, retry)?),
         })
     }
@@ -333,12 +341,14 @@ impl DestinationSpec {
     /// process is creating the same record at that moment (nothing makes a
     /// create idempotent), and a JSON Lines file has one writer: the runs of
     /// such a sync take turns. A table's upsert by key, compared by version,
-    /// is safe from two processes.
+    /// is safe from two processes — but a table in the state store's file
+    /// holds the store's write lock from a page's first write to its commit,
+    /// which another run's commits would wait on: those take turns too.
     pub fn takes_concurrent_runs(&self) -> bool {
         match self {
             DestinationSpec::Http(spec) => spec.takes_concurrent_runs(),
             DestinationSpec::JsonLines(_) => false,
-            DestinationSpec::Sqlite(_) => true,
+            DestinationSpec::Sqlite(spec) => !spec.shares_state,
             DestinationSpec::Postgres(_) => true,
         }
     }

@@ -9,7 +9,7 @@
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::Row;
 
 use super::{AuditAction, StateError, Store, micros};
 
@@ -49,7 +49,7 @@ impl Store {
     /// transaction instead (a discard does).
     pub async fn audit(&self, entry: &AuditEntry) -> Result<AuditRecord, StateError> {
         let at = now()?;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.writer().await?;
         let id = insert(&mut tx, entry, at).await?;
         tx.commit().await?;
         Ok(AuditRecord {
@@ -92,7 +92,7 @@ pub(super) fn now() -> Result<Timestamp, StateError> {
 
 /// Appends an entry in the caller's transaction; returns its id.
 pub(super) async fn insert(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut sqlx::SqliteConnection,
     entry: &AuditEntry,
     at: Timestamp,
 ) -> Result<i64, StateError> {
@@ -106,7 +106,7 @@ pub(super) async fn insert(
     .bind(to_json(&entry.scope)?)
     .bind(&entry.reason)
     .bind(to_json(&entry.details)?)
-    .fetch_one(&mut **tx)
+    .fetch_one(&mut *tx)
     .await?;
     Ok(id)
 }

@@ -46,11 +46,18 @@ pub struct Behind {
     pub live: bool,
 }
 
+/// The ledger's version of each source id in `?2` (a JSON array). `CROSS JOIN`
+/// keeps the ids outside: without statistics, SQLite's planner would read the
+/// sync's whole ledger and look each row up in the ids.
+pub(super) const NEWEST_IN_LEDGER: &str = "
+SELECT l.source_id, l.version, l.updated_at
+  FROM json_each(?2) AS a CROSS JOIN ledger AS l ON l.sync = ?1 AND l.source_id = a.value";
+
 /// Checks `batch` against the ledger and every other run's announced writes,
 /// inside the transaction that will announce it. `merge` is the statement list
 /// that merges staged ledger rows, so that the ledger read here is whole.
 pub(super) async fn check(
-    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    tx: &mut sqlx::SqliteConnection,
     state_path: &Path,
     sync: &str,
     run_id: &str,
@@ -72,25 +79,22 @@ pub(super) async fn check(
     .bind(sync)
     .bind(run_id)
     .bind(RunStatus::Open.as_str())
-    .fetch_one(&mut **tx)
+    .fetch_one(&mut *tx)
     .await?;
     if !announced_elsewhere && !committed_since {
         return Ok(Announced::default());
     }
     if committed_since {
-        sqlx::query(merge).bind(sync).execute(&mut **tx).await?;
+        sqlx::query(merge).bind(sync).execute(&mut *tx).await?;
     }
     let ids: Vec<&str> = batch.intents.iter().map(|i| i.source_id.as_str()).collect();
     let ids = serde_json::to_string(&ids).map_err(|e| StateError::Corrupt(e.to_string()))?;
     let mut newest: HashMap<String, (Option<i64>, i64)> = HashMap::new();
-    let rows = sqlx::query(
-        "SELECT l.source_id, l.version, l.updated_at
-         FROM json_each(?2) AS a JOIN ledger AS l ON l.sync = ?1 AND l.source_id = a.value",
-    )
-    .bind(sync)
-    .bind(&ids)
-    .fetch_all(&mut **tx)
-    .await?;
+    let rows = sqlx::query(NEWEST_IN_LEDGER)
+        .bind(sync)
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?;
     for row in rows {
         newest.insert(
             row.try_get("source_id")?,

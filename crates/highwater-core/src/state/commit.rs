@@ -10,7 +10,7 @@ use super::*;
 /// they appear; numbered ones would stop binding at the first gap in a statement.
 /// Ledger rows are staged, one row per commit; [`MERGE_STAGED`] moves them into
 /// the ledger.
-const COMMIT_PAGE: &str = "
+pub(super) const COMMIT_PAGE: &str = "
 INSERT INTO intents (sync, batch, run_id, rows)
   SELECT sync, batch, run_id, rows FROM (SELECT ? AS sync, ? AS batch, ? AS run_id, ? AS rows)
   WHERE batch IS NOT NULL;
@@ -82,7 +82,7 @@ INSERT INTO readbacks (sync, source_id, run_id, external_id, dest_id, version, u
 /// by source id, so each insert starts near the last one, and within an id by
 /// commit and place in the commit, so the later copy of a version wins and no
 /// row sets the ledger back to an older version.
-const MERGE_STAGED: &str = "
+pub(super) const MERGE_STAGED: &str = "
 INSERT INTO ledger (sync, source_id, external_id, dest_id, version, updated_at, payload_hash, run_id, written_at, deleted_at)
   SELECT s.sync, value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6, s.written_at, value ->> 7
   FROM ledger_staged AS s, jsonb_each(s.rows)
@@ -173,7 +173,7 @@ impl Store {
             .collect();
         let sample_written = sample_ids(page.ledger.iter().map(|e| e.source_id.as_str()));
         let sample_dead = sample_ids(page.dead_letters.iter().map(|d| d.source_id.as_str()));
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.writer().await?;
         let announced = match &page.announce {
             Some(batch) => {
                 claim::check(&mut tx, &self.path, sync, run_id, batch, MERGE_STAGED).await?
@@ -245,7 +245,7 @@ impl Store {
                 .fetch_one(&self.pool)
                 .await?;
         if staged {
-            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+            let mut tx = self.writer().await?;
             merge_staged(&mut tx, sync).await?;
             tx.commit().await?;
         }
@@ -264,7 +264,7 @@ impl Store {
         unsettled: &[Intent],
     ) -> Result<(), StateError> {
         let now = Timestamp::now().as_microsecond();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.writer().await?;
         update_checkpoint(&mut tx, run_id, Some(cursor), counters, now).await?;
         let (sync, kind): (String, String) =
             sqlx::query_as("SELECT sync, kind FROM runs WHERE run_id = ?")
@@ -342,19 +342,16 @@ fn intent_rows(batch: Option<&IntentBatch>, now: i64) -> Vec<IntentRow<'_>> {
         .collect()
 }
 
-async fn merge_staged(
-    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
-    sync: &str,
-) -> Result<(), StateError> {
+async fn merge_staged(tx: &mut sqlx::SqliteConnection, sync: &str) -> Result<(), StateError> {
     sqlx::query(MERGE_STAGED)
         .bind(sync)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?;
     Ok(())
 }
 
 async fn update_checkpoint(
-    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    tx: &mut sqlx::SqliteConnection,
     run_id: &str,
     cursor: Option<&Value>,
     counters: &Counters,
@@ -367,12 +364,12 @@ async fn update_checkpoint(
     .bind(counters_json(counters))
     .bind(now)
     .bind(run_id)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     sqlx::query("UPDATE runs SET updated_at = ? WHERE run_id = ?")
         .bind(now)
         .bind(run_id)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?;
     Ok(())
 }

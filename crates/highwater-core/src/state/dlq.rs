@@ -189,7 +189,7 @@ impl Store {
         scope: DiscardScope<'_>,
         reason: &str,
     ) -> Result<Discarded, StateError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.writer().await?;
         let asked: Option<Vec<&str>> = match scope {
             DiscardScope::Ids(ids) => {
                 let mut seen = HashSet::new();

@@ -8,7 +8,7 @@
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::Row;
 
 use super::{
     DeadLetterResolution, DeadLetterStage, Intent, LedgerEntry, StateError, Store, json_rows,
@@ -129,7 +129,7 @@ type StoredEvent = (
 
 /// Appends a commit's events, in the commit's transaction.
 pub(super) async fn append(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut sqlx::SqliteConnection,
     sync: &str,
     run_id: &str,
     now: i64,
@@ -162,7 +162,7 @@ pub(super) async fn append(
     .bind(now)
     .bind(run_id)
     .bind(json_rows(&rows)?)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     Ok(())
 }
@@ -278,11 +278,13 @@ impl Store {
     /// Forgets the events of `sync` older than `before`; returns how many
     /// commits' worth went.
     pub async fn prune_events(&self, sync: &str, before: Timestamp) -> Result<u64, StateError> {
+        let mut tx = self.writer().await?;
         let done = sqlx::query("DELETE FROM record_events WHERE sync = ? AND at < ?")
             .bind(sync)
             .bind(before.as_microsecond())
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(done.rows_affected())
     }
 }

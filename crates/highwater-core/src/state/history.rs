@@ -143,7 +143,7 @@ impl Store {
     /// earlier invocation that never recorded its end was killed: the caller holds
     /// the sync's lock, so it is not running any more.
     pub async fn resume_run(&self, run_id: &str) -> Result<(), StateError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.writer().await?;
         sqlx::query("UPDATE invocations SET outcome = ? WHERE run_id = ? AND outcome IS NULL")
             .bind(InvocationOutcome::Crashed.as_str())
             .bind(run_id)
@@ -163,6 +163,7 @@ impl Store {
     ) -> Result<(), StateError> {
         let retries =
             serde_json::to_string(&end.retries).map_err(|e| StateError::Corrupt(e.to_string()))?;
+        let mut tx = self.writer().await?;
         sqlx::query(
             "UPDATE invocations SET
                ended_at = ?2, outcome = ?3, stop_reason = ?4, error_class = ?5, error = ?6,
@@ -179,9 +180,9 @@ impl Store {
         .bind(&end.error)
         .bind(counters_json(&end.counters))
         .bind(retries)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(())
+        tx.commit().await
     }
 
     /// The runs of a sync, newest first, at most `limit` of them.
@@ -261,7 +262,7 @@ impl Store {
 
 /// Opens the next invocation of a run, at the run's checkpoint.
 pub(super) async fn begin_invocation(
-    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    tx: &mut sqlx::SqliteConnection,
     run_id: &str,
     now: i64,
 ) -> Result<(), StateError> {
@@ -274,14 +275,14 @@ pub(super) async fn begin_invocation(
     )
     .bind(now)
     .bind(run_id)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     Ok(())
 }
 
 /// Ends the run's current invocation as completed, with the run.
 pub(super) async fn complete_invocation(
-    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    tx: &mut sqlx::SqliteConnection,
     run_id: &str,
     cursor: &Value,
     counters: &Counters,
@@ -297,7 +298,7 @@ pub(super) async fn complete_invocation(
     .bind(InvocationOutcome::Completed.as_str())
     .bind(cursor.to_string())
     .bind(counters_json(counters))
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     Ok(())
 }

@@ -19,6 +19,7 @@ pub mod lock;
 mod names;
 mod private;
 mod reset;
+pub mod shared;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -60,6 +61,12 @@ pub enum StateError {
     /// A name outside its closed set, read from the store or about to be written.
     #[error("state store: {0}")]
     Name(#[from] UnknownName),
+    /// The transaction shared with a destination table in the store's file
+    /// was rolled back: rows the run was told are written are not.
+    #[error(
+        "state store: the transaction shared with the destination table was rolled back after a failure; the run stops here and its next attempt resumes from its last commit"
+    )]
+    SharedTransactionLost,
 }
 
 /// What a run has done so far; committed with each checkpoint.
@@ -241,12 +248,53 @@ impl SyncStatus {
     }
 }
 
+/// The ledger lookup of a page ([`Store::known`]): its source ids' ledger rows
+/// and dead letters, and which source ids hold its external ids — one
+/// statement, one trip to SQLite's thread. The external-id index is named:
+/// without statistics, SQLite's planner reads the sync's whole ledger for the
+/// third part instead, a cost that grows with the ledger. The rows come back
+/// as one JSON array: sqlx hands each row of a result across from SQLite's
+/// thread on its own, which cost more than the lookups.
+pub(super) const KNOWN: &str = "
+SELECT json_group_array(json_array(kind, source_id, external_id, dest_id, version, updated_at,
+                                   payload_hash, run_id, deleted_at, fingerprint)) FROM (
+SELECT 0 AS kind, source_id, external_id, dest_id, version, updated_at, payload_hash, run_id,
+       deleted_at, NULL AS fingerprint
+  FROM ledger WHERE sync = ?1 AND source_id IN (SELECT value FROM json_each(?2))
+UNION ALL
+SELECT 1, source_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, fingerprint
+  FROM dead_letters
+  WHERE sync = ?1 AND (resolved_at IS NULL OR resolution = ?4)
+    AND source_id IN (SELECT value FROM json_each(?2))
+UNION ALL
+SELECT 2, source_id, external_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+  FROM ledger INDEXED BY ledger_by_external_id
+  WHERE sync = ?1 AND external_id IN (SELECT value FROM json_each(?3)) AND deleted_at IS NULL)";
+
+/// One row of [`KNOWN`]: kind (0 ledger, 1 dead letter, 2 holder), source id,
+/// external id, destination id, version, `updated_at`, payload hash, run,
+/// `deleted_at`, fingerprint.
+type KnownRow = (
+    i64,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+);
+
 /// The embedded state store.
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: SqlitePool,
     /// Where the store lives: the locks of its syncs' runs are beside it.
     path: std::path::PathBuf,
+    /// Set when a destination table in the store's file shares its writes.
+    shared: std::sync::Arc<std::sync::OnceLock<std::sync::Arc<shared::SharedWrites>>>,
 }
 
 const MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -379,10 +427,17 @@ impl Store {
         Ok(Store {
             pool,
             path: path.to_owned(),
+            shared: Default::default(),
         })
     }
 
+    /// Closes the store. A shared transaction still open holds rows that no
+    /// commit of the store covers: it is rolled back (the pool waits for
+    /// every connection it lent).
     pub async fn close(self) {
+        if let Some(shared) = self.shared.get() {
+            shared.roll_back().await;
+        }
         self.pool.close().await;
     }
 
@@ -428,7 +483,7 @@ impl Store {
     /// Stores a new open run, its starting checkpoint and its first invocation,
     /// before anything is fetched.
     pub async fn begin_run(&self, run: &RunRow, cursor: &Value) -> Result<(), StateError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.writer().await?;
         sqlx::query(
             "INSERT INTO runs (run_id, sync, kind, status, lower_bound, watermark, started_at, updated_at)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -461,7 +516,7 @@ impl Store {
     /// run plans its window afresh, as if it had never started; it stays in the
     /// history as failed.
     pub async fn abandon_run(&self, run_id: &str) -> Result<(), StateError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.writer().await?;
         sqlx::query("DELETE FROM intents WHERE run_id = ?")
             .bind(run_id)
             .execute(&mut *tx)
@@ -500,42 +555,51 @@ impl Store {
         let json = |list: &[&str]| {
             serde_json::to_string(list).map_err(|e| StateError::Corrupt(e.to_string()))
         };
-        // One statement, one trip to SQLite's thread, for both tables.
-        let rows = sqlx::query(
-            "SELECT 0 AS kind, source_id, external_id, dest_id, version, updated_at, payload_hash, run_id,
-                    deleted_at, NULL AS fingerprint
-             FROM ledger WHERE sync = ?1 AND source_id IN (SELECT value FROM json_each(?2))
-             UNION ALL
-             SELECT 1, source_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, fingerprint
-             FROM dead_letters
-             WHERE sync = ?1 AND (resolved_at IS NULL OR resolution = ?4)
-               AND source_id IN (SELECT value FROM json_each(?2))
-             UNION ALL
-             SELECT 2, source_id, external_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL
-             FROM ledger WHERE sync = ?1 AND external_id IN (SELECT value FROM json_each(?3))
-               AND deleted_at IS NULL",
-        )
-        .bind(sync)
-        .bind(json(ids)?)
-        .bind(json(external_ids)?)
-        .bind(DeadLetterResolution::Discarded.as_str())
-        .fetch_all(&self.pool)
-        .await?;
-        for row in rows {
-            match row.try_get::<i64, _>("kind")? {
+        let rows: String = sqlx::query_scalar(KNOWN)
+            .bind(sync)
+            .bind(json(ids)?)
+            .bind(json(external_ids)?)
+            .bind(DeadLetterResolution::Discarded.as_str())
+            .fetch_one(&self.pool)
+            .await?;
+        let rows: Vec<KnownRow> =
+            serde_json::from_str(&rows).map_err(|e| StateError::Corrupt(e.to_string()))?;
+        for (
+            kind,
+            source_id,
+            external_id,
+            dest_id,
+            version,
+            updated_at,
+            hash,
+            run_id,
+            deleted_at,
+            fingerprint,
+        ) in rows
+        {
+            let missing =
+                |what: &str| StateError::Corrupt(format!("{what} missing for {source_id}"));
+            match kind {
                 0 => {
-                    let entry = ledger_entry(&row)?;
+                    let entry = LedgerEntry {
+                        external_id: external_id.ok_or_else(|| missing("external_id"))?,
+                        dest_id,
+                        version,
+                        updated_at: micros(updated_at.ok_or_else(|| missing("updated_at"))?)?,
+                        payload_hash: hash.ok_or_else(|| missing("payload_hash"))?,
+                        run_id: run_id.ok_or_else(|| missing("run_id"))?,
+                        deleted_at: deleted_at.map(micros).transpose()?,
+                        source_id,
+                    };
                     known.ledger.insert(entry.source_id.clone(), entry);
                 }
                 1 => {
-                    known
-                        .dead
-                        .insert(row.try_get("source_id")?, row.try_get("fingerprint")?);
+                    let fingerprint = fingerprint.ok_or_else(|| missing("fingerprint"))?;
+                    known.dead.insert(source_id, fingerprint);
                 }
                 _ => {
-                    known
-                        .holders
-                        .insert(row.try_get("external_id")?, row.try_get("source_id")?);
+                    let external_id = external_id.ok_or_else(|| missing("external_id"))?;
+                    known.holders.insert(external_id, source_id);
                 }
             }
         }

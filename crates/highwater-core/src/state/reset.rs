@@ -96,11 +96,7 @@ impl Store {
     /// Rewinds the sync's high-water mark, as one transaction.
     pub async fn reset(&self, request: &ResetRequest) -> Result<ResetDone, ResetError> {
         let at = now()?;
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(StateError::from)?;
+        let mut tx = self.writer().await?;
         let open: Option<String> = sqlx::query_scalar(
             "SELECT run_id FROM runs WHERE sync = ? AND kind = ? AND status = ?",
         )
@@ -159,7 +155,7 @@ impl Store {
             .execute(&mut *tx)
             .await
             .map_err(StateError::from)?;
-        tx.commit().await.map_err(StateError::from)?;
+        tx.commit().await?;
         Ok(ResetDone {
             audit_id,
             abandoned: open,

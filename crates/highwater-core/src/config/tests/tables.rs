@@ -51,6 +51,7 @@ table = "contacts"
         panic!("not sqlite");
     };
     assert_eq!(spec.path, Path::new("conf/out/crm.db"));
+    assert!(!spec.shares_state);
     let table = spec.table;
     assert_eq!(
         (
@@ -115,11 +116,22 @@ concurrency = 4
 }
 
 #[test]
+fn a_sqlite_table_in_the_state_store_s_file_shares_its_transactions() {
+    for path in ["state/hw.db", "./state/hw.db"] {
+        let DestinationSpec::Sqlite(spec) = destination(&format!(
+            "[sync.destination]\ntype = \"sqlite\"\npath = \"{path}\"\ntable = \"t\"\n"
+        )) else {
+            panic!("not sqlite");
+        };
+        assert!(spec.shares_state, "{path}");
+    }
+}
+
+#[test]
 fn table_mistakes_name_line_and_key() {
     let cases = [
         "[sync.destination]\ntype = \"sqlite\"\ntable = \"t\"\n",
         "[sync.destination]\ntype = \"sqlite\"\npath = \"x.db\"\n",
-        "[sync.destination]\ntype = \"sqlite\"\npath = \"state/hw.db\"\ntable = \"t\"\n",
         "[sync.destination]\ntype = \"sqlite\"\npath = \"x.db\"\ntable = \"my table\"\n",
         "[sync.destination]\ntype = \"sqlite\"\npath = \"x.db\"\ntable = \"t\"\nlayout = \"rows\"\n",
         "[sync.destination]\ntype = \"sqlite\"\npath = \"x.db\"\ntable = \"t\"\nkey_column = \"email\"\n",
@@ -137,7 +149,6 @@ fn table_mistakes_name_line_and_key() {
     expect![[r#"
         conf/hw.toml:33: sync "invoices_to_crm".destination: type = "sqlite" needs `path`, the database file
         conf/hw.toml:33: sync "invoices_to_crm".destination: a table destination needs `table`
-        conf/hw.toml:35: sync "invoices_to_crm".destination.path: conf/state/hw.db is the state store; use another file
         conf/hw.toml:36: sync "invoices_to_crm".destination.table: expected a name of letters, digits and `_`, not starting with a digit, at most 63 characters
         conf/hw.toml:37: sync "invoices_to_crm".destination.layout: expected "columns" (a column per mapped field) or "json" (the whole payload in one column)
         conf/hw.toml:33: sync "invoices_to_crm".destination.key_column: the mapping writes a field `email`, which is the column holding the record's external id: rename the field, or set `key_column`

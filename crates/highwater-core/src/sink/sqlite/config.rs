@@ -1,6 +1,7 @@
 //! The SQLite destination's `[sync.destination]` table: a database file
 //! (relative to the config file) and the table keys every table destination
-//! shares (`sink/table/config.rs`).
+//! shares (`sink/table/config.rs`). The file may be the state store's: the
+//! rows are then written in the store's own transactions.
 
 use std::path::{Path, PathBuf};
 
@@ -34,6 +35,9 @@ pub(crate) struct RawSqlite {
 pub struct SqliteSpec {
     pub path: PathBuf,
     pub table: TableSpec,
+    /// The file is the state store's: rows commit with the checkpoint, in
+    /// one transaction.
+    pub shares_state: bool,
 }
 
 pub(crate) fn validate(
@@ -55,20 +59,7 @@ pub(crate) fn validate(
         }
         Some(path) => {
             let text = v.string(path, &format!("{at}.path"))?;
-            let resolved = ctx.base_dir.join(text);
-            if same_file(&resolved, ctx.state_path) {
-                v.problem(
-                    path,
-                    format!("{at}.path"),
-                    format!(
-                        "{} is the state store; use another file",
-                        resolved.display()
-                    ),
-                );
-                None
-            } else {
-                Some(resolved)
-            }
+            Some(ctx.base_dir.join(text))
         }
     };
     let keys = TableKeys {
@@ -84,14 +75,16 @@ pub(crate) fn validate(
     };
     // One writer at a time: SQLite serializes writes anyway.
     let table = crate::sink::table::config::validate(v, &raw, keys, None, ctx, &at, 1);
+    let path = path?;
     Some(SqliteSpec {
-        path: path?,
+        shares_state: same_file(&path, ctx.state_path),
+        path,
         table: table?,
     })
 }
 
-/// Whether two paths name one file: the same path once `.` and `..` are
-/// resolved, or the same file on disk when both exist.
+/// Whether two paths name one file: the same path once `.` segments are
+/// dropped, or the same file on disk when both exist.
 fn same_file(a: &Path, b: &Path) -> bool {
     let normal = |p: &Path| -> PathBuf { p.components().collect() };
     if normal(a) == normal(b) {

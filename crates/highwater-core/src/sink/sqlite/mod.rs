@@ -1,12 +1,15 @@
-//! Owns the SQLite table destination: a database file of its own (not the
-//! state store's), written through one connection in WAL mode with
-//! `synchronous = FULL`, each upsert a statement that commits on its own.
+//! Owns the SQLite table destination: a database file of its own, written
+//! through one connection in WAL mode with `synchronous = FULL`, each upsert
+//! a statement that commits on its own — or the state store's file, written
+//! in the store's open write transaction (`state::shared`), so that rows and
+//! the checkpoint commit together.
 //! The SQL text is the table layer's (`sink/table/sql.rs`); this folder runs
 //! it and says what each SQLite result code means.
 
 pub mod config;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::sqlite::{
@@ -18,6 +21,8 @@ use super::SinkError;
 use super::table::sql::Dialect;
 use super::table::{Database, DbFailure, TableSink, TableSpec};
 use crate::policy::{Class, RetryPolicy};
+use crate::state::StateError;
+use crate::state::shared::SharedWrites;
 use config::SqliteSpec;
 
 /// The SQLite table destination.
@@ -25,32 +30,90 @@ pub type SqliteSink = TableSink<Sqlite>;
 
 #[derive(Debug)]
 pub struct Sqlite {
-    pool: SqlitePool,
+    connection: Connection,
+}
+
+#[derive(Debug)]
+enum Connection {
+    /// A file of its own: each statement commits on its own.
+    Own(SqlitePool),
+    /// The state store's file: each statement runs in the store's open write
+    /// transaction, which the store's next commit commits.
+    Shared(Arc<SharedWrites>),
 }
 
 /// Opens the destination; the file and table are made at the first write.
-pub fn open(spec: &SqliteSpec, retry: RetryPolicy) -> Result<SqliteSink, SinkError> {
+/// `shared` is the state store's write transaction, for a table in its file.
+pub fn open(
+    spec: &SqliteSpec,
+    retry: RetryPolicy,
+    shared: Option<Arc<SharedWrites>>,
+) -> Result<SqliteSink, SinkError> {
     let shown = format!("{} table {}", spec.path.display(), spec.table.table);
-    let options = SqliteConnectOptions::from_str("sqlite://")
-        .map_err(|e| SinkError::Database(format!("{shown}: {e}")))?
-        .filename(&spec.path)
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        // FULL: a row the engine was told is written survives power loss.
-        .synchronous(SqliteSynchronous::Full)
-        .pragma("temp_store", "memory")
-        // Another process writing the same file waits its turn.
-        .busy_timeout(Duration::from_secs(10));
-    let pool = SqlitePoolOptions::new()
-        .max_connections(1)
-        .acquire_timeout(Duration::from_secs(30))
-        .connect_lazy_with(options);
+    let connection = match shared {
+        Some(shared) => {
+            tracing::info!(table = %shown, "rows commit with the checkpoint, in the state store's transactions");
+            Connection::Shared(shared)
+        }
+        None => {
+            let options = SqliteConnectOptions::from_str("sqlite://")
+                .map_err(|e| SinkError::Database(format!("{shown}: {e}")))?
+                .filename(&spec.path)
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                // FULL: a row the engine was told is written survives power loss.
+                .synchronous(SqliteSynchronous::Full)
+                .pragma("temp_store", "memory")
+                // Another process writing the same file waits its turn.
+                .busy_timeout(Duration::from_secs(10));
+            Connection::Own(
+                SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .acquire_timeout(Duration::from_secs(30))
+                    .connect_lazy_with(options),
+            )
+        }
+    };
     Ok(TableSink::new(
-        Sqlite { pool },
+        Sqlite { connection },
         spec.table.clone(),
         retry,
         shown,
     ))
+}
+
+/// Runs `$query.$method(connection)` on the destination's connection. In the
+/// store's shared transaction, a statement that failed for its row (SQLite
+/// undid that statement alone) or DDL that found its work done leaves the
+/// transaction open; any other failure rolls it back whole, losing rows the
+/// engine was told are written, so it is fatal, and the store refuses every
+/// later commit of this process ([`SharedWrites`]).
+macro_rules! on_connection {
+    ($db:expr, $query:expr, $method:ident) => {
+        match &$db.connection {
+            Connection::Own(pool) => $query.$method(pool).await.map_err(failure),
+            Connection::Shared(shared) => {
+                let mut tx = shared.lock().await.map_err(lost)?;
+                match $query.$method(&mut *tx).await.map_err(failure) {
+                    Ok(value) => {
+                        tx.keep();
+                        Ok(value)
+                    }
+                    Err(e) if e.class == Class::RecordLevel || e.already_exists => {
+                        tx.keep();
+                        Err(e)
+                    }
+                    Err(e) => {
+                        drop(tx);
+                        Err(DbFailure {
+                            class: Class::Fatal,
+                            ..e
+                        })
+                    }
+                }
+            }
+        }
+    };
 }
 
 #[async_trait::async_trait]
@@ -60,11 +123,11 @@ impl Database for Sqlite {
     }
 
     async fn columns(&self, spec: &TableSpec) -> Result<Option<Vec<String>>, DbFailure> {
-        let rows = sqlx::query("SELECT name FROM pragma_table_info(?1)")
-            .bind(&spec.table)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(failure)?;
+        let rows = on_connection!(
+            self,
+            sqlx::query("SELECT name FROM pragma_table_info(?1)").bind(&spec.table),
+            fetch_all
+        )?;
         if rows.is_empty() {
             return Ok(None);
         }
@@ -75,36 +138,37 @@ impl Database for Sqlite {
     }
 
     async fn execute(&self, sql: &str) -> Result<(), DbFailure> {
-        sqlx::query(AssertSqlSafe(sql))
-            .execute(&self.pool)
-            .await
-            .map(|_| ())
-            .map_err(failure)
+        on_connection!(self, sqlx::query(AssertSqlSafe(sql)), execute).map(|_| ())
     }
 
     async fn upsert(&self, sql: &str, rows: &str) -> Result<Vec<String>, DbFailure> {
-        sqlx::query_scalar::<_, String>(AssertSqlSafe(sql))
-            .bind(rows)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(failure)
+        on_connection!(
+            self,
+            sqlx::query_scalar::<_, String>(AssertSqlSafe(sql)).bind(rows),
+            fetch_all
+        )
     }
 
     async fn delete(&self, sql: &str, key: &str) -> Result<(), DbFailure> {
-        sqlx::query(AssertSqlSafe(sql))
-            .bind(key)
-            .execute(&self.pool)
-            .await
-            .map(|_| ())
-            .map_err(failure)
+        on_connection!(self, sqlx::query(AssertSqlSafe(sql)).bind(key), execute).map(|_| ())
     }
 
     async fn read(&self, sql: &str, key: &str) -> Result<Option<String>, DbFailure> {
-        sqlx::query_scalar::<_, String>(AssertSqlSafe(sql))
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(failure)
+        on_connection!(
+            self,
+            sqlx::query_scalar::<_, String>(AssertSqlSafe(sql)).bind(key),
+            fetch_optional
+        )
+    }
+}
+
+/// The store refused its shared transaction: an earlier statement rolled it back.
+fn lost(e: StateError) -> DbFailure {
+    DbFailure {
+        class: Class::Fatal,
+        code: None,
+        message: e.to_string(),
+        already_exists: false,
     }
 }
 

@@ -106,8 +106,10 @@ impl Db {
                     &SqliteSpec {
                         path: path.clone(),
                         table: spec,
+                        shares_state: false,
                     },
                     RETRY,
+                    None,
                 )
                 .expect("open"),
             ),
@@ -412,7 +414,10 @@ async fn postgres_connections_killed_mid_batch_lose_nothing() {
                 .await
                 .unwrap_or(0);
                 killed += n as u64;
-                tokio::time::sleep(Duration::from_millis(15)).await;
+                // Random gaps longer than a statement on average: a
+                // statement is killed now and then, not at every attempt
+                // (on a loaded machine one can take tens of milliseconds).
+                tokio::time::sleep(Duration::from_millis(fastrand::u64(30..150))).await;
             }
             killed
         })

@@ -616,6 +616,8 @@ async fn a_run_of_another_kind_leaves_the_open_runs_floors_alone() {
 mod claim;
 mod events;
 mod history;
+mod plans;
+mod shared;
 
 #[tokio::test]
 async fn a_tombstone_is_staged_merged_and_known_and_holds_no_external_id() {

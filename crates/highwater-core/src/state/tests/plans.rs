@@ -1,0 +1,51 @@
+//! The statements a run makes per page find their rows by key. SQLite keeps no
+//! statistics here (nothing runs `ANALYZE`), so its planner guesses; a guess
+//! that reads a sync's whole ledger or dead letters costs time that grows with
+//! the ledger, and no other test would notice.
+
+use sqlx::Row;
+
+use super::super::KNOWN;
+use super::super::claim::NEWEST_IN_LEDGER;
+use super::super::commit::{COMMIT_PAGE, MERGE_STAGED};
+use super::*;
+
+/// The plan's lines that read `ledger` or `dead_letters` other than by a
+/// source id or an external id.
+async fn reads_by_sync_alone(pool: &SqlitePool, statement: &str) -> Vec<String> {
+    let plan = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "EXPLAIN QUERY PLAN {statement}"
+    )))
+    .fetch_all(pool)
+    .await
+    .unwrap_or_else(|e| panic!("plan of {statement}: {e}"));
+    plan.iter()
+        .map(|row| row.get::<String, _>("detail"))
+        .filter(|detail| {
+            let reads = detail.starts_with("SCAN ") || detail.starts_with("SEARCH ");
+            let table = ["ledger", "l", "dead_letters"]
+                .iter()
+                .any(|t| detail.split(' ').nth(1) == Some(t));
+            reads && table && !detail.contains("source_id=?") && !detail.contains("external_id=?")
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_page_s_statements_read_the_ledger_and_dead_letters_by_key() {
+    let path = temp_db("plans");
+    let store = Store::open(&path).await.expect("open");
+    let statements = COMMIT_PAGE
+        .split(";\n")
+        .chain(MERGE_STAGED.split(";\n"))
+        .chain([KNOWN, NEWEST_IN_LEDGER])
+        .map(str::trim)
+        .filter(|s| !s.is_empty());
+    let mut found = Vec::new();
+    for statement in statements {
+        for line in reads_by_sync_alone(&store.pool, statement).await {
+            found.push(format!("{line}\n  in: {statement}"));
+        }
+    }
+    assert!(found.is_empty(), "{}", found.join("\n\n"));
+}
