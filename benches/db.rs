@@ -37,6 +37,9 @@ use highwater_core::sink::table::{ColumnType, Layout, TableSpec};
 use serde_json::Value;
 use simsaas::{SimConfig, SimSaas};
 
+#[path = "support/config.rs"]
+mod support;
+
 const PAGE_SIZE: usize = 500;
 const BATCH_SIZE: usize = 1000;
 
@@ -452,34 +455,14 @@ async fn database_alone_copy(target: &Target, rows: &[String]) -> Result<(u64, D
 }
 
 fn config(source: &str, dir: &Path, target: &Target) -> String {
-    format!(
-        r#"[state]
-path = "{state}"
-
-[[sync]]
-name = "bench"
-
-[sync.source]
-base_url = "{source}"
-path = "/v1/cursor/invoices"
-auth = {{ type = "bearer", token = "sim-token" }}
-version_field = "version"
-page_size = {PAGE_SIZE}
-pagination = {{ style = "cursor", token_path = "next_cursor", token_param = "cursor" }}
-
-[sync.mapping]
-external_id = "{{id}}"
-fields = {{ email = "customer.email", name = "customer.name", amount_cents = "amount_cents", currency = "currency", version = "version" }}
-required = {{ email = "string", name = "string", amount_cents = "integer", currency = "string", version = "integer" }}
-
-[sync.destination]
-{destination}{extra}
-"#,
-        state = dir.join("state.db").display(),
-        destination = target.destination_toml(),
+    let destination = format!(
+        "[sync.destination]\n{}{}",
+        target.destination_toml(),
         // Extra destination keys to try (`concurrency = 4`), from the environment.
-        extra = std::env::var("HW_BENCH_DESTINATION").unwrap_or_default(),
-    )
+        std::env::var("HW_BENCH_DESTINATION").unwrap_or_default()
+    );
+    let required = "required = { email = \"string\", name = \"string\", amount_cents = \"integer\", currency = \"string\", version = \"integer\" }";
+    support::config(dir, source, PAGE_SIZE, required, &destination)
 }
 
 /// highwater, the real binary: records/s from its report, its peak RSS and

@@ -16,84 +16,18 @@
 
 use std::time::{Duration, Instant};
 
-use highwater_core::engine::{self, Progress, RunOptions};
-use highwater_core::state::Store;
 use simsaas::{LimitHeaders, SimConfig, SimSaas};
-use tokio_util::sync::CancellationToken;
+
+#[path = "support/engine.rs"]
+mod engine_thread;
+#[path = "support/config.rs"]
+mod support;
+use engine_thread::engine_run;
 
 fn config(sim: &SimSaas, dir: &std::path::Path, ceiling: Option<f64>) -> String {
     let rate_limit = ceiling.map_or(String::new(), |c| format!("rate_limit = {c}"));
-    format!(
-        r#"[state]
-path = "{state}"
-
-[[sync]]
-name = "bench"
-
-[sync.source]
-base_url = "{source}"
-path = "/v1/cursor/invoices"
-auth = {{ type = "bearer", token = "sim-token" }}
-version_field = "version"
-page_size = 500
-pagination = {{ style = "cursor", token_path = "next_cursor", token_param = "cursor" }}
-
-[sync.mapping]
-external_id = "{{id}}"
-fields = {{ email = "customer.email", name = "customer.name", amount_cents = "amount_cents", currency = "currency", version = "version" }}
-
-[sync.destination]
-type = "http"
-base_url = "{dest}"
-mode = "put"
-path = "/v1/contacts/by-external-id/{{external_id}}"
-external_id_field = "external_id"
-auth = {{ type = "bearer", token = "sim-token" }}
-concurrency = 8
-{rate_limit}
-"#,
-        state = dir.join("state.db").display(),
-        source = sim.source_url(),
-        dest = sim.dest_url(),
-    )
-}
-
-/// The engine, on its own thread and single-threaded runtime, as the binary runs it.
-fn engine_run(config_text: String, dir: std::path::PathBuf) -> Result<u64, String> {
-    let thread = std::thread::Builder::new()
-        .name("engine".to_owned())
-        .spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())?;
-            runtime.block_on(async move {
-                let path = dir.join("highwater.toml");
-                let config = highwater_core::config::parse(&config_text, &path, &|_| None)
-                    .map_err(|e| e.to_string())?;
-                let spec = config.sync("bench").ok_or("no sync")?.clone();
-                let store = Store::open(&config.state.path)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let (progress, _) = tokio::sync::watch::channel(Progress::default());
-                let report = engine::run(
-                    &spec,
-                    &store,
-                    engine::Plan::Incremental,
-                    RunOptions::default(),
-                    CancellationToken::new(),
-                    &progress,
-                )
-                .await
-                .map_err(|e| e.to_string())?;
-                store.close().await;
-                Ok(report.counters.written)
-            })
-        })
-        .map_err(|e| e.to_string())?;
-    thread
-        .join()
-        .map_err(|_| "the engine panicked".to_owned())?
+    let destination = support::put_destination(&sim.dest_url(), 8, &rate_limit);
+    support::config(dir, &sim.source_url(), 500, "", &destination)
 }
 
 struct Pass {

@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use simsaas::{SimConfig, SimSaas};
 
+#[path = "support/config.rs"]
+mod support;
+
 const PAGE_SIZE: usize = 1_000;
 
 fn sim_config(records: usize) -> SimConfig {
@@ -66,44 +69,11 @@ fn read_ceiling(source: String) -> Result<(usize, Duration), String> {
 }
 
 fn config(sim: &SimSaas, dir: &Path, destination: &str) -> String {
-    format!(
-        r#"[state]
-path = "{state}"
-
-[[sync]]
-name = "bench"
-
-[sync.source]
-base_url = "{source}"
-path = "/v1/cursor/invoices"
-auth = {{ type = "bearer", token = "sim-token" }}
-version_field = "version"
-page_size = {PAGE_SIZE}
-pagination = {{ style = "cursor", token_path = "next_cursor", token_param = "cursor" }}
-
-[sync.mapping]
-external_id = "{{id}}"
-fields = {{ email = "customer.email", name = "customer.name", amount_cents = "amount_cents", currency = "currency", version = "version" }}
-
-[sync.destination]
-{destination}
-"#,
-        state = dir.join("state.db").display(),
-        source = sim.source_url(),
-    )
+    support::config(dir, &sim.source_url(), PAGE_SIZE, "", destination)
 }
 
 fn api_destination(sim: &SimSaas) -> String {
-    format!(
-        r#"type = "http"
-base_url = "{dest}"
-mode = "put"
-path = "/v1/contacts/by-external-id/{{external_id}}"
-external_id_field = "external_id"
-auth = {{ type = "bearer", token = "sim-token" }}
-concurrency = 8"#,
-        dest = sim.dest_url()
-    )
+    support::put_destination(&sim.dest_url(), 8, "")
 }
 
 fn fresh_dir(name: &str) -> PathBuf {

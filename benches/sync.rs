@@ -31,6 +31,9 @@ use tokio_util::sync::CancellationToken;
 mod cpu;
 use cpu::{process_cpu, stat_cpu};
 
+#[path = "support/config.rs"]
+mod support;
+
 const PAGE_SIZE: usize = 500;
 
 fn sim_config(records: usize, latency: Duration) -> SimConfig {
@@ -104,38 +107,8 @@ async fn naive_loop(source: String, dest: String) -> Result<usize, reqwest::Erro
 }
 
 fn config(sim: &SimSaas, dir: &Path, concurrency: usize) -> String {
-    format!(
-        r#"[state]
-path = "{state}"
-
-[[sync]]
-name = "bench"
-
-[sync.source]
-base_url = "{source}"
-path = "/v1/cursor/invoices"
-auth = {{ type = "bearer", token = "sim-token" }}
-version_field = "version"
-page_size = {PAGE_SIZE}
-pagination = {{ style = "cursor", token_path = "next_cursor", token_param = "cursor" }}
-
-[sync.mapping]
-external_id = "{{id}}"
-fields = {{ email = "customer.email", name = "customer.name", amount_cents = "amount_cents", currency = "currency", version = "version" }}
-
-[sync.destination]
-type = "http"
-base_url = "{dest}"
-mode = "put"
-path = "/v1/contacts/by-external-id/{{external_id}}"
-external_id_field = "external_id"
-auth = {{ type = "bearer", token = "sim-token" }}
-concurrency = {concurrency}
-"#,
-        state = dir.join("state.db").display(),
-        source = sim.source_url(),
-        dest = sim.dest_url(),
-    )
+    let destination = support::put_destination(&sim.dest_url(), concurrency, "");
+    support::config(dir, &sim.source_url(), PAGE_SIZE, "", &destination)
 }
 
 fn fresh_dir(name: &str) -> std::path::PathBuf {

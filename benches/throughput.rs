@@ -20,10 +20,13 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use highwater_core::engine::{self, Progress, RunOptions};
-use highwater_core::state::Store;
 use simsaas::{SimConfig, SimSaas};
-use tokio_util::sync::CancellationToken;
+
+#[path = "support/engine.rs"]
+mod engine_thread;
+#[path = "support/config.rs"]
+mod support;
+use engine_thread::engine_run;
 
 const PAGE_SIZE: usize = 500;
 const BATCH: usize = 50;
@@ -75,31 +78,8 @@ impl Pass {
 }
 
 fn config(sim: &SimSaas, dir: &Path, pass: &Pass) -> String {
-    format!(
-        r#"[state]
-path = "{state}"
-
-[[sync]]
-name = "bench"
-
-[sync.source]
-base_url = "{source}"
-path = "/v1/cursor/invoices"
-auth = {{ type = "bearer", token = "sim-token" }}
-version_field = "version"
-page_size = {PAGE_SIZE}
-pagination = {{ style = "cursor", token_path = "next_cursor", token_param = "cursor" }}
-
-[sync.mapping]
-external_id = "{{id}}"
-fields = {{ email = "customer.email", name = "customer.name", amount_cents = "amount_cents", currency = "currency", version = "version" }}
-
-{destination}
-"#,
-        state = dir.join("state.db").display(),
-        source = sim.source_url(),
-        destination = pass.destination(&sim.dest_url()),
-    )
+    let destination = pass.destination(&sim.dest_url());
+    support::config(dir, &sim.source_url(), PAGE_SIZE, "", &destination)
 }
 
 fn fresh_dir(name: &str) -> PathBuf {
@@ -123,42 +103,12 @@ async fn run(pass: Pass, records: usize) -> Result<(u64, Duration, u64), String>
         .await
         .map_err(|e| format!("simulator: {e}"))?;
     let dir = fresh_dir(pass.name);
-    let path = dir.join("highwater.toml");
     let text = config(&sim, &dir, &pass);
-    let config =
-        highwater_core::config::parse(&text, &path, &|_| None).map_err(|e| e.to_string())?;
-    let spec = config.sync("bench").ok_or("no sync")?.clone();
-    // The engine on its own thread and single-threaded runtime, as the binary
-    // runs it; the simulator keeps this process's runtime.
+    let run_dir = dir.clone();
     let started = Instant::now();
-    let engine = std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| e.to_string())?;
-        runtime.block_on(async move {
-            let store = Store::open(&config.state.path)
-                .await
-                .map_err(|e| e.to_string())?;
-            let (progress, _) = tokio::sync::watch::channel(Progress::default());
-            let report = engine::run(
-                &spec,
-                &store,
-                engine::Plan::Incremental,
-                RunOptions::default(),
-                CancellationToken::new(),
-                &progress,
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-            store.close().await;
-            Ok::<u64, String>(report.counters.written)
-        })
-    });
-    let written = tokio::task::spawn_blocking(move || engine.join())
+    let written = tokio::task::spawn_blocking(move || engine_run(text, run_dir))
         .await
-        .map_err(|e| e.to_string())?
-        .map_err(|_| "the engine panicked".to_owned())??;
+        .map_err(|e| e.to_string())??;
     let elapsed = started.elapsed();
     let limited = sim.stats().dest.rate_limited;
     let _ = std::fs::remove_dir_all(dir);
