@@ -396,6 +396,11 @@ impl Store {
             // time per commit at 100,000 records in `benches/state.rs`, measured
             // when every commit inserted its rows straight into the ledger).
             .pragma("wal_autocheckpoint", "10000")
+            // 1 MiB of page cache per connection instead of SQLite's 2: the pool
+            // keeps up to four connections, each with a full cache, and past
+            // 100,000 records the ledger is far larger than either size, so
+            // lookups read it from the OS's cache whatever the size.
+            .pragma("cache_size", "-1024")
             .busy_timeout(Duration::from_secs(30));
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
