@@ -167,7 +167,10 @@ async fn size(records: usize) {
     let dir = fresh_dir("jsonl");
     let file = dir.join("out.jsonl");
     let config_path = dir.join("highwater.toml");
-    let destination = format!("type = \"jsonl\"\nfile = \"{}\"", file.display());
+    let destination = format!(
+        "[sync.destination]\ntype = \"jsonl\"\nfile = \"{}\"",
+        file.display()
+    );
     if std::fs::write(&config_path, config(&sim, &dir, &destination)).is_err() {
         return eprintln!("cannot write {}", config_path.display());
     }
