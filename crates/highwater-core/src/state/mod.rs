@@ -343,6 +343,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "tombstones",
         include_str!("../../migrations/0009_tombstones.sql"),
     ),
+    (
+        10,
+        "live_holders",
+        include_str!("../../migrations/0010_live_holders.sql"),
+    ),
 ];
 
 /// Source ids a run keeps as examples of what it wrote and dead-lettered.

@@ -49,3 +49,27 @@ async fn a_page_s_statements_read_the_ledger_and_dead_letters_by_key() {
     }
     assert!(found.is_empty(), "{}", found.join("\n\n"));
 }
+
+/// Which live record holds an external id is answered by the index alone: a
+/// read of the ledger row behind each entry cost more than the rest of the
+/// page's lookup.
+#[tokio::test]
+async fn the_holders_of_external_ids_are_read_from_the_index_alone() {
+    let path = temp_db("plans-holders");
+    let store = Store::open(&path).await.expect("open");
+    let plan: Vec<String> = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {KNOWN}")))
+        .fetch_all(&store.pool)
+        .await
+        .expect("plan")
+        .iter()
+        .map(|row| row.get::<String, _>("detail"))
+        .filter(|detail| detail.contains("external_id=?"))
+        .collect();
+    assert!(
+        !plan.is_empty()
+            && plan
+                .iter()
+                .all(|d| d.contains("COVERING INDEX ledger_by_external_id")),
+        "{plan:?}"
+    );
+}
