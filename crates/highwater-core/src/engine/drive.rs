@@ -1,0 +1,261 @@
+//! The run's loop: reads pages ahead on their own thread and, until the source
+//! is exhausted, a budget says stop or something fails, admits each page,
+//! sends its writes, takes their results and commits what is resolved.
+
+use super::*;
+
+impl Runner<'_> {
+    /// Reads pages (ahead, in their own future) and resolves them until the source
+    /// is exhausted, a budget says stop, or something fails. Writes from several
+    /// pages overlap, so one slow record does not hold up the rest; the frontier
+    /// keeps the checkpoint behind the oldest unresolved record.
+    pub(super) async fn drive(
+        &mut self,
+        window: Window,
+        cursor: Cursor,
+        stop: &Stop,
+        max_pages: Option<u64>,
+    ) -> Result<RunOutcome, FailureCause> {
+        // Lookups read the merged ledger only: what an earlier invocation staged
+        // goes in before the first one.
+        self.store.merge_staged(&self.spec.name).await?;
+        self.floors = self
+            .store
+            .floors(&self.spec.name, Some(&self.run_id))
+            .await?;
+        for readback in self.store.readbacks(&self.spec.name, &self.run_id).await? {
+            self.readbacks.insert(readback.source_id.clone(), readback);
+        }
+        let source_api = Arc::new(Api::new(
+            &self.spec.name,
+            "source",
+            self.spec.source.http.clone(),
+            self.spec.retry,
+            1,
+        )?);
+        let delete_path = self
+            .spec
+            .deletes
+            .as_ref()
+            .and_then(|d| d.delete_path.clone());
+        let sink = self
+            .spec
+            .destination
+            .open(
+                &self.spec.name,
+                self.spec.retry,
+                delete_path,
+                Some(self.store),
+            )
+            .map_err(FailureCause::Destination)?;
+        let outcome = self
+            .drive_with(&source_api, &sink, window, cursor, stop, max_pages)
+            .await;
+        // A completed run finished its sink before completing; after a stop or
+        // a failure what was flushed is compacted too, if it can be.
+        if !matches!(outcome, Ok(RunOutcome::Completed))
+            && let Err(e) = sink.finish().await
+        {
+            tracing::warn!(sync = %self.spec.name, error = %e, "could not finish writing the destination");
+        }
+        // Counted however the invocation ended: the reading thread's requests too.
+        self.retries = source_api.retries().plus(&sink.retries());
+        outcome
+    }
+
+    async fn drive_with(
+        &mut self,
+        source_api: &Arc<Api>,
+        sink: &Arc<dyn Sink>,
+        window: Window,
+        cursor: Cursor,
+        stop: &Stop,
+        max_pages: Option<u64>,
+    ) -> Result<RunOutcome, FailureCause> {
+        // A write announced before a crash left at the latest when that process
+        // died, before this one started: it settles within the window from now.
+        self.late_window = sink.late_write_window();
+        self.refuses_older = sink.refuses_older_writes();
+        let late = signed(self.late_window);
+        let started = Timestamp::now();
+        for floor in self.floors.values() {
+            let settles_at = floor
+                .settles_at
+                .unwrap_or_else(|| started.saturating_add(late).unwrap_or(started));
+            if settles_at > started {
+                self.unsettled.insert(
+                    floor.source_id.clone(),
+                    Unsettled {
+                        version: floor.version,
+                        updated_at: floor.updated_at,
+                        settles_at,
+                    },
+                );
+            }
+        }
+        let (pages_tx, pages_rx) = mpsc::channel::<Delivery>(PREFETCH);
+        // The reading thread stops when this loop is done with it, however it ends.
+        let (reading_stop, reading_guard) = stop.child();
+        let (spent_tx, spent_rx) = mpsc::unbounded_channel();
+        self.spent_tx = Some(spent_tx);
+        self.reading_since = Timestamp::now();
+        let mut window = window;
+        let source = match (&self.plan, &self.spec.deletes) {
+            // A full run must see every id the source has: no upper bound is
+            // sent, and nothing is dropped past the watermark.
+            (Plan::Full { .. }, _) => {
+                window.watermark = Timestamp::MAX;
+                crate::config::SourceSpec {
+                    upper_bound_param: None,
+                    sorted: false,
+                    ..self.spec.source.clone()
+                }
+            }
+            (Plan::Deletes, Some(deletes)) => match &deletes.feed {
+                crate::config::DeleteFeed::Endpoint(feed) => (**feed).clone(),
+                crate::config::DeleteFeed::Marker { .. } | crate::config::DeleteFeed::Absent => {
+                    return Err(FailureCause::NoDeletesFeed(self.spec.name.clone()));
+                }
+            },
+            (Plan::Deletes, None) => {
+                return Err(FailureCause::NoDeletesFeed(self.spec.name.clone()));
+            }
+            _ => self.spec.source.clone(),
+        };
+        ReadAhead {
+            api: Arc::clone(source_api),
+            sink: Arc::clone(sink),
+            source,
+            plan: self.plan.clone(),
+            mapping: self.spec.mapping.clone(),
+            window,
+            cursor,
+            store: self.store.clone(),
+            sync: self.spec.name.clone(),
+            stop: reading_stop,
+            confirmed: Arc::clone(&self.confirmed),
+        }
+        .spawn(pages_tx, spent_rx)
+        .map_err(FailureCause::Thread)?;
+        let concurrency = sink.concurrency();
+        // Every write carries its request's timeout timer, and tokio wakes its own
+        // driver (a system call) whenever a new timer is due before all those it
+        // holds, as each write's would be. A timer kept due earlier than any of
+        // them saves that call on every write. (Below 100 ms of timeout the timer
+        // would wake the loop too often to be worth it.)
+        let lead = sink.timer_lead();
+        let mut inputs = Inputs {
+            pages: pages_rx,
+            slots: WriteSlots::spawn(sink, stop, &self.unclaimed, concurrency),
+            committer: Committer::spawn(
+                self.store.clone(),
+                self.spec.name.clone(),
+                self.run_id.clone(),
+                Arc::clone(sink),
+            ),
+            stop: stop.clone(),
+            fired: Box::pin({
+                let stop = stop.clone();
+                async move { stop.fired().await }
+            }),
+            leading: Box::pin(tokio::time::sleep(lead)),
+            lead,
+        };
+        let outcome = loop {
+            // Group commit: whatever accumulated while the last commits ran goes in one.
+            let runway =
+                self.unclaimed.len() + self.announced.iter().map(|(_, j)| j.len()).sum::<usize>();
+            let announce_now = runway < RUNWAY_PER_SLOT * concurrency;
+            if inputs.committer.has_room()
+                && let Some(job) = self.next_commit(announce_now)
+                && let Err(e) = inputs.committer.send(job)
+            {
+                break Err(e);
+            }
+            let committing = inputs.committer.pending() > 0;
+            // Records held back below a floor wait until everything else is
+            // done; then the destination says whether the floor's write arrived.
+            if self.source_done && !committing && self.only_held_back_left() {
+                if let Err(e) = self.settle_held_back(sink.as_ref(), stop).await {
+                    break Err(e);
+                }
+                continue;
+            }
+            if self.source_done
+                && self.pages.is_empty()
+                && !committing
+                && self.sweeps()
+                && !self.swept
+            {
+                self.swept = true;
+                if let Err(e) = self.sweep().await {
+                    break Err(e);
+                }
+                continue;
+            }
+            if self.source_done && self.pages.is_empty() && !committing {
+                break self.complete(sink.as_ref(), stop).await;
+            }
+            if let Some(reason) = stop.reason() {
+                break Ok(RunOutcome::Stopped(reason));
+            }
+            let budget_left = max_pages.is_none_or(|max| self.admitted < max);
+            if !budget_left && self.pages.is_empty() {
+                break Ok(RunOutcome::Stopped(StopReason::MaxPages));
+            }
+            let admit = !self.source_done && budget_left && self.pages.len() < PAGES_IN_FLIGHT;
+            let event = inputs.next(admit).await;
+            match self.handle(event) {
+                Ok(None) => {}
+                Ok(Some(outcome)) => break Ok(outcome),
+                Err(e) => break Err(e),
+            }
+            if let Err(e) = self.release_waiting().await {
+                break Err(e);
+            }
+        };
+        // Writes no slot has taken are not sent.
+        self.in_flight -= self.unclaimed.drain().count();
+        // A stop keeps what is already resolved: the commits in hand finish first.
+        if matches!(outcome, Ok(RunOutcome::Stopped(_))) {
+            // Announcements are dropped: those writes are not sent.
+            self.held.clear();
+            if let Some(job) = self.next_commit(true) {
+                inputs.committer.send(job)?;
+            }
+            for ack in inputs.committer.finish().await? {
+                self.committed(&ack)?;
+            }
+        }
+        // A failure may leave writes out: wait a little for their answers, since
+        // whether anything reached the destination decides if the run is kept.
+        if outcome.is_err() {
+            let mut grace = std::pin::pin!(tokio::time::sleep(Duration::from_secs(5)));
+            while self.in_flight > 0 {
+                tokio::select! {
+                    answer = inputs.slots.answer() => match answer {
+                        Some((_, result)) => {
+                            self.in_flight -= 1;
+                            self.note_outcome(&result);
+                        }
+                        None => {
+                            self.wrote = true;
+                            break;
+                        }
+                    },
+                    () = &mut grace => {
+                        self.wrote = true;
+                        break;
+                    }
+                }
+            }
+        }
+        // The reading thread lets go of the store before the run returns.
+        drop(reading_guard);
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while inputs.pages.recv().await.is_some() {}
+        })
+        .await;
+        outcome
+    }
+}
