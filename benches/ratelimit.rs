@@ -23,6 +23,7 @@ mod engine_thread;
 #[path = "support/config.rs"]
 mod support;
 use engine_thread::engine_run;
+use highwater_core::engine::RunOptions;
 
 fn config(sim: &SimSaas, dir: &std::path::Path, ceiling: Option<f64>) -> String {
     let rate_limit = ceiling.map_or(String::new(), |c| format!("rate_limit = {c}"));
@@ -59,9 +60,10 @@ async fn pass(
     let text = config(&sim, &dir, ceiling);
     let started = Instant::now();
     let run_dir = dir.clone();
-    let written = tokio::task::spawn_blocking(move || engine_run(text, run_dir))
-        .await
-        .map_err(|e| e.to_string())??;
+    let written =
+        tokio::task::spawn_blocking(move || engine_run(text, run_dir, RunOptions::default()))
+            .await
+            .map_err(|e| e.to_string())??;
     let wall = started.elapsed();
     let stats = sim.stats();
     sim.shutdown().await;

@@ -21,18 +21,19 @@ use std::future::Future;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use highwater_core::engine::{self, Progress, RunOptions};
-use highwater_core::state::Store;
+use highwater_core::engine::RunOptions;
 use serde_json::{Value, json};
 use simsaas::{SimConfig, SimSaas};
-use tokio_util::sync::CancellationToken;
 
 #[path = "../crates/highwater-core/benches/support/cpu.rs"]
 mod cpu;
 use cpu::{process_cpu, stat_cpu};
 
+#[path = "support/engine.rs"]
+mod engine_thread;
 #[path = "support/config.rs"]
 mod support;
+use engine_thread::engine_run;
 
 const PAGE_SIZE: usize = 500;
 
@@ -116,38 +117,6 @@ fn fresh_dir(name: &str) -> std::path::PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::create_dir_all(&dir);
     dir
-}
-
-/// highwater's engine, in this process, on its own thread.
-async fn engine_run(
-    config_text: String,
-    dir: std::path::PathBuf,
-    events: bool,
-) -> Result<u64, String> {
-    let path = dir.join("highwater.toml");
-    let config =
-        highwater_core::config::parse(&config_text, &path, &|_| None).map_err(|e| e.to_string())?;
-    let spec = config.sync("bench").ok_or("no sync")?.clone();
-    let store = Store::open(&config.state.path)
-        .await
-        .map_err(|e| e.to_string())?;
-    let (progress, _) = tokio::sync::watch::channel(Progress::default());
-    let options = RunOptions {
-        event_retention: (!events).then_some(Duration::ZERO),
-        ..RunOptions::default()
-    };
-    let report = engine::run(
-        &spec,
-        &store,
-        engine::Plan::Incremental,
-        options,
-        CancellationToken::new(),
-        &progress,
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    store.close().await;
-    Ok(report.counters.written)
 }
 
 /// Peak RSS of this process since the last reset (Linux), in MiB.
@@ -252,17 +221,13 @@ async fn pass(records: usize, latency: Duration, client: Client) -> Result<Pass,
             let events = matches!(client, Client::Engine(_));
             let dir = fresh_dir(&format!("c{concurrency}"));
             let text = config(&sim, &dir, concurrency);
-            let state = dir.clone();
-            let joined = on_own_thread(&format!("engine-c{concurrency}"), move || {
-                engine_run(text, state, events)
-            })
-            .join();
+            let options = RunOptions {
+                event_retention: (!events).then_some(Duration::ZERO),
+                ..RunOptions::default()
+            };
+            let outcome = engine_run(text, dir.clone(), options);
             let _ = std::fs::remove_dir_all(&dir);
-            match joined {
-                Ok(Ok(n)) => n,
-                Ok(Err(e)) => return Err(format!("highwater failed: {e}")),
-                Err(_) => return Err("highwater panicked".into()),
-            }
+            outcome.map_err(|e| format!("highwater failed: {e}"))?
         }
     };
     let cpu = process_cpu().saturating_sub(cpu_before);

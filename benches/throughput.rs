@@ -27,6 +27,7 @@ mod engine_thread;
 #[path = "support/config.rs"]
 mod support;
 use engine_thread::engine_run;
+use highwater_core::engine::RunOptions;
 
 const PAGE_SIZE: usize = 500;
 const BATCH: usize = 50;
@@ -106,9 +107,10 @@ async fn run(pass: Pass, records: usize) -> Result<(u64, Duration, u64), String>
     let text = config(&sim, &dir, &pass);
     let run_dir = dir.clone();
     let started = Instant::now();
-    let written = tokio::task::spawn_blocking(move || engine_run(text, run_dir))
-        .await
-        .map_err(|e| e.to_string())??;
+    let written =
+        tokio::task::spawn_blocking(move || engine_run(text, run_dir, RunOptions::default()))
+            .await
+            .map_err(|e| e.to_string())??;
     let elapsed = started.elapsed();
     let limited = sim.stats().dest.rate_limited;
     let _ = std::fs::remove_dir_all(dir);

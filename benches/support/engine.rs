@@ -9,8 +9,8 @@ use highwater_core::state::Store;
 use tokio_util::sync::CancellationToken;
 
 /// Runs the `bench` sync of `config_text` (a config file in `dir`) to its
-/// end; blocks until it is done. Returns the records written.
-pub fn engine_run(config_text: String, dir: PathBuf) -> Result<u64, String> {
+/// end with `options`; blocks until it is done. Returns the records written.
+pub fn engine_run(config_text: String, dir: PathBuf, options: RunOptions) -> Result<u64, String> {
     let thread = std::thread::Builder::new()
         .name("engine".to_owned())
         .spawn(move || {
@@ -31,7 +31,7 @@ pub fn engine_run(config_text: String, dir: PathBuf) -> Result<u64, String> {
                     &spec,
                     &store,
                     engine::Plan::Incremental,
-                    RunOptions::default(),
+                    options,
                     CancellationToken::new(),
                     &progress,
                 )
