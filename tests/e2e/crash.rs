@@ -59,6 +59,9 @@ async fn crash_and_recover(style: Style, mode: Mode, seed: u64) {
         sim.dest.delayed_apply_ratio = 0.04;
         sim.dest.rate_limit_ratio = 0.02;
         sim.dest.rate_limit_date_ratio = 0.01;
+        // And a request takes longer: at 4 ms for fifty records the run
+        // could finish before twenty kills had landed.
+        sim.dest.latency = Duration::from_millis(20);
     }
     sim.mutations.max = 300;
     sim.mutations.interval = Duration::from_millis(10);
