@@ -536,9 +536,14 @@ impl SimSaas {
     }
 
     pub fn stats(&self) -> SimStats {
+        let shared = &self.inner.shared;
+        let side = |counters: &Counters, holdoff: &Holdoff| SideStats {
+            rate_limit_incidents: holdoff.incidents(),
+            ..counters.snapshot()
+        };
         SimStats {
-            source: self.inner.shared.source_stats.snapshot(),
-            dest: self.inner.shared.dest_stats.snapshot(),
+            source: side(&shared.source_stats, &shared.source_holdoff),
+            dest: side(&shared.dest_stats, &shared.dest_holdoff),
         }
     }
 

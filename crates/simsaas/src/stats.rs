@@ -22,6 +22,10 @@ pub struct SideStats {
     pub rate_limited: u64,
     /// 429 with `Retry-After: <HTTP-date>`.
     pub rate_limited_date: u64,
+    /// 429s of both forms, counted once per incident: those sent within
+    /// [`IN_FLIGHT_GRACE`](crate::IN_FLIGHT_GRACE) of an incident's first one
+    /// answered requests already on their way.
+    pub rate_limit_incidents: u64,
     /// 5xx answers from bursts and destination slow writes.
     pub server_errors: u64,
     pub slow: u64,
@@ -88,6 +92,7 @@ impl Counters {
             requests: g(&self.requests),
             rate_limited: g(&self.rate_limited),
             rate_limited_date: g(&self.rate_limited_date),
+            rate_limit_incidents: 0,
             server_errors: g(&self.server_errors),
             slow: g(&self.slow),
             commit_then_timeout: g(&self.commit_then_timeout),
