@@ -11,7 +11,9 @@
 //! `X-RateLimit-*` (reset in seconds, then as an epoch timestamp) and by the
 //! IETF `RateLimit` / `RateLimit-Policy` fields. Prints the destination's
 //! requests per second over the run, their ratio to N, and the 429s the
-//! simulator sent; asserts nothing.
+//! simulator sent, also counted by incident as the rate-limit tests count them
+//! (requests already on their way when an incident began meet one too);
+//! asserts nothing.
 //! `cargo bench --bench ratelimit [-- N [SECONDS]]` (defaults: 100 and 20).
 
 use std::time::{Duration, Instant};
@@ -35,6 +37,9 @@ struct Pass {
     requests: u64,
     wall: Duration,
     answered_429: u64,
+    /// The simulator's incidents of 429s: those answering requests already
+    /// on their way when an incident's first one left belong to it.
+    incidents_429: u64,
 }
 
 async fn pass(
@@ -75,6 +80,7 @@ async fn pass(
         requests: stats.dest.requests,
         wall,
         answered_429: stats.dest.rate_limited + stats.dest.rate_limited_date,
+        incidents_429: stats.dest.rate_limit_incidents,
     })
 }
 
@@ -123,11 +129,12 @@ async fn bench() {
             Ok(p) => {
                 let rate = p.requests as f64 / p.wall.as_secs_f64().max(1e-9);
                 println!(
-                    "{label:<36} {:>7} requests in {:>6.1} s: {rate:>7.1} requests/s, {:.3} of N, {} answered 429",
+                    "{label:<36} {:>7} requests in {:>6.1} s: {rate:>7.1} requests/s, {:.3} of N, {} answered 429 in {} incidents",
                     p.requests,
                     p.wall.as_secs_f64(),
                     rate / limit,
                     p.answered_429,
+                    p.incidents_429,
                 );
             }
             Err(e) => println!("{label:<36} failed: {e}"),
