@@ -34,11 +34,13 @@ async fn run(world: &World) -> (u64, u64, Duration) {
     world.assert_retry_after_respected();
     let stats = world.sim.stats();
     let answered_429 = stats.dest.rate_limited + stats.dest.rate_limited_date;
-    eprintln!(
-        "{answered_429} answers of 429 in {} incidents",
-        stats.dest.rate_limit_incidents
-    );
-    (stats.dest.rate_limit_incidents, stats.dest.requests, took)
+    let incidents = stats.dest.rate_limit_incidents;
+    eprintln!("{answered_429} answers of 429 in {incidents} incidents");
+    // The incidents group the answers: none without an answer, at least one
+    // with one, never more than the answers.
+    assert_eq!(incidents == 0, answered_429 == 0, "{stats:?}");
+    assert!(incidents <= answered_429, "{stats:?}");
+    (incidents, stats.dest.requests, took)
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -92,6 +92,7 @@ impl Counters {
             requests: g(&self.requests),
             rate_limited: g(&self.rate_limited),
             rate_limited_date: g(&self.rate_limited_date),
+            // The side's holdoff groups 429s into incidents: `SimSaas::stats` fills it in.
             rate_limit_incidents: 0,
             server_errors: g(&self.server_errors),
             slow: g(&self.slow),
