@@ -21,7 +21,7 @@ mod private;
 mod reset;
 pub mod shared;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -250,9 +250,13 @@ impl SyncStatus {
 
 /// The ledger lookup of a page ([`Store::known`]): its source ids' ledger rows
 /// and dead letters, and which source ids hold its external ids — one
-/// statement, one trip to SQLite's thread. The external-id index is named:
-/// without statistics, SQLite's planner reads the sync's whole ledger for the
-/// third part instead, a cost that grows with the ledger. The rows come back
+/// statement, one trip to SQLite's thread. A row whose external id is its own
+/// source id is not in the external-id index: when the external id is one of
+/// the page's source ids its row comes back in the first part, which
+/// [`Store::known`] reads as the holder too, and otherwise in the last. The
+/// external-id index is named: without statistics, SQLite's planner reads the
+/// sync's whole ledger for the third part instead, a cost that grows with the
+/// ledger. The rows come back
 /// as one JSON array: sqlx hands each row of a result across from SQLite's
 /// thread on its own, which cost more than the lookups.
 pub(super) const KNOWN: &str = "
@@ -269,7 +273,13 @@ SELECT 1, source_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, fingerprint
 UNION ALL
 SELECT 2, source_id, external_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL
   FROM ledger INDEXED BY ledger_by_external_id
-  WHERE sync = ?1 AND external_id IN (SELECT value FROM json_each(?3)) AND deleted_at IS NULL)";
+  WHERE sync = ?1 AND external_id IN (SELECT value FROM json_each(?3)) AND deleted_at IS NULL
+    AND external_id <> source_id
+UNION ALL
+SELECT 2, source_id, external_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+  FROM ledger
+  WHERE sync = ?1 AND source_id IN (SELECT value FROM json_each(?3) EXCEPT SELECT value FROM json_each(?2))
+    AND external_id = source_id AND deleted_at IS NULL)";
 
 /// One row of [`KNOWN`]: kind (0 ledger, 1 dead letter, 2 holder), source id,
 /// external id, destination id, version, `updated_at`, payload hash, run,
@@ -347,6 +357,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         10,
         "live_holders",
         include_str!("../../migrations/0010_live_holders.sql"),
+    ),
+    (
+        11,
+        "own_key_holders",
+        include_str!("../../migrations/0011_own_key_holders.sql"),
     ),
 ];
 
@@ -581,6 +596,7 @@ impl Store {
             .await?;
         let rows: Vec<KnownRow> =
             serde_json::from_str(&rows).map_err(|e| StateError::Corrupt(e.to_string()))?;
+        let wanted: HashSet<&str> = external_ids.iter().copied().collect();
         for (
             kind,
             source_id,
@@ -608,6 +624,14 @@ impl Store {
                         deleted_at: deleted_at.map(micros).transpose()?,
                         source_id,
                     };
+                    if entry.deleted_at.is_none()
+                        && entry.external_id == entry.source_id
+                        && wanted.contains(entry.external_id.as_str())
+                    {
+                        known
+                            .holders
+                            .insert(entry.external_id.clone(), entry.source_id.clone());
+                    }
                     known.ledger.insert(entry.source_id.clone(), entry);
                 }
                 1 => {

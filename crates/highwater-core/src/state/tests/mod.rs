@@ -681,3 +681,50 @@ async fn a_tombstone_is_staged_merged_and_known_and_holds_no_external_id() {
     let story = store.record_state("billing", "a").await.expect("state");
     assert_eq!(story.ledger.map(|l| l.deleted_at), Some(None));
 }
+
+/// A record keyed by its own source id holds that external id without an entry
+/// in the external-id index: found whether or not its source id is one of the
+/// page's, and not once it is deleted.
+#[tokio::test]
+async fn a_record_keyed_by_its_own_id_holds_it() {
+    let path = temp_db("own-key-holders");
+    let store = Store::open(&path).await.expect("open");
+    store
+        .begin_run(&run("r1", 1000), &json!({"kind": "start"}))
+        .await
+        .expect("begin");
+    let own = |id: &str| LedgerEntry {
+        external_id: id.into(),
+        ..entry(id, 1)
+    };
+    let gone = LedgerEntry {
+        deleted_at: Some(Timestamp::UNIX_EPOCH),
+        ..own("c")
+    };
+    let page = PageCommit {
+        ledger: vec![own("a"), own("b"), gone, entry("d", 1)],
+        merge: true,
+        ..PageCommit::default()
+    };
+    store
+        .commit_page("billing", "r1", &page, None, &Counters::default())
+        .await
+        .expect("commit");
+    let holders = |ids: &'static [&'static str], external: &'static [&'static str]| {
+        let store = store.clone();
+        async move {
+            let known = store.known("billing", ids, external).await.expect("known");
+            let mut holders: Vec<_> = known.holders.into_iter().collect();
+            holders.sort();
+            holders
+        }
+    };
+    let pair = |e: &str, s: &str| (e.to_owned(), s.to_owned());
+    // On the page, and not on it; another record's key; a deleted record's.
+    assert_eq!(
+        holders(&["a", "x"], &["a", "b", "ext-d", "c"]).await,
+        [pair("a", "a"), pair("b", "b"), pair("ext-d", "d")]
+    );
+    // On the page but not asked for: no holder.
+    assert_eq!(holders(&["a", "b"], &["b"]).await, [pair("b", "b")]);
+}
