@@ -12,22 +12,23 @@
 //! `cargo bench --bench db [-- RECORDS...]` (default 100000 and 1000000);
 //! PostgreSQL at `HW_BENCH_PG`, else `postgres://postgres@127.0.0.1:5432/test`.
 //!
-//! Measured on two shared cores (PostgreSQL 15 on the same machine):
+//! Measured on two shared cores, PostgreSQL 15 on the same machine, at
+//! 170b115 (figures move by a sixth between runs; compare ratios within one):
 //!
-//! | records | destination | highwater rec/s, peak RSS | (a) loader | (b) alone | hw/(a) |
-//! |---------|-------------|---------------------------|------------|-----------|--------|
-//! | 100k    | PostgreSQL  | 19,400–20,500, 96 MiB     | 58–63k     | 85k       | 0.31   |
-//! | 100k    | SQLite      | 23,700, 107 MiB           | 54k        | 73k       | 0.44   |
-//! | 1M      | PostgreSQL  | 3,700, 599 MiB            | 48k        | 64k       | 0.08   |
-//! | 1M      | SQLite      | 4,800, 599 MiB            | 49k        | 63k       | 0.10   |
+//! | records | destination           | highwater rec/s, peak RSS | (a) loader | (b) alone | hw/(a) |
+//! |---------|-----------------------|---------------------------|------------|-----------|--------|
+//! | 100k    | PostgreSQL            | 30,075, 62 MiB            | 61,515     | 110,561   | 0.49   |
+//! | 100k    | SQLite                | 39,032, 71 MiB            | 69,189     | 97,748    | 0.56   |
+//! | 100k    | SQLite, store's file  | 30,893, 61 MiB            | 69,189     | —         | 0.45   |
+//! | 1M      | PostgreSQL            | 23,539, 66 MiB            | 49,845     | 75,685    | 0.47   |
+//! | 1M      | SQLite                | 14,857, 78 MiB            | 34,982     | 44,719    | 0.42   |
+//! | 1M      | SQLite, store's file  | 13,634, 63 MiB            | 34,982     | —         | 0.39   |
 //!
 //! The sink is not what holds highwater back: its concurrency (1, 2, 4) and
-//! batch size change nothing, and the engine's batches are a page (500
-//! rows, about 200 statements for 100k records). The state store is: its own
-//! bench (`crates/highwater-core/benches/state.rs`) spends 49.6 µs per record
-//! at 100k records (about 20,000 records/s, what highwater reaches) and
-//! 223 µs at 1M (ledger lookups from 32 to 195 µs per record) — the 1M
-//! figures above.
+//! batch size change nothing. The state store is: its own bench
+//! (`crates/highwater-core/benches/state.rs`) spends about 28 us per record
+//! at 100k records and 57 us at 1M on the ledger's lookups and commits, on
+//! SQLite's one thread, beside the rest of the sync.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
