@@ -168,8 +168,9 @@ pub struct Reply {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: bytes::Bytes,
-    /// When the first attempt that got no clear answer went out, if one did:
-    /// that attempt may still be applied after this answer, for a while.
+    /// When the last attempt that got no clear answer went out, if one did:
+    /// that attempt, and any before it, may still be applied after this
+    /// answer, until the late-write window from then has passed.
     pub unsettled_since: Option<Instant>,
     /// Requests sent to get this answer, this one included.
     pub attempts: u32,
@@ -305,7 +306,9 @@ impl Api {
                         outcome_known: false
                     }
                 ) {
-                    unsettled_since.get_or_insert(answer.sent);
+                    // Attempts go out one after the other: the last unclear
+                    // one is the last that may still land.
+                    unsettled_since = Some(answer.sent);
                 }
                 let class = retry_class(answer.outcome);
                 self.retries.count(class);
@@ -629,6 +632,85 @@ mod tests {
             );
             assert_eq!(retry_class(outcome), class, "{outcome:?}");
         }
+    }
+
+    /// A request answered only at its third attempt, the first two left
+    /// unanswered past the client's timeout: either may still be applied, so
+    /// the answer is unsettled from the second, the later of the two.
+    #[tokio::test]
+    async fn an_answer_is_unsettled_from_its_last_unclear_attempt() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("bind: {e}"));
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("addr: {e}"));
+        let arrivals = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = std::sync::Arc::clone(&arrivals);
+        let server = tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let seen = std::sync::Arc::clone(&seen);
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match socket.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let n = {
+                        let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+                        seen.push(Instant::now());
+                        seen.len()
+                    };
+                    if n <= 2 {
+                        // Held past the client's timeout.
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                    }
+                    let _ = socket
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: application/json\r\n\r\n{}")
+                        .await;
+                });
+            }
+        });
+        let spec = HttpSpec {
+            base_url: Url::parse(&format!("http://{addr}/")).unwrap_or_else(|_| unreachable!()),
+            headers: Vec::new(),
+            auth: crate::config::AuthSpec::None,
+            timeout: Duration::from_millis(200),
+            rate_limit: None,
+            rate_limit_probe: crate::policy::DEFAULT_PROBE_PERIOD,
+            error_path: None,
+        };
+        let retry = RetryPolicy {
+            base: Duration::from_millis(10),
+            cap: Duration::from_millis(50),
+            max_attempts: 4,
+        };
+        let api =
+            Api::new("test", "destination", spec, retry, 1).unwrap_or_else(|_| unreachable!());
+        let url = api.url("/v1/x").unwrap_or_else(|_| unreachable!());
+        let reply = api
+            .send(&Request::get(url), &Stop::never())
+            .await
+            .unwrap_or_else(|e| panic!("the third attempt is answered: {e}"));
+        server.abort();
+        let arrivals = arrivals.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        assert_eq!(arrivals.len(), 3, "three attempts");
+        let since = reply
+            .unsettled_since
+            .unwrap_or_else(|| panic!("the answer follows unclear attempts"));
+        // The second attempt went out after the first arrived.
+        assert!(
+            since > arrivals[0],
+            "unsettled from the first attempt, not the second: {:?} before {:?}",
+            since,
+            arrivals[0]
+        );
+        assert!(since < arrivals[2], "unsettled from the answered attempt");
     }
 
     #[test]

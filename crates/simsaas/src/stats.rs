@@ -34,6 +34,10 @@ pub struct SideStats {
     pub commit_then_502: u64,
     /// Writes held past the client's timeout, then applied.
     pub delayed_apply: u64,
+    /// The longest any held write took from its arrival to being applied, in
+    /// milliseconds: `delayed_apply_after` plus however long the simulator's
+    /// task waited for a core. A client's late-write window must cover it.
+    pub delayed_apply_max_ms: u64,
     /// Writes refused (412) by the version precondition.
     pub preconditions_failed: u64,
     /// Requests that arrived after a 429 had been sent (and its in-flight
@@ -62,6 +66,7 @@ pub(crate) struct Counters {
     pub commit_then_timeout: AtomicU64,
     pub commit_then_502: AtomicU64,
     pub delayed_apply: AtomicU64,
+    pub delayed_apply_max_ms: AtomicU64,
     pub preconditions_failed: AtomicU64,
     pub retry_after_violations: AtomicU64,
     pub rejected: AtomicU64,
@@ -99,6 +104,7 @@ impl Counters {
             commit_then_timeout: g(&self.commit_then_timeout),
             commit_then_502: g(&self.commit_then_502),
             delayed_apply: g(&self.delayed_apply),
+            delayed_apply_max_ms: g(&self.delayed_apply_max_ms),
             preconditions_failed: g(&self.preconditions_failed),
             retry_after_violations: g(&self.retry_after_violations),
             rejected: g(&self.rejected),

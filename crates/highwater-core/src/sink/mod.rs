@@ -94,9 +94,9 @@ pub struct Encoded {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Written {
     pub dest_id: Option<String>,
-    /// When an attempt of this write that got no clear answer went out: that
-    /// attempt may still be applied, over anything written after it, until the
-    /// destination's late-write window has passed.
+    /// When the last attempt of this write that got no clear answer went out:
+    /// it (and any before it) may still be applied, over anything written
+    /// after it, until the destination's late-write window from then has passed.
     pub unsettled_since: Option<Instant>,
     /// Requests the write itself took (lookups not counted).
     pub attempts: u32,

@@ -190,12 +190,20 @@ where
         }
         Outcome::DelayedApply => {
             bump(&s.dest_stats.delayed_apply);
+            let arrived = Instant::now();
             let shared = Arc::clone(s);
             let delay = read(&s.dest_faults).delayed_apply_after;
             let late = tokio::spawn(async move {
-                pause(&shared.shutdown, delay)
-                    .await
-                    .then(|| apply(&shared, true))
+                if !pause(&shared.shutdown, delay).await {
+                    return None;
+                }
+                let resp = apply(&shared, true);
+                let took = u64::try_from(arrived.elapsed().as_millis()).unwrap_or(u64::MAX);
+                shared
+                    .dest_stats
+                    .delayed_apply_max_ms
+                    .fetch_max(took, std::sync::atomic::Ordering::Relaxed);
+                Some(resp)
             });
             match late.await {
                 Ok(Some(resp)) => resp,

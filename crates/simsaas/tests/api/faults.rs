@@ -198,7 +198,14 @@ async fn writes_can_land_after_the_client_gave_up_or_before_a_502() -> R {
     let dump = sim.dest_dump();
     assert_eq!(dump.objects[0].body["version"], 1, "the late write landed");
     assert_eq!(dump.late_regressions, ["x"]);
-    assert!(sim.stats().dest.delayed_apply >= 1);
+    let stats = sim.stats().dest;
+    assert!(stats.delayed_apply >= 1);
+    // How late it landed: the hold, and whatever the task waited for a core.
+    assert!(
+        stats.delayed_apply_max_ms >= 300,
+        "{}",
+        stats.delayed_apply_max_ms
+    );
 
     let mut cfg = SimConfig::new(11, 1);
     cfg.dest.commit_then_502_ratio = 1.0;

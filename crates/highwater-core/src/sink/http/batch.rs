@@ -7,6 +7,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde_json::Value;
+use tokio::time::Instant;
 
 use super::HttpSink;
 use super::config::BatchSpec;
@@ -37,6 +38,10 @@ struct Batches<R> {
     results: Vec<Option<R>>,
     /// Groups still to send, the next on top; each in the order of the call.
     groups: Vec<Vec<usize>>,
+    /// When each record last went out in a request without a clear answer:
+    /// that request (and any earlier one) may still land, whichever later
+    /// batch answered for it.
+    unclear: Vec<Option<Instant>>,
 }
 
 impl<R> Batches<R> {
@@ -52,8 +57,17 @@ impl<R> Batches<R> {
             .map(<[usize]>::to_vec)
             .collect();
         Batches {
+            unclear: vec![None; answered.len()],
             results: answered,
             groups,
+        }
+    }
+
+    /// The records of `group` went out in a request that got no clear answer
+    /// at an attempt sent at `since`.
+    fn unclear(&mut self, group: &[usize], since: Instant) {
+        for &i in group {
+            self.unclear[i] = self.unclear[i].max(Some(since));
         }
     }
 
@@ -115,9 +129,6 @@ impl HttpSink {
             }
         }
         let mut batches = Batches::new(answered, spec.size);
-        // When each record first went out in a request without a clear answer:
-        // that request may still land, whichever later batch answered for it.
-        let mut unclear: Vec<Option<tokio::time::Instant>> = vec![None; writes.len()];
         let mut backoff = Backoff::new(self.retry);
         while let Some(group) = batches.next() {
             let (reply, items) = match self.post_batch(spec, &group, &bodies, stop).await {
@@ -141,9 +152,7 @@ impl HttpSink {
                 }
             };
             if let Some(since) = reply.unsettled_since {
-                for &i in &group {
-                    unclear[i].get_or_insert(since);
-                }
+                batches.unclear(&group, since);
             }
             let mut again = Vec::new();
             let mut last_detail = String::new();
@@ -154,7 +163,7 @@ impl HttpSink {
                         i,
                         Ok(Written {
                             dest_id,
-                            unsettled_since: unclear[i],
+                            unsettled_since: batches.unclear[i],
                             attempts: reply.attempts,
                         }),
                     ),
@@ -331,7 +340,9 @@ mod tests {
     proptest! {
         /// Any split of a page into batches, any per-item answers, whole
         /// batches refused and errors that stop the call: every record is
-        /// answered exactly once, and a record is sent only until answered.
+        /// answered exactly once, a record is sent only until answered, and
+        /// each is unsettled from the last request without a clear answer
+        /// that carried it.
         #[test]
         fn every_record_is_answered_exactly_once(
             len in 0usize..60,
@@ -345,12 +356,15 @@ mod tests {
                 ],
                 1..200,
             ),
+            unclear_rounds in proptest::collection::vec(any::<bool>(), 200),
         ) {
             let answered: Vec<Option<&str>> = (0..len)
                 .map(|i| pre_answered[i].then_some("unencodable"))
                 .collect();
             let mut batches = Batches::new(answered, size);
             let mut sent = vec![0u32; len];
+            let mut last_unclear = vec![None; len];
+            let start = Instant::now();
             let mut scripts = scripts.into_iter().cycle();
             let mut rounds = 0;
             while let Some(group) = batches.next() {
@@ -360,6 +374,13 @@ mod tests {
                 for &i in &group {
                     prop_assert!(batches.results[i].is_none(), "record {} sent after its answer", i);
                     sent[i] += 1;
+                }
+                if unclear_rounds[rounds % unclear_rounds.len()] {
+                    let since = start + std::time::Duration::from_millis(rounds as u64);
+                    batches.unclear(&group, since);
+                    for &i in &group {
+                        last_unclear[i] = Some(since);
+                    }
                 }
                 match scripts.next() {
                     Some(Script::RefusedWhole) if group.len() > 1 => batches.halve(group),
@@ -385,6 +406,7 @@ mod tests {
                     }
                 }
             }
+            prop_assert_eq!(&batches.unclear, &last_unclear);
             let stopped = batches.results.contains(&Some("stopped"));
             let results = batches.finish(|| "not sent");
             prop_assert_eq!(results.len(), len);
