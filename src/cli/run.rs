@@ -5,6 +5,7 @@
 use std::io::IsTerminal;
 use std::time::Duration;
 
+use highwater_core::alert;
 use highwater_core::engine::{self, FailureCause, Plan, Progress, RunOptions, RunOutcome};
 use highwater_core::state;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -97,6 +98,7 @@ pub async fn run(
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
+    raise_alerts(&spec, &store, &result).await;
     ctx.close().await;
     drop(lock);
     // A metrics file that cannot be written does not change how the run ended.
@@ -129,6 +131,36 @@ pub async fn run(
             eprint!("{}", render::failure(sync, &failure));
             Ok(Exit::Failed)
         }
+    }
+}
+
+/// The sync's alerts, after the invocation: what they did is logged, and an
+/// alert that cannot be raised does not change how the run ended.
+async fn raise_alerts(
+    spec: &highwater_core::config::SyncSpec,
+    store: &state::Store,
+    result: &Result<engine::RunReport, engine::RunFailure>,
+) {
+    let ended = match result {
+        Ok(report) => alert::Ended {
+            run_id: Some(&report.run_id),
+            failure: None,
+            counters: report.counters,
+        },
+        // Refused before anything started: nothing happened to alert about.
+        Err(failure) if matches!(failure.cause, FailureCause::OtherRunOpen { .. }) => return,
+        Err(failure) => alert::Ended {
+            run_id: failure.run_id.as_deref(),
+            failure: Some(failure.cause.to_string()),
+            counters: failure.counters,
+        },
+    };
+    if let Err(e) = alert::raise(spec, store, &ended).await {
+        tracing::warn!(
+            event = highwater_core::obs::ALERT_UNDELIVERED,
+            sync = %spec.name,
+            "alerts not raised: {e}"
+        );
     }
 }
 

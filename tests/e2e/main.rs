@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `highwater` binary against the simulated SaaS on
 //! 127.0.0.1, one module per topic.
 
+mod alerts;
 mod backfill;
 mod bad_input;
 mod batch;

@@ -7,6 +7,7 @@
 //! and sinks use; it knows nothing of the engine. This crate never depends on the
 //! simulated SaaS used by tests.
 
+pub mod alert;
 pub mod auth;
 pub mod config;
 pub mod engine;

@@ -27,6 +27,8 @@ pub const RECORD_REPAIRED: &str = "record_repaired";
 pub const RECORDS_UNVERIFIED: &str = "records_unverified";
 pub const FLOOR_CONFIRMED: &str = "floor_confirmed";
 pub const CONFIG_WARNING: &str = "config_warning";
+pub const ALERT_SENT: &str = "alert_sent";
+pub const ALERT_UNDELIVERED: &str = "alert_undelivered";
 
 pub const RECORDS_TOTAL: &str = "highwater_records_total";
 pub const REQUESTS_RETRIED_TOTAL: &str = "highwater_requests_retried_total";

@@ -417,13 +417,18 @@ impl Validator<'_> {
         let destination = DestinationSpec::validate(self, kind, index, &context, &at);
         let retry = self.retry(raw.retry, &at);
         let budgets = self.budgets(raw.budgets, &at);
+        let alerts = match raw.alerts {
+            None => Some(None),
+            Some(alerts) => self.alerts(alerts, &at).map(Some),
+        };
         let deletes = match raw.deletes {
             None => Some(None),
             Some(deletes) => self
                 .deletes(deletes, source.as_ref(), destination.as_ref(), &at)
                 .map(Some),
         };
-        let (source, mapping, destination, deletes) = (source?, mapping?, destination?, deletes?);
+        let (source, mapping, destination, deletes, alerts) =
+            (source?, mapping?, destination?, deletes?, alerts?);
         let fingerprint = blake3::hash(format!("{mapping:?}{destination:?}").as_bytes()).to_hex()
             [..16]
             .to_owned();
@@ -435,7 +440,59 @@ impl Validator<'_> {
             retry,
             budgets,
             deletes,
+            alerts,
             fingerprint,
+        })
+    }
+
+    fn alerts(&mut self, raw: Spanned<RawAlerts>, at: &str) -> Option<AlertSpec> {
+        let at = format!("{at}.alerts");
+        let raw = raw.into_inner();
+        // The URL is checked under its own key first; `http` names it `base_url`.
+        let webhook = match self.url(&raw.webhook, &format!("{at}.webhook")) {
+            Some(_) => self.http(
+                &raw.webhook,
+                &raw.headers,
+                None,
+                raw.timeout.as_ref(),
+                None,
+                None,
+                None,
+                &at,
+            ),
+            None => None,
+        };
+        let dead_letters_above = raw
+            .dead_letters_above
+            .as_ref()
+            .map(|n| self.count(n, &format!("{at}.dead_letters_above"), 0, u32::MAX));
+        let lag_above = raw
+            .lag_above
+            .as_ref()
+            .map(|d| self.long_duration(d, &format!("{at}.lag_above")));
+        // A webhook that does not answer in ten seconds is not going to.
+        let webhook = webhook.map(|mut spec| {
+            if raw.timeout.is_none() {
+                spec.timeout = Duration::from_secs(10);
+            }
+            spec
+        });
+        // Each key checked before any is given up on: every problem is told at once.
+        let (webhook, dead_letters_above, lag_above) = (
+            webhook?,
+            dead_letters_above.map(|n| n.map(u64::from)),
+            lag_above,
+        );
+        Some(AlertSpec {
+            webhook,
+            dead_letters_above: match dead_letters_above {
+                Some(n) => Some(n?),
+                None => None,
+            },
+            lag_above: match lag_above {
+                Some(d) => Some(d?),
+                None => None,
+            },
         })
     }
 

@@ -36,6 +36,20 @@ pub struct RawSync {
     pub retry: Option<S<RawRetry>>,
     pub budgets: Option<S<RawBudgets>>,
     pub deletes: Option<S<RawDeletes>>,
+    pub alerts: Option<S<RawAlerts>>,
+}
+
+/// `[sync.alerts]`: a webhook called once per incident (a failed run, too
+/// many open dead letters, a high-water mark too far behind).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlerts {
+    pub webhook: S<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, S<String>>,
+    pub timeout: Option<S<String>>,
+    pub dead_letters_above: Option<S<i64>>,
+    pub lag_above: Option<S<String>>,
 }
 
 /// `[sync.deletes]`: where deletions are read (an endpoint, or a marker in the

@@ -57,9 +57,22 @@ pub struct SyncSpec {
     /// Where deletions at the source are read, and how they are applied; `None`
     /// when the sync does not delete.
     pub deletes: Option<DeletesSpec>,
+    /// Whom to tell when the sync needs a person; `None` when no one.
+    pub alerts: Option<AlertSpec>,
     /// Changes whenever mapping or destination change; a dead letter recorded under
     /// another fingerprint is tried again.
     pub fingerprint: String,
+}
+
+/// `[sync.alerts]`: the webhook, and the thresholds past which an incident opens.
+#[derive(Debug, Clone)]
+pub struct AlertSpec {
+    /// The webhook's URL is its `base_url`; it is called with a POST.
+    pub webhook: HttpSpec,
+    /// Open dead letters above this many open an incident.
+    pub dead_letters_above: Option<u64>,
+    /// A high-water mark further behind now than this opens an incident.
+    pub lag_above: Option<Duration>,
 }
 
 /// The share of the ledger a `full` run deletes without `--allow-mass-delete`.

@@ -9,6 +9,7 @@
 //! kinds, statuses, outcomes, stages, resolutions and audit actions are stored by
 //! their names in [`names`].
 
+mod alerts;
 mod audit;
 mod claim;
 mod commit;
@@ -33,6 +34,7 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
+pub use alerts::Incident;
 pub use audit::{AuditEntry, AuditRecord, AuditScope};
 pub use claim::{Announced, Behind};
 pub use dlq::{DeadLetterDetail, DeadLetterSummary, DiscardScope, Discarded, Resolved};
@@ -40,8 +42,8 @@ pub use events::{DeadLetterState, RecordAction, RecordEvent, RecordState, StoryE
 pub use history::{Invocation, InvocationEnd, RunRecord, Samples};
 pub use lock::{LockError, SyncLock, SyncLocks, acquire, acquire_all, acquire_for_run};
 pub use names::{
-    AuditAction, DeadLetterResolution, DeadLetterStage, InvocationOutcome, RunKind, RunStatus,
-    UnknownName,
+    AuditAction, DeadLetterResolution, DeadLetterStage, IncidentKind, InvocationOutcome, RunKind,
+    RunStatus, UnknownName,
 };
 pub use reset::{HighWaterMark, ResetDone, ResetError, ResetRequest};
 
@@ -362,6 +364,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         11,
         "own_key_holders",
         include_str!("../../migrations/0011_own_key_holders.sql"),
+    ),
+    (
+        12,
+        "alert_incidents",
+        include_str!("../../migrations/0012_alert_incidents.sql"),
     ),
 ];
 
@@ -735,12 +742,7 @@ impl Store {
     }
 
     pub async fn status(&self, sync: &str) -> Result<SyncStatus, StateError> {
-        let dead_letters: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM dead_letters WHERE sync = ? AND resolved_at IS NULL",
-        )
-        .bind(sync)
-        .fetch_one(&self.pool)
-        .await?;
+        let dead_letters = self.open_dead_letters(sync).await?;
         let ledger_records: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM (
                SELECT source_id FROM ledger WHERE sync = ?1
@@ -757,6 +759,16 @@ impl Store {
             mark: self.high_water_mark(sync).await?,
             other_open: self.open_runs_besides(sync, RunKind::Incremental).await?,
         })
+    }
+
+    /// How many of a sync's dead letters are open (not resolved).
+    pub async fn open_dead_letters(&self, sync: &str) -> Result<i64, StateError> {
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM dead_letters WHERE sync = ? AND resolved_at IS NULL",
+        )
+        .bind(sync)
+        .fetch_one(&self.pool)
+        .await?)
     }
 
     /// The open runs of a sync other than its run of `kind`, oldest first.

@@ -74,6 +74,19 @@ macro_rules! stored_names {
 }
 
 stored_names! {
+    /// What an alert incident is about: each opens when its condition starts
+    /// to hold and closes when it no longer does.
+    pub enum IncidentKind ("incident kind") {
+        /// An invocation of one of the sync's runs failed.
+        RunFailed = "run_failed",
+        /// More open dead letters than `dead_letters_above`.
+        DeadLetters = "dead_letters",
+        /// The high-water mark further behind now than `lag_above`.
+        Lag = "lag",
+    }
+}
+
+stored_names! {
     /// What a run is for. Runs of different kinds of one sync may run at once; two
     /// of one kind never (one open run per sync and kind).
     pub enum RunKind ("run kind") {

@@ -406,6 +406,7 @@ fn a_date_where_none_is_accepted_says_so() {
     );
 }
 
+mod alerts;
 mod deletes;
 mod properties;
 mod tables;

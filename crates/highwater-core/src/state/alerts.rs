@@ -1,0 +1,96 @@
+//! Alert incidents: at most one open per sync and kind. Opening one that is
+//! already open returns it unchanged, so that its webhook is called once per
+//! incident however many invocations see its condition; it is marked notified
+//! only once a call was answered.
+
+use jiff::Timestamp;
+use sqlx::Row;
+
+use super::audit::now;
+use super::{IncidentKind, StateError, Store, micros};
+
+/// One incident of a sync.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Incident {
+    pub incident_id: String,
+    pub sync: String,
+    pub kind: IncidentKind,
+    /// The run whose invocation opened it, if one did.
+    pub run_id: Option<String>,
+    /// Why it opened, as first seen.
+    pub reason: String,
+    pub opened_at: Timestamp,
+    /// When its webhook call was answered; `None` until then.
+    pub notified_at: Option<Timestamp>,
+}
+
+impl Store {
+    /// The open incident of `kind` for `sync`: the one already open, unchanged,
+    /// or a new one with this run and reason.
+    pub async fn open_incident(
+        &self,
+        sync: &str,
+        kind: IncidentKind,
+        run_id: Option<&str>,
+        reason: &str,
+    ) -> Result<Incident, StateError> {
+        let id = uuid::Uuid::now_v7().to_string();
+        sqlx::query(
+            "INSERT INTO alert_incidents (incident_id, sync, kind, run_id, reason, opened_at)
+             VALUES (?, ?, ?, ?, ?, ?)
+             ON CONFLICT (sync, kind) WHERE closed_at IS NULL DO NOTHING",
+        )
+        .bind(&id)
+        .bind(sync)
+        .bind(kind.as_str())
+        .bind(run_id)
+        .bind(reason)
+        .bind(now()?.as_microsecond())
+        .execute(&self.pool)
+        .await?;
+        let row = sqlx::query(
+            "SELECT * FROM alert_incidents WHERE sync = ? AND kind = ? AND closed_at IS NULL",
+        )
+        .bind(sync)
+        .bind(kind.as_str())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Incident {
+            incident_id: row.try_get("incident_id")?,
+            sync: row.try_get("sync")?,
+            kind: row.try_get::<String, _>("kind")?.parse()?,
+            run_id: row.try_get("run_id")?,
+            reason: row.try_get("reason")?,
+            opened_at: micros(row.try_get("opened_at")?)?,
+            notified_at: row
+                .try_get::<Option<i64>, _>("notified_at")?
+                .map(micros)
+                .transpose()?,
+        })
+    }
+
+    /// The incident's webhook call was answered.
+    pub async fn incident_notified(&self, incident_id: &str) -> Result<(), StateError> {
+        sqlx::query("UPDATE alert_incidents SET notified_at = ? WHERE incident_id = ?")
+            .bind(now()?.as_microsecond())
+            .bind(incident_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The condition of `kind` no longer holds for `sync`: its open incident,
+    /// if any, closes, and the next time it holds is a new incident.
+    pub async fn close_incident(&self, sync: &str, kind: IncidentKind) -> Result<(), StateError> {
+        sqlx::query(
+            "UPDATE alert_incidents SET closed_at = ?
+             WHERE sync = ? AND kind = ? AND closed_at IS NULL",
+        )
+        .bind(now()?.as_microsecond())
+        .bind(sync)
+        .bind(kind.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
