@@ -18,6 +18,7 @@ mod render;
 mod reset;
 mod run;
 mod runs;
+mod serve;
 mod status;
 mod validate;
 
@@ -166,6 +167,17 @@ pub enum Command {
     /// Show each sync's open run, last completed run, high-water mark, lag and
     /// dead letters.
     Status,
+    /// Run every sync that has a `schedule` on it, a few at a time, until
+    /// SIGTERM or Ctrl-C (each run stops at its next checkpoint); serves
+    /// /health, /status, /metrics and POST /syncs/{name}/run, /pause, /resume.
+    Serve {
+        /// Where the daemon's HTTP endpoints listen.
+        #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+        listen: std::net::SocketAddr,
+        /// How many syncs run at once.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+    },
     /// List a sync's runs, newest first, or show one run's audit record with
     /// `runs show <run-id>`.
     Runs(RunsArgs),
@@ -476,6 +488,10 @@ pub async fn dispatch(cli: Cli) -> Result<Exit, CliError> {
             }
         }
         Command::Status => status::status(&mut ctx).await,
+        Command::Serve {
+            listen,
+            concurrency,
+        } => serve::serve(&mut ctx, listen, concurrency).await,
         Command::Runs(RunsArgs {
             show: Some(RunsCommand::Show { run_id }),
             ..

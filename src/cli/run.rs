@@ -136,7 +136,7 @@ pub async fn run(
 
 /// The sync's alerts, after the invocation: what they did is logged, and an
 /// alert that cannot be raised does not change how the run ended.
-async fn raise_alerts(
+pub(super) async fn raise_alerts(
     spec: &highwater_core::config::SyncSpec,
     store: &state::Store,
     result: &Result<engine::RunReport, engine::RunFailure>,

@@ -22,6 +22,7 @@ mod reconcile;
 mod reset;
 mod runs;
 mod scripted;
+mod serve;
 mod tables;
 mod util;
 mod writes;

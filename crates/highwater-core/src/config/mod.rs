@@ -417,6 +417,10 @@ impl Validator<'_> {
         let destination = DestinationSpec::validate(self, kind, index, &context, &at);
         let retry = self.retry(raw.retry, &at);
         let budgets = self.budgets(raw.budgets, &at);
+        let schedule = match raw.schedule {
+            None => Some(None),
+            Some(schedule) => self.schedule(&schedule, &at).map(Some),
+        };
         let alerts = match raw.alerts {
             None => Some(None),
             Some(alerts) => self.alerts(alerts, &at).map(Some),
@@ -427,8 +431,14 @@ impl Validator<'_> {
                 .deletes(deletes, source.as_ref(), destination.as_ref(), &at)
                 .map(Some),
         };
-        let (source, mapping, destination, deletes, alerts) =
-            (source?, mapping?, destination?, deletes?, alerts?);
+        let (source, mapping, destination, deletes, alerts, schedule) = (
+            source?,
+            mapping?,
+            destination?,
+            deletes?,
+            alerts?,
+            schedule?,
+        );
         let fingerprint = blake3::hash(format!("{mapping:?}{destination:?}").as_bytes()).to_hex()
             [..16]
             .to_owned();
@@ -441,8 +451,33 @@ impl Validator<'_> {
             budgets,
             deletes,
             alerts,
+            schedule,
             fingerprint,
         })
+    }
+
+    fn schedule(&mut self, raw: &Spanned<RawSchedule>, at: &str) -> Option<ScheduleSpec> {
+        let at = format!("{at}.schedule");
+        let r = raw.get_ref();
+        let every = self.period(&r.every, &format!("{at}.every"));
+        let jitter = match &r.jitter {
+            Some(j) => self.period(j, &format!("{at}.jitter")),
+            None => Some(Duration::ZERO),
+        };
+        let (every, jitter) = (every?, jitter?);
+        if every < Duration::from_secs(1) {
+            self.problem(&r.every, format!("{at}.every"), "expected at least \"1s\"");
+            return None;
+        }
+        if jitter >= every {
+            self.problem(
+                raw,
+                format!("{at}.jitter"),
+                "expected less than `every`: a run would start past the next one's time",
+            );
+            return None;
+        }
+        Some(ScheduleSpec { every, jitter })
     }
 
     fn alerts(&mut self, raw: Spanned<RawAlerts>, at: &str) -> Option<AlertSpec> {
@@ -607,20 +642,25 @@ impl Validator<'_> {
     /// A duration that may be given in days ("30d"), a day counted as 24 hours.
     /// Zero is allowed: keep none.
     pub(crate) fn long_duration(&mut self, raw: &Spanned<String>, key: &str) -> Option<Duration> {
-        let parsed = raw
-            .get_ref()
-            .parse::<jiff::Span>()
-            .ok()
-            .and_then(|span| {
-                span.to_duration(jiff::SpanRelativeTo::days_are_24_hours())
-                    .ok()
-            })
-            .and_then(|d| Duration::try_from(d).ok());
+        let parsed = parse_long_duration(raw.get_ref());
         if parsed.is_none() {
             self.problem(
                 raw,
                 key,
                 "expected a duration like \"30d\", \"12h\" or \"2w\" (\"0s\" keeps none)",
+            );
+        }
+        parsed
+    }
+
+    /// How often something happens: a duration that may be given in days.
+    fn period(&mut self, raw: &Spanned<String>, key: &str) -> Option<Duration> {
+        let parsed = parse_long_duration(raw.get_ref());
+        if parsed.is_none() {
+            self.problem(
+                raw,
+                key,
+                "expected a duration like \"30s\", \"15m\", \"6h\" or \"1d\"",
             );
         }
         parsed
@@ -672,6 +712,17 @@ impl Validator<'_> {
         }
         u32::try_from(n).ok()
     }
+}
+
+/// A duration in any unit up to days, a day counted as 24 hours.
+fn parse_long_duration(text: &str) -> Option<Duration> {
+    text.parse::<jiff::Span>()
+        .ok()
+        .and_then(|span| {
+            span.to_duration(jiff::SpanRelativeTo::days_are_24_hours())
+                .ok()
+        })
+        .and_then(|d| Duration::try_from(d).ok())
 }
 
 pub(crate) fn path_or(raw: Option<&Spanned<String>>, default: &str) -> FieldPath {

@@ -37,6 +37,16 @@ pub struct RawSync {
     pub budgets: Option<S<RawBudgets>>,
     pub deletes: Option<S<RawDeletes>>,
     pub alerts: Option<S<RawAlerts>>,
+    pub schedule: Option<S<RawSchedule>>,
+}
+
+/// `schedule = { every = "15m", jitter = "1m" }`: when `highwater serve` runs
+/// the sync.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSchedule {
+    pub every: S<String>,
+    pub jitter: Option<S<String>>,
 }
 
 /// `[sync.alerts]`: a webhook called once per incident (a failed run, too

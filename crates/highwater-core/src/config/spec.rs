@@ -59,9 +59,19 @@ pub struct SyncSpec {
     pub deletes: Option<DeletesSpec>,
     /// Whom to tell when the sync needs a person; `None` when no one.
     pub alerts: Option<AlertSpec>,
+    /// When `highwater serve` runs it; `None`: only when asked to.
+    pub schedule: Option<ScheduleSpec>,
     /// Changes whenever mapping or destination change; a dead letter recorded under
     /// another fingerprint is tried again.
     pub fingerprint: String,
+}
+
+/// A run every `every`, each start delayed by up to `jitter` (random), so that
+/// syncs sharing an API do not all start at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScheduleSpec {
+    pub every: Duration,
+    pub jitter: Duration,
 }
 
 /// `[sync.alerts]`: the webhook, and the thresholds past which an incident opens.

@@ -409,6 +409,7 @@ fn a_date_where_none_is_accepted_says_so() {
 mod alerts;
 mod deletes;
 mod properties;
+mod schedule;
 mod tables;
 
 /// The warnings of a valid config, as `validate` prints them.

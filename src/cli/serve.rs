@@ -1,0 +1,398 @@
+//! `highwater serve`: runs every sync that has a `schedule` on it, a few at a
+//! time, in one process, and serves `/health`, `/status`, `/metrics` and
+//! `POST /syncs/{name}/run`, `/pause` and `/resume`. A run still going when its
+//! next is due is not doubled (the sync runs again once it ends); a sync whose
+//! last completed run is older than its period (missed while nothing served
+//! it) runs at once. SIGTERM or Ctrl-C stops every run at its next checkpoint,
+//! then the process exits.
+//! Invariants: a sync has at most one run going in the process, and takes the
+//! same lock as `highwater run`, so a `run` from a shell and the daemon never
+//! run one sync at once; the daemon's own failures to run a sync are in its
+//! status, never a reason to stop serving the others.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use highwater_core::config::{Config, SyncSpec};
+use highwater_core::engine::{self, Plan, Progress, RunOptions, RunOutcome};
+use highwater_core::state::{self, RunKind, Store};
+use jiff::Timestamp;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use serde_json::{Value, json};
+use tokio::sync::{Notify, Semaphore, watch};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::{CliError, Context, Exit, logging, run::raise_alerts};
+
+/// How one sync stands in the daemon.
+#[derive(Debug, Default)]
+struct Slot {
+    paused: bool,
+    /// Asked for through the API: runs next, paused or not.
+    asked: bool,
+    /// Since when its run has been going (or waiting for a free place).
+    running: Option<Timestamp>,
+    /// When it runs next; `None`: only when asked to.
+    due: Option<Timestamp>,
+    last: Option<Value>,
+}
+
+struct Daemon {
+    config: Arc<Config>,
+    store: Store,
+    slots: Mutex<BTreeMap<String, Slot>>,
+    /// Wakes the scheduler: a run asked for, resumed, or ended.
+    wake: Notify,
+    places: Semaphore,
+    shutdown: CancellationToken,
+    metrics: PrometheusHandle,
+}
+
+impl Daemon {
+    fn slots(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Slot>> {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn spec(&self, name: &str) -> Option<&SyncSpec> {
+        self.config.syncs.iter().find(|s| s.name == name)
+    }
+}
+
+/// When a scheduled sync runs next, from `from`: a period later, plus its jitter.
+fn next_due(spec: &SyncSpec, from: Timestamp) -> Option<Timestamp> {
+    let schedule = spec.schedule?;
+    let jitter = Duration::from_millis(fastrand::u64(
+        0..=u64::try_from(schedule.jitter.as_millis()).unwrap_or(u64::MAX),
+    ));
+    let wait = jiff::SignedDuration::try_from(schedule.every + jitter).ok()?;
+    from.checked_add(wait).ok()
+}
+
+pub async fn serve(ctx: &mut Context, listen: SocketAddr, places: usize) -> Result<Exit, CliError> {
+    let config = ctx.config()?;
+    logging::init(None, ctx.log_format);
+    let store = ctx.open_store().await?;
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let metrics = recorder.handle();
+    metrics::set_global_recorder(recorder)
+        .map_err(|e| CliError::Failed(format!("cannot record metrics: {e}")))?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| CliError::Usage(format!("--listen {listen}: cannot listen there: {e}")))?;
+
+    let now = Timestamp::now();
+    let mut slots = BTreeMap::new();
+    for spec in &config.syncs {
+        let last = store
+            .last_completed(&spec.name, RunKind::Incremental)
+            .await
+            .map_err(CliError::failed)?
+            .and_then(|(run, _)| run.completed_at);
+        // Never run, or missed while nothing served it: once, now.
+        let due = match (spec.schedule, last) {
+            (None, _) => None,
+            (Some(_), None) => Some(now),
+            (Some(_), Some(last)) => next_due(spec, last).map(|due| due.max(now)),
+        };
+        slots.insert(
+            spec.name.clone(),
+            Slot {
+                due,
+                ..Slot::default()
+            },
+        );
+    }
+    let daemon = Arc::new(Daemon {
+        config: Arc::clone(&config),
+        store,
+        slots: Mutex::new(slots),
+        wake: Notify::new(),
+        places: Semaphore::new(places.max(1)),
+        shutdown: CancellationToken::new(),
+        metrics,
+    });
+    let signals = tokio::spawn(stop_on_signal(daemon.shutdown.clone()));
+    let app = axum::Router::new()
+        .route("/health", get(health))
+        .route("/status", get(status))
+        .route("/metrics", get(render_metrics))
+        .route("/syncs/{name}/run", post(run_now))
+        .route("/syncs/{name}/pause", post(pause))
+        .route("/syncs/{name}/resume", post(resume))
+        .with_state(Arc::clone(&daemon));
+    let stopped = daemon.shutdown.clone();
+    let server = tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stopped.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "the daemon's HTTP server stopped");
+        }
+    });
+    tracing::info!(
+        addr = %listen,
+        syncs = config.syncs.len(),
+        places,
+        "serving"
+    );
+
+    // A run's future stays on this thread (the engine's is not `Send`).
+    tokio::task::LocalSet::new()
+        .run_until(schedule(&daemon))
+        .await;
+
+    signals.abort();
+    let _ = server.await;
+    ctx.close().await;
+    tracing::info!("stopped");
+    Ok(Exit::Complete)
+}
+
+/// Starts each sync when it is due, until the daemon shuts down; then waits
+/// for the runs going to stop at their checkpoints.
+async fn schedule(daemon: &Arc<Daemon>) {
+    let mut runs = JoinSet::new();
+    while !daemon.shutdown.is_cancelled() {
+        let now = Timestamp::now();
+        let (due, next): (Vec<String>, Option<Timestamp>) = {
+            let mut slots = daemon.slots();
+            let mut due = Vec::new();
+            for (name, slot) in slots.iter_mut() {
+                if slot.running.is_some() {
+                    continue;
+                }
+                if slot.asked || (!slot.paused && slot.due.is_some_and(|at| at <= now)) {
+                    slot.asked = false;
+                    slot.running = Some(now);
+                    slot.due = daemon.spec(name).and_then(|spec| next_due(spec, now));
+                    due.push(name.clone());
+                }
+            }
+            // A sync whose run is going is due again when it ends, which wakes this.
+            let next = slots
+                .values()
+                .filter(|s| !s.paused && s.running.is_none())
+                .filter_map(|s| s.due)
+                .min();
+            (due, next)
+        };
+        for name in due {
+            runs.spawn_local(run_one(Arc::clone(daemon), name));
+        }
+        let sleep = next.map_or(Duration::from_secs(3600), |at| {
+            Duration::try_from(now.duration_until(at)).unwrap_or_default()
+        });
+        tokio::select! {
+            () = daemon.shutdown.cancelled() => {}
+            () = daemon.wake.notified() => {}
+            Some(_) = runs.join_next(), if !runs.is_empty() => {}
+            () = tokio::time::sleep(sleep) => {}
+        }
+    }
+    while runs.join_next().await.is_some() {}
+}
+
+/// One run of a sync: a place among the daemon's, the sync's lock, the run,
+/// its alerts; how it ended goes into the sync's status.
+async fn run_one(daemon: Arc<Daemon>, name: String) {
+    let ended = |last: Value| {
+        let mut slots = daemon.slots();
+        if let Some(slot) = slots.get_mut(&name) {
+            slot.running = None;
+            slot.last = Some(last);
+        }
+        drop(slots);
+        daemon.wake.notify_one();
+    };
+    let Some(spec) = daemon.spec(&name).cloned() else {
+        return;
+    };
+    let place = tokio::select! {
+        place = daemon.places.acquire() => place.ok(),
+        () = daemon.shutdown.cancelled() => None,
+    };
+    let Some(_place) = place else {
+        ended(json!({ "outcome": "not_started", "ended_at": Timestamp::now().to_string() }));
+        return;
+    };
+    let alone = !spec.destination.takes_concurrent_runs();
+    let lock = match state::acquire_for_run(
+        &daemon.config.state.path,
+        &name,
+        RunKind::Incremental,
+        alone,
+    ) {
+        Ok(lock) => lock,
+        Err(e) => {
+            tracing::warn!(sync = %name, "not run: {e}");
+            ended(json!({
+                "outcome": "not_started",
+                "error": e.to_string(),
+                "ended_at": Timestamp::now().to_string(),
+            }));
+            return;
+        }
+    };
+    let options = RunOptions {
+        max_runtime: None,
+        max_pages: None,
+        merge_rows: Some(daemon.config.state.merge_rows),
+        event_retention: Some(daemon.config.state.event_retention),
+    };
+    let (progress, _) = watch::channel(Progress::default());
+    let result = engine::run(
+        &spec,
+        &daemon.store,
+        Plan::Incremental,
+        options,
+        daemon.shutdown.child_token(),
+        &progress,
+    )
+    .await;
+    raise_alerts(&spec, &daemon.store, &result).await;
+    drop(lock);
+    let at = Timestamp::now().to_string();
+    ended(match result {
+        Ok(report) => json!({
+            "outcome": match report.outcome {
+                RunOutcome::Completed => "completed",
+                RunOutcome::Stopped(_) => "stopped",
+            },
+            "run_id": report.run_id,
+            "written": report.session.written,
+            "dead_lettered": report.session.dead_lettered,
+            "ended_at": at,
+        }),
+        Err(failure) => json!({
+            "outcome": "failed",
+            "run_id": failure.run_id,
+            "error": failure.cause.to_string(),
+            "ended_at": at,
+        }),
+    });
+}
+
+async fn health(State(daemon): State<Arc<Daemon>>) -> (StatusCode, Json<Value>) {
+    if daemon.shutdown.is_cancelled() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "stopping" })),
+        )
+    } else {
+        (StatusCode::OK, Json(json!({ "status": "ok" })))
+    }
+}
+
+async fn render_metrics(State(daemon): State<Arc<Daemon>>) -> String {
+    daemon.metrics.render()
+}
+
+async fn status(State(daemon): State<Arc<Daemon>>) -> Result<Json<Value>, (StatusCode, String)> {
+    let now = Timestamp::now();
+    let mut syncs = Vec::new();
+    for spec in &daemon.config.syncs {
+        let stored = daemon
+            .store
+            .status(&spec.name)
+            .await
+            .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        let mark = stored.high_water_mark();
+        let slots = daemon.slots();
+        let slot = slots.get(&spec.name);
+        syncs.push(json!({
+            "sync": spec.name,
+            "schedule": spec.schedule.map(|s| json!({
+                "every_seconds": s.every.as_secs(),
+                "jitter_seconds": s.jitter.as_secs(),
+            })),
+            "paused": slot.is_some_and(|s| s.paused),
+            "running_since": slot.and_then(|s| s.running).map(|t| t.to_string()),
+            "next_run_at": slot.and_then(|s| s.due).map(|t| t.to_string()),
+            "last_run": slot.and_then(|s| s.last.clone()),
+            "open_run": stored.open_run.as_ref().map(|(run, _)| run.run_id.clone()),
+            "high_water_mark": mark.map(|t| t.to_string()),
+            "lag_seconds": mark.map(|t| (now.as_second() - t.as_second()).max(0)),
+            "dead_letters": stored.dead_letters,
+        }));
+    }
+    Ok(Json(json!({ "syncs": syncs })))
+}
+
+type Answer = (StatusCode, Json<Value>);
+
+/// Applies `change` to the named sync's slot; 404 when there is none.
+fn with_slot(daemon: &Daemon, name: &str, change: impl FnOnce(&mut Slot) -> Answer) -> Answer {
+    let answer = match daemon.slots().get_mut(name) {
+        Some(slot) => change(slot),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({ "error": format!("no sync named {name:?}") })),
+        ),
+    };
+    daemon.wake.notify_one();
+    answer
+}
+
+async fn run_now(State(daemon): State<Arc<Daemon>>, Path(name): Path<String>) -> Answer {
+    with_slot(&daemon, &name, |slot| {
+        if slot.running.is_some() {
+            return (
+                StatusCode::CONFLICT,
+                Json(json!({ "error": "running", "sync": name })),
+            );
+        }
+        slot.asked = true;
+        (
+            StatusCode::ACCEPTED,
+            Json(json!({ "sync": name, "queued": true })),
+        )
+    })
+}
+
+async fn pause(State(daemon): State<Arc<Daemon>>, Path(name): Path<String>) -> Answer {
+    with_slot(&daemon, &name, |slot| {
+        slot.paused = true;
+        (
+            StatusCode::OK,
+            Json(json!({ "sync": name, "paused": true })),
+        )
+    })
+}
+
+async fn resume(State(daemon): State<Arc<Daemon>>, Path(name): Path<String>) -> Answer {
+    with_slot(&daemon, &name, |slot| {
+        slot.paused = false;
+        (
+            StatusCode::OK,
+            Json(json!({ "sync": name, "paused": false })),
+        )
+    })
+}
+
+/// SIGTERM or Ctrl-C: every run stops at its next checkpoint, then the
+/// daemon exits. A second one exits at once.
+async fn stop_on_signal(shutdown: CancellationToken) {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => return,
+    };
+    for round in 0..2 {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        if round == 0 {
+            tracing::info!("stopping every run at its next checkpoint");
+            shutdown.cancel();
+        } else {
+            std::process::exit(130);
+        }
+    }
+}
