@@ -21,6 +21,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use highwater_core::config::{Config, SyncSpec};
 use highwater_core::engine::{self, Plan, Progress, RunOptions, RunOutcome};
+use highwater_core::schedule::Schedule;
 use highwater_core::state::{self, RunKind, Store};
 use jiff::Timestamp;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -45,7 +46,8 @@ struct Slot {
 }
 
 struct Daemon {
-    config: Arc<Config>,
+    /// Replaced whole on SIGHUP; a run holds the one it started with.
+    config: Mutex<Arc<Config>>,
     store: Store,
     slots: Mutex<BTreeMap<String, Slot>>,
     /// Wakes the scheduler: a run asked for, resumed, or ended.
@@ -60,19 +62,48 @@ impl Daemon {
         self.slots.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn spec(&self, name: &str) -> Option<&SyncSpec> {
-        self.config.syncs.iter().find(|s| s.name == name)
+    fn config(&self) -> Arc<Config> {
+        Arc::clone(&self.config.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn spec(&self, name: &str) -> Option<SyncSpec> {
+        self.config().syncs.iter().find(|s| s.name == name).cloned()
     }
 }
 
-/// When a scheduled sync runs next, from `from`: a period later, plus its jitter.
+/// When a sync is first due in this daemon: at once when it is scheduled and
+/// never completed a run, or missed one while nothing served it; `None` when
+/// it runs only when asked to.
+async fn first_due(
+    store: &Store,
+    spec: &SyncSpec,
+    now: Timestamp,
+) -> Result<Option<Timestamp>, CliError> {
+    if spec.schedule.is_none() {
+        return Ok(None);
+    }
+    let last = store
+        .last_completed(&spec.name, RunKind::Incremental)
+        .await
+        .map_err(CliError::failed)?
+        .and_then(|(run, _)| run.completed_at);
+    Ok(match last {
+        None => Some(now),
+        Some(last) => next_due(spec, last).map(|due| due.max(now)),
+    })
+}
+
+/// When a scheduled sync runs next after `from`, plus a random share of its jitter.
 fn next_due(spec: &SyncSpec, from: Timestamp) -> Option<Timestamp> {
-    let schedule = spec.schedule?;
+    let schedule = spec.schedule.as_ref()?;
     let jitter = Duration::from_millis(fastrand::u64(
         0..=u64::try_from(schedule.jitter.as_millis()).unwrap_or(u64::MAX),
     ));
-    let wait = jiff::SignedDuration::try_from(schedule.every + jitter).ok()?;
-    from.checked_add(wait).ok()
+    schedule
+        .when
+        .next_after(from)?
+        .checked_add(jiff::SignedDuration::try_from(jitter).ok()?)
+        .ok()
 }
 
 pub async fn serve(ctx: &mut Context, listen: SocketAddr, places: usize) -> Result<Exit, CliError> {
@@ -90,17 +121,7 @@ pub async fn serve(ctx: &mut Context, listen: SocketAddr, places: usize) -> Resu
     let now = Timestamp::now();
     let mut slots = BTreeMap::new();
     for spec in &config.syncs {
-        let last = store
-            .last_completed(&spec.name, RunKind::Incremental)
-            .await
-            .map_err(CliError::failed)?
-            .and_then(|(run, _)| run.completed_at);
-        // Never run, or missed while nothing served it: once, now.
-        let due = match (spec.schedule, last) {
-            (None, _) => None,
-            (Some(_), None) => Some(now),
-            (Some(_), Some(last)) => next_due(spec, last).map(|due| due.max(now)),
-        };
+        let due = first_due(&store, spec, now).await?;
         slots.insert(
             spec.name.clone(),
             Slot {
@@ -110,7 +131,7 @@ pub async fn serve(ctx: &mut Context, listen: SocketAddr, places: usize) -> Resu
         );
     }
     let daemon = Arc::new(Daemon {
-        config: Arc::clone(&config),
+        config: Mutex::new(Arc::clone(&config)),
         store,
         slots: Mutex::new(slots),
         wake: Notify::new(),
@@ -119,6 +140,7 @@ pub async fn serve(ctx: &mut Context, listen: SocketAddr, places: usize) -> Resu
         metrics,
     });
     let signals = tokio::spawn(stop_on_signal(daemon.shutdown.clone()));
+    let reloads = tokio::spawn(reload_on_hangup(Arc::clone(&daemon)));
     let app = axum::Router::new()
         .route("/health", get(health))
         .route("/status", get(status))
@@ -149,6 +171,7 @@ pub async fn serve(ctx: &mut Context, listen: SocketAddr, places: usize) -> Resu
         .await;
 
     signals.abort();
+    reloads.abort();
     let _ = server.await;
     ctx.close().await;
     tracing::info!("stopped");
@@ -171,7 +194,7 @@ async fn schedule(daemon: &Arc<Daemon>) {
                 if slot.asked || (!slot.paused && slot.due.is_some_and(|at| at <= now)) {
                     slot.asked = false;
                     slot.running = Some(now);
-                    slot.due = daemon.spec(name).and_then(|spec| next_due(spec, now));
+                    slot.due = daemon.spec(name).and_then(|spec| next_due(&spec, now));
                     due.push(name.clone());
                 }
             }
@@ -202,16 +225,21 @@ async fn schedule(daemon: &Arc<Daemon>) {
 /// One run of a sync: a place among the daemon's, the sync's lock, the run,
 /// its alerts; how it ended goes into the sync's status.
 async fn run_one(daemon: Arc<Daemon>, name: String) {
+    let config = daemon.config();
     let ended = |last: Value| {
         let mut slots = daemon.slots();
-        if let Some(slot) = slots.get_mut(&name) {
+        if daemon.spec(&name).is_none() {
+            // Removed from the config while it ran.
+            slots.remove(&name);
+        } else if let Some(slot) = slots.get_mut(&name) {
             slot.running = None;
             slot.last = Some(last);
         }
         drop(slots);
         daemon.wake.notify_one();
     };
-    let Some(spec) = daemon.spec(&name).cloned() else {
+    let Some(spec) = config.syncs.iter().find(|s| s.name == name).cloned() else {
+        ended(Value::Null);
         return;
     };
     let place = tokio::select! {
@@ -223,12 +251,8 @@ async fn run_one(daemon: Arc<Daemon>, name: String) {
         return;
     };
     let alone = !spec.destination.takes_concurrent_runs();
-    let lock = match state::acquire_for_run(
-        &daemon.config.state.path,
-        &name,
-        RunKind::Incremental,
-        alone,
-    ) {
+    let lock = match state::acquire_for_run(&config.state.path, &name, RunKind::Incremental, alone)
+    {
         Ok(lock) => lock,
         Err(e) => {
             tracing::warn!(sync = %name, "not run: {e}");
@@ -243,8 +267,8 @@ async fn run_one(daemon: Arc<Daemon>, name: String) {
     let options = RunOptions {
         max_runtime: None,
         max_pages: None,
-        merge_rows: Some(daemon.config.state.merge_rows),
-        event_retention: Some(daemon.config.state.event_retention),
+        merge_rows: Some(config.state.merge_rows),
+        event_retention: Some(config.state.event_retention),
     };
     let (progress, _) = watch::channel(Progress::default());
     let result = engine::run(
@@ -297,7 +321,7 @@ async fn render_metrics(State(daemon): State<Arc<Daemon>>) -> String {
 async fn status(State(daemon): State<Arc<Daemon>>) -> Result<Json<Value>, (StatusCode, String)> {
     let now = Timestamp::now();
     let mut syncs = Vec::new();
-    for spec in &daemon.config.syncs {
+    for spec in &daemon.config().syncs {
         let stored = daemon
             .store
             .status(&spec.name)
@@ -308,10 +332,17 @@ async fn status(State(daemon): State<Arc<Daemon>>) -> Result<Json<Value>, (Statu
         let slot = slots.get(&spec.name);
         syncs.push(json!({
             "sync": spec.name,
-            "schedule": spec.schedule.map(|s| json!({
-                "every_seconds": s.every.as_secs(),
-                "jitter_seconds": s.jitter.as_secs(),
-            })),
+            "schedule": spec.schedule.as_ref().map(|s| {
+                let mut shown = match &s.when {
+                    Schedule::Every(every) => json!({ "every_seconds": every.as_secs() }),
+                    Schedule::Cron(cron, tz) => json!({
+                        "cron": cron.to_string(),
+                        "timezone": tz.iana_name(),
+                    }),
+                };
+                shown["jitter_seconds"] = json!(s.jitter.as_secs());
+                shown
+            }),
             "paused": slot.is_some_and(|s| s.paused),
             "running_since": slot.and_then(|s| s.running).map(|t| t.to_string()),
             "next_run_at": slot.and_then(|s| s.due).map(|t| t.to_string()),
@@ -374,6 +405,59 @@ async fn resume(State(daemon): State<Arc<Daemon>>, Path(name): Path<String>) -> 
             Json(json!({ "sync": name, "paused": false })),
         )
     })
+}
+
+/// SIGHUP: the config file is read again. A sync's next run uses the new
+/// config; a run going finishes on the one it started with. A config that
+/// does not validate, or moves the state store, is refused and the daemon
+/// keeps serving the one it has.
+async fn reload_on_hangup(daemon: Arc<Daemon>) {
+    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    else {
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        let old = daemon.config();
+        let new = match highwater_core::config::load(&old.file) {
+            Ok(new) => new,
+            Err(e) => {
+                tracing::error!("config not reloaded, still serving the previous one: {e}");
+                continue;
+            }
+        };
+        if new.state.path != old.state.path {
+            tracing::error!(
+                "config not reloaded, still serving the previous one: the state store moves from {} to {}, which takes a restart",
+                old.state.path.display(),
+                new.state.path.display()
+            );
+            continue;
+        }
+        let now = Timestamp::now();
+        let mut added = Vec::new();
+        for spec in &new.syncs {
+            let before = old.syncs.iter().find(|s| s.name == spec.name);
+            match before {
+                Some(before) if before.schedule == spec.schedule => {}
+                _ => match first_due(&daemon.store, spec, now).await {
+                    Ok(due) => added.push((spec.name.clone(), due)),
+                    Err(e) => tracing::error!(sync = %spec.name, "not scheduled: {e}"),
+                },
+            }
+        }
+        let mut slots = daemon.slots();
+        for (name, due) in added {
+            slots.entry(name).or_default().due = due;
+        }
+        // A sync gone from the config leaves when its run, if any, ends.
+        slots.retain(|name, slot| {
+            slot.running.is_some() || new.syncs.iter().any(|s| &s.name == name)
+        });
+        drop(slots);
+        *daemon.config.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
+        tracing::info!("config reloaded");
+        daemon.wake.notify_one();
+    }
 }
 
 /// SIGTERM or Ctrl-C: every run stops at its next checkpoint, then the

@@ -1,8 +1,9 @@
 //! `highwater serve`: two scheduled syncs (the simulated CRM and a JSON Lines
 //! file) run at start, since neither ever ran, and again each period; each
 //! ends exact. A paused sync is not run on its schedule, but is when asked;
-//! `/status`, `/health` and `/metrics` answer; SIGTERM stops the daemon
-//! cleanly. The run history shows no sync ever ran twice at once.
+//! `/status`, `/health` and `/metrics` answer; SIGHUP takes a new config (a
+//! renamed sync runs at once) and refuses one that does not validate; SIGTERM
+//! stops the daemon cleanly. The run history shows no sync ever ran twice at once.
 
 use std::time::Duration;
 
@@ -215,13 +216,53 @@ async fn the_daemon_runs_each_sync_on_its_schedule() {
         "{code} {metrics}"
     );
 
-    // SIGTERM: stops at the next checkpoint and exits 0.
+    // SIGHUP: a config that does not validate is refused, and the daemon
+    // serves on; a valid one is taken, its new sync run at once.
     let pid = daemon.id().expect("pid").to_string();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    assert!(killed.success());
+    let signal = |name: &str| {
+        let sent = std::process::Command::new("kill")
+            .args([format!("-{name}"), pid.clone()])
+            .status()
+            .expect("kill");
+        assert!(sent.success());
+    };
+    let good = std::fs::read_to_string(&world.config).expect("config");
+    std::fs::write(
+        &world.config,
+        good.replace("every = \"2s\"", "every = \"soon\""),
+    )
+    .expect("config");
+    signal("HUP");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(status(&client, &base).await.len(), 2, "serves on");
+    let renamed = world.dir.join("out").join("renamed.jsonl");
+    std::fs::write(
+        &world.config,
+        good.replace(&format!("name = \"{FILE_SYNC}\""), "name = \"renamed\"")
+            .replace(&file.display().to_string(), &renamed.display().to_string()),
+    )
+    .expect("config");
+    signal("HUP");
+    wait_for(
+        &client,
+        &base,
+        Duration::from_secs(30),
+        "the new sync's run",
+        |s| {
+            s.len() == 2
+                && s.iter()
+                    .any(|x| x["sync"] == "renamed" && x["last_run"]["outcome"] == "completed")
+        },
+    )
+    .await;
+    let lines = std::fs::read_to_string(&renamed)
+        .expect("the new file")
+        .lines()
+        .count();
+    assert_eq!(lines, 1_000);
+
+    // SIGTERM: stops at the next checkpoint and exits 0.
+    signal("TERM");
     let exit = tokio::time::timeout(Duration::from_secs(30), daemon.wait())
         .await
         .unwrap_or_else(|_| panic!("the daemon did not stop on SIGTERM"))
@@ -229,10 +270,10 @@ async fn the_daemon_runs_each_sync_on_its_schedule() {
     assert_eq!(exit.code(), Some(0));
 
     // Never two runs of one sync at once.
-    for name in [SYNC, FILE_SYNC] {
+    for (name, least) in [(SYNC, 2), (FILE_SYNC, 3), ("renamed", 1)] {
         let mut runs = completed_runs(&world, name).await;
         runs.sort_unstable();
-        assert!(runs.len() >= 2, "{name}: {runs:?}");
+        assert!(runs.len() >= least, "{name}: {runs:?}");
         for pair in runs.windows(2) {
             assert!(pair[0].1 <= pair[1].0, "{name}: runs overlap: {pair:?}");
         }

@@ -16,6 +16,7 @@ pub mod mapping;
 pub mod obs;
 pub mod policy;
 pub mod record;
+pub mod schedule;
 pub mod secret;
 pub mod sink;
 pub mod source;

@@ -457,27 +457,81 @@ impl Validator<'_> {
     }
 
     fn schedule(&mut self, raw: &Spanned<RawSchedule>, at: &str) -> Option<ScheduleSpec> {
+        use crate::schedule::{Cron, Schedule};
         let at = format!("{at}.schedule");
         let r = raw.get_ref();
-        let every = self.period(&r.every, &format!("{at}.every"));
         let jitter = match &r.jitter {
             Some(j) => self.period(j, &format!("{at}.jitter")),
             None => Some(Duration::ZERO),
         };
-        let (every, jitter) = (every?, jitter?);
-        if every < Duration::from_secs(1) {
-            self.problem(&r.every, format!("{at}.every"), "expected at least \"1s\"");
-            return None;
-        }
-        if jitter >= every {
+        if let (Some(tz), None) = (&r.timezone, &r.cron) {
             self.problem(
-                raw,
-                format!("{at}.jitter"),
-                "expected less than `every`: a run would start past the next one's time",
+                tz,
+                format!("{at}.timezone"),
+                "applies only to `cron`: a period runs from each start, whatever the zone",
             );
             return None;
         }
-        Some(ScheduleSpec { every, jitter })
+        let (when, shortest) = match (&r.every, &r.cron) {
+            (Some(every), None) => {
+                let every = self.period(every, &format!("{at}.every"));
+                if every.is_some_and(|e| e < Duration::from_secs(1)) {
+                    self.problem(
+                        r.every.as_ref()?,
+                        format!("{at}.every"),
+                        "expected at least \"1s\"",
+                    );
+                    return None;
+                }
+                (Schedule::Every(every?), every?)
+            }
+            (None, Some(cron)) => {
+                let parsed = match cron.get_ref().parse::<Cron>() {
+                    Ok(parsed) => Some(parsed),
+                    Err(message) => {
+                        self.problem(cron, format!("{at}.cron"), message);
+                        None
+                    }
+                };
+                let tz = match &r.timezone {
+                    None => Some(jiff::tz::TimeZone::UTC),
+                    Some(name) => match jiff::tz::TimeZone::get(name.get_ref()) {
+                        Ok(tz) => Some(tz),
+                        Err(_) => {
+                            self.problem(
+                                name,
+                                format!("{at}.timezone"),
+                                "expected a time zone name like \"Europe/Paris\" or \"UTC\"",
+                            );
+                            None
+                        }
+                    },
+                };
+                // A cron expression runs at most once a minute.
+                (
+                    Schedule::Cron(Box::new(parsed?), tz?),
+                    Duration::from_secs(60),
+                )
+            }
+            _ => {
+                self.problem(
+                    raw,
+                    &at,
+                    "expected either `every` (a period) or `cron` (an expression), not both or neither",
+                );
+                return None;
+            }
+        };
+        let jitter = jitter?;
+        if jitter >= shortest {
+            self.problem(
+                r.jitter.as_ref()?,
+                format!("{at}.jitter"),
+                "expected less than the time between runs: a run would start past the next one's time",
+            );
+            return None;
+        }
+        Some(ScheduleSpec { when, jitter })
     }
 
     fn alerts(&mut self, raw: Spanned<RawAlerts>, at: &str) -> Option<AlertSpec> {

@@ -40,12 +40,14 @@ pub struct RawSync {
     pub schedule: Option<S<RawSchedule>>,
 }
 
-/// `schedule = { every = "15m", jitter = "1m" }`: when `highwater serve` runs
-/// the sync.
+/// `schedule = { every = "15m", jitter = "1m" }` or `{ cron = "0 2 * * *",
+/// timezone = "Europe/Paris" }`: when `highwater serve` runs the sync.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSchedule {
-    pub every: S<String>,
+    pub every: Option<S<String>>,
+    pub cron: Option<S<String>>,
+    pub timezone: Option<S<String>>,
     pub jitter: Option<S<String>>,
 }
 

@@ -66,11 +66,11 @@ pub struct SyncSpec {
     pub fingerprint: String,
 }
 
-/// A run every `every`, each start delayed by up to `jitter` (random), so that
+/// When the sync runs, each start delayed by up to `jitter` (random), so that
 /// syncs sharing an API do not all start at once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ScheduleSpec {
-    pub every: Duration,
+    pub when: crate::schedule::Schedule,
     pub jitter: Duration,
 }
 
