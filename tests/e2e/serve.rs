@@ -208,13 +208,34 @@ async fn the_daemon_runs_each_sync_on_its_schedule() {
     let (code, _) = post(&client, &format!("{base}/syncs/nope/run")).await;
     assert_eq!(code, 404);
 
+    // The paused sync is idle: what /metrics counted of it is what its runs
+    // committed.
     let (code, metrics) = get(&client, &format!("{base}/metrics"))
         .await
         .unwrap_or_default();
-    assert!(
-        code == 200 && metrics.contains("highwater_records_total"),
-        "{code} {metrics}"
-    );
+    assert_eq!(code, 200, "{metrics}");
+    let store = Store::open(&world.state_path()).await.expect("state");
+    let runs = store.runs(SYNC, 1_000).await.expect("history");
+    store.close().await;
+    for outcome in ["read", "written", "unchanged"] {
+        let committed: u64 = runs
+            .iter()
+            .map(|r| match outcome {
+                "read" => r.checkpoint.counters.read,
+                "written" => r.checkpoint.counters.written,
+                _ => r.checkpoint.counters.unchanged,
+            })
+            .sum();
+        assert!(
+            outcome == "unchanged" || committed >= 1_000,
+            "{outcome}: {committed}"
+        );
+        assert_eq!(
+            counted(&metrics, SYNC, outcome),
+            committed,
+            "{outcome}: /metrics and the runs table disagree\n{metrics}"
+        );
+    }
 
     // SIGHUP: a config that does not validate is refused, and the daemon
     // serves on; a valid one is taken, its new sync run at once.
@@ -288,4 +309,15 @@ async fn post(client: &reqwest::Client, url: &str) -> (u16, String) {
         .unwrap_or_else(|e| panic!("POST {url}: {e}"));
     let status = response.status().as_u16();
     (status, response.text().await.unwrap_or_default())
+}
+
+/// The sum of `highwater_records_total` for `sync` and `outcome`, over kinds.
+fn counted(metrics: &str, sync: &str, outcome: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("highwater_records_total{"))
+        .filter(|l| l.contains(&format!("sync=\"{sync}\"")))
+        .filter(|l| l.contains(&format!("outcome=\"{outcome}\"")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
 }
