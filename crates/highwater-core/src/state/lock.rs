@@ -2,8 +2,9 @@
 //! the embedded store: an OS file lock per sync and run kind next to the state
 //! file, so that a backfill can run beside the incremental sync while neither runs
 //! twice. Operator commands that change what every run reads (a reset, a discard)
-//! take the locks of every kind. The OS releases a lock when the process dies,
-//! even by SIGKILL, so a crash never leaves a stale lock behind.
+//! take the locks of every kind. One more lock lets processes opening the
+//! store at once migrate it in turn. The OS releases a lock when the process
+//! dies, even by SIGKILL, so a crash never leaves a stale lock behind.
 
 use std::fs::{File, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -48,10 +49,14 @@ pub enum LockError {
 /// ([`is_running`]).
 const PROBE_GRACE: Duration = Duration::from_millis(20);
 
-fn lock_path(state_path: &Path, sync: &str, kind: RunKind) -> (PathBuf, PathBuf) {
-    let dir = state_path
+fn lock_dir(state_path: &Path) -> PathBuf {
+    state_path
         .parent()
-        .map_or_else(|| PathBuf::from("locks"), |p| p.join("locks"));
+        .map_or_else(|| PathBuf::from("locks"), |p| p.join("locks"))
+}
+
+fn lock_path(state_path: &Path, sync: &str, kind: RunKind) -> (PathBuf, PathBuf) {
+    let dir = lock_dir(state_path);
     let path = dir.join(format!("{sync}.{kind}.lock"));
     (dir, path)
 }
@@ -71,6 +76,38 @@ pub fn is_running(state_path: &Path, sync: &str, kind: RunKind) -> bool {
         // Cannot tell: as if it ran, which waits rather than risks.
         Err(TryLockError::Error(_)) => true,
     }
+}
+
+/// Held while this process migrates the store; taking it waits for another
+/// process doing the same. sqlx reads which migrations a store has before it
+/// applies the rest, so two processes opening a new store at once (a run
+/// creating it while `status` looks, workers starting together) would both
+/// apply the first, and one would fail.
+pub(super) fn migrating(state_path: &Path) -> std::io::Result<File> {
+    let dir = lock_dir(state_path);
+    super::private::create_dir_all(&dir)?;
+    let file = super::private::file_options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(dir.join("migrations.lock"))?;
+    file.lock()?;
+    Ok(file)
+}
+
+/// The process holding the lock of `sync`'s runs of `kind` now, as it wrote
+/// itself into the lock file (its process id); `None` when nobody holds it.
+pub fn holder(state_path: &Path, sync: &str, kind: RunKind) -> Option<String> {
+    if !is_running(state_path, sync, kind) {
+        return None;
+    }
+    let (_, path) = lock_path(state_path, sync, kind);
+    let written = std::fs::read_to_string(&path).unwrap_or_default();
+    Some(match written.trim() {
+        "" => "unknown".to_owned(),
+        pid => pid.to_owned(),
+    })
 }
 
 /// Takes the lock of `sync`'s runs of `kind`, stored beside the state file.
@@ -155,7 +192,14 @@ mod tests {
     fn a_second_holder_of_a_kind_is_refused_until_the_first_lets_go() {
         let dir = std::env::temp_dir().join(format!("hw-lock-{}", std::process::id()));
         let state = dir.join("state.db");
+        assert_eq!(holder(&state, "billing", RunKind::Incremental), None);
         let first = acquire(&state, "billing", RunKind::Incremental).expect("first lock");
+        assert_eq!(
+            holder(&state, "billing", RunKind::Incremental),
+            Some(std::process::id().to_string()),
+            "the holder names itself"
+        );
+        assert_eq!(holder(&state, "billing", RunKind::Backfill), None);
         let second = acquire(&state, "billing", RunKind::Incremental).expect_err("second lock");
         let message = second.to_string();
         assert!(
@@ -180,6 +224,7 @@ mod tests {
         let refused = acquire_all(&state, "billing").expect_err("all kinds");
         assert!(refused.to_string().contains("billing"), "{refused}");
         drop(first);
+        assert_eq!(holder(&state, "billing", RunKind::Incremental), None);
         assert!(
             acquire_all(&state, "billing").is_err(),
             "the backfill still runs"

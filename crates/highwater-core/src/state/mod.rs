@@ -40,7 +40,9 @@ pub use claim::{Announced, Behind};
 pub use dlq::{DeadLetterDetail, DeadLetterSummary, DiscardScope, Discarded, Resolved};
 pub use events::{DeadLetterState, RecordAction, RecordEvent, RecordState, StoryEvent};
 pub use history::{Invocation, InvocationEnd, RunRecord, Samples};
-pub use lock::{LockError, SyncLock, SyncLocks, acquire, acquire_all, acquire_for_run};
+pub use lock::{
+    LockError, SyncLock, SyncLocks, acquire, acquire_all, acquire_for_run, holder as lock_holder,
+};
 pub use names::{
     AuditAction, DeadLetterResolution, DeadLetterStage, IncidentKind, InvocationOutcome, RunKind,
     RunStatus, UnknownName,
@@ -436,6 +438,13 @@ impl Store {
             // each lookup read twice the bytes.
             .page_size(16384)
             .busy_timeout(Duration::from_secs(30));
+        // Taken before the first connection, which sets WAL mode: another
+        // process doing that at the same instant is refused (locked) at once.
+        let lock_path = path.to_owned();
+        let migrating = tokio::task::spawn_blocking(move || lock::migrating(&lock_path))
+            .await
+            .map_err(|e| io(std::io::Error::other(e)))?
+            .map_err(io)?;
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
@@ -463,6 +472,7 @@ impl Store {
                 path: shown,
                 source,
             })?;
+        drop(migrating);
         Ok(Store {
             pool,
             path: path.to_owned(),

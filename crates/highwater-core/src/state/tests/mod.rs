@@ -728,3 +728,27 @@ async fn a_record_keyed_by_its_own_id_holds_it() {
     // On the page but not asked for: no holder.
     assert_eq!(holders(&["a", "b"], &["b"]).await, [pair("b", "b")]);
 }
+
+/// Several processes may open a new store at once (a `run` creating it while
+/// `status` looks, or workers starting together): each finds it migrated,
+/// none fails on a migration another applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stores_opened_at_once_migrate_it_once() {
+    for round in 0..20 {
+        let dir =
+            std::env::temp_dir().join(format!("hw-migrate-race-{}-{round}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("state.db");
+        let opens = (0..4).map(|_| {
+            let path = path.clone();
+            tokio::spawn(async move { Store::open(&path).await })
+        });
+        for open in futures_util::future::join_all(opens).await {
+            let store = open
+                .unwrap_or_else(|e| panic!("round {round}: {e}"))
+                .unwrap_or_else(|e| panic!("round {round}: {e}"));
+            store.close().await;
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
