@@ -2,7 +2,7 @@
 //! high-water mark, the lag behind now, and the dead-letter count.
 
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
-use highwater_core::state::{RunKind, SyncStatus};
+use highwater_core::state::{RunKind, SyncStatus, lock_holder};
 use jiff::Timestamp;
 use serde_json::{Value, json};
 
@@ -24,7 +24,7 @@ pub async fn status(ctx: &mut Context) -> Result<Exit, CliError> {
     if ctx.json {
         let syncs: Vec<Value> = rows
             .iter()
-            .map(|(name, s)| status_json(name, s.as_ref(), now))
+            .map(|(name, s)| status_json(name, s.as_ref(), now, &config.state.path))
             .collect();
         print(json!({ "state": config.state.path.display().to_string(), "syncs": syncs }))?;
         return Ok(Exit::Complete);
@@ -49,7 +49,7 @@ pub async fn status(ctx: &mut Context) -> Result<Exit, CliError> {
             .chain(&s.other_open)
             .map(|(run, c)| {
                 format!(
-                    "{}{} (since {}; {} pages, {} written)",
+                    "{}{} (since {}; {} pages, {} written; {})",
                     match run.kind {
                         RunKind::Incremental => String::new(),
                         kind => format!("{kind} "),
@@ -57,7 +57,11 @@ pub async fn status(ctx: &mut Context) -> Result<Exit, CliError> {
                     render::short_id(&run.run_id),
                     ago(run.started_at, now),
                     c.counters.pages,
-                    c.counters.written
+                    c.counters.written,
+                    match lock_holder(&config.state.path, name, run.kind) {
+                        Some(process) => format!("running in process {process}"),
+                        None => "not running; the next run resumes it".to_owned(),
+                    }
                 )
             })
             .collect();
@@ -94,7 +98,12 @@ pub async fn status(ctx: &mut Context) -> Result<Exit, CliError> {
     Ok(Exit::Complete)
 }
 
-fn status_json(name: &str, status: Option<&SyncStatus>, now: Timestamp) -> Value {
+fn status_json(
+    name: &str,
+    status: Option<&SyncStatus>,
+    now: Timestamp,
+    state_path: &std::path::Path,
+) -> Value {
     let Some(s) = status else {
         return json!({ "sync": name, "open_run": null, "last_completed_run": null, "high_water_mark": null, "lag_seconds": null, "dead_letters": 0, "ledger_records": 0 });
     };
@@ -111,6 +120,8 @@ fn status_json(name: &str, status: Option<&SyncStatus>, now: Timestamp) -> Value
                 "watermark": run.watermark.to_string(),
                 "cursor": c.cursor,
                 "counters": c.counters,
+                // The process running it now; null when none is.
+                "process": lock_holder(state_path, name, run.kind),
             })
         })
     };

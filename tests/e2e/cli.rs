@@ -109,6 +109,10 @@ async fn max_pages_stops_at_a_checkpoint_and_the_next_run_resumes_it() {
         serde_json::from_slice(&world.highwater(&["status", "--json"]).await.stdout)
             .expect("status");
     assert_eq!(status["syncs"][0]["open_run"]["run_id"], first["run_id"]);
+    assert!(
+        status["syncs"][0]["open_run"]["process"].is_null(),
+        "stopped, so no process runs it: {status}"
+    );
     assert!(status["syncs"][0]["high_water_mark"].is_null());
 
     let out = world
@@ -338,4 +342,51 @@ async fn init_writes_a_config_that_validates_and_probes() {
         describe(&out)
     );
     sim.shutdown().await;
+}
+
+/// `status` names the process running a sync's open run, and no process
+/// once it is gone (killed here: the run stays open, to be resumed).
+#[tokio::test(flavor = "multi_thread")]
+async fn status_names_the_process_running_a_sync() {
+    let mut sim = SimConfig::new(43, 3_000);
+    sim.source.latency = Duration::from_millis(30);
+    let mut setup = Setup::new(Style::Cursor, Mode::Put);
+    setup.page_size = 50;
+    let world = World::start("status-process", sim, &setup).await;
+    let mut child = world.spawn(&["run", SYNC]);
+    let pid = child.id().expect("pid").to_string();
+    let process = |status: &serde_json::Value| status["syncs"][0]["open_run"]["process"].clone();
+    let until = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = world.highwater(&["status", "--json"]).await;
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if process(&status) == pid.as_str() {
+            let text = stdout(&world.highwater(&["status"]).await);
+            assert!(
+                text.contains(&format!("running in process {pid}")),
+                "{text}"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "status never named the process: {status} ({:?})",
+            child.try_wait()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+    let out = world.highwater(&["status", "--json"]).await;
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status");
+    assert!(
+        status["syncs"][0]["open_run"]["run_id"].is_string(),
+        "{status}"
+    );
+    assert!(process(&status).is_null(), "{status}");
+    let text = stdout(&world.highwater(&["status"]).await);
+    assert!(
+        text.contains("not running; the next run resumes it"),
+        "{text}"
+    );
 }
