@@ -120,12 +120,14 @@ pub async fn serve(ctx: &mut Context, listen: SocketAddr, places: usize) -> Resu
 
     let now = Timestamp::now();
     let mut slots = BTreeMap::new();
+    let paused = store.paused_syncs().await.map_err(CliError::failed)?;
     for spec in &config.syncs {
         let due = first_due(&store, spec, now).await?;
         slots.insert(
             spec.name.clone(),
             Slot {
                 due,
+                paused: paused.contains(&spec.name),
                 ..Slot::default()
             },
         );
@@ -358,14 +360,18 @@ async fn status(State(daemon): State<Arc<Daemon>>) -> Result<Json<Value>, (Statu
 
 type Answer = (StatusCode, Json<Value>);
 
+fn not_found(name: &str) -> Answer {
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({ "error": format!("no sync named {name:?}") })),
+    )
+}
+
 /// Applies `change` to the named sync's slot; 404 when there is none.
 fn with_slot(daemon: &Daemon, name: &str, change: impl FnOnce(&mut Slot) -> Answer) -> Answer {
     let answer = match daemon.slots().get_mut(name) {
         Some(slot) => change(slot),
-        None => (
-            StatusCode::NOT_FOUND,
-            Json(json!({ "error": format!("no sync named {name:?}") })),
-        ),
+        None => not_found(name),
     };
     daemon.wake.notify_one();
     answer
@@ -388,21 +394,30 @@ async fn run_now(State(daemon): State<Arc<Daemon>>, Path(name): Path<String>) ->
 }
 
 async fn pause(State(daemon): State<Arc<Daemon>>, Path(name): Path<String>) -> Answer {
-    with_slot(&daemon, &name, |slot| {
-        slot.paused = true;
-        (
-            StatusCode::OK,
-            Json(json!({ "sync": name, "paused": true })),
-        )
-    })
+    set_paused(&daemon, &name, true).await
 }
 
 async fn resume(State(daemon): State<Arc<Daemon>>, Path(name): Path<String>) -> Answer {
-    with_slot(&daemon, &name, |slot| {
-        slot.paused = false;
+    set_paused(&daemon, &name, false).await
+}
+
+/// Pauses or resumes a sync's schedule, in the state store first: a pause
+/// outlives the daemon.
+async fn set_paused(daemon: &Daemon, name: &str, paused: bool) -> Answer {
+    if !daemon.slots().contains_key(name) {
+        return not_found(name);
+    }
+    if let Err(e) = daemon.store.set_paused(name, paused).await {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({ "error": e.to_string() })),
+        );
+    }
+    with_slot(daemon, name, |slot| {
+        slot.paused = paused;
         (
             StatusCode::OK,
-            Json(json!({ "sync": name, "paused": false })),
+            Json(json!({ "sync": name, "paused": paused })),
         )
     })
 }

@@ -3,7 +3,7 @@
 //! ends exact. A paused sync is not run on its schedule, but is when asked;
 //! `/status`, `/health` and `/metrics` answer; SIGHUP takes a new config (a
 //! renamed sync runs at once) and refuses one that does not validate; SIGTERM
-//! stops the daemon cleanly. The run history shows no sync ever ran twice at once.
+//! stops the daemon cleanly; a pause outlives it. The run history shows no sync ever ran twice at once.
 
 use std::time::Duration;
 
@@ -119,38 +119,8 @@ async fn the_daemon_runs_each_sync_on_its_schedule() {
     sim.poisoned_ratio = 0.0;
     let world = World::start("serve", sim, &Setup::new(Style::Cursor, Mode::Put)).await;
     let file = two_scheduled_syncs(&world);
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut daemon = tokio::process::Command::new(bin())
-        .arg("--config")
-        .arg(&world.config)
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--concurrency",
-            "2",
-        ])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn serve: {e}"));
     let client = reqwest::Client::new();
-
-    let until = tokio::time::Instant::now() + Duration::from_secs(20);
-    while get(&client, &format!("{base}/health"))
-        .await
-        .map(|(s, _)| s)
-        != Some(200)
-    {
-        assert!(
-            tokio::time::Instant::now() < until,
-            "the daemon never answered /health"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (mut daemon, base) = start_daemon(&world, &client).await;
 
     // Never run: both at start, each exact.
     let completed = |name: &'static str| {
@@ -290,8 +260,34 @@ async fn the_daemon_runs_each_sync_on_its_schedule() {
         .expect("exit status");
     assert_eq!(exit.code(), Some(0));
 
+    // A pause outlives the daemon; resumed, the sync runs on its schedule.
+    let before = completed_runs(&world, SYNC).await.len();
+    let (mut daemon, base) = start_daemon(&world, &client).await;
+    assert_eq!(of(&status(&client, &base).await, SYNC)["paused"], true);
+    let (code, _) = post(&client, &format!("{base}/syncs/{SYNC}/resume")).await;
+    assert_eq!(code, 200);
+    let until = tokio::time::Instant::now() + Duration::from_secs(30);
+    while completed_runs(&world, SYNC).await.len() < before + 1 {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "the resumed sync never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let pid = daemon.id().expect("pid").to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(sent.success());
+    let exit = tokio::time::timeout(Duration::from_secs(30), daemon.wait())
+        .await
+        .unwrap_or_else(|_| panic!("the daemon did not stop on SIGTERM"))
+        .expect("exit status");
+    assert_eq!(exit.code(), Some(0));
+
     // Never two runs of one sync at once.
-    for (name, least) in [(SYNC, 2), (FILE_SYNC, 3), ("renamed", 1)] {
+    for (name, least) in [(SYNC, 3), (FILE_SYNC, 3), ("renamed", 1)] {
         let mut runs = completed_runs(&world, name).await;
         runs.sort_unstable();
         assert!(runs.len() >= least, "{name}: {runs:?}");
@@ -299,6 +295,37 @@ async fn the_daemon_runs_each_sync_on_its_schedule() {
             assert!(pair[0].1 <= pair[1].0, "{name}: runs overlap: {pair:?}");
         }
     }
+}
+
+/// `highwater serve` on a free port, once it answers `/health`; its address.
+async fn start_daemon(world: &World, client: &reqwest::Client) -> (tokio::process::Child, String) {
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let daemon = tokio::process::Command::new(bin())
+        .arg("--config")
+        .arg(&world.config)
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--concurrency",
+            "2",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn serve: {e}"));
+    let until = tokio::time::Instant::now() + Duration::from_secs(20);
+    while get(client, &format!("{base}/health")).await.map(|(s, _)| s) != Some(200) {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "the daemon never answered /health"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (daemon, base)
 }
 
 async fn post(client: &reqwest::Client, url: &str) -> (u16, String) {

@@ -9,7 +9,6 @@
 //! kinds, statuses, outcomes, stages, resolutions and audit actions are stored by
 //! their names in [`names`].
 
-mod alerts;
 mod audit;
 mod claim;
 mod commit;
@@ -18,6 +17,7 @@ mod events;
 mod history;
 pub mod lock;
 mod names;
+mod operating;
 mod private;
 mod reset;
 pub mod shared;
@@ -34,7 +34,6 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
-pub use alerts::Incident;
 pub use audit::{AuditEntry, AuditRecord, AuditScope};
 pub use claim::{Announced, Behind};
 pub use dlq::{DeadLetterDetail, DeadLetterSummary, DiscardScope, Discarded, Resolved};
@@ -47,6 +46,7 @@ pub use names::{
     AuditAction, DeadLetterResolution, DeadLetterStage, IncidentKind, InvocationOutcome, RunKind,
     RunStatus, UnknownName,
 };
+pub use operating::Incident;
 pub use reset::{HighWaterMark, ResetDone, ResetError, ResetRequest};
 
 #[derive(Debug, thiserror::Error)]
@@ -371,6 +371,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         12,
         "alert_incidents",
         include_str!("../../migrations/0012_alert_incidents.sql"),
+    ),
+    (
+        13,
+        "paused_syncs",
+        include_str!("../../migrations/0013_paused_syncs.sql"),
     ),
 ];
 

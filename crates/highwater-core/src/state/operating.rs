@@ -1,7 +1,8 @@
-//! Alert incidents: at most one open per sync and kind. Opening one that is
+//! What the store keeps for operating syncs beside their runs: alert
+//! incidents — at most one open per sync and kind; opening one that is
 //! already open returns it unchanged, so that its webhook is called once per
 //! incident however many invocations see its condition; it is marked notified
-//! only once a call was answered.
+//! only once a call was answered — and which syncs are paused.
 
 use jiff::Timestamp;
 use sqlx::Row;
@@ -92,5 +93,32 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+}
+
+impl Store {
+    /// Pauses or resumes a sync's schedule.
+    pub async fn set_paused(&self, sync: &str, paused: bool) -> Result<(), StateError> {
+        let query = if paused {
+            sqlx::query(
+                "INSERT INTO paused_syncs (sync, paused_at) VALUES (?, ?)
+                 ON CONFLICT (sync) DO NOTHING",
+            )
+            .bind(sync)
+            .bind(now()?.as_microsecond())
+        } else {
+            sqlx::query("DELETE FROM paused_syncs WHERE sync = ?").bind(sync)
+        };
+        query.execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// The syncs whose schedule is paused.
+    pub async fn paused_syncs(&self) -> Result<Vec<String>, StateError> {
+        Ok(
+            sqlx::query_scalar("SELECT sync FROM paused_syncs ORDER BY sync")
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 }
