@@ -40,7 +40,7 @@ async fn invalid_toml_unknown_keys_and_missing_variables_name_line_and_key() {
         ),
         (
             "[[sync]]\nname = \"a\"\ncolour = \"red\"\n",
-            "highwater.toml:3: sync \"a\".colour: unknown key `colour`, expected one of `name`, `source`, `mapping`, `destination`, `retry`, `budgets`, `deletes`",
+            "highwater.toml:3: sync \"a\".colour: unknown key `colour`, expected one of `name`, `source`, `mapping`, `destination`, `retry`, `budgets`, `deletes`, `alerts`, `schedule`",
         ),
         (
             "[[sync]]\nname = \"a\"\n[sync.source]\nbase_url = \"http://127.0.0.1:9\"\nauth = { type = \"bearer\", token = \"${HIGHWATER_TEST_UNSET_TOKEN}\" }\npagination = { style = \"cursor\" }\n[sync.destination]\ntype = \"jsonl\"\nfile = \"out.jsonl\"\n",
