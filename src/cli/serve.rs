@@ -2,9 +2,9 @@
 //! time, in one process, and serves `/health`, `/status`, `/metrics` and
 //! `POST /syncs/{name}/run`, `/pause` and `/resume`. A run still going when its
 //! next is due is not doubled (the sync runs again once it ends); a sync whose
-//! last completed run is older than its period (missed while nothing served
-//! it) runs at once. SIGTERM or Ctrl-C stops every run at its next checkpoint,
-//! then the process exits.
+//! schedule came due since its last completed run (missed while nothing served
+//! it) runs at once. SIGHUP reads the config again; SIGTERM or Ctrl-C stops
+//! every run at its next checkpoint, then the process exits.
 //! Invariants: a sync has at most one run going in the process, and takes the
 //! same lock as `highwater run`, so a `run` from a shell and the daemon never
 //! run one sync at once; the daemon's own failures to run a sync are in its
