@@ -86,7 +86,11 @@ pub async fn status(ctx: &mut Context) -> Result<Exit, CliError> {
             .map_or("-".to_owned(), |t| t.to_string());
         let lag = s.high_water_mark().map_or("-".to_owned(), |t| ago(t, now));
         table.add_row(vec![
-            name.clone(),
+            if s.paused {
+                format!("{name} (paused)")
+            } else {
+                name.clone()
+            },
             open,
             last,
             hwm,
@@ -105,7 +109,7 @@ fn status_json(
     state_path: &std::path::Path,
 ) -> Value {
     let Some(s) = status else {
-        return json!({ "sync": name, "open_run": null, "last_completed_run": null, "high_water_mark": null, "lag_seconds": null, "dead_letters": 0, "ledger_records": 0 });
+        return json!({ "sync": name, "open_run": null, "last_completed_run": null, "high_water_mark": null, "lag_seconds": null, "dead_letters": 0, "ledger_records": 0, "paused": false });
     };
     let run = |r: &Option<(
         highwater_core::state::RunRow,
@@ -142,6 +146,7 @@ fn status_json(
         "lag_seconds": s.high_water_mark().map(|t| (now.as_second() - t.as_second()).max(0)),
         "dead_letters": s.dead_letters,
         "ledger_records": s.ledger_records,
+        "paused": s.paused,
     })
 }
 

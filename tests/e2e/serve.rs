@@ -148,6 +148,22 @@ async fn the_daemon_runs_each_sync_on_its_schedule() {
     // Paused: not run on its schedule while the other runs twice more.
     let (code, _) = post(&client, &format!("{base}/syncs/{SYNC}/pause")).await;
     assert_eq!(code, 200);
+    // `status` shows it, from the state store.
+    let out = world.highwater(&["status", "--json"]).await;
+    let shown: Value = serde_json::from_slice(&out.stdout).expect("status");
+    let paused: Vec<(Value, Value)> = shown["syncs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| (s["sync"].clone(), s["paused"].clone()))
+        .collect();
+    assert!(
+        paused.contains(&(SYNC.into(), true.into()))
+            && paused.contains(&(FILE_SYNC.into(), false.into())),
+        "{shown}"
+    );
+    let text = crate::util::stdout(&world.highwater(&["status"]).await);
+    assert!(text.contains(&format!("{SYNC} (paused)")), "{text}");
     let before = completed_runs(&world, SYNC).await.len();
     let file_before = completed_runs(&world, FILE_SYNC).await.len();
     let until = tokio::time::Instant::now() + Duration::from_secs(30);

@@ -244,6 +244,8 @@ pub struct SyncStatus {
     /// Open runs of the other kinds (a backfill, a replay, a repair), which the
     /// same command with the same plan resumes.
     pub other_open: Vec<(RunRow, Checkpoint)>,
+    /// Its schedule is paused (`highwater serve` does not run it until resumed).
+    pub paused: bool,
 }
 
 impl SyncStatus {
@@ -773,6 +775,7 @@ impl Store {
             ledger_records,
             mark: self.high_water_mark(sync).await?,
             other_open: self.open_runs_besides(sync, RunKind::Incremental).await?,
+            paused: self.paused_syncs().await?.iter().any(|s| s == sync),
         })
     }
 
