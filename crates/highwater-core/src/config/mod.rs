@@ -558,24 +558,17 @@ impl Validator<'_> {
         let lag_above = raw
             .lag_above
             .as_ref()
-            .map(|d| self.long_duration(d, &format!("{at}.lag_above")));
+            .map(|d| self.period(d, &format!("{at}.lag_above")));
+        // Every key is checked before any is given up on: every problem is told at once.
+        let mut webhook = webhook?;
         // A webhook that does not answer in ten seconds is not going to.
-        let webhook = webhook.map(|mut spec| {
-            if raw.timeout.is_none() {
-                spec.timeout = Duration::from_secs(10);
-            }
-            spec
-        });
-        // Each key checked before any is given up on: every problem is told at once.
-        let (webhook, dead_letters_above, lag_above) = (
-            webhook?,
-            dead_letters_above.map(|n| n.map(u64::from)),
-            lag_above,
-        );
+        if raw.timeout.is_none() {
+            webhook.timeout = Duration::from_secs(10);
+        }
         Some(AlertSpec {
             webhook,
             dead_letters_above: match dead_letters_above {
-                Some(n) => Some(n?),
+                Some(n) => Some(u64::from(n?)),
                 None => None,
             },
             lag_above: match lag_above {

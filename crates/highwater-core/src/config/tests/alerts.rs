@@ -50,7 +50,7 @@ fn every_mistake_in_the_alerts_is_named() {
         expect![[r#"
             hw.toml:49: sync "invoices_to_crm".alerts.webhook: expected an absolute http(s) URL, like "https://api.example.com"
             hw.toml:50: sync "invoices_to_crm".alerts.dead_letters_above: expected a whole number from 0 to 4294967295
-            hw.toml:51: sync "invoices_to_crm".alerts.lag_above: expected a duration like "30d", "12h" or "2w" ("0s" keeps none)"#]],
+            hw.toml:51: sync "invoices_to_crm".alerts.lag_above: expected a duration like "30s", "15m", "6h" or "1d""#]],
     );
     check(
         &with_alerts("[sync.alerts]\nwebhook = \"https://h.example.com/${HOOK}\"\n"),
