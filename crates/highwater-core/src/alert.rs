@@ -14,7 +14,7 @@ use serde_json::json;
 
 use crate::config::{AlertSpec, SyncSpec};
 use crate::http::{Api, Request};
-use crate::state::{Counters, Incident, IncidentKind, StateError, Store};
+use crate::state::{Counters, IncidentKind, StateError, Store};
 use crate::stop::Stop;
 
 /// How an invocation of one of the sync's runs ended, as the alerts weigh it.
@@ -26,16 +26,6 @@ pub struct Ended<'a> {
     pub counters: Counters,
 }
 
-/// What the alerts did after one invocation.
-#[derive(Debug, Default)]
-pub struct Raised {
-    /// Incidents whose webhook call was answered now.
-    pub notified: Vec<Incident>,
-    /// Incidents whose call went unanswered, with why: the next invocation
-    /// that sees them tries again.
-    pub undelivered: Vec<(Incident, String)>,
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum AlertError {
     #[error(transparent)]
@@ -45,15 +35,11 @@ pub enum AlertError {
 }
 
 /// Opens or closes the sync's incidents after `ended`, and calls the webhook
-/// for each open one not yet told.
-pub async fn raise(
-    spec: &SyncSpec,
-    store: &Store,
-    ended: &Ended<'_>,
-) -> Result<Raised, AlertError> {
-    let mut raised = Raised::default();
+/// for each open one not yet told; what it sent, and what went unanswered
+/// (which the next invocation that sees the incident sends again), is logged.
+pub async fn raise(spec: &SyncSpec, store: &Store, ended: &Ended<'_>) -> Result<(), AlertError> {
     let Some(alerts) = &spec.alerts else {
-        return Ok(raised);
+        return Ok(());
     };
     let open_dead_letters = store.open_dead_letters(&spec.name).await?;
     let now = Timestamp::now();
@@ -113,7 +99,6 @@ pub async fn raise(
                     "alert sent: {}",
                     incident.reason
                 );
-                raised.notified.push(incident);
             }
             Err(e) => {
                 // A webhook's path often holds its secret: it is not shown.
@@ -129,11 +114,10 @@ pub async fn raise(
                     incident = %incident.incident_id,
                     "alert not delivered (the next run tries again): {why}"
                 );
-                raised.undelivered.push((incident, why));
             }
         }
     }
-    Ok(raised)
+    Ok(())
 }
 
 /// Each kind of incident, with why it holds, or `None` where it does not (or
