@@ -81,7 +81,9 @@ pub async fn run(
     let metrics = metrics::start(metrics_addr, metrics_file).await?;
 
     let shutdown = CancellationToken::new();
-    let signals = tokio::spawn(watch_signals(shutdown.clone()));
+    let signals = tokio::spawn(watch_signals(shutdown.clone(), || {
+        eprintln!("stopping at the next checkpoint (press Ctrl-C again to quit at once)");
+    }));
     let (progress_tx, progress_rx) = watch::channel(Progress::default());
     let ticker = bar.clone().map(|bar| tokio::spawn(draw(bar, progress_rx)));
     let options = RunOptions {
@@ -194,9 +196,10 @@ async fn draw(bar: ProgressBar, mut progress: watch::Receiver<Progress>) {
     }
 }
 
-/// First Ctrl-C or SIGTERM: finish the page in hand, checkpoint, exit 3. A second
-/// one exits at once (the checkpoint protocol makes that safe too).
-async fn watch_signals(shutdown: CancellationToken) {
+/// First Ctrl-C or SIGTERM: `first` says so, and the runs finish the page in
+/// hand and checkpoint. A second one exits at once (the checkpoint protocol
+/// makes that safe too).
+pub(super) async fn watch_signals(shutdown: CancellationToken, first: fn()) {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(term) => term,
         Err(_) => return,
@@ -207,7 +210,7 @@ async fn watch_signals(shutdown: CancellationToken) {
             _ = term.recv() => {}
         }
         if round == 0 {
-            eprintln!("stopping at the next checkpoint (press Ctrl-C again to quit at once)");
+            first();
             shutdown.cancel();
         } else {
             std::process::exit(130);

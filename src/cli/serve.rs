@@ -30,7 +30,8 @@ use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::{CliError, Context, Exit, logging, run::raise_alerts};
+use super::run::{raise_alerts, watch_signals};
+use super::{CliError, Context, Exit, logging};
 
 /// How one sync stands in the daemon.
 #[derive(Debug, Default)]
@@ -141,7 +142,11 @@ pub async fn serve(ctx: &mut Context, listen: SocketAddr, places: usize) -> Resu
         shutdown: CancellationToken::new(),
         metrics,
     });
-    let signals = tokio::spawn(stop_on_signal(daemon.shutdown.clone()));
+    // SIGTERM or Ctrl-C: every run stops at its next checkpoint, then the
+    // daemon exits; a second one exits at once.
+    let signals = tokio::spawn(watch_signals(daemon.shutdown.clone(), || {
+        tracing::info!("stopping every run at its next checkpoint");
+    }));
     let reloads = tokio::spawn(reload_on_hangup(Arc::clone(&daemon)));
     let app = axum::Router::new()
         .route("/health", get(health))
@@ -472,26 +477,5 @@ async fn reload_on_hangup(daemon: Arc<Daemon>) {
         *daemon.config.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
         tracing::info!("config reloaded");
         daemon.wake.notify_one();
-    }
-}
-
-/// SIGTERM or Ctrl-C: every run stops at its next checkpoint, then the
-/// daemon exits. A second one exits at once.
-async fn stop_on_signal(shutdown: CancellationToken) {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(_) => return,
-    };
-    for round in 0..2 {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        if round == 0 {
-            tracing::info!("stopping every run at its next checkpoint");
-            shutdown.cancel();
-        } else {
-            std::process::exit(130);
-        }
     }
 }
