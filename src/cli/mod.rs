@@ -315,13 +315,7 @@ fn parse_time(text: &str) -> Result<jiff::Timestamp, String> {
 
 /// A duration that may be given in days or weeks (a day is 24 hours).
 fn parse_long_duration(text: &str) -> Result<Duration, String> {
-    text.parse::<jiff::Span>()
-        .ok()
-        .and_then(|span| {
-            span.to_duration(jiff::SpanRelativeTo::days_are_24_hours())
-                .ok()
-        })
-        .and_then(|d| Duration::try_from(d).ok())
+    highwater_core::config::parse_long_duration(text)
         .filter(|d| !d.is_zero())
         .ok_or_else(|| format!("expected a duration like 7d, 12h or 2w, got {text:?}"))
 }

@@ -627,8 +627,9 @@ impl Validator<'_> {
     }
 }
 
-/// A duration in any unit up to days, a day counted as 24 hours.
-fn parse_long_duration(text: &str) -> Option<Duration> {
+/// A duration in any unit up to days or weeks, a day counted as 24 hours:
+/// the config's periods and retentions, and the command line's windows.
+pub fn parse_long_duration(text: &str) -> Option<Duration> {
     text.parse::<jiff::Span>()
         .ok()
         .and_then(|span| {
