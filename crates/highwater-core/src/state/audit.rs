@@ -9,9 +9,8 @@
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sqlx::Row;
 
-use super::{AuditAction, StateError, Store, micros};
+use super::AuditAction;
 
 /// An operator action, as it is recorded.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,102 +42,13 @@ pub struct AuditRecord {
     pub entry: AuditEntry,
 }
 
-impl Store {
-    /// Records an operator action done outside a transaction of the store's own;
-    /// returns its id. An action that changes the store records itself in the same
-    /// transaction instead (a discard does).
-    pub async fn audit(&self, entry: &AuditEntry) -> Result<AuditRecord, StateError> {
-        let at = now()?;
-        let mut tx = self.writer().await?;
-        let id = insert(&mut tx, entry, at).await?;
-        tx.commit().await?;
-        Ok(AuditRecord {
-            id,
-            at,
-            entry: entry.clone(),
-        })
-    }
-
-    /// A sync's newest `limit` entries, newest first.
-    pub async fn audit_log(&self, sync: &str, limit: u32) -> Result<Vec<AuditRecord>, StateError> {
-        let rows = sqlx::query(
-            "SELECT id, at, sync, action, scope, reason, details FROM audit_log
-             WHERE sync = ? ORDER BY id DESC LIMIT ?",
-        )
-        .bind(sync)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(record).collect()
-    }
-
-    /// One entry, by id.
-    pub async fn audit_record(&self, id: i64) -> Result<Option<AuditRecord>, StateError> {
-        let row = sqlx::query(
-            "SELECT id, at, sync, action, scope, reason, details FROM audit_log WHERE id = ?",
-        )
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(record).transpose()
-    }
-}
-
-/// Now, to the microsecond the store keeps, so that an entry returned is the
-/// entry read back.
-pub(super) fn now() -> Result<Timestamp, StateError> {
-    micros(Timestamp::now().as_microsecond())
-}
-
-/// Appends an entry in the caller's transaction; returns its id.
-pub(super) async fn insert(
-    tx: &mut sqlx::SqliteConnection,
-    entry: &AuditEntry,
-    at: Timestamp,
-) -> Result<i64, StateError> {
-    let id: i64 = sqlx::query_scalar(
-        "INSERT INTO audit_log (at, sync, action, scope, reason, details)
-         VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
-    )
-    .bind(at.as_microsecond())
-    .bind(&entry.sync)
-    .bind(entry.action.as_str())
-    .bind(to_json(&entry.scope)?)
-    .bind(&entry.reason)
-    .bind(to_json(&entry.details)?)
-    .fetch_one(&mut *tx)
-    .await?;
-    Ok(id)
-}
-
-fn to_json<T: Serialize>(value: &T) -> Result<String, StateError> {
-    serde_json::to_string(value).map_err(|e| StateError::Corrupt(format!("audit entry: {e}")))
-}
-
-fn record(row: &sqlx::sqlite::SqliteRow) -> Result<AuditRecord, StateError> {
-    let scope: String = row.try_get("scope")?;
-    let details: String = row.try_get("details")?;
-    let corrupt =
-        |what: &str, e: serde_json::Error| StateError::Corrupt(format!("audit {what}: {e}"));
-    Ok(AuditRecord {
-        id: row.try_get("id")?,
-        at: micros(row.try_get("at")?)?,
-        entry: AuditEntry {
-            sync: row.try_get("sync")?,
-            action: row.try_get::<String, _>("action")?.parse()?,
-            scope: serde_json::from_str(&scope).map_err(|e| corrupt("scope", e))?,
-            reason: row.try_get("reason")?,
-            details: serde_json::from_str(&details).map_err(|e| corrupt("details", e))?,
-        },
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::json;
 
     use super::*;
     use crate::state::tests::temp_db;
+    use crate::state::{AuditAction, Store};
 
     fn discard(sync: &str, ids: &[&str], reason: &str) -> AuditEntry {
         AuditEntry {
@@ -199,7 +109,7 @@ mod tests {
             "INSERT INTO audit_log (at, sync, action, scope, reason, details)
              VALUES (0, 'billing', 'delete_everything', '{\"kind\":\"sync\"}', NULL, '{}')",
         )
-        .execute(&store.pool)
+        .execute(store.sqlite_pool())
         .await;
         assert!(refused.is_err(), "an unknown action was admitted");
         store.close().await;

@@ -1,53 +1,48 @@
 //! Owns the state store: runs and their history, checkpoints, the ledger, dead
-//! letters and the audit log of operator actions, in embedded SQLite (WAL,
-//! synchronous commits, versioned migrations).
-//! This is the only module that speaks SQL.
-//! Invariants: a page's ledger rows (staged, then merged into the ledger in key
-//! order), dead letters and checkpoint are committed in one transaction; a
-//! completed run leaves no staged rows; timestamps are integer epoch microseconds; the high-water mark is
-//! the watermark of the last completed incremental run, derived, never stored apart;
-//! kinds, statuses, outcomes, stages, resolutions and audit actions are stored by
-//! their names in [`names`].
+//! letters and the audit log of operator actions. [`Store`] is its interface,
+//! the same for every backend; each backend (`sqlite/`: one embedded file) is
+//! the only code that speaks its SQL. The types here are what runs and
+//! commands read and write, whatever the backend.
+//! Invariants: a page's ledger rows, dead letters and checkpoint are committed
+//! in one transaction; a completed run leaves no staged rows; timestamps are
+//! integer epoch microseconds; the high-water mark is the watermark of the last
+//! completed incremental run, derived, never stored apart; kinds, statuses,
+//! outcomes, stages, resolutions and audit actions are stored by their names in
+//! [`names`].
 
 mod audit;
 mod claim;
-mod commit;
 mod dlq;
 mod events;
 mod history;
-pub mod lock;
 mod names;
 mod operating;
 mod private;
 mod reset;
-pub mod shared;
+mod sqlite;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::str::FromStr;
-use std::time::Duration;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
 
 pub use audit::{AuditEntry, AuditRecord, AuditScope};
 pub use claim::{Announced, Behind};
 pub use dlq::{DeadLetterDetail, DeadLetterSummary, DiscardScope, Discarded, Resolved};
 pub use events::{DeadLetterState, RecordAction, RecordEvent, RecordState, StoryEvent};
 pub use history::{Invocation, InvocationEnd, RunRecord, Samples};
-pub use lock::{
-    LockError, SyncLock, SyncLocks, acquire, acquire_all, acquire_for_run, holder as lock_holder,
-};
 pub use names::{
     AuditAction, DeadLetterResolution, DeadLetterStage, IncidentKind, InvocationOutcome, RunKind,
     RunStatus, UnknownName,
 };
 pub use operating::Incident;
 pub use reset::{HighWaterMark, ResetDone, ResetError, ResetRequest};
+pub use sqlite::lock::{
+    LockError, SyncLock, SyncLocks, acquire, acquire_all, acquire_for_run, holder as lock_holder,
+};
+pub use sqlite::shared;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -224,14 +219,6 @@ pub struct PageCommit {
     pub events: Vec<RecordEvent>,
 }
 
-/// Rows go to SQLite as one JSON array per table, unpacked there by `jsonb_each`
-/// (which parses the text once and hands each row over as binary JSON): one cached
-/// statement whatever the number of rows, where a statement with a placeholder per
-/// value would be prepared again for every new row count.
-fn json_rows<T: Serialize>(rows: &[T]) -> Result<String, StateError> {
-    serde_json::to_string(rows).map_err(|e| StateError::Corrupt(e.to_string()))
-}
-
 /// Per-sync summary for `status`.
 #[derive(Debug, Clone)]
 pub struct SyncStatus {
@@ -254,247 +241,49 @@ impl SyncStatus {
     }
 }
 
-/// The ledger lookup of a page ([`Store::known`]): its source ids' ledger rows
-/// and dead letters, and which source ids hold its external ids — one
-/// statement, one trip to SQLite's thread. A row whose external id is its own
-/// source id is not in the external-id index: when the external id is one of
-/// the page's source ids its row comes back in the first part, which
-/// [`Store::known`] reads as the holder too, and otherwise in the last. The
-/// external-id index is named: without statistics, SQLite's planner reads the
-/// sync's whole ledger for the third part instead, a cost that grows with the
-/// ledger. The rows come back
-/// as one JSON array: sqlx hands each row of a result across from SQLite's
-/// thread on its own, which cost more than the lookups.
-pub(super) const KNOWN: &str = "
-SELECT json_group_array(json_array(kind, source_id, external_id, dest_id, version, updated_at,
-                                   payload_hash, run_id, deleted_at, fingerprint)) FROM (
-SELECT 0 AS kind, source_id, external_id, dest_id, version, updated_at, payload_hash, run_id,
-       deleted_at, NULL AS fingerprint
-  FROM ledger WHERE sync = ?1 AND source_id IN (SELECT value FROM json_each(?2))
-UNION ALL
-SELECT 1, source_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, fingerprint
-  FROM dead_letters
-  WHERE sync = ?1 AND (resolved_at IS NULL OR resolution = ?4)
-    AND source_id IN (SELECT value FROM json_each(?2))
-UNION ALL
-SELECT 2, source_id, external_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL
-  FROM ledger INDEXED BY ledger_by_external_id
-  WHERE sync = ?1 AND external_id IN (SELECT value FROM json_each(?3)) AND deleted_at IS NULL
-    AND external_id <> source_id
-UNION ALL
-SELECT 2, source_id, external_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL
-  FROM ledger
-  WHERE sync = ?1 AND source_id IN (SELECT value FROM json_each(?3) EXCEPT SELECT value FROM json_each(?2))
-    AND external_id = source_id AND deleted_at IS NULL)";
-
-/// One row of [`KNOWN`]: kind (0 ledger, 1 dead letter, 2 holder), source id,
-/// external id, destination id, version, `updated_at`, payload hash, run,
-/// `deleted_at`, fingerprint.
-type KnownRow = (
-    i64,
-    String,
-    Option<String>,
-    Option<String>,
-    Option<i64>,
-    Option<i64>,
-    Option<String>,
-    Option<String>,
-    Option<i64>,
-    Option<String>,
-);
-
-/// The embedded state store.
+/// The state store: one of its backends, each the only code that speaks its
+/// SQL. Every method means the same on each; a backend's own trade-offs are
+/// documented where it implements them.
 #[derive(Debug, Clone)]
 pub struct Store {
-    pool: SqlitePool,
-    /// Where the store lives: the locks of its syncs' runs are beside it.
-    path: std::path::PathBuf,
-    /// Set when a destination table in the store's file shares its writes.
-    shared: std::sync::Arc<std::sync::OnceLock<std::sync::Arc<shared::SharedWrites>>>,
+    backend: Backend,
 }
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[
-    (
-        1,
-        "initial",
-        include_str!("../../migrations/0001_initial.sql"),
-    ),
-    (
-        2,
-        "intent_batches",
-        include_str!("../../migrations/0002_intent_batches.sql"),
-    ),
-    (
-        3,
-        "ledger_staging",
-        include_str!("../../migrations/0003_ledger_staging.sql"),
-    ),
-    (
-        4,
-        "late_writes",
-        include_str!("../../migrations/0004_late_writes.sql"),
-    ),
-    (
-        5,
-        "record_events",
-        include_str!("../../migrations/0005_record_events.sql"),
-    ),
-    (
-        6,
-        "run_history",
-        include_str!("../../migrations/0006_run_history.sql"),
-    ),
-    (
-        7,
-        "audit_log",
-        include_str!("../../migrations/0007_audit_log.sql"),
-    ),
-    (
-        8,
-        "resets",
-        include_str!("../../migrations/0008_resets.sql"),
-    ),
-    (
-        9,
-        "tombstones",
-        include_str!("../../migrations/0009_tombstones.sql"),
-    ),
-    (
-        10,
-        "live_holders",
-        include_str!("../../migrations/0010_live_holders.sql"),
-    ),
-    (
-        11,
-        "own_key_holders",
-        include_str!("../../migrations/0011_own_key_holders.sql"),
-    ),
-    (
-        12,
-        "alert_incidents",
-        include_str!("../../migrations/0012_alert_incidents.sql"),
-    ),
-    (
-        13,
-        "paused_syncs",
-        include_str!("../../migrations/0013_paused_syncs.sql"),
-    ),
-];
+#[derive(Debug, Clone)]
+enum Backend {
+    Sqlite(sqlite::SqliteStore),
+}
 
-/// Source ids a run keeps as examples of what it wrote and dead-lettered.
-pub const SAMPLE_IDS: usize = 5;
+/// Calls the same method on whichever backend the store is.
+macro_rules! on_backend {
+    ($self:ident, $s:ident => $call:expr) => {
+        match &$self.backend {
+            Backend::Sqlite($s) => $call,
+        }
+    };
+}
 
 impl Store {
-    /// Opens (creating if needed) and migrates the store.
+    /// Opens (creating if needed) and migrates the SQLite store at `path`.
     pub async fn open(path: &Path) -> Result<Store, StateError> {
-        let shown = path.display().to_string();
-        let io = |e| StateError::Open {
-            path: shown.clone(),
-            source: sqlx::Error::Io(e),
-        };
-        if let Some(dir) = path.parent()
-            && !dir.as_os_str().is_empty()
-        {
-            private::create_dir_all(dir).map_err(io)?;
-        }
-        // SQLite creates the database as 0644, and its `-wal` and `-shm` files with
-        // the database's mode: an empty file made here first is what it then opens.
-        match private::file_options()
-            .write(true)
-            .create_new(true)
-            .open(path)
-        {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(io(e)),
-        }
-        let options = SqliteConnectOptions::from_str("sqlite://")
-            .map_err(|source| StateError::Open {
-                path: shown.clone(),
-                source,
-            })?
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // FULL: a commit survives power loss, not only a process crash.
-            .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true)
-            // No `temp_store = memory`: a statement journal (every multi-row
-            // upsert in a transaction keeps one) then stays in memory up to 64
-            // KiB and spills to a temporary file past that, whereas in memory
-            // it never would — and a merge of staged ledger rows journals
-            // every ledger page it touches, most of the ledger: 400 MiB of
-            // memory at 1,000,000 records.
-            // A merge of staged ledger rows rewrites most of the ledger's pages in
-            // one commit. Checkpointing every 10,000 pages (about 40 MiB of WAL)
-            // instead of SQLite's 1,000 copies a page hit by several commits back
-            // into the database once, not once per commit (about a quarter less
-            // time per commit at 100,000 records in `benches/state.rs`, measured
-            // when every commit inserted its rows straight into the ledger).
-            .pragma("wal_autocheckpoint", "10000")
-            // 1 MiB of page cache per connection instead of SQLite's 2: the pool
-            // keeps up to four connections, each with a full cache, and past
-            // 100,000 records the ledger is far larger than either size, so
-            // lookups read it from the OS's cache whatever the size.
-            .pragma("cache_size", "-1024")
-            // 16 KiB pages for a new store (an existing one keeps its size): a
-            // merge of staged ledger rows writes a quarter as many pages, each
-            // holding four times the rows, and at 1,000,000 records that took
-            // the commits from 31 to 19 us per record in `benches/state.rs`;
-            // 4 KiB and 16 KiB cost the same at 100,000, and 64 KiB pages made
-            // each lookup read twice the bytes.
-            .page_size(16384)
-            .busy_timeout(Duration::from_secs(30));
-        // Taken before the first connection, which sets WAL mode: another
-        // process doing that at the same instant is refused (locked) at once.
-        let lock_path = path.to_owned();
-        let migrating = tokio::task::spawn_blocking(move || lock::migrating(&lock_path))
-            .await
-            .map_err(|e| io(std::io::Error::other(e)))?
-            .map_err(io)?;
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await
-            .map_err(|source| StateError::Open {
-                path: shown.clone(),
-                source,
-            })?;
-        let migrations = MIGRATIONS
-            .iter()
-            .map(|(version, name, sql)| {
-                Migration::new(
-                    *version,
-                    (*name).into(),
-                    MigrationType::Simple,
-                    sqlx::SqlSafeStr::into_sql_str(*sql),
-                    false,
-                )
-            })
-            .collect();
-        Migrator::with_migrations(migrations)
-            .run(&pool)
-            .await
-            .map_err(|source| StateError::Migrate {
-                path: shown,
-                source,
-            })?;
-        drop(migrating);
         Ok(Store {
-            pool,
-            path: path.to_owned(),
-            shared: Default::default(),
+            backend: Backend::Sqlite(sqlite::SqliteStore::open(path).await?),
         })
     }
 
-    /// Closes the store. A shared transaction still open holds rows that no
-    /// commit of the store covers: it is rolled back (the pool waits for
-    /// every connection it lent).
-    pub async fn close(self) {
-        if let Some(shared) = self.shared.get() {
-            shared.roll_back().await;
+    /// The SQLite store's pool, for tests that read its tables directly.
+    #[cfg(test)]
+    pub(crate) fn sqlite_pool(&self) -> &sqlx::SqlitePool {
+        match &self.backend {
+            Backend::Sqlite(s) => s.pool(),
         }
-        self.pool.close().await;
+    }
+
+    /// Closes the store, letting go of its connections.
+    pub async fn close(self) {
+        match self.backend {
+            Backend::Sqlite(s) => s.close().await,
+        }
     }
 
     /// The open run of a sync, if any.
@@ -503,17 +292,7 @@ impl Store {
         sync: &str,
         kind: RunKind,
     ) -> Result<Option<(RunRow, Checkpoint)>, StateError> {
-        let row = sqlx::query(
-            "SELECT r.*, c.cursor, c.counters, c.updated_at AS checkpoint_at
-             FROM runs r JOIN checkpoints c USING (run_id)
-             WHERE r.sync = ? AND r.kind = ? AND r.status = ?",
-        )
-        .bind(sync)
-        .bind(kind.as_str())
-        .bind(RunStatus::Open.as_str())
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| run_with_checkpoint(&r)).transpose()
+        on_backend!(self, s => s.open_run(sync, kind).await)
     }
 
     /// The last completed run of a sync, if any.
@@ -522,74 +301,20 @@ impl Store {
         sync: &str,
         kind: RunKind,
     ) -> Result<Option<(RunRow, Checkpoint)>, StateError> {
-        let row = sqlx::query(
-            "SELECT r.*, c.cursor, c.counters, c.updated_at AS checkpoint_at
-             FROM runs r JOIN checkpoints c USING (run_id)
-             WHERE r.sync = ? AND r.kind = ? AND r.status = ?
-             ORDER BY r.completed_at DESC LIMIT 1",
-        )
-        .bind(sync)
-        .bind(kind.as_str())
-        .bind(RunStatus::Completed.as_str())
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| run_with_checkpoint(&r)).transpose()
+        on_backend!(self, s => s.last_completed(sync, kind).await)
     }
 
     /// Stores a new open run, its starting checkpoint and its first invocation,
     /// before anything is fetched.
     pub async fn begin_run(&self, run: &RunRow, cursor: &Value) -> Result<(), StateError> {
-        let mut tx = self.writer().await?;
-        sqlx::query(
-            "INSERT INTO runs (run_id, sync, kind, status, lower_bound, watermark, started_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&run.run_id)
-        .bind(&run.sync)
-        .bind(run.kind.as_str())
-        .bind(RunStatus::Open.as_str())
-        .bind(run.lower_bound.map(|t| t.as_microsecond()))
-        .bind(run.watermark.as_microsecond())
-        .bind(run.started_at.as_microsecond())
-        .bind(run.updated_at.as_microsecond())
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO checkpoints (run_id, cursor, counters, updated_at) VALUES (?, ?, ?, ?)",
-        )
-        .bind(&run.run_id)
-        .bind(cursor.to_string())
-        .bind(counters_json(&Counters::default()))
-        .bind(run.started_at.as_microsecond())
-        .execute(&mut *tx)
-        .await?;
-        history::begin_invocation(&mut tx, &run.run_id, run.started_at.as_microsecond()).await?;
-        tx.commit().await?;
-        Ok(())
+        on_backend!(self, s => s.begin_run(run, cursor).await)
     }
 
     /// Gives up a run that made no progress: nothing of it is resumed, and the next
     /// run plans its window afresh, as if it had never started; it stays in the
     /// history as failed.
     pub async fn abandon_run(&self, run_id: &str) -> Result<(), StateError> {
-        let mut tx = self.writer().await?;
-        sqlx::query("DELETE FROM intents WHERE run_id = ?")
-            .bind(run_id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM readbacks WHERE run_id = ?")
-            .bind(run_id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("UPDATE runs SET status = ?, updated_at = ? WHERE run_id = ? AND status = ?")
-            .bind(RunStatus::Failed.as_str())
-            .bind(Timestamp::now().as_microsecond())
-            .bind(run_id)
-            .bind(RunStatus::Open.as_str())
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
+        on_backend!(self, s => s.abandon_run(run_id).await)
     }
 
     /// What the ledger and dead-letter queue know of these source ids, and which
@@ -604,71 +329,7 @@ impl Store {
         ids: &[&str],
         external_ids: &[&str],
     ) -> Result<Known, StateError> {
-        let mut known = Known::default();
-        if ids.is_empty() && external_ids.is_empty() {
-            return Ok(known);
-        }
-        let json = |list: &[&str]| {
-            serde_json::to_string(list).map_err(|e| StateError::Corrupt(e.to_string()))
-        };
-        let rows: String = sqlx::query_scalar(KNOWN)
-            .bind(sync)
-            .bind(json(ids)?)
-            .bind(json(external_ids)?)
-            .bind(DeadLetterResolution::Discarded.as_str())
-            .fetch_one(&self.pool)
-            .await?;
-        let rows: Vec<KnownRow> =
-            serde_json::from_str(&rows).map_err(|e| StateError::Corrupt(e.to_string()))?;
-        let wanted: HashSet<&str> = external_ids.iter().copied().collect();
-        for (
-            kind,
-            source_id,
-            external_id,
-            dest_id,
-            version,
-            updated_at,
-            hash,
-            run_id,
-            deleted_at,
-            fingerprint,
-        ) in rows
-        {
-            let missing =
-                |what: &str| StateError::Corrupt(format!("{what} missing for {source_id}"));
-            match kind {
-                0 => {
-                    let entry = LedgerEntry {
-                        external_id: external_id.ok_or_else(|| missing("external_id"))?,
-                        dest_id,
-                        version,
-                        updated_at: micros(updated_at.ok_or_else(|| missing("updated_at"))?)?,
-                        payload_hash: hash.ok_or_else(|| missing("payload_hash"))?,
-                        run_id: run_id.ok_or_else(|| missing("run_id"))?,
-                        deleted_at: deleted_at.map(micros).transpose()?,
-                        source_id,
-                    };
-                    if entry.deleted_at.is_none()
-                        && entry.external_id == entry.source_id
-                        && wanted.contains(entry.external_id.as_str())
-                    {
-                        known
-                            .holders
-                            .insert(entry.external_id.clone(), entry.source_id.clone());
-                    }
-                    known.ledger.insert(entry.source_id.clone(), entry);
-                }
-                1 => {
-                    let fingerprint = fingerprint.ok_or_else(|| missing("fingerprint"))?;
-                    known.dead.insert(source_id, fingerprint);
-                }
-                _ => {
-                    let external_id = external_id.ok_or_else(|| missing("external_id"))?;
-                    known.holders.insert(external_id, source_id);
-                }
-            }
-        }
-        Ok(known)
+        on_backend!(self, s => s.known(sync, ids, external_ids).await)
     }
 
     /// Every write of the run `run_id` (every run's, with `None`), or of a run
@@ -682,111 +343,23 @@ impl Store {
         sync: &str,
         run_id: Option<&str>,
     ) -> Result<HashMap<String, Intent>, StateError> {
-        let rows = sqlx::query(
-            "SELECT e.value ->> 0 AS source_id, e.value ->> 1 AS version, e.value ->> 2 AS updated_at,
-                    e.value ->> 3 AS settles_at
-             FROM intents, jsonb_each(intents.rows) AS e
-             WHERE intents.sync = ?1 AND (?2 IS NULL OR intents.run_id = ?2 OR intents.run_id NOT IN
-               (SELECT run_id FROM runs WHERE sync = ?1 AND status = ?3))",
-        )
-        .bind(sync)
-        .bind(run_id)
-        .bind(RunStatus::Open.as_str())
-        .fetch_all(&self.pool)
-        .await?;
-        let mut floors: HashMap<String, Intent> = HashMap::new();
-        for row in rows {
-            let settles_at: Option<i64> = row.try_get("settles_at")?;
-            let intent = Intent {
-                source_id: row.try_get("source_id")?,
-                version: row.try_get("version")?,
-                updated_at: micros(row.try_get("updated_at")?)?,
-                settles_at: settles_at.map(micros).transpose()?,
-            };
-            match floors.get_mut(&intent.source_id) {
-                Some(floor) => {
-                    // The newest version is the floor; it settles when the last
-                    // of them has (or never, as far as anyone knows).
-                    let settles_at = match (floor.settles_at, intent.settles_at) {
-                        (Some(a), Some(b)) => Some(a.max(b)),
-                        _ => None,
-                    };
-                    if (intent.version, intent.updated_at) > (floor.version, floor.updated_at) {
-                        *floor = intent;
-                    }
-                    floor.settles_at = settles_at;
-                }
-                None => {
-                    floors.insert(intent.source_id.clone(), intent);
-                }
-            }
-        }
-        Ok(floors)
+        on_backend!(self, s => s.floors(sync, run_id).await)
     }
 
     /// The records of a sync waiting to be read back: those of the run `run_id`,
     /// whatever invocation wrote them, and those left by runs that ended; an open
     /// run of another kind, which may be running now, reads back its own.
     pub async fn readbacks(&self, sync: &str, run_id: &str) -> Result<Vec<Readback>, StateError> {
-        let rows = sqlx::query(
-            "SELECT source_id, external_id, dest_id, version, updated_at, payload, payload_hash, settles_at
-             FROM readbacks
-             WHERE sync = ?1 AND (run_id = ?2 OR run_id NOT IN
-               (SELECT run_id FROM runs WHERE sync = ?1 AND status = ?3))
-             ORDER BY settles_at, source_id",
-        )
-        .bind(sync)
-        .bind(run_id)
-        .bind(RunStatus::Open.as_str())
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                let payload: String = row.try_get("payload")?;
-                Ok(Readback {
-                    source_id: row.try_get("source_id")?,
-                    external_id: row.try_get("external_id")?,
-                    dest_id: row.try_get("dest_id")?,
-                    version: row.try_get("version")?,
-                    updated_at: micros(row.try_get("updated_at")?)?,
-                    payload: serde_json::from_str(&payload)
-                        .map_err(|e| StateError::Corrupt(format!("read-back payload: {e}")))?,
-                    payload_hash: row.try_get("payload_hash")?,
-                    settles_at: micros(row.try_get("settles_at")?)?,
-                })
-            })
-            .collect()
+        on_backend!(self, s => s.readbacks(sync, run_id).await)
     }
 
     pub async fn status(&self, sync: &str) -> Result<SyncStatus, StateError> {
-        let dead_letters = self.open_dead_letters(sync).await?;
-        let ledger_records: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM (
-               SELECT source_id FROM ledger WHERE sync = ?1
-               UNION SELECT value ->> 0 FROM ledger_staged AS s, jsonb_each(s.rows) WHERE s.sync = ?1)",
-        )
-        .bind(sync)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(SyncStatus {
-            open_run: self.open_run(sync, RunKind::Incremental).await?,
-            last_completed: self.last_completed(sync, RunKind::Incremental).await?,
-            dead_letters,
-            ledger_records,
-            mark: self.high_water_mark(sync).await?,
-            other_open: self.open_runs_besides(sync, RunKind::Incremental).await?,
-            paused: self.paused_syncs().await?.iter().any(|s| s == sync),
-        })
+        on_backend!(self, s => s.status(sync).await)
     }
 
     /// How many of a sync's dead letters are open (not resolved).
     pub async fn open_dead_letters(&self, sync: &str) -> Result<i64, StateError> {
-        Ok(sqlx::query_scalar(
-            "SELECT COUNT(*) FROM dead_letters WHERE sync = ? AND resolved_at IS NULL",
-        )
-        .bind(sync)
-        .fetch_one(&self.pool)
-        .await?)
+        on_backend!(self, s => s.open_dead_letters(sync).await)
     }
 
     /// The open runs of a sync other than its run of `kind`, oldest first.
@@ -795,119 +368,254 @@ impl Store {
         sync: &str,
         kind: RunKind,
     ) -> Result<Vec<(RunRow, Checkpoint)>, StateError> {
-        let rows = sqlx::query(
-            "SELECT r.*, c.cursor, c.counters, c.updated_at AS checkpoint_at
-             FROM runs r JOIN checkpoints c USING (run_id)
-             WHERE r.sync = ? AND r.kind != ? AND r.status = ? ORDER BY r.started_at",
-        )
-        .bind(sync)
-        .bind(kind.as_str())
-        .bind(RunStatus::Open.as_str())
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(run_with_checkpoint).collect()
+        on_backend!(self, s => s.open_runs_besides(sync, kind).await)
     }
 
     /// Unresolved dead letters of a sync, oldest first.
     pub async fn dead_letters(&self, sync: &str) -> Result<Vec<DeadLetter>, StateError> {
-        let rows = sqlx::query(
-            "SELECT source_id, run_id, stage, error, payload, fingerprint, attempts, last_failed_at
-             FROM dead_letters WHERE sync = ? AND resolved_at IS NULL ORDER BY first_failed_at, source_id",
-        )
-        .bind(sync)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                let payload: String = row.try_get("payload")?;
-                Ok(DeadLetter {
-                    source_id: row.try_get("source_id")?,
-                    run_id: row.try_get("run_id")?,
-                    stage: row.try_get::<String, _>("stage")?.parse()?,
-                    error: row.try_get("error")?,
-                    payload: serde_json::from_str(&payload).unwrap_or(Value::String(payload)),
-                    fingerprint: row.try_get("fingerprint")?,
-                    attempts: row.try_get("attempts")?,
-                    last_failed_at: micros(row.try_get("last_failed_at")?)?,
-                })
-            })
-            .collect()
+        on_backend!(self, s => s.dead_letters(sync).await)
     }
 
     /// The ledger of a sync, by source id, with its staged rows applied in the order
     /// a merge would apply them.
     pub async fn ledger(&self, sync: &str) -> Result<Vec<LedgerEntry>, StateError> {
-        let rows = sqlx::query(
-            "SELECT 0 AS seq, 0 AS place, source_id, external_id, dest_id, version, updated_at, payload_hash, run_id, deleted_at
-             FROM ledger WHERE sync = ?1
-             UNION ALL
-             SELECT s.seq, key, value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6, value ->> 7
-             FROM ledger_staged AS s, jsonb_each(s.rows) WHERE s.sync = ?1
-             ORDER BY seq, place",
-        )
-        .bind(sync)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut ledger: BTreeMap<String, LedgerEntry> = BTreeMap::new();
-        for row in &rows {
-            let entry = ledger_entry(row)?;
-            let dest_id = match ledger.get(&entry.source_id) {
-                Some(earlier) if entry.dest_id.is_none() => earlier.dest_id.clone(),
-                _ => entry.dest_id.clone(),
-            };
-            ledger.insert(entry.source_id.clone(), LedgerEntry { dest_id, ..entry });
-        }
-        Ok(ledger.into_values().collect())
+        on_backend!(self, s => s.ledger(sync).await)
+    }
+
+    /// Commits what the run has resolved (ledger rows, dead letters, retired
+    /// intent batches), the writes it is about to send (a new batch) and — when the
+    /// frontier moved — the advanced checkpoint, in one transaction. A write is
+    /// announced only if no other run holds a newer version of its record (see
+    /// [`claim`](super::claim)); the answer names those refused, which must not
+    /// be sent, and those announced behind another run's write.
+    pub async fn commit_page(
+        &self,
+        sync: &str,
+        run_id: &str,
+        page: &PageCommit,
+        cursor: Option<&Value>,
+        counters: &Counters,
+    ) -> Result<Announced, StateError> {
+        on_backend!(self, s => s.commit_page(sync, run_id, page, cursor, counters).await)
+    }
+
+    /// Merges ledger rows staged by an earlier invocation of `sync`, so that
+    /// [`Store::known`] sees them; a no-op, without a write, when there are none.
+    pub async fn merge_staged(&self, sync: &str) -> Result<(), StateError> {
+        on_backend!(self, s => s.merge_staged(sync).await)
+    }
+
+    /// Completes a run: from now on its watermark is the sync's high-water mark.
+    /// Every announced write has settled and every record read back, except the
+    /// writes in `unsettled`, which may still land: they stay floors for the
+    /// next run.
+    pub async fn complete_run(
+        &self,
+        run_id: &str,
+        cursor: &Value,
+        counters: &Counters,
+        unsettled: &[Intent],
+    ) -> Result<(), StateError> {
+        on_backend!(self, s => s.complete_run(run_id, cursor, counters, unsettled).await)
+    }
+
+    /// Of `ids`, those another run that is running now has a write of
+    /// announced and not yet settled: a run that went behind such a write
+    /// waits for it before it reads the record back.
+    pub async fn pending_elsewhere(
+        &self,
+        sync: &str,
+        run_id: &str,
+        ids: &[&str],
+    ) -> Result<HashSet<String>, StateError> {
+        on_backend!(self, s => s.pending_elsewhere(sync, run_id, ids).await)
+    }
+
+    /// The unresolved dead letters of a sync, oldest first.
+    pub async fn unresolved_dead_letters(
+        &self,
+        sync: &str,
+    ) -> Result<Vec<DeadLetterSummary>, StateError> {
+        on_backend!(self, s => s.unresolved_dead_letters(sync).await)
+    }
+
+    /// The next unresolved dead letters to replay, by source id after `after`,
+    /// restricted to `ids` when given: the record each keeps, as it was read.
+    pub async fn dead_letters_to_replay(
+        &self,
+        sync: &str,
+        after: Option<&str>,
+        ids: Option<&[String]>,
+        limit: u32,
+    ) -> Result<Vec<(String, Value)>, StateError> {
+        on_backend!(self, s => s.dead_letters_to_replay(sync, after, ids, limit).await)
+    }
+
+    /// One record's dead letter, resolved or not, with its payload.
+    pub async fn dead_letter(
+        &self,
+        sync: &str,
+        source_id: &str,
+    ) -> Result<Option<DeadLetterDetail>, StateError> {
+        on_backend!(self, s => s.dead_letter(sync, source_id).await)
+    }
+
+    /// Discards dead letters: marks them resolved as discarded, keeping their
+    /// rows, and records the discard with its reason in the audit log, in one
+    /// transaction. Ids without an unresolved dead letter refuse the whole
+    /// discard, so that a typo never discards half of what was meant.
+    pub async fn discard_dead_letters(
+        &self,
+        sync: &str,
+        scope: DiscardScope<'_>,
+        reason: &str,
+    ) -> Result<Discarded, StateError> {
+        on_backend!(self, s => s.discard_dead_letters(sync, scope, reason).await)
+    }
+
+    /// Every retained event of one record, oldest first.
+    pub async fn record_story(
+        &self,
+        sync: &str,
+        source_id: &str,
+    ) -> Result<Vec<StoryEvent>, StateError> {
+        on_backend!(self, s => s.record_story(sync, source_id).await)
+    }
+
+    /// Where one record stands: its ledger row (the latest, staged or merged),
+    /// its dead letter, a write announced for it and not settled.
+    pub async fn record_state(
+        &self,
+        sync: &str,
+        source_id: &str,
+    ) -> Result<RecordState, StateError> {
+        on_backend!(self, s => s.record_state(sync, source_id).await)
+    }
+
+    /// Forgets the events of `sync` older than `before`; returns how many
+    /// commits' worth went.
+    pub async fn prune_events(&self, sync: &str, before: Timestamp) -> Result<u64, StateError> {
+        on_backend!(self, s => s.prune_events(sync, before).await)
+    }
+
+    /// Records a new invocation of an open run, resumed from its checkpoint. An
+    /// earlier invocation that never recorded its end was killed: the caller holds
+    /// the sync's lock, so it is not running any more.
+    pub async fn resume_run(&self, run_id: &str) -> Result<(), StateError> {
+        on_backend!(self, s => s.resume_run(run_id).await)
+    }
+
+    /// Records how the run's current invocation ended; its cursor at the end is
+    /// the run's checkpoint.
+    pub async fn end_invocation(
+        &self,
+        run_id: &str,
+        end: &InvocationEnd,
+    ) -> Result<(), StateError> {
+        on_backend!(self, s => s.end_invocation(run_id, end).await)
+    }
+
+    /// The runs of a sync, newest first, at most `limit` of them.
+    pub async fn runs(&self, sync: &str, limit: u32) -> Result<Vec<RunRecord>, StateError> {
+        on_backend!(self, s => s.runs(sync, limit).await)
+    }
+
+    /// One run's audit record, by its id.
+    pub async fn run_record(&self, run_id: &str) -> Result<Option<RunRecord>, StateError> {
+        on_backend!(self, s => s.run_record(run_id).await)
+    }
+
+    /// Ids of runs (of any sync) that start with `prefix`, at most `limit`: people
+    /// type the short id a list shows.
+    pub async fn run_ids_starting_with(
+        &self,
+        prefix: &str,
+        limit: u32,
+    ) -> Result<Vec<String>, StateError> {
+        on_backend!(self, s => s.run_ids_starting_with(prefix, limit).await)
+    }
+
+    /// Records an operator action done outside a transaction of the store's own;
+    /// returns its id. An action that changes the store records itself in the same
+    /// transaction instead (a discard does).
+    pub async fn audit(&self, entry: &AuditEntry) -> Result<AuditRecord, StateError> {
+        on_backend!(self, s => s.audit(entry).await)
+    }
+
+    /// A sync's newest `limit` entries, newest first.
+    pub async fn audit_log(&self, sync: &str, limit: u32) -> Result<Vec<AuditRecord>, StateError> {
+        on_backend!(self, s => s.audit_log(sync, limit).await)
+    }
+
+    /// One entry, by id.
+    pub async fn audit_record(&self, id: i64) -> Result<Option<AuditRecord>, StateError> {
+        on_backend!(self, s => s.audit_record(id).await)
+    }
+
+    pub async fn high_water_mark(&self, sync: &str) -> Result<HighWaterMark, StateError> {
+        on_backend!(self, s => s.high_water_mark(sync).await)
+    }
+
+    /// Rewinds the sync's high-water mark, as one transaction.
+    pub async fn reset(&self, request: &ResetRequest) -> Result<ResetDone, ResetError> {
+        on_backend!(self, s => s.reset(request).await)
+    }
+
+    /// The open incident of `kind` for `sync`: the one already open, unchanged,
+    /// or a new one with this run and reason.
+    pub async fn open_incident(
+        &self,
+        sync: &str,
+        kind: IncidentKind,
+        run_id: Option<&str>,
+        reason: &str,
+    ) -> Result<Incident, StateError> {
+        on_backend!(self, s => s.open_incident(sync, kind, run_id, reason).await)
+    }
+
+    /// The incident's webhook call was answered.
+    pub async fn incident_notified(&self, incident_id: &str) -> Result<(), StateError> {
+        on_backend!(self, s => s.incident_notified(incident_id).await)
+    }
+
+    /// The condition of `kind` no longer holds for `sync`: its open incident,
+    /// if any, closes, and the next time it holds is a new incident.
+    pub async fn close_incident(&self, sync: &str, kind: IncidentKind) -> Result<(), StateError> {
+        on_backend!(self, s => s.close_incident(sync, kind).await)
+    }
+
+    /// Pauses or resumes a sync's schedule.
+    pub async fn set_paused(&self, sync: &str, paused: bool) -> Result<(), StateError> {
+        on_backend!(self, s => s.set_paused(sync, paused).await)
+    }
+
+    /// The syncs whose schedule is paused.
+    pub async fn paused_syncs(&self) -> Result<Vec<String>, StateError> {
+        on_backend!(self, s => s.paused_syncs().await)
+    }
+
+    /// Shares the store's write transaction from now on, with a destination
+    /// table in its file; the handle that destination writes through.
+    pub fn share_writes(&self) -> std::sync::Arc<shared::SharedWrites> {
+        on_backend!(self, s => s.share_writes())
     }
 }
+
+/// Source ids a run keeps as examples of what it wrote and dead-lettered.
+pub const SAMPLE_IDS: usize = 5;
 
 fn counters_json(counters: &Counters) -> String {
     serde_json::to_string(counters).unwrap_or_else(|_| "{}".into())
 }
 
+/// Now, to the microsecond the store keeps, so that what is returned is what
+/// is read back.
+fn now() -> Result<Timestamp, StateError> {
+    micros(Timestamp::now().as_microsecond())
+}
+
 fn micros(value: i64) -> Result<Timestamp, StateError> {
     Timestamp::from_microsecond(value).map_err(|e| StateError::Corrupt(e.to_string()))
-}
-
-fn ledger_entry(row: &sqlx::sqlite::SqliteRow) -> Result<LedgerEntry, StateError> {
-    Ok(LedgerEntry {
-        source_id: row.try_get("source_id")?,
-        external_id: row.try_get("external_id")?,
-        dest_id: row.try_get("dest_id")?,
-        version: row.try_get("version")?,
-        updated_at: micros(row.try_get("updated_at")?)?,
-        payload_hash: row.try_get("payload_hash")?,
-        run_id: row.try_get("run_id")?,
-        deleted_at: row
-            .try_get::<Option<i64>, _>("deleted_at")?
-            .map(micros)
-            .transpose()?,
-    })
-}
-
-fn run_with_checkpoint(row: &sqlx::sqlite::SqliteRow) -> Result<(RunRow, Checkpoint), StateError> {
-    let lower: Option<i64> = row.try_get("lower_bound")?;
-    let completed: Option<i64> = row.try_get("completed_at")?;
-    let run = RunRow {
-        run_id: row.try_get("run_id")?,
-        sync: row.try_get("sync")?,
-        kind: row.try_get::<String, _>("kind")?.parse()?,
-        status: row.try_get::<String, _>("status")?.parse()?,
-        lower_bound: lower.map(micros).transpose()?,
-        watermark: micros(row.try_get("watermark")?)?,
-        started_at: micros(row.try_get("started_at")?)?,
-        updated_at: micros(row.try_get("updated_at")?)?,
-        completed_at: completed.map(micros).transpose()?,
-    };
-    let cursor: String = row.try_get("cursor")?;
-    let counters: String = row.try_get("counters")?;
-    let checkpoint = Checkpoint {
-        cursor: serde_json::from_str(&cursor).map_err(|e| StateError::Corrupt(e.to_string()))?,
-        counters: serde_json::from_str(&counters)
-            .map_err(|e| StateError::Corrupt(e.to_string()))?,
-        updated_at: micros(row.try_get("checkpoint_at")?)?,
-    };
-    Ok((run, checkpoint))
 }
 
 #[cfg(test)]

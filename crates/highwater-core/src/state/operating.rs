@@ -5,10 +5,8 @@
 //! only once a call was answered — and which syncs are paused.
 
 use jiff::Timestamp;
-use sqlx::Row;
 
-use super::audit::now;
-use super::{IncidentKind, StateError, Store, micros};
+use super::IncidentKind;
 
 /// One incident of a sync.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,102 +21,4 @@ pub struct Incident {
     pub opened_at: Timestamp,
     /// When its webhook call was answered; `None` until then.
     pub notified_at: Option<Timestamp>,
-}
-
-impl Store {
-    /// The open incident of `kind` for `sync`: the one already open, unchanged,
-    /// or a new one with this run and reason.
-    pub async fn open_incident(
-        &self,
-        sync: &str,
-        kind: IncidentKind,
-        run_id: Option<&str>,
-        reason: &str,
-    ) -> Result<Incident, StateError> {
-        let id = uuid::Uuid::now_v7().to_string();
-        sqlx::query(
-            "INSERT INTO alert_incidents (incident_id, sync, kind, run_id, reason, opened_at)
-             VALUES (?, ?, ?, ?, ?, ?)
-             ON CONFLICT (sync, kind) WHERE closed_at IS NULL DO NOTHING",
-        )
-        .bind(&id)
-        .bind(sync)
-        .bind(kind.as_str())
-        .bind(run_id)
-        .bind(reason)
-        .bind(now()?.as_microsecond())
-        .execute(&self.pool)
-        .await?;
-        let row = sqlx::query(
-            "SELECT * FROM alert_incidents WHERE sync = ? AND kind = ? AND closed_at IS NULL",
-        )
-        .bind(sync)
-        .bind(kind.as_str())
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(Incident {
-            incident_id: row.try_get("incident_id")?,
-            sync: row.try_get("sync")?,
-            kind: row.try_get::<String, _>("kind")?.parse()?,
-            run_id: row.try_get("run_id")?,
-            reason: row.try_get("reason")?,
-            opened_at: micros(row.try_get("opened_at")?)?,
-            notified_at: row
-                .try_get::<Option<i64>, _>("notified_at")?
-                .map(micros)
-                .transpose()?,
-        })
-    }
-
-    /// The incident's webhook call was answered.
-    pub async fn incident_notified(&self, incident_id: &str) -> Result<(), StateError> {
-        sqlx::query("UPDATE alert_incidents SET notified_at = ? WHERE incident_id = ?")
-            .bind(now()?.as_microsecond())
-            .bind(incident_id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    /// The condition of `kind` no longer holds for `sync`: its open incident,
-    /// if any, closes, and the next time it holds is a new incident.
-    pub async fn close_incident(&self, sync: &str, kind: IncidentKind) -> Result<(), StateError> {
-        sqlx::query(
-            "UPDATE alert_incidents SET closed_at = ?
-             WHERE sync = ? AND kind = ? AND closed_at IS NULL",
-        )
-        .bind(now()?.as_microsecond())
-        .bind(sync)
-        .bind(kind.as_str())
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-}
-
-impl Store {
-    /// Pauses or resumes a sync's schedule.
-    pub async fn set_paused(&self, sync: &str, paused: bool) -> Result<(), StateError> {
-        let query = if paused {
-            sqlx::query(
-                "INSERT INTO paused_syncs (sync, paused_at) VALUES (?, ?)
-                 ON CONFLICT (sync) DO NOTHING",
-            )
-            .bind(sync)
-            .bind(now()?.as_microsecond())
-        } else {
-            sqlx::query("DELETE FROM paused_syncs WHERE sync = ?").bind(sync)
-        };
-        query.execute(&self.pool).await?;
-        Ok(())
-    }
-
-    /// The syncs whose schedule is paused.
-    pub async fn paused_syncs(&self) -> Result<Vec<String>, StateError> {
-        Ok(
-            sqlx::query_scalar("SELECT sync FROM paused_syncs ORDER BY sync")
-                .fetch_all(&self.pool)
-                .await?,
-        )
-    }
 }

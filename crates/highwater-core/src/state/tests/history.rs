@@ -118,7 +118,7 @@ async fn every_kind_and_stage_is_stored_and_read_back_and_no_other_is_admitted()
         "UPDATE dead_letters SET resolution = 'forgotten' WHERE source_id = 'source'",
         "UPDATE invocations SET outcome = 'done' WHERE run_id = 'r-full'",
     ] {
-        let result = sqlx::query(statement).execute(&store.pool).await;
+        let result = sqlx::query(statement).execute(store.sqlite_pool()).await;
         assert!(result.is_err(), "{statement} was admitted");
     }
     store.close().await;

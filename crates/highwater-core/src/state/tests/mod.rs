@@ -1,5 +1,11 @@
-use serde_json::json;
+use std::str::FromStr;
 
+use serde_json::json;
+use sqlx::SqlitePool;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+
+use super::sqlite::MIGRATIONS;
 use super::*;
 
 pub(super) fn temp_db(name: &str) -> std::path::PathBuf {
@@ -616,7 +622,7 @@ async fn a_run_of_another_kind_leaves_the_open_runs_floors_alone() {
 mod claim;
 mod events;
 mod history;
-mod plans;
+
 mod shared;
 
 #[tokio::test]

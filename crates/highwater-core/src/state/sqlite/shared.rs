@@ -22,7 +22,7 @@ use std::ops::{Deref, DerefMut};
 use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
 use tokio::sync::{Mutex, MutexGuard};
 
-use super::{StateError, Store};
+use super::{SqliteStore, StateError};
 
 /// The store's write transaction, shared with a destination table in its file.
 #[derive(Debug)]
@@ -142,7 +142,7 @@ impl DerefMut for Writer<'_> {
     }
 }
 
-impl Store {
+impl SqliteStore {
     /// Shares the store's write transaction from now on, with a destination
     /// table in its file; the handle that destination writes through.
     pub fn share_writes(&self) -> std::sync::Arc<SharedWrites> {

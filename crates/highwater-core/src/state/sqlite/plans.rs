@@ -5,10 +5,11 @@
 
 use sqlx::Row;
 
-use super::super::KNOWN;
-use super::super::claim::NEWEST_IN_LEDGER;
-use super::super::commit::{COMMIT_PAGE, MERGE_STAGED};
+use super::KNOWN;
+use super::claim::NEWEST_IN_LEDGER;
+use super::commit::{COMMIT_PAGE, MERGE_STAGED};
 use super::*;
+use crate::state::tests::*;
 
 /// The plan's lines that read `ledger` or `dead_letters` other than by a
 /// source id or an external id.
@@ -43,7 +44,7 @@ async fn a_page_s_statements_read_the_ledger_and_dead_letters_by_key() {
         .filter(|s| !s.is_empty());
     let mut found = Vec::new();
     for statement in statements {
-        for line in reads_by_sync_alone(&store.pool, statement).await {
+        for line in reads_by_sync_alone(store.sqlite_pool(), statement).await {
             found.push(format!("{line}\n  in: {statement}"));
         }
     }
@@ -58,7 +59,7 @@ async fn the_holders_of_external_ids_are_read_from_the_index_alone() {
     let path = temp_db("plans-holders");
     let store = Store::open(&path).await.expect("open");
     let plan: Vec<String> = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {KNOWN}")))
-        .fetch_all(&store.pool)
+        .fetch_all(store.sqlite_pool())
         .await
         .expect("plan")
         .iter()

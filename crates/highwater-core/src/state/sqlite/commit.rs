@@ -2,7 +2,7 @@
 //! transaction), the merge of staged ledger rows into the ledger, and the run's
 //! completion, which moves the high-water mark and settles the floors.
 
-use super::claim::{self, Announced};
+use super::claim;
 use super::*;
 
 /// Everything [`Store::commit_page`] changes, as one statement list. The
@@ -107,7 +107,7 @@ INSERT INTO ledger (sync, source_id, external_id, dest_id, version, updated_at, 
 DELETE FROM ledger_staged WHERE sync = ?1;
 ";
 
-impl Store {
+impl SqliteStore {
     /// Commits what the run has resolved (ledger rows, dead letters, retired
     /// intent batches), the writes it is about to send (a new batch) and — when the
     /// frontier moved — the advanced checkpoint, in one transaction. A write is

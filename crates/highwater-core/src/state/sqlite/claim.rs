@@ -1,0 +1,176 @@
+//! The compare-and-set of announced writes, in SQLite (see `state::claim`).
+
+use super::*;
+use crate::record::is_older;
+
+/// The ledger's version of each source id in `?2` (a JSON array). `CROSS JOIN`
+/// keeps the ids outside: without statistics, SQLite's planner would read the
+/// sync's whole ledger and look each row up in the ids.
+pub(super) const NEWEST_IN_LEDGER: &str = "
+SELECT l.source_id, l.version, l.updated_at
+  FROM json_each(?2) AS a CROSS JOIN ledger AS l ON l.sync = ?1 AND l.source_id = a.value";
+
+/// Checks `batch` against the ledger and every other run's announced writes,
+/// inside the transaction that will announce it. `merge` is the statement list
+/// that merges staged ledger rows, so that the ledger read here is whole.
+pub(super) async fn check(
+    tx: &mut sqlx::SqliteConnection,
+    state_path: &Path,
+    sync: &str,
+    run_id: &str,
+    batch: &IntentBatch,
+    merge: &'static str,
+) -> Result<Announced, StateError> {
+    if batch.intents.is_empty() {
+        return Ok(Announced::default());
+    }
+    let (announced_elsewhere, committed_since): (bool, bool) = sqlx::query_as(
+        "SELECT
+           EXISTS (SELECT 1 FROM intents AS i JOIN runs AS o USING (run_id)
+                   WHERE i.sync = ?1 AND i.run_id != ?2 AND o.status = ?3),
+           EXISTS (SELECT 1 FROM runs AS o
+                   WHERE o.sync = ?1 AND o.run_id != ?2
+                     AND o.updated_at >= COALESCE(
+                       (SELECT MAX(started_at) FROM invocations WHERE run_id = ?2), 0))",
+    )
+    .bind(sync)
+    .bind(run_id)
+    .bind(RunStatus::Open.as_str())
+    .fetch_one(&mut *tx)
+    .await?;
+    if !announced_elsewhere && !committed_since {
+        return Ok(Announced::default());
+    }
+    if committed_since {
+        sqlx::query(merge).bind(sync).execute(&mut *tx).await?;
+    }
+    let ids: Vec<&str> = batch.intents.iter().map(|i| i.source_id.as_str()).collect();
+    let ids = serde_json::to_string(&ids).map_err(|e| StateError::Corrupt(e.to_string()))?;
+    let mut newest: HashMap<String, (Option<i64>, i64)> = HashMap::new();
+    let rows = sqlx::query(NEWEST_IN_LEDGER)
+        .bind(sync)
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?;
+    for row in rows {
+        newest.insert(
+            row.try_get("source_id")?,
+            (row.try_get("version")?, row.try_get("updated_at")?),
+        );
+    }
+    let others = others_writes(tx, state_path, sync, run_id, &ids).await?;
+    let mut announced = Announced::default();
+    for intent in &batch.intents {
+        let (version, updated_at) = (intent.version, intent.updated_at);
+        let in_ledger = newest.get(&intent.source_id).is_some_and(|(v, at)| {
+            micros(*at).is_ok_and(|at| is_older(version, updated_at, *v, at))
+        });
+        let other = others.get(&intent.source_id);
+        let newer_elsewhere = other
+            .is_some_and(|o| is_older(version, updated_at, o.intent.version, o.intent.updated_at));
+        if in_ledger || newer_elsewhere {
+            announced.refused.insert(intent.source_id.clone());
+        } else if let Some(other) = other {
+            announced
+                .behind
+                .insert(intent.source_id.clone(), other.clone());
+        }
+    }
+    Ok(announced)
+}
+
+/// Other runs' writes of the source ids in `ids` (a JSON array) that may still
+/// land, the newest per id.
+async fn others_writes(
+    conn: &mut sqlx::SqliteConnection,
+    state_path: &Path,
+    sync: &str,
+    run_id: &str,
+    ids: &str,
+) -> Result<HashMap<String, Behind>, StateError> {
+    let now = jiff::Timestamp::now();
+    let rows = sqlx::query(
+        "SELECT e.value ->> 0 AS source_id, e.value ->> 1 AS version, e.value ->> 2 AS updated_at,
+                e.value ->> 3 AS settles_at, o.kind, o.status,
+                COALESCE(e.value ->> 4, 0) >= COALESCE(
+                  (SELECT MAX(started_at) FROM invocations AS n WHERE n.run_id = o.run_id), 0)
+                  AS current
+         FROM intents AS i JOIN runs AS o USING (run_id), jsonb_each(i.rows) AS e
+         WHERE i.sync = ?1 AND i.run_id != ?2
+           AND e.value ->> 0 IN (SELECT value FROM json_each(?3))",
+    )
+    .bind(sync)
+    .bind(run_id)
+    .bind(ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut live: HashMap<String, bool> = HashMap::new();
+    let mut others: HashMap<String, Behind> = HashMap::new();
+    for row in rows {
+        let settles_at: Option<i64> = row.try_get("settles_at")?;
+        let intent = Intent {
+            source_id: row.try_get("source_id")?,
+            version: row.try_get("version")?,
+            updated_at: micros(row.try_get("updated_at")?)?,
+            settles_at: settles_at.map(micros).transpose()?,
+        };
+        // A write that can no longer land is as good as settled.
+        if intent.settles_at.is_some_and(|at| at <= now) {
+            continue;
+        }
+        let kind: String = row.try_get("kind")?;
+        let status: String = row.try_get("status")?;
+        // Announced by the run's invocation that holds its lock now, if any;
+        // an earlier invocation's process is gone.
+        let current: bool = row.try_get("current")?;
+        let running = intent.settles_at.is_none()
+            && current
+            && status == RunStatus::Open.as_str()
+            && *live.entry(kind.clone()).or_insert_with(|| {
+                kind.parse::<RunKind>()
+                    .map_or(true, |kind| lock::is_running(state_path, sync, kind))
+            });
+        let other = Behind {
+            intent,
+            live: running,
+        };
+        match others.get_mut(&other.intent.source_id) {
+            Some(kept) => {
+                if is_older(
+                    kept.intent.version,
+                    kept.intent.updated_at,
+                    other.intent.version,
+                    other.intent.updated_at,
+                ) {
+                    kept.intent = other.intent;
+                }
+                kept.live |= other.live;
+            }
+            None => {
+                others.insert(other.intent.source_id.clone(), other);
+            }
+        }
+    }
+    Ok(others)
+}
+
+impl SqliteStore {
+    /// Of `ids`, those another run that is running now has a write of
+    /// announced and not yet settled: a run that went behind such a write
+    /// waits for it before it reads the record back.
+    pub async fn pending_elsewhere(
+        &self,
+        sync: &str,
+        run_id: &str,
+        ids: &[&str],
+    ) -> Result<HashSet<String>, StateError> {
+        let ids = serde_json::to_string(ids).map_err(|e| StateError::Corrupt(e.to_string()))?;
+        let mut conn = self.pool.acquire().await?;
+        let others = others_writes(&mut conn, &self.path, sync, run_id, &ids).await?;
+        Ok(others
+            .into_values()
+            .filter(|o| o.live)
+            .map(|o| o.intent.source_id)
+            .collect())
+    }
+}

@@ -1,0 +1,188 @@
+//! Record events in SQLite, one row of JSON per commit.
+
+use super::*;
+
+type EventRow<'a> = (
+    &'a str,
+    Option<u64>,
+    RecordAction,
+    Option<i64>,
+    Option<i64>,
+    &'a Option<String>,
+    u32,
+    &'a Option<String>,
+);
+
+/// An event as read back: [`EventRow`] with owned values.
+type StoredEvent = (
+    String,
+    Option<u64>,
+    RecordAction,
+    Option<i64>,
+    Option<i64>,
+    Option<String>,
+    u32,
+    Option<String>,
+);
+
+/// Appends a commit's events, in the commit's transaction.
+pub(super) async fn append(
+    tx: &mut sqlx::SqliteConnection,
+    sync: &str,
+    run_id: &str,
+    now: i64,
+    events: &[RecordEvent],
+) -> Result<(), StateError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<EventRow<'_>> = events
+        .iter()
+        .map(|e| {
+            (
+                e.source_id.as_str(),
+                e.page,
+                e.action,
+                e.version,
+                e.updated_at.map(Timestamp::as_microsecond),
+                &e.dest_id,
+                e.attempts,
+                &e.detail,
+            )
+        })
+        .collect();
+    sqlx::query(
+        "INSERT INTO record_events (sync, at, run_id, seq, events)
+         SELECT ?1, ?2, ?3, COALESCE(MAX(seq), 0) + 1, jsonb(?4)
+         FROM record_events WHERE sync = ?1 AND at = ?2 AND run_id = ?3",
+    )
+    .bind(sync)
+    .bind(now)
+    .bind(run_id)
+    .bind(json_rows(&rows)?)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Every retained event of one record, oldest first.
+    pub async fn record_story(
+        &self,
+        sync: &str,
+        source_id: &str,
+    ) -> Result<Vec<StoryEvent>, StateError> {
+        let rows = sqlx::query(
+            "SELECT r.run_id, r.at, json(e.value) AS event
+             FROM record_events AS r, jsonb_each(r.events) AS e
+             WHERE r.sync = ? AND e.value ->> 0 = ?
+             ORDER BY r.at, r.seq, e.key",
+        )
+        .bind(sync)
+        .bind(source_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let text: String = row.try_get("event")?;
+                let (source_id, page, action, version, updated_at, dest_id, attempts, detail): StoredEvent =
+                    serde_json::from_str(&text)
+                    .map_err(|e| StateError::Corrupt(format!("record event: {e}")))?;
+                Ok(StoryEvent {
+                    run_id: row.try_get("run_id")?,
+                    at: micros(row.try_get("at")?)?,
+                    event: RecordEvent {
+                        source_id,
+                        page,
+                        action,
+                        version,
+                        updated_at: updated_at.map(micros).transpose()?,
+                        dest_id,
+                        attempts,
+                        detail,
+                    },
+                })
+            })
+            .collect()
+    }
+
+    /// Where one record stands: its ledger row (the latest, staged or merged),
+    /// its dead letter, a write announced for it and not settled.
+    pub async fn record_state(
+        &self,
+        sync: &str,
+        source_id: &str,
+    ) -> Result<RecordState, StateError> {
+        let rows = sqlx::query(
+            "SELECT 0 AS seq, 0 AS place, source_id, external_id, dest_id, version, updated_at, payload_hash, run_id, deleted_at
+             FROM ledger WHERE sync = ?1 AND source_id = ?2
+             UNION ALL
+             SELECT s.seq, key, value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6, value ->> 7
+             FROM ledger_staged AS s, jsonb_each(s.rows) WHERE s.sync = ?1 AND value ->> 0 = ?2
+             ORDER BY seq, place",
+        )
+        .bind(sync)
+        .bind(source_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut ledger: Option<LedgerEntry> = None;
+        for row in &rows {
+            let entry = ledger_entry(row)?;
+            // A later row without a destination id keeps the one known before.
+            let dest_id = entry
+                .dest_id
+                .clone()
+                .or_else(|| ledger.as_ref().and_then(|l| l.dest_id.clone()));
+            ledger = Some(LedgerEntry { dest_id, ..entry });
+        }
+        let dead_letter = sqlx::query(
+            "SELECT stage, error, attempts, first_failed_at, last_failed_at, resolved_at, resolution
+             FROM dead_letters WHERE sync = ? AND source_id = ?",
+        )
+        .bind(sync)
+        .bind(source_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|row| {
+            let resolved_at: Option<i64> = row.try_get("resolved_at")?;
+            let resolution: Option<String> = row.try_get("resolution")?;
+            Ok::<_, StateError>(DeadLetterState {
+                stage: row.try_get::<String, _>("stage")?.parse()?,
+                error: row.try_get("error")?,
+                attempts: row.try_get("attempts")?,
+                first_failed_at: micros(row.try_get("first_failed_at")?)?,
+                last_failed_at: micros(row.try_get("last_failed_at")?)?,
+                resolved_at: resolved_at.map(micros).transpose()?,
+                resolution: resolution.map(|r| r.parse()).transpose()?,
+            })
+        })
+        .transpose()?;
+        let announced = self.floors(sync, None).await?.remove(source_id);
+        let to_read_back: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM readbacks WHERE sync = ? AND source_id = ?)",
+        )
+        .bind(sync)
+        .bind(source_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(RecordState {
+            ledger,
+            dead_letter,
+            announced,
+            to_read_back,
+        })
+    }
+
+    /// Forgets the events of `sync` older than `before`; returns how many
+    /// commits' worth went.
+    pub async fn prune_events(&self, sync: &str, before: Timestamp) -> Result<u64, StateError> {
+        let mut tx = self.writer().await?;
+        let done = sqlx::query("DELETE FROM record_events WHERE sync = ? AND at < ?")
+            .bind(sync)
+            .bind(before.as_microsecond())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
+    }
+}
