@@ -4,7 +4,11 @@
 //! time; beside the limit it is measured against, `highwater run` of one sync
 //! of all 200,000 records into one file, in the same run. Prints records/s, the
 //! ratio, and the daemon's peak RSS; asserts nothing, but says when a file is
-//! short. `cargo bench --bench serve [-- CONCURRENCY...]` (default 4 and 8).
+//! short. Each daemon runs twice: on a SQLite state store, and on a PostgreSQL
+//! one (a schema of its own at `HW_BENCH_PG`, else the machine's `test`
+//! database), where its syncs run under leases, with the CPU time the database
+//! server spent beside the daemon's: the state store's share of the work.
+//! `cargo bench --bench serve [-- CONCURRENCY...]` (default 4 and 8).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -66,6 +70,54 @@ fn lines(path: &Path) -> usize {
     std::fs::read_to_string(path).map_or(0, |t| t.lines().count())
 }
 
+/// CPU time of a process so far, from the kernel (user and system, in ticks
+/// of 10 ms).
+fn cpu_of(stat: &str) -> Option<(String, Duration)> {
+    let (open, close) = (stat.find('(')?, stat.rfind(')')?);
+    let fields: Vec<&str> = stat.get(close + 2..)?.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some((
+        stat.get(open + 1..close)?.to_owned(),
+        Duration::from_millis(ticks * 10),
+    ))
+}
+
+fn process_cpu(pid: u32) -> Duration {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| cpu_of(&s))
+        .map_or(Duration::ZERO, |(_, cpu)| cpu)
+}
+
+/// CPU time of every PostgreSQL server process on this machine so far.
+fn postgres_cpu() -> Duration {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Duration::ZERO;
+    };
+    entries
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter_map(|s| cpu_of(&s))
+        .filter(|(name, _)| name == "postgres")
+        .map(|(_, cpu)| cpu)
+        .sum()
+}
+
+fn postgres_url() -> String {
+    std::env::var("HW_BENCH_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+fn drop_schema(schema: &str) {
+    let _ = std::process::Command::new("psql")
+        .args([
+            &postgres_url(),
+            "-qc",
+            &format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
+        ])
+        .output();
+}
+
 /// Peak RSS of a live process, from the kernel.
 fn peak_rss_mib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -75,12 +127,21 @@ fn peak_rss_mib(pid: u32) -> Option<u64> {
 }
 
 /// The daemon with `concurrency`: until every sync has completed a run.
-async fn daemon(concurrency: usize, limit: f64) -> Result<(), String> {
+async fn daemon(concurrency: usize, limit: f64, postgres: bool) -> Result<(), String> {
     let sim = SimSaas::start(sim_config(RECORDS))
         .await
         .map_err(|e| e.to_string())?;
     let dir = fresh_dir(&format!("daemon-{concurrency}"));
-    let mut text = format!("[state]\npath = \"{}\"\n", dir.join("state.db").display());
+    let schema = format!("hw_bench_serve_{}", std::process::id());
+    let mut text = if postgres {
+        drop_schema(&schema);
+        format!(
+            "[state]\nurl = \"{}\"\nschema = \"{schema}\"\n",
+            postgres_url()
+        )
+    } else {
+        format!("[state]\npath = \"{}\"\n", dir.join("state.db").display())
+    };
     for n in 0..SYNCS {
         let file = dir.join("out").join(format!("s{n}.jsonl"));
         text.push_str(&sync(&format!("s{n}"), &sim.source_url(), &file, true));
@@ -91,7 +152,7 @@ async fn daemon(concurrency: usize, limit: f64) -> Result<(), String> {
         .and_then(|l| l.local_addr())
         .map_err(|e| e.to_string())?
         .port();
-    let started = Instant::now();
+    let (started, server) = (Instant::now(), postgres_cpu());
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_highwater"))
         .arg("--config")
         .arg(&config)
@@ -134,6 +195,7 @@ async fn daemon(concurrency: usize, limit: f64) -> Result<(), String> {
     }
     let elapsed = started.elapsed();
     let rss = peak_rss_mib(pid);
+    let (cpu, server) = (process_cpu(pid), postgres_cpu().saturating_sub(server));
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status();
@@ -144,10 +206,21 @@ async fn daemon(concurrency: usize, limit: f64) -> Result<(), String> {
     let total = SYNCS * RECORDS;
     let rate = total as f64 / elapsed.as_secs_f64();
     println!(
-        "  serve, {SYNCS} syncs × {RECORDS}, concurrency {concurrency:<2} {rate:>8.0} rec/s  {:>6.2} s  ratio to one sync {:.2}  peak RSS {} MiB{}",
+        "  serve, {SYNCS} syncs × {RECORDS}, concurrency {concurrency:<2} {:<10} {rate:>8.0} rec/s  {:>6.2} s  ratio to one sync {:.2}  peak RSS {} MiB  CPU {:.2} s{}{}",
+        if postgres { "PostgreSQL" } else { "SQLite" },
         elapsed.as_secs_f64(),
         rate / limit,
         rss.map_or("?".into(), |m| m.to_string()),
+        cpu.as_secs_f64(),
+        if postgres {
+            format!(
+                " + server {:.2} s (the store's share {:.0}%)",
+                server.as_secs_f64(),
+                100.0 * server.as_secs_f64() / (server + cpu).as_secs_f64().max(1e-9)
+            )
+        } else {
+            String::new()
+        },
         if short > 0 {
             format!("  ({short} files short)")
         } else {
@@ -155,6 +228,9 @@ async fn daemon(concurrency: usize, limit: f64) -> Result<(), String> {
         }
     );
     let _ = std::fs::remove_dir_all(&dir);
+    if postgres {
+        drop_schema(&schema);
+    }
     Ok(())
 }
 
@@ -215,7 +291,8 @@ async fn main() -> Result<(), String> {
     );
     let limit = one_sync().await?;
     for concurrency in concurrencies {
-        daemon(concurrency, limit).await?;
+        daemon(concurrency, limit, false).await?;
+        daemon(concurrency, limit, true).await?;
     }
     Ok(())
 }

@@ -23,7 +23,7 @@ pub fn engine_run(config_text: String, dir: PathBuf, options: RunOptions) -> Res
                 let config = highwater_core::config::parse(&config_text, &path, &|_| None)
                     .map_err(|e| e.to_string())?;
                 let spec = config.sync("bench").ok_or("no sync")?.clone();
-                let store = Store::open(&config.state.path)
+                let store = Store::connect(&config.state)
                     .await
                     .map_err(|e| e.to_string())?;
                 let (progress, _) = tokio::sync::watch::channel(Progress::default());

@@ -10,8 +10,8 @@ use std::collections::HashSet;
 
 use highwater_core::engine::Plan;
 use highwater_core::state::{
-    self, AuditAction, AuditEntry, AuditRecord, AuditScope, DeadLetterDetail, DeadLetterResolution,
-    DeadLetterSummary, DiscardScope, Discarded, LockError,
+    AuditAction, AuditEntry, AuditRecord, AuditScope, DeadLetterDetail, DeadLetterResolution,
+    DeadLetterSummary, DiscardScope, Discarded,
 };
 use serde_json::{Value, json};
 
@@ -200,15 +200,15 @@ async fn discard(ctx: &mut Context, args: DiscardArgs) -> Result<Exit, CliError>
     let sync = args.sync.as_str();
     ctx.sync(sync)?;
     let store = ctx.store().await?;
-    let state_path = ctx.config()?.state.path.clone();
     // A run of the sync dead-letters and resolves records as it goes: a discard
     // between its lookup and its commit would be undone, or undo the run's word.
-    let lock = state::acquire_all(&state_path, sync).map_err(|e| match e {
-        LockError::Held { holder, kind, .. } => CliError::Failed(format!(
-            "sync {sync:?} is running its {kind} run (process {holder}): dead letters are discarded only while it is not; nothing was discarded, try again once the run has ended"
+    let lock = store.lock_all(sync).await.map_err(|e| match e.held_by() {
+        Some((kind, holder)) => CliError::Failed(format!(
+            "sync {sync:?} is running its {kind} run ({holder}): dead letters are discarded only while it is not; nothing was discarded, try again once the run has ended"
         )),
-        other => CliError::failed(other),
+        None => CliError::failed(e),
     })?;
+    let store = store.fenced(&lock);
     let scope = if args.all {
         DiscardScope::All
     } else {
@@ -218,8 +218,7 @@ async fn discard(ctx: &mut Context, args: DiscardArgs) -> Result<Exit, CliError>
         .discard_dead_letters(sync, scope, &args.reason)
         .await
         .map_err(CliError::failed);
-    ctx.close().await;
-    drop(lock);
+    ctx.close_releasing(lock).await;
     match outcome? {
         Discarded::NotUnresolved(ids) => Err(CliError::Usage(format!(
             "sync {sync:?} has no unresolved dead letter for source id{} {}; nothing was discarded (`highwater dlq list {sync}` lists them)",

@@ -19,6 +19,7 @@ mod reset;
 mod run;
 mod runs;
 mod serve;
+mod state;
 mod status;
 mod validate;
 
@@ -215,6 +216,13 @@ pub enum Command {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Move the state store: `state copy --to postgres://…` copies a SQLite
+    /// store (runs, ledger, dead letters, events, audit log) into an empty
+    /// PostgreSQL schema, refusing while a run is open.
+    State {
+        #[command(subcommand)]
+        command: state::StateCommand,
+    },
     /// Read the first page or two of a sync's source, write nothing, and show what
     /// the config finds there — the request and its bounds, the records, one
     /// record and the id, updated_at and version taken from it, the next page —
@@ -403,7 +411,7 @@ impl Context {
                 let config = self.config()?;
                 Err(CliError::Usage(format!(
                     "{}: no state store yet (nothing has run; `highwater run <sync>` creates it)",
-                    config.state.path.display()
+                    config.state.store
                 )))
             }
         }
@@ -411,7 +419,11 @@ impl Context {
 
     /// The state store if it exists, without creating it.
     pub async fn existing_store(&mut self) -> Result<Option<Store>, CliError> {
-        if self.store.is_none() && !self.config()?.state.path.exists() {
+        if self.store.is_none()
+            && !Store::exists(&self.config()?.state)
+                .await
+                .map_err(CliError::failed)?
+        {
             return Ok(None);
         }
         self.open_store().await.map(Some)
@@ -422,8 +434,9 @@ impl Context {
         if let Some(store) = &self.store {
             return Ok(store.clone());
         }
-        let path = self.config()?.state.path.clone();
-        let store = Store::open(&path).await.map_err(CliError::failed)?;
+        let store = Store::connect(&self.config()?.state)
+            .await
+            .map_err(CliError::failed)?;
         self.store = Some(store.clone());
         Ok(store)
     }
@@ -432,6 +445,15 @@ impl Context {
     pub async fn close(&mut self) {
         if let Some(store) = self.store.take() {
             store.close().await;
+        }
+    }
+
+    /// Closes the state store and lets the sync's lock go, in the order the
+    /// store needs.
+    pub async fn close_releasing(&mut self, lock: highwater_core::state::RunLock) {
+        match self.store.take() {
+            Some(store) => store.close_releasing(lock).await,
+            None => lock.release().await,
         }
     }
 }
@@ -516,6 +538,7 @@ pub async fn dispatch(cli: Cli) -> Result<Exit, CliError> {
             };
             reset::reset(&mut ctx, args).await
         }
+        Command::State { command } => state::state(&mut ctx, command).await,
         Command::Probe { sync, pages } => probe::probe(&mut ctx, &sync, pages).await,
         Command::Init(args) => init::init(&ctx.config_path, args),
         Command::Reconcile {

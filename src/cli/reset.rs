@@ -4,7 +4,7 @@
 //! incremental run is open unless `--force` abandons it; holds the sync's lock; is
 //! recorded in the audit log. Never creates a state store.
 
-use highwater_core::state::{self, LockError, ResetError, ResetRequest};
+use highwater_core::state::{ResetError, ResetRequest};
 use jiff::Timestamp;
 use serde_json::json;
 
@@ -22,13 +22,13 @@ pub async fn reset(ctx: &mut Context, args: ResetArgs) -> Result<Exit, CliError>
     let sync = args.sync.as_str();
     ctx.sync(sync)?;
     let store = ctx.store().await?;
-    let state_path = ctx.config()?.state.path.clone();
-    let lock = state::acquire_all(&state_path, sync).map_err(|e| match e {
-        LockError::Held { holder, kind, .. } => CliError::Failed(format!(
-            "sync {sync:?} is running its {kind} run (process {holder}): nothing was reset; try again once the run has ended"
+    let lock = store.lock_all(sync).await.map_err(|e| match e.held_by() {
+        Some((kind, holder)) => CliError::Failed(format!(
+            "sync {sync:?} is running its {kind} run ({holder}): nothing was reset; try again once the run has ended"
         )),
-        other => CliError::failed(other),
+        None => CliError::failed(e),
     })?;
+    let store = store.fenced(&lock);
     let request = ResetRequest {
         sync: sync.to_owned(),
         to: args.to,
@@ -37,8 +37,7 @@ pub async fn reset(ctx: &mut Context, args: ResetArgs) -> Result<Exit, CliError>
         reason: args.reason,
     };
     let outcome = store.reset(&request).await;
-    ctx.close().await;
-    drop(lock);
+    ctx.close_releasing(lock).await;
     let done = match outcome {
         Ok(done) => done,
         Err(e @ ResetError::RunOpen(_)) => {

@@ -57,16 +57,19 @@ pub async fn run(
     let config = ctx.config()?;
     let spec = ctx.sync(sync)?;
     refuse_unconfigured(&spec, &plan)?;
-    // The lock comes first: a second process must not even open the store.
     let alone = !spec.destination.takes_concurrent_runs();
-    let lock = state::acquire_for_run(&config.state.path, sync, plan.kind(), alone).map_err(|e| {
-        match e {
-            state::LockError::Held { holder, .. } if alone => CliError::Failed(format!(
-                "sync {sync:?} is running (process {holder}); not starting a second run: its destination is written by lookup then create, or is a file, where two runs at once could write one record twice, so its runs of every kind take turns"
+    let store = ctx.open_store().await?;
+    let lock = store
+        .lock_run(sync, plan.kind(), alone)
+        .await
+        .map_err(|e| match e.held_by() {
+            Some((_, holder)) if alone => CliError::Failed(format!(
+                "sync {sync:?} is running ({holder}); not starting a second run: its destination is written by lookup then create, or is a file, where two runs at once could write one record twice, so its runs of every kind take turns"
             )),
-            other => CliError::failed(other),
-        }
-    })?;
+            _ => CliError::failed(e),
+        })?;
+    // Every write of the run checks the lock is still its own (a lease can be lost).
+    let store = store.fenced(&lock);
     let bar = std::io::stderr().is_terminal().then(progress_bar);
     logging::init(bar.clone(), ctx.log_format);
     for warning in &config.warnings {
@@ -76,7 +79,6 @@ pub async fn run(
             warning.in_file(&config.file)
         );
     }
-    let store = ctx.open_store().await?;
     let (metrics_addr, metrics_file) = ctx.metrics.clone();
     let metrics = metrics::start(metrics_addr, metrics_file).await?;
 
@@ -101,8 +103,7 @@ pub async fn run(
         bar.finish_and_clear();
     }
     raise_alerts(&spec, &store, &result).await;
-    ctx.close().await;
-    drop(lock);
+    ctx.close_releasing(lock).await;
     // A metrics file that cannot be written does not change how the run ended.
     if let Some(Err(e)) = metrics.map(metrics::Metrics::finish) {
         eprintln!("{e}");
@@ -151,6 +152,8 @@ pub(super) async fn raise_alerts(
         },
         // Refused before anything started: nothing happened to alert about.
         Err(failure) if matches!(failure.cause, FailureCause::OtherRunOpen { .. }) => return,
+        // Another worker took the sync over and goes on with the run.
+        Err(failure) if failure.cause.lost_lease() => return,
         Err(failure) => alert::Ended {
             run_id: failure.run_id.as_deref(),
             failure: Some(failure.cause.to_string()),

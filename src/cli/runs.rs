@@ -76,7 +76,7 @@ async fn find(store: &Store, run_id: &str, ctx: &mut Context) -> Result<RunRecor
     if let Some(record) = store.run_record(run_id).await.map_err(CliError::failed)? {
         return Ok(record);
     }
-    let state = ctx.config()?.state.path.display().to_string();
+    let state = ctx.config()?.state.store.to_string();
     if run_id.is_empty() {
         return Err(CliError::Usage(
             "runs show: give a run id (`highwater runs <sync>` lists them)".into(),

@@ -22,7 +22,8 @@ use axum::routing::{get, post};
 use highwater_core::config::{Config, SyncSpec};
 use highwater_core::engine::{self, Plan, Progress, RunOptions, RunOutcome};
 use highwater_core::schedule::Schedule;
-use highwater_core::state::{self, RunKind, Store};
+use highwater_core::state::{RunKind, Store};
+use highwater_core::stop::StopReason;
 use jiff::Timestamp;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde_json::{Value, json};
@@ -191,7 +192,7 @@ async fn schedule(daemon: &Arc<Daemon>) {
     let mut runs = JoinSet::new();
     while !daemon.shutdown.is_cancelled() {
         let now = Timestamp::now();
-        let (due, next): (Vec<String>, Option<Timestamp>) = {
+        let (due, next): (Vec<(String, bool)>, Option<Timestamp>) = {
             let mut slots = daemon.slots();
             let mut due = Vec::new();
             for (name, slot) in slots.iter_mut() {
@@ -199,10 +200,10 @@ async fn schedule(daemon: &Arc<Daemon>) {
                     continue;
                 }
                 if slot.asked || (!slot.paused && slot.due.is_some_and(|at| at <= now)) {
+                    due.push((name.clone(), slot.asked));
                     slot.asked = false;
                     slot.running = Some(now);
                     slot.due = daemon.spec(name).and_then(|spec| next_due(&spec, now));
-                    due.push(name.clone());
                 }
             }
             // A sync whose run is going is due again when it ends, which wakes this.
@@ -213,8 +214,8 @@ async fn schedule(daemon: &Arc<Daemon>) {
                 .min();
             (due, next)
         };
-        for name in due {
-            runs.spawn_local(run_one(Arc::clone(daemon), name));
+        for (name, asked) in due {
+            runs.spawn_local(run_one(Arc::clone(daemon), name, asked));
         }
         let sleep = next.map_or(Duration::from_secs(3600), |at| {
             Duration::try_from(now.duration_until(at)).unwrap_or_default()
@@ -230,10 +231,15 @@ async fn schedule(daemon: &Arc<Daemon>) {
 }
 
 /// One run of a sync: a place among the daemon's, the sync's lock, the run,
-/// its alerts; how it ended goes into the sync's status.
-async fn run_one(daemon: Arc<Daemon>, name: String) {
+/// its alerts; how it ended goes into the sync's status. Workers sharing a
+/// store take turns by the lock: one that finds it held tries again a lease
+/// later (so it takes over from a worker that died), and one that takes it
+/// runs only what the shared history says is due — an open run to resume, a
+/// run asked for, or the schedule's next since the last completed run,
+/// whichever worker ran that.
+async fn run_one(daemon: Arc<Daemon>, name: String, asked: bool) {
     let config = daemon.config();
-    let ended = |last: Value| {
+    let ended = |last: Value, due: Due| {
         let mut slots = daemon.slots();
         if daemon.spec(&name).is_none() {
             // Removed from the config while it ran.
@@ -241,12 +247,17 @@ async fn run_one(daemon: Arc<Daemon>, name: String) {
         } else if let Some(slot) = slots.get_mut(&name) {
             slot.running = None;
             slot.last = Some(last);
+            match due {
+                Due::AsPlanned => {}
+                Due::Retry(at) => slot.due = Some(slot.due.map_or(at, |due| due.min(at))),
+                Due::At(at) => slot.due = at,
+            }
         }
         drop(slots);
         daemon.wake.notify_one();
     };
     let Some(spec) = config.syncs.iter().find(|s| s.name == name).cloned() else {
-        ended(Value::Null);
+        ended(Value::Null, Due::AsPlanned);
         return;
     };
     let place = tokio::select! {
@@ -254,23 +265,67 @@ async fn run_one(daemon: Arc<Daemon>, name: String) {
         () = daemon.shutdown.cancelled() => None,
     };
     let Some(_place) = place else {
-        ended(json!({ "outcome": "not_started", "ended_at": Timestamp::now().to_string() }));
+        ended(
+            json!({ "outcome": "not_started", "ended_at": Timestamp::now().to_string() }),
+            Due::AsPlanned,
+        );
         return;
     };
     let alone = !spec.destination.takes_concurrent_runs();
-    let lock = match state::acquire_for_run(&config.state.path, &name, RunKind::Incremental, alone)
+    let lock = match daemon
+        .store
+        .lock_run(&name, RunKind::Incremental, alone)
+        .await
     {
         Ok(lock) => lock,
         Err(e) => {
+            let retry = e.held_by().is_some().then(|| {
+                Timestamp::now()
+                    .checked_add(
+                        jiff::SignedDuration::try_from(config.state.lease).unwrap_or_default(),
+                    )
+                    .unwrap_or_else(|_| Timestamp::now())
+            });
             tracing::warn!(sync = %name, "not run: {e}");
-            ended(json!({
-                "outcome": "not_started",
-                "error": e.to_string(),
-                "ended_at": Timestamp::now().to_string(),
-            }));
+            ended(
+                json!({
+                    "outcome": "not_started",
+                    "error": e.to_string(),
+                    "ended_at": Timestamp::now().to_string(),
+                }),
+                retry.map_or(Due::AsPlanned, Due::Retry),
+            );
             return;
         }
     };
+    if !asked {
+        match due_by_history(&daemon.store, &spec).await {
+            Ok(None) => {}
+            Ok(Some(due)) => {
+                // Another worker ran it since this one planned; next as its
+                // schedule says from that run.
+                lock.release().await;
+                ended(
+                    json!({ "outcome": "not_due", "ended_at": Timestamp::now().to_string() }),
+                    Due::At(Some(due)),
+                );
+                return;
+            }
+            Err(e) => {
+                lock.release().await;
+                tracing::warn!(sync = %name, "not run: {e}");
+                ended(
+                    json!({
+                        "outcome": "not_started",
+                        "error": e.to_string(),
+                        "ended_at": Timestamp::now().to_string(),
+                    }),
+                    Due::AsPlanned,
+                );
+                return;
+            }
+        }
+    }
     let options = RunOptions {
         max_runtime: None,
         max_pages: None,
@@ -278,19 +333,34 @@ async fn run_one(daemon: Arc<Daemon>, name: String) {
         event_retention: Some(config.state.event_retention),
     };
     let (progress, _) = watch::channel(Progress::default());
+    let store = daemon.store.fenced(&lock);
     let result = engine::run(
         &spec,
-        &daemon.store,
+        &store,
         Plan::Incremental,
         options,
         daemon.shutdown.child_token(),
         &progress,
     )
     .await;
-    raise_alerts(&spec, &daemon.store, &result).await;
-    drop(lock);
+    raise_alerts(&spec, &store, &result).await;
+    lock.release().await;
     let at = Timestamp::now().to_string();
-    ended(match result {
+    // A worker that lost its lease leaves the run to the one that took it.
+    let fenced = match &result {
+        Err(failure) => failure.cause.lost_lease(),
+        Ok(report) => report.outcome == RunOutcome::Stopped(StopReason::LeaseLost),
+    };
+    let due = if fenced {
+        Due::Retry(
+            Timestamp::now()
+                .checked_add(jiff::SignedDuration::try_from(config.state.lease).unwrap_or_default())
+                .unwrap_or_else(|_| Timestamp::now()),
+        )
+    } else {
+        Due::AsPlanned
+    };
+    let last = match result {
         Ok(report) => json!({
             "outcome": match report.outcome {
                 RunOutcome::Completed => "completed",
@@ -307,7 +377,34 @@ async fn run_one(daemon: Arc<Daemon>, name: String) {
             "error": failure.cause.to_string(),
             "ended_at": at,
         }),
-    });
+    };
+    ended(last, due);
+}
+
+/// How a sync's next run is planned once this one ends or is not started.
+enum Due {
+    /// As the scheduler planned it when it started this one.
+    AsPlanned,
+    /// At this time at the latest: another worker holds the sync now.
+    Retry(Timestamp),
+    /// At this time, as the shared history says.
+    At(Option<Timestamp>),
+}
+
+/// `None` when the sync is due now by the store's history (an open run to
+/// resume, or its schedule come due since its last completed run); otherwise
+/// when it is.
+async fn due_by_history(store: &Store, spec: &SyncSpec) -> Result<Option<Timestamp>, CliError> {
+    let now = Timestamp::now();
+    if store
+        .open_run(&spec.name, RunKind::Incremental)
+        .await
+        .map_err(CliError::failed)?
+        .is_some()
+    {
+        return Ok(None);
+    }
+    Ok(first_due(store, spec, now).await?.filter(|due| *due > now))
 }
 
 async fn health(State(daemon): State<Arc<Daemon>>) -> (StatusCode, Json<Value>) {
@@ -335,6 +432,11 @@ async fn status(State(daemon): State<Arc<Daemon>>) -> Result<Json<Value>, (Statu
             .await
             .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
         let mark = stored.high_water_mark();
+        // Which worker (or process) runs it now, whichever daemon that is.
+        let holder = daemon
+            .store
+            .lock_holder(&spec.name, RunKind::Incremental)
+            .await;
         let slots = daemon.slots();
         let slot = slots.get(&spec.name);
         syncs.push(json!({
@@ -355,6 +457,7 @@ async fn status(State(daemon): State<Arc<Daemon>>) -> Result<Json<Value>, (Statu
             "next_run_at": slot.and_then(|s| s.due).map(|t| t.to_string()),
             "last_run": slot.and_then(|s| s.last.clone()),
             "open_run": stored.open_run.as_ref().map(|(run, _)| run.run_id.clone()),
+            "held_by": holder,
             "high_water_mark": mark.map(|t| t.to_string()),
             "lag_seconds": mark.map(|t| (now.as_second() - t.as_second()).max(0)),
             "dead_letters": stored.dead_letters,
@@ -445,11 +548,11 @@ async fn reload_on_hangup(daemon: Arc<Daemon>) {
                 continue;
             }
         };
-        if new.state.path != old.state.path {
+        if new.state.store != old.state.store {
             tracing::error!(
                 "config not reloaded, still serving the previous one: the state store moves from {} to {}, which takes a restart",
-                old.state.path.display(),
-                new.state.path.display()
+                old.state.store,
+                new.state.store
             );
             continue;
         }

@@ -2,11 +2,22 @@
 //! high-water mark, the lag behind now, and the dead-letter count.
 
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
-use highwater_core::state::{RunKind, SyncStatus, lock_holder};
+use std::collections::HashMap;
+
+use highwater_core::state::{RunKind, SyncStatus};
 use jiff::Timestamp;
 use serde_json::{Value, json};
 
 use super::{CliError, Context, Exit, print, render};
+
+/// The holder of each open run's lock, by sync and kind.
+type Holders = HashMap<(String, RunKind), Option<String>>;
+
+fn holding<'a>(holders: &'a Holders, sync: &str, kind: RunKind) -> Option<&'a str> {
+    holders
+        .get(&(sync.to_owned(), kind))
+        .and_then(|h| h.as_deref())
+}
 
 pub async fn status(ctx: &mut Context) -> Result<Exit, CliError> {
     let config = ctx.config()?;
@@ -20,13 +31,27 @@ pub async fn status(ctx: &mut Context) -> Result<Exit, CliError> {
         };
         rows.push((sync.name.clone(), status));
     }
+    // Who runs each open run now: the process holding its lock, or the worker
+    // holding its lease.
+    let mut holders: Holders = HashMap::new();
+    if let Some(store) = &store {
+        for (name, status) in &rows {
+            for (run, _) in status
+                .iter()
+                .flat_map(|s| s.open_run.iter().chain(&s.other_open))
+            {
+                let holder = store.lock_holder(name, run.kind).await;
+                holders.insert((name.clone(), run.kind), holder);
+            }
+        }
+    }
     let now = Timestamp::now();
     if ctx.json {
         let syncs: Vec<Value> = rows
             .iter()
-            .map(|(name, s)| status_json(name, s.as_ref(), now, &config.state.path))
+            .map(|(name, s)| status_json(name, s.as_ref(), now, &holders))
             .collect();
-        print(json!({ "state": config.state.path.display().to_string(), "syncs": syncs }))?;
+        print(json!({ "state": config.state.store.to_string(), "syncs": syncs }))?;
         return Ok(Exit::Complete);
     }
     let mut table = Table::new();
@@ -58,7 +83,7 @@ pub async fn status(ctx: &mut Context) -> Result<Exit, CliError> {
                     ago(run.started_at, now),
                     c.counters.pages,
                     c.counters.written,
-                    match lock_holder(&config.state.path, name, run.kind) {
+                    match holding(&holders, name, run.kind) {
                         Some(process) => format!("running in process {process}"),
                         None => "not running; the next run resumes it".to_owned(),
                     }
@@ -106,7 +131,7 @@ fn status_json(
     name: &str,
     status: Option<&SyncStatus>,
     now: Timestamp,
-    state_path: &std::path::Path,
+    holders: &Holders,
 ) -> Value {
     let Some(s) = status else {
         return json!({ "sync": name, "open_run": null, "last_completed_run": null, "high_water_mark": null, "lag_seconds": null, "dead_letters": 0, "ledger_records": 0, "paused": false });
@@ -125,7 +150,7 @@ fn status_json(
                 "cursor": c.cursor,
                 "counters": c.counters,
                 // The process running it now; null when none is.
-                "process": lock_holder(state_path, name, run.kind),
+                "process": holding(holders, name, run.kind),
             })
         })
     };

@@ -12,9 +12,7 @@ use crate::util::{Mode, SYNC, Setup, Style, World, describe};
 
 /// Dead letters of the sync: (source id, reason).
 async fn dead_letters(world: &World) -> Vec<(String, String)> {
-    let store = highwater_core::state::Store::open(&world.state_path())
-        .await
-        .expect("state");
+    let store = world.store().await;
     let dead = store.dead_letters(SYNC).await.expect("dead letters");
     store.close().await;
     dead.into_iter().map(|d| (d.source_id, d.error)).collect()

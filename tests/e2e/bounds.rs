@@ -104,8 +104,7 @@ async fn sync_once(name: &str, addr: SocketAddr, source: &str) -> Vec<String> {
     let out_file = dir.join("contacts.jsonl");
     let config = dir.join("highwater.toml");
     let text = format!(
-        r#"[state]
-path = "{state}"
+        r#"{state}
 
 [[sync]]
 name = "invoices"
@@ -123,7 +122,7 @@ fields = {{ amount = "amount" }}
 type = "jsonl"
 file = "{file}"
 "#,
-        state = dir.join("state.db").display(),
+        state = crate::util::state_table(&dir),
         file = out_file.display(),
     );
     std::fs::write(&config, text).unwrap_or_else(|e| panic!("write config: {e}"));

@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use highwater_core::state::{RunKind, Store};
+use highwater_core::state::RunKind;
 use simsaas::SimConfig;
 use tokio::process::Child;
 
@@ -154,7 +154,7 @@ async fn backfill_beside_the_sync(mode: Mode, seed: u64) {
     versions.check(&dump, seed);
     let v = world.assert_exact().await;
     assert!(v.dead_lettered > 0, "{v}");
-    let store = Store::open(&world.state_path()).await.expect("state");
+    let store = world.store().await;
     for kind in [RunKind::Incremental, RunKind::Backfill] {
         assert!(
             store.open_run(SYNC, kind).await.expect("runs").is_none(),
@@ -225,7 +225,7 @@ async fn runs_of_a_lookup_sync_take_turns() {
         first.try_wait().expect("wait").is_none(),
         "the sync stopped"
     );
-    let store = Store::open(&world.state_path()).await.expect("state");
+    let store = world.store().await;
     assert!(
         store
             .open_run(SYNC, RunKind::Backfill)

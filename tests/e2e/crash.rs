@@ -20,7 +20,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use highwater_core::state::{RunKind, Store};
+use highwater_core::state::RunKind;
 use simsaas::{SimConfig, SimStats};
 
 use crate::deletes::deletes_endpoint;
@@ -185,7 +185,7 @@ async fn crash_and_recover(style: Style, mode: Mode, seed: u64) {
     // The killed run, finished: its own result, with no later run to hide a loss.
     world.run_to_completion().await;
     apply_deletes(&world, &mut gone, seed).await;
-    let store = Store::open(&world.state_path()).await.expect("state");
+    let store = world.store().await;
     let (completed, _) = store
         .last_completed(SYNC, RunKind::Incremental)
         .await
@@ -305,7 +305,7 @@ fn assert_faults_served(stats: &SimStats, seed: u64) {
 }
 
 async fn open_run_id(world: &World) -> Option<String> {
-    let store = Store::open(&world.state_path()).await.expect("state");
+    let store = world.store().await;
     let open = store
         .open_run(SYNC, RunKind::Incremental)
         .await

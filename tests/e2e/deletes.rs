@@ -299,7 +299,7 @@ async fn deletes_without_a_deletes_endpoint_are_refused_and_change_nothing() {
         "{}",
         describe(&out)
     );
-    assert!(!world.state_path().exists());
+    assert!(!world.has_store().await);
 
     // A marker is applied by every run, not by --deletes.
     world.run_to_completion().await;
@@ -423,7 +423,7 @@ async fn a_full_run_needs_a_deletes_table_and_takes_no_dry_run() {
         "{}",
         describe(&out)
     );
-    assert!(!world.state_path().exists(), "nothing is created");
+    assert!(!world.has_store().await, "nothing is created");
     for args in [
         &["run", SYNC, "--allow-mass-delete"][..],
         &["run", SYNC, "--full", "--dry-run"],
@@ -432,13 +432,13 @@ async fn a_full_run_needs_a_deletes_table_and_takes_no_dry_run() {
         let out = world.highwater(args).await;
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", describe(&out));
     }
-    assert!(!world.state_path().exists(), "nothing is created");
+    assert!(!world.has_store().await, "nothing is created");
     setup.deletes = FULL_ONLY.into();
     world.rewrite(&setup);
     let out = world.highwater(&["run", SYNC, "--deletes"]).await;
     assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
     assert!(stderr(&out).contains("run --full"), "{}", describe(&out));
-    assert!(!world.state_path().exists(), "nothing is created");
+    assert!(!world.has_store().await, "nothing is created");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -10,9 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use highwater_core::state::{
-    self, AuditAction, AuditScope, DeadLetterResolution, RecordAction, Store,
-};
+use highwater_core::state::{self, AuditAction, AuditScope, DeadLetterResolution, RecordAction};
 use serde_json::Value;
 use simsaas::{Rejection, SimConfig};
 
@@ -82,7 +80,7 @@ fn names_the_cause(rejection: Rejection, reason: &str) -> bool {
 /// Everything a refused command must leave as it was: the store's tables as
 /// `state_dump` prints them, and the audit log.
 async fn snapshot(world: &World) -> (String, usize) {
-    let store = Store::open(&world.state_path()).await.expect("open store");
+    let store = world.store().await;
     let audit = store.audit_log(SYNC, 100).await.expect("audit log").len();
     store.close().await;
     (world.state_dump().await, audit)
@@ -303,7 +301,7 @@ async fn dlq_lists_shows_and_discards_and_a_later_run_does_not_retry_discarded_l
     assert!(text.contains("dead letter (discarded "), "{text}");
 
     // The audit log holds the discard: its ids and its reason.
-    let store = Store::open(&world.state_path()).await.expect("open store");
+    let store = world.store().await;
     let log = store.audit_log(SYNC, 10).await.expect("audit log");
     store.close().await;
     assert_eq!(log.len(), 1, "{log:?}");
@@ -366,7 +364,7 @@ async fn dlq_lists_shows_and_discards_and_a_later_run_does_not_retry_discarded_l
     );
     assert!(list_json(&world).await.is_empty());
     assert_eq!(unresolved_in_status(&world).await, 0);
-    let store = Store::open(&world.state_path()).await.expect("open store");
+    let store = world.store().await;
     for id in rejected.keys() {
         let letter = store
             .dead_letter(SYNC, id)
@@ -403,7 +401,7 @@ async fn dlq_lists_shows_and_discards_and_a_later_run_does_not_retry_discarded_l
     assert_eq!(listed_ids(&lines), BTreeSet::from([poison.clone()]));
     assert_eq!(lines[0]["attempts"], 2, "{}", lines[0]);
     assert_eq!(unresolved_in_status(&world).await, 1);
-    let store = Store::open(&world.state_path()).await.expect("open store");
+    let store = world.store().await;
     assert_eq!(
         store.audit_log(SYNC, 10).await.expect("audit log").len(),
         2,
@@ -433,7 +431,7 @@ async fn dlq_refuses_bad_input_and_a_running_sync_changing_nothing() {
             describe(&out)
         );
     }
-    assert!(!world.state_path().exists());
+    assert!(!world.has_store().await);
     assert!(!world.dir.join("locks").exists());
 
     world.run_to_completion().await;
@@ -458,7 +456,11 @@ async fn dlq_refuses_bad_input_and_a_running_sync_changing_nothing() {
 
     // While any run of the sync goes on (here a backfill's lock is held),
     // nothing is discarded, and the message says why.
-    let lock = state::acquire(&world.state_path(), SYNC, state::RunKind::Backfill)
+    let lock = world
+        .store()
+        .await
+        .lock_run(SYNC, state::RunKind::Backfill, false)
+        .await
         .expect("the sync's backfill lock");
     let out = world
         .highwater(&["dlq", "discard", SYNC, "--all", "--reason", "mid-run"])
@@ -466,10 +468,9 @@ async fn dlq_refuses_bad_input_and_a_running_sync_changing_nothing() {
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     let message = stderr(&out);
     assert!(
-        message.contains(&format!(
-            "sync \"{SYNC}\" is running its backfill run (process {})",
-            std::process::id()
-        )) && message.contains("nothing was discarded"),
+        message.contains(&format!("sync \"{SYNC}\" is running its backfill run ("))
+            && message.contains(&std::process::id().to_string())
+            && message.contains("nothing was discarded"),
         "{}",
         describe(&out)
     );
@@ -480,7 +481,7 @@ async fn dlq_refuses_bad_input_and_a_running_sync_changing_nothing() {
     );
     // Reading needs no lock.
     assert_eq!(list_json(&world).await.len(), 5);
-    drop(lock);
+    lock.release().await;
 
     let out = world
         .highwater(&["dlq", "discard", SYNC, "--all", "--reason", "after the run"])
@@ -501,7 +502,7 @@ async fn dlq_refuses_bad_input_and_a_running_sync_changing_nothing() {
         "{}",
         describe(&out)
     );
-    let store = Store::open(&world.state_path()).await.expect("open store");
+    let store = world.store().await;
     assert_eq!(store.audit_log(SYNC, 10).await.expect("audit log").len(), 1);
     store.close().await;
 }
@@ -623,7 +624,7 @@ async fn a_record_fixed_in_config_is_replayed_and_written_exactly_once() {
         story["now"]["dead_letter"]["resolved_at"].is_string(),
         "{story}"
     );
-    let store = Store::open(&world.state_path()).await.expect("open store");
+    let store = world.store().await;
     let replays = store
         .audit_log(SYNC, 10)
         .await

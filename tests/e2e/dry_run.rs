@@ -57,7 +57,7 @@ async fn a_dry_run_foretells_the_next_run_and_writes_nothing() {
     // Before anything ran: everything is new, and no state store is created.
     let first = dry(&world).await;
     assert!(
-        !world.state_path().exists(),
+        !world.has_store().await,
         "a dry run created the state store"
     );
     let source = world.sim.source_records();

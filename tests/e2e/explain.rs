@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use highwater_core::state::{RecordAction, Store};
+use highwater_core::state::RecordAction;
 use serde_json::Value;
 use simsaas::{Rejection, SimConfig};
 
@@ -57,7 +57,7 @@ async fn explain_tells_each_records_story_as_it_happened() {
         "{}",
         describe(&out)
     );
-    assert!(!world.state_path().exists());
+    assert!(!world.has_store().await);
 
     let first = report(&world.highwater(&["run", SYNC, "--json"]).await);
     let first_run = first["run_id"].as_str().expect("run id").to_owned();
@@ -71,7 +71,7 @@ async fn explain_tells_each_records_story_as_it_happened() {
         .into_iter()
         .map(|o| (o.external_id, o.id))
         .collect();
-    let store = Store::open(&world.state_path()).await.expect("open store");
+    let store = world.store().await;
     let mut retried = 0u64;
     let mut a_retried_write = None;
     let mut a_dead_letter = None;

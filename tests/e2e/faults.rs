@@ -178,9 +178,7 @@ async fn poisoned_and_invalid_records_are_dead_lettered_with_their_reason() {
     world.run_to_completion().await;
     let v = exact(&world).await;
     assert!(v.dead_lettered >= 30, "{v}");
-    let store = highwater_core::state::Store::open(&world.state_path())
-        .await
-        .expect("state");
+    let store = world.store().await;
     let dead = store.dead_letters(crate::util::SYNC).await.expect("dlq");
     let reasons: Vec<&str> = dead.iter().map(|d| d.error.as_str()).collect();
     assert!(

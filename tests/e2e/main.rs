@@ -23,6 +23,8 @@ mod reset;
 mod runs;
 mod scripted;
 mod serve;
+mod state_copy;
 mod tables;
 mod util;
+mod workers;
 mod writes;

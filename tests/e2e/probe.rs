@@ -9,7 +9,7 @@ use crate::util::{Mode, SYNC, Setup, Style, World, describe, report, stdout};
 
 async fn probe(world: &World) -> (Option<i32>, Value) {
     let out = world.highwater(&["probe", SYNC, "--json"]).await;
-    assert!(!world.state_path().exists(), "probe created a state store");
+    assert!(!world.has_store().await, "probe created a state store");
     let code = out.status.code();
     assert!(matches!(code, Some(0 | 1)), "{}", describe(&out));
     (code, report(&out))

@@ -3,7 +3,7 @@
 //! abandoned only when forced; each reset is in the audit log; bad input changes
 //! nothing.
 
-use highwater_core::state::{AuditAction, Store};
+use highwater_core::state::AuditAction;
 use serde_json::Value;
 use simsaas::SimConfig;
 
@@ -38,7 +38,7 @@ async fn a_reset_rewinds_the_sync_and_says_so_in_the_audit_log() {
     setup.page_size = 50;
     let world = World::start("reset", SimConfig::new(53, 600), &setup).await;
     refused(&world, &["reset", SYNC], "no state store yet").await;
-    assert!(!world.state_path().exists());
+    assert!(!world.has_store().await);
 
     ok_json(&world, &["run", SYNC, "--json"]).await;
     let source = world.sim.source_records();
@@ -107,7 +107,7 @@ async fn a_reset_rewinds_the_sync_and_says_so_in_the_audit_log() {
     world.assert_exact().await;
 
     // Every reset is in the audit log, newest first, with what it did.
-    let store = Store::open(&world.state_path()).await.expect("open store");
+    let store = world.store().await;
     let log = store.audit_log(SYNC, 10).await.expect("audit log");
     store.close().await;
     let resets: Vec<_> = log

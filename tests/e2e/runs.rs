@@ -7,7 +7,6 @@
 use std::collections::HashSet;
 use std::process::Output;
 
-use highwater_core::state::Store;
 use serde_json::{Value, json};
 use simsaas::SimConfig;
 
@@ -141,7 +140,7 @@ async fn a_completed_run_is_recorded_as_its_report_tells_it() {
         .filter_map(Value::as_str)
         .collect();
     assert!(!dead.is_empty(), "{record}");
-    let store = Store::open(&world.state_path()).await.expect("open state");
+    let store = world.store().await;
     let letters: HashSet<String> = store
         .dead_letters(SYNC)
         .await
@@ -353,15 +352,12 @@ async fn bad_input_to_runs_is_refused_and_changes_nothing() {
         &["--json", "runs", "show", "0190"],
     ] {
         let out = world.highwater(args).await;
-        assert_refused(&out, "state.db: no state store yet");
-        assert!(
-            !world.state_path().exists(),
-            "{args:?} created the state store"
-        );
+        assert_refused(&out, "no state store yet");
+        assert!(!world.has_store().await, "{args:?} created the state store");
     }
     let out = world.highwater(&["runs", "nope"]).await;
     assert_refused(&out, "no sync named \"nope\" (defined: invoices)");
-    assert!(!world.state_path().exists());
+    assert!(!world.has_store().await);
 
     world.run_to_completion().await;
     world.run_to_completion().await;

@@ -40,7 +40,6 @@ fn invoice(version: u64, updated_at: &str, amount: u64) -> Value {
 /// A scripted source serving `pages`, and a config syncing it into `destination`.
 struct Scripted {
     script: Script,
-    dir: PathBuf,
     config: PathBuf,
     server: tokio::task::JoinHandle<()>,
 }
@@ -63,8 +62,7 @@ impl Scripted {
         let dir = fresh_dir(name);
         let config = dir.join("highwater.toml");
         let text = format!(
-            r#"[state]
-path = "{state}"
+            r#"{state}
 
 [[sync]]
 name = "invoices"
@@ -90,12 +88,11 @@ base = "20ms"
 cap = "200ms"
 max_attempts = 4
 "#,
-            state = dir.join("state.db").display(),
+            state = crate::util::state_table(&dir),
         );
         std::fs::write(&config, text).unwrap_or_else(|e| panic!("write config: {e}"));
         Scripted {
             script,
-            dir,
             config,
             server,
         }
@@ -127,7 +124,9 @@ max_attempts = 4
     }
 
     async fn dead_letters(&self) -> Vec<highwater_core::state::DeadLetter> {
-        let store = highwater_core::state::Store::open(&self.dir.join("state.db"))
+        let config = highwater_core::config::load(&self.config)
+            .unwrap_or_else(|e| panic!("load config: {e}"));
+        let store = highwater_core::state::Store::connect(&config.state)
             .await
             .unwrap_or_else(|e| panic!("state: {e}"));
         let dead = store

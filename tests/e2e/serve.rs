@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use highwater_core::state::{RunKind, Store};
+use highwater_core::state::RunKind;
 use serde_json::Value;
 use simsaas::SimConfig;
 
@@ -76,7 +76,7 @@ fn of<'a>(syncs: &'a [Value], name: &str) -> &'a Value {
 
 /// Completed incremental runs of `sync`, as (started, completed) in microseconds.
 async fn completed_runs(world: &World, sync: &str) -> Vec<(i64, i64)> {
-    let store = Store::open(&world.state_path()).await.expect("state");
+    let store = world.store().await;
     let runs = store.runs(sync, 1_000).await.expect("history");
     store.close().await;
     runs.into_iter()
@@ -200,7 +200,7 @@ async fn the_daemon_runs_each_sync_on_its_schedule() {
         .await
         .unwrap_or_default();
     assert_eq!(code, 200, "{metrics}");
-    let store = Store::open(&world.state_path()).await.expect("state");
+    let store = world.store().await;
     let runs = store.runs(SYNC, 1_000).await.expect("history");
     store.close().await;
     for outcome in ["read", "written", "unchanged"] {

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use highwater_core::state::{RunKind, Store};
+use highwater_core::state::RunKind;
 use serde_json::Value;
 use simsaas::{DestDump, DestObject, SimConfig};
 
@@ -317,7 +317,7 @@ async fn crash_into_table(table: Table, name: &str, seed: u64) {
     world.sim.stop_mutations();
     let out = world.run_to_completion().await;
     if let Table::Sqlite(path) = &table {
-        let shared = path == &world.state_path();
+        let shared = path == &world.state_path() && !crate::util::postgres_state();
         let said =
             String::from_utf8_lossy(&out.stderr).contains("in the state store's transactions");
         assert_eq!(
@@ -341,7 +341,7 @@ async fn crash_into_table(table: Table, name: &str, seed: u64) {
         "seed {seed}: no record was deleted at the source"
     );
 
-    let store = Store::open(&world.state_path()).await.expect("state");
+    let store = world.store().await;
     let dead: HashMap<String, String> = store
         .dead_letters(SYNC)
         .await

@@ -28,7 +28,88 @@ pub fn fresh_dir(name: &str) -> PathBuf {
         .join(format!("{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+    if postgres_state() {
+        drop_schema(&state_schema(&dir));
+    }
     dir
+}
+
+/// Whether the tests' state stores are PostgreSQL schemas
+/// (`HIGHWATER_TEST_STATE=postgres`) rather than SQLite files.
+pub fn postgres_state() -> bool {
+    std::env::var("HIGHWATER_TEST_STATE").is_ok_and(|v| v == "postgres")
+}
+
+/// The machine's PostgreSQL, as the tests reach it.
+pub fn postgres_url() -> String {
+    std::env::var("HW_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// The schema of a test's PostgreSQL state store: one per test, named from
+/// its directory without the process id, so that a later run of the suite
+/// starts it afresh.
+pub fn state_schema(dir: &Path) -> String {
+    use std::hash::{Hash, Hasher};
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let test = name
+        .rsplit_once('-')
+        .map_or(name.as_str(), |(test, _)| test);
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    test.hash(&mut hasher);
+    format!("hw_e2e_{:016x}", hasher.finish())
+}
+
+/// The test's PostgreSQL schema, dropped: a store in it starts empty.
+pub fn fresh_schema(dir: &Path) -> String {
+    let schema = state_schema(dir);
+    drop_schema(&schema);
+    schema
+}
+
+fn drop_schema(schema: &str) {
+    let out = std::process::Command::new("psql")
+        .args([
+            &postgres_url(),
+            "-qc",
+            &format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("psql: {e}"));
+    assert!(
+        out.status.success(),
+        "drop schema {schema}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A config's `[state]` table for a test in `dir`: a SQLite file there, or a
+/// PostgreSQL schema of its own.
+pub fn state_table(dir: &Path) -> String {
+    state_table_with(dir, None)
+}
+
+/// [`state_table`], with one more key of the table (`merge_rows = 500`), in
+/// three lines.
+pub fn state_table_with(dir: &Path, key: Option<&str>) -> String {
+    if postgres_state() {
+        // As many lines as a file's table: tests name config lines by number.
+        format!(
+            "state = {{ url = \"{}\", schema = \"{}\", lease = \"5s\"{} }}\n# a PostgreSQL state store\n",
+            postgres_url(),
+            state_schema(dir),
+            key.map_or(String::new(), |k| format!(", {k}")),
+        )
+    } else {
+        format!(
+            "[state]\npath = \"{}\"\n{}",
+            dir.join("state.db").display(),
+            key.unwrap_or_default()
+        )
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,9 +269,7 @@ upsert = true"#
                 .to_owned(),
         };
         format!(
-            r#"[state]
-path = "{state}"
-{merge_rows}
+            r#"{state}
 
 [[sync]]
 name = "{SYNC}"
@@ -242,10 +321,12 @@ max_attempts = {max_attempts}
 {budgets}
 {deletes}
 "#,
-            state = dir.join("state.db").display(),
-            merge_rows = self
-                .merge_rows
-                .map_or(String::new(), |n| format!("merge_rows = {n}")),
+            state = state_table_with(
+                dir,
+                self.merge_rows
+                    .map(|n| format!("merge_rows = {n}"))
+                    .as_deref()
+            ),
             source = sim.source_url(),
             dest = sim.dest_url(),
             source_auth = self.source_auth,
@@ -311,6 +392,62 @@ impl World {
 
     pub fn state_path(&self) -> PathBuf {
         self.dir.join("state.db")
+    }
+
+    /// Puts the world's state store in a SQLite file, whatever
+    /// `HIGHWATER_TEST_STATE` says.
+    pub fn use_file_state(&self) {
+        let text = std::fs::read_to_string(&self.config).expect("config");
+        let start = text.find("[[sync]]").expect("a sync");
+        let state = format!("[state]\npath = \"{}\"\n\n", self.state_path().display());
+        std::fs::write(&self.config, format!("{state}{}", &text[start..])).expect("config");
+    }
+
+    /// Points the world's config at the PostgreSQL store in `schema`, as it is.
+    pub fn use_postgres_schema(&self, schema: &str) {
+        let text = std::fs::read_to_string(&self.config).expect("config");
+        let start = text.find("[[sync]]").expect("a sync");
+        let state = format!(
+            "state = {{ url = \"{}\", schema = \"{schema}\" }}\n\n",
+            postgres_url()
+        );
+        std::fs::write(&self.config, format!("{state}{}", &text[start..])).expect("config");
+    }
+
+    /// Moves the world's state store to a PostgreSQL schema of its own, with
+    /// leases of `lease`, whatever `HIGHWATER_TEST_STATE` says.
+    pub fn use_postgres_state(&self, lease: &str) {
+        let schema = fresh_schema(&self.dir);
+        let text = std::fs::read_to_string(&self.config).expect("config");
+        let start = text.find("[[sync]]").expect("a sync");
+        let state = format!(
+            "state = {{ url = \"{}\", schema = \"{schema}\", lease = \"{lease}\" }}\n\n",
+            postgres_url()
+        );
+        std::fs::write(&self.config, format!("{state}{}", &text[start..])).expect("config");
+    }
+
+    /// The config's `[state]`; the secrets the binary is given in its
+    /// environment, which the store does not use, read as placeholders.
+    fn state_spec(&self) -> highwater_core::config::StateSpec {
+        let text = std::fs::read_to_string(&self.config).expect("config");
+        highwater_core::config::parse(&text, &self.config, &|_| Some("unused".to_owned()))
+            .unwrap_or_else(|e| panic!("load config: {e}"))
+            .state
+    }
+
+    /// The world's state store, opened as its config says (created if need be).
+    pub async fn store(&self) -> Store {
+        Store::connect(&self.state_spec())
+            .await
+            .unwrap_or_else(|e| panic!("open state: {e}"))
+    }
+
+    /// Whether the world's state store holds anything yet.
+    pub async fn has_store(&self) -> bool {
+        Store::exists(&self.state_spec())
+            .await
+            .unwrap_or_else(|e| panic!("state: {e}"))
     }
 
     /// Runs `highwater --config <config> <args>` to the end; one that takes
@@ -381,9 +518,7 @@ impl World {
     }
 
     async fn verify_against(&self, ids: Option<&HashSet<String>>) -> Verification {
-        let store = Store::open(&self.state_path())
-            .await
-            .unwrap_or_else(|e| panic!("open state: {e}"));
+        let store = self.store().await;
         let dead: HashMap<String, String> = store
             .dead_letters(SYNC)
             .await
@@ -433,12 +568,10 @@ impl World {
 
     /// Every table of the state store as text, to prove a failure changed nothing.
     pub async fn state_dump(&self) -> String {
-        if !self.state_path().exists() {
+        if !self.has_store().await {
             return "no state store".into();
         }
-        let store = Store::open(&self.state_path())
-            .await
-            .unwrap_or_else(|e| panic!("open state: {e}"));
+        let store = self.store().await;
         let status = store
             .status(SYNC)
             .await
@@ -533,10 +666,10 @@ impl Versions {
 /// How far the open run of `kind` has got (records resolved, deletions
 /// included): none when none is open.
 pub async fn progress(world: &World, kind: RunKind) -> Option<u64> {
-    if !world.state_path().exists() {
+    if !world.has_store().await {
         return None;
     }
-    let store = Store::open(&world.state_path()).await.expect("state");
+    let store = world.store().await;
     let open = store.open_run(SYNC, kind).await.expect("open run");
     store.close().await;
     open.map(|(_, checkpoint)| {

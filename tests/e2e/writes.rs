@@ -184,9 +184,7 @@ async fn lookups_check_the_external_id_they_find() {
         ids.push(created["id"].as_str().unwrap_or_default().to_owned());
     }
     world.run_to_completion().await;
-    let store = highwater_core::state::Store::open(&world.state_path())
-        .await
-        .expect("state");
+    let store = world.store().await;
     let dead = store.dead_letters(SYNC).await.expect("dead letters");
     let letter = dead
         .iter()

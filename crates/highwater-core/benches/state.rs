@@ -10,12 +10,21 @@
 //! Ids arrive scattered, as they do from an API that pages by `updated_at`: each
 //! page's rows land all over the ledger, not at its end.
 //! Prints wall time and this process's CPU time (SQLite's thread included) per
-//! record; asserts nothing. `cargo bench -p highwater-core --bench state [-- PAGES]`.
+//! record; asserts nothing. Then the same with the PostgreSQL store (a schema
+//! of its own at `HW_BENCH_PG`, else the machine's `test` database), with the
+//! database server's CPU time beside this process's, and once more with the
+//! store fenced by a lease, as a run under `highwater serve` writes: the
+//! difference per commit is what checking the lease costs.
+//! `cargo bench -p highwater-core --bench state [-- PAGES]`.
 
 use std::error::Error;
 use std::time::{Duration, Instant};
 
-use highwater_core::config::DEFAULT_MERGE_ROWS as MERGE_ROWS;
+use highwater_core::config::{
+    DEFAULT_EVENT_RETENTION, DEFAULT_LEASE, DEFAULT_MERGE_ROWS as MERGE_ROWS, StateSpec,
+    StoreLocation,
+};
+use highwater_core::secret::Secret;
 use highwater_core::state::{
     Counters, Intent, IntentBatch, LedgerEntry, PageCommit, RunKind, RunRow, RunStatus, Store,
 };
@@ -24,7 +33,24 @@ use serde_json::json;
 
 #[path = "support/cpu.rs"]
 mod cpu;
-use cpu::process_cpu;
+use cpu::{process_cpu, stat_cpu};
+
+/// CPU time of every PostgreSQL server process on this machine so far (the
+/// bench runs alone: their growth is what the store cost the server).
+fn postgres_cpu() -> Duration {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Duration::ZERO;
+    };
+    entries
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter_map(|stat| {
+            stat_cpu(&stat)
+                .filter(|(name, _)| *name == "postgres")
+                .map(|(_, cpu)| cpu)
+        })
+        .sum()
+}
 
 const PAGE: usize = 500;
 
@@ -57,6 +83,7 @@ fn run_row(now: Timestamp) -> RunRow {
 struct Figures {
     wall: Duration,
     cpu: Duration,
+    server: Duration,
     lookups: Duration,
     commits: Duration,
 }
@@ -65,9 +92,14 @@ impl Figures {
     fn print(&self, label: &str, records: usize) {
         let per = |d: Duration| d.as_secs_f64() * 1e6 / records as f64;
         println!(
-            "  {label:<34} {:>5.1} us wall  {:>5.1} us CPU  (lookups {:.1} us, commits {:.1} us) per record",
+            "  {label:<34} {:>5.1} us wall  {:>5.1} us CPU{}  (lookups {:.1} us, commits {:.1} us) per record",
             per(self.wall),
             per(self.cpu),
+            if self.server.is_zero() {
+                String::new()
+            } else {
+                format!(" + {:.1} us server", per(self.server))
+            },
             per(self.lookups),
             per(self.commits),
         );
@@ -102,7 +134,7 @@ async fn run(store: &Store, pages: usize, first: bool) -> Result<Figures, Box<dy
                 .await?;
         }
     }
-    let (started, cpu) = (Instant::now(), process_cpu());
+    let (started, cpu, server) = (Instant::now(), process_cpu(), postgres_cpu());
     let (mut lookups, mut commits) = (Duration::ZERO, Duration::ZERO);
     for page in 0..pages {
         let ids = ids(page, pages);
@@ -163,6 +195,7 @@ async fn run(store: &Store, pages: usize, first: bool) -> Result<Figures, Box<dy
     Ok(Figures {
         wall: started.elapsed(),
         cpu: process_cpu().saturating_sub(cpu),
+        server: postgres_cpu().saturating_sub(server),
         lookups,
         commits,
     })
@@ -191,5 +224,60 @@ async fn main() -> Result<(), Box<dyn Error>> {
     .await;
     store.close().await;
     let _ = std::fs::remove_dir_all(&dir);
-    result
+    result?;
+    postgres(pages).await
+}
+
+/// The same runs on the PostgreSQL store, plain and fenced by a lease.
+async fn postgres(pages: usize) -> Result<(), Box<dyn Error>> {
+    let url = std::env::var("HW_BENCH_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let records = pages * PAGE;
+    println!("PostgreSQL state store, {records} records in pages of {PAGE}");
+    let mut first_commits = [Duration::ZERO; 2];
+    for (fenced, label) in [(false, "plain"), (true, "fenced by a lease")] {
+        let schema = format!("hw_bench_state_{}", std::process::id());
+        let spec = StateSpec {
+            store: StoreLocation::Postgres {
+                url: Secret::new(url.clone()),
+                schema: schema.clone(),
+            },
+            lease: DEFAULT_LEASE,
+            merge_rows: MERGE_ROWS,
+            event_retention: DEFAULT_EVENT_RETENTION,
+        };
+        let store = Store::connect(&spec).await?;
+        let lock = store.lock_run("bench", RunKind::Incremental, false).await?;
+        let writer = if fenced {
+            store.fenced(&lock)
+        } else {
+            store.clone()
+        };
+        let result = async {
+            let first = run(&writer, pages, true).await?;
+            first.print(&format!("first run, {label}"), records);
+            first_commits[usize::from(fenced)] = first.commits;
+            run(&writer, pages, false)
+                .await?
+                .print(&format!("re-run, {label}"), records);
+            Ok::<(), Box<dyn Error>>(())
+        }
+        .await;
+        drop(writer);
+        store.close_releasing(lock).await;
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url).await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+            .execute(&mut conn)
+            .await?;
+        result?;
+    }
+    // Commits per first run: one per page, and the completion.
+    let per_commit = |d: Duration| d.as_secs_f64() * 1e6 / (pages + 1) as f64;
+    println!(
+        "  lease check per commit: {:.0} us ({:.0} us fenced, {:.0} us plain)",
+        per_commit(first_commits[1]) - per_commit(first_commits[0]),
+        per_commit(first_commits[1]),
+        per_commit(first_commits[0]),
+    );
+    Ok(())
 }

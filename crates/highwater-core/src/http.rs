@@ -452,6 +452,11 @@ impl Api {
             .unpaused(stop)
             .await
             .map_err(|r| ended(HttpError::Stopped(r)))?;
+        // Checked once more as the request leaves: a worker paused anywhere
+        // since the attempt began may have lost its lease meanwhile.
+        if let Some(reason) = stop.reason() {
+            return Err(ended(HttpError::Stopped(reason)));
+        }
         let sent = Instant::now();
         let response = builder.send().await;
         ResponseReceived {

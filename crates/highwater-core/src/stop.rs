@@ -1,7 +1,8 @@
-//! Owns cooperative stopping: the run's deadline (`--max-runtime`) and the shutdown
-//! signal. Every wait in the engine, sources and sinks goes through [`Stop::sleep`],
+//! Owns cooperative stopping: the run's deadline (`--max-runtime`), the shutdown
+//! signal, and the lease a worker runs the sync under. Every wait in the engine, sources and sinks goes through [`Stop::sleep`],
 //! so a budget or Ctrl-C never waits out a long backoff.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -24,6 +25,9 @@ pub enum StopReason {
     MaxRuntime,
     MaxPages,
     Interrupted,
+    /// This worker's lease of the sync ran out or was taken over: another
+    /// worker goes on with the run.
+    LeaseLost,
 }
 
 impl StopReason {
@@ -32,6 +36,7 @@ impl StopReason {
             StopReason::MaxRuntime => "max-runtime reached",
             StopReason::MaxPages => "max-pages reached",
             StopReason::Interrupted => "interrupted",
+            StopReason::LeaseLost => "this worker's lease of the sync was lost",
         }
     }
 }
@@ -41,6 +46,17 @@ impl StopReason {
 pub struct Stop {
     deadline: Option<Instant>,
     shutdown: CancellationToken,
+    lease: Option<Lease>,
+}
+
+/// Whether the run's lease is still held, by this process's clock.
+#[derive(Clone)]
+struct Lease(Arc<dyn Fn() -> bool + Send + Sync>);
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Lease")
+    }
 }
 
 impl Stop {
@@ -48,6 +64,16 @@ impl Stop {
         Stop {
             deadline: max_runtime.map(|d| instant_after(Instant::now(), d)),
             shutdown,
+            lease: None,
+        }
+    }
+
+    /// This stop, firing too once `held` says the run's lease is lost: no
+    /// request is attempted after that, retries included.
+    pub fn leased(self, held: impl Fn() -> bool + Send + Sync + 'static) -> Stop {
+        Stop {
+            lease: Some(Lease(Arc::new(held))),
+            ..self
         }
     }
 
@@ -63,6 +89,7 @@ impl Stop {
         let child = Stop {
             deadline: self.deadline,
             shutdown: token.clone(),
+            lease: self.lease.clone(),
         };
         (child, token.drop_guard())
     }
@@ -71,6 +98,9 @@ impl Stop {
     pub fn reason(&self) -> Option<StopReason> {
         if self.shutdown.is_cancelled() {
             return Some(StopReason::Interrupted);
+        }
+        if self.lease.as_ref().is_some_and(|held| !(held.0)()) {
+            return Some(StopReason::LeaseLost);
         }
         match self.deadline {
             Some(deadline) if Instant::now() >= deadline => Some(StopReason::MaxRuntime),

@@ -25,6 +25,7 @@ use url::Url;
 
 use crate::policy::RetryPolicy;
 use crate::record::FieldPath;
+use crate::secret::Secret;
 use raw::*;
 pub(crate) use raw::{RawAuth, S};
 pub use spec::*;
@@ -100,6 +101,12 @@ impl Problem {
 pub const DEFAULT_FILE: &str = "highwater.toml";
 /// The state store used when `[state] path` is not given, relative to the config file.
 pub const DEFAULT_STATE_PATH: &str = ".highwater/state.db";
+/// The schema a PostgreSQL state store's tables live in when `[state] schema`
+/// is not given.
+pub const DEFAULT_STATE_SCHEMA: &str = "highwater";
+/// How long a lease of a sync's runs lasts from its last renewal when `[state]
+/// lease` is not given.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 /// Ledger rows a run stages between merges when `[state] merge_rows` is not given.
 /// Until a merge is durable the run keeps those rows in memory (a few hundred
 /// bytes each), since lookups read only the merged ledger; the larger the batch,
@@ -313,9 +320,10 @@ impl Validator<'_> {
     }
 
     fn file(&mut self, raw: RawFile, file: &Path, base_dir: &Path) -> Config {
-        let state_path = match raw.state.as_ref().and_then(|s| s.get_ref().path.as_ref()) {
-            Some(path) => self.string(path, "state.path").unwrap_or_default(),
-            None => DEFAULT_STATE_PATH.to_owned(),
+        let store = self.store_location(raw.state.as_ref(), base_dir);
+        let lease = match raw.state.as_ref().and_then(|s| s.get_ref().lease.as_ref()) {
+            Some(text) => self.duration(text, "state.lease").unwrap_or(DEFAULT_LEASE),
+            None => DEFAULT_LEASE,
         };
         let merge_rows = match raw
             .state
@@ -348,15 +356,15 @@ impl Validator<'_> {
                 continue;
             }
             seen.insert(name.clone(), self.line(sync.span().start));
-            let state_path = base_dir.join(&state_path);
-            if let Some(spec) = self.sync(sync.into_inner(), index, base_dir, &state_path) {
+            if let Some(spec) = self.sync(sync.into_inner(), index, base_dir, store.file()) {
                 syncs.push(spec);
             }
         }
         Config {
             file: file.to_path_buf(),
             state: StateSpec {
-                path: base_dir.join(state_path),
+                store,
+                lease,
                 merge_rows,
                 event_retention,
             },
@@ -365,12 +373,92 @@ impl Validator<'_> {
         }
     }
 
+    /// `[state]`: a file (`path`, the default) or a PostgreSQL schema (`url`
+    /// and `schema`), not both.
+    fn store_location(
+        &mut self,
+        raw: Option<&Spanned<RawState>>,
+        base_dir: &Path,
+    ) -> StoreLocation {
+        let file = |path: &str| StoreLocation::File(base_dir.join(path));
+        let Some(state) = raw else {
+            return file(DEFAULT_STATE_PATH);
+        };
+        let r = state.get_ref();
+        match (&r.path, &r.url) {
+            (Some(path), Some(_)) => {
+                self.problem(
+                    path,
+                    "state.path",
+                    "give either `path` (a SQLite file) or `url` (a PostgreSQL database), not both",
+                );
+                file(DEFAULT_STATE_PATH)
+            }
+            (Some(path), None) => {
+                if let Some(schema) = &r.schema {
+                    self.problem(
+                        schema,
+                        "state.schema",
+                        "`schema` is for a PostgreSQL store (`url`)",
+                    );
+                }
+                file(&self.string(path, "state.path").unwrap_or_default())
+            }
+            (None, Some(url)) => {
+                let text = self.string(url, "state.url").unwrap_or_default();
+                let parses = (text.starts_with("postgres://") || text.starts_with("postgresql://"))
+                    && Url::parse(&text).is_ok();
+                if !parses {
+                    self.problem(
+                        url,
+                        "state.url",
+                        "expected a PostgreSQL URL, like \"postgres://user:${PGPASSWORD}@host:5432/database\"",
+                    );
+                }
+                let schema = match &r.schema {
+                    Some(schema) => {
+                        let ok = !schema.get_ref().is_empty()
+                            && schema.get_ref().len() <= 63
+                            && schema
+                                .get_ref()
+                                .chars()
+                                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+                            && !schema.get_ref().starts_with(|c: char| c.is_ascii_digit());
+                        if !ok {
+                            self.problem(
+                                schema,
+                                "state.schema",
+                                "expected a schema name of letters, digits and `_` (not first), up to 63",
+                            );
+                        }
+                        schema.get_ref().clone()
+                    }
+                    None => DEFAULT_STATE_SCHEMA.to_owned(),
+                };
+                StoreLocation::Postgres {
+                    url: Secret::new(text),
+                    schema,
+                }
+            }
+            (None, None) => {
+                if let Some(schema) = &r.schema {
+                    self.problem(
+                        schema,
+                        "state.schema",
+                        "`schema` is for a PostgreSQL store (`url`)",
+                    );
+                }
+                file(DEFAULT_STATE_PATH)
+            }
+        }
+    }
+
     fn sync(
         &mut self,
         raw: RawSync,
         index: usize,
         base_dir: &Path,
-        state_path: &Path,
+        state_path: Option<&Path>,
     ) -> Option<SyncSpec> {
         let name = raw.name.get_ref().clone();
         let valid_name = !name.is_empty()

@@ -21,6 +21,9 @@ pub struct RawFile {
 #[serde(deny_unknown_fields)]
 pub struct RawState {
     pub path: Option<S<String>>,
+    pub url: Option<S<String>>,
+    pub schema: Option<S<String>>,
+    pub lease: Option<S<String>>,
     pub merge_rows: Option<S<i64>>,
     pub event_retention: Option<S<String>>,
 }

@@ -1,7 +1,7 @@
 //! The validated configuration the engine runs: every value checked, every default
 //! applied, every `${VAR}` resolved. Nothing downstream re-checks these values.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -37,12 +37,48 @@ impl Config {
 
 #[derive(Debug, Clone)]
 pub struct StateSpec {
-    /// The SQLite file, resolved against the config file's directory.
-    pub path: PathBuf,
+    /// Where the store is.
+    pub store: StoreLocation,
+    /// How long a worker's lease of a sync's runs lasts from its last renewal
+    /// (a PostgreSQL store's; a SQLite store's locks are the OS's).
+    pub lease: Duration,
     /// Ledger rows a run stages between merges into the ledger.
     pub merge_rows: usize,
     /// How long what happened to each record is kept for `explain`.
     pub event_retention: Duration,
+}
+
+/// Where the state store is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// An embedded SQLite file, resolved against the config file's directory.
+    File(PathBuf),
+    /// A schema of a PostgreSQL database that workers share.
+    Postgres { url: Secret, schema: String },
+}
+
+impl StoreLocation {
+    /// The SQLite file, for a store that is one.
+    pub fn file(&self) -> Option<&Path> {
+        match self {
+            StoreLocation::File(path) => Some(path),
+            StoreLocation::Postgres { .. } => None,
+        }
+    }
+}
+
+impl std::fmt::Display for StoreLocation {
+    /// The file, or the database without its credentials and the schema.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreLocation::File(path) => write!(f, "{}", path.display()),
+            StoreLocation::Postgres { url, schema } => {
+                let shown = Url::parse(url.expose())
+                    .map_or_else(|_| "postgres://…".to_owned(), |u| crate::http::redact(&u));
+                write!(f, "{shown} (schema {schema})")
+            }
+        }
+    }
 }
 
 /// One sync: one source stream → mapping → one destination.

@@ -102,7 +102,7 @@ impl Runner<'_> {
     pub(super) fn committed(&mut self, ack: &CommitAck) -> Result<(), FailureCause> {
         let confirmed = self.confirmed.fetch_add(1, Ordering::AcqRel) + 1;
         let pages = &ack.pages;
-        self.view.committed(pages, ack.merged, confirmed);
+        self.view.committed(pages, ack.visible, confirmed);
         while self
             .announced
             .front()
@@ -128,7 +128,7 @@ impl Runner<'_> {
             }
         }
         if !pages.is_empty() {
-            self.emit_resolved();
+            self.emit_resolved(ack.counters);
             self.progress.send_replace(self.snapshot());
         }
         Ok(())
@@ -171,14 +171,17 @@ impl Runner<'_> {
     }
 
     /// Says what was resolved since it was last said: in the logs and metrics.
-    pub(super) fn emit_resolved(&mut self) {
-        let since = self.counters.since(&self.emitted);
-        self.emitted = self.counters;
+    /// Counts what `counters` holds beyond what was counted: only what a
+    /// commit stored, so that a run stopped between a page's resolution and
+    /// its commit does not count the records the next run resolves again.
+    pub(super) fn emit_resolved(&mut self, counters: Counters) {
+        let since = counters.since(&self.emitted);
+        self.emitted = counters;
         RecordsResolved {
             sync: &self.spec.name,
             run_id: &self.run_id,
             kind: self.plan.kind().as_str(),
-            pages: self.counters.pages,
+            pages: counters.pages,
             read: since.read,
             written: since.written,
             unchanged: since.unchanged,

@@ -12,12 +12,12 @@ use tracing::Instrument;
 
 use super::FailureCause;
 use crate::sink::Sink;
-use crate::state::{Announced, Counters, PageCommit, StateError, Store};
+use crate::state::{Announced, Committed, Counters, PageCommit, StateError, Store};
 
 /// Commits sent and not confirmed at once: one being written, one gathering.
 const MAX_PENDING: usize = 2;
 
-type Ack = (CommitAck, Result<Announced, FailureCause>);
+type Ack = (CommitAck, Result<Committed, FailureCause>);
 
 pub(super) struct Committer {
     /// `None` once closed: the task finishes what it holds, then ends.
@@ -50,7 +50,8 @@ impl Committer {
                     let ack = CommitAck {
                         number: job.number,
                         pages: job.pages,
-                        merged: job.commit.merge,
+                        visible: false,
+                        counters: job.counters,
                         announced: Announced::default(),
                     };
                     if acks_tx.send((ack, result)).await.is_err() {
@@ -94,7 +95,11 @@ impl Committer {
     pub(super) async fn next(&mut self) -> Result<CommitAck, FailureCause> {
         let (ack, result) = self.acks.recv().await.ok_or_else(gone)?;
         self.pending -= 1;
-        result.map(|announced| CommitAck { announced, ..ack })
+        result.map(|committed| CommitAck {
+            announced: committed.announced,
+            visible: committed.visible,
+            ..ack
+        })
     }
 
     /// Takes no more commits and waits for those sent, in order.
@@ -125,8 +130,10 @@ pub(super) struct CommitJob {
 pub(super) struct CommitAck {
     pub(super) number: u64,
     pub(super) pages: Vec<u64>,
-    /// Every staged ledger row, up to and including this commit's, is merged.
-    pub(super) merged: bool,
+    /// Its ledger rows, and every earlier commit's, are what lookups read now.
+    pub(super) visible: bool,
+    /// The run's counters as the commit stored them.
+    pub(super) counters: Counters,
     /// Which of its announced writes another run's newer version refused, and
     /// which went behind another run's write that may still land.
     pub(super) announced: Announced,

@@ -146,7 +146,7 @@ impl Runner<'_> {
         let lead = sink.timer_lead();
         let mut inputs = Inputs {
             pages: pages_rx,
-            slots: WriteSlots::spawn(sink, stop, &self.unclaimed, concurrency),
+            slots: WriteSlots::spawn(sink, stop, self.store, &self.unclaimed, concurrency),
             committer: Committer::spawn(
                 self.store.clone(),
                 self.spec.name.clone(),

@@ -57,10 +57,16 @@ pub async fn run(
         }
         runner.plan = plan.clone();
         progress.send_replace(runner.snapshot());
-        let stop = Stop::new(options.max_runtime.or(spec.budgets.max_runtime), shutdown);
+        let fence = store.clone();
+        let stop = Stop::new(options.max_runtime.or(spec.budgets.max_runtime), shutdown)
+            .leased(move || fence.check_lease().is_ok());
         let max_pages = options.max_pages.or(spec.budgets.max_pages);
         let outcome = runner.drive(window, cursor, &stop, max_pages).await;
-        runner.emit_resolved();
+        // A completed run's completion stored its counters; a run that ended
+        // otherwise has counted what its confirmed commits stored.
+        if matches!(outcome, Ok(RunOutcome::Completed)) {
+            runner.emit_resolved(runner.counters);
+        }
         let retries = runner.retries;
         let end_event = |end: RunEnd<'_>| {
             let completed = matches!(end, RunEnd::Completed);

@@ -127,6 +127,16 @@ pub enum FailureCause {
 }
 
 impl FailureCause {
+    /// Whether the run stopped because this worker's lease of the sync was
+    /// lost: another worker may be running it now.
+    pub fn lost_lease(&self) -> bool {
+        matches!(
+            self,
+            FailureCause::State(StateError::LeaseLost { .. })
+                | FailureCause::Destination(SinkError::Fenced(_))
+        ) || self.stopped() == Some(StopReason::LeaseLost)
+    }
+
     /// Whether the run's failure comes from a stop request rather than a fault.
     pub(super) fn stopped(&self) -> Option<StopReason> {
         match self {

@@ -188,7 +188,8 @@ impl Runner<'_> {
             let announced = self
                 .store
                 .commit_page(&self.spec.name, &self.run_id, &claim, None, &self.counters)
-                .await?;
+                .await?
+                .announced;
             if announced.refused.contains(&readback.source_id) {
                 continue;
             }

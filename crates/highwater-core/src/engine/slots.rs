@@ -12,6 +12,7 @@ use tracing::Instrument;
 use super::{FailureCause, WriteJob};
 use crate::http::HttpError;
 use crate::sink::{Delete, Sink, SinkError, Write};
+use crate::state::Store;
 use crate::stop::{Stop, StopReason};
 
 pub(super) struct WriteSlots {
@@ -24,6 +25,7 @@ impl WriteSlots {
     pub(super) fn spawn(
         sink: &Arc<dyn Sink>,
         stop: &Stop,
+        fence: &Store,
         queue: &flume::Receiver<WriteJob>,
         count: usize,
     ) -> Self {
@@ -34,6 +36,7 @@ impl WriteSlots {
                 write_slot(
                     Arc::clone(sink),
                     stop.clone(),
+                    fence.clone(),
                     queue.clone(),
                     answers_tx.clone(),
                 )
@@ -69,11 +72,12 @@ pub(super) type WriteOutcome = (WriteJob, Result<crate::sink::Written, SinkError
 async fn write_slot(
     sink: Arc<dyn Sink>,
     stop: Stop,
+    fence: Store,
     queue: flume::Receiver<WriteJob>,
     answers: mpsc::UnboundedSender<WriteOutcome>,
 ) {
     if sink.batch_size() > 1 {
-        return batch_slot(sink, stop, queue, answers).await;
+        return batch_slot(sink, stop, fence, queue, answers).await;
     }
     let mut answered: Option<WriteOutcome> = None;
     loop {
@@ -105,7 +109,7 @@ async fn write_slot(
             // loop is woken with the last answer.
             Some(last) => {
                 let (outcome, sent) =
-                    futures_util::future::join(write(sink.as_ref(), &stop, job), async {
+                    futures_util::future::join(write(sink.as_ref(), &stop, &fence, job), async {
                         answers.send(last)
                     })
                     .await;
@@ -114,7 +118,7 @@ async fn write_slot(
                 }
                 outcome
             }
-            None => write(sink.as_ref(), &stop, job).await,
+            None => write(sink.as_ref(), &stop, &fence, job).await,
         };
         answered = Some(outcome);
     }
@@ -126,6 +130,7 @@ async fn write_slot(
 async fn batch_slot(
     sink: Arc<dyn Sink>,
     stop: Stop,
+    fence: Store,
     queue: flume::Receiver<WriteJob>,
     answers: mpsc::UnboundedSender<WriteOutcome>,
 ) {
@@ -146,13 +151,13 @@ async fn batch_slot(
             .partition(|job| job.delete.is_some() && !job.soft);
         for job in deletes {
             if answers
-                .send(write(sink.as_ref(), &stop, job).await)
+                .send(write(sink.as_ref(), &stop, &fence, job).await)
                 .is_err()
             {
                 return;
             }
         }
-        for outcome in write_batch(sink.as_ref(), &stop, writes).await {
+        for outcome in write_batch(sink.as_ref(), &stop, &fence, writes).await {
             if answers.send(outcome).is_err() {
                 return;
             }
@@ -160,9 +165,21 @@ async fn batch_slot(
     }
 }
 
-async fn write_batch(sink: &dyn Sink, stop: &Stop, mut jobs: Vec<WriteJob>) -> Vec<WriteOutcome> {
+async fn write_batch(
+    sink: &dyn Sink,
+    stop: &Stop,
+    fence: &Store,
+    mut jobs: Vec<WriteJob>,
+) -> Vec<WriteOutcome> {
     if jobs.is_empty() {
         return Vec::new();
+    }
+    if let Err(lost) = fence.check_lease() {
+        let lost = lost.to_string();
+        return jobs
+            .into_iter()
+            .map(|job| (job, Err(SinkError::Fenced(lost.clone()))))
+            .collect();
     }
     let encoded: Vec<_> = jobs.iter_mut().map(|job| job.encoded.take()).collect();
     let writes = jobs
@@ -189,7 +206,13 @@ fn job_write(job: &WriteJob, encoded: Option<crate::sink::Encoded>) -> Write<'_>
     }
 }
 
-async fn write(sink: &dyn Sink, stop: &Stop, mut job: WriteJob) -> WriteOutcome {
+/// Sends one write or deletion — unless this worker's lease of the sync is no
+/// longer surely its own, by its own clock: a worker woken after a pause past
+/// its lease sends nothing.
+async fn write(sink: &dyn Sink, stop: &Stop, fence: &Store, mut job: WriteJob) -> WriteOutcome {
+    if let Err(lost) = fence.check_lease() {
+        return (job, Err(SinkError::Fenced(lost.to_string())));
+    }
     if job.delete.is_some() && !job.soft {
         let delete = Delete {
             external_id: &job.mapped.external_id,

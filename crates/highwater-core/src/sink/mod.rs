@@ -146,6 +146,10 @@ pub enum SinkError {
         last: String,
         detail: String,
     },
+    /// Stops the run: this worker's lease of the sync ran out or was taken
+    /// over, so the write was not sent (another worker may run the sync now).
+    #[error("not sent: {0}")]
+    Fenced(String),
     /// Record-level: the database refused the row (a constraint, a value of
     /// the wrong type). Dead-letter it.
     #[error("the database refused the row: {0}")]
@@ -203,6 +207,7 @@ impl SinkError {
                 | HttpError::Rejected { .. },
             )
             | SinkError::Database(_)
+            | SinkError::Fenced(_)
             | SinkError::File { .. }
             | SinkError::Client(_) => Consequence::Fatal,
         }
@@ -215,6 +220,7 @@ impl SinkError {
             || matches!(
                 self,
                 SinkError::Http(HttpError::Unauthorized { .. } | HttpError::Auth(..))
+                    | SinkError::Fenced(_)
             )
     }
 
@@ -254,8 +260,8 @@ pub enum DestinationSpec {
 pub(crate) struct DestinationContext<'a> {
     /// The config file's directory: relative paths start there.
     pub base_dir: &'a Path,
-    /// The state store's file.
-    pub state_path: &'a Path,
+    /// The state store's file, when it is one.
+    pub state_path: Option<&'a Path>,
     /// The sync's mapping, when it is valid.
     pub mapping: Option<&'a MappingSpec>,
     /// The top-level fields a soft delete sets, with its value's type.
@@ -329,7 +335,9 @@ impl DestinationSpec {
             }
             DestinationSpec::JsonLines(spec) => Arc::new(jsonl::JsonLinesSink::open(spec.clone())?),
             DestinationSpec::Sqlite(spec) => {
-                let shared = store.filter(|_| spec.shares_state).map(Store::share_writes);
+                let shared = store
+                    .filter(|_| spec.shares_state)
+                    .and_then(Store::share_writes);
                 Arc::new(sqlite::open(spec, retry, shared)?)
             }
             DestinationSpec::Postgres(spec) => Arc::new(postgres::open(spec, sync, retry)?),

@@ -41,3 +41,23 @@ pub struct Behind {
     /// within the late-write window from now, if ever.
     pub live: bool,
 }
+
+/// Keeps the newest of other runs' writes per record; live when any of them is.
+pub(super) fn add_other(others: &mut HashMap<String, Behind>, other: Behind) {
+    match others.get_mut(&other.intent.source_id) {
+        Some(kept) => {
+            if crate::record::is_older(
+                kept.intent.version,
+                kept.intent.updated_at,
+                other.intent.version,
+                other.intent.updated_at,
+            ) {
+                kept.intent = other.intent;
+            }
+            kept.live |= other.live;
+        }
+        None => {
+            others.insert(other.intent.source_id.clone(), other);
+        }
+    }
+}

@@ -99,3 +99,47 @@ pub struct StoryEvent {
     pub at: Timestamp,
     pub event: RecordEvent,
 }
+
+/// An event as stored: source id, page, action, version, `updated_at`,
+/// destination id, attempts, detail.
+type EventRow<'a> = (
+    &'a str,
+    Option<u64>,
+    RecordAction,
+    Option<i64>,
+    Option<i64>,
+    &'a Option<String>,
+    u32,
+    &'a Option<String>,
+);
+
+/// A commit's events as they are stored.
+pub(super) fn event_rows(events: &[RecordEvent]) -> Vec<EventRow<'_>> {
+    events
+        .iter()
+        .map(|e| {
+            (
+                e.source_id.as_str(),
+                e.page,
+                e.action,
+                e.version,
+                e.updated_at.map(Timestamp::as_microsecond),
+                &e.dest_id,
+                e.attempts,
+                &e.detail,
+            )
+        })
+        .collect()
+}
+
+/// An event as read back: [`EventRow`] with owned values.
+pub(super) type StoredEvent = (
+    String,
+    Option<u64>,
+    RecordAction,
+    Option<i64>,
+    Option<i64>,
+    Option<String>,
+    u32,
+    Option<String>,
+);

@@ -12,11 +12,14 @@
 
 mod audit;
 mod claim;
+mod copy;
 mod dlq;
 mod events;
 mod history;
+pub mod lock;
 mod names;
 mod operating;
+mod postgres;
 mod private;
 mod reset;
 mod sqlite;
@@ -28,11 +31,17 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::config::{StateSpec, StoreLocation};
+
 pub use audit::{AuditEntry, AuditRecord, AuditScope};
+use claim::add_other;
 pub use claim::{Announced, Behind};
+pub use copy::{Copied, CopyError};
 pub use dlq::{DeadLetterDetail, DeadLetterSummary, DiscardScope, Discarded, Resolved};
 pub use events::{DeadLetterState, RecordAction, RecordEvent, RecordState, StoryEvent};
+use events::{StoredEvent, event_rows};
 pub use history::{Invocation, InvocationEnd, RunRecord, Samples};
+pub use lock::{LockError, RunLock};
 pub use names::{
     AuditAction, DeadLetterResolution, DeadLetterStage, IncidentKind, InvocationOutcome, RunKind,
     RunStatus, UnknownName,
@@ -40,7 +49,7 @@ pub use names::{
 pub use operating::Incident;
 pub use reset::{HighWaterMark, ResetDone, ResetError, ResetRequest};
 pub use sqlite::lock::{
-    LockError, SyncLock, SyncLocks, acquire, acquire_all, acquire_for_run, holder as lock_holder,
+    SyncLock, SyncLocks, acquire, acquire_all, acquire_for_run, holder as lock_holder,
 };
 pub use sqlite::shared;
 
@@ -66,6 +75,12 @@ pub enum StateError {
         "state store: the transaction shared with the destination table was rolled back after a failure; the run stops here and its next attempt resumes from its last commit"
     )]
     SharedTransactionLost,
+    /// The run's lease ran out or was taken over: another worker may be
+    /// running the sync now.
+    #[error(
+        "the lease of sync {sync:?} ({kinds} runs) was lost — this worker was paused or cut off past its expiry, or another took it over; this run sends and commits nothing more, and the worker holding the lease now resumes it"
+    )]
+    LeaseLost { sync: String, kinds: String },
 }
 
 /// What a run has done so far; committed with each checkpoint.
@@ -252,6 +267,7 @@ pub struct Store {
 #[derive(Debug, Clone)]
 enum Backend {
     Sqlite(sqlite::SqliteStore),
+    Postgres(postgres::PgStore),
 }
 
 /// Calls the same method on whichever backend the store is.
@@ -259,8 +275,19 @@ macro_rules! on_backend {
     ($self:ident, $s:ident => $call:expr) => {
         match &$self.backend {
             Backend::Sqlite($s) => $call,
+            Backend::Postgres($s) => $call,
         }
     };
+}
+
+/// What the store says of a confirmed commit.
+#[derive(Debug, Default)]
+pub struct Committed {
+    /// Which announced writes it refused or put behind another run's.
+    pub announced: Announced,
+    /// Its ledger rows (and every earlier commit's) are now what lookups read:
+    /// at once in PostgreSQL, with a merge of staged rows in SQLite.
+    pub visible: bool,
 }
 
 impl Store {
@@ -271,11 +298,134 @@ impl Store {
         })
     }
 
+    /// Opens (creating if needed) and migrates the store the config names.
+    pub async fn connect(spec: &StateSpec) -> Result<Store, StateError> {
+        let backend = match &spec.store {
+            StoreLocation::File(path) => Backend::Sqlite(sqlite::SqliteStore::open(path).await?),
+            StoreLocation::Postgres { url, schema } => {
+                let location = postgres::PgLocation {
+                    url: url.expose().to_owned(),
+                    schema: schema.clone(),
+                    lease: spec.lease,
+                };
+                Backend::Postgres(postgres::PgStore::open(&location).await?)
+            }
+        };
+        Ok(Store { backend })
+    }
+
+    /// Whether the store the config names holds anything yet: a command that
+    /// only reads it never creates it.
+    pub async fn exists(spec: &StateSpec) -> Result<bool, StateError> {
+        match &spec.store {
+            StoreLocation::File(path) => Ok(path.exists()),
+            StoreLocation::Postgres { url, schema } => {
+                postgres::PgStore::exists(url.expose(), schema).await
+            }
+        }
+    }
+
+    /// Takes the lock of `sync`'s runs of `kind` — every kind's when the
+    /// sync's runs take turns (`alone`) — for a run about to start.
+    pub async fn lock_run(
+        &self,
+        sync: &str,
+        kind: RunKind,
+        alone: bool,
+    ) -> Result<RunLock, LockError> {
+        let kinds: &[RunKind] = if alone { RunKind::ALL } else { &[kind] };
+        self.lock_kinds(sync, kinds).await
+    }
+
+    /// Takes the locks of every run kind of `sync`: no run of it can start or
+    /// go on while an operator command changes what they read.
+    pub async fn lock_all(&self, sync: &str) -> Result<RunLock, LockError> {
+        self.lock_kinds(sync, RunKind::ALL).await
+    }
+
+    async fn lock_kinds(&self, sync: &str, kinds: &[RunKind]) -> Result<RunLock, LockError> {
+        let held = match &self.backend {
+            Backend::Sqlite(s) => lock::Held::Files(s.lock(sync, kinds)?),
+            Backend::Postgres(s) => lock::Held::Lease(s.lease(sync, kinds).await?),
+        };
+        Ok(RunLock { held })
+    }
+
+    /// Closes the store and lets `lock` go, in the order the backend needs: a
+    /// SQLite store's shared transaction is rolled back before its file lock
+    /// goes; a lease is deleted while the store's connections are still open.
+    pub async fn close_releasing(self, lock: RunLock) {
+        match self.backend {
+            Backend::Sqlite(s) => {
+                s.close().await;
+                drop(lock);
+            }
+            Backend::Postgres(s) => {
+                lock.release().await;
+                s.close().await;
+            }
+        }
+    }
+
+    /// This store, its writes fenced by `lock`: with a lease, every write
+    /// transaction checks it is still held, and [`Store::check_lease`] says
+    /// whether a write may be sent.
+    pub fn fenced(&self, lock: &RunLock) -> Store {
+        match (&self.backend, &lock.held) {
+            (Backend::Postgres(s), lock::Held::Lease(leases)) => Store {
+                backend: Backend::Postgres(s.fenced(leases.fence())),
+            },
+            _ => self.clone(),
+        }
+    }
+
+    /// Whether a write may be sent now: always, unless the store is fenced by
+    /// a lease that ran out by this process's clock or was taken over.
+    pub fn check_lease(&self) -> Result<(), StateError> {
+        match &self.backend {
+            Backend::Postgres(s) => s.check_fence(),
+            Backend::Sqlite(_) => Ok(()),
+        }
+    }
+
+    /// Who runs `sync`'s runs of `kind` now: the process holding the lock, or
+    /// the worker holding the lease; `None` when nobody does.
+    pub async fn lock_holder(&self, sync: &str, kind: RunKind) -> Option<String> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.lock_holder(sync, kind),
+            Backend::Postgres(s) => s.lease_holder(sync, kind).await.ok().flatten(),
+        }
+    }
+
+    /// Commits what the run has resolved and the writes it is about to send
+    /// (see each backend's `commit_page`); the acknowledgement says which
+    /// writes went ahead and whether the rows are visible to lookups yet.
+    pub async fn commit_page(
+        &self,
+        sync: &str,
+        run_id: &str,
+        page: &PageCommit,
+        cursor: Option<&Value>,
+        counters: &Counters,
+    ) -> Result<Committed, StateError> {
+        Ok(match &self.backend {
+            Backend::Sqlite(s) => Committed {
+                announced: s.commit_page(sync, run_id, page, cursor, counters).await?,
+                visible: page.merge,
+            },
+            Backend::Postgres(s) => Committed {
+                announced: s.commit_page(sync, run_id, page, cursor, counters).await?,
+                visible: true,
+            },
+        })
+    }
+
     /// The SQLite store's pool, for tests that read its tables directly.
     #[cfg(test)]
     pub(crate) fn sqlite_pool(&self) -> &sqlx::SqlitePool {
         match &self.backend {
             Backend::Sqlite(s) => s.pool(),
+            Backend::Postgres(_) => panic!("not a SQLite store"),
         }
     }
 
@@ -283,6 +433,7 @@ impl Store {
     pub async fn close(self) {
         match self.backend {
             Backend::Sqlite(s) => s.close().await,
+            Backend::Postgres(s) => s.close().await,
         }
     }
 
@@ -380,23 +531,6 @@ impl Store {
     /// a merge would apply them.
     pub async fn ledger(&self, sync: &str) -> Result<Vec<LedgerEntry>, StateError> {
         on_backend!(self, s => s.ledger(sync).await)
-    }
-
-    /// Commits what the run has resolved (ledger rows, dead letters, retired
-    /// intent batches), the writes it is about to send (a new batch) and — when the
-    /// frontier moved — the advanced checkpoint, in one transaction. A write is
-    /// announced only if no other run holds a newer version of its record (see
-    /// [`claim`](super::claim)); the answer names those refused, which must not
-    /// be sent, and those announced behind another run's write.
-    pub async fn commit_page(
-        &self,
-        sync: &str,
-        run_id: &str,
-        page: &PageCommit,
-        cursor: Option<&Value>,
-        counters: &Counters,
-    ) -> Result<Announced, StateError> {
-        on_backend!(self, s => s.commit_page(sync, run_id, page, cursor, counters).await)
     }
 
     /// Merges ledger rows staged by an earlier invocation of `sync`, so that
@@ -596,9 +730,69 @@ impl Store {
 
     /// Shares the store's write transaction from now on, with a destination
     /// table in its file; the handle that destination writes through.
-    pub fn share_writes(&self) -> std::sync::Arc<shared::SharedWrites> {
-        on_backend!(self, s => s.share_writes())
+    /// `None` for a store that is not a SQLite file.
+    pub fn share_writes(&self) -> Option<std::sync::Arc<shared::SharedWrites>> {
+        match &self.backend {
+            Backend::Sqlite(s) => Some(s.share_writes()),
+            Backend::Postgres(_) => None,
+        }
     }
+}
+
+/// Adds an announced write to the floors: the newest version per record is
+/// its floor, and it settles when the last of them has (or never, as far as
+/// anyone knows).
+fn add_floor(floors: &mut HashMap<String, Intent>, intent: Intent) {
+    match floors.get_mut(&intent.source_id) {
+        Some(floor) => {
+            let settles_at = match (floor.settles_at, intent.settles_at) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                _ => None,
+            };
+            if (intent.version, intent.updated_at) > (floor.version, floor.updated_at) {
+                *floor = intent;
+            }
+            floor.settles_at = settles_at;
+        }
+        None => {
+            floors.insert(intent.source_id.clone(), intent);
+        }
+    }
+}
+
+/// One announced write as stored: `[source_id, version, updated_at,
+/// settles_at, announced_at]`.
+type IntentRow<'a> = (&'a String, Option<i64>, i64, Option<i64>, i64);
+
+/// An intent batch's rows.
+fn intent_rows(batch: Option<&IntentBatch>, now: i64) -> Vec<IntentRow<'_>> {
+    batch
+        .iter()
+        .flat_map(|b| &b.intents)
+        .map(|i| {
+            (
+                &i.source_id,
+                i.version,
+                i.updated_at.as_microsecond(),
+                i.settles_at.map(|t| t.as_microsecond()),
+                now,
+            )
+        })
+        .collect()
+}
+
+/// The first [`SAMPLE_IDS`] distinct ids of a commit: all a run may keep of it.
+fn sample_ids<'a>(ids: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut sample: Vec<&str> = Vec::with_capacity(SAMPLE_IDS);
+    for id in ids {
+        if sample.len() == SAMPLE_IDS {
+            break;
+        }
+        if !sample.contains(&id) {
+            sample.push(id);
+        }
+    }
+    sample
 }
 
 /// Source ids a run keeps as examples of what it wrote and dead-lettered.

@@ -75,7 +75,10 @@ fn check(text: &str, expected: Expect) {
 #[test]
 fn a_full_config_validates_into_a_spec() {
     let config = parse(VALID, Path::new("conf/hw.toml"), &env).expect("valid config");
-    assert_eq!(config.state.path, Path::new("conf/state/hw.db"));
+    assert_eq!(
+        config.state.store.file(),
+        Some(Path::new("conf/state/hw.db"))
+    );
     assert_eq!(config.state.merge_rows, DEFAULT_MERGE_ROWS);
     let sync = config.sync("invoices_to_crm").expect("sync");
     assert_eq!(sync.source.page_size, 500);

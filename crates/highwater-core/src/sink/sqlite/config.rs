@@ -77,7 +77,7 @@ pub(crate) fn validate(
     let table = crate::sink::table::config::validate(v, &raw, keys, None, ctx, &at, 1);
     let path = path?;
     Some(SqliteSpec {
-        shares_state: same_file(&path, ctx.state_path),
+        shares_state: ctx.state_path.is_some_and(|state| same_file(&path, state)),
         path,
         table: table?,
     })

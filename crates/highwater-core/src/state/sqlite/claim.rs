@@ -130,26 +130,13 @@ async fn others_writes(
                 kind.parse::<RunKind>()
                     .map_or(true, |kind| lock::is_running(state_path, sync, kind))
             });
-        let other = Behind {
-            intent,
-            live: running,
-        };
-        match others.get_mut(&other.intent.source_id) {
-            Some(kept) => {
-                if is_older(
-                    kept.intent.version,
-                    kept.intent.updated_at,
-                    other.intent.version,
-                    other.intent.updated_at,
-                ) {
-                    kept.intent = other.intent;
-                }
-                kept.live |= other.live;
-            }
-            None => {
-                others.insert(other.intent.source_id.clone(), other);
-            }
-        }
+        add_other(
+            &mut others,
+            Behind {
+                intent,
+                live: running,
+            },
+        );
     }
     Ok(others)
 }

@@ -321,27 +321,6 @@ impl SqliteStore {
     }
 }
 
-/// One announced write as stored: `[source_id, version, updated_at,
-/// settles_at, announced_at]`.
-type IntentRow<'a> = (&'a String, Option<i64>, i64, Option<i64>, i64);
-
-/// An intent batch's rows.
-fn intent_rows(batch: Option<&IntentBatch>, now: i64) -> Vec<IntentRow<'_>> {
-    batch
-        .iter()
-        .flat_map(|b| &b.intents)
-        .map(|i| {
-            (
-                &i.source_id,
-                i.version,
-                i.updated_at.as_microsecond(),
-                i.settles_at.map(|t| t.as_microsecond()),
-                now,
-            )
-        })
-        .collect()
-}
-
 async fn merge_staged(tx: &mut sqlx::SqliteConnection, sync: &str) -> Result<(), StateError> {
     sqlx::query(MERGE_STAGED)
         .bind(sync)
@@ -372,18 +351,4 @@ async fn update_checkpoint(
         .execute(&mut *tx)
         .await?;
     Ok(())
-}
-
-/// The first [`SAMPLE_IDS`] distinct ids of a commit: all a run may keep of it.
-fn sample_ids<'a>(ids: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
-    let mut sample: Vec<&str> = Vec::with_capacity(SAMPLE_IDS);
-    for id in ids {
-        if sample.len() == SAMPLE_IDS {
-            break;
-        }
-        if !sample.contains(&id) {
-            sample.push(id);
-        }
-    }
-    sample
 }

@@ -2,29 +2,6 @@
 
 use super::*;
 
-type EventRow<'a> = (
-    &'a str,
-    Option<u64>,
-    RecordAction,
-    Option<i64>,
-    Option<i64>,
-    &'a Option<String>,
-    u32,
-    &'a Option<String>,
-);
-
-/// An event as read back: [`EventRow`] with owned values.
-type StoredEvent = (
-    String,
-    Option<u64>,
-    RecordAction,
-    Option<i64>,
-    Option<i64>,
-    Option<String>,
-    u32,
-    Option<String>,
-);
-
 /// Appends a commit's events, in the commit's transaction.
 pub(super) async fn append(
     tx: &mut sqlx::SqliteConnection,
@@ -36,21 +13,7 @@ pub(super) async fn append(
     if events.is_empty() {
         return Ok(());
     }
-    let rows: Vec<EventRow<'_>> = events
-        .iter()
-        .map(|e| {
-            (
-                e.source_id.as_str(),
-                e.page,
-                e.action,
-                e.version,
-                e.updated_at.map(Timestamp::as_microsecond),
-                &e.dest_id,
-                e.attempts,
-                &e.detail,
-            )
-        })
-        .collect();
+    let rows = event_rows(events);
     sqlx::query(
         "INSERT INTO record_events (sync, at, run_id, seq, events)
          SELECT ?1, ?2, ?3, COALESCE(MAX(seq), 0) + 1, jsonb(?4)

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::RunKind;
+use crate::state::LockError;
 
 /// Held for the whole run; dropping it releases the sync's run of that kind.
 #[derive(Debug)]
@@ -24,24 +25,6 @@ pub struct SyncLock {
 #[derive(Debug)]
 pub struct SyncLocks {
     _locks: Vec<SyncLock>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum LockError {
-    #[error(
-        "sync {sync:?} is already running its {kind} run (process {holder}, lock {path}); not starting a second one"
-    )]
-    Held {
-        sync: String,
-        kind: RunKind,
-        holder: String,
-        path: PathBuf,
-    },
-    #[error("cannot create the lock file {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
 }
 
 /// How long a process taking a lock tries again before it says the lock is
@@ -156,6 +139,22 @@ pub fn acquire(state_path: &Path, sync: &str, kind: RunKind) -> Result<SyncLock,
     file.seek(SeekFrom::Start(0)).map_err(io)?;
     write!(file, "{}", std::process::id()).map_err(io)?;
     Ok(SyncLock { _file: file, path })
+}
+
+impl super::SqliteStore {
+    /// Takes the locks of `sync`'s runs of `kinds`, all or none.
+    pub fn lock(&self, sync: &str, kinds: &[RunKind]) -> Result<SyncLocks, LockError> {
+        let locks = kinds
+            .iter()
+            .map(|kind| acquire(&self.path, sync, *kind))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(SyncLocks { _locks: locks })
+    }
+
+    /// The process holding the lock of `sync`'s runs of `kind` now.
+    pub fn lock_holder(&self, sync: &str, kind: RunKind) -> Option<String> {
+        holder(&self.path, sync, kind)
+    }
 }
 
 /// Takes the locks of every run kind of `sync`, or none: the first one held

@@ -266,7 +266,6 @@ impl SqliteStore {
         })
     }
 
-    #[cfg(test)]
     pub(in crate::state) fn pool(&self) -> &SqlitePool {
         &self.pool
     }
@@ -481,29 +480,15 @@ impl SqliteStore {
         let mut floors: HashMap<String, Intent> = HashMap::new();
         for row in rows {
             let settles_at: Option<i64> = row.try_get("settles_at")?;
-            let intent = Intent {
-                source_id: row.try_get("source_id")?,
-                version: row.try_get("version")?,
-                updated_at: micros(row.try_get("updated_at")?)?,
-                settles_at: settles_at.map(micros).transpose()?,
-            };
-            match floors.get_mut(&intent.source_id) {
-                Some(floor) => {
-                    // The newest version is the floor; it settles when the last
-                    // of them has (or never, as far as anyone knows).
-                    let settles_at = match (floor.settles_at, intent.settles_at) {
-                        (Some(a), Some(b)) => Some(a.max(b)),
-                        _ => None,
-                    };
-                    if (intent.version, intent.updated_at) > (floor.version, floor.updated_at) {
-                        *floor = intent;
-                    }
-                    floor.settles_at = settles_at;
-                }
-                None => {
-                    floors.insert(intent.source_id.clone(), intent);
-                }
-            }
+            add_floor(
+                &mut floors,
+                Intent {
+                    source_id: row.try_get("source_id")?,
+                    version: row.try_get("version")?,
+                    updated_at: micros(row.try_get("updated_at")?)?,
+                    settles_at: settles_at.map(micros).transpose()?,
+                },
+            );
         }
         Ok(floors)
     }

@@ -127,272 +127,270 @@ async fn every_kind_and_stage_is_stored_and_read_back_and_no_other_is_admitted()
 
 #[tokio::test]
 async fn the_audit_record_tells_each_invocation_with_counts_retries_and_samples() {
-    let path = temp_db("audit");
-    let store = Store::open(&path).await.expect("open");
-    store
-        .begin_run(&run("r1", 1000), &json!({"kind": "start"}))
-        .await
-        .expect("begin");
-    let letter = |id: &str| DeadLetter {
-        source_id: id.into(),
-        run_id: "r1".into(),
-        stage: DeadLetterStage::Mapping,
-        error: "required field `email` is missing".into(),
-        payload: json!({"id": id}),
-        fingerprint: "f".into(),
-        attempts: 1,
-        last_failed_at: Timestamp::UNIX_EPOCH,
-    };
-    // Three ids, one of them twice, then five more: the first five distinct stay.
-    let pages = [
-        PageCommit {
-            ledger: vec![entry("c", 1), entry("a", 1), entry("c", 2)],
-            dead_letters: vec![letter("x")],
-            ..PageCommit::default()
-        },
-        PageCommit {
-            ledger: ["a", "e", "b", "f", "g"]
-                .iter()
-                .map(|id| entry(id, 1))
-                .collect(),
-            ..PageCommit::default()
-        },
-    ];
-    let first = Counters {
-        pages: 1,
-        read: 4,
-        written: 3,
-        dead_lettered: 1,
-        ..Counters::default()
-    };
-    store
-        .commit_page(
-            "billing",
-            "r1",
-            &pages[0],
-            Some(&json!({"kind": "token", "token": "t2"})),
-            &first,
-        )
-        .await
-        .expect("commit");
-    // The report's counters run ahead of the checkpoint's: a stop keeps what the
-    // invocation resolved, as the report says.
-    let reported = Counters { read: 6, ..first };
-    let retries = crate::obs::RetryCounts {
-        rate_limited: 2,
-        timeout: 1,
-        ..Default::default()
-    };
-    store
-        .end_invocation(
-            "r1",
-            &InvocationEnd {
-                outcome: InvocationOutcome::Stopped,
-                stop_reason: Some("max-pages reached".into()),
-                error_class: None,
-                error: None,
-                counters: reported,
-                retries,
+    for store in each_store("audit").await {
+        store
+            .begin_run(&run("r1", 1000), &json!({"kind": "start"}))
+            .await
+            .expect("begin");
+        let letter = |id: &str| DeadLetter {
+            source_id: id.into(),
+            run_id: "r1".into(),
+            stage: DeadLetterStage::Mapping,
+            error: "required field `email` is missing".into(),
+            payload: json!({"id": id}),
+            fingerprint: "f".into(),
+            attempts: 1,
+            last_failed_at: Timestamp::UNIX_EPOCH,
+        };
+        // Three ids, one of them twice, then five more: the first five distinct stay.
+        let pages = [
+            PageCommit {
+                ledger: vec![entry("c", 1), entry("a", 1), entry("c", 2)],
+                dead_letters: vec![letter("x")],
+                ..PageCommit::default()
             },
-        )
-        .await
-        .expect("end");
-    let record = store.run_record("r1").await.expect("q").expect("record");
-    assert_eq!(record.run.status, RunStatus::Open);
-    assert_eq!(record.ended_at(), None, "a stopped run has not ended");
-    assert_eq!(record.counters(), reported);
-    assert_eq!(record.checkpoint.counters, first);
-    let stopped = record.last_invocation().expect("invocation").clone();
-    assert_eq!(
-        (
-            stopped.number,
-            stopped.outcome,
-            stopped.stop_reason.as_deref()
-        ),
-        (
-            1,
-            Some(InvocationOutcome::Stopped),
-            Some("max-pages reached")
-        )
-    );
-    assert_eq!(stopped.cursor_start, json!({"kind": "start"}));
-    assert_eq!(
-        stopped.cursor_end,
-        Some(json!({"kind": "token", "token": "t2"}))
-    );
-    assert_eq!(stopped.counters(), Some(reported));
-
-    // The next invocation resumes from the checkpoint, and fails.
-    store.resume_run("r1").await.expect("resume");
-    let second = Counters {
-        pages: 2,
-        read: 9,
-        written: 8,
-        dead_lettered: 1,
-        ..Counters::default()
-    };
-    store
-        .commit_page(
-            "billing",
-            "r1",
-            &pages[1],
-            Some(&json!({"kind": "token", "token": "t3"})),
-            &second,
-        )
-        .await
-        .expect("commit");
-    store
-        .end_invocation(
-            "r1",
-            &InvocationEnd {
-                outcome: InvocationOutcome::Failed,
-                stop_reason: None,
-                error_class: Some("destination:retries_exhausted".into()),
-                error: Some("destination kept failing".into()),
-                counters: second,
-                retries: crate::obs::RetryCounts {
-                    connection: 4,
-                    ..Default::default()
+            PageCommit {
+                ledger: ["a", "e", "b", "f", "g"]
+                    .iter()
+                    .map(|id| entry(id, 1))
+                    .collect(),
+                ..PageCommit::default()
+            },
+        ];
+        let first = Counters {
+            pages: 1,
+            read: 4,
+            written: 3,
+            dead_lettered: 1,
+            ..Counters::default()
+        };
+        store
+            .commit_page(
+                "billing",
+                "r1",
+                &pages[0],
+                Some(&json!({"kind": "token", "token": "t2"})),
+                &first,
+            )
+            .await
+            .expect("commit");
+        // The report's counters run ahead of the checkpoint's: a stop keeps what the
+        // invocation resolved, as the report says.
+        let reported = Counters { read: 6, ..first };
+        let retries = crate::obs::RetryCounts {
+            rate_limited: 2,
+            timeout: 1,
+            ..Default::default()
+        };
+        store
+            .end_invocation(
+                "r1",
+                &InvocationEnd {
+                    outcome: InvocationOutcome::Stopped,
+                    stop_reason: Some("max-pages reached".into()),
+                    error_class: None,
+                    error: None,
+                    counters: reported,
+                    retries,
                 },
-            },
-        )
-        .await
-        .expect("end");
-    // A third completes it.
-    store.resume_run("r1").await.expect("resume");
-    store
-        .complete_run("r1", &json!({"kind": "end"}), &second, &[])
-        .await
-        .expect("complete");
-    store
-        .end_invocation(
-            "r1",
-            &InvocationEnd {
-                outcome: InvocationOutcome::Completed,
-                stop_reason: None,
-                error_class: None,
-                error: None,
-                counters: second,
-                retries: crate::obs::RetryCounts::default(),
-            },
-        )
-        .await
-        .expect("end");
+            )
+            .await
+            .expect("end");
+        let record = store.run_record("r1").await.expect("q").expect("record");
+        assert_eq!(record.run.status, RunStatus::Open);
+        assert_eq!(record.ended_at(), None, "a stopped run has not ended");
+        assert_eq!(record.counters(), reported);
+        assert_eq!(record.checkpoint.counters, first);
+        let stopped = record.last_invocation().expect("invocation").clone();
+        assert_eq!(
+            (
+                stopped.number,
+                stopped.outcome,
+                stopped.stop_reason.as_deref()
+            ),
+            (
+                1,
+                Some(InvocationOutcome::Stopped),
+                Some("max-pages reached")
+            )
+        );
+        assert_eq!(stopped.cursor_start, json!({"kind": "start"}));
+        assert_eq!(
+            stopped.cursor_end,
+            Some(json!({"kind": "token", "token": "t2"}))
+        );
+        assert_eq!(stopped.counters(), Some(reported));
 
-    let record = store.run_record("r1").await.expect("q").expect("record");
-    assert_eq!(record.run.status, RunStatus::Completed);
-    assert_eq!(record.ended_at(), record.run.completed_at);
-    assert!(record.ended_at().is_some());
-    let outcomes: Vec<_> = record
-        .invocations
-        .iter()
-        .map(|i| (i.number, i.outcome))
-        .collect();
-    assert_eq!(
-        outcomes,
-        [
-            (1, Some(InvocationOutcome::Stopped)),
-            (2, Some(InvocationOutcome::Failed)),
-            (3, Some(InvocationOutcome::Completed)),
-        ]
-    );
-    let resumed = &record.invocations[1];
-    assert_eq!(resumed.counters_start, first, "resumed from the checkpoint");
-    assert_eq!(
-        resumed.cursor_start,
-        json!({"kind": "token", "token": "t2"})
-    );
-    assert_eq!(resumed.error.as_deref(), Some("destination kept failing"));
-    assert_eq!(
-        record.invocations[2].cursor_end,
-        Some(json!({"kind": "end"}))
-    );
-    assert_eq!(record.cursor_start(), Some(&json!({"kind": "start"})));
-    assert_eq!(record.checkpoint.cursor, json!({"kind": "end"}));
-    assert_eq!(record.counters(), second);
-    let total = record.retries();
-    assert_eq!(
-        (
-            total.rate_limited,
-            total.timeout,
-            total.connection,
-            total.total()
-        ),
-        (2, 1, 4, 7)
-    );
-    assert_eq!(record.failures(), [("destination:retries_exhausted", 1)]);
-    assert_eq!(
-        record.samples,
-        Samples {
-            written: ["c", "a", "e", "b", "f"].map(String::from).to_vec(),
-            dead_lettered: vec!["x".to_owned()],
-        }
-    );
+        // The next invocation resumes from the checkpoint, and fails.
+        store.resume_run("r1").await.expect("resume");
+        let second = Counters {
+            pages: 2,
+            read: 9,
+            written: 8,
+            dead_lettered: 1,
+            ..Counters::default()
+        };
+        store
+            .commit_page(
+                "billing",
+                "r1",
+                &pages[1],
+                Some(&json!({"kind": "token", "token": "t3"})),
+                &second,
+            )
+            .await
+            .expect("commit");
+        store
+            .end_invocation(
+                "r1",
+                &InvocationEnd {
+                    outcome: InvocationOutcome::Failed,
+                    stop_reason: None,
+                    error_class: Some("destination:retries_exhausted".into()),
+                    error: Some("destination kept failing".into()),
+                    counters: second,
+                    retries: crate::obs::RetryCounts {
+                        connection: 4,
+                        ..Default::default()
+                    },
+                },
+            )
+            .await
+            .expect("end");
+        // A third completes it.
+        store.resume_run("r1").await.expect("resume");
+        store
+            .complete_run("r1", &json!({"kind": "end"}), &second, &[])
+            .await
+            .expect("complete");
+        store
+            .end_invocation(
+                "r1",
+                &InvocationEnd {
+                    outcome: InvocationOutcome::Completed,
+                    stop_reason: None,
+                    error_class: None,
+                    error: None,
+                    counters: second,
+                    retries: crate::obs::RetryCounts::default(),
+                },
+            )
+            .await
+            .expect("end");
 
-    // The list: newest first, the same records.
-    store
-        .begin_run(&run("r2", 2000), &json!({"kind": "start"}))
-        .await
-        .expect("begin");
-    let runs = store.runs("billing", 10).await.expect("runs");
-    let ids: Vec<&str> = runs.iter().map(|r| r.run.run_id.as_str()).collect();
-    assert_eq!(ids, ["r2", "r1"]);
-    assert_eq!(runs[1], record);
-    assert_eq!(store.runs("billing", 1).await.expect("runs").len(), 1);
-    assert!(store.runs("other", 10).await.expect("runs").is_empty());
-    assert_eq!(
-        store.run_ids_starting_with("r", 10).await.expect("ids"),
-        ["r1", "r2"]
-    );
-    assert_eq!(
-        store.run_ids_starting_with("r2", 10).await.expect("ids"),
-        ["r2"]
-    );
-    assert!(store.run_record("r3").await.expect("q").is_none());
-    store.close().await;
-    let _ = std::fs::remove_dir_all(path.parent().and_then(|p| p.parent()).expect("dir"));
+        let record = store.run_record("r1").await.expect("q").expect("record");
+        assert_eq!(record.run.status, RunStatus::Completed);
+        assert_eq!(record.ended_at(), record.run.completed_at);
+        assert!(record.ended_at().is_some());
+        let outcomes: Vec<_> = record
+            .invocations
+            .iter()
+            .map(|i| (i.number, i.outcome))
+            .collect();
+        assert_eq!(
+            outcomes,
+            [
+                (1, Some(InvocationOutcome::Stopped)),
+                (2, Some(InvocationOutcome::Failed)),
+                (3, Some(InvocationOutcome::Completed)),
+            ]
+        );
+        let resumed = &record.invocations[1];
+        assert_eq!(resumed.counters_start, first, "resumed from the checkpoint");
+        assert_eq!(
+            resumed.cursor_start,
+            json!({"kind": "token", "token": "t2"})
+        );
+        assert_eq!(resumed.error.as_deref(), Some("destination kept failing"));
+        assert_eq!(
+            record.invocations[2].cursor_end,
+            Some(json!({"kind": "end"}))
+        );
+        assert_eq!(record.cursor_start(), Some(&json!({"kind": "start"})));
+        assert_eq!(record.checkpoint.cursor, json!({"kind": "end"}));
+        assert_eq!(record.counters(), second);
+        let total = record.retries();
+        assert_eq!(
+            (
+                total.rate_limited,
+                total.timeout,
+                total.connection,
+                total.total()
+            ),
+            (2, 1, 4, 7)
+        );
+        assert_eq!(record.failures(), [("destination:retries_exhausted", 1)]);
+        assert_eq!(
+            record.samples,
+            Samples {
+                written: ["c", "a", "e", "b", "f"].map(String::from).to_vec(),
+                dead_lettered: vec!["x".to_owned()],
+            }
+        );
+
+        // The list: newest first, the same records.
+        store
+            .begin_run(&run("r2", 2000), &json!({"kind": "start"}))
+            .await
+            .expect("begin");
+        let runs = store.runs("billing", 10).await.expect("runs");
+        let ids: Vec<&str> = runs.iter().map(|r| r.run.run_id.as_str()).collect();
+        assert_eq!(ids, ["r2", "r1"]);
+        assert_eq!(runs[1], record);
+        assert_eq!(store.runs("billing", 1).await.expect("runs").len(), 1);
+        assert!(store.runs("other", 10).await.expect("runs").is_empty());
+        assert_eq!(
+            store.run_ids_starting_with("r", 10).await.expect("ids"),
+            ["r1", "r2"]
+        );
+        assert_eq!(
+            store.run_ids_starting_with("r2", 10).await.expect("ids"),
+            ["r2"]
+        );
+        assert!(store.run_record("r3").await.expect("q").is_none());
+        store.close().await;
+    }
 }
 
 /// A killed invocation leaves no end; the next one of the run says so, and until
 /// then the record falls back on the checkpoint's counters.
 #[tokio::test]
 async fn an_invocation_that_never_ended_is_found_crashed_by_the_next() {
-    let path = temp_db("crashed");
-    let store = Store::open(&path).await.expect("open");
-    store
-        .begin_run(&run("r1", 1000), &json!({"kind": "start"}))
-        .await
-        .expect("begin");
-    let counters = Counters {
-        pages: 1,
-        read: 5,
-        written: 5,
-        ..Counters::default()
-    };
-    store
-        .commit_page(
-            "billing",
-            "r1",
-            &PageCommit::default(),
-            Some(&json!({"kind": "offset", "offset": 5})),
-            &counters,
-        )
-        .await
-        .expect("commit");
-    let record = store.run_record("r1").await.expect("q").expect("record");
-    assert_eq!(record.invocations[0].outcome, None);
-    assert_eq!(record.counters(), counters);
-    store.resume_run("r1").await.expect("resume");
-    let record = store.run_record("r1").await.expect("q").expect("record");
-    let outcomes: Vec<_> = record.invocations.iter().map(|i| i.outcome).collect();
-    assert_eq!(outcomes, [Some(InvocationOutcome::Crashed), None]);
-    assert_eq!(
-        record.invocations[0].ended_at, None,
-        "when it died is not known"
-    );
-    assert_eq!(record.invocations[1].counters_start, counters);
-    store.close().await;
-    let _ = std::fs::remove_dir_all(path.parent().and_then(|p| p.parent()).expect("dir"));
+    for store in each_store("crashed").await {
+        store
+            .begin_run(&run("r1", 1000), &json!({"kind": "start"}))
+            .await
+            .expect("begin");
+        let counters = Counters {
+            pages: 1,
+            read: 5,
+            written: 5,
+            ..Counters::default()
+        };
+        store
+            .commit_page(
+                "billing",
+                "r1",
+                &PageCommit::default(),
+                Some(&json!({"kind": "offset", "offset": 5})),
+                &counters,
+            )
+            .await
+            .expect("commit");
+        let record = store.run_record("r1").await.expect("q").expect("record");
+        assert_eq!(record.invocations[0].outcome, None);
+        assert_eq!(record.counters(), counters);
+        store.resume_run("r1").await.expect("resume");
+        let record = store.run_record("r1").await.expect("q").expect("record");
+        let outcomes: Vec<_> = record.invocations.iter().map(|i| i.outcome).collect();
+        assert_eq!(outcomes, [Some(InvocationOutcome::Crashed), None]);
+        assert_eq!(
+            record.invocations[0].ended_at, None,
+            "when it died is not known"
+        );
+        assert_eq!(record.invocations[1].counters_start, counters);
+        store.close().await;
+    }
 }
 
 /// Migration 6 rebuilds `runs`, which `checkpoints` references with ON DELETE

@@ -8,6 +8,42 @@ use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use super::sqlite::MIGRATIONS;
 use super::*;
 
+/// A fresh store of each backend, for a test that must hold on both: SQLite in
+/// a temporary file, and PostgreSQL in a schema of its own in the machine's
+/// database (`HW_TEST_PG`, else `postgres://postgres@127.0.0.1:5432/test`).
+pub(super) async fn each_store(name: &str) -> Vec<Store> {
+    let sqlite = Store::open(&temp_db(name)).await.expect("open SQLite");
+    vec![sqlite, fresh_postgres(name).await]
+}
+
+/// A PostgreSQL store in the schema `hw_unit_<name>`, emptied first.
+pub(super) async fn fresh_postgres(name: &str) -> Store {
+    let url = std::env::var("HW_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let schema = format!("hw_unit_{}", name.replace('-', "_"));
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+        .await
+        .expect("the machine's PostgreSQL");
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA IF EXISTS {schema} CASCADE"
+    )))
+    .execute(&mut conn)
+    .await
+    .expect("drop schema");
+    let location = postgres::PgLocation {
+        url,
+        schema,
+        lease: std::time::Duration::from_secs(30),
+    };
+    Store {
+        backend: Backend::Postgres(
+            postgres::PgStore::open(&location)
+                .await
+                .expect("open PostgreSQL"),
+        ),
+    }
+}
+
 pub(super) fn temp_db(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("hw-state-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -83,125 +119,127 @@ fn entry(id: &str, version: i64) -> LedgerEntry {
 
 #[tokio::test]
 async fn a_run_moves_from_open_to_completed_and_sets_the_high_water_mark() {
-    let path = temp_db("lifecycle");
-    let store = Store::open(&path).await.expect("open");
-    assert!(
+    for store in each_store("lifecycle").await {
+        assert!(
+            store
+                .open_run("billing", RunKind::Incremental)
+                .await
+                .expect("query")
+                .is_none()
+        );
         store
+            .begin_run(&run("r1", 1000), &json!({"kind": "start"}))
+            .await
+            .expect("begin");
+        let (open, checkpoint) = store
             .open_run("billing", RunKind::Incremental)
             .await
             .expect("query")
-            .is_none()
-    );
-    store
-        .begin_run(&run("r1", 1000), &json!({"kind": "start"}))
-        .await
-        .expect("begin");
-    let (open, checkpoint) = store
-        .open_run("billing", RunKind::Incremental)
-        .await
-        .expect("query")
-        .expect("open run");
-    assert_eq!(open.run_id, "r1");
-    assert_eq!(checkpoint.cursor, json!({"kind": "start"}));
+            .expect("open run");
+        assert_eq!(open.run_id, "r1");
+        assert_eq!(checkpoint.cursor, json!({"kind": "start"}));
 
-    let page = PageCommit {
-        ledger: vec![entry("a", 1), entry("b", 2)],
-        dead_letters: vec![DeadLetter {
-            source_id: "c".into(),
-            run_id: "r1".into(),
-            stage: DeadLetterStage::Mapping,
-            error: "required field `email` is missing".into(),
-            payload: json!({"id": "c"}),
-            fingerprint: "f".into(),
-            attempts: 1,
-            last_failed_at: Timestamp::UNIX_EPOCH,
-        }],
-        ..PageCommit::default()
-    };
-    let counters = Counters {
-        pages: 1,
-        read: 3,
-        written: 2,
-        dead_lettered: 1,
-        ..Counters::default()
-    };
-    store
-        .commit_page(
-            "billing",
-            "r1",
-            &page,
-            Some(&json!({"kind": "token", "token": "t2"})),
-            &counters,
-        )
-        .await
-        .expect("commit");
-    // The ledger rows are staged: counted and listed, not yet read by lookups.
-    let status = store.status("billing").await.expect("status");
-    assert_eq!(status.ledger_records, 2);
-    assert_eq!(store.ledger("billing").await.expect("ledger").len(), 2);
-    let known = store
-        .known("billing", &["a", "c"], &[])
-        .await
-        .expect("known");
-    assert!(known.ledger.is_empty());
-    assert_eq!(known.dead.get("c").map(String::as_str), Some("f"));
-    store.merge_staged("billing").await.expect("merge");
-    let known = store
-        .known("billing", &["a", "c", "zz"], &[])
-        .await
-        .expect("known");
-    assert_eq!(known.ledger["a"].dest_id.as_deref(), Some("d-a"));
-    assert!(!known.ledger.contains_key("zz"));
+        let page = PageCommit {
+            ledger: vec![entry("a", 1), entry("b", 2)],
+            dead_letters: vec![DeadLetter {
+                source_id: "c".into(),
+                run_id: "r1".into(),
+                stage: DeadLetterStage::Mapping,
+                error: "required field `email` is missing".into(),
+                payload: json!({"id": "c"}),
+                fingerprint: "f".into(),
+                attempts: 1,
+                last_failed_at: Timestamp::UNIX_EPOCH,
+            }],
+            ..PageCommit::default()
+        };
+        let counters = Counters {
+            pages: 1,
+            read: 3,
+            written: 2,
+            dead_lettered: 1,
+            ..Counters::default()
+        };
+        let committed = store
+            .commit_page(
+                "billing",
+                "r1",
+                &page,
+                Some(&json!({"kind": "token", "token": "t2"})),
+                &counters,
+            )
+            .await
+            .expect("commit");
+        // SQLite stages the ledger rows: counted and listed, not yet read by
+        // lookups, as the acknowledgement says; PostgreSQL's are read at once.
+        let status = store.status("billing").await.expect("status");
+        assert_eq!(status.ledger_records, 2);
+        assert_eq!(store.ledger("billing").await.expect("ledger").len(), 2);
+        let known = store
+            .known("billing", &["a", "c"], &[])
+            .await
+            .expect("known");
+        assert_eq!(known.ledger.is_empty(), !committed.visible);
+        assert_eq!(known.dead.get("c").map(String::as_str), Some("f"));
+        store.merge_staged("billing").await.expect("merge");
+        let known = store
+            .known("billing", &["a", "c", "zz"], &[])
+            .await
+            .expect("known");
+        assert_eq!(known.ledger["a"].dest_id.as_deref(), Some("d-a"));
+        assert!(!known.ledger.contains_key("zz"));
 
-    store
-        .complete_run("r1", &json!({"kind": "end"}), &counters, &[])
-        .await
-        .expect("complete");
-    let status = store.status("billing").await.expect("status");
-    assert!(status.open_run.is_none());
-    assert_eq!(status.high_water_mark(), Some(open.watermark));
-    assert_eq!((status.dead_letters, status.ledger_records), (1, 2));
-    assert_eq!(
-        status.last_completed.map(|(_, c)| c.counters),
-        Some(counters)
-    );
+        store
+            .complete_run("r1", &json!({"kind": "end"}), &counters, &[])
+            .await
+            .expect("complete");
+        let status = store.status("billing").await.expect("status");
+        assert!(status.open_run.is_none());
+        assert_eq!(status.high_water_mark(), Some(open.watermark));
+        assert_eq!((status.dead_letters, status.ledger_records), (1, 2));
+        assert_eq!(
+            status.last_completed.map(|(_, c)| c.counters),
+            Some(counters)
+        );
 
-    // Writing the dead-lettered record later resolves its dead letter.
-    store
-        .begin_run(&run("r2", 2000), &json!({"kind": "start"}))
-        .await
-        .expect("begin 2");
-    let fixed = PageCommit {
-        ledger: vec![entry("c", 1)],
-        resolved: vec!["c".into()],
-        ..PageCommit::default()
-    };
-    store
-        .commit_page("billing", "r2", &fixed, None, &counters)
-        .await
-        .expect("commit 2");
-    let (_, checkpoint) = store
-        .open_run("billing", RunKind::Incremental)
-        .await
-        .expect("q")
-        .expect("open");
-    assert_eq!(
-        checkpoint.cursor,
-        json!({"kind": "start"}),
-        "no cursor given, none moved"
-    );
-    assert!(store.dead_letters("billing").await.expect("dlq").is_empty());
-    store.close().await;
+        // Writing the dead-lettered record later resolves its dead letter.
+        store
+            .begin_run(&run("r2", 2000), &json!({"kind": "start"}))
+            .await
+            .expect("begin 2");
+        let fixed = PageCommit {
+            ledger: vec![entry("c", 1)],
+            resolved: vec!["c".into()],
+            ..PageCommit::default()
+        };
+        store
+            .commit_page("billing", "r2", &fixed, None, &counters)
+            .await
+            .expect("commit 2");
+        let (_, checkpoint) = store
+            .open_run("billing", RunKind::Incremental)
+            .await
+            .expect("q")
+            .expect("open");
+        assert_eq!(
+            checkpoint.cursor,
+            json!({"kind": "start"}),
+            "no cursor given, none moved"
+        );
+        assert!(store.dead_letters("billing").await.expect("dlq").is_empty());
+        store.close().await;
+    }
 }
 
 #[tokio::test]
 async fn only_one_run_per_sync_can_be_open() {
-    let store = Store::open(&temp_db("one-open")).await.expect("open");
-    store
-        .begin_run(&run("r1", 1000), &json!({}))
-        .await
-        .expect("first");
-    assert!(store.begin_run(&run("r2", 1000), &json!({})).await.is_err());
+    for store in each_store("one-open").await {
+        store
+            .begin_run(&run("r1", 1000), &json!({}))
+            .await
+            .expect("first");
+        assert!(store.begin_run(&run("r2", 1000), &json!({})).await.is_err());
+    }
 }
 
 #[tokio::test]
@@ -254,98 +292,99 @@ async fn an_abandoned_run_leaves_nothing_to_resume_and_stays_in_the_history_as_f
 
 #[tokio::test]
 async fn announced_writes_are_floors_until_retired_completed_or_abandoned() {
-    let store = Store::open(&temp_db("intents")).await.expect("open");
-    store
-        .begin_run(&run("r1", 1000), &json!({}))
-        .await
-        .expect("begin");
-    let intent = |id: &str, v| Intent {
-        source_id: id.into(),
-        version: Some(v),
-        updated_at: Timestamp::UNIX_EPOCH,
-        settles_at: None,
-    };
-    let announce = |batch: &str, intents| PageCommit {
-        announce: Some(IntentBatch {
-            id: batch.into(),
-            intents,
-        }),
-        ..PageCommit::default()
-    };
-    let counters = Counters::default();
-    for commit in [
-        announce("i-1", vec![intent("a", 5), intent("b", 2)]),
-        announce("i-2", vec![intent("a", 7)]),
-    ] {
+    for store in each_store("intents").await {
         store
-            .commit_page("billing", "r1", &commit, None, &counters)
+            .begin_run(&run("r1", 1000), &json!({}))
+            .await
+            .expect("begin");
+        let intent = |id: &str, v| Intent {
+            source_id: id.into(),
+            version: Some(v),
+            updated_at: Timestamp::UNIX_EPOCH,
+            settles_at: None,
+        };
+        let announce = |batch: &str, intents| PageCommit {
+            announce: Some(IntentBatch {
+                id: batch.into(),
+                intents,
+            }),
+            ..PageCommit::default()
+        };
+        let counters = Counters::default();
+        for commit in [
+            announce("i-1", vec![intent("a", 5), intent("b", 2)]),
+            announce("i-2", vec![intent("a", 7)]),
+        ] {
+            store
+                .commit_page("billing", "r1", &commit, None, &counters)
+                .await
+                .expect("announce");
+        }
+        let floors = store.floors("billing", None).await.expect("floors");
+        assert_eq!(
+            floors.get("a"),
+            Some(&intent("a", 7)),
+            "the newest announcement"
+        );
+        assert_eq!(floors.get("b"), Some(&intent("b", 2)));
+        assert!(
+            store
+                .floors("other", None)
+                .await
+                .expect("floors")
+                .is_empty()
+        );
+
+        let retire = PageCommit {
+            retire: vec!["i-1".into()],
+            ledger: vec![entry("b", 2)],
+            ..PageCommit::default()
+        };
+        store
+            .commit_page("billing", "r1", &retire, None, &counters)
+            .await
+            .expect("retire");
+        let floors = store.floors("billing", None).await.expect("floors");
+        assert_eq!(floors.len(), 1);
+        assert_eq!(floors.get("a"), Some(&intent("a", 7)));
+
+        store.abandon_run("r1").await.expect("abandon");
+        assert!(
+            store
+                .floors("billing", None)
+                .await
+                .expect("floors")
+                .is_empty(),
+            "an abandoned run leaves no announcement"
+        );
+
+        store
+            .begin_run(&run("r2", 2000), &json!({}))
+            .await
+            .expect("begin");
+        store
+            .commit_page(
+                "billing",
+                "r2",
+                &announce("i-3", vec![intent("c", 1)]),
+                None,
+                &counters,
+            )
             .await
             .expect("announce");
+        store
+            .complete_run("r2", &json!({}), &counters, &[])
+            .await
+            .expect("complete");
+        assert!(
+            store
+                .floors("billing", None)
+                .await
+                .expect("floors")
+                .is_empty(),
+            "a completed run has settled every announcement"
+        );
     }
-    let floors = store.floors("billing", None).await.expect("floors");
-    assert_eq!(
-        floors.get("a"),
-        Some(&intent("a", 7)),
-        "the newest announcement"
-    );
-    assert_eq!(floors.get("b"), Some(&intent("b", 2)));
-    assert!(
-        store
-            .floors("other", None)
-            .await
-            .expect("floors")
-            .is_empty()
-    );
-
-    let retire = PageCommit {
-        retire: vec!["i-1".into()],
-        ledger: vec![entry("b", 2)],
-        ..PageCommit::default()
-    };
-    store
-        .commit_page("billing", "r1", &retire, None, &counters)
-        .await
-        .expect("retire");
-    let floors = store.floors("billing", None).await.expect("floors");
-    assert_eq!(floors.len(), 1);
-    assert_eq!(floors.get("a"), Some(&intent("a", 7)));
-
-    store.abandon_run("r1").await.expect("abandon");
-    assert!(
-        store
-            .floors("billing", None)
-            .await
-            .expect("floors")
-            .is_empty(),
-        "an abandoned run leaves no announcement"
-    );
-
-    store
-        .begin_run(&run("r2", 2000), &json!({}))
-        .await
-        .expect("begin");
-    store
-        .commit_page(
-            "billing",
-            "r2",
-            &announce("i-3", vec![intent("c", 1)]),
-            None,
-            &counters,
-        )
-        .await
-        .expect("announce");
-    store
-        .complete_run("r2", &json!({}), &counters, &[])
-        .await
-        .expect("complete");
-    assert!(
-        store
-            .floors("billing", None)
-            .await
-            .expect("floors")
-            .is_empty(),
-        "a completed run has settled every announcement"
-    );
 }
 
 #[tokio::test]
@@ -374,127 +413,125 @@ async fn unsettled_writes_of_a_version_1_store_survive_the_migration() {
 
 #[tokio::test]
 async fn within_one_commit_the_later_row_of_an_id_wins_whatever_the_id_order() {
-    let path = temp_db("row-order");
-    let store = Store::open(&path).await.expect("open");
-    store
-        .begin_run(&run("r1", 1000), &json!({"kind": "start"}))
-        .await
-        .expect("begin");
-    // Two pages in one commit: the later copy of `m` comes after ids that sort
-    // both before and after it.
-    let page = PageCommit {
-        ledger: vec![
-            entry("z", 1),
-            entry("m", 1),
-            entry("a", 1),
-            entry("m", 3),
-            entry("b", 1),
-        ],
-        ..PageCommit::default()
-    };
-    store
-        .commit_page("billing", "r1", &page, None, &Counters::default())
-        .await
-        .expect("commit");
-    // Staged, and read through `ledger`; then merged by SQL: the same answer.
-    for merged in [false, true] {
-        let ledger = store.ledger("billing").await.expect("ledger");
-        let ids: Vec<_> = ledger.iter().map(|e| e.source_id.as_str()).collect();
-        assert_eq!(ids, ["a", "b", "m", "z"], "merged: {merged}");
-        let m = ledger.iter().find(|e| e.source_id == "m").expect("m");
-        assert_eq!((m.version, m.payload_hash.as_str()), (Some(3), "h3"));
-        store.merge_staged("billing").await.expect("merge");
-    }
-    let known = store.known("billing", &["m"], &[]).await.expect("known");
-    assert_eq!(known.ledger["m"].version, Some(3));
-    store.close().await;
-    let _ = std::fs::remove_dir_all(path.parent().and_then(|p| p.parent()).expect("dir"));
-}
-
-#[tokio::test]
-async fn staged_rows_of_later_commits_win_and_keep_a_known_destination_id() {
-    let path = temp_db("staged-commits");
-    let store = Store::open(&path).await.expect("open");
-    store
-        .begin_run(&run("r1", 1000), &json!({"kind": "start"}))
-        .await
-        .expect("begin");
-    let commit = |ledger| PageCommit {
-        ledger,
-        ..PageCommit::default()
-    };
-    let no_dest = |id, version| LedgerEntry {
-        dest_id: None,
-        ..entry(id, version)
-    };
-    for page in [
-        commit(vec![entry("m", 1), entry("a", 1)]),
-        commit(vec![no_dest("m", 4), entry("b", 1)]),
-        commit(vec![no_dest("a", 2)]),
-    ] {
+    for store in each_store("row-order").await {
+        store
+            .begin_run(&run("r1", 1000), &json!({"kind": "start"}))
+            .await
+            .expect("begin");
+        // Two pages in one commit: the later copy of `m` comes after ids that sort
+        // both before and after it.
+        let page = PageCommit {
+            ledger: vec![
+                entry("z", 1),
+                entry("m", 1),
+                entry("a", 1),
+                entry("m", 3),
+                entry("b", 1),
+            ],
+            ..PageCommit::default()
+        };
         store
             .commit_page("billing", "r1", &page, None, &Counters::default())
             .await
             .expect("commit");
+        // Staged, and read through `ledger`; then merged by SQL: the same answer.
+        for merged in [false, true] {
+            let ledger = store.ledger("billing").await.expect("ledger");
+            let ids: Vec<_> = ledger.iter().map(|e| e.source_id.as_str()).collect();
+            assert_eq!(ids, ["a", "b", "m", "z"], "merged: {merged}");
+            let m = ledger.iter().find(|e| e.source_id == "m").expect("m");
+            assert_eq!((m.version, m.payload_hash.as_str()), (Some(3), "h3"));
+            store.merge_staged("billing").await.expect("merge");
+        }
+        let known = store.known("billing", &["m"], &[]).await.expect("known");
+        assert_eq!(known.ledger["m"].version, Some(3));
+        store.close().await;
     }
-    let staged = store.ledger("billing").await.expect("ledger");
-    let summary = |ledger: &[LedgerEntry]| -> Vec<(String, Option<i64>, Option<String>)> {
-        ledger
-            .iter()
-            .map(|e| (e.source_id.clone(), e.version, e.dest_id.clone()))
-            .collect()
-    };
-    let expected = vec![
-        ("a".to_owned(), Some(2), Some("d-a".to_owned())),
-        ("b".to_owned(), Some(1), Some("d-b".to_owned())),
-        ("m".to_owned(), Some(4), Some("d-m".to_owned())),
-    ];
-    assert_eq!(summary(&staged), expected);
-    // A commit that asks for a merge moves every staged row, its own included.
-    let merge = PageCommit {
-        ledger: vec![entry("c", 1)],
-        merge: true,
-        ..PageCommit::default()
-    };
-    store
-        .commit_page("billing", "r1", &merge, None, &Counters::default())
-        .await
-        .expect("commit");
-    let known = store
-        .known("billing", &["a", "b", "c", "m"], &[])
-        .await
-        .expect("known");
-    assert_eq!(known.ledger.len(), 4);
-    assert_eq!(known.ledger["m"].version, Some(4));
-    assert_eq!(known.ledger["m"].dest_id.as_deref(), Some("d-m"));
-    // Completing the run merges what is still staged.
-    store
-        .commit_page(
-            "billing",
-            "r1",
-            &commit(vec![no_dest("b", 5)]),
-            None,
-            &Counters::default(),
-        )
-        .await
-        .expect("commit");
-    store
-        .complete_run("r1", &json!({"kind": "end"}), &Counters::default(), &[])
-        .await
-        .expect("complete");
-    let known = store.known("billing", &["b"], &[]).await.expect("known");
-    assert_eq!(known.ledger["b"].version, Some(5));
-    assert_eq!(known.ledger["b"].dest_id.as_deref(), Some("d-b"));
-    assert_eq!(
+}
+
+#[tokio::test]
+async fn staged_rows_of_later_commits_win_and_keep_a_known_destination_id() {
+    for store in each_store("staged-commits").await {
         store
-            .status("billing")
+            .begin_run(&run("r1", 1000), &json!({"kind": "start"}))
             .await
-            .expect("status")
-            .ledger_records,
-        4
-    );
-    store.close().await;
-    let _ = std::fs::remove_dir_all(path.parent().and_then(|p| p.parent()).expect("dir"));
+            .expect("begin");
+        let commit = |ledger| PageCommit {
+            ledger,
+            ..PageCommit::default()
+        };
+        let no_dest = |id, version| LedgerEntry {
+            dest_id: None,
+            ..entry(id, version)
+        };
+        for page in [
+            commit(vec![entry("m", 1), entry("a", 1)]),
+            commit(vec![no_dest("m", 4), entry("b", 1)]),
+            commit(vec![no_dest("a", 2)]),
+        ] {
+            store
+                .commit_page("billing", "r1", &page, None, &Counters::default())
+                .await
+                .expect("commit");
+        }
+        let staged = store.ledger("billing").await.expect("ledger");
+        let summary = |ledger: &[LedgerEntry]| -> Vec<(String, Option<i64>, Option<String>)> {
+            ledger
+                .iter()
+                .map(|e| (e.source_id.clone(), e.version, e.dest_id.clone()))
+                .collect()
+        };
+        let expected = vec![
+            ("a".to_owned(), Some(2), Some("d-a".to_owned())),
+            ("b".to_owned(), Some(1), Some("d-b".to_owned())),
+            ("m".to_owned(), Some(4), Some("d-m".to_owned())),
+        ];
+        assert_eq!(summary(&staged), expected);
+        // A commit that asks for a merge moves every staged row, its own included.
+        let merge = PageCommit {
+            ledger: vec![entry("c", 1)],
+            merge: true,
+            ..PageCommit::default()
+        };
+        store
+            .commit_page("billing", "r1", &merge, None, &Counters::default())
+            .await
+            .expect("commit");
+        let known = store
+            .known("billing", &["a", "b", "c", "m"], &[])
+            .await
+            .expect("known");
+        assert_eq!(known.ledger.len(), 4);
+        assert_eq!(known.ledger["m"].version, Some(4));
+        assert_eq!(known.ledger["m"].dest_id.as_deref(), Some("d-m"));
+        // Completing the run merges what is still staged.
+        store
+            .commit_page(
+                "billing",
+                "r1",
+                &commit(vec![no_dest("b", 5)]),
+                None,
+                &Counters::default(),
+            )
+            .await
+            .expect("commit");
+        store
+            .complete_run("r1", &json!({"kind": "end"}), &Counters::default(), &[])
+            .await
+            .expect("complete");
+        let known = store.known("billing", &["b"], &[]).await.expect("known");
+        assert_eq!(known.ledger["b"].version, Some(5));
+        assert_eq!(known.ledger["b"].dest_id.as_deref(), Some("d-b"));
+        assert_eq!(
+            store
+                .status("billing")
+                .await
+                .expect("status")
+                .ledger_records,
+            4
+        );
+        store.close().await;
+    }
 }
 
 /// Dead letters hold record payloads: the store, its WAL and shared-memory files,
@@ -554,69 +591,70 @@ async fn the_store_and_its_locks_are_readable_by_their_owner_only() {
 
 #[tokio::test]
 async fn a_run_of_another_kind_leaves_the_open_runs_floors_alone() {
-    let store = Store::open(&temp_db("floors-kinds")).await.expect("open");
-    let intent = |id: &str| Intent {
-        source_id: id.into(),
-        version: Some(1),
-        updated_at: Timestamp::UNIX_EPOCH,
-        settles_at: None,
-    };
-    let announce = |run_id: &str, id: &str| PageCommit {
-        announce: Some(IntentBatch {
-            id: format!("{run_id}-1"),
-            intents: vec![intent(id)],
-        }),
-        ..PageCommit::default()
-    };
-    let counters = Counters::default();
-    let backfill = |id: &str| RunRow {
-        kind: RunKind::Backfill,
-        ..run(id, 500)
-    };
-    // An incremental run stopped with a write announced; a backfill runs and
-    // completes meanwhile.
-    store
-        .begin_run(&run("inc", 1000), &json!({}))
-        .await
-        .expect("begin");
-    store
-        .commit_page("billing", "inc", &announce("inc", "a"), None, &counters)
-        .await
-        .expect("announce");
-    store
-        .begin_run(&backfill("bf"), &json!({}))
-        .await
-        .expect("begin");
-    store
-        .commit_page("billing", "bf", &announce("bf", "b"), None, &counters)
-        .await
-        .expect("announce");
-    store
-        .complete_run("bf", &json!({}), &counters, &[])
-        .await
-        .expect("complete");
-    let floors = store.floors("billing", None).await.expect("floors");
-    assert!(
-        floors.contains_key("a"),
-        "the open run's floor went: {floors:?}"
-    );
-    assert!(!floors.contains_key("b"), "{floors:?}");
-    // A later backfill ends with a floor of a run that ended; the incremental
-    // run settles every floor it found, but not an open backfill's.
-    store
-        .begin_run(&backfill("bf2"), &json!({}))
-        .await
-        .expect("begin");
-    store
-        .commit_page("billing", "bf2", &announce("bf2", "c"), None, &counters)
-        .await
-        .expect("announce");
-    store
-        .complete_run("inc", &json!({}), &counters, &[])
-        .await
-        .expect("complete");
-    let floors = store.floors("billing", None).await.expect("floors");
-    assert_eq!(floors.keys().collect::<Vec<_>>(), ["c"], "{floors:?}");
+    for store in each_store("floors-kinds").await {
+        let intent = |id: &str| Intent {
+            source_id: id.into(),
+            version: Some(1),
+            updated_at: Timestamp::UNIX_EPOCH,
+            settles_at: None,
+        };
+        let announce = |run_id: &str, id: &str| PageCommit {
+            announce: Some(IntentBatch {
+                id: format!("{run_id}-1"),
+                intents: vec![intent(id)],
+            }),
+            ..PageCommit::default()
+        };
+        let counters = Counters::default();
+        let backfill = |id: &str| RunRow {
+            kind: RunKind::Backfill,
+            ..run(id, 500)
+        };
+        // An incremental run stopped with a write announced; a backfill runs and
+        // completes meanwhile.
+        store
+            .begin_run(&run("inc", 1000), &json!({}))
+            .await
+            .expect("begin");
+        store
+            .commit_page("billing", "inc", &announce("inc", "a"), None, &counters)
+            .await
+            .expect("announce");
+        store
+            .begin_run(&backfill("bf"), &json!({}))
+            .await
+            .expect("begin");
+        store
+            .commit_page("billing", "bf", &announce("bf", "b"), None, &counters)
+            .await
+            .expect("announce");
+        store
+            .complete_run("bf", &json!({}), &counters, &[])
+            .await
+            .expect("complete");
+        let floors = store.floors("billing", None).await.expect("floors");
+        assert!(
+            floors.contains_key("a"),
+            "the open run's floor went: {floors:?}"
+        );
+        assert!(!floors.contains_key("b"), "{floors:?}");
+        // A later backfill ends with a floor of a run that ended; the incremental
+        // run settles every floor it found, but not an open backfill's.
+        store
+            .begin_run(&backfill("bf2"), &json!({}))
+            .await
+            .expect("begin");
+        store
+            .commit_page("billing", "bf2", &announce("bf2", "c"), None, &counters)
+            .await
+            .expect("announce");
+        store
+            .complete_run("inc", &json!({}), &counters, &[])
+            .await
+            .expect("complete");
+        let floors = store.floors("billing", None).await.expect("floors");
+        assert_eq!(floors.keys().collect::<Vec<_>>(), ["c"], "{floors:?}");
+    }
 }
 
 mod claim;
@@ -627,65 +665,65 @@ mod shared;
 
 #[tokio::test]
 async fn a_tombstone_is_staged_merged_and_known_and_holds_no_external_id() {
-    let path = temp_db("tombstones");
-    let store = Store::open(&path).await.expect("open");
-    store
-        .begin_run(&run("r1", 1000), &json!({"kind": "start"}))
-        .await
-        .expect("begin");
-    let gone_at = Timestamp::from_second(900).unwrap_or(Timestamp::UNIX_EPOCH);
-    let tombstone = |id| LedgerEntry {
-        dest_id: None,
-        payload_hash: String::new(),
-        deleted_at: Some(gone_at),
-        ..entry(id, 2)
-    };
-    let pages = [
-        vec![entry("a", 1), entry("b", 1)],
-        // Deleted: the staged row keeps the deletion, and the merge the
-        // destination id known before.
-        vec![tombstone("a")],
-    ];
-    for ledger in pages {
+    for store in each_store("tombstones").await {
+        store
+            .begin_run(&run("r1", 1000), &json!({"kind": "start"}))
+            .await
+            .expect("begin");
+        let gone_at = Timestamp::from_second(900).unwrap_or(Timestamp::UNIX_EPOCH);
+        let tombstone = |id| LedgerEntry {
+            dest_id: None,
+            payload_hash: String::new(),
+            deleted_at: Some(gone_at),
+            ..entry(id, 2)
+        };
+        let pages = [
+            vec![entry("a", 1), entry("b", 1)],
+            // Deleted: the staged row keeps the deletion, and the merge the
+            // destination id known before.
+            vec![tombstone("a")],
+        ];
+        for ledger in pages {
+            let page = PageCommit {
+                ledger,
+                ..PageCommit::default()
+            };
+            store
+                .commit_page("billing", "r1", &page, None, &Counters::default())
+                .await
+                .expect("commit");
+        }
+        let staged = store.ledger("billing").await.expect("ledger");
+        assert_eq!(staged[0].deleted_at, Some(gone_at));
+        assert_eq!(staged[0].dest_id.as_deref(), Some("d-a"));
+        assert_eq!(staged[1].deleted_at, None);
+        store.merge_staged("billing").await.expect("merge");
+        let known = store
+            .known("billing", &["a", "b"], &["ext-a", "ext-b"])
+            .await
+            .expect("known");
+        assert_eq!(known.ledger["a"].deleted_at, Some(gone_at));
+        assert_eq!(known.ledger["a"].dest_id.as_deref(), Some("d-a"));
+        assert_eq!(known.ledger["b"].deleted_at, None);
+        // A deleted record's external id is free for another source record.
+        assert_eq!(known.holders.get("ext-a"), None);
+        assert_eq!(known.holders.get("ext-b").map(String::as_str), Some("b"));
+        // Written again (re-created), the record is no longer deleted.
         let page = PageCommit {
-            ledger,
+            ledger: vec![entry("a", 3)],
+            merge: true,
             ..PageCommit::default()
         };
         store
             .commit_page("billing", "r1", &page, None, &Counters::default())
             .await
             .expect("commit");
+        let known = store.known("billing", &["a"], &[]).await.expect("known");
+        assert_eq!(known.ledger["a"].deleted_at, None);
+        assert_eq!(known.ledger["a"].version, Some(3));
+        let story = store.record_state("billing", "a").await.expect("state");
+        assert_eq!(story.ledger.map(|l| l.deleted_at), Some(None));
     }
-    let staged = store.ledger("billing").await.expect("ledger");
-    assert_eq!(staged[0].deleted_at, Some(gone_at));
-    assert_eq!(staged[0].dest_id.as_deref(), Some("d-a"));
-    assert_eq!(staged[1].deleted_at, None);
-    store.merge_staged("billing").await.expect("merge");
-    let known = store
-        .known("billing", &["a", "b"], &["ext-a", "ext-b"])
-        .await
-        .expect("known");
-    assert_eq!(known.ledger["a"].deleted_at, Some(gone_at));
-    assert_eq!(known.ledger["a"].dest_id.as_deref(), Some("d-a"));
-    assert_eq!(known.ledger["b"].deleted_at, None);
-    // A deleted record's external id is free for another source record.
-    assert_eq!(known.holders.get("ext-a"), None);
-    assert_eq!(known.holders.get("ext-b").map(String::as_str), Some("b"));
-    // Written again (re-created), the record is no longer deleted.
-    let page = PageCommit {
-        ledger: vec![entry("a", 3)],
-        merge: true,
-        ..PageCommit::default()
-    };
-    store
-        .commit_page("billing", "r1", &page, None, &Counters::default())
-        .await
-        .expect("commit");
-    let known = store.known("billing", &["a"], &[]).await.expect("known");
-    assert_eq!(known.ledger["a"].deleted_at, None);
-    assert_eq!(known.ledger["a"].version, Some(3));
-    let story = store.record_state("billing", "a").await.expect("state");
-    assert_eq!(story.ledger.map(|l| l.deleted_at), Some(None));
 }
 
 /// A record keyed by its own source id holds that external id without an entry
@@ -693,46 +731,46 @@ async fn a_tombstone_is_staged_merged_and_known_and_holds_no_external_id() {
 /// page's, and not once it is deleted.
 #[tokio::test]
 async fn a_record_keyed_by_its_own_id_holds_it() {
-    let path = temp_db("own-key-holders");
-    let store = Store::open(&path).await.expect("open");
-    store
-        .begin_run(&run("r1", 1000), &json!({"kind": "start"}))
-        .await
-        .expect("begin");
-    let own = |id: &str| LedgerEntry {
-        external_id: id.into(),
-        ..entry(id, 1)
-    };
-    let gone = LedgerEntry {
-        deleted_at: Some(Timestamp::UNIX_EPOCH),
-        ..own("c")
-    };
-    let page = PageCommit {
-        ledger: vec![own("a"), own("b"), gone, entry("d", 1)],
-        merge: true,
-        ..PageCommit::default()
-    };
-    store
-        .commit_page("billing", "r1", &page, None, &Counters::default())
-        .await
-        .expect("commit");
-    let holders = |ids: &'static [&'static str], external: &'static [&'static str]| {
-        let store = store.clone();
-        async move {
-            let known = store.known("billing", ids, external).await.expect("known");
-            let mut holders: Vec<_> = known.holders.into_iter().collect();
-            holders.sort();
-            holders
-        }
-    };
-    let pair = |e: &str, s: &str| (e.to_owned(), s.to_owned());
-    // On the page, and not on it; another record's key; a deleted record's.
-    assert_eq!(
-        holders(&["a", "x"], &["a", "b", "ext-d", "c"]).await,
-        [pair("a", "a"), pair("b", "b"), pair("ext-d", "d")]
-    );
-    // On the page but not asked for: no holder.
-    assert_eq!(holders(&["a", "b"], &["b"]).await, [pair("b", "b")]);
+    for store in each_store("own-key-holders").await {
+        store
+            .begin_run(&run("r1", 1000), &json!({"kind": "start"}))
+            .await
+            .expect("begin");
+        let own = |id: &str| LedgerEntry {
+            external_id: id.into(),
+            ..entry(id, 1)
+        };
+        let gone = LedgerEntry {
+            deleted_at: Some(Timestamp::UNIX_EPOCH),
+            ..own("c")
+        };
+        let page = PageCommit {
+            ledger: vec![own("a"), own("b"), gone, entry("d", 1)],
+            merge: true,
+            ..PageCommit::default()
+        };
+        store
+            .commit_page("billing", "r1", &page, None, &Counters::default())
+            .await
+            .expect("commit");
+        let holders = |ids: &'static [&'static str], external: &'static [&'static str]| {
+            let store = store.clone();
+            async move {
+                let known = store.known("billing", ids, external).await.expect("known");
+                let mut holders: Vec<_> = known.holders.into_iter().collect();
+                holders.sort();
+                holders
+            }
+        };
+        let pair = |e: &str, s: &str| (e.to_owned(), s.to_owned());
+        // On the page, and not on it; another record's key; a deleted record's.
+        assert_eq!(
+            holders(&["a", "x"], &["a", "b", "ext-d", "c"]).await,
+            [pair("a", "a"), pair("b", "b"), pair("ext-d", "d")]
+        );
+        // On the page but not asked for: no holder.
+        assert_eq!(holders(&["a", "b"], &["b"]).await, [pair("b", "b")]);
+    }
 }
 
 /// Several processes may open a new store at once (a `run` creating it while

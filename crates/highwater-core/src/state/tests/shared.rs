@@ -25,7 +25,7 @@ async fn count(pool: &SqlitePool) -> i64 {
 #[tokio::test]
 async fn rows_written_in_the_shared_transaction_commit_with_the_page() {
     let (path, store) = open_run("shared-commit").await;
-    let shared = store.share_writes();
+    let shared = store.share_writes().expect("a SQLite store");
     let mut tx = shared.lock().await.expect("lock");
     for sql in [
         "CREATE TABLE t (k TEXT PRIMARY KEY)",
@@ -66,7 +66,7 @@ async fn rows_written_in_the_shared_transaction_commit_with_the_page() {
 #[tokio::test]
 async fn after_the_shared_transaction_is_rolled_back_nothing_commits() {
     let (path, store) = open_run("shared-lost").await;
-    let shared = store.share_writes();
+    let shared = store.share_writes().expect("a SQLite store");
     let mut tx = shared.lock().await.expect("lock");
     sqlx::query("CREATE TABLE t (k TEXT PRIMARY KEY)")
         .execute(&mut *tx)

@@ -1,0 +1,586 @@
+//! The PostgreSQL backend of the state store: the same tables and behaviour as
+//! SQLite's, in a schema of a database that any number of workers share.
+//! A commit writes its ledger rows into the ledger itself (no staging: a
+//! writer here does not hold the whole store), so every commit's rows are
+//! visible to lookups once it is confirmed. Every write transaction of a sync
+//! takes the sync's advisory lock first: the compare-and-set of announced
+//! writes and the settling of floors read and write as one, as SQLite's single
+//! writer does. A store handed a run's lease ([`Fence`]) checks, in every
+//! write transaction, that the lease is still the run's: a worker that lost it
+//! commits nothing.
+
+mod audit;
+mod claim;
+mod commit;
+mod dlq;
+mod events;
+mod history;
+pub mod lease;
+mod operating;
+mod reset;
+
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use serde_json::Value;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{AssertSqlSafe, Connection, Postgres, Row, Transaction};
+
+use super::*;
+use lease::Fence;
+
+pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "initial",
+    include_str!("../../../migrations/postgres/0001_initial.sql"),
+)];
+
+/// Where a PostgreSQL store is: the database's URL and the schema its tables
+/// live in.
+#[derive(Clone)]
+pub struct PgLocation {
+    pub url: String,
+    pub schema: String,
+    /// How long a lease lasts from its last renewal.
+    pub lease: Duration,
+}
+
+impl std::fmt::Debug for PgLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgLocation")
+            .field("url", &redact_url(&self.url))
+            .field("schema", &self.schema)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+    /// The lease a run holds, checked by every write transaction.
+    fence: Option<Arc<Fence>>,
+    /// How long a lease lasts from its last renewal.
+    lease: Duration,
+}
+
+/// A write transaction of the store.
+pub(super) type Tx = Transaction<'static, Postgres>;
+
+impl PgStore {
+    /// Connects to the store, creating its schema and migrating it. Workers
+    /// starting at once take turns: one applies what is missing, the others
+    /// then find it applied.
+    pub async fn open(location: &PgLocation) -> Result<PgStore, StateError> {
+        let shown = format!("{} (schema {})", redact_url(&location.url), location.schema);
+        let open = |source| StateError::Open {
+            path: shown.clone(),
+            source,
+        };
+        let schema = location.schema.clone();
+        let options = PgConnectOptions::from_str(&location.url)
+            .map_err(open)?
+            .application_name("highwater state");
+        // The schema's creation and its migrations are one critical section
+        // across workers: two `CREATE SCHEMA IF NOT EXISTS` at once can fail.
+        let mut first = sqlx::PgConnection::connect_with(&options)
+            .await
+            .map_err(open)?;
+        sqlx::query("SELECT pg_advisory_lock(hashtextextended('highwater.migrations', 0))")
+            .execute(&mut first)
+            .await
+            .map_err(open)?;
+        let created = sqlx::query(AssertSqlSafe(format!(
+            "CREATE SCHEMA IF NOT EXISTS {}",
+            quote_ident(&schema)
+        )))
+        .execute(&mut first)
+        .await;
+        if let Err(source) = created {
+            return Err(open(source));
+        }
+        let search_path = format!("SET search_path TO {}", quote_ident(&schema));
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(30))
+            .after_connect(move |conn, _| {
+                let search_path = search_path.clone();
+                Box::pin(async move {
+                    sqlx::query(AssertSqlSafe(search_path))
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .map_err(open)?;
+        let migrations = MIGRATIONS
+            .iter()
+            .map(|(version, name, sql)| {
+                Migration::new(
+                    *version,
+                    (*name).into(),
+                    MigrationType::Simple,
+                    sqlx::SqlSafeStr::into_sql_str(*sql),
+                    false,
+                )
+            })
+            .collect();
+        let migrated = Migrator::with_migrations(migrations).run(&pool).await;
+        let _ =
+            sqlx::query("SELECT pg_advisory_unlock(hashtextextended('highwater.migrations', 0))")
+                .execute(&mut first)
+                .await;
+        let _ = first.close().await;
+        migrated.map_err(|source| StateError::Migrate {
+            path: shown.clone(),
+            source,
+        })?;
+        Ok(PgStore {
+            pool,
+            fence: None,
+            lease: location.lease,
+        })
+    }
+
+    /// Whether the schema holds a store yet, without creating anything.
+    pub async fn exists(url: &str, schema: &str) -> Result<bool, StateError> {
+        let open = |source| StateError::Open {
+            path: format!("{} (schema {schema})", redact_url(url)),
+            source,
+        };
+        let options = PgConnectOptions::from_str(url)
+            .map_err(open)?
+            .application_name("highwater state");
+        let mut conn = sqlx::PgConnection::connect_with(&options)
+            .await
+            .map_err(open)?;
+        let found: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM information_schema.tables
+                            WHERE table_schema = $1 AND table_name = 'runs')",
+        )
+        .bind(schema)
+        .fetch_one(&mut conn)
+        .await
+        .map_err(open)?;
+        let _ = conn.close().await;
+        Ok(found)
+    }
+
+    /// Whether a write may be sent now (see [`Fence::check`]).
+    pub(super) fn check_fence(&self) -> Result<(), StateError> {
+        self.fence.as_deref().map_or(Ok(()), Fence::check)
+    }
+
+    pub async fn close(self) {
+        self.pool.close().await;
+    }
+
+    /// This store, its write transactions fenced by `fence`.
+    pub(super) fn fenced(&self, fence: Arc<Fence>) -> PgStore {
+        PgStore {
+            fence: Some(fence),
+            ..self.clone()
+        }
+    }
+
+    pub(super) fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// A write transaction: under `sync`'s advisory lock when it writes for
+    /// one sync, and fenced by the store's lease when it has one.
+    pub(super) async fn writer(&self, sync: Option<&str>) -> Result<Tx, StateError> {
+        let mut tx = self.pool.begin().await?;
+        let sync = sync.or(self.fence.as_deref().map(|f| f.sync()));
+        if let Some(sync) = sync {
+            sqlx::query(
+                "SELECT pg_advisory_xact_lock(hashtextextended('highwater.sync:' || $1, 0))",
+            )
+            .bind(sync)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if let Some(fence) = &self.fence {
+            fence.check_in(&mut tx).await?;
+        }
+        Ok(tx)
+    }
+}
+
+impl PgStore {
+    async fn run_where(
+        &self,
+        condition: &str,
+        binds: (&str, &str, &str),
+    ) -> Result<Vec<(RunRow, Checkpoint)>, StateError> {
+        // Both parts are constants of this module.
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {RUN_COLUMNS} FROM runs r JOIN checkpoints c USING (run_id) WHERE {condition}"
+        )))
+        .bind(binds.0)
+        .bind(binds.1)
+        .bind(binds.2)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(run_with_checkpoint).collect()
+    }
+
+    pub async fn open_run(
+        &self,
+        sync: &str,
+        kind: RunKind,
+    ) -> Result<Option<(RunRow, Checkpoint)>, StateError> {
+        let open = (sync, kind.as_str(), RunStatus::Open.as_str());
+        Ok(self
+            .run_where("r.sync = $1 AND r.kind = $2 AND r.status = $3", open)
+            .await?
+            .pop())
+    }
+
+    pub async fn last_completed(
+        &self,
+        sync: &str,
+        kind: RunKind,
+    ) -> Result<Option<(RunRow, Checkpoint)>, StateError> {
+        let completed = (sync, kind.as_str(), RunStatus::Completed.as_str());
+        Ok(self
+            .run_where(
+                "r.sync = $1 AND r.kind = $2 AND r.status = $3
+                 ORDER BY r.completed_at DESC LIMIT 1",
+                completed,
+            )
+            .await?
+            .pop())
+    }
+
+    pub async fn open_runs_besides(
+        &self,
+        sync: &str,
+        kind: RunKind,
+    ) -> Result<Vec<(RunRow, Checkpoint)>, StateError> {
+        let open = (sync, kind.as_str(), RunStatus::Open.as_str());
+        self.run_where(
+            "r.sync = $1 AND r.kind != $2 AND r.status = $3 ORDER BY r.started_at",
+            open,
+        )
+        .await
+    }
+
+    pub async fn begin_run(&self, run: &RunRow, cursor: &Value) -> Result<(), StateError> {
+        let mut tx = self.writer(Some(&run.sync)).await?;
+        sqlx::query(
+            "INSERT INTO runs (run_id, sync, kind, status, lower_bound, watermark, started_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&run.run_id)
+        .bind(&run.sync)
+        .bind(run.kind.as_str())
+        .bind(RunStatus::Open.as_str())
+        .bind(run.lower_bound.map(|t| t.as_microsecond()))
+        .bind(run.watermark.as_microsecond())
+        .bind(run.started_at.as_microsecond())
+        .bind(run.updated_at.as_microsecond())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO checkpoints (run_id, cursor, counters, updated_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&run.run_id)
+        .bind(cursor.to_string())
+        .bind(counters_json(&Counters::default()))
+        .bind(run.started_at.as_microsecond())
+        .execute(&mut *tx)
+        .await?;
+        history::begin_invocation(&mut tx, &run.run_id, run.started_at.as_microsecond()).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn abandon_run(&self, run_id: &str) -> Result<(), StateError> {
+        let mut tx = self.writer(None).await?;
+        sqlx::query("DELETE FROM intents WHERE run_id = $1")
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM readbacks WHERE run_id = $1")
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "UPDATE runs SET status = $1, updated_at = $2 WHERE run_id = $3 AND status = $4",
+        )
+        .bind(RunStatus::Failed.as_str())
+        .bind(Timestamp::now().as_microsecond())
+        .bind(run_id)
+        .bind(RunStatus::Open.as_str())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The page's lookup, in one statement: ledger rows (kind 0), dead
+    /// letters (1) and holders of external ids (2), as SQLite's; a row keyed
+    /// by its own source id is found by the primary key, the others by the
+    /// partial external-id index.
+    pub async fn known(
+        &self,
+        sync: &str,
+        ids: &[&str],
+        external_ids: &[&str],
+    ) -> Result<Known, StateError> {
+        let mut known = Known::default();
+        if ids.is_empty() && external_ids.is_empty() {
+            return Ok(known);
+        }
+        let rows = sqlx::query(
+            "SELECT 0 AS kind, source_id, external_id, dest_id, version, updated_at, payload_hash,
+                    run_id, deleted_at, NULL AS fingerprint
+               FROM ledger WHERE sync = $1 AND source_id = ANY($2)
+             UNION ALL
+             SELECT 1, source_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, fingerprint
+               FROM dead_letters
+              WHERE sync = $1 AND (resolved_at IS NULL OR resolution = $4)
+                AND source_id = ANY($2)
+             UNION ALL
+             SELECT 2, source_id, external_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+               FROM ledger
+              WHERE sync = $1 AND external_id = ANY($3) AND deleted_at IS NULL
+                AND external_id <> source_id
+             UNION ALL
+             SELECT 2, source_id, external_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+               FROM ledger
+              WHERE sync = $1 AND source_id = ANY($3) AND NOT (source_id = ANY($2))
+                AND external_id = source_id AND deleted_at IS NULL",
+        )
+        .bind(sync)
+        .bind(ids)
+        .bind(external_ids)
+        .bind(DeadLetterResolution::Discarded.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        let wanted: HashSet<&str> = external_ids.iter().copied().collect();
+        for row in &rows {
+            let kind: i32 = row.try_get("kind")?;
+            match kind {
+                0 => {
+                    let entry = ledger_entry(row)?;
+                    if entry.deleted_at.is_none()
+                        && entry.external_id == entry.source_id
+                        && wanted.contains(entry.external_id.as_str())
+                    {
+                        known
+                            .holders
+                            .insert(entry.external_id.clone(), entry.source_id.clone());
+                    }
+                    known.ledger.insert(entry.source_id.clone(), entry);
+                }
+                1 => {
+                    known
+                        .dead
+                        .insert(row.try_get("source_id")?, row.try_get("fingerprint")?);
+                }
+                _ => {
+                    known
+                        .holders
+                        .insert(row.try_get("external_id")?, row.try_get("source_id")?);
+                }
+            }
+        }
+        Ok(known)
+    }
+
+    pub async fn floors(
+        &self,
+        sync: &str,
+        run_id: Option<&str>,
+    ) -> Result<HashMap<String, Intent>, StateError> {
+        let rows = sqlx::query(
+            "SELECT e.value ->> 0 AS source_id, (e.value ->> 1)::bigint AS version,
+                    (e.value ->> 2)::bigint AS updated_at, (e.value ->> 3)::bigint AS settles_at
+             FROM intents, jsonb_array_elements(intents.rows) AS e (value)
+             WHERE intents.sync = $1 AND ($2::text IS NULL OR intents.run_id = $2
+               OR intents.run_id NOT IN (SELECT run_id FROM runs WHERE sync = $1 AND status = $3))",
+        )
+        .bind(sync)
+        .bind(run_id)
+        .bind(RunStatus::Open.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        let mut floors: HashMap<String, Intent> = HashMap::new();
+        for row in rows {
+            let settles_at: Option<i64> = row.try_get("settles_at")?;
+            add_floor(
+                &mut floors,
+                Intent {
+                    source_id: row.try_get("source_id")?,
+                    version: row.try_get("version")?,
+                    updated_at: micros(row.try_get("updated_at")?)?,
+                    settles_at: settles_at.map(micros).transpose()?,
+                },
+            );
+        }
+        Ok(floors)
+    }
+
+    pub async fn readbacks(&self, sync: &str, run_id: &str) -> Result<Vec<Readback>, StateError> {
+        let rows = sqlx::query(
+            "SELECT source_id, external_id, dest_id, version, updated_at, payload, payload_hash, settles_at
+             FROM readbacks
+             WHERE sync = $1 AND (run_id = $2 OR run_id NOT IN
+               (SELECT run_id FROM runs WHERE sync = $1 AND status = $3))
+             ORDER BY settles_at, source_id",
+        )
+        .bind(sync)
+        .bind(run_id)
+        .bind(RunStatus::Open.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let payload: String = row.try_get("payload")?;
+                Ok(Readback {
+                    source_id: row.try_get("source_id")?,
+                    external_id: row.try_get("external_id")?,
+                    dest_id: row.try_get("dest_id")?,
+                    version: row.try_get("version")?,
+                    updated_at: micros(row.try_get("updated_at")?)?,
+                    payload: serde_json::from_str(&payload)
+                        .map_err(|e| StateError::Corrupt(format!("read-back payload: {e}")))?,
+                    payload_hash: row.try_get("payload_hash")?,
+                    settles_at: micros(row.try_get("settles_at")?)?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn status(&self, sync: &str) -> Result<SyncStatus, StateError> {
+        let ledger_records: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ledger WHERE sync = $1")
+            .bind(sync)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(SyncStatus {
+            open_run: self.open_run(sync, RunKind::Incremental).await?,
+            last_completed: self.last_completed(sync, RunKind::Incremental).await?,
+            dead_letters: self.open_dead_letters(sync).await?,
+            ledger_records,
+            mark: self.high_water_mark(sync).await?,
+            other_open: self.open_runs_besides(sync, RunKind::Incremental).await?,
+            paused: self.paused_syncs().await?.iter().any(|s| s == sync),
+        })
+    }
+
+    pub async fn open_dead_letters(&self, sync: &str) -> Result<i64, StateError> {
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM dead_letters WHERE sync = $1 AND resolved_at IS NULL",
+        )
+        .bind(sync)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    pub async fn dead_letters(&self, sync: &str) -> Result<Vec<DeadLetter>, StateError> {
+        let rows = sqlx::query(
+            "SELECT source_id, run_id, stage, error, payload, fingerprint, attempts, last_failed_at
+             FROM dead_letters WHERE sync = $1 AND resolved_at IS NULL
+             ORDER BY first_failed_at, source_id",
+        )
+        .bind(sync)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let payload: String = row.try_get("payload")?;
+                Ok(DeadLetter {
+                    source_id: row.try_get("source_id")?,
+                    run_id: row.try_get("run_id")?,
+                    stage: row.try_get::<String, _>("stage")?.parse()?,
+                    error: row.try_get("error")?,
+                    payload: serde_json::from_str(&payload).unwrap_or(Value::String(payload)),
+                    fingerprint: row.try_get("fingerprint")?,
+                    attempts: row.try_get("attempts")?,
+                    last_failed_at: micros(row.try_get("last_failed_at")?)?,
+                })
+            })
+            .collect()
+    }
+
+    /// The ledger of a sync, by source id.
+    pub async fn ledger(&self, sync: &str) -> Result<Vec<LedgerEntry>, StateError> {
+        let rows = sqlx::query(
+            "SELECT source_id, external_id, dest_id, version, updated_at, payload_hash, run_id, deleted_at
+             FROM ledger WHERE sync = $1",
+        )
+        .bind(sync)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut ledger = rows
+            .iter()
+            .map(ledger_entry)
+            .collect::<Result<Vec<_>, _>>()?;
+        ledger.sort_by(|a, b| a.source_id.cmp(&b.source_id));
+        Ok(ledger)
+    }
+}
+
+/// An identifier quoted for PostgreSQL.
+pub(crate) fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `url` as messages may show it: without credentials or query.
+fn redact_url(url: &str) -> String {
+    url::Url::parse(url).map_or_else(|_| "postgres://…".to_owned(), |u| crate::http::redact(&u))
+}
+
+fn ledger_entry(row: &PgRow) -> Result<LedgerEntry, StateError> {
+    Ok(LedgerEntry {
+        source_id: row.try_get("source_id")?,
+        external_id: row.try_get("external_id")?,
+        dest_id: row.try_get("dest_id")?,
+        version: row.try_get("version")?,
+        updated_at: micros(row.try_get("updated_at")?)?,
+        payload_hash: row.try_get("payload_hash")?,
+        run_id: row.try_get("run_id")?,
+        deleted_at: row
+            .try_get::<Option<i64>, _>("deleted_at")?
+            .map(micros)
+            .transpose()?,
+    })
+}
+
+/// The columns [`run_with_checkpoint`] reads, from `runs r JOIN checkpoints c`.
+const RUN_COLUMNS: &str = "r.run_id, r.sync, r.kind, r.status, r.lower_bound, r.watermark,
+    r.started_at, r.updated_at, r.completed_at, r.sample_written::text AS sample_written,
+    r.sample_dead_lettered::text AS sample_dead_lettered,
+    c.cursor, c.counters, c.updated_at AS checkpoint_at";
+
+fn run_with_checkpoint(row: &PgRow) -> Result<(RunRow, Checkpoint), StateError> {
+    let lower: Option<i64> = row.try_get("lower_bound")?;
+    let completed: Option<i64> = row.try_get("completed_at")?;
+    let run = RunRow {
+        run_id: row.try_get("run_id")?,
+        sync: row.try_get("sync")?,
+        kind: row.try_get::<String, _>("kind")?.parse()?,
+        status: row.try_get::<String, _>("status")?.parse()?,
+        lower_bound: lower.map(micros).transpose()?,
+        watermark: micros(row.try_get("watermark")?)?,
+        started_at: micros(row.try_get("started_at")?)?,
+        updated_at: micros(row.try_get("updated_at")?)?,
+        completed_at: completed.map(micros).transpose()?,
+    };
+    let cursor: String = row.try_get("cursor")?;
+    let counters: String = row.try_get("counters")?;
+    let checkpoint = Checkpoint {
+        cursor: serde_json::from_str(&cursor).map_err(|e| StateError::Corrupt(e.to_string()))?,
+        counters: serde_json::from_str(&counters)
+            .map_err(|e| StateError::Corrupt(e.to_string()))?,
+        updated_at: micros(row.try_get("checkpoint_at")?)?,
+    };
+    Ok((run, checkpoint))
+}

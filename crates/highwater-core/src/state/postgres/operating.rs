@@ -1,0 +1,112 @@
+//! Alert incidents and paused syncs in PostgreSQL.
+
+use super::*;
+
+impl PgStore {
+    /// The open incident of `kind` for `sync`: the one already open, unchanged,
+    /// or a new one with this run and reason.
+    pub async fn open_incident(
+        &self,
+        sync: &str,
+        kind: IncidentKind,
+        run_id: Option<&str>,
+        reason: &str,
+    ) -> Result<Incident, StateError> {
+        let id = uuid::Uuid::now_v7().to_string();
+        let mut tx = self.writer(Some(sync)).await?;
+        sqlx::query(
+            "INSERT INTO alert_incidents (incident_id, sync, kind, run_id, reason, opened_at)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (sync, kind) WHERE closed_at IS NULL DO NOTHING",
+        )
+        .bind(&id)
+        .bind(sync)
+        .bind(kind.as_str())
+        .bind(run_id)
+        .bind(reason)
+        .bind(now()?.as_microsecond())
+        .execute(&mut *tx)
+        .await?;
+        let row = sqlx::query(
+            "SELECT * FROM alert_incidents WHERE sync = $1 AND kind = $2 AND closed_at IS NULL",
+        )
+        .bind(sync)
+        .bind(kind.as_str())
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Incident {
+            incident_id: row.try_get("incident_id")?,
+            sync: row.try_get("sync")?,
+            kind: row.try_get::<String, _>("kind")?.parse()?,
+            run_id: row.try_get("run_id")?,
+            reason: row.try_get("reason")?,
+            opened_at: micros(row.try_get("opened_at")?)?,
+            notified_at: row
+                .try_get::<Option<i64>, _>("notified_at")?
+                .map(micros)
+                .transpose()?,
+        })
+    }
+
+    /// The incident's webhook call was answered.
+    pub async fn incident_notified(&self, incident_id: &str) -> Result<(), StateError> {
+        // By id, the sync unknown: one row's own column, which no other
+        // write of the sync reads before it writes.
+        let mut tx = self.writer(None).await?;
+        sqlx::query("UPDATE alert_incidents SET notified_at = $1 WHERE incident_id = $2")
+            .bind(now()?.as_microsecond())
+            .bind(incident_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The condition of `kind` no longer holds for `sync`: its open incident,
+    /// if any, closes, and the next time it holds is a new incident.
+    pub async fn close_incident(&self, sync: &str, kind: IncidentKind) -> Result<(), StateError> {
+        let mut tx = self.writer(Some(sync)).await?;
+        sqlx::query(
+            "UPDATE alert_incidents SET closed_at = $1
+             WHERE sync = $2 AND kind = $3 AND closed_at IS NULL",
+        )
+        .bind(now()?.as_microsecond())
+        .bind(sync)
+        .bind(kind.as_str())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+impl PgStore {
+    /// Pauses or resumes a sync's schedule.
+    pub async fn set_paused(&self, sync: &str, paused: bool) -> Result<(), StateError> {
+        let query = if paused {
+            sqlx::query(
+                "INSERT INTO paused_syncs (sync, paused_at) VALUES ($1, $2)
+                 ON CONFLICT (sync) DO NOTHING",
+            )
+            .bind(sync)
+            .bind(now()?.as_microsecond())
+        } else {
+            sqlx::query("DELETE FROM paused_syncs WHERE sync = $1").bind(sync)
+        };
+        let mut tx = self.writer(Some(sync)).await?;
+        query.execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The syncs whose schedule is paused.
+    pub async fn paused_syncs(&self) -> Result<Vec<String>, StateError> {
+        // Byte order, as SQLite lists them.
+        Ok(
+            sqlx::query_scalar("SELECT sync FROM paused_syncs ORDER BY sync COLLATE \"C\"")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+}
