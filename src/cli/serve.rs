@@ -149,6 +149,7 @@ pub async fn serve(ctx: &mut Context, listen: SocketAddr, places: usize) -> Resu
         tracing::info!("stopping every run at its next checkpoint");
     }));
     let reloads = tokio::spawn(reload_on_hangup(Arc::clone(&daemon)));
+    let shares = tokio::spawn(share_limits(Arc::clone(&daemon)));
     let app = axum::Router::new()
         .route("/health", get(health))
         .route("/status", get(status))
@@ -180,6 +181,7 @@ pub async fn serve(ctx: &mut Context, listen: SocketAddr, places: usize) -> Resu
 
     signals.abort();
     reloads.abort();
+    shares.abort();
     let _ = server.await;
     ctx.close().await;
     tracing::info!("stopped");
@@ -333,6 +335,8 @@ async fn run_one(daemon: Arc<Daemon>, name: String, asked: bool) {
         event_retention: Some(config.state.event_retention),
     };
     let (progress, _) = watch::channel(Progress::default());
+    // Its share of each API's limit counts this run before it sends anything.
+    share_now(&daemon).await;
     let store = daemon.store.fenced(&lock);
     let result = engine::run(
         &spec,
@@ -379,6 +383,50 @@ async fn run_one(daemon: Arc<Daemon>, name: String, asked: bool) {
         }),
     };
     ended(last, due);
+}
+
+/// How often each API's share of its limit is looked at again.
+const SHARE_EVERY: Duration = Duration::from_millis(250);
+
+/// Keeps this worker to its share of each API's configured limit: with N live
+/// workers holding syncs that call an API, each paces itself to one N-th of
+/// it (the holders are those of the store's leases; with a SQLite store, this
+/// process alone).
+async fn share_limits(daemon: Arc<Daemon>) {
+    loop {
+        share_now(&daemon).await;
+        tokio::time::sleep(SHARE_EVERY).await;
+    }
+}
+
+async fn share_now(daemon: &Daemon) {
+    let holders = match daemon.store.lease_holders().await {
+        Ok(holders) => holders,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot tell which workers hold which syncs");
+            return;
+        }
+    };
+    let config = daemon.config();
+    let mut workers: BTreeMap<String, (url::Origin, std::collections::BTreeSet<&str>)> =
+        BTreeMap::new();
+    for spec in &config.syncs {
+        for origin in spec.api_origins() {
+            let entry = workers
+                .entry(origin.ascii_serialization())
+                .or_insert_with(|| (origin, Default::default()));
+            entry.1.extend(
+                holders
+                    .iter()
+                    .filter(|(sync, _)| *sync == spec.name)
+                    .map(|(_, owner)| owner.as_str()),
+            );
+        }
+    }
+    for (origin, owners) in workers.values() {
+        let count = u32::try_from(owners.len()).unwrap_or(u32::MAX).max(1);
+        highwater_core::policy::RateGate::share(origin, count);
+    }
 }
 
 /// How a sync's next run is planned once this one ends or is not started.

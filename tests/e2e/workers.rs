@@ -3,7 +3,8 @@
 //! on one worker at a time. The worker holding the CRM sync is SIGKILLed
 //! mid-run, and the next one to hold it is SIGSTOPped past its lease; another
 //! takes the run over and finishes it, exact. The stopped worker, resumed,
-//! sends nothing to the CRM and commits nothing, and says why.
+//! sends nothing to the CRM and commits nothing, and says why. Two workers
+//! whose syncs call one API keep to their share of its limit.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -39,6 +40,10 @@ fn free_port() -> u16 {
 }
 
 fn start_worker(world: &World, n: usize) -> Worker {
+    start_worker_with(world, n, 2)
+}
+
+fn start_worker_with(world: &World, n: usize, concurrency: usize) -> Worker {
     let log = world.dir.join(format!("worker-{n}.log"));
     let file = std::fs::File::create(&log).expect("log file");
     let child = tokio::process::Command::new(bin())
@@ -51,7 +56,7 @@ fn start_worker(world: &World, n: usize) -> Worker {
             "--listen",
             &format!("127.0.0.1:{}", free_port()),
             "--concurrency",
-            "2",
+            &concurrency.to_string(),
         ])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
@@ -252,6 +257,71 @@ async fn workers_take_over_from_a_killed_and_a_paused_worker_and_never_run_a_syn
         if worker.pid != first {
             signal(worker.pid, "TERM");
         }
+        let _ = tokio::time::timeout(Duration::from_secs(20), worker.child.wait()).await;
+    }
+}
+
+/// Two workers, each running one of two syncs into one CRM that lets 40
+/// requests a second through, both syncs configured with that limit: each
+/// worker keeps to half of it while both hold a sync on the CRM, so the CRM
+/// turns away at most the requests of one incident, where two workers each
+/// at the whole limit would meet one after another.
+#[tokio::test(flavor = "multi_thread")]
+async fn workers_on_one_api_share_its_limit() {
+    const LIMIT: f64 = 40.0;
+    let mut sim = SimConfig::new(73, 200);
+    sim.invalid_ratio = 0.0;
+    sim.poisoned_ratio = 0.0;
+    sim.dest.rate_limit_rps = Some(LIMIT);
+    let mut setup = Setup::new(Style::Cursor, Mode::Put);
+    setup.concurrency = 4;
+    setup.dest_extra = format!("rate_limit = {LIMIT}");
+    let world = World::start("workers-share", sim, &setup).await;
+    world.use_postgres_state(LEASE);
+    // A second sync of the same source into the same CRM, under other
+    // external ids; both hourly, so each runs once, at start.
+    let text = std::fs::read_to_string(&world.config).expect("config");
+    let schedule = "schedule = { every = \"1h\" }\n";
+    let start = text.find("[[sync]]").expect("a sync");
+    let copy = text[start..]
+        .replacen(
+            &format!("name = \"{SYNC}\"\n"),
+            &format!("name = \"copy\"\n{schedule}"),
+            1,
+        )
+        .replacen("external_id = \"{id}\"", "external_id = \"copy-{id}\"", 1);
+    let text = text.replacen(
+        &format!("name = \"{SYNC}\"\n"),
+        &format!("name = \"{SYNC}\"\n{schedule}"),
+        1,
+    );
+    std::fs::write(&world.config, format!("{text}\n{copy}")).expect("config");
+    let mut workers: Vec<Worker> = (0..2).map(|n| start_worker_with(&world, n, 1)).collect();
+    wait_completed(&world, SYNC, Duration::from_secs(90)).await;
+    wait_completed(&world, "copy", Duration::from_secs(90)).await;
+
+    // Each daemon runs one sync at a time: runs that overlap ran on two workers.
+    let store = world.store().await;
+    let span = |runs: Vec<highwater_core::state::RunRecord>| {
+        let run = &runs.first().expect("a run").run;
+        (run.started_at, run.completed_at.expect("completed"))
+    };
+    let a = span(store.runs(SYNC, 10).await.expect("history"));
+    let b = span(store.runs("copy", 10).await.expect("history"));
+    store.close().await;
+    assert!(
+        a.0 < b.1 && b.0 < a.1,
+        "the two syncs did not run at once: {a:?} {b:?}"
+    );
+    let stats = world.sim.stats().dest;
+    assert!(
+        stats.rate_limit_incidents <= 1,
+        "the CRM turned requests away in {} incidents ({} answers of 429)",
+        stats.rate_limit_incidents,
+        stats.rate_limited
+    );
+    for worker in &mut workers {
+        signal(worker.pid, "TERM");
         let _ = tokio::time::timeout(Duration::from_secs(20), worker.child.wait()).await;
     }
 }

@@ -102,6 +102,27 @@ pub struct SyncSpec {
     pub fingerprint: String,
 }
 
+impl SyncSpec {
+    /// The API origins the sync's runs send requests to: its source, its
+    /// deletes endpoint and an HTTP destination — where a limit shared by
+    /// workers applies.
+    pub fn api_origins(&self) -> Vec<url::Origin> {
+        let mut origins = vec![self.source.http.base_url.origin()];
+        if let Some(DeletesSpec {
+            feed: DeleteFeed::Endpoint(feed),
+            ..
+        }) = &self.deletes
+        {
+            origins.push(feed.http.base_url.origin());
+        }
+        if let Some(http) = self.destination.http() {
+            origins.push(http.base_url.origin());
+        }
+        origins.dedup();
+        origins
+    }
+}
+
 /// When the sync runs, each start delayed by up to `jitter` (random), so that
 /// syncs sharing an API do not all start at once.
 #[derive(Debug, Clone, PartialEq)]

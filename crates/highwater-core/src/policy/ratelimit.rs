@@ -72,6 +72,8 @@ pub struct Ticket(u64);
 #[derive(Debug, Clone)]
 pub struct Pace {
     ceiling: Option<f64>,
+    /// How many workers share the ceiling: each takes its part.
+    workers: u32,
     probe_period: Duration,
     /// Tickets handed out so far; the next one's number.
     issued: u64,
@@ -120,6 +122,7 @@ impl Pace {
     pub fn new(ceiling: Option<f64>, probe_period: Duration) -> Self {
         Pace {
             ceiling: ceiling.filter(|c| *c > 0.0 && c.is_finite()),
+            workers: 1,
             probe_period: probe_period.max(Duration::from_millis(1)),
             issued: 0,
             due: None,
@@ -147,6 +150,17 @@ impl Pace {
         }
     }
 
+    /// `workers` workers (this one among them) share the configured ceiling:
+    /// this one keeps to its part of it.
+    pub fn share(&mut self, workers: u32) {
+        self.workers = workers.max(1);
+    }
+
+    /// This worker's part of the configured ceiling.
+    fn own_ceiling(&self) -> Option<f64> {
+        self.ceiling.map(|c| c / f64::from(self.workers))
+    }
+
     /// The requests per second in force now, `None` for no limit.
     pub fn rate(&mut self, now: Instant) -> Option<f64> {
         self.probe_up(now);
@@ -155,7 +169,7 @@ impl Pace {
             .filter(|b| now < b.resets_at)
             .and_then(|b| b.spread);
         [
-            self.ceiling,
+            self.own_ceiling(),
             self.policy_rate,
             budget,
             self.learned.map(|l| l.rate),
@@ -343,6 +357,7 @@ impl Pace {
 
     /// After a probe period without a 429, the learned rate rises a step.
     fn probe_up(&mut self, now: Instant) {
+        let ceiling = self.own_ceiling();
         let Some(learned) = &mut self.learned else {
             return;
         };
@@ -354,7 +369,7 @@ impl Pace {
         }
         learned.rate += learned.step;
         learned.since = now;
-        if self.ceiling.is_some_and(|c| learned.rate >= c) {
+        if ceiling.is_some_and(|c| learned.rate >= c) {
             self.learned = None;
         }
     }
@@ -362,6 +377,12 @@ impl Pace {
 
 /// The gates in use in the process, by origin.
 type Gates = HashMap<String, Weak<RateGate>>;
+
+static GATES: LazyLock<Mutex<Gates>> = LazyLock::new(Mutex::default);
+
+/// How many workers share each origin's configured limit, as last told
+/// ([`RateGate::share`]); one when never told.
+static WORKERS: LazyLock<Mutex<HashMap<String, u32>>> = LazyLock::new(Mutex::default);
 
 /// Shared by every request to one API origin within a process.
 #[derive(Debug)]
@@ -388,7 +409,6 @@ impl RateGate {
         requests_per_second: Option<f64>,
         probe_period: Option<Duration>,
     ) -> Arc<RateGate> {
-        static GATES: LazyLock<Mutex<Gates>> = LazyLock::new(Mutex::default);
         let key = origin.ascii_serialization();
         let mut gates = GATES.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(gate) = gates.get(&key).and_then(Weak::upgrade) {
@@ -398,8 +418,30 @@ impl RateGate {
         gates.retain(|_, gate| gate.strong_count() > 0);
         let gate = Arc::new(RateGate::new(None, None));
         gate.lock().join(requests_per_second, probe_period);
+        if let Some(workers) = WORKERS.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            gate.lock().share(*workers);
+        }
         gates.insert(key, Arc::downgrade(&gate));
         gate
+    }
+
+    /// `workers` live workers (this process among them) run syncs on
+    /// `origin` now: from here on, this process keeps to its part of the
+    /// origin's configured limit, in the gate in use and any made later.
+    pub fn share(origin: &url::Origin, workers: u32) {
+        let key = origin.ascii_serialization();
+        WORKERS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.clone(), workers.max(1));
+        let gate = GATES
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .and_then(Weak::upgrade);
+        if let Some(gate) = gate {
+            gate.lock().share(workers);
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Pace> {

@@ -279,6 +279,16 @@ pub enum DeleteRequest {
 }
 
 impl DestinationSpec {
+    /// The HTTP API it writes to, for a destination that is one.
+    pub fn http(&self) -> Option<&crate::config::HttpSpec> {
+        match self {
+            DestinationSpec::Http(spec) => Some(&spec.http),
+            DestinationSpec::JsonLines(_)
+            | DestinationSpec::Sqlite(_)
+            | DestinationSpec::Postgres(_) => None,
+        }
+    }
+
     /// The `[sync.destination]` table of the sync at `index` in the file,
     /// validated by the folder of its `type`.
     pub(crate) fn validate(

@@ -397,6 +397,16 @@ impl Store {
         }
     }
 
+    /// Which workers run which syncs now, as `(sync, worker)`: those holding
+    /// leases in a PostgreSQL store; none for a SQLite store, whose runs are
+    /// on one machine.
+    pub async fn lease_holders(&self) -> Result<Vec<(String, String)>, StateError> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(Vec::new()),
+            Backend::Postgres(s) => s.lease_holders().await,
+        }
+    }
+
     /// Commits what the run has resolved and the writes it is about to send
     /// (see each backend's `commit_page`); the acknowledgement says which
     /// writes went ahead and whether the rows are visible to lookups yet.

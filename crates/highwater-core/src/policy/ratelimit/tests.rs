@@ -409,3 +409,35 @@ fn two_429s_close_together_do_not_stall_the_pace() {
     let rate = pace.rate(now).unwrap_or(f64::INFINITY);
     assert!(rate >= 8.0, "{rate} requests/s");
 }
+
+#[test]
+fn workers_sharing_a_ceiling_each_keep_to_their_part() {
+    let start = Instant::now();
+    // Three workers on one API limited to 30 requests a second: each takes
+    // ten, and the server, which lets 30 through, refuses none of them.
+    let mut paces: Vec<Pace> = (0..3)
+        .map(|_| {
+            let mut pace = Pace::new(Some(30.0), DEFAULT_PROBE_PERIOD);
+            pace.share(3);
+            pace
+        })
+        .collect();
+    assert_eq!(paces[0].rate(start), Some(10.0));
+    let mut server = Server::new(30.0, start, false);
+    let mut now = start;
+    while now < start + Duration::from_secs(20) {
+        for pace in &mut paces {
+            if let Ok(ticket) = pace.try_send(now) {
+                let answer = server.answer(now);
+                pace.answered(ticket, &answer, now);
+            }
+        }
+        now += Duration::from_millis(5);
+    }
+    assert_eq!(server.limited, 0);
+    let rate = f64::from(server.accepted) / 20.0;
+    assert!((27.0..=31.0).contains(&rate), "{rate} requests a second");
+    // Alone again, one takes the whole ceiling.
+    paces[0].share(1);
+    assert_eq!(paces[0].rate(now), Some(30.0));
+}

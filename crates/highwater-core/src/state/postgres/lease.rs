@@ -272,6 +272,19 @@ impl PgStore {
         })
     }
 
+    /// Which workers hold leases now, by sync (one row per sync and worker).
+    pub async fn lease_holders(&self) -> Result<Vec<(String, String)>, StateError> {
+        let holders: Vec<(String, String)> = sqlx::query_as(
+            "SELECT DISTINCT sync, owner FROM leases WHERE expires_at > clock_timestamp()",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(holders
+            .into_iter()
+            .filter(|(_, owner)| !gone(owner))
+            .collect())
+    }
+
     /// The worker holding the lease of `sync`'s runs of `kind` now, if any.
     pub async fn lease_holder(
         &self,
