@@ -37,7 +37,10 @@ pub(super) async fn check(
     let ids: Vec<&str> = batch.intents.iter().map(|i| i.source_id.as_str()).collect();
     let mut newest: HashMap<String, (Option<i64>, i64)> = HashMap::new();
     let rows = sqlx::query(
-        "SELECT source_id, version, updated_at FROM ledger WHERE sync = $1 AND source_id = ANY($2)",
+        "SELECT l.source_id, l.version, l.updated_at
+           FROM unnest($2::text[]) AS i (id),
+                LATERAL (SELECT * FROM ledger
+                         WHERE sync = $1 AND source_id = i.id OFFSET 0) AS l",
     )
     .bind(sync)
     .bind(&ids)

@@ -327,7 +327,10 @@ impl PgStore {
     /// The page's lookup, in one statement: ledger rows (kind 0), dead
     /// letters (1) and holders of external ids (2), as SQLite's; a row keyed
     /// by its own source id is found by the primary key, the others by the
-    /// partial external-id index.
+    /// partial external-id index. Each id is looked up on its own (`LATERAL`,
+    /// fenced by `OFFSET 0` so the planner cannot fold it into a join): a
+    /// store filled since its last `ANALYZE` — a first run's — otherwise gets
+    /// a plan that reads the sync's whole ledger, 1 ms a record at 100,000.
     pub async fn known(
         &self,
         sync: &str,
@@ -339,24 +342,29 @@ impl PgStore {
             return Ok(known);
         }
         let rows = sqlx::query(
-            "SELECT 0 AS kind, source_id, external_id, dest_id, version, updated_at, payload_hash,
-                    run_id, deleted_at, NULL AS fingerprint
-               FROM ledger WHERE sync = $1 AND source_id = ANY($2)
+            "SELECT 0 AS kind, l.source_id, l.external_id, l.dest_id, l.version, l.updated_at,
+                    l.payload_hash, l.run_id, l.deleted_at, NULL AS fingerprint
+               FROM unnest($2::text[]) AS i (id),
+                    LATERAL (SELECT * FROM ledger
+                             WHERE sync = $1 AND source_id = i.id OFFSET 0) AS l
              UNION ALL
-             SELECT 1, source_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, fingerprint
-               FROM dead_letters
-              WHERE sync = $1 AND (resolved_at IS NULL OR resolution = $4)
-                AND source_id = ANY($2)
+             SELECT 1, d.source_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, d.fingerprint
+               FROM unnest($2::text[]) AS i (id),
+                    LATERAL (SELECT * FROM dead_letters
+                             WHERE sync = $1 AND source_id = i.id
+                               AND (resolved_at IS NULL OR resolution = $4) OFFSET 0) AS d
              UNION ALL
-             SELECT 2, source_id, external_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL
-               FROM ledger
-              WHERE sync = $1 AND external_id = ANY($3) AND deleted_at IS NULL
-                AND external_id <> source_id
+             SELECT 2, l.source_id, l.external_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+               FROM unnest($3::text[]) AS e (id),
+                    LATERAL (SELECT * FROM ledger
+                             WHERE sync = $1 AND external_id = e.id AND deleted_at IS NULL
+                               AND external_id <> source_id OFFSET 0) AS l
              UNION ALL
-             SELECT 2, source_id, external_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL
-               FROM ledger
-              WHERE sync = $1 AND source_id = ANY($3) AND NOT (source_id = ANY($2))
-                AND external_id = source_id AND deleted_at IS NULL",
+             SELECT 2, l.source_id, l.external_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+               FROM (SELECT unnest($3::text[]) EXCEPT SELECT unnest($2::text[])) AS e (id),
+                    LATERAL (SELECT * FROM ledger
+                             WHERE sync = $1 AND source_id = e.id AND external_id = source_id
+                               AND deleted_at IS NULL OFFSET 0) AS l",
         )
         .bind(sync)
         .bind(ids)
