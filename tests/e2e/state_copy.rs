@@ -3,7 +3,8 @@
 //! an empty PostgreSQL schema; the next run on PostgreSQL resumes from the same
 //! high-water mark and writes nothing again. The copy is refused while a run
 //! is open, and into a schema that holds runs already; a refused copy copies
-//! nothing.
+//! nothing. A PostgreSQL store that does not answer is named, without its
+//! password, and nothing runs.
 
 use serde_json::Value;
 use simsaas::SimConfig;
@@ -146,4 +147,41 @@ async fn a_copied_store_resumes_from_the_same_mark_and_rewrites_nothing() {
         .collect();
     let v = world.verify_only(&others).await;
     assert!(v.is_exact(), "{v}");
+}
+
+/// A PostgreSQL state store that does not answer: `run` and `status` say which
+/// store (without its password) and why, and nothing is read or written.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_postgres_store_is_named_and_nothing_runs() {
+    let world = World::start(
+        "state-unreachable",
+        SimConfig::new(84, 50),
+        &Setup::new(Style::Cursor, Mode::Put),
+    )
+    .await;
+    let text = std::fs::read_to_string(&world.config).expect("config");
+    let start = text.find("[[sync]]").expect("a sync");
+    std::fs::write(
+        &world.config,
+        format!(
+            "[state]\nurl = \"postgres://hw:hunter2@127.0.0.1:1/ops\"\n\n{}",
+            &text[start..]
+        ),
+    )
+    .expect("config");
+    for args in [&["run", SYNC][..], &["status"][..]] {
+        let out = world.highwater(args).await;
+        assert_eq!(out.status.code(), Some(1), "{args:?}\n{}", describe(&out));
+        let message = stderr(&out);
+        assert!(
+            message.contains("postgres://127.0.0.1:1/ops (schema highwater)"),
+            "{args:?}: the store is not named:\n{message}"
+        );
+        assert!(
+            !message.contains("hunter2"),
+            "the password shows:\n{message}"
+        );
+    }
+    let stats = world.sim.stats();
+    assert_eq!((stats.source.requests, stats.dest.requests), (0, 0));
 }

@@ -575,3 +575,55 @@ fn the_rate_limit_probe_period_is_thirty_seconds_unless_told_otherwise() {
         ]],
     );
 }
+
+#[test]
+fn a_postgres_state_store_takes_a_url_a_schema_and_a_lease() {
+    let with = |state: &str| VALID.replace("path = \"state/hw.db\"", state);
+    let config = parse(
+        &with("url = \"postgres://hw:${CRM_SECRET}@db.internal/ops\"\nlease = \"10s\""),
+        Path::new("hw.toml"),
+        &env,
+    )
+    .expect("valid config");
+    match &config.state.store {
+        StoreLocation::Postgres { url, schema } => {
+            assert_eq!(url.expose(), "postgres://hw:s3cret@db.internal/ops");
+            assert_eq!(schema, DEFAULT_STATE_SCHEMA);
+        }
+        other => panic!("not PostgreSQL: {other:?}"),
+    }
+    assert_eq!(config.state.lease, Duration::from_secs(10));
+    // Shown without its password, and with its schema.
+    assert_eq!(
+        config.state.store.to_string(),
+        "postgres://db.internal/ops (schema highwater)"
+    );
+    check(
+        &with("path = \"a.db\"\nurl = \"postgres://db/ops\""),
+        expect![[
+            r#"hw.toml:3: state.path: give either `path` (a SQLite file) or `url` (a PostgreSQL database), not both"#
+        ]],
+    );
+    check(
+        &with("url = \"mysql://db/ops\""),
+        expect![[
+            r#"hw.toml:3: state.url: expected a PostgreSQL URL, like "postgres://user:${PGPASSWORD}@host:5432/database""#
+        ]],
+    );
+    check(
+        &with("url = \"postgres://db/ops\"\nschema = \"1 drop\""),
+        expect![
+            "hw.toml:4: state.schema: expected a schema name of letters, digits and `_` (not first), up to 63"
+        ],
+    );
+    check(
+        &with("path = \"a.db\"\nschema = \"ops\""),
+        expect!["hw.toml:4: state.schema: `schema` is for a PostgreSQL store (`url`)"],
+    );
+    check(
+        &with("url = \"postgres://db/ops\"\nlease = \"soon\""),
+        expect![[
+            r#"hw.toml:4: state.lease: expected a duration like "500ms", "30s", "5m" or "1h""#
+        ]],
+    );
+}
