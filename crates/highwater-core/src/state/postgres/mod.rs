@@ -537,7 +537,7 @@ impl PgStore {
 }
 
 /// An identifier quoted for PostgreSQL.
-pub(crate) fn quote_ident(name: &str) -> String {
+fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
