@@ -10,7 +10,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::AuditAction;
+use super::{AuditAction, Columns, StateError, micros};
 
 /// An operator action, as it is recorded.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,6 +40,24 @@ pub struct AuditRecord {
     pub id: i64,
     pub at: Timestamp,
     pub entry: AuditEntry,
+}
+
+/// An entry of the log as stored.
+pub(super) fn record(row: &impl Columns) -> Result<AuditRecord, StateError> {
+    let corrupt =
+        |what: &str, e: serde_json::Error| StateError::Corrupt(format!("audit {what}: {e}"));
+    Ok(AuditRecord {
+        id: row.int("id")?,
+        at: micros(row.int("at")?)?,
+        entry: AuditEntry {
+            sync: row.text("sync")?,
+            action: row.text("action")?.parse()?,
+            scope: serde_json::from_str(&row.text("scope")?).map_err(|e| corrupt("scope", e))?,
+            reason: row.opt_text("reason")?,
+            details: serde_json::from_str(&row.text("details")?)
+                .map_err(|e| corrupt("details", e))?,
+        },
+    })
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use jiff::Timestamp;
 use serde_json::Value;
 
 use super::audit::AuditRecord;
-use super::{DeadLetterResolution, DeadLetterStage};
+use super::{Columns, DeadLetterResolution, DeadLetterStage, StateError, micros};
 
 /// A dead letter as `dlq list` shows it (without its payload).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +68,19 @@ pub enum Discarded {
     },
     /// These ids have no unresolved dead letter: nothing was discarded.
     NotUnresolved(Vec<String>),
+}
+
+/// A dead letter as listed.
+pub(super) fn summary(row: &impl Columns) -> Result<DeadLetterSummary, StateError> {
+    Ok(DeadLetterSummary {
+        source_id: row.text("source_id")?,
+        run_id: row.text("run_id")?,
+        stage: row.text("stage")?.parse()?,
+        reason: row.text("error")?,
+        attempts: row.int("attempts")?,
+        first_failed_at: micros(row.int("first_failed_at")?)?,
+        last_failed_at: micros(row.int("last_failed_at")?)?,
+    })
 }
 
 #[cfg(test)]

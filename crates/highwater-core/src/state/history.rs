@@ -11,7 +11,10 @@
 use jiff::Timestamp;
 use serde_json::Value;
 
-use super::{Checkpoint, Counters, InvocationOutcome, RunRow};
+use super::{
+    Checkpoint, Columns, Counters, InvocationOutcome, RunRow, StateError, micros,
+    run_with_checkpoint,
+};
 use crate::obs::RetryCounts;
 
 /// One invocation of a run: one `highwater run` that opened or resumed it.
@@ -132,4 +135,64 @@ impl RunRecord {
         }
         classes
     }
+}
+
+/// A run's record, without its invocations: the run, its checkpoint and
+/// its samples.
+pub(super) fn record(row: &impl Columns) -> Result<RunRecord, StateError> {
+    let (run, checkpoint) = run_with_checkpoint(row)?;
+    let ids = |column: &str| -> Result<Vec<String>, StateError> {
+        serde_json::from_str(&row.text(column)?)
+            .map_err(|e| StateError::Corrupt(format!("run {}: {column}: {e}", run.run_id)))
+    };
+    let samples = Samples {
+        written: ids("sample_written")?,
+        dead_lettered: ids("sample_dead_lettered")?,
+    };
+    Ok(RunRecord {
+        run,
+        checkpoint,
+        samples,
+        invocations: Vec::new(),
+    })
+}
+
+pub(super) fn invocation(row: &impl Columns) -> Result<Invocation, StateError> {
+    let json = |column: &str| -> Result<Option<Value>, StateError> {
+        row.opt_text(column)?
+            .map(|t| {
+                serde_json::from_str(&t)
+                    .map_err(|e| StateError::Corrupt(format!("invocation {column}: {e}")))
+            })
+            .transpose()
+    };
+    let counters = |column: &str| -> Result<Option<Counters>, StateError> {
+        json(column)?
+            .map(|v| {
+                serde_json::from_value(v)
+                    .map_err(|e| StateError::Corrupt(format!("invocation {column}: {e}")))
+            })
+            .transpose()
+    };
+    let number = row.int("number")?;
+    Ok(Invocation {
+        number: u32::try_from(number)
+            .map_err(|_| StateError::Corrupt(format!("invocation number {number}")))?,
+        started_at: micros(row.int("started_at")?)?,
+        ended_at: row.opt_int("ended_at")?.map(micros).transpose()?,
+        outcome: row.opt_text("outcome")?.map(|o| o.parse()).transpose()?,
+        stop_reason: row.opt_text("stop_reason")?,
+        error_class: row.opt_text("error_class")?,
+        error: row.opt_text("error")?,
+        cursor_start: json("cursor_start")?.unwrap_or(Value::Null),
+        cursor_end: json("cursor_end")?,
+        counters_start: counters("counters_start")?.unwrap_or_default(),
+        counters_end: counters("counters_end")?,
+        retries: json("retries")?
+            .map(|v| {
+                serde_json::from_value(v)
+                    .map_err(|e| StateError::Corrupt(format!("invocation retries: {e}")))
+            })
+            .transpose()?,
+    })
 }

@@ -805,6 +805,99 @@ fn sample_ids<'a>(ids: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
     sample
 }
 
+/// A row of either backend, read by column name: what the decoders of the
+/// store's types need, so each type is read from a row in one place.
+trait Columns {
+    fn text(&self, column: &str) -> Result<String, StateError>;
+    fn opt_text(&self, column: &str) -> Result<Option<String>, StateError>;
+    fn int(&self, column: &str) -> Result<i64, StateError>;
+    fn opt_int(&self, column: &str) -> Result<Option<i64>, StateError>;
+}
+
+macro_rules! columns_of {
+    ($row:ty) => {
+        impl Columns for $row {
+            fn text(&self, column: &str) -> Result<String, StateError> {
+                Ok(sqlx::Row::try_get(self, column)?)
+            }
+            fn opt_text(&self, column: &str) -> Result<Option<String>, StateError> {
+                Ok(sqlx::Row::try_get(self, column)?)
+            }
+            fn int(&self, column: &str) -> Result<i64, StateError> {
+                Ok(sqlx::Row::try_get(self, column)?)
+            }
+            fn opt_int(&self, column: &str) -> Result<Option<i64>, StateError> {
+                Ok(sqlx::Row::try_get(self, column)?)
+            }
+        }
+    };
+}
+columns_of!(sqlx::sqlite::SqliteRow);
+columns_of!(sqlx::postgres::PgRow);
+
+fn ledger_entry(row: &impl Columns) -> Result<LedgerEntry, StateError> {
+    Ok(LedgerEntry {
+        source_id: row.text("source_id")?,
+        external_id: row.text("external_id")?,
+        dest_id: row.opt_text("dest_id")?,
+        version: row.opt_int("version")?,
+        updated_at: micros(row.int("updated_at")?)?,
+        payload_hash: row.text("payload_hash")?,
+        run_id: row.text("run_id")?,
+        deleted_at: row.opt_int("deleted_at")?.map(micros).transpose()?,
+    })
+}
+
+fn readback(row: &impl Columns) -> Result<Readback, StateError> {
+    Ok(Readback {
+        source_id: row.text("source_id")?,
+        external_id: row.text("external_id")?,
+        dest_id: row.opt_text("dest_id")?,
+        version: row.opt_int("version")?,
+        updated_at: micros(row.int("updated_at")?)?,
+        payload: serde_json::from_str(&row.text("payload")?)
+            .map_err(|e| StateError::Corrupt(format!("read-back payload: {e}")))?,
+        payload_hash: row.text("payload_hash")?,
+        settles_at: micros(row.int("settles_at")?)?,
+    })
+}
+
+/// An unresolved dead letter; a payload that is not JSON is kept as text.
+fn dead_letter(row: &impl Columns) -> Result<DeadLetter, StateError> {
+    let payload = row.text("payload")?;
+    Ok(DeadLetter {
+        source_id: row.text("source_id")?,
+        run_id: row.text("run_id")?,
+        stage: row.text("stage")?.parse()?,
+        error: row.text("error")?,
+        payload: serde_json::from_str(&payload).unwrap_or(Value::String(payload)),
+        fingerprint: row.text("fingerprint")?,
+        attempts: row.int("attempts")?,
+        last_failed_at: micros(row.int("last_failed_at")?)?,
+    })
+}
+
+fn run_with_checkpoint(row: &impl Columns) -> Result<(RunRow, Checkpoint), StateError> {
+    let run = RunRow {
+        run_id: row.text("run_id")?,
+        sync: row.text("sync")?,
+        kind: row.text("kind")?.parse()?,
+        status: row.text("status")?.parse()?,
+        lower_bound: row.opt_int("lower_bound")?.map(micros).transpose()?,
+        watermark: micros(row.int("watermark")?)?,
+        started_at: micros(row.int("started_at")?)?,
+        updated_at: micros(row.int("updated_at")?)?,
+        completed_at: row.opt_int("completed_at")?.map(micros).transpose()?,
+    };
+    let corrupt = |e: serde_json::Error| StateError::Corrupt(e.to_string());
+    let checkpoint = Checkpoint {
+        cursor: serde_json::from_str(&row.text("cursor")?).map_err(corrupt)?,
+        counters: serde_json::from_str(&row.text("counters")?).map_err(corrupt)?,
+        updated_at: micros(row.int("checkpoint_at")?)?,
+    };
+    Ok((run, checkpoint))
+}
+
 /// Source ids a run keeps as examples of what it wrote and dead-lettered.
 pub const SAMPLE_IDS: usize = 5;
 

@@ -3,6 +3,7 @@
 use serde::Serialize;
 
 use super::*;
+use crate::state::audit::record;
 
 impl PgStore {
     /// Records an operator action done outside a transaction of the store's own;
@@ -68,22 +69,4 @@ pub(super) async fn insert(
 
 fn to_json<T: Serialize>(value: &T) -> Result<String, StateError> {
     serde_json::to_string(value).map_err(|e| StateError::Corrupt(format!("audit entry: {e}")))
-}
-
-fn record(row: &PgRow) -> Result<AuditRecord, StateError> {
-    let scope: String = row.try_get("scope")?;
-    let details: String = row.try_get("details")?;
-    let corrupt =
-        |what: &str, e: serde_json::Error| StateError::Corrupt(format!("audit {what}: {e}"));
-    Ok(AuditRecord {
-        id: row.try_get("id")?,
-        at: micros(row.try_get("at")?)?,
-        entry: AuditEntry {
-            sync: row.try_get("sync")?,
-            action: row.try_get::<String, _>("action")?.parse()?,
-            scope: serde_json::from_str(&scope).map_err(|e| corrupt("scope", e))?,
-            reason: row.try_get("reason")?,
-            details: serde_json::from_str(&details).map_err(|e| corrupt("details", e))?,
-        },
-    })
 }

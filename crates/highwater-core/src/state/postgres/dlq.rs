@@ -7,6 +7,7 @@
 use serde_json::json;
 
 use super::*;
+use crate::state::dlq::summary;
 
 /// The columns [`summary`] reads, in every query here: sqlx takes SQL as static
 /// text only, so a macro repeats them.
@@ -211,16 +212,4 @@ impl PgStore {
             }),
         })
     }
-}
-
-fn summary(row: &PgRow) -> Result<DeadLetterSummary, StateError> {
-    Ok(DeadLetterSummary {
-        source_id: row.try_get("source_id")?,
-        run_id: row.try_get("run_id")?,
-        stage: row.try_get::<String, _>("stage")?.parse()?,
-        reason: row.try_get("error")?,
-        attempts: row.try_get("attempts")?,
-        first_failed_at: micros(row.try_get("first_failed_at")?)?,
-        last_failed_at: micros(row.try_get("last_failed_at")?)?,
-    })
 }

@@ -27,7 +27,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use serde_json::Value;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Connection, Postgres, Row, Transaction};
 
 use super::*;
@@ -449,22 +449,7 @@ impl PgStore {
         .bind(RunStatus::Open.as_str())
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                let payload: String = row.try_get("payload")?;
-                Ok(Readback {
-                    source_id: row.try_get("source_id")?,
-                    external_id: row.try_get("external_id")?,
-                    dest_id: row.try_get("dest_id")?,
-                    version: row.try_get("version")?,
-                    updated_at: micros(row.try_get("updated_at")?)?,
-                    payload: serde_json::from_str(&payload)
-                        .map_err(|e| StateError::Corrupt(format!("read-back payload: {e}")))?,
-                    payload_hash: row.try_get("payload_hash")?,
-                    settles_at: micros(row.try_get("settles_at")?)?,
-                })
-            })
-            .collect()
+        rows.iter().map(readback).collect()
     }
 
     pub async fn status(&self, sync: &str) -> Result<SyncStatus, StateError> {
@@ -501,21 +486,7 @@ impl PgStore {
         .bind(sync)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                let payload: String = row.try_get("payload")?;
-                Ok(DeadLetter {
-                    source_id: row.try_get("source_id")?,
-                    run_id: row.try_get("run_id")?,
-                    stage: row.try_get::<String, _>("stage")?.parse()?,
-                    error: row.try_get("error")?,
-                    payload: serde_json::from_str(&payload).unwrap_or(Value::String(payload)),
-                    fingerprint: row.try_get("fingerprint")?,
-                    attempts: row.try_get("attempts")?,
-                    last_failed_at: micros(row.try_get("last_failed_at")?)?,
-                })
-            })
-            .collect()
+        rows.iter().map(dead_letter).collect()
     }
 
     /// The ledger of a sync, by source id.
@@ -546,49 +517,8 @@ fn redact_url(url: &str) -> String {
     url::Url::parse(url).map_or_else(|_| "postgres://…".to_owned(), |u| crate::http::redact(&u))
 }
 
-fn ledger_entry(row: &PgRow) -> Result<LedgerEntry, StateError> {
-    Ok(LedgerEntry {
-        source_id: row.try_get("source_id")?,
-        external_id: row.try_get("external_id")?,
-        dest_id: row.try_get("dest_id")?,
-        version: row.try_get("version")?,
-        updated_at: micros(row.try_get("updated_at")?)?,
-        payload_hash: row.try_get("payload_hash")?,
-        run_id: row.try_get("run_id")?,
-        deleted_at: row
-            .try_get::<Option<i64>, _>("deleted_at")?
-            .map(micros)
-            .transpose()?,
-    })
-}
-
 /// The columns [`run_with_checkpoint`] reads, from `runs r JOIN checkpoints c`.
 const RUN_COLUMNS: &str = "r.run_id, r.sync, r.kind, r.status, r.lower_bound, r.watermark,
     r.started_at, r.updated_at, r.completed_at, r.sample_written::text AS sample_written,
     r.sample_dead_lettered::text AS sample_dead_lettered,
     c.cursor, c.counters, c.updated_at AS checkpoint_at";
-
-fn run_with_checkpoint(row: &PgRow) -> Result<(RunRow, Checkpoint), StateError> {
-    let lower: Option<i64> = row.try_get("lower_bound")?;
-    let completed: Option<i64> = row.try_get("completed_at")?;
-    let run = RunRow {
-        run_id: row.try_get("run_id")?,
-        sync: row.try_get("sync")?,
-        kind: row.try_get::<String, _>("kind")?.parse()?,
-        status: row.try_get::<String, _>("status")?.parse()?,
-        lower_bound: lower.map(micros).transpose()?,
-        watermark: micros(row.try_get("watermark")?)?,
-        started_at: micros(row.try_get("started_at")?)?,
-        updated_at: micros(row.try_get("updated_at")?)?,
-        completed_at: completed.map(micros).transpose()?,
-    };
-    let cursor: String = row.try_get("cursor")?;
-    let counters: String = row.try_get("counters")?;
-    let checkpoint = Checkpoint {
-        cursor: serde_json::from_str(&cursor).map_err(|e| StateError::Corrupt(e.to_string()))?,
-        counters: serde_json::from_str(&counters)
-            .map_err(|e| StateError::Corrupt(e.to_string()))?,
-        updated_at: micros(row.try_get("checkpoint_at")?)?,
-    };
-    Ok((run, checkpoint))
-}

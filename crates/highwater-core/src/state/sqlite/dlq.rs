@@ -1,6 +1,7 @@
 //! Dead letters in SQLite: listing, replay pages, discards.
 
 use super::*;
+use crate::state::dlq::summary;
 use serde_json::json;
 
 /// The columns [`summary`] reads, in every query here: sqlx takes SQL as static
@@ -212,16 +213,4 @@ impl SqliteStore {
 
 fn ids_json(ids: &[&str]) -> Result<String, StateError> {
     serde_json::to_string(ids).map_err(|e| StateError::Corrupt(e.to_string()))
-}
-
-fn summary(row: &sqlx::sqlite::SqliteRow) -> Result<DeadLetterSummary, StateError> {
-    Ok(DeadLetterSummary {
-        source_id: row.try_get("source_id")?,
-        run_id: row.try_get("run_id")?,
-        stage: row.try_get::<String, _>("stage")?.parse()?,
-        reason: row.try_get("error")?,
-        attempts: row.try_get("attempts")?,
-        first_failed_at: micros(row.try_get("first_failed_at")?)?,
-        last_failed_at: micros(row.try_get("last_failed_at")?)?,
-    })
 }

@@ -1,6 +1,7 @@
 //! Run history in SQLite: invocations and run records.
 
 use super::*;
+use crate::state::history::{invocation, record};
 
 impl SqliteStore {
     /// Records a new invocation of an open run, resumed from its checkpoint. An
@@ -165,65 +166,4 @@ pub(super) async fn complete_invocation(
     .execute(&mut *tx)
     .await?;
     Ok(())
-}
-
-fn record(row: &sqlx::sqlite::SqliteRow) -> Result<RunRecord, StateError> {
-    let (run, checkpoint) = run_with_checkpoint(row)?;
-    let ids = |column: &str| -> Result<Vec<String>, StateError> {
-        let text: String = row.try_get(column)?;
-        serde_json::from_str(&text)
-            .map_err(|e| StateError::Corrupt(format!("run {}: {column}: {e}", run.run_id)))
-    };
-    let samples = Samples {
-        written: ids("sample_written")?,
-        dead_lettered: ids("sample_dead_lettered")?,
-    };
-    Ok(RunRecord {
-        run,
-        checkpoint,
-        samples,
-        invocations: Vec::new(),
-    })
-}
-
-fn invocation(row: &sqlx::sqlite::SqliteRow) -> Result<Invocation, StateError> {
-    let json = |column: &str| -> Result<Option<Value>, StateError> {
-        let text: Option<String> = row.try_get(column)?;
-        text.map(|t| {
-            serde_json::from_str(&t)
-                .map_err(|e| StateError::Corrupt(format!("invocation {column}: {e}")))
-        })
-        .transpose()
-    };
-    let counters = |column: &str| -> Result<Option<Counters>, StateError> {
-        json(column)?
-            .map(|v| {
-                serde_json::from_value(v)
-                    .map_err(|e| StateError::Corrupt(format!("invocation {column}: {e}")))
-            })
-            .transpose()
-    };
-    let ended_at: Option<i64> = row.try_get("ended_at")?;
-    let outcome: Option<String> = row.try_get("outcome")?;
-    let number: i64 = row.try_get("number")?;
-    Ok(Invocation {
-        number: u32::try_from(number)
-            .map_err(|_| StateError::Corrupt(format!("invocation number {number}")))?,
-        started_at: micros(row.try_get("started_at")?)?,
-        ended_at: ended_at.map(micros).transpose()?,
-        outcome: outcome.map(|o| o.parse()).transpose()?,
-        stop_reason: row.try_get("stop_reason")?,
-        error_class: row.try_get("error_class")?,
-        error: row.try_get("error")?,
-        cursor_start: json("cursor_start")?.unwrap_or(Value::Null),
-        cursor_end: json("cursor_end")?,
-        counters_start: counters("counters_start")?.unwrap_or_default(),
-        counters_end: counters("counters_end")?,
-        retries: json("retries")?
-            .map(|v| {
-                serde_json::from_value(v)
-                    .map_err(|e| StateError::Corrupt(format!("invocation retries: {e}")))
-            })
-            .transpose()?,
-    })
 }

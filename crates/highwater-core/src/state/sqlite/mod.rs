@@ -509,22 +509,7 @@ impl SqliteStore {
         .bind(RunStatus::Open.as_str())
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                let payload: String = row.try_get("payload")?;
-                Ok(Readback {
-                    source_id: row.try_get("source_id")?,
-                    external_id: row.try_get("external_id")?,
-                    dest_id: row.try_get("dest_id")?,
-                    version: row.try_get("version")?,
-                    updated_at: micros(row.try_get("updated_at")?)?,
-                    payload: serde_json::from_str(&payload)
-                        .map_err(|e| StateError::Corrupt(format!("read-back payload: {e}")))?,
-                    payload_hash: row.try_get("payload_hash")?,
-                    settles_at: micros(row.try_get("settles_at")?)?,
-                })
-            })
-            .collect()
+        rows.iter().map(readback).collect()
     }
 
     pub async fn status(&self, sync: &str) -> Result<SyncStatus, StateError> {
@@ -586,21 +571,7 @@ impl SqliteStore {
         .bind(sync)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                let payload: String = row.try_get("payload")?;
-                Ok(DeadLetter {
-                    source_id: row.try_get("source_id")?,
-                    run_id: row.try_get("run_id")?,
-                    stage: row.try_get::<String, _>("stage")?.parse()?,
-                    error: row.try_get("error")?,
-                    payload: serde_json::from_str(&payload).unwrap_or(Value::String(payload)),
-                    fingerprint: row.try_get("fingerprint")?,
-                    attempts: row.try_get("attempts")?,
-                    last_failed_at: micros(row.try_get("last_failed_at")?)?,
-                })
-            })
-            .collect()
+        rows.iter().map(dead_letter).collect()
     }
 
     /// The ledger of a sync, by source id, with its staged rows applied in the order
@@ -628,47 +599,6 @@ impl SqliteStore {
         }
         Ok(ledger.into_values().collect())
     }
-}
-
-fn ledger_entry(row: &sqlx::sqlite::SqliteRow) -> Result<LedgerEntry, StateError> {
-    Ok(LedgerEntry {
-        source_id: row.try_get("source_id")?,
-        external_id: row.try_get("external_id")?,
-        dest_id: row.try_get("dest_id")?,
-        version: row.try_get("version")?,
-        updated_at: micros(row.try_get("updated_at")?)?,
-        payload_hash: row.try_get("payload_hash")?,
-        run_id: row.try_get("run_id")?,
-        deleted_at: row
-            .try_get::<Option<i64>, _>("deleted_at")?
-            .map(micros)
-            .transpose()?,
-    })
-}
-
-fn run_with_checkpoint(row: &sqlx::sqlite::SqliteRow) -> Result<(RunRow, Checkpoint), StateError> {
-    let lower: Option<i64> = row.try_get("lower_bound")?;
-    let completed: Option<i64> = row.try_get("completed_at")?;
-    let run = RunRow {
-        run_id: row.try_get("run_id")?,
-        sync: row.try_get("sync")?,
-        kind: row.try_get::<String, _>("kind")?.parse()?,
-        status: row.try_get::<String, _>("status")?.parse()?,
-        lower_bound: lower.map(micros).transpose()?,
-        watermark: micros(row.try_get("watermark")?)?,
-        started_at: micros(row.try_get("started_at")?)?,
-        updated_at: micros(row.try_get("updated_at")?)?,
-        completed_at: completed.map(micros).transpose()?,
-    };
-    let cursor: String = row.try_get("cursor")?;
-    let counters: String = row.try_get("counters")?;
-    let checkpoint = Checkpoint {
-        cursor: serde_json::from_str(&cursor).map_err(|e| StateError::Corrupt(e.to_string()))?,
-        counters: serde_json::from_str(&counters)
-            .map_err(|e| StateError::Corrupt(e.to_string()))?,
-        updated_at: micros(row.try_get("checkpoint_at")?)?,
-    };
-    Ok((run, checkpoint))
 }
 
 #[cfg(test)]
