@@ -24,6 +24,11 @@ use crate::util::{Mode, SYNC, Setup, Style, World, progress, wait_bounded};
 
 const RECORDS: usize = 5_000;
 const KILLS: usize = 6;
+/// Connections a PostgreSQL test terminates, at least, while the runs are
+/// being killed: more when they hold the shared transaction, whose loss is
+/// what the test is about.
+const CONNECTION_KILLS: u64 = 3;
+const SHARED_CONNECTION_KILLS: u64 = 6;
 
 fn pg_url() -> String {
     std::env::var("HW_TEST_PG")
@@ -38,6 +43,9 @@ enum Table {
     Postgres {
         schema: String,
         pool: sqlx::PgPool,
+        /// The state store is in the same database, whatever
+        /// `HIGHWATER_TEST_STATE` says: the table shares its transactions.
+        with_state: bool,
     },
 }
 
@@ -58,7 +66,20 @@ impl Table {
                 .await
                 .expect("schema");
         }
-        Table::Postgres { schema, pool }
+        Table::Postgres {
+            schema,
+            pool,
+            with_state: false,
+        }
+    }
+
+    /// Whether the sink writes in the state store's transactions: a table
+    /// in its SQLite file, or in its PostgreSQL database.
+    fn shares_state(&self, world: &World) -> bool {
+        match self {
+            Table::Sqlite(path) => path == &world.state_path() && !crate::util::postgres_state(),
+            Table::Postgres { with_state, .. } => *with_state || crate::util::postgres_state(),
+        }
     }
 
     /// The table, made before the first run with the key, version and email
@@ -127,7 +148,7 @@ impl Table {
                 pool.close().await;
                 rows
             }
-            Table::Postgres { schema, pool } => sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            Table::Postgres { schema, pool, .. } => sqlx::query_as(sqlx::AssertSqlSafe(format!(
                 "SELECT external_id, jsonb_build_object('row_version', row_version, 'version', version)::text FROM {schema}.contacts"
             )))
             .fetch_all(pool)
@@ -149,7 +170,7 @@ impl Table {
     }
 
     async fn drop(self) {
-        if let Table::Postgres { schema, pool } = self {
+        if let Table::Postgres { schema, pool, .. } = self {
             let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "DROP SCHEMA IF EXISTS {schema} CASCADE"
             )))
@@ -172,10 +193,14 @@ async fn sqlite(path: &std::path::Path, create: bool) -> sqlx::SqlitePool {
         .expect("open the destination file")
 }
 
-/// Terminates the sync's PostgreSQL connections at random moments until
-/// stopped; counts the connections it ended.
+/// Terminates the sync's PostgreSQL connections at random moments, `gaps`
+/// apart, until stopped — with `holding`, only those holding a transaction
+/// open between statements, rows written and not yet committed; counts the
+/// connections it ended.
 fn connection_killer(
     seed: u64,
+    gaps: std::ops::Range<u64>,
+    holding: bool,
     stop: Arc<AtomicBool>,
     killed: Arc<AtomicU64>,
 ) -> tokio::task::JoinHandle<()> {
@@ -186,11 +211,13 @@ fn connection_killer(
         let mut rng = fastrand::Rng::with_seed(seed ^ 0x5eed);
         let name = format!("highwater {SYNC}");
         while !stop.load(Ordering::Acquire) {
-            tokio::time::sleep(Duration::from_millis(rng.u64(50..400))).await;
+            tokio::time::sleep(Duration::from_millis(rng.u64(gaps.clone()))).await;
             let n: i64 = sqlx::query_scalar(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1",
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+                 WHERE application_name = $1 AND (NOT $2 OR state = 'idle in transaction')",
             )
             .bind(&name)
+            .bind(holding)
             .fetch_one(&pool)
             .await
             .unwrap_or(0);
@@ -201,7 +228,15 @@ fn connection_killer(
 }
 
 async fn crash_into_table(table: Table, name: &str, seed: u64) {
-    let mut sim = SimConfig::new(seed, RECORDS).with_all_faults();
+    // Runs that end at each terminated connection need more records to
+    // still be going when the kills are counted.
+    let records = match &table {
+        Table::Postgres { with_state, .. } if *with_state || crate::util::postgres_state() => {
+            3 * RECORDS
+        }
+        _ => RECORDS,
+    };
+    let mut sim = SimConfig::new(seed, records).with_all_faults();
     // Pages of 50 with 15 ms of latency: a run takes seconds, so kills land in it.
     sim.source.latency = Duration::from_millis(15);
     sim.source.rate_limit_ratio = 0.02;
@@ -226,10 +261,17 @@ async fn crash_into_table(table: Table, name: &str, seed: u64) {
         .collect::<Vec<_>>()
         .join("\n");
     let world = World::start(name, sim, &setup).await;
+    if let Table::Postgres {
+        with_state: true, ..
+    } = &table
+    {
+        world.use_postgres_state("30s");
+    }
     let table = match table {
         Table::Sqlite(file) => Table::Sqlite(world.dir.join(file)),
         other => other,
     };
+    let shares_state = table.shares_state(&world);
     let text = std::fs::read_to_string(&world.config).expect("read config");
     let start = text.find("[sync.destination]").expect("destination table");
     let end = text.find("[sync.retry]").expect("retry table");
@@ -239,9 +281,15 @@ async fn crash_into_table(table: Table, name: &str, seed: u64) {
 
     let stop_killer = Arc::new(AtomicBool::new(false));
     let connections_killed = Arc::new(AtomicU64::new(0));
+    // A connection killed under the shared transaction ends its run (it
+    // resumes from its last commit): kills further apart let runs progress,
+    // and each lands where the transaction holds rows no commit covers yet.
+    let gaps = if shares_state { 100..600 } else { 50..400 };
     let killer = matches!(table, Table::Postgres { .. }).then(|| {
         connection_killer(
             seed,
+            gaps,
+            shares_state,
             Arc::clone(&stop_killer),
             Arc::clone(&connections_killed),
         )
@@ -251,7 +299,14 @@ async fn crash_into_table(table: Table, name: &str, seed: u64) {
     let mut highest: HashMap<String, (i64, i64)> = HashMap::new();
     let mut gone: HashSet<String> = HashSet::new();
     let (mut landed, mut attempts) = (0, 0);
-    while landed < KILLS && attempts < 60 {
+    let postgres = matches!(table, Table::Postgres { .. });
+    let enough = if shares_state {
+        SHARED_CONNECTION_KILLS
+    } else {
+        CONNECTION_KILLS
+    };
+    let connections_short = || postgres && connections_killed.load(Ordering::Acquire) < enough;
+    while (landed < KILLS || connections_short()) && attempts < 60 {
         attempts += 1;
         let before = progress(&world, RunKind::Incremental).await;
         let mut child = world.spawn(&["run", SYNC]);
@@ -314,27 +369,37 @@ async fn crash_into_table(table: Table, name: &str, seed: u64) {
         landed >= KILLS,
         "seed {seed}: only {landed} of {attempts} kills landed mid-run"
     );
+    assert!(
+        !connections_short(),
+        "seed {seed}: {} database connections terminated in {attempts} runs",
+        connections_killed.load(Ordering::Acquire)
+    );
     world.sim.stop_mutations();
+    // Killed from here on, the shared transaction would end the runs that
+    // must complete: the kills so far landed in runs that resumed.
+    let stop_killing = || async {
+        stop_killer.store(true, Ordering::Release);
+        if let Some(killer) = killer {
+            let _ = killer.await;
+        }
+    };
+    let killing = if shares_state {
+        stop_killing().await;
+        None
+    } else {
+        Some(stop_killing)
+    };
     let out = world.run_to_completion().await;
-    if let Table::Sqlite(path) = &table {
-        let shared = path == &world.state_path() && !crate::util::postgres_state();
-        let said =
-            String::from_utf8_lossy(&out.stderr).contains("in the state store's transactions");
-        assert_eq!(
-            said, shared,
-            "seed {seed}: shares the store's transactions: {said}"
-        );
-    }
+    let said = String::from_utf8_lossy(&out.stderr).contains("in the state store's transactions");
+    assert_eq!(
+        said, shares_state,
+        "seed {seed}: shares the store's transactions: {said}"
+    );
     apply_deletes(&world, &table, &mut gone, seed).await;
     world.run_to_completion().await;
     apply_deletes(&world, &table, &mut gone, seed).await;
-    stop_killer.store(true, Ordering::Release);
-    if let Some(killer) = killer {
-        let _ = killer.await;
-        assert!(
-            connections_killed.load(Ordering::Acquire) > 0,
-            "seed {seed}: no database connection was terminated"
-        );
+    if let Some(stop_killing) = killing {
+        stop_killing().await;
     }
     assert!(
         !gone.is_empty(),
@@ -407,4 +472,19 @@ async fn crash_into_a_sqlite_table_in_the_state_store_s_file() {
 async fn crash_into_a_postgres_table_whose_connections_are_killed() {
     let table = Table::postgres("e2e_crash").await;
     crash_into_table(table, "table-postgres", 302).await;
+}
+
+/// The table in the state store's PostgreSQL database: its rows commit with
+/// the checkpoint, in the run's transaction, whose connection is killed.
+#[tokio::test(flavor = "multi_thread")]
+async fn crash_into_a_postgres_table_in_the_state_store_s_database() {
+    let Table::Postgres { schema, pool, .. } = Table::postgres("e2e_shared").await else {
+        unreachable!()
+    };
+    let table = Table::Postgres {
+        schema,
+        pool,
+        with_state: true,
+    };
+    crash_into_table(table, "table-postgres-shared", 304).await;
 }

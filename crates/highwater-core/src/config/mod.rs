@@ -356,7 +356,7 @@ impl Validator<'_> {
                 continue;
             }
             seen.insert(name.clone(), self.line(sync.span().start));
-            if let Some(spec) = self.sync(sync.into_inner(), index, base_dir, store.file()) {
+            if let Some(spec) = self.sync(sync.into_inner(), index, base_dir, &store) {
                 syncs.push(spec);
             }
         }
@@ -458,7 +458,7 @@ impl Validator<'_> {
         raw: RawSync,
         index: usize,
         base_dir: &Path,
-        state_path: Option<&Path>,
+        state: &StoreLocation,
     ) -> Option<SyncSpec> {
         let name = raw.name.get_ref().clone();
         let valid_name = !name.is_empty()
@@ -498,7 +498,7 @@ impl Validator<'_> {
             .unwrap_or_default();
         let context = crate::sink::DestinationContext {
             base_dir,
-            state_path,
+            state,
             mapping: mapping.as_ref(),
             soft_delete,
         };

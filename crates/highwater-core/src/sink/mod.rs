@@ -25,7 +25,7 @@ use jiff::Timestamp;
 use serde_json::Value;
 use tokio::time::Instant;
 
-use crate::config::{JsonType, MappingSpec, UriTemplate, Validator};
+use crate::config::{JsonType, MappingSpec, StoreLocation, UriTemplate, Validator};
 use crate::http::HttpError;
 use crate::mapping::MappedRecord;
 use crate::obs::RetryCounts;
@@ -260,8 +260,9 @@ pub enum DestinationSpec {
 pub(crate) struct DestinationContext<'a> {
     /// The config file's directory: relative paths start there.
     pub base_dir: &'a Path,
-    /// The state store's file, when it is one.
-    pub state_path: Option<&'a Path>,
+    /// Where the state store is: a table in its database shares its
+    /// transactions.
+    pub state: &'a StoreLocation,
     /// The sync's mapping, when it is valid.
     pub mapping: Option<&'a MappingSpec>,
     /// The top-level fields a soft delete sets, with its value's type.
@@ -329,9 +330,10 @@ impl DestinationSpec {
 
     /// Opens the destination; `delete_path` is where a sync that deletes sends
     /// its DELETE requests, for a destination that takes them. A run passes
-    /// its state store: a SQLite table in the store's file then writes in the
-    /// store's own transactions (`state::shared`); without it (a dry run, a
-    /// reconcile), that table is written as any other file.
+    /// its state store: a table in the store's database (its SQLite file, its
+    /// PostgreSQL database) then writes in the store's own transactions
+    /// (`state::shared`); without it (a dry run, a reconcile), that table is
+    /// written as any other.
     pub fn open(
         &self,
         sync: &str,
@@ -347,10 +349,17 @@ impl DestinationSpec {
             DestinationSpec::Sqlite(spec) => {
                 let shared = store
                     .filter(|_| spec.shares_state)
-                    .and_then(Store::share_writes);
+                    .and_then(Store::share_sqlite_writes);
                 Arc::new(sqlite::open(spec, retry, shared)?)
             }
-            DestinationSpec::Postgres(spec) => Arc::new(postgres::open(spec, sync, retry)?),
+            DestinationSpec::Postgres(spec) => {
+                let shared = store
+                    .filter(|_| spec.shares_state)
+                    .and_then(|s| s.share_postgres_writes(&postgres::application_name(sync)))
+                    .transpose()
+                    .map_err(|e| SinkError::Database(e.to_string()))?;
+                Arc::new(postgres::open(spec, sync, retry, shared)?)
+            }
         })
     }
 
@@ -359,15 +368,16 @@ impl DestinationSpec {
     /// process is creating the same record at that moment (nothing makes a
     /// create idempotent), and a JSON Lines file has one writer: the runs of
     /// such a sync take turns. A table's upsert by key, compared by version,
-    /// is safe from two processes — but a table in the state store's file
-    /// holds the store's write lock from a page's first write to its commit,
-    /// which another run's commits would wait on: those take turns too.
+    /// is safe from two processes — but a table in the state store's
+    /// database is written in a transaction held from a page's first write to
+    /// its commit (in SQLite, the store's write lock, which another run's
+    /// commits would wait on): those take turns too.
     pub fn takes_concurrent_runs(&self) -> bool {
         match self {
             DestinationSpec::Http(spec) => spec.takes_concurrent_runs(),
             DestinationSpec::JsonLines(_) => false,
             DestinationSpec::Sqlite(spec) => !spec.shares_state,
-            DestinationSpec::Postgres(_) => true,
+            DestinationSpec::Postgres(spec) => !spec.shares_state,
         }
     }
 

@@ -49,7 +49,8 @@ pub use reset::{HighWaterMark, ResetDone, ResetError, ResetRequest};
 pub use sqlite::lock::{
     SyncLock, SyncLocks, acquire, acquire_all, acquire_for_run, holder as lock_holder,
 };
-pub use sqlite::shared;
+pub mod shared;
+pub use postgres::shared::PgShared;
 use store::Backend;
 pub use store::{Committed, Store};
 
@@ -69,8 +70,8 @@ pub enum StateError {
     /// A name outside its closed set, read from the store or about to be written.
     #[error("state store: {0}")]
     Name(#[from] UnknownName),
-    /// The transaction shared with a destination table in the store's file
-    /// was rolled back: rows the run was told are written are not.
+    /// The transaction shared with a destination table in the store's
+    /// database was rolled back: rows the run was told are written are not.
     #[error(
         "state store: the transaction shared with the destination table was rolled back after a failure; the run stops here and its next attempt resumes from its last commit"
     )]

@@ -495,10 +495,27 @@ impl Store {
     /// Shares the store's write transaction from now on, with a destination
     /// table in its file; the handle that destination writes through.
     /// `None` for a store that is not a SQLite file.
-    pub fn share_writes(&self) -> Option<std::sync::Arc<shared::SharedWrites>> {
+    pub fn share_sqlite_writes(
+        &self,
+    ) -> Option<std::sync::Arc<shared::SharedWrites<sqlx::Sqlite>>> {
         match &self.backend {
             Backend::Sqlite(s) => Some(s.share_writes()),
             Backend::Postgres(_) => None,
+        }
+    }
+
+    /// Shares this store's page commits from now on with a destination table
+    /// in its PostgreSQL database, written on a connection named
+    /// `application_name`; the handle that destination writes through. The
+    /// store should be a run's own ([`Store::fenced`]): a transaction lost
+    /// ends that run. `None` for a SQLite store.
+    pub fn share_postgres_writes(
+        &self,
+        application_name: &str,
+    ) -> Option<Result<std::sync::Arc<PgShared>, StateError>> {
+        match &self.backend {
+            Backend::Sqlite(_) => None,
+            Backend::Postgres(s) => Some(s.share_writes(application_name)),
         }
     }
 }

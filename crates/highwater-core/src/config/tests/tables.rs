@@ -127,6 +127,45 @@ fn a_sqlite_table_in_the_state_store_s_file_shares_its_transactions() {
     }
 }
 
+/// A PostgreSQL table in the state store's database, reached as the same
+/// user, shares the run's transactions; its writes then take turns, and so
+/// do its runs. Another database, host or user does not.
+#[test]
+fn a_postgres_table_in_the_state_store_s_database_shares_its_transactions() {
+    let state = "postgres://hw:${PG_PASSWORD}@db.internal:5432/crm";
+    let cases = [
+        ("postgres://hw:${PG_PASSWORD}@db.internal:5432/crm", true),
+        (
+            "postgres://hw:${PG_PASSWORD}@db.internal/crm?sslmode=disable",
+            true,
+        ),
+        ("postgres://hw:${PG_PASSWORD}@db.internal:5432/sales", false),
+        ("postgres://hw:${PG_PASSWORD}@db2.internal:5432/crm", false),
+        (
+            "postgres://loader:${PG_PASSWORD}@db.internal:5432/crm",
+            false,
+        ),
+    ];
+    for (url, shares) in cases {
+        let text = with_destination(&format!(
+            "[sync.destination]\ntype = \"postgres\"\nurl = \"{url}\"\ntable = \"t\"\nconcurrency = 4\n"
+        ))
+        .replace(
+            "[state]\npath = \"state/hw.db\"",
+            &format!("[state]\nurl = \"{state}\""),
+        );
+        let config = parse(&text, Path::new("conf/hw.toml"), &env_with_url)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let destination = &config.syncs[0].destination;
+        let DestinationSpec::Postgres(spec) = destination else {
+            panic!("not postgres");
+        };
+        assert_eq!(spec.shares_state, shares, "{url}");
+        assert_eq!(spec.table.concurrency, if shares { 1 } else { 4 }, "{url}");
+        assert_eq!(destination.takes_concurrent_runs(), !shares, "{url}");
+    }
+}
+
 #[test]
 fn table_mistakes_name_line_and_key() {
     let cases = [

@@ -1,6 +1,8 @@
 //! The PostgreSQL destination's `[sync.destination]` table: a `url` (secrets
 //! from the environment, `${VAR}`), an optional `schema`, and the table keys
-//! every table destination shares (`sink/table/config.rs`).
+//! every table destination shares (`sink/table/config.rs`). The database may
+//! be the state store's: the rows are then written in the run's transaction
+//! that its page commits go in.
 
 use std::str::FromStr;
 
@@ -8,7 +10,7 @@ use serde::Deserialize;
 use serde_spanned::Spanned;
 use sqlx::postgres::PgConnectOptions;
 
-use crate::config::{S, Validator};
+use crate::config::{S, StoreLocation, Validator};
 use crate::secret::Secret;
 use crate::sink::DestinationContext;
 use crate::sink::table::TableSpec;
@@ -40,6 +42,9 @@ pub struct PostgresSpec {
     /// hold a password.
     pub url: Secret,
     pub table: TableSpec,
+    /// The database is the state store's, reached as the same user: rows
+    /// commit with the checkpoint, in one transaction.
+    pub shares_state: bool,
 }
 
 pub(crate) fn validate(
@@ -91,8 +96,33 @@ pub(crate) fn validate(
         concurrency: r.concurrency.as_ref(),
     };
     let table = crate::sink::table::config::validate(v, &raw, keys, schema.flatten(), ctx, &at, 64);
+    let url = url?;
+    let shares_state = match ctx.state {
+        StoreLocation::Postgres { url: state, .. } => same_database(url.expose(), state.expose()),
+        StoreLocation::File(_) => false,
+    };
+    let mut table = table?;
+    if shares_state {
+        // One transaction, one connection: the writes take turns.
+        table.concurrency = 1;
+    }
     Some(PostgresSpec {
-        url: url?,
-        table: table?,
+        url,
+        table,
+        shares_state,
     })
+}
+
+/// Whether two URLs reach one database as one user: the same host, port,
+/// database and user name, whatever else differs (a password from another
+/// variable, connection parameters).
+fn same_database(a: &str, b: &str) -> bool {
+    let (Ok(a), Ok(b)) = (PgConnectOptions::from_str(a), PgConnectOptions::from_str(b)) else {
+        return false;
+    };
+    a.get_host() == b.get_host()
+        && a.get_port() == b.get_port()
+        && a.get_username() == b.get_username()
+        && a.get_database().unwrap_or(a.get_username())
+            == b.get_database().unwrap_or(b.get_username())
 }

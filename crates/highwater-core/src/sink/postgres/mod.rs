@@ -1,6 +1,10 @@
 //! Owns the PostgreSQL table destination: a pool of connections (named
 //! `highwater <sync>` in `pg_stat_activity`), each upsert an autocommit
-//! statement, so a refused row aborts no transaction but its own statement.
+//! statement, so a refused row aborts no transaction but its own statement —
+//! or, in the state store's database, the run's transaction that its page
+//! commits go in (`state::shared`), each statement in a savepoint so that a
+//! refused row undoes that statement alone, and rows and the checkpoint
+//! commit together.
 //! The SQL text is the table layer's (`sink/table/sql.rs`); this folder runs
 //! it and says what each SQLSTATE means.
 //!
@@ -17,6 +21,7 @@
 pub mod config;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -26,6 +31,7 @@ use super::SinkError;
 use super::table::sql::Dialect;
 use super::table::{Database, DbFailure, TableSink, TableSpec};
 use crate::policy::{Class, RetryPolicy};
+use crate::state::PgShared;
 use config::PostgresSpec;
 
 /// The PostgreSQL table destination.
@@ -33,7 +39,16 @@ pub type PostgresSink = TableSink<Postgres>;
 
 #[derive(Debug)]
 pub struct Postgres {
-    pool: PgPool,
+    connection: Connection,
+}
+
+#[derive(Debug)]
+enum Connection {
+    /// A database of its own: each statement commits on its own.
+    Own(PgPool),
+    /// The state store's: each statement runs in the run's shared
+    /// transaction, which the store's next page commit commits.
+    Shared(Arc<PgShared>),
 }
 
 /// The `application_name` of the sync's connections.
@@ -42,16 +57,26 @@ pub fn application_name(sync: &str) -> String {
 }
 
 /// Opens the destination; connections are made, and the table created or
-/// evolved, at the first write.
+/// evolved, at the first write. `shared` is the run's transaction shared
+/// with the state store, for a table in its database.
 pub fn open(
     spec: &PostgresSpec,
     sync: &str,
     retry: RetryPolicy,
+    shared: Option<Arc<PgShared>>,
 ) -> Result<PostgresSink, SinkError> {
     let options = PgConnectOptions::from_str(spec.url.expose())
         .map_err(|e| SinkError::Database(format!("destination url: {e}")))?
         .application_name(&application_name(sync));
-    let shown = match &spec.table.schema {
+    let mut table = spec.table.clone();
+    if let Some(shared) = &shared {
+        // The shared connection looks in the store's schema first: a table
+        // named without a schema is where the destination's user has it.
+        table
+            .schema
+            .get_or_insert_with(|| shared.default_schema.clone());
+    }
+    let shown = match &table.schema {
         Some(schema) => format!(
             "PostgreSQL {}:{}/{} table {schema}.{}",
             options.get_host(),
@@ -67,17 +92,68 @@ pub fn open(
             spec.table.table
         ),
     };
-    let pool = PgPoolOptions::new()
-        .max_connections(spec.table.concurrency as u32 + 1)
-        .acquire_timeout(Duration::from_secs(30))
-        .test_before_acquire(true)
-        .connect_lazy_with(options);
-    Ok(TableSink::new(
-        Postgres { pool },
-        spec.table.clone(),
-        retry,
-        shown,
-    ))
+    let connection = match shared {
+        Some(shared) => {
+            tracing::info!(table = %shown, "rows commit with the checkpoint, in the state store's transactions");
+            Connection::Shared(shared)
+        }
+        None => Connection::Own(
+            PgPoolOptions::new()
+                .max_connections(spec.table.concurrency as u32 + 1)
+                .acquire_timeout(Duration::from_secs(30))
+                .test_before_acquire(true)
+                .connect_lazy_with(options),
+        ),
+    };
+    Ok(TableSink::new(Postgres { connection }, table, retry, shown))
+}
+
+/// Runs `$query.$method(connection)` on the destination's connection. In the
+/// run's shared transaction the statement runs in a savepoint: whatever it
+/// fails for, it undoes itself alone and the transaction goes on. Only when
+/// the transaction itself fails (its connection gone) is it lost, with rows
+/// the engine was told are written: that is fatal for the run, and the store
+/// refuses its later page commits ([`PgShared`]); the next run resumes from
+/// the last one.
+macro_rules! on_connection {
+    ($db:expr, $query:expr, $method:ident) => {
+        match &$db.connection {
+            Connection::Own(pool) => $query.$method(pool).await.map_err(failure),
+            Connection::Shared(shared) => {
+                let mut tx = shared
+                    .writes
+                    .lock()
+                    .await
+                    .map_err(DbFailure::shared_refused)?;
+                let outcome = async {
+                    let mut savepoint = sqlx::Connection::begin(&mut **tx.transaction())
+                        .await
+                        .map_err(failure)?;
+                    match $query.$method(&mut *savepoint).await {
+                        Ok(value) => {
+                            savepoint.commit().await.map_err(failure)?;
+                            Ok(Ok(value))
+                        }
+                        Err(e) => {
+                            savepoint.rollback().await.map_err(failure)?;
+                            Ok(Err(failure(e)))
+                        }
+                    }
+                }
+                .await;
+                match outcome {
+                    Ok(result) => {
+                        tx.keep();
+                        result
+                    }
+                    Err(e) => {
+                        drop(tx);
+                        Err(shared_lost(e))
+                    }
+                }
+            }
+        }
+    };
 }
 
 #[async_trait::async_trait]
@@ -87,15 +163,16 @@ impl Database for Postgres {
     }
 
     async fn columns(&self, spec: &TableSpec) -> Result<Option<Vec<String>>, DbFailure> {
-        let rows = sqlx::query(
-            "SELECT column_name::text FROM information_schema.columns \
-             WHERE table_schema = coalesce($1, current_schema()) AND table_name = $2",
-        )
-        .bind(spec.schema.as_deref())
-        .bind(&spec.table)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(failure)?;
+        let rows = on_connection!(
+            self,
+            sqlx::query(
+                "SELECT column_name::text FROM information_schema.columns \
+                 WHERE table_schema = coalesce($1, current_schema()) AND table_name = $2",
+            )
+            .bind(spec.schema.as_deref())
+            .bind(&spec.table),
+            fetch_all
+        )?;
         if rows.is_empty() {
             return Ok(None);
         }
@@ -106,36 +183,41 @@ impl Database for Postgres {
     }
 
     async fn execute(&self, sql: &str) -> Result<(), DbFailure> {
-        sqlx::query(AssertSqlSafe(sql))
-            .execute(&self.pool)
-            .await
-            .map(|_| ())
-            .map_err(failure)
+        on_connection!(self, sqlx::query(AssertSqlSafe(sql)), execute).map(|_| ())
     }
 
     async fn upsert(&self, sql: &str, rows: &str) -> Result<Vec<String>, DbFailure> {
-        sqlx::query_scalar::<_, String>(AssertSqlSafe(sql))
-            .bind(rows)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(failure)
+        on_connection!(
+            self,
+            sqlx::query_scalar::<_, String>(AssertSqlSafe(sql)).bind(rows),
+            fetch_all
+        )
     }
 
     async fn delete(&self, sql: &str, key: &str) -> Result<(), DbFailure> {
-        sqlx::query(AssertSqlSafe(sql))
-            .bind(key)
-            .execute(&self.pool)
-            .await
-            .map(|_| ())
-            .map_err(failure)
+        on_connection!(self, sqlx::query(AssertSqlSafe(sql)).bind(key), execute).map(|_| ())
     }
 
     async fn read(&self, sql: &str, key: &str) -> Result<Option<String>, DbFailure> {
-        sqlx::query_scalar::<_, String>(AssertSqlSafe(sql))
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(failure)
+        on_connection!(
+            self,
+            sqlx::query_scalar::<_, String>(AssertSqlSafe(sql)).bind(key),
+            fetch_optional
+        )
+    }
+}
+
+/// The shared transaction failed as a whole: fatal for the run, whatever
+/// the statement's own failure would have been.
+fn shared_lost(e: DbFailure) -> DbFailure {
+    DbFailure {
+        class: Class::Fatal,
+        message: format!(
+            "{} — the transaction shared with the state store is lost with it: this run stops, and the next resumes from its last commit",
+            e.message
+        ),
+        already_exists: false,
+        ..e
     }
 }
 

@@ -77,7 +77,10 @@ pub(crate) fn validate(
     let table = crate::sink::table::config::validate(v, &raw, keys, None, ctx, &at, 1);
     let path = path?;
     Some(SqliteSpec {
-        shares_state: ctx.state_path.is_some_and(|state| same_file(&path, state)),
+        shares_state: ctx
+            .state
+            .file()
+            .is_some_and(|state| same_file(&path, state)),
         path,
         table: table?,
     })

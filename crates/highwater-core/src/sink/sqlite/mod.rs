@@ -21,7 +21,6 @@ use super::SinkError;
 use super::table::sql::Dialect;
 use super::table::{Database, DbFailure, TableSink, TableSpec};
 use crate::policy::{Class, RetryPolicy};
-use crate::state::StateError;
 use crate::state::shared::SharedWrites;
 use config::SqliteSpec;
 
@@ -39,7 +38,7 @@ enum Connection {
     Own(SqlitePool),
     /// The state store's file: each statement runs in the store's open write
     /// transaction, which the store's next commit commits.
-    Shared(Arc<SharedWrites>),
+    Shared(Arc<SharedWrites<sqlx::Sqlite>>),
 }
 
 /// Opens the destination; the file and table are made at the first write.
@@ -47,7 +46,7 @@ enum Connection {
 pub fn open(
     spec: &SqliteSpec,
     retry: RetryPolicy,
-    shared: Option<Arc<SharedWrites>>,
+    shared: Option<Arc<SharedWrites<sqlx::Sqlite>>>,
 ) -> Result<SqliteSink, SinkError> {
     let shown = format!("{} table {}", spec.path.display(), spec.table.table);
     let connection = match shared {
@@ -93,7 +92,7 @@ macro_rules! on_connection {
         match &$db.connection {
             Connection::Own(pool) => $query.$method(pool).await.map_err(failure),
             Connection::Shared(shared) => {
-                let mut tx = shared.lock().await.map_err(lost)?;
+                let mut tx = shared.lock().await.map_err(DbFailure::shared_refused)?;
                 match $query.$method(&mut *tx).await.map_err(failure) {
                     Ok(value) => {
                         tx.keep();
@@ -159,16 +158,6 @@ impl Database for Sqlite {
             sqlx::query_scalar::<_, String>(AssertSqlSafe(sql)).bind(key),
             fetch_optional
         )
-    }
-}
-
-/// The store refused its shared transaction: an earlier statement rolled it back.
-fn lost(e: StateError) -> DbFailure {
-    DbFailure {
-        class: Class::Fatal,
-        code: None,
-        message: e.to_string(),
-        already_exists: false,
     }
 }
 

@@ -95,6 +95,19 @@ pub struct DbFailure {
     pub already_exists: bool,
 }
 
+impl DbFailure {
+    /// The state store refused its shared transaction to the table: an
+    /// earlier failure rolled it back, with rows the run was told are written.
+    pub fn shared_refused(e: crate::state::StateError) -> DbFailure {
+        DbFailure {
+            class: Class::Fatal,
+            code: None,
+            message: e.to_string(),
+            already_exists: false,
+        }
+    }
+}
+
 impl fmt::Display for DbFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.code {

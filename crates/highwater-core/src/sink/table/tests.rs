@@ -28,10 +28,15 @@ fn pg_url() -> String {
 }
 
 /// One test's database: a SQLite file in a fresh directory, or a fresh
-/// PostgreSQL schema.
+/// PostgreSQL schema — written in a state store's shared transaction when
+/// `store` is that store, in the same database.
 enum Db {
     Sqlite(std::path::PathBuf),
-    Postgres { schema: String, pool: sqlx::PgPool },
+    Postgres {
+        schema: String,
+        pool: sqlx::PgPool,
+        store: Option<crate::state::Store>,
+    },
 }
 
 impl Db {
@@ -49,7 +54,11 @@ impl Db {
             .connect(&pg_url())
             .await
             .expect("PostgreSQL at HW_TEST_PG or 127.0.0.1:5432/test");
-        let db = Db::Postgres { schema, pool };
+        let db = Db::Postgres {
+            schema,
+            pool,
+            store: None,
+        };
         db.exec(&format!(
             "DROP SCHEMA IF EXISTS {} CASCADE",
             db.schema_name()
@@ -58,6 +67,31 @@ impl Db {
         db.exec(&format!("CREATE SCHEMA {}", db.schema_name()))
             .await;
         db
+    }
+
+    /// A fresh schema written in the transaction of a PostgreSQL state store
+    /// in the same database, as a run's page commits would commit it.
+    async fn postgres_shared(test: &str) -> Db {
+        let Db::Postgres { schema, pool, .. } = Db::postgres(test).await else {
+            unreachable!()
+        };
+        let state = crate::config::StateSpec {
+            store: crate::config::StoreLocation::Postgres {
+                url: crate::secret::Secret::new(pg_url()),
+                schema: format!("{schema}_state"),
+            },
+            lease: crate::config::DEFAULT_LEASE,
+            merge_rows: crate::config::DEFAULT_MERGE_ROWS,
+            event_retention: crate::config::DEFAULT_EVENT_RETENTION,
+        };
+        let store = crate::state::Store::connect(&state)
+            .await
+            .expect("state store");
+        Db::Postgres {
+            schema,
+            pool,
+            store: Some(store),
+        }
     }
 
     fn schema_name(&self) -> String {
@@ -113,7 +147,7 @@ impl Db {
                 )
                 .expect("open"),
             ),
-            Db::Postgres { schema, .. } => Arc::new(
+            Db::Postgres { schema, store, .. } => Arc::new(
                 crate::sink::postgres::open(
                     &PostgresSpec {
                         url: crate::secret::Secret::new(pg_url()),
@@ -121,9 +155,15 @@ impl Db {
                             schema: Some(schema.clone()),
                             ..spec
                         },
+                        shares_state: store.is_some(),
                     },
                     sync,
                     RETRY,
+                    store.as_ref().map(|s| {
+                        s.share_postgres_writes("highwater unit")
+                            .expect("a PostgreSQL store")
+                            .expect("share")
+                    }),
                 )
                 .expect("open"),
             ),
@@ -137,9 +177,16 @@ impl Db {
                     let _ = std::fs::remove_dir_all(dir);
                 }
             }
-            Db::Postgres { schema, pool } => {
+            Db::Postgres {
+                schema,
+                pool,
+                store,
+            } => {
+                if let Some(store) = store {
+                    store.close().await;
+                }
                 let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "DROP SCHEMA IF EXISTS {schema} CASCADE"
+                    "DROP SCHEMA IF EXISTS {schema}, {schema}_state CASCADE"
                 )))
                 .execute(&pool)
                 .await;
@@ -370,6 +417,23 @@ async fn sqlite_a_missing_table_is_fatal_when_not_created() {
         other => panic!("{other:?}"),
     }
     db.drop().await;
+}
+
+/// In the state store's transaction: each statement in a savepoint.
+#[tokio::test]
+async fn postgres_shared_upserts_compare_versions() {
+    upserts_compare_versions(Db::postgres_shared("upserts_shared").await).await;
+}
+
+#[tokio::test]
+async fn postgres_shared_a_refused_row_is_refused_alone() {
+    a_refused_row_is_refused_alone(Db::postgres_shared("refused_shared").await).await;
+}
+
+#[tokio::test]
+async fn postgres_shared_a_new_field_adds_a_column_unless_evolve_is_off() {
+    a_new_field_adds_a_column_unless_evolve_is_off(Db::postgres_shared("evolve_shared").await)
+        .await;
 }
 
 #[tokio::test]

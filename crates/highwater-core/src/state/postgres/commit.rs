@@ -105,9 +105,10 @@ impl PgStore {
         counters: &Counters,
     ) -> Result<Announced, StateError> {
         let now = Timestamp::now().as_microsecond();
-        let mut tx = self.writer(Some(sync)).await?;
+        let mut writer = self.page_writer(sync).await?;
+        let tx = writer.tx();
         let announced = match &page.announce {
-            Some(batch) => claim::check(&mut tx, sync, run_id, batch).await?,
+            Some(batch) => claim::check(tx, sync, run_id, batch).await?,
             None => Announced::default(),
         };
         let kept = page.announce.as_ref().map(|b| IntentBatch {
@@ -119,15 +120,15 @@ impl PgStore {
                 .cloned()
                 .collect(),
         });
-        insert_batch(&mut tx, sync, run_id, kept.as_ref(), now).await?;
+        insert_batch(tx, sync, run_id, kept.as_ref(), now).await?;
         if !page.retire.is_empty() {
             sqlx::query("DELETE FROM intents WHERE sync = $1 AND batch = ANY($2)")
                 .bind(sync)
                 .bind(&page.retire)
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
         }
-        upsert_ledger(&mut tx, sync, &page.ledger, now).await?;
+        upsert_ledger(tx, sync, &page.ledger, now).await?;
         if !page.resolved.is_empty() {
             // A write resolves the record's dead letter; one discarded earlier
             // too, since the record is now at the destination.
@@ -141,10 +142,10 @@ impl PgStore {
             .bind(DeadLetterResolution::Discarded.as_str())
             .bind(sync)
             .bind(&page.resolved)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         }
-        upsert_dead_letters(&mut tx, sync, &page.dead_letters, now).await?;
+        upsert_dead_letters(tx, sync, &page.dead_letters, now).await?;
         sqlx::query(
             "UPDATE checkpoints SET cursor = COALESCE($1, cursor), counters = $2, updated_at = $3
              WHERE run_id = $4",
@@ -153,7 +154,7 @@ impl PgStore {
         .bind(counters_json(counters))
         .bind(now)
         .bind(run_id)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
         sqlx::query(SAMPLES)
             .bind(run_id)
@@ -162,12 +163,12 @@ impl PgStore {
             .bind(sample_ids(
                 page.dead_letters.iter().map(|d| d.source_id.as_str()),
             ))
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
-        insert_batch(&mut tx, sync, run_id, page.unsettled.as_ref(), now).await?;
-        upsert_readbacks(&mut tx, sync, run_id, &page.readbacks).await?;
-        events::append(&mut tx, sync, run_id, now, &page.events).await?;
-        tx.commit().await?;
+        insert_batch(tx, sync, run_id, page.unsettled.as_ref(), now).await?;
+        upsert_readbacks(tx, sync, run_id, &page.readbacks).await?;
+        events::append(tx, sync, run_id, now, &page.events).await?;
+        writer.commit().await?;
         Ok(announced)
     }
 

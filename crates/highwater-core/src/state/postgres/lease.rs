@@ -187,7 +187,7 @@ impl PgStore {
     /// by another worker, not expired, is the error, and those taken already
     /// are let go.
     pub async fn lease(&self, sync: &str, kinds: &[RunKind]) -> Result<Leases, LockError> {
-        let duration = self.lease;
+        let duration = self.location.lease;
         let owner = owner();
         let micros = i64::try_from(duration.as_micros()).unwrap_or(i64::MAX);
         let sent = Instant::now();

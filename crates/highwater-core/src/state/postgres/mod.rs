@@ -18,6 +18,7 @@ mod history;
 pub mod lease;
 mod operating;
 mod reset;
+pub mod shared;
 
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
@@ -61,10 +62,14 @@ impl std::fmt::Debug for PgLocation {
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    location: Arc<PgLocation>,
+    /// The schema a table named without one is in, for the store's user.
+    default_schema: String,
     /// The lease a run holds, checked by every write transaction.
     fence: Option<Arc<Fence>>,
-    /// How long a lease lasts from its last renewal.
-    lease: Duration,
+    /// The transaction this store's page commits share with a destination
+    /// table in its database, once one asked (`shared.rs`).
+    shared: Arc<std::sync::OnceLock<Arc<shared::PgShared>>>,
 }
 
 /// A write transaction of the store.
@@ -93,6 +98,10 @@ impl PgStore {
             .execute(&mut first)
             .await
             .map_err(open)?;
+        let default_schema: Option<String> = sqlx::query_scalar("SELECT current_schema()::text")
+            .fetch_one(&mut first)
+            .await
+            .map_err(open)?;
         let created = sqlx::query(AssertSqlSafe(format!(
             "CREATE SCHEMA IF NOT EXISTS {}",
             quote_ident(&schema)
@@ -102,19 +111,7 @@ impl PgStore {
         if let Err(source) = created {
             return Err(open(source));
         }
-        let search_path = format!("SET search_path TO {}", quote_ident(&schema));
-        let pool = PgPoolOptions::new()
-            .max_connections(8)
-            .acquire_timeout(Duration::from_secs(30))
-            .after_connect(move |conn, _| {
-                let search_path = search_path.clone();
-                Box::pin(async move {
-                    sqlx::query(AssertSqlSafe(search_path))
-                        .execute(&mut *conn)
-                        .await?;
-                    Ok(())
-                })
-            })
+        let pool = pool_in(&schema, 8)
             .connect_with(options)
             .await
             .map_err(open)?;
@@ -142,8 +139,10 @@ impl PgStore {
         })?;
         Ok(PgStore {
             pool,
+            location: Arc::new(location.clone()),
+            default_schema: default_schema.unwrap_or_else(|| "public".to_owned()),
             fence: None,
-            lease: location.lease,
+            shared: Default::default(),
         })
     }
 
@@ -177,6 +176,9 @@ impl PgStore {
     }
 
     pub async fn close(self) {
+        if let Some(shared) = self.shared.get() {
+            shared.writes.close().await;
+        }
         self.pool.close().await;
     }
 
@@ -184,6 +186,7 @@ impl PgStore {
     pub(super) fn fenced(&self, fence: Arc<Fence>) -> PgStore {
         PgStore {
             fence: Some(fence),
+            shared: Default::default(),
             ..self.clone()
         }
     }
@@ -196,19 +199,25 @@ impl PgStore {
     /// one sync, and fenced by the store's lease when it has one.
     pub(super) async fn writer(&self, sync: Option<&str>) -> Result<Tx, StateError> {
         let mut tx = self.pool.begin().await?;
+        self.guard(&mut tx, sync).await?;
+        Ok(tx)
+    }
+
+    /// Takes `sync`'s advisory lock in `tx` and checks the store's lease.
+    async fn guard(&self, tx: &mut Tx, sync: Option<&str>) -> Result<(), StateError> {
         let sync = sync.or(self.fence.as_deref().map(|f| f.sync()));
         if let Some(sync) = sync {
             sqlx::query(
                 "SELECT pg_advisory_xact_lock(hashtextextended('highwater.sync:' || $1, 0))",
             )
             .bind(sync)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         }
         if let Some(fence) = &self.fence {
-            fence.check_in(&mut tx).await?;
+            fence.check_in(tx).await?;
         }
-        Ok(tx)
+        Ok(())
     }
 }
 
@@ -508,6 +517,23 @@ impl PgStore {
 }
 
 /// An identifier quoted for PostgreSQL.
+/// A pool of up to `connections`, each looking in `schema` first.
+fn pool_in(schema: &str, connections: u32) -> PgPoolOptions {
+    let search_path = format!("SET search_path TO {}", quote_ident(schema));
+    PgPoolOptions::new()
+        .max_connections(connections)
+        .acquire_timeout(Duration::from_secs(30))
+        .after_connect(move |conn, _| {
+            let search_path = search_path.clone();
+            Box::pin(async move {
+                sqlx::query(AssertSqlSafe(search_path))
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(())
+            })
+        })
+}
+
 fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }

@@ -12,7 +12,7 @@ pub(super) mod history;
 pub mod lock;
 mod operating;
 mod reset;
-pub mod shared;
+mod shared;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
@@ -92,7 +92,9 @@ pub struct SqliteStore {
     /// Where the store lives: the locks of its syncs' runs are beside it.
     path: std::path::PathBuf,
     /// Set when a destination table in the store's file shares its writes.
-    shared: std::sync::Arc<std::sync::OnceLock<std::sync::Arc<shared::SharedWrites>>>,
+    shared: std::sync::Arc<
+        std::sync::OnceLock<std::sync::Arc<super::shared::SharedWrites<sqlx::Sqlite>>>,
+    >,
 }
 
 pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[

@@ -1,6 +1,7 @@
 //! The shared-transaction mode: what a destination table writes through the
 //! store's open transaction is committed by the store's next commit, and
-//! nothing commits after that transaction was rolled back.
+//! nothing commits after that transaction was rolled back — nor, with
+//! PostgreSQL, after the run's lease was lost.
 
 use super::*;
 
@@ -25,7 +26,7 @@ async fn count(pool: &SqlitePool) -> i64 {
 #[tokio::test]
 async fn rows_written_in_the_shared_transaction_commit_with_the_page() {
     let (path, store) = open_run("shared-commit").await;
-    let shared = store.share_writes().expect("a SQLite store");
+    let shared = store.share_sqlite_writes().expect("a SQLite store");
     let mut tx = shared.lock().await.expect("lock");
     for sql in [
         "CREATE TABLE t (k TEXT PRIMARY KEY)",
@@ -66,7 +67,7 @@ async fn rows_written_in_the_shared_transaction_commit_with_the_page() {
 #[tokio::test]
 async fn after_the_shared_transaction_is_rolled_back_nothing_commits() {
     let (path, store) = open_run("shared-lost").await;
-    let shared = store.share_writes().expect("a SQLite store");
+    let shared = store.share_sqlite_writes().expect("a SQLite store");
     let mut tx = shared.lock().await.expect("lock");
     sqlx::query("CREATE TABLE t (k TEXT PRIMARY KEY)")
         .execute(&mut *tx)
@@ -91,4 +92,181 @@ async fn after_the_shared_transaction_is_rolled_back_nothing_commits() {
     let known = store.known("billing", &["a"], &[]).await.expect("known");
     assert!(known.ledger.is_empty(), "{known:?}");
     store.close().await;
+}
+
+/// A fresh PostgreSQL store with run `r1` open, its schema's name, and a
+/// connection of its own to look from.
+async fn open_postgres_run(name: &str) -> (Store, String, sqlx::PgConnection) {
+    let store = fresh_postgres(name).await;
+    store
+        .begin_run(&run("r1", 1000), &json!({"kind": "start"}))
+        .await
+        .expect("begin");
+    let url = std::env::var("HW_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let reader = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+        .await
+        .expect("reader");
+    (store, format!("hw_unit_{}", name.replace('-', "_")), reader)
+}
+
+/// Rows in `schema.t`, or `None` while no committed transaction made it.
+async fn pg_count(reader: &mut sqlx::PgConnection, schema: &str) -> Option<i64> {
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+        .bind(format!("{schema}.t"))
+        .fetch_one(&mut *reader)
+        .await
+        .expect("regclass");
+    if !exists {
+        return None;
+    }
+    Some(
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM {schema}.t"
+        )))
+        .fetch_one(&mut *reader)
+        .await
+        .expect("count"),
+    )
+}
+
+async fn write_row(shared: &crate::state::PgShared, key: &str) {
+    let mut tx = shared.writes.lock().await.expect("lock");
+    sqlx::query("CREATE TABLE IF NOT EXISTS t (k TEXT PRIMARY KEY)")
+        .execute(&mut *tx)
+        .await
+        .expect("create");
+    sqlx::query("INSERT INTO t VALUES ($1)")
+        .bind(key)
+        .execute(&mut *tx)
+        .await
+        .expect("insert");
+    tx.keep();
+}
+
+#[tokio::test]
+async fn postgres_rows_written_in_the_run_s_transaction_commit_with_the_page() {
+    let (store, schema, mut reader) = open_postgres_run("shared-pg-commit").await;
+    let shared = store
+        .share_postgres_writes("highwater unit")
+        .expect("a PostgreSQL store")
+        .expect("share");
+    // A destination table named without a schema is where its user has it.
+    assert_eq!(shared.default_schema, "public");
+    write_row(&shared, "a").await;
+    assert_eq!(pg_count(&mut reader, &schema).await, None);
+    let page = PageCommit {
+        ledger: vec![entry("a", 1)],
+        ..PageCommit::default()
+    };
+    store
+        .commit_page("billing", "r1", &page, None, &Counters::default())
+        .await
+        .expect("commit");
+    assert_eq!(pg_count(&mut reader, &schema).await, Some(1));
+    let known = store.known("billing", &["a"], &[]).await.expect("known");
+    assert_eq!(known.ledger.len(), 1, "{known:?}");
+    store.close().await;
+}
+
+#[tokio::test]
+async fn postgres_after_the_run_s_transaction_is_lost_nothing_commits() {
+    let (store, schema, mut reader) = open_postgres_run("shared-pg-lost").await;
+    let shared = store
+        .share_postgres_writes("highwater unit")
+        .expect("a PostgreSQL store")
+        .expect("share");
+    write_row(&shared, "a").await;
+    // Its connection ended under it, as by `pg_terminate_backend`.
+    let ended: i64 = sqlx::query_scalar(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'highwater unit'",
+    )
+    .fetch_one(&mut reader)
+    .await
+    .expect("terminate");
+    assert_eq!(ended, 1);
+    let mut tx = shared.writes.lock().await.expect("lock");
+    let failed = sqlx::query("INSERT INTO t VALUES ('b')")
+        .execute(&mut *tx)
+        .await;
+    assert!(failed.is_err(), "{failed:?}");
+    drop(tx);
+    let page = PageCommit {
+        ledger: vec![entry("a", 1), entry("b", 1)],
+        ..PageCommit::default()
+    };
+    let refused = store
+        .commit_page("billing", "r1", &page, None, &Counters::default())
+        .await;
+    assert!(
+        matches!(refused, Err(StateError::SharedTransactionLost)),
+        "{refused:?}"
+    );
+    assert_eq!(pg_count(&mut reader, &schema).await, None);
+    let known = store
+        .known("billing", &["a", "b"], &[])
+        .await
+        .expect("known");
+    assert!(known.ledger.is_empty(), "{known:?}");
+    // Another run's store shares a transaction of its own.
+    let lock = store
+        .lock_run("billing", RunKind::Incremental, false)
+        .await
+        .expect("lease");
+    let next = store.fenced(&lock);
+    let shared = next
+        .share_postgres_writes("highwater unit")
+        .expect("a PostgreSQL store")
+        .expect("share");
+    write_row(&shared, "a").await;
+    next.commit_page(
+        "billing",
+        "r1",
+        &PageCommit::default(),
+        None,
+        &Counters::default(),
+    )
+    .await
+    .expect("commit");
+    assert_eq!(pg_count(&mut reader, &schema).await, Some(1));
+    drop(next);
+    store.close_releasing(lock).await;
+}
+
+#[tokio::test]
+async fn postgres_a_run_that_lost_its_lease_commits_none_of_its_rows() {
+    let (store, schema, mut reader) = open_postgres_run("shared-pg-fenced").await;
+    let lock = store
+        .lock_run("billing", RunKind::Incremental, false)
+        .await
+        .expect("lease");
+    let fenced = store.fenced(&lock);
+    let shared = fenced
+        .share_postgres_writes("highwater unit")
+        .expect("a PostgreSQL store")
+        .expect("share");
+    write_row(&shared, "a").await;
+    // Another worker took the lease over: a new holder, a new token.
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE {schema}.leases SET owner = 'another worker', token = token + 1000"
+    )))
+    .execute(&mut reader)
+    .await
+    .expect("take over");
+    let page = PageCommit {
+        ledger: vec![entry("a", 1)],
+        ..PageCommit::default()
+    };
+    let refused = fenced
+        .commit_page("billing", "r1", &page, None, &Counters::default())
+        .await;
+    assert!(
+        matches!(refused, Err(StateError::LeaseLost { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(pg_count(&mut reader, &schema).await, None);
+    let known = store.known("billing", &["a"], &[]).await.expect("known");
+    assert!(known.ledger.is_empty(), "{known:?}");
+    drop(fenced);
+    store.close_releasing(lock).await;
 }
