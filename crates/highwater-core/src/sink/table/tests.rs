@@ -160,7 +160,7 @@ impl Db {
                     sync,
                     RETRY,
                     store.as_ref().map(|s| {
-                        s.share_postgres_writes("highwater unit")
+                        s.share_postgres_writes(&format!("highwater unit {sync}"))
                             .expect("a PostgreSQL store")
                             .expect("share")
                     }),

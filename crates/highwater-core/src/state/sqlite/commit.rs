@@ -3,30 +3,29 @@
 //! completion, which moves the high-water mark and settles the floors.
 
 use super::claim;
+use super::named::{Param, Params, Statements};
 use super::*;
 
-/// Everything [`Store::commit_page`] changes, as one statement list. The
-/// placeholders are plain `?`, which sqlx fills across the whole list in the order
-/// they appear; numbered ones would stop binding at the first gap in a statement.
-/// Ledger rows are staged, one row per commit; [`MERGE_STAGED`] moves them into
-/// the ledger.
-pub(super) const COMMIT_PAGE: &str = "
+/// Everything [`Store::commit_page`] changes, as one statement list with
+/// named parameters (`named.rs`), run in one transaction. Ledger rows are
+/// staged, one row per commit; [`MERGE_STAGED`] moves them into the ledger.
+const COMMIT_PAGE: &str = "
 INSERT INTO intents (sync, batch, run_id, rows)
-  SELECT sync, batch, run_id, rows FROM (SELECT ? AS sync, ? AS batch, ? AS run_id, ? AS rows)
+  SELECT sync, batch, run_id, rows FROM (SELECT :sync AS sync, :batch AS batch, :run_id AS run_id, :intents AS rows)
   WHERE batch IS NOT NULL;
-DELETE FROM intents WHERE sync = ? AND batch IN (SELECT value FROM json_each(?));
+DELETE FROM intents WHERE sync = :sync AND batch IN (SELECT value FROM json_each(:retire));
 INSERT INTO ledger_staged (sync, seq, rows, written_at)
   SELECT p.sync, COALESCE((SELECT MAX(seq) FROM ledger_staged WHERE sync = p.sync), 0) + 1, p.rows, p.now
-  FROM (SELECT ? AS sync, jsonb(?) AS rows, ? AS now) AS p
+  FROM (SELECT :sync AS sync, jsonb(:ledger) AS rows, :now AS now) AS p
   WHERE json_array_length(p.rows) > 0;
 -- A write resolves the record's dead letter; one discarded earlier too, since the
 -- record is now at the destination, which says more than the discard.
-UPDATE dead_letters SET resolved_at = ?, resolution = ?, audit_id = NULL
-  WHERE (resolved_at IS NULL OR resolution = ?) AND sync = ?
-    AND source_id IN (SELECT value FROM json_each(?));
+UPDATE dead_letters SET resolved_at = :now, resolution = :written, audit_id = NULL
+  WHERE (resolved_at IS NULL OR resolution = :discarded) AND sync = :sync
+    AND source_id IN (SELECT value FROM json_each(:resolved));
 INSERT INTO dead_letters (sync, source_id, run_id, stage, error, payload, fingerprint, attempts, first_failed_at, last_failed_at)
   SELECT p.sync, value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6, p.now, p.now
-  FROM (SELECT ? AS sync, ? AS now) AS p, jsonb_each(?) WHERE true ORDER BY key
+  FROM (SELECT :sync AS sync, :now AS now) AS p, jsonb_each(:dead_letters) WHERE true ORDER BY key
   ON CONFLICT (sync, source_id) DO UPDATE SET
     run_id = excluded.run_id,
     stage = excluded.stage,
@@ -38,16 +37,17 @@ INSERT INTO dead_letters (sync, source_id, run_id, stage, error, payload, finger
     resolved_at = NULL,
     resolution = NULL,
     audit_id = NULL;
-UPDATE checkpoints SET cursor = COALESCE(?, cursor), counters = ?, updated_at = ? WHERE run_id = ?;
+UPDATE checkpoints SET cursor = COALESCE(:cursor, cursor), counters = :counters, updated_at = :now
+  WHERE run_id = :run_id;
 -- The run's examples: the first ids of its ledger rows and dead letters, up to
 -- five (SAMPLE_IDS); once it has five, a commit only reads the array's length.
-UPDATE runs SET updated_at = ?,
+UPDATE runs SET updated_at = :now,
     sample_written = CASE WHEN json_array_length(sample_written) < 5 THEN (
       SELECT json_group_array(id) FROM (
         SELECT id FROM (
           SELECT 0 AS part, key AS place, value AS id FROM json_each(runs.sample_written)
           UNION ALL
-          SELECT 1, key, value FROM json_each(?)
+          SELECT 1, key, value FROM json_each(:sample_written)
             WHERE value NOT IN (SELECT value FROM json_each(runs.sample_written)))
         ORDER BY part, place LIMIT 5))
       ELSE sample_written END,
@@ -56,17 +56,17 @@ UPDATE runs SET updated_at = ?,
         SELECT id FROM (
           SELECT 0 AS part, key AS place, value AS id FROM json_each(runs.sample_dead_lettered)
           UNION ALL
-          SELECT 1, key, value FROM json_each(?)
+          SELECT 1, key, value FROM json_each(:sample_dead_lettered)
             WHERE value NOT IN (SELECT value FROM json_each(runs.sample_dead_lettered)))
         ORDER BY part, place LIMIT 5))
       ELSE sample_dead_lettered END
-  WHERE run_id = ?;
+  WHERE run_id = :run_id;
 INSERT INTO intents (sync, batch, run_id, rows)
-  SELECT sync, batch, run_id, rows FROM (SELECT ? AS sync, ? AS batch, ? AS run_id, ? AS rows)
+  SELECT sync, batch, run_id, rows FROM (SELECT :sync AS sync, :unsettled_batch AS batch, :run_id AS run_id, :unsettled AS rows)
   WHERE batch IS NOT NULL;
 INSERT INTO readbacks (sync, source_id, run_id, external_id, dest_id, version, updated_at, payload, payload_hash, settles_at)
   SELECT p.sync, value ->> 0, p.run_id, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6, value ->> 7
-  FROM (SELECT ? AS sync, ? AS run_id) AS p, jsonb_each(?) WHERE true ORDER BY key
+  FROM (SELECT :sync AS sync, :run_id AS run_id) AS p, jsonb_each(:readbacks) WHERE true ORDER BY key
   ON CONFLICT (sync, source_id) DO UPDATE SET
     run_id = excluded.run_id,
     external_id = excluded.external_id,
@@ -77,6 +77,10 @@ INSERT INTO readbacks (sync, source_id, run_id, external_id, dest_id, version, u
     payload_hash = excluded.payload_hash,
     settles_at = excluded.settles_at;
 ";
+
+/// [`COMMIT_PAGE`], split and numbered once.
+pub(super) static COMMIT_PAGE_STATEMENTS: std::sync::LazyLock<Statements> =
+    std::sync::LazyLock::new(|| Statements::parse(COMMIT_PAGE));
 
 /// Moves a sync's staged ledger rows into the ledger, in one pass over its B-tree:
 /// by source id, so each insert starts near the last one, and within an id by
@@ -191,43 +195,29 @@ impl SqliteStore {
         });
         let batch = kept.as_ref().filter(|b| !b.intents.is_empty());
         let intents = intent_rows(batch, now);
-        // One statement list, one trip to SQLite's thread; a part with no rows
-        // unpacks an empty array and changes nothing.
-        sqlx::query(COMMIT_PAGE)
-            .bind(sync)
-            .bind(batch.map(|b| &b.id))
-            .bind(run_id)
-            .bind(json_rows(&intents)?)
-            .bind(sync)
-            .bind(json_rows(&page.retire)?)
-            .bind(sync)
-            .bind(json_rows(&ledger)?)
-            .bind(now)
-            .bind(now)
-            .bind(DeadLetterResolution::Written.as_str())
-            .bind(DeadLetterResolution::Discarded.as_str())
-            .bind(sync)
-            .bind(json_rows(&page.resolved)?)
-            .bind(sync)
-            .bind(now)
-            .bind(json_rows(&dead_letters)?)
-            .bind(cursor.map(Value::to_string))
-            .bind(counters_json(counters))
-            .bind(now)
-            .bind(run_id)
-            .bind(now)
-            .bind(json_rows(&sample_written)?)
-            .bind(json_rows(&sample_dead)?)
-            .bind(run_id)
-            .bind(sync)
-            .bind(unsettled.map(|b| &b.id))
-            .bind(run_id)
-            .bind(json_rows(&intent_rows(unsettled, now))?)
-            .bind(sync)
-            .bind(run_id)
-            .bind(json_rows(&readbacks)?)
-            .execute(&mut *tx)
-            .await?;
+        // A statement with no rows to unpack is not run.
+        let params: Params = [
+            ("sync", sync.into()),
+            ("run_id", run_id.into()),
+            ("now", now.into()),
+            ("batch", batch.map(|b| &b.id).into()),
+            ("intents", Param::rows(&intents)?),
+            ("retire", Param::rows(&page.retire)?),
+            ("ledger", Param::rows(&ledger)?),
+            ("written", DeadLetterResolution::Written.as_str().into()),
+            ("discarded", DeadLetterResolution::Discarded.as_str().into()),
+            ("resolved", Param::rows(&page.resolved)?),
+            ("dead_letters", Param::rows(&dead_letters)?),
+            ("cursor", cursor.map(Value::to_string).into()),
+            ("counters", counters_json(counters).into()),
+            ("sample_written", json_rows(&sample_written)?.into()),
+            ("sample_dead_lettered", json_rows(&sample_dead)?.into()),
+            ("unsettled_batch", unsettled.map(|b| &b.id).into()),
+            ("unsettled", Param::rows(&intent_rows(unsettled, now))?),
+            ("readbacks", Param::rows(&readbacks)?),
+        ]
+        .into();
+        COMMIT_PAGE_STATEMENTS.run(&mut tx, &params).await?;
         events::append(&mut tx, sync, run_id, now, &page.events).await?;
         if page.merge {
             merge_staged(&mut tx, sync).await?;

@@ -10,6 +10,7 @@ mod dlq;
 mod events;
 pub(super) mod history;
 pub mod lock;
+mod named;
 mod operating;
 mod reset;
 mod shared;

@@ -7,7 +7,7 @@ use sqlx::Row;
 
 use super::KNOWN;
 use super::claim::NEWEST_IN_LEDGER;
-use super::commit::{COMMIT_PAGE, MERGE_STAGED};
+use super::commit::{COMMIT_PAGE_STATEMENTS, MERGE_STAGED};
 use super::*;
 use crate::state::tests::*;
 
@@ -36,8 +36,8 @@ async fn reads_by_sync_alone(pool: &SqlitePool, statement: &str) -> Vec<String> 
 async fn a_page_s_statements_read_the_ledger_and_dead_letters_by_key() {
     let path = temp_db("plans");
     let store = Store::open(&path).await.expect("open");
-    let statements = COMMIT_PAGE
-        .split(";\n")
+    let statements = COMMIT_PAGE_STATEMENTS
+        .sql()
         .chain(MERGE_STAGED.split(";\n"))
         .chain([KNOWN, NEWEST_IN_LEDGER])
         .map(str::trim)

@@ -173,13 +173,13 @@ async fn postgres_rows_written_in_the_run_s_transaction_commit_with_the_page() {
 async fn postgres_after_the_run_s_transaction_is_lost_nothing_commits() {
     let (store, schema, mut reader) = open_postgres_run("shared-pg-lost").await;
     let shared = store
-        .share_postgres_writes("highwater unit")
+        .share_postgres_writes("highwater unit lost")
         .expect("a PostgreSQL store")
         .expect("share");
     write_row(&shared, "a").await;
     // Its connection ended under it, as by `pg_terminate_backend`.
     let ended: i64 = sqlx::query_scalar(
-        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'highwater unit'",
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'highwater unit lost'",
     )
     .fetch_one(&mut reader)
     .await
