@@ -7,7 +7,8 @@
 //! short. Each daemon runs twice: on a SQLite state store, and on a PostgreSQL
 //! one (a schema of its own at `HW_BENCH_PG`, else the machine's `test`
 //! database), where its syncs run under leases, with the CPU time the database
-//! server spent beside the daemon's: the state store's share of the work.
+//! server spent beside the daemon's, or the daemon's SQLite threads within it:
+//! the state store's engine's share of the work.
 //! `cargo bench --bench serve [-- CONCURRENCY...]` (default 4 and 8).
 
 use std::path::{Path, PathBuf};
@@ -87,6 +88,22 @@ fn process_cpu(pid: u32) -> Duration {
         .ok()
         .and_then(|s| cpu_of(&s))
         .map_or(Duration::ZERO, |(_, cpu)| cpu)
+}
+
+/// CPU time so far of a process's SQLite threads (sqlx runs each SQLite
+/// connection on a thread of its own, `sqlx-sqlite-worker-N`): with JSON
+/// Lines destinations, the state store's engine.
+fn sqlite_threads_cpu(pid: u32) -> Duration {
+    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Duration::ZERO;
+    };
+    entries
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter_map(|s| cpu_of(&s))
+        .filter(|(name, _)| name.starts_with("sqlx-sqlite"))
+        .map(|(_, cpu)| cpu)
+        .sum()
 }
 
 /// CPU time of every PostgreSQL server process on this machine so far.
@@ -196,6 +213,7 @@ async fn daemon(concurrency: usize, limit: f64, postgres: bool) -> Result<(), St
     let elapsed = started.elapsed();
     let rss = peak_rss_mib(pid);
     let (cpu, server) = (process_cpu(pid), postgres_cpu().saturating_sub(server));
+    let sqlite = sqlite_threads_cpu(pid);
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status();
@@ -219,7 +237,11 @@ async fn daemon(concurrency: usize, limit: f64, postgres: bool) -> Result<(), St
                 100.0 * server.as_secs_f64() / (server + cpu).as_secs_f64().max(1e-9)
             )
         } else {
-            String::new()
+            format!(
+                ", of which SQLite's threads {:.2} s (the store's share {:.0}%)",
+                sqlite.as_secs_f64(),
+                100.0 * sqlite.as_secs_f64() / cpu.as_secs_f64().max(1e-9)
+            )
         },
         if short > 0 {
             format!("  ({short} files short)")

@@ -39,7 +39,10 @@ pub(super) enum Param<'a> {
     Null,
     /// A JSON array of rows for a statement to unpack; none, and the
     /// statements that bind it are skipped.
-    Rows { json: String, empty: bool },
+    Rows {
+        json: String,
+        empty: bool,
+    },
 }
 
 impl Param<'_> {
