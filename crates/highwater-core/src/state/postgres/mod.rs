@@ -516,7 +516,6 @@ impl PgStore {
     }
 }
 
-/// An identifier quoted for PostgreSQL.
 /// A pool of up to `connections`, each looking in `schema` first.
 fn pool_in(schema: &str, connections: u32) -> PgPoolOptions {
     let search_path = format!("SET search_path TO {}", quote_ident(schema));
@@ -534,6 +533,7 @@ fn pool_in(schema: &str, connections: u32) -> PgPoolOptions {
         })
 }
 
+/// An identifier quoted for PostgreSQL.
 fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
