@@ -24,7 +24,7 @@ use highwater_core::state::RunKind;
 use simsaas::{SimConfig, SimStats};
 
 use crate::deletes::deletes_endpoint;
-use crate::util::{Mode, SYNC, Setup, Style, Versions, World, progress, wait_bounded};
+use crate::util::{KillDelays, Mode, SYNC, Setup, Style, Versions, World, progress, wait_bounded};
 
 const RECORDS: usize = 5_000;
 const KILLS: usize = 20;
@@ -106,11 +106,13 @@ async fn crash_and_recover(style: Style, mode: Mode, seed: u64) {
     // before it creates a record an earlier, killed process may have created:
     // its kills land across and after that wait, so that they interrupt pages
     // being written, not only the wait.
-    let kill_after = match mode {
-        Mode::Lookup => 300..1800,
-        Mode::Put | Mode::Post | Mode::Batch => 60..500,
-    };
-    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut delays = KillDelays::new(
+        seed,
+        match mode {
+            Mode::Lookup => 300..1800,
+            Mode::Put | Mode::Post | Mode::Batch => 60..500,
+        },
+    );
     let mut versions = Versions::default();
     // Records a completed deletes run removed: gone for good (none is re-created).
     let mut gone: HashSet<String> = HashSet::new();
@@ -120,8 +122,7 @@ async fn crash_and_recover(style: Style, mode: Mode, seed: u64) {
         attempts += 1;
         let before = progress(&world, RunKind::Incremental).await;
         let mut child = world.spawn(&["run", SYNC]);
-        let delay = Duration::from_millis(rng.u64(kill_after.clone()));
-        if let Some(status) = wait_bounded(&mut child, delay).await {
+        if let Some(status) = wait_bounded(&mut child, delays.next()).await {
             assert!(
                 status.code() != Some(2),
                 "seed {seed}: the run refused its config"
@@ -134,7 +135,9 @@ async fn crash_and_recover(style: Style, mode: Mode, seed: u64) {
         let _ = child.start_kill();
         let _ = child.wait().await;
         let after = progress(&world, RunKind::Incremental).await;
-        if after.is_some_and(|a| before.is_none_or(|b| a > b)) {
+        let mid_run = after.is_some_and(|a| before.is_none_or(|b| a > b));
+        delays.landed(mid_run);
+        if mid_run {
             landed += 1;
             // Deletions applied between kills, with the killed run left open.
             if landed % 5 == 0 {
@@ -407,22 +410,23 @@ async fn jsonl_file_survives_kills() {
         }
         versions
     };
-    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut delays = KillDelays::new(seed, 50..700);
     let mut seen: HashMap<String, i64> = HashMap::new();
     let (mut landed, mut attempts) = (0, 0);
     while landed < 8 && attempts < 60 {
         attempts += 1;
         let before = progress(&world, RunKind::Incremental).await;
         let mut child = world.spawn(&["run", SYNC]);
-        let delay = Duration::from_millis(rng.u64(50..700));
-        if let Some(status) = wait_bounded(&mut child, delay).await {
+        if let Some(status) = wait_bounded(&mut child, delays.next()).await {
             assert!(status.success(), "seed {seed}: the run failed");
             break;
         }
         let _ = child.start_kill();
         let _ = child.wait().await;
         let after = progress(&world, RunKind::Incremental).await;
-        if after.is_some_and(|a| before.is_none_or(|b| a > b)) {
+        let mid_run = after.is_some_and(|a| before.is_none_or(|b| a > b));
+        delays.landed(mid_run);
+        if mid_run {
             landed += 1;
         }
         let now = held(&spec);

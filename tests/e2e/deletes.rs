@@ -11,7 +11,8 @@ use highwater_core::state::RunKind;
 use simsaas::{Deletion, SimConfig};
 
 use crate::util::{
-    Mode, SYNC, Setup, Style, World, describe, progress, report, stderr, stdout, wait_bounded,
+    KillDelays, Mode, SYNC, Setup, Style, World, describe, progress, report, stderr, stdout,
+    wait_bounded,
 };
 
 /// `[sync.deletes]` reading the simulator's deletes feed, deleting the way
@@ -74,14 +75,13 @@ async fn deletions_are_applied_exactly_once_across_kills() {
         dest.latency = Duration::from_millis(25);
         world.sim.set_dest_faults(dest.clone());
 
-        let mut rng = fastrand::Rng::with_seed(201);
+        let mut delays = KillDelays::new(201, 150..700);
         let (mut landed, mut attempts) = (0, 0);
         while landed < 3 && attempts < 15 {
             attempts += 1;
             let before = progress(&world, RunKind::Deletes).await;
             let mut child = world.spawn(&["run", SYNC, "--deletes"]);
-            let delay = Duration::from_millis(rng.u64(150..700));
-            if let Some(status) = wait_bounded(&mut child, delay).await {
+            if let Some(status) = wait_bounded(&mut child, delays.next()).await {
                 assert!(
                     status.code() != Some(2),
                     "{mode:?}: the run refused its config"
@@ -93,10 +93,11 @@ async fn deletions_are_applied_exactly_once_across_kills() {
             }
             let _ = child.start_kill();
             let _ = child.wait().await;
-            if progress(&world, RunKind::Deletes)
+            let mid_run = progress(&world, RunKind::Deletes)
                 .await
-                .is_some_and(|a| before.is_none_or(|b| a > b))
-            {
+                .is_some_and(|a| before.is_none_or(|b| a > b));
+            delays.landed(mid_run);
+            if mid_run {
                 landed += 1;
             }
             // Between kills: no record that is still at the source is deleted.

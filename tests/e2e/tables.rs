@@ -20,7 +20,7 @@ use serde_json::Value;
 use simsaas::{DestDump, DestObject, SimConfig};
 
 use crate::deletes::deletes_endpoint;
-use crate::util::{Mode, SYNC, Setup, Style, World, progress, wait_bounded};
+use crate::util::{KillDelays, Mode, SYNC, Setup, Style, World, progress, wait_bounded};
 
 const RECORDS: usize = 5_000;
 const KILLS: usize = 6;
@@ -124,9 +124,12 @@ impl Table {
                 "[sync.destination]\ntype = \"sqlite\"\npath = \"{}\"\n{shared}\n",
                 path.display()
             ),
+            // Named after the test: its connections, and no other test's,
+            // are the ones its killer terminates.
             Table::Postgres { schema, .. } => format!(
-                "[sync.destination]\ntype = \"postgres\"\nurl = \"{}\"\nschema = \"{schema}\"\n{shared}\n",
-                pg_url()
+                "[sync.destination]\ntype = \"postgres\"\nurl = \"{}{}application_name={schema}\"\nschema = \"{schema}\"\n{shared}\n",
+                pg_url(),
+                if pg_url().contains('?') { '&' } else { '?' },
             ),
         }
     }
@@ -193,11 +196,12 @@ async fn sqlite(path: &std::path::Path, create: bool) -> sqlx::SqlitePool {
         .expect("open the destination file")
 }
 
-/// Terminates the sync's PostgreSQL connections at random moments, `gaps`
-/// apart, until stopped — with `holding`, only those holding a transaction
-/// open between statements, rows written and not yet committed; counts the
-/// connections it ended.
+/// Terminates the PostgreSQL connections named `name` (the test's
+/// destination's) at random moments, `gaps` apart, until stopped — with
+/// `holding`, only those holding a transaction open between statements, rows
+/// written and not yet committed; counts the connections it ended.
 fn connection_killer(
+    name: String,
     seed: u64,
     gaps: std::ops::Range<u64>,
     holding: bool,
@@ -209,19 +213,26 @@ fn connection_killer(
             return;
         };
         let mut rng = fastrand::Rng::with_seed(seed ^ 0x5eed);
-        let name = format!("highwater {SYNC}");
         while !stop.load(Ordering::Acquire) {
             tokio::time::sleep(Duration::from_millis(rng.u64(gaps.clone()))).await;
-            let n: i64 = sqlx::query_scalar(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-                 WHERE application_name = $1 AND (NOT $2 OR state = 'idle in transaction')",
-            )
-            .bind(&name)
-            .bind(holding)
-            .fetch_one(&pool)
-            .await
-            .unwrap_or(0);
-            killed.fetch_add(n as u64, Ordering::AcqRel);
+            // The moment a connection is in the wanted state is brief: it is
+            // watched for, a bounded while, after each gap.
+            for _ in 0..200 {
+                let n: i64 = sqlx::query_scalar(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+                     WHERE application_name = $1 AND (NOT $2 OR state = 'idle in transaction')",
+                )
+                .bind(&name)
+                .bind(holding)
+                .fetch_one(&pool)
+                .await
+                .unwrap_or(0);
+                killed.fetch_add(n as u64, Ordering::AcqRel);
+                if n > 0 || stop.load(Ordering::Acquire) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
         }
         pool.close().await;
     })
@@ -284,18 +295,20 @@ async fn crash_into_table(table: Table, name: &str, seed: u64) {
     // A connection killed under the shared transaction ends its run (it
     // resumes from its last commit): kills further apart let runs progress,
     // and each lands where the transaction holds rows no commit covers yet.
-    let gaps = if shares_state { 100..600 } else { 50..400 };
-    let killer = matches!(table, Table::Postgres { .. }).then(|| {
-        connection_killer(
+    let gaps = if shares_state { 300..1500 } else { 50..400 };
+    let killer = match &table {
+        Table::Postgres { schema, .. } => Some(connection_killer(
+            schema.clone(),
             seed,
             gaps,
             shares_state,
             Arc::clone(&stop_killer),
             Arc::clone(&connections_killed),
-        )
-    });
+        )),
+        Table::Sqlite(_) => None,
+    };
 
-    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut delays = KillDelays::new(seed, 150..700);
     let mut highest: HashMap<String, (i64, i64)> = HashMap::new();
     let mut gone: HashSet<String> = HashSet::new();
     let (mut landed, mut attempts) = (0, 0);
@@ -310,8 +323,7 @@ async fn crash_into_table(table: Table, name: &str, seed: u64) {
         attempts += 1;
         let before = progress(&world, RunKind::Incremental).await;
         let mut child = world.spawn(&["run", SYNC]);
-        let delay = Duration::from_millis(rng.u64(150..700));
-        if let Some(status) = wait_bounded(&mut child, delay).await {
+        if let Some(status) = wait_bounded(&mut child, delays.next()).await {
             assert!(
                 status.code() != Some(2),
                 "seed {seed}: the run refused its config"
@@ -326,10 +338,11 @@ async fn crash_into_table(table: Table, name: &str, seed: u64) {
         let after = progress(&world, RunKind::Incremental).await;
         let dump = table.dump().await;
         let live = world.sim.source_records().len();
-        if after.is_some_and(|a| before.is_none_or(|b| a > b))
+        let mid_run = after.is_some_and(|a| before.is_none_or(|b| a > b))
             && !dump.objects.is_empty()
-            && dump.objects.len() < live
-        {
+            && dump.objects.len() < live;
+        delays.landed(mid_run);
+        if mid_run {
             landed += 1;
             if landed % 3 == 0 {
                 apply_deletes(&world, &table, &mut gone, seed).await;

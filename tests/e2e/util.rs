@@ -640,6 +640,42 @@ pub async fn wait_bounded(child: &mut Child, limit: Duration) -> Option<std::pro
         .and_then(Result::ok)
 }
 
+/// Seeded kill instants that stretch while kills land too early. On two
+/// loaded cores a fresh process may not commit its first page within the
+/// planned window, and a kill before any progress proves nothing: each such
+/// miss pushes the next instants later, each landed kill pulls them back.
+pub struct KillDelays {
+    rng: fastrand::Rng,
+    range: std::ops::Range<u64>,
+    stretch: u64,
+}
+
+impl KillDelays {
+    /// Delays drawn from `range` (milliseconds) with `seed`.
+    pub fn new(seed: u64, range: std::ops::Range<u64>) -> Self {
+        Self {
+            rng: fastrand::Rng::with_seed(seed),
+            range,
+            stretch: 0,
+        }
+    }
+
+    /// How long the next process runs before it is killed.
+    pub fn next(&mut self) -> Duration {
+        Duration::from_millis(self.rng.u64(self.range.clone()) + self.stretch)
+    }
+
+    /// Whether the last kill landed mid-run.
+    pub fn landed(&mut self, landed: bool) {
+        let step = self.range.end / 2;
+        self.stretch = if landed {
+            self.stretch / 2
+        } else {
+            (self.stretch + step).min(step * 16)
+        };
+    }
+}
+
 /// The highest version each destination object has shown: between kills none
 /// may go back, but what a late write set back (which the run must repair).
 #[derive(Default)]

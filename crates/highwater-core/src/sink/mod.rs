@@ -355,7 +355,7 @@ impl DestinationSpec {
             DestinationSpec::Postgres(spec) => {
                 let shared = store
                     .filter(|_| spec.shares_state)
-                    .and_then(|s| s.share_postgres_writes(&postgres::application_name(sync)))
+                    .and_then(|s| s.share_postgres_writes(&postgres::application_name(spec, sync)))
                     .transpose()
                     .map_err(|e| SinkError::Database(e.to_string()))?;
                 Arc::new(postgres::open(spec, sync, retry, shared)?)

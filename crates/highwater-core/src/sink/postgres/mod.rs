@@ -51,9 +51,14 @@ enum Connection {
     Shared(Arc<PgShared>),
 }
 
-/// The `application_name` of the sync's connections.
-pub fn application_name(sync: &str) -> String {
-    format!("highwater {sync}")
+/// The `application_name` of the sync's connections: the one the URL
+/// names, where it does (an operator finds their connections by it in
+/// `pg_stat_activity`), else `highwater <sync>`.
+pub fn application_name(spec: &PostgresSpec, sync: &str) -> String {
+    PgConnectOptions::from_str(spec.url.expose())
+        .ok()
+        .and_then(|o| o.get_application_name().map(str::to_owned))
+        .unwrap_or_else(|| format!("highwater {sync}"))
 }
 
 /// Opens the destination; connections are made, and the table created or
@@ -67,7 +72,7 @@ pub fn open(
 ) -> Result<PostgresSink, SinkError> {
     let options = PgConnectOptions::from_str(spec.url.expose())
         .map_err(|e| SinkError::Database(format!("destination url: {e}")))?
-        .application_name(&application_name(sync));
+        .application_name(&application_name(spec, sync));
     let mut table = spec.table.clone();
     if let Some(shared) = &shared {
         // The shared connection looks in the store's schema first: a table

@@ -451,6 +451,23 @@ async fn postgres_a_new_field_adds_a_column_unless_evolve_is_off() {
     a_new_field_adds_a_column_unless_evolve_is_off(Db::postgres("evolve").await).await;
 }
 
+#[test]
+fn postgres_connections_are_named_after_the_sync_unless_the_url_names_them() {
+    let name = |url: &str| {
+        let spec = PostgresSpec {
+            url: crate::secret::Secret::new(url.to_owned()),
+            table: columns(),
+            shares_state: false,
+        };
+        crate::sink::postgres::application_name(&spec, "invoices")
+    };
+    assert_eq!(name("postgres://u@h/db"), "highwater invoices");
+    assert_eq!(
+        name("postgres://u@h/db?sslmode=disable&application_name=crm%20loader"),
+        "crm loader"
+    );
+}
+
 /// The sink's connections are killed (`pg_terminate_backend`) while batches
 /// are written: every statement is retried on a fresh connection, and every
 /// row lands once, at its newest version.
@@ -463,7 +480,7 @@ async fn postgres_connections_killed_mid_batch_lose_nothing() {
         unreachable!()
     };
     let killer_pool = pool.clone();
-    let name = crate::sink::postgres::application_name(&sync);
+    let name = format!("highwater {sync}");
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let killer = {
         let done = Arc::clone(&done);

@@ -86,9 +86,7 @@ impl PgStore {
             source,
         };
         let schema = location.schema.clone();
-        let options = PgConnectOptions::from_str(&location.url)
-            .map_err(open)?
-            .application_name("highwater state");
+        let options = named(PgConnectOptions::from_str(&location.url).map_err(open)?);
         // The schema's creation and its migrations are one critical section
         // across workers: two `CREATE SCHEMA IF NOT EXISTS` at once can fail.
         let mut first = sqlx::PgConnection::connect_with(&options)
@@ -152,9 +150,7 @@ impl PgStore {
             path: format!("{} (schema {schema})", redact_url(url)),
             source,
         };
-        let options = PgConnectOptions::from_str(url)
-            .map_err(open)?
-            .application_name("highwater state");
+        let options = named(PgConnectOptions::from_str(url).map_err(open)?);
         let mut conn = sqlx::PgConnection::connect_with(&options)
             .await
             .map_err(open)?;
@@ -536,6 +532,16 @@ fn pool_in(schema: &str, connections: u32) -> PgPoolOptions {
 /// An identifier quoted for PostgreSQL.
 fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// The store's connections keep the `application_name` their URL gives
+/// them: an operator finds them in `pg_stat_activity` by it.
+fn named(options: PgConnectOptions) -> PgConnectOptions {
+    if options.get_application_name().is_some() {
+        options
+    } else {
+        options.application_name("highwater state")
+    }
 }
 
 /// `url` as messages may show it: without credentials or query.
