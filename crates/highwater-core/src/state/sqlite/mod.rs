@@ -224,7 +224,7 @@ impl SqliteStore {
             // lookups read it from the OS's cache whatever the size. In WAL mode
             // a connection empties its cache whenever another one committed, so
             // only a connection that both writes and looks up keeps one warm:
-            // with 16 MiB, enough for the whole store at 100,000 records, that
+            // with 16 MiB, about the whole store at 100,000 records (16.3 MiB), that
             // cut the store's CPU per record by a fifth there, but took a sync's
             // peak RSS at 1,000,000 records from 78 to 97 MiB, so it is not done.
             .pragma("cache_size", "-1024")
