@@ -195,30 +195,41 @@ async fn the_daemon_runs_each_sync_on_its_schedule() {
     assert_eq!(code, 404);
 
     // The paused sync is idle: what /metrics counted of it is what its runs
-    // committed.
-    let (code, metrics) = get(&client, &format!("{base}/metrics"))
-        .await
-        .unwrap_or_default();
-    assert_eq!(code, 200, "{metrics}");
+    // committed. A run counts its records just after its completion commits, so
+    // a scrape may come between the two: it is asked again, a few times.
     let store = world.store().await;
     let runs = store.runs(SYNC, 1_000).await.expect("history");
     store.close().await;
-    for outcome in ["read", "written", "unchanged"] {
-        let committed: u64 = runs
-            .iter()
+    let committed = |outcome: &str| -> u64 {
+        runs.iter()
             .map(|r| match outcome {
                 "read" => r.checkpoint.counters.read,
                 "written" => r.checkpoint.counters.written,
                 _ => r.checkpoint.counters.unchanged,
             })
-            .sum();
-        assert!(
-            outcome == "unchanged" || committed >= 1_000,
-            "{outcome}: {committed}"
-        );
+            .sum()
+    };
+    assert!(committed("read") >= 1_000 && committed("written") >= 1_000);
+    let outcomes = ["read", "written", "unchanged"];
+    let mut metrics = String::new();
+    for _ in 0..10 {
+        let (code, text) = get(&client, &format!("{base}/metrics"))
+            .await
+            .unwrap_or_default();
+        assert_eq!(code, 200, "{text}");
+        metrics = text;
+        if outcomes
+            .iter()
+            .all(|o| counted(&metrics, SYNC, o) == committed(o))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for outcome in outcomes {
         assert_eq!(
             counted(&metrics, SYNC, outcome),
-            committed,
+            committed(outcome),
             "{outcome}: /metrics and the runs table disagree\n{metrics}"
         );
     }

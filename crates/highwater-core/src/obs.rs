@@ -23,6 +23,8 @@ pub const RUN_COMPLETED: &str = "run_completed";
 pub const RUN_STOPPED: &str = "run_stopped";
 pub const RUN_FAILED: &str = "run_failed";
 pub const PAGINATION_RESCAN: &str = "pagination_rescan";
+pub const LAGGING_COPIES: &str = "lagging_copies";
+pub const BOUND_NOT_HONORED: &str = "bound_not_honored";
 pub const RECORD_REPAIRED: &str = "record_repaired";
 pub const RECORDS_UNVERIFIED: &str = "records_unverified";
 pub const FLOOR_CONFIRMED: &str = "floor_confirmed";
@@ -39,6 +41,7 @@ pub const DEAD_LETTERS_TOTAL: &str = "highwater_dead_letters_total";
 pub const RECORDS_REPAIRED_TOTAL: &str = "highwater_records_repaired_total";
 pub const RECORDS_UNVERIFIED_TOTAL: &str = "highwater_records_unverified_total";
 pub const PAGINATION_RESCANS_TOTAL: &str = "highwater_pagination_rescans_total";
+pub const LAGGING_COPIES_TOTAL: &str = "highwater_lagging_copies_total";
 pub const RUN_DURATION_SECONDS: &str = "highwater_run_duration_seconds";
 pub const LAST_SUCCESS_TIMESTAMP_SECONDS: &str = "highwater_last_success_timestamp_seconds";
 
@@ -262,6 +265,51 @@ impl FloorConfirmed<'_> {
             sync = %self.sync,
             source_id = %self.source_id,
             "an earlier attempt's write is at the destination; the older copy read since is stale"
+        );
+    }
+}
+
+/// An answer held copies of records older than their place in it, and reading it
+/// again brought their later versions.
+pub struct LaggingCopies<'a> {
+    pub sync: &'a str,
+    pub copies: usize,
+    /// Reads of the request, the first included.
+    pub reads: u32,
+}
+
+impl LaggingCopies<'_> {
+    pub fn emit(&self) {
+        tracing::debug!(
+            event = LAGGING_COPIES,
+            copies = self.copies,
+            reads = self.reads,
+            "the source answered with older copies of records than their place shows (a lagging replica); read again and took the later versions"
+        );
+        metrics::counter!(LAGGING_COPIES_TOTAL, "sync" => self.sync.to_owned())
+            .increment(self.copies as u64);
+    }
+}
+
+/// The source kept answering with a record stamped before the bound the request
+/// carried (or before the record ahead of it in a sorted listing).
+pub struct BoundNotHonored<'a> {
+    pub sync: &'a str,
+    pub source_id: &'a str,
+    pub stamp: jiff::Timestamp,
+    pub floor: Option<jiff::Timestamp>,
+    pub reads: u32,
+}
+
+impl BoundNotHonored<'_> {
+    pub fn emit(&self) {
+        tracing::warn!(
+            event = BOUND_NOT_HONORED,
+            source_id = %self.source_id,
+            updated_at = %self.stamp,
+            bound = self.floor.map(|f| f.to_string()),
+            reads = self.reads,
+            "the source answered every read with this record stamped before the lower bound it was sent (or, with `sorted = true`, before the record ahead of it): taken as the API's answer, which compares the bound coarsely or not at all; records older than their place are not looked for again in this run"
         );
     }
 }

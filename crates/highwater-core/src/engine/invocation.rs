@@ -61,12 +61,9 @@ pub async fn run(
         let stop = Stop::new(options.max_runtime.or(spec.budgets.max_runtime), shutdown)
             .leased(move || fence.check_lease().is_ok());
         let max_pages = options.max_pages.or(spec.budgets.max_pages);
-        let outcome = runner.drive(window, cursor, &stop, max_pages).await;
-        // A completed run's completion stored its counters; a run that ended
+        // A completed run counts what its completion stored; a run that ended
         // otherwise has counted what its confirmed commits stored.
-        if matches!(outcome, Ok(RunOutcome::Completed)) {
-            runner.emit_resolved(runner.counters);
-        }
+        let outcome = runner.drive(window, cursor, &stop, max_pages).await;
         let retries = runner.retries;
         let end_event = |end: RunEnd<'_>| {
             let completed = matches!(end, RunEnd::Completed);
@@ -178,6 +175,7 @@ fn failure_class(cause: &FailureCause) -> String {
     };
     let (side, kind) = match cause {
         FailureCause::Source(SourceError::Http(e)) => ("source", http(e)),
+        FailureCause::Source(SourceError::Lagging { .. }) => ("source", "lagging_replica"),
         FailureCause::Source(_) => ("source", "unusable_answer"),
         FailureCause::Destination(SinkError::Http(e)) => ("destination", http(e)),
         FailureCause::Destination(SinkError::File { .. }) => ("destination", "file"),

@@ -392,6 +392,9 @@ impl<'a> Runner<'a> {
                 &unsettled,
             )
             .await?;
+        // Counted at once: whoever sees the run completed (the daemon's
+        // `/metrics`, `highwater runs`) finds its records counted too.
+        self.emit_resolved(self.counters);
         // The run is complete whatever pruning does: a failure only keeps
         // events longer.
         let cutoff = now

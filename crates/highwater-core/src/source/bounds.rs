@@ -2,8 +2,9 @@
 //! and the watermark rounded up to what the source's time format can say, each
 //! moved one step further out where the API's bound is strict, so that no record
 //! stamped on or near a bound falls outside what the API returns. What is read
-//! beyond the window is dropped past the watermark, and deduplicated by the
-//! ledger below the lower bound.
+//! beyond the window is dropped past the watermark; what is read before the lower
+//! bound is either a lagging replica's copy, read again (see `lag`), or the
+//! answer of an API that compares the bound coarsely, deduplicated by the ledger.
 
 use jiff::{RoundMode, SignedDuration, Timestamp, TimestampRound, Unit};
 
@@ -25,12 +26,18 @@ pub fn window_query(spec: &SourceSpec, window: Window) -> Vec<(String, String)> 
 /// The lower bound as sent: rounded down, and one step earlier when the API reads
 /// it as `updated_at > bound`.
 pub fn lower(at: Timestamp, spec: &SourceSpec) -> String {
+    format_time(lower_sent(at, spec), spec.time_format)
+}
+
+/// The time [`lower`] writes: the earliest record the API's answer may hold.
+pub fn lower_sent(at: Timestamp, spec: &SourceSpec) -> Timestamp {
     let (unit, step) = precision(spec.time_format);
-    let mut sent = round(at, unit, RoundMode::Floor).unwrap_or(Timestamp::MIN);
+    let sent = round(at, unit, RoundMode::Floor).unwrap_or(Timestamp::MIN);
     if spec.lower_bound_exclusive {
-        sent = sent.checked_sub(step).unwrap_or(Timestamp::MIN);
+        sent.checked_sub(step).unwrap_or(Timestamp::MIN)
+    } else {
+        sent
     }
-    format_time(sent, spec.time_format)
 }
 
 /// The watermark as sent: rounded up, and one step later when the API reads it as

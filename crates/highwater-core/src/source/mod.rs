@@ -7,10 +7,13 @@
 
 pub mod bounds;
 pub mod extract;
+pub mod lag;
 pub mod pagination;
 pub mod probe;
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -93,7 +96,23 @@ pub enum SourceError {
         "the source's answer to GET {url} has records but none with a valid `updated_at` and id to continue the keyset from"
     )]
     KeysetStalled { url: String },
+    #[error(
+        "the source answered GET {url} {reads} times with record {id} stamped {stamp}, before {floor}, where its keyset puts it: a replica serving an older copy of it; reading resumes from the last checkpoint"
+    )]
+    Lagging {
+        url: String,
+        id: String,
+        stamp: Timestamp,
+        floor: String,
+        reads: u32,
+    },
 }
+
+/// How often a request whose answer holds a lagging copy is read again, and the
+/// wait before the first re-read, doubled before each next one: about 3 s in
+/// all, the time a replica of a search index typically takes to catch up.
+const REREADS: u32 = 4;
+const FIRST_REREAD_WAIT: Duration = Duration::from_millis(200);
 
 /// Reads one run's pages in order.
 #[derive(Debug)]
@@ -105,6 +124,9 @@ pub struct Reader<'a> {
     seen: HashSet<String>,
     offset_walk: Option<OffsetWalk>,
     page_walk: Option<PageWalk>,
+    /// Off once the API has shown that it answers with records before the bound it
+    /// was sent, whatever the replica: reading again would only cost time.
+    lag_checks: AtomicBool,
     /// Every answer, as `probe` shows them; `None` when not asked for.
     trace: Option<std::sync::Mutex<Vec<Fetched>>>,
 }
@@ -129,6 +151,7 @@ impl<'a> Reader<'a> {
             seen: HashSet::new(),
             offset_walk: None,
             page_walk: None,
+            lag_checks: AtomicBool::new(true),
             trace: None,
         }
     }
@@ -162,13 +185,16 @@ impl<'a> Reader<'a> {
                     query.push((token_param, token.clone()));
                 }
                 let url = self.list_url()?;
-                let (body, _) = self.fetch(url.clone(), query, stop).await?;
+                let (body, _) = self.fetch(url.clone(), query.clone(), stop).await?;
                 let token = match token_path.get(&body) {
                     Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
                     Some(Value::Number(n)) => Some(n.to_string()),
                     _ => None,
                 };
                 let records = self.records(body, &url)?;
+                let records = self
+                    .settle(records, &url, query, self.bound_floor(), stop)
+                    .await?;
                 let cursor_after = match token {
                     None => Cursor::End,
                     Some(token) => {
@@ -184,11 +210,12 @@ impl<'a> Reader<'a> {
                 self.page(records, cursor_after, 1)
             }
             Pagination::NextUrl { from } => {
-                let (url, query) = match &self.cursor {
-                    Cursor::NextUrl { url } => (parse_url(url)?, Vec::new()),
-                    _ => (self.list_url()?, self.base_query()),
+                // A next URL is the API's own: it may not carry the bound.
+                let (url, query, floor) = match &self.cursor {
+                    Cursor::NextUrl { url } => (parse_url(url)?, Vec::new(), None),
+                    _ => (self.list_url()?, self.base_query(), self.bound_floor()),
                 };
-                let (body, headers) = self.fetch(url.clone(), query, stop).await?;
+                let (body, headers) = self.fetch(url.clone(), query.clone(), stop).await?;
                 let next = match &from {
                     NextUrlFrom::Body(path) => match path.get(&body) {
                         Some(Value::String(s)) if !s.is_empty() => url.join(s).ok(),
@@ -201,6 +228,7 @@ impl<'a> Reader<'a> {
                         .find_map(|v| link_next(v, &url)),
                 };
                 let records = self.records(body, &url)?;
+                let records = self.settle(records, &url, query, floor, stop).await?;
                 let cursor_after = match next {
                     None => Cursor::End,
                     Some(next) => {
@@ -244,9 +272,17 @@ impl<'a> Reader<'a> {
                         None
                     }
                 };
+                let floor = match &current {
+                    Some(anchor) => Some(anchor.updated_at),
+                    None => self
+                        .window
+                        .lower
+                        .map(|at| bounds::lower_sent(at, self.spec)),
+                };
                 let url = self.list_url()?;
-                let (body, _) = self.fetch(url.clone(), query, stop).await?;
+                let (body, _) = self.fetch(url.clone(), query.clone(), stop).await?;
                 let records = self.records(body, &url)?;
+                let records = self.settle(records, &url, query, floor, stop).await?;
                 let last = records
                     .iter()
                     .filter_map(|r| match r {
@@ -320,9 +356,12 @@ impl<'a> Reader<'a> {
             let start = walk.request_offset();
             let mut query = self.base_query();
             query.push((param.to_owned(), start.to_string()));
-            let (body, _) = self.fetch(url.clone(), query, stop).await?;
+            let (body, _) = self.fetch(url.clone(), query.clone(), stop).await?;
             requests += 1;
             let window = self.records(body, &url)?;
+            let window = self
+                .settle(window, &url, query, self.bound_floor(), stop)
+                .await?;
             let keys: Vec<String> = window.iter().map(anchor_key).collect();
             let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
             let tail_before = walk.tail.clone();
@@ -371,8 +410,10 @@ impl<'a> Reader<'a> {
             let fetch_page = async |number: u64| {
                 let mut query = self.base_query();
                 query.push((param.to_owned(), number.to_string()));
-                let (body, _) = self.fetch(url.clone(), query, stop).await?;
-                self.records(body, &url)
+                let (body, _) = self.fetch(url.clone(), query.clone(), stop).await?;
+                let records = self.records(body, &url)?;
+                self.settle(records, &url, query, self.bound_floor(), stop)
+                    .await
             };
             // The new page first, then the previous one again: a shift between the
             // two shows up as a moved tail, never as a silent skip.
@@ -449,6 +490,88 @@ impl<'a> Reader<'a> {
         }
         query.extend(bounds::window_query(self.spec, self.window));
         query
+    }
+
+    /// The earliest record an answer to a request built from [`Reader::base_query`]
+    /// may hold, when that query carries the window's lower bound.
+    fn bound_floor(&self) -> Option<Timestamp> {
+        self.spec.lower_bound_param.as_ref()?;
+        self.window
+            .lower
+            .map(|at| bounds::lower_sent(at, self.spec))
+    }
+
+    /// Reads the request again while its answer holds copies a consistent source
+    /// could not have served (see [`lag`]), keeping the first answer and taking
+    /// only the later copies of those records. The API's own order and its
+    /// pagination (tokens, next URLs, the walk of numbered pages) stay those of
+    /// the first answer. A copy still suspect after the last re-read stops the
+    /// run where a keyset vouches for the floor; elsewhere the API may compare
+    /// its bound coarsely or not at all, so it is taken as the API's answer (the
+    /// ledger deduplicates it) and not checked again in this run.
+    async fn settle(
+        &self,
+        mut records: Vec<Extracted>,
+        url: &Url,
+        query: Vec<(String, String)>,
+        floor: Option<Timestamp>,
+        stop: &Stop,
+    ) -> Result<Vec<Extracted>, SourceError> {
+        if !self.lag_checks.load(Ordering::Relaxed) {
+            return Ok(records);
+        }
+        let sorted = self.spec.sorted;
+        let mut open = lag::suspects(&records, floor, sorted);
+        if open.is_empty() {
+            return Ok(records);
+        }
+        let lagging = open.len();
+        let mut wait = FIRST_REREAD_WAIT;
+        let mut reads = 1;
+        while !open.is_empty() && reads <= REREADS {
+            stop.sleep(wait)
+                .await
+                .map_err(|r| SourceError::Http(HttpError::Stopped(r)))?;
+            wait *= 2;
+            let (body, _) = self.fetch(url.clone(), query.clone(), stop).await?;
+            let again = self.records(body, url)?;
+            open = lag::merge(&mut records, &open, again, floor, sorted);
+            reads += 1;
+        }
+        let Some(&first) = open.first() else {
+            crate::obs::LaggingCopies {
+                sync: self.api.sync(),
+                copies: lagging,
+                reads,
+            }
+            .emit();
+            return Ok(records);
+        };
+        let stamp = match &records[first] {
+            Extracted::Record(r) => r.updated_at(),
+            Extracted::Invalid { .. } => Timestamp::UNIX_EPOCH,
+        };
+        let id = records[first].id().to_owned();
+        if matches!(self.spec.pagination, Pagination::Keyset { .. }) {
+            let below = floor.filter(|f| f.checked_sub(lag::SLACK).is_ok_and(|f| stamp < f));
+            return Err(SourceError::Lagging {
+                url: redact(url),
+                id,
+                stamp,
+                floor: below.map_or_else(|| "the record ahead of it".to_owned(), |f| f.to_string()),
+                reads,
+            });
+        }
+        self.lag_checks.store(false, Ordering::Relaxed);
+        crate::obs::BoundNotHonored {
+            sync: self.api.sync(),
+            source_id: &id,
+            stamp,
+            floor,
+            reads,
+        }
+        .emit();
+        Ok(records)
     }
 
     fn list_url(&self) -> Result<Url, SourceError> {
