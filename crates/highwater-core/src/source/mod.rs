@@ -97,7 +97,7 @@ pub enum SourceError {
     )]
     KeysetStalled { url: String },
     #[error(
-        "the source answered GET {url} {reads} times with record {id} stamped {stamp}, before {floor}, where its keyset puts it: a replica serving an older copy of it; reading resumes from the last checkpoint"
+        "the source answered GET {url} {reads} times with record {id} stamped {stamp}, before {floor}, which its keyset rules out: a replica is serving an older copy of it; the next run resumes from the last checkpoint"
     )]
     Lagging {
         url: String,
@@ -282,35 +282,27 @@ impl<'a> Reader<'a> {
                 let url = self.list_url()?;
                 let (body, _) = self.fetch(url.clone(), query.clone(), stop).await?;
                 let records = self.records(body, &url)?;
+                // Nothing after the anchor is the API ignoring it, a loop: a
+                // replica lags record by record, and is looked for only after.
+                if let (Some(current), Some(last)) = (&current, newest(&records))
+                    && !last.key.is_after(current)
+                {
+                    return Err(SourceError::Loop {
+                        what: "page",
+                        detail: format!("nothing after ({}, {})", current.updated_at, current.id),
+                    });
+                }
+                // Only later copies replace earlier ones: the newest record stays
+                // after the anchor.
                 let records = self.settle(records, &url, query, floor, stop).await?;
-                let last = records
-                    .iter()
-                    .filter_map(|r| match r {
-                        Extracted::Record(r) => Some(r),
-                        Extracted::Invalid { .. } => None,
-                    })
-                    .max_by(|a, b| a.key.cmp(&b.key));
-                let cursor_after = match (records.is_empty(), last) {
+                let cursor_after = match (records.is_empty(), newest(&records)) {
                     (true, _) => Cursor::End,
                     (false, None) => return Err(SourceError::KeysetStalled { url: redact(&url) }),
-                    (false, Some(last)) => {
-                        if let Some(current) = &current
-                            && !last.key.is_after(current)
-                        {
-                            return Err(SourceError::Loop {
-                                what: "page",
-                                detail: format!(
-                                    "nothing after ({}, {})",
-                                    current.updated_at, current.id
-                                ),
-                            });
-                        }
-                        Cursor::Keyset {
-                            updated_at: last.updated_at_raw.clone(),
-                            id: last.key.id.clone(),
-                            id_is_number: last.key.id_is_number,
-                        }
-                    }
+                    (false, Some(last)) => Cursor::Keyset {
+                        updated_at: last.updated_at_raw.clone(),
+                        id: last.key.id.clone(),
+                        id_is_number: last.key.id_is_number,
+                    },
                 };
                 self.page(records, cursor_after, 1)
             }
@@ -666,6 +658,17 @@ impl<'a> Reader<'a> {
         }
         Ok(next.to_string())
     }
+}
+
+/// The record latest in source order, where a keyset continues from.
+fn newest(records: &[Extracted]) -> Option<&crate::record::SourceRecord> {
+    records
+        .iter()
+        .filter_map(|r| match r {
+            Extracted::Record(r) => Some(r),
+            Extracted::Invalid { .. } => None,
+        })
+        .max_by(|a, b| a.key.cmp(&b.key))
 }
 
 /// `window[from..]` without the records already read (the tail).
