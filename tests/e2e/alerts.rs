@@ -40,15 +40,7 @@ async fn start_hook(hook: &Shared) -> String {
     let app = axum::Router::new()
         .route("/hooks/highwater", post(receive))
         .with_state(Arc::clone(hook));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap_or_else(|e| panic!("bind: {e}"));
-    let addr = listener
-        .local_addr()
-        .unwrap_or_else(|e| panic!("address: {e}"));
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let (addr, _) = crate::util::serve_local(app).await;
     format!("http://{addr}/hooks/highwater")
 }
 

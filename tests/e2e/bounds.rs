@@ -85,16 +85,7 @@ async fn serve(sent: &Sent) -> (SocketAddr, tokio::task::JoinHandle<()>) {
         .route("/invoices", get(window_page))
         .route("/keyset/invoices", get(keyset_page))
         .with_state(Arc::clone(sent));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap_or_else(|e| panic!("bind: {e}"));
-    let addr = listener
-        .local_addr()
-        .unwrap_or_else(|e| panic!("address: {e}"));
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (addr, server)
+    crate::util::serve_local(app).await
 }
 
 /// Runs one sync to completion in a fresh directory; returns the ids that reached

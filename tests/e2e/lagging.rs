@@ -6,7 +6,6 @@
 //! as the user would.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -104,15 +103,7 @@ impl Api {
         let app = axum::Router::new()
             .route("/invoices", get(listing))
             .with_state(Arc::clone(&source));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap_or_else(|e| panic!("bind: {e}"));
-        let addr: SocketAddr = listener
-            .local_addr()
-            .unwrap_or_else(|e| panic!("address: {e}"));
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let (addr, server) = crate::util::serve_local(app).await;
         let dir = fresh_dir(name);
         let out_file = dir.join("invoices.jsonl");
         let config = dir.join("highwater.toml");

@@ -50,15 +50,7 @@ impl Scripted {
         let app = axum::Router::new()
             .route("/invoices", get(page))
             .with_state(Arc::clone(&script));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap_or_else(|e| panic!("bind: {e}"));
-        let addr = listener
-            .local_addr()
-            .unwrap_or_else(|e| panic!("address: {e}"));
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let (addr, server) = crate::util::serve_local(app).await;
         let dir = fresh_dir(name);
         let config = dir.join("highwater.toml");
         let text = format!(

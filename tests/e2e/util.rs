@@ -647,6 +647,21 @@ pub fn report(out: &Output) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("run report is not JSON ({e}):\n{}", describe(out)))
 }
 
+/// Serves `app` on a free port of 127.0.0.1, for an API scripted by a test: its
+/// address, and the task to abort when the test is done with it.
+pub async fn serve_local(app: axum::Router) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("bind: {e}"));
+    let addr = listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("address: {e}"));
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (addr, server)
+}
+
 /// Waits for a child, but no longer than `limit`.
 pub async fn wait_bounded(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
     tokio::time::timeout(limit, child.wait())
