@@ -21,7 +21,7 @@ use cli::{CliError, Exit};
 /// thread caches and unused pages returned within 300 ms, which keeps the peak
 /// below where glibc's one arena held it. `MALLOC_CONF` overrides those at run
 /// time.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[cfg(all(feature = "jemalloc", target_os = "linux", target_env = "gnu"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
