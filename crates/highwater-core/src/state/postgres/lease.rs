@@ -3,7 +3,9 @@
 //! its owner, its expiry by the database's clock and a fencing token that
 //! grows with every new holder. The holder renews it while it runs; every
 //! write transaction of its run checks the token under a share lock on the
-//! row (a worker taking the lease over waits for that transaction), and every
+//! row (a worker taking the lease over waits for that transaction, and the
+//! server ends a session left idle in one for a whole lease, so that a worker
+//! frozen inside a commit holds no other up for longer), and every
 //! write to the destination first checks the lease's expiry by this process's
 //! monotonic clock, less a margin: a worker paused past its lease (SIGSTOP, a
 //! stall, a partition) sends nothing and commits nothing when it wakes. Once
@@ -192,8 +194,41 @@ impl PgStore {
         let micros = i64::try_from(duration.as_micros()).unwrap_or(i64::MAX);
         let sent = Instant::now();
         let mut tx = self.pool.begin().await.map_err(lease_error)?;
+        // A lease row is share-locked by each commit of its holder's run. A
+        // holder frozen inside one keeps that lock until the server ends its
+        // idle session (after a lease, see `pool_in`): taking the lease over
+        // waits for that, and no longer.
+        sqlx::query("SELECT set_config('lock_timeout', $1, true)")
+            .bind(format!("{}ms", duration.as_millis().max(1_000)))
+            .execute(&mut *tx)
+            .await
+            .map_err(lease_error)?;
         let mut held = Vec::with_capacity(kinds.len());
         for kind in kinds {
+            // Read without a lock first: a live holder is refused at once,
+            // not waited on behind a commit it has in flight.
+            let current: Option<(String, bool)> = sqlx::query_as(
+                "SELECT owner, expires_at > clock_timestamp() FROM leases
+                 WHERE sync = $1 AND kind = $2",
+            )
+            .bind(sync)
+            .bind(kind.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(lease_error)?;
+            let leased = |holder: Option<String>| LockError::Leased {
+                sync: sync.to_owned(),
+                kind: *kind,
+                holder: holder.unwrap_or_else(|| "unknown".to_owned()),
+            };
+            // A live lease of a process of this host that is gone is taken
+            // over at once, but only from that process.
+            let holder = current.as_ref().map(|(owner, _)| owner.clone());
+            let from_gone = match current {
+                Some((holder, true)) if gone(&holder) => Some(holder),
+                Some((holder, true)) => return Err(leased(Some(holder))),
+                _ => None,
+            };
             let token: Option<i64> = sqlx::query_scalar(
                 "INSERT INTO leases (sync, kind, owner, token, acquired_at, expires_at)
                  VALUES ($1, $2, $3, nextval('lease_tokens'), clock_timestamp(),
@@ -201,18 +236,26 @@ impl PgStore {
                  ON CONFLICT (sync, kind) DO UPDATE SET
                    owner = excluded.owner, token = excluded.token,
                    acquired_at = excluded.acquired_at, expires_at = excluded.expires_at
-                 WHERE leases.expires_at < clock_timestamp()
+                 WHERE leases.expires_at < clock_timestamp() OR leases.owner = $5
                  RETURNING token",
             )
             .bind(sync)
             .bind(kind.as_str())
             .bind(&owner)
             .bind(micros)
+            .bind(&from_gone)
             .fetch_optional(&mut *tx)
             .await
-            .map_err(lease_error)?;
+            .map_err(|e| {
+                if is_lock_timeout(&e) {
+                    leased(holder.clone())
+                } else {
+                    lease_error(e)
+                }
+            })?;
             match token {
                 Some(token) => held.push((*kind, token)),
+                // Taken by another worker since it was read.
                 None => {
                     let holder: Option<String> = sqlx::query_scalar(
                         "SELECT owner FROM leases WHERE sync = $1 AND kind = $2",
@@ -222,36 +265,7 @@ impl PgStore {
                     .fetch_optional(&mut *tx)
                     .await
                     .map_err(lease_error)?;
-                    let holder = holder.unwrap_or_else(|| "unknown".to_owned());
-                    let taken = if gone(&holder) {
-                        sqlx::query_scalar(
-                            "UPDATE leases SET owner = $3, token = nextval('lease_tokens'),
-                               acquired_at = clock_timestamp(),
-                               expires_at = clock_timestamp() + $4 * interval '1 microsecond'
-                             WHERE sync = $1 AND kind = $2 AND owner = $5
-                             RETURNING token",
-                        )
-                        .bind(sync)
-                        .bind(kind.as_str())
-                        .bind(&owner)
-                        .bind(micros)
-                        .bind(&holder)
-                        .fetch_optional(&mut *tx)
-                        .await
-                        .map_err(lease_error)?
-                    } else {
-                        None
-                    };
-                    match taken {
-                        Some(token) => held.push((*kind, token)),
-                        None => {
-                            return Err(LockError::Leased {
-                                sync: sync.to_owned(),
-                                kind: *kind,
-                                holder,
-                            });
-                        }
-                    }
+                    return Err(leased(holder));
                 }
             }
         }
@@ -346,6 +360,13 @@ async fn renew(store: PgStore, fence: Arc<Fence>, cancelled: CancellationToken) 
             Err(e) => tracing::warn!(sync = %fence.sync, error = %e, "could not renew the lease"),
         }
     }
+}
+
+/// Whether `e` is PostgreSQL giving up on a lock after `lock_timeout`.
+fn is_lock_timeout(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|code| code == "55P03")
 }
 
 fn lease_error(source: sqlx::Error) -> LockError {

@@ -109,7 +109,7 @@ impl PgStore {
         if let Err(source) = created {
             return Err(open(source));
         }
-        let pool = pool_in(&schema, 8)
+        let pool = pool_in(&schema, 8, location.lease)
             .connect_with(options)
             .await
             .map_err(open)?;
@@ -512,18 +512,29 @@ impl PgStore {
     }
 }
 
-/// A pool of up to `connections`, each looking in `schema` first.
-fn pool_in(schema: &str, connections: u32) -> PgPoolOptions {
-    let search_path = format!("SET search_path TO {}", quote_ident(schema));
+/// A pool of up to `connections`, each looking in `schema` first. A session
+/// left idle inside a transaction for a whole `lease` is ended by the server:
+/// its process is frozen or gone (a live run never waits that long between
+/// the statements of one transaction), and the row and advisory locks it
+/// holds would otherwise keep every other worker waiting on it for as long as
+/// it stays frozen — past its lease, which is all another worker waits for.
+fn pool_in(schema: &str, connections: u32, lease: Duration) -> PgPoolOptions {
+    let search_path = quote_ident(schema);
+    let idle = format!("{}ms", lease.as_millis().max(1_000));
     PgPoolOptions::new()
         .max_connections(connections)
         .acquire_timeout(Duration::from_secs(30))
         .after_connect(move |conn, _| {
-            let search_path = search_path.clone();
+            let (search_path, idle) = (search_path.clone(), idle.clone());
             Box::pin(async move {
-                sqlx::query(AssertSqlSafe(search_path))
-                    .execute(&mut *conn)
-                    .await?;
+                sqlx::query(
+                    "SELECT set_config('search_path', $1, false),
+                            set_config('idle_in_transaction_session_timeout', $2, false)",
+                )
+                .bind(search_path)
+                .bind(idle)
+                .execute(&mut *conn)
+                .await?;
                 Ok(())
             })
         })

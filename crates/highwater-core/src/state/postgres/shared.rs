@@ -64,7 +64,8 @@ impl PgStore {
                 source,
             })?
             .application_name(application_name);
-        let pool = super::pool_in(&self.location.schema, 1).connect_lazy_with(options);
+        let pool = super::pool_in(&self.location.schema, 1, self.location.lease)
+            .connect_lazy_with(options);
         let shared = Arc::new(PgShared {
             writes: SharedWrites::new(pool, None),
             default_schema: self.default_schema.clone(),

@@ -18,6 +18,14 @@ pub(super) async fn each_store(name: &str) -> Vec<Store> {
 
 /// A PostgreSQL store in the schema `hw_unit_<name>`, emptied first.
 pub(super) async fn fresh_postgres(name: &str) -> Store {
+    Store {
+        backend: Backend::Postgres(fresh_pg(name, std::time::Duration::from_secs(30)).await),
+    }
+}
+
+/// The location of `fresh_postgres(name)`, with leases of `lease`, and the
+/// store there emptied first.
+pub(super) async fn fresh_pg(name: &str, lease: std::time::Duration) -> postgres::PgStore {
     let url = std::env::var("HW_TEST_PG")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
     let schema = format!("hw_unit_{}", name.replace('-', "_"));
@@ -30,18 +38,10 @@ pub(super) async fn fresh_postgres(name: &str) -> Store {
     .execute(&mut conn)
     .await
     .expect("drop schema");
-    let location = postgres::PgLocation {
-        url,
-        schema,
-        lease: std::time::Duration::from_secs(30),
-    };
-    Store {
-        backend: Backend::Postgres(
-            postgres::PgStore::open(&location)
-                .await
-                .expect("open PostgreSQL"),
-        ),
-    }
+    let location = postgres::PgLocation { url, schema, lease };
+    postgres::PgStore::open(&location)
+        .await
+        .expect("open PostgreSQL")
 }
 
 pub(super) fn temp_db(name: &str) -> std::path::PathBuf {
@@ -660,6 +660,7 @@ async fn a_run_of_another_kind_leaves_the_open_runs_floors_alone() {
 mod claim;
 mod events;
 mod history;
+mod lease;
 
 mod shared;
 
