@@ -297,7 +297,9 @@ async fn read_source(
     source: &str,
     mut each: impl AsyncFnMut(Vec<Value>) -> Result<(), String>,
 ) -> Result<(), String> {
-    let client = reqwest::Client::new();
+    let client = highwater_core::http::client()
+        .build()
+        .expect("an HTTP client");
     let mut cursor: Option<String> = None;
     loop {
         let mut request = client

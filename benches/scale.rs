@@ -40,7 +40,9 @@ fn read_ceiling(source: String) -> Result<(usize, Duration), String> {
                 .build()
                 .map_err(|e| e.to_string())?;
             runtime.block_on(async move {
-                let client = reqwest::Client::new();
+                let client = highwater_core::http::client()
+                    .build()
+                    .expect("an HTTP client");
                 let (started, mut read) = (Instant::now(), 0);
                 let mut cursor: Option<String> = None;
                 loop {

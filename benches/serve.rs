@@ -181,7 +181,9 @@ async fn daemon(concurrency: usize, limit: f64, postgres: bool) -> Result<(), St
         .spawn()
         .map_err(|e| e.to_string())?;
     let pid = child.id().ok_or("no pid")?;
-    let client = reqwest::Client::new();
+    let client = highwater_core::http::client()
+        .build()
+        .expect("an HTTP client");
     // Bounded: a daemon that has not finished in ten minutes is stuck.
     let deadline = started + Duration::from_secs(600);
     loop {

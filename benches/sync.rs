@@ -68,7 +68,9 @@ where
 
 /// Fetch a page, PUT each record, repeat. No retries, no state.
 async fn naive_loop(source: String, dest: String) -> Result<usize, reqwest::Error> {
-    let client = reqwest::Client::new();
+    let client = highwater_core::http::client()
+        .build()
+        .expect("an HTTP client");
     let mut cursor: Option<String> = None;
     let mut written = 0;
     loop {

@@ -126,7 +126,9 @@ async fn bare_writers(records: usize, writers: usize, latency: Duration) -> Resu
     let sim = SimSaas::start(sim_config)
         .await
         .map_err(|e| format!("simulator: {e}"))?;
-    let client = reqwest::Client::new();
+    let client = highwater_core::http::client()
+        .build()
+        .expect("an HTTP client");
     let dest = sim.dest_url();
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
@@ -160,7 +162,9 @@ async fn bare_reader(records: usize, latency: Duration) -> Result<f64, String> {
     let sim = SimSaas::start(sim_config)
         .await
         .map_err(|e| format!("simulator: {e}"))?;
-    let client = reqwest::Client::new();
+    let client = highwater_core::http::client()
+        .build()
+        .expect("an HTTP client");
     let started = Instant::now();
     let mut cursor: Option<String> = None;
     let mut read = 0;

@@ -66,7 +66,9 @@ async fn metrics_served_during_a_run_and_written_after_it_agree_with_its_report(
     let child = command.spawn().expect("spawn highwater");
 
     // Scraped mid-run: some records written, not all.
-    let client = reqwest::Client::new();
+    let client = highwater_core::http::client()
+        .build()
+        .expect("an HTTP client");
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut mid_run = None;
     while Instant::now() < deadline && world.sim.dest_count() < 1_400 {

@@ -119,7 +119,9 @@ async fn the_daemon_runs_each_sync_on_its_schedule() {
     sim.poisoned_ratio = 0.0;
     let world = World::start("serve", sim, &Setup::new(Style::Cursor, Mode::Put)).await;
     let file = two_scheduled_syncs(&world);
-    let client = reqwest::Client::new();
+    let client = highwater_core::http::client()
+        .build()
+        .expect("an HTTP client");
     let (mut daemon, base) = start_daemon(&world, &client).await;
 
     // Never run: both at start, each exact.

@@ -167,7 +167,9 @@ async fn lookups_check_the_external_id_they_find() {
         .find(|r| r.rejection.is_none())
         .map(|r| r.id)
         .unwrap_or_default();
-    let client = reqwest::Client::new();
+    let client = highwater_core::http::client()
+        .build()
+        .expect("an HTTP client");
     let mut ids = Vec::new();
     for _ in 0..2 {
         let created: serde_json::Value = client

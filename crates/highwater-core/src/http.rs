@@ -199,6 +199,15 @@ pub struct Api {
     retries: RetryTally,
 }
 
+/// A reqwest client builder with the process's TLS cryptography (ring, see
+/// the workspace's `Cargo.toml`) installed first: reqwest built without a
+/// provider of its own panics on building a client otherwise.
+pub fn client() -> reqwest::ClientBuilder {
+    // Installed once per process; a provider installed already stays.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    Client::builder()
+}
+
 impl Api {
     /// `name` is "source" or "destination", used in messages.
     pub fn new(
@@ -208,7 +217,7 @@ impl Api {
         retry: RetryPolicy,
         pool: usize,
     ) -> Result<Self, reqwest::Error> {
-        let client = Client::builder()
+        let client = client()
             .timeout(spec.timeout)
             .connect_timeout(spec.timeout.min(Duration::from_secs(10)))
             .pool_max_idle_per_host(pool.max(1))

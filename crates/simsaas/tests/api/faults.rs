@@ -147,7 +147,7 @@ async fn shutdown_does_not_wait_for_slow_faults() -> R {
     let sim = SimSaas::start(cfg).await?;
     let url = format!("{}/v1/offset/invoices", sim.source_url());
     let pending = tokio::spawn(async move {
-        let c = Client::new();
+        let c = builder().build().expect("an HTTP client");
         c.get(url)
             .bearer_auth(TOKEN)
             .send()
@@ -179,9 +179,7 @@ async fn writes_can_land_after_the_client_gave_up_or_before_a_502() -> R {
     cfg.dest.delayed_apply_after = Duration::from_millis(300);
     let sim = SimSaas::start(cfg).await?;
     let d = sim.dest_url();
-    let impatient = Client::builder()
-        .timeout(Duration::from_millis(100))
-        .build()?;
+    let impatient = builder().timeout(Duration::from_millis(100)).build()?;
     let put = |c: &Client, v: i64| {
         c.put(format!("{d}/v1/contacts/by-external-id/x"))
             .bearer_auth(TOKEN)

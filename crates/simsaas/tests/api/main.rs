@@ -24,7 +24,14 @@ const TOKEN: &str = "sim-token";
 const MAX_PAGES: usize = 10_000;
 
 fn client() -> Result<Client, reqwest::Error> {
-    Client::builder().timeout(Duration::from_secs(20)).build()
+    builder().timeout(Duration::from_secs(20)).build()
+}
+
+/// A client builder with the workspace's TLS cryptography (ring) installed:
+/// reqwest is built without a provider of its own.
+fn builder() -> reqwest::ClientBuilder {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    Client::builder()
 }
 
 async fn get(c: &Client, url: &str) -> Result<(StatusCode, Value), Box<dyn Error>> {
