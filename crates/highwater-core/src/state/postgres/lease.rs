@@ -8,9 +8,11 @@
 //! frozen inside a commit holds no other up for longer), and every
 //! write to the destination first checks the lease's expiry by this process's
 //! monotonic clock, less a margin: a worker paused past its lease (SIGSTOP, a
-//! stall, a partition) sends nothing and commits nothing when it wakes. Once
-//! lost by either check, a lease stays lost for the process: the run stops
-//! and the worker that took it over finishes it.
+//! stall, a partition) starts no request and commits nothing when it wakes
+//! (a request that had passed its last check as the pause began still
+//! leaves: only the destination, by a version precondition, can refuse it
+//! then). Once lost by either check, a lease stays lost for the process: the
+//! run stops and the worker that took it over finishes it.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
