@@ -11,11 +11,9 @@ const LEASE: Duration = Duration::from_secs(2);
 
 /// A second worker's store on the schema `fresh_pg(name, …)` made.
 async fn another_worker(name: &str) -> Store {
-    let url = std::env::var("HW_TEST_PG")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
     let location = postgres::PgLocation {
-        url,
-        schema: format!("hw_unit_{}", name.replace('-', "_")),
+        url: pg_url(),
+        schema: pg_schema(name),
         lease: LEASE,
     };
     Store {

@@ -23,12 +23,21 @@ pub(super) async fn fresh_postgres(name: &str) -> Store {
     }
 }
 
-/// The location of `fresh_postgres(name)`, with leases of `lease`, and the
-/// store there emptied first.
+/// The machine's PostgreSQL, as [`each_store`] says.
+pub(super) fn pg_url() -> String {
+    std::env::var("HW_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// The schema a test's PostgreSQL store named `name` lives in.
+pub(super) fn pg_schema(name: &str) -> String {
+    format!("hw_unit_{}", name.replace('-', "_"))
+}
+
+/// The store of `fresh_postgres(name)`, with leases of `lease`, emptied first.
 pub(super) async fn fresh_pg(name: &str, lease: std::time::Duration) -> postgres::PgStore {
-    let url = std::env::var("HW_TEST_PG")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
-    let schema = format!("hw_unit_{}", name.replace('-', "_"));
+    let url = pg_url();
+    let schema = pg_schema(name);
     let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
         .await
         .expect("the machine's PostgreSQL");

@@ -102,12 +102,10 @@ async fn open_postgres_run(name: &str) -> (Store, String, sqlx::PgConnection) {
         .begin_run(&run("r1", 1000), &json!({"kind": "start"}))
         .await
         .expect("begin");
-    let url = std::env::var("HW_TEST_PG")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
-    let reader = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+    let reader = <sqlx::PgConnection as sqlx::Connection>::connect(&pg_url())
         .await
         .expect("reader");
-    (store, format!("hw_unit_{}", name.replace('-', "_")), reader)
+    (store, pg_schema(name), reader)
 }
 
 /// Rows in `schema.t`, or `None` while no committed transaction made it.
