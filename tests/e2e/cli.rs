@@ -8,7 +8,7 @@ use std::time::Duration;
 use simsaas::SimConfig;
 
 use crate::util::{
-    Mode, SYNC, Setup, Style, World, bin, describe, finish, report, serve_local, stderr, stdout,
+    Mode, SYNC, Setup, Style, World, describe, finish, report, serve_local, stderr, stdout,
 };
 
 #[tokio::test(flavor = "multi_thread")]
@@ -196,15 +196,7 @@ async fn a_second_run_of_the_same_sync_is_refused() {
         .replace(&world.sim.source_url(), &format!("http://{addr}"));
     let second = world.dir.join("second.toml");
     std::fs::write(&second, config).expect("write the second config");
-    let out = finish(
-        tokio::process::Command::new(bin())
-            .arg("--config")
-            .arg(&second)
-            .args(["run", SYNC])
-            .env_remove("HIGHWATER_LOG")
-            .stdin(std::process::Stdio::null()),
-    )
-    .await;
+    let out = finish(&mut world.command_with(&second, &["run", SYNC])).await;
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     let message = stderr(&out);
     assert!(

@@ -465,10 +465,15 @@ impl World {
     }
 
     fn command(&self, args: &[&str]) -> Command {
+        self.command_with(&self.config, args)
+    }
+
+    /// As [`World::command`], with the config file at `config`.
+    pub fn command_with(&self, config: &Path, args: &[&str]) -> Command {
         let mut command = Command::new(bin());
         command
             .arg("--config")
-            .arg(&self.config)
+            .arg(config)
             .args(args)
             .env_remove("HIGHWATER_LOG")
             .stdin(Stdio::null())
