@@ -50,7 +50,9 @@ async fn backfill_beside_the_sync(mode: Mode, seed: u64) {
     if mode != Mode::Lookup {
         setup.dest_extra = "read_path = \"/v1/contacts/by-external-id/{external_id}\"".into();
     }
-    setup.merge_rows = Some(1_000);
+    // Both runs' rows merge into the ledger's second level and that level into
+    // the ledger, in turn, each by the newest version.
+    setup.merge_rows = Some(500);
     let world = World::start(&format!("concurrent-{mode:?}"), sim, &setup).await;
     // The backfill covers the whole history up to now: every record is the
     // business of both runs.

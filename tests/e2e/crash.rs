@@ -11,8 +11,9 @@
 //! hide what the killed one lost. Only then does the next run pick up what changed
 //! during the first, and everything is checked again; and a last run, with
 //! nothing new, re-reads its lookback through lagging replicas and must change
-//! nothing. Staged ledger rows are
-//! merged every 1,000 rows, so kills land between and during merges. Records
+//! nothing, nor write anything. Staged ledger rows are merged every 500 rows,
+//! so kills land between and during merges, and past 2,000 records the merges
+//! go through the ledger's second level. Records
 //! are deleted at the source too, throughout: a deletes run every few kills, and
 //! after each completed run, must leave every deleted record gone from the
 //! destination, and none comes back between kills. The seed is in every message
@@ -92,9 +93,11 @@ async fn crash_and_recover(style: Style, mode: Mode, seed: u64) {
     }
     // Held writes land after 1.5 client timeouts.
     sim.dest.delayed_apply_after = Duration::from_millis(450);
-    // Ledger merges every 1,000 rows, so that kills land both between merges
-    // (staged rows left for the next invocation) and during them.
-    setup.merge_rows = Some(1_000);
+    // Ledger merges every 500 rows (the least allowed), so that kills land
+    // both between merges (staged rows left for the next invocation) and
+    // during them, and so that, past 2,000 records, merges go into the
+    // ledger's second level and that level into the ledger, in turn.
+    setup.merge_rows = Some(500);
     setup.deletes = deletes_endpoint(mode);
     let name = format!("crash-{style:?}-{mode:?}");
     let world = World::start(&name, sim, &setup).await;
@@ -232,13 +235,20 @@ async fn crash_and_recover(style: Style, mode: Mode, seed: u64) {
     // Nothing changes now, and a run re-reads its lookback: every record
     // changed during the first run was read at its latest version, and a
     // replica serving an older one again (the stale-replica fault, whose
-    // chance comes mostly here) must change nothing.
+    // chance comes mostly here) must change nothing. Its ledger knows every
+    // record at its latest version, so it writes none either.
+    let applied = world.sim.stats().dest.writes_applied;
     world.run_to_completion().await;
     let again = world.verify().await;
     assert!(
         again.is_exact() && again.expected_written == v.expected_written,
         "seed {seed} {style:?}/{mode:?}: a run with nothing new changed the destination:\n{again}{}",
         late_writes(&world, late_window)
+    );
+    let rewritten = world.sim.stats().dest.writes_applied - applied;
+    assert_eq!(
+        rewritten, 0,
+        "seed {seed} {style:?}/{mode:?}: a run with nothing new wrote {rewritten} records again"
     );
     assert_faults_served(&world.sim.stats(), seed);
 }

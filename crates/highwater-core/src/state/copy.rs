@@ -2,7 +2,7 @@
 //! runs, checkpoints, invocations, the ledger, announced writes, read-backs,
 //! dead letters, record events, the audit log, resets, incidents and pauses —
 //! in one PostgreSQL transaction, so a copy that fails leaves nothing behind.
-//! Staged ledger rows are merged first. Each table travels in chunks of JSON
+//! Staged ledger rows and the ledger's second level are merged into it first. Each table travels in chunks of JSON
 //! objects named by column, unpacked by `jsonb_populate_recordset`, so one
 //! statement per table serves whatever its columns' types.
 //! Invariants: nothing is copied while a run is open (its checkpoint would
@@ -135,12 +135,14 @@ impl Store {
         if let Some((sync, run_id)) = open {
             return Err(CopyError::RunOpen { sync, run_id });
         }
-        let syncs: Vec<String> = sqlx::query_scalar("SELECT DISTINCT sync FROM ledger_staged")
-            .fetch_all(pool)
-            .await
-            .map_err(StateError::from)?;
+        let syncs: Vec<String> = sqlx::query_scalar(
+            "SELECT sync FROM ledger_staged UNION SELECT sync FROM ledger_recent",
+        )
+        .fetch_all(pool)
+        .await
+        .map_err(StateError::from)?;
         for sync in syncs {
-            from.merge_staged(&sync).await?;
+            from.merge_levels(&sync).await?;
         }
         let mut tx = to.writer(None).await?;
         let runs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM runs")

@@ -1,5 +1,5 @@
 //! A run's writes to the store: each page's commit (one statement list, one
-//! transaction), the merge of staged ledger rows into the ledger, and the run's
+//! transaction), the merge of staged ledger rows into the ledger's levels, and the run's
 //! completion, which moves the high-water mark and settles the floors.
 
 use super::claim;
@@ -8,7 +8,7 @@ use super::*;
 
 /// Everything [`Store::commit_page`] changes, as one statement list with
 /// named parameters (`named.rs`), run in one transaction. Ledger rows are
-/// staged, one row per commit; [`MERGE_STAGED`] moves them into the ledger.
+/// staged, one row per commit; [`merge_staged`] moves them into the ledger's levels.
 const COMMIT_PAGE: &str = "
 INSERT INTO intents (sync, batch, run_id, rows)
   SELECT sync, batch, run_id, rows FROM (SELECT :sync AS sync, :batch AS batch, :run_id AS run_id, :intents AS rows)
@@ -82,34 +82,121 @@ INSERT INTO readbacks (sync, source_id, run_id, external_id, dest_id, version, u
 pub(super) static COMMIT_PAGE_STATEMENTS: std::sync::LazyLock<Statements> =
     std::sync::LazyLock::new(|| Statements::parse(COMMIT_PAGE));
 
-/// Moves a sync's staged ledger rows into the ledger, in one pass over its B-tree:
+/// What the second level (`ledger_recent`) may hold against the ledger before it
+/// merges into it: a quarter. Each merge of staged rows then rewrites pages of a
+/// level a quarter the ledger's size at most, and the ledger itself is rewritten
+/// each time it has grown by a quarter, so the pages written per record stay
+/// flat as the ledger grows, where merging every 20,000 rows into the ledger
+/// rewrote nearly all of it each time.
+const LEVEL_FRACTION: i64 = 4;
+
+/// Rows staged, rows in the second level and rows in the ledger (as last
+/// counted) of sync `?1`.
+const LEVEL_SIZES: &str = "
+SELECT (SELECT COALESCE(SUM(json_array_length(rows)), 0) FROM ledger_staged WHERE sync = ?1),
+       (SELECT COUNT(*) FROM ledger_recent WHERE sync = ?1),
+       COALESCE((SELECT ledger_rows FROM ledger_levels WHERE sync = ?1), 0)";
+
+/// Moves a sync's staged ledger rows into `{level}`, in one pass over its B-tree:
 /// by source id, so each insert starts near the last one, and within an id by
 /// commit and place in the commit, so the later copy of a version wins and no
-/// row sets the ledger back to an older version.
-pub(super) const MERGE_STAGED: &str = "
-INSERT INTO ledger (sync, source_id, external_id, dest_id, version, updated_at, payload_hash, run_id, written_at, deleted_at)
+/// row sets the level back to an older version.
+const STAGED_INTO: &str = "
+INSERT INTO {level} (sync, source_id, external_id, dest_id, version, updated_at, payload_hash, run_id, written_at, deleted_at)
   SELECT s.sync, value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6, s.written_at, value ->> 7
   FROM ledger_staged AS s, jsonb_each(s.rows)
   WHERE s.sync = ?1 ORDER BY value ->> 0, s.seq, key
+  {newer};
+DELETE FROM ledger_staged WHERE sync = ?1;
+";
+
+/// Moves a sync's second level into the ledger, in key order.
+const RECENT_INTO_LEDGER: &str = "
+INSERT INTO ledger (sync, source_id, external_id, dest_id, version, updated_at, payload_hash, run_id, written_at, deleted_at)
+  SELECT sync, source_id, external_id, dest_id, version, updated_at, payload_hash, run_id, written_at, deleted_at
+  FROM ledger_recent WHERE sync = ?1 ORDER BY source_id
+  {newer};
+DELETE FROM ledger_recent WHERE sync = ?1;
+";
+
+/// The ledger's rows of sync `?1`, counted after a merge into it.
+const COUNT_LEDGER: &str = "
+INSERT INTO ledger_levels (sync, ledger_rows) VALUES (?1, (SELECT COUNT(*) FROM ledger WHERE sync = ?1))
+  ON CONFLICT (sync) DO UPDATE SET ledger_rows = excluded.ledger_rows";
+
+/// The upsert of a merge into `{level}`.
+/// Runs of several kinds stage rows at once, each in its own commits: the
+/// newest version wins whatever the order (versions when both rows have one,
+/// `updated_at` otherwise), and within one version the later row. A tombstone
+/// carries the version last written, or the deletion's, and the later of the
+/// two times, so it wins over the row it deletes. Readers of both levels fold
+/// them by the same rule ([`super::supersede`]).
+const NEWER: &str = "
   ON CONFLICT (sync, source_id) DO UPDATE SET
     external_id = excluded.external_id,
-    dest_id = COALESCE(excluded.dest_id, ledger.dest_id),
+    dest_id = COALESCE(excluded.dest_id, {level}.dest_id),
     version = excluded.version,
     updated_at = excluded.updated_at,
     payload_hash = excluded.payload_hash,
     run_id = excluded.run_id,
     written_at = excluded.written_at,
     deleted_at = excluded.deleted_at
-  -- Runs of several kinds stage rows at once, each in its own commits: the
-  -- newest version wins whatever the order (versions when both rows have one,
-  -- `updated_at` otherwise), and within one version the later row. A
-  -- tombstone carries the version last written, or the deletion's, and the
-  -- later of the two times, so it wins over the row it deletes.
-  WHERE CASE WHEN excluded.version IS NOT NULL AND ledger.version IS NOT NULL
-             THEN excluded.version >= ledger.version
-             ELSE excluded.updated_at >= ledger.updated_at END;
-DELETE FROM ledger_staged WHERE sync = ?1;
-";
+  WHERE CASE WHEN excluded.version IS NOT NULL AND {level}.version IS NOT NULL
+             THEN excluded.version >= {level}.version
+             ELSE excluded.updated_at >= {level}.updated_at END";
+
+fn merge_statement(template: &str, level: &str) -> String {
+    template
+        .replace("{newer}", NEWER.trim())
+        .replace("{level}", level)
+}
+
+/// The merges, written out once: staged rows into the second level, staged
+/// rows into the ledger, the second level into the ledger.
+pub(super) static MERGES: std::sync::LazyLock<[String; 3]> = std::sync::LazyLock::new(|| {
+    [
+        merge_statement(STAGED_INTO, "ledger_recent"),
+        merge_statement(STAGED_INTO, "ledger"),
+        merge_statement(RECENT_INTO_LEDGER, "ledger"),
+    ]
+});
+
+/// Moves a sync's staged ledger rows into the second level, or — when that
+/// level with them would hold a quarter of the ledger or more — the level and
+/// the staged rows into the ledger, in that order (staged rows are the newer).
+pub(super) async fn merge_staged(
+    tx: &mut sqlx::SqliteConnection,
+    sync: &str,
+) -> Result<(), StateError> {
+    let (staged, recent, ledger): (i64, i64, i64) = sqlx::query_as(LEVEL_SIZES)
+        .bind(sync)
+        .fetch_one(&mut *tx)
+        .await?;
+    if staged == 0 {
+        return Ok(());
+    }
+    let [into_recent, into_ledger, recent_into_ledger] = &*MERGES;
+    if (recent + staged) * LEVEL_FRACTION < ledger {
+        return execute(tx, into_recent, sync).await;
+    }
+    if recent > 0 {
+        execute(tx, recent_into_ledger, sync).await?;
+    }
+    execute(tx, into_ledger, sync).await?;
+    execute(tx, COUNT_LEDGER, sync).await
+}
+
+async fn execute(
+    tx: &mut sqlx::SqliteConnection,
+    statements: &str,
+    sync: &str,
+) -> Result<(), StateError> {
+    sqlx::query(sqlx::AssertSqlSafe(statements))
+        .bind(sync)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
 
 impl SqliteStore {
     /// Commits what the run has resolved (ledger rows, dead letters, retired
@@ -179,9 +266,7 @@ impl SqliteStore {
         let sample_dead = sample_ids(page.dead_letters.iter().map(|d| d.source_id.as_str()));
         let mut tx = self.writer().await?;
         let announced = match &page.announce {
-            Some(batch) => {
-                claim::check(&mut tx, &self.path, sync, run_id, batch, MERGE_STAGED).await?
-            }
+            Some(batch) => claim::check(&mut tx, &self.path, sync, run_id, batch).await?,
             None => Announced::default(),
         };
         let kept = page.announce.as_ref().map(|b| IntentBatch {
@@ -239,6 +324,18 @@ impl SqliteStore {
             merge_staged(&mut tx, sync).await?;
             tx.commit().await?;
         }
+        Ok(())
+    }
+
+    /// Merges staged ledger rows and the ledger's second level into the ledger,
+    /// so that the ledger table alone holds every row.
+    pub async fn merge_levels(&self, sync: &str) -> Result<(), StateError> {
+        let mut tx = self.writer().await?;
+        merge_staged(&mut tx, sync).await?;
+        let [_, _, recent_into_ledger] = &*MERGES;
+        execute(&mut tx, recent_into_ledger, sync).await?;
+        execute(&mut tx, COUNT_LEDGER, sync).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -309,14 +406,6 @@ impl SqliteStore {
         tx.commit().await?;
         Ok(())
     }
-}
-
-async fn merge_staged(tx: &mut sqlx::SqliteConnection, sync: &str) -> Result<(), StateError> {
-    sqlx::query(MERGE_STAGED)
-        .bind(sync)
-        .execute(&mut *tx)
-        .await?;
-    Ok(())
 }
 
 async fn update_checkpoint(

@@ -76,27 +76,14 @@ impl SqliteStore {
         sync: &str,
         source_id: &str,
     ) -> Result<RecordState, StateError> {
-        let rows = sqlx::query(
-            "SELECT 0 AS seq, 0 AS place, source_id, external_id, dest_id, version, updated_at, payload_hash, run_id, deleted_at
-             FROM ledger WHERE sync = ?1 AND source_id = ?2
-             UNION ALL
-             SELECT s.seq, key, value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6, value ->> 7
-             FROM ledger_staged AS s, jsonb_each(s.rows) WHERE s.sync = ?1 AND value ->> 0 = ?2
-             ORDER BY seq, place",
-        )
-        .bind(sync)
-        .bind(source_id)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(LEVELS_OF_RECORD.as_str()))
+            .bind(sync)
+            .bind(source_id)
+            .fetch_all(&self.pool)
+            .await?;
         let mut ledger: Option<LedgerEntry> = None;
         for row in &rows {
-            let entry = ledger_entry(row)?;
-            // A later row without a destination id keeps the one known before.
-            let dest_id = entry
-                .dest_id
-                .clone()
-                .or_else(|| ledger.as_ref().and_then(|l| l.dest_id.clone()));
-            ledger = Some(LedgerEntry { dest_id, ..entry });
+            ledger = Some(supersede(ledger, ledger_entry(row)?));
         }
         let dead_letter = sqlx::query(
             "SELECT stage, error, attempts, first_failed_at, last_failed_at, resolved_at, resolution

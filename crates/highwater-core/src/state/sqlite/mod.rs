@@ -1,7 +1,7 @@
 //! The SQLite backend of the state store: one embedded file (WAL, synchronous
 //! commits, versioned migrations), its run locks beside it. Ledger rows are
-//! staged per commit and merged into the ledger in key order (see
-//! [`commit`]); lookups read the merged ledger.
+//! staged per commit and merged in key order into the ledger's two levels (see
+//! [`commit`]); lookups read both levels, folded as a merge folds them.
 
 pub(super) mod audit;
 mod claim;
@@ -28,6 +28,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 
 use super::*;
+use crate::record::is_older;
 
 /// Rows go to SQLite as one JSON array per table, unpacked there by `jsonb_each`
 /// (which parses the text once and hands each row over as binary JSON): one cached
@@ -41,42 +42,73 @@ fn json_rows<T: Serialize>(rows: &[T]) -> Result<String, StateError> {
     serde_json::to_string(rows).map_err(|e| StateError::Corrupt(e.to_string()))
 }
 
-/// The ledger lookup of a page ([`Store::known`]): its source ids' ledger rows
-/// and dead letters, and which source ids hold its external ids — one
+/// The ledger lookup of a page ([`Store::known`]): its source ids' rows in both
+/// of the ledger's levels, their dead letters, and the rows of every other
+/// source id that may hold one of its external ids, in both levels too, since
+/// which one holds it is known only once the levels are folded — one
 /// statement, one trip to SQLite's thread. A row whose external id is its own
-/// source id is not in the external-id index: when the external id is one of
-/// the page's source ids its row comes back in the first part, which
-/// [`Store::known`] reads as the holder too, and otherwise in the last. The
-/// external-id index is named: without statistics, SQLite's planner reads the
-/// sync's whole ledger for the third part instead, a cost that grows with the
-/// ledger. The rows come back
-/// as one JSON array: sqlx hands each row of a result across from SQLite's
-/// thread on its own, which cost more than the lookups.
+/// source id is not in the external-id indexes: the primary key finds it. The
+/// external-id indexes are named: without statistics, SQLite's planner reads
+/// the sync's whole ledger for them instead, a cost that grows with the
+/// ledger. The rows come back as one JSON array: sqlx hands each row of a
+/// result across from SQLite's thread on its own, which cost more than the
+/// lookups.
 pub(super) const KNOWN: &str = "
+WITH page(id) AS (SELECT value FROM json_each(?2)),
+looked(id) AS (
+  SELECT id FROM page
+  UNION
+  SELECT source_id FROM ledger INDEXED BY ledger_by_external_id
+    WHERE sync = ?1 AND external_id IN (SELECT value FROM json_each(?3)) AND deleted_at IS NULL
+      AND external_id <> source_id
+  UNION
+  SELECT source_id FROM ledger_recent INDEXED BY ledger_recent_by_external_id
+    WHERE sync = ?1 AND external_id IN (SELECT value FROM json_each(?3)) AND deleted_at IS NULL
+      AND external_id <> source_id
+  UNION
+  SELECT value FROM json_each(?3))
 SELECT json_group_array(json_array(kind, source_id, external_id, dest_id, version, updated_at,
                                    payload_hash, run_id, deleted_at, fingerprint)) FROM (
 SELECT 0 AS kind, source_id, external_id, dest_id, version, updated_at, payload_hash, run_id,
        deleted_at, NULL AS fingerprint
-  FROM ledger WHERE sync = ?1 AND source_id IN (SELECT value FROM json_each(?2))
+  FROM ledger WHERE sync = ?1 AND source_id IN (SELECT id FROM looked)
+UNION ALL
+SELECT 2, source_id, external_id, dest_id, version, updated_at, payload_hash, run_id,
+       deleted_at, NULL
+  FROM ledger_recent WHERE sync = ?1 AND source_id IN (SELECT id FROM looked)
 UNION ALL
 SELECT 1, source_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, fingerprint
   FROM dead_letters
   WHERE sync = ?1 AND (resolved_at IS NULL OR resolution = ?4)
-    AND source_id IN (SELECT value FROM json_each(?2))
-UNION ALL
-SELECT 2, source_id, external_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL
-  FROM ledger INDEXED BY ledger_by_external_id
-  WHERE sync = ?1 AND external_id IN (SELECT value FROM json_each(?3)) AND deleted_at IS NULL
-    AND external_id <> source_id
-UNION ALL
-SELECT 2, source_id, external_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL
-  FROM ledger
-  WHERE sync = ?1 AND source_id IN (SELECT value FROM json_each(?3) EXCEPT SELECT value FROM json_each(?2))
-    AND external_id = source_id AND deleted_at IS NULL)";
+    AND source_id IN (SELECT id FROM page))";
 
-/// One row of [`KNOWN`]: kind (0 ledger, 1 dead letter, 2 holder), source id,
-/// external id, destination id, version, `updated_at`, payload hash, run,
-/// `deleted_at`, fingerprint.
+/// A sync's ledger rows in the order merges fold them (the ledger, its second
+/// level, then each staged commit's rows in order), `{where}` narrowing them.
+const LEVELS: &str = "
+SELECT 0 AS seq, 0 AS place, source_id, external_id, dest_id, version, updated_at, payload_hash, run_id, deleted_at
+  FROM ledger WHERE sync = ?1 {where}
+UNION ALL
+SELECT 0, 1, source_id, external_id, dest_id, version, updated_at, payload_hash, run_id, deleted_at
+  FROM ledger_recent WHERE sync = ?1 {where}
+UNION ALL
+SELECT s.seq, key, value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6, value ->> 7
+  FROM ledger_staged AS s, jsonb_each(s.rows) WHERE s.sync = ?1 {where_staged}
+ORDER BY seq, place";
+
+/// [`LEVELS`] of a whole sync (`?1`).
+static LEVELS_OF_SYNC: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| LEVELS.replace("{where_staged}", "").replace("{where}", ""));
+
+/// [`LEVELS`] of one record of a sync (`?1`, `?2`).
+pub(super) static LEVELS_OF_RECORD: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    LEVELS
+        .replace("{where_staged}", "AND value ->> 0 = ?2")
+        .replace("{where}", "AND source_id = ?2")
+});
+
+/// One row of [`KNOWN`]: kind (0 ledger, 2 its second level, 1 dead letter),
+/// source id, external id, destination id, version, `updated_at`, payload
+/// hash, run, `deleted_at`, fingerprint.
 type KnownRow = (
     i64,
     String,
@@ -89,6 +121,21 @@ type KnownRow = (
     Option<i64>,
     Option<String>,
 );
+
+/// A record's row in a later level (or staged commit) folded over its row in an
+/// earlier one, as a merge folds them: the later wins unless it is older
+/// (versions when both have one, `updated_at` otherwise), and keeps the earlier
+/// destination id when it has none.
+fn supersede(earlier: Option<LedgerEntry>, later: LedgerEntry) -> LedgerEntry {
+    match earlier {
+        Some(e) if is_older(later.version, later.updated_at, e.version, e.updated_at) => e,
+        Some(e) => LedgerEntry {
+            dest_id: later.dest_id.or(e.dest_id),
+            ..later
+        },
+        None => later,
+    }
+}
 
 /// The embedded state store.
 #[derive(Debug, Clone)]
@@ -167,6 +214,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         13,
         "paused_syncs",
         include_str!("../../../migrations/sqlite/0013_paused_syncs.sql"),
+    ),
+    (
+        14,
+        "ledger_levels",
+        include_str!("../../../migrations/sqlite/0014_ledger_levels.sql"),
     ),
 ];
 
@@ -415,7 +467,8 @@ impl SqliteStore {
             .await?;
         let rows: Vec<KnownRow> =
             serde_json::from_str(&rows).map_err(|e| StateError::Corrupt(e.to_string()))?;
-        let wanted: HashSet<&str> = external_ids.iter().copied().collect();
+        // Each looked-up record's row per level: the ledger's, then the second level's.
+        let mut levels: HashMap<String, [Option<LedgerEntry>; 2]> = HashMap::new();
         for (
             kind,
             source_id,
@@ -431,36 +484,42 @@ impl SqliteStore {
         {
             let missing =
                 |what: &str| StateError::Corrupt(format!("{what} missing for {source_id}"));
-            match kind {
-                0 => {
-                    let entry = LedgerEntry {
-                        external_id: external_id.ok_or_else(|| missing("external_id"))?,
-                        dest_id,
-                        version,
-                        updated_at: micros(updated_at.ok_or_else(|| missing("updated_at"))?)?,
-                        payload_hash: hash.ok_or_else(|| missing("payload_hash"))?,
-                        run_id: run_id.ok_or_else(|| missing("run_id"))?,
-                        deleted_at: deleted_at.map(micros).transpose()?,
-                        source_id,
-                    };
-                    if entry.deleted_at.is_none()
-                        && entry.external_id == entry.source_id
-                        && wanted.contains(entry.external_id.as_str())
-                    {
-                        known
-                            .holders
-                            .insert(entry.external_id.clone(), entry.source_id.clone());
-                    }
-                    known.ledger.insert(entry.source_id.clone(), entry);
-                }
-                1 => {
-                    let fingerprint = fingerprint.ok_or_else(|| missing("fingerprint"))?;
-                    known.dead.insert(source_id, fingerprint);
-                }
-                _ => {
-                    let external_id = external_id.ok_or_else(|| missing("external_id"))?;
-                    known.holders.insert(external_id, source_id);
-                }
+            if kind == 1 {
+                let fingerprint = fingerprint.ok_or_else(|| missing("fingerprint"))?;
+                known.dead.insert(source_id, fingerprint);
+                continue;
+            }
+            let entry = LedgerEntry {
+                external_id: external_id.ok_or_else(|| missing("external_id"))?,
+                dest_id,
+                version,
+                updated_at: micros(updated_at.ok_or_else(|| missing("updated_at"))?)?,
+                payload_hash: hash.ok_or_else(|| missing("payload_hash"))?,
+                run_id: run_id.ok_or_else(|| missing("run_id"))?,
+                deleted_at: deleted_at.map(micros).transpose()?,
+                source_id,
+            };
+            let level = usize::from(kind == 2);
+            let slot = levels.entry(entry.source_id.clone()).or_default();
+            slot[level] = Some(entry);
+        }
+        let wanted: HashSet<&str> = external_ids.iter().copied().collect();
+        let page: HashSet<&str> = ids.iter().copied().collect();
+        for (source_id, [ledger, recent]) in levels {
+            let entry = match recent {
+                Some(recent) => supersede(ledger, recent),
+                None => match ledger {
+                    Some(ledger) => ledger,
+                    None => continue,
+                },
+            };
+            if entry.deleted_at.is_none() && wanted.contains(entry.external_id.as_str()) {
+                known
+                    .holders
+                    .insert(entry.external_id.clone(), source_id.clone());
+            }
+            if page.contains(source_id.as_str()) {
+                known.ledger.insert(source_id, entry);
             }
         }
         Ok(known)
@@ -529,6 +588,7 @@ impl SqliteStore {
         let ledger_records: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM (
                SELECT source_id FROM ledger WHERE sync = ?1
+               UNION SELECT source_id FROM ledger_recent WHERE sync = ?1
                UNION SELECT value ->> 0 FROM ledger_staged AS s, jsonb_each(s.rows) WHERE s.sync = ?1)",
         )
         .bind(sync)
@@ -586,28 +646,18 @@ impl SqliteStore {
         rows.iter().map(dead_letter).collect()
     }
 
-    /// The ledger of a sync, by source id, with its staged rows applied in the order
-    /// a merge would apply them.
+    /// The ledger of a sync, by source id: its two levels and its staged rows
+    /// folded as merges would fold them.
     pub async fn ledger(&self, sync: &str) -> Result<Vec<LedgerEntry>, StateError> {
-        let rows = sqlx::query(
-            "SELECT 0 AS seq, 0 AS place, source_id, external_id, dest_id, version, updated_at, payload_hash, run_id, deleted_at
-             FROM ledger WHERE sync = ?1
-             UNION ALL
-             SELECT s.seq, key, value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6, value ->> 7
-             FROM ledger_staged AS s, jsonb_each(s.rows) WHERE s.sync = ?1
-             ORDER BY seq, place",
-        )
-        .bind(sync)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(LEVELS_OF_SYNC.as_str()))
+            .bind(sync)
+            .fetch_all(&self.pool)
+            .await?;
         let mut ledger: BTreeMap<String, LedgerEntry> = BTreeMap::new();
         for row in &rows {
             let entry = ledger_entry(row)?;
-            let dest_id = match ledger.get(&entry.source_id) {
-                Some(earlier) if entry.dest_id.is_none() => earlier.dest_id.clone(),
-                _ => entry.dest_id.clone(),
-            };
-            ledger.insert(entry.source_id.clone(), LedgerEntry { dest_id, ..entry });
+            let earlier = ledger.remove(&entry.source_id);
+            ledger.insert(entry.source_id.clone(), supersede(earlier, entry));
         }
         Ok(ledger.into_values().collect())
     }

@@ -670,6 +670,7 @@ mod claim;
 mod events;
 mod history;
 mod lease;
+mod levels;
 
 mod shared;
 
