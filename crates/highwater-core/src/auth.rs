@@ -279,6 +279,7 @@ impl Authenticator {
                 });
             }
             Ok(response) => Outcome::Status(response.status().as_u16()),
+            Err(e) if crate::http::tls_refused(&e) => Outcome::Untrusted,
             Err(e) if e.is_connect() => Outcome::ConnectFailed,
             Err(e) if e.is_timeout() => Outcome::TimedOutAfterSend,
             Err(_) => Outcome::BrokenAfterSend,
@@ -315,6 +316,9 @@ fn describe(outcome: Outcome) -> String {
     match outcome {
         Outcome::Status(s) => format!("HTTP {s}"),
         Outcome::ConnectFailed => "connection refused or unreachable".into(),
+        Outcome::Untrusted => {
+            "the TLS handshake refused the server (its certificate is not trusted, or no protocol in common)".into()
+        }
         Outcome::TimedOutAfterSend => "timed out".into(),
         Outcome::BrokenAfterSend => "connection broken".into(),
         Outcome::ErrorInBody => "error in body".into(),

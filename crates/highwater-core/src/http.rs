@@ -41,7 +41,9 @@ fn retry_class(outcome: Outcome) -> RetryClass {
         Outcome::Status(429) => RetryClass::RateLimited,
         Outcome::Status(500..=599) => RetryClass::ServerError,
         Outcome::Status(408) | Outcome::TimedOutAfterSend => RetryClass::Timeout,
-        Outcome::ConnectFailed | Outcome::BrokenAfterSend => RetryClass::Connection,
+        Outcome::ConnectFailed | Outcome::Untrusted | Outcome::BrokenAfterSend => {
+            RetryClass::Connection
+        }
         Outcome::Status(_) | Outcome::ErrorInBody => RetryClass::Other,
     }
 }
@@ -87,6 +89,16 @@ pub enum HttpError {
     /// Record-level: the API refused this request's content.
     #[error("{status} {body}")]
     Rejected { status: u16, body: String },
+    /// Fatal: the TLS handshake refused the server ([`Outcome::Untrusted`]).
+    #[error(
+        "{api}: {method} {url} was not sent: the TLS handshake refused the server ({detail}); make its certificate trusted (its authority, the name in the URL, its dates) or correct the URL"
+    )]
+    Untrusted {
+        api: &'static str,
+        method: Method,
+        url: String,
+        detail: String,
+    },
     /// Fatal: an answer no retry will change (e.g. 404 on a list, 501).
     #[error("{api}: {method} {url} answered {status}: {body}")]
     Fatal {
@@ -359,6 +371,12 @@ impl Api {
                     status,
                     body: answer.detail,
                 },
+                (_, 0) if answer.outcome == Outcome::Untrusted => HttpError::Untrusted {
+                    api: self.name,
+                    method,
+                    url,
+                    detail: answer.detail,
+                },
                 (_, status @ (401 | 403)) => HttpError::Unauthorized {
                     api: self.name,
                     method,
@@ -537,6 +555,7 @@ impl Api {
             Err(e) => {
                 self.gate.answered(ticket, &Answer::default());
                 match e {
+                    e if tls_refused(&e) => (Outcome::Untrusted, None, innermost(&e)),
                     e if e.is_connect() => (Outcome::ConnectFailed, None, connect_detail(&e)),
                     e if e.is_timeout() => (
                         Outcome::TimedOutAfterSend,
@@ -591,16 +610,45 @@ impl Api {
 }
 
 fn connect_detail(e: &reqwest::Error) -> String {
+    format!("could not connect ({})", innermost(e))
+}
+
+/// The innermost cause of a failed request, which names what went wrong.
+fn innermost(e: &reqwest::Error) -> String {
     let mut source: Option<&dyn std::error::Error> = std::error::Error::source(e);
     let mut innermost = None;
     while let Some(s) = source {
         innermost = Some(s.to_string());
         source = s.source();
     }
-    format!(
-        "could not connect ({})",
-        innermost.unwrap_or_else(|| "connection failed".into())
-    )
+    innermost.unwrap_or_else(|| "connection failed".into())
+}
+
+/// Whether a request failed in the TLS handshake on the server's certificate
+/// or on the protocol: a setting to fix, not a fault to wait out. rustls's
+/// error arrives inside `io::Error`s (one in another), whose `source` skips
+/// what they wrap.
+pub(crate) fn tls_refused(e: &reqwest::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = source {
+        let mut wrapped = Some(s);
+        while let Some(w) = wrapped {
+            if let Some(tls) = w.downcast_ref::<rustls::Error>() {
+                return matches!(
+                    tls,
+                    rustls::Error::InvalidCertificate(_)
+                        | rustls::Error::NoCertificatesPresented
+                        | rustls::Error::PeerIncompatible(_)
+                );
+            }
+            wrapped = w
+                .downcast_ref::<std::io::Error>()
+                .and_then(std::io::Error::get_ref)
+                .map(|inner| inner as &(dyn std::error::Error + 'static));
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// The start of an answer's body, for messages.
@@ -725,6 +773,77 @@ mod tests {
             arrivals[0]
         );
         assert!(since < arrivals[2], "unsettled from the answered attempt");
+    }
+
+    /// A server whose certificate is not trusted (self-signed here) stops the
+    /// request at its first attempt, saying what to fix: no retry changes it.
+    #[tokio::test]
+    async fn an_untrusted_certificate_stops_at_the_first_attempt() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        let cert = rustls::pki_types::CertificateDer::from(
+            include_bytes!("testdata/self-signed.der").to_vec(),
+        );
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(
+            include_bytes!("testdata/self-signed.key.der")
+                .to_vec()
+                .into(),
+        );
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_no_client_auth().with_single_cert(vec![cert], key))
+        .unwrap_or_else(|e| panic!("server config: {e}"));
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("bind: {e}"));
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("addr: {e}"));
+        let handshakes = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::clone(&handshakes);
+        let server = tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                seen.fetch_add(1, Ordering::SeqCst);
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let _ = acceptor.accept(socket).await;
+                });
+            }
+        });
+        let spec = HttpSpec {
+            base_url: Url::parse(&format!("https://{addr}/")).unwrap_or_else(|_| unreachable!()),
+            headers: Vec::new(),
+            auth: crate::config::AuthSpec::None,
+            timeout: Duration::from_secs(2),
+            rate_limit: None,
+            rate_limit_probe: crate::policy::DEFAULT_PROBE_PERIOD,
+            error_path: None,
+        };
+        let retry = RetryPolicy {
+            base: Duration::from_millis(10),
+            cap: Duration::from_millis(50),
+            max_attempts: 8,
+        };
+        let api = Api::new("test", "source", spec, retry, 1).unwrap_or_else(|_| unreachable!());
+        let url = api.url("/v1/x").unwrap_or_else(|_| unreachable!());
+        let error = api
+            .send(&Request::get(url), &Stop::never())
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("a self-signed certificate is trusted"));
+        server.abort();
+        assert!(matches!(error, HttpError::Untrusted { .. }), "{error}");
+        let message = error.to_string();
+        assert!(
+            message.contains("invalid peer certificate")
+                && message.contains("make its certificate trusted"),
+            "{message}"
+        );
+        assert_eq!(handshakes.load(Ordering::SeqCst), 1, "retried: {message}");
     }
 
     #[test]

@@ -171,6 +171,7 @@ fn failure_class(cause: &FailureCause) -> String {
         HttpError::Unknown { .. } => "unknown_outcome",
         HttpError::Rejected { .. } => "rejected",
         HttpError::Fatal { .. } => "fatal_answer",
+        HttpError::Untrusted { .. } => "tls_refused",
         HttpError::Stopped(_) => "stopped",
     };
     let (side, kind) = match cause {

@@ -11,6 +11,10 @@ pub enum Outcome {
     Status(u16),
     /// The connection could not be made: nothing was sent.
     ConnectFailed,
+    /// The TLS handshake refused the server: its certificate is not trusted
+    /// (an unknown authority, another name, out of date) or it shares no
+    /// protocol with us. Nothing was sent, and waiting changes none of it.
+    Untrusted,
     /// The request went out and no answer came in time: it may have been applied.
     TimedOutAfterSend,
     /// The connection broke after the request went out: it may have been applied.
@@ -50,6 +54,7 @@ pub fn classify(outcome: Outcome) -> Class {
         Outcome::ConnectFailed => Class::Transient {
             outcome_known: true,
         },
+        Outcome::Untrusted => Class::Fatal,
         Outcome::TimedOutAfterSend | Outcome::BrokenAfterSend => Class::Transient {
             outcome_known: false,
         },

@@ -204,6 +204,7 @@ impl SinkError {
                 HttpError::Unauthorized { .. }
                 | HttpError::Auth(..)
                 | HttpError::Fatal { .. }
+                | HttpError::Untrusted { .. }
                 | HttpError::Rejected { .. },
             )
             | SinkError::Database(_)
