@@ -672,6 +672,26 @@ fn truncate(text: &str, max: usize) -> String {
 mod tests {
     use super::*;
 
+    /// An API at `base`, without auth or a rate limit, retrying up to
+    /// `attempts` times with short delays.
+    fn api_at(base: &str, timeout: Duration, attempts: u32) -> Api {
+        let spec = HttpSpec {
+            base_url: Url::parse(base).unwrap_or_else(|_| unreachable!()),
+            headers: Vec::new(),
+            auth: crate::config::AuthSpec::None,
+            timeout,
+            rate_limit: None,
+            rate_limit_probe: crate::policy::DEFAULT_PROBE_PERIOD,
+            error_path: None,
+        };
+        let retry = RetryPolicy {
+            base: Duration::from_millis(10),
+            cap: Duration::from_millis(50),
+            max_attempts: attempts,
+        };
+        Api::new("test", "api", spec, retry, 1).unwrap_or_else(|_| unreachable!())
+    }
+
     /// Every transient outcome is counted under the class an operator would name it by.
     #[test]
     fn retried_outcomes_are_counted_by_class() {
@@ -738,22 +758,7 @@ mod tests {
                 });
             }
         });
-        let spec = HttpSpec {
-            base_url: Url::parse(&format!("http://{addr}/")).unwrap_or_else(|_| unreachable!()),
-            headers: Vec::new(),
-            auth: crate::config::AuthSpec::None,
-            timeout: Duration::from_millis(200),
-            rate_limit: None,
-            rate_limit_probe: crate::policy::DEFAULT_PROBE_PERIOD,
-            error_path: None,
-        };
-        let retry = RetryPolicy {
-            base: Duration::from_millis(10),
-            cap: Duration::from_millis(50),
-            max_attempts: 4,
-        };
-        let api =
-            Api::new("test", "destination", spec, retry, 1).unwrap_or_else(|_| unreachable!());
+        let api = api_at(&format!("http://{addr}/"), Duration::from_millis(200), 4);
         let url = api.url("/v1/x").unwrap_or_else(|_| unreachable!());
         let reply = api
             .send(&Request::get(url), &Stop::never())
@@ -814,21 +819,7 @@ mod tests {
                 });
             }
         });
-        let spec = HttpSpec {
-            base_url: Url::parse(&format!("https://{addr}/")).unwrap_or_else(|_| unreachable!()),
-            headers: Vec::new(),
-            auth: crate::config::AuthSpec::None,
-            timeout: Duration::from_secs(2),
-            rate_limit: None,
-            rate_limit_probe: crate::policy::DEFAULT_PROBE_PERIOD,
-            error_path: None,
-        };
-        let retry = RetryPolicy {
-            base: Duration::from_millis(10),
-            cap: Duration::from_millis(50),
-            max_attempts: 8,
-        };
-        let api = Api::new("test", "source", spec, retry, 1).unwrap_or_else(|_| unreachable!());
+        let api = api_at(&format!("https://{addr}/"), Duration::from_secs(2), 8);
         let url = api.url("/v1/x").unwrap_or_else(|_| unreachable!());
         let error = api
             .send(&Request::get(url), &Stop::never())
@@ -848,17 +839,7 @@ mod tests {
 
     #[test]
     fn paths_join_the_base_url_prefix() {
-        let spec = HttpSpec {
-            base_url: Url::parse("https://api.example.com/crm/").unwrap_or_else(|_| unreachable!()),
-            headers: Vec::new(),
-            auth: crate::config::AuthSpec::None,
-            timeout: Duration::from_secs(1),
-            rate_limit: None,
-            rate_limit_probe: crate::policy::DEFAULT_PROBE_PERIOD,
-            error_path: None,
-        };
-        let api = Api::new("test", "destination", spec, RetryPolicy::default(), 1)
-            .unwrap_or_else(|_| unreachable!());
+        let api = api_at("https://api.example.com/crm/", Duration::from_secs(1), 4);
         let url = |p: &str| api.url(p).map(|u| u.to_string()).unwrap_or_default();
         assert_eq!(
             url("/v1/contacts/a%20b"),

@@ -2,9 +2,10 @@
 //! runs, checkpoints, invocations, the ledger, announced writes, read-backs,
 //! dead letters, record events, the audit log, resets, incidents and pauses —
 //! in one PostgreSQL transaction, so a copy that fails leaves nothing behind.
-//! Staged ledger rows and the ledger's second level are merged into it first. Each table travels in chunks of JSON
-//! objects named by column, unpacked by `jsonb_populate_recordset`, so one
-//! statement per table serves whatever its columns' types.
+//! Staged ledger rows and the ledger's second level are merged into it first.
+//! Each table travels in chunks of JSON objects named by column, unpacked by
+//! `jsonb_populate_recordset`, so one statement per table serves whatever its
+//! columns' types.
 //! Invariants: nothing is copied while a run is open (its checkpoint would
 //! move on in the file, not in the copy); nothing is copied into a store that
 //! already holds runs.

@@ -506,12 +506,10 @@ impl SqliteStore {
         let wanted: HashSet<&str> = external_ids.iter().copied().collect();
         let page: HashSet<&str> = ids.iter().copied().collect();
         for (source_id, [ledger, recent]) in levels {
-            let entry = match recent {
-                Some(recent) => supersede(ledger, recent),
-                None => match ledger {
-                    Some(ledger) => ledger,
-                    None => continue,
-                },
+            let entry = match (ledger, recent) {
+                (ledger, Some(recent)) => supersede(ledger, recent),
+                (Some(ledger), None) => ledger,
+                (None, None) => continue,
             };
             if entry.deleted_at.is_none() && wanted.contains(entry.external_id.as_str()) {
                 known

@@ -151,6 +151,18 @@ async fn both_levels_read_as_one_merged_ledger() {
         // Back in the second level, then forgotten with the ledger.
         commit(&store, vec![entry("n2", 1)]).await;
         assert_eq!(level_sizes(&store).await.unwrap_or((1, 126)), (1, 126));
+        // A copy into PostgreSQL takes the second level's rows too.
+        store
+            .complete_run("r1", &json!({}), &Counters::default(), &[])
+            .await
+            .expect("complete");
+        if level_sizes(&store).await.is_some() {
+            let copy = fresh_postgres("levels-copy").await;
+            store.copy_to(&copy).await.expect("copy");
+            let copied = copy.ledger("billing").await.expect("ledger");
+            assert_eq!(copied.len(), 127);
+            assert!(copied == store.ledger("billing").await.expect("ledger"));
+        }
         let done = store
             .reset(&ResetRequest {
                 sync: "billing".into(),
