@@ -371,7 +371,7 @@ impl Api {
                     status,
                     body: answer.detail,
                 },
-                (_, 0) if answer.outcome == Outcome::Untrusted => HttpError::Untrusted {
+                _ if answer.outcome == Outcome::Untrusted => HttpError::Untrusted {
                     api: self.name,
                     method,
                     url,
@@ -672,6 +672,17 @@ fn truncate(text: &str, max: usize) -> String {
 mod tests {
     use super::*;
 
+    /// A listener on a free port of 127.0.0.1, and its address.
+    async fn local_listener() -> (tokio::net::TcpListener, std::net::SocketAddr) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("bind: {e}"));
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("addr: {e}"));
+        (listener, addr)
+    }
+
     /// An API at `base`, without auth or a rate limit, retrying up to
     /// `attempts` times with short delays.
     fn api_at(base: &str, timeout: Duration, attempts: u32) -> Api {
@@ -723,12 +734,7 @@ mod tests {
     async fn an_answer_is_unsettled_from_its_last_unclear_attempt() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap_or_else(|e| panic!("bind: {e}"));
-        let addr = listener
-            .local_addr()
-            .unwrap_or_else(|e| panic!("addr: {e}"));
+        let (listener, addr) = local_listener().await;
         let arrivals = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let seen = std::sync::Arc::clone(&arrivals);
         let server = tokio::spawn(async move {
@@ -802,12 +808,7 @@ mod tests {
         .and_then(|b| b.with_no_client_auth().with_single_cert(vec![cert], key))
         .unwrap_or_else(|e| panic!("server config: {e}"));
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap_or_else(|e| panic!("bind: {e}"));
-        let addr = listener
-            .local_addr()
-            .unwrap_or_else(|e| panic!("addr: {e}"));
+        let (listener, addr) = local_listener().await;
         let handshakes = Arc::new(AtomicUsize::new(0));
         let seen = Arc::clone(&handshakes);
         let server = tokio::spawn(async move {

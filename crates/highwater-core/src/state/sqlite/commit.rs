@@ -83,11 +83,11 @@ pub(super) static COMMIT_PAGE_STATEMENTS: std::sync::LazyLock<Statements> =
     std::sync::LazyLock::new(|| Statements::parse(COMMIT_PAGE));
 
 /// What the second level (`ledger_recent`) may hold against the ledger before it
-/// merges into it: a quarter. Each merge of staged rows then rewrites pages of a
-/// level a quarter the ledger's size at most, and the ledger itself is rewritten
-/// each time it has grown by a quarter, so the pages written per record stay
-/// flat as the ledger grows, where merging every 20,000 rows into the ledger
-/// rewrote nearly all of it each time.
+/// merges into it: a quarter. Each merge of staged rows then rewrites a level a
+/// quarter the ledger's size at most, and the ledger itself is rewritten once
+/// each time it has grown by a quarter, where merging every 20,000 rows into
+/// the ledger rewrote nearly all of it each time (at 1,000,000 records: 7.1
+/// instead of 10.5 s of merges; 1/2 and 1/8 measured no better).
 const LEVEL_FRACTION: i64 = 4;
 
 /// Rows staged, rows in the second level and rows in the ledger (as last
