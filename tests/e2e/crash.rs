@@ -395,9 +395,11 @@ mod full {
 
 /// The crash test for a JSON Lines destination: 3,000 records from a source with
 /// its faults on, the binary SIGKILLed at seeded random instants (8 landing
-/// mid-run). Between kills, the file and its log, opened as the next run opens
-/// them, never take a version back and the file never holds an id twice; once
-/// a run completes, the file holds every record once, at its version.
+/// mid-run). Its log is set aside and compacted every 100 lines, so kills land
+/// while logs are set aside and compacted. Between kills, the file and its logs,
+/// opened as the next run opens them, never take a version back and the file
+/// never holds an id twice; once a run completes, the file holds every record
+/// once, at its version.
 #[tokio::test(flavor = "multi_thread")]
 async fn jsonl_file_survives_kills() {
     use highwater_core::sink::Held;
@@ -419,8 +421,9 @@ async fn jsonl_file_survives_kills() {
     let spec = JsonLinesSpec {
         path: world.dir.join("out").join("contacts.jsonl"),
         external_id_field: "external_id".into(),
+        compact_lines: 100,
     };
-    world.use_jsonl_destination(&spec.path);
+    world.use_jsonl_destination(&spec.path, Some(spec.compact_lines));
     let source = world.sim.source_records();
     let held = |spec: &JsonLinesSpec| -> HashMap<String, i64> {
         let sink = JsonLinesSink::open(spec.clone())
@@ -439,7 +442,7 @@ async fn jsonl_file_survives_kills() {
     };
     let mut delays = KillDelays::new(seed, 50..700);
     let mut seen: HashMap<String, i64> = HashMap::new();
-    let (mut landed, mut attempts) = (0, 0);
+    let (mut landed, mut attempts, mut compacted_mid_run) = (0, 0, false);
     while landed < 8 && attempts < 60 {
         attempts += 1;
         let before = progress(&world, RunKind::Incremental).await;
@@ -466,6 +469,9 @@ async fn jsonl_file_survives_kills() {
         }
         seen = now;
         let text = std::fs::read_to_string(&spec.path).unwrap_or_default();
+        // No run has completed yet: only a compaction of a log set aside
+        // writes the file.
+        compacted_mid_run |= !text.is_empty();
         let mut ids: Vec<&str> = text
             .lines()
             .filter_map(|l| l.split("\"external_id\":\"").nth(1)?.split('"').next())
@@ -478,6 +484,10 @@ async fn jsonl_file_survives_kills() {
     assert!(
         landed >= 4,
         "seed {seed}: only {landed} kills landed mid-run"
+    );
+    assert!(
+        compacted_mid_run,
+        "seed {seed}: no log was set aside and compacted before a kill"
     );
     let out = world.run_to_completion().await;
     assert!(out.status.success(), "seed {seed}: the last run failed");
@@ -496,10 +506,12 @@ async fn jsonl_file_survives_kills() {
     let expected: HashMap<String, i64> = source.iter().map(|r| (r.id.clone(), r.version)).collect();
     assert_eq!(lines, expected, "seed {seed}: the file is not the source");
     assert_eq!(
-        std::fs::metadata(format!("{}.log", spec.path.display()))
-            .map(|m| m.len())
-            .ok(),
-        Some(0),
+        std::fs::metadata(format!("{}.log", spec.path.display())).map_or(0, |m| m.len()),
+        0,
         "seed {seed}: the completed run left its log uncompacted"
+    );
+    assert!(
+        !std::path::PathBuf::from(format!("{}.log.1", spec.path.display())).exists(),
+        "seed {seed}: the completed run left a log set aside"
     );
 }

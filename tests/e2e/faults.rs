@@ -79,7 +79,7 @@ async fn a_429_holds_back_every_request_until_its_deadline() {
     setup.timeout = "300ms";
     setup.page_size = 20;
     let world = World::start("holdoff-jsonl", sim, &setup).await;
-    world.use_jsonl_destination(&world.dir.join("out.jsonl"));
+    world.use_jsonl_destination(&world.dir.join("out.jsonl"), None);
     world.run_to_completion().await;
     let stats = world.sim.stats();
     assert!(

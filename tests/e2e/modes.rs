@@ -16,7 +16,7 @@ async fn the_json_lines_destination_upserts_into_one_file() {
     )
     .await;
     let out_file = world.dir.join("out").join("contacts.jsonl");
-    world.use_jsonl_destination(&out_file);
+    world.use_jsonl_destination(&out_file, None);
     world.run_to_completion().await;
     let lines = std::fs::read_to_string(&out_file).expect("jsonl file");
     // A file takes what a CRM would refuse; only records that fail mapping are out.

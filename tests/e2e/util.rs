@@ -375,12 +375,14 @@ impl World {
     }
 
     /// Replaces the HTTP destination with a JSON Lines file at `file`.
-    pub fn use_jsonl_destination(&self, file: &Path) {
+    /// Writes to a JSON Lines file; `compact_lines` as given, else the default.
+    pub fn use_jsonl_destination(&self, file: &Path, compact_lines: Option<usize>) {
         let text = std::fs::read_to_string(&self.config).expect("read config");
         let start = text.find("[sync.destination]").expect("destination table");
         let end = text.find("[sync.retry]").expect("retry table");
+        let compact = compact_lines.map_or(String::new(), |n| format!("compact_lines = {n}\n"));
         let jsonl = format!(
-            "[sync.destination]\ntype = \"jsonl\"\nfile = \"{}\"\n\n",
+            "[sync.destination]\ntype = \"jsonl\"\nfile = \"{}\"\n{compact}\n",
             file.display()
         );
         std::fs::write(

@@ -231,6 +231,30 @@ fn merge_rows_is_a_bounded_count() {
 }
 
 #[test]
+fn a_jsonl_files_compaction_bound_is_a_bounded_count() {
+    let with = |extra: &str| {
+        VALID[..VALID.find("[sync.destination]").unwrap_or(0)].to_owned()
+            + "[sync.destination]\ntype = \"jsonl\"\nfile = \"out.jsonl\"\n"
+            + extra
+    };
+    let compact_lines = |text: &str| {
+        let config = parse(text, Path::new("hw.toml"), &env).expect("valid config");
+        match &config.syncs[0].destination {
+            DestinationSpec::JsonLines(spec) => spec.compact_lines,
+            other => unreachable!("a jsonl destination, not {other:?}"),
+        }
+    };
+    assert_eq!(compact_lines(&with("")), crate::sink::jsonl::COMPACT_LINES);
+    assert_eq!(compact_lines(&with("compact_lines = 5000\n")), 5000);
+    check(
+        &with("compact_lines = 10\n"),
+        expect![[
+            r#"hw.toml:36: sync "invoices_to_crm".destination.compact_lines: expected a whole number from 100 to 10000000"#
+        ]],
+    );
+}
+
+#[test]
 fn record_events_are_kept_thirty_days_unless_told_otherwise() {
     let with = |retention: &str| {
         VALID.replace(

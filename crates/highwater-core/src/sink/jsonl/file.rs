@@ -121,7 +121,7 @@ pub(super) fn find(
 /// line or is inserted in order, a record deleted loses its line. Written to
 /// `<file>.tmp`, synced, renamed over the file and the rename synced; the log
 /// is left as it is (replaying it again changes nothing).
-pub(super) fn compact(path: &Path, shape: Shape, field: &str, log: &mut Log) -> io::Result<Shape> {
+pub(super) fn compact(path: &Path, shape: Shape, field: &str, log: &Log) -> io::Result<Shape> {
     let ops = log.ops(field)?;
     let tmp = PathBuf::from(format!("{}.tmp", path.display()));
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {

@@ -57,11 +57,9 @@ pub(super) struct Op {
 }
 
 impl Log {
-    /// Reads what the log at `path` holds, up to its first line that is not
-    /// whole and valid (what a crash left unflushed); nothing is changed.
-    /// Returns the log and the bytes past that line.
-    pub(super) fn open(path: PathBuf, field: &str) -> io::Result<(Log, u64)> {
-        let mut log = Log {
+    /// A log at `path` holding nothing, its file not created yet.
+    pub(super) fn empty(path: PathBuf) -> Log {
+        Log {
             path,
             file_len: 0,
             buffer: Vec::new(),
@@ -70,7 +68,14 @@ impl Log {
             reader: None,
             created: false,
             unsynced: false,
-        };
+        }
+    }
+
+    /// Reads what the log at `path` holds, up to its first line that is not
+    /// whole and valid (what a crash left unflushed); nothing is changed.
+    /// Returns the log and the bytes past that line.
+    pub(super) fn open(path: PathBuf, field: &str) -> io::Result<(Log, u64)> {
+        let mut log = Log::empty(path);
         let file = match File::open(&log.path) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((log, 0)),
@@ -166,15 +171,43 @@ impl Log {
         Ok(None)
     }
 
-    /// Every record the log names, once, with its latest line, by external id:
-    /// what a compaction merges into the file. Holds the ids only, not the lines.
-    pub(super) fn ops(&mut self, field: &str) -> io::Result<Vec<Op>> {
+    /// Writes out what was appended and keeps the file open for reading: what
+    /// a compaction needs first.
+    pub(super) fn readable(&mut self) -> io::Result<()> {
         self.write_out()?;
-        let mut ops = Vec::with_capacity(self.lines.len());
-        let file = File::open(&self.path)?;
-        if self.file.is_none() {
-            self.reader = Some(file.try_clone()?);
+        if self.file.is_none() && self.reader.is_none() && self.file_len > 0 {
+            self.reader = Some(File::open(&self.path)?);
         }
+        Ok(())
+    }
+
+    /// Syncs the log and moves it, durably, to `to`, where a compaction reads
+    /// it while a new log takes the appends.
+    pub(super) fn set_aside(&mut self, to: PathBuf) -> io::Result<()> {
+        self.sync()?;
+        std::fs::rename(&self.path, &to)?;
+        sync_dir(&to)?;
+        self.path = to;
+        self.readable()
+    }
+
+    /// Removes the log's file, durably: its lines are in the compacted file,
+    /// and the next compaction may write newer ones there, which this log
+    /// replayed after a crash would set back.
+    pub(super) fn remove(&self) -> io::Result<()> {
+        std::fs::remove_file(&self.path)?;
+        sync_dir(&self.path)
+    }
+
+    /// Every record the log names, once, with its latest line, by external id:
+    /// what a compaction merges into the file. Holds the ids only, not the
+    /// lines. Reads what [`readable`](Self::readable) wrote out.
+    pub(super) fn ops(&self, field: &str) -> io::Result<Vec<Op>> {
+        let mut ops = Vec::with_capacity(self.lines.len());
+        if self.file_len == 0 {
+            return Ok(ops);
+        }
+        let file = File::open(&self.path)?;
         let mut reader = BufReader::new(file).take(self.file_len);
         let (mut offset, mut text) = (0u64, Vec::new());
         loop {
