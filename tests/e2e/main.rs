@@ -14,6 +14,7 @@ mod dlq;
 mod dry_run;
 mod explain;
 mod faults;
+mod first_run;
 mod lagging;
 mod metrics;
 mod modes;

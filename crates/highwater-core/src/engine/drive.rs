@@ -132,6 +132,7 @@ impl Runner<'_> {
             cursor,
             store: self.store.clone(),
             sync: self.spec.name.clone(),
+            run_id: self.run_id.clone(),
             stop: reading_stop,
             confirmed: Arc::clone(&self.confirmed),
         }

@@ -671,6 +671,7 @@ mod events;
 mod history;
 mod lease;
 mod levels;
+mod untouched;
 
 mod shared;
 
