@@ -253,14 +253,17 @@ impl Store {
     /// open, each commit moving its `updated_at`: so for as long as
     /// [`Store::others_since`] then finds no other run, the store holds
     /// nothing of ids the run `run_id` has not itself read, and their lookups
-    /// may be skipped.
+    /// may be skipped. Two reads, in either order, suffice: a run that
+    /// writes between them is open, or has committed since `since`, at the
+    /// second, or its rows are there.
     pub async fn untouched(
         &self,
         sync: &str,
         run_id: &str,
         since: Timestamp,
     ) -> Result<bool, StateError> {
-        on_backend!(self, s => s.untouched(sync, run_id, since).await)
+        Ok(!self.others_since(sync, run_id, since).await?
+            && on_backend!(self, s => s.holds_nothing(sync).await)?)
     }
 
     /// Whether a run of `sync` other than `run_id` is open, or has committed

@@ -408,26 +408,17 @@ impl PgStore {
         Ok(known)
     }
 
-    /// See [`Store::untouched`].
-    pub async fn untouched(
-        &self,
-        sync: &str,
-        run_id: &str,
-        since: Timestamp,
-    ) -> Result<bool, StateError> {
-        let untouched: bool = sqlx::query_scalar(
+    /// Whether a lookup of `sync` can find nothing: no ledger row, no dead
+    /// letter.
+    pub async fn holds_nothing(&self, sync: &str) -> Result<bool, StateError> {
+        let nothing: bool = sqlx::query_scalar(
             "SELECT NOT EXISTS (SELECT 1 FROM ledger WHERE sync = $1)
-                AND NOT EXISTS (SELECT 1 FROM dead_letters WHERE sync = $1)
-                AND NOT EXISTS (SELECT 1 FROM runs WHERE sync = $1 AND run_id <> $2
-                                  AND (status = $3 OR updated_at >= $4))",
+                AND NOT EXISTS (SELECT 1 FROM dead_letters WHERE sync = $1)",
         )
         .bind(sync)
-        .bind(run_id)
-        .bind(RunStatus::Open.as_str())
-        .bind(since.as_microsecond())
         .fetch_one(&self.pool)
         .await?;
-        Ok(untouched)
+        Ok(nothing)
     }
 
     /// See [`Store::others_since`].
