@@ -65,7 +65,9 @@ impl Runner<'_> {
         if let Some(batch) = &mut commit.unsettled {
             batch.id = format!("unsettled-{}-{number}", self.invocation);
         }
-        let held = std::mem::take(&mut self.held);
+        // The next page's writes are about as many: room for them at once.
+        let room = self.held.len();
+        let held = std::mem::replace(&mut self.held, Vec::with_capacity(room));
         if !held.is_empty() {
             let id = format!("{}-{number}", self.invocation);
             self.batches

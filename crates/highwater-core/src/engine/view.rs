@@ -49,6 +49,10 @@ pub(super) struct LedgerView {
     dead: HashMap<String, Remembered<String>>,
     /// Pages whose ledger rows are staged, durably, and not merged yet.
     staged_pages: BTreeSet<u64>,
+    /// No row or letter here was put in the tables by a commit confirmed
+    /// before this count: a page admitted before it lets nothing go, and
+    /// `admitted` need not look through every row, as it would at each page.
+    first_committed: Option<u64>,
 }
 
 impl LedgerView {
@@ -79,17 +83,28 @@ impl LedgerView {
     /// The commit holding `pages` is confirmed, the `confirmed`-th; `merged`
     /// when it also merged every staged ledger row into the ledger.
     pub(super) fn committed(&mut self, pages: &[u64], merged: bool, confirmed: u64) {
+        let mut marked = false;
         self.dead
             .values_mut()
             .filter(|r| r.committed.is_none() && pages.contains(&r.page))
-            .for_each(|r| r.committed = Some(confirmed));
+            .for_each(|r| {
+                r.committed = Some(confirmed);
+                marked = true;
+            });
         self.staged_pages.extend(pages);
         if merged {
             let merged = std::mem::take(&mut self.staged_pages);
             self.written
                 .values_mut()
                 .filter(|r| r.committed.is_none() && merged.contains(&r.page))
-                .for_each(|r| r.committed = Some(confirmed));
+                .for_each(|r| {
+                    r.committed = Some(confirmed);
+                    marked = true;
+                });
+        }
+        if marked {
+            self.first_committed =
+                Some(self.first_committed.map_or(confirmed, |c| c.min(confirmed)));
         }
     }
 
@@ -98,16 +113,28 @@ impl LedgerView {
     /// Returns the rows let go, as (external id, source id): lookups find which
     /// source record holds each of those external ids from now on.
     pub(super) fn admitted(&mut self, confirmed: u64) -> Vec<(String, String)> {
-        let mut let_go = Vec::new();
-        self.written.retain(|_, r| {
-            let seen = r.seen_by(confirmed);
-            if seen {
-                let entry = &r.value;
-                let_go.push((entry.external_id.clone(), entry.source_id.clone()));
-            }
-            !seen
-        });
+        if self.first_committed.is_none_or(|c| c > confirmed) {
+            return Vec::new();
+        }
+        let let_go = self
+            .written
+            .extract_if(|_, r| r.seen_by(confirmed))
+            .map(|(_, r)| {
+                let LedgerEntry {
+                    external_id,
+                    source_id,
+                    ..
+                } = *r.value;
+                (external_id, source_id)
+            })
+            .collect();
         self.dead.retain(|_, r| !r.seen_by(confirmed));
+        self.first_committed = self
+            .written
+            .values()
+            .filter_map(|r| r.committed)
+            .chain(self.dead.values().filter_map(|r| r.committed))
+            .min();
         // A map keeps its largest size: after a merge lets most rows go, the
         // memory goes too.
         shrink(&mut self.written);
@@ -214,5 +241,38 @@ mod tests {
         assert!(view.dead("a").is_some());
         view.admitted(2);
         assert_eq!(view.dead("a"), None);
+    }
+
+    #[test]
+    fn what_each_commit_put_in_the_tables_goes_when_a_page_saw_that_commit() {
+        let mut view = LedgerView::default();
+        view.remember_written(1, entry("a", 1));
+        view.remember_dead(1, "x", "fp-x".into());
+        view.remember_written(2, entry("b", 1));
+        view.remember_dead(3, "y", "fp-y".into());
+        // The dead letter of page 1 is in the tables with commit 2, the rows of
+        // pages 1 and 2 with the merge of commit 4, page 3's letter with commit 6.
+        view.committed(&[1], false, 2);
+        view.committed(&[2], true, 4);
+        view.committed(&[3], false, 6);
+        assert_eq!(view.admitted(1), Vec::new());
+        assert!(view.dead("x").is_some());
+        assert_eq!(view.admitted(3), Vec::new());
+        assert_eq!(view.dead("x"), None);
+        assert!(view.dead("y").is_some());
+        let mut let_go = view.admitted(5);
+        let_go.sort();
+        assert_eq!(
+            let_go,
+            vec![("a".into(), "a".into()), ("b".into(), "b".into())]
+        );
+        assert!(view.dead("y").is_some());
+        assert_eq!(view.admitted(6), Vec::new());
+        assert_eq!(view.dead("y"), None);
+        // A row remembered after all that starts over, and goes with its own merge.
+        view.remember_written(7, entry("c", 1));
+        assert_eq!(view.admitted(9), Vec::new());
+        view.committed(&[7], true, 8);
+        assert_eq!(view.admitted(8), vec![("c".into(), "c".into())]);
     }
 }

@@ -289,20 +289,19 @@ impl<D: Database> TableSink<D> {
         }
     }
 
-    /// One row of the upsert, as a JSON object keyed by column.
+    /// One row of the upsert, as a JSON object keyed by column: written out
+    /// from the write's own payload, without a copy of it as an object first.
     fn row(&self, write: &Write<'_>) -> Result<String, SinkError> {
-        let mut row = serde_json::Map::new();
-        row.insert(
-            self.spec.key_column.clone(),
-            Value::String(write.record.external_id.clone()),
-        );
-        row.insert(
-            self.spec.version_column.clone(),
-            Value::from(write.version_number()),
-        );
+        let mut row = Vec::with_capacity(256);
+        row.push(b'{');
+        let unwritable = |e: serde_json::Error| SinkError::Unwritable(e.to_string());
+        field(&mut row, &self.spec.key_column, &write.record.external_id).map_err(unwritable)?;
+        row.push(b',');
+        field(&mut row, &self.spec.version_column, &write.version_number()).map_err(unwritable)?;
         match &self.spec.layout {
             Layout::Json { payload_column } => {
-                row.insert(payload_column.clone(), write.record.payload.clone());
+                row.push(b',');
+                field(&mut row, payload_column, &write.record.payload).map_err(unwritable)?;
             }
             Layout::Columns(columns) => {
                 let Some(payload) = write.record.payload.as_object() else {
@@ -310,19 +309,33 @@ impl<D: Database> TableSink<D> {
                         "the mapped payload is not an object: it has no columns".into(),
                     ));
                 };
-                for (field, value) in payload {
-                    if !columns.iter().any(|c| &c.name == field) {
+                for (name, value) in payload {
+                    if !columns.iter().any(|c| &c.name == name) {
                         return Err(SinkError::Unwritable(format!(
-                            "the payload's field `{field}` has no column in {}",
+                            "the payload's field `{name}` has no column in {}",
                             self.shown
                         )));
                     }
-                    row.insert(field.clone(), value.clone());
+                    row.push(b',');
+                    field(&mut row, name, value).map_err(unwritable)?;
                 }
             }
         }
-        Ok(Value::Object(row).to_string())
+        row.push(b'}');
+        String::from_utf8(row)
+            .map_err(|e| SinkError::Unwritable(format!("a row is not UTF-8: {e}")))
     }
+}
+
+/// `"name":value` onto a row.
+fn field(
+    row: &mut Vec<u8>,
+    name: &str,
+    value: &impl serde::Serialize,
+) -> Result<(), serde_json::Error> {
+    serde_json::to_writer(&mut *row, name)?;
+    row.push(b':');
+    serde_json::to_writer(&mut *row, value)
 }
 
 #[async_trait::async_trait]
