@@ -132,16 +132,7 @@ async fn the_audit_record_tells_each_invocation_with_counts_retries_and_samples(
             .begin_run(&run("r1", 1000), &json!({"kind": "start"}))
             .await
             .expect("begin");
-        let letter = |id: &str| DeadLetter {
-            source_id: id.into(),
-            run_id: "r1".into(),
-            stage: DeadLetterStage::Mapping,
-            error: "required field `email` is missing".into(),
-            payload: json!({"id": id}),
-            fingerprint: "f".into(),
-            attempts: 1,
-            last_failed_at: Timestamp::UNIX_EPOCH,
-        };
+        let letter = |id: &str| dead_letter(id, "r1");
         // Three ids, one of them twice, then five more: the first five distinct stay.
         let pages = [
             PageCommit {

@@ -113,6 +113,20 @@ fn run(id: &str, watermark_s: i64) -> RunRow {
     }
 }
 
+/// A record's letter from the mapping stage, failed once.
+fn dead_letter(id: &str, run_id: &str) -> DeadLetter {
+    DeadLetter {
+        source_id: id.into(),
+        run_id: run_id.into(),
+        stage: DeadLetterStage::Mapping,
+        error: "required field `email` is missing".into(),
+        payload: json!({"id": id}),
+        fingerprint: "f".into(),
+        attempts: 1,
+        last_failed_at: Timestamp::UNIX_EPOCH,
+    }
+}
+
 fn entry(id: &str, version: i64) -> LedgerEntry {
     LedgerEntry {
         source_id: id.into(),
@@ -150,16 +164,7 @@ async fn a_run_moves_from_open_to_completed_and_sets_the_high_water_mark() {
 
         let page = PageCommit {
             ledger: vec![entry("a", 1), entry("b", 2)],
-            dead_letters: vec![DeadLetter {
-                source_id: "c".into(),
-                run_id: "r1".into(),
-                stage: DeadLetterStage::Mapping,
-                error: "required field `email` is missing".into(),
-                payload: json!({"id": "c"}),
-                fingerprint: "f".into(),
-                attempts: 1,
-                last_failed_at: Timestamp::UNIX_EPOCH,
-            }],
+            dead_letters: vec![dead_letter("c", "r1")],
             ..PageCommit::default()
         };
         let counters = Counters {

@@ -94,16 +94,7 @@ async fn a_sync_is_untouched_until_a_row_or_another_run_may_be_found() {
         store.begin_run(&letters, &json!({})).await.expect("begin");
         assert!(store.untouched("letters", "l1", later).await.expect("ask"));
         let page = PageCommit {
-            dead_letters: vec![DeadLetter {
-                source_id: "c".into(),
-                run_id: "l1".into(),
-                stage: DeadLetterStage::Mapping,
-                error: "required field `email` is missing".into(),
-                payload: json!({"id": "c"}),
-                fingerprint: "f".into(),
-                attempts: 1,
-                last_failed_at: Timestamp::UNIX_EPOCH,
-            }],
+            dead_letters: vec![dead_letter("c", "l1")],
             ..PageCommit::default()
         };
         store
