@@ -204,7 +204,7 @@ impl Runner<'_> {
             if !budget_left && self.pages.is_empty() {
                 break Ok(RunOutcome::Stopped(StopReason::MaxPages));
             }
-            let admit = !self.source_done && budget_left && self.pages.len() < PAGES_IN_FLIGHT;
+            let admit = !self.source_done && budget_left && self.room_for_a_page();
             let event = inputs.next(admit).await;
             match self.handle(event) {
                 Ok(None) => {}
@@ -258,5 +258,15 @@ impl Runner<'_> {
         })
         .await;
         outcome
+    }
+
+    /// Whether another page may be admitted: by [`PAGES_IN_FLIGHT`] and
+    /// [`RECORDS_IN_FLIGHT`].
+    fn room_for_a_page(&self) -> bool {
+        let (least, most) = PAGES_IN_FLIGHT;
+        let pages = self.pages.len();
+        pages < least
+            || (pages < most
+                && self.pages.values().map(|p| p.records).sum::<usize>() < RECORDS_IN_FLIGHT)
     }
 }

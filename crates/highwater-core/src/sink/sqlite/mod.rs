@@ -64,7 +64,11 @@ pub fn open(
                 .synchronous(SqliteSynchronous::Full)
                 .pragma("temp_store", "memory")
                 // Another process writing the same file waits its turn.
-                .busy_timeout(Duration::from_secs(10));
+                .busy_timeout(Duration::from_secs(10))
+                // An upsert returns a key per row written: a buffer larger
+                // than a batch lets SQLite's thread return them all without
+                // waiting for the task every 50 rows (as the state store does).
+                .row_buffer_size(4096);
             Connection::Own(
                 SqlitePoolOptions::new()
                     .max_connections(1)

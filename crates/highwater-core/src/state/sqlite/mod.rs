@@ -287,7 +287,14 @@ impl SqliteStore {
             // 4 KiB and 16 KiB cost the same at 100,000, and 64 KiB pages made
             // each lookup read twice the bytes.
             .page_size(16384)
-            .busy_timeout(Duration::from_secs(30));
+            .busy_timeout(Duration::from_secs(30))
+            // sqlx hands a statement's rows from SQLite's thread to the task
+            // through a channel of 50: past that, the thread waits for the task
+            // and each side wakes the other every few rows. A buffer larger
+            // than a page's rows lets the thread run the statement through
+            // (into a SQLite table at 100,000 records: 8,000 voluntary context
+            // switches instead of 20,000, and 0.2 s less system time).
+            .row_buffer_size(4096);
         // Taken before the first connection, which sets WAL mode: another
         // process doing that at the same instant is refused (locked) at once.
         let lock_path = path.to_owned();
