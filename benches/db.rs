@@ -13,22 +13,26 @@
 //! PostgreSQL at `HW_BENCH_PG`, else `postgres://postgres@127.0.0.1:5432/test`.
 //!
 //! Measured on two shared cores, PostgreSQL 15 on the same machine, at
-//! 170b115 (figures move by a sixth between runs; compare ratios within one):
+//! 2bd3756 (figures move by a sixth between runs; compare ratios within one):
 //!
 //! | records | destination           | highwater rec/s, peak RSS | (a) loader | (b) alone | hw/(a) |
 //! |---------|-----------------------|---------------------------|------------|-----------|--------|
-//! | 100k    | PostgreSQL            | 30,075, 62 MiB            | 61,515     | 110,561   | 0.49   |
-//! | 100k    | SQLite                | 39,032, 71 MiB            | 69,189     | 97,748    | 0.56   |
-//! | 100k    | SQLite, store's file  | 30,893, 61 MiB            | 69,189     | —         | 0.45   |
-//! | 1M      | PostgreSQL            | 23,539, 66 MiB            | 49,845     | 75,685    | 0.47   |
-//! | 1M      | SQLite                | 14,857, 78 MiB            | 34,982     | 44,719    | 0.42   |
-//! | 1M      | SQLite, store's file  | 13,634, 63 MiB            | 34,982     | —         | 0.39   |
+//! | 100k    | PostgreSQL            | 46,729, 68 MiB            | 67,687     | 90,966    | 0.69   |
+//! | 100k    | SQLite                | 44,444, 72 MiB            | 87,736     | 136,512   | 0.51   |
+//! | 100k    | SQLite, store's file  | 40,112, 68 MiB            | 87,736     | —         | 0.46   |
+//! | 1M      | PostgreSQL            | 35,903, 74 MiB            | 53,111     | 69,626    | 0.68   |
+//! | 1M      | SQLite                | 28,277, 82 MiB            | 41,690     | 53,861    | 0.68   |
+//! | 1M      | SQLite, store's file  | 21,836, 76 MiB            | 41,690     | —         | 0.52   |
 //!
 //! The sink is not what holds highwater back: its concurrency (1, 2, 4) and
 //! batch size change nothing. The state store is: its own bench
 //! (`crates/highwater-core/benches/state.rs`) spends about 28 us per record
 //! at 100k records and 57 us at 1M on the ledger's lookups and commits, on
-//! SQLite's one thread, beside the rest of the sync.
+//! SQLite's one thread, beside the rest of the sync. Measured at 100k into
+//! SQLite: a build whose store skipped every commit ran 1.7–1.8 s instead
+//! of 2.5–2.7 s, and a sync uses 2.8–3.1 s of CPU in its 2.1–2.3 s, beside
+//! the simulator and SQLite's own threads on the same two cores — what is
+//! left to gain is CPU per record, not waiting.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

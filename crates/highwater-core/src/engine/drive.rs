@@ -260,13 +260,42 @@ impl Runner<'_> {
         outcome
     }
 
-    /// Whether another page may be admitted: by [`PAGES_IN_FLIGHT`] and
-    /// [`RECORDS_IN_FLIGHT`].
     fn room_for_a_page(&self) -> bool {
-        let (least, most) = PAGES_IN_FLIGHT;
-        let pages = self.pages.len();
-        pages < least
-            || (pages < most
-                && self.pages.values().map(|p| p.records).sum::<usize>() < RECORDS_IN_FLIGHT)
+        room_for_a_page(
+            self.pages.len(),
+            self.pages.values().map(|p| p.records).sum(),
+        )
+    }
+}
+
+/// Whether another page may join `pages` admitted pages holding `records`
+/// records: by [`PAGES_IN_FLIGHT`] and [`RECORDS_IN_FLIGHT`].
+fn room_for_a_page(pages: usize, records: usize) -> bool {
+    let (least, most) = PAGES_IN_FLIGHT;
+    pages < least || (pages < most && records < RECORDS_IN_FLIGHT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pages admitted one after another, each of `size` records, until there
+    /// is no room: how many are in flight at most.
+    fn in_flight(size: usize) -> usize {
+        let mut pages = 0;
+        while room_for_a_page(pages, pages * size) {
+            pages += 1;
+        }
+        pages
+    }
+
+    #[test]
+    fn large_pages_stay_four_and_small_ones_overlap_up_to_sixteen() {
+        assert_eq!(in_flight(1000), 4);
+        assert_eq!(in_flight(5000), 4);
+        assert_eq!(in_flight(500), 8);
+        assert_eq!(in_flight(100), 16);
+        assert_eq!(in_flight(1), 16);
+        assert_eq!(in_flight(0), 16);
     }
 }
