@@ -65,9 +65,10 @@ pub fn open(
                 .pragma("temp_store", "memory")
                 // Another process writing the same file waits its turn.
                 .busy_timeout(Duration::from_secs(10))
-                // An upsert returns a key per row written: a buffer larger
-                // than a batch lets SQLite's thread return them all without
-                // waiting for the task every 50 rows (as the state store does).
+                // An upsert returns a key per row written: a buffer of
+                // 4,096 (batches of up to that many rows) lets SQLite's thread
+                // return them all without waiting for the task every 50 rows,
+                // as the state store's does.
                 .row_buffer_size(4096);
             Connection::Own(
                 SqlitePoolOptions::new()
