@@ -248,8 +248,10 @@ async fn crash_into_table(table: Table, name: &str, seed: u64) {
         _ => RECORDS,
     };
     let mut sim = SimConfig::new(seed, records).with_all_faults();
-    // Pages of 50 with 15 ms of latency: a run takes seconds, so kills land in it.
-    sim.source.latency = Duration::from_millis(15);
+    // Pages of 50 with 25 ms of latency: a run takes seconds, so kills land
+    // in it. (The source sets the pace: with sixteen small pages in flight,
+    // the writes keep up with it.)
+    sim.source.latency = Duration::from_millis(25);
     sim.source.rate_limit_ratio = 0.02;
     sim.source.rate_limit_date_ratio = 0.01;
     sim.source.burst_start_ratio = 0.05;
