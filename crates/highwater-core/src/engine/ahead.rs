@@ -74,7 +74,7 @@ impl ReadAhead {
     pub fn spawn(
         self,
         pages: mpsc::Sender<Delivery>,
-        mut spent: mpsc::UnboundedReceiver<Vec<WriteJob>>,
+        mut spent: mpsc::UnboundedReceiver<Vec<Box<WriteJob>>>,
     ) -> std::io::Result<()> {
         // The run's span (sync, run id) follows its reading onto this thread.
         let span = tracing::Span::current();
@@ -378,8 +378,8 @@ fn give_way() {}
 /// Which records of a page are superseded by a newer copy of the same id in it (a
 /// page that overlaps itself, a lagging replica): only the newest copy counts.
 fn superseded(records: &[Extracted]) -> Vec<bool> {
-    let mut newest: std::collections::HashMap<&str, usize> =
-        std::collections::HashMap::with_capacity(records.len());
+    let mut newest: super::IdMap<&str, usize> =
+        super::IdMap::with_capacity_and_hasher(records.len(), Default::default());
     for (index, record) in records.iter().enumerate() {
         let Extracted::Record(r) = record else {
             continue;

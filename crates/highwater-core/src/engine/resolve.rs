@@ -7,7 +7,7 @@ use super::*;
 impl Runner<'_> {
     pub(super) fn finish_write(
         &mut self,
-        mut job: WriteJob,
+        mut job: Box<WriteJob>,
         result: Result<crate::sink::Written, SinkError>,
     ) -> Result<(), FailureCause> {
         let id = job.record.id().to_owned();

@@ -78,7 +78,7 @@ impl Runner<'_> {
             decision => decision,
         };
         match decision {
-            Decision::Write => Routed::Write(WriteJob {
+            Decision::Write => Routed::Write(Box::new(WriteJob {
                 seq,
                 // A repaired object may be gone: found again by its external id.
                 // A deleted record's object is gone: a re-creation creates anew.
@@ -93,9 +93,9 @@ impl Runner<'_> {
                 mapped,
                 delete: None,
                 soft: false,
-            }),
+            })),
             Decision::Stale => Routed::Resolved(Resolution::Stale { ledger: None }),
-            Decision::BelowFloor => Routed::HeldBack(HeldBack {
+            Decision::BelowFloor => Routed::HeldBack(Box::new(HeldBack {
                 seq,
                 floor: pending.cloned().unwrap_or_else(|| Intent {
                     source_id: record.id().to_owned(),
@@ -109,7 +109,7 @@ impl Runner<'_> {
                     encoded,
                     superseded: false,
                 },
-            }),
+            })),
             Decision::Unchanged => match written {
                 // The ledger moves only when the source's version or time did.
                 Some(written)
@@ -205,7 +205,7 @@ impl Runner<'_> {
                 attempts: 0,
             }),
             DeleteDecision::Delete if soft.is_some() => match soft_mapped {
-                Some(mapped) => Routed::Write(WriteJob {
+                Some(mapped) => Routed::Write(Box::new(WriteJob {
                     seq,
                     known_dest_id: dest_id.clone(),
                     encoded: None,
@@ -215,7 +215,7 @@ impl Runner<'_> {
                     soft: true,
                     mapped,
                     record,
-                }),
+                })),
                 // The marked record does not map: dead-lettered as any would be.
                 None => {
                     let reason = match crate::mapping::map_record(&self.spec.mapping, &record) {
@@ -232,7 +232,7 @@ impl Runner<'_> {
             // The DELETE is sent whenever the record can be named; a 404 says
             // it was not there.
             DeleteDecision::Delete | DeleteDecision::Tombstone => match &external_id {
-                Some(external_id) => Routed::Write(WriteJob {
+                Some(external_id) => Routed::Write(Box::new(WriteJob {
                     seq,
                     mapped: MappedRecord {
                         external_id: external_id.clone(),
@@ -246,7 +246,7 @@ impl Runner<'_> {
                     delete: Some(tombstone(dest_id)),
                     soft: false,
                     record,
-                }),
+                })),
                 // Only an announced write, of a record the ledger never held
                 // and the feed cannot name: nothing to address.
                 None => Routed::Resolved(Resolution::Deleted {
@@ -307,6 +307,6 @@ pub(super) fn fingerprint(config: &str, body: &Value) -> String {
 
 pub(super) enum Routed {
     Resolved(Resolution),
-    Write(WriteJob),
-    HeldBack(HeldBack),
+    Write(Box<WriteJob>),
+    HeldBack(Box<HeldBack>),
 }

@@ -26,7 +26,7 @@ impl WriteSlots {
         sink: &Arc<dyn Sink>,
         stop: &Stop,
         fence: &Store,
-        queue: &flume::Receiver<WriteJob>,
+        queue: &flume::Receiver<Box<WriteJob>>,
         count: usize,
     ) -> Self {
         let (answers_tx, answers) = mpsc::unbounded_channel();
@@ -62,7 +62,7 @@ impl WriteSlots {
     }
 }
 
-pub(super) type WriteOutcome = (WriteJob, Result<crate::sink::Written, SinkError>);
+pub(super) type WriteOutcome = (Box<WriteJob>, Result<crate::sink::Written, SinkError>);
 
 /// One write slot, for the whole run: it takes announced writes off the queue,
 /// one at a time, and hands each outcome back to the run loop. When the next write
@@ -73,7 +73,7 @@ async fn write_slot(
     sink: Arc<dyn Sink>,
     stop: Stop,
     fence: Store,
-    queue: flume::Receiver<WriteJob>,
+    queue: flume::Receiver<Box<WriteJob>>,
     answers: mpsc::UnboundedSender<WriteOutcome>,
 ) {
     if sink.batch_size() > 1 {
@@ -131,7 +131,7 @@ async fn batch_slot(
     sink: Arc<dyn Sink>,
     stop: Stop,
     fence: Store,
-    queue: flume::Receiver<WriteJob>,
+    queue: flume::Receiver<Box<WriteJob>>,
     answers: mpsc::UnboundedSender<WriteOutcome>,
 ) {
     let size = sink.batch_size();
@@ -169,7 +169,7 @@ async fn write_batch(
     sink: &dyn Sink,
     stop: &Stop,
     fence: &Store,
-    mut jobs: Vec<WriteJob>,
+    mut jobs: Vec<Box<WriteJob>>,
 ) -> Vec<WriteOutcome> {
     if jobs.is_empty() {
         return Vec::new();
@@ -209,7 +209,12 @@ fn job_write(job: &WriteJob, encoded: Option<crate::sink::Encoded>) -> Write<'_>
 /// Sends one write or deletion — unless this worker's lease of the sync is no
 /// longer surely its own, by its own clock: a worker woken after a pause past
 /// its lease sends nothing.
-async fn write(sink: &dyn Sink, stop: &Stop, fence: &Store, mut job: WriteJob) -> WriteOutcome {
+async fn write(
+    sink: &dyn Sink,
+    stop: &Stop,
+    fence: &Store,
+    mut job: Box<WriteJob>,
+) -> WriteOutcome {
     if let Err(lost) = fence.check_lease() {
         return (job, Err(SinkError::Fenced(lost.to_string())));
     }
