@@ -13,16 +13,17 @@
 //! PostgreSQL at `HW_BENCH_PG`, else `postgres://postgres@127.0.0.1:5432/test`.
 //!
 //! Measured on two shared cores, PostgreSQL 15 on the same machine, at
-//! 2bd3756 (figures move by a sixth between runs; compare ratios within one):
+//! 49d99ea (figures move by a sixth between runs; compare ratios within one;
+//! a second PostgreSQL run gave 0.83 at 100k and 0.77 at 1M):
 //!
 //! | records | destination           | highwater rec/s, peak RSS | (a) loader | (b) alone | hw/(a) |
 //! |---------|-----------------------|---------------------------|------------|-----------|--------|
-//! | 100k    | PostgreSQL            | 46,729, 68 MiB            | 67,687     | 90,966    | 0.69   |
-//! | 100k    | SQLite                | 44,444, 72 MiB            | 87,736     | 136,512   | 0.51   |
-//! | 100k    | SQLite, store's file  | 40,112, 68 MiB            | 87,736     | —         | 0.46   |
-//! | 1M      | PostgreSQL            | 35,903, 74 MiB            | 53,111     | 69,626    | 0.68   |
-//! | 1M      | SQLite                | 28,277, 82 MiB            | 41,690     | 53,861    | 0.68   |
-//! | 1M      | SQLite, store's file  | 21,836, 76 MiB            | 41,690     | —         | 0.52   |
+//! | 100k    | PostgreSQL            | 51,335, 65 MiB            | 58,298     | 88,146    | 0.88   |
+//! | 100k    | SQLite                | 46,382, 69 MiB            | 75,682     | 116,621   | 0.61   |
+//! | 100k    | SQLite, store's file  | 37,397, 67 MiB            | 75,682     | —         | 0.49   |
+//! | 1M      | PostgreSQL            | 42,688, 71 MiB            | 48,965     | 72,908    | 0.87   |
+//! | 1M      | SQLite                | 26,986, 80 MiB            | 34,422     | 38,200    | 0.78   |
+//! | 1M      | SQLite, store's file  | 19,551, 75 MiB            | 34,422     | —         | 0.57   |
 //!
 //! The sink is not what holds highwater back: its concurrency (1, 2, 4) and
 //! batch size change nothing. The state store is: its own bench
@@ -32,7 +33,11 @@
 //! SQLite: a build whose store skipped every commit ran 1.7–1.8 s instead
 //! of 2.5–2.7 s, and a sync uses 2.8–3.1 s of CPU in its 2.1–2.3 s, beside
 //! the simulator and SQLite's own threads on the same two cores — what is
-//! left to gain is CPU per record, not waiting.
+//! left to gain is CPU per record, not waiting. Sampled at 100k into SQLite,
+//! SQLite's threads (the store's and the table's) take 53% of the binary's
+//! CPU, the engine's thread 25% and the reading thread 22%: the ledger is an
+//! upsert per record as the table is, so beside a loader that keeps no
+//! state, the store's share of SQLite's work is what the ratio lacks.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
