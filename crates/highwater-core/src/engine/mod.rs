@@ -70,7 +70,7 @@ use route::Routed;
 use settle::Compare;
 use slots::WriteSlots;
 use story::Seen;
-use view::{IdMap, IdSet, LedgerView};
+use view::LedgerView;
 
 /// Pages fetched ahead of those being written: the source keeps reading while the
 /// destination works, and a slow destination still pushes back on the source.
@@ -88,6 +88,12 @@ const PAGES_IN_FLIGHT: (usize, usize) = (4, 16);
 /// 0.93 of a plain loader's rate, but a sync of 1,000,000 records into JSON
 /// Lines (pages of 1,000) from 80 to 93 MiB of peak RSS, too near the bound.
 const RECORDS_IN_FLIGHT: usize = 4_000;
+/// Maps and sets keyed by record ids, which take a handful of lookups and
+/// inserts per record: foldhash hashes a short id several times faster than
+/// std's SipHash (which cost about 3% of a sync's CPU into JSON Lines), and
+/// its seed is still random per process. Ids come from the user's own source.
+type IdMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+type IdSet<K> = HashSet<K, foldhash::fast::RandomState>;
 /// Finished writes handed back to the reading thread at once, to be freed there.
 const SPENT_BATCH: usize = 64;
 /// Writes per unit of concurrency that, announced and ready to go, outlast a
@@ -231,7 +237,7 @@ struct Unsettled {
 /// A record on its way to the destination. Boxed wherever it goes: at about
 /// 570 bytes it moves through half a dozen queues and channels between
 /// admission and the ledger: memmove was 11% of a sync's CPU into JSON Lines,
-/// most of it moving jobs. Boxed, each move is a pointer's.
+/// much of it moving jobs. Boxed, each move is a pointer's.
 pub(super) struct WriteJob {
     seq: u64,
     record: SourceRecord,

@@ -12,6 +12,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use super::IdMap;
 use crate::state::LedgerEntry;
 
 /// Something resolved, kept until the tables lookups read hold it.
@@ -37,13 +38,6 @@ impl<T> Remembered<T> {
         self.committed.is_some_and(|c| c <= confirmed)
     }
 }
-
-/// Maps and sets keyed by record ids, which take a handful of lookups and
-/// inserts per record: foldhash hashes a short id several times faster than
-/// std's SipHash (which cost about 3% of a sync's CPU into JSON Lines), and
-/// its seed is still random per process. Ids come from the user's own source.
-pub(super) type IdMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
-pub(super) type IdSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 #[derive(Default)]
 pub(super) struct LedgerView {
