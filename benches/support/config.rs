@@ -7,7 +7,8 @@ use std::path::Path;
 
 /// A config of one sync named `bench`, its state store in `dir`;
 /// `destination` is the whole `[sync.destination]` table, header included,
-/// and `mapping` extra lines of `[sync.mapping]`.
+/// and `mapping` extra lines of `[sync.mapping]`. `HW_BENCH_STATE` adds lines
+/// to `[state]` (say `merge_rows = 40000`), to try the store's settings.
 pub fn config(
     dir: &Path,
     source_url: &str,
@@ -18,6 +19,7 @@ pub fn config(
     format!(
         r#"[state]
 path = "{state}"
+{extra_state}
 
 [[sync]]
 name = "bench"
@@ -38,6 +40,7 @@ fields = {{ email = "customer.email", name = "customer.name", amount_cents = "am
 {destination}
 "#,
         state = dir.join("state.db").display(),
+        extra_state = std::env::var("HW_BENCH_STATE").unwrap_or_default(),
     )
 }
 

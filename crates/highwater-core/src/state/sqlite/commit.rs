@@ -7,8 +7,9 @@ use super::named::{Param, Params, Statements};
 use super::*;
 
 /// Everything [`Store::commit_page`] changes, as one statement list with
-/// named parameters (`named.rs`), run in one transaction. Ledger rows are
-/// staged, one row per commit; [`merge_staged`] moves them into the ledger's levels.
+/// named parameters (`named.rs`), run in one transaction and in one trip to
+/// SQLite's thread. Ledger rows are staged, one row per commit;
+/// [`merge_staged`] moves them into the ledger's levels.
 const COMMIT_PAGE: &str = "
 INSERT INTO intents (sync, batch, run_id, rows)
   SELECT sync, batch, run_id, rows FROM (SELECT :sync AS sync, :batch AS batch, :run_id AS run_id, :intents AS rows)
@@ -76,6 +77,9 @@ INSERT INTO readbacks (sync, source_id, run_id, external_id, dest_id, version, u
     payload = excluded.payload,
     payload_hash = excluded.payload_hash,
     settles_at = excluded.settles_at;
+INSERT INTO record_events (sync, at, run_id, seq, events)
+  SELECT :sync, :now, :run_id, COALESCE(MAX(seq), 0) + 1, jsonb(:events)
+  FROM record_events WHERE sync = :sync AND at = :now AND run_id = :run_id;
 ";
 
 /// [`COMMIT_PAGE`], split and numbered once.
@@ -300,10 +304,10 @@ impl SqliteStore {
             ("unsettled_batch", unsettled.map(|b| &b.id).into()),
             ("unsettled", Param::rows(&intent_rows(unsettled, now))?),
             ("readbacks", Param::rows(&readbacks)?),
+            ("events", Param::rows(&event_rows(&page.events))?),
         ]
         .into();
         COMMIT_PAGE_STATEMENTS.run(&mut tx, &params).await?;
-        events::append(&mut tx, sync, run_id, now, &page.events).await?;
         if page.merge {
             merge_staged(&mut tx, sync).await?;
         }

@@ -1,32 +1,7 @@
-//! Record events in SQLite, one row of JSON per commit.
+//! Record events in SQLite, one row of JSON per commit, written with the
+//! rest of the commit (`commit.rs`).
 
 use super::*;
-
-/// Appends a commit's events, in the commit's transaction.
-pub(super) async fn append(
-    tx: &mut sqlx::SqliteConnection,
-    sync: &str,
-    run_id: &str,
-    now: i64,
-    events: &[RecordEvent],
-) -> Result<(), StateError> {
-    if events.is_empty() {
-        return Ok(());
-    }
-    let rows = event_rows(events);
-    sqlx::query(
-        "INSERT INTO record_events (sync, at, run_id, seq, events)
-         SELECT ?1, ?2, ?3, COALESCE(MAX(seq), 0) + 1, jsonb(?4)
-         FROM record_events WHERE sync = ?1 AND at = ?2 AND run_id = ?3",
-    )
-    .bind(sync)
-    .bind(now)
-    .bind(run_id)
-    .bind(json_rows(&rows)?)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
-}
 
 impl SqliteStore {
     /// Every retained event of one record, oldest first.

@@ -304,6 +304,9 @@ impl SqliteStore {
             .map_err(io)?;
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
+            // A connection to a file in this process does not go stale as a
+            // network one does: no ping (a trip to SQLite's thread) before each use.
+            .test_before_acquire(false)
             .connect_with(options)
             .await
             .map_err(|source| StateError::Open {

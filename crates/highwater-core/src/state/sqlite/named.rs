@@ -1,12 +1,11 @@
 //! Named parameters for the store's lists of statements. sqlx's SQLite
-//! driver binds only `?`, `?NNN` and `$NNN`, and numbers the arguments across
-//! a whole list of statements, where a number one statement skips shifts the
-//! others' arguments. So a list is written with `:name` placeholders, split
-//! into its statements once, each with its names rewritten to `?1`, `?2`… in
-//! order of first use, and run one statement at a time, each bound by name.
-//! A statement that unpacks a list of rows ([`Param::Rows`]) handed none is
-//! not run: written so, it would change nothing, and each statement is a trip
-//! to SQLite's thread.
+//! driver binds only `?`, `?NNN` and `$NNN`; a list is written with `:name`
+//! placeholders, split into its statements once and its names rewritten to
+//! `?1`, `?2`… in order of first use across the list, and run as one query
+//! (one trip to SQLite's thread, where a trip per statement cost a commit a
+//! wake-up of each side per statement). A statement that unpacks a list of
+//! rows ([`Param::Rows`]) handed none is left out: written so, it would
+//! change nothing.
 //! Nothing in sqlx or SQLite's Rust crates does this without unsafe code
 //! (SQLite binds names itself, through its raw statement handle).
 
@@ -21,13 +20,19 @@ use super::StateError;
 #[derive(Debug)]
 pub(super) struct Statements {
     parts: Vec<Statement>,
+    /// Every name of the list, in order of first use: `:name` is `?N` for
+    /// its place N here, in every statement.
+    names: Vec<String>,
+    /// The whole list as one text, for a run that skips no statement.
+    whole: String,
 }
 
 #[derive(Debug)]
 struct Statement {
-    /// The statement with `?N` for its N-th name.
+    /// The statement with `?N` for the list's N-th name.
     sql: String,
-    names: Vec<String>,
+    /// The places in the list's names of those this statement uses.
+    uses: Vec<usize>,
 }
 
 /// A value bound to a name.
@@ -90,12 +95,13 @@ pub(super) type Params<'a> = HashMap<&'static str, Param<'a>>;
 
 impl Statements {
     /// Splits `sql` into statements (at `;` outside quotes and comments) and
-    /// numbers each one's names.
+    /// numbers the names across the list.
     pub(super) fn parse(sql: &str) -> Statements {
         let mut parts = Vec::new();
+        let mut names: Vec<String> = Vec::new();
         let mut current = Statement {
             sql: String::new(),
-            names: Vec::new(),
+            uses: Vec::new(),
         };
         let mut chars = sql.chars().peekable();
         while let Some(c) = chars.next() {
@@ -126,21 +132,24 @@ impl Statements {
                     while let Some(n) = chars.next_if(|n| n.is_ascii_alphanumeric() || *n == '_') {
                         name.push(n);
                     }
-                    let index = match current.names.iter().position(|n| *n == name) {
-                        Some(i) => i + 1,
+                    let place = match names.iter().position(|n| *n == name) {
+                        Some(i) => i,
                         None => {
-                            current.names.push(name);
-                            current.names.len()
+                            names.push(name);
+                            names.len() - 1
                         }
                     };
-                    current.sql.push_str(&format!("?{index}"));
+                    if !current.uses.contains(&place) {
+                        current.uses.push(place);
+                    }
+                    current.sql.push_str(&format!("?{}", place + 1));
                 }
                 ';' => {
                     let done = std::mem::replace(
                         &mut current,
                         Statement {
                             sql: String::new(),
-                            names: Vec::new(),
+                            uses: Vec::new(),
                         },
                     );
                     parts.push(done);
@@ -150,7 +159,12 @@ impl Statements {
         }
         parts.push(current);
         parts.retain(|s| !s.sql.trim().is_empty());
-        Statements { parts }
+        let whole = join(parts.iter());
+        Statements {
+            parts,
+            names,
+            whole,
+        }
     }
 
     /// The statements as SQLite reads them, `?N` for names.
@@ -159,29 +173,52 @@ impl Statements {
         self.parts.iter().map(|s| s.sql.as_str())
     }
 
-    /// Runs every statement in order on `conn`, each bound by name.
+    /// Runs the statements in order on `conn`, bound by name, in one trip to
+    /// SQLite's thread: the list's numbers are the same in every statement,
+    /// and sqlx binds `?N` to the N-th argument whichever statement it is in.
     pub(super) async fn run(
         &self,
         conn: &mut SqliteConnection,
         params: &Params<'_>,
     ) -> Result<(), StateError> {
-        'statements: for statement in &self.parts {
-            let mut args = SqliteArguments::default();
-            for name in &statement.names {
-                let value = params.get(name.as_str()).ok_or_else(|| {
-                    StateError::Corrupt(format!("no value for :{name} in {}", statement.sql))
-                })?;
-                let added = match value {
-                    Param::Text(v) => sqlx::Arguments::add(&mut args, *v),
-                    Param::Owned(v) => sqlx::Arguments::add(&mut args, v.as_str()),
-                    Param::Int(v) => sqlx::Arguments::add(&mut args, *v),
-                    Param::Null => sqlx::Arguments::add(&mut args, None::<&str>),
-                    Param::Rows { empty: true, .. } => continue 'statements,
-                    Param::Rows { json, .. } => sqlx::Arguments::add(&mut args, json.as_str()),
-                };
-                added.map_err(|e| StateError::Corrupt(e.to_string()))?;
-            }
-            sqlx::query_with(sqlx::AssertSqlSafe(statement.sql.as_str()), args)
+        let mut args = SqliteArguments::default();
+        let mut empty = Vec::new();
+        for (place, name) in self.names.iter().enumerate() {
+            let value = params
+                .get(name.as_str())
+                .ok_or_else(|| StateError::Corrupt(format!("no value for :{name}")))?;
+            let added = match value {
+                Param::Text(v) => sqlx::Arguments::add(&mut args, *v),
+                Param::Owned(v) => sqlx::Arguments::add(&mut args, v.as_str()),
+                Param::Int(v) => sqlx::Arguments::add(&mut args, *v),
+                Param::Null => sqlx::Arguments::add(&mut args, None::<&str>),
+                Param::Rows { json, empty: none } => {
+                    if *none {
+                        empty.push(place);
+                    }
+                    sqlx::Arguments::add(&mut args, json.as_str())
+                }
+            };
+            added.map_err(|e| StateError::Corrupt(e.to_string()))?;
+        }
+        // A statement that skips numbers (`?1` and `?5`) leaves slots without
+        // a name, which sqlx fills from the arguments as if each were a `?` —
+        // counting on across the statements — and it stops binding a statement
+        // at the first slot past the last argument, leaving the rest NULL.
+        // Spare arguments, enough for every slot of every statement, keep it
+        // from ever getting there.
+        for _ in 0..self.parts.len() * self.names.len() {
+            sqlx::Arguments::add(&mut args, None::<&str>)
+                .map_err(|e| StateError::Corrupt(e.to_string()))?;
+        }
+        let kept = |s: &&Statement| !s.uses.iter().any(|u| empty.contains(u));
+        let sql = if empty.is_empty() {
+            self.whole.clone()
+        } else {
+            join(self.parts.iter().filter(kept))
+        };
+        if !sql.is_empty() {
+            sqlx::query_with(sqlx::AssertSqlSafe(sql), args)
                 .execute(&mut *conn)
                 .await?;
         }
@@ -189,34 +226,40 @@ impl Statements {
     }
 }
 
+/// Statements as one text SQLite runs in order.
+fn join<'a>(parts: impl Iterator<Item = &'a Statement>) -> String {
+    parts.map(|s| s.sql.trim()).collect::<Vec<_>>().join(";\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn names_become_numbers_in_order_of_first_use_per_statement() {
+    fn names_become_numbers_in_order_of_first_use_across_the_list() {
         let list = Statements::parse(
             "INSERT INTO t VALUES (:b, :a, :b, ':not_a_name'); -- :nor; this\n\
              UPDATE t SET x = :a WHERE y = 'it''s:x' AND z = :c_2;\n",
         );
-        let parts: Vec<(&str, Vec<&str>)> = list
+        let parts: Vec<(&str, &[usize])> = list
             .parts
             .iter()
-            .map(|s| (s.sql.trim(), s.names.iter().map(String::as_str).collect()))
+            .map(|s| (s.sql.trim(), s.uses.as_slice()))
             .collect();
         assert_eq!(
             parts,
             [
                 (
                     "INSERT INTO t VALUES (?1, ?2, ?1, ':not_a_name')",
-                    vec!["b", "a"]
+                    &[0, 1][..]
                 ),
                 (
-                    "UPDATE t SET x = ?1 WHERE y = 'it''s:x' AND z = ?2",
-                    vec!["a", "c_2"]
+                    "UPDATE t SET x = ?2 WHERE y = 'it''s:x' AND z = ?3",
+                    &[1, 2][..]
                 ),
             ]
         );
+        assert_eq!(list.names, ["b", "a", "c_2"]);
     }
 
     #[tokio::test]
@@ -229,21 +272,37 @@ mod tests {
             "CREATE TABLE t (a TEXT, b INTEGER, c TEXT);
              INSERT INTO t VALUES (:a, :b, :c);
              UPDATE t SET c = :a || '-' || :b WHERE b = :b;
-             INSERT INTO t VALUES ('handed no rows', 0, :none)",
+             INSERT INTO t VALUES ('handed no rows', 0, :none);
+             INSERT INTO t VALUES (:d, :e, :f);
+             INSERT INTO t VALUES (:f, :e, :d);
+             UPDATE t SET c = :a WHERE b = :e AND a = :f",
         );
         let params: Params = [
             ("a", Param::from("x")),
             ("b", Param::from(7)),
             ("c", Param::from(None::<String>)),
             ("none", Param::rows::<i64>(&[]).expect("rows")),
+            ("d", Param::from("d")),
+            ("e", Param::from(9)),
+            ("f", Param::from("f")),
         ]
         .into();
         list.run(&mut conn, &params).await.expect("run");
-        let rows: Vec<(String, i64, String)> = sqlx::query_as("SELECT a, b, c FROM t")
-            .fetch_all(&mut conn)
-            .await
-            .expect("rows");
-        assert_eq!(rows, [("x".into(), 7, "x-7".into())]);
+        let rows: Vec<(String, i64, Option<String>)> =
+            sqlx::query_as("SELECT a, b, c FROM t ORDER BY rowid")
+                .fetch_all(&mut conn)
+                .await
+                .expect("rows");
+        // The last statements skip numbers (`?4` after `?1`), each after
+        // others that did: every name is still bound to its own value.
+        assert_eq!(
+            rows,
+            [
+                ("x".into(), 7, Some("x-7".into())),
+                ("d".into(), 9, Some("f".into())),
+                ("f".into(), 9, Some("x".into())),
+            ]
+        );
         let missing = Statements::parse("SELECT :a")
             .run(&mut conn, &Params::new())
             .await;
