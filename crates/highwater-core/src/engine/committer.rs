@@ -1,13 +1,19 @@
-//! The committer: a task of its own that takes the run's commits, flushes the
-//! sink and makes each durable in the state store, so that a page's fsync does
-//! not stall the next page's writes. What is being committed stays in the run's
-//! own view of the ledger until the commit is confirmed.
+//! The committer: a thread of its own, with its own runtime, that takes the
+//! run's commits, flushes the sink and makes each durable in the state store,
+//! so that a page's fsync does not stall the next page's writes. What is being
+//! committed stays in the run's own view of the ledger until the commit is
+//! confirmed. A commit is several trips to the store's own thread (SQLite's)
+//! or server, and on the run loop's thread each trip's answer waited for the
+//! loop to finish what it was handling — a page's thousand records, say —
+//! before the next trip left; on a thread of its own the committer takes each
+//! answer at once (a sync of 100,000 records into JSON Lines: 103,000 instead
+//! of 97,000 records/s, medians of three alternated runs).
 
 use std::sync::Arc;
 
 use serde_json::Value;
 use tokio::sync::mpsc;
-use tokio_util::task::AbortOnDropHandle;
+use tokio::task::AbortHandle;
 use tracing::Instrument;
 
 use super::FailureCause;
@@ -24,49 +30,63 @@ pub(super) struct Committer {
     jobs: Option<mpsc::Sender<CommitJob>>,
     acks: mpsc::Receiver<Ack>,
     pending: usize,
-    _task: AbortOnDropHandle<()>,
+    _task: AbortOnDrop,
 }
 
 impl Committer {
-    pub(super) fn spawn(store: Store, sync: String, run_id: String, sink: Arc<dyn Sink>) -> Self {
+    pub(super) fn spawn(
+        store: Store,
+        sync: String,
+        run_id: String,
+        sink: Arc<dyn Sink>,
+    ) -> std::io::Result<Self> {
         let (jobs, mut queue) = mpsc::channel::<CommitJob>(MAX_PENDING);
         let (acks_tx, acks) = mpsc::channel::<Ack>(MAX_PENDING * 2);
-        let task = tokio::spawn(
-            async move {
-                while let Some(job) = queue.recv().await {
-                    let result = match sink.flush().await {
-                        Ok(()) => store
-                            .commit_page(
-                                &sync,
-                                &run_id,
-                                &job.commit,
-                                job.checkpoint.as_ref(),
-                                &job.counters,
-                            )
-                            .await
-                            .map_err(FailureCause::from),
-                        Err(e) => Err(FailureCause::Destination(e)),
-                    };
-                    let ack = CommitAck {
-                        number: job.number,
-                        pages: job.pages,
-                        visible: false,
-                        counters: job.counters,
-                        announced: Announced::default(),
-                    };
-                    if acks_tx.send((ack, result)).await.is_err() {
-                        break;
-                    }
+        let commits = async move {
+            while let Some(job) = queue.recv().await {
+                let result = match sink.flush().await {
+                    Ok(()) => store
+                        .commit_page(
+                            &sync,
+                            &run_id,
+                            &job.commit,
+                            job.checkpoint.as_ref(),
+                            &job.counters,
+                        )
+                        .await
+                        .map_err(FailureCause::from),
+                    Err(e) => Err(FailureCause::Destination(e)),
+                };
+                let ack = CommitAck {
+                    number: job.number,
+                    pages: job.pages,
+                    visible: false,
+                    counters: job.counters,
+                    announced: Announced::default(),
+                };
+                if acks_tx.send((ack, result)).await.is_err() {
+                    break;
                 }
             }
-            .in_current_span(),
-        );
-        Committer {
+        }
+        .in_current_span();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let task = runtime.spawn(commits);
+        let abort = task.abort_handle();
+        std::thread::Builder::new()
+            .name("highwater-commit".into())
+            .spawn(move || {
+                // Ends once the commits do: the queue closed, or the task aborted.
+                let _ = runtime.block_on(task);
+            })?;
+        Ok(Committer {
             jobs: Some(jobs),
             acks,
             pending: 0,
-            _task: AbortOnDropHandle::new(task),
-        }
+            _task: AbortOnDrop(abort),
+        })
     }
 
     /// Commits sent and not yet confirmed.
@@ -110,6 +130,16 @@ impl Committer {
             acks.push(self.next().await?);
         }
         Ok(acks)
+    }
+}
+
+/// Dropped with the committer (a run that failed), it stops the commit under
+/// way at its next step, as a task of the run loop's own would be.
+struct AbortOnDrop(AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

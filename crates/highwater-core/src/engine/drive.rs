@@ -153,7 +153,8 @@ impl Runner<'_> {
                 self.spec.name.clone(),
                 self.run_id.clone(),
                 Arc::clone(sink),
-            ),
+            )
+            .map_err(FailureCause::Thread)?,
             stop: stop.clone(),
             fired: Box::pin({
                 let stop = stop.clone();
