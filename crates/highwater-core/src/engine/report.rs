@@ -91,7 +91,7 @@ pub enum FailureCause {
     State(#[from] StateError),
     #[error("cannot build an HTTP client: {0}")]
     Client(#[from] reqwest::Error),
-    #[error("cannot start a thread of the run (reading or committing): {0}")]
+    #[error("cannot start a thread of the run: {0}")]
     Thread(std::io::Error),
     #[error("the reading thread stopped before the source was exhausted")]
     ReaderGone,
