@@ -13,23 +13,29 @@
 //! PostgreSQL at `HW_BENCH_PG`, else `postgres://postgres@127.0.0.1:5432/test`.
 //!
 //! Measured on two shared cores, PostgreSQL 15 on the same machine, at
-//! 49d99ea (figures move by a sixth between runs; compare ratios within one;
-//! a second PostgreSQL run gave 0.83 at 100k and 0.77 at 1M):
+//! e3e564d (figures move by a sixth between runs; compare ratios within one;
+//! the loader ran a third to a half faster than in the runs at 49d99ea, which
+//! gave 0.88, 0.61, 0.49, 0.87, 0.78 and 0.57 against highwater then):
 //!
 //! | records | destination           | highwater rec/s, peak RSS | (a) loader | (b) alone | hw/(a) |
 //! |---------|-----------------------|---------------------------|------------|-----------|--------|
-//! | 100k    | PostgreSQL            | 51,335, 65 MiB            | 58,298     | 88,146    | 0.88   |
-//! | 100k    | SQLite                | 46,382, 69 MiB            | 75,682     | 116,621   | 0.61   |
-//! | 100k    | SQLite, store's file  | 37,397, 67 MiB            | 75,682     | —         | 0.49   |
-//! | 1M      | PostgreSQL            | 42,688, 71 MiB            | 48,965     | 72,908    | 0.87   |
-//! | 1M      | SQLite                | 26,986, 80 MiB            | 34,422     | 38,200    | 0.78   |
-//! | 1M      | SQLite, store's file  | 19,551, 75 MiB            | 34,422     | —         | 0.57   |
+//! | 100k    | PostgreSQL            | 61,958, 66 MiB            | 85,047     | 133,912   | 0.73   |
+//! | 100k    | SQLite                | 66,711, 74 MiB            | 96,581     | 171,387   | 0.69   |
+//! | 100k    | SQLite, store's file  | 57,045, 67 MiB            | 96,581     | —         | 0.59   |
+//! | 1M      | PostgreSQL            | 49,490, 72 MiB            | 70,562     | 103,208   | 0.70   |
+//! | 1M      | SQLite                | 34,081, 83 MiB            | 45,130     | 57,862    | 0.76   |
+//! | 1M      | SQLite, store's file  | 24,935, 75 MiB            | 45,130     | —         | 0.55   |
 //!
 //! The sink is not what holds highwater back: its concurrency (1, 2, 4) and
-//! batch size change nothing. The state store is: its own bench
-//! (`crates/highwater-core/benches/state.rs`) spends about 28 us per record
-//! at 100k records and 57 us at 1M on the ledger's lookups and commits, on
-//! SQLite's one thread, beside the rest of the sync. Measured at 100k into
+//! batch size change nothing, nor does running its writes on a thread of
+//! their own. The state store is: its own bench
+//! (`crates/highwater-core/benches/state.rs`) spends about 9 us of CPU per
+//! record at 100k records on the ledger's lookups and commits, on SQLite's
+//! one thread, beside the rest of the sync; timed in a sync of 100k into
+//! JSON Lines, the store's commits took 0.95 s of the run's 1.05 s (merges
+//! of staged rows 0.28 s of it), one after the other: the store's thread is
+//! the run's critical path, and everything else on the two cores slows it.
+//! Measured earlier at 100k into
 //! SQLite: a build whose store skipped every commit ran 1.7–1.8 s instead
 //! of 2.5–2.7 s, and a sync uses 2.8–3.1 s of CPU in its 2.1–2.3 s, beside
 //! the simulator and SQLite's own threads on the same two cores — what is

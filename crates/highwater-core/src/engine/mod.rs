@@ -86,7 +86,9 @@ const PREFETCH: usize = 2;
 const PAGES_IN_FLIGHT: (usize, usize) = (4, 16);
 /// 6,000 took a sync into a PostgreSQL table (pages of 500) from 0.82 to
 /// 0.93 of a plain loader's rate, but a sync of 1,000,000 records into JSON
-/// Lines (pages of 1,000) from 80 to 93 MiB of peak RSS, too near the bound.
+/// Lines (pages of 1,000) from 80 to 93 MiB of peak RSS, too near the bound;
+/// since commits run on a thread of their own, 6,000 is no faster there
+/// (0.70–0.76 against 0.73–0.77, three alternated runs).
 const RECORDS_IN_FLIGHT: usize = 4_000;
 /// Maps and sets keyed by record ids, which take a handful of lookups and
 /// inserts per record: foldhash hashes a short id several times faster than
