@@ -23,8 +23,6 @@ pub(super) struct Statements {
     /// Every name of the list, in order of first use: `:name` is `?N` for
     /// its place N here, in every statement.
     names: Vec<String>,
-    /// The whole list as one text, for a run that skips no statement.
-    whole: String,
 }
 
 #[derive(Debug)]
@@ -159,12 +157,7 @@ impl Statements {
         }
         parts.push(current);
         parts.retain(|s| !s.sql.trim().is_empty());
-        let whole = join(parts.iter());
-        Statements {
-            parts,
-            names,
-            whole,
-        }
+        Statements { parts, names }
     }
 
     /// The statements as SQLite reads them, `?N` for names.
@@ -211,12 +204,13 @@ impl Statements {
             sqlx::Arguments::add(&mut args, None::<&str>)
                 .map_err(|e| StateError::Corrupt(e.to_string()))?;
         }
-        let kept = |s: &&Statement| !s.uses.iter().any(|u| empty.contains(u));
-        let sql = if empty.is_empty() {
-            self.whole.clone()
-        } else {
-            join(self.parts.iter().filter(kept))
-        };
+        let sql = self
+            .parts
+            .iter()
+            .filter(|s| !s.uses.iter().any(|u| empty.contains(u)))
+            .map(|s| s.sql.trim())
+            .collect::<Vec<_>>()
+            .join(";\n");
         if !sql.is_empty() {
             sqlx::query_with(sqlx::AssertSqlSafe(sql), args)
                 .execute(&mut *conn)
@@ -224,11 +218,6 @@ impl Statements {
         }
         Ok(())
     }
-}
-
-/// Statements as one text SQLite runs in order.
-fn join<'a>(parts: impl Iterator<Item = &'a Statement>) -> String {
-    parts.map(|s| s.sql.trim()).collect::<Vec<_>>().join(";\n")
 }
 
 #[cfg(test)]
