@@ -54,7 +54,7 @@ impl SqliteStore {
         self.shared
             .get_or_init(|| {
                 std::sync::Arc::new(SharedWrites::new(
-                    self.pool.clone(),
+                    self.writes.clone(),
                     Some("BEGIN IMMEDIATE"),
                 ))
             })
@@ -65,7 +65,7 @@ impl SqliteStore {
     pub(super) async fn writer(&self) -> Result<Writer<'_>, StateError> {
         Ok(match self.shared.get() {
             Some(shared) => Writer::Shared(shared.lock().await?),
-            None => Writer::Own(self.pool.begin_with("BEGIN IMMEDIATE").await?),
+            None => Writer::Own(self.writes.begin_with("BEGIN IMMEDIATE").await?),
         })
     }
 }
