@@ -13,18 +13,19 @@
 //! PostgreSQL at `HW_BENCH_PG`, else `postgres://postgres@127.0.0.1:5432/test`.
 //!
 //! Measured on two shared cores, PostgreSQL 15 on the same machine, at
-//! e3e564d (figures move by a sixth between runs; compare ratios within one;
-//! the loader ran a third to a half faster than in the runs at 49d99ea, which
-//! gave 0.88, 0.61, 0.49, 0.87, 0.78 and 0.57 against highwater then):
+//! fe0217c (figures move by a sixth between runs, the loader's as much as
+//! highwater's; compare ratios within one. At e3e564d: 0.73, 0.69, 0.59,
+//! 0.70, 0.76 and 0.55, with the loader at 85,047, 96,581, 70,562 and 45,130
+//! records/s):
 //!
 //! | records | destination           | highwater rec/s, peak RSS | (a) loader | (b) alone | hw/(a) |
 //! |---------|-----------------------|---------------------------|------------|-----------|--------|
-//! | 100k    | PostgreSQL            | 61,958, 66 MiB            | 85,047     | 133,912   | 0.73   |
-//! | 100k    | SQLite                | 66,711, 74 MiB            | 96,581     | 171,387   | 0.69   |
-//! | 100k    | SQLite, store's file  | 57,045, 67 MiB            | 96,581     | —         | 0.59   |
-//! | 1M      | PostgreSQL            | 49,490, 72 MiB            | 70,562     | 103,208   | 0.70   |
-//! | 1M      | SQLite                | 34,081, 83 MiB            | 45,130     | 57,862    | 0.76   |
-//! | 1M      | SQLite, store's file  | 24,935, 75 MiB            | 45,130     | —         | 0.55   |
+//! | 100k    | PostgreSQL            | 62,578, 63 MiB            | 74,649     | 110,542   | 0.84   |
+//! | 100k    | SQLite                | 71,480, 75 MiB            | 91,604     | 167,697   | 0.78   |
+//! | 100k    | SQLite, store's file  | 62,112, 64 MiB            | 91,604     | —         | 0.68   |
+//! | 1M      | PostgreSQL            | 53,844, 75 MiB            | 66,605     | 100,620   | 0.81   |
+//! | 1M      | SQLite                | 37,784, 82 MiB            | 52,225     | 74,229    | 0.72   |
+//! | 1M      | SQLite, store's file  | 31,240, 72 MiB            | 52,225     | —         | 0.60   |
 //!
 //! The sink is not what holds highwater back: its concurrency (1, 2, 4) and
 //! batch size change nothing, nor does running its writes on a thread of
