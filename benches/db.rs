@@ -8,7 +8,9 @@
 //!
 //! The simulator serves the records with no delay and no faults (page size
 //! 500); highwater is the real binary (its own peak RSS, from its report).
-//! Prints records/s, peak RSS and the ratios; asserts nothing.
+//! highwater and the loader run in alternated rounds (`HW_BENCH_ROUNDS`, 3
+//! by default), each on a fresh table; prints medians of records/s, the
+//! highest peak RSS and the median of each round's ratio; asserts nothing.
 //! `cargo bench --bench db [-- RECORDS...]` (default 100000 and 1000000);
 //! PostgreSQL at `HW_BENCH_PG`, else `postgres://postgres@127.0.0.1:5432/test`.
 //!
@@ -559,30 +561,80 @@ async fn bench() {
     }
 }
 
+/// Rounds of highwater and the loader, alternated (`HW_BENCH_ROUNDS`, 3 by
+/// default): this machine's speed drifts by up to a sixth within minutes, so
+/// one run of each can put either ahead; the figures are medians.
+fn rounds() -> usize {
+    std::env::var("HW_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .filter(|&r| r > 0)
+        .unwrap_or(3)
+}
+
+/// The middle value (the upper one of an even count).
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// One round of highwater: records/s, seconds, peak RSS in MiB, rows held.
+type Run = (f64, f64, Option<u64>, i64);
+
+async fn run_highwater(db: Db, source: &str, shared: bool) -> Result<Run, String> {
+    let target = Target::fresh(db, "hw").await?;
+    let result = highwater(&target, source, shared).await;
+    target.remove().await;
+    let (written, elapsed, peak, held) = result?;
+    Ok((rate(written, elapsed), elapsed.as_secs_f64(), peak, held))
+}
+
+async fn run_loader(db: Db, source: &str) -> Result<f64, String> {
+    let target = Target::fresh(db, "loader").await?;
+    let started = Instant::now();
+    let loaded = plain_loader(&target, source).await;
+    let elapsed = started.elapsed();
+    target.remove().await;
+    Ok(rate(loaded?, elapsed))
+}
+
+/// Medians of the rounds: records/s, seconds, the highest peak RSS, the
+/// fewest rows held, and the median of each round's ratio to the loader's.
+fn summary(runs: &[Run], loader: &[f64]) -> (f64, f64, Option<u64>, i64, f64) {
+    (
+        median(runs.iter().map(|r| r.0).collect()),
+        median(runs.iter().map(|r| r.1).collect()),
+        runs.iter().filter_map(|r| r.2).max(),
+        runs.iter().map(|r| r.3).min().unwrap_or(0),
+        median(runs.iter().zip(loader).map(|(r, l)| r.0 / l).collect()),
+    )
+}
+
 async fn one(db: Db, records: usize) -> Result<(), String> {
-    println!("{db:?}, {records} records:");
+    let rounds = rounds();
+    println!("{db:?}, {records} records, medians of {rounds} alternated rounds:");
     let sim = SimSaas::start(sim_config(records))
         .await
         .map_err(|e| format!("cannot start the simulator: {e}"))?;
     let source = sim.source_url();
 
-    let target = Target::fresh(db, "hw").await?;
-    let (written, elapsed, peak, held) = highwater(&target, &source, false).await?;
-    let highwater_rate = rate(written, elapsed);
-    // The table in the state store's file: rows commit with the checkpoint.
-    let shared = if db == Db::Sqlite {
-        Some(highwater(&target, &source, true).await?)
-    } else {
-        None
-    };
-    target.remove().await;
-
-    let target = Target::fresh(db, "loader").await?;
-    let started = Instant::now();
-    let loaded = plain_loader(&target, &source).await?;
-    let loader_elapsed = started.elapsed();
-    target.remove().await;
-    let loader_rate = rate(loaded, loader_elapsed);
+    let (mut runs, mut shared, mut loader) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        // Each goes first in every other round, so a drift weighs on both.
+        if round % 2 == 1 {
+            loader.push(run_loader(db, &source).await?);
+        }
+        runs.push(run_highwater(db, &source, false).await?);
+        // The table in the state store's file: rows commit with the checkpoint.
+        if db == Db::Sqlite {
+            shared.push(run_highwater(db, &source, true).await?);
+        }
+        if round % 2 == 0 {
+            loader.push(run_loader(db, &source).await?);
+        }
+    }
+    let (highwater_rate, elapsed, peak, held, ratio) = summary(&runs, &loader);
+    let loader_rate = median(loader.clone());
 
     let mut rows = Vec::with_capacity(records);
     read_source(&source, async |records| {
@@ -600,14 +652,14 @@ async fn one(db: Db, records: usize) -> Result<(), String> {
         "  {:<44} {:>8.0} rec/s  {:>7.2} s  peak RSS {} MiB  (table holds {held})",
         "highwater (binary)",
         highwater_rate,
-        elapsed.as_secs_f64(),
+        elapsed,
         peak.map_or("?".into(), |m| m.to_string()),
     );
     println!(
         "  {:<44} {:>8.0} rec/s  {:>7.2} s",
         "(a) plain loader, same rows and batches",
         loader_rate,
-        loader_elapsed.as_secs_f64()
+        records as f64 / loader_rate.max(1e-9)
     );
     println!(
         "  {:<44} {:>8.0} rec/s  {:>7.2} s",
@@ -615,14 +667,14 @@ async fn one(db: Db, records: usize) -> Result<(), String> {
         alone_rate,
         alone_elapsed.as_secs_f64()
     );
-    if let Some((written, elapsed, peak, held)) = shared {
+    if !shared.is_empty() {
+        let (rate, elapsed, peak, held, ratio) = summary(&shared, &loader);
         println!(
-            "  {:<44} {:>8.0} rec/s  {:>7.2} s  peak RSS {} MiB  (table holds {held}; / (a) {:.2})",
+            "  {:<44} {:>8.0} rec/s  {:>7.2} s  peak RSS {} MiB  (table holds {held}; / (a) {ratio:.2})",
             "highwater, table in the state store's file",
-            rate(written, elapsed),
-            elapsed.as_secs_f64(),
+            rate,
+            elapsed,
             peak.map_or("?".into(), |m| m.to_string()),
-            rate(written, elapsed) / loader_rate,
         );
     }
     if db == Db::Postgres {
@@ -637,9 +689,14 @@ async fn one(db: Db, records: usize) -> Result<(), String> {
             rate(copied, copy_elapsed) / alone_rate
         );
     }
+    let each: Vec<String> = runs
+        .iter()
+        .zip(&loader)
+        .map(|(r, l)| format!("{:.2}", r.0 / l))
+        .collect();
     println!(
-        "  highwater / (a) {:.2}   highwater / (b) {:.2}   (a) / (b) {:.2}",
-        highwater_rate / loader_rate,
+        "  highwater / (a) {ratio:.2} (rounds: {})   highwater / (b) {:.2}   (a) / (b) {:.2}",
+        each.join(" "),
         highwater_rate / alone_rate,
         loader_rate / alone_rate
     );
