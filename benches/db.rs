@@ -14,20 +14,19 @@
 //! `cargo bench --bench db [-- RECORDS...]` (default 100000 and 1000000);
 //! PostgreSQL at `HW_BENCH_PG`, else `postgres://postgres@127.0.0.1:5432/test`.
 //!
-//! Measured on two shared cores, PostgreSQL 15 on the same machine, at
-//! fe0217c (figures move by a sixth between runs, the loader's as much as
-//! highwater's; compare ratios within one. At e3e564d: 0.73, 0.69, 0.59,
-//! 0.70, 0.76 and 0.55, with the loader at 85,047, 96,581, 70,562 and 45,130
-//! records/s):
+//! Measured on two shared cores, PostgreSQL 15 on the same machine, medians
+//! of three alternated rounds (the ratio is the median of each round's; at
+//! fe0217c, one run each on a faster day: 0.84, 0.78, 0.68, 0.81, 0.72 and
+//! 0.60, with the loader at 74,649, 91,604, 66,605 and 52,225 records/s):
 //!
-//! | records | destination           | highwater rec/s, peak RSS | (a) loader | (b) alone | hw/(a) |
-//! |---------|-----------------------|---------------------------|------------|-----------|--------|
-//! | 100k    | PostgreSQL            | 62,578, 63 MiB            | 74,649     | 110,542   | 0.84   |
-//! | 100k    | SQLite                | 71,480, 75 MiB            | 91,604     | 167,697   | 0.78   |
-//! | 100k    | SQLite, store's file  | 62,112, 64 MiB            | 91,604     | —         | 0.68   |
-//! | 1M      | PostgreSQL            | 53,844, 75 MiB            | 66,605     | 100,620   | 0.81   |
-//! | 1M      | SQLite                | 37,784, 82 MiB            | 52,225     | 74,229    | 0.72   |
-//! | 1M      | SQLite, store's file  | 31,240, 72 MiB            | 52,225     | —         | 0.60   |
+//! | records | destination           | highwater rec/s, peak RSS | (a) loader | (b) alone | hw/(a) (rounds)     |
+//! |---------|-----------------------|---------------------------|------------|-----------|---------------------|
+//! | 100k    | PostgreSQL            | 58,241, 66 MiB            | 66,383     | 98,259    | 0.91 (0.85 0.96 0.91) |
+//! | 100k    | SQLite                | 56,085, 78 MiB            | 75,412     | 129,800   | 0.74 (0.91 0.74 0.74) |
+//! | 100k    | SQLite, store's file  | 49,751, 65 MiB            | 75,412     | —         | 0.69                |
+//! | 1M      | PostgreSQL            | 38,021, 76 MiB            | 47,235     | 63,881    | 0.82 (0.82 0.80 0.88) |
+//! | 1M      | SQLite                | 29,962, 83 MiB            | 38,816     | 56,916    | 0.83 (0.77 0.83 0.84) |
+//! | 1M      | SQLite, store's file  | 27,896, 75 MiB            | 38,816     | —         | 0.69                |
 //!
 //! The sink is not what holds highwater back: its concurrency (1, 2, 4) and
 //! batch size change nothing, nor does running its writes on a thread of
