@@ -113,7 +113,8 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 /// the fewer times a merge rewrites the ledger's pages. At 1,000,000 records
 /// into a PostgreSQL table (`benches/db.rs`, medians of three rounds), 50,000
 /// and 100,000 ran at 0.83 and 0.86 of the plain loader against 0.81, with
-/// 93 and 113 MiB of peak RSS against 75: past the bound of 100 for little.
+/// 93 and 113 MiB of peak RSS against 75: little gained, and at 100,000
+/// past the bound of 100.
 pub const DEFAULT_MERGE_ROWS: usize = 20_000;
 /// How long what happened to each record is kept for `explain` when `[state]
 /// event_retention` is not given.
