@@ -168,8 +168,9 @@ pub(super) static MERGES: std::sync::LazyLock<[String; 3]> = std::sync::LazyLock
 /// Moves a sync's staged ledger rows into the second level, or — when that
 /// level with them would hold a quarter of the ledger or more — the level and
 /// the staged rows into the ledger, in that order (staged rows are the newer).
-/// In one transaction, inside a page's commit: the commits after it wait for
-/// it. Merging in steps between page commits instead (a range of source ids
+/// During a run, in the transaction of the page commit that brings the staged
+/// rows to `merge_rows` (and of the run's completion): the commits after it
+/// wait for it. Merging in steps between page commits instead (a range of source ids
 /// per transaction, the staged rows read once in merge order) cost more than
 /// the wait: at 100,000 records into PostgreSQL, 45,800–53,600 against
 /// 55,100–57,700 records/s and 80–87 against 61–63 MiB of peak RSS (the run's
