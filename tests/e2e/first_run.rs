@@ -3,10 +3,12 @@
 //! its ledger row merged (and left the run's own view), is unchanged, not
 //! written twice, an invalid one is not tried again, and one that takes an
 //! external id an earlier record holds is refused. The source is an
-//! API on 127.0.0.1 whose listing holds two records twice, at its start and
+//! API on 127.0.0.1 whose listing holds two records twice, in its middle and
 //! at its end, as an unstable sort would, and a third record with the
 //! external id of another; the destination is a JSON Lines
-//! file, and ledger rows merge every 500.
+//! file, and ledger rows merge every 500. The same holds for a first run that
+//! reads more ids than `[state] first_run_ids` lets it remember, and from
+//! there, before the middle, looks every id up.
 
 use std::sync::Arc;
 
@@ -16,7 +18,7 @@ use axum::routing::get;
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 
-use crate::util::{describe, fresh_dir, report};
+use crate::util::{describe, fresh_dir, report, stderr};
 
 const RECORDS: usize = 3_000;
 
@@ -24,20 +26,23 @@ fn record(id: &str, at: Timestamp) -> Value {
     json!({ "id": id, "version": 1, "updated_at": at.to_string(), "email": format!("{id}@example.com") })
 }
 
-/// The listing: `twice_bad` (no email), every valid record, then the first
-/// valid record and `twice_bad` again, each copy as it was, and `clone`, a
-/// record of its own with the second one's email (its external id).
+/// The listing: the first half of the valid records, `twice_bad` (no email),
+/// the other half, then the middle record and `twice_bad` again, each copy
+/// as it was, and `clone`, a record of its own with the email (the external
+/// id) of the record after the middle one.
 fn listing(at: Timestamp) -> Vec<Value> {
     let bad = json!({ "id": "twice_bad", "version": 1, "updated_at": at.to_string() });
     let valid: Vec<Value> = (0..RECORDS)
         .map(|i| record(&format!("inv_{i:04}"), at))
         .collect();
-    let mut all = vec![bad.clone()];
-    all.extend(valid.iter().cloned());
-    all.push(valid[0].clone());
+    let middle = RECORDS / 2;
+    let mut all = valid[..middle].to_vec();
+    all.push(bad.clone());
+    all.extend(valid[middle..].iter().cloned());
+    all.push(valid[middle].clone());
     all.push(bad);
     let mut clone = record("clone", at);
-    clone["email"] = valid[1]["email"].clone();
+    clone["email"] = valid[middle + 1]["email"].clone();
     all.push(clone);
     all
 }
@@ -57,12 +62,28 @@ async fn page(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_first_run_looks_up_the_ids_it_read_before() {
+    let err = first_run("first-run", "merge_rows = 500").await;
+    assert!(!err.contains("first_run_full"), "{err}");
+}
+
+/// Each record brings two ids (its own and its email): the run remembers the
+/// first 1,000 and looks every id up from the sixth page of 100 on, before
+/// the middle's records are first read.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_first_run_past_the_ids_it_remembers_looks_every_id_up() {
+    let err = first_run("first-run-full", "merge_rows = 500\nfirst_run_ids = 1000").await;
+    assert_eq!(err.matches("first_run_full").count(), 1, "{err}");
+}
+
+/// Runs the sync once over the listing and checks what the run did; returns
+/// the binary's stderr.
+async fn first_run(name: &str, state: &str) -> String {
     let at = Timestamp::now() - SignedDuration::from_hours(1);
     let app = axum::Router::new()
         .route("/invoices", get(page))
         .with_state(Arc::new(listing(at)));
     let (addr, server) = crate::util::serve_local(app).await;
-    let dir = fresh_dir("first-run");
+    let dir = fresh_dir(name);
     let out_file = dir.join("invoices.jsonl");
     let config = dir.join("highwater.toml");
     let text = format!(
@@ -91,7 +112,7 @@ required = {{ email = "string" }}
 type = "jsonl"
 file = "{file}"
 "#,
-        state = crate::util::state_table_with(&dir, Some("merge_rows = 500")),
+        state = crate::util::state_table_with(&dir, Some(state)),
         start = at - SignedDuration::from_hours(1),
         file = out_file.display(),
     );
@@ -107,6 +128,7 @@ file = "{file}"
     server.abort();
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     let run = report(&out);
+    let err = stderr(&out);
     let counters = &run["counters"];
     assert_eq!(counters["read"], RECORDS + 4, "{run}");
     assert_eq!(
@@ -138,4 +160,5 @@ file = "{file}"
         letter["attempts"], 1,
         "an invalid record read again was tried again: {letter}"
     );
+    err
 }

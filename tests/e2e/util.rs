@@ -92,22 +92,24 @@ pub fn state_table(dir: &Path) -> String {
     state_table_with(dir, None)
 }
 
-/// [`state_table`], with one more key of the table (`merge_rows = 500`), in
-/// three lines.
-pub fn state_table_with(dir: &Path, key: Option<&str>) -> String {
+/// [`state_table`], with more keys of the table (`merge_rows = 500`, one per
+/// line), in as many lines as a file's table.
+pub fn state_table_with(dir: &Path, keys: Option<&str>) -> String {
     if postgres_state() {
+        let keys = keys.unwrap_or_default();
         // As many lines as a file's table: tests name config lines by number.
         format!(
-            "state = {{ url = \"{}\", schema = \"{}\", lease = \"5s\"{} }}\n# a PostgreSQL state store\n",
+            "state = {{ url = \"{}\", schema = \"{}\", lease = \"5s\"{} }}\n# a PostgreSQL state store\n{}",
             postgres_url(),
             state_schema(dir),
-            key.map_or(String::new(), |k| format!(", {k}")),
+            keys.lines().map(|k| format!(", {k}")).collect::<String>(),
+            "#\n".repeat(keys.lines().count().saturating_sub(1)),
         )
     } else {
         format!(
             "[state]\npath = \"{}\"\n{}",
             dir.join("state.db").display(),
-            key.unwrap_or_default()
+            keys.unwrap_or_default()
         )
     }
 }

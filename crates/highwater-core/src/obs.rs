@@ -28,6 +28,7 @@ pub const BOUND_NOT_HONORED: &str = "bound_not_honored";
 pub const RECORD_REPAIRED: &str = "record_repaired";
 pub const RECORDS_UNVERIFIED: &str = "records_unverified";
 pub const FLOOR_CONFIRMED: &str = "floor_confirmed";
+pub const FIRST_RUN_FULL: &str = "first_run_full";
 pub const CONFIG_WARNING: &str = "config_warning";
 pub const ALERT_SENT: &str = "alert_sent";
 pub const ALERT_UNDELIVERED: &str = "alert_undelivered";
@@ -288,6 +289,22 @@ impl LaggingCopies<'_> {
         );
         metrics::counter!(LAGGING_COPIES_TOTAL, "sync" => self.sync.to_owned())
             .increment(self.copies as u64);
+    }
+}
+
+/// A sync's first run read as many ids as `[state] first_run_ids` lets it
+/// remember: from here on it looks every id up.
+pub struct FirstRunFull {
+    pub ids: usize,
+}
+
+impl FirstRunFull {
+    pub fn emit(&self) {
+        tracing::info!(
+            event = FIRST_RUN_FULL,
+            ids = self.ids,
+            "this first run has read as many ids as `[state] first_run_ids` keeps to skip ledger lookups: from here on every id is looked up, which is slower; a larger first_run_ids keeps a backfill this large fast, at about 2 bytes of memory per id"
+        );
     }
 }
 

@@ -25,6 +25,7 @@ pub struct RawState {
     pub schema: Option<S<String>>,
     pub lease: Option<S<String>>,
     pub merge_rows: Option<S<i64>>,
+    pub first_run_ids: Option<S<i64>>,
     pub event_retention: Option<S<String>>,
 }
 

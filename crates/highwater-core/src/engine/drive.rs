@@ -135,6 +135,7 @@ impl Runner<'_> {
             run_id: self.run_id.clone(),
             stop: reading_stop,
             confirmed: Arc::clone(&self.confirmed),
+            first_run_ids: self.first_run_ids,
         }
         .spawn(pages_tx, spent_rx)
         .map_err(FailureCause::Thread)?;

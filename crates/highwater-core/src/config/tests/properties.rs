@@ -13,6 +13,7 @@ const BASES: &[&str] = &[
 [state]
 path = "state.db"
 merge_rows = 1000
+first_run_ids = 0
 
 [[sync]]
 name = "orders"
@@ -246,6 +247,7 @@ const KEYS: &[&str] = &[
     "name",
     "path",
     "merge_rows",
+    "first_run_ids",
     "base_url",
     "params",
     "headers",
