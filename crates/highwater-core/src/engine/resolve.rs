@@ -57,15 +57,11 @@ impl Runner<'_> {
                     format!("destination answered HTTP {status}: {reason}"),
                     &job.record.body,
                 );
-                self.view
-                    .remember_dead(job.seq, &id, letter.fingerprint.clone());
                 Resolution::DeadLettered(letter)
             }
             Err(SinkError::Unwritable(reason) | SinkError::Refused(reason)) => {
                 let letter =
                     self.dead_letter(&id, DeadLetterStage::Destination, reason, &job.record.body);
-                self.view
-                    .remember_dead(job.seq, &id, letter.fingerprint.clone());
                 Resolution::DeadLettered(letter)
             }
             Err(e) => return Err(FailureCause::Destination(e)),
@@ -160,6 +156,10 @@ impl Runner<'_> {
                 }
                 .emit();
                 reason = format!("{}: {}", letter.source_id, letter.error);
+                // A copy read again before this commit is seen by lookups is
+                // not tried again, whatever stage it failed at.
+                self.view
+                    .remember_dead(seq, &letter.source_id, letter.fingerprint.clone());
                 page.commit.dead_letters.push(letter);
             }
         }
