@@ -6,7 +6,9 @@
 //! API on 127.0.0.1 whose listing holds two records twice, in its middle and
 //! at its end, as an unstable sort would, and a third record with the
 //! external id of another; the destination is a JSON Lines
-//! file, and ledger rows merge every 500. The same holds for a first run that
+//! file, and ledger rows merge every 500. An invalid record read again two
+//! pages on is not tried again either, although that page is looked up
+//! before the first one commits. The same holds for a first run that
 //! reads more ids than `[state] first_run_ids` lets it remember, and from
 //! there, before the middle, looks every id up.
 
@@ -21,6 +23,7 @@ use serde_json::{Value, json};
 use crate::util::{describe, fresh_dir, report, stderr};
 
 const RECORDS: usize = 3_000;
+const PAGE_SIZE: usize = 100;
 
 fn record(id: &str, at: Timestamp) -> Value {
     json!({ "id": id, "version": 1, "updated_at": at.to_string(), "email": format!("{id}@example.com") })
@@ -29,9 +32,14 @@ fn record(id: &str, at: Timestamp) -> Value {
 /// The listing: the first half of the valid records, `twice_bad` (no email),
 /// the other half, then the middle record and `twice_bad` again, each copy
 /// as it was, and `clone`, a record of its own with the email (the external
-/// id) of the record after the middle one.
+/// id) of the record after the middle one. `back_to_back` (no email) is near
+/// the end of the first page and again near the start of the third (a copy
+/// on the next page is dropped as an offset's shift): the third page is
+/// read ahead and looked up, most often, before the first one commits, when
+/// only the run's own view knows its dead letter.
 fn listing(at: Timestamp) -> Vec<Value> {
     let bad = json!({ "id": "twice_bad", "version": 1, "updated_at": at.to_string() });
+    let back_to_back = json!({ "id": "back_to_back", "version": 1, "updated_at": at.to_string() });
     let valid: Vec<Value> = (0..RECORDS)
         .map(|i| record(&format!("inv_{i:04}"), at))
         .collect();
@@ -44,6 +52,8 @@ fn listing(at: Timestamp) -> Vec<Value> {
     let mut clone = record("clone", at);
     clone["email"] = valid[middle + 1]["email"].clone();
     all.push(clone);
+    all.insert(PAGE_SIZE - 10, back_to_back.clone());
+    all.insert(2 * PAGE_SIZE + 10, back_to_back);
     all
 }
 
@@ -96,7 +106,7 @@ name = "invoices"
 base_url = "http://{addr}"
 path = "/invoices"
 version_field = "version"
-page_size = 100
+page_size = {PAGE_SIZE}
 page_size_param = "limit"
 lower_bound_param = "updated_after"
 start = "{start}"
@@ -130,16 +140,16 @@ file = "{file}"
     let run = report(&out);
     let err = stderr(&out);
     let counters = &run["counters"];
-    assert_eq!(counters["read"], RECORDS + 4, "{run}");
+    assert_eq!(counters["read"], RECORDS + 6, "{run}");
     assert_eq!(
         counters["written"], RECORDS,
         "a record was written twice, or over another's external id: {run}"
     );
     assert_eq!(counters["unchanged"], 1, "{run}");
-    // `twice_bad` counted at each reading (and tried at the first only), and
-    // `clone`, whose external id another record holds.
+    // `twice_bad` and `back_to_back` counted at each reading (and tried at
+    // the first only), and `clone`, whose external id another record holds.
     assert_eq!(
-        counters["dead_lettered"], 3,
+        counters["dead_lettered"], 5,
         "a record took an external id another holds: {run}"
     );
     let lines = std::fs::read_to_string(&out_file)
@@ -147,18 +157,20 @@ file = "{file}"
         .lines()
         .count();
     assert_eq!(lines, RECORDS);
-    let out = crate::util::finish(
-        tokio::process::Command::new(crate::util::bin())
-            .arg("--config")
-            .arg(&config)
-            .args(["dlq", "show", "invoices", "twice_bad", "--json"]),
-    )
-    .await;
-    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
-    let letter = report(&out);
-    assert_eq!(
-        letter["attempts"], 1,
-        "an invalid record read again was tried again: {letter}"
-    );
+    for id in ["twice_bad", "back_to_back"] {
+        let out = crate::util::finish(
+            tokio::process::Command::new(crate::util::bin())
+                .arg("--config")
+                .arg(&config)
+                .args(["dlq", "show", "invoices", id, "--json"]),
+        )
+        .await;
+        assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+        let letter = report(&out);
+        assert_eq!(
+            letter["attempts"], 1,
+            "an invalid record read again was tried again: {letter}"
+        );
+    }
     err
 }
