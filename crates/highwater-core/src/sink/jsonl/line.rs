@@ -1,10 +1,13 @@
-//! Owns reading one line of the JSON Lines destination: the external id of a
-//! record's line, found without building the record, and a deletion's line.
+//! Owns one line of the JSON Lines destination: a record's line, written from
+//! its payload and external id; the external id of a record's line, found
+//! without building the record; and a deletion's line.
 //! Invariant: no IO.
 
 use std::fmt;
 
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::{Map, Value};
 
 /// What one line of the log says.
 #[derive(Debug, PartialEq, Eq)]
@@ -20,6 +23,61 @@ impl Line {
         match self {
             Line::Record(id) | Line::Delete(id) => id,
         }
+    }
+}
+
+/// A record's line: its payload with the external id under `field` (over
+/// any value of the payload's there), keys in order, newline-terminated. A
+/// payload that is not an object is written as it is.
+pub(super) fn record_line(
+    payload: &Value,
+    field: &str,
+    external_id: &str,
+) -> serde_json::Result<Vec<u8>> {
+    let mut line = Vec::with_capacity(256);
+    match payload {
+        // Written as a copy of the payload with the id inserted would be, without
+        // the copy: a sync into JSON Lines spent 2.5% of its time cloning payloads.
+        Value::Object(map) => serde_json::to_writer(
+            &mut line,
+            &WithId {
+                map,
+                field,
+                external_id,
+            },
+        )?,
+        other => serde_json::to_writer(&mut line, other)?,
+    }
+    line.push(b'\n');
+    Ok(line)
+}
+
+/// An object's entries with one more, placed in key order.
+struct WithId<'a> {
+    map: &'a Map<String, Value>,
+    field: &'a str,
+    external_id: &'a str,
+}
+
+impl Serialize for WithId<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let others = self
+            .map
+            .iter()
+            .filter(|(key, _)| key.as_str() != self.field);
+        let mut out = serializer.serialize_map(Some(others.clone().count() + 1))?;
+        let mut placed = false;
+        for (key, value) in others {
+            if !placed && key.as_str() > self.field {
+                out.serialize_entry(self.field, self.external_id)?;
+                placed = true;
+            }
+            out.serialize_entry(key, value)?;
+        }
+        if !placed {
+            out.serialize_entry(self.field, self.external_id)?;
+        }
+        out.end()
     }
 }
 
@@ -123,6 +181,43 @@ mod tests {
         assert!(record_id(br#"{"external_id":7}"#, "external_id").is_err());
         assert!(record_id(br#"{"external_id":"x""#, "external_id").is_err());
         assert!(record_id(br#"{"external_id":"x"} {}"#, "external_id").is_err());
+    }
+
+    /// The line a record's payload with its id inserted serializes to.
+    fn inserted(payload: &Value, field: &str, id: &str) -> Vec<u8> {
+        let mut row = payload.clone();
+        if let Some(object) = row.as_object_mut() {
+            object.insert(field.to_owned(), Value::String(id.to_owned()));
+        }
+        let mut line = serde_json::to_vec(&row).expect("a value serializes");
+        line.push(b'\n');
+        line
+    }
+
+    #[test]
+    fn a_record_line_is_its_payload_with_the_id_in_key_order() {
+        let payloads = [
+            serde_json::json!({}),
+            serde_json::json!({"a": 1, "z": {"y": [1, null]}}),
+            serde_json::json!({"external_id": "old", "b": "x\"y"}),
+            serde_json::json!({"external_idx": 1, "external_i": 2, "f": 3}),
+            serde_json::json!({"zzz": true}),
+            serde_json::json!("not an object"),
+            serde_json::json!([1, 2]),
+        ];
+        for payload in &payloads {
+            let line = record_line(payload, "external_id", "c \"1\"").expect("a line");
+            assert_eq!(
+                line,
+                inserted(payload, "external_id", "c \"1\""),
+                "{payload}"
+            );
+        }
+        let line = record_line(&payloads[1], "external_id", "c1").expect("a line");
+        assert_eq!(
+            record_id(&line[..line.len() - 1], "external_id"),
+            Ok("c1".into())
+        );
     }
 
     #[test]

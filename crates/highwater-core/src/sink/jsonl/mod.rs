@@ -26,8 +26,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use serde_json::Value;
-
 use super::{Delete, Held, Sink, SinkError, Write, Written};
 use crate::stop::Stop;
 use config::JsonLinesSpec;
@@ -98,15 +96,12 @@ impl JsonLinesSink {
     }
 
     pub fn write(&self, write: Write<'_>) -> Result<Written, SinkError> {
-        let mut row = write.record.payload.clone();
-        if let Some(object) = row.as_object_mut() {
-            object.insert(
-                self.spec.external_id_field.clone(),
-                Value::String(write.record.external_id.clone()),
-            );
-        }
-        let mut line = serde_json::to_vec(&row).map_err(|e| error(&self.spec.path, e.into()))?;
-        line.push(b'\n');
+        let line = line::record_line(
+            &write.record.payload,
+            &self.spec.external_id_field,
+            &write.record.external_id,
+        )
+        .map_err(|e| error(&self.spec.path, e.into()))?;
         let mut state = self.state();
         state
             .log
