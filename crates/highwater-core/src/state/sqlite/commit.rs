@@ -182,6 +182,16 @@ pub(super) static MERGES: std::sync::LazyLock<[String; 3]> = std::sync::LazyLock
 /// few milliseconds of work against its 50–100 ms (100,000 records into JSON
 /// Lines, four alternated runs each: 81,500–97,000 against 85,300–96,700
 /// records/s).
+/// What merges cost is their rows' upserts into a B-tree, wherever they run:
+/// at 100,000 records into JSON Lines, a build that never merged ran 30%
+/// faster (120,300–128,700 against 90,300–97,600 records/s, three alternated
+/// runs), one that merged only at the run's end 5–8%, and `merge_rows =
+/// 50000` not at all. Reading the staged rows out of JSONB is not it (a merge
+/// of constant values as long as the real ones cost the same in
+/// `benches/state.rs`); the rows' length is: with the payload hash and the run
+/// id as bytes instead of text and the external and destination ids left out
+/// where they repeat the source id (about 60 bytes of 140), 85,100–90,100
+/// against 82,400–86,700 records/s.
 pub(super) async fn merge_staged(
     tx: &mut sqlx::SqliteConnection,
     sync: &str,
