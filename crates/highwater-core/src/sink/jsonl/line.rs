@@ -61,12 +61,13 @@ struct WithId<'a> {
 
 impl Serialize for WithId<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let len = self.map.len() + usize::from(!self.map.contains_key(self.field));
+        let mut out = serializer.serialize_map(Some(len))?;
+        let mut placed = false;
         let others = self
             .map
             .iter()
             .filter(|(key, _)| key.as_str() != self.field);
-        let mut out = serializer.serialize_map(Some(others.clone().count() + 1))?;
-        let mut placed = false;
         for (key, value) in others {
             if !placed && key.as_str() > self.field {
                 out.serialize_entry(self.field, self.external_id)?;
