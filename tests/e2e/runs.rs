@@ -75,7 +75,7 @@ async fn a_completed_run_is_recorded_as_its_report_tells_it() {
     assert_eq!(record["watermark"], run["watermark"]);
     assert_eq!(record["lower_bound"], run["lower_bound"]);
     assert_eq!(record["counters"], run["counters"]);
-    assert_eq!(record["retries"], run["retries"]);
+    assert_eq!(record["retries"], run["retries"], "{}", describe(&out));
     assert!(record["ended_at"].is_string(), "{record}");
     assert!(record["errors"]["last_error"].is_null(), "{record}");
     assert_eq!(outcomes(record), [json!("completed")]);
@@ -256,7 +256,7 @@ async fn failed_runs_are_in_the_history_with_their_error_whether_resumable_or_no
     let record = &runs(&world).await[0];
     assert_eq!(record["run_id"], run_id.as_str());
     assert_eq!(record["status"], "open");
-    assert_eq!(record["last_outcome"], "failed");
+    assert_eq!(record["last_outcome"], "failed", "{}", describe(&out));
     assert!(record["ended_at"].is_null(), "{record}");
     assert_eq!(record["counters"], failure["counters"]);
     let last_error = &record["errors"]["last_error"];

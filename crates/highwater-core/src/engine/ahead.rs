@@ -95,7 +95,10 @@ impl ReadAhead {
                                 drop(batch);
                             }
                         });
-                        self.run(pages).await;
+                        let store = self.store.for_thread();
+                        let own = store.clone();
+                        ReadAhead { store, ..self }.run(pages).await;
+                        own.close_thread().await;
                         let _ = freeing.await;
                     }),
                     Err(e) => {

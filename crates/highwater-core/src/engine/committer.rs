@@ -43,6 +43,7 @@ impl Committer {
         let (jobs, mut queue) = mpsc::channel::<CommitJob>(MAX_PENDING);
         let (acks_tx, acks) = mpsc::channel::<Ack>(MAX_PENDING * 2);
         let commits = async move {
+            let store = store.for_thread();
             while let Some(job) = queue.recv().await {
                 let result = match sink.flush().await {
                     Ok(()) => store
@@ -68,6 +69,7 @@ impl Committer {
                     break;
                 }
             }
+            store.close_thread().await;
         }
         .in_current_span();
         let runtime = tokio::runtime::Builder::new_current_thread()

@@ -193,6 +193,26 @@ impl Store {
         }
     }
 
+    /// This store for a thread that runs a runtime of its own: the same
+    /// store, on a pool of its own when its connections are sockets of a
+    /// runtime (PostgreSQL's; SQLite's are its own threads'). Call it inside
+    /// that runtime, and [`Store::close_thread`] before the runtime ends.
+    pub fn for_thread(&self) -> Store {
+        match &self.backend {
+            Backend::Sqlite(_) => self.clone(),
+            Backend::Postgres(s) => Store {
+                backend: Backend::Postgres(s.on_own_pool()),
+            },
+        }
+    }
+
+    /// Lets go of the connections of a store from [`Store::for_thread`].
+    pub async fn close_thread(&self) {
+        if let Backend::Postgres(s) = &self.backend {
+            s.close_pool().await;
+        }
+    }
+
     /// Closes the store, letting go of its connections.
     pub async fn close(self) {
         match self.backend {

@@ -70,6 +70,18 @@ pub struct PgStore {
     /// The transaction this store's page commits share with a destination
     /// table in its database, once one asked (`shared.rs`).
     shared: Arc<std::sync::OnceLock<Arc<shared::PgShared>>>,
+    /// How the pool connects, for a pool of a thread's own ([`PgStore::on_own_pool`]).
+    connect: Connect,
+}
+
+/// Connect options, shown without the password they may hold.
+#[derive(Clone)]
+struct Connect(Arc<PgConnectOptions>);
+
+impl std::fmt::Debug for Connect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PgConnectOptions { .. }")
+    }
 }
 
 /// A write transaction of the store.
@@ -110,7 +122,7 @@ impl PgStore {
             return Err(open(source));
         }
         let pool = pool_in(&schema, 8, location.lease)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(open)?;
         let migrations = MIGRATIONS
@@ -141,6 +153,7 @@ impl PgStore {
             default_schema: default_schema.unwrap_or_else(|| "public".to_owned()),
             fence: None,
             shared: Default::default(),
+            connect: Connect(Arc::new(options)),
         })
     }
 
@@ -175,6 +188,27 @@ impl PgStore {
         if let Some(shared) = self.shared.get() {
             shared.writes.close().await;
         }
+        self.pool.close().await;
+    }
+
+    /// This store on a pool of its own, for a thread that runs a runtime of its
+    /// own (the reading thread, the committer); call it inside that runtime and
+    /// [`PgStore::close_pool`] before the runtime ends. A connection's socket
+    /// belongs to the runtime that opened it and fails once that runtime is
+    /// gone, under whichever runtime uses it: opened by such a thread into the
+    /// pool every task shares, it failed the query of whoever held it when the
+    /// thread ended — the run history's record of how the invocation ended,
+    /// or `serve`'s `/status`.
+    pub(super) fn on_own_pool(&self) -> PgStore {
+        PgStore {
+            pool: pool_in(&self.location.schema, 2, self.location.lease)
+                .connect_lazy_with(PgConnectOptions::clone(&self.connect.0)),
+            ..self.clone()
+        }
+    }
+
+    /// Closes a pool of a thread's own ([`PgStore::on_own_pool`]).
+    pub(super) async fn close_pool(&self) {
         self.pool.close().await;
     }
 
