@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
+use serde::ser::SerializeMap;
 use serde_json::Value;
 use tokio::time::Instant;
 
@@ -396,6 +397,36 @@ impl DestinationSpec {
                 DeleteRequest::Own("a postgres destination deletes the record's row itself")
             }
         }
+    }
+}
+
+/// An object with one field set (added, or replacing the object's own), written
+/// in key order as `serde_json`'s own map would be.
+struct WithField<'a> {
+    object: &'a serde_json::Map<String, Value>,
+    field: &'a str,
+    value: &'a str,
+}
+
+impl serde::Serialize for WithField<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let len = self.object.len() + usize::from(!self.object.contains_key(self.field));
+        let mut map = serializer.serialize_map(Some(len))?;
+        let mut placed = false;
+        for (key, value) in self.object {
+            if !placed && key.as_str() >= self.field {
+                map.serialize_entry(self.field, self.value)?;
+                placed = true;
+                if key == self.field {
+                    continue;
+                }
+            }
+            map.serialize_entry(key, value)?;
+        }
+        if !placed {
+            map.serialize_entry(self.field, self.value)?;
+        }
+        map.end()
     }
 }
 

@@ -6,7 +6,6 @@
 use bytes::Bytes;
 use reqwest::Method;
 use reqwest::header::HeaderValue;
-use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::Value;
 
 mod batch;
@@ -14,7 +13,7 @@ pub mod config;
 
 use std::time::Duration;
 
-use super::{Delete, Encoded, Held, Sink, SinkError, Write, Written};
+use super::{Delete, Encoded, Held, Sink, SinkError, WithField, Write, Written};
 use crate::config::UriTemplate;
 use crate::http::{Api, HttpError, Reply, Request};
 use crate::mapping::MappedRecord;
@@ -565,36 +564,6 @@ impl HttpSink {
             body,
             idempotent,
         }
-    }
-}
-
-/// An object with one field set (added, or replacing the object's own), written
-/// in key order as `serde_json`'s own map would be.
-struct WithField<'a> {
-    object: &'a serde_json::Map<String, Value>,
-    field: &'a str,
-    value: &'a str,
-}
-
-impl Serialize for WithField<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let len = self.object.len() + usize::from(!self.object.contains_key(self.field));
-        let mut map = serializer.serialize_map(Some(len))?;
-        let mut placed = false;
-        for (key, value) in self.object {
-            if !placed && key.as_str() >= self.field {
-                map.serialize_entry(self.field, self.value)?;
-                placed = true;
-                if key == self.field {
-                    continue;
-                }
-            }
-            map.serialize_entry(key, value)?;
-        }
-        if !placed {
-            map.serialize_entry(self.field, self.value)?;
-        }
-        map.end()
     }
 }
 

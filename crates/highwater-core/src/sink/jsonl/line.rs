@@ -6,8 +6,9 @@
 use std::fmt;
 
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
-use serde::ser::{Serialize, SerializeMap, Serializer};
-use serde_json::{Map, Value};
+use serde_json::Value;
+
+use crate::sink::WithField;
 
 /// What one line of the log says.
 #[derive(Debug, PartialEq, Eq)]
@@ -38,48 +39,18 @@ pub(super) fn record_line(
     match payload {
         // Written as a copy of the payload with the id inserted would be, without
         // the copy: a sync into JSON Lines spent 2.5% of its time cloning payloads.
-        Value::Object(map) => serde_json::to_writer(
+        Value::Object(object) => serde_json::to_writer(
             &mut line,
-            &WithId {
-                map,
+            &WithField {
+                object,
                 field,
-                external_id,
+                value: external_id,
             },
         )?,
         other => serde_json::to_writer(&mut line, other)?,
     }
     line.push(b'\n');
     Ok(line)
-}
-
-/// An object's entries with one more, placed in key order.
-struct WithId<'a> {
-    map: &'a Map<String, Value>,
-    field: &'a str,
-    external_id: &'a str,
-}
-
-impl Serialize for WithId<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let len = self.map.len() + usize::from(!self.map.contains_key(self.field));
-        let mut out = serializer.serialize_map(Some(len))?;
-        let mut placed = false;
-        let others = self
-            .map
-            .iter()
-            .filter(|(key, _)| key.as_str() != self.field);
-        for (key, value) in others {
-            if !placed && key.as_str() > self.field {
-                out.serialize_entry(self.field, self.external_id)?;
-                placed = true;
-            }
-            out.serialize_entry(key, value)?;
-        }
-        if !placed {
-            out.serialize_entry(self.field, self.external_id)?;
-        }
-        out.end()
-    }
 }
 
 /// A deletion's line in the log: `["delete","<external id>"]`. A record's line
