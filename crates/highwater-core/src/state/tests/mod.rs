@@ -679,6 +679,7 @@ mod levels;
 mod untouched;
 
 mod shared;
+mod threads;
 
 #[tokio::test]
 async fn a_tombstone_is_staged_merged_and_known_and_holds_no_external_id() {
