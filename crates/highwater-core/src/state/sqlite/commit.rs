@@ -192,17 +192,17 @@ pub(super) static MERGES: std::sync::LazyLock<[String; 3]> = std::sync::LazyLock
 /// id as bytes instead of text and the external and destination ids left out
 /// where they repeat the source id (about 60 bytes of 140), 85,100–90,100
 /// against 82,400–86,700 records/s.
-/// The count of inserts is what grows with the records: each row is inserted
-/// once per level. Timed at 1,000,000 records into JSON Lines, merges took
-/// 5.2 s of a 13.8 s run: staged rows into the second level 2.8 us a row (40
-/// ms per 20,000 into a nearly empty level, up to 110 into one a quarter of
-/// the ledger's size), the second level into the ledger 1.5 s in nine merges,
-/// the counts of the levels 0.5 s; a build that never merged ran there at
-/// 104,400 against 63,000 records/s. Neither fewer bytes per B-tree entry
-/// nor more levels helps: the ledger and its second level as rowid tables
-/// behind a unique index on the key (entries a third as long) ran at 68,800
-/// against 70,100 records/s, and a third level, a quarter of the second's
-/// size, at 59,000 and 60,400 against 56,100 and 60,100.
+/// A merge costs SQLite's insert of each of its rows, and a row is inserted
+/// once per level it passes through. At 1,000,000 records into JSON Lines,
+/// merges took 5.2 s of a 13.8 s run: staged rows into the second level 2.8
+/// us a row (40 ms per 20,000 into a nearly empty level, up to 110 into one a
+/// quarter of the ledger's size), the second level into the ledger 1.5 s in
+/// nine merges, the counts of the levels 0.5 s; a build that never merged ran
+/// there at 104,400 against 63,000 records/s. Neither fewer bytes per B-tree
+/// entry nor more levels helps: the ledger and its second level as rowid
+/// tables behind a unique index on the key (entries a third as long) ran at
+/// 68,800 against 70,100 records/s, and a third level, a quarter of the
+/// second's size, at 59,000 and 60,400 against 56,100 and 60,100.
 pub(super) async fn merge_staged(
     tx: &mut sqlx::SqliteConnection,
     sync: &str,
