@@ -2,7 +2,7 @@
 //! runs, checkpoints, invocations, the ledger, announced writes, read-backs,
 //! dead letters, record events, the audit log, resets, incidents and pauses —
 //! in one PostgreSQL transaction, so a copy that fails leaves nothing behind.
-//! Staged ledger rows and the ledger's second level are merged into it first.
+//! The ledger goes as the rows its runs and staged rows fold to.
 //! Each table travels in chunks of JSON objects named by column, unpacked by
 //! `jsonb_populate_recordset`, so one statement per table serves whatever its
 //! columns' types.
@@ -60,13 +60,8 @@ const TABLES: &[(&str, &str, &str)] = &[
          'counters_end', counters_end, 'retries', retries",
         "run_id, number",
     ),
-    (
-        "ledger",
-        "'sync', sync, 'source_id', source_id, 'external_id', external_id, 'dest_id', dest_id, \
-         'version', version, 'updated_at', updated_at, 'payload_hash', payload_hash, \
-         'run_id', run_id, 'written_at', written_at, 'deleted_at', deleted_at",
-        "sync, source_id",
-    ),
+    // Read from the ledger's runs instead (`copy_ledger`).
+    ("ledger", "", ""),
     (
         "intents",
         "'sync', sync, 'batch', batch, 'run_id', run_id, 'rows', json(rows)",
@@ -136,15 +131,6 @@ impl Store {
         if let Some((sync, run_id)) = open {
             return Err(CopyError::RunOpen { sync, run_id });
         }
-        let syncs: Vec<String> = sqlx::query_scalar(
-            "SELECT sync FROM ledger_staged UNION SELECT sync FROM ledger_recent",
-        )
-        .fetch_all(pool)
-        .await
-        .map_err(StateError::from)?;
-        for sync in syncs {
-            from.merge_levels(&sync).await?;
-        }
         let mut tx = to.writer(None).await?;
         let runs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM runs")
             .fetch_one(&mut *tx)
@@ -155,6 +141,17 @@ impl Store {
         }
         let mut copied = Copied::default();
         for (table, columns, key) in TABLES {
+            if *table == "ledger" {
+                let mut rows = 0u64;
+                for sync in from.ledger_syncs().await? {
+                    let mut chunks = from.ledger_chunks(&sync).await?;
+                    while let Some(chunk) = chunks.next(CHUNK as usize).await? {
+                        rows += populate(&mut tx, table, "", chunk).await?;
+                    }
+                }
+                copied.tables.push((table, rows));
+                continue;
+            }
             let mut rows = 0u64;
             let mut offset = 0i64;
             loop {
@@ -175,15 +172,7 @@ impl Store {
                 } else {
                     ""
                 };
-                let done = sqlx::query(AssertSqlSafe(format!(
-                    "INSERT INTO {table} {overriding}
-                     SELECT * FROM jsonb_populate_recordset(NULL::{table}, $1::jsonb)"
-                )))
-                .bind(chunk)
-                .execute(&mut *tx)
-                .await
-                .map_err(StateError::from)?;
-                rows += done.rows_affected();
+                rows += populate(&mut tx, table, overriding, chunk).await?;
                 offset += CHUNK;
             }
             copied.tables.push((table, rows));
@@ -199,4 +188,22 @@ impl Store {
         tx.commit().await.map_err(StateError::from)?;
         Ok(copied)
     }
+}
+
+/// Inserts `chunk`, a JSON array of `table`'s rows as objects named by column.
+async fn populate(
+    tx: &mut sqlx::PgConnection,
+    table: &str,
+    overriding: &str,
+    chunk: String,
+) -> Result<u64, StateError> {
+    // Constants of this module only.
+    let done = sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO {table} {overriding}
+         SELECT * FROM jsonb_populate_recordset(NULL::{table}, $1::jsonb)"
+    )))
+    .bind(chunk)
+    .execute(&mut *tx)
+    .await?;
+    Ok(done.rows_affected())
 }

@@ -3,23 +3,13 @@
 use super::*;
 use crate::record::is_older;
 
-/// The version of each source id in `?2` (a JSON array) in both of the
-/// ledger's levels. `CROSS JOIN` keeps the ids outside: without statistics,
-/// SQLite's planner would read the sync's whole ledger and look each row up in
-/// the ids.
-pub(super) const NEWEST_IN_LEDGER: &str = "
-SELECT l.source_id, l.version, l.updated_at
-  FROM json_each(?2) AS a CROSS JOIN ledger AS l ON l.sync = ?1 AND l.source_id = a.value
-UNION ALL
-SELECT l.source_id, l.version, l.updated_at
-  FROM json_each(?2) AS a CROSS JOIN ledger_recent AS l ON l.sync = ?1 AND l.source_id = a.value";
-
 /// Checks `batch` against the ledger and every other run's announced writes,
 /// inside the transaction that will announce it, after merging the staged
 /// ledger rows, so that the ledger read here is whole.
 pub(super) async fn check(
     tx: &mut sqlx::SqliteConnection,
     state_path: &Path,
+    indexes: &super::ledger::RunIndexes,
     sync: &str,
     run_id: &str,
     batch: &IntentBatch,
@@ -48,31 +38,16 @@ pub(super) async fn check(
         super::commit::merge_staged(tx, sync).await?;
     }
     let ids: Vec<&str> = batch.intents.iter().map(|i| i.source_id.as_str()).collect();
+    let runs = super::ledger::runs_of(tx, sync).await?;
+    let newest = super::ledger::lookup(tx, indexes, true, sync, &runs, &ids).await?;
     let ids = serde_json::to_string(&ids).map_err(|e| StateError::Corrupt(e.to_string()))?;
-    let mut newest: HashMap<String, (Option<i64>, Timestamp)> = HashMap::new();
-    let rows = sqlx::query(NEWEST_IN_LEDGER)
-        .bind(sync)
-        .bind(&ids)
-        .fetch_all(&mut *tx)
-        .await?;
-    for row in rows {
-        let (version, updated_at): (Option<i64>, Timestamp) =
-            (row.try_get("version")?, micros(row.try_get("updated_at")?)?);
-        // The newer of the two levels' rows, as a merge would keep.
-        let level = newest
-            .entry(row.try_get("source_id")?)
-            .or_insert((version, updated_at));
-        if is_older(level.0, level.1, version, updated_at) {
-            *level = (version, updated_at);
-        }
-    }
     let others = others_writes(tx, state_path, sync, run_id, &ids).await?;
     let mut announced = Announced::default();
     for intent in &batch.intents {
         let (version, updated_at) = (intent.version, intent.updated_at);
-        let in_ledger = newest
-            .get(&intent.source_id)
-            .is_some_and(|(v, at)| is_older(version, updated_at, *v, *at));
+        let in_ledger = newest.get(&intent.source_id).is_some_and(|row| {
+            is_older(version, updated_at, row.entry.version, row.entry.updated_at)
+        });
         let other = others.get(&intent.source_id);
         let newer_elsewhere = other
             .is_some_and(|o| is_older(version, updated_at, o.intent.version, o.intent.updated_at));

@@ -1,5 +1,5 @@
 //! A run's writes to the store: each page's commit (one statement list, one
-//! transaction), the merge of staged ledger rows into the ledger's levels, and the run's
+//! transaction), the merge of staged ledger rows into the ledger's runs, and the run's
 //! completion, which moves the high-water mark and settles the floors.
 
 use super::claim;
@@ -9,7 +9,7 @@ use super::*;
 /// Everything [`Store::commit_page`] changes, as one statement list with
 /// named parameters (`named.rs`), run in one transaction and in one trip to
 /// SQLite's thread. Ledger rows are staged, one row per commit;
-/// [`merge_staged`] moves them into the ledger's levels.
+/// [`merge_staged`] folds them into the ledger's runs.
 const COMMIT_PAGE: &str = "
 INSERT INTO intents (sync, batch, run_id, rows)
   SELECT sync, batch, run_id, rows FROM (SELECT :sync AS sync, :batch AS batch, :run_id AS run_id, :intents AS rows)
@@ -86,155 +86,22 @@ INSERT INTO record_events (sync, at, run_id, seq, events)
 pub(super) static COMMIT_PAGE_STATEMENTS: std::sync::LazyLock<Statements> =
     std::sync::LazyLock::new(|| Statements::parse(COMMIT_PAGE));
 
-/// What the second level (`ledger_recent`) may hold against the ledger before it
-/// merges into it: a quarter. Each merge of staged rows then rewrites a level a
-/// quarter the ledger's size at most, and the ledger itself is rewritten once
-/// each time it has grown by a quarter, where merging every 20,000 rows into
-/// the ledger rewrote nearly all of it each time (at 1,000,000 records: 7.1
-/// instead of 10.5 s of merges; 1/2 and 1/8 measured no better).
-const LEVEL_FRACTION: i64 = 4;
-
-/// Rows staged, rows in the second level and rows in the ledger (as last
-/// counted) of sync `?1`.
-const LEVEL_SIZES: &str = "
-SELECT (SELECT COALESCE(SUM(json_array_length(rows)), 0) FROM ledger_staged WHERE sync = ?1),
-       (SELECT COUNT(*) FROM ledger_recent WHERE sync = ?1),
-       COALESCE((SELECT ledger_rows FROM ledger_levels WHERE sync = ?1), 0)";
-
-/// Moves a sync's staged ledger rows into `{level}`, in one pass over its B-tree:
-/// by source id, so each insert starts near the last one, and within an id by
-/// commit and place in the commit, so the later copy of a version wins and no
-/// row sets the level back to an older version.
-const STAGED_INTO: &str = "
-INSERT INTO {level} (sync, source_id, external_id, dest_id, version, updated_at, payload_hash, run_id, written_at, deleted_at)
-  SELECT s.sync, value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6, s.written_at, value ->> 7
-  FROM ledger_staged AS s, jsonb_each(s.rows)
-  WHERE s.sync = ?1 ORDER BY value ->> 0, s.seq, key
-  {newer};
-DELETE FROM ledger_staged WHERE sync = ?1;
-";
-
-/// Moves a sync's second level into the ledger, in key order.
-const RECENT_INTO_LEDGER: &str = "
-INSERT INTO ledger (sync, source_id, external_id, dest_id, version, updated_at, payload_hash, run_id, written_at, deleted_at)
-  SELECT sync, source_id, external_id, dest_id, version, updated_at, payload_hash, run_id, written_at, deleted_at
-  FROM ledger_recent WHERE sync = ?1 ORDER BY source_id
-  {newer};
-DELETE FROM ledger_recent WHERE sync = ?1;
-";
-
-/// The ledger's rows of sync `?1`, counted after a merge into it.
-const COUNT_LEDGER: &str = "
-INSERT INTO ledger_levels (sync, ledger_rows) VALUES (?1, (SELECT COUNT(*) FROM ledger WHERE sync = ?1))
-  ON CONFLICT (sync) DO UPDATE SET ledger_rows = excluded.ledger_rows";
-
-/// The upsert of a merge into `{level}`.
-/// Runs of several kinds stage rows at once, each in its own commits: the
-/// newest version wins whatever the order (versions when both rows have one,
-/// `updated_at` otherwise), and within one version the later row. A tombstone
-/// carries the version last written, or the deletion's, and the later of the
-/// two times, so it wins over the row it deletes. Readers of both levels fold
-/// them by the same rule ([`super::supersede`]).
-const NEWER: &str = "
-  ON CONFLICT (sync, source_id) DO UPDATE SET
-    external_id = excluded.external_id,
-    dest_id = COALESCE(excluded.dest_id, {level}.dest_id),
-    version = excluded.version,
-    updated_at = excluded.updated_at,
-    payload_hash = excluded.payload_hash,
-    run_id = excluded.run_id,
-    written_at = excluded.written_at,
-    deleted_at = excluded.deleted_at
-  WHERE CASE WHEN excluded.version IS NOT NULL AND {level}.version IS NOT NULL
-             THEN excluded.version >= {level}.version
-             ELSE excluded.updated_at >= {level}.updated_at END";
-
-fn merge_statement(template: &str, level: &str) -> String {
-    template
-        .replace("{newer}", NEWER.trim())
-        .replace("{level}", level)
-}
-
-/// The merges, written out once: staged rows into the second level, staged
-/// rows into the ledger, the second level into the ledger.
-pub(super) static MERGES: std::sync::LazyLock<[String; 3]> = std::sync::LazyLock::new(|| {
-    [
-        merge_statement(STAGED_INTO, "ledger_recent"),
-        merge_statement(STAGED_INTO, "ledger"),
-        merge_statement(RECENT_INTO_LEDGER, "ledger"),
-    ]
-});
-
-/// Moves a sync's staged ledger rows into the second level, or — when that
-/// level with them would hold a quarter of the ledger or more — the level and
-/// the staged rows into the ledger, in that order (staged rows are the newer).
-/// During a run, in the transaction of the page commit that brings the staged
-/// rows to `merge_rows` (and of the run's completion): the commits after it
-/// wait for it. Merging in steps between page commits instead (a range of source ids
-/// per transaction, the staged rows read once in merge order) cost more than
-/// the wait: at 100,000 records into PostgreSQL, 45,800–53,600 against
-/// 55,100–57,700 records/s and 80–87 against 61–63 MiB of peak RSS (the run's
-/// view keeps rows until the last step), where no merge at all before the
-/// run's end bounds the gain at about 8%. Nor does a merge in a transaction
-/// of its own right after the page's, confirmed apart (with the engine's next
-/// commit, sent at once, before it) gain anything: only writes announced
-/// before the merge may go while it runs, at most the pages in flight, a
-/// few milliseconds of work against its 50–100 ms (100,000 records into JSON
-/// Lines, four alternated runs each: 81,500–97,000 against 85,300–96,700
-/// records/s).
-/// What merges cost is their rows' upserts into a B-tree, wherever they run:
-/// at 100,000 records into JSON Lines, a build that never merged ran 30%
-/// faster (120,300–128,700 against 90,300–97,600 records/s, three alternated
-/// runs), one that merged only at the run's end 5–8%, and `merge_rows =
-/// 50000` not at all. Reading the staged rows out of JSONB is not it (a merge
-/// of constant values as long as the real ones cost the same in
-/// `benches/state.rs`); the rows' length is: with the payload hash and the run
-/// id as bytes instead of text and the external and destination ids left out
-/// where they repeat the source id (about 60 bytes of 140), 85,100–90,100
-/// against 82,400–86,700 records/s.
-/// A merge costs SQLite's insert of each of its rows, and a row is inserted
-/// once per level it passes through. At 1,000,000 records into JSON Lines,
-/// merges took 5.2 s of a 13.8 s run: staged rows into the second level 2.8
-/// us a row (40 ms per 20,000 into a nearly empty level, up to 110 into one a
-/// quarter of the ledger's size), the second level into the ledger 1.5 s in
-/// nine merges, the counts of the levels 0.5 s; a build that never merged ran
-/// there at 104,400 against 63,000 records/s. Neither fewer bytes per B-tree
-/// entry nor more levels helps: the ledger and its second level as rowid
-/// tables behind a unique index on the key (entries a third as long) ran at
-/// 68,800 against 70,100 records/s, and a third level, a quarter of the
-/// second's size, at 59,000 and 60,400 against 56,100 and 60,100.
+/// Folds a sync's staged ledger rows into the ledger's runs
+/// ([`ledger::merge`]). During a run, in the transaction of the page commit
+/// that brings the staged rows to `merge_rows` (and of the run's completion):
+/// the commits after it wait for it. Merging in steps between page commits
+/// instead (a range of source ids per transaction) cost more than the wait,
+/// when merges were upserts into B-trees: at 100,000 records into
+/// PostgreSQL, 45,800–53,600 against 55,100–57,700 records/s and 80–87
+/// against 61–63 MiB of peak RSS (the run's view keeps rows until the last
+/// step). Nor did a merge in a transaction of its own right after the
+/// page's gain anything: only writes announced before the merge may go
+/// while it runs, at most the pages in flight.
 pub(super) async fn merge_staged(
     tx: &mut sqlx::SqliteConnection,
     sync: &str,
 ) -> Result<(), StateError> {
-    let (staged, recent, ledger): (i64, i64, i64) = sqlx::query_as(LEVEL_SIZES)
-        .bind(sync)
-        .fetch_one(&mut *tx)
-        .await?;
-    if staged == 0 {
-        return Ok(());
-    }
-    let [into_recent, into_ledger, recent_into_ledger] = &*MERGES;
-    if (recent + staged) * LEVEL_FRACTION < ledger {
-        return execute(tx, into_recent, sync).await;
-    }
-    if recent > 0 {
-        execute(tx, recent_into_ledger, sync).await?;
-    }
-    execute(tx, into_ledger, sync).await?;
-    execute(tx, COUNT_LEDGER, sync).await
-}
-
-async fn execute(
-    tx: &mut sqlx::SqliteConnection,
-    statements: &str,
-    sync: &str,
-) -> Result<(), StateError> {
-    sqlx::query(sqlx::AssertSqlSafe(statements))
-        .bind(sync)
-        .execute(&mut *tx)
-        .await?;
-    Ok(())
+    ledger::merge(tx, sync).await
 }
 
 impl SqliteStore {
@@ -305,7 +172,9 @@ impl SqliteStore {
         let sample_dead = sample_ids(page.dead_letters.iter().map(|d| d.source_id.as_str()));
         let mut tx = self.writer().await?;
         let announced = match &page.announce {
-            Some(batch) => claim::check(&mut tx, &self.path, sync, run_id, batch).await?,
+            Some(batch) => {
+                claim::check(&mut tx, &self.path, &self.runs, sync, run_id, batch).await?
+            }
             None => Announced::default(),
         };
         let kept = page.announce.as_ref().map(|b| IntentBatch {
@@ -363,18 +232,6 @@ impl SqliteStore {
             merge_staged(&mut tx, sync).await?;
             tx.commit().await?;
         }
-        Ok(())
-    }
-
-    /// Merges staged ledger rows and the ledger's second level into the ledger,
-    /// so that the ledger table alone holds every row.
-    pub async fn merge_levels(&self, sync: &str) -> Result<(), StateError> {
-        let mut tx = self.writer().await?;
-        merge_staged(&mut tx, sync).await?;
-        let [_, _, recent_into_ledger] = &*MERGES;
-        execute(&mut tx, recent_into_ledger, sync).await?;
-        execute(&mut tx, COUNT_LEDGER, sync).await?;
-        tx.commit().await?;
         Ok(())
     }
 

@@ -51,15 +51,17 @@ impl SqliteStore {
         sync: &str,
         source_id: &str,
     ) -> Result<RecordState, StateError> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(LEVELS_OF_RECORD.as_str()))
-            .bind(sync)
-            .bind(source_id)
-            .fetch_all(&self.pool)
-            .await?;
-        let mut ledger: Option<LedgerEntry> = None;
-        for row in &rows {
-            ledger = Some(supersede(ledger, ledger_entry(row)?));
+        let mut tx = self.pool.begin().await?;
+        let runs = ledger::runs_of(&mut tx, sync).await?;
+        let mut found =
+            ledger::lookup(&mut tx, &self.runs, false, sync, &runs, &[source_id]).await?;
+        let mut staged = ledger::Staged::read(&mut tx, sync, Some(source_id)).await?;
+        tx.commit().await?;
+        let mut row = found.remove(source_id);
+        if let Some(later) = staged.next()? {
+            row = Some(runs::fold(row, later));
         }
+        let ledger = row.map(|row| row.entry);
         let dead_letter = sqlx::query(
             "SELECT stage, error, attempts, first_failed_at, last_failed_at, resolved_at, resolution
              FROM dead_letters WHERE sync = ? AND source_id = ?",

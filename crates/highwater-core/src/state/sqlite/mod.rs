@@ -1,7 +1,7 @@
 //! The SQLite backend of the state store: one embedded file (WAL, synchronous
 //! commits, versioned migrations), its run locks beside it. Ledger rows are
-//! staged per commit and merged in key order into the ledger's two levels (see
-//! [`commit`]); lookups read both levels, folded as a merge folds them.
+//! staged per commit and merged into the ledger's sorted runs (see
+//! [`ledger`]); lookups read every run, folded as a merge folds them.
 
 pub(super) mod audit;
 mod claim;
@@ -9,13 +9,15 @@ mod commit;
 mod dlq;
 mod events;
 pub(super) mod history;
+mod ledger;
 pub mod lock;
 mod named;
 mod operating;
 mod reset;
+mod runs;
 mod shared;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -42,90 +44,18 @@ fn json_rows<T: Serialize>(rows: &[T]) -> Result<String, StateError> {
     serde_json::to_string(rows).map_err(|e| StateError::Corrupt(e.to_string()))
 }
 
-/// The ledger lookup of a page ([`Store::known`]): its source ids' rows in both
-/// of the ledger's levels, their dead letters, and the rows of every other
-/// source id that may hold one of its external ids, in both levels too, since
-/// which one holds it is known only once the levels are folded — one
-/// statement, one trip to SQLite's thread. A row whose external id is its own
-/// source id is not in the external-id indexes: the primary key finds it. The
-/// external-id indexes are named: without statistics, SQLite's planner reads
-/// the sync's whole ledger for them instead, a cost that grows with the
-/// ledger. The rows come back as one JSON array: sqlx hands each row of a
-/// result across from SQLite's thread on its own, which cost more than the
-/// lookups. The ids to look up are gathered once, and each level is probed
-/// by primary key from them: `source_id IN (SELECT id FROM looked)` built a
-/// temporary index of the ids for each level, and the dead letters' another
-/// (8% less time per lookup in `benches/state.rs`).
-pub(super) const KNOWN: &str = "
-WITH external(id) AS MATERIALIZED (SELECT value FROM json_each(?3)),
-looked(id) AS MATERIALIZED (
-  SELECT value FROM json_each(?2)
-  UNION
-  SELECT id FROM external
-  UNION
-  SELECT source_id FROM ledger INDEXED BY ledger_by_external_id
-    WHERE sync = ?1 AND external_id IN external AND deleted_at IS NULL
-      AND external_id <> source_id
-  UNION
-  SELECT source_id FROM ledger_recent INDEXED BY ledger_recent_by_external_id
-    WHERE sync = ?1 AND external_id IN external AND deleted_at IS NULL
-      AND external_id <> source_id)
-SELECT json_group_array(json_array(kind, source_id, external_id, dest_id, version, updated_at,
-                                   payload_hash, run_id, deleted_at, fingerprint)) FROM (
-SELECT 0 AS kind, l.source_id, external_id, dest_id, version, updated_at, payload_hash, run_id,
-       deleted_at, NULL AS fingerprint
-  FROM looked CROSS JOIN ledger AS l ON l.sync = ?1 AND l.source_id = looked.id
-UNION ALL
-SELECT 2, l.source_id, external_id, dest_id, version, updated_at, payload_hash, run_id,
-       deleted_at, NULL
-  FROM looked CROSS JOIN ledger_recent AS l ON l.sync = ?1 AND l.source_id = looked.id
-UNION ALL
-SELECT 1, d.source_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, fingerprint
+/// The fingerprints of a page's dead letters that keep a payload from being
+/// tried again: unresolved ones, and discarded ones (`?3`), as one JSON
+/// array. `CROSS JOIN` keeps the page's ids outside: without statistics,
+/// SQLite's planner would read the sync's whole dead-letter queue and look
+/// each letter up in the ids.
+pub(super) const DEAD_OF_PAGE: &str = "
+SELECT json_group_array(json_array(d.source_id, d.fingerprint))
   FROM json_each(?2) AS page CROSS JOIN dead_letters AS d
     ON d.sync = ?1 AND d.source_id = page.value
-  WHERE d.resolved_at IS NULL OR d.resolution = ?4)";
+  WHERE d.resolved_at IS NULL OR d.resolution = ?3";
 
-/// A sync's ledger rows in the order merges fold them (the ledger, its second
-/// level, then each staged commit's rows in order), `{where}` narrowing them.
-const LEVELS: &str = "
-SELECT 0 AS seq, 0 AS place, source_id, external_id, dest_id, version, updated_at, payload_hash, run_id, deleted_at
-  FROM ledger WHERE sync = ?1 {where}
-UNION ALL
-SELECT 0, 1, source_id, external_id, dest_id, version, updated_at, payload_hash, run_id, deleted_at
-  FROM ledger_recent WHERE sync = ?1 {where}
-UNION ALL
-SELECT s.seq, key, value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6, value ->> 7
-  FROM ledger_staged AS s, jsonb_each(s.rows) WHERE s.sync = ?1 {where_staged}
-ORDER BY seq, place";
-
-/// [`LEVELS`] of a whole sync (`?1`).
-static LEVELS_OF_SYNC: std::sync::LazyLock<String> =
-    std::sync::LazyLock::new(|| LEVELS.replace("{where_staged}", "").replace("{where}", ""));
-
-/// [`LEVELS`] of one record of a sync (`?1`, `?2`).
-pub(super) static LEVELS_OF_RECORD: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    LEVELS
-        .replace("{where_staged}", "AND value ->> 0 = ?2")
-        .replace("{where}", "AND source_id = ?2")
-});
-
-/// One row of [`KNOWN`]: kind (0 ledger, 2 its second level, 1 dead letter),
-/// source id, external id, destination id, version, `updated_at`, payload
-/// hash, run, `deleted_at`, fingerprint.
-type KnownRow = (
-    i64,
-    String,
-    Option<String>,
-    Option<String>,
-    Option<i64>,
-    Option<i64>,
-    Option<String>,
-    Option<String>,
-    Option<i64>,
-    Option<String>,
-);
-
-/// A record's row in a later level (or staged commit) folded over its row in an
+/// A record's row in a later run (or staged commit) folded over its row in an
 /// earlier one, as a merge folds them: the later wins unless it is older
 /// (versions when both have one, `updated_at` otherwise), and keeps the earlier
 /// destination id when it has none.
@@ -163,6 +93,8 @@ pub struct SqliteStore {
     shared: std::sync::Arc<
         std::sync::OnceLock<std::sync::Arc<super::shared::SharedWrites<sqlx::Sqlite>>>,
     >,
+    /// The indexes of the ledger's runs read so far.
+    runs: std::sync::Arc<ledger::RunIndexes>,
 }
 
 pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -236,7 +168,21 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "ledger_levels",
         include_str!("../../../migrations/sqlite/0014_ledger_levels.sql"),
     ),
+    (
+        15,
+        "ledger_runs",
+        include_str!("../../../migrations/sqlite/0015_ledger_runs.sql"),
+    ),
+    (
+        16,
+        "drop_ledger_table",
+        include_str!("../../../migrations/sqlite/0016_drop_ledger_table.sql"),
+    ),
 ];
+
+/// The migration after which the ledger table's rows are read into runs
+/// (`ledger::read_table_into_runs`), before the next drops the table.
+const RUNS_MIGRATION: i64 = 15;
 
 impl SqliteStore {
     /// Opens (creating if needed) and migrates the store.
@@ -346,25 +292,34 @@ impl SqliteStore {
                 path: shown.clone(),
                 source,
             })?;
-        let migrations = MIGRATIONS
-            .iter()
-            .map(|(version, name, sql)| {
-                Migration::new(
-                    *version,
-                    (*name).into(),
-                    MigrationType::Simple,
-                    sqlx::SqlSafeStr::into_sql_str(*sql),
-                    false,
-                )
-            })
-            .collect();
-        Migrator::with_migrations(migrations)
-            .run(&pool)
-            .await
-            .map_err(|source| StateError::Migrate {
-                path: shown.clone(),
-                source,
-            })?;
+        let migrate = |upto: i64| {
+            let migrations = MIGRATIONS
+                .iter()
+                .filter(|(version, _, _)| *version <= upto)
+                .map(|(version, name, sql)| {
+                    Migration::new(
+                        *version,
+                        (*name).into(),
+                        MigrationType::Simple,
+                        sqlx::SqlSafeStr::into_sql_str(*sql),
+                        false,
+                    )
+                })
+                .collect();
+            let mut migrator = Migrator::with_migrations(migrations);
+            // A store migrated past `upto` already is left as it is.
+            migrator.set_ignore_missing(true);
+            migrator
+        };
+        let migrated = |source| StateError::Migrate {
+            path: shown.clone(),
+            source,
+        };
+        migrate(RUNS_MIGRATION).run(&pool).await.map_err(migrated)?;
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+        ledger::read_table_into_runs(&mut tx).await?;
+        tx.commit().await?;
+        migrate(i64::MAX).run(&pool).await.map_err(migrated)?;
         drop(migrating);
         // Never closed for idleness or age: a new one would lose the cache, and
         // would be opened by whichever thread asked first.
@@ -384,11 +339,29 @@ impl SqliteStore {
             writes,
             path: path.to_owned(),
             shared: Default::default(),
+            runs: Default::default(),
         })
     }
 
     pub(in crate::state) fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    /// The syncs with a ledger, in runs or staged.
+    pub(in crate::state) async fn ledger_syncs(&self) -> Result<Vec<String>, StateError> {
+        Ok(sqlx::query_scalar(
+            "SELECT sync FROM ledger_runs UNION SELECT sync FROM ledger_staged ORDER BY sync",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// A sync's whole ledger, a chunk of rows at a time (`state copy`).
+    pub(in crate::state) async fn ledger_chunks(
+        &self,
+        sync: &str,
+    ) -> Result<ledger::LedgerChunks, StateError> {
+        ledger::LedgerChunks::new(&self.pool, sync).await
     }
 
     /// Closes the store. A shared transaction still open holds rows that no
@@ -502,7 +475,8 @@ impl SqliteStore {
     /// letter is known as an unresolved one is: its fingerprint keeps the same
     /// payload from being tried again (a changed one is). Staged ledger rows
     /// are not read: a run merges those of earlier invocations before its first
-    /// lookup and keeps its own in memory until they are merged.
+    /// lookup and keeps its own in memory until they are merged. In one read
+    /// transaction, so that the runs listed are the runs read.
     pub async fn known(
         &self,
         sync: &str,
@@ -513,62 +487,29 @@ impl SqliteStore {
         if ids.is_empty() && external_ids.is_empty() {
             return Ok(known);
         }
-        let json = |list: &[&str]| {
-            serde_json::to_string(list).map_err(|e| StateError::Corrupt(e.to_string()))
-        };
-        let rows: String = sqlx::query_scalar(KNOWN)
+        let mut tx = self.pool.begin().await?;
+        let dead: String = sqlx::query_scalar(DEAD_OF_PAGE)
             .bind(sync)
-            .bind(json(ids)?)
-            .bind(json(external_ids)?)
+            .bind(json_rows(ids)?)
             .bind(DeadLetterResolution::Discarded.as_str())
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *tx)
             .await?;
-        let rows: Vec<KnownRow> =
-            serde_json::from_str(&rows).map_err(|e| StateError::Corrupt(e.to_string()))?;
-        // Each looked-up record's row per level: the ledger's, then the second level's.
-        let mut levels: HashMap<String, [Option<LedgerEntry>; 2]> = HashMap::new();
-        for (
-            kind,
-            source_id,
-            external_id,
-            dest_id,
-            version,
-            updated_at,
-            hash,
-            run_id,
-            deleted_at,
-            fingerprint,
-        ) in rows
-        {
-            let missing =
-                |what: &str| StateError::Corrupt(format!("{what} missing for {source_id}"));
-            if kind == 1 {
-                let fingerprint = fingerprint.ok_or_else(|| missing("fingerprint"))?;
-                known.dead.insert(source_id, fingerprint);
-                continue;
-            }
-            let entry = LedgerEntry {
-                external_id: external_id.ok_or_else(|| missing("external_id"))?,
-                dest_id,
-                version,
-                updated_at: micros(updated_at.ok_or_else(|| missing("updated_at"))?)?,
-                payload_hash: hash.ok_or_else(|| missing("payload_hash"))?,
-                run_id: run_id.ok_or_else(|| missing("run_id"))?,
-                deleted_at: deleted_at.map(micros).transpose()?,
-                source_id,
-            };
-            let level = usize::from(kind == 2);
-            let slot = levels.entry(entry.source_id.clone()).or_default();
-            slot[level] = Some(entry);
-        }
+        let dead: Vec<(String, String)> =
+            serde_json::from_str(&dead).map_err(|e| StateError::Corrupt(e.to_string()))?;
+        known.dead.extend(dead);
+        let runs = ledger::runs_of(&mut tx, sync).await?;
+        // A row whose external id is its own source id is found by that id.
+        let holders = ledger::holders(&mut tx, sync, external_ids).await?;
+        let mut looked: Vec<&str> = ids.iter().chain(external_ids).copied().collect();
+        looked.extend(holders.iter().map(String::as_str));
+        looked.sort_unstable();
+        looked.dedup();
+        let rows = ledger::lookup(&mut tx, &self.runs, false, sync, &runs, &looked).await?;
+        tx.commit().await?;
         let wanted: HashSet<&str> = external_ids.iter().copied().collect();
         let page: HashSet<&str> = ids.iter().copied().collect();
-        for (source_id, [ledger, recent]) in levels {
-            let entry = match (ledger, recent) {
-                (ledger, Some(recent)) => supersede(ledger, recent),
-                (Some(ledger), None) => ledger,
-                (None, None) => continue,
-            };
+        for (source_id, row) in rows {
+            let entry = row.entry;
             if entry.deleted_at.is_none() && wanted.contains(entry.external_id.as_str()) {
                 known
                     .holders
@@ -581,12 +522,11 @@ impl SqliteStore {
         Ok(known)
     }
 
-    /// Whether a lookup of `sync` can find nothing: no ledger row at any
-    /// level, staged or merged, and no dead letter.
+    /// Whether a lookup of `sync` can find nothing: no ledger row, staged or
+    /// in a run, and no dead letter.
     pub async fn holds_nothing(&self, sync: &str) -> Result<bool, StateError> {
         let nothing: bool = sqlx::query_scalar(
-            "SELECT NOT EXISTS (SELECT 1 FROM ledger WHERE sync = ?1)
-                AND NOT EXISTS (SELECT 1 FROM ledger_recent WHERE sync = ?1)
+            "SELECT NOT EXISTS (SELECT 1 FROM ledger_runs WHERE sync = ?1)
                 AND NOT EXISTS (SELECT 1 FROM ledger_staged WHERE sync = ?1)
                 AND NOT EXISTS (SELECT 1 FROM dead_letters WHERE sync = ?1)",
         )
@@ -677,15 +617,8 @@ impl SqliteStore {
 
     pub async fn status(&self, sync: &str) -> Result<SyncStatus, StateError> {
         let dead_letters = self.open_dead_letters(sync).await?;
-        let ledger_records: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM (
-               SELECT source_id FROM ledger WHERE sync = ?1
-               UNION SELECT source_id FROM ledger_recent WHERE sync = ?1
-               UNION SELECT value ->> 0 FROM ledger_staged AS s, jsonb_each(s.rows) WHERE s.sync = ?1)",
-        )
-        .bind(sync)
-        .fetch_one(&self.pool)
-        .await?;
+        let mut ledger_records = 0;
+        self.scan_ledger(sync, |_| ledger_records += 1).await?;
         Ok(SyncStatus {
             open_run: self.open_run(sync, RunKind::Incremental).await?,
             last_completed: self.last_completed(sync, RunKind::Incremental).await?,
@@ -738,20 +671,25 @@ impl SqliteStore {
         rows.iter().map(dead_letter).collect()
     }
 
-    /// The ledger of a sync, by source id: its two levels and its staged rows
+    /// The ledger of a sync, by source id: its runs and its staged rows
     /// folded as merges would fold them.
     pub async fn ledger(&self, sync: &str) -> Result<Vec<LedgerEntry>, StateError> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(LEVELS_OF_SYNC.as_str()))
-            .bind(sync)
-            .fetch_all(&self.pool)
-            .await?;
-        let mut ledger: BTreeMap<String, LedgerEntry> = BTreeMap::new();
-        for row in &rows {
-            let entry = ledger_entry(row)?;
-            let earlier = ledger.remove(&entry.source_id);
-            ledger.insert(entry.source_id.clone(), supersede(earlier, entry));
-        }
-        Ok(ledger.into_values().collect())
+        let mut ledger = Vec::new();
+        self.scan_ledger(sync, |row| ledger.push(row.entry)).await?;
+        Ok(ledger)
+    }
+
+    /// Every record of a sync's ledger, in source id order, read in one
+    /// transaction.
+    async fn scan_ledger(
+        &self,
+        sync: &str,
+        each: impl FnMut(runs::RunRow),
+    ) -> Result<(), StateError> {
+        let mut tx = self.pool.begin().await?;
+        ledger::scan_all(&mut tx, sync, each).await?;
+        tx.commit().await?;
+        Ok(())
     }
 }
 

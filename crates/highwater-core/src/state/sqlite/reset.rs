@@ -58,24 +58,10 @@ impl SqliteStore {
         }
         let mut forgotten = 0;
         if request.forget_ledger {
-            let counted: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM (SELECT source_id FROM ledger WHERE sync = ?1
-                   UNION SELECT source_id FROM ledger_recent WHERE sync = ?1)",
-            )
-            .bind(&request.sync)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(StateError::from)?;
-            forgotten = u64::try_from(counted).unwrap_or_default();
-            for table in ["ledger", "ledger_recent", "ledger_staged", "ledger_levels"] {
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "DELETE FROM {table} WHERE sync = ?"
-                )))
-                .bind(&request.sync)
-                .execute(&mut *tx)
-                .await
-                .map_err(StateError::from)?;
-            }
+            let mut counted = 0u64;
+            ledger::scan_all(&mut tx, &request.sync, |_| counted += 1).await?;
+            forgotten = counted;
+            ledger::forget(&mut tx, &request.sync).await?;
         }
         let entry = AuditEntry {
             sync: request.sync.clone(),

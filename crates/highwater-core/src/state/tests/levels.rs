@@ -1,26 +1,22 @@
-//! The ledger read through its two levels (SQLite's second level holds what
-//! merged since the ledger last grew by a quarter) is the ledger one merge of
-//! every row would have made: by newest version, keeping a known destination
-//! id, with tombstones and moved external ids, before and after the second
-//! level merges into the first. PostgreSQL keeps one level; the same reads
-//! must hold there.
+//! The ledger read through its runs (SQLite keeps it as sorted runs, each
+//! merge folding staged rows and the newest runs of like size into a new one)
+//! is the ledger one merge of every row would have made: by newest version,
+//! keeping a known destination id, with tombstones and moved external ids,
+//! while its rows are spread over several runs and once they fold into one.
+//! PostgreSQL keeps one table; the same reads must hold there.
 
 use super::*;
 
-/// Rows of SQLite's second level and rows counted in its ledger.
-async fn level_sizes(store: &Store) -> Option<(i64, i64)> {
+/// The rows of each of SQLite's runs, oldest first.
+async fn run_sizes(store: &Store) -> Option<Vec<i64>> {
     if matches!(store.backend, Backend::Postgres(_)) {
         return None;
     }
-    let recent: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ledger_recent")
-        .fetch_one(store.sqlite_pool())
+    let sizes: Vec<i64> = sqlx::query_scalar("SELECT rows FROM ledger_runs ORDER BY id")
+        .fetch_all(store.sqlite_pool())
         .await
-        .expect("count");
-    let ledger: i64 = sqlx::query_scalar("SELECT ledger_rows FROM ledger_levels")
-        .fetch_one(store.sqlite_pool())
-        .await
-        .expect("count");
-    Some((recent, ledger))
+        .expect("runs");
+    Some(sizes)
 }
 
 async fn commit(store: &Store, ledger: Vec<LedgerEntry>) {
@@ -76,8 +72,8 @@ async fn check(store: &Store, records: usize) {
         ]
     );
     // Holders of ids off the page are folded the same way, and found in
-    // whichever level holds them (`n1` is in the second level alone until
-    // the levels merge).
+    // whichever run holds them (`n1` is in the second run alone until the
+    // runs fold into one).
     let off_page = store
         .known(
             "billing",
@@ -112,7 +108,7 @@ async fn check(store: &Store, records: usize) {
 }
 
 #[tokio::test]
-async fn both_levels_read_as_one_merged_ledger() {
+async fn runs_read_as_one_merged_ledger() {
     for store in each_store("levels").await {
         store
             .begin_run(&run("r1", 1000), &json!({"kind": "start"}))
@@ -123,8 +119,8 @@ async fn both_levels_read_as_one_merged_ledger() {
             (0..100).map(|i| entry(&format!("k{i:03}"), 1)).collect(),
         )
         .await;
-        assert_eq!(level_sizes(&store).await.unwrap_or((0, 100)), (0, 100));
-        // Five rows against a ledger of 100: they go to the second level.
+        assert_eq!(run_sizes(&store).await.unwrap_or(vec![100]), [100]);
+        // Five rows, four of them records the first run holds: a run of their own.
         let changes = vec![
             LedgerEntry {
                 dest_id: None,
@@ -146,30 +142,53 @@ async fn both_levels_read_as_one_merged_ledger() {
             entry("n1", 1),
         ];
         commit(&store, changes).await;
-        assert_eq!(level_sizes(&store).await.unwrap_or((5, 100)), (5, 100));
+        assert_eq!(run_sizes(&store).await.unwrap_or(vec![100, 5]), [100, 5]);
         check(&store, 101).await;
-        // Twenty-five more: the second level with them would hold more than a
-        // quarter of the ledger, so both go into it.
+        // Twenty-five more: a third run.
         commit(
             &store,
             (0..25).map(|i| entry(&format!("m{i:02}"), 1)).collect(),
         )
         .await;
-        assert_eq!(level_sizes(&store).await.unwrap_or((0, 126)), (0, 126));
+        assert_eq!(
+            run_sizes(&store).await.unwrap_or(vec![100, 5, 25]),
+            [100, 5, 25]
+        );
         check(&store, 126).await;
-        // Back in the second level, then forgotten with the ledger.
+        // A fourth run of their size class: all four fold into one.
         commit(&store, vec![entry("n2", 1)]).await;
-        assert_eq!(level_sizes(&store).await.unwrap_or((1, 126)), (1, 126));
-        // A copy into PostgreSQL takes the second level's rows too.
+        assert_eq!(run_sizes(&store).await.unwrap_or(vec![127]), [127]);
+        check(&store, 127).await;
+        // Staged rows are read with the runs'.
+        commit(&store, vec![entry("n3", 1)]).await;
+        store
+            .commit_page(
+                "billing",
+                "r1",
+                &PageCommit {
+                    ledger: vec![entry("n4", 1)],
+                    ..PageCommit::default()
+                },
+                None,
+                &Counters::default(),
+            )
+            .await
+            .expect("commit");
+        assert_eq!(store.ledger("billing").await.expect("ledger").len(), 129);
+        let status = store.status("billing").await.expect("status");
+        assert_eq!(status.ledger_records, 129);
+        let state = store.record_state("billing", "n4").await.expect("state");
+        assert_eq!(state.ledger.map(|e| e.version), Some(Some(1)));
+        // A copy into PostgreSQL takes every run's rows.
         store
             .complete_run("r1", &json!({}), &Counters::default(), &[])
             .await
             .expect("complete");
-        if level_sizes(&store).await.is_some() {
+        if run_sizes(&store).await.is_some() {
             let copy = fresh_postgres("levels-copy").await;
             store.copy_to(&copy).await.expect("copy");
             let copied = copy.ledger("billing").await.expect("ledger");
-            assert_eq!(copied.len(), 127);
+            assert_eq!(copied.len(), 129);
             assert!(copied == store.ledger("billing").await.expect("ledger"));
         }
         let done = store
@@ -182,7 +201,84 @@ async fn both_levels_read_as_one_merged_ledger() {
             })
             .await
             .expect("reset");
-        assert_eq!(done.forgotten, 127);
+        assert_eq!(done.forgotten, 129);
         assert!(store.ledger("billing").await.expect("ledger").is_empty());
     }
+}
+
+/// A store made before runs keeps its ledger: the rows of both levels of
+/// migration 14 fold into one run per sync when the store opens, with the
+/// holders of external ids, and the old tables are gone.
+#[tokio::test]
+async fn a_ledger_of_two_levels_becomes_runs_when_the_store_opens() {
+    let (path, pool) = store_before("levels-upgrade", 14).await;
+    let row = |level: &str, sync: &str, id: &str, external: &str, version: i64| {
+        format!(
+            "INSERT INTO {level} (sync, source_id, external_id, dest_id, version, updated_at,
+                                  payload_hash, run_id, written_at, deleted_at)
+             VALUES ('{sync}', '{id}', '{external}', 'd-{id}', {version}, 1000000, 'h{version}',
+                     'r0', 5, NULL)"
+        )
+    };
+    let mut statements: Vec<String> = (0..3000)
+        .map(|i| {
+            row(
+                "ledger",
+                "billing",
+                &format!("k{i:04}"),
+                &format!("k{i:04}"),
+                1,
+            )
+        })
+        .collect();
+    statements.extend([
+        row("ledger", "crm", "c1", "x-c1", 3),
+        // Newer in the second level, and older: the newer wins either way.
+        row("ledger_recent", "billing", "k0001", "moved", 2),
+        row("ledger_recent", "crm", "c1", "x-old", 2),
+        row("ledger_recent", "crm", "c2", "c2", 1),
+    ]);
+    for statement in statements {
+        sqlx::query(sqlx::AssertSqlSafe(statement))
+            .execute(&pool)
+            .await
+            .expect("old rows");
+    }
+    pool.close().await;
+    let store = Store::open(&path).await.expect("migrate");
+    let billing = store.ledger("billing").await.expect("ledger");
+    assert_eq!(billing.len(), 3000);
+    let known = store
+        .known("billing", &["k0001", "k2999"], &["moved"])
+        .await
+        .expect("known");
+    assert_eq!(known.ledger["k0001"].version, Some(2));
+    assert_eq!(known.ledger["k0001"].external_id, "moved");
+    assert_eq!(known.ledger["k2999"].dest_id.as_deref(), Some("d-k2999"));
+    assert_eq!(
+        known.holders.get("moved").map(String::as_str),
+        Some("k0001")
+    );
+    let crm = store
+        .known("crm", &["c1", "c2"], &["x-c1", "x-old"])
+        .await
+        .expect("known");
+    assert_eq!(crm.ledger["c1"].version, Some(3));
+    assert_eq!(crm.ledger["c2"].version, Some(1));
+    let holders: Vec<_> = crm.holders.into_iter().collect();
+    assert_eq!(holders, [("x-c1".to_owned(), "c1".to_owned())]);
+    let sizes: Vec<(String, i64)> =
+        sqlx::query_as("SELECT sync, rows FROM ledger_runs ORDER BY id")
+            .fetch_all(store.sqlite_pool())
+            .await
+            .expect("runs");
+    assert_eq!(sizes, [("billing".into(), 3000), ("crm".into(), 2)]);
+    let tables: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM sqlite_schema
+         WHERE name IN ('ledger', 'ledger_recent', 'ledger_levels')",
+    )
+    .fetch_one(store.sqlite_pool())
+    .await
+    .expect("tables");
+    assert_eq!(tables, 0);
 }

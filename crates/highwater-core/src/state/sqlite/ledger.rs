@@ -1,0 +1,810 @@
+//! The SQLite backend's ledger as sorted runs (their format in `runs.rs`):
+//! each sync's runs (`ledger_runs`, oldest first: a later run's row of a
+//! record folds over an earlier one's), their blocks (`ledger_blocks`, keyed
+//! by run and place), the holders of external ids that are not their record's
+//! own source id (`ledger_holders`), the merge that folds a sync's staged rows
+//! and its newest runs of like size into one new run, the lookup of ids across
+//! runs, and the scan of a whole sync in id order.
+//!
+//! Invariants: a run is never changed once written, only replaced whole by a
+//! merge, in the transaction that deletes the runs and staged rows it folds;
+//! a run's id is never given again (`AUTOINCREMENT`), so an index cached by id
+//! stays true; every reader folds a record's rows oldest run first, then its
+//! staged rows in commit order, as a merge does ([`fold`]).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use sqlx::{Row, SqliteConnection};
+
+use super::runs::{Block, RunBuilder, RunIndex, RunRow, fold, id_hash};
+use crate::state::{LedgerEntry, StateError, micros};
+
+/// A merge folds the newest runs into the new one once this many, with it,
+/// are of its size class or smaller; a class holds runs up to this many
+/// times the rows of the class below. Each row is then rewritten about once
+/// per class it climbs (three times between 20,000 and 1,000,000 rows), and a
+/// sync has at most three runs per class.
+const FANOUT: usize = 4;
+
+/// Rows of the smallest size class: merges of a few rows (small incremental
+/// runs) fold into one run of this size before it joins larger ones.
+const BASE_ROWS: i64 = 1024;
+
+/// Blocks stored per statement, and read per statement by a scan.
+const BLOCKS_PER_TRIP: usize = 32;
+
+fn size_class(rows: i64) -> u32 {
+    let mut rest = rows / BASE_ROWS;
+    let mut class = 0;
+    while rest >= FANOUT as i64 {
+        rest /= FANOUT as i64;
+        class += 1;
+    }
+    class
+}
+
+/// Where the runs a merge of `new_rows` staged rows folds in start, given the
+/// rows of a sync's runs, oldest first: the new run takes the newest runs no
+/// larger than its class once they are [`FANOUT`] with it, and again with
+/// the class it then reaches.
+fn merge_from(runs: &[i64], new_rows: i64) -> usize {
+    let mut start = runs.len();
+    let mut rows = new_rows;
+    loop {
+        let class = size_class(rows);
+        let mut from = start;
+        while from > 0 && size_class(runs[from - 1]) <= class {
+            from -= 1;
+        }
+        if start - from + 1 < FANOUT {
+            return start;
+        }
+        rows += runs[from..start].iter().sum::<i64>();
+        start = from;
+    }
+}
+
+/// The first block id of run `run`: a run's blocks are `run << 32` on.
+fn first_block(run: i64) -> i64 {
+    run << 32
+}
+
+/// The indexes of runs `?1` (a JSON array of ids).
+pub(super) const INDEXES: &str =
+    "SELECT id, idx FROM ledger_runs WHERE id IN (SELECT value FROM json_each(?1))";
+
+/// The blocks `?1` (a JSON array of ids).
+pub(super) const BLOCKS: &str =
+    "SELECT id, data FROM ledger_blocks WHERE id IN (SELECT value FROM json_each(?1))";
+
+/// The source ids that held one of the external ids `?2` of sync `?1`.
+pub(super) const HOLDERS: &str = "
+SELECT DISTINCT source_id FROM ledger_holders
+  WHERE sync = ?1 AND external_id IN (SELECT value FROM json_each(?2))";
+
+/// One of a sync's runs as the catalog lists it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct RunInfo {
+    id: i64,
+    rows: i64,
+    blocks: i64,
+}
+
+/// A sync's runs, oldest first.
+pub(super) async fn runs_of(
+    conn: &mut SqliteConnection,
+    sync: &str,
+) -> Result<Vec<RunInfo>, StateError> {
+    let rows: Vec<(i64, i64, i64)> =
+        sqlx::query_as("SELECT id, rows, blocks FROM ledger_runs WHERE sync = ?1 ORDER BY id")
+            .bind(sync)
+            .fetch_all(&mut *conn)
+            .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, rows, blocks)| RunInfo { id, rows, blocks })
+        .collect())
+}
+
+/// The indexes of runs read so far, by run id: a run never changes, and a
+/// lookup would otherwise read its filter (10 bits an id) every time.
+#[derive(Debug, Default)]
+pub(super) struct RunIndexes(Mutex<HashMap<i64, (String, Arc<RunIndex>)>>);
+
+impl RunIndexes {
+    fn cached(&self, runs: &[RunInfo]) -> Vec<Option<Arc<RunIndex>>> {
+        let cache = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        runs.iter()
+            .map(|r| cache.get(&r.id).map(|(_, index)| index.clone()))
+            .collect()
+    }
+
+    /// The indexes of `runs`, read from the store where not cached, and
+    /// cached when `keep`: never in a write transaction, which may roll back
+    /// a run it wrote, and with it the id's use (ids of committed runs are
+    /// never given again). Indexes of runs a merge has replaced leave the
+    /// cache when a sync's runs no longer name them.
+    async fn of(
+        &self,
+        conn: &mut SqliteConnection,
+        sync: &str,
+        runs: &[RunInfo],
+        keep: bool,
+    ) -> Result<Vec<Arc<RunIndex>>, StateError> {
+        let mut indexes = self.cached(runs);
+        let missing: Vec<i64> = runs
+            .iter()
+            .zip(&indexes)
+            .filter(|(_, index)| index.is_none())
+            .map(|(run, _)| run.id)
+            .collect();
+        if missing.is_empty() {
+            return Ok(indexes.into_iter().flatten().collect());
+        }
+        let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(INDEXES)
+            .bind(json(&missing)?)
+            .fetch_all(&mut *conn)
+            .await?;
+        let mut read: HashMap<i64, Arc<RunIndex>> = HashMap::new();
+        for (id, bytes) in rows {
+            read.insert(id, Arc::new(RunIndex::decode(&bytes)?));
+        }
+        for (run, index) in runs.iter().zip(&mut indexes) {
+            if index.is_none() {
+                *index = Some(read.get(&run.id).cloned().ok_or_else(|| {
+                    StateError::Corrupt(format!("ledger run {} of {sync} is gone", run.id))
+                })?);
+            }
+        }
+        if !keep {
+            return Ok(indexes.into_iter().flatten().collect());
+        }
+        let mut cache = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        cache.retain(|id, (of, _)| of != sync || runs.iter().any(|r| r.id == *id));
+        cache.extend(
+            read.into_iter()
+                .map(|(id, index)| (id, (sync.to_owned(), index))),
+        );
+        Ok(indexes.into_iter().flatten().collect())
+    }
+}
+
+fn json<T: serde::Serialize + ?Sized>(value: &T) -> Result<String, StateError> {
+    serde_json::to_string(value).map_err(|e| StateError::Corrupt(e.to_string()))
+}
+
+/// The blocks `ids`, by id.
+async fn blocks(
+    conn: &mut SqliteConnection,
+    ids: &[i64],
+) -> Result<HashMap<i64, Vec<u8>>, StateError> {
+    let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(BLOCKS)
+        .bind(json(ids)?)
+        .fetch_all(&mut *conn)
+        .await?;
+    if rows.len() != ids.len() {
+        return Err(StateError::Corrupt(format!(
+            "{} of {} ledger blocks are missing",
+            ids.len() - rows.len(),
+            ids.len()
+        )));
+    }
+    Ok(rows.into_iter().collect())
+}
+
+/// The rows of `ids` in a sync's runs, each folded across the runs that hold
+/// it. Run on a connection in a transaction, so that the runs listed are the
+/// runs read; `writing` when that transaction is the writer's.
+pub(super) async fn lookup(
+    conn: &mut SqliteConnection,
+    indexes: &RunIndexes,
+    writing: bool,
+    sync: &str,
+    runs: &[RunInfo],
+    ids: &[&str],
+) -> Result<HashMap<String, RunRow>, StateError> {
+    let mut found = HashMap::new();
+    if runs.is_empty() || ids.is_empty() {
+        return Ok(found);
+    }
+    let indexes = indexes.of(conn, sync, runs, !writing).await?;
+    // Per id, the blocks that may hold it, oldest run first.
+    let mut wanted: Vec<(&str, Vec<i64>)> = Vec::new();
+    let mut block_ids: Vec<i64> = Vec::new();
+    for id in ids {
+        let hash = id_hash(id);
+        let places: Vec<i64> = runs
+            .iter()
+            .zip(&indexes)
+            .filter_map(|(run, index)| {
+                let place = i64::try_from(index.block_for(hash, id)?).ok()?;
+                Some(first_block(run.id) + place)
+            })
+            .collect();
+        if !places.is_empty() {
+            block_ids.extend(&places);
+            wanted.push((id, places));
+        }
+    }
+    if wanted.is_empty() {
+        return Ok(found);
+    }
+    block_ids.sort_unstable();
+    block_ids.dedup();
+    let bytes = blocks(conn, &block_ids).await?;
+    let mut decoded: HashMap<i64, Block> = HashMap::new();
+    for (id, places) in wanted {
+        let mut row: Option<RunRow> = None;
+        for place in places {
+            let block = match decoded.entry(place) {
+                std::collections::hash_map::Entry::Occupied(block) => block.into_mut(),
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    let data = bytes.get(&place).ok_or_else(|| {
+                        StateError::Corrupt(format!("ledger block {place} is missing"))
+                    })?;
+                    slot.insert(Block::decode(data)?)
+                }
+            };
+            if let Some(later) = block.find(id)? {
+                row = Some(fold(row, later));
+            }
+        }
+        if let Some(row) = row {
+            found.insert(id.to_owned(), row);
+        }
+    }
+    Ok(found)
+}
+
+/// The source ids holding any of `external_ids` as an external id other than
+/// their own source id, at some time: the rows of those ids, folded, say
+/// whether they still do.
+pub(super) async fn holders(
+    conn: &mut SqliteConnection,
+    sync: &str,
+    external_ids: &[&str],
+) -> Result<Vec<String>, StateError> {
+    if external_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(sqlx::query_scalar(HOLDERS)
+        .bind(sync)
+        .bind(json(external_ids)?)
+        .fetch_all(&mut *conn)
+        .await?)
+}
+
+/// A sync's staged rows in id order, each id's folded in commit order, read
+/// from one text of a line per row (a JSON array), parsed a row at a time as
+/// a merge or a scan takes them. sqlx hands the rows of a result across from
+/// SQLite's thread one by one, each with its own copy of every value: rows
+/// taken that way, then folded into a vector, raised the peak RSS of a sync
+/// of 1,000,000 records into JSON Lines by about 10 MiB.
+pub(super) struct Staged {
+    lines: String,
+    at: usize,
+    /// The row read after the last one handed out, of another id.
+    pending: Option<RunRow>,
+}
+
+/// A staged row as its line gives it.
+type StagedLine = (
+    String,
+    String,
+    Option<String>,
+    Option<i64>,
+    i64,
+    String,
+    String,
+    Option<i64>,
+    i64,
+);
+
+impl Staged {
+    /// The staged rows of a sync, of one id (`Some`) or all.
+    pub async fn read(
+        conn: &mut SqliteConnection,
+        sync: &str,
+        only: Option<&str>,
+    ) -> Result<Staged, StateError> {
+        // `json_array` escapes a line feed in a value: one only ends a row.
+        let lines: Option<String> = sqlx::query_scalar(
+            "SELECT group_concat(line, char(10)) FROM (
+               SELECT json_array(value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4,
+                                 value ->> 5, value ->> 6, value ->> 7, s.written_at) AS line
+               FROM ledger_staged AS s, jsonb_each(s.rows)
+               WHERE s.sync = ?1 AND (?2 IS NULL OR value ->> 0 = ?2)
+               ORDER BY value ->> 0, s.seq, key)",
+        )
+        .bind(sync)
+        .bind(only)
+        .fetch_one(&mut *conn)
+        .await?;
+        Ok(Staged {
+            lines: lines.unwrap_or_default(),
+            at: 0,
+            pending: None,
+        })
+    }
+
+    /// Rows staged, counting each copy of an id.
+    pub fn copies(&self) -> usize {
+        self.lines.bytes().filter(|b| *b == b'\n').count() + usize::from(!self.lines.is_empty())
+    }
+
+    fn line(&mut self) -> Result<Option<RunRow>, StateError> {
+        if let Some(row) = self.pending.take() {
+            return Ok(Some(row));
+        }
+        let Some(rest) = self.lines.get(self.at..).filter(|rest| !rest.is_empty()) else {
+            return Ok(None);
+        };
+        let line = rest.split('\n').next().unwrap_or_default();
+        self.at += line.len() + 1;
+        let (
+            source_id,
+            external_id,
+            dest_id,
+            version,
+            updated_at,
+            payload_hash,
+            run_id,
+            deleted_at,
+            written_at,
+        ): StagedLine = serde_json::from_str(line)
+            .map_err(|e| StateError::Corrupt(format!("staged ledger row: {e}")))?;
+        Ok(Some(RunRow {
+            entry: LedgerEntry {
+                source_id,
+                external_id,
+                dest_id,
+                version,
+                updated_at: micros(updated_at)?,
+                payload_hash,
+                run_id,
+                deleted_at: deleted_at.map(micros).transpose()?,
+            },
+            written_at,
+        }))
+    }
+
+    /// The next id's rows, folded.
+    pub fn next(&mut self) -> Result<Option<RunRow>, StateError> {
+        let Some(mut row) = self.line()? else {
+            return Ok(None);
+        };
+        while let Some(later) = self.line()? {
+            if later.entry.source_id != row.entry.source_id {
+                self.pending = Some(later);
+                break;
+            }
+            row = fold(Some(row), later);
+        }
+        Ok(Some(row))
+    }
+}
+
+/// One run read in id order, a few blocks at a time.
+struct RunCursor {
+    run: i64,
+    blocks: i64,
+    next_block: i64,
+    rows: VecDeque<RunRow>,
+}
+
+impl RunCursor {
+    /// Makes sure the cursor's next row is read, if it has one.
+    async fn fill(&mut self, conn: &mut SqliteConnection) -> Result<(), StateError> {
+        while self.rows.is_empty() && self.next_block < self.blocks {
+            let first = first_block(self.run) + self.next_block;
+            let last = first + BLOCKS_PER_TRIP as i64 - 1;
+            let read: Vec<Vec<u8>> = sqlx::query_scalar(
+                "SELECT data FROM ledger_blocks WHERE id BETWEEN ?1 AND ?2 ORDER BY id",
+            )
+            .bind(first)
+            .bind(last.min(first_block(self.run) + self.blocks - 1))
+            .fetch_all(&mut *conn)
+            .await?;
+            let expected = (self.blocks - self.next_block).min(BLOCKS_PER_TRIP as i64);
+            if read.len() as i64 != expected {
+                return Err(StateError::Corrupt(format!(
+                    "ledger run {} is missing blocks",
+                    self.run
+                )));
+            }
+            self.next_block += expected;
+            for bytes in &read {
+                let block = Block::decode(bytes)?;
+                for at in 0..block.len() {
+                    self.rows.push_back(block.row(at)?);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A sync's runs (and staged rows, when given) read together in id order,
+/// each id's rows folded: what a merge of all of them would hold.
+pub(super) struct Scan {
+    cursors: Vec<RunCursor>,
+    staged: Staged,
+    /// The next of the staged rows, once read.
+    staged_head: Option<RunRow>,
+}
+
+impl Scan {
+    /// Reads `runs` (oldest first), then `staged`.
+    pub fn new(runs: &[RunInfo], staged: Staged) -> Scan {
+        Scan {
+            cursors: runs
+                .iter()
+                .map(|r| RunCursor {
+                    run: r.id,
+                    blocks: r.blocks,
+                    next_block: 0,
+                    rows: VecDeque::new(),
+                })
+                .collect(),
+            staged,
+            staged_head: None,
+        }
+    }
+
+    /// The next record's row, folded across runs and staged rows.
+    pub async fn next(
+        &mut self,
+        conn: &mut SqliteConnection,
+    ) -> Result<Option<RunRow>, StateError> {
+        for cursor in &mut self.cursors {
+            cursor.fill(conn).await?;
+        }
+        if self.staged_head.is_none() {
+            self.staged_head = self.staged.next()?;
+        }
+        let heads = self
+            .cursors
+            .iter()
+            .filter_map(|c| c.rows.front())
+            .chain(self.staged_head.as_ref());
+        let Some(least) = heads.map(|r| &r.entry.source_id).min().cloned() else {
+            return Ok(None);
+        };
+        let mut row: Option<RunRow> = None;
+        for cursor in &mut self.cursors {
+            if cursor
+                .rows
+                .front()
+                .is_some_and(|r| r.entry.source_id == least)
+            {
+                row = cursor.rows.pop_front().map(|later| fold(row.take(), later));
+            }
+        }
+        if self
+            .staged_head
+            .as_ref()
+            .is_some_and(|r| r.entry.source_id == least)
+        {
+            row = self.staged_head.take().map(|later| fold(row.take(), later));
+        }
+        Ok(row)
+    }
+}
+
+/// Stores `blocks`, the next of run `run` from place `from` on.
+async fn store_blocks(
+    conn: &mut SqliteConnection,
+    run: i64,
+    from: i64,
+    blocks: Vec<Vec<u8>>,
+) -> Result<(), StateError> {
+    let mut place = from;
+    let mut blocks = blocks.into_iter().peekable();
+    while blocks.peek().is_some() {
+        let trip: Vec<Vec<u8>> = blocks.by_ref().take(BLOCKS_PER_TRIP).collect();
+        let values = vec!["(?, ?)"; trip.len()].join(", ");
+        let sql = format!("INSERT INTO ledger_blocks (id, data) VALUES {values}");
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for data in trip {
+            query = query.bind(first_block(run) + place).bind(data);
+            place += 1;
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Deletes run `run` and its blocks.
+async fn drop_run(conn: &mut SqliteConnection, run: i64) -> Result<(), StateError> {
+    sqlx::query("DELETE FROM ledger_blocks WHERE id BETWEEN ?1 AND ?2")
+        .bind(first_block(run))
+        .bind(first_block(run) + i64::from(u32::MAX))
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("DELETE FROM ledger_runs WHERE id = ?1")
+        .bind(run)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Stores the last blocks of run `run`, `stored` blocks being stored already,
+/// and its size and index.
+async fn finish_run(
+    conn: &mut SqliteConnection,
+    run: i64,
+    stored: i64,
+    builder: RunBuilder,
+) -> Result<(), StateError> {
+    let (last, count, index) = builder.finish()?;
+    let blocks = stored + last.len() as i64;
+    store_blocks(conn, run, stored, last).await?;
+    sqlx::query("UPDATE ledger_runs SET rows = ?2, blocks = ?3, idx = ?4 WHERE id = ?1")
+        .bind(run)
+        .bind(count as i64)
+        .bind(blocks)
+        .bind(index.encode()?)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Folds staged `rows` and the runs `merged` (a sync's
+/// newest, oldest first) into one new run of `sync`, then deletes `merged`.
+/// In the caller's write transaction.
+async fn write_run(
+    conn: &mut SqliteConnection,
+    sync: &str,
+    merged: &[RunInfo],
+    rows: Staged,
+) -> Result<(), StateError> {
+    let capacity = rows.copies() + merged.iter().map(|r| r.rows as usize).sum::<usize>();
+    let run: i64 = sqlx::query_scalar(
+        "INSERT INTO ledger_runs (sync, rows, blocks, idx) VALUES (?1, 0, 0, x'') RETURNING id",
+    )
+    .bind(sync)
+    .fetch_one(&mut *conn)
+    .await?;
+    let mut builder = RunBuilder::new(capacity);
+    let mut stored = 0i64;
+    let mut scan = Scan::new(merged, rows);
+    while let Some(row) = scan.next(conn).await? {
+        builder.push(row)?;
+        if builder.ready() >= BLOCKS_PER_TRIP {
+            let ready = builder.take_ready();
+            let count = ready.len() as i64;
+            store_blocks(conn, run, stored, ready).await?;
+            stored += count;
+        }
+    }
+    finish_run(conn, run, stored, builder).await?;
+    for old in merged {
+        drop_run(conn, old.id).await?;
+    }
+    Ok(())
+}
+
+/// Folds a sync's staged rows into a new run, with its newest runs when they
+/// are of the new run's size class or smaller and [`FANOUT`] with it
+/// ([`merge_from`]), and deletes what it folded. In the caller's write
+/// transaction; nothing to do without staged rows.
+pub(super) async fn merge(conn: &mut SqliteConnection, sync: &str) -> Result<(), StateError> {
+    let rows = Staged::read(conn, sync, None).await?;
+    let copies = rows.copies();
+    if copies == 0 {
+        return Ok(());
+    }
+    let runs = runs_of(conn, sync).await?;
+    let sizes: Vec<i64> = runs.iter().map(|r| r.rows).collect();
+    let from = merge_from(&sizes, copies as i64);
+    // Rows whose external id is not their source id; holding it or not is
+    // decided on the record's folded row, so a holder is never taken out.
+    sqlx::query(
+        "INSERT OR IGNORE INTO ledger_holders (sync, external_id, source_id)
+         SELECT s.sync, value ->> 1, value ->> 0 FROM ledger_staged AS s, jsonb_each(s.rows)
+         WHERE s.sync = ?1 AND value ->> 7 IS NULL AND value ->> 1 <> value ->> 0",
+    )
+    .bind(sync)
+    .execute(&mut *conn)
+    .await?;
+    write_run(conn, sync, &runs[from..], rows).await?;
+    sqlx::query("DELETE FROM ledger_staged WHERE sync = ?1")
+        .bind(sync)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Every record of a sync in its ledger, runs and staged rows folded, in
+/// source id order, handed to `each`.
+pub(super) async fn scan_all(
+    conn: &mut SqliteConnection,
+    sync: &str,
+    mut each: impl FnMut(RunRow),
+) -> Result<(), StateError> {
+    let runs = runs_of(conn, sync).await?;
+    let staged = Staged::read(conn, sync, None).await?;
+    let mut scan = Scan::new(&runs, staged);
+    while let Some(row) = scan.next(conn).await? {
+        each(row);
+    }
+    Ok(())
+}
+
+/// A sync's whole ledger (runs and staged rows folded) read a chunk at a
+/// time in one read transaction, each row a JSON object named by the columns
+/// of PostgreSQL's ledger table: what `state copy` moves.
+pub(in crate::state) struct LedgerChunks {
+    tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+    scan: Scan,
+    sync: String,
+}
+
+impl LedgerChunks {
+    pub(super) async fn new(
+        pool: &sqlx::SqlitePool,
+        sync: &str,
+    ) -> Result<LedgerChunks, StateError> {
+        let mut tx = pool.begin().await?;
+        let runs = runs_of(&mut tx, sync).await?;
+        let staged = Staged::read(&mut tx, sync, None).await?;
+        Ok(LedgerChunks {
+            tx,
+            scan: Scan::new(&runs, staged),
+            sync: sync.to_owned(),
+        })
+    }
+
+    /// Up to `rows` more rows as one JSON array, or `None` once all are read.
+    pub async fn next(&mut self, rows: usize) -> Result<Option<String>, StateError> {
+        let mut chunk = Vec::new();
+        while chunk.len() < rows {
+            let Some(row) = self.scan.next(&mut self.tx).await? else {
+                break;
+            };
+            let e = row.entry;
+            chunk.push(serde_json::json!({
+                "sync": self.sync,
+                "source_id": e.source_id,
+                "external_id": e.external_id,
+                "dest_id": e.dest_id,
+                "version": e.version,
+                "updated_at": e.updated_at.as_microsecond(),
+                "payload_hash": e.payload_hash,
+                "run_id": e.run_id,
+                "written_at": row.written_at,
+                "deleted_at": e.deleted_at.map(jiff::Timestamp::as_microsecond),
+            }));
+        }
+        if chunk.is_empty() {
+            return Ok(None);
+        }
+        json(&chunk).map(Some)
+    }
+}
+
+/// Forgets a sync's ledger: its runs, staged rows and holders.
+pub(super) async fn forget(conn: &mut SqliteConnection, sync: &str) -> Result<(), StateError> {
+    for run in runs_of(conn, sync).await? {
+        drop_run(conn, run.id).await?;
+    }
+    for table in ["ledger_staged", "ledger_holders"] {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM {table} WHERE sync = ?1"
+        )))
+        .bind(sync)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Reads the rows of the ledger table of a store made before runs (up to
+/// migration 15, which folds the second level into it) into one run per sync,
+/// and empties the table, in the caller's write transaction; nothing to do
+/// once migration 16 has dropped the table. The table's key order is the
+/// runs' order, so its rows are read a chunk at a time, by key.
+pub(super) async fn read_table_into_runs(conn: &mut SqliteConnection) -> Result<(), StateError> {
+    let table: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'ledger')",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    if !table {
+        return Ok(());
+    }
+    let syncs: Vec<(String, i64)> =
+        sqlx::query_as("SELECT sync, COUNT(*) FROM ledger GROUP BY sync ORDER BY sync")
+            .fetch_all(&mut *conn)
+            .await?;
+    for (sync, count) in syncs {
+        let run: i64 = sqlx::query_scalar(
+            "INSERT INTO ledger_runs (sync, rows, blocks, idx) VALUES (?1, 0, 0, x'') RETURNING id",
+        )
+        .bind(&sync)
+        .fetch_one(&mut *conn)
+        .await?;
+        let mut builder = RunBuilder::new(usize::try_from(count).unwrap_or_default());
+        let mut stored = 0i64;
+        let mut after = String::new();
+        loop {
+            let rows = sqlx::query(
+                "SELECT source_id, external_id, dest_id, version, updated_at, payload_hash,
+                        run_id, written_at, deleted_at
+                 FROM ledger WHERE sync = ?1 AND source_id > ?2 ORDER BY source_id LIMIT 10000",
+            )
+            .bind(&sync)
+            .bind(&after)
+            .fetch_all(&mut *conn)
+            .await?;
+            let Some(last) = rows.last() else { break };
+            after = last.try_get("source_id")?;
+            for row in &rows {
+                builder.push(RunRow {
+                    entry: crate::state::ledger_entry(row)?,
+                    written_at: row.try_get("written_at")?,
+                })?;
+            }
+            let ready = builder.take_ready();
+            let blocks = ready.len() as i64;
+            store_blocks(conn, run, stored, ready).await?;
+            stored += blocks;
+        }
+        finish_run(conn, run, stored, builder).await?;
+    }
+    sqlx::query("DELETE FROM ledger")
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sizes of a sync's runs after `merges` merges of `rows` rows each.
+    fn after(merges: usize, rows: i64) -> Vec<i64> {
+        let mut runs: Vec<i64> = Vec::new();
+        for _ in 0..merges {
+            let from = merge_from(&runs, rows);
+            let merged: i64 = runs.drain(from..).sum::<i64>() + rows;
+            runs.push(merged);
+        }
+        runs
+    }
+
+    #[test]
+    fn runs_stay_few_and_each_row_is_rewritten_a_few_times() {
+        // 1,000,000 rows in merges of 20,000.
+        let mut runs: Vec<i64> = Vec::new();
+        let mut written = 0i64;
+        for _ in 0..50 {
+            let from = merge_from(&runs, 20_000);
+            let merged: i64 = runs.drain(from..).sum::<i64>() + 20_000;
+            written += merged;
+            runs.push(merged);
+            assert!(runs.len() <= 3 * 4, "{runs:?}");
+        }
+        assert_eq!(runs.iter().sum::<i64>(), 1_000_000);
+        // Each row written about once per class it climbs.
+        assert!(written <= 4 * 1_000_000, "{written} rows written");
+        // Small merges fold together before they join larger runs.
+        assert_eq!(after(4, 100), vec![400]);
+        assert_eq!(after(3, 100), vec![100, 100, 100]);
+        let sizes = after(200, 100);
+        assert!(sizes.len() <= 8, "{sizes:?}");
+        assert!(
+            sizes
+                .windows(2)
+                .all(|w| size_class(w[0]) >= size_class(w[1])),
+            "{sizes:?}"
+        );
+    }
+}
