@@ -78,17 +78,18 @@ pub(super) const INDEXES: &str =
 pub(super) const BLOCKS: &str =
     "SELECT id, data FROM ledger_blocks WHERE id IN (SELECT value FROM json_each(?1))";
 
-/// The source ids that held one of the external ids `?2` of sync `?1`.
-pub(super) const HOLDERS: &str = "
-SELECT DISTINCT source_id FROM ledger_holders
-  WHERE sync = ?1 AND external_id IN (SELECT value FROM json_each(?2))";
-
 /// One of a sync's runs as the catalog lists it.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct RunInfo {
     id: i64,
     rows: i64,
     blocks: i64,
+}
+
+impl From<(i64, i64, i64)> for RunInfo {
+    fn from((id, rows, blocks): (i64, i64, i64)) -> RunInfo {
+        RunInfo { id, rows, blocks }
+    }
 }
 
 /// A sync's runs, oldest first.
@@ -101,10 +102,7 @@ pub(super) async fn runs_of(
             .bind(sync)
             .fetch_all(&mut *conn)
             .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(id, rows, blocks)| RunInfo { id, rows, blocks })
-        .collect())
+    Ok(rows.into_iter().map(RunInfo::from).collect())
 }
 
 /// The indexes of runs read so far, by run id: a run never changes, and a
@@ -134,7 +132,7 @@ impl RunIndexes {
         sync: &str,
         runs: &[RunInfo],
         keep: bool,
-    ) -> Result<Vec<Arc<RunIndex>>, StateError> {
+    ) -> Result<Option<Vec<Arc<RunIndex>>>, StateError> {
         let mut indexes = self.cached(runs);
         let missing: Vec<i64> = runs
             .iter()
@@ -143,7 +141,7 @@ impl RunIndexes {
             .map(|(run, _)| run.id)
             .collect();
         if missing.is_empty() {
-            return Ok(indexes.into_iter().flatten().collect());
+            return Ok(Some(indexes.into_iter().flatten().collect()));
         }
         let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(INDEXES)
             .bind(json(&missing)?)
@@ -155,13 +153,15 @@ impl RunIndexes {
         }
         for (run, index) in runs.iter().zip(&mut indexes) {
             if index.is_none() {
-                *index = Some(read.get(&run.id).cloned().ok_or_else(|| {
-                    StateError::Corrupt(format!("ledger run {} of {sync} is gone", run.id))
-                })?);
+                match read.get(&run.id) {
+                    Some(read) => *index = Some(read.clone()),
+                    None => return Ok(None),
+                }
             }
         }
+        let indexes = indexes.into_iter().flatten().collect();
         if !keep {
-            return Ok(indexes.into_iter().flatten().collect());
+            return Ok(Some(indexes));
         }
         let mut cache = self
             .0
@@ -172,7 +172,7 @@ impl RunIndexes {
             read.into_iter()
                 .map(|(id, index)| (id, (sync.to_owned(), index))),
         );
-        Ok(indexes.into_iter().flatten().collect())
+        Ok(Some(indexes))
     }
 }
 
@@ -180,28 +180,21 @@ fn json<T: serde::Serialize + ?Sized>(value: &T) -> Result<String, StateError> {
     serde_json::to_string(value).map_err(|e| StateError::Corrupt(e.to_string()))
 }
 
-/// The blocks `ids`, by id.
+/// The blocks `ids`, by id; `None` when one is gone.
 async fn blocks(
     conn: &mut SqliteConnection,
     ids: &[i64],
-) -> Result<HashMap<i64, Vec<u8>>, StateError> {
+) -> Result<Option<HashMap<i64, Vec<u8>>>, StateError> {
     let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(BLOCKS)
         .bind(json(ids)?)
         .fetch_all(&mut *conn)
         .await?;
-    if rows.len() != ids.len() {
-        return Err(StateError::Corrupt(format!(
-            "{} of {} ledger blocks are missing",
-            ids.len() - rows.len(),
-            ids.len()
-        )));
-    }
-    Ok(rows.into_iter().collect())
+    Ok((rows.len() == ids.len()).then(|| rows.into_iter().collect()))
 }
 
 /// The rows of `ids` in a sync's runs, each folded across the runs that hold
-/// it. Run on a connection in a transaction, so that the runs listed are the
-/// runs read; `writing` when that transaction is the writer's.
+/// it. In a transaction (`writing` when it is the writer's), where the runs
+/// listed are the runs read.
 pub(super) async fn lookup(
     conn: &mut SqliteConnection,
     indexes: &RunIndexes,
@@ -210,11 +203,28 @@ pub(super) async fn lookup(
     runs: &[RunInfo],
     ids: &[&str],
 ) -> Result<HashMap<String, RunRow>, StateError> {
+    lookup_listed(conn, indexes, writing, sync, runs, ids)
+        .await?
+        .ok_or_else(|| StateError::Corrupt(format!("a ledger run of {sync} lost blocks")))
+}
+
+/// [`lookup`] of runs listed by an earlier statement, outside a transaction:
+/// `None` when a merge has replaced one of them since.
+pub(super) async fn lookup_listed(
+    conn: &mut SqliteConnection,
+    indexes: &RunIndexes,
+    writing: bool,
+    sync: &str,
+    runs: &[RunInfo],
+    ids: &[&str],
+) -> Result<Option<HashMap<String, RunRow>>, StateError> {
     let mut found = HashMap::new();
     if runs.is_empty() || ids.is_empty() {
-        return Ok(found);
+        return Ok(Some(found));
     }
-    let indexes = indexes.of(conn, sync, runs, !writing).await?;
+    let Some(indexes) = indexes.of(conn, sync, runs, !writing).await? else {
+        return Ok(None);
+    };
     // Per id, the blocks that may hold it, oldest run first.
     let mut wanted: Vec<(&str, Vec<i64>)> = Vec::new();
     let mut block_ids: Vec<i64> = Vec::new();
@@ -234,11 +244,13 @@ pub(super) async fn lookup(
         }
     }
     if wanted.is_empty() {
-        return Ok(found);
+        return Ok(Some(found));
     }
     block_ids.sort_unstable();
     block_ids.dedup();
-    let bytes = blocks(conn, &block_ids).await?;
+    let Some(bytes) = blocks(conn, &block_ids).await? else {
+        return Ok(None);
+    };
     let mut decoded: HashMap<i64, Block> = HashMap::new();
     for (id, places) in wanted {
         let mut row: Option<RunRow> = None;
@@ -260,25 +272,7 @@ pub(super) async fn lookup(
             found.insert(id.to_owned(), row);
         }
     }
-    Ok(found)
-}
-
-/// The source ids holding any of `external_ids` as an external id other than
-/// their own source id, at some time: the rows of those ids, folded, say
-/// whether they still do.
-pub(super) async fn holders(
-    conn: &mut SqliteConnection,
-    sync: &str,
-    external_ids: &[&str],
-) -> Result<Vec<String>, StateError> {
-    if external_ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    Ok(sqlx::query_scalar(HOLDERS)
-        .bind(sync)
-        .bind(json(external_ids)?)
-        .fetch_all(&mut *conn)
-        .await?)
+    Ok(Some(found))
 }
 
 /// A sync's staged rows in id order, each id's folded in commit order, read
@@ -768,6 +762,54 @@ pub(super) async fn read_table_into_runs(conn: &mut SqliteConnection) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::tests::{entry, run, temp_db};
+    use crate::state::{Counters, PageCommit, Store};
+
+    /// Runs listed before a merge replaced them are read as gone, not as
+    /// holding nothing, and a lookup then reads them again.
+    #[tokio::test]
+    async fn runs_merged_away_after_they_were_listed_are_gone() {
+        let store = Store::open(&temp_db("ledger-gone")).await.expect("open");
+        store
+            .begin_run(&run("r1", 1000), &serde_json::json!({"kind": "start"}))
+            .await
+            .expect("begin");
+        let commit = |ids: Vec<String>| {
+            let page = PageCommit {
+                ledger: ids.iter().map(|id| entry(id, 1)).collect(),
+                merge: true,
+                ..PageCommit::default()
+            };
+            let store = &store;
+            async move {
+                store
+                    .commit_page("billing", "r1", &page, None, &Counters::default())
+                    .await
+                    .expect("commit");
+            }
+        };
+        for batch in 0..3 {
+            commit((0..10).map(|i| format!("k{batch}{i}")).collect()).await;
+        }
+        let crate::state::Backend::Sqlite(sqlite) = &store.backend else {
+            panic!("a SQLite store");
+        };
+        let mut conn = sqlite.pool.acquire().await.expect("conn");
+        let listed = runs_of(&mut conn, "billing").await.expect("runs");
+        assert_eq!(listed.len(), 3);
+        // A fourth run of their class: the four fold into one.
+        commit(vec!["k30".into()]).await;
+        assert_eq!(runs_of(&mut conn, "billing").await.expect("runs").len(), 1);
+        let gone = lookup_listed(&mut conn, &sqlite.runs, false, "billing", &listed, &["k00"])
+            .await
+            .expect("lookup");
+        assert!(gone.is_none());
+        let known = store
+            .known("billing", &["k00", "k30"], &[])
+            .await
+            .expect("known");
+        assert_eq!(known.ledger.len(), 2);
+    }
 
     /// The sizes of a sync's runs after `merges` merges of `rows` rows each.
     fn after(merges: usize, rows: i64) -> Vec<i64> {

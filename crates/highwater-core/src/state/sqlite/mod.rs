@@ -44,16 +44,35 @@ fn json_rows<T: Serialize>(rows: &[T]) -> Result<String, StateError> {
     serde_json::to_string(rows).map_err(|e| StateError::Corrupt(e.to_string()))
 }
 
-/// The fingerprints of a page's dead letters that keep a payload from being
-/// tried again: unresolved ones, and discarded ones (`?3`), as one JSON
-/// array. `CROSS JOIN` keeps the page's ids outside: without statistics,
-/// SQLite's planner would read the sync's whole dead-letter queue and look
-/// each letter up in the ids.
-pub(super) const DEAD_OF_PAGE: &str = "
-SELECT json_group_array(json_array(d.source_id, d.fingerprint))
-  FROM json_each(?2) AS page CROSS JOIN dead_letters AS d
-    ON d.sync = ?1 AND d.source_id = page.value
-  WHERE d.resolved_at IS NULL OR d.resolution = ?3";
+/// What a page's lookup ([`Store::known`]) reads besides blocks, as one JSON
+/// array, in one statement (one trip to SQLite's thread, where each trip
+/// waits to be scheduled on cores the engine and the reading thread share):
+/// - the fingerprints of the page's dead letters (`?2`) that keep a payload
+///   from being tried again: unresolved ones, and discarded ones (`?3`);
+/// - the sync's ledger runs, oldest first;
+/// - the source ids that held one of the external ids `?4` other than their
+///   own (a row whose external id is its own source id is found by that id).
+///
+/// `CROSS JOIN` keeps the page's ids outside: without statistics, SQLite's
+/// planner would read the sync's whole dead-letter queue and look each
+/// letter up in the ids.
+pub(super) const KNOWN: &str = "
+SELECT json_array(
+  (SELECT json_group_array(json_array(d.source_id, d.fingerprint))
+     FROM json_each(?2) AS page CROSS JOIN dead_letters AS d
+       ON d.sync = ?1 AND d.source_id = page.value
+     WHERE d.resolved_at IS NULL OR d.resolution = ?3),
+  (SELECT json_group_array(json_array(id, rows, blocks))
+     FROM (SELECT id, rows, blocks FROM ledger_runs WHERE sync = ?1 ORDER BY id)),
+  (SELECT json_group_array(source_id)
+     FROM (SELECT DISTINCT source_id FROM ledger_holders
+           WHERE sync = ?1 AND external_id IN (SELECT value FROM json_each(?4)))))";
+
+/// What [`KNOWN`] gives: dead letters' fingerprints, runs, holders.
+type KnownRead = (Vec<(String, String)>, Vec<(i64, i64, i64)>, Vec<String>);
+
+/// What a page's lookup found: dead letters' fingerprints, and folded rows.
+type KnownRows = (Vec<(String, String)>, HashMap<String, runs::RunRow>);
 
 /// A record's row in a later run (or staged commit) folded over its row in an
 /// earlier one, as a merge folds them: the later wins unless it is older
@@ -487,25 +506,23 @@ impl SqliteStore {
         if ids.is_empty() && external_ids.is_empty() {
             return Ok(known);
         }
-        let mut tx = self.pool.begin().await?;
-        let dead: String = sqlx::query_scalar(DEAD_OF_PAGE)
-            .bind(sync)
-            .bind(json_rows(ids)?)
-            .bind(DeadLetterResolution::Discarded.as_str())
-            .fetch_one(&mut *tx)
-            .await?;
-        let dead: Vec<(String, String)> =
-            serde_json::from_str(&dead).map_err(|e| StateError::Corrupt(e.to_string()))?;
+        // Runs listed by one statement and read by the next may be merged
+        // away between the two; then both go again in one transaction.
+        let mut conn = self.pool.acquire().await?;
+        let rows = match self.known_on(&mut conn, sync, ids, external_ids).await? {
+            Some(read) => read,
+            None => {
+                drop(conn);
+                let mut tx = self.pool.begin().await?;
+                let read = self.known_on(&mut tx, sync, ids, external_ids).await?;
+                tx.commit().await?;
+                read.ok_or_else(|| {
+                    StateError::Corrupt(format!("a ledger run of {sync} lost blocks"))
+                })?
+            }
+        };
+        let (dead, rows) = rows;
         known.dead.extend(dead);
-        let runs = ledger::runs_of(&mut tx, sync).await?;
-        // A row whose external id is its own source id is found by that id.
-        let holders = ledger::holders(&mut tx, sync, external_ids).await?;
-        let mut looked: Vec<&str> = ids.iter().chain(external_ids).copied().collect();
-        looked.extend(holders.iter().map(String::as_str));
-        looked.sort_unstable();
-        looked.dedup();
-        let rows = ledger::lookup(&mut tx, &self.runs, false, sync, &runs, &looked).await?;
-        tx.commit().await?;
         let wanted: HashSet<&str> = external_ids.iter().copied().collect();
         let page: HashSet<&str> = ids.iter().copied().collect();
         for (source_id, row) in rows {
@@ -520,6 +537,34 @@ impl SqliteStore {
             }
         }
         Ok(known)
+    }
+
+    /// [`known`](Self::known)'s reads: the page's dead letters, and the rows
+    /// of its ids and of the holders of its external ids; `None` when a run
+    /// listed was merged away before its blocks were read.
+    async fn known_on(
+        &self,
+        conn: &mut sqlx::SqliteConnection,
+        sync: &str,
+        ids: &[&str],
+        external_ids: &[&str],
+    ) -> Result<Option<KnownRows>, StateError> {
+        let read: String = sqlx::query_scalar(KNOWN)
+            .bind(sync)
+            .bind(json_rows(ids)?)
+            .bind(DeadLetterResolution::Discarded.as_str())
+            .bind(json_rows(external_ids)?)
+            .fetch_one(&mut *conn)
+            .await?;
+        let (dead, runs, holders): KnownRead =
+            serde_json::from_str(&read).map_err(|e| StateError::Corrupt(e.to_string()))?;
+        let runs: Vec<ledger::RunInfo> = runs.into_iter().map(ledger::RunInfo::from).collect();
+        let mut looked: Vec<&str> = ids.iter().chain(external_ids).copied().collect();
+        looked.extend(holders.iter().map(String::as_str));
+        looked.sort_unstable();
+        looked.dedup();
+        let rows = ledger::lookup_listed(conn, &self.runs, false, sync, &runs, &looked).await?;
+        Ok(rows.map(|rows| (dead, rows)))
     }
 
     /// Whether a lookup of `sync` can find nothing: no ledger row, staged or

@@ -98,7 +98,7 @@ pub(super) async fn store_before(
     (path, pool)
 }
 
-fn run(id: &str, watermark_s: i64) -> RunRow {
+pub(super) fn run(id: &str, watermark_s: i64) -> RunRow {
     let at = |s| Timestamp::from_second(s).unwrap_or(Timestamp::UNIX_EPOCH);
     RunRow {
         run_id: id.into(),
@@ -127,7 +127,7 @@ fn dead_letter(id: &str, run_id: &str) -> DeadLetter {
     }
 }
 
-fn entry(id: &str, version: i64) -> LedgerEntry {
+pub(super) fn entry(id: &str, version: i64) -> LedgerEntry {
     LedgerEntry {
         source_id: id.into(),
         external_id: format!("ext-{id}"),
