@@ -109,13 +109,16 @@ pub const DEFAULT_STATE_SCHEMA: &str = "highwater";
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 /// Ledger rows a run stages between merges when `[state] merge_rows` is not given.
 /// Until a merge is durable the run keeps those rows in memory (a few hundred
-/// bytes each), since lookups read only the merged ledger; the larger the batch,
-/// the fewer times a merge rewrites the ledger's pages. At 1,000,000 records
-/// into a PostgreSQL table (`benches/db.rs`, medians of three rounds), 50,000
-/// and 100,000 ran at 0.83 and 0.86 of the plain loader against 0.81, with
-/// 93 and 113 MiB of peak RSS against 75: little gained, and at 100,000
-/// past the bound of 100.
-pub const DEFAULT_MERGE_ROWS: usize = 20_000;
+/// bytes each), since lookups read only the merged ledger. A merge writes a
+/// run of its rows and, now and then, folds runs of like size together
+/// (`state/sqlite/ledger.rs`): its cost no longer grows with the ledger, and
+/// fewer rows in memory cost less than fewer merges. At 1,000,000 records
+/// (`benches/db.rs`, medians of three rounds), 2,000 against 20,000 ran at
+/// 0.88 against 0.81 of the plain loader into PostgreSQL and 0.91 against
+/// 0.82 into SQLite, at 68 and 79 against 87 and 90 MiB of peak RSS; at
+/// 100,000, 1,000 and 500 ran no faster than 2,000 (500 slower into SQLite:
+/// 0.76 against 0.83).
+pub const DEFAULT_MERGE_ROWS: usize = 2_000;
 /// Ids a sync's first run remembers when `[state] first_run_ids` is not given.
 /// The run keeps them in a Bloom filter (0.1% false positives) that grows in
 /// steps, each twice the last: 3,000,000 ids fit in five (about 6 MB of heap,

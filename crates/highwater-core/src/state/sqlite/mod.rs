@@ -280,7 +280,7 @@ impl SqliteStore {
             // holding four times the rows, and at 1,000,000 records that took
             // the commits from 31 to 19 us per record in `benches/state.rs`;
             // 4 KiB and 16 KiB cost the same at 100,000, and 64 KiB pages made
-            // each lookup read twice the bytes. Since the ledger has two levels,
+            // each lookup read twice the bytes. Once the ledger had two levels,
             // 4 and 8 KiB cost the same as 16 at 1,000,000 too (first run,
             // CPU per record: 11.7–12.1 and 11.9 against 11.4–13.2 us; smaller
             // pages made lookups cheaper and commits dearer by as much).
