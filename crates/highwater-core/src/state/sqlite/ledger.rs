@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 
 use sqlx::{Row, SqliteConnection};
 
+use super::json_rows;
 use super::runs::{Block, RunBuilder, RunIndex, RunRow, fold, id_hash};
 use crate::state::{LedgerEntry, StateError, micros};
 
@@ -146,7 +147,7 @@ impl RunIndexes {
             return Ok(Some(indexes.into_iter().flatten().collect()));
         }
         let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(INDEXES)
-            .bind(json(&missing)?)
+            .bind(json_rows(&missing)?)
             .fetch_all(&mut *conn)
             .await?;
         let mut read: HashMap<i64, Arc<RunIndex>> = HashMap::new();
@@ -178,17 +179,13 @@ impl RunIndexes {
     }
 }
 
-fn json<T: serde::Serialize + ?Sized>(value: &T) -> Result<String, StateError> {
-    serde_json::to_string(value).map_err(|e| StateError::Corrupt(e.to_string()))
-}
-
 /// The blocks `ids`, by id; `None` when one is gone.
 async fn blocks(
     conn: &mut SqliteConnection,
     ids: &[i64],
 ) -> Result<Option<HashMap<i64, Vec<u8>>>, StateError> {
     let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(BLOCKS)
-        .bind(json(ids)?)
+        .bind(json_rows(ids)?)
         .fetch_all(&mut *conn)
         .await?;
     Ok((rows.len() == ids.len()).then(|| rows.into_iter().collect()))
@@ -427,7 +424,7 @@ impl RunCursor {
     }
 }
 
-/// A sync's runs (and staged rows, when given) read together in id order,
+/// A sync's runs and staged rows read together in id order,
 /// each id's rows folded: what a merge of all of them would hold.
 pub(super) struct Scan {
     cursors: Vec<RunCursor>,
@@ -682,7 +679,7 @@ impl LedgerChunks {
         if chunk.is_empty() {
             return Ok(None);
         }
-        json(&chunk).map(Some)
+        json_rows(&chunk).map(Some)
     }
 }
 
