@@ -60,7 +60,7 @@ const TABLES: &[(&str, &str, &str)] = &[
          'counters_end', counters_end, 'retries', retries",
         "run_id, number",
     ),
-    // Read from the ledger's runs instead (`copy_ledger`).
+    // Read from the ledger's runs and staged rows instead (`ledger_chunks`).
     ("ledger", "", ""),
     (
         "intents",
