@@ -699,18 +699,24 @@ pub(super) async fn forget(conn: &mut SqliteConnection, sync: &str) -> Result<()
     Ok(())
 }
 
+/// Whether the ledger table of a store made before runs is still there.
+pub(super) async fn table_remains<'c>(
+    conn: impl sqlx::SqliteExecutor<'c>,
+) -> Result<bool, StateError> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'ledger')",
+    )
+    .fetch_one(conn)
+    .await?)
+}
+
 /// Reads the rows of the ledger table of a store made before runs (up to
 /// migration 15, which folds the second level into it) into one run per sync,
 /// and empties the table, in the caller's write transaction; nothing to do
 /// once migration 16 has dropped the table. The table's key order is the
 /// runs' order, so its rows are read a chunk at a time, by key.
 pub(super) async fn read_table_into_runs(conn: &mut SqliteConnection) -> Result<(), StateError> {
-    let table: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'ledger')",
-    )
-    .fetch_one(&mut *conn)
-    .await?;
-    if !table {
+    if !table_remains(&mut *conn).await? {
         return Ok(());
     }
     let syncs: Vec<(String, i64)> =

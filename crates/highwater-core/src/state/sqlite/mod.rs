@@ -326,8 +326,9 @@ impl SqliteStore {
                 })
                 .collect();
             let mut migrator = Migrator::with_migrations(migrations);
-            // A store migrated past `upto` already is left as it is.
-            migrator.set_ignore_missing(true);
+            // A store migrated past `upto` already is left as it is by the
+            // first step; the last still refuses a store newer than this build.
+            migrator.set_ignore_missing(upto < i64::MAX);
             migrator
         };
         let migrated = |source| StateError::Migrate {
@@ -335,9 +336,13 @@ impl SqliteStore {
             source,
         };
         migrate(RUNS_MIGRATION).run(&pool).await.map_err(migrated)?;
-        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-        ledger::read_table_into_runs(&mut tx).await?;
-        tx.commit().await?;
+        // Checked first without a write lock: another process's run may hold
+        // one for as long as a destination table shares its transaction.
+        if ledger::table_remains(&pool).await? {
+            let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+            ledger::read_table_into_runs(&mut tx).await?;
+            tx.commit().await?;
+        }
         migrate(i64::MAX).run(&pool).await.map_err(migrated)?;
         drop(migrating);
         // Never closed for idleness or age: a new one would lose the cache, and
