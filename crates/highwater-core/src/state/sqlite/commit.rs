@@ -8,7 +8,8 @@ use super::*;
 
 /// Everything [`Store::commit_page`] changes, as one statement list with
 /// named parameters (`named.rs`), run in one transaction and in one trip to
-/// SQLite's thread. Ledger rows are staged, one row per commit;
+/// SQLite's thread. Ledger rows are staged, one row per commit (the JSON
+/// text of the commit's rows, which only `ledger::Staged` reads);
 /// [`merge_staged`] folds them into the ledger's runs.
 const COMMIT_PAGE: &str = "
 INSERT INTO intents (sync, batch, run_id, rows)
@@ -17,8 +18,7 @@ INSERT INTO intents (sync, batch, run_id, rows)
 DELETE FROM intents WHERE sync = :sync AND batch IN (SELECT value FROM json_each(:retire));
 INSERT INTO ledger_staged (sync, seq, rows, written_at)
   SELECT p.sync, COALESCE((SELECT MAX(seq) FROM ledger_staged WHERE sync = p.sync), 0) + 1, p.rows, p.now
-  FROM (SELECT :sync AS sync, jsonb(:ledger) AS rows, :now AS now) AS p
-  WHERE json_array_length(p.rows) > 0;
+  FROM (SELECT :sync AS sync, :ledger AS rows, :now AS now) AS p;
 -- A write resolves the record's dead letter; one discarded earlier too, since the
 -- record is now at the destination, which says more than the discard.
 UPDATE dead_letters SET resolved_at = :now, resolution = :written, audit_id = NULL

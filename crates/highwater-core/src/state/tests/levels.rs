@@ -282,3 +282,42 @@ async fn a_ledger_of_two_levels_becomes_runs_when_the_store_opens() {
     .expect("tables");
     assert_eq!(tables, 0);
 }
+
+/// Rows a store staged as JSONB (before commits staged their JSON text) are
+/// read, and fold with rows staged since, by every reader and by the merge.
+#[tokio::test]
+async fn rows_staged_as_jsonb_fold_with_rows_staged_as_text() {
+    let path = temp_db("staged-jsonb");
+    let store = Store::open(&path).await.expect("open");
+    let staged = [
+        r#"jsonb('[["a","x-a","d-a",1,1000000,"h1","r0",null],["b","b",null,1,1000000,"h1","r0",null]]')"#,
+        r#"'[["a","x-a",null,2,2000000,"h2","r1",null]]'"#,
+    ];
+    for (seq, rows) in staged.iter().enumerate() {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO ledger_staged (sync, seq, rows, written_at) VALUES ('billing', {}, {rows}, 5)",
+            seq + 1
+        )))
+        .execute(store.sqlite_pool())
+        .await
+        .expect("staged");
+    }
+    let a = store.record_state("billing", "a").await.expect("state");
+    let a = a.ledger.expect("a's row");
+    // The later commit wins, and keeps the destination id the earlier knew.
+    assert_eq!(
+        (a.version, a.dest_id.as_deref(), a.run_id.as_str()),
+        (Some(2), Some("d-a"), "r1")
+    );
+    let before = store.ledger("billing").await.expect("ledger");
+    store.merge_staged("billing").await.expect("merge");
+    assert_eq!(store.ledger("billing").await.expect("ledger"), before);
+    assert_eq!(run_sizes(&store).await, Some(vec![2]));
+    let known = store
+        .known("billing", &["a", "b"], &["x-a"])
+        .await
+        .expect("known");
+    assert_eq!(known.ledger["a"], before[0]);
+    assert_eq!(known.ledger["b"].version, Some(1));
+    assert_eq!(known.holders.get("x-a").map(String::as_str), Some("a"));
+}
