@@ -92,7 +92,6 @@ pub async fn run(
         max_runtime,
         max_pages,
         merge_rows: Some(config.state.merge_rows),
-        first_run_ids: Some(config.state.first_run_ids),
         event_retention: Some(config.state.event_retention),
     };
     let result = engine::run(&spec, &store, plan, options, shutdown, &progress_tx).await;

@@ -332,7 +332,6 @@ async fn run_one(daemon: Arc<Daemon>, name: String, asked: bool) {
         max_runtime: None,
         max_pages: None,
         merge_rows: Some(config.state.merge_rows),
-        first_run_ids: Some(config.state.first_run_ids),
         event_retention: Some(config.state.event_retention),
     };
     let (progress, _) = watch::channel(Progress::default());

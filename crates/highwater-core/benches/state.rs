@@ -244,7 +244,6 @@ async fn postgres(pages: usize) -> Result<(), Box<dyn Error>> {
             },
             lease: DEFAULT_LEASE,
             merge_rows: MERGE_ROWS,
-            first_run_ids: highwater_core::config::DEFAULT_FIRST_RUN_IDS,
             event_retention: DEFAULT_EVENT_RETENTION,
         };
         let store = Store::connect(&spec).await?;

@@ -292,22 +292,6 @@ impl LaggingCopies<'_> {
     }
 }
 
-/// A sync's first run read as many ids as `[state] first_run_ids` lets it
-/// remember: from here on it looks every id up.
-pub struct FirstRunFull {
-    pub ids: usize,
-}
-
-impl FirstRunFull {
-    pub fn emit(&self) {
-        tracing::info!(
-            event = FIRST_RUN_FULL,
-            ids = self.ids,
-            "this first run has read as many ids as `[state] first_run_ids` keeps to skip ledger lookups: from here on every id is looked up, which is slower; a larger first_run_ids keeps a backfill this large fast, at about 2 bytes of memory per id"
-        );
-    }
-}
-
 /// The source kept answering with a record stamped before the bound the request
 /// carried (or before the record ahead of it in a sorted listing).
 pub struct BoundNotHonored<'a> {

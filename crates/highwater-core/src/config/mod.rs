@@ -119,15 +119,6 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 /// 100,000, 1,000 and 500 ran no faster than 2,000 (500 slower into SQLite:
 /// 0.76 against 0.83).
 pub const DEFAULT_MERGE_ROWS: usize = 2_000;
-/// Ids a sync's first run remembers when `[state] first_run_ids` is not given.
-/// The run keeps them in a Bloom filter (0.1% false positives) that grows in
-/// steps, each twice the last: 3,000,000 ids fit in five (about 6 MB of heap,
-/// by heaptrack, at 3,000,000 records into JSON Lines), where the filter,
-/// unbounded, would grow with the records read (about 2 bytes each) for
-/// the whole of a large backfill. At 4,000,000 records into JSON Lines
-/// (`benches/scale.rs`): 94.9 instead of 102.3 MiB of peak RSS, at 58,000
-/// instead of 61,700 records/s, the last million looked up.
-pub const DEFAULT_FIRST_RUN_IDS: usize = 3_000_000;
 /// How long what happened to each record is kept for `explain` when `[state]
 /// event_retention` is not given.
 pub const DEFAULT_EVENT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -351,16 +342,19 @@ impl Validator<'_> {
                 .map_or(DEFAULT_MERGE_ROWS, |n| n as usize),
             None => DEFAULT_MERGE_ROWS,
         };
-        let first_run_ids = match raw
+        // A sync's first run once skipped the lookups of ids it had not read;
+        // lookups in the ledger's runs cost about nothing, so every run makes them.
+        if let Some(ids) = raw
             .state
             .as_ref()
             .and_then(|s| s.get_ref().first_run_ids.as_ref())
         {
-            Some(ids) => self
-                .count(ids, "state.first_run_ids", 0, 100_000_000)
-                .map_or(DEFAULT_FIRST_RUN_IDS, |n| n as usize),
-            None => DEFAULT_FIRST_RUN_IDS,
-        };
+            self.warning(
+                ids,
+                "state.first_run_ids",
+                "no longer has an effect: every run looks its ids up in the ledger; remove it",
+            );
+        }
         let event_retention = match raw
             .state
             .as_ref()
@@ -392,7 +386,6 @@ impl Validator<'_> {
                 store,
                 lease,
                 merge_rows,
-                first_run_ids,
                 event_retention,
             },
             syncs,

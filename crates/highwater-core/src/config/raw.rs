@@ -25,7 +25,8 @@ pub struct RawState {
     pub schema: Option<S<String>>,
     pub lease: Option<S<String>>,
     pub merge_rows: Option<S<i64>>,
-    pub first_run_ids: Option<S<i64>>,
+    /// Accepted and warned about: it no longer has an effect.
+    pub first_run_ids: Option<S<toml::Value>>,
     pub event_retention: Option<S<String>>,
 }
 

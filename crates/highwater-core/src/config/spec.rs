@@ -44,9 +44,6 @@ pub struct StateSpec {
     pub lease: Duration,
     /// Ledger rows a run stages between merges into the ledger.
     pub merge_rows: usize,
-    /// Ids a sync's first run remembers so as to skip the ledger lookups of
-    /// the others; past them it looks every id up.
-    pub first_run_ids: usize,
     /// How long what happened to each record is kept for `explain`.
     pub event_retention: Duration,
 }

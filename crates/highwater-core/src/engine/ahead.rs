@@ -10,10 +10,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
-
-use growable_bloom_filter::GrowableBloom;
-use jiff::Timestamp;
 use tokio::sync::mpsc;
 
 use super::{FailureCause, Plan, WriteJob};
@@ -60,13 +56,10 @@ pub(super) struct ReadAhead {
     pub cursor: Cursor,
     pub store: Store,
     pub sync: String,
-    pub run_id: String,
     /// Fires with the run's stop, and when the run loop is done with the pages.
     pub stop: Stop,
     /// Commits the run loop has seen confirmed.
     pub confirmed: Arc<AtomicU64>,
-    /// The most ids a first read remembers ([`FirstRead`]).
-    pub first_run_ids: usize,
 }
 
 impl ReadAhead {
@@ -110,7 +103,6 @@ impl ReadAhead {
     }
 
     async fn run(self, pages: mpsc::Sender<Delivery>) {
-        let mut first_read = FirstRead::Unknown;
         let mut reader = Reader::new(&self.api, &self.source, self.window, self.cursor.clone());
         let mut replayed = match &self.cursor {
             Cursor::Token { token } => Some(token.clone()),
@@ -137,7 +129,7 @@ impl ReadAhead {
                     .map_err(FailureCause::Source),
             };
             let next = match read {
-                Ok(Some(page)) => self.prepare(page, &mut first_read).await.map(Some),
+                Ok(Some(page)) => self.prepare(page).await.map(Some),
                 Ok(None) => Ok(None),
                 Err(e) => Err(e),
             };
@@ -182,11 +174,7 @@ impl ReadAhead {
         }))
     }
 
-    async fn prepare(
-        &self,
-        mut page: Page,
-        first_read: &mut FirstRead,
-    ) -> Result<ReadPage, FailureCause> {
+    async fn prepare(&self, mut page: Page) -> Result<ReadPage, FailureCause> {
         let confirmed = self.confirmed.load(Ordering::Acquire);
         let (superseded, mapped) = if self.plan == Plan::Deletes {
             // Deletions are not mapped: the ledger names their records.
@@ -196,25 +184,7 @@ impl ReadAhead {
             map_page(&self.mapping, &page.records)
         };
         let (ids, external_ids) = lookup_keys(&page.records, &mapped);
-        let incoming = ids.len() + external_ids.len();
-        let known = match self.alone(first_read, incoming).await? {
-            Some(read) => {
-                let ids_read: Vec<&str> =
-                    ids.iter().copied().filter(|id| read.contains(id)).collect();
-                let external_read: Vec<&str> = external_ids
-                    .iter()
-                    .copied()
-                    .filter(|id| read.contains(id))
-                    .collect();
-                for id in ids.iter().chain(&external_ids) {
-                    read.insert(id);
-                }
-                self.store
-                    .known(&self.sync, &ids_read, &external_read)
-                    .await?
-            }
-            None => self.store.known(&self.sync, &ids, &external_ids).await?,
-        };
+        let known = self.store.known(&self.sync, &ids, &external_ids).await?;
         let arrivals = std::mem::take(&mut page.records)
             .into_iter()
             .zip(superseded)
@@ -248,90 +218,6 @@ impl ReadAhead {
             known,
             confirmed,
         })
-    }
-}
-
-/// How long before its start a run counts another run's commits against its
-/// first read: `updated_at` is the committing process's clock, which may be
-/// behind this one's (a PostgreSQL store's workers run on several machines).
-const CLOCKS_APART: Duration = Duration::from_secs(600);
-
-/// The first read's Bloom filter's false positives: an id it holds by chance
-/// is looked up for nothing, and a page with one pays the lookup's cost in
-/// full; at 1% nearly every page of 1,000 records had one.
-const FALSE_POSITIVES: f64 = 0.001;
-
-/// Whether the run reads a sync the store holds nothing of, and what it has
-/// read since. A sync's first run (its backfill, most of the records it will
-/// ever read) would otherwise look every id up in a ledger that can hold only
-/// what the run itself wrote: at 1,000,000 records that cost about 13 µs a
-/// record, as much as fetching, mapping and writing it. A Bloom filter of the
-/// ids and external ids read so far (3 MB of heap at 1,000,000 records and
-/// 6 MB at 3,000,000, by heaptrack) stands in for those lookups; an id it may
-/// hold is looked up as before. It holds `first_run_ids` at most (`[state]`):
-/// past them, every id is looked up, so that the run's memory does not grow
-/// with the records read.
-pub(super) enum FirstRead {
-    /// Not asked yet: the store is asked at the first page.
-    Unknown,
-    /// The store held nothing of the sync when the run began, and no other
-    /// run had written to it since `since`.
-    Alone {
-        since: Timestamp,
-        read: GrowableBloom,
-    },
-    /// Every id is looked up.
-    No,
-}
-
-impl ReadAhead {
-    /// The ids read so far while no lookup can find anything else, checked
-    /// again at each page of `incoming` ids: once another run is open or has
-    /// committed, or the filter would hold more than `first_run_ids`, every id
-    /// is looked up for the rest of the invocation.
-    async fn alone<'a>(
-        &self,
-        first_read: &'a mut FirstRead,
-        incoming: usize,
-    ) -> Result<Option<&'a mut GrowableBloom>, FailureCause> {
-        let alone = match first_read {
-            FirstRead::Unknown => {
-                let now = Timestamp::now();
-                let since = now.checked_sub(CLOCKS_APART).unwrap_or(now);
-                if incoming <= self.first_run_ids
-                    && self
-                        .store
-                        .untouched(&self.sync, &self.run_id, since)
-                        .await?
-                {
-                    *first_read = FirstRead::Alone {
-                        since,
-                        read: GrowableBloom::new(FALSE_POSITIVES, 100_000),
-                    };
-                    true
-                } else {
-                    false
-                }
-            }
-            FirstRead::Alone { read, .. } if read.len() + incoming > self.first_run_ids => {
-                crate::obs::FirstRunFull { ids: read.len() }.emit();
-                false
-            }
-            FirstRead::Alone { since, .. } => {
-                !self
-                    .store
-                    .others_since(&self.sync, &self.run_id, *since)
-                    .await?
-            }
-            FirstRead::No => false,
-        };
-        if !alone {
-            *first_read = FirstRead::No;
-        }
-        match first_read {
-            FirstRead::Alone { read, .. } => Ok(Some(read)),
-            _ => Ok(None),
-        }
     }
 }
 

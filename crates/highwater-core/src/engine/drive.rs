@@ -132,10 +132,8 @@ impl Runner<'_> {
             cursor,
             store: self.store.clone(),
             sync: self.spec.name.clone(),
-            run_id: self.run_id.clone(),
             stop: reading_stop,
             confirmed: Arc::clone(&self.confirmed),
-            first_run_ids: self.first_run_ids,
         }
         .spawn(pages_tx, spent_rx)
         .map_err(FailureCause::Thread)?;

@@ -55,9 +55,6 @@ pub async fn run(
         if let Some(retention) = options.event_retention {
             runner.event_retention = retention;
         }
-        if let Some(ids) = options.first_run_ids {
-            runner.first_run_ids = ids;
-        }
         runner.plan = plan.clone();
         progress.send_replace(runner.snapshot());
         let fence = store.clone();

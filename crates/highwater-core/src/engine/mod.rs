@@ -131,8 +131,6 @@ struct Runner<'a> {
     staged_rows: usize,
     /// Staged rows that make the next commit merge them.
     merge_rows: usize,
-    /// Ids a first run remembers to skip lookups (`FirstRead` in `ahead.rs`).
-    first_run_ids: usize,
     /// Writes announced by earlier invocations and never known to have settled:
     /// the destination may hold those versions, so nothing older goes over them.
     floors: HashMap<String, Intent>,
@@ -318,7 +316,6 @@ impl<'a> Runner<'a> {
             view: LedgerView::default(),
             staged_rows: 0,
             merge_rows: merge_rows.max(1),
-            first_run_ids: crate::config::DEFAULT_FIRST_RUN_IDS,
             floors: HashMap::new(),
             held_back: Vec::new(),
             unsettled: HashMap::new(),

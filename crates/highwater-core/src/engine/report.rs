@@ -19,9 +19,6 @@ pub struct RunOptions {
     /// Ledger rows staged between merges; `None` is
     /// [`DEFAULT_MERGE_ROWS`](crate::config::DEFAULT_MERGE_ROWS).
     pub merge_rows: Option<usize>,
-    /// Ids a sync's first run remembers to skip lookups; `None` is
-    /// [`DEFAULT_FIRST_RUN_IDS`](crate::config::DEFAULT_FIRST_RUN_IDS).
-    pub first_run_ids: Option<usize>,
     /// How long record events are kept; `None` is
     /// [`DEFAULT_EVENT_RETENTION`](crate::config::DEFAULT_EVENT_RETENTION).
     pub event_retention: Option<Duration>,

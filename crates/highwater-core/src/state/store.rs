@@ -267,36 +267,6 @@ impl Store {
         on_backend!(self, s => s.known(sync, ids, external_ids).await)
     }
 
-    /// Whether a lookup of `sync` can find nothing — no ledger row, no dead
-    /// letter — and no run of it but `run_id` is open or has committed since
-    /// `since`. Rows come only from runs, and a run writes only while it is
-    /// open, each commit moving its `updated_at`: so for as long as
-    /// [`Store::others_since`] then finds no other run, the store holds
-    /// nothing of ids the run `run_id` has not itself read, and their lookups
-    /// may be skipped. Two reads, in either order, suffice: a run that
-    /// writes between them is open, or has committed since `since`, at the
-    /// second, or its rows are there.
-    pub async fn untouched(
-        &self,
-        sync: &str,
-        run_id: &str,
-        since: Timestamp,
-    ) -> Result<bool, StateError> {
-        Ok(!self.others_since(sync, run_id, since).await?
-            && on_backend!(self, s => s.holds_nothing(sync).await)?)
-    }
-
-    /// Whether a run of `sync` other than `run_id` is open, or has committed
-    /// since `since`.
-    pub async fn others_since(
-        &self,
-        sync: &str,
-        run_id: &str,
-        since: Timestamp,
-    ) -> Result<bool, StateError> {
-        on_backend!(self, s => s.others_since(sync, run_id, since).await)
-    }
-
     /// Every write of the run `run_id` (every run's, with `None`), or of a run
     /// that ended, not known to have settled, newest version per source id:
     /// after a crash the destination may hold any of them, so nothing older may

@@ -80,7 +80,6 @@ fn a_full_config_validates_into_a_spec() {
         Some(Path::new("conf/state/hw.db"))
     );
     assert_eq!(config.state.merge_rows, DEFAULT_MERGE_ROWS);
-    assert_eq!(config.state.first_run_ids, DEFAULT_FIRST_RUN_IDS);
     let sync = config.sync("invoices_to_crm").expect("sync");
     assert_eq!(sync.source.page_size, 500);
     assert_eq!(sync.source.lag, Duration::from_secs(60));
@@ -231,20 +230,15 @@ fn merge_rows_is_a_bounded_count() {
     );
 }
 
+/// A key an earlier release read is still accepted, with a warning that it
+/// does nothing, so that a config written for it keeps running.
 #[test]
-fn first_run_ids_is_a_bounded_count_that_may_be_none() {
-    let with = |ids: &str| {
-        VALID.replace(
-            "path = \"state/hw.db\"",
-            &format!("path = \"state/hw.db\"\nfirst_run_ids = {ids}"),
-        )
-    };
-    let config = parse(&with("0"), Path::new("hw.toml"), &env).expect("valid config");
-    assert_eq!(config.state.first_run_ids, 0);
-    check(
-        &with("-1"),
-        expect!["hw.toml:4: state.first_run_ids: expected a whole number from 0 to 100000000"],
+fn first_run_ids_is_accepted_with_a_warning() {
+    let text = VALID.replace(
+        "path = \"state/hw.db\"",
+        "path = \"state/hw.db\"\nfirst_run_ids = 1000",
     );
+    expect!["hw.toml:4: state.first_run_ids: no longer has an effect: every run looks its ids up in the ledger; remove it"].assert_eq(&warnings(&text));
 }
 
 #[test]

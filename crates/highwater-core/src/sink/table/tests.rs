@@ -82,7 +82,6 @@ impl Db {
             },
             lease: crate::config::DEFAULT_LEASE,
             merge_rows: crate::config::DEFAULT_MERGE_ROWS,
-            first_run_ids: crate::config::DEFAULT_FIRST_RUN_IDS,
             event_retention: crate::config::DEFAULT_EVENT_RETENTION,
         };
         let store = crate::state::Store::connect(&state)

@@ -442,39 +442,6 @@ impl PgStore {
         Ok(known)
     }
 
-    /// Whether a lookup of `sync` can find nothing: no ledger row, no dead
-    /// letter.
-    pub async fn holds_nothing(&self, sync: &str) -> Result<bool, StateError> {
-        let nothing: bool = sqlx::query_scalar(
-            "SELECT NOT EXISTS (SELECT 1 FROM ledger WHERE sync = $1)
-                AND NOT EXISTS (SELECT 1 FROM dead_letters WHERE sync = $1)",
-        )
-        .bind(sync)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(nothing)
-    }
-
-    /// See [`Store::others_since`].
-    pub async fn others_since(
-        &self,
-        sync: &str,
-        run_id: &str,
-        since: Timestamp,
-    ) -> Result<bool, StateError> {
-        let others: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM runs WHERE sync = $1 AND run_id <> $2
-                              AND (status = $3 OR updated_at >= $4))",
-        )
-        .bind(sync)
-        .bind(run_id)
-        .bind(RunStatus::Open.as_str())
-        .bind(since.as_microsecond())
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(others)
-    }
-
     pub async fn floors(
         &self,
         sync: &str,

@@ -572,41 +572,6 @@ impl SqliteStore {
         Ok(rows.map(|rows| (dead, rows)))
     }
 
-    /// Whether a lookup of `sync` can find nothing: no ledger row, staged or
-    /// in a run, and no dead letter.
-    pub async fn holds_nothing(&self, sync: &str) -> Result<bool, StateError> {
-        let nothing: bool = sqlx::query_scalar(
-            "SELECT NOT EXISTS (SELECT 1 FROM ledger_runs WHERE sync = ?1)
-                AND NOT EXISTS (SELECT 1 FROM ledger_staged WHERE sync = ?1)
-                AND NOT EXISTS (SELECT 1 FROM dead_letters WHERE sync = ?1)",
-        )
-        .bind(sync)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(nothing)
-    }
-
-    /// Whether a run of `sync` other than `run_id` is open or has committed
-    /// since `since`.
-    pub async fn others_since(
-        &self,
-        sync: &str,
-        run_id: &str,
-        since: Timestamp,
-    ) -> Result<bool, StateError> {
-        let others: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM runs WHERE sync = ?1 AND run_id <> ?2
-                              AND (status = ?3 OR updated_at >= ?4))",
-        )
-        .bind(sync)
-        .bind(run_id)
-        .bind(RunStatus::Open.as_str())
-        .bind(since.as_microsecond())
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(others)
-    }
-
     /// Every write of the run `run_id` (every run's, with `None`), or of a run
     /// that ended, not known to have settled, newest version per source id:
     /// after a crash the destination may hold any of them, so nothing older may

@@ -676,7 +676,6 @@ mod events;
 mod history;
 mod lease;
 mod levels;
-mod untouched;
 
 mod shared;
 mod threads;
