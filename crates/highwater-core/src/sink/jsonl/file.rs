@@ -11,7 +11,7 @@ use std::io::{self, BufRead as _, BufReader, BufWriter, Seek as _, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use super::line::record_id;
-use super::log::{Log, Op, sync_dir};
+use super::log::{Log, OpLines, Ops, sync_dir};
 
 /// Below this many bytes, a search reads the lines in between one by one.
 const SCAN_WINDOW: u64 = 16 * 1024;
@@ -148,7 +148,7 @@ pub(super) fn compact(path: &Path, shape: Shape, field: &str, log: &Log) -> io::
 fn merge(
     path: &Path,
     field: &str,
-    ops: &[Op],
+    ops: &Ops,
     log: &Log,
     out: &mut impl io::Write,
 ) -> io::Result<u64> {
@@ -157,7 +157,8 @@ fn merge(
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
         Err(e) => return Err(e),
     };
-    let (mut ops, mut lines, mut number) = (ops.iter().peekable(), 0u64, 0u64);
+    let mut op_lines = OpLines::new(log, ops);
+    let (mut next, mut lines, mut number) = (0, 0u64, 0u64);
     let mut text = Vec::new();
     while let Some(reader) = &mut reader {
         text.clear();
@@ -169,22 +170,23 @@ fn merge(
             continue;
         };
         // The log's records before this one, then this one's latest line.
-        while let Some(op) = ops.next_if(|op| op.id < id) {
-            lines += write_op(op, log, out)?;
+        while next < ops.len() && ops.id(next) < id.as_str() {
+            lines += write_op(ops, &mut op_lines, next, out)?;
+            next += 1;
         }
-        match ops.next_if(|op| op.id == id) {
-            Some(op) => lines += write_op(op, log, out)?,
-            None => {
-                if text.last() != Some(&b'\n') {
-                    text.push(b'\n');
-                }
-                out.write_all(&text)?;
-                lines += 1;
+        if next < ops.len() && ops.id(next) == id {
+            lines += write_op(ops, &mut op_lines, next, out)?;
+            next += 1;
+        } else {
+            if text.last() != Some(&b'\n') {
+                text.push(b'\n');
             }
+            out.write_all(&text)?;
+            lines += 1;
         }
     }
-    for op in ops {
-        lines += write_op(op, log, out)?;
+    for index in next..ops.len() {
+        lines += write_op(ops, &mut op_lines, index, out)?;
     }
     Ok(lines)
 }
@@ -193,7 +195,7 @@ fn merge(
 fn rewrite_whole(
     path: &Path,
     field: &str,
-    ops: &[Op],
+    ops: &Ops,
     log: &Log,
     out: &mut impl io::Write,
 ) -> io::Result<u64> {
@@ -206,11 +208,13 @@ fn rewrite_whole(
             rows.insert(id, text);
         }
     }
-    for op in ops {
-        match op.line {
-            Some((offset, len)) => rows.insert(op.id.clone(), log.read(offset, len)?),
-            None => rows.remove(&op.id),
-        };
+    let mut op_lines = OpLines::new(log, ops);
+    for index in 0..ops.len() {
+        if ops.deletes(index) {
+            rows.remove(ops.id(index));
+        } else {
+            rows.insert(ops.id(index).to_owned(), op_lines.line(index)?.to_vec());
+        }
     }
     for text in rows.values() {
         out.write_all(text)?;
@@ -218,14 +222,18 @@ fn rewrite_whole(
     Ok(rows.len() as u64)
 }
 
-fn write_op(op: &Op, log: &Log, out: &mut impl io::Write) -> io::Result<u64> {
-    match op.line {
-        Some((offset, len)) => {
-            out.write_all(&log.read(offset, len)?)?;
-            Ok(1)
-        }
-        None => Ok(0),
+/// Writes the op at `index`'s line; the lines written (none for a deletion).
+fn write_op(
+    ops: &Ops,
+    lines: &mut OpLines<'_>,
+    index: usize,
+    out: &mut impl io::Write,
+) -> io::Result<u64> {
+    if ops.deletes(index) {
+        return Ok(0);
     }
+    out.write_all(lines.line(index)?)?;
+    Ok(1)
 }
 
 /// The external id of one line of the file (`number` counts from 1, for
