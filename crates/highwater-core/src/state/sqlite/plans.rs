@@ -32,15 +32,20 @@ async fn reads_by_sync_alone(pool: &SqlitePool, statement: &str) -> Vec<String> 
                 "ledger_runs",
                 "d",
                 "dead_letters",
+                "any_letter",
+                "any_holder",
             ]
             .iter()
             .any(|t| detail.split(' ').nth(1) == Some(t));
-            // A sync's runs are listed by sync: a few rows.
+            // A sync's runs are listed by sync: a few rows. `any_letter` and
+            // `any_holder` are `EXISTS` probes by sync: one row at most.
             let by_key = [
                 "source_id=?",
                 "external_id=?",
                 "rowid=?",
                 "ledger_runs_by_sync (sync=?)",
+                "any_letter USING PRIMARY KEY (sync=?)",
+                "any_holder USING PRIMARY KEY (sync=?)",
             ]
             .iter()
             .any(|k| detail.contains(k));
