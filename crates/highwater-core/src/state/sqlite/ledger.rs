@@ -109,7 +109,7 @@ pub(super) async fn runs_of(
 }
 
 /// The indexes of runs read so far, by run id: a run never changes, and a
-/// lookup would otherwise read its filter (10 bits an id) every time.
+/// lookup would otherwise read its filter (16 bits an id) every time.
 #[derive(Debug, Default)]
 pub(super) struct RunIndexes(Mutex<HashMap<i64, (String, Arc<RunIndex>)>>);
 
