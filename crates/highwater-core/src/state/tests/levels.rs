@@ -155,10 +155,19 @@ async fn runs_read_as_one_merged_ledger() {
             [100, 5, 25]
         );
         check(&store, 126).await;
-        // A fourth run of their size class: all four fold into one.
+        // Runs of their size class, up to eight: all eight fold into one.
+        for id in ["p1", "p2", "p3", "p4"] {
+            commit(&store, vec![entry(id, 1)]).await;
+        }
+        assert_eq!(
+            run_sizes(&store)
+                .await
+                .unwrap_or(vec![100, 5, 25, 1, 1, 1, 1]),
+            [100, 5, 25, 1, 1, 1, 1]
+        );
         commit(&store, vec![entry("n2", 1)]).await;
-        assert_eq!(run_sizes(&store).await.unwrap_or(vec![127]), [127]);
-        check(&store, 127).await;
+        assert_eq!(run_sizes(&store).await.unwrap_or(vec![131]), [131]);
+        check(&store, 131).await;
         // Staged rows are read with the runs'.
         commit(&store, vec![entry("n3", 1)]).await;
         store
@@ -174,9 +183,9 @@ async fn runs_read_as_one_merged_ledger() {
             )
             .await
             .expect("commit");
-        assert_eq!(store.ledger("billing").await.expect("ledger").len(), 129);
+        assert_eq!(store.ledger("billing").await.expect("ledger").len(), 133);
         let status = store.status("billing").await.expect("status");
-        assert_eq!(status.ledger_records, 129);
+        assert_eq!(status.ledger_records, 133);
         let state = store.record_state("billing", "n4").await.expect("state");
         assert_eq!(state.ledger.map(|e| e.version), Some(Some(1)));
         // A copy into PostgreSQL takes every run's rows.
@@ -188,7 +197,7 @@ async fn runs_read_as_one_merged_ledger() {
             let copy = fresh_postgres("levels-copy").await;
             store.copy_to(&copy).await.expect("copy");
             let copied = copy.ledger("billing").await.expect("ledger");
-            assert_eq!(copied.len(), 129);
+            assert_eq!(copied.len(), 133);
             assert!(copied == store.ledger("billing").await.expect("ledger"));
         }
         let done = store
@@ -201,7 +210,7 @@ async fn runs_read_as_one_merged_ledger() {
             })
             .await
             .expect("reset");
-        assert_eq!(done.forgotten, 129);
+        assert_eq!(done.forgotten, 133);
         assert!(store.ledger("billing").await.expect("ledger").is_empty());
     }
 }
