@@ -343,7 +343,8 @@ impl Validator<'_> {
             None => DEFAULT_MERGE_ROWS,
         };
         // A sync's first run once skipped the lookups of ids it had not read;
-        // lookups in the ledger's runs cost about nothing, so every run makes them.
+        // it looks every id up now, as fast with either store, so a config
+        // that still sets the key runs as before, told the key does nothing.
         if let Some(ids) = raw
             .state
             .as_ref()
