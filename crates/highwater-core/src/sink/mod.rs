@@ -351,7 +351,7 @@ impl DestinationSpec {
             DestinationSpec::Sqlite(spec) => {
                 let shared = store
                     .filter(|_| spec.shares_state)
-                    .and_then(Store::share_sqlite_writes);
+                    .and_then(|s| s.share_sqlite_writes(sync));
                 Arc::new(sqlite::open(spec, retry, shared)?)
             }
             DestinationSpec::Postgres(spec) => {

@@ -20,7 +20,7 @@
 
 use std::ops::{Deref, DerefMut};
 
-use sqlx::{Database, Pool, Transaction};
+use sqlx::{Database, Executor, Pool, Transaction};
 use tokio::sync::{Mutex, MutexGuard};
 
 use super::StateError;
@@ -31,6 +31,8 @@ pub struct SharedWrites<DB: Database> {
     pool: Pool<DB>,
     /// The statement that begins it, when not a plain `BEGIN`.
     begin: Option<&'static str>,
+    /// A statement run on the connection before it begins one.
+    setup: Option<&'static str>,
     slot: Mutex<Slot<DB>>,
 }
 
@@ -49,10 +51,15 @@ pub struct SharedTx<'a, DB: Database> {
 }
 
 impl<DB: Database> SharedWrites<DB> {
-    pub(super) fn new(pool: Pool<DB>, begin: Option<&'static str>) -> SharedWrites<DB> {
+    pub(super) fn new(
+        pool: Pool<DB>,
+        begin: Option<&'static str>,
+        setup: Option<&'static str>,
+    ) -> SharedWrites<DB> {
         SharedWrites {
             pool,
             begin,
+            setup,
             slot: Mutex::new(Slot {
                 open: None,
                 lost: false,
@@ -70,17 +77,25 @@ impl<DB: Database> SharedWrites<DB> {
     }
 
     /// The open transaction, begun when none is.
-    pub async fn lock(&self) -> Result<SharedTx<'_, DB>, StateError> {
+    pub async fn lock(&self) -> Result<SharedTx<'_, DB>, StateError>
+    where
+        for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    {
         let mut slot = self.slot.lock().await;
         if slot.lost {
             return Err(StateError::SharedTransactionLost);
         }
         let tx = match slot.open.take() {
             Some(tx) => tx,
-            None => match self.begin {
-                Some(statement) => self.pool.begin_with(statement).await?,
-                None => self.pool.begin().await?,
-            },
+            None => {
+                if let Some(setup) = self.setup {
+                    self.pool.execute(setup).await?;
+                }
+                match self.begin {
+                    Some(statement) => self.pool.begin_with(statement).await?,
+                    None => self.pool.begin().await?,
+                }
+            }
         };
         // Until `keep` or `commit`: dropped in between, the transaction rolls
         // back, and what was written in it is lost.

@@ -512,14 +512,15 @@ impl Store {
         on_backend!(self, s => s.paused_syncs().await)
     }
 
-    /// Shares the store's write transaction from now on, with a destination
-    /// table in its file; the handle that destination writes through.
-    /// `None` for a store that is not a SQLite file.
+    /// Shares the store's write transaction from now on, with the destination
+    /// table of `sync` in its file; the handle that destination writes
+    /// through. `None` for a store that is not a SQLite file.
     pub fn share_sqlite_writes(
         &self,
+        sync: &str,
     ) -> Option<std::sync::Arc<shared::SharedWrites<sqlx::Sqlite>>> {
         match &self.backend {
-            Backend::Sqlite(s) => Some(s.share_writes()),
+            Backend::Sqlite(s) => Some(s.share_writes(sync)),
             Backend::Postgres(_) => None,
         }
     }

@@ -67,7 +67,7 @@ impl PgStore {
         let pool = super::pool_in(&self.location.schema, 1, self.location.lease)
             .connect_lazy_with(options);
         let shared = Arc::new(PgShared {
-            writes: SharedWrites::new(pool, None),
+            writes: SharedWrites::new(pool, None, None),
             default_schema: self.default_schema.clone(),
         });
         Ok(Arc::clone(self.shared.get_or_init(|| shared)))

@@ -215,7 +215,11 @@ impl SqliteStore {
         if page.merge {
             merge_staged(&mut tx, sync).await?;
         }
-        tx.commit().await?;
+        if self.shares_table(sync) {
+            tx.commit_atomic().await?;
+        } else {
+            tx.commit().await?;
+        }
         Ok(announced)
     }
 

@@ -118,6 +118,8 @@ pub struct SqliteStore {
     shared: std::sync::Arc<
         std::sync::OnceLock<std::sync::Arc<super::shared::SharedWrites<sqlx::Sqlite>>>,
     >,
+    /// The syncs whose destination table shares them.
+    sharing: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
     /// The indexes of the ledger's runs read so far.
     runs: std::sync::Arc<ledger::RunIndexes>,
 }
@@ -369,6 +371,7 @@ impl SqliteStore {
             writes,
             path: path.to_owned(),
             shared: Default::default(),
+            sharing: Default::default(),
             runs: Default::default(),
         })
     }

@@ -26,7 +26,9 @@ async fn count(pool: &SqlitePool) -> i64 {
 #[tokio::test]
 async fn rows_written_in_the_shared_transaction_commit_with_the_page() {
     let (path, store) = open_run("shared-commit").await;
-    let shared = store.share_sqlite_writes().expect("a SQLite store");
+    let shared = store
+        .share_sqlite_writes("billing")
+        .expect("a SQLite store");
     let mut tx = shared.lock().await.expect("lock");
     for sql in [
         "CREATE TABLE t (k TEXT PRIMARY KEY)",
@@ -64,10 +66,49 @@ async fn rows_written_in_the_shared_transaction_commit_with_the_page() {
     store.close().await;
 }
 
+/// The shared transaction's commits are not synced one by one (the run's
+/// completion and every other commit sync the WAL after them), and what was
+/// written through it commits with the run's completion.
+#[tokio::test]
+async fn the_shared_transaction_leaves_its_commits_unsynced_until_the_run_completes() {
+    let (path, store) = open_run("shared-sync").await;
+    let shared = store
+        .share_sqlite_writes("billing")
+        .expect("a SQLite store");
+    let mut tx = shared.lock().await.expect("lock");
+    let level: i64 = sqlx::query_scalar("PRAGMA synchronous")
+        .fetch_one(&mut *tx)
+        .await
+        .expect("synchronous");
+    assert_eq!(level, 1, "NORMAL");
+    sqlx::query("CREATE TABLE t (k TEXT PRIMARY KEY)")
+        .execute(&mut *tx)
+        .await
+        .expect("create");
+    tx.keep();
+    store
+        .complete_run(
+            "r1",
+            &json!({"kind": "token", "token": "p1"}),
+            &Counters::default(),
+            &[],
+        )
+        .await
+        .expect("complete");
+    let reader = SqlitePool::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .expect("reader");
+    assert_eq!(count(&reader).await, 0);
+    reader.close().await;
+    store.close().await;
+}
+
 #[tokio::test]
 async fn after_the_shared_transaction_is_rolled_back_nothing_commits() {
     let (path, store) = open_run("shared-lost").await;
-    let shared = store.share_sqlite_writes().expect("a SQLite store");
+    let shared = store
+        .share_sqlite_writes("billing")
+        .expect("a SQLite store");
     let mut tx = shared.lock().await.expect("lock");
     sqlx::query("CREATE TABLE t (k TEXT PRIMARY KEY)")
         .execute(&mut *tx)
