@@ -51,6 +51,7 @@ pub use sqlite::lock::{
 };
 pub mod shared;
 pub use postgres::shared::PgShared;
+pub use sqlite::shared::TableSharing;
 use store::Backend;
 pub use store::{Committed, Store};
 

@@ -514,11 +514,15 @@ impl Store {
 
     /// Shares the store's write transaction from now on, with the destination
     /// table of `sync` in its file; the handle that destination writes
-    /// through. `None` for a store that is not a SQLite file.
+    /// through, and the sharing, which lasts as long as it is held. `None`
+    /// for a store that is not a SQLite file.
     pub fn share_sqlite_writes(
         &self,
         sync: &str,
-    ) -> Option<std::sync::Arc<shared::SharedWrites<sqlx::Sqlite>>> {
+    ) -> Option<(
+        std::sync::Arc<shared::SharedWrites<sqlx::Sqlite>>,
+        super::TableSharing,
+    )> {
         match &self.backend {
             Backend::Sqlite(s) => Some(s.share_writes(sync)),
             Backend::Postgres(_) => None,

@@ -21,6 +21,7 @@ use super::SinkError;
 use super::table::sql::Dialect;
 use super::table::{Database, DbFailure, TableSink, TableSpec};
 use crate::policy::{Class, RetryPolicy};
+use crate::state::TableSharing;
 use crate::state::shared::SharedWrites;
 use config::SqliteSpec;
 
@@ -37,8 +38,12 @@ enum Connection {
     /// A file of its own: each statement commits on its own.
     Own(SqlitePool),
     /// The state store's file: each statement runs in the store's open write
-    /// transaction, which the store's next commit commits.
-    Shared(Arc<SharedWrites<sqlx::Sqlite>>),
+    /// transaction, which the store's next commit commits; held for as long
+    /// as the destination is, the sharing tells the store so.
+    Shared {
+        writes: Arc<SharedWrites<sqlx::Sqlite>>,
+        _sharing: TableSharing,
+    },
 }
 
 /// Opens the destination; the file and table are made at the first write.
@@ -46,13 +51,16 @@ enum Connection {
 pub fn open(
     spec: &SqliteSpec,
     retry: RetryPolicy,
-    shared: Option<Arc<SharedWrites<sqlx::Sqlite>>>,
+    shared: Option<(Arc<SharedWrites<sqlx::Sqlite>>, TableSharing)>,
 ) -> Result<SqliteSink, SinkError> {
     let shown = format!("{} table {}", spec.path.display(), spec.table.table);
     let connection = match shared {
-        Some(shared) => {
+        Some((shared, sharing)) => {
             tracing::info!(table = %shown, "rows commit with the checkpoint, in the state store's transactions");
-            Connection::Shared(shared)
+            Connection::Shared {
+                writes: shared,
+                _sharing: sharing,
+            }
         }
         None => {
             let options = SqliteConnectOptions::from_str("sqlite://")
@@ -96,7 +104,7 @@ macro_rules! on_connection {
     ($db:expr, $query:expr, $method:ident) => {
         match &$db.connection {
             Connection::Own(pool) => $query.$method(pool).await.map_err(failure),
-            Connection::Shared(shared) => {
+            Connection::Shared { writes: shared, .. } => {
                 let mut tx = shared.lock().await.map_err(DbFailure::shared_refused)?;
                 match $query.$method(&mut *tx).await.map_err(failure) {
                     Ok(value) => {

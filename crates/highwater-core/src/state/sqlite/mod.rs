@@ -15,7 +15,7 @@ mod named;
 mod operating;
 mod reset;
 mod runs;
-mod shared;
+pub(super) mod shared;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -118,8 +118,9 @@ pub struct SqliteStore {
     shared: std::sync::Arc<
         std::sync::OnceLock<std::sync::Arc<super::shared::SharedWrites<sqlx::Sqlite>>>,
     >,
-    /// The syncs whose destination table shares them.
-    sharing: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    /// The syncs whose destination table shares them, with how many of
+    /// their destinations do now.
+    sharing: shared::Syncs,
     /// The indexes of the ledger's runs read so far.
     runs: std::sync::Arc<ledger::RunIndexes>,
 }

@@ -5,8 +5,10 @@
 //! SQLite's write lock while its own process holds it; and after the open
 //! transaction was lost, no write of the store in this process commits.
 
+use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use sqlx::{Sqlite, SqliteConnection, Transaction};
 
@@ -82,13 +84,47 @@ async fn sync_wal(path: &Path) -> Result<(), StateError> {
         .map_err(|e| StateError::Sql(sqlx::Error::Io(e)))
 }
 
+/// The syncs whose destination table shares the store's transaction, with
+/// how many of their destinations do.
+#[derive(Debug, Default, Clone)]
+pub(in crate::state) struct Syncs(Arc<Mutex<HashMap<String, usize>>>);
+
+impl Syncs {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A destination table of a sync sharing the store's transaction, for as
+/// long as it is held: a sync whose next run writes elsewhere (the config
+/// changed under a daemon) syncs its page commits again.
+#[derive(Debug)]
+pub struct TableSharing {
+    sync: String,
+    syncs: Syncs,
+}
+
+impl Drop for TableSharing {
+    fn drop(&mut self) {
+        let mut syncs = self.syncs.lock();
+        if let Some(count) = syncs.get_mut(&self.sync) {
+            *count -= 1;
+            if *count == 0 {
+                syncs.remove(&self.sync);
+            }
+        }
+    }
+}
+
 impl SqliteStore {
     /// Shares the store's write transaction from now on, with the destination
     /// table of `sync` in its file; the handle that destination writes
-    /// through.
+    /// through, and the sharing, which lasts until it is dropped.
     ///
     /// The shared transaction's connection does not sync its commits
-    /// (`synchronous = NORMAL`): a page commit of such a sync holds the
+    /// (`synchronous = NORMAL`): a page commit of a sync sharing it holds the
     /// table's rows with their ledger rows and checkpoint, so a power loss
     /// that undoes the last ones undoes both, the next run reads those
     /// records again, and nothing outside the file learned of them. Every
@@ -98,12 +134,14 @@ impl SqliteStore {
     /// synced each, syncs of 100,000 records into the table ran at
     /// 71,800–74,900 records/s, against 74,200–81,000 without (three
     /// alternated runs).
-    pub fn share_writes(&self, sync: &str) -> std::sync::Arc<SharedWrites<Sqlite>> {
-        self.sharing
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(sync.to_owned());
-        self.shared
+    pub fn share_writes(&self, sync: &str) -> (std::sync::Arc<SharedWrites<Sqlite>>, TableSharing) {
+        *self.sharing.lock().entry(sync.to_owned()).or_default() += 1;
+        let sharing = TableSharing {
+            sync: sync.to_owned(),
+            syncs: self.sharing.clone(),
+        };
+        let writes = self
+            .shared
             .get_or_init(|| {
                 std::sync::Arc::new(SharedWrites::new(
                     self.writes.clone(),
@@ -111,15 +149,14 @@ impl SqliteStore {
                     Some("PRAGMA synchronous = NORMAL"),
                 ))
             })
-            .clone()
+            .clone();
+        (writes, sharing)
     }
 
-    /// Whether `sync`'s destination table shares the store's transaction.
+    /// Whether a destination table of `sync` shares the store's transaction
+    /// now.
     pub(super) fn shares_table(&self, sync: &str) -> bool {
-        self.sharing
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .contains(sync)
+        self.sharing.lock().contains_key(sync)
     }
 
     /// The transaction a write of the store goes in.
@@ -128,5 +165,29 @@ impl SqliteStore {
             Some(shared) => Writer::Shared(shared.lock().await?, &self.path),
             None => Writer::Own(self.writes.begin_with("BEGIN IMMEDIATE").await?),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::tests::temp_db;
+
+    /// A sync's page commits go unsynced only while a destination table of
+    /// it holds the sharing: a later run writing elsewhere syncs them again.
+    #[tokio::test]
+    async fn a_sync_shares_the_transaction_while_a_destination_holds_the_sharing() {
+        let store = SqliteStore::open(&temp_db("table-sharing"))
+            .await
+            .expect("open");
+        let (_, first) = store.share_writes("billing");
+        let (_, second) = store.share_writes("billing");
+        assert!(store.shares_table("billing"));
+        assert!(!store.shares_table("crm"));
+        drop(first);
+        assert!(store.shares_table("billing"));
+        drop(second);
+        assert!(!store.shares_table("billing"));
+        store.close().await;
     }
 }

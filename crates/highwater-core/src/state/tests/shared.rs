@@ -26,7 +26,7 @@ async fn count(pool: &SqlitePool) -> i64 {
 #[tokio::test]
 async fn rows_written_in_the_shared_transaction_commit_with_the_page() {
     let (path, store) = open_run("shared-commit").await;
-    let shared = store
+    let (shared, _sharing) = store
         .share_sqlite_writes("billing")
         .expect("a SQLite store");
     let mut tx = shared.lock().await.expect("lock");
@@ -72,7 +72,7 @@ async fn rows_written_in_the_shared_transaction_commit_with_the_page() {
 #[tokio::test]
 async fn the_shared_transaction_leaves_its_commits_unsynced_until_the_run_completes() {
     let (path, store) = open_run("shared-sync").await;
-    let shared = store
+    let (shared, _sharing) = store
         .share_sqlite_writes("billing")
         .expect("a SQLite store");
     let mut tx = shared.lock().await.expect("lock");
@@ -106,7 +106,7 @@ async fn the_shared_transaction_leaves_its_commits_unsynced_until_the_run_comple
 #[tokio::test]
 async fn after_the_shared_transaction_is_rolled_back_nothing_commits() {
     let (path, store) = open_run("shared-lost").await;
-    let shared = store
+    let (shared, _sharing) = store
         .share_sqlite_writes("billing")
         .expect("a SQLite store");
     let mut tx = shared.lock().await.expect("lock");
