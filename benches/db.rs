@@ -14,38 +14,23 @@
 //! `cargo bench --bench db [-- RECORDS...]` (default 100000 and 1000000);
 //! PostgreSQL at `HW_BENCH_PG`, else `postgres://postgres@127.0.0.1:5432/test`.
 //!
-//! Measured on two shared cores, PostgreSQL 15 on the same machine, medians
-//! of three alternated rounds (the ratio is the median of each round's; at
-//! fe0217c, one run each on a faster day: 0.84, 0.78, 0.68, 0.81, 0.72 and
-//! 0.60, with the loader at 74,649, 91,604, 66,605 and 52,225 records/s):
+//! Measured on two shared cores, PostgreSQL 15 on the same machine, at
+//! fb90be0 (medians of three alternated rounds at 100k, two at 1M; the ratio
+//! is the median of each round's):
 //!
-//! | records | destination           | highwater rec/s, peak RSS | (a) loader | (b) alone | hw/(a) (rounds)     |
-//! |---------|-----------------------|---------------------------|------------|-----------|---------------------|
-//! | 100k    | PostgreSQL            | 58,241, 66 MiB            | 66,383     | 98,259    | 0.91 (0.85 0.96 0.91) |
-//! | 100k    | SQLite                | 56,085, 78 MiB            | 75,412     | 129,800   | 0.74 (0.91 0.74 0.74) |
-//! | 100k    | SQLite, store's file  | 49,751, 65 MiB            | 75,412     | —         | 0.69                |
-//! | 1M      | PostgreSQL            | 38,021, 76 MiB            | 47,235     | 63,881    | 0.82 (0.82 0.80 0.88) |
-//! | 1M      | SQLite                | 29,962, 83 MiB            | 38,816     | 56,916    | 0.83 (0.77 0.83 0.84) |
-//! | 1M      | SQLite, store's file  | 27,896, 75 MiB            | 38,816     | —         | 0.69                |
+//! | records | destination           | highwater rec/s, peak RSS | (a) loader | (b) alone | hw/(a) (rounds)       |
+//! |---------|-----------------------|---------------------------|------------|-----------|-----------------------|
+//! | 100k    | PostgreSQL            | 80,710, 58 MiB            | 86,530     | 143,547   | 0.93 (0.90 0.98 0.93) |
+//! | 100k    | SQLite                | 96,993, 60 MiB            | 100,528    | 169,091   | 0.95 (0.96 0.92 0.95) |
+//! | 100k    | SQLite, store's file  | 82,169, 59 MiB            | 100,528    | —         | 0.78                  |
+//! | 1M      | PostgreSQL            | 70,180, 65 MiB            | 74,697     | 118,841   | 0.96 (0.96 0.93)      |
+//! | 1M      | SQLite                | 48,876, 76 MiB            | 51,924     | 67,289    | 0.97 (0.97 0.91)      |
+//! | 1M      | SQLite, store's file  | 35,358, 66 MiB            | 51,924     | —         | 0.70                  |
 //!
-//! The sink is not what holds highwater back: its concurrency (1, 2, 4) and
-//! batch size change nothing, nor does running its writes on a thread of
-//! their own. The state store is: its own bench
-//! (`crates/highwater-core/benches/state.rs`) spends about 9 us of CPU per
-//! record at 100k records on the ledger's lookups and commits, on SQLite's
-//! one thread, beside the rest of the sync; timed in a sync of 100k into
-//! JSON Lines, the store's commits took 0.95 s of the run's 1.05 s (merges
-//! of staged rows 0.28 s of it), one after the other: the store's thread is
-//! the run's critical path, and everything else on the two cores slows it.
-//! Measured earlier at 100k into
-//! SQLite: a build whose store skipped every commit ran 1.7–1.8 s instead
-//! of 2.5–2.7 s, and a sync uses 2.8–3.1 s of CPU in its 2.1–2.3 s, beside
-//! the simulator and SQLite's own threads on the same two cores — what is
-//! left to gain is CPU per record, not waiting. Sampled at 100k into SQLite,
-//! SQLite's threads (the store's and the table's) take 53% of the binary's
-//! CPU, the engine's thread 25% and the reading thread 22%: the ledger is an
-//! upsert per record as the table is, so beside a loader that keeps no
-//! state, the store's share of SQLite's work is what the ratio lacks.
+//! `COPY` and a merge ran at 0.14–0.16 of the multi-row upsert. With the
+//! table in the state store's file, one SQLite connection runs the table's
+//! upserts, the store's statements and every commit, so a page's upserts
+//! wait for the commit before them: that mode's gap to the loader.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
