@@ -4,6 +4,9 @@
 //! otherwise a transaction of its own. So nothing of the store ever waits on
 //! SQLite's write lock while its own process holds it; and after the open
 //! transaction was lost, no write of the store in this process commits.
+//! That connection does not sync its commits: every commit through it syncs
+//! the WAL after it, except a page commit of a sync whose table shares it
+//! ([`TableSharing`]), which only needs to be atomic.
 
 use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
@@ -38,7 +41,8 @@ impl Writer<'_> {
     }
 
     /// Commits a page of a run whose destination table shares the
-    /// transaction: atomically, and durably only once the run completes.
+    /// transaction: atomically, and durably with the next commit that syncs
+    /// the WAL (the run's completion at the latest).
     pub(super) async fn commit_atomic(self) -> Result<(), StateError> {
         match self {
             Writer::Own(tx) => Ok(tx.commit().await?),
