@@ -247,17 +247,17 @@ impl SqliteStore {
             // FULL: a commit survives power loss, not only a process crash.
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            // No `temp_store = memory`: a statement journal (every multi-row
-            // upsert in a transaction keeps one) then stays in memory up to 64
-            // KiB and spills to a temporary file past that, whereas in memory
-            // it never would — and a merge of staged ledger rows journals
-            // every ledger page it touches, most of the ledger: 400 MiB of
-            // memory at 1,000,000 records. Spilled, they cost little: with
-            // SQLite's temporary files on tmpfs, syncs of 100,000 records into
-            // a SQLite table ran no faster (91,700–98,100 against
-            // 93,500–102,200 records/s; with the table in the store's file,
-            // whose upserts journal 185 MB, 49,200–83,100 against
-            // 75,600–83,000).
+            // No `temp_store = memory` for the store's own writes: a statement
+            // journal (every multi-row write in a transaction keeps one) then
+            // stays in memory up to 64 KiB and spills to a temporary file past
+            // that, whereas in memory it never would. When a merge upserted
+            // staged rows into a ledger B-tree it journaled most of the
+            // ledger, 400 MiB at 1,000,000 records; the store's statements
+            // journal little now, and in memory a sync of 100,000 records
+            // into JSON Lines ran no faster (medians of five alternated runs:
+            // 111,700 against 114,300 records/s). The connection a table in
+            // the store's file shares does keep them in memory (`shared.rs`):
+            // there every batch's upsert journals the pages it changes.
             // A merge of staged ledger rows rewrites most of the ledger's pages in
             // one commit. Checkpointing every 10,000 pages (160 MiB of WAL at
             // 16 KiB pages) instead of SQLite's 1,000 copies a page hit by

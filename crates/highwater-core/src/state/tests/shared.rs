@@ -67,8 +67,9 @@ async fn rows_written_in_the_shared_transaction_commit_with_the_page() {
 }
 
 /// The shared transaction's commits are not synced one by one (the run's
-/// completion and every other commit sync the WAL after them), and what was
-/// written through it commits with the run's completion.
+/// completion and every other commit sync the WAL after them), its
+/// statement journals stay in memory, and what was written through it
+/// commits with the run's completion.
 #[tokio::test]
 async fn the_shared_transaction_leaves_its_commits_unsynced_until_the_run_completes() {
     let (path, store) = open_run("shared-sync").await;
@@ -81,6 +82,11 @@ async fn the_shared_transaction_leaves_its_commits_unsynced_until_the_run_comple
         .await
         .expect("synchronous");
     assert_eq!(level, 1, "NORMAL");
+    let temp: i64 = sqlx::query_scalar("PRAGMA temp_store")
+        .fetch_one(&mut *tx)
+        .await
+        .expect("temp_store");
+    assert_eq!(temp, 2, "statement journals in memory");
     sqlx::query("CREATE TABLE t (k TEXT PRIMARY KEY)")
         .execute(&mut *tx)
         .await
