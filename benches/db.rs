@@ -15,19 +15,24 @@
 //! PostgreSQL at `HW_BENCH_PG`, else `postgres://postgres@127.0.0.1:5432/test`.
 //!
 //! Measured on two shared cores, PostgreSQL 15 on the same machine, at
-//! fb90be0 (medians of three alternated rounds at 100k, two at 1M; the ratio
+//! 07427b1 (medians of three alternated rounds at 100k, two at 1M; the ratio
 //! is the median of each round's):
 //!
 //! | records | destination           | highwater rec/s, peak RSS | (a) loader | (b) alone | hw/(a) (rounds)       |
 //! |---------|-----------------------|---------------------------|------------|-----------|-----------------------|
-//! | 100k    | PostgreSQL            | 80,710, 58 MiB            | 86,530     | 143,547   | 0.93 (0.90 0.98 0.93) |
-//! | 100k    | SQLite                | 96,993, 60 MiB            | 100,528    | 169,091   | 0.95 (0.96 0.92 0.95) |
-//! | 100k    | SQLite, store's file  | 82,169, 59 MiB            | 100,528    | —         | 0.78                  |
-//! | 1M      | PostgreSQL            | 70,180, 65 MiB            | 74,697     | 118,841   | 0.96 (0.96 0.93)      |
-//! | 1M      | SQLite                | 48,876, 76 MiB            | 51,924     | 67,289    | 0.97 (0.97 0.91)      |
-//! | 1M      | SQLite, store's file  | 35,358, 66 MiB            | 51,924     | —         | 0.70                  |
+//! | 100k    | PostgreSQL            | 66,845, 59 MiB            | 69,802     | 108,150   | 0.99 (1.11 0.96 0.99) |
+//! | 100k    | SQLite                | 84,890, 61 MiB            | 101,559    | 194,691   | 0.81 (0.68 0.86 0.81) |
+//! | 100k    | SQLite, store's file  | 75,643, 61 MiB            | 101,559    | —         | 0.76                  |
+//! | 1M      | PostgreSQL            | 65,458, 65 MiB            | 68,295     | 95,311    | 0.96 (0.93 0.96)      |
+//! | 1M      | SQLite                | 44,281, 76 MiB            | 50,365     | 57,337    | 0.88 (0.88 0.88)      |
+//! | 1M      | SQLite, store's file  | 36,884, 76 MiB            | 50,365     | —         | 0.74                  |
 //!
-//! `COPY` and a merge ran at 0.14–0.16 of the multi-row upsert. With the
+//! At fb90be0, on another day, the SQLite rows ran at 0.95, 0.78, 0.97 and
+//! 0.70; on this one the build before 07427b1 ran the separate table at
+//! 0.81–0.83 at 100k. A round's ratio varied from 0.68 to 1.00 in a day:
+//! compare builds in alternated runs.
+//!
+//! `COPY` and a merge ran at 0.18–0.20 of the multi-row upsert. With the
 //! table in the state store's file, one SQLite connection runs the table's
 //! upserts, the store's statements and every commit, so a page's upserts
 //! wait for the commit before them: that mode's gap to the loader.
