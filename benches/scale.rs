@@ -9,7 +9,8 @@
 //! the binary's own peak RSS (the simulator lives in this process, not the
 //! binary's); asserts nothing, but says when the destination is not exact.
 //! `cargo bench --bench scale [-- RECORDS...]`; `SCALE_WRAPPER` (say
-//! `heaptrack -o /tmp/hw`) runs the binary under a profiler.
+//! `heaptrack -o /tmp/hw`) runs the binary under a profiler, `SCALE_ONLY=jsonl`
+//! or `SCALE_ONLY=put` runs one destination.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -166,6 +167,18 @@ async fn size(records: usize) {
         Err(e) => return eprintln!("  the read loop panicked: {e}"),
     };
 
+    // `SCALE_ONLY=jsonl` or `SCALE_ONLY=put` runs one of the two.
+    let only = std::env::var("SCALE_ONLY").unwrap_or_default();
+    if only.is_empty() || only == "jsonl" {
+        to_jsonl(&sim, records, ceiling).await;
+    }
+    if only.is_empty() || only == "put" {
+        to_api(&sim, records, ceiling).await;
+    }
+    sim.shutdown().await;
+}
+
+async fn to_jsonl(sim: &SimSaas, records: usize, ceiling: f64) {
     let dir = fresh_dir("jsonl");
     let file = dir.join("out.jsonl");
     let config_path = dir.join("highwater.toml");
@@ -173,7 +186,7 @@ async fn size(records: usize) {
         "[sync.destination]\ntype = \"jsonl\"\nfile = \"{}\"",
         file.display()
     );
-    if std::fs::write(&config_path, config(&sim, &dir, &destination)).is_err() {
+    if std::fs::write(&config_path, config(sim, &dir, &destination)).is_err() {
         return eprintln!("cannot write {}", config_path.display());
     }
     match run_binary(&config_path).await {
@@ -186,10 +199,12 @@ async fn size(records: usize) {
         Err(e) => eprintln!("  {e}"),
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
 
+async fn to_api(sim: &SimSaas, records: usize, ceiling: f64) {
     let dir = fresh_dir("api");
     let config_path = dir.join("highwater.toml");
-    if std::fs::write(&config_path, config(&sim, &dir, &api_destination(&sim))).is_err() {
+    if std::fs::write(&config_path, config(sim, &dir, &api_destination(sim))).is_err() {
         return eprintln!("cannot write {}", config_path.display());
     }
     match run_binary(&config_path).await {
@@ -205,7 +220,6 @@ async fn size(records: usize) {
         Err(e) => eprintln!("  {e}"),
     }
     let _ = std::fs::remove_dir_all(&dir);
-    sim.shutdown().await;
 }
 
 fn main() {

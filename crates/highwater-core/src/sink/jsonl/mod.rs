@@ -2,25 +2,29 @@
 //! by external id (upsert), a deleted record's line dropped. A write or deletion
 //! is appended to the log (`log.rs`) and made durable by `flush` (before the
 //! page's checkpoint commits); the file people read (`file.rs`, sorted by
-//! external id) takes the log's lines in a compaction — written aside and
+//! external id) takes the log's lines in compactions — written aside and
 //! renamed over it, so a crash leaves the old file or the new one, and the
-//! logs to replay over it.
+//! runs and logs to replay over it.
 //! Once the log holds [`COMPACT_LINES`] lines or [`COMPACT_BYTES`], a flush
 //! sets it aside (`<file>.log.1`) and compacts it on a thread of its own while
-//! a new log takes the writes: a compaction rewrites the whole file (a third of
-//! a second at 1,000,000 records), and the run's one thread would otherwise
-//! wait for it. At the run's end (`finish`) the log is compacted in place.
+//! a new log takes the writes: into a sorted run between the file and the log,
+//! merged with the runs and the file as `runs.rs` plans, so that a compaction
+//! rewrites the whole file only when it brings more than half as many records
+//! as the file holds. At the run's end (`finish`) the runs and the log are
+//! merged into the file.
 //! Invariants: what `flush` returned from is found again after a crash, what a
 //! crash left unflushed is found whole or not at all; a read sees the log, then
-//! the log set aside, then the file; the log set aside is compacted and removed,
-//! durably, before another is set aside or the log is compacted, so that no
-//! older line is ever replayed over a newer one; memory holds 16 bytes per line
-//! of the logs and nothing per line of the file.
+//! the log set aside, then the runs from the newest, then the file; the log set
+//! aside is compacted and removed, durably, before another is set aside or the
+//! log is compacted, so that no older line is ever replayed over a newer one;
+//! memory holds 16 bytes per line of the logs and nothing per line of the file
+//! or the runs.
 
 pub mod config;
 mod file;
 mod line;
 mod log;
+mod runs;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -29,15 +33,13 @@ use std::thread::JoinHandle;
 use super::{Delete, Held, Sink, SinkError, Write, Written};
 use crate::stop::Stop;
 use config::JsonLinesSpec;
-use file::Shape;
 use log::{Latest, Log};
+use runs::Stack;
 
-/// Lines in the log that make the next flush set it aside to be compacted into
-/// the file, unless `compact_lines` says otherwise: each compaction rewrites
-/// the file, so fewer would cost more passes over a large file, and more would
-/// cost more memory (an id per line, during the merge: about 8 MiB at 100,000
-/// lines). A run of 1,000,000 records makes ten passes, which took 13% of the
-/// binary's CPU there (sampled), two fifths of it in the kernel.
+/// Lines in the log that make the next flush set it aside to be compacted,
+/// unless `compact_lines` says otherwise: fewer would make more runs and more
+/// merges, more would cost more memory (an id per line, while it is sorted:
+/// about 8 MiB at 100,000 lines).
 pub const COMPACT_LINES: usize = 100_000;
 /// Bytes in the log that make the next flush compact it, whatever its lines.
 pub const COMPACT_BYTES: u64 = 64 << 20;
@@ -53,9 +55,10 @@ struct State {
     log: Log,
     /// The log set aside for a compaction, older than `log`.
     aside: Option<Arc<Log>>,
-    /// The compaction of `aside` under way, and the file's shape it leaves.
-    compaction: Option<JoinHandle<std::io::Result<Shape>>>,
-    file: Shape,
+    /// The compaction of `aside` under way, and the stack it leaves.
+    compaction: Option<JoinHandle<std::io::Result<Stack>>>,
+    /// The compacted file and the runs over it.
+    stack: Stack,
     /// The spec's `compact_lines`; tests change it.
     compact_lines: usize,
 }
@@ -67,6 +70,7 @@ impl JsonLinesSink {
     pub fn open(spec: JsonLinesSpec) -> Result<Self, SinkError> {
         let file =
             file::scan(&spec.path, &spec.external_id_field).map_err(|e| error(&spec.path, e))?;
+        let runs = runs::open(&spec.path).map_err(|e| error(&spec.path, e))?;
         // A log set aside and not yet compacted, when a crash stopped its
         // compaction: it is compacted again (replaying it changes nothing).
         let aside_path = aside_path(&spec.path);
@@ -90,7 +94,7 @@ impl JsonLinesSink {
                 log,
                 aside: (aside.lines() > 0).then(|| Arc::new(aside)),
                 compaction: None,
-                file,
+                stack: Stack { file, runs },
                 compact_lines,
             }),
         })
@@ -136,9 +140,10 @@ impl JsonLinesSink {
     }
 
     /// What the destination holds for `external_id`: its latest line in the
-    /// log, else in the log set aside, else its line in the file (the old
-    /// one or the one a compaction under way renames over it: they differ
-    /// only in the lines of the log set aside).
+    /// log, else in the log set aside, else in the newest run that names it,
+    /// else its line in the file (the old one or the one a compaction under
+    /// way renames over it: they differ only in lines the runs and the log
+    /// set aside still hold).
     pub fn try_read_back(&self, external_id: &str) -> Result<Held, SinkError> {
         let field = &self.spec.external_id_field;
         let state = self.state();
@@ -151,15 +156,21 @@ impl JsonLinesSink {
                 break;
             }
         }
+        for run in state.stack.runs.iter().rev() {
+            if latest.is_some() {
+                break;
+            }
+            latest = run
+                .find(field, external_id)
+                .map_err(|e| error(run.path(), e))?;
+        }
+        if latest.is_none() {
+            latest = file::find(&self.spec.path, state.stack.file, field, external_id)
+                .map_err(|e| error(&self.spec.path, e))?;
+        }
         let line = match latest {
             Some(Latest::Record(line)) => line,
-            Some(Latest::Deleted) => return Ok(Held::Nothing),
-            None => match file::find(&self.spec.path, state.file, field, external_id)
-                .map_err(|e| error(&self.spec.path, e))?
-            {
-                Some(line) => line,
-                None => return Ok(Held::Nothing),
-            },
+            Some(Latest::Deleted) | None => return Ok(Held::Nothing),
         };
         let object = serde_json::from_slice(&line).map_err(|e| error(&self.spec.path, e.into()))?;
         Ok(Held::Object {
@@ -197,14 +208,21 @@ impl JsonLinesSink {
         state.log.sync().map_err(|e| error(state.log.path(), e))?;
         self.start(&mut state)?;
         self.collect(&mut state, true)?;
-        if state.log.bytes() > 0 || !state.file.sorted {
+        let stack = &state.stack;
+        let compacted = stack.runs.is_empty() && stack.file.sorted;
+        if state.log.bytes() > 0 || !compacted {
             let path = &self.spec.path;
             state
                 .log
                 .readable()
                 .map_err(|e| error(state.log.path(), e))?;
-            state.file = file::compact(path, state.file, &self.spec.external_id_field, &state.log)
+            let field = &self.spec.external_id_field;
+            let file = runs::compact_all(path, field, &state.stack, &state.log)
                 .map_err(|e| error(path, e))?;
+            state.stack = Stack {
+                file,
+                runs: Vec::new(),
+            };
             state.log.clear().map_err(|e| error(state.log.path(), e))?;
         }
         Ok(())
@@ -215,17 +233,17 @@ impl JsonLinesSink {
         let Some(aside) = state.aside.clone().filter(|_| state.compaction.is_none()) else {
             return Ok(());
         };
-        let (path, field, shape) = (
+        let (path, field, stack) = (
             self.spec.path.clone(),
             self.spec.external_id_field.clone(),
-            state.file,
+            state.stack.clone(),
         );
         let compaction = std::thread::Builder::new()
             .name("highwater-compact".into())
             .spawn(move || {
-                let shape = file::compact(&path, shape, &field, &aside)?;
+                let stack = runs::compact(&path, &field, &stack, &aside, stack.next_number())?;
                 aside.remove()?;
-                Ok(shape)
+                Ok(stack)
             })
             .map_err(|e| error(&self.spec.path, e))?;
         state.compaction = Some(compaction);
@@ -242,11 +260,10 @@ impl JsonLinesSink {
             return Ok(());
         };
         let path = &self.spec.path;
-        let shape = compaction
+        state.stack = compaction
             .join()
             .map_err(|_| error(path, std::io::Error::other("the compaction panicked")))?
             .map_err(|e| error(path, e))?;
-        state.file = shape;
         state.aside = None;
         Ok(())
     }
@@ -609,6 +626,130 @@ mod tests {
         assert_eq!(
             ["a", "b", "c", "d"].map(|id| held(&reopened, id)),
             [Some(3), None, Some(2), None]
+        );
+    }
+
+    fn runs_on_disk(spec: &JsonLinesSpec) -> usize {
+        let dir = spec.path.parent().expect("dir");
+        std::fs::read_dir(dir)
+            .expect("dir")
+            .filter(|entry| {
+                let name = entry.as_ref().expect("entry").file_name();
+                name.to_string_lossy().starts_with("out.jsonl.run.")
+            })
+            .count()
+    }
+
+    /// Flushes and waits for the compaction it started, if any.
+    fn flush_compacted(sink: &JsonLinesSink) {
+        sink.flush().expect("flush");
+        let mut state = sink.state();
+        sink.collect(&mut state, true).expect("compacted");
+    }
+
+    /// Logs past their bound become runs between the file and the log, a few
+    /// at a time, merged as a binary counter; a deletion in a run hides the
+    /// record's line in the file and in older runs, and the run's end leaves
+    /// every record in the file and no run beside it.
+    #[test]
+    fn logs_become_a_few_runs_over_the_file_whose_deletions_hide_older_lines() {
+        let (_dir, spec) = Dir::new("runs");
+        let sink = JsonLinesSink::open(spec.clone()).expect("open");
+        sink.state().compact_lines = 100;
+        let (mut most_runs, mut file_lines) = (0, Vec::new());
+        for i in 0..2_000 {
+            put(&sink, &format!("id-{i:04}"), 1);
+            if i % 50 == 49 {
+                flush_compacted(&sink);
+                let state = sink.state();
+                most_runs = most_runs.max(state.stack.runs.len());
+                file_lines.push(state.stack.file.lines);
+                assert_eq!(runs_on_disk(&spec), state.stack.runs.len());
+            }
+        }
+        assert!((2..=5).contains(&most_runs), "{most_runs} runs at most");
+        assert!(
+            file_lines.windows(2).filter(|w| w[0] != w[1]).count() < 8,
+            "the file rewritten a few times, not at every log: {file_lines:?}"
+        );
+        for i in 0..2_000 {
+            match i % 3 {
+                0 => sink.delete(&format!("id-{i:04}")),
+                1 => {
+                    put(&sink, &format!("id-{i:04}"), 2);
+                    continue;
+                }
+                _ => continue,
+            };
+            if i % 150 == 0 {
+                flush_compacted(&sink);
+            }
+        }
+        flush_compacted(&sink);
+        assert!(!sink.state().stack.runs.is_empty(), "runs over the file");
+        let expect = |i: usize| [None, Some(2), Some(1)][i % 3];
+        for i in [0, 1, 2, 999, 1_000, 1_001, 1_998, 1_999] {
+            assert_eq!(held(&sink, &format!("id-{i:04}")), expect(i), "id-{i:04}");
+        }
+        sink.finish().expect("finish");
+        assert_eq!(runs_on_disk(&spec), 0);
+        let lines: Vec<String> = text(&spec).lines().map(str::to_owned).collect();
+        assert_eq!(lines.len(), 1_333);
+        assert!(lines.windows(2).all(|w| w[0] < w[1]), "sorted by id");
+        let reopened = JsonLinesSink::open(spec).expect("reopen");
+        for i in 0..2_000 {
+            assert_eq!(
+                held(&reopened, &format!("id-{i:04}")),
+                expect(i),
+                "id-{i:04}"
+            );
+        }
+    }
+
+    /// A crash in a merge of runs leaves the runs it merged beside the run it
+    /// wrote, or beside the file it renamed: the first are removed at open,
+    /// the others replay over the file changing nothing; runs are read newest
+    /// first, after the log and before the file.
+    #[test]
+    fn runs_a_crash_left_are_read_in_their_order_and_merged_ones_dropped() {
+        let (_dir, spec) = Dir::new("runs-crash");
+        std::fs::create_dir_all(spec.path.parent().expect("dir")).expect("dir");
+        let line = |id: &str, v: i64| format!("{{\"external_id\":\"{id}\",\"v\":{v}}}\n");
+        let deleted = |id: &str| String::from_utf8(line::delete_line(id)).expect("utf-8");
+        let run = |numbers: &str| PathBuf::from(format!("{}.run.{numbers}", spec.path.display()));
+        std::fs::write(
+            &spec.path,
+            [line("a", 1), line("b", 1), line("c", 1)].concat(),
+        )
+        .expect("file");
+        // Merged into 1-2 before the crash: its newer lines are there too.
+        std::fs::write(run("1-1"), [line("a", 2), deleted("b")].concat()).expect("run");
+        std::fs::write(
+            run("1-2"),
+            [line("a", 2), deleted("b"), line("d", 2)].concat(),
+        )
+        .expect("run");
+        std::fs::write(run("3-3"), [line("c", 3), deleted("d")].concat()).expect("run");
+        std::fs::write(log_path(&spec.path), line("e", 4)).expect("log");
+        let sink = JsonLinesSink::open(spec.clone()).expect("open");
+        assert!(!run("1-1").exists(), "merged into 1-2");
+        assert_eq!(
+            ["a", "b", "c", "d", "e"].map(|id| held(&sink, id)),
+            [Some(2), None, Some(3), None, Some(4)]
+        );
+        sink.finish().expect("finish");
+        assert_eq!(
+            text(&spec),
+            [line("a", 2), line("c", 3), line("e", 4)].concat()
+        );
+        assert_eq!(runs_on_disk(&spec), 0);
+        // The file holding a merge whose runs a crash left: replayed, the same.
+        std::fs::write(run("1-1"), [line("a", 2), deleted("b")].concat()).expect("run");
+        let reopened = JsonLinesSink::open(spec.clone()).expect("reopen");
+        reopened.finish().expect("finish");
+        assert_eq!(
+            text(&spec),
+            [line("a", 2), line("c", 3), line("e", 4)].concat()
         );
     }
 
