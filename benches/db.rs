@@ -32,6 +32,12 @@
 //! 0.81–0.83 at 100k. A round's ratio varied from 0.68 to 1.00 in a day:
 //! compare builds in alternated runs.
 //!
+//! Once the separate table's upserts committed unsynced and the page's
+//! flush synced them (one sync per commit instead of one per batch), builds
+//! alternated: at 100k, 91,408 rec/s median (0.80, 0.81, 0.87) against
+//! 86,957 (0.83, 0.83, 0.82); at 1M, 45,725 (0.89) against 43,827 (0.84),
+//! (b) 63,396–64,661 there: the database is the limit at that size.
+//!
 //! `COPY` and a merge ran at 0.18–0.20 of the multi-row upsert. With the
 //! table in the state store's file, one SQLite connection runs the table's
 //! upserts, the store's statements and every commit, so a page's upserts

@@ -22,3 +22,4 @@ pub mod sink;
 pub mod source;
 pub mod state;
 pub mod stop;
+pub mod wal;

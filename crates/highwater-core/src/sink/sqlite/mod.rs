@@ -1,13 +1,15 @@
 //! Owns the SQLite table destination: a database file of its own, written
-//! through one connection in WAL mode with `synchronous = FULL`, each upsert
-//! a statement that commits on its own — or the state store's file, written
-//! in the store's open write transaction (`state::shared`), so that rows and
-//! the checkpoint commit together.
+//! through one connection in WAL mode, each upsert a statement that commits
+//! on its own and is made durable with every other before the page's
+//! checkpoint commits (`flush` syncs the WAL) — or the state store's file,
+//! written in the store's open write transaction (`state::shared`), so that
+//! rows and the checkpoint commit together.
 //! The SQL text is the table layer's (`sink/table/sql.rs`); this folder runs
 //! it and says what each SQLite result code means.
 
 pub mod config;
 
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,8 +37,8 @@ pub struct Sqlite {
 
 #[derive(Debug)]
 enum Connection {
-    /// A file of its own: each statement commits on its own.
-    Own(SqlitePool),
+    /// A file of its own (at `path`): each statement commits on its own.
+    Own { pool: SqlitePool, path: PathBuf },
     /// The state store's file: each statement runs in the store's open write
     /// transaction, which the store's next commit commits; held for as long
     /// as the destination is, the sharing tells the store so.
@@ -68,8 +70,11 @@ pub fn open(
                 .filename(&spec.path)
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
-                // FULL: a row the engine was told is written survives power loss.
-                .synchronous(SqliteSynchronous::Full)
+                // NORMAL: a commit does not sync the WAL; `flush` does, once
+                // for every upsert since the last, before the engine counts
+                // them written. FULL held the one connection through a sync
+                // per upsert.
+                .synchronous(SqliteSynchronous::Normal)
                 .pragma("temp_store", "memory")
                 // Another process writing the same file waits its turn.
                 .busy_timeout(Duration::from_secs(10))
@@ -78,12 +83,13 @@ pub fn open(
                 // return them all without waiting for the task every 50 rows,
                 // as the state store's does.
                 .row_buffer_size(4096);
-            Connection::Own(
-                SqlitePoolOptions::new()
+            Connection::Own {
+                pool: SqlitePoolOptions::new()
                     .max_connections(1)
                     .acquire_timeout(Duration::from_secs(30))
                     .connect_lazy_with(options),
-            )
+                path: spec.path.clone(),
+            }
         }
     };
     Ok(TableSink::new(
@@ -103,7 +109,7 @@ pub fn open(
 macro_rules! on_connection {
     ($db:expr, $query:expr, $method:ident) => {
         match &$db.connection {
-            Connection::Own(pool) => $query.$method(pool).await.map_err(failure),
+            Connection::Own { pool, .. } => $query.$method(pool).await.map_err(failure),
             Connection::Shared { writes: shared, .. } => {
                 let mut tx = shared.lock().await.map_err(DbFailure::shared_refused)?;
                 match $query.$method(&mut *tx).await.map_err(failure) {
@@ -171,6 +177,20 @@ impl Database for Sqlite {
             sqlx::query_scalar::<_, String>(AssertSqlSafe(sql)).bind(key),
             fetch_optional
         )
+    }
+
+    /// Syncs the file's WAL; in the store's file, the store's commit makes
+    /// the rows durable with the checkpoint.
+    async fn flush(&self) -> Result<(), DbFailure> {
+        match &self.connection {
+            Connection::Own { path, .. } => crate::wal::sync(path).await.map_err(|e| DbFailure {
+                class: Class::Fatal,
+                code: None,
+                message: e.to_string(),
+                already_exists: false,
+            }),
+            Connection::Shared { .. } => Ok(()),
+        }
     }
 }
 

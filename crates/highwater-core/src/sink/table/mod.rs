@@ -130,6 +130,11 @@ pub trait Database: Send + Sync + fmt::Debug + 'static {
     async fn delete(&self, sql: &str, key: &str) -> Result<(), DbFailure>;
     /// The row as a JSON object's text.
     async fn read(&self, sql: &str, key: &str) -> Result<Option<String>, DbFailure>;
+    /// Makes every statement committed so far durable, for a database whose
+    /// commits do not do it themselves.
+    async fn flush(&self) -> Result<(), DbFailure> {
+        Ok(())
+    }
 }
 
 /// A table destination over one database.
@@ -477,6 +482,19 @@ impl<D: Database> Sink for TableSink<D> {
     /// The upsert compares versions.
     fn refuses_older_writes(&self) -> bool {
         true
+    }
+
+    /// Not retried: after a failed sync the kernel may have dropped the
+    /// pages it could not write and report the next sync clean, so the run
+    /// stops at its last checkpoint and the next run writes those rows again.
+    async fn flush(&self) -> Result<(), SinkError> {
+        self.db.flush().await.map_err(|e| {
+            SinkError::Database(format!("{}: cannot make the rows durable: {e}", self.shown))
+        })
+    }
+
+    async fn finish(&self) -> Result<(), SinkError> {
+        Sink::flush(self).await
     }
 
     fn retries(&self) -> RetryCounts {

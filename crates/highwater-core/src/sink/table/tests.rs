@@ -419,6 +419,36 @@ async fn sqlite_a_missing_table_is_fatal_when_not_created() {
     db.drop().await;
 }
 
+/// A file of its own commits each upsert without syncing it; `flush`, before
+/// a page's checkpoint commits, syncs the WAL they are in. A WAL it cannot
+/// sync stops the run (its rows may not be durable), naming the file.
+#[tokio::test]
+async fn sqlite_a_wal_that_cannot_be_synced_stops_the_run() {
+    let db = Db::sqlite("flush").await;
+    let Db::Sqlite(path) = &db else {
+        unreachable!()
+    };
+    let sink = db.sink(columns(), "flush");
+    let a = record("a", json!({"name": "Ann", "amount": 1}));
+    sink.write(write(&a, 1), &Stop::never())
+        .await
+        .expect("written");
+    sink.flush().await.expect("the WAL synced");
+    // SQLite keeps the WAL open; its name now leads nowhere.
+    let wal = std::path::PathBuf::from(format!("{}-wal", path.display()));
+    std::fs::remove_file(&wal).expect("the WAL");
+    std::os::unix::fs::symlink(&wal, &wal).expect("a link to itself");
+    let e = sink.flush().await.expect_err("nothing to sync");
+    assert_eq!(e.consequence(), crate::sink::Consequence::Fatal, "{e}");
+    let message = e.to_string();
+    assert!(
+        message.contains("dest.db table contacts: cannot make the rows durable"),
+        "{message}"
+    );
+    std::fs::remove_file(&wal).expect("the link");
+    db.drop().await;
+}
+
 /// In the state store's transaction: each statement in a savepoint.
 #[tokio::test]
 async fn postgres_shared_upserts_compare_versions() {

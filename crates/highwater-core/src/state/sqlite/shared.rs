@@ -35,7 +35,9 @@ impl Writer<'_> {
             Writer::Own(tx) => Ok(tx.commit().await?),
             Writer::Shared(tx, path) => {
                 tx.commit().await?;
-                sync_wal(path).await
+                crate::wal::sync(path)
+                    .await
+                    .map_err(|e| StateError::Sql(sqlx::Error::Io(e)))
             }
         }
     }
@@ -68,24 +70,6 @@ impl DerefMut for Writer<'_> {
             Writer::Shared(tx, _) => tx,
         }
     }
-}
-
-/// Syncs the WAL of the store at `path`: every commit in it is then durable.
-/// None left means the last connection's checkpoint moved them into the
-/// database, and synced it.
-async fn sync_wal(path: &Path) -> Result<(), StateError> {
-    let mut wal = path.as_os_str().to_owned();
-    wal.push("-wal");
-    let synced = tokio::task::spawn_blocking(move || match std::fs::File::open(&wal) {
-        Ok(file) => file.sync_data(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    })
-    .await
-    .map_err(std::io::Error::other);
-    synced
-        .and_then(|r| r)
-        .map_err(|e| StateError::Sql(sqlx::Error::Io(e)))
 }
 
 /// The syncs whose destination table shares the store's transaction, with
