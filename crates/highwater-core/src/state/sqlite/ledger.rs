@@ -1,7 +1,8 @@
 //! The SQLite backend's ledger as sorted runs (their format in `runs.rs`):
 //! each sync's runs (`ledger_runs`, oldest first: a later run's row of a
 //! record folds over an earlier one's), their blocks (`ledger_blocks`, keyed
-//! by run and place), the holders of external ids that are not their record's
+//! by run and place) and indexes (`ledger_index`, in pieces keyed the same
+//! way; in `ledger_runs.idx` for a run written before), the holders of external ids that are not their record's
 //! own source id (`ledger_holders`), the merge that folds a sync's staged rows
 //! and its newest runs of like size into one new run, the lookup of ids across
 //! runs, and the scan of a whole sync in id order.
@@ -19,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use sqlx::{Row, SqliteConnection};
 
 use super::json_rows;
-use super::runs::{Block, RunBuilder, RunIndex, RunRow, fold, id_hash};
+use super::runs::{Block, IndexFromPieces, RunBuilder, RunIndex, RunRow, fold, id_hash};
 use crate::state::{LedgerEntry, StateError, micros};
 
 /// A merge folds the newest runs into the new one once this many, with it,
@@ -41,6 +42,11 @@ const BASE_ROWS: i64 = 1024;
 
 /// Blocks stored per statement, and read per statement by a scan.
 const BLOCKS_PER_TRIP: usize = 32;
+
+/// Bytes of a run's filter per stored piece: what is copied of it at once,
+/// made into bytes and by SQLite (the bound value and the row). Small in
+/// tests, so that their indexes are read back from several pieces.
+const PIECE_BYTES: usize = if cfg!(test) { 64 } else { 1 << 20 };
 
 fn size_class(rows: i64) -> u32 {
     let mut rest = rows / BASE_ROWS;
@@ -78,9 +84,32 @@ fn first_block(run: i64) -> i64 {
     run << 32
 }
 
-/// The indexes of runs `?1` (a JSON array of ids).
+/// The indexes of runs `?1` (a JSON array of ids) stored whole, as runs
+/// written before pieces have them; empty for the others.
 pub(super) const INDEXES: &str =
     "SELECT id, idx FROM ledger_runs WHERE id IN (SELECT value FROM json_each(?1))";
+
+/// The pieces of a run's index, in order: ids `?1` to `?2`.
+pub(super) const INDEX_PIECES: &str =
+    "SELECT data FROM ledger_index WHERE id BETWEEN ?1 AND ?2 ORDER BY id";
+
+/// The index of run `run` from its pieces, read one piece at a time;
+/// `None` when it has none (a merge replaced it).
+async fn index_pieces(
+    conn: &mut SqliteConnection,
+    run: i64,
+) -> Result<Option<RunIndex>, StateError> {
+    use futures_util::TryStreamExt;
+    let mut index = IndexFromPieces::default();
+    let mut pieces = sqlx::query_scalar::<_, Vec<u8>>(INDEX_PIECES)
+        .bind(first_block(run))
+        .bind(first_block(run) + i64::from(u32::MAX))
+        .fetch(&mut *conn);
+    while let Some(piece) = pieces.try_next().await? {
+        index.push(&piece)?;
+    }
+    index.finish()
+}
 
 /// The blocks `?1` (a JSON array of ids).
 pub(super) const BLOCKS: &str =
@@ -156,8 +185,15 @@ impl RunIndexes {
             .fetch_all(&mut *conn)
             .await?;
         let mut read: HashMap<i64, Arc<RunIndex>> = HashMap::new();
-        for (id, bytes) in rows {
-            read.insert(id, Arc::new(RunIndex::decode(&bytes)?));
+        for (id, whole) in rows {
+            let index = match whole.is_empty() {
+                false => RunIndex::decode(&whole)?,
+                true => match index_pieces(conn, id).await? {
+                    Some(index) => index,
+                    None => continue,
+                },
+            };
+            read.insert(id, Arc::new(index));
         }
         for (run, index) in runs.iter().zip(&mut indexes) {
             if index.is_none() {
@@ -541,16 +577,30 @@ async fn store_blocks(
 
 /// Deletes run `run` and its blocks.
 async fn drop_run(conn: &mut SqliteConnection, run: i64) -> Result<(), StateError> {
-    sqlx::query("DELETE FROM ledger_blocks WHERE id BETWEEN ?1 AND ?2")
+    for table in ["ledger_blocks", "ledger_index"] {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM {table} WHERE id BETWEEN ?1 AND ?2"
+        )))
         .bind(first_block(run))
         .bind(first_block(run) + i64::from(u32::MAX))
         .execute(&mut *conn)
         .await?;
+    }
     sqlx::query("DELETE FROM ledger_runs WHERE id = ?1")
         .bind(run)
         .execute(&mut *conn)
         .await?;
     Ok(())
+}
+
+/// Where a run's index is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IndexAt {
+    /// In `ledger_index`, a piece at a time.
+    Pieces,
+    /// In `ledger_runs.idx`, whole: only before the migration that makes
+    /// `ledger_index`.
+    Whole,
 }
 
 /// Stores the last blocks of run `run`, `stored` blocks being stored already,
@@ -560,19 +610,32 @@ async fn finish_run(
     run: i64,
     stored: i64,
     builder: RunBuilder,
+    at: IndexAt,
 ) -> Result<(), StateError> {
     let (last, count, index) = builder.finish()?;
     let blocks = stored + last.len() as i64;
     store_blocks(conn, run, stored, last).await?;
-    // Freed before SQLite copies the encoded index twice (the bound value
-    // and the row): at 10,000,000 records each is about 20 MB.
-    let encoded = index.encode()?;
+    let whole = match at {
+        IndexAt::Pieces => {
+            let pieces =
+                std::iter::once(index.head_piece()?).chain(index.filter_pieces(PIECE_BYTES));
+            for (place, piece) in pieces.enumerate() {
+                sqlx::query("INSERT INTO ledger_index (id, data) VALUES (?1, ?2)")
+                    .bind(first_block(run) + place as i64)
+                    .bind(piece)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            Vec::new()
+        }
+        IndexAt::Whole => index.encode()?,
+    };
     drop(index);
     sqlx::query("UPDATE ledger_runs SET rows = ?2, blocks = ?3, idx = ?4 WHERE id = ?1")
         .bind(run)
         .bind(count as i64)
         .bind(blocks)
-        .bind(encoded)
+        .bind(whole)
         .execute(&mut *conn)
         .await?;
     Ok(())
@@ -606,7 +669,7 @@ async fn write_run(
             stored += count;
         }
     }
-    finish_run(conn, run, stored, builder).await?;
+    finish_run(conn, run, stored, builder, IndexAt::Pieces).await?;
     for old in merged {
         drop_run(conn, old.id).await?;
     }
@@ -788,7 +851,9 @@ pub(super) async fn read_table_into_runs(conn: &mut SqliteConnection) -> Result<
             store_blocks(conn, run, stored, ready).await?;
             stored += blocks;
         }
-        finish_run(conn, run, stored, builder).await?;
+        // `ledger_index` comes with a later migration: these runs keep their
+        // index whole, as runs written before it did.
+        finish_run(conn, run, stored, builder, IndexAt::Whole).await?;
     }
     sqlx::query("DELETE FROM ledger")
         .execute(&mut *conn)
@@ -846,6 +911,67 @@ mod tests {
             .await
             .expect("known");
         assert_eq!(known.ledger.len(), 2);
+    }
+
+    /// A run's index is stored in pieces and read back whole from them by a
+    /// store that has not cached it; a merge deletes the pieces of the runs
+    /// it folds with them.
+    #[tokio::test]
+    async fn a_run_s_index_is_stored_in_pieces_that_go_with_its_run() {
+        let path = temp_db("ledger-pieces");
+        let store = Store::open(&path).await.expect("open");
+        store
+            .begin_run(&run("r1", 1000), &serde_json::json!({"kind": "start"}))
+            .await
+            .expect("begin");
+        for batch in 0..FANOUT + 2 {
+            let page = PageCommit {
+                ledger: (0..50)
+                    .map(|i| entry(&format!("k{batch}-{i}"), 1))
+                    .collect(),
+                merge: true,
+                ..PageCommit::default()
+            };
+            store
+                .commit_page("billing", "r1", &page, None, &Counters::default())
+                .await
+                .expect("commit");
+        }
+        store.close().await;
+        let store = Store::open(&path).await.expect("reopen");
+        let ids = ["k0-0", "k4-17", "k9-49", "k11-0"];
+        let known = store.known("billing", &ids, &[]).await.expect("known");
+        let mut found: Vec<&str> = known.ledger.keys().map(String::as_str).collect();
+        found.sort_unstable();
+        assert_eq!(found, ["k0-0", "k4-17", "k9-49"]);
+        let count = |sql: &'static str| {
+            let pool = store.sqlite_pool();
+            async move {
+                sqlx::query_scalar::<_, i64>(sql)
+                    .fetch_one(pool)
+                    .await
+                    .expect(sql)
+            }
+        };
+        // A merge folded the first FANOUT: two runs or three remain.
+        let runs = count("SELECT count(*) FROM ledger_runs").await;
+        assert!((2..=3).contains(&runs), "{runs} runs");
+        assert_eq!(
+            count("SELECT count(*) FROM ledger_runs WHERE length(idx) > 0").await,
+            0
+        );
+        let pieces = count("SELECT count(*) FROM ledger_index").await;
+        assert!(pieces >= runs * 2, "{pieces} pieces of {runs} runs");
+        assert_eq!(
+            count("SELECT count(*) FROM ledger_index WHERE id >> 32 NOT IN (SELECT id FROM ledger_runs)")
+                .await,
+            0,
+            "pieces of merged runs are gone"
+        );
+        assert_eq!(
+            count("SELECT count(DISTINCT id >> 32) FROM ledger_index").await,
+            runs
+        );
     }
 
     /// The sizes of a sync's runs after `merges` merges of `rows` rows each.

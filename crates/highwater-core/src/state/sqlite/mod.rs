@@ -206,6 +206,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "drop_ledger_table",
         include_str!("../../../migrations/sqlite/0016_drop_ledger_table.sql"),
     ),
+    (
+        17,
+        "ledger_index_pieces",
+        include_str!("../../../migrations/sqlite/0017_ledger_index_pieces.sql"),
+    ),
 ];
 
 /// The migration after which the ledger table's rows are read into runs

@@ -11,7 +11,7 @@ use super::*;
 use crate::state::tests::*;
 
 /// The statements of a page's lookup that read by key.
-const LOOKUP: &[&str] = &[KNOWN, ledger::BLOCKS, ledger::INDEXES];
+const LOOKUP: &[&str] = &[KNOWN, ledger::BLOCKS, ledger::INDEXES, ledger::INDEX_PIECES];
 
 /// The plan's lines that read the ledger's tables or `dead_letters` other
 /// than by a key (or, for the catalog of runs, by sync).
@@ -29,6 +29,7 @@ async fn reads_by_sync_alone(pool: &SqlitePool, statement: &str) -> Vec<String> 
             let table = [
                 "ledger_holders",
                 "ledger_blocks",
+                "ledger_index",
                 "ledger_runs",
                 "d",
                 "dead_letters",
@@ -43,6 +44,7 @@ async fn reads_by_sync_alone(pool: &SqlitePool, statement: &str) -> Vec<String> 
                 "source_id=?",
                 "external_id=?",
                 "rowid=?",
+                "(rowid>? AND rowid<?)",
                 "ledger_runs_by_sync (sync=?)",
                 "any_letter USING PRIMARY KEY (sync=?)",
                 "any_holder USING PRIMARY KEY (sync=?)",

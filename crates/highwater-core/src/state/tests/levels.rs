@@ -282,6 +282,16 @@ async fn a_ledger_of_two_levels_becomes_runs_when_the_store_opens() {
             .await
             .expect("runs");
     assert_eq!(sizes, [("billing".into(), 3000), ("crm".into(), 2)]);
+    // Made before `ledger_index`, these runs keep their indexes whole, and
+    // the lookups above read them there.
+    let pieces: i64 = sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM ledger_index)
+              + (SELECT count(*) FROM ledger_runs WHERE length(idx) = 0)",
+    )
+    .fetch_one(store.sqlite_pool())
+    .await
+    .expect("pieces");
+    assert_eq!(pieces, 0);
     let tables: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM sqlite_schema
          WHERE name IN ('ledger', 'ledger_recent', 'ledger_levels')",
