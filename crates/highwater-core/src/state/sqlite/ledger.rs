@@ -864,7 +864,7 @@ pub(super) async fn read_table_into_runs(conn: &mut SqliteConnection) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::tests::{entry, run, temp_db};
+    use crate::state::tests::{commit_merged, entry, run, temp_db};
     use crate::state::{Counters, PageCommit, Store};
 
     /// Runs listed before a merge replaced them are read as gone, not as
@@ -925,17 +925,8 @@ mod tests {
             .await
             .expect("begin");
         for batch in 0..FANOUT + 2 {
-            let page = PageCommit {
-                ledger: (0..50)
-                    .map(|i| entry(&format!("k{batch}-{i}"), 1))
-                    .collect(),
-                merge: true,
-                ..PageCommit::default()
-            };
-            store
-                .commit_page("billing", "r1", &page, None, &Counters::default())
-                .await
-                .expect("commit");
+            let rows = (0..50).map(|i| entry(&format!("k{batch}-{i}"), 1));
+            commit_merged(&store, rows.collect()).await;
         }
         store.close().await;
         let store = Store::open(&path).await.expect("reopen");

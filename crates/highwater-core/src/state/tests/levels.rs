@@ -19,18 +19,6 @@ async fn run_sizes(store: &Store) -> Option<Vec<i64>> {
     Some(sizes)
 }
 
-async fn commit(store: &Store, ledger: Vec<LedgerEntry>) {
-    let page = PageCommit {
-        ledger,
-        merge: true,
-        ..PageCommit::default()
-    };
-    store
-        .commit_page("billing", "r1", &page, None, &Counters::default())
-        .await
-        .expect("commit");
-}
-
 /// What every read must say of the records changed by the second merge.
 async fn check(store: &Store, records: usize) {
     let known = store
@@ -114,7 +102,7 @@ async fn runs_read_as_one_merged_ledger() {
             .begin_run(&run("r1", 1000), &json!({"kind": "start"}))
             .await
             .expect("begin");
-        commit(
+        commit_merged(
             &store,
             (0..100).map(|i| entry(&format!("k{i:03}"), 1)).collect(),
         )
@@ -141,11 +129,11 @@ async fn runs_read_as_one_merged_ledger() {
             },
             entry("n1", 1),
         ];
-        commit(&store, changes).await;
+        commit_merged(&store, changes).await;
         assert_eq!(run_sizes(&store).await.unwrap_or(vec![100, 5]), [100, 5]);
         check(&store, 101).await;
         // Twenty-five more: a third run.
-        commit(
+        commit_merged(
             &store,
             (0..25).map(|i| entry(&format!("m{i:02}"), 1)).collect(),
         )
@@ -157,7 +145,7 @@ async fn runs_read_as_one_merged_ledger() {
         check(&store, 126).await;
         // Runs of their size class, up to eight: all eight fold into one.
         for id in ["p1", "p2", "p3", "p4"] {
-            commit(&store, vec![entry(id, 1)]).await;
+            commit_merged(&store, vec![entry(id, 1)]).await;
         }
         assert_eq!(
             run_sizes(&store)
@@ -165,11 +153,11 @@ async fn runs_read_as_one_merged_ledger() {
                 .unwrap_or(vec![100, 5, 25, 1, 1, 1, 1]),
             [100, 5, 25, 1, 1, 1, 1]
         );
-        commit(&store, vec![entry("n2", 1)]).await;
+        commit_merged(&store, vec![entry("n2", 1)]).await;
         assert_eq!(run_sizes(&store).await.unwrap_or(vec![131]), [131]);
         check(&store, 131).await;
         // Staged rows are read with the runs'.
-        commit(&store, vec![entry("n3", 1)]).await;
+        commit_merged(&store, vec![entry("n3", 1)]).await;
         store
             .commit_page(
                 "billing",

@@ -140,6 +140,19 @@ pub(super) fn entry(id: &str, version: i64) -> LedgerEntry {
     }
 }
 
+/// Commits `ledger` in a page of run r1 of `billing` that asks for a merge.
+pub(super) async fn commit_merged(store: &Store, ledger: Vec<LedgerEntry>) {
+    let page = PageCommit {
+        ledger,
+        merge: true,
+        ..PageCommit::default()
+    };
+    store
+        .commit_page("billing", "r1", &page, None, &Counters::default())
+        .await
+        .expect("commit");
+}
+
 #[tokio::test]
 async fn a_run_moves_from_open_to_completed_and_sets_the_high_water_mark() {
     for store in each_store("lifecycle").await {
