@@ -36,7 +36,10 @@
 //! flush synced them (one sync per commit instead of one per batch), builds
 //! alternated: at 100k, 91,408 rec/s median (0.80, 0.81, 0.87) against
 //! 86,957 (0.83, 0.83, 0.82); at 1M, 45,725 (0.89) against 43,827 (0.84),
-//! (b) 63,396–64,661 there: the database is the limit at that size.
+//! (b) 63,396–64,661 there: the database is the limit at that size. With
+//! the ledger's indexes in pieces too (three rounds at 100k, two at 1M):
+//! 90,171 rec/s at 100k (0.69, 0.83, 0.84), 46,009 at 1M (1.06, 0.93) at a
+//! peak of 70 MiB; in the store's file 0.72 and 0.87.
 //!
 //! `COPY` and a merge ran at 0.18–0.20 of the multi-row upsert. With the
 //! table in the state store's file, one SQLite connection runs the table's

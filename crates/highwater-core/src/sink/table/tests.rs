@@ -419,9 +419,9 @@ async fn sqlite_a_missing_table_is_fatal_when_not_created() {
     db.drop().await;
 }
 
-/// A file of its own commits each upsert without syncing it; `flush`, before
-/// a page's checkpoint commits, syncs the WAL they are in. A WAL it cannot
-/// sync stops the run (its rows may not be durable), naming the file.
+/// In a file of its own, `flush` (before a page's checkpoint commits) syncs
+/// the WAL the upserts committed in; a WAL it cannot sync stops the run (its
+/// rows may not be durable), naming the file.
 #[tokio::test]
 async fn sqlite_a_wal_that_cannot_be_synced_stops_the_run() {
     let db = Db::sqlite("flush").await;

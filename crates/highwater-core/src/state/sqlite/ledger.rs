@@ -2,10 +2,11 @@
 //! each sync's runs (`ledger_runs`, oldest first: a later run's row of a
 //! record folds over an earlier one's), their blocks (`ledger_blocks`, keyed
 //! by run and place) and indexes (`ledger_index`, in pieces keyed the same
-//! way; in `ledger_runs.idx` for a run written before), the holders of external ids that are not their record's
-//! own source id (`ledger_holders`), the merge that folds a sync's staged rows
-//! and its newest runs of like size into one new run, the lookup of ids across
-//! runs, and the scan of a whole sync in id order.
+//! way; in `ledger_runs.idx` for a run written before), the holders of
+//! external ids that are not their record's own source id
+//! (`ledger_holders`), the merge that folds a sync's staged rows and its
+//! newest runs of like size into one new run, the lookup of ids across runs,
+//! and the scan of a whole sync in id order.
 //!
 //! Invariants: a run is never changed once written, only replaced whole by a
 //! merge, in the transaction that deletes the runs and staged rows it folds;
