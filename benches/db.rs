@@ -14,32 +14,30 @@
 //! `cargo bench --bench db [-- RECORDS...]` (default 100000 and 1000000);
 //! PostgreSQL at `HW_BENCH_PG`, else `postgres://postgres@127.0.0.1:5432/test`.
 //!
-//! Measured on two shared cores, PostgreSQL 15 on the same machine, at
-//! 07427b1 (medians of three alternated rounds at 100k, two at 1M; the ratio
-//! is the median of each round's):
+//! Before the rounds, one pass reads the source (the rows (b) upserts): the
+//! first round's highwater otherwise made the fresh simulator's first pass
+//! alone, and its round ran at 0.68–0.69 of the loader, the others at
+//! 0.81–0.86.
+//!
+//! Measured on two shared cores, PostgreSQL 15 on the same machine (medians
+//! of three alternated rounds at 100k, two at 1M; the ratio is the median of
+//! each round's; two runs at 100k):
 //!
 //! | records | destination           | highwater rec/s, peak RSS | (a) loader | (b) alone | hw/(a) (rounds)       |
 //! |---------|-----------------------|---------------------------|------------|-----------|-----------------------|
-//! | 100k    | PostgreSQL            | 66,845, 59 MiB            | 69,802     | 108,150   | 0.99 (1.11 0.96 0.99) |
-//! | 100k    | SQLite                | 84,890, 61 MiB            | 101,559    | 194,691   | 0.81 (0.68 0.86 0.81) |
-//! | 100k    | SQLite, store's file  | 75,643, 61 MiB            | 101,559    | —         | 0.76                  |
-//! | 1M      | PostgreSQL            | 65,458, 65 MiB            | 68,295     | 95,311    | 0.96 (0.93 0.96)      |
-//! | 1M      | SQLite                | 44,281, 76 MiB            | 50,365     | 57,337    | 0.88 (0.88 0.88)      |
-//! | 1M      | SQLite, store's file  | 36,884, 76 MiB            | 50,365     | —         | 0.74                  |
+//! | 100k    | PostgreSQL            | 74,516, 55 MiB            | 71,188     | 116,937   | 1.05 (1.07 1.04 1.05) |
+//! | 100k    | SQLite                | 84,602, 59 MiB            | 90,261     | 175,968   | 0.99 (1.00 0.99 0.89) |
+//! | 100k    | SQLite                | 89,526, 61 MiB            | 98,978     | 145,659   | 0.90 (0.95 0.90 0.85) |
+//! | 100k    | SQLite, store's file  | 68,306–74,294, 58 MiB     | 90,261–98,978 | —      | 0.79, 0.81            |
+//! | 1M      | PostgreSQL            | 66,089, 61 MiB            | 63,785     | 105,391   | 1.07 (1.07 1.04)      |
+//! | 1M      | SQLite                | 41,976, 71 MiB            | 43,749     | 57,224    | 1.01 (1.01 0.95)      |
+//! | 1M      | SQLite, store's file  | 37,856, 76 MiB            | 43,749     | —         | 0.91                  |
 //!
-//! At fb90be0, on another day, the SQLite rows ran at 0.95, 0.78, 0.97 and
-//! 0.70; on this one the build before 07427b1 ran the separate table at
-//! 0.81–0.83 at 100k. A round's ratio varied from 0.68 to 1.00 in a day:
-//! compare builds in alternated runs.
-//!
-//! Once the separate table's upserts committed unsynced and the page's
-//! flush synced them (one sync per commit instead of one per batch), builds
-//! alternated: at 100k, 91,408 rec/s median (0.80, 0.81, 0.87) against
-//! 86,957 (0.83, 0.83, 0.82); at 1M, 45,725 (0.89) against 43,827 (0.84),
-//! (b) 63,396–64,661 there: the database is the limit at that size. With
-//! the ledger's indexes in pieces too (three rounds at 100k, two at 1M):
-//! 90,171 rec/s at 100k (0.69, 0.83, 0.84), 46,009 at 1M (1.06, 0.93) at a
-//! peak of 70 MiB; in the store's file 0.72 and 0.87.
+//! A round's ratio varies by a tenth or more from one run to the next:
+//! compare builds in alternated runs. So measured, once the separate
+//! table's upserts committed unsynced and the page's flush synced them (one
+//! sync per commit instead of one per batch): at 100k, 91,408 rec/s median
+//! against 86,957; at 1M, 45,725 against 43,827.
 //!
 //! `COPY` and a merge ran at 0.18–0.20 of the multi-row upsert. With the
 //! table in the state store's file, one SQLite connection runs the table's
@@ -616,6 +614,17 @@ async fn one(db: Db, records: usize) -> Result<(), String> {
         .map_err(|e| format!("cannot start the simulator: {e}"))?;
     let source = sim.source_url();
 
+    // The rows for (b), read first: a pass over the fresh simulator before
+    // any measured one, which the first round's highwater otherwise made
+    // alone (its round ran at 0.68–0.69 of the loader, the others at
+    // 0.81–0.86).
+    let mut rows = Vec::with_capacity(records);
+    read_source(&source, async |records| {
+        rows.extend(records.iter().map(row));
+        Ok(())
+    })
+    .await?;
+
     let (mut runs, mut shared, mut loader) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds {
         // Each goes first in every other round, so a drift weighs on both.
@@ -633,13 +642,6 @@ async fn one(db: Db, records: usize) -> Result<(), String> {
     }
     let (highwater_rate, elapsed, peak, held, ratio) = summary(&runs, &loader);
     let loader_rate = median(loader.clone());
-
-    let mut rows = Vec::with_capacity(records);
-    read_source(&source, async |records| {
-        rows.extend(records.iter().map(row));
-        Ok(())
-    })
-    .await?;
     sim.shutdown().await;
     let target = Target::fresh(db, "alone").await?;
     let (alone, alone_elapsed) = database_alone(&target, &rows).await?;
