@@ -9,7 +9,7 @@ use super::*;
 /// Everything [`Store::commit_page`] changes, as one statement list with
 /// named parameters (`named.rs`), run in one transaction and in one trip to
 /// SQLite's thread. Ledger rows are staged, one row per commit (the JSON
-/// text of the commit's rows, which only `ledger::Staged` reads);
+/// text of the commit's rows, which only `scan::Staged` reads);
 /// [`merge_staged`] folds them into the ledger's runs.
 const COMMIT_PAGE: &str = "
 INSERT INTO intents (sync, batch, run_id, rows)

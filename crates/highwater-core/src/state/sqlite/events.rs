@@ -55,7 +55,7 @@ impl SqliteStore {
         let runs = ledger::runs_of(&mut tx, sync).await?;
         let mut found =
             ledger::lookup(&mut tx, &self.runs, false, sync, &runs, &[source_id]).await?;
-        let mut staged = ledger::Staged::read(&mut tx, sync, Some(source_id)).await?;
+        let mut staged = scan::Staged::read(&mut tx, sync, Some(source_id)).await?;
         tx.commit().await?;
         let mut row = found.remove(source_id);
         if let Some(later) = staged.next()? {

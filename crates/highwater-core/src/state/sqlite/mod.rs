@@ -15,6 +15,7 @@ mod named;
 mod operating;
 mod reset;
 mod runs;
+mod scan;
 pub(super) mod shared;
 
 use std::collections::{HashMap, HashSet};
@@ -399,8 +400,8 @@ impl SqliteStore {
     pub(in crate::state) async fn ledger_chunks(
         &self,
         sync: &str,
-    ) -> Result<ledger::LedgerChunks, StateError> {
-        ledger::LedgerChunks::new(&self.pool, sync).await
+    ) -> Result<scan::LedgerChunks, StateError> {
+        scan::LedgerChunks::new(&self.pool, sync).await
     }
 
     /// Closes the store. A shared transaction still open holds rows that no
@@ -717,7 +718,7 @@ impl SqliteStore {
         each: impl FnMut(runs::RunRow),
     ) -> Result<(), StateError> {
         let mut tx = self.pool.begin().await?;
-        ledger::scan_all(&mut tx, sync, each).await?;
+        scan::scan_all(&mut tx, sync, each).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -59,7 +59,7 @@ impl SqliteStore {
         let mut forgotten = 0;
         if request.forget_ledger {
             let mut counted = 0u64;
-            ledger::scan_all(&mut tx, &request.sync, |_| counted += 1).await?;
+            scan::scan_all(&mut tx, &request.sync, |_| counted += 1).await?;
             forgotten = counted;
             ledger::forget(&mut tx, &request.sync).await?;
         }

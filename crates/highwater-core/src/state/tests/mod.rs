@@ -515,15 +515,7 @@ async fn staged_rows_of_later_commits_win_and_keep_a_known_destination_id() {
         ];
         assert_eq!(summary(&staged), expected);
         // A commit that asks for a merge moves every staged row, its own included.
-        let merge = PageCommit {
-            ledger: vec![entry("c", 1)],
-            merge: true,
-            ..PageCommit::default()
-        };
-        store
-            .commit_page("billing", "r1", &merge, None, &Counters::default())
-            .await
-            .expect("commit");
+        commit_merged(&store, vec![entry("c", 1)]).await;
         let known = store
             .known("billing", &["a", "b", "c", "m"], &[])
             .await
@@ -739,15 +731,7 @@ async fn a_tombstone_is_staged_merged_and_known_and_holds_no_external_id() {
         assert_eq!(known.holders.get("ext-a"), None);
         assert_eq!(known.holders.get("ext-b").map(String::as_str), Some("b"));
         // Written again (re-created), the record is no longer deleted.
-        let page = PageCommit {
-            ledger: vec![entry("a", 3)],
-            merge: true,
-            ..PageCommit::default()
-        };
-        store
-            .commit_page("billing", "r1", &page, None, &Counters::default())
-            .await
-            .expect("commit");
+        commit_merged(&store, vec![entry("a", 3)]).await;
         let known = store.known("billing", &["a"], &[]).await.expect("known");
         assert_eq!(known.ledger["a"].deleted_at, None);
         assert_eq!(known.ledger["a"].version, Some(3));
@@ -774,15 +758,7 @@ async fn a_record_keyed_by_its_own_id_holds_it() {
             deleted_at: Some(Timestamp::UNIX_EPOCH),
             ..own("c")
         };
-        let page = PageCommit {
-            ledger: vec![own("a"), own("b"), gone, entry("d", 1)],
-            merge: true,
-            ..PageCommit::default()
-        };
-        store
-            .commit_page("billing", "r1", &page, None, &Counters::default())
-            .await
-            .expect("commit");
+        commit_merged(&store, vec![own("a"), own("b"), gone, entry("d", 1)]).await;
         let holders = |ids: &'static [&'static str], external: &'static [&'static str]| {
             let store = store.clone();
             async move {
