@@ -2,7 +2,8 @@
 //! each commit's JSON text parsed and sorted), its runs a few blocks at a
 //! time ([`RunCursor`]), and both folded as a merge folds them ([`Scan`]) —
 //! for a merge (`ledger.rs`), for `ledger`, `status` and a reset's count
-//! ([`scan_all`]), and for `state copy` ([`LedgerChunks`]).
+//! ([`scan_all`]), for `state copy` ([`LedgerChunks`]), and one record's
+//! staged rows for `explain`.
 
 use std::collections::VecDeque;
 
