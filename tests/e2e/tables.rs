@@ -196,6 +196,25 @@ async fn sqlite(path: &std::path::Path, create: bool) -> sqlx::SqlitePool {
         .expect("open the destination file")
 }
 
+/// Counts in a table `announced` of the SQLite state store (made now) the
+/// intent batches its runs announce.
+async fn count_announcements(world: &World) -> sqlx::SqlitePool {
+    world.store().await.close().await;
+    let pool = sqlite(&world.state_path(), false).await;
+    for statement in [
+        "CREATE TABLE announced (batch TEXT)",
+        "CREATE TRIGGER announcing AFTER INSERT ON intents
+           WHEN NEW.batch NOT LIKE 'unsettled-%'
+           BEGIN INSERT INTO announced VALUES (NEW.batch); END",
+    ] {
+        sqlx::query(statement)
+            .execute(&pool)
+            .await
+            .expect(statement);
+    }
+    pool
+}
+
 /// Terminates the PostgreSQL connections named `name` (the test's
 /// destination's) at random moments, `gaps` apart, until stopped — with
 /// `holding`, only those holding a transaction open between statements, rows
@@ -274,6 +293,10 @@ async fn crash_into_table(table: Table, name: &str, seed: u64) {
         .collect::<Vec<_>>()
         .join("\n");
     let world = World::start(name, sim, &setup).await;
+    let postgres_state = match &table {
+        Table::Postgres { with_state, .. } => *with_state || crate::util::postgres_state(),
+        Table::Sqlite(_) => crate::util::postgres_state(),
+    };
     if let Table::Postgres {
         with_state: true, ..
     } = &table
@@ -291,6 +314,10 @@ async fn crash_into_table(table: Table, name: &str, seed: u64) {
     let text = format!("{}{}{}", &text[..start], table.destination(), &text[end..]);
     std::fs::write(&world.config, text).expect("write config");
     table.create().await;
+    let announcements = match postgres_state {
+        false => Some(count_announcements(&world).await),
+        true => None,
+    };
 
     let stop_killer = Arc::new(AtomicBool::new(false));
     let connections_killed = Arc::new(AtomicU64::new(0));
@@ -346,6 +373,14 @@ async fn crash_into_table(table: Table, name: &str, seed: u64) {
         delays.landed(mid_run);
         if mid_run {
             landed += 1;
+            // Rows in the store's transaction land only with their commit:
+            // a kill leaves no write that may have landed.
+            if shares_state {
+                let store = world.store().await;
+                let floors = store.floors(SYNC, None).await.expect("floors");
+                store.close().await;
+                assert!(floors.is_empty(), "seed {seed}: floors left: {floors:?}");
+            }
             if landed % 3 == 0 {
                 apply_deletes(&world, &table, &mut gone, seed).await;
             }
@@ -435,6 +470,20 @@ async fn crash_into_table(table: Table, name: &str, seed: u64) {
         .expect("runs")
         .expect("a completed run");
     store.close().await;
+    if let Some(pool) = announcements {
+        let announced: i64 = sqlx::query_scalar("SELECT count(*) FROM announced")
+            .fetch_one(&pool)
+            .await
+            .expect("announcements");
+        pool.close().await;
+        // A write into the store's transaction lands with its commit, or not
+        // at all: it is never announced first. Every other is.
+        assert_eq!(
+            announced == 0,
+            shares_state,
+            "seed {seed}: {announced} intent batches announced"
+        );
+    }
     let dump = table.dump().await;
     let v = simsaas::verify(&world.sim.source_records(), &dump, &dead, run.watermark)
         .with_deleted(&world.sim.deleted_ids(), &dump);

@@ -76,6 +76,7 @@ impl Runner<'_> {
         // died, before this one started: it settles within the window from now.
         self.late_window = sink.late_write_window();
         self.refuses_older = sink.refuses_older_writes();
+        self.announces = !sink.lands_with_the_commit();
         let late = signed(self.late_window);
         let started = Timestamp::now();
         for floor in self.floors.values() {

@@ -163,6 +163,9 @@ struct Runner<'a> {
     unverified: Vec<String>,
     /// Names this invocation's intent batches apart from earlier ones'.
     invocation: String,
+    /// Whether writes are announced before they go: not when they land only
+    /// with the store's next commit ([`Sink::lands_with_the_commit`]).
+    announces: bool,
     /// Writes to announce in the next commit; they go out once it is durable.
     held: Vec<Box<WriteJob>>,
     /// Intent batches in the store, with the pages not yet committed that they
@@ -329,6 +332,7 @@ impl<'a> Runner<'a> {
             repaired: Vec::new(),
             unverified: Vec::new(),
             invocation: uuid::Uuid::now_v7().simple().to_string(),
+            announces: true,
             held: Vec::new(),
             batches: Vec::new(),
             announced: VecDeque::new(),
@@ -554,11 +558,19 @@ impl<'a> Runner<'a> {
             Routed::Resolved(resolution) => self.resolve(seq, seen, resolution),
             Routed::Write(job) => {
                 // The write is announced durably first, so that after a crash
-                // nothing older is written over what may have arrived.
+                // nothing older is written over what may have arrived. A write
+                // that lands only with the next commit cannot have arrived
+                // without it: it goes at once.
                 self.busy.insert(job.record.id().to_owned());
                 self.holders
                     .insert(job.mapped.external_id.clone(), job.record.id().to_owned());
-                self.held.push(job);
+                if self.announces {
+                    self.held.push(job);
+                } else {
+                    self.in_flight += 1;
+                    // The queue's receiving end is this runner's own: never closed.
+                    let _ = self.ready.send(job);
+                }
                 Ok(())
             }
             Routed::HeldBack(held) => {

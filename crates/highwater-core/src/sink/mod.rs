@@ -505,6 +505,14 @@ pub trait Sink: Send + Sync + std::fmt::Debug {
         false
     }
 
+    /// Whether a write lands only with the state store's next commit: a
+    /// table in the store's own database, written in its open transaction. A
+    /// crash then undoes the rows with what the store knew of them, so no
+    /// write is ever of unknown outcome, and none is announced first.
+    fn lands_with_the_commit(&self) -> bool {
+        false
+    }
+
     /// Makes every write so far durable; called before a page's checkpoint commits.
     async fn flush(&self) -> Result<(), SinkError> {
         Ok(())

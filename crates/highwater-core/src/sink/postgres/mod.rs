@@ -167,6 +167,10 @@ impl Database for Postgres {
         Dialect::Postgres
     }
 
+    fn in_the_store_transaction(&self) -> bool {
+        matches!(self.connection, Connection::Shared(_))
+    }
+
     async fn columns(&self, spec: &TableSpec) -> Result<Option<Vec<String>>, DbFailure> {
         let rows = on_connection!(
             self,

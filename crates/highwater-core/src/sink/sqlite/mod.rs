@@ -192,6 +192,10 @@ impl Database for Sqlite {
             Connection::Shared { .. } => Ok(()),
         }
     }
+
+    fn in_the_store_transaction(&self) -> bool {
+        matches!(self.connection, Connection::Shared { .. })
+    }
 }
 
 /// What a failed SQLite statement means. A constraint, a value too big or of

@@ -135,6 +135,11 @@ pub trait Database: Send + Sync + fmt::Debug + 'static {
     async fn flush(&self) -> Result<(), DbFailure> {
         Ok(())
     }
+    /// Whether its statements run in the state store's open transaction,
+    /// which the store's next page commit commits.
+    fn in_the_store_transaction(&self) -> bool {
+        false
+    }
 }
 
 /// A table destination over one database.
@@ -482,6 +487,10 @@ impl<D: Database> Sink for TableSink<D> {
     /// The upsert compares versions.
     fn refuses_older_writes(&self) -> bool {
         true
+    }
+
+    fn lands_with_the_commit(&self) -> bool {
+        self.db.in_the_store_transaction()
     }
 
     /// Not retried: after a failed sync the kernel may have dropped the

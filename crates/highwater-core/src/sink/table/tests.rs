@@ -256,8 +256,11 @@ async fn held(sink: &dyn Sink, id: &str) -> Value {
 
 /// Upserts, an older version superseded, the same version rewritten with
 /// another payload, a nested object kept as JSON, and a delete done twice.
+/// Rows land with the store's commit only in its shared transaction.
 async fn upserts_compare_versions(db: Db) {
     let sink = db.sink(columns(), "upserts");
+    let shared = matches!(db, Db::Postgres { store: Some(_), .. });
+    assert_eq!(sink.lands_with_the_commit(), shared);
     let stop = Stop::never();
     let a1 = record(
         "a",
