@@ -135,6 +135,7 @@ pub trait Database: Send + Sync + fmt::Debug + 'static {
     async fn flush(&self) -> Result<(), DbFailure> {
         Ok(())
     }
+
     /// Whether its statements run in the state store's open transaction,
     /// which the store's next page commit commits.
     fn in_the_store_transaction(&self) -> bool {
