@@ -506,19 +506,16 @@ async fn highwater(
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let in_state = Target::Sqlite(dir.join("state.db"));
-    let mut text = match (shared, target) {
-        (true, Target::Sqlite(_)) => config(source, &dir, &in_state),
-        _ => config(source, &dir, target),
+    let target = match (shared, target) {
+        (true, Target::Sqlite(_)) => &in_state,
+        _ => target,
     };
+    let mut text = config(source, &dir, target);
     if let (true, Target::Postgres(schema)) = (shared, target) {
         let store = format!("path = \"{}\"", dir.join("state.db").display());
         let url = format!("url = \"{}\"\nschema = \"{schema}_state\"", pg_url());
         text = text.replacen(&store, &url, 1);
     }
-    let target = match (shared, target) {
-        (true, Target::Sqlite(_)) => &in_state,
-        _ => target,
-    };
     let path = dir.join("highwater.toml");
     std::fs::write(&path, text).map_err(|e| e.to_string())?;
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_highwater"))
