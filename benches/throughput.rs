@@ -12,7 +12,8 @@
 //! Beside the latency-bound passes, bare clients measure what the simulator's
 //! timers really give (a sleep of 10 ms lasts a little longer): 16 concurrent
 //! PUT loops with no source and no state, and a loop that only fetches the
-//! source's pages.
+//! source's pages; each latency-bound pass also prints its ratio to its bare
+//! client's rate.
 //!
 //! Asserts nothing. `cargo bench --bench throughput [-- RECORDS [N]]`
 //! (16,000 records and N = 200 by default).
@@ -228,38 +229,52 @@ async fn bench() {
     };
     println!("{records} records, page size {PAGE_SIZE}, no faults");
     let put = latency("latency-put", 1);
-    match bare_writers(records / 4, put.concurrency, put.write_latency).await {
-        Ok(rate) => println!(
-            "bare writers: {} PUTs from {} tasks at {}ms: {rate:.0} requests/s; the ideal's {:.0}: ratio {:.2}",
-            records / 4,
-            put.concurrency,
-            put.write_latency.as_millis(),
-            put.ideal(),
-            rate / put.ideal()
-        ),
-        Err(e) => eprintln!("bare writers: {e}"),
-    }
+    let bare_put = match bare_writers(records / 4, put.concurrency, put.write_latency).await {
+        Ok(rate) => {
+            println!(
+                "bare writers: {} PUTs from {} tasks at {}ms: {rate:.0} requests/s; the ideal's {:.0}: ratio {:.2}",
+                records / 4,
+                put.concurrency,
+                put.write_latency.as_millis(),
+                put.ideal(),
+                rate / put.ideal()
+            );
+            Some(rate)
+        }
+        Err(e) => {
+            eprintln!("bare writers: {e}");
+            None
+        }
+    };
     let batch = latency("latency-batch", BATCH);
-    match bare_reader(records * 5, batch.page_latency).await {
-        Ok(rate) => println!(
-            "bare reader: {} records in pages of {PAGE_SIZE} at {}ms: {rate:.0} records/s; the ideal's {:.0}: ratio {:.2}",
-            records * 5,
-            batch.page_latency.as_millis(),
-            batch.ideal(),
-            rate / batch.ideal()
-        ),
-        Err(e) => eprintln!("bare reader: {e}"),
-    }
+    let bare_batch = match bare_reader(records * 5, batch.page_latency).await {
+        Ok(rate) => {
+            println!(
+                "bare reader: {} records in pages of {PAGE_SIZE} at {}ms: {rate:.0} records/s; the ideal's {:.0}: ratio {:.2}",
+                records * 5,
+                batch.page_latency.as_millis(),
+                batch.ideal(),
+                rate / batch.ideal()
+            );
+            Some(rate)
+        }
+        Err(e) => {
+            eprintln!("bare reader: {e}");
+            None
+        }
+    };
+    // Each latency-bound pass beside the bare client that bounds it: what the
+    // simulator's timers really allow, where the ideal assumes exact ones.
     let passes = [
-        (put, records),
+        (put, records, bare_put),
         // Fifty records a request: five times the records for a pass as long.
-        (batch, records * 5),
+        (batch, records * 5, bare_batch),
         // A rate-bound pass of one record per request takes records / N
         // seconds: a fifth of the records keeps it short.
-        (limited("limited-put", 1), records / 5),
-        (limited("limited-batch", BATCH), records),
+        (limited("limited-put", 1), records / 5, None),
+        (limited("limited-batch", BATCH), records, None),
     ];
-    for (pass, records) in passes {
+    for (pass, records, bare) in passes {
         match run(pass, records).await {
             Ok((written, elapsed, limited)) => {
                 let rate = written as f64 / elapsed.as_secs_f64().max(1e-9);
@@ -280,6 +295,13 @@ async fn bench() {
                     rate / ideal,
                     limited,
                 );
+                if let Some(bare) = bare {
+                    println!(
+                        "{:<14} against the bare client's {bare:.0}: ratio {:.2}",
+                        "",
+                        rate / bare
+                    );
+                }
             }
             Err(e) => eprintln!("{}: {e}", pass.name),
         }
