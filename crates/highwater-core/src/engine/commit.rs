@@ -124,9 +124,7 @@ impl Runner<'_> {
                 {
                     job.unsettled_until = Some(self.behind(other)).max(job.unsettled_until);
                 }
-                self.in_flight += 1;
-                // The queue's receiving end is this runner's own: never closed.
-                let _ = self.ready.send(job);
+                self.dispatch(job);
             }
         }
         if !pages.is_empty() {

@@ -551,6 +551,13 @@ impl<'a> Runner<'a> {
         view::shrink(&mut self.holders);
     }
 
+    /// Hands a write to the write slots.
+    fn dispatch(&mut self, job: Box<WriteJob>) {
+        self.in_flight += 1;
+        // The queue's receiving end is this runner's own: never closed.
+        let _ = self.ready.send(job);
+    }
+
     /// Decides one record: resolved now, queued for writing, or held back.
     fn route(&mut self, seq: u64, arrival: Arrival) -> Result<(), FailureCause> {
         let seen = Seen::of(&arrival.record);
@@ -567,9 +574,7 @@ impl<'a> Runner<'a> {
                 if self.announces {
                     self.held.push(job);
                 } else {
-                    self.in_flight += 1;
-                    // The queue's receiving end is this runner's own: never closed.
-                    let _ = self.ready.send(job);
+                    self.dispatch(job);
                 }
                 Ok(())
             }
