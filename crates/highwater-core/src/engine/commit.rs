@@ -13,7 +13,7 @@ impl Runner<'_> {
     /// frontier allows) and every write waiting to be announced. Announcements
     /// alone make a commit only when `announce_now`: the writes ready to go are
     /// running out.
-    pub(super) fn next_commit(&mut self, announce_now: bool) -> Option<CommitJob> {
+    pub(super) fn next_commit(&mut self, announce_now: bool, sink: &dyn Sink) -> Option<CommitJob> {
         let complete: Vec<u64> = self
             .pages
             .keys()
@@ -62,6 +62,19 @@ impl Runner<'_> {
         });
         self.commits_sent += 1;
         let number = self.commits_sent;
+        // Every write sent so far lies before the position, and lands with
+        // this commit: announced in it, unless its page is committed here.
+        commit.sink_position = sink.position();
+        let unannounced: Vec<(u64, Intent)> = std::mem::take(&mut self.unannounced)
+            .into_iter()
+            .filter(|(seq, _)| !complete.contains(seq))
+            .collect();
+        if !unannounced.is_empty() {
+            let id = format!("{}-{number}", self.invocation);
+            let (pages, intents): (BTreeSet<u64>, Vec<Intent>) = unannounced.into_iter().unzip();
+            self.batches.push((id.clone(), pages));
+            commit.announce = Some(IntentBatch { id, intents });
+        }
         if let Some(batch) = &mut commit.unsettled {
             batch.id = format!("unsettled-{}-{number}", self.invocation);
         }
@@ -72,18 +85,7 @@ impl Runner<'_> {
             let id = format!("{}-{number}", self.invocation);
             self.batches
                 .push((id.clone(), held.iter().map(|job| job.seq).collect()));
-            // A delete is announced as of its deletion (`updated_at` is when):
-            // another run's older copy of the record is then refused, and a
-            // re-creation written meanwhile goes after it.
-            let intents = held
-                .iter()
-                .map(|job| Intent {
-                    source_id: job.record.id().to_owned(),
-                    version: job.record.version,
-                    updated_at: job.record.updated_at(),
-                    settles_at: None,
-                })
-                .collect();
+            let intents = held.iter().map(|job| job.intent()).collect();
             commit.announce = Some(IntentBatch { id, intents });
             self.announced.push_back((number, held));
         }

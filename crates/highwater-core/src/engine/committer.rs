@@ -58,6 +58,13 @@ impl Committer {
                         .map_err(FailureCause::from),
                     Err(e) => Err(FailureCause::Destination(e)),
                 };
+                let result = match (result, &job.commit.sink_position) {
+                    (Ok(committed), Some(position)) => sink
+                        .committed(position)
+                        .map(|()| committed)
+                        .map_err(FailureCause::Destination),
+                    (result, _) => result,
+                };
                 let ack = CommitAck {
                     number: job.number,
                     pages: job.pages,

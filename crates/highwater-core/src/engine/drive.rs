@@ -76,7 +76,23 @@ impl Runner<'_> {
         // died, before this one started: it settles within the window from now.
         self.late_window = sink.late_write_window();
         self.refuses_older = sink.refuses_older_writes();
-        self.announces = !sink.lands_with_the_commit();
+        // What a crash left past the last commit's position goes first.
+        let position = self.store.sink_position(&self.spec.name).await?;
+        sink.resume(position.as_deref())
+            .await
+            .map_err(FailureCause::Destination)?;
+        self.announce = if sink.lands_with_the_commit() {
+            Announce::Never
+        } else if sink.position().is_some()
+            && !self
+                .store
+                .announced_elsewhere(&self.spec.name, &self.run_id)
+                .await?
+        {
+            Announce::WithTheCommit
+        } else {
+            Announce::First
+        };
         let late = signed(self.late_window);
         let started = Timestamp::now();
         for floor in self.floors.values() {
@@ -169,7 +185,7 @@ impl Runner<'_> {
                 self.unclaimed.len() + self.announced.iter().map(|(_, j)| j.len()).sum::<usize>();
             let announce_now = runway < RUNWAY_PER_SLOT * concurrency;
             if inputs.committer.has_room()
-                && let Some(job) = self.next_commit(announce_now)
+                && let Some(job) = self.next_commit(announce_now, sink.as_ref())
                 && let Err(e) = inputs.committer.send(job)
             {
                 break Err(e);
@@ -222,7 +238,7 @@ impl Runner<'_> {
         if matches!(outcome, Ok(RunOutcome::Stopped(_))) {
             // Announcements are dropped: those writes are not sent.
             self.held.clear();
-            if let Some(job) = self.next_commit(true) {
+            if let Some(job) = self.next_commit(true, sink.as_ref()) {
                 inputs.committer.send(job)?;
             }
             for ack in inputs.committer.finish().await? {

@@ -163,9 +163,12 @@ struct Runner<'a> {
     unverified: Vec<String>,
     /// Names this invocation's intent batches apart from earlier ones'.
     invocation: String,
-    /// Whether writes are announced before they go: not when they land only
-    /// with the store's next commit ([`Sink::lands_with_the_commit`]).
-    announces: bool,
+    /// When writes are announced: before they go, with the commit that
+    /// makes them land, or never.
+    announce: Announce,
+    /// Writes sent since the last commit, to announce in the next one unless
+    /// their page is in it ([`Announce::WithTheCommit`]).
+    unannounced: Vec<(u64, Intent)>,
     /// Writes to announce in the next commit; they go out once it is durable.
     held: Vec<Box<WriteJob>>,
     /// Intent batches in the store, with the pages not yet committed that they
@@ -261,6 +264,37 @@ pub(super) struct WriteJob {
     soft: bool,
 }
 
+/// When a write is announced: what may hold it after a crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Announce {
+    /// Before it goes: once sent it may land at any time.
+    First,
+    /// With the next commit, while it goes at once: it lands only with a
+    /// commit storing the destination's position past it
+    /// ([`Sink::position`]), so that commit announces it unless it holds
+    /// its ledger row. Only while no other run of the sync has writes
+    /// announced: one sent would not wait for the compare-and-set against
+    /// them (the destination takes one run at a time).
+    WithTheCommit,
+    /// Never: it lands only with the store's next commit, which holds its
+    /// row ([`Sink::lands_with_the_commit`]).
+    Never,
+}
+
+impl WriteJob {
+    /// The write as announced. A delete is announced as of its deletion
+    /// (`updated_at` is when): another run's older copy of the record is
+    /// then refused, and a re-creation written meanwhile goes after it.
+    fn intent(&self) -> Intent {
+        Intent {
+            source_id: self.record.id().to_owned(),
+            version: self.record.version,
+            updated_at: self.record.updated_at(),
+            settles_at: None,
+        }
+    }
+}
+
 /// What became of one record.
 enum Resolution {
     Written {
@@ -332,7 +366,8 @@ impl<'a> Runner<'a> {
             repaired: Vec::new(),
             unverified: Vec::new(),
             invocation: uuid::Uuid::now_v7().simple().to_string(),
-            announces: true,
+            announce: Announce::First,
+            unannounced: Vec::new(),
             held: Vec::new(),
             batches: Vec::new(),
             announced: VecDeque::new(),
@@ -390,6 +425,18 @@ impl<'a> Runner<'a> {
     /// completes the run with the writes that may still land.
     async fn complete(&mut self, sink: &dyn Sink, stop: &Stop) -> Result<RunOutcome, FailureCause> {
         self.settle_readbacks(sink, stop).await?;
+        // A write since the last page's commit lands with a commit of its own.
+        if let Some(position) = sink.position() {
+            let commit = PageCommit {
+                sink_position: Some(position.clone()),
+                ..PageCommit::default()
+            };
+            self.store
+                .commit_page(&self.spec.name, &self.run_id, &commit, None, &self.counters)
+                .await?;
+            sink.committed(&position)
+                .map_err(FailureCause::Destination)?;
+        }
         // The destination holds every write in its final form before the run
         // says so (a file compacts its log).
         sink.finish().await.map_err(FailureCause::Destination)?;
@@ -566,15 +613,18 @@ impl<'a> Runner<'a> {
             Routed::Write(job) => {
                 // The write is announced durably first, so that after a crash
                 // nothing older is written over what may have arrived. A write
-                // that lands only with the next commit cannot have arrived
-                // without it: it goes at once.
+                // that lands only with a commit cannot have arrived without
+                // it: it goes at once.
                 self.busy.insert(job.record.id().to_owned());
                 self.holders
                     .insert(job.mapped.external_id.clone(), job.record.id().to_owned());
-                if self.announces {
-                    self.held.push(job);
-                } else {
-                    self.dispatch(job);
+                match self.announce {
+                    Announce::First => self.held.push(job),
+                    Announce::WithTheCommit => {
+                        self.unannounced.push((job.seq, job.intent()));
+                        self.dispatch(job);
+                    }
+                    Announce::Never => self.dispatch(job),
                 }
                 Ok(())
             }

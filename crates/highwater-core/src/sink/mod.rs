@@ -513,6 +513,27 @@ pub trait Sink: Send + Sync + std::fmt::Debug {
         false
     }
 
+    /// Where the writes so far end in the destination's own log, for one
+    /// whose writes count only once a commit of the state store stores that
+    /// position: a run's start ([`resume`](Self::resume)) drops what a crash
+    /// left past the last one stored. Such a write never lands without its
+    /// ledger row, or its announcement in the same commit, so it goes out
+    /// at once. `None`: a write lands when it is sent.
+    fn position(&self) -> Option<String> {
+        None
+    }
+
+    /// A commit storing `position` is durable.
+    fn committed(&self, _position: &str) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    /// Called once as a run starts, before any write, with the position the
+    /// sync's last commit stored (`None`: no commit stored one).
+    async fn resume(&self, _position: Option<&str>) -> Result<(), SinkError> {
+        Ok(())
+    }
+
     /// Makes every write so far durable; called before a page's checkpoint commits.
     async fn flush(&self) -> Result<(), SinkError> {
         Ok(())

@@ -109,6 +109,11 @@ const TABLES: &[(&str, &str, &str)] = &[
         "'sync', sync, 'paused_at', paused_at",
         "sync",
     ),
+    (
+        "sink_positions",
+        "'sync', sync, 'position', position",
+        "sync",
+    ),
 ];
 
 /// Rows per statement: a chunk of the ledger is a few MiB of JSON.

@@ -234,6 +234,9 @@ pub struct PageCommit {
     pub merge: bool,
     /// What the commit's pages did with each record, for `explain`.
     pub events: Vec<RecordEvent>,
+    /// Where the destination's own log ends with this commit
+    /// ([`Sink::position`](crate::sink::Sink::position)): kept per sync.
+    pub sink_position: Option<String>,
 }
 
 /// Per-sync summary for `status`.

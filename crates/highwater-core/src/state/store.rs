@@ -281,6 +281,18 @@ impl Store {
         on_backend!(self, s => s.floors(sync, run_id).await)
     }
 
+    /// Where the sync's destination's own log ended at its last commit that
+    /// stored one ([`PageCommit::sink_position`]).
+    pub async fn sink_position(&self, sync: &str) -> Result<Option<String>, StateError> {
+        on_backend!(self, s => s.sink_position(sync).await)
+    }
+
+    /// Whether an open run of the sync other than `run_id` has announced
+    /// writes: the compare-and-set of announcements (`claim`) weighs them.
+    pub async fn announced_elsewhere(&self, sync: &str, run_id: &str) -> Result<bool, StateError> {
+        on_backend!(self, s => s.announced_elsewhere(sync, run_id).await)
+    }
+
     /// The records of a sync waiting to be read back: those of the run `run_id`,
     /// whatever invocation wrote them, and those left by runs that ended; an open
     /// run of another kind, which may be running now, reads back its own.

@@ -1,11 +1,10 @@
-//! Owns the JSON Lines destination's append-only log (`<file>.log`): every
-//! write (the record's line) and deletion (`["delete","<id>"]`) made since the
-//! file was last compacted, oldest first, so that a write costs an append, not
-//! a rewrite of the file. What `sync` returned from is durable; a crash may
-//! leave more after it, whole lines (writes already announced, which the
-//! destination may hold) and at most one torn or garbled tail, which `open`
-//! finds and the next append cuts off: the log is read up to its first line
-//! that is not whole and valid.
+//! Owns one of the JSON Lines destination's append-only logs (`<file>.log.<n>`):
+//! writes (the record's line) and deletions (`["delete","<id>"]`), oldest
+//! first, so that a write costs an append, not a rewrite of the file. What
+//! `sync` returned from is durable; a crash may leave more after it, whole
+//! lines (which `cut` drops when no commit covers them) and at most one torn
+//! or garbled tail, which `open` finds and the next append cuts off: the log
+//! is read up to its first line that is not whole and valid.
 //! Invariant: holds per line only a hash of its external id and its offset,
 //! never the record.
 
@@ -299,22 +298,45 @@ impl Log {
         Ok(())
     }
 
-    /// Syncs the log and moves it, durably, to `to`, where a compaction reads
-    /// it while a new log takes the appends.
-    pub(super) fn set_aside(&mut self, to: PathBuf) -> io::Result<()> {
+    /// Syncs the log and keeps it open for reading: a compaction reads it
+    /// while a new log takes the appends.
+    pub(super) fn seal(&mut self) -> io::Result<()> {
         self.sync()?;
-        std::fs::rename(&self.path, &to)?;
-        sync_dir(&to)?;
-        self.path = to;
         self.readable()
+    }
+
+    /// Drops every line from byte `at` on, durably: lines a crash left past
+    /// what the state store's last commit covers. A log shorter than `at`
+    /// keeps what it has.
+    pub(super) fn cut(&mut self, at: u64) -> io::Result<()> {
+        if at >= self.bytes() {
+            return Ok(());
+        }
+        self.write_out()?;
+        let kept = self.lines.partition_point(|&(_, start)| start < at);
+        self.lines.truncate(kept);
+        self.file_len = at;
+        self.reader = None;
+        let mut file = match self.file.take() {
+            Some(file) => file,
+            None => OpenOptions::new().read(true).write(true).open(&self.path)?,
+        };
+        file.set_len(at)?;
+        file.seek(SeekFrom::Start(at))?;
+        file.sync_data()?;
+        self.file = Some(file);
+        Ok(())
     }
 
     /// Removes the log's file, durably: its lines are in the compacted file,
     /// and the next compaction may write newer ones there, which this log
     /// replayed after a crash would set back.
     pub(super) fn remove(&self) -> io::Result<()> {
-        std::fs::remove_file(&self.path)?;
-        sync_dir(&self.path)
+        match std::fs::remove_file(&self.path) {
+            Ok(()) => sync_dir(&self.path),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Every record the log names, once, with where its latest line is, by
@@ -391,25 +413,6 @@ impl Log {
             None => File::open(&self.path)?.read_exact_at(&mut bytes, offset)?,
         }
         Ok(bytes)
-    }
-
-    /// Empties the log, durably: its lines are in the compacted file now.
-    pub(super) fn clear(&mut self) -> io::Result<()> {
-        self.write_out()?;
-        self.reader = None;
-        if self.file.is_none() && self.file_len > 0 {
-            // Left by an earlier process and not appended to by this one.
-            self.file = Some(OpenOptions::new().read(true).write(true).open(&self.path)?);
-        }
-        if let Some(file) = &mut self.file {
-            file.set_len(0)?;
-            file.seek(SeekFrom::Start(0))?;
-            file.sync_data()?;
-        }
-        self.unsynced = false;
-        self.file_len = 0;
-        self.lines.clear();
-        Ok(())
     }
 
     /// Writes the appended lines to the file, opening it (and cutting off what

@@ -1,24 +1,33 @@
 //! Owns the JSON Lines file destination for local use: one object per line, keyed
 //! by external id (upsert), a deleted record's line dropped. A write or deletion
-//! is appended to the log (`log.rs`) and made durable by `flush` (before the
-//! page's checkpoint commits); the file people read (`file.rs`, sorted by
-//! external id) takes the log's lines in compactions — written aside and
-//! renamed over it, so a crash leaves the old file or the new one, and the
-//! runs and logs to replay over it.
+//! is appended to the log (`log.rs`, `<file>.log.<n>`) and made durable by
+//! `flush` (before the page's checkpoint commits); the file people read
+//! (`file.rs`, sorted by external id) takes the logs' lines in compactions —
+//! written aside and renamed over it, so a crash leaves the old file or the
+//! new one, and the runs and logs to replay over it.
+//! A write lands only with a commit of the state store that covers it: each
+//! commit stores where the writes end in the logs (`position`), and a run
+//! starts by cutting off what lies past the last one stored (`resume`), so
+//! that the engine need not announce a write before it goes.
 //! Once the log holds [`COMPACT_LINES`] lines or [`COMPACT_BYTES`], a flush
-//! sets it aside (`<file>.log.1`) and compacts it on a thread of its own while
-//! a new log takes the writes: into a sorted run between the file and the log,
-//! merged with the runs and the file as `runs.rs` plans, so that a compaction
-//! rewrites the whole file only when it brings more than half as many records
-//! as the file holds. At the run's end (`finish`) the runs and the log are
-//! merged into the file.
-//! Invariants: what `flush` returned from is found again after a crash, what a
-//! crash left unflushed is found whole or not at all; a read sees the log, then
-//! the log set aside, then the runs from the newest, then the file; the log set
-//! aside is compacted and removed, durably, before another is set aside or the
-//! log is compacted, so that no older line is ever replayed over a newer one;
-//! memory holds 16 bytes per line of the logs and nothing per line of the file
-//! or the runs.
+//! sets it aside, a new log numbered one more takes the writes, and once a
+//! commit covers the log set aside it is compacted on a thread of its own:
+//! into a sorted run between the file and the log, merged with the runs and
+//! the file as `runs.rs` plans, so that a compaction rewrites the whole file
+//! only when it brings more than half as many records as the file holds. At
+//! the run's end (`finish`) what no commit covers is cut off, and the runs and
+//! the logs are merged into the file.
+//! Invariants: what `flush` returned from and a commit covers is found again
+//! after a crash; what a crash left unflushed is found whole or not at all,
+//! and what no commit covers is not found by a resumed run; only covered
+//! lines are compacted; a read sees the log, then the log set aside, then the
+//! runs from the newest, then the file; the log set aside is compacted and
+//! removed, durably, before another is set aside or the log is compacted, so
+//! that no older line is ever replayed over a newer one; a log is appended to
+//! only past the last position stored in it, and the number of one merged
+//! into the file is not taken again, so no stored position covers a line
+//! written after it; memory holds 16 bytes per line of the logs and nothing
+//! per line of the file or the runs.
 
 pub mod config;
 mod file;
@@ -52,52 +61,203 @@ pub struct JsonLinesSink {
 
 #[derive(Debug)]
 struct State {
+    /// The log taking the writes, and its number (`<file>.log.<n>`).
     log: Log,
-    /// The log set aside for a compaction, older than `log`.
-    aside: Option<Arc<Log>>,
+    number: u64,
+    /// The log set aside for a compaction, older than `log`, with its number.
+    aside: Option<(u64, Arc<Log>)>,
     /// The compaction of `aside` under way, and the stack it leaves.
     compaction: Option<JoinHandle<std::io::Result<Stack>>>,
     /// The compacted file and the runs over it.
     stack: Stack,
     /// The spec's `compact_lines`; tests change it.
     compact_lines: usize,
+    /// How far the state store's commits cover the logs, once a run resumed
+    /// the destination (`None` before: every line counts).
+    committed: Option<Position>,
+}
+
+/// A place in the logs: a log's number and a byte offset in it. A commit
+/// covers every line before the position it stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+struct Position {
+    log: u64,
+    offset: u64,
+}
+
+impl Position {
+    fn parse(text: &str) -> Option<Position> {
+        let (log, offset) = text.split_once(':')?;
+        Some(Position {
+            log: log.parse().ok()?,
+            offset: offset.parse().ok()?,
+        })
+    }
+}
+
+impl std::fmt::Display for Position {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.log, self.offset)
+    }
+}
+
+impl State {
+    /// Whether a commit covers every line of `log`, numbered `number`.
+    fn covers(&self, number: u64, log: &Log) -> bool {
+        self.committed.is_none_or(|committed| {
+            Position {
+                log: number,
+                offset: log.bytes(),
+            } <= committed
+        })
+    }
 }
 
 impl JsonLinesSink {
-    /// Opens the destination: checks the file line by line and reads the log
-    /// left since its last compaction, changing neither (a torn tail of the log
+    /// Opens the destination: checks the file line by line and reads the logs
+    /// left since its last compaction, changing none (a torn tail of the log
     /// is cut off by the first append).
     pub fn open(spec: JsonLinesSpec) -> Result<Self, SinkError> {
         let file =
             file::scan(&spec.path, &spec.external_id_field).map_err(|e| error(&spec.path, e))?;
         let runs = runs::open(&spec.path).map_err(|e| error(&spec.path, e))?;
-        // A log set aside and not yet compacted, when a crash stopped its
-        // compaction: it is compacted again (replaying it changes nothing).
-        let aside_path = aside_path(&spec.path);
-        let (mut aside, _) = Log::open(aside_path.clone(), &spec.external_id_field)
-            .map_err(|e| error(&aside_path, e))?;
-        aside.readable().map_err(|e| error(&aside_path, e))?;
-        let log_path = log_path(&spec.path);
-        let (log, torn) = Log::open(log_path.clone(), &spec.external_id_field)
-            .map_err(|e| error(&log_path, e))?;
-        if torn > 0 {
-            tracing::warn!(
-                log = %log_path.display(),
-                bytes = torn,
-                "the destination's log ends in {torn} bytes a crash left unflushed: they are dropped"
-            );
+        let mut logs = Vec::new();
+        for number in log_numbers(&spec.path).map_err(|e| error(&spec.path, e))? {
+            let path = log_path(&spec.path, number);
+            let (log, torn) =
+                Log::open(path.clone(), &spec.external_id_field).map_err(|e| error(&path, e))?;
+            if torn > 0 {
+                tracing::warn!(
+                    log = %path.display(),
+                    bytes = torn,
+                    "the destination's log ends in {torn} bytes a crash left unflushed: they are dropped"
+                );
+            }
+            logs.push((number, log));
         }
+        // One log set aside at a time: a third is none this sink left.
+        if logs.len() > 2 {
+            return Err(error(
+                &spec.path,
+                std::io::Error::other(format!(
+                    "{} logs beside the file, where there are at most two",
+                    logs.len()
+                )),
+            ));
+        }
+        let (number, log) = match logs.pop() {
+            Some(newest) => newest,
+            None => (1, Log::empty(log_path(&spec.path, 1))),
+        };
+        // A log set aside whose compaction a crash stopped is compacted
+        // again (replaying it changes nothing).
+        let aside = match logs.pop() {
+            Some((number, mut aside)) => {
+                aside.readable().map_err(|e| error(aside.path(), e))?;
+                Some((number, Arc::new(aside)))
+            }
+            None => None,
+        };
         let compact_lines = spec.compact_lines;
         Ok(JsonLinesSink {
             spec,
             state: Mutex::new(State {
                 log,
-                aside: (aside.lines() > 0).then(|| Arc::new(aside)),
+                number,
+                aside,
                 compaction: None,
                 stack: Stack { file, runs },
                 compact_lines,
+                committed: None,
             }),
         })
+    }
+
+    /// Takes the destination up where the state store's last commit left it
+    /// (`position`, `None` when no commit stored one): what a crash left past
+    /// it is dropped — its records are read again, and those written were
+    /// announced in that commit or are not in the ledger — and from now on a
+    /// log is compacted only once a commit covers it.
+    pub fn resume(&self, position: Option<&str>) -> Result<(), SinkError> {
+        let committed = match position {
+            Some(text) => Position::parse(text).ok_or_else(|| {
+                error(
+                    &self.spec.path,
+                    std::io::Error::other(format!(
+                        "the state store's position in the logs, {text:?}, is not `<log>:<offset>`"
+                    )),
+                )
+            })?,
+            None => Position::default(),
+        };
+        let mut state = self.state();
+        let mut logs: Vec<(u64, Log)> = Vec::with_capacity(2);
+        if let Some((number, aside)) = state.aside.take() {
+            let aside = Arc::try_unwrap(aside)
+                .map_err(|_| error(&self.spec.path, std::io::Error::other("a log in use")))?;
+            logs.push((number, aside));
+        }
+        let current = state.number;
+        let log = std::mem::replace(&mut state.log, Log::empty(PathBuf::new()));
+        logs.push((current, log));
+        let mut kept = Vec::with_capacity(2);
+        for (number, mut log) in logs {
+            if number == committed.log {
+                log.cut(committed.offset)
+                    .map_err(|e| error(log.path(), e))?;
+            }
+            if number == committed.log || (number < committed.log && log.lines() > 0) {
+                kept.push((number, log));
+            } else {
+                log.remove().map_err(|e| error(log.path(), e))?;
+            }
+        }
+        // The log the last commit ended in takes the writes on; past a log
+        // every line of which is covered, a new one does.
+        let (number, log) = match kept.pop() {
+            Some((number, log)) if number == committed.log => (number, log),
+            older => {
+                kept.extend(older);
+                let number = committed.log.max(current) + 1;
+                (number, Log::empty(log_path(&self.spec.path, number)))
+            }
+        };
+        state.log = log;
+        state.number = number;
+        state.aside = match kept.pop() {
+            Some((number, mut aside)) => {
+                aside.readable().map_err(|e| error(aside.path(), e))?;
+                Some((number, Arc::new(aside)))
+            }
+            None => None,
+        };
+        state.committed = Some(committed);
+        Ok(())
+    }
+
+    /// Where the writes so far end in the logs, once resumed.
+    pub fn position(&self) -> Option<String> {
+        let state = self.state();
+        state.committed.map(|_| {
+            Position {
+                log: state.number,
+                offset: state.log.bytes(),
+            }
+            .to_string()
+        })
+    }
+
+    /// A commit storing `position` is durable: a log set aside that it
+    /// covers may be compacted.
+    pub fn committed(&self, position: &str) -> Result<(), SinkError> {
+        let Some(position) = Position::parse(position) else {
+            return Ok(());
+        };
+        let mut state = self.state();
+        if let Some(committed) = &mut state.committed {
+            *committed = (*committed).max(position);
+        }
+        self.start(&mut state)
     }
 
     pub fn write(&self, write: Write<'_>) -> Result<Written, SinkError> {
@@ -148,7 +308,8 @@ impl JsonLinesSink {
         let field = &self.spec.external_id_field;
         let state = self.state();
         let mut latest = None;
-        for log in std::iter::once(&state.log).chain(state.aside.as_deref()) {
+        let aside = state.aside.as_ref().map(|(_, log)| &**log);
+        for log in std::iter::once(&state.log).chain(aside) {
             latest = log
                 .latest(external_id, field)
                 .map_err(|e| error(log.path(), e))?;
@@ -180,32 +341,60 @@ impl JsonLinesSink {
     }
 
     /// Makes every write and deletion so far durable (in the log); once the
-    /// log has grown past its bound, sets it aside and starts its compaction.
+    /// log has grown past its bound, sets it aside — a new log takes the
+    /// writes — and starts its compaction once a commit covers it.
     pub fn flush(&self) -> Result<(), SinkError> {
         let mut state = self.state();
         state.log.sync().map_err(|e| error(state.log.path(), e))?;
         self.collect(&mut state, false)?;
         if state.log.lines() >= state.compact_lines || state.log.bytes() >= COMPACT_BYTES {
             // One log aside at a time: the one before must be in the file.
-            self.collect(&mut state, true)?;
+            if state.compaction.is_some() {
+                self.collect(&mut state, true)?;
+            }
             if state.aside.is_none() {
-                let aside = aside_path(&self.spec.path);
-                state
-                    .log
-                    .set_aside(aside.clone())
-                    .map_err(|e| error(&aside, e))?;
-                let log = std::mem::replace(&mut state.log, Log::empty(log_path(&self.spec.path)));
-                state.aside = Some(Arc::new(log));
+                state.log.seal().map_err(|e| error(state.log.path(), e))?;
+                let next = state.number + 1;
+                let log =
+                    std::mem::replace(&mut state.log, Log::empty(log_path(&self.spec.path, next)));
+                state.aside = Some((state.number, Arc::new(log)));
+                state.number = next;
             }
         }
         self.start(&mut state)
     }
 
-    /// Called at the end of a run: makes everything durable and compacts the
-    /// logs into the file, which then holds every record, one line each.
+    /// Called at the end of a run: makes everything durable, drops what no
+    /// commit covers (a run that stopped or failed wrote it for records it
+    /// reads again), and compacts the logs into the file, which then holds
+    /// every record, one line each; the next write starts a new log.
     pub fn finish(&self) -> Result<(), SinkError> {
         let mut state = self.state();
         state.log.sync().map_err(|e| error(state.log.path(), e))?;
+        if let Some(committed) = state.committed {
+            self.collect(&mut state, true)?;
+            if let Some((number, aside)) = state.aside.take() {
+                let mut aside = Arc::try_unwrap(aside)
+                    .map_err(|_| error(&self.spec.path, std::io::Error::other("a log in use")))?;
+                if number == committed.log {
+                    aside
+                        .cut(committed.offset)
+                        .map_err(|e| error(aside.path(), e))?;
+                }
+                state.aside = Some((number, Arc::new(aside)));
+            }
+            let at = if state.number == committed.log {
+                committed.offset
+            } else {
+                0
+            };
+            state.log.cut(at).map_err(|e| error(state.log.path(), e))?;
+            let bytes = state.log.bytes();
+            state.committed = Some(committed.max(Position {
+                log: state.number,
+                offset: bytes,
+            }));
+        }
         self.start(&mut state)?;
         self.collect(&mut state, true)?;
         let stack = &state.stack;
@@ -223,16 +412,25 @@ impl JsonLinesSink {
                 file,
                 runs: Vec::new(),
             };
-            state.log.clear().map_err(|e| error(state.log.path(), e))?;
         }
+        state.log.remove().map_err(|e| error(state.log.path(), e))?;
+        let next = state.number + 1;
+        state.log = Log::empty(log_path(&self.spec.path, next));
+        state.number = next;
         Ok(())
     }
 
-    /// Starts compacting the log set aside, unless that is under way.
+    /// Starts compacting the log set aside, unless that is under way or no
+    /// commit covers it yet.
     fn start(&self, state: &mut State) -> Result<(), SinkError> {
-        let Some(aside) = state.aside.clone().filter(|_| state.compaction.is_none()) else {
+        let Some((_, aside)) = state
+            .aside
+            .as_ref()
+            .filter(|(number, aside)| state.compaction.is_none() && state.covers(*number, aside))
+        else {
             return Ok(());
         };
+        let aside = Arc::clone(aside);
         let (path, field, stack) = (
             self.spec.path.clone(),
             self.spec.external_id_field.clone(),
@@ -303,14 +501,53 @@ impl Sink for JsonLinesSink {
     async fn finish(&self) -> Result<(), SinkError> {
         JsonLinesSink::finish(self)
     }
+
+    fn position(&self) -> Option<String> {
+        JsonLinesSink::position(self)
+    }
+
+    fn committed(&self, position: &str) -> Result<(), SinkError> {
+        JsonLinesSink::committed(self, position)
+    }
+
+    async fn resume(&self, position: Option<&str>) -> Result<(), SinkError> {
+        JsonLinesSink::resume(self, position)
+    }
 }
 
-fn log_path(path: &Path) -> PathBuf {
-    PathBuf::from(format!("{}.log", path.display()))
+fn log_path(path: &Path, number: u64) -> PathBuf {
+    PathBuf::from(format!("{}.log.{number}", path.display()))
 }
 
-fn aside_path(path: &Path) -> PathBuf {
-    PathBuf::from(format!("{}.log.1", path.display()))
+/// The numbers of the logs beside the file at `path`, oldest first.
+fn log_numbers(path: &Path) -> std::io::Result<Vec<u64>> {
+    let prefix = format!(
+        "{}.log.",
+        path.file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+    );
+    let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => dir.to_path_buf(),
+        None => PathBuf::from("."),
+    };
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut numbers = Vec::new();
+    for entry in entries {
+        let name = entry?.file_name();
+        if let Some(number) = name
+            .to_str()
+            .and_then(|name| name.strip_prefix(&prefix))
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            numbers.push(number);
+        }
+    }
+    numbers.sort_unstable();
+    Ok(numbers)
 }
 
 fn error(path: &Path, source: std::io::Error) -> SinkError {
@@ -370,8 +607,9 @@ mod tests {
         std::fs::read_to_string(&spec.path).unwrap_or_default()
     }
 
-    fn log_of(spec: &JsonLinesSpec) -> PathBuf {
-        log_path(&spec.path)
+    /// The path of the log numbered `number`.
+    fn log_of(spec: &JsonLinesSpec, number: u64) -> PathBuf {
+        log_path(&spec.path, number)
     }
 
     fn held(sink: &JsonLinesSink, id: &str) -> Option<i64> {
@@ -455,10 +693,7 @@ mod tests {
             text(&spec),
             "{\"external_id\":\"a\",\"v\":2}\n{\"external_id\":\"c\",\"v\":1}\n"
         );
-        assert_eq!(
-            std::fs::metadata(log_of(&spec)).map(|m| m.len()).ok(),
-            Some(0)
-        );
+        assert_eq!(log_numbers(&spec.path).expect("logs"), [] as [u64; 0]);
     }
 
     /// A crash in the middle of an append leaves a torn last line: it was never
@@ -471,14 +706,14 @@ mod tests {
         put(&sink, "b", 1);
         sink.flush().expect("flush");
         drop(sink);
-        let flushed = std::fs::read(log_of(&spec)).expect("log");
+        let flushed = std::fs::read(log_of(&spec, 1)).expect("log");
         for tail in [
             &b"{\"external_id\":\"z\",\"v"[..],
             b"\0\0\0\0\n{\"external_id\":\"y\",\"v\":1}\n",
         ] {
             let mut torn = flushed.clone();
             torn.extend_from_slice(tail);
-            std::fs::write(log_of(&spec), &torn).expect("tear");
+            std::fs::write(log_of(&spec, 1), &torn).expect("tear");
             let reopened = JsonLinesSink::open(spec.clone()).expect("reopen");
             assert_eq!(
                 ["a", "b", "y", "z"].map(|id| held(&reopened, id)),
@@ -487,11 +722,11 @@ mod tests {
             put(&reopened, "c", 1);
             reopened.flush().expect("flush");
             drop(reopened);
-            let log = std::fs::read_to_string(log_of(&spec)).expect("log");
+            let log = std::fs::read_to_string(log_of(&spec, 1)).expect("log");
             assert_eq!(log.lines().count(), 3, "{log}");
             assert!(log.ends_with("{\"external_id\":\"c\",\"v\":1}\n"), "{log}");
             // Back to the flushed log for the next tail.
-            std::fs::write(log_of(&spec), &flushed).expect("restore");
+            std::fs::write(log_of(&spec, 1), &flushed).expect("restore");
         }
     }
 
@@ -508,11 +743,11 @@ mod tests {
         sink.delete("b");
         put(&sink, "c", 3);
         sink.flush().expect("flush");
-        let log = std::fs::read(log_of(&spec)).expect("log");
+        let log = std::fs::read(log_of(&spec, 2)).expect("log");
         sink.finish().expect("finish");
         drop(sink);
         let compacted = text(&spec);
-        std::fs::write(log_of(&spec), log).expect("log left over");
+        std::fs::write(log_of(&spec, 2), log).expect("log left over");
         let reopened = JsonLinesSink::open(spec.clone()).expect("reopen");
         assert_eq!(
             ["a", "b", "c"].map(|id| held(&reopened, id)),
@@ -586,7 +821,7 @@ mod tests {
             [Some(2), None, Some(1), Some(1), Some(2)]
         );
         sink.finish().expect("finish");
-        assert!(!aside_path(&spec.path).exists(), "removed once compacted");
+        assert!(!log_of(&spec, 1).exists(), "removed once compacted");
         let lines: Vec<String> = text(&spec).lines().map(str::to_owned).collect();
         assert_eq!(lines.len(), 150);
         assert_eq!(lines[0], "{\"external_id\":\"id-000\",\"v\":2}");
@@ -609,11 +844,11 @@ mod tests {
         .expect("file");
         let deleted = |id: &str| String::from_utf8(line::delete_line(id)).expect("utf-8");
         std::fs::write(
-            aside_path(&spec.path),
+            log_of(&spec, 1),
             [line("a", 2), deleted("b"), line("c", 2), line("d", 2)].concat(),
         )
         .expect("log set aside");
-        std::fs::write(log_path(&spec.path), [line("a", 3), deleted("d")].concat()).expect("log");
+        std::fs::write(log_of(&spec, 2), [line("a", 3), deleted("d")].concat()).expect("log");
         let sink = JsonLinesSink::open(spec.clone()).expect("open");
         assert_eq!(
             ["a", "b", "c", "d"].map(|id| held(&sink, id)),
@@ -621,7 +856,7 @@ mod tests {
         );
         sink.finish().expect("finish");
         assert_eq!(text(&spec), [line("a", 3), line("c", 2)].concat());
-        assert!(!aside_path(&spec.path).exists());
+        assert!(!log_of(&spec, 1).exists());
         let reopened = JsonLinesSink::open(spec).expect("reopen");
         assert_eq!(
             ["a", "b", "c", "d"].map(|id| held(&reopened, id)),
@@ -730,7 +965,7 @@ mod tests {
         )
         .expect("run");
         std::fs::write(run("3-3"), [line("c", 3), deleted("d")].concat()).expect("run");
-        std::fs::write(log_path(&spec.path), line("e", 4)).expect("log");
+        std::fs::write(log_of(&spec, 1), line("e", 4)).expect("log");
         let sink = JsonLinesSink::open(spec.clone()).expect("open");
         assert!(!run("1-1").exists(), "merged into 1-2");
         assert_eq!(
@@ -751,6 +986,146 @@ mod tests {
             text(&spec),
             [line("a", 2), line("c", 3), line("e", 4)].concat()
         );
+    }
+
+    /// Flushes and tells the sink that a commit stored where its writes end.
+    fn commit(sink: &JsonLinesSink) -> String {
+        let position = sink.position().expect("resumed");
+        sink.flush().expect("flush");
+        sink.committed(&position).expect("committed");
+        position
+    }
+
+    /// A crash after writes no commit covers, flushed or not: a run resumed
+    /// at the last commit's position finds only what that commit covers,
+    /// and goes on from there.
+    #[test]
+    fn a_resumed_run_drops_what_no_commit_covers() {
+        let (_dir, spec) = Dir::new("resume");
+        let sink = JsonLinesSink::open(spec.clone()).expect("open");
+        assert_eq!(sink.position(), None, "no position before a run resumes it");
+        sink.resume(None).expect("resume");
+        put(&sink, "a", 1);
+        put(&sink, "b", 1);
+        let committed = commit(&sink);
+        put(&sink, "a", 2);
+        sink.delete("b");
+        put(&sink, "c", 1);
+        sink.flush().expect("flushed, never committed");
+        drop(sink);
+        let reopened = JsonLinesSink::open(spec.clone()).expect("reopen");
+        assert_eq!(
+            ["a", "b", "c"].map(|id| held(&reopened, id)),
+            [Some(2), None, Some(1)],
+            "a reader that does not resume sees every line"
+        );
+        reopened.resume(Some(&committed)).expect("resume");
+        assert_eq!(
+            ["a", "b", "c"].map(|id| held(&reopened, id)),
+            [Some(1), Some(1), None]
+        );
+        assert_eq!(reopened.position().as_deref(), Some(committed.as_str()));
+        put(&reopened, "c", 2);
+        commit(&reopened);
+        reopened.finish().expect("finish");
+        assert_eq!(
+            text(&spec),
+            [
+                r#"{"external_id":"a","v":1}"#,
+                r#"{"external_id":"b","v":1}"#,
+                r#"{"external_id":"c","v":2}"#,
+                ""
+            ]
+            .join("\n")
+        );
+        assert!(
+            JsonLinesSink::open(spec.clone())
+                .expect("reopen")
+                .resume(Some("x"))
+                .is_err(),
+            "a position that is not one is refused"
+        );
+    }
+
+    /// A log set aside is compacted only once a commit covers all of it: a
+    /// crash before leaves it to be cut back, never merged into the file.
+    #[test]
+    fn a_log_set_aside_waits_for_a_commit_that_covers_it() {
+        let (_dir, spec) = Dir::new("covered");
+        let sink = JsonLinesSink::open(spec.clone()).expect("open");
+        sink.resume(None).expect("resume");
+        sink.state().compact_lines = 100;
+        for i in 0..50 {
+            put(&sink, &format!("id-{i:03}"), 1);
+        }
+        let first = commit(&sink);
+        for i in 50..149 {
+            put(&sink, &format!("id-{i:03}"), 1);
+        }
+        let before = sink.position().expect("position");
+        put(&sink, "id-149", 1);
+        sink.flush().expect("flush");
+        {
+            let state = sink.state();
+            assert!(state.aside.is_some(), "set aside");
+            assert!(
+                state.compaction.is_none(),
+                "not compacted before its commit"
+            );
+        }
+        sink.committed(&before).expect("committed");
+        assert!(
+            sink.state().compaction.is_none(),
+            "its last lines are not covered yet"
+        );
+        drop(sink);
+        let reopened = JsonLinesSink::open(spec.clone()).expect("reopen");
+        reopened.resume(Some(&first)).expect("resume");
+        assert_eq!(
+            ["id-000", "id-049", "id-050", "id-149"].map(|id| held(&reopened, id)),
+            [Some(1), Some(1), None, None]
+        );
+        assert_eq!(text(&spec), "", "nothing compacted");
+        reopened.state().compact_lines = 100;
+        for i in 50..150 {
+            put(&reopened, &format!("id-{i:03}"), 2);
+        }
+        reopened.flush().expect("flush");
+        commit(&reopened);
+        let mut state = reopened.state();
+        assert!(state.compaction.is_some(), "compacted once covered");
+        reopened.collect(&mut state, true).expect("compacted");
+        drop(state);
+        assert_eq!(text(&spec).lines().count(), 150);
+        reopened.finish().expect("finish");
+        assert_eq!(held(&reopened, "id-149"), Some(2));
+    }
+
+    /// The end of a run that stopped keeps only what its commits cover; a
+    /// log begun after the end is dropped whole by a run resumed at the
+    /// position its last commit stored.
+    #[test]
+    fn the_end_of_a_run_keeps_what_its_commits_cover() {
+        let (_dir, spec) = Dir::new("finish-cut");
+        let sink = JsonLinesSink::open(spec.clone()).expect("open");
+        sink.resume(None).expect("resume");
+        put(&sink, "a", 1);
+        let committed = commit(&sink);
+        put(&sink, "b", 1);
+        sink.flush().expect("flush");
+        sink.finish().expect("finish");
+        assert_eq!(text(&spec), "{\"external_id\":\"a\",\"v\":1}\n");
+        put(&sink, "c", 1);
+        sink.flush()
+            .expect("flushed by a run killed before its first commit");
+        drop(sink);
+        let reopened = JsonLinesSink::open(spec.clone()).expect("reopen");
+        reopened.resume(Some(&committed)).expect("resume");
+        assert_eq!(
+            ["a", "b", "c"].map(|id| held(&reopened, id)),
+            [Some(1), None, None]
+        );
+        assert_eq!(log_numbers(&spec.path).expect("logs"), [] as [u64; 0]);
     }
 
     /// A file written in another order (by hand) is read whole, once, by its

@@ -168,6 +168,16 @@ impl PgStore {
         insert_batch(tx, sync, run_id, page.unsettled.as_ref(), now).await?;
         upsert_readbacks(tx, sync, run_id, &page.readbacks).await?;
         events::append(tx, sync, run_id, now, &page.events).await?;
+        if let Some(position) = &page.sink_position {
+            sqlx::query(
+                "INSERT INTO sink_positions (sync, position) VALUES ($1, $2)
+                 ON CONFLICT (sync) DO UPDATE SET position = excluded.position",
+            )
+            .bind(sync)
+            .bind(position)
+            .execute(&mut **tx)
+            .await?;
+        }
         writer.commit().await?;
         Ok(announced)
     }

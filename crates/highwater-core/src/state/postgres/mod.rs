@@ -34,11 +34,18 @@ use sqlx::{AssertSqlSafe, Connection, Postgres, Row, Transaction};
 use super::*;
 use lease::Fence;
 
-pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "initial",
-    include_str!("../../../migrations/postgres/0001_initial.sql"),
-)];
+pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "initial",
+        include_str!("../../../migrations/postgres/0001_initial.sql"),
+    ),
+    (
+        2,
+        "sink_positions",
+        include_str!("../../../migrations/postgres/0002_sink_positions.sql"),
+    ),
+];
 
 /// Where a PostgreSQL store is: the database's URL and the schema its tables
 /// live in.
@@ -440,6 +447,27 @@ impl PgStore {
             }
         }
         Ok(known)
+    }
+
+    pub async fn sink_position(&self, sync: &str) -> Result<Option<String>, StateError> {
+        Ok(
+            sqlx::query_scalar("SELECT position FROM sink_positions WHERE sync = $1")
+                .bind(sync)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    pub async fn announced_elsewhere(&self, sync: &str, run_id: &str) -> Result<bool, StateError> {
+        Ok(sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM intents AS i JOIN runs AS o USING (run_id)
+                            WHERE i.sync = $1 AND i.run_id != $2 AND o.status = $3)",
+        )
+        .bind(sync)
+        .bind(run_id)
+        .bind(RunStatus::Open.as_str())
+        .fetch_one(&self.pool)
+        .await?)
     }
 
     pub async fn floors(

@@ -80,6 +80,10 @@ INSERT INTO readbacks (sync, source_id, run_id, external_id, dest_id, version, u
 INSERT INTO record_events (sync, at, run_id, seq, events)
   SELECT :sync, :now, :run_id, COALESCE(MAX(seq), 0) + 1, jsonb(:events)
   FROM record_events WHERE sync = :sync AND at = :now AND run_id = :run_id;
+INSERT INTO sink_positions (sync, position)
+  SELECT sync, position FROM (SELECT :sync AS sync, :sink_position AS position)
+  WHERE position IS NOT NULL
+  ON CONFLICT (sync) DO UPDATE SET position = excluded.position;
 ";
 
 /// [`COMMIT_PAGE`], split and numbered once.
@@ -209,6 +213,7 @@ impl SqliteStore {
             ("unsettled", Param::rows(&intent_rows(unsettled, now))?),
             ("readbacks", Param::rows(&readbacks)?),
             ("events", Param::rows(&event_rows(&page.events))?),
+            ("sink_position", page.sink_position.as_ref().into()),
         ]
         .into();
         COMMIT_PAGE_STATEMENTS.run(&mut tx, &params).await?;

@@ -212,6 +212,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "ledger_index_pieces",
         include_str!("../../../migrations/sqlite/0017_ledger_index_pieces.sql"),
     ),
+    (
+        18,
+        "sink_positions",
+        include_str!("../../../migrations/sqlite/0018_sink_positions.sql"),
+    ),
 ];
 
 /// The migration after which the ledger table's rows are read into runs
@@ -625,6 +630,27 @@ impl SqliteStore {
             );
         }
         Ok(floors)
+    }
+
+    pub async fn sink_position(&self, sync: &str) -> Result<Option<String>, StateError> {
+        Ok(
+            sqlx::query_scalar("SELECT position FROM sink_positions WHERE sync = ?")
+                .bind(sync)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    pub async fn announced_elsewhere(&self, sync: &str, run_id: &str) -> Result<bool, StateError> {
+        Ok(sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM intents AS i JOIN runs AS o USING (run_id)
+                            WHERE i.sync = ?1 AND i.run_id != ?2 AND o.status = ?3)",
+        )
+        .bind(sync)
+        .bind(run_id)
+        .bind(RunStatus::Open.as_str())
+        .fetch_one(&self.pool)
+        .await?)
     }
 
     /// The records of a sync waiting to be read back: those of the run `run_id`,

@@ -414,6 +414,85 @@ async fn announced_writes_are_floors_until_retired_completed_or_abandoned() {
     }
 }
 
+/// A destination's position is the one the sync's last commit that stored
+/// one stored; and a run is told whether another open run of its sync has
+/// announced writes (those its own writes must meet in the compare-and-set).
+#[tokio::test]
+async fn a_sink_position_is_the_last_one_stored_and_announcements_elsewhere_are_seen() {
+    for store in each_store("positions").await {
+        store
+            .begin_run(&run("r1", 1000), &json!({}))
+            .await
+            .expect("begin");
+        assert_eq!(store.sink_position("billing").await.expect("read"), None);
+        let counters = Counters::default();
+        for (stored, expected) in [(Some("1:10"), "1:10"), (None, "1:10"), (Some("2:0"), "2:0")] {
+            let commit = PageCommit {
+                sink_position: stored.map(str::to_owned),
+                ..PageCommit::default()
+            };
+            store
+                .commit_page("billing", "r1", &commit, None, &counters)
+                .await
+                .expect("commit");
+            assert_eq!(
+                store
+                    .sink_position("billing")
+                    .await
+                    .expect("read")
+                    .as_deref(),
+                Some(expected)
+            );
+        }
+        assert_eq!(store.sink_position("other").await.expect("read"), None);
+
+        assert!(
+            !store
+                .announced_elsewhere("billing", "r1")
+                .await
+                .expect("ask")
+        );
+        let announce = PageCommit {
+            announce: Some(IntentBatch {
+                id: "i-1".into(),
+                intents: vec![Intent {
+                    source_id: "a".into(),
+                    version: Some(1),
+                    updated_at: Timestamp::UNIX_EPOCH,
+                    settles_at: None,
+                }],
+            }),
+            ..PageCommit::default()
+        };
+        store
+            .commit_page("billing", "r1", &announce, None, &counters)
+            .await
+            .expect("announce");
+        assert!(
+            !store
+                .announced_elsewhere("billing", "r1")
+                .await
+                .expect("ask"),
+            "a run's own announcements are not elsewhere"
+        );
+        assert!(
+            store
+                .announced_elsewhere("billing", "r2")
+                .await
+                .expect("ask")
+        );
+        assert!(!store.announced_elsewhere("other", "r2").await.expect("ask"));
+        store.abandon_run("r1").await.expect("abandon");
+        assert!(
+            !store
+                .announced_elsewhere("billing", "r2")
+                .await
+                .expect("ask"),
+            "a run no longer open announces nothing"
+        );
+    }
+}
+
 #[tokio::test]
 async fn unsettled_writes_of_a_version_1_store_survive_the_migration() {
     let (path, pool) = store_before("migrate-intents", 1).await;
