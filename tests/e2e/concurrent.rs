@@ -103,6 +103,12 @@ async fn backfill_beside_the_sync(mode: Mode, seed: u64) {
                 }
             }
         }
+        // A late update lands at most `late_by` back, behind the incremental
+        // run's lookback: once the backfill has completed, no run reads it, so
+        // the data stops changing then.
+        if backfill_done {
+            world.sim.stop_mutations();
+        }
         let after = (
             progress(&world, RunKind::Incremental).await,
             progress(&world, RunKind::Backfill).await,

@@ -409,7 +409,7 @@ mod full {
     }
 }
 
-/// The crash test for a JSON Lines destination: 30,000 records from a source
+/// The crash test for a JSON Lines destination: 20,000 records from a source
 /// with its faults on, in pages of 1,000 (each more than the log keeps in
 /// memory before it writes, so kills find lines on disk that no commit covers
 /// yet), the binary SIGKILLed at seeded random instants (8 landing mid-run)
@@ -426,10 +426,10 @@ async fn jsonl_file_survives_kills() {
     use highwater_core::sink::jsonl::{JsonLinesSink, config::JsonLinesSpec};
 
     let seed = 131;
-    let mut sim = SimConfig::new(seed, 30_000);
+    let mut sim = SimConfig::new(seed, 20_000);
     sim.invalid_ratio = 0.0;
     sim.poisoned_ratio = 0.0;
-    sim.source.latency = Duration::from_millis(80);
+    sim.source.latency = Duration::from_millis(120);
     sim.source.rate_limit_ratio = 0.02;
     sim.source.burst_start_ratio = 0.03;
     sim.source.slow_ratio = 0.02;
