@@ -202,9 +202,8 @@ impl JsonLinesSink {
         logs.push((current, log));
         let mut kept = Vec::with_capacity(2);
         for (number, mut log) in logs {
-            if number == committed.log {
-                log.cut(committed.offset)
-                    .map_err(|e| error(log.path(), e))?;
+            if let Some(at) = uncovered_from(number, committed) {
+                log.cut(at).map_err(|e| error(log.path(), e))?;
             }
             if number == committed.log || (number < committed.log && log.lines() > 0) {
                 kept.push((number, log));
@@ -376,19 +375,14 @@ impl JsonLinesSink {
             if let Some((number, aside)) = state.aside.take() {
                 let mut aside = Arc::try_unwrap(aside)
                     .map_err(|_| error(&self.spec.path, std::io::Error::other("a log in use")))?;
-                if number == committed.log {
-                    aside
-                        .cut(committed.offset)
-                        .map_err(|e| error(aside.path(), e))?;
+                if let Some(at) = uncovered_from(number, committed) {
+                    aside.cut(at).map_err(|e| error(aside.path(), e))?;
                 }
                 state.aside = Some((number, Arc::new(aside)));
             }
-            let at = if state.number == committed.log {
-                committed.offset
-            } else {
-                0
-            };
-            state.log.cut(at).map_err(|e| error(state.log.path(), e))?;
+            if let Some(at) = uncovered_from(state.number, committed) {
+                state.log.cut(at).map_err(|e| error(state.log.path(), e))?;
+            }
             let bytes = state.log.bytes();
             state.committed = Some(committed.max(Position {
                 log: state.number,
@@ -512,6 +506,16 @@ impl Sink for JsonLinesSink {
 
     async fn resume(&self, position: Option<&str>) -> Result<(), SinkError> {
         JsonLinesSink::resume(self, position)
+    }
+}
+
+/// Where the lines of the log numbered `number` stop being covered by a
+/// commit that stored `committed`: all of a later log, none of an earlier one.
+fn uncovered_from(number: u64, committed: Position) -> Option<u64> {
+    match number.cmp(&committed.log) {
+        std::cmp::Ordering::Less => None,
+        std::cmp::Ordering::Equal => Some(committed.offset),
+        std::cmp::Ordering::Greater => Some(0),
     }
 }
 
@@ -1126,6 +1130,15 @@ mod tests {
             [Some(1), None, None]
         );
         assert_eq!(log_numbers(&spec.path).expect("logs"), [] as [u64; 0]);
+        // A log set aside past the last commit's log is dropped whole.
+        reopened.state().compact_lines = 100;
+        for i in 0..150 {
+            put(&reopened, &format!("id-{i:03}"), 1);
+        }
+        reopened.flush().expect("flush");
+        assert!(reopened.state().aside.is_some(), "set aside, never covered");
+        reopened.finish().expect("finish");
+        assert_eq!(text(&spec), "{\"external_id\":\"a\",\"v\":1}\n");
     }
 
     /// A file written in another order (by hand) is read whole, once, by its
