@@ -202,10 +202,18 @@ impl JsonLinesSink {
         logs.push((current, log));
         let mut kept = Vec::with_capacity(2);
         for (number, mut log) in logs {
-            if let Some(at) = uncovered_from(number, committed) {
-                log.cut(at).map_err(|e| error(log.path(), e))?;
-            }
-            if number == committed.log || (number < committed.log && log.lines() > 0) {
+            // A later log goes whole; an earlier one, every line covered,
+            // stays unless empty.
+            let keep = match number.cmp(&committed.log) {
+                std::cmp::Ordering::Greater => false,
+                std::cmp::Ordering::Equal => {
+                    log.cut(committed.offset)
+                        .map_err(|e| error(log.path(), e))?;
+                    true
+                }
+                std::cmp::Ordering::Less => log.lines() > 0,
+            };
+            if keep {
                 kept.push((number, log));
             } else {
                 log.remove().map_err(|e| error(log.path(), e))?;
