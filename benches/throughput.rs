@@ -9,8 +9,8 @@
 //! - rate-bound: a destination that takes N requests/s (answering 429 past it),
 //!   highwater configured to N, one record per request and then batches of 50.
 //!
-//! Beside the latency-bound passes, bare clients measure what the simulator's
-//! timers really give (a sleep of 10 ms lasts a little longer): 16 concurrent
+//! Beside the latency-bound passes, bare clients measure what the simulator
+//! really gives (HTTP and its own work add to each request's latency): 16 concurrent
 //! PUT loops with no source and no state, and a loop that only fetches the
 //! source's pages; each latency-bound pass also prints its ratio to its bare
 //! client's rate.
@@ -264,7 +264,7 @@ async fn bench() {
         }
     };
     // Each latency-bound pass beside the bare client that bounds it: what the
-    // simulator's timers really allow, where the ideal assumes exact ones.
+    // simulator really allows, where the ideal counts the latencies alone.
     let passes = [
         (put, records, bare_put),
         // Fifty records a request: five times the records for a pass as long.

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::dataset::{Dataset, TsFormat};
 use crate::faults::{Kind, Outcome, SIDE_SOURCE, chance, decide_source, mix};
 use crate::http::{
-    ParamError, Params, json_bytes, limit_param, pause, rate_limited, rate_limited_date,
+    ParamError, Params, json_bytes, latency, limit_param, pause, rate_limited, rate_limited_date,
     server_error, time_param, uint_param, unauthorized,
 };
 use crate::stats::{add, bump};
@@ -62,7 +62,7 @@ async fn gate(s: &Arc<Shared>, headers: &HeaderMap, raw: Option<String>) -> Resu
         return Err(unauthorized());
     }
     let faults = read(&s.source_faults).clone();
-    pause(&s.shutdown, faults.latency).await;
+    latency(&s.shutdown, faults.latency).await;
     if !faults.is_quiet() {
         let outcome = decide_source(s.seed, seq, &faults, &mut lock(&s.source_burst));
         match outcome {

@@ -18,7 +18,7 @@ use serde_json::{Map, Value};
 
 use crate::faults::{Outcome, mix, str_hash};
 use crate::http::{
-    Params, json_bytes, json_error, json_value, pause, rate_limited, rate_limited_date,
+    Params, json_bytes, json_error, json_value, latency, pause, rate_limited, rate_limited_date,
     server_error, unauthorized,
 };
 use crate::stats::bump;
@@ -127,7 +127,7 @@ async fn gate(
         return Err(unauthorized());
     }
     let f = read(&s.dest_faults).clone();
-    pause(&s.shutdown, f.latency).await;
+    latency(&s.shutdown, f.latency).await;
     let limited = |secs| {
         bump(&s.dest_stats.rate_limited);
         rate_limited(secs, &s.dest_holdoff, f.rate_limit_body_delay, &s.shutdown)
