@@ -346,13 +346,14 @@ fn line_id(text: &[u8], field: &str, number: u64) -> io::Result<Option<String>> 
 }
 
 /// One line of a sorted file, a record's or (in a run) a deletion's; `None`
-/// for a blank line.
+/// for a blank line. A sorted file is one a compaction wrote, or the
+/// compacted file read through by [`scan`] as the sink opened.
 fn parsed(text: &[u8], field: &str, number: u64) -> io::Result<Option<Line>> {
     let text = text.strip_suffix(b"\n").unwrap_or(text);
     if text.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    line::parse(text, field)
+    line::parse_valid(text, field)
         .map(Some)
         .map_err(|e| invalid(number, e))
 }

@@ -276,7 +276,7 @@ impl Log {
                 .map_or_else(|| self.bytes(), |&(_, next)| next);
             let text = self.read(start, (end - start) as usize)?;
             let text = &text[..text.len().saturating_sub(1)];
-            match line::parse(text, field) {
+            match line::parse_valid(text, field) {
                 Ok(Line::Record(found)) if found == id => {
                     return Ok(Some(Latest::Record(text.into())));
                 }
@@ -360,7 +360,7 @@ impl Log {
             if read == 0 {
                 break;
             }
-            let parsed = line::parse(&text[..text.len().saturating_sub(1)], field)
+            let parsed = line::parse_valid(&text[..text.len().saturating_sub(1)], field)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
             let (id, len) = match &parsed {
                 Line::Record(id) => (id, u32::try_from(read).map_err(|_| too_long())?),
