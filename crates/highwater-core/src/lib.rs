@@ -15,6 +15,7 @@ pub mod http;
 pub mod mapping;
 pub mod obs;
 pub mod policy;
+pub mod rawjson;
 pub mod record;
 pub mod schedule;
 pub mod secret;

@@ -86,108 +86,16 @@ pub(super) fn parse_valid(line: &[u8], field: &str) -> Result<Line, String> {
     }
 }
 
-/// The id under `field` of a line known to be valid JSON, found by following
-/// its strings and brackets only; `None` where that is not enough to be sure
-/// of it (a key or an id with an escape, a line of another shape), for
-/// [`parse`] to read. Why not serde_json here: it checks every value it skips,
-/// and a compaction, which reads every line of the file and of its runs and
-/// logs, spent 40% of its time reading ids so.
+/// The id under `field` of a line known to be valid JSON, found by
+/// following its strings and brackets only (`rawjson`); `None` where that is
+/// not enough to be sure of it (a key or an id with an escape, a line of
+/// another shape), for [`parse`] to read. A compaction reads every line of the
+/// file, its runs and logs; reading their ids with serde_json, which checks
+/// every value it skips, was 40% of its time.
 fn scan_id(line: &[u8], field: &str) -> Option<String> {
-    let mut at = skip_space(line, 0);
-    if line.get(at) != Some(&b'{') {
-        return None;
-    }
-    at = skip_space(line, at + 1);
-    let mut id = None;
-    loop {
-        let key_end = string_end(line, at)?;
-        let key = &line[at + 1..key_end];
-        at = skip_space(line, key_end + 1);
-        if line.get(at) != Some(&b':') || key.contains(&b'\\') {
-            return None;
-        }
-        at = skip_space(line, at + 1);
-        if key == field.as_bytes() {
-            let end = string_end(line, at)?;
-            let value = &line[at + 1..end];
-            if value.contains(&b'\\') {
-                return None;
-            }
-            // The last of two keys alike wins, as in `record_id`.
-            id = Some(value);
-            at = end + 1;
-        } else {
-            at = value_end(line, at)?;
-        }
-        at = skip_space(line, at);
-        match line.get(at)? {
-            b',' => at = skip_space(line, at + 1),
-            b'}' => break,
-            _ => return None,
-        }
-    }
-    if skip_space(line, at + 1) != line.len() {
-        return None;
-    }
-    std::str::from_utf8(id?).ok().map(str::to_owned)
-}
-
-fn skip_space(line: &[u8], mut at: usize) -> usize {
-    while line
-        .get(at)
-        .is_some_and(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
-    {
-        at += 1;
-    }
-    at
-}
-
-/// Where the string starting at `at` (its opening quote) ends: its closing
-/// quote.
-fn string_end(line: &[u8], at: usize) -> Option<usize> {
-    if line.get(at) != Some(&b'"') {
-        return None;
-    }
-    let mut from = at + 1;
-    loop {
-        let found = from + memchr::memchr2(b'"', b'\\', line.get(from..)?)?;
-        if line[found] == b'"' {
-            return Some(found);
-        }
-        from = found + 2;
-    }
-}
-
-/// Where the value starting at `at` ends: just past it.
-fn value_end(line: &[u8], at: usize) -> Option<usize> {
-    match line.get(at)? {
-        b'"' => string_end(line, at).map(|end| end + 1),
-        b'{' | b'[' => {
-            let (mut depth, mut at) = (0usize, at);
-            loop {
-                match line.get(at)? {
-                    b'"' => at = string_end(line, at)?,
-                    b'{' | b'[' => depth += 1,
-                    b'}' | b']' => {
-                        depth -= 1;
-                        if depth == 0 {
-                            return Some(at + 1);
-                        }
-                    }
-                    _ => {}
-                }
-                at += 1;
-            }
-        }
-        _ => {
-            let end = at
-                + line[at..]
-                    .iter()
-                    .position(|b| matches!(b, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r'))
-                    .unwrap_or(line.len() - at);
-            (end > at).then_some(end)
-        }
-    }
+    crate::rawjson::find(line, &[field])
+        .and_then(crate::rawjson::plain_string)
+        .map(str::to_owned)
 }
 
 /// The external id a record's line holds under `field`, read without building
