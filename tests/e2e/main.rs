@@ -20,6 +20,7 @@ mod metrics;
 mod modes;
 mod probe;
 mod ratelimit;
+mod reading;
 mod reconcile;
 mod reset;
 mod runs;
