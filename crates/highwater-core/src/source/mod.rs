@@ -252,12 +252,12 @@ impl<'a> Reader<'a> {
                     None => None,
                 };
                 let (body, _) = self.parse(&request, reply)?;
-                let cursor_after = match (scanned, token_of(token_path.get(&body))) {
-                    (Some(cursor), _) => cursor,
-                    (None, None) => Cursor::End,
-                    (None, Some(token)) => {
-                        self.token_cursor(token, &token_param, &url, stop).await?
-                    }
+                let cursor_after = match scanned {
+                    Some(cursor) => cursor,
+                    None => match token_of(token_path.get(&body)) {
+                        Some(token) => self.token_cursor(token, &token_param, &url, stop).await?,
+                        None => Cursor::End,
+                    },
                 };
                 let records = self.records(body, &url)?;
                 let records = self
