@@ -1,7 +1,7 @@
 //! HTTP plumbing shared by both sides: query parsing, time parameters,
 //! JSON error bodies, 429/5xx responses and shutdown-aware sleeping.
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -180,19 +180,25 @@ pub(crate) fn server_error(code: StatusCode) -> Response {
 }
 
 /// Waits out a request's configured latency, to within a fraction of a
-/// millisecond, unless the simulator is shutting down (false then). Tokio's
-/// timers fire on the first millisecond tick past their deadline, and the
-/// runtime may see that later still: a latency of 10 ms took 11.6–12 ms a
-/// request for 16 concurrent writers, so no client could reach the rate the
-/// configured latency allows. A thread of the blocking pool sleeps instead,
-/// a few tens of microseconds late.
+/// millisecond, unless the simulator is shutting down (false then).
 pub(crate) async fn latency(shutdown: &watch::Receiver<bool>, d: Duration) -> bool {
-    if d.is_zero() {
+    latency_until(shutdown, Instant::now() + d).await
+}
+
+/// Waits until `due`, a few tens of microseconds late at most, unless the
+/// simulator is shutting down (false then). Tokio's timers fire on the first
+/// millisecond tick past their deadline, and the runtime may see that later
+/// still: a latency of 10 ms took 11.6–12 ms a request for 16 concurrent
+/// writers, so no client could reach the rate the configured latency
+/// allows. A thread of the blocking pool sleeps instead.
+pub(crate) async fn latency_until(shutdown: &watch::Receiver<bool>, due: Instant) -> bool {
+    let left = due.saturating_duration_since(Instant::now());
+    if left.is_zero() {
         return true;
     }
     let mut rx = shutdown.clone();
     tokio::select! {
-        _ = tokio::task::spawn_blocking(move || std::thread::sleep(d)) => true,
+        _ = tokio::task::spawn_blocking(move || std::thread::sleep(left)) => true,
         _ = rx.wait_for(|stop| *stop) => false,
     }
 }

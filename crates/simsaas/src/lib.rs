@@ -153,7 +153,8 @@ pub enum SimAuth {
 /// Faults of the source API, decided per data request.
 #[derive(Debug, Clone)]
 pub struct SourceFaults {
-    /// Added to every data request.
+    /// A data request's time from arrival to answer, the page's generation
+    /// included (slow faults add theirs on top).
     pub latency: Duration,
     /// 429 with `Retry-After: <retry_after_secs>`.
     pub rate_limit_ratio: f64,

@@ -4,11 +4,13 @@
 
 use std::ops::Range;
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{RawQuery, State};
+use axum::extract::{RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine as _;
@@ -18,8 +20,8 @@ use serde::{Deserialize, Serialize};
 use crate::dataset::{Dataset, TsFormat};
 use crate::faults::{Kind, Outcome, SIDE_SOURCE, chance, decide_source, mix};
 use crate::http::{
-    ParamError, Params, json_bytes, latency, limit_param, pause, rate_limited, rate_limited_date,
-    server_error, time_param, uint_param, unauthorized,
+    ParamError, Params, json_bytes, latency_until, limit_param, pause, rate_limited,
+    rate_limited_date, server_error, time_param, uint_param, unauthorized,
 };
 use crate::stats::{add, bump};
 use crate::{BadBody, Shared, SourceFaults, lock, read};
@@ -32,9 +34,21 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/offset/invoices", get(offset))
         .route("/v1/pages/invoices", get(pages))
         .route("/v1/invoices/deleted", get(deleted))
+        .route_layer(middleware::from_fn_with_state(Arc::clone(&shared), on_time))
         .route("/_sim/records", get(sim_records))
         .route("/oauth/token", post(oauth))
         .with_state(shared)
+}
+
+/// Answers a data request when its configured latency is up, counted from
+/// its arrival: the latency is the API's time to answer, the page's
+/// generation included, as a client sees it from a real API. A slow fault
+/// adds its delay on top.
+async fn on_time(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    let due = Instant::now() + read(&s.source_faults).latency;
+    let resp = next.run(req).await;
+    latency_until(&s.shutdown, due).await;
+    resp
 }
 
 /// A request that made it through auth and faults.
@@ -62,7 +76,6 @@ async fn gate(s: &Arc<Shared>, headers: &HeaderMap, raw: Option<String>) -> Resu
         return Err(unauthorized());
     }
     let faults = read(&s.source_faults).clone();
-    latency(&s.shutdown, faults.latency).await;
     if !faults.is_quiet() {
         let outcome = decide_source(s.seed, seq, &faults, &mut lock(&s.source_burst));
         match outcome {
@@ -89,7 +102,7 @@ async fn gate(s: &Arc<Shared>, headers: &HeaderMap, raw: Option<String>) -> Resu
             }
             Outcome::Slow => {
                 bump(&s.source_stats.slow);
-                pause(&s.shutdown, faults.slow_delay).await;
+                pause(&s.shutdown, faults.latency + faults.slow_delay).await;
             }
             _ => {}
         }
