@@ -77,28 +77,44 @@ impl ReadAhead {
             .name("highwater-read".into())
             .spawn(move || {
                 let _entered = span.enter();
-                give_way();
-                match tokio::runtime::Builder::new_current_thread()
+                // The source's requests go on a runtime of their own (see
+                // `source::Fetching`), built before this thread is lowered:
+                // its thread keeps the priority it was started at.
+                let runtimes = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .thread_name("highwater-fetch")
                     .enable_all()
                     .build()
-                {
-                    Ok(runtime) => runtime.block_on(async move {
-                        // Freed where they were allocated. On a thread of
-                        // their own they took nothing off the reading: a sync
-                        // of 100,000 records into JSON Lines ran at 115,500
-                        // against 116,100 records/s (medians of five
-                        // alternated runs).
-                        let freeing = tokio::spawn(async move {
-                            while let Some(batch) = spent.recv().await {
-                                drop(batch);
-                            }
+                    .and_then(|fetching| {
+                        give_way();
+                        let runtime = tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()?;
+                        Ok((runtime, fetching))
+                    });
+                match runtimes {
+                    Ok((runtime, fetching)) => {
+                        let fetch = fetching.handle().clone();
+                        runtime.block_on(async move {
+                            // Freed where they were allocated. On a thread of
+                            // their own they took nothing off the reading: a sync
+                            // of 100,000 records into JSON Lines ran at 115,500
+                            // against 116,100 records/s (medians of five
+                            // alternated runs).
+                            let freeing = tokio::spawn(async move {
+                                while let Some(batch) = spent.recv().await {
+                                    drop(batch);
+                                }
+                            });
+                            let store = self.store.for_thread();
+                            let own = store.clone();
+                            ReadAhead { store, ..self }.run(pages, fetch).await;
+                            own.close_thread().await;
+                            let _ = freeing.await;
                         });
-                        let store = self.store.for_thread();
-                        let own = store.clone();
-                        ReadAhead { store, ..self }.run(pages).await;
-                        own.close_thread().await;
-                        let _ = freeing.await;
-                    }),
+                        // Requests still out are the reading's, which is over.
+                        fetching.shutdown_background();
+                    }
                     Err(e) => {
                         let _ = pages.blocking_send(Err(FailureCause::Thread(e)));
                     }
@@ -107,9 +123,9 @@ impl ReadAhead {
             .map(drop)
     }
 
-    async fn run(self, pages: mpsc::Sender<Delivery>) {
+    async fn run(self, pages: mpsc::Sender<Delivery>, fetch: tokio::runtime::Handle) {
         let mut reader = Reader::new(&self.api, &self.source, self.window, self.cursor.clone())
-            .reading_ahead(Arc::clone(&self.api));
+            .reading_ahead(Arc::clone(&self.api), fetch);
         let mut replayed = match &self.cursor {
             Cursor::Token { token } => Some(token.clone()),
             _ => None,
@@ -295,9 +311,12 @@ pub(super) fn lookup_keys<'a>(
 const NICER: i32 = 10;
 
 /// Lowers the calling thread's priority. The reading thread's work is all ahead of
-/// need; when it shares a core with the write path (or the API it talks to), the
-/// scheduler then lets a woken write run at once instead of after the rest of the
-/// reading thread's time slice. Linux keeps a nice value per thread.
+/// need (the source's requests leave from a thread of their own, see
+/// `source::Fetching`); when it shares a core with the write path (or the API it
+/// talks to), the scheduler then lets a woken write run at once instead of after
+/// the rest of the reading thread's time slice: at the process's priority, a sync
+/// into a SQLite table in the store's file lost 10–15% of its rate. Linux keeps a
+/// nice value per thread.
 #[cfg(target_os = "linux")]
 fn give_way() {
     let thread = rustix::thread::gettid();

@@ -132,11 +132,38 @@ pub struct Reader<'a> {
     lag_checks: AtomicBool,
     /// Every answer, as `probe` shows them; `None` when not asked for.
     trace: Option<std::sync::Mutex<Vec<Fetched>>>,
-    /// The API again, owned, when the next page's request goes ahead
+    /// Where the requests go when the next page's request goes ahead
     /// ([`Reader::reading_ahead`]).
-    read_ahead: Option<Arc<Api>>,
+    read_ahead: Option<Fetching>,
     /// The request sent ahead, for the page after the last one read.
     ahead: Option<Ahead>,
+}
+
+/// The requests of a reader that reads ahead, and the runtime they go on,
+/// driven by a thread of its own at the process's priority. Sent from the
+/// reader's runtime, a request sent ahead left only once the reader next
+/// waited, its page parsed; and the reader, lowered below the write path,
+/// was slow to wake to an answer on a busy machine: against a source taking
+/// 20 ms a page of 500 records, a median 1.5–1.6 ms (up to 3–4) from one
+/// answer to the next request. Every request of such a reader goes there,
+/// and so do the connections they open (a connection is driven by the
+/// runtime that opened it).
+#[derive(Debug, Clone)]
+struct Fetching {
+    api: Arc<Api>,
+    runtime: tokio::runtime::Handle,
+}
+
+/// What a cursor page's request needs to send the next page's itself, once
+/// answered: the token is found in the answer's text (`rawjson`), so the
+/// next request leaves without the reader.
+#[derive(Debug, Clone)]
+struct Follow {
+    url: Url,
+    /// The query without the token.
+    query: Vec<(String, String)>,
+    token_path: FieldPath,
+    token_param: String,
 }
 
 /// A request sent for the next page before the page before it was read whole.
@@ -144,8 +171,65 @@ pub struct Reader<'a> {
 struct Ahead {
     url: Url,
     query: Vec<(String, String)>,
-    /// Aborted when dropped: a run that stops takes no answer it will not read.
-    reply: AbortOnDropHandle<Result<Reply, HttpError>>,
+    /// The answer, and the request it sent for the page after it, if any.
+    /// Aborted when dropped: a run that stops takes no answer it will not
+    /// read (nor the one after it).
+    reply: AbortOnDropHandle<(Result<Reply, HttpError>, Option<Ahead>)>,
+    /// Set once the reader has taken the answer before this one: only then
+    /// may this answer send the next page's request, so that a reader busy
+    /// with a page has at most one answer waiting and one request out.
+    may_follow: Arc<AtomicBool>,
+}
+
+impl Fetching {
+    /// Sends a request on the fetching runtime.
+    fn send(&self, request: Request, stop: &Stop) -> AbortOnDropHandle<Result<Reply, HttpError>> {
+        let (api, stop) = (Arc::clone(&self.api), stop.clone());
+        let task = async move { api.send(&request, &stop).await };
+        AbortOnDropHandle::new(
+            self.runtime
+                .spawn(task.instrument(tracing::Span::current())),
+        )
+    }
+
+    /// Sends the request for a page ahead; with `follow`, its answer sends
+    /// the request for the page after it, when `may_follow` is set by then.
+    fn ahead(
+        &self,
+        url: Url,
+        query: Vec<(String, String)>,
+        follow: Option<Follow>,
+        may_follow: bool,
+        stop: &Stop,
+    ) -> Ahead {
+        let may = Arc::new(AtomicBool::new(may_follow));
+        let mut request = Request::get(url.clone());
+        request.query = query.clone();
+        let (fetching, stop, flag) = (self.clone(), stop.clone(), Arc::clone(&may));
+        let task = async move {
+            let sent = fetching.api.send(&request, &stop).await;
+            let next = match (&sent, follow) {
+                (Ok(reply), Some(follow)) if flag.load(Ordering::Acquire) => {
+                    scanned_token(&reply.body, &follow.token_path).map(|token| {
+                        let mut query = follow.query.clone();
+                        query.push((follow.token_param.clone(), token));
+                        fetching.ahead(follow.url.clone(), query, Some(follow), false, &stop)
+                    })
+                }
+                _ => None,
+            };
+            (sent, next)
+        };
+        Ahead {
+            url,
+            query,
+            reply: AbortOnDropHandle::new(
+                self.runtime
+                    .spawn(task.instrument(tracing::Span::current())),
+            ),
+            may_follow: may,
+        }
+    }
 }
 
 /// One request of a traced reader and the answer's body.
@@ -205,9 +289,10 @@ impl<'a> Reader<'a> {
 
     /// Sends the request for the next page as soon as a page says where that
     /// is (a cursor token, a next URL), before its records are read: `api` is
-    /// the reader's own API, owned, for the task the request goes on.
-    pub fn reading_ahead(mut self, api: Arc<Api>) -> Self {
-        self.read_ahead = Some(api);
+    /// the reader's own API, owned, and `runtime` the one its requests go on,
+    /// driven by a thread other than the reader's (see [`Fetching`]).
+    pub fn reading_ahead(mut self, api: Arc<Api>, runtime: tokio::runtime::Handle) -> Self {
+        self.read_ahead = Some(Fetching { api, runtime });
         self
     }
 
@@ -243,19 +328,23 @@ impl<'a> Reader<'a> {
                 let (request, reply) = self.page_reply(url.clone(), query.clone(), stop).await?;
                 // Read ahead, the next request goes before this answer is
                 // parsed, where its token is found without parsing it.
-                let scanned = match self.read_ahead {
+                let scanned = match &self.read_ahead {
                     Some(_) => scanned_token(&reply.body, &token_path),
                     None => None,
                 };
                 let scanned = match scanned {
-                    Some(token) => Some(self.token_cursor(token, &token_param, &url, stop).await?),
+                    Some(token) => {
+                        Some(self.token_cursor(token, &token_path, &token_param, &url, stop)?)
+                    }
                     None => None,
                 };
                 let (body, _) = self.parse(&request, reply)?;
                 let cursor_after = match scanned {
                     Some(cursor) => cursor,
                     None => match token_of(token_path.get(&body)) {
-                        Some(token) => self.token_cursor(token, &token_param, &url, stop).await?,
+                        Some(token) => {
+                            self.token_cursor(token, &token_path, &token_param, &url, stop)?
+                        }
                         None => Cursor::End,
                     },
                 };
@@ -294,7 +383,7 @@ impl<'a> Reader<'a> {
                                 detail: redact(&next_url),
                             });
                         }
-                        self.send_ahead(next_url, Vec::new(), stop).await;
+                        self.send_ahead(next_url, Vec::new(), None, stop);
                         Cursor::NextUrl { url: next }
                     }
                 };
@@ -647,13 +736,19 @@ impl<'a> Reader<'a> {
         request.query = query;
         let sent = match self.ahead.take() {
             Some(ahead) if ahead.url == request.url && ahead.query == request.query => {
-                // A task that panicked answered nothing: the request goes again.
                 match ahead.reply.await {
-                    Ok(sent) => sent,
-                    Err(_) => self.api.send(&request, stop).await,
+                    Ok((sent, next)) => {
+                        if let Some(next) = next {
+                            next.may_follow.store(true, Ordering::Release);
+                            self.ahead = Some(next);
+                        }
+                        sent
+                    }
+                    // A task that panicked answered nothing: the request goes again.
+                    Err(_) => self.send(&request, stop).await,
                 }
             }
-            _ => self.api.send(&request, stop).await,
+            _ => self.send(&request, stop).await,
         };
         let reply = checked(&request, sent)?;
         Ok((request, reply))
@@ -673,9 +768,10 @@ impl<'a> Reader<'a> {
     /// The cursor after a page whose next token is `token`, refused when the
     /// source gave that token before (a loop); the request for that page
     /// goes ahead.
-    async fn token_cursor(
+    fn token_cursor(
         &mut self,
         token: String,
+        token_path: &FieldPath,
         token_param: &str,
         url: &Url,
         stop: &Stop,
@@ -686,35 +782,54 @@ impl<'a> Reader<'a> {
                 detail: abbreviate(&token),
             });
         }
-        let mut next = self.base_query();
+        let follow = Follow {
+            url: url.clone(),
+            query: self.base_query(),
+            token_path: token_path.clone(),
+            token_param: token_param.to_owned(),
+        };
+        let mut next = follow.query.clone();
         next.push((token_param.to_owned(), token.clone()));
-        self.send_ahead(url.clone(), next, stop).await;
+        self.send_ahead(url.clone(), next, Some(follow), stop);
         Ok(Cursor::Token { token })
     }
 
-    /// Sends the request for the page after the one being read, on a task of
-    /// its own, when the reader reads ahead: the answer is on its way while
-    /// this page is parsed and its records read. Against a source taking 20 ms
-    /// a page (500 records), a run sent its next request a median 3.3–3.5 ms
-    /// after an answer left the source, a bare loop that only parses pages
-    /// 1.4–1.6 ms; reading ahead, 1.35 ms.
-    async fn send_ahead(&mut self, url: Url, query: Vec<(String, String)>, stop: &Stop) {
-        let Some(api) = &self.read_ahead else {
+    /// Sends the request for the page after the one being read, unless the
+    /// answer before it sent it already, when the reader reads ahead: the
+    /// answer is on its way while this page is parsed and its records read.
+    /// Against a source taking 20 ms a page (500 records), a run sent its next
+    /// request a median 3.3–3.5 ms after an answer left the source, a bare
+    /// loop that only parses pages 1.4–1.6 ms.
+    fn send_ahead(
+        &mut self,
+        url: Url,
+        query: Vec<(String, String)>,
+        follow: Option<Follow>,
+        stop: &Stop,
+    ) {
+        let Some(fetching) = &self.read_ahead else {
             return;
         };
-        let (api, stop) = (Arc::clone(api), stop.clone());
-        let mut request = Request::get(url.clone());
-        request.query = query.clone();
-        let reply = tokio::spawn(
-            async move { api.send(&request, &stop).await }.instrument(tracing::Span::current()),
-        );
-        self.ahead = Some(Ahead {
-            url,
-            query,
-            reply: AbortOnDropHandle::new(reply),
-        });
-        // The task runs, and its request leaves, only once this one waits.
-        tokio::task::yield_now().await;
+        if self
+            .ahead
+            .as_ref()
+            .is_some_and(|ahead| ahead.url == url && ahead.query == query)
+        {
+            return;
+        }
+        self.ahead = Some(fetching.ahead(url, query, follow, true, stop));
+    }
+
+    /// Sends a request, on the fetching runtime when the reader reads ahead.
+    async fn send(&self, request: &Request, stop: &Stop) -> Result<Reply, HttpError> {
+        match &self.read_ahead {
+            Some(fetching) => match fetching.send(request.clone(), stop).await {
+                Ok(sent) => sent,
+                // A task that panicked answered nothing: the request goes again.
+                Err(_) => self.api.send(request, stop).await,
+            },
+            None => self.api.send(request, stop).await,
+        }
     }
 
     async fn fetch(
@@ -725,7 +840,7 @@ impl<'a> Reader<'a> {
     ) -> Result<(Value, reqwest::header::HeaderMap), SourceError> {
         let mut request = Request::get(url);
         request.query = query;
-        let sent = self.api.send(&request, stop).await;
+        let sent = self.send(&request, stop).await;
         let reply = checked(&request, sent)?;
         self.parse(&request, reply)
     }
