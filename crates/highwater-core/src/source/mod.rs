@@ -7,6 +7,7 @@
 
 pub mod bounds;
 pub mod extract;
+mod fetching;
 pub mod lag;
 pub mod pagination;
 pub mod probe;
@@ -19,8 +20,6 @@ use std::time::Duration;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio_util::task::AbortOnDropHandle;
-use tracing::Instrument as _;
 use url::Url;
 
 use crate::config::{AuthSpec, KeyPlacement, NextUrlFrom, Pagination, SourceSpec};
@@ -29,6 +28,7 @@ use crate::record::{FieldPath, RecordKey};
 use crate::stop::Stop;
 pub use extract::Extracted;
 use extract::{extract, parse_time, records_array};
+use fetching::{Ahead, Fetching, Follow};
 use pagination::{OffsetWalk, PageWalk, Step, WalkError, link_next};
 
 /// What one run is responsible for: records with `lower <= updated_at <= watermark`,
@@ -139,99 +139,6 @@ pub struct Reader<'a> {
     ahead: Option<Ahead>,
 }
 
-/// The requests of a reader that reads ahead, and the runtime they go on,
-/// driven by a thread of its own at the process's priority. Sent from the
-/// reader's runtime, a request sent ahead left only once the reader next
-/// waited, its page parsed; and the reader, lowered below the write path,
-/// was slow to wake to an answer on a busy machine: against a source taking
-/// 20 ms a page of 500 records, a median 1.5–1.6 ms (up to 3–4) from one
-/// answer to the next request. Every request of such a reader goes there,
-/// and so do the connections they open (a connection is driven by the
-/// runtime that opened it).
-#[derive(Debug, Clone)]
-struct Fetching {
-    api: Arc<Api>,
-    runtime: tokio::runtime::Handle,
-}
-
-/// What a cursor page's request needs to send the next page's itself, once
-/// answered: the token is found in the answer's text (`rawjson`), so the
-/// next request leaves without the reader.
-#[derive(Debug, Clone)]
-struct Follow {
-    url: Url,
-    /// The query without the token.
-    query: Vec<(String, String)>,
-    token_path: FieldPath,
-    token_param: String,
-}
-
-/// A request sent for the next page before the page before it was read whole.
-#[derive(Debug)]
-struct Ahead {
-    url: Url,
-    query: Vec<(String, String)>,
-    /// The answer, and the request it sent for the page after it, if any.
-    /// Aborted when dropped: a run that stops takes no answer it will not
-    /// read (nor the one after it).
-    reply: AbortOnDropHandle<(Result<Reply, HttpError>, Option<Ahead>)>,
-    /// Set once the reader has taken the answer before this one: only then
-    /// may this answer send the next page's request, so that a reader busy
-    /// with a page has at most one answer waiting and one request out.
-    may_follow: Arc<AtomicBool>,
-}
-
-impl Fetching {
-    /// Sends a request on the fetching runtime.
-    fn send(&self, request: Request, stop: &Stop) -> AbortOnDropHandle<Result<Reply, HttpError>> {
-        let (api, stop) = (Arc::clone(&self.api), stop.clone());
-        let task = async move { api.send(&request, &stop).await };
-        AbortOnDropHandle::new(
-            self.runtime
-                .spawn(task.instrument(tracing::Span::current())),
-        )
-    }
-
-    /// Sends the request for a page ahead; with `follow`, its answer sends
-    /// the request for the page after it, when `may_follow` is set by then.
-    fn ahead(
-        &self,
-        url: Url,
-        query: Vec<(String, String)>,
-        follow: Option<Follow>,
-        may_follow: bool,
-        stop: &Stop,
-    ) -> Ahead {
-        let may = Arc::new(AtomicBool::new(may_follow));
-        let mut request = Request::get(url.clone());
-        request.query = query.clone();
-        let (fetching, stop, flag) = (self.clone(), stop.clone(), Arc::clone(&may));
-        let task = async move {
-            let sent = fetching.api.send(&request, &stop).await;
-            let next = match (&sent, follow) {
-                (Ok(reply), Some(follow)) if flag.load(Ordering::Acquire) => {
-                    scanned_token(&reply.body, &follow.token_path).map(|token| {
-                        let mut query = follow.query.clone();
-                        query.push((follow.token_param.clone(), token));
-                        fetching.ahead(follow.url.clone(), query, Some(follow), false, &stop)
-                    })
-                }
-                _ => None,
-            };
-            (sent, next)
-        };
-        Ahead {
-            url,
-            query,
-            reply: AbortOnDropHandle::new(
-                self.runtime
-                    .spawn(task.instrument(tracing::Span::current())),
-            ),
-            may_follow: may,
-        }
-    }
-}
-
 /// One request of a traced reader and the answer's body.
 #[derive(Debug, Clone)]
 pub struct Fetched {
@@ -265,7 +172,7 @@ fn token_of(value: Option<&Value>) -> Option<String> {
 /// The next page's token, read from the answer's text without parsing it
 /// (`rawjson`); `None` where that is not sure, or says there is none (the
 /// parsed answer then says it).
-fn scanned_token(body: &[u8], path: &FieldPath) -> Option<String> {
+pub(super) fn scanned_token(body: &[u8], path: &FieldPath) -> Option<String> {
     let text = crate::rawjson::find(body, path.segments())?;
     token_of(serde_json::from_slice::<Value>(text).ok().as_ref())
 }
@@ -292,7 +199,7 @@ impl<'a> Reader<'a> {
     /// the reader's own API, owned, and `runtime` the one its requests go on,
     /// driven by a thread other than the reader's (see [`Fetching`]).
     pub fn reading_ahead(mut self, api: Arc<Api>, runtime: tokio::runtime::Handle) -> Self {
-        self.read_ahead = Some(Fetching { api, runtime });
+        self.read_ahead = Some(Fetching::new(api, runtime));
         self
     }
 
