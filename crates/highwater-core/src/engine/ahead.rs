@@ -78,7 +78,7 @@ impl ReadAhead {
             .spawn(move || {
                 let _entered = span.enter();
                 // The source's requests go on a runtime of their own (see
-                // `source::Fetching`), built before this thread is lowered:
+                // `source/fetching.rs`), built before this thread is lowered:
                 // its thread keeps the priority it was started at.
                 let runtimes = tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(1)
@@ -312,7 +312,7 @@ const NICER: i32 = 10;
 
 /// Lowers the calling thread's priority. The reading thread's work is all ahead of
 /// need (the source's requests leave from a thread of their own, see
-/// `source::Fetching`); when it shares a core with the write path (or the API it
+/// `source/fetching.rs`); when it shares a core with the write path (or the API it
 /// talks to), the scheduler then lets a woken write run at once instead of after
 /// the rest of the reading thread's time slice: at the process's priority, a sync
 /// into a SQLite table in the store's file lost 10–15% of its rate. Linux keeps a

@@ -68,11 +68,7 @@ impl Fetching {
         stop: &Stop,
     ) -> AbortOnDropHandle<Result<Reply, HttpError>> {
         let (api, stop) = (Arc::clone(&self.api), stop.clone());
-        let task = async move { api.send(&request, &stop).await };
-        AbortOnDropHandle::new(
-            self.runtime
-                .spawn(task.instrument(tracing::Span::current())),
-        )
+        self.spawn(async move { api.send(&request, &stop).await })
     }
 
     /// Sends the request for a page ahead; with `follow`, its answer sends
@@ -106,11 +102,20 @@ impl Fetching {
         Ahead {
             url,
             query,
-            reply: AbortOnDropHandle::new(
-                self.runtime
-                    .spawn(task.instrument(tracing::Span::current())),
-            ),
+            reply: self.spawn(task),
             may_follow: may,
         }
+    }
+
+    /// A task on the fetching runtime, in the caller's span, aborted when
+    /// its handle is dropped.
+    fn spawn<T: Send + 'static>(
+        &self,
+        task: impl Future<Output = T> + Send + 'static,
+    ) -> AbortOnDropHandle<T> {
+        AbortOnDropHandle::new(
+            self.runtime
+                .spawn(task.instrument(tracing::Span::current())),
+        )
     }
 }
