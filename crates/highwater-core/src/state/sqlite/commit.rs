@@ -8,8 +8,8 @@ use super::*;
 
 /// Everything [`Store::commit_page`] changes, as one statement list with
 /// named parameters (`named.rs`), run in one transaction and in one trip to
-/// SQLite's thread. Ledger rows are staged, one row per commit (the JSON
-/// text of the commit's rows, which only `scan::Staged` reads);
+/// SQLite's thread. Ledger rows are staged, one row per commit (the commit's
+/// rows packed by `scan::pack_staged`, which only `scan::Staged` reads);
 /// [`merge_staged`] folds them into the ledger's runs.
 const COMMIT_PAGE: &str = "
 INSERT INTO intents (sync, batch, run_id, rows)
@@ -200,7 +200,13 @@ impl SqliteStore {
             ("batch", batch.map(|b| &b.id).into()),
             ("intents", Param::rows(&intents)?),
             ("retire", Param::rows(&page.retire)?),
-            ("ledger", Param::rows(&ledger)?),
+            (
+                "ledger",
+                Param::Packed {
+                    bytes: scan::pack_staged(&ledger)?,
+                    empty: ledger.is_empty(),
+                },
+            ),
             ("written", DeadLetterResolution::Written.as_str().into()),
             ("discarded", DeadLetterResolution::Discarded.as_str().into()),
             ("resolved", Param::rows(&page.resolved)?),

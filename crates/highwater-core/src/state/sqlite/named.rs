@@ -46,6 +46,12 @@ pub(super) enum Param<'a> {
         json: String,
         empty: bool,
     },
+    /// Rows packed by their reader's own format, bound as a blob; none, and
+    /// the statements that bind it are skipped, as for [`Param::Rows`].
+    Packed {
+        bytes: Vec<u8>,
+        empty: bool,
+    },
 }
 
 impl Param<'_> {
@@ -190,6 +196,12 @@ impl Statements {
                         empty.push(place);
                     }
                     sqlx::Arguments::add(&mut args, json.as_str())
+                }
+                Param::Packed { bytes, empty: none } => {
+                    if *none {
+                        empty.push(place);
+                    }
+                    sqlx::Arguments::add(&mut args, bytes.as_slice())
                 }
             };
             added.map_err(|e| StateError::Corrupt(e.to_string()))?;

@@ -290,10 +290,11 @@ async fn a_ledger_of_two_levels_becomes_runs_when_the_store_opens() {
     assert_eq!(tables, 0);
 }
 
-/// Rows a store staged as JSONB (before commits staged their JSON text) are
-/// read, and fold with rows staged since, by every reader and by the merge.
+/// Rows a store staged as JSONB, and then as JSON text (before commits packed
+/// them), are read, and fold with rows staged since, by every reader and by
+/// the merge.
 #[tokio::test]
-async fn rows_staged_as_jsonb_fold_with_rows_staged_as_text() {
+async fn rows_staged_as_jsonb_or_text_fold_with_rows_packed() {
     let path = temp_db("staged-jsonb");
     let store = Store::open(&path).await.expect("open");
     let staged = [
@@ -309,12 +310,29 @@ async fn rows_staged_as_jsonb_fold_with_rows_staged_as_text() {
         .await
         .expect("staged");
     }
+    let packed = PageCommit {
+        ledger: vec![LedgerEntry {
+            payload_hash: "h\"3".into(),
+            ..entry("b", 3)
+        }],
+        ..PageCommit::default()
+    };
+    store
+        .commit_page("billing", "r2", &packed, None, &Counters::default())
+        .await
+        .expect("commit");
     let a = store.record_state("billing", "a").await.expect("state");
     let a = a.ledger.expect("a's row");
     // The later commit wins, and keeps the destination id the earlier knew.
     assert_eq!(
         (a.version, a.dest_id.as_deref(), a.run_id.as_str()),
         (Some(2), Some("d-a"), "r1")
+    );
+    let b = store.record_state("billing", "b").await.expect("state");
+    let b = b.ledger.expect("b's row");
+    assert_eq!(
+        (b.version, b.external_id.as_str(), b.payload_hash.as_str()),
+        (Some(3), "ext-b", "h\"3")
     );
     let before = store.ledger("billing").await.expect("ledger");
     store.merge_staged("billing").await.expect("merge");
@@ -325,6 +343,6 @@ async fn rows_staged_as_jsonb_fold_with_rows_staged_as_text() {
         .await
         .expect("known");
     assert_eq!(known.ledger["a"], before[0]);
-    assert_eq!(known.ledger["b"].version, Some(1));
+    assert_eq!(known.ledger["b"], b);
     assert_eq!(known.holders.get("x-a").map(String::as_str), Some("a"));
 }
