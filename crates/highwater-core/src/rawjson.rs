@@ -16,44 +16,52 @@
 /// `text` must hold nothing after its value but whitespace.
 pub fn find<'t, S: AsRef<str>>(text: &'t [u8], path: &[S]) -> Option<&'t [u8]> {
     let start = skip_space(text, 0);
-    let end = value_end(text, start)?;
+    // The top value is read once: through its members when a key is wanted
+    // there (a page's next token lies past its records, which a read to the
+    // end and then through the members passed over twice).
+    let (mut value, end) = match path.first() {
+        Some(key) => member(text, start, key.as_ref())?,
+        None => {
+            let end = value_end(text, start)?;
+            (&text[start..end], end)
+        }
+    };
     if skip_space(text, end) != text.len() {
         return None;
     }
-    let mut value = &text[start..end];
-    for key in path {
-        value = member(value, key.as_ref())?;
+    for key in path.iter().skip(1) {
+        value = member(value, 0, key.as_ref())?.0;
     }
     Some(value)
 }
 
-/// The value of `key` in `object` (the whole text of an object), the last
-/// if it has two.
-fn member<'t>(object: &'t [u8], key: &str) -> Option<&'t [u8]> {
-    if object.first() != Some(&b'{') {
+/// The value of `key` in the object starting at `at` in `text` (the last if
+/// it has two), and where the object ends: just past it.
+fn member<'t>(text: &'t [u8], at: usize, key: &str) -> Option<(&'t [u8], usize)> {
+    if text.get(at) != Some(&b'{') {
         return None;
     }
-    let mut at = skip_space(object, 1);
+    let mut at = skip_space(text, at + 1);
     let mut found = None;
-    if object.get(at) == Some(&b'}') {
+    if text.get(at) == Some(&b'}') {
         return None;
     }
     loop {
-        let key_end = string_end(object, at)?;
-        let name = &object[at + 1..key_end];
-        at = skip_space(object, key_end + 1);
-        if object.get(at) != Some(&b':') || name.contains(&b'\\') {
+        let key_end = string_end(text, at)?;
+        let name = &text[at + 1..key_end];
+        at = skip_space(text, key_end + 1);
+        if text.get(at) != Some(&b':') || name.contains(&b'\\') {
             return None;
         }
-        at = skip_space(object, at + 1);
-        let end = value_end(object, at)?;
+        at = skip_space(text, at + 1);
+        let end = value_end(text, at)?;
         if name == key.as_bytes() {
-            found = Some(&object[at..end]);
+            found = Some(&text[at..end]);
         }
-        at = skip_space(object, end);
-        match object.get(at)? {
-            b',' => at = skip_space(object, at + 1),
-            b'}' => return found,
+        at = skip_space(text, end);
+        match text.get(at)? {
+            b',' => at = skip_space(text, at + 1),
+            b'}' => return found.map(|found| (found, at + 1)),
             _ => return None,
         }
     }
