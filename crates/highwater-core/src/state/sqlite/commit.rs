@@ -78,7 +78,7 @@ INSERT INTO readbacks (sync, source_id, run_id, external_id, dest_id, version, u
     payload_hash = excluded.payload_hash,
     settles_at = excluded.settles_at;
 INSERT INTO record_events (sync, at, run_id, seq, events)
-  SELECT :sync, :now, :run_id, COALESCE(MAX(seq), 0) + 1, jsonb(:events)
+  SELECT :sync, :now, :run_id, COALESCE(MAX(seq), 0) + 1, :events
   FROM record_events WHERE sync = :sync AND at = :now AND run_id = :run_id;
 INSERT INTO sink_positions (sync, position)
   SELECT sync, position FROM (SELECT :sync AS sync, :sink_position AS position)
@@ -218,7 +218,13 @@ impl SqliteStore {
             ("unsettled_batch", unsettled.map(|b| &b.id).into()),
             ("unsettled", Param::rows(&intent_rows(unsettled, now))?),
             ("readbacks", Param::rows(&readbacks)?),
-            ("events", Param::rows(&event_rows(&page.events))?),
+            (
+                "events",
+                Param::Packed {
+                    bytes: events::events_jsonb(&page.events),
+                    empty: page.events.is_empty(),
+                },
+            ),
             ("sink_position", page.sink_position.as_ref().into()),
         ]
         .into();
