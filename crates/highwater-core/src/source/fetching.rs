@@ -46,15 +46,20 @@ pub(super) struct Follow {
 pub(super) struct Ahead {
     pub url: Url,
     pub query: Vec<(String, String)>,
-    /// The answer, and the request it sent for the page after it, if any.
-    /// Aborted when dropped: a run that stops takes no answer it will not
-    /// read (nor the one after it).
-    pub reply: AbortOnDropHandle<(Result<Reply, HttpError>, Option<Ahead>)>,
+    /// The answer and, when it sent the request for the page after it, the
+    /// token it found for that page (which the reader need not look for
+    /// again). Aborted when dropped: a run that stops takes no answer it
+    /// will not read (nor the one after it).
+    pub reply: AbortOnDropHandle<Answered>,
     /// Set once the reader has taken the answer before this one: only then
     /// may this answer send the next page's request, so that a reader busy
     /// with a page has at most one answer waiting and one request out.
     pub may_follow: Arc<AtomicBool>,
 }
+
+/// What an [`Ahead`]'s task gives back: the answer, and the next page's
+/// token with the request it sent for that page, when it sent one.
+pub(super) type Answered = (Result<Reply, HttpError>, Option<(String, Ahead)>);
 
 impl Fetching {
     pub fn new(api: Arc<Api>, runtime: tokio::runtime::Handle) -> Self {
@@ -91,8 +96,12 @@ impl Fetching {
                 (Ok(reply), Some(follow)) if flag.load(Ordering::Acquire) => {
                     scanned_token(&reply.body, &follow.token_path).map(|token| {
                         let mut query = follow.query.clone();
-                        query.push((follow.token_param.clone(), token));
-                        fetching.ahead(follow.url.clone(), query, Some(follow), false, &stop)
+                        query.push((follow.token_param.clone(), token.clone()));
+                        let url = follow.url.clone();
+                        (
+                            token,
+                            fetching.ahead(url, query, Some(follow), false, &stop),
+                        )
                     })
                 }
                 _ => None,

@@ -232,12 +232,14 @@ impl<'a> Reader<'a> {
                     query.push((token_param.clone(), token.clone()));
                 }
                 let url = self.list_url()?;
-                let (request, reply) = self.page_reply(url.clone(), query.clone(), stop).await?;
+                let (request, reply, scanned) =
+                    self.page_reply(url.clone(), query.clone(), stop).await?;
                 // Read ahead, the next request goes before this answer is
                 // parsed, where its token is found without parsing it.
-                let scanned = match &self.read_ahead {
-                    Some(_) => scanned_token(&reply.body, &token_path),
-                    None => None,
+                let scanned = match (scanned, &self.read_ahead) {
+                    (Some(token), _) => Some(token),
+                    (None, Some(_)) => scanned_token(&reply.body, &token_path),
+                    (None, None) => None,
                 };
                 let scanned = match scanned {
                     Some(token) => {
@@ -632,22 +634,25 @@ impl<'a> Reader<'a> {
     }
 
     /// Sends, unless [`send_ahead`](Self::send_ahead) already sent it, the
-    /// request for a page; its answer, not yet parsed.
+    /// request for a page; its answer, not yet parsed, and the next page's
+    /// token when the answer's own task found it (and sent that request).
     async fn page_reply(
         &mut self,
         url: Url,
         query: Vec<(String, String)>,
         stop: &Stop,
-    ) -> Result<(Request, Reply), SourceError> {
+    ) -> Result<(Request, Reply, Option<String>), SourceError> {
         let mut request = Request::get(url);
         request.query = query;
+        let mut token = None;
         let sent = match self.ahead.take() {
             Some(ahead) if ahead.url == request.url && ahead.query == request.query => {
                 match ahead.reply.await {
                     Ok((sent, next)) => {
-                        if let Some(next) = next {
+                        if let Some((next_token, next)) = next {
                             next.may_follow.store(true, Ordering::Release);
                             self.ahead = Some(next);
+                            token = Some(next_token);
                         }
                         sent
                     }
@@ -658,7 +663,7 @@ impl<'a> Reader<'a> {
             _ => self.send(&request, stop).await,
         };
         let reply = checked(&request, sent)?;
-        Ok((request, reply))
+        Ok((request, reply, token))
     }
 
     /// [`page_reply`](Self::page_reply), parsed.
@@ -668,7 +673,7 @@ impl<'a> Reader<'a> {
         query: Vec<(String, String)>,
         stop: &Stop,
     ) -> Result<(Value, reqwest::header::HeaderMap), SourceError> {
-        let (request, reply) = self.page_reply(url, query, stop).await?;
+        let (request, reply, _) = self.page_reply(url, query, stop).await?;
         self.parse(&request, reply)
     }
 
