@@ -26,8 +26,8 @@
 //! that no older line is ever replayed over a newer one; a log is appended to
 //! only past the last position stored in it, and the number of one merged
 //! into the file is not taken again, so no stored position covers a line
-//! written after it; memory holds 16 bytes per line of the logs and nothing
-//! per line of the file or the runs.
+//! written after it; memory holds a line's id and 24 bytes per line of the
+//! logs and nothing per line of the file or the runs.
 
 pub mod config;
 mod file;
@@ -47,8 +47,8 @@ use runs::Stack;
 
 /// Lines in the log that make the next flush set it aside to be compacted,
 /// unless `compact_lines` says otherwise: fewer would make more runs and more
-/// merges, more would cost more memory (an id per line, while it is sorted:
-/// about 8 MiB at 100,000 lines).
+/// merges, more would cost more memory (each line's id and 24 bytes, and as
+/// much again while a compaction sorts them).
 pub const COMPACT_LINES: usize = 100_000;
 /// Bytes in the log that make the next flush compact it, whatever its lines.
 pub const COMPACT_BYTES: u64 = 64 << 20;
@@ -288,13 +288,17 @@ impl JsonLinesSink {
 
     /// Removes the record's line (durably at the next flush); a line not there
     /// is deleted already.
-    pub fn delete(&self, external_id: &str) -> Written {
-        self.state().log.append_delete(external_id);
-        Written {
+    pub fn delete(&self, external_id: &str) -> Result<Written, SinkError> {
+        let mut state = self.state();
+        state
+            .log
+            .append_delete(external_id)
+            .map_err(|e| error(state.log.path(), e))?;
+        Ok(Written {
             dest_id: Some(external_id.to_owned()),
             unsettled_since: None,
             attempts: 1,
-        }
+        })
     }
 
     /// What the destination holds for `external_id`; a file that cannot be
@@ -317,9 +321,7 @@ impl JsonLinesSink {
         let mut latest = None;
         let aside = state.aside.as_ref().map(|(_, log)| &**log);
         for log in std::iter::once(&state.log).chain(aside) {
-            latest = log
-                .latest(external_id, field)
-                .map_err(|e| error(log.path(), e))?;
+            latest = log.latest(external_id).map_err(|e| error(log.path(), e))?;
             if latest.is_some() {
                 break;
             }
@@ -480,7 +482,7 @@ impl Sink for JsonLinesSink {
     }
 
     async fn delete(&self, delete: &Delete<'_>, _stop: &Stop) -> Result<Written, SinkError> {
-        Ok(JsonLinesSink::delete(self, delete.external_id))
+        JsonLinesSink::delete(self, delete.external_id)
     }
 
     fn can_read_back(&self) -> bool {

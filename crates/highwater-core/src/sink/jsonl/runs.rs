@@ -143,7 +143,7 @@ pub(super) fn compact(
     log: &Log,
     number: u64,
 ) -> io::Result<Stack> {
-    let ops = log.ops(field)?;
+    let ops = log.ops()?;
     let run_lines: Vec<u64> = stack.runs.iter().map(|run| run.lines).collect();
     let Plan { from, into_file } = plan(stack.file.lines, &run_lines, ops.len() as u64);
     let merged = &stack.runs[from..];
@@ -186,7 +186,7 @@ pub(super) fn compact_all(path: &Path, field: &str, stack: &Stack, log: &Log) ->
     if !stack.file.sorted {
         file::sort_whole(path, field, &file::tmp_path(path))?;
     }
-    let ops = log.ops(field)?;
+    let ops = log.ops()?;
     let mut sources = vec![Source::Sorted(path)];
     sources.extend(stack.runs.iter().map(|run| Source::Sorted(&run.path)));
     sources.push(Source::Log(log, &ops));

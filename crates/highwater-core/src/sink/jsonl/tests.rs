@@ -90,10 +90,10 @@ fn a_deleted_record_leaves_the_file_and_deleting_it_again_is_fine() {
     }
     sink.flush().expect("flush");
     sink.finish().expect("finish");
-    sink.delete("a");
+    sink.delete("a").expect("delete");
     assert_eq!(held(&sink, "a"), None, "deleted before any flush");
-    sink.delete("a");
-    sink.delete("never-there");
+    sink.delete("a").expect("delete");
+    sink.delete("never-there").expect("delete");
     sink.flush().expect("flush");
     sink.finish().expect("finish");
     assert_eq!(text(&spec), "{\"external_id\":\"b\",\"v\":1}\n");
@@ -113,7 +113,7 @@ fn flushed_writes_survive_a_crash_before_compaction() {
     put(&sink, "b", 1);
     sink.finish().expect("finish");
     put(&sink, "a", 2);
-    sink.delete("b");
+    sink.delete("b").expect("delete");
     put(&sink, "c", 1);
     sink.flush().expect("flush");
     // Written and never flushed: the process dies with it in its buffer.
@@ -182,7 +182,7 @@ fn a_crash_between_compaction_and_emptying_the_log_changes_nothing() {
     sink.finish().expect("finish");
     put(&sink, "a", 1);
     put(&sink, "b", 2);
-    sink.delete("b");
+    sink.delete("b").expect("delete");
     put(&sink, "c", 3);
     sink.flush().expect("flush");
     let log = std::fs::read(log_of(&spec, 2)).expect("log");
@@ -222,7 +222,7 @@ fn the_log_compacts_into_a_sorted_file_past_its_bound() {
         put(&sink, &format!("id-{i:05}"), 2);
     }
     for i in (1..3_000).step_by(3) {
-        sink.delete(&format!("id-{i:05}"));
+        sink.delete(&format!("id-{i:05}")).expect("delete");
     }
     sink.finish().expect("finish");
     let lines: Vec<String> = text(&spec).lines().map(str::to_owned).collect();
@@ -256,7 +256,7 @@ fn a_log_past_its_bound_is_compacted_aside_while_writes_go_on() {
     assert!(sink.state().compaction.is_some(), "compacting aside");
     assert_eq!(sink.state().log.lines(), 0);
     put(&sink, "id-000", 2);
-    sink.delete("id-001");
+    sink.delete("id-001").expect("delete");
     put(&sink, "id-150", 2);
     assert_eq!(
         ["id-000", "id-001", "id-002", "id-149", "id-150"].map(|id| held(&sink, id)),
@@ -351,7 +351,7 @@ fn logs_become_a_few_runs_over_the_file_whose_deletions_hide_older_lines() {
     );
     for i in 0..2_000 {
         match i % 3 {
-            0 => sink.delete(&format!("id-{i:04}")),
+            0 => sink.delete(&format!("id-{i:04}")).expect("delete"),
             1 => {
                 put(&sink, &format!("id-{i:04}"), 2);
                 continue;
@@ -451,7 +451,7 @@ fn a_resumed_run_drops_what_no_commit_covers() {
     put(&sink, "b", 1);
     let committed = commit(&sink);
     put(&sink, "a", 2);
-    sink.delete("b");
+    sink.delete("b").expect("delete");
     put(&sink, "c", 1);
     sink.flush().expect("flushed, never committed");
     drop(sink);
