@@ -141,7 +141,7 @@ impl SqliteStore {
                 )
             })
             .collect();
-        let ledger: Vec<_> = page
+        let mut ledger: Vec<_> = page
             .ledger
             .iter()
             .map(|e| {
@@ -157,6 +157,11 @@ impl SqliteStore {
                 )
             })
             .collect();
+        // Staged in id order (an id's rows kept in their order), so that a
+        // merge sorting several commits' rows finds them in runs: references
+        // sort here for less than whole rows there (a sync into JSON Lines
+        // spent 2.6% of its instructions in that sort, 1.6% with this one).
+        ledger.sort_by(|a, b| a.0.cmp(b.0));
         let dead_letters: Vec<_> = page
             .dead_letters
             .iter()

@@ -346,3 +346,44 @@ async fn rows_staged_as_jsonb_or_text_fold_with_rows_packed() {
     assert_eq!(known.ledger["b"], b);
     assert_eq!(known.holders.get("x-a").map(String::as_str), Some("a"));
 }
+
+/// Rows of one record in one commit fold in the order they came, whatever
+/// order a store stages them in: of one version, the later one wins.
+#[tokio::test]
+async fn a_record_s_rows_in_one_commit_fold_in_their_order() {
+    for store in each_store("commit-order").await {
+        store
+            .begin_run(&run("r1", 1000), &json!({"kind": "start"}))
+            .await
+            .expect("begin");
+        let rows = vec![
+            LedgerEntry {
+                payload_hash: "first".into(),
+                ..entry("k2", 1)
+            },
+            entry("k3", 1),
+            LedgerEntry {
+                payload_hash: "second".into(),
+                dest_id: None,
+                ..entry("k2", 1)
+            },
+            entry("k1", 1),
+            LedgerEntry {
+                payload_hash: "third".into(),
+                dest_id: None,
+                ..entry("k2", 1)
+            },
+        ];
+        commit_merged(&store, rows).await;
+        let known = store
+            .known("billing", &["k1", "k2", "k3"], &[])
+            .await
+            .expect("known");
+        let k2 = &known.ledger["k2"];
+        assert_eq!(
+            (k2.payload_hash.as_str(), k2.dest_id.as_deref()),
+            ("third", Some("d-k2"))
+        );
+        assert_eq!(known.ledger.len(), 3);
+    }
+}
