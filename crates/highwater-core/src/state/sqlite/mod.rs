@@ -585,7 +585,12 @@ impl SqliteStore {
         let (dead, runs, holders): KnownRead =
             serde_json::from_str(&read).map_err(|e| StateError::Corrupt(e.to_string()))?;
         let runs: Vec<ledger::RunInfo> = runs.into_iter().map(ledger::RunInfo::from).collect();
-        let mut looked: Vec<&str> = ids.iter().chain(external_ids).copied().collect();
+        let mut looked: Vec<&str> = ids.to_vec();
+        // Most syncs key the destination by the source's id: the same list
+        // twice, sorted whole, was half of this sort's work.
+        if external_ids != ids {
+            looked.extend(external_ids);
+        }
         looked.extend(holders.iter().map(String::as_str));
         looked.sort_unstable();
         looked.dedup();
