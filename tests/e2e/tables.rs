@@ -469,6 +469,14 @@ async fn crash_into_table(table: Table, name: &str, seed: u64) {
         .await
         .expect("runs")
         .expect("a completed run");
+    let ledger: HashMap<String, Option<i64>> = store
+        .ledger(SYNC)
+        .await
+        .expect("ledger")
+        .into_iter()
+        .filter(|e| e.deleted_at.is_none())
+        .map(|e| (e.external_id, e.version))
+        .collect();
     store.close().await;
     if let Some(pool) = announcements {
         let announced: i64 = sqlx::query_scalar("SELECT count(*) FROM announced")
@@ -492,6 +500,16 @@ async fn crash_into_table(table: Table, name: &str, seed: u64) {
         "seed {seed}: the table does not match the source:\n{v}"
     );
     assert!(v.expected_written > 0 && v.dead_lettered > 0, "{v}");
+    // The ledger says what the table holds: each of its rows, at its version.
+    for row in &dump.objects {
+        let version = row.body["row_version"].as_i64();
+        assert_eq!(
+            ledger.get(&row.external_id),
+            Some(&version),
+            "seed {seed}: the ledger on {}",
+            row.external_id
+        );
+    }
     assert!(
         dead.values()
             .any(|reason| reason.contains("refused_as_http_4")),

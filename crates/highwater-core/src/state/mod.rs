@@ -23,6 +23,7 @@ mod postgres;
 mod private;
 mod reset;
 mod sqlite;
+mod staged;
 mod store;
 
 use std::collections::HashMap;

@@ -40,7 +40,8 @@ pub struct Committed {
     /// Which announced writes it refused or put behind another run's.
     pub announced: Announced,
     /// Its ledger rows (and every earlier commit's) are now what lookups read:
-    /// at once in PostgreSQL, with a merge of staged rows in SQLite.
+    /// with a merge of staged rows in SQLite and in PostgreSQL's
+    /// shared-transaction mode, at once otherwise in PostgreSQL.
     pub visible: bool,
 }
 
@@ -177,10 +178,7 @@ impl Store {
                 announced: s.commit_page(sync, run_id, page, cursor, counters).await?,
                 visible: page.merge,
             },
-            Backend::Postgres(s) => Committed {
-                announced: s.commit_page(sync, run_id, page, cursor, counters).await?,
-                visible: true,
-            },
+            Backend::Postgres(s) => s.commit_page(sync, run_id, page, cursor, counters).await?,
         })
     }
 

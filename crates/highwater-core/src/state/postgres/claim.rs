@@ -34,6 +34,9 @@ pub(super) async fn check(
     if !announced_elsewhere && !committed_since {
         return Ok(Announced::default());
     }
+    if committed_since {
+        super::commit::fold_staged(tx, sync).await?;
+    }
     let ids: Vec<&str> = batch.intents.iter().map(|i| i.source_id.as_str()).collect();
     let mut newest: HashMap<String, (Option<i64>, i64)> = HashMap::new();
     let rows = sqlx::query(

@@ -1,22 +1,27 @@
 //! A run's writes to the PostgreSQL store: each page's commit, in one
 //! transaction under the sync's advisory lock, and the run's completion. A
-//! commit's ledger rows go straight into the ledger: several rows of one
-//! record in a commit are first reduced to the one a merge in their order
-//! would leave (an upsert cannot touch one row twice in a statement).
+//! commit's ledger rows go straight into the ledger, except in the
+//! shared-transaction mode: there they are staged (`ledger_staged`, one row
+//! per commit), and a commit that the engine asks to merge folds them into
+//! the ledger after its own transaction, on the store's own connection, while
+//! the destination's next rows go into the shared one. Upserted, several rows
+//! of one record are first reduced to the one a merge in their order would
+//! leave (an upsert cannot touch one row twice in a statement).
 
 use super::*;
 
-/// The upsert of a commit's ledger rows, one array per column: the newest
-/// version wins (versions when both rows have one, `updated_at` otherwise),
-/// and within one version the later row, as SQLite's merge of staged rows.
+/// The upsert of ledger rows, one array per column: the newest version wins
+/// (versions when both rows have one, `updated_at` otherwise), and within
+/// one version the later row, as SQLite's merge of staged rows.
 const LEDGER_UPSERT: &str = "
 INSERT INTO ledger (sync, source_id, external_id, dest_id, version, updated_at, payload_hash,
                     run_id, written_at, deleted_at)
 SELECT $1, r.source_id, r.external_id, r.dest_id, r.version, r.updated_at, r.payload_hash,
-       r.run_id, $2, r.deleted_at
-  FROM unnest($3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[], $8::text[],
-              $9::text[], $10::bigint[])
-       AS r (source_id, external_id, dest_id, version, updated_at, payload_hash, run_id, deleted_at)
+       r.run_id, r.written_at, r.deleted_at
+  FROM unnest($2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::text[],
+              $8::text[], $9::bigint[], $10::bigint[])
+       AS r (source_id, external_id, dest_id, version, updated_at, payload_hash, run_id, deleted_at,
+             written_at)
 ON CONFLICT (sync, source_id) DO UPDATE SET
   external_id = excluded.external_id,
   dest_id = COALESCE(excluded.dest_id, ledger.dest_id),
@@ -95,7 +100,8 @@ WHERE run_id = $1";
 impl PgStore {
     /// As SQLite's: announcements (checked against other runs), retired
     /// batches, ledger rows, dead letters, the checkpoint, unsettled writes,
-    /// read-backs and events, in one transaction.
+    /// read-backs and events, in one transaction. Its ledger rows are visible
+    /// to lookups once it returns, unless they were staged and not merged.
     pub async fn commit_page(
         &self,
         sync: &str,
@@ -103,8 +109,9 @@ impl PgStore {
         page: &PageCommit,
         cursor: Option<&Value>,
         counters: &Counters,
-    ) -> Result<Announced, StateError> {
+    ) -> Result<Committed, StateError> {
         let now = Timestamp::now().as_microsecond();
+        let staging = self.shared.get().is_some();
         let mut writer = self.page_writer(sync).await?;
         let tx = writer.tx();
         let announced = match &page.announce {
@@ -128,7 +135,11 @@ impl PgStore {
                 .execute(&mut **tx)
                 .await?;
         }
-        upsert_ledger(tx, sync, &page.ledger, now).await?;
+        if staging {
+            stage_ledger(tx, sync, &page.ledger, now).await?;
+        } else {
+            upsert_ledger(tx, sync, page.ledger.iter().map(|e| (e, now))).await?;
+        }
         if !page.resolved.is_empty() {
             // A write resolves the record's dead letter; one discarded earlier
             // too, since the record is now at the destination.
@@ -179,11 +190,29 @@ impl PgStore {
             .await?;
         }
         writer.commit().await?;
-        Ok(announced)
+        if staging && page.merge {
+            self.merge_staged(sync).await?;
+        }
+        Ok(Committed {
+            announced,
+            visible: !staging || page.merge,
+        })
     }
 
-    /// Nothing is staged here: a commit's rows are in the ledger already.
-    pub async fn merge_staged(&self, _sync: &str) -> Result<(), StateError> {
+    /// Folds the sync's staged ledger rows into the ledger, in a transaction
+    /// of the store's own; a no-op, without a write, when there are none.
+    pub async fn merge_staged(&self, sync: &str) -> Result<(), StateError> {
+        let any: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM ledger_staged WHERE sync = $1)")
+                .bind(sync)
+                .fetch_one(&self.pool)
+                .await?;
+        if !any {
+            return Ok(());
+        }
+        let mut tx = self.writer(Some(sync)).await?;
+        fold_staged(&mut tx, sync).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -244,6 +273,7 @@ impl PgStore {
         .execute(&mut *tx)
         .await?;
         history::complete_invocation(&mut tx, run_id, cursor, counters, now).await?;
+        fold_staged(&mut tx, &sync).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -271,14 +301,17 @@ async fn insert_batch(
     Ok(())
 }
 
-/// The row a merge of `rows` in their order leaves for each record: a later
-/// row replaces the one before when it is not older (by version when both
-/// have one, by `updated_at` otherwise), keeping a destination id it lacks.
-fn merged(rows: &[LedgerEntry]) -> Vec<LedgerEntry> {
-    let mut by_id: HashMap<&str, LedgerEntry> = HashMap::with_capacity(rows.len());
-    for row in rows {
+/// The row a merge of `rows` (each with when it was written) in their order
+/// leaves for each record: a later row replaces the one before when it is
+/// not older (by version when both have one, by `updated_at` otherwise),
+/// keeping a destination id it lacks.
+pub(super) fn merged<'a>(
+    rows: impl IntoIterator<Item = (&'a LedgerEntry, i64)>,
+) -> Vec<(LedgerEntry, i64)> {
+    let mut by_id: HashMap<&str, (LedgerEntry, i64)> = HashMap::new();
+    for (row, written_at) in rows {
         match by_id.get_mut(row.source_id.as_str()) {
-            Some(kept) => {
+            Some((kept, kept_at)) => {
                 let wins = match (row.version, kept.version) {
                     (Some(new), Some(old)) => new >= old,
                     _ => row.updated_at >= kept.updated_at,
@@ -289,20 +322,62 @@ fn merged(rows: &[LedgerEntry]) -> Vec<LedgerEntry> {
                         dest_id,
                         ..row.clone()
                     };
+                    *kept_at = written_at;
                 }
             }
             None => {
-                by_id.insert(&row.source_id, row.clone());
+                by_id.insert(&row.source_id, (row.clone(), written_at));
             }
         }
     }
-    let mut merged: Vec<LedgerEntry> = by_id.into_values().collect();
+    let mut merged: Vec<(LedgerEntry, i64)> = by_id.into_values().collect();
     // In key order: each insert lands near the last one in the index.
-    merged.sort_by(|a, b| a.source_id.cmp(&b.source_id));
+    merged.sort_by(|a, b| a.0.source_id.cmp(&b.0.source_id));
     merged
 }
 
-async fn upsert_ledger(
+/// A sync's staged ledger rows, oldest commit first, each with when it was
+/// written; and the last commit's `seq`.
+pub(super) async fn staged_rows(
+    conn: &mut sqlx::PgConnection,
+    sync: &str,
+    only: Option<&str>,
+) -> Result<(Vec<(LedgerEntry, i64)>, Option<i64>), StateError> {
+    let commits: Vec<(i64, i64, Vec<u8>)> = sqlx::query_as(
+        "SELECT seq, written_at, rows FROM ledger_staged WHERE sync = $1 ORDER BY seq",
+    )
+    .bind(sync)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut rows = Vec::new();
+    for (_, written_at, bytes) in &commits {
+        for line in staged::unpack(bytes)? {
+            if only.is_some_and(|id| id != line.0) {
+                continue;
+            }
+            rows.push((staged::entry(line)?, *written_at));
+        }
+    }
+    Ok((rows, commits.last().map(|(seq, _, _)| *seq)))
+}
+
+/// Folds the sync's staged ledger rows into the ledger, in `tx`, which holds
+/// the sync's advisory lock: no other fold takes the same rows.
+pub(super) async fn fold_staged(tx: &mut Tx, sync: &str) -> Result<(), StateError> {
+    let (rows, last) = staged_rows(tx, sync, None).await?;
+    let Some(last) = last else {
+        return Ok(());
+    };
+    upsert_ledger(tx, sync, rows.iter().map(|(e, at)| (e, *at))).await?;
+    sqlx::query("DELETE FROM ledger_staged WHERE sync = $1 AND seq <= $2")
+        .bind(sync)
+        .bind(last)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+async fn stage_ledger(
     tx: &mut Tx,
     sync: &str,
     rows: &[LedgerEntry],
@@ -311,12 +386,30 @@ async fn upsert_ledger(
     if rows.is_empty() {
         return Ok(());
     }
-    let rows = merged(rows);
-    let column = |f: fn(&LedgerEntry) -> Option<String>| rows.iter().map(f).collect::<Vec<_>>();
-    let number = |f: fn(&LedgerEntry) -> Option<i64>| rows.iter().map(f).collect::<Vec<_>>();
-    sqlx::query(LEDGER_UPSERT)
+    sqlx::query("INSERT INTO ledger_staged (sync, written_at, rows) VALUES ($1, $2, $3)")
         .bind(sync)
         .bind(now)
+        .bind(staged::pack(rows)?)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+async fn upsert_ledger<'a>(
+    tx: &mut Tx,
+    sync: &str,
+    rows: impl IntoIterator<Item = (&'a LedgerEntry, i64)>,
+) -> Result<(), StateError> {
+    let rows = merged(rows);
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let column =
+        |f: fn(&LedgerEntry) -> Option<String>| rows.iter().map(|(e, _)| f(e)).collect::<Vec<_>>();
+    let number =
+        |f: fn(&LedgerEntry) -> Option<i64>| rows.iter().map(|(e, _)| f(e)).collect::<Vec<_>>();
+    sqlx::query(LEDGER_UPSERT)
+        .bind(sync)
         .bind(column(|e| Some(e.source_id.clone())))
         .bind(column(|e| Some(e.external_id.clone())))
         .bind(column(|e| e.dest_id.clone()))
@@ -325,6 +418,7 @@ async fn upsert_ledger(
         .bind(column(|e| Some(e.payload_hash.clone())))
         .bind(column(|e| Some(e.run_id.clone())))
         .bind(number(|e| e.deleted_at.map(Timestamp::as_microsecond)))
+        .bind(rows.iter().map(|(_, at)| *at).collect::<Vec<i64>>())
         .execute(&mut **tx)
         .await?;
     Ok(())
@@ -429,13 +523,16 @@ mod tests {
             row("a", Some(2), 20, None),
             row("b", None, 4, Some("d-b")),
         ];
-        let merged = merged(&rows);
+        let merged = merged(rows.iter().zip(1..));
         assert_eq!(merged.len(), 2);
-        // `a`: version 1 loses, the later version 2 wins and keeps the id.
-        assert_eq!(merged[0].updated_at.as_second(), 20);
-        assert_eq!(merged[0].dest_id.as_deref(), Some("d-a"));
+        // `a`: version 1 loses, the later version 2 wins and keeps the id,
+        // with when it was written.
+        assert_eq!(merged[0].0.updated_at.as_second(), 20);
+        assert_eq!(merged[0].0.dest_id.as_deref(), Some("d-a"));
+        assert_eq!(merged[0].1, 4);
         // `b`: the older copy loses, with its destination id.
-        assert_eq!(merged[1].updated_at.as_second(), 5);
-        assert_eq!(merged[1].dest_id, None);
+        assert_eq!(merged[1].0.updated_at.as_second(), 5);
+        assert_eq!(merged[1].0.dest_id, None);
+        assert_eq!(merged[1].1, 2);
     }
 }

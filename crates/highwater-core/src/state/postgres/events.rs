@@ -80,18 +80,28 @@ impl PgStore {
         sync: &str,
         source_id: &str,
     ) -> Result<RecordState, StateError> {
-        // A commit writes the ledger itself: its row is the latest.
-        let ledger = sqlx::query(
+        let mut tx = self.snapshot().await?;
+        let merged = sqlx::query(
             "SELECT source_id, external_id, dest_id, version, updated_at, payload_hash, run_id, deleted_at
              FROM ledger WHERE sync = $1 AND source_id = $2",
         )
         .bind(sync)
         .bind(source_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?
         .as_ref()
         .map(ledger_entry)
         .transpose()?;
+        let (staged, _) = super::commit::staged_rows(&mut tx, sync, Some(source_id)).await?;
+        tx.commit().await?;
+        let ledger = super::commit::merged(
+            merged
+                .iter()
+                .map(|e| (e, 0))
+                .chain(staged.iter().map(|(e, at)| (e, *at))),
+        )
+        .pop()
+        .map(|(e, _)| e);
         let dead_letter = sqlx::query(
             "SELECT stage, error, attempts, first_failed_at, last_failed_at, resolved_at, resolution
              FROM dead_letters WHERE sync = $1 AND source_id = $2",

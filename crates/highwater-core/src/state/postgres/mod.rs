@@ -1,8 +1,11 @@
 //! The PostgreSQL backend of the state store: the same tables and behaviour as
 //! SQLite's, in a schema of a database that any number of workers share.
-//! A commit writes its ledger rows into the ledger itself (no staging: a
-//! writer here does not hold the whole store), so every commit's rows are
-//! visible to lookups once it is confirmed. Every write transaction of a sync
+//! A commit writes its ledger rows into the ledger itself (a writer here does
+//! not hold the whole store), so its rows are visible to lookups once it is
+//! confirmed — except in the shared-transaction mode, where they are staged
+//! and folded in after a commit the engine asks to merge (`commit.rs`); the
+//! readers of a whole sync's ledger or of one record fold staged rows in as a
+//! merge would. Every write transaction of a sync
 //! takes the sync's advisory lock first: the compare-and-set of announced
 //! writes and the settling of floors read and write as one, as SQLite's single
 //! writer does. A store handed a run's lease ([`Fence`]) checks, in every
@@ -44,6 +47,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "sink_positions",
         include_str!("../../../migrations/postgres/0002_sink_positions.sql"),
+    ),
+    (
+        3,
+        "ledger_staged",
+        include_str!("../../../migrations/postgres/0003_ledger_staged.sql"),
     ),
 ];
 
@@ -230,6 +238,16 @@ impl PgStore {
 
     pub(super) fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// A read-only transaction that sees one snapshot throughout: a fold of
+    /// staged ledger rows commits wholly before it or after it.
+    pub(super) async fn snapshot(&self) -> Result<Tx, StateError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+        Ok(tx)
     }
 
     /// A write transaction: under `sync`'s advisory lock when it writes for
@@ -520,10 +538,21 @@ impl PgStore {
     }
 
     pub async fn status(&self, sync: &str) -> Result<SyncStatus, StateError> {
-        let ledger_records: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ledger WHERE sync = $1")
-            .bind(sync)
-            .fetch_one(&self.pool)
-            .await?;
+        let mut conn = self.pool.acquire().await?;
+        let (staged, _) = commit::staged_rows(&mut conn, sync, None).await?;
+        let staged: HashSet<&str> = staged.iter().map(|(e, _)| e.source_id.as_str()).collect();
+        let staged: Vec<&str> = staged.into_iter().collect();
+        // Staged rows count once each, and not again when the ledger has their record.
+        let ledger_records: i64 = sqlx::query_scalar(
+            "SELECT (SELECT COUNT(*) FROM ledger WHERE sync = $1)
+                    + cardinality($2::text[])
+                    - (SELECT COUNT(*) FROM ledger WHERE sync = $1 AND source_id = ANY($2))",
+        )
+        .bind(sync)
+        .bind(&staged)
+        .fetch_one(&mut *conn)
+        .await?;
+        drop(conn);
         Ok(SyncStatus {
             open_run: self.open_run(sync, RunKind::Incremental).await?,
             last_completed: self.last_completed(sync, RunKind::Incremental).await?,
@@ -556,21 +585,29 @@ impl PgStore {
         rows.iter().map(dead_letter).collect()
     }
 
-    /// The ledger of a sync, by source id.
+    /// The ledger of a sync, by source id, its staged rows folded in.
     pub async fn ledger(&self, sync: &str) -> Result<Vec<LedgerEntry>, StateError> {
+        let mut tx = self.snapshot().await?;
         let rows = sqlx::query(
             "SELECT source_id, external_id, dest_id, version, updated_at, payload_hash, run_id, deleted_at
              FROM ledger WHERE sync = $1",
         )
         .bind(sync)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
-        let mut ledger = rows
+        let (staged, _) = commit::staged_rows(&mut tx, sync, None).await?;
+        tx.commit().await?;
+        let ledger = rows
             .iter()
             .map(ledger_entry)
             .collect::<Result<Vec<_>, _>>()?;
-        ledger.sort_by(|a, b| a.source_id.cmp(&b.source_id));
-        Ok(ledger)
+        let folded = commit::merged(
+            ledger
+                .iter()
+                .map(|e| (e, 0))
+                .chain(staged.iter().map(|(e, at)| (e, *at))),
+        );
+        Ok(folded.into_iter().map(|(e, _)| e).collect())
     }
 }
 

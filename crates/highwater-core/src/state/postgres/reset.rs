@@ -62,7 +62,8 @@ impl PgStore {
         }
         let mut forgotten = 0;
         if request.forget_ledger {
-            // Every row a commit confirmed is here: there is no staging to clear.
+            // Folded first, staged rows count as the ledger rows they become.
+            super::commit::fold_staged(&mut tx, &request.sync).await?;
             forgotten = sqlx::query("DELETE FROM ledger WHERE sync = $1")
                 .bind(&request.sync)
                 .execute(&mut *tx)

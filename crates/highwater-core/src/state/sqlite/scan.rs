@@ -5,7 +5,6 @@
 //! ([`scan_all`]), for `state copy` ([`LedgerChunks`]), and one record's
 //! staged rows for `explain`.
 
-use std::borrow::Cow;
 use std::collections::VecDeque;
 
 use sqlx::SqliteConnection;
@@ -13,10 +12,10 @@ use sqlx::SqliteConnection;
 use super::json_rows;
 use super::ledger::{BLOCKS_PER_TRIP, RunInfo, first_block, runs_of};
 use super::runs::{Block, RunRow, fold};
-use crate::state::{LedgerEntry, StateError, micros};
+use crate::state::{StateError, staged};
 
 /// A sync's staged rows in id order, each id's folded in commit order. Each
-/// commit's rows are read as it staged them ([`pack_staged`]), unpacked and
+/// commit's rows are read as it staged them (`state/staged.rs`), unpacked and
 /// sorted here: unpacked by SQLite's JSON functions a value at a time and
 /// sorted there, a merge's read of 2,000 staged rows took 4.7 ms of SQLite's
 /// thread, 0.24 s of a 1.7 s sync of 100,000 records into JSON Lines.
@@ -24,43 +23,6 @@ pub(super) struct Staged {
     rows: std::vec::IntoIter<RunRow>,
     /// The row read after the last one handed out, of another id.
     pending: Option<RunRow>,
-}
-
-/// A staged row as its commit packs it; `written_at` is the commit's. Its
-/// strings are read into the entry's own (JSON text escapes some).
-type StagedLine<'a> = (
-    Cow<'a, str>,
-    Cow<'a, str>,
-    Option<Cow<'a, str>>,
-    Option<i64>,
-    i64,
-    Cow<'a, str>,
-    Cow<'a, str>,
-    Option<i64>,
-);
-
-/// The first byte of a commit's rows packed by postcard. Commits staged JSON
-/// text before, and JSONB before that; a JSONB value's first byte never is
-/// this one (its low four bits name the value's type, and 15 names none).
-const PACKED: u8 = 0x0f;
-
-/// A commit's ledger rows (each a [`StagedLine`]) as they are staged: postcard
-/// after [`PACKED`]. As JSON text, every string was checked for escapes as
-/// it was written and again as it was parsed: a sync of 50,000 records into
-/// JSON Lines takes 3% fewer instructions packed (cachegrind).
-pub(super) fn pack_staged<T: serde::Serialize>(rows: &[T]) -> Result<Vec<u8>, StateError> {
-    postcard::to_extend(rows, vec![PACKED])
-        .map_err(|e| StateError::Corrupt(format!("staged ledger rows: {e}")))
-}
-
-/// A commit's staged rows, in any format a store has staged them in.
-fn unpack_staged(bytes: &[u8]) -> Result<Vec<StagedLine<'_>>, StateError> {
-    let corrupt =
-        |e: &dyn std::fmt::Display| StateError::Corrupt(format!("staged ledger rows: {e}"));
-    match bytes.split_first() {
-        Some((&PACKED, packed)) => postcard::from_bytes(packed).map_err(|e| corrupt(&e)),
-        _ => serde_json::from_slice(bytes).map_err(|e| corrupt(&e)),
-    }
 }
 
 impl Staged {
@@ -82,31 +44,12 @@ impl Staged {
         .await?;
         let mut rows = Vec::new();
         for (bytes, written_at) in &commits {
-            for line in unpack_staged(bytes)? {
-                let (
-                    source_id,
-                    external_id,
-                    dest_id,
-                    version,
-                    updated_at,
-                    payload_hash,
-                    run_id,
-                    deleted_at,
-                ) = line;
-                if only.is_some_and(|id| id != source_id) {
+            for line in staged::unpack(bytes)? {
+                if only.is_some_and(|id| id != line.0) {
                     continue;
                 }
                 rows.push(RunRow {
-                    entry: LedgerEntry {
-                        source_id: source_id.into_owned(),
-                        external_id: external_id.into_owned(),
-                        dest_id: dest_id.map(Cow::into_owned),
-                        version,
-                        updated_at: micros(updated_at)?,
-                        payload_hash: payload_hash.into_owned(),
-                        run_id: run_id.into_owned(),
-                        deleted_at: deleted_at.map(micros).transpose()?,
-                    },
+                    entry: staged::entry(line)?,
                     written_at: *written_at,
                 });
             }

@@ -175,6 +175,16 @@ async fn pg_count(reader: &mut sqlx::PgConnection, schema: &str) -> Option<i64> 
     )
 }
 
+/// Commits whose ledger rows are staged in `schema`.
+async fn pg_staged(reader: &mut sqlx::PgConnection, schema: &str) -> i64 {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM {schema}.ledger_staged"
+    )))
+    .fetch_one(reader)
+    .await
+    .expect("staged")
+}
+
 async fn write_row(shared: &crate::state::PgShared, key: &str) {
     let mut tx = shared.writes.lock().await.expect("lock");
     sqlx::query("CREATE TABLE IF NOT EXISTS t (k TEXT PRIMARY KEY)")
@@ -202,6 +212,7 @@ async fn postgres_rows_written_in_the_run_s_transaction_commit_with_the_page() {
     assert_eq!(pg_count(&mut reader, &schema).await, None);
     let page = PageCommit {
         ledger: vec![entry("a", 1)],
+        merge: true,
         ..PageCommit::default()
     };
     store
@@ -212,6 +223,110 @@ async fn postgres_rows_written_in_the_run_s_transaction_commit_with_the_page() {
     let known = store.known("billing", &["a"], &[]).await.expect("known");
     assert_eq!(known.ledger.len(), 1, "{known:?}");
     store.close().await;
+}
+
+/// Sharing its transaction, a page commit stages its ledger rows (the
+/// ledger's upserts would wait on the one connection the table's rows go
+/// through): lookups see them once a commit merges them, as SQLite's, and
+/// every reader of the ledger or of a record sees them at once. A merge
+/// folds every staged row in, whatever run or invocation left it.
+#[tokio::test]
+async fn postgres_in_the_run_s_transaction_ledger_rows_are_staged_until_a_merge() {
+    let (store, schema, mut reader) = open_postgres_run("shared-pg-staged").await;
+    let shared = store
+        .share_postgres_writes("highwater unit staged")
+        .expect("a PostgreSQL store")
+        .expect("share");
+    let commit = |ledger: Vec<LedgerEntry>, merge: bool| {
+        let store = &store;
+        async move {
+            let page = PageCommit {
+                ledger,
+                merge,
+                ..PageCommit::default()
+            };
+            store
+                .commit_page("billing", "r1", &page, None, &Counters::default())
+                .await
+                .expect("commit")
+                .visible
+        }
+    };
+    let versions = |ledger: &[LedgerEntry]| {
+        ledger
+            .iter()
+            .map(|e| (e.source_id.clone(), e.version))
+            .collect::<Vec<_>>()
+    };
+    write_row(&shared, "a").await;
+    assert!(!commit(vec![entry("a", 1), entry("b", 1)], false).await);
+    let mut newer = entry("a", 2);
+    newer.dest_id = None;
+    assert!(!commit(vec![newer, entry("b", 0)], false).await);
+    assert_eq!(pg_count(&mut reader, &schema).await, Some(1));
+    assert_eq!(pg_staged(&mut reader, &schema).await, 2);
+    let known = store
+        .known("billing", &["a", "b"], &[])
+        .await
+        .expect("known");
+    assert!(known.ledger.is_empty(), "{known:?}");
+    let ledger = store.ledger("billing").await.expect("ledger");
+    assert_eq!(
+        versions(&ledger),
+        [("a".to_owned(), Some(2)), ("b".to_owned(), Some(1))]
+    );
+    // The newer row keeps the destination id the older one had.
+    assert_eq!(ledger[0].dest_id.as_deref(), Some("d-a"));
+    let state = store.record_state("billing", "a").await.expect("state");
+    assert_eq!(state.ledger, Some(ledger[0].clone()));
+    let status = store.status("billing").await.expect("status");
+    assert_eq!(status.ledger_records, 2);
+    // A commit that merges folds them all in, its own rows with them.
+    assert!(commit(vec![entry("c", 1)], true).await);
+    assert_eq!(pg_staged(&mut reader, &schema).await, 0);
+    let known = store
+        .known("billing", &["a", "b", "c"], &[])
+        .await
+        .expect("known");
+    let mut found: Vec<LedgerEntry> = known.ledger.into_values().collect();
+    found.sort_by(|x, y| x.source_id.cmp(&y.source_id));
+    assert_eq!(found[..2], ledger[..]);
+    assert_eq!(found[2], entry("c", 1));
+    assert_eq!(
+        store
+            .status("billing")
+            .await
+            .expect("status")
+            .ledger_records,
+        3
+    );
+    // Rows a run left staged (it ended before a merge) are folded in by the
+    // next run's merge before its first lookup.
+    assert!(!commit(vec![entry("d", 1)], false).await);
+    store.close().await;
+    let next = Store {
+        backend: Backend::Postgres(
+            postgres::PgStore::open(&postgres::PgLocation {
+                url: pg_url(),
+                schema: schema.clone(),
+                lease: std::time::Duration::from_secs(30),
+            })
+            .await
+            .expect("open"),
+        ),
+    };
+    assert!(
+        next.known("billing", &["d"], &[])
+            .await
+            .expect("known")
+            .ledger
+            .is_empty()
+    );
+    next.merge_staged("billing").await.expect("merge");
+    let known = next.known("billing", &["d"], &[]).await.expect("known");
+    assert_eq!(known.ledger.get("d"), Some(&entry("d", 1)));
+    assert_eq!(pg_staged(&mut reader, &schema).await, 0);
+    next.close().await;
 }
 
 #[tokio::test]
