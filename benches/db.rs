@@ -50,9 +50,16 @@
 //! mode's gap to the loader. Its writes are not announced before they go
 //! (they land with the commit); announced, as every other destination's,
 //! the SQLite table in the store's file ran at 0.69–0.78 of the loader at
-//! 100k, and PostgreSQL at 0.45. In PostgreSQL the store's share of each
-//! page's time on that connection is its ledger upsert (531 ms in a sync of
-//! 100,000 records, beside 772 ms of table upserts and 156 ms of events);
+//! 100k, and PostgreSQL at 0.45. In PostgreSQL that connection ran the
+//! ledger's upserts too (531 ms in a sync of 100,000 records, beside 772 ms
+//! of table upserts and 156 ms of events), until the ledger's rows were
+//! staged there and folded in on the store's own connection (0.58 → 0.73 of
+//! the loader, medians of four alternated runs; on a slower machine than the
+//! table's, 0.68 at 100k and 0.75 at 1M where the table says 0.51 and 0.56,
+//! peak RSS 56 and 58 MiB): what is left of the gap is
+//! the store's work on the same server — in one such sync, 1.2 s of ledger
+//! upserts, 0.8 s of lookups and 0.3 s of events beside 1.7 s of table
+//! upserts, on two cores the binary and the simulator share;
 //! in SQLite at 1M, the ledger's merges, which run in the page commits.
 
 use std::path::{Path, PathBuf};
