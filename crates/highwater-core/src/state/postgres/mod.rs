@@ -597,17 +597,28 @@ impl PgStore {
         .await?;
         let (staged, _) = commit::staged_rows(&mut tx, sync, None).await?;
         tx.commit().await?;
-        let ledger = rows
+        let mut ledger = rows
             .iter()
             .map(ledger_entry)
             .collect::<Result<Vec<_>, _>>()?;
-        let folded = commit::merged(
-            ledger
-                .iter()
-                .map(|e| (e, 0))
-                .chain(staged.iter().map(|(e, at)| (e, *at))),
-        );
-        Ok(folded.into_iter().map(|(e, _)| e).collect())
+        if !staged.is_empty() {
+            // Only the records with staged rows are folded (copied): the
+            // ledger may be the size of the source.
+            let ids: HashSet<&str> = staged.iter().map(|(e, _)| e.source_id.as_str()).collect();
+            let (older, mut rest): (Vec<_>, Vec<_>) = ledger
+                .into_iter()
+                .partition(|e| ids.contains(e.source_id.as_str()));
+            let folded = commit::merged(
+                older
+                    .iter()
+                    .map(|e| (e, 0))
+                    .chain(staged.iter().map(|(e, at)| (e, *at))),
+            );
+            rest.extend(folded.into_iter().map(|(e, _)| e));
+            ledger = rest;
+        }
+        ledger.sort_by(|a, b| a.source_id.cmp(&b.source_id));
+        Ok(ledger)
     }
 }
 

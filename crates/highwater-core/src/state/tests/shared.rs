@@ -300,6 +300,30 @@ async fn postgres_in_the_run_s_transaction_ledger_rows_are_staged_until_a_merge(
             .ledger_records,
         3
     );
+    // A staged row folds over the ledger's own, in every reader.
+    let mut newest = entry("a", 3);
+    newest.dest_id = None;
+    assert!(!commit(vec![newest], false).await);
+    let ledger = store.ledger("billing").await.expect("ledger");
+    assert_eq!(
+        versions(&ledger),
+        [
+            ("a".to_owned(), Some(3)),
+            ("b".to_owned(), Some(1)),
+            ("c".to_owned(), Some(1))
+        ]
+    );
+    assert_eq!(ledger[0].dest_id.as_deref(), Some("d-a"));
+    let state = store.record_state("billing", "a").await.expect("state");
+    assert_eq!(state.ledger, Some(ledger[0].clone()));
+    assert_eq!(
+        store
+            .status("billing")
+            .await
+            .expect("status")
+            .ledger_records,
+        3
+    );
     // Rows a run left staged (it ended before a merge) are folded in by the
     // next run's merge before its first lookup.
     assert!(!commit(vec![entry("d", 1)], false).await);
