@@ -27,7 +27,7 @@ pub(super) type StagedLine<'a> = (
 /// The first byte of a commit's rows packed by postcard. Commits staged JSON
 /// text before, and JSONB before that; a JSONB value's first byte never is
 /// this one (its low four bits name the value's type, and 15 names none).
-pub(super) const PACKED: u8 = 0x0f;
+const PACKED: u8 = 0x0f;
 
 /// A commit's ledger rows (each a [`StagedLine`]) as they are staged: postcard
 /// after [`PACKED`]. As JSON text, every string was checked for escapes as
