@@ -65,6 +65,16 @@ pub fn open(
             }
         }
         None => {
+            // SQLite creates a missing file, not its directory; the state
+            // store and the JSON Lines destination create theirs too.
+            if let Some(dir) = spec.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    SinkError::Database(format!(
+                        "{shown}: cannot create the directory {}: {e}",
+                        dir.display()
+                    ))
+                })?;
+            }
             let options = SqliteConnectOptions::from_str("sqlite://")
                 .map_err(|e| SinkError::Database(format!("{shown}: {e}")))?
                 .filename(&spec.path)

@@ -422,6 +422,38 @@ async fn sqlite_a_missing_table_is_fatal_when_not_created() {
     db.drop().await;
 }
 
+/// A file in a directory that is not there yet: the directory is created
+/// with it; one that cannot be is named in the error.
+#[tokio::test]
+async fn sqlite_a_file_s_missing_directory_is_created() {
+    let db = Db::sqlite("dir").await;
+    let Db::Sqlite(path) = &db else {
+        unreachable!()
+    };
+    let dir = path.with_file_name("out");
+    let nested = Db::Sqlite(dir.join("more").join("dest.db"));
+    let sink = nested.sink(columns(), "dir");
+    let a = record("a", json!({"name": "Ann", "amount": 1}));
+    sink.write(write(&a, 1), &Stop::never())
+        .await
+        .expect("written");
+    assert_eq!(held(sink.as_ref(), "a").await["name"], json!("Ann"));
+    drop(sink);
+    std::fs::write(path.with_file_name("plain"), b"").expect("a file");
+    let spec = SqliteSpec {
+        path: path.with_file_name("plain").join("dest.db"),
+        table: columns(),
+        shares_state: false,
+    };
+    match crate::sink::sqlite::open(&spec, RETRY, None) {
+        Err(e @ SinkError::Database(_)) => {
+            assert!(e.to_string().contains("cannot create the directory"), "{e}")
+        }
+        other => panic!("{other:?}"),
+    }
+    db.drop().await;
+}
+
 /// In a file of its own, `flush` (before a page's checkpoint commits) syncs
 /// the WAL the upserts committed in; a WAL it cannot sync stops the run (its
 /// rows may not be durable), naming the file.
