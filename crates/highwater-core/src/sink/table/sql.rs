@@ -113,17 +113,19 @@ impl Dialect {
             // each row over as SQLite's parsed JSONB, which the operators read
             // directly; `json_each` wrote it back out as text for each of them
             // to parse again, a sixth of the table's thread. `WHERE true` keeps
-            // SQLite from reading ON CONFLICT as a join's.
+            // SQLite from reading ON CONFLICT as a join's. A JSON null is SQL's
+            // NULL, as in PostgreSQL's JSONB columns: `->` gives it as the
+            // text `null` (a string "null" is `"null"`).
             Dialect::Sqlite => {
                 let values: Vec<String> = columns
                     .iter()
                     .map(|c| {
-                        let op = if c.kind == ColumnType::Json {
-                            "->"
+                        let path = literal(&format!("$.\"{}\"", c.name));
+                        if c.kind == ColumnType::Json {
+                            format!("NULLIF(r.value -> {path}, 'null')")
                         } else {
-                            "->>"
-                        };
-                        format!("r.value {op} {}", literal(&format!("$.\"{}\"", c.name)))
+                            format!("r.value ->> {path}")
+                        }
                     })
                     .collect();
                 format!(
@@ -234,7 +236,7 @@ mod tests {
         let mut spec = spec();
         spec.schema = None;
         let s = Dialect::Sqlite.statements(&spec);
-        expect![[r#"INSERT INTO "invoices" AS t ("external_id", "version", "amount", "customer") SELECT r.value ->> '$."external_id"', r.value ->> '$."version"', r.value ->> '$."amount"', r.value -> '$."customer"' FROM jsonb_each(?1) AS r WHERE true ON CONFLICT ("external_id") DO UPDATE SET "version" = excluded."version", "amount" = excluded."amount", "customer" = excluded."customer" WHERE t."version" <= excluded."version" RETURNING "external_id""#]].assert_eq(&s.upsert);
+        expect![[r#"INSERT INTO "invoices" AS t ("external_id", "version", "amount", "customer") SELECT r.value ->> '$."external_id"', r.value ->> '$."version"', r.value ->> '$."amount"', NULLIF(r.value -> '$."customer"', 'null') FROM jsonb_each(?1) AS r WHERE true ON CONFLICT ("external_id") DO UPDATE SET "version" = excluded."version", "amount" = excluded."amount", "customer" = excluded."customer" WHERE t."version" <= excluded."version" RETURNING "external_id""#]].assert_eq(&s.upsert);
         expect![[r#"SELECT json_object('external_id', "external_id", 'version', "version", 'amount', "amount", 'customer', json("customer")) FROM "invoices" WHERE "external_id" = ?1"#]].assert_eq(&s.read);
     }
 }

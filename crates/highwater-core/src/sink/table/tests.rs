@@ -101,6 +101,29 @@ impl Db {
         }
     }
 
+    /// The number the query `sql` answers.
+    async fn number(&self, sql: &str) -> i64 {
+        match self {
+            Db::Sqlite(path) => {
+                let pool = sqlx::SqlitePool::connect_with(
+                    sqlx::sqlite::SqliteConnectOptions::new().filename(path),
+                )
+                .await
+                .expect("sqlite");
+                let n = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                    .fetch_one(&pool)
+                    .await
+                    .expect(sql);
+                pool.close().await;
+                n
+            }
+            Db::Postgres { pool, .. } => sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                .fetch_one(pool)
+                .await
+                .expect(sql),
+        }
+    }
+
     /// `t` in this database's namespace.
     fn table(&self, name: &str) -> String {
         match self {
@@ -302,6 +325,43 @@ async fn upserts_compare_versions(db: Db) {
     db.drop().await;
 }
 
+/// A JSON null in a JSON column is SQL's NULL, in both databases; the
+/// string "null" is not.
+async fn a_json_null_is_sql_null(db: Db) {
+    let sink = db.sink(columns(), "nulls");
+    let stop = Stop::never();
+    let none = record("none", json!({"name": "A", "meta": null}));
+    let text = record("text", json!({"name": "B", "meta": "null"}));
+    let some = record("some", json!({"name": "C", "meta": {"k": null}}));
+    let results = sink
+        .write_batch(
+            vec![write(&none, 1), write(&text, 1), write(&some, 1)],
+            &stop,
+        )
+        .await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let table = db.table("contacts");
+    assert_eq!(
+        db.number(&format!(
+            "SELECT count(*) FROM {table} WHERE meta IS NULL AND external_id = 'none'"
+        ))
+        .await,
+        1
+    );
+    assert_eq!(
+        db.number(&format!("SELECT count(*) FROM {table} WHERE meta IS NULL"))
+            .await,
+        1
+    );
+    assert_eq!(held(sink.as_ref(), "none").await["meta"], Value::Null);
+    assert_eq!(held(sink.as_ref(), "text").await["meta"], json!("null"));
+    assert_eq!(
+        held(sink.as_ref(), "some").await["meta"],
+        json!({"k": null})
+    );
+    db.drop().await;
+}
+
 /// A CHECK constraint refuses one row of a batch: that row alone is
 /// refused, with the database's reason; the others are written.
 async fn a_refused_row_is_refused_alone(db: Db) {
@@ -396,6 +456,11 @@ async fn sqlite_upserts_compare_versions() {
 #[tokio::test]
 async fn sqlite_a_refused_row_is_refused_alone() {
     a_refused_row_is_refused_alone(Db::sqlite("refused").await).await;
+}
+
+#[tokio::test]
+async fn sqlite_a_json_null_is_sql_null() {
+    a_json_null_is_sql_null(Db::sqlite("nulls").await).await;
 }
 
 #[tokio::test]
@@ -504,6 +569,11 @@ async fn postgres_shared_a_new_field_adds_a_column_unless_evolve_is_off() {
 #[tokio::test]
 async fn postgres_upserts_compare_versions() {
     upserts_compare_versions(Db::postgres("upserts").await).await;
+}
+
+#[tokio::test]
+async fn postgres_a_json_null_is_sql_null() {
+    a_json_null_is_sql_null(Db::postgres("nulls").await).await;
 }
 
 #[tokio::test]
