@@ -122,3 +122,109 @@ async fn reconcile_finds_what_changed_behind_highwaters_back_and_repairs_it() {
         assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
     }
 }
+
+/// A database table is read back with its version column, which says which
+/// copy a row holds whatever the mapping writes, and a number comes back as
+/// the database keeps it (PostgreSQL's DOUBLE PRECISION gives `2` for the
+/// `2.0` it was sent): after a clean sync, SQLite and PostgreSQL alike
+/// reconcile clean, with no version mapped into the rows; a row whose
+/// version is set back behind highwater's back is stale.
+#[tokio::test(flavor = "multi_thread")]
+async fn reconcile_reads_a_table_s_version_column() {
+    let pg_url = std::env::var("HW_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let schema = format!("hw_reconcile_{}", std::process::id());
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&pg_url)
+        .await
+        .expect("PostgreSQL at HW_TEST_PG or 127.0.0.1:5432/test");
+    for sql in [
+        format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
+        format!("CREATE SCHEMA {schema}"),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&pool)
+            .await
+            .expect("schema");
+    }
+    for database in ["sqlite", "postgres"] {
+        let mut sim = SimConfig::new(53, 300);
+        sim.invalid_ratio = 0.0;
+        sim.poisoned_ratio = 0.0;
+        let setup = Setup::new(Style::Cursor, Mode::Put);
+        let world = World::start(&format!("reconcile-{database}"), sim, &setup).await;
+        let destination = match database {
+            "sqlite" => format!(
+                "[sync.destination]\ntype = \"sqlite\"\npath = \"{}\"\n",
+                world.dir.join("out").join("crm.db").display()
+            ),
+            _ => format!(
+                "[sync.destination]\ntype = \"postgres\"\nurl = \"{pg_url}\"\nschema = \"{schema}\"\n"
+            ),
+        };
+        let text = std::fs::read_to_string(&world.config).expect("read config");
+        let start = text.find("[sync.destination]").expect("destination table");
+        let end = text.find("[sync.retry]").expect("retry table");
+        let text = format!(
+            "{}{destination}table = \"contacts\"\nversion_column = \"row_version\"\n\n{}",
+            &text[..start],
+            &text[end..]
+        )
+        // No version in the rows; a whole number sent as a float.
+        .replace(
+            "currency = \"currency\"\nversion = \"version\"\n",
+            "currency = \"currency\"\n",
+        )
+        .replace(
+            "external_id = \"{id}\"\n",
+            "external_id = \"{id}\"\nconstants = { rate = 2.0 }\n",
+        )
+        .replace(
+            "amount_cents = \"integer\"\n",
+            "amount_cents = \"integer\"\nrate = \"number\"\n",
+        );
+        std::fs::write(&world.config, text).expect("write config");
+        let out = world.highwater(&["run", SYNC]).await;
+        assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+
+        let (code, clean) = reconcile(&world, &[]).await;
+        assert_eq!(code, Some(0), "{database}: {clean}");
+        assert_eq!(clean["checked"], 300, "{database}: {clean}");
+
+        let behind = world.sim.source_records()[7].id.clone();
+        let sql = format!("UPDATE contacts SET row_version = 0 WHERE external_id = '{behind}'");
+        match database {
+            "sqlite" => {
+                let options = sqlx::sqlite::SqliteConnectOptions::new()
+                    .filename(world.dir.join("out").join("crm.db"));
+                let db = sqlx::SqlitePool::connect_with(options)
+                    .await
+                    .expect("sqlite");
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .execute(&db)
+                    .await
+                    .expect("update");
+                db.close().await;
+            }
+            _ => {
+                sqlx::query(sqlx::AssertSqlSafe(
+                    sql.replace("UPDATE contacts", &format!("UPDATE {schema}.contacts")),
+                ))
+                .execute(&pool)
+                .await
+                .expect("update");
+            }
+        }
+        let (code, found) = reconcile(&world, &[]).await;
+        assert_eq!(code, Some(1), "{database}: {found}");
+        assert_eq!(ids(&found, "stale"), vec![behind], "{database}: {found}");
+        assert!(ids(&found, "drifted").is_empty(), "{database}: {found}");
+    }
+    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA IF EXISTS {schema} CASCADE"
+    )))
+    .execute(&pool)
+    .await;
+    pool.close().await;
+}

@@ -213,7 +213,7 @@ pub async fn reconcile(
             .read_back(&mapped.external_id, &stop)
             .await
             .map_err(FailureCause::Destination)?;
-        let object = match held {
+        let (object, held_version) = match held {
             Held::Nothing => {
                 report.missing.push(Mismatch {
                     source_id: id.clone(),
@@ -222,10 +222,13 @@ pub async fn reconcile(
                 });
                 continue;
             }
-            Held::Object { object, .. } => object,
+            Held::Object {
+                object, version, ..
+            } => (object, version),
         };
         let holds = compare.holds_at_least(
             &object,
+            held_version,
             record.version,
             record.updated_at(),
             Some(&mapped.payload),
@@ -279,7 +282,11 @@ fn differing_fields(payload: &Value, object: &Value) -> Vec<String> {
     match payload {
         Value::Object(fields) => fields
             .iter()
-            .filter(|(field, value)| object.get(field.as_str()) != Some(value))
+            .filter(|(field, value)| {
+                !object
+                    .get(field.as_str())
+                    .is_some_and(|held| super::settle::contains(held, value))
+            })
             .map(|(field, _)| field.clone())
             .collect(),
         _ => Vec::new(),

@@ -395,13 +395,19 @@ impl Compare {
 
     /// Whether `object` holds at least this version of the record (judged by
     /// `payload` when the object carries no version); `None` when it cannot tell.
+    /// `held` is the version number the destination keeps beside the object,
+    /// which decides where there is one.
     pub(super) fn holds_at_least(
         &self,
         object: &Value,
+        held: Option<i64>,
         version: Option<i64>,
         updated_at: Timestamp,
         payload: Option<&Value>,
     ) -> Option<bool> {
+        if let Some(held) = held {
+            return Some(held >= version.unwrap_or_else(|| updated_at.as_microsecond()));
+        }
         let stored = match self {
             Compare::Version(field) => field.get(object).and_then(|v| match v {
                 Value::Number(n) => n.as_i64(),
@@ -424,12 +430,24 @@ impl Compare {
     }
 }
 
-/// Whether `object` holds every field of `payload` with the same value.
-fn contains(object: &Value, payload: &Value) -> bool {
+/// Whether `object` holds every field of `payload` with the same value. A
+/// number is the same by its value: a database gives back `25` for the `25.0`
+/// it was sent into a DOUBLE PRECISION column.
+pub(super) fn contains(object: &Value, payload: &Value) -> bool {
     match (object, payload) {
         (Value::Object(have), Value::Object(want)) => want
             .iter()
             .all(|(key, value)| have.get(key).is_some_and(|v| contains(v, value))),
+        (Value::Array(have), Value::Array(want)) => {
+            have.len() == want.len() && have.iter().zip(want).all(|(h, w)| contains(h, w))
+        }
+        (Value::Number(have), Value::Number(want)) => match (have.as_i64(), want.as_i64()) {
+            (Some(have), Some(want)) => have == want,
+            _ => have.as_u64().zip(want.as_u64()).map_or_else(
+                || have.as_f64() == want.as_f64(),
+                |(have, want)| have == want,
+            ),
+        },
         _ => object == payload,
     }
 }
@@ -467,17 +485,19 @@ pub(super) async fn check_floor(
         Held::Nothing => FloorCheck::Unconfirmed(format!(
             "{version} was sent by an earlier attempt and never arrived: the destination has no such record"
         )),
-        Held::Object { dest_id, object } => {
-            match compare.holds_at_least(&object, floor.version, floor.updated_at, None) {
-                Some(true) => FloorCheck::Landed { dest_id },
-                Some(false) => FloorCheck::Unconfirmed(format!(
-                    "{version} was sent by an earlier attempt and never arrived: the destination holds an older one"
-                )),
-                None => FloorCheck::Unconfirmed(format!(
-                    "{version} was sent by an earlier attempt, and the destination's object does not say which version it holds (map the source's version into a field)"
-                )),
-            }
-        }
+        Held::Object {
+            dest_id,
+            object,
+            version: held,
+        } => match compare.holds_at_least(&object, held, floor.version, floor.updated_at, None) {
+            Some(true) => FloorCheck::Landed { dest_id },
+            Some(false) => FloorCheck::Unconfirmed(format!(
+                "{version} was sent by an earlier attempt and never arrived: the destination holds an older one"
+            )),
+            None => FloorCheck::Unconfirmed(format!(
+                "{version} was sent by an earlier attempt, and the destination's object does not say which version it holds (map the source's version into a field)"
+            )),
+        },
     })
 }
 
@@ -506,9 +526,14 @@ pub(super) async fn read_back(
             held: "nothing".into(),
             dest_id: None,
         },
-        Held::Object { dest_id, object } => {
+        Held::Object {
+            dest_id,
+            object,
+            version,
+        } => {
             let holds = compare.holds_at_least(
                 &object,
+                version,
                 readback.version,
                 readback.updated_at,
                 Some(&readback.payload),
@@ -516,11 +541,12 @@ pub(super) async fn read_back(
             if holds == Some(true) {
                 ReadBack::Holds
             } else {
-                let held = match compare {
-                    Compare::Version(field) | Compare::UpdatedAt(field, _) => field
+                let held = match (version, compare) {
+                    (Some(held), _) => format!("version number {held}"),
+                    (None, Compare::Version(field) | Compare::UpdatedAt(field, _)) => field
                         .get(&object)
                         .map_or_else(|| "an object without it".into(), Value::to_string),
-                    Compare::Payload => "another payload".into(),
+                    (None, Compare::Payload) => "another payload".into(),
                 };
                 ReadBack::Behind { held, dest_id }
             }
@@ -552,23 +578,26 @@ mod tests {
         let compare = Compare::Version(FieldPath::parse("meta.version"));
         let object = json!({"meta": {"version": 5}, "name": "a"});
         assert_eq!(
-            compare.holds_at_least(&object, Some(5), at(0), None),
+            compare.holds_at_least(&object, None, Some(5), at(0), None),
             Some(true)
         );
         assert_eq!(
-            compare.holds_at_least(&object, Some(6), at(0), None),
+            compare.holds_at_least(&object, None, Some(6), at(0), None),
             Some(false)
         );
         let text = json!({"meta": {"version": "7"}});
         assert_eq!(
-            compare.holds_at_least(&text, Some(6), at(0), None),
+            compare.holds_at_least(&text, None, Some(6), at(0), None),
             Some(true)
         );
         // Without it, only a payload can tell.
         let bare = json!({"name": "a"});
-        assert_eq!(compare.holds_at_least(&bare, Some(5), at(0), None), None);
         assert_eq!(
-            compare.holds_at_least(&bare, Some(5), at(0), Some(&json!({"name": "a"}))),
+            compare.holds_at_least(&bare, None, Some(5), at(0), None),
+            None
+        );
+        assert_eq!(
+            compare.holds_at_least(&bare, None, Some(5), at(0), Some(&json!({"name": "a"}))),
             Some(true)
         );
     }
@@ -578,13 +607,51 @@ mod tests {
         let compare = Compare::UpdatedAt(FieldPath::parse("changed"), TimeFormat::EpochSeconds);
         let object = json!({"changed": 100});
         assert_eq!(
-            compare.holds_at_least(&object, None, at(100), None),
+            compare.holds_at_least(&object, None, None, at(100), None),
             Some(true)
         );
         assert_eq!(
-            compare.holds_at_least(&object, None, at(101), None),
+            compare.holds_at_least(&object, None, None, at(101), None),
             Some(false)
         );
+    }
+
+    #[test]
+    fn a_version_number_kept_beside_the_object_decides() {
+        let compare = Compare::Payload;
+        let object = json!({"name": "a"});
+        let micros = at(100).as_microsecond();
+        assert_eq!(
+            compare.holds_at_least(&object, Some(micros), None, at(100), None),
+            Some(true)
+        );
+        assert_eq!(
+            compare.holds_at_least(&object, Some(micros), None, at(101), None),
+            Some(false)
+        );
+        assert_eq!(
+            compare.holds_at_least(&object, Some(7), Some(7), at(101), None),
+            Some(true)
+        );
+    }
+
+    #[test]
+    fn numbers_are_held_by_their_value() {
+        let payload = json!({"amount": 25.0, "n": [1, 2.5], "big": u64::MAX});
+        let object = json!({"amount": 25, "n": [1.0, 2.5], "big": u64::MAX});
+        assert!(contains(&object, &payload));
+        assert!(!contains(
+            &json!({"amount": 25.5, "n": [1, 2.5], "big": u64::MAX}),
+            &payload
+        ));
+        assert!(!contains(
+            &json!({"amount": 25, "n": [1, 2.5, 3], "big": u64::MAX}),
+            &payload
+        ));
+        assert!(!contains(
+            &json!({"amount": 25, "n": [1, 2.5], "big": 1}),
+            &payload
+        ));
     }
 
     #[test]
@@ -592,16 +659,16 @@ mod tests {
         let payload = json!({"a": 1, "b": {"c": [1, 2]}});
         let object = json!({"id": "ct_1", "a": 1, "b": {"c": [1, 2], "d": true}});
         assert_eq!(
-            Compare::Payload.holds_at_least(&object, None, at(0), Some(&payload)),
+            Compare::Payload.holds_at_least(&object, None, None, at(0), Some(&payload)),
             Some(true)
         );
         let behind = json!({"a": 1, "b": {"c": [1]}});
         assert_eq!(
-            Compare::Payload.holds_at_least(&behind, None, at(0), Some(&payload)),
+            Compare::Payload.holds_at_least(&behind, None, None, at(0), Some(&payload)),
             Some(false)
         );
         assert_eq!(
-            Compare::Payload.holds_at_least(&object, None, at(0), None),
+            Compare::Payload.holds_at_least(&object, None, None, at(0), None),
             None
         );
     }

@@ -110,6 +110,10 @@ pub enum Held {
     Object {
         dest_id: Option<String>,
         object: Value,
+        /// The version number the destination keeps beside the object, where
+        /// it keeps one (a table's version column: the source's version, or
+        /// `updated_at` in epoch microseconds, as [`Write::version_number`]).
+        version: Option<i64>,
     },
 }
 

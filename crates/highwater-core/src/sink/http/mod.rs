@@ -268,6 +268,7 @@ impl HttpSink {
             Some(object) => Held::Object {
                 dest_id: self.dest_id(&object),
                 object,
+                version: None,
             },
             None => Held::Nothing,
         })

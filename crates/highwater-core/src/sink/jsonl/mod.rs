@@ -346,6 +346,7 @@ impl JsonLinesSink {
         Ok(Held::Object {
             dest_id: Some(external_id.to_owned()),
             object,
+            version: None,
         })
     }
 

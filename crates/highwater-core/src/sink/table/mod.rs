@@ -476,6 +476,9 @@ impl<D: Database> Sink for TableSink<D> {
         })?;
         Ok(Held::Object {
             dest_id: Some(external_id.to_owned()),
+            version: object
+                .get(&self.spec.version_column)
+                .and_then(Value::as_i64),
             object,
         })
     }
