@@ -462,7 +462,8 @@ impl<D: Database> Sink for TableSink<D> {
         true
     }
 
-    /// The row as a JSON object, a JSON column's value as JSON.
+    /// The row as a JSON object, a JSON column's value as JSON; in the JSON
+    /// layout, the payload its column holds, as it was written.
     async fn read_back(&self, external_id: &str, stop: &Stop) -> Result<Held, SinkError> {
         self.prepare(stop).await?;
         let (row, _) = self
@@ -471,15 +472,21 @@ impl<D: Database> Sink for TableSink<D> {
         let Some(text) = row else {
             return Ok(Held::Nothing);
         };
-        let object: Value = serde_json::from_str(&text).map_err(|e| {
+        let mut row: Value = serde_json::from_str(&text).map_err(|e| {
             SinkError::Database(format!("{}: a row read back is not JSON: {e}", self.shown))
         })?;
+        let version = row.get(&self.spec.version_column).and_then(Value::as_i64);
+        let object = match &self.spec.layout {
+            Layout::Json { payload_column } => row
+                .get_mut(payload_column)
+                .map(Value::take)
+                .unwrap_or_default(),
+            Layout::Columns(_) => row,
+        };
         Ok(Held::Object {
             dest_id: Some(external_id.to_owned()),
-            version: object
-                .get(&self.spec.version_column)
-                .and_then(Value::as_i64),
             object,
+            version,
         })
     }
 

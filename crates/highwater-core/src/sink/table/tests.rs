@@ -362,6 +362,39 @@ async fn a_json_null_is_sql_null(db: Db) {
     db.drop().await;
 }
 
+/// The JSON layout: the payload in one column, read back as it was written;
+/// versions compared as in the columns layout.
+async fn the_json_layout_keeps_the_payload_whole(db: Db) {
+    let mut spec = columns();
+    spec.layout = Layout::Json {
+        payload_column: "doc".into(),
+    };
+    let sink = db.sink(spec, "json");
+    let stop = Stop::never();
+    let v2 = record(
+        "a",
+        json!({"name": "Ann", "n": 2.5, "tags": ["x"], "no": null}),
+    );
+    let v1 = record("a", json!({"name": "Old"}));
+    let results = sink.write_batch(vec![write(&v2, 2)], &stop).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let results = sink.write_batch(vec![write(&v1, 1)], &stop).await;
+    assert!(
+        matches!(results[0], Err(SinkError::Superseded)),
+        "{results:?}"
+    );
+    match sink.read_back("a", &stop).await.expect("read back") {
+        Held::Object {
+            object, version, ..
+        } => {
+            assert_eq!(object, v2.payload);
+            assert_eq!(version, Some(2));
+        }
+        Held::Nothing => panic!("nothing held"),
+    }
+    db.drop().await;
+}
+
 /// A CHECK constraint refuses one row of a batch: that row alone is
 /// refused, with the database's reason; the others are written.
 async fn a_refused_row_is_refused_alone(db: Db) {
@@ -456,6 +489,11 @@ async fn sqlite_upserts_compare_versions() {
 #[tokio::test]
 async fn sqlite_a_refused_row_is_refused_alone() {
     a_refused_row_is_refused_alone(Db::sqlite("refused").await).await;
+}
+
+#[tokio::test]
+async fn sqlite_the_json_layout_keeps_the_payload_whole() {
+    the_json_layout_keeps_the_payload_whole(Db::sqlite("json").await).await;
 }
 
 #[tokio::test]
@@ -569,6 +607,11 @@ async fn postgres_shared_a_new_field_adds_a_column_unless_evolve_is_off() {
 #[tokio::test]
 async fn postgres_upserts_compare_versions() {
     upserts_compare_versions(Db::postgres("upserts").await).await;
+}
+
+#[tokio::test]
+async fn postgres_the_json_layout_keeps_the_payload_whole() {
+    the_json_layout_keeps_the_payload_whole(Db::postgres("json").await).await;
 }
 
 #[tokio::test]
