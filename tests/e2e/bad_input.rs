@@ -138,6 +138,40 @@ async fn an_unreachable_host_stops_after_retries() {
     .await;
 }
 
+/// A PostgreSQL destination nothing answers at: the run stops after its
+/// attempts naming the connection's own error, not a pool's timeout, and
+/// keeps nothing it did not write.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_database_stops_after_retries_naming_the_cause() {
+    let mut setup = Setup::new(Style::Cursor, Mode::Put);
+    setup.max_attempts = 2;
+    let world = World::start("unreachable-db", SimConfig::new(31, 300), &setup).await;
+    let text = std::fs::read_to_string(&world.config).expect("read");
+    let start = text.find("[sync.destination]").expect("destination table");
+    let end = text.find("[sync.retry]").expect("retry table");
+    // Port 9 (discard) on loopback: nothing listens there.
+    let destination = "[sync.destination]\ntype = \"postgres\"\n\
+        url = \"postgres://postgres@127.0.0.1:9/test\"\n\
+        table = \"contacts\"\nversion_column = \"row_version\"\n\n";
+    std::fs::write(
+        &world.config,
+        format!("{}{destination}{}", &text[..start], &text[end..]),
+    )
+    .expect("write");
+    let out = world.highwater(&["run", SYNC]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let message = stderr(&out);
+    for part in [
+        "PostgreSQL 127.0.0.1:9/test table contacts",
+        "gave up after 2 attempts",
+        "Connection refused",
+        "fix the cause, then `highwater run invoices` resumes it",
+    ] {
+        assert!(message.contains(part), "expected {part:?} in:\n{message}");
+    }
+    assert!(!message.contains("pool timed out"), "{message}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_401_stops_with_a_clear_message() {
     let setup = Setup::new(Style::Cursor, Mode::Put);

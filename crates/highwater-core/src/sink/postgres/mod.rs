@@ -105,12 +105,41 @@ pub fn open(
         None => Connection::Own(
             PgPoolOptions::new()
                 .max_connections(spec.table.concurrency as u32 + 1)
-                .acquire_timeout(Duration::from_secs(30))
+                // A connection more than statements in flight: a statement
+                // waits on a connection being made, not on another
+                // statement. The pool tries again to connect to a server
+                // that refuses until this passes, and each attempt of a
+                // statement waits that long, so it is short.
+                .acquire_timeout(CONNECT_TIMEOUT)
                 .test_before_acquire(true)
                 .connect_lazy_with(options),
         ),
     };
     Ok(TableSink::new(Postgres { connection }, table, retry, shown))
+}
+
+/// How long a statement waits for a connection to be made.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the pool could not hand out a connection: its own error says only that
+/// it timed out, having tried again and again to connect; one connection made
+/// here, outside it, fails with the cause (a refused connection, a host not
+/// found, a password refused). Where that one connects, the timeout stands.
+async fn why_no_connection(pool: &PgPool) -> sqlx::Error {
+    let options = pool.connect_options();
+    match tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        <sqlx::PgConnection as sqlx::Connection>::connect_with(&*options),
+    )
+    .await
+    {
+        Ok(Err(e)) => e,
+        Ok(Ok(connection)) => {
+            let _ = sqlx::Connection::close(connection).await;
+            sqlx::Error::PoolTimedOut
+        }
+        Err(_) => sqlx::Error::PoolTimedOut,
+    }
 }
 
 /// Runs `$query.$method(connection)` on the destination's connection. In the
@@ -123,7 +152,11 @@ pub fn open(
 macro_rules! on_connection {
     ($db:expr, $query:expr, $method:ident) => {
         match &$db.connection {
-            Connection::Own(pool) => $query.$method(pool).await.map_err(failure),
+            Connection::Own(pool) => match $query.$method(pool).await {
+                Ok(value) => Ok(value),
+                Err(sqlx::Error::PoolTimedOut) => Err(failure(why_no_connection(pool).await)),
+                Err(e) => Err(failure(e)),
+            },
             Connection::Shared(shared) => {
                 let mut tx = shared
                     .writes
