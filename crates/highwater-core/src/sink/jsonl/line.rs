@@ -8,6 +8,7 @@ use std::fmt;
 
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::Value;
+use serde_json::error::Category;
 
 use crate::sink::WithField;
 
@@ -105,7 +106,20 @@ pub(super) fn record_id(line: &[u8], field: &str) -> Result<String, String> {
     let id = IdOf(field)
         .deserialize(&mut de)
         .and_then(|id| de.end().map(|()| id))
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| {
+            // serde_json places its error in the line as in a file of its own
+            // ("at line 1 column 2"): the caller says which line.
+            let shown = e.to_string();
+            let message = shown
+                .rsplit_once(" at line ")
+                .map_or(shown.as_str(), |(m, _)| m);
+            match e.classify() {
+                Category::Syntax | Category::Eof => {
+                    format!("not JSON ({message} at column {})", e.column())
+                }
+                Category::Data | Category::Io => message.to_owned(),
+            }
+        })?;
     id.ok_or_else(|| format!("no `{field}` string"))
 }
 

@@ -605,9 +605,16 @@ fn a_file_with_a_line_that_is_not_a_record_is_refused_with_its_line() {
     let (_dir, spec) = Dir::new("refused");
     std::fs::create_dir_all(spec.path.parent().expect("dir")).expect("dir");
     std::fs::write(&spec.path, "{\"external_id\":\"a\"}\n{\"id\":1}\n").expect("file");
-    let e = JsonLinesSink::open(spec).expect_err("refused");
+    let e = JsonLinesSink::open(spec.clone()).expect_err("refused");
     assert!(
         e.to_string().contains("line 2: no `external_id` string"),
+        "{e}"
+    );
+    std::fs::write(&spec.path, "{\"external_id\":\"a\"}\nnot json\n").expect("file");
+    let e = JsonLinesSink::open(spec).expect_err("refused");
+    assert!(
+        e.to_string()
+            .ends_with("line 2: not JSON (expected ident at column 2)"),
         "{e}"
     );
 }
