@@ -190,7 +190,7 @@ impl<D: Database> TableSink<D> {
                 let existing = match existing {
                     Some(columns) => columns,
                     None if self.spec.create_table => {
-                        self.ddl(stop, &self.statements.create).await?;
+                        self.create(stop).await?;
                         self.statement(stop, || self.db.columns(&self.spec))
                             .await?
                             .0
@@ -228,6 +228,31 @@ impl<D: Database> TableSink<D> {
             })
             .await
             .map(|_| ())
+    }
+
+    /// The table, and the schema it is named in where that is not there yet
+    /// (SQLSTATE 3F000): only then, since `CREATE SCHEMA IF NOT EXISTS` needs
+    /// the right to create schemas even where the schema is there.
+    async fn create(&self, stop: &Stop) -> Result<(), SinkError> {
+        let done = |result: Result<(), DbFailure>| match result {
+            Err(e) if e.already_exists => Ok(()),
+            other => other,
+        };
+        self.statement(stop, || async {
+            match self.db.execute(&self.statements.create).await {
+                Err(e) if e.code.as_deref() == Some("3F000") => {
+                    let Some(schema) = &self.statements.create_schema else {
+                        return Err(e);
+                    };
+                    done(self.db.execute(schema).await)?;
+                    tracing::info!(table = %self.shown, "schema created");
+                    done(self.db.execute(&self.statements.create).await)
+                }
+                other => done(other),
+            }
+        })
+        .await
+        .map(|_| ())
     }
 
     /// DDL that may race with another process's: losing is fine.

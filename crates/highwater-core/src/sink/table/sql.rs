@@ -23,6 +23,9 @@ pub struct SqlColumn {
 #[derive(Debug, Clone)]
 pub struct Statements {
     pub create: String,
+    /// The schema the table is named in, made when the table is created
+    /// and the schema is not there (PostgreSQL).
+    pub create_schema: Option<String>,
     pub upsert: String,
     pub delete: String,
     pub read: String,
@@ -165,8 +168,13 @@ impl Dialect {
                 )
             }
         };
+        let create_schema = match (self, &spec.schema) {
+            (Dialect::Postgres, Some(schema)) => Some(format!("CREATE SCHEMA {}", quote(schema))),
+            _ => None,
+        };
         Statements {
             create,
+            create_schema,
             upsert,
             delete,
             read,
@@ -227,6 +235,10 @@ mod tests {
     #[test]
     fn postgres_statements() {
         let s = Dialect::Postgres.statements(&spec());
+        assert_eq!(
+            s.create_schema.as_deref(),
+            Some(r#"CREATE SCHEMA "billing""#)
+        );
         expect![[r#"CREATE TABLE IF NOT EXISTS "billing"."invoices" ("external_id" TEXT PRIMARY KEY NOT NULL, "version" BIGINT NOT NULL, "amount" BIGINT, "customer" JSONB)"#]].assert_eq(&s.create);
         expect![[r#"INSERT INTO "billing"."invoices" AS t ("external_id", "version", "amount", "customer") SELECT "external_id", "version", "amount", "customer" FROM jsonb_to_recordset($1::jsonb) AS r("external_id" TEXT, "version" BIGINT, "amount" BIGINT, "customer" JSONB) ON CONFLICT ("external_id") DO UPDATE SET "version" = excluded."version", "amount" = excluded."amount", "customer" = excluded."customer" WHERE t."version" <= excluded."version" RETURNING "external_id""#]].assert_eq(&s.upsert);
     }

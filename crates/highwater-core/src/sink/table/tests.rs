@@ -619,6 +619,41 @@ async fn postgres_a_json_null_is_sql_null() {
     a_json_null_is_sql_null(Db::postgres("nulls").await).await;
 }
 
+/// A schema named in the config and not there yet is made with the table.
+#[tokio::test]
+async fn postgres_a_missing_schema_is_made_with_the_table() {
+    let db = Db::postgres("schema").await;
+    let Db::Postgres { schema, pool, .. } = &db else {
+        unreachable!()
+    };
+    let fresh = format!("{schema}_new");
+    let sink = crate::sink::postgres::open(
+        &PostgresSpec {
+            url: crate::secret::Secret::new(pg_url()),
+            table: TableSpec {
+                schema: Some(fresh.clone()),
+                ..columns()
+            },
+            shares_state: false,
+        },
+        "schema",
+        RETRY,
+        None,
+    )
+    .expect("open");
+    let a = record("a", json!({"name": "Ann", "amount": 1}));
+    sink.write(write(&a, 1), &Stop::never())
+        .await
+        .expect("written");
+    assert_eq!(held(&sink, "a").await["name"], json!("Ann"));
+    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA IF EXISTS {fresh} CASCADE"
+    )))
+    .execute(pool)
+    .await;
+    db.drop().await;
+}
+
 #[tokio::test]
 async fn postgres_a_refused_row_is_refused_alone() {
     a_refused_row_is_refused_alone(Db::postgres("refused").await).await;
