@@ -1,6 +1,7 @@
 //! `highwater init`: writes a commented `highwater.toml` for one sync, from the
-//! source and destination URLs and the write mode — asked for on a terminal, taken
-//! from flags elsewhere (missing ones are bad input, nothing asked). The file
+//! source URL and the destination — an API (with its write mode), a PostgreSQL
+//! or SQLite table, or a JSON Lines file — asked for on a terminal, taken from
+//! flags elsewhere (missing ones are bad input, nothing asked). The file
 //! passes `validate` as written; its comments say what to adjust, and `probe`
 //! checks it against the source. An existing file is kept unless `--force`.
 
@@ -33,10 +34,12 @@ pub struct InitArgs {
     /// The path that lists the records.
     #[arg(long, default_value = "/v1/records")]
     source_path: String,
-    /// The destination API's base URL, e.g. https://crm.example.com.
+    /// The destination: an API's base URL (https://crm.example.com), a
+    /// PostgreSQL URL (postgres://user@host/db), a SQLite file
+    /// (sqlite:out/crm.db) or a JSON Lines file (out/records.jsonl).
     #[arg(long)]
     destination_url: Option<String>,
-    /// How records are written.
+    /// How records are written to an API destination.
     #[arg(long, value_enum)]
     mode: Option<Mode>,
     /// Overwrite an existing file.
@@ -61,22 +64,27 @@ pub fn init(path: &Path, args: InitArgs) -> Result<Exit, CliError> {
     let destination = value(
         args.destination_url,
         terminal,
-        "destination API base URL",
+        "destination (an API's base URL, postgres://…, sqlite:FILE or FILE.jsonl)",
         "--destination-url",
     )?;
     let source = url(&source, "--source-url")?;
-    let destination = url(&destination, "--destination-url")?;
-    let mode = match args.mode {
-        Some(mode) => mode,
-        None if terminal => {
-            let answer = ask("write mode (put, post or lookup)")?;
-            Mode::from_str(answer.trim(), true).map_err(|_| {
-                CliError::Usage(format!(
-                    "write mode: expected put, post or lookup, got {answer:?}"
-                ))
-            })?
+    let destination = match Destination::parse(&destination)? {
+        Destination::Api(url, None) => {
+            let mode = match args.mode {
+                Some(mode) => mode,
+                None if terminal => {
+                    let answer = ask("write mode (put, post or lookup)")?;
+                    Mode::from_str(answer.trim(), true).map_err(|_| {
+                        CliError::Usage(format!(
+                            "write mode: expected put, post or lookup, got {answer:?}"
+                        ))
+                    })?
+                }
+                None => return Err(missing("--mode")),
+            };
+            Destination::Api(url, Some(mode))
         }
-        None => return Err(missing("--mode")),
+        other => other,
     };
     if !valid_name(&args.name) {
         return Err(CliError::Usage(format!(
@@ -84,19 +92,147 @@ pub fn init(path: &Path, args: InitArgs) -> Result<Exit, CliError> {
             args.name
         )));
     }
-    let text = config(&args.name, &source, &args.source_path, &destination, mode);
+    let text = config(&args.name, &source, &args.source_path, &destination);
     std::fs::write(path, text)
         .map_err(|e| CliError::Failed(format!("cannot write {}: {e}", path.display())))?;
     print(format_args!(
-        "wrote {}: sync {:?}, {} mode\nnext: set the tokens it names in the environment, `highwater probe {}` to check it against the source, then `highwater run {}`",
+        "wrote {}: sync {:?}, {}\nnext: set the secrets it names in the environment, `highwater probe {}` to check it against the source, then `highwater run {}`",
         path.display(),
         args.name,
-        mode.to_possible_value()
-            .map_or_else(|| "?".to_owned(), |v| v.get_name().to_owned()),
+        destination.kind(),
         args.name,
         args.name,
     ))?;
     Ok(Exit::Complete)
+}
+
+/// Where the sync writes, as `--destination-url` names it.
+enum Destination {
+    /// An API's base URL and its write mode (asked for after the URL).
+    Api(String, Option<Mode>),
+    /// A PostgreSQL URL.
+    Postgres(Url),
+    /// A SQLite file, as given after `sqlite:`.
+    Sqlite(String),
+    /// A JSON Lines file.
+    JsonLines(String),
+}
+
+impl Destination {
+    fn parse(text: &str) -> Result<Destination, CliError> {
+        if let Some(path) = text.strip_prefix("sqlite:") {
+            let path = path.trim_start_matches("//");
+            return match path.is_empty() {
+                true => Err(CliError::Usage(
+                    "--destination-url \"sqlite:\": name the file, like sqlite:out/crm.db".into(),
+                )),
+                false => Ok(Destination::Sqlite(path.to_owned())),
+            };
+        }
+        if text.ends_with(".jsonl") && !text.contains("://") {
+            return Ok(Destination::JsonLines(text.to_owned()));
+        }
+        match Url::parse(text) {
+            Ok(url) if matches!(url.scheme(), "postgres" | "postgresql") => {
+                Ok(Destination::Postgres(url))
+            }
+            _ => url(text, "--destination-url")
+                .map(|url| Destination::Api(url, None))
+                .map_err(|_| {
+                    CliError::Usage(format!(
+                        "--destination-url {text:?}: expected an API's http(s) URL like https://crm.example.com, a postgres:// URL, sqlite:FILE or FILE.jsonl"
+                    ))
+                }),
+        }
+    }
+
+    fn kind(&self) -> String {
+        match self {
+            Destination::Api(_, mode) => format!(
+                "{} mode",
+                mode.and_then(|m| m.to_possible_value())
+                    .map_or_else(|| "?".to_owned(), |v| v.get_name().to_owned())
+            ),
+            Destination::Postgres(_) => "a PostgreSQL table".into(),
+            Destination::Sqlite(_) => "a SQLite table".into(),
+            Destination::JsonLines(_) => "a JSON Lines file".into(),
+        }
+    }
+
+    /// The `[sync.destination]` table, its password (if the URL holds one)
+    /// replaced by an environment variable named after `token`.
+    fn table(&self, name: &str, token: &str) -> String {
+        // A table's name is letters, digits and `_`; a sync's may hold `-`.
+        let mut table = name.replace('-', "_");
+        if table.starts_with(|c: char| c.is_ascii_digit()) {
+            table.insert_str(0, "sync_");
+        }
+        let table = format!(
+            r#"# the table, created when missing with a column per mapped field
+table = "{table}"
+# key_column = "external_id"          # holds the mapping's external id
+# version_column = "version"          # the record's version (else updated_at in µs)"#
+        );
+        match self {
+            Destination::Api(url, mode) => {
+                let mode = match mode.unwrap_or(Mode::Put) {
+                    Mode::Put => {
+                        r#"mode = "put"                          # PUT each record where its external id names it
+path = "/v1/records/{external_id}"
+# read_path = "/v1/records/{external_id}"  # lets highwater read a record back (dry runs, late writes)"#
+                    }
+                    Mode::Post => {
+                        r#"mode = "post"                         # POST each record to an upsert endpoint (sent with an Idempotency-Key)
+path = "/v1/records/upsert"
+external_id_field = "external_id"     # the field of a destination object that holds the external id"#
+                    }
+                    Mode::Lookup => {
+                        r#"mode = "lookup"                       # find each record by external id, then create or update it
+lookup_path = "/v1/records"
+lookup_param = "external_id"
+create_path = "/v1/records"
+update_path = "/v1/records/{dest_id}"
+external_id_field = "external_id"     # the field of a destination object that holds the external id"#
+                    }
+                };
+                format!(
+                    r#"type = "http"
+base_url = "{url}"
+{mode}
+auth = {{ type = "bearer", token = "${{{token}_DESTINATION_TOKEN}}" }}
+concurrency = 4"#
+                )
+            }
+            Destination::Postgres(url) => {
+                let mut shown = url.to_string();
+                if let Some(password) = url.password() {
+                    shown = shown.replacen(
+                        &format!(":{password}@"),
+                        &format!(":${{{token}_DATABASE_PASSWORD}}@"),
+                        1,
+                    );
+                }
+                format!(
+                    r#"type = "postgres"
+# a password as ${{VARIABLE}}: secrets come from the environment
+url = "{shown}"
+# schema = "public"                   # made with the table when missing
+{table}"#
+                )
+            }
+            Destination::Sqlite(path) => format!(
+                r#"type = "sqlite"
+# the database file, relative to this file
+path = "{path}"
+{table}"#
+            ),
+            Destination::JsonLines(path) => format!(
+                r#"type = "jsonl"
+# one record per line, by external id; relative to this file
+file = "{path}""#
+            ),
+        }
+    }
 }
 
 fn missing(flag: &str) -> CliError {
@@ -148,28 +284,9 @@ fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
-fn config(name: &str, source: &str, source_path: &str, destination: &str, mode: Mode) -> String {
+fn config(name: &str, source: &str, source_path: &str, destination: &Destination) -> String {
     let token = name.to_ascii_uppercase().replace('-', "_");
-    let destination_mode = match mode {
-        Mode::Put => {
-            r#"mode = "put"                          # PUT each record where its external id names it
-path = "/v1/records/{external_id}"
-# read_path = "/v1/records/{external_id}"  # lets highwater read a record back (dry runs, late writes)"#
-        }
-        Mode::Post => {
-            r#"mode = "post"                         # POST each record to an upsert endpoint (sent with an Idempotency-Key)
-path = "/v1/records/upsert"
-external_id_field = "external_id"     # the field of a destination object that holds the external id"#
-        }
-        Mode::Lookup => {
-            r#"mode = "lookup"                       # find each record by external id, then create or update it
-lookup_path = "/v1/records"
-lookup_param = "external_id"
-create_path = "/v1/records"
-update_path = "/v1/records/{dest_id}"
-external_id_field = "external_id"     # the field of a destination object that holds the external id"#
-        }
-    };
+    let destination = destination.table(name, &token);
     format!(
         r#"# highwater: one source stream → mapping → one destination, checkpointed.
 # `highwater validate` checks this file; `highwater probe {name}` reads the
@@ -205,11 +322,7 @@ fields = {{ name = "name", email = "email" }}   # destination field = source fie
 # required = {{ email = "string" }}     # records without them are dead-lettered, not written
 
 [sync.destination]
-type = "http"
-base_url = "{destination}"
-{destination_mode}
-auth = {{ type = "bearer", token = "${{{token}_DESTINATION_TOKEN}}" }}
-concurrency = 4
+{destination}
 
 [sync.budgets]
 max_runtime = "30m"

@@ -353,6 +353,43 @@ async fn init_writes_a_config_that_validates_and_probes() {
         let out = crate::util::finish(&mut highwater(vec!["validate".into()])).await;
         assert_eq!(out.status.code(), Some(0), "{mode}: {}", describe(&out));
     }
+    // A table or a file as the destination: no mode to ask for; the JSON
+    // Lines one runs against the simulator as written.
+    let pg = std::env::var("HW_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    for destination in [pg.as_str(), "sqlite:out/crm.db", "out/records.jsonl"] {
+        let mut args = init("put", &["--force"]);
+        args[6] = destination.into();
+        args.truncate(7);
+        args.push("--force".into());
+        let out = crate::util::finish(&mut highwater(args)).await;
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{destination}: {}",
+            describe(&out)
+        );
+        let out = crate::util::finish(&mut highwater(vec!["validate".into()])).await;
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{destination}: {}",
+            describe(&out)
+        );
+    }
+    let out = crate::util::finish(&mut highwater(vec!["run".into(), "my_sync".into()])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let lines = std::fs::read_to_string(dir.join("out").join("records.jsonl"))
+        .expect("the JSON Lines file")
+        .lines()
+        .count();
+    assert!(lines > 250, "{lines} lines");
+    let mut bad = init("put", &["--force"]);
+    bad[6] = "ftp://files.example.com".into();
+    let out = crate::util::finish(&mut highwater(bad)).await;
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert!(stderr(&out).contains("sqlite:FILE"), "{}", describe(&out));
+
     // An existing file is kept.
     let before = std::fs::read_to_string(&config).expect("config");
     let out = crate::util::finish(&mut highwater(init("put", &[]))).await;
