@@ -355,8 +355,7 @@ async fn init_writes_a_config_that_validates_and_probes() {
     }
     // A table or a file as the destination: no mode to ask for; the JSON
     // Lines one runs against the simulator as written.
-    let pg = std::env::var("HW_TEST_PG")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let pg = crate::util::postgres_url();
     for destination in [pg.as_str(), "sqlite:out/crm.db", "out/records.jsonl"] {
         let mut args = init("put", &["--force"]);
         args[6] = destination.into();

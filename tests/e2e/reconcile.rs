@@ -131,23 +131,8 @@ async fn reconcile_finds_what_changed_behind_highwaters_back_and_repairs_it() {
 /// version is set back behind highwater's back is stale.
 #[tokio::test(flavor = "multi_thread")]
 async fn reconcile_reads_a_table_s_version_column() {
-    let pg_url = std::env::var("HW_TEST_PG")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
-    let schema = format!("hw_reconcile_{}", std::process::id());
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&pg_url)
-        .await
-        .expect("PostgreSQL at HW_TEST_PG or 127.0.0.1:5432/test");
-    for sql in [
-        format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
-        format!("CREATE SCHEMA {schema}"),
-    ] {
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .execute(&pool)
-            .await
-            .expect("schema");
-    }
+    let pg_url = crate::util::postgres_url();
+    let (schema, pool) = crate::util::tables_schema("reconcile").await;
     for database in ["sqlite", "postgres"] {
         let mut sim = SimConfig::new(53, 300);
         sim.invalid_ratio = 0.0;

@@ -30,11 +30,6 @@ const KILLS: usize = 6;
 const CONNECTION_KILLS: u64 = 3;
 const SHARED_CONNECTION_KILLS: u64 = 6;
 
-fn pg_url() -> String {
-    std::env::var("HW_TEST_PG")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-}
-
 /// The destination table of one test.
 enum Table {
     /// A file in the test's directory, by name: `state.db` is the state
@@ -51,21 +46,7 @@ enum Table {
 
 impl Table {
     async fn postgres(test: &str) -> Table {
-        let schema = format!("hw_{test}_{}", std::process::id());
-        let pool = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(2)
-            .connect(&pg_url())
-            .await
-            .expect("PostgreSQL at HW_TEST_PG or 127.0.0.1:5432/test");
-        for sql in [
-            format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
-            format!("CREATE SCHEMA {schema}"),
-        ] {
-            sqlx::query(sqlx::AssertSqlSafe(sql))
-                .execute(&pool)
-                .await
-                .expect("schema");
-        }
+        let (schema, pool) = crate::util::tables_schema(test).await;
         Table::Postgres {
             schema,
             pool,
@@ -128,8 +109,12 @@ impl Table {
             // are the ones its killer terminates.
             Table::Postgres { schema, .. } => format!(
                 "[sync.destination]\ntype = \"postgres\"\nurl = \"{}{}application_name={schema}\"\nschema = \"{schema}\"\n{shared}\n",
-                pg_url(),
-                if pg_url().contains('?') { '&' } else { '?' },
+                crate::util::postgres_url(),
+                if crate::util::postgres_url().contains('?') {
+                    '&'
+                } else {
+                    '?'
+                },
             ),
         }
     }
@@ -228,7 +213,7 @@ fn connection_killer(
     killed: Arc<AtomicU64>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let Ok(pool) = sqlx::PgPool::connect(&pg_url()).await else {
+        let Ok(pool) = sqlx::PgPool::connect(&crate::util::postgres_url()).await else {
             return;
         };
         let mut rng = fastrand::Rng::with_seed(seed ^ 0x5eed);

@@ -46,6 +46,27 @@ pub fn postgres_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
 }
 
+/// A fresh PostgreSQL schema for one test's tables (`hw_<test>_<pid>`), and
+/// a pool on its database.
+pub async fn tables_schema(test: &str) -> (String, sqlx::PgPool) {
+    let schema = format!("hw_{test}_{}", std::process::id());
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&postgres_url())
+        .await
+        .expect("PostgreSQL at HW_TEST_PG or 127.0.0.1:5432/test");
+    for sql in [
+        format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
+        format!("CREATE SCHEMA {schema}"),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&pool)
+            .await
+            .expect("schema");
+    }
+    (schema, pool)
+}
+
 /// The schema of a test's PostgreSQL state store: one per test, named from
 /// its directory without the process id, so that a later run of the suite
 /// starts it afresh.
