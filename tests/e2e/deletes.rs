@@ -234,6 +234,7 @@ async fn soft_deleted_records_are_deleted_and_never_brought_back_by_an_older_cop
     sim.poisoned_ratio = 0.0;
     let mut setup = Setup::new(Style::Offset, Mode::Put);
     setup.deletes = soft_delete_marker(Mode::Put);
+    setup.dest_extra = "read_path = \"/v1/contacts/by-external-id/{external_id}\"".into();
     let world = World::start("deletes-soft", sim, &setup).await;
     world.run_to_completion().await;
     let soft = pick(&world, 25);
@@ -257,6 +258,11 @@ async fn soft_deleted_records_are_deleted_and_never_brought_back_by_an_older_cop
     let left: Vec<&String> = soft.iter().filter(|id| held.contains(*id)).collect();
     assert!(left.is_empty(), "soft-deleted, still there: {left:?}");
     world.assert_exact().await;
+    // Reconciled, a record marked deleted is not missing from the destination.
+    let out = world
+        .highwater(&["reconcile", SYNC, "--sample", "all", "--json"])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
 
     // A lagging replica serves every record's previous version: the copies
     // from before the deletion are stale, and none is written again.

@@ -142,6 +142,11 @@ pub async fn reconcile(
             }
         }
     }
+    // A record the source marks deleted is not live: its deletion leaves a
+    // tombstone in the ledger, and a ledger row still live for it is extra.
+    if let Some(deletes) = &spec.deletes {
+        live.retain(|_, record| !deletes.feed.marks(&record.body));
+    }
     let mut report = ReconcileReport {
         window,
         source_records: live.len() as u64,
