@@ -277,21 +277,7 @@ impl HttpSink {
                 Item::Unanswered
             };
         };
-        let status = spec.status_field.as_ref().and_then(|f| match f.get(item)? {
-            Value::Number(n) => n.as_u64().and_then(|n| u16::try_from(n).ok()),
-            Value::String(s) => s.trim().parse().ok(),
-            _ => None,
-        });
-        let error = spec
-            .error_field
-            .as_ref()
-            .and_then(|f| f.get(item))
-            .filter(|e| !e.is_null())
-            .map(|e| match e {
-                Value::String(s) => s.clone(),
-                e => e.to_string(),
-            });
-        match (status, error) {
+        match status_and_error(spec, item) {
             (Some(status), error) if !(200..300).contains(&status) => {
                 let reason = error.unwrap_or_else(|| item.to_string());
                 match classify(Outcome::Status(status)) {
@@ -323,10 +309,88 @@ impl HttpSink {
     }
 }
 
+/// An item result's status and error, where `spec` says they are. A status
+/// is a number, a number in a string, or a boolean (`"success": true`: 200,
+/// false: 422); an error that is null or empty (`""`, `[]`, `{}`, from an
+/// API that sends the field with every result) is none.
+fn status_and_error(spec: &BatchSpec, item: &Value) -> (Option<u16>, Option<String>) {
+    let status = spec.status_field.as_ref().and_then(|f| match f.get(item)? {
+        Value::Number(n) => n.as_u64().and_then(|n| u16::try_from(n).ok()),
+        Value::String(s) => s.trim().parse().ok(),
+        Value::Bool(true) => Some(200),
+        Value::Bool(false) => Some(422),
+        _ => None,
+    });
+    let error = spec
+        .error_field
+        .as_ref()
+        .and_then(|f| f.get(item))
+        .filter(|e| match e {
+            Value::Null => false,
+            Value::String(s) => !s.trim().is_empty(),
+            Value::Array(a) => !a.is_empty(),
+            Value::Object(o) => !o.is_empty(),
+            Value::Bool(_) | Value::Number(_) => true,
+        })
+        .map(|e| match e {
+            Value::String(s) => s.clone(),
+            e => e.to_string(),
+        });
+    (status, error)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn an_item_s_status_may_be_a_boolean_and_an_empty_error_is_none() {
+        let spec = |status: &str, error: &str| BatchSpec {
+            path: crate::config::UriTemplate("/batch".into()),
+            method: reqwest::Method::POST,
+            size: 10,
+            field: None,
+            results_path: None,
+            id_field: None,
+            status_field: Some(crate::record::FieldPath::parse(status)),
+            error_field: Some(crate::record::FieldPath::parse(error)),
+            upsert: true,
+        };
+        let salesforce = spec("success", "errors");
+        let written = serde_json::json!({"id": "003x", "success": true, "errors": []});
+        assert_eq!(status_and_error(&salesforce, &written), (Some(200), None));
+        let refused = serde_json::json!({"success": false, "errors": [{"message": "bad email"}]});
+        assert_eq!(
+            status_and_error(&salesforce, &refused),
+            (Some(422), Some(r#"[{"message":"bad email"}]"#.into()))
+        );
+        let coded = spec("status", "error");
+        for (item, wanted) in [
+            (
+                serde_json::json!({"status": "201", "error": ""}),
+                (Some(201), None),
+            ),
+            (
+                serde_json::json!({"status": 200, "error": {}}),
+                (Some(200), None),
+            ),
+            (
+                serde_json::json!({"status": 429, "error": null}),
+                (Some(429), None),
+            ),
+            (
+                serde_json::json!({"status": 400, "error": "no"}),
+                (Some(400), Some("no".into())),
+            ),
+            (
+                serde_json::json!({"error": "gone"}),
+                (None, Some("gone".into())),
+            ),
+        ] {
+            assert_eq!(status_and_error(&coded, &item), wanted, "{item}");
+        }
+    }
 
     /// What the endpoint does with one batch, as the test scripts it.
     #[derive(Debug, Clone)]

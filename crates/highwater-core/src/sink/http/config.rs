@@ -158,11 +158,12 @@ pub struct BatchSpec {
     /// An item result's external id, to match it to its record; items are
     /// matched by position when absent.
     pub id_field: Option<FieldPath>,
-    /// An item result's status: 2xx written, 408/425/429/5xx failed for now
-    /// (sent again), any other refused (dead-lettered alone).
+    /// An item result's status: 2xx (or `true`) written, 408/425/429/5xx
+    /// failed for now (sent again), any other (or `false`) refused
+    /// (dead-lettered alone).
     pub status_field: Option<FieldPath>,
-    /// An item result holding this field (not null) was refused, with this
-    /// reason.
+    /// An item result holding this field (not null, not empty) was refused,
+    /// with this reason.
     pub error_field: Option<FieldPath>,
     /// The endpoint upserts by external id: a batch without a clear answer may
     /// be sent again. Otherwise the run stops, naming the batch.
