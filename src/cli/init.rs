@@ -68,24 +68,19 @@ pub fn init(path: &Path, args: InitArgs) -> Result<Exit, CliError> {
         "--destination-url",
     )?;
     let source = url(&source, "--source-url")?;
-    let destination = match Destination::parse(&destination)? {
-        Destination::Api(url, None) => {
-            let mode = match args.mode {
-                Some(mode) => mode,
-                None if terminal => {
-                    let answer = ask("write mode (put, post or lookup)")?;
-                    Mode::from_str(answer.trim(), true).map_err(|_| {
-                        CliError::Usage(format!(
-                            "write mode: expected put, post or lookup, got {answer:?}"
-                        ))
-                    })?
-                }
-                None => return Err(missing("--mode")),
-            };
-            Destination::Api(url, Some(mode))
+    // The write mode is asked for only once the destination is an API.
+    let destination = Destination::parse(&destination, || match args.mode {
+        Some(mode) => Ok(mode),
+        None if terminal => {
+            let answer = ask("write mode (put, post or lookup)")?;
+            Mode::from_str(answer.trim(), true).map_err(|_| {
+                CliError::Usage(format!(
+                    "write mode: expected put, post or lookup, got {answer:?}"
+                ))
+            })
         }
-        other => other,
-    };
+        None => Err(missing("--mode")),
+    })?;
     if !valid_name(&args.name) {
         return Err(CliError::Usage(format!(
             "--name {:?}: use letters, digits, '_' and '-'",
@@ -108,8 +103,8 @@ pub fn init(path: &Path, args: InitArgs) -> Result<Exit, CliError> {
 
 /// Where the sync writes, as `--destination-url` names it.
 enum Destination {
-    /// An API's base URL and its write mode (asked for after the URL).
-    Api(String, Option<Mode>),
+    /// An API's base URL and its write mode.
+    Api(String, Mode),
     /// A PostgreSQL URL.
     Postgres(Url),
     /// A SQLite file, as given after `sqlite:`.
@@ -119,7 +114,11 @@ enum Destination {
 }
 
 impl Destination {
-    fn parse(text: &str) -> Result<Destination, CliError> {
+    /// The destination `text` names; `mode` gives the write mode of an API.
+    fn parse(
+        text: &str,
+        mode: impl FnOnce() -> Result<Mode, CliError>,
+    ) -> Result<Destination, CliError> {
         if let Some(path) = text.strip_prefix("sqlite:") {
             let path = path.trim_start_matches("//");
             return match path.is_empty() {
@@ -136,13 +135,14 @@ impl Destination {
             Ok(url) if matches!(url.scheme(), "postgres" | "postgresql") => {
                 Ok(Destination::Postgres(url))
             }
-            _ => url(text, "--destination-url")
-                .map(|url| Destination::Api(url, None))
-                .map_err(|_| {
+            _ => {
+                let url = url(text, "--destination-url").map_err(|_| {
                     CliError::Usage(format!(
                         "--destination-url {text:?}: expected an API's http(s) URL like https://crm.example.com, a postgres:// URL, sqlite:FILE or FILE.jsonl"
                     ))
-                }),
+                })?;
+                Ok(Destination::Api(url, mode()?))
+            }
         }
     }
 
@@ -150,7 +150,7 @@ impl Destination {
         match self {
             Destination::Api(_, mode) => format!(
                 "{} mode",
-                mode.and_then(|m| m.to_possible_value())
+                mode.to_possible_value()
                     .map_or_else(|| "?".to_owned(), |v| v.get_name().to_owned())
             ),
             Destination::Postgres(_) => "a PostgreSQL table".into(),
@@ -175,7 +175,7 @@ table = "{table}"
         );
         match self {
             Destination::Api(url, mode) => {
-                let mode = match mode.unwrap_or(Mode::Put) {
+                let mode = match mode {
                     Mode::Put => {
                         r#"mode = "put"                          # PUT each record where its external id names it
 path = "/v1/records/{external_id}"
