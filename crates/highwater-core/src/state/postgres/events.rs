@@ -1,4 +1,5 @@
-//! Record events in PostgreSQL, one row of JSONB per commit.
+//! Record events in PostgreSQL, one row of JSON text per commit, parsed only
+//! when read.
 
 use super::*;
 
@@ -19,7 +20,7 @@ pub(super) async fn append(
     // commits of the same microsecond from taking the same `seq`.
     sqlx::query(
         "INSERT INTO record_events (sync, at, run_id, seq, events)
-         SELECT $1, $2, $3, COALESCE(MAX(seq), 0) + 1, $4::jsonb
+         SELECT $1, $2, $3, COALESCE(MAX(seq), 0) + 1, $4
          FROM record_events WHERE sync = $1 AND at = $2 AND run_id = $3",
     )
     .bind(sync)
@@ -41,7 +42,7 @@ impl PgStore {
         let rows = sqlx::query(
             "SELECT r.run_id, r.at, e.value::text AS event
              FROM record_events AS r,
-                  jsonb_array_elements(r.events) WITH ORDINALITY AS e (value, key)
+                  json_array_elements(r.events::json) WITH ORDINALITY AS e (value, key)
              WHERE r.sync = $1 AND e.value ->> 0 = $2
              ORDER BY r.at, r.seq, e.key",
         )
