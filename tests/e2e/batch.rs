@@ -47,6 +47,43 @@ async fn items_are_answered_alone_refused_ones_dead_lettered_and_failed_ones_sen
     );
 }
 
+/// An answer that lists the items not written apart from its results, in
+/// another order (HubSpot's batch endpoints): each error is matched by the
+/// ids it names, refused ones dead-lettered with its message, failed ones
+/// sent again.
+#[tokio::test(flavor = "multi_thread")]
+async fn errors_listed_apart_from_the_results_are_matched_by_the_ids_they_name() {
+    let mut sim = SimConfig::new(134, 2_000);
+    sim.poisoned_ratio = 0.02;
+    sim.invalid_ratio = 0.0;
+    sim.dest.item_fail_ratio = 0.1;
+    sim.dest.batch_errors_apart = true;
+    let world = World::start("batch-apart", sim, &Setup::new(Style::Cursor, Mode::Batch)).await;
+    let text = std::fs::read_to_string(&world.config).expect("config");
+    let apart = "errors_path = \"errors\"\nerror_id_field = \"context.ids\"\n\
+                 error_message_field = \"message\"\nupsert = true";
+    std::fs::write(
+        &world.config,
+        text.replace("result_error_field = \"error\"\nupsert = true", apart),
+    )
+    .expect("config");
+    world.run_to_completion().await;
+    let v = world.assert_exact().await;
+    assert!(world.sim.stats().dest.item_failures > 50);
+    let dead = dead_letters(&world).await;
+    assert!(
+        v.dead_lettered >= 20 && dead.len() == v.dead_lettered,
+        "{v}"
+    );
+    // The error's own status and message, not the whole error.
+    assert!(
+        dead.iter().all(|(_, reason)| (reason.contains("HTTP 400: ")
+            || reason.contains("HTTP 422: "))
+            && !reason.contains("context")),
+        "{dead:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_batch_refused_whole_is_halved_until_each_refused_record_stands_alone() {
     let mut sim = SimConfig::new(132, 1_000);

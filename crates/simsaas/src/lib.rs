@@ -114,6 +114,7 @@ impl SimConfig {
             lookup_ignores_filter: false,
             item_fail_ratio: 0.02,
             batch_refuses_whole: false,
+            batch_errors_apart: false,
         };
         self.mutations = Mutations {
             max: 50,
@@ -244,6 +245,11 @@ pub struct DestFaults {
     /// (422, nothing applied), as an API that checks a batch before applying
     /// any of it does.
     pub batch_refuses_whole: bool,
+    /// A batch's answer lists the items not written apart from its results,
+    /// as HubSpot's batch endpoints do: `{"results": [...], "errors": [...]}`,
+    /// each error `{"status", "message", "context": {"ids": [external id]}}`,
+    /// and the results in reverse order.
+    pub batch_errors_apart: bool,
 }
 
 impl Default for DestFaults {
@@ -267,6 +273,7 @@ impl Default for DestFaults {
             lookup_ignores_filter: false,
             item_fail_ratio: 0.0,
             batch_refuses_whole: false,
+            batch_errors_apart: false,
         }
     }
 }

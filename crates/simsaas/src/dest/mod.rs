@@ -345,7 +345,8 @@ async fn put_by_ext(
 /// `{"external_id", "status", "error"}` for an item refused (400/422, poison)
 /// or failed alone (503, `item_fail_ratio`; not applied). The batch meets the
 /// write faults as one request, keyed by its first record; with
-/// `batch_refuses_whole`, a batch holding a poisoned record is refused whole.
+/// `batch_refuses_whole`, a batch holding a poisoned record is refused whole;
+/// with `batch_errors_apart`, the items not written are listed apart.
 async fn batch(
     State(s): State<Arc<Shared>>,
     headers: HeaderMap,
@@ -396,6 +397,7 @@ async fn batch(
         );
     }
     let meta = WriteMeta::from(&headers);
+    let errors_apart = read(&s.dest_faults).batch_errors_apart;
     carry_out(&s, plan, move |s, late| {
         let item_fail_ratio = read(&s.dest_faults).item_fail_ratio;
         let mut results = Vec::with_capacity(items.len());
@@ -445,7 +447,30 @@ async fn batch(
                 }
             }
         }
-        json_value(StatusCode::OK, &serde_json::json!({ "results": results }))
+        if !errors_apart {
+            return json_value(StatusCode::OK, &serde_json::json!({ "results": results }));
+        }
+        let (errors, mut written): (Vec<Value>, Vec<Value>) =
+            results.into_iter().partition(|r| r.get("error").is_some());
+        written.reverse();
+        let errors: Vec<Value> = errors
+            .into_iter()
+            .map(|e| {
+                serde_json::json!({
+                    "status": e["status"], "message": e["error"],
+                    "context": {"ids": [e["external_id"]]}
+                })
+            })
+            .collect();
+        let status = if errors.is_empty() {
+            StatusCode::OK
+        } else {
+            StatusCode::MULTI_STATUS
+        };
+        json_value(
+            status,
+            &serde_json::json!({ "results": written, "errors": errors }),
+        )
     })
     .await
 }

@@ -571,8 +571,43 @@ fn batch_mode_says_where_records_go_and_where_each_answer_is() {
             "mode = \"batch\"\npath = \"/v1/contacts/batch\"\nbatch_size = 0\nlookup_path = \"/v1/contacts\"",
         ),
         expect![[r#"
-            hw.toml:39: sync "invoices_to_crm".destination.lookup_path: does not apply to mode = "batch" (it takes: path, method, read_path, read_results_path, batch_size, batch_field, results_path, result_id_field, result_status_field, result_error_field, upsert)
+            hw.toml:39: sync "invoices_to_crm".destination.lookup_path: does not apply to mode = "batch" (it takes: path, method, read_path, read_results_path, batch_size, batch_field, results_path, result_id_field, result_status_field, result_error_field, errors_path, error_id_field, error_message_field, upsert)
             hw.toml:38: sync "invoices_to_crm".destination.batch_size: expected a whole number from 1 to 10000"#]],
+    );
+    // Errors listed apart from the results, as HubSpot's batch API answers.
+    let apart = VALID.replace(
+        lookup,
+        "mode = \"batch\"\npath = \"/batch/upsert\"\nerrors_path = \"errors\"\nerror_id_field = \"context.ids\"\nerror_message_field = \"message\"",
+    );
+    let config = parse(&apart, Path::new("hw.toml"), &env).expect("valid config");
+    let DestinationSpec::Http(http) = &config.syncs[0].destination else {
+        unreachable!("an HTTP destination")
+    };
+    let crate::config::WriteMode::Batch(spec) = &http.mode else {
+        unreachable!("batch mode")
+    };
+    assert!(
+        spec.errors
+            .as_ref()
+            .is_some_and(|e| e.message_field.is_some())
+    );
+    check(
+        &VALID.replace(
+            lookup,
+            "mode = \"batch\"\npath = \"/batch/upsert\"\nerrors_path = \"errors\"",
+        ),
+        expect![[
+            r#"hw.toml:38: sync "invoices_to_crm".destination.errors_path: needs `error_id_field`: where each error names the external ids it is about"#
+        ]],
+    );
+    check(
+        &VALID.replace(
+            lookup,
+            "mode = \"batch\"\npath = \"/batch/upsert\"\nerror_message_field = \"message\"",
+        ),
+        expect![[
+            r#"hw.toml:38: sync "invoices_to_crm".destination.error_message_field: is read only with `errors_path` (where the answer lists its errors)"#
+        ]],
     );
     check(
         &VALID.replace(

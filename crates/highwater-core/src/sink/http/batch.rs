@@ -5,17 +5,65 @@
 //! batch without a clear answer is sent again only to an endpoint that upserts
 //! by external id, and otherwise stops the run, naming the batch.
 
+use std::collections::HashMap;
+
 use bytes::{BufMut, Bytes, BytesMut};
 use serde_json::Value;
 use tokio::time::Instant;
 
 use super::HttpSink;
-use super::config::BatchSpec;
+use super::config::{BatchSpec, ErrorList};
 use crate::http::{HttpError, Reply, Request};
 use crate::obs::RetryClass;
 use crate::policy::{Backoff, Class, Outcome, classify};
+use crate::record::FieldPath;
 use crate::sink::{SinkError, Write, Written};
 use crate::stop::Stop;
+
+/// A batch's answer: its item results, and the errors it lists apart from
+/// them (`errors_path`), each found by the external ids it names (a batch may
+/// hold thousands: no scan per record).
+#[derive(Debug)]
+struct Answer {
+    items: Vec<Value>,
+    /// Results by external id, when matched by `result_id_field`.
+    by_id: HashMap<String, usize>,
+    errors: Vec<Value>,
+    errors_by_id: HashMap<String, usize>,
+}
+
+impl Answer {
+    fn new(items: Vec<Value>, errors: Vec<Value>, spec: &BatchSpec) -> Self {
+        let mut by_id = HashMap::new();
+        if let Some(field) = &spec.id_field {
+            for (n, item) in items.iter().enumerate() {
+                if let Some(id) = field.get(item).and_then(id_text) {
+                    // The first result for an id answers for it.
+                    by_id.entry(id).or_insert(n);
+                }
+            }
+        }
+        let mut errors_by_id = HashMap::new();
+        if let Some(list) = &spec.errors {
+            for (n, error) in errors.iter().enumerate() {
+                let ids = match list.id_field.get(error) {
+                    Some(Value::Array(ids)) => ids.iter().filter_map(id_text).collect(),
+                    Some(id) => id_text(id).into_iter().collect(),
+                    None => Vec::new(),
+                };
+                for id in ids {
+                    errors_by_id.entry(id).or_insert(n);
+                }
+            }
+        }
+        Answer {
+            items,
+            by_id,
+            errors,
+            errors_by_id,
+        }
+    }
+}
 
 /// What the answer says of one item.
 #[derive(Debug)]
@@ -131,7 +179,7 @@ impl HttpSink {
         let mut batches = Batches::new(answered, spec.size);
         let mut backoff = Backoff::new(self.retry);
         while let Some(group) = batches.next() {
-            let (reply, items) = match self.post_batch(spec, &group, &bodies, stop).await {
+            let (reply, answer) = match self.post_batch(spec, &group, &bodies, stop).await {
                 Ok(answer) => answer,
                 // A whole batch refused may hold one record the endpoint cannot
                 // take: halve it until that record stands alone.
@@ -158,7 +206,7 @@ impl HttpSink {
             let mut last_detail = String::new();
             for (position, &i) in group.iter().enumerate() {
                 let external_id = &writes[i].record.external_id;
-                match self.item(spec, &items, position, external_id) {
+                match self.item(spec, &answer, position, external_id) {
                     Item::Written(dest_id) => batches.answer(
                         i,
                         Ok(Written {
@@ -211,14 +259,14 @@ impl HttpSink {
     }
 
     /// Sends the records of `group` as one request, and finds the answer's
-    /// item results.
+    /// item results and the errors it lists apart.
     async fn post_batch(
         &self,
         spec: &BatchSpec,
         group: &[usize],
         bodies: &[Bytes],
         stop: &Stop,
-    ) -> Result<(Reply, Vec<Value>), SinkError> {
+    ) -> Result<(Reply, Answer), SinkError> {
         let mut body = BytesMut::new();
         if let Some(field) = &spec.field {
             body.put_slice(b"{");
@@ -246,33 +294,42 @@ impl HttpSink {
         };
         let reply = self.send_write(&request, stop).await?;
         let answer = reply.json().unwrap_or_default();
-        let results = match &spec.results_path {
-            Some(path) => path.get(&answer).cloned().unwrap_or_default(),
-            None => answer,
-        };
-        let items = match results {
-            Value::Array(items) => items,
-            _ => Vec::new(),
-        };
-        Ok((reply, items))
+        let array =
+            |path: Option<&FieldPath>| match path.map_or(Some(&answer), |path| path.get(&answer)) {
+                Some(Value::Array(items)) => items.clone(),
+                _ => Vec::new(),
+            };
+        let items = array(spec.results_path.as_ref());
+        let errors = spec
+            .errors
+            .as_ref()
+            .map_or_else(Vec::new, |list| array(Some(&list.path)));
+        Ok((reply, Answer::new(items, errors, spec)))
     }
 
     /// The answer for the record at `position` of its batch, whose external id
     /// is `external_id`.
-    fn item(&self, spec: &BatchSpec, items: &[Value], position: usize, external_id: &str) -> Item {
+    fn item(&self, spec: &BatchSpec, answer: &Answer, position: usize, external_id: &str) -> Item {
+        if let Some(list) = &spec.errors
+            && let Some(&n) = answer.errors_by_id.get(external_id)
+        {
+            return listed_error(spec, list, &answer.errors[n]);
+        }
         let found = match &spec.id_field {
-            Some(field) => items.iter().find(|item| {
-                field.get(item).is_some_and(|id| match id {
-                    Value::String(s) => s == external_id,
-                    Value::Number(n) => n.to_string() == external_id,
-                    _ => false,
-                })
-            }),
-            None => items.get(position),
+            Some(_) => answer.by_id.get(external_id).map(|&n| &answer.items[n]),
+            None => answer.items.get(position),
         };
         let Some(item) = found else {
             return if spec.upsert {
-                Item::Again("the batch's answer has no result for it".into())
+                Item::Again(match spec.errors {
+                    Some(_) => format!(
+                        "the batch's answer has no result for {external_id}, nor an error naming it"
+                    ),
+                    None => format!(
+                        "the batch's answer has no result for {external_id} \
+                         (an answer listing failed items apart needs `errors_path`)"
+                    ),
+                })
             } else {
                 Item::Unanswered
             };
@@ -309,18 +366,60 @@ impl HttpSink {
     }
 }
 
-/// An item result's status and error, where `spec` says they are. A status
-/// is a number, a number in a string, or a boolean (`"success": true`: 200,
-/// false: 422); an error that is null or empty (`""`, `[]`, `{}`, from an
-/// API that sends the field with every result) is none.
-fn status_and_error(spec: &BatchSpec, item: &Value) -> (Option<u16>, Option<String>) {
-    let status = spec.status_field.as_ref().and_then(|f| match f.get(item)? {
+/// An id in an answer, as the external id it may be.
+fn id_text(id: &Value) -> Option<String> {
+    match id {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// What an error listed apart says of its records: failed for now when its
+/// status says so (408, 425, 429, 5xx), refused otherwise — 422 when it
+/// carries no status, as HubSpot's (`"status": "error"`) do.
+fn listed_error(spec: &BatchSpec, list: &ErrorList, error: &Value) -> Item {
+    let reason = match list.message_field.as_ref().and_then(|f| f.get(error)) {
+        Some(Value::String(s)) => s.clone(),
+        Some(message) => message.to_string(),
+        None => error.to_string(),
+    };
+    let status = spec
+        .status_field
+        .as_ref()
+        .and_then(|f| status(f.get(error)?));
+    match status {
+        Some(status) if matches!(classify(Outcome::Status(status)), Class::Transient { .. }) => {
+            Item::Again(format!("HTTP {status} {reason}"))
+        }
+        status => Item::Refused {
+            status: status.filter(|s| !(200..300).contains(s)).unwrap_or(422),
+            reason,
+        },
+    }
+}
+
+/// A status as an answer may give it: a number, a number in a string, or a
+/// boolean (`"success": true`: 200, false: 422).
+fn status(value: &Value) -> Option<u16> {
+    match value {
         Value::Number(n) => n.as_u64().and_then(|n| u16::try_from(n).ok()),
         Value::String(s) => s.trim().parse().ok(),
         Value::Bool(true) => Some(200),
         Value::Bool(false) => Some(422),
         _ => None,
-    });
+    }
+}
+
+/// An item result's status and error, where `spec` says they are. A status
+/// is a number, a number in a string, or a boolean (`"success": true`: 200,
+/// false: 422); an error that is null or empty (`""`, `[]`, `{}`, from an
+/// API that sends the field with every result) is none.
+fn status_and_error(spec: &BatchSpec, item: &Value) -> (Option<u16>, Option<String>) {
+    let status = spec
+        .status_field
+        .as_ref()
+        .and_then(|f| status(f.get(item)?));
     let error = spec
         .error_field
         .as_ref()
@@ -355,6 +454,7 @@ mod tests {
             id_field: None,
             status_field: Some(crate::record::FieldPath::parse(status)),
             error_field: Some(crate::record::FieldPath::parse(error)),
+            errors: None,
             upsert: true,
         };
         let salesforce = spec("success", "errors");
@@ -390,6 +490,62 @@ mod tests {
         ] {
             assert_eq!(status_and_error(&coded, &item), wanted, "{item}");
         }
+    }
+
+    #[test]
+    fn an_error_listed_apart_names_its_records_and_says_whether_to_send_again() {
+        let list = ErrorList {
+            path: FieldPath::parse("errors"),
+            id_field: FieldPath::parse("context.ids"),
+            message_field: Some(FieldPath::parse("message")),
+        };
+        let spec = BatchSpec {
+            path: crate::config::UriTemplate("/batch".into()),
+            method: reqwest::Method::POST,
+            size: 10,
+            field: Some("inputs".into()),
+            results_path: Some(FieldPath::parse("results")),
+            id_field: Some(FieldPath::parse("properties.external_id")),
+            status_field: Some(FieldPath::parse("status")),
+            error_field: None,
+            errors: Some(list.clone()),
+            upsert: true,
+        };
+        // HubSpot's: a status that is no code, the ids in an array.
+        let hubspot = serde_json::json!({
+            "status": "error", "category": "VALIDATION_ERROR",
+            "message": "Property email is required", "context": {"ids": ["p-1", 7]}
+        });
+        let again =
+            serde_json::json!({"status": 429, "message": "slow down", "context": {"ids": "p-2"}});
+        let answer = Answer::new(
+            vec![serde_json::json!({"properties": {"external_id": 8}})],
+            vec![hubspot.clone(), again.clone()],
+            &spec,
+        );
+        let found = |id: &str| answer.errors_by_id.get(id).copied();
+        assert_eq!(
+            (found("p-1"), found("7"), found("p-2")),
+            (Some(0), Some(0), Some(1))
+        );
+        assert_eq!((found("p-3"), answer.by_id.get("8")), (None, Some(&0)));
+        assert!(matches!(
+            listed_error(&spec, &list, &hubspot),
+            Item::Refused { status: 422, reason } if reason == "Property email is required"
+        ));
+        assert!(matches!(
+            listed_error(&spec, &list, &again),
+            Item::Again(detail) if detail == "HTTP 429 slow down"
+        ));
+        let bare = ErrorList {
+            message_field: None,
+            ..list
+        };
+        let coded = serde_json::json!({"status": "409", "context": {"ids": ["p-3"]}});
+        assert!(matches!(
+            listed_error(&spec, &bare, &coded),
+            Item::Refused { status: 409, reason } if reason == r#"{"context":{"ids":["p-3"]},"status":"409"}"#
+        ));
     }
 
     /// What the endpoint does with one batch, as the test scripts it.

@@ -56,12 +56,15 @@ pub(crate) struct RawHttpDestination {
     pub result_id_field: Option<S<String>>,
     pub result_status_field: Option<S<String>>,
     pub result_error_field: Option<S<String>>,
+    pub errors_path: Option<S<String>>,
+    pub error_id_field: Option<S<String>>,
+    pub error_message_field: Option<S<String>>,
     pub upsert: Option<S<bool>>,
 }
 
 impl RawHttpDestination {
     /// The keys only some write modes read, with where each was set.
-    fn mode_keys(&self) -> [(&'static str, Option<std::ops::Range<usize>>); 18] {
+    fn mode_keys(&self) -> [(&'static str, Option<std::ops::Range<usize>>); 21] {
         fn span<T>(v: &Option<S<T>>) -> Option<std::ops::Range<usize>> {
             v.as_ref().map(Spanned::span)
         }
@@ -83,6 +86,9 @@ impl RawHttpDestination {
             ("result_id_field", span(&self.result_id_field)),
             ("result_status_field", span(&self.result_status_field)),
             ("result_error_field", span(&self.result_error_field)),
+            ("errors_path", span(&self.errors_path)),
+            ("error_id_field", span(&self.error_id_field)),
+            ("error_message_field", span(&self.error_message_field)),
             ("upsert", span(&self.upsert)),
         ]
     }
@@ -165,9 +171,25 @@ pub struct BatchSpec {
     /// An item result holding this field (not null, not empty) was refused,
     /// with this reason.
     pub error_field: Option<FieldPath>,
+    /// Failed items the answer lists apart from its results.
+    pub errors: Option<ErrorList>,
     /// The endpoint upserts by external id: a batch without a clear answer may
     /// be sent again. Otherwise the run stops, naming the batch.
     pub upsert: bool,
+}
+
+/// Where a batch answer lists its failed items apart from the written ones
+/// (HubSpot's batch endpoints answer `{"results": [...], "errors": [...]}`,
+/// each error naming the ids it is about).
+#[derive(Debug, Clone)]
+pub struct ErrorList {
+    /// The answer's array of errors.
+    pub path: FieldPath,
+    /// An error's external id, or an array of the external ids it is about.
+    pub id_field: FieldPath,
+    /// An error's reason; the whole error when absent. Its status, if any,
+    /// is at `result_status_field`, read as a result's.
+    pub message_field: Option<FieldPath>,
 }
 
 impl WriteMode {
@@ -251,6 +273,9 @@ pub(crate) fn validate(
             "result_id_field",
             "result_status_field",
             "result_error_field",
+            "errors_path",
+            "error_id_field",
+            "error_message_field",
             "upsert",
         ],
         _ => {
@@ -426,6 +451,7 @@ fn write_mode(
                 id_field: field(&r.result_id_field),
                 status_field: field(&r.result_status_field),
                 error_field: field(&r.result_error_field),
+                errors: error_list(v, r, at),
                 upsert: r.upsert.as_ref().is_some_and(|u| *u.get_ref()),
             }))
         }
@@ -479,6 +505,42 @@ fn write_mode(
                 update_path: update_path?,
                 update_method: update_method?,
             })
+        }
+    }
+}
+
+/// A batch answer's list of errors (`errors_path`), which is of no use without
+/// the field naming each error's records.
+fn error_list(v: &mut Validator<'_>, r: &RawHttpDestination, at: &str) -> Option<ErrorList> {
+    let field = |f: &S<String>| FieldPath::parse(f.get_ref());
+    match (&r.errors_path, &r.error_id_field) {
+        (Some(path), Some(id_field)) => Some(ErrorList {
+            path: field(path),
+            id_field: field(id_field),
+            message_field: r.error_message_field.as_ref().map(field),
+        }),
+        (Some(path), None) => {
+            v.problem(
+                path,
+                format!("{at}.errors_path"),
+                "needs `error_id_field`: where each error names the external ids it is about",
+            );
+            None
+        }
+        (None, _) => {
+            for (key, value) in [
+                ("error_id_field", &r.error_id_field),
+                ("error_message_field", &r.error_message_field),
+            ] {
+                if let Some(value) = value {
+                    v.problem(
+                        value,
+                        format!("{at}.{key}"),
+                        "is read only with `errors_path` (where the answer lists its errors)",
+                    );
+                }
+            }
+            None
         }
     }
 }
