@@ -54,6 +54,14 @@ const SLOWEST: f64 = 0.05;
 /// so a timer that wakes late does not cost the pace its slot.
 const BURST_INTERVALS: u32 = 4;
 const BURST_LONGEST: Duration = Duration::from_millis(50);
+/// At the configured ceiling of N a second, requests are spaced this share
+/// wider and go early by `CEILING_EARLY` at most, so that any N + 1 of them
+/// span more than a second: a server counting requests in a sliding second
+/// (Airtable: five, then a 30 s penalty) refuses the one that makes N + 1,
+/// which requests paced exactly N a second, or early by the burst
+/// tolerance, send.
+const CEILING_MARGIN: f64 = 0.01;
+const CEILING_EARLY: Duration = Duration::from_millis(5);
 
 /// What came back for one request, as far as the pace cares.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -202,8 +210,13 @@ impl Pace {
             }
         }
         if let Some(rate) = self.rate(now) {
-            let interval = Duration::from_secs_f64(1.0 / rate.max(SLOWEST));
-            let tolerance = (interval * BURST_INTERVALS).min(BURST_LONGEST);
+            let rate = rate.max(SLOWEST);
+            let mut interval = Duration::from_secs_f64(1.0 / rate);
+            let mut tolerance = (interval * BURST_INTERVALS).min(BURST_LONGEST);
+            if self.own_ceiling().is_some_and(|ceiling| rate >= ceiling) {
+                interval = interval.mul_f64(1.0 + CEILING_MARGIN);
+                tolerance = tolerance.min(CEILING_EARLY);
+            }
             // A rate that just rose does not keep the long wait of the old one.
             let due = self
                 .due

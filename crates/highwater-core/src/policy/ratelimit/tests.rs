@@ -131,6 +131,58 @@ fn a_configured_ceiling_is_never_exceeded_and_probing_stops_there() {
     assert!((49.0..=50.5).contains(&rate), "{rate} requests/s");
 }
 
+/// A ceiling of N a second never sends N + 1 requests within a second, even
+/// with every request sent as early as the pace lets it and timers waking
+/// late now and then: a server counting a sliding second would refuse it.
+#[test]
+fn a_configured_ceiling_keeps_any_n_plus_one_requests_over_a_second_apart() {
+    for ceiling in [5.0, 50.0, 1000.0] {
+        let start = Instant::now();
+        let mut pace = Pace::new(Some(ceiling), DEFAULT_PROBE_PERIOD);
+        let length = Duration::from_secs(30);
+        let mut sent = Vec::new();
+        let mut now = start;
+        let mut wake = 0u64;
+        while now < start + length {
+            match pace.try_send(now) {
+                Ok(ticket) => {
+                    sent.push(now);
+                    pace.answered(
+                        ticket,
+                        &Answer {
+                            status: Some(200),
+                            quota: None,
+                        },
+                        now,
+                    );
+                }
+                Err(until) => {
+                    // One wake in seven comes up to 4 ms late.
+                    wake += 1;
+                    let late =
+                        Duration::from_millis(wake * 13 % 5) * u32::from(wake.is_multiple_of(7));
+                    now = until + late;
+                }
+            }
+        }
+        let n = ceiling as usize;
+        let closest = sent
+            .windows(n + 1)
+            .map(|w| w[n] - w[0])
+            .min()
+            .unwrap_or_default();
+        assert!(
+            closest > Duration::from_secs(1),
+            "{ceiling}/s: {n} + 1 in {closest:?}"
+        );
+        let rate = sent.len() as f64 / length.as_secs_f64();
+        assert!(
+            rate >= ceiling * 0.97,
+            "{ceiling}/s configured, {rate}/s sent"
+        );
+    }
+}
+
 #[test]
 fn never_more_requests_than_remain_until_the_reset() {
     let start = Instant::now();
