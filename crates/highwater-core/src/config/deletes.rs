@@ -185,18 +185,9 @@ impl Validator<'_> {
         let mut fields = Vec::new();
         let mut ok = true;
         for (field, value) in table.get_ref() {
-            let key = format!("{at}.soft_delete.{field}");
-            if let Some(message) = not_json(value.get_ref()) {
-                self.problem(value, key, message);
-                ok = false;
-                continue;
-            }
-            match serde_json::to_value(value.get_ref()) {
-                Ok(v) => fields.push((FieldPath::parse(field), v)),
-                Err(_) => {
-                    self.problem(value, key, "expected a JSON-compatible value");
-                    ok = false;
-                }
+            match self.json(value, format!("{at}.soft_delete.{field}")) {
+                Some(v) => fields.push((FieldPath::parse(field), v)),
+                None => ok = false,
             }
         }
         ok.then_some(Some(fields))

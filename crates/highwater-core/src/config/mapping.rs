@@ -55,17 +55,8 @@ impl Validator<'_> {
         }
         let mut constants = Vec::new();
         for (out, value) in &raw.constants {
-            if let Some(message) = not_json(value.get_ref()) {
-                self.problem(value, format!("{at}.constants.{out}"), message);
-                continue;
-            }
-            match serde_json::to_value(value.get_ref()) {
-                Ok(v) => constants.push((FieldPath::parse(out), v)),
-                Err(_) => self.problem(
-                    value,
-                    format!("{at}.constants.{out}"),
-                    "expected a JSON-compatible value",
-                ),
+            if let Some(v) = self.json(value, format!("{at}.constants.{out}")) {
+                constants.push((FieldPath::parse(out), v));
             }
         }
         let mut required = Vec::new();

@@ -318,6 +318,24 @@ impl Validator<'_> {
         self.warnings.push(warning);
     }
 
+    /// `value` as the JSON it will be sent as, or a problem at `key` saying
+    /// why it has none.
+    pub(crate) fn json(
+        &mut self,
+        value: &S<toml::Value>,
+        key: String,
+    ) -> Option<serde_json::Value> {
+        if let Some(message) = not_json(value.get_ref()) {
+            self.problem(value, key, message);
+            return None;
+        }
+        let json = serde_json::to_value(value.get_ref()).ok();
+        if json.is_none() {
+            self.problem(value, key, "expected a JSON-compatible value");
+        }
+        json
+    }
+
     fn located<T>(&self, at: &Spanned<T>, key: String, message: String) -> Problem {
         Problem {
             line: Some(self.line(at.span().start)),

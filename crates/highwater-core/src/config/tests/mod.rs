@@ -571,8 +571,62 @@ fn batch_mode_says_where_records_go_and_where_each_answer_is() {
             "mode = \"batch\"\npath = \"/v1/contacts/batch\"\nbatch_size = 0\nlookup_path = \"/v1/contacts\"",
         ),
         expect![[r#"
-            hw.toml:39: sync "invoices_to_crm".destination.lookup_path: does not apply to mode = "batch" (it takes: path, method, read_path, read_results_path, batch_size, batch_field, results_path, result_id_field, result_status_field, result_error_field, errors_path, error_id_field, error_message_field, upsert)
+            hw.toml:39: sync "invoices_to_crm".destination.lookup_path: does not apply to mode = "batch" (it takes: path, method, read_path, read_results_path, batch_size, batch_field, batch_body, results_path, result_id_field, result_status_field, result_error_field, errors_path, error_id_field, error_message_field, upsert)
             hw.toml:38: sync "invoices_to_crm".destination.batch_size: expected a whole number from 1 to 10000"#]],
+    );
+    // Fields beside the records' array, as Airtable's upsert needs.
+    let airtable = VALID.replace(
+        lookup,
+        "mode = \"batch\"\npath = \"/v0/base/t\"\nbatch_field = \"records\"\nbatch_body = { performUpsert = { fieldsToMergeOn = [\"external_id\"] }, typecast = true }",
+    );
+    let config = parse(&airtable, Path::new("hw.toml"), &env).expect("valid config");
+    let DestinationSpec::Http(http) = &config.syncs[0].destination else {
+        unreachable!("an HTTP destination")
+    };
+    let crate::config::WriteMode::Batch(spec) = &http.mode else {
+        unreachable!("batch mode")
+    };
+    assert_eq!(
+        spec.body,
+        [
+            (
+                "performUpsert".to_owned(),
+                serde_json::json!({"fieldsToMergeOn": ["external_id"]})
+            ),
+            ("typecast".to_owned(), serde_json::json!(true)),
+        ]
+    );
+    check(
+        &VALID.replace(
+            lookup,
+            "mode = \"batch\"\npath = \"/v0/base/t\"\nbatch_body = { typecast = true }",
+        ),
+        expect![[
+            r#"hw.toml:38: sync "invoices_to_crm".destination.batch_body: needs `batch_field`: only a body that is an object has other fields"#
+        ]],
+    );
+    check(
+        &VALID.replace(
+            lookup,
+            "mode = \"batch\"\npath = \"/v0/base/t\"\nbatch_field = \"records\"\nbatch_body = { records = [] }",
+        ),
+        expect![[r#"hw.toml:39: sync "invoices_to_crm".destination.batch_body: holds "records", the records' own field (`batch_field`)"#]],
+    );
+    check(
+        &VALID.replace(
+            lookup,
+            "mode = \"batch\"\npath = \"/v0/base/t\"\nbatch_field = \"records\"\nbatch_body = { at = 1979-05-27 }",
+        ),
+        expect![[r#"hw.toml:39: sync "invoices_to_crm".destination.batch_body.at: a date or time is not accepted here (in quotes it is a string)"#]],
+    );
+    check(
+        &VALID.replace(
+            "external_id_field = \"external_id\"",
+            "external_id_field = \"fields.\"",
+        ),
+        expect![[
+            r#"hw.toml:41: sync "invoices_to_crm".destination.external_id_field: expected a field name, or a dotted path like `fields.external_id`"#
+        ]],
     );
     // Errors listed apart from the results, as HubSpot's batch API answers.
     let apart = VALID.replace(

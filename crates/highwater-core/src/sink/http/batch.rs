@@ -270,6 +270,12 @@ impl HttpSink {
         let mut body = BytesMut::new();
         if let Some(field) = &spec.field {
             body.put_slice(b"{");
+            for (name, value) in &spec.body {
+                body.put_slice(&serde_json::to_vec(name).unwrap_or_default());
+                body.put_slice(b":");
+                body.put_slice(&serde_json::to_vec(value).unwrap_or_default());
+                body.put_slice(b",");
+            }
             body.put_slice(&serde_json::to_vec(field).unwrap_or_default());
             body.put_slice(b":");
         }
@@ -450,6 +456,7 @@ mod tests {
             method: reqwest::Method::POST,
             size: 10,
             field: None,
+            body: Vec::new(),
             results_path: None,
             id_field: None,
             status_field: Some(crate::record::FieldPath::parse(status)),
@@ -504,6 +511,7 @@ mod tests {
             method: reqwest::Method::POST,
             size: 10,
             field: Some("inputs".into()),
+            body: Vec::new(),
             results_path: Some(FieldPath::parse("results")),
             id_field: Some(FieldPath::parse("properties.external_id")),
             status_field: Some(FieldPath::parse("status")),

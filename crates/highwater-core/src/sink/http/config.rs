@@ -52,6 +52,7 @@ pub(crate) struct RawHttpDestination {
     // batch
     pub batch_size: Option<S<i64>>,
     pub batch_field: Option<S<String>>,
+    pub batch_body: Option<S<BTreeMap<String, S<toml::Value>>>>,
     pub results_path: Option<S<String>>,
     pub result_id_field: Option<S<String>>,
     pub result_status_field: Option<S<String>>,
@@ -64,7 +65,7 @@ pub(crate) struct RawHttpDestination {
 
 impl RawHttpDestination {
     /// The keys only some write modes read, with where each was set.
-    fn mode_keys(&self) -> [(&'static str, Option<std::ops::Range<usize>>); 21] {
+    fn mode_keys(&self) -> [(&'static str, Option<std::ops::Range<usize>>); 22] {
         fn span<T>(v: &Option<S<T>>) -> Option<std::ops::Range<usize>> {
             v.as_ref().map(Spanned::span)
         }
@@ -82,6 +83,7 @@ impl RawHttpDestination {
             ("update_method", span(&self.update_method)),
             ("batch_size", span(&self.batch_size)),
             ("batch_field", span(&self.batch_field)),
+            ("batch_body", span(&self.batch_body)),
             ("results_path", span(&self.results_path)),
             ("result_id_field", span(&self.result_id_field)),
             ("result_status_field", span(&self.result_status_field)),
@@ -98,8 +100,10 @@ impl RawHttpDestination {
 pub struct HttpDestinationSpec {
     pub http: HttpSpec,
     pub mode: WriteMode,
-    /// When set, the external id is written into the body under this field.
-    pub external_id_field: Option<String>,
+    /// When set, the external id is written into the body at this path (a
+    /// dotted path nests, as the mapping's fields do), and found there in
+    /// the destination's objects.
+    pub external_id_field: Option<FieldPath>,
     /// Where a write or lookup answer carries the destination's own id. Lookup
     /// mode needs it; put and post read it only when configured.
     pub dest_id_field: Option<FieldPath>,
@@ -158,6 +162,9 @@ pub struct BatchSpec {
     /// The body's field holding the records' array; the body is the array
     /// itself when absent.
     pub field: Option<String>,
+    /// The body's other fields, the same in every request (Airtable's
+    /// `performUpsert`, Salesforce's `allOrNone`).
+    pub body: Vec<(String, serde_json::Value)>,
     /// Where the answer's array of item results is; the answer is the array
     /// itself when absent.
     pub results_path: Option<FieldPath>,
@@ -269,6 +276,7 @@ pub(crate) fn validate(
             "read_results_path",
             "batch_size",
             "batch_field",
+            "batch_body",
             "results_path",
             "result_id_field",
             "result_status_field",
@@ -332,6 +340,16 @@ pub(crate) fn validate(
             );
         ok = false;
     }
+    if let Some(field) = &r.external_id_field
+        && field.get_ref().split('.').any(str::is_empty)
+    {
+        v.problem(
+            field,
+            format!("{at}.external_id_field"),
+            "expected a field name, or a dotted path like `fields.external_id`",
+        );
+        ok = false;
+    }
     let version_header = r.version_header.as_ref().and_then(|h| {
         let parsed = HeaderName::from_str(h.get_ref()).ok();
         if parsed.is_none() {
@@ -388,7 +406,10 @@ pub(crate) fn validate(
         version_header,
         late_write_window,
         read,
-        external_id_field: r.external_id_field.as_ref().map(|f| f.get_ref().clone()),
+        external_id_field: r
+            .external_id_field
+            .as_ref()
+            .map(|f| FieldPath::parse(f.get_ref())),
         dest_id_field: match (&r.dest_id_field, mode_name) {
             (Some(field), _) => Some(FieldPath::parse(field.get_ref())),
             (None, "lookup") => Some(FieldPath::parse("id")),
@@ -447,6 +468,7 @@ fn write_mode(
                 method: method?,
                 size: size? as usize,
                 field: r.batch_field.as_ref().map(|f| f.get_ref().clone()),
+                body: batch_body(v, r, at),
                 results_path: field(&r.results_path),
                 id_field: field(&r.result_id_field),
                 status_field: field(&r.result_status_field),
@@ -507,6 +529,46 @@ fn write_mode(
             })
         }
     }
+}
+
+/// The fields a batch's body holds beside the records' array, which only
+/// an object body (`batch_field`) has room for.
+fn batch_body(
+    v: &mut Validator<'_>,
+    r: &RawHttpDestination,
+    at: &str,
+) -> Vec<(String, serde_json::Value)> {
+    let Some(table) = &r.batch_body else {
+        return Vec::new();
+    };
+    let key = format!("{at}.batch_body");
+    let Some(field) = &r.batch_field else {
+        v.problem(
+            table,
+            key,
+            "needs `batch_field`: only a body that is an object has other fields",
+        );
+        return Vec::new();
+    };
+    if table.get_ref().contains_key(field.get_ref()) {
+        v.problem(
+            table,
+            key,
+            format!(
+                "holds {:?}, the records' own field (`batch_field`)",
+                field.get_ref()
+            ),
+        );
+        return Vec::new();
+    }
+    table
+        .get_ref()
+        .iter()
+        .filter_map(|(name, value)| {
+            let json = v.json(value, format!("{key}.{name}"))?;
+            Some((name.clone(), json))
+        })
+        .collect()
 }
 
 /// A batch answer's list of errors (`errors_path`), which is of no use without

@@ -449,12 +449,12 @@ impl HttpSink {
         results_path: Option<&FieldPath>,
         external_id: &str,
     ) -> Result<Option<Value>, SinkError> {
-        let field = self.spec.external_id_field.as_deref();
+        let field = self.spec.external_id_field.as_ref();
         let found = match results_path {
             Some(path) => path.get(body),
             None => Some(body),
         };
-        let id_of = |item: &Value| match field.and_then(|f| item.get(f)) {
+        let id_of = |item: &Value| match field.and_then(|f| f.get(item)) {
             Some(Value::String(s)) => Some(s.clone()),
             Some(Value::Number(n)) => Some(n.to_string()),
             _ => None,
@@ -469,7 +469,7 @@ impl HttpSink {
                     [] if items.iter().any(|item| id_of(item).is_none()) => {
                         Err(SinkError::Unwritable(format!(
                             "the destination answered objects without `{}` (external_id_field): cannot tell which one holds external id {external_id:?}",
-                            field.unwrap_or("?")
+                            field.map_or_else(|| "?".to_owned(), ToString::to_string)
                         )))
                     }
                     [] => Ok(None),
@@ -507,11 +507,25 @@ impl HttpSink {
     fn body(&self, record: &MappedRecord) -> Result<Bytes, SinkError> {
         let payload = &record.payload;
         let bytes = match (&self.spec.external_id_field, payload.as_object()) {
-            (Some(field), Some(object)) => serde_json::to_vec(&WithField {
-                object,
-                field,
-                value: &record.external_id,
-            }),
+            (Some(path), Some(object)) => match path.segments() {
+                [field] => serde_json::to_vec(&WithField {
+                    object,
+                    field,
+                    value: &record.external_id,
+                }),
+                // Nested: a copy with the id set inside, which only such
+                // bodies pay for.
+                _ => {
+                    let mut body = payload.clone();
+                    if !path.set(&mut body, Value::String(record.external_id.clone())) {
+                        return Err(SinkError::Unwritable(format!(
+                            "the payload holds a value that is not an object on the way to \
+                             `{path}` (external_id_field)"
+                        )));
+                    }
+                    serde_json::to_vec(&body)
+                }
+            },
             _ => serde_json::to_vec(payload),
         };
         bytes
@@ -623,6 +637,63 @@ mod tests {
                 "for {payload}"
             );
         }
+    }
+
+    /// A dotted `external_id_field` nests, as the mapping's fields do
+    /// (Airtable's records are `{"fields": {...}}`): the body carries the id
+    /// inside, and answers are matched by it there.
+    #[test]
+    fn a_dotted_external_id_field_is_a_path_in_the_body_and_in_answers() {
+        let text = r#"
+[[sync]]
+name = "crm"
+[sync.source]
+base_url = "http://127.0.0.1:1"
+path = "/v1/customers"
+pagination = { style = "cursor" }
+[sync.mapping]
+external_id = "{id}"
+[sync.destination]
+type = "http"
+base_url = "http://127.0.0.1:1"
+mode = "batch"
+path = "/v0/base/table"
+external_id_field = "fields.external_id"
+dest_id_field = "id"
+"#;
+        let config = crate::config::parse(text, std::path::Path::new("hw.toml"), &|_| None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let crate::config::DestinationSpec::Http(spec) = config.syncs[0].destination.clone() else {
+            unreachable!("an HTTP destination")
+        };
+        let sink = HttpSink::new("crm", spec, config.syncs[0].retry, None).expect("sink");
+        let record = |payload: Value| MappedRecord {
+            external_id: "c-1".into(),
+            payload,
+            hash: String::new(),
+        };
+        let body = sink
+            .body(&record(
+                serde_json::json!({"fields": {"email": "a@b.c"}, "typecast": true}),
+            ))
+            .expect("body");
+        assert_eq!(
+            String::from_utf8_lossy(&body),
+            r#"{"fields":{"email":"a@b.c","external_id":"c-1"},"typecast":true}"#
+        );
+        let refused = sink.body(&record(serde_json::json!({"fields": "flat"})));
+        assert!(
+            matches!(&refused, Err(SinkError::Unwritable(m)) if m.contains("fields.external_id")),
+            "{refused:?}"
+        );
+        let answer = serde_json::json!({"records": [
+            {"id": "rec1", "fields": {"external_id": "c-0"}},
+            {"id": "rec2", "fields": {"external_id": "c-1"}},
+        ]});
+        let found = sink
+            .find(&answer, Some(&FieldPath::parse("records")), "c-1")
+            .expect("found");
+        assert_eq!(found.and_then(|o| sink.dest_id(&o)), Some("rec2".into()));
     }
 
     #[test]
