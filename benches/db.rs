@@ -365,7 +365,9 @@ async fn read_source(
 /// (a) The plain loader: read the simulator, upsert each batch, keep nothing.
 async fn plain_loader(target: &Target, source: &str) -> Result<u64, String> {
     let conn = target.connect().await?;
-    let statements = target.dialect().statements(&target.spec());
+    let statements = target
+        .dialect()
+        .statements(&target.spec(), &Default::default());
     conn.execute(&statements.create).await?;
     let mut pending: Vec<String> = Vec::with_capacity(BATCH_SIZE);
     let mut written = 0u64;
@@ -394,7 +396,9 @@ async fn plain_loader(target: &Target, source: &str) -> Result<u64, String> {
 /// (b) The database alone: the rows, already in memory, upserted in batches.
 async fn database_alone(target: &Target, rows: &[String]) -> Result<(u64, Duration), String> {
     let conn = target.connect().await?;
-    let statements = target.dialect().statements(&target.spec());
+    let statements = target
+        .dialect()
+        .statements(&target.spec(), &Default::default());
     conn.execute(&statements.create).await?;
     let started = Instant::now();
     let mut written = 0u64;
@@ -410,7 +414,7 @@ async fn database_alone(target: &Target, rows: &[String]) -> Result<(u64, Durati
 /// in one transaction, then merged by the same upsert's conflict clause.
 async fn database_alone_copy(target: &Target, rows: &[String]) -> Result<(u64, Duration), String> {
     let spec = target.spec();
-    let statements: Statements = Dialect::Postgres.statements(&spec);
+    let statements: Statements = Dialect::Postgres.statements(&spec, &Default::default());
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)
         .connect(&pg_url())

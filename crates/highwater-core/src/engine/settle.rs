@@ -432,7 +432,9 @@ impl Compare {
 
 /// Whether `object` holds every field of `payload` with the same value. A
 /// number is the same by its value: a database gives back `25` for the `25.0`
-/// it was sent into a DOUBLE PRECISION column.
+/// it was sent into a DOUBLE PRECISION column; and so is a timestamp with an
+/// offset: PostgreSQL gives back `2026-01-10T06:30:00+00:00` for the
+/// `2026-01-10T08:30:00+02:00` it was sent into a `timestamptz` column.
 pub(super) fn contains(object: &Value, payload: &Value) -> bool {
     match (object, payload) {
         (Value::Object(have), Value::Object(want)) => want
@@ -448,6 +450,12 @@ pub(super) fn contains(object: &Value, payload: &Value) -> bool {
                 |(have, want)| have == want,
             ),
         },
+        (Value::String(have), Value::String(want)) => {
+            have == want
+                || have
+                    .parse::<jiff::Timestamp>()
+                    .is_ok_and(|have| want.parse::<jiff::Timestamp>().is_ok_and(|w| have == w))
+        }
         _ => object == payload,
     }
 }
@@ -652,6 +660,18 @@ mod tests {
             &json!({"amount": 25, "n": [1, 2.5], "big": 1}),
             &payload
         ));
+    }
+
+    #[test]
+    fn timestamps_are_held_by_their_instant() {
+        let payload = json!({"signup": "2026-01-10T08:30:00+02:00", "day": "2026-01-10"});
+        let object = json!({"signup": "2026-01-10T06:30:00+00:00", "day": "2026-01-10"});
+        assert!(contains(&object, &payload));
+        let later = json!({"signup": "2026-01-10T08:30:00+00:00", "day": "2026-01-10"});
+        assert!(!contains(&later, &payload));
+        // Without an offset, the instant is not known: the text decides.
+        let local = json!({"signup": "2026-01-10T08:30:00", "day": "2026-01-10"});
+        assert!(!contains(&local, &payload));
     }
 
     #[test]

@@ -204,12 +204,18 @@ impl Database for Postgres {
         matches!(self.connection, Connection::Shared(_))
     }
 
-    async fn columns(&self, spec: &TableSpec) -> Result<Option<Vec<String>>, DbFailure> {
+    async fn columns(&self, spec: &TableSpec) -> Result<Option<Vec<(String, String)>>, DbFailure> {
+        // The catalog, not information_schema: its `data_type` says `ARRAY`
+        // or `USER-DEFINED` where the statements need `text[]` or the type.
         let rows = on_connection!(
             self,
             sqlx::query(
-                "SELECT column_name::text FROM information_schema.columns \
-                 WHERE table_schema = coalesce($1, current_schema()) AND table_name = $2",
+                "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) \
+                 FROM pg_attribute AS a \
+                 JOIN pg_class AS c ON c.oid = a.attrelid \
+                 JOIN pg_namespace AS n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = coalesce($1, current_schema()) AND c.relname = $2 \
+                   AND a.attnum > 0 AND NOT a.attisdropped",
             )
             .bind(spec.schema.as_deref())
             .bind(&spec.table),
@@ -219,7 +225,12 @@ impl Database for Postgres {
             return Ok(None);
         }
         rows.iter()
-            .map(|r| r.try_get::<String, _>(0).map_err(failure))
+            .map(|r| {
+                Ok((
+                    r.try_get(0).map_err(failure)?,
+                    r.try_get(1).map_err(failure)?,
+                ))
+            })
             .collect::<Result<Vec<_>, _>>()
             .map(Some)
     }

@@ -150,17 +150,24 @@ impl Database for Sqlite {
         Dialect::Sqlite
     }
 
-    async fn columns(&self, spec: &TableSpec) -> Result<Option<Vec<String>>, DbFailure> {
+    /// With their declared types, which SQLite's statements do not use:
+    /// a column takes any value, and `->>` gives it as JSON holds it.
+    async fn columns(&self, spec: &TableSpec) -> Result<Option<Vec<(String, String)>>, DbFailure> {
         let rows = on_connection!(
             self,
-            sqlx::query("SELECT name FROM pragma_table_info(?1)").bind(&spec.table),
+            sqlx::query("SELECT name, type FROM pragma_table_info(?1)").bind(&spec.table),
             fetch_all
         )?;
         if rows.is_empty() {
             return Ok(None);
         }
         rows.iter()
-            .map(|r| r.try_get::<String, _>(0).map_err(failure))
+            .map(|r| {
+                Ok((
+                    r.try_get(0).map_err(failure)?,
+                    r.try_get(1).map_err(failure)?,
+                ))
+            })
             .collect::<Result<Vec<_>, _>>()
             .map(Some)
     }

@@ -18,7 +18,7 @@ pub mod sql;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::future::Future;
 use std::sync::Mutex;
@@ -122,8 +122,9 @@ impl fmt::Display for DbFailure {
 #[async_trait::async_trait]
 pub trait Database: Send + Sync + fmt::Debug + 'static {
     fn dialect(&self) -> Dialect;
-    /// The columns the table has, or `None` when there is no such table.
-    async fn columns(&self, spec: &TableSpec) -> Result<Option<Vec<String>>, DbFailure>;
+    /// The columns the table has, each with the type it declares, or `None`
+    /// when there is no such table.
+    async fn columns(&self, spec: &TableSpec) -> Result<Option<Vec<(String, String)>>, DbFailure>;
     async fn execute(&self, sql: &str) -> Result<(), DbFailure>;
     /// Runs the upsert over `rows` (a JSON array) and gives the keys it returned.
     async fn upsert(&self, sql: &str, rows: &str) -> Result<Vec<String>, DbFailure>;
@@ -148,11 +149,13 @@ pub trait Database: Send + Sync + fmt::Debug + 'static {
 pub struct TableSink<D: Database> {
     db: D,
     spec: TableSpec,
+    /// The statements before the table is read: its creation.
     statements: Statements,
     retry: RetryPolicy,
     /// Where messages say the rows go.
     shown: String,
-    prepared: tokio::sync::OnceCell<()>,
+    /// The statements for the table as it is, once it is there.
+    prepared: tokio::sync::OnceCell<Statements>,
     retries: Mutex<RetryCounts>,
 }
 
@@ -162,7 +165,7 @@ const MAX_ROWS_PER_STATEMENT: usize = 10_000;
 
 impl<D: Database> TableSink<D> {
     pub fn new(db: D, spec: TableSpec, retry: RetryPolicy, shown: String) -> Self {
-        let statements = db.dialect().statements(&spec);
+        let statements = db.dialect().statements(&spec, &HashMap::new());
         TableSink {
             db,
             spec,
@@ -179,8 +182,9 @@ impl<D: Database> TableSink<D> {
     }
 
     /// Creates the table when missing and adds the columns it lacks, once
-    /// (idempotent DDL: another process doing the same at once is fine).
-    async fn prepare(&self, stop: &Stop) -> Result<(), SinkError> {
+    /// (idempotent DDL: another process doing the same at once is fine);
+    /// the statements then read values as the table's columns are typed.
+    async fn prepare(&self, stop: &Stop) -> Result<&Statements, SinkError> {
         self.prepared
             .get_or_try_init(|| async {
                 let existing = self
@@ -203,15 +207,15 @@ impl<D: Database> TableSink<D> {
                         )));
                     }
                 };
-                let existing: HashSet<String> = existing.into_iter().collect();
-                if !existing.contains(&self.spec.key_column) {
+                let declared: HashMap<String, String> = existing.into_iter().collect();
+                if !declared.contains_key(&self.spec.key_column) {
                     return Err(SinkError::Database(format!(
                         "{}: the table has no key column `{}` (key_column)",
                         self.shown, self.spec.key_column
                     )));
                 }
                 for column in sql::columns(&self.spec) {
-                    if existing.contains(&column.name) {
+                    if declared.contains_key(&column.name) {
                         continue;
                     }
                     if !self.spec.evolve {
@@ -224,10 +228,9 @@ impl<D: Database> TableSink<D> {
                     self.ddl(stop, &add).await?;
                     tracing::info!(table = %self.shown, column = %column.name, "column added");
                 }
-                Ok(())
+                Ok(self.db.dialect().statements(&self.spec, &declared))
             })
             .await
-            .map(|_| ())
     }
 
     /// The table, and the schema it is named in where that is not there yet
@@ -398,9 +401,10 @@ impl<D: Database> Sink for TableSink<D> {
     ) -> Vec<Result<Written, SinkError>> {
         let mut results: Vec<Option<Result<Written, SinkError>>> =
             (0..writes.len()).map(|_| None).collect();
-        if let Err(e) = self.prepare(stop).await {
-            return fail_rest(results, e);
-        }
+        let statements = match self.prepare(stop).await {
+            Ok(statements) => statements,
+            Err(e) => return fail_rest(results, e),
+        };
         // Rows that cannot be encoded are refused alone; the rest go.
         let mut rows = Vec::with_capacity(writes.len());
         let mut keys = Vec::with_capacity(writes.len());
@@ -429,7 +433,7 @@ impl<D: Database> Sink for TableSink<D> {
             }
             body.push(']');
             let outcome = self
-                .statement(stop, || self.db.upsert(&self.statements.upsert, &body))
+                .statement(stop, || self.db.upsert(&statements.upsert, &body))
                 .await;
             match outcome {
                 Ok((returned, made)) => {
@@ -470,10 +474,10 @@ impl<D: Database> Sink for TableSink<D> {
 
     /// Deletes the row by key; a row not there is deleted already.
     async fn delete(&self, delete: &Delete<'_>, stop: &Stop) -> Result<Written, SinkError> {
-        self.prepare(stop).await?;
+        let statements = self.prepare(stop).await?;
         let (_, made) = self
             .statement(stop, || {
-                self.db.delete(&self.statements.delete, delete.external_id)
+                self.db.delete(&statements.delete, delete.external_id)
             })
             .await?;
         Ok(Written {
@@ -490,9 +494,9 @@ impl<D: Database> Sink for TableSink<D> {
     /// The row as a JSON object, a JSON column's value as JSON; in the JSON
     /// layout, the payload its column holds, as it was written.
     async fn read_back(&self, external_id: &str, stop: &Stop) -> Result<Held, SinkError> {
-        self.prepare(stop).await?;
+        let statements = self.prepare(stop).await?;
         let (row, _) = self
-            .statement(stop, || self.db.read(&self.statements.read, external_id))
+            .statement(stop, || self.db.read(&statements.read, external_id))
             .await?;
         let Some(text) = row else {
             return Ok(Held::Nothing);

@@ -3,6 +3,8 @@
 //! so each statement is prepared once whatever the batch's size), the delete
 //! and the read-back by key.
 
+use std::collections::HashMap;
+
 use super::{ColumnType, Layout, TableSpec};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,9 +76,21 @@ impl Dialect {
         )
     }
 
-    pub fn statements(self, spec: &TableSpec) -> Statements {
+    /// The statements for `spec`'s table. `declared` holds the types an
+    /// existing table declares its columns with, by name: PostgreSQL reads
+    /// each value as its column's type (a `timestamptz`, `numeric(10,2)`,
+    /// `uuid` or `text[]` column takes the JSON value's text or array), and
+    /// compares the key as the key column's type; without them, as the
+    /// types the table would be created with.
+    pub fn statements(self, spec: &TableSpec, declared: &HashMap<String, String>) -> Statements {
         let table = self.table_name(spec);
         let columns = columns(spec);
+        let type_of = |c: &SqlColumn| {
+            declared
+                .get(&c.name)
+                .cloned()
+                .unwrap_or_else(|| self.type_name(c.kind).to_owned())
+        };
         let key = quote(&spec.key_column);
         let version = quote(&spec.version_column);
         let mut definitions = vec![
@@ -103,7 +117,7 @@ impl Dialect {
             Dialect::Postgres => {
                 let typed: Vec<String> = columns
                     .iter()
-                    .map(|c| format!("{} {}", quote(&c.name), self.type_name(c.kind)))
+                    .map(|c| format!("{} {}", quote(&c.name), type_of(c)))
                     .collect();
                 format!(
                     "SELECT {} FROM jsonb_to_recordset($1::jsonb) AS r({})",
@@ -137,18 +151,24 @@ impl Dialect {
                 )
             }
         };
+        // The key as text, whatever the key column's type: the external id
+        // it is compared with is text.
+        let (returned, param) = match self {
+            Dialect::Postgres => (
+                format!("{key}::text"),
+                format!("$1::{}", type_of(&columns[0])),
+            ),
+            Dialect::Sqlite => (format!("CAST({key} AS TEXT)"), "?1".to_owned()),
+        };
         let upsert = format!(
-            "INSERT INTO {table} AS t ({}) {source} ON CONFLICT ({key}) DO UPDATE SET {} WHERE t.{version} <= excluded.{version} RETURNING {key}",
+            "INSERT INTO {table} AS t ({}) {source} ON CONFLICT ({key}) DO UPDATE SET {} WHERE t.{version} <= excluded.{version} RETURNING {returned}",
             names.join(", "),
             updates.join(", "),
         );
-        let delete = match self {
-            Dialect::Postgres => format!("DELETE FROM {table} WHERE {key} = $1"),
-            Dialect::Sqlite => format!("DELETE FROM {table} WHERE {key} = ?1"),
-        };
+        let delete = format!("DELETE FROM {table} WHERE {key} = {param}");
         let read = match self {
             Dialect::Postgres => {
-                format!("SELECT to_jsonb(t)::text FROM {table} AS t WHERE {key} = $1")
+                format!("SELECT to_jsonb(t)::text FROM {table} AS t WHERE {key} = {param}")
             }
             Dialect::Sqlite => {
                 let pairs: Vec<String> = columns
@@ -163,7 +183,7 @@ impl Dialect {
                     })
                     .collect();
                 format!(
-                    "SELECT json_object({}) FROM {table} WHERE {key} = ?1",
+                    "SELECT json_object({}) FROM {table} WHERE {key} = {param}",
                     pairs.join(", ")
                 )
             }
@@ -234,21 +254,21 @@ mod tests {
 
     #[test]
     fn postgres_statements() {
-        let s = Dialect::Postgres.statements(&spec());
+        let s = Dialect::Postgres.statements(&spec(), &HashMap::new());
         assert_eq!(
             s.create_schema.as_deref(),
             Some(r#"CREATE SCHEMA "billing""#)
         );
         expect![[r#"CREATE TABLE IF NOT EXISTS "billing"."invoices" ("external_id" TEXT PRIMARY KEY NOT NULL, "version" BIGINT NOT NULL, "amount" BIGINT, "customer" JSONB)"#]].assert_eq(&s.create);
-        expect![[r#"INSERT INTO "billing"."invoices" AS t ("external_id", "version", "amount", "customer") SELECT "external_id", "version", "amount", "customer" FROM jsonb_to_recordset($1::jsonb) AS r("external_id" TEXT, "version" BIGINT, "amount" BIGINT, "customer" JSONB) ON CONFLICT ("external_id") DO UPDATE SET "version" = excluded."version", "amount" = excluded."amount", "customer" = excluded."customer" WHERE t."version" <= excluded."version" RETURNING "external_id""#]].assert_eq(&s.upsert);
+        expect![[r#"INSERT INTO "billing"."invoices" AS t ("external_id", "version", "amount", "customer") SELECT "external_id", "version", "amount", "customer" FROM jsonb_to_recordset($1::jsonb) AS r("external_id" TEXT, "version" BIGINT, "amount" BIGINT, "customer" JSONB) ON CONFLICT ("external_id") DO UPDATE SET "version" = excluded."version", "amount" = excluded."amount", "customer" = excluded."customer" WHERE t."version" <= excluded."version" RETURNING "external_id"::text"#]].assert_eq(&s.upsert);
     }
 
     #[test]
     fn sqlite_statements() {
         let mut spec = spec();
         spec.schema = None;
-        let s = Dialect::Sqlite.statements(&spec);
-        expect![[r#"INSERT INTO "invoices" AS t ("external_id", "version", "amount", "customer") SELECT r.value ->> '$."external_id"', r.value ->> '$."version"', r.value ->> '$."amount"', NULLIF(r.value -> '$."customer"', 'null') FROM jsonb_each(?1) AS r WHERE true ON CONFLICT ("external_id") DO UPDATE SET "version" = excluded."version", "amount" = excluded."amount", "customer" = excluded."customer" WHERE t."version" <= excluded."version" RETURNING "external_id""#]].assert_eq(&s.upsert);
+        let s = Dialect::Sqlite.statements(&spec, &HashMap::new());
+        expect![[r#"INSERT INTO "invoices" AS t ("external_id", "version", "amount", "customer") SELECT r.value ->> '$."external_id"', r.value ->> '$."version"', r.value ->> '$."amount"', NULLIF(r.value -> '$."customer"', 'null') FROM jsonb_each(?1) AS r WHERE true ON CONFLICT ("external_id") DO UPDATE SET "version" = excluded."version", "amount" = excluded."amount", "customer" = excluded."customer" WHERE t."version" <= excluded."version" RETURNING CAST("external_id" AS TEXT)"#]].assert_eq(&s.upsert);
         expect![[r#"SELECT json_object('external_id', "external_id", 'version', "version", 'amount', "amount", 'customer', json("customer")) FROM "invoices" WHERE "external_id" = ?1"#]].assert_eq(&s.read);
     }
 }

@@ -654,6 +654,109 @@ async fn postgres_a_missing_schema_is_made_with_the_table() {
     db.drop().await;
 }
 
+/// A SQLite table that was there before, keyed by an integer: rows land,
+/// are found again by their key, and deleted.
+#[tokio::test]
+async fn sqlite_an_existing_table_keyed_by_an_integer_takes_rows() {
+    let db = Db::sqlite("int-key").await;
+    db.exec(
+        "CREATE TABLE contacts (external_id INTEGER PRIMARY KEY, version INTEGER NOT NULL, \
+         name TEXT, score REAL)",
+    )
+    .await;
+    let mut table = spec(&[("name", ColumnType::Json), ("score", ColumnType::Json)]);
+    table.create_table = false;
+    let sink = db.sink(table, "int-key");
+    let a = record("7", json!({"name": "Ann", "score": 1.5}));
+    sink.write(write(&a, 1), &Stop::never())
+        .await
+        .expect("written");
+    let older = record("7", json!({"name": "Old", "score": 0.5}));
+    assert!(matches!(
+        sink.write(write(&older, 0), &Stop::never()).await,
+        Err(SinkError::Superseded)
+    ));
+    assert_eq!(held(sink.as_ref(), "7").await["name"], json!("Ann"));
+    let delete = Delete {
+        external_id: "7",
+        known_dest_id: None,
+        unsettled_until: None,
+    };
+    sink.delete(&delete, &Stop::never()).await.expect("delete");
+    assert_eq!(held(sink.as_ref(), "7").await, Value::Null);
+    db.drop().await;
+}
+
+/// A table that was there before, its columns typed as its owner chose
+/// (mapped with no `required` types, so sent as JSON): each value is read as
+/// its column's type, the key compared as the key column's, and a value the
+/// type cannot take refuses its row alone.
+#[tokio::test]
+async fn postgres_an_existing_table_s_column_types_are_written_as_declared() {
+    let db = Db::postgres("typed").await;
+    db.exec(&format!(
+        "CREATE TABLE {} (external_id BIGINT PRIMARY KEY, version INTEGER NOT NULL, uid UUID, \
+         signup TIMESTAMPTZ, score NUMERIC(5,2), tags TEXT[], active BOOLEAN, meta JSONB)",
+        db.table("contacts")
+    ))
+    .await;
+    let mut table = spec(&[
+        ("uid", ColumnType::Json),
+        ("signup", ColumnType::Json),
+        ("score", ColumnType::Json),
+        ("tags", ColumnType::Json),
+        ("active", ColumnType::Json),
+        ("meta", ColumnType::Json),
+    ]);
+    table.create_table = false;
+    let sink = db.sink(table, "typed");
+    let row = |id: &str, signup: &str, score: f64| {
+        record(
+            id,
+            json!({"uid": "0b8f6c3e-6a55-4f3c-9a7e-000000000001", "signup": signup,
+                   "score": score, "tags": ["a", "b"], "active": true, "meta": {"n": 1}}),
+        )
+    };
+    let records = [
+        row("1", "2026-01-10T08:30:00+02:00", 12.3),
+        row("2", "2026-01-10T08:30:00Z", 12345.678),
+        row("3", "not a date", 1.0),
+    ];
+    let results = sink
+        .write_batch(
+            records.iter().map(|r| write(r, 1)).collect(),
+            &Stop::never(),
+        )
+        .await;
+    assert!(results[0].is_ok(), "{results:?}");
+    assert!(
+        matches!(&results[1], Err(SinkError::Refused(m)) if m.contains("numeric")),
+        "{results:?}"
+    );
+    assert!(
+        matches!(&results[2], Err(SinkError::Refused(m)) if m.contains("timestamp")),
+        "{results:?}"
+    );
+    let exact = db
+        .number(&format!(
+            "SELECT count(*) FROM {} WHERE external_id = 1 AND signup = '2026-01-10T06:30:00Z' \
+             AND score = 12.30 AND tags = '{{a,b}}' AND active \
+             AND uid = '0b8f6c3e-6a55-4f3c-9a7e-000000000001' AND meta = '{{\"n\": 1}}'",
+            db.table("contacts")
+        ))
+        .await;
+    assert_eq!(exact, 1);
+    assert_eq!(held(sink.as_ref(), "1").await["score"], json!(12.3));
+    let delete = Delete {
+        external_id: "1",
+        known_dest_id: None,
+        unsettled_until: None,
+    };
+    sink.delete(&delete, &Stop::never()).await.expect("delete");
+    assert_eq!(held(sink.as_ref(), "1").await, Value::Null);
+    db.drop().await;
+}
+
 #[tokio::test]
 async fn postgres_a_refused_row_is_refused_alone() {
     a_refused_row_is_refused_alone(Db::postgres("refused").await).await;
