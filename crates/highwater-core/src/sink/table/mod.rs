@@ -311,9 +311,11 @@ impl<D: Database> TableSink<D> {
                 error,
                 class: Class::RecordLevel,
             }) => Err(SinkError::Refused(error.to_string())),
-            Err(GaveUp::Final { error, .. }) => {
-                Err(SinkError::Database(format!("{}: {error}", self.shown)))
-            }
+            Err(GaveUp::Final { error, .. }) => Err(SinkError::Database(format!(
+                "{}: {error}{}",
+                self.shown,
+                self.hint(&error)
+            ))),
             Err(
                 GaveUp::Unknown { error, attempts }
                 | GaveUp::Exhausted {
@@ -326,6 +328,28 @@ impl<D: Database> TableSink<D> {
             ))),
             Err(GaveUp::Stopped(reason)) => Err(SinkError::Http(HttpError::Stopped(reason))),
         }
+    }
+
+    /// What to do about a failure the database's words leave a person to
+    /// work out.
+    fn hint(&self, error: &DbFailure) -> String {
+        // PostgreSQL's SQLSTATE, SQLite's message: the upsert's conflict key
+        // is no primary key or unique index of a table its owner made.
+        let no_unique_key = error.code.as_deref() == Some("42P10")
+            || error
+                .message
+                .contains("does not match any PRIMARY KEY or UNIQUE constraint");
+        if !no_unique_key {
+            return String::new();
+        }
+        let table = self.db.dialect().table_name(&self.spec);
+        format!(
+            "; the key column `{}` (key_column) needs a primary key or a unique index: \
+             CREATE UNIQUE INDEX {} ON {table} ({})",
+            self.spec.key_column,
+            sql::quote(&format!("{}_{}_key", self.spec.table, self.spec.key_column)),
+            sql::quote(&self.spec.key_column)
+        )
     }
 
     /// One row of the upsert, as a JSON object keyed by column: written out

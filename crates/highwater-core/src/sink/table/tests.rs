@@ -431,6 +431,45 @@ async fn a_refused_row_is_refused_alone(db: Db) {
     db.drop().await;
 }
 
+/// A table its owner made without a unique key on the key column: the run
+/// stops saying which index it needs, and with that index made, writes.
+async fn a_key_column_without_a_unique_index_is_named(db: Db) {
+    db.exec(&format!(
+        "CREATE TABLE {} (external_id TEXT, version BIGINT NOT NULL, name TEXT)",
+        db.table("contacts")
+    ))
+    .await;
+    let mut table = spec(&[("name", ColumnType::Text)]);
+    table.create_table = false;
+    let a = record("a", json!({"name": "Ann"}));
+    let sink = db.sink(table.clone(), "no-key");
+    let refused = sink.write(write(&a, 1), &Stop::never()).await;
+    let Err(SinkError::Database(message)) = refused else {
+        panic!("{refused:?}")
+    };
+    let fix = message
+        .split_once("needs a primary key or a unique index: ")
+        .map(|(_, fix)| fix.to_owned())
+        .unwrap_or_else(|| panic!("{message}"));
+    db.exec(&fix).await;
+    let sink = db.sink(table, "no-key");
+    sink.write(write(&a, 1), &Stop::never())
+        .await
+        .expect("written");
+    assert_eq!(held(sink.as_ref(), "a").await["name"], json!("Ann"));
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn sqlite_a_key_column_without_a_unique_index_is_named() {
+    a_key_column_without_a_unique_index_is_named(Db::sqlite("no-key").await).await;
+}
+
+#[tokio::test]
+async fn postgres_a_key_column_without_a_unique_index_is_named() {
+    a_key_column_without_a_unique_index_is_named(Db::postgres("nokey").await).await;
+}
+
 /// A newly mapped field adds a column; with `evolve = false` the sink
 /// refuses to write, naming the column and the table.
 async fn a_new_field_adds_a_column_unless_evolve_is_off(db: Db) {
