@@ -84,6 +84,33 @@ async fn errors_listed_apart_from_the_results_are_matched_by_the_ids_they_name()
     );
 }
 
+/// An endpoint that answers for the whole batch only (`item_results =
+/// false`): a 2xx writes every record of it, and a batch refused is halved
+/// until the record it cannot take stands alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_answered_as_a_whole_writes_every_record_of_it() {
+    let mut sim = SimConfig::new(135, 1_000);
+    sim.poisoned_ratio = 0.01;
+    sim.invalid_ratio = 0.0;
+    sim.dest.batch_refuses_whole = true;
+    sim.dest.batch_answers_whole = true;
+    let world = World::start(
+        "batch-whole-answer",
+        sim,
+        &Setup::new(Style::Cursor, Mode::Batch),
+    )
+    .await;
+    let text = std::fs::read_to_string(&world.config).expect("config");
+    let items = "results_path = \"results\"\nresult_id_field = \"external_id\"\n\
+                 result_status_field = \"status\"\nresult_error_field = \"error\"\n";
+    assert!(text.contains(items), "{text}");
+    std::fs::write(&world.config, text.replace(items, "item_results = false\n")).expect("config");
+    world.run_to_completion().await;
+    let v = world.assert_exact().await;
+    assert!(v.dead_lettered >= 5, "{v}");
+    assert!(world.sim.stats().dest.requests < 1_000 / 5);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_batch_refused_whole_is_halved_until_each_refused_record_stands_alone() {
     let mut sim = SimConfig::new(132, 1_000);

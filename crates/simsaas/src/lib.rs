@@ -115,6 +115,7 @@ impl SimConfig {
             item_fail_ratio: 0.02,
             batch_refuses_whole: false,
             batch_errors_apart: false,
+            batch_answers_whole: false,
         };
         self.mutations = Mutations {
             max: 50,
@@ -250,6 +251,10 @@ pub struct DestFaults {
     /// each error `{"status", "message", "context": {"ids": [external id]}}`,
     /// and the results in reverse order.
     pub batch_errors_apart: bool,
+    /// A batch's answer says nothing of its items: `{"accepted": n}` (as
+    /// Segment's batch endpoint answers), with `batch_refuses_whole` the
+    /// only way a record is refused.
+    pub batch_answers_whole: bool,
 }
 
 impl Default for DestFaults {
@@ -274,6 +279,7 @@ impl Default for DestFaults {
             item_fail_ratio: 0.0,
             batch_refuses_whole: false,
             batch_errors_apart: false,
+            batch_answers_whole: false,
         }
     }
 }

@@ -346,7 +346,8 @@ async fn put_by_ext(
 /// or failed alone (503, `item_fail_ratio`; not applied). The batch meets the
 /// write faults as one request, keyed by its first record; with
 /// `batch_refuses_whole`, a batch holding a poisoned record is refused whole;
-/// with `batch_errors_apart`, the items not written are listed apart.
+/// with `batch_errors_apart`, the items not written are listed apart; with
+/// `batch_answers_whole`, the answer says nothing of the items.
 async fn batch(
     State(s): State<Arc<Shared>>,
     headers: HeaderMap,
@@ -398,6 +399,7 @@ async fn batch(
     }
     let meta = WriteMeta::from(&headers);
     let errors_apart = read(&s.dest_faults).batch_errors_apart;
+    let answers_whole = read(&s.dest_faults).batch_answers_whole;
     carry_out(&s, plan, move |s, late| {
         let item_fail_ratio = read(&s.dest_faults).item_fail_ratio;
         let mut results = Vec::with_capacity(items.len());
@@ -446,6 +448,12 @@ async fn batch(
                     }));
                 }
             }
+        }
+        if answers_whole {
+            return json_value(
+                StatusCode::OK,
+                &serde_json::json!({ "accepted": results.len() }),
+            );
         }
         if !errors_apart {
             return json_value(StatusCode::OK, &serde_json::json!({ "results": results }));

@@ -316,6 +316,10 @@ impl HttpSink {
     /// The answer for the record at `position` of its batch, whose external id
     /// is `external_id`.
     fn item(&self, spec: &BatchSpec, answer: &Answer, position: usize, external_id: &str) -> Item {
+        if !spec.item_results {
+            // A 2xx for the whole batch: every record of it is written.
+            return Item::Written(None);
+        }
         if let Some(list) = &spec.errors
             && let Some(&n) = answer.errors_by_id.get(external_id)
         {
@@ -333,7 +337,8 @@ impl HttpSink {
                     ),
                     None => format!(
                         "the batch's answer has no result for {external_id} \
-                         (an answer listing failed items apart needs `errors_path`)"
+                         (an answer listing failed items apart needs `errors_path`, \
+                         one for the whole batch only `item_results = false`)"
                     ),
                 })
             } else {
@@ -462,6 +467,7 @@ mod tests {
             status_field: Some(crate::record::FieldPath::parse(status)),
             error_field: Some(crate::record::FieldPath::parse(error)),
             errors: None,
+            item_results: true,
             upsert: true,
         };
         let salesforce = spec("success", "errors");
@@ -517,6 +523,7 @@ mod tests {
             status_field: Some(FieldPath::parse("status")),
             error_field: None,
             errors: Some(list.clone()),
+            item_results: true,
             upsert: true,
         };
         // HubSpot's: a status that is no code, the ids in an array.

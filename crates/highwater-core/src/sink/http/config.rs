@@ -60,12 +60,13 @@ pub(crate) struct RawHttpDestination {
     pub errors_path: Option<S<String>>,
     pub error_id_field: Option<S<String>>,
     pub error_message_field: Option<S<String>>,
+    pub item_results: Option<S<bool>>,
     pub upsert: Option<S<bool>>,
 }
 
 impl RawHttpDestination {
     /// The keys only some write modes read, with where each was set.
-    fn mode_keys(&self) -> [(&'static str, Option<std::ops::Range<usize>>); 22] {
+    fn mode_keys(&self) -> [(&'static str, Option<std::ops::Range<usize>>); 23] {
         fn span<T>(v: &Option<S<T>>) -> Option<std::ops::Range<usize>> {
             v.as_ref().map(Spanned::span)
         }
@@ -91,6 +92,7 @@ impl RawHttpDestination {
             ("errors_path", span(&self.errors_path)),
             ("error_id_field", span(&self.error_id_field)),
             ("error_message_field", span(&self.error_message_field)),
+            ("item_results", span(&self.item_results)),
             ("upsert", span(&self.upsert)),
         ]
     }
@@ -180,6 +182,9 @@ pub struct BatchSpec {
     pub error_field: Option<FieldPath>,
     /// Failed items the answer lists apart from its results.
     pub errors: Option<ErrorList>,
+    /// The answer says something of each item; without, a 2xx answer wrote
+    /// the whole batch (Segment's and Mixpanel's import endpoints answer so).
+    pub item_results: bool,
     /// The endpoint upserts by external id: a batch without a clear answer may
     /// be sent again. Otherwise the run stops, naming the batch.
     pub upsert: bool,
@@ -284,6 +289,7 @@ pub(crate) fn validate(
             "errors_path",
             "error_id_field",
             "error_message_field",
+            "item_results",
             "upsert",
         ],
         _ => {
@@ -474,6 +480,7 @@ fn write_mode(
                 status_field: field(&r.result_status_field),
                 error_field: field(&r.result_error_field),
                 errors: error_list(v, r, at),
+                item_results: item_results(v, r, at),
                 upsert: r.upsert.as_ref().is_some_and(|u| *u.get_ref()),
             }))
         }
@@ -569,6 +576,30 @@ fn batch_body(
             Some((name.clone(), json))
         })
         .collect()
+}
+
+/// Whether a batch's answer speaks of each item; when it does not, the keys
+/// saying where are refused rather than ignored.
+fn item_results(v: &mut Validator<'_>, r: &RawHttpDestination, at: &str) -> bool {
+    let Some(flag) = r.item_results.as_ref().filter(|f| !*f.get_ref()) else {
+        return true;
+    };
+    for (key, set) in [
+        ("results_path", r.results_path.is_some()),
+        ("result_id_field", r.result_id_field.is_some()),
+        ("result_status_field", r.result_status_field.is_some()),
+        ("result_error_field", r.result_error_field.is_some()),
+        ("errors_path", r.errors_path.is_some()),
+    ] {
+        if set {
+            v.problem(
+                flag,
+                format!("{at}.item_results"),
+                format!("is false, so `{key}` has no item results to read"),
+            );
+        }
+    }
+    false
 }
 
 /// A batch answer's list of errors (`errors_path`), which is of no use without
