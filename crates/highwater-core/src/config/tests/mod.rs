@@ -544,6 +544,18 @@ fn strict_bounds_are_opt_in_and_need_the_bound_they_describe() {
     );
 }
 
+/// The batch endpoint `text` configures.
+fn batch_spec(text: &str) -> crate::sink::http::config::BatchSpec {
+    let config = parse(text, Path::new("hw.toml"), &env).expect("valid config");
+    let DestinationSpec::Http(http) = &config.syncs[0].destination else {
+        unreachable!("an HTTP destination")
+    };
+    let crate::config::WriteMode::Batch(spec) = &http.mode else {
+        unreachable!("batch mode")
+    };
+    spec.clone()
+}
+
 #[test]
 fn batch_mode_says_where_records_go_and_where_each_answer_is() {
     let lookup = "mode = \"lookup\"\nlookup_path = \"/v1/contacts\"\nlookup_param = \"external_id\"\ncreate_path = \"/v1/contacts\"\nupdate_path = \"/v1/contacts/{dest_id}\"";
@@ -552,12 +564,7 @@ fn batch_mode_says_where_records_go_and_where_each_answer_is() {
         "mode = \"batch\"\npath = \"/v1/contacts/batch\"\nbatch_size = 200\nbatch_field = \"records\"\nresults_path = \"data.results\"\nresult_id_field = \"external_id\"\nresult_status_field = \"status\"\nresult_error_field = \"error\"\nupsert = true",
     );
     let config = parse(&batch, Path::new("hw.toml"), &env).expect("valid config");
-    let DestinationSpec::Http(http) = &config.syncs[0].destination else {
-        unreachable!("an HTTP destination")
-    };
-    let crate::config::WriteMode::Batch(spec) = &http.mode else {
-        unreachable!("batch mode")
-    };
+    let spec = batch_spec(&batch);
     assert_eq!((spec.size, spec.upsert), (200, true));
     assert_eq!(spec.field.as_deref(), Some("records"));
     assert!(config.syncs[0].destination.takes_concurrent_runs());
@@ -579,13 +586,7 @@ fn batch_mode_says_where_records_go_and_where_each_answer_is() {
         lookup,
         "mode = \"batch\"\npath = \"/v0/base/t\"\nbatch_field = \"records\"\nbatch_body = { performUpsert = { fieldsToMergeOn = [\"external_id\"] }, typecast = true }",
     );
-    let config = parse(&airtable, Path::new("hw.toml"), &env).expect("valid config");
-    let DestinationSpec::Http(http) = &config.syncs[0].destination else {
-        unreachable!("an HTTP destination")
-    };
-    let crate::config::WriteMode::Batch(spec) = &http.mode else {
-        unreachable!("batch mode")
-    };
+    let spec = batch_spec(&airtable);
     assert_eq!(
         spec.body,
         [
@@ -643,13 +644,7 @@ fn batch_mode_says_where_records_go_and_where_each_answer_is() {
         lookup,
         "mode = \"batch\"\npath = \"/batch/upsert\"\nerrors_path = \"errors\"\nerror_id_field = \"context.ids\"\nerror_message_field = \"message\"",
     );
-    let config = parse(&apart, Path::new("hw.toml"), &env).expect("valid config");
-    let DestinationSpec::Http(http) = &config.syncs[0].destination else {
-        unreachable!("an HTTP destination")
-    };
-    let crate::config::WriteMode::Batch(spec) = &http.mode else {
-        unreachable!("batch mode")
-    };
+    let spec = batch_spec(&apart);
     assert!(
         spec.errors
             .as_ref()
