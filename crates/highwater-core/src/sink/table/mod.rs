@@ -149,8 +149,6 @@ pub trait Database: Send + Sync + fmt::Debug + 'static {
 pub struct TableSink<D: Database> {
     db: D,
     spec: TableSpec,
-    /// The statements before the table is read: its creation.
-    statements: Statements,
     retry: RetryPolicy,
     /// Where messages say the rows go.
     shown: String,
@@ -165,11 +163,9 @@ const MAX_ROWS_PER_STATEMENT: usize = 10_000;
 
 impl<D: Database> TableSink<D> {
     pub fn new(db: D, spec: TableSpec, retry: RetryPolicy, shown: String) -> Self {
-        let statements = db.dialect().statements(&spec, &HashMap::new());
         TableSink {
             db,
             spec,
-            statements,
             retry,
             shown,
             prepared: tokio::sync::OnceCell::new(),
@@ -241,15 +237,17 @@ impl<D: Database> TableSink<D> {
             Err(e) if e.already_exists => Ok(()),
             other => other,
         };
+        // No table yet: the types it is created with.
+        let statements = self.db.dialect().statements(&self.spec, &HashMap::new());
         self.statement(stop, || async {
-            match self.db.execute(&self.statements.create).await {
+            match self.db.execute(&statements.create).await {
                 Err(e) if e.code.as_deref() == Some("3F000") => {
-                    let Some(schema) = &self.statements.create_schema else {
+                    let Some(schema) = &statements.create_schema else {
                         return Err(e);
                     };
                     done(self.db.execute(schema).await)?;
                     tracing::info!(table = %self.shown, "schema created");
-                    done(self.db.execute(&self.statements.create).await)
+                    done(self.db.execute(&statements.create).await)
                 }
                 other => done(other),
             }
