@@ -434,7 +434,10 @@ impl Compare {
 /// number is the same by its value: a database gives back `25` for the `25.0`
 /// it was sent into a DOUBLE PRECISION column; and so is a timestamp with an
 /// offset: PostgreSQL gives back `2026-01-10T06:30:00+00:00` for the
-/// `2026-01-10T08:30:00+02:00` it was sent into a `timestamptz` column.
+/// `2026-01-10T08:30:00+02:00` it was sent into a `timestamptz` column. A
+/// typed column gives back its own form of what it took, and holds the same
+/// value: `1` for `true` (SQLite's BOOLEAN), `"[\"a\"]"` for `["a"]` or `"5"`
+/// for `5` (a TEXT column), `42` for `"42"` (an INTEGER column).
 pub(super) fn contains(object: &Value, payload: &Value) -> bool {
     match (object, payload) {
         (Value::Object(have), Value::Object(want)) => want
@@ -456,6 +459,12 @@ pub(super) fn contains(object: &Value, payload: &Value) -> bool {
                     .parse::<jiff::Timestamp>()
                     .is_ok_and(|have| want.parse::<jiff::Timestamp>().is_ok_and(|w| have == w))
         }
+        (Value::Number(have), Value::Bool(want)) => have.as_i64() == Some(i64::from(*want)),
+        (Value::String(have), _) => {
+            serde_json::from_str::<Value>(have).is_ok_and(|have| contains(&have, payload))
+        }
+        (Value::Number(_), Value::String(want)) => serde_json::from_str::<Value>(want)
+            .is_ok_and(|want| want.is_number() && contains(object, &want)),
         _ => object == payload,
     }
 }
@@ -660,6 +669,30 @@ mod tests {
             &json!({"amount": 25, "n": [1, 2.5], "big": 1}),
             &payload
         ));
+    }
+
+    #[test]
+    fn a_typed_column_s_own_form_holds_the_value() {
+        let payload = json!({"active": true, "off": false, "tags": ["a", "b"], "meta": {"n": 1},
+                             "score": 1.5, "key": "42", "name": "5"});
+        let object = json!({"active": 1, "off": 0, "tags": "[\"a\",\"b\"]", "meta": "{\"n\": 1}",
+                            "score": "1.5", "key": 42, "name": "5"});
+        assert!(contains(&object, &payload));
+        for (field, other) in [
+            ("active", json!(0)),
+            ("off", json!("true")),
+            ("tags", json!("[\"a\"]")),
+            ("tags", json!("a,b")),
+            ("score", json!("1.50x")),
+            ("key", json!(43)),
+            ("name", json!(5.5)),
+        ] {
+            let mut changed = object.clone();
+            changed[field] = other;
+            assert!(!contains(&changed, &payload), "{field}: {}", changed[field]);
+        }
+        // A string that reads as JSON is still only a string.
+        assert!(!contains(&json!({"name": 5}), &json!({"name": "five"})));
     }
 
     #[test]

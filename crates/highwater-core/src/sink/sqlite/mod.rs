@@ -150,8 +150,8 @@ impl Database for Sqlite {
         Dialect::Sqlite
     }
 
-    /// With their declared types, which SQLite's statements do not use:
-    /// a column takes any value, and `->>` gives it as JSON holds it.
+    /// With their declared types: a column whose type names JSON takes JSON
+    /// text, any other the SQL value the JSON holds (`sql.rs`).
     async fn columns(&self, spec: &TableSpec) -> Result<Option<Vec<(String, String)>>, DbFailure> {
         let rows = on_connection!(
             self,

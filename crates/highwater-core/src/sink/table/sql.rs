@@ -52,9 +52,11 @@ impl Dialect {
             (Dialect::Sqlite, ColumnType::Double) => "REAL",
             (Dialect::Postgres, ColumnType::Double) => "DOUBLE PRECISION",
             (_, ColumnType::Boolean) => "BOOLEAN",
-            // TEXT, not JSON: SQLite would give a column named JSON numeric
-            // affinity and turn "5" into 5.
-            (Dialect::Sqlite, ColumnType::Json) => "TEXT",
+            // Not JSON alone: SQLite would give the column numeric affinity
+            // and turn 5 into an integer, and a number past 64 bits into a
+            // REAL, losing digits. "TEXT" in the name gives it text affinity;
+            // "JSON" in it says the column holds JSON text (`json_text`).
+            (Dialect::Sqlite, ColumnType::Json) => "JSON TEXT",
             (Dialect::Postgres, ColumnType::Json) => "JSONB",
         }
     }
@@ -91,6 +93,13 @@ impl Dialect {
                 .cloned()
                 .unwrap_or_else(|| self.type_name(c.kind).to_owned())
         };
+        // SQLite: JSON text for a column whose type names JSON (as the ones
+        // it creates for untyped fields do), else the SQL value JSON holds —
+        // an owner's TEXT column takes a string's text, not the string quoted.
+        let json_text = |c: &SqlColumn| match declared.get(&c.name) {
+            Some(declared) => declared.to_ascii_uppercase().contains("JSON"),
+            None => c.kind == ColumnType::Json,
+        };
         let key = quote(&spec.key_column);
         let version = quote(&spec.version_column);
         let mut definitions = vec![
@@ -125,8 +134,9 @@ impl Dialect {
                     typed.join(", ")
                 )
             }
-            // `->>` gives SQL values (text, integer, real; objects and arrays as
-            // JSON text), `->` JSON text for a JSON column. `jsonb_each` hands
+            // `->>` gives SQL values (text, integer, real, 1 or 0 for a
+            // boolean; objects and arrays as JSON text), `->` JSON text for a
+            // JSON column. `jsonb_each` hands
             // each row over as SQLite's parsed JSONB, which the operators read
             // directly; `json_each` wrote it back out as text for each of them
             // to parse again, a sixth of the table's thread. `WHERE true` keeps
@@ -138,7 +148,7 @@ impl Dialect {
                     .iter()
                     .map(|c| {
                         let path = literal(&format!("$.\"{}\"", c.name));
-                        if c.kind == ColumnType::Json {
+                        if json_text(c) {
                             format!("NULLIF(r.value -> {path}, 'null')")
                         } else {
                             format!("r.value ->> {path}")
@@ -174,7 +184,7 @@ impl Dialect {
                 let pairs: Vec<String> = columns
                     .iter()
                     .map(|c| {
-                        let value = if c.kind == ColumnType::Json {
+                        let value = if json_text(c) {
                             format!("json({})", quote(&c.name))
                         } else {
                             quote(&c.name)

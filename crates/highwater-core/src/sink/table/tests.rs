@@ -726,6 +726,70 @@ async fn sqlite_an_existing_table_keyed_by_an_integer_takes_rows() {
     db.drop().await;
 }
 
+/// A SQLite table its owner made with typed columns, mapped with no
+/// `required` types: each column takes the SQL value the JSON holds (a
+/// string's text, not the string quoted; a boolean as 1), a column whose type
+/// names JSON takes JSON text, and a table highwater makes keeps an untyped
+/// field's JSON as it was sent.
+#[tokio::test]
+async fn sqlite_an_existing_table_s_columns_take_sql_values_unless_typed_json() {
+    let db = Db::sqlite("typed").await;
+    db.exec(
+        "CREATE TABLE contacts (external_id TEXT PRIMARY KEY, version INTEGER NOT NULL, \
+         email TEXT, score REAL, active BOOLEAN, tags TEXT, meta JSON, note)",
+    )
+    .await;
+    let fields = [
+        ("email", ColumnType::Json),
+        ("score", ColumnType::Json),
+        ("active", ColumnType::Json),
+        ("tags", ColumnType::Json),
+        ("meta", ColumnType::Json),
+        ("note", ColumnType::Json),
+    ];
+    let mut table = spec(&fields);
+    table.create_table = false;
+    let sink = db.sink(table, "typed");
+    let payload = json!({"email": "ann@example.com", "score": 1.5, "active": true,
+                         "tags": ["a", "b"], "meta": {"n": "5"}, "note": "say \"hi\""});
+    let a = record("a", payload.clone());
+    sink.write(write(&a, 1), &Stop::never())
+        .await
+        .expect("written");
+    let exact = db
+        .number(
+            "SELECT count(*) FROM contacts WHERE email = 'ann@example.com' AND score = 1.5 \
+             AND active = 1 AND tags = '[\"a\",\"b\"]' AND meta = '{\"n\":\"5\"}' \
+             AND note = 'say \"hi\"'",
+        )
+        .await;
+    assert_eq!(exact, 1, "each column holds the SQL value");
+    assert_eq!(
+        held(sink.as_ref(), "a").await["email"],
+        json!("ann@example.com")
+    );
+    assert_eq!(held(sink.as_ref(), "a").await["meta"], json!({"n": "5"}));
+
+    let mut made = spec(&fields);
+    made.table = "made".into();
+    let sink = db.sink(made, "typed");
+    sink.write(write(&a, 1), &Stop::never())
+        .await
+        .expect("written");
+    let kept = db
+        .number(
+            "SELECT count(*) FROM made WHERE email = '\"ann@example.com\"' AND active = 'true' \
+             AND meta = '{\"n\":\"5\"}' AND typeof(score) = 'text'",
+        )
+        .await;
+    assert_eq!(kept, 1, "an untyped field's column holds JSON text");
+    let back = held(sink.as_ref(), "a").await;
+    for (field, value) in payload.as_object().expect("an object") {
+        assert_eq!(&back[field], value, "{field} read back as it was sent");
+    }
+    db.drop().await;
+}
+
 /// A table that was there before, its columns typed as its owner chose
 /// (mapped with no `required` types, so sent as JSON): each value is read as
 /// its column's type, the key compared as the key column's, and a value the
