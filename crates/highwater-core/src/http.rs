@@ -629,7 +629,13 @@ fn innermost(e: &reqwest::Error) -> String {
 /// error arrives inside `io::Error`s (one in another), whose `source` skips
 /// what they wrap.
 pub(crate) fn tls_refused(e: &reqwest::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    std::error::Error::source(e).is_some_and(tls_refused_in)
+}
+
+/// Whether `e`, or an error it holds, is rustls refusing the server's
+/// certificate or protocol (a database connection's TLS, as a request's).
+pub(crate) fn tls_refused_in(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
     while let Some(s) = source {
         let mut wrapped = Some(s);
         while let Some(w) = wrapped {

@@ -280,7 +280,9 @@ fn shared_lost(e: DbFailure) -> DbFailure {
 /// a lock not available (55P03) are worth another try, as are I/O errors and
 /// a pool that timed out — a statement whose connection died committed or
 /// did not, and the upsert is idempotent; the rest (authentication 28,
-/// permission 42501, an undefined table 42P01, syntax) needs a person.
+/// permission 42501, an undefined table 42P01, syntax) needs a person, as
+/// does TLS that cannot be had: a certificate refused, or a server without
+/// TLS under `sslmode=require` (a connection lost in the handshake is I/O).
 fn failure(e: sqlx::Error) -> DbFailure {
     let transient = |outcome_known| Class::Transient { outcome_known };
     let (class, code, message) = match &e {
@@ -293,6 +295,13 @@ fn failure(e: sqlx::Error) -> DbFailure {
                 _ => Class::Fatal,
             };
             (class, Some(code), db.message().to_owned())
+        }
+        sqlx::Error::Tls(tls) if tls_needs_a_person(tls.as_ref()) => {
+            (Class::Fatal, None, e.to_string())
+        }
+        // rustls's refusal of a certificate arrives as an I/O error.
+        sqlx::Error::Io(io) if crate::http::tls_refused_in(io) => {
+            (Class::Fatal, None, e.to_string())
         }
         sqlx::Error::Io(_)
         | sqlx::Error::PoolTimedOut
@@ -310,4 +319,21 @@ fn failure(e: sqlx::Error) -> DbFailure {
         message,
         already_exists,
     }
+}
+
+/// Whether a connection's TLS failed on a setting rather than on the network:
+/// rustls refused the certificate or protocol, or no I/O error is behind it
+/// (the server said it has no TLS).
+fn tls_needs_a_person(e: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
+    if crate::http::tls_refused_in(e) {
+        return true;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.is::<std::io::Error>() {
+            return false;
+        }
+        source = s.source();
+    }
+    true
 }

@@ -881,3 +881,46 @@ async fn stores_opened_at_once_migrate_it_once() {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+/// A PostgreSQL store whose URL says `sslmode=require` (as a managed
+/// database asks) holds its connections over TLS, where the server offers it.
+#[tokio::test]
+async fn a_postgres_store_connects_over_tls_when_its_url_asks() {
+    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&pg_url())
+        .await
+        .expect("the machine's PostgreSQL");
+    let ssl: String = sqlx::query_scalar("SHOW ssl")
+        .fetch_one(&mut admin)
+        .await
+        .expect("SHOW ssl");
+    let name = format!("hw-tls-{}", std::process::id());
+    let joint = if pg_url().contains('?') { '&' } else { '?' };
+    let location = postgres::PgLocation {
+        url: format!("{}{joint}sslmode=require&application_name={name}", pg_url()),
+        schema: pg_schema("tls"),
+        lease: std::time::Duration::from_secs(30),
+    };
+    let opened = postgres::PgStore::open(&location).await;
+    if ssl != "on" {
+        let Err(e) = opened else {
+            panic!("a server without TLS refuses sslmode=require")
+        };
+        assert!(e.to_string().contains("TLS"), "{e}");
+        return;
+    }
+    let store = Store {
+        backend: Backend::Postgres(opened.expect("open over TLS")),
+    };
+    store.paused_syncs().await.expect("a statement over TLS");
+    let (connections, encrypted): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE s.ssl) FROM pg_stat_activity a \
+         JOIN pg_stat_ssl s USING (pid) WHERE a.application_name = $1",
+    )
+    .bind(&name)
+    .fetch_one(&mut admin)
+    .await
+    .expect("pg_stat_ssl");
+    assert!(connections > 0, "the store's connections are open");
+    assert_eq!(encrypted, connections, "every connection is encrypted");
+    store.close().await;
+}
