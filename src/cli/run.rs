@@ -122,8 +122,14 @@ pub async fn run(
                 RunOutcome::Stopped(_) => Exit::Stopped,
             })
         }
-        // Another range's backfill is open: nothing was started or changed.
-        Err(failure) if matches!(failure.cause, FailureCause::OtherRunOpen { .. }) => {
+        // Another range's backfill is open, or the destination is not the
+        // ledger's: nothing was started or changed.
+        Err(failure)
+            if matches!(
+                failure.cause,
+                FailureCause::OtherRunOpen { .. } | FailureCause::DestinationChanged { .. }
+            ) =>
+        {
             Err(CliError::Usage(format!("sync {sync:?}: {}", failure.cause)))
         }
         // The failure is the run's report: it goes out as one, not as a CLI error.

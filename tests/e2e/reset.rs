@@ -121,3 +121,67 @@ async fn a_reset_rewinds_the_sync_and_says_so_in_the_audit_log() {
     assert_eq!(first.entry.reason.as_deref(), Some("check the last hour"));
     assert_eq!(first.entry.details["to"], to.to_string());
 }
+
+/// The config names another destination than the one the sync's ledger
+/// describes (another file): the run is refused, naming both and the way on,
+/// with nothing read or written, since it would skip every record the ledger
+/// says is written; after `reset --forget-ledger` the new destination gets
+/// every record, and the old one is then the one refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_into_another_destination_than_the_ledger_s_is_refused() {
+    let setup = Setup::new(Style::Cursor, Mode::Put);
+    let world = World::start("moved", SimConfig::new(61, 300), &setup).await;
+    let first = world.dir.join("first.jsonl");
+    world.use_jsonl_destination(&first, None);
+    ok_json(&world, &["run", SYNC, "--json"]).await;
+    let ids = |file: &std::path::Path| -> std::collections::BTreeSet<String> {
+        std::fs::read_to_string(file)
+            .unwrap_or_default()
+            .lines()
+            .map(|line| {
+                let object: Value = serde_json::from_str(line).expect("a JSON line");
+                object["external_id"].as_str().expect("an id").to_owned()
+            })
+            .collect()
+    };
+    let written = ids(&first);
+    assert!(written.len() > 200, "{}", written.len());
+
+    let second = world.dir.join("second.jsonl");
+    world.use_jsonl_destination(&second, None);
+    let before = world.state_dump().await;
+    let out = world.highwater(&["run", SYNC]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    let message = stderr(&out);
+    for expected in [
+        "the destination changed",
+        "first.jsonl",
+        "second.jsonl",
+        "highwater reset",
+        "--forget-ledger",
+    ] {
+        assert!(message.contains(expected), "{expected:?}:\n{message}");
+    }
+    let dry = world.highwater(&["run", SYNC, "--dry-run"]).await;
+    assert_eq!(dry.status.code(), Some(1), "{}", describe(&dry));
+    assert!(
+        stderr(&dry).contains("the destination changed"),
+        "{}",
+        describe(&dry)
+    );
+    assert_eq!(
+        world.state_dump().await,
+        before,
+        "refused, yet the state changed"
+    );
+    assert!(ids(&second).is_empty(), "nothing written to the new file");
+
+    ok_json(&world, &["reset", SYNC, "--forget-ledger", "--json"]).await;
+    ok_json(&world, &["run", SYNC, "--json"]).await;
+    assert_eq!(ids(&second), written, "the new file holds every record");
+
+    world.use_jsonl_destination(&first, None);
+    let out = world.highwater(&["run", SYNC]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert!(stderr(&out).contains("second.jsonl"), "{}", describe(&out));
+}

@@ -97,6 +97,9 @@ pub async fn dry_run(
     ) {
         return Err(FailureCause::NotForDryRun(plan.kind()));
     }
+    if let Some(store) = store {
+        super::invocation::ledger_describes(spec, store).await?;
+    }
     let stop = Stop::new(spec.budgets.max_runtime, shutdown);
     let (window, cursor, resumes) = window(spec, store, plan).await?;
     let floors: HashMap<String, Intent> = match store {

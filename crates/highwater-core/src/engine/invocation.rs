@@ -22,6 +22,7 @@ pub async fn run(
         counters: Counters::default(),
         resumable: false,
     };
+    same_destination(spec, store).await.map_err(fail)?;
     let (run, cursor, counters, resumed) =
         open_or_resume(spec, store, &plan).await.map_err(fail)?;
     // Every log line of the run, on every thread, carries its sync and run id.
@@ -154,6 +155,38 @@ pub async fn run(
     .await
 }
 
+/// Refuses a run into a destination other than the one the sync's ledger
+/// describes, while the ledger holds anything: it would skip every record the
+/// ledger says is written, leaving the new destination without them. A sync
+/// without such a record (new, or whose ledger was forgotten) takes this one.
+async fn same_destination(spec: &SyncSpec, store: &Store) -> Result<(), FailureCause> {
+    if !ledger_describes(spec, store).await? {
+        store
+            .record_destination(&spec.name, &spec.destination.identity())
+            .await?;
+    }
+    Ok(())
+}
+
+/// Whether the sync's ledger already describes the config's destination:
+/// `false` where it describes none yet (or another, holding no records), and
+/// the refusal where it describes another while holding records. Writes
+/// nothing, so that a dry run asks it too.
+pub(super) async fn ledger_describes(spec: &SyncSpec, store: &Store) -> Result<bool, FailureCause> {
+    let now = spec.destination.identity();
+    match store.destination_of(&spec.name).await? {
+        Some(was) if was == now => Ok(true),
+        Some(was) if store.status(&spec.name).await?.ledger_records > 0 => {
+            Err(FailureCause::DestinationChanged {
+                sync: spec.name.clone(),
+                was,
+                now,
+            })
+        }
+        _ => Ok(false),
+    }
+}
+
 /// Records how the invocation ended. The run's own state is already where it
 /// must be; a history that could not be written is logged, and does not turn
 /// the run's outcome into a failure.
@@ -189,6 +222,7 @@ fn failure_class(cause: &FailureCause) -> String {
         FailureCause::State(_) => ("state", "store"),
         FailureCause::OtherRunOpen { .. } => ("runs", "other_run_open"),
         FailureCause::NotForDryRun(_) => ("runs", "not_for_dry_run"),
+        FailureCause::DestinationChanged { .. } => ("config", "destination_changed"),
         FailureCause::NoDeletesFeed(_) => ("config", "no_deletes_feed"),
         FailureCause::MassDelete { .. } => ("records", "mass_delete"),
         FailureCause::Client(_) | FailureCause::Thread(_) | FailureCause::ReaderGone => {

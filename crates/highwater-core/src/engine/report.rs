@@ -110,6 +110,14 @@ pub enum FailureCause {
         lower: Option<Timestamp>,
         watermark: Timestamp,
     },
+    #[error(
+        "the destination changed: the ledger of sync {sync:?} describes {was}, and the config now names {now}. A run would skip every record the ledger says is written, so it is refused, with nothing read. To write every record to the new destination, run `highwater reset {sync} --forget-ledger` (records it already holds are found by their external id, not duplicated); to write to the old one, put its config back"
+    )]
+    DestinationChanged {
+        sync: String,
+        was: String,
+        now: String,
+    },
     #[error("a {0} run does not read the source: there is no dry run of it")]
     NotForDryRun(RunKind),
     #[error("sync {0:?} has no deletes endpoint: set `path` in its [sync.deletes]")]

@@ -286,6 +286,23 @@ pub enum DeleteRequest {
 }
 
 impl DestinationSpec {
+    /// Where its records land, as a sync's ledger describes them: its type
+    /// and place, never a secret. A run into another place is refused while
+    /// the ledger holds rows (`engine::invocation`): it would skip every
+    /// record the ledger says is written.
+    pub fn identity(&self) -> String {
+        match self {
+            DestinationSpec::Http(spec) => {
+                format!("http {}", crate::http::redact(&spec.http.base_url))
+            }
+            DestinationSpec::JsonLines(spec) => format!("jsonl {}", spec.path.display()),
+            DestinationSpec::Sqlite(spec) => {
+                format!("sqlite {} table {}", spec.path.display(), spec.table.table)
+            }
+            DestinationSpec::Postgres(spec) => format!("postgres {}", postgres::identity(spec)),
+        }
+    }
+
     /// The HTTP API it writes to, for a destination that is one.
     pub fn http(&self) -> Option<&crate::config::HttpSpec> {
         match self {

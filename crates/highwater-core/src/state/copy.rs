@@ -114,6 +114,11 @@ const TABLES: &[(&str, &str, &str)] = &[
         "'sync', sync, 'position', position",
         "sync",
     ),
+    (
+        "sync_destinations",
+        "'sync', sync, 'destination', destination, 'since', since",
+        "sync",
+    ),
 ];
 
 /// Rows per statement: a chunk of the ledger is a few MiB of JSON.

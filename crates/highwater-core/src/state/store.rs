@@ -522,6 +522,21 @@ impl Store {
         on_backend!(self, s => s.paused_syncs().await)
     }
 
+    /// The destination `sync`'s ledger describes (`DestinationSpec::identity`),
+    /// once a run has said; `reset --forget-ledger` forgets it with the ledger.
+    pub async fn destination_of(&self, sync: &str) -> Result<Option<String>, StateError> {
+        on_backend!(self, s => s.destination_of(sync).await)
+    }
+
+    /// `sync`'s ledger describes `destination` from now on.
+    pub async fn record_destination(
+        &self,
+        sync: &str,
+        destination: &str,
+    ) -> Result<(), StateError> {
+        on_backend!(self, s => s.record_destination(sync, destination).await)
+    }
+
     /// Shares the store's write transaction from now on, with the destination
     /// table of `sync` in its file; the handle that destination writes
     /// through, and the sharing, which lasts as long as it is held. `None`

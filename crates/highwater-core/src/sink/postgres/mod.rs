@@ -61,6 +61,28 @@ pub fn application_name(spec: &PostgresSpec, sync: &str) -> String {
         .unwrap_or_else(|| format!("highwater {sync}"))
 }
 
+/// The server, database and table `spec` names, without its credentials.
+pub(crate) fn identity(spec: &PostgresSpec) -> String {
+    match PgConnectOptions::from_str(spec.url.expose()) {
+        Ok(options) => place(&options, &spec.table),
+        Err(_) => format!("{} table {}", spec.url, spec.table.table),
+    }
+}
+
+/// `host:port/database table [schema.]table`.
+fn place(options: &PgConnectOptions, table: &TableSpec) -> String {
+    let at = format!(
+        "{}:{}/{}",
+        options.get_host(),
+        options.get_port(),
+        options.get_database().unwrap_or("postgres"),
+    );
+    match &table.schema {
+        Some(schema) => format!("{at} table {schema}.{}", table.table),
+        None => format!("{at} table {}", table.table),
+    }
+}
+
 /// Opens the destination; connections are made, and the table created or
 /// evolved, at the first write. `shared` is the run's transaction shared
 /// with the state store, for a table in its database.
@@ -81,22 +103,7 @@ pub fn open(
             .schema
             .get_or_insert_with(|| shared.default_schema.clone());
     }
-    let shown = match &table.schema {
-        Some(schema) => format!(
-            "PostgreSQL {}:{}/{} table {schema}.{}",
-            options.get_host(),
-            options.get_port(),
-            options.get_database().unwrap_or("postgres"),
-            spec.table.table
-        ),
-        None => format!(
-            "PostgreSQL {}:{}/{} table {}",
-            options.get_host(),
-            options.get_port(),
-            options.get_database().unwrap_or("postgres"),
-            spec.table.table
-        ),
-    };
+    let shown = format!("PostgreSQL {}", place(&options, &table));
     let connection = match shared {
         Some(shared) => {
             tracing::info!(table = %shown, "rows commit with the checkpoint, in the state store's transactions");

@@ -58,6 +58,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "record_events_text",
         include_str!("../../../migrations/postgres/0004_record_events_text.sql"),
     ),
+    (
+        5,
+        "sync_destinations",
+        include_str!("../../../migrations/postgres/0005_sync_destinations.sql"),
+    ),
 ];
 
 /// Where a PostgreSQL store is: the database's URL and the schema its tables

@@ -1,4 +1,5 @@
-//! Alert incidents and paused syncs in PostgreSQL.
+//! Alert incidents, paused syncs and the destination each sync's ledger
+//! describes, in PostgreSQL.
 
 use super::*;
 
@@ -108,5 +109,39 @@ impl PgStore {
                 .fetch_all(&self.pool)
                 .await?,
         )
+    }
+}
+
+impl PgStore {
+    /// The destination `sync`'s ledger describes, once a run has said.
+    pub async fn destination_of(&self, sync: &str) -> Result<Option<String>, StateError> {
+        Ok(
+            sqlx::query_scalar("SELECT destination FROM sync_destinations WHERE sync = $1")
+                .bind(sync)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    /// `sync`'s ledger describes `destination` from now on.
+    pub async fn record_destination(
+        &self,
+        sync: &str,
+        destination: &str,
+    ) -> Result<(), StateError> {
+        let mut tx = self.writer(Some(sync)).await?;
+        sqlx::query(
+            "INSERT INTO sync_destinations (sync, destination, since) VALUES ($1, $2, $3)
+             ON CONFLICT (sync) DO UPDATE SET destination = excluded.destination,
+                 since = excluded.since
+             WHERE sync_destinations.destination <> excluded.destination",
+        )
+        .bind(sync)
+        .bind(destination)
+        .bind(now()?.as_microsecond())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
     }
 }

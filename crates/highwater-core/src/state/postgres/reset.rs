@@ -70,6 +70,13 @@ impl PgStore {
                 .await
                 .map_err(StateError::from)?
                 .rows_affected();
+            // Nothing is known written anywhere: the next run's destination
+            // is the one the ledger describes.
+            sqlx::query("DELETE FROM sync_destinations WHERE sync = $1")
+                .bind(&request.sync)
+                .execute(&mut *tx)
+                .await
+                .map_err(StateError::from)?;
         }
         let entry = AuditEntry {
             sync: request.sync.clone(),

@@ -217,6 +217,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "sink_positions",
         include_str!("../../../migrations/sqlite/0018_sink_positions.sql"),
     ),
+    (
+        19,
+        "sync_destinations",
+        include_str!("../../../migrations/sqlite/0019_sync_destinations.sql"),
+    ),
 ];
 
 /// The migration after which the ledger table's rows are read into runs

@@ -1,4 +1,5 @@
-//! Alert incidents and paused syncs in SQLite.
+//! Alert incidents, paused syncs and the destination each sync's ledger
+//! describes, in SQLite.
 
 use super::*;
 
@@ -97,5 +98,37 @@ impl SqliteStore {
                 .fetch_all(&self.pool)
                 .await?,
         )
+    }
+}
+
+impl SqliteStore {
+    /// The destination `sync`'s ledger describes, once a run has said.
+    pub async fn destination_of(&self, sync: &str) -> Result<Option<String>, StateError> {
+        Ok(
+            sqlx::query_scalar("SELECT destination FROM sync_destinations WHERE sync = ?")
+                .bind(sync)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    /// `sync`'s ledger describes `destination` from now on.
+    pub async fn record_destination(
+        &self,
+        sync: &str,
+        destination: &str,
+    ) -> Result<(), StateError> {
+        sqlx::query(
+            "INSERT INTO sync_destinations (sync, destination, since) VALUES (?, ?, ?)
+             ON CONFLICT (sync) DO UPDATE SET destination = excluded.destination,
+                 since = excluded.since
+             WHERE destination <> excluded.destination",
+        )
+        .bind(sync)
+        .bind(destination)
+        .bind(now()?.as_microsecond())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 }

@@ -62,6 +62,13 @@ impl SqliteStore {
             scan::scan_all(&mut tx, &request.sync, |_| counted += 1).await?;
             forgotten = counted;
             ledger::forget(&mut tx, &request.sync).await?;
+            // Nothing is known written anywhere: the next run's destination
+            // is the one the ledger describes.
+            sqlx::query("DELETE FROM sync_destinations WHERE sync = ?")
+                .bind(&request.sync)
+                .execute(&mut *tx)
+                .await
+                .map_err(StateError::from)?;
         }
         let entry = AuditEntry {
             sync: request.sync.clone(),

@@ -924,3 +924,52 @@ async fn a_postgres_store_connects_over_tls_when_its_url_asks() {
     assert_eq!(encrypted, connections, "every connection is encrypted");
     store.close().await;
 }
+
+/// The destination a sync's ledger describes: none at first, the last one
+/// recorded, copied with the store, and forgotten with the ledger.
+#[tokio::test]
+async fn the_destination_a_ledger_describes_is_kept_copied_and_forgotten() {
+    for store in each_store("destination").await {
+        assert_eq!(store.destination_of("billing").await.expect("read"), None);
+        store
+            .record_destination("billing", "jsonl out/a.jsonl")
+            .await
+            .expect("record");
+        store
+            .record_destination("billing", "jsonl out/b.jsonl")
+            .await
+            .expect("record");
+        assert_eq!(
+            store
+                .destination_of("billing")
+                .await
+                .expect("read")
+                .as_deref(),
+            Some("jsonl out/b.jsonl")
+        );
+        if matches!(store.backend, Backend::Sqlite(_)) {
+            let copy = fresh_postgres("destination-copy").await;
+            store.copy_to(&copy).await.expect("copy");
+            assert_eq!(
+                copy.destination_of("billing")
+                    .await
+                    .expect("read")
+                    .as_deref(),
+                Some("jsonl out/b.jsonl")
+            );
+            copy.close().await;
+        }
+        store
+            .reset(&ResetRequest {
+                sync: "billing".into(),
+                to: None,
+                forget_ledger: true,
+                force: true,
+                reason: None,
+            })
+            .await
+            .expect("reset");
+        assert_eq!(store.destination_of("billing").await.expect("read"), None);
+        store.close().await;
+    }
+}
