@@ -136,13 +136,13 @@ impl Dialect {
             }
             // `->>` gives SQL values (text, integer, real, 1 or 0 for a
             // boolean; objects and arrays as JSON text), `->` JSON text for a
-            // JSON column. `jsonb_each` hands
-            // each row over as SQLite's parsed JSONB, which the operators read
-            // directly; `json_each` wrote it back out as text for each of them
-            // to parse again, a sixth of the table's thread. `WHERE true` keeps
-            // SQLite from reading ON CONFLICT as a join's. A JSON null is SQL's
-            // NULL, as in PostgreSQL's JSONB columns: `->` gives it as the
-            // text `null` (a string "null" is `"null"`).
+            // JSON column. `jsonb_each` hands each row over as SQLite's parsed
+            // JSONB, which the operators read directly; `json_each` wrote it
+            // back out as text for each of them to parse again, a sixth of the
+            // table's thread. `WHERE true` keeps SQLite from reading ON
+            // CONFLICT as a join's. A JSON null is SQL's NULL, as in
+            // PostgreSQL's JSONB columns: `->` gives it as the text `null` (a
+            // string "null" is `"null"`).
             Dialect::Sqlite => {
                 let values: Vec<String> = columns
                     .iter()
