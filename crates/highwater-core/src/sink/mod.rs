@@ -261,6 +261,16 @@ pub enum DestinationSpec {
     Postgres(postgres::config::PostgresSpec),
 }
 
+/// A file's path from the root, whatever directory the config was named
+/// from (`--config hw.toml` here, or its whole path from cron), without
+/// reading the file system: the file may not be there yet.
+fn absolute(path: &Path) -> String {
+    std::path::absolute(path)
+        .unwrap_or_else(|_| path.to_path_buf())
+        .display()
+        .to_string()
+}
+
 /// What a destination's validation may look at beyond its own table.
 #[derive(Debug)]
 pub(crate) struct DestinationContext<'a> {
@@ -295,9 +305,9 @@ impl DestinationSpec {
             DestinationSpec::Http(spec) => {
                 format!("http {}", crate::http::redact(&spec.http.base_url))
             }
-            DestinationSpec::JsonLines(spec) => format!("jsonl {}", spec.path.display()),
+            DestinationSpec::JsonLines(spec) => format!("jsonl {}", absolute(&spec.path)),
             DestinationSpec::Sqlite(spec) => {
-                format!("sqlite {} table {}", spec.path.display(), spec.table.table)
+                format!("sqlite {} table {}", absolute(&spec.path), spec.table.table)
             }
             DestinationSpec::Postgres(spec) => format!("postgres {}", postgres::identity(spec)),
         }
@@ -596,4 +606,30 @@ pub async fn delete(
             .map_err(|r| SinkError::Http(HttpError::Stopped(r)))?;
     }
     sink.delete(&delete, stop).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    /// One file is one destination however the config was named: from its
+    /// directory (`--config hw.toml`) or by its whole path.
+    #[test]
+    fn a_file_s_identity_is_its_path_from_the_root() {
+        let file = |path: &str| {
+            DestinationSpec::JsonLines(jsonl::config::JsonLinesSpec {
+                path: PathBuf::from(path),
+                external_id_field: "external_id".into(),
+                compact_lines: jsonl::COMPACT_LINES,
+            })
+            .identity()
+        };
+        let cwd = std::env::current_dir().expect("a working directory");
+        let whole = cwd.join("out").join("a.jsonl");
+        assert_eq!(file("out/a.jsonl"), format!("jsonl {}", whole.display()));
+        assert_eq!(file("./out/a.jsonl"), file("out/a.jsonl"));
+        assert_eq!(file(&whole.display().to_string()), file("out/a.jsonl"));
+        assert_ne!(file("out/b.jsonl"), file("out/a.jsonl"));
+    }
 }
