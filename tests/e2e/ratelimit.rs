@@ -86,3 +86,85 @@ async fn with_only_retry_after_at_most_one_429_comes_per_probe_period() {
         "{incidents_429} incidents of 429 in {took:?} ({periods} probe periods)"
     );
 }
+
+/// An API that, once its limit is passed, refuses everything for a while and
+/// says nothing of how long (Airtable: five requests a second, then 30 s of
+/// 429s without `Retry-After`), and no `rate_limit` configured: the 429s use
+/// up none of the few attempts allowed, the whole origin holds back longer
+/// after each refusal in a row, and the run completes, exact, in one
+/// invocation.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_penalty_of_429s_without_retry_after_outlasts_no_attempts() {
+    let mut setup = Setup::new(Style::Cursor, Mode::Put);
+    setup.max_attempts = 3;
+    let mut sim = SimConfig::new(75, 300);
+    sim.dest.rate_limit_rps = Some(50.0);
+    sim.dest.rate_limit_penalty = Some(Duration::from_secs(2));
+    let world = World::start("ratelimit-penalty", sim, &setup).await;
+    let started = Instant::now();
+    let out = world.highwater(&["run", crate::util::SYNC]).await;
+    let took = started.elapsed();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        crate::util::describe(&out)
+    );
+    world.assert_exact().await;
+    let stats = world.sim.stats();
+    eprintln!(
+        "{} requests, {} answered 429, in {took:?}",
+        stats.dest.requests, stats.dest.rate_limited
+    );
+    assert!(
+        stats.dest.rate_limited > 0,
+        "the penalty never came: {stats:?}"
+    );
+    // Held back as a whole, the origin is not asked every few milliseconds
+    // through a penalty: each refusal in a row waits twice as long.
+    let penalties = took.as_secs_f64() / 2.0;
+    assert!(
+        (stats.dest.rate_limited as f64) < 20.0 * penalties.ceil(),
+        "{} answers of 429 in {took:?}: {stats:?}",
+        stats.dest.rate_limited
+    );
+}
+
+/// A penalty longer than `[sync.retry] rate_limited_for` stops the run,
+/// resumable, saying what refused it and what to change; the next run, once
+/// the API lets requests through again, completes it exact.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_penalty_longer_than_rate_limited_for_stops_the_run_saying_so() {
+    let setup = Setup::new(Style::Cursor, Mode::Put);
+    let mut sim = SimConfig::new(76, 300);
+    sim.dest.rate_limit_rps = Some(50.0);
+    sim.dest.rate_limit_penalty = Some(Duration::from_secs(4));
+    let world = World::start("ratelimit-penalty-too-long", sim, &setup).await;
+    let text = std::fs::read_to_string(&world.config).expect("config");
+    let impatient = text.replace(
+        "[sync.retry]\n",
+        "[sync.retry]\nrate_limited_for = \"1s\"\n",
+    );
+    assert_ne!(text, impatient);
+    std::fs::write(&world.config, impatient).expect("config");
+    let out = world.highwater(&["run", crate::util::SYNC]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        crate::util::describe(&out)
+    );
+    let said = crate::util::stderr(&out);
+    for words in [
+        "kept answering 429 (too many requests)",
+        "set `rate_limit`",
+        "rate_limited_for",
+        "resumes it",
+    ] {
+        assert!(said.contains(words), "{words:?} not in: {said}");
+    }
+    std::fs::write(&world.config, text).expect("config");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    world.run_to_completion().await;
+    world.assert_exact().await;
+}

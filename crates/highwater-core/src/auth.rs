@@ -199,7 +199,7 @@ impl Authenticator {
                 },
             }),
             Err(
-                GaveUp::Exhausted { last, attempts }
+                GaveUp::Exhausted { last, attempts, .. }
                 | GaveUp::Unknown {
                     error: last,
                     attempts,
@@ -255,7 +255,7 @@ impl Authenticator {
                 Err(_) => Answer::default(),
             };
             if answer.status == Some(429) {
-                gate.pause_for(retry_after.unwrap_or(self.retry.base));
+                gate.refused(ticket, retry_after, self.retry.base);
             }
             gate.answered(ticket, &answer);
         }
@@ -288,6 +288,7 @@ impl Authenticator {
             error: TokenFailure::Answered(outcome),
             class: classify(outcome),
             retry_after,
+            rate_limited: outcome == Outcome::Status(429),
         })
     }
 }

@@ -72,6 +72,20 @@ pub enum HttpError {
         attempts: u32,
         last: String,
     },
+    /// The API went on answering 429 for longer than `rate_limited_for`:
+    /// stop the run, resumable.
+    #[error(
+        "{api} kept answering 429 (too many requests): {method} {url} was refused for {}s ({attempts} attempts), last: {last}; set `rate_limit` for it below what it allows, or a longer `[sync.retry] rate_limited_for`",
+        waited.as_secs()
+    )]
+    RateLimited {
+        api: &'static str,
+        method: Method,
+        url: String,
+        attempts: u32,
+        waited: Duration,
+        last: String,
+    },
     /// The request went out and no clear answer came back (a timeout, a broken
     /// connection, a 5xx that may follow a commit); the caller said repeating it
     /// is not safe, so it decides what to do.
@@ -405,6 +419,19 @@ impl Api {
             GaveUp::Exhausted {
                 last: Unanswered::Answered(answer),
                 attempts,
+                rate_limited: Some(waited),
+            } => HttpError::RateLimited {
+                api: self.name,
+                method,
+                url,
+                attempts,
+                waited,
+                last: answer.last(),
+            },
+            GaveUp::Exhausted {
+                last: Unanswered::Answered(answer),
+                attempts,
+                rate_limited: None,
             } => HttpError::Exhausted {
                 api: self.name,
                 method,
@@ -507,7 +534,7 @@ impl Api {
                 if status == StatusCode::TOO_MANY_REQUESTS
                     || (status == StatusCode::SERVICE_UNAVAILABLE && retry_after.is_some())
                 {
-                    self.gate.pause_for(retry_after.unwrap_or(self.retry.base));
+                    self.gate.refused(ticket, retry_after, self.retry.base);
                 }
                 // The pace follows what the head says the server allows.
                 let quota = read_quota(
@@ -575,6 +602,7 @@ impl Api {
             }),
             class: classify(outcome),
             retry_after,
+            rate_limited: outcome == Outcome::Status(429),
         })
     }
 
@@ -705,6 +733,7 @@ mod tests {
             base: Duration::from_millis(10),
             cap: Duration::from_millis(50),
             max_attempts: attempts,
+            rate_limited_for: Duration::from_secs(1),
         };
         Api::new("test", "api", spec, retry, 1).unwrap_or_else(|_| unreachable!())
     }

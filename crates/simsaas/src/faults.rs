@@ -208,6 +208,8 @@ pub(crate) struct DestFaultState {
     keys: HashMap<u64, KeyState>,
     burst: Burst,
     bucket: Option<TokenBucket>,
+    /// Every request is refused until then (`DestFaults::rate_limit_penalty`).
+    penalized_until: Option<Instant>,
 }
 
 impl DestFaultState {
@@ -217,6 +219,24 @@ impl DestFaultState {
             .bucket
             .get_or_insert_with(|| TokenBucket::full(rps, now));
         bucket.try_take(rps, now)
+    }
+
+    /// As [`take_token`](Self::take_token), but an empty bucket refuses
+    /// everything for `penalty` from then on.
+    pub(crate) fn take_token_or_penalize(
+        &mut self,
+        rps: f64,
+        penalty: Duration,
+        now: Instant,
+    ) -> bool {
+        if self.penalized_until.is_some_and(|until| now < until) {
+            return false;
+        }
+        let taken = self.take_token(rps, now);
+        if !taken {
+            self.penalized_until = Some(now + penalty);
+        }
+        taken
     }
 
     /// The requests the bucket holds now, without taking one; `None` before

@@ -150,6 +150,15 @@ pub(crate) fn rate_limited_date(
     too_many_requests(value, body_delay, shutdown)
 }
 
+/// A 429 that says nothing of how long to wait.
+pub(crate) fn refused_silently() -> Response {
+    json_error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        Some("rate limit exceeded, try again later"),
+    )
+}
+
 fn too_many_requests(
     retry_after: HeaderValue,
     body_delay: Duration,

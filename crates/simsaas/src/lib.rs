@@ -99,6 +99,7 @@ impl SimConfig {
             latency: Duration::from_millis(1),
             rate_limit_rps: Some(2000.0),
             rate_limit_headers: LimitHeaders::RetryAfterOnly,
+            rate_limit_penalty: None,
             rate_limit_ratio: 0.001,
             rate_limit_date_ratio: 0.0005,
             retry_after_secs: 1,
@@ -219,6 +220,10 @@ pub struct DestFaults {
     /// What the destination says about that bucket: nothing but the 429's
     /// `Retry-After` (the default), or rate-limit headers on every answer.
     pub rate_limit_headers: LimitHeaders,
+    /// Once the bucket is empty, every request is refused for this long, by
+    /// a 429 that says nothing of it (no `Retry-After`), as Airtable does
+    /// (five a second, then 30 s): instead of the bucket's own 429s.
+    pub rate_limit_penalty: Option<Duration>,
     pub rate_limit_ratio: f64,
     pub rate_limit_date_ratio: f64,
     pub retry_after_secs: u64,
@@ -263,6 +268,7 @@ impl Default for DestFaults {
             latency: Duration::ZERO,
             rate_limit_rps: None,
             rate_limit_headers: LimitHeaders::RetryAfterOnly,
+            rate_limit_penalty: None,
             rate_limit_ratio: 0.0,
             rate_limit_date_ratio: 0.0,
             retry_after_secs: 1,

@@ -18,7 +18,8 @@ pub struct SimStats {
 pub struct SideStats {
     /// Data requests on the source; writes and lookups on the destination.
     pub requests: u64,
-    /// 429 with `Retry-After: <secs>` (including the token bucket).
+    /// 429 with `Retry-After: <secs>` (including the token bucket), or
+    /// without it during a penalty (`DestFaults::rate_limit_penalty`).
     pub rate_limited: u64,
     /// 429 with `Retry-After: <HTTP-date>`.
     pub rate_limited_date: u64,

@@ -596,10 +596,16 @@ impl Validator<'_> {
             None => Some(defaults.max_attempts),
             Some(n) => self.count(n, &format!("{at}.max_attempts"), 1, 100),
         };
+        let rate_limited_for = self.duration_or(
+            raw.rate_limited_for.as_ref(),
+            &format!("{at}.rate_limited_for"),
+            defaults.rate_limited_for,
+        );
         RetryPolicy {
             base: base.unwrap_or(defaults.base),
             cap: cap.unwrap_or(defaults.cap),
             max_attempts: max_attempts.unwrap_or(defaults.max_attempts),
+            rate_limited_for: rate_limited_for.unwrap_or(defaults.rate_limited_for),
         }
     }
 

@@ -185,6 +185,7 @@ pub struct RawRetry {
     pub base: Option<S<String>>,
     pub cap: Option<S<String>>,
     pub max_attempts: Option<S<i64>>,
+    pub rate_limited_for: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

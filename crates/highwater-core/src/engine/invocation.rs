@@ -201,6 +201,7 @@ fn failure_class(cause: &FailureCause) -> String {
     let http = |e: &HttpError| match e {
         HttpError::Unauthorized { .. } | HttpError::Auth(..) => "unauthorized",
         HttpError::Exhausted { .. } => "retries_exhausted",
+        HttpError::RateLimited { .. } => "rate_limited",
         HttpError::Unknown { .. } => "unknown_outcome",
         HttpError::Rejected { .. } => "rejected",
         HttpError::Fatal { .. } => "fatal_answer",

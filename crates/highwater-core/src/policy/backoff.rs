@@ -1,5 +1,6 @@
 //! Owns the retry schedule: exponential backoff with full jitter, capped, with the
-//! server's `Retry-After` as the floor, for a bounded number of attempts.
+//! server's `Retry-After` as the floor, for a bounded number of attempts — and
+//! waits the server asked for (a 429), which use up no attempt.
 //!
 //! Written here rather than taken from a crate: `backoff` is unmaintained and
 //! backon's jitter is additive, not "full jitter" with a server-given floor.
@@ -11,8 +12,11 @@ use std::time::Duration;
 pub struct RetryPolicy {
     pub base: Duration,
     pub cap: Duration,
-    /// Attempts in all, the first included.
+    /// Attempts in all, the first included; those answered 429 do not count.
     pub max_attempts: u32,
+    /// How long one request goes on being tried while the API answers 429
+    /// (a rate limit is the API asking to wait, not failing): from its first 429.
+    pub rate_limited_for: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -21,6 +25,7 @@ impl Default for RetryPolicy {
             base: Duration::from_millis(200),
             cap: Duration::from_secs(30),
             max_attempts: 8,
+            rate_limited_for: Duration::from_secs(600),
         }
     }
 }
@@ -30,7 +35,10 @@ impl Default for RetryPolicy {
 #[derive(Debug)]
 pub struct Backoff {
     policy: RetryPolicy,
+    /// Attempts made, the first included.
     attempts: u32,
+    /// Those of them that count against `max_attempts`.
+    counted: u32,
     rng: fastrand::Rng,
 }
 
@@ -39,6 +47,7 @@ impl Backoff {
         Backoff {
             policy,
             attempts: 1,
+            counted: 1,
             rng: fastrand::Rng::new(),
         }
     }
@@ -47,6 +56,7 @@ impl Backoff {
         Backoff {
             policy,
             attempts: 1,
+            counted: 1,
             rng: fastrand::Rng::with_seed(seed),
         }
     }
@@ -59,9 +69,16 @@ impl Backoff {
     /// The wait before the next attempt: uniform in `[0, min(cap, base·2^n)]`, never
     /// less than `floor` (the server's `Retry-After`).
     pub fn next_delay(&mut self, floor: Option<Duration>) -> Option<Duration> {
-        if self.attempts >= self.policy.max_attempts {
+        if self.counted >= self.policy.max_attempts {
             return None;
         }
+        self.counted += 1;
+        Some(self.next_wait(floor))
+    }
+
+    /// The wait before an attempt that uses up none of `max_attempts` (the
+    /// last was answered 429): the same schedule, growing with every attempt.
+    pub fn next_wait(&mut self, floor: Option<Duration>) -> Duration {
         let exponent = (self.attempts - 1).min(31);
         self.attempts += 1;
         let ceiling = self
@@ -71,7 +88,7 @@ impl Backoff {
             .min(self.policy.cap);
         let millis = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
         let jittered = Duration::from_millis(self.rng.u64(0..=millis));
-        Some(jittered.max(floor.unwrap_or(Duration::ZERO)))
+        jittered.max(floor.unwrap_or(Duration::ZERO))
     }
 }
 
@@ -93,6 +110,7 @@ mod tests {
                 base: Duration::from_millis(base_ms),
                 cap: Duration::from_millis(cap_ms),
                 max_attempts,
+                ..RetryPolicy::default()
             };
             let floor = floor_ms.map(Duration::from_millis);
             let mut backoff = Backoff::with_seed(policy, seed);
@@ -116,6 +134,7 @@ mod tests {
             base: Duration::from_millis(100),
             cap: Duration::from_millis(450),
             max_attempts: 50,
+            ..RetryPolicy::default()
         };
         let mut max_seen = [Duration::ZERO; 5];
         for seed in 0..400 {

@@ -62,6 +62,8 @@ const BURST_LONGEST: Duration = Duration::from_millis(50);
 /// tolerance, send.
 const CEILING_MARGIN: f64 = 0.01;
 const CEILING_EARLY: Duration = Duration::from_millis(5);
+/// The longest pause after refusals in a row that named no wait.
+const REFUSED_LONGEST: Duration = Duration::from_secs(30);
 
 /// What came back for one request, as far as the pace cares.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -102,6 +104,11 @@ pub struct Pace {
     /// When the last 429 without headers came, and `accepted` then.
     last_429: Option<(Instant, u64)>,
     last_decrease: Option<Instant>,
+    /// Refusals for the rate limit since the last answer let through, and
+    /// the ticket from which a refusal is a new one (those of requests sent
+    /// before the last refusal came back are the same).
+    refusals: u32,
+    refused_from: u64,
     /// Answers other than 429 so far, and when the first request went.
     accepted: u64,
     first_sent: Option<Instant>,
@@ -142,6 +149,8 @@ impl Pace {
             event_from: 0,
             last_429: None,
             last_decrease: None,
+            refusals: 0,
+            refused_from: 0,
             accepted: 0,
             first_sent: None,
         }
@@ -244,6 +253,33 @@ impl Pace {
         }
     }
 
+    /// The server refused `ticket` for its rate limit (a 429, or a 503 naming
+    /// a wait): every request holds back until its `retry_after` has passed —
+    /// or, without one, for `base`, doubled with each refusal in a row since
+    /// the last answer let through (up to 30 s): an API that refuses everything
+    /// for a while once its limit is passed (Airtable: 30 s, saying nothing of
+    /// it) is not asked again every few hundred milliseconds meanwhile.
+    pub fn refused(
+        &mut self,
+        ticket: Ticket,
+        retry_after: Option<Duration>,
+        base: Duration,
+        now: Instant,
+    ) {
+        let Ticket(ticket) = ticket;
+        // After an answer let through, even a request sent before the last
+        // refusal came back is a refusal again.
+        if ticket >= self.refused_from || self.refusals == 0 {
+            self.refusals = self.refusals.saturating_add(1);
+            self.refused_from = self.issued;
+        }
+        let wait = retry_after.unwrap_or_else(|| {
+            base.saturating_mul(1 << (self.refusals - 1).min(20))
+                .min(REFUSED_LONGEST.max(base))
+        });
+        self.pause_until(instant_after(now, wait));
+    }
+
     /// Until when requests are held back by a pause, if one holds them now.
     pub fn paused(&self, now: Instant) -> Option<Instant> {
         self.paused_until.filter(|until| *until > now)
@@ -258,6 +294,9 @@ impl Pace {
         let rate_limited = answer.status == Some(429);
         if !rate_limited && answer.status.is_some() {
             self.accepted += 1;
+            if answer.status != Some(503) {
+                self.refusals = 0;
+            }
         }
         match answer.quota {
             Some(quota) => self.told(ticket, &quota, now),
@@ -483,10 +522,11 @@ impl RateGate {
         }
     }
 
-    /// Closes the gate for everyone for `duration` (the server said so).
-    pub fn pause_for(&self, duration: Duration) {
-        let now = Instant::now();
-        self.lock().pause_until(instant_after(now, duration));
+    /// The server refused `ticket`'s request for its rate limit: see
+    /// [`Pace::refused`]. Hand the ticket back with its answer still.
+    pub fn refused(&self, ticket: Ticket, retry_after: Option<Duration>, base: Duration) {
+        self.lock()
+            .refused(ticket, retry_after, base, Instant::now());
     }
 
     /// What came back for a request.

@@ -8,6 +8,8 @@
 use std::future::Future;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use super::{Backoff, Class, RetryPolicy};
 use crate::stop::{Stop, StopReason};
 
@@ -18,6 +20,9 @@ pub struct Failed<E> {
     pub class: Class,
     /// The server's own wait (`Retry-After`), a floor for the next delay.
     pub retry_after: Option<Duration>,
+    /// The server refused it for its rate limit (a 429): the wait before the
+    /// next attempt uses up no attempt, only `rate_limited_for`.
+    pub rate_limited: bool,
 }
 
 impl<E> Failed<E> {
@@ -26,6 +31,7 @@ impl<E> Failed<E> {
             error,
             class,
             retry_after: None,
+            rate_limited: false,
         }
     }
 }
@@ -43,10 +49,13 @@ pub enum GaveUp<E> {
         error: E,
         attempts: u32,
     },
-    /// Transient failures outlasted the policy.
+    /// Transient failures outlasted the policy: its attempts, or, when
+    /// `rate_limited` says for how long the server had been answering 429,
+    /// its `rate_limited_for`.
     Exhausted {
         last: E,
         attempts: u32,
+        rate_limited: Option<Duration>,
     },
     Stopped(StopReason),
 }
@@ -62,7 +71,10 @@ pub struct Attempts {
 }
 
 /// Calls `attempt` (with the attempt's number, from 1) until it succeeds, a
-/// failure is not transient, or the policy's attempts run out. An attempt whose
+/// failure is not transient, or the policy's attempts run out — or, for a
+/// request the server keeps answering 429, its `rate_limited_for` (the waits
+/// it asks for use up no attempt: an API that refuses everything for a while
+/// once its limit is passed, Airtable's 30 s, outlasts any few attempts). An attempt whose
 /// effect is unknown is repeated only when `repeatable` (an idempotent request,
 /// an upsert by key). `on_retry` hears of each failure about to be retried, with
 /// the delay before the next attempt.
@@ -78,6 +90,7 @@ where
 {
     let mut backoff = Backoff::new(policy);
     let mut unclear = false;
+    let mut limited_since: Option<Instant> = None;
     loop {
         if let Some(reason) = stop.reason() {
             return Err(GaveUp::Stopped(reason));
@@ -108,11 +121,29 @@ where
             });
         }
         unclear |= !outcome_known;
-        let Some(delay) = backoff.next_delay(failed.retry_after) else {
-            return Err(GaveUp::Exhausted {
-                last: failed.error,
-                attempts: backoff.attempts(),
-            });
+        let delay = if failed.rate_limited {
+            let since = *limited_since.get_or_insert_with(Instant::now);
+            let delay = backoff.next_wait(failed.retry_after);
+            let limited = since.elapsed();
+            if limited + delay > policy.rate_limited_for {
+                return Err(GaveUp::Exhausted {
+                    last: failed.error,
+                    attempts: backoff.attempts() - 1,
+                    rate_limited: Some(limited),
+                });
+            }
+            delay
+        } else {
+            match backoff.next_delay(failed.retry_after) {
+                Some(delay) => delay,
+                None => {
+                    return Err(GaveUp::Exhausted {
+                        last: failed.error,
+                        attempts: backoff.attempts(),
+                        rate_limited: None,
+                    });
+                }
+            }
         };
         on_retry(&failed, delay);
         stop.sleep(delay).await.map_err(GaveUp::Stopped)?;
@@ -128,6 +159,7 @@ mod tests {
         base: Duration::from_millis(100),
         cap: Duration::from_secs(1),
         max_attempts: 4,
+        rate_limited_for: Duration::from_secs(60),
     };
 
     fn transient(outcome_known: bool) -> Class {
@@ -204,9 +236,63 @@ mod tests {
             result,
             Err(GaveUp::Exhausted {
                 last: 4,
-                attempts: 4
+                attempts: 4,
+                rate_limited: None
             })
         ));
         assert_eq!(calls, POLICY.max_attempts);
+    }
+
+    /// Runs the loop over `refusals` answers of 429, then success; returns the
+    /// result and how long it took on the paused clock.
+    async fn rate_limited(refusals: u32) -> (Result<(u32, Attempts), GaveUp<u32>>, Duration) {
+        let started = Instant::now();
+        let result = retry(
+            POLICY,
+            &Stop::never(),
+            false,
+            |n| async move {
+                if n <= refusals {
+                    Err(Failed {
+                        rate_limited: true,
+                        ..Failed::new(n, transient(true))
+                    })
+                } else {
+                    Ok(n)
+                }
+            },
+            |_, _| {},
+        )
+        .await;
+        (result, started.elapsed())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn answers_of_429_use_up_no_attempt() {
+        let (result, _) = rate_limited(20).await;
+        let (value, attempts) = result.expect("tried until the API let it through");
+        assert_eq!((value, attempts.made), (21, 21));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn answers_of_429_are_bounded_by_rate_limited_for() {
+        let (result, elapsed) = rate_limited(u32::MAX).await;
+        let Err(GaveUp::Exhausted {
+            last,
+            attempts,
+            rate_limited: Some(limited),
+        }) = result
+        else {
+            panic!("gave up for the rate limit: {result:?}");
+        };
+        assert_eq!(last, attempts);
+        assert!(attempts > POLICY.max_attempts, "{attempts}");
+        // It does not sleep past the bound only to give up after.
+        assert!(limited <= POLICY.rate_limited_for, "{limited:?}");
+        assert!(elapsed <= POLICY.rate_limited_for, "{elapsed:?}");
+        assert!(
+            elapsed >= POLICY.rate_limited_for - POLICY.cap,
+            "{elapsed:?}"
+        );
     }
 }

@@ -201,7 +201,9 @@ impl SinkError {
             | SinkError::DatabaseGaveUp(_) => Consequence::Transient {
                 outcome_known: false,
             },
-            SinkError::Http(HttpError::Exhausted { .. } | HttpError::Stopped(_))
+            SinkError::Http(
+                HttpError::Exhausted { .. } | HttpError::RateLimited { .. } | HttpError::Stopped(_),
+            )
             | SinkError::NotSent => Consequence::Transient {
                 outcome_known: true,
             },

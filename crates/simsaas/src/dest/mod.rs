@@ -19,7 +19,7 @@ use serde_json::{Map, Value};
 use crate::faults::{Outcome, mix, str_hash};
 use crate::http::{
     Params, json_bytes, json_error, json_value, latency, pause, rate_limited, rate_limited_date,
-    server_error, unauthorized,
+    refused_silently, server_error, unauthorized,
 };
 use crate::stats::bump;
 use crate::{LimitHeaders, Shared, lock, read};
@@ -132,10 +132,21 @@ async fn gate(
         bump(&s.dest_stats.rate_limited);
         rate_limited(secs, &s.dest_holdoff, f.rate_limit_body_delay, &s.shutdown)
     };
-    if let Some(rps) = f.rate_limit_rps
-        && !lock(&s.dest_fault_state).take_token(rps, Instant::now())
-    {
-        return Err(limited(1));
+    if let Some(rps) = f.rate_limit_rps {
+        let now = Instant::now();
+        let mut state = lock(&s.dest_fault_state);
+        match f.rate_limit_penalty {
+            Some(penalty) if !state.take_token_or_penalize(rps, penalty, now) => {
+                drop(state);
+                bump(&s.dest_stats.rate_limited);
+                return Err(refused_silently());
+            }
+            None if !state.take_token(rps, now) => {
+                drop(state);
+                return Err(limited(1));
+            }
+            _ => {}
+        }
     }
     if f.is_quiet() {
         return Ok(Outcome::Proceed);

@@ -265,8 +265,8 @@ async fn a_pause_holds_every_caller_back() {
     let gate = RateGate::new(None, None);
     let stop = Stop::never();
     let start = Instant::now();
-    gate.pause_for(Duration::from_secs(2));
-    gate.pause_for(Duration::from_secs(1));
+    gate.refused(Ticket(0), Some(Duration::from_secs(2)), Duration::ZERO);
+    gate.refused(Ticket(0), Some(Duration::from_secs(1)), Duration::ZERO);
     gate.ready(&stop).await.ok();
     assert!(Instant::now() - start >= Duration::from_secs(2));
 }
@@ -277,11 +277,15 @@ async fn a_pause_holds_every_caller_back() {
 async fn a_pause_past_the_end_of_the_clock_closes_the_gate() {
     let gate = RateGate::new(None, None);
     let stop = Stop::never();
-    gate.pause_for(Duration::from_secs(u64::MAX));
-    gate.pause_for(Duration::MAX);
+    gate.refused(
+        Ticket(0),
+        Some(Duration::from_secs(u64::MAX)),
+        Duration::ZERO,
+    );
+    gate.refused(Ticket(0), Some(Duration::MAX), Duration::ZERO);
     assert!(gate.ready(&stop).now_or_never().is_none());
     // A shorter pause does not reopen it.
-    gate.pause_for(Duration::from_secs(1));
+    gate.refused(Ticket(0), Some(Duration::from_secs(1)), Duration::ZERO);
     tokio::time::advance(Duration::from_secs(3600)).await;
     assert!(gate.ready(&stop).now_or_never().is_none());
 }
@@ -291,7 +295,7 @@ async fn waiting_out_a_pause_takes_no_slot_of_the_pace() {
     let gate = RateGate::new(Some(1.0), None);
     let stop = Stop::never();
     let start = Instant::now();
-    gate.pause_for(Duration::from_millis(300));
+    gate.refused(Ticket(0), Some(Duration::from_millis(300)), Duration::ZERO);
     gate.unpaused(&stop).await.ok();
     assert!(Instant::now() - start >= Duration::from_millis(300));
     // The one request a second is still there for the request itself.
@@ -345,7 +349,7 @@ async fn every_api_of_one_origin_shares_its_pace_and_pauses() {
     assert!(elapsed >= Duration::from_millis(1900), "{elapsed:?}");
     assert!(elapsed <= Duration::from_millis(2100), "{elapsed:?}");
     // A 429 one of them met holds the others back too.
-    source.pause_for(Duration::from_secs(2));
+    source.refused(Ticket(0), Some(Duration::from_secs(2)), Duration::ZERO);
     let paused = Instant::now();
     token.unpaused(&stop).await.ok();
     assert!(Instant::now() - paused >= Duration::from_secs(2));
@@ -492,4 +496,60 @@ fn workers_sharing_a_ceiling_each_keep_to_their_part() {
     // Alone again, one takes the whole ceiling.
     paces[0].share(1);
     assert_eq!(paces[0].rate(now), Some(30.0));
+}
+
+/// An API that refuses everything for a while once its limit is passed, and
+/// says nothing of how long (Airtable: 30 s): each refusal in a row holds
+/// every request back twice as long as the one before, up to 30 s; requests
+/// already out when one came back are the same refusal; an answer let
+/// through starts again from the base.
+#[test]
+fn refusals_in_a_row_without_a_wait_hold_back_longer_each_time() {
+    let base = Duration::from_millis(200);
+    let mut pace = Pace::new(None, DEFAULT_PROBE_PERIOD);
+    let mut now = Instant::now();
+    let mut pauses = Vec::new();
+    for _ in 0..10 {
+        let first = pace.try_send(now).expect("the pause is over");
+        let second = pace.try_send(now).expect("no rate limits it");
+        now += Duration::from_millis(5);
+        pace.refused(first, None, base, now);
+        pace.answered(
+            first,
+            &Answer {
+                status: Some(429),
+                quota: None,
+            },
+            now,
+        );
+        let until = pace.paused(now).expect("held back");
+        // The request sent beside it is the same refusal.
+        pace.refused(second, None, base, now);
+        assert_eq!(pace.paused(now), Some(until));
+        pauses.push((until - now).as_millis());
+        now = until;
+    }
+    assert_eq!(
+        pauses,
+        [200, 400, 800, 1600, 3200, 6400, 12800, 25600, 30000, 30000]
+    );
+    let ticket = pace.try_send(now).expect("the pause is over");
+    pace.answered(
+        ticket,
+        &Answer {
+            status: Some(200),
+            quota: None,
+        },
+        now,
+    );
+    // A request sent long before, refused only now, starts again too.
+    pace.refused(Ticket(0), None, base, now);
+    assert_eq!(pace.paused(now), Some(now + base));
+    // A wait the server names is kept as it is.
+    let ticket = pace.try_send(now + base).expect("the pause is over");
+    pace.refused(ticket, Some(Duration::from_secs(7)), base, now + base);
+    assert_eq!(
+        pace.paused(now + base),
+        Some(now + base + Duration::from_secs(7))
+    );
 }

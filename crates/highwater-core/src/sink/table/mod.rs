@@ -319,6 +319,7 @@ impl<D: Database> TableSink<D> {
                 | GaveUp::Exhausted {
                     last: error,
                     attempts,
+                    ..
                 },
             ) => Err(SinkError::DatabaseGaveUp(format!(
                 "{}: gave up after {attempts} attempts: {error}",

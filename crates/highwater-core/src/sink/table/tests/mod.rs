@@ -22,6 +22,7 @@ const RETRY: RetryPolicy = RetryPolicy {
     base: Duration::from_millis(20),
     cap: Duration::from_millis(200),
     max_attempts: 8,
+    rate_limited_for: Duration::from_secs(600),
 };
 
 fn pg_url() -> String {
