@@ -19,8 +19,8 @@ use crate::auth::{AuthError, Authenticator, sensitive};
 use crate::config::HttpSpec;
 use crate::obs::{RequestRetried, ResponseReceived, RetryClass, RetryCounts, RetryTally};
 use crate::policy::{
-    Answer, Class, Failed, GaveUp, Outcome, RateGate, RetryPolicy, classify, parse_retry_after,
-    read_quota, retry,
+    Answer, Class, Failed, GaveUp, Outcome, Quota, RateGate, RetryPolicy, classify,
+    parse_retry_after, read_quota, retry,
 };
 use crate::stop::{Stop, StopReason};
 
@@ -35,10 +35,30 @@ pub fn redact(url: &Url) -> String {
     shown
 }
 
+/// Whether an answer of `status` other than 429 refuses the request for the
+/// API's rate limit, as its headers say: GitHub answers a passed limit with
+/// 403 and `Retry-After` (its secondary limits) or `X-RateLimit-Remaining: 0`
+/// (its primary one) — a wait, not credentials refused.
+fn throttled(status: StatusCode, retry_after: Option<Duration>, quota: Option<Quota>) -> bool {
+    status == StatusCode::FORBIDDEN
+        && (retry_after.is_some()
+            || quota
+                .and_then(|q| q.budget())
+                .is_some_and(|(remaining, _)| remaining == 0))
+}
+
+/// The outcome of an answer that is not a success.
+fn refusal(status: StatusCode, throttled: bool) -> Outcome {
+    match throttled {
+        true => Outcome::Throttled(status.as_u16()),
+        false => Outcome::Status(status.as_u16()),
+    }
+}
+
 /// The class a transient outcome is counted under when its request is retried.
 fn retry_class(outcome: Outcome) -> RetryClass {
     match outcome {
-        Outcome::Status(429) => RetryClass::RateLimited,
+        Outcome::Status(429) | Outcome::Throttled(_) => RetryClass::RateLimited,
         Outcome::Status(500..=599) => RetryClass::ServerError,
         Outcome::Status(408) | Outcome::TimedOutAfterSend => RetryClass::Timeout,
         Outcome::ConnectFailed | Outcome::Untrusted | Outcome::BrokenAfterSend => {
@@ -147,7 +167,7 @@ struct Answered {
 impl Answered {
     fn status(&self) -> u16 {
         match self.outcome {
-            Outcome::Status(s) => s,
+            Outcome::Status(s) | Outcome::Throttled(s) => s,
             _ => 0,
         }
     }
@@ -528,21 +548,24 @@ impl Api {
                     .flatten()
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| parse_retry_after(v, SystemTime::now()));
-                // Every request to this API holds back from the moment the
-                // head arrives: waiting for the body first would let other
-                // requests through while it trickles in.
-                if status == StatusCode::TOO_MANY_REQUESTS
-                    || (status == StatusCode::SERVICE_UNAVAILABLE && retry_after.is_some())
-                {
-                    self.gate.refused(ticket, retry_after, self.retry.base);
-                }
                 // The pace follows what the head says the server allows.
                 let quota = read_quota(
                     |name| headers.get(name).and_then(|v| v.to_str().ok()),
                     SystemTime::now(),
                 );
+                let throttled = throttled(status, retry_after, quota);
+                // Every request to this API holds back from the moment the
+                // head arrives: waiting for the body first would let other
+                // requests through while it trickles in.
+                if status == StatusCode::TOO_MANY_REQUESTS
+                    || throttled
+                    || (status == StatusCode::SERVICE_UNAVAILABLE && retry_after.is_some())
+                {
+                    self.gate.refused(ticket, retry_after, self.retry.base);
+                }
                 let answer = Answer {
-                    status: Some(status.as_u16()),
+                    // To the pace, a refusal for the rate limit is one.
+                    status: Some(if throttled { 429 } else { status.as_u16() }),
                     quota,
                 };
                 self.gate.answered(ticket, &answer);
@@ -560,14 +583,10 @@ impl Api {
                             Some(error) => (Outcome::ErrorInBody, None, error),
                         }
                     }
-                    Ok(body) => (
-                        Outcome::Status(status.as_u16()),
-                        retry_after,
-                        snippet(&body),
-                    ),
+                    Ok(body) => (refusal(status, throttled), retry_after, snippet(&body)),
                     // A status is an answer even when its body cannot be read.
                     Err(e) if !status.is_success() => (
-                        Outcome::Status(status.as_u16()),
+                        refusal(status, throttled),
                         retry_after,
                         format!("(the answer's body could not be read: {})", e.without_url()),
                     ),
@@ -602,7 +621,7 @@ impl Api {
             }),
             class: classify(outcome),
             retry_after,
-            rate_limited: outcome == Outcome::Status(429),
+            rate_limited: matches!(outcome, Outcome::Status(429) | Outcome::Throttled(_)),
         })
     }
 
@@ -720,6 +739,16 @@ mod tests {
     /// An API at `base`, without auth or a rate limit, retrying up to
     /// `attempts` times with short delays.
     fn api_at(base: &str, timeout: Duration, attempts: u32) -> Api {
+        let retry = RetryPolicy {
+            base: Duration::from_millis(10),
+            cap: Duration::from_millis(50),
+            max_attempts: attempts,
+            rate_limited_for: Duration::from_secs(1),
+        };
+        api_with(base, timeout, retry)
+    }
+
+    fn api_with(base: &str, timeout: Duration, retry: RetryPolicy) -> Api {
         let spec = HttpSpec {
             base_url: Url::parse(base).unwrap_or_else(|_| unreachable!()),
             headers: Vec::new(),
@@ -729,13 +758,100 @@ mod tests {
             rate_limit_probe: crate::policy::DEFAULT_PROBE_PERIOD,
             error_path: None,
         };
+        Api::new("test", "api", spec, retry, 1).unwrap_or_else(|_| unreachable!())
+    }
+
+    /// A server on 127.0.0.1 answering its requests, in turn, with `answers`
+    /// (the last one again once they run out); and when each arrived.
+    async fn answering(
+        answers: Vec<&'static str>,
+    ) -> (
+        std::net::SocketAddr,
+        std::sync::Arc<std::sync::Mutex<Vec<Instant>>>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let (listener, addr) = local_listener().await;
+        let arrivals = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = std::sync::Arc::clone(&arrivals);
+        let server = tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let seen = std::sync::Arc::clone(&seen);
+                let answers = answers.clone();
+                tokio::spawn(async move {
+                    loop {
+                        let mut head = Vec::new();
+                        let mut buf = [0u8; 1024];
+                        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match socket.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => head.extend_from_slice(&buf[..n]),
+                            }
+                        }
+                        let n = {
+                            let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+                            seen.push(Instant::now());
+                            seen.len()
+                        };
+                        let answer = answers[(n - 1).min(answers.len() - 1)];
+                        if socket.write_all(answer.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (addr, arrivals, server)
+    }
+
+    const GITHUB_PRIMARY: &str = "HTTP/1.1 403 Forbidden\r\nx-ratelimit-limit: 60\r\nx-ratelimit-remaining: 0\r\nx-ratelimit-reset: 1\r\ncontent-length: 2\r\n\r\n{}";
+    const GITHUB_SECONDARY: &str =
+        "HTTP/1.1 403 Forbidden\r\nretry-after: 1\r\ncontent-length: 2\r\n\r\n{}";
+    const FORBIDDEN: &str = "HTTP/1.1 403 Forbidden\r\ncontent-length: 2\r\n\r\n{}";
+    const OK: &str =
+        "HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: application/json\r\n\r\n{}";
+
+    /// GitHub answers a passed rate limit with 403, saying so in its headers
+    /// (`X-RateLimit-Remaining: 0` with its reset, or `Retry-After`): a
+    /// wait, using up no attempt, not credentials refused. A 403 that says
+    /// nothing of a limit still is.
+    #[tokio::test]
+    async fn a_403_that_says_the_rate_limit_was_passed_is_waited_out() {
+        let (addr, arrivals, server) = answering(vec![GITHUB_PRIMARY, GITHUB_SECONDARY, OK]).await;
         let retry = RetryPolicy {
             base: Duration::from_millis(10),
             cap: Duration::from_millis(50),
-            max_attempts: attempts,
-            rate_limited_for: Duration::from_secs(1),
+            max_attempts: 1,
+            rate_limited_for: Duration::from_secs(30),
         };
-        Api::new("test", "api", spec, retry, 1).unwrap_or_else(|_| unreachable!())
+        let api = api_with(&format!("http://{addr}/"), Duration::from_secs(5), retry);
+        let url = api.url("/v1/x").unwrap_or_else(|_| unreachable!());
+        let reply = api
+            .send(&Request::get(url), &Stop::never())
+            .await
+            .unwrap_or_else(|e| panic!("the third attempt is answered: {e}"));
+        server.abort();
+        assert_eq!(reply.status, StatusCode::OK);
+        let arrivals = arrivals.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        assert_eq!(arrivals.len(), 3, "three attempts");
+        // No request went before the budget's reset, nor before the Retry-After.
+        for (before, after) in arrivals.iter().zip(&arrivals[1..]) {
+            let waited = *after - *before;
+            assert!(waited >= Duration::from_millis(900), "{waited:?}");
+        }
+        assert_eq!(api.retries().rate_limited, 2);
+
+        let (addr, arrivals, server) = answering(vec![FORBIDDEN]).await;
+        let api = api_at(&format!("http://{addr}/"), Duration::from_secs(5), 3);
+        let url = api.url("/v1/x").unwrap_or_else(|_| unreachable!());
+        let refused = api.send(&Request::get(url), &Stop::never()).await;
+        server.abort();
+        assert!(
+            matches!(refused, Err(HttpError::Unauthorized { status: 403, .. })),
+            "{refused:?}"
+        );
+        assert_eq!(arrivals.lock().unwrap_or_else(|e| e.into_inner()).len(), 1);
     }
 
     /// Every transient outcome is counted under the class an operator would name it by.

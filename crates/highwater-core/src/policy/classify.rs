@@ -9,6 +9,10 @@ use std::time::{Duration, SystemTime};
 pub enum Outcome {
     /// A status outside 2xx.
     Status(u16),
+    /// A status other than 429 (GitHub's 403) whose headers say the API's
+    /// rate limit refused the request (`Retry-After`, or none remaining): it
+    /// was not processed, and waiting is the remedy.
+    Throttled(u16),
     /// The connection could not be made: nothing was sent.
     ConnectFailed,
     /// The TLS handshake refused the server: its certificate is not trusted
@@ -42,7 +46,7 @@ pub enum Class {
 /// 408, 425 and 429 say the request was not processed.
 pub fn classify(outcome: Outcome) -> Class {
     match outcome {
-        Outcome::Status(408 | 425 | 429) => Class::Transient {
+        Outcome::Status(408 | 425 | 429) | Outcome::Throttled(_) => Class::Transient {
             outcome_known: true,
         },
         Outcome::Status(500 | 502 | 503 | 504) => Class::Transient {
