@@ -171,7 +171,7 @@ fn table_mistakes_name_line_and_key() {
     let cases = [
         "[sync.destination]\ntype = \"sqlite\"\ntable = \"t\"\n",
         "[sync.destination]\ntype = \"sqlite\"\npath = \"x.db\"\n",
-        "[sync.destination]\ntype = \"sqlite\"\npath = \"x.db\"\ntable = \"my table\"\n",
+        "[sync.destination]\ntype = \"sqlite\"\npath = \"x.db\"\ntable = \"my \\\"table\\\"\"\n",
         "[sync.destination]\ntype = \"sqlite\"\npath = \"x.db\"\ntable = \"t\"\nlayout = \"rows\"\n",
         "[sync.destination]\ntype = \"sqlite\"\npath = \"x.db\"\ntable = \"t\"\nkey_column = \"email\"\n",
         "[sync.destination]\ntype = \"sqlite\"\npath = \"x.db\"\ntable = \"t\"\npayload_column = \"p\"\n",
@@ -180,7 +180,7 @@ fn table_mistakes_name_line_and_key() {
         "[sync.destination]\ntype = \"postgres\"\ntable = \"t\"\n",
         "[sync.destination]\ntype = \"postgres\"\nurl = \"mysql://h/db\"\ntable = \"t\"\n",
         "[sync.destination]\ntype = \"postgres\"\nurl = \"postgres://u:${NOPE}@h/db\"\ntable = \"t\"\n",
-        "[sync.destination]\ntype = \"postgres\"\nurl = \"postgres://h/db\"\ntable = \"t\"\nschema = \"a-b\"\n",
+        "[sync.destination]\ntype = \"postgres\"\nurl = \"postgres://h/db\"\ntable = \"t\"\nschema = \"a\\u0007b\"\n",
         "[sync.destination]\ntype = \"postgres\"\nurl = \"postgres://h/db\"\ntable = \"t\"\nlayout = \"json\"\npayload_column = \"version\"\n",
         "[sync.destination]\ntype = \"mysql\"\n",
     ];
@@ -188,7 +188,7 @@ fn table_mistakes_name_line_and_key() {
     expect![[r#"
         conf/hw.toml:33: sync "invoices_to_crm".destination: type = "sqlite" needs `path`, the database file
         conf/hw.toml:33: sync "invoices_to_crm".destination: a table destination needs `table`
-        conf/hw.toml:36: sync "invoices_to_crm".destination.table: expected a name of letters, digits and `_`, not starting with a digit, at most 63 characters
+        conf/hw.toml:36: sync "invoices_to_crm".destination.table: expected a name of 1 to 63 bytes, without `"` or control characters
         conf/hw.toml:37: sync "invoices_to_crm".destination.layout: expected "columns" (a column per mapped field) or "json" (the whole payload in one column)
         conf/hw.toml:33: sync "invoices_to_crm".destination.key_column: the mapping writes a field `email`, which is the column holding the record's external id: rename the field, or set `key_column`
         conf/hw.toml:37: sync "invoices_to_crm".destination.payload_column: only with layout = "json"
@@ -197,7 +197,7 @@ fn table_mistakes_name_line_and_key() {
         conf/hw.toml:33: sync "invoices_to_crm".destination: type = "postgres" needs `url`, like "postgres://user:${PGPASSWORD}@host/database"
         conf/hw.toml:35: sync "invoices_to_crm".destination.url: expected a PostgreSQL URL, like "postgres://user:${PGPASSWORD}@host:5432/database"
         conf/hw.toml:35: sync "invoices_to_crm".destination.url: environment variable NOPE is not set
-        conf/hw.toml:37: sync "invoices_to_crm".destination.schema: expected a name of letters, digits and `_`, not starting with a digit, at most 63 characters
+        conf/hw.toml:37: sync "invoices_to_crm".destination.schema: expected a name of 1 to 63 bytes, without `"` or control characters
         conf/hw.toml:38: sync "invoices_to_crm".destination.payload_column: must differ from the key and version columns
         conf/hw.toml:34: sync "invoices_to_crm".destination.type: expected "http", "jsonl", "sqlite" or "postgres""#]].assert_eq(&all.join("\n"));
 }
@@ -237,5 +237,51 @@ fn a_soft_delete_field_gets_its_column_typed_by_its_value() {
         columns
             .iter()
             .any(|c| c.name == "deleted" && c.kind == ColumnType::Boolean)
+    );
+}
+
+/// An owner's table named as the database takes names quoted: spaces,
+/// capitals, `-`, a reserved word, for the table, its schema, key and version
+/// columns and the mapped fields' columns.
+#[test]
+fn a_table_s_names_are_any_the_database_takes_quoted() {
+    let text = with_destination(
+        r#"[sync.destination]
+type = "postgres"
+url = "postgres://hw:${PG_PASSWORD}@db/crm"
+schema = "CRM"
+table = "Contact List"
+key_column = "External Id"
+version_column = "Row Version"
+"#,
+    )
+    .replace(
+        r#"fields = { email = "customer.email", "contact.name" = "customer.name" }"#,
+        r#"fields = { "e-mail" = "customer.email", "Full Name" = "customer.name", select = "id" }"#,
+    );
+    let config =
+        parse(&text, Path::new("conf/hw.toml"), &env_with_url).unwrap_or_else(|e| panic!("{e}"));
+    let DestinationSpec::Postgres(spec) = &config.syncs[0].destination else {
+        panic!("not postgres");
+    };
+    let table = &spec.table;
+    assert_eq!(
+        (
+            table.schema.as_deref(),
+            table.table.as_str(),
+            table.key_column.as_str(),
+            table.version_column.as_str()
+        ),
+        (Some("CRM"), "Contact List", "External Id", "Row Version")
+    );
+    let Layout::Columns(columns) = &table.layout else {
+        panic!("columns");
+    };
+    let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
+    assert!(
+        ["e-mail", "Full Name", "select"]
+            .iter()
+            .all(|n| names.contains(n)),
+        "{names:?}"
     );
 }

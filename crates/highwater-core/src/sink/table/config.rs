@@ -132,26 +132,23 @@ pub(crate) fn validate<T>(
     })
 }
 
-/// A table, schema or column name: letters, digits and `_`, not starting
-/// with a digit, at most 63 bytes (PostgreSQL's limit).
+/// A table, schema or column name: any text the database takes quoted (each
+/// is always quoted in SQL), since an owner's table may be named `"Contacts"`
+/// or hold a column `"Full Name"` — up to 63 bytes (PostgreSQL cuts longer
+/// names short, to another name), without `"` or control characters.
 pub(crate) fn identifier(v: &mut Validator<'_>, raw: &S<String>, key: &str) -> Option<String> {
     let name = raw.get_ref();
     if is_identifier(name) {
         return Some(name.clone());
     }
-    v.problem(
-        raw,
-        key,
-        "expected a name of letters, digits and `_`, not starting with a digit, at most 63 characters",
-    );
+    v.problem(raw, key, format!("expected a name {NAME_RULE}"));
     None
 }
 
+const NAME_RULE: &str = "of 1 to 63 bytes, without `\"` or control characters";
+
 fn is_identifier(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 63
-        && !name.starts_with(|c: char| c.is_ascii_digit())
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    !name.is_empty() && name.len() <= 63 && !name.chars().any(|c| c == '"' || c.is_control())
 }
 
 /// The columns the mapping gives, in file order, one per top-level output
@@ -219,7 +216,7 @@ fn plan_columns<T>(
             v.problem(
                 raw,
                 format!("{at}.layout"),
-                format!("the mapped field `{name}` cannot be a column name (letters, digits and `_`); rename it, or use layout = \"json\""),
+                format!("the mapped field `{name}` cannot be a column name (a name {NAME_RULE}); rename it, or use layout = \"json\""),
             );
             ok = false;
             continue;

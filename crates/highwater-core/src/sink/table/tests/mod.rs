@@ -797,6 +797,72 @@ async fn sqlite_an_existing_table_s_columns_take_sql_values_unless_typed_json() 
 /// (mapped with no `required` types, so sent as JSON): each value is read as
 /// its column's type, the key compared as the key column's, and a value the
 /// type cannot take refuses its row alone.
+/// An owner's names as the database takes them quoted: spaces, capitals, a
+/// `-`, a reserved word — created, upserted over, read back and deleted.
+async fn names_are_taken_as_they_are(db: Db) {
+    let mut table = spec(&[
+        ("Full Name", ColumnType::Text),
+        ("e-mail", ColumnType::Text),
+        ("select", ColumnType::BigInt),
+        ("Meta Data", ColumnType::Json),
+    ]);
+    table.table = "Contact List".into();
+    table.key_column = "External Id".into();
+    table.version_column = "Row Version".into();
+    let sink = db.sink(table, "names");
+    let stop = Stop::never();
+    let row = |name: &str| {
+        record(
+            "c-1",
+            json!({"Full Name": name, "e-mail": "ann@example.com", "select": 3, "Meta Data": {"a": 1}}),
+        )
+    };
+    let (older, newer) = (row("Ann"), row("Ann B."));
+    let results = sink.write_batch(vec![write(&newer, 2)], &stop).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let results = sink.write_batch(vec![write(&older, 1)], &stop).await;
+    assert!(
+        matches!(results[..], [Err(SinkError::Superseded)]),
+        "{results:?}"
+    );
+    sink.flush().await.expect("flush");
+    let held = held(sink.as_ref(), "c-1").await;
+    assert_eq!(held["Full Name"], json!("Ann B."), "{held}");
+    assert_eq!(held["e-mail"], json!("ann@example.com"), "{held}");
+    assert_eq!(held["select"], json!(3), "{held}");
+    assert_eq!(held["Meta Data"], json!({"a": 1}), "{held}");
+    let quoted = match &db {
+        Db::Sqlite(_) => "\"Contact List\"".to_owned(),
+        Db::Postgres { schema, .. } => format!("{schema}.\"Contact List\""),
+    };
+    let rows = db
+        .number(&format!(
+            "SELECT count(*) FROM {quoted} WHERE \"External Id\" = 'c-1' AND \"Row Version\" = 2"
+        ))
+        .await;
+    assert_eq!(rows, 1);
+    let delete = Delete {
+        external_id: "c-1",
+        known_dest_id: None,
+        unsettled_until: None,
+    };
+    sink.delete(&delete, &stop).await.expect("delete");
+    sink.flush().await.expect("flush");
+    let rows = db.number(&format!("SELECT count(*) FROM {quoted}")).await;
+    assert_eq!(rows, 0);
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn sqlite_names_are_taken_as_they_are() {
+    names_are_taken_as_they_are(Db::sqlite("names").await).await;
+}
+
+#[tokio::test]
+async fn postgres_names_are_taken_as_they_are() {
+    names_are_taken_as_they_are(Db::postgres("names").await).await;
+}
+
 #[tokio::test]
 async fn postgres_an_existing_table_s_column_types_are_written_as_declared() {
     let db = Db::postgres("typed").await;
