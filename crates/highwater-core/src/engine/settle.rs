@@ -460,6 +460,7 @@ pub(super) fn contains(object: &Value, payload: &Value) -> bool {
                     .is_ok_and(|have| want.parse::<jiff::Timestamp>().is_ok_and(|w| have == w))
         }
         (Value::Number(have), Value::Bool(want)) => have.as_i64() == Some(i64::from(*want)),
+        (Value::String(have), Value::Number(want)) if holds_epoch(have, want) => true,
         (Value::String(have), _) => {
             serde_json::from_str::<Value>(have).is_ok_and(|have| contains(&have, payload))
         }
@@ -467,6 +468,42 @@ pub(super) fn contains(object: &Value, payload: &Value) -> bool {
             .is_ok_and(|want| want.is_number() && contains(object, &want)),
         _ => object == payload,
     }
+}
+
+/// Whether `have`, a time a column holds, is the instant `want` counts from
+/// the epoch, as a table destination writes a number into a column its owner
+/// typed as a time (seconds, or milliseconds from 10^11 on): an instant by
+/// its instant, a wall time or a date as UTC's, a date by its day.
+fn holds_epoch(have: &str, want: &serde_json::Number) -> bool {
+    let Some(seconds) = want.as_f64() else {
+        return false;
+    };
+    let seconds = if seconds.abs() >= 1e11 {
+        seconds / 1000.0
+    } else {
+        seconds
+    };
+    let Ok(want) = jiff::SignedDuration::try_from_secs_f64(seconds)
+        .map_err(|_| ())
+        .and_then(|d| jiff::Timestamp::from_duration(d).map_err(|_| ()))
+    else {
+        return false;
+    };
+    // PostgreSQL keeps microseconds.
+    let want = want.round(jiff::Unit::Microsecond).unwrap_or(want);
+    if let Ok(have) = have.parse::<jiff::Timestamp>() {
+        return have == want;
+    }
+    let utc = jiff::tz::Offset::UTC.to_datetime(want);
+    // A date alone (`YYYY-MM-DD`) would read as its midnight: a date
+    // column holds the day.
+    if have.len() == 10 {
+        return have
+            .parse::<jiff::civil::Date>()
+            .is_ok_and(|have| have == utc.date());
+    }
+    have.parse::<jiff::civil::DateTime>()
+        .is_ok_and(|have| have == utc)
 }
 
 /// What reading a record back showed about a floor.
@@ -693,6 +730,28 @@ mod tests {
         }
         // A string that reads as JSON is still only a string.
         assert!(!contains(&json!({"name": 5}), &json!({"name": "five"})));
+    }
+
+    /// A number written into a column typed as a time is held as the
+    /// instant it counts from the epoch.
+    #[test]
+    fn a_time_column_holds_the_epoch_number_written_into_it() {
+        let payload = json!({"seen": 1700000101, "wall": 1700000101.5, "day": 1700000101,
+                             "ms": 1700000101250_i64});
+        let object = json!({"seen": "2023-11-14T22:15:01+00:00", "wall": "2023-11-14T22:15:01.5",
+                            "day": "2023-11-14", "ms": "2023-11-14T23:15:01.25+01:00"});
+        assert!(contains(&object, &payload));
+        for (field, other) in [
+            ("seen", json!("2023-11-14T22:15:02+00:00")),
+            ("wall", json!("2023-11-14T22:15:01")),
+            ("day", json!("2023-11-15")),
+            ("ms", json!("2023-11-14T22:15:01+00:00")),
+            ("seen", json!("soon")),
+        ] {
+            let mut changed = object.clone();
+            changed[field] = other;
+            assert!(!contains(&changed, &payload), "{field}: {}", changed[field]);
+        }
     }
 
     #[test]

@@ -123,14 +123,33 @@ impl Dialect {
         let source = match self {
             // jsonb_to_recordset types each value as its column's: a value of
             // the wrong type fails the statement with SQLSTATE class 22.
+            // A payload column the owner typed as a time takes a JSON number
+            // as the instant it counts from the epoch (see `epoch_time`):
+            // read as text, `1700000101` was the year 170000.
             Dialect::Postgres => {
-                let typed: Vec<String> = columns
-                    .iter()
-                    .map(|c| format!("{} {}", quote(&c.name), type_of(c)))
-                    .collect();
+                let mut typed = Vec::with_capacity(columns.len());
+                let mut values = Vec::with_capacity(columns.len());
+                for (i, c) in columns.iter().enumerate() {
+                    let declared = type_of(c);
+                    let time = (i >= 2).then(|| time_kind(&declared)).flatten();
+                    match time {
+                        Some(kind) => {
+                            typed.push(format!("{} jsonb", quote(&c.name)));
+                            values.push(epoch_time(
+                                &format!("r.{}", quote(&c.name)),
+                                &declared,
+                                kind,
+                            ));
+                        }
+                        None => {
+                            typed.push(format!("{} {declared}", quote(&c.name)));
+                            values.push(quote(&c.name));
+                        }
+                    }
+                }
                 format!(
                     "SELECT {} FROM jsonb_to_recordset($1::jsonb) AS r({})",
-                    names.join(", "),
+                    values.join(", "),
                     typed.join(", ")
                 )
             }
@@ -210,6 +229,51 @@ impl Dialect {
             read,
         }
     }
+}
+
+/// A PostgreSQL column type that holds a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TimeKind {
+    /// `timestamptz`: an instant.
+    Instant,
+    /// `timestamp` or `date`: a wall time, taken in UTC.
+    Wall,
+}
+
+/// What time `declared` (as `format_type` names it) holds, if it is one.
+fn time_kind(declared: &str) -> Option<TimeKind> {
+    let declared = declared.to_ascii_lowercase();
+    if declared.starts_with("timestamp") {
+        Some(match declared.contains("with time zone") {
+            true => TimeKind::Instant,
+            false => TimeKind::Wall,
+        })
+    } else if declared == "date" {
+        Some(TimeKind::Wall)
+    } else {
+        None
+    }
+}
+
+/// `value` (JSONB) as a `declared` time: a number counts seconds from the
+/// epoch — milliseconds from 10^11 on, as JavaScript's and Java's clocks
+/// give them, since 10^11 seconds is the year 5138 — in UTC; anything else
+/// as PostgreSQL reads its text (a JSON null is NULL, a string that is no
+/// time refuses the row).
+fn epoch_time(value: &str, declared: &str, kind: TimeKind) -> String {
+    let seconds = format!(
+        "CASE WHEN abs(({value})::text::float8) >= 1e11 THEN ({value})::text::float8 / 1000 \
+         ELSE ({value})::text::float8 END"
+    );
+    let instant = format!("to_timestamp({seconds})");
+    let instant = match kind {
+        TimeKind::Instant => instant,
+        TimeKind::Wall => format!("({instant} AT TIME ZONE 'UTC')"),
+    };
+    format!(
+        "CASE WHEN jsonb_typeof({value}) = 'number' THEN {instant}::{declared} \
+         ELSE ({value} #>> '{{}}')::{declared} END"
+    )
 }
 
 /// The key and version columns, then the payload's.

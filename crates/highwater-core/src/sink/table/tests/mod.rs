@@ -929,6 +929,72 @@ async fn postgres_an_existing_table_s_column_types_are_written_as_declared() {
     db.drop().await;
 }
 
+/// A number into a column its owner typed as a time is the instant it
+/// counts from the epoch: seconds, or milliseconds from 10^11 on; in UTC for
+/// a `timestamp` or a `date`. A string is read as PostgreSQL reads it; one
+/// that is no time refuses its row alone.
+#[tokio::test]
+async fn postgres_a_number_into_a_time_column_counts_from_the_epoch() {
+    let db = Db::postgres("epoch").await;
+    db.exec(&format!(
+        "CREATE TABLE {} (external_id TEXT PRIMARY KEY, version BIGINT NOT NULL, \
+         seen TIMESTAMPTZ, seen_wall TIMESTAMP(3), day DATE)",
+        db.table("contacts")
+    ))
+    .await;
+    let mut table = spec(&[
+        ("seen", ColumnType::Json),
+        ("seen_wall", ColumnType::Json),
+        ("day", ColumnType::Json),
+    ]);
+    table.create_table = false;
+    let sink = db.sink(table, "epoch");
+    let records = [
+        record(
+            "s",
+            json!({"seen": 1700000101, "seen_wall": 1700000101.5, "day": 1700000101}),
+        ),
+        record(
+            "ms",
+            json!({"seen": 1700000101250_i64, "seen_wall": 1700000101250_i64, "day": null}),
+        ),
+        record(
+            "text",
+            json!({"seen": "2023-11-14T22:15:01Z", "seen_wall": "2023-11-14 22:15:01", "day": "2023-11-14"}),
+        ),
+        record("bad", json!({"seen": "soon"})),
+    ];
+    let results = sink
+        .write_batch(
+            records.iter().map(|r| write(r, 1)).collect(),
+            &Stop::never(),
+        )
+        .await;
+    assert!(results[..3].iter().all(Result::is_ok), "{results:?}");
+    assert!(
+        matches!(&results[3], Err(SinkError::Refused(m)) if m.contains("timestamp")),
+        "{results:?}"
+    );
+    let count = |filter: &str| {
+        format!(
+            "SELECT count(*) FROM {} WHERE {filter}",
+            db.table("contacts")
+        )
+    };
+    let exact = [
+        "external_id = 's' AND seen = '2023-11-14T22:15:01Z' \
+         AND seen_wall = '2023-11-14 22:15:01.5' AND day = '2023-11-14'",
+        "external_id = 'ms' AND seen = '2023-11-14T22:15:01.25Z' \
+         AND seen_wall = '2023-11-14 22:15:01.25' AND day IS NULL",
+        "external_id = 'text' AND seen = '2023-11-14T22:15:01Z' \
+         AND seen_wall = '2023-11-14 22:15:01' AND day = '2023-11-14'",
+    ];
+    for filter in exact {
+        assert_eq!(db.number(&count(filter)).await, 1, "{filter}");
+    }
+    db.drop().await;
+}
+
 #[tokio::test]
 async fn postgres_a_refused_row_is_refused_alone() {
     a_refused_row_is_refused_alone(Db::postgres("refused").await).await;
