@@ -123,6 +123,7 @@ async fn bench() {
             None,
         ),
         ("RateLimit + RateLimit-Policy", LimitHeaders::Ietf, None),
+        ("X-HubSpot-RateLimit-*", LimitHeaders::HubSpot, None),
     ];
     for (label, headers, ceiling) in passes {
         match pass(limit, records, headers, ceiling).await {

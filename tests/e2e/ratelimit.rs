@@ -49,6 +49,7 @@ async fn with_rate_limit_headers_at_most_one_429_comes_in_a_run() {
         (71, LimitHeaders::XRateLimit),
         (72, LimitHeaders::XRateLimitEpoch),
         (73, LimitHeaders::Ietf),
+        (77, LimitHeaders::HubSpot),
     ] {
         let setup = Setup::new(Style::Cursor, Mode::Put);
         let name = format!("ratelimit-headers-{headers:?}");

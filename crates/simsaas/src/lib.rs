@@ -307,6 +307,9 @@ pub enum LimitHeaders {
     /// IETF `RateLimit-Policy: "bucket";q=<limit>;w=1` and
     /// `RateLimit: "bucket";r=<remaining>;t=<reset>`.
     Ietf,
+    /// HubSpot's `X-HubSpot-RateLimit-Max`, `-Remaining` and
+    /// `-Interval-Milliseconds: 1000`, with no reset.
+    HubSpot,
 }
 
 /// Seeded changes to the source dataset while a sync runs.

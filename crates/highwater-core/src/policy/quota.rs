@@ -1,8 +1,9 @@
 //! Owns reading what an answer's headers say about the API's rate limit: the
 //! IETF `RateLimit` / `RateLimit-Policy` fields (draft-ietf-httpapi-ratelimit-headers,
 //! structured fields such as `"default";r=50;t=30`), their older
-//! `RateLimit-Limit` / `-Remaining` / `-Reset` form, and `X-RateLimit-*`, whose
-//! reset is seconds from now or an epoch timestamp (GitHub's, Twitter's).
+//! `RateLimit-Limit` / `-Remaining` / `-Reset` form, `X-RateLimit-*`, whose
+//! reset is seconds from now or an epoch timestamp (GitHub's, Twitter's), and
+//! HubSpot's `X-HubSpot-RateLimit-*`, a quota per interval.
 //! Invariant: any header value yields a quota or nothing, never a panic; a value
 //! that cannot be read is ignored, as if the server had not sent it.
 
@@ -64,7 +65,36 @@ pub fn read_quota<'a>(header: impl Fn(&str) -> Option<&'a str>, now: SystemTime)
             now,
         )
     });
+    let quota = quota.or_else(|| {
+        interval(
+            header("x-hubspot-ratelimit-max"),
+            header("x-hubspot-ratelimit-remaining"),
+            header("x-hubspot-ratelimit-interval-milliseconds"),
+        )
+    });
     quota.filter(|q| q.budget().is_some() || q.policy_rate().is_some())
+}
+
+/// HubSpot's form: `Max` requests per `Interval-Milliseconds`, `Remaining`
+/// of them left. It names no reset: the window that holds what remains ends
+/// within one interval, so that is the budget's reset — never more requests
+/// than remain until a whole interval has passed.
+fn interval(max: Option<&str>, remaining: Option<&str>, interval: Option<&str>) -> Option<Quota> {
+    let window = interval
+        .and_then(first_number)
+        .and_then(|ms| seconds(ms / 1000.0))
+        .filter(|w| !w.is_zero())?;
+    let limit = max.and_then(first_number).and_then(count);
+    let remaining = remaining.and_then(first_number).and_then(count);
+    if limit.is_none() && remaining.is_none() {
+        return None;
+    }
+    Some(Quota {
+        remaining,
+        reset: remaining.map(|_| window),
+        limit,
+        window: Some(window),
+    })
 }
 
 /// `Limit`, `Remaining`, `Reset` as plain numbers (the older draft and
@@ -332,6 +362,35 @@ mod tests {
         // A timestamp already past: renewed now.
         assert_eq!(quota("1699999000"), Some(expected(Duration::ZERO)));
         assert_eq!(quota("0.25"), Some(expected(Duration::from_millis(250))));
+    }
+
+    #[test]
+    fn hubspot_s_headers_name_a_quota_per_interval() {
+        let now = at(1_700_000_000);
+        let quota = read(
+            &[
+                ("X-HubSpot-RateLimit-Daily", "250000"),
+                ("X-HubSpot-RateLimit-Daily-Remaining", "249990"),
+                ("X-HubSpot-RateLimit-Interval-Milliseconds", "10000"),
+                ("X-HubSpot-RateLimit-Max", "100"),
+                ("X-HubSpot-RateLimit-Remaining", "97"),
+            ],
+            now,
+        );
+        let ten = Duration::from_secs(10);
+        assert_eq!(
+            quota,
+            Some(Quota {
+                remaining: Some(97),
+                reset: Some(ten),
+                limit: Some(100),
+                window: Some(ten),
+            })
+        );
+        assert_eq!(quota.and_then(|q| q.policy_rate()), Some(10.0));
+        // Without the interval, nothing says over what the quota runs.
+        let without = read(&[("X-HubSpot-RateLimit-Remaining", "97")], now);
+        assert_eq!(without, None);
     }
 
     #[test]

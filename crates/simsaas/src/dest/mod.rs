@@ -98,6 +98,11 @@ async fn limit_headers(State(s): State<Arc<Shared>>, mut response: Response) -> 
             put("ratelimit-policy", format!("\"bucket\";q={limit};w=1"));
             put("ratelimit", format!("\"bucket\";r={remaining};t={reset}"));
         }
+        LimitHeaders::HubSpot => {
+            put("x-hubspot-ratelimit-max", limit.to_string());
+            put("x-hubspot-ratelimit-remaining", remaining.to_string());
+            put("x-hubspot-ratelimit-interval-milliseconds", "1000".into());
+        }
     }
     response
 }
