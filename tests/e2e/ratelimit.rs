@@ -112,6 +112,13 @@ async fn a_penalty_of_429s_without_retry_after_outlasts_no_attempts() {
         crate::util::describe(&out)
     );
     world.assert_exact().await;
+    // It says what would have spared the 429s.
+    let said = crate::util::stderr(&out);
+    assert!(
+        said.contains("the destination answered 429 (too many requests)")
+            && said.contains("no `rate_limit` is set for http://127.0.0.1:"),
+        "{said}"
+    );
     let stats = world.sim.stats();
     eprintln!(
         "{} requests, {} answered 429, in {took:?}",

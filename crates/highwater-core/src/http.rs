@@ -95,7 +95,7 @@ pub enum HttpError {
     /// The API went on answering 429 for longer than `rate_limited_for`:
     /// stop the run, resumable.
     #[error(
-        "{api} kept answering 429 (too many requests): {method} {url} was refused for {}s ({attempts} attempts), last: {last}; set `rate_limit` for it below what it allows, or a longer `[sync.retry] rate_limited_for`",
+        "{api} kept answering 429 (too many requests): {method} {url} was refused for {}s ({attempts} attempts), and waiting for the next would pass `[sync.retry] rate_limited_for`; last: {last}; set `rate_limit` for it below what it allows, or a longer `rate_limited_for`",
         waited.as_secs()
     )]
     RateLimited {
@@ -245,6 +245,17 @@ pub struct Api {
     retries: RetryTally,
 }
 
+/// An API that refused requests for its rate limit while none was configured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unpaced {
+    pub api: &'static str,
+    pub origin: String,
+    /// Requests it refused that were tried again.
+    pub refused: u64,
+    /// The requests per second its pace is held to now, if any.
+    pub learned: Option<f64>,
+}
+
 /// A reqwest client builder with the process's TLS cryptography (ring, see
 /// the workspace's `Cargo.toml`) installed first: reqwest built without a
 /// provider of its own panics on building a client otherwise.
@@ -298,6 +309,19 @@ impl Api {
     /// Retries made so far (all requests), by class.
     pub fn retries(&self) -> RetryCounts {
         self.retries.snapshot()
+    }
+
+    /// What to tell the person running the sync when this API refused
+    /// requests for its rate limit and no `rate_limit` is configured for it:
+    /// spaced at a limit, its requests would not have been refused.
+    pub fn unpaced(&self) -> Option<Unpaced> {
+        let refused = self.retries().rate_limited;
+        (self.spec.rate_limit.is_none() && refused > 0).then(|| Unpaced {
+            api: self.name,
+            origin: self.spec.base_url.origin().ascii_serialization(),
+            refused,
+            learned: self.gate.rate(),
+        })
     }
 
     /// A retry its caller makes by other means (a lookup again after a create

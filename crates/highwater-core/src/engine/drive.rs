@@ -60,6 +60,21 @@ impl Runner<'_> {
         }
         // Counted however the invocation ended: the reading thread's requests too.
         self.retries = source_api.retries().plus(&sink.retries());
+        for unpaced in [source_api.unpaced(), sink.unpaced()].into_iter().flatten() {
+            let learned = unpaced
+                .learned
+                .map(|rate| format!(" (the pace its 429s taught: {rate:.2} requests/s)"))
+                .unwrap_or_default();
+            tracing::warn!(
+                sync = %self.spec.name,
+                origin = %unpaced.origin,
+                refused = unpaced.refused,
+                "the {} answered 429 (too many requests) {} times, and no `rate_limit` is set for {}: set one below what it allows, and its requests are spaced instead of refused{learned}",
+                unpaced.api,
+                unpaced.refused,
+                unpaced.origin,
+            );
+        }
         outcome
     }
 

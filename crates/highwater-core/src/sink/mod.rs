@@ -584,6 +584,11 @@ pub trait Sink: Send + Sync + std::fmt::Debug {
         RetryCounts::default()
     }
 
+    /// Its API refused requests for its rate limit while none was configured.
+    fn unpaced(&self) -> Option<crate::http::Unpaced> {
+        None
+    }
+
     /// How long the run loop may sleep between events: a timer kept due before
     /// any write's own saves tokio re-arming its driver for each write.
     fn timer_lead(&self) -> Duration {

@@ -96,6 +96,10 @@ impl Sink for HttpSink {
         self.api.retries()
     }
 
+    fn unpaced(&self) -> Option<crate::http::Unpaced> {
+        self.api.unpaced()
+    }
+
     /// Half the request timeout (at least 50 ms: below, the timer would wake
     /// the loop too often to be worth it).
     fn timer_lead(&self) -> Duration {
