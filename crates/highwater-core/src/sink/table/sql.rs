@@ -240,10 +240,13 @@ enum TimeKind {
     Wall,
 }
 
-/// What time `declared` (as `format_type` names it) holds, if it is one.
+/// What time `declared` (as `format_type` names it) holds, if it is one; an
+/// array of times is not one (it is read from a JSON array as it is).
 fn time_kind(declared: &str) -> Option<TimeKind> {
     let declared = declared.to_ascii_lowercase();
-    if declared.starts_with("timestamp") {
+    if declared.ends_with("[]") {
+        None
+    } else if declared.starts_with("timestamp") {
         Some(match declared.contains("with time zone") {
             true => TimeKind::Instant,
             false => TimeKind::Wall,

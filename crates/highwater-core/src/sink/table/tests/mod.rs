@@ -938,7 +938,7 @@ async fn postgres_a_number_into_a_time_column_counts_from_the_epoch() {
     let db = Db::postgres("epoch").await;
     db.exec(&format!(
         "CREATE TABLE {} (external_id TEXT PRIMARY KEY, version BIGINT NOT NULL, \
-         seen TIMESTAMPTZ, seen_wall TIMESTAMP(3), day DATE)",
+         seen TIMESTAMPTZ, seen_wall TIMESTAMP(3), day DATE, seen_all TIMESTAMPTZ[])",
         db.table("contacts")
     ))
     .await;
@@ -946,6 +946,7 @@ async fn postgres_a_number_into_a_time_column_counts_from_the_epoch() {
         ("seen", ColumnType::Json),
         ("seen_wall", ColumnType::Json),
         ("day", ColumnType::Json),
+        ("seen_all", ColumnType::Json),
     ]);
     table.create_table = false;
     let sink = db.sink(table, "epoch");
@@ -960,7 +961,8 @@ async fn postgres_a_number_into_a_time_column_counts_from_the_epoch() {
         ),
         record(
             "text",
-            json!({"seen": "2023-11-14T22:15:01Z", "seen_wall": "2023-11-14 22:15:01", "day": "2023-11-14"}),
+            json!({"seen": "2023-11-14T22:15:01Z", "seen_wall": "2023-11-14 22:15:01", "day": "2023-11-14",
+                   "seen_all": ["2023-11-14T22:15:01Z"]}),
         ),
         record("bad", json!({"seen": "soon"})),
     ];
@@ -987,7 +989,8 @@ async fn postgres_a_number_into_a_time_column_counts_from_the_epoch() {
         "external_id = 'ms' AND seen = '2023-11-14T22:15:01.25Z' \
          AND seen_wall = '2023-11-14 22:15:01.25' AND day IS NULL",
         "external_id = 'text' AND seen = '2023-11-14T22:15:01Z' \
-         AND seen_wall = '2023-11-14 22:15:01' AND day = '2023-11-14'",
+         AND seen_wall = '2023-11-14 22:15:01' AND day = '2023-11-14' \
+         AND seen_all = '{2023-11-14T22:15:01Z}'",
     ];
     for filter in exact {
         assert_eq!(db.number(&count(filter)).await, 1, "{filter}");
