@@ -200,7 +200,9 @@ external_id_field = "external_id"     # the field of a destination object that h
 base_url = "{url}"
 {mode}
 auth = {{ type = "bearer", token = "${{{token}_DESTINATION_TOKEN}}" }}
-concurrency = 4"#
+concurrency = 4
+# rate_limit = 10                     # requests/s to this API, below what its documentation allows:
+#                                     #   spaced instead of refused with 429s"#
                 )
             }
             Destination::Postgres(url) => {
@@ -311,6 +313,7 @@ page_size_param = "limit"
 lower_bound_param = "updated_after"   # how the API takes the window; without it every run reads everything
 upper_bound_param = "updated_before"
 lookback = "5m"                       # each run overlaps the last, for late updates
+# rate_limit = 10                     # requests/s to this API, below what its documentation allows
 pagination = {{ style = "cursor", token_path = "next_cursor", token_param = "cursor" }}
 # or {{ style = "next_url", next_url_path = "links.next" }}, {{ style = "next_url", link_header = true }},
 #    {{ style = "keyset", updated_param = "updated_after", id_param = "after_id" }},
