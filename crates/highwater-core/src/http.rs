@@ -786,9 +786,10 @@ mod tests {
     }
 
     /// A server on 127.0.0.1 answering its requests, in turn, with `answers`
-    /// (the last one again once they run out); and when each arrived.
+    /// (the last one again once they run out), each held for its time first;
+    /// and when each request arrived.
     async fn answering(
-        answers: Vec<&'static str>,
+        answers: Vec<(Duration, &'static str)>,
     ) -> (
         std::net::SocketAddr,
         std::sync::Arc<std::sync::Mutex<Vec<Instant>>>,
@@ -818,7 +819,8 @@ mod tests {
                             seen.push(Instant::now());
                             seen.len()
                         };
-                        let answer = answers[(n - 1).min(answers.len() - 1)];
+                        let (hold, answer) = answers[(n - 1).min(answers.len() - 1)];
+                        tokio::time::sleep(hold).await;
                         if socket.write_all(answer.as_bytes()).await.is_err() {
                             return;
                         }
@@ -842,7 +844,13 @@ mod tests {
     /// nothing of a limit still is.
     #[tokio::test]
     async fn a_403_that_says_the_rate_limit_was_passed_is_waited_out() {
-        let (addr, arrivals, server) = answering(vec![GITHUB_PRIMARY, GITHUB_SECONDARY, OK]).await;
+        let now = Duration::ZERO;
+        let (addr, arrivals, server) = answering(vec![
+            (now, GITHUB_PRIMARY),
+            (now, GITHUB_SECONDARY),
+            (now, OK),
+        ])
+        .await;
         let retry = RetryPolicy {
             base: Duration::from_millis(10),
             cap: Duration::from_millis(50),
@@ -866,7 +874,7 @@ mod tests {
         }
         assert_eq!(api.retries().rate_limited, 2);
 
-        let (addr, arrivals, server) = answering(vec![FORBIDDEN]).await;
+        let (addr, arrivals, server) = answering(vec![(now, FORBIDDEN)]).await;
         let api = api_at(&format!("http://{addr}/"), Duration::from_secs(5), 3);
         let url = api.url("/v1/x").unwrap_or_else(|_| unreachable!());
         let refused = api.send(&Request::get(url), &Stop::never()).await;
@@ -883,6 +891,7 @@ mod tests {
     fn retried_outcomes_are_counted_by_class() {
         let cases = [
             (Outcome::Status(429), RetryClass::RateLimited),
+            (Outcome::Throttled(403), RetryClass::RateLimited),
             (Outcome::Status(500), RetryClass::ServerError),
             (Outcome::Status(502), RetryClass::ServerError),
             (Outcome::Status(503), RetryClass::ServerError),
@@ -907,38 +916,10 @@ mod tests {
     /// the answer is unsettled from the second, the later of the two.
     #[tokio::test]
     async fn an_answer_is_unsettled_from_its_last_unclear_attempt() {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-        let (listener, addr) = local_listener().await;
-        let arrivals = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let seen = std::sync::Arc::clone(&arrivals);
-        let server = tokio::spawn(async move {
-            while let Ok((mut socket, _)) = listener.accept().await {
-                let seen = std::sync::Arc::clone(&seen);
-                tokio::spawn(async move {
-                    let mut head = Vec::new();
-                    let mut buf = [0u8; 1024];
-                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match socket.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => head.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    let n = {
-                        let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
-                        seen.push(Instant::now());
-                        seen.len()
-                    };
-                    if n <= 2 {
-                        // Held past the client's timeout.
-                        tokio::time::sleep(Duration::from_secs(5)).await;
-                    }
-                    let _ = socket
-                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: application/json\r\n\r\n{}")
-                        .await;
-                });
-            }
-        });
+        // The first two held past the client's timeout.
+        let held = Duration::from_secs(5);
+        let (addr, arrivals, server) =
+            answering(vec![(held, OK), (held, OK), (Duration::ZERO, OK)]).await;
         let api = api_at(&format!("http://{addr}/"), Duration::from_millis(200), 4);
         let url = api.url("/v1/x").unwrap_or_else(|_| unreachable!());
         let reply = api
