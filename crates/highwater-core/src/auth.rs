@@ -288,7 +288,7 @@ impl Authenticator {
             error: TokenFailure::Answered(outcome),
             class: classify(outcome),
             retry_after,
-            rate_limited: outcome == Outcome::Status(429),
+            rate_limited: outcome.rate_limited(),
         })
     }
 }

@@ -478,7 +478,7 @@ fn holds_epoch(have: &str, want: &serde_json::Number) -> bool {
     let Some(seconds) = want.as_f64() else {
         return false;
     };
-    let seconds = if seconds.abs() >= 1e11 {
+    let seconds = if seconds.abs() >= crate::sink::table::sql::EPOCH_MILLIS_FROM {
         seconds / 1000.0
     } else {
         seconds

@@ -27,6 +27,14 @@ pub enum Outcome {
     ErrorInBody,
 }
 
+impl Outcome {
+    /// The API refused the request for its rate limit: a wait, using up no
+    /// attempt (`Failed::rate_limited`).
+    pub fn rate_limited(self) -> bool {
+        matches!(self, Outcome::Status(429) | Outcome::Throttled(_))
+    }
+}
+
 /// What an outcome means for the record or the run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class {

@@ -258,6 +258,11 @@ fn time_kind(declared: &str) -> Option<TimeKind> {
     }
 }
 
+/// From this number on an epoch time written into a column typed as a time
+/// counts milliseconds, below it seconds (see [`epoch_time`]); reconcile
+/// reads such a column back by the same rule.
+pub(crate) const EPOCH_MILLIS_FROM: f64 = 1e11;
+
 /// `value` (JSONB) as a `declared` time: a number counts seconds from the
 /// epoch — milliseconds from 10^11 on, as JavaScript's and Java's clocks
 /// give them, since 10^11 seconds is the year 5138 — in UTC; anything else
@@ -265,8 +270,8 @@ fn time_kind(declared: &str) -> Option<TimeKind> {
 /// time refuses the row).
 fn epoch_time(value: &str, declared: &str, kind: TimeKind) -> String {
     let seconds = format!(
-        "CASE WHEN abs(({value})::text::float8) >= 1e11 THEN ({value})::text::float8 / 1000 \
-         ELSE ({value})::text::float8 END"
+        "CASE WHEN abs(({value})::text::float8) >= {EPOCH_MILLIS_FROM} \
+         THEN ({value})::text::float8 / 1000 ELSE ({value})::text::float8 END"
     );
     let instant = format!("to_timestamp({seconds})");
     let instant = match kind {

@@ -1,0 +1,270 @@
+use super::*;
+
+/// A listener on a free port of 127.0.0.1, and its address.
+async fn local_listener() -> (tokio::net::TcpListener, std::net::SocketAddr) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("bind: {e}"));
+    let addr = listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("addr: {e}"));
+    (listener, addr)
+}
+
+/// An API at `base`, without auth or a rate limit, retrying up to
+/// `attempts` times with short delays.
+fn api_at(base: &str, timeout: Duration, attempts: u32) -> Api {
+    let retry = RetryPolicy {
+        base: Duration::from_millis(10),
+        cap: Duration::from_millis(50),
+        max_attempts: attempts,
+        rate_limited_for: Duration::from_secs(1),
+    };
+    api_with(base, timeout, retry)
+}
+
+fn api_with(base: &str, timeout: Duration, retry: RetryPolicy) -> Api {
+    let spec = HttpSpec {
+        base_url: Url::parse(base).unwrap_or_else(|_| unreachable!()),
+        headers: Vec::new(),
+        auth: crate::config::AuthSpec::None,
+        timeout,
+        rate_limit: None,
+        rate_limit_probe: crate::policy::DEFAULT_PROBE_PERIOD,
+        error_path: None,
+    };
+    Api::new("test", "api", spec, retry, 1).unwrap_or_else(|_| unreachable!())
+}
+
+/// A server on 127.0.0.1 answering its requests, in turn, with `answers`
+/// (the last one again once they run out), each held for its time first;
+/// and when each request arrived.
+async fn answering(
+    answers: Vec<(Duration, &'static str)>,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<Instant>>>,
+    tokio::task::JoinHandle<()>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let (listener, addr) = local_listener().await;
+    let arrivals = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = std::sync::Arc::clone(&arrivals);
+    let server = tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let seen = std::sync::Arc::clone(&seen);
+            let answers = answers.clone();
+            tokio::spawn(async move {
+                loop {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match socket.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let n = {
+                        let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+                        seen.push(Instant::now());
+                        seen.len()
+                    };
+                    let (hold, answer) = answers[(n - 1).min(answers.len() - 1)];
+                    tokio::time::sleep(hold).await;
+                    if socket.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, arrivals, server)
+}
+
+const GITHUB_PRIMARY: &str = "HTTP/1.1 403 Forbidden\r\nx-ratelimit-limit: 60\r\nx-ratelimit-remaining: 0\r\nx-ratelimit-reset: 1\r\ncontent-length: 2\r\n\r\n{}";
+const GITHUB_SECONDARY: &str =
+    "HTTP/1.1 403 Forbidden\r\nretry-after: 1\r\ncontent-length: 2\r\n\r\n{}";
+const FORBIDDEN: &str = "HTTP/1.1 403 Forbidden\r\ncontent-length: 2\r\n\r\n{}";
+const OK: &str = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: application/json\r\n\r\n{}";
+
+/// GitHub answers a passed rate limit with 403, saying so in its headers
+/// (`X-RateLimit-Remaining: 0` with its reset, or `Retry-After`): a
+/// wait, using up no attempt, not credentials refused. A 403 that says
+/// nothing of a limit still is.
+#[tokio::test]
+async fn a_403_that_says_the_rate_limit_was_passed_is_waited_out() {
+    let now = Duration::ZERO;
+    let (addr, arrivals, server) = answering(vec![
+        (now, GITHUB_PRIMARY),
+        (now, GITHUB_SECONDARY),
+        (now, OK),
+    ])
+    .await;
+    let retry = RetryPolicy {
+        base: Duration::from_millis(10),
+        cap: Duration::from_millis(50),
+        max_attempts: 1,
+        rate_limited_for: Duration::from_secs(30),
+    };
+    let api = api_with(&format!("http://{addr}/"), Duration::from_secs(5), retry);
+    let url = api.url("/v1/x").unwrap_or_else(|_| unreachable!());
+    let reply = api
+        .send(&Request::get(url), &Stop::never())
+        .await
+        .unwrap_or_else(|e| panic!("the third attempt is answered: {e}"));
+    server.abort();
+    assert_eq!(reply.status, StatusCode::OK);
+    let arrivals = arrivals.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    assert_eq!(arrivals.len(), 3, "three attempts");
+    // No request went before the budget's reset, nor before the Retry-After.
+    for (before, after) in arrivals.iter().zip(&arrivals[1..]) {
+        let waited = *after - *before;
+        assert!(waited >= Duration::from_millis(900), "{waited:?}");
+    }
+    assert_eq!(api.retries().rate_limited, 2);
+
+    let (addr, arrivals, server) = answering(vec![(now, FORBIDDEN)]).await;
+    let api = api_at(&format!("http://{addr}/"), Duration::from_secs(5), 3);
+    let url = api.url("/v1/x").unwrap_or_else(|_| unreachable!());
+    let refused = api.send(&Request::get(url), &Stop::never()).await;
+    server.abort();
+    assert!(
+        matches!(refused, Err(HttpError::Unauthorized { status: 403, .. })),
+        "{refused:?}"
+    );
+    assert_eq!(arrivals.lock().unwrap_or_else(|e| e.into_inner()).len(), 1);
+}
+
+/// Every transient outcome is counted under the class an operator would name it by.
+#[test]
+fn retried_outcomes_are_counted_by_class() {
+    let cases = [
+        (Outcome::Status(429), RetryClass::RateLimited),
+        (Outcome::Throttled(403), RetryClass::RateLimited),
+        (Outcome::Status(500), RetryClass::ServerError),
+        (Outcome::Status(502), RetryClass::ServerError),
+        (Outcome::Status(503), RetryClass::ServerError),
+        (Outcome::Status(504), RetryClass::ServerError),
+        (Outcome::Status(408), RetryClass::Timeout),
+        (Outcome::TimedOutAfterSend, RetryClass::Timeout),
+        (Outcome::ConnectFailed, RetryClass::Connection),
+        (Outcome::BrokenAfterSend, RetryClass::Connection),
+        (Outcome::Status(425), RetryClass::Other),
+    ];
+    for (outcome, class) in cases {
+        assert!(
+            matches!(classify(outcome), Class::Transient { .. }),
+            "{outcome:?} is not retried at all"
+        );
+        assert_eq!(retry_class(outcome), class, "{outcome:?}");
+    }
+}
+
+/// A request answered only at its third attempt, the first two left
+/// unanswered past the client's timeout: either may still be applied, so
+/// the answer is unsettled from the second, the later of the two.
+#[tokio::test]
+async fn an_answer_is_unsettled_from_its_last_unclear_attempt() {
+    // The first two held past the client's timeout.
+    let held = Duration::from_secs(5);
+    let (addr, arrivals, server) =
+        answering(vec![(held, OK), (held, OK), (Duration::ZERO, OK)]).await;
+    let api = api_at(&format!("http://{addr}/"), Duration::from_millis(200), 4);
+    let url = api.url("/v1/x").unwrap_or_else(|_| unreachable!());
+    let reply = api
+        .send(&Request::get(url), &Stop::never())
+        .await
+        .unwrap_or_else(|e| panic!("the third attempt is answered: {e}"));
+    server.abort();
+    let arrivals = arrivals.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    assert_eq!(arrivals.len(), 3, "three attempts");
+    let since = reply
+        .unsettled_since
+        .unwrap_or_else(|| panic!("the answer follows unclear attempts"));
+    // The second attempt went out after the first arrived.
+    assert!(
+        since > arrivals[0],
+        "unsettled from the first attempt, not the second: {:?} before {:?}",
+        since,
+        arrivals[0]
+    );
+    assert!(since < arrivals[2], "unsettled from the answered attempt");
+}
+
+/// A server whose certificate is not trusted (self-signed here) stops the
+/// request at its first attempt, saying what to fix: no retry changes it.
+#[tokio::test]
+async fn an_untrusted_certificate_stops_at_the_first_attempt() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let cert = rustls::pki_types::CertificateDer::from(
+        include_bytes!("../testdata/self-signed.der").to_vec(),
+    );
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(
+        include_bytes!("../testdata/self-signed.key.der")
+            .to_vec()
+            .into(),
+    );
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .and_then(|b| b.with_no_client_auth().with_single_cert(vec![cert], key))
+    .unwrap_or_else(|e| panic!("server config: {e}"));
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let (listener, addr) = local_listener().await;
+    let handshakes = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&handshakes);
+    let server = tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            seen.fetch_add(1, Ordering::SeqCst);
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let _ = acceptor.accept(socket).await;
+            });
+        }
+    });
+    let api = api_at(&format!("https://{addr}/"), Duration::from_secs(2), 8);
+    let url = api.url("/v1/x").unwrap_or_else(|_| unreachable!());
+    let error = api
+        .send(&Request::get(url), &Stop::never())
+        .await
+        .err()
+        .unwrap_or_else(|| panic!("a self-signed certificate is trusted"));
+    server.abort();
+    assert!(matches!(error, HttpError::Untrusted { .. }), "{error}");
+    let message = error.to_string();
+    assert!(
+        message.contains("invalid peer certificate")
+            && message.contains("make its certificate trusted"),
+        "{message}"
+    );
+    assert_eq!(handshakes.load(Ordering::SeqCst), 1, "retried: {message}");
+}
+
+#[test]
+fn paths_join_the_base_url_prefix() {
+    let api = api_at("https://api.example.com/crm/", Duration::from_secs(1), 4);
+    let url = |p: &str| api.url(p).map(|u| u.to_string()).unwrap_or_default();
+    assert_eq!(
+        url("/v1/contacts/a%20b"),
+        "https://api.example.com/crm/v1/contacts/a%20b"
+    );
+    assert_eq!(
+        url("v1/contacts?x=1"),
+        "https://api.example.com/crm/v1/contacts?x=1"
+    );
+    assert_eq!(
+        url("https://other.example.com/x"),
+        "https://other.example.com/x"
+    );
+}
+
+#[test]
+fn redaction_drops_query_and_credentials() {
+    let url = Url::parse("https://user:pw@api.example.com:8443/v1/x?api_key=s3cret")
+        .unwrap_or_else(|_| unreachable!());
+    assert_eq!(redact(&url), "https://api.example.com:8443/v1/x");
+}
