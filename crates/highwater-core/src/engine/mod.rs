@@ -68,6 +68,10 @@ pub use reconcile::{Mismatch, ReconcileReport, Sample, reconcile, reconcile_wind
 pub use report::{FailureCause, Progress, RunFailure, RunOptions, RunOutcome, RunReport};
 use route::Routed;
 use settle::Compare;
+/// Whether an object read back holds a payload written, for the tests of
+/// destinations that give values back in their columns' own forms.
+#[cfg(test)]
+pub(crate) use settle::contains;
 use slots::WriteSlots;
 use story::Seen;
 use view::LedgerView;

@@ -437,8 +437,9 @@ impl Compare {
 /// `2026-01-10T08:30:00+02:00` it was sent into a `timestamptz` column. A
 /// typed column gives back its own form of what it took, and holds the same
 /// value: `1` for `true` (SQLite's BOOLEAN), `"[\"a\"]"` for `["a"]` or `"5"`
-/// for `5` (a TEXT column), `42` for `"42"` (an INTEGER column).
-pub(super) fn contains(object: &Value, payload: &Value) -> bool {
+/// for `5` (a TEXT column), `42` for `"42"` (an INTEGER column), `true` for
+/// `"true"`, `"yes"` or `1` (PostgreSQL's BOOLEAN).
+pub(crate) fn contains(object: &Value, payload: &Value) -> bool {
     match (object, payload) {
         (Value::Object(have), Value::Object(want)) => want
             .iter()
@@ -460,6 +461,8 @@ pub(super) fn contains(object: &Value, payload: &Value) -> bool {
                     .is_ok_and(|have| want.parse::<jiff::Timestamp>().is_ok_and(|w| have == w))
         }
         (Value::Number(have), Value::Bool(want)) => have.as_i64() == Some(i64::from(*want)),
+        (Value::Bool(have), Value::String(want)) => boolean_input(want) == Some(*have),
+        (Value::Bool(have), Value::Number(want)) => want.as_i64() == Some(i64::from(*have)),
         (Value::String(have), Value::Number(want)) if holds_epoch(have, want) => true,
         (Value::String(have), _) => {
             serde_json::from_str::<Value>(have).is_ok_and(|have| contains(&have, payload))
@@ -467,6 +470,21 @@ pub(super) fn contains(object: &Value, payload: &Value) -> bool {
         (Value::Number(_), Value::String(want)) => serde_json::from_str::<Value>(want)
             .is_ok_and(|want| want.is_number() && contains(object, &want)),
         _ => object == payload,
+    }
+}
+
+/// The boolean PostgreSQL reads from `text` into a BOOLEAN column: `true`,
+/// `yes`, `on`, `1` and their opposites, any case, trimmed, or a prefix that
+/// names one alone (`t`, `ye`, `of`).
+fn boolean_input(text: &str) -> Option<bool> {
+    let text = text.trim().to_ascii_lowercase();
+    let names = |word: &str, shortest: usize| text.len() >= shortest && word.starts_with(&text);
+    if names("true", 1) || names("yes", 1) || names("on", 2) || text == "1" {
+        Some(true)
+    } else if names("false", 1) || names("no", 1) || names("off", 2) || text == "0" {
+        Some(false)
+    } else {
+        None
     }
 }
 
@@ -730,6 +748,36 @@ mod tests {
         }
         // A string that reads as JSON is still only a string.
         assert!(!contains(&json!({"name": 5}), &json!({"name": "five"})));
+    }
+
+    /// PostgreSQL's BOOLEAN reads a string as a word or its prefix, any
+    /// case, and 1 or 0; it gives back `true` or `false`.
+    #[test]
+    fn a_boolean_column_holds_the_words_it_reads() {
+        for (word, value) in [
+            ("true", true),
+            ("T", true),
+            ("yes", true),
+            (" y ", true),
+            ("on", true),
+            ("1", true),
+            ("false", false),
+            ("fa", false),
+            ("NO", false),
+            ("off", false),
+            ("of", false),
+            ("0", false),
+        ] {
+            assert!(contains(&json!(value), &json!(word)), "{word}");
+            assert!(!contains(&json!(!value), &json!(word)), "{word}");
+        }
+        for word in ["o", "", "yess", "2", "tru e"] {
+            assert!(!contains(&json!(true), &json!(word)), "{word}");
+            assert!(!contains(&json!(false), &json!(word)), "{word}");
+        }
+        assert!(contains(&json!(true), &json!(1)));
+        assert!(contains(&json!(false), &json!(0)));
+        assert!(!contains(&json!(true), &json!(2)));
     }
 
     /// A number written into a column typed as a time is held as the

@@ -236,6 +236,57 @@ async fn postgres_an_existing_table_s_column_types_are_written_as_declared() {
     db.drop().await;
 }
 
+/// What a typed column gives back is its own form of the value it took, and
+/// holds what was written, as reconcile and the read-backs compare them: a
+/// boolean written as `"yes"` or `1` comes back `true`, a number written as
+/// a string comes back a number, a time with its offset moved to UTC. A
+/// value changed behind highwater's back is not held.
+#[tokio::test]
+async fn postgres_a_typed_column_gives_back_what_holds_the_value_written() {
+    let db = Db::postgres("forms").await;
+    db.exec(&format!(
+        "CREATE TABLE {} (external_id UUID PRIMARY KEY, version BIGINT NOT NULL, won BOOLEAN, \
+         lost BOOLEAN, open BOOLEAN, n INTEGER, amount NUMERIC(12,2), ratio REAL, \
+         signup TIMESTAMPTZ, day DATE, tags TEXT[], meta JSONB)",
+        db.table("deals")
+    ))
+    .await;
+    let fields = [
+        "won", "lost", "open", "n", "amount", "ratio", "signup", "day", "tags", "meta",
+    ];
+    let mut table = spec(&fields.map(|f| (f, ColumnType::Json)));
+    table.table = "deals".into();
+    table.create_table = false;
+    let sink = db.sink(table, "forms");
+    let id = "0b8f6c3e-6a55-4f3c-9a7e-000000000001";
+    let payloads = [
+        json!({"won": "yes", "lost": "False", "open": 1, "n": "42", "amount": "10.10",
+               "ratio": 0.1, "signup": "2026-01-10T08:30:00+02:00", "day": "2026-01-10",
+               "tags": ["a"], "meta": {"n": 1.5}}),
+        json!({"won": " t ", "lost": "off", "open": 0, "n": 7, "amount": 3,
+               "ratio": "0.25", "signup": "2026-01-10 06:30:00Z", "day": "2026-01-11",
+               "tags": [], "meta": null}),
+    ];
+    for (version, payload) in (1..).zip(payloads) {
+        let written = record(id, payload.clone());
+        let results = sink
+            .write_batch(vec![write(&written, version)], &Stop::never())
+            .await;
+        assert!(results[0].is_ok(), "{results:?}");
+        let object = held(sink.as_ref(), id).await;
+        assert!(
+            crate::engine::contains(&object, &payload),
+            "{object} does not hold {payload}"
+        );
+    }
+    let written = json!({"won": " t ", "lost": "off", "open": 0});
+    db.exec(&format!("UPDATE {} SET lost = true", db.table("deals")))
+        .await;
+    let changed = held(sink.as_ref(), id).await;
+    assert!(!crate::engine::contains(&changed, &written), "{changed}");
+    db.drop().await;
+}
+
 /// A number into a column its owner typed as a time is the instant it
 /// counts from the epoch: seconds, or milliseconds from 10^11 on; in UTC for
 /// a `timestamp` or a `date`. A string is read as PostgreSQL reads it; one
