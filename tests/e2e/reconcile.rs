@@ -213,3 +213,72 @@ async fn reconcile_reads_a_table_s_version_column() {
     .await;
     pool.close().await;
 }
+
+/// A destination copy that carries no version is judged by its fields: one
+/// edited behind highwater's back, whose payload the ledger says was
+/// written, is drift naming the field, not an older copy; once the mapping
+/// writes a field the copies lack, they are stale, saying which field
+/// differs, and `--repair` writes them.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_copy_without_its_version_is_judged_by_its_fields() {
+    let mut sim = SimConfig::new(59, 200);
+    sim.invalid_ratio = 0.0;
+    sim.poisoned_ratio = 0.0;
+    let mut setup = Setup::new(Style::Cursor, Mode::Put);
+    setup.dest_extra = "read_path = \"/v1/contacts/by-external-id/{external_id}\"".into();
+    let world = World::start("reconcile-fields", sim, &setup).await;
+    let text = std::fs::read_to_string(&world.config).expect("read config");
+    let unversioned = text.replace(
+        "currency = \"currency\"\nversion = \"version\"\n",
+        "currency = \"currency\"\n",
+    );
+    assert_ne!(unversioned, text, "the mapping writes the version");
+    std::fs::write(&world.config, &unversioned).expect("write config");
+    let out = world.highwater(&["run", SYNC]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let (code, clean) = reconcile(&world, &[]).await;
+    assert_eq!(code, Some(0), "{clean}");
+    assert_eq!(clean["checked"], 200, "{clean}");
+
+    let edited = world.sim.source_records()[3].id.clone();
+    assert_eq!(
+        world
+            .sim
+            .alter_dest_object(&edited, "currency", json!("XXX")),
+        1
+    );
+    let (code, found) = reconcile(&world, &[]).await;
+    assert_eq!(code, Some(1), "{found}");
+    assert_eq!(ids(&found, "drifted"), vec![edited.clone()], "{found}");
+    assert!(ids(&found, "stale").is_empty(), "{found}");
+    assert_eq!(
+        found["drifted"][0]["detail"],
+        json!("changed behind highwater: currency"),
+        "{found}"
+    );
+
+    // A field the mapping now writes and the copies lack.
+    let remapped = unversioned.replace(
+        "external_id = \"{id}\"\n",
+        "external_id = \"{id}\"\nconstants = { tier = \"gold\" }\n",
+    );
+    assert_ne!(remapped, unversioned, "the mapping's external id");
+    std::fs::write(&world.config, remapped).expect("write config");
+    let (code, found) = reconcile(&world, &[]).await;
+    assert_eq!(code, Some(1), "{found}");
+    assert_eq!(
+        found["stale"].as_array().map(Vec::len),
+        Some(200),
+        "{found}"
+    );
+    let detail = found["stale"][0]["detail"].as_str().unwrap_or("");
+    assert!(
+        detail.starts_with("the destination does not hold the source's copy (version ")
+            && detail.ends_with("it differs in tier"),
+        "{found}"
+    );
+    let (code, _) = reconcile(&world, &["--repair"]).await;
+    assert_eq!(code, Some(0));
+    let (code, after) = reconcile(&world, &[]).await;
+    assert_eq!(code, Some(0), "{after}");
+}

@@ -231,27 +231,45 @@ pub async fn reconcile(
                 object, version, ..
             } => (object, version),
         };
-        let holds = compare.holds_at_least(
+        let written = entry.payload_hash == mapped.hash;
+        let by_version = compare.holds_at_least(
             &object,
             held_version,
             record.version,
             record.updated_at(),
-            Some(&mapped.payload),
+            None,
         );
-        if holds == Some(false) {
+        let stale = match by_version {
+            Some(holds) => (!holds).then(|| {
+                format!(
+                    "the destination holds a copy older than the source's ({})",
+                    version_text(record.version, record.updated_at())
+                )
+            }),
+            // A copy that says nothing of its version is judged by its
+            // fields: when the ledger wrote this payload, one that differs
+            // changed behind highwater (drift, below); else it is not the
+            // source's current copy.
+            None if written => None,
+            None => (!super::settle::contains(&object, &mapped.payload)).then(|| {
+                format!(
+                    "the destination does not hold the source's copy ({}): it differs in {}",
+                    version_text(record.version, record.updated_at()),
+                    differing_fields(&mapped.payload, &object).join(", ")
+                )
+            }),
+        };
+        if let Some(detail) = stale {
             report.stale.push(Mismatch {
                 source_id: id.clone(),
                 found_in: "destination",
-                detail: format!(
-                    "the destination holds an older copy than the source's {}",
-                    version_text(record.version, record.updated_at())
-                ),
+                detail,
             });
             continue;
         }
         // What the ledger says was written is the current payload: the
         // destination's copy should hold every field of it.
-        if entry.payload_hash == mapped.hash {
+        if written {
             let differ = differing_fields(&mapped.payload, &object);
             if !differ.is_empty() {
                 report.drifted.push(Mismatch {
