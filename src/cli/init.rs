@@ -21,6 +21,8 @@ pub enum Mode {
     Post,
     /// Look each record up by external id, then create or update it.
     Lookup,
+    /// POST many records in one request, each answered on its own.
+    Batch,
 }
 
 #[derive(Debug, Args)]
@@ -72,10 +74,10 @@ pub fn init(path: &Path, args: InitArgs) -> Result<Exit, CliError> {
     let destination = Destination::parse(&destination, || match args.mode {
         Some(mode) => Ok(mode),
         None if terminal => {
-            let answer = ask("write mode (put, post or lookup)")?;
+            let answer = ask("write mode (put, post, lookup or batch)")?;
             Mode::from_str(answer.trim(), true).map_err(|_| {
                 CliError::Usage(format!(
-                    "write mode: expected put, post or lookup, got {answer:?}"
+                    "write mode: expected put, post, lookup or batch, got {answer:?}"
                 ))
             })
         }
@@ -193,6 +195,21 @@ lookup_param = "external_id"
 create_path = "/v1/records"
 update_path = "/v1/records/{dest_id}"
 external_id_field = "external_id"     # the field of a destination object that holds the external id"#
+                    }
+                    Mode::Batch => {
+                        r#"mode = "batch"                        # many records a request, each answered on its own
+path = "/v1/records/batch"            # POSTed; method = "PATCH" or "PUT" otherwise
+batch_size = 100                      # records a request, at most: the API's own limit
+batch_field = "records"               # the body is {"records": [...]}; without it, the array itself
+# batch_body = { allOrNone = false }  # the body's other fields
+# results_path = "results"            # where the answer lists each record's result; without it, the body
+# result_id_field = "external_id"     # match results by external id; without it, by position
+result_status_field = "status"        # 2xx or true: written; 408, 425, 429, 5xx: sent again; else refused
+# result_error_field = "errors"       # a result carrying it (not empty) was refused, with this reason
+# dest_id_field = "id"                # where a result holds the destination's own id
+upsert = true                         # the endpoint upserts by external id: a batch without a
+                                      #   clear answer may be sent again (false: the run stops)
+external_id_field = "external_id"     # the field of each record that holds its external id"#
                     }
                 };
                 format!(

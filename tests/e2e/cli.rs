@@ -347,7 +347,7 @@ async fn init_writes_a_config_that_validates_and_probes() {
     assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
     assert!(!config.exists());
 
-    for mode in ["put", "post", "lookup"] {
+    for mode in ["put", "post", "lookup", "batch"] {
         let out = crate::util::finish(&mut highwater(init(mode, &["--force"]))).await;
         assert_eq!(out.status.code(), Some(0), "{mode}: {}", describe(&out));
         let out = crate::util::finish(&mut highwater(vec!["validate".into()])).await;
