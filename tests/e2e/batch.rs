@@ -84,6 +84,49 @@ async fn errors_listed_apart_from_the_results_are_matched_by_the_ids_they_name()
     );
 }
 
+/// Items answered 429 one by one use up none of `max_attempts`, as a whole
+/// request answered 429 does not: every item of every batch is refused twice
+/// in a row for the rate limit and written at its third attempt, in one
+/// invocation with `max_attempts = 2`; with `rate_limited_for` shorter than
+/// the waits, the run stops saying the endpoint kept answering 429.
+#[tokio::test(flavor = "multi_thread")]
+async fn items_answered_429_use_up_no_attempt() {
+    let mut sim = SimConfig::new(137, 600);
+    sim.poisoned_ratio = 0.0;
+    sim.invalid_ratio = 0.0;
+    sim.dest.item_fail_ratio = 1.0;
+    sim.dest.item_fail_status = 429;
+    let mut setup = Setup::new(Style::Cursor, Mode::Batch);
+    setup.max_attempts = 2;
+    let world = World::start("batch-items-429", sim, &setup).await;
+    let out = world.highwater(&["run", SYNC]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let v = world.assert_exact().await;
+    assert_eq!(v.dead_lettered, 0, "{v}");
+    assert!(
+        world.sim.stats().dest.item_failures >= 1_200,
+        "{:?}",
+        world.sim.stats()
+    );
+
+    let text = std::fs::read_to_string(&world.config).expect("config");
+    let text = text.replace(
+        "max_attempts = 2\n",
+        "max_attempts = 2\nrate_limited_for = \"1ms\"\n",
+    );
+    assert!(text.contains("rate_limited_for"), "{text}");
+    std::fs::write(&world.config, text).expect("config");
+    let out = world.highwater(&["reset", SYNC, "--forget-ledger"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let out = world.highwater(&["run", SYNC]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(
+        crate::util::stderr(&out).contains("destination kept answering 429"),
+        "{}",
+        describe(&out)
+    );
+}
+
 /// An endpoint that answers for the whole batch only (`item_results =
 /// false`): a 2xx writes every record of it, and a batch refused is halved
 /// until the record it cannot take stands alone.

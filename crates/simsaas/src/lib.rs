@@ -114,6 +114,7 @@ impl SimConfig {
             rate_limit_body_delay: Duration::from_millis(200),
             lookup_ignores_filter: false,
             item_fail_ratio: 0.02,
+            item_fail_status: 503,
             batch_refuses_whole: false,
             batch_errors_apart: false,
             batch_answers_whole: false,
@@ -244,9 +245,12 @@ pub struct DestFaults {
     pub rate_limit_body_delay: Duration,
     /// Lookups answer with every object, whatever external id was asked for.
     pub lookup_ignores_filter: bool,
-    /// One item of a batch fails alone (503 for that item, not applied), by
-    /// the same per-key attempts as whole writes.
+    /// One item of a batch fails alone (`item_fail_status` for that item,
+    /// not applied), by the same per-key attempts as whole writes.
     pub item_fail_ratio: f64,
+    /// The status of an item that fails alone: 503 by default; 429 for an
+    /// API that rate-limits a batch's items one by one.
+    pub item_fail_status: u16,
     /// A batch holding a record the destination refuses is refused whole
     /// (422, nothing applied), as an API that checks a batch before applying
     /// any of it does.
@@ -283,6 +287,7 @@ impl Default for DestFaults {
             rate_limit_body_delay: Duration::ZERO,
             lookup_ignores_filter: false,
             item_fail_ratio: 0.0,
+            item_fail_status: 503,
             batch_refuses_whole: false,
             batch_errors_apart: false,
             batch_answers_whole: false,

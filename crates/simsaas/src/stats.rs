@@ -51,7 +51,7 @@ pub struct SideStats {
     pub tokens_issued: u64,
     pub writes_applied: u64,
     pub idempotent_replays: u64,
-    /// Items of a batch that failed alone (503 for that item).
+    /// Items of a batch that failed alone (`item_fail_status` for that item).
     pub item_failures: u64,
     /// Responses whose pagination was deliberately looped.
     pub looped: u64,

@@ -359,7 +359,7 @@ async fn put_by_ext(
 /// by its `external_id` as a PUT of it would be, and answered item by item, in
 /// order, in `{"results": [...]}` — `{"external_id", "status", "id"}`, or
 /// `{"external_id", "status", "error"}` for an item refused (400/422, poison)
-/// or failed alone (503, `item_fail_ratio`; not applied). The batch meets the
+/// or failed alone (`item_fail_status`, `item_fail_ratio`; not applied). The batch meets the
 /// write faults as one request, keyed by its first record; with
 /// `batch_refuses_whole`, a batch holding a poisoned record is refused whole;
 /// with `batch_errors_apart`, the items not written are listed apart; with
@@ -417,7 +417,10 @@ async fn batch(
     let errors_apart = read(&s.dest_faults).batch_errors_apart;
     let answers_whole = read(&s.dest_faults).batch_answers_whole;
     carry_out(&s, plan, move |s, late| {
-        let item_fail_ratio = read(&s.dest_faults).item_fail_ratio;
+        let (item_fail_ratio, item_fail_status) = {
+            let faults = read(&s.dest_faults);
+            (faults.item_fail_ratio, faults.item_fail_status)
+        };
         let mut results = Vec::with_capacity(items.len());
         for item in items {
             let parsed = match item {
@@ -434,8 +437,12 @@ async fn batch(
                 && lock(&s.dest_fault_state).item_fails(s.seed, item_key, item_fail_ratio)
             {
                 bump(&s.dest_stats.item_failures);
+                let error = match item_fail_status {
+                    429 => "rate limit exceeded",
+                    _ => "temporarily unavailable",
+                };
                 results.push(serde_json::json!({
-                    "external_id": ext, "status": 503, "error": "temporarily unavailable"
+                    "external_id": ext, "status": item_fail_status, "error": error
                 }));
                 continue;
             }

@@ -65,6 +65,23 @@ impl Answer {
     }
 }
 
+impl Item {
+    fn again(detail: String) -> Item {
+        Item::Again {
+            detail,
+            rate_limited: false,
+        }
+    }
+
+    /// An item whose own status says to send it again (408, 425, 429, 5xx).
+    fn failed_for_now(status: u16, reason: &str) -> Item {
+        Item::Again {
+            detail: format!("HTTP {status} {reason}"),
+            rate_limited: Outcome::Status(status).rate_limited(),
+        }
+    }
+}
+
 /// What the answer says of one item.
 #[derive(Debug)]
 enum Item {
@@ -73,8 +90,12 @@ enum Item {
         status: u16,
         reason: String,
     },
-    /// Failed for now (or not answered by an upsert endpoint): send it again.
-    Again(String),
+    /// Failed for now (or not answered by an upsert endpoint): send it again
+    /// — after a wait that uses up no attempt when it was answered 429.
+    Again {
+        detail: String,
+        rate_limited: bool,
+    },
     /// Not answered, by an endpoint that may not see it twice.
     Unanswered,
 }
@@ -178,6 +199,9 @@ impl HttpSink {
         }
         let mut batches = Batches::new(answered, spec.size);
         let mut backoff = Backoff::new(self.retry);
+        // Since when items have been answered 429 and nothing else that
+        // failed for now, as the retry loop counts a request's 429s.
+        let mut limited_since: Option<Instant> = None;
         while let Some(group) = batches.next() {
             let (reply, answer) = match self.post_batch(spec, &group, &bodies, stop).await {
                 Ok(answer) => answer,
@@ -204,6 +228,7 @@ impl HttpSink {
             }
             let mut again = Vec::new();
             let mut last_detail = String::new();
+            let mut all_rate_limited = true;
             for (position, &i) in group.iter().enumerate() {
                 let external_id = &writes[i].record.external_id;
                 match self.item(spec, &answer, position, external_id) {
@@ -218,8 +243,12 @@ impl HttpSink {
                     Item::Refused { status, reason } => {
                         batches.answer(i, Err(SinkError::Rejected { status, reason }));
                     }
-                    Item::Again(detail) => {
+                    Item::Again {
+                        detail,
+                        rate_limited,
+                    } => {
                         last_detail = detail;
+                        all_rate_limited &= rate_limited;
                         again.push(i);
                     }
                     Item::Unanswered => batches.answer(
@@ -236,19 +265,47 @@ impl HttpSink {
             if again.is_empty() {
                 continue;
             }
-            let Some(delay) = backoff.next_delay(None) else {
-                let e = SinkError::Http(HttpError::Exhausted {
-                    api: "destination",
-                    method: spec.method.clone(),
-                    url: spec.path.0.clone(),
-                    attempts: backoff.attempts(),
-                    last: last_detail,
-                });
-                batches.answer(again[0], Err(e));
+            // Items answered 429 use up no attempt: the endpoint asks to
+            // wait, for up to `rate_limited_for`.
+            let waited = match all_rate_limited {
+                true => Some(limited_since.get_or_insert_with(Instant::now).elapsed()),
+                false => {
+                    limited_since = None;
+                    None
+                }
+            };
+            let delay = match waited {
+                Some(waited) => Some(backoff.next_wait(None))
+                    .filter(|delay| waited + *delay <= self.retry.rate_limited_for),
+                None => backoff.next_delay(None),
+            };
+            let Some(delay) = delay else {
+                let (api, method, url) = ("destination", spec.method.clone(), spec.path.0.clone());
+                let e = match waited {
+                    Some(waited) => HttpError::RateLimited {
+                        api,
+                        method,
+                        url,
+                        attempts: backoff.attempts(),
+                        waited,
+                        last: last_detail,
+                    },
+                    None => HttpError::Exhausted {
+                        api,
+                        method,
+                        url,
+                        attempts: backoff.attempts(),
+                        last: last_detail,
+                    },
+                };
+                batches.answer(again[0], Err(SinkError::Http(e)));
                 break;
             };
-            self.api
-                .count_retry(RetryClass::Other, &spec.path.0, &last_detail);
+            let class = match waited {
+                Some(_) => RetryClass::RateLimited,
+                None => RetryClass::Other,
+            };
+            self.api.count_retry(class, &spec.path.0, &last_detail);
             if let Err(reason) = stop.sleep(delay).await {
                 batches.answer(again[0], Err(SinkError::Http(HttpError::Stopped(reason))));
                 break;
@@ -331,7 +388,7 @@ impl HttpSink {
         };
         let Some(item) = found else {
             return if spec.upsert {
-                Item::Again(match spec.errors {
+                Item::again(match spec.errors {
                     Some(_) => format!(
                         "the batch's answer has no result for {external_id}, nor an error naming it"
                     ),
@@ -349,7 +406,7 @@ impl HttpSink {
             (Some(status), error) if !(200..300).contains(&status) => {
                 let reason = error.unwrap_or_else(|| item.to_string());
                 match classify(Outcome::Status(status)) {
-                    Class::Transient { .. } => Item::Again(format!("HTTP {status} {reason}")),
+                    Class::Transient { .. } => Item::failed_for_now(status, &reason),
                     _ => Item::Refused { status, reason },
                 }
             }
@@ -401,7 +458,7 @@ fn listed_error(spec: &BatchSpec, list: &ErrorList, error: &Value) -> Item {
         .and_then(|f| status(f.get(error)?));
     match status {
         Some(status) if matches!(classify(Outcome::Status(status)), Class::Transient { .. }) => {
-            Item::Again(format!("HTTP {status} {reason}"))
+            Item::failed_for_now(status, &reason)
         }
         status => Item::Refused {
             status: status.filter(|s| !(200..300).contains(s)).unwrap_or(422),
@@ -550,7 +607,7 @@ mod tests {
         ));
         assert!(matches!(
             listed_error(&spec, &list, &again),
-            Item::Again(detail) if detail == "HTTP 429 slow down"
+            Item::Again { detail, rate_limited: true } if detail == "HTTP 429 slow down"
         ));
         let bare = ErrorList {
             message_field: None,
