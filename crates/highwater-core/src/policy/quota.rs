@@ -1,9 +1,10 @@
 //! Owns reading what an answer's headers say about the API's rate limit: the
 //! IETF `RateLimit` / `RateLimit-Policy` fields (draft-ietf-httpapi-ratelimit-headers,
 //! structured fields such as `"default";r=50;t=30`), their older
-//! `RateLimit-Limit` / `-Remaining` / `-Reset` form, `X-RateLimit-*`, whose
-//! reset is seconds from now or an epoch timestamp (GitHub's, Twitter's), and
-//! HubSpot's `X-HubSpot-RateLimit-*`, a quota per interval.
+//! `RateLimit-Limit` / `-Remaining` / `-Reset` form, `X-RateLimit-*` and
+//! `X-Rate-Limit-*`, whose reset is seconds from now or an epoch timestamp
+//! (GitHub's and Okta's, Twitter's), and HubSpot's `X-HubSpot-RateLimit-*`, a
+//! quota per interval.
 //! Invariant: any header value yields a quota or nothing, never a panic; a value
 //! that cannot be read is ignored, as if the server had not sent it.
 
@@ -62,6 +63,14 @@ pub fn read_quota<'a>(header: impl Fn(&str) -> Option<&'a str>, now: SystemTime)
             header("x-ratelimit-limit"),
             header("x-ratelimit-remaining"),
             header("x-ratelimit-reset"),
+            now,
+        )
+    });
+    let quota = quota.or_else(|| {
+        numbered(
+            header("x-rate-limit-limit"),
+            header("x-rate-limit-remaining"),
+            header("x-rate-limit-reset"),
             now,
         )
     });
@@ -362,6 +371,29 @@ mod tests {
         // A timestamp already past: renewed now.
         assert_eq!(quota("1699999000"), Some(expected(Duration::ZERO)));
         assert_eq!(quota("0.25"), Some(expected(Duration::from_millis(250))));
+    }
+
+    /// Okta and Twitter spell it `X-Rate-Limit-*`, the reset an epoch second.
+    #[test]
+    fn x_rate_limit_is_read_as_x_ratelimit() {
+        let now = at(1_700_000_000);
+        let quota = read(
+            &[
+                ("x-rate-limit-limit", "600"),
+                ("x-rate-limit-remaining", "598"),
+                ("x-rate-limit-reset", "1700000060"),
+            ],
+            now,
+        );
+        assert_eq!(
+            quota,
+            Some(Quota {
+                remaining: Some(598),
+                reset: Some(Duration::from_secs(60)),
+                limit: Some(600),
+                window: None,
+            })
+        );
     }
 
     #[test]
