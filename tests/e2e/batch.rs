@@ -127,6 +127,41 @@ async fn items_answered_429_use_up_no_attempt() {
     );
 }
 
+/// An item refused under a status that means refused (409 here), whose
+/// reason names a failure for now (`result_transient_errors`, as
+/// Salesforce's `UNABLE_TO_LOCK_ROW`), is sent again: none dead-lettered.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_item_refused_for_a_reason_named_transient_is_sent_again() {
+    let mut sim = SimConfig::new(138, 1_000);
+    sim.poisoned_ratio = 0.0;
+    sim.invalid_ratio = 0.0;
+    sim.dest.item_fail_ratio = 0.2;
+    sim.dest.item_fail_status = 409;
+    let world = World::start(
+        "batch-transient-errors",
+        sim,
+        &Setup::new(Style::Cursor, Mode::Batch),
+    )
+    .await;
+    let text = std::fs::read_to_string(&world.config).expect("config");
+    let error = "result_error_field = \"error\"\n";
+    assert!(text.contains(error), "{text}");
+    let text = text.replace(
+        error,
+        "result_error_field = \"error\"\nresult_transient_errors = [\"temporarily unavailable\"]\n",
+    );
+    std::fs::write(&world.config, text).expect("config");
+    let out = world.highwater(&["run", SYNC]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let v = world.assert_exact().await;
+    assert_eq!(v.dead_lettered, 0, "{v}");
+    assert!(
+        world.sim.stats().dest.item_failures > 100,
+        "{:?}",
+        world.sim.stats()
+    );
+}
+
 /// An endpoint that answers for the whole batch only (`item_results =
 /// false`): a 2xx writes every record of it, and a batch refused is halved
 /// until the record it cannot take stands alone.

@@ -80,6 +80,20 @@ impl Item {
             rate_limited: Outcome::Status(status).rate_limited(),
         }
     }
+
+    /// An item refused, or failed for now where its reason holds one of
+    /// the endpoint's `result_transient_errors`.
+    fn refused(spec: &BatchSpec, status: u16, reason: String) -> Item {
+        if spec
+            .transient_errors
+            .iter()
+            .any(|word| reason.contains(word.as_str()))
+        {
+            Item::failed_for_now(status, &reason)
+        } else {
+            Item::Refused { status, reason }
+        }
+    }
 }
 
 /// What the answer says of one item.
@@ -407,13 +421,10 @@ impl HttpSink {
                 let reason = error.unwrap_or_else(|| item.to_string());
                 match classify(Outcome::Status(status)) {
                     Class::Transient { .. } => Item::failed_for_now(status, &reason),
-                    _ => Item::Refused { status, reason },
+                    _ => Item::refused(spec, status, reason),
                 }
             }
-            (status, Some(reason)) => Item::Refused {
-                status: status.unwrap_or(422),
-                reason,
-            },
+            (status, Some(reason)) => Item::refused(spec, status.unwrap_or(422), reason),
             (_, None) => Item::Written(self.dest_id(item)),
         }
     }
@@ -460,10 +471,11 @@ fn listed_error(spec: &BatchSpec, list: &ErrorList, error: &Value) -> Item {
         Some(status) if matches!(classify(Outcome::Status(status)), Class::Transient { .. }) => {
             Item::failed_for_now(status, &reason)
         }
-        status => Item::Refused {
-            status: status.filter(|s| !(200..300).contains(s)).unwrap_or(422),
+        status => Item::refused(
+            spec,
+            status.filter(|s| !(200..300).contains(s)).unwrap_or(422),
             reason,
-        },
+        ),
     }
 }
 
@@ -523,6 +535,7 @@ mod tests {
             id_field: None,
             status_field: Some(crate::record::FieldPath::parse(status)),
             error_field: Some(crate::record::FieldPath::parse(error)),
+            transient_errors: Vec::new(),
             errors: None,
             item_results: true,
             upsert: true,
@@ -535,6 +548,27 @@ mod tests {
             status_and_error(&salesforce, &refused),
             (Some(422), Some(r#"[{"message":"bad email"}]"#.into()))
         );
+        // A lock another writer held: refused by its status, failed for now by its reason.
+        let locking = BatchSpec {
+            transient_errors: vec!["UNABLE_TO_LOCK_ROW".into()],
+            ..salesforce.clone()
+        };
+        let locked = r#"[{"statusCode":"UNABLE_TO_LOCK_ROW","message":"unable to obtain exclusive access"}]"#;
+        assert!(matches!(
+            Item::refused(&locking, 422, locked.into()),
+            Item::Again {
+                rate_limited: false,
+                ..
+            }
+        ));
+        assert!(matches!(
+            Item::refused(&locking, 422, "bad email".into()),
+            Item::Refused { status: 422, .. }
+        ));
+        assert!(matches!(
+            Item::refused(&salesforce, 422, locked.into()),
+            Item::Refused { status: 422, .. }
+        ));
         let coded = spec("status", "error");
         for (item, wanted) in [
             (
@@ -579,6 +613,7 @@ mod tests {
             id_field: Some(FieldPath::parse("properties.external_id")),
             status_field: Some(FieldPath::parse("status")),
             error_field: None,
+            transient_errors: Vec::new(),
             errors: Some(list.clone()),
             item_results: true,
             upsert: true,

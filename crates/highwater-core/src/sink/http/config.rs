@@ -57,6 +57,7 @@ pub(crate) struct RawHttpDestination {
     pub result_id_field: Option<S<String>>,
     pub result_status_field: Option<S<String>>,
     pub result_error_field: Option<S<String>>,
+    pub result_transient_errors: Option<S<Vec<S<String>>>>,
     pub errors_path: Option<S<String>>,
     pub error_id_field: Option<S<String>>,
     pub error_message_field: Option<S<String>>,
@@ -66,7 +67,7 @@ pub(crate) struct RawHttpDestination {
 
 impl RawHttpDestination {
     /// The keys only some write modes read, with where each was set.
-    fn mode_keys(&self) -> [(&'static str, Option<std::ops::Range<usize>>); 23] {
+    fn mode_keys(&self) -> [(&'static str, Option<std::ops::Range<usize>>); 24] {
         fn span<T>(v: &Option<S<T>>) -> Option<std::ops::Range<usize>> {
             v.as_ref().map(Spanned::span)
         }
@@ -89,6 +90,10 @@ impl RawHttpDestination {
             ("result_id_field", span(&self.result_id_field)),
             ("result_status_field", span(&self.result_status_field)),
             ("result_error_field", span(&self.result_error_field)),
+            (
+                "result_transient_errors",
+                span(&self.result_transient_errors),
+            ),
             ("errors_path", span(&self.errors_path)),
             ("error_id_field", span(&self.error_id_field)),
             ("error_message_field", span(&self.error_message_field)),
@@ -180,6 +185,10 @@ pub struct BatchSpec {
     /// An item result holding this field (not null, not empty) was refused,
     /// with this reason.
     pub error_field: Option<FieldPath>,
+    /// An item refused whose reason holds one of these failed for now, and
+    /// is sent again (Salesforce's `UNABLE_TO_LOCK_ROW`, which names a
+    /// lock another writer held, under a status that means refused).
+    pub transient_errors: Vec<String>,
     /// Failed items the answer lists apart from its results.
     pub errors: Option<ErrorList>,
     /// The answer says something of each item; without, a 2xx answer wrote
@@ -286,6 +295,7 @@ pub(crate) fn validate(
             "result_id_field",
             "result_status_field",
             "result_error_field",
+            "result_transient_errors",
             "errors_path",
             "error_id_field",
             "error_message_field",
@@ -479,6 +489,7 @@ fn write_mode(
                 id_field: field(&r.result_id_field),
                 status_field: field(&r.result_status_field),
                 error_field: field(&r.result_error_field),
+                transient_errors: transient_errors(v, r, at),
                 errors: error_list(v, r, at),
                 item_results: item_results(v, r, at),
                 upsert: r.upsert.as_ref().is_some_and(|u| *u.get_ref()),
@@ -536,6 +547,24 @@ fn write_mode(
             })
         }
     }
+}
+
+/// The words that make an item's refusal a failure for now: none empty,
+/// which every reason would hold.
+fn transient_errors(v: &mut Validator<'_>, r: &RawHttpDestination, at: &str) -> Vec<String> {
+    let Some(words) = &r.result_transient_errors else {
+        return Vec::new();
+    };
+    let key = format!("{at}.result_transient_errors");
+    let mut kept = Vec::new();
+    for word in words.get_ref() {
+        if word.get_ref().trim().is_empty() {
+            v.problem(word, key.clone(), "an empty entry would match every reason");
+        } else {
+            kept.push(word.get_ref().clone());
+        }
+    }
+    kept
 }
 
 /// The fields a batch's body holds beside the records' array, which only
