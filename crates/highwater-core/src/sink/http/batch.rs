@@ -424,7 +424,12 @@ impl HttpSink {
                     _ => Item::refused(spec, status, reason),
                 }
             }
-            (status, Some(reason)) => Item::refused(spec, status.unwrap_or(422), reason),
+            // An error beside a 2xx: refused, as 422.
+            (status, Some(reason)) => Item::refused(
+                spec,
+                status.filter(|s| !(200..300).contains(s)).unwrap_or(422),
+                reason,
+            ),
             (_, None) => Item::Written(self.dest_id(item)),
         }
     }
@@ -479,21 +484,36 @@ fn listed_error(spec: &BatchSpec, list: &ErrorList, error: &Value) -> Item {
     }
 }
 
-/// A status as an answer may give it: a number, a number in a string, or a
-/// boolean (`"success": true`: 200, false: 422).
+/// A status as an answer may give it: a number, a number in a string, a
+/// boolean (`"success": true`: 200, false: 422), or a word (Zoho's
+/// `"status": "success"` or `"error"`). Any other value there says the item
+/// was not written, and nothing says why: refused (422), with the whole
+/// result as the reason, never taken for written.
 fn status(value: &Value) -> Option<u16> {
     match value {
-        Value::Number(n) => n.as_u64().and_then(|n| u16::try_from(n).ok()),
-        Value::String(s) => s.trim().parse().ok(),
+        Value::Null => None,
+        Value::Number(n) => Some(
+            n.as_u64()
+                .and_then(|n| u16::try_from(n).ok())
+                .unwrap_or(422),
+        ),
+        Value::String(s) => {
+            let s = s.trim();
+            Some(
+                s.parse()
+                    .unwrap_or_else(|_| match s.to_ascii_lowercase().as_str() {
+                        "success" | "succeeded" | "ok" | "created" | "updated" | "true" => 200,
+                        _ => 422,
+                    }),
+            )
+        }
         Value::Bool(true) => Some(200),
-        Value::Bool(false) => Some(422),
-        _ => None,
+        Value::Bool(false) | Value::Array(_) | Value::Object(_) => Some(422),
     }
 }
 
 /// An item result's status and error, where `spec` says they are. A status
-/// is a number, a number in a string, or a boolean (`"success": true`: 200,
-/// false: 422); an error that is null or empty (`""`, `[]`, `{}`, from an
+/// is read by `status`; an error that is null or empty (`""`, `[]`, `{}`, from an
 /// API that sends the field with every result) is none.
 fn status_and_error(spec: &BatchSpec, item: &Value) -> (Option<u16>, Option<String>) {
     let status = spec
@@ -591,6 +611,23 @@ mod tests {
                 serde_json::json!({"error": "gone"}),
                 (None, Some("gone".into())),
             ),
+            // Zoho's words; any other a status cannot be is not written.
+            (
+                serde_json::json!({"status": "success", "message": "record added"}),
+                (Some(200), None),
+            ),
+            (serde_json::json!({"status": " OK "}), (Some(200), None)),
+            (
+                serde_json::json!({"status": "error", "code": "INVALID_DATA"}),
+                (Some(422), None),
+            ),
+            (serde_json::json!({"status": "pending"}), (Some(422), None)),
+            (serde_json::json!({"status": 70000}), (Some(422), None)),
+            (
+                serde_json::json!({"status": {"code": 1}}),
+                (Some(422), None),
+            ),
+            (serde_json::json!({"status": null}), (None, None)),
         ] {
             assert_eq!(status_and_error(&coded, &item), wanted, "{item}");
         }
