@@ -65,6 +65,24 @@ impl Answer {
     }
 }
 
+/// What the answer says of one item.
+#[derive(Debug)]
+enum Item {
+    Written(Option<String>),
+    Refused {
+        status: u16,
+        reason: String,
+    },
+    /// Failed for now (or not answered by an upsert endpoint): send it again
+    /// — after a wait that uses up no attempt when it was answered 429.
+    Again {
+        detail: String,
+        rate_limited: bool,
+    },
+    /// Not answered, by an endpoint that may not see it twice.
+    Unanswered,
+}
+
 impl Item {
     fn again(detail: String) -> Item {
         Item::Again {
@@ -94,24 +112,6 @@ impl Item {
             Item::Refused { status, reason }
         }
     }
-}
-
-/// What the answer says of one item.
-#[derive(Debug)]
-enum Item {
-    Written(Option<String>),
-    Refused {
-        status: u16,
-        reason: String,
-    },
-    /// Failed for now (or not answered by an upsert endpoint): send it again
-    /// — after a wait that uses up no attempt when it was answered 429.
-    Again {
-        detail: String,
-        rate_limited: bool,
-    },
-    /// Not answered, by an endpoint that may not see it twice.
-    Unanswered,
 }
 
 /// Which records of a call are still to send, in which groups, and what became
@@ -281,13 +281,11 @@ impl HttpSink {
             }
             // Items answered 429 use up no attempt: the endpoint asks to
             // wait, for up to `rate_limited_for`.
-            let waited = match all_rate_limited {
-                true => Some(limited_since.get_or_insert_with(Instant::now).elapsed()),
-                false => {
-                    limited_since = None;
-                    None
-                }
-            };
+            if !all_rate_limited {
+                limited_since = None;
+            }
+            let waited =
+                all_rate_limited.then(|| limited_since.get_or_insert_with(Instant::now).elapsed());
             let delay = match waited {
                 Some(waited) => Some(backoff.next_wait(None))
                     .filter(|delay| waited + *delay <= self.retry.rate_limited_for),
@@ -424,12 +422,8 @@ impl HttpSink {
                     _ => Item::refused(spec, status, reason),
                 }
             }
-            // An error beside a 2xx: refused, as 422.
-            (status, Some(reason)) => Item::refused(
-                spec,
-                status.filter(|s| !(200..300).contains(s)).unwrap_or(422),
-                reason,
-            ),
+            // An error beside a 2xx or no status: refused, as 422.
+            (_, Some(reason)) => Item::refused(spec, 422, reason),
             (_, None) => Item::Written(self.dest_id(item)),
         }
     }
