@@ -162,6 +162,37 @@ async fn an_item_refused_for_a_reason_named_transient_is_sent_again() {
     );
 }
 
+/// A result without the status `result_status_field` names says nothing of
+/// its item: never taken for written. The run stops saying which key to
+/// fix, resumable; fixed, the next run is exact.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_result_without_the_status_it_was_said_to_carry_is_not_taken_for_written() {
+    let mut sim = SimConfig::new(139, 300);
+    sim.poisoned_ratio = 0.0;
+    sim.invalid_ratio = 0.0;
+    let mut setup = Setup::new(Style::Cursor, Mode::Batch);
+    setup.max_attempts = 2;
+    let world = World::start("batch-no-status", sim, &setup).await;
+    let text = std::fs::read_to_string(&world.config).expect("config");
+    let status = "result_status_field = \"status\"\n";
+    assert!(text.contains(status), "{text}");
+    std::fs::write(
+        &world.config,
+        text.replace(status, "result_status_field = \"state\"\n"),
+    )
+    .expect("config");
+    let out = world.highwater(&["run", SYNC]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(
+        crate::util::stderr(&out).contains("has no status at `state` (result_status_field)"),
+        "{}",
+        describe(&out)
+    );
+    std::fs::write(&world.config, text).expect("config");
+    world.run_to_completion().await;
+    world.assert_exact().await;
+}
+
 /// An endpoint that answers for the whole batch only (`item_results =
 /// false`): a 2xx writes every record of it, and a batch refused is halved
 /// until the record it cannot take stands alone.

@@ -79,8 +79,8 @@ enum Item {
         detail: String,
         rate_limited: bool,
     },
-    /// Not answered, by an endpoint that may not see it twice.
-    Unanswered,
+    /// Not answered, by an endpoint that may not see it twice: why.
+    Unanswered(String),
 }
 
 impl Item {
@@ -265,13 +265,13 @@ impl HttpSink {
                         all_rate_limited &= rate_limited;
                         again.push(i);
                     }
-                    Item::Unanswered => batches.answer(
+                    Item::Unanswered(detail) => batches.answer(
                         i,
                         Err(SinkError::BatchUnknown {
                             count: 1,
                             first: external_id.clone(),
                             last: external_id.clone(),
-                            detail: "the batch's answer has no result for it".into(),
+                            detail,
                         }),
                     ),
                 }
@@ -398,21 +398,22 @@ impl HttpSink {
             Some(_) => answer.by_id.get(external_id).map(|&n| &answer.items[n]),
             None => answer.items.get(position),
         };
+        // An upsert endpoint may see the record again; another may not.
+        let unanswered = |detail: String| match spec.upsert {
+            true => Item::again(detail),
+            false => Item::Unanswered(detail),
+        };
         let Some(item) = found else {
-            return if spec.upsert {
-                Item::again(match spec.errors {
-                    Some(_) => format!(
-                        "the batch's answer has no result for {external_id}, nor an error naming it"
-                    ),
-                    None => format!(
-                        "the batch's answer has no result for {external_id} \
-                         (an answer listing failed items apart needs `errors_path`, \
-                         one for the whole batch only `item_results = false`)"
-                    ),
-                })
-            } else {
-                Item::Unanswered
-            };
+            return unanswered(match spec.errors {
+                Some(_) => format!(
+                    "the batch's answer has no result for {external_id}, nor an error naming it"
+                ),
+                None => format!(
+                    "the batch's answer has no result for {external_id} \
+                     (an answer listing failed items apart needs `errors_path`, \
+                     one for the whole batch only `item_results = false`)"
+                ),
+            });
         };
         match status_and_error(spec, item) {
             (Some(status), error) if !(200..300).contains(&status) => {
@@ -424,6 +425,13 @@ impl HttpSink {
             }
             // An error beside a 2xx or no status: refused, as 422.
             (_, Some(reason)) => Item::refused(spec, 422, reason),
+            // A result without the status the endpoint was said to give
+            // says nothing of the item: never taken for written.
+            (None, None) if let Some(field) = &spec.status_field => unanswered(format!(
+                "the batch's result for {external_id} has no status at `{field}` \
+                 (result_status_field), nor an error: leave the key out if the \
+                 endpoint's results carry none"
+            )),
             (_, None) => Item::Written(self.dest_id(item)),
         }
     }
