@@ -193,6 +193,59 @@ async fn a_result_without_the_status_it_was_said_to_carry_is_not_taken_for_writt
     world.assert_exact().await;
 }
 
+/// Results matched by position that come in another order (the simulator
+/// answers in reverse, as HubSpot may answer in any order) are not taken
+/// for their places' records: the run stops saying to match them by
+/// external id; so matched, each record gets its own destination id.
+#[tokio::test(flavor = "multi_thread")]
+async fn results_out_of_order_are_not_matched_by_position() {
+    let mut sim = SimConfig::new(140, 300);
+    sim.poisoned_ratio = 0.0;
+    sim.invalid_ratio = 0.0;
+    sim.dest.batch_errors_apart = true;
+    let mut setup = Setup::new(Style::Cursor, Mode::Batch);
+    setup.max_attempts = 2;
+    let world = World::start("batch-out-of-order", sim, &setup).await;
+    let text = std::fs::read_to_string(&world.config)
+        .expect("config")
+        .replace("upsert = true\n", "upsert = true\ndest_id_field = \"id\"\n");
+    let by_id = "result_id_field = \"external_id\"\n";
+    assert!(
+        text.contains(by_id) && text.contains("dest_id_field"),
+        "{text}"
+    );
+    std::fs::write(&world.config, text.replace(by_id, "")).expect("config");
+    let out = world.highwater(&["run", SYNC]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(
+        crate::util::stderr(&out).contains("results are not in the order of the records"),
+        "{}",
+        describe(&out)
+    );
+    std::fs::write(&world.config, text).expect("config");
+    world.run_to_completion().await;
+    world.assert_exact().await;
+    let held: std::collections::HashMap<String, String> = world
+        .sim
+        .dest_dump()
+        .objects
+        .into_iter()
+        .map(|o| (o.external_id, o.id))
+        .collect();
+    let store = world.store().await;
+    let ledger = store.ledger(SYNC).await.expect("ledger");
+    store.close().await;
+    assert_eq!(ledger.len(), 300);
+    for entry in ledger {
+        assert_eq!(
+            entry.dest_id.as_ref(),
+            held.get(&entry.external_id),
+            "{}",
+            entry.source_id
+        );
+    }
+}
+
 /// An endpoint that answers for the whole batch only (`item_results =
 /// false`): a 2xx writes every record of it, and a batch refused is halved
 /// until the record it cannot take stands alone.

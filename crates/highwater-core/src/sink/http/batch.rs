@@ -403,6 +403,23 @@ impl HttpSink {
             true => Item::again(detail),
             false => Item::Unanswered(detail),
         };
+        // Results matched by position must be in the records' order: one
+        // that names another record's external id would lend this record
+        // its answer and its destination id (HubSpot answers in any order).
+        if spec.id_field.is_none()
+            && let Some(item) = found
+            && let Some(named) = self
+                .spec
+                .external_id_field
+                .as_ref()
+                .and_then(|f| f.get(item))
+            && id_text(named).is_some_and(|named| named != external_id)
+        {
+            return unanswered(format!(
+                "the batch's result at {external_id}'s place names {named}: results are not in \
+                 the order of the records; set `result_id_field` to match them by external id"
+            ));
+        }
         let Some(item) = found else {
             return unanswered(match spec.errors {
                 Some(_) => format!(
