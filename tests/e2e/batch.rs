@@ -127,6 +127,43 @@ async fn items_answered_429_use_up_no_attempt() {
     );
 }
 
+/// Items answered 429 with a wait of their own (`result_retry_after_field`,
+/// as Microsoft Graph's batch answers each item with its `Retry-After`):
+/// no request reaches the destination before the wait has passed.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_item_s_own_wait_holds_every_request_back() {
+    let mut sim = SimConfig::new(141, 600);
+    sim.poisoned_ratio = 0.0;
+    sim.invalid_ratio = 0.0;
+    sim.dest.item_fail_ratio = 0.05;
+    sim.dest.item_fail_status = 429;
+    sim.dest.item_retry_after = Some(Duration::from_millis(700));
+    let world = World::start(
+        "batch-item-retry-after",
+        sim,
+        &Setup::new(Style::Cursor, Mode::Batch),
+    )
+    .await;
+    let text = std::fs::read_to_string(&world.config).expect("config");
+    let error = "result_error_field = \"error\"\n";
+    assert!(text.contains(error), "{text}");
+    let text = text.replace(
+        error,
+        "result_error_field = \"error\"\nresult_retry_after_field = \"retry_after\"\n",
+    );
+    std::fs::write(&world.config, text).expect("config");
+    let out = world.highwater(&["run", SYNC]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let v = world.assert_exact().await;
+    assert_eq!(v.dead_lettered, 0, "{v}");
+    assert!(
+        world.sim.stats().dest.item_failures >= 5,
+        "{:?}",
+        world.sim.stats()
+    );
+    world.assert_retry_after_respected();
+}
+
 /// An item refused under a status that means refused (409 here), whose
 /// reason names a failure for now (`result_transient_errors`, as
 /// Salesforce's `UNABLE_TO_LOCK_ROW`), is sent again: none dead-lettered.

@@ -324,6 +324,12 @@ impl Api {
         })
     }
 
+    /// Every request to this API's origin holds back for `wait`: an answer
+    /// asked for it in its body (a batch's item answered 429 with a wait).
+    pub fn hold(&self, wait: Duration) {
+        self.gate.pause_until(tokio::time::Instant::now() + wait);
+    }
+
     /// A retry its caller makes by other means (a lookup again after a create
     /// without a clear answer): counted, and logged as one.
     pub fn count_retry(&self, class: RetryClass, url: &str, detail: &str) {

@@ -196,6 +196,8 @@ pub(crate) fn decide_source(seed: u64, seq: u64, f: &SourceFaults, burst: &mut B
 struct KeyState {
     attempts: u32,
     consecutive_faults: u32,
+    /// An item of a batch answered with a wait: not to be sent again before.
+    not_before: Option<std::time::Instant>,
 }
 
 /// Longest run of faults a single destination key can meet; the next
@@ -305,6 +307,20 @@ impl DestFaultState {
         );
         st.consecutive_faults = if fails { st.consecutive_faults + 1 } else { 0 };
         fails
+    }
+
+    /// The item `key` was told to wait `wait` before it is sent again.
+    pub(crate) fn item_told_to_wait(&mut self, key: u64, wait: std::time::Duration) {
+        self.keys.entry(key).or_default().not_before = Some(std::time::Instant::now() + wait);
+    }
+
+    /// The item `key` arrives now: whether before the wait it was told (it
+    /// was in the answer that told it, so no request of it was on its way).
+    pub(crate) fn item_early(&mut self, key: u64) -> bool {
+        self.keys
+            .get(&key)
+            .and_then(|st| st.not_before)
+            .is_some_and(|not_before| std::time::Instant::now() < not_before)
     }
 
     /// Faults were replaced at runtime: an in-flight burst must not outlive them.

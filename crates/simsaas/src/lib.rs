@@ -115,6 +115,7 @@ impl SimConfig {
             lookup_ignores_filter: false,
             item_fail_ratio: 0.02,
             item_fail_status: 503,
+            item_retry_after: None,
             batch_refuses_whole: false,
             batch_errors_apart: false,
             batch_answers_whole: false,
@@ -251,6 +252,10 @@ pub struct DestFaults {
     /// The status of an item that fails alone: 503 by default; 429 for an
     /// API that rate-limits a batch's items one by one.
     pub item_fail_status: u16,
+    /// An item that fails alone says to wait this long (`"retry_after"`, in
+    /// seconds, as Microsoft Graph's batch gives each item its own
+    /// `Retry-After`); a request arriving sooner is a violation.
+    pub item_retry_after: Option<Duration>,
     /// A batch holding a record the destination refuses is refused whole
     /// (422, nothing applied), as an API that checks a batch before applying
     /// any of it does.
@@ -288,6 +293,7 @@ impl Default for DestFaults {
             lookup_ignores_filter: false,
             item_fail_ratio: 0.0,
             item_fail_status: 503,
+            item_retry_after: None,
             batch_refuses_whole: false,
             batch_errors_apart: false,
             batch_answers_whole: false,

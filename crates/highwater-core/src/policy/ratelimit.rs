@@ -522,6 +522,12 @@ impl RateGate {
         }
     }
 
+    /// Every request holds back until `until`: the server asked for a wait
+    /// without refusing a request of its own (an item of a batch).
+    pub fn pause_until(&self, until: Instant) {
+        self.lock().pause_until(until);
+    }
+
     /// The server refused `ticket`'s request for its rate limit: see
     /// [`Pace::refused`]. Hand the ticket back with its answer still.
     pub fn refused(&self, ticket: Ticket, retry_after: Option<Duration>, base: Duration) {

@@ -359,7 +359,8 @@ async fn put_by_ext(
 /// by its `external_id` as a PUT of it would be, and answered item by item, in
 /// order, in `{"results": [...]}` — `{"external_id", "status", "id"}`, or
 /// `{"external_id", "status", "error"}` for an item refused (400/422, poison)
-/// or failed alone (`item_fail_status`, `item_fail_ratio`; not applied). The batch meets the
+/// or failed alone (`item_fail_status`, `item_fail_ratio`, with a
+/// `retry_after` of `item_retry_after`; not applied). The batch meets the
 /// write faults as one request, keyed by its first record; with
 /// `batch_refuses_whole`, a batch holding a poisoned record is refused whole;
 /// with `batch_errors_apart`, the items not written are listed apart; with
@@ -417,9 +418,13 @@ async fn batch(
     let errors_apart = read(&s.dest_faults).batch_errors_apart;
     let answers_whole = read(&s.dest_faults).batch_answers_whole;
     carry_out(&s, plan, move |s, late| {
-        let (item_fail_ratio, item_fail_status) = {
+        let (item_fail_ratio, item_fail_status, item_retry_after) = {
             let faults = read(&s.dest_faults);
-            (faults.item_fail_ratio, faults.item_fail_status)
+            (
+                faults.item_fail_ratio,
+                faults.item_fail_status,
+                faults.item_retry_after,
+            )
         };
         let mut results = Vec::with_capacity(items.len());
         for item in items {
@@ -433,6 +438,9 @@ async fn batch(
                 continue;
             };
             let item_key = fault_key("item", &ext, body_version(&parsed));
+            if lock(&s.dest_fault_state).item_early(item_key) {
+                bump(&s.dest_stats.retry_after_violations);
+            }
             if item_fail_ratio > 0.0
                 && lock(&s.dest_fault_state).item_fails(s.seed, item_key, item_fail_ratio)
             {
@@ -441,9 +449,15 @@ async fn batch(
                     429 => "rate limit exceeded",
                     _ => "temporarily unavailable",
                 };
-                results.push(serde_json::json!({
+                let mut result = serde_json::json!({
                     "external_id": ext, "status": item_fail_status, "error": error
-                }));
+                });
+                if let Some(wait) = item_retry_after {
+                    lock(&s.dest_fault_state).item_told_to_wait(item_key, wait);
+                    s.dest_holdoff.announced(wait);
+                    result["retry_after"] = serde_json::json!(wait.as_secs_f64());
+                }
+                results.push(result);
                 continue;
             }
             let body = match validate(s, parsed) {

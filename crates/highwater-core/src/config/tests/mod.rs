@@ -578,7 +578,7 @@ fn batch_mode_says_where_records_go_and_where_each_answer_is() {
             "mode = \"batch\"\npath = \"/v1/contacts/batch\"\nbatch_size = 0\nlookup_path = \"/v1/contacts\"",
         ),
         expect![[r#"
-            hw.toml:39: sync "invoices_to_crm".destination.lookup_path: does not apply to mode = "batch" (it takes: path, method, read_path, read_results_path, batch_size, batch_field, batch_body, results_path, result_id_field, result_status_field, result_error_field, result_transient_errors, errors_path, error_id_field, error_message_field, item_results, upsert)
+            hw.toml:39: sync "invoices_to_crm".destination.lookup_path: does not apply to mode = "batch" (it takes: path, method, read_path, read_results_path, batch_size, batch_field, batch_body, results_path, result_id_field, result_status_field, result_error_field, result_transient_errors, result_retry_after_field, errors_path, error_id_field, error_message_field, item_results, upsert)
             hw.toml:38: sync "invoices_to_crm".destination.batch_size: expected a whole number from 1 to 10000"#]],
     );
     // Fields beside the records' array, as Airtable's upsert needs.

@@ -6,6 +6,7 @@
 //! by external id, and otherwise stops the run, naming the batch.
 
 use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde_json::Value;
@@ -15,7 +16,7 @@ use super::HttpSink;
 use super::config::{BatchSpec, ErrorList};
 use crate::http::{HttpError, Reply, Request};
 use crate::obs::RetryClass;
-use crate::policy::{Backoff, Class, Outcome, classify};
+use crate::policy::{Backoff, Class, Outcome, classify, parse_retry_after};
 use crate::record::FieldPath;
 use crate::sink::{SinkError, Write, Written};
 use crate::stop::Stop;
@@ -78,6 +79,7 @@ enum Item {
     Again {
         detail: String,
         rate_limited: bool,
+        retry_after: Option<Duration>,
     },
     /// Not answered, by an endpoint that may not see it twice: why.
     Unanswered(String),
@@ -88,26 +90,38 @@ impl Item {
         Item::Again {
             detail,
             rate_limited: false,
+            retry_after: None,
         }
     }
 
-    /// An item whose own status says to send it again (408, 425, 429, 5xx).
-    fn failed_for_now(status: u16, reason: &str) -> Item {
+    /// An item whose own status says to send it again (408, 425, 429, 5xx),
+    /// after the wait its `result` asks for, if any.
+    fn failed_for_now(spec: &BatchSpec, status: u16, reason: &str, result: &Value) -> Item {
+        let retry_after = spec
+            .retry_after_field
+            .as_ref()
+            .and_then(|f| f.get(result))
+            .and_then(|wait| match wait {
+                Value::Number(n) => n.as_f64().and_then(|s| Duration::try_from_secs_f64(s).ok()),
+                Value::String(s) => parse_retry_after(s, SystemTime::now()),
+                _ => None,
+            });
         Item::Again {
             detail: format!("HTTP {status} {reason}"),
             rate_limited: Outcome::Status(status).rate_limited(),
+            retry_after,
         }
     }
 
     /// An item refused, or failed for now where its reason holds one of
     /// the endpoint's `result_transient_errors`.
-    fn refused(spec: &BatchSpec, status: u16, reason: String) -> Item {
+    fn refused(spec: &BatchSpec, status: u16, reason: String, result: &Value) -> Item {
         if spec
             .transient_errors
             .iter()
             .any(|word| reason.contains(word.as_str()))
         {
-            Item::failed_for_now(status, &reason)
+            Item::failed_for_now(spec, status, &reason, result)
         } else {
             Item::Refused { status, reason }
         }
@@ -243,6 +257,8 @@ impl HttpSink {
             let mut again = Vec::new();
             let mut last_detail = String::new();
             let mut all_rate_limited = true;
+            // The longest wait an item's answer asked for.
+            let mut floor: Option<Duration> = None;
             for (position, &i) in group.iter().enumerate() {
                 let external_id = &writes[i].record.external_id;
                 match self.item(spec, &answer, position, external_id) {
@@ -260,9 +276,11 @@ impl HttpSink {
                     Item::Again {
                         detail,
                         rate_limited,
+                        retry_after,
                     } => {
                         last_detail = detail;
                         all_rate_limited &= rate_limited;
+                        floor = floor.max(retry_after);
                         again.push(i);
                     }
                     Item::Unanswered(detail) => batches.answer(
@@ -287,9 +305,9 @@ impl HttpSink {
             let waited =
                 all_rate_limited.then(|| limited_since.get_or_insert_with(Instant::now).elapsed());
             let delay = match waited {
-                Some(waited) => Some(backoff.next_wait(None))
+                Some(waited) => Some(backoff.next_wait(floor))
                     .filter(|delay| waited + *delay <= self.retry.rate_limited_for),
-                None => backoff.next_delay(None),
+                None => backoff.next_delay(floor),
             };
             let Some(delay) = delay else {
                 let (api, method, url) = ("destination", spec.method.clone(), spec.path.0.clone());
@@ -318,6 +336,11 @@ impl HttpSink {
                 None => RetryClass::Other,
             };
             self.api.count_retry(class, &spec.path.0, &last_detail);
+            // A wait the endpoint asked for holds every request to it back,
+            // as a `Retry-After` on a whole answer does.
+            if let Some(wait) = floor {
+                self.api.hold(wait);
+            }
             if let Err(reason) = stop.sleep(delay).await {
                 batches.answer(again[0], Err(SinkError::Http(HttpError::Stopped(reason))));
                 break;
@@ -436,12 +459,12 @@ impl HttpSink {
             (Some(status), error) if !(200..300).contains(&status) => {
                 let reason = error.unwrap_or_else(|| item.to_string());
                 match classify(Outcome::Status(status)) {
-                    Class::Transient { .. } => Item::failed_for_now(status, &reason),
-                    _ => Item::refused(spec, status, reason),
+                    Class::Transient { .. } => Item::failed_for_now(spec, status, &reason, item),
+                    _ => Item::refused(spec, status, reason, item),
                 }
             }
             // An error beside a 2xx or no status: refused, as 422.
-            (_, Some(reason)) => Item::refused(spec, 422, reason),
+            (_, Some(reason)) => Item::refused(spec, 422, reason, item),
             // A result without the status the endpoint was said to give
             // says nothing of the item: never taken for written.
             (None, None) if let Some(field) = &spec.status_field => unanswered(format!(
@@ -493,12 +516,13 @@ fn listed_error(spec: &BatchSpec, list: &ErrorList, error: &Value) -> Item {
         .and_then(|f| status(f.get(error)?));
     match status {
         Some(status) if matches!(classify(Outcome::Status(status)), Class::Transient { .. }) => {
-            Item::failed_for_now(status, &reason)
+            Item::failed_for_now(spec, status, &reason, error)
         }
         status => Item::refused(
             spec,
             status.filter(|s| !(200..300).contains(s)).unwrap_or(422),
             reason,
+            error,
         ),
     }
 }
@@ -575,6 +599,7 @@ mod tests {
             status_field: Some(crate::record::FieldPath::parse(status)),
             error_field: Some(crate::record::FieldPath::parse(error)),
             transient_errors: Vec::new(),
+            retry_after_field: None,
             errors: None,
             item_results: true,
             upsert: true,
@@ -594,20 +619,39 @@ mod tests {
         };
         let locked = r#"[{"statusCode":"UNABLE_TO_LOCK_ROW","message":"unable to obtain exclusive access"}]"#;
         assert!(matches!(
-            Item::refused(&locking, 422, locked.into()),
+            Item::refused(&locking, 422, locked.into(), &Value::Null),
             Item::Again {
                 rate_limited: false,
                 ..
             }
         ));
         assert!(matches!(
-            Item::refused(&locking, 422, "bad email".into()),
+            Item::refused(&locking, 422, "bad email".into(), &Value::Null),
             Item::Refused { status: 422, .. }
         ));
         assert!(matches!(
-            Item::refused(&salesforce, 422, locked.into()),
+            Item::refused(&salesforce, 422, locked.into(), &Value::Null),
             Item::Refused { status: 422, .. }
         ));
+        // Microsoft Graph's: each item's own Retry-After, in its headers.
+        let graph = BatchSpec {
+            retry_after_field: Some(crate::record::FieldPath::parse("headers.Retry-After")),
+            ..spec("status", "body.error")
+        };
+        for (wait, wanted) in [
+            (serde_json::json!("10"), Some(Duration::from_secs(10))),
+            (serde_json::json!(1.5), Some(Duration::from_millis(1500))),
+            (serde_json::json!("soon"), None),
+        ] {
+            let result = serde_json::json!({"status": 429, "headers": {"Retry-After": wait}});
+            assert!(
+                matches!(
+                    Item::failed_for_now(&graph, 429, "throttled", &result),
+                    Item::Again { rate_limited: true, retry_after, .. } if retry_after == wanted
+                ),
+                "{result}"
+            );
+        }
         let coded = spec("status", "error");
         for (item, wanted) in [
             (
@@ -670,6 +714,7 @@ mod tests {
             status_field: Some(FieldPath::parse("status")),
             error_field: None,
             transient_errors: Vec::new(),
+            retry_after_field: None,
             errors: Some(list.clone()),
             item_results: true,
             upsert: true,
@@ -698,7 +743,7 @@ mod tests {
         ));
         assert!(matches!(
             listed_error(&spec, &list, &again),
-            Item::Again { detail, rate_limited: true } if detail == "HTTP 429 slow down"
+            Item::Again { detail, rate_limited: true, .. } if detail == "HTTP 429 slow down"
         ));
         let bare = ErrorList {
             message_field: None,

@@ -58,6 +58,7 @@ pub(crate) struct RawHttpDestination {
     pub result_status_field: Option<S<String>>,
     pub result_error_field: Option<S<String>>,
     pub result_transient_errors: Option<S<Vec<S<String>>>>,
+    pub result_retry_after_field: Option<S<String>>,
     pub errors_path: Option<S<String>>,
     pub error_id_field: Option<S<String>>,
     pub error_message_field: Option<S<String>>,
@@ -67,7 +68,7 @@ pub(crate) struct RawHttpDestination {
 
 impl RawHttpDestination {
     /// The keys only some write modes read, with where each was set.
-    fn mode_keys(&self) -> [(&'static str, Option<std::ops::Range<usize>>); 24] {
+    fn mode_keys(&self) -> [(&'static str, Option<std::ops::Range<usize>>); 25] {
         fn span<T>(v: &Option<S<T>>) -> Option<std::ops::Range<usize>> {
             v.as_ref().map(Spanned::span)
         }
@@ -93,6 +94,10 @@ impl RawHttpDestination {
             (
                 "result_transient_errors",
                 span(&self.result_transient_errors),
+            ),
+            (
+                "result_retry_after_field",
+                span(&self.result_retry_after_field),
             ),
             ("errors_path", span(&self.errors_path)),
             ("error_id_field", span(&self.error_id_field)),
@@ -189,6 +194,9 @@ pub struct BatchSpec {
     /// is sent again (Salesforce's `UNABLE_TO_LOCK_ROW`, which names a
     /// lock another writer held, under a status that means refused).
     pub transient_errors: Vec<String>,
+    /// Where an item answered 429 (or 503) says how long to wait, as
+    /// `Retry-After` would (Microsoft Graph's batch: `headers.Retry-After`).
+    pub retry_after_field: Option<FieldPath>,
     /// Failed items the answer lists apart from its results.
     pub errors: Option<ErrorList>,
     /// The answer says something of each item; without, a 2xx answer wrote
@@ -296,6 +304,7 @@ pub(crate) fn validate(
             "result_status_field",
             "result_error_field",
             "result_transient_errors",
+            "result_retry_after_field",
             "errors_path",
             "error_id_field",
             "error_message_field",
@@ -490,6 +499,7 @@ fn write_mode(
                 status_field: field(&r.result_status_field),
                 error_field: field(&r.result_error_field),
                 transient_errors: transient_errors(v, r, at),
+                retry_after_field: field(&r.result_retry_after_field),
                 errors: error_list(v, r, at),
                 item_results: item_results(v, r, at),
                 upsert: r.upsert.as_ref().is_some_and(|u| *u.get_ref()),
