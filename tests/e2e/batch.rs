@@ -18,6 +18,48 @@ async fn dead_letters(world: &World) -> Vec<(String, String)> {
     dead.into_iter().map(|d| (d.source_id, d.error)).collect()
 }
 
+/// A world whose destination fails `ratio` of a batch's items alone, each
+/// answered `status` (`item_retry_after` its wait), with `extra` lines in
+/// its destination table; no record invalid or poisoned.
+async fn items_failing_alone(
+    name: &str,
+    seed: u64,
+    records: usize,
+    failing: (f64, u16, Option<Duration>),
+    setup: &Setup,
+    extra: &str,
+) -> World {
+    let mut sim = SimConfig::new(seed, records);
+    sim.poisoned_ratio = 0.0;
+    sim.invalid_ratio = 0.0;
+    (
+        sim.dest.item_fail_ratio,
+        sim.dest.item_fail_status,
+        sim.dest.item_retry_after,
+    ) = failing;
+    let world = World::start(name, sim, setup).await;
+    let text = std::fs::read_to_string(&world.config).expect("config");
+    let error = "result_error_field = \"error\"\n";
+    assert!(text.contains(error), "{text}");
+    std::fs::write(
+        &world.config,
+        text.replace(error, &format!("{error}{extra}")),
+    )
+    .expect("config");
+    world
+}
+
+/// One invocation completes, exact, nothing dead-lettered, with at least
+/// `failed` items failed alone on the way.
+async fn completes_despite_items_failed(world: &World, failed: u64) {
+    let out = world.highwater(&["run", SYNC]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let v = world.assert_exact().await;
+    assert_eq!(v.dead_lettered, 0, "{v}");
+    let stats = world.sim.stats();
+    assert!(stats.dest.item_failures >= failed, "{stats:?}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn items_are_answered_alone_refused_ones_dead_lettered_and_failed_ones_sent_again() {
     let mut sim = SimConfig::new(131, 2_000);
@@ -91,23 +133,11 @@ async fn errors_listed_apart_from_the_results_are_matched_by_the_ids_they_name()
 /// the waits, the run stops saying the endpoint kept answering 429.
 #[tokio::test(flavor = "multi_thread")]
 async fn items_answered_429_use_up_no_attempt() {
-    let mut sim = SimConfig::new(137, 600);
-    sim.poisoned_ratio = 0.0;
-    sim.invalid_ratio = 0.0;
-    sim.dest.item_fail_ratio = 1.0;
-    sim.dest.item_fail_status = 429;
     let mut setup = Setup::new(Style::Cursor, Mode::Batch);
     setup.max_attempts = 2;
-    let world = World::start("batch-items-429", sim, &setup).await;
-    let out = world.highwater(&["run", SYNC]).await;
-    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
-    let v = world.assert_exact().await;
-    assert_eq!(v.dead_lettered, 0, "{v}");
-    assert!(
-        world.sim.stats().dest.item_failures >= 1_200,
-        "{:?}",
-        world.sim.stats()
-    );
+    let world =
+        items_failing_alone("batch-items-429", 137, 600, (1.0, 429, None), &setup, "").await;
+    completes_despite_items_failed(&world, 1_200).await;
 
     let text = std::fs::read_to_string(&world.config).expect("config");
     let text = text.replace(
@@ -132,35 +162,16 @@ async fn items_answered_429_use_up_no_attempt() {
 /// no request reaches the destination before the wait has passed.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_item_s_own_wait_holds_every_request_back() {
-    let mut sim = SimConfig::new(141, 600);
-    sim.poisoned_ratio = 0.0;
-    sim.invalid_ratio = 0.0;
-    sim.dest.item_fail_ratio = 0.05;
-    sim.dest.item_fail_status = 429;
-    sim.dest.item_retry_after = Some(Duration::from_millis(700));
-    let world = World::start(
+    let world = items_failing_alone(
         "batch-item-retry-after",
-        sim,
+        141,
+        600,
+        (0.05, 429, Some(Duration::from_millis(700))),
         &Setup::new(Style::Cursor, Mode::Batch),
+        "result_retry_after_field = \"retry_after\"\n",
     )
     .await;
-    let text = std::fs::read_to_string(&world.config).expect("config");
-    let error = "result_error_field = \"error\"\n";
-    assert!(text.contains(error), "{text}");
-    let text = text.replace(
-        error,
-        "result_error_field = \"error\"\nresult_retry_after_field = \"retry_after\"\n",
-    );
-    std::fs::write(&world.config, text).expect("config");
-    let out = world.highwater(&["run", SYNC]).await;
-    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
-    let v = world.assert_exact().await;
-    assert_eq!(v.dead_lettered, 0, "{v}");
-    assert!(
-        world.sim.stats().dest.item_failures >= 5,
-        "{:?}",
-        world.sim.stats()
-    );
+    completes_despite_items_failed(&world, 5).await;
     world.assert_retry_after_respected();
 }
 
@@ -169,34 +180,16 @@ async fn an_item_s_own_wait_holds_every_request_back() {
 /// Salesforce's `UNABLE_TO_LOCK_ROW`), is sent again: none dead-lettered.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_item_refused_for_a_reason_named_transient_is_sent_again() {
-    let mut sim = SimConfig::new(138, 1_000);
-    sim.poisoned_ratio = 0.0;
-    sim.invalid_ratio = 0.0;
-    sim.dest.item_fail_ratio = 0.2;
-    sim.dest.item_fail_status = 409;
-    let world = World::start(
+    let world = items_failing_alone(
         "batch-transient-errors",
-        sim,
+        138,
+        1_000,
+        (0.2, 409, None),
         &Setup::new(Style::Cursor, Mode::Batch),
+        "result_transient_errors = [\"temporarily unavailable\"]\n",
     )
     .await;
-    let text = std::fs::read_to_string(&world.config).expect("config");
-    let error = "result_error_field = \"error\"\n";
-    assert!(text.contains(error), "{text}");
-    let text = text.replace(
-        error,
-        "result_error_field = \"error\"\nresult_transient_errors = [\"temporarily unavailable\"]\n",
-    );
-    std::fs::write(&world.config, text).expect("config");
-    let out = world.highwater(&["run", SYNC]).await;
-    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
-    let v = world.assert_exact().await;
-    assert_eq!(v.dead_lettered, 0, "{v}");
-    assert!(
-        world.sim.stats().dest.item_failures > 100,
-        "{:?}",
-        world.sim.stats()
-    );
+    completes_despite_items_failed(&world, 100).await;
 }
 
 /// A result without the status `result_status_field` names says nothing of
