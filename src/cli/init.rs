@@ -204,11 +204,12 @@ batch_field = "records"               # the body is {"records": [...]}; without 
 # batch_body = { allOrNone = false }  # the body's other fields
 # results_path = "results"            # where the answer lists each record's result; without it, the body
 # result_id_field = "external_id"     # match results by external id; without it, by position
-result_status_field = "status"        # 2xx or true: written; 408, 425, 429, 5xx: sent again; else refused
+result_status_field = "status"        # 2xx, true or "success": written; 408, 425, 429, 5xx: sent again;
+                                      #   else refused; a result without it is not written
 # result_error_field = "errors"       # a result carrying it (not empty) was refused, with this reason
 # dest_id_field = "id"                # where a result holds the destination's own id
-upsert = true                         # the endpoint upserts by external id: a batch without a
-                                      #   clear answer may be sent again (false: the run stops)
+# upsert = true                       # when the endpoint upserts by external id: a batch without a
+                                      #   clear answer is sent again (otherwise the run stops, naming it)
 external_id_field = "external_id"     # the field of each record that holds its external id"#
                     }
                 };
