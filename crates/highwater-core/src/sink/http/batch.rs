@@ -541,13 +541,13 @@ fn status(value: &Value) -> Option<u16> {
                 .unwrap_or(422),
         ),
         Value::String(s) => {
-            let s = s.trim();
+            // A code with its reason phrase (`"201 Created"`) is its code.
+            let code = s.split_whitespace().next().and_then(|c| c.parse().ok());
             Some(
-                s.parse()
-                    .unwrap_or_else(|_| match s.to_ascii_lowercase().as_str() {
-                        "success" | "succeeded" | "ok" | "created" | "updated" | "true" => 200,
-                        _ => 422,
-                    }),
+                code.unwrap_or_else(|| match s.trim().to_ascii_lowercase().as_str() {
+                    "success" | "succeeded" | "ok" | "created" | "updated" | "true" => 200,
+                    _ => 422,
+                }),
             )
         }
         Value::Bool(true) => Some(200),
@@ -680,6 +680,14 @@ mod tests {
                 (Some(200), None),
             ),
             (serde_json::json!({"status": " OK "}), (Some(200), None)),
+            (
+                serde_json::json!({"status": "201 Created"}),
+                (Some(201), None),
+            ),
+            (
+                serde_json::json!({"status": "503 Service Unavailable"}),
+                (Some(503), None),
+            ),
             (
                 serde_json::json!({"status": "error", "code": "INVALID_DATA"}),
                 (Some(422), None),
