@@ -1,0 +1,177 @@
+//! Owns the numbered walks of a source — `offset` and `page` pagination —
+//! on the reader: each request's window settled, read against the tail the
+//! walk last stood on (`pagination.rs` decides), the page taken past it, or
+//! read again from where a shift shows.
+
+use super::pagination::{OffsetWalk, PageWalk, Step};
+use super::{Cursor, Extracted, Page, Reader, SourceError};
+use crate::stop::Stop;
+
+impl Reader<'_> {
+    pub(super) async fn offset_page(
+        &mut self,
+        param: &str,
+        overlap: u32,
+        stop: &Stop,
+    ) -> Result<Page, SourceError> {
+        let (next, tail) = match &self.cursor {
+            Cursor::Offset { next, tail } => (*next, tail.clone()),
+            _ => (0, Vec::new()),
+        };
+        let mut walk = self
+            .offset_walk
+            .take()
+            .unwrap_or_else(|| OffsetWalk::new(next, tail, overlap));
+        let url = self.list_url()?;
+        let mut requests = 0;
+        // See `numbered_page`: records from windows read again go with the page.
+        let mut discarded = Vec::new();
+        loop {
+            let start = walk.request_offset();
+            let mut query = self.base_query();
+            query.push((param.to_owned(), start.to_string()));
+            let (body, _) = self.fetch(url.clone(), query.clone(), stop).await?;
+            requests += 1;
+            let window = self.records(body, &url)?;
+            let window = self
+                .settle(window, &url, query, self.bound_floor(), stop)
+                .await?;
+            let keys: Vec<String> = window.iter().map(anchor_key).collect();
+            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+            let tail_before = walk.tail.clone();
+            match walk.accept(start, &keys)? {
+                Step::Take { from, done } => {
+                    let mut records = without(window, from, &tail_before);
+                    records.append(&mut discarded);
+                    let cursor_after = if done {
+                        Cursor::End
+                    } else {
+                        Cursor::Offset {
+                            next: walk.next,
+                            tail: walk.tail.clone(),
+                        }
+                    };
+                    self.offset_walk = Some(walk);
+                    return Ok(self.page(records, cursor_after, requests));
+                }
+                Step::Refetch => discarded.extend(window),
+                Step::Rescan => rescan_warning(self.api.sync(), "offset", start),
+            }
+        }
+    }
+
+    pub(super) async fn numbered_page(
+        &mut self,
+        param: &str,
+        first_page: u64,
+        overlap: u32,
+        stop: &Stop,
+    ) -> Result<Page, SourceError> {
+        let (next, tail) = match &self.cursor {
+            Cursor::Page { next, tail } => (*next, tail.clone()),
+            _ => (first_page, Vec::new()),
+        };
+        let mut walk = self
+            .page_walk
+            .take()
+            .unwrap_or_else(|| PageWalk::new(next, tail, first_page, overlap));
+        let url = self.list_url()?;
+        let mut requests = 0;
+        // A read that is done again still showed real records: a lagging replica on
+        // the second read must not hide a newer version the first one returned.
+        let mut discarded = Vec::new();
+        loop {
+            let fetch_page = async |number: u64| {
+                let mut query = self.base_query();
+                query.push((param.to_owned(), number.to_string()));
+                let (body, _) = self.fetch(url.clone(), query.clone(), stop).await?;
+                let records = self.records(body, &url)?;
+                self.settle(records, &url, query, self.bound_floor(), stop)
+                    .await
+            };
+            // The new page first, then the previous one again: a shift between the
+            // two shows up as a moved tail, never as a silent skip.
+            let current = fetch_page(walk.next).await?;
+            let previous = match walk.overlap_page() {
+                Some(number) => fetch_page(number).await?,
+                None => Vec::new(),
+            };
+            requests += if previous.is_empty() { 1 } else { 2 };
+            let previous_keys: Vec<String> = previous.iter().map(anchor_key).collect();
+            let current_keys: Vec<String> = current.iter().map(anchor_key).collect();
+            let previous_keys: Vec<&str> = previous_keys.iter().map(String::as_str).collect();
+            let current_keys: Vec<&str> = current_keys.iter().map(String::as_str).collect();
+            let tail_before = walk.tail.clone();
+            let number = walk.next;
+            match walk.accept(&previous_keys, &current_keys)? {
+                Step::Take { from, done } => {
+                    let window: Vec<Extracted> = previous.into_iter().chain(current).collect();
+                    let mut records = without(window, from, &tail_before);
+                    records.append(&mut discarded);
+                    let cursor_after = if done {
+                        Cursor::End
+                    } else {
+                        Cursor::Page {
+                            next: walk.next,
+                            tail: walk.tail.clone(),
+                        }
+                    };
+                    self.page_walk = Some(walk);
+                    return Ok(self.page(records, cursor_after, requests));
+                }
+                Step::Refetch => {
+                    discarded.extend(current);
+                    crate::obs::PaginationRescan {
+                        sync: self.api.sync(),
+                        style: "page",
+                        position: number,
+                        from_start: false,
+                    }
+                    .emit();
+                }
+                Step::Rescan => rescan_warning(self.api.sync(), "page", number),
+            }
+        }
+    }
+}
+
+/// `window[from..]` without the records already read (the tail).
+fn without(window: Vec<Extracted>, from: usize, tail: &[String]) -> Vec<Extracted> {
+    window
+        .into_iter()
+        .skip(from)
+        .filter(|r| {
+            let key = anchor_key(r);
+            !tail.contains(&key)
+        })
+        .collect()
+}
+
+/// Identifies a record at one version, so a record that changed (and may have
+/// moved) is never taken as proof of where the reader stood.
+fn anchor_key(record: &Extracted) -> String {
+    match record {
+        Extracted::Record(r) => format!(
+            "{}@{}#{}",
+            r.id(),
+            r.updated_at().as_microsecond(),
+            r.version.map_or(String::new(), |v| v.to_string())
+        ),
+        Extracted::Invalid { id, body, .. } => {
+            format!(
+                "{id}!{}",
+                &blake3::hash(body.to_string().as_bytes()).to_hex()[..12]
+            )
+        }
+    }
+}
+
+fn rescan_warning(sync: &str, style: &'static str, position: u64) {
+    crate::obs::PaginationRescan {
+        sync,
+        style,
+        position,
+        from_start: true,
+    }
+    .emit();
+}
