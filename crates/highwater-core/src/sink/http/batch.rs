@@ -429,6 +429,7 @@ impl HttpSink {
         // Results matched by position must be in the records' order: one
         // that names another record's external id would lend this record
         // its answer and its destination id (HubSpot answers in any order).
+        // Case aside: an API may give an email back in lower case.
         if spec.id_field.is_none()
             && let Some(item) = found
             && let Some(named) = self
@@ -436,7 +437,7 @@ impl HttpSink {
                 .external_id_field
                 .as_ref()
                 .and_then(|f| f.get(item))
-            && id_text(named).is_some_and(|named| named != external_id)
+            && id_text(named).is_some_and(|named| !named.eq_ignore_ascii_case(external_id))
         {
             return unanswered(format!(
                 "the batch's result at {external_id}'s place names {named}: results are not in \
@@ -702,6 +703,55 @@ mod tests {
         ] {
             assert_eq!(status_and_error(&coded, &item), wanted, "{item}");
         }
+    }
+
+    /// Results matched by position name their own records, case aside (an
+    /// email given back in lower case); one that names another record is
+    /// not that record's answer.
+    #[test]
+    fn a_result_by_position_names_its_own_record() {
+        let text = r#"
+[[sync]]
+name = "crm"
+[sync.source]
+base_url = "http://127.0.0.1:1"
+path = "/v1/customers"
+pagination = { style = "cursor" }
+[sync.mapping]
+external_id = "{email}"
+[sync.destination]
+type = "http"
+base_url = "http://127.0.0.1:1"
+mode = "batch"
+path = "/batch"
+result_status_field = "status"
+external_id_field = "email"
+"#;
+        let config = crate::config::parse(text, std::path::Path::new("hw.toml"), &|_| None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let crate::config::DestinationSpec::Http(spec) = config.syncs[0].destination.clone() else {
+            unreachable!("an HTTP destination")
+        };
+        let crate::config::WriteMode::Batch(batch) = spec.mode.clone() else {
+            unreachable!("batch mode")
+        };
+        let sink = HttpSink::new("crm", spec, config.syncs[0].retry, None).expect("sink");
+        let answer = Answer::new(
+            vec![
+                serde_json::json!({"email": "ann@example.com", "status": 200}),
+                serde_json::json!({"email": "bob@example.com", "status": 200}),
+            ],
+            Vec::new(),
+            &batch,
+        );
+        assert!(matches!(
+            sink.item(&batch, &answer, 0, "Ann@Example.com"),
+            Item::Written(_)
+        ));
+        assert!(matches!(
+            sink.item(&batch, &answer, 1, "cy@example.com"),
+            Item::Unanswered(detail) if detail.contains("not in the order of the records")
+        ));
     }
 
     #[test]
