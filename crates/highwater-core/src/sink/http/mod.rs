@@ -643,34 +643,32 @@ mod tests {
         }
     }
 
+    /// The sink of a sync whose `[sync.destination]` holds `lines` after
+    /// `type = "http"` and its base URL (nothing listens there).
+    pub(super) fn sink_for(lines: &str) -> HttpSink {
+        let text = format!(
+            "[[sync]]\nname = \"crm\"\n[sync.source]\nbase_url = \"http://127.0.0.1:1\"\n\
+             path = \"/v1/customers\"\npagination = {{ style = \"cursor\" }}\n\
+             [sync.mapping]\nexternal_id = \"{{id}}\"\n[sync.destination]\ntype = \"http\"\n\
+             base_url = \"http://127.0.0.1:1\"\n{lines}"
+        );
+        let config = crate::config::parse(&text, std::path::Path::new("hw.toml"), &|_| None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let crate::config::DestinationSpec::Http(spec) = config.syncs[0].destination.clone() else {
+            unreachable!("an HTTP destination")
+        };
+        HttpSink::new("crm", spec, config.syncs[0].retry, None).expect("sink")
+    }
+
     /// A dotted `external_id_field` nests, as the mapping's fields do
     /// (Airtable's records are `{"fields": {...}}`): the body carries the id
     /// inside, and answers are matched by it there.
     #[test]
     fn a_dotted_external_id_field_is_a_path_in_the_body_and_in_answers() {
-        let text = r#"
-[[sync]]
-name = "crm"
-[sync.source]
-base_url = "http://127.0.0.1:1"
-path = "/v1/customers"
-pagination = { style = "cursor" }
-[sync.mapping]
-external_id = "{id}"
-[sync.destination]
-type = "http"
-base_url = "http://127.0.0.1:1"
-mode = "batch"
-path = "/v0/base/table"
-external_id_field = "fields.external_id"
-dest_id_field = "id"
-"#;
-        let config = crate::config::parse(text, std::path::Path::new("hw.toml"), &|_| None)
-            .unwrap_or_else(|e| panic!("{e}"));
-        let crate::config::DestinationSpec::Http(spec) = config.syncs[0].destination.clone() else {
-            unreachable!("an HTTP destination")
-        };
-        let sink = HttpSink::new("crm", spec, config.syncs[0].retry, None).expect("sink");
+        let sink = sink_for(
+            "mode = \"batch\"\npath = \"/v0/base/table\"\n\
+             external_id_field = \"fields.external_id\"\ndest_id_field = \"id\"\n",
+        );
         let record = |payload: Value| MappedRecord {
             external_id: "c-1".into(),
             payload,

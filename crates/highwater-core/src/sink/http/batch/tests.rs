@@ -1,0 +1,309 @@
+//! The batch's answers read item by item, and the split of a call into
+//! batches, whatever the answers.
+
+use super::*;
+use proptest::prelude::*;
+
+#[test]
+fn an_item_s_status_may_be_a_boolean_and_an_empty_error_is_none() {
+    let spec = |status: &str, error: &str| BatchSpec {
+        path: crate::config::UriTemplate("/batch".into()),
+        method: reqwest::Method::POST,
+        size: 10,
+        field: None,
+        body: Vec::new(),
+        results_path: None,
+        id_field: None,
+        status_field: Some(crate::record::FieldPath::parse(status)),
+        error_field: Some(crate::record::FieldPath::parse(error)),
+        transient_errors: Vec::new(),
+        retry_after_field: None,
+        errors: None,
+        item_results: true,
+        upsert: true,
+    };
+    let salesforce = spec("success", "errors");
+    let written = serde_json::json!({"id": "003x", "success": true, "errors": []});
+    assert_eq!(status_and_error(&salesforce, &written), (Some(200), None));
+    let refused = serde_json::json!({"success": false, "errors": [{"message": "bad email"}]});
+    assert_eq!(
+        status_and_error(&salesforce, &refused),
+        (Some(422), Some(r#"[{"message":"bad email"}]"#.into()))
+    );
+    // A lock another writer held: refused by its status, failed for now by its reason.
+    let locking = BatchSpec {
+        transient_errors: vec!["UNABLE_TO_LOCK_ROW".into()],
+        ..salesforce.clone()
+    };
+    let locked =
+        r#"[{"statusCode":"UNABLE_TO_LOCK_ROW","message":"unable to obtain exclusive access"}]"#;
+    assert!(matches!(
+        Item::refused(&locking, 422, locked.into(), &Value::Null),
+        Item::Again {
+            rate_limited: false,
+            ..
+        }
+    ));
+    assert!(matches!(
+        Item::refused(&locking, 422, "bad email".into(), &Value::Null),
+        Item::Refused { status: 422, .. }
+    ));
+    assert!(matches!(
+        Item::refused(&salesforce, 422, locked.into(), &Value::Null),
+        Item::Refused { status: 422, .. }
+    ));
+    // Microsoft Graph's: each item's own Retry-After, in its headers.
+    let graph = BatchSpec {
+        retry_after_field: Some(crate::record::FieldPath::parse("headers.Retry-After")),
+        ..spec("status", "body.error")
+    };
+    for (wait, wanted) in [
+        (serde_json::json!("10"), Some(Duration::from_secs(10))),
+        (serde_json::json!(1.5), Some(Duration::from_millis(1500))),
+        (serde_json::json!("soon"), None),
+    ] {
+        let result = serde_json::json!({"status": 429, "headers": {"Retry-After": wait}});
+        assert!(
+            matches!(
+                Item::failed_for_now(&graph, 429, "throttled", &result),
+                Item::Again { rate_limited: true, retry_after, .. } if retry_after == wanted
+            ),
+            "{result}"
+        );
+    }
+    let coded = spec("status", "error");
+    for (item, wanted) in [
+        (
+            serde_json::json!({"status": "201", "error": ""}),
+            (Some(201), None),
+        ),
+        (
+            serde_json::json!({"status": 200, "error": {}}),
+            (Some(200), None),
+        ),
+        (
+            serde_json::json!({"status": 429, "error": null}),
+            (Some(429), None),
+        ),
+        (
+            serde_json::json!({"status": 400, "error": "no"}),
+            (Some(400), Some("no".into())),
+        ),
+        (
+            serde_json::json!({"error": "gone"}),
+            (None, Some("gone".into())),
+        ),
+        // Zoho's words; any other a status cannot be is not written.
+        (
+            serde_json::json!({"status": "success", "message": "record added"}),
+            (Some(200), None),
+        ),
+        (serde_json::json!({"status": " OK "}), (Some(200), None)),
+        (
+            serde_json::json!({"status": "201 Created"}),
+            (Some(201), None),
+        ),
+        (
+            serde_json::json!({"status": "503 Service Unavailable"}),
+            (Some(503), None),
+        ),
+        (
+            serde_json::json!({"status": "error", "code": "INVALID_DATA"}),
+            (Some(422), None),
+        ),
+        (serde_json::json!({"status": "pending"}), (Some(422), None)),
+        (serde_json::json!({"status": 70000}), (Some(422), None)),
+        (
+            serde_json::json!({"status": {"code": 1}}),
+            (Some(422), None),
+        ),
+        (serde_json::json!({"status": null}), (None, None)),
+    ] {
+        assert_eq!(status_and_error(&coded, &item), wanted, "{item}");
+    }
+}
+
+/// Results matched by position name their own records, case aside (an
+/// email given back in lower case); one that names another record is
+/// not that record's answer.
+#[test]
+fn a_result_by_position_names_its_own_record() {
+    let sink = super::super::tests::sink_for(
+        "mode = \"batch\"\npath = \"/batch\"\nresult_status_field = \"status\"\n\
+         external_id_field = \"email\"\n",
+    );
+    let super::super::config::WriteMode::Batch(batch) = sink.spec.mode.clone() else {
+        unreachable!("batch mode")
+    };
+    let answer = Answer::new(
+        vec![
+            serde_json::json!({"email": "ann@example.com", "status": 200}),
+            serde_json::json!({"email": "bob@example.com", "status": 200}),
+        ],
+        Vec::new(),
+        &batch,
+    );
+    assert!(matches!(
+        sink.item(&batch, &answer, 0, "Ann@Example.com"),
+        Item::Written(_)
+    ));
+    assert!(matches!(
+        sink.item(&batch, &answer, 1, "cy@example.com"),
+        Item::Unanswered(detail) if detail.contains("not in the order of the records")
+    ));
+}
+
+#[test]
+fn an_error_listed_apart_names_its_records_and_says_whether_to_send_again() {
+    let list = ErrorList {
+        path: FieldPath::parse("errors"),
+        id_field: FieldPath::parse("context.ids"),
+        message_field: Some(FieldPath::parse("message")),
+    };
+    let spec = BatchSpec {
+        path: crate::config::UriTemplate("/batch".into()),
+        method: reqwest::Method::POST,
+        size: 10,
+        field: Some("inputs".into()),
+        body: Vec::new(),
+        results_path: Some(FieldPath::parse("results")),
+        id_field: Some(FieldPath::parse("properties.external_id")),
+        status_field: Some(FieldPath::parse("status")),
+        error_field: None,
+        transient_errors: Vec::new(),
+        retry_after_field: None,
+        errors: Some(list.clone()),
+        item_results: true,
+        upsert: true,
+    };
+    // HubSpot's: a status that is no code, the ids in an array.
+    let hubspot = serde_json::json!({
+        "status": "error", "category": "VALIDATION_ERROR",
+        "message": "Property email is required", "context": {"ids": ["p-1", 7]}
+    });
+    let again =
+        serde_json::json!({"status": 429, "message": "slow down", "context": {"ids": "p-2"}});
+    let answer = Answer::new(
+        vec![serde_json::json!({"properties": {"external_id": 8}})],
+        vec![hubspot.clone(), again.clone()],
+        &spec,
+    );
+    let found = |id: &str| answer.errors_by_id.get(id).copied();
+    assert_eq!(
+        (found("p-1"), found("7"), found("p-2")),
+        (Some(0), Some(0), Some(1))
+    );
+    assert_eq!((found("p-3"), answer.by_id.get("8")), (None, Some(&0)));
+    assert!(matches!(
+        listed_error(&spec, &list, &hubspot),
+        Item::Refused { status: 422, reason } if reason == "Property email is required"
+    ));
+    assert!(matches!(
+        listed_error(&spec, &list, &again),
+        Item::Again { detail, rate_limited: true, .. } if detail == "HTTP 429 slow down"
+    ));
+    let bare = ErrorList {
+        message_field: None,
+        ..list
+    };
+    let coded = serde_json::json!({"status": "409", "context": {"ids": ["p-3"]}});
+    assert!(matches!(
+        listed_error(&spec, &bare, &coded),
+        Item::Refused { status: 409, reason } if reason == r#"{"context":{"ids":["p-3"]},"status":"409"}"#
+    ));
+}
+
+/// What the endpoint does with one batch, as the test scripts it.
+#[derive(Debug, Clone)]
+enum Script {
+    /// Answers each item: 0 written, 1 refused, 2 failed for now.
+    Items(Vec<u8>),
+    RefusedWhole,
+    Fatal,
+}
+
+proptest! {
+    /// Any split of a page into batches, any per-item answers, whole
+    /// batches refused and errors that stop the call: every record is
+    /// answered exactly once, a record is sent only until answered, and
+    /// each is unsettled from the last request without a clear answer
+    /// that carried it.
+    #[test]
+    fn every_record_is_answered_exactly_once(
+        len in 0usize..60,
+        size in 1usize..20,
+        pre_answered in proptest::collection::vec(any::<bool>(), 60),
+        scripts in proptest::collection::vec(
+            prop_oneof![
+                6 => proptest::collection::vec(0u8..3, 60).prop_map(Script::Items),
+                1 => Just(Script::RefusedWhole),
+                1 => Just(Script::Fatal),
+            ],
+            1..200,
+        ),
+        unclear_rounds in proptest::collection::vec(any::<bool>(), 200),
+    ) {
+        let answered: Vec<Option<&str>> = (0..len)
+            .map(|i| pre_answered[i].then_some("unencodable"))
+            .collect();
+        let mut batches = Batches::new(answered, size);
+        let mut sent = vec![0u32; len];
+        let mut last_unclear = vec![None; len];
+        let start = Instant::now();
+        let mut scripts = scripts.into_iter().cycle();
+        let mut rounds = 0;
+        while let Some(group) = batches.next() {
+            rounds += 1;
+            prop_assert!(rounds < 10_000, "the call never ends");
+            prop_assert!(!group.is_empty() && group.len() <= size);
+            for &i in &group {
+                prop_assert!(batches.results[i].is_none(), "record {} sent after its answer", i);
+                sent[i] += 1;
+            }
+            if unclear_rounds[rounds % unclear_rounds.len()] {
+                let since = start + std::time::Duration::from_millis(rounds as u64);
+                batches.unclear(&group, since);
+                for &i in &group {
+                    last_unclear[i] = Some(since);
+                }
+            }
+            match scripts.next() {
+                Some(Script::RefusedWhole) if group.len() > 1 => batches.halve(group),
+                Some(Script::RefusedWhole) => batches.answer(group[0], "refused alone"),
+                Some(Script::Fatal) | None => {
+                    batches.answer(group[0], "stopped");
+                    break;
+                }
+                Some(Script::Items(items)) => {
+                    let mut again = Vec::new();
+                    for (k, &i) in group.iter().enumerate() {
+                        match items[k % items.len()] {
+                            0 => batches.answer(i, "written"),
+                            1 => batches.answer(i, "refused"),
+                            // Failed for now, a bounded number of times.
+                            _ if sent[i] < 3 => again.push(i),
+                            _ => batches.answer(i, "written"),
+                        }
+                    }
+                    if !again.is_empty() {
+                        batches.again(again);
+                    }
+                }
+            }
+        }
+        prop_assert_eq!(&batches.unclear, &last_unclear);
+        let stopped = batches.results.contains(&Some("stopped"));
+        let results = batches.finish(|| "not sent");
+        prop_assert_eq!(results.len(), len);
+        for (i, result) in results.iter().enumerate() {
+            if pre_answered[i] {
+                prop_assert_eq!(*result, "unencodable");
+                prop_assert_eq!(sent[i], 0);
+            } else if *result == "not sent" {
+                prop_assert!(stopped, "record {} left unanswered without a stop", i);
+            } else {
+                prop_assert!(sent[i] >= 1);
+            }
+        }
+    }
+}
