@@ -129,10 +129,13 @@ async fn a_penalty_of_429s_without_retry_after_outlasts_no_attempts() {
         "the penalty never came: {stats:?}"
     );
     // Held back as a whole, the origin is not asked every few milliseconds
-    // through a penalty: each refusal in a row waits twice as long.
+    // through a penalty: each refusal in a row waits twice as long. Alone,
+    // about 7 answers of 429 a second (76 in 10.3 s); run beside three
+    // other tests on two cores, up to 12 (164 in 13.2 s); with the wait not
+    // doubling, 20 (219 in 11.0 s).
     let penalties = took.as_secs_f64() / 2.0;
     assert!(
-        (stats.dest.rate_limited as f64) < 20.0 * penalties.ceil(),
+        (stats.dest.rate_limited as f64) < 30.0 * penalties.ceil(),
         "{} answers of 429 in {took:?}: {stats:?}",
         stats.dest.rate_limited
     );
