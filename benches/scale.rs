@@ -8,6 +8,11 @@
 //! mode at concurrency 8. Prints records/s, the ratio to the read ceiling and
 //! the binary's own peak RSS (the simulator lives in this process, not the
 //! binary's); asserts nothing, but says when the destination is not exact.
+//! Each line also gives the CPU time spent per record: the binary's, and
+//! this process's (the simulator, and for the ceiling the loop as well).
+//! The binary and the simulator share the machine's cores, so a sync's rate
+//! is bounded by the two together: the binary's CPU per record against the
+//! loop's says how far the ratio can move, and where.
 //! `cargo bench --bench scale [-- RECORDS...]`; `SCALE_WRAPPER` (say
 //! `heaptrack -o /tmp/hw`) runs the binary under a profiler, `SCALE_ONLY=jsonl`
 //! or `SCALE_ONLY=put` runs one destination.
@@ -91,6 +96,48 @@ struct Run {
     written: u64,
     elapsed: Duration,
     peak_rss_mib: Option<u64>,
+    cpu: Option<Cpu>,
+}
+
+/// CPU time in clock ticks from `/proc/self/stat`: this process's own
+/// (`utime` + `stime`, the simulator's threads included) and its waited-for
+/// children's (`cutime` + `cstime`: the binary, once `output()` reaped it).
+#[derive(Clone, Copy)]
+struct Cpu {
+    own: u64,
+    children: u64,
+}
+
+impl Cpu {
+    fn now() -> Option<Cpu> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // Fields after the command name, which may hold spaces, in parentheses.
+        let fields: Vec<u64> = stat
+            .rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .map(|f| f.parse().unwrap_or(0))
+            .collect();
+        // utime, stime, cutime and cstime are fields 14 to 17 of the line,
+        // 12 to 15 after the name.
+        Some(Cpu {
+            own: fields.get(11)? + fields.get(12)?,
+            children: fields.get(13)? + fields.get(14)?,
+        })
+    }
+
+    fn since(self, start: Cpu) -> Cpu {
+        Cpu {
+            own: self.own.saturating_sub(start.own),
+            children: self.children.saturating_sub(start.children),
+        }
+    }
+}
+
+/// Microseconds of CPU per record for `ticks` clock ticks (100 a second on
+/// Linux, `USER_HZ`).
+fn per_record(ticks: u64, records: u64) -> f64 {
+    ticks as f64 * 10_000.0 / records.max(1) as f64
 }
 
 async fn run_binary(config_path: &Path) -> Result<Run, String> {
@@ -105,6 +152,7 @@ async fn run_binary(config_path: &Path) -> Result<Run, String> {
         }
         None => tokio::process::Command::new(env!("CARGO_BIN_EXE_highwater")),
     };
+    let start = Cpu::now();
     let out = command
         .arg("--config")
         .arg(config_path)
@@ -122,6 +170,7 @@ async fn run_binary(config_path: &Path) -> Result<Run, String> {
         written: report["counters"]["written"].as_u64().unwrap_or(0),
         elapsed: Duration::from_millis(report["elapsed_ms"].as_u64().unwrap_or(1)),
         peak_rss_mib: report["peak_rss_kb"].as_u64().map(|kb| kb / 1024),
+        cpu: Cpu::now().zip(start).map(|(end, start)| end.since(start)),
     })
 }
 
@@ -137,6 +186,14 @@ fn print_run(label: &str, run: &Run, ceiling: f64) {
         rate(run.written, run.elapsed) / ceiling,
         run.peak_rss_mib.map_or("?".into(), |m| m.to_string()),
     );
+    if let Some(cpu) = run.cpu {
+        println!(
+            "  {:<28} CPU a record: highwater {:.1} µs, the simulator {:.1} µs",
+            "",
+            per_record(cpu.children, run.written),
+            per_record(cpu.own, run.written),
+        );
+    }
 }
 
 /// Lines of the JSON Lines file, and whether each record is there once.
@@ -153,6 +210,7 @@ async fn size(records: usize) {
         Err(e) => return eprintln!("cannot start the simulator: {e}"),
     };
     let source = sim.source_url();
+    let start = Cpu::now();
     let ceiling = match tokio::task::spawn_blocking(move || read_ceiling(source)).await {
         Ok(Ok((read, wall))) => {
             let ceiling = rate(read as u64, wall);
@@ -161,6 +219,13 @@ async fn size(records: usize) {
                 "read ceiling",
                 wall.as_secs_f64()
             );
+            if let Some(cpu) = Cpu::now().zip(start).map(|(end, start)| end.since(start)) {
+                println!(
+                    "  {:<28} CPU a record: the loop and the simulator {:.1} µs",
+                    "",
+                    per_record(cpu.own, read as u64),
+                );
+            }
             ceiling
         }
         Ok(Err(e)) => return eprintln!("  the read loop failed: {e}"),
