@@ -208,6 +208,9 @@ result_status_field = "status"        # 2xx, true or "success": written; 408, 42
                                       #   else refused; a result without it is not written
 # result_error_field = "errors"       # a result carrying it (not empty) was refused, with this reason
 # dest_id_field = "id"                # where a result holds the destination's own id
+# job = { url_field = "job_status.url", status_field = "job_status.status" }
+#                                     # when the answer is a job to poll; results_path then points
+#                                     #   into the job's answer once done ("job_status.results")
 # upsert = true                       # when the endpoint upserts by external id: a batch without a
                                       #   clear answer is sent again (otherwise the run stops, naming it)
 external_id_field = "external_id"     # the field of each record that holds its external id"#

@@ -360,3 +360,99 @@ async fn a_batch_without_a_clear_answer_stops_the_run_naming_it_unless_the_endpo
     world.run_to_completion().await;
     world.assert_exact().await;
 }
+
+/// A world whose batch endpoint answers with a job (as Zendesk's do), done
+/// after `polls` asks for its state, `fail_ratio` of jobs failing with
+/// nothing applied; the sync told where the job and its results are.
+async fn batches_run_as_jobs(name: &str, seed: u64, polls: u32, fail_ratio: f64) -> World {
+    let mut sim = SimConfig::new(seed, 1_500);
+    sim.poisoned_ratio = 0.02;
+    sim.invalid_ratio = 0.0;
+    sim.dest.item_fail_ratio = 0.05;
+    sim.dest.batch_job_polls = Some(polls);
+    sim.dest.batch_job_fail_ratio = fail_ratio;
+    let world = World::start(name, sim, &Setup::new(Style::Cursor, Mode::Batch)).await;
+    let text = std::fs::read_to_string(&world.config).expect("config");
+    let results = "results_path = \"results\"\n";
+    assert!(text.contains(results), "{text}");
+    let job = "results_path = \"job_status.results\"\n\
+               job = { url_field = \"job_status.url\", status_field = \"job_status.status\", \
+               poll = \"10ms\" }\n";
+    std::fs::write(&world.config, text.replace(results, job)).expect("config");
+    world
+}
+
+/// Each batch's job is asked for its state until done, and its results are
+/// read as a batch's: refused items dead-lettered alone, failed ones sent
+/// again; a job that failed is sent again whole (the endpoint upserts).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_answered_with_a_job_is_read_from_the_job_once_done() {
+    let world = batches_run_as_jobs("batch-jobs", 136, 2, 0.2).await;
+    world.run_to_completion().await;
+    let v = world.assert_exact().await;
+    let stats = world.sim.stats();
+    assert!(stats.dest.jobs_failed >= 3, "{stats:?}");
+    assert!(stats.dest.item_failures >= 10, "{stats:?}");
+    // Every batch of 50 was asked for at least three times (twice working).
+    assert!(stats.dest.job_polls >= 3 * 1_500 / 50, "{stats:?}");
+    let dead = dead_letters(&world).await;
+    assert!(
+        v.dead_lettered >= 10 && dead.len() == v.dead_lettered,
+        "{v}"
+    );
+    assert!(
+        dead.iter()
+            .all(|(_, reason)| reason.contains("HTTP 400") || reason.contains("HTTP 422")),
+        "{dead:?}"
+    );
+}
+
+/// A job that failed, to an endpoint that is not an upsert, stops the run
+/// naming its batch, resumable; a job never done in time leaves its batch
+/// unknown just as well.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_without_results_stops_the_run_naming_its_batch_unless_the_endpoint_upserts() {
+    let world = batches_run_as_jobs("batch-job-failed", 137, 1, 0.5).await;
+    let text = std::fs::read_to_string(&world.config).expect("config");
+    std::fs::write(
+        &world.config,
+        text.replace("upsert = true", "upsert = false"),
+    )
+    .expect("config");
+    let out = world.highwater(&["run", SYNC]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("got no clear answer (the job at")
+            && stderr.contains("ended \"failed\" without results")
+            && stderr.contains("not sent again")
+            && stderr.contains("(inv_"),
+        "{stderr}"
+    );
+
+    world.sim.set_dest_faults(simsaas::DestFaults {
+        batch_job_polls: Some(1_000),
+        ..Default::default()
+    });
+    let text = std::fs::read_to_string(&world.config).expect("config");
+    std::fs::write(
+        &world.config,
+        text.replace("poll = \"10ms\"", "poll = \"10ms\", timeout = \"200ms\""),
+    )
+    .expect("config");
+    let out = world.highwater(&["run", SYNC]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("was not done after 200ms (job.timeout)"),
+        "{stderr}"
+    );
+
+    // Resumable: once jobs finish, the run completes, exact.
+    world.sim.set_dest_faults(simsaas::DestFaults {
+        batch_job_polls: Some(1),
+        ..Default::default()
+    });
+    world.run_to_completion().await;
+    world.assert_exact().await;
+}

@@ -119,6 +119,8 @@ impl SimConfig {
             batch_refuses_whole: false,
             batch_errors_apart: false,
             batch_answers_whole: false,
+            batch_job_polls: None,
+            batch_job_fail_ratio: 0.0,
         };
         self.mutations = Mutations {
             max: 50,
@@ -269,6 +271,12 @@ pub struct DestFaults {
     /// Segment's batch endpoint answers), with `batch_refuses_whole` the
     /// only way a record is refused.
     pub batch_answers_whole: bool,
+    /// The batch endpoint answers with a job to poll (`dest/jobs.rs`), done
+    /// after this many polls answered `"working"`.
+    pub batch_job_polls: Option<u32>,
+    /// Jobs that fail, applying none of their batch (by the first record's
+    /// key, never more than a few times in a row).
+    pub batch_job_fail_ratio: f64,
 }
 
 impl Default for DestFaults {
@@ -297,6 +305,8 @@ impl Default for DestFaults {
             batch_refuses_whole: false,
             batch_errors_apart: false,
             batch_answers_whole: false,
+            batch_job_polls: None,
+            batch_job_fail_ratio: 0.0,
         }
     }
 }
@@ -385,6 +395,7 @@ pub(crate) struct Shared {
     pub(crate) source_auth: AuthGate,
     pub(crate) dest_auth: AuthGate,
     pub(crate) store: Mutex<dest::Store>,
+    pub(crate) jobs: Mutex<dest::Jobs>,
     mutations: Mutations,
     mutations_started: AtomicBool,
     mutations_stopped: AtomicBool,
@@ -501,6 +512,7 @@ impl SimSaas {
             source_auth: AuthGate::new(cfg.source_auth, cfg.seed, SIDE_SOURCE),
             dest_auth: AuthGate::new(cfg.dest_auth, cfg.seed, SIDE_DEST),
             store: Mutex::new(dest::Store::default()),
+            jobs: Mutex::new(dest::Jobs::default()),
             mutations: cfg.mutations,
             mutations_started: AtomicBool::new(false),
             mutations_stopped: AtomicBool::new(false),

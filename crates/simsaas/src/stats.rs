@@ -53,6 +53,10 @@ pub struct SideStats {
     pub idempotent_replays: u64,
     /// Items of a batch that failed alone (`item_fail_status` for that item).
     pub item_failures: u64,
+    /// Asks for a batch job's state (`batch_job_polls`).
+    pub job_polls: u64,
+    /// Batch jobs that failed, applying nothing (`batch_job_fail_ratio`).
+    pub jobs_failed: u64,
     /// Responses whose pagination was deliberately looped.
     pub looped: u64,
 }
@@ -77,6 +81,8 @@ pub(crate) struct Counters {
     pub writes_applied: AtomicU64,
     pub idempotent_replays: AtomicU64,
     pub item_failures: AtomicU64,
+    pub job_polls: AtomicU64,
+    pub jobs_failed: AtomicU64,
     pub looped: AtomicU64,
 }
 
@@ -115,6 +121,8 @@ impl Counters {
             writes_applied: g(&self.writes_applied),
             idempotent_replays: g(&self.idempotent_replays),
             item_failures: g(&self.item_failures),
+            job_polls: g(&self.job_polls),
+            jobs_failed: g(&self.jobs_failed),
             looped: g(&self.looped),
         }
     }

@@ -29,6 +29,9 @@ pub(crate) use store::Store;
 pub use store::{DestDump, DestObject, VERSION_HEADER};
 use store::{Stored, WriteMeta, object_json, strip_identity};
 
+mod jobs;
+pub(crate) use jobs::Jobs;
+
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route(
@@ -38,6 +41,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/contacts", get(lookup).post(create))
         .route("/v1/contacts/upsert", post(upsert))
         .route("/v1/contacts/batch", post(batch))
+        .route("/v1/jobs/{id}", get(jobs::poll))
         .route(
             "/v1/contacts/{id}",
             patch(patch_object).delete(delete_object),
@@ -364,7 +368,9 @@ async fn put_by_ext(
 /// write faults as one request, keyed by its first record; with
 /// `batch_refuses_whole`, a batch holding a poisoned record is refused whole;
 /// with `batch_errors_apart`, the items not written are listed apart; with
-/// `batch_answers_whole`, the answer says nothing of the items.
+/// `batch_answers_whole`, the answer says nothing of the items; with
+/// `batch_job_polls`, the answer is a job whose own answer, once done, holds
+/// the batch's (`jobs.rs`).
 async fn batch(
     State(s): State<Arc<Shared>>,
     headers: HeaderMap,
@@ -417,107 +423,132 @@ async fn batch(
     let meta = WriteMeta::from(&headers);
     let errors_apart = read(&s.dest_faults).batch_errors_apart;
     let answers_whole = read(&s.dest_faults).batch_answers_whole;
+    let (job_polls, job_fail_ratio) = {
+        let faults = read(&s.dest_faults);
+        (faults.batch_job_polls, faults.batch_job_fail_ratio)
+    };
     carry_out(&s, plan, move |s, late| {
-        let (item_fail_ratio, item_fail_status, item_retry_after) = {
-            let faults = read(&s.dest_faults);
-            (
-                faults.item_fail_ratio,
-                faults.item_fail_status,
-                faults.item_retry_after,
-            )
-        };
-        let mut results = Vec::with_capacity(items.len());
-        for item in items {
-            let parsed = match item {
-                Value::Object(m) => Ok(m),
-                _ => Err(Refusal::NotAnObject),
-            };
-            let Some(ext) = body_external_id(&parsed) else {
-                bump(&s.dest_stats.rejected);
-                results.push(serde_json::json!({"status": 400, "error": "missing external_id"}));
-                continue;
-            };
-            let item_key = fault_key("item", &ext, body_version(&parsed));
-            if lock(&s.dest_fault_state).item_early(item_key) {
-                bump(&s.dest_stats.retry_after_violations);
-            }
-            if item_fail_ratio > 0.0
-                && lock(&s.dest_fault_state).item_fails(s.seed, item_key, item_fail_ratio)
-            {
-                bump(&s.dest_stats.item_failures);
-                let error = match item_fail_status {
-                    429 => "rate limit exceeded",
-                    _ => "temporarily unavailable",
-                };
-                let mut result = serde_json::json!({
-                    "external_id": ext, "status": item_fail_status, "error": error
-                });
-                if let Some(wait) = item_retry_after {
-                    lock(&s.dest_fault_state).item_told_to_wait(item_key, wait);
-                    s.dest_holdoff.announced(wait);
-                    result["retry_after"] = serde_json::json!(wait.as_secs_f64());
-                }
-                results.push(result);
-                continue;
-            }
-            let body = match validate(s, parsed) {
-                Ok(body) => body,
-                Err(refusal) => {
-                    let (status, message) = refusal.status_and_message();
-                    results.push(serde_json::json!({
-                        "external_id": ext, "status": status.as_u16(), "error": message
-                    }));
-                    continue;
-                }
-            };
-            let upserted = lock(&s.store).upsert(&ext, body, &WriteMeta { late, ..meta });
-            match upserted {
-                Some((status, json)) => {
-                    bump(&s.dest_stats.writes_applied);
-                    results.push(serde_json::json!({
-                        "external_id": ext, "status": status.as_u16(), "id": json.get("id")
-                    }));
-                }
-                None => {
-                    bump(&s.dest_stats.preconditions_failed);
-                    results.push(serde_json::json!({
-                        "external_id": ext, "status": 412, "error": "newer version held"
-                    }));
-                }
+        let meta = WriteMeta { late, ..meta };
+        match job_polls {
+            Some(polls) => jobs::accept(s, key, polls, job_fail_ratio, || {
+                apply_batch(s, items, &meta, errors_apart, answers_whole)
+            }),
+            None => {
+                let (status, answer) = apply_batch(s, items, &meta, errors_apart, answers_whole);
+                json_value(status, &answer)
             }
         }
-        if answers_whole {
-            return json_value(
-                StatusCode::OK,
-                &serde_json::json!({ "accepted": results.len() }),
-            );
-        }
-        if !errors_apart {
-            return json_value(StatusCode::OK, &serde_json::json!({ "results": results }));
-        }
-        let (errors, mut written): (Vec<Value>, Vec<Value>) =
-            results.into_iter().partition(|r| r.get("error").is_some());
-        written.reverse();
-        let errors: Vec<Value> = errors
-            .into_iter()
-            .map(|e| {
-                serde_json::json!({
-                    "status": e["status"], "message": e["error"],
-                    "context": {"ids": [e["external_id"]]}
-                })
-            })
-            .collect();
-        let status = if errors.is_empty() {
-            StatusCode::OK
-        } else {
-            StatusCode::MULTI_STATUS
-        };
-        json_value(
-            status,
-            &serde_json::json!({ "results": written, "errors": errors }),
-        )
     })
     .await
+}
+
+/// The items of a batch, each upserted or refused as `batch` describes: the
+/// answer's status and body.
+fn apply_batch(
+    s: &Shared,
+    items: Vec<Value>,
+    meta: &WriteMeta,
+    errors_apart: bool,
+    answers_whole: bool,
+) -> (StatusCode, Value) {
+    let (item_fail_ratio, item_fail_status, item_retry_after) = {
+        let faults = read(&s.dest_faults);
+        (
+            faults.item_fail_ratio,
+            faults.item_fail_status,
+            faults.item_retry_after,
+        )
+    };
+    let mut results = Vec::with_capacity(items.len());
+    for item in items {
+        let parsed = match item {
+            Value::Object(m) => Ok(m),
+            _ => Err(Refusal::NotAnObject),
+        };
+        let Some(ext) = body_external_id(&parsed) else {
+            bump(&s.dest_stats.rejected);
+            results.push(serde_json::json!({"status": 400, "error": "missing external_id"}));
+            continue;
+        };
+        let item_key = fault_key("item", &ext, body_version(&parsed));
+        if lock(&s.dest_fault_state).item_early(item_key) {
+            bump(&s.dest_stats.retry_after_violations);
+        }
+        if item_fail_ratio > 0.0
+            && lock(&s.dest_fault_state).item_fails(s.seed, item_key, item_fail_ratio)
+        {
+            bump(&s.dest_stats.item_failures);
+            let error = match item_fail_status {
+                429 => "rate limit exceeded",
+                _ => "temporarily unavailable",
+            };
+            let mut result = serde_json::json!({
+                "external_id": ext, "status": item_fail_status, "error": error
+            });
+            if let Some(wait) = item_retry_after {
+                lock(&s.dest_fault_state).item_told_to_wait(item_key, wait);
+                s.dest_holdoff.announced(wait);
+                result["retry_after"] = serde_json::json!(wait.as_secs_f64());
+            }
+            results.push(result);
+            continue;
+        }
+        let body = match validate(s, parsed) {
+            Ok(body) => body,
+            Err(refusal) => {
+                let (status, message) = refusal.status_and_message();
+                results.push(serde_json::json!({
+                    "external_id": ext, "status": status.as_u16(), "error": message
+                }));
+                continue;
+            }
+        };
+        let upserted = lock(&s.store).upsert(&ext, body, meta);
+        match upserted {
+            Some((status, json)) => {
+                bump(&s.dest_stats.writes_applied);
+                results.push(serde_json::json!({
+                    "external_id": ext, "status": status.as_u16(), "id": json.get("id")
+                }));
+            }
+            None => {
+                bump(&s.dest_stats.preconditions_failed);
+                results.push(serde_json::json!({
+                    "external_id": ext, "status": 412, "error": "newer version held"
+                }));
+            }
+        }
+    }
+    if answers_whole {
+        return (
+            StatusCode::OK,
+            serde_json::json!({ "accepted": results.len() }),
+        );
+    }
+    if !errors_apart {
+        return (StatusCode::OK, serde_json::json!({ "results": results }));
+    }
+    let (errors, mut written): (Vec<Value>, Vec<Value>) =
+        results.into_iter().partition(|r| r.get("error").is_some());
+    written.reverse();
+    let errors: Vec<Value> = errors
+        .into_iter()
+        .map(|e| {
+            serde_json::json!({
+                "status": e["status"], "message": e["error"],
+                "context": {"ids": [e["external_id"]]}
+            })
+        })
+        .collect();
+    let status = if errors.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::MULTI_STATUS
+    };
+    (
+        status,
+        serde_json::json!({ "results": written, "errors": errors }),
+    )
 }
 
 /// `DELETE` by external id: 204 when objects were removed, 404 when there was

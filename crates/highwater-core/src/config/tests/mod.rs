@@ -578,7 +578,7 @@ fn batch_mode_says_where_records_go_and_where_each_answer_is() {
             "mode = \"batch\"\npath = \"/v1/contacts/batch\"\nbatch_size = 0\nlookup_path = \"/v1/contacts\"",
         ),
         expect![[r#"
-            hw.toml:39: sync "invoices_to_crm".destination.lookup_path: does not apply to mode = "batch" (it takes: path, method, read_path, read_results_path, batch_size, batch_field, batch_body, results_path, result_id_field, result_status_field, result_error_field, result_transient_errors, result_retry_after_field, errors_path, error_id_field, error_message_field, item_results, upsert)
+            hw.toml:39: sync "invoices_to_crm".destination.lookup_path: does not apply to mode = "batch" (it takes: path, method, read_path, read_results_path, batch_size, batch_field, batch_body, results_path, result_id_field, result_status_field, result_error_field, result_transient_errors, result_retry_after_field, errors_path, error_id_field, error_message_field, item_results, upsert, job)
             hw.toml:38: sync "invoices_to_crm".destination.batch_size: expected a whole number from 1 to 10000"#]],
     );
     // Fields beside the records' array, as Airtable's upsert needs.
@@ -644,6 +644,53 @@ fn batch_mode_says_where_records_go_and_where_each_answer_is() {
             "mode = \"batch\"\npath = \"/composite\"\nresult_transient_errors = [\"UNABLE_TO_LOCK_ROW\", \" \"]",
         ),
         expect![[r#"hw.toml:38: sync "invoices_to_crm".destination.result_transient_errors: an empty entry would match every reason"#]],
+    );
+    // A batch run as a job (Zendesk's bulk endpoints): where the job is,
+    // its state, and the states that end it.
+    let zendesk = VALID.replace(
+        lookup,
+        "mode = \"batch\"\npath = \"/api/v2/users/create_or_update_many\"\njob = { url_field = \"job_status.url\", status_field = \"job_status.status\", poll = \"2s\" }",
+    );
+    let job = batch_spec(&zendesk).job.expect("a job");
+    assert_eq!(
+        (job.url_field.to_string(), job.status_field.to_string()),
+        ("job_status.url".to_owned(), "job_status.status".to_owned())
+    );
+    assert_eq!(
+        (job.done, job.failed),
+        (
+            vec!["completed".to_owned()],
+            vec!["failed".to_owned(), "killed".to_owned()]
+        )
+    );
+    assert_eq!(
+        (job.poll, job.timeout),
+        (Duration::from_secs(2), Duration::from_secs(600))
+    );
+    check(
+        &VALID.replace(
+            lookup,
+            "mode = \"batch\"\npath = \"/b\"\njob = { status_field = \"s\", done = [\"ok\"], failed = [\"OK\"] }",
+        ),
+        expect![[r#"
+            hw.toml:38: sync "invoices_to_crm".destination.job: needs `url_field` (where the batch's answer gives the job's URL, say "job_status.url")
+            hw.toml:38: sync "invoices_to_crm".destination.job: "ok" is both in `done` and in `failed`"#]],
+    );
+    check(
+        &VALID.replace(
+            lookup,
+            "mode = \"batch\"\npath = \"/b\"\njob = { url_field = \"u\", status_field = \"s\", done = [], poll = \"1m\", timeout = \"30s\" }",
+        ),
+        expect![[r#"
+            hw.toml:38: sync "invoices_to_crm".destination.job.done: must name at least one state
+            hw.toml:38: sync "invoices_to_crm".destination.job: `poll` must be longer than nothing and shorter than `timeout`"#]],
+    );
+    check(
+        &VALID.replace(
+            lookup,
+            "mode = \"put\"\npath = \"/c/{external_id}\"\njob = { url_field = \"u\", status_field = \"s\" }",
+        ),
+        expect![[r#"hw.toml:38: sync "invoices_to_crm".destination.job: does not apply to mode = "put" (it takes: path, method, read_path, read_results_path)"#]],
     );
     // An answer for the whole batch only has no item results to find.
     check(

@@ -3,7 +3,8 @@
 //! failed for now is sent again in a smaller batch after a backoff; a whole
 //! batch refused is halved until the record it cannot take stands alone; a
 //! batch without a clear answer is sent again only to an endpoint that upserts
-//! by external id, and otherwise stops the run, naming the batch.
+//! by external id, and otherwise stops the run, naming the batch. An endpoint
+//! that answers with a job is asked for the job's results (`job.rs`).
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
@@ -21,6 +22,9 @@ use crate::record::FieldPath;
 use crate::sink::{SinkError, Write, Written};
 use crate::stop::Stop;
 
+mod job;
+use job::Job;
+
 /// A batch's answer: its item results, and the errors it lists apart from
 /// them (`errors_path`), each found by the external ids it names (a batch may
 /// hold thousands: no scan per record).
@@ -31,6 +35,9 @@ struct Answer {
     by_id: HashMap<String, usize>,
     errors: Vec<Value>,
     errors_by_id: HashMap<String, usize>,
+    /// The answer says nothing sure of any item (a job that gave no
+    /// results), for this reason.
+    unknown: Option<String>,
 }
 
 impl Answer {
@@ -62,6 +69,17 @@ impl Answer {
             by_id,
             errors,
             errors_by_id,
+            unknown: None,
+        }
+    }
+
+    fn unknown(detail: String) -> Self {
+        Answer {
+            items: Vec::new(),
+            by_id: HashMap::new(),
+            errors: Vec::new(),
+            errors_by_id: HashMap::new(),
+            unknown: Some(detail),
         }
     }
 }
@@ -391,7 +409,26 @@ impl HttpSink {
             idempotent: spec.upsert,
         };
         let reply = self.send_write(&request, stop).await?;
-        let answer = reply.json().unwrap_or_default();
+        let mut answer = reply.json().unwrap_or_default();
+        if let Some(job) = &spec.job {
+            match self.await_job(job, &request, answer, stop).await? {
+                Job::Done(done) => answer = done,
+                // Sent again, as a batch without a clear answer is.
+                Job::Unknown(detail) if spec.upsert => {
+                    return Ok((reply, Answer::unknown(detail)));
+                }
+                Job::Unknown(detail) => {
+                    return Err(SinkError::Http(HttpError::Unknown {
+                        api: "destination",
+                        method: request.method,
+                        url: request.url.to_string(),
+                        last: detail,
+                        class: RetryClass::Other,
+                        sent: Instant::now(),
+                    }));
+                }
+            }
+        }
         let array =
             |path: Option<&FieldPath>| match path.map_or(Some(&answer), |path| path.get(&answer)) {
                 Some(Value::Array(items)) => items.clone(),
@@ -408,6 +445,9 @@ impl HttpSink {
     /// The answer for the record at `position` of its batch, whose external id
     /// is `external_id`.
     fn item(&self, spec: &BatchSpec, answer: &Answer, position: usize, external_id: &str) -> Item {
+        if let Some(detail) = &answer.unknown {
+            return Item::again(detail.clone());
+        }
         if !spec.item_results {
             // A 2xx for the whole batch: every record of it is written.
             return Item::Written(None);

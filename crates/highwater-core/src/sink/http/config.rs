@@ -64,11 +64,24 @@ pub(crate) struct RawHttpDestination {
     pub error_message_field: Option<S<String>>,
     pub item_results: Option<S<bool>>,
     pub upsert: Option<S<bool>>,
+    pub job: Option<S<RawJob>>,
+}
+
+/// `job = { ... }` of a batch destination, as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawJob {
+    pub url_field: Option<S<String>>,
+    pub status_field: Option<S<String>>,
+    pub done: Option<S<Vec<S<String>>>>,
+    pub failed: Option<S<Vec<S<String>>>>,
+    pub poll: Option<S<String>>,
+    pub timeout: Option<S<String>>,
 }
 
 impl RawHttpDestination {
     /// The keys only some write modes read, with where each was set.
-    fn mode_keys(&self) -> [(&'static str, Option<std::ops::Range<usize>>); 25] {
+    fn mode_keys(&self) -> [(&'static str, Option<std::ops::Range<usize>>); 26] {
         fn span<T>(v: &Option<S<T>>) -> Option<std::ops::Range<usize>> {
             v.as_ref().map(Spanned::span)
         }
@@ -104,6 +117,7 @@ impl RawHttpDestination {
             ("error_message_field", span(&self.error_message_field)),
             ("item_results", span(&self.item_results)),
             ("upsert", span(&self.upsert)),
+            ("job", span(&self.job)),
         ]
     }
 }
@@ -205,6 +219,31 @@ pub struct BatchSpec {
     /// The endpoint upserts by external id: a batch without a clear answer may
     /// be sent again. Otherwise the run stops, naming the batch.
     pub upsert: bool,
+    /// The endpoint answers with a job to poll, whose answer, once done,
+    /// holds the item results (Zendesk's `job_status`).
+    pub job: Option<Box<JobSpec>>,
+}
+
+/// A batch endpoint that takes the records and answers with a job, run
+/// later; the job's own URL answers its state, and once done its results.
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    /// Where the batch's answer gives the job's URL (absolute, or resolved
+    /// against the batch's URL); it must be on the destination's origin.
+    pub url_field: FieldPath,
+    /// Where the job's answer gives its state.
+    pub status_field: FieldPath,
+    /// States of a job done: its answer holds the item results.
+    pub done: Vec<String>,
+    /// States of a job that ended without results: what it applied is
+    /// unknown.
+    pub failed: Vec<String>,
+    /// The first wait before asking the job's state; each wait after is
+    /// twice the last, up to 30 s.
+    pub poll: Duration,
+    /// How long a job may stay unfinished before its outcome is taken as
+    /// unknown.
+    pub timeout: Duration,
 }
 
 /// Where a batch answer lists its failed items apart from the written ones
@@ -310,6 +349,7 @@ pub(crate) fn validate(
             "error_message_field",
             "item_results",
             "upsert",
+            "job",
         ],
         _ => {
             v.problem(
@@ -503,6 +543,10 @@ fn write_mode(
                 errors: error_list(v, r, at),
                 item_results: item_results(v, r, at),
                 upsert: r.upsert.as_ref().is_some_and(|u| *u.get_ref()),
+                job: match &r.job {
+                    Some(job) => Some(Box::new(job_spec(v, job, at)?)),
+                    None => None,
+                },
             }))
         }
         "post" => {
@@ -557,6 +601,95 @@ fn write_mode(
             })
         }
     }
+}
+
+/// `job`: where the batch's answer names its job and the job's answer its
+/// state, the states that end it, and how often and how long to ask.
+fn job_spec(v: &mut Validator<'_>, raw: &S<RawJob>, at: &str) -> Option<JobSpec> {
+    let at = format!("{at}.job");
+    let r = raw.get_ref();
+    let mut required = |field: &Option<S<String>>, key: &str, example: &str| match field {
+        Some(f) if !f.get_ref().trim().is_empty() => Some(FieldPath::parse(f.get_ref())),
+        Some(f) => {
+            v.problem(f, format!("{at}.{key}"), "must not be empty");
+            None
+        }
+        None => {
+            v.problem(raw, at.clone(), format!("needs `{key}` ({example})"));
+            None
+        }
+    };
+    let url_field = required(
+        &r.url_field,
+        "url_field",
+        "where the batch's answer gives the job's URL, say \"job_status.url\"",
+    );
+    let status_field = required(
+        &r.status_field,
+        "status_field",
+        "where the job's answer gives its state, say \"job_status.status\"",
+    );
+    let mut states = |list: &Option<S<Vec<S<String>>>>, key: &str, default: &[&str]| {
+        let Some(list) = list else {
+            return Some(default.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>());
+        };
+        let key = format!("{at}.{key}");
+        if list.get_ref().is_empty() {
+            v.problem(list, key, "must name at least one state");
+            return None;
+        }
+        let mut kept = Vec::new();
+        for state in list.get_ref() {
+            if state.get_ref().trim().is_empty() {
+                v.problem(state, key.clone(), "an empty state");
+                return None;
+            }
+            kept.push(state.get_ref().clone());
+        }
+        Some(kept)
+    };
+    let done = states(&r.done, "done", &["completed"]);
+    let failed = states(&r.failed, "failed", &["failed", "killed"]);
+    if let (Some(done), Some(failed)) = (&done, &failed)
+        && let Some(both) = done
+            .iter()
+            .find(|d| failed.iter().any(|f| f.eq_ignore_ascii_case(d)))
+    {
+        v.problem(
+            raw,
+            at.clone(),
+            format!("{both:?} is both in `done` and in `failed`"),
+        );
+        return None;
+    }
+    let poll = v.duration_or(
+        r.poll.as_ref(),
+        &format!("{at}.poll"),
+        Duration::from_secs(1),
+    );
+    let timeout = v.duration_or(
+        r.timeout.as_ref(),
+        &format!("{at}.timeout"),
+        Duration::from_secs(600),
+    );
+    if let (Some(poll), Some(timeout)) = (poll, timeout)
+        && (poll.is_zero() || timeout <= poll)
+    {
+        v.problem(
+            raw,
+            at,
+            "`poll` must be longer than nothing and shorter than `timeout`",
+        );
+        return None;
+    }
+    Some(JobSpec {
+        url_field: url_field?,
+        status_field: status_field?,
+        done: done?,
+        failed: failed?,
+        poll: poll?,
+        timeout: timeout?,
+    })
 }
 
 /// The words that make an item's refusal a failure for now: none empty,

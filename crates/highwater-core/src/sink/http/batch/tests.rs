@@ -21,6 +21,7 @@ fn an_item_s_status_may_be_a_boolean_and_an_empty_error_is_none() {
         errors: None,
         item_results: true,
         upsert: true,
+        job: None,
     };
     let salesforce = spec("success", "errors");
     let written = serde_json::json!({"id": "003x", "success": true, "errors": []});
@@ -175,6 +176,7 @@ fn an_error_listed_apart_names_its_records_and_says_whether_to_send_again() {
         errors: Some(list.clone()),
         item_results: true,
         upsert: true,
+        job: None,
     };
     // HubSpot's: a status that is no code, the ids in an array.
     let hubspot = serde_json::json!({
@@ -306,4 +308,49 @@ proptest! {
             }
         }
     }
+}
+
+/// A job is asked for only on the destination's origin, which alone is sent
+/// its credentials; an answer already done is the job's answer, and one
+/// naming no job leaves the batch unknown — none of them asks anything.
+#[tokio::test]
+async fn a_job_is_asked_for_on_the_destination_s_origin_alone() {
+    let sink = super::super::tests::sink_for(
+        "mode = \"batch\"\npath = \"/batch\"\n\
+         external_id_field = \"external_id\"\n\
+         job = { url_field = \"job_status.url\", status_field = \"job_status.status\" }\n",
+    );
+    let super::super::config::WriteMode::Batch(batch) = sink.spec.mode.clone() else {
+        unreachable!("batch mode")
+    };
+    let job = batch.job.as_deref().expect("a job");
+    let request =
+        crate::http::Request::get(url::Url::parse("http://127.0.0.1:1/batch").expect("a URL"));
+    let stop = Stop::never();
+    let accepted =
+        |url: &str, status: &str| serde_json::json!({"job_status": {"url": url, "status": status}});
+    let elsewhere = sink
+        .await_job(
+            job,
+            &request,
+            accepted("http://127.0.0.2:1/jobs/1", "queued"),
+            &stop,
+        )
+        .await;
+    assert!(
+        matches!(&elsewhere, Err(e) if e.to_string().contains(
+            "its job is at http://127.0.0.2:1/jobs/1, not on the destination's origin \
+             http://127.0.0.1:1"
+        )),
+        "{elsewhere:?}"
+    );
+    let done = accepted("/jobs/1", "Completed");
+    assert!(matches!(
+        sink.await_job(job, &request, done.clone(), &stop).await,
+        Ok(Job::Done(answer)) if answer == done
+    ));
+    assert!(matches!(
+        sink.await_job(job, &request, serde_json::json!({"ok": true}), &stop).await,
+        Ok(Job::Unknown(detail)) if detail.contains("names no job at `job_status.url`")
+    ));
 }
