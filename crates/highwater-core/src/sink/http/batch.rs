@@ -32,9 +32,9 @@ use job::Job;
 struct Answer {
     items: Vec<Value>,
     /// Results by external id, when matched by `result_id_field`.
-    by_id: HashMap<String, usize>,
+    by_id: IdIndex,
     errors: Vec<Value>,
-    errors_by_id: HashMap<String, usize>,
+    errors_by_id: IdIndex,
     /// The answer says nothing sure of any item (a job that gave no
     /// results), for this reason.
     unknown: Option<String>,
@@ -42,16 +42,15 @@ struct Answer {
 
 impl Answer {
     fn new(items: Vec<Value>, errors: Vec<Value>, spec: &BatchSpec) -> Self {
-        let mut by_id = HashMap::new();
+        let mut by_id = IdIndex::default();
         if let Some(field) = &spec.id_field {
             for (n, item) in items.iter().enumerate() {
                 if let Some(id) = field.get(item).and_then(id_text) {
-                    // The first result for an id answers for it.
-                    by_id.entry(id).or_insert(n);
+                    by_id.insert(id, n);
                 }
             }
         }
-        let mut errors_by_id = HashMap::new();
+        let mut errors_by_id = IdIndex::default();
         if let Some(list) = &spec.errors {
             for (n, error) in errors.iter().enumerate() {
                 let ids = match list.id_field.get(error) {
@@ -60,7 +59,7 @@ impl Answer {
                     None => Vec::new(),
                 };
                 for id in ids {
-                    errors_by_id.entry(id).or_insert(n);
+                    errors_by_id.insert(id, n);
                 }
             }
         }
@@ -76,11 +75,35 @@ impl Answer {
     fn unknown(detail: String) -> Self {
         Answer {
             items: Vec::new(),
-            by_id: HashMap::new(),
+            by_id: IdIndex::default(),
             errors: Vec::new(),
-            errors_by_id: HashMap::new(),
+            errors_by_id: IdIndex::default(),
             unknown: Some(detail),
         }
+    }
+}
+
+/// The places of an answer's results or errors by the external id each
+/// names: the first for an id answers for it. An id is found as it is
+/// named, or else case aside: an API may give an email back in lower case
+/// (HubSpot's contacts, by `email`).
+#[derive(Debug, Default)]
+struct IdIndex {
+    exact: HashMap<String, usize>,
+    folded: HashMap<String, usize>,
+}
+
+impl IdIndex {
+    fn insert(&mut self, id: String, n: usize) {
+        self.folded.entry(id.to_lowercase()).or_insert(n);
+        self.exact.entry(id).or_insert(n);
+    }
+
+    fn get(&self, id: &str) -> Option<usize> {
+        self.exact
+            .get(id)
+            .or_else(|| self.folded.get(&id.to_lowercase()))
+            .copied()
     }
 }
 
@@ -453,12 +476,12 @@ impl HttpSink {
             return Item::Written(None);
         }
         if let Some(list) = &spec.errors
-            && let Some(&n) = answer.errors_by_id.get(external_id)
+            && let Some(n) = answer.errors_by_id.get(external_id)
         {
             return listed_error(spec, list, &answer.errors[n]);
         }
         let found = match &spec.id_field {
-            Some(_) => answer.by_id.get(external_id).map(|&n| &answer.items[n]),
+            Some(_) => answer.by_id.get(external_id).map(|n| &answer.items[n]),
             None => answer.items.get(position),
         };
         // An upsert endpoint may see the record again; another may not.

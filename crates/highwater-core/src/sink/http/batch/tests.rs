@@ -190,12 +190,14 @@ fn an_error_listed_apart_names_its_records_and_says_whether_to_send_again() {
         vec![hubspot.clone(), again.clone()],
         &spec,
     );
-    let found = |id: &str| answer.errors_by_id.get(id).copied();
+    let found = |id: &str| answer.errors_by_id.get(id);
     assert_eq!(
         (found("p-1"), found("7"), found("p-2")),
         (Some(0), Some(0), Some(1))
     );
-    assert_eq!((found("p-3"), answer.by_id.get("8")), (None, Some(&0)));
+    assert_eq!((found("p-3"), answer.by_id.get("8")), (None, Some(0)));
+    // Case aside when not named as it is: an email given back in lower case.
+    assert_eq!(found("P-1"), Some(0));
     assert!(matches!(
         listed_error(&spec, &list, &hubspot),
         Item::Refused { status: 422, reason } if reason == "Property email is required"
@@ -352,5 +354,44 @@ async fn a_job_is_asked_for_on_the_destination_s_origin_alone() {
     assert!(matches!(
         sink.await_job(job, &request, serde_json::json!({"ok": true}), &stop).await,
         Ok(Job::Unknown(detail)) if detail.contains("names no job at `job_status.url`")
+    ));
+}
+
+/// Results matched by `result_id_field` find their record as it is named,
+/// or else case aside: HubSpot gives a contact's email back in lower case,
+/// and a record keyed by `Ann@Example.com` that found no result was sent
+/// again until its attempts ran out, stopping every run at that page.
+#[test]
+fn a_result_by_id_is_found_case_aside_when_not_as_named() {
+    let sink = super::super::tests::sink_for(
+        "mode = \"batch\"\npath = \"/batch\"\nresults_path = \"results\"\n\
+         result_id_field = \"properties.email\"\nexternal_id_field = \"email\"\n\
+         dest_id_field = \"id\"\nupsert = true\n",
+    );
+    let super::super::config::WriteMode::Batch(batch) = sink.spec.mode.clone() else {
+        unreachable!("batch mode")
+    };
+    let result =
+        |id: &str, email: &str| serde_json::json!({"id": id, "properties": {"email": email}});
+    let answer = Answer::new(
+        vec![
+            result("1", "ann@example.com"),
+            result("2", "Bob@Example.com"),
+            result("3", "bob@example.com"),
+        ],
+        Vec::new(),
+        &batch,
+    );
+    let dest_id = |external_id: &str| match sink.item(&batch, &answer, 0, external_id) {
+        Item::Written(dest_id) => dest_id,
+        other => panic!("{external_id}: {other:?}"),
+    };
+    assert_eq!(dest_id("Ann@Example.com").as_deref(), Some("1"));
+    // Two records alike but for case each find their own.
+    assert_eq!(dest_id("Bob@Example.com").as_deref(), Some("2"));
+    assert_eq!(dest_id("bob@example.com").as_deref(), Some("3"));
+    assert!(matches!(
+        sink.item(&batch, &answer, 0, "cy@example.com"),
+        Item::Again { .. }
     ));
 }
