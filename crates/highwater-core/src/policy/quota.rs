@@ -20,6 +20,10 @@ pub struct Quota {
     /// Requests the server accepts per window, and the window when it names one.
     pub limit: Option<u64>,
     pub window: Option<Duration>,
+    /// `remaining` counts the requests of a window that rolls (HubSpot's
+    /// names no reset): each leaves it as it ages, so within `reset` the
+    /// server takes what remains and as many as leave the window meanwhile.
+    pub rolling: bool,
 }
 
 impl Quota {
@@ -85,9 +89,11 @@ pub fn read_quota<'a>(header: impl Fn(&str) -> Option<&'a str>, now: SystemTime)
 }
 
 /// HubSpot's form: `Max` requests per `Interval-Milliseconds`, `Remaining`
-/// of them left. It names no reset: the window that holds what remains ends
+/// of them left. It names no reset: the window may roll, or end at any time
 /// within one interval, so that is the budget's reset — never more requests
-/// than remain until a whole interval has passed.
+/// than remain until a whole interval has passed — and the budget is
+/// `rolling`: spread over the interval, it counts the requests that leave
+/// the window too.
 fn interval(max: Option<&str>, remaining: Option<&str>, interval: Option<&str>) -> Option<Quota> {
     let window = interval
         .and_then(first_number)
@@ -103,6 +109,7 @@ fn interval(max: Option<&str>, remaining: Option<&str>, interval: Option<&str>) 
         reset: remaining.map(|_| window),
         limit,
         window: Some(window),
+        rolling: true,
     })
 }
 
@@ -127,6 +134,7 @@ fn numbered(
         reset,
         limit,
         window: None,
+        rolling: false,
     })
 }
 
@@ -157,6 +165,7 @@ fn ietf(limit: Option<&str>, policy: Option<&str>) -> Option<Quota> {
         reset: None,
         limit: None,
         window: None,
+        rolling: false,
     };
     let mut name = None;
     if let Some(value) = limit {
@@ -359,6 +368,7 @@ mod tests {
             reset: Some(reset),
             limit: Some(5000),
             window: None,
+            rolling: false,
         };
         assert_eq!(quota("30"), Some(expected(Duration::from_secs(30))));
         // GitHub: the epoch second the window ends.
@@ -392,6 +402,7 @@ mod tests {
                 reset: Some(Duration::from_secs(60)),
                 limit: Some(600),
                 window: None,
+                rolling: false,
             })
         );
     }
@@ -417,6 +428,7 @@ mod tests {
                 reset: Some(ten),
                 limit: Some(100),
                 window: Some(ten),
+                rolling: true,
             })
         );
         assert_eq!(quota.and_then(|q| q.policy_rate()), Some(10.0));
@@ -445,6 +457,7 @@ mod tests {
                 reset: Some(Duration::from_secs(30)),
                 limit: Some(100),
                 window: Some(Duration::from_secs(60)),
+                rolling: false,
             })
         );
         // Of several limits, the one with the fewest requests left.

@@ -13,7 +13,11 @@
 //!   until an answer says what the new window holds;
 //! - a rate: the lowest of the configured ceiling, the budget spread over the
 //!   time to its reset, the policy's quota over its window, and the rate
-//!   learned from 429s that carried no such headers.
+//!   learned from 429s that carried no such headers. A budget of a window
+//!   that rolls (HubSpot's) counts, besides what remains, this process's
+//!   requests that will leave the window meanwhile, less a margin: spread
+//!   alone, what remains settles at half the quota, the other half taken up
+//!   by the requests sent in the window.
 //!
 //! Learning without headers (multiplicative decrease, additive increase): two
 //! 429s within a probe period set the rate to what the server let through
@@ -24,7 +28,7 @@
 //! rises by a twentieth of the rate first learned, until a 429 comes again or
 //! the ceiling is reached.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::Duration;
 
@@ -64,6 +68,10 @@ const CEILING_MARGIN: f64 = 0.01;
 const CEILING_EARLY: Duration = Duration::from_millis(5);
 /// The longest pause after refusals in a row that named no wait.
 const REFUSED_LONGEST: Duration = Duration::from_secs(30);
+/// Of a rolling window's quota, the share left unspent (and two requests at
+/// least): requests in flight, and the window's edges as this process and
+/// the server each see them, are not counted in what remains.
+const ROLLING_MARGIN: f64 = 0.02;
 
 /// What came back for one request, as far as the pace cares.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -112,6 +120,10 @@ pub struct Pace {
     /// Answers other than 429 so far, and when the first request went.
     accepted: u64,
     first_sent: Option<Instant>,
+    /// When each request of the last rolling window went, once a budget
+    /// said its window rolls: those leave the window as it rolls on.
+    sent_in_window: VecDeque<Instant>,
+    rolling_window: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -153,6 +165,8 @@ impl Pace {
             refused_from: 0,
             accepted: 0,
             first_sent: None,
+            sent_in_window: VecDeque::new(),
+            rolling_window: None,
         }
     }
 
@@ -240,6 +254,10 @@ impl Pace {
         let ticket = self.issued;
         self.issued += 1;
         self.first_sent.get_or_insert(now);
+        if let Some(window) = self.rolling_window {
+            self.sent_in_window.push_back(now);
+            self.forget_sent_before(now, window);
+        }
         if probing {
             self.probe = Some((ticket, now));
         }
@@ -331,13 +349,36 @@ impl Pace {
         }
         let spent = self.issued - ticket - 1;
         let left = remaining.saturating_sub(spent);
-        let spread = (!reset.is_zero()).then(|| left as f64 / reset.as_secs_f64());
+        let mut available = left as f64;
+        if quota.rolling {
+            // What the server counted of this process's requests (those of
+            // the window but the ones sent after `ticket`) leaves the window
+            // within it: this process may send as many again, and what
+            // remains, over the window — the ones sent since included.
+            self.rolling_window = Some(reset);
+            self.forget_sent_before(now, reset);
+            let counted = (self.sent_in_window.len() as u64).saturating_sub(spent);
+            let quota = quota.limit.unwrap_or(remaining + counted) as f64;
+            available = (remaining + counted) as f64 - (quota * ROLLING_MARGIN).max(2.0);
+        }
+        let spread = (!reset.is_zero()).then(|| available.max(0.0) / reset.as_secs_f64());
         self.budget = Some(Budget {
             remaining,
             ticket,
             resets_at: instant_after(now, reset),
             spread,
         });
+    }
+
+    /// Forgets the requests sent before the rolling window ending `now`.
+    fn forget_sent_before(&mut self, now: Instant, window: Duration) {
+        while self
+            .sent_in_window
+            .front()
+            .is_some_and(|sent| now.saturating_duration_since(*sent) >= window)
+        {
+            self.sent_in_window.pop_front();
+        }
     }
 
     /// A 429 without rate-limit headers. A lone one may be chance: the rate is
