@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use highwater_core::engine::{RunFailure, RunOutcome, RunReport};
+use highwater_core::engine::{FailureCause, RunFailure, RunOutcome, RunReport};
 use highwater_core::obs::RetryCounts;
 use highwater_core::state::{Counters, Invocation, InvocationOutcome, RunRecord, RunStatus};
 use jiff::Timestamp;
@@ -181,6 +181,14 @@ pub fn failure(sync: &str, f: &RunFailure) -> String {
         None => {
             let _ = writeln!(out, "nothing was recorded: the state store is as it was");
         }
+    }
+    // A resumed run goes on from its checkpoint: what was dead-lettered
+    // before it stays so until the record changes or is replayed.
+    if matches!(f.cause, FailureCause::Surge { .. }) && f.counters.dead_lettered > 0 {
+        let _ = writeln!(
+            out,
+            "the records dead-lettered before the halt stay dead letters when the run resumes: once the cause is fixed, `highwater dlq replay {sync} --all` writes them (`highwater dlq list {sync}` lists them)"
+        );
     }
     out
 }

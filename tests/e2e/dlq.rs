@@ -635,3 +635,44 @@ async fn a_record_fixed_in_config_is_replayed_and_written_exactly_once() {
     store.close().await;
     assert_eq!(replays, 3, "one audit row per replay that ran");
 }
+
+/// A mapping that refuses every record halts the run at its dead-letter
+/// budget, and the message says what then stays dead-lettered and how to
+/// write it once the cause is fixed: the run resumes from its checkpoint,
+/// the replay writes the rest, and the destination is exact.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_halted_by_its_dead_letters_says_how_to_write_them_once_fixed() {
+    let mut sim = SimConfig::new(38, 1_000);
+    sim.invalid_ratio = 0.0;
+    sim.poisoned_ratio = 0.0;
+    let world = World::start("dlq-surge", sim, &Setup::new(Style::Cursor, Mode::Put)).await;
+    let text = std::fs::read_to_string(&world.config).expect("config");
+    let required = "amount_cents = \"integer\"\n";
+    assert!(text.contains(required), "{text}");
+    std::fs::write(
+        &world.config,
+        text.replace(required, "amount_cents = \"string\"\n"),
+    )
+    .expect("config");
+    let out = world.highwater(&["run", SYNC]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("halted: ")
+            && stderr(&out).contains(&format!("`highwater dlq replay {SYNC} --all` writes them")),
+        "{}",
+        describe(&out)
+    );
+
+    std::fs::write(&world.config, &text).expect("config");
+    world.run_to_completion().await;
+    let left = list_json(&world).await.len();
+    assert!(left > 0, "the letters of before the halt stay");
+    let out = world
+        .highwater(&["dlq", "replay", SYNC, "--all", "--json"])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(report(&out)["counters"]["written"], left as u64);
+    assert!(list_json(&world).await.is_empty());
+    let v = world.assert_exact().await;
+    assert_eq!(v.dead_lettered, 0, "{v}");
+}
