@@ -438,7 +438,9 @@ impl Compare {
 /// typed column gives back its own form of what it took, and holds the same
 /// value: `1` for `true` (SQLite's BOOLEAN), `"[\"a\"]"` for `["a"]` or `"5"`
 /// for `5` (a TEXT column), `42` for `"42"` (an INTEGER column), `true` for
-/// `"true"`, `"yes"` or `1` (PostgreSQL's BOOLEAN).
+/// `"true"`, `"yes"` or `1` (PostgreSQL's BOOLEAN). A number given back
+/// with fewer decimals than it was sent with holds it rounded to them:
+/// `5.43` for `5.43219` (a NUMERIC(12,2) column, an API keeping cents).
 pub(crate) fn contains(object: &Value, payload: &Value) -> bool {
     match (object, payload) {
         (Value::Object(have), Value::Object(want)) => want
@@ -450,7 +452,7 @@ pub(crate) fn contains(object: &Value, payload: &Value) -> bool {
         (Value::Number(have), Value::Number(want)) => match (have.as_i64(), want.as_i64()) {
             (Some(have), Some(want)) => have == want,
             _ => have.as_u64().zip(want.as_u64()).map_or_else(
-                || have.as_f64() == want.as_f64(),
+                || have.as_f64() == want.as_f64() || holds_rounded(have, want),
                 |(have, want)| have == want,
             ),
         },
@@ -471,6 +473,54 @@ pub(crate) fn contains(object: &Value, payload: &Value) -> bool {
             .is_ok_and(|want| want.is_number() && contains(object, &want)),
         _ => object == payload,
     }
+}
+
+/// Whether `have` is `want` rounded (half away from zero, as PostgreSQL's
+/// NUMERIC rounds) to the decimals `have` shows, when it shows fewer.
+fn holds_rounded(have: &serde_json::Number, want: &serde_json::Number) -> bool {
+    let have_text = have.to_string();
+    let decimals = |text: &str| text.split_once('.').map_or(0, |(_, frac)| frac.len());
+    let want_text = want.to_string();
+    let places = decimals(&have_text);
+    places < decimals(&want_text)
+        && rounded(&want_text, places).is_some_and(|r| Some(r) == have.as_f64())
+}
+
+/// A plain decimal `text` rounded half away from zero to `places` decimals;
+/// `None` for another form (an exponent).
+fn rounded(text: &str, places: usize) -> Option<f64> {
+    let (sign, body) = text.strip_prefix('-').map_or(("", text), |b| ("-", b));
+    let (whole, frac) = body.split_once('.').unwrap_or((body, ""));
+    let digits = |part: &str| part.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() || !digits(whole) || !digits(frac) {
+        return None;
+    }
+    if frac.len() <= places {
+        return text.parse().ok();
+    }
+    let mut kept: Vec<u8> = format!("{whole}{}", &frac[..places]).into_bytes();
+    if frac.as_bytes()[places] >= b'5' {
+        // Carry the one up through the nines.
+        let mut at = kept.len();
+        loop {
+            if at == 0 {
+                kept.insert(0, b'1');
+                break;
+            }
+            at -= 1;
+            if kept[at] == b'9' {
+                kept[at] = b'0';
+            } else {
+                kept[at] += 1;
+                break;
+            }
+        }
+    }
+    let point = kept.len() - places;
+    let (whole, frac) = kept.split_at(point);
+    let whole = String::from_utf8_lossy(whole);
+    let frac = String::from_utf8_lossy(frac);
+    format!("{sign}{whole}.{frac}0").parse().ok()
 }
 
 /// The boolean PostgreSQL reads from `text` into a BOOLEAN column: `true`,
@@ -778,6 +828,30 @@ mod tests {
         assert!(contains(&json!(true), &json!(1)));
         assert!(contains(&json!(false), &json!(0)));
         assert!(!contains(&json!(true), &json!(2)));
+    }
+
+    /// A column or an API keeping fewer decimals gives back the number
+    /// rounded to them, half away from zero; any other number is another.
+    #[test]
+    fn a_number_given_back_with_fewer_decimals_holds_it_rounded() {
+        for (have, want) in [
+            (json!(5.43), json!(5.43219)),
+            (json!(3.15), json!(3.145)),
+            (json!(-3.15), json!(-3.145)),
+            (json!(10.0), json!(9.995)),
+            (json!(100.0), json!(99.99)),
+            (json!(0.1), json!("0.1049")),
+        ] {
+            assert!(contains(&have, &want), "{have} holds {want}");
+        }
+        for (have, want) in [
+            (json!(5.43), json!(5.436)),
+            (json!(5.5), json!(5.43)),
+            (json!(5.432), json!(5.43)),
+            (json!(10.0), json!(9.94)),
+        ] {
+            assert!(!contains(&have, &want), "{have} does not hold {want}");
+        }
     }
 
     /// A number written into a column typed as a time is held as the

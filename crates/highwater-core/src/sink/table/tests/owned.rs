@@ -239,8 +239,9 @@ async fn postgres_an_existing_table_s_column_types_are_written_as_declared() {
 /// What a typed column gives back is its own form of the value it took, and
 /// holds what was written, as reconcile and the read-backs compare them: a
 /// boolean written as `"yes"` or `1` comes back `true`, a number written as
-/// a string comes back a number, a time with its offset moved to UTC. A
-/// value changed behind highwater's back is not held.
+/// a string comes back a number, a time with its offset moved to UTC, a
+/// number rounded to the column's decimals. A value changed behind
+/// highwater's back is not held.
 #[tokio::test]
 async fn postgres_a_typed_column_gives_back_what_holds_the_value_written() {
     let db = Db::postgres("forms").await;
@@ -266,6 +267,9 @@ async fn postgres_a_typed_column_gives_back_what_holds_the_value_written() {
         json!({"won": " t ", "lost": "off", "open": 0, "n": 7, "amount": 3,
                "ratio": "0.25", "signup": "2026-01-10 06:30:00Z", "day": "2026-01-11",
                "tags": [], "meta": null}),
+        // NUMERIC(12,2) keeps two decimals: it gives back 5.43 and 10.
+        json!({"amount": 5.43219}),
+        json!({"amount": "9.999"}),
     ];
     for (version, payload) in (1..).zip(payloads) {
         let written = record(id, payload.clone());
