@@ -8,8 +8,11 @@
 //! a sync in `put` mode writes N × SECONDS records — one request each — with:
 //! the bucket told only by its 429s (without a configured limit, and with
 //! `rate_limit` = 2N, a guess too high), then told on every answer by
-//! `X-RateLimit-*` (reset in seconds, then as an epoch timestamp) and by the
-//! IETF `RateLimit` / `RateLimit-Policy` fields. Prints the destination's
+//! `X-RateLimit-*` (reset in seconds, then as an epoch timestamp), by the
+//! IETF `RateLimit` / `RateLimit-Policy` fields and by HubSpot's headers —
+//! last against a window of 10 s that rolls (10 × N requests within any
+//! 10 s) instead of the bucket, which HubSpot's headers cannot tell apart
+//! from a window that ends. Prints the destination's
 //! requests per second over the run, their ratio to N, and the 429s the
 //! simulator sent, also counted by incident as the rate-limit tests count them
 //! (requests already on their way when an incident began meet one too);
@@ -47,18 +50,21 @@ async fn pass(
     records: usize,
     headers: LimitHeaders,
     ceiling: Option<f64>,
+    window: Option<Duration>,
 ) -> Result<Pass, String> {
     let mut sim = SimConfig::new(1, records);
     sim.invalid_ratio = 0.0;
     sim.poisoned_ratio = 0.0;
     sim.dest.rate_limit_rps = Some(limit);
     sim.dest.rate_limit_headers = headers;
+    sim.dest.rate_limit_window = window;
     sim.dest.latency = Duration::from_millis(1);
     let sim = SimSaas::start(sim).await.map_err(|e| e.to_string())?;
     let dir = std::env::temp_dir().join(format!(
-        "highwater-bench-ratelimit-{}-{headers:?}-{}",
+        "highwater-bench-ratelimit-{}-{headers:?}-{}-{}",
         std::process::id(),
-        ceiling.is_some()
+        ceiling.is_some(),
+        window.is_some()
     ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
@@ -105,28 +111,43 @@ async fn bench() {
     println!(
         "destination limited to {limit} requests/s; {records} records, one request each, concurrency 8"
     );
+    let rolling = Some(Duration::from_secs(10));
     let passes = [
-        ("Retry-After only", LimitHeaders::RetryAfterOnly, None),
+        ("Retry-After only", LimitHeaders::RetryAfterOnly, None, None),
         (
             "Retry-After only, rate_limit = 2N",
             LimitHeaders::RetryAfterOnly,
             Some(limit * 2.0),
+            None,
         ),
         (
             "X-RateLimit-*, reset in seconds",
             LimitHeaders::XRateLimit,
+            None,
             None,
         ),
         (
             "X-RateLimit-*, reset as epoch",
             LimitHeaders::XRateLimitEpoch,
             None,
+            None,
         ),
-        ("RateLimit + RateLimit-Policy", LimitHeaders::Ietf, None),
-        ("X-HubSpot-RateLimit-*", LimitHeaders::HubSpot, None),
+        (
+            "RateLimit + RateLimit-Policy",
+            LimitHeaders::Ietf,
+            None,
+            None,
+        ),
+        ("X-HubSpot-RateLimit-*", LimitHeaders::HubSpot, None, None),
+        (
+            "X-HubSpot-RateLimit-*, rolling 10 s",
+            LimitHeaders::HubSpot,
+            None,
+            rolling,
+        ),
     ];
-    for (label, headers, ceiling) in passes {
-        match pass(limit, records, headers, ceiling).await {
+    for (label, headers, ceiling, window) in passes {
+        match pass(limit, records, headers, ceiling, window).await {
             Ok(p) => {
                 let rate = p.requests as f64 / p.wall.as_secs_f64().max(1e-9);
                 println!(

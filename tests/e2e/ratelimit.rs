@@ -1,5 +1,6 @@
 //! Pacing against a destination limited to N requests per second (the
-//! simulator's token bucket, holding one second of them): from its rate-limit
+//! simulator's token bucket, holding one second of them, or a window that
+//! rolls): from its rate-limit
 //! headers, at most one 429 in a whole run; from its 429s' `Retry-After` alone,
 //! at most one per probe period (and one more). The 429s are counted by the
 //! simulator, as incidents: the 429s answering requests already on their way
@@ -45,15 +46,20 @@ async fn run(world: &World) -> (u64, u64, Duration) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn with_rate_limit_headers_at_most_one_429_comes_in_a_run() {
-    for (seed, headers) in [
-        (71, LimitHeaders::XRateLimit),
-        (72, LimitHeaders::XRateLimitEpoch),
-        (73, LimitHeaders::Ietf),
-        (77, LimitHeaders::HubSpot),
+    // HubSpot's headers name no reset: against the bucket, and against a
+    // window of 2 s that rolls (200 requests within any 2 s).
+    for (seed, headers, window) in [
+        (71, LimitHeaders::XRateLimit, None),
+        (72, LimitHeaders::XRateLimitEpoch, None),
+        (73, LimitHeaders::Ietf, None),
+        (77, LimitHeaders::HubSpot, None),
+        (78, LimitHeaders::HubSpot, Some(Duration::from_secs(2))),
     ] {
         let setup = Setup::new(Style::Cursor, Mode::Put);
-        let name = format!("ratelimit-headers-{headers:?}");
-        let world = World::start(&name, limited(seed, 700, headers), &setup).await;
+        let name = format!("ratelimit-headers-{headers:?}-{}", window.is_some());
+        let mut sim = limited(seed, 700, headers);
+        sim.dest.rate_limit_window = window;
+        let world = World::start(&name, sim, &setup).await;
         let (incidents_429, requests, took) = run(&world).await;
         eprintln!(
             "{headers:?}: {requests} requests in {took:?} ({:.0}/s), {incidents_429} incidents of 429",

@@ -210,6 +210,8 @@ pub(crate) struct DestFaultState {
     keys: HashMap<u64, KeyState>,
     burst: Burst,
     bucket: Option<TokenBucket>,
+    /// When each request of the rolling window went (`rate_limit_window`).
+    window: std::collections::VecDeque<Instant>,
     /// Every request is refused until then (`DestFaults::rate_limit_penalty`).
     penalized_until: Option<Instant>,
 }
@@ -239,6 +241,28 @@ impl DestFaultState {
             self.penalized_until = Some(now + penalty);
         }
         taken
+    }
+
+    /// A window that rolls: true (and counted) when fewer than `quota`
+    /// requests went within the last `span`.
+    pub(crate) fn take_in_window(&mut self, quota: usize, span: Duration, now: Instant) -> bool {
+        let room = self.window_room(quota, span, now) > 0;
+        if room {
+            self.window.push_back(now);
+        }
+        room
+    }
+
+    /// Requests the rolling window takes now.
+    pub(crate) fn window_room(&mut self, quota: usize, span: Duration, now: Instant) -> usize {
+        while self
+            .window
+            .front()
+            .is_some_and(|sent| now.saturating_duration_since(*sent) >= span)
+        {
+            self.window.pop_front();
+        }
+        quota.saturating_sub(self.window.len())
     }
 
     /// The requests the bucket holds now, without taking one; `None` before

@@ -100,6 +100,7 @@ impl SimConfig {
             rate_limit_rps: Some(2000.0),
             rate_limit_headers: LimitHeaders::RetryAfterOnly,
             rate_limit_penalty: None,
+            rate_limit_window: None,
             rate_limit_ratio: 0.001,
             rate_limit_date_ratio: 0.0005,
             retry_after_secs: 1,
@@ -228,6 +229,11 @@ pub struct DestFaults {
     /// a 429 that says nothing of it (no `Retry-After`), as Airtable does
     /// (five a second, then 30 s): instead of the bucket's own 429s.
     pub rate_limit_penalty: Option<Duration>,
+    /// Instead of the bucket, a window that rolls: at most `rate_limit_rps`
+    /// × this many requests within any such span (HubSpot's 100 per 10 s
+    /// may be one), the headers' remaining what the window leaves and
+    /// HubSpot's interval this span.
+    pub rate_limit_window: Option<Duration>,
     pub rate_limit_ratio: f64,
     pub rate_limit_date_ratio: f64,
     pub retry_after_secs: u64,
@@ -286,6 +292,7 @@ impl Default for DestFaults {
             rate_limit_rps: None,
             rate_limit_headers: LimitHeaders::RetryAfterOnly,
             rate_limit_penalty: None,
+            rate_limit_window: None,
             rate_limit_ratio: 0.0,
             rate_limit_date_ratio: 0.0,
             retry_after_secs: 1,

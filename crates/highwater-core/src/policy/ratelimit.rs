@@ -9,8 +9,10 @@
 //! - a `Retry-After` closes the gate for everyone until it passes;
 //! - a budget from the headers (`remaining` until `reset`): never more requests
 //!   than the server said remain, counting every request sent after the one it
-//!   answered as already spent; once the reset passes, one request at a time
-//!   until an answer says what the new window holds;
+//!   answered as already spent (in a window that rolls, a request of this
+//!   process leaving the window frees a place for one more); once the reset
+//!   passes, one request at a time until an answer says what the new window
+//!   holds;
 //! - a rate: the lowest of the configured ceiling, the budget spread over the
 //!   time to its reset, the policy's quota over its window, and the rate
 //!   learned from 429s that carried no such headers. A budget of a window
@@ -124,6 +126,8 @@ pub struct Pace {
     /// said its window rolls: those leave the window as it rolls on.
     sent_in_window: VecDeque<Instant>,
     rolling_window: Option<Duration>,
+    /// Requests that have left the rolling window so far.
+    left_window: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -134,6 +138,8 @@ struct Budget {
     resets_at: Instant,
     /// The budget spread over the time to its reset.
     spread: Option<f64>,
+    /// Requests that had left the rolling window when it was said.
+    left_before: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -167,6 +173,7 @@ impl Pace {
             first_sent: None,
             sent_in_window: VecDeque::new(),
             rolling_window: None,
+            left_window: 0,
         }
     }
 
@@ -219,8 +226,24 @@ impl Pace {
         if let Some(budget) = self.budget {
             if now < budget.resets_at {
                 let spent = self.issued - budget.ticket - 1;
-                if spent >= budget.remaining {
-                    return Err(budget.resets_at);
+                // In a window that rolls, a request of this process that left
+                // it since the answer freed a place: one more may go, whose
+                // answer says whether another client took it first.
+                let freed = match self.rolling_window {
+                    Some(window) => {
+                        self.forget_sent_before(now, window);
+                        (self.left_window - budget.left_before).min(1)
+                    }
+                    None => 0,
+                };
+                if spent >= budget.remaining + freed {
+                    let until = match (self.rolling_window, self.sent_in_window.front()) {
+                        (Some(window), Some(oldest)) => {
+                            instant_after(*oldest, window).min(budget.resets_at)
+                        }
+                        _ => budget.resets_at,
+                    };
+                    return Err(until);
                 }
             } else {
                 if let Some((_, sent)) = self.probe {
@@ -367,6 +390,7 @@ impl Pace {
             ticket,
             resets_at: instant_after(now, reset),
             spread,
+            left_before: self.left_window,
         });
     }
 
@@ -378,6 +402,7 @@ impl Pace {
             .is_some_and(|sent| now.saturating_duration_since(*sent) >= window)
         {
             self.sent_in_window.pop_front();
+            self.left_window += 1;
         }
     }
 

@@ -5,7 +5,7 @@
 //! destination holds is `store.rs`'s.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -57,10 +57,15 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
 
 /// Adds the token bucket's rate-limit headers to every answer, when the
 /// destination is told to send them: what is left once this request was counted.
+/// The requests a rolling window of `span` takes at `rps` a second.
+fn window_quota(rps: f64, span: Duration) -> usize {
+    (rps * span.as_secs_f64()).floor().max(1.0) as usize
+}
+
 async fn limit_headers(State(s): State<Arc<Shared>>, mut response: Response) -> Response {
-    let (rps, form) = {
+    let (rps, form, window) = {
         let f = read(&s.dest_faults);
-        (f.rate_limit_rps, f.rate_limit_headers)
+        (f.rate_limit_rps, f.rate_limit_headers, f.rate_limit_window)
     };
     let Some(rps) = rps else {
         return response;
@@ -69,12 +74,27 @@ async fn limit_headers(State(s): State<Arc<Shared>>, mut response: Response) -> 
         return response;
     }
     let now = Instant::now();
-    let limit = rps.max(1.0);
-    let tokens = lock(&s.dest_fault_state)
-        .bucket_level(rps, now)
-        .unwrap_or(limit);
-    let remaining = tokens.floor() as u64;
-    let until_full = (limit - tokens).max(0.0) / rps.max(f64::MIN_POSITIVE);
+    let (limit, remaining, until_full, span) = match window {
+        Some(span) => {
+            let quota = window_quota(rps, span);
+            let room = lock(&s.dest_fault_state).window_room(quota, span, now);
+            // HubSpot's form says no reset; the others, the whole window.
+            (quota as f64, room as u64, span.as_secs_f64(), span)
+        }
+        None => {
+            let limit = rps.max(1.0);
+            let tokens = lock(&s.dest_fault_state)
+                .bucket_level(rps, now)
+                .unwrap_or(limit);
+            let until_full = (limit - tokens).max(0.0) / rps.max(f64::MIN_POSITIVE);
+            (
+                limit,
+                tokens.floor() as u64,
+                until_full,
+                Duration::from_secs(1),
+            )
+        }
+    };
     let reset = until_full.ceil() as u64;
     let limit = limit.floor() as u64;
     let headers = response.headers_mut();
@@ -105,7 +125,10 @@ async fn limit_headers(State(s): State<Arc<Shared>>, mut response: Response) -> 
         LimitHeaders::HubSpot => {
             put("x-hubspot-ratelimit-max", limit.to_string());
             put("x-hubspot-ratelimit-remaining", remaining.to_string());
-            put("x-hubspot-ratelimit-interval-milliseconds", "1000".into());
+            put(
+                "x-hubspot-ratelimit-interval-milliseconds",
+                span.as_millis().to_string(),
+            );
         }
     }
     response
@@ -144,17 +167,24 @@ async fn gate(
     if let Some(rps) = f.rate_limit_rps {
         let now = Instant::now();
         let mut state = lock(&s.dest_fault_state);
-        match f.rate_limit_penalty {
-            Some(penalty) if !state.take_token_or_penalize(rps, penalty, now) => {
-                drop(state);
-                bump(&s.dest_stats.rate_limited);
-                return Err(refused_silently());
-            }
-            None if !state.take_token(rps, now) => {
+        if let Some(span) = f.rate_limit_window {
+            if !state.take_in_window(window_quota(rps, span), span, now) {
                 drop(state);
                 return Err(limited(1));
             }
-            _ => {}
+        } else {
+            match f.rate_limit_penalty {
+                Some(penalty) if !state.take_token_or_penalize(rps, penalty, now) => {
+                    drop(state);
+                    bump(&s.dest_stats.rate_limited);
+                    return Err(refused_silently());
+                }
+                None if !state.take_token(rps, now) => {
+                    drop(state);
+                    return Err(limited(1));
+                }
+                _ => {}
+            }
         }
     }
     if f.is_quiet() {

@@ -641,22 +641,24 @@ impl Rolling {
 #[test]
 fn a_window_that_rolls_is_used_near_its_quota_without_a_429() {
     let length = Duration::from_secs(120);
-    let window = Duration::from_secs(10);
+    let ten = Duration::from_secs(10);
     // Without another client, 0.9 of the quota; beside one taking half, 0.8
-    // of what it leaves: the window fills before its requests show, and
-    // the 429 that comes then holds this process back a window.
-    for (others, allowed, share) in [
-        (None, 10.0, 0.9),
-        (Some(Duration::from_millis(200)), 5.0, 0.8),
+    // of what it leaves: the window fills before its requests show. A short
+    // window answered at once: once none remain, a place frees as each
+    // request leaves the window, and the window never drains meanwhile.
+    for (max, window, latency, others, allowed, share) in [
+        (100, ten, 20, None, 10.0, 0.9),
+        (100, ten, 20, Some(Duration::from_millis(200)), 5.0, 0.8),
+        (200, Duration::from_secs(2), 1, None, 100.0, 0.9),
     ] {
         let start = Instant::now();
         let mut pace = Pace::new(None, DEFAULT_PROBE_PERIOD);
-        let mut server = Rolling::new(100, window, others, start);
+        let mut server = Rolling::new(max, window, others, start);
         let mut now = start;
         while now < start + length {
             match pace.try_send(now) {
                 Ok(ticket) => {
-                    now += Duration::from_millis(20);
+                    now += Duration::from_millis(latency);
                     let answer = server.answer(now);
                     pace.answered(ticket, &answer, now);
                 }
@@ -664,9 +666,9 @@ fn a_window_that_rolls_is_used_near_its_quota_without_a_429() {
             }
         }
         let rate = f64::from(server.accepted) / length.as_secs_f64();
-        // Another client's requests may take the last of the window
-        // between an answer and the next request: once.
-        let most = u32::from(others.is_some());
+        // Another client's requests may take a place of the window between
+        // an answer and the next request: once in a few windows.
+        let most = if others.is_some() { 6 } else { 0 };
         assert!(
             server.limited <= most,
             "{others:?}: {} answers of 429",
