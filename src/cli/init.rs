@@ -2,8 +2,9 @@
 //! source URL and the destination — an API (with its write mode), a PostgreSQL
 //! or SQLite table, or a JSON Lines file — asked for on a terminal, taken from
 //! flags elsewhere (missing ones are bad input, nothing asked). The file
-//! passes `validate` as written; its comments say what to adjust, and `probe`
-//! checks it against the source. An existing file is kept unless `--force`.
+//! passes `validate` as written once the secrets it names are set; its
+//! comments say what to adjust, and `probe` checks it against the source.
+//! An existing file is kept unless `--force`.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
