@@ -33,6 +33,7 @@ pub(crate) struct RawHttpDestination {
     pub error_path: Option<S<String>>,
     pub concurrency: Option<S<i64>>,
     pub external_id_field: Option<S<String>>,
+    pub read_id_field: Option<S<String>>,
     pub dest_id_field: Option<S<String>>,
     pub version_header: Option<S<String>>,
     pub late_write_window: Option<S<String>>,
@@ -130,6 +131,10 @@ pub struct HttpDestinationSpec {
     /// dotted path nests, as the mapping's fields do), and found there in
     /// the destination's objects.
     pub external_id_field: Option<FieldPath>,
+    /// Where an object read back (a lookup, `read_path`) names its external
+    /// id, when not at `external_id_field` (HubSpot's contact carries the
+    /// email it was written by, as `id`, in `properties.email`).
+    pub read_id_field: Option<FieldPath>,
     /// Where a write or lookup answer carries the destination's own id. Lookup
     /// mode needs it; put and post read it only when configured.
     pub dest_id_field: Option<FieldPath>,
@@ -405,15 +410,20 @@ pub(crate) fn validate(
             );
         ok = false;
     }
-    if let Some(field) = &r.external_id_field
-        && field.get_ref().split('.').any(str::is_empty)
-    {
-        v.problem(
-            field,
-            format!("{at}.external_id_field"),
-            "expected a field name, or a dotted path like `fields.external_id`",
-        );
-        ok = false;
+    for (key, field) in [
+        ("external_id_field", &r.external_id_field),
+        ("read_id_field", &r.read_id_field),
+    ] {
+        if let Some(field) = field
+            && field.get_ref().split('.').any(str::is_empty)
+        {
+            v.problem(
+                field,
+                format!("{at}.{key}"),
+                "expected a field name, or a dotted path like `fields.external_id`",
+            );
+            ok = false;
+        }
     }
     let version_header = r.version_header.as_ref().and_then(|h| {
         let parsed = HeaderName::from_str(h.get_ref()).ok();
@@ -473,6 +483,10 @@ pub(crate) fn validate(
         read,
         external_id_field: r
             .external_id_field
+            .as_ref()
+            .map(|f| FieldPath::parse(f.get_ref())),
+        read_id_field: r
+            .read_id_field
             .as_ref()
             .map(|f| FieldPath::parse(f.get_ref())),
         dest_id_field: match (&r.dest_id_field, mode_name) {

@@ -444,7 +444,9 @@ impl HttpSink {
 
     /// The object for `external_id` in an answer: at `results_path` (the whole
     /// body when `None`), either that object or the one item of that array whose
-    /// external id field matches. An API that ignores the filter must not make
+    /// external id field (`read_id_field`, else `external_id_field`) matches —
+    /// as named, or else case aside (an API may keep an email in lower case).
+    /// An API that ignores the filter must not make
     /// highwater write over another record, and several matches are for a person
     /// to merge: both are refused with the reason, never settled by a guess.
     fn find(
@@ -453,7 +455,11 @@ impl HttpSink {
         results_path: Option<&FieldPath>,
         external_id: &str,
     ) -> Result<Option<Value>, SinkError> {
-        let field = self.spec.external_id_field.as_ref();
+        let field = self
+            .spec
+            .read_id_field
+            .as_ref()
+            .or(self.spec.external_id_field.as_ref());
         let found = match results_path {
             Some(path) => path.get(body),
             None => Some(body),
@@ -465,14 +471,25 @@ impl HttpSink {
         };
         match found {
             Some(Value::Array(items)) => {
-                let matching: Vec<&Value> = items
-                    .iter()
-                    .filter(|item| id_of(item).as_deref() == Some(external_id))
-                    .collect();
+                let named = |exact: bool| -> Vec<&Value> {
+                    items
+                        .iter()
+                        .filter(|item| {
+                            id_of(item).is_some_and(|id| match exact {
+                                true => id == external_id,
+                                false => id.to_lowercase() == external_id.to_lowercase(),
+                            })
+                        })
+                        .collect()
+                };
+                let mut matching = named(true);
+                if matching.is_empty() {
+                    matching = named(false);
+                }
                 match matching.as_slice() {
                     [] if items.iter().any(|item| id_of(item).is_none()) => {
                         Err(SinkError::Unwritable(format!(
-                            "the destination answered objects without `{}` (external_id_field): cannot tell which one holds external id {external_id:?}",
+                            "the destination answered objects without `{}` (read_id_field, or external_id_field): cannot tell which one holds external id {external_id:?}",
                             field.map_or_else(|| "?".to_owned(), ToString::to_string)
                         )))
                     }
@@ -490,9 +507,12 @@ impl HttpSink {
                 }
             }
             Some(object @ Value::Object(_)) => match id_of(object) {
-                Some(other) if other != external_id => Err(SinkError::Unwritable(format!(
-                    "asked for external id {external_id:?}, the destination answered with the object of {other:?}"
-                ))),
+                Some(other) if other.to_lowercase() != external_id.to_lowercase() => {
+                    Err(SinkError::Unwritable(format!(
+                        "asked for external id {external_id:?}, the destination answered with the object of {other:?} (at `{}`; set `read_id_field` where its objects name their external id)",
+                        field.map_or_else(|| "?".to_owned(), ToString::to_string)
+                    )))
+                }
                 _ => Ok(Some(object.clone())),
             },
             _ => Ok(None),
@@ -696,6 +716,40 @@ mod tests {
             .find(&answer, Some(&FieldPath::parse("records")), "c-1")
             .expect("found");
         assert_eq!(found.and_then(|o| sink.dest_id(&o)), Some("rec2".into()));
+    }
+
+    /// HubSpot writes a contact by its email as `id`, and reads it back
+    /// with its own id there and the email in `properties.email`, kept in
+    /// lower case: `read_id_field` says where, and case aside it is the
+    /// record asked for; another email is another record.
+    #[test]
+    fn an_object_read_back_names_its_external_id_at_read_id_field() {
+        let sink = sink_for(
+            "mode = \"batch\"\npath = \"/crm/v3/objects/contacts/batch/upsert\"\n\
+             read_path = \"/crm/v3/objects/contacts/{external_id}?idProperty=email\"\n\
+             external_id_field = \"id\"\nread_id_field = \"properties.email\"\n",
+        );
+        let contact = serde_json::json!({"id": "1", "properties": {"email": "ann@example.com"}});
+        let found = sink.find(&contact, None, "Ann@Example.com").expect("found");
+        assert_eq!(found, Some(contact.clone()));
+        let other = sink.find(&contact, None, "bob@example.com");
+        assert!(
+            matches!(&other, Err(SinkError::Unwritable(m)) if m.contains("properties.email")),
+            "{other:?}"
+        );
+        // Without it, `external_id_field` names the object's own id.
+        let plain = sink_for("mode = \"batch\"\npath = \"/batch\"\nexternal_id_field = \"id\"\n");
+        let refused = plain.find(&contact, None, "ann@example.com");
+        assert!(
+            matches!(&refused, Err(SinkError::Unwritable(m)) if m.contains("set `read_id_field`")),
+            "{refused:?}"
+        );
+        // A list answered by a lookup: the one naming it, case aside.
+        let list = serde_json::json!({"results": [contact, {"id": "2", "properties": {"email": "cy@example.com"}}]});
+        let found = sink
+            .find(&list, Some(&FieldPath::parse("results")), "CY@example.com")
+            .expect("found");
+        assert_eq!(found.map(|o| o["id"].clone()), Some(serde_json::json!("2")));
     }
 
     #[test]
