@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use serde_json::Value;
 use simsaas::{DestFaults, SimConfig};
 
 use crate::util::{Mode, SYNC, Setup, Style, World, describe, report};
@@ -275,4 +276,62 @@ async fn overtake_late_writes(
         .as_array()
         .cloned()
         .unwrap_or_default()
+}
+
+/// A record written before under another external id (here: the mapping's
+/// template changed, and fifteen records changed at the source; those the
+/// lookback reads again change too) is written under its new one, and the
+/// run warns that a destination keyed by external id keeps the object of
+/// the old one: the first ten by name, then how many in all.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_record_written_under_another_external_id_is_named() {
+    let mut sim = SimConfig::new(39, 300);
+    sim.invalid_ratio = 0.0;
+    sim.poisoned_ratio = 0.0;
+    let world = World::start("rekeyed", sim, &Setup::new(Style::Cursor, Mode::Put)).await;
+    let out = world.run_to_completion().await;
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("external_id_changed"),
+        "{}",
+        describe(&out)
+    );
+    let text = std::fs::read_to_string(&world.config).expect("config");
+    let template = "external_id = \"{id}\"";
+    assert!(text.contains(template), "{text}");
+    std::fs::write(
+        &world.config,
+        text.replace(template, "external_id = \"c-{id}\""),
+    )
+    .expect("config");
+    for record in world.sim.source_records().into_iter().take(15) {
+        assert!(
+            world.sim.update_record(&record.id).is_some(),
+            "{}",
+            record.id
+        );
+    }
+    let out = world.run_to_completion().await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let events: Vec<Value> = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["event"] == "external_id_changed")
+        .collect();
+    let (named, summary): (Vec<&Value>, Vec<&Value>) =
+        events.iter().partition(|e| e.get("was").is_some());
+    assert_eq!(named.len(), 10, "{stderr}");
+    assert!(
+        named
+            .iter()
+            .all(|e| e["now"].as_str() == Some(&format!("c-{}", e["was"].as_str().unwrap_or("?")))),
+        "{named:?}"
+    );
+    let [summary] = summary.as_slice() else {
+        panic!("one summary: {stderr}")
+    };
+    let changed = summary["records"].as_u64().unwrap_or(0);
+    assert!(changed >= 15, "{summary}");
+    // Both objects of each are at the destination: the warning's point.
+    let held = world.sim.dest_dump().objects.len() as u64;
+    assert_eq!(held, 300 + changed);
 }

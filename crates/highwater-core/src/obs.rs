@@ -27,6 +27,7 @@ pub const LAGGING_COPIES: &str = "lagging_copies";
 pub const BOUND_NOT_HONORED: &str = "bound_not_honored";
 pub const RECORD_REPAIRED: &str = "record_repaired";
 pub const RECORDS_UNVERIFIED: &str = "records_unverified";
+pub const EXTERNAL_ID_CHANGED: &str = "external_id_changed";
 pub const FLOOR_CONFIRMED: &str = "floor_confirmed";
 pub const FIRST_RUN_FULL: &str = "first_run_full";
 pub const CONFIG_WARNING: &str = "config_warning";
@@ -41,6 +42,7 @@ pub const HIGH_WATER_MARK_AGE_SECONDS: &str = "highwater_high_water_mark_age_sec
 pub const DEAD_LETTERS_TOTAL: &str = "highwater_dead_letters_total";
 pub const RECORDS_REPAIRED_TOTAL: &str = "highwater_records_repaired_total";
 pub const RECORDS_UNVERIFIED_TOTAL: &str = "highwater_records_unverified_total";
+pub const EXTERNAL_IDS_CHANGED_TOTAL: &str = "highwater_external_ids_changed_total";
 pub const PAGINATION_RESCANS_TOTAL: &str = "highwater_pagination_rescans_total";
 pub const LAGGING_COPIES_TOTAL: &str = "highwater_lagging_copies_total";
 pub const RUN_DURATION_SECONDS: &str = "highwater_run_duration_seconds";
@@ -249,6 +251,54 @@ impl RecordsUnverified<'_> {
         );
         metrics::counter!(RECORDS_UNVERIFIED_TOTAL, "sync" => self.sync.to_owned())
             .increment(self.source_ids.len() as u64);
+    }
+}
+
+/// A record written before under another external id, written under its new
+/// one: a destination that keys its objects by external id (a PUT by it, an
+/// upsert on it, a table's key) keeps the object of the old one. The first
+/// few of a run are named; `records` counts those of the run so far.
+pub struct ExternalIdChanged<'a> {
+    pub sync: &'a str,
+    pub source_id: &'a str,
+    pub was: &'a str,
+    pub now: &'a str,
+    pub records: u64,
+}
+
+impl ExternalIdChanged<'_> {
+    /// Records of a run named one by one; past them, one line at the run's end.
+    pub const NAMED: u64 = 10;
+
+    pub fn emit(&self) {
+        metrics::counter!(EXTERNAL_IDS_CHANGED_TOTAL, "sync" => self.sync.to_owned()).increment(1);
+        if self.records > Self::NAMED {
+            return;
+        }
+        tracing::warn!(
+            event = EXTERNAL_ID_CHANGED,
+            sync = %self.sync,
+            source_id = %self.source_id,
+            was = %self.was,
+            now = %self.now,
+            "the record's external id changed since it was written: a destination that keys \
+             its objects by external id keeps the object of the old one (delete it there, or \
+             map an external id that does not change)"
+        );
+    }
+
+    /// After a run that changed more than were named: how many in all.
+    pub fn summary(sync: &str, records: u64) {
+        if records > Self::NAMED {
+            tracing::warn!(
+                event = EXTERNAL_ID_CHANGED,
+                sync = %sync,
+                records,
+                "{records} records were written under another external id than before, the \
+                 first {} named above",
+                Self::NAMED
+            );
+        }
     }
 }
 

@@ -205,6 +205,9 @@ struct Runner<'a> {
     newest_written: Option<Timestamp>,
     /// Events of what the run does at its end, past its last page.
     closing_events: Vec<RecordEvent>,
+    /// Records written under another external id than before, this run
+    /// (counted as records are prepared, which takes `&self`).
+    rekeyed: std::cell::Cell<u64>,
     /// Record events older than this are pruned when the run completes; zero
     /// keeps none, and none are recorded.
     event_retention: Duration,
@@ -383,6 +386,7 @@ impl<'a> Runner<'a> {
             confirmed: Arc::new(AtomicU64::new(0)),
             released: Vec::new(),
             closing_events: Vec::new(),
+            rekeyed: std::cell::Cell::new(0),
             retries: RetryCounts::default(),
             plan: Plan::Incremental,
             emitted: counters,
@@ -444,6 +448,7 @@ impl<'a> Runner<'a> {
         // The destination holds every write in its final form before the run
         // says so (a file compacts its log).
         sink.finish().await.map_err(FailureCause::Destination)?;
+        crate::obs::ExternalIdChanged::summary(&self.spec.name, self.rekeyed.get());
         if !self.closing_events.is_empty() {
             let commit = PageCommit {
                 events: std::mem::take(&mut self.closing_events),

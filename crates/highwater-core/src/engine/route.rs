@@ -77,6 +77,20 @@ impl Runner<'_> {
             Decision::Unchanged if matches!(self.plan, Plan::Repair { .. }) => Decision::Write,
             decision => decision,
         };
+        if decision == Decision::Write
+            && let Some(was) =
+                written.filter(|e| e.deleted_at.is_none() && e.external_id != mapped.external_id)
+        {
+            self.rekeyed.set(self.rekeyed.get() + 1);
+            crate::obs::ExternalIdChanged {
+                sync: &self.spec.name,
+                source_id: record.id(),
+                was: &was.external_id,
+                now: &mapped.external_id,
+                records: self.rekeyed.get(),
+            }
+            .emit();
+        }
         match decision {
             Decision::Write => Routed::Write(Box::new(WriteJob {
                 seq,
