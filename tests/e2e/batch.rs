@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use simsaas::SimConfig;
+use simsaas::{SimConfig, Verification};
 
 use crate::util::{Mode, SYNC, Setup, Style, World, describe};
 
@@ -16,6 +16,21 @@ async fn dead_letters(world: &World) -> Vec<(String, String)> {
     let dead = store.dead_letters(SYNC).await.expect("dead letters");
     store.close().await;
     dead.into_iter().map(|d| (d.source_id, d.error)).collect()
+}
+
+/// At least `least` records were dead-lettered, each with its letter, every
+/// one refused alone (400 or 422).
+async fn refused_items_dead_lettered(world: &World, v: &Verification, least: usize) {
+    let dead = dead_letters(world).await;
+    assert!(
+        v.dead_lettered >= least && dead.len() == v.dead_lettered,
+        "{v}"
+    );
+    assert!(
+        dead.iter()
+            .all(|(_, reason)| reason.contains("HTTP 400") || reason.contains("HTTP 422")),
+        "{dead:?}"
+    );
 }
 
 /// A world whose destination fails `ratio` of a batch's items alone, each
@@ -77,16 +92,7 @@ async fn items_are_answered_alone_refused_ones_dead_lettered_and_failed_ones_sen
         "{} requests for 2,000 records",
         stats.dest.requests
     );
-    let dead = dead_letters(&world).await;
-    assert!(
-        v.dead_lettered >= 20 && dead.len() == v.dead_lettered,
-        "{v}"
-    );
-    assert!(
-        dead.iter()
-            .all(|(_, reason)| reason.contains("HTTP 400") || reason.contains("HTTP 422")),
-        "{dead:?}"
-    );
+    refused_items_dead_lettered(&world, &v, 20).await;
 }
 
 /// An answer that lists the items not written apart from its results, in
@@ -395,16 +401,7 @@ async fn a_batch_answered_with_a_job_is_read_from_the_job_once_done() {
     assert!(stats.dest.item_failures >= 10, "{stats:?}");
     // Every batch of 50 was asked for at least three times (twice working).
     assert!(stats.dest.job_polls >= 3 * 1_500 / 50, "{stats:?}");
-    let dead = dead_letters(&world).await;
-    assert!(
-        v.dead_lettered >= 10 && dead.len() == v.dead_lettered,
-        "{v}"
-    );
-    assert!(
-        dead.iter()
-            .all(|(_, reason)| reason.contains("HTTP 400") || reason.contains("HTTP 422")),
-        "{dead:?}"
-    );
+    refused_items_dead_lettered(&world, &v, 10).await;
 }
 
 /// A job that failed, to an endpoint that is not an upsert, stops the run
