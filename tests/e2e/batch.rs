@@ -33,6 +33,20 @@ async fn refused_items_dead_lettered(world: &World, v: &Verification, least: usi
     );
 }
 
+/// Runs the sync with its endpoint said not to upsert (`upsert = false`):
+/// the run fails; what it printed.
+async fn failed_as_no_upsert(world: &World) -> String {
+    let text = std::fs::read_to_string(&world.config).expect("config");
+    std::fs::write(
+        &world.config,
+        text.replace("upsert = true", "upsert = false"),
+    )
+    .expect("config");
+    let out = world.highwater(&["run", SYNC]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// A world whose destination fails `ratio` of a batch's items alone, each
 /// answered `status` (`item_retry_after` its wait), with `extra` lines in
 /// its destination table; no record invalid or poisoned.
@@ -344,15 +358,7 @@ async fn a_batch_without_a_clear_answer_stops_the_run_naming_it_unless_the_endpo
     let mut setup = Setup::new(Style::Cursor, Mode::Batch);
     setup.timeout = "300ms";
     let world = World::start("batch-unknown", sim, &setup).await;
-    let text = std::fs::read_to_string(&world.config).expect("config");
-    std::fs::write(
-        &world.config,
-        text.replace("upsert = true", "upsert = false"),
-    )
-    .expect("config");
-    let out = world.highwater(&["run", SYNC]).await;
-    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = failed_as_no_upsert(&world).await;
     assert!(
         stderr.contains("got no clear answer") && stderr.contains("not sent again"),
         "{stderr}"
@@ -410,15 +416,7 @@ async fn a_batch_answered_with_a_job_is_read_from_the_job_once_done() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_job_without_results_stops_the_run_naming_its_batch_unless_the_endpoint_upserts() {
     let world = batches_run_as_jobs("batch-job-failed", 137, 1, 0.5).await;
-    let text = std::fs::read_to_string(&world.config).expect("config");
-    std::fs::write(
-        &world.config,
-        text.replace("upsert = true", "upsert = false"),
-    )
-    .expect("config");
-    let out = world.highwater(&["run", SYNC]).await;
-    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = failed_as_no_upsert(&world).await;
     assert!(
         stderr.contains("got no clear answer (the job at")
             && stderr.contains("ended \"failed\" without results")
