@@ -20,6 +20,7 @@ mod dry;
 mod events;
 pub mod frontier;
 mod full;
+mod holds;
 mod invocation;
 mod plan;
 mod reconcile;
@@ -62,16 +63,16 @@ use decide::{Decision, DeleteDecision, SurgeGuard, decide, decide_delete};
 pub use dry::{DryRunReport, DrySamples, UpdateSample, dry_run};
 use events::{Event, Inputs};
 pub use frontier::Frontier;
+/// Whether an object read back holds a payload written, for the tests of
+/// destinations that give values back in their columns' own forms.
+#[cfg(test)]
+pub(crate) use holds::contains;
 pub use invocation::run;
 pub use plan::Plan;
 pub use reconcile::{Mismatch, ReconcileReport, Sample, reconcile, reconcile_window};
 pub use report::{FailureCause, Progress, RunFailure, RunOptions, RunOutcome, RunReport};
 use route::Routed;
 use settle::Compare;
-/// Whether an object read back holds a payload written, for the tests of
-/// destinations that give values back in their columns' own forms.
-#[cfg(test)]
-pub(crate) use settle::contains;
 use slots::WriteSlots;
 use story::Seen;
 use view::LedgerView;

@@ -251,7 +251,7 @@ pub async fn reconcile(
             // changed behind highwater (drift, below); else it is not the
             // source's current copy.
             None if written => None,
-            None => (!super::settle::contains(&object, &mapped.payload)).then(|| {
+            None => (!super::holds::contains(&object, &mapped.payload)).then(|| {
                 format!(
                     "the destination does not hold the source's copy ({}): it differs in {}",
                     version_text(record.version, record.updated_at()),
@@ -308,7 +308,7 @@ fn differing_fields(payload: &Value, object: &Value) -> Vec<String> {
             .filter(|(field, value)| {
                 !object
                     .get(field.as_str())
-                    .is_some_and(|held| super::settle::contains(held, value))
+                    .is_some_and(|held| super::holds::contains(held, value))
             })
             .map(|(field, _)| field.clone())
             .collect(),
