@@ -275,13 +275,7 @@ async fn results_out_of_order_are_not_matched_by_position() {
     std::fs::write(&world.config, text).expect("config");
     world.run_to_completion().await;
     world.assert_exact().await;
-    let held: std::collections::HashMap<String, String> = world
-        .sim
-        .dest_dump()
-        .objects
-        .into_iter()
-        .map(|o| (o.external_id, o.id))
-        .collect();
+    let held = world.dest_ids();
     let store = world.store().await;
     let ledger = store.ledger(SYNC).await.expect("ledger");
     store.close().await;

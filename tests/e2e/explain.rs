@@ -4,8 +4,6 @@
 //! dead letters with their reason, a record updated between runs seen by both —
 //! and a record no run read says so, with the windows of the runs that could have.
 
-use std::collections::HashMap;
-
 use highwater_core::state::RecordAction;
 use serde_json::Value;
 use simsaas::{Rejection, SimConfig};
@@ -64,13 +62,7 @@ async fn explain_tells_each_records_story_as_it_happened() {
 
     // Every record's events, read from the store as `explain` reads them.
     let source = world.sim.source_records();
-    let objects: HashMap<String, String> = world
-        .sim
-        .dest_dump()
-        .objects
-        .into_iter()
-        .map(|o| (o.external_id, o.id))
-        .collect();
+    let objects = world.dest_ids();
     let store = world.store().await;
     let mut retried = 0u64;
     let mut a_retried_write = None;

@@ -587,6 +587,16 @@ impl World {
         .with_deleted(&deleted, &dest)
     }
 
+    /// The destination's own id of each object, by external id.
+    pub fn dest_ids(&self) -> HashMap<String, String> {
+        self.sim
+            .dest_dump()
+            .objects
+            .into_iter()
+            .map(|o| (o.external_id, o.id))
+            .collect()
+    }
+
     pub async fn assert_exact(&self) -> Verification {
         let v = self.verify().await;
         assert!(v.is_exact(), "destination does not match source:\n{v}");
