@@ -6,25 +6,6 @@ use serde_json::json;
 
 use super::*;
 
-fn intent(id: &str, version: i64) -> Intent {
-    Intent {
-        source_id: id.into(),
-        version: Some(version),
-        updated_at: Timestamp::UNIX_EPOCH,
-        settles_at: None,
-    }
-}
-
-fn announce(batch: &str, intents: Vec<Intent>) -> PageCommit {
-    PageCommit {
-        announce: Some(IntentBatch {
-            id: batch.into(),
-            intents,
-        }),
-        ..PageCommit::default()
-    }
-}
-
 fn ids(set: &std::collections::HashSet<String>) -> Vec<&str> {
     let mut ids: Vec<&str> = set.iter().map(String::as_str).collect();
     ids.sort_unstable();

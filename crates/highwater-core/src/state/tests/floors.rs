@@ -12,19 +12,6 @@ async fn announced_writes_are_floors_until_retired_completed_or_abandoned() {
             .begin_run(&run("r1", 1000), &json!({}))
             .await
             .expect("begin");
-        let intent = |id: &str, v| Intent {
-            source_id: id.into(),
-            version: Some(v),
-            updated_at: Timestamp::UNIX_EPOCH,
-            settles_at: None,
-        };
-        let announce = |batch: &str, intents| PageCommit {
-            announce: Some(IntentBatch {
-                id: batch.into(),
-                intents,
-            }),
-            ..PageCommit::default()
-        };
         let counters = Counters::default();
         for commit in [
             announce("i-1", vec![intent("a", 5), intent("b", 2)]),
@@ -140,20 +127,14 @@ async fn a_sink_position_is_the_last_one_stored_and_announcements_elsewhere_are_
                 .await
                 .expect("ask")
         );
-        let announce = PageCommit {
-            announce: Some(IntentBatch {
-                id: "i-1".into(),
-                intents: vec![Intent {
-                    source_id: "a".into(),
-                    version: Some(1),
-                    updated_at: Timestamp::UNIX_EPOCH,
-                    settles_at: None,
-                }],
-            }),
-            ..PageCommit::default()
-        };
         store
-            .commit_page("billing", "r1", &announce, None, &counters)
+            .commit_page(
+                "billing",
+                "r1",
+                &announce("i-1", vec![intent("a", 1)]),
+                None,
+                &counters,
+            )
             .await
             .expect("announce");
         assert!(
@@ -208,19 +189,9 @@ async fn unsettled_writes_of_a_version_1_store_survive_the_migration() {
 #[tokio::test]
 async fn a_run_of_another_kind_leaves_the_open_runs_floors_alone() {
     for store in each_store("floors-kinds").await {
-        let intent = |id: &str| Intent {
-            source_id: id.into(),
-            version: Some(1),
-            updated_at: Timestamp::UNIX_EPOCH,
-            settles_at: None,
-        };
-        let announce = |run_id: &str, id: &str| PageCommit {
-            announce: Some(IntentBatch {
-                id: format!("{run_id}-1"),
-                intents: vec![intent(id)],
-            }),
-            ..PageCommit::default()
-        };
+        // A run and its batch announcing one write of `id`.
+        let announcing =
+            |run_id: &str, id: &str| announce(&format!("{run_id}-1"), vec![intent(id, 1)]);
         let counters = Counters::default();
         let backfill = |id: &str| RunRow {
             kind: RunKind::Backfill,
@@ -233,7 +204,7 @@ async fn a_run_of_another_kind_leaves_the_open_runs_floors_alone() {
             .await
             .expect("begin");
         store
-            .commit_page("billing", "inc", &announce("inc", "a"), None, &counters)
+            .commit_page("billing", "inc", &announcing("inc", "a"), None, &counters)
             .await
             .expect("announce");
         store
@@ -241,7 +212,7 @@ async fn a_run_of_another_kind_leaves_the_open_runs_floors_alone() {
             .await
             .expect("begin");
         store
-            .commit_page("billing", "bf", &announce("bf", "b"), None, &counters)
+            .commit_page("billing", "bf", &announcing("bf", "b"), None, &counters)
             .await
             .expect("announce");
         store
@@ -261,7 +232,7 @@ async fn a_run_of_another_kind_leaves_the_open_runs_floors_alone() {
             .await
             .expect("begin");
         store
-            .commit_page("billing", "bf2", &announce("bf2", "c"), None, &counters)
+            .commit_page("billing", "bf2", &announcing("bf2", "c"), None, &counters)
             .await
             .expect("announce");
         store

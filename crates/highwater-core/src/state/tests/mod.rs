@@ -127,6 +127,27 @@ fn dead_letter(id: &str, run_id: &str) -> DeadLetter {
     }
 }
 
+/// A write of `id` at `version`, announced.
+pub(super) fn intent(id: &str, version: i64) -> Intent {
+    Intent {
+        source_id: id.into(),
+        version: Some(version),
+        updated_at: Timestamp::UNIX_EPOCH,
+        settles_at: None,
+    }
+}
+
+/// A commit announcing `intents` as the batch `batch`.
+pub(super) fn announce(batch: &str, intents: Vec<Intent>) -> PageCommit {
+    PageCommit {
+        announce: Some(IntentBatch {
+            id: batch.into(),
+            intents,
+        }),
+        ..PageCommit::default()
+    }
+}
+
 pub(super) fn entry(id: &str, version: i64) -> LedgerEntry {
     LedgerEntry {
         source_id: id.into(),
