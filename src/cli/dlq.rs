@@ -113,7 +113,13 @@ async fn replay(ctx: &mut Context, args: ReplayArgs) -> Result<Exit, CliError> {
         )));
     }
     let ids = (!args.all).then(|| args.id.clone());
-    let exit = run::run(ctx, sync, Plan::Replay { ids: ids.clone() }, None, None).await?;
+    let exit = run::run(
+        ctx,
+        sync,
+        Plan::Replay { ids: ids.clone() },
+        run::Flags::default(),
+    )
+    .await?;
     let entry = AuditEntry {
         sync: sync.to_owned(),
         action: AuditAction::DeadLetterReplay,
@@ -133,7 +139,7 @@ async fn replay(ctx: &mut Context, args: ReplayArgs) -> Result<Exit, CliError> {
 }
 
 async fn list(ctx: &mut Context, sync: &str) -> Result<Exit, CliError> {
-    ctx.sync(sync)?;
+    ctx.sync_name(sync)?;
     let store = ctx.store().await?;
     let letters = store
         .unresolved_dead_letters(sync)
@@ -177,7 +183,7 @@ async fn list(ctx: &mut Context, sync: &str) -> Result<Exit, CliError> {
 }
 
 async fn show(ctx: &mut Context, sync: &str, source_id: &str) -> Result<Exit, CliError> {
-    ctx.sync(sync)?;
+    ctx.sync_name(sync)?;
     let store = ctx.store().await?;
     let Some(letter) = store
         .dead_letter(sync, source_id)
@@ -198,7 +204,7 @@ async fn show(ctx: &mut Context, sync: &str, source_id: &str) -> Result<Exit, Cl
 
 async fn discard(ctx: &mut Context, args: DiscardArgs) -> Result<Exit, CliError> {
     let sync = args.sync.as_str();
-    ctx.sync(sync)?;
+    ctx.sync_name(sync)?;
     let store = ctx.store().await?;
     // A run of the sync dead-letters and resolves records as it goes: a discard
     // between its lookup and its commit would be undone, or undo the run's word.

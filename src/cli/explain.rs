@@ -19,8 +19,8 @@ use super::{CliError, Context, Exit, print, render};
 const RECENT_RUNS: u32 = 5;
 
 pub async fn explain(ctx: &mut Context, sync: &str, source_id: &str) -> Result<Exit, CliError> {
-    ctx.sync(sync)?;
-    let retention = ctx.config()?.state.event_retention;
+    ctx.sync_name(sync)?;
+    let retention = ctx.state_file()?.state.event_retention;
     let store = ctx.store().await?;
     let failed = CliError::failed;
     let story = store.record_story(sync, source_id).await.map_err(failed)?;

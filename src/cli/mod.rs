@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use highwater_core::config::{Config, SyncSpec};
+use highwater_core::config::{Config, StateFile, SyncSpec};
 use highwater_core::engine::{self, Plan};
 use highwater_core::state::Store;
 
@@ -145,6 +145,11 @@ pub enum Command {
         /// With --full: delete however large a share of the ledger has gone.
         #[arg(long, requires = "full")]
         allow_mass_delete: bool,
+        /// The config's destination is the one the sync's ledger describes, at
+        /// a new address (a new host name, a restored database): keep the
+        /// ledger, its records taken as written there (in the audit log).
+        #[arg(long, conflicts_with = "dry_run")]
+        destination_moved: bool,
     },
     /// Read a range of the source's history again, with a checkpoint of its own
     /// (resumable: run the same command again), without moving the sync's
@@ -345,6 +350,24 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("expected a duration like 30s, 10m or 1h, got {text:?}"))
 }
 
+/// An unknown sync is bad input, named with the syncs the file defines.
+fn no_sync<'a>(
+    file: &std::path::Path,
+    name: &str,
+    names: impl IntoIterator<Item = &'a String>,
+) -> CliError {
+    let names: Vec<&str> = names.into_iter().map(String::as_str).collect();
+    CliError::Usage(format!(
+        "{}: no sync named {name:?} (defined: {})",
+        file.display(),
+        if names.is_empty() {
+            "none".to_owned()
+        } else {
+            names.join(", ")
+        }
+    ))
+}
+
 /// What every command works in: the config file, read on first use; the state
 /// store, opened on first use (and created only by the commands that write it);
 /// and whether to print JSON.
@@ -356,6 +379,7 @@ pub struct Context {
     /// Where a run's metrics go: served, and written at its end.
     pub metrics: (Option<std::net::SocketAddr>, Option<PathBuf>),
     config: Option<Arc<Config>>,
+    state_file: Option<Arc<StateFile>>,
     store: Option<Store>,
 }
 
@@ -367,6 +391,7 @@ impl Context {
             log_format,
             metrics: (None, None),
             config: None,
+            state_file: None,
             store: None,
         }
     }
@@ -384,23 +409,49 @@ impl Context {
         Ok(config)
     }
 
+    /// The config file's `[state]` and syncs' names, all that the commands
+    /// that only read or tend the state store need: validated without the
+    /// syncs' values, so that they run without the syncs' `${VAR}` secrets.
+    /// The whole file's, once it has been read.
+    pub fn state_file(&mut self) -> Result<Arc<StateFile>, CliError> {
+        if let Some(state_file) = &self.state_file {
+            return Ok(Arc::clone(state_file));
+        }
+        let state_file = Arc::new(match &self.config {
+            Some(config) => StateFile {
+                file: config.file.clone(),
+                state: config.state.clone(),
+                syncs: config.syncs.iter().map(|s| s.name.clone()).collect(),
+            },
+            None => highwater_core::config::load_state(&self.config_path)
+                .map_err(|e| CliError::Usage(e.to_string()))?,
+        });
+        self.state_file = Some(Arc::clone(&state_file));
+        Ok(state_file)
+    }
+
     /// The sync of that name; an unknown one is bad input, named with the
     /// syncs the file defines.
     pub fn sync(&mut self, name: &str) -> Result<SyncSpec, CliError> {
         let config = self.config()?;
-        if let Some(spec) = config.sync(name) {
-            return Ok(spec.clone());
+        match config.sync(name) {
+            Some(spec) => Ok(spec.clone()),
+            None => Err(no_sync(
+                &config.file,
+                name,
+                config.syncs.iter().map(|s| &s.name),
+            )),
         }
-        let names: Vec<&str> = config.syncs.iter().map(|s| s.name.as_str()).collect();
-        Err(CliError::Usage(format!(
-            "{}: no sync named {name:?} (defined: {})",
-            config.file.display(),
-            if names.is_empty() {
-                "none".to_owned()
-            } else {
-                names.join(", ")
-            }
-        )))
+    }
+
+    /// That the file defines a sync of that name, for the commands that only
+    /// read or tend its state ([`Context::state_file`]).
+    pub fn sync_name(&mut self, name: &str) -> Result<(), CliError> {
+        let state_file = self.state_file()?;
+        match state_file.syncs.iter().any(|s| s == name) {
+            true => Ok(()),
+            false => Err(no_sync(&state_file.file, name, &state_file.syncs)),
+        }
     }
 
     /// The state store, which must exist already: reading it never creates one.
@@ -408,10 +459,10 @@ impl Context {
         match self.existing_store().await? {
             Some(store) => Ok(store),
             None => {
-                let config = self.config()?;
+                let state_file = self.state_file()?;
                 Err(CliError::Usage(format!(
                     "{}: no state store yet (nothing has run; `highwater run <sync>` creates it)",
-                    config.state.store
+                    state_file.state.store
                 )))
             }
         }
@@ -420,7 +471,7 @@ impl Context {
     /// The state store if it exists, without creating it.
     pub async fn existing_store(&mut self) -> Result<Option<Store>, CliError> {
         if self.store.is_none()
-            && !Store::exists(&self.config()?.state)
+            && !Store::exists(&self.state_file()?.state)
                 .await
                 .map_err(CliError::failed)?
         {
@@ -434,7 +485,7 @@ impl Context {
         if let Some(store) = &self.store {
             return Ok(store.clone());
         }
-        let store = Store::connect(&self.config()?.state)
+        let store = Store::connect(&self.state_file()?.state)
             .await
             .map_err(CliError::failed)?;
         self.store = Some(store.clone());
@@ -471,6 +522,7 @@ pub async fn dispatch(cli: Cli) -> Result<Exit, CliError> {
             deletes,
             full,
             allow_mass_delete,
+            destination_moved,
         } => {
             let plan = if deletes {
                 Plan::Deletes
@@ -479,7 +531,12 @@ pub async fn dispatch(cli: Cli) -> Result<Exit, CliError> {
             } else {
                 Plan::Incremental
             };
-            run::run(&mut ctx, &sync, plan, max_runtime, max_pages).await
+            let flags = run::Flags {
+                max_runtime,
+                max_pages,
+                destination_moved,
+            };
+            run::run(&mut ctx, &sync, plan, flags).await
         }
         Command::Run {
             sync,
@@ -500,7 +557,12 @@ pub async fn dispatch(cli: Cli) -> Result<Exit, CliError> {
                 )))
             } else {
                 let plan = Plan::Backfill { from, to };
-                run::run(&mut ctx, &sync, plan, max_runtime, max_pages).await
+                let flags = run::Flags {
+                    max_runtime,
+                    max_pages,
+                    ..run::Flags::default()
+                };
+                run::run(&mut ctx, &sync, plan, flags).await
             }
         }
         Command::Status => status::status(&mut ctx).await,

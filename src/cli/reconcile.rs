@@ -60,7 +60,7 @@ pub async fn reconcile(
         ids,
         delete,
     };
-    run::run(ctx, sync, plan, None, None).await
+    run::run(ctx, sync, plan, run::Flags::default()).await
 }
 
 fn text(sync: &str, r: &ReconcileReport) -> String {

@@ -20,7 +20,7 @@ pub struct ResetArgs {
 
 pub async fn reset(ctx: &mut Context, args: ResetArgs) -> Result<Exit, CliError> {
     let sync = args.sync.as_str();
-    ctx.sync(sync)?;
+    ctx.sync_name(sync)?;
     let store = ctx.store().await?;
     let lock = store.lock_all(sync).await.map_err(|e| match e.held_by() {
         Some((kind, holder)) => CliError::Failed(format!(

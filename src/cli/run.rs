@@ -47,12 +47,21 @@ fn refuse_unconfigured(
     Ok(())
 }
 
+/// What the command line asks of a run besides its plan.
+#[derive(Debug, Default)]
+pub struct Flags {
+    pub max_runtime: Option<Duration>,
+    pub max_pages: Option<u64>,
+    /// `--destination-moved`: the ledger takes the config's destination as
+    /// its own before the run.
+    pub destination_moved: bool,
+}
+
 pub async fn run(
     ctx: &mut Context,
     sync: &str,
     plan: Plan,
-    max_runtime: Option<Duration>,
-    max_pages: Option<u64>,
+    flags: Flags,
 ) -> Result<Exit, CliError> {
     let config = ctx.config()?;
     let spec = ctx.sync(sync)?;
@@ -79,6 +88,23 @@ pub async fn run(
             warning.in_file(&config.file)
         );
     }
+    if flags.destination_moved {
+        let now = spec.destination.identity();
+        match store
+            .move_destination(sync, &now, None)
+            .await
+            .map_err(CliError::failed)?
+        {
+            Some(was) => tracing::warn!(
+                event = highwater_core::obs::DESTINATION_MOVED,
+                "the destination moved: the ledger of sync {sync:?} described {was}, and describes {now} from now on; the records it holds are taken as written there, and are not written again (`highwater reconcile {sync}` compares a sample with the destination)"
+            ),
+            None => tracing::info!(
+                event = highwater_core::obs::DESTINATION_MOVED,
+                "--destination-moved: the ledger of sync {sync:?} describes {now} already, or none yet; nothing moved"
+            ),
+        }
+    }
     let (metrics_addr, metrics_file) = ctx.metrics.clone();
     let metrics = metrics::start(metrics_addr, metrics_file).await?;
 
@@ -89,8 +115,8 @@ pub async fn run(
     let (progress_tx, progress_rx) = watch::channel(Progress::default());
     let ticker = bar.clone().map(|bar| tokio::spawn(draw(bar, progress_rx)));
     let options = RunOptions {
-        max_runtime,
-        max_pages,
+        max_runtime: flags.max_runtime,
+        max_pages: flags.max_pages,
         merge_rows: Some(config.state.merge_rows),
         event_retention: Some(config.state.event_retention),
     };

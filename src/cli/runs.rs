@@ -11,7 +11,7 @@ use super::{CliError, Context, Exit, print, render};
 const SHOWN_MATCHES: u32 = 5;
 
 pub async fn list(ctx: &mut Context, sync: &str, limit: u32) -> Result<Exit, CliError> {
-    ctx.sync(sync)?;
+    ctx.sync_name(sync)?;
     let store = ctx.store().await?;
     let records = store.runs(sync, limit).await.map_err(CliError::failed)?;
     if ctx.json {
@@ -76,7 +76,7 @@ async fn find(store: &Store, run_id: &str, ctx: &mut Context) -> Result<RunRecor
     if let Some(record) = store.run_record(run_id).await.map_err(CliError::failed)? {
         return Ok(record);
     }
-    let state = ctx.config()?.state.store.to_string();
+    let state = ctx.state_file()?.state.store.to_string();
     if run_id.is_empty() {
         return Err(CliError::Usage(
             "runs show: give a run id (`highwater runs <sync>` lists them)".into(),

@@ -30,7 +30,7 @@ pub async fn state(ctx: &mut Context, command: StateCommand) -> Result<Exit, Cli
 }
 
 async fn copy(ctx: &mut Context, to: String, schema: String) -> Result<Exit, CliError> {
-    let config = ctx.config()?;
+    let config = ctx.state_file()?;
     if config.state.store.file().is_none() {
         return Err(CliError::Usage(format!(
             "state copy: the config's state store is {} already; copy reads a SQLite store (`[state] path`)",
@@ -59,10 +59,9 @@ async fn copy(ctx: &mut Context, to: String, schema: String) -> Result<Exit, Cli
     // No run of any sync starts or goes on while its state moves.
     let mut locks = Vec::with_capacity(config.syncs.len());
     for sync in &config.syncs {
-        let lock = source.lock_all(&sync.name).await.map_err(|e| match e.held_by() {
+        let lock = source.lock_all(sync).await.map_err(|e| match e.held_by() {
             Some((kind, holder)) => CliError::Failed(format!(
-                "sync {:?} is running its {kind} run ({holder}): nothing was copied; try again once it has ended",
-                sync.name
+                "sync {sync:?} is running its {kind} run ({holder}): nothing was copied; try again once it has ended"
             )),
             None => CliError::failed(e),
         })?;

@@ -20,16 +20,16 @@ fn holding<'a>(holders: &'a Holders, sync: &str, kind: RunKind) -> Option<&'a st
 }
 
 pub async fn status(ctx: &mut Context) -> Result<Exit, CliError> {
-    let config = ctx.config()?;
+    let state_file = ctx.state_file()?;
     // Status never creates a state store that does not exist yet.
     let store = ctx.existing_store().await?;
     let mut rows = Vec::new();
-    for sync in &config.syncs {
+    for sync in &state_file.syncs {
         let status = match &store {
-            Some(store) => Some(store.status(&sync.name).await.map_err(CliError::failed)?),
+            Some(store) => Some(store.status(sync).await.map_err(CliError::failed)?),
             None => None,
         };
-        rows.push((sync.name.clone(), status));
+        rows.push((sync.clone(), status));
     }
     // Who runs each open run now: the process holding its lock, or the worker
     // holding its lease.
@@ -51,7 +51,7 @@ pub async fn status(ctx: &mut Context) -> Result<Exit, CliError> {
             .iter()
             .map(|(name, s)| status_json(name, s.as_ref(), now, &holders))
             .collect();
-        print(json!({ "state": config.state.store.to_string(), "syncs": syncs }))?;
+        print(json!({ "state": state_file.state.store.to_string(), "syncs": syncs }))?;
         return Ok(Exit::Complete);
     }
     let mut table = Table::new();

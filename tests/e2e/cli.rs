@@ -453,3 +453,71 @@ async fn status_names_the_process_running_a_sync() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_commands_that_read_the_store_need_no_sync_secret() {
+    const TOKEN: &str = "HIGHWATER_TEST_CLI_TOKEN";
+    let mut setup = Setup::new(Style::Cursor, Mode::Put);
+    let auth = format!(r#"{{ type = "bearer", token = "${{{TOKEN}}}" }}"#);
+    setup.source_auth = auth.clone();
+    setup.dest_auth = auth;
+    let world = World::start("no-secret", SimConfig::new(43, 300), &setup).await;
+    let with_token = |args: &[&str]| {
+        let mut command = world.command_with(&world.config, args);
+        command.env(TOKEN, "sim-token");
+        command
+    };
+    let out = finish(&mut with_token(&["run", SYNC])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let letters = stdout(&world.highwater(&["dlq", "list", SYNC, "--json"]).await);
+    let letter: serde_json::Value =
+        serde_json::from_str(letters.lines().next().expect("a dead letter")).expect("JSON");
+    let letter = letter["source_id"].as_str().expect("its id").to_owned();
+
+    // Without the token: every command that only reads or tends the store.
+    for args in [
+        vec!["status"],
+        vec!["runs", SYNC],
+        vec!["explain", SYNC, &letter],
+        vec!["dlq", "list", SYNC],
+        vec!["dlq", "show", SYNC, &letter],
+        vec!["dlq", "discard", SYNC, "--id", &letter, "--reason", "test"],
+        vec!["reset", SYNC],
+    ] {
+        let out = world.highwater(&args).await;
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", describe(&out));
+    }
+    let out = world.highwater(&["runs", "nope"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains(&format!("no sync named \"nope\" (defined: {SYNC})")),
+        "{}",
+        stderr(&out)
+    );
+    // The commands that call the APIs say which variable they lack.
+    for args in [vec!["run", SYNC], vec!["dlq", "replay", SYNC, "--all"]] {
+        let out = world.highwater(&args).await;
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", describe(&out));
+        assert!(
+            stderr(&out).contains(&format!("environment variable {TOKEN} is not set")),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    // The store's own variables are still needed, and named.
+    let config = world.config.with_file_name("state-var.toml");
+    std::fs::write(
+        &config,
+        "[state]\npath = \"${HIGHWATER_TEST_CLI_DIR}/state.db\"\n",
+    )
+    .expect("write config");
+    let out = finish(&mut world.command_with(&config, &["status"])).await;
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains(
+            "state-var.toml:2: state.path: environment variable HIGHWATER_TEST_CLI_DIR is not set"
+        ),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -159,6 +159,7 @@ async fn a_run_into_another_destination_than_the_ledger_s_is_refused() {
         "second.jsonl",
         "highwater reset",
         "--forget-ledger",
+        "--destination-moved",
     ] {
         assert!(message.contains(expected), "{expected:?}:\n{message}");
     }
@@ -184,4 +185,65 @@ async fn a_run_into_another_destination_than_the_ledger_s_is_refused() {
     let out = world.highwater(&["run", SYNC]).await;
     assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
     assert!(stderr(&out).contains("second.jsonl"), "{}", describe(&out));
+}
+
+/// The destination moved (its file to another place): told so, the run keeps
+/// the ledger and writes nothing again, the audit log says from where to where,
+/// and the next runs take the new place as the sync's. Told so when nothing
+/// moved, it changes nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_destination_said_to_have_moved_keeps_its_ledger() {
+    let setup = Setup::new(Style::Cursor, Mode::Put);
+    let world = World::start("moved-place", SimConfig::new(62, 300), &setup).await;
+    let first = world.dir.join("first.jsonl");
+    world.use_jsonl_destination(&first, None);
+    let done = ok_json(&world, &["run", SYNC, "--json"]).await;
+    assert!(
+        done["counters"]["written"].as_u64().unwrap_or(0) > 200,
+        "{done}"
+    );
+    let held = std::fs::read_to_string(&first).expect("the file");
+    let moved = world.dir.join("moved.jsonl");
+    std::fs::rename(&first, &moved).expect("move the file");
+    world.use_jsonl_destination(&moved, None);
+
+    let out = world
+        .highwater(&["run", SYNC, "--destination-moved", "--json"])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    for expected in ["the destination moved", "first.jsonl", "moved.jsonl"] {
+        assert!(
+            stderr(&out).contains(expected),
+            "{expected:?}: {}",
+            describe(&out)
+        );
+    }
+    let again = ok_json(&world, &["run", SYNC, "--json"]).await;
+    for report in [report(&out), again] {
+        assert_eq!(report["counters"]["written"], 0, "{report}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(&moved).expect("the file"),
+        held,
+        "nothing written again"
+    );
+    let store = world.store().await;
+    let log = store.audit_log(SYNC, 10).await.expect("audit log");
+    assert_eq!(log.len(), 1, "{log:?}");
+    let entry = &log[0].entry;
+    assert_eq!(entry.action.as_str(), "destination_moved");
+    let (from, to) = (&entry.details["from"], &entry.details["to"]);
+    assert!(
+        from.as_str().is_some_and(|f| f.ends_with("first.jsonl")),
+        "{from}"
+    );
+    assert!(
+        to.as_str().is_some_and(|t| t.ends_with("moved.jsonl")),
+        "{to}"
+    );
+
+    let out = world.highwater(&["run", SYNC, "--destination-moved"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(stderr(&out).contains("nothing moved"), "{}", describe(&out));
+    assert_eq!(store.audit_log(SYNC, 10).await.expect("audit log").len(), 1);
 }

@@ -31,6 +31,7 @@ pub const EXTERNAL_ID_CHANGED: &str = "external_id_changed";
 pub const FLOOR_CONFIRMED: &str = "floor_confirmed";
 pub const FIRST_RUN_FULL: &str = "first_run_full";
 pub const CONFIG_WARNING: &str = "config_warning";
+pub const DESTINATION_MOVED: &str = "destination_moved";
 pub const ALERT_SENT: &str = "alert_sent";
 pub const ALERT_UNDELIVERED: &str = "alert_undelivered";
 

@@ -134,7 +134,17 @@ pub const DEFAULT_LOOKBACK: Duration = Duration::from_secs(5 * 60);
 /// Reads and validates a config file, taking `${VAR}` values from the process
 /// environment.
 pub fn load(file: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(file).map_err(|e| ConfigError {
+    parse(&read(file)?, file, &|name| std::env::var(name).ok())
+}
+
+/// Reads a config file's `[state]` and the names of its syncs, validating
+/// those alone: see [`parse_state`].
+pub fn load_state(file: &Path) -> Result<StateFile, ConfigError> {
+    parse_state(&read(file)?, file, &|name| std::env::var(name).ok())
+}
+
+fn read(file: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(file).map_err(|e| ConfigError {
         file: file.to_path_buf(),
         problems: vec![Problem {
             line: None,
@@ -146,8 +156,7 @@ pub fn load(file: &Path) -> Result<Config, ConfigError> {
                 _ => format!("cannot read config file: {e}"),
             },
         }],
-    })?;
-    parse(&text, file, &|name| std::env::var(name).ok())
+    })
 }
 
 /// Validates config text. `file` is used for messages and to resolve relative paths;
@@ -157,6 +166,50 @@ pub fn parse(
     file: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigError> {
+    validated(text, file, env, |v, raw, base_dir| {
+        let mut config = v.file(raw, file, base_dir);
+        config.warnings = std::mem::take(&mut v.warnings);
+        config
+    })
+}
+
+/// What the commands that only read or tend the state store need of a config
+/// file: the store, and the names of the syncs whose state it holds. The
+/// syncs' values are not validated, nor their `${VAR}` secrets read: an
+/// operator looks at a store without the credentials of the APIs it syncs.
+/// The file must still be TOML of the config's shape, without unknown keys,
+/// and `[state]` valid, variables included.
+pub fn parse_state(
+    text: &str,
+    file: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<StateFile, ConfigError> {
+    validated(text, file, env, |v, raw, base_dir| {
+        let state = v.state(raw.state.as_ref(), base_dir);
+        let mut names = Names::default();
+        let syncs = raw
+            .sync
+            .iter()
+            .filter(|sync| names.first(v, sync))
+            .map(|sync| sync.get_ref().name.get_ref().clone())
+            .collect();
+        StateFile {
+            file: file.to_path_buf(),
+            state,
+            syncs,
+        }
+    })
+}
+
+/// The file's text read as TOML of the config's shape, then `build` from it
+/// (given the directory relative paths start from): what it built, or every
+/// problem found on the way.
+fn validated<T>(
+    text: &str,
+    file: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    build: impl FnOnce(&mut Validator<'_>, RawFile, &Path) -> T,
+) -> Result<T, ConfigError> {
     let mut v = Validator {
         text,
         env,
@@ -167,17 +220,30 @@ pub fn parse(
         file: file.to_path_buf(),
         problems,
     };
-    let raw = match v.deserialize() {
-        Ok(raw) => raw,
-        Err(problem) => return Err(fail(vec![problem])),
-    };
+    let raw = v.deserialize().map_err(|problem| fail(vec![problem]))?;
     let base_dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
-    let mut config = v.file(raw, file, &base_dir);
-    if v.problems.is_empty() {
-        config.warnings = v.warnings;
-        Ok(config)
-    } else {
-        Err(fail(v.problems))
+    let built = build(&mut v, raw, &base_dir);
+    match v.problems.is_empty() {
+        true => Ok(built),
+        false => Err(fail(v.problems)),
+    }
+}
+
+/// The names of the syncs read so far, each with its line.
+#[derive(Default)]
+struct Names(BTreeMap<String, usize>);
+
+impl Names {
+    /// Whether `sync` is the first of its name; a problem when it is not.
+    fn first(&mut self, v: &mut Validator<'_>, sync: &Spanned<RawSync>) -> bool {
+        let name = sync.get_ref().name.get_ref();
+        if let Some(first_line) = self.0.get(name) {
+            let message = format!("sync {name:?} is defined twice (first at line {first_line})");
+            v.problem(&sync.get_ref().name, "sync.name", message);
+            return false;
+        }
+        self.0.insert(name.clone(), v.line(sync.span().start));
+        true
     }
 }
 
@@ -347,16 +413,33 @@ impl Validator<'_> {
     }
 
     fn file(&mut self, raw: RawFile, file: &Path, base_dir: &Path) -> Config {
-        let store = self.store_location(raw.state.as_ref(), base_dir);
-        let lease = match raw.state.as_ref().and_then(|s| s.get_ref().lease.as_ref()) {
+        let state = self.state(raw.state.as_ref(), base_dir);
+        let mut syncs: Vec<SyncSpec> = Vec::new();
+        let mut names = Names::default();
+        for (index, sync) in raw.sync.into_iter().enumerate() {
+            if !names.first(self, &sync) {
+                continue;
+            }
+            if let Some(spec) = self.sync(sync.into_inner(), index, base_dir, &state.store) {
+                syncs.push(spec);
+            }
+        }
+        Config {
+            file: file.to_path_buf(),
+            state,
+            syncs,
+            warnings: Vec::new(),
+        }
+    }
+
+    /// `[state]`, each key's default where it is not given.
+    fn state(&mut self, raw: Option<&Spanned<RawState>>, base_dir: &Path) -> StateSpec {
+        let store = self.store_location(raw, base_dir);
+        let lease = match raw.and_then(|s| s.get_ref().lease.as_ref()) {
             Some(text) => self.duration(text, "state.lease").unwrap_or(DEFAULT_LEASE),
             None => DEFAULT_LEASE,
         };
-        let merge_rows = match raw
-            .state
-            .as_ref()
-            .and_then(|s| s.get_ref().merge_rows.as_ref())
-        {
+        let merge_rows = match raw.and_then(|s| s.get_ref().merge_rows.as_ref()) {
             Some(rows) => self
                 .count(rows, "state.merge_rows", 500, 10_000_000)
                 .map_or(DEFAULT_MERGE_ROWS, |n| n as usize),
@@ -365,52 +448,24 @@ impl Validator<'_> {
         // A sync's first run once skipped the lookups of ids it had not read;
         // it looks every id up now, as fast with either store, so a config
         // that still sets the key runs as before, told the key does nothing.
-        if let Some(ids) = raw
-            .state
-            .as_ref()
-            .and_then(|s| s.get_ref().first_run_ids.as_ref())
-        {
+        if let Some(ids) = raw.and_then(|s| s.get_ref().first_run_ids.as_ref()) {
             self.warning(
                 ids,
                 "state.first_run_ids",
                 "no longer has an effect: every run looks its ids up in the ledger; remove it",
             );
         }
-        let event_retention = match raw
-            .state
-            .as_ref()
-            .and_then(|s| s.get_ref().event_retention.as_ref())
-        {
+        let event_retention = match raw.and_then(|s| s.get_ref().event_retention.as_ref()) {
             Some(text) => self
                 .long_duration(text, "state.event_retention")
                 .unwrap_or(DEFAULT_EVENT_RETENTION),
             None => DEFAULT_EVENT_RETENTION,
         };
-        let mut syncs: Vec<SyncSpec> = Vec::new();
-        let mut seen = BTreeMap::new();
-        for (index, sync) in raw.sync.into_iter().enumerate() {
-            let name = sync.get_ref().name.get_ref().clone();
-            if let Some(first_line) = seen.get(&name) {
-                let message =
-                    format!("sync {name:?} is defined twice (first at line {first_line})");
-                self.problem(&sync.get_ref().name, "sync.name", message);
-                continue;
-            }
-            seen.insert(name.clone(), self.line(sync.span().start));
-            if let Some(spec) = self.sync(sync.into_inner(), index, base_dir, &store) {
-                syncs.push(spec);
-            }
-        }
-        Config {
-            file: file.to_path_buf(),
-            state: StateSpec {
-                store,
-                lease,
-                merge_rows,
-                event_retention,
-            },
-            syncs,
-            warnings: Vec::new(),
+        StateSpec {
+            store,
+            lease,
+            merge_rows,
+            event_retention,
         }
     }
 

@@ -35,6 +35,17 @@ impl Config {
     }
 }
 
+/// A config file as the commands that only read or tend the state store
+/// read it ([`super::parse_state`]).
+#[derive(Debug, Clone)]
+pub struct StateFile {
+    /// The file it was read from, for messages.
+    pub file: PathBuf,
+    pub state: StateSpec,
+    /// The syncs' names, in the file's order.
+    pub syncs: Vec<String>,
+}
+
 #[derive(Debug, Clone)]
 pub struct StateSpec {
     /// Where the store is.

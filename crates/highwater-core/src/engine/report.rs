@@ -111,7 +111,7 @@ pub enum FailureCause {
         watermark: Timestamp,
     },
     #[error(
-        "the destination changed: the ledger of sync {sync:?} describes {was}, and the config now names {now}. A run would skip every record the ledger says is written, so it is refused, with nothing read. To write every record to the new destination, run `highwater reset {sync} --forget-ledger` (records it already holds are found by their external id, not duplicated); to write to the old one, put its config back"
+        "the destination changed: the ledger of sync {sync:?} describes {was}, and the config now names {now}. A run would skip every record the ledger says is written, so it is refused, with nothing read. To write every record to the new destination, run `highwater reset {sync} --forget-ledger` (records it already holds are found by their external id, not duplicated); if it is the same destination at a new address, `highwater run {sync} --destination-moved` keeps the ledger; to write to the old one, put its config back"
     )]
     DestinationChanged {
         sync: String,

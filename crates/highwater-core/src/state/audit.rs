@@ -42,6 +42,18 @@ pub struct AuditRecord {
     pub entry: AuditEntry,
 }
 
+/// The entry of a sync's ledger taken to describe `to`, where it described
+/// `from`: the same destination at a new address.
+pub(super) fn moved(sync: &str, from: &str, to: &str, reason: Option<&str>) -> AuditEntry {
+    AuditEntry {
+        sync: sync.to_owned(),
+        action: AuditAction::DestinationMoved,
+        scope: AuditScope::Sync,
+        reason: reason.map(str::to_owned),
+        details: serde_json::json!({ "from": from, "to": to }),
+    }
+}
+
 /// An entry of the log as stored.
 pub(super) fn record(row: &impl Columns) -> Result<AuditRecord, StateError> {
     let corrupt =
@@ -130,6 +142,58 @@ mod tests {
         .execute(store.sqlite_pool())
         .await;
         assert!(refused.is_err(), "an unknown action was admitted");
+        store.close().await;
+        let _ = std::fs::remove_dir_all(path.parent().and_then(|p| p.parent()).expect("dir"));
+    }
+
+    /// A store from before destinations could move keeps its audit log and
+    /// resets through the rebuild that admits the new action; a move then
+    /// takes the next id, and a move to where the ledger is already changes
+    /// nothing.
+    #[tokio::test]
+    async fn a_move_is_recorded_once_in_a_log_kept_from_before() {
+        let (path, pool) = crate::state::tests::store_before("audit-moved", 19).await;
+        sqlx::query(
+            "INSERT INTO audit_log (at, sync, action, scope, reason, details)
+             VALUES (5000000, 'billing', 'reset', '{\"kind\":\"sync\"}', 'why', '{}');
+             INSERT INTO resets (sync, at, to_at, audit_id) VALUES ('billing', 5000000, 3000000, 1);
+             INSERT INTO sync_destinations (sync, destination, since)
+             VALUES ('billing', 'jsonl /a.jsonl', 1)",
+        )
+        .execute(&pool)
+        .await
+        .expect("version 19 rows");
+        pool.close().await;
+        let store = Store::open(&path).await.expect("migrate");
+        let log = store.audit_log("billing", 10).await.expect("log");
+        assert_eq!(log.len(), 1);
+        assert_eq!(log[0].entry.reason.as_deref(), Some("why"));
+        assert_eq!(
+            store.high_water_mark("billing").await.expect("mark"),
+            crate::state::HighWaterMark::Reset(Timestamp::from_second(3).ok())
+        );
+
+        let was = store
+            .move_destination("billing", "jsonl /b.jsonl", Some("new volume"))
+            .await
+            .expect("move");
+        assert_eq!(was.as_deref(), Some("jsonl /a.jsonl"));
+        let destination = store.destination_of("billing").await.expect("destination");
+        assert_eq!(destination.as_deref(), Some("jsonl /b.jsonl"));
+        let log = store.audit_log("billing", 10).await.expect("log");
+        assert_eq!(log.len(), 2);
+        assert_eq!(log[0].id, 2);
+        assert_eq!(log[0].entry.action, AuditAction::DestinationMoved);
+        assert_eq!(
+            log[0].entry.details,
+            json!({"from": "jsonl /a.jsonl", "to": "jsonl /b.jsonl"})
+        );
+        assert_eq!(log[0].entry.reason.as_deref(), Some("new volume"));
+        let again = store
+            .move_destination("billing", "jsonl /b.jsonl", None)
+            .await;
+        assert_eq!(again.expect("no move"), None);
+        assert_eq!(store.audit_log("billing", 10).await.expect("log").len(), 2);
         store.close().await;
         let _ = std::fs::remove_dir_all(path.parent().and_then(|p| p.parent()).expect("dir"));
     }

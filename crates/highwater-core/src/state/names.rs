@@ -165,5 +165,8 @@ stored_names! {
         DeadLetterReplay = "dead_letter_replay",
         /// `reset`: the high-water mark rewound.
         Reset = "reset",
+        /// `run --destination-moved`: the ledger describes the config's
+        /// destination from now on, its records kept as written there.
+        DestinationMoved = "destination_moved",
     }
 }

@@ -528,6 +528,21 @@ impl Store {
         on_backend!(self, s => s.destination_of(sync).await)
     }
 
+    /// The operator says the config's `destination` is the place the
+    /// sync's ledger describes, at a new address (a new host name, a
+    /// restored database): the ledger describes it from now on, its records
+    /// kept as written there, recorded in the audit log in the same
+    /// transaction. The destination it described before; `None`, changing
+    /// nothing, when it described this one or none.
+    pub async fn move_destination(
+        &self,
+        sync: &str,
+        destination: &str,
+        reason: Option<&str>,
+    ) -> Result<Option<String>, StateError> {
+        on_backend!(self, s => s.move_destination(sync, destination, reason).await)
+    }
+
     /// `sync`'s ledger describes `destination` from now on.
     pub async fn record_destination(
         &self,

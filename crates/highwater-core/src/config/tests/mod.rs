@@ -124,6 +124,37 @@ fn missing_env_var_names_the_variable_not_a_value() {
 }
 
 #[test]
+fn the_state_alone_is_read_without_the_syncs_values_or_secrets() {
+    let no_env = |_: &str| None;
+    // Neither secret set, and a sync value wrong: the store and names stand.
+    let text = VALID.replace("page_size = 500", "page_size = 0");
+    let state = parse_state(&text, Path::new("conf/hw.toml"), &no_env).expect("state");
+    assert_eq!(
+        state.state.store.file(),
+        Some(Path::new("conf/state/hw.db"))
+    );
+    assert_eq!(state.syncs, ["invoices_to_crm"]);
+    let state_errors = |text: &str| match parse_state(text, Path::new("hw.toml"), &no_env) {
+        Ok(_) => "ok".to_owned(),
+        Err(e) => e.to_string(),
+    };
+    // The file's shape, the store's values and the names are still checked.
+    expect![[r#"hw.toml:15: sync "invoices_to_crm".source.page_sise: unknown key `page_sise`, expected one of `base_url`, `path`, `params`, `headers`, `auth`, `timeout`, `rate_limit`, `rate_limit_probe`, `error_path`, `records_path`, `id_field`, `updated_at_field`, `version_field`, `time_format`, `page_size`, `page_size_param`, `start`, `lag`, `lookback`, `lower_bound_param`, `upper_bound_param`, `lower_bound_exclusive`, `upper_bound_exclusive`, `sorted`, `pagination`"#]]
+    .assert_eq(&state_errors(&VALID.replace("page_size = 500", "page_sise = 5")));
+    expect![[r#"hw.toml:3: state.path: environment variable STATE_DIR is not set"#]].assert_eq(
+        &state_errors(&VALID.replace("state/hw.db", "${STATE_DIR}/hw.db")),
+    );
+    let twice = format!(
+        "{VALID}{}",
+        &VALID[VALID.find("[[sync]]").expect("a sync")..]
+    );
+    expect![[
+        r#"hw.toml:49: sync.name: sync "invoices_to_crm" is defined twice (first at line 5)"#
+    ]]
+    .assert_eq(&state_errors(&twice));
+}
+
+#[test]
 fn invalid_toml_names_the_line() {
     check(
         "[[sync]]\nname = \"a\"\n[sync.source\n",

@@ -63,6 +63,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "sync_destinations",
         include_str!("../../../migrations/postgres/0005_sync_destinations.sql"),
     ),
+    (
+        6,
+        "audit_destination_moved",
+        include_str!("../../../migrations/postgres/0006_audit_destination_moved.sql"),
+    ),
 ];
 
 /// Where a PostgreSQL store is: the database's URL and the schema its tables

@@ -113,6 +113,39 @@ impl PgStore {
 }
 
 impl PgStore {
+    /// As [`crate::state::Store::move_destination`].
+    pub async fn move_destination(
+        &self,
+        sync: &str,
+        destination: &str,
+        reason: Option<&str>,
+    ) -> Result<Option<String>, StateError> {
+        let at = now()?;
+        let mut tx = self.writer(Some(sync)).await?;
+        let was: Option<String> =
+            sqlx::query_scalar("SELECT destination FROM sync_destinations WHERE sync = $1")
+                .bind(sync)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(was) = was.filter(|was| was != destination) else {
+            return Ok(None);
+        };
+        sqlx::query("UPDATE sync_destinations SET destination = $1, since = $2 WHERE sync = $3")
+            .bind(destination)
+            .bind(at.as_microsecond())
+            .bind(sync)
+            .execute(&mut *tx)
+            .await?;
+        audit::insert(
+            &mut tx,
+            &crate::state::audit::moved(sync, &was, destination, reason),
+            at,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Some(was))
+    }
+
     /// The destination `sync`'s ledger describes, once a run has said.
     pub async fn destination_of(&self, sync: &str) -> Result<Option<String>, StateError> {
         Ok(

@@ -222,6 +222,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "sync_destinations",
         include_str!("../../../migrations/sqlite/0019_sync_destinations.sql"),
     ),
+    (
+        20,
+        "audit_destination_moved",
+        include_str!("../../../migrations/sqlite/0020_audit_destination_moved.sql"),
+    ),
 ];
 
 /// The migration after which the ledger table's rows are read into runs
