@@ -573,3 +573,66 @@ async fn a_soft_delete_update_marks_the_object_and_no_older_copy_unmarks_it() {
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     assert_eq!(marked(&world), expected);
 }
+
+/// An API that lists only its newest records unless asked for a time
+/// (Freshdesk's tickets): a full run reads from the sync's `start`, and finds
+/// nothing vanished. A sync without `start` cannot tell its listing is
+/// short, and deletes what it left out (under `full_delete_limit`); a
+/// reconciliation finds those missing and its repair writes them back,
+/// though the ledger holds them deleted, since the source serves them live.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_run_reads_from_start_and_a_repair_undoes_what_a_short_listing_deleted() {
+    let mut sim = SimConfig::new(206, 200);
+    sim.poisoned_ratio = 0.0;
+    sim.invalid_ratio = 0.0;
+    sim.source.unbounded_newest = Some(190);
+    let mut setup = Setup::new(Style::Cursor, Mode::Put);
+    setup.deletes = FULL_ONLY.into();
+    setup.dest_extra = "read_path = \"/v1/contacts/by-external-id/{external_id}\"".into();
+    let start = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(3);
+    setup.source_extra = format!("start = \"{start}\"");
+    let world = World::start("deletes-short-listing", sim, &setup).await;
+    world.run_to_completion().await;
+    let written = held(&world);
+    assert_eq!(written.len(), 200);
+    let out = world.highwater(&["run", SYNC, "--full", "--json"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let ran = report(&out);
+    assert_eq!(ran["counters"]["deleted"], 0, "{ran}");
+    assert_eq!(held(&world), written, "nothing deleted");
+
+    setup.source_extra = String::new();
+    world.rewrite(&setup);
+    let out = world.highwater(&["run", SYNC, "--full", "--json"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(
+        report(&out)["counters"]["deleted"],
+        10,
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(held(&world).len(), 190);
+
+    let out = world
+        .highwater(&["reconcile", SYNC, "--sample", "all", "--repair", "--json"])
+        .await;
+    let found: serde_json::Value = stdout(&out)
+        .lines()
+        .next()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_default();
+    let missing = found["missing"].as_array().map_or(0, Vec::len);
+    assert_eq!(missing, 10, "{}", describe(&out));
+    assert_eq!(held(&world), written, "{}", describe(&out));
+    world.assert_exact().await;
+
+    // A `start` moved later: what the ledger holds from before it is not
+    // listed, and not deleted either.
+    let later = jiff::Timestamp::now() - jiff::SignedDuration::from_mins(60);
+    setup.source_extra = format!("start = \"{later}\"");
+    world.rewrite(&setup);
+    let out = world.highwater(&["run", SYNC, "--full", "--json"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(report(&out)["counters"]["deleted"], 0, "{}", describe(&out));
+    assert_eq!(held(&world), written);
+}

@@ -94,6 +94,7 @@ impl SimConfig {
             loop_pagination: false,
             bad_body: None,
             rate_limit_body_delay: Duration::from_millis(200),
+            unbounded_newest: None,
         };
         self.dest = DestFaults {
             latency: Duration::from_millis(1),
@@ -185,6 +186,11 @@ pub struct SourceFaults {
     /// A 429's head goes out at once, its body only after this long: a client
     /// that waits for the body before it holds back lets other requests through.
     pub rate_limit_body_delay: Duration,
+    /// Without a lower bound (`updated_after`), the cursor, links, offset and
+    /// page listings hold only the newest this many records of their range,
+    /// as some APIs list only recent records unless asked for a time
+    /// (Freshdesk: tickets of the last 30 days, unless `updated_since`).
+    pub unbounded_newest: Option<usize>,
 }
 
 impl Default for SourceFaults {
@@ -202,6 +208,7 @@ impl Default for SourceFaults {
             loop_pagination: false,
             bad_body: None,
             rate_limit_body_delay: Duration::ZERO,
+            unbounded_newest: None,
         }
     }
 }

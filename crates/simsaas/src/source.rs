@@ -181,7 +181,7 @@ fn token_page(
     };
     let next = {
         let mut ds = lock(&s.dataset);
-        let range = ds.bounds(after, before);
+        let range = listing(&ds, ctx, after, before);
         let lo = match &incoming {
             Some(t) => ds.pos_after_key(t.t, &t.i).max(range.start),
             None => range.start,
@@ -207,6 +207,16 @@ fn token_page(
         return Ok(Some(raw.to_owned()));
     }
     Ok(next.map(|t| t.encode()))
+}
+
+/// The positions a listing bounded so holds: without a lower bound, only the
+/// newest records where the source lists no more than those unasked.
+fn listing(ds: &Dataset, ctx: &Ctx, after: Option<i64>, before: Option<i64>) -> Range<usize> {
+    let range = ds.bounds(after, before);
+    match (after, ctx.faults.unbounded_newest) {
+        (None, Some(newest)) => range.end.saturating_sub(newest).max(range.start)..range.end,
+        _ => range,
+    }
 }
 
 /// Writes a page of records, letting the stale-replica fault pick old
@@ -337,7 +347,7 @@ fn skip_page(
     let after = time_param(&ctx.params, "updated_after")?;
     let before = time_param(&ctx.params, "updated_before")?;
     let mut ds = lock(&s.dataset);
-    let range = ds.bounds(after, before);
+    let range = listing(&ds, ctx, after, before);
     let total = range.len();
     let lo = range.start + usize::try_from(skip).unwrap_or(usize::MAX).min(total);
     let hi = lo.saturating_add(limit).min(range.end);

@@ -80,16 +80,23 @@ impl Runner<'_> {
     }
 
     /// The ledger's live records the whole source did not list; refused above
-    /// the sync's share unless `allow_mass_delete`.
+    /// the sync's share unless `allow_mass_delete`. Records from before the
+    /// sync's `start` (a `start` moved later) are outside what was listed, and
+    /// stay; so does one stamped at `start` itself, which an API's bound may
+    /// leave out.
     async fn vanished_from_source(
         &self,
         allow_mass_delete: bool,
     ) -> Result<Vec<String>, FailureCause> {
         let ledger = self.store.ledger(&self.spec.name).await?;
-        let live = ledger.iter().filter(|e| e.deleted_at.is_none()).count();
+        let start = self.spec.source.start;
+        let listed = |e: &LedgerEntry| {
+            e.deleted_at.is_none() && start.is_none_or(|start| e.updated_at > start)
+        };
+        let live = ledger.iter().filter(|e| listed(e)).count();
         let vanished: Vec<String> = ledger
             .into_iter()
-            .filter(|e| e.deleted_at.is_none() && !self.seen.contains(&e.source_id))
+            .filter(|e| listed(e) && !self.seen.contains(&e.source_id))
             .map(|e| e.source_id)
             .collect();
         let limit = self

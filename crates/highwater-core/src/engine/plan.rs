@@ -40,9 +40,11 @@ pub enum Plan {
     /// less the feed's lookback, to now less the lag: each deletion is applied
     /// at the destination and kept in the ledger as a tombstone.
     Deletes,
-    /// The whole source, with no lower bound and nothing dropped past the
-    /// watermark; then what the ledger holds (not deleted) and the source no
-    /// longer listed is deleted — refused above the sync's
+    /// The whole source — from the sync's `start`, the oldest it covers, when
+    /// it has one (an API may list only recent records unless asked for a
+    /// time) — with nothing dropped past the watermark; then what the ledger
+    /// holds (not deleted, and since `start`) and the source no longer listed
+    /// is deleted — refused above the sync's
     /// `full_delete_limit` share of the ledger unless `allow_mass_delete`. An
     /// open full run is resumed from the start: what it saw is not kept.
     Full { allow_mass_delete: bool },
@@ -87,7 +89,7 @@ impl Plan {
         match self {
             Plan::Incremental => incremental,
             Plan::Full { .. } => Window {
-                lower: None,
+                lower: spec.source.start,
                 watermark: incremental.watermark,
             },
             Plan::Deletes => {

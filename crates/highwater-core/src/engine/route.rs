@@ -73,8 +73,16 @@ impl Runner<'_> {
             written,
             pending,
         ) {
-            // A repair writes what the destination lost, whatever the ledger says.
+            // A repair writes what the destination lost, whatever the ledger
+            // says: over a deletion too, which the source, serving the record
+            // live, no longer stands by (a full run's listing left it out).
             Decision::Unchanged if matches!(self.plan, Plan::Repair { .. }) => Decision::Write,
+            Decision::Stale
+                if matches!(self.plan, Plan::Repair { .. })
+                    && written.is_some_and(|e| e.deleted_at.is_some()) =>
+            {
+                Decision::Write
+            }
             decision => decision,
         };
         if decision == Decision::Write
