@@ -371,8 +371,9 @@ macro_rules! crash_tests {
     };
 }
 
-// Every style and every mode at least once (put, lookup and post twice, batch
-// once): the covering set that `.ci/run` runs.
+// Every style and every mode at least once (put three times, lookup and post
+// twice, batch once), and next URLs that number pages: the covering set that
+// `.ci/run` runs.
 crash_tests! {
     cursor_put: Style::Cursor, Mode::Put, 101;
     next_url_body_lookup: Style::NextUrlBody, Mode::Lookup, 105;
@@ -381,6 +382,7 @@ crash_tests! {
     offset_post: Style::Offset, Mode::Post, 115;
     page_put: Style::Page, Mode::Put, 116;
     keyset_batch: Style::Keyset, Mode::Batch, 119;
+    page_link_put: Style::PageLink, Mode::Put, 125;
 }
 
 /// The other seventeen combinations: with the seven above, every pagination

@@ -297,7 +297,7 @@ async fn out_of_order_versions_never_regress_the_destination() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn offset_and_page_shifts_skip_nothing() {
-    for style in [Style::Offset, Style::Page] {
+    for style in [Style::Offset, Style::Page, Style::PageLink] {
         let mut sim = quiet(24, 3000);
         sim.source.latency = Duration::from_millis(10);
         sim.mutations.max = 400;
@@ -306,8 +306,11 @@ async fn offset_and_page_shifts_skip_nothing() {
         // rows out from before it. A page-number API needs two requests per page, and
         // a removal and an insert that cancel out between them cannot be seen (see
         // `PageWalk`), so pages are checked against inserts, as the design asks.
+        // Next URLs that number pages are walked as pages, and checked
+        // against updates: each moves a record out from before the reader.
         sim.mutations.weights = match style {
             Style::Page => [0, 0, 0, 1],
+            Style::PageLink => [1, 0, 0, 0],
             _ => [1, 0, 0, 2],
         };
         let mut setup = Setup::new(style, Mode::Put);

@@ -143,6 +143,9 @@ pub enum Style {
     Keyset,
     Offset,
     Page,
+    /// The page-number listing followed by its `Link` header, as GitHub's
+    /// (not in [`Style::ALL`]).
+    PageLink,
 }
 
 impl Style {
@@ -257,6 +260,13 @@ impl Setup {
             Style::Page => (
                 "/v1/pages/invoices",
                 r#"{ style = "page", page_param = "page", overlap = 10 }"#,
+                "items",
+                "per_page",
+                true,
+            ),
+            Style::PageLink => (
+                "/v1/pages/invoices",
+                r#"{ style = "next_url", link_header = true }"#,
                 "items",
                 "per_page",
                 true,

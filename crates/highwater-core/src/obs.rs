@@ -23,6 +23,7 @@ pub const RUN_COMPLETED: &str = "run_completed";
 pub const RUN_STOPPED: &str = "run_stopped";
 pub const RUN_FAILED: &str = "run_failed";
 pub const PAGINATION_RESCAN: &str = "pagination_rescan";
+pub const NUMBERED_NEXT_URLS: &str = "numbered_next_urls";
 pub const LAGGING_COPIES: &str = "lagging_copies";
 pub const BOUND_NOT_HONORED: &str = "bound_not_honored";
 pub const RECORD_REPAIRED: &str = "record_repaired";
@@ -393,6 +394,26 @@ impl PaginationRescan<'_> {
             );
         }
         metrics::counter!(PAGINATION_RESCANS_TOTAL, "sync" => self.sync.to_owned()).increment(1);
+    }
+}
+
+/// The source's next URLs number their pages: read from here on as a
+/// page-number walk, each page with the one before it again.
+pub struct NumberedNextUrls<'a> {
+    pub sync: &'a str,
+    pub param: &'a str,
+}
+
+impl NumberedNextUrls<'_> {
+    pub fn emit(&self) {
+        tracing::info!(
+            event = NUMBERED_NEXT_URLS,
+            sync = %self.sync,
+            param = %self.param,
+            "the next URLs number their pages (`{}`): each page is read with the one before it \
+             again, so that a record that moves while the run pages cannot hide another",
+            self.param
+        );
     }
 }
 

@@ -399,9 +399,26 @@ async fn pages(
         let skip = (effective - 1).saturating_mul(per_page as u64);
         let mut out = Vec::with_capacity(16 * 1024);
         out.extend_from_slice(br#"{"items":"#);
-        skip_page(&s, &ctx, skip, per_page, &mut out)?;
+        let total = skip_page(&s, &ctx, skip, per_page, &mut out)?;
         out.extend_from_slice(format!(r#","page":{page}}}"#).as_bytes());
-        Ok(json_bytes(StatusCode::OK, out))
+        let mut resp = json_bytes(StatusCode::OK, out);
+        // As GitHub's: the next page's URL, every other parameter kept.
+        if skip.saturating_add(per_page as u64) < total as u64 {
+            let mut q = url::form_urlencoded::Serializer::new(String::new());
+            for (k, v) in ctx.params.0.iter().filter(|(k, _)| k != "page") {
+                q.append_pair(k, v);
+            }
+            q.append_pair("page", &(page + 1).to_string());
+            let next = format!(
+                "<{}/v1/pages/invoices?{}>; rel=\"next\"",
+                s.source_url,
+                q.finish()
+            );
+            if let Ok(v) = HeaderValue::from_str(&next) {
+                resp.headers_mut().insert(header::LINK, v);
+            }
+        }
+        Ok(resp)
     })())
 }
 

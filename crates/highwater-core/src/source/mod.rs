@@ -30,7 +30,7 @@ use crate::stop::Stop;
 pub use extract::Extracted;
 use extract::{extract, parse_time, records_array};
 use fetching::{Ahead, Fetching, Follow};
-use pagination::{OffsetWalk, PageWalk, WalkError, link_next};
+use pagination::{OffsetWalk, PageWalk, WalkError, link_next, numbered_next};
 
 /// What one run is responsible for: records with `lower <= updated_at <= watermark`,
 /// both bounds inclusive ([`bounds`] writes them so that a strict API agrees).
@@ -61,6 +61,14 @@ pub enum Cursor {
         tail: Vec<String>,
     },
     Page {
+        next: u64,
+        tail: Vec<String>,
+    },
+    /// A page-number walk found in next URLs that number their pages
+    /// ([`pagination::numbered_next`]), on the parameter they count with.
+    LinkedPage {
+        param: String,
+        first_page: u64,
         next: u64,
         tail: Vec<String>,
     },
@@ -264,6 +272,17 @@ impl<'a> Reader<'a> {
                     .await?;
                 self.page(records, cursor_after, 1)
             }
+            Pagination::NextUrl { .. } if matches!(self.cursor, Cursor::LinkedPage { .. }) => {
+                let Cursor::LinkedPage {
+                    param, first_page, ..
+                } = self.cursor.clone()
+                else {
+                    unreachable!("matched above")
+                };
+                let overlap = linked_overlap(self.spec);
+                self.numbered_page(&param, first_page, overlap, true, stop)
+                    .await?
+            }
             Pagination::NextUrl { from } => {
                 // A next URL is the API's own: it may not carry the bound.
                 let (url, query, floor) = match &self.cursor {
@@ -282,23 +301,52 @@ impl<'a> Reader<'a> {
                         .filter_map(|v| v.to_str().ok())
                         .find_map(|v| link_next(v, &url)),
                 };
+                let mut sent = url.clone();
+                if !query.is_empty() {
+                    sent.query_pairs_mut().extend_pairs(&query);
+                }
+                let mut numbered = None;
                 let cursor_after = match next {
                     None => Cursor::End,
                     Some(next) => {
                         let next = self.checked_next_url(next)?;
                         let next_url = parse_url(&next)?;
-                        if !self.seen.insert(next.clone()) {
-                            return Err(SourceError::Loop {
-                                what: "next URL",
-                                detail: redact(&next_url),
-                            });
+                        numbered = numbered_next(&sent, &next_url);
+                        if numbered.is_none() {
+                            if !self.seen.insert(next.clone()) {
+                                return Err(SourceError::Loop {
+                                    what: "next URL",
+                                    detail: redact(&next_url),
+                                });
+                            }
+                            self.send_ahead(next_url, Vec::new(), None, stop);
                         }
-                        self.send_ahead(next_url, Vec::new(), None, stop);
                         Cursor::NextUrl { url: next }
                     }
                 };
                 let records = self.records(body, &url)?;
                 let records = self.settle(records, &url, query, floor, stop).await?;
+                // Pages by number: from here on each is read with the one
+                // before it again, as a page-number walk is, so that a record
+                // that moves under the run cannot hide another.
+                let cursor_after = match numbered {
+                    Some((param, first_page, next)) => {
+                        crate::obs::NumberedNextUrls {
+                            sync: self.api.sync(),
+                            param: &param,
+                        }
+                        .emit();
+                        let keys: Vec<String> = records.iter().map(walks::anchor_key).collect();
+                        let overlap = linked_overlap(self.spec) as usize;
+                        Cursor::LinkedPage {
+                            param,
+                            first_page,
+                            next,
+                            tail: keys[keys.len().saturating_sub(overlap)..].to_vec(),
+                        }
+                    }
+                    None => cursor_after,
+                };
                 self.page(records, cursor_after, 1)
             }
             Pagination::Keyset {
@@ -372,7 +420,7 @@ impl<'a> Reader<'a> {
                 first_page,
                 overlap,
             } => {
-                self.numbered_page(&page_param, first_page, overlap, stop)
+                self.numbered_page(&page_param, first_page, overlap, false, stop)
                     .await?
             }
         };
@@ -717,6 +765,12 @@ fn newest(records: &[Extracted]) -> Option<&crate::record::SourceRecord> {
             Extracted::Invalid { .. } => None,
         })
         .max_by(|a, b| a.key.cmp(&b.key))
+}
+
+/// The records a walk over next URLs that number their pages reads again
+/// from the page before: a page-number walk's default, within a page.
+fn linked_overlap(spec: &SourceSpec) -> u32 {
+    spec.page_size.saturating_sub(1).clamp(1, 10)
 }
 
 fn parse_url(text: &str) -> Result<Url, SourceError> {

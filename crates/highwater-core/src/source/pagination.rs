@@ -243,6 +243,52 @@ impl PageWalk {
     }
 }
 
+/// Where an API's next URLs number their pages (GitHub's `Link` header:
+/// `page=2`, `page=3`…): the one query parameter the next URL adds to the
+/// request's, or counts up by one, the first page's number and the next
+/// page's. `None` for anything else — an opaque cursor, a count up by more
+/// than one (an offset), another path, or more than one parameter changed.
+/// Such next URLs are a page-number walk's, with its blind spot: a record
+/// that leaves a page already read moves the others back, and the one
+/// that crosses the boundary is never served.
+pub fn numbered_next(current: &Url, next: &Url) -> Option<(String, u64, u64)> {
+    if current.origin() != next.origin() || current.path() != next.path() {
+        return None;
+    }
+    let pairs = |url: &Url| -> Vec<(String, String)> {
+        let mut pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+        pairs.sort();
+        pairs
+    };
+    let (before, after) = (pairs(current), pairs(next));
+    let only = |of: &[(String, String)], not_in: &[(String, String)]| {
+        let mut rest = not_in.to_vec();
+        of.iter()
+            .filter(|pair| match rest.iter().position(|p| p == *pair) {
+                Some(i) => {
+                    rest.swap_remove(i);
+                    false
+                }
+                None => true,
+            })
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let (gone, added) = (only(&before, &after), only(&after, &before));
+    let [(param, number)] = added.as_slice() else {
+        return None;
+    };
+    let number: u64 = number.parse().ok()?;
+    match gone.as_slice() {
+        [] if number == 1 || number == 2 => Some((param.clone(), number - 1, number)),
+        [(was_param, was)] if was_param == param => {
+            let was: u64 = was.parse().ok()?;
+            (number == was + 1).then(|| (param.clone(), was.min(1), number))
+        }
+        _ => None,
+    }
+}
+
 /// The `rel="next"` target of a `Link` header (RFC 8288), resolved against the
 /// request URL.
 ///
@@ -590,6 +636,68 @@ mod tests {
                 .map(|target| base.join(target).unwrap_or_else(|_| unreachable!()));
             prop_assert_eq!(link_next(&header, &base), expected, "{}", header);
         }
+    }
+
+    #[test]
+    fn next_urls_that_number_pages_are_told_from_cursors_and_offsets() {
+        let url = |text: &str| Url::parse(text).expect("url");
+        let first = url("https://api.github.com/repos/a/b/issues?state=all&per_page=100&since=X");
+        assert_eq!(
+            numbered_next(
+                &first,
+                &url(
+                    "https://api.github.com/repos/a/b/issues?per_page=100&state=all&since=X&page=2"
+                )
+            ),
+            Some(("page".into(), 1, 2))
+        );
+        let third =
+            url("https://api.github.com/repos/a/b/issues?page=3&per_page=100&state=all&since=X");
+        let second =
+            url("https://api.github.com/repos/a/b/issues?page=2&per_page=100&state=all&since=X");
+        assert_eq!(numbered_next(&second, &third), Some(("page".into(), 1, 3)));
+        let zero = url("https://x.test/items?p=0");
+        assert_eq!(
+            numbered_next(&zero, &url("https://x.test/items?p=1")),
+            Some(("p".into(), 0, 1))
+        );
+        assert_eq!(
+            numbered_next(
+                &url("https://x.test/items"),
+                &url("https://x.test/items?p=1")
+            ),
+            Some(("p".into(), 0, 1))
+        );
+        for next in [
+            "https://x.test/items?page_info=abc",
+            "https://x.test/items?offset=100",
+            "https://x.test/items?after=2&limit=5",
+            "https://x.test/other?page=2",
+            "https://y.test/items?page=2",
+            "https://x.test/items?page=7",
+        ] {
+            assert_eq!(
+                numbered_next(&url("https://x.test/items"), &url(next)),
+                None,
+                "{next}"
+            );
+        }
+        assert_eq!(
+            numbered_next(
+                &url("https://x.test/items?offset=100"),
+                &url("https://x.test/items?offset=200")
+            ),
+            None
+        );
+        assert_eq!(
+            numbered_next(
+                &second,
+                &url(
+                    "https://api.github.com/repos/a/b/issues?page=3&per_page=50&state=all&since=X"
+                )
+            ),
+            None
+        );
     }
 
     #[test]

@@ -149,6 +149,9 @@ fn describe_cursor(cursor: &Cursor) -> String {
         Cursor::Keyset { updated_at, id, .. } => format!("after ({updated_at}, {id:?})"),
         Cursor::Offset { next, .. } => format!("offset {next}"),
         Cursor::Page { next, .. } => format!("page {next}"),
+        Cursor::LinkedPage { param, next, .. } => {
+            format!("page {next} ({param}={next}, from next URLs that number pages)")
+        }
         Cursor::Start => "the first page".into(),
     }
 }

@@ -60,15 +60,21 @@ impl Reader<'_> {
         }
     }
 
+    /// The next page of a page-number walk on `param`; `linked` when the
+    /// walk was found in next URLs that number their pages, so that its
+    /// cursor says on which parameter.
     pub(super) async fn numbered_page(
         &mut self,
         param: &str,
         first_page: u64,
         overlap: u32,
+        linked: bool,
         stop: &Stop,
     ) -> Result<Page, SourceError> {
         let (next, tail) = match &self.cursor {
-            Cursor::Page { next, tail } => (*next, tail.clone()),
+            Cursor::Page { next, tail } | Cursor::LinkedPage { next, tail, .. } => {
+                (*next, tail.clone())
+            }
             _ => (first_page, Vec::new()),
         };
         let mut walk = self
@@ -108,13 +114,18 @@ impl Reader<'_> {
                     let window: Vec<Extracted> = previous.into_iter().chain(current).collect();
                     let mut records = without(window, from, &tail_before);
                     records.append(&mut discarded);
-                    let cursor_after = if done {
-                        Cursor::End
-                    } else {
-                        Cursor::Page {
+                    let cursor_after = match (done, linked) {
+                        (true, _) => Cursor::End,
+                        (false, false) => Cursor::Page {
                             next: walk.next,
                             tail: walk.tail.clone(),
-                        }
+                        },
+                        (false, true) => Cursor::LinkedPage {
+                            param: param.to_owned(),
+                            first_page,
+                            next: walk.next,
+                            tail: walk.tail.clone(),
+                        },
                     };
                     self.page_walk = Some(walk);
                     return Ok(self.page(records, cursor_after, requests));
@@ -149,7 +160,7 @@ fn without(window: Vec<Extracted>, from: usize, tail: &[String]) -> Vec<Extracte
 
 /// Identifies a record at one version, so a record that changed (and may have
 /// moved) is never taken as proof of where the reader stood.
-fn anchor_key(record: &Extracted) -> String {
+pub(super) fn anchor_key(record: &Extracted) -> String {
     match record {
         Extracted::Record(r) => format!(
             "{}@{}#{}",
