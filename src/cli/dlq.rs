@@ -1,8 +1,9 @@
-//! `highwater dlq list|show|discard`: a sync's dead letters. `list` shows the
-//! unresolved ones, oldest first (a table, or one JSON line each); `show` one in
-//! full, payload included, and how it was resolved; `discard` marks dead letters
-//! resolved without writing them, with a reason kept in the audit log, while
-//! holding the sync's lock. Reads the state store and never creates it.
+//! `highwater dlq list|show|discard|replay`: a sync's dead letters. `list`
+//! shows the unresolved ones, oldest first (a table, or one JSON line each);
+//! `show` one in full, payload included, and how it was resolved; `discard`
+//! marks dead letters resolved without writing them, with a reason kept in the
+//! audit log, while holding the sync's lock; `replay` writes them again as a
+//! run of its own. Reads the state store and never creates it.
 
 use clap::{ArgGroup, Args, Subcommand};
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};

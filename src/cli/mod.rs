@@ -196,7 +196,7 @@ pub enum Command {
         /// The record's id in the source.
         source_id: String,
     },
-    /// List, show or discard a sync's dead letters.
+    /// List, show, discard or replay a sync's dead letters.
     Dlq {
         #[command(subcommand)]
         command: dlq::DlqCommand,

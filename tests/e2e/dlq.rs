@@ -642,10 +642,19 @@ async fn a_record_fixed_in_config_is_replayed_and_written_exactly_once() {
 /// the replay writes the rest, and the destination is exact.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_run_halted_by_its_dead_letters_says_how_to_write_them_once_fixed() {
-    let mut sim = SimConfig::new(38, 1_000);
+    // Past the window of 200 records, and a run too short to fill it, judged
+    // at its end by all it resolved.
+    for records in [1_000, 100] {
+        halted_by_its_dead_letters(records).await;
+    }
+}
+
+async fn halted_by_its_dead_letters(records: usize) {
+    let mut sim = SimConfig::new(38, records);
     sim.invalid_ratio = 0.0;
     sim.poisoned_ratio = 0.0;
-    let world = World::start("dlq-surge", sim, &Setup::new(Style::Cursor, Mode::Put)).await;
+    let setup = Setup::new(Style::Cursor, Mode::Put);
+    let world = World::start(&format!("dlq-surge-{records}"), sim, &setup).await;
     let text = std::fs::read_to_string(&world.config).expect("config");
     let required = "amount_cents = \"integer\"\n";
     assert!(text.contains(required), "{text}");
@@ -667,6 +676,9 @@ async fn a_run_halted_by_its_dead_letters_says_how_to_write_them_once_fixed() {
     world.run_to_completion().await;
     let left = list_json(&world).await.len();
     assert!(left > 0, "the letters of before the halt stay");
+    if records < 200 {
+        assert_eq!(left, records, "the short run refused every record");
+    }
     let out = world
         .highwater(&["dlq", "replay", SYNC, "--all", "--json"])
         .await;

@@ -353,3 +353,112 @@ async fn records_sharing_an_external_id_are_refused_after_the_first() {
     assert!(dead.iter().any(|d| d.source_id == "d"), "{dead:?}");
     assert_eq!(jsonl_rows(&out_file).len(), 2);
 }
+
+/// Stripe's lists: newest first, each page after the id of the last record of
+/// the one before (`starting_after`), `has_more` saying whether one follows,
+/// `created` in epoch seconds and bounded by `created[gte]`.
+/// The customers a Stripe-shaped list serves, and the `starting_after` of
+/// each request, in turn.
+type Customers = (Arc<Vec<Value>>, Arc<Mutex<Vec<String>>>);
+
+async fn stripe_customers(
+    State((customers, asked)): State<Customers>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+) -> Json<Value> {
+    let limit: usize = query
+        .get("limit")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(10);
+    let since: i64 = query
+        .get("created[gte]")
+        .and_then(|g| g.parse().ok())
+        .unwrap_or(0);
+    let after = query.get("starting_after").cloned();
+    asked
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(after.clone().unwrap_or_default());
+    let mut listed: Vec<&Value> = customers
+        .iter()
+        .filter(|c| c["created"].as_i64().is_some_and(|at| at >= since))
+        .collect();
+    listed.sort_by_key(|c| std::cmp::Reverse(c["created"].as_i64()));
+    let from = after
+        .and_then(|id| listed.iter().position(|c| c["id"] == id.as_str()))
+        .map_or(0, |at| at + 1);
+    let page: Vec<&Value> = listed.iter().skip(from).take(limit).copied().collect();
+    let has_more = from + page.len() < listed.len();
+    Json(json!({ "object": "list", "data": page, "has_more": has_more }))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_list_paged_after_its_last_record_s_id_is_read_whole() {
+    let customers: Vec<Value> = (0..250)
+        .map(|n| {
+            json!({
+                "id": format!("cus_{n:04}"),
+                "object": "customer",
+                "created": 1_767_225_600 + n,
+                "email": format!("c{n}@example.com"),
+            })
+        })
+        .collect();
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let app = axum::Router::new()
+        .route("/v1/customers", get(stripe_customers))
+        .with_state((Arc::new(customers), Arc::clone(&asked)));
+    let (addr, server) = crate::util::serve_local(app).await;
+    let dir = fresh_dir("stripe-list");
+    let out_file = dir.join("customers.jsonl");
+    let config = dir.join("highwater.toml");
+    let text = format!(
+        r#"{state}
+
+[[sync]]
+name = "customers"
+
+[sync.source]
+base_url = "http://{addr}"
+path = "/v1/customers"
+updated_at_field = "created"
+time_format = "epoch_seconds"
+page_size = 100
+lower_bound_param = "created[gte]"
+start = "2025-01-01T00:00:00Z"
+pagination = {{ style = "cursor", token_param = "starting_after", token_field = "id", more_path = "has_more" }}
+
+[sync.mapping]
+external_id = "{{id}}"
+fields = {{ email = "email" }}
+
+[sync.destination]
+type = "jsonl"
+file = "{file}"
+"#,
+        state = crate::util::state_table(&dir),
+        file = out_file.display(),
+    );
+    std::fs::write(&config, text).unwrap_or_else(|e| panic!("write config: {e}"));
+    let out = crate::util::finish(
+        tokio::process::Command::new(crate::util::bin())
+            .arg("--config")
+            .arg(&config)
+            .args(["run", "customers", "--json"])
+            .env_remove("HIGHWATER_LOG"),
+    )
+    .await;
+    server.abort();
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let ran = report(&out);
+    assert_eq!(ran["counters"]["written"], 250, "{ran}");
+    let rows = jsonl_rows(&out_file);
+    let ids: std::collections::HashSet<&str> = rows
+        .iter()
+        .filter_map(|r| r["external_id"].as_str())
+        .collect();
+    assert_eq!(ids.len(), 250);
+    // Three pages, each after the last id of the one before; `has_more:
+    // false` ends it without a fourth request.
+    let asked = asked.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    assert_eq!(asked, ["", "cus_0150", "cus_0050"], "{asked:?}");
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::Value;
 use simsaas::{DestFaults, SimConfig};
 
-use crate::util::{Mode, SYNC, Setup, Style, World, describe, report};
+use crate::util::{Mode, SYNC, Setup, Style, World, describe, report, stderr};
 
 const READ_PATH: &str = "read_path = \"/v1/contacts/by-external-id/{external_id}\"";
 
@@ -84,7 +84,13 @@ async fn a_write_that_lands_late_is_read_back_and_repaired() {
             if killed { "killed" } else { "retried" }
         );
         let world = World::start(&name, records(20), &setup).await;
-        let repaired = overtake_late_writes(&world, &setup, killed).await;
+        let (repaired, said) = overtake_late_writes(&world, &setup, killed).await;
+        // The records are read back once the writes unanswered in time can
+        // no longer land; the wait until then is said, not silent.
+        assert!(
+            said.contains("until writes whose answers never came can no longer land"),
+            "{name}: {said}"
+        );
         let dump = world.sim.dest_dump();
         assert!(
             !dump.late_regressions.is_empty(),
@@ -129,7 +135,7 @@ async fn a_version_precondition_refuses_late_older_writes() {
     setup.concurrency = 32;
     setup.dest_extra = format!("version_header = \"{}\"", simsaas::VERSION_HEADER);
     let world = World::start("late-precondition", records(20), &setup).await;
-    let repaired = overtake_late_writes(&world, &setup, false).await;
+    let (repaired, _) = overtake_late_writes(&world, &setup, false).await;
     assert!(repaired.is_empty(), "{repaired:?}");
     let stats = world.sim.stats();
     assert!(stats.dest.preconditions_failed > 0, "{stats:?}");
@@ -236,12 +242,12 @@ fn update_all(sim: &simsaas::SimSaas) {
 /// client's timeout (the third gets through), or killed while its first attempts
 /// are held; then, with faults off, version 3 at once, while held version 2s are
 /// still to land. Waits until they all have, and returns the records the last
-/// run repaired.
+/// run repaired, with what it logged.
 async fn overtake_late_writes(
     world: &World,
     setup: &Setup,
     killed: bool,
-) -> Vec<serde_json::Value> {
+) -> (Vec<serde_json::Value>, String) {
     world.run_to_completion().await;
     let sim = world.sim.clone();
     update_all(&sim);
@@ -272,10 +278,11 @@ async fn overtake_late_writes(
     let out = world.highwater(&["run", SYNC, "--json"]).await;
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     tokio::time::sleep(held_for).await;
-    report(&out)["repaired"]
+    let repaired = report(&out)["repaired"]
         .as_array()
         .cloned()
-        .unwrap_or_default()
+        .unwrap_or_default();
+    (repaired, stderr(&out))
 }
 
 /// A record written before under another external id (here: the mapping's

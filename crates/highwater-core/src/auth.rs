@@ -58,6 +58,8 @@ pub struct Authenticator {
 struct Token {
     access: Secret,
     refresh_at: Instant,
+    /// When it came: a request sent before holds an older one.
+    fetched_at: Instant,
 }
 
 struct ClientCredentials<'a> {
@@ -99,9 +101,16 @@ impl Authenticator {
         matches!(self.spec, AuthSpec::OAuth2 { .. })
     }
 
-    /// Forgets the cached token; the next request fetches a new one.
-    pub async fn invalidate(&self) {
-        *self.token.lock().await = None;
+    /// Forgets the cached token after an answer of 401 to a request whose
+    /// credentials were put on after `sent_after`; the next request fetches a
+    /// new one. A token that came since is kept: the requests in flight with
+    /// the old one are answered 401 too, and each would otherwise throw away
+    /// the token the one before fetched.
+    pub async fn invalidate(&self, sent_after: Instant) {
+        let mut cached = self.token.lock().await;
+        if cached.as_ref().is_some_and(|t| t.fetched_at <= sent_after) {
+            *cached = None;
+        }
     }
 
     /// Adds the credentials to a request.
@@ -276,6 +285,7 @@ impl Authenticator {
                 return Ok(Token {
                     access: Secret::new(answer.access_token),
                     refresh_at: refresh_at(started, answer.expires_in),
+                    fetched_at: Instant::now(),
                 });
             }
             Ok(response) => Outcome::Status(response.status().as_u16()),
@@ -322,7 +332,7 @@ fn describe(outcome: Outcome) -> String {
         }
         Outcome::TimedOutAfterSend => "timed out".into(),
         Outcome::BrokenAfterSend => "connection broken".into(),
-        Outcome::ErrorInBody => "error in body".into(),
+        Outcome::ErrorInBody(status) => format!("HTTP {status} with an error in its body"),
     }
 }
 
@@ -342,6 +352,90 @@ pub(crate) fn sensitive(value: &str) -> HeaderValue {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// A token endpoint on 127.0.0.1 answering every request with a new
+    /// token; how many it gave.
+    async fn token_endpoint() -> (url::Url, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("listen");
+        let addr = listener.local_addr().expect("address");
+        let given = std::sync::Arc::new(AtomicU64::new(0));
+        let counter = std::sync::Arc::clone(&given);
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let counter = std::sync::Arc::clone(&counter);
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    // The form is short: it comes with the head.
+                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match socket.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => request.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+                    let body = format!(r#"{{"access_token":"t{n}","expires_in":3600}}"#);
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = socket.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        let url = url::Url::parse(&format!("http://{addr}/oauth/token")).expect("url");
+        (url, given)
+    }
+
+    /// Requests in flight with a token the API stopped taking are each
+    /// answered 401: the first one's refresh fetches a new token, and the
+    /// others' keep it rather than fetch one each.
+    #[tokio::test]
+    async fn a_401_to_a_request_sent_before_the_token_came_keeps_it() {
+        let (token_url, given) = token_endpoint().await;
+        let auth = Authenticator::new(
+            AuthSpec::OAuth2 {
+                token_url,
+                client_id: "hw".into(),
+                client_secret: Secret::new("s"),
+                scope: None,
+            },
+            RetryPolicy::default(),
+        );
+        let client = crate::http::client().build().expect("client");
+        let stop = Stop::never();
+        let token = async || {
+            let request = auth
+                .apply(client.get("http://127.0.0.1:9/"), &client, &stop)
+                .await
+                .expect("credentials")
+                .build()
+                .expect("request");
+            request.headers()[AUTHORIZATION]
+                .to_str()
+                .expect("header")
+                .to_owned()
+        };
+        assert_eq!(token().await, "Bearer t1");
+        let sent = Instant::now();
+        // The first 401: a new token.
+        auth.invalidate(sent).await;
+        assert_eq!(token().await, "Bearer t2");
+        // Three more requests sent with the first one: the second is kept.
+        for _ in 0..3 {
+            auth.invalidate(sent).await;
+            assert_eq!(token().await, "Bearer t2");
+        }
+        assert_eq!(given.load(std::sync::atomic::Ordering::SeqCst), 2);
+        // A 401 to a request sent with the second one fetches a third.
+        auth.invalidate(Instant::now()).await;
+        assert_eq!(token().await, "Bearer t3");
+    }
 
     #[test]
     fn a_token_that_never_expires_does_not_overflow_the_clock() {

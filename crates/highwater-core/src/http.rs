@@ -64,7 +64,7 @@ fn retry_class(outcome: Outcome) -> RetryClass {
         Outcome::ConnectFailed | Outcome::Untrusted | Outcome::BrokenAfterSend => {
             RetryClass::Connection
         }
-        Outcome::Status(_) | Outcome::ErrorInBody => RetryClass::Other,
+        Outcome::Status(_) | Outcome::ErrorInBody(_) => RetryClass::Other,
     }
 }
 
@@ -167,7 +167,7 @@ struct Answered {
 impl Answered {
     fn status(&self) -> u16 {
         match self.outcome {
-            Outcome::Status(s) | Outcome::Throttled(s) => s,
+            Outcome::Status(s) | Outcome::Throttled(s) | Outcome::ErrorInBody(s) => s,
             _ => 0,
         }
     }
@@ -511,6 +511,7 @@ impl Api {
         refreshed: &AtomicBool,
     ) -> Result<Reply, Failed<Unanswered>> {
         loop {
+            let started = Instant::now();
             let answered = self.send_once(request, stop, attempt).await;
             if let Err(Failed {
                 error: Unanswered::Answered(answer),
@@ -520,7 +521,7 @@ impl Api {
                 && self.auth.can_refresh()
                 && !refreshed.swap(true, Ordering::Relaxed)
             {
-                self.auth.invalidate().await;
+                self.auth.invalidate(started).await;
                 continue;
             }
             return answered;
@@ -610,7 +611,7 @@ impl Api {
                         };
                         match self.error_in_body(&reply) {
                             None => return Ok(reply),
-                            Some(error) => (Outcome::ErrorInBody, None, error),
+                            Some(error) => (Outcome::ErrorInBody(status.as_u16()), None, error),
                         }
                     }
                     Ok(body) => (refusal(status, throttled), retry_after, snippet(&body)),

@@ -24,6 +24,7 @@ pub const RUN_STOPPED: &str = "run_stopped";
 pub const RUN_FAILED: &str = "run_failed";
 pub const PAGINATION_RESCAN: &str = "pagination_rescan";
 pub const NUMBERED_NEXT_URLS: &str = "numbered_next_urls";
+pub const LATE_WRITES_AWAITED: &str = "late_writes_awaited";
 pub const LAGGING_COPIES: &str = "lagging_copies";
 pub const BOUND_NOT_HONORED: &str = "bound_not_honored";
 pub const RECORD_REPAIRED: &str = "record_repaired";
@@ -413,6 +414,28 @@ impl NumberedNextUrls<'_> {
             "the next URLs number their pages (`{}`): each page is read with the one before it \
              again, so that a record that moves while the run pages cannot hide another",
             self.param
+        );
+    }
+}
+
+/// The run waits, before it reads records back or checks them, until the
+/// writes whose answers never came can no longer land (`late_write_window`):
+/// otherwise a long silence.
+pub struct LateWritesAwaited;
+
+impl LateWritesAwaited {
+    pub fn emit(sync: &str, records: usize, until: jiff::Timestamp, then: &str) {
+        let wait = until.duration_since(jiff::Timestamp::now());
+        if wait <= jiff::SignedDuration::ZERO {
+            return;
+        }
+        tracing::info!(
+            event = LATE_WRITES_AWAITED,
+            sync = %sync,
+            records,
+            "waiting {:.0}s, until writes whose answers never came can no longer land \
+             (`late_write_window`), before {records} record(s) are {then} at the destination",
+            wait.as_secs_f64().ceil()
         );
     }
 }

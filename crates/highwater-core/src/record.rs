@@ -10,7 +10,8 @@ use jiff::Timestamp;
 use serde_json::Value;
 
 /// A dotted path into a JSON document (`customer.email`). The empty path is the
-/// document itself.
+/// document itself. Read, a segment of digits indexes an array from 0
+/// (`variants.0.sku`, `emails.0.value`); an object's key of digits is still a key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct FieldPath(Vec<String>);
 
@@ -33,7 +34,10 @@ impl FieldPath {
     pub fn get<'v>(&self, value: &'v Value) -> Option<&'v Value> {
         let mut current = value;
         for segment in &self.0 {
-            current = current.as_object()?.get(segment)?;
+            current = match current {
+                Value::Array(items) => items.get(segment.parse::<usize>().ok()?)?,
+                _ => current.as_object()?.get(segment)?,
+            };
         }
         Some(current)
     }
@@ -173,6 +177,18 @@ mod tests {
         assert_eq!(doc["contact"]["name"], json!("Ann"));
         assert!(!FieldPath::parse("customer.email.x").set(&mut doc, json!(1)));
         assert_eq!(FieldPath::parse("").get(&doc), Some(&doc));
+    }
+
+    #[test]
+    fn a_segment_of_digits_indexes_an_array() {
+        let doc = json!({"variants": [{"sku": "A-1"}, {"sku": "B-2"}], "by": {"0": "zero"}});
+        let get = |path: &str| FieldPath::parse(path).get(&doc).cloned();
+        assert_eq!(get("variants.0.sku"), Some(json!("A-1")));
+        assert_eq!(get("variants.1.sku"), Some(json!("B-2")));
+        assert_eq!(get("variants.2.sku"), None);
+        assert_eq!(get("variants.first.sku"), None);
+        assert_eq!(get("variants.-1.sku"), None);
+        assert_eq!(get("by.0"), Some(json!("zero")));
     }
 
     #[test]

@@ -84,6 +84,31 @@ impl Validator<'_> {
                 ),
             );
         }
+        // A keyset's parameters beside the window's would be sent twice, with
+        // two values: the API takes one of them, and not the keyset's.
+        if let Some(Pagination::Keyset {
+            updated_param,
+            id_param,
+        }) = &pagination
+        {
+            let bounds = [&raw.lower_bound_param, &raw.upper_bound_param];
+            for (name, param) in [("updated_param", updated_param), ("id_param", id_param)] {
+                if let Some(bound) = bounds
+                    .iter()
+                    .copied()
+                    .flatten()
+                    .find(|b| b.get_ref() == param)
+                {
+                    self.problem(
+                        bound,
+                        format!("{at}.pagination.{name}"),
+                        format!(
+                            "{param:?} is also a bound's parameter: keyset pagination sends the last record's value in it, so it cannot carry the window too (keyset takes `updated_param` as the lower bound; an API that lists newest first, or pages after the last record's id alone, is `cursor` pagination with `token_field`)"
+                        ),
+                    );
+                }
+            }
+        }
         let keyset = matches!(pagination, Some(Pagination::Keyset { .. }));
         let sorted = keyset || raw.sorted.as_ref().is_some_and(|s| *s.get_ref());
         if raw.lower_bound_param.is_none() && !keyset {
@@ -182,9 +207,11 @@ impl Validator<'_> {
         let at = format!("{at}.pagination");
         let style = raw.get_ref().style.get_ref().clone();
         let r = raw.get_ref();
-        let keys: [(&str, Option<std::ops::Range<usize>>); 10] = [
+        let keys: [(&str, Option<std::ops::Range<usize>>); 12] = [
             ("token_path", r.token_path.as_ref().map(Spanned::span)),
             ("token_param", r.token_param.as_ref().map(Spanned::span)),
+            ("token_field", r.token_field.as_ref().map(Spanned::span)),
+            ("more_path", r.more_path.as_ref().map(Spanned::span)),
             ("next_url_path", r.next_url_path.as_ref().map(Spanned::span)),
             ("link_header", r.link_header.as_ref().map(Spanned::span)),
             ("updated_param", r.updated_param.as_ref().map(Spanned::span)),
@@ -195,7 +222,7 @@ impl Validator<'_> {
             ("overlap", r.overlap.as_ref().map(Spanned::span)),
         ];
         let allowed: &[&str] = match style.as_str() {
-            "cursor" => &["token_path", "token_param"],
+            "cursor" => &["token_path", "token_param", "token_field", "more_path"],
             "next_url" => &["next_url_path", "link_header"],
             "keyset" => &["updated_param", "id_param"],
             "offset" => &["offset_param", "overlap"],
@@ -231,10 +258,25 @@ impl Validator<'_> {
             Some(n) => self.count(n, &format!("{at}.overlap"), 1, 1000),
         };
         let pagination = match style.as_str() {
-            "cursor" => Pagination::Cursor {
-                token_path: path_or(r.token_path.as_ref(), "next_cursor"),
-                token_param: string_or(r.token_param.as_ref(), "cursor"),
-            },
+            "cursor" => {
+                if let (Some(path), Some(_)) = (&r.token_path, &r.token_field) {
+                    self.problem(
+                        path,
+                        format!("{at}.token_path"),
+                        "the next token comes from the answer (`token_path`) or from its last record (`token_field`), not both",
+                    );
+                    return None;
+                }
+                Pagination::Cursor {
+                    token_path: path_or(r.token_path.as_ref(), "next_cursor"),
+                    token_param: string_or(r.token_param.as_ref(), "cursor"),
+                    token_field: r
+                        .token_field
+                        .as_ref()
+                        .map(|p| FieldPath::parse(p.get_ref())),
+                    more_path: r.more_path.as_ref().map(|p| FieldPath::parse(p.get_ref())),
+                }
+            }
             "next_url" => {
                 let from_link = r.link_header.as_ref().is_some_and(|b| *b.get_ref());
                 match (&r.next_url_path, from_link) {

@@ -189,7 +189,22 @@ impl SurgeGuard {
         (full && self.dead as f64 > self.ratio * self.window as f64)
             .then_some((self.dead, self.window))
     }
+
+    /// At the end of an invocation that never filled the window: the dead
+    /// share of all it resolved, when at least [`SHORT_RUN`] records and
+    /// across the line. A run shorter than the window otherwise succeeded
+    /// however many of its records the mapping or the destination refused.
+    pub fn short_run(&self) -> Option<(usize, usize)> {
+        let seen = self.recent.len();
+        (seen >= SHORT_RUN && seen < self.window && self.dead as f64 > self.ratio * seen as f64)
+            .then_some((self.dead, seen))
+    }
 }
+
+/// The fewest records a run that never filled the dead-letter window is
+/// judged by: fewer say little of the mapping (two bad records of three are
+/// the data's).
+pub const SHORT_RUN: usize = 20;
 
 #[cfg(test)]
 mod tests {
@@ -494,6 +509,30 @@ mod tests {
         let mut calm = SurgeGuard::new(0.5, 4);
         let halted = (0..100).any(|i| calm.observe(i % 3 == 0).is_some());
         assert!(!halted);
+    }
+
+    #[test]
+    fn a_run_shorter_than_the_window_is_judged_by_all_it_resolved() {
+        let mut guard = SurgeGuard::new(0.5, 200);
+        for _ in 0..SHORT_RUN - 1 {
+            assert_eq!(guard.observe(true), None);
+        }
+        assert_eq!(guard.short_run(), None, "too few to say");
+        guard.observe(true);
+        assert_eq!(guard.short_run(), Some((SHORT_RUN, SHORT_RUN)));
+        for _ in 0..SHORT_RUN {
+            guard.observe(false);
+        }
+        assert_eq!(guard.short_run(), None, "exactly half is not a surge");
+        let mut full = SurgeGuard::new(0.5, 20);
+        for _ in 0..30 {
+            full.observe(true);
+        }
+        assert_eq!(
+            full.short_run(),
+            None,
+            "a full window was judged as it went"
+        );
     }
 
     #[test]

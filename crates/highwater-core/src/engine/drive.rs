@@ -227,6 +227,9 @@ impl Runner<'_> {
                 continue;
             }
             if self.source_done && self.pages.is_empty() && !committing {
+                if let Some(surge) = self.short_run_surge() {
+                    break Err(surge);
+                }
                 break self.complete(sink.as_ref(), stop).await;
             }
             if let Some(reason) = stop.reason() {

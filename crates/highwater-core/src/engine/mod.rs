@@ -115,6 +115,8 @@ struct Runner<'a> {
     counters: Counters,
     frontier: Frontier<Cursor>,
     surge: SurgeGuard,
+    /// `source id: reason` of the run's latest dead letter, for a surge's message.
+    latest_dead_letter: String,
     progress: &'a watch::Sender<Progress>,
     resumed: bool,
     /// Pages admitted and not yet committed, with what the store knew of their ids.
@@ -350,6 +352,7 @@ impl<'a> Runner<'a> {
                 spec.budgets.dead_letter_ratio,
                 spec.budgets.dead_letter_window,
             ),
+            latest_dead_letter: String::new(),
             progress,
             resumed,
             pages: BTreeMap::new(),

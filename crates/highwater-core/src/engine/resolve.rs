@@ -163,15 +163,33 @@ impl Runner<'_> {
                 page.commit.dead_letters.push(letter);
             }
         }
+        if dead {
+            self.latest_dead_letter.clone_from(&reason);
+        }
         match self.surge.observe(dead) {
-            Some((dead, window)) => Err(FailureCause::Surge {
-                dead,
-                window,
-                limit: self.spec.budgets.dead_letter_ratio * 100.0,
-                reason,
-            }),
+            Some((dead, window)) => Err(self.surge_failure(dead, window)),
             None => Ok(()),
         }
+    }
+
+    fn surge_failure(&self, dead: usize, window: usize) -> FailureCause {
+        FailureCause::Surge {
+            dead,
+            window,
+            limit: self.spec.budgets.dead_letter_ratio * 100.0,
+            reason: self.latest_dead_letter.clone(),
+        }
+    }
+
+    /// At the end of an invocation that read the source and resolved too few
+    /// records to fill the dead-letter window: a surge among all of them.
+    /// A replay is not judged so: its records failed before.
+    pub(super) fn short_run_surge(&self) -> Option<FailureCause> {
+        if matches!(self.plan, Plan::Replay { .. }) {
+            return None;
+        }
+        let (dead, seen) = self.surge.short_run()?;
+        Some(self.surge_failure(dead, seen))
     }
 }
 

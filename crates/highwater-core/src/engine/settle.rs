@@ -54,6 +54,16 @@ impl Runner<'_> {
         stop: &Stop,
     ) -> Result<(), FailureCause> {
         let mut unconfirmed = Vec::new();
+        let last = self
+            .held_back
+            .iter()
+            .filter_map(|h| self.unsettled.get(h.arrival.record.id()))
+            .map(|u| u.settles_at)
+            .max();
+        if let Some(last) = last {
+            let records = self.held_back.len();
+            crate::obs::LateWritesAwaited::emit(&self.spec.name, records, last, "checked");
+        }
         for HeldBack {
             seq,
             arrival,
@@ -159,6 +169,9 @@ impl Runner<'_> {
             return Ok(());
         }
         self.wait_for_other_runs(&mut due, stop).await?;
+        if let Some(last) = due.iter().map(|r| r.settles_at).max() {
+            crate::obs::LateWritesAwaited::emit(&self.spec.name, due.len(), last, "read back");
+        }
         for readback in due {
             let found = match read_back(sink, stop, &self.compare, &readback).await {
                 Ok(found) => found,

@@ -268,3 +268,25 @@ fn redaction_drops_query_and_credentials() {
         .unwrap_or_else(|_| unreachable!());
     assert_eq!(redact(&url), "https://api.example.com:8443/v1/x");
 }
+
+/// An API that refuses a record with 200 and `{"success": false, "error":
+/// …}` (`error_path = "error"`): refused once, not retried, with the status
+/// it was answered with and the error, not an answer without a status.
+#[tokio::test]
+async fn a_2xx_whose_body_holds_an_error_is_refused_with_its_status() {
+    const REFUSED: &str = "HTTP/1.1 200 OK\r\ncontent-length: 49\r\ncontent-type: application/json\r\n\r\n{\"success\":false,\"error\":\"price must be above 0\"}";
+    let (addr, arrivals, server) = answering(vec![(Duration::ZERO, REFUSED)]).await;
+    let mut api = api_at(&format!("http://{addr}/"), Duration::from_secs(5), 3);
+    api.spec.error_path = Some(crate::record::FieldPath::parse("error"));
+    let url = api.url("/v1/x").unwrap_or_else(|_| unreachable!());
+    let refused = api.send(&Request::get(url), &Stop::never()).await;
+    server.abort();
+    match refused {
+        Err(HttpError::Rejected { status, body }) => {
+            assert_eq!(status, 200);
+            assert_eq!(body, "error = \"price must be above 0\"");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(arrivals.lock().unwrap_or_else(|e| e.into_inner()).len(), 1);
+}

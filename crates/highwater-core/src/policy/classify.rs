@@ -23,8 +23,8 @@ pub enum Outcome {
     TimedOutAfterSend,
     /// The connection broke after the request went out: it may have been applied.
     BrokenAfterSend,
-    /// A 2xx answer whose body reports an error.
-    ErrorInBody,
+    /// A 2xx answer (its status) whose body reports an error.
+    ErrorInBody(u16),
 }
 
 impl Outcome {
@@ -70,7 +70,7 @@ pub fn classify(outcome: Outcome) -> Class {
         Outcome::TimedOutAfterSend | Outcome::BrokenAfterSend => Class::Transient {
             outcome_known: false,
         },
-        Outcome::ErrorInBody => Class::RecordLevel,
+        Outcome::ErrorInBody(_) => Class::RecordLevel,
     }
 }
 
@@ -128,7 +128,7 @@ mod tests {
                 outcome_known: false
             }
         );
-        assert_eq!(classify(Outcome::ErrorInBody), Class::RecordLevel);
+        assert_eq!(classify(Outcome::ErrorInBody(200)), Class::RecordLevel);
     }
 
     #[test]

@@ -29,6 +29,14 @@ impl Extracted {
             Extracted::Invalid { id, .. } => id,
         }
     }
+
+    /// The record as the source gave it.
+    pub fn body(&self) -> &Value {
+        match self {
+            Extracted::Record(r) => &r.body,
+            Extracted::Invalid { body, .. } => body,
+        }
+    }
 }
 
 /// Takes the records array out of an answer's body.

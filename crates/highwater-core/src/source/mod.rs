@@ -109,7 +109,7 @@ pub enum SourceError {
     )]
     KeysetStalled { url: String },
     #[error(
-        "the source answered GET {url} {reads} times with record {id} stamped {stamp}, before {floor}, which its keyset rules out: a replica is serving an older copy of it; the next run resumes from the last checkpoint"
+        "the source answered GET {url} {reads} times with record {id} stamped {stamp}, before {floor}, which its keyset rules out: a replica is serving an older copy of it, or the API does not list in ascending (updated_at, id) order as keyset pagination needs; the next run resumes from the last checkpoint"
     )]
     Lagging {
         url: String,
@@ -170,6 +170,12 @@ fn checked(request: &Request, sent: Result<Reply, HttpError>) -> Result<Reply, S
 }
 
 /// The next page's token a value says: a string that is not empty, or a number.
+/// Whether the answer says there is a page after it: always, unless
+/// `more_path` is given and holds anything but `true` there.
+fn more(more_path: Option<&FieldPath>, body: &Value) -> bool {
+    more_path.is_none_or(|path| path.get(body) == Some(&Value::Bool(true)))
+}
+
 fn token_of(value: Option<&Value>) -> Option<String> {
     match value {
         Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
@@ -233,8 +239,46 @@ impl<'a> Reader<'a> {
         }
         let mut page = match self.spec.pagination.clone() {
             Pagination::Cursor {
+                token_param,
+                token_field: Some(field),
+                more_path,
+                ..
+            } => {
+                let mut query = self.base_query();
+                if let Cursor::Token { token } = &self.cursor {
+                    query.push((token_param.clone(), token.clone()));
+                }
+                let url = self.list_url()?;
+                let (body, _) = self.fetch_page(url.clone(), query.clone(), stop).await?;
+                let more = more(more_path.as_ref(), &body);
+                let records = self.records(body, &url)?;
+                // The last record as the answer gave it: the token of the page after.
+                let token = records.last().and_then(|r| token_of(field.get(r.body())));
+                let records = self
+                    .settle(records, &url, query, self.bound_floor(), stop)
+                    .await?;
+                let cursor_after = match token.filter(|_| more) {
+                    None => Cursor::End,
+                    Some(token) => {
+                        if !self.seen.insert(token.clone()) {
+                            return Err(SourceError::Loop {
+                                what: "cursor token",
+                                detail: abbreviate(&token),
+                            });
+                        }
+                        let mut next = self.base_query();
+                        next.push((token_param.clone(), token.clone()));
+                        self.send_ahead(url.clone(), next, None, stop);
+                        Cursor::Token { token }
+                    }
+                };
+                self.page(records, cursor_after, 1)
+            }
+            Pagination::Cursor {
                 token_path,
                 token_param,
+                more_path,
+                ..
             } => {
                 let mut query = self.base_query();
                 if let Cursor::Token { token } = &self.cursor {
@@ -265,6 +309,14 @@ impl<'a> Reader<'a> {
                         }
                         None => Cursor::End,
                     },
+                };
+                // A token beside `has_more: false` leads nowhere: the request
+                // sent ahead with it is dropped, and so aborted.
+                let cursor_after = if more(more_path.as_ref(), &body) {
+                    cursor_after
+                } else {
+                    self.ahead = None;
+                    Cursor::End
                 };
                 let records = self.records(body, &url)?;
                 let records = self

@@ -176,7 +176,7 @@ fn keys_of_another_style_or_mode_are_errors() {
                 "lookup_param = \"external_id\"\npath = \"/v1/x\"",
             ),
         expect![[r#"
-            hw.toml:26: sync "invoices_to_crm".source.pagination.overlap: does not apply to style = "cursor" (it takes: token_path, token_param)
+            hw.toml:26: sync "invoices_to_crm".source.pagination.overlap: does not apply to style = "cursor" (it takes: token_path, token_param, token_field, more_path)
             hw.toml:40: sync "invoices_to_crm".destination.path: does not apply to mode = "lookup" (it takes: lookup_path, lookup_param, lookup_results_path, create_path, update_path, update_method)"#]],
     );
 }
@@ -535,6 +535,59 @@ fn no_lower_bound_is_a_warning_unless_keyset_pagination_gives_one() {
         "style = \"keyset\"\nupdated_param = \"since\"\nid_param = \"after_id\"",
     );
     assert_eq!(warnings(&keyset), "");
+}
+
+#[test]
+fn a_keyset_parameter_cannot_be_a_bound_s_too() {
+    let keyset = VALID
+        .replace("lower_bound_param = \"updated_after\"\n", "")
+        .replace(
+            "style = \"cursor\"\ntoken_path = \"next_cursor\"",
+            "style = \"keyset\"\nupdated_param = \"updated_before\"\nid_param = \"after_id\"",
+        );
+    check(
+        &keyset,
+        expect![[
+            r#"hw.toml:19: sync "invoices_to_crm".source.pagination.updated_param: "updated_before" is also a bound's parameter: keyset pagination sends the last record's value in it, so it cannot carry the window too (keyset takes `updated_param` as the lower bound; an API that lists newest first, or pages after the last record's id alone, is `cursor` pagination with `token_field`)"#
+        ]],
+    );
+}
+
+#[test]
+fn a_cursor_token_comes_from_the_answer_or_its_last_record() {
+    let stripe = VALID.replace(
+        "style = \"cursor\"\ntoken_path = \"next_cursor\"",
+        "style = \"cursor\"\ntoken_param = \"starting_after\"\ntoken_field = \"id\"\nmore_path = \"has_more\"",
+    );
+    let config = parse(&stripe, Path::new("hw.toml"), &env).expect("valid config");
+    match &config.syncs[0].source.pagination {
+        Pagination::Cursor {
+            token_param,
+            token_field,
+            more_path,
+            ..
+        } => {
+            assert_eq!(token_param, "starting_after");
+            assert_eq!(
+                token_field.as_ref().map(ToString::to_string).as_deref(),
+                Some("id")
+            );
+            assert_eq!(
+                more_path.as_ref().map(ToString::to_string).as_deref(),
+                Some("has_more")
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    check(
+        &stripe.replace(
+            "token_field = \"id\"",
+            "token_field = \"id\"\ntoken_path = \"next\"",
+        ),
+        expect![[
+            r#"hw.toml:27: sync "invoices_to_crm".source.pagination.token_path: the next token comes from the answer (`token_path`) or from its last record (`token_field`), not both"#
+        ]],
+    );
 }
 
 #[test]
