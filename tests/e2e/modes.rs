@@ -142,3 +142,37 @@ async fn oauth2_tokens_are_refreshed_as_they_expire() {
         "{message}"
     );
 }
+
+/// A lookup that is a search sent as a POST with a JSON body (HubSpot's and
+/// Intercom's search endpoints): under the destination's faults, each record
+/// is found by the body's filter, so that the run after the source changed
+/// updates every object in place rather than creating it again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lookup_by_a_search_body_finds_the_objects_it_updates() {
+    let mut sim = SimConfig::new(72, 400);
+    sim.invalid_ratio = 0.0;
+    sim.poisoned_ratio = 0.0;
+    let mut sim = sim.with_all_faults();
+    // The source changes between the runs, not during them.
+    sim.mutations.max = 0;
+    let world = World::start(
+        "lookup-search",
+        sim,
+        &Setup::new(Style::Cursor, Mode::Lookup),
+    )
+    .await;
+    let text = std::fs::read_to_string(&world.config).expect("config");
+    let by_query = "lookup_path = \"/v1/contacts\"\nlookup_param = \"external_id\"\n";
+    assert!(text.contains(by_query), "{text}");
+    let by_search = "lookup_path = \"/v1/contacts/search\"\n\
+        lookup_body = { filterGroups = [{ filters = [{ propertyName = \"external_id\", operator = \"EQ\", value = \"{external_id}\" }] }] }\n\
+        lookup_results_path = \"results\"\n";
+    std::fs::write(&world.config, text.replace(by_query, by_search)).expect("config");
+    world.run_to_completion().await;
+    world.assert_exact().await;
+    for record in world.sim.source_records().iter().step_by(3) {
+        world.sim.update_record(&record.id);
+    }
+    world.run_to_completion().await;
+    world.assert_exact().await;
+}

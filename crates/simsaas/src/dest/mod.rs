@@ -39,6 +39,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             get(read_by_ext).put(put_by_ext).delete(delete_by_ext),
         )
         .route("/v1/contacts", get(lookup).post(create))
+        .route("/v1/contacts/search", post(search))
         .route("/v1/contacts/upsert", post(upsert))
         .route("/v1/contacts/batch", post(batch))
         .route("/v1/jobs/{id}", get(jobs::poll))
@@ -676,6 +677,40 @@ async fn lookup(
             store.find(&ext)
         };
         json_value(StatusCode::OK, &serde_json::json!({ "data": data }))
+    })
+    .await
+}
+
+/// A lookup as a search sent as a POST, HubSpot's shape: the external id
+/// in `filterGroups[0].filters[0].value`, the objects in `results`.
+async fn search(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> Response {
+    let parsed: Value = serde_json::from_slice(&body).unwrap_or_default();
+    let Some(ext) = parsed
+        .pointer("/filterGroups/0/filters/0/value")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+    else {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            Some("filterGroups[0].filters[0].value is required"),
+        );
+    };
+    let plan = match gate(&s, &headers, raw, fault_key("lookup", &ext, None)).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    carry_out(&s, plan, move |s, _| {
+        let results = lock(&s.store).find(&ext);
+        json_value(
+            StatusCode::OK,
+            &serde_json::json!({ "total": results.len(), "results": results }),
+        )
     })
     .await
 }

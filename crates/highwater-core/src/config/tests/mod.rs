@@ -177,7 +177,7 @@ fn keys_of_another_style_or_mode_are_errors() {
             ),
         expect![[r#"
             hw.toml:26: sync "invoices_to_crm".source.pagination.overlap: does not apply to style = "cursor" (it takes: token_path, token_param, token_field, more_path)
-            hw.toml:40: sync "invoices_to_crm".destination.path: does not apply to mode = "lookup" (it takes: lookup_path, lookup_param, lookup_results_path, create_path, update_path, update_method)"#]],
+            hw.toml:40: sync "invoices_to_crm".destination.path: does not apply to mode = "lookup" (it takes: lookup_path, lookup_param, lookup_results_path, lookup_body, create_path, update_path, update_method)"#]],
     );
 }
 
@@ -353,6 +353,21 @@ fn lookup_and_post_need_the_external_id_field() {
 }
 
 #[test]
+fn a_lookup_names_the_external_id_in_its_path_query_or_body() {
+    let search = VALID.replace(
+        "lookup_path = \"/v1/contacts\"\nlookup_param = \"external_id\"",
+        "lookup_path = \"/v1/contacts/search\"\nlookup_body = { query = { field = \"external_id\", operator = \"=\", value = \"{external_id}\" } }",
+    );
+    check(&search, expect!["ok"]);
+    check(
+        &search.replace("\"{external_id}\" }", "\"x\" }"),
+        expect![[
+            r#"hw.toml:33: sync "invoices_to_crm".destination: mode = "lookup" needs `lookup_param`, {external_id} in `lookup_path`, or {external_id} in `lookup_body`"#
+        ]],
+    );
+}
+
+#[test]
 fn reading_back_and_late_writes_are_configured_per_mode() {
     let put = VALID.replace(
         "mode = \"lookup\"\nlookup_path = \"/v1/contacts\"\nlookup_param = \"external_id\"\ncreate_path = \"/v1/contacts\"\nupdate_path = \"/v1/contacts/{dest_id}\"",
@@ -396,7 +411,7 @@ fn reading_back_and_late_writes_are_configured_per_mode() {
             "update_path = \"/v1/contacts/{dest_id}\"\nread_path = \"/v1/contacts/{external_id}\"",
         ),
         expect![[
-            r#"hw.toml:41: sync "invoices_to_crm".destination.read_path: does not apply to mode = "lookup" (it takes: lookup_path, lookup_param, lookup_results_path, create_path, update_path, update_method)"#
+            r#"hw.toml:41: sync "invoices_to_crm".destination.read_path: does not apply to mode = "lookup" (it takes: lookup_path, lookup_param, lookup_results_path, lookup_body, create_path, update_path, update_method)"#
         ]],
     );
 }

@@ -47,6 +47,7 @@ pub(crate) struct RawHttpDestination {
     pub lookup_path: Option<S<String>>,
     pub lookup_param: Option<S<String>>,
     pub lookup_results_path: Option<S<String>>,
+    pub lookup_body: Option<S<BTreeMap<String, S<toml::Value>>>>,
     pub create_path: Option<S<String>>,
     pub update_path: Option<S<String>>,
     pub update_method: Option<S<String>>,
@@ -82,7 +83,7 @@ pub(crate) struct RawJob {
 
 impl RawHttpDestination {
     /// The keys only some write modes read, with where each was set.
-    fn mode_keys(&self) -> [(&'static str, Option<std::ops::Range<usize>>); 26] {
+    fn mode_keys(&self) -> [(&'static str, Option<std::ops::Range<usize>>); 27] {
         fn span<T>(v: &Option<S<T>>) -> Option<std::ops::Range<usize>> {
             v.as_ref().map(Spanned::span)
         }
@@ -98,6 +99,7 @@ impl RawHttpDestination {
             ("create_path", span(&self.create_path)),
             ("update_path", span(&self.update_path)),
             ("update_method", span(&self.update_method)),
+            ("lookup_body", span(&self.lookup_body)),
             ("batch_size", span(&self.batch_size)),
             ("batch_field", span(&self.batch_field)),
             ("batch_body", span(&self.batch_body)),
@@ -170,6 +172,9 @@ pub enum WriteMode {
     Lookup {
         lookup_path: UriTemplate,
         lookup_param: Option<String>,
+        /// A search sent as a POST with this JSON body, `{external_id}` in
+        /// its strings replaced (HubSpot's and Intercom's search endpoints).
+        lookup_body: Option<serde_json::Value>,
         results_path: FieldPath,
         create_path: UriTemplate,
         update_path: UriTemplate,
@@ -331,6 +336,7 @@ pub(crate) fn validate(
             "lookup_path",
             "lookup_param",
             "lookup_results_path",
+            "lookup_body",
             "create_path",
             "update_path",
             "update_method",
@@ -594,20 +600,39 @@ fn write_mode(
                 &format!("{at}.update_method"),
             );
             let lookup_param = r.lookup_param.as_ref().map(|p| p.get_ref().clone());
+            let lookup_body = match &r.lookup_body {
+                Some(table) => {
+                    let key = format!("{at}.lookup_body");
+                    let fields: Option<serde_json::Map<String, serde_json::Value>> = table
+                        .get_ref()
+                        .iter()
+                        .map(|(name, value)| {
+                            Some((name.clone(), v.json(value, format!("{key}.{name}"))?))
+                        })
+                        .collect();
+                    Some(serde_json::Value::Object(fields?))
+                }
+                None => None,
+            };
+            let in_body = lookup_body
+                .as_ref()
+                .is_some_and(|body| body.to_string().contains("{external_id}"));
             if let Some(path) = &lookup_path
                 && lookup_param.is_none()
+                && !in_body
                 && !path.0.contains("{external_id}")
             {
                 v.problem(
                     raw,
                     at,
-                    "mode = \"lookup\" needs `lookup_param`, or {external_id} in `lookup_path`",
+                    "mode = \"lookup\" needs `lookup_param`, {external_id} in `lookup_path`, or {external_id} in `lookup_body`",
                 );
                 return None;
             }
             Some(WriteMode::Lookup {
                 lookup_path: lookup_path?,
                 lookup_param,
+                lookup_body,
                 results_path: path_or(r.lookup_results_path.as_ref(), "data"),
                 create_path: create_path?,
                 update_path: update_path?,

@@ -422,6 +422,7 @@ impl HttpSink {
         let WriteMode::Lookup {
             lookup_path,
             lookup_param,
+            lookup_body,
             results_path,
             ..
         } = &self.spec.mode
@@ -432,6 +433,12 @@ impl HttpSink {
         let mut request = Request::get(url);
         if let Some(param) = lookup_param {
             request.query.push((param.clone(), external_id.to_owned()));
+        }
+        if let Some(body) = lookup_body {
+            // A search: a POST that changes nothing, so sent again as it is.
+            request.method = reqwest::Method::POST;
+            let body = with_external_id(body, external_id);
+            request.body = Some(serde_json::to_vec(&body).unwrap_or_default().into());
         }
         let reply = match self.api.send(&request, stop).await {
             Ok(reply) => reply,
@@ -627,6 +634,26 @@ pub fn idempotency_key(sync: &str, source_id: &str, write: &Write<'_>) -> String
         hasher.update(&[0]);
     }
     format!("hw-{}", &hasher.finalize().to_hex()[..32])
+}
+
+/// `template` with `{external_id}` in each of its strings replaced.
+fn with_external_id(template: &Value, external_id: &str) -> Value {
+    match template {
+        Value::String(s) => Value::String(s.replace("{external_id}", external_id)),
+        Value::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|item| with_external_id(item, external_id))
+                .collect(),
+        ),
+        Value::Object(fields) => Value::Object(
+            fields
+                .iter()
+                .map(|(name, value)| (name.clone(), with_external_id(value, external_id)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
 }
 
 #[cfg(test)]
