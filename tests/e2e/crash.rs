@@ -385,7 +385,7 @@ crash_tests! {
     page_link_put: Style::PageLink, Mode::Put, 125;
 }
 
-/// The other seventeen combinations: with the seven above, every pagination
+/// The other seventeen combinations: with the first seven above, every pagination
 /// style with every write mode. `.ci/run` leaves them out unless `HIGHWATER_FULL=1`.
 mod full {
     use super::*;
