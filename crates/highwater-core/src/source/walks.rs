@@ -42,7 +42,7 @@ impl Reader<'_> {
             match walk.accept(start, &keys)? {
                 Step::Take { from, done } => {
                     let mut records = without(window, from, &tail_before);
-                    records.append(&mut discarded);
+                    with_reread(&mut records, std::mem::take(&mut discarded));
                     let cursor_after = if done {
                         Cursor::End
                     } else {
@@ -113,7 +113,7 @@ impl Reader<'_> {
                 Step::Take { from, done } => {
                     let window: Vec<Extracted> = previous.into_iter().chain(current).collect();
                     let mut records = without(window, from, &tail_before);
-                    records.append(&mut discarded);
+                    with_reread(&mut records, std::mem::take(&mut discarded));
                     let cursor_after = match (done, linked) {
                         (true, _) => Cursor::End,
                         (false, false) => Cursor::Page {
@@ -144,6 +144,20 @@ impl Reader<'_> {
             }
         }
     }
+}
+
+/// The page's records with the copies of reads done again, each copy once:
+/// one alike in id, `updated_at` and version is the same record read twice
+/// (a record that moved between the two requests of a page step is in both
+/// pages), and would count as read twice and as a stale copy once.
+fn with_reread(records: &mut Vec<Extracted>, reread: Vec<Extracted>) {
+    let mut held = std::collections::HashSet::new();
+    let page = std::mem::take(records);
+    records.extend(
+        page.into_iter()
+            .chain(reread)
+            .filter(|r| held.insert(anchor_key(r))),
+    );
 }
 
 /// `window[from..]` without the records already read (the tail).
