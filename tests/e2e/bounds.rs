@@ -117,14 +117,7 @@ file = "{file}"
         file = out_file.display(),
     );
     std::fs::write(&config, text).unwrap_or_else(|e| panic!("write config: {e}"));
-    let out = crate::util::finish(
-        tokio::process::Command::new(crate::util::bin())
-            .arg("--config")
-            .arg(&config)
-            .args(["run", "invoices", "--json"])
-            .env_remove("HIGHWATER_LOG"),
-    )
-    .await;
+    let out = crate::util::highwater_at(&config, &["run", "invoices", "--json"]).await;
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     let written = report(&out)["counters"]["written"].clone();
     let text = std::fs::read_to_string(&out_file).unwrap_or_default();

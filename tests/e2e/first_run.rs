@@ -114,14 +114,7 @@ file = "{file}"
         file = out_file.display(),
     );
     std::fs::write(&config, text).unwrap_or_else(|e| panic!("write config: {e}"));
-    let out = crate::util::finish(
-        tokio::process::Command::new(crate::util::bin())
-            .arg("--config")
-            .arg(&config)
-            .args(["run", "invoices", "--json"])
-            .env_remove("HIGHWATER_LOG"),
-    )
-    .await;
+    let out = crate::util::highwater_at(&config, &["run", "invoices", "--json"]).await;
     server.abort();
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     let run = report(&out);
@@ -144,13 +137,8 @@ file = "{file}"
         .count();
     assert_eq!(lines, RECORDS);
     for id in ["twice_bad", "back_to_back"] {
-        let out = crate::util::finish(
-            tokio::process::Command::new(crate::util::bin())
-                .arg("--config")
-                .arg(&config)
-                .args(["dlq", "show", "invoices", id, "--json"]),
-        )
-        .await;
+        let out =
+            crate::util::highwater_at(&config, &["dlq", "show", "invoices", id, "--json"]).await;
         assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
         let letter = report(&out);
         assert_eq!(

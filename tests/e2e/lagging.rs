@@ -147,14 +147,7 @@ file = "{file}"
     }
 
     async fn run(&self) -> std::process::Output {
-        crate::util::finish(
-            tokio::process::Command::new(crate::util::bin())
-                .arg("--config")
-                .arg(&self.config)
-                .args(["run", "invoices", "--json"])
-                .env_remove("HIGHWATER_LOG"),
-        )
-        .await
+        crate::util::highwater_at(&self.config, &["run", "invoices", "--json"]).await
     }
 
     async fn run_ok(&self) -> Value {

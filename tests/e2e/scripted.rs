@@ -439,14 +439,7 @@ file = "{file}"
         file = out_file.display(),
     );
     std::fs::write(&config, text).unwrap_or_else(|e| panic!("write config: {e}"));
-    let out = crate::util::finish(
-        tokio::process::Command::new(crate::util::bin())
-            .arg("--config")
-            .arg(&config)
-            .args(["run", "customers", "--json"])
-            .env_remove("HIGHWATER_LOG"),
-    )
-    .await;
+    let out = crate::util::highwater_at(&config, &["run", "customers", "--json"]).await;
     server.abort();
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     let ran = report(&out);

@@ -659,6 +659,20 @@ impl World {
 
 /// Runs a command to the end; one that takes longer than [`RUN_LIMIT`] is stuck,
 /// and is killed (the commands here are made with `kill_on_drop`).
+/// `highwater --config <config> <args>` run to its end, outside a [`World`]
+/// (a source scripted by the test).
+pub async fn highwater_at(config: &Path, args: &[&str]) -> Output {
+    finish(
+        Command::new(bin())
+            .arg("--config")
+            .arg(config)
+            .args(args)
+            .env_remove("HIGHWATER_LOG")
+            .stdin(Stdio::null()),
+    )
+    .await
+}
+
 pub async fn finish(command: &mut Command) -> Output {
     tokio::time::timeout(RUN_LIMIT, command.kill_on_drop(true).output())
         .await
