@@ -279,11 +279,56 @@ fn quoted(ids: &[String]) -> String {
         .join(", ")
 }
 
+/// The reason as the table shows it: where it quotes an API's JSON answer,
+/// the answer's own message in place of the answer (whose ids and request
+/// ids otherwise fill the width), then cut to [`REASON_WIDTH`].
 fn shortened(reason: &str) -> String {
-    match reason.char_indices().nth(REASON_WIDTH) {
-        Some((end, _)) => format!("{}…", &reason[..end]),
+    let told = match reason.find('{').map(|at| reason.split_at(at)) {
+        Some((before, answer)) => serde_json::from_str::<Value>(answer)
+            .ok()
+            .and_then(|answer| message_in(&answer))
+            .map_or_else(|| reason.to_owned(), |message| format!("{before}{message}")),
         None => reason.to_owned(),
+    };
+    match told.char_indices().nth(REASON_WIDTH) {
+        Some((end, _)) => format!("{}…", &told[..end]),
+        None => told,
     }
+}
+
+/// The first message an API's error answer holds, looked for by the names
+/// APIs give it, nearest the top first (`errors[0].message` is Intercom's and
+/// HubSpot's, `error.message` Stripe's).
+fn message_in(answer: &Value) -> Option<String> {
+    const NAMES: [&str; 6] = [
+        "message",
+        "error_description",
+        "detail",
+        "title",
+        "error",
+        "errors",
+    ];
+    let mut level = vec![answer];
+    for _ in 0..4 {
+        for value in &level {
+            for name in NAMES {
+                if let Some(Value::String(text)) = value.get(name)
+                    && !text.trim().is_empty()
+                {
+                    return Some(text.clone());
+                }
+            }
+        }
+        level = level
+            .iter()
+            .flat_map(|value| match value {
+                Value::Object(fields) => fields.values().collect::<Vec<_>>(),
+                Value::Array(items) => items.iter().collect(),
+                _ => Vec::new(),
+            })
+            .collect();
+    }
+    None
 }
 
 fn summary_json(letter: &DeadLetterSummary) -> Value {
@@ -367,4 +412,27 @@ fn detail_text(sync: &str, letter: &DeadLetterDetail) -> String {
         s.last_failed_at,
         render::short_id(&s.run_id),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reason_quoting_an_answer_shows_the_answer_s_message() {
+        let intercom = r#"destination answered HTTP 409: {"type":"error.list","request_id":"000f2a1c-8bfe-4f0a-a8b8-2f3c3e7d5d2b","errors":[{"code":"conflict","message":"A contact matching those details already exists with id=6572"}]}"#;
+        assert_eq!(
+            shortened(intercom),
+            "destination answered HTTP 409: A contact matching those details already exists w…"
+        );
+        let stripe = r#"destination answered HTTP 400: {"error":{"type":"invalid_request_error","message":"No such customer"}}"#;
+        assert_eq!(
+            shortened(stripe),
+            "destination answered HTTP 400: No such customer"
+        );
+        let plain = "required field `email` (from `customer.email`) is missing";
+        assert_eq!(shortened(plain), plain);
+        let broken = "destination answered HTTP 500: {not json";
+        assert_eq!(shortened(broken), broken);
+    }
 }

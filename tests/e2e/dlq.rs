@@ -163,6 +163,12 @@ async fn dlq_lists_shows_and_discards_and_a_later_run_does_not_retry_discarded_l
         text.contains(&format!("{} unresolved", rejected.len())),
         "{text}"
     );
+    // A refusal quoting the API's JSON answer shows the answer's message.
+    assert!(
+        text.contains("HTTP 422: email domain not allowed")
+            || text.contains("HTTP 400: email rejected"),
+        "{text}"
+    );
 
     // `show`: one in full, the record as the source served it.
     let (bad, poison) = (invalid[0].clone(), poisoned[0].clone());
