@@ -455,3 +455,96 @@ file = "{file}"
     let asked = asked.lock().unwrap_or_else(|e| e.into_inner()).clone();
     assert_eq!(asked, ["", "cus_0150", "cus_0050"], "{asked:?}");
 }
+
+/// Zendesk's incremental export: `after_cursor` on every page, the last one
+/// included, `end_of_stream: true` on the last; asked with that last cursor,
+/// an empty page and the same cursor again.
+async fn zendesk_export(
+    State(asked): State<Arc<Mutex<Vec<String>>>>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+) -> Json<Value> {
+    let cursor = query.get("cursor").cloned().unwrap_or_default();
+    asked
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(cursor.clone());
+    let page = |from: u64, to: u64| -> Vec<Value> {
+        (from..to)
+            .map(|n| json!({ "id": n, "generated_timestamp": 1_767_225_600 + n, "subject": format!("t{n}") }))
+            .collect()
+    };
+    let (tickets, after, end) = match cursor.as_str() {
+        "" => (page(0, 100), "c1", false),
+        "c1" => (page(100, 150), "c2", true),
+        _ => (Vec::new(), "c2", true),
+    };
+    Json(json!({ "tickets": tickets, "after_cursor": after, "end_of_stream": end }))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_s_end_is_where_it_says_or_where_it_gives_its_cursor_back_empty() {
+    for end_path in [true, false] {
+        let asked = Arc::new(Mutex::new(Vec::new()));
+        let app = axum::Router::new()
+            .route(
+                "/api/v2/incremental/tickets/cursor.json",
+                get(zendesk_export),
+            )
+            .with_state(Arc::clone(&asked));
+        let (addr, server) = crate::util::serve_local(app).await;
+        let dir = fresh_dir(&format!("zendesk-export-{end_path}"));
+        let out_file = dir.join("tickets.jsonl");
+        let config = dir.join("highwater.toml");
+        let text = format!(
+            r#"{state}
+
+[[sync]]
+name = "tickets"
+
+[sync.source]
+base_url = "http://{addr}"
+path = "/api/v2/incremental/tickets/cursor.json"
+records_path = "tickets"
+updated_at_field = "generated_timestamp"
+time_format = "epoch_seconds"
+lower_bound_param = "start_time"
+start = "2025-01-01T00:00:00Z"
+page_size_param = ""
+pagination = {{ style = "cursor", token_path = "after_cursor", token_param = "cursor"{end} }}
+
+[sync.mapping]
+external_id = "zd-{{id}}"
+fields = {{ subject = "subject" }}
+
+[sync.destination]
+type = "jsonl"
+file = "{file}"
+"#,
+            state = crate::util::state_table(&dir),
+            file = out_file.display(),
+            end = if end_path {
+                ", end_path = \"end_of_stream\""
+            } else {
+                ""
+            },
+        );
+        std::fs::write(&config, text).unwrap_or_else(|e| panic!("write config: {e}"));
+        let out = crate::util::highwater_at(&config, &["run", "tickets", "--json"]).await;
+        server.abort();
+        assert_eq!(out.status.code(), Some(0), "{end_path}: {}", describe(&out));
+        assert_eq!(
+            report(&out)["counters"]["written"],
+            150,
+            "{}",
+            describe(&out)
+        );
+        assert_eq!(jsonl_rows(&out_file).len(), 150);
+        let asked = asked.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let expected: &[&str] = if end_path {
+            &["", "c1"]
+        } else {
+            &["", "c1", "c2"]
+        };
+        assert_eq!(asked, expected, "{end_path}");
+    }
+}

@@ -133,6 +133,7 @@ pub struct RawPagination {
     pub token_param: Option<S<String>>,
     pub token_field: Option<S<String>>,
     pub more_path: Option<S<String>>,
+    pub end_path: Option<S<String>>,
     pub next_url_path: Option<S<String>>,
     pub link_header: Option<S<bool>>,
     pub updated_param: Option<S<String>>,

@@ -207,11 +207,12 @@ impl Validator<'_> {
         let at = format!("{at}.pagination");
         let style = raw.get_ref().style.get_ref().clone();
         let r = raw.get_ref();
-        let keys: [(&str, Option<std::ops::Range<usize>>); 12] = [
+        let keys: [(&str, Option<std::ops::Range<usize>>); 13] = [
             ("token_path", r.token_path.as_ref().map(Spanned::span)),
             ("token_param", r.token_param.as_ref().map(Spanned::span)),
             ("token_field", r.token_field.as_ref().map(Spanned::span)),
             ("more_path", r.more_path.as_ref().map(Spanned::span)),
+            ("end_path", r.end_path.as_ref().map(Spanned::span)),
             ("next_url_path", r.next_url_path.as_ref().map(Spanned::span)),
             ("link_header", r.link_header.as_ref().map(Spanned::span)),
             ("updated_param", r.updated_param.as_ref().map(Spanned::span)),
@@ -222,7 +223,13 @@ impl Validator<'_> {
             ("overlap", r.overlap.as_ref().map(Spanned::span)),
         ];
         let allowed: &[&str] = match style.as_str() {
-            "cursor" => &["token_path", "token_param", "token_field", "more_path"],
+            "cursor" => &[
+                "token_path",
+                "token_param",
+                "token_field",
+                "more_path",
+                "end_path",
+            ],
             "next_url" => &["next_url_path", "link_header"],
             "keyset" => &["updated_param", "id_param"],
             "offset" => &["offset_param", "overlap"],
@@ -275,6 +282,7 @@ impl Validator<'_> {
                         .as_ref()
                         .map(|p| FieldPath::parse(p.get_ref())),
                     more_path: r.more_path.as_ref().map(|p| FieldPath::parse(p.get_ref())),
+                    end_path: r.end_path.as_ref().map(|p| FieldPath::parse(p.get_ref())),
                 }
             }
             "next_url" => {

@@ -283,12 +283,14 @@ pub enum Pagination {
     /// An opaque next token from a body field, sent back as a parameter; or,
     /// with `token_field`, the last record's value of that field (Stripe's
     /// `starting_after`). With `more_path`, there is a next page only while
-    /// the answer holds `true` there (`has_more`).
+    /// the answer holds `true` there (`has_more`); with `end_path`, none once
+    /// it holds `true` there (Zendesk's `end_of_stream`).
     Cursor {
         token_path: FieldPath,
         token_param: String,
         token_field: Option<FieldPath>,
         more_path: Option<FieldPath>,
+        end_path: Option<FieldPath>,
     },
     /// A full next URL, from a body field or the `Link: rel="next"` header.
     NextUrl {

@@ -9,7 +9,7 @@ use tokio_util::task::AbortOnDropHandle;
 use tracing::Instrument as _;
 use url::Url;
 
-use super::scanned_token;
+use super::{scanned_follows, scanned_token};
 use crate::http::{Api, HttpError, Reply, Request};
 use crate::record::FieldPath;
 use crate::stop::Stop;
@@ -39,6 +39,10 @@ pub(super) struct Follow {
     pub query: Vec<(String, String)>,
     pub token_path: FieldPath,
     pub token_param: String,
+    /// `more_path` and `end_path`: the next request goes only where the
+    /// answer's text surely says a page follows.
+    pub more_path: Option<FieldPath>,
+    pub end_path: Option<FieldPath>,
 }
 
 /// A request sent for the next page before the page before it was read whole.
@@ -93,7 +97,14 @@ impl Fetching {
         let task = async move {
             let sent = fetching.api.send(&request, &stop).await;
             let next = match (&sent, follow) {
-                (Ok(reply), Some(follow)) if flag.load(Ordering::Acquire) => {
+                (Ok(reply), Some(follow))
+                    if flag.load(Ordering::Acquire)
+                        && scanned_follows(
+                            &reply.body,
+                            follow.more_path.as_ref(),
+                            follow.end_path.as_ref(),
+                        ) == Some(true) =>
+                {
                     scanned_token(&reply.body, &follow.token_path).map(|token| {
                         let mut query = follow.query.clone();
                         query.push((follow.token_param.clone(), token.clone()));

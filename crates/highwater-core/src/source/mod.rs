@@ -171,9 +171,11 @@ fn checked(request: &Request, sent: Result<Reply, HttpError>) -> Result<Reply, S
 
 /// The next page's token a value says: a string that is not empty, or a number.
 /// Whether the answer says there is a page after it: always, unless
-/// `more_path` is given and holds anything but `true` there.
-fn more(more_path: Option<&FieldPath>, body: &Value) -> bool {
-    more_path.is_none_or(|path| path.get(body) == Some(&Value::Bool(true)))
+/// `more_path` is given and holds anything but `true` there, or `end_path`
+/// is given and holds `true` there.
+fn follows(more_path: Option<&FieldPath>, end_path: Option<&FieldPath>, body: &Value) -> bool {
+    let truth = |path: &FieldPath| path.get(body) == Some(&Value::Bool(true));
+    more_path.is_none_or(truth) && !end_path.is_some_and(truth)
 }
 
 fn token_of(value: Option<&Value>) -> Option<String> {
@@ -187,6 +189,20 @@ fn token_of(value: Option<&Value>) -> Option<String> {
 /// The next page's token, read from the answer's text without parsing it
 /// (`rawjson`); `None` where that is not sure, or says there is none (the
 /// parsed answer then says it).
+/// Whether the answer's text says a page follows it, as [`follows`] would
+/// of the parsed answer (`rawjson`); `None` where the scan is not sure.
+pub(super) fn scanned_follows(
+    body: &[u8],
+    more_path: Option<&FieldPath>,
+    end_path: Option<&FieldPath>,
+) -> Option<bool> {
+    let truth =
+        |path: &FieldPath| crate::rawjson::find(body, path.segments()).map(|text| text == b"true");
+    let more = more_path.map_or(Some(true), truth)?;
+    let end = end_path.map_or(Some(false), truth)?;
+    Some(more && !end)
+}
+
 pub(super) fn scanned_token(body: &[u8], path: &FieldPath) -> Option<String> {
     let text = crate::rawjson::find(body, path.segments())?;
     token_of(serde_json::from_slice::<Value>(text).ok().as_ref())
@@ -242,6 +258,7 @@ impl<'a> Reader<'a> {
                 token_param,
                 token_field: Some(field),
                 more_path,
+                end_path,
                 ..
             } => {
                 let mut query = self.base_query();
@@ -250,7 +267,7 @@ impl<'a> Reader<'a> {
                 }
                 let url = self.list_url()?;
                 let (body, _) = self.fetch_page(url.clone(), query.clone(), stop).await?;
-                let more = more(more_path.as_ref(), &body);
+                let more = follows(more_path.as_ref(), end_path.as_ref(), &body);
                 let records = self.records(body, &url)?;
                 // The last record as the answer gave it: the token of the page after.
                 let token = records.last().and_then(|r| token_of(field.get(r.body())));
@@ -278,10 +295,15 @@ impl<'a> Reader<'a> {
                 token_path,
                 token_param,
                 more_path,
+                end_path,
                 ..
             } => {
                 let mut query = self.base_query();
-                if let Cursor::Token { token } = &self.cursor {
+                let sent = match &self.cursor {
+                    Cursor::Token { token } => Some(token.clone()),
+                    _ => None,
+                };
+                if let Some(token) = &sent {
                     query.push((token_param.clone(), token.clone()));
                 }
                 let url = self.list_url()?;
@@ -291,34 +313,57 @@ impl<'a> Reader<'a> {
                 // parsed, where its token is found without parsing it.
                 let scanned = match (scanned, &self.read_ahead) {
                     (Some(token), _) => Some(token),
-                    (None, Some(_)) => scanned_token(&reply.body, &token_path),
-                    (None, None) => None,
+                    (None, Some(_))
+                        if scanned_follows(&reply.body, more_path.as_ref(), end_path.as_ref())
+                            == Some(true) =>
+                    {
+                        scanned_token(&reply.body, &token_path)
+                    }
+                    (None, _) => None,
                 };
+                // The token just sent, given back: the end of a stream when
+                // the page is empty (Zendesk's export answers so at its end),
+                // an API that loops when it is not.
+                let mut repeated = false;
                 let scanned = match scanned {
+                    Some(token) if sent.as_ref() == Some(&token) => {
+                        repeated = true;
+                        None
+                    }
                     Some(token) => {
                         Some(self.token_cursor(token, &token_path, &token_param, &url, stop)?)
                     }
                     None => None,
                 };
                 let (body, _) = self.parse(&request, reply)?;
+                // A token beside `has_more: false` or `end_of_stream: true`
+                // leads nowhere: no request goes with it (the scan that sends
+                // one ahead reads the same flags).
+                let follows = follows(more_path.as_ref(), end_path.as_ref(), &body);
                 let cursor_after = match scanned {
                     Some(cursor) => cursor,
+                    None if !follows => Cursor::End,
                     None => match token_of(token_path.get(&body)) {
+                        Some(token) if repeated || sent.as_ref() == Some(&token) => {
+                            repeated = true;
+                            Cursor::End
+                        }
                         Some(token) => {
                             self.token_cursor(token, &token_path, &token_param, &url, stop)?
                         }
                         None => Cursor::End,
                     },
                 };
-                // A token beside `has_more: false` leads nowhere: the request
-                // sent ahead with it is dropped, and so aborted.
-                let cursor_after = if more(more_path.as_ref(), &body) {
-                    cursor_after
-                } else {
-                    self.ahead = None;
-                    Cursor::End
-                };
                 let records = self.records(body, &url)?;
+                if repeated
+                    && !records.is_empty()
+                    && let Some(token) = sent
+                {
+                    return Err(SourceError::Loop {
+                        what: "cursor token",
+                        detail: abbreviate(&token),
+                    });
+                }
                 let records = self
                     .settle(records, &url, query, self.bound_floor(), stop)
                     .await?;
@@ -669,11 +714,21 @@ impl<'a> Reader<'a> {
                 detail: abbreviate(&token),
             });
         }
+        let (more_path, end_path) = match &self.spec.pagination {
+            Pagination::Cursor {
+                more_path,
+                end_path,
+                ..
+            } => (more_path.clone(), end_path.clone()),
+            _ => (None, None),
+        };
         let follow = Follow {
             url: url.clone(),
             query: self.base_query(),
             token_path: token_path.clone(),
             token_param: token_param.to_owned(),
+            more_path,
+            end_path,
         };
         let mut next = follow.query.clone();
         next.push((token_param.to_owned(), token.clone()));

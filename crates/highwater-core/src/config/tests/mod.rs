@@ -176,7 +176,7 @@ fn keys_of_another_style_or_mode_are_errors() {
                 "lookup_param = \"external_id\"\npath = \"/v1/x\"",
             ),
         expect![[r#"
-            hw.toml:26: sync "invoices_to_crm".source.pagination.overlap: does not apply to style = "cursor" (it takes: token_path, token_param, token_field, more_path)
+            hw.toml:26: sync "invoices_to_crm".source.pagination.overlap: does not apply to style = "cursor" (it takes: token_path, token_param, token_field, more_path, end_path)
             hw.toml:40: sync "invoices_to_crm".destination.path: does not apply to mode = "lookup" (it takes: lookup_path, lookup_param, lookup_results_path, lookup_body, create_path, update_path, update_method)"#]],
     );
 }
