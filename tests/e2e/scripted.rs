@@ -548,3 +548,88 @@ file = "{file}"
         assert_eq!(asked, expected, "{end_path}");
     }
 }
+
+/// Asana's tasks: `next_page.offset` tokens that expire. The generation of
+/// tokens the API still takes; a token of another is refused with 400.
+async fn asana_tasks(
+    State(generation): State<Arc<Mutex<u32>>>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let current = *generation.lock().unwrap_or_else(|e| e.into_inner());
+    let page: u64 = match query.get("offset") {
+        None => 0,
+        Some(token) => match token.split_once('-') {
+            Some((g, n)) if g == format!("g{current}") => n.parse().unwrap_or(0),
+            _ => {
+                let expired = json!({ "errors": [{ "message": "offset: Your pagination token has expired." }] });
+                return (axum::http::StatusCode::BAD_REQUEST, Json(expired)).into_response();
+            }
+        },
+    };
+    let data: Vec<Value> = (page * 10..page * 10 + 10)
+        .map(|n| json!({ "gid": n.to_string(), "modified_at": format!("2026-01-01T00:00:{n:02}Z"), "name": format!("task {n}") }))
+        .collect();
+    let next = (page < 2).then(|| json!({ "offset": format!("g{current}-{}", page + 1) }));
+    Json(json!({ "data": data, "next_page": next })).into_response()
+}
+
+/// A run stopped after its first page keeps the page token in its
+/// checkpoint; once the API no longer takes it, the run resumed reads its
+/// range again from the start, says why, and completes exact.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_resumed_at_a_token_that_expired_reads_its_range_again() {
+    let generation = Arc::new(Mutex::new(1u32));
+    let app = axum::Router::new()
+        .route("/api/1.0/tasks", get(asana_tasks))
+        .with_state(Arc::clone(&generation));
+    let (addr, server) = crate::util::serve_local(app).await;
+    let dir = fresh_dir("asana-expired-token");
+    let out_file = dir.join("tasks.jsonl");
+    let config = dir.join("highwater.toml");
+    let text = format!(
+        r#"{state}
+
+[[sync]]
+name = "tasks"
+
+[sync.source]
+base_url = "http://{addr}"
+path = "/api/1.0/tasks"
+id_field = "gid"
+updated_at_field = "modified_at"
+start = "2025-01-01T00:00:00Z"
+lower_bound_param = "modified_since"
+page_size = 10
+pagination = {{ style = "cursor", token_path = "next_page.offset", token_param = "offset" }}
+
+[sync.mapping]
+external_id = "task-{{gid}}"
+fields = {{ name = "name" }}
+
+[sync.destination]
+type = "jsonl"
+file = "{file}"
+"#,
+        state = crate::util::state_table(&dir),
+        file = out_file.display(),
+    );
+    std::fs::write(&config, text).unwrap_or_else(|e| panic!("write config: {e}"));
+    let run = ["run", "tasks", "--json"];
+    let out = crate::util::highwater_at(&config, &[&run[..], &["--max-pages", "1"]].concat()).await;
+    assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
+    *generation.lock().unwrap_or_else(|e| e.into_inner()) = 2;
+    let out = crate::util::highwater_at(&config, &run).await;
+    server.abort();
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("refused the position this run resumes at (HTTP 400"),
+        "{}",
+        describe(&out)
+    );
+    let ids: std::collections::HashSet<String> = jsonl_rows(&out_file)
+        .iter()
+        .filter_map(|r| r["external_id"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(ids.len(), 30, "{ids:?}");
+}

@@ -440,6 +440,30 @@ impl LateWritesAwaited {
     }
 }
 
+/// The cursor token or next URL a run resumed at was refused: it reads its
+/// range again from the start.
+pub struct ResumedPositionRefused<'a> {
+    pub sync: &'a str,
+    pub status: u16,
+    pub body: &'a str,
+}
+
+impl ResumedPositionRefused<'_> {
+    pub fn emit(&self) {
+        tracing::warn!(
+            event = PAGINATION_RESCAN,
+            sync = %self.sync,
+            status = self.status,
+            "the source refused the position this run resumes at (HTTP {}: {}): a cursor or \
+             next URL kept in the checkpoint may have expired; reading this run's range again \
+             from the start (already-written records are skipped)",
+            self.status,
+            self.body
+        );
+        metrics::counter!(PAGINATION_RESCANS_TOTAL, "sync" => self.sync.to_owned()).increment(1);
+    }
+}
+
 /// How an invocation of a run ended.
 pub struct RunEnded<'a> {
     pub sync: &'a str,

@@ -94,6 +94,13 @@ pub enum SourceError {
     Http(#[from] HttpError),
     #[error("the source's answer to GET {url} is not usable: {detail}")]
     BadResponse { url: String, detail: String },
+    /// Refused as asked (a 4xx other than for credentials or the rate).
+    #[error("the source's answer to GET {url} is not usable: HTTP {status}: {body}")]
+    Refused {
+        url: String,
+        status: u16,
+        body: String,
+    },
     #[error("pagination: {0}")]
     Walk(#[from] WalkError),
     #[error(
@@ -146,6 +153,9 @@ pub struct Reader<'a> {
     read_ahead: Option<Fetching>,
     /// The request sent ahead, for the page after the last one read.
     ahead: Option<Ahead>,
+    /// Set until the first page is read, when the reader starts at a cursor
+    /// token or next URL a checkpoint kept.
+    resumed_at_token: bool,
 }
 
 /// One request of a traced reader and the answer's body.
@@ -161,9 +171,10 @@ pub struct Fetched {
 /// The answer sent back, or what stops the run: a refusal is a bad response.
 fn checked(request: &Request, sent: Result<Reply, HttpError>) -> Result<Reply, SourceError> {
     sent.map_err(|e| match e {
-        HttpError::Rejected { status, body } => SourceError::BadResponse {
+        HttpError::Rejected { status, body } => SourceError::Refused {
             url: redact(&request.url),
-            detail: format!("HTTP {status}: {body}"),
+            status,
+            body,
         },
         e => SourceError::Http(e),
     })
@@ -210,6 +221,7 @@ pub(super) fn scanned_token(body: &[u8], path: &FieldPath) -> Option<String> {
 
 impl<'a> Reader<'a> {
     pub fn new(api: &'a Api, spec: &'a SourceSpec, window: Window, cursor: Cursor) -> Self {
+        let resumed_at_token = matches!(cursor, Cursor::Token { .. } | Cursor::NextUrl { .. });
         Reader {
             api,
             spec,
@@ -222,6 +234,7 @@ impl<'a> Reader<'a> {
             trace: None,
             read_ahead: None,
             ahead: None,
+            resumed_at_token,
         }
     }
 
@@ -250,6 +263,29 @@ impl<'a> Reader<'a> {
 
     /// The next page, or `None` when the run's range has been read.
     pub async fn next_page(&mut self, stop: &Stop) -> Result<Option<Page>, SourceError> {
+        let resumed = std::mem::take(&mut self.resumed_at_token);
+        match self.read_page(stop).await {
+            // A cursor token or next URL kept in a checkpoint may expire
+            // (Salesforce's query locators after 15 minutes, Asana's offsets):
+            // refused at once, the run reads its range again from the start,
+            // where what it wrote is skipped, rather than fail every resume.
+            Err(SourceError::Refused { status, body, .. }) if resumed => {
+                crate::obs::ResumedPositionRefused {
+                    sync: self.api.sync(),
+                    status,
+                    body: &body,
+                }
+                .emit();
+                self.cursor = Cursor::Start;
+                self.seen.clear();
+                self.ahead = None;
+                self.read_page(stop).await
+            }
+            read => read,
+        }
+    }
+
+    async fn read_page(&mut self, stop: &Stop) -> Result<Option<Page>, SourceError> {
         if self.cursor == Cursor::End {
             return Ok(None);
         }
