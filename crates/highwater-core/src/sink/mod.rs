@@ -338,7 +338,7 @@ impl DestinationSpec {
         match kind.get_ref().as_str() {
             "http" => {
                 let raw = v.table(&table)?;
-                http::config::validate(v, raw, at).map(DestinationSpec::Http)
+                http::config::validate(v, raw, ctx.mapping, at).map(DestinationSpec::Http)
             }
             "jsonl" => {
                 let raw = v.table(&table)?;

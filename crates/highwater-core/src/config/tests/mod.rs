@@ -353,6 +353,19 @@ fn lookup_and_post_need_the_external_id_field() {
 }
 
 #[test]
+fn a_field_mapped_where_the_external_id_goes_is_refused() {
+    check(
+        &VALID.replace(
+            "fields = { email = \"customer.email\"",
+            "fields = { external_id = \"id\", email = \"customer.email\"",
+        ),
+        expect![[
+            r#"hw.toml:41: sync "invoices_to_crm".destination.external_id_field: the mapping also writes `external_id`, which the external id would replace: map that value under another name, or leave it to the external id"#
+        ]],
+    );
+}
+
+#[test]
 fn a_lookup_names_the_external_id_in_its_path_query_or_body() {
     let search = VALID.replace(
         "lookup_path = \"/v1/contacts\"\nlookup_param = \"external_id\"",

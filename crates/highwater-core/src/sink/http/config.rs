@@ -305,6 +305,7 @@ impl HttpDestinationSpec {
 pub(crate) fn validate(
     v: &mut Validator<'_>,
     raw: Spanned<RawHttpDestination>,
+    mapping: Option<&crate::config::MappingSpec>,
     at: &str,
 ) -> Option<HttpDestinationSpec> {
     let at = &format!("{at}.destination");
@@ -415,6 +416,28 @@ pub(crate) fn validate(
                 ),
             );
         ok = false;
+    }
+    // The external id is written at `external_id_field` over whatever the
+    // mapping put there: a field mapped to it would be lost without a word,
+    // and drift at every reconciliation.
+    if let (Some(field), Some(mapping)) = (&r.external_id_field, mapping) {
+        let at_field = FieldPath::parse(field.get_ref());
+        let mapped = mapping
+            .fields
+            .iter()
+            .map(|(to, _)| to)
+            .chain(mapping.constants.iter().map(|(to, _)| to))
+            .find(|to| **to == at_field);
+        if let Some(to) = mapped {
+            v.problem(
+                field,
+                format!("{at}.external_id_field"),
+                format!(
+                    "the mapping also writes `{to}`, which the external id would replace: map that value under another name, or leave it to the external id"
+                ),
+            );
+            ok = false;
+        }
     }
     for (key, field) in [
         ("external_id_field", &r.external_id_field),

@@ -301,7 +301,18 @@ fn failure(e: sqlx::Error) -> DbFailure {
                 _ if code == "55P03" => transient(true),
                 _ => Class::Fatal,
             };
-            (class, Some(code), db.message().to_owned())
+            // PostgreSQL's detail and column say which value and where
+            // ("numeric field overflow" alone does not).
+            let mut message = db.message().to_owned();
+            if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+                if let Some(column) = pg.column() {
+                    message.push_str(&format!(" (column {column})"));
+                }
+                if let Some(detail) = pg.detail() {
+                    message.push_str(&format!(": {detail}"));
+                }
+            }
+            (class, Some(code), message)
         }
         sqlx::Error::Tls(tls) if tls_needs_a_person(tls.as_ref()) => {
             (Class::Fatal, None, e.to_string())
