@@ -105,24 +105,31 @@ fn external_id(spec: &MappingSpec, body: &Value) -> Result<String, MappingError>
     for part in &spec.external_id.parts {
         match part {
             TemplatePart::Literal(text) => id.push_str(text),
-            TemplatePart::Field(path) => match path.get(body) {
-                Some(Value::String(s)) if !s.is_empty() => id.push_str(s),
-                Some(Value::Number(n)) => id.push_str(&n.to_string()),
-                Some(other) => {
-                    return Err(MappingError(format!(
-                        "external id field `{path}` must be a non-empty string or a number, found {}",
-                        describe(other)
-                    )));
-                }
-                None => {
-                    return Err(MappingError(format!(
-                        "external id field `{path}` is missing"
-                    )));
-                }
-            },
+            TemplatePart::LowerField(path) => {
+                id.push_str(&external_id_field(path, body)?.to_lowercase())
+            }
+            TemplatePart::Field(path) => id.push_str(&external_id_field(path, body)?),
         }
     }
     Ok(id)
+}
+
+/// One field of the external id, as text.
+fn external_id_field(
+    path: &crate::record::FieldPath,
+    body: &Value,
+) -> Result<String, MappingError> {
+    match path.get(body) {
+        Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+        Some(Value::Number(n)) => Ok(n.to_string()),
+        Some(other) => Err(MappingError(format!(
+            "external id field `{path}` must be a non-empty string or a number, found {}",
+            describe(other)
+        ))),
+        None => Err(MappingError(format!(
+            "external id field `{path}` is missing"
+        ))),
+    }
 }
 
 fn article(word: &str) -> &'static str {
@@ -219,6 +226,23 @@ mod tests {
         assert_eq!(
             mapped.payload,
             json!({"email": "a@b.c", "contact": {"name": "Ann"}, "amount": 12, "origin": "billing"})
+        );
+    }
+
+    #[test]
+    fn a_field_of_the_external_id_may_be_taken_in_lower_case() {
+        let spec = MappingSpec {
+            external_id: parse_template("{customer.email|lower}").unwrap_or_else(|e| panic!("{e}")),
+            ..spec()
+        };
+        let body = json!({"id": "7", "customer": {"email": "Jane.Doe+News@Example.COM", "name": "Ann"}, "amount_cents": 12});
+        let mapped = map_record(&spec, &record(body)).expect("maps");
+        assert_eq!(mapped.external_id, "jane.doe+news@example.com");
+        // The payload keeps the value as the source has it.
+        assert_eq!(mapped.payload["email"], "Jane.Doe+News@Example.COM");
+        assert_eq!(
+            parse_template("{email|upper}").err().as_deref(),
+            Some("{email|upper}: unknown filter `upper` (the one filter is `|lower`)")
         );
     }
 

@@ -20,10 +20,9 @@ impl Validator<'_> {
             None => parse_template(&format!("{{{default_id}}}")).ok(),
             Some(t) => match parse_template(t.get_ref()) {
                 Ok(template)
-                    if template
-                        .parts
-                        .iter()
-                        .any(|p| matches!(p, TemplatePart::Field(_))) =>
+                    if template.parts.iter().any(|p| {
+                        matches!(p, TemplatePart::Field(_) | TemplatePart::LowerField(_))
+                    }) =>
                 {
                     Some(template)
                 }

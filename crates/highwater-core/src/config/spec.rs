@@ -374,6 +374,9 @@ pub struct Template {
 pub enum TemplatePart {
     Literal(String),
     Field(FieldPath),
+    /// `{field|lower}`: the field in lower case, for a destination that
+    /// keys its objects case aside (an email at Mailchimp or HubSpot).
+    LowerField(FieldPath),
 }
 
 #[derive(Debug, Clone)]

@@ -190,11 +190,24 @@ pub fn parse_template(text: &str) -> Result<Template, String> {
         let Some(close) = rest[open..].find('}') else {
             return Err("unterminated { in template".to_owned());
         };
-        let field = &rest[open + 1..open + close];
+        let inside = &rest[open + 1..open + close];
+        let (field, filter) = match inside.split_once('|') {
+            Some((field, filter)) => (field, Some(filter)),
+            None => (inside, None),
+        };
         if field.is_empty() || field.split('.').any(str::is_empty) {
-            return Err(format!("{{{field}}} is not a field path"));
+            return Err(format!("{{{inside}}} is not a field path"));
         }
-        parts.push(TemplatePart::Field(FieldPath::parse(field)));
+        let path = FieldPath::parse(field);
+        parts.push(match filter {
+            None => TemplatePart::Field(path),
+            Some("lower") => TemplatePart::LowerField(path),
+            Some(other) => {
+                return Err(format!(
+                    "{{{inside}}}: unknown filter `{other}` (the one filter is `|lower`)"
+                ));
+            }
+        });
         rest = &rest[open + close + 1..];
     }
     if !rest.is_empty() {

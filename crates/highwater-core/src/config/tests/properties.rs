@@ -686,6 +686,7 @@ proptest! {
                     .map(|part| match part {
                         TemplatePart::Literal(s) => s.clone(),
                         TemplatePart::Field(path) => format!("{{{path}}}"),
+                        TemplatePart::LowerField(path) => format!("{{{path}|lower}}"),
                     })
                     .collect();
                 prop_assert_eq!(written, text);
