@@ -105,15 +105,25 @@ impl Fetching {
                             follow.end_path.as_ref(),
                         ) == Some(true) =>
                 {
-                    scanned_token(&reply.body, &follow.token_path).map(|token| {
-                        let mut query = follow.query.clone();
-                        query.push((follow.token_param.clone(), token.clone()));
-                        let url = follow.url.clone();
-                        (
-                            token,
-                            fetching.ahead(url, query, Some(follow), false, &stop),
-                        )
-                    })
+                    // The token this request sent, given back, leads
+                    // nowhere new: the reader judges it (an end, or a loop).
+                    let sent = |token: &String| {
+                        request
+                            .query
+                            .iter()
+                            .any(|(k, v)| *k == follow.token_param && v == token)
+                    };
+                    scanned_token(&reply.body, &follow.token_path)
+                        .filter(|token| !sent(token))
+                        .map(|token| {
+                            let mut query = follow.query.clone();
+                            query.push((follow.token_param.clone(), token.clone()));
+                            let url = follow.url.clone();
+                            (
+                                token,
+                                fetching.ahead(url, query, Some(follow), false, &stop),
+                            )
+                        })
                 }
                 _ => None,
             };
