@@ -680,8 +680,11 @@ async fn halted_by_its_dead_letters(records: usize) {
 
     std::fs::write(&world.config, &text).expect("config");
     world.run_to_completion().await;
+    // The letters committed before the halt stay. A surge halts at once,
+    // and how many pages were committed by then varies with the load (under
+    // load, none): only the short run, halted once every page is committed,
+    // says how many.
     let left = list_json(&world).await.len();
-    assert!(left > 0, "the letters of before the halt stay");
     if records < 200 {
         assert_eq!(left, records, "the short run refused every record");
     }
