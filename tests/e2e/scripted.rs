@@ -354,6 +354,26 @@ async fn records_sharing_an_external_id_are_refused_after_the_first() {
     assert_eq!(jsonl_rows(&out_file).len(), 2);
 }
 
+/// A config syncing the source at `addr` into a JSON Lines file in `dir`:
+/// sync `name`, the `[sync.source]` lines after its `base_url`, the
+/// `[sync.mapping]` lines. Where the config is, and the file.
+fn jsonl_sync(
+    dir: &Path,
+    name: &str,
+    addr: std::net::SocketAddr,
+    source: &str,
+    mapping: &str,
+) -> (PathBuf, PathBuf) {
+    let (config, file) = (dir.join("highwater.toml"), dir.join("out.jsonl"));
+    let text = format!(
+        "{state}\n\n[[sync]]\nname = \"{name}\"\n\n[sync.source]\nbase_url = \"http://{addr}\"\n{source}\n\n[sync.mapping]\n{mapping}\n\n[sync.destination]\ntype = \"jsonl\"\nfile = \"{file}\"\n",
+        state = crate::util::state_table(dir),
+        file = file.display(),
+    );
+    std::fs::write(&config, text).unwrap_or_else(|e| panic!("write config: {e}"));
+    (config, file)
+}
+
 /// Stripe's lists: newest first, each page after the id of the last record of
 /// the one before (`starting_after`), `has_more` saying whether one follows,
 /// `created` in epoch seconds and bounded by `created[gte]`.
@@ -409,36 +429,20 @@ async fn a_list_paged_after_its_last_record_s_id_is_read_whole() {
         .with_state((Arc::new(customers), Arc::clone(&asked)));
     let (addr, server) = crate::util::serve_local(app).await;
     let dir = fresh_dir("stripe-list");
-    let out_file = dir.join("customers.jsonl");
-    let config = dir.join("highwater.toml");
-    let text = format!(
-        r#"{state}
-
-[[sync]]
-name = "customers"
-
-[sync.source]
-base_url = "http://{addr}"
-path = "/v1/customers"
+    let (config, out_file) = jsonl_sync(
+        &dir,
+        "customers",
+        addr,
+        r#"path = "/v1/customers"
 updated_at_field = "created"
 time_format = "epoch_seconds"
 page_size = 100
 lower_bound_param = "created[gte]"
 start = "2025-01-01T00:00:00Z"
-pagination = {{ style = "cursor", token_param = "starting_after", token_field = "id", more_path = "has_more" }}
-
-[sync.mapping]
-external_id = "{{id}}"
-fields = {{ email = "email" }}
-
-[sync.destination]
-type = "jsonl"
-file = "{file}"
-"#,
-        state = crate::util::state_table(&dir),
-        file = out_file.display(),
+pagination = { style = "cursor", token_param = "starting_after", token_field = "id", more_path = "has_more" }"#,
+        r#"external_id = "{id}"
+fields = { email = "email" }"#,
     );
-    std::fs::write(&config, text).unwrap_or_else(|e| panic!("write config: {e}"));
     let out = crate::util::highwater_at(&config, &["run", "customers", "--json"]).await;
     server.abort();
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
@@ -493,42 +497,28 @@ async fn a_stream_s_end_is_where_it_says_or_where_it_gives_its_cursor_back_empty
             .with_state(Arc::clone(&asked));
         let (addr, server) = crate::util::serve_local(app).await;
         let dir = fresh_dir(&format!("zendesk-export-{end_path}"));
-        let out_file = dir.join("tickets.jsonl");
-        let config = dir.join("highwater.toml");
-        let text = format!(
-            r#"{state}
-
-[[sync]]
-name = "tickets"
-
-[sync.source]
-base_url = "http://{addr}"
-path = "/api/v2/incremental/tickets/cursor.json"
+        let end = if end_path {
+            ", end_path = \"end_of_stream\""
+        } else {
+            ""
+        };
+        let (config, out_file) = jsonl_sync(
+            &dir,
+            "tickets",
+            addr,
+            &format!(
+                r#"path = "/api/v2/incremental/tickets/cursor.json"
 records_path = "tickets"
 updated_at_field = "generated_timestamp"
 time_format = "epoch_seconds"
 lower_bound_param = "start_time"
 start = "2025-01-01T00:00:00Z"
 page_size_param = ""
-pagination = {{ style = "cursor", token_path = "after_cursor", token_param = "cursor"{end} }}
-
-[sync.mapping]
-external_id = "zd-{{id}}"
-fields = {{ subject = "subject" }}
-
-[sync.destination]
-type = "jsonl"
-file = "{file}"
-"#,
-            state = crate::util::state_table(&dir),
-            file = out_file.display(),
-            end = if end_path {
-                ", end_path = \"end_of_stream\""
-            } else {
-                ""
-            },
+pagination = {{ style = "cursor", token_path = "after_cursor", token_param = "cursor"{end} }}"#
+            ),
+            r#"external_id = "zd-{id}"
+fields = { subject = "subject" }"#,
         );
-        std::fs::write(&config, text).unwrap_or_else(|e| panic!("write config: {e}"));
         let out = crate::util::highwater_at(&config, &["run", "tickets", "--json"]).await;
         server.abort();
         assert_eq!(out.status.code(), Some(0), "{end_path}: {}", describe(&out));
@@ -585,36 +575,20 @@ async fn a_run_resumed_at_a_token_that_expired_reads_its_range_again() {
         .with_state(Arc::clone(&generation));
     let (addr, server) = crate::util::serve_local(app).await;
     let dir = fresh_dir("asana-expired-token");
-    let out_file = dir.join("tasks.jsonl");
-    let config = dir.join("highwater.toml");
-    let text = format!(
-        r#"{state}
-
-[[sync]]
-name = "tasks"
-
-[sync.source]
-base_url = "http://{addr}"
-path = "/api/1.0/tasks"
+    let (config, out_file) = jsonl_sync(
+        &dir,
+        "tasks",
+        addr,
+        r#"path = "/api/1.0/tasks"
 id_field = "gid"
 updated_at_field = "modified_at"
 start = "2025-01-01T00:00:00Z"
 lower_bound_param = "modified_since"
 page_size = 10
-pagination = {{ style = "cursor", token_path = "next_page.offset", token_param = "offset" }}
-
-[sync.mapping]
-external_id = "task-{{gid}}"
-fields = {{ name = "name" }}
-
-[sync.destination]
-type = "jsonl"
-file = "{file}"
-"#,
-        state = crate::util::state_table(&dir),
-        file = out_file.display(),
+pagination = { style = "cursor", token_path = "next_page.offset", token_param = "offset" }"#,
+        r#"external_id = "task-{gid}"
+fields = { name = "name" }"#,
     );
-    std::fs::write(&config, text).unwrap_or_else(|e| panic!("write config: {e}"));
     let run = ["run", "tasks", "--json"];
     let out = crate::util::highwater_at(&config, &[&run[..], &["--max-pages", "1"]].concat()).await;
     assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
