@@ -179,3 +179,191 @@ pagination = { style = "keyset", updated_param = "since", id_param = "after_id" 
     assert_eq!(taken(&sent), [START, "2023-12-31T23:59:59Z"]);
     server.abort();
 }
+
+/// Jira's search: the window goes inside the `jql` query, as wall times in the
+/// user's time zone (Paris here) to the minute, compared as Jira does: a
+/// record updated at 14:05:30 is after "14:05" and not before it.
+struct Jira {
+    /// Each issue's id and when it was last updated.
+    issues: Vec<(String, Timestamp)>,
+    /// The `jql` of each search, in the order they came.
+    asked: Vec<String>,
+}
+
+type JiraState = Arc<Mutex<Jira>>;
+
+fn jql_time(jql: &str, before: &str) -> Result<Option<Timestamp>, StatusCode> {
+    let Some(at) = jql.find(before) else {
+        return Ok(None);
+    };
+    let text = jql[at + before.len()..]
+        .split('"')
+        .next()
+        .unwrap_or_default();
+    let civil = jiff::civil::DateTime::strptime("%Y/%m/%d %H:%M", text)
+        .map_err(|_| StatusCode::BAD_REQUEST)?;
+    civil
+        .in_tz("Europe/Paris")
+        .map(|z| Some(z.timestamp()))
+        .map_err(|_| StatusCode::BAD_REQUEST)
+}
+
+async fn jira_search(
+    State(jira): State<JiraState>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, StatusCode> {
+    let jql = query.get("jql").cloned().unwrap_or_default();
+    let from = jql_time(&jql, "updated >= \"")?;
+    let to = jql_time(&jql, "updated <= \"")?;
+    let start: usize = query
+        .get("startAt")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let max: usize = query
+        .get("maxResults")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(50);
+    let mut jira = jira.lock().unwrap_or_else(|e| e.into_inner());
+    jira.asked.push(jql);
+    let mut listed: Vec<(Timestamp, String)> = jira
+        .issues
+        .iter()
+        .filter(|(_, at)| from.is_none_or(|f| *at >= f) && to.is_none_or(|t| *at <= t))
+        .map(|(id, at)| (*at, id.clone()))
+        .collect();
+    listed.sort();
+    let issues: Vec<Value> = listed
+        .iter()
+        .skip(start)
+        .take(max)
+        .map(|(at, id)| {
+            // Jira writes its times with a numeric offset and no colon.
+            let updated = at
+                .in_tz("Europe/Paris")
+                .map(|z| z.strftime("%Y-%m-%dT%H:%M:%S%.3f%z").to_string())
+                .unwrap_or_default();
+            json!({ "id": id, "key": format!("HW-{id}"), "fields": { "updated": updated, "summary": id } })
+        })
+        .collect();
+    Ok(Json(json!({
+        "startAt": start, "maxResults": max, "total": listed.len(), "issues": issues
+    })))
+}
+
+/// The time of the lower bound in each search's `jql`, as written.
+fn lower_bounds(jira: &JiraState) -> Vec<String> {
+    let mut jira = jira.lock().unwrap_or_else(|e| e.into_inner());
+    std::mem::take(&mut jira.asked)
+        .iter()
+        .filter_map(|jql| {
+            let at = jql.find("updated >= \"")? + "updated >= \"".len();
+            jql[at..].split('"').next().map(str::to_owned)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_window_inside_a_query_language_reads_only_what_changed_and_loses_nothing() {
+    let old = |n: i64| {
+        let at = Timestamp::from_second(1_717_200_000 + n * 3_600).unwrap_or(Timestamp::UNIX_EPOCH);
+        (format!("{n}"), at)
+    };
+    let jira: JiraState = Arc::new(Mutex::new(Jira {
+        issues: (0..50).map(old).collect(),
+        asked: Vec::new(),
+    }));
+    let app = axum::Router::new()
+        .route("/rest/api/2/search", get(jira_search))
+        .with_state(Arc::clone(&jira));
+    let (addr, server) = crate::util::serve_local(app).await;
+    let dir = fresh_dir("bounds-jql");
+    let file = dir.join("issues.jsonl");
+    let config = dir.join("highwater.toml");
+    let text = format!(
+        r#"{state}
+
+[[sync]]
+name = "issues"
+
+[sync.source]
+base_url = "http://{addr}"
+path = "/rest/api/2/search"
+params = {{ jql = 'updated >= "{{lower}}" AND updated <= "{{upper}}" ORDER BY updated ASC' }}
+time_format = "%Y/%m/%d %H:%M"
+timezone = "Europe/Paris"
+records_path = "issues"
+updated_at_field = "fields.updated"
+start = "{START}"
+page_size = 20
+page_size_param = "maxResults"
+pagination = {{ style = "offset", offset_param = "startAt" }}
+
+[sync.mapping]
+external_id = "{{id}}"
+fields = {{ summary = "fields.summary", updated = "fields.updated" }}
+
+[sync.destination]
+type = "jsonl"
+file = "{file}"
+"#,
+        state = crate::util::state_table(&dir),
+        file = file.display(),
+    );
+    std::fs::write(&config, text).unwrap_or_else(|e| panic!("write config: {e}"));
+    let run = || async {
+        let out = crate::util::highwater_at(&config, &["run", "issues", "--json"]).await;
+        assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+        report(&out)
+    };
+
+    let first = run().await;
+    assert_eq!(first["counters"]["written"], 50, "{first}");
+    let bounds = lower_bounds(&jira);
+    assert_eq!(
+        bounds.first().map(String::as_str),
+        Some("2024/01/01 01:00"),
+        "the start, in Paris's time"
+    );
+
+    // Five issues created and two updated in the last seconds, within the
+    // minute the next run's watermark falls in.
+    {
+        let mut jira = jira.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Timestamp::now();
+        for n in 0..5 {
+            jira.issues.push((format!("new{n}"), now));
+        }
+        for (_, at) in jira.issues.iter_mut().take(2) {
+            *at = now;
+        }
+    }
+    let second = run().await;
+    assert_eq!(
+        (&second["counters"]["read"], &second["counters"]["written"]),
+        (&json!(7), &json!(7)),
+        "the second run reads what changed, all of it: {second}"
+    );
+    let bounds = lower_bounds(&jira);
+    assert!(
+        bounds.iter().all(|b| b.as_str() > "2024/12"),
+        "the second run's lower bound is the first's watermark less the lookback: {bounds:?}"
+    );
+    let rows = std::fs::read_to_string(&file).unwrap_or_default();
+    let rows: Vec<Value> = rows
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert_eq!(rows.len(), 55);
+    let updated_now = rows
+        .iter()
+        .filter(|r| ["0", "1"].contains(&r["external_id"].as_str().unwrap_or_default()))
+        .filter(|r| {
+            !r["updated"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("2024")
+        })
+        .count();
+    assert_eq!(updated_now, 2, "the updated issues hold their new version");
+    server.abort();
+}

@@ -23,4 +23,5 @@ pub mod sink;
 pub mod source;
 pub mod state;
 pub mod stop;
+pub mod timepattern;
 pub mod wal;

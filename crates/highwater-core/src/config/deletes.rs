@@ -114,8 +114,8 @@ impl Validator<'_> {
             ok = false;
         }
         let time_format = match &raw.time_format {
-            None => Some(source.time_format),
-            Some(s) => self.time_format(s, &format!("{at}.time_format")),
+            None => Some(source.time_format.clone()),
+            Some(s) => self.time_format(s, source.time_format.zone(), &format!("{at}.time_format")),
         };
         let lookback = self.duration_or(
             raw.lookback.as_ref(),

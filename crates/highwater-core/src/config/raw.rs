@@ -112,6 +112,7 @@ pub struct RawSource {
     pub updated_at_field: Option<S<String>>,
     pub version_field: Option<S<String>>,
     pub time_format: Option<S<String>>,
+    pub timezone: Option<S<String>>,
     pub page_size: Option<S<i64>>,
     pub page_size_param: Option<S<String>>,
     pub start: Option<S<String>>,

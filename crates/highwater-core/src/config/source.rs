@@ -6,6 +6,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use jiff::Timestamp;
+use jiff::tz::TimeZone;
 use reqwest::header::HeaderName;
 use serde_spanned::Spanned;
 use url::Url;
@@ -14,6 +15,7 @@ use super::raw::*;
 use super::*;
 use crate::record::FieldPath;
 use crate::secret::Secret;
+use crate::timepattern::TimePattern;
 
 impl Validator<'_> {
     pub(super) fn source(&mut self, raw: Spanned<RawSource>, at: &str) -> Option<SourceSpec> {
@@ -36,9 +38,12 @@ impl Validator<'_> {
                 params.push((name.clone(), Secret::new(v)));
             }
         }
+        let zone = self.time_zone(raw.timezone.as_ref(), raw.time_format.as_ref(), &at);
         let time_format = match raw.time_format.as_ref() {
             None => Some(TimeFormat::Rfc3339),
-            Some(s) => self.time_format(s, &format!("{at}.time_format")),
+            Some(s) => zone
+                .clone()
+                .and_then(|zone| self.time_format(s, zone, &format!("{at}.time_format"))),
         };
         let page_size = match raw.page_size.as_ref() {
             None => Some(100),
@@ -111,24 +116,27 @@ impl Validator<'_> {
         }
         let keyset = matches!(pagination, Some(Pagination::Keyset { .. }));
         let sorted = keyset || raw.sorted.as_ref().is_some_and(|s| *s.get_ref());
-        if raw.lower_bound_param.is_none() && !keyset {
+        let in_params = |bound: &str| raw.params.values().any(|v| v.get_ref().contains(bound));
+        let sends_lower = raw.lower_bound_param.is_some() || in_params(LOWER_IN_PARAMS);
+        let sends_upper = raw.upper_bound_param.is_some() || in_params(UPPER_IN_PARAMS);
+        if !sends_lower && !keyset {
             self.warning(
                 &table,
                 &at,
-                "no `lower_bound_param` and pagination is not keyset: every run reads everything the source has, not only what changed since the last run",
+                "no `lower_bound_param` (nor `{lower}` in a parameter) and pagination is not keyset: every run reads everything the source has, not only what changed since the last run",
             );
         }
         let lower_bound_exclusive = self.bound_exclusive(
             raw.lower_bound_exclusive.as_ref(),
-            raw.lower_bound_param.is_some() || keyset,
+            sends_lower || keyset,
             &format!("{at}.lower_bound_exclusive"),
-            "`lower_bound_param` or keyset pagination",
+            "`lower_bound_param`, `{lower}` in a parameter or keyset pagination",
         );
         let upper_bound_exclusive = self.bound_exclusive(
             raw.upper_bound_exclusive.as_ref(),
-            raw.upper_bound_param.is_some(),
+            sends_upper,
             &format!("{at}.upper_bound_exclusive"),
-            "`upper_bound_param`",
+            "`upper_bound_param` or `{upper}` in a parameter",
         );
         Some(SourceSpec {
             http: http?,
@@ -161,16 +169,62 @@ impl Validator<'_> {
         })
     }
 
-    pub(super) fn time_format(&mut self, raw: &Spanned<String>, key: &str) -> Option<TimeFormat> {
+    /// A `time_format` and the zone its pattern writes in (`timezone`, UTC
+    /// unless said).
+    pub(super) fn time_format(
+        &mut self,
+        raw: &Spanned<String>,
+        (zone, zone_name): (TimeZone, String),
+        key: &str,
+    ) -> Option<TimeFormat> {
         match raw.get_ref().as_str() {
             "rfc3339" => Some(TimeFormat::Rfc3339),
             "epoch_seconds" => Some(TimeFormat::EpochSeconds),
             "epoch_millis" => Some(TimeFormat::EpochMillis),
+            pattern if pattern.contains('%') => match TimePattern::new(pattern, zone, &zone_name) {
+                Ok(pattern) => Some(TimeFormat::Pattern(Box::new(pattern))),
+                Err(message) => {
+                    self.problem(raw, key, message);
+                    None
+                }
+            },
             _ => {
                 self.problem(
                     raw,
                     key,
-                    "expected \"rfc3339\", \"epoch_seconds\" or \"epoch_millis\"",
+                    "expected \"rfc3339\", \"epoch_seconds\", \"epoch_millis\" or a strftime pattern like \"%Y/%m/%d %H:%M\"",
+                );
+                None
+            }
+        }
+    }
+
+    /// The zone a `time_format` pattern writes times in; the key means
+    /// nothing to the other formats, which carry their offset or none.
+    fn time_zone(
+        &mut self,
+        raw: Option<&Spanned<String>>,
+        format: Option<&Spanned<String>>,
+        at: &str,
+    ) -> Option<(TimeZone, String)> {
+        let Some(name) = raw else {
+            return Some((TimeZone::UTC, "UTC".to_owned()));
+        };
+        if !format.is_some_and(|f| f.get_ref().contains('%')) {
+            self.problem(
+                name,
+                format!("{at}.timezone"),
+                "only a `time_format` pattern (like \"%Y/%m/%d %H:%M\") is written in a time zone; RFC 3339 and epoch times say their own",
+            );
+            return None;
+        }
+        match TimeZone::get(name.get_ref()) {
+            Ok(zone) => Some((zone, name.get_ref().clone())),
+            Err(_) => {
+                self.problem(
+                    name,
+                    format!("{at}.timezone"),
+                    "expected a time zone name like \"Europe/Paris\" or \"UTC\"",
                 );
                 None
             }

@@ -243,12 +243,32 @@ pub enum KeyPlacement {
     Query(String),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TimeFormat {
     Rfc3339,
     EpochSeconds,
     EpochMillis,
+    /// A strftime pattern in a time zone (`time_format = "%Y/%m/%d %H:%M"`).
+    Pattern(Box<crate::timepattern::TimePattern>),
 }
+
+impl TimeFormat {
+    /// The zone a pattern writes in, and its name; UTC for the formats that
+    /// carry their own offset or none.
+    pub fn zone(&self) -> (jiff::tz::TimeZone, String) {
+        match self {
+            TimeFormat::Pattern(pattern) => pattern.zone(),
+            _ => (jiff::tz::TimeZone::UTC, "UTC".to_owned()),
+        }
+    }
+}
+
+/// Where a source parameter's value takes the window's lower bound, written
+/// in the source's `time_format` (a query language's filter: Jira's `jql`,
+/// Salesforce's `q`).
+pub const LOWER_IN_PARAMS: &str = "{lower}";
+/// Where a source parameter's value takes the watermark.
+pub const UPPER_IN_PARAMS: &str = "{upper}";
 
 #[derive(Debug, Clone)]
 pub struct SourceSpec {
@@ -310,6 +330,18 @@ pub enum Pagination {
         first_page: u64,
         overlap: u32,
     },
+}
+
+impl SourceSpec {
+    /// Whether requests carry the window's lower bound (in a parameter of its
+    /// own, or inside one's value), so that an answer holds nothing before it.
+    pub fn sends_lower_bound(&self) -> bool {
+        self.lower_bound_param.is_some()
+            || self
+                .params
+                .iter()
+                .any(|(_, v)| v.expose().contains(LOWER_IN_PARAMS))
+    }
 }
 
 impl Pagination {

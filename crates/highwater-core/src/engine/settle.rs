@@ -401,7 +401,7 @@ impl Compare {
             return Compare::Version(field);
         }
         match target_of(&spec.source.updated_at_field) {
-            Some(field) => Compare::UpdatedAt(field, spec.source.time_format),
+            Some(field) => Compare::UpdatedAt(field, spec.source.time_format.clone()),
             None => Compare::Payload,
         }
     }
@@ -431,7 +431,7 @@ impl Compare {
         };
         let stored_at = match self {
             Compare::UpdatedAt(field, format) => {
-                field.get(object).and_then(|v| parse_time(v, *format).ok())
+                field.get(object).and_then(|v| parse_time(v, format).ok())
             }
             Compare::Version(_) | Compare::Payload => None,
         };

@@ -9,7 +9,7 @@
 use jiff::{RoundMode, SignedDuration, Timestamp, TimestampRound, Unit};
 
 use super::Window;
-use crate::config::{SourceSpec, TimeFormat};
+use crate::config::{LOWER_IN_PARAMS, SourceSpec, TimeFormat, UPPER_IN_PARAMS};
 
 /// The window's bounds as query parameters, for the parameters the source names.
 pub fn window_query(spec: &SourceSpec, window: Window) -> Vec<(String, String)> {
@@ -23,15 +23,34 @@ pub fn window_query(spec: &SourceSpec, window: Window) -> Vec<(String, String)> 
     query
 }
 
+/// A configured parameter's value with the window written where it says
+/// `{lower}` and `{upper}`. A window without a lower bound (a first run
+/// without `start`, a full run) writes the Unix epoch there: the text around
+/// it is a filter the API must still be able to read.
+pub fn fill_params(value: &str, spec: &SourceSpec, window: Window) -> String {
+    if !value.contains('{') {
+        return value.to_owned();
+    }
+    let lower_at = window.lower.unwrap_or(Timestamp::UNIX_EPOCH);
+    value
+        .replace(LOWER_IN_PARAMS, &lower(lower_at, spec))
+        .replace(UPPER_IN_PARAMS, &upper(window.watermark, spec))
+}
+
 /// The lower bound as sent: rounded down, and one step earlier when the API reads
 /// it as `updated_at > bound`.
 pub fn lower(at: Timestamp, spec: &SourceSpec) -> String {
-    format_time(lower_sent(at, spec), spec.time_format)
+    format_time(lower_sent(at, spec), &spec.time_format)
 }
 
 /// The time [`lower`] writes: the earliest record the API's answer may hold.
 pub fn lower_sent(at: Timestamp, spec: &SourceSpec) -> Timestamp {
-    let (unit, step) = precision(spec.time_format);
+    if let TimeFormat::Pattern(pattern) = &spec.time_format {
+        return pattern
+            .bound(at, true, spec.lower_bound_exclusive)
+            .unwrap_or(Timestamp::MIN);
+    }
+    let (unit, step) = precision(&spec.time_format);
     let sent = round(at, unit, RoundMode::Floor).unwrap_or(Timestamp::MIN);
     if spec.lower_bound_exclusive {
         sent.checked_sub(step).unwrap_or(Timestamp::MIN)
@@ -43,17 +62,25 @@ pub fn lower_sent(at: Timestamp, spec: &SourceSpec) -> Timestamp {
 /// The watermark as sent: rounded up, and one step later when the API reads it as
 /// `updated_at < bound`.
 pub fn upper(at: Timestamp, spec: &SourceSpec) -> String {
-    let (unit, step) = precision(spec.time_format);
+    if let TimeFormat::Pattern(pattern) = &spec.time_format {
+        let sent = pattern
+            .bound(at, false, spec.upper_bound_exclusive)
+            .unwrap_or(Timestamp::MAX);
+        return format_time(sent, &spec.time_format);
+    }
+    let (unit, step) = precision(&spec.time_format);
     let mut sent = round(at, unit, RoundMode::Ceil).unwrap_or(Timestamp::MAX);
     if spec.upper_bound_exclusive {
         sent = sent.checked_add(step).unwrap_or(Timestamp::MAX);
     }
-    format_time(sent, spec.time_format)
+    format_time(sent, &spec.time_format)
 }
 
 /// The unit a bound in this format is rounded to, and how much further out a
-/// strict bound is moved.
-fn precision(format: TimeFormat) -> (Unit, SignedDuration) {
+/// strict bound is moved (a pattern's are its own: [`TimePattern`]).
+///
+/// [`TimePattern`]: crate::timepattern::TimePattern
+fn precision(format: &TimeFormat) -> (Unit, SignedDuration) {
     match format {
         TimeFormat::EpochSeconds => (Unit::Second, SignedDuration::from_secs(1)),
         TimeFormat::EpochMillis => (Unit::Millisecond, SignedDuration::from_millis(1)),
@@ -65,7 +92,9 @@ fn precision(format: TimeFormat) -> (Unit, SignedDuration) {
         // than it is sent (keep whole seconds, or drop or round a parameter's
         // fraction); a second holds whichever it does, at the price of a second of
         // records read again.
-        TimeFormat::Rfc3339 => (Unit::Microsecond, SignedDuration::from_secs(1)),
+        TimeFormat::Rfc3339 | TimeFormat::Pattern(_) => {
+            (Unit::Microsecond, SignedDuration::from_secs(1))
+        }
     }
 }
 
@@ -76,9 +105,13 @@ fn round(at: Timestamp, unit: Unit, mode: RoundMode) -> Option<Timestamp> {
 
 /// Writes a time the way the API reads it in query parameters; the caller has
 /// already rounded it to the format's unit.
-pub(crate) fn format_time(at: Timestamp, format: TimeFormat) -> String {
+pub(crate) fn format_time(at: Timestamp, format: &TimeFormat) -> String {
     match format {
         TimeFormat::Rfc3339 => at.to_string(),
+        // The pattern wrote and read back times of this range when the config
+        // was validated; only a time it cannot hold at all (past year 9999)
+        // fails, and that bound is then sent as RFC 3339.
+        TimeFormat::Pattern(pattern) => pattern.write(at).unwrap_or_else(|_| at.to_string()),
         TimeFormat::EpochSeconds => at.as_second().to_string(),
         TimeFormat::EpochMillis => at.as_millisecond().to_string(),
     }
@@ -143,6 +176,37 @@ file = "out.jsonl"
             query(r#"time_format = "epoch_millis""#),
             "updated_after=1767225610250&updated_before=1767225620751"
         );
+    }
+
+    #[test]
+    fn a_window_inside_a_parameter_is_written_in_the_api_s_pattern_and_zone() {
+        let spec = spec("time_format = \"%Y/%m/%d %H:%M\"\ntimezone = \"Europe/Paris\"");
+        let jql = r#"updated >= "{lower}" AND updated <= "{upper}" ORDER BY updated"#;
+        // Rounded outward to the minute, in Paris's time.
+        assert_eq!(
+            fill_params(jql, &spec, window()),
+            r#"updated >= "2026/01/01 01:00" AND updated <= "2026/01/01 01:01" ORDER BY updated"#
+        );
+        assert_eq!(
+            bound_floor_text(&spec),
+            "2026-01-01T00:00:00Z",
+            "the floor an answer is checked against is the time written"
+        );
+        let mut unbounded = window();
+        unbounded.lower = None;
+        assert_eq!(
+            fill_params(jql, &spec, unbounded),
+            r#"updated >= "1970/01/01 01:00" AND updated <= "2026/01/01 01:01" ORDER BY updated"#
+        );
+        let json = r#"{"status": "open", "lower": 1}"#;
+        assert_eq!(fill_params(json, &spec, window()), json);
+    }
+
+    fn bound_floor_text(spec: &SourceSpec) -> String {
+        window()
+            .lower
+            .map(|at| lower_sent(at, spec).to_string())
+            .unwrap_or_default()
     }
 
     #[test]

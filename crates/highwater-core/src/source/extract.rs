@@ -100,7 +100,7 @@ pub fn extract(body: Value, spec: &SourceSpec) -> Extracted {
         .get(&body)
         .cloned()
         .unwrap_or(Value::Null);
-    let updated_at = match parse_time(&raw_updated, spec.time_format) {
+    let updated_at = match parse_time(&raw_updated, &spec.time_format) {
         Ok(t) => t,
         Err(problem) => {
             let reason = format!("`{}` (updated_at_field) {problem}", spec.updated_at_field);
@@ -146,10 +146,15 @@ pub fn extract(body: Value, spec: &SourceSpec) -> Extracted {
 }
 
 /// Reads a time value as the API writes it.
-pub fn parse_time(value: &Value, format: TimeFormat) -> Result<Timestamp, String> {
+pub fn parse_time(value: &Value, format: &TimeFormat) -> Result<Timestamp, String> {
     let parsed = match (value, format) {
         (Value::Null, _) => return Err("is missing".to_owned()),
         (Value::String(s), TimeFormat::Rfc3339) => s.parse::<Timestamp>().ok(),
+        // An API that takes its bounds in a pattern (Jira's JQL) often
+        // stamps its records in RFC 3339 all the same.
+        (Value::String(s), TimeFormat::Pattern(pattern)) => {
+            s.parse::<Timestamp>().ok().or_else(|| pattern.read(s))
+        }
         (Value::Number(n), TimeFormat::EpochSeconds) => n
             .as_i64()
             .and_then(|s| Timestamp::from_second(s).ok())
@@ -175,6 +180,7 @@ pub fn parse_time(value: &Value, format: TimeFormat) -> Result<Timestamp, String
             TimeFormat::Rfc3339 => "an RFC 3339 timestamp",
             TimeFormat::EpochSeconds => "epoch seconds",
             TimeFormat::EpochMillis => "epoch milliseconds",
+            TimeFormat::Pattern(_) => "an RFC 3339 timestamp or one in the `time_format` pattern",
         };
         format!("must be {expected}, found {}", short(value))
     })
@@ -235,11 +241,11 @@ mod tests {
 
     #[test]
     fn times_parse_in_each_format() {
-        let t = parse_time(&json!("2026-01-02T03:04:05.123456Z"), TimeFormat::Rfc3339);
+        let t = parse_time(&json!("2026-01-02T03:04:05.123456Z"), &TimeFormat::Rfc3339);
         assert_eq!(t.map(|t| t.as_microsecond() % 1_000_000), Ok(123_456));
-        let ms = parse_time(&json!(1_700_000_000_123i64), TimeFormat::EpochMillis);
+        let ms = parse_time(&json!(1_700_000_000_123i64), &TimeFormat::EpochMillis);
         assert_eq!(ms.map(|t| t.as_millisecond()), Ok(1_700_000_000_123));
-        assert!(parse_time(&json!(17), TimeFormat::Rfc3339).is_err());
+        assert!(parse_time(&json!(17), &TimeFormat::Rfc3339).is_err());
     }
 
     /// The source part of a valid config, read once: the fields under test are
@@ -472,10 +478,18 @@ mod tests {
     }
 
     fn time_format() -> impl Strategy<Value = TimeFormat> {
+        let pattern = |pattern: &str, zone: &str| {
+            let tz = jiff::tz::TimeZone::get(zone).unwrap_or_else(|e| panic!("{zone}: {e}"));
+            let pattern = crate::timepattern::TimePattern::new(pattern, tz, zone)
+                .unwrap_or_else(|e| panic!("{pattern}: {e}"));
+            TimeFormat::Pattern(Box::new(pattern))
+        };
         proptest::sample::select(vec![
             TimeFormat::Rfc3339,
             TimeFormat::EpochSeconds,
             TimeFormat::EpochMillis,
+            pattern("%Y/%m/%d %H:%M", "Europe/Paris"),
+            pattern("%Y-%m-%dT%H:%M:%S%z", "America/New_York"),
         ])
     }
 
@@ -516,7 +530,7 @@ mod tests {
             spec.id_field = field("id");
             spec.updated_at_field = field("updated_at");
             spec.version_field = with_version.then(|| field("version"));
-            spec.time_format = format;
+            spec.time_format = format.clone();
             match extract(body.clone(), &spec) {
                 Extracted::Record(record) => {
                     prop_assert!(!record.id().is_empty());
@@ -529,7 +543,7 @@ mod tests {
                     prop_assert_eq!(record.id(), shown.as_str());
                     prop_assert_eq!(record.key.id_is_number, matches!(id, Some(Value::Number(_))));
                     let raw = spec.updated_at_field.get(&body).cloned().unwrap_or(Value::Null);
-                    prop_assert_eq!(Ok(record.updated_at()), parse_time(&raw, format));
+                    prop_assert_eq!(Ok(record.updated_at()), parse_time(&raw, &format));
                     prop_assert_eq!(&record.updated_at_raw, &raw);
                     prop_assert_eq!(record.version.is_some(), with_version);
                     prop_assert_eq!(&record.body, &body);
@@ -557,11 +571,12 @@ mod tests {
         /// that says what was expected, never a panic.
         #[test]
         fn parse_time_takes_any_value(value in json_value(), format in time_format()) {
-            if let Err(reason) = parse_time(&value, format) {
+            if let Err(reason) = parse_time(&value, &format) {
                 let expected = match format {
                     TimeFormat::Rfc3339 => "an RFC 3339 timestamp",
                     TimeFormat::EpochSeconds => "epoch seconds",
                     TimeFormat::EpochMillis => "epoch milliseconds",
+                    TimeFormat::Pattern(_) => "an RFC 3339 timestamp or one in the `time_format` pattern",
                 };
                 prop_assert!(
                     reason == "is missing" || reason.starts_with(&format!("must be {expected}, found ")),
@@ -575,18 +590,25 @@ mod tests {
         /// as a JSON number.
         #[test]
         fn times_round_trip_through_each_format(at in timestamp(), format in time_format()) {
-            let written = format_time(at, format);
-            let unit = match format {
+            // Before 1970 some zones kept local mean time, seconds off UTC's
+            // minutes; a pattern's bounds are the window's, from recent times.
+            prop_assume!(!matches!(format, TimeFormat::Pattern(_)) || at.as_second() > 0);
+            let written = format_time(at, &format);
+            let unit = match &format {
                 TimeFormat::Rfc3339 => 1,
                 TimeFormat::EpochSeconds => 1_000_000_000,
                 TimeFormat::EpochMillis => 1_000_000,
+                TimeFormat::Pattern(pattern) => match pattern.unit() {
+                    jiff::Unit::Minute => 60_000_000_000,
+                    _ => 1_000_000_000,
+                },
             };
             let mut echoes = vec![Value::String(written.clone())];
-            if format != TimeFormat::Rfc3339 {
+            if matches!(format, TimeFormat::EpochSeconds | TimeFormat::EpochMillis) {
                 echoes.push(serde_json::from_str(&written).unwrap_or_else(|e| unreachable!("{written}: {e}")));
             }
             for echo in echoes {
-                let read = parse_time(&echo, format);
+                let read = parse_time(&echo, &format);
                 prop_assert!(read.is_ok(), "{} read back as {:?}", written, read);
                 let read = read.unwrap_or_else(|_| unreachable!());
                 let lost = at.as_nanosecond() - read.as_nanosecond();
@@ -601,7 +623,7 @@ mod tests {
         fn fractional_epoch_seconds_read_close_to_their_value(
             seconds in (FIRST_SECOND + 1) as f64..LAST_SECOND as f64,
         ) {
-            let read = parse_time(&json!(seconds), TimeFormat::EpochSeconds);
+            let read = parse_time(&json!(seconds), &TimeFormat::EpochSeconds);
             prop_assert!(read.is_ok(), "{} read as {:?}", seconds, read);
             let read = read.unwrap_or_else(|_| unreachable!());
             let off = (read.as_microsecond() as f64 / 1e6 - seconds).abs();

@@ -401,7 +401,7 @@ impl<'a> Reader<'a> {
                     } => {
                         query.push((updated_param, value_text(updated_at)));
                         query.push((id_param, id.clone()));
-                        parse_time(updated_at, self.spec.time_format)
+                        parse_time(updated_at, &self.spec.time_format)
                             .ok()
                             .map(|t| RecordKey {
                                 updated_at: t,
@@ -495,7 +495,12 @@ impl<'a> Reader<'a> {
             .spec
             .params
             .iter()
-            .map(|(k, v)| (k.clone(), v.expose().to_owned()))
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    bounds::fill_params(v.expose(), self.spec, self.window),
+                )
+            })
             .collect();
         if let Some(param) = &self.spec.page_size_param {
             query.push((param.clone(), self.spec.page_size.to_string()));
@@ -507,7 +512,9 @@ impl<'a> Reader<'a> {
     /// The earliest record an answer to a request built from [`Reader::base_query`]
     /// may hold, when that query carries the window's lower bound.
     fn bound_floor(&self) -> Option<Timestamp> {
-        self.spec.lower_bound_param.as_ref()?;
+        if !self.spec.sends_lower_bound() {
+            return None;
+        }
         self.window
             .lower
             .map(|at| bounds::lower_sent(at, self.spec))

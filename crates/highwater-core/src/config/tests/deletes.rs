@@ -138,7 +138,7 @@ fn deletes_mistakes_name_line_and_key() {
         ),
         expect![[r#"
             hw.toml:50: sync "invoices_to_crm".deletes.marker_value: needs `marker_field`
-            hw.toml:51: sync "invoices_to_crm".deletes.time_format: expected "rfc3339", "epoch_seconds" or "epoch_millis"
+            hw.toml:51: sync "invoices_to_crm".deletes.time_format: expected "rfc3339", "epoch_seconds", "epoch_millis" or a strftime pattern like "%Y/%m/%d %H:%M"
             hw.toml:52: sync "invoices_to_crm".deletes.lookback: expected a duration like "500ms", "30s", "5m" or "1h"
             hw.toml:53: sync "invoices_to_crm".deletes.delete_path: expected a path containing {external_id} or {dest_id}
             hw.toml:54: sync "invoices_to_crm".deletes.full_delete_limit: expected a share above 0 and at most 1, like 0.1 for 10%"#]],

@@ -108,7 +108,7 @@ fn unknown_key_names_line_and_key() {
     check(
         &VALID.replace("page_size = 500", "page_size = 500\npage_sise = 5"),
         expect![[
-            r#"hw.toml:16: sync "invoices_to_crm".source.page_sise: unknown key `page_sise`, expected one of `base_url`, `path`, `params`, `headers`, `auth`, `timeout`, `rate_limit`, `rate_limit_probe`, `error_path`, `records_path`, `id_field`, `updated_at_field`, `version_field`, `time_format`, `page_size`, `page_size_param`, `start`, `lag`, `lookback`, `lower_bound_param`, `upper_bound_param`, `lower_bound_exclusive`, `upper_bound_exclusive`, `sorted`, `pagination`"#
+            r#"hw.toml:16: sync "invoices_to_crm".source.page_sise: unknown key `page_sise`, expected one of `base_url`, `path`, `params`, `headers`, `auth`, `timeout`, `rate_limit`, `rate_limit_probe`, `error_path`, `records_path`, `id_field`, `updated_at_field`, `version_field`, `time_format`, `timezone`, `page_size`, `page_size_param`, `start`, `lag`, `lookback`, `lower_bound_param`, `upper_bound_param`, `lower_bound_exclusive`, `upper_bound_exclusive`, `sorted`, `pagination`"#
         ]],
     );
 }
@@ -139,7 +139,7 @@ fn the_state_alone_is_read_without_the_syncs_values_or_secrets() {
         Err(e) => e.to_string(),
     };
     // The file's shape, the store's values and the names are still checked.
-    expect![[r#"hw.toml:15: sync "invoices_to_crm".source.page_sise: unknown key `page_sise`, expected one of `base_url`, `path`, `params`, `headers`, `auth`, `timeout`, `rate_limit`, `rate_limit_probe`, `error_path`, `records_path`, `id_field`, `updated_at_field`, `version_field`, `time_format`, `page_size`, `page_size_param`, `start`, `lag`, `lookback`, `lower_bound_param`, `upper_bound_param`, `lower_bound_exclusive`, `upper_bound_exclusive`, `sorted`, `pagination`"#]]
+    expect![[r#"hw.toml:15: sync "invoices_to_crm".source.page_sise: unknown key `page_sise`, expected one of `base_url`, `path`, `params`, `headers`, `auth`, `timeout`, `rate_limit`, `rate_limit_probe`, `error_path`, `records_path`, `id_field`, `updated_at_field`, `version_field`, `time_format`, `timezone`, `page_size`, `page_size_param`, `start`, `lag`, `lookback`, `lower_bound_param`, `upper_bound_param`, `lower_bound_exclusive`, `upper_bound_exclusive`, `sorted`, `pagination`"#]]
     .assert_eq(&state_errors(&VALID.replace("page_size = 500", "page_sise = 5")));
     expect![[r#"hw.toml:3: state.path: environment variable STATE_DIR is not set"#]].assert_eq(
         &state_errors(&VALID.replace("state/hw.db", "${STATE_DIR}/hw.db")),
@@ -508,6 +508,7 @@ mod deletes;
 mod properties;
 mod schedule;
 mod tables;
+mod windows;
 
 /// The warnings of a valid config, as `validate` prints them.
 fn warnings(text: &str) -> String {
@@ -556,7 +557,7 @@ fn a_zero_lookback_set_explicitly_is_a_warning() {
 fn no_lower_bound_is_a_warning_unless_keyset_pagination_gives_one() {
     let without = VALID.replace("lower_bound_param = \"updated_after\"\n", "");
     check(&without, expect!["ok"]);
-    expect![[r#"hw.toml:8: sync "invoices_to_crm".source: no `lower_bound_param` and pagination is not keyset: every run reads everything the source has, not only what changed since the last run"#]]
+    expect![[r#"hw.toml:8: sync "invoices_to_crm".source: no `lower_bound_param` (nor `{lower}` in a parameter) and pagination is not keyset: every run reads everything the source has, not only what changed since the last run"#]]
     .assert_eq(&warnings(&without));
     let keyset = without.replace(
         "style = \"cursor\"\ntoken_path = \"next_cursor\"",
@@ -642,7 +643,7 @@ fn strict_bounds_are_opt_in_and_need_the_bound_they_describe() {
     check(
         &keyset,
         expect![[
-            r#"hw.toml:20: sync "invoices_to_crm".source.upper_bound_exclusive: does not apply: the bound is sent only with `upper_bound_param`"#
+            r#"hw.toml:20: sync "invoices_to_crm".source.upper_bound_exclusive: does not apply: the bound is sent only with `upper_bound_param` or `{upper}` in a parameter"#
         ]],
     );
     check(
@@ -651,8 +652,8 @@ fn strict_bounds_are_opt_in_and_need_the_bound_they_describe() {
             "style = \"cursor\"",
         ),
         expect![[r#"
-            hw.toml:19: sync "invoices_to_crm".source.lower_bound_exclusive: does not apply: the bound is sent only with `lower_bound_param` or keyset pagination
-            hw.toml:20: sync "invoices_to_crm".source.upper_bound_exclusive: does not apply: the bound is sent only with `upper_bound_param`"#]],
+            hw.toml:19: sync "invoices_to_crm".source.lower_bound_exclusive: does not apply: the bound is sent only with `lower_bound_param`, `{lower}` in a parameter or keyset pagination
+            hw.toml:20: sync "invoices_to_crm".source.upper_bound_exclusive: does not apply: the bound is sent only with `upper_bound_param` or `{upper}` in a parameter"#]],
     );
 }
 

@@ -1,0 +1,64 @@
+//! A window written inside a parameter (`{lower}`, `{upper}`), in a time
+//! format of the API's own (`time_format` as a strftime pattern, `timezone`).
+
+use super::*;
+
+/// A Jira-shaped source: the window goes inside the `jql` query, in the
+/// user's time zone, to the minute.
+fn jql(extra: &str) -> String {
+    VALID
+        .replace("lower_bound_param = \"updated_after\"\n", "")
+        .replace("upper_bound_param = \"updated_before\"\n", "")
+        .replace(
+            "params = { status = \"all\" }",
+            &format!(
+                "params = {{ jql = 'updated >= \"{{lower}}\" AND updated <= \"{{upper}}\" ORDER BY updated ASC' }}\ntime_format = \"%Y/%m/%d %H:%M\"\n{extra}"
+            ),
+        )
+}
+
+#[test]
+fn a_window_inside_a_parameter_is_a_window_sent() {
+    let text = jql("timezone = \"Europe/Paris\"\nlower_bound_exclusive = true");
+    let config = parse(&text, Path::new("hw.toml"), &env).unwrap_or_else(|e| panic!("{e}"));
+    let source = &config.syncs[0].source;
+    assert!(source.sends_lower_bound());
+    assert!(source.lower_bound_exclusive);
+    match &source.time_format {
+        TimeFormat::Pattern(pattern) => {
+            assert_eq!(pattern.unit(), jiff::Unit::Minute);
+            assert_eq!(pattern.zone().1, "Europe/Paris");
+        }
+        other => panic!("{other:?}"),
+    }
+    // No warning that every run reads everything.
+    assert_eq!(warnings(&text), "");
+}
+
+#[test]
+fn time_format_and_timezone_mistakes_name_line_and_key() {
+    check(
+        &jql("timezone = \"Mars/Olympus\""),
+        expect![[
+            r#"hw.toml:13: sync "invoices_to_crm".source.timezone: expected a time zone name like "Europe/Paris" or "UTC""#
+        ]],
+    );
+    check(
+        &VALID.replace("lag = \"1m\"", "lag = \"1m\"\ntimezone = \"Europe/Paris\""),
+        expect![[
+            r#"hw.toml:17: sync "invoices_to_crm".source.timezone: only a `time_format` pattern (like "%Y/%m/%d %H:%M") is written in a time zone; RFC 3339 and epoch times say their own"#
+        ]],
+    );
+    check(
+        &jql("").replace("%Y/%m/%d %H:%M", "%m/%d %H:%M"),
+        expect![[
+            r#"hw.toml:12: sync "invoices_to_crm".source.time_format: the pattern writes "11/27 15:49", which does not read back as the time it was written from: it needs the year, month and day, and the time down to what the API compares ("%Y/%m/%d %H:%M" writes to the minute)"#
+        ]],
+    );
+    check(
+        &jql("").replace("%Y/%m/%d %H:%M", "%Y-%m-%d %I:%M"),
+        expect![[
+            r#"hw.toml:12: sync "invoices_to_crm".source.time_format: the pattern writes "2026-11-27 03:49", which does not read back as the time it was written from: it needs the year, month and day, and the time down to what the API compares ("%Y/%m/%d %H:%M" writes to the minute)"#
+        ]],
+    );
+}
