@@ -146,6 +146,51 @@ async fn errors_listed_apart_from_the_results_are_matched_by_the_ids_they_name()
     );
 }
 
+/// An answer that lists only the items not written, each by its place in
+/// the batch (Braze's): a record named is dead-lettered with the error's
+/// reason, every other is written — in batches halved and sent again too,
+/// whose places are their own.
+#[tokio::test(flavor = "multi_thread")]
+async fn errors_naming_their_items_by_place_leave_the_others_written() {
+    let mut sim = SimConfig::new(135, 2_000);
+    sim.poisoned_ratio = 0.02;
+    sim.invalid_ratio = 0.0;
+    sim.dest.item_fail_ratio = 0.0;
+    sim.dest.batch_errors_by_place = true;
+    let world = World::start(
+        "batch-by-place",
+        sim,
+        &Setup::new(Style::Cursor, Mode::Batch),
+    )
+    .await;
+    let text = std::fs::read_to_string(&world.config).expect("config");
+    let braze = "item_results = false\nerrors_path = \"errors\"\nerror_index_field = \"index\"\n\
+                 error_message_field = \"type\"\nupsert = true";
+    let changed = text
+        .replace("result_error_field = \"error\"\nupsert = true", braze)
+        .replace("results_path = \"results\"\n", "")
+        .replace("result_id_field = \"external_id\"\n", "")
+        .replace("result_status_field = \"status\"\n", "");
+    assert!(
+        changed.contains("error_index_field") && !changed.contains("result_"),
+        "{changed}"
+    );
+    std::fs::write(&world.config, changed).expect("config");
+    world.run_to_completion().await;
+    let v = world.assert_exact().await;
+    let dead = dead_letters(&world).await;
+    assert!(
+        v.dead_lettered >= 20 && dead.len() == v.dead_lettered,
+        "{v}"
+    );
+    // The error's own reason, as a refusal: Braze's errors carry no status.
+    assert!(
+        dead.iter()
+            .all(|(_, reason)| reason.contains("HTTP 422: ") && !reason.contains("input_array")),
+        "{dead:?}"
+    );
+}
+
 /// Items answered 429 one by one use up none of `max_attempts`, as a whole
 /// request answered 429 does not: every item of every batch is refused twice
 /// in a row for the rate limit and written at its third attempt, in one

@@ -120,6 +120,7 @@ impl SimConfig {
             item_retry_after: None,
             batch_refuses_whole: false,
             batch_errors_apart: false,
+            batch_errors_by_place: false,
             batch_answers_whole: false,
             batch_job_polls: None,
             batch_job_fail_ratio: 0.0,
@@ -280,6 +281,10 @@ pub struct DestFaults {
     /// each error `{"status", "message", "context": {"ids": [external id]}}`,
     /// and the results in reverse order.
     pub batch_errors_apart: bool,
+    /// A batch's answer lists only the items not written, each by its place
+    /// in the batch, as Braze's `/users/track` does: `{"message": "success",
+    /// "errors": [{"type": reason, "input_array": "records", "index": n}]}`.
+    pub batch_errors_by_place: bool,
     /// A batch's answer says nothing of its items: `{"accepted": n}` (as
     /// Segment's batch endpoint answers), with `batch_refuses_whole` the
     /// only way a record is refused.
@@ -318,6 +323,7 @@ impl Default for DestFaults {
             item_retry_after: None,
             batch_refuses_whole: false,
             batch_errors_apart: false,
+            batch_errors_by_place: false,
             batch_answers_whole: false,
             batch_job_polls: None,
             batch_job_fail_ratio: 0.0,

@@ -452,7 +452,11 @@ async fn batch(
         );
     }
     let meta = WriteMeta::from(&headers);
-    let errors_apart = read(&s.dest_faults).batch_errors_apart;
+    let errors_apart = match read(&s.dest_faults) {
+        f if f.batch_errors_by_place => ErrorsApart::ByPlace,
+        f if f.batch_errors_apart => ErrorsApart::ById,
+        _ => ErrorsApart::No,
+    };
     let answers_whole = read(&s.dest_faults).batch_answers_whole;
     let (job_polls, job_fail_ratio) = {
         let faults = read(&s.dest_faults);
@@ -473,13 +477,24 @@ async fn batch(
     .await
 }
 
+/// Whether a batch's answer lists the items not written apart from its
+/// results, and how it names them.
+#[derive(Clone, Copy)]
+enum ErrorsApart {
+    No,
+    /// By external id, beside the results (HubSpot's).
+    ById,
+    /// By place in the batch, with no results (Braze's).
+    ByPlace,
+}
+
 /// The items of a batch, each upserted or refused as `batch` describes: the
 /// answer's status and body.
 fn apply_batch(
     s: &Shared,
     items: Vec<Value>,
     meta: &WriteMeta,
-    errors_apart: bool,
+    errors_apart: ErrorsApart,
     answers_whole: bool,
 ) -> (StatusCode, Value) {
     let (item_fail_ratio, item_fail_status, item_retry_after) = {
@@ -556,8 +571,30 @@ fn apply_batch(
             serde_json::json!({ "accepted": results.len() }),
         );
     }
-    if !errors_apart {
-        return (StatusCode::OK, serde_json::json!({ "results": results }));
+    match errors_apart {
+        ErrorsApart::No => {
+            return (StatusCode::OK, serde_json::json!({ "results": results }));
+        }
+        ErrorsApart::ByPlace => {
+            let errors: Vec<Value> = results
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.get("error").is_some())
+                .map(|(n, r)| {
+                    // Braze's errors carry no status: the reason names the
+                    // one this API gives elsewhere, so a dead letter's
+                    // cause can still be checked.
+                    let error = r["error"].as_str().unwrap_or_default();
+                    let reason = format!("{error} (code {})", r["status"]);
+                    serde_json::json!({"type": reason, "input_array": "records", "index": n})
+                })
+                .collect();
+            return (
+                StatusCode::CREATED,
+                serde_json::json!({ "message": "success", "errors": errors }),
+            );
+        }
+        ErrorsApart::ById => {}
     }
     let (errors, mut written): (Vec<Value>, Vec<Value>) =
         results.into_iter().partition(|r| r.get("error").is_some());

@@ -691,7 +691,7 @@ fn batch_mode_says_where_records_go_and_where_each_answer_is() {
             "mode = \"batch\"\npath = \"/v1/contacts/batch\"\nbatch_size = 0\nlookup_path = \"/v1/contacts\"",
         ),
         expect![[r#"
-            hw.toml:39: sync "invoices_to_crm".destination.lookup_path: does not apply to mode = "batch" (it takes: path, method, read_path, read_results_path, batch_size, batch_field, batch_body, results_path, result_id_field, result_status_field, result_error_field, result_transient_errors, result_retry_after_field, errors_path, error_id_field, error_message_field, item_results, upsert, job)
+            hw.toml:39: sync "invoices_to_crm".destination.lookup_path: does not apply to mode = "batch" (it takes: path, method, read_path, read_results_path, batch_size, batch_field, batch_body, results_path, result_id_field, result_status_field, result_error_field, result_transient_errors, result_retry_after_field, errors_path, error_id_field, error_index_field, error_message_field, item_results, upsert, job)
             hw.toml:38: sync "invoices_to_crm".destination.batch_size: expected a whole number from 1 to 10000"#]],
     );
     // Fields beside the records' array, as Airtable's upsert needs.
@@ -832,7 +832,25 @@ fn batch_mode_says_where_records_go_and_where_each_answer_is() {
             "mode = \"batch\"\npath = \"/batch/upsert\"\nerrors_path = \"errors\"",
         ),
         expect![[
-            r#"hw.toml:38: sync "invoices_to_crm".destination.errors_path: needs `error_id_field`: where each error names the external ids it is about"#
+            r#"hw.toml:38: sync "invoices_to_crm".destination.errors_path: needs `error_id_field` (where each error names the external ids it is about) or `error_index_field` (its item's place in the batch, from 0)"#
+        ]],
+    );
+    // Braze's: only the failed items, each by its place in the batch.
+    let braze = VALID.replace(
+        lookup,
+        "mode = \"batch\"\npath = \"/users/track\"\nitem_results = false\nerrors_path = \"errors\"\nerror_index_field = \"index\"",
+    );
+    let spec = batch_spec(&braze);
+    assert!(!spec.item_results);
+    assert!(
+        spec.errors
+            .as_ref()
+            .is_some_and(|e| matches!(e.names, crate::sink::http::config::ErrorNames::Index(_)))
+    );
+    check(
+        &braze.replace("item_results = false", "error_id_field = \"id\""),
+        expect![[
+            r#"hw.toml:40: sync "invoices_to_crm".destination.error_index_field: an error names its items by external id (`error_id_field`) or by place in the batch, not both"#
         ]],
     );
     check(

@@ -14,7 +14,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use super::HttpSink;
-use super::config::{BatchSpec, ErrorList};
+use super::config::{BatchSpec, ErrorList, ErrorNames};
 use crate::http::{HttpError, Reply, Request};
 use crate::obs::RetryClass;
 use crate::policy::{Backoff, Class, Outcome, classify, parse_retry_after};
@@ -35,6 +35,8 @@ struct Answer {
     by_id: IdIndex,
     errors: Vec<Value>,
     errors_by_id: IdIndex,
+    /// Errors by the place in the batch of the item each names.
+    errors_by_place: HashMap<usize, usize>,
     /// The answer says nothing sure of any item (a job that gave no
     /// results), for this reason.
     unknown: Option<String>,
@@ -51,15 +53,26 @@ impl Answer {
             }
         }
         let mut errors_by_id = IdIndex::default();
+        let mut errors_by_place = HashMap::new();
         if let Some(list) = &spec.errors {
             for (n, error) in errors.iter().enumerate() {
-                let ids = match list.id_field.get(error) {
-                    Some(Value::Array(ids)) => ids.iter().filter_map(id_text).collect(),
-                    Some(id) => id_text(id).into_iter().collect(),
-                    None => Vec::new(),
-                };
-                for id in ids {
-                    errors_by_id.insert(id, n);
+                match &list.names {
+                    ErrorNames::Ids(field) => {
+                        let ids = match field.get(error) {
+                            Some(Value::Array(ids)) => ids.iter().filter_map(id_text).collect(),
+                            Some(id) => id_text(id).into_iter().collect(),
+                            None => Vec::new(),
+                        };
+                        for id in ids {
+                            errors_by_id.insert(id, n);
+                        }
+                    }
+                    ErrorNames::Index(field) => {
+                        let place = field.get(error).and_then(id_text);
+                        if let Some(place) = place.and_then(|p| p.parse::<usize>().ok()) {
+                            errors_by_place.entry(place).or_insert(n);
+                        }
+                    }
                 }
             }
         }
@@ -68,6 +81,7 @@ impl Answer {
             by_id,
             errors,
             errors_by_id,
+            errors_by_place,
             unknown: None,
         }
     }
@@ -78,6 +92,7 @@ impl Answer {
             by_id: IdIndex::default(),
             errors: Vec::new(),
             errors_by_id: IdIndex::default(),
+            errors_by_place: HashMap::new(),
             unknown: Some(detail),
         }
     }
@@ -471,14 +486,19 @@ impl HttpSink {
         if let Some(detail) = &answer.unknown {
             return Item::again(detail.clone());
         }
-        if !spec.item_results {
-            // A 2xx for the whole batch: every record of it is written.
-            return Item::Written(None);
+        if let Some(list) = &spec.errors {
+            let listed = match list.names {
+                ErrorNames::Ids(_) => answer.errors_by_id.get(external_id),
+                ErrorNames::Index(_) => answer.errors_by_place.get(&position).copied(),
+            };
+            if let Some(n) = listed {
+                return listed_error(spec, list, &answer.errors[n]);
+            }
         }
-        if let Some(list) = &spec.errors
-            && let Some(n) = answer.errors_by_id.get(external_id)
-        {
-            return listed_error(spec, list, &answer.errors[n]);
+        if !spec.item_results {
+            // A 2xx for the whole batch, which lists no error naming this
+            // record: it is written.
+            return Item::Written(None);
         }
         let found = match &spec.id_field {
             Some(_) => answer.by_id.get(external_id).map(|n| &answer.items[n]),

@@ -63,6 +63,7 @@ pub(crate) struct RawHttpDestination {
     pub result_retry_after_field: Option<S<String>>,
     pub errors_path: Option<S<String>>,
     pub error_id_field: Option<S<String>>,
+    pub error_index_field: Option<S<String>>,
     pub error_message_field: Option<S<String>>,
     pub item_results: Option<S<bool>>,
     pub upsert: Option<S<bool>>,
@@ -83,7 +84,7 @@ pub(crate) struct RawJob {
 
 impl RawHttpDestination {
     /// The keys only some write modes read, with where each was set.
-    fn mode_keys(&self) -> [(&'static str, Option<std::ops::Range<usize>>); 27] {
+    fn mode_keys(&self) -> [(&'static str, Option<std::ops::Range<usize>>); 28] {
         fn span<T>(v: &Option<S<T>>) -> Option<std::ops::Range<usize>> {
             v.as_ref().map(Spanned::span)
         }
@@ -117,6 +118,7 @@ impl RawHttpDestination {
             ),
             ("errors_path", span(&self.errors_path)),
             ("error_id_field", span(&self.error_id_field)),
+            ("error_index_field", span(&self.error_index_field)),
             ("error_message_field", span(&self.error_message_field)),
             ("item_results", span(&self.item_results)),
             ("upsert", span(&self.upsert)),
@@ -258,16 +260,26 @@ pub struct JobSpec {
 
 /// Where a batch answer lists its failed items apart from the written ones
 /// (HubSpot's batch endpoints answer `{"results": [...], "errors": [...]}`,
-/// each error naming the ids it is about).
+/// each error naming the ids it is about; Braze's list only the failed
+/// items, each by its place in the batch).
 #[derive(Debug, Clone)]
 pub struct ErrorList {
     /// The answer's array of errors.
     pub path: FieldPath,
-    /// An error's external id, or an array of the external ids it is about.
-    pub id_field: FieldPath,
+    /// How an error names the items it is about.
+    pub names: ErrorNames,
     /// An error's reason; the whole error when absent. Its status, if any,
     /// is at `result_status_field`, read as a result's.
     pub message_field: Option<FieldPath>,
+}
+
+/// Where an error listed apart names its items.
+#[derive(Debug, Clone)]
+pub enum ErrorNames {
+    /// An external id, or an array of them (`error_id_field`).
+    Ids(FieldPath),
+    /// The item's place in the batch as sent, from 0 (`error_index_field`).
+    Index(FieldPath),
 }
 
 impl WriteMode {
@@ -358,6 +370,7 @@ pub(crate) fn validate(
             "result_retry_after_field",
             "errors_path",
             "error_id_field",
+            "error_index_field",
             "error_message_field",
             "item_results",
             "upsert",
@@ -813,7 +826,8 @@ fn batch_body(
 }
 
 /// Whether a batch's answer speaks of each item; when it does not, the keys
-/// saying where are refused rather than ignored.
+/// saying where are refused rather than ignored — but for a list of the
+/// items that failed (`errors_path`): the others were written.
 fn item_results(v: &mut Validator<'_>, r: &RawHttpDestination, at: &str) -> bool {
     let Some(flag) = r.item_results.as_ref().filter(|f| !*f.get_ref()) else {
         return true;
@@ -823,7 +837,6 @@ fn item_results(v: &mut Validator<'_>, r: &RawHttpDestination, at: &str) -> bool
         ("result_id_field", r.result_id_field.is_some()),
         ("result_status_field", r.result_status_field.is_some()),
         ("result_error_field", r.result_error_field.is_some()),
-        ("errors_path", r.errors_path.is_some()),
     ] {
         if set {
             v.problem(
@@ -840,34 +853,45 @@ fn item_results(v: &mut Validator<'_>, r: &RawHttpDestination, at: &str) -> bool
 /// the field naming each error's records.
 fn error_list(v: &mut Validator<'_>, r: &RawHttpDestination, at: &str) -> Option<ErrorList> {
     let field = |f: &S<String>| FieldPath::parse(f.get_ref());
-    match (&r.errors_path, &r.error_id_field) {
-        (Some(path), Some(id_field)) => Some(ErrorList {
-            path: field(path),
-            id_field: field(id_field),
-            message_field: r.error_message_field.as_ref().map(field),
-        }),
-        (Some(path), None) => {
+    let Some(path) = &r.errors_path else {
+        for (key, value) in [
+            ("error_id_field", &r.error_id_field),
+            ("error_index_field", &r.error_index_field),
+            ("error_message_field", &r.error_message_field),
+        ] {
+            if let Some(value) = value {
+                v.problem(
+                    value,
+                    format!("{at}.{key}"),
+                    "is read only with `errors_path` (where the answer lists its errors)",
+                );
+            }
+        }
+        return None;
+    };
+    let names = match (&r.error_id_field, &r.error_index_field) {
+        (Some(ids), None) => ErrorNames::Ids(field(ids)),
+        (None, Some(index)) => ErrorNames::Index(field(index)),
+        (Some(_), Some(index)) => {
+            v.problem(
+                index,
+                format!("{at}.error_index_field"),
+                "an error names its items by external id (`error_id_field`) or by place in the batch, not both",
+            );
+            return None;
+        }
+        (None, None) => {
             v.problem(
                 path,
                 format!("{at}.errors_path"),
-                "needs `error_id_field`: where each error names the external ids it is about",
+                "needs `error_id_field` (where each error names the external ids it is about) or `error_index_field` (its item's place in the batch, from 0)",
             );
-            None
+            return None;
         }
-        (None, _) => {
-            for (key, value) in [
-                ("error_id_field", &r.error_id_field),
-                ("error_message_field", &r.error_message_field),
-            ] {
-                if let Some(value) = value {
-                    v.problem(
-                        value,
-                        format!("{at}.{key}"),
-                        "is read only with `errors_path` (where the answer lists its errors)",
-                    );
-                }
-            }
-            None
-        }
-    }
+    };
+    Some(ErrorList {
+        path: field(path),
+        names,
+        message_field: r.error_message_field.as_ref().map(field),
+    })
 }

@@ -158,7 +158,7 @@ fn a_result_by_position_names_its_own_record() {
 fn an_error_listed_apart_names_its_records_and_says_whether_to_send_again() {
     let list = ErrorList {
         path: FieldPath::parse("errors"),
-        id_field: FieldPath::parse("context.ids"),
+        names: ErrorNames::Ids(FieldPath::parse("context.ids")),
         message_field: Some(FieldPath::parse("message")),
     };
     let spec = BatchSpec {
@@ -214,6 +214,42 @@ fn an_error_listed_apart_names_its_records_and_says_whether_to_send_again() {
     assert!(matches!(
         listed_error(&spec, &bare, &coded),
         Item::Refused { status: 409, reason } if reason == r#"{"context":{"ids":["p-3"]},"status":"409"}"#
+    ));
+}
+
+/// Braze's answer lists only the items it refused, each by its place in the
+/// batch sent: an item it names is refused with the error's reason, any
+/// other written.
+#[test]
+fn an_answer_listing_only_failed_items_by_place_wrote_the_others() {
+    let sink = super::super::tests::sink_for(
+        "mode = \"batch\"\npath = \"/users/track\"\nbatch_field = \"attributes\"\n\
+         item_results = false\nerrors_path = \"errors\"\nerror_index_field = \"index\"\n\
+         error_message_field = \"type\"\nexternal_id_field = \"external_id\"\n",
+    );
+    let super::super::config::WriteMode::Batch(batch) = sink.spec.mode.clone() else {
+        unreachable!("batch mode")
+    };
+    let answer = Answer::new(
+        Vec::new(),
+        vec![
+            serde_json::json!({"type": "'email' must be a valid email", "input_array": "attributes", "index": 1}),
+            serde_json::json!({"type": "no such place", "index": 9}),
+            serde_json::json!({"type": "no place at all"}),
+        ],
+        &batch,
+    );
+    assert!(matches!(
+        sink.item(&batch, &answer, 0, "a"),
+        Item::Written(None)
+    ));
+    assert!(matches!(
+        sink.item(&batch, &answer, 1, "b"),
+        Item::Refused { status: 422, reason } if reason == "'email' must be a valid email"
+    ));
+    assert!(matches!(
+        sink.item(&batch, &answer, 2, "c"),
+        Item::Written(None)
     ));
 }
 
