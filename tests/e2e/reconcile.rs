@@ -282,3 +282,60 @@ async fn a_copy_without_its_version_is_judged_by_its_fields() {
     let (code, after) = reconcile(&world, &[]).await;
     assert_eq!(code, Some(0), "{after}");
 }
+
+/// A field the destination takes but never gives back (Mailchimp's
+/// `status_if_new`) is drift at every reconciliation until the mapping says
+/// so with `write_only`; a field it does give back still is.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_field_the_destination_never_gives_back_is_not_drift_once_said_write_only() {
+    let mut sim = SimConfig::new(48, 200);
+    sim.invalid_ratio = 0.0;
+    sim.poisoned_ratio = 0.0;
+    let mut setup = Setup::new(Style::Cursor, Mode::Put);
+    setup.dest_extra = "read_path = \"/v1/contacts/by-external-id/{external_id}\"".into();
+    setup.fields_extra = "status_if_new = \"currency\"".into();
+    let world = World::start("reconcile-write-only", sim, &setup).await;
+    let out = world.highwater(&["run", SYNC]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let synced: Vec<String> = world
+        .sim
+        .source_records()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    for id in &synced {
+        assert_eq!(
+            world
+                .sim
+                .alter_dest_object(id, "status_if_new", Value::Null),
+            1
+        );
+    }
+    let (code, found) = reconcile(&world, &[]).await;
+    assert_eq!(code, Some(1), "{found}");
+    assert_eq!(ids(&found, "drifted").len(), synced.len(), "{found}");
+
+    let text = std::fs::read_to_string(&world.config).expect("config");
+    let said = text.replacen(
+        "[sync.mapping]\n",
+        "[sync.mapping]\nwrite_only = [\"status_if_new\"]\n",
+        1,
+    );
+    assert_ne!(said, text);
+    std::fs::write(&world.config, said).expect("config");
+    let (code, clean) = reconcile(&world, &[]).await;
+    assert_eq!(code, Some(0), "{clean}");
+    assert_eq!(clean["checked"], synced.len() as u64, "{clean}");
+
+    let edited = &synced[3];
+    world
+        .sim
+        .alter_dest_object(edited, "amount_cents", json!(-1));
+    let (code, found) = reconcile(&world, &[]).await;
+    assert_eq!(code, Some(1), "{found}");
+    assert_eq!(
+        ids(&found, "drifted"),
+        std::slice::from_ref(edited),
+        "{found}"
+    );
+}

@@ -4,6 +4,8 @@
 //! reason — never coerced, never half-mapped.
 //! Invariant: pure; the payload hash covers exactly what would be written.
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Value};
 
 use crate::config::{MappingSpec, TemplatePart};
@@ -78,6 +80,19 @@ pub fn map_record(spec: &MappingSpec, record: &SourceRecord) -> Result<MappedRec
         payload,
         hash,
     })
+}
+
+/// The payload as a copy read back from the destination can hold it: without
+/// the fields the destination takes but never gives back (`write_only`).
+pub fn comparable<'p>(spec: &MappingSpec, payload: &'p Value) -> Cow<'p, Value> {
+    if spec.write_only.is_empty() {
+        return Cow::Borrowed(payload);
+    }
+    let mut kept = payload.clone();
+    for field in &spec.write_only {
+        field.remove(&mut kept);
+    }
+    Cow::Owned(kept)
 }
 
 /// The hash the ledger compares to skip unchanged records. serde_json's map is
@@ -202,6 +217,7 @@ mod tests {
                 (FieldPath::parse("email"), JsonType::String),
                 (FieldPath::parse("amount"), JsonType::Integer),
             ],
+            write_only: Vec::new(),
         }
     }
 

@@ -42,6 +42,23 @@ impl FieldPath {
         Some(current)
     }
 
+    /// Removes the value at this path, if there is one (not inside arrays).
+    pub fn remove(&self, target: &mut Value) {
+        let Some((last, parents)) = self.0.split_last() else {
+            return;
+        };
+        let mut current = target;
+        for segment in parents {
+            match current.as_object_mut().and_then(|o| o.get_mut(segment)) {
+                Some(next) => current = next,
+                None => return,
+            }
+        }
+        if let Some(object) = current.as_object_mut() {
+            object.remove(last);
+        }
+    }
+
     /// Sets the value at this path, creating intermediate objects. Returns false when
     /// an intermediate value exists and is not an object.
     pub fn set(&self, target: &mut Value, new: Value) -> bool {

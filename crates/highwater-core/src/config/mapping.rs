@@ -78,11 +78,30 @@ impl Validator<'_> {
             };
             required.push((FieldPath::parse(out), json_type));
         }
+        let mut write_only = Vec::new();
+        for name in &raw.write_only {
+            let path = FieldPath::parse(name.get_ref());
+            let sent = fields.iter().any(|(out, _)| *out == path)
+                || constants.iter().any(|(out, _)| *out == path);
+            if sent {
+                write_only.push(path);
+            } else {
+                self.problem(
+                    name,
+                    format!("{at}.write_only"),
+                    format!(
+                        "{:?} is not a field the mapping writes (a key of `fields` or `constants`)",
+                        name.get_ref()
+                    ),
+                );
+            }
+        }
         Some(MappingSpec {
             external_id: external_id?,
             fields,
             constants,
             required,
+            write_only,
         })
     }
 }

@@ -172,6 +172,8 @@ pub struct RawMapping {
     pub constants: BTreeMap<String, S<toml::Value>>,
     #[serde(default)]
     pub required: BTreeMap<String, S<String>>,
+    #[serde(default)]
+    pub write_only: Vec<S<String>>,
 }
 
 /// `[sync.destination]` as far as this pass reads it: its `type`. The rest of

@@ -418,6 +418,9 @@ pub struct MappingSpec {
     pub fields: Vec<(FieldPath, FieldPath)>,
     pub constants: Vec<(FieldPath, Value)>,
     pub required: Vec<(FieldPath, JsonType)>,
+    /// Payload fields the destination takes but never gives back (Mailchimp's
+    /// `status_if_new`): left out wherever a copy read back is compared.
+    pub write_only: Vec<FieldPath>,
 }
 
 /// A path on the destination with `{external_id}` or `{dest_id}` placeholders.

@@ -18,9 +18,9 @@ use super::ahead::{lookup_keys, map_page};
 use super::decide::{Decision, DeleteDecision, decide, decide_delete};
 use super::plan::Plan;
 use super::route::fingerprint;
-use crate::config::SyncSpec;
+use crate::config::{MappingSpec, SyncSpec};
 use crate::http::Api;
-use crate::mapping::{MappedRecord, MappingError, map_record};
+use crate::mapping::{MappedRecord, MappingError, comparable, map_record};
 use crate::sink::{Held, Sink};
 use crate::source::{Cursor, Extracted, Reader, Window};
 use crate::state::{HighWaterMark, Intent, Known, LedgerEntry, Store};
@@ -196,7 +196,7 @@ pub async fn dry_run(
         }
     }
     for (source_id, mapped) in updates {
-        let changed_fields = changed_fields(sink.as_ref(), &stop, &mapped).await;
+        let changed_fields = changed_fields(sink.as_ref(), &stop, &mapped, &spec.mapping).await;
         report.samples.update.push(UpdateSample {
             source_id,
             changed_fields,
@@ -372,12 +372,13 @@ async fn changed_fields(
     sink: &dyn Sink,
     stop: &Stop,
     mapped: &MappedRecord,
+    mapping: &MappingSpec,
 ) -> Option<Vec<String>> {
     if !sink.can_read_back() {
         return None;
     }
     let held = sink.read_back(&mapped.external_id, stop).await.ok()?;
-    let Value::Object(payload) = &mapped.payload else {
+    let Value::Object(payload) = comparable(mapping, &mapped.payload).into_owned() else {
         return None;
     };
     Some(match held {

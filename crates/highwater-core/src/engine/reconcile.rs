@@ -16,7 +16,7 @@ use super::decide::is_older;
 use super::settle::Compare;
 use crate::config::SyncSpec;
 use crate::http::Api;
-use crate::mapping::map_record;
+use crate::mapping::{comparable, map_record};
 use crate::sink::Held;
 use crate::source::{Cursor, Extracted, Reader, Window};
 use crate::state::Store;
@@ -232,6 +232,7 @@ pub async fn reconcile(
             } => (object, version),
         };
         let written = entry.payload_hash == mapped.hash;
+        let payload = comparable(&spec.mapping, &mapped.payload);
         let by_version = compare.holds_at_least(
             &object,
             held_version,
@@ -251,11 +252,11 @@ pub async fn reconcile(
             // changed behind highwater (drift, below); else it is not the
             // source's current copy.
             None if written => None,
-            None => (!super::holds::contains(&object, &mapped.payload)).then(|| {
+            None => (!super::holds::contains(&object, &payload)).then(|| {
                 format!(
                     "the destination does not hold the source's copy ({}): it differs in {}",
                     version_text(record.version, record.updated_at()),
-                    differing_fields(&mapped.payload, &object).join(", ")
+                    differing_fields(&payload, &object).join(", ")
                 )
             }),
         };
@@ -270,7 +271,7 @@ pub async fn reconcile(
         // What the ledger says was written is the current payload: the
         // destination's copy should hold every field of it.
         if written {
-            let differ = differing_fields(&mapped.payload, &object);
+            let differ = differing_fields(&payload, &object);
             if !differ.is_empty() {
                 report.drifted.push(Mismatch {
                     source_id: id.clone(),

@@ -20,9 +20,10 @@ use super::decide::is_older;
 use super::{
     FailureCause, HeldBack, Resolution, Runner, Seen, Unsettled, WriteJob, arrival_version, signed,
 };
-use crate::config::{SyncSpec, TimeFormat};
+use crate::config::{MappingSpec, SyncSpec, TimeFormat};
 use crate::http::HttpError;
 use crate::mapping::MappedRecord;
+use crate::mapping::comparable;
 use crate::record::FieldPath;
 use crate::sink::{Held, Sink, SinkError, Write};
 use crate::source::extract::parse_time;
@@ -173,14 +174,15 @@ impl Runner<'_> {
             crate::obs::LateWritesAwaited::emit(&self.spec.name, due.len(), last, "read back");
         }
         for readback in due {
-            let found = match read_back(sink, stop, &self.compare, &readback).await {
-                Ok(found) => found,
-                Err(e) if e.is_record_level() => {
-                    self.unverified_because(&readback.source_id, &e);
-                    continue;
-                }
-                Err(e) => return Err(FailureCause::Destination(e)),
-            };
+            let found =
+                match read_back(sink, stop, &self.compare, &readback, &self.spec.mapping).await {
+                    Ok(found) => found,
+                    Err(e) if e.is_record_level() => {
+                        self.unverified_because(&readback.source_id, &e);
+                        continue;
+                    }
+                    Err(e) => return Err(FailureCause::Destination(e)),
+                };
             let ReadBack::Behind { held, dest_id } = found else {
                 continue;
             };
@@ -510,6 +512,7 @@ pub(super) async fn read_back(
     stop: &Stop,
     compare: &Compare,
     readback: &Readback,
+    mapping: &MappingSpec,
 ) -> Result<ReadBack, SinkError> {
     wait_until(readback.settles_at, stop).await?;
     Ok(match sink.read_back(&readback.external_id, stop).await? {
@@ -527,7 +530,7 @@ pub(super) async fn read_back(
                 version,
                 readback.version,
                 readback.updated_at,
-                Some(&readback.payload),
+                Some(&comparable(mapping, &readback.payload)),
             );
             if holds == Some(true) {
                 ReadBack::Holds

@@ -196,6 +196,35 @@ fn bad_values_are_all_reported_at_once() {
 }
 
 #[test]
+fn write_only_fields_are_fields_the_mapping_writes() {
+    let with = |list: &str| {
+        VALID.replace(
+            "required = { email = \"string\" }",
+            &format!("required = {{ email = \"string\" }}\nwrite_only = {list}"),
+        )
+    };
+    let config = parse(
+        &with(r#"["origin", "contact.name"]"#),
+        Path::new("hw.toml"),
+        &env,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let names: Vec<String> = config.syncs[0]
+        .mapping
+        .write_only
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(names, ["origin", "contact.name"]);
+    check(
+        &with(r#"["status_if_new"]"#),
+        expect![[
+            r#"hw.toml:32: sync "invoices_to_crm".mapping.write_only: "status_if_new" is not a field the mapping writes (a key of `fields` or `constants`)"#
+        ]],
+    );
+}
+
+#[test]
 fn missing_required_keys_point_at_their_table() {
     check(
         "[[sync]]\nname = \"a\"\n[sync.source]\nbase_url = \"http://x\"\npagination = { style = \"keyset\" }\n[sync.destination]\ntype = \"http\"\nbase_url = \"http://y\"\nmode = \"put\"\n",
