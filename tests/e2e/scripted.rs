@@ -607,3 +607,151 @@ fields = { name = "name" }"#,
         .collect();
     assert_eq!(ids.len(), 30, "{ids:?}");
 }
+
+/// A GraphQL API (Linear's shape): every page a POST of the query, its
+/// variables holding the window's lower bound, the page size (an `Int`) and
+/// the cursor (a `String`); the records and `pageInfo` in `data`.
+struct Graphql {
+    /// Each issue's id and when it was last updated.
+    issues: Vec<(String, jiff::Timestamp)>,
+    /// The variables of each request, in the order they came.
+    asked: Vec<Value>,
+}
+
+type GraphqlState = Arc<Mutex<Graphql>>;
+
+async fn graphql_issues(
+    State(api): State<GraphqlState>,
+    Json(request): Json<Value>,
+) -> (axum::http::StatusCode, Json<Value>) {
+    let refuse = |message: &str| {
+        (
+            axum::http::StatusCode::BAD_REQUEST,
+            Json(json!({ "errors": [{ "message": message }] })),
+        )
+    };
+    let variables = request["variables"].clone();
+    let mut api = api.lock().unwrap_or_else(|e| e.into_inner());
+    api.asked.push(variables.clone());
+    if !request["query"]
+        .as_str()
+        .is_some_and(|q| q.contains("issues"))
+    {
+        return refuse("no query");
+    }
+    let Some(first) = variables["first"].as_u64() else {
+        return refuse("Variable \"$first\" got invalid value; Int cannot represent a non-integer");
+    };
+    let Some(since) = variables["since"]
+        .as_str()
+        .and_then(|s| s.parse::<jiff::Timestamp>().ok())
+    else {
+        return refuse("Variable \"$since\" got invalid value; expected a DateTime");
+    };
+    let after = match &variables["after"] {
+        Value::Null => 0,
+        Value::String(cursor) => match cursor.strip_prefix("c").and_then(|n| n.parse().ok()) {
+            Some(n) => n,
+            None => return refuse("invalid cursor"),
+        },
+        _ => return refuse("Variable \"$after\" got invalid value; String cannot represent it"),
+    };
+    let mut listed: Vec<(jiff::Timestamp, String)> = api
+        .issues
+        .iter()
+        .filter(|(_, at)| *at >= since)
+        .map(|(id, at)| (*at, id.clone()))
+        .collect();
+    listed.sort();
+    let nodes: Vec<Value> = listed
+        .iter()
+        .skip(after)
+        .take(first as usize)
+        .map(|(at, id)| json!({ "id": id, "updatedAt": at.to_string(), "title": format!("issue {id}") }))
+        .collect();
+    let end = after + nodes.len();
+    let page = json!({
+        "nodes": nodes,
+        "pageInfo": { "endCursor": format!("c{end}"), "hasNextPage": end < listed.len() }
+    });
+    (
+        axum::http::StatusCode::OK,
+        Json(json!({ "data": { "issues": page } })),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_graphql_api_is_read_with_its_window_and_cursor_in_the_variables() {
+    let old = |n: i64| {
+        let at = jiff::Timestamp::from_second(1_717_200_000 + n * 60)
+            .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+        (format!("{n}"), at)
+    };
+    let api: GraphqlState = Arc::new(Mutex::new(Graphql {
+        issues: (0..95).map(old).collect(),
+        asked: Vec::new(),
+    }));
+    let app = axum::Router::new()
+        .route("/graphql", axum::routing::post(graphql_issues))
+        .with_state(Arc::clone(&api));
+    let (addr, server) = crate::util::serve_local(app).await;
+    let dir = fresh_dir("graphql-variables");
+    let (config, out_file) = jsonl_sync(
+        &dir,
+        "issues",
+        addr,
+        r#"path = "/graphql"
+body = { query = "query Issues($since: DateTime!, $first: Int!, $after: String) { issues(filter: { updatedAt: { gte: $since } }, first: $first, after: $after) { nodes { id updatedAt title } pageInfo { endCursor hasNextPage } } }", variables = { since = "{lower}" } }
+body_params_path = "variables"
+error_path = "errors"
+records_path = "data.issues.nodes"
+updated_at_field = "updatedAt"
+start = "2024-01-01T00:00:00Z"
+page_size = 20
+page_size_param = "first"
+pagination = { style = "cursor", token_path = "data.issues.pageInfo.endCursor", token_param = "after", more_path = "data.issues.pageInfo.hasNextPage" }"#,
+        r#"external_id = "issue-{id}"
+fields = { title = "title", updated = "updatedAt" }"#,
+    );
+    let run = || async {
+        let out = crate::util::highwater_at(&config, &["run", "issues", "--json"]).await;
+        assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+        report(&out)
+    };
+    let taken = || std::mem::take(&mut api.lock().unwrap_or_else(|e| e.into_inner()).asked);
+
+    let first = run().await;
+    assert_eq!(first["counters"]["written"], 95, "{first}");
+    let asked = taken();
+    assert_eq!(asked.len(), 5, "{asked:?}");
+    assert_eq!(
+        asked[0],
+        json!({ "since": "2024-01-01T00:00:00Z", "first": 20 })
+    );
+    assert_eq!(
+        asked[1],
+        json!({ "since": "2024-01-01T00:00:00Z", "first": 20, "after": "c20" })
+    );
+
+    {
+        let mut api = api.lock().unwrap_or_else(|e| e.into_inner());
+        let now = jiff::Timestamp::now();
+        api.issues.push(("new".into(), now));
+        if let Some(issue) = api.issues.get_mut(7) {
+            issue.1 = now;
+        }
+    }
+    let second = run().await;
+    server.abort();
+    assert_eq!(
+        (&second["counters"]["read"], &second["counters"]["written"]),
+        (&json!(2), &json!(2)),
+        "the second run reads what changed since the first: {second}"
+    );
+    let since = taken()
+        .first()
+        .and_then(|v| v["since"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    assert!(since.as_str() > "2025", "{since}");
+    assert_eq!(jsonl_rows(&out_file).len(), 96);
+}

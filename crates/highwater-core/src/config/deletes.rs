@@ -134,6 +134,7 @@ impl Validator<'_> {
         let feed = SourceSpec {
             path: path.get_ref().clone(),
             params: Vec::new(),
+            body: None,
             records_path: raw.records_path.as_ref().map_or_else(
                 || source.records_path.clone(),
                 |p| FieldPath::parse(p.get_ref()),

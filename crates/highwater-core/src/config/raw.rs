@@ -100,6 +100,8 @@ pub struct RawSource {
     pub path: Option<S<String>>,
     #[serde(default)]
     pub params: BTreeMap<String, S<String>>,
+    pub body: Option<S<toml::Value>>,
+    pub body_params_path: Option<S<String>>,
     #[serde(default)]
     pub headers: BTreeMap<String, S<String>>,
     pub auth: Option<S<RawAuth>>,

@@ -116,7 +116,19 @@ impl Validator<'_> {
         }
         let keyset = matches!(pagination, Some(Pagination::Keyset { .. }));
         let sorted = keyset || raw.sorted.as_ref().is_some_and(|s| *s.get_ref());
-        let in_params = |bound: &str| raw.params.values().any(|v| v.get_ref().contains(bound));
+        let body = self.source_body(
+            raw.body.as_ref(),
+            raw.body_params_path.as_ref(),
+            pagination.as_ref(),
+            &at,
+        );
+        let in_params = |bound: &str| {
+            raw.params.values().any(|v| v.get_ref().contains(bound))
+                || body
+                    .as_ref()
+                    .and_then(Option::as_ref)
+                    .is_some_and(|b| b.template.to_string().contains(bound))
+        };
         let sends_lower = raw.lower_bound_param.is_some() || in_params(LOWER_IN_PARAMS);
         let sends_upper = raw.upper_bound_param.is_some() || in_params(UPPER_IN_PARAMS);
         if !sends_lower && !keyset {
@@ -142,6 +154,7 @@ impl Validator<'_> {
             http: http?,
             path: raw.path.map(Spanned::into_inner).unwrap_or_default(),
             params,
+            body: body?,
             records_path: path_or(raw.records_path.as_ref(), "data"),
             id_field: path_or(raw.id_field.as_ref(), "id"),
             updated_at_field: path_or(raw.updated_at_field.as_ref(), "updated_at"),
@@ -167,6 +180,62 @@ impl Validator<'_> {
             sorted,
             pagination: pagination?,
         })
+    }
+
+    /// `body` (a table, sent as JSON with a POST) and where each page's
+    /// parameters go in it (`body_params_path`, the top level unless said).
+    fn source_body(
+        &mut self,
+        body: Option<&Spanned<toml::Value>>,
+        params_path: Option<&Spanned<String>>,
+        pagination: Option<&Pagination>,
+        at: &str,
+    ) -> Option<Option<SourceBody>> {
+        let Some(value) = body else {
+            if let Some(path) = params_path {
+                self.problem(
+                    path,
+                    format!("{at}.body_params_path"),
+                    "is read only with `body` (pages asked for with a POST)",
+                );
+                return None;
+            }
+            return Some(None);
+        };
+        let key = format!("{at}.body");
+        let template = self.json(value, key.clone())?;
+        if !template.is_object() {
+            self.problem(
+                value,
+                key,
+                "expected a table, sent as the JSON body of a POST, like { filter = { status = \"open\" } }",
+            );
+            return None;
+        }
+        if let Some(Pagination::NextUrl { .. }) = pagination {
+            self.problem(
+                value,
+                key,
+                "a next URL is asked for as the API wrote it, with a GET: `body` needs cursor, offset, page or keyset pagination",
+            );
+            return None;
+        }
+        let params_at =
+            params_path.map_or_else(|| FieldPath::parse(""), |p| FieldPath::parse(p.get_ref()));
+        if let (Some(path), Some(found)) = (params_path, params_at.get(&template))
+            && !found.is_object()
+        {
+            self.problem(
+                path,
+                format!("{at}.body_params_path"),
+                "names a value of `body` that is not a table: each page's parameters go into it",
+            );
+            return None;
+        }
+        Some(Some(SourceBody {
+            template,
+            params_at,
+        }))
     }
 
     /// A `time_format` and the zone its pattern writes in (`timezone`, UTC

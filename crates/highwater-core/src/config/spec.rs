@@ -270,11 +270,22 @@ pub const LOWER_IN_PARAMS: &str = "{lower}";
 /// Where a source parameter's value takes the watermark.
 pub const UPPER_IN_PARAMS: &str = "{upper}";
 
+/// A source whose pages are asked for with a POST and a JSON body (a search
+/// endpoint, a GraphQL API): the body, whose strings may hold `{lower}` and
+/// `{upper}`, and where in it each page's parameters go (page size, cursor,
+/// offset, bounds); the configured `params` stay in the query.
+#[derive(Debug, Clone)]
+pub struct SourceBody {
+    pub template: serde_json::Value,
+    pub params_at: FieldPath,
+}
+
 #[derive(Debug, Clone)]
 pub struct SourceSpec {
     pub http: HttpSpec,
     pub path: String,
     pub params: Vec<(String, Secret)>,
+    pub body: Option<SourceBody>,
     pub records_path: FieldPath,
     pub id_field: FieldPath,
     pub updated_at_field: FieldPath,
@@ -341,6 +352,10 @@ impl SourceSpec {
                 .params
                 .iter()
                 .any(|(_, v)| v.expose().contains(LOWER_IN_PARAMS))
+            || self
+                .body
+                .as_ref()
+                .is_some_and(|b| b.template.to_string().contains(LOWER_IN_PARAMS))
     }
 }
 

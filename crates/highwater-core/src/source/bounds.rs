@@ -24,17 +24,20 @@ pub fn window_query(spec: &SourceSpec, window: Window) -> Vec<(String, String)> 
 }
 
 /// A configured parameter's value with the window written where it says
-/// `{lower}` and `{upper}`. A window without a lower bound (a first run
-/// without `start`, a full run) writes the Unix epoch there: the text around
-/// it is a filter the API must still be able to read.
+/// `{lower}` and `{upper}`. The text around a bound is a filter the API must
+/// still be able to read without one: a window without a lower bound (a
+/// first run without `start`, a full run) writes the Unix epoch there, and
+/// a full run, which sends no upper bound, the year 9000 (the last instant
+/// there is cannot be written in every zone and format).
 pub fn fill_params(value: &str, spec: &SourceSpec, window: Window) -> String {
     if !value.contains('{') {
         return value.to_owned();
     }
     let lower_at = window.lower.unwrap_or(Timestamp::UNIX_EPOCH);
+    let far = Timestamp::from_second(221_845_392_000).unwrap_or(Timestamp::MAX);
     value
         .replace(LOWER_IN_PARAMS, &lower(lower_at, spec))
-        .replace(UPPER_IN_PARAMS, &upper(window.watermark, spec))
+        .replace(UPPER_IN_PARAMS, &upper(window.watermark.min(far), spec))
 }
 
 /// The lower bound as sent: rounded down, and one step earlier when the API reads

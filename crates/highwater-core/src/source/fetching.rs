@@ -9,6 +9,7 @@ use tokio_util::task::AbortOnDropHandle;
 use tracing::Instrument as _;
 use url::Url;
 
+use super::body::{PageBody, page_request};
 use super::{scanned_follows, scanned_token};
 use crate::http::{Api, HttpError, Reply, Request};
 use crate::record::FieldPath;
@@ -27,6 +28,8 @@ use crate::stop::Stop;
 pub(super) struct Fetching {
     api: Arc<Api>,
     runtime: tokio::runtime::Handle,
+    /// The body of a source whose pages are asked for with a POST.
+    body: Option<Arc<PageBody>>,
 }
 
 /// What a cursor page's request needs to send the next page's itself, once
@@ -66,8 +69,12 @@ pub(super) struct Ahead {
 pub(super) type Answered = (Result<Reply, HttpError>, Option<(String, Ahead)>);
 
 impl Fetching {
-    pub fn new(api: Arc<Api>, runtime: tokio::runtime::Handle) -> Self {
-        Fetching { api, runtime }
+    pub fn new(
+        api: Arc<Api>,
+        runtime: tokio::runtime::Handle,
+        body: Option<Arc<PageBody>>,
+    ) -> Self {
+        Fetching { api, runtime, body }
     }
 
     /// Sends a request on the fetching runtime.
@@ -91,8 +98,8 @@ impl Fetching {
         stop: &Stop,
     ) -> Ahead {
         let may = Arc::new(AtomicBool::new(may_follow));
-        let mut request = Request::get(url.clone());
-        request.query = query.clone();
+        let request = page_request(self.body.as_deref(), url.clone(), query.clone());
+        let asked = query.clone();
         let (fetching, stop, flag) = (self.clone(), stop.clone(), Arc::clone(&may));
         let task = async move {
             let sent = fetching.api.send(&request, &stop).await;
@@ -108,8 +115,7 @@ impl Fetching {
                     // The token this request sent, given back, leads
                     // nowhere new: the reader judges it (an end, or a loop).
                     let sent = |token: &String| {
-                        request
-                            .query
+                        asked
                             .iter()
                             .any(|(k, v)| *k == follow.token_param && v == token)
                     };

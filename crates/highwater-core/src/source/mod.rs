@@ -5,6 +5,7 @@
 //! Invariant: never sees checkpoints, the ledger or the destination; it is handed a
 //! window and a cursor and hands back pages.
 
+mod body;
 pub mod bounds;
 mod cursors;
 pub mod extract;
@@ -28,6 +29,7 @@ use crate::config::{AuthSpec, KeyPlacement, NextUrlFrom, Pagination, SourceSpec}
 use crate::http::{Api, HttpError, Reply, Request, redact};
 use crate::record::{FieldPath, RecordKey};
 use crate::stop::Stop;
+use body::{PageBody, page_request};
 pub use extract::Extracted;
 use extract::{extract, parse_time, records_array};
 use fetching::{Ahead, Fetching, Follow};
@@ -157,6 +159,8 @@ pub struct Reader<'a> {
     /// Set until the first page is read, when the reader starts at a cursor
     /// token or next URL a checkpoint kept.
     resumed_at_token: bool,
+    /// The body of a source whose pages are asked for with a POST.
+    body: Option<Arc<PageBody>>,
 }
 
 /// One request of a traced reader and the answer's body.
@@ -236,6 +240,7 @@ impl<'a> Reader<'a> {
             read_ahead: None,
             ahead: None,
             resumed_at_token,
+            body: PageBody::new(spec, window).map(Arc::new),
         }
     }
 
@@ -244,7 +249,7 @@ impl<'a> Reader<'a> {
     /// the reader's own API, owned, and `runtime` the one its requests go on,
     /// driven by a thread other than the reader's (see [`Fetching`]).
     pub fn reading_ahead(mut self, api: Arc<Api>, runtime: tokio::runtime::Handle) -> Self {
-        self.read_ahead = Some(Fetching::new(api, runtime));
+        self.read_ahead = Some(Fetching::new(api, runtime, self.body.clone()));
         self
     }
 
@@ -611,11 +616,10 @@ impl<'a> Reader<'a> {
         query: Vec<(String, String)>,
         stop: &Stop,
     ) -> Result<(Request, Reply, Option<String>), SourceError> {
-        let mut request = Request::get(url);
-        request.query = query;
+        let request = page_request(self.body.as_deref(), url.clone(), query.clone());
         let mut token = None;
         let sent = match self.ahead.take() {
-            Some(ahead) if ahead.url == request.url && ahead.query == request.query => {
+            Some(ahead) if ahead.url == url && ahead.query == query => {
                 match ahead.reply.await {
                     Ok((sent, next)) => {
                         if let Some((next_token, next)) = next {
@@ -729,8 +733,7 @@ impl<'a> Reader<'a> {
         query: Vec<(String, String)>,
         stop: &Stop,
     ) -> Result<(Value, reqwest::header::HeaderMap), SourceError> {
-        let mut request = Request::get(url);
-        request.query = query;
+        let request = page_request(self.body.as_deref(), url, query);
         let sent = self.send(&request, stop).await;
         let reply = checked(&request, sent)?;
         self.parse(&request, reply)

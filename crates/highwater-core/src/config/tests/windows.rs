@@ -62,3 +62,65 @@ fn time_format_and_timezone_mistakes_name_line_and_key() {
         ]],
     );
 }
+
+/// A GraphQL API: pages asked for with a POST, the window in the query's
+/// variables, each page's size and cursor beside it.
+fn graphql(extra: &str) -> String {
+    VALID
+        .replace("lower_bound_param = \"updated_after\"\n", "")
+        .replace("upper_bound_param = \"updated_before\"\n", "")
+        .replace(
+            "params = { status = \"all\" }",
+            &format!(
+                "body = {{ query = \"query($first: Int, $after: String, $since: DateTime) {{ issues }}\", variables = {{ since = \"{{lower}}\" }} }}\nbody_params_path = \"variables\"\n{extra}"
+            ),
+        )
+}
+
+#[test]
+fn a_body_carries_the_window_and_takes_each_page_s_parameters() {
+    let config = parse(&graphql(""), Path::new("hw.toml"), &env).unwrap_or_else(|e| panic!("{e}"));
+    let source = &config.syncs[0].source;
+    let body = source.body.as_ref().unwrap_or_else(|| panic!("a body"));
+    assert_eq!(body.params_at.to_string(), "variables");
+    assert_eq!(body.template["variables"]["since"], "{lower}");
+    assert!(source.sends_lower_bound());
+    assert_eq!(warnings(&graphql("")), "");
+}
+
+#[test]
+fn body_mistakes_name_line_and_key() {
+    check(
+        &graphql("").replace(
+            "body_params_path = \"variables\"",
+            "body_params_path = \"query\"",
+        ),
+        expect![[
+            r#"hw.toml:12: sync "invoices_to_crm".source.body_params_path: names a value of `body` that is not a table: each page's parameters go into it"#
+        ]],
+    );
+    check(
+        &VALID.replace("params = { status = \"all\" }", "body = \"{}\""),
+        expect![[
+            r#"hw.toml:11: sync "invoices_to_crm".source.body: expected a table, sent as the JSON body of a POST, like { filter = { status = "open" } }"#
+        ]],
+    );
+    check(
+        &VALID.replace(
+            "params = { status = \"all\" }",
+            "body_params_path = \"variables\"",
+        ),
+        expect![[
+            r#"hw.toml:11: sync "invoices_to_crm".source.body_params_path: is read only with `body` (pages asked for with a POST)"#
+        ]],
+    );
+    check(
+        &graphql("").replace(
+            "style = \"cursor\"\ntoken_path = \"next_cursor\"",
+            "style = \"next_url\"\nnext_url_path = \"next\"",
+        ),
+        expect![[
+            r#"hw.toml:11: sync "invoices_to_crm".source.body: a next URL is asked for as the API wrote it, with a GET: `body` needs cursor, offset, page or keyset pagination"#
+        ]],
+    );
+}
