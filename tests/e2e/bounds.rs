@@ -367,3 +367,151 @@ file = "{file}"
     assert_eq!(updated_now, 2, "the updated issues hold their new version");
     server.abort();
 }
+
+/// Xero's lists: the window's lower bound in the `If-Modified-Since` header
+/// (an HTTP date), numbered pages of 100, and times in .NET's JSON form.
+struct Xero {
+    contacts: Vec<(String, Timestamp)>,
+    /// The `If-Modified-Since` of each request, in the order they came.
+    since: Vec<String>,
+}
+
+type XeroState = Arc<Mutex<Xero>>;
+
+async fn xero_contacts(
+    State(xero): State<XeroState>,
+    headers: axum::http::HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, StatusCode> {
+    let since_text = headers
+        .get("if-modified-since")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let since = match since_text.as_str() {
+        "" => None,
+        text => Some(
+            jiff::fmt::strtime::parse("%a, %d %b %Y %H:%M:%S GMT", text)
+                .and_then(|t| t.to_datetime())
+                .and_then(|t| t.to_zoned_datetime(jiff::tz::TimeZone::UTC))
+                .map(|z| z.timestamp())
+                .map_err(|_| StatusCode::BAD_REQUEST)?,
+        ),
+    };
+    let page: usize = query.get("page").and_then(|p| p.parse().ok()).unwrap_or(1);
+    let mut xero = xero.lock().unwrap_or_else(|e| e.into_inner());
+    xero.since.push(since_text);
+    let mut listed: Vec<(Timestamp, String)> = xero
+        .contacts
+        .iter()
+        .filter(|(_, at)| since.is_none_or(|s| *at >= s))
+        .map(|(id, at)| (*at, id.clone()))
+        .collect();
+    listed.sort();
+    let contacts: Vec<Value> = listed
+        .iter()
+        .skip((page.max(1) - 1) * 100)
+        .take(100)
+        .map(|(at, id)| {
+            json!({
+                "ContactID": id,
+                "Name": format!("contact {id}"),
+                "UpdatedDateUTC": format!("/Date({}+0000)/", at.as_millisecond()),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "Contacts": contacts })))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_window_in_a_header_reads_only_what_changed() {
+    let old = |n: i64| {
+        let at = Timestamp::from_second(1_717_200_000 + n * 600).unwrap_or(Timestamp::UNIX_EPOCH);
+        (format!("c-{n:04}"), at)
+    };
+    let xero: XeroState = Arc::new(Mutex::new(Xero {
+        contacts: (0..250).map(old).collect(),
+        since: Vec::new(),
+    }));
+    let app = axum::Router::new()
+        .route("/api.xro/2.0/Contacts", get(xero_contacts))
+        .with_state(Arc::clone(&xero));
+    let (addr, server) = crate::util::serve_local(app).await;
+    let dir = fresh_dir("bounds-header");
+    let file = dir.join("contacts.jsonl");
+    let config = dir.join("highwater.toml");
+    let text = format!(
+        r#"{state}
+
+[[sync]]
+name = "contacts"
+
+[sync.source]
+base_url = "http://{addr}"
+path = "/api.xro/2.0/Contacts"
+headers = {{ "If-Modified-Since" = "{{lower}}", "Xero-Tenant-Id" = "t-1" }}
+time_format = "%a, %d %b %Y %H:%M:%S GMT"
+params = {{ order = "UpdatedDateUTC ASC" }}
+records_path = "Contacts"
+id_field = "ContactID"
+updated_at_field = "UpdatedDateUTC"
+start = "{START}"
+page_size = 100
+page_size_param = ""
+pagination = {{ style = "page", page_param = "page" }}
+
+[sync.mapping]
+external_id = "{{ContactID}}"
+fields = {{ name = "Name" }}
+
+[sync.destination]
+type = "jsonl"
+file = "{file}"
+"#,
+        state = crate::util::state_table(&dir),
+        file = file.display(),
+    );
+    std::fs::write(&config, text).unwrap_or_else(|e| panic!("write config: {e}"));
+    let run = || async {
+        let out = crate::util::highwater_at(&config, &["run", "contacts", "--json"]).await;
+        assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+        report(&out)
+    };
+    let since = || std::mem::take(&mut xero.lock().unwrap_or_else(|e| e.into_inner()).since);
+
+    let first = run().await;
+    assert_eq!(first["counters"]["written"], 250, "{first}");
+    let sent = since();
+    assert!(
+        sent.iter().all(|s| s == "Mon, 01 Jan 2024 00:00:00 GMT"),
+        "{sent:?}"
+    );
+
+    {
+        let mut xero = xero.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Timestamp::now();
+        xero.contacts.push(("c-new".into(), now));
+        if let Some(contact) = xero.contacts.get_mut(3) {
+            contact.1 = now;
+        }
+    }
+    let second = run().await;
+    server.abort();
+    // The contact touched keeps its name: read, and unchanged.
+    assert_eq!(
+        (
+            &second["counters"]["read"],
+            &second["counters"]["written"],
+            &second["counters"]["unchanged"]
+        ),
+        (&json!(2), &json!(1), &json!(1)),
+        "{second}"
+    );
+    let sent = since();
+    assert!(
+        sent.iter().all(|s| !s.contains("2024")),
+        "the second run asks since the first's watermark less the lookback: {sent:?}"
+    );
+    let rows = std::fs::read_to_string(&file).unwrap_or_default();
+    assert_eq!(rows.lines().count(), 251);
+}

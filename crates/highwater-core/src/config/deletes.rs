@@ -135,6 +135,7 @@ impl Validator<'_> {
             path: path.get_ref().clone(),
             params: Vec::new(),
             body: None,
+            window_headers: Vec::new(),
             records_path: raw.records_path.as_ref().map_or_else(
                 || source.records_path.clone(),
                 |p| FieldPath::parse(p.get_ref()),

@@ -124,6 +124,7 @@ impl Validator<'_> {
         );
         let in_params = |bound: &str| {
             raw.params.values().any(|v| v.get_ref().contains(bound))
+                || raw.headers.values().any(|v| v.get_ref().contains(bound))
                 || body
                     .as_ref()
                     .and_then(Option::as_ref)
@@ -150,8 +151,18 @@ impl Validator<'_> {
             &format!("{at}.upper_bound_exclusive"),
             "`upper_bound_param` or `{upper}` in a parameter",
         );
+        let mut http = http?;
+        let (window_headers, headers) =
+            std::mem::take(&mut http.headers)
+                .into_iter()
+                .partition(|(_, value)| {
+                    let value = value.expose();
+                    value.contains(LOWER_IN_PARAMS) || value.contains(UPPER_IN_PARAMS)
+                });
+        http.headers = headers;
         Some(SourceSpec {
-            http: http?,
+            http,
+            window_headers,
             path: raw.path.map(Spanned::into_inner).unwrap_or_default(),
             params,
             body: body?,

@@ -286,6 +286,10 @@ pub struct SourceSpec {
     pub path: String,
     pub params: Vec<(String, Secret)>,
     pub body: Option<SourceBody>,
+    /// Headers whose values take the window (`{lower}`, `{upper}`): Xero's
+    /// `If-Modified-Since`. Not among `http.headers`, which every request
+    /// sends as they are.
+    pub window_headers: Vec<(reqwest::header::HeaderName, Secret)>,
     pub records_path: FieldPath,
     pub id_field: FieldPath,
     pub updated_at_field: FieldPath,
@@ -356,6 +360,10 @@ impl SourceSpec {
                 .body
                 .as_ref()
                 .is_some_and(|b| b.template.to_string().contains(LOWER_IN_PARAMS))
+            || self
+                .window_headers
+                .iter()
+                .any(|(_, v)| v.expose().contains(LOWER_IN_PARAMS))
     }
 }
 

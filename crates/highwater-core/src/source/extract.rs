@@ -149,12 +149,16 @@ pub fn extract(body: Value, spec: &SourceSpec) -> Extracted {
 pub fn parse_time(value: &Value, format: &TimeFormat) -> Result<Timestamp, String> {
     let parsed = match (value, format) {
         (Value::Null, _) => return Err("is missing".to_owned()),
-        (Value::String(s), TimeFormat::Rfc3339) => s.parse::<Timestamp>().ok(),
+        (Value::String(s), TimeFormat::Rfc3339) => {
+            s.parse::<Timestamp>().ok().or_else(|| json_date(s))
+        }
         // An API that takes its bounds in a pattern (Jira's JQL) often
         // stamps its records in RFC 3339 all the same.
-        (Value::String(s), TimeFormat::Pattern(pattern)) => {
-            s.parse::<Timestamp>().ok().or_else(|| pattern.read(s))
-        }
+        (Value::String(s), TimeFormat::Pattern(pattern)) => s
+            .parse::<Timestamp>()
+            .ok()
+            .or_else(|| pattern.read(s))
+            .or_else(|| json_date(s)),
         (Value::Number(n), TimeFormat::EpochSeconds) => n
             .as_i64()
             .and_then(|s| Timestamp::from_second(s).ok())
@@ -184,6 +188,26 @@ pub fn parse_time(value: &Value, format: &TimeFormat) -> Result<Timestamp, Strin
         };
         format!("must be {expected}, found {}", short(value))
     })
+}
+
+/// The JSON date of .NET serializers, which Xero's and older Microsoft APIs
+/// write: `/Date(1573755038314+0000)/`, milliseconds since the epoch (the
+/// offset says only where it was written).
+fn json_date(text: &str) -> Option<Timestamp> {
+    let inner = text.strip_prefix("/Date(")?.strip_suffix(")/")?;
+    let digits = inner
+        .char_indices()
+        .find(|&(i, c)| !(c.is_ascii_digit() || (i == 0 && c == '-')))
+        .map_or(inner, |(i, _)| &inner[..i]);
+    let offset = &inner[digits.len()..];
+    let offset_ok = offset.is_empty()
+        || (offset.len() == 5
+            && offset.starts_with(['+', '-'])
+            && offset[1..].bytes().all(|b| b.is_ascii_digit()));
+    if !offset_ok {
+        return None;
+    }
+    Timestamp::from_millisecond(digits.parse().ok()?).ok()
 }
 
 /// A stable id for a record that has none, so its dead letter can be found again.
@@ -246,6 +270,21 @@ mod tests {
         let ms = parse_time(&json!(1_700_000_000_123i64), &TimeFormat::EpochMillis);
         assert_eq!(ms.map(|t| t.as_millisecond()), Ok(1_700_000_000_123));
         assert!(parse_time(&json!(17), &TimeFormat::Rfc3339).is_err());
+        // Xero's.
+        assert_eq!(
+            parse_time(&json!("/Date(1573755038314+0000)/"), &TimeFormat::Rfc3339),
+            Timestamp::from_millisecond(1_573_755_038_314).map_err(|e| e.to_string())
+        );
+        assert_eq!(
+            parse_time(&json!("/Date(-1000)/"), &TimeFormat::Rfc3339),
+            Timestamp::from_millisecond(-1000).map_err(|e| e.to_string())
+        );
+        for broken in ["/Date()/", "/Date(12x)/", "/Date(1+00)/", "Date(1)"] {
+            assert!(
+                parse_time(&json!(broken), &TimeFormat::Rfc3339).is_err(),
+                "{broken}"
+            );
+        }
     }
 
     /// The source part of a valid config, read once: the fields under test are

@@ -9,7 +9,7 @@ use tokio_util::task::AbortOnDropHandle;
 use tracing::Instrument as _;
 use url::Url;
 
-use super::body::{PageBody, page_request};
+use super::requests::{PageRequests, page_request};
 use super::{scanned_follows, scanned_token};
 use crate::http::{Api, HttpError, Reply, Request};
 use crate::record::FieldPath;
@@ -28,8 +28,8 @@ use crate::stop::Stop;
 pub(super) struct Fetching {
     api: Arc<Api>,
     runtime: tokio::runtime::Handle,
-    /// The body of a source whose pages are asked for with a POST.
-    body: Option<Arc<PageBody>>,
+    /// What the source's page requests carry beside a GET's query.
+    shape: Option<Arc<PageRequests>>,
 }
 
 /// What a cursor page's request needs to send the next page's itself, once
@@ -72,9 +72,13 @@ impl Fetching {
     pub fn new(
         api: Arc<Api>,
         runtime: tokio::runtime::Handle,
-        body: Option<Arc<PageBody>>,
+        shape: Option<Arc<PageRequests>>,
     ) -> Self {
-        Fetching { api, runtime, body }
+        Fetching {
+            api,
+            runtime,
+            shape,
+        }
     }
 
     /// Sends a request on the fetching runtime.
@@ -98,7 +102,7 @@ impl Fetching {
         stop: &Stop,
     ) -> Ahead {
         let may = Arc::new(AtomicBool::new(may_follow));
-        let request = page_request(self.body.as_deref(), url.clone(), query.clone());
+        let request = page_request(self.shape.as_deref(), url.clone(), query.clone());
         let asked = query.clone();
         let (fetching, stop, flag) = (self.clone(), stop.clone(), Arc::clone(&may));
         let task = async move {

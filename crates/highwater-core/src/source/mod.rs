@@ -5,7 +5,6 @@
 //! Invariant: never sees checkpoints, the ledger or the destination; it is handed a
 //! window and a cursor and hands back pages.
 
-mod body;
 pub mod bounds;
 mod cursors;
 pub mod extract;
@@ -13,6 +12,7 @@ mod fetching;
 pub mod lag;
 pub mod pagination;
 pub mod probe;
+mod requests;
 mod walks;
 
 use std::collections::HashSet;
@@ -29,11 +29,11 @@ use crate::config::{AuthSpec, KeyPlacement, NextUrlFrom, Pagination, SourceSpec}
 use crate::http::{Api, HttpError, Reply, Request, redact};
 use crate::record::{FieldPath, RecordKey};
 use crate::stop::Stop;
-use body::{PageBody, page_request};
 pub use extract::Extracted;
 use extract::{extract, parse_time, records_array};
 use fetching::{Ahead, Fetching, Follow};
 use pagination::{OffsetWalk, PageWalk, WalkError, link_next, numbered_next};
+use requests::{PageRequests, page_request};
 
 /// What one run is responsible for: records with `lower <= updated_at <= watermark`,
 /// both bounds inclusive ([`bounds`] writes them so that a strict API agrees).
@@ -159,8 +159,8 @@ pub struct Reader<'a> {
     /// Set until the first page is read, when the reader starts at a cursor
     /// token or next URL a checkpoint kept.
     resumed_at_token: bool,
-    /// The body of a source whose pages are asked for with a POST.
-    body: Option<Arc<PageBody>>,
+    /// What the source's page requests carry beside a GET's query.
+    shape: Option<Arc<PageRequests>>,
 }
 
 /// One request of a traced reader and the answer's body.
@@ -240,7 +240,7 @@ impl<'a> Reader<'a> {
             read_ahead: None,
             ahead: None,
             resumed_at_token,
-            body: PageBody::new(spec, window).map(Arc::new),
+            shape: PageRequests::new(spec, window).map(Arc::new),
         }
     }
 
@@ -249,7 +249,7 @@ impl<'a> Reader<'a> {
     /// the reader's own API, owned, and `runtime` the one its requests go on,
     /// driven by a thread other than the reader's (see [`Fetching`]).
     pub fn reading_ahead(mut self, api: Arc<Api>, runtime: tokio::runtime::Handle) -> Self {
-        self.read_ahead = Some(Fetching::new(api, runtime, self.body.clone()));
+        self.read_ahead = Some(Fetching::new(api, runtime, self.shape.clone()));
         self
     }
 
@@ -616,7 +616,7 @@ impl<'a> Reader<'a> {
         query: Vec<(String, String)>,
         stop: &Stop,
     ) -> Result<(Request, Reply, Option<String>), SourceError> {
-        let request = page_request(self.body.as_deref(), url.clone(), query.clone());
+        let request = page_request(self.shape.as_deref(), url.clone(), query.clone());
         let mut token = None;
         let sent = match self.ahead.take() {
             Some(ahead) if ahead.url == url && ahead.query == query => {
@@ -733,7 +733,7 @@ impl<'a> Reader<'a> {
         query: Vec<(String, String)>,
         stop: &Stop,
     ) -> Result<(Value, reqwest::header::HeaderMap), SourceError> {
-        let request = page_request(self.body.as_deref(), url, query);
+        let request = page_request(self.shape.as_deref(), url, query);
         let sent = self.send(&request, stop).await;
         let reply = checked(&request, sent)?;
         self.parse(&request, reply)

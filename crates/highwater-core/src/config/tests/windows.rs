@@ -124,3 +124,25 @@ fn body_mistakes_name_line_and_key() {
         ]],
     );
 }
+
+#[test]
+fn a_header_that_takes_the_window_is_sent_apart_from_the_others() {
+    let text = VALID
+        .replace("lower_bound_param = \"updated_after\"\n", "")
+        .replace(
+            "headers = { \"X-Api-Version\" = \"2024-01\" }",
+            "headers = { \"X-Api-Version\" = \"2024-01\", \"If-Modified-Since\" = \"{lower}\" }\ntime_format = \"%a, %d %b %Y %H:%M:%S GMT\"",
+        );
+    let config = parse(&text, Path::new("hw.toml"), &env).unwrap_or_else(|e| panic!("{e}"));
+    let source = &config.syncs[0].source;
+    let names = |headers: &[(reqwest::header::HeaderName, crate::secret::Secret)]| {
+        headers
+            .iter()
+            .map(|(n, _)| n.to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names(&source.window_headers), ["if-modified-since"]);
+    assert_eq!(names(&source.http.headers), ["x-api-version"]);
+    assert!(source.sends_lower_bound());
+    assert_eq!(warnings(&text), "");
+}

@@ -1,24 +1,31 @@
-//! Owns a source's page requests sent as a POST with a JSON body (`body`):
-//! search endpoints (HubSpot's CRM search, Notion's database query) and GraphQL
-//! APIs take their filter, page size and cursor in the body, not the query.
-//! The reader builds every page's parameters as it does for a GET; they go
-//! into the body at `body_params_path` here, the configured `params` staying
-//! in the URL's query (an API key, a version).
+//! Owns how a source's page requests differ from a GET with the page's
+//! parameters in the query. Search endpoints (HubSpot's CRM search, Notion's
+//! database query) and GraphQL APIs take their filter, page size and cursor
+//! in a POST's JSON body (`body`): the reader builds every page's parameters
+//! as it does for a GET, and they go into the body at `body_params_path`
+//! here, the configured `params` staying in the URL's query (an API key, a
+//! version). Some APIs take the window in a header (Xero's
+//! `If-Modified-Since`): a configured header whose value says `{lower}` or
+//! `{upper}` is written with the run's window.
 
 use std::collections::HashSet;
 
+use reqwest::header::{HeaderName, HeaderValue};
 use serde_json::{Map, Value};
 use url::Url;
 
 use super::{Window, bounds};
-use crate::config::{Pagination, SourceBody, SourceSpec};
+use crate::config::{Pagination, SourceSpec};
 use crate::http::Request;
 
-/// A run's body for its page requests: the configured one with the window
-/// written where its strings say `{lower}` and `{upper}`.
+/// What a run adds to its page requests: the body, the configured one with
+/// the window written where its strings say `{lower}` and `{upper}`, and the
+/// headers that carry the window.
 #[derive(Debug)]
-pub struct PageBody {
-    filled: Value,
+pub struct PageRequests {
+    /// The body, when the pages are asked for with a POST.
+    body: Option<Value>,
+    headers: Vec<(HeaderName, HeaderValue)>,
     params_at: Vec<String>,
     in_query: HashSet<String>,
     /// The cursor's token, sent as the string the API gave, whatever it
@@ -26,29 +33,50 @@ pub struct PageBody {
     token_param: Option<String>,
 }
 
-impl PageBody {
-    pub fn new(spec: &SourceSpec, window: Window) -> Option<PageBody> {
-        let SourceBody {
-            template,
-            params_at,
-        } = spec.body.as_ref()?;
+impl PageRequests {
+    /// `None` for a source whose pages are plain GETs.
+    pub fn new(spec: &SourceSpec, window: Window) -> Option<PageRequests> {
+        if spec.body.is_none() && spec.window_headers.is_empty() {
+            return None;
+        }
         let token_param = match &spec.pagination {
             Pagination::Cursor { token_param, .. } => Some(token_param.clone()),
             _ => None,
         };
-        Some(PageBody {
-            filled: fill(template, spec, window),
-            params_at: params_at.segments().to_vec(),
+        // A header value the config accepted stays one with a time in it.
+        let headers = spec
+            .window_headers
+            .iter()
+            .filter_map(|(name, value)| {
+                let filled = bounds::fill_params(value.expose(), spec, window);
+                let mut value = HeaderValue::from_str(&filled).ok()?;
+                value.set_sensitive(true);
+                Some((name.clone(), value))
+            })
+            .collect();
+        Some(PageRequests {
+            body: spec.body.as_ref().map(|b| fill(&b.template, spec, window)),
+            headers,
+            params_at: spec
+                .body
+                .as_ref()
+                .map(|b| b.params_at.segments().to_vec())
+                .unwrap_or_default(),
             in_query: spec.params.iter().map(|(name, _)| name.clone()).collect(),
             token_param,
         })
     }
 
-    /// The POST for a page whose parameters are `query`.
+    /// The request for a page whose parameters are `query`.
     fn request(&self, url: Url, query: Vec<(String, String)>) -> Request {
         let mut request = Request::get(url);
+        request.headers.clone_from(&self.headers);
+        let Some(filled) = &self.body else {
+            request.query = query;
+            return request;
+        };
         request.method = reqwest::Method::POST;
-        let mut body = self.filled.clone();
+        let mut body = filled.clone();
         let mut params = Map::new();
         for (name, value) in query {
             if self.in_query.contains(&name) {
@@ -72,10 +100,14 @@ impl PageBody {
     }
 }
 
-/// The request for a page: a GET with `query`, or the source's POST.
-pub fn page_request(body: Option<&PageBody>, url: Url, query: Vec<(String, String)>) -> Request {
-    match body {
-        Some(body) => body.request(url, query),
+/// The request for a page: a GET with `query`, or as the source says.
+pub fn page_request(
+    shape: Option<&PageRequests>,
+    url: Url,
+    query: Vec<(String, String)>,
+) -> Request {
+    match shape {
+        Some(shape) => shape.request(url, query),
         None => {
             let mut request = Request::get(url);
             request.query = query;
@@ -141,7 +173,7 @@ file = "out.jsonl"
             lower: "2026-01-01T00:00:00Z".parse().ok(),
             watermark: jiff::Timestamp::UNIX_EPOCH,
         };
-        let body = PageBody::new(spec, window).unwrap_or_else(|| panic!("a body"));
+        let body = PageRequests::new(spec, window).unwrap_or_else(|| panic!("a body"));
         let url = Url::parse("http://127.0.0.1:1/crm/v3/objects/contacts/search")
             .unwrap_or_else(|e| panic!("{e}"));
         let query = vec![
