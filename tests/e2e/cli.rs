@@ -245,7 +245,7 @@ async fn validate_warns_of_a_sync_that_reads_everything_or_misses_late_updates()
     let expected = [
         format!("warning: {file}:18: sync \"invoices\".source.lookback: runs do not overlap"),
         format!(
-            "warning: {file}:8: sync \"invoices\".source: no `lower_bound_param` and pagination is not keyset"
+            "warning: {file}:8: sync \"invoices\".source: no `lower_bound_param` (nor `{{lower}}` in a parameter, header or body) and pagination is not keyset"
         ),
     ];
     let lines: Vec<&str> = warnings.lines().collect();

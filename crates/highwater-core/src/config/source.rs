@@ -136,20 +136,20 @@ impl Validator<'_> {
             self.warning(
                 &table,
                 &at,
-                "no `lower_bound_param` (nor `{lower}` in a parameter) and pagination is not keyset: every run reads everything the source has, not only what changed since the last run",
+                "no `lower_bound_param` (nor `{lower}` in a parameter, header or body) and pagination is not keyset: every run reads everything the source has, not only what changed since the last run",
             );
         }
         let lower_bound_exclusive = self.bound_exclusive(
             raw.lower_bound_exclusive.as_ref(),
             sends_lower || keyset,
             &format!("{at}.lower_bound_exclusive"),
-            "`lower_bound_param`, `{lower}` in a parameter or keyset pagination",
+            "`lower_bound_param`, `{lower}` in a parameter, header or body, or keyset pagination",
         );
         let upper_bound_exclusive = self.bound_exclusive(
             raw.upper_bound_exclusive.as_ref(),
             sends_upper,
             &format!("{at}.upper_bound_exclusive"),
-            "`upper_bound_param` or `{upper}` in a parameter",
+            "`upper_bound_param` or `{upper}` in a parameter, header or body",
         );
         let mut http = http?;
         let (window_headers, headers) =

@@ -586,7 +586,7 @@ fn a_zero_lookback_set_explicitly_is_a_warning() {
 fn no_lower_bound_is_a_warning_unless_keyset_pagination_gives_one() {
     let without = VALID.replace("lower_bound_param = \"updated_after\"\n", "");
     check(&without, expect!["ok"]);
-    expect![[r#"hw.toml:8: sync "invoices_to_crm".source: no `lower_bound_param` (nor `{lower}` in a parameter) and pagination is not keyset: every run reads everything the source has, not only what changed since the last run"#]]
+    expect![[r#"hw.toml:8: sync "invoices_to_crm".source: no `lower_bound_param` (nor `{lower}` in a parameter, header or body) and pagination is not keyset: every run reads everything the source has, not only what changed since the last run"#]]
     .assert_eq(&warnings(&without));
     let keyset = without.replace(
         "style = \"cursor\"\ntoken_path = \"next_cursor\"",
@@ -672,7 +672,7 @@ fn strict_bounds_are_opt_in_and_need_the_bound_they_describe() {
     check(
         &keyset,
         expect![[
-            r#"hw.toml:20: sync "invoices_to_crm".source.upper_bound_exclusive: does not apply: the bound is sent only with `upper_bound_param` or `{upper}` in a parameter"#
+            r#"hw.toml:20: sync "invoices_to_crm".source.upper_bound_exclusive: does not apply: the bound is sent only with `upper_bound_param` or `{upper}` in a parameter, header or body"#
         ]],
     );
     check(
@@ -681,8 +681,8 @@ fn strict_bounds_are_opt_in_and_need_the_bound_they_describe() {
             "style = \"cursor\"",
         ),
         expect![[r#"
-            hw.toml:19: sync "invoices_to_crm".source.lower_bound_exclusive: does not apply: the bound is sent only with `lower_bound_param`, `{lower}` in a parameter or keyset pagination
-            hw.toml:20: sync "invoices_to_crm".source.upper_bound_exclusive: does not apply: the bound is sent only with `upper_bound_param` or `{upper}` in a parameter"#]],
+            hw.toml:19: sync "invoices_to_crm".source.lower_bound_exclusive: does not apply: the bound is sent only with `lower_bound_param`, `{lower}` in a parameter, header or body, or keyset pagination
+            hw.toml:20: sync "invoices_to_crm".source.upper_bound_exclusive: does not apply: the bound is sent only with `upper_bound_param` or `{upper}` in a parameter, header or body"#]],
     );
 }
 
