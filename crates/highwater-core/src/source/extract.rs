@@ -169,21 +169,28 @@ pub fn parse_time(value: &Value, format: &TimeFormat) -> Result<Timestamp, Strin
         (Value::Number(n), TimeFormat::EpochMillis) => n
             .as_i64()
             .and_then(|ms| Timestamp::from_millisecond(ms).ok()),
+        // An API whose bounds are epoch numbers may stamp its records in
+        // RFC 3339 all the same (HubSpot's search filters take milliseconds;
+        // its contacts say `updatedAt: "2024-01-01T03:28:58.411Z"`).
         (Value::String(s), TimeFormat::EpochSeconds) => s
             .parse::<i64>()
             .ok()
-            .and_then(|s| Timestamp::from_second(s).ok()),
+            .and_then(|s| Timestamp::from_second(s).ok())
+            .or_else(|| s.parse::<Timestamp>().ok())
+            .or_else(|| json_date(s)),
         (Value::String(s), TimeFormat::EpochMillis) => s
             .parse::<i64>()
             .ok()
-            .and_then(|ms| Timestamp::from_millisecond(ms).ok()),
+            .and_then(|ms| Timestamp::from_millisecond(ms).ok())
+            .or_else(|| s.parse::<Timestamp>().ok())
+            .or_else(|| json_date(s)),
         _ => None,
     };
     parsed.ok_or_else(|| {
         let expected = match format {
             TimeFormat::Rfc3339 => "an RFC 3339 timestamp",
-            TimeFormat::EpochSeconds => "epoch seconds",
-            TimeFormat::EpochMillis => "epoch milliseconds",
+            TimeFormat::EpochSeconds => "epoch seconds or an RFC 3339 timestamp",
+            TimeFormat::EpochMillis => "epoch milliseconds or an RFC 3339 timestamp",
             TimeFormat::Pattern(_) => "an RFC 3339 timestamp or one in the `time_format` pattern",
         };
         format!("must be {expected}, found {}", short(value))
@@ -270,6 +277,11 @@ mod tests {
         let ms = parse_time(&json!(1_700_000_000_123i64), &TimeFormat::EpochMillis);
         assert_eq!(ms.map(|t| t.as_millisecond()), Ok(1_700_000_000_123));
         assert!(parse_time(&json!(17), &TimeFormat::Rfc3339).is_err());
+        // HubSpot's: bounds in milliseconds, records in RFC 3339.
+        assert_eq!(
+            parse_time(&json!("2024-01-01T03:28:58.411Z"), &TimeFormat::EpochMillis),
+            "2024-01-01T03:28:58.411Z".parse::<Timestamp>().map_err(|e| e.to_string())
+        );
         // Xero's.
         assert_eq!(
             parse_time(&json!("/Date(1573755038314+0000)/"), &TimeFormat::Rfc3339),
@@ -613,8 +625,8 @@ mod tests {
             if let Err(reason) = parse_time(&value, &format) {
                 let expected = match format {
                     TimeFormat::Rfc3339 => "an RFC 3339 timestamp",
-                    TimeFormat::EpochSeconds => "epoch seconds",
-                    TimeFormat::EpochMillis => "epoch milliseconds",
+                    TimeFormat::EpochSeconds => "epoch seconds or an RFC 3339 timestamp",
+                    TimeFormat::EpochMillis => "epoch milliseconds or an RFC 3339 timestamp",
                     TimeFormat::Pattern(_) => "an RFC 3339 timestamp or one in the `time_format` pattern",
                 };
                 prop_assert!(
