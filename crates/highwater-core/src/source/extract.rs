@@ -51,9 +51,18 @@ pub fn records_array(body: Value, path: &FieldPath) -> Result<Vec<Value>, String
     } else {
         let mut body = body;
         let mut current = &mut body;
-        for segment in path.segments() {
+        let last = path.segments().len() - 1;
+        for (n, segment) in path.segments().iter().enumerate() {
+            let absent =
+                n == last && n > 0 && holds_no_array(current) && current.get(segment).is_none();
             match current.as_object_mut().and_then(|o| o.get_mut(segment)) {
                 Some(next) => current = next,
+                // QuickBooks answers a query that matched nothing with
+                // `{"QueryResponse": {}}`: no array where the records go,
+                // nor any other the path could have meant to name. An
+                // answer without the path's first field is still refused:
+                // that is a path that names nothing.
+                None if absent => return Ok(Vec::new()),
                 None => return Err(describe_missing(path)),
             }
         }
@@ -67,6 +76,13 @@ pub fn records_array(body: Value, path: &FieldPath) -> Result<Vec<Value>, String
         )),
         None => Err(describe_missing(path)),
     }
+}
+
+/// Whether `value` is an object none of whose fields is an array.
+fn holds_no_array(value: &Value) -> bool {
+    value
+        .as_object()
+        .is_some_and(|fields| !fields.values().any(Value::is_array))
 }
 
 fn describe_missing(path: &FieldPath) -> String {
@@ -268,6 +284,20 @@ mod tests {
             records_array(json!([1, 2]), &FieldPath::parse("")).map(|r| r.len()),
             Ok(2)
         );
+        // QuickBooks's answer to a query that matched nothing.
+        let customers = FieldPath::parse("QueryResponse.Customer");
+        assert_eq!(
+            records_array(
+                json!({"QueryResponse": {}, "time": "2026-01-01"}),
+                &customers
+            ),
+            Ok(Vec::new())
+        );
+        // A path that names another array than the one there is refused.
+        assert_eq!(
+            records_array(json!({"QueryResponse": {"Customers": []}}), &customers),
+            Err("the answer has no `QueryResponse.Customer` field (records_path)".to_owned())
+        );
     }
 
     #[test]
@@ -280,7 +310,9 @@ mod tests {
         // HubSpot's: bounds in milliseconds, records in RFC 3339.
         assert_eq!(
             parse_time(&json!("2024-01-01T03:28:58.411Z"), &TimeFormat::EpochMillis),
-            "2024-01-01T03:28:58.411Z".parse::<Timestamp>().map_err(|e| e.to_string())
+            "2024-01-01T03:28:58.411Z"
+                .parse::<Timestamp>()
+                .map_err(|e| e.to_string())
         );
         // Xero's.
         assert_eq!(
@@ -556,7 +588,18 @@ mod tests {
         ) {
             let path = FieldPath::parse(path);
             let expected = path.get(&body).cloned();
+            let parent = path
+                .segments()
+                .split_last()
+                .map(|(_, parents)| FieldPath::parse(&parents.join(".")))
+                .and_then(|parent| parent.get(&body).cloned());
             match records_array(body, &path) {
+                // An object with no array in it holds no records.
+                Ok(records) if expected.is_none() => {
+                    prop_assert!(records.is_empty());
+                    prop_assert!(path.segments().len() > 1);
+                    prop_assert!(parent.as_ref().is_some_and(holds_no_array), "{:?}", parent);
+                }
                 Ok(records) => prop_assert_eq!(Some(Value::Array(records)), expected),
                 Err(message) => {
                     prop_assert!(message.contains("(records_path)"), "{}", message);
