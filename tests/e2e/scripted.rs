@@ -458,6 +458,51 @@ fields = { email = "email" }"#,
     // false` ends it without a fourth request.
     let asked = asked.lock().unwrap_or_else(|e| e.into_inner()).clone();
     assert_eq!(asked, ["", "cus_0150", "cus_0050"], "{asked:?}");
+    assert!(
+        !stderr(&out).contains("full_page_ends_list"),
+        "{}",
+        describe(&out)
+    );
+}
+
+/// A cursor read from where the answer has none (Stripe's lists have no
+/// next token: `token_path = "next_cursor"` is a mistake) reads one page and
+/// ends there: the run says so, since its first page came full.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_first_page_that_names_no_next_one_is_warned_of() {
+    let customers: Vec<Value> = (0..250)
+        .map(|n| json!({ "id": format!("cus_{n:04}"), "created": 1_767_225_600 + n }))
+        .collect();
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let app = axum::Router::new()
+        .route("/v1/customers", get(stripe_customers))
+        .with_state((Arc::new(customers), Arc::clone(&asked)));
+    let (addr, server) = crate::util::serve_local(app).await;
+    let dir = fresh_dir("full-page-no-next");
+    let (config, _) = jsonl_sync(
+        &dir,
+        "customers",
+        addr,
+        r#"path = "/v1/customers"
+updated_at_field = "created"
+time_format = "epoch_seconds"
+page_size = 100
+lower_bound_param = "created[gte]"
+start = "2025-01-01T00:00:00Z"
+pagination = { style = "cursor", token_path = "next_cursor", token_param = "starting_after" }"#,
+        r#"external_id = "{id}""#,
+    );
+    let out = crate::util::highwater_at(&config, &["run", "customers", "--json"]).await;
+    server.abort();
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(report(&out)["counters"]["read"], 100);
+    assert!(
+        stderr(&out).contains(
+            "the first page came full (100 records) and has no `next_cursor` (token_path)"
+        ),
+        "{}",
+        describe(&out)
+    );
 }
 
 /// Zendesk's incremental export: `after_cursor` on every page, the last one

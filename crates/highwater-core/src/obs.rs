@@ -24,6 +24,7 @@ pub const RUN_STOPPED: &str = "run_stopped";
 pub const RUN_FAILED: &str = "run_failed";
 pub const PAGINATION_RESCAN: &str = "pagination_rescan";
 pub const NUMBERED_NEXT_URLS: &str = "numbered_next_urls";
+pub const FULL_PAGE_ENDS_LIST: &str = "full_page_ends_list";
 pub const LATE_WRITES_AWAITED: &str = "late_writes_awaited";
 pub const LAGGING_COPIES: &str = "lagging_copies";
 pub const BOUND_NOT_HONORED: &str = "bound_not_honored";
@@ -461,6 +462,29 @@ impl ResumedPositionRefused<'_> {
             self.body
         );
         metrics::counter!(PAGINATION_RESCANS_TOTAL, "sync" => self.sync.to_owned()).increment(1);
+    }
+}
+
+/// A run's first page came full and named no next page: a `token_path`
+/// that names nothing reads one page and ends there, without an error.
+pub struct FullPageEndsList<'a> {
+    pub sync: &'a str,
+    pub records: usize,
+    pub token_path: &'a str,
+}
+
+impl FullPageEndsList<'_> {
+    pub fn emit(&self) {
+        tracing::warn!(
+            event = FULL_PAGE_ENDS_LIST,
+            sync = %self.sync,
+            records = self.records,
+            "the first page came full ({} records) and has no `{}` (token_path): the list ends \
+             there; if the source has more, the next page's token is elsewhere (`highwater probe` \
+             shows the answer)",
+            self.records,
+            self.token_path
+        );
     }
 }
 

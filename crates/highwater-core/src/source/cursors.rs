@@ -106,7 +106,25 @@ impl Reader<'_> {
                 None => Cursor::End,
             },
         };
+        let token_absent = token_path.get(&body).is_none_or(Value::is_null);
         let records = self.records(body, &url)?;
+        // Nothing said the list ends; the token is simply not where the
+        // config looks, and a full page says more may follow.
+        if sent.is_none()
+            && token_absent
+            && more_path.is_none()
+            && end_path.is_none()
+            && matches!(cursor_after, Cursor::End)
+            && self.spec.page_size_param.is_some()
+            && records.len() >= self.spec.page_size as usize
+        {
+            crate::obs::FullPageEndsList {
+                sync: self.api.sync(),
+                records: records.len(),
+                token_path: &token_path.to_string(),
+            }
+            .emit();
+        }
         if repeated
             && !records.is_empty()
             && let Some(token) = sent
