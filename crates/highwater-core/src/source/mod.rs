@@ -95,10 +95,10 @@ pub struct Page {
 pub enum SourceError {
     #[error(transparent)]
     Http(#[from] HttpError),
-    #[error("the source's answer to GET {url} is not usable: {detail}")]
+    #[error("the source's answer to {url} is not usable: {detail}")]
     BadResponse { url: String, detail: String },
     /// Refused as asked (a 4xx other than for credentials or the rate).
-    #[error("the source's answer to GET {url} is not usable: HTTP {status}: {body}")]
+    #[error("the source's answer to {url} is not usable: HTTP {status}: {body}")]
     Refused {
         url: String,
         status: u16,
@@ -115,11 +115,11 @@ pub enum SourceError {
     )]
     ForeignNextUrl { host: String },
     #[error(
-        "the source's answer to GET {url} has records but none with a valid `updated_at` and id to continue the keyset from"
+        "the source's answer to {url} has records but none with a valid `updated_at` and id to continue the keyset from"
     )]
     KeysetStalled { url: String },
     #[error(
-        "the source answered GET {url} {reads} times with record {id} stamped {stamp}, before {floor}, which its keyset rules out: a replica is serving an older copy of it, or the API does not list in ascending (updated_at, id) order as keyset pagination needs; the next run resumes from the last checkpoint"
+        "the source answered {url} {reads} times with record {id} stamped {stamp}, before {floor}, which its keyset rules out: a replica is serving an older copy of it, or the API does not list in ascending (updated_at, id) order as keyset pagination needs; the next run resumes from the last checkpoint"
     )]
     Lagging {
         url: String,
@@ -173,11 +173,16 @@ pub struct Fetched {
     pub body: Value,
 }
 
+/// A request as messages name it: its method and its URL without credentials.
+fn shown(request: &Request) -> String {
+    format!("{} {}", request.method, redact(&request.url))
+}
+
 /// The answer sent back, or what stops the run: a refusal is a bad response.
 fn checked(request: &Request, sent: Result<Reply, HttpError>) -> Result<Reply, SourceError> {
     sent.map_err(|e| match e {
         HttpError::Rejected { status, body } => SourceError::Refused {
-            url: redact(&request.url),
+            url: shown(request),
             status,
             body,
         },
@@ -251,6 +256,16 @@ impl<'a> Reader<'a> {
     pub fn reading_ahead(mut self, api: Arc<Api>, runtime: tokio::runtime::Handle) -> Self {
         self.read_ahead = Some(Fetching::new(api, runtime, self.shape.clone()));
         self
+    }
+
+    /// A URL this reader asks for pages at, as messages name it, with the
+    /// method its page requests go with.
+    fn shown_url(&self, url: &Url) -> String {
+        let method = match self.spec.body {
+            Some(_) => "POST",
+            None => "GET",
+        };
+        format!("{method} {}", redact(url))
     }
 
     /// Keeps every answer, for [`Reader::take_trace`].
@@ -446,7 +461,11 @@ impl<'a> Reader<'a> {
                 let records = self.settle(records, &url, query, floor, stop).await?;
                 let cursor_after = match (records.is_empty(), newest(&records)) {
                     (true, _) => Cursor::End,
-                    (false, None) => return Err(SourceError::KeysetStalled { url: redact(&url) }),
+                    (false, None) => {
+                        return Err(SourceError::KeysetStalled {
+                            url: self.shown_url(&url),
+                        });
+                    }
                     (false, Some(last)) => Cursor::Keyset {
                         updated_at: last.updated_at_raw.clone(),
                         id: last.key.id.clone(),
@@ -579,7 +598,7 @@ impl<'a> Reader<'a> {
         if matches!(self.spec.pagination, Pagination::Keyset { .. }) {
             let below = floor.filter(|f| f.checked_sub(lag::SLACK).is_ok_and(|f| stamp < f));
             return Err(SourceError::Lagging {
-                url: redact(url),
+                url: self.shown_url(url),
                 id,
                 stamp,
                 floor: below.map_or_else(|| "the record ahead of it".to_owned(), |f| f.to_string()),
@@ -753,7 +772,7 @@ impl<'a> Reader<'a> {
                 .unwrap_or("no content type")
                 .to_owned();
             SourceError::BadResponse {
-                url: redact(&request.url),
+                url: shown(request),
                 detail: format!(
                     "not JSON ({kind}; {e}): {}",
                     crate::http::snippet(&reply.body)
@@ -763,7 +782,7 @@ impl<'a> Reader<'a> {
         if let Some(trace) = &self.trace {
             let secret: HashSet<&str> = self.spec.params.iter().map(|(k, _)| k.as_str()).collect();
             let fetched = Fetched {
-                url: redact(&request.url),
+                url: shown(request),
                 query: request
                     .query
                     .iter()
@@ -783,7 +802,7 @@ impl<'a> Reader<'a> {
     fn records(&self, body: Value, url: &Url) -> Result<Vec<Extracted>, SourceError> {
         let raw = records_array(body, &self.spec.records_path).map_err(|detail| {
             SourceError::BadResponse {
-                url: redact(url),
+                url: self.shown_url(url),
                 detail,
             }
         })?;
