@@ -9,7 +9,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
-use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use reqwest::{Client, Method, StatusCode};
 use serde_json::Value;
 use tokio::time::Instant;
@@ -665,6 +665,13 @@ impl Api {
         }
         for (name, value) in &request.headers {
             builder = builder.header(name, value);
+        }
+        // Without it, Xero and QuickBooks answer in XML.
+        let says_accept = |name: &HeaderName| *name == ACCEPT;
+        if !self.spec.headers.iter().any(|(n, _)| says_accept(n))
+            && !request.headers.iter().any(|(n, _)| says_accept(n))
+        {
+            builder = builder.header(ACCEPT, HeaderValue::from_static("application/json"));
         }
         if !request.query.is_empty() {
             builder = builder.query(&request.query);

@@ -290,3 +290,29 @@ async fn a_2xx_whose_body_holds_an_error_is_refused_with_its_status() {
     }
     assert_eq!(arrivals.lock().unwrap_or_else(|e| e.into_inner()).len(), 1);
 }
+
+/// JSON is asked for unless the config says what to accept: Xero and
+/// QuickBooks answer in XML to a request that accepts anything.
+#[test]
+fn json_is_asked_for_unless_the_config_says_otherwise() {
+    let accepted = |api: &Api| {
+        let url = api.url("/x").unwrap_or_else(|_| unreachable!());
+        let built = api
+            .build(&Request::get(url))
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        built
+            .headers()
+            .get_all(ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(str::to_owned))
+            .collect::<Vec<_>>()
+    };
+    let mut api = api_at("http://127.0.0.1:1/", Duration::from_secs(1), 1);
+    assert_eq!(accepted(&api), ["application/json"]);
+    api.spec.headers = vec![(
+        ACCEPT,
+        crate::secret::Secret::new("application/vnd.api+json"),
+    )];
+    assert_eq!(accepted(&api), ["application/vnd.api+json"]);
+}
