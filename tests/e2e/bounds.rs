@@ -316,6 +316,16 @@ file = "{file}"
         report(&out)
     };
 
+    // Probe shows the parameter that carries the window, with it written in.
+    let probed = crate::util::highwater_at(&config, &["probe", "issues", "--json"]).await;
+    let shown = crate::util::stdout(&probed);
+    assert!(
+        shown.contains(r#"updated >= \"2024/01/01 01:00\""#),
+        "{}",
+        describe(&probed)
+    );
+    lower_bounds(&jira);
+
     let first = run().await;
     assert_eq!(first["counters"]["written"], 50, "{first}");
     let bounds = lower_bounds(&jira);

@@ -780,7 +780,19 @@ impl<'a> Reader<'a> {
             }
         })?;
         if let Some(trace) = &self.trace {
-            let secret: HashSet<&str> = self.spec.params.iter().map(|(k, _)| k.as_str()).collect();
+            // A configured parameter may hold a secret; one that carries the
+            // window is shown, with the bounds written in.
+            let secret: HashSet<&str> = self
+                .spec
+                .params
+                .iter()
+                .filter(|(_, v)| {
+                    let v = v.expose();
+                    !v.contains(crate::config::LOWER_IN_PARAMS)
+                        && !v.contains(crate::config::UPPER_IN_PARAMS)
+                })
+                .map(|(k, _)| k.as_str())
+                .collect();
             let fetched = Fetched {
                 url: shown(request),
                 query: request
