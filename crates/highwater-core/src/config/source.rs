@@ -122,6 +122,19 @@ impl Validator<'_> {
             pagination.as_ref(),
             &at,
         );
+        // GraphQL answers its errors with a 200: without `error_path` an
+        // error reads as a page without records, and the list ends there.
+        if let (Some(Some(body)), Some(raw_body), None) = (&body, &raw.body, &raw.error_path)
+            && body.template["query"]
+                .as_str()
+                .is_some_and(|q| q.contains('{'))
+        {
+            self.warning(
+                raw_body,
+                format!("{at}.body"),
+                "looks like a GraphQL query, whose errors come with a 200 in `errors`: set error_path = \"errors\"",
+            );
+        }
         let in_params = |bound: &str| {
             raw.params.values().any(|v| v.get_ref().contains(bound))
                 || raw.headers.values().any(|v| v.get_ref().contains(bound))

@@ -85,7 +85,8 @@ fn a_body_carries_the_window_and_takes_each_page_s_parameters() {
     assert_eq!(body.params_at.to_string(), "variables");
     assert_eq!(body.template["variables"]["since"], "{lower}");
     assert!(source.sends_lower_bound());
-    assert_eq!(warnings(&graphql("")), "");
+    assert_eq!(warnings(&graphql("error_path = \"errors\"")), "");
+    expect![[r#"hw.toml:11: sync "invoices_to_crm".source.body: looks like a GraphQL query, whose errors come with a 200 in `errors`: set error_path = "errors""#]].assert_eq(&warnings(&graphql("")));
 }
 
 #[test]
