@@ -40,11 +40,18 @@ pub fn redact(url: &Url) -> String {
 /// 403 and `Retry-After` (its secondary limits) or `X-RateLimit-Remaining: 0`
 /// (its primary one) — a wait, not credentials refused.
 fn throttled(status: StatusCode, retry_after: Option<Duration>, quota: Option<Quota>) -> bool {
-    status == StatusCode::FORBIDDEN
-        && (retry_after.is_some()
-            || quota
-                .and_then(|q| q.budget())
-                .is_some_and(|(remaining, _)| remaining == 0))
+    let spent = || {
+        quota
+            .and_then(|q| q.budget())
+            .is_some_and(|(remaining, _)| remaining == 0)
+    };
+    match status {
+        StatusCode::FORBIDDEN => retry_after.is_some() || spent(),
+        // Linear answers its rate limit with 400 (`RATELIMITED`), its
+        // headers saying no request remains.
+        StatusCode::BAD_REQUEST => spent(),
+        _ => false,
+    }
 }
 
 /// The outcome of an answer that is not a success.

@@ -136,6 +136,55 @@ async fn a_403_that_says_the_rate_limit_was_passed_is_waited_out() {
     assert_eq!(arrivals.lock().unwrap_or_else(|e| e.into_inner()).len(), 1);
 }
 
+/// Linear answers a passed rate limit with 400, its
+/// `X-RateLimit-Requests-*` headers saying none remain until a reset in
+/// epoch milliseconds: a wait, not a request refused. A 400 that says
+/// nothing of a limit is refused at once.
+#[tokio::test]
+async fn a_400_whose_headers_say_no_request_remains_is_waited_out() {
+    let reset_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() + 1_000)
+        .unwrap_or_default();
+    let limited: &'static str = Box::leak(
+        format!(
+            "HTTP/1.1 400 Bad Request\r\nx-ratelimit-requests-limit: 1500\r\n\
+             x-ratelimit-requests-remaining: 0\r\nx-ratelimit-requests-reset: {reset_ms}\r\n\
+             content-length: 60\r\n\r\n{{\"errors\":[{{\"extensions\":{{\"code\":\"RATELIMITED\"}}}}]}}         "
+        )
+        .into_boxed_str(),
+    );
+    let now = Duration::ZERO;
+    let (addr, arrivals, server) = answering(vec![(now, limited), (now, OK)]).await;
+    let api = api_at(&format!("http://{addr}/"), Duration::from_secs(5), 1);
+    let url = api.url("/graphql").unwrap_or_else(|_| unreachable!());
+    let reply = api
+        .send(&Request::get(url), &Stop::never())
+        .await
+        .unwrap_or_else(|e| panic!("the second attempt is answered: {e}"));
+    server.abort();
+    assert_eq!(reply.status, StatusCode::OK);
+    let arrivals = arrivals.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    assert_eq!(arrivals.len(), 2);
+    assert!(
+        arrivals[1] - arrivals[0] >= Duration::from_millis(500),
+        "{arrivals:?}"
+    );
+    assert_eq!(api.retries().rate_limited, 1);
+
+    const BAD: &str = "HTTP/1.1 400 Bad Request\r\ncontent-length: 2\r\n\r\n{}";
+    let (addr, arrivals, server) = answering(vec![(now, BAD)]).await;
+    let api = api_at(&format!("http://{addr}/"), Duration::from_secs(5), 3);
+    let url = api.url("/graphql").unwrap_or_else(|_| unreachable!());
+    let refused = api.send(&Request::get(url), &Stop::never()).await;
+    server.abort();
+    assert!(
+        matches!(refused, Err(HttpError::Rejected { status: 400, .. })),
+        "{refused:?}"
+    );
+    assert_eq!(arrivals.lock().unwrap_or_else(|e| e.into_inner()).len(), 1);
+}
+
 /// Every transient outcome is counted under the class an operator would name it by.
 #[test]
 fn retried_outcomes_are_counted_by_class() {

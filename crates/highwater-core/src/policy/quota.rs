@@ -70,6 +70,15 @@ pub fn read_quota<'a>(header: impl Fn(&str) -> Option<&'a str>, now: SystemTime)
             now,
         )
     });
+    // Linear's: `X-RateLimit-Requests-*`, its reset in epoch milliseconds.
+    let quota = quota.or_else(|| {
+        numbered(
+            header("x-ratelimit-requests-limit"),
+            header("x-ratelimit-requests-remaining"),
+            header("x-ratelimit-requests-reset"),
+            now,
+        )
+    });
     let quota = quota.or_else(|| {
         numbered(
             header("x-rate-limit-limit"),
