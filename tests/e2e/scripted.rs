@@ -800,3 +800,58 @@ fields = { title = "title", updated = "updatedAt" }"#,
     assert!(since.as_str() > "2025", "{since}");
     assert_eq!(jsonl_rows(&out_file).len(), 96);
 }
+
+/// A list that pages no further than 30 records in (HubSpot's search stops at
+/// 10,000): asked past that, 400.
+async fn capped_search(
+    Query(query): Query<std::collections::HashMap<String, String>>,
+) -> (axum::http::StatusCode, Json<Value>) {
+    let after: usize = query.get("after").and_then(|a| a.parse().ok()).unwrap_or(0);
+    if after >= 30 {
+        return (
+            axum::http::StatusCode::BAD_REQUEST,
+            Json(json!({ "status": "error", "message": "cannot page beyond 30 results" })),
+        );
+    }
+    let results: Vec<Value> = (after..(after + 10).min(50))
+        .map(|n| json!({ "id": format!("{n}"), "updatedAt": format!("2025-01-01T00:00:{n:02}Z") }))
+        .collect();
+    let next = json!({ "next": { "after": format!("{}", after + 10) } });
+    (
+        axum::http::StatusCode::OK,
+        Json(json!({ "total": 50, "results": results, "paging": next })),
+    )
+}
+
+/// A run refused at a position the source gave it in the same run says that
+/// reading again will not get past it, and how to read the window instead;
+/// resumed, it reads its range again and says the same.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_list_that_pages_no_further_says_how_to_read_the_window_instead() {
+    let app = axum::Router::new().route("/search", get(capped_search));
+    let (addr, server) = crate::util::serve_local(app).await;
+    let dir = fresh_dir("capped-search");
+    let (config, _) = jsonl_sync(
+        &dir,
+        "contacts",
+        addr,
+        r#"path = "/search"
+records_path = "results"
+updated_at_field = "updatedAt"
+page_size = 10
+start = "2025-01-01T00:00:00Z"
+pagination = { style = "cursor", token_path = "paging.next.after", token_param = "after" }"#,
+        r#"external_id = "{id}""#,
+    );
+    for _ in 0..2 {
+        let out = crate::util::highwater_at(&config, &["run", "contacts"]).await;
+        assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+        assert!(
+            stderr(&out).contains("the source refused a position it gave in this run")
+                && stderr(&out).contains("highwater backfill --from --to"),
+            "{}",
+            describe(&out)
+        );
+    }
+    server.abort();
+}

@@ -104,6 +104,16 @@ pub enum SourceError {
         status: u16,
         body: String,
     },
+    /// Refused at a position the source gave in this very run: not an
+    /// expired one, a list that pages no further.
+    #[error(
+        "the source refused a position it gave in this run ({url}: HTTP {status}: {body}): an API may cap how far a list pages (HubSpot's search stops at 10,000 results); if running again meets the same refusal, read the window in parts (`highwater backfill --from --to`, a range at a time) or move its start later (`highwater reset --to`)"
+    )]
+    RefusedPosition {
+        url: String,
+        status: u16,
+        body: String,
+    },
     #[error("pagination: {0}")]
     Walk(#[from] WalkError),
     #[error(
@@ -285,6 +295,7 @@ impl<'a> Reader<'a> {
     /// The next page, or `None` when the run's range has been read.
     pub async fn next_page(&mut self, stop: &Stop) -> Result<Option<Page>, SourceError> {
         let resumed = std::mem::take(&mut self.resumed_at_token);
+        let given = matches!(self.cursor, Cursor::Token { .. } | Cursor::NextUrl { .. });
         match self.read_page(stop).await {
             // A cursor token or next URL kept in a checkpoint may expire
             // (Salesforce's query locators after 15 minutes, Asana's offsets):
@@ -301,6 +312,9 @@ impl<'a> Reader<'a> {
                 self.seen.clear();
                 self.ahead = None;
                 self.read_page(stop).await
+            }
+            Err(SourceError::Refused { url, status, body }) if given => {
+                Err(SourceError::RefusedPosition { url, status, body })
             }
             read => read,
         }
