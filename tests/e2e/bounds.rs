@@ -276,18 +276,12 @@ async fn a_window_inside_a_query_language_reads_only_what_changed_and_loses_noth
         .route("/rest/api/2/search", get(jira_search))
         .with_state(Arc::clone(&jira));
     let (addr, server) = crate::util::serve_local(app).await;
-    let dir = fresh_dir("bounds-jql");
-    let file = dir.join("issues.jsonl");
-    let config = dir.join("highwater.toml");
-    let text = format!(
-        r#"{state}
-
-[[sync]]
-name = "issues"
-
-[sync.source]
-base_url = "http://{addr}"
-path = "/rest/api/2/search"
+    let (config, file) = crate::util::jsonl_sync(
+        &fresh_dir("bounds-jql"),
+        "issues",
+        addr,
+        &format!(
+            r#"path = "/rest/api/2/search"
 params = {{ jql = 'updated >= "{{lower}}" AND updated <= "{{upper}}" ORDER BY updated ASC' }}
 time_format = "%Y/%m/%d %H:%M"
 timezone = "Europe/Paris"
@@ -296,20 +290,11 @@ updated_at_field = "fields.updated"
 start = "{START}"
 page_size = 20
 page_size_param = "maxResults"
-pagination = {{ style = "offset", offset_param = "startAt" }}
-
-[sync.mapping]
-external_id = "{{id}}"
-fields = {{ summary = "fields.summary", updated = "fields.updated" }}
-
-[sync.destination]
-type = "jsonl"
-file = "{file}"
-"#,
-        state = crate::util::state_table(&dir),
-        file = file.display(),
+pagination = {{ style = "offset", offset_param = "startAt" }}"#
+        ),
+        r#"external_id = "{id}"
+fields = { summary = "fields.summary", updated = "fields.updated" }"#,
     );
-    std::fs::write(&config, text).unwrap_or_else(|e| panic!("write config: {e}"));
     let run = || async {
         let out = crate::util::highwater_at(&config, &["run", "issues", "--json"]).await;
         assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
@@ -447,18 +432,12 @@ async fn a_window_in_a_header_reads_only_what_changed() {
         .route("/api.xro/2.0/Contacts", get(xero_contacts))
         .with_state(Arc::clone(&xero));
     let (addr, server) = crate::util::serve_local(app).await;
-    let dir = fresh_dir("bounds-header");
-    let file = dir.join("contacts.jsonl");
-    let config = dir.join("highwater.toml");
-    let text = format!(
-        r#"{state}
-
-[[sync]]
-name = "contacts"
-
-[sync.source]
-base_url = "http://{addr}"
-path = "/api.xro/2.0/Contacts"
+    let (config, file) = crate::util::jsonl_sync(
+        &fresh_dir("bounds-header"),
+        "contacts",
+        addr,
+        &format!(
+            r#"path = "/api.xro/2.0/Contacts"
 headers = {{ "If-Modified-Since" = "{{lower}}", "Xero-Tenant-Id" = "t-1" }}
 time_format = "%a, %d %b %Y %H:%M:%S GMT"
 params = {{ order = "UpdatedDateUTC ASC" }}
@@ -468,20 +447,11 @@ updated_at_field = "UpdatedDateUTC"
 start = "{START}"
 page_size = 100
 page_size_param = ""
-pagination = {{ style = "page", page_param = "page" }}
-
-[sync.mapping]
-external_id = "{{ContactID}}"
-fields = {{ name = "Name" }}
-
-[sync.destination]
-type = "jsonl"
-file = "{file}"
-"#,
-        state = crate::util::state_table(&dir),
-        file = file.display(),
+pagination = {{ style = "page", page_param = "page" }}"#
+        ),
+        r#"external_id = "{ContactID}"
+fields = { name = "Name" }"#,
     );
-    std::fs::write(&config, text).unwrap_or_else(|e| panic!("write config: {e}"));
     let run = || async {
         let out = crate::util::highwater_at(&config, &["run", "contacts", "--json"]).await;
         assert_eq!(out.status.code(), Some(0), "{}", describe(&out));

@@ -354,26 +354,6 @@ async fn records_sharing_an_external_id_are_refused_after_the_first() {
     assert_eq!(jsonl_rows(&out_file).len(), 2);
 }
 
-/// A config syncing the source at `addr` into a JSON Lines file in `dir`:
-/// sync `name`, the `[sync.source]` lines after its `base_url`, the
-/// `[sync.mapping]` lines. Where the config is, and the file.
-fn jsonl_sync(
-    dir: &Path,
-    name: &str,
-    addr: std::net::SocketAddr,
-    source: &str,
-    mapping: &str,
-) -> (PathBuf, PathBuf) {
-    let (config, file) = (dir.join("highwater.toml"), dir.join("out.jsonl"));
-    let text = format!(
-        "{state}\n\n[[sync]]\nname = \"{name}\"\n\n[sync.source]\nbase_url = \"http://{addr}\"\n{source}\n\n[sync.mapping]\n{mapping}\n\n[sync.destination]\ntype = \"jsonl\"\nfile = \"{file}\"\n",
-        state = crate::util::state_table(dir),
-        file = file.display(),
-    );
-    std::fs::write(&config, text).unwrap_or_else(|e| panic!("write config: {e}"));
-    (config, file)
-}
-
 /// Stripe's lists: newest first, each page after the id of the last record of
 /// the one before (`starting_after`), `has_more` saying whether one follows,
 /// `created` in epoch seconds and bounded by `created[gte]`.
@@ -429,7 +409,7 @@ async fn a_list_paged_after_its_last_record_s_id_is_read_whole() {
         .with_state((Arc::new(customers), Arc::clone(&asked)));
     let (addr, server) = crate::util::serve_local(app).await;
     let dir = fresh_dir("stripe-list");
-    let (config, out_file) = jsonl_sync(
+    let (config, out_file) = crate::util::jsonl_sync(
         &dir,
         "customers",
         addr,
@@ -479,7 +459,7 @@ async fn a_full_first_page_that_names_no_next_one_is_warned_of() {
         .with_state((Arc::new(customers), Arc::clone(&asked)));
     let (addr, server) = crate::util::serve_local(app).await;
     let dir = fresh_dir("full-page-no-next");
-    let (config, _) = jsonl_sync(
+    let (config, _) = crate::util::jsonl_sync(
         &dir,
         "customers",
         addr,
@@ -547,7 +527,7 @@ async fn a_stream_s_end_is_where_it_says_or_where_it_gives_its_cursor_back_empty
         } else {
             ""
         };
-        let (config, out_file) = jsonl_sync(
+        let (config, out_file) = crate::util::jsonl_sync(
             &dir,
             "tickets",
             addr,
@@ -620,7 +600,7 @@ async fn a_run_resumed_at_a_token_that_expired_reads_its_range_again() {
         .with_state(Arc::clone(&generation));
     let (addr, server) = crate::util::serve_local(app).await;
     let dir = fresh_dir("asana-expired-token");
-    let (config, out_file) = jsonl_sync(
+    let (config, out_file) = crate::util::jsonl_sync(
         &dir,
         "tasks",
         addr,
@@ -741,7 +721,7 @@ async fn a_graphql_api_is_read_with_its_window_and_cursor_in_the_variables() {
         .with_state(Arc::clone(&api));
     let (addr, server) = crate::util::serve_local(app).await;
     let dir = fresh_dir("graphql-variables");
-    let (config, out_file) = jsonl_sync(
+    let (config, out_file) = crate::util::jsonl_sync(
         &dir,
         "issues",
         addr,
@@ -831,7 +811,7 @@ async fn a_list_that_pages_no_further_says_how_to_read_the_window_instead() {
     let app = axum::Router::new().route("/search", get(capped_search));
     let (addr, server) = crate::util::serve_local(app).await;
     let dir = fresh_dir("capped-search");
-    let (config, _) = jsonl_sync(
+    let (config, _) = crate::util::jsonl_sync(
         &dir,
         "contacts",
         addr,

@@ -807,3 +807,23 @@ pub async fn progress(world: &World, kind: RunKind) -> Option<u64> {
         c.written + c.unchanged + c.stale + c.dead_lettered + c.deleted
     })
 }
+
+/// A config syncing the source at `addr` into a JSON Lines file in `dir`:
+/// sync `name`, the `[sync.source]` lines after its `base_url`, the
+/// `[sync.mapping]` lines. Where the config is, and the file.
+pub fn jsonl_sync(
+    dir: &Path,
+    name: &str,
+    addr: std::net::SocketAddr,
+    source: &str,
+    mapping: &str,
+) -> (PathBuf, PathBuf) {
+    let (config, file) = (dir.join("highwater.toml"), dir.join("out.jsonl"));
+    let text = format!(
+        "{state}\n\n[[sync]]\nname = \"{name}\"\n\n[sync.source]\nbase_url = \"http://{addr}\"\n{source}\n\n[sync.mapping]\n{mapping}\n\n[sync.destination]\ntype = \"jsonl\"\nfile = \"{file}\"\n",
+        state = state_table(dir),
+        file = file.display(),
+    );
+    std::fs::write(&config, text).unwrap_or_else(|e| panic!("write config: {e}"));
+    (config, file)
+}
