@@ -196,6 +196,26 @@ fn bad_values_are_all_reported_at_once() {
 }
 
 #[test]
+fn a_destination_path_on_another_origin_is_refused() {
+    let with = |update_path: &str| {
+        VALID.replace(
+            "update_path = \"/v1/contacts/{dest_id}\"",
+            &format!("update_path = \"{update_path}\""),
+        )
+    };
+    check(
+        &with("https://crm.example.com/v1/contacts/{dest_id}"),
+        expect!["ok"],
+    );
+    check(
+        &with("http://127.0.0.1:18412/v1/contacts/{dest_id}"),
+        expect![[
+            r#"hw.toml:40: sync "invoices_to_crm".destination.update_path: is a URL on another origin than base_url: the destination's credentials go to base_url's origin alone"#
+        ]],
+    );
+}
+
+#[test]
 fn write_only_fields_are_fields_the_mapping_writes() {
     let with = |list: &str| {
         VALID.replace(

@@ -492,6 +492,28 @@ pub(crate) fn validate(
         );
         ok = false;
     }
+    // A path may be a whole URL; on another origin it would be sent the
+    // destination's credentials, which go to `base_url`'s origin alone.
+    if let Some(http) = &http {
+        for (key, path) in [
+            ("path", &r.path),
+            ("read_path", &r.read_path),
+            ("lookup_path", &r.lookup_path),
+            ("create_path", &r.create_path),
+            ("update_path", &r.update_path),
+        ] {
+            if let Some(path) = path
+                && elsewhere(&http.base_url, path.get_ref())
+            {
+                v.problem(
+                    path,
+                    format!("{at}.{key}"),
+                    "is a URL on another origin than base_url: the destination's credentials go to base_url's origin alone",
+                );
+                ok = false;
+            }
+        }
+    }
     if !ok {
         return None;
     }
@@ -894,4 +916,14 @@ fn error_list(v: &mut Validator<'_>, r: &RawHttpDestination, at: &str) -> Option
         names,
         message_field: r.error_message_field.as_ref().map(field),
     })
+}
+
+/// Whether `path` is a whole URL on another origin (scheme, host, port) than
+/// `base`.
+fn elsewhere(base: &url::Url, path: &str) -> bool {
+    if !(path.starts_with("http://") || path.starts_with("https://")) {
+        return false;
+    }
+    // A template's placeholders are no part of the origin.
+    url::Url::parse(path).map_or(true, |url| url.origin() != base.origin())
 }
