@@ -509,7 +509,7 @@ async fn jsonl_file_survives_kills() {
         // announcement: a later copy from a lagging source is never written
         // over it unnoticed.
         store.merge_staged(SYNC).await.expect("merge");
-        let floors = store.floors(SYNC, None).await.expect("floors");
+        let floors = store.floors(SYNC, None).await.expect("floors").newest;
         let ids: Vec<&str> = now.keys().map(String::as_str).collect();
         let known = store.known(SYNC, &ids, &[]).await.expect("ledger");
         store.close().await;

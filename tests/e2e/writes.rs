@@ -104,6 +104,62 @@ async fn a_write_that_lands_late_is_read_back_and_repaired() {
     }
 }
 
+/// A run is killed while its writes of version 2 are held for 4 s, and its
+/// resumption completes: they may still land. The next run is killed while
+/// its writes of version 3 are held briefly, and its resumption writes
+/// version 3 again — the newest write announced of each record — before the
+/// held version 2s land over it. The run reads the records back before it
+/// completes, and writes again what went back: the write it repeated is not
+/// the only one that may still land.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_older_write_below_a_repeated_one_is_still_read_back() {
+    let mut setup = Setup::new(Style::Cursor, Mode::Put);
+    setup.timeout = "1s";
+    setup.concurrency = 32;
+    setup.dest_extra = format!("{READ_PATH}\nlate_write_window = \"6s\"");
+    let world = World::start("late-below-repeated", records(20), &setup).await;
+    world.run_to_completion().await;
+    let sim = world.sim.clone();
+    let held = |after| DestFaults {
+        delayed_apply_ratio: 1.0,
+        delayed_apply_after: after,
+        ..DestFaults::default()
+    };
+    update_all(&sim);
+    sim.set_dest_faults(held(Duration::from_secs(4)));
+    kill_once_held(&world, 20).await;
+    sim.set_dest_faults(DestFaults::default());
+    world.run_to_completion().await;
+    update_all(&sim);
+    sim.set_dest_faults(held(Duration::from_millis(300)));
+    kill_once_held(&world, 40).await;
+    sim.set_dest_faults(DestFaults::default());
+    let out = world.highwater(&["run", SYNC, "--json"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let dump = sim.dest_dump();
+    assert!(
+        !dump.late_regressions.is_empty(),
+        "no late write landed over a newer one: the test proves nothing\n{dump:?}"
+    );
+    world.assert_exact().await;
+}
+
+/// Starts a run and kills it once the destination holds `held` writes in all.
+async fn kill_once_held(world: &World, held: u64) {
+    let mut child = world.spawn(&["run", SYNC]);
+    for _ in 0..300 {
+        if world.sim.stats().dest.delayed_apply >= held {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+    let stats = world.sim.stats();
+    assert!(stats.dest.delayed_apply >= held, "{stats:?}");
+}
+
 /// Without a way to read back, the run cannot repair what a late write set back:
 /// its report names the records it could not check.
 #[tokio::test(flavor = "multi_thread")]

@@ -155,18 +155,14 @@ impl Runner<'_> {
             .unsettled
             .entry(other.intent.source_id.clone())
             .or_insert(Unsettled {
-                version: other.intent.version,
-                updated_at: other.intent.updated_at,
+                version: other.oldest.0,
+                updated_at: other.oldest.1,
                 settles_at,
             });
-        if is_older(
-            other.intent.version,
-            other.intent.updated_at,
-            entry.version,
-            entry.updated_at,
-        ) {
-            entry.version = other.intent.version;
-            entry.updated_at = other.intent.updated_at;
+        let (version, updated_at) = other.oldest;
+        if is_older(version, updated_at, entry.version, entry.updated_at) {
+            entry.version = version;
+            entry.updated_at = updated_at;
         }
         entry.settles_at = entry.settles_at.max(settles_at);
         entry.settles_at

@@ -3,6 +3,7 @@
 //! sends its writes, takes their results and commits what is resolved.
 
 use super::*;
+use crate::state::Floors;
 
 impl Runner<'_> {
     /// Reads pages (ahead, in their own future) and resolves them until the source
@@ -19,7 +20,7 @@ impl Runner<'_> {
         // Lookups read the merged ledger only: what an earlier invocation staged
         // goes in before the first one.
         self.store.merge_staged(&self.spec.name).await?;
-        self.floors = self
+        let floors = self
             .store
             .floors(&self.spec.name, Some(&self.run_id))
             .await?;
@@ -48,6 +49,9 @@ impl Runner<'_> {
                 Some(self.store),
             )
             .map_err(FailureCause::Destination)?;
+        self.late_window = sink.late_write_window();
+        self.refuses_older = sink.refuses_older_writes();
+        self.floors_left(floors);
         let outcome = self
             .drive_with(&source_api, &sink, window, cursor, stop, max_pages)
             .await;
@@ -78,6 +82,38 @@ impl Runner<'_> {
         outcome
     }
 
+    /// Takes the writes announced before this invocation as floors, and
+    /// those that may still land as unsettled: a write announced before a
+    /// crash left at the latest when that process died, before this one
+    /// started, so it settles within the late-write window from now. Each is
+    /// kept at the oldest version announced of its record, so that writing
+    /// the newest again still reads the record back after the older lands.
+    fn floors_left(&mut self, floors: Floors) {
+        let Floors { newest, oldest } = floors;
+        let started = Timestamp::now();
+        let late = started
+            .saturating_add(signed(self.late_window))
+            .unwrap_or(started);
+        for floor in newest.values() {
+            let settles_at = floor.settles_at.unwrap_or(late);
+            if settles_at > started {
+                let (version, updated_at) = oldest
+                    .get(&floor.source_id)
+                    .copied()
+                    .unwrap_or((floor.version, floor.updated_at));
+                self.unsettled.insert(
+                    floor.source_id.clone(),
+                    Unsettled {
+                        version,
+                        updated_at,
+                        settles_at,
+                    },
+                );
+            }
+        }
+        self.floors = newest;
+    }
+
     async fn drive_with(
         &mut self,
         source_api: &Arc<Api>,
@@ -87,10 +123,6 @@ impl Runner<'_> {
         stop: &Stop,
         max_pages: Option<u64>,
     ) -> Result<RunOutcome, FailureCause> {
-        // A write announced before a crash left at the latest when that process
-        // died, before this one started: it settles within the window from now.
-        self.late_window = sink.late_write_window();
-        self.refuses_older = sink.refuses_older_writes();
         // What a crash left past the last commit's position goes first.
         let position = self.store.sink_position(&self.spec.name).await?;
         sink.resume(position.as_deref())
@@ -108,23 +140,6 @@ impl Runner<'_> {
         } else {
             Announce::First
         };
-        let late = signed(self.late_window);
-        let started = Timestamp::now();
-        for floor in self.floors.values() {
-            let settles_at = floor
-                .settles_at
-                .unwrap_or_else(|| started.saturating_add(late).unwrap_or(started));
-            if settles_at > started {
-                self.unsettled.insert(
-                    floor.source_id.clone(),
-                    Unsettled {
-                        version: floor.version,
-                        updated_at: floor.updated_at,
-                        settles_at,
-                    },
-                );
-            }
-        }
         let (pages_tx, pages_rx) = mpsc::channel::<Delivery>(PREFETCH);
         // The reading thread stops when this loop is done with it, however it ends.
         let (reading_stop, reading_guard) = stop.child();

@@ -103,7 +103,7 @@ pub async fn dry_run(
     let stop = Stop::new(spec.budgets.max_runtime, shutdown);
     let (window, cursor, resumes) = window(spec, store, plan).await?;
     let floors: HashMap<String, Intent> = match store {
-        Some(store) => store.floors(&spec.name, None).await?,
+        Some(store) => store.floors(&spec.name, None).await?.newest,
         None => HashMap::new(),
     };
     let api = Api::new(

@@ -15,7 +15,10 @@
 
 use std::collections::{HashMap, HashSet};
 
+use jiff::Timestamp;
+
 use super::Intent;
+use crate::record::is_older;
 
 /// What the store made of a commit's announced writes.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -32,9 +35,13 @@ pub struct Announced {
 /// Another run's write, not newer, that may still land.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Behind {
-    /// Its version; `settles_at` when it got no clear answer and is known to
-    /// land by then, if ever.
+    /// Its version, the newest that run announced of the record; `settles_at`
+    /// when every write of the record that run left without a clear answer
+    /// is known to land by then, if ever.
     pub intent: Intent,
+    /// The oldest version that run announced of the record: it may land
+    /// over a write that repeats the newest.
+    pub oldest: (Option<i64>, Timestamp),
     /// Its run is running now, and this invocation of it announced it: the
     /// write goes out when that run gets to it. Otherwise (and without
     /// `settles_at`) the process that announced it is gone, and it lands
@@ -42,22 +49,41 @@ pub struct Behind {
     pub live: bool,
 }
 
-/// Keeps the newest of other runs' writes per record; live when any of them is.
-pub(super) fn add_other(others: &mut HashMap<String, Behind>, other: Behind) {
-    match others.get_mut(&other.intent.source_id) {
-        Some(kept) => {
-            if crate::record::is_older(
-                kept.intent.version,
-                kept.intent.updated_at,
-                other.intent.version,
-                other.intent.updated_at,
-            ) {
-                kept.intent = other.intent;
-            }
-            kept.live |= other.live;
-        }
-        None => {
-            others.insert(other.intent.source_id.clone(), other);
-        }
+/// Keeps the newest of other runs' writes per record, with the oldest below
+/// it; they settle when the last of them has, and are live when any is.
+pub(super) fn add_other(others: &mut HashMap<String, Behind>, intent: Intent, live: bool) {
+    let Some(kept) = others.get_mut(&intent.source_id) else {
+        let oldest = (intent.version, intent.updated_at);
+        others.insert(
+            intent.source_id.clone(),
+            Behind {
+                intent,
+                oldest,
+                live,
+            },
+        );
+        return;
+    };
+    let settles_at = match (kept.intent.settles_at, intent.settles_at) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        _ => None,
+    };
+    if is_older(
+        intent.version,
+        intent.updated_at,
+        kept.oldest.0,
+        kept.oldest.1,
+    ) {
+        kept.oldest = (intent.version, intent.updated_at);
     }
+    if is_older(
+        kept.intent.version,
+        kept.intent.updated_at,
+        intent.version,
+        intent.updated_at,
+    ) {
+        kept.intent = intent;
+    }
+    kept.intent.settles_at = settles_at;
+    kept.live |= live;
 }

@@ -32,6 +32,8 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::record::is_older;
+
 pub use audit::{AuditEntry, AuditRecord, AuditScope};
 use claim::add_other;
 pub use claim::{Announced, Behind};
@@ -262,23 +264,44 @@ impl SyncStatus {
     }
 }
 
-/// Adds an announced write to the floors: the newest version per record is
-/// its floor, and it settles when the last of them has (or never, as far as
-/// anyone knows).
-fn add_floor(floors: &mut HashMap<String, Intent>, intent: Intent) {
-    match floors.get_mut(&intent.source_id) {
-        Some(floor) => {
-            let settles_at = match (floor.settles_at, intent.settles_at) {
-                (Some(a), Some(b)) => Some(a.max(b)),
-                _ => None,
-            };
-            if (intent.version, intent.updated_at) > (floor.version, floor.updated_at) {
-                *floor = intent;
-            }
-            floor.settles_at = settles_at;
+/// A sync's announced writes that may not have settled, one floor per record.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Floors {
+    /// Each record's newest write announced, which nothing older may be
+    /// written over; it settles when the last of the record's writes has (or
+    /// never, as far as anyone knows).
+    pub newest: HashMap<String, Intent>,
+    /// The oldest version announced of each record announced at several: a
+    /// write that repeats the newest may still be overtaken by it.
+    pub oldest: HashMap<String, (Option<i64>, Timestamp)>,
+}
+
+impl Floors {
+    fn add(&mut self, intent: Intent) {
+        let Some(floor) = self.newest.get_mut(&intent.source_id) else {
+            self.newest.insert(intent.source_id.clone(), intent);
+            return;
+        };
+        let settles_at = match (floor.settles_at, intent.settles_at) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            _ => None,
+        };
+        let (version, updated_at) = self
+            .oldest
+            .get(&intent.source_id)
+            .copied()
+            .unwrap_or((floor.version, floor.updated_at));
+        let oldest = if is_older(intent.version, intent.updated_at, version, updated_at) {
+            (intent.version, intent.updated_at)
+        } else {
+            (version, updated_at)
+        };
+        if (intent.version, intent.updated_at) > (floor.version, floor.updated_at) {
+            *floor = intent;
         }
-        None => {
-            floors.insert(intent.source_id.clone(), intent);
+        floor.settles_at = settles_at;
+        if is_older(oldest.0, oldest.1, floor.version, floor.updated_at) {
+            self.oldest.insert(floor.source_id.clone(), oldest);
         }
     }
 }

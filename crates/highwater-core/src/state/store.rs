@@ -2,7 +2,7 @@
 //! backend, with the locks of runs and a commit's acknowledgement. Each
 //! method is its backend's; what they mean is in the backends' docs.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::Path;
 
 use serde_json::Value;
@@ -271,11 +271,7 @@ impl Store {
     /// be written over them until the run completes. Another open run's writes
     /// are weighed when each write is announced instead (`claim`): that run may
     /// be running.
-    pub async fn floors(
-        &self,
-        sync: &str,
-        run_id: Option<&str>,
-    ) -> Result<HashMap<String, Intent>, StateError> {
+    pub async fn floors(&self, sync: &str, run_id: Option<&str>) -> Result<Floors, StateError> {
         on_backend!(self, s => s.floors(sync, run_id).await)
     }
 

@@ -124,7 +124,7 @@ async fn others_writes(
         let leased: bool = row.try_get("leased")?;
         let live =
             intent.settles_at.is_none() && current && leased && status == RunStatus::Open.as_str();
-        add_other(&mut others, Behind { intent, live });
+        add_other(&mut others, intent, live);
     }
     Ok(others)
 }

@@ -168,19 +168,16 @@ impl PgStore {
         .bind(source_id)
         .fetch_all(&self.pool)
         .await?;
-        let mut floors: HashMap<String, Intent> = HashMap::new();
+        let mut floors = Floors::default();
         for row in rows {
             let settles_at: Option<i64> = row.try_get("settles_at")?;
-            add_floor(
-                &mut floors,
-                Intent {
-                    source_id: row.try_get("source_id")?,
-                    version: row.try_get("version")?,
-                    updated_at: micros(row.try_get("updated_at")?)?,
-                    settles_at: settles_at.map(micros).transpose()?,
-                },
-            );
+            floors.add(Intent {
+                source_id: row.try_get("source_id")?,
+                version: row.try_get("version")?,
+                updated_at: micros(row.try_get("updated_at")?)?,
+                settles_at: settles_at.map(micros).transpose()?,
+            });
         }
-        Ok(floors.remove(source_id))
+        Ok(floors.newest.remove(source_id))
     }
 }

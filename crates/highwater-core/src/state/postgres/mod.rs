@@ -509,11 +509,7 @@ impl PgStore {
         .await?)
     }
 
-    pub async fn floors(
-        &self,
-        sync: &str,
-        run_id: Option<&str>,
-    ) -> Result<HashMap<String, Intent>, StateError> {
+    pub async fn floors(&self, sync: &str, run_id: Option<&str>) -> Result<Floors, StateError> {
         let rows = sqlx::query(
             "SELECT e.value ->> 0 AS source_id, (e.value ->> 1)::bigint AS version,
                     (e.value ->> 2)::bigint AS updated_at, (e.value ->> 3)::bigint AS settles_at
@@ -526,18 +522,15 @@ impl PgStore {
         .bind(RunStatus::Open.as_str())
         .fetch_all(&self.pool)
         .await?;
-        let mut floors: HashMap<String, Intent> = HashMap::new();
+        let mut floors = Floors::default();
         for row in rows {
             let settles_at: Option<i64> = row.try_get("settles_at")?;
-            add_floor(
-                &mut floors,
-                Intent {
-                    source_id: row.try_get("source_id")?,
-                    version: row.try_get("version")?,
-                    updated_at: micros(row.try_get("updated_at")?)?,
-                    settles_at: settles_at.map(micros).transpose()?,
-                },
-            );
+            floors.add(Intent {
+                source_id: row.try_get("source_id")?,
+                version: row.try_get("version")?,
+                updated_at: micros(row.try_get("updated_at")?)?,
+                settles_at: settles_at.map(micros).transpose()?,
+            });
         }
         Ok(floors)
     }

@@ -113,13 +113,7 @@ async fn others_writes(
                 kind.parse::<RunKind>()
                     .map_or(true, |kind| lock::is_running(state_path, sync, kind))
             });
-        add_other(
-            &mut others,
-            Behind {
-                intent,
-                live: running,
-            },
-        );
+        add_other(&mut others, intent, running);
     }
     Ok(others)
 }

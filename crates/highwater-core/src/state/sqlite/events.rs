@@ -176,7 +176,7 @@ impl SqliteStore {
             })
         })
         .transpose()?;
-        let announced = self.floors(sync, None).await?.remove(source_id);
+        let announced = self.floors(sync, None).await?.newest.remove(source_id);
         let to_read_back: bool = sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM readbacks WHERE sync = ? AND source_id = ?)",
         )

@@ -614,11 +614,7 @@ impl SqliteStore {
     /// be written over them until the run completes. Another open run's writes
     /// are weighed when each write is announced instead (`claim`): that run may
     /// be running.
-    pub async fn floors(
-        &self,
-        sync: &str,
-        run_id: Option<&str>,
-    ) -> Result<HashMap<String, Intent>, StateError> {
+    pub async fn floors(&self, sync: &str, run_id: Option<&str>) -> Result<Floors, StateError> {
         let rows = sqlx::query(
             "SELECT e.value ->> 0 AS source_id, e.value ->> 1 AS version, e.value ->> 2 AS updated_at,
                     e.value ->> 3 AS settles_at
@@ -631,18 +627,15 @@ impl SqliteStore {
         .bind(RunStatus::Open.as_str())
         .fetch_all(&self.pool)
         .await?;
-        let mut floors: HashMap<String, Intent> = HashMap::new();
+        let mut floors = Floors::default();
         for row in rows {
             let settles_at: Option<i64> = row.try_get("settles_at")?;
-            add_floor(
-                &mut floors,
-                Intent {
-                    source_id: row.try_get("source_id")?,
-                    version: row.try_get("version")?,
-                    updated_at: micros(row.try_get("updated_at")?)?,
-                    settles_at: settles_at.map(micros).transpose()?,
-                },
-            );
+            floors.add(Intent {
+                source_id: row.try_get("source_id")?,
+                version: row.try_get("version")?,
+                updated_at: micros(row.try_get("updated_at")?)?,
+                settles_at: settles_at.map(micros).transpose()?,
+            });
         }
         Ok(floors)
     }

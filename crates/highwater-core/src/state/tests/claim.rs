@@ -29,7 +29,17 @@ async fn a_write_is_announced_only_if_no_other_run_holds_a_newer_version() {
             .expect("begin");
         store.begin_run(&backfill, &json!({})).await.expect("begin");
         // The backfill wrote `a` at version 5 (staged, not merged) and announced
-        // `b` at 4 and `c` at 2.
+        // `c` at 1, then `b` at 4 and `c` at 2.
+        store
+            .commit_page(
+                "billing",
+                "bf",
+                &announce("bf-0", vec![intent("c", 1)]),
+                None,
+                &counters,
+            )
+            .await
+            .expect("backfill commit");
         let mut written = announce("bf-1", vec![intent("b", 4), intent("c", 2)]);
         written.ledger.push(LedgerEntry {
             run_id: "bf".into(),
@@ -44,7 +54,7 @@ async fn a_write_is_announced_only_if_no_other_run_holds_a_newer_version() {
 
         // The incremental run decided from an older ledger: `a` at 3 and `b` at 2
         // would set the records back; `c` at 3 goes behind the backfill's write of
-        // version 2, which may still land; `d` is nobody else's.
+        // version 2 (and 1), which may still land; `d` is nobody else's.
         let answer = store
             .commit_page(
                 "billing",
@@ -70,12 +80,17 @@ async fn a_write_is_announced_only_if_no_other_run_holds_a_newer_version() {
             ["c"]
         );
         assert_eq!(answer.behind["c"].intent.version, Some(2));
+        assert_eq!(
+            answer.behind["c"].oldest,
+            (Some(1), Timestamp::UNIX_EPOCH),
+            "the oldest write below it may land too"
+        );
         assert!(
             !answer.behind["c"].live,
             "no process runs the backfill here"
         );
         // What was refused is not announced: it is no floor for anyone.
-        let floors = store.floors("billing", None).await.expect("floors");
+        let floors = store.floors("billing", None).await.expect("floors").newest;
         assert!(!floors.contains_key("a"), "{floors:?}");
         assert_eq!(floors["b"].version, Some(4), "{floors:?}");
         assert_eq!(floors["c"].version, Some(3), "{floors:?}");
