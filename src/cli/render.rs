@@ -106,6 +106,15 @@ pub fn report(r: &RunReport) -> String {
             examples(&r.repaired)
         );
     }
+    if !r.resent.is_empty() {
+        let _ = writeln!(
+            out,
+            "  {:<14}{} (written again while an older write could still land, and sent again once it could not; set read_path to check them instead): {}",
+            "resent",
+            r.resent.len(),
+            examples(&r.resent)
+        );
+    }
     if !r.unverified.is_empty() {
         let _ = writeln!(
             out,
@@ -149,6 +158,7 @@ pub fn report_json(r: &RunReport) -> Value {
         "session": r.session,
         "retries": r.retries,
         "repaired": r.repaired,
+        "resent": r.resent,
         "unverified": r.unverified,
         "elapsed_ms": r.elapsed.as_millis() as u64,
         "peak_rss_kb": peak_rss_kb(),

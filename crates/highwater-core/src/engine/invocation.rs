@@ -91,6 +91,7 @@ pub async fn run(
             retries: retries.total(),
             elapsed: started.elapsed(),
             repaired: runner.repaired.clone(),
+            resent: runner.resent.clone(),
             unverified: runner.unverified.clone(),
         };
         let ended = |outcome, stop_reason: Option<StopReason>, cause: Option<&FailureCause>| {

@@ -167,6 +167,7 @@ struct Runner<'a> {
     /// The destination refuses older writes itself: nothing needs reading back.
     refuses_older: bool,
     repaired: Vec<String>,
+    resent: Vec<String>,
     unverified: Vec<String>,
     /// Names this invocation's intent batches apart from earlier ones'.
     invocation: String,
@@ -375,6 +376,7 @@ impl<'a> Runner<'a> {
             late_window: Duration::ZERO,
             refuses_older: false,
             repaired: Vec::new(),
+            resent: Vec::new(),
             unverified: Vec::new(),
             invocation: uuid::Uuid::now_v7().simple().to_string(),
             announce: Announce::First,

@@ -40,6 +40,10 @@ pub struct RunReport {
     pub elapsed: Duration,
     /// Records a late write had set back, written again after reading them back.
     pub repaired: Vec<String>,
+    /// Records written again while an older write of theirs could still
+    /// land, which the destination could not be read back to check, sent
+    /// again once it could no longer land (a PUT, an upsert).
+    pub resent: Vec<String>,
     /// Records written again while an older write of theirs could still land,
     /// which the destination could not be read back to check (no read path).
     pub unverified: Vec<String>,

@@ -147,8 +147,9 @@ impl Runner<'_> {
 
     /// Reads back every record written again while an older write of it could
     /// still land, once that write has landed or never will, and writes again
-    /// each one the destination holds older. Without a way to read back, names
-    /// them instead.
+    /// each one the destination holds older. Where it cannot be read back, a
+    /// destination that takes a write sent again as it is (a PUT, an upsert)
+    /// is sent each record again then; any other names them.
     pub(super) async fn settle_readbacks(
         &mut self,
         sink: &dyn Sink,
@@ -159,7 +160,7 @@ impl Runner<'_> {
             return Ok(());
         }
         due.sort_by(|a, b| (a.settles_at, &a.source_id).cmp(&(b.settles_at, &b.source_id)));
-        if !sink.can_read_back() {
+        if !sink.can_read_back() && !sink.resends_safely() {
             self.unverified = due.into_iter().map(|r| r.source_id).collect();
             crate::obs::RecordsUnverified {
                 sync: &self.spec.name,
@@ -171,9 +172,27 @@ impl Runner<'_> {
         }
         self.wait_for_other_runs(&mut due, stop).await?;
         if let Some(last) = due.iter().map(|r| r.settles_at).max() {
-            crate::obs::LateWritesAwaited::emit(&self.spec.name, due.len(), last, "read back");
+            let doing = if sink.can_read_back() {
+                "read back"
+            } else {
+                "written again"
+            };
+            crate::obs::LateWritesAwaited::emit(&self.spec.name, due.len(), last, doing);
         }
         for readback in due {
+            if !sink.can_read_back() {
+                wait_until(readback.settles_at, stop)
+                    .await
+                    .map_err(FailureCause::Destination)?;
+                let detail = "the destination cannot be read back: written again once older writes could no longer land";
+                if self
+                    .write_again(sink, stop, &readback, None, "unknown", detail)
+                    .await?
+                {
+                    self.resent.push(readback.source_id);
+                }
+                continue;
+            }
             let found =
                 match read_back(sink, stop, &self.compare, &readback, &self.spec.mapping).await {
                     Ok(found) => found,
@@ -186,73 +205,92 @@ impl Runner<'_> {
             let ReadBack::Behind { held, dest_id } = found else {
                 continue;
             };
-            // Another run may have written a newer version meanwhile: the
-            // rewrite is announced like any write, and refused then.
-            let claim = PageCommit {
-                announce: Some(IntentBatch {
-                    id: format!("{}-rewrite-{}", self.invocation, readback.source_id),
-                    intents: vec![Intent {
-                        source_id: readback.source_id.clone(),
-                        version: readback.version,
-                        updated_at: readback.updated_at,
-                        settles_at: None,
-                    }],
-                }),
-                ..PageCommit::default()
-            };
-            let announced = self
-                .store
-                .commit_page(&self.spec.name, &self.run_id, &claim, None, &self.counters)
+            let detail = format!("the destination held {held}; written again");
+            if self
+                .write_again(sink, stop, &readback, dest_id, &held, &detail)
                 .await?
-                .announced;
-            if announced.refused.contains(&readback.source_id) {
-                continue;
-            }
-            let record = MappedRecord {
-                external_id: readback.external_id.clone(),
-                payload: readback.payload.clone(),
-                hash: readback.payload_hash.clone(),
-            };
-            let write = Write {
-                source_id: &readback.source_id,
-                record: &record,
-                version: readback.version,
-                updated_at: readback.updated_at,
-                known_dest_id: dest_id.as_deref().or(readback.dest_id.as_deref()),
-                encoded: None,
-                rewrite_over: Some(held.clone()),
-                unsettled_until: None,
-            };
-            let attempts = match sink.write(write, stop).await {
-                Ok(written) => written.attempts,
-                Err(SinkError::Superseded) => 0,
-                Err(e) if e.is_record_level() => {
-                    self.unverified_because(&readback.source_id, &e);
-                    continue;
+            {
+                crate::obs::RecordRepaired {
+                    sync: &self.spec.name,
+                    source_id: &readback.source_id,
+                    held: &held,
                 }
-                Err(e) => return Err(FailureCause::Destination(e)),
-            };
-            if !self.event_retention.is_zero() {
-                self.closing_events.push(RecordEvent {
-                    source_id: readback.source_id.clone(),
-                    page: None,
-                    action: RecordAction::Repaired,
-                    version: readback.version,
-                    updated_at: Some(readback.updated_at),
-                    dest_id: dest_id.or(readback.dest_id.clone()),
-                    attempts,
-                    detail: Some(format!("the destination held {held}; written again")),
-                });
+                .emit();
+                self.repaired.push(readback.source_id);
             }
-            crate::obs::RecordRepaired {
-                sync: &self.spec.name,
-                source_id: &readback.source_id,
-                held: &held,
-            }
-            .emit();
-            self.repaired.push(readback.source_id);
         }
         Ok(())
+    }
+
+    /// Writes a record again at the end of the run, announced like any write:
+    /// another run may have written a newer version meanwhile, and the
+    /// announcement is refused then. Says whether it was written.
+    async fn write_again(
+        &mut self,
+        sink: &dyn Sink,
+        stop: &Stop,
+        readback: &Readback,
+        dest_id: Option<String>,
+        held: &str,
+        detail: &str,
+    ) -> Result<bool, FailureCause> {
+        let claim = PageCommit {
+            announce: Some(IntentBatch {
+                id: format!("{}-rewrite-{}", self.invocation, readback.source_id),
+                intents: vec![Intent {
+                    source_id: readback.source_id.clone(),
+                    version: readback.version,
+                    updated_at: readback.updated_at,
+                    settles_at: None,
+                }],
+            }),
+            ..PageCommit::default()
+        };
+        let announced = self
+            .store
+            .commit_page(&self.spec.name, &self.run_id, &claim, None, &self.counters)
+            .await?
+            .announced;
+        if announced.refused.contains(&readback.source_id) {
+            return Ok(false);
+        }
+        let record = MappedRecord {
+            external_id: readback.external_id.clone(),
+            payload: readback.payload.clone(),
+            hash: readback.payload_hash.clone(),
+        };
+        let write = Write {
+            source_id: &readback.source_id,
+            record: &record,
+            version: readback.version,
+            updated_at: readback.updated_at,
+            known_dest_id: dest_id.as_deref().or(readback.dest_id.as_deref()),
+            encoded: None,
+            rewrite_over: Some(held.to_owned()),
+            unsettled_until: None,
+        };
+        let attempts = match sink.write(write, stop).await {
+            Ok(written) => written.attempts,
+            Err(SinkError::Superseded) => 0,
+            Err(e) if e.is_record_level() => {
+                self.unverified_because(&readback.source_id, &e);
+                return Ok(false);
+            }
+            Err(e) => return Err(FailureCause::Destination(e)),
+        };
+        if !self.event_retention.is_zero() {
+            self.closing_events.push(RecordEvent {
+                source_id: readback.source_id.clone(),
+                page: None,
+                action: RecordAction::Repaired,
+                version: readback.version,
+                updated_at: Some(readback.updated_at),
+                dest_id: dest_id.or(readback.dest_id.clone()),
+                attempts,
+                detail: Some(detail.to_owned()),
+            });
+        }
+        Ok(true)
     }
 
     /// Records written behind another run's write that had yet to go out are

@@ -520,6 +520,14 @@ pub trait Sink: Send + Sync + std::fmt::Debug {
         false
     }
 
+    /// Whether a write sent again as it is leaves the destination holding it,
+    /// whatever landed before (a PUT by external id, an upsert): a record
+    /// that cannot be read back is then settled by sending it again once
+    /// older writes of it can no longer land.
+    fn resends_safely(&self) -> bool {
+        false
+    }
+
     /// What the destination holds for `external_id`.
     async fn read_back(&self, _external_id: &str, _stop: &Stop) -> Result<Held, SinkError> {
         Err(SinkError::Unwritable(

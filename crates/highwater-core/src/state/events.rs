@@ -25,7 +25,9 @@ pub enum RecordAction {
     DeadLettered,
     /// Still the payload that was dead-lettered before: not tried again.
     StillDeadLettered,
-    /// Read back after a late write had set it back, and written again.
+    /// Written again at the end of a run over a late write that may have
+    /// set it back: read back and found behind, or, where it cannot be read
+    /// back, sent again once that write could no longer land.
     Repaired,
     /// Deleted at the source, and so at the destination (or never written
     /// there): the ledger keeps a tombstone.

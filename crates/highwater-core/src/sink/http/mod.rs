@@ -80,6 +80,14 @@ impl Sink for HttpSink {
         matches!(self.spec.mode, WriteMode::Lookup { .. }) || self.spec.read.is_some()
     }
 
+    fn resends_safely(&self) -> bool {
+        match &self.spec.mode {
+            WriteMode::Put { .. } => true,
+            WriteMode::Batch(batch) => batch.upsert,
+            WriteMode::Lookup { .. } | WriteMode::Post { .. } => false,
+        }
+    }
+
     async fn read_back(&self, external_id: &str, stop: &Stop) -> Result<Held, SinkError> {
         self.read_record(external_id, stop).await
     }
