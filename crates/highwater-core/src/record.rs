@@ -59,29 +59,61 @@ impl FieldPath {
         }
     }
 
-    /// Sets the value at this path, creating intermediate objects. Returns false when
-    /// an intermediate value exists and is not an object.
+    /// Sets the value at this path, making what is missing on the way. A
+    /// segment of digits indexes an array it meets, up to one past its end;
+    /// where nothing is yet, a segment followed by `0` makes an array
+    /// (Notion's `title.0.text.content`), any other an object. Returns false
+    /// when a value on the way is neither, or an index is past the end.
     pub fn set(&self, target: &mut Value, new: Value) -> bool {
         let Some((last, parents)) = self.0.split_last() else {
             *target = new;
             return true;
         };
         let mut current = target;
-        for segment in parents {
-            let Some(object) = current.as_object_mut() else {
-                return false;
-            };
-            current = object
-                .entry(segment.clone())
-                .or_insert_with(|| Value::Object(Default::default()));
+        for (n, segment) in parents.iter().enumerate() {
+            let array = self.0[n + 1] == "0";
+            let made = child(current, segment, || {
+                if array {
+                    Value::Array(Vec::new())
+                } else {
+                    Value::Object(Default::default())
+                }
+            });
+            match made {
+                Some(next) => current = next,
+                None => return false,
+            }
         }
-        match current.as_object_mut() {
-            Some(object) => {
-                object.insert(last.clone(), new);
+        match child(current, last, || Value::Null) {
+            Some(slot) => {
+                *slot = new;
                 true
             }
             None => false,
         }
+    }
+}
+
+/// The place of `segment` in `parent`, made with `fresh` when missing: an
+/// object's key, or an array's index up to one past its end.
+fn child<'v>(
+    parent: &'v mut Value,
+    segment: &str,
+    fresh: impl FnOnce() -> Value,
+) -> Option<&'v mut Value> {
+    match parent {
+        Value::Object(object) => Some(object.entry(segment.to_owned()).or_insert_with(fresh)),
+        Value::Array(items) => {
+            let index = segment
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+                .then(|| segment.parse::<usize>().ok())??;
+            if index == items.len() {
+                items.push(fresh());
+            }
+            items.get_mut(index)
+        }
+        _ => None,
     }
 }
 
@@ -206,6 +238,30 @@ mod tests {
         assert_eq!(get("variants.first.sku"), None);
         assert_eq!(get("variants.-1.sku"), None);
         assert_eq!(get("by.0"), Some(json!("zero")));
+    }
+
+    #[test]
+    fn a_segment_of_digits_sets_into_an_array() {
+        let mut doc = json!({"by": {}});
+        let mut set = |path: &str, value: Value| FieldPath::parse(path).set(&mut doc, value);
+        assert!(set("title.0.text.content", json!("Ann")));
+        assert!(set("title.0.annotations.bold", json!(true)));
+        assert!(set("emails.0", json!("a@b")));
+        assert!(set("emails.1", json!("c@d")));
+        assert!(!set("emails.3", json!("past the end")));
+        assert!(!set("emails.x", json!("not an index")));
+        // Where an object is, or nothing and no 0 follows, digits are a key.
+        assert!(set("by.2024", json!(1)));
+        assert!(set("codes.7.name", json!("seven")));
+        assert_eq!(
+            doc,
+            json!({
+                "title": [{"text": {"content": "Ann"}, "annotations": {"bold": true}}],
+                "emails": ["a@b", "c@d"],
+                "by": {"2024": 1},
+                "codes": {"7": {"name": "seven"}},
+            })
+        );
     }
 
     #[test]
