@@ -3,6 +3,15 @@
 
 use super::*;
 
+/// The JSON text a batch's body holds before and after its records.
+fn envelope(spec: &crate::sink::http::config::BatchSpec) -> Option<(&str, &str)> {
+    let envelope = spec.envelope.as_ref()?;
+    Some((
+        std::str::from_utf8(&envelope.before).ok()?,
+        std::str::from_utf8(&envelope.after).ok()?,
+    ))
+}
+
 /// The batch endpoint `text` configures.
 fn batch_spec(text: &str) -> crate::sink::http::config::BatchSpec {
     let config = parse(text, Path::new("hw.toml"), &env).expect("valid config");
@@ -25,7 +34,7 @@ fn batch_mode_says_where_records_go_and_where_each_answer_is() {
     let config = parse(&batch, Path::new("hw.toml"), &env).expect("valid config");
     let spec = batch_spec(&batch);
     assert_eq!((spec.size, spec.upsert), (200, true));
-    assert_eq!(spec.field.as_deref(), Some("records"));
+    assert_eq!(envelope(&spec), Some(("{\"records\":", "}")));
     assert!(config.syncs[0].destination.takes_concurrent_runs());
     // Not an upsert: the runs of the sync take turns, and a batch of 100 is the default.
     let plain = VALID.replace(lookup, "mode = \"batch\"\npath = \"/v1/contacts/batch\"");
@@ -47,14 +56,30 @@ fn batch_mode_says_where_records_go_and_where_each_answer_is() {
     );
     let spec = batch_spec(&airtable);
     assert_eq!(
-        spec.body,
-        [
-            (
-                "performUpsert".to_owned(),
-                serde_json::json!({"fieldsToMergeOn": ["external_id"]})
-            ),
-            ("typecast".to_owned(), serde_json::json!(true)),
-        ]
+        envelope(&spec),
+        Some((
+            "{\"performUpsert\":{\"fieldsToMergeOn\":[\"external_id\"]},\"records\":",
+            ",\"typecast\":true}"
+        ))
+    );
+    // A dotted path, through `batch_body`'s objects, as Klaviyo's bulk import needs.
+    let klaviyo = VALID.replace(
+        lookup,
+        "mode = \"batch\"\npath = \"/api/profile-bulk-import-jobs\"\nbatch_field = \"data.attributes.profiles.data\"\nbatch_body = { data = { type = \"profile-bulk-import-job\" } }",
+    );
+    assert_eq!(
+        envelope(&batch_spec(&klaviyo)),
+        Some((
+            "{\"data\":{\"attributes\":{\"profiles\":{\"data\":",
+            "}},\"type\":\"profile-bulk-import-job\"}}"
+        ))
+    );
+    check(
+        &VALID.replace(
+            lookup,
+            "mode = \"batch\"\npath = \"/v0/base/t\"\nbatch_field = \"data.items\"\nbatch_body = { data = \"text\" }",
+        ),
+        expect![[r#"hw.toml:38: sync "invoices_to_crm".destination.batch_field: names no place for the records' array: a field, or a dotted path through `batch_body`'s objects"#]],
     );
     check(
         &VALID.replace(

@@ -416,16 +416,8 @@ impl HttpSink {
         stop: &Stop,
     ) -> Result<(Reply, Answer), SinkError> {
         let mut body = BytesMut::new();
-        if let Some(field) = &spec.field {
-            body.put_slice(b"{");
-            for (name, value) in &spec.body {
-                body.put_slice(&serde_json::to_vec(name).unwrap_or_default());
-                body.put_slice(b":");
-                body.put_slice(&serde_json::to_vec(value).unwrap_or_default());
-                body.put_slice(b",");
-            }
-            body.put_slice(&serde_json::to_vec(field).unwrap_or_default());
-            body.put_slice(b":");
+        if let Some(envelope) = &spec.envelope {
+            body.put_slice(&envelope.before);
         }
         body.put_slice(b"[");
         for (n, &i) in group.iter().enumerate() {
@@ -435,8 +427,8 @@ impl HttpSink {
             body.put_slice(&bodies[i]);
         }
         body.put_slice(b"]");
-        if spec.field.is_some() {
-            body.put_slice(b"}");
+        if let Some(envelope) = &spec.envelope {
+            body.put_slice(&envelope.after);
         }
         let request = Request {
             method: spec.method.clone(),

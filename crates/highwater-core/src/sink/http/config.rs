@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::time::Duration;
 
+use bytes::Bytes;
 use reqwest::Method;
 use reqwest::header::HeaderName;
 use serde::Deserialize;
@@ -197,12 +198,9 @@ pub struct BatchSpec {
     pub method: Method,
     /// Records per request, at most.
     pub size: usize,
-    /// The body's field holding the records' array; the body is the array
-    /// itself when absent.
-    pub field: Option<String>,
-    /// The body's other fields, the same in every request (Airtable's
-    /// `performUpsert`, Salesforce's `allOrNone`).
-    pub body: Vec<(String, serde_json::Value)>,
+    /// The body around the records' array; the body is the array itself
+    /// when absent.
+    pub envelope: Option<Envelope>,
     /// Where the answer's array of item results is; the answer is the array
     /// itself when absent.
     pub results_path: Option<FieldPath>,
@@ -610,8 +608,7 @@ fn write_mode(
                 path: path?,
                 method: method?,
                 size: size? as usize,
-                field: r.batch_field.as_ref().map(|f| f.get_ref().clone()),
-                body: batch_body(v, r, at),
+                envelope: envelope(v, r, at),
                 results_path: field(&r.results_path),
                 id_field: field(&r.result_id_field),
                 status_field: field(&r.result_status_field),
@@ -807,26 +804,38 @@ fn transient_errors(v: &mut Validator<'_>, r: &RawHttpDestination, at: &str) -> 
     kept
 }
 
-/// The fields a batch's body holds beside the records' array, which only
-/// an object body (`batch_field`) has room for.
-fn batch_body(
-    v: &mut Validator<'_>,
-    r: &RawHttpDestination,
-    at: &str,
-) -> Vec<(String, serde_json::Value)> {
-    let Some(table) = &r.batch_body else {
-        return Vec::new();
-    };
+/// A batch's body around its records' array: the JSON text before it and
+/// after it, the same in every request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Envelope {
+    pub before: Bytes,
+    pub after: Bytes,
+}
+
+/// The body `batch_field` and `batch_body` make: an object holding the
+/// records' array at `batch_field` (a dotted path: Klaviyo's
+/// `data.attributes.profiles.data`) and `batch_body`'s fields beside it
+/// (Airtable's `performUpsert`, Salesforce's `allOrNone`).
+fn envelope(v: &mut Validator<'_>, r: &RawHttpDestination, at: &str) -> Option<Envelope> {
     let key = format!("{at}.batch_body");
     let Some(field) = &r.batch_field else {
-        v.problem(
-            table,
-            key,
-            "needs `batch_field`: only a body that is an object has other fields",
-        );
-        return Vec::new();
+        if let Some(table) = &r.batch_body {
+            v.problem(
+                table,
+                key,
+                "needs `batch_field`: only a body that is an object has other fields",
+            );
+        }
+        return None;
     };
-    if table.get_ref().contains_key(field.get_ref()) {
+    let mut body = serde_json::Value::Object(Default::default());
+    for (name, value) in r.batch_body.iter().flat_map(|t| t.get_ref()) {
+        if let Some(json) = v.json(value, format!("{key}.{name}")) {
+            body[name] = json;
+        }
+    }
+    let path = FieldPath::parse(field.get_ref());
+    if let (Some(table), Some(_)) = (&r.batch_body, path.get(&body)) {
         v.problem(
             table,
             key,
@@ -835,16 +844,25 @@ fn batch_body(
                 field.get_ref()
             ),
         );
-        return Vec::new();
+        return None;
     }
-    table
-        .get_ref()
-        .iter()
-        .filter_map(|(name, value)| {
-            let json = v.json(value, format!("{key}.{name}"))?;
-            Some((name.clone(), json))
-        })
-        .collect()
+    // The array's place, marked by a string no JSON text of ours holds.
+    const MARK: &str = "\u{0}records\u{0}";
+    if path.is_root() || !path.set(&mut body, serde_json::Value::from(MARK)) {
+        v.problem(
+            field,
+            format!("{at}.batch_field"),
+            "names no place for the records' array: a field, or a dotted path through `batch_body`'s objects",
+        );
+        return None;
+    }
+    let text = body.to_string();
+    let mark = serde_json::Value::from(MARK).to_string();
+    let (before, after) = text.split_once(&mark)?;
+    Some(Envelope {
+        before: Bytes::copy_from_slice(before.as_bytes()),
+        after: Bytes::copy_from_slice(after.as_bytes()),
+    })
 }
 
 /// Whether a batch's answer speaks of each item; when it does not, the keys
