@@ -325,7 +325,7 @@ fn refresh_at(started: Instant, expires_in: Option<u64>) -> Instant {
 
 fn describe(outcome: Outcome) -> String {
     match outcome {
-        Outcome::Status(s) | Outcome::Throttled(s) => format!("HTTP {s}"),
+        Outcome::Status(s) | Outcome::Throttled(s) | Outcome::Busy(s) => format!("HTTP {s}"),
         Outcome::ConnectFailed => "connection refused or unreachable".into(),
         Outcome::Untrusted => {
             "the TLS handshake refused the server (its certificate is not trusted, or no protocol in common)".into()

@@ -71,7 +71,7 @@ fn retry_class(outcome: Outcome) -> RetryClass {
         Outcome::ConnectFailed | Outcome::Untrusted | Outcome::BrokenAfterSend => {
             RetryClass::Connection
         }
-        Outcome::Status(_) | Outcome::ErrorInBody(_) => RetryClass::Other,
+        Outcome::Status(_) | Outcome::ErrorInBody(_) | Outcome::Busy(_) => RetryClass::Other,
     }
 }
 
@@ -174,7 +174,10 @@ struct Answered {
 impl Answered {
     fn status(&self) -> u16 {
         match self.outcome {
-            Outcome::Status(s) | Outcome::Throttled(s) | Outcome::ErrorInBody(s) => s,
+            Outcome::Status(s)
+            | Outcome::Throttled(s)
+            | Outcome::ErrorInBody(s)
+            | Outcome::Busy(s) => s,
             _ => 0,
         }
     }
@@ -621,7 +624,13 @@ impl Api {
                             Some(error) => (Outcome::ErrorInBody(status.as_u16()), None, error),
                         }
                     }
-                    Ok(body) => (refusal(status, throttled), retry_after, snippet(&body)),
+                    Ok(body) => {
+                        let outcome = match refusal(status, throttled) {
+                            Outcome::Status(s) if self.busy(s, &body) => Outcome::Busy(s),
+                            outcome => outcome,
+                        };
+                        (outcome, retry_after, snippet(&body))
+                    }
                     // A status is an answer even when its body cannot be read.
                     Err(e) if !status.is_success() => (
                         refusal(status, throttled),
@@ -661,6 +670,19 @@ impl Api {
             retry_after,
             rate_limited: outcome.rate_limited(),
         })
+    }
+
+    /// Whether a refusal that would be the record's names, in its body, an
+    /// error the API asks to be tried again after.
+    fn busy(&self, status: u16, body: &[u8]) -> bool {
+        classify(Outcome::Status(status)) == Class::RecordLevel
+            && !self.spec.transient_errors.is_empty()
+            && std::str::from_utf8(body).is_ok_and(|text| {
+                self.spec
+                    .transient_errors
+                    .iter()
+                    .any(|word| text.contains(word.as_str()))
+            })
     }
 
     fn build(&self, request: &Request) -> reqwest::RequestBuilder {

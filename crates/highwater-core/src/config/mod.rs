@@ -388,6 +388,19 @@ impl Validator<'_> {
 
     /// `value` as the JSON it will be sent as, or a problem at `key` saying
     /// why it has none.
+    /// Words a reason is searched for: none empty, which every reason holds.
+    pub(crate) fn words(&mut self, words: &S<Vec<S<String>>>, key: &str) -> Vec<String> {
+        let mut kept = Vec::new();
+        for word in words.get_ref() {
+            if word.get_ref().trim().is_empty() {
+                self.problem(word, key, "an empty entry would match every reason");
+            } else {
+                kept.push(word.get_ref().clone());
+            }
+        }
+        kept
+    }
+
     pub(crate) fn json(
         &mut self,
         value: &S<toml::Value>,

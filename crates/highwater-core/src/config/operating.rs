@@ -105,6 +105,7 @@ impl Validator<'_> {
                 None,
                 None,
                 None,
+                None,
                 &at,
             ),
             None => None,

@@ -109,6 +109,7 @@ pub struct RawSource {
     pub rate_limit: Option<S<f64>>,
     pub rate_limit_probe: Option<S<String>>,
     pub error_path: Option<S<String>>,
+    pub transient_errors: Option<S<Vec<S<String>>>>,
     pub records_path: Option<S<String>>,
     pub id_field: Option<S<String>>,
     pub updated_at_field: Option<S<String>>,

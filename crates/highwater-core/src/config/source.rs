@@ -30,6 +30,7 @@ impl Validator<'_> {
             raw.rate_limit.as_ref(),
             raw.rate_limit_probe.as_ref(),
             raw.error_path.as_ref(),
+            raw.transient_errors.as_ref(),
             &at,
         );
         let mut params = Vec::new();
@@ -504,6 +505,7 @@ impl Validator<'_> {
         rate_limit: Option<&Spanned<f64>>,
         rate_limit_probe: Option<&Spanned<String>>,
         error_path: Option<&Spanned<String>>,
+        transient_errors: Option<&Spanned<Vec<Spanned<String>>>>,
         at: &str,
     ) -> Option<HttpSpec> {
         let url = self.url(base_url, &format!("{at}.base_url"));
@@ -564,6 +566,9 @@ impl Validator<'_> {
             rate_limit,
             rate_limit_probe,
             error_path: error_path.map(|p| FieldPath::parse(p.get_ref())),
+            transient_errors: transient_errors
+                .map(|w| self.words(w, &format!("{at}.transient_errors")))
+                .unwrap_or_default(),
         })
     }
 

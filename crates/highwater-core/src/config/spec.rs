@@ -213,6 +213,10 @@ pub struct HttpSpec {
     pub rate_limit_probe: Duration,
     /// A body field that, when present and not null in a 2xx answer, means failure.
     pub error_path: Option<FieldPath>,
+    /// Words that, in the body of a refusal that would be the record's
+    /// (a 4xx), make it one for now (Notion's 409 `conflict_error`): the
+    /// request was not applied, and is tried again.
+    pub transient_errors: Vec<String>,
 }
 
 #[derive(Debug, Clone)]

@@ -32,6 +32,7 @@ fn api_with(base: &str, timeout: Duration, retry: RetryPolicy) -> Api {
         rate_limit: None,
         rate_limit_probe: crate::policy::DEFAULT_PROBE_PERIOD,
         error_path: None,
+        transient_errors: Vec::new(),
     };
     Api::new("test", "api", spec, retry, 1).unwrap_or_else(|_| unreachable!())
 }
@@ -183,6 +184,41 @@ async fn a_400_whose_headers_say_no_request_remains_is_waited_out() {
         "{refused:?}"
     );
     assert_eq!(arrivals.lock().unwrap_or_else(|e| e.into_inner()).len(), 1);
+}
+
+/// A refusal whose body names an error the API asks to be tried again after
+/// (Notion's 409 `conflict_error`) is retried where the config names it, and
+/// is the record's otherwise.
+#[tokio::test]
+async fn a_refusal_naming_a_transient_error_is_tried_again() {
+    const CONFLICT: &str =
+        "HTTP/1.1 409 Conflict\r\ncontent-length: 25\r\n\r\n{\"code\":\"conflict_error\"}";
+    let now = Duration::ZERO;
+    for (words, answered) in [
+        (vec!["conflict_error".to_owned()], true),
+        (Vec::new(), false),
+    ] {
+        let (addr, arrivals, server) = answering(vec![(now, CONFLICT), (now, OK)]).await;
+        let mut api = api_at(&format!("http://{addr}/"), Duration::from_secs(5), 3);
+        let mut spec = api.spec.clone();
+        spec.transient_errors = words;
+        api = Api::new("test", "api", spec, api.retry, 1).unwrap_or_else(|_| unreachable!());
+        let url = api.url("/v1/pages").unwrap_or_else(|_| unreachable!());
+        let sent = api.send(&Request::get(url), &Stop::never()).await;
+        server.abort();
+        let arrivals = arrivals.lock().unwrap_or_else(|e| e.into_inner()).len();
+        if answered {
+            assert!(sent.is_ok(), "{sent:?}");
+            assert_eq!(arrivals, 2);
+            assert_eq!(api.retries().other, 1);
+        } else {
+            assert!(
+                matches!(sent, Err(HttpError::Rejected { status: 409, .. })),
+                "{sent:?}"
+            );
+            assert_eq!(arrivals, 1);
+        }
+    }
 }
 
 /// Every transient outcome is counted under the class an operator would name it by.

@@ -25,6 +25,9 @@ pub enum Outcome {
     BrokenAfterSend,
     /// A 2xx answer (its status) whose body reports an error.
     ErrorInBody(u16),
+    /// A 4xx whose body names an error the API asks to be tried again after
+    /// (`transient_errors`: Notion's 409 `conflict_error`): not applied.
+    Busy(u16),
 }
 
 impl Outcome {
@@ -54,9 +57,11 @@ pub enum Class {
 /// 408, 425 and 429 say the request was not processed.
 pub fn classify(outcome: Outcome) -> Class {
     match outcome {
-        Outcome::Status(408 | 425 | 429) | Outcome::Throttled(_) => Class::Transient {
-            outcome_known: true,
-        },
+        Outcome::Status(408 | 425 | 429) | Outcome::Throttled(_) | Outcome::Busy(_) => {
+            Class::Transient {
+                outcome_known: true,
+            }
+        }
         Outcome::Status(500 | 502 | 503 | 504) => Class::Transient {
             outcome_known: false,
         },

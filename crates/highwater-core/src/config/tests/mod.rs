@@ -108,7 +108,7 @@ fn unknown_key_names_line_and_key() {
     check(
         &VALID.replace("page_size = 500", "page_size = 500\npage_sise = 5"),
         expect![[
-            r#"hw.toml:16: sync "invoices_to_crm".source.page_sise: unknown key `page_sise`, expected one of `base_url`, `path`, `params`, `body`, `body_params_path`, `headers`, `auth`, `timeout`, `rate_limit`, `rate_limit_probe`, `error_path`, `records_path`, `id_field`, `updated_at_field`, `version_field`, `time_format`, `timezone`, `page_size`, `page_size_param`, `start`, `lag`, `lookback`, `lower_bound_param`, `upper_bound_param`, `lower_bound_exclusive`, `upper_bound_exclusive`, `sorted`, `pagination`"#
+            r#"hw.toml:16: sync "invoices_to_crm".source.page_sise: unknown key `page_sise`, expected one of `base_url`, `path`, `params`, `body`, `body_params_path`, `headers`, `auth`, `timeout`, `rate_limit`, `rate_limit_probe`, `error_path`, `transient_errors`, `records_path`, `id_field`, `updated_at_field`, `version_field`, `time_format`, `timezone`, `page_size`, `page_size_param`, `start`, `lag`, `lookback`, `lower_bound_param`, `upper_bound_param`, `lower_bound_exclusive`, `upper_bound_exclusive`, `sorted`, `pagination`"#
         ]],
     );
 }
@@ -139,7 +139,7 @@ fn the_state_alone_is_read_without_the_syncs_values_or_secrets() {
         Err(e) => e.to_string(),
     };
     // The file's shape, the store's values and the names are still checked.
-    expect![[r#"hw.toml:15: sync "invoices_to_crm".source.page_sise: unknown key `page_sise`, expected one of `base_url`, `path`, `params`, `body`, `body_params_path`, `headers`, `auth`, `timeout`, `rate_limit`, `rate_limit_probe`, `error_path`, `records_path`, `id_field`, `updated_at_field`, `version_field`, `time_format`, `timezone`, `page_size`, `page_size_param`, `start`, `lag`, `lookback`, `lower_bound_param`, `upper_bound_param`, `lower_bound_exclusive`, `upper_bound_exclusive`, `sorted`, `pagination`"#]]
+    expect![[r#"hw.toml:15: sync "invoices_to_crm".source.page_sise: unknown key `page_sise`, expected one of `base_url`, `path`, `params`, `body`, `body_params_path`, `headers`, `auth`, `timeout`, `rate_limit`, `rate_limit_probe`, `error_path`, `transient_errors`, `records_path`, `id_field`, `updated_at_field`, `version_field`, `time_format`, `timezone`, `page_size`, `page_size_param`, `start`, `lag`, `lookback`, `lower_bound_param`, `upper_bound_param`, `lower_bound_exclusive`, `upper_bound_exclusive`, `sorted`, `pagination`"#]]
     .assert_eq(&state_errors(&VALID.replace("page_size = 500", "page_sise = 5")));
     expect![[r#"hw.toml:3: state.path: environment variable STATE_DIR is not set"#]].assert_eq(
         &state_errors(&VALID.replace("state/hw.db", "${STATE_DIR}/hw.db")),
@@ -211,6 +211,28 @@ fn a_destination_path_on_another_origin_is_refused() {
         &with("http://127.0.0.1:18412/v1/contacts/{dest_id}"),
         expect![[
             r#"hw.toml:40: sync "invoices_to_crm".destination.update_path: is a URL on another origin than base_url: the destination's credentials go to base_url's origin alone"#
+        ]],
+    );
+}
+
+#[test]
+fn transient_errors_are_words_a_refusal_names() {
+    let with = |words: &str| {
+        VALID.replace(
+            "update_path = \"/v1/contacts/{dest_id}\"",
+            &format!("update_path = \"/v1/contacts/{{dest_id}}\"\ntransient_errors = {words}"),
+        )
+    };
+    let config =
+        parse(&with("[\"conflict_error\"]"), Path::new("hw.toml"), &env).expect("valid config");
+    let DestinationSpec::Http(http) = &config.syncs[0].destination else {
+        unreachable!("an HTTP destination")
+    };
+    assert_eq!(http.http.transient_errors, ["conflict_error"]);
+    check(
+        &with("[\"conflict_error\", \"\"]"),
+        expect![[
+            r#"hw.toml:41: sync "invoices_to_crm".destination.transient_errors: an empty entry would match every reason"#
         ]],
     );
 }

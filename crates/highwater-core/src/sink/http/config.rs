@@ -32,6 +32,7 @@ pub(crate) struct RawHttpDestination {
     pub rate_limit: Option<S<f64>>,
     pub rate_limit_probe: Option<S<String>>,
     pub error_path: Option<S<String>>,
+    pub transient_errors: Option<S<Vec<S<String>>>>,
     pub concurrency: Option<S<i64>>,
     pub external_id_field: Option<S<String>>,
     pub read_id_field: Option<S<String>>,
@@ -407,6 +408,7 @@ pub(crate) fn validate(
         r.rate_limit.as_ref(),
         r.rate_limit_probe.as_ref(),
         r.error_path.as_ref(),
+        r.transient_errors.as_ref(),
         at,
     );
     let concurrency = match r.concurrency.as_ref() {
@@ -786,22 +788,12 @@ fn job_spec(v: &mut Validator<'_>, raw: &S<RawJob>, at: &str) -> Option<JobSpec>
     })
 }
 
-/// The words that make an item's refusal a failure for now: none empty,
-/// which every reason would hold.
+/// The words that make an item's refusal a failure for now.
 fn transient_errors(v: &mut Validator<'_>, r: &RawHttpDestination, at: &str) -> Vec<String> {
-    let Some(words) = &r.result_transient_errors else {
-        return Vec::new();
-    };
-    let key = format!("{at}.result_transient_errors");
-    let mut kept = Vec::new();
-    for word in words.get_ref() {
-        if word.get_ref().trim().is_empty() {
-            v.problem(word, key.clone(), "an empty entry would match every reason");
-        } else {
-            kept.push(word.get_ref().clone());
-        }
-    }
-    kept
+    r.result_transient_errors
+        .as_ref()
+        .map(|w| v.words(w, &format!("{at}.result_transient_errors")))
+        .unwrap_or_default()
 }
 
 /// A batch's body around its records' array: the JSON text before it and
