@@ -387,6 +387,42 @@ async fn a_batch_refused_whole_is_halved_until_each_refused_record_stands_alone(
     );
 }
 
+/// An endpoint that refuses every request — here, the records' array sent
+/// under a field it does not read — is not taken to refuse every record:
+/// after ten records refused alone and no request taken, the run stops
+/// saying so, having sent a few requests per batch (halving each down to
+/// every record would send two per record) and dead-lettered nothing.
+/// Fixed, the run completes, exact.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_endpoint_refusing_every_request_stops_the_run_before_dead_letters() {
+    let mut sim = SimConfig::new(134, 2_000);
+    sim.invalid_ratio = 0.0;
+    sim.poisoned_ratio = 0.0;
+    let world = World::start(
+        "batch-refuses-all",
+        sim,
+        &Setup::new(Style::Cursor, Mode::Batch),
+    )
+    .await;
+    let text = std::fs::read_to_string(&world.config).expect("config");
+    let field = "batch_field = \"records\"";
+    assert!(text.contains(field), "{text}");
+    std::fs::write(&world.config, text.replace(field, "batch_field = \"data\"")).expect("config");
+    let out = world.highwater(&["run", SYNC]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("refuses the requests themselves") && stderr.contains("batch_field"),
+        "{stderr}"
+    );
+    let requests = world.sim.stats().dest.requests;
+    assert!(requests < 600, "{requests} requests");
+    assert_eq!(dead_letters(&world).await, Vec::new());
+    std::fs::write(&world.config, text).expect("config");
+    world.run_to_completion().await;
+    world.assert_exact().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_batch_without_a_clear_answer_stops_the_run_naming_it_unless_the_endpoint_upserts() {
     let mut sim = SimConfig::new(133, 600);

@@ -169,6 +169,12 @@ pub enum SinkError {
     /// committed; repeating the upsert is harmless).
     #[error("database destination {0}")]
     DatabaseGaveUp(String),
+    /// Stops the run: a batch endpoint refused record after record sent
+    /// alone, and no request of the batch: it refuses the requests.
+    #[error(
+        "the batch endpoint refused {records} records one after another, each sent alone, and took no request of their batch: it refuses the requests themselves, not a record (check path, method, batch_field and batch_body); the last refusal: {last}"
+    )]
+    RefusesEveryRequest { records: usize, last: String },
     /// Not sent: a write before it in its batch stopped the run.
     #[error("not sent: an earlier write of its batch stopped the run")]
     NotSent,
@@ -215,6 +221,7 @@ impl SinkError {
                 | HttpError::Rejected { .. },
             )
             | SinkError::Database(_)
+            | SinkError::RefusesEveryRequest { .. }
             | SinkError::Fenced(_)
             | SinkError::File { .. }
             | SinkError::Client(_) => Consequence::Fatal,

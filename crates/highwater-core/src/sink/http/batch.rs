@@ -25,6 +25,10 @@ use crate::stop::Stop;
 mod job;
 use job::Job;
 
+/// Records refused alone, one after another, with no request of theirs
+/// taken, after which a batch endpoint is taken to refuse every request.
+const REFUSED_ALONE: usize = 10;
+
 /// A batch's answer: its item results, and the errors it lists apart from
 /// them (`errors_path`), each found by the external ids it names (a batch may
 /// hold thousands: no scan per record).
@@ -286,6 +290,10 @@ impl HttpSink {
         // Since when items have been answered 429 and nothing else that
         // failed for now, as the retry loop counts a request's 429s.
         let mut limited_since: Option<Instant> = None;
+        // Records refused alone, answered once a request of these writes is
+        // taken: until then the endpoint may be refusing every request.
+        let mut refused_alone: Vec<(usize, SinkError)> = Vec::new();
+        let mut taken = false;
         while let Some(group) = batches.next() {
             let (reply, answer) = match self.post_batch(spec, &group, &bodies, stop).await {
                 Ok(answer) => answer,
@@ -295,10 +303,28 @@ impl HttpSink {
                     batches.halve(group);
                     continue;
                 }
-                // A record refused alone is dead-lettered alone.
+                // A record refused alone is dead-lettered alone — unless
+                // record after record is, and no request was taken: then
+                // the endpoint refuses the requests themselves (a wrong
+                // `batch_field`), and the run stops before it dead-letters
+                // healthy records by the thousand.
                 Err(e) if e.is_record_level() => {
-                    batches.answer(group[0], Err(e));
-                    continue;
+                    if taken {
+                        batches.answer(group[0], Err(e));
+                        continue;
+                    }
+                    refused_alone.push((group[0], e));
+                    if refused_alone.len() < REFUSED_ALONE {
+                        continue;
+                    }
+                    let (first, last) = (refused_alone[0].0, &refused_alone[REFUSED_ALONE - 1].1);
+                    let e = SinkError::RefusesEveryRequest {
+                        records: REFUSED_ALONE,
+                        last: last.to_string(),
+                    };
+                    batches.answer(first, Err(e));
+                    refused_alone.clear();
+                    break;
                 }
                 Err(e) => {
                     // The first of the group carries the error (every record
@@ -307,6 +333,12 @@ impl HttpSink {
                     break;
                 }
             };
+            if !taken {
+                taken = true;
+                for (i, e) in refused_alone.drain(..) {
+                    batches.answer(i, Err(e));
+                }
+            }
             if let Some(since) = reply.unsettled_since {
                 batches.unclear(&group, since);
             }
@@ -402,6 +434,9 @@ impl HttpSink {
                 break;
             }
             batches.again(again);
+        }
+        for (i, e) in refused_alone {
+            batches.answer(i, Err(e));
         }
         batches.finish(|| Err(SinkError::NotSent))
     }
