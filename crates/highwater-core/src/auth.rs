@@ -1,7 +1,8 @@
 //! Owns authentication of requests to the source and destination: bearer, basic,
-//! API key (header or query) and OAuth2 client credentials. OAuth2 tokens are
-//! cached, refreshed before they expire, and refreshed once more when the API says
-//! 401 — an expired token is a normal event, not a failed run.
+//! API key (header or query) and OAuth2 (client credentials, or a refresh
+//! token). OAuth2 tokens are cached, refreshed before they expire, and refreshed
+//! once more when the API says 401 — an expired token is a normal event, not a
+//! failed run.
 //! Invariant: credentials leave this module only onto the wire.
 
 use std::time::Duration;
@@ -23,10 +24,12 @@ use crate::stop::{Stop, StopReason, instant_after};
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     /// Fatal: the credentials are wrong; a person must fix them.
-    #[error(
-        "OAuth2 token request to {url} was refused ({status}): check client_id and client_secret"
-    )]
-    Refused { url: String, status: u16 },
+    #[error("OAuth2 token request to {url} was refused ({status}): check {check}")]
+    Refused {
+        url: String,
+        status: u16,
+        check: &'static str,
+    },
     /// Fatal after retries: the token endpoint is down or unreachable.
     #[error("OAuth2 token request to {url} failed after {attempts} attempts: {last}")]
     Unavailable {
@@ -47,6 +50,9 @@ pub struct Authenticator {
     /// The `Authorization` header of a static bearer token, built once.
     static_bearer: Option<HeaderValue>,
     token: Mutex<Option<Token>>,
+    /// The refresh token a token endpoint that rotates them gave last: the
+    /// configured one may be spent.
+    rotated: Mutex<Option<Secret>>,
     retry: RetryPolicy,
     /// The pace of the token endpoint's origin, shared like any API's: on the
     /// API's own origin it is the API's gate, so token requests take their
@@ -57,6 +63,8 @@ pub struct Authenticator {
 #[derive(Debug, Clone)]
 struct Token {
     access: Secret,
+    /// The refresh token the endpoint gave with it, if any.
+    refresh: Option<Secret>,
     refresh_at: Instant,
     /// When it came: a request sent before holds an older one.
     fetched_at: Instant,
@@ -67,18 +75,20 @@ struct ClientCredentials<'a> {
     client_id: &'a str,
     client_secret: &'a Secret,
     scope: Option<&'a str>,
+    refresh_token: Option<&'a Secret>,
 }
 
 #[derive(Deserialize)]
 struct TokenAnswer {
     access_token: String,
     expires_in: Option<u64>,
+    refresh_token: Option<String>,
 }
 
 impl Authenticator {
     pub fn new(spec: AuthSpec, retry: RetryPolicy) -> Self {
         let static_bearer = match &spec {
-            AuthSpec::Bearer { token } => Some(bearer(token)),
+            AuthSpec::Bearer { token, scheme } => Some(authorization(scheme, token)),
             _ => None,
         };
         let token_gate = match &spec {
@@ -91,6 +101,7 @@ impl Authenticator {
             spec,
             static_bearer,
             token: Mutex::new(None),
+            rotated: Mutex::new(None),
             retry,
             token_gate,
         }
@@ -122,8 +133,11 @@ impl Authenticator {
     ) -> Result<RequestBuilder, AuthError> {
         Ok(match &self.spec {
             AuthSpec::None => request,
-            AuthSpec::Bearer { token } => {
-                let header = self.static_bearer.clone().unwrap_or_else(|| bearer(token));
+            AuthSpec::Bearer { token, scheme } => {
+                let header = self
+                    .static_bearer
+                    .clone()
+                    .unwrap_or_else(|| authorization(scheme, token));
                 request.header(AUTHORIZATION, header)
             }
             AuthSpec::Basic { username, password } => {
@@ -138,6 +152,8 @@ impl Authenticator {
                 client_id,
                 client_secret,
                 scope,
+                refresh_token,
+                scheme,
             } => {
                 let mut cached = self.token.lock().await;
                 let fresh = cached.as_ref().filter(|t| Instant::now() < t.refresh_at);
@@ -149,6 +165,7 @@ impl Authenticator {
                             client_id,
                             client_secret,
                             scope: scope.as_deref(),
+                            refresh_token: refresh_token.as_ref(),
                         };
                         let token = self.fetch_token(client, &client_credentials, stop).await?;
                         let access = token.access.clone();
@@ -156,7 +173,7 @@ impl Authenticator {
                         access
                     }
                 };
-                request.header(AUTHORIZATION, bearer(&access))
+                request.header(AUTHORIZATION, authorization(scheme, &access))
             }
         })
     }
@@ -172,13 +189,25 @@ impl Authenticator {
             client_id,
             client_secret,
             scope,
+            refresh_token,
         } = credentials;
         let url = crate::http::redact(token_url);
+        let rotated = self.rotated.lock().await.clone();
+        let refresh = rotated.as_ref().or(*refresh_token);
         let mut form = vec![
-            ("grant_type", "client_credentials"),
+            (
+                "grant_type",
+                match refresh {
+                    Some(_) => "refresh_token",
+                    None => "client_credentials",
+                },
+            ),
             ("client_id", client_id),
             ("client_secret", client_secret.expose()),
         ];
+        if let Some(refresh) = refresh {
+            form.push(("refresh_token", refresh.expose()));
+        }
         if let Some(scope) = scope {
             form.push(("scope", scope));
         }
@@ -192,7 +221,18 @@ impl Authenticator {
         )
         .await;
         match fetched {
-            Ok((token, _)) => Ok(token),
+            Ok((token, _)) => {
+                if let Some(new) = &token.refresh
+                    && refresh.is_some_and(|old| old.expose() != new.expose())
+                {
+                    tracing::warn!(
+                        url = %url,
+                        "the OAuth2 token endpoint gave a new refresh token: it is used for the rest of this process, but kept nowhere, and the next process starts from the configured one, which an endpoint that rotates them may have spent"
+                    );
+                    *self.rotated.lock().await = Some(new.clone());
+                }
+                Ok(token)
+            }
             Err(GaveUp::Final {
                 error: TokenFailure::Ended(e),
                 ..
@@ -205,6 +245,10 @@ impl Authenticator {
                 status: match outcome {
                     Outcome::Status(s) => s,
                     _ => 0,
+                },
+                check: match refresh {
+                    Some(_) => "client_id, client_secret and refresh_token",
+                    None => "client_id and client_secret",
                 },
             }),
             Err(
@@ -284,6 +328,7 @@ impl Authenticator {
                 })?;
                 return Ok(Token {
                     access: Secret::new(answer.access_token),
+                    refresh: answer.refresh_token.map(Secret::new),
                     refresh_at: refresh_at(started, answer.expires_in),
                     fetched_at: Instant::now(),
                 });
@@ -336,8 +381,8 @@ fn describe(outcome: Outcome) -> String {
     }
 }
 
-fn bearer(token: &Secret) -> HeaderValue {
-    sensitive(&format!("Bearer {}", token.expose()))
+fn authorization(scheme: &str, token: &Secret) -> HeaderValue {
+    sensitive(&format!("{scheme} {}", token.expose()))
 }
 
 /// A header value marked sensitive so that HTTP-layer debug output hides it.
@@ -353,9 +398,16 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    type Forms = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
     /// A token endpoint on 127.0.0.1 answering every request with a new
-    /// token; how many it gave.
-    async fn token_endpoint() -> (url::Url, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    /// token, and a new refresh token; how many it gave, and the forms it
+    /// was sent.
+    async fn token_endpoint() -> (
+        url::Url,
+        std::sync::Arc<std::sync::atomic::AtomicU64>,
+        Forms,
+    ) {
         use std::sync::atomic::{AtomicU64, Ordering};
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -365,9 +417,12 @@ mod tests {
         let addr = listener.local_addr().expect("address");
         let given = std::sync::Arc::new(AtomicU64::new(0));
         let counter = std::sync::Arc::clone(&given);
+        let forms = Forms::default();
+        let sent = std::sync::Arc::clone(&forms);
         tokio::spawn(async move {
             while let Ok((mut socket, _)) = listener.accept().await {
                 let counter = std::sync::Arc::clone(&counter);
+                let sent = std::sync::Arc::clone(&sent);
                 tokio::spawn(async move {
                     let mut request = Vec::new();
                     let mut buf = [0u8; 1024];
@@ -378,8 +433,15 @@ mod tests {
                             Ok(n) => request.extend_from_slice(&buf[..n]),
                         }
                     }
+                    let text = String::from_utf8_lossy(&request).into_owned();
+                    let form = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+                    sent.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(form.to_owned());
                     let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
-                    let body = format!(r#"{{"access_token":"t{n}","expires_in":3600}}"#);
+                    let body = format!(
+                        r#"{{"access_token":"t{n}","expires_in":3600,"refresh_token":"r{n}"}}"#
+                    );
                     let answer = format!(
                         "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                         body.len()
@@ -389,7 +451,51 @@ mod tests {
             }
         });
         let url = url::Url::parse(&format!("http://{addr}/oauth/token")).expect("url");
-        (url, given)
+        (url, given, forms)
+    }
+
+    /// The `Authorization` header `auth` puts on a request.
+    async fn header(auth: &Authenticator, client: &Client) -> String {
+        let request = auth
+            .apply(client.get("http://127.0.0.1:9/"), client, &Stop::never())
+            .await
+            .expect("credentials")
+            .build()
+            .expect("request");
+        request.headers()[AUTHORIZATION]
+            .to_str()
+            .expect("header")
+            .to_owned()
+    }
+
+    /// A refresh token gets the tokens (Zoho's grant), under the API's own
+    /// scheme; one the endpoint gives in its place is used from then on.
+    #[tokio::test]
+    async fn a_refresh_token_gets_the_tokens_and_a_new_one_replaces_it() {
+        let (token_url, _, forms) = token_endpoint().await;
+        let auth = Authenticator::new(
+            AuthSpec::OAuth2 {
+                token_url,
+                client_id: "hw".into(),
+                client_secret: Secret::new("s"),
+                scope: None,
+                refresh_token: Some(Secret::new("r0")),
+                scheme: "Zoho-oauthtoken".into(),
+            },
+            RetryPolicy::default(),
+        );
+        let client = crate::http::client().build().expect("client");
+        assert_eq!(header(&auth, &client).await, "Zoho-oauthtoken t1");
+        auth.invalidate(Instant::now()).await;
+        assert_eq!(header(&auth, &client).await, "Zoho-oauthtoken t2");
+        let forms = forms.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        assert_eq!(
+            forms,
+            [
+                "grant_type=refresh_token&client_id=hw&client_secret=s&refresh_token=r0",
+                "grant_type=refresh_token&client_id=hw&client_secret=s&refresh_token=r1",
+            ]
+        );
     }
 
     /// Requests in flight with a token the API stopped taking are each
@@ -397,13 +503,15 @@ mod tests {
     /// others' keep it rather than fetch one each.
     #[tokio::test]
     async fn a_401_to_a_request_sent_before_the_token_came_keeps_it() {
-        let (token_url, given) = token_endpoint().await;
+        let (token_url, given, forms) = token_endpoint().await;
         let auth = Authenticator::new(
             AuthSpec::OAuth2 {
                 token_url,
                 client_id: "hw".into(),
                 client_secret: Secret::new("s"),
                 scope: None,
+                refresh_token: None,
+                scheme: "Bearer".into(),
             },
             RetryPolicy::default(),
         );
@@ -435,6 +543,13 @@ mod tests {
         // A 401 to a request sent with the second one fetches a third.
         auth.invalidate(Instant::now()).await;
         assert_eq!(token().await, "Bearer t3");
+        let forms = forms.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        assert!(
+            forms
+                .iter()
+                .all(|f| f == "grant_type=client_credentials&client_id=hw&client_secret=s"),
+            "{forms:?}"
+        );
     }
 
     #[test]

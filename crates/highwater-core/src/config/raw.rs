@@ -163,6 +163,8 @@ pub struct RawAuth {
     pub client_id: Option<S<String>>,
     pub client_secret: Option<S<String>>,
     pub scope: Option<S<String>>,
+    pub refresh_token: Option<S<String>>,
+    pub scheme: Option<S<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
-use reqwest::header::HeaderName;
+use reqwest::header::{HeaderName, HeaderValue};
 use serde_spanned::Spanned;
 use url::Url;
 
@@ -575,7 +575,7 @@ impl Validator<'_> {
     fn auth(&mut self, raw: &Spanned<RawAuth>, at: &str) -> Option<AuthSpec> {
         let r = raw.get_ref();
         let kind = r.kind.get_ref().as_str();
-        let fields: [(&str, Option<&Spanned<String>>); 10] = [
+        let fields: [(&str, Option<&Spanned<String>>); 12] = [
             ("token", r.token.as_ref()),
             ("username", r.username.as_ref()),
             ("password", r.password.as_ref()),
@@ -586,14 +586,23 @@ impl Validator<'_> {
             ("client_id", r.client_id.as_ref()),
             ("client_secret", r.client_secret.as_ref()),
             ("scope", r.scope.as_ref()),
+            ("refresh_token", r.refresh_token.as_ref()),
+            ("scheme", r.scheme.as_ref()),
         ];
         let (allowed, required): (&[&str], &[&str]) = match kind {
             "none" => (&[], &[]),
-            "bearer" => (&["token"], &["token"]),
+            "bearer" => (&["token", "scheme"], &["token"]),
             "basic" => (&["username", "password"], &["username", "password"]),
             "api_key" => (&["key", "header", "query_param"], &["key"]),
             "oauth2" => (
-                &["token_url", "client_id", "client_secret", "scope"],
+                &[
+                    "token_url",
+                    "client_id",
+                    "client_secret",
+                    "scope",
+                    "refresh_token",
+                    "scheme",
+                ],
                 &["token_url", "client_id", "client_secret"],
             ),
             _ => {
@@ -634,11 +643,27 @@ impl Validator<'_> {
         if !ok {
             return None;
         }
+        if let Some(scheme) = values.get("scheme")
+            && (scheme.is_empty()
+                || scheme.contains(char::is_whitespace)
+                || HeaderValue::from_str(scheme).is_err())
+        {
+            self.problem(
+                raw,
+                format!("{at}.scheme"),
+                "expected one word, the Authorization header's scheme (Bearer, Zoho-oauthtoken)",
+            );
+            return None;
+        }
+        let scheme = values
+            .remove("scheme")
+            .unwrap_or_else(|| "Bearer".to_owned());
         let mut take = |key: &str| values.remove(key).unwrap_or_default();
         Some(match kind {
             "none" => AuthSpec::None,
             "bearer" => AuthSpec::Bearer {
                 token: Secret::new(take("token")),
+                scheme,
             },
             "basic" => AuthSpec::Basic {
                 username: take("username"),
@@ -685,11 +710,14 @@ impl Validator<'_> {
                     return None;
                 };
                 let scope = take("scope");
+                let refresh_token = take("refresh_token");
                 AuthSpec::OAuth2 {
                     token_url,
                     client_id: take("client_id"),
                     client_secret: Secret::new(take("client_secret")),
                     scope: (!scope.is_empty()).then_some(scope),
+                    refresh_token: (!refresh_token.is_empty()).then(|| Secret::new(refresh_token)),
+                    scheme,
                 }
             }
         })

@@ -224,6 +224,9 @@ pub enum AuthSpec {
     None,
     Bearer {
         token: Secret,
+        /// The `Authorization` header's scheme: `Bearer`, or an API's own
+        /// (Zoho's `Zoho-oauthtoken`).
+        scheme: String,
     },
     Basic {
         username: String,
@@ -238,6 +241,10 @@ pub enum AuthSpec {
         client_id: String,
         client_secret: Secret,
         scope: Option<String>,
+        /// Tokens are got with this refresh token (the `refresh_token`
+        /// grant: Zoho's, Google's, Salesforce's), not client credentials.
+        refresh_token: Option<Secret>,
+        scheme: String,
     },
 }
 

@@ -84,7 +84,7 @@ fn a_full_config_validates_into_a_spec() {
     assert_eq!(sync.source.page_size, 500);
     assert_eq!(sync.source.lag, Duration::from_secs(60));
     assert!(
-        matches!(sync.source.http.auth, AuthSpec::Bearer { ref token } if token.expose() == "tok-123")
+        matches!(sync.source.http.auth, AuthSpec::Bearer { ref token, .. } if token.expose() == "tok-123")
     );
     assert!(
         matches!(&sync.destination, DestinationSpec::Http(d) if d.mode.name() == "lookup" && d.concurrency == 8)
@@ -233,6 +233,36 @@ fn transient_errors_are_words_a_refusal_names() {
         &with("[\"conflict_error\", \"\"]"),
         expect![[
             r#"hw.toml:41: sync "invoices_to_crm".destination.transient_errors: an empty entry would match every reason"#
+        ]],
+    );
+}
+
+#[test]
+fn oauth2_takes_a_refresh_token_and_an_api_s_own_scheme() {
+    let oauth = "auth = { type = \"oauth2\", token_url = \"https://crm.example.com/oauth/token\", client_id = \"hw\", client_secret = \"${CRM_SECRET}\" }";
+    let with = |extra: &str| VALID.replace(oauth, &oauth.replace(" }", &format!(", {extra} }}")));
+    let config = parse(
+        &with("refresh_token = \"r-1\", scheme = \"Zoho-oauthtoken\""),
+        Path::new("hw.toml"),
+        &env,
+    )
+    .expect("valid config");
+    let DestinationSpec::Http(http) = &config.syncs[0].destination else {
+        unreachable!("an HTTP destination")
+    };
+    assert!(
+        matches!(
+            &http.http.auth,
+            AuthSpec::OAuth2 { refresh_token: Some(token), scheme, .. }
+                if token.expose() == "r-1" && scheme == "Zoho-oauthtoken"
+        ),
+        "{:?}",
+        http.http.auth
+    );
+    check(
+        &with("scheme = \"Zoho oauthtoken\""),
+        expect![[
+            r#"hw.toml:42: sync "invoices_to_crm".destination.auth.scheme: expected one word, the Authorization header's scheme (Bearer, Zoho-oauthtoken)"#
         ]],
     );
 }
