@@ -12,6 +12,8 @@
 
 use std::time::Duration;
 
+use futures_util::StreamExt;
+
 use jiff::Timestamp;
 use serde_json::Value;
 use tokio::time::Instant;
@@ -179,118 +181,146 @@ impl Runner<'_> {
             };
             crate::obs::LateWritesAwaited::emit(&self.spec.name, due.len(), last, doing);
         }
-        for readback in due {
-            if !sink.can_read_back() {
-                wait_until(readback.settles_at, stop)
-                    .await
-                    .map_err(FailureCause::Destination)?;
-                let detail = "the destination cannot be read back: written again once older writes could no longer land";
-                if self
-                    .write_again(sink, stop, &readback, None, "unknown", detail)
-                    .await?
-                {
-                    self.resent.push(readback.source_id);
-                }
-                continue;
-            }
-            let found =
-                match read_back(sink, stop, &self.compare, &readback, &self.spec.mapping).await {
-                    Ok(found) => found,
-                    Err(e) if e.is_record_level() => {
-                        self.unverified_because(&readback.source_id, &e);
-                        continue;
-                    }
-                    Err(e) => return Err(FailureCause::Destination(e)),
+        // Read back (or, where nothing can be, waited for) as many at a time
+        // as the destination takes writes: one at a time, each record held
+        // its run's end for a round trip or a retried write of its own.
+        let readable = sink.can_read_back();
+        let (compare, mapping) = (&self.compare, &self.spec.mapping);
+        let found: Vec<(Readback, Result<ReadBack, SinkError>)> =
+            futures_util::stream::iter(due.into_iter().map(|readback| async move {
+                let found = if readable {
+                    read_back(sink, stop, compare, &readback, mapping).await
+                } else {
+                    wait_until(readback.settles_at, stop)
+                        .await
+                        .map(|()| ReadBack::Behind {
+                            held: "unknown".into(),
+                            dest_id: None,
+                        })
                 };
-            let ReadBack::Behind { held, dest_id } = found else {
-                continue;
+                (readback, found)
+            }))
+            .buffered(sink.concurrency().max(1))
+            .collect()
+            .await;
+        let mut behind = Vec::new();
+        for (readback, found) in found {
+            match found {
+                Ok(ReadBack::Holds) => {}
+                Ok(ReadBack::Behind { held, dest_id }) => behind.push((readback, held, dest_id)),
+                Err(e) if e.is_record_level() => self.unverified_because(&readback.source_id, &e),
+                Err(e) => return Err(FailureCause::Destination(e)),
+            }
+        }
+        if behind.is_empty() {
+            return Ok(());
+        }
+        // Another run may have written a newer version meanwhile: the
+        // rewrites are announced like any write, and refused then.
+        let claim = PageCommit {
+            announce: Some(IntentBatch {
+                id: format!("{}-rewrites", self.invocation),
+                intents: behind
+                    .iter()
+                    .map(|(readback, ..)| Intent {
+                        source_id: readback.source_id.clone(),
+                        version: readback.version,
+                        updated_at: readback.updated_at,
+                        settles_at: None,
+                    })
+                    .collect(),
+            }),
+            ..PageCommit::default()
+        };
+        let refused = self
+            .store
+            .commit_page(&self.spec.name, &self.run_id, &claim, None, &self.counters)
+            .await?
+            .announced
+            .refused;
+        behind.retain(|(readback, ..)| !refused.contains(&readback.source_id));
+        let records: Vec<MappedRecord> = behind
+            .iter()
+            .map(|(readback, ..)| MappedRecord {
+                external_id: readback.external_id.clone(),
+                payload: readback.payload.clone(),
+                hash: readback.payload_hash.clone(),
+            })
+            .collect();
+        let written: Vec<Result<crate::sink::Written, SinkError>> =
+            futures_util::stream::iter(behind.iter().zip(&records).map(
+                |((readback, held, dest_id), record)| {
+                    sink.write(
+                        Write {
+                            source_id: &readback.source_id,
+                            record,
+                            version: readback.version,
+                            updated_at: readback.updated_at,
+                            known_dest_id: dest_id.as_deref().or(readback.dest_id.as_deref()),
+                            encoded: None,
+                            rewrite_over: Some(held.clone()),
+                            unsettled_until: None,
+                        },
+                        stop,
+                    )
+                },
+            ))
+            .buffered(sink.concurrency().max(1))
+            .collect()
+            .await;
+        for ((readback, held, dest_id), written) in behind.into_iter().zip(written) {
+            let attempts = match written {
+                Ok(written) => {
+                    // An attempt without a clear answer may still land after
+                    // a later run's newer write: the run's end keeps it as
+                    // one that may, for the next run to settle.
+                    if let Some(since) = written.unsettled_since {
+                        self.unsettled_from(
+                            readback.version,
+                            readback.updated_at,
+                            &readback.source_id,
+                            since,
+                        );
+                    }
+                    written.attempts
+                }
+                Err(SinkError::Superseded) => 0,
+                Err(e) if e.is_record_level() => {
+                    self.unverified_because(&readback.source_id, &e);
+                    continue;
+                }
+                Err(e) => return Err(FailureCause::Destination(e)),
             };
-            let detail = format!("the destination held {held}; written again");
-            if self
-                .write_again(sink, stop, &readback, dest_id, &held, &detail)
-                .await?
-            {
+            let detail = if readable {
                 crate::obs::RecordRepaired {
                     sync: &self.spec.name,
                     source_id: &readback.source_id,
                     held: &held,
                 }
                 .emit();
+                format!("the destination held {held}; written again")
+            } else {
+                "the destination cannot be read back: written again once older writes could no longer land".to_owned()
+            };
+            if !self.event_retention.is_zero() {
+                self.closing_events.push(RecordEvent {
+                    source_id: readback.source_id.clone(),
+                    page: None,
+                    action: RecordAction::Repaired,
+                    version: readback.version,
+                    updated_at: Some(readback.updated_at),
+                    dest_id: dest_id.or(readback.dest_id.clone()),
+                    attempts,
+                    detail: Some(detail),
+                });
+            }
+            if readable {
                 self.repaired.push(readback.source_id);
+            } else {
+                self.resent.push(readback.source_id);
             }
         }
         Ok(())
-    }
-
-    /// Writes a record again at the end of the run, announced like any write:
-    /// another run may have written a newer version meanwhile, and the
-    /// announcement is refused then. Says whether it was written.
-    async fn write_again(
-        &mut self,
-        sink: &dyn Sink,
-        stop: &Stop,
-        readback: &Readback,
-        dest_id: Option<String>,
-        held: &str,
-        detail: &str,
-    ) -> Result<bool, FailureCause> {
-        let claim = PageCommit {
-            announce: Some(IntentBatch {
-                id: format!("{}-rewrite-{}", self.invocation, readback.source_id),
-                intents: vec![Intent {
-                    source_id: readback.source_id.clone(),
-                    version: readback.version,
-                    updated_at: readback.updated_at,
-                    settles_at: None,
-                }],
-            }),
-            ..PageCommit::default()
-        };
-        let announced = self
-            .store
-            .commit_page(&self.spec.name, &self.run_id, &claim, None, &self.counters)
-            .await?
-            .announced;
-        if announced.refused.contains(&readback.source_id) {
-            return Ok(false);
-        }
-        let record = MappedRecord {
-            external_id: readback.external_id.clone(),
-            payload: readback.payload.clone(),
-            hash: readback.payload_hash.clone(),
-        };
-        let write = Write {
-            source_id: &readback.source_id,
-            record: &record,
-            version: readback.version,
-            updated_at: readback.updated_at,
-            known_dest_id: dest_id.as_deref().or(readback.dest_id.as_deref()),
-            encoded: None,
-            rewrite_over: Some(held.to_owned()),
-            unsettled_until: None,
-        };
-        let attempts = match sink.write(write, stop).await {
-            Ok(written) => written.attempts,
-            Err(SinkError::Superseded) => 0,
-            Err(e) if e.is_record_level() => {
-                self.unverified_because(&readback.source_id, &e);
-                return Ok(false);
-            }
-            Err(e) => return Err(FailureCause::Destination(e)),
-        };
-        if !self.event_retention.is_zero() {
-            self.closing_events.push(RecordEvent {
-                source_id: readback.source_id.clone(),
-                page: None,
-                action: RecordAction::Repaired,
-                version: readback.version,
-                updated_at: Some(readback.updated_at),
-                dest_id: dest_id.or(readback.dest_id.clone()),
-                attempts,
-                detail: Some(detail.to_owned()),
-            });
-        }
-        Ok(true)
     }
 
     /// Records written behind another run's write that had yet to go out are
@@ -392,24 +422,45 @@ impl Runner<'_> {
         let Some(since) = unsettled_since else {
             return;
         };
+        let settles_at =
+            self.unsettled_from(job.record.version, job.record.updated_at(), id, since);
+        if let Some(page) = self.pages.get_mut(&job.seq) {
+            page.commit
+                .unsettled
+                .get_or_insert_with(IntentBatch::default)
+                .intents
+                .push(Intent {
+                    source_id: id.to_owned(),
+                    version: job.record.version,
+                    updated_at: job.record.updated_at(),
+                    settles_at: Some(settles_at),
+                });
+        }
+    }
+
+    /// A write of `source_id` whose last unclear attempt went out at `since`
+    /// may land until the late-write window has passed since: kept as
+    /// unsettled until then. Returns when it settles.
+    fn unsettled_from(
+        &mut self,
+        version: Option<i64>,
+        updated_at: Timestamp,
+        source_id: &str,
+        since: Instant,
+    ) -> Timestamp {
+        let now = Timestamp::now();
         let left = signed(self.late_window.saturating_sub(since.elapsed()));
         let settles_at = now.saturating_add(left).unwrap_or(now);
-        page.commit
+        let entry = self
             .unsettled
-            .get_or_insert_with(IntentBatch::default)
-            .intents
-            .push(Intent {
-                source_id: id.to_owned(),
-                version: job.record.version,
-                updated_at: job.record.updated_at(),
-                settles_at: Some(settles_at),
+            .entry(source_id.to_owned())
+            .or_insert(Unsettled {
+                version,
+                updated_at,
+                settles_at,
             });
-        let entry = self.unsettled.entry(id.to_owned()).or_insert(Unsettled {
-            version: job.record.version,
-            updated_at: job.record.updated_at(),
-            settles_at,
-        });
         entry.settles_at = entry.settles_at.max(settles_at);
+        settles_at
     }
 }
 
