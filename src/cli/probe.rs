@@ -61,7 +61,13 @@ fn text(sync: &str, r: &ProbeReport) -> String {
                 .iter()
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect();
-            let _ = writeln!(out, "  GET {}  {}", request.url, query.join("&"));
+            let _ = writeln!(
+                out,
+                "  {} {}  {}",
+                request.method,
+                request.url,
+                query.join("&")
+            );
         }
         let _ = writeln!(
             out,
@@ -121,6 +127,7 @@ fn report_json(sync: &str, r: &ProbeReport) -> Value {
         "watermark": r.window.watermark.to_string(),
         "pages": r.pages.iter().map(|p| json!({
             "requests": p.requests.iter().map(|f| json!({
+                "method": f.method.as_str(),
                 "url": f.url,
                 "query": f.query.iter().map(|(k, v)| json!([k, v])).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),

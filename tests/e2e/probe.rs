@@ -60,8 +60,13 @@ async fn probe_shows_what_the_config_finds_and_names_each_mistake() {
         pages[0]["next"].as_str().unwrap_or("").starts_with("token"),
         "{good}"
     );
+    assert_eq!(pages[0]["requests"][0]["method"], "GET", "{good}");
     let text = stdout(&world.highwater(&["probe", SYNC]).await);
     assert!(text.contains("nothing looks wrong"), "{text}");
+    assert!(
+        text.contains("  GET http://127.0.0.1:") && !text.contains("GET GET"),
+        "each request as its method and URL: {text}"
+    );
 
     // Each mistake, alone, is named by its key.
     let cases = [

@@ -176,6 +176,7 @@ pub struct Reader<'a> {
 /// One request of a traced reader and the answer's body.
 #[derive(Debug, Clone)]
 pub struct Fetched {
+    pub method: reqwest::Method,
     /// The URL, without credentials.
     pub url: String,
     /// The query sent, without the configured `params` (they may hold secrets).
@@ -808,7 +809,8 @@ impl<'a> Reader<'a> {
                 .map(|(k, _)| k.as_str())
                 .collect();
             let fetched = Fetched {
-                url: shown(request),
+                method: request.method.clone(),
+                url: redact(&request.url),
                 query: request
                     .query
                     .iter()
