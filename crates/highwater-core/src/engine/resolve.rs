@@ -54,7 +54,12 @@ impl Runner<'_> {
                 let letter = self.dead_letter(
                     &id,
                     DeadLetterStage::Destination,
-                    format!("destination answered HTTP {status}: {reason}"),
+                    match status {
+                        crate::sink::http::REFUSED_IN_ANSWER => {
+                            format!("destination refused it in its answer to the batch: {reason}")
+                        }
+                        status => format!("destination answered HTTP {status}: {reason}"),
+                    },
                     &job.record.body,
                 );
                 Resolution::DeadLettered(letter)

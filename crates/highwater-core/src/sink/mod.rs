@@ -120,7 +120,9 @@ pub enum Held {
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     /// Record-level: the destination refused this record. Dead-letter it.
-    #[error("destination refused the record: HTTP {status} {reason}")]
+    /// `status` is the HTTP status, or, for an item of a batch's answer that
+    /// gives none of its own, [`http::REFUSED_IN_ANSWER`].
+    #[error("destination refused the record: {}{reason}", http_status(*.status))]
     Rejected { status: u16, reason: String },
     /// Record-level: the record cannot even be addressed (its id makes no URL, or
     /// no header, or several destination objects claim it). Dead-letter it.
@@ -273,6 +275,15 @@ pub enum DestinationSpec {
 /// A file's path from the root, whatever directory the config was named
 /// from (`--config hw.toml` here, or its whole path from cron), without
 /// reading the file system: the file may not be there yet.
+/// A refusal's status as its message says it: none for an item refused in a
+/// batch's answer without one of its own.
+fn http_status(status: u16) -> String {
+    match status {
+        http::REFUSED_IN_ANSWER => "in the batch's answer: ".to_owned(),
+        status => format!("HTTP {status} "),
+    }
+}
+
 fn absolute(path: &Path) -> String {
     std::path::absolute(path)
         .unwrap_or_else(|_| path.to_path_buf())

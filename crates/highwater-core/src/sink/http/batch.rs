@@ -29,6 +29,11 @@ use job::Job;
 /// taken, after which a batch endpoint is taken to refuse every request.
 const REFUSED_ALONE: usize = 10;
 
+/// The status of an item refused in a batch's answer that gives it none of
+/// its own (an error field, `"status": "error"`, `false`): no HTTP status
+/// is made up for it.
+pub(crate) const REFUSED_IN_ANSWER: u16 = 0;
+
 /// A batch's answer: its item results, and the errors it lists apart from
 /// them (`errors_path`), each found by the external ids it names (a batch may
 /// hold thousands: no scan per record).
@@ -574,8 +579,8 @@ impl HttpSink {
                     _ => Item::refused(spec, status, reason, item),
                 }
             }
-            // An error beside a 2xx or no status: refused, as 422.
-            (_, Some(reason)) => Item::refused(spec, 422, reason, item),
+            // An error beside a 2xx or no status: refused.
+            (_, Some(reason)) => Item::refused(spec, REFUSED_IN_ANSWER, reason, item),
             // A result without the status the endpoint was said to give
             // says nothing of the item: never taken for written.
             (None, None) if let Some(field) = &spec.status_field => unanswered(format!(
@@ -613,8 +618,8 @@ fn id_text(id: &Value) -> Option<String> {
 }
 
 /// What an error listed apart says of its records: failed for now when its
-/// status says so (408, 425, 429, 5xx), refused otherwise — 422 when it
-/// carries no status, as HubSpot's (`"status": "error"`) do.
+/// status says so (408, 425, 429, 5xx), refused otherwise — with no status
+/// of its own when it carries none, as HubSpot's (`"status": "error"`) do.
 fn listed_error(spec: &BatchSpec, list: &ErrorList, error: &Value) -> Item {
     let reason = match list.message_field.as_ref().and_then(|f| f.get(error)) {
         Some(Value::String(s)) => s.clone(),
@@ -631,7 +636,9 @@ fn listed_error(spec: &BatchSpec, list: &ErrorList, error: &Value) -> Item {
         }
         status => Item::refused(
             spec,
-            status.filter(|s| !(200..300).contains(s)).unwrap_or(422),
+            status
+                .filter(|s| !(200..300).contains(s))
+                .unwrap_or(REFUSED_IN_ANSWER),
             reason,
             error,
         ),
@@ -639,9 +646,9 @@ fn listed_error(spec: &BatchSpec, list: &ErrorList, error: &Value) -> Item {
 }
 
 /// A status as an answer may give it: a number, a number in a string, a
-/// boolean (`"success": true`: 200, false: 422), or a word (Zoho's
+/// boolean (`"success": true`: 200, false: refused), or a word (Zoho's
 /// `"status": "success"` or `"error"`). Any other value there says the item
-/// was not written, and nothing says why: refused (422), with the whole
+/// was not written, and nothing says why: refused, with the whole
 /// result as the reason, never taken for written.
 fn status(value: &Value) -> Option<u16> {
     match value {
@@ -649,7 +656,7 @@ fn status(value: &Value) -> Option<u16> {
         Value::Number(n) => Some(
             n.as_u64()
                 .and_then(|n| u16::try_from(n).ok())
-                .unwrap_or(422),
+                .unwrap_or(REFUSED_IN_ANSWER),
         ),
         Value::String(s) => {
             // A code with its reason phrase (`"201 Created"`) is its code.
@@ -657,12 +664,12 @@ fn status(value: &Value) -> Option<u16> {
             Some(
                 code.unwrap_or_else(|| match s.trim().to_ascii_lowercase().as_str() {
                     "success" | "succeeded" | "ok" | "created" | "updated" | "true" => 200,
-                    _ => 422,
+                    _ => REFUSED_IN_ANSWER,
                 }),
             )
         }
         Value::Bool(true) => Some(200),
-        Value::Bool(false) | Value::Array(_) | Value::Object(_) => Some(422),
+        Value::Bool(false) | Value::Array(_) | Value::Object(_) => Some(REFUSED_IN_ANSWER),
     }
 }
 

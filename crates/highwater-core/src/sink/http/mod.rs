@@ -9,6 +9,7 @@ use reqwest::header::HeaderValue;
 use serde_json::Value;
 
 mod batch;
+pub(crate) use batch::REFUSED_IN_ANSWER;
 pub mod config;
 
 use std::time::Duration;

@@ -28,7 +28,10 @@ fn an_item_s_status_may_be_a_boolean_and_an_empty_error_is_none() {
     let refused = serde_json::json!({"success": false, "errors": [{"message": "bad email"}]});
     assert_eq!(
         status_and_error(&salesforce, &refused),
-        (Some(422), Some(r#"[{"message":"bad email"}]"#.into()))
+        (
+            Some(REFUSED_IN_ANSWER),
+            Some(r#"[{"message":"bad email"}]"#.into())
+        )
     );
     // A lock another writer held: refused by its status, failed for now by its reason.
     let locking = BatchSpec {
@@ -109,13 +112,19 @@ fn an_item_s_status_may_be_a_boolean_and_an_empty_error_is_none() {
         ),
         (
             serde_json::json!({"status": "error", "code": "INVALID_DATA"}),
-            (Some(422), None),
+            (Some(REFUSED_IN_ANSWER), None),
         ),
-        (serde_json::json!({"status": "pending"}), (Some(422), None)),
-        (serde_json::json!({"status": 70000}), (Some(422), None)),
+        (
+            serde_json::json!({"status": "pending"}),
+            (Some(REFUSED_IN_ANSWER), None),
+        ),
+        (
+            serde_json::json!({"status": 70000}),
+            (Some(REFUSED_IN_ANSWER), None),
+        ),
         (
             serde_json::json!({"status": {"code": 1}}),
-            (Some(422), None),
+            (Some(REFUSED_IN_ANSWER), None),
         ),
         (serde_json::json!({"status": null}), (None, None)),
     ] {
@@ -201,7 +210,7 @@ fn an_error_listed_apart_names_its_records_and_says_whether_to_send_again() {
     assert_eq!(found("P-1"), Some(0));
     assert!(matches!(
         listed_error(&spec, &list, &hubspot),
-        Item::Refused { status: 422, reason } if reason == "Property email is required"
+        Item::Refused { status: REFUSED_IN_ANSWER, reason } if reason == "Property email is required"
     ));
     assert!(matches!(
         listed_error(&spec, &list, &again),
@@ -246,7 +255,7 @@ fn an_answer_listing_only_failed_items_by_place_wrote_the_others() {
     ));
     assert!(matches!(
         sink.item(&batch, &answer, 1, "b"),
-        Item::Refused { status: 422, reason } if reason == "'email' must be a valid email"
+        Item::Refused { status: REFUSED_IN_ANSWER, reason } if reason == "'email' must be a valid email"
     ));
     assert!(matches!(
         sink.item(&batch, &answer, 2, "c"),
