@@ -25,8 +25,9 @@ use crate::stop::Stop;
 mod job;
 use job::Job;
 
-/// Records refused alone, one after another, with no request of theirs
-/// taken, after which a batch endpoint is taken to refuse every request.
+/// Records refused alone, one after another, for one same reason, with no
+/// request of theirs taken, after which a batch endpoint is taken to refuse
+/// every request.
 const REFUSED_ALONE: usize = 10;
 
 /// The status of an item refused in a batch's answer that gives it none of
@@ -309,12 +310,20 @@ impl HttpSink {
                     continue;
                 }
                 // A record refused alone is dead-lettered alone — unless
-                // record after record is, and no request was taken: then
-                // the endpoint refuses the requests themselves (a wrong
-                // `batch_field`), and the run stops before it dead-letters
-                // healthy records by the thousand.
+                // record after record is, for one same reason, and no
+                // request was taken: then the endpoint refuses the requests
+                // themselves (a wrong `batch_field`), and the run stops
+                // before it dead-letters healthy records by the thousand.
+                // Records refused for reasons of their own are theirs.
                 Err(e) if e.is_record_level() => {
-                    if taken {
+                    let same = refused_alone
+                        .first()
+                        .is_none_or(|(_, first)| first.to_string() == e.to_string());
+                    if taken || !same {
+                        taken = true;
+                        for (i, e) in refused_alone.drain(..) {
+                            batches.answer(i, Err(e));
+                        }
                         batches.answer(group[0], Err(e));
                         continue;
                     }
