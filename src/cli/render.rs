@@ -97,32 +97,26 @@ pub fn report(r: &RunReport) -> String {
         r.session.written,
         rate(r.session.read, r.elapsed)
     );
-    if !r.repaired.is_empty() {
-        let _ = writeln!(
-            out,
-            "  {:<14}{} (a late write had set them back; written again): {}",
+    for (label, ids, what) in [
+        (
             "repaired",
-            r.repaired.len(),
-            examples(&r.repaired)
-        );
-    }
-    if !r.resent.is_empty() {
-        let _ = writeln!(
-            out,
-            "  {:<14}{} (written again while an older write could still land, and sent again once it could not; set read_path to check them instead): {}",
+            &r.repaired,
+            "(a late write had set them back; written again)",
+        ),
+        (
             "resent",
-            r.resent.len(),
-            examples(&r.resent)
-        );
-    }
-    if !r.unverified.is_empty() {
-        let _ = writeln!(
-            out,
-            "  {:<14}{} written again while an older write could still land; set read_path to check them: {}",
+            &r.resent,
+            "(written again while an older write could still land, and sent again once it could not; set read_path to check them instead)",
+        ),
+        (
             "unverified",
-            r.unverified.len(),
-            examples(&r.unverified)
-        );
+            &r.unverified,
+            "written again while an older write could still land; set read_path to check them",
+        ),
+    ] {
+        if !ids.is_empty() {
+            let _ = writeln!(out, "  {label:<14}{} {what}: {}", ids.len(), examples(ids));
+        }
     }
     if let RunOutcome::Stopped(_) = r.outcome {
         let _ = writeln!(out, "resume with: highwater run {}", r.sync);

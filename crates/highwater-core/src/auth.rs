@@ -454,6 +454,21 @@ mod tests {
         (url, given, forms)
     }
 
+    /// OAuth2 as the client `hw` with the secret `s`.
+    fn oauth2(token_url: url::Url, refresh_token: Option<&str>, scheme: &str) -> Authenticator {
+        Authenticator::new(
+            AuthSpec::OAuth2 {
+                token_url,
+                client_id: "hw".into(),
+                client_secret: Secret::new("s"),
+                scope: None,
+                refresh_token: refresh_token.map(Secret::new),
+                scheme: scheme.into(),
+            },
+            RetryPolicy::default(),
+        )
+    }
+
     /// The `Authorization` header `auth` puts on a request.
     async fn header(auth: &Authenticator, client: &Client) -> String {
         let request = auth
@@ -473,17 +488,7 @@ mod tests {
     #[tokio::test]
     async fn a_refresh_token_gets_the_tokens_and_a_new_one_replaces_it() {
         let (token_url, _, forms) = token_endpoint().await;
-        let auth = Authenticator::new(
-            AuthSpec::OAuth2 {
-                token_url,
-                client_id: "hw".into(),
-                client_secret: Secret::new("s"),
-                scope: None,
-                refresh_token: Some(Secret::new("r0")),
-                scheme: "Zoho-oauthtoken".into(),
-            },
-            RetryPolicy::default(),
-        );
+        let auth = oauth2(token_url, Some("r0"), "Zoho-oauthtoken");
         let client = crate::http::client().build().expect("client");
         assert_eq!(header(&auth, &client).await, "Zoho-oauthtoken t1");
         auth.invalidate(Instant::now()).await;
@@ -504,31 +509,9 @@ mod tests {
     #[tokio::test]
     async fn a_401_to_a_request_sent_before_the_token_came_keeps_it() {
         let (token_url, given, forms) = token_endpoint().await;
-        let auth = Authenticator::new(
-            AuthSpec::OAuth2 {
-                token_url,
-                client_id: "hw".into(),
-                client_secret: Secret::new("s"),
-                scope: None,
-                refresh_token: None,
-                scheme: "Bearer".into(),
-            },
-            RetryPolicy::default(),
-        );
+        let auth = oauth2(token_url, None, "Bearer");
         let client = crate::http::client().build().expect("client");
-        let stop = Stop::never();
-        let token = async || {
-            let request = auth
-                .apply(client.get("http://127.0.0.1:9/"), &client, &stop)
-                .await
-                .expect("credentials")
-                .build()
-                .expect("request");
-            request.headers()[AUTHORIZATION]
-                .to_str()
-                .expect("header")
-                .to_owned()
-        };
+        let token = async || header(&auth, &client).await;
         assert_eq!(token().await, "Bearer t1");
         let sent = Instant::now();
         // The first 401: a new token.
