@@ -7,6 +7,7 @@
 
 pub mod bounds;
 mod cursors;
+mod error;
 pub mod extract;
 mod fetching;
 pub mod lag;
@@ -29,10 +30,11 @@ use crate::config::{AuthSpec, KeyPlacement, NextUrlFrom, Pagination, SourceSpec}
 use crate::http::{Api, HttpError, Reply, Request, redact};
 use crate::record::{FieldPath, RecordKey};
 use crate::stop::Stop;
+pub use error::SourceError;
 pub use extract::Extracted;
 use extract::{extract, parse_time, records_array};
 use fetching::{Ahead, Fetching, Follow};
-use pagination::{OffsetWalk, PageWalk, WalkError, link_next, numbered_next};
+use pagination::{OffsetWalk, PageWalk, link_next, numbered_next};
 use requests::{PageRequests, page_request};
 
 /// What one run is responsible for: records with `lower <= updated_at <= watermark`,
@@ -88,56 +90,6 @@ pub struct Page {
     /// Where reading resumes once every record of this page is resolved.
     pub cursor_after: Cursor,
     pub requests: u32,
-}
-
-/// Why the source cannot be read; every variant stops the run at its last checkpoint.
-#[derive(Debug, thiserror::Error)]
-pub enum SourceError {
-    #[error(transparent)]
-    Http(#[from] HttpError),
-    #[error("the source's answer to {url} is not usable: {detail}")]
-    BadResponse { url: String, detail: String },
-    /// Refused as asked (a 4xx other than for credentials or the rate).
-    #[error("the source's answer to {url} is not usable: HTTP {status}: {body}")]
-    Refused {
-        url: String,
-        status: u16,
-        body: String,
-    },
-    /// Refused at a position the source gave in this very run: not an
-    /// expired one, a list that pages no further.
-    #[error(
-        "the source refused a position it gave in this run ({url}: HTTP {status}: {body}): an API may cap how far a list pages (HubSpot's search stops at 10,000 results); if running again meets the same refusal, read the window in parts (`highwater backfill --from --to`, a range at a time) or move its start later (`highwater reset --to`)"
-    )]
-    RefusedPosition {
-        url: String,
-        status: u16,
-        body: String,
-    },
-    #[error("pagination: {0}")]
-    Walk(#[from] WalkError),
-    #[error(
-        "pagination: the source returned a {what} it had already returned ({detail}); the API is looping"
-    )]
-    Loop { what: &'static str, detail: String },
-    #[error(
-        "pagination: the next URL points to {host}, not to the configured base_url; refusing to send credentials there"
-    )]
-    ForeignNextUrl { host: String },
-    #[error(
-        "the source's answer to {url} has records but none with a valid `updated_at` and id to continue the keyset from"
-    )]
-    KeysetStalled { url: String },
-    #[error(
-        "the source answered {url} {reads} times with record {id} stamped {stamp}, before {floor}, which its keyset rules out: a replica is serving an older copy of it, or the API does not list in ascending (updated_at, id) order as keyset pagination needs; the next run resumes from the last checkpoint"
-    )]
-    Lagging {
-        url: String,
-        id: String,
-        stamp: Timestamp,
-        floor: String,
-        reads: u32,
-    },
 }
 
 /// How often a request whose answer holds a lagging copy is read again, and the
