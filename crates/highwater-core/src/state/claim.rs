@@ -18,7 +18,6 @@ use std::collections::{HashMap, HashSet};
 use jiff::Timestamp;
 
 use super::Intent;
-use crate::record::is_older;
 
 /// What the store made of a commit's announced writes.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -64,26 +63,6 @@ pub(super) fn add_other(others: &mut HashMap<String, Behind>, intent: Intent, li
         );
         return;
     };
-    let settles_at = match (kept.intent.settles_at, intent.settles_at) {
-        (Some(a), Some(b)) => Some(a.max(b)),
-        _ => None,
-    };
-    if is_older(
-        intent.version,
-        intent.updated_at,
-        kept.oldest.0,
-        kept.oldest.1,
-    ) {
-        kept.oldest = (intent.version, intent.updated_at);
-    }
-    if is_older(
-        kept.intent.version,
-        kept.intent.updated_at,
-        intent.version,
-        intent.updated_at,
-    ) {
-        kept.intent = intent;
-    }
-    kept.intent.settles_at = settles_at;
+    super::fold(&mut kept.intent, &mut kept.oldest, intent);
     kept.live |= live;
 }

@@ -282,28 +282,38 @@ impl Floors {
             self.newest.insert(intent.source_id.clone(), intent);
             return;
         };
-        let settles_at = match (floor.settles_at, intent.settles_at) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            _ => None,
-        };
-        let (version, updated_at) = self
+        let mut oldest = self
             .oldest
             .get(&intent.source_id)
             .copied()
             .unwrap_or((floor.version, floor.updated_at));
-        let oldest = if is_older(intent.version, intent.updated_at, version, updated_at) {
-            (intent.version, intent.updated_at)
-        } else {
-            (version, updated_at)
-        };
-        if (intent.version, intent.updated_at) > (floor.version, floor.updated_at) {
-            *floor = intent;
-        }
-        floor.settles_at = settles_at;
+        fold(floor, &mut oldest, intent);
         if is_older(oldest.0, oldest.1, floor.version, floor.updated_at) {
             self.oldest.insert(floor.source_id.clone(), oldest);
         }
     }
+}
+
+/// Folds `intent` into the writes of its record kept so far: `newest`, which
+/// settles when the last of them has (or never, as far as anyone knows), and
+/// the `oldest` version below it.
+fn fold(newest: &mut Intent, oldest: &mut (Option<i64>, Timestamp), intent: Intent) {
+    let settles_at = match (newest.settles_at, intent.settles_at) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        _ => None,
+    };
+    if is_older(intent.version, intent.updated_at, oldest.0, oldest.1) {
+        *oldest = (intent.version, intent.updated_at);
+    }
+    if is_older(
+        newest.version,
+        newest.updated_at,
+        intent.version,
+        intent.updated_at,
+    ) {
+        *newest = intent;
+    }
+    newest.settles_at = settles_at;
 }
 
 /// One announced write as stored: `[source_id, version, updated_at,
