@@ -253,6 +253,8 @@ pub struct Api {
     gate: std::sync::Arc<RateGate>,
     retry: RetryPolicy,
     retries: RetryTally,
+    /// Whether any request got an answer, of any status: see `retry_policy`.
+    answered: AtomicBool,
 }
 
 /// An API that refused requests for its rate limit while none was configured.
@@ -294,7 +296,15 @@ impl Api {
         Ok(Api {
             sync: sync.to_owned(),
             name,
-            auth: Authenticator::new(spec.auth.clone(), retry),
+            // A token endpoint that fails gives up after its attempts: a
+            // wrong one would otherwise hold every request for an outage.
+            auth: Authenticator::new(
+                spec.auth.clone(),
+                RetryPolicy {
+                    outage: Duration::ZERO,
+                    ..retry
+                },
+            ),
             gate: RateGate::shared(
                 &spec.base_url.origin(),
                 spec.rate_limit,
@@ -304,7 +314,22 @@ impl Api {
             spec,
             retry,
             retries: RetryTally::default(),
+            answered: AtomicBool::new(false),
         })
+    }
+
+    /// The retry policy of a request now: an API that has answered nothing
+    /// in this process is wrong in the config or down from the start, so its
+    /// requests give up after their attempts instead of waiting out an outage.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        if self.answered.load(Ordering::Relaxed) {
+            self.retry
+        } else {
+            RetryPolicy {
+                outage: Duration::ZERO,
+                ..self.retry
+            }
+        }
     }
 
     /// The sync whose requests these are.
@@ -382,7 +407,7 @@ impl Api {
         let refreshed = AtomicBool::new(false);
         let mut unsettled_since = None;
         let sent = retry(
-            self.retry,
+            self.retry_policy(),
             stop,
             request.idempotent,
             |attempt| self.attempt(request, stop, attempt, &refreshed),
@@ -582,6 +607,7 @@ impl Api {
         .emit();
         let (outcome, retry_after, detail) = match response {
             Ok(mut response) => {
+                self.answered.store(true, Ordering::Relaxed);
                 let status = response.status();
                 let headers = std::mem::take(response.headers_mut());
                 let retry_after = (!status.is_success())

@@ -666,6 +666,11 @@ impl Validator<'_> {
             None => Some(defaults.max_attempts),
             Some(n) => self.count(n, &format!("{at}.max_attempts"), 1, 100),
         };
+        let outage = self.duration_or(
+            raw.outage.as_ref(),
+            &format!("{at}.outage"),
+            defaults.outage,
+        );
         let rate_limited_for = self.duration_or(
             raw.rate_limited_for.as_ref(),
             &format!("{at}.rate_limited_for"),
@@ -675,6 +680,7 @@ impl Validator<'_> {
             base: base.unwrap_or(defaults.base),
             cap: cap.unwrap_or(defaults.cap),
             max_attempts: max_attempts.unwrap_or(defaults.max_attempts),
+            outage: outage.unwrap_or(defaults.outage),
             rate_limited_for: rate_limited_for.unwrap_or(defaults.rate_limited_for),
         }
     }

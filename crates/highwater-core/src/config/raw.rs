@@ -196,6 +196,7 @@ pub struct RawRetry {
     pub base: Option<S<String>>,
     pub cap: Option<S<String>>,
     pub max_attempts: Option<S<i64>>,
+    pub outage: Option<S<String>>,
     pub rate_limited_for: Option<S<String>>,
 }
 

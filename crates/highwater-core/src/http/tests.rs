@@ -18,6 +18,7 @@ fn api_at(base: &str, timeout: Duration, attempts: u32) -> Api {
         base: Duration::from_millis(10),
         cap: Duration::from_millis(50),
         max_attempts: attempts,
+        outage: Duration::ZERO,
         rate_limited_for: Duration::from_secs(1),
     };
     api_with(base, timeout, retry)
@@ -106,6 +107,7 @@ async fn a_403_that_says_the_rate_limit_was_passed_is_waited_out() {
         base: Duration::from_millis(10),
         cap: Duration::from_millis(50),
         max_attempts: 1,
+        outage: Duration::ZERO,
         rate_limited_for: Duration::from_secs(30),
     };
     let api = api_with(&format!("http://{addr}/"), Duration::from_secs(5), retry);
@@ -400,4 +402,51 @@ fn json_is_asked_for_unless_the_config_says_otherwise() {
         crate::secret::Secret::new("application/vnd.api+json"),
     )];
     assert_eq!(accepted(&api), ["application/vnd.api+json"]);
+}
+
+const UNAVAILABLE: &str = "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 2\r\n\r\n{}";
+
+/// An API that has answered is waited out through an outage longer than
+/// its attempts (twelve answers of 503 against two attempts); one that has
+/// answered nothing in the process gives up after its attempts.
+#[tokio::test]
+async fn an_outage_is_waited_out_once_the_api_has_answered() {
+    let retry = RetryPolicy {
+        base: Duration::from_millis(10),
+        cap: Duration::from_millis(50),
+        max_attempts: 2,
+        outage: Duration::from_secs(30),
+        rate_limited_for: Duration::from_secs(1),
+    };
+    let mut answers = vec![(Duration::ZERO, OK)];
+    answers.extend([(Duration::ZERO, UNAVAILABLE); 12]);
+    answers.push((Duration::ZERO, OK));
+    let (addr, arrivals, server) = answering(answers).await;
+    let api = api_with(&format!("http://{addr}/"), Duration::from_secs(5), retry);
+    let url = api.url("/v1/x").unwrap_or_else(|_| unreachable!());
+    api.send(&Request::get(url.clone()), &Stop::never())
+        .await
+        .unwrap_or_else(|e| panic!("first request: {e}"));
+    let reply = api
+        .send(&Request::get(url), &Stop::never())
+        .await
+        .unwrap_or_else(|e| panic!("waited out: {e}"));
+    assert_eq!(reply.attempts, 13);
+    assert_eq!(arrivals.lock().unwrap_or_else(|e| e.into_inner()).len(), 14);
+    server.abort();
+
+    // Port 9 (discard) on loopback: nothing listens there.
+    let api = api_with("http://127.0.0.1:9/", Duration::from_secs(5), retry);
+    let url = api.url("/v1/x").unwrap_or_else(|_| unreachable!());
+    let started = Instant::now();
+    let error = api
+        .send(&Request::get(url), &Stop::never())
+        .await
+        .err()
+        .unwrap_or_else(|| panic!("nothing listens there"));
+    assert!(
+        error.to_string().contains("gave up after 2 attempts"),
+        "{error}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
 }

@@ -1,11 +1,14 @@
 //! Owns the retry schedule: exponential backoff with full jitter, capped, with the
-//! server's `Retry-After` as the floor, for a bounded number of attempts — and
-//! waits the server asked for (a 429), which use up no attempt.
+//! server's `Retry-After` as the floor, for a bounded number of attempts and at
+//! least an outage's length — and waits the server asked for (a 429), which use
+//! up no attempt.
 //!
 //! Written here rather than taken from a crate: `backoff` is unmaintained and
 //! backon's jitter is additive, not "full jitter" with a server-given floor.
 
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 /// How a failing request is retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,6 +17,10 @@ pub struct RetryPolicy {
     pub cap: Duration,
     /// Attempts in all, the first included; those answered 429 do not count.
     pub max_attempts: u32,
+    /// How long a request goes on being tried, its attempts spent, from its
+    /// first: a deploy or a failover of a minute is waited out, where eight
+    /// attempts of full jitter from 200 ms last about nine seconds.
+    pub outage: Duration,
     /// How long one request goes on being tried while the API answers 429
     /// (a rate limit is the API asking to wait, not failing): from its first 429.
     pub rate_limited_for: Duration,
@@ -25,6 +32,7 @@ impl Default for RetryPolicy {
             base: Duration::from_millis(200),
             cap: Duration::from_secs(30),
             max_attempts: 8,
+            outage: Duration::from_secs(60),
             rate_limited_for: Duration::from_secs(600),
         }
     }
@@ -39,6 +47,8 @@ pub struct Backoff {
     attempts: u32,
     /// Those of them that count against `max_attempts`.
     counted: u32,
+    /// When the first attempt was made, for `outage`.
+    started: Instant,
     rng: fastrand::Rng,
 }
 
@@ -48,6 +58,7 @@ impl Backoff {
             policy,
             attempts: 1,
             counted: 1,
+            started: Instant::now(),
             rng: fastrand::Rng::new(),
         }
     }
@@ -57,6 +68,7 @@ impl Backoff {
             policy,
             attempts: 1,
             counted: 1,
+            started: Instant::now(),
             rng: fastrand::Rng::with_seed(seed),
         }
     }
@@ -67,12 +79,14 @@ impl Backoff {
     }
 
     /// The wait before the next attempt: uniform in `[0, min(cap, base·2^n)]`, never
-    /// less than `floor` (the server's `Retry-After`).
+    /// less than `floor` (the server's `Retry-After`); `None` once `max_attempts`
+    /// are made and `outage` has passed since the first.
     pub fn next_delay(&mut self, floor: Option<Duration>) -> Option<Duration> {
-        if self.counted >= self.policy.max_attempts {
+        if self.counted >= self.policy.max_attempts && self.started.elapsed() >= self.policy.outage
+        {
             return None;
         }
-        self.counted += 1;
+        self.counted = self.counted.saturating_add(1);
         Some(self.next_wait(floor))
     }
 
@@ -110,6 +124,7 @@ mod tests {
                 base: Duration::from_millis(base_ms),
                 cap: Duration::from_millis(cap_ms),
                 max_attempts,
+                outage: Duration::ZERO,
                 ..RetryPolicy::default()
             };
             let floor = floor_ms.map(Duration::from_millis);

@@ -159,6 +159,7 @@ mod tests {
         base: Duration::from_millis(100),
         cap: Duration::from_secs(1),
         max_attempts: 4,
+        outage: Duration::ZERO,
         rate_limited_for: Duration::from_secs(60),
     };
 
@@ -241,6 +242,64 @@ mod tests {
             })
         ));
         assert_eq!(calls, POLICY.max_attempts);
+    }
+
+    /// Runs the loop over an API failing for `down` on the paused clock, then
+    /// answering; returns the result and how long it took.
+    async fn outage(
+        policy: RetryPolicy,
+        down: Duration,
+    ) -> (Result<(u32, Attempts), GaveUp<u32>>, Duration) {
+        let started = Instant::now();
+        let result = retry(
+            policy,
+            &Stop::never(),
+            false,
+            |n| async move {
+                if started.elapsed() < down {
+                    Err(Failed::new(n, transient(true)))
+                } else {
+                    Ok(n)
+                }
+            },
+            |_, _| {},
+        )
+        .await;
+        (result, started.elapsed())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_outage_shorter_than_the_policy_s_is_waited_out() {
+        let policy = RetryPolicy {
+            outage: Duration::from_secs(60),
+            ..POLICY
+        };
+        let (result, elapsed) = outage(policy, Duration::from_secs(40)).await;
+        let (_, attempts) = result.expect("waited out");
+        assert!(attempts.made > POLICY.max_attempts, "{attempts:?}");
+        assert!(elapsed >= Duration::from_secs(40), "{elapsed:?}");
+
+        let (result, elapsed) = outage(policy, Duration::MAX).await;
+        assert!(
+            matches!(
+                result,
+                Err(GaveUp::Exhausted {
+                    rate_limited: None,
+                    ..
+                })
+            ),
+            "{result:?}"
+        );
+        assert!(elapsed >= policy.outage, "{elapsed:?}");
+        assert!(elapsed <= policy.outage + POLICY.cap, "{elapsed:?}");
+
+        // Without it, the attempts alone bound the loop.
+        let (result, elapsed) = outage(POLICY, Duration::from_secs(40)).await;
+        assert!(
+            matches!(result, Err(GaveUp::Exhausted { attempts: 4, .. })),
+            "{result:?}"
+        );
+        assert!(elapsed < Duration::from_secs(4), "{elapsed:?}");
     }
 
     /// Runs the loop over `refusals` answers of 429, then success; returns the

@@ -292,7 +292,7 @@ impl HttpSink {
             }
         }
         let mut batches = Batches::new(answered, spec.size);
-        let mut backoff = Backoff::new(self.retry);
+        let mut backoff = Backoff::new(self.api.retry_policy());
         // Since when items have been answered 429 and nothing else that
         // failed for now, as the retry loop counts a request's 429s.
         let mut limited_since: Option<Instant> = None;

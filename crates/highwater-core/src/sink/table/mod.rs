@@ -22,6 +22,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::future::Future;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -155,6 +156,11 @@ pub struct TableSink<D: Database> {
     /// The statements for the table as it is, once it is there.
     prepared: tokio::sync::OnceCell<Statements>,
     retries: Mutex<RetryCounts>,
+    /// Whether any statement got the database's answer: until one has, a
+    /// failing database is wrong in the config or down from the start, and
+    /// a statement gives up after its attempts instead of waiting out an
+    /// outage.
+    answered: AtomicBool,
 }
 
 /// Rows per statement at most, whatever the batch size: a refused statement
@@ -170,6 +176,7 @@ impl<D: Database> TableSink<D> {
             shown,
             prepared: tokio::sync::OnceCell::new(),
             retries: Mutex::new(RetryCounts::default()),
+            answered: AtomicBool::new(false),
         }
     }
 
@@ -276,14 +283,27 @@ impl<D: Database> TableSink<D> {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, DbFailure>>,
     {
+        let policy = if self.answered.load(Ordering::Relaxed) {
+            self.retry
+        } else {
+            RetryPolicy {
+                outage: Duration::ZERO,
+                ..self.retry
+            }
+        };
         let result = retry(
-            self.retry,
+            policy,
             stop,
             true,
             |_| {
                 let fut = attempt();
                 async move {
-                    fut.await.map_err(|e| {
+                    let result = fut.await;
+                    // A statement refused for what it holds was answered.
+                    if !matches!(&result, Err(e) if matches!(e.class, Class::Transient { .. })) {
+                        self.answered.store(true, Ordering::Relaxed);
+                    }
+                    result.map_err(|e| {
                         let class = e.class;
                         Failed::new(e, class)
                     })

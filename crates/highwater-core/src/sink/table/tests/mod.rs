@@ -23,6 +23,7 @@ const RETRY: RetryPolicy = RetryPolicy {
     base: Duration::from_millis(20),
     cap: Duration::from_millis(200),
     max_attempts: 8,
+    outage: Duration::ZERO,
     rate_limited_for: Duration::from_secs(600),
 };
 
