@@ -1,10 +1,12 @@
 //! `highwater probe <sync>`: reads the first page or two of the source and shows
 //! what the config finds there, and which key to change for what looks wrong.
-//! Writes nothing, and needs no state store. Exit 0 when nothing looks wrong, 1
-//! when something does.
+//! Writes nothing, and needs no state store: with one, it keeps there the
+//! refresh tokens the source's OAuth2 endpoint rotates, as a run would. Exit 0
+//! when nothing looks wrong, 1 when something does.
 
 use std::fmt::Write as _;
 
+use highwater_core::auth::TokenKeeper;
 use highwater_core::engine::decide::plan_window;
 use highwater_core::source::probe::{ProbeReport, probe as read};
 use highwater_core::stop::Stop;
@@ -27,7 +29,11 @@ pub async fn probe(ctx: &mut Context, sync: &str, pages: u32) -> Result<Exit, Cl
         None,
     );
     let stop = Stop::new(spec.budgets.max_runtime, CancellationToken::new());
-    let report = read(&spec, window, pages.max(1), &stop)
+    let keeper = ctx
+        .existing_store()
+        .await?
+        .map(|store| std::sync::Arc::new(store) as std::sync::Arc<dyn TokenKeeper>);
+    let report = read(&spec, window, pages.max(1), keeper, &stop)
         .await
         .map_err(|e| CliError::Failed(format!("cannot build an HTTP client: {e}")))?;
     if ctx.json {

@@ -93,6 +93,7 @@ async fn oauth2_tokens_are_refreshed_as_they_expire() {
             client_id: "hw".into(),
             client_secret: "o-secret-4".into(),
             token_ttl: Duration::from_secs(1),
+            refresh_token: None,
         };
     }
     let mut setup = Setup::new(Style::Cursor, Mode::Post);
@@ -141,6 +142,63 @@ async fn oauth2_tokens_are_refreshed_as_they_expire() {
         !message.contains("not-it") && !message.contains("o-secret-4"),
         "{message}"
     );
+}
+
+/// OAuth2 endpoints that spend each refresh token they answer (Xero's): a
+/// run stopped by its budget every few pages is resumed by process after
+/// process, each presenting the refresh token the one before was given (kept
+/// in the state store), while tokens expiring within a process are refreshed
+/// too. The sync completes, exact.
+#[tokio::test(flavor = "multi_thread")]
+async fn refresh_tokens_an_endpoint_rotates_are_kept_for_the_next_process() {
+    let mut sim = SimConfig::new(55, 600);
+    sim.source.latency = Duration::from_millis(40);
+    for (auth, first) in [(&mut sim.source_auth, "sr0"), (&mut sim.dest_auth, "dr0")] {
+        *auth = SimAuth::OAuth2 {
+            client_id: "hw".into(),
+            client_secret: "o-secret-5".into(),
+            token_ttl: Duration::from_secs(1),
+            refresh_token: Some(first.into()),
+        };
+    }
+    let mut setup = Setup::new(Style::Cursor, Mode::Put);
+    setup.page_size = 50;
+    setup.budgets = "max_pages = 3".into();
+    let world = World::start("oauth-rotating", sim, &setup).await;
+    let oauth = |url: String, first: &str| {
+        format!(
+            r#"{{ type = "oauth2", token_url = "{url}/oauth/token", client_id = "hw", client_secret = "${{HW_TEST_SECRET}}", refresh_token = "{first}" }}"#
+        )
+    };
+    setup.source_auth = oauth(world.sim.source_url(), "sr0");
+    setup.dest_auth = oauth(world.sim.dest_url(), "dr0");
+    world.rewrite(&setup);
+    let mut processes = 0u64;
+    loop {
+        processes += 1;
+        assert!(processes <= 20, "the sync did not complete in 20 processes");
+        let out = crate::util::finish(
+            world
+                .command_with(&world.config, &["run", SYNC])
+                .env("HW_TEST_SECRET", "o-secret-5"),
+        )
+        .await;
+        match out.status.code() {
+            Some(0) => break,
+            Some(3) => {}
+            _ => panic!("process {processes}: {}", describe(&out)),
+        }
+    }
+    assert!(processes >= 4, "{processes}");
+    let stats = world.sim.stats();
+    // Each process that read pages took a token with the refresh token the
+    // one before was given (the last may only complete the run): a spent one
+    // would have been refused, failing its process.
+    assert!(
+        stats.source.tokens_issued >= processes - 1 && stats.dest.tokens_issued >= processes - 1,
+        "{processes}: {stats:?}"
+    );
+    world.assert_exact().await;
 }
 
 /// A lookup that is a search sent as a POST with a JSON body (HubSpot's and

@@ -2,9 +2,14 @@
 //! API key (header or query) and OAuth2 (client credentials, or a refresh
 //! token). OAuth2 tokens are cached, refreshed before they expire, and refreshed
 //! once more when the API says 401 — an expired token is a normal event, not a
-//! failed run.
-//! Invariant: credentials leave this module only onto the wire.
+//! failed run. A refresh token the endpoint replaces (Xero and QuickBooks spend
+//! each one they answer) is kept with a [`TokenKeeper`], the state store, and
+//! every refresh starts from the one kept last: a later process, or another
+//! sync with the same credentials, would otherwise present a spent token.
+//! Invariant: credentials leave this module only onto the wire, and a
+//! rotated refresh token into its keeper.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use reqwest::header::{AUTHORIZATION, HeaderValue};
@@ -43,6 +48,17 @@ pub enum AuthError {
     Stopped(StopReason),
 }
 
+/// Where the refresh tokens an OAuth2 endpoint rotates are kept between
+/// processes, by credential (`Authenticator`'s hash of the token endpoint,
+/// the client id and the configured refresh token).
+#[async_trait::async_trait]
+pub trait TokenKeeper: Send + Sync + std::fmt::Debug {
+    /// The token kept last for `credential`, if any.
+    async fn kept(&self, credential: &str) -> Result<Option<String>, String>;
+    /// `token` replaces what was kept for `credential`.
+    async fn keep(&self, credential: &str, token: &str) -> Result<(), String>;
+}
+
 /// Applies one API's credentials to requests.
 #[derive(Debug)]
 pub struct Authenticator {
@@ -51,8 +67,14 @@ pub struct Authenticator {
     static_bearer: Option<HeaderValue>,
     token: Mutex<Option<Token>>,
     /// The refresh token a token endpoint that rotates them gave last: the
-    /// configured one may be spent.
-    rotated: Mutex<Option<Secret>>,
+    /// configured one may be spent. With whether its keeper has it: if not,
+    /// it is newer than what the keeper holds.
+    rotated: Mutex<Option<(Secret, bool)>>,
+    /// Where rotated refresh tokens are kept, and the credential they are
+    /// kept under: a newly configured refresh token is another credential,
+    /// and starts from itself.
+    keeper: OnceLock<Arc<dyn TokenKeeper>>,
+    credential: Option<String>,
     retry: RetryPolicy,
     /// The pace of the token endpoint's origin, shared like any API's: on the
     /// API's own origin it is the API's gate, so token requests take their
@@ -97,14 +119,86 @@ impl Authenticator {
             }
             _ => None,
         };
+        let credential = match &spec {
+            AuthSpec::OAuth2 {
+                token_url,
+                client_id,
+                refresh_token: Some(refresh),
+                ..
+            } => {
+                let mut hasher = blake3::Hasher::new();
+                for part in [token_url.as_str(), client_id, refresh.expose()] {
+                    hasher.update(part.as_bytes());
+                    hasher.update(&[0]);
+                }
+                Some(hasher.finalize().to_hex().to_string())
+            }
+            _ => None,
+        };
         Authenticator {
             spec,
             static_bearer,
             token: Mutex::new(None),
             rotated: Mutex::new(None),
+            keeper: OnceLock::new(),
+            credential,
             retry,
             token_gate,
         }
+    }
+
+    /// Keeps the refresh tokens the endpoint rotates with `keeper`, and
+    /// starts each refresh from the one it kept last.
+    pub fn keep_tokens_with(&self, keeper: Arc<dyn TokenKeeper>) {
+        // Set once, when the API is made: a second keeper changes nothing.
+        let _ = self.keeper.set(keeper);
+    }
+
+    /// The refresh token to present: one rotated here that its keeper could
+    /// not take, else the keeper's, else one rotated here, else the
+    /// configured one; and whether it came from the keeper.
+    async fn refresh_token(&self, configured: Option<&Secret>) -> (Option<Secret>, bool) {
+        let configured = configured.cloned();
+        let rotated = self.rotated.lock().await.clone();
+        if let Some((token, false)) = rotated {
+            return (Some(token), false);
+        }
+        let (Some(keeper), Some(credential)) = (self.keeper.get(), &self.credential) else {
+            return (rotated.map(|(t, _)| t).or(configured), false);
+        };
+        match keeper.kept(credential).await {
+            Ok(Some(kept)) => (Some(Secret::new(kept)), true),
+            Ok(None) => (rotated.map(|(t, _)| t).or(configured), false),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the refresh token kept in the state store; presenting the last one known here");
+                (rotated.map(|(t, _)| t).or(configured), false)
+            }
+        }
+    }
+
+    /// Keeps the refresh token the endpoint gave in place of `presented`.
+    async fn rotated_to(&self, new: &Secret, url: &str) {
+        let kept = match (self.keeper.get(), &self.credential) {
+            (Some(keeper), Some(credential)) => match keeper.keep(credential, new.expose()).await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::error!(
+                        url = %url,
+                        error = %e,
+                        "the OAuth2 token endpoint gave a new refresh token, and the state store could not keep it: it is used for the rest of this process, but the next one starts from a token the endpoint may have spent"
+                    );
+                    false
+                }
+            },
+            _ => {
+                tracing::warn!(
+                    url = %url,
+                    "the OAuth2 token endpoint gave a new refresh token: it is used for the rest of this process, but kept nowhere without a state store, and the next process starts from the configured one, which an endpoint that rotates them may have spent"
+                );
+                false
+            }
+        };
+        *self.rotated.lock().await = Some((new.clone(), kept));
     }
 
     /// Whether a 401 may be cured by fetching a fresh token.
@@ -192,8 +286,8 @@ impl Authenticator {
             refresh_token,
         } = credentials;
         let url = crate::http::redact(token_url);
-        let rotated = self.rotated.lock().await.clone();
-        let refresh = rotated.as_ref().or(*refresh_token);
+        let (presented, from_keeper) = self.refresh_token(*refresh_token).await;
+        let refresh = presented.as_ref();
         let mut form = vec![
             (
                 "grant_type",
@@ -225,11 +319,7 @@ impl Authenticator {
                 if let Some(new) = &token.refresh
                     && refresh.is_some_and(|old| old.expose() != new.expose())
                 {
-                    tracing::warn!(
-                        url = %url,
-                        "the OAuth2 token endpoint gave a new refresh token: it is used for the rest of this process, but kept nowhere, and the next process starts from the configured one, which an endpoint that rotates them may have spent"
-                    );
-                    *self.rotated.lock().await = Some(new.clone());
+                    self.rotated_to(new, &url).await;
                 }
                 Ok(token)
             }
@@ -247,6 +337,9 @@ impl Authenticator {
                     _ => 0,
                 },
                 check: match refresh {
+                    Some(_) if from_keeper => {
+                        "client_id and client_secret, and the refresh token the endpoint gave last (kept in the state store; a new `refresh_token` in the config replaces it)"
+                    }
                     Some(_) => "client_id, client_secret and refresh_token",
                     None => "client_id and client_secret",
                 },
@@ -501,6 +594,44 @@ mod tests {
                 "grant_type=refresh_token&client_id=hw&client_secret=s&refresh_token=r1",
             ]
         );
+    }
+
+    /// A refresh token the endpoint replaces is kept in the state store: a
+    /// later process starts from it, not from the spent configured one,
+    /// and one that refreshes with the same credentials takes the newest
+    /// another rotated; a newly configured token starts from itself.
+    #[tokio::test]
+    async fn a_rotated_refresh_token_is_kept_in_the_state_store() {
+        let (token_url, _, forms) = token_endpoint().await;
+        let dir = std::env::temp_dir().join(format!("hw-auth-kept-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = crate::state::Store::open(&dir.join("state.db"))
+            .await
+            .expect("store");
+        let keeper: Arc<dyn TokenKeeper> = Arc::new(store.clone());
+        let client = crate::http::client().build().expect("client");
+        let first = oauth2(token_url.clone(), Some("r0"), "Bearer");
+        first.keep_tokens_with(Arc::clone(&keeper));
+        assert_eq!(header(&first, &client).await, "Bearer t1");
+        // A later process with the same config.
+        let later = oauth2(token_url.clone(), Some("r0"), "Bearer");
+        later.keep_tokens_with(Arc::clone(&keeper));
+        assert_eq!(header(&later, &client).await, "Bearer t2");
+        // The first one's next refresh presents what the later one was given.
+        first.invalidate(Instant::now()).await;
+        assert_eq!(header(&first, &client).await, "Bearer t3");
+        let renewed = oauth2(token_url, Some("n0"), "Bearer");
+        renewed.keep_tokens_with(keeper);
+        assert_eq!(header(&renewed, &client).await, "Bearer t4");
+        let presented: Vec<String> = forms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|f| f.rsplit('=').next().unwrap_or_default().to_owned())
+            .collect();
+        assert_eq!(presented, ["r0", "r1", "r2", "n0"]);
+        store.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// Requests in flight with a token the API stopped taking are each

@@ -332,6 +332,13 @@ impl Api {
         }
     }
 
+    /// Keeps the refresh tokens the API's OAuth2 endpoint rotates with
+    /// `keeper` (the state store), starting each refresh from the one kept
+    /// last.
+    pub fn keep_tokens_with(&self, keeper: std::sync::Arc<dyn crate::auth::TokenKeeper>) {
+        self.auth.keep_tokens_with(keeper);
+    }
+
     /// The sync whose requests these are.
     pub fn sync(&self) -> &str {
         &self.sync

@@ -25,6 +25,8 @@ pub(crate) struct AuthGate {
     /// stays bounded by the tokens alive within one TTL.
     tokens: Mutex<HashMap<String, Instant>>,
     issued: AtomicU64,
+    /// The one refresh token the endpoint takes now, when it rotates them.
+    refresh: Mutex<Option<String>>,
 }
 
 fn authorization<'a>(headers: &'a HeaderMap, scheme: &str) -> Option<&'a str> {
@@ -43,11 +45,15 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
 impl AuthGate {
     pub(crate) fn new(auth: SimAuth, seed: u64, side: u64) -> Self {
         AuthGate {
-            auth,
             seed,
             side,
+            refresh: Mutex::new(match &auth {
+                SimAuth::OAuth2 { refresh_token, .. } => refresh_token.clone(),
+                _ => None,
+            }),
             tokens: Mutex::new(HashMap::new()),
             issued: AtomicU64::new(0),
+            auth,
         }
     }
 
@@ -75,7 +81,9 @@ impl AuthGate {
         }
     }
 
-    /// `POST /oauth/token` (client credentials, in the form or via Basic).
+    /// `POST /oauth/token`: client credentials, in the form or via Basic; with
+    /// the refresh-token grant when the side rotates refresh tokens, which
+    /// then takes only the one it gave last.
     pub(crate) fn token_endpoint(
         &self,
         headers: &HeaderMap,
@@ -86,6 +94,7 @@ impl AuthGate {
             client_id,
             client_secret,
             token_ttl,
+            refresh_token: rotating,
         } = &self.auth
         else {
             return json_error(
@@ -96,8 +105,13 @@ impl AuthGate {
         };
         let form: HashMap<String, String> =
             url::form_urlencoded::parse(body).into_owned().collect();
+        let grant = if rotating.is_some() {
+            "refresh_token"
+        } else {
+            "client_credentials"
+        };
         match form.get("grant_type").map(String::as_str) {
-            Some("client_credentials") => {}
+            Some(g) if g == grant => {}
             Some(_) => return json_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", None),
             None => {
                 return json_error(
@@ -120,6 +134,18 @@ impl AuthGate {
             "simtok_{:016x}",
             mix(&[self.seed, self.side, Kind::Token as u64, n])
         );
+        let refresh = if rotating.is_some() {
+            let mut current = lock(&self.refresh);
+            if current.as_deref() != form.get("refresh_token").map(String::as_str) {
+                bump(&counters.unauthorized);
+                return json_error(StatusCode::BAD_REQUEST, "invalid_grant", None);
+            }
+            let next = format!("simrefresh_{n}");
+            *current = Some(next.clone());
+            Some(next)
+        } else {
+            None
+        };
         let now = Instant::now();
         {
             let mut tokens = lock(&self.tokens);
@@ -129,13 +155,14 @@ impl AuthGate {
         bump(&counters.tokens_issued);
         // Rounded up: a sub-second TTL must not read as "already expired".
         let expires_in = token_ttl.as_secs() + u64::from(token_ttl.subsec_nanos() > 0);
-        json_value(
-            StatusCode::OK,
-            &serde_json::json!({
-                "access_token": token,
-                "token_type": "Bearer",
-                "expires_in": expires_in,
-            }),
-        )
+        let mut answer = serde_json::json!({
+            "access_token": token,
+            "token_type": "Bearer",
+            "expires_in": expires_in,
+        });
+        if let Some(refresh) = refresh {
+            answer["refresh_token"] = refresh.into();
+        }
+        json_value(StatusCode::OK, &answer)
     }
 }

@@ -157,6 +157,10 @@ pub enum SimAuth {
         client_id: String,
         client_secret: String,
         token_ttl: Duration,
+        /// The refresh-token grant instead of client credentials, starting
+        /// from this token: every answer gives a new one and spends the one
+        /// presented, as Xero's endpoint does.
+        refresh_token: Option<String>,
     },
 }
 

@@ -34,6 +34,8 @@ impl Runner<'_> {
             self.spec.retry,
             1,
         )?);
+        let keeper: Arc<dyn crate::auth::TokenKeeper> = Arc::new(self.store.clone());
+        source_api.keep_tokens_with(Arc::clone(&keeper));
         let delete_path = self
             .spec
             .deletes
@@ -49,6 +51,7 @@ impl Runner<'_> {
                 Some(self.store),
             )
             .map_err(FailureCause::Destination)?;
+        sink.keep_tokens_with(keeper);
         self.late_window = sink.late_write_window();
         self.refuses_older = sink.refuses_older_writes();
         self.floors_left(floors);

@@ -8,6 +8,7 @@
 //! the source before the real run.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use jiff::Timestamp;
 use serde_json::Value;
@@ -117,6 +118,11 @@ pub async fn dry_run(
         .destination
         .open(&spec.name, spec.retry, None, None)
         .map_err(FailureCause::Destination)?;
+    if let Some(store) = store {
+        let keeper: Arc<dyn crate::auth::TokenKeeper> = Arc::new(store.clone());
+        api.keep_tokens_with(Arc::clone(&keeper));
+        sink.keep_tokens_with(keeper);
+    }
     let mut reader = Reader::new(&api, &spec.source, window, cursor);
     let mut report = DryRunReport {
         window,

@@ -6,6 +6,7 @@
 //! the normal write path as a `repair` run.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 use futures_util::StreamExt;
 use jiff::{SignedDuration, Timestamp};
@@ -117,6 +118,9 @@ pub async fn reconcile(
         .destination
         .open(&spec.name, spec.retry, None, None)
         .map_err(FailureCause::Destination)?;
+    let keeper: Arc<dyn crate::auth::TokenKeeper> = Arc::new(store.clone());
+    api.keep_tokens_with(Arc::clone(&keeper));
+    sink.keep_tokens_with(keeper);
     let compare = Compare::for_sync(spec);
     // The newest copy of each record in the window.
     let mut live: BTreeMap<String, crate::record::SourceRecord> = BTreeMap::new();

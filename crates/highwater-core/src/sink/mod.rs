@@ -615,6 +615,10 @@ pub trait Sink: Send + Sync + std::fmt::Debug {
         None
     }
 
+    /// Its API keeps the refresh tokens its OAuth2 endpoint rotates with
+    /// `keeper` (`Api::keep_tokens_with`).
+    fn keep_tokens_with(&self, _keeper: std::sync::Arc<dyn crate::auth::TokenKeeper>) {}
+
     /// How long the run loop may sleep between events: a timer kept due before
     /// any write's own saves tokio re-arming its driver for each write.
     fn timer_lead(&self) -> Duration {

@@ -61,11 +61,14 @@ pub struct Finding {
     pub message: String,
 }
 
-/// Reads up to `max_pages` pages of the source of `spec`.
+/// Reads up to `max_pages` pages of the source of `spec`; the refresh tokens
+/// its OAuth2 endpoint rotates are kept with `keeper`, the state store, when
+/// there is one.
 pub async fn probe(
     spec: &SyncSpec,
     window: Window,
     max_pages: u32,
+    keeper: Option<std::sync::Arc<dyn crate::auth::TokenKeeper>>,
     stop: &Stop,
 ) -> Result<ProbeReport, reqwest::Error> {
     let api = Api::new(
@@ -75,6 +78,9 @@ pub async fn probe(
         spec.retry,
         1,
     )?;
+    if let Some(keeper) = keeper {
+        api.keep_tokens_with(keeper);
+    }
     let mut reader = Reader::new(&api, &spec.source, window, Cursor::Start).traced();
     let mut report = ProbeReport {
         window,

@@ -119,6 +119,11 @@ const TABLES: &[(&str, &str, &str)] = &[
         "'sync', sync, 'destination', destination, 'since', since",
         "sync",
     ),
+    (
+        "refresh_tokens",
+        "'credential', credential, 'token', token, 'since', since",
+        "credential",
+    ),
 ];
 
 /// Rows per statement: a chunk of the ledger is a few MiB of JSON.

@@ -548,6 +548,21 @@ impl Store {
         on_backend!(self, s => s.record_destination(sync, destination).await)
     }
 
+    /// The refresh token an OAuth2 endpoint that rotates them gave last for
+    /// `credential` (`auth::credential`), if any.
+    pub async fn kept_refresh_token(&self, credential: &str) -> Result<Option<String>, StateError> {
+        on_backend!(self, s => s.kept_refresh_token(credential).await)
+    }
+
+    /// `token` is what the endpoint gave last for `credential`.
+    pub async fn keep_refresh_token(
+        &self,
+        credential: &str,
+        token: &str,
+    ) -> Result<(), StateError> {
+        on_backend!(self, s => s.keep_refresh_token(credential, token).await)
+    }
+
     /// Shares the store's write transaction from now on, with the destination
     /// table of `sync` in its file; the handle that destination writes
     /// through, and the sharing, which lasts as long as it is held. `None`
@@ -578,5 +593,20 @@ impl Store {
             Backend::Sqlite(_) => None,
             Backend::Postgres(s) => Some(s.share_writes(application_name)),
         }
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::auth::TokenKeeper for Store {
+    async fn kept(&self, credential: &str) -> Result<Option<String>, String> {
+        self.kept_refresh_token(credential)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn keep(&self, credential: &str, token: &str) -> Result<(), String> {
+        self.keep_refresh_token(credential, token)
+            .await
+            .map_err(|e| e.to_string())
     }
 }

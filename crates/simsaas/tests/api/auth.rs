@@ -9,6 +9,7 @@ async fn oauth_token_expires_then_a_fresh_one_works() -> R {
         client_id: "cid".into(),
         client_secret: "secret".into(),
         token_ttl: Duration::from_millis(300),
+        refresh_token: None,
     };
     let sim = SimSaas::start(cfg).await?;
     let c = client()?;

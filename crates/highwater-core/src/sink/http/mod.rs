@@ -109,6 +109,10 @@ impl Sink for HttpSink {
         self.api.unpaced()
     }
 
+    fn keep_tokens_with(&self, keeper: std::sync::Arc<dyn crate::auth::TokenKeeper>) {
+        self.api.keep_tokens_with(keeper);
+    }
+
     /// Half the request timeout (at least 50 ms: below, the timer would wake
     /// the loop too often to be worth it).
     fn timer_lead(&self) -> Duration {

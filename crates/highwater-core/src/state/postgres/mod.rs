@@ -68,6 +68,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "audit_destination_moved",
         include_str!("../../../migrations/postgres/0006_audit_destination_moved.sql"),
     ),
+    (
+        7,
+        "refresh_tokens",
+        include_str!("../../../migrations/postgres/0007_refresh_tokens.sql"),
+    ),
 ];
 
 /// Where a PostgreSQL store is: the database's URL and the schema its tables

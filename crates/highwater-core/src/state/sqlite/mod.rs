@@ -227,6 +227,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "audit_destination_moved",
         include_str!("../../../migrations/sqlite/0020_audit_destination_moved.sql"),
     ),
+    (
+        21,
+        "refresh_tokens",
+        include_str!("../../../migrations/sqlite/0021_refresh_tokens.sql"),
+    ),
 ];
 
 /// The migration after which the ledger table's rows are read into runs

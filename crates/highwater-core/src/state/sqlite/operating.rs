@@ -165,3 +165,33 @@ impl SqliteStore {
         Ok(())
     }
 }
+
+impl SqliteStore {
+    /// The refresh token kept for `credential`, if any.
+    pub async fn kept_refresh_token(&self, credential: &str) -> Result<Option<String>, StateError> {
+        Ok(
+            sqlx::query_scalar("SELECT token FROM refresh_tokens WHERE credential = ?")
+                .bind(credential)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    /// `token` replaces what was kept for `credential`.
+    pub async fn keep_refresh_token(
+        &self,
+        credential: &str,
+        token: &str,
+    ) -> Result<(), StateError> {
+        sqlx::query(
+            "INSERT INTO refresh_tokens (credential, token, since) VALUES (?, ?, ?)
+             ON CONFLICT (credential) DO UPDATE SET token = excluded.token, since = excluded.since",
+        )
+        .bind(credential)
+        .bind(token)
+        .bind(now()?.as_microsecond())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}

@@ -518,3 +518,44 @@ async fn the_destination_a_ledger_describes_is_kept_copied_and_forgotten() {
         store.close().await;
     }
 }
+
+/// The refresh token an OAuth2 endpoint gave last: none at first, the last
+/// one kept, copied with the store, and kept through a reset (a credential
+/// is not the sync's progress).
+#[tokio::test]
+async fn a_rotated_refresh_token_is_kept_copied_and_outlives_a_reset() {
+    for store in each_store("refresh-tokens").await {
+        assert_eq!(store.kept_refresh_token("c1").await.expect("read"), None);
+        for token in ["r1", "r2"] {
+            store.keep_refresh_token("c1", token).await.expect("keep");
+        }
+        store.keep_refresh_token("c2", "x1").await.expect("keep");
+        let kept = async |store: &Store, credential| {
+            store
+                .kept_refresh_token(credential)
+                .await
+                .expect("read")
+                .unwrap_or_default()
+        };
+        assert_eq!(kept(&store, "c1").await, "r2");
+        assert_eq!(kept(&store, "c2").await, "x1");
+        if matches!(store.backend, Backend::Sqlite(_)) {
+            let copy = fresh_postgres("refresh-tokens-copy").await;
+            store.copy_to(&copy).await.expect("copy");
+            assert_eq!(kept(&copy, "c1").await, "r2");
+            copy.close().await;
+        }
+        store
+            .reset(&ResetRequest {
+                sync: "billing".into(),
+                to: None,
+                forget_ledger: true,
+                force: true,
+                reason: None,
+            })
+            .await
+            .expect("reset");
+        assert_eq!(kept(&store, "c1").await, "r2");
+        store.close().await;
+    }
+}
