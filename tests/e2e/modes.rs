@@ -44,6 +44,42 @@ async fn the_json_lines_destination_upserts_into_one_file() {
     );
 }
 
+/// A field newly mapped stays empty in the records already written until
+/// they are read again: the first run with the new mapping says so, naming
+/// how many, and the runs after it say nothing more.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_changed_mapping_is_said_to_leave_written_records_as_they_were() {
+    let mut sim = SimConfig::new(57, 300);
+    sim.invalid_ratio = 0.0;
+    sim.poisoned_ratio = 0.0;
+    let world = World::start(
+        "mapping-changed",
+        sim,
+        &Setup::new(Style::Cursor, Mode::Put),
+    )
+    .await;
+    world.use_jsonl_destination(&world.dir.join("out.jsonl"), None);
+    let said = "the mapping changed since this sync last wrote";
+    let out = world.run_to_completion().await;
+    assert!(!stderr(&out).contains(said), "{}", describe(&out));
+    let text = std::fs::read_to_string(&world.config).expect("config");
+    let currency = "currency = \"currency\"\n";
+    assert!(text.contains(currency), "{text}");
+    std::fs::write(
+        &world.config,
+        text.replace(currency, "currency = \"currency\"\nsource_id = \"id\"\n"),
+    )
+    .expect("config");
+    let out = world.run_to_completion().await;
+    assert!(
+        stderr(&out).contains(&format!("{said}: the 300 records already written")),
+        "{}",
+        describe(&out)
+    );
+    let out = world.run_to_completion().await;
+    assert!(!stderr(&out).contains(said), "{}", describe(&out));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn basic_auth_and_api_keys_in_headers_and_queries() {
     let mut sim = SimConfig::new(52, 400);

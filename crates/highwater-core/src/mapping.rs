@@ -25,6 +25,35 @@ pub struct MappedRecord {
 #[error("{0}")]
 pub struct MappingError(pub String);
 
+/// What a mapped record holds, as a hash (blake3, hex): the external id's
+/// template, each field's place and source, each constant. A sync's records
+/// written under another fingerprint have other fields.
+pub fn fingerprint(spec: &MappingSpec) -> String {
+    let mut hasher = blake3::Hasher::new();
+    let mut part = |tag: &str, text: &str| {
+        for piece in [tag, text] {
+            hasher.update(&(piece.len() as u64).to_le_bytes());
+            hasher.update(piece.as_bytes());
+        }
+    };
+    for piece in &spec.external_id.parts {
+        match piece {
+            TemplatePart::Literal(text) => part("literal", text),
+            TemplatePart::Field(path) => part("field", &path.to_string()),
+            TemplatePart::LowerField(path) => part("lower", &path.to_string()),
+        }
+    }
+    for (to, from) in &spec.fields {
+        part("to", &to.to_string());
+        part("from", &from.to_string());
+    }
+    for (to, value) in &spec.constants {
+        part("constant", &to.to_string());
+        part("value", &value.to_string());
+    }
+    hasher.finalize().to_hex().to_string()
+}
+
 /// Maps one record.
 pub fn map_record(spec: &MappingSpec, record: &SourceRecord) -> Result<MappedRecord, MappingError> {
     let external_id = external_id(spec, &record.body)?;

@@ -23,6 +23,7 @@ pub async fn run(
         resumable: false,
     };
     same_destination(spec, store).await.map_err(fail)?;
+    same_mapping(spec, store, &plan).await.map_err(fail)?;
     let (run, cursor, counters, resumed) =
         open_or_resume(spec, store, &plan).await.map_err(fail)?;
     // Every log line of the run, on every thread, carries its sync and run id.
@@ -166,6 +167,34 @@ async fn same_destination(spec: &SyncSpec, store: &Store) -> Result<(), FailureC
             .record_destination(&spec.name, &spec.destination.identity())
             .await?;
     }
+    Ok(())
+}
+
+/// Says when the sync's records were written with another mapping: those
+/// already written keep its fields until they change at the source or a full
+/// run rewrites them. Said by the first run with the new one (a run of
+/// deletes writes no record, and says nothing).
+async fn same_mapping(spec: &SyncSpec, store: &Store, plan: &Plan) -> Result<(), FailureCause> {
+    if matches!(plan, Plan::Deletes) {
+        return Ok(());
+    }
+    let now = crate::mapping::fingerprint(&spec.mapping);
+    let was = store.mapping_of(&spec.name).await?;
+    if was.as_deref() == Some(now.as_str()) {
+        return Ok(());
+    }
+    if was.is_some() && !matches!(plan, Plan::Full { .. }) {
+        let written = store.status(&spec.name).await?.ledger_records;
+        if written > 0 {
+            tracing::warn!(
+                sync = %spec.name,
+                records = written,
+                "the mapping changed since this sync last wrote: the {written} records already written keep the old one's fields until they change at the source; read again, they are written with this one (`highwater backfill {} --from T1 --to T2` over their range, or `run --full` where the sync has deletes)",
+                spec.name,
+            );
+        }
+    }
+    store.record_mapping(&spec.name, &now).await?;
     Ok(())
 }
 

@@ -116,7 +116,7 @@ const TABLES: &[(&str, &str, &str)] = &[
     ),
     (
         "sync_destinations",
-        "'sync', sync, 'destination', destination, 'since', since",
+        "'sync', sync, 'destination', destination, 'since', since, 'mapping', mapping",
         "sync",
     ),
     (

@@ -548,6 +548,18 @@ impl Store {
         on_backend!(self, s => s.record_destination(sync, destination).await)
     }
 
+    /// The mapping `sync`'s records were last written with
+    /// (`MappingSpec::fingerprint`), once a run has said.
+    pub async fn mapping_of(&self, sync: &str) -> Result<Option<String>, StateError> {
+        on_backend!(self, s => s.mapping_of(sync).await)
+    }
+
+    /// `sync`'s records are written with `mapping` from now on; kept with the
+    /// destination its ledger describes, and forgotten with it.
+    pub async fn record_mapping(&self, sync: &str, mapping: &str) -> Result<(), StateError> {
+        on_backend!(self, s => s.record_mapping(sync, mapping).await)
+    }
+
     /// The refresh token an OAuth2 endpoint that rotates them gave last for
     /// `credential` (`auth::credential`), if any.
     pub async fn kept_refresh_token(&self, credential: &str) -> Result<Option<String>, StateError> {

@@ -73,6 +73,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "refresh_tokens",
         include_str!("../../../migrations/postgres/0007_refresh_tokens.sql"),
     ),
+    (
+        8,
+        "sync_mappings",
+        include_str!("../../../migrations/postgres/0008_sync_mappings.sql"),
+    ),
 ];
 
 /// Where a PostgreSQL store is: the database's URL and the schema its tables

@@ -232,6 +232,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "refresh_tokens",
         include_str!("../../../migrations/sqlite/0021_refresh_tokens.sql"),
     ),
+    (
+        22,
+        "sync_mappings",
+        include_str!("../../../migrations/sqlite/0022_sync_mappings.sql"),
+    ),
 ];
 
 /// The migration after which the ledger table's rows are read into runs

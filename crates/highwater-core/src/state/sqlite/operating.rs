@@ -195,3 +195,26 @@ impl SqliteStore {
         Ok(())
     }
 }
+
+impl SqliteStore {
+    /// As [`crate::state::Store::mapping_of`].
+    pub async fn mapping_of(&self, sync: &str) -> Result<Option<String>, StateError> {
+        Ok(
+            sqlx::query_scalar("SELECT mapping FROM sync_destinations WHERE sync = ?")
+                .bind(sync)
+                .fetch_optional(&self.pool)
+                .await?
+                .flatten(),
+        )
+    }
+
+    /// As [`crate::state::Store::record_mapping`].
+    pub async fn record_mapping(&self, sync: &str, mapping: &str) -> Result<(), StateError> {
+        sqlx::query("UPDATE sync_destinations SET mapping = ? WHERE sync = ?")
+            .bind(mapping)
+            .bind(sync)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}

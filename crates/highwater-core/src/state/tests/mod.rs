@@ -470,8 +470,9 @@ async fn a_postgres_store_connects_over_tls_when_its_url_asks() {
     store.close().await;
 }
 
-/// The destination a sync's ledger describes: none at first, the last one
-/// recorded, copied with the store, and forgotten with the ledger.
+/// The destination a sync's ledger describes, and the mapping its records
+/// were written with: none at first, the last one recorded, copied with the
+/// store, and forgotten with the ledger.
 #[tokio::test]
 async fn the_destination_a_ledger_describes_is_kept_copied_and_forgotten() {
     for store in each_store("destination").await {
@@ -484,6 +485,12 @@ async fn the_destination_a_ledger_describes_is_kept_copied_and_forgotten() {
             .record_destination("billing", "jsonl out/b.jsonl")
             .await
             .expect("record");
+        assert_eq!(store.mapping_of("billing").await.expect("read"), None);
+        store.record_mapping("billing", "m1").await.expect("record");
+        assert_eq!(
+            store.mapping_of("billing").await.expect("read").as_deref(),
+            Some("m1")
+        );
         assert_eq!(
             store
                 .destination_of("billing")
@@ -502,6 +509,10 @@ async fn the_destination_a_ledger_describes_is_kept_copied_and_forgotten() {
                     .as_deref(),
                 Some("jsonl out/b.jsonl")
             );
+            assert_eq!(
+                copy.mapping_of("billing").await.expect("read").as_deref(),
+                Some("m1")
+            );
             copy.close().await;
         }
         store
@@ -515,6 +526,7 @@ async fn the_destination_a_ledger_describes_is_kept_copied_and_forgotten() {
             .await
             .expect("reset");
         assert_eq!(store.destination_of("billing").await.expect("read"), None);
+        assert_eq!(store.mapping_of("billing").await.expect("read"), None);
         store.close().await;
     }
 }
