@@ -55,14 +55,17 @@ pub fn records_array(body: Value, path: &FieldPath) -> Result<Vec<Value>, String
         for (n, segment) in path.segments().iter().enumerate() {
             let absent =
                 n == last && n > 0 && holds_no_array(current) && current.get(segment).is_none();
+            // Square answers a search that matched nothing with `{}`.
+            let empty = current.as_object().is_some_and(serde_json::Map::is_empty);
             match current.as_object_mut().and_then(|o| o.get_mut(segment)) {
                 Some(next) => current = next,
                 // QuickBooks answers a query that matched nothing with
                 // `{"QueryResponse": {}}`: no array where the records go,
                 // nor any other the path could have meant to name. An
-                // answer without the path's first field is still refused:
-                // that is a path that names nothing.
-                None if absent => return Ok(Vec::new()),
+                // answer without the path's first field is still refused
+                // unless it holds nothing at all: that is a path that
+                // names nothing.
+                None if absent || empty => return Ok(Vec::new()),
                 None => return Err(describe_missing(path)),
             }
         }
@@ -293,6 +296,10 @@ mod tests {
             ),
             Ok(Vec::new())
         );
+        // Square's: an answer that holds nothing, whatever the path.
+        for path in [&path, &customers] {
+            assert_eq!(records_array(json!({}), path), Ok(Vec::new()));
+        }
         // A path that names another array than the one there is refused.
         assert_eq!(
             records_array(json!({"QueryResponse": {"Customers": []}}), &customers),
