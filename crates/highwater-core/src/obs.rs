@@ -24,6 +24,7 @@ pub const RUN_STOPPED: &str = "run_stopped";
 pub const RUN_FAILED: &str = "run_failed";
 pub const PAGINATION_RESCAN: &str = "pagination_rescan";
 pub const NUMBERED_NEXT_URLS: &str = "numbered_next_urls";
+pub const OFFSET_NEXT_URLS: &str = "offset_next_urls";
 pub const FULL_PAGE_ENDS_LIST: &str = "full_page_ends_list";
 pub const LATE_WRITES_AWAITED: &str = "late_writes_awaited";
 pub const LAGGING_COPIES: &str = "lagging_copies";
@@ -414,6 +415,28 @@ impl NumberedNextUrls<'_> {
             param = %self.param,
             "the next URLs number their pages (`{}`): each page is read with the one before it \
              again, so that a record that moves while the run pages cannot hide another",
+            self.param
+        );
+    }
+}
+
+/// A run's next URLs count an offset by the records of each page: a walk
+/// that skips a record whenever one leaves a page already read.
+pub struct OffsetNextUrls<'a> {
+    pub sync: &'a str,
+    pub param: &'a str,
+}
+
+impl OffsetNextUrls<'_> {
+    pub fn emit(&self) {
+        tracing::warn!(
+            event = OFFSET_NEXT_URLS,
+            sync = %self.sync,
+            param = %self.param,
+            "the next URLs count an offset (`{0}`): a record that leaves a page already read \
+             while the run pages moves the others back, and the one crossing the page's end is \
+             not served; `pagination = {{ style = \"offset\", offset_param = \"{0}\" }}` reads \
+             around it",
             self.param
         );
     }

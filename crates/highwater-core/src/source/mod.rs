@@ -34,7 +34,7 @@ pub use error::SourceError;
 pub use extract::Extracted;
 use extract::{extract, parse_time, records_array};
 use fetching::{Ahead, Fetching, Follow};
-use pagination::{OffsetWalk, PageWalk, link_next, numbered_next};
+use pagination::{OffsetWalk, PageWalk, link_next, numbered_next, offset_next};
 use requests::{PageRequests, page_request};
 
 /// What one run is responsible for: records with `lower <= updated_at <= watermark`,
@@ -106,6 +106,8 @@ pub struct Reader<'a> {
     window: Window,
     cursor: Cursor,
     seen: HashSet<String>,
+    /// Whether the next URLs were found to count an offset, said once.
+    offset_next_said: bool,
     offset_walk: Option<OffsetWalk>,
     page_walk: Option<PageWalk>,
     /// Off once the API has shown that it answers with records before the bound it
@@ -201,6 +203,7 @@ impl<'a> Reader<'a> {
             window,
             cursor,
             seen: HashSet::new(),
+            offset_next_said: false,
             offset_walk: None,
             page_walk: None,
             lag_checks: AtomicBool::new(true),
@@ -332,12 +335,14 @@ impl<'a> Reader<'a> {
                     sent.query_pairs_mut().extend_pairs(&query);
                 }
                 let mut numbered = None;
+                let mut counted = None;
                 let cursor_after = match next {
                     None => Cursor::End,
                     Some(next) => {
                         let next = self.checked_next_url(next)?;
                         let next_url = parse_url(&next)?;
                         numbered = numbered_next(&sent, &next_url);
+                        counted = Some(next_url.clone());
                         if numbered.is_none() {
                             if !self.seen.insert(next.clone()) {
                                 return Err(SourceError::Loop {
@@ -351,6 +356,19 @@ impl<'a> Reader<'a> {
                     }
                 };
                 let records = self.records(body, &url)?;
+                if numbered.is_none()
+                    && !self.offset_next_said
+                    && let Some(param) = counted
+                        .as_ref()
+                        .and_then(|next| offset_next(&sent, next, records.len()))
+                {
+                    self.offset_next_said = true;
+                    crate::obs::OffsetNextUrls {
+                        sync: self.api.sync(),
+                        param: &param,
+                    }
+                    .emit();
+                }
                 let records = self.settle(records, &url, query, floor, stop).await?;
                 // Pages by number: from here on each is read with the one
                 // before it again, as a page-number walk is, so that a record

@@ -252,6 +252,28 @@ impl PageWalk {
 /// that leaves a page already read moves the others back, and the one
 /// that crosses the boundary is never served.
 pub fn numbered_next(current: &Url, next: &Url) -> Option<(String, u64, u64)> {
+    let (param, was, number) = counted_param(current, next)?;
+    match was {
+        None if number == 1 || number == 2 => Some((param, number - 1, number)),
+        Some(was) => (number == was + 1).then(|| (param, was.min(1), number)),
+        None => None,
+    }
+}
+
+/// Where an API's next URLs count an offset (ServiceNow's `Link` header:
+/// `sysparm_offset=100`, `200`…): the one query parameter the next URL adds
+/// to the request's, or changes, by the number of records the page held
+/// (more than one). Such a walk skips a record each time one leaves a page
+/// already read, which an `offset` pagination reads around.
+pub fn offset_next(current: &Url, next: &Url, records: usize) -> Option<String> {
+    let (param, was, now) = counted_param(current, next)?;
+    (records > 1 && now.checked_sub(was.unwrap_or(0)) == Some(records as u64)).then_some(param)
+}
+
+/// The one query parameter `next` adds to `current`'s or changes, both
+/// numbers, on the same origin and path: its name, the number before (none
+/// where it was added) and after.
+fn counted_param(current: &Url, next: &Url) -> Option<(String, Option<u64>, u64)> {
     if current.origin() != next.origin() || current.path() != next.path() {
         return None;
     }
@@ -280,10 +302,9 @@ pub fn numbered_next(current: &Url, next: &Url) -> Option<(String, u64, u64)> {
     };
     let number: u64 = number.parse().ok()?;
     match gone.as_slice() {
-        [] if number == 1 || number == 2 => Some((param.clone(), number - 1, number)),
+        [] => Some((param.clone(), None, number)),
         [(was_param, was)] if was_param == param => {
-            let was: u64 = was.parse().ok()?;
-            (number == was + 1).then(|| (param.clone(), was.min(1), number))
+            Some((param.clone(), Some(was.parse().ok()?), number))
         }
         _ => None,
     }
@@ -689,6 +710,35 @@ mod tests {
             ),
             None
         );
+        // ServiceNow's: an offset counted up by the page's records.
+        let table = "https://x.service-now.com/api/now/table/incident?sysparm_limit=100";
+        assert_eq!(
+            offset_next(
+                &url(table),
+                &url(&format!("{table}&sysparm_offset=100")),
+                100
+            ),
+            Some("sysparm_offset".into())
+        );
+        assert_eq!(
+            offset_next(
+                &url(&format!("{table}&sysparm_offset=100")),
+                &url(&format!("{table}&sysparm_offset=200")),
+                100
+            ),
+            Some("sysparm_offset".into())
+        );
+        for (next, records) in [
+            ("&sysparm_offset=150", 100),
+            ("&page=2", 100),
+            ("&cursor=abc", 100),
+        ] {
+            assert_eq!(
+                offset_next(&url(table), &url(&format!("{table}{next}")), records),
+                None,
+                "{next}"
+            );
+        }
         assert_eq!(
             numbered_next(
                 &second,
