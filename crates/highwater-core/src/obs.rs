@@ -489,11 +489,14 @@ impl ResumedPositionRefused<'_> {
 }
 
 /// A run's first page came full and named no next page: a `token_path`
-/// that names nothing reads one page and ends there, without an error.
+/// (or `next_url_path`) that names nothing reads one page and ends there,
+/// without an error.
 pub struct FullPageEndsList<'a> {
     pub sync: &'a str,
     pub records: usize,
-    pub token_path: &'a str,
+    pub path: &'a str,
+    /// The key that gave `path`.
+    pub key: &'static str,
 }
 
 impl FullPageEndsList<'_> {
@@ -502,11 +505,12 @@ impl FullPageEndsList<'_> {
             event = FULL_PAGE_ENDS_LIST,
             sync = %self.sync,
             records = self.records,
-            "the first page came full ({} records) and has no `{}` (token_path): the list ends \
-             there; if the source has more, the next page's token is elsewhere (`highwater probe` \
+            "the first page came full ({} records) and has no `{}` ({}): the list ends \
+             there; if the source has more, the next page is named elsewhere (`highwater probe` \
              shows the answer)",
             self.records,
-            self.token_path
+            self.path,
+            self.key
         );
     }
 }

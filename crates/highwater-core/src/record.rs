@@ -11,7 +11,9 @@ use serde_json::Value;
 
 /// A dotted path into a JSON document (`customer.email`). The empty path is the
 /// document itself. Read, a segment of digits indexes an array from 0
-/// (`variants.0.sku`, `emails.0.value`); an object's key of digits is still a key.
+/// (`variants.0.sku`, `emails.0.value`); an object's key of digits is still a key;
+/// and where an object has no key for a segment, a key of it and the segments
+/// after it, dots and all, is looked for (OData's `@odata.nextLink`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct FieldPath(Vec<String>);
 
@@ -32,14 +34,7 @@ impl FieldPath {
     }
 
     pub fn get<'v>(&self, value: &'v Value) -> Option<&'v Value> {
-        let mut current = value;
-        for segment in &self.0 {
-            current = match current {
-                Value::Array(items) => items.get(segment.parse::<usize>().ok()?)?,
-                _ => current.as_object()?.get(segment)?,
-            };
-        }
-        Some(current)
+        get_in(value, &self.0)
     }
 
     /// Removes the value at this path, if there is one (not inside arrays).
@@ -91,6 +86,28 @@ impl FieldPath {
             }
             None => false,
         }
+    }
+}
+
+/// The value at `segments` in `value`. A key found for a segment is followed
+/// first; only where that leads nowhere are keys holding dots tried, the
+/// longest first, so that a path without them costs nothing more.
+fn get_in<'v>(value: &'v Value, segments: &[String]) -> Option<&'v Value> {
+    let Some((first, rest)) = segments.split_first() else {
+        return Some(value);
+    };
+    match value {
+        Value::Array(items) => get_in(items.get(first.parse::<usize>().ok()?)?, rest),
+        Value::Object(object) => {
+            if let Some(found) = object.get(first).and_then(|next| get_in(next, rest)) {
+                return Some(found);
+            }
+            (2..=segments.len()).rev().find_map(|end| {
+                let next = object.get(&segments[..end].join("."))?;
+                get_in(next, &segments[end..])
+            })
+        }
+        _ => None,
     }
 }
 
@@ -238,6 +255,27 @@ mod tests {
         assert_eq!(get("variants.first.sku"), None);
         assert_eq!(get("variants.-1.sku"), None);
         assert_eq!(get("by.0"), Some(json!("zero")));
+    }
+
+    /// OData's and Microsoft Graph's keys hold dots: a path reaches them as
+    /// written, while a nested key of the same segments is found first.
+    #[test]
+    fn a_key_holding_dots_is_found_where_no_nested_key_is() {
+        let doc = json!({
+            "@odata.nextLink": "https://x.test/accounts?$skiptoken=2",
+            "value": [{"name": "A", "@odata.etag": "W/\"1\"", "a.b": {"c": 1}}],
+            "both": {"x": {"y": "nested"}, "x.y": "flat"},
+        });
+        let get = |path: &str| FieldPath::parse(path).get(&doc).cloned();
+        assert_eq!(
+            get("@odata.nextLink"),
+            Some(json!("https://x.test/accounts?$skiptoken=2"))
+        );
+        assert_eq!(get("value.0.@odata.etag"), Some(json!("W/\"1\"")));
+        assert_eq!(get("value.0.a.b.c"), Some(json!(1)));
+        assert_eq!(get("both.x.y"), Some(json!("nested")));
+        assert_eq!(get("@odata.count"), None);
+        assert_eq!(get("value.0.a.b.d"), None);
     }
 
     #[test]

@@ -121,7 +121,8 @@ impl Reader<'_> {
             crate::obs::FullPageEndsList {
                 sync: self.api.sync(),
                 records: records.len(),
-                token_path: &token_path.to_string(),
+                path: &token_path.to_string(),
+                key: "token_path",
             }
             .emit();
         }

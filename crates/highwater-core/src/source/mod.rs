@@ -318,6 +318,8 @@ impl<'a> Reader<'a> {
                     Cursor::NextUrl { url } => (parse_url(url)?, Vec::new(), None),
                     _ => (self.list_url()?, self.base_query(), self.bound_floor()),
                 };
+                // The first page's request is ours; the next URLs are the API's.
+                let query_given = !matches!(self.cursor, Cursor::NextUrl { .. });
                 let (body, headers) = self.fetch_page(url.clone(), query.clone(), stop).await?;
                 let next = match &from {
                     NextUrlFrom::Body(path) => match path.get(&body) {
@@ -355,7 +357,30 @@ impl<'a> Reader<'a> {
                         Cursor::NextUrl { url: next }
                     }
                 };
+                // The first page came full, and its next URL is not where
+                // the config looks: more may follow.
+                let unnamed = match &from {
+                    NextUrlFrom::Body(path)
+                        if matches!(cursor_after, Cursor::End)
+                            && query_given
+                            && self.spec.page_size_param.is_some() =>
+                    {
+                        path.get(&body).is_none_or(Value::is_null).then_some(path)
+                    }
+                    _ => None,
+                };
                 let records = self.records(body, &url)?;
+                if let Some(path) = unnamed
+                    && records.len() >= self.spec.page_size as usize
+                {
+                    crate::obs::FullPageEndsList {
+                        sync: self.api.sync(),
+                        records: records.len(),
+                        path: &path.to_string(),
+                        key: "next_url_path",
+                    }
+                    .emit();
+                }
                 if numbered.is_none()
                     && !self.offset_next_said
                     && let Some(param) = counted
