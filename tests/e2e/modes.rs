@@ -171,7 +171,8 @@ async fn oauth2_tokens_are_refreshed_as_they_expire() {
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     let message = stderr(&out);
     assert!(
-        message.contains("OAuth2 token request") && message.contains("refused (401)"),
+        message.contains("OAuth2 token request")
+            && message.contains(r#"refused (401: {"error":"invalid_client"})"#),
         "{message}"
     );
     assert!(

@@ -29,10 +29,13 @@ use crate::stop::{Stop, StopReason, instant_after};
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     /// Fatal: the credentials are wrong; a person must fix them.
-    #[error("OAuth2 token request to {url} was refused ({status}): check {check}")]
+    #[error("OAuth2 token request to {url} was refused ({status}{}): check {check}",
+        if answer.is_empty() { String::new() } else { format!(": {answer}") })]
     Refused {
         url: String,
         status: u16,
+        /// What the endpoint said (`invalid_scope`, `invalid_grant`…).
+        answer: String,
         check: &'static str,
     },
     /// Fatal after retries: the token endpoint is down or unreachable.
@@ -328,10 +331,11 @@ impl Authenticator {
                 ..
             }) => Err(e),
             Err(GaveUp::Final {
-                error: TokenFailure::Answered(outcome),
+                error: TokenFailure::Answered(outcome, answer),
                 ..
             }) => Err(AuthError::Refused {
                 url,
+                answer,
                 status: match outcome {
                     Outcome::Status(s) => s,
                     _ => 0,
@@ -354,7 +358,7 @@ impl Authenticator {
                 url,
                 attempts,
                 last: match last {
-                    TokenFailure::Answered(outcome) => describe(outcome),
+                    TokenFailure::Answered(outcome, _) => describe(outcome),
                     TokenFailure::Ended(e) => e.to_string(),
                 },
             }),
@@ -426,14 +430,28 @@ impl Authenticator {
                     fetched_at: Instant::now(),
                 });
             }
-            Ok(response) => Outcome::Status(response.status().as_u16()),
+            Ok(response) => {
+                let status = response.status().as_u16();
+                // An OAuth2 endpoint names what it refused in its body
+                // (RFC 6749 5.2: `error`, `error_description`).
+                let body = response.bytes().await.unwrap_or_default();
+                return Err(Failed {
+                    error: TokenFailure::Answered(
+                        Outcome::Status(status),
+                        crate::http::snippet(&body),
+                    ),
+                    class: classify(Outcome::Status(status)),
+                    retry_after,
+                    rate_limited: Outcome::Status(status).rate_limited(),
+                });
+            }
             Err(e) if crate::http::tls_refused(&e) => Outcome::Untrusted,
             Err(e) if e.is_connect() => Outcome::ConnectFailed,
             Err(e) if e.is_timeout() => Outcome::TimedOutAfterSend,
             Err(_) => Outcome::BrokenAfterSend,
         };
         Err(Failed {
-            error: TokenFailure::Answered(outcome),
+            error: TokenFailure::Answered(outcome, String::new()),
             class: classify(outcome),
             retry_after,
             rate_limited: outcome.rate_limited(),
@@ -446,8 +464,9 @@ impl Authenticator {
 enum TokenFailure {
     /// Not to be retried as it is.
     Ended(AuthError),
-    /// What came back, classified by the retry loop's caller.
-    Answered(Outcome),
+    /// What came back, classified by the retry loop's caller, with the
+    /// body of an answer that was one.
+    Answered(Outcome, String),
 }
 
 /// When a token fetched at `started` is replaced, given the lifetime in seconds
