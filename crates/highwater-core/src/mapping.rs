@@ -81,15 +81,16 @@ pub fn map_record(spec: &MappingSpec, record: &SourceRecord) -> Result<MappedRec
     }
     for (field, json_type) in &spec.required {
         match field.get(&payload) {
-            None | Some(Value::Null) => {
+            found @ (None | Some(Value::Null)) => {
                 let from = spec
                     .fields
                     .iter()
                     .find(|(target, _)| target == field)
                     .map(|(_, source)| format!(" (from `{source}`)"))
                     .unwrap_or_default();
+                let is = if found.is_none() { "missing" } else { "null" };
                 return Err(MappingError(format!(
-                    "required field `{field}`{from} is missing"
+                    "required field `{field}`{from} is {is}"
                 )));
             }
             Some(value) if !json_type.matches(value) => {
@@ -297,6 +298,11 @@ mod tests {
         assert_eq!(
             map_record(&spec(), &record(missing)).map_err(|e| e.0),
             Err("required field `email` (from `customer.email`) is missing".into())
+        );
+        let null = json!({"id": "7", "customer": {"email": null}, "amount_cents": 12});
+        assert_eq!(
+            map_record(&spec(), &record(null)).map_err(|e| e.0),
+            Err("required field `email` (from `customer.email`) is null".into())
         );
         let wrong = json!({"id": "7", "customer": {"email": "a@b.c"}, "amount_cents": "12.50"});
         assert_eq!(
