@@ -133,6 +133,15 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// here, outside it, fails with the cause (a refused connection, a host not
 /// found, a password refused). Where that one connects, the timeout stands.
 async fn why_no_connection(pool: &PgPool) -> sqlx::Error {
+    reachable(pool)
+        .await
+        .err()
+        .unwrap_or(sqlx::Error::PoolTimedOut)
+}
+
+/// Makes one connection outside the pool, and says why it could not; `Ok`
+/// where it could, or where it did not answer within the timeout.
+async fn reachable(pool: &PgPool) -> Result<(), sqlx::Error> {
     let options = pool.connect_options();
     match tokio::time::timeout(
         CONNECT_TIMEOUT,
@@ -140,12 +149,12 @@ async fn why_no_connection(pool: &PgPool) -> sqlx::Error {
     )
     .await
     {
-        Ok(Err(e)) => e,
+        Ok(Err(e)) => Err(e),
         Ok(Ok(connection)) => {
             let _ = sqlx::Connection::close(connection).await;
-            sqlx::Error::PoolTimedOut
+            Ok(())
         }
-        Err(_) => sqlx::Error::PoolTimedOut,
+        Err(_) => Ok(()),
     }
 }
 
@@ -159,10 +168,21 @@ async fn why_no_connection(pool: &PgPool) -> sqlx::Error {
 macro_rules! on_connection {
     ($db:expr, $query:expr, $method:ident) => {
         match &$db.connection {
-            Connection::Own(pool) => match $query.$method(pool).await {
-                Ok(value) => Ok(value),
-                Err(sqlx::Error::PoolTimedOut) => Err(failure(why_no_connection(pool).await)),
+            // A pool that holds no connection tries again and again to
+            // make one until its timeout, each attempt of a statement as
+            // long: one made first, outside it, fails at once with the
+            // cause where nothing answers (a refused connection).
+            Connection::Own(pool) => match if pool.size() == 0 {
+                reachable(pool).await
+            } else {
+                Ok(())
+            } {
                 Err(e) => Err(failure(e)),
+                Ok(()) => match $query.$method(pool).await {
+                    Ok(value) => Ok(value),
+                    Err(sqlx::Error::PoolTimedOut) => Err(failure(why_no_connection(pool).await)),
+                    Err(e) => Err(failure(e)),
+                },
             },
             Connection::Shared(shared) => {
                 let mut tx = shared
