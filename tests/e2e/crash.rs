@@ -386,7 +386,7 @@ crash_tests! {
 }
 
 /// The other seventeen combinations: with the first seven above, every pagination
-/// style with every write mode. `.ci/run` leaves them out unless `HIGHWATER_FULL=1`.
+/// style with every write mode; and next URLs that count an offset. `.ci/run` leaves them out unless `HIGHWATER_FULL=1`.
 mod full {
     use super::*;
 
@@ -408,6 +408,7 @@ mod full {
         next_url_link_batch: Style::NextUrlLink, Mode::Batch, 122;
         offset_batch: Style::Offset, Mode::Batch, 123;
         page_batch: Style::Page, Mode::Batch, 124;
+        offset_link_post: Style::OffsetLink, Mode::Post, 126;
     }
 }
 

@@ -297,7 +297,12 @@ async fn out_of_order_versions_never_regress_the_destination() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn offset_and_page_shifts_skip_nothing() {
-    for style in [Style::Offset, Style::Page, Style::PageLink] {
+    for style in [
+        Style::Offset,
+        Style::Page,
+        Style::PageLink,
+        Style::OffsetLink,
+    ] {
         let mut sim = quiet(24, 3000);
         sim.source.latency = Duration::from_millis(10);
         sim.mutations.max = 400;
@@ -308,6 +313,7 @@ async fn offset_and_page_shifts_skip_nothing() {
         // `PageWalk`), so pages are checked against inserts, as the design asks.
         // Next URLs that number pages are walked as pages, and checked
         // against updates: each moves a record out from before the reader.
+        // Next URLs that count an offset are walked as offsets.
         sim.mutations.weights = match style {
             Style::Page => [0, 0, 0, 1],
             Style::PageLink => [1, 0, 0, 0],

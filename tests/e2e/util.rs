@@ -146,6 +146,9 @@ pub enum Style {
     /// The page-number listing followed by its `Link` header, as GitHub's
     /// (not in [`Style::ALL`]).
     PageLink,
+    /// The offset listing followed by its `Link` header, as ServiceNow's
+    /// (not in [`Style::ALL`]).
+    OffsetLink,
 }
 
 impl Style {
@@ -269,6 +272,13 @@ impl Setup {
                 r#"{ style = "next_url", link_header = true }"#,
                 "items",
                 "per_page",
+                true,
+            ),
+            Style::OffsetLink => (
+                "/v1/offset/invoices",
+                r#"{ style = "next_url", link_header = true }"#,
+                "data",
+                "limit",
                 true,
             ),
         };

@@ -420,8 +420,8 @@ impl NumberedNextUrls<'_> {
     }
 }
 
-/// A run's next URLs count an offset by the records of each page: a walk
-/// that skips a record whenever one leaves a page already read.
+/// A run's next URLs count an offset by the records of each page: read as an
+/// offset walk, which re-reads the end of the page before.
 pub struct OffsetNextUrls<'a> {
     pub sync: &'a str,
     pub param: &'a str,
@@ -429,14 +429,13 @@ pub struct OffsetNextUrls<'a> {
 
 impl OffsetNextUrls<'_> {
     pub fn emit(&self) {
-        tracing::warn!(
+        tracing::info!(
             event = OFFSET_NEXT_URLS,
             sync = %self.sync,
             param = %self.param,
-            "the next URLs count an offset (`{0}`): a record that leaves a page already read \
-             while the run pages moves the others back, and the one crossing the page's end is \
-             not served; `pagination = {{ style = \"offset\", offset_param = \"{0}\" }}` reads \
-             around it",
+            "the next URLs count an offset (`{}`): each page is read from a little before where \
+             the one before ended, so that a record that moves while the run pages cannot hide \
+             another",
             self.param
         );
     }

@@ -375,8 +375,28 @@ async fn offset(
         out.extend_from_slice(br#"{"data":"#);
         let total = skip_page(&s, &ctx, skip, limit, &mut out)?;
         out.extend_from_slice(format!(r#","total":{total}}}"#).as_bytes());
-        Ok(json_bytes(StatusCode::OK, out))
+        let mut resp = json_bytes(StatusCode::OK, out);
+        // As ServiceNow's: the next offset's URL, every other parameter kept.
+        let next = skip.saturating_add(limit as u64);
+        if next < total as u64 {
+            link_next(&mut resp, &s, "/v1/offset/invoices", &ctx, "offset", next);
+        }
+        Ok(resp)
     })())
+}
+
+/// A `Link: <…>; rel="next"` header to `path` with every parameter of the
+/// request kept but `param`, which is `value`.
+fn link_next(resp: &mut Response, s: &Shared, path: &str, ctx: &Ctx, param: &str, value: u64) {
+    let mut q = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in ctx.params.0.iter().filter(|(k, _)| k != param) {
+        q.append_pair(k, v);
+    }
+    q.append_pair(param, &value.to_string());
+    let next = format!("<{}{path}?{}>; rel=\"next\"", s.source_url, q.finish());
+    if let Ok(v) = HeaderValue::from_str(&next) {
+        resp.headers_mut().insert(header::LINK, v);
+    }
 }
 
 async fn pages(
@@ -404,19 +424,7 @@ async fn pages(
         let mut resp = json_bytes(StatusCode::OK, out);
         // As GitHub's: the next page's URL, every other parameter kept.
         if skip.saturating_add(per_page as u64) < total as u64 {
-            let mut q = url::form_urlencoded::Serializer::new(String::new());
-            for (k, v) in ctx.params.0.iter().filter(|(k, _)| k != "page") {
-                q.append_pair(k, v);
-            }
-            q.append_pair("page", &(page + 1).to_string());
-            let next = format!(
-                "<{}/v1/pages/invoices?{}>; rel=\"next\"",
-                s.source_url,
-                q.finish()
-            );
-            if let Ok(v) = HeaderValue::from_str(&next) {
-                resp.headers_mut().insert(header::LINK, v);
-            }
+            link_next(&mut resp, &s, "/v1/pages/invoices", &ctx, "page", page + 1);
         }
         Ok(resp)
     })())

@@ -77,6 +77,13 @@ pub enum Cursor {
         next: u64,
         tail: Vec<String>,
     },
+    /// An offset walk found in next URLs that count an offset by each
+    /// page's records ([`pagination::offset_next`]), on that parameter.
+    LinkedOffset {
+        param: String,
+        next: u64,
+        tail: Vec<String>,
+    },
     /// Nothing left to read.
     End,
 }
@@ -106,8 +113,6 @@ pub struct Reader<'a> {
     window: Window,
     cursor: Cursor,
     seen: HashSet<String>,
-    /// Whether the next URLs were found to count an offset, said once.
-    offset_next_said: bool,
     offset_walk: Option<OffsetWalk>,
     page_walk: Option<PageWalk>,
     /// Off once the API has shown that it answers with records before the bound it
@@ -203,7 +208,6 @@ impl<'a> Reader<'a> {
             window,
             cursor,
             seen: HashSet::new(),
-            offset_next_said: false,
             offset_walk: None,
             page_walk: None,
             lag_checks: AtomicBool::new(true),
@@ -301,6 +305,13 @@ impl<'a> Reader<'a> {
                 self.token_page(&token_path, &token_param, more_path, end_path, stop)
                     .await?
             }
+            Pagination::NextUrl { .. } if matches!(self.cursor, Cursor::LinkedOffset { .. }) => {
+                let Cursor::LinkedOffset { param, .. } = self.cursor.clone() else {
+                    unreachable!("matched above")
+                };
+                let overlap = linked_overlap(self.spec);
+                self.offset_page(&param, overlap, true, stop).await?
+            }
             Pagination::NextUrl { .. } if matches!(self.cursor, Cursor::LinkedPage { .. }) => {
                 let Cursor::LinkedPage {
                     param, first_page, ..
@@ -321,6 +332,12 @@ impl<'a> Reader<'a> {
                 // The first page's request is ours; the next URLs are the API's.
                 let query_given = !matches!(self.cursor, Cursor::NextUrl { .. });
                 let (body, headers) = self.fetch_page(url.clone(), query.clone(), stop).await?;
+                let served = self
+                    .spec
+                    .records_path
+                    .get(&body)
+                    .and_then(Value::as_array)
+                    .map_or(0, Vec::len);
                 let next = match &from {
                     NextUrlFrom::Body(path) => match path.get(&body) {
                         Some(Value::String(s)) if !s.is_empty() => url.join(s).ok(),
@@ -344,8 +361,10 @@ impl<'a> Reader<'a> {
                         let next = self.checked_next_url(next)?;
                         let next_url = parse_url(&next)?;
                         numbered = numbered_next(&sent, &next_url);
-                        counted = Some(next_url.clone());
                         if numbered.is_none() {
+                            counted = offset_next(&sent, &next_url, served);
+                        }
+                        if numbered.is_none() && counted.is_none() {
                             if !self.seen.insert(next.clone()) {
                                 return Err(SourceError::Loop {
                                     what: "next URL",
@@ -381,25 +400,26 @@ impl<'a> Reader<'a> {
                     }
                     .emit();
                 }
-                if numbered.is_none()
-                    && !self.offset_next_said
-                    && let Some(param) = counted
-                        .as_ref()
-                        .and_then(|next| offset_next(&sent, next, records.len()))
-                {
-                    self.offset_next_said = true;
-                    crate::obs::OffsetNextUrls {
-                        sync: self.api.sync(),
-                        param: &param,
-                    }
-                    .emit();
-                }
                 let records = self.settle(records, &url, query, floor, stop).await?;
                 // Pages by number: from here on each is read with the one
                 // before it again, as a page-number walk is, so that a record
                 // that moves under the run cannot hide another.
-                let cursor_after = match numbered {
-                    Some((param, first_page, next)) => {
+                let cursor_after = match (numbered, counted) {
+                    (None, Some((param, next))) => {
+                        crate::obs::OffsetNextUrls {
+                            sync: self.api.sync(),
+                            param: &param,
+                        }
+                        .emit();
+                        let keys: Vec<String> = records.iter().map(walks::anchor_key).collect();
+                        let overlap = linked_overlap(self.spec) as usize;
+                        Cursor::LinkedOffset {
+                            param,
+                            next,
+                            tail: keys[keys.len().saturating_sub(overlap)..].to_vec(),
+                        }
+                    }
+                    (Some((param, first_page, next)), _) => {
                         crate::obs::NumberedNextUrls {
                             sync: self.api.sync(),
                             param: &param,
@@ -414,7 +434,7 @@ impl<'a> Reader<'a> {
                             tail: keys[keys.len().saturating_sub(overlap)..].to_vec(),
                         }
                     }
-                    None => cursor_after,
+                    (None, None) => cursor_after,
                 };
                 self.page(records, cursor_after, 1)
             }
@@ -487,7 +507,10 @@ impl<'a> Reader<'a> {
             Pagination::Offset {
                 offset_param,
                 overlap,
-            } => self.offset_page(&offset_param, overlap, stop).await?,
+            } => {
+                self.offset_page(&offset_param, overlap, false, stop)
+                    .await?
+            }
             Pagination::Page {
                 page_param,
                 first_page,

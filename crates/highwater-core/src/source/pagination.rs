@@ -263,11 +263,13 @@ pub fn numbered_next(current: &Url, next: &Url) -> Option<(String, u64, u64)> {
 /// Where an API's next URLs count an offset (ServiceNow's `Link` header:
 /// `sysparm_offset=100`, `200`…): the one query parameter the next URL adds
 /// to the request's, or changes, by the number of records the page held
-/// (more than one). Such a walk skips a record each time one leaves a page
-/// already read, which an `offset` pagination reads around.
-pub fn offset_next(current: &Url, next: &Url, records: usize) -> Option<String> {
+/// (more than one), and the next page's offset. Followed as they are, a
+/// record that leaves a page already read hides the one after it: such next
+/// URLs are an offset walk's, which reads around it.
+pub fn offset_next(current: &Url, next: &Url, records: usize) -> Option<(String, u64)> {
     let (param, was, now) = counted_param(current, next)?;
-    (records > 1 && now.checked_sub(was.unwrap_or(0)) == Some(records as u64)).then_some(param)
+    (records > 1 && now.checked_sub(was.unwrap_or(0)) == Some(records as u64))
+        .then_some((param, now))
 }
 
 /// The one query parameter `next` adds to `current`'s or changes, both
@@ -718,7 +720,7 @@ mod tests {
                 &url(&format!("{table}&sysparm_offset=100")),
                 100
             ),
-            Some("sysparm_offset".into())
+            Some(("sysparm_offset".into(), 100))
         );
         assert_eq!(
             offset_next(
@@ -726,7 +728,7 @@ mod tests {
                 &url(&format!("{table}&sysparm_offset=200")),
                 100
             ),
-            Some("sysparm_offset".into())
+            Some(("sysparm_offset".into(), 200))
         );
         for (next, records) in [
             ("&sysparm_offset=150", 100),

@@ -158,6 +158,9 @@ fn describe_cursor(cursor: &Cursor) -> String {
         Cursor::LinkedPage { param, next, .. } => {
             format!("page {next} ({param}={next}, from next URLs that number pages)")
         }
+        Cursor::LinkedOffset { param, next, .. } => {
+            format!("offset {next} ({param}={next}, from next URLs that count an offset)")
+        }
         Cursor::Start => "the first page".into(),
     }
 }

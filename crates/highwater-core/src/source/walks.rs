@@ -8,14 +8,20 @@ use super::{Cursor, Extracted, Page, Reader, SourceError};
 use crate::stop::Stop;
 
 impl Reader<'_> {
+    /// The next page of an offset walk on `param`; `linked` when the walk
+    /// was found in next URLs that count an offset, so that its cursor says
+    /// on which parameter.
     pub(super) async fn offset_page(
         &mut self,
         param: &str,
         overlap: u32,
+        linked: bool,
         stop: &Stop,
     ) -> Result<Page, SourceError> {
         let (next, tail) = match &self.cursor {
-            Cursor::Offset { next, tail } => (*next, tail.clone()),
+            Cursor::Offset { next, tail } | Cursor::LinkedOffset { next, tail, .. } => {
+                (*next, tail.clone())
+            }
             _ => (0, Vec::new()),
         };
         let mut walk = self
@@ -43,13 +49,17 @@ impl Reader<'_> {
                 Step::Take { from, done } => {
                     let mut records = without(window, from, &tail_before);
                     with_reread(&mut records, std::mem::take(&mut discarded));
-                    let cursor_after = if done {
-                        Cursor::End
-                    } else {
-                        Cursor::Offset {
+                    let cursor_after = match (done, linked) {
+                        (true, _) => Cursor::End,
+                        (false, false) => Cursor::Offset {
                             next: walk.next,
                             tail: walk.tail.clone(),
-                        }
+                        },
+                        (false, true) => Cursor::LinkedOffset {
+                            param: param.to_owned(),
+                            next: walk.next,
+                            tail: walk.tail.clone(),
+                        },
                     };
                     self.offset_walk = Some(walk);
                     return Ok(self.page(records, cursor_after, requests));
