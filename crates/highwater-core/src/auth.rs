@@ -179,7 +179,7 @@ impl Authenticator {
         }
     }
 
-    /// Keeps the refresh token the endpoint gave in place of `presented`.
+    /// Keeps the refresh token the endpoint gave in place of the one presented.
     async fn rotated_to(&self, new: &Secret, url: &str) {
         let kept = match (self.keeper.get(), &self.credential) {
             (Some(keeper), Some(credential)) => match keeper.keep(credential, new.expose()).await {
