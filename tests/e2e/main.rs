@@ -16,6 +16,7 @@ mod explain;
 mod faults;
 mod first_run;
 mod lagging;
+mod listings;
 mod metrics;
 mod modes;
 mod probe;

@@ -11,6 +11,7 @@ mod error;
 pub mod extract;
 mod fetching;
 pub mod lag;
+mod links;
 pub mod pagination;
 pub mod probe;
 mod requests;
@@ -26,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use url::Url;
 
-use crate::config::{AuthSpec, KeyPlacement, NextUrlFrom, Pagination, SourceSpec};
+use crate::config::{AuthSpec, KeyPlacement, Pagination, SourceSpec};
 use crate::http::{Api, HttpError, Reply, Request, redact};
 use crate::record::{FieldPath, RecordKey};
 use crate::stop::Stop;
@@ -34,7 +35,7 @@ pub use error::SourceError;
 pub use extract::Extracted;
 use extract::{extract, parse_time, records_array};
 use fetching::{Ahead, Fetching, Follow};
-use pagination::{OffsetWalk, PageWalk, link_next, numbered_next, offset_next};
+use pagination::{OffsetWalk, PageWalk};
 use requests::{PageRequests, page_request};
 
 /// What one run is responsible for: records with `lower <= updated_at <= watermark`,
@@ -70,7 +71,7 @@ pub enum Cursor {
         tail: Vec<String>,
     },
     /// A page-number walk found in next URLs that number their pages
-    /// ([`pagination::numbered_next`]), on the parameter they count with.
+    /// ([`links::numbered_next`]), on the parameter they count with.
     LinkedPage {
         param: String,
         first_page: u64,
@@ -78,7 +79,7 @@ pub enum Cursor {
         tail: Vec<String>,
     },
     /// An offset walk found in next URLs that count an offset by each
-    /// page's records ([`pagination::offset_next`]), on that parameter.
+    /// page's records ([`links::offset_next`]), on that parameter.
     LinkedOffset {
         param: String,
         next: u64,
@@ -323,121 +324,7 @@ impl<'a> Reader<'a> {
                 self.numbered_page(&param, first_page, overlap, true, stop)
                     .await?
             }
-            Pagination::NextUrl { from } => {
-                // A next URL is the API's own: it may not carry the bound.
-                let (url, query, floor) = match &self.cursor {
-                    Cursor::NextUrl { url } => (parse_url(url)?, Vec::new(), None),
-                    _ => (self.list_url()?, self.base_query(), self.bound_floor()),
-                };
-                // The first page's request is ours; the next URLs are the API's.
-                let query_given = !matches!(self.cursor, Cursor::NextUrl { .. });
-                let (body, headers) = self.fetch_page(url.clone(), query.clone(), stop).await?;
-                let served = self
-                    .spec
-                    .records_path
-                    .get(&body)
-                    .and_then(Value::as_array)
-                    .map_or(0, Vec::len);
-                let next = match &from {
-                    NextUrlFrom::Body(path) => match path.get(&body) {
-                        Some(Value::String(s)) if !s.is_empty() => url.join(s).ok(),
-                        _ => None,
-                    },
-                    NextUrlFrom::LinkHeader => headers
-                        .get_all(reqwest::header::LINK)
-                        .iter()
-                        .filter_map(|v| v.to_str().ok())
-                        .find_map(|v| link_next(v, &url)),
-                };
-                let mut sent = url.clone();
-                if !query.is_empty() {
-                    sent.query_pairs_mut().extend_pairs(&query);
-                }
-                let mut numbered = None;
-                let mut counted = None;
-                let cursor_after = match next {
-                    None => Cursor::End,
-                    Some(next) => {
-                        let next = self.checked_next_url(next)?;
-                        let next_url = parse_url(&next)?;
-                        numbered = numbered_next(&sent, &next_url);
-                        if numbered.is_none() {
-                            counted = offset_next(&sent, &next_url, served);
-                        }
-                        if numbered.is_none() && counted.is_none() {
-                            if !self.seen.insert(next.clone()) {
-                                return Err(SourceError::Loop {
-                                    what: "next URL",
-                                    detail: redact(&next_url),
-                                });
-                            }
-                            self.send_ahead(next_url, Vec::new(), None, stop);
-                        }
-                        Cursor::NextUrl { url: next }
-                    }
-                };
-                // The first page came full, and its next URL is not where
-                // the config looks: more may follow.
-                let unnamed = match &from {
-                    NextUrlFrom::Body(path)
-                        if matches!(cursor_after, Cursor::End)
-                            && query_given
-                            && self.spec.page_size_param.is_some() =>
-                    {
-                        path.get(&body).is_none_or(Value::is_null).then_some(path)
-                    }
-                    _ => None,
-                };
-                let records = self.records(body, &url)?;
-                if let Some(path) = unnamed
-                    && records.len() >= self.spec.page_size as usize
-                {
-                    crate::obs::FullPageEndsList {
-                        sync: self.api.sync(),
-                        records: records.len(),
-                        path: &path.to_string(),
-                        key: "next_url_path",
-                    }
-                    .emit();
-                }
-                let records = self.settle(records, &url, query, floor, stop).await?;
-                // Pages by number: from here on each is read with the one
-                // before it again, as a page-number walk is, so that a record
-                // that moves under the run cannot hide another.
-                let cursor_after = match (numbered, counted) {
-                    (None, Some((param, next))) => {
-                        crate::obs::OffsetNextUrls {
-                            sync: self.api.sync(),
-                            param: &param,
-                        }
-                        .emit();
-                        let keys: Vec<String> = records.iter().map(walks::anchor_key).collect();
-                        let overlap = linked_overlap(self.spec) as usize;
-                        Cursor::LinkedOffset {
-                            param,
-                            next,
-                            tail: keys[keys.len().saturating_sub(overlap)..].to_vec(),
-                        }
-                    }
-                    (Some((param, first_page, next)), _) => {
-                        crate::obs::NumberedNextUrls {
-                            sync: self.api.sync(),
-                            param: &param,
-                        }
-                        .emit();
-                        let keys: Vec<String> = records.iter().map(walks::anchor_key).collect();
-                        let overlap = linked_overlap(self.spec) as usize;
-                        Cursor::LinkedPage {
-                            param,
-                            first_page,
-                            next,
-                            tail: keys[keys.len().saturating_sub(overlap)..].to_vec(),
-                        }
-                    }
-                    (None, None) => cursor_after,
-                };
-                self.page(records, cursor_after, 1)
-            }
+            Pagination::NextUrl { from } => self.next_url_page(from, stop).await?,
             Pagination::Keyset {
                 updated_param,
                 id_param,

@@ -1,0 +1,589 @@
+//! Sources shaped like real APIs' listings, served on 127.0.0.1: Stripe's
+//! (paged after the last record's id), OData's (`@odata.nextLink`),
+//! Zendesk's incremental export, Asana's expiring offsets, a GraphQL API, and
+//! a search that pages no further. The destination is a JSON Lines file.
+
+use std::sync::{Arc, Mutex};
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::routing::get;
+use serde_json::{Value, json};
+
+use crate::scripted::jsonl_rows;
+use crate::util::{describe, fresh_dir, report, stderr};
+
+/// Stripe's lists: newest first, each page after the id of the last record of
+/// the one before (`starting_after`), `has_more` saying whether one follows,
+/// `created` in epoch seconds and bounded by `created[gte]`.
+/// The customers a Stripe-shaped list serves, and the `starting_after` of
+/// each request, in turn.
+type Customers = (Arc<Vec<Value>>, Arc<Mutex<Vec<String>>>);
+
+async fn stripe_customers(
+    State((customers, asked)): State<Customers>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+) -> Json<Value> {
+    let limit: usize = query
+        .get("limit")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(10);
+    let since: i64 = query
+        .get("created[gte]")
+        .and_then(|g| g.parse().ok())
+        .unwrap_or(0);
+    let after = query.get("starting_after").cloned();
+    asked
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(after.clone().unwrap_or_default());
+    let mut listed: Vec<&Value> = customers
+        .iter()
+        .filter(|c| c["created"].as_i64().is_some_and(|at| at >= since))
+        .collect();
+    listed.sort_by_key(|c| std::cmp::Reverse(c["created"].as_i64()));
+    let from = after
+        .and_then(|id| listed.iter().position(|c| c["id"] == id.as_str()))
+        .map_or(0, |at| at + 1);
+    let page: Vec<&Value> = listed.iter().skip(from).take(limit).copied().collect();
+    let has_more = from + page.len() < listed.len();
+    Json(json!({ "object": "list", "data": page, "has_more": has_more }))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_list_paged_after_its_last_record_s_id_is_read_whole() {
+    let customers: Vec<Value> = (0..250)
+        .map(|n| {
+            json!({
+                "id": format!("cus_{n:04}"),
+                "object": "customer",
+                "created": 1_767_225_600 + n,
+                "email": format!("c{n}@example.com"),
+            })
+        })
+        .collect();
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let app = axum::Router::new()
+        .route("/v1/customers", get(stripe_customers))
+        .with_state((Arc::new(customers), Arc::clone(&asked)));
+    let (addr, server) = crate::util::serve_local(app).await;
+    let dir = fresh_dir("stripe-list");
+    let (config, out_file) = crate::util::jsonl_sync(
+        &dir,
+        "customers",
+        addr,
+        r#"path = "/v1/customers"
+updated_at_field = "created"
+time_format = "epoch_seconds"
+page_size = 100
+lower_bound_param = "created[gte]"
+start = "2025-01-01T00:00:00Z"
+pagination = { style = "cursor", token_param = "starting_after", token_field = "id", more_path = "has_more" }"#,
+        r#"external_id = "{id}"
+fields = { email = "email" }"#,
+    );
+    let out = crate::util::highwater_at(&config, &["run", "customers", "--json"]).await;
+    server.abort();
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let ran = report(&out);
+    assert_eq!(ran["counters"]["written"], 250, "{ran}");
+    let rows = jsonl_rows(&out_file);
+    let ids: std::collections::HashSet<&str> = rows
+        .iter()
+        .filter_map(|r| r["external_id"].as_str())
+        .collect();
+    assert_eq!(ids.len(), 250);
+    // Three pages, each after the last id of the one before; `has_more:
+    // false` ends it without a fourth request.
+    let asked = asked.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    assert_eq!(asked, ["", "cus_0150", "cus_0050"], "{asked:?}");
+    assert!(
+        !stderr(&out).contains("full_page_ends_list"),
+        "{}",
+        describe(&out)
+    );
+}
+
+/// A cursor read from where the answer has none (Stripe's lists have no
+/// next token: `token_path = "next_cursor"` is a mistake) reads one page and
+/// ends there: the run says so, since its first page came full.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_first_page_that_names_no_next_one_is_warned_of() {
+    let customers: Vec<Value> = (0..250)
+        .map(|n| json!({ "id": format!("cus_{n:04}"), "created": 1_767_225_600 + n }))
+        .collect();
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let app = axum::Router::new()
+        .route("/v1/customers", get(stripe_customers))
+        .with_state((Arc::new(customers), Arc::clone(&asked)));
+    let (addr, server) = crate::util::serve_local(app).await;
+    let dir = fresh_dir("full-page-no-next");
+    let (config, _) = crate::util::jsonl_sync(
+        &dir,
+        "customers",
+        addr,
+        r#"path = "/v1/customers"
+updated_at_field = "created"
+time_format = "epoch_seconds"
+page_size = 100
+lower_bound_param = "created[gte]"
+start = "2025-01-01T00:00:00Z"
+pagination = { style = "cursor", token_path = "next_cursor", token_param = "starting_after" }"#,
+        r#"external_id = "{id}""#,
+    );
+    let out = crate::util::highwater_at(&config, &["run", "customers", "--json"]).await;
+    server.abort();
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(report(&out)["counters"]["read"], 100);
+    assert!(
+        stderr(&out).contains(
+            "the first page came full (100 records) and has no `next_cursor` (token_path)"
+        ),
+        "{}",
+        describe(&out)
+    );
+}
+
+/// A Dataverse-shaped list (OData): records under `value`, the next page's
+/// whole URL at `@odata.nextLink` — a key holding a dot — until the last.
+async fn odata_accounts(
+    State(accounts): State<Arc<Vec<Value>>>,
+    headers: axum::http::HeaderMap,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+) -> Json<Value> {
+    let top: usize = query.get("$top").and_then(|t| t.parse().ok()).unwrap_or(50);
+    let from: usize = query
+        .get("$skiptoken")
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0);
+    let page: Vec<&Value> = accounts.iter().skip(from).take(top).collect();
+    let mut answer = json!({ "@odata.context": "$metadata#accounts", "value": page });
+    if from + top < accounts.len() {
+        let host = headers
+            .get(axum::http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default();
+        answer["@odata.nextLink"] = json!(format!(
+            "http://{host}/api/data/v9.2/accounts?$top={top}&$skiptoken={}",
+            from + top
+        ));
+    }
+    Json(answer)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_odata_list_is_paged_by_its_next_link_and_its_dotted_keys_mapped() {
+    let accounts: Vec<Value> = (0..250)
+        .map(|n| {
+            json!({
+                "accountid": format!("acc-{n:04}"),
+                "@odata.etag": format!("W/\"{n}\""),
+                "modifiedon": format!("2026-01-01T00:{:02}:{:02}Z", n / 60, n % 60),
+            })
+        })
+        .collect();
+    let app = axum::Router::new()
+        .route("/api/data/v9.2/accounts", get(odata_accounts))
+        .with_state(Arc::new(accounts));
+    let (addr, server) = crate::util::serve_local(app).await;
+    let sync = |name: &str, next_url_path: &str| {
+        crate::util::jsonl_sync(
+            &fresh_dir(name),
+            "accounts",
+            addr,
+            &format!(
+                r#"path = "/api/data/v9.2/accounts"
+records_path = "value"
+id_field = "accountid"
+updated_at_field = "modifiedon"
+page_size = 100
+page_size_param = "$top"
+start = "2025-01-01T00:00:00Z"
+pagination = {{ style = "next_url", next_url_path = "{next_url_path}" }}"#
+            ),
+            r#"external_id = "{accountid}"
+fields = { etag = "@odata.etag" }"#,
+        )
+    };
+    let (config, out_file) = sync("odata-list", "@odata.nextLink");
+    let out = crate::util::highwater_at(&config, &["run", "accounts", "--json"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(
+        report(&out)["counters"]["written"],
+        250,
+        "{}",
+        describe(&out)
+    );
+    let rows = jsonl_rows(&out_file);
+    assert_eq!(rows.len(), 250);
+    assert!(
+        rows.iter()
+            .all(|r| r["etag"].as_str().is_some_and(|e| e.starts_with("W/"))),
+        "{:?}",
+        rows.first()
+    );
+    // Looked for elsewhere, the next link ends the list at a full first
+    // page: the run says so.
+    let (elsewhere, _) = sync("odata-list-elsewhere", "nextLink");
+    let out = crate::util::highwater_at(&elsewhere, &["run", "accounts", "--json"]).await;
+    server.abort();
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains(
+            "the first page came full (100 records) and has no `nextLink` (next_url_path)"
+        ),
+        "{}",
+        describe(&out)
+    );
+}
+
+/// Zendesk's incremental export: `after_cursor` on every page, the last one
+/// included, `end_of_stream: true` on the last; asked with that last cursor,
+/// an empty page and the same cursor again.
+async fn zendesk_export(
+    State(asked): State<Arc<Mutex<Vec<String>>>>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+) -> Json<Value> {
+    let cursor = query.get("cursor").cloned().unwrap_or_default();
+    asked
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(cursor.clone());
+    let page = |from: u64, to: u64| -> Vec<Value> {
+        (from..to)
+            .map(|n| json!({ "id": n, "generated_timestamp": 1_767_225_600 + n, "subject": format!("t{n}") }))
+            .collect()
+    };
+    let (tickets, after, end) = match cursor.as_str() {
+        "" => (page(0, 100), "c1", false),
+        "c1" => (page(100, 150), "c2", true),
+        _ => (Vec::new(), "c2", true),
+    };
+    Json(json!({ "tickets": tickets, "after_cursor": after, "end_of_stream": end }))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_s_end_is_where_it_says_or_where_it_gives_its_cursor_back_empty() {
+    for end_path in [true, false] {
+        let asked = Arc::new(Mutex::new(Vec::new()));
+        let app = axum::Router::new()
+            .route(
+                "/api/v2/incremental/tickets/cursor.json",
+                get(zendesk_export),
+            )
+            .with_state(Arc::clone(&asked));
+        let (addr, server) = crate::util::serve_local(app).await;
+        let dir = fresh_dir(&format!("zendesk-export-{end_path}"));
+        let end = if end_path {
+            ", end_path = \"end_of_stream\""
+        } else {
+            ""
+        };
+        let (config, out_file) = crate::util::jsonl_sync(
+            &dir,
+            "tickets",
+            addr,
+            &format!(
+                r#"path = "/api/v2/incremental/tickets/cursor.json"
+records_path = "tickets"
+updated_at_field = "generated_timestamp"
+time_format = "epoch_seconds"
+lower_bound_param = "start_time"
+start = "2025-01-01T00:00:00Z"
+page_size_param = ""
+pagination = {{ style = "cursor", token_path = "after_cursor", token_param = "cursor"{end} }}"#
+            ),
+            r#"external_id = "zd-{id}"
+fields = { subject = "subject" }"#,
+        );
+        let out = crate::util::highwater_at(&config, &["run", "tickets", "--json"]).await;
+        server.abort();
+        assert_eq!(out.status.code(), Some(0), "{end_path}: {}", describe(&out));
+        assert_eq!(
+            report(&out)["counters"]["written"],
+            150,
+            "{}",
+            describe(&out)
+        );
+        assert_eq!(jsonl_rows(&out_file).len(), 150);
+        let asked = asked.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let expected: &[&str] = if end_path {
+            &["", "c1"]
+        } else {
+            &["", "c1", "c2"]
+        };
+        assert_eq!(asked, expected, "{end_path}");
+    }
+}
+
+/// Asana's tasks: `next_page.offset` tokens that expire. The generation of
+/// tokens the API still takes; a token of another is refused with 400.
+async fn asana_tasks(
+    State(generation): State<Arc<Mutex<u32>>>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let current = *generation.lock().unwrap_or_else(|e| e.into_inner());
+    let page: u64 = match query.get("offset") {
+        None => 0,
+        Some(token) => match token.split_once('-') {
+            Some((g, n)) if g == format!("g{current}") => n.parse().unwrap_or(0),
+            _ => {
+                let expired = json!({ "errors": [{ "message": "offset: Your pagination token has expired." }] });
+                return (axum::http::StatusCode::BAD_REQUEST, Json(expired)).into_response();
+            }
+        },
+    };
+    let data: Vec<Value> = (page * 10..page * 10 + 10)
+        .map(|n| json!({ "gid": n.to_string(), "modified_at": format!("2026-01-01T00:00:{n:02}Z"), "name": format!("task {n}") }))
+        .collect();
+    let next = (page < 2).then(|| json!({ "offset": format!("g{current}-{}", page + 1) }));
+    Json(json!({ "data": data, "next_page": next })).into_response()
+}
+
+/// A run stopped after its first page keeps the page token in its
+/// checkpoint; once the API no longer takes it, the run resumed reads its
+/// range again from the start, says why, and completes exact.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_resumed_at_a_token_that_expired_reads_its_range_again() {
+    let generation = Arc::new(Mutex::new(1u32));
+    let app = axum::Router::new()
+        .route("/api/1.0/tasks", get(asana_tasks))
+        .with_state(Arc::clone(&generation));
+    let (addr, server) = crate::util::serve_local(app).await;
+    let dir = fresh_dir("asana-expired-token");
+    let (config, out_file) = crate::util::jsonl_sync(
+        &dir,
+        "tasks",
+        addr,
+        r#"path = "/api/1.0/tasks"
+id_field = "gid"
+updated_at_field = "modified_at"
+start = "2025-01-01T00:00:00Z"
+lower_bound_param = "modified_since"
+page_size = 10
+pagination = { style = "cursor", token_path = "next_page.offset", token_param = "offset" }"#,
+        r#"external_id = "task-{gid}"
+fields = { name = "name" }"#,
+    );
+    let run = ["run", "tasks", "--json"];
+    let out = crate::util::highwater_at(&config, &[&run[..], &["--max-pages", "1"]].concat()).await;
+    assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
+    *generation.lock().unwrap_or_else(|e| e.into_inner()) = 2;
+    let out = crate::util::highwater_at(&config, &run).await;
+    server.abort();
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("refused the position this run resumes at (HTTP 400"),
+        "{}",
+        describe(&out)
+    );
+    let ids: std::collections::HashSet<String> = jsonl_rows(&out_file)
+        .iter()
+        .filter_map(|r| r["external_id"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(ids.len(), 30, "{ids:?}");
+}
+
+/// A GraphQL API (Linear's shape): every page a POST of the query, its
+/// variables holding the window's lower bound, the page size (an `Int`) and
+/// the cursor (a `String`); the records and `pageInfo` in `data`.
+struct Graphql {
+    /// Each issue's id and when it was last updated.
+    issues: Vec<(String, jiff::Timestamp)>,
+    /// The variables of each request, in the order they came.
+    asked: Vec<Value>,
+}
+
+type GraphqlState = Arc<Mutex<Graphql>>;
+
+async fn graphql_issues(
+    State(api): State<GraphqlState>,
+    Json(request): Json<Value>,
+) -> (axum::http::StatusCode, Json<Value>) {
+    let refuse = |message: &str| {
+        (
+            axum::http::StatusCode::BAD_REQUEST,
+            Json(json!({ "errors": [{ "message": message }] })),
+        )
+    };
+    let variables = request["variables"].clone();
+    let mut api = api.lock().unwrap_or_else(|e| e.into_inner());
+    api.asked.push(variables.clone());
+    if !request["query"]
+        .as_str()
+        .is_some_and(|q| q.contains("issues"))
+    {
+        return refuse("no query");
+    }
+    let Some(first) = variables["first"].as_u64() else {
+        return refuse("Variable \"$first\" got invalid value; Int cannot represent a non-integer");
+    };
+    let Some(since) = variables["since"]
+        .as_str()
+        .and_then(|s| s.parse::<jiff::Timestamp>().ok())
+    else {
+        return refuse("Variable \"$since\" got invalid value; expected a DateTime");
+    };
+    let after = match &variables["after"] {
+        Value::Null => 0,
+        Value::String(cursor) => match cursor.strip_prefix("c").and_then(|n| n.parse().ok()) {
+            Some(n) => n,
+            None => return refuse("invalid cursor"),
+        },
+        _ => return refuse("Variable \"$after\" got invalid value; String cannot represent it"),
+    };
+    let mut listed: Vec<(jiff::Timestamp, String)> = api
+        .issues
+        .iter()
+        .filter(|(_, at)| *at >= since)
+        .map(|(id, at)| (*at, id.clone()))
+        .collect();
+    listed.sort();
+    let nodes: Vec<Value> = listed
+        .iter()
+        .skip(after)
+        .take(first as usize)
+        .map(|(at, id)| json!({ "id": id, "updatedAt": at.to_string(), "title": format!("issue {id}") }))
+        .collect();
+    let end = after + nodes.len();
+    let page = json!({
+        "nodes": nodes,
+        "pageInfo": { "endCursor": format!("c{end}"), "hasNextPage": end < listed.len() }
+    });
+    (
+        axum::http::StatusCode::OK,
+        Json(json!({ "data": { "issues": page } })),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_graphql_api_is_read_with_its_window_and_cursor_in_the_variables() {
+    let old = |n: i64| {
+        let at = jiff::Timestamp::from_second(1_717_200_000 + n * 60)
+            .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+        (format!("{n}"), at)
+    };
+    let api: GraphqlState = Arc::new(Mutex::new(Graphql {
+        issues: (0..95).map(old).collect(),
+        asked: Vec::new(),
+    }));
+    let app = axum::Router::new()
+        .route("/graphql", axum::routing::post(graphql_issues))
+        .with_state(Arc::clone(&api));
+    let (addr, server) = crate::util::serve_local(app).await;
+    let dir = fresh_dir("graphql-variables");
+    let (config, out_file) = crate::util::jsonl_sync(
+        &dir,
+        "issues",
+        addr,
+        r#"path = "/graphql"
+body = { query = "query Issues($since: DateTime!, $first: Int!, $after: String) { issues(filter: { updatedAt: { gte: $since } }, first: $first, after: $after) { nodes { id updatedAt title } pageInfo { endCursor hasNextPage } } }", variables = { since = "{lower}" } }
+body_params_path = "variables"
+error_path = "errors"
+records_path = "data.issues.nodes"
+updated_at_field = "updatedAt"
+start = "2024-01-01T00:00:00Z"
+page_size = 20
+page_size_param = "first"
+pagination = { style = "cursor", token_path = "data.issues.pageInfo.endCursor", token_param = "after", more_path = "data.issues.pageInfo.hasNextPage" }"#,
+        r#"external_id = "issue-{id}"
+fields = { title = "title", updated = "updatedAt" }"#,
+    );
+    let run = || async {
+        let out = crate::util::highwater_at(&config, &["run", "issues", "--json"]).await;
+        assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+        report(&out)
+    };
+    let taken = || std::mem::take(&mut api.lock().unwrap_or_else(|e| e.into_inner()).asked);
+
+    let first = run().await;
+    assert_eq!(first["counters"]["written"], 95, "{first}");
+    let asked = taken();
+    assert_eq!(asked.len(), 5, "{asked:?}");
+    assert_eq!(
+        asked[0],
+        json!({ "since": "2024-01-01T00:00:00Z", "first": 20 })
+    );
+    assert_eq!(
+        asked[1],
+        json!({ "since": "2024-01-01T00:00:00Z", "first": 20, "after": "c20" })
+    );
+
+    {
+        let mut api = api.lock().unwrap_or_else(|e| e.into_inner());
+        let now = jiff::Timestamp::now();
+        api.issues.push(("new".into(), now));
+        if let Some(issue) = api.issues.get_mut(7) {
+            issue.1 = now;
+        }
+    }
+    let second = run().await;
+    server.abort();
+    assert_eq!(
+        (&second["counters"]["read"], &second["counters"]["written"]),
+        (&json!(2), &json!(2)),
+        "the second run reads what changed since the first: {second}"
+    );
+    let since = taken()
+        .first()
+        .and_then(|v| v["since"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    assert!(since.as_str() > "2025", "{since}");
+    assert_eq!(jsonl_rows(&out_file).len(), 96);
+}
+
+/// A list that pages no further than 30 records in (HubSpot's search stops at
+/// 10,000): asked past that, 400.
+async fn capped_search(
+    Query(query): Query<std::collections::HashMap<String, String>>,
+) -> (axum::http::StatusCode, Json<Value>) {
+    let after: usize = query.get("after").and_then(|a| a.parse().ok()).unwrap_or(0);
+    if after >= 30 {
+        return (
+            axum::http::StatusCode::BAD_REQUEST,
+            Json(json!({ "status": "error", "message": "cannot page beyond 30 results" })),
+        );
+    }
+    let results: Vec<Value> = (after..(after + 10).min(50))
+        .map(|n| json!({ "id": format!("{n}"), "updatedAt": format!("2025-01-01T00:00:{n:02}Z") }))
+        .collect();
+    let next = json!({ "next": { "after": format!("{}", after + 10) } });
+    (
+        axum::http::StatusCode::OK,
+        Json(json!({ "total": 50, "results": results, "paging": next })),
+    )
+}
+
+/// A run refused at a position the source gave it in the same run says that
+/// reading again will not get past it, and how to read the window instead;
+/// resumed, it reads its range again and says the same.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_list_that_pages_no_further_says_how_to_read_the_window_instead() {
+    let app = axum::Router::new().route("/search", get(capped_search));
+    let (addr, server) = crate::util::serve_local(app).await;
+    let dir = fresh_dir("capped-search");
+    let (config, _) = crate::util::jsonl_sync(
+        &dir,
+        "contacts",
+        addr,
+        r#"path = "/search"
+records_path = "results"
+updated_at_field = "updatedAt"
+page_size = 10
+start = "2025-01-01T00:00:00Z"
+pagination = { style = "cursor", token_path = "paging.next.after", token_param = "after" }"#,
+        r#"external_id = "{id}""#,
+    );
+    for _ in 0..2 {
+        let out = crate::util::highwater_at(&config, &["run", "contacts"]).await;
+        assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+        assert!(
+            stderr(&out).contains("the source refused a position it gave in this run")
+                && stderr(&out).contains("highwater backfill --from --to"),
+            "{}",
+            describe(&out)
+        );
+    }
+    server.abort();
+}
