@@ -271,6 +271,56 @@ async fn many_records_sharing_one_timestamp_are_all_read() {
     exact(&world).await;
 }
 
+/// An API sorting by `updated_at` alone may serve the records sharing one in
+/// another order at every request (ServiceNow by `sys_updated_on`): an offset
+/// walk reads each page's last group of them again whole, and says the order
+/// moves. A group longer than half a page cannot be read so: the run stops
+/// at its checkpoint, saying why, and resumes with a larger page.
+#[tokio::test(flavor = "multi_thread")]
+async fn ties_in_another_order_at_each_request_are_read_whole_or_the_run_stops() {
+    for style in [Style::Offset, Style::OffsetLink] {
+        let mut sim = quiet(25, 2000);
+        // Whole ten seconds: about three records share each `updated_at`.
+        sim.shared_timestamp_ratio = 0.0;
+        sim.timestamp_step_ms = 10_000;
+        sim.source.unstable_ties = true;
+        let mut setup = Setup::new(style, Mode::Put);
+        setup.page_size = 50;
+        let world = World::start(&format!("unstable-ties-{style:?}"), sim, &setup).await;
+        let out = world.run_to_completion().await;
+        assert!(
+            crate::util::stderr(&out).contains("in another order from one request to the next"),
+            "{style:?}: {}",
+            describe(&out)
+        );
+        exact(&world).await;
+    }
+
+    // Two hundred records share one `updated_at`: more than half of 50.
+    let mut sim = quiet(26, 2000);
+    sim.shared_timestamp_ratio = 0.1;
+    sim.source.unstable_ties = true;
+    let mut setup = Setup::new(Style::Offset, Mode::Put);
+    setup.page_size = 50;
+    let world = World::start("unstable-ties-long", sim, &setup).await;
+    let out = world.highwater(&["run", SYNC]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let err = crate::util::stderr(&out);
+    assert!(
+        err.contains("or more share one at a page's end") && err.contains("ask for pages of"),
+        "{err}"
+    );
+    let written = world.dest_ids().len();
+    assert!(
+        written > 0 && written < 2000,
+        "{written} written before the stop"
+    );
+    setup.page_size = 500;
+    world.rewrite(&setup);
+    world.run_to_completion().await;
+    exact(&world).await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn out_of_order_versions_never_regress_the_destination() {
     let mut sim = quiet(23, 800);

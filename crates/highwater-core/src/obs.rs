@@ -24,6 +24,7 @@ pub const RUN_STOPPED: &str = "run_stopped";
 pub const RUN_FAILED: &str = "run_failed";
 pub const PAGINATION_RESCAN: &str = "pagination_rescan";
 pub const NUMBERED_NEXT_URLS: &str = "numbered_next_urls";
+pub const UNSTABLE_TIES: &str = "unstable_ties";
 pub const OFFSET_NEXT_URLS: &str = "offset_next_urls";
 pub const FULL_PAGE_ENDS_LIST: &str = "full_page_ends_list";
 pub const LATE_WRITES_AWAITED: &str = "late_writes_awaited";
@@ -397,6 +398,38 @@ impl PaginationRescan<'_> {
             );
         }
         metrics::counter!(PAGINATION_RESCANS_TOTAL, "sync" => self.sync.to_owned()).increment(1);
+    }
+}
+
+/// The source served records sharing an `updated_at` in another order than
+/// before: a walk by offsets or page numbers can skip such records.
+pub struct UnstableTies {
+    pub style: &'static str,
+    pub position: u64,
+}
+
+impl UnstableTies {
+    pub fn emit(&self) {
+        const HINT: &str = "sort the listing by a unique field too (an id after `updated_at`) if the API allows it";
+        if self.style == "offset" {
+            tracing::warn!(
+                event = UNSTABLE_TIES,
+                style = self.style,
+                position = self.position,
+                "the source serves records that share an `updated_at` in another order from one request to the next; \
+                 the group of them at each page's end is read again whole, which holds while no group is longer than \
+                 half a page (the run stops if one is); {HINT}"
+            );
+        } else {
+            tracing::warn!(
+                event = UNSTABLE_TIES,
+                style = self.style,
+                position = self.position,
+                "the source serves records that share an `updated_at` in another order from one request to the next: \
+                 a walk by page numbers reads a page and the one before it in two requests, and can skip such records \
+                 where a group of them spans two pages; {HINT}"
+            );
+        }
     }
 }
 

@@ -265,7 +265,8 @@ impl Dataset {
             let ts_ms = if shared[i] {
                 shared_ts
             } else {
-                span_start_ms + rng.below(span + 1) as i64
+                let step = i64::from(cfg.timestamp_step_ms.max(1));
+                (span_start_ms + rng.below(span + 1) as i64) / step * step
             };
             let rec = new_record(&mut rng, i as u64 + 1, ts_ms, rejection[i]);
             ds.records.push(rec);
@@ -323,19 +324,39 @@ impl Dataset {
             .map(|&(ts, idx)| (ts, self.records[idx as usize].id.clone()))
     }
 
+    /// The position whose record is served at `pos` when the records sharing
+    /// an `updated_at` are turned round by an amount `salt` picks for each
+    /// group: another order at every request, every record still served once.
+    fn tie_position(&self, pos: usize, salt: u64) -> usize {
+        let Some(&(ts, _)) = self.order.get(pos) else {
+            return pos;
+        };
+        let first = self.pos_ge(ts);
+        let len = self.pos_gt(ts) - first;
+        if len < 2 {
+            return pos;
+        }
+        let turn = (crate::faults::mix(&[salt, first as u64]) % len as u64) as usize;
+        first + (pos - first + turn) % len
+    }
+
     /// Writes the records at `positions` as a JSON array. `stale(num)` is
     /// asked, only for records eligible for stale serving, whether to serve
-    /// the previous version instead. Returns how many stale versions were served.
+    /// the previous version instead; with `ties`, the records sharing an
+    /// `updated_at` come in an order that salt picks. Returns how many stale
+    /// versions were served.
     pub(crate) fn write_page(
         &mut self,
         positions: Range<usize>,
         fmt: TsFormat,
+        ties: Option<u64>,
         mut stale: impl FnMut(u64) -> bool,
         out: &mut Vec<u8>,
     ) -> u64 {
         let mut stale_count = 0;
         out.push(b'[');
         for (n, pos) in positions.enumerate() {
+            let pos = ties.map_or(pos, |salt| self.tie_position(pos, salt));
             let Some(&(_, idx)) = self.order.get(pos) else {
                 break;
             };

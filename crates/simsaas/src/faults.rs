@@ -31,6 +31,7 @@ pub(crate) enum Kind {
     CommitThen502 = 8,
     DelayedApply = 9,
     ItemFails = 10,
+    Ties = 11,
 }
 
 pub(crate) fn splitmix64(x: u64) -> u64 {

@@ -43,6 +43,10 @@ pub struct SimConfig {
     pub records: usize,
     /// Fraction of records that share ONE identical `updated_at`.
     pub shared_timestamp_ratio: f64,
+    /// The initial records' `updated_at` falls on multiples of this many
+    /// milliseconds, so that records share it in small groups as they do
+    /// where an API keeps whole seconds (1: hardly ever).
+    pub timestamp_step_ms: u32,
     /// Fraction of records that must fail mapping validation.
     pub invalid_ratio: f64,
     /// Fraction of records the destination rejects with 400/422.
@@ -61,6 +65,7 @@ impl SimConfig {
             seed,
             records,
             shared_timestamp_ratio: 0.1,
+            timestamp_step_ms: 1,
             invalid_ratio: 0.01,
             poisoned_ratio: 0.01,
             source_auth: SimAuth::Bearer("sim-token".to_owned()),
@@ -76,7 +81,9 @@ impl SimConfig {
     /// answers, stale replicas, a destination token bucket, commit-then-timeout,
     /// commit-then-502, writes applied after the client gave up, and a
     /// bounded stream of mutations. Pagination loops and broken bodies stay
-    /// off because no sync can finish through them.
+    /// off because no sync can finish through them, and ties in another order
+    /// at each request because no offset walk reads through them whole a
+    /// group longer than half a page (the shared timestamp's).
     pub fn with_all_faults(mut self) -> Self {
         // Every 429 closes the client's gate for a second or two, so rate limits are
         // rarer than the other faults: frequent enough to be met in every run, rare
@@ -95,6 +102,7 @@ impl SimConfig {
             bad_body: None,
             rate_limit_body_delay: Duration::from_millis(200),
             unbounded_newest: None,
+            unstable_ties: false,
         };
         self.dest = DestFaults {
             latency: Duration::from_millis(1),
@@ -196,6 +204,10 @@ pub struct SourceFaults {
     /// as some APIs list only recent records unless asked for a time
     /// (Freshdesk: tickets of the last 30 days, unless `updated_since`).
     pub unbounded_newest: Option<usize>,
+    /// The offset and page listings serve the records sharing an
+    /// `updated_at` in another order at every request, as an API sorting by
+    /// that field alone may (ServiceNow ordered by `sys_updated_on` only).
+    pub unstable_ties: bool,
 }
 
 impl Default for SourceFaults {
@@ -214,6 +226,7 @@ impl Default for SourceFaults {
             bad_body: None,
             rate_limit_body_delay: Duration::ZERO,
             unbounded_newest: None,
+            unstable_ties: false,
         }
     }
 }

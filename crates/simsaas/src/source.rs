@@ -223,11 +223,25 @@ fn listing(ds: &Dataset, ctx: &Ctx, after: Option<i64>, before: Option<i64>) -> 
 /// versions. Hashing the record number in keeps each record's coin flip
 /// independent within one request.
 fn page_into(s: &Shared, ds: &mut Dataset, ctx: &Ctx, range: Range<usize>, out: &mut Vec<u8>) {
+    page_with_ties(s, ds, ctx, range, None, out);
+}
+
+/// `page_into`, with the records sharing an `updated_at` in the order `ties`
+/// picks when given.
+fn page_with_ties(
+    s: &Shared,
+    ds: &mut Dataset,
+    ctx: &Ctx,
+    range: Range<usize>,
+    ties: Option<u64>,
+    out: &mut Vec<u8>,
+) {
     let ratio = ctx.faults.stale_version_ratio;
     let (seed, seq) = (s.seed, ctx.seq);
     let stale = ds.write_page(
         range,
         ctx.fmt,
+        ties,
         |num| {
             chance(
                 ratio,
@@ -351,7 +365,11 @@ fn skip_page(
     let total = range.len();
     let lo = range.start + usize::try_from(skip).unwrap_or(usize::MAX).min(total);
     let hi = lo.saturating_add(limit).min(range.end);
-    page_into(s, &mut ds, ctx, lo..hi, out);
+    let ties = ctx
+        .faults
+        .unstable_ties
+        .then(|| mix(&[s.seed, SIDE_SOURCE, Kind::Ties as u64, ctx.seq]));
+    page_with_ties(s, &mut ds, ctx, lo..hi, ties, out);
     Ok(total)
 }
 

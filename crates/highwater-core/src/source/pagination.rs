@@ -8,6 +8,18 @@
 //! Positions are matched by anchor keys (id, `updated_at` and version), not ids
 //! alone: a record that changed may have moved, and anchoring on its new place
 //! would skip what it jumped over.
+//!
+//! An API sorting by `updated_at` alone may serve the records sharing one in
+//! another order at every request: one not yet read can then take the place
+//! of one read at a page's end. So a tail holds the whole group sharing the
+//! page's last `updated_at` (up to half the page, or a walk would crawl), and
+//! what a window holds at that time or later, before the tail, is taken too
+//! (a record read twice is skipped by the ledger). Tail records found in
+//! another order show the API does this; [`Ties`] says so once, and an
+//! offset walk that then meets a longer group stops rather than skip
+//! (`WalkError::UnstableTies`). A page walk takes such records as well, but
+//! its two requests a page are two orders, and a group across two pages can
+//! lose a record between them: it says so.
 //! Invariant: no IO; what is tested here is exactly what the reader runs.
 
 use std::collections::HashSet;
@@ -16,6 +28,11 @@ use std::collections::HashSet;
 pub const MAX_RESCANS: u32 = 3;
 /// How many times an offset walk doubles its step back before starting over.
 const MAX_STEP_BACKS: u32 = 8;
+/// How many times in a row an offset walk may find its tail without reading
+/// past where it stood before it stops: records sharing an `updated_at`,
+/// more than a tail holds, served in another order at each request, would
+/// otherwise keep it stepping back and forth for ever.
+const MAX_STALLS: u32 = 4;
 /// How many times a page walk reads a pair of pages again when they may not join.
 const MAX_REREADS: u32 = 4;
 /// How many times in a row an offset walk may see the same window at a new offset
@@ -44,6 +61,11 @@ pub enum WalkError {
         "lost track of the position {MAX_RESCANS} times: the data shifts faster than it can be read with offset/page pagination; use cursor or keyset pagination if the API offers it"
     )]
     ContinuityLost,
+    #[error(
+        "the source serves records that share an `updated_at` in another order from one request to the next, and {0} or more share one at a page's end: more than half a page, which a walk by offsets cannot read whole; sort the listing by a unique field too (an id after `updated_at`) if the API allows it, or ask for pages of {pages} records or more",
+        pages = .0 * 2
+    )]
+    UnstableTies(usize),
 }
 
 /// Where the first tail id appears in a window: new records start there (tail ids
@@ -56,10 +78,90 @@ pub fn continuity(tail: &[String], window: &[&str]) -> Option<usize> {
     window.iter().position(|id| tail.contains(id))
 }
 
-/// The last `overlap` ids of a window, to find again next time.
-fn new_tail(window: &[&str], overlap: usize) -> Vec<String> {
-    let start = window.len().saturating_sub(overlap);
+/// The `updated_at` (µs) in an anchor key (`id@µs#version`); none for a
+/// record that did not map.
+fn anchor_time(key: &str) -> Option<i64> {
+    let (rest, _version) = key.rsplit_once('#')?;
+    rest.rsplit_once('@')?.1.parse().ok()
+}
+
+/// Where taking starts when the tail was first found at `from`: earlier, at
+/// the first key sharing the tail's last `updated_at` or later, since a
+/// record of that group not yet read may stand anywhere in it.
+fn from_ties(tail: &[String], window: &[&str], from: usize) -> usize {
+    let Some(last) = tail.last().and_then(|k| anchor_time(k)) else {
+        return from;
+    };
+    window[..from]
+        .iter()
+        .position(|k| anchor_time(k).is_some_and(|t| t >= last))
+        .unwrap_or(from)
+}
+
+/// Whether a record of `window` shares the `updated_at` of the tail's last.
+fn shares_tail_time(tail: &[String], window: &[&str]) -> bool {
+    let last = tail.last().and_then(|k| anchor_time(k));
+    last.is_some() && window.iter().any(|k| anchor_time(k) == last)
+}
+
+/// Whether tail keys found in `window` stand in another order than in the
+/// tail: records sharing an `updated_at` were served in another order.
+fn reordered(tail: &[String], window: &[&str]) -> bool {
+    let mut found = tail
+        .iter()
+        .filter_map(|t| window.iter().position(|k| *k == t.as_str()));
+    let Some(mut last) = found.next() else {
+        return false;
+    };
+    found.any(|at| {
+        let back = at < last;
+        last = at;
+        back
+    })
+}
+
+/// The last `overlap` keys of a window, to find again next time, and
+/// before them the rest of the group sharing the last `updated_at`, up to
+/// half a page of `page` records; with the length of that group when it
+/// held more.
+fn new_tail(window: &[&str], overlap: usize, page: usize) -> (Vec<String>, Option<usize>) {
+    let last = window.last().and_then(|k| anchor_time(k));
+    let group = last.map_or(0, |last| {
+        window
+            .iter()
+            .rev()
+            .take_while(|k| anchor_time(k) == Some(last))
+            .count()
+    });
+    let most = overlap.max(page / 2);
+    let tail = last_keys(window, overlap.max(group.min(most)));
+    (tail, (group > most).then_some(group))
+}
+
+/// The last `n` keys of a window.
+fn last_keys(window: &[&str], n: usize) -> Vec<String> {
+    let start = window.len().saturating_sub(n);
     window[start..].iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// What a walk has seen of the order of records sharing an `updated_at`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ties {
+    unstable: bool,
+    said: bool,
+}
+
+impl Ties {
+    fn saw(&mut self, tail: &[String], window: &[&str]) {
+        self.unstable |= reordered(tail, window);
+    }
+
+    /// Once, when the order was first seen to change: to say so.
+    pub fn news(&mut self) -> bool {
+        let news = self.unstable && !self.said;
+        self.said |= news;
+        news
+    }
 }
 
 /// An offset walk: `next` is where unread records begin.
@@ -67,7 +169,18 @@ fn new_tail(window: &[&str], overlap: usize) -> Vec<String> {
 pub struct OffsetWalk {
     pub next: u64,
     pub tail: Vec<String>,
+    pub ties: Ties,
     overlap: u64,
+    /// The furthest a window has reached, and how many found the tail since
+    /// one last reached further.
+    furthest: u64,
+    stalls: u32,
+    /// The tail holds only the last records of a group of at least this
+    /// many sharing an `updated_at`.
+    cut: Option<usize>,
+    /// The longest window yet: the API's page size, which a shorter one,
+    /// the list's end, does not cut a group at.
+    widest: usize,
     step_backs: u32,
     rescans: u32,
     last_window: Option<(u64, Vec<String>)>,
@@ -75,11 +188,19 @@ pub struct OffsetWalk {
 }
 
 impl OffsetWalk {
-    pub fn new(next: u64, tail: Vec<String>, overlap: u32) -> Self {
+    /// A walk from `next`, after `tail`, reading `overlap` records again;
+    /// `page_size` where the request sets it (otherwise the longest window
+    /// stands for it).
+    pub fn new(next: u64, tail: Vec<String>, overlap: u32, page_size: Option<u32>) -> Self {
         OffsetWalk {
             next,
             tail,
+            ties: Ties::default(),
             overlap: u64::from(overlap),
+            furthest: next,
+            stalls: 0,
+            cut: None,
+            widest: page_size.map_or(0, |n| n as usize),
             step_backs: 0,
             rescans: 0,
             last_window: None,
@@ -92,8 +213,27 @@ impl OffsetWalk {
         if self.tail.is_empty() {
             return self.next;
         }
-        let back = self.overlap.saturating_mul(1u64 << self.step_backs.min(40));
+        let back = self
+            .reread()
+            .saturating_mul(1u64 << self.step_backs.min(40));
         self.next.saturating_sub(back)
+    }
+
+    /// How many records before `next` a request reads again: the tail.
+    fn reread(&self) -> u64 {
+        self.overlap.max(self.tail.len() as u64)
+    }
+
+    /// Stands after `window`, which ends at `end`.
+    fn move_to(&mut self, end: u64, window: &[&str]) {
+        self.next = end;
+        if !window.is_empty() {
+            let (tail, cut) = new_tail(window, self.overlap as usize, self.widest);
+            self.tail = tail;
+            // A shorter window is the list's end, not a page's.
+            self.cut = cut.filter(|_| window.len() >= self.widest);
+        }
+        self.step_backs = 0;
     }
 
     /// Judges the window read at `start`; the walk's position moves on `Take`.
@@ -115,19 +255,43 @@ impl OffsetWalk {
             }
             self.last_window = Some((start, window.iter().map(|s| (*s).to_owned()).collect()));
         }
+        let end = start + window.len() as u64;
+        self.widest = self.widest.max(window.len());
         match continuity(&self.tail, window) {
-            Some(from) => {
-                let fresh = window[from..]
+            Some(found) => {
+                self.ties.saw(&self.tail, window);
+                let from = from_ties(&self.tail, window, found);
+                // Records of the tail's group taken again are not new.
+                let fresh = window[found..]
                     .iter()
                     .filter(|id| !self.tail.iter().any(|t| t == *id))
                     .count();
-                let done = fresh == 0 && window.len() as u64 <= self.overlap.max(1);
-                self.next = start + window.len() as u64;
-                if !window.is_empty() {
-                    self.tail = new_tail(window, self.overlap as usize);
+                // A window no longer than the tail holds the list's end; one
+                // that ends where others reached before holds nothing more
+                // to wait for either, whatever moved into it.
+                let done = window.len() as u64 <= self.reread().max(1)
+                    && (fresh == 0 || end <= self.furthest);
+                self.stalls = if end > self.furthest {
+                    0
+                } else {
+                    self.stalls + 1
+                };
+                self.furthest = self.furthest.max(end);
+                let was_cut = self.cut;
+                self.move_to(end, window);
+                // A group longer than its tail holds, in another order at
+                // each request, can lose a record between two windows:
+                // better stopped than skipped.
+                match was_cut.or(self.cut) {
+                    Some(group) if self.ties.unstable => Err(WalkError::UnstableTies(group)),
+                    _ => Ok(Step::Take { from, done }),
                 }
-                self.step_backs = 0;
-                Ok(Step::Take { from, done })
+            }
+            // Stepping back and forth, finding the tail but never reading
+            // past it: only records of its group served in another order do
+            // that.
+            None if self.stalls >= MAX_STALLS && shares_tail_time(&self.tail, window) => {
+                Err(WalkError::UnstableTies(self.cut.unwrap_or(self.tail.len())))
             }
             None if start > 0 && self.step_backs < MAX_STEP_BACKS => {
                 self.step_backs += 1;
@@ -136,10 +300,14 @@ impl OffsetWalk {
             None => {
                 self.rescans += 1;
                 if self.rescans > MAX_RESCANS {
-                    return Err(WalkError::ContinuityLost);
+                    return Err(match self.cut {
+                        Some(group) if self.ties.unstable => WalkError::UnstableTies(group),
+                        _ => WalkError::ContinuityLost,
+                    });
                 }
                 self.next = 0;
                 self.tail.clear();
+                self.cut = None;
                 self.step_backs = 0;
                 self.last_window = None;
                 Ok(Step::Rescan)
@@ -162,6 +330,7 @@ impl OffsetWalk {
 pub struct PageWalk {
     pub next: u64,
     pub tail: Vec<String>,
+    pub ties: Ties,
     first_page: u64,
     overlap: usize,
     rescans: u32,
@@ -173,6 +342,7 @@ impl PageWalk {
         PageWalk {
             next,
             tail,
+            ties: Ties::default(),
             first_page,
             overlap: overlap as usize,
             rescans: 0,
@@ -219,8 +389,10 @@ impl PageWalk {
             }
             Some(from) => {
                 self.rereads = 0;
+                self.ties.saw(&self.tail, &window);
+                let from = from_ties(&self.tail, &window, from);
                 if !window.is_empty() {
-                    self.tail = new_tail(&window, self.overlap);
+                    self.tail = last_keys(&window, self.overlap);
                 }
                 self.next += 1;
                 Ok(Step::Take {
@@ -245,6 +417,41 @@ impl PageWalk {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_tail_holds_the_group_at_the_window_s_end_up_to_half_of_it() {
+        let window = ["a@1#1", "b@2#1", "c@3#1", "d@3#1", "e@3#1", "f@3#1"];
+        assert_eq!(new_tail(&window, 2, 6), (last_keys(&window, 3), Some(4)));
+        assert_eq!(
+            new_tail(&window[..5], 2, 5),
+            (last_keys(&window[..5], 2), Some(3))
+        );
+        // The list's end, a shorter window: half a page is still held.
+        assert_eq!(
+            new_tail(&window[..5], 2, 6),
+            (last_keys(&window[..5], 3), None)
+        );
+        let window = ["a@1#1", "b@2#1", "c@2#1", "d@3#1"];
+        assert_eq!(new_tail(&window, 2, 4), (last_keys(&window, 2), None));
+        // Records that did not map carry no time.
+        assert_eq!(
+            new_tail(&["x!0a1b", "y!2c3d"], 1, 2),
+            (vec!["y!2c3d".to_owned()], None)
+        );
+        assert_eq!(anchor_time("id@with@ats@-5#"), Some(-5));
+    }
+
+    #[test]
+    fn records_sharing_the_tail_s_last_time_are_taken_before_it() {
+        let tail = vec!["c@3#1".to_owned(), "d@3#1".to_owned()];
+        // "e" took the place "c" had: it is taken with what follows "d".
+        let window = ["b@2#1", "e@3#1", "d@3#1", "c@3#1", "f@4#1"];
+        let from = continuity(&tail, &window).expect("found");
+        assert_eq!(from, 2);
+        assert_eq!(from_ties(&tail, &window, from), 1);
+        assert!(reordered(&tail, &window));
+        assert!(!reordered(&tail, &["c@3#1", "x@3#1", "d@3#1"]));
+    }
 
     #[test]
     fn continuity_starts_at_the_first_tail_id() {
@@ -337,7 +544,7 @@ mod tests {
         ) {
             let overlap = overlap.min(page_size as u32 - 1);
             let mut live = Live::new(initial);
-            let mut walk = OffsetWalk::new(0, Vec::new(), overlap);
+            let mut walk = OffsetWalk::new(0, Vec::new(), overlap, None);
             let mut taken: HashSet<String> = HashSet::new();
             let mut finished = false;
             for step in 0..2000 {
@@ -366,6 +573,69 @@ mod tests {
             for id in untouched(initial, &live) {
                 prop_assert!(taken.contains(&id), "skipped {id}");
             }
+        }
+
+        /// Records sharing an `updated_at`, served in another order at every
+        /// request: an offset walk takes every record of each group that fits
+        /// in half a page, and when every group does, it never stops.
+        #[test]
+        fn offset_walk_reads_groups_served_in_any_order(
+            groups in proptest::collection::vec(1usize..16, 0..40),
+            page_size in 2usize..24,
+            overlap in 1u32..6,
+            turns in proptest::collection::vec(any::<u64>(), 1..8),
+        ) {
+            let overlap = overlap.min(page_size as u32 - 1);
+            // Record `r{n}` in group `g`, at time `g`, as anchor keys are.
+            let rows: Vec<(usize, String)> = groups
+                .iter()
+                .enumerate()
+                .flat_map(|(g, &len)| (0..len).map(move |_| g))
+                .enumerate()
+                .map(|(n, g)| (g, format!("r{n}@{g}#1")))
+                .collect();
+            let served = |request: usize| -> Vec<&str> {
+                // Each group turned round by an amount of its own at each request.
+                let mut out: Vec<&str> = Vec::with_capacity(rows.len());
+                let mut at = 0;
+                for (g, &len) in groups.iter().enumerate() {
+                    let turn = turns[request % turns.len()].wrapping_add(g as u64) as usize % len;
+                    out.extend((0..len).map(|i| rows[at + (i + turn) % len].1.as_str()));
+                    at += len;
+                }
+                out
+            };
+            let mut walk = OffsetWalk::new(0, Vec::new(), overlap, Some(page_size as u32));
+            let mut taken: HashSet<&str> = HashSet::new();
+            let mut finished = false;
+            let all_short = groups.iter().all(|&len| len <= page_size / 2);
+            for request in 0..2000 {
+                let start = walk.request_offset();
+                let list = served(request);
+                let end = (start as usize + page_size).min(list.len());
+                let window = &list[(start as usize).min(end)..end];
+                let tail_before = walk.tail.clone();
+                match walk.accept(start, window) {
+                    Ok(Step::Take { from, done }) => {
+                        taken.extend(window[from..].iter().filter(|k| !tail_before.iter().any(|t| t == *k)));
+                        if done { finished = true; break; }
+                    }
+                    Ok(_) => {}
+                    // Stopping loses nothing: the run resumes from its
+                    // checkpoint, with the reason said.
+                    Err(e) => {
+                        prop_assert!(!all_short, "{e}");
+                        return Ok(());
+                    }
+                }
+            }
+            prop_assert!(finished, "the walk did not finish");
+            let skipped: Vec<&str> = rows
+                .iter()
+                .filter(|(g, k)| groups[*g] <= page_size / 2 && !taken.contains(k.as_str()))
+                .map(|(_, k)| k.as_str())
+                .collect();
+            prop_assert!(skipped.is_empty(), "skipped {skipped:?}");
         }
 
         /// The same for page-number walks, whose two requests per page are two

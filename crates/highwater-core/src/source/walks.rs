@@ -3,7 +3,7 @@
 //! walk last stood on (`pagination.rs` decides), the page taken past it, or
 //! read again from where a shift shows.
 
-use super::pagination::{OffsetWalk, PageWalk, Step};
+use super::pagination::{OffsetWalk, PageWalk, Step, Ties};
 use super::{Cursor, Extracted, Page, Reader, SourceError};
 use crate::stop::Stop;
 
@@ -24,10 +24,14 @@ impl Reader<'_> {
             }
             _ => (0, Vec::new()),
         };
-        let mut walk = self
-            .offset_walk
-            .take()
-            .unwrap_or_else(|| OffsetWalk::new(next, tail, overlap));
+        let mut walk = self.offset_walk.take().unwrap_or_else(|| {
+            let page_size = self
+                .spec
+                .page_size_param
+                .is_some()
+                .then_some(self.spec.page_size);
+            OffsetWalk::new(next, tail, overlap, page_size)
+        });
         let url = self.list_url()?;
         let mut requests = 0;
         // See `numbered_page`: records from windows read again go with the page.
@@ -47,6 +51,7 @@ impl Reader<'_> {
             let tail_before = walk.tail.clone();
             match walk.accept(start, &keys)? {
                 Step::Take { from, done } => {
+                    tie_warning("offset", start, &mut walk.ties);
                     let mut records = without(window, from, &tail_before);
                     with_reread(&mut records, std::mem::take(&mut discarded));
                     let cursor_after = match (done, linked) {
@@ -121,6 +126,7 @@ impl Reader<'_> {
             let number = walk.next;
             match walk.accept(&previous_keys, &current_keys)? {
                 Step::Take { from, done } => {
+                    tie_warning("page", number, &mut walk.ties);
                     let window: Vec<Extracted> = previous.into_iter().chain(current).collect();
                     let mut records = without(window, from, &tail_before);
                     with_reread(&mut records, std::mem::take(&mut discarded));
@@ -198,6 +204,12 @@ pub(super) fn anchor_key(record: &Extracted) -> String {
                 &blake3::hash(body.to_string().as_bytes()).to_hex()[..12]
             )
         }
+    }
+}
+
+fn tie_warning(style: &'static str, position: u64, ties: &mut Ties) {
+    if ties.news() {
+        crate::obs::UnstableTies { style, position }.emit();
     }
 }
 
