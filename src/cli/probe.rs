@@ -74,6 +74,9 @@ fn text(sync: &str, r: &ProbeReport) -> String {
                 request.url,
                 query.join("&")
             );
+            if let Some(sent) = &request.sent {
+                let _ = writeln!(out, "    body: {}", cut(&sent.to_string()));
+            }
         }
         let _ = writeln!(
             out,
@@ -95,15 +98,7 @@ fn text(sync: &str, r: &ProbeReport) -> String {
         if n == 0
             && let Some(first) = &page.first
         {
-            let mut shown = serde_json::to_string_pretty(first).unwrap_or_default();
-            if shown.len() > SHOWN {
-                let cut = (0..=SHOWN)
-                    .rev()
-                    .find(|&i| shown.is_char_boundary(i))
-                    .unwrap_or(0);
-                shown.truncate(cut);
-                shown.push_str("\n  …");
-            }
+            let shown = cut(&serde_json::to_string_pretty(first).unwrap_or_default());
             let _ = writeln!(
                 out,
                 "  first record:\n    {}",
@@ -126,6 +121,18 @@ fn text(sync: &str, r: &ProbeReport) -> String {
     out
 }
 
+/// `text` cut after `SHOWN` bytes, at a character's start.
+fn cut(text: &str) -> String {
+    if text.len() <= SHOWN {
+        return text.to_owned();
+    }
+    let end = (0..=SHOWN)
+        .rev()
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(0);
+    format!("{}\n  …", &text[..end])
+}
+
 fn report_json(sync: &str, r: &ProbeReport) -> Value {
     json!({
         "sync": sync,
@@ -136,6 +143,7 @@ fn report_json(sync: &str, r: &ProbeReport) -> Value {
                 "method": f.method.as_str(),
                 "url": f.url,
                 "query": f.query.iter().map(|(k, v)| json!([k, v])).collect::<Vec<_>>(),
+                "body": f.sent,
             })).collect::<Vec<_>>(),
             "records": p.records,
             "beyond_watermark": p.beyond_watermark,

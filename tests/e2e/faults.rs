@@ -295,6 +295,21 @@ async fn ties_in_another_order_at_each_request_are_read_whole_or_the_run_stops()
         );
         exact(&world).await;
     }
+    // A page walk's two requests a page are two orders: it can only warn.
+    let mut sim = quiet(25, 2000);
+    sim.shared_timestamp_ratio = 0.0;
+    sim.timestamp_step_ms = 10_000;
+    sim.source.unstable_ties = true;
+    let mut setup = Setup::new(Style::Page, Mode::Put);
+    setup.page_size = 50;
+    let world = World::start("unstable-ties-Page", sim, &setup).await;
+    let out = world.run_to_completion().await;
+    assert!(
+        crate::util::stderr(&out)
+            .contains("a walk by page numbers reads a page and the one before it"),
+        "{}",
+        describe(&out)
+    );
 
     // Two hundred records share one `updated_at`: more than half of 50.
     let mut sim = quiet(26, 2000);

@@ -497,6 +497,29 @@ fields = { title = "title", updated = "updatedAt" }"#,
     };
     let taken = || std::mem::take(&mut api.lock().unwrap_or_else(|e| e.into_inner()).asked);
 
+    // `probe` shows the body each page is asked for with.
+    let probed = crate::util::highwater_at(&config, &["probe", "issues", "--json"]).await;
+    assert_eq!(probed.status.code(), Some(0), "{}", describe(&probed));
+    let sent = &report(&probed)["pages"][1]["requests"][0]["body"];
+    assert_eq!(
+        sent["variables"],
+        json!({ "since": "2024-01-01T00:00:00Z", "first": 20, "after": "c20" }),
+        "{sent}"
+    );
+    assert!(
+        sent["query"]
+            .as_str()
+            .is_some_and(|q| q.starts_with("query Issues")),
+        "{sent}"
+    );
+    let text = crate::util::highwater_at(&config, &["probe", "issues"]).await;
+    assert!(
+        crate::util::stdout(&text).contains(r#"body: {"query":"query Issues"#),
+        "{}",
+        describe(&text)
+    );
+    taken();
+
     let first = run().await;
     assert_eq!(first["counters"]["written"], 95, "{first}");
     let asked = taken();

@@ -141,6 +141,9 @@ pub struct Fetched {
     pub url: String,
     /// The query sent, without the configured `params` (they may hold secrets).
     pub query: Vec<(String, String)>,
+    /// The JSON body sent with a POST: the configured `body`, which takes no
+    /// `${VAR}`, with the page's parameters written in.
+    pub sent: Option<Value>,
     pub body: Value,
 }
 
@@ -722,6 +725,10 @@ impl<'a> Reader<'a> {
                     .filter(|(k, _)| !secret.contains(k.as_str()))
                     .cloned()
                     .collect(),
+                sent: request
+                    .body
+                    .as_deref()
+                    .and_then(|b| serde_json::from_slice(b).ok()),
                 body: body.clone(),
             };
             trace
