@@ -166,7 +166,8 @@ fn peak_rss_kb() -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-pub fn failure(sync: &str, f: &RunFailure) -> String {
+/// `kept`: the sync's unresolved dead letters after a halt, where known.
+pub fn failure(sync: &str, f: &RunFailure, kept: Option<usize>) -> String {
     let mut out = format!("error: sync {sync:?}: {}\n", f.cause);
     match &f.run_id {
         Some(run_id) if f.resumable => {
@@ -187,12 +188,24 @@ pub fn failure(sync: &str, f: &RunFailure) -> String {
         }
     }
     // A resumed run goes on from its checkpoint: what was dead-lettered
-    // before it stays so until the record changes or is replayed.
+    // before it stays so until the record changes or is replayed. Letters
+    // are kept with their page's checkpoint: a halt before the first one
+    // kept none.
     if matches!(f.cause, FailureCause::Surge { .. }) && f.counters.dead_lettered > 0 {
-        let _ = writeln!(
-            out,
-            "the records dead-lettered before the halt stay dead letters when the run resumes: once the cause is fixed, `highwater dlq replay {sync} --all` writes them (`highwater dlq list {sync}` lists them)"
-        );
+        let _ = match kept {
+            Some(0) => writeln!(
+                out,
+                "no dead letter was kept: the run halted before committing a page that held one, and reads those records again when it runs next"
+            ),
+            Some(n) => writeln!(
+                out,
+                "the {n} records dead-lettered before the halt stay dead letters when the run resumes: once the cause is fixed, `highwater dlq replay {sync} --all` writes them (`highwater dlq list {sync}` lists them)"
+            ),
+            None => writeln!(
+                out,
+                "the records dead-lettered before the halt stay dead letters when the run resumes: once the cause is fixed, `highwater dlq replay {sync} --all` writes them (`highwater dlq list {sync}` lists them)"
+            ),
+        };
     }
     out
 }

@@ -129,6 +129,15 @@ pub async fn run(
         bar.finish_and_clear();
     }
     raise_alerts(&spec, &store, &result).await;
+    // What a halt kept as dead letters: those of the pages it committed.
+    let kept = match &result {
+        Err(f) if matches!(f.cause, FailureCause::Surge { .. }) => store
+            .unresolved_dead_letters(sync)
+            .await
+            .ok()
+            .map(|letters| letters.len()),
+        _ => None,
+    };
     ctx.close_releasing(lock).await;
     // A metrics file that cannot be written does not change how the run ended.
     if let Some(Err(e)) = metrics.map(metrics::Metrics::finish) {
@@ -163,7 +172,7 @@ pub async fn run(
             if ctx.json {
                 let _ = print(render::failure_json(sync, &failure));
             }
-            eprint!("{}", render::failure(sync, &failure));
+            eprint!("{}", render::failure(sync, &failure, kept));
             Ok(Exit::Failed)
         }
     }
