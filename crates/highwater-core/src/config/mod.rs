@@ -220,12 +220,60 @@ fn validated<T>(
         file: file.to_path_buf(),
         problems,
     };
-    let raw = v.deserialize().map_err(|problem| fail(vec![problem]))?;
+    let raw = v.deserialize().map_err(fail)?;
     let base_dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
     let built = build(&mut v, raw, &base_dir);
     match v.problems.is_empty() {
         true => Ok(built),
         false => Err(fail(v.problems)),
+    }
+}
+
+/// Problems of the file's shape named at most, one `validate` at a time.
+const SHAPE_PROBLEMS: usize = 20;
+
+/// Takes out of `root` the key at `path` (as serde names it, spans and all),
+/// so that the rest of the file can be read; false when the path leads to no
+/// key of a table (an element of an array is never taken: the syncs'
+/// numbers would move).
+fn take_out(
+    root: &mut Spanned<toml::de::DeValue<'_>>,
+    path: &[serde_path_to_error::Segment],
+) -> bool {
+    use serde_path_to_error::Segment;
+    let steps: Vec<&Segment> = path
+        .iter()
+        .filter(
+            |s| !matches!(s, Segment::Map { key } if key.starts_with("$__serde_spanned_private")),
+        )
+        .collect();
+    let Some((last, before)) = steps.split_last() else {
+        return false;
+    };
+    let mut at = root;
+    for step in before {
+        at = match (step, at.get_mut()) {
+            (Segment::Map { key }, toml::de::DeValue::Table(table)) => {
+                match table.iter_mut().find(|(k, _)| k.get_ref() == key) {
+                    Some((_, value)) => value,
+                    None => return false,
+                }
+            }
+            (Segment::Seq { index }, toml::de::DeValue::Array(array)) => {
+                match array.get_mut(*index) {
+                    Some(value) => value,
+                    None => return false,
+                }
+            }
+            _ => return false,
+        };
+    }
+    match (last, at.get_mut()) {
+        (Segment::Map { key }, toml::de::DeValue::Table(table)) => {
+            let found = table.keys().find(|k| k.get_ref() == key).cloned();
+            found.is_some_and(|k| table.remove(&k).is_some())
+        }
+        _ => false,
     }
 }
 
@@ -255,13 +303,42 @@ pub(crate) struct Validator<'a> {
 }
 
 impl Validator<'_> {
-    fn deserialize(&self) -> Result<RawFile, Problem> {
-        let de = toml::Deserializer::parse(self.text).map_err(|e| Problem {
-            line: Some(self.line(e.span().map_or(0, |s| s.start))),
-            key: String::new(),
-            message: format!("invalid TOML: {}", e.message()),
+    /// The file read into its raw shape, or every problem of that shape: a
+    /// key of the wrong type, or unknown, is taken out and the file read
+    /// again, so that one `validate` names them all (up to
+    /// `SHAPE_PROBLEMS`); the checks of the values follow once the shape
+    /// is right.
+    fn deserialize(&self) -> Result<RawFile, Vec<Problem>> {
+        let root = toml::de::DeTable::parse(self.text).map_err(|e| {
+            vec![Problem {
+                line: Some(self.line(e.span().map_or(0, |s| s.start))),
+                key: String::new(),
+                message: format!("invalid TOML: {}", e.message()),
+            }]
         })?;
-        serde_path_to_error::deserialize(de).map_err(|e| self.serde_problem(e, ""))
+        let span = root.span();
+        let mut value = Spanned::new(span, toml::de::DeValue::Table(root.into_inner()));
+        let mut problems: Vec<Problem> = Vec::new();
+        loop {
+            let de = toml::de::ValueDeserializer::from(value.clone());
+            let e = match serde_path_to_error::deserialize(de) {
+                Ok(raw) if problems.is_empty() => return Ok(raw),
+                Ok(_) => break,
+                Err(e) => e,
+            };
+            // A key missing because one of the wrong type was taken out is
+            // no problem of the file's.
+            if !problems.is_empty() && e.inner().message().starts_with("missing field") {
+                break;
+            }
+            let path: Vec<serde_path_to_error::Segment> = e.path().iter().cloned().collect();
+            problems.push(self.serde_problem(e, ""));
+            if problems.len() >= SHAPE_PROBLEMS || !take_out(&mut value, &path) {
+                break;
+            }
+        }
+        problems.sort_by_key(|p| p.line);
+        Err(problems)
     }
 
     /// A table of the file read on its own, with the file's spans: one whose

@@ -182,6 +182,28 @@ fn keys_of_another_style_or_mode_are_errors() {
 }
 
 #[test]
+fn keys_of_the_wrong_type_or_unknown_are_all_reported_at_once() {
+    check(
+        &VALID
+            .replace("lookback = \"10m\"", "lookback = 10")
+            .replace("page_size = 500", "page_size = \"500\"")
+            .replace(
+                "name = \"invoices_to_crm\"",
+                "name = \"invoices_to_crm\"\ncolour = \"blue\"",
+            ),
+        expect![[r#"
+            hw.toml:7: sync "invoices_to_crm".colour: unknown key `colour`, expected one of `name`, `source`, `mapping`, `destination`, `retry`, `budgets`, `deletes`, `alerts`, `schedule`
+            hw.toml:16: sync "invoices_to_crm".source.page_size: invalid type: string "500", expected an integer
+            hw.toml:18: sync "invoices_to_crm".source.lookback: invalid type: integer `10`, expected a string"#]],
+    );
+    // A required key of the wrong type is named once, not again as missing.
+    check(
+        &VALID.replace("name = \"invoices_to_crm\"", "name = 7"),
+        expect!["hw.toml:6: sync[0].name: invalid type: integer `7`, expected a string"],
+    );
+}
+
+#[test]
 fn bad_values_are_all_reported_at_once() {
     check(
         &VALID
