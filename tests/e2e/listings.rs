@@ -1,7 +1,8 @@
 //! Sources shaped like real APIs' listings, served on 127.0.0.1: Stripe's
 //! (paged after the last record's id), OData's (`@odata.nextLink`),
-//! Zendesk's incremental export, Asana's expiring offsets, a GraphQL API, and
-//! a search that pages no further. The destination is a JSON Lines file.
+//! Zendesk's incremental export, Asana's expiring offsets, a GraphQL API,
+//! QuickBooks' query (the position in the query's text), and a search that
+//! pages no further. The destination is a JSON Lines file.
 
 use std::sync::{Arc, Mutex};
 
@@ -609,4 +610,116 @@ pagination = { style = "cursor", token_path = "paging.next.after", token_param =
         );
     }
     server.abort();
+}
+
+/// QuickBooks' query endpoint: the window and the position are in the query's
+/// text (`WHERE Metadata.LastUpdatedTime >= '…' … STARTPOSITION n MAXRESULTS
+/// m`, counted from one), the records under `QueryResponse.Invoice`, and a
+/// query that matches nothing answered `{"QueryResponse": {}}`.
+type Invoices = (Arc<Vec<(jiff::Timestamp, String)>>, Arc<Mutex<Vec<String>>>);
+
+async fn quickbooks_query(
+    State((invoices, asked)): State<Invoices>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+) -> (axum::http::StatusCode, Json<Value>) {
+    let text = query.get("query").cloned().unwrap_or_default();
+    asked
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(text.clone());
+    let lower = text.to_lowercase();
+    let number = |word: &str| -> Option<usize> {
+        let at = lower.find(word)? + word.len();
+        lower[at..].split_whitespace().next()?.parse().ok()
+    };
+    let since = lower
+        .split_once(">= '")
+        .and_then(|(_, rest)| rest.split_once('\''))
+        .and_then(|(at, _)| at.parse::<jiff::Timestamp>().ok());
+    let (Some(start), Some(max), Some(since)) =
+        (number("startposition"), number("maxresults"), since)
+    else {
+        return (
+            axum::http::StatusCode::BAD_REQUEST,
+            Json(json!({ "Fault": { "Error": [{ "Message": "Error parsing query" }] } })),
+        );
+    };
+    let listed: Vec<Value> = invoices
+        .iter()
+        .filter(|(at, _)| *at >= since)
+        .skip(start.saturating_sub(1))
+        .take(max)
+        .map(|(at, id)| json!({ "Id": id, "MetaData": { "LastUpdatedTime": at.to_string() } }))
+        .collect();
+    let answer = if listed.is_empty() {
+        json!({ "QueryResponse": {}, "time": "2026-12-01T00:00:00Z" })
+    } else {
+        json!({ "QueryResponse": { "Invoice": listed, "startPosition": start, "maxResults": listed.len() } })
+    };
+    (axum::http::StatusCode::OK, Json(answer))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_query_whose_text_holds_the_position_is_walked_by_offsets_from_one() {
+    let invoices: Vec<(jiff::Timestamp, String)> = (0..230)
+        .map(|n: i64| {
+            let at = jiff::Timestamp::from_second(1_717_200_000 + n * 60)
+                .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+            (at, format!("{n}"))
+        })
+        .collect();
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let app = axum::Router::new()
+        .route("/v3/company/1/query", get(quickbooks_query))
+        .with_state((Arc::new(invoices), Arc::clone(&asked)));
+    let (addr, server) = crate::util::serve_local(app).await;
+    let dir = fresh_dir("quickbooks-query");
+    let (config, out_file) = crate::util::jsonl_sync(
+        &dir,
+        "invoices",
+        addr,
+        r#"path = "/v3/company/1/query"
+params = { query = "SELECT * FROM Invoice WHERE Metadata.LastUpdatedTime >= '{lower}' ORDERBY Metadata.LastUpdatedTime STARTPOSITION {offset} MAXRESULTS 100" }
+records_path = "QueryResponse.Invoice"
+id_field = "Id"
+updated_at_field = "MetaData.LastUpdatedTime"
+start = "2024-01-01T00:00:00Z"
+page_size = 100
+pagination = { style = "offset", first_offset = 1 }"#,
+        r#"external_id = "invoice-{Id}"
+fields = { updated = "MetaData.LastUpdatedTime" }"#,
+    );
+    let out = crate::util::highwater_at(&config, &["run", "invoices", "--json"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(
+        report(&out)["counters"]["written"],
+        230,
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(jsonl_rows(&out_file).len(), 230);
+    let positions: Vec<usize> = asked
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .filter_map(|q| {
+            let at = q.find("STARTPOSITION ")? + "STARTPOSITION ".len();
+            q[at..].split_whitespace().next()?.parse().ok()
+        })
+        .collect();
+    // From one, then each page after the ten records of the last read again.
+    assert_eq!(&positions[..3], &[1, 91, 181], "{positions:?}");
+
+    // Nothing changed since: the query matches nothing, and that is a page
+    // without records, not a missing field.
+    let again = crate::util::highwater_at(&config, &["run", "invoices", "--json"]).await;
+    server.abort();
+    assert_eq!(again.status.code(), Some(0), "{}", describe(&again));
+    assert_eq!(
+        report(&again)["counters"]["written"],
+        0,
+        "{}",
+        describe(&again)
+    );
+    assert!(!stderr(&again).contains("error"), "{}", describe(&again));
 }

@@ -143,6 +143,7 @@ pub struct RawPagination {
     pub updated_param: Option<S<String>>,
     pub id_param: Option<S<String>>,
     pub offset_param: Option<S<String>>,
+    pub first_offset: Option<S<i64>>,
     pub page_param: Option<S<String>>,
     pub first_page: Option<S<i64>>,
     pub overlap: Option<S<i64>>,

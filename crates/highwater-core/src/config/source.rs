@@ -75,7 +75,9 @@ impl Validator<'_> {
             );
         }
         let pagination_at = raw.pagination.span();
+        let named_offset_param = raw.pagination.get_ref().offset_param.clone();
         let pagination = self.pagination(raw.pagination, &at);
+        self.offset_in_params(&raw.params, pagination.as_ref(), named_offset_param, &at);
         if let (
             Some(Pagination::Offset { overlap, .. } | Pagination::Page { overlap, .. }),
             Some(size),
@@ -355,7 +357,7 @@ impl Validator<'_> {
         let at = format!("{at}.pagination");
         let style = raw.get_ref().style.get_ref().clone();
         let r = raw.get_ref();
-        let keys: [(&str, Option<std::ops::Range<usize>>); 13] = [
+        let keys: [(&str, Option<std::ops::Range<usize>>); 14] = [
             ("token_path", r.token_path.as_ref().map(Spanned::span)),
             ("token_param", r.token_param.as_ref().map(Spanned::span)),
             ("token_field", r.token_field.as_ref().map(Spanned::span)),
@@ -366,6 +368,7 @@ impl Validator<'_> {
             ("updated_param", r.updated_param.as_ref().map(Spanned::span)),
             ("id_param", r.id_param.as_ref().map(Spanned::span)),
             ("offset_param", r.offset_param.as_ref().map(Spanned::span)),
+            ("first_offset", r.first_offset.as_ref().map(Spanned::span)),
             ("page_param", r.page_param.as_ref().map(Spanned::span)),
             ("first_page", r.first_page.as_ref().map(Spanned::span)),
             ("overlap", r.overlap.as_ref().map(Spanned::span)),
@@ -380,7 +383,7 @@ impl Validator<'_> {
             ],
             "next_url" => &["next_url_path", "link_header"],
             "keyset" => &["updated_param", "id_param"],
-            "offset" => &["offset_param", "overlap"],
+            "offset" => &["offset_param", "first_offset", "overlap"],
             "page" => &["page_param", "first_page", "overlap"],
             _ => {
                 self.problem(
@@ -474,10 +477,19 @@ impl Validator<'_> {
                     id_param: id.get_ref().clone(),
                 }
             }
-            "offset" => Pagination::Offset {
-                offset_param: string_or(r.offset_param.as_ref(), "offset"),
-                overlap: overlap?,
-            },
+            "offset" => {
+                let first_offset = match r.first_offset.as_ref() {
+                    None => Some(0),
+                    Some(n) => self
+                        .count(n, &format!("{at}.first_offset"), 0, 1)
+                        .map(u64::from),
+                };
+                Pagination::Offset {
+                    offset_param: string_or(r.offset_param.as_ref(), "offset"),
+                    first_offset: first_offset?,
+                    overlap: overlap?,
+                }
+            }
             _ => {
                 let first_page = match r.first_page.as_ref() {
                     None => Some(1),
@@ -493,6 +505,40 @@ impl Validator<'_> {
             }
         };
         ok.then_some(pagination)
+    }
+
+    /// `{offset}` in a parameter takes an offset walk's position, which then
+    /// goes nowhere else: with another style, or beside an `offset_param`
+    /// said too, the file says two things.
+    fn offset_in_params(
+        &mut self,
+        params: &BTreeMap<String, S<String>>,
+        pagination: Option<&Pagination>,
+        named_offset_param: Option<S<String>>,
+        at: &str,
+    ) {
+        let Some((key, value)) = params
+            .iter()
+            .find(|(_, v)| v.get_ref().contains(OFFSET_IN_PARAMS))
+        else {
+            return;
+        };
+        match (pagination, named_offset_param) {
+            (Some(Pagination::Offset { .. }), None) | (None, _) => {}
+            (Some(Pagination::Offset { .. }), Some(named)) => self.problem(
+                &named,
+                format!("{at}.pagination.offset_param"),
+                format!("the position goes into `{key}` ({{offset}}): leave out offset_param"),
+            ),
+            (Some(other), _) => self.problem(
+                value,
+                format!("{at}.params.{key}"),
+                format!(
+                    "{{offset}} takes the position of style = \"offset\" pagination, not of {:?}",
+                    other.style()
+                ),
+            ),
+        }
     }
 
     #[allow(clippy::too_many_arguments)] // one argument per shared key of the table

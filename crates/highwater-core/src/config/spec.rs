@@ -280,6 +280,9 @@ impl TimeFormat {
 pub const LOWER_IN_PARAMS: &str = "{lower}";
 /// Where a source parameter's value takes the watermark.
 pub const UPPER_IN_PARAMS: &str = "{upper}";
+/// Where a source parameter's value takes an offset walk's position, in
+/// place of `offset_param` (QuickBooks' `STARTPOSITION` in its query text).
+pub const OFFSET_IN_PARAMS: &str = "{offset}";
 
 /// A source whose pages are asked for with a POST and a JSON body (a search
 /// endpoint, a GraphQL API): the body, whose strings may hold `{lower}` and
@@ -339,9 +342,7 @@ pub enum Pagination {
         end_path: Option<FieldPath>,
     },
     /// A full next URL, from a body field or the `Link: rel="next"` header.
-    NextUrl {
-        from: NextUrlFrom,
-    },
+    NextUrl { from: NextUrlFrom },
     /// `(updated_at, id)` of the last record, passed as two parameters.
     Keyset {
         updated_param: String,
@@ -349,6 +350,9 @@ pub enum Pagination {
     },
     Offset {
         offset_param: String,
+        /// What the API calls the first record's offset: 0, or 1 where it
+        /// counts from one.
+        first_offset: u64,
         overlap: u32,
     },
     Page {

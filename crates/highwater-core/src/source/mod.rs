@@ -314,7 +314,7 @@ impl<'a> Reader<'a> {
                     unreachable!("matched above")
                 };
                 let overlap = linked_overlap(self.spec);
-                self.offset_page(&param, overlap, true, stop).await?
+                self.offset_page(&param, 0, overlap, true, stop).await?
             }
             Pagination::NextUrl { .. } if matches!(self.cursor, Cursor::LinkedPage { .. }) => {
                 let Cursor::LinkedPage {
@@ -396,9 +396,10 @@ impl<'a> Reader<'a> {
             }
             Pagination::Offset {
                 offset_param,
+                first_offset,
                 overlap,
             } => {
-                self.offset_page(&offset_param, overlap, false, stop)
+                self.offset_page(&offset_param, first_offset, overlap, false, stop)
                     .await?
             }
             Pagination::Page {
@@ -713,6 +714,7 @@ impl<'a> Reader<'a> {
                     let v = v.expose();
                     !v.contains(crate::config::LOWER_IN_PARAMS)
                         && !v.contains(crate::config::UPPER_IN_PARAMS)
+                        && !v.contains(crate::config::OFFSET_IN_PARAMS)
                 })
                 .map(|(k, _)| k.as_str())
                 .collect();

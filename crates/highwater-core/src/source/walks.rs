@@ -5,15 +5,18 @@
 
 use super::pagination::{OffsetWalk, PageWalk, Step, Ties};
 use super::{Cursor, Extracted, Page, Reader, SourceError};
+use crate::config::OFFSET_IN_PARAMS;
 use crate::stop::Stop;
 
 impl Reader<'_> {
-    /// The next page of an offset walk on `param`; `linked` when the walk
-    /// was found in next URLs that count an offset, so that its cursor says
-    /// on which parameter.
+    /// The next page of an offset walk on `param` — or in the configured
+    /// parameters that hold `{offset}` — counted from `first`; `linked` when
+    /// the walk was found in next URLs that count an offset, so that its
+    /// cursor says on which parameter.
     pub(super) async fn offset_page(
         &mut self,
         param: &str,
+        first: u64,
         overlap: u32,
         linked: bool,
         stop: &Stop,
@@ -39,7 +42,17 @@ impl Reader<'_> {
         loop {
             let start = walk.request_offset();
             let mut query = self.base_query();
-            query.push((param.to_owned(), start.to_string()));
+            let position = (start + first).to_string();
+            let mut written = false;
+            for (_, value) in &mut query {
+                if value.contains(OFFSET_IN_PARAMS) {
+                    *value = value.replace(OFFSET_IN_PARAMS, &position);
+                    written = true;
+                }
+            }
+            if !written {
+                query.push((param.to_owned(), position));
+            }
             let (body, _) = self.fetch(url.clone(), query.clone(), stop).await?;
             requests += 1;
             let window = self.records(body, &url)?;

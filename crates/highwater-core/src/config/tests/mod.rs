@@ -204,6 +204,28 @@ fn keys_of_the_wrong_type_or_unknown_are_all_reported_at_once() {
 }
 
 #[test]
+fn an_offset_in_a_parameter_is_an_offset_walk_s_alone() {
+    let query = "params = { query = \"SELECT * STARTPOSITION {offset} MAXRESULTS 500\" }";
+    let with_query = VALID.replace("params = { status = \"all\" }", query);
+    check(
+        &with_query,
+        expect![[
+            r#"hw.toml:11: sync "invoices_to_crm".source.params.query: {offset} takes the position of style = "offset" pagination, not of "cursor""#
+        ]],
+    );
+    let offset = with_query.replace(
+        "style = \"cursor\"\ntoken_path = \"next_cursor\"",
+        "style = \"offset\"\noffset_param = \"start\"\nfirst_offset = 1",
+    );
+    check(
+        &offset,
+        expect![[
+            r#"hw.toml:25: sync "invoices_to_crm".source.pagination.offset_param: the position goes into `query` ({offset}): leave out offset_param"#
+        ]],
+    );
+}
+
+#[test]
 fn bad_values_are_all_reported_at_once() {
     check(
         &VALID
