@@ -410,24 +410,26 @@ pub struct UnstableTies {
 
 impl UnstableTies {
     pub fn emit(&self) {
-        const HINT: &str = "sort the listing by a unique field too (an id after `updated_at`) if the API allows it";
+        const HINT: &str = "sort the listing by a unique field too (an id after `updated_at`), or by the id alone, if the API allows it";
         if self.style == "offset" {
             tracing::warn!(
                 event = UNSTABLE_TIES,
                 style = self.style,
                 position = self.position,
-                "the source serves records that share an `updated_at` in another order from one request to the next; \
-                 the group of them at each page's end is read again whole, which holds while no group is longer than \
-                 half a page (the run stops if one is); {HINT}"
+                "the source serves records that share an `updated_at` in another order from one request to the next \
+                 (or, without a `version_field`, records changed within one `updated_at` move among them); the group \
+                 of them at each page's end is read again whole, which holds while no group is longer than half a \
+                 page (the run stops if one is); {HINT}"
             );
         } else {
             tracing::warn!(
                 event = UNSTABLE_TIES,
                 style = self.style,
                 position = self.position,
-                "the source serves records that share an `updated_at` in another order from one request to the next: \
-                 a walk by page numbers reads a page and the one before it in two requests, and can skip such records \
-                 where a group of them spans two pages; {HINT}"
+                "the source serves records that share an `updated_at` in another order from one request to the next \
+                 (or, without a `version_field`, records changed within one `updated_at` move among them): a walk by \
+                 page numbers reads a page and the one before it in two requests, and stops where a group of them \
+                 spans two pages; {HINT}"
             );
         }
     }

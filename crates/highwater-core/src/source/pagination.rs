@@ -19,7 +19,10 @@
 //! offset walk that then meets a longer group stops rather than skip
 //! (`WalkError::UnstableTies`). A page walk takes such records as well, but
 //! its two requests a page are two orders, and a group across two pages can
-//! lose a record between them: it says so.
+//! lose a record between them: it stops there
+//! (`WalkError::UnstableTiesAcrossPages`). A walk that took pages past such
+//! a group before it saw the order change reads its range again from the
+//! start first, so that no record skipped stays behind a checkpoint.
 //! Invariant: no IO; what is tested here is exactly what the reader runs.
 
 use std::collections::HashSet;
@@ -62,10 +65,14 @@ pub enum WalkError {
     )]
     ContinuityLost,
     #[error(
-        "the source serves records that share an `updated_at` in another order from one request to the next, and {0} or more share one at a page's end: more than half a page, which a walk by offsets cannot read whole; sort the listing by a unique field too (an id after `updated_at`) if the API allows it, or ask for pages of {pages} records or more",
+        "the source serves records that share an `updated_at` in another order from one request to the next, and {0} or more share one at a page's end: more than half a page, which a walk by offsets cannot read whole; sort the listing by a unique field too (an id after `updated_at`), or by the id alone, if the API allows it, or ask for pages of {pages} records or more",
         pages = .0 * 2
     )]
     UnstableTies(usize),
+    #[error(
+        "the source serves records that share an `updated_at` in another order from one request to the next, and some share one across two pages, which a walk by page numbers reads in two requests and so cannot read whole; sort the listing by a unique field too (an id after `updated_at`), or by the id alone, if the API allows it"
+    )]
+    UnstableTiesAcrossPages,
 }
 
 /// Where the first tail id appears in a window: new records start there (tail ids
@@ -149,11 +156,28 @@ fn last_keys(window: &[&str], n: usize) -> Vec<String> {
 pub struct Ties {
     unstable: bool,
     said: bool,
+    /// The tail came from a checkpoint, in the order of another process's
+    /// request: the listing's sort may have been fixed since.
+    kept_tail: bool,
 }
 
 impl Ties {
-    fn saw(&mut self, tail: &[String], window: &[&str]) {
+    /// A walk's, after `tail`.
+    fn after(tail: &[String]) -> Self {
+        Ties {
+            kept_tail: !tail.is_empty(),
+            ..Ties::default()
+        }
+    }
+
+    /// Whether `window` is the first to show the order changing.
+    fn saw(&mut self, tail: &[String], window: &[&str]) -> bool {
+        if std::mem::take(&mut self.kept_tail) {
+            return false;
+        }
+        let before = self.unstable;
         self.unstable |= reordered(tail, window);
+        self.unstable && !before
     }
 
     /// Once, when the order was first seen to change: to say so.
@@ -176,8 +200,9 @@ pub struct OffsetWalk {
     furthest: u64,
     stalls: u32,
     /// The tail holds only the last records of a group of at least this
-    /// many sharing an `updated_at`.
+    /// many sharing an `updated_at`; and whether one ever did.
     cut: Option<usize>,
+    cut_seen: bool,
     /// The longest window yet: the API's page size, which a shorter one,
     /// the list's end, does not cut a group at.
     widest: usize,
@@ -194,12 +219,13 @@ impl OffsetWalk {
     pub fn new(next: u64, tail: Vec<String>, overlap: u32, page_size: Option<u32>) -> Self {
         OffsetWalk {
             next,
+            ties: Ties::after(&tail),
             tail,
-            ties: Ties::default(),
             overlap: u64::from(overlap),
             furthest: next,
             stalls: 0,
             cut: None,
+            cut_seen: false,
             widest: page_size.map_or(0, |n| n as usize),
             step_backs: 0,
             rescans: 0,
@@ -232,6 +258,7 @@ impl OffsetWalk {
             self.tail = tail;
             // A shorter window is the list's end, not a page's.
             self.cut = cut.filter(|_| window.len() >= self.widest);
+            self.cut_seen |= self.cut.is_some();
         }
         self.step_backs = 0;
     }
@@ -259,7 +286,12 @@ impl OffsetWalk {
         self.widest = self.widest.max(window.len());
         match continuity(&self.tail, window) {
             Some(found) => {
-                self.ties.saw(&self.tail, window);
+                // Pages taken after a longer group may already have skipped
+                // one of its records: the range is read again from the start,
+                // where such a group now stops the walk before it is taken.
+                if self.ties.saw(&self.tail, window) && (self.cut_seen || self.cut.is_some()) {
+                    return self.start_over();
+                }
                 let from = from_ties(&self.tail, window, found);
                 // Records of the tail's group taken again are not new.
                 let fresh = window[found..]
@@ -297,22 +329,26 @@ impl OffsetWalk {
                 self.step_backs += 1;
                 Ok(Step::Refetch)
             }
-            None => {
-                self.rescans += 1;
-                if self.rescans > MAX_RESCANS {
-                    return Err(match self.cut {
-                        Some(group) if self.ties.unstable => WalkError::UnstableTies(group),
-                        _ => WalkError::ContinuityLost,
-                    });
-                }
-                self.next = 0;
-                self.tail.clear();
-                self.cut = None;
-                self.step_backs = 0;
-                self.last_window = None;
-                Ok(Step::Rescan)
-            }
+            None => self.start_over(),
         }
+    }
+
+    /// The walk from the range's start again, or why it cannot go on.
+    fn start_over(&mut self) -> Result<Step, WalkError> {
+        self.rescans += 1;
+        if self.rescans > MAX_RESCANS {
+            return Err(match self.cut {
+                Some(group) if self.ties.unstable => WalkError::UnstableTies(group),
+                _ => WalkError::ContinuityLost,
+            });
+        }
+        self.next = 0;
+        self.tail.clear();
+        self.cut = None;
+        self.cut_seen = false;
+        self.step_backs = 0;
+        self.last_window = None;
+        Ok(Step::Rescan)
     }
 }
 
@@ -333,6 +369,8 @@ pub struct PageWalk {
     pub ties: Ties,
     first_page: u64,
     overlap: usize,
+    /// Whether a page was taken since the walk (re)started.
+    taken: bool,
     rescans: u32,
     rereads: u32,
 }
@@ -341,10 +379,11 @@ impl PageWalk {
     pub fn new(next: u64, tail: Vec<String>, first_page: u64, overlap: u32) -> Self {
         PageWalk {
             next,
+            ties: Ties::after(&tail),
             tail,
-            ties: Ties::default(),
             first_page,
             overlap: overlap as usize,
+            taken: false,
             rescans: 0,
             rereads: 0,
         }
@@ -389,7 +428,21 @@ impl PageWalk {
             }
             Some(from) => {
                 self.rereads = 0;
-                self.ties.saw(&self.tail, &window);
+                // Pages taken before may have skipped a record between two
+                // of them: the range is read again from the start, where a
+                // group across two pages now stops the walk before it is
+                // taken.
+                if self.ties.saw(&self.tail, &window) && self.taken {
+                    return self.start_over();
+                }
+                let across = previous
+                    .last()
+                    .and_then(|k| anchor_time(k))
+                    .is_some_and(|t| current.first().and_then(|k| anchor_time(k)) == Some(t));
+                if self.ties.unstable && across {
+                    return Err(WalkError::UnstableTiesAcrossPages);
+                }
+                self.taken = true;
                 let from = from_ties(&self.tail, &window, from);
                 if !window.is_empty() {
                     self.tail = last_keys(&window, self.overlap);
@@ -400,16 +453,20 @@ impl PageWalk {
                     done: current.is_empty(),
                 })
             }
-            None => {
-                self.rescans += 1;
-                if self.rescans > MAX_RESCANS {
-                    return Err(WalkError::ContinuityLost);
-                }
-                self.next = self.first_page;
-                self.tail.clear();
-                Ok(Step::Rescan)
-            }
+            None => self.start_over(),
         }
+    }
+
+    /// The walk from the first page again, or why it cannot go on.
+    fn start_over(&mut self) -> Result<Step, WalkError> {
+        self.rescans += 1;
+        if self.rescans > MAX_RESCANS {
+            return Err(WalkError::ContinuityLost);
+        }
+        self.next = self.first_page;
+        self.tail.clear();
+        self.taken = false;
+        Ok(Step::Rescan)
     }
 }
 
