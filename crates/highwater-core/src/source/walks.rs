@@ -83,7 +83,25 @@ impl Reader<'_> {
                     return Ok(self.page(records, cursor_after, requests));
                 }
                 Step::Refetch => discarded.extend(window),
-                Step::Rescan => rescan_warning(self.api.sync(), "offset", start),
+                Step::Rescan => {
+                    rescan_warning(self.api.sync(), "offset", start);
+                    // The checkpoint goes back to the start with the walk: a
+                    // run resumed after it must read again what the walk
+                    // may have missed.
+                    let cursor_after = match linked {
+                        false => Cursor::Offset {
+                            next: walk.next,
+                            tail: Vec::new(),
+                        },
+                        true => Cursor::LinkedOffset {
+                            param: param.to_owned(),
+                            next: walk.next,
+                            tail: Vec::new(),
+                        },
+                    };
+                    self.offset_walk = Some(walk);
+                    return Ok(self.page(std::mem::take(&mut discarded), cursor_after, requests));
+                }
             }
         }
     }
@@ -169,7 +187,24 @@ impl Reader<'_> {
                     }
                     .emit();
                 }
-                Step::Rescan => rescan_warning(self.api.sync(), "page", number),
+                Step::Rescan => {
+                    rescan_warning(self.api.sync(), "page", number);
+                    // As for offsets: the checkpoint goes back with the walk.
+                    let cursor_after = match linked {
+                        false => Cursor::Page {
+                            next: walk.next,
+                            tail: Vec::new(),
+                        },
+                        true => Cursor::LinkedPage {
+                            param: param.to_owned(),
+                            first_page,
+                            next: walk.next,
+                            tail: Vec::new(),
+                        },
+                    };
+                    self.page_walk = Some(walk);
+                    return Ok(self.page(std::mem::take(&mut discarded), cursor_after, requests));
+                }
             }
         }
     }
