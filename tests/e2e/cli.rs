@@ -31,6 +31,19 @@ async fn validate_and_status_describe_the_syncs() {
     let validated = report(&out);
     assert_eq!(validated["syncs"], serde_json::json!(["invoices"]));
     assert_eq!(validated["warnings"], serde_json::json!([]));
+    assert_eq!(validated["valid"], true);
+    // A file with problems: each one as JSON, and in words on stderr.
+    let bad = world.dir.join("bad.toml");
+    std::fs::write(&bad, "[[sync]]\nname = 7\ncolour = \"blue\"\n").expect("write");
+    let out = crate::util::highwater_at(&bad, &["validate", "--json"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    let refused = report(&out);
+    assert_eq!(refused["valid"], false, "{refused}");
+    let problems = refused["problems"].as_array().cloned().unwrap_or_default();
+    assert_eq!(problems.len(), 2, "{refused}");
+    assert_eq!(problems[0]["line"], 2, "{refused}");
+    assert_eq!(problems[1]["key"], "sync[0].colour", "{refused}");
+    assert!(stderr(&out).contains("bad.toml:3"), "{}", describe(&out));
 
     let out = world.highwater(&["status"]).await;
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
