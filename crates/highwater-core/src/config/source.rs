@@ -477,34 +477,31 @@ impl Validator<'_> {
                     id_param: id.get_ref().clone(),
                 }
             }
-            "offset" => {
-                let first_offset = match r.first_offset.as_ref() {
-                    None => Some(0),
-                    Some(n) => self
-                        .count(n, &format!("{at}.first_offset"), 0, 1)
-                        .map(u64::from),
-                };
-                Pagination::Offset {
-                    offset_param: string_or(r.offset_param.as_ref(), "offset"),
-                    first_offset: first_offset?,
-                    overlap: overlap?,
-                }
-            }
-            _ => {
-                let first_page = match r.first_page.as_ref() {
-                    None => Some(1),
-                    Some(n) => self
-                        .count(n, &format!("{at}.first_page"), 0, 1)
-                        .map(u64::from),
-                };
-                Pagination::Page {
-                    page_param: string_or(r.page_param.as_ref(), "page"),
-                    first_page: first_page?,
-                    overlap: overlap?,
-                }
-            }
+            "offset" => Pagination::Offset {
+                offset_param: string_or(r.offset_param.as_ref(), "offset"),
+                first_offset: self.first(
+                    r.first_offset.as_ref(),
+                    &format!("{at}.first_offset"),
+                    0,
+                )?,
+                overlap: overlap?,
+            },
+            _ => Pagination::Page {
+                page_param: string_or(r.page_param.as_ref(), "page"),
+                first_page: self.first(r.first_page.as_ref(), &format!("{at}.first_page"), 1)?,
+                overlap: overlap?,
+            },
         };
         ok.then_some(pagination)
+    }
+
+    /// Where an API starts counting offsets or pages: 0 or 1, `default`
+    /// unless said.
+    fn first(&mut self, raw: Option<&Spanned<i64>>, key: &str, default: u64) -> Option<u64> {
+        match raw {
+            None => Some(default),
+            Some(n) => self.count(n, key, 0, 1).map(u64::from),
+        }
     }
 
     /// `{offset}` in a parameter takes an offset walk's position, which then

@@ -67,18 +67,7 @@ impl Reader<'_> {
                     tie_warning("offset", start, &mut walk.ties);
                     let mut records = without(window, from, &tail_before);
                     with_reread(&mut records, std::mem::take(&mut discarded));
-                    let cursor_after = match (done, linked) {
-                        (true, _) => Cursor::End,
-                        (false, false) => Cursor::Offset {
-                            next: walk.next,
-                            tail: walk.tail.clone(),
-                        },
-                        (false, true) => Cursor::LinkedOffset {
-                            param: param.to_owned(),
-                            next: walk.next,
-                            tail: walk.tail.clone(),
-                        },
-                    };
+                    let cursor_after = offset_cursor(&walk, done, linked, param);
                     self.offset_walk = Some(walk);
                     return Ok(self.page(records, cursor_after, requests));
                 }
@@ -88,17 +77,7 @@ impl Reader<'_> {
                     // The checkpoint goes back to the start with the walk: a
                     // run resumed after it must read again what the walk
                     // may have missed.
-                    let cursor_after = match linked {
-                        false => Cursor::Offset {
-                            next: walk.next,
-                            tail: Vec::new(),
-                        },
-                        true => Cursor::LinkedOffset {
-                            param: param.to_owned(),
-                            next: walk.next,
-                            tail: Vec::new(),
-                        },
-                    };
+                    let cursor_after = offset_cursor(&walk, false, linked, param);
                     self.offset_walk = Some(walk);
                     return Ok(self.page(std::mem::take(&mut discarded), cursor_after, requests));
                 }
@@ -161,19 +140,7 @@ impl Reader<'_> {
                     let window: Vec<Extracted> = previous.into_iter().chain(current).collect();
                     let mut records = without(window, from, &tail_before);
                     with_reread(&mut records, std::mem::take(&mut discarded));
-                    let cursor_after = match (done, linked) {
-                        (true, _) => Cursor::End,
-                        (false, false) => Cursor::Page {
-                            next: walk.next,
-                            tail: walk.tail.clone(),
-                        },
-                        (false, true) => Cursor::LinkedPage {
-                            param: param.to_owned(),
-                            first_page,
-                            next: walk.next,
-                            tail: walk.tail.clone(),
-                        },
-                    };
+                    let cursor_after = page_cursor(&walk, done, linked, param, first_page);
                     self.page_walk = Some(walk);
                     return Ok(self.page(records, cursor_after, requests));
                 }
@@ -190,18 +157,7 @@ impl Reader<'_> {
                 Step::Rescan => {
                     rescan_warning(self.api.sync(), "page", number);
                     // As for offsets: the checkpoint goes back with the walk.
-                    let cursor_after = match linked {
-                        false => Cursor::Page {
-                            next: walk.next,
-                            tail: Vec::new(),
-                        },
-                        true => Cursor::LinkedPage {
-                            param: param.to_owned(),
-                            first_page,
-                            next: walk.next,
-                            tail: Vec::new(),
-                        },
-                    };
+                    let cursor_after = page_cursor(&walk, false, linked, param, first_page);
                     self.page_walk = Some(walk);
                     return Ok(self.page(std::mem::take(&mut discarded), cursor_after, requests));
                 }
@@ -252,6 +208,36 @@ pub(super) fn anchor_key(record: &Extracted) -> String {
                 &blake3::hash(body.to_string().as_bytes()).to_hex()[..12]
             )
         }
+    }
+}
+
+/// Where an offset walk stands, as its checkpoint keeps it: after a start
+/// over, at the range's start with no tail.
+fn offset_cursor(walk: &OffsetWalk, done: bool, linked: bool, param: &str) -> Cursor {
+    let (next, tail) = (walk.next, walk.tail.clone());
+    match (done, linked) {
+        (true, _) => Cursor::End,
+        (false, false) => Cursor::Offset { next, tail },
+        (false, true) => Cursor::LinkedOffset {
+            param: param.to_owned(),
+            next,
+            tail,
+        },
+    }
+}
+
+/// Where a page walk stands, as its checkpoint keeps it.
+fn page_cursor(walk: &PageWalk, done: bool, linked: bool, param: &str, first_page: u64) -> Cursor {
+    let (next, tail) = (walk.next, walk.tail.clone());
+    match (done, linked) {
+        (true, _) => Cursor::End,
+        (false, false) => Cursor::Page { next, tail },
+        (false, true) => Cursor::LinkedPage {
+            param: param.to_owned(),
+            first_page,
+            next,
+            tail,
+        },
     }
 }
 
