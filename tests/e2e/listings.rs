@@ -1,7 +1,8 @@
 //! Sources shaped like real APIs' listings, served on 127.0.0.1: Stripe's
 //! (paged after the last record's id), OData's (`@odata.nextLink`),
 //! Zendesk's incremental export, Asana's expiring offsets, a GraphQL API,
-//! QuickBooks' query (the position in the query's text), and a search that
+//! QuickBooks' query (the position in the query's text), NetSuite's SuiteQL
+//! (a POSTed query, its pages in the URL), and a search that
 //! pages no further. The destination is a JSON Lines file.
 
 use std::sync::{Arc, Mutex};
@@ -722,4 +723,117 @@ fields = { updated = "MetaData.LastUpdatedTime" }"#,
         describe(&again)
     );
     assert!(!stderr(&again).contains("error"), "{}", describe(&again));
+}
+
+/// NetSuite's SuiteQL: the query in a POSTed body (`{"q": …}`, nothing else
+/// in it), the page's `limit` and `offset` in the URL, the offset a multiple
+/// of the limit, `hasMore` saying whether a page follows.
+type Transactions = (Arc<Vec<(jiff::Timestamp, String)>>, Arc<Mutex<Vec<usize>>>);
+
+async fn suiteql(
+    State((transactions, asked)): State<Transactions>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+    Json(body): Json<Value>,
+) -> (axum::http::StatusCode, Json<Value>) {
+    let refuse = |detail: &str| {
+        (
+            axum::http::StatusCode::BAD_REQUEST,
+            Json(
+                json!({ "o:errorDetails": [{ "detail": detail, "o:errorCode": "INVALID_PARAMETER" }] }),
+            ),
+        )
+    };
+    let number = |name: &str| query.get(name).and_then(|v| v.parse::<usize>().ok());
+    let (Some(limit), Some(offset)) = (number("limit"), number("offset")) else {
+        return refuse("limit and offset are query parameters");
+    };
+    if limit == 0 || offset % limit != 0 {
+        return refuse("The offset must be a multiple of the limit.");
+    }
+    let text = match body.as_object() {
+        Some(fields) if fields.len() == 1 => fields["q"].as_str().unwrap_or_default(),
+        _ => return refuse("Invalid request body: only q is allowed."),
+    };
+    let since = text
+        .split_once(">= '")
+        .and_then(|(_, rest)| rest.split_once('\''))
+        .and_then(|(at, _)| at.parse::<jiff::Timestamp>().ok());
+    let Some(since) = since else {
+        return refuse("Invalid search query.");
+    };
+    asked.lock().unwrap_or_else(|e| e.into_inner()).push(offset);
+    let matching: Vec<&(jiff::Timestamp, String)> =
+        transactions.iter().filter(|(at, _)| *at >= since).collect();
+    let items: Vec<Value> = matching
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|(at, id)| json!({ "id": id, "lastmodifieddate": at.to_string() }))
+        .collect();
+    let answer = json!({
+        "count": items.len(),
+        "hasMore": offset + items.len() < matching.len(),
+        "items": items,
+        "offset": offset,
+        "totalResults": matching.len(),
+    });
+    (axum::http::StatusCode::OK, Json(answer))
+}
+
+#[tokio::test]
+async fn a_posted_query_takes_its_pages_in_the_url_at_multiples_of_the_limit() {
+    let transactions: Vec<(jiff::Timestamp, String)> = (0..1_050)
+        .map(|n: i64| {
+            let at = jiff::Timestamp::from_second(1_717_200_000 + n * 60)
+                .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+            (at, format!("{n}"))
+        })
+        .collect();
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let app = axum::Router::new()
+        .route(
+            "/services/rest/query/v1/suiteql",
+            axum::routing::post(suiteql),
+        )
+        .with_state((Arc::new(transactions), Arc::clone(&asked)));
+    let (addr, server) = crate::util::serve_local(app).await;
+    let dir = fresh_dir("suiteql-pages");
+    let (config, out_file) = crate::util::jsonl_sync(
+        &dir,
+        "transactions",
+        addr,
+        r#"path = "/services/rest/query/v1/suiteql"
+body = { q = "SELECT id, lastmodifieddate FROM transaction WHERE lastmodifieddate >= '{lower}' ORDER BY lastmodifieddate, id" }
+page_params_in = "query"
+records_path = "items"
+updated_at_field = "lastmodifieddate"
+start = "2024-01-01T00:00:00Z"
+page_size = 200
+pagination = { style = "page", offset_param = "offset" }"#,
+        r#"external_id = "transaction-{id}"
+fields = { updated = "lastmodifieddate" }"#,
+    );
+    let out = crate::util::highwater_at(&config, &["run", "transactions", "--json"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(
+        report(&out)["counters"]["written"],
+        1_050,
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(jsonl_rows(&out_file).len(), 1_050);
+    let offsets = std::mem::take(&mut *asked.lock().unwrap_or_else(|e| e.into_inner()));
+    // Each page after the first reads the one before it again, whole.
+    assert_eq!(&offsets[..5], &[0, 200, 0, 400, 200], "{offsets:?}");
+    assert!(offsets.iter().all(|o| o % 200 == 0), "{offsets:?}");
+
+    let again = crate::util::highwater_at(&config, &["run", "transactions", "--json"]).await;
+    server.abort();
+    assert_eq!(again.status.code(), Some(0), "{}", describe(&again));
+    assert_eq!(
+        report(&again)["counters"]["written"],
+        0,
+        "{}",
+        describe(&again)
+    );
 }

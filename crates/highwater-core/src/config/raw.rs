@@ -102,6 +102,7 @@ pub struct RawSource {
     pub params: BTreeMap<String, S<String>>,
     pub body: Option<S<toml::Value>>,
     pub body_params_path: Option<S<String>>,
+    pub page_params_in: Option<S<String>>,
     #[serde(default)]
     pub headers: BTreeMap<String, S<String>>,
     pub auth: Option<S<RawAuth>>,

@@ -92,6 +92,23 @@ impl Validator<'_> {
                 ),
             );
         }
+        if let (
+            Some(Pagination::Page {
+                by_offset: true, ..
+            }),
+            Some(unsent),
+        ) = (
+            &pagination,
+            raw.page_size_param
+                .as_ref()
+                .filter(|p| p.get_ref().is_empty()),
+        ) {
+            self.problem(
+                unsent,
+                format!("{at}.page_size_param"),
+                "pages asked for by offset count page_size records a page, so the API must be sent page_size: name its parameter",
+            );
+        }
         // A keyset's parameters beside the window's would be sent twice, with
         // two values: the API takes one of them, and not the keyset's.
         if let Some(Pagination::Keyset {
@@ -122,6 +139,7 @@ impl Validator<'_> {
         let body = self.source_body(
             raw.body.as_ref(),
             raw.body_params_path.as_ref(),
+            raw.page_params_in.as_ref(),
             pagination.as_ref(),
             &at,
         );
@@ -210,25 +228,54 @@ impl Validator<'_> {
     }
 
     /// `body` (a table, sent as JSON with a POST) and where each page's
-    /// parameters go in it (`body_params_path`, the top level unless said).
+    /// parameters go: in it (`body_params_path`, the top level unless said),
+    /// or in the URL's query (`page_params_in = "query"`).
     fn source_body(
         &mut self,
         body: Option<&Spanned<toml::Value>>,
         params_path: Option<&Spanned<String>>,
+        params_in: Option<&Spanned<String>>,
         pagination: Option<&Pagination>,
         at: &str,
     ) -> Option<Option<SourceBody>> {
         let Some(value) = body else {
-            if let Some(path) = params_path {
+            let stray = [
+                (params_path, "body_params_path"),
+                (params_in, "page_params_in"),
+            ];
+            let mut alone = true;
+            for (span, name) in stray.into_iter().filter_map(|(s, n)| Some((s?, n))) {
                 self.problem(
-                    path,
-                    format!("{at}.body_params_path"),
+                    span,
+                    format!("{at}.{name}"),
                     "is read only with `body` (pages asked for with a POST)",
+                );
+                alone = false;
+            }
+            return alone.then_some(None);
+        };
+        let in_query = match params_in.map(|p| (p, p.get_ref().as_str())) {
+            None | Some((_, "body")) => false,
+            Some((_, "query")) => true,
+            Some((span, other)) => {
+                self.problem(
+                    span,
+                    format!("{at}.page_params_in"),
+                    format!(
+                        "{other:?} is not a place for each page's parameters: \"body\" (the default, at `body_params_path`) or \"query\" (the URL's, as NetSuite's SuiteQL takes `limit` and `offset`)"
+                    ),
                 );
                 return None;
             }
-            return Some(None);
         };
+        if let (true, Some(path)) = (in_query, params_path) {
+            self.problem(
+                path,
+                format!("{at}.body_params_path"),
+                "says where in the body each page's parameters go, but `page_params_in = \"query\"` sends them in the URL: keep one",
+            );
+            return None;
+        }
         let key = format!("{at}.body");
         let template = self.json(value, key.clone())?;
         if !template.is_object() {
@@ -261,7 +308,7 @@ impl Validator<'_> {
         }
         Some(Some(SourceBody {
             template,
-            params_at,
+            params_at: (!in_query).then_some(params_at),
         }))
     }
 
@@ -384,7 +431,7 @@ impl Validator<'_> {
             "next_url" => &["next_url_path", "link_header"],
             "keyset" => &["updated_param", "id_param"],
             "offset" => &["offset_param", "first_offset", "overlap"],
-            "page" => &["page_param", "first_page", "overlap"],
+            "page" => &["page_param", "offset_param", "first_page", "overlap"],
             _ => {
                 self.problem(
                     &r.style,
@@ -486,11 +533,29 @@ impl Validator<'_> {
                 )?,
                 overlap: overlap?,
             },
-            _ => Pagination::Page {
-                page_param: string_or(r.page_param.as_ref(), "page"),
-                first_page: self.first(r.first_page.as_ref(), &format!("{at}.first_page"), 1)?,
-                overlap: overlap?,
-            },
+            _ => {
+                if let (Some(_), Some(offset)) = (&r.page_param, &r.offset_param) {
+                    self.problem(
+                        offset,
+                        format!("{at}.offset_param"),
+                        "a page is asked for by its number (`page_param`) or by the offset of its first record (`offset_param`), not both",
+                    );
+                    return None;
+                }
+                Pagination::Page {
+                    page_param: string_or(
+                        r.page_param.as_ref().or(r.offset_param.as_ref()),
+                        "page",
+                    ),
+                    first_page: self.first(
+                        r.first_page.as_ref(),
+                        &format!("{at}.first_page"),
+                        1,
+                    )?,
+                    overlap: overlap?,
+                    by_offset: r.offset_param.is_some(),
+                }
+            }
         };
         ok.then_some(pagination)
     }

@@ -291,7 +291,11 @@ pub const OFFSET_IN_PARAMS: &str = "{offset}";
 #[derive(Debug, Clone)]
 pub struct SourceBody {
     pub template: serde_json::Value,
-    pub params_at: FieldPath,
+    /// Where in the body each page's parameters go; `None` when they go in
+    /// the URL's query instead (`page_params_in = "query"`: NetSuite's
+    /// SuiteQL takes its query in the body, its `limit` and `offset` in the
+    /// URL).
+    pub params_at: Option<FieldPath>,
 }
 
 #[derive(Debug, Clone)]
@@ -359,6 +363,11 @@ pub enum Pagination {
         page_param: String,
         first_page: u64,
         overlap: u32,
+        /// The parameter takes the offset of the page's first record (its
+        /// number from `first_page` times the page size) rather than the
+        /// number: NetSuite's SuiteQL, whose offset must be a multiple of
+        /// its limit, so that an offset walk's overlap cannot be asked for.
+        by_offset: bool,
     },
 }
 

@@ -324,7 +324,7 @@ impl<'a> Reader<'a> {
                     unreachable!("matched above")
                 };
                 let overlap = linked_overlap(self.spec);
-                self.numbered_page(&param, first_page, overlap, true, stop)
+                self.numbered_page(&param, first_page, overlap, None, true, stop)
                     .await?
             }
             Pagination::NextUrl { from } => self.next_url_page(from, stop).await?,
@@ -406,8 +406,10 @@ impl<'a> Reader<'a> {
                 page_param,
                 first_page,
                 overlap,
+                by_offset,
             } => {
-                self.numbered_page(&page_param, first_page, overlap, false, stop)
+                let by_offset = by_offset.then_some(u64::from(self.spec.page_size));
+                self.numbered_page(&page_param, first_page, overlap, by_offset, false, stop)
                     .await?
             }
         };

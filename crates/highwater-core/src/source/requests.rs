@@ -4,7 +4,8 @@
 //! in a POST's JSON body (`body`): the reader builds every page's parameters
 //! as it does for a GET, and they go into the body at `body_params_path`
 //! here, the configured `params` staying in the URL's query (an API key, a
-//! version). Some APIs take the window in a header (Xero's
+//! version) — or all of them in the query (`page_params_in = "query"`:
+//! NetSuite's SuiteQL). Some APIs take the window in a header (Xero's
 //! `If-Modified-Since`): a configured header whose value says `{lower}` or
 //! `{upper}` is written with the run's window.
 
@@ -26,7 +27,8 @@ pub struct PageRequests {
     /// The body, when the pages are asked for with a POST.
     body: Option<Value>,
     headers: Vec<(HeaderName, HeaderValue)>,
-    params_at: Vec<String>,
+    /// Where in the body the page's parameters go; `None` for the query.
+    params_at: Option<Vec<String>>,
     in_query: HashSet<String>,
     /// The cursor's token, sent as the string the API gave, whatever it
     /// looks like.
@@ -60,8 +62,8 @@ impl PageRequests {
             params_at: spec
                 .body
                 .as_ref()
-                .map(|b| b.params_at.segments().to_vec())
-                .unwrap_or_default(),
+                .and_then(|b| b.params_at.as_ref())
+                .map(|at| at.segments().to_vec()),
             in_query: spec.params.iter().map(|(name, _)| name.clone()).collect(),
             token_param,
         })
@@ -76,6 +78,11 @@ impl PageRequests {
             return request;
         };
         request.method = reqwest::Method::POST;
+        let Some(params_at) = &self.params_at else {
+            request.query = query;
+            request.body = Some(bytes::Bytes::from(filled.to_string()));
+            return request;
+        };
         let mut body = filled.clone();
         let mut params = Map::new();
         for (name, value) in query {
@@ -92,7 +99,7 @@ impl PageRequests {
             };
             params.insert(name, value);
         }
-        if let Some(at) = object_at(&mut body, &self.params_at) {
+        if let Some(at) = object_at(&mut body, params_at) {
             at.extend(params);
         }
         request.body = Some(bytes::Bytes::from(body.to_string()));

@@ -87,12 +87,15 @@ impl Reader<'_> {
 
     /// The next page of a page-number walk on `param`; `linked` when the
     /// walk was found in next URLs that number their pages, so that its
-    /// cursor says on which parameter.
+    /// cursor says on which parameter. With `by_offset` (the page size),
+    /// `param` takes the offset of the page's first record instead of the
+    /// page's number.
     pub(super) async fn numbered_page(
         &mut self,
         param: &str,
         first_page: u64,
         overlap: u32,
+        by_offset: Option<u64>,
         linked: bool,
         stop: &Stop,
     ) -> Result<Page, SourceError> {
@@ -114,7 +117,11 @@ impl Reader<'_> {
         loop {
             let fetch_page = async |number: u64| {
                 let mut query = self.base_query();
-                query.push((param.to_owned(), number.to_string()));
+                let position = match by_offset {
+                    Some(size) => number.saturating_sub(first_page) * size,
+                    None => number,
+                };
+                query.push((param.to_owned(), position.to_string()));
                 let (body, _) = self.fetch(url.clone(), query.clone(), stop).await?;
                 let records = self.records(body, &url)?;
                 self.settle(records, &url, query, self.bound_floor(), stop)

@@ -108,7 +108,7 @@ fn unknown_key_names_line_and_key() {
     check(
         &VALID.replace("page_size = 500", "page_size = 500\npage_sise = 5"),
         expect![[
-            r#"hw.toml:16: sync "invoices_to_crm".source.page_sise: unknown key `page_sise`, expected one of `base_url`, `path`, `params`, `body`, `body_params_path`, `headers`, `auth`, `timeout`, `rate_limit`, `rate_limit_probe`, `error_path`, `transient_errors`, `records_path`, `id_field`, `updated_at_field`, `version_field`, `time_format`, `timezone`, `page_size`, `page_size_param`, `start`, `lag`, `lookback`, `lower_bound_param`, `upper_bound_param`, `lower_bound_exclusive`, `upper_bound_exclusive`, `sorted`, `pagination`"#
+            r#"hw.toml:16: sync "invoices_to_crm".source.page_sise: unknown key `page_sise`, expected one of `base_url`, `path`, `params`, `body`, `body_params_path`, `page_params_in`, `headers`, `auth`, `timeout`, `rate_limit`, `rate_limit_probe`, `error_path`, `transient_errors`, `records_path`, `id_field`, `updated_at_field`, `version_field`, `time_format`, `timezone`, `page_size`, `page_size_param`, `start`, `lag`, `lookback`, `lower_bound_param`, `upper_bound_param`, `lower_bound_exclusive`, `upper_bound_exclusive`, `sorted`, `pagination`"#
         ]],
     );
 }
@@ -139,7 +139,7 @@ fn the_state_alone_is_read_without_the_syncs_values_or_secrets() {
         Err(e) => e.to_string(),
     };
     // The file's shape, the store's values and the names are still checked.
-    expect![[r#"hw.toml:15: sync "invoices_to_crm".source.page_sise: unknown key `page_sise`, expected one of `base_url`, `path`, `params`, `body`, `body_params_path`, `headers`, `auth`, `timeout`, `rate_limit`, `rate_limit_probe`, `error_path`, `transient_errors`, `records_path`, `id_field`, `updated_at_field`, `version_field`, `time_format`, `timezone`, `page_size`, `page_size_param`, `start`, `lag`, `lookback`, `lower_bound_param`, `upper_bound_param`, `lower_bound_exclusive`, `upper_bound_exclusive`, `sorted`, `pagination`"#]]
+    expect![[r#"hw.toml:15: sync "invoices_to_crm".source.page_sise: unknown key `page_sise`, expected one of `base_url`, `path`, `params`, `body`, `body_params_path`, `page_params_in`, `headers`, `auth`, `timeout`, `rate_limit`, `rate_limit_probe`, `error_path`, `transient_errors`, `records_path`, `id_field`, `updated_at_field`, `version_field`, `time_format`, `timezone`, `page_size`, `page_size_param`, `start`, `lag`, `lookback`, `lower_bound_param`, `upper_bound_param`, `lower_bound_exclusive`, `upper_bound_exclusive`, `sorted`, `pagination`"#]]
     .assert_eq(&state_errors(&VALID.replace("page_size = 500", "page_sise = 5")));
     expect![[r#"hw.toml:3: state.path: environment variable STATE_DIR is not set"#]].assert_eq(
         &state_errors(&VALID.replace("state/hw.db", "${STATE_DIR}/hw.db")),
@@ -221,6 +221,35 @@ fn an_offset_in_a_parameter_is_an_offset_walk_s_alone() {
         &offset,
         expect![[
             r#"hw.toml:25: sync "invoices_to_crm".source.pagination.offset_param: the position goes into `query` ({offset}): leave out offset_param"#
+        ]],
+    );
+}
+
+#[test]
+fn pages_asked_for_by_offset_need_their_size_sent() {
+    let by_offset = VALID.replace(
+        "style = \"cursor\"\ntoken_path = \"next_cursor\"",
+        "style = \"page\"\noffset_param = \"offset\"",
+    );
+    let config = parse(&by_offset, Path::new("hw.toml"), &env).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        matches!(
+            &config.syncs[0].source.pagination,
+            Pagination::Page { page_param, by_offset: true, first_page: 1, .. } if page_param == "offset"
+        ),
+        "{:?}",
+        config.syncs[0].source.pagination
+    );
+    check(
+        &by_offset.replace("page_size = 500", "page_size = 500\npage_size_param = \"\""),
+        expect![[
+            r#"hw.toml:16: sync "invoices_to_crm".source.page_size_param: pages asked for by offset count page_size records a page, so the API must be sent page_size: name its parameter"#
+        ]],
+    );
+    check(
+        &by_offset.replace("offset_param", "page_param = \"p\"\noffset_param"),
+        expect![[
+            r#"hw.toml:26: sync "invoices_to_crm".source.pagination.offset_param: a page is asked for by its number (`page_param`) or by the offset of its first record (`offset_param`), not both"#
         ]],
     );
 }

@@ -82,7 +82,10 @@ fn a_body_carries_the_window_and_takes_each_page_s_parameters() {
     let config = parse(&graphql(""), Path::new("hw.toml"), &env).unwrap_or_else(|e| panic!("{e}"));
     let source = &config.syncs[0].source;
     let body = source.body.as_ref().unwrap_or_else(|| panic!("a body"));
-    assert_eq!(body.params_at.to_string(), "variables");
+    assert_eq!(
+        body.params_at.as_ref().map(ToString::to_string).as_deref(),
+        Some("variables")
+    );
     assert_eq!(body.template["variables"]["since"], "{lower}");
     assert!(source.sends_lower_bound());
     assert_eq!(warnings(&graphql("error_path = \"errors\"")), "");
@@ -122,6 +125,43 @@ fn body_mistakes_name_line_and_key() {
         ),
         expect![[
             r#"hw.toml:11: sync "invoices_to_crm".source.body: a next URL is asked for as the API wrote it, with a GET: `body` needs cursor, offset, page or keyset pagination"#
+        ]],
+    );
+}
+
+#[test]
+fn a_body_s_pages_may_take_their_parameters_in_the_url() {
+    let in_query = graphql("").replace(
+        "body_params_path = \"variables\"",
+        "page_params_in = \"query\"",
+    );
+    let config = parse(&in_query, Path::new("hw.toml"), &env).unwrap_or_else(|e| panic!("{e}"));
+    let body = config.syncs[0].source.body.as_ref();
+    assert!(body.is_some_and(|b| b.params_at.is_none()), "{body:?}");
+    let in_body = graphql("page_params_in = \"body\"");
+    let config = parse(&in_body, Path::new("hw.toml"), &env).unwrap_or_else(|e| panic!("{e}"));
+    let body = config.syncs[0].source.body.as_ref();
+    assert!(body.is_some_and(|b| b.params_at.is_some()), "{body:?}");
+
+    check(
+        &graphql("page_params_in = \"query\""),
+        expect![[
+            r#"hw.toml:12: sync "invoices_to_crm".source.body_params_path: says where in the body each page's parameters go, but `page_params_in = "query"` sends them in the URL: keep one"#
+        ]],
+    );
+    check(
+        &graphql("page_params_in = \"url\""),
+        expect![[
+            r#"hw.toml:13: sync "invoices_to_crm".source.page_params_in: "url" is not a place for each page's parameters: "body" (the default, at `body_params_path`) or "query" (the URL's, as NetSuite's SuiteQL takes `limit` and `offset`)"#
+        ]],
+    );
+    check(
+        &VALID.replace(
+            "params = { status = \"all\" }",
+            "page_params_in = \"query\"",
+        ),
+        expect![[
+            r#"hw.toml:11: sync "invoices_to_crm".source.page_params_in: is read only with `body` (pages asked for with a POST)"#
         ]],
     );
 }
