@@ -837,3 +837,134 @@ fields = { updated = "lastmodifieddate" }"#,
         describe(&again)
     );
 }
+
+/// WordPress's REST API: the posts a bare array, numbered pages of
+/// `per_page`, `modified_after` in the site's wall time without a zone, and
+/// a page past the last refused with 400 `rest_post_invalid_page_number`.
+type Posts = (
+    Arc<Mutex<Vec<(jiff::Timestamp, String)>>>,
+    Arc<Mutex<Vec<u64>>>,
+);
+
+async fn wordpress_posts(
+    State((posts, asked)): State<Posts>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+) -> (axum::http::StatusCode, Json<Value>) {
+    let number = |name: &str| query.get(name).and_then(|v| v.parse::<u64>().ok());
+    let (per_page, page) = (
+        number("per_page").unwrap_or(10),
+        number("page").unwrap_or(1),
+    );
+    asked.lock().unwrap_or_else(|e| e.into_inner()).push(page);
+    let since = query
+        .get("modified_after")
+        .and_then(|at| format!("{at}Z").parse::<jiff::Timestamp>().ok())
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    let posts = posts.lock().unwrap_or_else(|e| e.into_inner());
+    let matching: Vec<&(jiff::Timestamp, String)> =
+        posts.iter().filter(|(at, _)| *at > since).collect();
+    let pages = matching.len().div_ceil(per_page as usize).max(1) as u64;
+    if page > pages {
+        return (
+            axum::http::StatusCode::BAD_REQUEST,
+            Json(json!({
+                "code": "rest_post_invalid_page_number",
+                "message": "The page number requested is larger than the number of pages available.",
+                "data": { "status": 400 }
+            })),
+        );
+    }
+    let listed: Vec<Value> = matching
+        .iter()
+        .skip(((page - 1) * per_page) as usize)
+        .take(per_page as usize)
+        .map(|(at, id)| {
+            let wall = at.strftime("%Y-%m-%dT%H:%M:%S");
+            json!({ "id": id.parse::<u64>().unwrap_or(0), "modified_gmt": wall.to_string() })
+        })
+        .collect();
+    (axum::http::StatusCode::OK, Json(Value::Array(listed)))
+}
+
+#[tokio::test]
+async fn a_page_past_the_last_that_the_api_refuses_ends_the_list_where_configured() {
+    let at = |n: i64| {
+        jiff::Timestamp::from_second(1_717_200_000 + n * 60).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+    };
+    // Ten full pages of twenty: the walk asks for an eleventh.
+    let posts = Arc::new(Mutex::new(
+        (0..200)
+            .map(|n| (at(n), format!("{}", n + 1)))
+            .collect::<Vec<_>>(),
+    ));
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let app = axum::Router::new()
+        .route("/wp-json/wp/v2/posts", get(wordpress_posts))
+        .with_state((Arc::clone(&posts), Arc::clone(&asked)));
+    let (addr, server) = crate::util::serve_local(app).await;
+    let dir = fresh_dir("wordpress-past-the-last-page");
+    let source = r#"path = "/wp-json/wp/v2/posts"
+params = { orderby = "modified", order = "asc" }
+records_path = ""
+updated_at_field = "modified_gmt"
+time_format = "%Y-%m-%dT%H:%M:%S"
+lower_bound_param = "modified_after"
+lower_bound_exclusive = true
+start = "2024-01-01T00:00:00Z"
+page_size = 20
+page_size_param = "per_page"
+pagination = { style = "page" }"#;
+    let mapping = r#"external_id = "post-{id}"
+fields = { modified = "modified_gmt" }"#;
+    let (config, out_file) = crate::util::jsonl_sync(&dir, "posts", addr, source, mapping);
+
+    // Unsaid, the refusal is the API's answer: the run fails and says it,
+    // and the file holds every record its commits did (a commit still on
+    // its way into the store when the run failed too).
+    let refused = crate::util::highwater_at(&config, &["run", "posts"]).await;
+    assert_eq!(refused.status.code(), Some(1), "{}", describe(&refused));
+    let runs = crate::util::highwater_at(&config, &["runs", "posts", "--json"]).await;
+    let last: Value = serde_json::from_slice(
+        runs.stdout
+            .split(|b| *b == b'\n')
+            .next()
+            .unwrap_or_default(),
+    )
+    .unwrap_or_else(|e| panic!("{e}: {}", describe(&runs)));
+    assert_eq!(
+        Some(jsonl_rows(&out_file).len() as u64),
+        last["counters"]["written"].as_u64(),
+        "{}",
+        describe(&refused)
+    );
+    assert!(
+        stderr(&refused).contains("rest_post_invalid_page_number"),
+        "{}",
+        describe(&refused)
+    );
+
+    let said = source.replace(
+        "pagination =",
+        "end_of_list_errors = [\"rest_post_invalid_page_number\"]\npagination =",
+    );
+    let (config, out_file_said) = crate::util::jsonl_sync(&dir, "posts", addr, &said, mapping);
+    assert_eq!(out_file, out_file_said);
+    asked.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    let out = crate::util::highwater_at(&config, &["run", "posts", "--json"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let rows = jsonl_rows(&out_file);
+    assert_eq!(rows.len(), 200, "{}", describe(&out));
+    let pages = std::mem::take(&mut *asked.lock().unwrap_or_else(|e| e.into_inner()));
+    assert!(pages.contains(&11), "{pages:?}");
+
+    // A post changed since: the run after reads it.
+    posts
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push((jiff::Timestamp::now(), "9999".to_owned()));
+    let out = crate::util::highwater_at(&config, &["run", "posts", "--json"]).await;
+    server.abort();
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(report(&out)["counters"]["written"], 1, "{}", describe(&out));
+    assert_eq!(jsonl_rows(&out_file).len(), 201);
+}

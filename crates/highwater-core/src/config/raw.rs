@@ -127,6 +127,7 @@ pub struct RawSource {
     pub lower_bound_exclusive: Option<S<bool>>,
     pub upper_bound_exclusive: Option<S<bool>>,
     pub sorted: Option<S<bool>>,
+    pub end_of_list_errors: Option<S<Vec<S<String>>>>,
     pub pagination: S<RawPagination>,
 }
 

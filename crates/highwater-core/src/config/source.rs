@@ -134,6 +134,8 @@ impl Validator<'_> {
                 }
             }
         }
+        let end_of_list_errors =
+            self.end_of_list_errors(raw.end_of_list_errors.as_ref(), pagination.as_ref(), &at);
         let keyset = matches!(pagination, Some(Pagination::Keyset { .. }));
         let sorted = keyset || raw.sorted.as_ref().is_some_and(|s| *s.get_ref());
         let body = self.source_body(
@@ -223,8 +225,40 @@ impl Validator<'_> {
             lower_bound_exclusive: lower_bound_exclusive?,
             upper_bound_exclusive: upper_bound_exclusive?,
             sorted,
+            end_of_list_errors: end_of_list_errors?,
             pagination: pagination?,
         })
+    }
+
+    /// `end_of_list_errors`, read by the walks that ask for a position past
+    /// the last themselves.
+    fn end_of_list_errors(
+        &mut self,
+        raw: Option<&Spanned<Vec<Spanned<String>>>>,
+        pagination: Option<&Pagination>,
+        at: &str,
+    ) -> Option<Vec<String>> {
+        let Some(words) = raw else {
+            return Some(Vec::new());
+        };
+        let key = format!("{at}.end_of_list_errors");
+        match pagination {
+            Some(Pagination::Offset { .. } | Pagination::Page { .. }) => {
+                Some(self.words(words, &key))
+            }
+            Some(other) => {
+                self.problem(
+                    words,
+                    key,
+                    format!(
+                        "is read only with offset or page pagination, which ask for a position past the last themselves; style = {:?} follows what the API gives",
+                        other.style()
+                    ),
+                );
+                None
+            }
+            None => None,
+        }
     }
 
     /// `body` (a table, sent as JSON with a POST) and where each page's

@@ -328,6 +328,11 @@ pub struct SourceSpec {
     /// The API returns records in ascending `(updated_at, id)` order, so reading can
     /// stop at the first record past the watermark.
     pub sorted: bool,
+    /// Words whose presence in a 4xx answer to an offset or page walk's
+    /// request past its first page ends the list, as an empty page would:
+    /// WordPress refuses a page past the last with
+    /// `rest_post_invalid_page_number`.
+    pub end_of_list_errors: Vec<String>,
     pub pagination: Pagination,
 }
 

@@ -59,8 +59,11 @@ impl Runner<'_> {
             .drive_with(&source_api, &sink, window, cursor, stop, max_pages)
             .await;
         // A completed run finished its sink before completing; after a stop or
-        // a failure what was flushed is compacted too, if it can be.
+        // a failure what was flushed is compacted too, if it can be: not
+        // while a commit's outcome is unknown, since the sink drops what no
+        // commit it knows of covers.
         if !matches!(outcome, Ok(RunOutcome::Completed))
+            && !self.commits_in_doubt
             && let Err(e) = sink.finish().await
         {
             tracing::warn!(sync = %self.spec.name, error = %e, "could not finish writing the destination");
@@ -303,6 +306,14 @@ impl Runner<'_> {
                     }
                 }
             }
+        }
+        // Commits already sent land or fail before the sink is finished: one
+        // on its way into the store when the run failed, dropped unanswered,
+        // still lands on the store's own thread, and the sink would cut off
+        // the writes it covers. Their announced writes are not sent.
+        if outcome.is_err() {
+            let drained = tokio::time::timeout(Duration::from_secs(10), inputs.committer.finish());
+            self.commits_in_doubt = !matches!(drained.await, Ok(Ok(_)));
         }
         // The reading thread lets go of the store before the run returns.
         drop(reading_guard);

@@ -185,6 +185,11 @@ struct Runner<'a> {
     /// Writes whose announcement is being committed, by commit number.
     announced: VecDeque<(u64, Vec<Box<WriteJob>>)>,
     commits_sent: u64,
+    /// A run that failed with commits sent whose outcome it could not learn:
+    /// the destination is left as it is, for the next run to cut off at the
+    /// position the store holds (`Sink::resume`), since one of those commits
+    /// may have stored a position past the one the sink knows of.
+    commits_in_doubt: bool,
     /// Whether anything may have reached the destination in this invocation.
     wrote: bool,
     /// Pages admitted by this invocation.
@@ -385,6 +390,7 @@ impl<'a> Runner<'a> {
             batches: Vec::new(),
             announced: VecDeque::new(),
             commits_sent: 0,
+            commits_in_doubt: false,
             wrote: false,
             admitted: 0,
             pages_before: counters.pages,

@@ -7,6 +7,7 @@ use super::pagination::{OffsetWalk, PageWalk, Step, Ties};
 use super::{Cursor, Extracted, Page, Reader, SourceError};
 use crate::config::OFFSET_IN_PARAMS;
 use crate::stop::Stop;
+use url::Url;
 
 impl Reader<'_> {
     /// The next page of an offset walk on `param` — or in the configured
@@ -53,12 +54,8 @@ impl Reader<'_> {
             if !written {
                 query.push((param.to_owned(), position));
             }
-            let (body, _) = self.fetch(url.clone(), query.clone(), stop).await?;
+            let window = self.window(&url, query, start > 0, stop).await?;
             requests += 1;
-            let window = self.records(body, &url)?;
-            let window = self
-                .settle(window, &url, query, self.bound_floor(), stop)
-                .await?;
             let keys: Vec<String> = window.iter().map(anchor_key).collect();
             let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
             let tail_before = walk.tail.clone();
@@ -122,10 +119,7 @@ impl Reader<'_> {
                     None => number,
                 };
                 query.push((param.to_owned(), position.to_string()));
-                let (body, _) = self.fetch(url.clone(), query.clone(), stop).await?;
-                let records = self.records(body, &url)?;
-                self.settle(records, &url, query, self.bound_floor(), stop)
-                    .await
+                self.window(&url, query, number > first_page, stop).await
             };
             // The new page first, then the previous one again: a shift between the
             // two shows up as a moved tail, never as a silent skip.
@@ -170,6 +164,39 @@ impl Reader<'_> {
                 }
             }
         }
+    }
+}
+
+impl Reader<'_> {
+    /// The records of one request of a walk, settled. A request `past_first`
+    /// position that the API refuses with one of `end_of_list_errors` in its
+    /// answer (WordPress's `rest_post_invalid_page_number`) holds none: it
+    /// asked past the end of a list that ends on a full page, or shrank
+    /// since a checkpoint was kept.
+    async fn window(
+        &self,
+        url: &Url,
+        query: Vec<(String, String)>,
+        past_first: bool,
+        stop: &Stop,
+    ) -> Result<Vec<Extracted>, SourceError> {
+        let body = match self.fetch(url.clone(), query.clone(), stop).await {
+            Ok((body, _)) => body,
+            Err(SourceError::Refused { body, .. })
+                if past_first
+                    && self
+                        .spec
+                        .end_of_list_errors
+                        .iter()
+                        .any(|word| body.contains(word.as_str())) =>
+            {
+                return Ok(Vec::new());
+            }
+            Err(e) => return Err(e),
+        };
+        let records = self.records(body, url)?;
+        self.settle(records, url, query, self.bound_floor(), stop)
+            .await
     }
 }
 

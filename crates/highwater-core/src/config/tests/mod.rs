@@ -108,7 +108,7 @@ fn unknown_key_names_line_and_key() {
     check(
         &VALID.replace("page_size = 500", "page_size = 500\npage_sise = 5"),
         expect![[
-            r#"hw.toml:16: sync "invoices_to_crm".source.page_sise: unknown key `page_sise`, expected one of `base_url`, `path`, `params`, `body`, `body_params_path`, `page_params_in`, `headers`, `auth`, `timeout`, `rate_limit`, `rate_limit_probe`, `error_path`, `transient_errors`, `records_path`, `id_field`, `updated_at_field`, `version_field`, `time_format`, `timezone`, `page_size`, `page_size_param`, `start`, `lag`, `lookback`, `lower_bound_param`, `upper_bound_param`, `lower_bound_exclusive`, `upper_bound_exclusive`, `sorted`, `pagination`"#
+            r#"hw.toml:16: sync "invoices_to_crm".source.page_sise: unknown key `page_sise`, expected one of `base_url`, `path`, `params`, `body`, `body_params_path`, `page_params_in`, `headers`, `auth`, `timeout`, `rate_limit`, `rate_limit_probe`, `error_path`, `transient_errors`, `records_path`, `id_field`, `updated_at_field`, `version_field`, `time_format`, `timezone`, `page_size`, `page_size_param`, `start`, `lag`, `lookback`, `lower_bound_param`, `upper_bound_param`, `lower_bound_exclusive`, `upper_bound_exclusive`, `sorted`, `end_of_list_errors`, `pagination`"#
         ]],
     );
 }
@@ -139,7 +139,7 @@ fn the_state_alone_is_read_without_the_syncs_values_or_secrets() {
         Err(e) => e.to_string(),
     };
     // The file's shape, the store's values and the names are still checked.
-    expect![[r#"hw.toml:15: sync "invoices_to_crm".source.page_sise: unknown key `page_sise`, expected one of `base_url`, `path`, `params`, `body`, `body_params_path`, `page_params_in`, `headers`, `auth`, `timeout`, `rate_limit`, `rate_limit_probe`, `error_path`, `transient_errors`, `records_path`, `id_field`, `updated_at_field`, `version_field`, `time_format`, `timezone`, `page_size`, `page_size_param`, `start`, `lag`, `lookback`, `lower_bound_param`, `upper_bound_param`, `lower_bound_exclusive`, `upper_bound_exclusive`, `sorted`, `pagination`"#]]
+    expect![[r#"hw.toml:15: sync "invoices_to_crm".source.page_sise: unknown key `page_sise`, expected one of `base_url`, `path`, `params`, `body`, `body_params_path`, `page_params_in`, `headers`, `auth`, `timeout`, `rate_limit`, `rate_limit_probe`, `error_path`, `transient_errors`, `records_path`, `id_field`, `updated_at_field`, `version_field`, `time_format`, `timezone`, `page_size`, `page_size_param`, `start`, `lag`, `lookback`, `lower_bound_param`, `upper_bound_param`, `lower_bound_exclusive`, `upper_bound_exclusive`, `sorted`, `end_of_list_errors`, `pagination`"#]]
     .assert_eq(&state_errors(&VALID.replace("page_size = 500", "page_sise = 5")));
     expect![[r#"hw.toml:3: state.path: environment variable STATE_DIR is not set"#]].assert_eq(
         &state_errors(&VALID.replace("state/hw.db", "${STATE_DIR}/hw.db")),
@@ -250,6 +250,34 @@ fn pages_asked_for_by_offset_need_their_size_sent() {
         &by_offset.replace("offset_param", "page_param = \"p\"\noffset_param"),
         expect![[
             r#"hw.toml:26: sync "invoices_to_crm".source.pagination.offset_param: a page is asked for by its number (`page_param`) or by the offset of its first record (`offset_param`), not both"#
+        ]],
+    );
+}
+
+#[test]
+fn end_of_list_errors_are_read_by_the_walks_that_ask_past_the_end() {
+    let words = "end_of_list_errors = [\"rest_post_invalid_page_number\"]\npage_size = 500";
+    let paged = VALID
+        .replace(
+            "style = \"cursor\"\ntoken_path = \"next_cursor\"",
+            "style = \"page\"",
+        )
+        .replace("page_size = 500", words);
+    let config = parse(&paged, Path::new("hw.toml"), &env).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        config.syncs[0].source.end_of_list_errors,
+        ["rest_post_invalid_page_number"]
+    );
+    check(
+        &VALID.replace("page_size = 500", words),
+        expect![[
+            r#"hw.toml:15: sync "invoices_to_crm".source.end_of_list_errors: is read only with offset or page pagination, which ask for a position past the last themselves; style = "cursor" follows what the API gives"#
+        ]],
+    );
+    check(
+        &paged.replace("[\"rest_post_invalid_page_number\"]", "[\" \"]"),
+        expect![[
+            r#"hw.toml:15: sync "invoices_to_crm".source.end_of_list_errors: an empty entry would match every reason"#
         ]],
     );
 }
