@@ -44,20 +44,29 @@ impl Committer {
         let (acks_tx, acks) = mpsc::channel::<Ack>(MAX_PENDING * 2);
         let commits = async move {
             let store = store.for_thread();
+            // A commit's checkpoint counts on the commits before it: after
+            // one failed, a later one would move the checkpoint past pages
+            // whose ledger rows were never stored.
+            let mut failed = false;
             while let Some(job) = queue.recv().await {
-                let result = match sink.flush().await {
-                    Ok(()) => store
-                        .commit_page(
-                            &sync,
-                            &run_id,
-                            &job.commit,
-                            job.checkpoint.as_ref(),
-                            &job.counters,
-                        )
-                        .await
-                        .map_err(FailureCause::from),
-                    Err(e) => Err(FailureCause::Destination(e)),
+                let result = if failed {
+                    Err(gone())
+                } else {
+                    match sink.flush().await {
+                        Ok(()) => store
+                            .commit_page(
+                                &sync,
+                                &run_id,
+                                &job.commit,
+                                job.checkpoint.as_ref(),
+                                &job.counters,
+                            )
+                            .await
+                            .map_err(FailureCause::from),
+                        Err(e) => Err(FailureCause::Destination(e)),
+                    }
                 };
+                failed |= result.is_err();
                 let result = match (result, &job.commit.sink_position) {
                     (Ok(committed), Some(position)) => sink
                         .committed(position)
