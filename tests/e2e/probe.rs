@@ -67,6 +67,23 @@ async fn probe_shows_what_the_config_finds_and_names_each_mistake() {
         text.contains("  GET http://127.0.0.1:") && !text.contains("GET GET"),
         "each request as its method and URL: {text}"
     );
+    // A configured parameter is shown as sent, unless its value comes from
+    // the environment.
+    let params = "params = { status = \"all\", key = \"${PROBE_KEY}\" }\npage_size = ";
+    edit(&world, "page_size = ", params);
+    let out = crate::util::finish(
+        world
+            .command_with(&world.config, &["probe", SYNC])
+            .env("PROBE_KEY", "hush-probe"),
+    )
+    .await;
+    let text = stdout(&out);
+    assert!(
+        text.contains("status=all") && !text.contains("hush-probe") && !text.contains("key="),
+        "{}",
+        describe(&out)
+    );
+    edit(&world, params, "page_size = ");
 
     // Each mistake, alone, is named by its key.
     let cases = [

@@ -134,6 +134,7 @@ impl Validator<'_> {
         let feed = SourceSpec {
             path: path.get_ref().clone(),
             params: Vec::new(),
+            params_from_env: Vec::new(),
             body: None,
             window_headers: Vec::new(),
             records_path: raw.records_path.as_ref().map_or_else(

@@ -34,8 +34,12 @@ impl Validator<'_> {
             &at,
         );
         let mut params = Vec::new();
+        let mut params_from_env = Vec::new();
         for (name, value) in &raw.params {
             if let Some(v) = self.string(value, &format!("{at}.params.{name}")) {
+                if v != *value.get_ref() {
+                    params_from_env.push(name.clone());
+                }
                 params.push((name.clone(), Secret::new(v)));
             }
         }
@@ -201,6 +205,7 @@ impl Validator<'_> {
             window_headers,
             path: raw.path.map(Spanned::into_inner).unwrap_or_default(),
             params,
+            params_from_env,
             body: body?,
             records_path: path_or(raw.records_path.as_ref(), "data"),
             id_field: path_or(raw.id_field.as_ref(), "id"),

@@ -303,6 +303,8 @@ pub struct SourceSpec {
     pub http: HttpSpec,
     pub path: String,
     pub params: Vec<(String, Secret)>,
+    /// The `params` whose values hold a `${VAR}`: `probe` shows the others.
+    pub params_from_env: Vec<String>,
     pub body: Option<SourceBody>,
     /// Headers whose values take the window (`{lower}`, `{upper}`): Xero's
     /// `If-Modified-Since`. Not among `http.headers`, which every request

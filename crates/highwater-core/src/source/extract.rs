@@ -212,7 +212,35 @@ pub fn parse_time(value: &Value, format: &TimeFormat) -> Result<Timestamp, Strin
             TimeFormat::EpochMillis => "epoch milliseconds or an RFC 3339 timestamp",
             TimeFormat::Pattern(_) => "an RFC 3339 timestamp or one in the `time_format` pattern",
         };
-        format!("must be {expected}, found {}", short(value))
+        let hint = match (value, format) {
+            (Value::String(s), TimeFormat::Rfc3339) => without_zone(s),
+            _ => None,
+        }
+        .map(|pattern| {
+            format!(
+                ": it says no zone; where the API writes its times so, set time_format = \"{pattern}\" (and `timezone` where they are not in UTC)"
+            )
+        })
+        .unwrap_or_default();
+        format!("must be {expected}, found {}{hint}", short(value))
+    })
+}
+
+/// The pattern of a date and time written without a zone
+/// (`2024-06-01T08:30:00`, WordPress's `modified_gmt`), which RFC 3339
+/// refuses: the first of the usual ones that reads it back.
+fn without_zone(text: &str) -> Option<&'static str> {
+    const USUAL: [&str; 6] = [
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M",
+    ];
+    USUAL.into_iter().find(|pattern| {
+        crate::timepattern::TimePattern::new(pattern, jiff::tz::TimeZone::UTC, "UTC")
+            .is_ok_and(|p| p.read(text).is_some())
     })
 }
 
@@ -362,6 +390,23 @@ mod tests {
             Extracted::Invalid { reason, .. } => reason,
             Extracted::Record(record) => format!("a record: {record:?}"),
         }
+    }
+
+    #[test]
+    fn a_time_without_a_zone_is_refused_with_the_pattern_that_reads_it() {
+        let refused = |text: &str| parse_time(&json!(text), &TimeFormat::Rfc3339).err();
+        expect_test::expect![[r#"must be an RFC 3339 timestamp, found "2024-06-01T08:30:00": it says no zone; where the API writes its times so, set time_format = "%Y-%m-%dT%H:%M:%S" (and `timezone` where they are not in UTC)"#]].assert_eq(&refused("2024-06-01T08:30:00").unwrap_or_default());
+        let pattern = |text: &str| without_zone(text);
+        assert_eq!(
+            pattern("2024-06-01 08:30:00.250"),
+            Some("%Y-%m-%d %H:%M:%S%.f")
+        );
+        assert_eq!(pattern("2024-06-01T08:30"), Some("%Y-%m-%dT%H:%M"));
+        assert_eq!(pattern("2024-06-01"), None);
+        assert_eq!(pattern("June 1st"), None);
+        // One with a zone is not named as without one.
+        assert_eq!(pattern("2024-06-01T08:30:00+02"), None);
+        assert_eq!(pattern("2024-06-01T08:30:00 CET"), None);
     }
 
     #[test]

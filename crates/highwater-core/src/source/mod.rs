@@ -139,7 +139,8 @@ pub struct Fetched {
     pub method: reqwest::Method,
     /// The URL, without credentials.
     pub url: String,
-    /// The query sent, without the configured `params` (they may hold secrets).
+    /// The query sent, without the configured `params` that hold a
+    /// `${VAR}` (they may hold secrets).
     pub query: Vec<(String, String)>,
     /// The JSON body sent with a POST: the configured `body`, which takes no
     /// `${VAR}`, with the page's parameters written in.
@@ -706,19 +707,13 @@ impl<'a> Reader<'a> {
             }
         })?;
         if let Some(trace) = &self.trace {
-            // A configured parameter may hold a secret; one that carries the
-            // window is shown, with the bounds written in.
+            // A configured parameter whose value comes from the environment
+            // may hold a secret; the others are shown as sent.
             let secret: HashSet<&str> = self
                 .spec
-                .params
+                .params_from_env
                 .iter()
-                .filter(|(_, v)| {
-                    let v = v.expose();
-                    !v.contains(crate::config::LOWER_IN_PARAMS)
-                        && !v.contains(crate::config::UPPER_IN_PARAMS)
-                        && !v.contains(crate::config::OFFSET_IN_PARAMS)
-                })
-                .map(|(k, _)| k.as_str())
+                .map(String::as_str)
                 .collect();
             let fetched = Fetched {
                 method: request.method.clone(),

@@ -65,7 +65,7 @@ pub enum WalkError {
     )]
     ContinuityLost,
     #[error(
-        "the source serves records that share an `updated_at` in another order from one request to the next, and {0} or more share one at a page's end: more than half a page, which a walk by offsets cannot read whole; sort the listing by a unique field too (an id after `updated_at`), or by the id alone, if the API allows it, or ask for pages of {pages} records or more",
+        "the source serves records that share an `updated_at` in another order from one request to the next, and {0} or more share one at a page's end: more than half a page, which a walk by offsets cannot read whole; sort the listing by a unique field too (an id after `updated_at`), or by the id alone, if the API allows it, or ask for pages of {pages} records or more (page_size); where the API serves no pages that large, no walk by offsets can be sure to read such a group whole: use cursor or keyset pagination if the API offers either",
         pages = .0 * 2
     )]
     UnstableTies(usize),
