@@ -65,6 +65,15 @@ async fn reconcile_finds_what_changed_behind_highwaters_back_and_repairs_it() {
     assert_eq!(clean["checked"], healthy.len() as u64, "{clean}");
     assert!(clean["dead_lettered"].as_u64().unwrap_or(0) > 0, "{clean}");
 
+    // A record updated at the source since the last run lies past the
+    // window's mark: not extra, the next run takes its newer copy.
+    assert!(world.sim.update_record(&healthy[5]).is_some());
+    let (code, moved) = reconcile(&world, &[]).await;
+    assert_eq!(code, Some(0), "{moved}");
+    assert_eq!(moved["extra"], json!([]), "{moved}");
+    let out = world.highwater(&["run", SYNC]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+
     // Deleted and edited by hand in the destination.
     let mut deleted: Vec<String> = healthy[10..13].to_vec();
     deleted.sort();

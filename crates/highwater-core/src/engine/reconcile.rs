@@ -311,7 +311,40 @@ pub async fn reconcile(
         .filter(|e| !live_ids.contains(e.source_id.as_str()))
         .map(|e| e.source_id.clone())
         .collect();
+    if !report.extra.is_empty() {
+        let since = updated_since(&api, spec, window.watermark, stop).await?;
+        report.extra.retain(|id| !since.contains(id));
+    }
     Ok(report)
+}
+
+/// The ids the source holds as updated after `mark`. A record written
+/// before the mark and updated since is not in the window's read, and is
+/// not extra: the next run takes its newer copy.
+async fn updated_since(
+    api: &Api,
+    spec: &SyncSpec,
+    mark: Timestamp,
+    stop: &Stop,
+) -> Result<HashSet<String>, FailureCause> {
+    let window = Window {
+        lower: Some(mark),
+        watermark: Timestamp::MAX,
+    };
+    // As a full run reads: no upper bound sent.
+    let source = crate::config::SourceSpec {
+        upper_bound_param: None,
+        ..spec.source.clone()
+    };
+    let mut reader = Reader::new(api, &source, window, Cursor::Start);
+    let mut ids = HashSet::new();
+    while let Some(page) = reader.next_page(stop).await.map_err(FailureCause::Source)? {
+        ids.extend(page.records.iter().filter_map(|record| match record {
+            Extracted::Record(record) => Some(record.id().to_owned()),
+            Extracted::Invalid { .. } => None,
+        }));
+    }
+    Ok(ids)
 }
 
 fn version_text(version: Option<i64>, updated_at: Timestamp) -> String {
