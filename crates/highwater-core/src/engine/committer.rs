@@ -30,6 +30,9 @@ pub(super) struct Committer {
     jobs: Option<mpsc::Sender<CommitJob>>,
     acks: mpsc::Receiver<Ack>,
     pending: usize,
+    /// A commit failed: where a store's failure leaves the outcome unknown
+    /// (a connection lost during `COMMIT`), it may have landed all the same.
+    failed: bool,
     _task: AbortOnDrop,
 }
 
@@ -103,6 +106,7 @@ impl Committer {
             jobs: Some(jobs),
             acks,
             pending: 0,
+            failed: false,
             _task: AbortOnDrop(abort),
         })
     }
@@ -131,13 +135,23 @@ impl Committer {
 
     /// The next confirmation; call only with commits pending.
     pub(super) async fn next(&mut self) -> Result<CommitAck, FailureCause> {
-        let (ack, result) = self.acks.recv().await.ok_or_else(gone)?;
+        let Some((ack, result)) = self.acks.recv().await else {
+            self.failed = true;
+            return Err(gone());
+        };
         self.pending -= 1;
+        self.failed |= result.is_err();
         result.map(|committed| CommitAck {
             announced: committed.announced,
             visible: committed.visible,
             ..ack
         })
+    }
+
+    /// Whether a commit sent may have landed unconfirmed: one failed, or is
+    /// still unanswered.
+    pub(super) fn in_doubt(&self) -> bool {
+        self.failed || self.pending > 0
     }
 
     /// Takes no more commits and waits for those sent, in order.

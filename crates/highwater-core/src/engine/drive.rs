@@ -280,7 +280,9 @@ impl Runner<'_> {
             if let Some(job) = self.next_commit(true, sink.as_ref()) {
                 inputs.committer.send(job)?;
             }
-            for ack in inputs.committer.finish().await? {
+            let acks = inputs.committer.finish().await;
+            self.commits_in_doubt = inputs.committer.in_doubt();
+            for ack in acks? {
                 self.committed(&ack)?;
             }
         }
@@ -313,7 +315,8 @@ impl Runner<'_> {
         // the writes it covers. Their announced writes are not sent.
         if outcome.is_err() {
             let drained = tokio::time::timeout(Duration::from_secs(10), inputs.committer.finish());
-            self.commits_in_doubt = !matches!(drained.await, Ok(Ok(_)));
+            let _ = drained.await;
+            self.commits_in_doubt = inputs.committer.in_doubt();
         }
         // The reading thread lets go of the store before the run returns.
         drop(reading_guard);

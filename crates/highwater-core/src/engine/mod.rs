@@ -185,7 +185,8 @@ struct Runner<'a> {
     /// Writes whose announcement is being committed, by commit number.
     announced: VecDeque<(u64, Vec<Box<WriteJob>>)>,
     commits_sent: u64,
-    /// A run that failed with commits sent whose outcome it could not learn:
+    /// A run that stopped or failed with a commit it sent that failed, or
+    /// whose outcome it could not learn:
     /// the destination is left as it is, for the next run to cut off at the
     /// position the store holds (`Sink::resume`), since one of those commits
     /// may have stored a position past the one the sink knows of.
