@@ -186,10 +186,10 @@ struct Runner<'a> {
     announced: VecDeque<(u64, Vec<Box<WriteJob>>)>,
     commits_sent: u64,
     /// A run that stopped or failed with a commit it sent that failed, or
-    /// whose outcome it could not learn:
-    /// the destination is left as it is, for the next run to cut off at the
-    /// position the store holds (`Sink::resume`), since one of those commits
-    /// may have stored a position past the one the sink knows of.
+    /// whose outcome it could not learn: the destination is left as it is,
+    /// for the next run to cut off at the position the store holds
+    /// (`Sink::resume`), since that commit may have stored a position past
+    /// the one the sink knows of.
     commits_in_doubt: bool,
     /// Whether anything may have reached the destination in this invocation.
     wrote: bool,
