@@ -184,7 +184,8 @@ async fn a_401_stops_with_a_clear_message() {
         },
         &[
             "source refused the credentials",
-            "answered 401",
+            // With what the API said of them.
+            r#"answered 401 ({"error":"unauthorized"})"#,
             "check the auth settings",
         ],
     )

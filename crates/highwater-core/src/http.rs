@@ -80,13 +80,16 @@ fn retry_class(outcome: Outcome) -> RetryClass {
 pub enum HttpError {
     /// Fatal: 401/403, or the token endpoint refused us.
     #[error(
-        "{api} refused the credentials: {method} {url} answered {status}; check the auth settings and the token's permissions"
+        "{api} refused the credentials: {method} {url} answered {status}{}; check the auth settings and the token's permissions",
+        if detail.is_empty() { String::new() } else { format!(" ({detail})") }
     )]
     Unauthorized {
         api: &'static str,
         method: Method,
         url: String,
         status: u16,
+        /// What the API said of it (`INVALID_LOGIN`, an expired token).
+        detail: String,
     },
     #[error("{api} authentication failed: {0}", api = .1)]
     Auth(#[source] AuthError, &'static str),
@@ -488,6 +491,7 @@ impl Api {
                     method,
                     url,
                     status,
+                    detail: answer.detail,
                 },
                 (_, status) => HttpError::Fatal {
                     api: self.name,
