@@ -727,7 +727,8 @@ fields = { updated = "MetaData.LastUpdatedTime" }"#,
 
 /// NetSuite's SuiteQL: the query in a POSTed body (`{"q": …}`, nothing else
 /// in it), the page's `limit` and `offset` in the URL, the offset a multiple
-/// of the limit, `hasMore` saying whether a page follows.
+/// of the limit, `hasMore` saying whether a page follows, and an offset past
+/// the results refused.
 type Transactions = (Arc<Vec<(jiff::Timestamp, String)>>, Arc<Mutex<Vec<usize>>>);
 
 async fn suiteql(
@@ -764,6 +765,9 @@ async fn suiteql(
     asked.lock().unwrap_or_else(|e| e.into_inner()).push(offset);
     let matching: Vec<&(jiff::Timestamp, String)> =
         transactions.iter().filter(|(at, _)| *at >= since).collect();
+    if offset > 0 && offset >= matching.len() {
+        return refuse("The offset is greater than the total number of results.");
+    }
     let items: Vec<Value> = matching
         .iter()
         .skip(offset)
@@ -782,7 +786,8 @@ async fn suiteql(
 
 #[tokio::test]
 async fn a_posted_query_takes_its_pages_in_the_url_at_multiples_of_the_limit() {
-    let transactions: Vec<(jiff::Timestamp, String)> = (0..1_050)
+    // Five full pages: `hasMore` ends the list, which refuses a sixth.
+    let transactions: Vec<(jiff::Timestamp, String)> = (0..1_000)
         .map(|n: i64| {
             let at = jiff::Timestamp::from_second(1_717_200_000 + n * 60)
                 .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
@@ -809,7 +814,7 @@ records_path = "items"
 updated_at_field = "lastmodifieddate"
 start = "2024-01-01T00:00:00Z"
 page_size = 200
-pagination = { style = "page", offset_param = "offset" }"#,
+pagination = { style = "page", offset_param = "offset", more_path = "hasMore" }"#,
         r#"external_id = "transaction-{id}"
 fields = { updated = "lastmodifieddate" }"#,
     );
@@ -817,15 +822,18 @@ fields = { updated = "lastmodifieddate" }"#,
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     assert_eq!(
         report(&out)["counters"]["written"],
-        1_050,
+        1_000,
         "{}",
         describe(&out)
     );
-    assert_eq!(jsonl_rows(&out_file).len(), 1_050);
+    assert_eq!(jsonl_rows(&out_file).len(), 1_000);
     let offsets = std::mem::take(&mut *asked.lock().unwrap_or_else(|e| e.into_inner()));
     // Each page after the first reads the one before it again, whole.
     assert_eq!(&offsets[..5], &[0, 200, 0, 400, 200], "{offsets:?}");
-    assert!(offsets.iter().all(|o| o % 200 == 0), "{offsets:?}");
+    assert!(
+        offsets.iter().all(|o| o % 200 == 0 && *o < 1_000),
+        "{offsets:?}"
+    );
 
     let again = crate::util::highwater_at(&config, &["run", "transactions", "--json"]).await;
     server.abort();

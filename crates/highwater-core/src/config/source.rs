@@ -469,8 +469,14 @@ impl Validator<'_> {
             ],
             "next_url" => &["next_url_path", "link_header"],
             "keyset" => &["updated_param", "id_param"],
-            "offset" => &["offset_param", "first_offset", "overlap"],
-            "page" => &["page_param", "offset_param", "first_page", "overlap"],
+            "offset" => &["offset_param", "first_offset", "overlap", "more_path"],
+            "page" => &[
+                "page_param",
+                "offset_param",
+                "first_page",
+                "overlap",
+                "more_path",
+            ],
             _ => {
                 self.problem(
                     &r.style,
@@ -571,6 +577,7 @@ impl Validator<'_> {
                     0,
                 )?,
                 overlap: overlap?,
+                more_path: r.more_path.as_ref().map(|p| FieldPath::parse(p.get_ref())),
             },
             _ => {
                 if let (Some(_), Some(offset)) = (&r.page_param, &r.offset_param) {
@@ -593,6 +600,7 @@ impl Validator<'_> {
                     )?,
                     overlap: overlap?,
                     by_offset: r.offset_param.is_some(),
+                    more_path: r.more_path.as_ref().map(|p| FieldPath::parse(p.get_ref())),
                 }
             }
         };

@@ -365,6 +365,10 @@ pub enum Pagination {
         /// counts from one.
         first_offset: u64,
         overlap: u32,
+        /// Where an answer says whether a page follows it (NetSuite's
+        /// `hasMore`): a list that ends on a full page then ends there
+        /// instead of being asked for the page past its last.
+        more_path: Option<FieldPath>,
     },
     Page {
         page_param: String,
@@ -375,6 +379,8 @@ pub enum Pagination {
         /// number: NetSuite's SuiteQL, whose offset must be a multiple of
         /// its limit, so that an offset walk's overlap cannot be asked for.
         by_offset: bool,
+        /// As for `Offset`.
+        more_path: Option<FieldPath>,
     },
 }
 

@@ -399,6 +399,7 @@ impl<'a> Reader<'a> {
                 offset_param,
                 first_offset,
                 overlap,
+                ..
             } => {
                 self.offset_page(&offset_param, first_offset, overlap, false, stop)
                     .await?
@@ -408,6 +409,7 @@ impl<'a> Reader<'a> {
                 first_page,
                 overlap,
                 by_offset,
+                ..
             } => {
                 let by_offset = by_offset.then_some(u64::from(self.spec.page_size));
                 self.numbered_page(&page_param, first_page, overlap, by_offset, false, stop)

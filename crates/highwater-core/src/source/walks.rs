@@ -5,7 +5,7 @@
 
 use super::pagination::{OffsetWalk, PageWalk, Step, Ties};
 use super::{Cursor, Extracted, Page, Reader, SourceError};
-use crate::config::OFFSET_IN_PARAMS;
+use crate::config::{OFFSET_IN_PARAMS, Pagination};
 use crate::stop::Stop;
 use url::Url;
 
@@ -54,13 +54,14 @@ impl Reader<'_> {
             if !written {
                 query.push((param.to_owned(), position));
             }
-            let window = self.window(&url, query, start > 0, stop).await?;
+            let (window, last) = self.window(&url, query, start > 0, stop).await?;
             requests += 1;
             let keys: Vec<String> = window.iter().map(anchor_key).collect();
             let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
             let tail_before = walk.tail.clone();
             match walk.accept(start, &keys)? {
                 Step::Take { from, done } => {
+                    let done = done || last;
                     tie_warning("offset", start, &mut walk.ties);
                     let mut records = without(window, from, &tail_before);
                     with_reread(&mut records, std::mem::take(&mut discarded));
@@ -123,9 +124,9 @@ impl Reader<'_> {
             };
             // The new page first, then the previous one again: a shift between the
             // two shows up as a moved tail, never as a silent skip.
-            let current = fetch_page(walk.next).await?;
+            let (current, last) = fetch_page(walk.next).await?;
             let previous = match walk.overlap_page() {
-                Some(number) => fetch_page(number).await?,
+                Some(number) => fetch_page(number).await?.0,
                 None => Vec::new(),
             };
             requests += if previous.is_empty() { 1 } else { 2 };
@@ -137,6 +138,7 @@ impl Reader<'_> {
             let number = walk.next;
             match walk.accept(&previous_keys, &current_keys)? {
                 Step::Take { from, done } => {
+                    let done = done || last;
                     tie_warning("page", number, &mut walk.ties);
                     let window: Vec<Extracted> = previous.into_iter().chain(current).collect();
                     let mut records = without(window, from, &tail_before);
@@ -168,18 +170,19 @@ impl Reader<'_> {
 }
 
 impl Reader<'_> {
-    /// The records of one request of a walk, settled. A request `past_first`
-    /// position that the API refuses with one of `end_of_list_errors` in its
-    /// answer (WordPress's `rest_post_invalid_page_number`) holds none: it
-    /// asked past the end of a list that ends on a full page, or shrank
-    /// since a checkpoint was kept.
+    /// The records of one request of a walk, settled, and whether the answer
+    /// says no page follows (`more_path`). A request `past_first` position
+    /// that the API refuses with one of `end_of_list_errors` in its answer
+    /// (WordPress's `rest_post_invalid_page_number`) holds none: it asked
+    /// past the end of a list that ends on a full page, or shrank since a
+    /// checkpoint was kept.
     async fn window(
         &self,
         url: &Url,
         query: Vec<(String, String)>,
         past_first: bool,
         stop: &Stop,
-    ) -> Result<Vec<Extracted>, SourceError> {
+    ) -> Result<(Vec<Extracted>, bool), SourceError> {
         let body = match self.fetch(url.clone(), query.clone(), stop).await {
             Ok((body, _)) => body,
             Err(SourceError::Refused { body, .. })
@@ -190,13 +193,22 @@ impl Reader<'_> {
                         .iter()
                         .any(|word| body.contains(word.as_str())) =>
             {
-                return Ok(Vec::new());
+                return Ok((Vec::new(), true));
             }
             Err(e) => return Err(e),
         };
+        let more_path = match &self.spec.pagination {
+            Pagination::Offset { more_path, .. } | Pagination::Page { more_path, .. } => {
+                more_path.as_ref()
+            }
+            _ => None,
+        };
+        let last = !super::follows(more_path, None, &body);
         let records = self.records(body, url)?;
-        self.settle(records, url, query, self.bound_floor(), stop)
-            .await
+        let records = self
+            .settle(records, url, query, self.bound_floor(), stop)
+            .await?;
+        Ok((records, last))
     }
 }
 

@@ -229,13 +229,14 @@ fn an_offset_in_a_parameter_is_an_offset_walk_s_alone() {
 fn pages_asked_for_by_offset_need_their_size_sent() {
     let by_offset = VALID.replace(
         "style = \"cursor\"\ntoken_path = \"next_cursor\"",
-        "style = \"page\"\noffset_param = \"offset\"",
+        "style = \"page\"\noffset_param = \"offset\"\nmore_path = \"hasMore\"",
     );
     let config = parse(&by_offset, Path::new("hw.toml"), &env).unwrap_or_else(|e| panic!("{e}"));
     assert!(
         matches!(
             &config.syncs[0].source.pagination,
-            Pagination::Page { page_param, by_offset: true, first_page: 1, .. } if page_param == "offset"
+            Pagination::Page { page_param, by_offset: true, first_page: 1, more_path: Some(more), .. }
+                if page_param == "offset" && more.to_string() == "hasMore"
         ),
         "{:?}",
         config.syncs[0].source.pagination
