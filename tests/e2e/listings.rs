@@ -946,7 +946,8 @@ fields = { modified = "modified_gmt" }"#;
         describe(&refused)
     );
     assert!(
-        stderr(&refused).contains("rest_post_invalid_page_number"),
+        stderr(&refused).contains("rest_post_invalid_page_number")
+            && stderr(&refused).contains("name that error in `end_of_list_errors`"),
         "{}",
         describe(&refused)
     );

@@ -30,6 +30,16 @@ pub enum SourceError {
         status: u16,
         body: String,
     },
+    /// Refused past the first position of an offset or page walk, after
+    /// the positions before it were served.
+    #[error(
+        "the source refused a position past the first after serving the ones before it ({url}: HTTP {status}: {body}): where it refuses a page past its last one (WordPress's `rest_post_invalid_page_number`), name that error in `end_of_list_errors`, or give `more_path` where its answer says whether a page follows (NetSuite's `hasMore`); where it caps how far a list pages (NetSuite's SuiteQL at 100,000 results), read the window in parts (`highwater backfill --from --to`, a range at a time) or move its start later (`highwater reset --to`)"
+    )]
+    RefusedPastFirst {
+        url: String,
+        status: u16,
+        body: String,
+    },
     #[error("pagination: {0}")]
     Walk(#[from] WalkError),
     #[error(

@@ -197,6 +197,7 @@ fn error_finding(spec: &SyncSpec, error: &SourceError, fetched: &[Fetched]) -> V
                 }
             ),
         )],
+        SourceError::RefusedPastFirst { .. } => vec![key("end_of_list_errors", text)],
         SourceError::Http(HttpError::Unauthorized { .. } | HttpError::Auth(..)) => vec![key(
             "auth",
             format!("the source refused the credentials: {text}"),

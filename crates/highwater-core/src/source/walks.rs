@@ -195,6 +195,9 @@ impl Reader<'_> {
             {
                 return Ok((Vec::new(), true));
             }
+            Err(SourceError::Refused { url, status, body }) if past_first => {
+                return Err(SourceError::RefusedPastFirst { url, status, body });
+            }
             Err(e) => return Err(e),
         };
         let more_path = match &self.spec.pagination {
