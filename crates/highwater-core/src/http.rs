@@ -709,10 +709,11 @@ impl Api {
         })
     }
 
-    /// Whether a refusal that would be the record's names, in its body, an
-    /// error the API asks to be tried again after.
+    /// Whether a refusal that would be the record's, or a 403, names in its
+    /// body an error the API asks to be tried again after: Salesforce
+    /// answers its request limit with 403 `REQUEST_LIMIT_EXCEEDED`.
     fn busy(&self, status: u16, body: &[u8]) -> bool {
-        classify(Outcome::Status(status)) == Class::RecordLevel
+        (status == 403 || classify(Outcome::Status(status)) == Class::RecordLevel)
             && !self.spec.transient_errors.is_empty()
             && std::str::from_utf8(body).is_ok_and(|text| {
                 self.spec

@@ -223,6 +223,38 @@ async fn a_refusal_naming_a_transient_error_is_tried_again() {
     }
 }
 
+/// A 403 naming a transient error is tried again too (Salesforce's request
+/// limit); unsaid, it is a refusal of the credentials.
+#[tokio::test]
+async fn a_forbidden_answer_naming_a_transient_error_is_tried_again() {
+    const LIMIT: &str = "HTTP/1.1 403 Forbidden\r\ncontent-length: 40\r\n\r\n[{\"errorCode\":\"REQUEST_LIMIT_EXCEEDED\"}]";
+    let now = Duration::ZERO;
+    for (words, answered) in [
+        (vec!["REQUEST_LIMIT_EXCEEDED".to_owned()], true),
+        (Vec::new(), false),
+    ] {
+        let (addr, arrivals, server) = answering(vec![(now, LIMIT), (now, OK)]).await;
+        let mut api = api_at(&format!("http://{addr}/"), Duration::from_secs(5), 3);
+        let mut spec = api.spec.clone();
+        spec.transient_errors = words;
+        api = Api::new("test", "api", spec, api.retry, 1).unwrap_or_else(|_| unreachable!());
+        let url = api.url("/v1/pages").unwrap_or_else(|_| unreachable!());
+        let sent = api.send(&Request::get(url), &Stop::never()).await;
+        server.abort();
+        let arrivals = arrivals.lock().unwrap_or_else(|e| e.into_inner()).len();
+        if answered {
+            assert!(sent.is_ok(), "{sent:?}");
+            assert_eq!(arrivals, 2);
+        } else {
+            assert!(
+                matches!(&sent, Err(HttpError::Unauthorized { status: 403, detail, .. }) if detail.contains("REQUEST_LIMIT_EXCEEDED")),
+                "{sent:?}"
+            );
+            assert_eq!(arrivals, 1);
+        }
+    }
+}
+
 /// Every transient outcome is counted under the class an operator would name it by.
 #[test]
 fn retried_outcomes_are_counted_by_class() {

@@ -492,8 +492,12 @@ impl HttpSink {
         if let Some(job) = &spec.job {
             match self.await_job(job, &request, answer, stop).await? {
                 Job::Done(done) => answer = done,
-                // Sent again, as a batch without a clear answer is.
+                // Sent again, as a batch without a clear answer is; the job
+                // may still run after it, so its records are unsettled from
+                // now, as a write that may still land.
                 Job::Unknown(detail) if spec.upsert => {
+                    let mut reply = reply;
+                    reply.unsettled_since = reply.unsettled_since.or(Some(Instant::now()));
                     return Ok((reply, Answer::unknown(detail)));
                 }
                 Job::Unknown(detail) => {
