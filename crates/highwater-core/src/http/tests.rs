@@ -189,68 +189,50 @@ async fn a_400_whose_headers_say_no_request_remains_is_waited_out() {
 }
 
 /// A refusal whose body names an error the API asks to be tried again after
-/// (Notion's 409 `conflict_error`) is retried where the config names it, and
-/// is the record's otherwise.
+/// (Notion's 409 `conflict_error`, Salesforce's 403 `REQUEST_LIMIT_EXCEEDED`)
+/// is retried where the config names it; otherwise the 409 is the record's
+/// and the 403 a refusal of the credentials, with what the API said.
 #[tokio::test]
 async fn a_refusal_naming_a_transient_error_is_tried_again() {
     const CONFLICT: &str =
         "HTTP/1.1 409 Conflict\r\ncontent-length: 25\r\n\r\n{\"code\":\"conflict_error\"}";
-    let now = Duration::ZERO;
-    for (words, answered) in [
-        (vec!["conflict_error".to_owned()], true),
-        (Vec::new(), false),
-    ] {
-        let (addr, arrivals, server) = answering(vec![(now, CONFLICT), (now, OK)]).await;
-        let mut api = api_at(&format!("http://{addr}/"), Duration::from_secs(5), 3);
-        let mut spec = api.spec.clone();
-        spec.transient_errors = words;
-        api = Api::new("test", "api", spec, api.retry, 1).unwrap_or_else(|_| unreachable!());
-        let url = api.url("/v1/pages").unwrap_or_else(|_| unreachable!());
-        let sent = api.send(&Request::get(url), &Stop::never()).await;
-        server.abort();
-        let arrivals = arrivals.lock().unwrap_or_else(|e| e.into_inner()).len();
-        if answered {
-            assert!(sent.is_ok(), "{sent:?}");
-            assert_eq!(arrivals, 2);
-            assert_eq!(api.retries().other, 1);
-        } else {
-            assert!(
-                matches!(sent, Err(HttpError::Rejected { status: 409, .. })),
-                "{sent:?}"
-            );
-            assert_eq!(arrivals, 1);
-        }
-    }
-}
-
-/// A 403 naming a transient error is tried again too (Salesforce's request
-/// limit); unsaid, it is a refusal of the credentials.
-#[tokio::test]
-async fn a_forbidden_answer_naming_a_transient_error_is_tried_again() {
     const LIMIT: &str = "HTTP/1.1 403 Forbidden\r\ncontent-length: 40\r\n\r\n[{\"errorCode\":\"REQUEST_LIMIT_EXCEEDED\"}]";
     let now = Duration::ZERO;
-    for (words, answered) in [
-        (vec!["REQUEST_LIMIT_EXCEEDED".to_owned()], true),
-        (Vec::new(), false),
+    for (refusal, word) in [
+        (CONFLICT, "conflict_error"),
+        (LIMIT, "REQUEST_LIMIT_EXCEEDED"),
     ] {
-        let (addr, arrivals, server) = answering(vec![(now, LIMIT), (now, OK)]).await;
-        let mut api = api_at(&format!("http://{addr}/"), Duration::from_secs(5), 3);
-        let mut spec = api.spec.clone();
-        spec.transient_errors = words;
-        api = Api::new("test", "api", spec, api.retry, 1).unwrap_or_else(|_| unreachable!());
-        let url = api.url("/v1/pages").unwrap_or_else(|_| unreachable!());
-        let sent = api.send(&Request::get(url), &Stop::never()).await;
-        server.abort();
-        let arrivals = arrivals.lock().unwrap_or_else(|e| e.into_inner()).len();
-        if answered {
-            assert!(sent.is_ok(), "{sent:?}");
-            assert_eq!(arrivals, 2);
-        } else {
-            assert!(
-                matches!(&sent, Err(HttpError::Unauthorized { status: 403, detail, .. }) if detail.contains("REQUEST_LIMIT_EXCEEDED")),
-                "{sent:?}"
-            );
-            assert_eq!(arrivals, 1);
+        for (words, answered) in [(vec![word.to_owned()], true), (Vec::new(), false)] {
+            let (addr, arrivals, server) = answering(vec![(now, refusal), (now, OK)]).await;
+            let mut api = api_at(&format!("http://{addr}/"), Duration::from_secs(5), 3);
+            let mut spec = api.spec.clone();
+            spec.transient_errors = words;
+            api = Api::new("test", "api", spec, api.retry, 1).unwrap_or_else(|_| unreachable!());
+            let url = api.url("/v1/pages").unwrap_or_else(|_| unreachable!());
+            let sent = api.send(&Request::get(url), &Stop::never()).await;
+            server.abort();
+            let arrivals = arrivals.lock().unwrap_or_else(|e| e.into_inner()).len();
+            if answered {
+                assert!(sent.is_ok(), "{sent:?}");
+                assert_eq!(arrivals, 2);
+                assert_eq!(api.retries().other, 1);
+            } else {
+                assert!(
+                    match &sent {
+                        Err(HttpError::Rejected { status: 409, .. }) => refusal == CONFLICT,
+                        Err(HttpError::Unauthorized {
+                            status: 403,
+                            detail,
+                            ..
+                        }) => {
+                            refusal == LIMIT && detail.contains(word)
+                        }
+                        _ => false,
+                    },
+                    "{sent:?}"
+                );
+                assert_eq!(arrivals, 1);
+            }
         }
     }
 }
