@@ -507,6 +507,7 @@ impl Validator<'_> {
             None => Some(10),
             Some(n) => self.count(n, &format!("{at}.overlap"), 1, 1000),
         };
+        let more_path = r.more_path.as_ref().map(|p| FieldPath::parse(p.get_ref()));
         let pagination = match style.as_str() {
             "cursor" => {
                 if let (Some(path), Some(_)) = (&r.token_path, &r.token_field) {
@@ -524,7 +525,7 @@ impl Validator<'_> {
                         .token_field
                         .as_ref()
                         .map(|p| FieldPath::parse(p.get_ref())),
-                    more_path: r.more_path.as_ref().map(|p| FieldPath::parse(p.get_ref())),
+                    more_path: more_path.clone(),
                     end_path: r.end_path.as_ref().map(|p| FieldPath::parse(p.get_ref())),
                 }
             }
@@ -577,7 +578,7 @@ impl Validator<'_> {
                     0,
                 )?,
                 overlap: overlap?,
-                more_path: r.more_path.as_ref().map(|p| FieldPath::parse(p.get_ref())),
+                more_path: more_path.clone(),
             },
             _ => {
                 if let (Some(_), Some(offset)) = (&r.page_param, &r.offset_param) {
@@ -600,7 +601,7 @@ impl Validator<'_> {
                     )?,
                     overlap: overlap?,
                     by_offset: r.offset_param.is_some(),
-                    more_path: r.more_path.as_ref().map(|p| FieldPath::parse(p.get_ref())),
+                    more_path: more_path.clone(),
                 }
             }
         };
