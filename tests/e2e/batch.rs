@@ -365,6 +365,44 @@ async fn a_batch_answered_as_a_whole_writes_every_record_of_it() {
     assert!(world.sim.stats().dest.requests < 1_000 / 5);
 }
 
+/// A job whose answer only counts the records it did not write (as
+/// Klaviyo's bulk import does, `failed_count`): its batch is halved, sent
+/// again to the upsert, until each record so counted stands alone and is
+/// dead-lettered; the others are written.
+#[tokio::test(flavor = "multi_thread")]
+async fn failures_a_job_counts_but_does_not_name_are_found_by_halving_its_batch() {
+    let mut sim = SimConfig::new(138, 1_000);
+    sim.poisoned_ratio = 0.01;
+    sim.invalid_ratio = 0.0;
+    sim.dest.batch_job_polls = Some(1);
+    sim.dest.batch_answers_counts = true;
+    let world = World::start(
+        "batch-counted-failures",
+        sim,
+        &Setup::new(Style::Cursor, Mode::Batch),
+    )
+    .await;
+    let text = std::fs::read_to_string(&world.config).expect("config");
+    let items = "results_path = \"results\"\nresult_id_field = \"external_id\"\n\
+                 result_status_field = \"status\"\nresult_error_field = \"error\"\n";
+    assert!(text.contains(items), "{text}");
+    let counted = "item_results = false\n\
+                   failed_count_field = \"job_status.failed_count\"\n\
+                   job = { url_field = \"job_status.url\", status_field = \"job_status.status\", \
+                   poll = \"10ms\" }\n";
+    std::fs::write(&world.config, text.replace(items, counted)).expect("config");
+    world.run_to_completion().await;
+    let v = world.assert_exact().await;
+    let dead = dead_letters(&world).await;
+    assert!(v.dead_lettered >= 5 && dead.len() == v.dead_lettered, "{v}");
+    assert!(
+        dead.iter().all(|(_, reason)| reason.contains(
+            "sent alone, the destination's answer counts 1 failed at `job_status.failed_count`"
+        )),
+        "{dead:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_batch_refused_whole_is_halved_until_each_refused_record_stands_alone() {
     let mut sim = SimConfig::new(132, 1_000);

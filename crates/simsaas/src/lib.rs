@@ -130,6 +130,7 @@ impl SimConfig {
             batch_errors_apart: false,
             batch_errors_by_place: false,
             batch_answers_whole: false,
+            batch_answers_counts: false,
             batch_job_polls: None,
             batch_job_fail_ratio: 0.0,
         };
@@ -306,6 +307,11 @@ pub struct DestFaults {
     /// Segment's batch endpoint answers), with `batch_refuses_whole` the
     /// only way a record is refused.
     pub batch_answers_whole: bool,
+    /// A batch's answer only counts its items, those written and those not
+    /// (`{"total_count", "completed_count", "failed_count"}`), as the job of
+    /// Klaviyo's bulk profile import does, with the reasons of those not
+    /// written (`"errors"`) but not whose they are.
+    pub batch_answers_counts: bool,
     /// The batch endpoint answers with a job to poll (`dest/jobs.rs`), done
     /// after this many polls answered `"working"`.
     pub batch_job_polls: Option<u32>,
@@ -342,6 +348,7 @@ impl Default for DestFaults {
             batch_errors_apart: false,
             batch_errors_by_place: false,
             batch_answers_whole: false,
+            batch_answers_counts: false,
             batch_job_polls: None,
             batch_job_fail_ratio: 0.0,
         }

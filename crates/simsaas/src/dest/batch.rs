@@ -14,6 +14,8 @@ use super::*;
 /// `batch_refuses_whole`, a batch holding a poisoned record is refused whole;
 /// with `batch_errors_apart`, the items not written are listed apart; with
 /// `batch_answers_whole`, the answer says nothing of the items; with
+/// `batch_answers_counts`, it counts those written and those not, and
+/// lists the reasons without naming whose; with
 /// `batch_job_polls`, the answer is a job whose own answer, once done, holds
 /// the batch's (`jobs.rs`).
 pub(super) async fn batch(
@@ -111,12 +113,13 @@ fn apply_batch(
     errors_apart: ErrorsApart,
     answers_whole: bool,
 ) -> (StatusCode, Value) {
-    let (item_fail_ratio, item_fail_status, item_retry_after) = {
+    let (item_fail_ratio, item_fail_status, item_retry_after, answers_counts) = {
         let faults = read(&s.dest_faults);
         (
             faults.item_fail_ratio,
             faults.item_fail_status,
             faults.item_retry_after,
+            faults.batch_answers_counts,
         )
     };
     let mut results = Vec::with_capacity(items.len());
@@ -178,6 +181,22 @@ fn apply_batch(
                 }));
             }
         }
+    }
+    if answers_counts {
+        // The reasons, but not whose they are.
+        let errors: Vec<String> = results
+            .iter()
+            .filter_map(|r| Some(format!("{} ({})", r.get("error")?, r["status"])))
+            .collect();
+        return (
+            StatusCode::OK,
+            serde_json::json!({
+                "total_count": results.len(),
+                "completed_count": results.len() - errors.len(),
+                "failed_count": errors.len(),
+                "errors": errors,
+            }),
+        );
     }
     if answers_whole {
         return (

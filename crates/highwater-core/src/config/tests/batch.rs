@@ -21,7 +21,7 @@ fn batch_spec(text: &str) -> crate::sink::http::config::BatchSpec {
     let crate::config::WriteMode::Batch(spec) = &http.mode else {
         unreachable!("batch mode")
     };
-    spec.clone()
+    (**spec).clone()
 }
 
 #[test]
@@ -46,7 +46,7 @@ fn batch_mode_says_where_records_go_and_where_each_answer_is() {
             "mode = \"batch\"\npath = \"/v1/contacts/batch\"\nbatch_size = 0\nlookup_path = \"/v1/contacts\"",
         ),
         expect![[r#"
-            hw.toml:39: sync "invoices_to_crm".destination.lookup_path: does not apply to mode = "batch" (it takes: path, method, read_path, read_results_path, batch_size, batch_field, batch_body, results_path, result_id_field, result_status_field, result_error_field, result_transient_errors, result_retry_after_field, errors_path, error_id_field, error_index_field, error_message_field, item_results, upsert, job)
+            hw.toml:39: sync "invoices_to_crm".destination.lookup_path: does not apply to mode = "batch" (it takes: path, method, read_path, read_results_path, batch_size, batch_field, batch_body, results_path, result_id_field, result_status_field, result_error_field, result_transient_errors, result_retry_after_field, errors_path, error_id_field, error_index_field, error_message_field, item_results, failed_count_field, upsert, job)
             hw.toml:38: sync "invoices_to_crm".destination.batch_size: expected a whole number from 1 to 10000"#]],
     );
     // Fields beside the records' array, as Airtable's upsert needs.
@@ -184,6 +184,24 @@ fn batch_mode_says_where_records_go_and_where_each_answer_is() {
         ),
         expect![[
             r#"hw.toml:38: sync "invoices_to_crm".destination.item_results: is false, so `results_path` has no item results to read"#
+        ]],
+    );
+    // Failures only counted (Klaviyo's import job) are found by sending
+    // halves of the batch again, which takes an upsert.
+    let counted = VALID.replace(
+        lookup,
+        "mode = \"batch\"\npath = \"/jobs\"\nitem_results = false\nfailed_count_field = \"data.attributes.failed_count\"\nupsert = true",
+    );
+    assert_eq!(
+        batch_spec(&counted)
+            .failed_count_field
+            .map(|f| f.to_string()),
+        Some("data.attributes.failed_count".to_owned())
+    );
+    check(
+        &counted.replace("upsert = true", "upsert = false"),
+        expect![[
+            r#"hw.toml:39: sync "invoices_to_crm".destination.failed_count_field: needs `upsert = true`: the records a count of failures does not name are found by sending halves of their batch again, which writes the others twice"#
         ]],
     );
     // Errors listed apart from the results, as HubSpot's batch API answers.

@@ -50,6 +50,9 @@ struct Answer {
     /// The answer says nothing sure of any item (a job that gave no
     /// results), for this reason.
     unknown: Option<String>,
+    /// How many items the answer counts not written (`failed_count_field`),
+    /// when any, with the answer as text to quote.
+    failed: Option<(u64, String)>,
 }
 
 impl Answer {
@@ -93,6 +96,7 @@ impl Answer {
             errors_by_id,
             errors_by_place,
             unknown: None,
+            failed: None,
         }
     }
 
@@ -104,6 +108,7 @@ impl Answer {
             errors_by_id: IdIndex::default(),
             errors_by_place: HashMap::new(),
             unknown: Some(detail),
+            failed: None,
         }
     }
 }
@@ -361,9 +366,37 @@ impl HttpSink {
             let mut all_rate_limited = true;
             // The longest wait an item's answer asked for.
             let mut floor: Option<Duration> = None;
-            for (position, &i) in group.iter().enumerate() {
+            let mut items: Vec<Item> = group
+                .iter()
+                .enumerate()
+                .map(|(position, &i)| {
+                    self.item(spec, &answer, position, &writes[i].record.external_id)
+                })
+                .collect();
+            // Failures the answer counts but does not name: halves of the
+            // batch are sent again (to an upsert) until each stands alone.
+            let named = items
+                .iter()
+                .filter(|item| !matches!(item, Item::Written(_)))
+                .count() as u64;
+            if let Some((failed, text)) = answer.failed.as_ref().filter(|(n, _)| *n > named) {
+                if group.len() > 1 {
+                    batches.halve(group);
+                    continue;
+                }
+                let field = spec.failed_count_field.as_ref().map(ToString::to_string);
+                items[0] = Item::Refused {
+                    status: REFUSED_IN_ANSWER,
+                    reason: format!(
+                        "sent alone, the destination's answer counts {failed} failed at `{}` \
+                         (failed_count_field): {text}",
+                        field.unwrap_or_default()
+                    ),
+                };
+            }
+            for (item, &i) in items.into_iter().zip(&group) {
                 let external_id = &writes[i].record.external_id;
-                match self.item(spec, &answer, position, external_id) {
+                match item {
                     Item::Written(dest_id) => batches.answer(
                         i,
                         Ok(Written {
@@ -522,7 +555,19 @@ impl HttpSink {
             .errors
             .as_ref()
             .map_or_else(Vec::new, |list| array(Some(&list.path)));
-        Ok((reply, Answer::new(items, errors, spec)))
+        let mut read = Answer::new(items, errors, spec);
+        read.failed = spec
+            .failed_count_field
+            .as_ref()
+            .and_then(|field| field.get(&answer))
+            .and_then(|count| match count {
+                Value::Number(n) => n.as_u64(),
+                Value::String(s) => s.trim().parse().ok(),
+                _ => None,
+            })
+            .filter(|&failed| failed > 0)
+            .map(|failed| (failed, job::excerpt(&answer)));
+        Ok((reply, read))
     }
 
     /// The answer for the record at `position` of its batch, whose external id

@@ -131,7 +131,7 @@ fn state(job: &JobSpec, answer: &Value) -> Option<String> {
 }
 
 /// An answer as text short enough for a message.
-fn excerpt(answer: &Value) -> String {
+pub(super) fn excerpt(answer: &Value) -> String {
     let text = answer.to_string();
     match text.char_indices().nth(300) {
         Some((end, _)) => format!("{}…", &text[..end]),

@@ -19,6 +19,7 @@ fn an_item_s_status_may_be_a_boolean_and_an_empty_error_is_none() {
         retry_after_field: None,
         errors: None,
         item_results: true,
+        failed_count_field: None,
         upsert: true,
         job: None,
     };
@@ -185,6 +186,7 @@ fn an_error_listed_apart_names_its_records_and_says_whether_to_send_again() {
         retry_after_field: None,
         errors: Some(list.clone()),
         item_results: true,
+        failed_count_field: None,
         upsert: true,
         job: None,
     };

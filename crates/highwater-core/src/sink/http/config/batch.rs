@@ -46,6 +46,10 @@ pub struct BatchSpec {
     /// The answer says something of each item; without, a 2xx answer wrote
     /// the whole batch (Segment's and Mixpanel's import endpoints answer so).
     pub item_results: bool,
+    /// Where the answer (a job's, once done) counts the items it did not
+    /// write (Klaviyo's bulk import job's `failed_count`): those it counts
+    /// but does not name are found by halving the batch.
+    pub failed_count_field: Option<FieldPath>,
     /// The endpoint upserts by external id: a batch without a clear answer may
     /// be sent again. Otherwise the run stops, naming the batch.
     pub upsert: bool,
@@ -126,6 +130,7 @@ pub(super) fn spec(
         retry_after_field: field(&r.result_retry_after_field),
         errors: error_list(v, r, at),
         item_results: item_results(v, r, at),
+        failed_count_field: failed_count_field(v, r, at),
         upsert: r.upsert.as_ref().is_some_and(|u| *u.get_ref()),
         job: match &r.job {
             Some(job) => Some(Box::new(job_spec(v, job, at)?)),
@@ -314,6 +319,26 @@ fn item_results(v: &mut Validator<'_>, r: &RawHttpDestination, at: &str) -> bool
         }
     }
     false
+}
+
+/// Where the answer counts the items it did not write: finding those it
+/// does not name sends the rest of their batch again, which only an upsert
+/// takes without harm.
+fn failed_count_field(
+    v: &mut Validator<'_>,
+    r: &RawHttpDestination,
+    at: &str,
+) -> Option<FieldPath> {
+    let field = r.failed_count_field.as_ref()?;
+    if !r.upsert.as_ref().is_some_and(|u| *u.get_ref()) {
+        v.problem(
+            field,
+            format!("{at}.failed_count_field"),
+            "needs `upsert = true`: the records a count of failures does not name are found by \
+             sending halves of their batch again, which writes the others twice",
+        );
+    }
+    Some(FieldPath::parse(field.get_ref()))
 }
 
 /// A batch answer's list of errors (`errors_path`), which is of no use without

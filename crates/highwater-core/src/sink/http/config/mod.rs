@@ -71,6 +71,7 @@ pub(crate) struct RawHttpDestination {
     pub error_index_field: Option<S<String>>,
     pub error_message_field: Option<S<String>>,
     pub item_results: Option<S<bool>>,
+    pub failed_count_field: Option<S<String>>,
     pub upsert: Option<S<bool>>,
     pub job: Option<S<RawJob>>,
 }
@@ -89,7 +90,7 @@ pub(crate) struct RawJob {
 
 impl RawHttpDestination {
     /// The keys only some write modes read, with where each was set.
-    fn mode_keys(&self) -> [(&'static str, Option<std::ops::Range<usize>>); 28] {
+    fn mode_keys(&self) -> [(&'static str, Option<std::ops::Range<usize>>); 29] {
         fn span<T>(v: &Option<S<T>>) -> Option<std::ops::Range<usize>> {
             v.as_ref().map(Spanned::span)
         }
@@ -126,6 +127,7 @@ impl RawHttpDestination {
             ("error_index_field", span(&self.error_index_field)),
             ("error_message_field", span(&self.error_message_field)),
             ("item_results", span(&self.item_results)),
+            ("failed_count_field", span(&self.failed_count_field)),
             ("upsert", span(&self.upsert)),
             ("job", span(&self.job)),
         ]
@@ -192,7 +194,7 @@ pub enum WriteMode {
         idempotency_header: HeaderName,
     },
     /// Many records per request, answered item by item.
-    Batch(BatchSpec),
+    Batch(Box<BatchSpec>),
 }
 
 impl WriteMode {
@@ -286,6 +288,7 @@ pub(crate) fn validate(
             "error_index_field",
             "error_message_field",
             "item_results",
+            "failed_count_field",
             "upsert",
             "job",
         ],
@@ -515,7 +518,7 @@ fn write_mode(
         "batch" => {
             let path = need(v, &r.path, "path", None);
             let method = v.method(r.method.as_ref(), Method::POST, &format!("{at}.method"));
-            batch::spec(v, r, at, path, method).map(WriteMode::Batch)
+            batch::spec(v, r, at, path, method).map(|spec| WriteMode::Batch(Box::new(spec)))
         }
         "post" => {
             let path = need(v, &r.path, "path", None);
