@@ -28,11 +28,16 @@ pub(super) async fn batch(
         Ok(Value::Object(mut m)) => match m.remove("records") {
             Some(Value::Array(items)) => items,
             _ => {
-                bump(&s.dest_stats.rejected);
-                return json_error(
+                // Each refusal carries an id of its own, as JSON:API errors
+                // (Klaviyo's) do: the same reason never reads the same twice.
+                let n = bump(&s.dest_stats.rejected);
+                return json_value(
                     StatusCode::BAD_REQUEST,
-                    "bad_request",
-                    Some("expected {\"records\": [...]}"),
+                    &serde_json::json!({
+                        "error": "bad_request",
+                        "message": "expected {\"records\": [...]}",
+                        "id": format!("{:08x}-{:04x}-4e1f-9c2d-{:012x}", n.wrapping_mul(2_654_435_761), n % 65_536, n),
+                    }),
                 );
             }
         },

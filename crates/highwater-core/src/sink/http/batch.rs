@@ -35,6 +35,33 @@ const REFUSED_ALONE: usize = 10;
 /// is made up for it.
 pub(crate) const REFUSED_IN_ANSWER: u16 = 0;
 
+/// A reason without what makes each telling of it unique (an error's or a
+/// request's id, a time: Klaviyo gives every error an id of its own): each
+/// run of hex digits, dashes, colons and dots four or more long and holding
+/// a digit reads as `#`.
+fn gist(reason: &str) -> String {
+    fn flush(run: &mut String, out: &mut String) {
+        if run.len() >= 4 && run.bytes().any(|b| b.is_ascii_digit()) {
+            out.push('#');
+        } else {
+            out.push_str(run);
+        }
+        run.clear();
+    }
+    let mut out = String::with_capacity(reason.len());
+    let mut run = String::new();
+    for c in reason.chars() {
+        if c.is_ascii_hexdigit() || matches!(c, '-' | ':' | '.') {
+            run.push(c);
+        } else {
+            flush(&mut run, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut run, &mut out);
+    out
+}
+
 /// A batch's answer: its item results, and the errors it lists apart from
 /// them (`errors_path`), each found by the external ids it names (a batch may
 /// hold thousands: no scan per record).
@@ -323,7 +350,7 @@ impl HttpSink {
                 Err(e) if e.is_record_level() => {
                     let same = refused_alone
                         .first()
-                        .is_none_or(|(_, first)| first.to_string() == e.to_string());
+                        .is_none_or(|(_, first)| gist(&first.to_string()) == gist(&e.to_string()));
                     if taken || !same {
                         taken = true;
                         for (i, e) in refused_alone.drain(..) {

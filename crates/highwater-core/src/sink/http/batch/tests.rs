@@ -137,6 +137,31 @@ fn an_item_s_status_may_be_a_boolean_and_an_empty_error_is_none() {
 /// email given back in lower case); one that names another record is
 /// not that record's answer.
 #[test]
+fn a_reason_told_with_an_id_of_its_own_is_the_same_reason() {
+    let told = |id: &str, at: &str| {
+        format!(
+            r#"HTTP 400: {{"errors":[{{"id":"{id}","detail":"Invalid input at {at}.","source":{{"pointer":"/data/"}}}}]}}"#
+        )
+    };
+    assert_eq!(
+        gist(&told(
+            "9c1e5b4a-27d0-4f6e-8a3b-0d2f1e7c6b59",
+            "2026-12-08T02:30:09.123Z"
+        )),
+        gist(&told(
+            "e4a8c0d1-5f3b-4b2a-9e7d-6c1a0b9f8e72",
+            "2026-12-08T02:31:10.456Z"
+        )),
+    );
+    // Reasons that differ in words stay apart, and short numbers stay.
+    assert_ne!(
+        gist("field `email` is invalid"),
+        gist("field `phone` is invalid")
+    );
+    assert_eq!(gist("HTTP 422 deadbeef v2"), "HTTP 422 deadbeef v2");
+}
+
+#[test]
 fn a_result_by_position_names_its_own_record() {
     let sink = super::super::tests::sink_for(
         "mode = \"batch\"\npath = \"/batch\"\nresult_status_field = \"status\"\n\
