@@ -146,6 +146,38 @@ async fn errors_listed_apart_from_the_results_are_matched_by_the_ids_they_name()
     );
 }
 
+/// Errors listed apart that name no record (some of HubSpot's carry no
+/// `context.ids`): the batch is halved and sent again to the upsert until
+/// each record without a result stands alone, then dead-lettered with the
+/// error's reason, or sent again for one that failed for now.
+#[tokio::test(flavor = "multi_thread")]
+async fn errors_listed_apart_naming_no_record_are_found_by_halving_the_batch() {
+    let mut sim = SimConfig::new(139, 1_000);
+    sim.poisoned_ratio = 0.01;
+    sim.invalid_ratio = 0.0;
+    sim.dest.item_fail_ratio = 0.02;
+    sim.dest.batch_errors_apart = true;
+    sim.dest.batch_errors_unnamed = true;
+    let world = World::start(
+        "batch-apart-unnamed",
+        sim,
+        &Setup::new(Style::Cursor, Mode::Batch),
+    )
+    .await;
+    let text = std::fs::read_to_string(&world.config).expect("config");
+    let apart = "errors_path = \"errors\"\nerror_id_field = \"context.ids\"\n\
+                 error_message_field = \"message\"\nupsert = true";
+    std::fs::write(
+        &world.config,
+        text.replace("result_error_field = \"error\"\nupsert = true", apart),
+    )
+    .expect("config");
+    world.run_to_completion().await;
+    let v = world.assert_exact().await;
+    assert!(world.sim.stats().dest.item_failures > 5);
+    refused_items_dead_lettered(&world, &v, 5).await;
+}
+
 /// An answer that lists only the items not written, each by its place in
 /// the batch (Braze's): a record named is dead-lettered with the error's
 /// reason, every other is written — in batches halved and sent again too,

@@ -131,6 +131,7 @@ impl SimConfig {
             batch_errors_by_place: false,
             batch_answers_whole: false,
             batch_answers_counts: false,
+            batch_errors_unnamed: false,
             batch_job_polls: None,
             batch_job_fail_ratio: 0.0,
         };
@@ -299,6 +300,9 @@ pub struct DestFaults {
     /// each error `{"status", "message", "context": {"ids": [external id]}}`,
     /// and the results in reverse order.
     pub batch_errors_apart: bool,
+    /// With `batch_errors_apart`, the errors name no item (no `context`),
+    /// as some of HubSpot's do.
+    pub batch_errors_unnamed: bool,
     /// A batch's answer lists only the items not written, each by its place
     /// in the batch, as Braze's `/users/track` does: `{"message": "success",
     /// "errors": [{"type": reason, "input_array": "records", "index": n}]}`.
@@ -349,6 +353,7 @@ impl Default for DestFaults {
             batch_errors_by_place: false,
             batch_answers_whole: false,
             batch_answers_counts: false,
+            batch_errors_unnamed: false,
             batch_job_polls: None,
             batch_job_fail_ratio: 0.0,
         }

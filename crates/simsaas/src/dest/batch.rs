@@ -118,13 +118,14 @@ fn apply_batch(
     errors_apart: ErrorsApart,
     answers_whole: bool,
 ) -> (StatusCode, Value) {
-    let (item_fail_ratio, item_fail_status, item_retry_after, answers_counts) = {
+    let (item_fail_ratio, item_fail_status, item_retry_after, answers_counts, unnamed) = {
         let faults = read(&s.dest_faults);
         (
             faults.item_fail_ratio,
             faults.item_fail_status,
             faults.item_retry_after,
             faults.batch_answers_counts,
+            faults.batch_errors_unnamed,
         )
     };
     let mut results = Vec::with_capacity(items.len());
@@ -239,11 +240,12 @@ fn apply_batch(
     written.reverse();
     let errors: Vec<Value> = errors
         .into_iter()
-        .map(|e| {
-            serde_json::json!({
+        .map(|e| match unnamed {
+            true => serde_json::json!({"status": e["status"], "message": e["error"]}),
+            false => serde_json::json!({
                 "status": e["status"], "message": e["error"],
                 "context": {"ids": [e["external_id"]]}
-            })
+            }),
         })
         .collect();
     let status = if errors.is_empty() {

@@ -74,6 +74,8 @@ struct Answer {
     errors_by_id: IdIndex,
     /// Errors by the place in the batch of the item each names.
     errors_by_place: HashMap<usize, usize>,
+    /// Errors that name no item (HubSpot's without `context.ids`).
+    errors_unnamed: Vec<usize>,
     /// The answer says nothing sure of any item (a job that gave no
     /// results), for this reason.
     unknown: Option<String>,
@@ -94,23 +96,30 @@ impl Answer {
         }
         let mut errors_by_id = IdIndex::default();
         let mut errors_by_place = HashMap::new();
+        let mut errors_unnamed = Vec::new();
         if let Some(list) = &spec.errors {
             for (n, error) in errors.iter().enumerate() {
                 match &list.names {
                     ErrorNames::Ids(field) => {
-                        let ids = match field.get(error) {
+                        let ids: Vec<String> = match field.get(error) {
                             Some(Value::Array(ids)) => ids.iter().filter_map(id_text).collect(),
                             Some(id) => id_text(id).into_iter().collect(),
                             None => Vec::new(),
                         };
+                        if ids.is_empty() {
+                            errors_unnamed.push(n);
+                        }
                         for id in ids {
                             errors_by_id.insert(id, n);
                         }
                     }
                     ErrorNames::Index(field) => {
                         let place = field.get(error).and_then(id_text);
-                        if let Some(place) = place.and_then(|p| p.parse::<usize>().ok()) {
-                            errors_by_place.entry(place).or_insert(n);
+                        match place.and_then(|p| p.parse::<usize>().ok()) {
+                            Some(place) => {
+                                errors_by_place.entry(place).or_insert(n);
+                            }
+                            None => errors_unnamed.push(n),
                         }
                     }
                 }
@@ -122,6 +131,7 @@ impl Answer {
             errors,
             errors_by_id,
             errors_by_place,
+            errors_unnamed,
             unknown: None,
             failed: None,
         }
@@ -134,6 +144,7 @@ impl Answer {
             errors: Vec::new(),
             errors_by_id: IdIndex::default(),
             errors_by_place: HashMap::new(),
+            errors_unnamed: Vec::new(),
             unknown: Some(detail),
             failed: None,
         }
@@ -400,26 +411,23 @@ impl HttpSink {
                     self.item(spec, &answer, position, &writes[i].record.external_id)
                 })
                 .collect();
-            // Failures the answer counts but does not name: halves of the
-            // batch are sent again (to an upsert) until each stands alone.
-            let named = items
-                .iter()
-                .filter(|item| !matches!(item, Item::Written(_)))
-                .count() as u64;
-            if let Some((failed, text)) = answer.failed.as_ref().filter(|(n, _)| *n > named) {
-                if group.len() > 1 {
+            // Failures the answer counts or lists but does not name: halves
+            // of the batch are sent again to an upsert until each stands
+            // alone. Another endpoint's batch stops the run, named.
+            if let Some(alone) = unnamed_failure(spec, &answer, &items) {
+                if !spec.upsert {
+                    let detail = "the answer lists an error naming no record";
+                    for item in &mut items {
+                        if matches!(item, Item::Written(_)) && !spec.item_results {
+                            *item = Item::Unanswered(detail.to_owned());
+                        }
+                    }
+                } else if group.len() > 1 {
                     batches.halve(group);
                     continue;
+                } else {
+                    items[0] = alone;
                 }
-                let field = spec.failed_count_field.as_ref().map(ToString::to_string);
-                items[0] = Item::Refused {
-                    status: REFUSED_IN_ANSWER,
-                    reason: format!(
-                        "sent alone, the destination's answer counts {failed} failed at `{}` \
-                         (failed_count_field): {text}",
-                        field.unwrap_or_default()
-                    ),
-                };
             }
             for (item, &i) in items.into_iter().zip(&group) {
                 let external_id = &writes[i].record.external_id;
@@ -700,6 +708,28 @@ fn id_text(id: &Value) -> Option<String> {
         Value::Number(n) => Some(n.to_string()),
         _ => None,
     }
+}
+
+/// What a failure the answer counts (`failed_count_field`) or lists apart
+/// without naming its record says of a record sent alone, if there is one.
+fn unnamed_failure(spec: &BatchSpec, answer: &Answer, items: &[Item]) -> Option<Item> {
+    if let (Some(list), Some(&n)) = (&spec.errors, answer.errors_unnamed.first()) {
+        return Some(listed_error(spec, list, &answer.errors[n]));
+    }
+    let named = items
+        .iter()
+        .filter(|item| !matches!(item, Item::Written(_)))
+        .count() as u64;
+    let (failed, text) = answer.failed.as_ref().filter(|(n, _)| *n > named)?;
+    let field = spec.failed_count_field.as_ref().map(ToString::to_string);
+    Some(Item::Refused {
+        status: REFUSED_IN_ANSWER,
+        reason: format!(
+            "sent alone, the destination's answer counts {failed} failed at `{}` \
+             (failed_count_field): {text}",
+            field.unwrap_or_default()
+        ),
+    })
 }
 
 /// What an error listed apart says of its records: failed for now when its
