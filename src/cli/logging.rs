@@ -1,6 +1,7 @@
 //! Where logs go: structured JSON lines on stderr when stderr is not a terminal (or
 //! with `--log-format json`); on a terminal, warnings and errors in plain text,
-//! printed around the progress bar. A run's lines carry its span: sync, run id and
+//! printed around the progress bar, in colour unless `NO_COLOR` is set (text
+//! written elsewhere has none). A run's lines carry its span: sync, run id and
 //! kind. `HIGHWATER_LOG` (e.g. `debug`, `highwater_core=debug`) overrides the level.
 
 use std::io::{IsTerminal, Write};
@@ -31,10 +32,13 @@ pub fn init(bar: Option<ProgressBar>, format: LogFormat) {
         EnvFilter::try_from_env("HIGHWATER_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let writer = BarWriter { bar };
     let result = if !json {
+        // Colours only for a person at a terminal: a file or a pipe gets
+        // the text alone.
         tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_writer(writer)
             .with_target(false)
+            .with_ansi(terminal && std::env::var_os("NO_COLOR").is_none())
             .try_init()
     } else {
         tracing_subscriber::fmt()

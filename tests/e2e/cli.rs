@@ -268,6 +268,27 @@ async fn validate_warns_of_a_sync_that_reads_everything_or_misses_late_updates()
     }
 }
 
+/// Text logs written to a file or a pipe carry no colour codes.
+#[tokio::test(flavor = "multi_thread")]
+async fn text_logs_away_from_a_terminal_are_plain_text() {
+    let mut sim = SimConfig::new(44, 100);
+    sim.source.rate_limit_ratio = 0.2;
+    sim.source.retry_after_secs = 0;
+    let world = World::start("log-text", sim, &Setup::new(Style::Cursor, Mode::Put)).await;
+    let mut command = tokio::process::Command::new(crate::util::bin());
+    command
+        .arg("--config")
+        .arg(&world.config)
+        .args(["--log-format", "text", "run", SYNC])
+        .env("HIGHWATER_LOG", "info")
+        .stdin(std::process::Stdio::null());
+    let out = crate::util::finish(&mut command).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let text = stderr(&out);
+    assert!(text.contains("run started"), "{text}");
+    assert!(!text.contains('\u{1b}'), "{text:?}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn every_log_line_of_a_run_carries_its_sync_and_run_id() {
     let mut sim = SimConfig::new(43, 400);
