@@ -219,8 +219,18 @@ async fn an_answer_that_is_not_json_stops_the_run() {
                 bad_body: Some(BadBody::NotJson),
                 ..SourceFaults::default()
             });
+            // Asked for again as a 5xx is, but not for a minute's outage.
+            let text = std::fs::read_to_string(&world.config).expect("read");
+            let text = text.replace("[sync.retry]\n", "[sync.retry]\noutage = \"0s\"\n");
+            std::fs::write(&world.config, text).expect("write");
         },
-        &["is not usable", "not JSON", "text/html", "maintenance"],
+        &[
+            "is not usable",
+            "not JSON",
+            "text/html",
+            "maintenance",
+            "(asked 10 times)",
+        ],
     )
     .await;
 }

@@ -134,6 +134,32 @@ async fn server_error_bursts_are_retried() {
     exact(&world).await;
 }
 
+/// A page answered 200 with a proxy's HTML page in place of JSON is asked
+/// for again, as a 503 would be; the retries are counted.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_page_that_is_not_json_under_a_200_is_asked_for_again() {
+    for (n, style) in [Style::Cursor, Style::Keyset, Style::Offset]
+        .into_iter()
+        .enumerate()
+    {
+        let mut sim = quiet(15 + n as u64, 600);
+        sim.source.not_json_ratio = 0.1;
+        let mut setup = Setup::new(style, Mode::Put);
+        setup.page_size = 20;
+        let world = World::start(&format!("not-json-{style:?}"), sim, &setup).await;
+        let out = world.highwater(&["run", SYNC, "--json"]).await;
+        assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+        let stats = world.sim.stats();
+        assert!(stats.source.not_json >= 2, "{stats:?}");
+        let retries = report(&out)["retries"].as_u64().unwrap_or(0);
+        assert!(
+            retries >= stats.source.not_json,
+            "{retries} retries for {stats:?}"
+        );
+        exact(&world).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn answers_slower_than_the_timeout_are_retried() {
     let mut sim = quiet(14, 600);

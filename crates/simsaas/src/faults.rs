@@ -32,6 +32,7 @@ pub(crate) enum Kind {
     DelayedApply = 9,
     ItemFails = 10,
     Ties = 11,
+    NotJson = 12,
 }
 
 pub(crate) fn splitmix64(x: u64) -> u64 {
@@ -140,6 +141,8 @@ pub(crate) enum Outcome {
     ServerError(StatusCode),
     /// Source: delay then answer normally. Destination: delay, do not apply.
     Slow,
+    /// Source only: 200 with a proxy's HTML page in place of the page.
+    NotJson,
     /// Destination only: apply, then delay the answer.
     CommitThenTimeout,
     /// Destination only: apply, then answer 502 as a proxy would.
@@ -154,6 +157,7 @@ impl SourceFaults {
             && self.rate_limit_date_ratio <= 0.0
             && self.burst_start_ratio <= 0.0
             && self.slow_ratio <= 0.0
+            && self.not_json_ratio <= 0.0
     }
 }
 
@@ -189,6 +193,9 @@ pub(crate) fn decide_source(seed: u64, seq: u64, f: &SourceFaults, burst: &mut B
     }
     if chance(f.slow_ratio, h(Kind::Slow)) {
         return Outcome::Slow;
+    }
+    if chance(f.not_json_ratio, h(Kind::NotJson)) {
+        return Outcome::NotJson;
     }
     Outcome::Proceed
 }

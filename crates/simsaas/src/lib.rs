@@ -100,6 +100,7 @@ impl SimConfig {
             stale_version_ratio: 0.1,
             loop_pagination: false,
             bad_body: None,
+            not_json_ratio: 0.005,
             rate_limit_body_delay: Duration::from_millis(200),
             unbounded_newest: None,
             unstable_ties: false,
@@ -198,6 +199,9 @@ pub struct SourceFaults {
     pub loop_pagination: bool,
     /// Every data response is broken this way.
     pub bad_body: Option<BadBody>,
+    /// Chance a data request is answered as `BadBody::NotJson` is, once: a
+    /// proxy's or CDN's page under a 200, the API behind it well.
+    pub not_json_ratio: f64,
     /// A 429's head goes out at once, its body only after this long: a client
     /// that waits for the body before it holds back lets other requests through.
     pub rate_limit_body_delay: Duration,
@@ -226,6 +230,7 @@ impl Default for SourceFaults {
             stale_version_ratio: 0.0,
             loop_pagination: false,
             bad_body: None,
+            not_json_ratio: 0.0,
             rate_limit_body_delay: Duration::ZERO,
             unbounded_newest: None,
             unstable_ties: false,

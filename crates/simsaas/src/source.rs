@@ -76,6 +76,7 @@ async fn gate(s: &Arc<Shared>, headers: &HeaderMap, raw: Option<String>) -> Resu
         return Err(unauthorized());
     }
     let faults = read(&s.source_faults).clone();
+    let mut bad_body = faults.bad_body;
     if !faults.is_quiet() {
         let outcome = decide_source(s.seed, seq, &faults, &mut lock(&s.source_burst));
         match outcome {
@@ -104,10 +105,14 @@ async fn gate(s: &Arc<Shared>, headers: &HeaderMap, raw: Option<String>) -> Resu
                 bump(&s.source_stats.slow);
                 pause(&s.shutdown, faults.latency + faults.slow_delay).await;
             }
+            Outcome::NotJson => {
+                bump(&s.source_stats.not_json);
+                bad_body = Some(BadBody::NotJson);
+            }
             _ => {}
         }
     }
-    match faults.bad_body {
+    match bad_body {
         Some(BadBody::NotJson) => {
             let mut resp = Response::new(Body::from("<html>maintenance</html>"));
             resp.headers_mut().insert(

@@ -30,6 +30,8 @@ pub struct SideStats {
     /// 5xx answers from bursts and destination slow writes.
     pub server_errors: u64,
     pub slow: u64,
+    /// Source pages answered with a proxy's HTML page (`not_json_ratio`).
+    pub not_json: u64,
     pub commit_then_timeout: u64,
     /// Writes applied, then answered 502.
     pub commit_then_502: u64,
@@ -68,6 +70,7 @@ pub(crate) struct Counters {
     pub rate_limited_date: AtomicU64,
     pub server_errors: AtomicU64,
     pub slow: AtomicU64,
+    pub not_json: AtomicU64,
     pub commit_then_timeout: AtomicU64,
     pub commit_then_502: AtomicU64,
     pub delayed_apply: AtomicU64,
@@ -108,6 +111,7 @@ impl Counters {
             rate_limit_incidents: 0,
             server_errors: g(&self.server_errors),
             slow: g(&self.slow),
+            not_json: g(&self.not_json),
             commit_then_timeout: g(&self.commit_then_timeout),
             commit_then_502: g(&self.commit_then_502),
             delayed_apply: g(&self.delayed_apply),

@@ -89,7 +89,7 @@ impl Reader<'_> {
             Some(token) => Some(self.token_cursor(token, token_path, token_param, &url, stop)?),
             None => None,
         };
-        let (body, _) = self.parse(&request, reply)?;
+        let (body, _) = self.parsed(&request, reply, stop).await?;
         // A token beside `has_more: false` or `end_of_stream: true`
         // leads nowhere: no request goes with it (the scan that sends
         // one ahead reads the same flags).

@@ -29,6 +29,8 @@ use url::Url;
 
 use crate::config::{AuthSpec, KeyPlacement, Pagination, SourceSpec};
 use crate::http::{Api, HttpError, Reply, Request, redact};
+use crate::obs::RetryClass;
+use crate::policy::{Class, Failed, GaveUp, retry};
 use crate::record::{FieldPath, RecordKey};
 use crate::stop::Stop;
 pub use error::SourceError;
@@ -595,7 +597,7 @@ impl<'a> Reader<'a> {
         stop: &Stop,
     ) -> Result<(Value, reqwest::header::HeaderMap), SourceError> {
         let (request, reply, _) = self.page_reply(url, query, stop).await?;
-        self.parse(&request, reply)
+        self.parsed(&request, reply, stop).await
     }
 
     /// The cursor after a page whose next token is `token`, refused when the
@@ -684,7 +686,63 @@ impl<'a> Reader<'a> {
         let request = page_request(self.shape.as_deref(), url, query);
         let sent = self.send(&request, stop).await;
         let reply = checked(&request, sent)?;
-        self.parse(&request, reply)
+        self.parsed(&request, reply, stop).await
+    }
+
+    /// The body and headers of `reply`, the answer to `request`. A 2xx that
+    /// is not JSON (a proxy's or CDN's page, a body cut short) is asked for
+    /// again through the one retry loop, as a 503 would be: the API behind
+    /// it is usually well a moment later.
+    async fn parsed(
+        &self,
+        request: &Request,
+        reply: Reply,
+        stop: &Stop,
+    ) -> Result<(Value, reqwest::header::HeaderMap), SourceError> {
+        let mut held = Some(reply);
+        let parsed = retry(
+            self.api.retry_policy(),
+            stop,
+            request.idempotent,
+            |_| {
+                let held = held.take();
+                async move {
+                    let reply = match held {
+                        Some(reply) => reply,
+                        None => checked(request, self.send(request, stop).await)
+                            .map_err(|e| Failed::new(e, Class::Fatal))?,
+                    };
+                    self.parse(request, reply).map_err(|e| {
+                        Failed::new(
+                            e,
+                            Class::Transient {
+                                outcome_known: true,
+                            },
+                        )
+                    })
+                }
+            },
+            |failed, _| {
+                self.api.count_retry(
+                    RetryClass::Other,
+                    &shown(request),
+                    &failed.error.to_string(),
+                );
+            },
+        )
+        .await;
+        match parsed {
+            Ok((parsed, _)) => Ok(parsed),
+            Err(GaveUp::Final { error, .. } | GaveUp::Unknown { error, .. }) => Err(error),
+            Err(GaveUp::Exhausted { last, attempts, .. }) => Err(match last {
+                SourceError::BadResponse { url, detail } => SourceError::BadResponse {
+                    url,
+                    detail: format!("{detail} (asked {attempts} times)"),
+                },
+                other => other,
+            }),
+            Err(GaveUp::Stopped(reason)) => Err(SourceError::Http(HttpError::Stopped(reason))),
+        }
     }
 
     /// The body and headers of the answer to `request`.
