@@ -187,6 +187,48 @@ async fn a_run_into_another_destination_than_the_ledger_s_is_refused() {
     assert!(stderr(&out).contains("second.jsonl"), "{}", describe(&out));
 }
 
+/// The file taken away after a run (deleted, or moved without saying so):
+/// the next run stops, saying so and the way on, rather than take every
+/// record in it for written; after `reset --forget-ledger` every record is
+/// written again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_taken_away_is_not_taken_for_written() {
+    let setup = Setup::new(Style::Cursor, Mode::Put);
+    let world = World::start("file-gone", SimConfig::new(63, 300), &setup).await;
+    let file = world.dir.join("out.jsonl");
+    world.use_jsonl_destination(&file, None);
+    ok_json(&world, &["run", SYNC, "--json"]).await;
+    let held = std::fs::read_to_string(&file).expect("the file");
+    assert!(held.lines().count() > 200, "{}", held.lines().count());
+    std::fs::remove_file(&file).expect("remove the file");
+
+    let before = world.state_dump().await;
+    let out = world.highwater(&["run", SYNC]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    for expected in ["out.jsonl", "not found", "reset <sync> --forget-ledger"] {
+        assert!(
+            stderr(&out).contains(expected),
+            "{expected:?}: {}",
+            describe(&out)
+        );
+    }
+    assert!(!file.exists(), "nothing written");
+    assert_eq!(world.state_dump().await, before, "the state changed");
+
+    ok_json(&world, &["reset", SYNC, "--forget-ledger", "--json"]).await;
+    ok_json(&world, &["run", SYNC, "--json"]).await;
+    let ids = |text: &str| -> std::collections::BTreeSet<String> {
+        text.lines()
+            .map(|line| {
+                let object: Value = serde_json::from_str(line).expect("a JSON line");
+                object["external_id"].as_str().expect("an id").to_owned()
+            })
+            .collect()
+    };
+    let again = std::fs::read_to_string(&file).expect("the file");
+    assert_eq!(ids(&again), ids(&held), "every record written again");
+}
+
 /// The destination moved (its file to another place): told so, the run keeps
 /// the ledger and writes nothing again, the audit log says from where to where,
 /// and the next runs take the new place as the sync's. Told so when nothing

@@ -61,8 +61,10 @@ impl Runner<'_> {
         // A completed run finished its sink before completing; after a stop or
         // a failure what was flushed is compacted too, if it can be: not
         // while a commit's outcome is unknown, since the sink drops what no
-        // commit it knows of covers.
+        // commit it knows of covers, nor before the sink took up where the
+        // last commit left it.
         if !matches!(outcome, Ok(RunOutcome::Completed))
+            && self.sink_resumed
             && !self.commits_in_doubt
             && let Err(e) = sink.finish().await
         {
@@ -134,6 +136,7 @@ impl Runner<'_> {
         sink.resume(position.as_deref())
             .await
             .map_err(FailureCause::Destination)?;
+        self.sink_resumed = true;
         self.announce = if sink.lands_with_the_commit() {
             Announce::Never
         } else if sink.position().is_some()

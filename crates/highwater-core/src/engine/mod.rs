@@ -191,6 +191,9 @@ struct Runner<'a> {
     /// (`Sink::resume`), since that commit may have stored a position past
     /// the one the sink knows of.
     commits_in_doubt: bool,
+    /// The sink took up where the last commit left it: only then may a run
+    /// that did not complete finish it.
+    sink_resumed: bool,
     /// Whether anything may have reached the destination in this invocation.
     wrote: bool,
     /// Pages admitted by this invocation.
@@ -392,6 +395,7 @@ impl<'a> Runner<'a> {
             announced: VecDeque::new(),
             commits_sent: 0,
             commits_in_doubt: false,
+            sink_resumed: false,
             wrote: false,
             admitted: 0,
             pages_before: counters.pages,

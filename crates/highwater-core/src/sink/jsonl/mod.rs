@@ -191,6 +191,27 @@ impl JsonLinesSink {
             None => Position::default(),
         };
         let mut state = self.state();
+        // A commit stored a position past the first log's start, so lines
+        // were written here, and a run's end leaves the file: with neither
+        // the file nor a log or run of its lines left, it was taken away,
+        // and the ledger would take every record in it for written.
+        let written = committed.log > 1 || committed.offset > 0;
+        if written
+            && state.log.bytes() == 0
+            && state.aside.is_none()
+            && state.stack.runs.is_empty()
+            && !self.spec.path.exists()
+        {
+            return Err(error(
+                &self.spec.path,
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "not found, though this sync has written to it (the state store holds \
+                     its position in the file's logs): put the file back, or run `highwater \
+                     reset <sync> --forget-ledger` to write every record again",
+                ),
+            ));
+        }
         let mut logs: Vec<(u64, Log)> = Vec::with_capacity(2);
         if let Some((number, aside)) = state.aside.take() {
             let aside = Arc::try_unwrap(aside)
@@ -417,6 +438,20 @@ impl JsonLinesSink {
                 file,
                 runs: Vec::new(),
             };
+        }
+        // The file is there once a run has ended, even with no line in it:
+        // where it is missing later, `resume` knows it was taken away.
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&self.spec.path)
+        {
+            Ok(file) => {
+                file.sync_all().map_err(|e| error(&self.spec.path, e))?;
+                log::sync_dir(&self.spec.path).map_err(|e| error(&self.spec.path, e))?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(error(&self.spec.path, e)),
         }
         state.log.remove().map_err(|e| error(state.log.path(), e))?;
         let next = state.number + 1;

@@ -77,6 +77,12 @@ impl PgStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(StateError::from)?;
+            // Nor is anything known of what the destination holds.
+            sqlx::query("DELETE FROM sink_positions WHERE sync = $1")
+                .bind(&request.sync)
+                .execute(&mut *tx)
+                .await
+                .map_err(StateError::from)?;
         }
         let entry = AuditEntry {
             sync: request.sync.clone(),

@@ -69,6 +69,12 @@ impl SqliteStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(StateError::from)?;
+            // Nor is anything known of what the destination holds.
+            sqlx::query("DELETE FROM sink_positions WHERE sync = ?")
+                .bind(&request.sync)
+                .execute(&mut *tx)
+                .await
+                .map_err(StateError::from)?;
         }
         let entry = AuditEntry {
             sync: request.sync.clone(),
