@@ -110,6 +110,12 @@ fn text(sync: &str, r: &ProbeReport) -> String {
     if let Some(error) = &r.error {
         let _ = writeln!(out, "\nstopped: {error}");
     }
+    if !r.notes.is_empty() {
+        let _ = writeln!(out, "\nrecords a run would dead-letter:");
+        for note in &r.notes {
+            let _ = writeln!(out, "  {}: {}", note.key, note.message);
+        }
+    }
     if r.findings.is_empty() {
         let _ = writeln!(out, "\nnothing looks wrong.");
     } else {
@@ -158,5 +164,6 @@ fn report_json(sync: &str, r: &ProbeReport) -> Value {
         })).collect::<Vec<_>>(),
         "error": r.error,
         "findings": r.findings.iter().map(|f| json!({"key": f.key, "message": f.message})).collect::<Vec<_>>(),
+        "notes": r.notes.iter().map(|f| json!({"key": f.key, "message": f.message})).collect::<Vec<_>>(),
     })
 }

@@ -128,6 +128,25 @@ async fn probe_shows_what_the_config_finds_and_names_each_mistake() {
         edit(&world, to, from);
     }
 
+    // A few records that cannot be used (ids taken from a field some lack)
+    // are what a run dead-letters, not a key set wrong: noted, exit 0.
+    let mut few = SimConfig::new(20, 400);
+    few.invalid_ratio = 0.1;
+    let few = World::start("probe-few", few, &Setup::new(Style::Cursor, Mode::Put)).await;
+    edit(
+        &few,
+        "records_path = \"data\"",
+        "records_path = \"data\"\nid_field = \"customer.email\"",
+    );
+    let (code, noted) = probe(&few).await;
+    assert_eq!(code, Some(0), "{noted}");
+    assert!(keys(&noted).is_empty(), "{noted}");
+    let note = noted["notes"][0]["message"].as_str().unwrap_or("");
+    assert!(
+        noted["notes"][0]["key"] == "id_field" && note.contains("dead-letters them"),
+        "{noted}"
+    );
+
     // A next-page token that never changes.
     world.sim.set_source_faults(simsaas::SourceFaults {
         loop_pagination: true,

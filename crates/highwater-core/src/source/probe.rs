@@ -29,6 +29,9 @@ pub struct ProbeReport {
     pub error: Option<String>,
     /// What looks wrong, each with the key to change.
     pub findings: Vec<Finding>,
+    /// What a run would dead-letter, though the config reads the rest: a
+    /// few records that cannot be used, by the key their reason names.
+    pub notes: Vec<Finding>,
 }
 
 #[derive(Debug, Clone)]
@@ -87,6 +90,7 @@ pub async fn probe(
         pages: Vec::new(),
         error: None,
         findings: Vec::new(),
+        notes: Vec::new(),
     };
     while (report.pages.len() as u32) < max_pages {
         match reader.next_page(stop).await {
@@ -134,7 +138,9 @@ pub async fn probe(
             }
         }
     }
-    report.findings.extend(page_findings(spec, &report.pages));
+    let (findings, notes) = page_findings(spec, &report.pages);
+    report.findings.extend(findings);
+    report.notes = notes;
     Ok(report)
 }
 
@@ -218,24 +224,32 @@ fn error_finding(spec: &SyncSpec, error: &SourceError, fetched: &[Fetched]) -> V
     }
 }
 
-fn page_findings(spec: &SyncSpec, pages: &[ProbedPage]) -> Vec<Finding> {
+/// What looks wrong, and what a run would dead-letter (`ProbeReport::notes`).
+fn page_findings(spec: &SyncSpec, pages: &[ProbedPage]) -> (Vec<Finding>, Vec<Finding>) {
     let mut findings = Vec::new();
-    // Invalid records, grouped by the key their reason names.
+    let mut notes = Vec::new();
+    // Invalid records, grouped by the key their reason names: most of them
+    // is the key set wrong; a few, records of the source's own.
     for key in KEYS {
         let mut invalid = pages
             .iter()
             .flat_map(|p| &p.invalid)
             .filter(|(_, reason)| reason.contains(&format!("({key})")));
         if let Some((id, reason)) = invalid.next() {
-            let more = invalid.count();
+            let count = invalid.count() + 1;
             let records = pages.iter().map(|p| p.records).sum::<usize>();
-            findings.push(Finding {
-                key: key.to_owned(),
-                message: format!(
-                    "{} of {records} records cannot be used, e.g. {id}: {reason}",
-                    more + 1
-                ),
-            });
+            let message =
+                format!("{count} of {records} records cannot be used, e.g. {id}: {reason}");
+            match 2 * count > records {
+                true => findings.push(Finding {
+                    key: key.to_owned(),
+                    message,
+                }),
+                false => notes.push(Finding {
+                    key: key.to_owned(),
+                    message: format!("{message}; a run dead-letters them and reads on"),
+                }),
+            }
         }
     }
     if let Some(first) = pages.first() {
@@ -277,5 +291,5 @@ fn page_findings(spec: &SyncSpec, pages: &[ProbedPage]) -> Vec<Finding> {
             });
         }
     }
-    findings
+    (findings, notes)
 }
