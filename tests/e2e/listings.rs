@@ -728,11 +728,18 @@ fields = { updated = "MetaData.LastUpdatedTime" }"#,
 /// NetSuite's SuiteQL: the query in a POSTed body (`{"q": …}`, nothing else
 /// in it), the page's `limit` and `offset` in the URL, the offset a multiple
 /// of the limit, `hasMore` saying whether a page follows, and an offset past
-/// the results refused.
-type Transactions = (Arc<Vec<(jiff::Timestamp, String)>>, Arc<Mutex<Vec<usize>>>);
+/// the results refused. The transactions, and the `deletedrecord` table of
+/// those deleted (each with its `deleteddate`), which a query `FROM
+/// deletedrecord` lists.
+#[derive(Clone, Default)]
+struct SuiteQl {
+    transactions: Arc<Mutex<Vec<(jiff::Timestamp, String)>>>,
+    deleted: Arc<Mutex<Vec<(jiff::Timestamp, String)>>>,
+    asked: Arc<Mutex<Vec<usize>>>,
+}
 
 async fn suiteql(
-    State((transactions, asked)): State<Transactions>,
+    State(tables): State<SuiteQl>,
     Query(query): Query<std::collections::HashMap<String, String>>,
     Json(body): Json<Value>,
 ) -> (axum::http::StatusCode, Json<Value>) {
@@ -762,9 +769,20 @@ async fn suiteql(
     let Some(since) = since else {
         return refuse("Invalid search query.");
     };
-    asked.lock().unwrap_or_else(|e| e.into_inner()).push(offset);
+    let (table, stamp) = match text.contains("FROM deletedrecord") {
+        true => (&tables.deleted, "deleteddate"),
+        false => {
+            tables
+                .asked
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(offset);
+            (&tables.transactions, "lastmodifieddate")
+        }
+    };
+    let table = table.lock().unwrap_or_else(|e| e.into_inner());
     let matching: Vec<&(jiff::Timestamp, String)> =
-        transactions.iter().filter(|(at, _)| *at >= since).collect();
+        table.iter().filter(|(at, _)| *at >= since).collect();
     if offset > 0 && offset >= matching.len() {
         return refuse("The offset is greater than the total number of results.");
     }
@@ -772,7 +790,7 @@ async fn suiteql(
         .iter()
         .skip(offset)
         .take(limit)
-        .map(|(at, id)| json!({ "id": id, "lastmodifieddate": at.to_string() }))
+        .map(|(at, id)| json!({ "id": id, stamp: at.to_string() }))
         .collect();
     let answer = json!({
         "count": items.len(),
@@ -794,13 +812,17 @@ async fn a_posted_query_takes_its_pages_in_the_url_at_multiples_of_the_limit() {
             (at, format!("{n}"))
         })
         .collect();
-    let asked = Arc::new(Mutex::new(Vec::new()));
+    let tables = SuiteQl::default();
+    *tables
+        .transactions
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = transactions;
     let app = axum::Router::new()
         .route(
             "/services/rest/query/v1/suiteql",
             axum::routing::post(suiteql),
         )
-        .with_state((Arc::new(transactions), Arc::clone(&asked)));
+        .with_state(tables.clone());
     let (addr, server) = crate::util::serve_local(app).await;
     let dir = fresh_dir("suiteql-pages");
     let (config, out_file) = crate::util::jsonl_sync(
@@ -814,6 +836,14 @@ records_path = "items"
 updated_at_field = "lastmodifieddate"
 start = "2024-01-01T00:00:00Z"
 page_size = 200
+pagination = { style = "page", offset_param = "offset", more_path = "hasMore" }
+
+[sync.deletes]
+path = "/services/rest/query/v1/suiteql"
+body = { q = "SELECT id, deleteddate FROM deletedrecord WHERE recordtypeid = 'transaction' AND deleteddate >= '{lower}' ORDER BY deleteddate, id" }
+page_params_in = "query"
+deleted_at_field = "deleteddate"
+lookback = "0s"
 pagination = { style = "page", offset_param = "offset", more_path = "hasMore" }"#,
         r#"external_id = "transaction-{id}"
 fields = { updated = "lastmodifieddate" }"#,
@@ -827,7 +857,7 @@ fields = { updated = "lastmodifieddate" }"#,
         describe(&out)
     );
     assert_eq!(jsonl_rows(&out_file).len(), 1_000);
-    let offsets = std::mem::take(&mut *asked.lock().unwrap_or_else(|e| e.into_inner()));
+    let offsets = std::mem::take(&mut *tables.asked.lock().unwrap_or_else(|e| e.into_inner()));
     // Each page after the first reads the one before it again, whole.
     assert_eq!(&offsets[..5], &[0, 200, 0, 400, 200], "{offsets:?}");
     assert!(
@@ -836,13 +866,45 @@ fields = { updated = "lastmodifieddate" }"#,
     );
 
     let again = crate::util::highwater_at(&config, &["run", "transactions", "--json"]).await;
-    server.abort();
     assert_eq!(again.status.code(), Some(0), "{}", describe(&again));
     assert_eq!(
         report(&again)["counters"]["written"],
         0,
         "{}",
         describe(&again)
+    );
+
+    // Five transactions deleted: the feed's own query, POSTed as the
+    // source's, lists them, and their lines go.
+    let now = jiff::Timestamp::now();
+    {
+        let mut kept = tables
+            .transactions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut deleted = tables.deleted.lock().unwrap_or_else(|e| e.into_inner());
+        for id in ["3", "250", "501", "777", "999"] {
+            kept.retain(|(_, kept)| kept != id);
+            deleted.push((now, id.to_owned()));
+        }
+    }
+    let pruned =
+        crate::util::highwater_at(&config, &["run", "transactions", "--deletes", "--json"]).await;
+    server.abort();
+    assert_eq!(pruned.status.code(), Some(0), "{}", describe(&pruned));
+    assert_eq!(
+        report(&pruned)["counters"]["deleted"],
+        5,
+        "{}",
+        describe(&pruned)
+    );
+    let rows = jsonl_rows(&out_file);
+    assert_eq!(rows.len(), 995);
+    assert!(
+        !rows
+            .iter()
+            .any(|row| row["external_id"] == "transaction-250"),
+        "{rows:?}"
     );
 }
 

@@ -131,11 +131,21 @@ impl Validator<'_> {
         // with how strictly it reads them.
         let own_bounds = raw.lower_bound_param.is_some() || raw.upper_bound_param.is_some();
         let keyset = matches!(pagination, Some(Pagination::Keyset { .. }));
+        // The feed's own query or body (NetSuite's `deletedRecord` by
+        // SuiteQL), its bounds as `{lower}` and `{upper}`, as the source's.
+        let (params, params_from_env) = self.params(&raw.params, at);
+        let body = self.source_body(
+            raw.body.as_ref(),
+            raw.body_params_path.as_ref(),
+            raw.page_params_in.as_ref(),
+            pagination.as_ref(),
+            at,
+        );
         let feed = SourceSpec {
             path: path.get_ref().clone(),
-            params: Vec::new(),
-            params_from_env: Vec::new(),
-            body: None,
+            params,
+            params_from_env,
+            body: body?,
             window_headers: Vec::new(),
             records_path: raw.records_path.as_ref().map_or_else(
                 || source.records_path.clone(),
@@ -316,8 +326,18 @@ impl Validator<'_> {
 fn endpoint_keys(
     raw: &RawDeletes,
     pagination: Option<std::ops::Range<usize>>,
-) -> [(&'static str, Option<std::ops::Range<usize>>); 8] {
+) -> [(&'static str, Option<std::ops::Range<usize>>); 12] {
     [
+        ("params", raw.params.values().next().map(|s| s.span())),
+        ("body", raw.body.as_ref().map(|s| s.span())),
+        (
+            "body_params_path",
+            raw.body_params_path.as_ref().map(|s| s.span()),
+        ),
+        (
+            "page_params_in",
+            raw.page_params_in.as_ref().map(|s| s.span()),
+        ),
         ("records_path", raw.records_path.as_ref().map(|s| s.span())),
         ("id_field", raw.id_field.as_ref().map(|s| s.span())),
         (

@@ -76,6 +76,11 @@ pub struct RawAlerts {
 pub struct RawDeletes {
     // an endpoint listing deleted ids
     pub path: Option<S<String>>,
+    #[serde(default)]
+    pub params: BTreeMap<String, S<String>>,
+    pub body: Option<S<toml::Value>>,
+    pub body_params_path: Option<S<String>>,
+    pub page_params_in: Option<S<String>>,
     pub records_path: Option<S<String>>,
     pub id_field: Option<S<String>>,
     pub deleted_at_field: Option<S<String>>,

@@ -33,16 +33,7 @@ impl Validator<'_> {
             raw.transient_errors.as_ref(),
             &at,
         );
-        let mut params = Vec::new();
-        let mut params_from_env = Vec::new();
-        for (name, value) in &raw.params {
-            if let Some(v) = self.string(value, &format!("{at}.params.{name}")) {
-                if v != *value.get_ref() {
-                    params_from_env.push(name.clone());
-                }
-                params.push((name.clone(), Secret::new(v)));
-            }
-        }
+        let (params, params_from_env) = self.params(&raw.params, &at);
         let zone = self.time_zone(raw.timezone.as_ref(), raw.time_format.as_ref(), &at);
         let time_format = match raw.time_format.as_ref() {
             None => Some(TimeFormat::Rfc3339),
@@ -266,10 +257,30 @@ impl Validator<'_> {
         }
     }
 
+    /// A listing's `params`, each value's `${VAR}`s from the environment;
+    /// with the names of those that took one.
+    pub(super) fn params(
+        &mut self,
+        raw: &BTreeMap<String, Spanned<String>>,
+        at: &str,
+    ) -> (Vec<(String, Secret)>, Vec<String>) {
+        let mut params = Vec::new();
+        let mut from_env = Vec::new();
+        for (name, value) in raw {
+            if let Some(v) = self.string(value, &format!("{at}.params.{name}")) {
+                if v != *value.get_ref() {
+                    from_env.push(name.clone());
+                }
+                params.push((name.clone(), Secret::new(v)));
+            }
+        }
+        (params, from_env)
+    }
+
     /// `body` (a table, sent as JSON with a POST) and where each page's
     /// parameters go: in it (`body_params_path`, the top level unless said),
     /// or in the URL's query (`page_params_in = "query"`).
-    fn source_body(
+    pub(super) fn source_body(
         &mut self,
         body: Option<&Spanned<toml::Value>>,
         params_path: Option<&Spanned<String>>,

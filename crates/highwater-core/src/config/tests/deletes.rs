@@ -143,12 +143,29 @@ fn deletes_mistakes_name_line_and_key() {
             hw.toml:53: sync "invoices_to_crm".deletes.delete_path: expected a path containing {external_id} or {dest_id}
             hw.toml:54: sync "invoices_to_crm".deletes.full_delete_limit: expected a share above 0 and at most 1, like 0.1 for 10%"#]],
     );
+    // A feed's own query or body is an endpoint's, and read as the source's.
+    check(
+        &with_deletes(
+            "[sync.deletes]\nmarker_field = \"deleted\"\nbody = { q = \"x\" }\ndelete_path = \"/v1/x/{dest_id}\"\n",
+        ),
+        expect![[
+            r#"hw.toml:50: sync "invoices_to_crm".deletes.body: applies only to a deletes endpoint (`path`), not to a marker"#
+        ]],
+    );
+    check(
+        &with_deletes(
+            "[sync.deletes]\npath = \"/v1/deleted\"\npage_params_in = \"query\"\ndelete_path = \"/v1/x/{dest_id}\"\n",
+        ),
+        expect![[
+            r#"hw.toml:50: sync "invoices_to_crm".deletes.page_params_in: is read only with `body` (pages asked for with a POST)"#
+        ]],
+    );
     check(
         &with_deletes(
             "[sync.deletes]\npath = \"/v1/deleted\"\ndelete_path = \"/v1/x/{dest_id}\"\nwhat = 1\n",
         ),
         expect![[
-            r#"hw.toml:51: sync "invoices_to_crm".deletes.what: unknown key `what`, expected one of `path`, `records_path`, `id_field`, `deleted_at_field`, `time_format`, `lower_bound_param`, `upper_bound_param`, `lookback`, `pagination`, `marker_field`, `marker_value`, `delete_path`, `soft_delete`, `full_delete_limit`"#
+            r#"hw.toml:51: sync "invoices_to_crm".deletes.what: unknown key `what`, expected one of `path`, `params`, `body`, `body_params_path`, `page_params_in`, `records_path`, `id_field`, `deleted_at_field`, `time_format`, `lower_bound_param`, `upper_bound_param`, `lookback`, `pagination`, `marker_field`, `marker_value`, `delete_path`, `soft_delete`, `full_delete_limit`"#
         ]],
     );
 }
