@@ -57,7 +57,9 @@ pub async fn explain(ctx: &mut Context, sync: &str, source_id: &str) -> Result<E
     if story.is_empty() {
         let _ = writeln!(
             out,
-            "\nno run read it in the events kept ({kept}; [state] event_retention)."
+            "\nno run read it in the events kept ({kept}; [state] event_retention): a page \
+             read but never committed (its run stopped, failed or was killed first) leaves no \
+             event, and the next run reads it again."
         );
         recent_runs(&mut out, &runs);
     } else {

@@ -187,7 +187,10 @@ async fn explain_tells_each_records_story_as_it_happened() {
     assert_eq!(runs, [second_run.as_str(), first_run.as_str()]);
     assert_eq!(story["recent_runs"][0]["watermark"], second["watermark"]);
     let text = stdout(&world.highwater(&["explain", SYNC, "inv_999999"]).await);
-    assert!(text.contains("no run read it"), "{text}");
+    assert!(
+        text.contains("no run read it") && text.contains("never committed"),
+        "{text}"
+    );
     let watermark = second["watermark"].as_str().expect("watermark");
     assert!(
         text.contains(&format!("a record updated after {watermark}")),
