@@ -109,18 +109,12 @@ async fn items_are_answered_alone_refused_ones_dead_lettered_and_failed_ones_sen
     refused_items_dead_lettered(&world, &v, 20).await;
 }
 
-/// An answer that lists the items not written apart from its results, in
-/// another order (HubSpot's batch endpoints): each error is matched by the
-/// ids it names, refused ones dead-lettered with its message, failed ones
-/// sent again.
-#[tokio::test(flavor = "multi_thread")]
-async fn errors_listed_apart_from_the_results_are_matched_by_the_ids_they_name() {
-    let mut sim = SimConfig::new(134, 2_000);
-    sim.poisoned_ratio = 0.02;
+/// A world whose batch endpoint lists the items not written apart from its
+/// results (`sim`'s with `batch_errors_apart`), the sync told where.
+async fn errors_listed_apart(name: &str, mut sim: SimConfig) -> World {
     sim.invalid_ratio = 0.0;
-    sim.dest.item_fail_ratio = 0.1;
     sim.dest.batch_errors_apart = true;
-    let world = World::start("batch-apart", sim, &Setup::new(Style::Cursor, Mode::Batch)).await;
+    let world = World::start(name, sim, &Setup::new(Style::Cursor, Mode::Batch)).await;
     let text = std::fs::read_to_string(&world.config).expect("config");
     let apart = "errors_path = \"errors\"\nerror_id_field = \"context.ids\"\n\
                  error_message_field = \"message\"\nupsert = true";
@@ -129,6 +123,19 @@ async fn errors_listed_apart_from_the_results_are_matched_by_the_ids_they_name()
         text.replace("result_error_field = \"error\"\nupsert = true", apart),
     )
     .expect("config");
+    world
+}
+
+/// An answer that lists the items not written apart from its results, in
+/// another order (HubSpot's batch endpoints): each error is matched by the
+/// ids it names, refused ones dead-lettered with its message, failed ones
+/// sent again.
+#[tokio::test(flavor = "multi_thread")]
+async fn errors_listed_apart_from_the_results_are_matched_by_the_ids_they_name() {
+    let mut sim = SimConfig::new(134, 2_000);
+    sim.poisoned_ratio = 0.02;
+    sim.dest.item_fail_ratio = 0.1;
+    let world = errors_listed_apart("batch-apart", sim).await;
     world.run_to_completion().await;
     let v = world.assert_exact().await;
     assert!(world.sim.stats().dest.item_failures > 50);
@@ -154,24 +161,9 @@ async fn errors_listed_apart_from_the_results_are_matched_by_the_ids_they_name()
 async fn errors_listed_apart_naming_no_record_are_found_by_halving_the_batch() {
     let mut sim = SimConfig::new(139, 1_000);
     sim.poisoned_ratio = 0.01;
-    sim.invalid_ratio = 0.0;
     sim.dest.item_fail_ratio = 0.02;
-    sim.dest.batch_errors_apart = true;
     sim.dest.batch_errors_unnamed = true;
-    let world = World::start(
-        "batch-apart-unnamed",
-        sim,
-        &Setup::new(Style::Cursor, Mode::Batch),
-    )
-    .await;
-    let text = std::fs::read_to_string(&world.config).expect("config");
-    let apart = "errors_path = \"errors\"\nerror_id_field = \"context.ids\"\n\
-                 error_message_field = \"message\"\nupsert = true";
-    std::fs::write(
-        &world.config,
-        text.replace("result_error_field = \"error\"\nupsert = true", apart),
-    )
-    .expect("config");
+    let world = errors_listed_apart("batch-apart-unnamed", sim).await;
     world.run_to_completion().await;
     let v = world.assert_exact().await;
     assert!(world.sim.stats().dest.item_failures > 5);
