@@ -259,6 +259,10 @@ pub enum Command {
         /// Write the missing, stale and drifted records again, as a repair run.
         #[arg(long)]
         repair: bool,
+        /// Let --repair delete more extras than the sync's full_delete_limit
+        /// share of the ledger.
+        #[arg(long, requires = "repair")]
+        allow_mass_delete: bool,
     },
     /// Check the config file and report every problem with its line and key.
     Validate,
@@ -608,7 +612,11 @@ pub async fn dispatch(cli: Cli) -> Result<Exit, CliError> {
             window,
             sample,
             repair,
-        } => reconcile::reconcile(&mut ctx, &sync, window, sample, repair).await,
+            allow_mass_delete,
+        } => {
+            let repair = repair.then_some(reconcile::Repair { allow_mass_delete });
+            reconcile::reconcile(&mut ctx, &sync, window, sample, repair).await
+        }
         Command::Validate => validate::validate(&mut ctx),
         Command::Demo {
             records,

@@ -8,18 +8,25 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use highwater_core::config::DEFAULT_FULL_DELETE_LIMIT;
 use highwater_core::engine::{self, Mismatch, Plan, ReconcileReport, Sample};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use super::{CliError, Context, Exit, print, run};
 
+/// `--repair`, and whether it may delete more than `full_delete_limit`.
+#[derive(Debug, Clone, Copy)]
+pub struct Repair {
+    pub allow_mass_delete: bool,
+}
+
 pub async fn reconcile(
     ctx: &mut Context,
     sync: &str,
     window: Duration,
     sample: Sample,
-    repair: bool,
+    repair: Option<Repair>,
 ) -> Result<Exit, CliError> {
     let spec = ctx.sync(sync)?;
     let store = ctx.store().await?;
@@ -36,10 +43,10 @@ pub async fn reconcile(
         print(text(sync, &report).trim_end())?;
     }
     let ids = report.to_repair();
-    if !repair {
+    let Some(repair) = repair else {
         let clean = ids.is_empty() && report.extra.is_empty();
         return Ok(if clean { Exit::Complete } else { Exit::Failed });
-    }
+    };
     // Deleting is the sync's to decide: only one that deletes loses extras.
     let delete = match (&spec.deletes, report.extra.is_empty()) {
         (Some(_), _) | (None, true) => report.extra.clone(),
@@ -51,6 +58,26 @@ pub async fn reconcile(
             Vec::new()
         }
     };
+    // Extras by the thousand more likely mean a window the source does not
+    // read as the config says than records gone: the guard of `run --full`.
+    if !delete.is_empty() && !repair.allow_mass_delete {
+        let ledger = store.ledger(sync).await.map_err(CliError::failed)?;
+        let live = ledger.iter().filter(|e| e.deleted_at.is_none()).count();
+        let limit = spec
+            .deletes
+            .as_ref()
+            .map_or(DEFAULT_FULL_DELETE_LIMIT, |d| d.full_delete_limit);
+        if delete.len() as f64 > limit * live as f64 {
+            let refused = engine::FailureCause::MassDelete {
+                count: delete.len(),
+                total: live,
+                limit,
+            };
+            return Err(CliError::Failed(format!(
+                "reconcile {sync:?}: {refused}; nothing was repaired either"
+            )));
+        }
+    }
     if ids.is_empty() && delete.is_empty() {
         return Ok(Exit::Complete);
     }

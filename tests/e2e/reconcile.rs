@@ -132,6 +132,53 @@ async fn reconcile_finds_what_changed_behind_highwaters_back_and_repairs_it() {
     }
 }
 
+/// Extras above the sync's `full_delete_limit` share of the ledger (a
+/// window the source does not read as the config says looks the same as
+/// records gone): `--repair` refuses, deleting and writing nothing, until
+/// `--allow-mass-delete` says they are gone.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_repair_that_would_delete_too_much_is_refused() {
+    let mut sim = SimConfig::new(48, 300);
+    sim.invalid_ratio = 0.0;
+    sim.poisoned_ratio = 0.0;
+    let mut setup = Setup::new(Style::Cursor, Mode::Put);
+    setup.lookback = "5m";
+    setup.deletes = crate::deletes::deletes_endpoint(Mode::Put);
+    let world = World::start("reconcile-mass", sim, &setup).await;
+    let out = world.highwater(&["run", SYNC]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let gone: Vec<String> = world.sim.source_records()[..60]
+        .iter()
+        .map(|r| r.id.clone())
+        .collect();
+    for id in &gone {
+        assert!(world.sim.delete_record(id, simsaas::Deletion::Hard));
+    }
+    let (code, found) = reconcile(&world, &[]).await;
+    assert_eq!(code, Some(1), "{found}");
+    assert_eq!(found["extra"].as_array().map(Vec::len), Some(60), "{found}");
+
+    let before = world.state_dump().await;
+    let out = world
+        .highwater(&["reconcile", SYNC, "--sample", "all", "--repair"])
+        .await;
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let message = crate::util::stderr(&out);
+    for expected in ["refusing to delete 60 of the 300", "--allow-mass-delete"] {
+        assert!(message.contains(expected), "{expected:?}: {message}");
+    }
+    assert_eq!(
+        world.state_dump().await,
+        before,
+        "the refused repair changed the state"
+    );
+    assert!(world.sim.deletes_applied().is_empty(), "nothing deleted");
+
+    let (code, _) = reconcile(&world, &["--repair", "--allow-mass-delete"]).await;
+    assert_eq!(code, Some(0));
+    assert_eq!(world.sim.deletes_applied().len(), 60);
+}
+
 /// A database table is read back with its version column, which says which
 /// copy a row holds whatever the mapping writes, and a number comes back as
 /// the database keeps it (PostgreSQL's DOUBLE PRECISION gives `2` for the
