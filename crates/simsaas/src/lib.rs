@@ -199,8 +199,10 @@ pub struct SourceFaults {
     pub loop_pagination: bool,
     /// Every data response is broken this way.
     pub bad_body: Option<BadBody>,
-    /// Chance a data request is answered as `BadBody::NotJson` is, once: a
-    /// proxy's or CDN's page under a 200, the API behind it well.
+    /// Chance a data request is answered as `BadBody::NotJson` or
+    /// `BadBody::Empty` is (every other time each), once: a proxy's or CDN's
+    /// page under a 200, or an answer cut off before its first byte, the
+    /// API behind it well.
     pub not_json_ratio: f64,
     /// A 429's head goes out at once, its body only after this long: a client
     /// that waits for the body before it holds back lets other requests through.
@@ -245,6 +247,8 @@ pub enum BadBody {
     NotJson,
     /// 200 with `{"result":"ok"}`.
     MissingRecords,
+    /// 200 with `application/json` and no body at all.
+    Empty,
 }
 
 /// Faults of the destination API, decided per write or lookup.

@@ -106,8 +106,11 @@ async fn gate(s: &Arc<Shared>, headers: &HeaderMap, raw: Option<String>) -> Resu
                 pause(&s.shutdown, faults.latency + faults.slow_delay).await;
             }
             Outcome::NotJson => {
-                bump(&s.source_stats.not_json);
-                bad_body = Some(BadBody::NotJson);
+                let n = bump(&s.source_stats.not_json);
+                bad_body = Some(match n % 2 {
+                    0 => BadBody::NotJson,
+                    _ => BadBody::Empty,
+                });
             }
             _ => {}
         }
@@ -124,6 +127,7 @@ async fn gate(s: &Arc<Shared>, headers: &HeaderMap, raw: Option<String>) -> Resu
         Some(BadBody::MissingRecords) => {
             return Err(json_bytes(StatusCode::OK, br#"{"result":"ok"}"#.to_vec()));
         }
+        Some(BadBody::Empty) => return Err(json_bytes(StatusCode::OK, Vec::new())),
         None => {}
     }
     let fmt = if params.get("ts") == Some("epoch_ms") {

@@ -751,6 +751,14 @@ impl<'a> Reader<'a> {
         request: &Request,
         reply: Reply,
     ) -> Result<(Value, reqwest::header::HeaderMap), SourceError> {
+        // A page's answer is never empty: one cut off before its first byte
+        // is asked for again as any answer that is not JSON.
+        if reply.body.trim_ascii().is_empty() {
+            return Err(SourceError::BadResponse {
+                url: shown(request),
+                detail: format!("an empty answer (HTTP {})", reply.status.as_u16()),
+            });
+        }
         let body = reply.json().map_err(|e| {
             let kind = reply
                 .headers
