@@ -362,6 +362,16 @@ async fn results_out_of_order_are_not_matched_by_position() {
     }
 }
 
+/// The sync's item results' keys replaced by `with`: an answer that says
+/// nothing of each item.
+fn without_item_results(world: &World, with: &str) {
+    let text = std::fs::read_to_string(&world.config).expect("config");
+    let items = "results_path = \"results\"\nresult_id_field = \"external_id\"\n\
+                 result_status_field = \"status\"\nresult_error_field = \"error\"\n";
+    assert!(text.contains(items), "{text}");
+    std::fs::write(&world.config, text.replace(items, with)).expect("config");
+}
+
 /// An endpoint that answers for the whole batch only (`item_results =
 /// false`): a 2xx writes every record of it, and a batch refused is halved
 /// until the record it cannot take stands alone.
@@ -378,11 +388,7 @@ async fn a_batch_answered_as_a_whole_writes_every_record_of_it() {
         &Setup::new(Style::Cursor, Mode::Batch),
     )
     .await;
-    let text = std::fs::read_to_string(&world.config).expect("config");
-    let items = "results_path = \"results\"\nresult_id_field = \"external_id\"\n\
-                 result_status_field = \"status\"\nresult_error_field = \"error\"\n";
-    assert!(text.contains(items), "{text}");
-    std::fs::write(&world.config, text.replace(items, "item_results = false\n")).expect("config");
+    without_item_results(&world, "item_results = false\n");
     world.run_to_completion().await;
     let v = world.assert_exact().await;
     assert!(v.dead_lettered >= 5, "{v}");
@@ -406,15 +412,11 @@ async fn failures_a_job_counts_but_does_not_name_are_found_by_halving_its_batch(
         &Setup::new(Style::Cursor, Mode::Batch),
     )
     .await;
-    let text = std::fs::read_to_string(&world.config).expect("config");
-    let items = "results_path = \"results\"\nresult_id_field = \"external_id\"\n\
-                 result_status_field = \"status\"\nresult_error_field = \"error\"\n";
-    assert!(text.contains(items), "{text}");
     let counted = "item_results = false\n\
                    failed_count_field = \"job_status.failed_count\"\n\
                    job = { url_field = \"job_status.url\", status_field = \"job_status.status\", \
                    poll = \"10ms\" }\n";
-    std::fs::write(&world.config, text.replace(items, counted)).expect("config");
+    without_item_results(&world, counted);
     world.run_to_completion().await;
     let v = world.assert_exact().await;
     let dead = dead_letters(&world).await;
